@@ -1,0 +1,80 @@
+/*
+ * Core utilities of the host: aborting allocators, the logger, the
+ * per-request arena and growable byte buffers.
+ */
+#ifndef MF_CORE_H
+#define MF_CORE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <manifold/plugin.h>
+
+#define MF_UNUSED(x) ((void)(x))
+#define MF_NELEMS(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Allocators that abort with a message on OOM (host-owned memory). */
+void *mf_xmalloc(size_t size);
+void *mf_xcalloc(size_t n, size_t size);
+void *mf_xrealloc(void *p, size_t size);
+char *mf_xstrdup(const char *s);
+char *mf_xstrndup(const char *s, size_t n);
+
+/* Logger: one line to stderr, "time level [tag] message". */
+void mf_log_set_level(mf_log_level_t level);
+mf_log_level_t mf_log_get_level(void);
+void mf_log(mf_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void mf_log_tagged(mf_log_level_t level, const char *tag, const char *fmt,
+                   ...) __attribute__((format(printf, 3, 4)));
+void mf_logv(mf_log_level_t level, const char *tag, const char *fmt,
+             va_list ap);
+
+#define mf_log_debug(...) mf_log(MF_LOG_DEBUG, __VA_ARGS__)
+#define mf_log_info(...) mf_log(MF_LOG_INFO, __VA_ARGS__)
+#define mf_log_warn(...) mf_log(MF_LOG_WARN, __VA_ARGS__)
+#define mf_log_error(...) mf_log(MF_LOG_ERROR, __VA_ARGS__)
+
+/* Arena: allocations freed all at once by mf_pool_destroy. */
+typedef struct mf_pool_s mf_pool_t;
+
+mf_pool_t *mf_pool_create(size_t block_size);
+void mf_pool_destroy(mf_pool_t *p);
+/* NULL when a client-inflated size cannot be had (the caller answers). */
+void *mf_pool_alloc(mf_pool_t *p, size_t size);
+char *mf_pool_strndup(mf_pool_t *p, const char *s, size_t n);
+mf_str_t mf_pool_str(mf_pool_t *p, mf_str_t s);
+
+/* Growable byte buffer with an optional cap (0 = none). */
+typedef struct mf_buf_s {
+    char *data;
+    size_t len;
+    size_t cap;
+    size_t limit;
+} mf_buf_t;
+
+/* MF_ERR when the limit would be passed or memory is short. */
+int mf_buf_append(mf_buf_t *b, const void *data, size_t len);
+int mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void mf_buf_consume(mf_buf_t *b, size_t n);
+void mf_buf_reset(mf_buf_t *b);
+void mf_buf_free(mf_buf_t *b);
+
+/* String helpers. */
+int mf_str_eq(mf_str_t a, mf_str_t b);
+int mf_str_caseeq(mf_str_t a, mf_str_t b);
+int mf_str_eq_cstr(mf_str_t a, const char *b);
+mf_str_t mf_str_from(const char *s);
+/* Glob match: '*' any run, '?' one char; others literal. */
+int mf_glob_match(const char *pattern, mf_str_t s);
+/* Masks a secret for display: "sk-...abcd" (never more than 4 chars). */
+void mf_mask_secret(mf_str_t secret, char *out, size_t cap);
+
+/* Monotonic milliseconds and wall time in seconds. */
+double mf_now_ms(void);
+double mf_wall_time(void);
+
+#endif

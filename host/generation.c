@@ -1,0 +1,316 @@
+/*
+ * Generations: a loaded config with its stages (plugins and Lua states) and
+ * providers bound to their plugins. Requests hold a reference to the
+ * generation they started on; the last release frees it (fini, dlclose).
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "lua_stage.h"
+#include "runtime.h"
+
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_gen_t *gen_current;
+static unsigned gen_seq;
+
+static void
+gen_free(mf_gen_t *g)
+{
+    size_t i;
+
+    for (i = 0; i < g->nstages; i++) {
+        mf_pstage_t *s = &g->stages[i];
+
+        if (s->kind == MF_STAGE_KIND_C && s->desc != NULL) {
+            if (s->desc->fini && s->state) {
+                s->desc->fini(s->state);
+            }
+            mf_plugin_unload(s->dso);
+        } else if (s->lua != NULL) {
+            mf_lua_stage_free(s->lua);
+        }
+        free(s->name);
+        free(s->file);
+    }
+    free(g->stages);
+    for (i = 0; i < g->nproviders; i++) {
+        mf_prov_t *p = &g->providers[i];
+
+        if (p->dso && p->dso->desc->fini && p->state) {
+            p->dso->desc->fini(p->state);
+        }
+    }
+    free(g->providers);
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        mf_plugin_unload(g->provider_dsos[i]);
+    }
+    free(g->provider_dsos);
+    mf_config_free(g->config);
+    free(g);
+}
+
+static unsigned
+c_hooks(const mf_plugin_t *d)
+{
+    unsigned h = 0;
+
+    h |= d->on_request ? MF_HOOK(MF_STAGE_REQUEST) : 0;
+    h |= d->on_route ? MF_HOOK(MF_STAGE_ROUTE) : 0;
+    h |= d->on_upstream_request ? MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) : 0;
+    h |= d->on_upstream_response ? MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) : 0;
+    h |= d->on_response_headers ? MF_HOOK(MF_STAGE_RESPONSE_HEADERS) : 0;
+    h |= d->on_response_body ? MF_HOOK(MF_STAGE_RESPONSE_BODY) : 0;
+    h |= d->on_log ? MF_HOOK(MF_STAGE_LOG) : 0;
+    h |= d->on_done ? MF_HOOK(MF_STAGE_DONE) : 0;
+    return h;
+}
+
+/* Loads every provider-*.so of the plugin dir (once per generation). */
+static int
+load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
+{
+    const char *dir = g->config->plugin_dir;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (d == NULL) {
+        snprintf(err, errcap, "%s: cannot open the plugin directory; set "
+                 "plugin_dir in the config or build the plugins", dir);
+        return MF_ERR;
+    }
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char path[4096];
+        mf_dso_t *dso;
+
+        if (strncmp(de->d_name, "provider-", 9) != 0 || n < 4 ||
+            strcmp(de->d_name + n - 3, ".so") != 0) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        dso = mf_plugin_load(path, err, errcap);
+        if (dso == NULL) {
+            closedir(d);
+            return MF_ERR;
+        }
+        if (dso->desc->provider == NULL) {
+            snprintf(err, errcap, "%s: named provider-* but is not a "
+                     "provider plugin", path);
+            mf_plugin_unload(dso);
+            closedir(d);
+            return MF_ERR;
+        }
+        g->provider_dsos = mf_xrealloc(g->provider_dsos,
+                                       (g->nprovider_dsos + 1) *
+                                           sizeof(mf_dso_t *));
+        g->provider_dsos[g->nprovider_dsos++] = dso;
+    }
+    closedir(d);
+    return MF_OK;
+}
+
+static mf_dso_t *
+find_provider_dso(mf_gen_t *g, const char *type)
+{
+    size_t i, j;
+
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        const char *const *t = g->provider_dsos[i]->desc->provider->types;
+
+        for (j = 0; t && t[j]; j++) {
+            if (strcmp(t[j], type) == 0) {
+                return g->provider_dsos[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+static int
+bind_providers(mf_gen_t *g, char *err, size_t errcap)
+{
+    mf_config_t *c = g->config;
+    size_t i;
+
+    if (c->nproviders > 0 && load_provider_dsos(g, err, errcap) != MF_OK) {
+        return MF_ERR;
+    }
+    g->providers = mf_xcalloc(c->nproviders ? c->nproviders : 1,
+                              sizeof(mf_prov_t));
+    for (i = 0; i < c->nproviders; i++) {
+        mf_provider_conf_t *pc = &c->providers[i];
+        mf_prov_t *p = &g->providers[g->nproviders];
+        mf_dso_t *dso;
+        json_t *conf;
+        char *text;
+        int rc;
+
+        if (pc->disabled) {
+            continue;
+        }
+        if (pc->plugin != NULL) {
+            dso = mf_plugin_load(pc->plugin, err, errcap);
+            if (dso == NULL) {
+                return MF_ERR;
+            }
+            g->provider_dsos = mf_xrealloc(g->provider_dsos,
+                                           (g->nprovider_dsos + 1) *
+                                               sizeof(mf_dso_t *));
+            g->provider_dsos[g->nprovider_dsos++] = dso;
+            if (dso->desc->provider == NULL) {
+                snprintf(err, errcap, "%s:%d: provider '%s': %s is not a "
+                         "provider plugin", c->path, pc->line, pc->name,
+                         pc->plugin);
+                return MF_ERR;
+            }
+        } else {
+            dso = find_provider_dso(g, pc->type);
+            if (dso == NULL) {
+                snprintf(err, errcap, "%s:%d: providers: '%s' has type "
+                         "'%s', which no provider plugin in %s serves",
+                         c->path, pc->line, pc->name, pc->type,
+                         c->plugin_dir);
+                return MF_ERR;
+            }
+        }
+        conf = json_deep_copy(pc->json);
+        json_object_del(conf, "keys"); /* keys reach it per attempt */
+        text = json_dumps(conf, JSON_COMPACT);
+        json_decref(conf);
+        p->conf = pc;
+        p->dso = dso;
+        p->ops = dso->desc->provider;
+        p->index = g->nproviders;
+        rc = dso->desc->init(&mf_api, text, &p->state);
+        free(text);
+        if (rc != MF_OK) {
+            snprintf(err, errcap, "%s:%d: provider '%s': plugin %s refused "
+                     "its config (see the log above)", c->path, pc->line,
+                     pc->name, dso->desc->name);
+            p->dso = NULL;
+            return MF_ERR;
+        }
+        g->nproviders++;
+    }
+    return MF_OK;
+}
+
+static int
+load_stages(mf_gen_t *g, char *err, size_t errcap)
+{
+    mf_config_t *c = g->config;
+    size_t i;
+
+    g->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(mf_pstage_t));
+    for (i = 0; i < c->nstages; i++) {
+        mf_stage_conf_t *sc = &c->stages[i];
+        mf_pstage_t *s = &g->stages[i];
+
+        s->name = mf_xstrdup(sc->name);
+        atomic_store(&s->enabled, sc->enabled);
+        g->nstages = i + 1;
+        if (sc->plugin != NULL) {
+            char *text;
+            int rc;
+
+            s->kind = MF_STAGE_KIND_C;
+            s->file = mf_xstrdup(sc->plugin);
+            s->dso = mf_plugin_load(sc->plugin, err, errcap);
+            if (s->dso == NULL) {
+                return MF_ERR;
+            }
+            s->desc = s->dso->desc;
+            text = json_dumps(sc->config, JSON_COMPACT);
+            rc = s->desc->init(&mf_api, text, &s->state);
+            free(text);
+            if (rc != MF_OK) {
+                snprintf(err, errcap, "%s:%d: stages[%zu] '%s': %s init() "
+                         "refused its config (see the log above)", c->path,
+                         sc->line, i, sc->name, sc->plugin);
+                s->desc = NULL;
+                mf_plugin_unload(s->dso);
+                s->dso = NULL;
+                return MF_ERR;
+            }
+            s->hooks = c_hooks(s->desc);
+        } else {
+            s->kind = MF_STAGE_KIND_LUA;
+            s->file = mf_xstrdup(sc->lua);
+            s->lua = mf_lua_stage_load(sc->lua, sc->name, sc->config,
+                                       g->nworkers, c->lua_path, &s->hooks,
+                                       err, errcap);
+            if (s->lua == NULL) {
+                return MF_ERR;
+            }
+        }
+        g->hooks |= s->hooks;
+    }
+    return MF_OK;
+}
+
+mf_gen_t *
+mf_gen_build(mf_config_t *config, int nworkers, char *err, size_t errcap)
+{
+    mf_gen_t *g = mf_xcalloc(1, sizeof(*g));
+
+    g->config = config;
+    g->nworkers = nworkers;
+    atomic_store(&g->refs, 1);
+    if (bind_providers(g, err, errcap) != MF_OK ||
+        load_stages(g, err, errcap) != MF_OK) {
+        gen_free(g);
+        return NULL;
+    }
+    pthread_mutex_lock(&gen_lock);
+    g->id = ++gen_seq;
+    pthread_mutex_unlock(&gen_lock);
+    return g;
+}
+
+mf_gen_t *
+mf_gen_acquire(void)
+{
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&gen_lock);
+    g = gen_current;
+    if (g != NULL) {
+        atomic_fetch_add(&g->refs, 1);
+    }
+    pthread_mutex_unlock(&gen_lock);
+    return g;
+}
+
+void
+mf_gen_release(mf_gen_t *g)
+{
+    if (g != NULL && atomic_fetch_sub(&g->refs, 1) == 1) {
+        gen_free(g);
+    }
+}
+
+void
+mf_gen_set_current(mf_gen_t *g)
+{
+    mf_gen_t *old;
+
+    pthread_mutex_lock(&gen_lock);
+    old = gen_current;
+    gen_current = g;
+    pthread_mutex_unlock(&gen_lock);
+    mf_gen_release(old);
+}
+
+mf_prov_t *
+mf_gen_find_provider(mf_gen_t *g, mf_str_t name)
+{
+    size_t i;
+
+    for (i = 0; i < g->nproviders; i++) {
+        if (mf_str_eq_cstr(name, g->providers[i].conf->name)) {
+            return &g->providers[i];
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,475 @@
+/*
+ * HTTP/1.1 heads and chunked bodies (RFC 9112): parsing of complete heads
+ * and an incremental chunked decoder. Strict where smuggling hides
+ * (duplicate or conflicting lengths), lenient on bare LF line ends.
+ */
+#include "http.h"
+
+#include <strings.h>
+
+size_t
+mf_http_head_end(const char *buf, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (buf[i] != '\n') {
+            continue;
+        }
+        if (i + 1 < len && buf[i + 1] == '\n') {
+            return i + 2;
+        }
+        if (i + 2 < len && buf[i + 1] == '\r' && buf[i + 2] == '\n') {
+            return i + 3;
+        }
+    }
+    return 0;
+}
+
+static int
+is_tchar(unsigned char c)
+{
+    if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+        (c >= '0' && c <= '9')) {
+        return 1;
+    }
+    return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+/* Reads one line [*pos, eol) without its line end; advances *pos. */
+static int
+next_line(const char *buf, size_t len, size_t *pos, mf_str_t *line)
+{
+    size_t start = *pos, i;
+
+    for (i = start; i < len; i++) {
+        if (buf[i] == '\n') {
+            size_t end = i;
+
+            if (end > start && buf[end - 1] == '\r') {
+                end--;
+            }
+            line->data = buf + start;
+            line->len = end - start;
+            *pos = i + 1;
+            return MF_OK;
+        }
+    }
+    return MF_ERR;
+}
+
+static int
+parse_uint(mf_str_t s, int64_t *out)
+{
+    int64_t v = 0;
+    size_t i;
+
+    if (s.len == 0 || s.len > 18) {
+        return MF_ERR;
+    }
+    for (i = 0; i < s.len; i++) {
+        if (s.data[i] < '0' || s.data[i] > '9') {
+            return MF_ERR;
+        }
+        v = v * 10 + (s.data[i] - '0');
+    }
+    *out = v;
+    return MF_OK;
+}
+
+static mf_str_t
+trim(mf_str_t s)
+{
+    while (s.len > 0 && (s.data[0] == ' ' || s.data[0] == '\t')) {
+        s.data++;
+        s.len--;
+    }
+    while (s.len > 0 &&
+           (s.data[s.len - 1] == ' ' || s.data[s.len - 1] == '\t')) {
+        s.len--;
+    }
+    return s;
+}
+
+/* Does a comma-separated header value hold token (case-insensitive)? */
+static int
+has_token(mf_str_t value, const char *token)
+{
+    size_t tl = strlen(token), i = 0;
+
+    while (i < value.len) {
+        size_t j = i;
+        mf_str_t item;
+
+        while (j < value.len && value.data[j] != ',') {
+            j++;
+        }
+        item.data = value.data + i;
+        item.len = j - i;
+        item = trim(item);
+        if (item.len == tl && strncasecmp(item.data, token, tl) == 0) {
+            return 1;
+        }
+        i = j + 1;
+    }
+    return 0;
+}
+
+static int
+parse_headers(const char *buf, size_t len, size_t pos, mf_http_head_t *h,
+              const char **err)
+{
+    mf_str_t line;
+    int have_cl = 0, conn_close = 0, conn_keep = 0;
+
+    h->nheaders = 0;
+    h->content_length = -1;
+    h->chunked = 0;
+    h->expect_continue = 0;
+    while (next_line(buf, len, &pos, &line) == MF_OK) {
+        mf_header_t *hd;
+        size_t colon;
+
+        if (line.len == 0) {
+            h->keep_alive = h->minor >= 1 ? !conn_close : conn_keep;
+            if (h->chunked && have_cl) {
+                h->content_length = -1; /* chunked wins; length ignored */
+            }
+            return MF_OK;
+        }
+        if (line.data[0] == ' ' || line.data[0] == '\t') {
+            *err = "obsolete header line folding is not accepted";
+            return MF_ERR;
+        }
+        for (colon = 0; colon < line.len && line.data[colon] != ':';
+             colon++) {
+            if (!is_tchar((unsigned char)line.data[colon])) {
+                *err = "invalid character in a header name";
+                return MF_ERR;
+            }
+        }
+        if (colon == 0 || colon == line.len) {
+            *err = "malformed header line";
+            return MF_ERR;
+        }
+        if (h->nheaders == MF_HTTP_MAX_HEADERS) {
+            *err = "too many headers";
+            return MF_ERR;
+        }
+        hd = &h->headers[h->nheaders++];
+        hd->name.data = line.data;
+        hd->name.len = colon;
+        hd->value.data = line.data + colon + 1;
+        hd->value.len = line.len - colon - 1;
+        hd->value = trim(hd->value);
+
+        if (mf_str_caseeq(hd->name, MF_STR("content-length"))) {
+            int64_t v;
+
+            if (parse_uint(hd->value, &v) != MF_OK) {
+                *err = "invalid Content-Length";
+                return MF_ERR;
+            }
+            if (have_cl && v != h->content_length) {
+                *err = "conflicting Content-Length headers";
+                return MF_ERR;
+            }
+            have_cl = 1;
+            h->content_length = v;
+        } else if (mf_str_caseeq(hd->name, MF_STR("transfer-encoding"))) {
+            if (!has_token(hd->value, "chunked")) {
+                *err = "unsupported Transfer-Encoding";
+                return MF_ERR;
+            }
+            h->chunked = 1;
+        } else if (mf_str_caseeq(hd->name, MF_STR("connection"))) {
+            conn_close |= has_token(hd->value, "close");
+            conn_keep |= has_token(hd->value, "keep-alive");
+        } else if (mf_str_caseeq(hd->name, MF_STR("expect"))) {
+            h->expect_continue = has_token(hd->value, "100-continue");
+        }
+    }
+    *err = "incomplete header block";
+    return MF_ERR;
+}
+
+static int
+parse_version(mf_str_t v, int *minor)
+{
+    if (v.len != 8 || memcmp(v.data, "HTTP/1.", 7) != 0 ||
+        (v.data[7] != '0' && v.data[7] != '1')) {
+        return MF_ERR;
+    }
+    *minor = v.data[7] - '0';
+    return MF_OK;
+}
+
+int
+mf_http_parse_request_head(const char *buf, size_t len, mf_http_head_t *h,
+                           const char **err)
+{
+    size_t pos = 0, i, sp1, sp2;
+    mf_str_t line, version;
+
+    /* tolerate empty lines before the request line (RFC 9112 2.2) */
+    while (pos < len && (buf[pos] == '\r' || buf[pos] == '\n')) {
+        pos++;
+    }
+    if (next_line(buf, len, &pos, &line) != MF_OK) {
+        *err = "incomplete request line";
+        return MF_ERR;
+    }
+    for (sp1 = 0; sp1 < line.len && line.data[sp1] != ' '; sp1++) {
+        if (!is_tchar((unsigned char)line.data[sp1])) {
+            *err = "invalid request method";
+            return MF_ERR;
+        }
+    }
+    for (sp2 = sp1 + 1; sp2 < line.len && line.data[sp2] != ' '; sp2++) {
+        unsigned char c = (unsigned char)line.data[sp2];
+
+        if (c <= 0x20 || c == 0x7f) {
+            *err = "invalid character in the request target";
+            return MF_ERR;
+        }
+    }
+    if (sp1 == 0 || sp1 >= line.len || sp2 >= line.len || sp2 == sp1 + 1) {
+        *err = "malformed request line";
+        return MF_ERR;
+    }
+    h->method.data = line.data;
+    h->method.len = sp1;
+    h->target.data = line.data + sp1 + 1;
+    h->target.len = sp2 - sp1 - 1;
+    h->path = h->target;
+    for (i = 0; i < h->target.len; i++) {
+        if (h->target.data[i] == '?') {
+            h->path.len = i;
+            break;
+        }
+    }
+    version.data = line.data + sp2 + 1;
+    version.len = line.len - sp2 - 1;
+    if (parse_version(version, &h->minor) != MF_OK) {
+        *err = "unsupported HTTP version (HTTP/1.0 and HTTP/1.1 are served)";
+        return MF_ERR;
+    }
+    h->status = 0;
+    return parse_headers(buf, len, pos, h, err);
+}
+
+int
+mf_http_parse_response_head(const char *buf, size_t len, mf_http_head_t *h,
+                            const char **err)
+{
+    size_t pos = 0;
+    mf_str_t line, version;
+    int64_t status;
+
+    if (next_line(buf, len, &pos, &line) != MF_OK || line.len < 12) {
+        *err = "malformed status line";
+        return MF_ERR;
+    }
+    version.data = line.data;
+    version.len = 8;
+    if (parse_version(version, &h->minor) != MF_OK || line.data[8] != ' ') {
+        *err = "unsupported HTTP version in status line";
+        return MF_ERR;
+    }
+    line.data += 9;
+    line.len -= 9;
+    if (line.len < 3 || (line.len > 3 && line.data[3] != ' ')) {
+        *err = "malformed status code";
+        return MF_ERR;
+    }
+    line.len = 3;
+    if (parse_uint(line, &status) != MF_OK || status < 100) {
+        *err = "malformed status code";
+        return MF_ERR;
+    }
+    h->status = (int)status;
+    h->method = MF_STR_NULL;
+    h->target = MF_STR_NULL;
+    h->path = MF_STR_NULL;
+    return parse_headers(buf, len, pos, h, err);
+}
+
+int
+mf_http_find_header(const mf_http_head_t *h, const char *name,
+                    mf_str_t *value)
+{
+    mf_str_t n = mf_str_from(name);
+    size_t i;
+
+    for (i = 0; i < h->nheaders; i++) {
+        if (mf_str_caseeq(h->headers[i].name, n)) {
+            *value = h->headers[i].value;
+            return MF_OK;
+        }
+    }
+    return MF_ERR;
+}
+
+enum {
+    CH_SIZE = 0,
+    CH_EXT,
+    CH_SIZE_LF,
+    CH_DATA,
+    CH_DATA_CR,
+    CH_DATA_LF,
+    CH_TRAILER,
+    CH_TRAILER_LF,
+    CH_DONE
+};
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+ssize_t
+mf_http_chunked_feed(mf_http_chunked_t *c, const char *in, size_t len,
+                     mf_http_data_cb cb, void *arg)
+{
+    size_t i = 0;
+
+    while (i < len && c->state != CH_DONE) {
+        char ch = in[i];
+
+        switch (c->state) {
+        case CH_SIZE: {
+            int v = hexval(ch);
+
+            if (v >= 0) {
+                if (c->line_len >= 15) {
+                    return -1; /* chunk size over 2^60 */
+                }
+                c->remaining = c->remaining * 16 + (uint64_t)v;
+                c->line_len++;
+            } else if (c->line_len == 0) {
+                return -1;
+            } else if (ch == ';' || ch == ' ' || ch == '\t') {
+                c->state = CH_EXT;
+            } else if (ch == '\r') {
+                c->state = CH_SIZE_LF;
+            } else if (ch == '\n') {
+                c->state = c->remaining ? CH_DATA : CH_TRAILER;
+                c->line_len = 0;
+            } else {
+                return -1;
+            }
+            i++;
+            break;
+        }
+        case CH_EXT:
+            if (ch == '\n') {
+                c->state = c->remaining ? CH_DATA : CH_TRAILER;
+                c->line_len = 0;
+            } else if (++c->line_len > 4096) {
+                return -1;
+            }
+            i++;
+            break;
+        case CH_SIZE_LF:
+            if (ch != '\n') {
+                return -1;
+            }
+            c->state = c->remaining ? CH_DATA : CH_TRAILER;
+            c->line_len = 0;
+            i++;
+            break;
+        case CH_DATA: {
+            size_t n = len - i;
+
+            if (n > c->remaining) {
+                n = (size_t)c->remaining;
+            }
+            if (cb(arg, in + i, n) != MF_OK) {
+                return -1;
+            }
+            c->remaining -= n;
+            i += n;
+            if (c->remaining == 0) {
+                c->state = CH_DATA_CR;
+            }
+            break;
+        }
+        case CH_DATA_CR:
+            if (ch == '\r') {
+                c->state = CH_DATA_LF;
+            } else if (ch == '\n') {
+                c->state = CH_SIZE;
+            } else {
+                return -1;
+            }
+            i++;
+            break;
+        case CH_DATA_LF:
+            if (ch != '\n') {
+                return -1;
+            }
+            c->state = CH_SIZE;
+            i++;
+            break;
+        case CH_TRAILER:
+            /* a trailer line, or the empty line that ends the body */
+            if (ch == '\n') {
+                if (c->line_len == 0) {
+                    c->state = CH_DONE;
+                    c->done = 1;
+                }
+                c->line_len = 0;
+            } else if (ch != '\r' || c->line_len > 0) {
+                if (++c->line_len > 8192) {
+                    return -1;
+                }
+            }
+            i++;
+            break;
+        default:
+            return -1;
+        }
+    }
+    return (ssize_t)i;
+}
+
+const char *
+mf_http_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 204: return "No Content";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 499: return "Client Closed Request";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return status < 400 ? "OK" : "Error";
+    }
+}

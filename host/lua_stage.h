@@ -1,0 +1,26 @@
+/*
+ * Lua stages on LuaJIT: one lua_State per worker per stage and generation,
+ * each call in a coroutine so async host services can yield.
+ */
+#ifndef MF_LUA_STAGE_H
+#define MF_LUA_STAGE_H
+
+#include "runtime.h"
+
+/* Loads the script into nworkers fresh states; NULL with err (file:line).
+ * *hooks gets a bit per stage function the module defines. */
+mf_lua_stage_t *mf_lua_stage_load(const char *path, const char *name,
+                                  json_t *config, int nworkers,
+                                  const char *lua_path, unsigned *hooks,
+                                  char *err, size_t errcap);
+void mf_lua_stage_free(mf_lua_stage_t *ls);
+/* Runs M.<stage>(conf, ctx) for r on its worker's state. */
+mf_action_t mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage,
+                              mf_req_t *r, void **ctx, mf_str_t data,
+                              int last);
+/* Frees the per-request ctx table. */
+void mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx);
+/* Version string the module declares ("" when none). */
+const char *mf_lua_stage_version(mf_lua_stage_t *ls);
+
+#endif

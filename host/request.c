@@ -1,0 +1,1354 @@
+/*
+ * The request path. A request read by the server runs the phases of
+ * DESIGN.md: on_request, default routing by model, on_route, then per
+ * attempt on_upstream_request, the provider's build_request and the
+ * upstream call; the response passes on_upstream_response and
+ * on_response_headers, then its body (whole, or each SSE event) passes
+ * on_response_body; on_log and on_done close it. Retries move to the next
+ * target only before the first byte reached the client.
+ */
+#include "request.h"
+
+#include <event2/buffer.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "server.h"
+#include "upstream.h"
+
+#define MF_ERROR_BODY_MAX (1024 * 1024)
+#define MF_STREAM_HIGH_WATER (256 * 1024)
+
+static void req_step(mf_req_t *r);
+static void req_finish(mf_req_t *r);
+static void req_free(mf_req_t *r);
+static void attempt_start(mf_req_t *r);
+static int attempt_prepare(mf_req_t *r);
+
+/* Stops or restarts reading the upstream (stage pause, backpressure). */
+static void
+call_pause(mf_req_t *r, int paused)
+{
+    if (r->call == NULL || r->call_paused == paused) {
+        return;
+    }
+    r->call_paused = paused;
+    mf_upcall_pause(r->call, paused);
+}
+
+/* Headers */
+
+int
+mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++) {
+        if (mf_str_caseeq(h->v[i].name, name)) {
+            *value = h->v[i].value;
+            return MF_OK;
+        }
+    }
+    return MF_ERR;
+}
+
+int
+mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++) {
+        if (mf_str_caseeq(h->v[i].name, name)) {
+            if (value.len == 0) {
+                h->v[i] = h->v[--h->n];
+                return MF_OK;
+            }
+            h->v[i].value = mf_pool_str(pool, value);
+            return MF_OK;
+        }
+    }
+    if (value.len == 0) {
+        return MF_OK;
+    }
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 8;
+        mf_header_t *v = mf_pool_alloc(pool, cap * sizeof(*v));
+
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (h->n) {
+            memcpy(v, h->v, h->n * sizeof(*v));
+        }
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = mf_pool_str(pool, name);
+    h->v[h->n].value = mf_pool_str(pool, value);
+    h->n++;
+    return MF_OK;
+}
+
+/* Sending to the client */
+
+static struct evbuffer *
+out(mf_req_t *r)
+{
+    return bufferevent_get_output(mf_conn_bev(r->conn));
+}
+
+static int
+is_hop_header(mf_str_t n)
+{
+    return mf_str_caseeq(n, MF_STR("content-length")) ||
+           mf_str_caseeq(n, MF_STR("transfer-encoding")) ||
+           mf_str_caseeq(n, MF_STR("connection")) ||
+           mf_str_caseeq(n, MF_STR("content-type"));
+}
+
+/* Writes the status line and headers; len < 0 = chunked body. */
+static void
+send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
+{
+    struct evbuffer *o;
+    size_t i;
+
+    r->status = status;
+    r->head_sent = 1;
+    if (r->conn == NULL) {
+        return;
+    }
+    o = out(r);
+    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status,
+                        mf_http_reason(status), ctype);
+    if (len >= 0) {
+        evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)len);
+    } else {
+        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+    }
+    if (!mf_conn_keep_alive(r->conn)) {
+        evbuffer_add(o, "Connection: close\r\n", 19);
+    }
+    evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
+                        r->id.data);
+    for (i = 0; i < r->resp_headers.n; i++) {
+        mf_header_t *h = &r->resp_headers.v[i];
+
+        if (is_hop_header(h->name)) {
+            continue;
+        }
+        evbuffer_add(o, h->name.data, h->name.len);
+        evbuffer_add(o, ": ", 2);
+        evbuffer_add(o, h->value.data, h->value.len);
+        evbuffer_add(o, "\r\n", 2);
+    }
+    evbuffer_add(o, "\r\n", 2);
+}
+
+static void
+mark_first_byte(mf_req_t *r)
+{
+    if (r->first_byte_ms == 0) {
+        r->first_byte_ms = mf_now_ms();
+    }
+}
+
+static void
+send_chunk(mf_req_t *r, const char *data, size_t len)
+{
+    if (len == 0 || r->conn == NULL) {
+        return;
+    }
+    mark_first_byte(r);
+    evbuffer_add_printf(out(r), "%zx\r\n", len);
+    evbuffer_add(out(r), data, len);
+    evbuffer_add(out(r), "\r\n", 2);
+    r->bytes_out += len;
+}
+
+int
+mf_req_respond(mf_req_t *r, int status, const char *content_type,
+               mf_str_t body)
+{
+    if (r->head_sent || r->finished) {
+        return MF_ERR;
+    }
+    send_head(r, status, content_type ? content_type : "application/json",
+              (int64_t)body.len);
+    if (r->conn != NULL && body.len > 0) {
+        evbuffer_add(out(r), body.data, body.len);
+    }
+    mark_first_byte(r);
+    r->bytes_out += body.len;
+    r->phase = MF_PHASE_FINISHED;
+    return MF_OK;
+}
+
+static char *
+error_json(mf_req_t *r, const char *type, const char *code,
+           const char *message)
+{
+    json_t *j;
+    char *text;
+
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                      type, "message", message);
+    } else {
+        j = json_pack("{s:{s:s,s:s,s:o,s:n}}", "error", "message", message,
+                      "type", type, "code",
+                      code ? json_string(code) : json_null(), "param");
+    }
+    if (j == NULL) {
+        return mf_xstrdup("{\"error\":{\"message\":\"error\"}}");
+    }
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return text;
+}
+
+int
+mf_req_respond_error(mf_req_t *r, int status, const char *type,
+                     const char *code, const char *message)
+{
+    char *text;
+    int rc;
+
+    if (r->head_sent || r->finished) {
+        return MF_ERR;
+    }
+    text = error_json(r, type, code, message);
+    r->error = mf_pool_str(r->pool, mf_str_from(message));
+    rc = mf_req_respond(r, status, "application/json", mf_str_from(text));
+    free(text);
+    return rc;
+}
+
+/* An error event in the middle of a stream, then the stream ends. */
+static void
+send_stream_error(mf_req_t *r, const char *code, const char *message)
+{
+    char *text, *ev;
+    size_t n;
+
+    r->error = mf_pool_str(r->pool, mf_str_from(message));
+    if (r->conn == NULL) {
+        return;
+    }
+    text = error_json(r, "upstream_error", code, message);
+    n = strlen(text) + 32;
+    ev = mf_xmalloc(n);
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        snprintf(ev, n, "event: error\ndata: %s\n\n", text);
+    } else {
+        snprintf(ev, n, "data: %s\n\n", text);
+    }
+    send_chunk(r, ev, strlen(ev));
+    free(ev);
+    free(text);
+}
+
+static void
+finish_stream(mf_req_t *r)
+{
+    if (r->conn != NULL) {
+        evbuffer_add(out(r), "0\r\n\r\n", 5);
+    }
+}
+
+/* Endpoints without stages */
+
+static void
+respond_json(mf_req_t *r, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+
+    mf_req_respond(r, status, "application/json", mf_str_from(text));
+    free(text);
+    json_decref(j);
+}
+
+static void
+handle_models(mf_req_t *r)
+{
+    json_t *data = json_array(), *seen = json_object();
+    mf_gen_t *g = r->gen;
+    size_t i, j;
+
+    for (i = 0; i < g->nproviders; i++) {
+        mf_provider_conf_t *pc = g->providers[i].conf;
+
+        for (j = 0; j < pc->nmodels + pc->nmap; j++) {
+            const char *m = j < pc->nmodels ? pc->models[j]
+                                            : pc->model_map[j - pc->nmodels]
+                                                  .from;
+
+            if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
+                continue;
+            }
+            json_object_set_new(seen, m, json_true());
+            json_array_append_new(
+                data, json_pack("{s:s,s:s,s:I,s:s}", "id", m, "object",
+                                "model", "created", (json_int_t)0,
+                                "owned_by", pc->name));
+        }
+    }
+    json_decref(seen);
+    respond_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data",
+                                   data));
+}
+
+/* Routing by model name */
+
+/* Applies a provider's model_map (exact, or glob with '*' carried). */
+static mf_str_t
+map_model(mf_req_t *r, mf_provider_conf_t *pc, mf_str_t model)
+{
+    size_t i;
+
+    for (i = 0; i < pc->nmap; i++) {
+        const char *from = pc->model_map[i].from, *to = pc->model_map[i].to;
+        size_t fl = strlen(from);
+
+        if (mf_str_eq_cstr(model, from)) {
+            return mf_str_from(to);
+        }
+        if (fl > 0 && from[fl - 1] == '*' && strchr(from, '*') == from +
+            fl - 1 && model.len >= fl - 1 &&
+            memcmp(model.data, from, fl - 1) == 0) {
+            const char *star = strchr(to, '*');
+            mf_buf_t b = {0};
+            mf_str_t outs;
+
+            if (star == NULL) {
+                return mf_str_from(to);
+            }
+            mf_buf_append(&b, to, (size_t)(star - to));
+            mf_buf_append(&b, model.data + fl - 1, model.len - (fl - 1));
+            mf_buf_append(&b, star + 1, strlen(star + 1));
+            outs.data = b.data;
+            outs.len = b.len;
+            outs = mf_pool_str(r->pool, outs);
+            mf_buf_free(&b);
+            return outs;
+        }
+    }
+    return model;
+}
+
+static int
+serves(mf_provider_conf_t *pc, mf_str_t model)
+{
+    size_t i;
+
+    for (i = 0; i < pc->nmodels; i++) {
+        if (mf_glob_match(pc->models[i], model)) {
+            return 1;
+        }
+    }
+    for (i = 0; i < pc->nmap; i++) {
+        if (mf_glob_match(pc->model_map[i].from, model)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
+mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model, unsigned weight)
+{
+    if (r->ntargets == r->targets_cap) {
+        size_t cap = r->targets_cap ? r->targets_cap * 2 : 4;
+        mf_rtarget_t *t = mf_pool_alloc(r->pool, cap * sizeof(*t));
+
+        if (t == NULL) {
+            return MF_ERR;
+        }
+        if (r->ntargets) {
+            memcpy(t, r->targets, r->ntargets * sizeof(*t));
+        }
+        r->targets = t;
+        r->targets_cap = cap;
+    }
+    r->targets[r->ntargets].prov = p;
+    r->targets[r->ntargets].model = mf_pool_str(r->pool, model);
+    r->targets[r->ntargets].weight = weight ? weight : 1;
+    r->ntargets++;
+    return MF_OK;
+}
+
+/* Default targets: the first enabled provider serving the model. */
+static void
+route_default(mf_req_t *r)
+{
+    mf_gen_t *g = r->gen;
+    size_t i;
+
+    r->ntargets = 0;
+    for (i = 0; i < g->nproviders; i++) {
+        mf_prov_t *p = &g->providers[i];
+
+        if (serves(p->conf, r->model)) {
+            mf_req_add_target(r, p, map_model(r, p->conf, r->model), 1);
+            return;
+        }
+    }
+}
+
+int
+mf_req_set_model(mf_req_t *r, mf_str_t model)
+{
+    r->model = mf_pool_str(r->pool, model);
+    route_default(r);
+    return r->ntargets > 0 ? MF_OK : MF_ERR;
+}
+
+static void
+respond_unknown_model(mf_req_t *r)
+{
+    mf_gen_t *g = r->gen;
+    mf_config_t *c = g->config;
+    mf_buf_t b = {0};
+    size_t i, j, listed = 0;
+    char *msg;
+
+    mf_buf_printf(&b, "The model '%.*s' does not exist or is not served by "
+                  "this gateway.", (int)r->model.len, r->model.data);
+    for (i = 0; i < c->nproviders; i++) {
+        if (c->providers[i].disabled && serves(&c->providers[i], r->model)) {
+            mf_buf_printf(&b, " Provider '%s' would serve it but is "
+                          "disabled because its keys are empty: set its key "
+                          "variable and restart or reload.",
+                          c->providers[i].name);
+            break;
+        }
+    }
+    mf_buf_printf(&b, " Served:");
+    for (i = 0; i < g->nproviders && listed < 40; i++) {
+        mf_provider_conf_t *pc = g->providers[i].conf;
+
+        for (j = 0; j < pc->nmodels && listed < 40; j++, listed++) {
+            mf_buf_printf(&b, "%s %s", listed ? "," : "", pc->models[j]);
+        }
+    }
+    if (listed == 0) {
+        mf_buf_printf(&b, " none (no provider is enabled)");
+    }
+    mf_buf_printf(&b, ". Use one of these, or add the model to a provider's "
+                  "models list in %s.", c->path);
+    mf_buf_append(&b, "", 1);
+    msg = b.data;
+    mf_req_respond_error(r, 404, "invalid_request_error", "model_not_found",
+                         msg);
+    mf_buf_free(&b);
+}
+
+/* The body */
+
+static int
+parse_body(mf_req_t *r)
+{
+    json_error_t jerr;
+    json_t *model, *v;
+    char msg[512];
+
+    if (r->body.len == 0) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             "The request has no body; send a JSON object.");
+        return MF_ERR;
+    }
+    r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
+    if (r->json == NULL) {
+        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your "
+                 "request: %s (line %d, column %d).", jerr.text, jerr.line,
+                 jerr.column);
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL, msg);
+        return MF_ERR;
+    }
+    if (!json_is_object(r->json)) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             "The request body must be a JSON object.");
+        return MF_ERR;
+    }
+    model = json_object_get(r->json, "model");
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        mf_req_respond_error(r, 400, "invalid_request_error",
+                             "missing_required_parameter",
+                             "You must provide a model parameter (a "
+                             "non-empty string).");
+        return MF_ERR;
+    }
+    r->model = mf_pool_str(r->pool,
+                           (mf_str_t){json_string_value(model),
+                                      json_string_length(model)});
+    if (r->endpoint == MF_ENDPOINT_CHAT) {
+        v = json_object_get(r->json, "messages");
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "missing_required_parameter",
+                                 "'messages' is required: a non-empty array "
+                                 "of {role, content} objects.");
+            return MF_ERR;
+        }
+        {
+            size_t i;
+            json_t *m;
+
+            json_array_foreach(v, i, m) {
+                if (!json_is_object(m) ||
+                    !json_is_string(json_object_get(m, "role"))) {
+                    snprintf(msg, sizeof(msg), "messages[%zu] must be an "
+                             "object with a string 'role'.", i);
+                    mf_req_respond_error(r, 400, "invalid_request_error",
+                                         NULL, msg);
+                    return MF_ERR;
+                }
+            }
+        }
+        v = json_object_get(r->json, "stream");
+        if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
+            mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                                 "'stream' must be a boolean.");
+            return MF_ERR;
+        }
+        r->stream = json_is_true(v);
+        v = json_object_get(json_object_get(r->json, "stream_options"),
+                            "include_usage");
+        r->client_wants_usage = json_is_true(v);
+    } else if (r->endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        v = json_object_get(r->json, "input");
+        if (!json_is_string(v) && !json_is_array(v)) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "missing_required_parameter",
+                                 "'input' is required: a string or an array "
+                                 "of strings or token arrays.");
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
+mf_str_t
+mf_req_last_user_text(mf_req_t *r)
+{
+    json_t *msgs = json_object_get(r->json, "messages");
+    size_t i = json_array_size(msgs);
+
+    while (i-- > 0) {
+        json_t *m = json_array_get(msgs, i), *c;
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL || strcmp(role, "user") != 0) {
+            continue;
+        }
+        c = json_object_get(m, "content");
+        if (json_is_string(c)) {
+            return (mf_str_t){json_string_value(c), json_string_length(c)};
+        }
+        if (json_is_array(c)) {
+            mf_buf_t b = {0};
+            json_t *part;
+            size_t k;
+            mf_str_t s;
+
+            json_array_foreach(c, k, part) {
+                json_t *t = json_object_get(part, "text");
+
+                if (json_is_string(t)) {
+                    if (b.len) {
+                        mf_buf_append(&b, "\n", 1);
+                    }
+                    mf_buf_append(&b, json_string_value(t),
+                                  json_string_length(t));
+                }
+            }
+            s.data = b.data;
+            s.len = b.len;
+            s = mf_pool_str(r->pool, s);
+            mf_buf_free(&b);
+            return s;
+        }
+        return MF_STR("");
+    }
+    return MF_STR("");
+}
+
+/* Phase loop */
+
+/* Acts on a stage result. Returns 1 to go on with the phase's end. */
+static int
+stage_result(mf_req_t *r, mf_action_t act)
+{
+    switch (act) {
+    case MF_CONTINUE:
+        return 1;
+    case MF_PAUSE:
+        r->paused = 1;
+        return 0;
+    case MF_RESPOND:
+        if (!r->head_sent) {
+            mf_req_respond_error(r, 500, "server_error", NULL,
+                                 "a stage said it answered but did not");
+        }
+        req_finish(r);
+        return 0;
+    default:
+        if (!r->head_sent) {
+            mf_req_respond_error(r, 500, "server_error", NULL,
+                                 "a gateway stage failed; see the gateway "
+                                 "log");
+        }
+        req_finish(r);
+        return 0;
+    }
+}
+
+void
+mf_req_resume(mf_req_t *r, mf_action_t action)
+{
+    if (!r->paused || r->finished) {
+        return;
+    }
+    if (r->in_step) {
+        r->resume_pending = 1;
+        r->resume_action = action;
+        return;
+    }
+    r->paused = 0;
+    if (action == MF_CONTINUE) {
+        r->stage_idx++;
+        req_step(r);
+    } else {
+        stage_result(r, action);
+    }
+}
+
+static void
+start_stream_response(mf_req_t *r)
+{
+    const char *ctype = "text/event-stream; charset=utf-8";
+
+    mf_hlist_set(r->pool, &r->resp_headers, MF_STR("cache-control"),
+                 MF_STR("no-cache"));
+    send_head(r, 200, ctype, -1);
+}
+
+static void flush_stream(mf_req_t *r);
+static void complete_nonstream(mf_req_t *r);
+
+static void
+req_step(mf_req_t *r)
+{
+    mf_action_t act;
+
+    r->in_step++;
+    for (;;) {
+        switch (r->phase) {
+        case MF_PHASE_REQUEST:
+            act = mf_pipeline_run(r, MF_STAGE_REQUEST);
+            break;
+        case MF_PHASE_ROUTE:
+            act = mf_pipeline_run(r, MF_STAGE_ROUTE);
+            break;
+        case MF_PHASE_ATTEMPT:
+            act = mf_pipeline_run(r, MF_STAGE_UPSTREAM_REQUEST);
+            break;
+        case MF_PHASE_UPSTREAM_RESPONSE:
+            act = mf_pipeline_run(r, MF_STAGE_UPSTREAM_RESPONSE);
+            break;
+        case MF_PHASE_RESPONSE_HEADERS:
+            act = mf_pipeline_run(r, MF_STAGE_RESPONSE_HEADERS);
+            break;
+        default:
+            goto out;
+        }
+        if (act == MF_PAUSE && r->resume_pending) {
+            /* resumed before the stage even returned */
+            r->resume_pending = 0;
+            act = r->resume_action;
+            if (act == MF_CONTINUE) {
+                r->stage_idx++;
+                continue;
+            }
+        }
+        if (!stage_result(r, act)) {
+            if (act == MF_PAUSE) {
+                call_pause(r, 1);
+            }
+            goto out;
+        }
+        r->stage_idx = 0;
+        switch (r->phase) {
+        case MF_PHASE_REQUEST:
+            route_default(r);
+            r->phase = MF_PHASE_ROUTE;
+            break;
+        case MF_PHASE_ROUTE:
+            if (r->ntargets == 0) {
+                respond_unknown_model(r);
+                req_finish(r);
+                goto out;
+            }
+            r->target_idx = 0;
+            if (attempt_prepare(r) != MF_OK) {
+                goto out;
+            }
+            r->phase = MF_PHASE_ATTEMPT;
+            break;
+        case MF_PHASE_ATTEMPT:
+            r->phase = MF_PHASE_UPSTREAM;
+            attempt_start(r);
+            goto out;
+        case MF_PHASE_UPSTREAM_RESPONSE:
+            r->phase = MF_PHASE_RESPONSE_HEADERS;
+            break;
+        case MF_PHASE_RESPONSE_HEADERS:
+            r->phase = MF_PHASE_BODY;
+            if (r->sse_active) {
+                start_stream_response(r);
+                flush_stream(r);
+                call_pause(r, 0);
+            } else {
+                complete_nonstream(r);
+            }
+            goto out;
+        default:
+            goto out;
+        }
+    }
+out:
+    if (--r->in_step == 0 && r->finished) {
+        req_free(r);
+    }
+}
+
+/* Attempts */
+
+static void
+build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
+{
+    size_t i;
+
+    mf_buf_printf(b, "POST %s HTTP/1.1\r\nHost: %s", u->path, u->host);
+    if ((u->tls && u->port != 443) || (!u->tls && u->port != 80)) {
+        mf_buf_printf(b, ":%d", u->port);
+    }
+    mf_buf_printf(b, "\r\nContent-Length: %zu\r\n", r->up_body.len);
+    for (i = 0; i < r->up_req_headers.n; i++) {
+        mf_header_t *h = &r->up_req_headers.v[i];
+
+        if (mf_str_caseeq(h->name, MF_STR("host")) ||
+            mf_str_caseeq(h->name, MF_STR("content-length"))) {
+            continue;
+        }
+        mf_buf_append(b, h->name.data, h->name.len);
+        mf_buf_append(b, ": ", 2);
+        mf_buf_append(b, h->value.data, h->value.len);
+        mf_buf_append(b, "\r\n", 2);
+    }
+    mf_buf_append(b, "\r\n", 2);
+}
+
+/* Picks the key of this attempt: round robin over the non-empty keys. */
+static mf_str_t
+pick_key(mf_prov_t *p)
+{
+    mf_provider_conf_t *pc = p->conf;
+    size_t i, n = pc->nkeys;
+    unsigned start;
+
+    if (n == 0) {
+        return MF_STR("");
+    }
+    start = atomic_fetch_add(&p->key_rr, 1);
+    for (i = 0; i < n; i++) {
+        const char *k = pc->keys[(start + i) % n];
+
+        if (k[0] != '\0') {
+            return mf_str_from(k);
+        }
+    }
+    return MF_STR("");
+}
+
+/* Prepares attempt target_idx (provider request) and runs its stages. */
+static int
+attempt_prepare(mf_req_t *r)
+{
+    mf_rtarget_t *t = &r->targets[r->target_idx];
+    mf_upstream_t u;
+    char msg[512];
+
+    r->prov = t->prov;
+    r->up_model = t->model;
+    r->up_key = pick_key(t->prov);
+    r->up_url = MF_STR_NULL;
+    r->up_body = MF_STR_NULL;
+    r->up_req_headers.n = 0;
+    r->up_resp_headers.n = 0;
+    r->up_status = 0;
+    r->passthrough = r->proto == MF_PROTO_OPENAI &&
+                     strcmp(r->prov->ops->wire, "openai") == 0 &&
+                     !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY));
+
+    memset(&u, 0, sizeof(u));
+    u.provider = mf_str_from(t->prov->conf->name);
+    u.type = mf_str_from(t->prov->conf->type);
+    u.base_url = mf_str_from(t->prov->conf->base_url);
+    u.model = t->model;
+    u.key = r->up_key;
+    u.endpoint = r->endpoint;
+    u.stream = r->stream;
+    u.want_usage = r->stream;
+    r->cur_stage = MF_STAGE_PROVIDER;
+    if (r->prov->ops->build_request(r, r->prov->state, &u) != MF_OK ||
+        r->up_url.len == 0) {
+        snprintf(msg, sizeof(msg), "provider '%s' (%s) could not build the "
+                 "upstream request", t->prov->conf->name,
+                 t->prov->dso->desc->name);
+        mf_req_respond_error(r, 500, "server_error", NULL, msg);
+        req_finish(r);
+        return MF_ERR;
+    }
+    if (r->up_body.data == NULL) {
+        if (r->body_dirty) {
+            char *text = json_dumps(r->json, JSON_COMPACT);
+            mf_str_t s = mf_str_from(text);
+
+            r->up_body = mf_pool_str(r->pool, s);
+            free(text);
+        } else {
+            r->up_body = r->body;
+        }
+    }
+    return MF_OK;
+}
+
+static void up_on_head(void *arg, const mf_http_head_t *head);
+static void up_on_data(void *arg, const char *data, size_t len);
+static void up_on_end(void *arg);
+static void up_on_error(void *arg, mf_uperr_t kind, const char *msg);
+
+static const mf_upcall_cbs_t up_cbs = {
+    .on_head = up_on_head,
+    .on_data = up_on_data,
+    .on_end = up_on_end,
+    .on_error = up_on_error,
+};
+
+static void
+attempt_start(mf_req_t *r)
+{
+    mf_limits_t *lim = &r->gen->config->limits;
+    mf_provider_conf_t *pc = r->prov->conf;
+    mf_upcall_opts_t opts;
+    char path[4096], msg[512];
+    mf_url_t url;
+    mf_buf_t b = {0};
+
+    if (mf_url_parse(r->up_url.data, r->up_url.len, &url, path,
+                     sizeof(path)) != MF_OK) {
+        snprintf(msg, sizeof(msg), "provider '%s' has an unusable URL",
+                 pc->name);
+        mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
+        req_finish(r);
+        return;
+    }
+    build_upstream_head(r, &b, &url);
+    mf_buf_append(&b, r->up_body.data, r->up_body.len);
+    opts.connect_timeout_ms = pc->connect_timeout_ms > 0
+                                  ? pc->connect_timeout_ms
+                                  : lim->upstream_connect_timeout_ms;
+    opts.first_byte_timeout_ms = pc->timeout_ms > 0 ? pc->timeout_ms
+                                                    : lim->upstream_timeout_ms;
+    opts.idle_timeout_ms = r->stream ? lim->stream_idle_timeout_ms
+                                     : opts.first_byte_timeout_ms;
+    opts.tls_verify = pc->tls_verify;
+    opts.max_header = lim->max_header;
+    r->attempts++;
+    r->up_start = mf_now_ms();
+    r->sse_active = 0;
+    r->saw_done = 0;
+    mf_buf_reset(&r->up_buf);
+    r->call_paused = 0;
+    r->call = mf_upstream_call(r->worker, &url, &opts, b.data, b.len, &up_cbs,
+                               r);
+    mf_buf_free(&b);
+    mf_upcall_start(r->call);
+}
+
+/* Moves to the next target when one is left and nothing was sent. */
+static int
+attempt_next(mf_req_t *r)
+{
+    if (r->head_sent || r->target_idx + 1 >= r->ntargets ||
+        r->conn == NULL) {
+        return 0;
+    }
+    r->target_idx++;
+    r->phase = MF_PHASE_ATTEMPT;
+    r->stage_idx = 0;
+    if (attempt_prepare(r) != MF_OK) {
+        return 1;
+    }
+    req_step(r);
+    return 1;
+}
+
+static void
+account_upstream_time(mf_req_t *r)
+{
+    if (r->up_start > 0) {
+        r->upstream_ms += mf_now_ms() - r->up_start;
+        r->up_start = 0;
+    }
+}
+
+/* Estimates usage the upstream did not report (cut streams). */
+static void
+estimate_usage(mf_req_t *r)
+{
+    if (r->have_usage || r->attempts == 0) {
+        return;
+    }
+    r->usage.prompt_tokens = (int64_t)(r->body.len / 4);
+    r->usage.completion_tokens = r->events_seen;
+    r->usage.total_tokens = r->usage.prompt_tokens +
+                            r->usage.completion_tokens;
+    r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->usage.estimated = 1;
+    r->have_usage = 1;
+}
+
+static void
+up_on_head(void *arg, const mf_http_head_t *head)
+{
+    mf_req_t *r = arg;
+    size_t i;
+
+    r->up_status = head->status;
+    for (i = 0; i < head->nheaders; i++) {
+        mf_hlist_set(r->pool, &r->up_resp_headers, head->headers[i].name,
+                     head->headers[i].value);
+    }
+    if (head->status >= 200 && head->status < 300) {
+        r->up_buf.limit = r->gen->config->limits.max_response;
+    } else {
+        r->up_buf.limit = MF_ERROR_BODY_MAX;
+    }
+    if (r->stream && head->status >= 200 && head->status < 300) {
+        mf_sse_parser_free(&r->sse);
+        mf_sse_parser_init(&r->sse, r->gen->config->limits.max_sse_event);
+        r->sse_active = 1;
+        r->phase = MF_PHASE_UPSTREAM_RESPONSE;
+        r->stage_idx = 0;
+        req_step(r);
+    }
+}
+
+static int
+on_sse_event(void *arg, const mf_sse_event_t *ev)
+{
+    mf_req_t *r = arg;
+    int flags;
+
+    if (ev->data.len == 0 && ev->event.len == 0) {
+        /* comment or keep-alive: pass through as is */
+        if (r->passthrough) {
+            mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+        }
+        return MF_OK;
+    }
+    r->cur_stage = MF_STAGE_PROVIDER;
+    flags = r->prov->ops->parse_stream_event(r, r->prov->state, ev,
+                                             !r->passthrough);
+    if (flags < 0) {
+        return MF_ERR;
+    }
+    if (flags & MF_EVENT_DONE) {
+        r->saw_done = 1;
+    } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
+        r->events_seen++;
+    }
+    if (!r->passthrough) {
+        return MF_OK; /* the provider emitted canonical chunks */
+    }
+    if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
+        return MF_OK;
+    }
+    return mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+}
+
+/* Sends what the events produced as one chunk; applies backpressure. */
+static void
+flush_stream(mf_req_t *r)
+{
+    if (r->chunk_out.len > 0) {
+        send_chunk(r, r->chunk_out.data, r->chunk_out.len);
+        r->chunk_out.len = 0;
+    }
+    if (r->conn != NULL && r->call != NULL &&
+        evbuffer_get_length(out(r)) > MF_STREAM_HIGH_WATER) {
+        call_pause(r, 1);
+        mf_conn_watch_drain(r->conn, MF_STREAM_HIGH_WATER / 4);
+    }
+}
+
+void
+mf_req_drained(mf_req_t *r)
+{
+    mf_conn_watch_drain(r->conn, 0);
+    if (r->phase == MF_PHASE_BODY) {
+        call_pause(r, 0);
+    }
+}
+
+static void
+up_on_data(void *arg, const char *data, size_t len)
+{
+    mf_req_t *r = arg;
+
+    if (!r->sse_active) {
+        if (mf_buf_append(&r->up_buf, data, len) != MF_OK) {
+            mf_upcall_cancel(r->call);
+            r->call = NULL;
+            account_upstream_time(r);
+            mf_req_respond_error(r, 502, "upstream_error", NULL,
+                                 "the upstream response is larger than "
+                                 "limits.max_response");
+            req_finish(r);
+        }
+        return;
+    }
+    if (mf_sse_parser_feed(&r->sse, data, len, on_sse_event, r) != MF_OK) {
+        mf_upcall_cancel(r->call);
+        r->call = NULL;
+        account_upstream_time(r);
+        flush_stream(r);
+        send_stream_error(r, "upstream_bad_stream",
+                          "the upstream sent a stream event that could not "
+                          "be read (malformed or larger than "
+                          "limits.max_sse_event)");
+        finish_stream(r);
+        req_finish(r);
+        return;
+    }
+    if (r->phase == MF_PHASE_BODY) {
+        flush_stream(r);
+    }
+}
+
+/* A complete 2xx non-stream body: usage, stages, answer. */
+static void
+complete_nonstream(mf_req_t *r)
+{
+    mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
+    char *text = NULL;
+
+    if (r->resp_json != NULL) {
+        text = json_dumps(r->resp_json, JSON_COMPACT);
+        body = mf_str_from(text);
+    }
+    r->replaced = 0;
+    mf_pipeline_body(r, body, 1);
+    if (r->replaced) {
+        body = r->replace;
+    }
+    mf_req_respond(r, r->up_status, "application/json", body);
+    free(text);
+    req_finish(r);
+}
+
+static void
+complete_error(mf_req_t *r)
+{
+    mf_error_t err;
+    mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
+    char num[16];
+
+    memset(&err, 0, sizeof(err));
+    r->cur_stage = MF_STAGE_PROVIDER;
+    if (r->prov->ops->parse_error(r, r->prov->state, r->up_status, body,
+                                  &err) != MF_OK ||
+        err.status == 0) {
+        err.status = 502;
+        err.type = "upstream_error";
+        snprintf(err.message, sizeof(err.message),
+                 "provider '%s' answered %d", r->prov->conf->name,
+                 r->up_status);
+    }
+    if ((r->up_status >= 500 || r->up_status == 429) && attempt_next(r)) {
+        return;
+    }
+    if (err.retry_after > 0) {
+        snprintf(num, sizeof(num), "%d", err.retry_after);
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(num));
+    }
+    mf_req_respond_error(r, err.status, err.type ? err.type : "upstream_error",
+                         err.code, err.message);
+    req_finish(r);
+}
+
+static void
+up_on_end(void *arg)
+{
+    mf_req_t *r = arg;
+
+    r->call = NULL;
+    account_upstream_time(r);
+    if (r->sse_active) {
+        if (r->phase != MF_PHASE_BODY) {
+            /* stages still paused: cannot happen (call paused) */
+            r->phase = MF_PHASE_BODY;
+            start_stream_response(r);
+        }
+        flush_stream(r);
+        if (mf_sse_parser_pending(&r->sse) > 0 && !r->saw_done) {
+            send_stream_error(r, "upstream_stream_cut",
+                              "the upstream ended the stream in the middle "
+                              "of an event");
+        }
+        finish_stream(r);
+        req_finish(r);
+        return;
+    }
+    if (r->up_status < 200 || r->up_status >= 300) {
+        complete_error(r);
+        return;
+    }
+    r->cur_stage = MF_STAGE_PROVIDER;
+    if (r->prov->ops->parse_response(
+            r, r->prov->state,
+            (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
+            !r->passthrough) != MF_OK) {
+        if (attempt_next(r)) {
+            return;
+        }
+        mf_req_respond_error(r, 502, "upstream_error", "upstream_bad_response",
+                             "the upstream answered with a body that could "
+                             "not be read");
+        req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_UPSTREAM_RESPONSE;
+    r->stage_idx = 0;
+    req_step(r);
+}
+
+static void
+up_on_error(void *arg, mf_uperr_t kind, const char *msg)
+{
+    mf_req_t *r = arg;
+    char text[768];
+
+    r->call = NULL;
+    account_upstream_time(r);
+    mf_log_warn("request %.*s: provider '%s': %s", (int)r->id.len, r->id.data,
+                r->prov->conf->name, msg);
+    if (r->head_sent) {
+        /* mid-stream: an error event, then the end */
+        flush_stream(r);
+        snprintf(text, sizeof(text), "the upstream stream of provider '%s' "
+                 "was cut: %s", r->prov->conf->name, msg);
+        send_stream_error(r, kind == MF_UPERR_TIMEOUT ? "upstream_timeout"
+                                                      : "upstream_stream_cut",
+                          text);
+        finish_stream(r);
+        req_finish(r);
+        return;
+    }
+    if (attempt_next(r)) {
+        return;
+    }
+    snprintf(text, sizeof(text), "provider '%s' %s: %s", r->prov->conf->name,
+             kind == MF_UPERR_TIMEOUT ? "timed out" : "failed", msg);
+    if (kind == MF_UPERR_TIMEOUT) {
+        mf_req_respond_error(r, 504, "upstream_error", "upstream_timeout",
+                             text);
+    } else {
+        mf_req_respond_error(r, 502, "upstream_error",
+                             kind == MF_UPERR_CONNECT ? "upstream_unreachable"
+                                                      : "upstream_error",
+                             text);
+    }
+    req_finish(r);
+}
+
+/* Lifecycle */
+
+static void
+req_free(mf_req_t *r)
+{
+    mf_worker_t *w = r->worker;
+
+    if (r->timer) {
+        event_free(r->timer);
+    }
+    json_decref(r->json);
+    json_decref(r->resp_json);
+    mf_buf_free(&r->up_buf);
+    mf_buf_free(&r->chunk_out);
+    mf_sse_parser_free(&r->sse);
+    free((char *)r->body.data);
+    mf_gen_release(r->gen);
+    mf_pool_destroy(r->pool);
+    atomic_fetch_sub(&w->in_flight, 1);
+}
+
+static void
+req_finish(mf_req_t *r)
+{
+    mf_conn_t *c = r->conn;
+
+    if (r->finished) {
+        return;
+    }
+    r->finished = 1;
+    r->phase = MF_PHASE_FINISHED;
+    if (r->call != NULL) {
+        mf_upcall_cancel(r->call);
+        r->call = NULL;
+        account_upstream_time(r);
+    }
+    if (r->timer) {
+        evtimer_del(r->timer);
+    }
+    estimate_usage(r);
+    mf_pipeline_log_done(r);
+    if (c != NULL) {
+        r->conn = NULL;
+        mf_conn_req_done(c, 1);
+    }
+    if (r->in_step == 0) {
+        req_free(r);
+    }
+}
+
+void
+mf_req_client_gone(mf_req_t *r)
+{
+    r->conn = NULL;
+    if (!r->head_sent) {
+        r->status = 499;
+    }
+    if (r->error.len == 0) {
+        r->error = MF_STR("the client closed the connection");
+    }
+    req_finish(r);
+}
+
+static mf_str_t
+make_id(mf_req_t *r, const mf_http_head_t *head)
+{
+    mf_str_t given;
+    char buf[40];
+    int n;
+
+    if (mf_http_find_header(head, "x-request-id", &given) == MF_OK &&
+        given.len > 0 && given.len <= 128) {
+        size_t i;
+
+        for (i = 0; i < given.len; i++) {
+            char ch = given.data[i];
+
+            if (ch < 0x21 || ch > 0x7e) {
+                break;
+            }
+        }
+        if (i == given.len) {
+            return mf_pool_str(r->pool, given);
+        }
+    }
+    n = snprintf(buf, sizeof(buf), "mf-%012llx%04x",
+                 (unsigned long long)(mf_wall_time() * 1000) & 0xffffffffffffULL,
+                 (unsigned)(r->worker->seq++ & 0xffff));
+    return mf_pool_str(r->pool, (mf_str_t){buf, (size_t)n});
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    mf_pool_t *pool = mf_pool_create(8192);
+    mf_req_t *r = mf_pool_alloc(pool, sizeof(*r));
+    size_t i;
+
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->conn = c;
+    r->start_ms = mf_now_ms();
+    r->start_wall = mf_wall_time();
+    r->gen = mf_gen_acquire();
+    r->body.data = body;
+    r->body.len = len;
+    r->bytes_in = len;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    atomic_fetch_add(&w->requests, 1);
+    r->ctx = mf_pool_alloc(pool, (r->gen->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head);
+    r->method = mf_pool_str(pool, head->method);
+    r->path = mf_pool_str(pool, head->path);
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    for (i = 0; i < head->nheaders; i++) {
+        mf_hlist_set(pool, &r->req_headers, head->headers[i].name,
+                     head->headers[i].value);
+    }
+    mf_conn_set_req(c, r);
+
+    if (mf_str_eq_cstr(r->path, "/healthz")) {
+        mf_req_respond(r, 200, "application/json",
+                       MF_STR("{\"status\":\"ok\"}"));
+        req_finish(r);
+        return;
+    }
+    if (mf_str_eq_cstr(r->path, "/v1/models") ||
+        mf_str_eq_cstr(r->path, "/models")) {
+        if (!mf_str_eq_cstr(r->method, "GET")) {
+            mf_req_respond_error(r, 405, "invalid_request_error", NULL,
+                                 "Use GET for /v1/models.");
+        } else {
+            handle_models(r);
+        }
+        req_finish(r);
+        return;
+    }
+    if (mf_str_eq_cstr(r->path, "/v1/chat/completions") ||
+        mf_str_eq_cstr(r->path, "/chat/completions")) {
+        r->endpoint = MF_ENDPOINT_CHAT;
+    } else if (mf_str_eq_cstr(r->path, "/v1/embeddings") ||
+               mf_str_eq_cstr(r->path, "/embeddings")) {
+        r->endpoint = MF_ENDPOINT_EMBEDDINGS;
+    } else {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg), "Unknown request URL: %.*s %.*s. The "
+                 "gateway serves POST /v1/chat/completions, POST "
+                 "/v1/embeddings, GET /v1/models and GET /healthz.",
+                 (int)r->method.len, r->method.data,
+                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+        mf_req_respond_error(r, 404, "invalid_request_error",
+                             "unknown_url", msg);
+        req_finish(r);
+        return;
+    }
+    if (!mf_str_eq_cstr(r->method, "POST")) {
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL,
+                             "Use POST for this endpoint.");
+        req_finish(r);
+        return;
+    }
+    if (parse_body(r) != MF_OK) {
+        req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_REQUEST;
+    req_step(r);
+}

@@ -1,0 +1,35 @@
+/*
+ * The request path: endpoints, body validation, the phase loop with pause
+ * and resume, upstream attempts, streaming and non-streaming responses,
+ * accounting and cleanup.
+ */
+#ifndef MF_REQUEST_H
+#define MF_REQUEST_H
+
+#include "runtime.h"
+
+/* A whole request was read; `body` (malloc'd) is taken. Head views are
+ * valid during the call only. */
+void mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+                   const char *client_addr, char *body, size_t len);
+/* The client connection closed: abandon and account the request. */
+void mf_req_client_gone(mf_req_t *r);
+/* The client output drained under the low mark. */
+void mf_req_drained(mf_req_t *r);
+
+/* For the host API. */
+int mf_req_respond(mf_req_t *r, int status, const char *content_type,
+                   mf_str_t body);
+int mf_req_respond_error(mf_req_t *r, int status, const char *type,
+                         const char *code, const char *message);
+void mf_req_resume(mf_req_t *r, mf_action_t action);
+int mf_req_set_model(mf_req_t *r, mf_str_t model);
+int mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model,
+                      unsigned weight);
+/* Text of the last user message (string content or text parts joined). */
+mf_str_t mf_req_last_user_text(mf_req_t *r);
+int mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name,
+                 mf_str_t value);
+int mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value);
+
+#endif

@@ -1,0 +1,236 @@
+/*
+ * The host's runtime types: generations (stages, providers, plugin handles,
+ * Lua states), workers and requests. Only host modules include this.
+ */
+#ifndef MF_RUNTIME_H
+#define MF_RUNTIME_H
+
+#include <event2/event.h>
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "config.h"
+#include "http.h"
+#include "plugin.h"
+#include "sse.h"
+
+typedef struct mf_lua_stage_s mf_lua_stage_t;
+typedef struct mf_upcall_s mf_upcall_t;
+typedef struct mf_uppool_s mf_uppool_t;
+typedef struct mf_worker_s mf_worker_t;
+typedef struct mf_conn_s mf_conn_t;
+
+typedef enum {
+    MF_STAGE_KIND_C,
+    MF_STAGE_KIND_LUA
+} mf_stage_kind_t;
+
+/* Per-stage counters, updated by workers. */
+typedef struct mf_stage_stats_s {
+    atomic_uint_fast64_t requests;
+    atomic_uint_fast64_t errors;
+    atomic_uint_fast64_t time_ns;
+} mf_stage_stats_t;
+
+typedef struct mf_pstage_s {
+    char *name;
+    char *file;
+    mf_stage_kind_t kind;
+    mf_dso_t *dso;            /* C */
+    const mf_plugin_t *desc;  /* C */
+    void *state;              /* C */
+    mf_lua_stage_t *lua;      /* Lua: one state per worker */
+    unsigned hooks;           /* bit per mf_stage_t it serves */
+    atomic_int enabled;
+    mf_stage_stats_t stats;
+    char last_error[512];
+} mf_pstage_t;
+
+/* A parsed http(s) URL. */
+typedef struct mf_url_s {
+    int tls;
+    char host[256];
+    int port;
+    const char *path; /* points into the original string */
+} mf_url_t;
+
+int mf_url_parse(const char *url, size_t len, mf_url_t *u, char *pathbuf,
+                 size_t pathcap);
+
+/* A configured provider, bound to its plugin. */
+typedef struct mf_prov_s {
+    mf_provider_conf_t *conf;
+    mf_dso_t *dso;
+    const mf_provider_t *ops;
+    void *state;
+    size_t index;
+    atomic_uint key_rr;
+} mf_prov_t;
+
+typedef struct mf_gen_s {
+    unsigned id;
+    atomic_int refs;
+    mf_config_t *config;
+    mf_pstage_t *stages;
+    size_t nstages;
+    mf_prov_t *providers;
+    size_t nproviders;
+    mf_dso_t **provider_dsos;
+    size_t nprovider_dsos;
+    unsigned hooks; /* union of stage hooks */
+    int nworkers;
+} mf_gen_t;
+
+typedef enum {
+    MF_PROTO_OPENAI = 0,
+    MF_PROTO_ANTHROPIC
+} mf_proto_t;
+
+typedef struct mf_hlist_s {
+    mf_header_t *v;
+    size_t n;
+    size_t cap;
+} mf_hlist_t;
+
+typedef struct mf_rtarget_s {
+    mf_prov_t *prov;
+    mf_str_t model; /* upstream model */
+    unsigned weight;
+} mf_rtarget_t;
+
+typedef enum {
+    MF_PHASE_REQUEST = 0,
+    MF_PHASE_ROUTE,
+    MF_PHASE_ATTEMPT,
+    MF_PHASE_UPSTREAM,
+    MF_PHASE_UPSTREAM_RESPONSE,
+    MF_PHASE_RESPONSE_HEADERS,
+    MF_PHASE_BODY,
+    MF_PHASE_FINISHED
+} mf_phase_t;
+
+struct mf_req_s {
+    mf_pool_t *pool;
+    mf_worker_t *worker;
+    mf_conn_t *conn; /* NULL once the client went away */
+    mf_gen_t *gen;
+    void **ctx;      /* one slot per stage */
+    unsigned ran;    /* stages had a callback run (bit per index < 64) */
+
+    /* what the client sent */
+    mf_str_t id;
+    mf_str_t method;
+    mf_str_t path;
+    mf_str_t client_addr;
+    mf_hlist_t req_headers;
+    mf_str_t body;      /* raw request body */
+    json_t *json;       /* parsed body */
+    int body_dirty;
+    mf_endpoint_t endpoint;
+    mf_proto_t proto;
+    int stream;
+    int client_wants_usage;
+    mf_str_t model;
+    mf_str_t consumer;
+
+    /* routing */
+    mf_rtarget_t *targets;
+    size_t ntargets;
+    size_t targets_cap;
+    size_t target_idx;
+    int route_error; /* 404 reason prepared */
+
+    /* the current attempt */
+    mf_prov_t *prov;
+    mf_str_t up_model;
+    mf_str_t up_key;
+    mf_str_t up_url;
+    mf_str_t up_body;
+    mf_hlist_t up_req_headers;
+    mf_hlist_t up_resp_headers;
+    int up_status;
+    int attempts;
+    mf_upcall_t *call;
+    int call_paused;
+    mf_buf_t up_buf;    /* non-stream or error body */
+    mf_sse_parser_t sse;
+    int sse_active;
+    int passthrough;    /* stream bytes forwarded untouched */
+    int saw_done;
+    int64_t events_seen;
+    double up_start;
+
+    /* the response */
+    mf_hlist_t resp_headers;
+    int status;
+    int head_sent;
+    int finished;       /* response complete or aborted */
+    mf_str_t error;
+    mf_usage_t usage;
+    int have_usage;
+    json_t *resp_json;  /* canonical response from a translating provider */
+    mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
+    mf_str_t replace;   /* set_response_chunk */
+    int replaced;
+
+    /* timing */
+    double start_ms;
+    double start_wall;
+    double first_byte_ms;
+    double upstream_ms;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+
+    /* pipeline */
+    mf_phase_t phase;
+    mf_stage_t cur_stage;
+    size_t stage_idx;
+    int paused;
+    int in_step;
+    int resume_pending;
+    mf_action_t resume_action;
+    int logged;
+    int done;
+    int lua_yielded; /* a Lua stage yielded: resume it, not the next */
+    struct event *timer;
+};
+
+struct mf_worker_s {
+    int id;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct evconnlistener *listener;
+    struct event *wake;
+    SSL_CTX *ssl_ctx;
+    SSL_CTX *ssl_ctx_noverify;
+    mf_uppool_t *pool;
+    pthread_t thread;
+    uint64_t seq;
+    int stopping;
+    struct mf_server_s *server;
+    mf_conn_t *conns; /* all client connections */
+    atomic_int in_flight;
+    atomic_uint_fast64_t requests;
+};
+
+/* Generations */
+mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, char *err,
+                       size_t errcap);
+mf_gen_t *mf_gen_acquire(void);
+void mf_gen_release(mf_gen_t *g);
+void mf_gen_set_current(mf_gen_t *g);
+mf_prov_t *mf_gen_find_provider(mf_gen_t *g, mf_str_t name);
+
+/* Pipeline: runs the stages of `stage` from r->stage_idx. */
+mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
+void mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
+void mf_pipeline_log_done(mf_req_t *r);
+
+/* The host API table given to plugins. */
+extern const mf_host_api_t mf_api;
+/* Stage-bit helper. */
+#define MF_HOOK(s) (1u << (s))
+
+#endif

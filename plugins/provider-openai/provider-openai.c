@@ -1,0 +1,368 @@
+/*
+ * provider-openai: any OpenAI-compatible API (OpenAI, DeepSeek, Qwen
+ * compatible mode, Moonshot, vLLM, Ollama's /v1, ...). The request goes up
+ * untouched unless the model is renamed or stream usage must be asked for;
+ * usage is read from the body or the final stream chunk; errors are mapped
+ * to the client's status with the upstream message, secrets scrubbed.
+ */
+#include <ctype.h>
+#include <manifold/plugin.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const mf_host_api_t *api;
+
+typedef struct {
+    char *name;
+} openai_state_t;
+
+static int
+openai_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    json_t *conf = json_loads(config_json, 0, NULL);
+    openai_state_t *st = calloc(1, sizeof(*st));
+
+    api = host;
+    if (st == NULL) {
+        json_decref(conf);
+        return MF_ERR;
+    }
+    st->name = strdup(json_string_value(json_object_get(conf, "name"))
+                          ? json_string_value(json_object_get(conf, "name"))
+                          : "openai");
+    json_decref(conf);
+    *state = st;
+    return MF_OK;
+}
+
+static void
+openai_fini(void *state)
+{
+    openai_state_t *st = state;
+
+    free(st->name);
+    free(st);
+}
+
+static int
+openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
+{
+    json_t *body = api->get_body_json(r);
+    const char *suffix = u->endpoint == MF_ENDPOINT_EMBEDDINGS
+                             ? "/embeddings"
+                             : "/chat/completions";
+    char url[2048], auth[1024];
+    json_t *model;
+    int n;
+
+    (void)state;
+    n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
+                 u->base_url.data, suffix);
+    if (n < 0 || (size_t)n >= sizeof(url) || body == NULL) {
+        return MF_ERR;
+    }
+    api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("content-type"),
+                    MF_STR("application/json"));
+    if (u->key.len > 0 && u->key.len < sizeof(auth) - 8) {
+        n = snprintf(auth, sizeof(auth), "Bearer %.*s", (int)u->key.len,
+                     u->key.data);
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
+                        MF_STR("authorization"), (mf_str_t){auth, (size_t)n});
+    }
+    if (u->stream) {
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
+                        MF_STR("text/event-stream"));
+    }
+    model = json_object_get(body, "model");
+    if (!json_is_string(model) || json_string_length(model) != u->model.len ||
+        memcmp(json_string_value(model), u->model.data, u->model.len) != 0) {
+        json_object_set_new(body, "model",
+                            json_stringn(u->model.data, u->model.len));
+        api->body_changed(r);
+    }
+    if (u->stream && u->want_usage) {
+        json_t *so = json_object_get(body, "stream_options");
+
+        if (!json_is_true(json_object_get(so, "include_usage"))) {
+            if (!json_is_object(so)) {
+                so = json_object();
+                json_object_set_new(body, "stream_options", so);
+            }
+            json_object_set_new(so, "include_usage", json_true());
+            api->body_changed(r);
+        }
+    }
+    return MF_OK;
+}
+
+static int64_t
+int_at(json_t *o, const char *k)
+{
+    json_t *v = json_object_get(o, k);
+
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : -1;
+}
+
+/* Reads an OpenAI usage object (DeepSeek's cache fields too). */
+static int
+read_usage(json_t *u, mf_usage_t *out)
+{
+    json_t *d;
+
+    if (!json_is_object(u)) {
+        return MF_ERR;
+    }
+    out->prompt_tokens = int_at(u, "prompt_tokens");
+    out->completion_tokens = int_at(u, "completion_tokens");
+    if (out->completion_tokens < 0 && out->prompt_tokens >= 0) {
+        out->completion_tokens = 0; /* embeddings */
+    }
+    out->total_tokens = int_at(u, "total_tokens");
+    d = json_object_get(u, "prompt_tokens_details");
+    out->cached_tokens = int_at(d, "cached_tokens");
+    if (out->cached_tokens < 0) {
+        out->cached_tokens = int_at(u, "prompt_cache_hit_tokens");
+    }
+    d = json_object_get(u, "completion_tokens_details");
+    out->reasoning_tokens = int_at(d, "reasoning_tokens");
+    out->estimated = 0;
+    return out->prompt_tokens >= 0 ? MF_OK : MF_ERR;
+}
+
+/* Finds the last top-level-looking "usage": value without parsing the
+ * whole body: a key is never inside a JSON string unescaped. */
+static json_t *
+find_usage(mf_str_t body)
+{
+    const char *p = body.data, *end = body.data + body.len, *hit = NULL;
+
+    while (p < end) {
+        const char *q = memmem(p, (size_t)(end - p), "\"usage\"", 7);
+
+        if (q == NULL) {
+            break;
+        }
+        hit = q;
+        p = q + 7;
+    }
+    if (hit == NULL) {
+        return NULL;
+    }
+    p = hit + 7;
+    while (p < end && isspace((unsigned char)*p)) {
+        p++;
+    }
+    if (p >= end || *p != ':') {
+        return NULL;
+    }
+    p++;
+    return json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK, NULL);
+}
+
+static int
+looks_like_object(mf_str_t b)
+{
+    size_t i = 0, j = b.len;
+
+    while (i < j && isspace((unsigned char)b.data[i])) {
+        i++;
+    }
+    while (j > i && isspace((unsigned char)b.data[j - 1])) {
+        j--;
+    }
+    return j > i + 1 && b.data[i] == '{' && b.data[j - 1] == '}';
+}
+
+static int
+openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
+{
+    mf_usage_t usage;
+    json_t *u;
+
+    (void)state;
+    if (!looks_like_object(body)) {
+        return MF_ERR;
+    }
+    if (canonical) {
+        json_t *j = json_loadb(body.data, body.len, 0, NULL);
+
+        if (j == NULL) {
+            return MF_ERR;
+        }
+        if (read_usage(json_object_get(j, "usage"), &usage) == MF_OK) {
+            api->set_usage(r, &usage);
+        }
+        return api->set_response_json(r, j);
+    }
+    u = find_usage(body);
+    if (u != NULL && read_usage(u, &usage) == MF_OK) {
+        api->set_usage(r, &usage);
+    }
+    json_decref(u);
+    return MF_OK;
+}
+
+static int
+openai_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
+                          int canonical)
+{
+    mf_str_t d = ev->data;
+    int flags = MF_EVENT_PASS;
+    json_t *j = NULL;
+
+    (void)state;
+    if (d.len == 6 && memcmp(d.data, "[DONE]", 6) == 0) {
+        return MF_EVENT_DONE;
+    }
+    if (d.len == 0 || d.data[0] != '{') {
+        return MF_ERR;
+    }
+    /* parse only what carries usage or an error, unless translating */
+    if (canonical || memmem(d.data, d.len, "\"usage\":{", 9) != NULL ||
+        memmem(d.data, d.len, "\"usage\": {", 10) != NULL ||
+        memmem(d.data, d.len, "\"error\"", 7) != NULL) {
+        mf_usage_t usage;
+        json_t *choices;
+
+        j = json_loadb(d.data, d.len, 0, NULL);
+        if (j == NULL) {
+            return MF_ERR;
+        }
+        if (read_usage(json_object_get(j, "usage"), &usage) == MF_OK) {
+            api->set_usage(r, &usage);
+            choices = json_object_get(j, "choices");
+            if (json_is_array(choices) && json_array_size(choices) == 0) {
+                flags |= MF_EVENT_USAGE_ONLY;
+            }
+        }
+        if (json_object_get(j, "error") != NULL) {
+            flags |= MF_EVENT_ERROR;
+        }
+    }
+    if (canonical && j != NULL && !(flags & MF_EVENT_ERROR)) {
+        api->emit_chunk(r, j);
+        j = NULL;
+    }
+    json_decref(j);
+    return flags;
+}
+
+/* Replaces what looks like an API key ("sk-..." runs) with "sk-***". */
+static void
+scrub(char *s)
+{
+    char *p = s;
+
+    while ((p = strstr(p, "sk-")) != NULL) {
+        char *q = p + 3;
+        size_t run = 0;
+
+        while (isalnum((unsigned char)q[run]) || q[run] == '-' ||
+               q[run] == '_' || q[run] == '*') {
+            run++;
+        }
+        if (run >= 4) {
+            memmove(q + 3, q + run, strlen(q + run) + 1);
+            memcpy(q, "***", 3);
+        }
+        p = q;
+    }
+}
+
+static int
+openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
+                   mf_error_t *err)
+{
+    openai_state_t *st = state;
+    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *e = json_object_get(j, "error");
+    const char *msg = NULL, *code = NULL;
+    mf_str_t ra;
+
+    if (json_is_object(e)) {
+        msg = json_string_value(json_object_get(e, "message"));
+        code = json_string_value(json_object_get(e, "code"));
+    } else if (json_is_string(e)) {
+        msg = json_string_value(e); /* Ollama: {"error":"..."} */
+    } else if (json_is_string(json_object_get(j, "message"))) {
+        msg = json_string_value(json_object_get(j, "message"));
+    }
+    err->code = NULL;
+    err->type = "upstream_error";
+    switch (status) {
+    case 400:
+    case 404:
+    case 413:
+    case 422:
+        err->status = status == 422 ? 400 : status;
+        err->type = "invalid_request_error";
+        if (code != NULL && strcmp(code, "model_not_found") == 0) {
+            err->code = "model_not_found";
+        } else if (code != NULL &&
+                   strcmp(code, "context_length_exceeded") == 0) {
+            err->code = "context_length_exceeded";
+        }
+        break;
+    case 401:
+    case 403:
+        err->status = 502;
+        err->code = "upstream_auth_failed";
+        snprintf(err->message, sizeof(err->message),
+                 "provider '%s' rejected its API key (upstream %d); check "
+                 "the key configured for it", st->name, status);
+        json_decref(j);
+        return MF_OK;
+    case 408:
+        err->status = 504;
+        err->code = "upstream_timeout";
+        break;
+    case 429:
+        err->status = 429;
+        err->type = "rate_limit_error";
+        err->code = "rate_limit_exceeded";
+        if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
+                            MF_STR("retry-after"), &ra) == MF_OK) {
+            err->retry_after = atoi(ra.data);
+        }
+        break;
+    default:
+        err->status = 502;
+        break;
+    }
+    snprintf(err->message, sizeof(err->message),
+             "provider '%s' answered %d: %s", st->name, status,
+             msg ? msg : "(no message)");
+    scrub(err->message);
+    json_decref(j);
+    return MF_OK;
+}
+
+static const char *const openai_types[] = {
+    "openai", "openai-compatible", "deepseek", "qwen", "dashscope",
+    "moonshot", "ollama", "vllm", NULL};
+
+static const mf_provider_t openai_provider = {
+    .wire = "openai",
+    .types = openai_types,
+    .build_request = openai_build_request,
+    .parse_response = openai_parse_response,
+    .parse_stream_event = openai_parse_stream_event,
+    .parse_error = openai_parse_error,
+};
+
+static const mf_plugin_t openai_plugin = {
+    MF_PLUGIN_ABI,
+    .name = "provider-openai",
+    .version = "1.0.0",
+    .init = openai_init,
+    .fini = openai_fini,
+    .provider = &openai_provider,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &openai_plugin;
+}

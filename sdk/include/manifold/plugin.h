@@ -1,0 +1,376 @@
+/*
+ * Manifold plugin ABI, version 1.
+ *
+ * A plugin is a shared object that exports one symbol, mf_plugin_v1(),
+ * returning a static descriptor (mf_plugin_t). The host refuses a plugin
+ * whose abi_major differs from its own or whose abi_minor is newer than its
+ * own. Host services reach a plugin only through the mf_host_api_t table
+ * given to init(); functions are only ever appended to it (minor bump).
+ *
+ * Lifetimes:
+ *  - the host owns every request (mf_req_t) and every borrowed mf_str_t view
+ *    it lends; a view is valid during the callback only;
+ *  - memory from api->palloc() lives as long as the request;
+ *  - the plugin owns its state (from init, freed in fini) and its
+ *    per-request ctx slot (freed in on_done, which runs exactly once for
+ *    every request that ran any stage);
+ *  - anything a plugin passes into the host is copied, except where a
+ *    function says it takes ownership (json values given to set_* calls).
+ *
+ * JSON values are jansson's json_t: a plugin that reads or changes the
+ * request body links jansson (pkg-config manifold does).
+ *
+ * Every host function checks the stage it is called in and returns MF_ERR
+ * (or NULL) outside the stages its comment names.
+ */
+#ifndef MF_PLUGIN_H
+#define MF_PLUGIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define MF_ABI_MAJOR 1
+#define MF_ABI_MINOR 0
+
+#define MF_OK 0
+#define MF_ERR (-1)
+
+#define MF_EXPORT __attribute__((visibility("default")))
+
+/* Fills the ABI fields of a descriptor: `MF_PLUGIN_ABI, .name = ...`. */
+#define MF_PLUGIN_ABI .abi_major = MF_ABI_MAJOR, .abi_minor = MF_ABI_MINOR
+
+/* A byte string view: (data, len), no hidden NUL. */
+typedef struct mf_str_s {
+    const char *data;
+    size_t len;
+} mf_str_t;
+
+#define MF_STR(lit) ((mf_str_t){(lit), sizeof(lit) - 1})
+#define MF_STR_NULL ((mf_str_t){NULL, 0})
+
+/* What a stage callback tells the pipeline runner. */
+typedef enum mf_action_e {
+    MF_CONTINUE = 0, /* go on with the next stage */
+    MF_PAUSE = 1,    /* the stage will call api->resume() or respond later */
+    MF_RESPOND = 2,  /* the stage answered (api->respond*); stop the phase */
+    MF_FAIL = 3      /* host answers 500 and logs plugin and stage */
+} mf_action_t;
+
+/* The stages, in the order a request meets them. */
+typedef enum mf_stage_e {
+    MF_STAGE_INIT = 0, /* inside init()/fini() */
+    MF_STAGE_REQUEST,
+    MF_STAGE_ROUTE,
+    MF_STAGE_UPSTREAM_REQUEST,
+    MF_STAGE_UPSTREAM_RESPONSE,
+    MF_STAGE_RESPONSE_HEADERS,
+    MF_STAGE_RESPONSE_BODY,
+    MF_STAGE_LOG,
+    MF_STAGE_DONE,
+    MF_STAGE_PROVIDER, /* inside a provider callback */
+    MF_STAGE__COUNT
+} mf_stage_t;
+
+/* Which header set a header function reads or writes. */
+typedef enum mf_headers_e {
+    MF_REQUEST_HEADERS = 0,       /* client -> gateway */
+    MF_RESPONSE_HEADERS,          /* gateway -> client */
+    MF_UPSTREAM_REQUEST_HEADERS,  /* gateway -> upstream, this attempt */
+    MF_UPSTREAM_RESPONSE_HEADERS, /* upstream -> gateway, this attempt */
+} mf_headers_t;
+
+typedef enum mf_log_level_e {
+    MF_LOG_DEBUG = 0,
+    MF_LOG_INFO,
+    MF_LOG_WARN,
+    MF_LOG_ERROR
+} mf_log_level_t;
+
+/* The API a request came in on. */
+typedef enum mf_endpoint_e {
+    MF_ENDPOINT_NONE = 0,
+    MF_ENDPOINT_CHAT,       /* POST /v1/chat/completions */
+    MF_ENDPOINT_EMBEDDINGS, /* POST /v1/embeddings */
+    MF_ENDPOINT_MESSAGES,   /* POST /v1/messages (Anthropic inbound) */
+} mf_endpoint_t;
+
+/* Token usage of a request. -1 = not known. */
+typedef struct mf_usage_s {
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t total_tokens;
+    int64_t cached_tokens;    /* prompt tokens served from a provider cache */
+    int64_t reasoning_tokens; /* part of completion_tokens */
+    int estimated;            /* 1: counted by the host, not the upstream */
+} mf_usage_t;
+
+/*
+ * Facts about a request, filled by api->get_info(). The caller sets `size`
+ * to sizeof(mf_req_info_t); fields are only ever appended. Views are valid
+ * during the callback.
+ */
+typedef struct mf_req_info_s {
+    size_t size;
+    mf_str_t id;             /* request id (x-request-id) */
+    mf_str_t method;         /* "POST" */
+    mf_str_t path;           /* "/v1/chat/completions" */
+    mf_str_t client_addr;    /* "127.0.0.1" */
+    mf_str_t consumer;       /* consumer name, empty when anonymous */
+    mf_str_t model;          /* model the client asked for */
+    mf_str_t provider;       /* provider of the last attempt, or empty */
+    mf_str_t upstream_model; /* model sent upstream on the last attempt */
+    mf_str_t error;          /* error message sent or seen, or empty */
+    mf_endpoint_t endpoint;
+    int stream;         /* client asked for a stream */
+    int status;         /* status sent to the client; 499 client went away */
+    int upstream_status;/* status of the last upstream attempt, 0 if none */
+    int attempts;       /* upstream attempts made */
+    mf_usage_t usage;
+    double start_time;  /* unix time in seconds, with fraction */
+    double latency_ms;  /* request start to last byte (or now) */
+    double ttft_ms;     /* request start to first body byte sent, -1 */
+    double upstream_ms; /* time spent in upstream attempts */
+    uint64_t bytes_in;  /* request body bytes */
+    uint64_t bytes_out; /* response body bytes sent */
+    unsigned generation;
+} mf_req_info_t;
+
+/* A target a route sends to: provider by name and the model it gets. */
+typedef struct mf_target_s {
+    mf_str_t provider;
+    mf_str_t model;
+    unsigned weight;
+} mf_target_t;
+
+/*
+ * What a provider callback is given for one attempt. Views valid during
+ * the callback.
+ */
+typedef struct mf_upstream_s {
+    mf_str_t provider;  /* provider name from the config */
+    mf_str_t type;      /* provider type ("openai", "deepseek", ...) */
+    mf_str_t base_url;  /* base URL, no trailing slash */
+    mf_str_t model;     /* upstream model (after model_map) */
+    mf_str_t key;       /* the key picked for this attempt, may be empty */
+    mf_endpoint_t endpoint;
+    int stream;         /* the request streams */
+    int want_usage;     /* ask the upstream to report stream usage */
+} mf_upstream_t;
+
+/* One server-sent event. Views valid during the callback. */
+typedef struct mf_sse_event_s {
+    mf_str_t event; /* "event:" field, empty when absent */
+    mf_str_t data;  /* "data:" lines joined by "\n" */
+    mf_str_t id;
+    mf_str_t raw;   /* the bytes of the whole event, blank line included */
+} mf_sse_event_t;
+
+/* What parse_stream_event says of an event (bit flags). */
+#define MF_EVENT_PASS 0x0       /* an ordinary event */
+#define MF_EVENT_USAGE_ONLY 0x1 /* carries only usage: dropped unless asked */
+#define MF_EVENT_DONE 0x2       /* the stream's end marker */
+#define MF_EVENT_ERROR 0x4      /* the upstream reported an error in-band */
+
+/* An error mapped by a provider: status for the client, type, message. */
+typedef struct mf_error_s {
+    int status;
+    const char *type;    /* "invalid_request_error", "rate_limit_error" .. */
+    const char *code;    /* may be NULL */
+    char message[512];   /* a sentence, no secrets */
+    int retry_after;     /* seconds, 0 = none */
+} mf_error_t;
+
+typedef struct mf_req_s mf_req_t;
+typedef struct mf_host_api_s mf_host_api_t;
+
+/*
+ * Provider callbacks (stage MF_STAGE_PROVIDER). A provider plugin's init()
+ * is called once per configured provider that uses one of its types, with
+ * that provider's config as JSON; the state it returns is that provider's.
+ */
+typedef struct mf_provider_s {
+    /* Wire protocol spoken to the upstream: "openai", "anthropic", ... The
+     * host passes stream bytes through untouched when it equals the
+     * client's protocol and no stage watches response bodies. */
+    const char *wire;
+    /* NULL-terminated list of provider types served. */
+    const char *const *types;
+
+    /* Builds the upstream request of one attempt from the canonical
+     * request (api->get_body_json) with api->set_upstream_url,
+     * api->set_header(MF_UPSTREAM_REQUEST_HEADERS, ...) and
+     * api->set_upstream_body or leaves the body to the host (the original
+     * bytes when nothing changed, else the canonical JSON). */
+    int (*build_request)(mf_req_t *r, void *state, const mf_upstream_t *u);
+
+    /* A complete 2xx body: sets the usage (api->set_usage) and, when
+     * `canonical` is set, the canonical (OpenAI) response with
+     * api->set_response_json. */
+    int (*parse_response)(mf_req_t *r, void *state, mf_str_t body,
+                          int canonical);
+
+    /* One stream event: sets usage when it carries some, emits canonical
+     * chunks with api->emit_chunk when `canonical` is set, and returns
+     * MF_EVENT_* flags, or MF_ERR for an event it cannot read. */
+    int (*parse_stream_event)(mf_req_t *r, void *state,
+                              const mf_sse_event_t *ev, int canonical);
+
+    /* A non-2xx answer: fills `err` (status for the client, type,
+     * message without secrets). */
+    int (*parse_error)(mf_req_t *r, void *state, int status, mf_str_t body,
+                       mf_error_t *err);
+
+    void *spare[8];
+} mf_provider_t;
+
+/* The descriptor a plugin returns from mf_plugin_v1(). */
+typedef struct mf_plugin_s {
+    uint16_t abi_major;
+    uint16_t abi_minor;
+    const char *name;
+    const char *version;
+
+    /* Called in MF_STAGE_INIT with the stage's (or provider's) config as a
+     * JSON text ("{}" when none). Returns MF_OK and sets *state, or MF_ERR
+     * after api->log() of why (the reload is then refused). */
+    int (*init)(const mf_host_api_t *api, const char *config_json,
+                void **state);
+    /* Frees the state; called when the generation is freed. */
+    void (*fini)(void *state);
+
+    /* Stage callbacks; NULL = not interested. `ctx` is the plugin's
+     * per-request slot, NULL at first. */
+    mf_action_t (*on_request)(mf_req_t *r, void *state, void **ctx);
+    mf_action_t (*on_route)(mf_req_t *r, void *state, void **ctx);
+    mf_action_t (*on_upstream_request)(mf_req_t *r, void *state, void **ctx);
+    mf_action_t (*on_upstream_response)(mf_req_t *r, void *state,
+                                        void **ctx);
+    mf_action_t (*on_response_headers)(mf_req_t *r, void *state, void **ctx);
+    /* Each SSE event's data, or the whole body (last = 1). A stage may
+     * replace what is sent with api->set_response_chunk. Must not pause. */
+    mf_action_t (*on_response_body)(mf_req_t *r, void *state, void **ctx,
+                                    mf_str_t data, int last);
+    /* Usage is known; exporters and settlement. */
+    void (*on_log)(mf_req_t *r, void *state, void **ctx);
+    /* Exactly once per request; free *ctx here. */
+    void (*on_done)(mf_req_t *r, void *state, void **ctx);
+
+    /* Non-NULL for a provider plugin. */
+    const mf_provider_t *provider;
+
+    void *spare[8];
+} mf_plugin_t;
+
+typedef const mf_plugin_t *(*mf_plugin_entry_t)(void);
+
+/* Completion of an async host service; err == NULL on success. */
+typedef void (*mf_timer_cb)(mf_req_t *r, void *arg, const char *err);
+
+/*
+ * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
+ * against a newer minor checks it before using appended functions.
+ */
+struct mf_host_api_s {
+    size_t size;
+    uint16_t abi_major;
+    uint16_t abi_minor;
+
+    /* Any stage. Writes a line to the host log, tagged with the plugin. */
+    void (*log)(mf_log_level_t level, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+
+    /* Request stages. Memory freed with the request. NULL on failure. */
+    void *(*palloc)(mf_req_t *r, size_t size);
+
+    /* Request stages. Fills *info (info->size set by the caller). */
+    int (*get_info)(mf_req_t *r, mf_req_info_t *info);
+
+    /* Request stages. Case-insensitive lookup; *value borrowed.
+     * MF_ERR when absent. UPSTREAM_REQUEST from on_upstream_request and
+     * the provider's build_request; UPSTREAM_RESPONSE from
+     * on_upstream_response on; RESPONSE until on_response_headers. */
+    int (*get_header)(mf_req_t *r, mf_headers_t which, mf_str_t name,
+                      mf_str_t *value);
+    /* Sets (replaces) a header; an empty value removes it. Copied. */
+    int (*set_header)(mf_req_t *r, mf_headers_t which, mf_str_t name,
+                      mf_str_t value);
+
+    /* on_request .. on_upstream_request, provider. The parsed request body
+     * (borrowed; a stage may change it in place, then calls
+     * body_changed). NULL for a request without a JSON body. */
+    json_t *(*get_body_json)(mf_req_t *r);
+    /* Marks the body changed: it will be serialized again upstream. */
+    void (*body_changed)(mf_req_t *r);
+
+    /* on_request, on_route. The model asked for; set_model changes it and
+     * resolves the default targets again. */
+    mf_str_t (*get_model)(mf_req_t *r);
+    int (*set_model)(mf_req_t *r, mf_str_t model);
+
+    /* on_route. Replaces or appends to the ordered targets. A target's
+     * provider must exist in the config. */
+    int (*clear_targets)(mf_req_t *r);
+    int (*add_target)(mf_req_t *r, const mf_target_t *t);
+    /* Any request stage: number of targets and the i-th (borrowed). */
+    int (*get_target)(mf_req_t *r, unsigned i, mf_target_t *t);
+
+    /* on_request. Names the consumer (copied); visible to later stages. */
+    int (*set_consumer)(mf_req_t *r, mf_str_t name);
+
+    /* on_request .. on_response_headers. Answers the request with status
+     * and body (copied); the stage then returns MF_RESPOND. content_type
+     * NULL = application/json. */
+    int (*respond)(mf_req_t *r, int status, const char *content_type,
+                   mf_str_t body);
+    /* Same, with the error shape of the client's protocol. */
+    int (*respond_error)(mf_req_t *r, int status, const char *type,
+                         const char *message);
+
+    /* Ends an MF_PAUSE: `action` as a callback would have returned it. */
+    void (*resume)(mf_req_t *r, mf_action_t action);
+
+    /* Provider only. Sets the full URL of the upstream request. */
+    int (*set_upstream_url)(mf_req_t *r, mf_str_t url);
+    /* Provider only. Sets the upstream body (copied). */
+    int (*set_upstream_body)(mf_req_t *r, mf_str_t body);
+    /* Provider, on_response_body, on_log. Sets the usage. */
+    int (*set_usage)(mf_req_t *r, const mf_usage_t *usage);
+    /* Provider only (parse_response, canonical). Takes ownership. */
+    int (*set_response_json)(mf_req_t *r, json_t *resp);
+    /* Provider only (parse_stream_event, canonical). Takes ownership. */
+    int (*emit_chunk)(mf_req_t *r, json_t *chunk);
+
+    /* on_response_body. Replaces what is sent for this event or body. */
+    int (*set_response_chunk)(mf_req_t *r, mf_str_t data);
+
+    /* Any stage. Shared dict, shared by all workers. get copies into buf
+     * (up to cap) and returns the value length, or MF_ERR when absent.
+     * ttl_ms 0 = no expiry. */
+    int (*shared_get)(mf_str_t key, char *buf, size_t cap);
+    int (*shared_set)(mf_str_t key, mf_str_t value, uint64_t ttl_ms);
+    int (*shared_incr)(mf_str_t key, int64_t delta, uint64_t ttl_ms,
+                       int64_t *result);
+    int (*shared_delete)(mf_str_t key);
+
+    /* Request stages that may pause. Calls cb after ms on the request's
+     * worker; the stage returns MF_PAUSE and resumes from cb. */
+    int (*timer)(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg);
+
+    void *spare[16];
+};
+
+/* The one symbol a plugin exports. */
+MF_EXPORT const mf_plugin_t *mf_plugin_v1(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* MF_PLUGIN_H */

@@ -1,0 +1,839 @@
+/*
+ * mf-mock: a mock LLM upstream speaking OpenAI's wire format (chat, stream
+ * and non-stream, usage, tool calls, embeddings float and base64, models),
+ * with failure injection for tests:
+ *
+ *  - status by key or model: a bearer key or model name containing
+ *    "status-NNN" is answered NNN with an OpenAI error body;
+ *  - directives in the last user message, [[mock:NAME=VALUE ...]]:
+ *      status=NNN        answer NNN
+ *      retry_after=S     Retry-After on an error
+ *      delay=MS          wait before the first byte
+ *      chunk_delay=MS    wait between stream chunks
+ *      chunks=N          number of content chunks (stream)
+ *      cut=N             close the connection after N chunks (stream) or in
+ *                        the middle of the body (non-stream)
+ *      hang              never answer
+ *      garbage           answer 200 with a body that is not JSON (or a
+ *                        stream event that is not JSON)
+ *      reply=TEXT        the reply text (underscores become spaces)
+ *  - GET /_mock/last: the last request seen (path, headers, body);
+ *    GET /_mock/count: requests seen.
+ *
+ * Usage: mf-mock [--port N] (0 = pick one; the port is printed on stdout).
+ */
+#include <arpa/inet.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <sys/queue.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct event_base *base;
+static json_t *last_request;
+static long request_count;
+
+typedef struct {
+    int status;
+    int retry_after;
+    int delay;
+    int chunk_delay;
+    int chunks;
+    int cut;
+    int hang;
+    int garbage;
+    char reply[512];
+} directives_t;
+
+typedef struct stream_s {
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    struct event *timer;
+    json_t *parts;   /* strings: content pieces */
+    json_t *tool;    /* tool call to stream, or NULL */
+    size_t next;
+    int phase;       /* 0 role, 1 content, 2 finish, 3 usage, 4 done */
+    int usage;
+    int prompt_tokens;
+    char model[128];
+    char id[64];
+    directives_t d;
+    int sent;
+    int gone;
+} stream_t;
+
+static void
+parse_directives(const char *text, directives_t *d)
+{
+    const char *p = text;
+
+    while (p && (p = strstr(p, "[[mock:")) != NULL) {
+        const char *end = strstr(p, "]]");
+        char buf[600], *tok, *save = NULL;
+        size_t n;
+
+        if (end == NULL) {
+            break;
+        }
+        n = (size_t)(end - p - 7);
+        if (n >= sizeof(buf)) {
+            n = sizeof(buf) - 1;
+        }
+        memcpy(buf, p + 7, n);
+        buf[n] = '\0';
+        for (tok = strtok_r(buf, " ", &save); tok;
+             tok = strtok_r(NULL, " ", &save)) {
+            char *eq = strchr(tok, '=');
+            int v = eq ? atoi(eq + 1) : 0;
+
+            if (strncmp(tok, "status=", 7) == 0) {
+                d->status = v;
+            } else if (strncmp(tok, "retry_after=", 12) == 0) {
+                d->retry_after = v;
+            } else if (strncmp(tok, "delay=", 6) == 0) {
+                d->delay = v;
+            } else if (strncmp(tok, "chunk_delay=", 12) == 0) {
+                d->chunk_delay = v;
+            } else if (strncmp(tok, "chunks=", 7) == 0) {
+                d->chunks = v;
+            } else if (strncmp(tok, "cut=", 4) == 0) {
+                d->cut = v;
+            } else if (strcmp(tok, "hang") == 0) {
+                d->hang = 1;
+            } else if (strcmp(tok, "garbage") == 0) {
+                d->garbage = 1;
+            } else if (strncmp(tok, "reply=", 6) == 0) {
+                char *c;
+
+                snprintf(d->reply, sizeof(d->reply), "%s", eq + 1);
+                for (c = d->reply; *c; c++) {
+                    if (*c == '_') {
+                        *c = ' ';
+                    }
+                }
+            }
+        }
+        p = end + 2;
+    }
+}
+
+static int
+status_in(const char *s)
+{
+    const char *p = s ? strstr(s, "status-") : NULL;
+
+    return p ? atoi(p + 7) : 0;
+}
+
+/* Text of the last user message (string or text parts). */
+static const char *
+last_user_text(json_t *body, char *buf, size_t cap)
+{
+    json_t *msgs = json_object_get(body, "messages");
+    size_t i = json_array_size(msgs);
+
+    buf[0] = '\0';
+    while (i-- > 0) {
+        json_t *m = json_array_get(msgs, i), *c;
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL || strcmp(role, "user") != 0) {
+            continue;
+        }
+        c = json_object_get(m, "content");
+        if (json_is_string(c)) {
+            snprintf(buf, cap, "%s", json_string_value(c));
+        } else if (json_is_array(c)) {
+            size_t k;
+            json_t *part;
+
+            json_array_foreach(c, k, part) {
+                const char *t = json_string_value(json_object_get(part,
+                                                                  "text"));
+
+                if (t) {
+                    size_t l = strlen(buf);
+
+                    snprintf(buf + l, cap - l, "%s%s", l ? " " : "", t);
+                }
+            }
+        }
+        break;
+    }
+    return buf;
+}
+
+static int
+count_prompt_tokens(json_t *body)
+{
+    char *text = json_dumps(json_object_get(body, "messages"), JSON_COMPACT);
+    int n = text ? (int)strlen(text) / 4 : 1;
+
+    free(text);
+    return n > 0 ? n : 1;
+}
+
+static void
+send_json(struct evhttp_request *req, int status, json_t *j,
+          int retry_after)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(j, JSON_COMPACT);
+
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json");
+    if (retry_after > 0) {
+        char v[16];
+
+        snprintf(v, sizeof(v), "%d", retry_after);
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Retry-After", v);
+    }
+    evbuffer_add(b, text, strlen(text));
+    evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", b);
+    evbuffer_free(b);
+    free(text);
+    json_decref(j);
+}
+
+static void
+send_error(struct evhttp_request *req, int status, int retry_after)
+{
+    const char *type = status == 429   ? "rate_limit_error"
+                       : status == 401 ? "invalid_request_error"
+                       : status >= 500 ? "server_error"
+                                       : "invalid_request_error";
+    char msg[128];
+
+    if (status == 401) {
+        snprintf(msg, sizeof(msg), "Incorrect API key provided: "
+                 "sk-mock-abcdefghijklmnop. You can find your API key at "
+                 "the dashboard.");
+    } else {
+        snprintf(msg, sizeof(msg), "mock error %d", status);
+    }
+    send_json(req, status,
+              json_pack("{s:{s:s,s:s,s:n,s:s}}", "error", "message", msg,
+                        "type", type, "param", "code",
+                        status == 429 ? "rate_limit_exceeded" : "mock_error"),
+              retry_after);
+}
+
+static json_t *
+usage_json(int prompt, int completion)
+{
+    return json_pack("{s:i,s:i,s:i,s:{s:i},s:{s:i}}", "prompt_tokens",
+                     prompt, "completion_tokens", completion, "total_tokens",
+                     prompt + completion, "prompt_tokens_details",
+                     "cached_tokens", 0, "completion_tokens_details",
+                     "reasoning_tokens", 0);
+}
+
+/* Picks the tool to call: the first function tool, unless "none". */
+static json_t *
+pick_tool(json_t *body)
+{
+    json_t *tools = json_object_get(body, "tools"), *choice, *fn, *req;
+    const char *name, *param = NULL;
+    char args[256];
+
+    choice = json_object_get(body, "tool_choice");
+    if (json_array_size(tools) == 0 ||
+        (json_is_string(choice) &&
+         strcmp(json_string_value(choice), "none") == 0)) {
+        return NULL;
+    }
+    fn = json_object_get(json_array_get(tools, 0), "function");
+    name = json_string_value(json_object_get(fn, "name"));
+    if (name == NULL) {
+        return NULL;
+    }
+    req = json_object_get(json_object_get(fn, "parameters"), "required");
+    if (json_array_size(req) > 0) {
+        param = json_string_value(json_array_get(req, 0));
+    }
+    if (param) {
+        snprintf(args, sizeof(args), "{\"%s\":\"mock\"}", param);
+    } else {
+        snprintf(args, sizeof(args), "{}");
+    }
+    return json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_mock_1", "type",
+                     "function", "function", "name", name, "arguments", args);
+}
+
+static void
+reply_text(json_t *body, const directives_t *d, char *out, size_t cap)
+{
+    char user[1024], *p;
+
+    if (d->reply[0]) {
+        snprintf(out, cap, "%s", d->reply);
+        return;
+    }
+    last_user_text(body, user, sizeof(user));
+    /* drop directives from the echo */
+    while ((p = strstr(user, "[[mock:")) != NULL) {
+        char *e = strstr(p, "]]");
+
+        if (e == NULL) {
+            *p = '\0';
+            break;
+        }
+        memmove(p, e + 2, strlen(e + 2) + 1);
+    }
+    snprintf(out, cap, "Hello from mock. You said: %.200s", user);
+}
+
+/* Streaming */
+
+static void stream_step(evutil_socket_t fd, short what, void *arg);
+
+static void
+stream_free(stream_t *s)
+{
+    if (s->conn && !s->gone) {
+        evhttp_connection_set_closecb(s->conn, NULL, NULL);
+    }
+    event_free(s->timer);
+    json_decref(s->parts);
+    json_decref(s->tool);
+    free(s);
+}
+
+static void
+stream_closed(struct evhttp_connection *conn, void *arg)
+{
+    stream_t *s = arg;
+
+    (void)conn;
+    s->gone = 1;
+}
+
+static void
+send_event(stream_t *s, json_t *chunk)
+{
+    struct evbuffer *b = evbuffer_new();
+    char *text = json_dumps(chunk, JSON_COMPACT);
+
+    evbuffer_add_printf(b, "data: %s\n\n", text);
+    evhttp_send_reply_chunk(s->req, b);
+    evbuffer_free(b);
+    free(text);
+    json_decref(chunk);
+    s->sent++;
+}
+
+static json_t *
+chunk_base(stream_t *s, json_t *delta, const char *finish)
+{
+    json_t *c = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id",
+                          s->id, "object", "chat.completion.chunk", "created",
+                          1700000000, "model", s->model, "choices", "index",
+                          0, "delta", delta, "finish_reason",
+                          finish ? json_string(finish) : json_null(),
+                          "logprobs");
+
+    if (s->usage) {
+        json_object_set_new(c, "usage", json_null());
+    }
+    return c;
+}
+
+static void
+stream_step(evutil_socket_t fd, short what, void *arg)
+{
+    stream_t *s = arg;
+    struct timeval tv = {s->d.chunk_delay / 1000,
+                         (s->d.chunk_delay % 1000) * 1000};
+
+    (void)fd;
+    (void)what;
+    if (s->gone) {
+        stream_free(s);
+        return;
+    }
+    if (s->d.cut > 0 && s->sent >= s->d.cut) {
+        struct evhttp_connection *conn = s->conn;
+
+        s->gone = 1;
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+        stream_free(s);
+        evhttp_connection_free(conn);
+        return;
+    }
+    if (s->d.garbage && s->sent == 1) {
+        struct evbuffer *b = evbuffer_new();
+
+        evbuffer_add_printf(b, "data: this is not json\n\n");
+        evhttp_send_reply_chunk(s->req, b);
+        evbuffer_free(b);
+        s->sent++;
+    }
+    switch (s->phase) {
+    case 0:
+        send_event(s, chunk_base(s, json_pack("{s:s,s:s,s:n}", "role",
+                                              "assistant", "content", "",
+                                              "refusal"), NULL));
+        s->phase = 1;
+        break;
+    case 1:
+        if (s->tool) {
+            json_t *fnj = json_object_get(s->tool, "function");
+            const char *args = json_string_value(json_object_get(fnj,
+                                                                 "arguments"));
+            size_t half = strlen(args) / 2;
+            char first[256];
+
+            snprintf(first, sizeof(first), "%.*s", (int)half, args);
+            send_event(s, chunk_base(s, json_pack(
+                "{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", 0,
+                "id", "call_mock_1", "type", "function", "function", "name",
+                json_string_value(json_object_get(fnj, "name")),
+                "arguments", first), NULL));
+            send_event(s, chunk_base(s, json_pack(
+                "{s:[{s:i,s:{s:s}}]}", "tool_calls", "index", 0, "function",
+                "arguments", args + half), NULL));
+            s->phase = 2;
+            break;
+        }
+        if (s->next < json_array_size(s->parts)) {
+            send_event(s, chunk_base(s, json_pack("{s:O}", "content",
+                                                  json_array_get(s->parts,
+                                                                 s->next)),
+                                     NULL));
+            s->next++;
+            if (s->next == json_array_size(s->parts)) {
+                s->phase = 2;
+            }
+        } else {
+            s->phase = 2;
+        }
+        break;
+    case 2:
+        send_event(s, chunk_base(s, json_object(),
+                                 s->tool ? "tool_calls" : "stop"));
+        s->phase = s->usage ? 3 : 4;
+        break;
+    case 3: {
+        json_t *c = json_pack("{s:s,s:s,s:i,s:s,s:[]}", "id", s->id, "object",
+                              "chat.completion.chunk", "created", 1700000000,
+                              "model", s->model, "choices");
+
+        json_object_set_new(c, "usage",
+                            usage_json(s->prompt_tokens,
+                                       s->tool ? 2
+                                               : (int)json_array_size(
+                                                     s->parts)));
+        send_event(s, c);
+        s->phase = 4;
+        break;
+    }
+    default: {
+        struct evbuffer *b = evbuffer_new();
+
+        evbuffer_add_printf(b, "data: [DONE]\n\n");
+        evhttp_send_reply_chunk(s->req, b);
+        evbuffer_free(b);
+        evhttp_send_reply_end(s->req);
+        stream_free(s);
+        return;
+    }
+    }
+    if (s->d.chunk_delay > 0) {
+        evtimer_add(s->timer, &tv);
+    } else {
+        event_active(s->timer, EV_TIMEOUT, 0);
+    }
+}
+
+static void
+start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
+             const char *model)
+{
+    stream_t *s = calloc(1, sizeof(*s));
+    char text[1024], *save = NULL, *w;
+    int i;
+
+    s->req = req;
+    s->conn = evhttp_request_get_connection(req);
+    s->d = *d;
+    s->timer = evtimer_new(base, stream_step, s);
+    s->parts = json_array();
+    s->tool = pick_tool(body);
+    s->usage = json_is_true(json_object_get(
+        json_object_get(body, "stream_options"), "include_usage"));
+    s->prompt_tokens = count_prompt_tokens(body);
+    snprintf(s->model, sizeof(s->model), "%s", model);
+    snprintf(s->id, sizeof(s->id), "chatcmpl-mock%ld", request_count);
+    if (d->chunks > 0) {
+        for (i = 0; i < d->chunks; i++) {
+            json_array_append_new(s->parts, json_string(i ? " tok" : "tok"));
+        }
+    } else {
+        reply_text(body, d, text, sizeof(text));
+        for (w = strtok_r(text, " ", &save), i = 0; w;
+             w = strtok_r(NULL, " ", &save), i++) {
+            char piece[600];
+
+            snprintf(piece, sizeof(piece), "%s%s", i ? " " : "", w);
+            json_array_append_new(s->parts, json_string(piece));
+        }
+    }
+    evhttp_connection_set_closecb(s->conn, stream_closed, s);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/event-stream; charset=utf-8");
+    evhttp_send_reply_start(req, 200, "OK");
+    event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+/* Non-stream and dispatch */
+
+typedef struct {
+    struct evhttp_request *req;
+    json_t *body;
+    directives_t d;
+    struct event *timer;
+    int embeddings;
+    char auth[256];
+} pending_t;
+
+static void
+answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
+{
+    const char *model = json_string_value(json_object_get(body, "model"));
+    json_t *tool, *msg, *resp;
+    char text[1024];
+    int prompt = count_prompt_tokens(body), completion;
+
+    if (json_is_true(json_object_get(body, "stream"))) {
+        start_stream(req, body, d, model ? model : "mock");
+        return;
+    }
+    if (d->garbage) {
+        struct evbuffer *b = evbuffer_new();
+
+        evbuffer_add_printf(b, "<html>502 upstream garbage</html>");
+        evhttp_send_reply(req, 200, "OK", b);
+        evbuffer_free(b);
+        return;
+    }
+    tool = pick_tool(body);
+    if (tool != NULL) {
+        msg = json_pack("{s:s,s:n,s:[o],s:n}", "role", "assistant", "content",
+                        "tool_calls", tool, "refusal");
+        completion = 2;
+    } else {
+        reply_text(body, d, text, sizeof(text));
+        msg = json_pack("{s:s,s:s,s:n}", "role", "assistant", "content", text,
+                        "refusal");
+        completion = (int)strlen(text) / 4 + 1;
+    }
+    resp = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:n,s:s}],s:o,s:s}", "id",
+                     "chatcmpl-mock", "object", "chat.completion", "created",
+                     1700000000, "model", model ? model : "mock", "choices",
+                     "index", 0, "message", msg, "logprobs", "finish_reason",
+                     tool ? "tool_calls" : "stop", "usage",
+                     usage_json(prompt, completion), "system_fingerprint",
+                     "fp_mock");
+    if (d->cut > 0) {
+        /* promise more than is sent, then close */
+        struct evbuffer *b = evbuffer_new();
+        char *t = json_dumps(resp, JSON_COMPACT);
+        struct evhttp_connection *conn = evhttp_request_get_connection(req);
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(conn);
+
+        evbuffer_add_printf(bufferevent_get_output(bev),
+                            "HTTP/1.1 200 OK\r\nContent-Type: "
+                            "application/json\r\nContent-Length: %zu\r\n\r\n"
+                            "%.*s", strlen(t), (int)(strlen(t) / 2), t);
+        bufferevent_flush(bev, EV_WRITE, BEV_FLUSH);
+        free(t);
+        evbuffer_free(b);
+        json_decref(resp);
+        evhttp_connection_free(conn);
+        return;
+    }
+    send_json(req, 200, resp, 0);
+}
+
+static const char b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static json_t *
+base64_floats(const float *v, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)v;
+    size_t len = n * 4, i, o = 0;
+    char *out = malloc(len / 3 * 4 + 8);
+    json_t *s;
+
+    for (i = 0; i + 2 < len; i += 3) {
+        out[o++] = b64[p[i] >> 2];
+        out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+        out[o++] = b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
+        out[o++] = b64[p[i + 2] & 63];
+    }
+    if (i < len) {
+        out[o++] = b64[p[i] >> 2];
+        if (i + 1 < len) {
+            out[o++] = b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+            out[o++] = b64[(p[i + 1] & 15) << 2];
+        } else {
+            out[o++] = b64[(p[i] & 3) << 4];
+            out[o++] = '=';
+        }
+        out[o++] = '=';
+    }
+    out[o] = '\0';
+    s = json_string(out);
+    free(out);
+    return s;
+}
+
+static void
+answer_embeddings(struct evhttp_request *req, json_t *body)
+{
+    json_t *input = json_object_get(body, "input"), *data = json_array();
+    const char *fmt = json_string_value(json_object_get(body,
+                                                        "encoding_format"));
+    size_t n = json_is_array(input) ? json_array_size(input) : 1, i, k;
+    int tokens = 0;
+
+    for (i = 0; i < n; i++) {
+        json_t *item = json_is_array(input) ? json_array_get(input, i) : input;
+        const char *s = json_is_string(item) ? json_string_value(item) : "x";
+        uint32_t h = 2166136261u;
+        float v[8];
+
+        for (k = 0; s[k]; k++) {
+            h = (h ^ (unsigned char)s[k]) * 16777619u;
+        }
+        for (k = 0; k < 8; k++) {
+            h = h * 1103515245u + 12345u;
+            v[k] = (float)((h >> 8) % 2000) / 1000.0f - 1.0f;
+        }
+        tokens += (int)strlen(s) / 4 + 1;
+        if (fmt && strcmp(fmt, "base64") == 0) {
+            json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",
+                                                  "embedding", "index",
+                                                  (int)i, "embedding",
+                                                  base64_floats(v, 8)));
+        } else {
+            json_t *arr = json_array();
+
+            for (k = 0; k < 8; k++) {
+                json_array_append_new(arr, json_real(v[k]));
+            }
+            json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",
+                                                  "embedding", "index",
+                                                  (int)i, "embedding", arr));
+        }
+    }
+    send_json(req, 200,
+              json_pack("{s:s,s:o,s:O,s:{s:i,s:i}}", "object", "list", "data",
+                        data, "model", json_object_get(body, "model"),
+                        "usage", "prompt_tokens", tokens, "total_tokens",
+                        tokens),
+              0);
+}
+
+static void
+answer(pending_t *p)
+{
+    int status = p->d.status;
+
+    if (!status) {
+        status = status_in(p->auth);
+    }
+    if (!status) {
+        status = status_in(json_string_value(json_object_get(p->body,
+                                                             "model")));
+    }
+    if (status && status != 200) {
+        send_error(p->req, status, p->d.retry_after);
+    } else if (p->embeddings) {
+        answer_embeddings(p->req, p->body);
+    } else {
+        answer_chat(p->req, p->body, &p->d);
+    }
+    json_decref(p->body);
+    if (p->timer) {
+        event_free(p->timer);
+    }
+    free(p);
+}
+
+static void
+delayed(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    answer(arg);
+}
+
+static void
+record(struct evhttp_request *req, const char *body, size_t len)
+{
+    struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+    struct evkeyval *kv;
+    json_t *hj = json_object();
+
+    TAILQ_FOREACH(kv, h, next)
+    {
+        char lower[256];
+        size_t i;
+
+        for (i = 0; kv->key[i] && i < sizeof(lower) - 1; i++) {
+            lower[i] = (char)((kv->key[i] >= 'A' && kv->key[i] <= 'Z')
+                                  ? kv->key[i] + 32
+                                  : kv->key[i]);
+        }
+        lower[i] = '\0';
+        json_object_set_new(hj, lower, json_string(kv->value));
+    }
+    json_decref(last_request);
+    last_request = json_pack("{s:s,s:o,s:s%}", "path",
+                             evhttp_request_get_uri(req), "headers", hj,
+                             "body", body ? body : "", len);
+    request_count++;
+}
+
+static void
+handle(struct evhttp_request *req, void *arg)
+{
+    const char *uri = evhttp_request_get_uri(req);
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    char *body = malloc(len + 1);
+    const char *auth;
+    json_error_t err;
+    pending_t *p;
+    char text[1024];
+
+    (void)arg;
+    evbuffer_copyout(in, body, len);
+    body[len] = '\0';
+    if (strncmp(uri, "/_mock/", 7) != 0) {
+        record(req, body, len);
+    }
+    if (strcmp(uri, "/_mock/last") == 0) {
+        send_json(req, 200, last_request ? json_incref(last_request)
+                                         : json_object(), 0);
+        free(body);
+        return;
+    }
+    if (strcmp(uri, "/_mock/count") == 0) {
+        send_json(req, 200, json_pack("{s:i}", "count", (int)request_count),
+                  0);
+        free(body);
+        return;
+    }
+    if (strstr(uri, "/models") != NULL &&
+        evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
+        send_json(req, 200, json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object",
+                                      "list", "data", "id", "mock-model",
+                                      "object", "model", "created", 0,
+                                      "owned_by", "mock"),
+                  0);
+        free(body);
+        return;
+    }
+    p = calloc(1, sizeof(*p));
+    p->req = req;
+    p->embeddings = strstr(uri, "/embeddings") != NULL;
+    auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+                              "Authorization");
+    snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
+    p->body = json_loadb(body, len, 0, &err);
+    free(body);
+    if (p->body == NULL || (!p->embeddings &&
+                            strstr(uri, "/chat/completions") == NULL)) {
+        send_json(req, p->body ? 404 : 400,
+                  json_pack("{s:{s:s,s:s}}", "error", "message",
+                            p->body ? "unknown path" : "invalid JSON", "type",
+                            "invalid_request_error"),
+                  0);
+        json_decref(p->body);
+        free(p);
+        return;
+    }
+    parse_directives(last_user_text(p->body, text, sizeof(text)), &p->d);
+    if (p->d.hang) {
+        json_decref(p->body);
+        free(p);
+        return; /* never answered; freed with the connection */
+    }
+    if (p->d.delay > 0) {
+        struct timeval tv = {p->d.delay / 1000, (p->d.delay % 1000) * 1000};
+
+        p->timer = evtimer_new(base, delayed, p);
+        evtimer_add(p->timer, &tv);
+        return;
+    }
+    answer(p);
+}
+
+static void
+on_term(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+    event_base_loopexit(base, NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    struct event *term;
+    int port = 0, i;
+    const char *host = "127.0.0.1";
+
+    for (i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--port") == 0 && i + 1 < argc) {
+            port = atoi(argv[++i]);
+        } else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc) {
+            host = argv[++i];
+        } else {
+            fprintf(stderr, "usage: mf-mock [--port N] [--host ADDR]\n");
+            return 2;
+        }
+    }
+    signal(SIGPIPE, SIG_IGN);
+    base = event_base_new();
+    http = evhttp_new(base);
+    evhttp_set_gencb(http, handle, NULL);
+    evhttp_set_max_body_size(http, 64 * 1024 * 1024);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    sock = evhttp_bind_socket_with_handle(http, host, (ev_uint16_t)port);
+    if (sock == NULL) {
+        fprintf(stderr, "mf-mock: cannot listen on %s:%d\n", host, port);
+        return 1;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+
+        getsockname(evhttp_bound_socket_get_fd(sock), (struct sockaddr *)&ss,
+                    &sl);
+        printf("%d\n", ntohs(((struct sockaddr_in *)&ss)->sin_port));
+        fflush(stdout);
+    }
+    term = evsignal_new(base, SIGTERM, on_term, NULL);
+    event_add(term, NULL);
+    event_base_dispatch(base);
+    event_free(term);
+    evhttp_free(http);
+    event_base_free(base);
+    json_decref(last_request);
+    return 0;
+}
