@@ -66,7 +66,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.path = r->path;
     i.client_addr = r->client_addr;
     i.consumer = r->consumer;
-    i.model = r->model;
+    i.model = r->model_asked;
     if (r->prov != NULL) {
         i.provider = mf_str_from(r->prov->conf->name);
         i.upstream_model = r->up_model;

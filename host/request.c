@@ -482,6 +482,7 @@ parse_body(mf_req_t *r)
     r->model = mf_pool_str(r->pool,
                            (mf_str_t){json_string_value(model),
                                       json_string_length(model)});
+    r->model_asked = r->model;
     if (r->endpoint == MF_ENDPOINT_CHAT) {
         v = json_object_get(r->json, "messages");
         if (!json_is_array(v) || json_array_size(v) == 0) {

@@ -132,7 +132,8 @@ struct mf_req_s {
     mf_proto_t proto;
     int stream;
     int client_wants_usage;
-    mf_str_t model;
+    mf_str_t model;       /* current model (routing may change it) */
+    mf_str_t model_asked; /* what the client asked for */
     mf_str_t consumer;
 
     /* routing */

@@ -1,0 +1,160 @@
+// Test harness: starts the C mock upstream and the gateway on free loopback
+// ports, and stops them, failing on sanitizer reports or a bad exit.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import net from 'node:net';
+import http from 'node:http';
+
+export const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
+export const BUILD = path.resolve(ROOT, process.env.MF_BUILD || 'build');
+export const BIN = path.join(BUILD, 'manifold');
+export const MOCK = path.join(BUILD, 'tests/mock/mf-mock');
+
+function waitLine(proc, stream, re, ms = 10000) {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`timeout waiting for ${re}: ${buf}`)), ms);
+    const on = (d) => {
+      buf += d.toString();
+      const m = buf.match(re);
+      if (m) { clearTimeout(timer); stream.off('data', on); resolve(m); }
+    };
+    stream.on('data', on);
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`exited ${code}: ${buf}`)); });
+  });
+}
+
+export async function startMock() {
+  const proc = spawn(MOCK, ['--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const m = await waitLine(proc, proc.stdout, /(\d+)\n/);
+  const port = Number(m[1]);
+  return {
+    proc, port, url: `http://127.0.0.1:${port}`,
+    async last() { return (await fetch(`http://127.0.0.1:${port}/_mock/last`)).json(); },
+    async count() { return (await (await fetch(`http://127.0.0.1:${port}/_mock/count`)).json()).count; },
+    async stop() { proc.kill('SIGTERM'); await new Promise((r) => proc.exitCode !== null ? r() : proc.on('exit', r)); },
+  };
+}
+
+export function writeConfig(text, dir) {
+  dir = dir || mkdtempSync(path.join(tmpdir(), 'mf-test-'));
+  const file = path.join(dir, 'manifold.yaml');
+  writeFileSync(file, text);
+  return file;
+}
+
+export async function startGateway(configText, { workers = 2, env = {}, dir } = {}) {
+  const file = writeConfig(configText, dir);
+  const logFile = path.join(path.dirname(file), 'access.log');
+  const proc = spawn(BIN, ['-c', file, '--listen', '127.0.0.1:0', '--workers', String(workers)], {
+    stdio: ['ignore', 'pipe', 'pipe'], cwd: path.dirname(file),
+    env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', ...env },
+  });
+  let stderr = '', stdout = '';
+  proc.stderr.on('data', (d) => { stderr += d.toString(); });
+  proc.stdout.on('data', (d) => { stdout += d.toString(); });
+  const m = await waitLine(proc, proc.stderr, /listening on [^:]+:(\d+)/);
+  const port = Number(m[1]);
+  const gw = {
+    proc, port, file, logFile, url: `http://127.0.0.1:${port}`,
+    get stderr() { return stderr; },
+    get stdout() { return stdout; },
+    accessLog() {
+      const text = existsSync(logFile) ? readFileSync(logFile, 'utf8') : stdout;
+      return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    },
+    async waitLog(pred, ms = 5000) {
+      const end = Date.now() + ms;
+      for (;;) {
+        const hit = gw.accessLog().find(pred);
+        if (hit) return hit;
+        if (Date.now() > end) throw new Error('no matching access log line:\n' + gw.accessLog().map(JSON.stringify).join('\n'));
+        await sleep(20);
+      }
+    },
+    async stop() {
+      if (proc.exitCode === null) {
+        proc.kill('SIGTERM');
+        await new Promise((r) => proc.on('exit', r));
+      }
+      if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(stderr)) {
+        throw new Error('sanitizer report:\n' + stderr);
+      }
+      if (proc.exitCode !== 0) throw new Error(`gateway exited ${proc.exitCode}:\n${stderr}`);
+    },
+  };
+  return gw;
+}
+
+export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
+
+export function post(gw, pathName, body, headers = {}) {
+  return fetch(gw.url + pathName, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...headers },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+}
+
+export function chat(gw, content, extra = {}, headers = {}) {
+  return post(gw, '/v1/chat/completions', {
+    model: 'gpt-4o', messages: [{ role: 'user', content }], ...extra,
+  }, headers);
+}
+
+// Reads an SSE response into events (data strings).
+export async function sseEvents(res) {
+  const text = await res.text();
+  return text.split('\n\n').filter((b) => b.trim()).map((b) =>
+    b.split('\n').filter((l) => l.startsWith('data:')).map((l) => l.slice(5).trim()).join('\n'));
+}
+
+// Raw HTTP/1.1 exchange over a socket; resolves with what came back.
+export function raw(port, bytes, { waitMs = 3000 } = {}) {
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    let out = '';
+    s.on('data', (d) => { out += d.toString(); });
+    s.on('close', () => resolve(out));
+    s.on('error', () => resolve(out));
+    s.write(bytes);
+    setTimeout(() => { s.destroy(); resolve(out); }, waitMs);
+  });
+}
+
+export function closedPort() {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.listen(0, '127.0.0.1', () => { const p = srv.address().port; srv.close(() => resolve(p)); });
+  });
+}
+
+export function config(mockUrl, { extraProviders = '', stages = '', limits = '', providerExtra = '' } = {}) {
+  return `
+listen: 127.0.0.1:0
+log_level: info
+plugin_dir: ${BUILD}/plugins
+limits:
+  upstream_connect_timeout: 2s
+  upstream_timeout: 10s
+  stream_idle_timeout: 10s
+${limits}
+providers:
+  - name: openai
+    type: openai
+    base_url: ${mockUrl}/v1
+    keys: ["sk-upstream-secret-0123456789"]
+    models: ["gpt-*", "text-embedding-*", "gpt-4o"]
+${providerExtra}
+${extraProviders}
+stages:
+${stages}
+  - name: accesslog
+    plugin: accesslog
+    config: { path: access.log }
+`;
+}
+
+export { http, spawnSync, path, writeFileSync, readFileSync };
