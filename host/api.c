@@ -9,21 +9,20 @@
 #include "runtime.h"
 #include "shdict.h"
 
-#define ANY_REQ                                                              \
-    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                   \
-     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                    \
-     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                   \
-     MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_RESPONSE_BODY) |  \
-     MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE) |                        \
+#define ANY_REQ                                                                \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
+     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
+     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                     \
+     MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_RESPONSE_BODY) |    \
+     MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE) |                          \
      MF_HOOK(MF_STAGE_PROVIDER))
-#define BEFORE_UPSTREAM                                                      \
-    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                   \
+#define BEFORE_UPSTREAM                                                        \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) | MF_HOOK(MF_STAGE_PROVIDER))
-#define CAN_RESPOND                                                          \
-    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                   \
-     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                    \
-     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                   \
-     MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
+#define CAN_RESPOND                                                            \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
+     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
+     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) | MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
 
 static int
 in_stage(mf_req_t *r, unsigned mask)
@@ -95,8 +94,8 @@ headers_of(mf_req_t *r, mf_headers_t which, int write)
 {
     switch (which) {
     case MF_REQUEST_HEADERS:
-        if (write && !in_stage(r, MF_HOOK(MF_STAGE_REQUEST) |
-                                      MF_HOOK(MF_STAGE_ROUTE))) {
+        if (write &&
+            !in_stage(r, MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE))) {
             return NULL;
         }
         return &r->req_headers;
@@ -122,8 +121,7 @@ headers_of(mf_req_t *r, mf_headers_t which, int write)
 }
 
 static int
-api_get_header(mf_req_t *r, mf_headers_t which, mf_str_t name,
-               mf_str_t *value)
+api_get_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t *value)
 {
     mf_hlist_t *h;
 
@@ -158,8 +156,7 @@ valid_header(mf_str_t name, mf_str_t value)
 }
 
 static int
-api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name,
-               mf_str_t value)
+api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 {
     mf_hlist_t *h;
 
@@ -375,8 +372,7 @@ api_shared_set(mf_str_t key, mf_str_t value, uint64_t ttl_ms)
 }
 
 static int
-api_shared_incr(mf_str_t key, int64_t delta, uint64_t ttl_ms,
-                int64_t *result)
+api_shared_incr(mf_str_t key, int64_t delta, uint64_t ttl_ms, int64_t *result)
 {
     return mf_shdict_incr(key, delta, ttl_ms, result);
 }

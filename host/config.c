@@ -22,9 +22,9 @@ typedef struct {
     int nerrors;
 } check_t;
 
-static void
-cfg_error(check_t *ck, const mf_node_t *n, const char *key, const char *fmt,
-          ...) __attribute__((format(printf, 4, 5)));
+static void cfg_error(check_t *ck, const mf_node_t *n, const char *key,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 static void
 cfg_error(check_t *ck, const mf_node_t *n, const char *key, const char *fmt,
@@ -141,8 +141,8 @@ want_scalar(check_t *ck, const mf_node_t *n, const char *key)
 }
 
 static void
-get_string(check_t *ck, const mf_node_t *map, const char *k,
-           const char *path, char **out)
+get_string(check_t *ck, const mf_node_t *map, const char *k, const char *path,
+           char **out)
 {
     const mf_node_t *n = want_scalar(ck, mf_node_get(map, k), path);
 
@@ -159,20 +159,24 @@ get_size(check_t *ck, const mf_node_t *map, const char *k, const char *path,
     const mf_node_t *n = want_scalar(ck, mf_node_get(map, k), path);
 
     if (n != NULL && mf_config_parse_size(n->value, out) != MF_OK) {
-        cfg_error(ck, n, path, "'%s' is not a size; write bytes or a number "
-                  "with k, MiB or GiB (16MiB)", n->value);
+        cfg_error(ck, n, path,
+                  "'%s' is not a size; write bytes or a number "
+                  "with k, MiB or GiB (16MiB)",
+                  n->value);
     }
 }
 
 static void
-get_duration(check_t *ck, const mf_node_t *map, const char *k,
-             const char *path, double *out)
+get_duration(check_t *ck, const mf_node_t *map, const char *k, const char *path,
+             double *out)
 {
     const mf_node_t *n = want_scalar(ck, mf_node_get(map, k), path);
 
     if (n != NULL && mf_config_parse_duration(n->value, out) != MF_OK) {
-        cfg_error(ck, n, path, "'%s' is not a duration; write 250ms, 30s, "
-                  "2m or milliseconds", n->value);
+        cfg_error(ck, n, path,
+                  "'%s' is not a duration; write 250ms, 30s, "
+                  "2m or milliseconds",
+                  n->value);
     }
 }
 
@@ -280,10 +284,10 @@ static void
 load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
     static const char *const allowed[] = {
-        "name", "type", "base_url", "keys", "models", "model_map", "timeout",
-        "connect_timeout", "tls_verify", "plugin", "options", "api_version",
-        "deployments", "region", "project", "location", "credentials",
-        "headers", NULL};
+        "name",      "type",        "base_url",        "keys",       "models",
+        "model_map", "timeout",     "connect_timeout", "tls_verify", "plugin",
+        "options",   "api_version", "deployments",     "region",     "project",
+        "location",  "credentials", "headers",         NULL};
     mf_provider_conf_t *p = &c->providers[idx];
     const mf_node_t *k, *m;
     char path[128];
@@ -302,20 +306,24 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     get_string(ck, n, "base_url", path, &p->base_url);
     if (p->name == NULL || p->name[0] == '\0') {
         cfg_error(ck, n, path, "needs a name");
+        free(p->name);
         p->name = mf_xstrdup("");
     }
     for (i = 0; i < idx; i++) {
         if (c->providers[i].name &&
             strcmp(c->providers[i].name, p->name) == 0) {
-            cfg_error(ck, n, path, "name '%s' is already used by "
-                      "providers[%zu]", p->name, i);
+            cfg_error(ck, n, path,
+                      "name '%s' is already used by "
+                      "providers[%zu]",
+                      p->name, i);
         }
     }
     if (p->type == NULL) {
         p->type = mf_xstrdup("openai");
     }
     if (p->base_url == NULL || p->base_url[0] == '\0') {
-        cfg_error(ck, n, path, "needs a base_url (http://host:port/v1 or "
+        cfg_error(ck, n, path,
+                  "needs a base_url (http://host:port/v1 or "
                   "https://...)");
         free(p->base_url);
         p->base_url = mf_xstrdup("");
@@ -354,7 +362,8 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
         const mf_node_t *e;
 
         if (m->type != MF_NODE_MAP) {
-            cfg_error(ck, m, path, "model_map must map a model name to the "
+            cfg_error(ck, m, path,
+                      "model_map must map a model name to the "
                       "upstream name");
         } else {
             for (e = m->child; e != NULL; e = e->next) {
@@ -384,8 +393,8 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 static void
 load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
-    static const char *const allowed[] = {"name", "plugin", "lua", "config",
-                                          "enabled", NULL};
+    static const char *const allowed[] = {"name",   "plugin",  "lua",
+                                          "config", "enabled", NULL};
     mf_stage_conf_t *s = &c->stages[idx];
     char path[128], *plugin = NULL, *lua = NULL;
     size_t i;
@@ -403,7 +412,8 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     get_string(ck, n, "lua", path, &lua);
     s->enabled = get_bool(ck, n, "enabled", path, 1);
     if ((plugin == NULL) == (lua == NULL)) {
-        cfg_error(ck, n, path, "needs exactly one of plugin: (a .so, or a "
+        cfg_error(ck, n, path,
+                  "needs exactly one of plugin: (a .so, or a "
                   "name in the plugin directory) or lua: (a .lua file)");
     }
     if (plugin != NULL) {
@@ -425,8 +435,8 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     if (lua != NULL) {
         s->lua = resolve_path(c, lua);
         if (access(s->lua, R_OK) != 0) {
-            cfg_error(ck, mf_node_get(n, "lua"), path,
-                      "Lua file %s not found", s->lua);
+            cfg_error(ck, mf_node_get(n, "lua"), path, "Lua file %s not found",
+                      s->lua);
         }
     }
     if (s->name == NULL) {
@@ -437,8 +447,10 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     }
     for (i = 0; i < idx; i++) {
         if (c->stages[i].name && strcmp(c->stages[i].name, s->name) == 0) {
-            cfg_error(ck, n, path, "name '%s' is already used by "
-                      "stages[%zu]; stage names must be unique", s->name, i);
+            cfg_error(ck, n, path,
+                      "name '%s' is already used by "
+                      "stages[%zu]; stage names must be unique",
+                      s->name, i);
         }
     }
     {
@@ -454,9 +466,11 @@ static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
     static const char *const allowed[] = {
-        "max_body", "max_header", "max_response", "max_sse_event",
-        "client_timeout", "upstream_connect_timeout", "upstream_timeout",
-        "stream_idle_timeout", "drain_timeout", NULL};
+        "max_body",         "max_header",
+        "max_response",     "max_sse_event",
+        "client_timeout",   "upstream_connect_timeout",
+        "upstream_timeout", "stream_idle_timeout",
+        "drain_timeout",    NULL};
 
     if (n == NULL) {
         return;
@@ -493,9 +507,9 @@ static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
     static const char *const allowed[] = {
-        "listen", "workers", "admin", "limits", "redis", "providers",
-        "routes", "consumers", "stages", "log_level", "plugin_dir",
-        "lua_path", NULL};
+        "listen",     "workers",  "admin",     "limits", "redis",
+        "providers",  "routes",   "consumers", "stages", "log_level",
+        "plugin_dir", "lua_path", NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -540,8 +554,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
     n = want_scalar(ck, mf_node_get(root, "log_level"), "log_level");
     if (n != NULL) {
-        static const char *const names[] = {"debug", "info", "warn",
-                                            "error"};
+        static const char *const names[] = {"debug", "info", "warn", "error"};
 
         for (i = 0; i < 4; i++) {
             if (strcmp(n->value, names[i]) == 0) {
@@ -550,8 +563,10 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
             }
         }
         if (i == 4) {
-            cfg_error(ck, n, "log_level", "'%s' must be debug, info, warn "
-                      "or error", n->value);
+            cfg_error(ck, n, "log_level",
+                      "'%s' must be debug, info, warn "
+                      "or error",
+                      n->value);
         }
     }
     {
@@ -597,8 +612,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         for (s = n->child; s != NULL; s = s->next) {
             c->nstages++;
         }
-        c->stages = mf_xcalloc(c->nstages ? c->nstages : 1,
-                               sizeof(*c->stages));
+        c->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(*c->stages));
         i = 0;
         for (s = n->child; s != NULL; s = s->next) {
             load_stage(ck, c, s, i++);
@@ -693,8 +707,7 @@ mf_config_load(const char *path, const char *plugin_dir, char **errors)
         }
     }
     fclose(f);
-    c = mf_config_parse(path, b.data ? b.data : "", b.len, plugin_dir,
-                        errors);
+    c = mf_config_parse(path, b.data ? b.data : "", b.len, plugin_dir, errors);
     mf_buf_free(&b);
     return c;
 }

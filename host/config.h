@@ -21,16 +21,16 @@ typedef struct mf_provider_conf_s {
     char *plugin;   /* explicit provider plugin path, or NULL */
     char **keys;
     size_t nkeys;
-    int has_keys;   /* `keys` was given (an empty pool disables) */
-    char **models;  /* exact names and globs */
+    int has_keys;  /* `keys` was given (an empty pool disables) */
+    char **models; /* exact names and globs */
     size_t nmodels;
     mf_model_map_t *model_map;
     size_t nmap;
     double timeout_ms;         /* first byte; 0 = limits default */
     double connect_timeout_ms; /* 0 = limits default */
     int tls_verify;
-    int disabled;              /* keys all empty */
-    json_t *json;              /* the whole entry, for the plugin's init */
+    int disabled; /* keys all empty */
+    json_t *json; /* the whole entry, for the plugin's init */
     int line;
 } mf_provider_conf_t;
 

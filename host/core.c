@@ -97,9 +97,9 @@ mf_logv(mf_log_level_t level, const char *tag, const char *fmt, va_list ap)
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     n = snprintf(line, sizeof(line),
-                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s%s%s", tm.tm_year +
-                 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                 tm.tm_sec, ts.tv_nsec / 1000000, level_names[level],
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s%s%s",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[level],
                  tag ? "[" : "", tag ? tag : "", tag ? "] " : "");
     if (n < 0 || (size_t)n >= sizeof(line)) {
         n = 0;

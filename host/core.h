@@ -27,8 +27,8 @@ void mf_log_set_level(mf_log_level_t level);
 mf_log_level_t mf_log_get_level(void);
 void mf_log(mf_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-void mf_log_tagged(mf_log_level_t level, const char *tag, const char *fmt,
-                   ...) __attribute__((format(printf, 3, 4)));
+void mf_log_tagged(mf_log_level_t level, const char *tag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 void mf_logv(mf_log_level_t level, const char *tag, const char *fmt,
              va_list ap);
 

@@ -75,8 +75,10 @@ load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
     struct dirent *de;
 
     if (d == NULL) {
-        snprintf(err, errcap, "%s: cannot open the plugin directory; set "
-                 "plugin_dir in the config or build the plugins", dir);
+        snprintf(err, errcap,
+                 "%s: cannot open the plugin directory; set "
+                 "plugin_dir in the config or build the plugins",
+                 dir);
         return MF_ERR;
     }
     while ((de = readdir(d)) != NULL) {
@@ -95,15 +97,16 @@ load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
             return MF_ERR;
         }
         if (dso->desc->provider == NULL) {
-            snprintf(err, errcap, "%s: named provider-* but is not a "
-                     "provider plugin", path);
+            snprintf(err, errcap,
+                     "%s: named provider-* but is not a "
+                     "provider plugin",
+                     path);
             mf_plugin_unload(dso);
             closedir(d);
             return MF_ERR;
         }
-        g->provider_dsos = mf_xrealloc(g->provider_dsos,
-                                       (g->nprovider_dsos + 1) *
-                                           sizeof(mf_dso_t *));
+        g->provider_dsos = mf_xrealloc(
+            g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
         g->provider_dsos[g->nprovider_dsos++] = dso;
     }
     closedir(d);
@@ -136,8 +139,8 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
     if (c->nproviders > 0 && load_provider_dsos(g, err, errcap) != MF_OK) {
         return MF_ERR;
     }
-    g->providers = mf_xcalloc(c->nproviders ? c->nproviders : 1,
-                              sizeof(mf_prov_t));
+    g->providers =
+        mf_xcalloc(c->nproviders ? c->nproviders : 1, sizeof(mf_prov_t));
     for (i = 0; i < c->nproviders; i++) {
         mf_provider_conf_t *pc = &c->providers[i];
         mf_prov_t *p = &g->providers[g->nproviders];
@@ -154,23 +157,23 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
             if (dso == NULL) {
                 return MF_ERR;
             }
-            g->provider_dsos = mf_xrealloc(g->provider_dsos,
-                                           (g->nprovider_dsos + 1) *
-                                               sizeof(mf_dso_t *));
+            g->provider_dsos = mf_xrealloc(
+                g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
             g->provider_dsos[g->nprovider_dsos++] = dso;
             if (dso->desc->provider == NULL) {
-                snprintf(err, errcap, "%s:%d: provider '%s': %s is not a "
-                         "provider plugin", c->path, pc->line, pc->name,
-                         pc->plugin);
+                snprintf(err, errcap,
+                         "%s:%d: provider '%s': %s is not a "
+                         "provider plugin",
+                         c->path, pc->line, pc->name, pc->plugin);
                 return MF_ERR;
             }
         } else {
             dso = find_provider_dso(g, pc->type);
             if (dso == NULL) {
-                snprintf(err, errcap, "%s:%d: providers: '%s' has type "
+                snprintf(err, errcap,
+                         "%s:%d: providers: '%s' has type "
                          "'%s', which no provider plugin in %s serves",
-                         c->path, pc->line, pc->name, pc->type,
-                         c->plugin_dir);
+                         c->path, pc->line, pc->name, pc->type, c->plugin_dir);
                 return MF_ERR;
             }
         }
@@ -185,9 +188,10 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
         rc = dso->desc->init(&mf_api, text, &p->state);
         free(text);
         if (rc != MF_OK) {
-            snprintf(err, errcap, "%s:%d: provider '%s': plugin %s refused "
-                     "its config (see the log above)", c->path, pc->line,
-                     pc->name, dso->desc->name);
+            snprintf(err, errcap,
+                     "%s:%d: provider '%s': plugin %s refused "
+                     "its config (see the log above)",
+                     c->path, pc->line, pc->name, dso->desc->name);
             p->dso = NULL;
             return MF_ERR;
         }
@@ -225,9 +229,10 @@ load_stages(mf_gen_t *g, char *err, size_t errcap)
             rc = s->desc->init(&mf_api, text, &s->state);
             free(text);
             if (rc != MF_OK) {
-                snprintf(err, errcap, "%s:%d: stages[%zu] '%s': %s init() "
-                         "refused its config (see the log above)", c->path,
-                         sc->line, i, sc->name, sc->plugin);
+                snprintf(err, errcap,
+                         "%s:%d: stages[%zu] '%s': %s init() "
+                         "refused its config (see the log above)",
+                         c->path, sc->line, i, sc->name, sc->plugin);
                 s->desc = NULL;
                 mf_plugin_unload(s->dso);
                 s->dso = NULL;
@@ -237,9 +242,9 @@ load_stages(mf_gen_t *g, char *err, size_t errcap)
         } else {
             s->kind = MF_STAGE_KIND_LUA;
             s->file = mf_xstrdup(sc->lua);
-            s->lua = mf_lua_stage_load(sc->lua, sc->name, sc->config,
-                                       g->nworkers, c->lua_path, &s->hooks,
-                                       err, errcap);
+            s->lua =
+                mf_lua_stage_load(sc->lua, sc->name, sc->config, g->nworkers,
+                                  c->lua_path, &s->hooks, err, errcap);
             if (s->lua == NULL) {
                 return MF_ERR;
             }

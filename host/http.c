@@ -141,8 +141,7 @@ parse_headers(const char *buf, size_t len, size_t pos, mf_http_head_t *h,
             *err = "obsolete header line folding is not accepted";
             return MF_ERR;
         }
-        for (colon = 0; colon < line.len && line.data[colon] != ':';
-             colon++) {
+        for (colon = 0; colon < line.len && line.data[colon] != ':'; colon++) {
             if (!is_tchar((unsigned char)line.data[colon])) {
                 *err = "invalid character in a header name";
                 return MF_ERR;
@@ -295,8 +294,7 @@ mf_http_parse_response_head(const char *buf, size_t len, mf_http_head_t *h,
 }
 
 int
-mf_http_find_header(const mf_http_head_t *h, const char *name,
-                    mf_str_t *value)
+mf_http_find_header(const mf_http_head_t *h, const char *name, mf_str_t *value)
 {
     mf_str_t n = mf_str_from(name);
     size_t i;
@@ -447,29 +445,53 @@ const char *
 mf_http_reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 499: return "Client Closed Request";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : "Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 409:
+        return "Conflict";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 499:
+        return "Client Closed Request";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return status < 400 ? "OK" : "Error";
     }
 }

@@ -18,11 +18,11 @@ typedef struct mf_header_s {
 } mf_header_t;
 
 typedef struct mf_http_head_s {
-    mf_str_t method; /* request */
-    mf_str_t target; /* request: path and query */
-    mf_str_t path;   /* request: target without the query */
-    int status;      /* response */
-    int minor;       /* HTTP/1.<minor> */
+    mf_str_t method;        /* request */
+    mf_str_t target;        /* request: path and query */
+    mf_str_t path;          /* request: target without the query */
+    int status;             /* response */
+    int minor;              /* HTTP/1.<minor> */
     int64_t content_length; /* -1 when absent */
     int chunked;
     int keep_alive;
@@ -39,8 +39,8 @@ size_t mf_http_head_end(const char *buf, size_t len);
 int mf_http_parse_request_head(const char *buf, size_t len, mf_http_head_t *h,
                                const char **err);
 /* Parses a complete response head. */
-int mf_http_parse_response_head(const char *buf, size_t len,
-                                mf_http_head_t *h, const char **err);
+int mf_http_parse_response_head(const char *buf, size_t len, mf_http_head_t *h,
+                                const char **err);
 
 /* Case-insensitive lookup; MF_ERR when absent. */
 int mf_http_find_header(const mf_http_head_t *h, const char *name,

@@ -67,7 +67,8 @@ push_json(lua_State *L, json_t *j, int depth)
         json_t *v;
 
         lua_createtable(L, 0, (int)json_object_size(j));
-        json_object_foreach(j, k, v) {
+        json_object_foreach(j, k, v)
+        {
             lua_pushstring(L, k);
             push_json(L, v, depth + 1);
             lua_rawset(L, -3);
@@ -79,7 +80,8 @@ push_json(lua_State *L, json_t *j, int depth)
         json_t *v;
 
         lua_createtable(L, (int)json_array_size(j), 0);
-        json_array_foreach(j, i, v) {
+        json_array_foreach(j, i, v)
+        {
             push_json(L, v, depth + 1);
             lua_rawseti(L, -2, (int)i + 1);
         }
@@ -322,8 +324,7 @@ l_req_get_header(lua_State *L)
     mf_req_t *r = need_req(L);
     mf_str_t v;
 
-    if (mf_api.get_header(r, MF_REQUEST_HEADERS, arg_str(L, 1), &v) !=
-        MF_OK) {
+    if (mf_api.get_header(r, MF_REQUEST_HEADERS, arg_str(L, 1), &v) != MF_OK) {
         lua_pushnil(L);
         return 1;
     }
@@ -406,9 +407,8 @@ l_req_set_body(lua_State *L)
     {
         json_t *m = json_object_get(j, "model");
 
-        if (json_is_string(m) && !mf_str_eq(r->model, mf_str_from(
-                                                          json_string_value(
-                                                              m)))) {
+        if (json_is_string(m) &&
+            !mf_str_eq(r->model, mf_str_from(json_string_value(m)))) {
             mf_req_set_model(r, mf_str_from(json_string_value(m)));
         }
     }
@@ -796,8 +796,7 @@ l_now(lua_State *L)
     return 1;
 }
 
-static mf_action_t finish_coroutine(lua_slot_t *slot, mf_req_t *r,
-                                    int status);
+static mf_action_t finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status);
 
 static void
 sleep_done(mf_req_t *r, void *arg, const char *err)
@@ -852,45 +851,39 @@ register_fns(lua_State *L, const char *name, const luaL_Reg *fns)
 static int
 open_mf(lua_State *L)
 {
-    static const luaL_Reg req[] = {
-        {"id", l_req_id},
-        {"method", l_req_method},
-        {"path", l_req_path},
-        {"client_addr", l_req_client_addr},
-        {"get_header", l_req_get_header},
-        {"set_header", l_req_set_header},
-        {"model", l_req_model},
-        {"set_model", l_route_set_model},
-        {"body", l_req_body},
-        {"set_body", l_req_set_body},
-        {"stream", l_req_stream},
-        {"last_user_text", l_req_last_user_text},
-        {"consumer", l_req_consumer},
-        {"set_consumer", l_req_set_consumer},
-        {"info", l_req_info},
-        {NULL, NULL}};
+    static const luaL_Reg req[] = {{"id", l_req_id},
+                                   {"method", l_req_method},
+                                   {"path", l_req_path},
+                                   {"client_addr", l_req_client_addr},
+                                   {"get_header", l_req_get_header},
+                                   {"set_header", l_req_set_header},
+                                   {"model", l_req_model},
+                                   {"set_model", l_route_set_model},
+                                   {"body", l_req_body},
+                                   {"set_body", l_req_set_body},
+                                   {"stream", l_req_stream},
+                                   {"last_user_text", l_req_last_user_text},
+                                   {"consumer", l_req_consumer},
+                                   {"set_consumer", l_req_set_consumer},
+                                   {"info", l_req_info},
+                                   {NULL, NULL}};
     static const luaL_Reg route[] = {{"set_model", l_route_set_model},
                                      {"clear", l_route_clear},
                                      {"add_target", l_route_add_target},
                                      {"targets", l_route_targets},
                                      {NULL, NULL}};
-    static const luaL_Reg resp[] = {{"status", l_resp_status},
-                                    {"get_header", l_resp_get_header},
-                                    {"set_header", l_resp_set_header},
-                                    {"usage", l_resp_usage},
-                                    {"set_body", l_resp_set_body},
-                                    {NULL, NULL}};
+    static const luaL_Reg resp[] = {
+        {"status", l_resp_status},         {"get_header", l_resp_get_header},
+        {"set_header", l_resp_set_header}, {"usage", l_resp_usage},
+        {"set_body", l_resp_set_body},     {NULL, NULL}};
     static const luaL_Reg shared[] = {{"get", l_shared_get},
                                       {"set", l_shared_set},
                                       {"incr", l_shared_incr},
                                       {"delete", l_shared_delete},
                                       {NULL, NULL}};
-    static const luaL_Reg log[] = {{"debug", l_log_debug},
-                                   {"info", l_log_info},
-                                   {"warn", l_log_warn},
-                                   {"err", l_log_err},
-                                   {"error", l_log_err},
-                                   {NULL, NULL}};
+    static const luaL_Reg log[] = {{"debug", l_log_debug}, {"info", l_log_info},
+                                   {"warn", l_log_warn},   {"err", l_log_err},
+                                   {"error", l_log_err},   {NULL, NULL}};
     static const luaL_Reg json[] = {{"encode", l_json_encode},
                                     {"decode", l_json_decode},
                                     {"array", l_json_array},
@@ -937,15 +930,17 @@ set_package_path(lua_State *L, const char *script, const char *extra)
 
 static lua_State *
 new_state(const char *path, const char *name, json_t *config,
-          const char *lua_path, int *mod_ref, int *conf_ref,
-          unsigned *hooks, char **version, char *err, size_t errcap)
+          const char *lua_path, int *mod_ref, int *conf_ref, unsigned *hooks,
+          char **version, char *err, size_t errcap)
 {
     lua_State *L = luaL_newstate();
     int i;
 
     if (L == NULL) {
-        snprintf(err, errcap, "%s: cannot create a Lua state (out of "
-                 "memory)", path);
+        snprintf(err, errcap,
+                 "%s: cannot create a Lua state (out of "
+                 "memory)",
+                 path);
         return NULL;
     }
     luaL_openlibs(L);
@@ -966,8 +961,10 @@ new_state(const char *path, const char *name, json_t *config,
         return NULL;
     }
     if (!lua_istable(L, -1)) {
-        snprintf(err, errcap, "%s: stage '%s': the script must return a "
-                 "table of stage functions (return M)", path, name);
+        snprintf(err, errcap,
+                 "%s: stage '%s': the script must return a "
+                 "table of stage functions (return M)",
+                 path, name);
         lua_close(L);
         return NULL;
     }
@@ -980,8 +977,8 @@ new_state(const char *path, const char *name, json_t *config,
         if (lua_isfunction(L, -1)) {
             *hooks |= MF_HOOK(i);
         } else if (!lua_isnil(L, -1)) {
-            snprintf(err, errcap, "%s: stage '%s': %s must be a function",
-                     path, name, stage_fn[i]);
+            snprintf(err, errcap, "%s: stage '%s': %s must be a function", path,
+                     name, stage_fn[i]);
             lua_close(L);
             return NULL;
         }
@@ -989,8 +986,7 @@ new_state(const char *path, const char *name, json_t *config,
     }
     if (*version == NULL) {
         lua_getfield(L, -1, "version");
-        *version = mf_xstrdup(lua_isstring(L, -1) ? lua_tostring(L, -1)
-                                                  : "");
+        *version = mf_xstrdup(lua_isstring(L, -1) ? lua_tostring(L, -1) : "");
         lua_pop(L, 1);
     }
     *mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
@@ -1014,9 +1010,9 @@ mf_lua_stage_load(const char *path, const char *name, json_t *config,
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
     for (i = 0; i < nworkers; i++) {
-        ls->L[i] = new_state(path, name, config, lua_path, &ls->mod_ref[i],
-                             &ls->conf_ref[i], hooks, &ls->version, err,
-                             errcap);
+        ls->L[i] =
+            new_state(path, name, config, lua_path, &ls->mod_ref[i],
+                      &ls->conf_ref[i], hooks, &ls->version, err, errcap);
         if (ls->L[i] == NULL) {
             mf_lua_stage_free(ls);
             return NULL;
@@ -1067,8 +1063,8 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
     }
     if (!lua_isnumber(co, base)) {
         mf_log_error("stage '%s': returned %s; return nothing to go on, or "
-                     "status, body to answer", name,
-                     luaL_typename(co, base));
+                     "status, body to answer",
+                     name, luaL_typename(co, base));
         return MF_FAIL;
     }
     status = (int)lua_tointeger(co, base);
@@ -1089,11 +1085,10 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
         const char *s = lua_tolstring(co, base + 1, &len);
 
         if (status >= 400 && (len == 0 || (s[0] != '{' && s[0] != '['))) {
-            mf_req_respond_error(r, status, status == 401
-                                                ? "authentication_error"
-                                            : status == 429
-                                                ? "rate_limit_error"
-                                                : "invalid_request_error",
+            mf_req_respond_error(r, status,
+                                 status == 401   ? "authentication_error"
+                                 : status == 429 ? "rate_limit_error"
+                                                 : "invalid_request_error",
                                  NULL, s);
         } else {
             mf_req_respond(r, status,
@@ -1123,8 +1118,8 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
     if (status != 0) {
         const char *msg = lua_tostring(co, -1);
 
-        mf_log_error("stage '%s' %s: %s", slot->st->name,
-                     stage_fn[slot->stage], msg ? msg : "(error)");
+        mf_log_error("stage '%s' %s: %s", slot->st->name, stage_fn[slot->stage],
+                     msg ? msg : "(error)");
         snprintf(slot->st->last_error, sizeof(slot->st->last_error), "%s",
                  msg ? msg : "(error)");
         act = MF_FAIL;
@@ -1186,8 +1181,7 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
                   MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
                   MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |
                   MF_HOOK(MF_STAGE_RESPONSE_HEADERS)))) {
-        mf_log_error("stage '%s': %s may not yield", st->name,
-                     stage_fn[stage]);
+        mf_log_error("stage '%s': %s may not yield", st->name, stage_fn[stage]);
         act = MF_FAIL;
     }
     return act;

@@ -15,9 +15,8 @@ mf_lua_stage_t *mf_lua_stage_load(const char *path, const char *name,
                                   char *err, size_t errcap);
 void mf_lua_stage_free(mf_lua_stage_t *ls);
 /* Runs M.<stage>(conf, ctx) for r on its worker's state. */
-mf_action_t mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage,
-                              mf_req_t *r, void **ctx, mf_str_t data,
-                              int last);
+mf_action_t mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r,
+                              void **ctx, mf_str_t data, int last);
 /* Frees the per-request ctx table. */
 void mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx);
 /* Version string the module declares ("" when none). */

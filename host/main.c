@@ -90,8 +90,8 @@ load_generation(mf_main_t *m, int nworkers)
     }
     mf_log_set_level(c->log_level);
     if (nworkers == 0) {
-        nworkers = c->workers > 0 ? c->workers
-                                  : (int)sysconf(_SC_NPROCESSORS_ONLN);
+        nworkers =
+            c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
         if (nworkers < 1) {
             nworkers = 1;
         }
@@ -175,8 +175,8 @@ main(int argc, char **argv)
             m.plugin_dir = mf_xstrdup(optarg);
             break;
         case 'v':
-            printf("manifold %s (plugin ABI %d.%d)\n", MF_VERSION,
-                   MF_ABI_MAJOR, MF_ABI_MINOR);
+            printf("manifold %s (plugin ABI %d.%d)\n", MF_VERSION, MF_ABI_MAJOR,
+                   MF_ABI_MINOR);
             return 0;
         case 'h':
             usage(stdout);
@@ -212,8 +212,9 @@ main(int argc, char **argv)
         goto out;
     }
     mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
-                "providers, %zu stages", MF_VERSION, g->config->listen_host,
-                m.server.port, m.server.nworkers, g->nproviders, g->nstages);
+                "providers, %zu stages",
+                MF_VERSION, g->config->listen_host, m.server.port,
+                m.server.nworkers, g->nproviders, g->nstages);
     m.base = event_base_new();
     ev_term = evsignal_new(m.base, SIGTERM, on_stop, &m);
     ev_int = evsignal_new(m.base, SIGINT, on_stop, &m);

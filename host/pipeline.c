@@ -18,8 +18,8 @@ now_ns(void)
 }
 
 static mf_action_t
-call_c(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx,
-       mf_str_t data, int last)
+call_c(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx, mf_str_t data,
+       int last)
 {
     const mf_plugin_t *d = s->desc;
 
@@ -117,11 +117,10 @@ mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
 
         if ((s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) &&
             atomic_load(&s->enabled)) {
-            if (run_one(r, i, MF_STAGE_RESPONSE_BODY, data, last) ==
-                MF_FAIL) {
+            if (run_one(r, i, MF_STAGE_RESPONSE_BODY, data, last) == MF_FAIL) {
                 mf_log_error("request %.*s: stage '%s' failed in "
-                             "on_response_body", (int)r->id.len, r->id.data,
-                             s->name);
+                             "on_response_body",
+                             (int)r->id.len, r->id.data, s->name);
             }
             if (r->replaced) {
                 data = r->replace;

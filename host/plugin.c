@@ -36,8 +36,7 @@ copy_file(const char *from, const char *to, char *err, size_t errcap)
     }
     while ((n = read(in, buf, sizeof(buf))) > 0) {
         if (write(out, buf, (size_t)n) != n) {
-            snprintf(err, errcap, "%s: cannot copy: %s", from,
-                     strerror(errno));
+            snprintf(err, errcap, "%s: cannot copy: %s", from, strerror(errno));
             goto fail;
         }
     }
@@ -82,8 +81,10 @@ mf_plugin_load(const char *path, char *err, size_t errcap)
     }
     *(void **)&entry = dlsym(handle, "mf_plugin_v1");
     if (entry == NULL) {
-        snprintf(err, errcap, "%s: not a Manifold plugin: it exports no "
-                 "mf_plugin_v1 symbol", path);
+        snprintf(err, errcap,
+                 "%s: not a Manifold plugin: it exports no "
+                 "mf_plugin_v1 symbol",
+                 path);
         dlclose(handle);
         return NULL;
     }
@@ -94,9 +95,10 @@ mf_plugin_load(const char *path, char *err, size_t errcap)
         return NULL;
     }
     if (desc->abi_major != MF_ABI_MAJOR || desc->abi_minor > MF_ABI_MINOR) {
-        snprintf(err, errcap, "%s: plugin '%s' is built for ABI %u.%u, this "
-                 "host speaks %u.%u; rebuild it against this SDK", path,
-                 desc->name ? desc->name : "?", desc->abi_major,
+        snprintf(err, errcap,
+                 "%s: plugin '%s' is built for ABI %u.%u, this "
+                 "host speaks %u.%u; rebuild it against this SDK",
+                 path, desc->name ? desc->name : "?", desc->abi_major,
                  desc->abi_minor, MF_ABI_MAJOR, MF_ABI_MINOR);
         dlclose(handle);
         return NULL;

@@ -168,8 +168,7 @@ send_chunk(mf_req_t *r, const char *data, size_t len)
 }
 
 int
-mf_req_respond(mf_req_t *r, int status, const char *content_type,
-               mf_str_t body)
+mf_req_respond(mf_req_t *r, int status, const char *content_type, mf_str_t body)
 {
     if (r->head_sent || r->finished) {
         return MF_ERR;
@@ -186,8 +185,7 @@ mf_req_respond(mf_req_t *r, int status, const char *content_type,
 }
 
 static char *
-error_json(mf_req_t *r, const char *type, const char *code,
-           const char *message)
+error_json(mf_req_t *r, const char *type, const char *code, const char *message)
 {
     json_t *j;
     char *text;
@@ -280,23 +278,23 @@ handle_models(mf_req_t *r)
         mf_provider_conf_t *pc = g->providers[i].conf;
 
         for (j = 0; j < pc->nmodels + pc->nmap; j++) {
-            const char *m = j < pc->nmodels ? pc->models[j]
-                                            : pc->model_map[j - pc->nmodels]
-                                                  .from;
+            const char *m = j < pc->nmodels
+                                ? pc->models[j]
+                                : pc->model_map[j - pc->nmodels].from;
 
             if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(
-                data, json_pack("{s:s,s:s,s:I,s:s}", "id", m, "object",
-                                "model", "created", (json_int_t)0,
-                                "owned_by", pc->name));
+            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m,
+                                                  "object", "model", "created",
+                                                  (json_int_t)0, "owned_by",
+                                                  pc->name));
         }
     }
     json_decref(seen);
-    respond_json(r, 200, json_pack("{s:s,s:o}", "object", "list", "data",
-                                   data));
+    respond_json(r, 200,
+                 json_pack("{s:s,s:o}", "object", "list", "data", data));
 }
 
 /* Routing by model name */
@@ -314,8 +312,8 @@ map_model(mf_req_t *r, mf_provider_conf_t *pc, mf_str_t model)
         if (mf_str_eq_cstr(model, from)) {
             return mf_str_from(to);
         }
-        if (fl > 0 && from[fl - 1] == '*' && strchr(from, '*') == from +
-            fl - 1 && model.len >= fl - 1 &&
+        if (fl > 0 && from[fl - 1] == '*' &&
+            strchr(from, '*') == from + fl - 1 && model.len >= fl - 1 &&
             memcmp(model.data, from, fl - 1) == 0) {
             const char *star = strchr(to, '*');
             mf_buf_t b = {0};
@@ -413,11 +411,14 @@ respond_unknown_model(mf_req_t *r)
     size_t i, j, listed = 0;
     char *msg;
 
-    mf_buf_printf(&b, "The model '%.*s' does not exist or is not served by "
-                  "this gateway.", (int)r->model.len, r->model.data);
+    mf_buf_printf(&b,
+                  "The model '%.*s' does not exist or is not served by "
+                  "this gateway.",
+                  (int)r->model.len, r->model.data);
     for (i = 0; i < c->nproviders; i++) {
         if (c->providers[i].disabled && serves(&c->providers[i], r->model)) {
-            mf_buf_printf(&b, " Provider '%s' would serve it but is "
+            mf_buf_printf(&b,
+                          " Provider '%s' would serve it but is "
                           "disabled because its keys are empty: set its key "
                           "variable and restart or reload.",
                           c->providers[i].name);
@@ -435,8 +436,10 @@ respond_unknown_model(mf_req_t *r)
     if (listed == 0) {
         mf_buf_printf(&b, " none (no provider is enabled)");
     }
-    mf_buf_printf(&b, ". Use one of these, or add the model to a provider's "
-                  "models list in %s.", c->path);
+    mf_buf_printf(&b,
+                  ". Use one of these, or add the model to a provider's "
+                  "models list in %s.",
+                  c->path);
     mf_buf_append(&b, "", 1);
     msg = b.data;
     mf_req_respond_error(r, 404, "invalid_request_error", "model_not_found",
@@ -460,9 +463,10 @@ parse_body(mf_req_t *r)
     }
     r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
     if (r->json == NULL) {
-        snprintf(msg, sizeof(msg), "We could not parse the JSON body of your "
-                 "request: %s (line %d, column %d).", jerr.text, jerr.line,
-                 jerr.column);
+        snprintf(msg, sizeof(msg),
+                 "We could not parse the JSON body of your "
+                 "request: %s (line %d, column %d).",
+                 jerr.text, jerr.line, jerr.column);
         mf_req_respond_error(r, 400, "invalid_request_error", NULL, msg);
         return MF_ERR;
     }
@@ -479,9 +483,8 @@ parse_body(mf_req_t *r)
                              "non-empty string).");
         return MF_ERR;
     }
-    r->model = mf_pool_str(r->pool,
-                           (mf_str_t){json_string_value(model),
-                                      json_string_length(model)});
+    r->model = mf_pool_str(r->pool, (mf_str_t){json_string_value(model),
+                                               json_string_length(model)});
     r->model_asked = r->model;
     if (r->endpoint == MF_ENDPOINT_CHAT) {
         v = json_object_get(r->json, "messages");
@@ -496,13 +499,16 @@ parse_body(mf_req_t *r)
             size_t i;
             json_t *m;
 
-            json_array_foreach(v, i, m) {
+            json_array_foreach(v, i, m)
+            {
                 if (!json_is_object(m) ||
                     !json_is_string(json_object_get(m, "role"))) {
-                    snprintf(msg, sizeof(msg), "messages[%zu] must be an "
-                             "object with a string 'role'.", i);
-                    mf_req_respond_error(r, 400, "invalid_request_error",
-                                         NULL, msg);
+                    snprintf(msg, sizeof(msg),
+                             "messages[%zu] must be an "
+                             "object with a string 'role'.",
+                             i);
+                    mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                                         msg);
                     return MF_ERR;
                 }
             }
@@ -553,7 +559,8 @@ mf_req_last_user_text(mf_req_t *r)
             size_t k;
             mf_str_t s;
 
-            json_array_foreach(c, k, part) {
+            json_array_foreach(c, k, part)
+            {
                 json_t *t = json_object_get(part, "text");
 
                 if (json_is_string(t)) {
@@ -805,9 +812,10 @@ attempt_prepare(mf_req_t *r)
     r->cur_stage = MF_STAGE_PROVIDER;
     if (r->prov->ops->build_request(r, r->prov->state, &u) != MF_OK ||
         r->up_url.len == 0) {
-        snprintf(msg, sizeof(msg), "provider '%s' (%s) could not build the "
-                 "upstream request", t->prov->conf->name,
-                 t->prov->dso->desc->name);
+        snprintf(msg, sizeof(msg),
+                 "provider '%s' (%s) could not build the "
+                 "upstream request",
+                 t->prov->conf->name, t->prov->dso->desc->name);
         mf_req_respond_error(r, 500, "server_error", NULL, msg);
         req_finish(r);
         return MF_ERR;
@@ -848,8 +856,8 @@ attempt_start(mf_req_t *r)
     mf_url_t url;
     mf_buf_t b = {0};
 
-    if (mf_url_parse(r->up_url.data, r->up_url.len, &url, path,
-                     sizeof(path)) != MF_OK) {
+    if (mf_url_parse(r->up_url.data, r->up_url.len, &url, path, sizeof(path)) !=
+        MF_OK) {
         snprintf(msg, sizeof(msg), "provider '%s' has an unusable URL",
                  pc->name);
         mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
@@ -861,10 +869,10 @@ attempt_start(mf_req_t *r)
     opts.connect_timeout_ms = pc->connect_timeout_ms > 0
                                   ? pc->connect_timeout_ms
                                   : lim->upstream_connect_timeout_ms;
-    opts.first_byte_timeout_ms = pc->timeout_ms > 0 ? pc->timeout_ms
-                                                    : lim->upstream_timeout_ms;
-    opts.idle_timeout_ms = r->stream ? lim->stream_idle_timeout_ms
-                                     : opts.first_byte_timeout_ms;
+    opts.first_byte_timeout_ms =
+        pc->timeout_ms > 0 ? pc->timeout_ms : lim->upstream_timeout_ms;
+    opts.idle_timeout_ms =
+        r->stream ? lim->stream_idle_timeout_ms : opts.first_byte_timeout_ms;
     opts.tls_verify = pc->tls_verify;
     opts.max_header = lim->max_header;
     r->attempts++;
@@ -873,8 +881,8 @@ attempt_start(mf_req_t *r)
     r->saw_done = 0;
     mf_buf_reset(&r->up_buf);
     r->call_paused = 0;
-    r->call = mf_upstream_call(r->worker, &url, &opts, b.data, b.len, &up_cbs,
-                               r);
+    r->call =
+        mf_upstream_call(r->worker, &url, &opts, b.data, b.len, &up_cbs, r);
     mf_buf_free(&b);
     mf_upcall_start(r->call);
 }
@@ -883,8 +891,7 @@ attempt_start(mf_req_t *r)
 static int
 attempt_next(mf_req_t *r)
 {
-    if (r->head_sent || r->target_idx + 1 >= r->ntargets ||
-        r->conn == NULL) {
+    if (r->head_sent || r->target_idx + 1 >= r->ntargets || r->conn == NULL) {
         return 0;
     }
     r->target_idx++;
@@ -915,8 +922,7 @@ estimate_usage(mf_req_t *r)
     }
     r->usage.prompt_tokens = (int64_t)(r->body.len / 4);
     r->usage.completion_tokens = r->events_seen;
-    r->usage.total_tokens = r->usage.prompt_tokens +
-                            r->usage.completion_tokens;
+    r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;
     r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
     r->usage.estimated = 1;
@@ -1076,9 +1082,8 @@ complete_error(mf_req_t *r)
         err.status == 0) {
         err.status = 502;
         err.type = "upstream_error";
-        snprintf(err.message, sizeof(err.message),
-                 "provider '%s' answered %d", r->prov->conf->name,
-                 r->up_status);
+        snprintf(err.message, sizeof(err.message), "provider '%s' answered %d",
+                 r->prov->conf->name, r->up_status);
     }
     if ((r->up_status >= 500 || r->up_status == 429) && attempt_next(r)) {
         return;
@@ -1152,10 +1157,13 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
     if (r->head_sent) {
         /* mid-stream: an error event, then the end */
         flush_stream(r);
-        snprintf(text, sizeof(text), "the upstream stream of provider '%s' "
-                 "was cut: %s", r->prov->conf->name, msg);
-        send_stream_error(r, kind == MF_UPERR_TIMEOUT ? "upstream_timeout"
-                                                      : "upstream_stream_cut",
+        snprintf(text, sizeof(text),
+                 "the upstream stream of provider '%s' "
+                 "was cut: %s",
+                 r->prov->conf->name, msg);
+        send_stream_error(r,
+                          kind == MF_UPERR_TIMEOUT ? "upstream_timeout"
+                                                   : "upstream_stream_cut",
                           text);
         finish_stream(r);
         req_finish(r);
@@ -1264,7 +1272,8 @@ make_id(mf_req_t *r, const mf_http_head_t *head)
         }
     }
     n = snprintf(buf, sizeof(buf), "mf-%012llx%04x",
-                 (unsigned long long)(mf_wall_time() * 1000) & 0xffffffffffffULL,
+                 (unsigned long long)(mf_wall_time() * 1000) &
+                     0xffffffffffffULL,
                  (unsigned)(r->worker->seq++ & 0xffff));
     return mf_pool_str(r->pool, (mf_str_t){buf, (size_t)n});
 }
@@ -1330,13 +1339,14 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     } else {
         char msg[512];
 
-        snprintf(msg, sizeof(msg), "Unknown request URL: %.*s %.*s. The "
+        snprintf(msg, sizeof(msg),
+                 "Unknown request URL: %.*s %.*s. The "
                  "gateway serves POST /v1/chat/completions, POST "
                  "/v1/embeddings, GET /v1/models and GET /healthz.",
                  (int)r->method.len, r->method.data,
                  (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
-        mf_req_respond_error(r, 404, "invalid_request_error",
-                             "unknown_url", msg);
+        mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
+                             msg);
         req_finish(r);
         return;
     }

@@ -22,10 +22,7 @@ typedef struct mf_uppool_s mf_uppool_t;
 typedef struct mf_worker_s mf_worker_t;
 typedef struct mf_conn_s mf_conn_t;
 
-typedef enum {
-    MF_STAGE_KIND_C,
-    MF_STAGE_KIND_LUA
-} mf_stage_kind_t;
+typedef enum { MF_STAGE_KIND_C, MF_STAGE_KIND_LUA } mf_stage_kind_t;
 
 /* Per-stage counters, updated by workers. */
 typedef struct mf_stage_stats_s {
@@ -38,11 +35,11 @@ typedef struct mf_pstage_s {
     char *name;
     char *file;
     mf_stage_kind_t kind;
-    mf_dso_t *dso;            /* C */
-    const mf_plugin_t *desc;  /* C */
-    void *state;              /* C */
-    mf_lua_stage_t *lua;      /* Lua: one state per worker */
-    unsigned hooks;           /* bit per mf_stage_t it serves */
+    mf_dso_t *dso;           /* C */
+    const mf_plugin_t *desc; /* C */
+    void *state;             /* C */
+    mf_lua_stage_t *lua;     /* Lua: one state per worker */
+    unsigned hooks;          /* bit per mf_stage_t it serves */
     atomic_int enabled;
     mf_stage_stats_t stats;
     char last_error[512];
@@ -83,10 +80,7 @@ typedef struct mf_gen_s {
     int nworkers;
 } mf_gen_t;
 
-typedef enum {
-    MF_PROTO_OPENAI = 0,
-    MF_PROTO_ANTHROPIC
-} mf_proto_t;
+typedef enum { MF_PROTO_OPENAI = 0, MF_PROTO_ANTHROPIC } mf_proto_t;
 
 typedef struct mf_hlist_s {
     mf_header_t *v;
@@ -116,8 +110,8 @@ struct mf_req_s {
     mf_worker_t *worker;
     mf_conn_t *conn; /* NULL once the client went away */
     mf_gen_t *gen;
-    void **ctx;      /* one slot per stage */
-    unsigned ran;    /* stages had a callback run (bit per index < 64) */
+    void **ctx;   /* one slot per stage */
+    unsigned ran; /* stages had a callback run (bit per index < 64) */
 
     /* what the client sent */
     mf_str_t id;
@@ -125,8 +119,8 @@ struct mf_req_s {
     mf_str_t path;
     mf_str_t client_addr;
     mf_hlist_t req_headers;
-    mf_str_t body;      /* raw request body */
-    json_t *json;       /* parsed body */
+    mf_str_t body; /* raw request body */
+    json_t *json;  /* parsed body */
     int body_dirty;
     mf_endpoint_t endpoint;
     mf_proto_t proto;
@@ -155,10 +149,10 @@ struct mf_req_s {
     int attempts;
     mf_upcall_t *call;
     int call_paused;
-    mf_buf_t up_buf;    /* non-stream or error body */
+    mf_buf_t up_buf; /* non-stream or error body */
     mf_sse_parser_t sse;
     int sse_active;
-    int passthrough;    /* stream bytes forwarded untouched */
+    int passthrough; /* stream bytes forwarded untouched */
     int saw_done;
     int64_t events_seen;
     double up_start;
@@ -167,7 +161,7 @@ struct mf_req_s {
     mf_hlist_t resp_headers;
     int status;
     int head_sent;
-    int finished;       /* response complete or aborted */
+    int finished; /* response complete or aborted */
     mf_str_t error;
     mf_usage_t usage;
     int have_usage;

@@ -167,8 +167,8 @@ conn_close_after_write(mf_conn_t *c)
 static void
 conn_reject(mf_conn_t *c, int status, const char *type, const char *msg)
 {
-    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg,
-                          "type", type, "code");
+    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type",
+                          type, "code");
     char *text = json_dumps(j, JSON_COMPACT);
     size_t n = strlen(text);
 
@@ -255,7 +255,8 @@ conn_process(mf_conn_t *c)
         if (!c->chunked && c->body_len > (int64_t)lim->max_body) {
             char msg[256];
 
-            snprintf(msg, sizeof(msg), "request body of %lld bytes is larger "
+            snprintf(msg, sizeof(msg),
+                     "request body of %lld bytes is larger "
                      "than the limit of %zu bytes (limits.max_body)",
                      (long long)c->body_len, lim->max_body);
             conn_reject(c, 413, "invalid_request_error", msg);
@@ -564,9 +565,9 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
     }
     for (i = 0; i < nworkers; i++) {
         mf_worker_t *w = &s->workers[i];
-        evutil_socket_t fd = i == 0 ? s->first_fd
-                                    : listen_socket(host, s->port, err,
-                                                    sizeof(err));
+        evutil_socket_t fd =
+            i == 0 ? s->first_fd
+                   : listen_socket(host, s->port, err, sizeof(err));
 
         if (fd < 0) {
             mf_log_error("%s", err);

@@ -11,11 +11,11 @@
 typedef int (*mf_sse_event_cb)(void *arg, const mf_sse_event_t *ev);
 
 typedef struct mf_sse_parser_s {
-    mf_buf_t raw;    /* bytes of the event being read */
-    mf_buf_t data;   /* joined data lines of the event */
-    size_t scanned;  /* bytes of raw already searched for a line end */
+    mf_buf_t raw;   /* bytes of the event being read */
+    mf_buf_t data;  /* joined data lines of the event */
+    size_t scanned; /* bytes of raw already searched for a line end */
     size_t line_start;
-    int seen_field;  /* the event has a field (not only comments) */
+    int seen_field; /* the event has a field (not only comments) */
     size_t event_off, event_len, id_off, id_len;
     int bom_checked;
 } mf_sse_parser_t;

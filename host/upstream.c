@@ -37,12 +37,7 @@ struct mf_uppool_s {
     int nidle;
 };
 
-enum {
-    BODY_LENGTH,
-    BODY_CHUNKED,
-    BODY_CLOSE,
-    BODY_NONE
-};
+enum { BODY_LENGTH, BODY_CHUNKED, BODY_CLOSE, BODY_NONE };
 
 struct mf_upcall_s {
     mf_worker_t *worker;
@@ -350,8 +345,7 @@ read_body(mf_upcall_t *c, struct evbuffer *in)
             ssize_t used;
 
             c->in_cb++;
-            used = mf_http_chunked_feed(&c->chunked, v.iov_base, n, deliver,
-                                        c);
+            used = mf_http_chunked_feed(&c->chunked, v.iov_base, n, deliver, c);
             c->in_cb--;
             if (c->cancelled) {
                 call_free(c);
@@ -518,8 +512,7 @@ call_event_cb(struct bufferevent *bev, short what, void *arg)
         } else {
             snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s",
                      c->url.host, c->url.port,
-                     evutil_socket_error_to_string(
-                         EVUTIL_SOCKET_ERROR()));
+                     evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         }
         call_fail(c, MF_UPERR_CONNECT, msg);
         return;
@@ -564,8 +557,8 @@ call_start_conn(mf_upcall_t *c)
     }
     c->reused = 0;
     if (c->url.tls) {
-        SSL *ssl = SSL_new(c->opts.tls_verify ? w->ssl_ctx
-                                              : w->ssl_ctx_noverify);
+        SSL *ssl =
+            SSL_new(c->opts.tls_verify ? w->ssl_ctx : w->ssl_ctx_noverify);
 
         SSL_set_tlsext_host_name(ssl, c->url.host);
         if (c->opts.tls_verify) {
@@ -585,8 +578,8 @@ call_start_conn(mf_upcall_t *c)
     c->conn = uc;
     call_send(c);
     set_timer(c, c->opts.connect_timeout_ms);
-    if (bufferevent_socket_connect_hostname(bev, w->dns, AF_UNSPEC,
-                                            c->url.host, c->url.port) != 0) {
+    if (bufferevent_socket_connect_hostname(bev, w->dns, AF_UNSPEC, c->url.host,
+                                            c->url.port) != 0) {
         /* the error event has been or will be reported */
         return;
     }

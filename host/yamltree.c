@@ -137,14 +137,16 @@ parse_children(yaml_ctx_t *y, mf_node_t *parent)
                 return MF_ERR;
             }
             if (key->type != MF_NODE_SCALAR) {
-                snprintf(y->err, y->errcap, "%s:%d: map keys must be plain "
-                         "strings", y->file, key->line);
+                snprintf(y->err, y->errcap,
+                         "%s:%d: map keys must be plain "
+                         "strings",
+                         y->file, key->line);
                 mf_node_free(key);
                 return MF_ERR;
             }
             if (mf_node_get(parent, key->value) != NULL) {
-                snprintf(y->err, y->errcap, "%s:%d: %s: duplicate key",
-                         y->file, key->line, key->value);
+                snprintf(y->err, y->errcap, "%s:%d: %s: duplicate key", y->file,
+                         key->line, key->value);
                 mf_node_free(key);
                 return MF_ERR;
             }
@@ -179,8 +181,8 @@ parse_node(yaml_ctx_t *y, yaml_event_t *ev)
     case YAML_SCALAR_EVENT:
         n = node_new(MF_NODE_SCALAR, line);
         n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-        n->value = mf_interpolate((const char *)ev->data.scalar.value,
-                                  &n->unset_var);
+        n->value =
+            mf_interpolate((const char *)ev->data.scalar.value, &n->unset_var);
         return n;
     case YAML_MAPPING_START_EVENT:
     case YAML_SEQUENCE_START_EVENT:
@@ -199,8 +201,10 @@ parse_node(yaml_ctx_t *y, yaml_event_t *ev)
         y->depth--;
         return n;
     case YAML_ALIAS_EVENT:
-        snprintf(y->err, y->errcap, "%s:%d: YAML aliases are not supported; "
-                 "repeat the value", y->file, line);
+        snprintf(y->err, y->errcap,
+                 "%s:%d: YAML aliases are not supported; "
+                 "repeat the value",
+                 y->file, line);
         return NULL;
     default:
         snprintf(y->err, y->errcap, "%s:%d: unexpected YAML event", y->file,
@@ -230,8 +234,10 @@ mf_yaml_parse(const char *file, const char *text, size_t len, char *err,
             break;
         case YAML_DOCUMENT_START_EVENT:
             if (root != NULL) {
-                snprintf(err, errcap, "%s:%zu: only one YAML document is "
-                         "read", file, ev.start_mark.line + 1);
+                snprintf(err, errcap,
+                         "%s:%zu: only one YAML document is "
+                         "read",
+                         file, ev.start_mark.line + 1);
                 yaml_event_delete(&ev);
                 goto fail;
             }

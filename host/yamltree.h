@@ -9,11 +9,7 @@
 
 #include "core.h"
 
-typedef enum {
-    MF_NODE_SCALAR,
-    MF_NODE_MAP,
-    MF_NODE_SEQ
-} mf_node_type_t;
+typedef enum { MF_NODE_SCALAR, MF_NODE_MAP, MF_NODE_SEQ } mf_node_type_t;
 
 typedef struct mf_node_s mf_node_t;
 

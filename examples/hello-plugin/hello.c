@@ -51,12 +51,9 @@ hello_on_response_headers(mf_req_t *r, void *state, void **ctx)
 }
 
 static const mf_plugin_t hello = {
-    MF_PLUGIN_ABI,
-    .name = "hello",
-    .version = "1.0.0",
-    .init = hello_init,
-    .fini = hello_fini,
-    .on_response_headers = hello_on_response_headers,
+    MF_PLUGIN_ABI,      .name = "hello",
+    .version = "1.0.0", .init = hello_init,
+    .fini = hello_fini, .on_response_headers = hello_on_response_headers,
 };
 
 MF_EXPORT const mf_plugin_t *

@@ -23,8 +23,7 @@ typedef struct {
 } accesslog_t;
 
 static int
-accesslog_init(const mf_host_api_t *host, const char *config_json,
-               void **state)
+accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     json_t *conf = json_loads(config_json, 0, NULL);
     const char *path = json_string_value(json_object_get(conf, "path"));
@@ -98,8 +97,7 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     gmtime_r(&sec, &tm);
     snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
              tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec,
-             (int)((i.start_time - (double)sec) * 1000));
+             tm.tm_min, tm.tm_sec, (int)((i.start_time - (double)sec) * 1000));
     j = json_object();
     json_object_set_new(j, "time", json_string(ts));
     json_object_set_new(j, "request_id", str_or_null(i.id));
@@ -128,22 +126,19 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
         json_object_set_new(j, "reasoning_tokens",
                             json_integer(i.usage.reasoning_tokens));
     }
-    json_object_set_new(j, "usage_estimated",
-                        json_boolean(i.usage.estimated));
-    json_object_set_new(j, "latency_ms",
-                        json_real((double)(int64_t)(i.latency_ms * 1000) /
-                                  1000));
-    json_object_set_new(j, "ttft_ms",
-                        i.ttft_ms >= 0
-                            ? json_real((double)(int64_t)(i.ttft_ms * 1000) /
-                                        1000)
-                            : json_null());
-    json_object_set_new(j, "upstream_ms",
-                        json_real((double)(int64_t)(i.upstream_ms * 1000) /
-                                  1000));
+    json_object_set_new(j, "usage_estimated", json_boolean(i.usage.estimated));
+    json_object_set_new(
+        j, "latency_ms",
+        json_real((double)(int64_t)(i.latency_ms * 1000) / 1000));
+    json_object_set_new(
+        j, "ttft_ms",
+        i.ttft_ms >= 0 ? json_real((double)(int64_t)(i.ttft_ms * 1000) / 1000)
+                       : json_null());
+    json_object_set_new(
+        j, "upstream_ms",
+        json_real((double)(int64_t)(i.upstream_ms * 1000) / 1000));
     json_object_set_new(j, "bytes_in", json_integer((json_int_t)i.bytes_in));
-    json_object_set_new(j, "bytes_out",
-                        json_integer((json_int_t)i.bytes_out));
+    json_object_set_new(j, "bytes_out", json_integer((json_int_t)i.bytes_out));
     json_object_set_new(j, "error", str_or_null(i.error));
     json_object_set_new(j, "generation", json_integer(i.generation));
     line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
@@ -160,12 +155,8 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
 }
 
 static const mf_plugin_t accesslog = {
-    MF_PLUGIN_ABI,
-    .name = "accesslog",
-    .version = "1.0.0",
-    .init = accesslog_init,
-    .fini = accesslog_fini,
-    .on_log = accesslog_on_log,
+    MF_PLUGIN_ABI,          .name = "accesslog",    .version = "1.0.0",
+    .init = accesslog_init, .fini = accesslog_fini, .on_log = accesslog_on_log,
 };
 
 MF_EXPORT const mf_plugin_t *

@@ -68,8 +68,8 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (u->key.len > 0 && u->key.len < sizeof(auth) - 8) {
         n = snprintf(auth, sizeof(auth), "Bearer %.*s", (int)u->key.len,
                      u->key.data);
-        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
-                        MF_STR("authorization"), (mf_str_t){auth, (size_t)n});
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
+                        (mf_str_t){auth, (size_t)n});
     }
     if (u->stream) {
         api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
@@ -311,7 +311,8 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
         err->code = "upstream_auth_failed";
         snprintf(err->message, sizeof(err->message),
                  "provider '%s' rejected its API key (upstream %d); check "
-                 "the key configured for it", st->name, status);
+                 "the key configured for it",
+                 st->name, status);
         json_decref(j);
         return MF_OK;
     case 408:
@@ -340,8 +341,9 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
 }
 
 static const char *const openai_types[] = {
-    "openai", "openai-compatible", "deepseek", "qwen", "dashscope",
-    "moonshot", "ollama", "vllm", NULL};
+    "openai",    "openai-compatible", "deepseek", "qwen",
+    "dashscope", "moonshot",          "ollama",   "vllm",
+    NULL};
 
 static const mf_provider_t openai_provider = {
     .wire = "openai",
@@ -353,12 +355,9 @@ static const mf_provider_t openai_provider = {
 };
 
 static const mf_plugin_t openai_plugin = {
-    MF_PLUGIN_ABI,
-    .name = "provider-openai",
-    .version = "1.0.0",
-    .init = openai_init,
-    .fini = openai_fini,
-    .provider = &openai_provider,
+    MF_PLUGIN_ABI,       .name = "provider-openai",
+    .version = "1.0.0",  .init = openai_init,
+    .fini = openai_fini, .provider = &openai_provider,
 };
 
 MF_EXPORT const mf_plugin_t *

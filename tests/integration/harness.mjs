@@ -27,7 +27,10 @@ function waitLine(proc, stream, re, ms = 10000) {
 }
 
 export async function startMock() {
-  const proc = spawn(MOCK, ['--port', '0'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const proc = spawn(MOCK, ['--port', '0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' }, // the mock, not the gateway
+  });
   const m = await waitLine(proc, proc.stdout, /(\d+)\n/);
   const port = Number(m[1]);
   return {

@@ -56,10 +56,10 @@ typedef struct stream_s {
     struct evhttp_request *req;
     struct evhttp_connection *conn;
     struct event *timer;
-    json_t *parts;   /* strings: content pieces */
-    json_t *tool;    /* tool call to stream, or NULL */
+    json_t *parts; /* strings: content pieces */
+    json_t *tool;  /* tool call to stream, or NULL */
     size_t next;
-    int phase;       /* 0 role, 1 content, 2 finish, 3 usage, 4 done */
+    int phase; /* 0 role, 1 content, 2 finish, 3 usage, 4 done */
     int usage;
     int prompt_tokens;
     char model[128];
@@ -154,9 +154,10 @@ last_user_text(json_t *body, char *buf, size_t cap)
             size_t k;
             json_t *part;
 
-            json_array_foreach(c, k, part) {
-                const char *t = json_string_value(json_object_get(part,
-                                                                  "text"));
+            json_array_foreach(c, k, part)
+            {
+                const char *t =
+                    json_string_value(json_object_get(part, "text"));
 
                 if (t) {
                     size_t l = strlen(buf);
@@ -181,8 +182,7 @@ count_prompt_tokens(json_t *body)
 }
 
 static void
-send_json(struct evhttp_request *req, int status, json_t *j,
-          int retry_after)
+send_json(struct evhttp_request *req, int status, json_t *j, int retry_after)
 {
     struct evbuffer *b = evbuffer_new();
     char *text = json_dumps(j, JSON_COMPACT);
@@ -193,8 +193,8 @@ send_json(struct evhttp_request *req, int status, json_t *j,
         char v[16];
 
         snprintf(v, sizeof(v), "%d", retry_after);
-        evhttp_add_header(evhttp_request_get_output_headers(req),
-                          "Retry-After", v);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          v);
     }
     evbuffer_add(b, text, strlen(text));
     evhttp_send_reply(req, status, status == 200 ? "OK" : "Error", b);
@@ -213,7 +213,8 @@ send_error(struct evhttp_request *req, int status, int retry_after)
     char msg[128];
 
     if (status == 401) {
-        snprintf(msg, sizeof(msg), "Incorrect API key provided: "
+        snprintf(msg, sizeof(msg),
+                 "Incorrect API key provided: "
                  "sk-mock-abcdefghijklmnop. You can find your API key at "
                  "the dashboard.");
     } else {
@@ -229,8 +230,8 @@ send_error(struct evhttp_request *req, int status, int retry_after)
 static json_t *
 usage_json(int prompt, int completion)
 {
-    return json_pack("{s:i,s:i,s:i,s:{s:i},s:{s:i}}", "prompt_tokens",
-                     prompt, "completion_tokens", completion, "total_tokens",
+    return json_pack("{s:i,s:i,s:i,s:{s:i},s:{s:i}}", "prompt_tokens", prompt,
+                     "completion_tokens", completion, "total_tokens",
                      prompt + completion, "prompt_tokens_details",
                      "cached_tokens", 0, "completion_tokens_details",
                      "reasoning_tokens", 0);
@@ -333,12 +334,11 @@ send_event(stream_t *s, json_t *chunk)
 static json_t *
 chunk_base(stream_t *s, json_t *delta, const char *finish)
 {
-    json_t *c = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id",
-                          s->id, "object", "chat.completion.chunk", "created",
-                          1700000000, "model", s->model, "choices", "index",
-                          0, "delta", delta, "finish_reason",
-                          finish ? json_string(finish) : json_null(),
-                          "logprobs");
+    json_t *c = json_pack(
+        "{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", s->id, "object",
+        "chat.completion.chunk", "created", 1700000000, "model", s->model,
+        "choices", "index", 0, "delta", delta, "finish_reason",
+        finish ? json_string(finish) : json_null(), "logprobs");
 
     if (s->usage) {
         json_object_set_new(c, "usage", json_null());
@@ -378,36 +378,46 @@ stream_step(evutil_socket_t fd, short what, void *arg)
     }
     switch (s->phase) {
     case 0:
-        send_event(s, chunk_base(s, json_pack("{s:s,s:s,s:n}", "role",
-                                              "assistant", "content", "",
-                                              "refusal"), NULL));
+        send_event(s, chunk_base(s,
+                                 json_pack("{s:s,s:s,s:n}", "role", "assistant",
+                                           "content", "", "refusal"),
+                                 NULL));
         s->phase = 1;
         break;
     case 1:
         if (s->tool) {
             json_t *fnj = json_object_get(s->tool, "function");
-            const char *args = json_string_value(json_object_get(fnj,
-                                                                 "arguments"));
+            const char *args =
+                json_string_value(json_object_get(fnj, "arguments"));
             size_t half = strlen(args) / 2;
             char first[256];
 
             snprintf(first, sizeof(first), "%.*s", (int)half, args);
-            send_event(s, chunk_base(s, json_pack(
-                "{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls", "index", 0,
-                "id", "call_mock_1", "type", "function", "function", "name",
-                json_string_value(json_object_get(fnj, "name")),
-                "arguments", first), NULL));
-            send_event(s, chunk_base(s, json_pack(
-                "{s:[{s:i,s:{s:s}}]}", "tool_calls", "index", 0, "function",
-                "arguments", args + half), NULL));
+            send_event(
+                s,
+                chunk_base(
+                    s,
+                    json_pack("{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls",
+                              "index", 0, "id", "call_mock_1", "type",
+                              "function", "function", "name",
+                              json_string_value(json_object_get(fnj, "name")),
+                              "arguments", first),
+                    NULL));
+            send_event(s,
+                       chunk_base(s,
+                                  json_pack("{s:[{s:i,s:{s:s}}]}", "tool_calls",
+                                            "index", 0, "function", "arguments",
+                                            args + half),
+                                  NULL));
             s->phase = 2;
             break;
         }
         if (s->next < json_array_size(s->parts)) {
-            send_event(s, chunk_base(s, json_pack("{s:O}", "content",
-                                                  json_array_get(s->parts,
-                                                                 s->next)),
-                                     NULL));
+            send_event(s,
+                       chunk_base(s,
+                                  json_pack("{s:O}", "content",
+                                            json_array_get(s->parts, s->next)),
+                                  NULL));
             s->next++;
             if (s->next == json_array_size(s->parts)) {
                 s->phase = 2;
@@ -417,8 +427,8 @@ stream_step(evutil_socket_t fd, short what, void *arg)
         }
         break;
     case 2:
-        send_event(s, chunk_base(s, json_object(),
-                                 s->tool ? "tool_calls" : "stop"));
+        send_event(
+            s, chunk_base(s, json_object(), s->tool ? "tool_calls" : "stop"));
         s->phase = s->usage ? 3 : 4;
         break;
     case 3: {
@@ -426,11 +436,10 @@ stream_step(evutil_socket_t fd, short what, void *arg)
                               "chat.completion.chunk", "created", 1700000000,
                               "model", s->model, "choices");
 
-        json_object_set_new(c, "usage",
-                            usage_json(s->prompt_tokens,
-                                       s->tool ? 2
-                                               : (int)json_array_size(
-                                                     s->parts)));
+        json_object_set_new(
+            c, "usage",
+            usage_json(s->prompt_tokens,
+                       s->tool ? 2 : (int)json_array_size(s->parts)));
         send_event(s, c);
         s->phase = 4;
         break;
@@ -535,13 +544,12 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
                         "refusal");
         completion = (int)strlen(text) / 4 + 1;
     }
-    resp = json_pack("{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:n,s:s}],s:o,s:s}", "id",
-                     "chatcmpl-mock", "object", "chat.completion", "created",
-                     1700000000, "model", model ? model : "mock", "choices",
-                     "index", 0, "message", msg, "logprobs", "finish_reason",
-                     tool ? "tool_calls" : "stop", "usage",
-                     usage_json(prompt, completion), "system_fingerprint",
-                     "fp_mock");
+    resp = json_pack(
+        "{s:s,s:s,s:i,s:s,s:[{s:i,s:o,s:n,s:s}],s:o,s:s}", "id",
+        "chatcmpl-mock", "object", "chat.completion", "created", 1700000000,
+        "model", model ? model : "mock", "choices", "index", 0, "message", msg,
+        "logprobs", "finish_reason", tool ? "tool_calls" : "stop", "usage",
+        usage_json(prompt, completion), "system_fingerprint", "fp_mock");
     if (d->cut > 0) {
         /* promise more than is sent, then close */
         struct evbuffer *b = evbuffer_new();
@@ -552,7 +560,8 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
         evbuffer_add_printf(bufferevent_get_output(bev),
                             "HTTP/1.1 200 OK\r\nContent-Type: "
                             "application/json\r\nContent-Length: %zu\r\n\r\n"
-                            "%.*s", strlen(t), (int)(strlen(t) / 2), t);
+                            "%.*s",
+                            strlen(t), (int)(strlen(t) / 2), t);
         bufferevent_flush(bev, EV_WRITE, BEV_FLUSH);
         free(t);
         evbuffer_free(b);
@@ -601,8 +610,8 @@ static void
 answer_embeddings(struct evhttp_request *req, json_t *body)
 {
     json_t *input = json_object_get(body, "input"), *data = json_array();
-    const char *fmt = json_string_value(json_object_get(body,
-                                                        "encoding_format"));
+    const char *fmt =
+        json_string_value(json_object_get(body, "encoding_format"));
     size_t n = json_is_array(input) ? json_array_size(input) : 1, i, k;
     int tokens = 0;
 
@@ -621,10 +630,9 @@ answer_embeddings(struct evhttp_request *req, json_t *body)
         }
         tokens += (int)strlen(s) / 4 + 1;
         if (fmt && strcmp(fmt, "base64") == 0) {
-            json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",
-                                                  "embedding", "index",
-                                                  (int)i, "embedding",
-                                                  base64_floats(v, 8)));
+            json_array_append_new(
+                data, json_pack("{s:s,s:i,s:o}", "object", "embedding", "index",
+                                (int)i, "embedding", base64_floats(v, 8)));
         } else {
             json_t *arr = json_array();
 
@@ -632,15 +640,14 @@ answer_embeddings(struct evhttp_request *req, json_t *body)
                 json_array_append_new(arr, json_real(v[k]));
             }
             json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",
-                                                  "embedding", "index",
-                                                  (int)i, "embedding", arr));
+                                                  "embedding", "index", (int)i,
+                                                  "embedding", arr));
         }
     }
     send_json(req, 200,
               json_pack("{s:s,s:o,s:O,s:{s:i,s:i}}", "object", "list", "data",
-                        data, "model", json_object_get(body, "model"),
-                        "usage", "prompt_tokens", tokens, "total_tokens",
-                        tokens),
+                        data, "model", json_object_get(body, "model"), "usage",
+                        "prompt_tokens", tokens, "total_tokens", tokens),
               0);
 }
 
@@ -653,8 +660,8 @@ answer(pending_t *p)
         status = status_in(p->auth);
     }
     if (!status) {
-        status = status_in(json_string_value(json_object_get(p->body,
-                                                             "model")));
+        status =
+            status_in(json_string_value(json_object_get(p->body, "model")));
     }
     if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
@@ -699,9 +706,9 @@ record(struct evhttp_request *req, const char *body, size_t len)
         json_object_set_new(hj, lower, json_string(kv->value));
     }
     json_decref(last_request);
-    last_request = json_pack("{s:s,s:o,s:s%}", "path",
-                             evhttp_request_get_uri(req), "headers", hj,
-                             "body", body ? body : "", len);
+    last_request =
+        json_pack("{s:s,s:o,s:s%}", "path", evhttp_request_get_uri(req),
+                  "headers", hj, "body", body ? body : "", len);
     request_count++;
 }
 
@@ -724,23 +731,22 @@ handle(struct evhttp_request *req, void *arg)
         record(req, body, len);
     }
     if (strcmp(uri, "/_mock/last") == 0) {
-        send_json(req, 200, last_request ? json_incref(last_request)
-                                         : json_object(), 0);
+        send_json(req, 200,
+                  last_request ? json_incref(last_request) : json_object(), 0);
         free(body);
         return;
     }
     if (strcmp(uri, "/_mock/count") == 0) {
-        send_json(req, 200, json_pack("{s:i}", "count", (int)request_count),
-                  0);
+        send_json(req, 200, json_pack("{s:i}", "count", (int)request_count), 0);
         free(body);
         return;
     }
     if (strstr(uri, "/models") != NULL &&
         evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
-        send_json(req, 200, json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object",
-                                      "list", "data", "id", "mock-model",
-                                      "object", "model", "created", 0,
-                                      "owned_by", "mock"),
+        send_json(req, 200,
+                  json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
+                            "data", "id", "mock-model", "object", "model",
+                            "created", 0, "owned_by", "mock"),
                   0);
         free(body);
         return;
@@ -753,8 +759,8 @@ handle(struct evhttp_request *req, void *arg)
     snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
     p->body = json_loadb(body, len, 0, &err);
     free(body);
-    if (p->body == NULL || (!p->embeddings &&
-                            strstr(uri, "/chat/completions") == NULL)) {
+    if (p->body == NULL ||
+        (!p->embeddings && strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",

@@ -128,10 +128,10 @@ typedef struct mf_req_info_s {
     mf_str_t upstream_model; /* model sent upstream on the last attempt */
     mf_str_t error;          /* error message sent or seen, or empty */
     mf_endpoint_t endpoint;
-    int stream;         /* client asked for a stream */
-    int status;         /* status sent to the client; 499 client went away */
-    int upstream_status;/* status of the last upstream attempt, 0 if none */
-    int attempts;       /* upstream attempts made */
+    int stream;          /* client asked for a stream */
+    int status;          /* status sent to the client; 499 client went away */
+    int upstream_status; /* status of the last upstream attempt, 0 if none */
+    int attempts;        /* upstream attempts made */
     mf_usage_t usage;
     double start_time;  /* unix time in seconds, with fraction */
     double latency_ms;  /* request start to last byte (or now) */
@@ -154,14 +154,14 @@ typedef struct mf_target_s {
  * the callback.
  */
 typedef struct mf_upstream_s {
-    mf_str_t provider;  /* provider name from the config */
-    mf_str_t type;      /* provider type ("openai", "deepseek", ...) */
-    mf_str_t base_url;  /* base URL, no trailing slash */
-    mf_str_t model;     /* upstream model (after model_map) */
-    mf_str_t key;       /* the key picked for this attempt, may be empty */
+    mf_str_t provider; /* provider name from the config */
+    mf_str_t type;     /* provider type ("openai", "deepseek", ...) */
+    mf_str_t base_url; /* base URL, no trailing slash */
+    mf_str_t model;    /* upstream model (after model_map) */
+    mf_str_t key;      /* the key picked for this attempt, may be empty */
     mf_endpoint_t endpoint;
-    int stream;         /* the request streams */
-    int want_usage;     /* ask the upstream to report stream usage */
+    int stream;     /* the request streams */
+    int want_usage; /* ask the upstream to report stream usage */
 } mf_upstream_t;
 
 /* One server-sent event. Views valid during the callback. */
@@ -169,7 +169,7 @@ typedef struct mf_sse_event_s {
     mf_str_t event; /* "event:" field, empty when absent */
     mf_str_t data;  /* "data:" lines joined by "\n" */
     mf_str_t id;
-    mf_str_t raw;   /* the bytes of the whole event, blank line included */
+    mf_str_t raw; /* the bytes of the whole event, blank line included */
 } mf_sse_event_t;
 
 /* What parse_stream_event says of an event (bit flags). */
@@ -181,10 +181,10 @@ typedef struct mf_sse_event_s {
 /* An error mapped by a provider: status for the client, type, message. */
 typedef struct mf_error_s {
     int status;
-    const char *type;    /* "invalid_request_error", "rate_limit_error" .. */
-    const char *code;    /* may be NULL */
-    char message[512];   /* a sentence, no secrets */
-    int retry_after;     /* seconds, 0 = none */
+    const char *type;  /* "invalid_request_error", "rate_limit_error" .. */
+    const char *code;  /* may be NULL */
+    char message[512]; /* a sentence, no secrets */
+    int retry_after;   /* seconds, 0 = none */
 } mf_error_t;
 
 typedef struct mf_req_s mf_req_t;
@@ -250,8 +250,7 @@ typedef struct mf_plugin_s {
     mf_action_t (*on_request)(mf_req_t *r, void *state, void **ctx);
     mf_action_t (*on_route)(mf_req_t *r, void *state, void **ctx);
     mf_action_t (*on_upstream_request)(mf_req_t *r, void *state, void **ctx);
-    mf_action_t (*on_upstream_response)(mf_req_t *r, void *state,
-                                        void **ctx);
+    mf_action_t (*on_upstream_response)(mf_req_t *r, void *state, void **ctx);
     mf_action_t (*on_response_headers)(mf_req_t *r, void *state, void **ctx);
     /* Each SSE event's data, or the whole body (last = 1). A stage may
      * replace what is sent with api->set_response_chunk. Must not pause. */

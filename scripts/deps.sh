@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the Debian packages Manifold needs when they are missing.
+#   deps.sh        build and run
+#   deps.sh test   and what the test suite needs (Check, clang for the
+#                  fuzzers, Node.js for the SDK tests, nginx and wrk for
+#                  benchmarks)
+set -euo pipefail
+need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
+      libssl-dev libhiredis-dev libyaml-dev ca-certificates)
+if [ "${1:-}" = test ]; then
+  need+=(check clang libclang-rt-14-dev clang-format nginx-light wrk)
+  command -v node >/dev/null 2>&1 || need+=(nodejs)
+  command -v npm >/dev/null 2>&1 || need+=(npm)
+fi
+missing=()
+for p in "${need[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "deps: installing ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite: format check, Check unit tests,
+# integration tests over real sockets and the official-SDK compatibility
+# tests, each on a plain -Werror build and on an ASan+UBSan build, then
+# every libFuzzer driver briefly. Exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/deps.sh test || exit 1
+jobs=$(nproc)
+fail=0
+passed=0
+failed=0
+step() {
+  local name=$1; shift
+  echo "== $name"
+  if "$@"; then passed=$((passed + 1)); echo "== $name: ok"
+  else failed=$((failed + 1)); fail=1; echo "== $name: FAILED"; fi
+}
+
+fmt() {
+  local bad=0 f
+  for f in host/*.[ch] plugins/*/*.c sdk/include/manifold/*.h \
+           examples/*/*.c tests/unit/*.c tests/fuzz/*.c tests/mock/*.c; do
+    clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || { echo "not formatted: $f"; bad=1; }
+  done
+  return $bad
+}
+build() {  # dir, extra cmake args
+  local dir=$1; shift
+  cmake -S . -B "$dir" -DMF_WERROR=ON "$@" >/dev/null && cmake --build "$dir" -j"$jobs" >/dev/null
+}
+unit() { (cd "$1" && ctest --output-on-failure); }
+npm_deps() { (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error >/dev/null); }
+node_tests() { MF_BUILD=$1 node --test --test-concurrency=1 tests/integration/ tests/compat/; }
+fuzz() {
+  local f rc=0 corpus
+  CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \
+    -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" >/dev/null &&
+    cmake --build build-fuzz -j"$jobs" --target fuzz_sse fuzz_config fuzz_http >/dev/null || return 1
+  for f in sse config http; do
+    corpus=$(mktemp -d)
+    cp tests/fuzz/corpus/$f/* "$corpus"/
+    build-fuzz/tests/fuzz/fuzz_$f -max_total_time="${MF_FUZZ_SECONDS:-15}" -max_len=4096 \
+      -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1 || { rc=1; tail -30 "$corpus.log"; }
+    grep -E "^Done" "$corpus.log" | sed "s/^/fuzz_$f: /"
+    rm -rf "$corpus" "$corpus.log"
+  done
+  return $rc
+}
+
+step "clang-format" fmt
+step "build (plain, -Werror)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+step "build (ASan+UBSan, -Werror)" build build-asan -DMF_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+step "unit tests (plain)" unit build
+step "unit tests (ASan+UBSan)" unit build-asan
+step "npm ci (official SDKs)" npm_deps
+step "integration + SDK tests (plain)" node_tests build
+step "integration + SDK tests (ASan+UBSan)" node_tests build-asan
+step "fuzzers" fuzz
+
+echo
+echo "$passed passed, $failed failed"
+exit $fail

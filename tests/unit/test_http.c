@@ -1,0 +1,132 @@
+/* Check suite for host/http.c: heads and chunked bodies. */
+#include <check.h>
+#include <stdlib.h>
+
+#include "http.h"
+
+static mf_http_head_t h;
+
+START_TEST(request_head)
+{
+    const char *req = "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: a\r\n"
+                      "Content-Length: 12\r\nX-Y:  z \r\n\r\n";
+    const char *err = NULL;
+
+    ck_assert_uint_eq(mf_http_head_end(req, strlen(req)), strlen(req));
+    ck_assert_int_eq(mf_http_parse_request_head(req, strlen(req), &h, &err),
+                     MF_OK);
+    ck_assert(mf_str_eq_cstr(h.method, "POST"));
+    ck_assert(mf_str_eq_cstr(h.path, "/v1/chat/completions"));
+    ck_assert_int_eq(h.content_length, 12);
+    ck_assert_int_eq(h.keep_alive, 1);
+    {
+        mf_str_t v;
+
+        ck_assert_int_eq(mf_http_find_header(&h, "x-y", &v), MF_OK);
+        ck_assert(mf_str_eq_cstr(v, "z"));
+    }
+}
+END_TEST
+
+START_TEST(incomplete_and_bad_heads)
+{
+    const char *err;
+
+    ck_assert_uint_eq(mf_http_head_end("GET / HTTP/1.1\r\nHost", 20), 0);
+    ck_assert_int_eq(
+        mf_http_parse_request_head("GET / HTTP/2.0\r\n\r\n", 18, &h, &err),
+        MF_ERR);
+    ck_assert_int_eq(
+        mf_http_parse_request_head(
+            "GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            55, &h, &err),
+        MF_ERR);
+    ck_assert_int_eq(
+        mf_http_parse_request_head("GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+                                   33, &h, &err),
+        MF_ERR);
+    ck_assert_int_eq(
+        mf_http_parse_request_head("GET / HTTP/1.0\r\n\r\n", 18, &h, &err),
+        MF_OK);
+    ck_assert_int_eq(h.keep_alive, 0);
+}
+END_TEST
+
+START_TEST(response_head)
+{
+    const char *r = "HTTP/1.1 429 Too Many\r\nRetry-After: 3\r\n"
+                    "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    const char *err;
+
+    ck_assert_int_eq(mf_http_parse_response_head(r, strlen(r), &h, &err),
+                     MF_OK);
+    ck_assert_int_eq(h.status, 429);
+    ck_assert_int_eq(h.chunked, 1);
+    ck_assert_int_eq(h.keep_alive, 0);
+}
+END_TEST
+
+static char decoded[256];
+static size_t decoded_len;
+
+static int
+collect(void *arg, const char *data, size_t len)
+{
+    (void)arg;
+    memcpy(decoded + decoded_len, data, len);
+    decoded_len += len;
+    return MF_OK;
+}
+
+START_TEST(chunked_byte_by_byte)
+{
+    const char *in =
+        "5;ext=1\r\nhello\r\n7\r\n, world\r\n0\r\nTrailer: x\r\n\r\n";
+    mf_http_chunked_t c;
+    size_t i;
+
+    memset(&c, 0, sizeof(c));
+    decoded_len = 0;
+    for (i = 0; i < strlen(in); i++) {
+        ck_assert_int_eq(mf_http_chunked_feed(&c, in + i, 1, collect, NULL), 1);
+    }
+    ck_assert_int_eq(c.done, 1);
+    ck_assert_uint_eq(decoded_len, 12);
+    ck_assert_int_eq(memcmp(decoded, "hello, world", 12), 0);
+}
+END_TEST
+
+START_TEST(chunked_malformed)
+{
+    mf_http_chunked_t c;
+
+    memset(&c, 0, sizeof(c));
+    decoded_len = 0;
+    ck_assert_int_lt(mf_http_chunked_feed(&c, "zz\r\n", 4, collect, NULL), 0);
+    memset(&c, 0, sizeof(c));
+    ck_assert_int_lt(
+        mf_http_chunked_feed(&c, "ffffffffffffffffff\r\n", 20, collect, NULL),
+        0);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    tcase_add_test(tc, request_head);
+    tcase_add_test(tc, incomplete_and_bad_heads);
+    tcase_add_test(tc, response_head);
+    tcase_add_test(tc, chunked_byte_by_byte);
+    tcase_add_test(tc, chunked_malformed);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}

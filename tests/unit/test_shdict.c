@@ -1,0 +1,94 @@
+/* Check suite for host/shdict.c: values, TTL, incr across threads. */
+#include <check.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "shdict.h"
+
+START_TEST(set_get_delete_ttl)
+{
+    char buf[32];
+    int n;
+
+    ck_assert_int_eq(mf_shdict_set(MF_STR("k"), MF_STR("value"), 0), MF_OK);
+    n = mf_shdict_get(MF_STR("k"), buf, sizeof(buf));
+    ck_assert_int_eq(n, 5);
+    ck_assert_int_eq(memcmp(buf, "value", 5), 0);
+    ck_assert_int_eq(mf_shdict_set(MF_STR("t"), MF_STR("x"), 30), MF_OK);
+    ck_assert_int_eq(mf_shdict_get(MF_STR("t"), buf, sizeof(buf)), 1);
+    usleep(60000);
+    ck_assert_int_eq(mf_shdict_get(MF_STR("t"), buf, sizeof(buf)), MF_ERR);
+    ck_assert_int_eq(mf_shdict_delete(MF_STR("k")), MF_OK);
+    ck_assert_int_eq(mf_shdict_get(MF_STR("k"), buf, sizeof(buf)), MF_ERR);
+}
+END_TEST
+
+static void *
+incr_many(void *arg)
+{
+    int i;
+
+    (void)arg;
+    for (i = 0; i < 10000; i++) {
+        mf_shdict_incr(MF_STR("counter"), 1, 0, NULL);
+    }
+    return NULL;
+}
+
+START_TEST(incr_threads)
+{
+    pthread_t t[4];
+    int64_t v;
+    int i;
+
+    for (i = 0; i < 4; i++) {
+        pthread_create(&t[i], NULL, incr_many, NULL);
+    }
+    for (i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+    }
+    ck_assert_int_eq(mf_shdict_incr(MF_STR("counter"), 0, 0, &v), MF_OK);
+    ck_assert_int_eq(v, 40000);
+    ck_assert_int_eq(mf_shdict_set(MF_STR("s"), MF_STR("abc"), 0), MF_OK);
+    ck_assert_int_eq(mf_shdict_incr(MF_STR("s"), 1, 0, &v), MF_ERR);
+}
+END_TEST
+
+START_TEST(grow)
+{
+    char key[32], buf[32];
+    int i;
+
+    for (i = 0; i < 20000; i++) {
+        int n = snprintf(key, sizeof(key), "key%d", i);
+
+        ck_assert_int_eq(mf_shdict_set((mf_str_t){key, (size_t)n},
+                                       (mf_str_t){key, (size_t)n}, 0),
+                         MF_OK);
+    }
+    ck_assert_int_eq(mf_shdict_get(MF_STR("key12345"), buf, sizeof(buf)), 8);
+}
+END_TEST
+
+int
+main(void)
+{
+    Suite *s = suite_create("shdict");
+    TCase *tc = tcase_create("core");
+    SRunner *sr;
+    int failed;
+
+    mf_shdict_init();
+    tcase_add_test(tc, set_get_delete_ttl);
+    tcase_add_test(tc, incr_threads);
+    tcase_add_test(tc, grow);
+    suite_add_tcase(s, tc);
+    sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_NORMAL);
+    failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    mf_shdict_free();
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
