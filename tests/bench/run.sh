@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Benchmark: wrk against the mock directly, a plain nginx reverse proxy (1
+# worker, keep-alive upstream) and Manifold (1 worker) on the same mock, in
+# one run; prints each figure with its ratio to nginx. Nothing is asserted.
+#   tests/bench/run.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+bash scripts/deps.sh test
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+D=${1:-10}
+T=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+sleep 0.3; MOCK=$(head -1 "$T/mock.port")
+NGINX=$(free_port)
+mkdir -p "$T/nginx"
+cat > "$T/nginx.conf" <<NGX
+worker_processes 1;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
+  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://mock; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+nginx -c "$T/nginx.conf" -p "$T/nginx" -g 'daemon off;' & pids+=($!)
+
+gateway() {  # name, extra stages
+  cat > "$T/$1.yaml" <<YAML
+listen: 127.0.0.1:0
+workers: 1
+log_level: info
+plugin_dir: $PWD/build/plugins
+providers:
+  - name: openai
+    type: openai
+    base_url: http://127.0.0.1:$MOCK/v1
+    keys: ["sk-bench-0123456789abcdef"]
+    models: ["gpt-*"]
+stages:
+$2
+  - name: accesslog
+    plugin: accesslog
+    config: { path: $T/$1-access.log }
+YAML
+  build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
+  echo $! > "$T/$1.pid"
+  for _ in $(seq 50); do grep -q listening "$T/$1.err" && break; sleep 0.1; done
+  sed -n 's/.*listening on [^:]*:\([0-9]*\).*/\1/p' "$T/$1.err" > "$T/$1.port"
+}
+gateway mf ""
+gateway mflua "  - name: route
+    lua: $PWD/tests/bench/route.lua"
+MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
+sleep 0.5
+IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$MFPID/status)
+
+rps() {  # port, connections
+  wrk -t1 -c"$2" -d"${D}s" -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
+    | awk '/Requests\/sec/ {print $2}'
+}
+p99() {  # port: p99 latency in ms at 1 connection
+  wrk -t1 -c1 -d"${D}s" --latency -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
+    | awk '$1=="99%" { v=$2; if (v ~ /us$/) { sub(/us/,"",v); v/=1000 } else if (v ~ /ms$/) { sub(/ms/,"",v) } else if (v ~ /s$/) { sub(/s/,"",v); v*=1000 } print v }'
+}
+for port in $MOCK $NGINX $MF $MFLUA; do rps "$port" 8 >/dev/null; done   # warm up
+R_MOCK=$(rps "$MOCK" 32); R_NGINX=$(rps "$NGINX" 32); R_MF=$(rps "$MF" 32); R_LUA=$(rps "$MFLUA" 32)
+L_MOCK=$(p99 "$MOCK"); L_NGINX=$(p99 "$NGINX"); L_MF=$(p99 "$MF")
+STREAMS=$(node tests/bench/streams.mjs "$MF" "$MFPID" 1000)
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+echo
+echo "non-stream chat completions, 32 connections, ${D}s each (wrk)"
+printf "  %-34s %10s req/s\n" "mock direct" "$R_MOCK"
+printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
+printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, accesslog)" "$R_MF" "$(ratio "$R_MF" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "manifold + Lua on_route" "$R_LUA" "$(ratio "$R_LUA" "$R_NGINX")"
+echo "p99 latency at 1 connection"
+printf "  %-34s %8s ms\n" "mock direct" "$L_MOCK" "nginx" "$L_NGINX" "manifold" "$L_MF"
+awk -v m="$L_MF" -v d="$L_MOCK" -v n="$L_NGINX" 'BEGIN { printf "  manifold adds %.3f ms over direct (target < 0.2 ms); nginx adds %.3f ms\n", m - d, n - d }'
+echo "memory"
+printf "  idle RSS: %d KiB (target < 20480)\n" "$IDLE_RSS"
+echo "  1000 concurrent paced streams: $STREAMS (target peak < 102400 KiB)"
