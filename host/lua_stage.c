@@ -210,16 +210,8 @@ to_json(lua_State *L, int idx, int depth)
             json_t *v;
             const char *k;
 
-            if (lua_type(L, -2) == LUA_TSTRING) {
-                k = lua_tostring(L, -2);
-            } else if (lua_type(L, -2) == LUA_TNUMBER) {
-                lua_pushvalue(L, -2);
-                k = lua_tostring(L, -1);
-                lua_pop(L, 1);
-                k = NULL;
-            } else {
-                k = NULL;
-            }
+            /* object keys must be strings */
+            k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             if (k == NULL) {
                 lua_pop(L, 2);
                 json_decref(out);

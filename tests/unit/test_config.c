@@ -1,5 +1,5 @@
 /* Check suite for host/config.c and host/yamltree.c. */
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "config.h"
@@ -85,17 +85,11 @@ main(void)
 {
     Suite *s = suite_create("config");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, interpolation);
     tcase_add_test(tc, valid_config);
     tcase_add_test(tc, errors_name_line_and_key);
     tcase_add_test(tc, sizes_and_durations);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return mf_check_run(s, 0);
 }

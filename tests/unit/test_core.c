@@ -1,5 +1,5 @@
 /* Check suite for host/core.c: glob, masking, arena, buffers. */
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "core.h"
@@ -52,16 +52,10 @@ main(void)
 {
     Suite *s = suite_create("core");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, glob);
     tcase_add_test(tc, mask);
     tcase_add_test(tc, pool_and_buf);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return mf_check_run(s, 0);
 }

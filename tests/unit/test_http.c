@@ -1,5 +1,5 @@
 /* Check suite for host/http.c: heads and chunked bodies. */
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "http.h"
@@ -115,8 +115,6 @@ main(void)
 {
     Suite *s = suite_create("http");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, request_head);
     tcase_add_test(tc, incomplete_and_bad_heads);
@@ -124,9 +122,5 @@ main(void)
     tcase_add_test(tc, chunked_byte_by_byte);
     tcase_add_test(tc, chunked_malformed);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return mf_check_run(s, 0);
 }

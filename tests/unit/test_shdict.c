@@ -1,5 +1,5 @@
 /* Check suite for host/shdict.c: values, TTL, incr across threads. */
-#include <check.h>
+#include "check_main.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -76,19 +76,14 @@ main(void)
 {
     Suite *s = suite_create("shdict");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
+    int rc;
 
     mf_shdict_init();
     tcase_add_test(tc, set_get_delete_ttl);
     tcase_add_test(tc, incr_threads);
     tcase_add_test(tc, grow);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
+    rc = mf_check_run(s, 1);
     mf_shdict_free();
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return rc;
 }

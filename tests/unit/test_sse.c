@@ -1,5 +1,5 @@
 /* Check suite for host/sse.c: events split at every byte boundary. */
-#include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 
 #include "sse.h"
@@ -79,15 +79,9 @@ main(void)
 {
     Suite *s = suite_create("sse");
     TCase *tc = tcase_create("core");
-    SRunner *sr;
-    int failed;
 
     tcase_add_test(tc, split_everywhere);
     tcase_add_test(tc, bounded);
     suite_add_tcase(s, tc);
-    sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+    return mf_check_run(s, 0);
 }
