@@ -46,7 +46,10 @@ struct mf_conn_s {
     mf_buf_t body;
     mf_req_t *req;
     struct event *timer;
-    struct event *next_ev; /* deferred start of a pipelined request */
+    struct event *next_ev;  /* deferred start of a pipelined request */
+    struct event *flush_ev; /* direct write at the end of this loop pass */
+    int flush_pending;
+    size_t drain_low; /* tell the request when output falls to this */
     int keep_alive;
     int requests;
 };
@@ -111,6 +114,7 @@ conn_free(mf_conn_t *c)
     if (c->next_ev) {
         event_free(c->next_ev);
     }
+    event_free(c->flush_ev);
     bufferevent_free(c->bev);
     free(c->head);
     free(c->head_bytes);
@@ -133,18 +137,84 @@ conn_timer(mf_conn_t *c, double ms)
 }
 
 static void
-close_write_cb(struct bufferevent *bev, void *arg)
-{
-    MF_UNUSED(bev);
-    conn_free(arg);
-}
-
-static void
 close_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     MF_UNUSED(bev);
     MF_UNUSED(what);
     conn_free(arg);
+}
+
+/*
+ * Writing to the client. The bufferevent's EV_WRITE stays disabled while
+ * the socket keeps up: whatever a loop pass added to the output is written
+ * once, directly, at the end of that pass (an active event, no epoll
+ * change). Only what the socket refuses enables EV_WRITE, until drained.
+ */
+
+/* After a write: stop watching when drained, close or tell the request. */
+static void
+conn_after_write(mf_conn_t *c)
+{
+    size_t left = evbuffer_get_length(bufferevent_get_output(c->bev));
+
+    if (left == 0) {
+        bufferevent_disable(c->bev, EV_WRITE);
+    }
+    if (c->state == CONN_CLOSING) {
+        if (left == 0) {
+            conn_free(c);
+        }
+        return;
+    }
+    if (c->req != NULL && c->drain_low > 0 && left <= c->drain_low) {
+        mf_req_drained(c->req); /* may free c */
+    }
+}
+
+static void
+conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    MF_UNUSED(bev);
+    conn_after_write(arg);
+}
+
+static void
+conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+    mf_conn_t *c = arg;
+    struct evbuffer *o = bufferevent_get_output(c->bev);
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    c->flush_pending = 0;
+    if ((bufferevent_get_enabled(c->bev) & EV_WRITE) ||
+        evbuffer_get_length(o) == 0) {
+        return;
+    }
+    if (mf_evbuffer_write(o, bufferevent_getfd(c->bev)) < 0 &&
+        errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        /* let the bufferevent meet the error and report it */
+        bufferevent_enable(c->bev, EV_WRITE);
+        return;
+    }
+    if (evbuffer_get_length(o) > 0) {
+        bufferevent_enable(c->bev, EV_WRITE);
+    }
+    conn_after_write(c);
+}
+
+static void
+conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+            void *arg)
+{
+    mf_conn_t *c = arg;
+
+    MF_UNUSED(buf);
+    if (info->n_added > 0 && !c->flush_pending &&
+        !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
+        c->flush_pending = 1;
+        event_active(c->flush_ev, EV_TIMEOUT, 0);
+    }
 }
 
 /* Closes once the output is flushed. */
@@ -154,12 +224,14 @@ conn_close_after_write(mf_conn_t *c)
     c->state = CONN_CLOSING;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
+    c->drain_low = 0;
     bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-    bufferevent_setcb(c->bev, NULL, close_write_cb, close_event_cb, c);
+    bufferevent_setcb(c->bev, NULL, conn_write_cb, close_event_cb, c);
     if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
         conn_free(c);
         return;
     }
+    bufferevent_enable(c->bev, EV_WRITE);
     conn_timer(c, 5000);
 }
 
@@ -347,23 +419,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
     conn_free(c);
 }
 
-static void
-conn_write_cb(struct bufferevent *bev, void *arg)
-{
-    mf_conn_t *c = arg;
-
-    MF_UNUSED(bev);
-    if (c->req != NULL) {
-        mf_req_drained(c->req);
-    }
-}
-
 void
 mf_conn_watch_drain(mf_conn_t *c, size_t low)
 {
+    c->drain_low = low;
     bufferevent_setwatermark(c->bev, EV_WRITE, low, 0);
-    bufferevent_setcb(c->bev, conn_read_cb, low ? conn_write_cb : NULL,
-                      conn_event_cb, c);
 }
 
 static void
@@ -451,8 +511,11 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
         w->conns->prev = c;
     }
     w->conns = c;
-    bufferevent_setcb(c->bev, conn_read_cb, NULL, conn_event_cb, c);
-    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->flush_ev = event_new(w->base, -1, 0, conn_flush_cb, c);
+    evbuffer_add_cb(bufferevent_get_output(c->bev), conn_out_cb, c);
+    bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    bufferevent_disable(c->bev, EV_WRITE); /* enabled by default */
+    bufferevent_enable(c->bev, EV_READ);
     conn_timer(c, limits()->client_timeout_ms);
 }
 

@@ -86,6 +86,17 @@ mf_upstream_ssl_ctx(int verify)
     return ctx;
 }
 
+int
+mf_evbuffer_write(struct evbuffer *out, evutil_socket_t fd)
+{
+    int n;
+
+    evbuffer_unfreeze(out, 1);
+    n = evbuffer_write(out, fd);
+    evbuffer_freeze(out, 1);
+    return n;
+}
+
 mf_uppool_t *
 mf_uppool_new(void)
 {
@@ -526,11 +537,23 @@ static void
 call_send(mf_upcall_t *c)
 {
     struct bufferevent *bev = c->conn->bev;
+    struct evbuffer *o = bufferevent_get_output(bev);
 
     bufferevent_setcb(bev, call_read_cb, NULL, call_event_cb, c);
-    bufferevent_enable(bev, EV_READ | EV_WRITE);
-    evbuffer_add(bufferevent_get_output(bev), c->req, c->req_len);
     c->conn->requests++;
+    if (c->reused && !c->url.tls) {
+        /* an idle plain connection: write now, watch only for a rest */
+        bufferevent_disable(bev, EV_WRITE);
+        bufferevent_enable(bev, EV_READ);
+        evbuffer_add(o, c->req, c->req_len);
+        mf_evbuffer_write(o, bufferevent_getfd(bev));
+        if (evbuffer_get_length(o) > 0) {
+            bufferevent_enable(bev, EV_WRITE);
+        }
+        return;
+    }
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    evbuffer_add(o, c->req, c->req_len);
 }
 
 static void

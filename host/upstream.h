@@ -34,6 +34,13 @@ typedef struct mf_upcall_opts_s {
     size_t max_header;
 } mf_upcall_opts_t;
 
+/*
+ * Writes a bufferevent's output straight to its socket, outside the
+ * bufferevent's write callback (which keeps the output's front frozen).
+ * Returns what evbuffer_write returns; errno tells a retriable error.
+ */
+int mf_evbuffer_write(struct evbuffer *out, evutil_socket_t fd);
+
 mf_uppool_t *mf_uppool_new(void);
 void mf_uppool_free(mf_uppool_t *p);
 /* Closes idle connections (at shutdown). */

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <manifold/plugin.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,16 +66,116 @@ accesslog_fini(void *state)
     free(al);
 }
 
-static json_t *
-str_or_null(mf_str_t s)
+/* The line is formatted by hand into a growing buffer: no JSON tree. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    char stack[2048];
+} line_t;
+
+static void
+put(line_t *l, const char *s, size_t n)
 {
-    return s.len ? json_stringn(s.data, s.len) : json_null();
+    if (l->len + n > l->cap) {
+        size_t cap = (l->len + n) * 2;
+        char *p = l->p == l->stack ? malloc(cap) : realloc(l->p, cap);
+
+        if (p == NULL) {
+            return; /* the line is cut short; the next request tries again */
+        }
+        if (l->p == l->stack) {
+            memcpy(p, l->stack, l->len);
+        }
+        l->p = p;
+        l->cap = cap;
+    }
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
 }
 
-static json_t *
-tokens(int64_t v)
+static void
+put_str(line_t *l, mf_str_t s)
 {
-    return v >= 0 ? json_integer(v) : json_null();
+    static const char hex[] = "0123456789abcdef";
+    size_t i, from = 0;
+
+    if (s.len == 0) {
+        put(l, "null", 4);
+        return;
+    }
+    put(l, "\"", 1);
+    for (i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.data[i];
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        put(l, s.data + from, i - from);
+        from = i + 1;
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+            put(l, esc, 2);
+        } else if (c == '\n') {
+            put(l, "\\n", 2);
+        } else {
+            put(l, esc, 6);
+        }
+    }
+    put(l, s.data + from, s.len - from);
+    put(l, "\"", 1);
+}
+
+static void
+put_field(line_t *l, const char *name)
+{
+    put(l, l->len > 1 ? ",\"" : "\"", l->len > 1 ? 2 : 1);
+    put(l, name, strlen(name));
+    put(l, "\":", 2);
+}
+
+static void
+put_fmt(line_t *l, const char *fmt, ...)
+{
+    char tmp[64];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n > 0) {
+        put(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
+    }
+}
+
+static void
+put_int(line_t *l, const char *name, int64_t v, int null_below_zero)
+{
+    put_field(l, name);
+    if (null_below_zero && v < 0) {
+        put(l, "null", 4);
+    } else {
+        put_fmt(l, "%lld", (long long)v);
+    }
+}
+
+static void
+put_ms(line_t *l, const char *name, double ms)
+{
+    put_field(l, name);
+    if (ms < 0) {
+        put(l, "null", 4);
+    } else {
+        put_fmt(l, "%.3f", ms);
+    }
+}
+
+static void
+put_named(line_t *l, const char *name, mf_str_t s)
+{
+    put_field(l, name);
+    put_str(l, s);
 }
 
 static void
@@ -82,76 +183,63 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
 {
     accesslog_t *al = state;
     mf_req_info_t i = {.size = sizeof(i)};
-    char ts[64];
+    line_t l;
     time_t sec;
     struct tm tm;
-    json_t *j;
-    char *line;
-    size_t n;
 
     (void)ctx;
     if (api->get_info(r, &i) != MF_OK) {
         return;
     }
+    l.p = l.stack;
+    l.len = 0;
+    l.cap = sizeof(l.stack);
     sec = (time_t)i.start_time;
     gmtime_r(&sec, &tm);
-    snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
-             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-             tm.tm_min, tm.tm_sec, (int)((i.start_time - (double)sec) * 1000));
-    j = json_object();
-    json_object_set_new(j, "time", json_string(ts));
-    json_object_set_new(j, "request_id", str_or_null(i.id));
-    json_object_set_new(j, "method", str_or_null(i.method));
-    json_object_set_new(j, "path", str_or_null(i.path));
-    json_object_set_new(j, "client", str_or_null(i.client_addr));
-    json_object_set_new(j, "consumer", str_or_null(i.consumer));
-    json_object_set_new(j, "model", str_or_null(i.model));
-    json_object_set_new(j, "provider", str_or_null(i.provider));
-    json_object_set_new(j, "upstream_model", str_or_null(i.upstream_model));
-    json_object_set_new(j, "stream", json_boolean(i.stream));
-    json_object_set_new(j, "status", json_integer(i.status));
-    json_object_set_new(j, "upstream_status",
-                        i.upstream_status ? json_integer(i.upstream_status)
-                                          : json_null());
-    json_object_set_new(j, "attempts", json_integer(i.attempts));
-    json_object_set_new(j, "prompt_tokens", tokens(i.usage.prompt_tokens));
-    json_object_set_new(j, "completion_tokens",
-                        tokens(i.usage.completion_tokens));
-    json_object_set_new(j, "total_tokens", tokens(i.usage.total_tokens));
+    put(&l, "{", 1);
+    put_field(&l, "time");
+    put_fmt(&l, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+            (int)((i.start_time - (double)sec) * 1000));
+    put_named(&l, "request_id", i.id);
+    put_named(&l, "method", i.method);
+    put_named(&l, "path", i.path);
+    put_named(&l, "client", i.client_addr);
+    put_named(&l, "consumer", i.consumer);
+    put_named(&l, "model", i.model);
+    put_named(&l, "provider", i.provider);
+    put_named(&l, "upstream_model", i.upstream_model);
+    put_field(&l, "stream");
+    put_fmt(&l, "%s", i.stream ? "true" : "false");
+    put_int(&l, "status", i.status, 0);
+    put_int(&l, "upstream_status", i.upstream_status ? i.upstream_status : -1,
+            1);
+    put_int(&l, "attempts", i.attempts, 0);
+    put_int(&l, "prompt_tokens", i.usage.prompt_tokens, 1);
+    put_int(&l, "completion_tokens", i.usage.completion_tokens, 1);
+    put_int(&l, "total_tokens", i.usage.total_tokens, 1);
     if (i.usage.cached_tokens >= 0) {
-        json_object_set_new(j, "cached_tokens",
-                            json_integer(i.usage.cached_tokens));
+        put_int(&l, "cached_tokens", i.usage.cached_tokens, 0);
     }
     if (i.usage.reasoning_tokens >= 0) {
-        json_object_set_new(j, "reasoning_tokens",
-                            json_integer(i.usage.reasoning_tokens));
+        put_int(&l, "reasoning_tokens", i.usage.reasoning_tokens, 0);
     }
-    json_object_set_new(j, "usage_estimated", json_boolean(i.usage.estimated));
-    json_object_set_new(
-        j, "latency_ms",
-        json_real((double)(int64_t)(i.latency_ms * 1000) / 1000));
-    json_object_set_new(
-        j, "ttft_ms",
-        i.ttft_ms >= 0 ? json_real((double)(int64_t)(i.ttft_ms * 1000) / 1000)
-                       : json_null());
-    json_object_set_new(
-        j, "upstream_ms",
-        json_real((double)(int64_t)(i.upstream_ms * 1000) / 1000));
-    json_object_set_new(j, "bytes_in", json_integer((json_int_t)i.bytes_in));
-    json_object_set_new(j, "bytes_out", json_integer((json_int_t)i.bytes_out));
-    json_object_set_new(j, "error", str_or_null(i.error));
-    json_object_set_new(j, "generation", json_integer(i.generation));
-    line = json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(6));
-    json_decref(j);
-    if (line == NULL) {
-        return;
-    }
-    n = strlen(line);
-    line[n] = '\n'; /* json_dumps leaves room: replace the NUL, write n+1 */
-    if (write(al->fd, line, n + 1) < 0) {
+    put_field(&l, "usage_estimated");
+    put_fmt(&l, "%s", i.usage.estimated ? "true" : "false");
+    put_ms(&l, "latency_ms", i.latency_ms);
+    put_ms(&l, "ttft_ms", i.ttft_ms);
+    put_ms(&l, "upstream_ms", i.upstream_ms);
+    put_int(&l, "bytes_in", (int64_t)i.bytes_in, 0);
+    put_int(&l, "bytes_out", (int64_t)i.bytes_out, 0);
+    put_named(&l, "error", i.error);
+    put_int(&l, "generation", (int64_t)i.generation, 0);
+    put(&l, "}\n", 2);
+    if (write(al->fd, l.p, l.len) < 0) {
         /* nothing to do: the request is already answered */
     }
-    free(line);
+    if (l.p != l.stack) {
+        free(l.p);
+    }
 }
 
 static const mf_plugin_t accesslog = {

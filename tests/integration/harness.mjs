@@ -66,7 +66,8 @@ export async function startGateway(configText, { workers = 2, env = {}, dir } = 
     get stdout() { return stdout; },
     accessLog() {
       const text = existsSync(logFile) ? readFileSync(logFile, 'utf8') : stdout;
-      return text.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+      // only complete lines: a line may be read while it is being written
+      return text.split('\n').slice(0, -1).filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
     },
     async waitLog(pred, ms = 5000) {
       const end = Date.now() + ms;
