@@ -509,7 +509,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     static const char *const allowed[] = {
         "listen",     "workers",  "admin",     "limits", "redis",
         "providers",  "routes",   "consumers", "stages", "log_level",
-        "plugin_dir", "lua_path", NULL};
+        "plugin_dir", "lua_path", "reload",    NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -551,6 +551,17 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         } else {
             get_string(ck, root, "admin", "admin", &c->admin_socket);
         }
+    }
+    n = mf_node_get(root, "reload");
+    if (n != NULL && n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "reload", "must be a map (watch, debounce)");
+    } else if (n != NULL) {
+        static const char *const rel[] = {"watch", "debounce", NULL};
+
+        check_keys(ck, n, "reload", rel);
+        c->watch = get_bool(ck, n, "watch", "reload.watch", 1);
+        get_duration(ck, n, "debounce", "reload.debounce",
+                     &c->watch_debounce_ms);
     }
     n = want_scalar(ck, mf_node_get(root, "log_level"), "log_level");
     if (n != NULL) {
@@ -642,6 +653,8 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.upstream_timeout_ms = 600000;
     c->limits.stream_idle_timeout_ms = 300000;
     c->limits.drain_timeout_ms = 30000;
+    c->watch = 1;
+    c->watch_debounce_ms = 200;
     return c;
 }
 

@@ -62,6 +62,8 @@ typedef struct mf_config_s {
     int listen_port;
     int workers; /* 0 = auto */
     char *admin_socket;
+    int watch;                /* reload when a watched file changes */
+    double watch_debounce_ms; /* quiet time that ends a burst of edits */
     char *plugin_dir;
     char *lua_path; /* extra package.path entries */
     mf_log_level_t log_level;

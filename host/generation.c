@@ -2,36 +2,145 @@
  * Generations: a loaded config with its stages (plugins and Lua states) and
  * providers bound to their plugins. Requests hold a reference to the
  * generation they started on; the last release frees it (fini, dlclose).
+ * Stage instances are refcounted and shared by consecutive generations
+ * while their files and config stay the same.
  */
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include "lua_stage.h"
 #include "runtime.h"
 
 static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
 static mf_gen_t *gen_current;
+static mf_gen_t *gen_alive; /* every generation not yet freed */
 static unsigned gen_seq;
+
+/* Stage instances */
+
+void
+mf_stage_set_error(mf_pstage_t *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&s->err_lock);
+    va_start(ap, fmt);
+    vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
+    va_end(ap);
+    s->last_error_at = mf_wall_time();
+    pthread_mutex_unlock(&s->err_lock);
+}
+
+double
+mf_stage_get_error(mf_pstage_t *s, char *buf, size_t cap)
+{
+    double at;
+
+    pthread_mutex_lock(&s->err_lock);
+    snprintf(buf, cap, "%s", s->last_error);
+    at = s->last_error_at;
+    pthread_mutex_unlock(&s->err_lock);
+    return at;
+}
+
+const char *
+mf_stage_version(const mf_pstage_t *s)
+{
+    if (s->kind == MF_STAGE_KIND_C) {
+        return s->desc && s->desc->version ? s->desc->version : "";
+    }
+    return s->lua ? mf_lua_stage_version(s->lua) : "";
+}
+
+static void
+fileid_take(mf_fileid_t *f, const char *path)
+{
+    struct stat st;
+
+    memset(f, 0, sizeof(*f));
+    f->path = mf_xstrdup(path);
+    if (stat(path, &st) != 0) {
+        f->missing = 1;
+        return;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->size = st.st_size;
+    f->mtime = st.st_mtim;
+}
+
+static int
+fileid_changed(const mf_fileid_t *f)
+{
+    struct stat st;
+
+    if (stat(f->path, &st) != 0) {
+        return !f->missing;
+    }
+    return f->missing || st.st_dev != f->dev || st.st_ino != f->ino ||
+           st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
+           st.st_mtim.tv_nsec != f->mtime.tv_nsec;
+}
+
+int
+mf_stage_files_changed(const mf_pstage_t *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->nfiles; i++) {
+        if (fileid_changed(&s->files[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+stage_unref(mf_pstage_t *s)
+{
+    size_t i;
+
+    if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1) {
+        return;
+    }
+    if (s->kind == MF_STAGE_KIND_C && s->dso != NULL) {
+        if (s->desc != NULL && s->desc->fini && s->state) {
+            s->desc->fini(s->state);
+        }
+        mf_plugin_unload(s->dso);
+    } else if (s->lua != NULL) {
+        mf_lua_stage_free(s->lua);
+    }
+    for (i = 0; i < s->nfiles; i++) {
+        free(s->files[i].path);
+    }
+    free(s->files);
+    json_decref(s->config);
+    pthread_mutex_destroy(&s->err_lock);
+    free(s->name);
+    free(s->file);
+    free(s);
+}
 
 static void
 gen_free(mf_gen_t *g)
 {
+    mf_gen_t **pp;
     size_t i;
 
-    for (i = 0; i < g->nstages; i++) {
-        mf_pstage_t *s = &g->stages[i];
-
-        if (s->kind == MF_STAGE_KIND_C && s->desc != NULL) {
-            if (s->desc->fini && s->state) {
-                s->desc->fini(s->state);
-            }
-            mf_plugin_unload(s->dso);
-        } else if (s->lua != NULL) {
-            mf_lua_stage_free(s->lua);
+    pthread_mutex_lock(&gen_lock);
+    for (pp = &gen_alive; *pp != NULL; pp = &(*pp)->next_alive) {
+        if (*pp == g) {
+            *pp = g->next_alive;
+            break;
         }
-        free(s->name);
-        free(s->file);
+    }
+    pthread_mutex_unlock(&gen_lock);
+    for (i = 0; i < g->nstages; i++) {
+        stage_unref(g->stages[i]);
     }
     free(g->stages);
     for (i = 0; i < g->nproviders; i++) {
@@ -46,7 +155,9 @@ gen_free(mf_gen_t *g)
         mf_plugin_unload(g->provider_dsos[i]);
     }
     free(g->provider_dsos);
-    mf_config_free(g->config);
+    if (g->config != NULL) {
+        mf_config_free(g->config);
+    }
     free(g);
 }
 
@@ -200,75 +311,159 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
     return MF_OK;
 }
 
+/* Loads the stage of `sc` afresh; NULL with err. */
+static mf_pstage_t *
+stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
+           size_t errcap)
+{
+    mf_stage_conf_t *sc = &c->stages[i];
+    mf_pstage_t *s = mf_xcalloc(1, sizeof(*s));
+
+    atomic_store(&s->refs, 1);
+    pthread_mutex_init(&s->err_lock, NULL);
+    s->name = mf_xstrdup(sc->name);
+    s->config = json_incref(sc->config);
+    s->conf_enabled = sc->enabled;
+    atomic_store(&s->enabled, sc->enabled);
+    s->gen_id = gen_id;
+    s->loaded_at = mf_wall_time();
+    if (sc->plugin != NULL) {
+        char *text;
+        int rc;
+
+        s->kind = MF_STAGE_KIND_C;
+        s->file = mf_xstrdup(sc->plugin);
+        s->nfiles = 1;
+        s->files = mf_xcalloc(1, sizeof(*s->files));
+        fileid_take(&s->files[0], sc->plugin); /* before the copy */
+        s->dso = mf_plugin_load(sc->plugin, err, errcap);
+        if (s->dso == NULL) {
+            goto fail;
+        }
+        if (s->dso->desc->provider != NULL) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s is a provider plugin; "
+                     "list it under providers",
+                     c->path, sc->line, i, sc->name, sc->plugin);
+            goto fail;
+        }
+        s->desc = s->dso->desc;
+        text = json_dumps(sc->config, JSON_COMPACT);
+        rc = s->desc->init(&mf_api, text, &s->state);
+        free(text);
+        if (rc != MF_OK) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s init() refused its "
+                     "config (see the log above)",
+                     c->path, sc->line, i, sc->name, sc->plugin);
+            s->desc = NULL; /* no fini for a refused init */
+            goto fail;
+        }
+        s->hooks = c_hooks(s->desc);
+    } else {
+        const char *const *deps;
+        size_t n, j;
+
+        s->kind = MF_STAGE_KIND_LUA;
+        s->file = mf_xstrdup(sc->lua);
+        s->lua = mf_lua_stage_load(sc->lua, sc->name, sc->config, nworkers,
+                                   c->lua_path, &s->hooks, err, errcap);
+        if (s->lua == NULL) {
+            s->nfiles = 1;
+            s->files = mf_xcalloc(1, sizeof(*s->files));
+            fileid_take(&s->files[0], sc->lua);
+            goto fail;
+        }
+        deps = mf_lua_stage_deps(s->lua, &n);
+        s->nfiles = n + 1;
+        s->files = mf_xcalloc(n + 1, sizeof(*s->files));
+        fileid_take(&s->files[0], sc->lua);
+        for (j = 0; j < n; j++) {
+            fileid_take(&s->files[j + 1], deps[j]);
+        }
+    }
+    return s;
+fail:
+    stage_unref(s);
+    return NULL;
+}
+
+/* Whether prev's instance `p` can serve stage `sc` unchanged. */
 static int
-load_stages(mf_gen_t *g, char *err, size_t errcap)
+stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
+               const char *force)
+{
+    const char *file = sc->plugin ? sc->plugin : sc->lua;
+
+    if (force != NULL &&
+        (strcmp(force, "*") == 0 || strcmp(force, p->name) == 0)) {
+        return 0;
+    }
+    return (p->kind == MF_STAGE_KIND_C) == (sc->plugin != NULL) &&
+           strcmp(p->file, file) == 0 && json_equal(p->config, sc->config) &&
+           !mf_stage_files_changed(p);
+}
+
+static int
+load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
+            size_t errcap)
 {
     mf_config_t *c = g->config;
     size_t i;
 
-    g->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(mf_pstage_t));
+    g->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(mf_pstage_t *));
     for (i = 0; i < c->nstages; i++) {
         mf_stage_conf_t *sc = &c->stages[i];
-        mf_pstage_t *s = &g->stages[i];
+        mf_pstage_t *old = prev ? mf_gen_find_stage(prev, sc->name) : NULL;
+        mf_pstage_t *s;
 
-        s->name = mf_xstrdup(sc->name);
-        atomic_store(&s->enabled, sc->enabled);
-        g->nstages = i + 1;
-        if (sc->plugin != NULL) {
-            char *text;
-            int rc;
-
-            s->kind = MF_STAGE_KIND_C;
-            s->file = mf_xstrdup(sc->plugin);
-            s->dso = mf_plugin_load(sc->plugin, err, errcap);
-            if (s->dso == NULL) {
-                return MF_ERR;
+        if (old != NULL && stage_reusable(old, sc, force) &&
+            prev->nworkers == g->nworkers) {
+            s = old;
+            atomic_fetch_add(&s->refs, 1);
+            if (s->conf_enabled != sc->enabled) {
+                s->conf_enabled = sc->enabled;
+                atomic_store(&s->enabled, sc->enabled);
             }
-            s->desc = s->dso->desc;
-            text = json_dumps(sc->config, JSON_COMPACT);
-            rc = s->desc->init(&mf_api, text, &s->state);
-            free(text);
-            if (rc != MF_OK) {
-                snprintf(err, errcap,
-                         "%s:%d: stages[%zu] '%s': %s init() "
-                         "refused its config (see the log above)",
-                         c->path, sc->line, i, sc->name, sc->plugin);
-                s->desc = NULL;
-                mf_plugin_unload(s->dso);
-                s->dso = NULL;
-                return MF_ERR;
-            }
-            s->hooks = c_hooks(s->desc);
         } else {
-            s->kind = MF_STAGE_KIND_LUA;
-            s->file = mf_xstrdup(sc->lua);
-            s->lua =
-                mf_lua_stage_load(sc->lua, sc->name, sc->config, g->nworkers,
-                                  c->lua_path, &s->hooks, err, errcap);
-            if (s->lua == NULL) {
+            s = stage_load(c, i, g->id, g->nworkers, err, errcap);
+            if (s == NULL) {
+                if (old != NULL) {
+                    mf_stage_set_error(old, "reload refused: %s", err);
+                }
                 return MF_ERR;
             }
         }
+        g->stages[i] = s;
+        g->nstages = i + 1;
         g->hooks |= s->hooks;
     }
     return MF_OK;
 }
 
 mf_gen_t *
-mf_gen_build(mf_config_t *config, int nworkers, char *err, size_t errcap)
+mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
+             const char *force, char *err, size_t errcap)
 {
     mf_gen_t *g = mf_xcalloc(1, sizeof(*g));
 
     g->config = config;
     g->nworkers = nworkers;
+    g->created_at = mf_wall_time();
     atomic_store(&g->refs, 1);
+    pthread_mutex_lock(&gen_lock);
+    g->id = gen_seq + 1; /* taken for good only on success */
+    g->next_alive = gen_alive;
+    gen_alive = g;
+    pthread_mutex_unlock(&gen_lock);
     if (bind_providers(g, err, errcap) != MF_OK ||
-        load_stages(g, err, errcap) != MF_OK) {
+        load_stages(g, prev, force, err, errcap) != MF_OK) {
+        g->config = NULL; /* the caller's again */
         gen_free(g);
         return NULL;
     }
     pthread_mutex_lock(&gen_lock);
-    g->id = ++gen_seq;
+    gen_seq = g->id;
     pthread_mutex_unlock(&gen_lock);
     return g;
 }
@@ -318,4 +513,29 @@ mf_gen_find_provider(mf_gen_t *g, mf_str_t name)
         }
     }
     return NULL;
+}
+
+mf_pstage_t *
+mf_gen_find_stage(mf_gen_t *g, const char *name)
+{
+    size_t i;
+
+    for (i = 0; g != NULL && i < g->nstages; i++) {
+        if (strcmp(g->stages[i]->name, name) == 0) {
+            return g->stages[i];
+        }
+    }
+    return NULL;
+}
+
+void
+mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg)
+{
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&gen_lock);
+    for (g = gen_alive; g != NULL; g = g->next_alive) {
+        fn(g, arg);
+    }
+    pthread_mutex_unlock(&gen_lock);
 }

@@ -20,6 +20,8 @@
 
 struct mf_lua_stage_s {
     int nworkers;
+    char **deps; /* files the script required while loading */
+    size_t ndeps;
     lua_State **L;
     int *mod_ref;
     int *conf_ref;
@@ -920,6 +922,74 @@ set_package_path(lua_State *L, const char *script, const char *extra)
     free(tmp);
 }
 
+/* Modules required while a script loads: the file watcher reloads the
+ * stage when one changes. A searcher in front records the file that
+ * package.searchpath finds, then lets the standard searchers load it. */
+static char deps_key;
+
+static int
+record_dep(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "searchpath");
+    if (lua_isfunction(L, -1)) {
+        lua_pushstring(L, name);
+        lua_getfield(L, -3, "path");
+        if (lua_pcall(L, 2, 1, 0) == 0 && lua_isstring(L, -1)) {
+            lua_pushlightuserdata(L, &deps_key);
+            lua_rawget(L, LUA_REGISTRYINDEX);
+            lua_pushvalue(L, -2);
+            lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+            lua_pop(L, 1);
+        }
+    }
+    lua_pushnil(L); /* not found here: the next searcher loads it */
+    return 1;
+}
+
+static void
+install_dep_recorder(lua_State *L)
+{
+    lua_pushlightuserdata(L, &deps_key);
+    lua_newtable(L);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    lua_getglobal(L, "table");
+    lua_getfield(L, -1, "insert");
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaders");
+    lua_remove(L, -2);
+    lua_pushinteger(L, 1);
+    lua_pushcfunction(L, record_dep);
+    lua_call(L, 3, 0);
+    lua_pop(L, 1);
+}
+
+static void
+collect_deps(mf_lua_stage_t *ls, lua_State *L)
+{
+    size_t i, n;
+
+    lua_pushlightuserdata(L, &deps_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    n = lua_objlen(L, -1);
+    ls->deps = mf_xcalloc(n ? n : 1, sizeof(char *));
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, -1, (int)i + 1);
+        ls->deps[ls->ndeps++] = mf_xstrdup(lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+const char *const *
+mf_lua_stage_deps(mf_lua_stage_t *ls, size_t *n)
+{
+    *n = ls->ndeps;
+    return (const char *const *)ls->deps;
+}
+
 static lua_State *
 new_state(const char *path, const char *name, json_t *config,
           const char *lua_path, int *mod_ref, int *conf_ref, unsigned *hooks,
@@ -947,6 +1017,7 @@ new_state(const char *path, const char *name, json_t *config,
     open_mf(L);
     lua_setfield(L, -2, "mf");
     lua_pop(L, 2);
+    install_dep_recorder(L);
     if (luaL_loadfile(L, path) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
         snprintf(err, errcap, "stage '%s': %s", name, lua_tostring(L, -1));
         lua_close(L);
@@ -1010,6 +1081,7 @@ mf_lua_stage_load(const char *path, const char *name, json_t *config,
             return NULL;
         }
     }
+    collect_deps(ls, ls->L[0]);
     return ls;
 }
 
@@ -1026,6 +1098,10 @@ mf_lua_stage_free(mf_lua_stage_t *ls)
             lua_close(ls->L[i]);
         }
     }
+    for (i = 0; i < (int)ls->ndeps; i++) {
+        free(ls->deps[i]);
+    }
+    free(ls->deps);
     free(ls->L);
     free(ls->mod_ref);
     free(ls->conf_ref);
@@ -1112,8 +1188,8 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
 
         mf_log_error("stage '%s' %s: %s", slot->st->name, stage_fn[slot->stage],
                      msg ? msg : "(error)");
-        snprintf(slot->st->last_error, sizeof(slot->st->last_error), "%s",
-                 msg ? msg : "(error)");
+        mf_stage_set_error(slot->st, "%s: %s", stage_fn[slot->stage],
+                           msg ? msg : "(error)");
         act = MF_FAIL;
     } else {
         act = respond_from(co, r, lua_gettop(co), slot->st->name);

@@ -19,6 +19,9 @@ mf_action_t mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r,
                               void **ctx, mf_str_t data, int last);
 /* Frees the per-request ctx table. */
 void mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx);
+/* Files of the modules the script required while loading (for the file
+ * watcher); owned by ls. */
+const char *const *mf_lua_stage_deps(mf_lua_stage_t *ls, size_t *n);
 /* Version string the module declares ("" when none). */
 const char *mf_lua_stage_version(mf_lua_stage_t *ls);
 

@@ -1,7 +1,8 @@
 /*
  * manifold: the gateway. Loads the config into a generation, starts the
- * workers and serves until SIGTERM/SIGINT (graceful drain); SIGHUP reloads
- * the config into a new generation, keeping the old one serving on error.
+ * workers and serves until SIGTERM/SIGINT (graceful drain). The main
+ * thread owns reloads: SIGHUP, the file watcher and the admin socket each
+ * build a new generation, and the old one keeps serving on error.
  */
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -14,9 +15,12 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "admin.h"
+#include "reload.h"
 #include "runtime.h"
 #include "server.h"
 #include "shdict.h"
+#include "watch.h"
 
 #define MF_VERSION "0.1.0"
 
@@ -28,6 +32,10 @@ typedef struct {
     int test_only;
     struct event_base *base;
     mf_server_t server;
+    mf_reloader_t rl;
+    mf_watch_t *watch;
+    mf_admin_t *admin;
+    mf_admin_ctx_t admin_ctx;
 } mf_main_t;
 
 static void
@@ -58,51 +66,46 @@ default_plugin_dir(void)
     return mf_xstrdup(out);
 }
 
-static mf_gen_t *
-load_generation(mf_main_t *m, int nworkers)
+/* Watches the config, every stage's files and the provider plugins. */
+static void
+rewatch(void *arg)
 {
-    char *errors = NULL;
-    char err[2048];
-    mf_config_t *c = mf_config_load(m->config_path, m->plugin_dir, &errors);
+    mf_main_t *m = arg;
     mf_gen_t *g;
+    const char **files;
+    size_t n = 1, i, j;
 
-    if (c == NULL) {
-        fprintf(stderr, "%s", errors);
-        if (errors[0] && errors[strlen(errors) - 1] != '\n') {
-            fputc('\n', stderr);
-        }
-        free(errors);
-        return NULL;
+    if (m->watch == NULL) {
+        return;
     }
-    if (m->listen != NULL) {
-        free(c->listen_host);
-        c->listen_host = NULL;
-        if (mf_config_parse_listen(m->listen, &c->listen_host,
-                                   &c->listen_port) != MF_OK) {
-            fprintf(stderr, "--listen %s: not host:port\n", m->listen);
-            c->listen_host = mf_xstrdup("127.0.0.1");
-            mf_config_free(c);
-            return NULL;
+    g = mf_gen_acquire();
+    for (i = 0; g != NULL && i < g->nstages; i++) {
+        n += g->stages[i]->nfiles;
+    }
+    n += m->rl.nnamed;
+    files = mf_xcalloc(n, sizeof(char *));
+    n = 0;
+    files[n++] = m->config_path;
+    for (i = 0; g != NULL && i < g->nstages; i++) {
+        for (j = 0; j < g->stages[i]->nfiles; j++) {
+            files[n++] = g->stages[i]->files[j].path;
         }
     }
-    if (m->workers > 0) {
-        c->workers = m->workers;
+    for (i = 0; i < m->rl.nnamed; i++) {
+        files[n++] = m->rl.named[i];
     }
-    mf_log_set_level(c->log_level);
-    if (nworkers == 0) {
-        nworkers =
-            c->workers > 0 ? c->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-        if (nworkers < 1) {
-            nworkers = 1;
-        }
-    }
-    g = mf_gen_build(c, nworkers, err, sizeof(err));
-    if (g == NULL) {
-        fprintf(stderr, "%s\n", err);
-        mf_config_free(c);
-        return NULL;
-    }
-    return g;
+    mf_watch_set(m->watch, files, n, g ? g->config->plugin_dir : NULL);
+    free(files);
+    mf_gen_release(g);
+}
+
+static void
+on_watch(void *arg)
+{
+    mf_main_t *m = arg;
+
+    mf_reload(&m->rl, "file watcher", NULL, NULL, 0);
+    rewatch(m);
 }
 
 static void
@@ -120,17 +123,11 @@ static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
     mf_main_t *m = arg;
-    mf_gen_t *g;
 
     MF_UNUSED(sig);
     MF_UNUSED(what);
-    g = load_generation(m, m->server.nworkers);
-    if (g == NULL) {
-        mf_log_error("reload refused; generation kept serving");
-        return;
-    }
-    mf_gen_set_current(g);
-    mf_log_info("reloaded %s: generation %u", m->config_path, g->id);
+    mf_reload(&m->rl, "SIGHUP", NULL, NULL, 0);
+    rewatch(m);
 }
 
 int
@@ -148,6 +145,7 @@ main(int argc, char **argv)
     mf_main_t m;
     mf_gen_t *g;
     struct event *ev_term, *ev_int, *ev_hup;
+    char err[4096];
     int c, rc = 0;
     double drain;
 
@@ -193,11 +191,18 @@ main(int argc, char **argv)
     evthread_use_pthreads();
     mf_shdict_init();
 
-    g = load_generation(&m, m.test_only ? 1 : 0);
+    m.rl.config_path = m.config_path;
+    m.rl.plugin_dir = m.plugin_dir;
+    m.rl.listen = m.listen;
+    m.rl.workers = m.workers;
+    m.rl.nworkers = m.test_only ? 1 : 0;
+    g = mf_reload_build(&m.rl, NULL, err, sizeof(err));
     if (g == NULL) {
+        fprintf(stderr, "%s\n", err);
         rc = 1;
         goto out;
     }
+    mf_log_set_level(g->config->log_level);
     if (m.test_only) {
         printf("%s: configuration OK (%zu providers enabled, %zu stages)\n",
                m.config_path, g->nproviders, g->nstages);
@@ -215,7 +220,33 @@ main(int argc, char **argv)
                 "providers, %zu stages",
                 MF_VERSION, g->config->listen_host, m.server.port,
                 m.server.nworkers, g->nproviders, g->nstages);
+    m.rl.nworkers = m.server.nworkers;
+    if (g->config->admin_socket != NULL) {
+        m.rl.admin_socket = mf_xstrdup(g->config->admin_socket);
+    }
     m.base = event_base_new();
+    if (g->config->watch) {
+        m.watch =
+            mf_watch_new(m.base, g->config->watch_debounce_ms, on_watch, &m);
+        rewatch(&m);
+    }
+    m.admin_ctx.rl = &m.rl;
+    m.admin_ctx.server = &m.server;
+    m.admin_ctx.watch = m.watch;
+    m.admin_ctx.started_at = mf_wall_time();
+    m.admin_ctx.after_reload = rewatch;
+    m.admin_ctx.arg = &m;
+    if (m.rl.admin_socket != NULL) {
+        m.admin = mf_admin_start(m.base, m.rl.admin_socket, &m.admin_ctx);
+        if (m.admin == NULL) {
+            rc = 1;
+            mf_server_stop(&m.server, 0);
+            mf_gen_set_current(NULL);
+            mf_watch_free(m.watch);
+            event_base_free(m.base);
+            goto out;
+        }
+    }
     ev_term = evsignal_new(m.base, SIGTERM, on_stop, &m);
     ev_int = evsignal_new(m.base, SIGINT, on_stop, &m);
     ev_hup = evsignal_new(m.base, SIGHUP, on_hup, &m);
@@ -223,6 +254,8 @@ main(int argc, char **argv)
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
     event_base_dispatch(m.base);
+    mf_admin_stop(m.admin); /* no reload while draining */
+    mf_watch_free(m.watch);
 
     g = mf_gen_acquire();
     drain = g ? g->config->limits.drain_timeout_ms : 30000;
@@ -235,6 +268,7 @@ main(int argc, char **argv)
     event_base_free(m.base);
     mf_log_info("stopped");
 out:
+    mf_reloader_free(&m.rl);
     mf_shdict_free();
     free(m.plugin_dir);
     libevent_global_shutdown();

@@ -50,7 +50,7 @@ call_c(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx, mf_str_t data,
 static mf_action_t
 run_one(mf_req_t *r, size_t i, mf_stage_t stage, mf_str_t data, int last)
 {
-    mf_pstage_t *s = &r->gen->stages[i];
+    mf_pstage_t *s = r->gen->stages[i];
     uint64_t t0 = now_ns();
     mf_action_t act;
 
@@ -61,7 +61,9 @@ run_one(mf_req_t *r, size_t i, mf_stage_t stage, mf_str_t data, int last)
         act = mf_lua_stage_call(s, stage, r, &r->ctx[i], data, last);
     }
     atomic_fetch_add(&s->stats.time_ns, now_ns() - t0);
-    if (stage == MF_STAGE_REQUEST) {
+    if (i < 64) {
+        r->ran |= (uint64_t)1 << i;
+    } else if (stage == MF_STAGE_REQUEST) {
         atomic_fetch_add(&s->stats.requests, 1);
     }
     if (act == MF_FAIL) {
@@ -80,7 +82,7 @@ mf_pipeline_run(mf_req_t *r, mf_stage_t stage)
         return MF_CONTINUE;
     }
     for (; r->stage_idx < g->nstages; r->stage_idx++) {
-        mf_pstage_t *s = &g->stages[r->stage_idx];
+        mf_pstage_t *s = g->stages[r->stage_idx];
         mf_action_t act;
 
         if (!(s->hooks & MF_HOOK(stage)) || !atomic_load(&s->enabled)) {
@@ -113,7 +115,7 @@ mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
         return;
     }
     for (i = 0; i < g->nstages; i++) {
-        mf_pstage_t *s = &g->stages[i];
+        mf_pstage_t *s = g->stages[i];
 
         if ((s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) &&
             atomic_load(&s->enabled)) {
@@ -138,7 +140,7 @@ mf_pipeline_log_done(mf_req_t *r)
     if (!r->logged) {
         r->logged = 1;
         for (i = 0; i < g->nstages; i++) {
-            mf_pstage_t *s = &g->stages[i];
+            mf_pstage_t *s = g->stages[i];
 
             if ((s->hooks & MF_HOOK(MF_STAGE_LOG)) &&
                 atomic_load(&s->enabled)) {
@@ -149,8 +151,11 @@ mf_pipeline_log_done(mf_req_t *r)
     if (!r->done) {
         r->done = 1;
         for (i = 0; i < g->nstages; i++) {
-            mf_pstage_t *s = &g->stages[i];
+            mf_pstage_t *s = g->stages[i];
 
+            if (i < 64 && (r->ran & ((uint64_t)1 << i))) {
+                atomic_fetch_add(&s->stats.requests, 1);
+            }
             /* on_done runs even for a stage disabled since: ctx is freed */
             if (s->hooks & MF_HOOK(MF_STAGE_DONE)) {
                 run_one(r, i, MF_STAGE_DONE, MF_STR_NULL, 0);

@@ -10,6 +10,7 @@
 #include <openssl/ssl.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/stat.h>
 
 #include "config.h"
 #include "http.h"
@@ -26,12 +27,29 @@ typedef enum { MF_STAGE_KIND_C, MF_STAGE_KIND_LUA } mf_stage_kind_t;
 
 /* Per-stage counters, updated by workers. */
 typedef struct mf_stage_stats_s {
-    atomic_uint_fast64_t requests;
-    atomic_uint_fast64_t errors;
-    atomic_uint_fast64_t time_ns;
+    atomic_uint_fast64_t requests; /* requests that ran one of its hooks */
+    atomic_uint_fast64_t errors;   /* callbacks that failed */
+    atomic_uint_fast64_t time_ns;  /* time spent in its callbacks */
 } mf_stage_stats_t;
 
+/* A file a stage was loaded from, to tell whether it changed since. */
+typedef struct mf_fileid_s {
+    char *path;
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    int missing;
+} mf_fileid_t;
+
+/*
+ * A loaded stage. Generations share the instances of stages that did not
+ * change (same file contents on disk, same config), so a reload re-inits
+ * only what changed; the instance is freed (fini, dlclose, lua_close) with
+ * its last generation.
+ */
 typedef struct mf_pstage_s {
+    atomic_int refs;
     char *name;
     char *file;
     mf_stage_kind_t kind;
@@ -41,9 +59,25 @@ typedef struct mf_pstage_s {
     mf_lua_stage_t *lua;     /* Lua: one state per worker */
     unsigned hooks;          /* bit per mf_stage_t it serves */
     atomic_int enabled;
+    int conf_enabled;   /* `enabled` in the config it was loaded with */
+    json_t *config;     /* its config as loaded */
+    mf_fileid_t *files; /* the stage file, then Lua modules it required */
+    size_t nfiles;
+    unsigned gen_id;  /* generation that loaded it */
+    double loaded_at; /* unix time */
     mf_stage_stats_t stats;
+    pthread_mutex_t err_lock;
     char last_error[512];
+    double last_error_at;
 } mf_pstage_t;
+
+/* Records the stage's last error (reload or runtime), thread-safe. */
+void mf_stage_set_error(mf_pstage_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Copies the last error into buf ("" when none); returns its time. */
+double mf_stage_get_error(mf_pstage_t *s, char *buf, size_t cap);
+/* The stage's version string ("" when it declares none). */
+const char *mf_stage_version(const mf_pstage_t *s);
 
 /* A parsed http(s) URL. */
 typedef struct mf_url_s {
@@ -69,8 +103,10 @@ typedef struct mf_prov_s {
 typedef struct mf_gen_s {
     unsigned id;
     atomic_int refs;
+    double created_at;           /* unix time */
+    struct mf_gen_s *next_alive; /* list of generations not yet freed */
     mf_config_t *config;
-    mf_pstage_t *stages;
+    mf_pstage_t **stages;
     size_t nstages;
     mf_prov_t *providers;
     size_t nproviders;
@@ -111,7 +147,7 @@ struct mf_req_s {
     mf_conn_t *conn; /* NULL once the client went away */
     mf_gen_t *gen;
     void **ctx;   /* one slot per stage */
-    unsigned ran; /* stages had a callback run (bit per index < 64) */
+    uint64_t ran; /* stages that had a callback run (bit per index < 64) */
 
     /* what the client sent */
     mf_str_t id;
@@ -211,12 +247,25 @@ struct mf_worker_s {
 };
 
 /* Generations */
-mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, char *err,
-                       size_t errcap);
+
+/*
+ * Builds a generation from a validated config (taking ownership of it on
+ * success). Stages of `prev` whose files and config did not change are
+ * shared, unless `force` names them ("*" = every stage). NULL with a
+ * sentence naming file and line in err; the config is then the caller's.
+ */
+mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
+                       const char *force, char *err, size_t errcap);
 mf_gen_t *mf_gen_acquire(void);
 void mf_gen_release(mf_gen_t *g);
 void mf_gen_set_current(mf_gen_t *g);
 mf_prov_t *mf_gen_find_provider(mf_gen_t *g, mf_str_t name);
+mf_pstage_t *mf_gen_find_stage(mf_gen_t *g, const char *name);
+/* Calls fn for each generation not yet freed, under the generation lock
+ * (fn must not acquire or release generations). */
+void mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg);
+/* Whether a stage's files changed on disk since it was loaded. */
+int mf_stage_files_changed(const mf_pstage_t *s);
 
 /* Pipeline: runs the stages of `stage` from r->stage_idx. */
 mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
