@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include "request.h"
+#include "svc.h"
 #include "runtime.h"
 #include "shdict.h"
 
@@ -425,6 +426,28 @@ api_timer(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg)
     return MF_OK;
 }
 
+static int
+api_http_call(mf_req_t *r, const char *method, mf_str_t url,
+              const mf_str_t *headers, size_t nheaders, mf_str_t body,
+              uint64_t timeout_ms, mf_http_cb cb, void *arg)
+{
+    if (!in_stage(r, CAN_RESPOND) || cb == NULL) {
+        return MF_ERR;
+    }
+    return mf_svc_http_call(r, method, url, headers, nheaders, body,
+                            timeout_ms, cb, arg);
+}
+
+static int
+api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,
+                  mf_redis_cb cb, void *arg)
+{
+    if (!in_stage(r, CAN_RESPOND) || cb == NULL || argv == NULL) {
+        return MF_ERR;
+    }
+    return mf_svc_redis_command(r, argc, argv, cb, arg);
+}
+
 const mf_host_api_t mf_api = {
     .size = sizeof(mf_host_api_t),
     .abi_major = MF_ABI_MAJOR,
@@ -456,4 +479,6 @@ const mf_host_api_t mf_api = {
     .shared_incr = api_shared_incr,
     .shared_delete = api_shared_delete,
     .timer = api_timer,
+    .http_call = api_http_call,
+    .redis_command = api_redis_command,
 };

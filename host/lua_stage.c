@@ -792,43 +792,305 @@ l_now(lua_State *L)
 
 static mf_action_t finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status);
 
-static void
-sleep_done(mf_req_t *r, void *arg, const char *err)
-{
-    lua_slot_t *slot = arg;
-    lua_State *co;
-    int status;
-    mf_action_t act;
+static __thread lua_slot_t *cur_slot;
 
-    MF_UNUSED(err);
+/* The coroutine a slot runs, with nothing pushed. */
+static lua_State *
+slot_thread(lua_slot_t *slot)
+{
+    lua_State *co;
+
     lua_rawgeti(slot->L, LUA_REGISTRYINDEX, slot->co_ref);
     co = lua_tothread(slot->L, -1);
     lua_pop(slot->L, 1);
+    return co;
+}
+
+/* Resumes a yielded stage with the nargs values pushed on co; the
+ * request goes on unless the stage yields again. */
+static void
+resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
+{
+    int status;
+    mf_action_t act;
+
     cur_req = r;
+    cur_slot = slot;
     r->cur_stage = slot->stage;
-    status = lua_resume(co, 0);
+    status = lua_resume(co, nargs);
     act = finish_coroutine(slot, r, status);
     cur_req = NULL;
+    cur_slot = NULL;
     if (act != MF_PAUSE) {
         mf_req_resume(r, act);
     }
 }
 
-static __thread lua_slot_t *cur_slot;
+/* Checks that the running stage may yield for an async call. */
+static lua_slot_t *
+need_yieldable(lua_State *L, const char *what)
+{
+    if (cur_slot == NULL || cur_slot->co_ref == LUA_NOREF ||
+        !(MF_HOOK(cur_slot->stage) &
+          (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
+           MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
+           MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |
+           MF_HOOK(MF_STAGE_RESPONSE_HEADERS)))) {
+        luaL_error(L,
+                   "%s may only be called from a stage that can pause "
+                   "(on_request .. on_response_headers)",
+                   what);
+    }
+    return cur_slot;
+}
+
+static void
+sleep_done(mf_req_t *r, void *arg, const char *err)
+{
+    lua_slot_t *slot = arg;
+
+    MF_UNUSED(err);
+    resume_slot(slot, r, slot_thread(slot), 0);
+}
 
 static int
 l_sleep(lua_State *L)
 {
     mf_req_t *r = need_req(L);
     double ms = luaL_checknumber(L, 1);
+    lua_slot_t *slot = need_yieldable(L, "mf.sleep");
 
-    if (cur_slot == NULL || cur_slot->co_ref == LUA_NOREF ||
-        mf_api.timer(r, (uint64_t)(ms > 0 ? ms : 0), sleep_done, cur_slot) !=
-            MF_OK) {
-        return luaL_error(L, "mf.sleep may only be called from a stage that "
-                             "can pause (on_request .. on_response_headers)");
+    if (mf_api.timer(r, (uint64_t)(ms > 0 ? ms : 0), sleep_done, slot) !=
+        MF_OK) {
+        return luaL_error(L, "mf.sleep: cannot arm a timer here");
     }
     return lua_yield(L, 0);
+}
+
+/* mf.redis(cmd, ...): a reply as a Lua value; nil, err on failure. */
+
+static void
+push_redis(lua_State *co, const mf_redis_reply_t *rep, int depth)
+{
+    size_t i;
+
+    switch (rep->type) {
+    case MF_REDIS_STRING:
+    case MF_REDIS_STATUS:
+    case MF_REDIS_ERROR:
+        lua_pushlstring(co, rep->str.data ? rep->str.data : "", rep->str.len);
+        break;
+    case MF_REDIS_INTEGER:
+        lua_pushnumber(co, (lua_Number)rep->integer);
+        break;
+    case MF_REDIS_ARRAY:
+        lua_createtable(co, (int)rep->nelements, 0);
+        for (i = 0; i < rep->nelements && depth < 16; i++) {
+            push_redis(co, &rep->elements[i], depth + 1);
+            lua_rawseti(co, -2, (int)i + 1);
+        }
+        break;
+    default:
+        lua_pushlightuserdata(co, NULL); /* mf.null */
+        break;
+    }
+}
+
+static void
+redis_done(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+           const char *err)
+{
+    lua_slot_t *slot = arg;
+    lua_State *co = slot_thread(slot);
+    int n = 1;
+
+    if (err != NULL) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        n = 2;
+    } else if (reply->type == MF_REDIS_ERROR) {
+        lua_pushnil(co);
+        lua_pushlstring(co, reply->str.data ? reply->str.data : "",
+                        reply->str.len);
+        n = 2;
+    } else {
+        push_redis(co, reply, 0);
+    }
+    resume_slot(slot, r, co, n);
+}
+
+static int
+l_redis(lua_State *L)
+{
+    mf_req_t *r = need_req(L);
+    int argc = lua_gettop(L), i;
+    mf_str_t argv[64];
+    lua_slot_t *slot;
+
+    if (argc < 1 || argc > 64) {
+        return luaL_error(L, "mf.redis(cmd, ...): 1 to 64 arguments");
+    }
+    for (i = 0; i < argc; i++) {
+        if (!lua_isstring(L, i + 1)) {
+            return luaL_error(L, "mf.redis: argument %d is a %s, not a string "
+                                 "or number",
+                              i + 1, luaL_typename(L, i + 1));
+        }
+        argv[i].data = lua_tolstring(L, i + 1, &argv[i].len);
+    }
+    slot = need_yieldable(L, "mf.redis");
+    if (mf_api.redis_command(r, argc, argv, redis_done, slot) != MF_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, "mf.redis: the command could not be sent");
+        return 2;
+    }
+    return lua_yield(L, 0);
+}
+
+/* mf.http.request{url=, method=, headers=, body=, timeout=} */
+
+static void
+http_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+          const char *err)
+{
+    lua_slot_t *slot = arg;
+    lua_State *co = slot_thread(slot);
+    size_t i, j;
+
+    if (err != NULL) {
+        lua_pushnil(co);
+        lua_pushstring(co, err);
+        resume_slot(slot, r, co, 2);
+        return;
+    }
+    lua_createtable(co, 0, 3);
+    lua_pushinteger(co, res->status);
+    lua_setfield(co, -2, "status");
+    lua_pushlstring(co, res->body.data, res->body.len);
+    lua_setfield(co, -2, "body");
+    lua_createtable(co, 0, (int)res->nheaders);
+    for (i = 0; i < res->nheaders; i++) {
+        mf_str_t n = res->headers[2 * i], v = res->headers[2 * i + 1];
+        char lower[256];
+
+        if (n.len >= sizeof(lower)) {
+            continue;
+        }
+        for (j = 0; j < n.len; j++) {
+            char c = n.data[j];
+
+            lower[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        }
+        lua_pushlstring(co, lower, n.len);
+        lua_pushlstring(co, v.data, v.len);
+        lua_rawset(co, -3);
+    }
+    lua_setfield(co, -2, "headers");
+    resume_slot(slot, r, co, 1);
+}
+
+/* Sends the request described by the table at idx, then yields. */
+static int
+http_send(lua_State *L, int idx, const char *what)
+{
+    mf_req_t *r = need_req(L);
+    mf_str_t url, body = MF_STR_NULL, hdrs[128];
+    const char *method;
+    size_t nh = 0;
+    double timeout;
+    lua_slot_t *slot;
+
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_getfield(L, idx, "url");
+    if (!lua_isstring(L, -1)) {
+        return luaL_error(L, "%s: url is required", what);
+    }
+    url.data = lua_tolstring(L, -1, &url.len);
+    lua_getfield(L, idx, "method");
+    method = lua_isstring(L, -1) ? lua_tostring(L, -1) : "GET";
+    lua_getfield(L, idx, "body");
+    if (lua_isstring(L, -1)) {
+        body.data = lua_tolstring(L, -1, &body.len);
+    } else if (lua_istable(L, -1)) {
+        json_t *j = to_json(L, lua_gettop(L), 0);
+        char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+        json_decref(j);
+        lua_pushstring(L, text ? text : "null");
+        free(text);
+        body.data = lua_tolstring(L, -1, &body.len);
+        hdrs[nh++] = MF_STR("content-type");
+        hdrs[nh++] = MF_STR("application/json");
+    }
+    lua_getfield(L, idx, "timeout");
+    timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
+    lua_getfield(L, idx, "headers");
+    if (lua_istable(L, -1)) {
+        int t = lua_gettop(L);
+
+        lua_pushnil(L);
+        while (lua_next(L, t) != 0 && nh + 2 <= 128) {
+            if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
+                hdrs[nh].data = lua_tolstring(L, -2, &hdrs[nh].len);
+                nh++;
+                lua_pushvalue(L, -1); /* keep the value string alive */
+                lua_insert(L, t + 1);
+                hdrs[nh].data = lua_tolstring(L, t + 1, &hdrs[nh].len);
+                nh++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    slot = need_yieldable(L, what);
+    if (mf_api.http_call(r, method, url, hdrs, nh / 2, body,
+                         (uint64_t)(timeout > 0 ? timeout : 0), http_done,
+                         slot) != MF_OK) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: cannot call %s (an http:// or https:// URL?)",
+                        what, url.data);
+        return 2;
+    }
+    return lua_yield(L, 0);
+}
+
+static int
+l_http_request(lua_State *L)
+{
+    return http_send(L, 1, "mf.http.request");
+}
+
+/* mf.http.get(url[, opts]) */
+static int
+l_http_get(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    if (!lua_istable(L, 2)) {
+        lua_settop(L, 1);
+        lua_newtable(L);
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, 2, "url");
+    lua_pushstring(L, "GET");
+    lua_setfield(L, 2, "method");
+    return http_send(L, 2, "mf.http.get");
+}
+
+/* mf.http.post(url, body[, opts]); a table body is sent as JSON. */
+static int
+l_http_post(lua_State *L)
+{
+    luaL_checkstring(L, 1);
+    if (!lua_istable(L, 3)) {
+        lua_settop(L, 2);
+        lua_newtable(L);
+    }
+    lua_pushvalue(L, 1);
+    lua_setfield(L, 3, "url");
+    lua_pushvalue(L, 2);
+    lua_setfield(L, 3, "body");
+    lua_pushstring(L, "POST");
+    lua_setfield(L, 3, "method");
+    return http_send(L, 3, "mf.http.post");
 }
 
 static void
@@ -878,6 +1140,10 @@ open_mf(lua_State *L)
     static const luaL_Reg log[] = {{"debug", l_log_debug}, {"info", l_log_info},
                                    {"warn", l_log_warn},   {"err", l_log_err},
                                    {"error", l_log_err},   {NULL, NULL}};
+    static const luaL_Reg http[] = {{"request", l_http_request},
+                                    {"get", l_http_get},
+                                    {"post", l_http_post},
+                                    {NULL, NULL}};
     static const luaL_Reg json[] = {{"encode", l_json_encode},
                                     {"decode", l_json_decode},
                                     {"array", l_json_array},
@@ -890,12 +1156,17 @@ open_mf(lua_State *L)
     register_fns(L, "shared", shared);
     register_fns(L, "log", log);
     register_fns(L, "json", json);
+    register_fns(L, "http", http);
     lua_getfield(L, -1, "json");
     lua_pushlightuserdata(L, NULL);
     lua_setfield(L, -2, "null");
     lua_pop(L, 1);
     lua_pushcfunction(L, l_sleep);
     lua_setfield(L, -2, "sleep");
+    lua_pushcfunction(L, l_redis);
+    lua_setfield(L, -2, "redis");
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
     lua_pushstring(L, "1.0");

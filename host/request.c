@@ -1188,6 +1188,42 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
 
 /* Lifecycle */
 
+void
+mf_req_async_add(mf_req_t *r, mf_async_t *a)
+{
+    a->prev = NULL;
+    a->next = r->asyncs;
+    if (r->asyncs != NULL) {
+        r->asyncs->prev = a;
+    }
+    r->asyncs = a;
+}
+
+void
+mf_req_async_remove(mf_req_t *r, mf_async_t *a)
+{
+    if (a->prev != NULL) {
+        a->prev->next = a->next;
+    } else if (r->asyncs == a) {
+        r->asyncs = a->next;
+    }
+    if (a->next != NULL) {
+        a->next->prev = a->prev;
+    }
+    a->next = a->prev = NULL;
+}
+
+static void
+cancel_asyncs(mf_req_t *r)
+{
+    while (r->asyncs != NULL) {
+        mf_async_t *a = r->asyncs;
+
+        mf_req_async_remove(r, a);
+        a->cancel(a);
+    }
+}
+
 static void
 req_free(mf_req_t *r)
 {
@@ -1225,6 +1261,7 @@ req_finish(mf_req_t *r)
     if (r->timer) {
         evtimer_del(r->timer);
     }
+    cancel_asyncs(r);
     estimate_usage(r);
     mf_pipeline_log_done(r);
     if (c != NULL) {

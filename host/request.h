@@ -17,6 +17,10 @@ void mf_req_client_gone(mf_req_t *r);
 /* The client output drained under the low mark. */
 void mf_req_drained(mf_req_t *r);
 
+/* Async service calls the request waits on. */
+void mf_req_async_add(mf_req_t *r, mf_async_t *a);
+void mf_req_async_remove(mf_req_t *r, mf_async_t *a);
+
 /* For the host API. */
 int mf_req_respond(mf_req_t *r, int status, const char *content_type,
                    mf_str_t body);

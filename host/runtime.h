@@ -118,6 +118,14 @@ typedef struct mf_gen_s {
 
 typedef enum { MF_PROTO_OPENAI = 0, MF_PROTO_ANTHROPIC } mf_proto_t;
 
+/* An async host service call a request waits on (HTTP, Redis); cancelled
+ * (the completion never runs) when the request ends first. */
+typedef struct mf_async_s {
+    struct mf_async_s *next;
+    struct mf_async_s *prev;
+    void (*cancel)(struct mf_async_s *a); /* unlinked before the call */
+} mf_async_t;
+
 typedef struct mf_hlist_s {
     mf_header_t *v;
     size_t n;
@@ -226,6 +234,7 @@ struct mf_req_s {
     int done;
     int lua_yielded; /* a Lua stage yielded: resume it, not the next */
     struct event *timer;
+    mf_async_t *asyncs; /* service calls in flight */
 };
 
 struct mf_worker_s {
@@ -244,6 +253,7 @@ struct mf_worker_s {
     mf_conn_t *conns; /* all client connections */
     atomic_int in_flight;
     atomic_uint_fast64_t requests;
+    struct mf_redis_conn_s *redis; /* the worker's Redis connection */
 };
 
 /* Generations */

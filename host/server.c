@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "request.h"
+#include "svc.h"
 #include "upstream.h"
 
 enum {
@@ -697,6 +698,7 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         while (w->conns != NULL) {
             conn_free(w->conns);
         }
+        mf_svc_redis_worker_free(w);
         mf_uppool_free(w->pool);
         event_free(w->wake);
         evdns_base_free(w->dns, 0);

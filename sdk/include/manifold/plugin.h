@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 0
+#define MF_ABI_MINOR 1
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -272,6 +272,42 @@ typedef const mf_plugin_t *(*mf_plugin_entry_t)(void);
 /* Completion of an async host service; err == NULL on success. */
 typedef void (*mf_timer_cb)(mf_req_t *r, void *arg, const char *err);
 
+/* The answer to api->http_call; views valid during the callback only. */
+typedef struct mf_http_result_s {
+    int status;
+    size_t nheaders;
+    const mf_str_t *headers; /* name, value, name, value, ... (2 * n) */
+    mf_str_t body;
+} mf_http_result_t;
+
+/* res is NULL when err is set (connect error, timeout, bad URL, ...). */
+typedef void (*mf_http_cb)(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                           const char *err);
+
+typedef enum mf_redis_type_e {
+    MF_REDIS_NIL = 0,
+    MF_REDIS_STRING,
+    MF_REDIS_STATUS, /* +OK */
+    MF_REDIS_INTEGER,
+    MF_REDIS_ARRAY,
+    MF_REDIS_ERROR /* -ERR ...: the command ran and Redis refused it */
+} mf_redis_type_t;
+
+/* A Redis reply; lives as long as the request (request pool). */
+typedef struct mf_redis_reply_s {
+    mf_redis_type_t type;
+    long long integer;                  /* INTEGER */
+    mf_str_t str;                       /* STRING, STATUS, ERROR */
+    size_t nelements;                   /* ARRAY */
+    struct mf_redis_reply_s *elements; /* ARRAY */
+} mf_redis_reply_t;
+
+/* reply is NULL when err is set: no `redis:` configured, Redis down or
+ * unreachable (the host reconnects with backoff), or the command timed
+ * out. A reply of type MF_REDIS_ERROR is not an err. */
+typedef void (*mf_redis_cb)(mf_req_t *r, void *arg,
+                            const mf_redis_reply_t *reply, const char *err);
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -362,7 +398,27 @@ struct mf_host_api_s {
      * worker; the stage returns MF_PAUSE and resumes from cb. */
     int (*timer)(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg);
 
-    void *spare[16];
+    /* ABI 1.1 (check api->abi_minor >= 1 before use). */
+
+    /* Request stages that may pause. An HTTP/1.1 call (http or https,
+     * pooled connections) on the request's worker; the stage returns
+     * MF_PAUSE and resumes from cb. headers are nheaders (name, value)
+     * pairs; everything is copied. timeout_ms bounds connect, first byte
+     * and each read (0 = 30 s). The response body is capped at 16 MiB.
+     * Abandoned (cb never called) when the request ends first. */
+    int (*http_call)(mf_req_t *r, const char *method, mf_str_t url,
+                     const mf_str_t *headers, size_t nheaders, mf_str_t body,
+                     uint64_t timeout_ms, mf_http_cb cb, void *arg);
+
+    /* Request stages that may pause. A Redis command (argv binary-safe,
+     * copied) on the worker's connection to the configured `redis:`;
+     * the stage returns MF_PAUSE and resumes from cb. Fails at once with
+     * err when Redis is down, never hangs: each command is bounded by
+     * redis.timeout. Abandoned when the request ends first. */
+    int (*redis_command)(mf_req_t *r, int argc, const mf_str_t *argv,
+                         mf_redis_cb cb, void *arg);
+
+    void *spare[14];
 };
 
 /* The one symbol a plugin exports. */
