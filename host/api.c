@@ -330,23 +330,31 @@ api_set_response_json(mf_req_t *r, json_t *resp)
 static int
 api_emit_chunk(mf_req_t *r, json_t *chunk)
 {
+    json_t *choices;
     char *text;
-    int rc;
 
     if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || chunk == NULL) {
         json_decref(chunk);
         return MF_ERR;
+    }
+    choices = json_object_get(chunk, "choices");
+    if (!r->client_wants_usage && json_is_array(choices) &&
+        json_array_size(choices) == 0 &&
+        json_is_object(json_object_get(chunk, "usage"))) {
+        json_decref(chunk); /* asked upstream for the host's accounting */
+        return MF_OK;
+    }
+    if (!r->client_wants_usage) {
+        json_object_del(chunk, "usage"); /* "usage": null otherwise */
     }
     text = json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
     if (text == NULL) {
         return MF_ERR;
     }
-    rc = mf_buf_append(&r->chunk_out, "data: ", 6);
-    rc |= mf_buf_append(&r->chunk_out, text, strlen(text));
-    rc |= mf_buf_append(&r->chunk_out, "\n\n", 2);
+    mf_req_emit_event(r, mf_str_from(text), 0);
     free(text);
-    return rc ? MF_ERR : MF_OK;
+    return MF_OK;
 }
 
 static int
@@ -434,13 +442,13 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
     if (!in_stage(r, CAN_RESPOND) || cb == NULL) {
         return MF_ERR;
     }
-    return mf_svc_http_call(r, method, url, headers, nheaders, body,
-                            timeout_ms, cb, arg);
+    return mf_svc_http_call(r, method, url, headers, nheaders, body, timeout_ms,
+                            cb, arg);
 }
 
 static int
-api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,
-                  mf_redis_cb cb, void *arg)
+api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
+                  void *arg)
 {
     if (!in_stage(r, CAN_RESPOND) || cb == NULL || argv == NULL) {
         return MF_ERR;

@@ -404,18 +404,22 @@ stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
            !mf_stage_files_changed(p);
 }
 
+/* Loads every stage (each failing one is reported, not just the first). */
 static int
 load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
             size_t errcap)
 {
     mf_config_t *c = g->config;
-    size_t i;
+    size_t i, used = 0;
+    int rc = MF_OK;
 
     g->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(mf_pstage_t *));
+    g->nstages = c->nstages;
     for (i = 0; i < c->nstages; i++) {
         mf_stage_conf_t *sc = &c->stages[i];
         mf_pstage_t *old = prev ? mf_gen_find_stage(prev, sc->name) : NULL;
         mf_pstage_t *s;
+        char one[2048];
 
         if (old != NULL && stage_reusable(old, sc, force) &&
             prev->nworkers == g->nworkers) {
@@ -426,19 +430,23 @@ load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
                 atomic_store(&s->enabled, sc->enabled);
             }
         } else {
-            s = stage_load(c, i, g->id, g->nworkers, err, errcap);
+            s = stage_load(c, i, g->id, g->nworkers, one, sizeof(one));
             if (s == NULL) {
                 if (old != NULL) {
-                    mf_stage_set_error(old, "reload refused: %s", err);
+                    mf_stage_set_error(old, "reload refused: %s", one);
                 }
-                return MF_ERR;
+                if (used < errcap) {
+                    used += (size_t)snprintf(err + used, errcap - used, "%s%s",
+                                             used ? "\n" : "", one);
+                }
+                rc = MF_ERR;
+                continue;
             }
         }
         g->stages[i] = s;
-        g->nstages = i + 1;
         g->hooks |= s->hooks;
     }
-    return MF_OK;
+    return rc;
 }
 
 mf_gen_t *

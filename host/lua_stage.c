@@ -932,8 +932,9 @@ l_redis(lua_State *L)
     }
     for (i = 0; i < argc; i++) {
         if (!lua_isstring(L, i + 1)) {
-            return luaL_error(L, "mf.redis: argument %d is a %s, not a string "
-                                 "or number",
+            return luaL_error(L,
+                              "mf.redis: argument %d is a %s, not a string "
+                              "or number",
                               i + 1, luaL_typename(L, i + 1));
         }
         argv[i].data = lua_tolstring(L, i + 1, &argv[i].len);
@@ -950,8 +951,7 @@ l_redis(lua_State *L)
 /* mf.http.request{url=, method=, headers=, body=, timeout=} */
 
 static void
-http_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
-          const char *err)
+http_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
 {
     lua_slot_t *slot = arg;
     lua_State *co = slot_thread(slot);

@@ -955,6 +955,28 @@ up_on_head(void *arg, const mf_http_head_t *head)
     }
 }
 
+void
+mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_stage_t was = r->cur_stage;
+
+    r->replaced = 0;
+    mf_pipeline_body(r, data, last);
+    r->cur_stage = was;
+    if (r->replaced) {
+        data = r->replace;
+    }
+    if (last) {
+        r->done_sent = 1;
+    }
+    if (data.len == 0) {
+        return; /* a stage dropped the event */
+    }
+    mf_buf_append(&r->chunk_out, "data: ", 6);
+    mf_buf_append(&r->chunk_out, data.data, data.len);
+    mf_buf_append(&r->chunk_out, "\n\n", 2);
+}
+
 static int
 on_sse_event(void *arg, const mf_sse_event_t *ev)
 {
@@ -980,7 +1002,11 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
         r->events_seen++;
     }
     if (!r->passthrough) {
-        return MF_OK; /* the provider emitted canonical chunks */
+        /* the provider emitted canonical chunks; the end is ours to say */
+        if ((flags & MF_EVENT_DONE) && !r->done_sent) {
+            mf_req_emit_event(r, MF_STR("[DONE]"), 1);
+        }
+        return MF_OK;
     }
     if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
         return MF_OK;
@@ -1111,12 +1137,15 @@ up_on_end(void *arg)
             r->phase = MF_PHASE_BODY;
             start_stream_response(r);
         }
-        flush_stream(r);
         if (mf_sse_parser_pending(&r->sse) > 0 && !r->saw_done) {
+            flush_stream(r);
             send_stream_error(r, "upstream_stream_cut",
                               "the upstream ended the stream in the middle "
                               "of an event");
+        } else if (!r->passthrough && !r->done_sent) {
+            mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
+        flush_stream(r);
         finish_stream(r);
         req_finish(r);
         return;

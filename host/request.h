@@ -21,6 +21,10 @@ void mf_req_drained(mf_req_t *r);
 void mf_req_async_add(mf_req_t *r, mf_async_t *a);
 void mf_req_async_remove(mf_req_t *r, mf_async_t *a);
 
+/* A canonical stream event (OpenAI chunk JSON, or "[DONE]" with last):
+ * runs the body stages on it and queues it for the client. */
+void mf_req_emit_event(mf_req_t *r, mf_str_t data, int last);
+
 /* For the host API. */
 int mf_req_respond(mf_req_t *r, int status, const char *content_type,
                    mf_str_t body);

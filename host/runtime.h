@@ -198,6 +198,7 @@ struct mf_req_s {
     int sse_active;
     int passthrough; /* stream bytes forwarded untouched */
     int saw_done;
+    int done_sent; /* the canonical stream's end was emitted */
     int64_t events_seen;
     double up_start;
 

@@ -22,8 +22,8 @@ typedef struct {
     mf_str_t *headers; /* in the request's pool */
     size_t nheaders;
     mf_buf_t body;
-    int starting;          /* inside mf_upcall_start */
-    char *failure;         /* failed while starting: reported later */
+    int starting;  /* inside mf_upcall_start */
+    char *failure; /* failed while starting: reported later */
     struct event *deferred;
 } http_op_t;
 
@@ -56,9 +56,8 @@ on_head(void *arg, const mf_http_head_t *h)
     size_t i;
 
     op->status = h->status;
-    op->headers = mf_pool_alloc(op->r->pool,
-                                (h->nheaders ? h->nheaders : 1) * 2 *
-                                    sizeof(mf_str_t));
+    op->headers = mf_pool_alloc(op->r->pool, (h->nheaders ? h->nheaders : 1) *
+                                                 2 * sizeof(mf_str_t));
     if (op->headers == NULL) {
         return;
     }
@@ -94,11 +93,11 @@ static void
 on_end(void *arg)
 {
     http_op_t *op = arg;
-    mf_http_result_t res = {.status = op->status,
-                            .nheaders = op->nheaders,
-                            .headers = op->headers,
-                            .body = {op->body.data ? op->body.data : "",
-                                     op->body.len}};
+    mf_http_result_t res = {
+        .status = op->status,
+        .nheaders = op->nheaders,
+        .headers = op->headers,
+        .body = {op->body.data ? op->body.data : "", op->body.len}};
 
     complete(op, &res, NULL);
 }
@@ -190,8 +189,8 @@ mf_svc_http_call(mf_req_t *r, const char *method, mf_str_t url,
     op->cb = cb;
     op->arg = arg;
     op->link.cancel = op_cancel;
-    op->call = mf_upstream_call(r->worker, &u, &opts, req.data, req.len, &cbs,
-                                op);
+    op->call =
+        mf_upstream_call(r->worker, &u, &opts, req.data, req.len, &cbs, op);
     mf_buf_free(&req);
     if (op->call == NULL) {
         free(op);

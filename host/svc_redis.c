@@ -95,8 +95,8 @@ mark_down(redis_conn_t *rc, const char *why)
     rc->retry_at_ms = mf_now_ms() + rc->backoff_ms;
     rc->backoff_ms = rc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                          : rc->backoff_ms * 2;
-    mf_log_warn("redis: worker %d: %s; next attempt in %.0f ms", rc->w->id,
-                why, rc->retry_at_ms - mf_now_ms());
+    mf_log_warn("redis: worker %d: %s; next attempt in %.0f ms", rc->w->id, why,
+                rc->retry_at_ms - mf_now_ms());
 }
 
 static void
@@ -144,13 +144,13 @@ conn_get(mf_req_t *r, char *err, size_t errcap)
     char key[640];
 
     if (conf == NULL) {
-        snprintf(err, errcap, "no redis: configured; add redis: {host, port} "
-                              "to the config");
+        snprintf(err, errcap,
+                 "no redis: configured; add redis: {host, port} "
+                 "to the config");
         return NULL;
     }
     settings(conf, &s);
-    snprintf(key, sizeof(key), "%s:%d/%d/%s", s.host, s.port, s.db,
-             s.password);
+    snprintf(key, sizeof(key), "%s:%d/%d/%s", s.host, s.port, s.db, s.password);
     if (rc == NULL) {
         rc = w->redis = mf_xcalloc(1, sizeof(*rc));
         rc->w = w;
@@ -172,8 +172,9 @@ conn_get(mf_req_t *r, char *err, size_t errcap)
         return rc;
     }
     if (mf_now_ms() < rc->retry_at_ms) {
-        snprintf(err, errcap, "redis %s:%d is unavailable (%.200s); next attempt "
-                              "in %.0f ms",
+        snprintf(err, errcap,
+                 "redis %s:%d is unavailable (%.200s); next attempt "
+                 "in %.0f ms",
                  s.host, s.port, rc->last_err, rc->retry_at_ms - mf_now_ms());
         return NULL;
     }
@@ -400,8 +401,8 @@ mf_svc_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,
     mf_req_async_add(r, &op->link);
     op->timer = evtimer_new(r->worker->base, timeout_cb, op);
     tv.tv_sec = (time_t)(rc->timeout_ms / 1000);
-    tv.tv_usec = (suseconds_t)((rc->timeout_ms - (double)tv.tv_sec * 1000) *
-                               1000);
+    tv.tv_usec =
+        (suseconds_t)((rc->timeout_ms - (double)tv.tv_sec * 1000) * 1000);
     evtimer_add(op->timer, &tv);
     return MF_OK;
 }
