@@ -8,7 +8,8 @@ set -euo pipefail
 need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
       libssl-dev libhiredis-dev libyaml-dev ca-certificates)
 if [ "${1:-}" = test ]; then
-  need+=(check clang libclang-rt-14-dev clang-format nginx-light wrk)
+  need+=(check clang libclang-rt-14-dev clang-format nginx-light wrk
+         redis-server redis-tools)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
 fi
