@@ -20,7 +20,8 @@ step() {
 fmt() {
   local bad=0 f
   for f in host/*.[ch] plugins/*/*.c sdk/include/manifold/*.h \
-           examples/*/*.c tests/unit/*.c tests/fuzz/*.c tests/mock/*.c; do
+           examples/*/*.c tests/unit/*.c tests/fuzz/*.c tests/mock/*.c \
+           tests/fixtures/*.c; do
     clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || { echo "not formatted: $f"; bad=1; }
   done
   return $bad

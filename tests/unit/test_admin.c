@@ -40,17 +40,19 @@ START_TEST(parse_refuses)
     ck_assert_ptr_nonnull(err);
     err = NULL;
     ck_assert_int_eq(
-        mf_admin_parse("POST /reload HTTP/1.1\r\nContent-Length: 999999\r\n\r\n",
-                       50, &q, &err),
+        mf_admin_parse(
+            "POST /reload HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", 50, &q,
+            &err),
         -1);
     ck_assert_ptr_nonnull(strstr(err, "64 KiB"));
     memset(big, 'a', 20000);
     ck_assert_int_eq(mf_admin_parse(big, 20000, &q, &err), -1);
     err = NULL;
-    ck_assert_int_eq(mf_admin_parse("POST /reload HTTP/1.1\r\nTransfer-Encoding: "
-                                    "chunked\r\n\r\n",
-                                    56, &q, &err),
-                     -1);
+    ck_assert_int_eq(
+        mf_admin_parse("POST /reload HTTP/1.1\r\nTransfer-Encoding: "
+                       "chunked\r\n\r\n",
+                       56, &q, &err),
+        -1);
     ck_assert_ptr_nonnull(strstr(err, "chunked"));
     free(big);
 }

@@ -296,9 +296,9 @@ typedef enum mf_redis_type_e {
 /* A Redis reply; lives as long as the request (request pool). */
 typedef struct mf_redis_reply_s {
     mf_redis_type_t type;
-    long long integer;                  /* INTEGER */
-    mf_str_t str;                       /* STRING, STATUS, ERROR */
-    size_t nelements;                   /* ARRAY */
+    long long integer;                 /* INTEGER */
+    mf_str_t str;                      /* STRING, STATUS, ERROR */
+    size_t nelements;                  /* ARRAY */
     struct mf_redis_reply_s *elements; /* ARRAY */
 } mf_redis_reply_t;
 
