@@ -88,16 +88,20 @@ typedef struct {
     const char *prefix; /* "/stages/" captures up to the next '/' */
     const char *suffix; /* after the captured segment, or NULL */
     mf_admin_cmd_fn fn;
+    int segments; /* path segments the capture holds */
 } route_t;
 
 static const route_t routes[] = {
-    {"GET", "/stages", NULL, mf_admin_cmd_stages},
-    {"POST", "/reload", NULL, mf_admin_cmd_reload},
-    {"POST", "/stages/", "/reload", mf_admin_cmd_reload},
-    {"POST", "/stages/", "/enable", mf_admin_cmd_enable},
-    {"POST", "/stages/", "/disable", mf_admin_cmd_disable},
-    {"GET", "/stats", NULL, mf_admin_cmd_stats},
-    {"GET", "/generations", NULL, mf_admin_cmd_generations},
+    {"GET", "/stages", NULL, mf_admin_cmd_stages, 1},
+    {"POST", "/reload", NULL, mf_admin_cmd_reload, 1},
+    {"POST", "/stages/", "/reload", mf_admin_cmd_reload, 1},
+    {"POST", "/stages/", "/enable", mf_admin_cmd_enable, 1},
+    {"POST", "/stages/", "/disable", mf_admin_cmd_disable, 1},
+    {"GET", "/stats", NULL, mf_admin_cmd_stats, 1},
+    {"GET", "/generations", NULL, mf_admin_cmd_generations, 1},
+    {"GET", "/keys", NULL, mf_admin_cmd_keys, 1},
+    {"POST", "/keys/", "/enable", mf_admin_cmd_key_enable, 2},
+    {"POST", "/keys/", "/disable", mf_admin_cmd_key_disable, 2},
 };
 
 /* Whether path matches r; fills the captured segment. */
@@ -105,6 +109,7 @@ static int
 route_match(const route_t *r, mf_str_t path, mf_str_t *arg)
 {
     size_t pl = strlen(r->prefix), sl, i;
+    int slashes;
 
     *arg = MF_STR_NULL;
     if (path.len > 1 && path.data[path.len - 1] == '/') {
@@ -120,12 +125,12 @@ route_match(const route_t *r, mf_str_t path, mf_str_t *arg)
     }
     arg->data = path.data + pl;
     arg->len = path.len - pl - sl;
-    for (i = 0; i < arg->len; i++) {
+    for (i = 0, slashes = 0; i < arg->len; i++) {
         if (arg->data[i] == '/') {
-            return 0;
+            slashes++;
         }
     }
-    return 1;
+    return slashes + 1 == r->segments;
 }
 
 int
@@ -152,8 +157,9 @@ mf_admin_dispatch(mf_admin_ctx_t *ctx, const mf_admin_req_t *q, json_t **out)
         return 405;
     }
     *out = mf_admin_error("no admin command at %.*s; see GET /stages, "
-                          "/stats, /generations, POST /reload, "
-                          "/stages/NAME/reload|enable|disable",
+                          "/stats, /generations, /keys, POST /reload, "
+                          "/stages/NAME/reload|enable|disable, "
+                          "/keys/PROVIDER/INDEX/enable|disable",
                           (int)q->path.len, q->path.data);
     return 404;
 }

@@ -49,6 +49,12 @@ int mf_admin_cmd_disable(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
                          mf_str_t arg, json_t **out);
 int mf_admin_cmd_stats(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
                        mf_str_t arg, json_t **out);
+int mf_admin_cmd_keys(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
+                      mf_str_t arg, json_t **out);
+int mf_admin_cmd_key_enable(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
+                            mf_str_t arg, json_t **out);
+int mf_admin_cmd_key_disable(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
+                             mf_str_t arg, json_t **out);
 int mf_admin_cmd_generations(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
                              mf_str_t arg, json_t **out);
 

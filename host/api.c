@@ -85,6 +85,8 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.bytes_in = r->bytes_in;
     i.bytes_out = r->bytes_out;
     i.generation = r->gen->id;
+    i.tried.data = r->tried.data;
+    i.tried.len = r->tried.len;
     n = info->size < sizeof(i) ? info->size : sizeof(i);
     memcpy(info, &i, n);
     return MF_OK;

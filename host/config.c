@@ -201,6 +201,27 @@ get_bool(check_t *ck, const mf_node_t *map, const char *k, const char *path,
     return def;
 }
 
+/* An integer in [lo, hi]; def when absent. */
+static int
+get_int(check_t *ck, const mf_node_t *map, const char *k, const char *path,
+        int def, int lo, int hi)
+{
+    const mf_node_t *n = want_scalar(ck, mf_node_get(map, k), path);
+    char *end;
+    long v;
+
+    if (n == NULL) {
+        return def;
+    }
+    v = strtol(n->value, &end, 10);
+    if (*end != '\0' || end == n->value || v < lo || v > hi) {
+        cfg_error(ck, n, path, "%s '%s' must be a whole number from %d to %d",
+                  k, n->value, lo, hi);
+        return def;
+    }
+    return (int)v;
+}
+
 static void
 check_keys(check_t *ck, const mf_node_t *map, const char *path,
            const char *const *allowed)
@@ -284,10 +305,12 @@ static void
 load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
     static const char *const allowed[] = {
-        "name",      "type",        "base_url",        "keys",       "models",
-        "model_map", "timeout",     "connect_timeout", "tls_verify", "plugin",
-        "options",   "api_version", "deployments",     "region",     "project",
-        "location",  "credentials", "headers",         NULL};
+        "name",        "type",      "base_url",     "keys",
+        "models",      "model_map", "timeout",      "connect_timeout",
+        "tls_verify",  "plugin",    "options",      "api_version",
+        "deployments", "region",    "project",      "location",
+        "credentials", "headers",   "key_strategy", "key_failures",
+        "probe",       NULL};
     mf_provider_conf_t *p = &c->providers[idx];
     const mf_node_t *k, *m;
     char path[128];
@@ -387,7 +410,247 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     get_duration(ck, n, "timeout", path, &p->timeout_ms);
     get_duration(ck, n, "connect_timeout", path, &p->connect_timeout_ms);
     p->tls_verify = get_bool(ck, n, "tls_verify", path, 1);
+    {
+        char *strategy = NULL;
+
+        get_string(ck, n, "key_strategy", path, &strategy);
+        if (strategy != NULL && strcmp(strategy, "least_used") == 0) {
+            p->key_strategy = MF_KEYS_LEAST_USED;
+        } else if (strategy != NULL && strcmp(strategy, "round_robin") != 0) {
+            cfg_error(ck, mf_node_get(n, "key_strategy"), path,
+                      "key_strategy '%s' must be round_robin or least_used",
+                      strategy);
+        }
+        free(strategy);
+    }
+    p->key_failures = get_int(ck, n, "key_failures", path, 3, 1, 1000);
+    m = mf_node_get(n, "probe");
+    p->probe_interval_ms = 10000;
+    if (m != NULL && m->type != MF_NODE_MAP) {
+        cfg_error(ck, m, path, "probe must be a map (path, interval, header)");
+    } else if (m != NULL) {
+        static const char *const pk[] = {"path", "interval", "header", NULL};
+
+        check_keys(ck, m, path, pk);
+        get_string(ck, m, "path", path, &p->probe_path);
+        get_duration(ck, m, "interval", path, &p->probe_interval_ms);
+        get_string(ck, m, "header", path, &p->probe_header);
+    }
+    if (p->probe_path == NULL) {
+        p->probe_path = mf_xstrdup("/models");
+    }
+    if (p->probe_header == NULL) {
+        p->probe_header = mf_xstrdup("authorization");
+    }
     p->json = mf_node_to_json(n);
+}
+
+static const mf_provider_conf_t *
+find_provider(const mf_config_t *c, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < c->nproviders; i++) {
+        if (c->providers[i].name && strcmp(c->providers[i].name, name) == 0) {
+            return &c->providers[i];
+        }
+    }
+    return NULL;
+}
+
+/* A list of {provider, model, weight} maps. */
+static mf_target_conf_t *
+load_targets(check_t *ck, const mf_config_t *c, const mf_node_t *n,
+             const char *path, size_t *count)
+{
+    static const char *const allowed[] = {"provider", "model", "weight", NULL};
+    mf_target_conf_t *out;
+    const mf_node_t *e;
+    size_t i = 0;
+
+    *count = 0;
+    if (n == NULL) {
+        return NULL;
+    }
+    if (n->type != MF_NODE_SEQ) {
+        cfg_error(ck, n, path, "must be a list of {provider, model, weight}");
+        return NULL;
+    }
+    for (e = n->child; e != NULL; e = e->next) {
+        (*count)++;
+    }
+    out = mf_xcalloc(*count ? *count : 1, sizeof(*out));
+    for (e = n->child; e != NULL; e = e->next, i++) {
+        mf_target_conf_t *t = &out[i];
+        char tp[160];
+
+        snprintf(tp, sizeof(tp), "%s[%zu]", path, i);
+        t->line = e->line;
+        t->weight = 1;
+        if (e->type != MF_NODE_MAP) {
+            cfg_error(ck, e, tp, "must be a map {provider, model, weight}");
+            continue;
+        }
+        check_keys(ck, e, tp, allowed);
+        get_string(ck, e, "provider", tp, &t->provider);
+        get_string(ck, e, "model", tp, &t->model);
+        t->weight = (unsigned)get_int(ck, e, "weight", tp, 1, 0, 1000000);
+        if (t->provider == NULL) {
+            cfg_error(ck, e, tp, "needs a provider");
+        } else if (find_provider(c, t->provider) == NULL) {
+            cfg_error(ck, mf_node_get(e, "provider"), tp,
+                      "no provider named '%s'; see providers:", t->provider);
+        }
+    }
+    return out;
+}
+
+static unsigned
+retry_bits(check_t *ck, const mf_node_t *n, const char *path)
+{
+    static const struct {
+        const char *name;
+        unsigned bit;
+    } names[] = {{"5xx", MF_RETRY_5XX},
+                 {"429", MF_RETRY_429},
+                 {"timeout", MF_RETRY_TIMEOUT},
+                 {"connect", MF_RETRY_CONNECT},
+                 {"context_length", MF_RETRY_CONTEXT},
+                 {"content_filter", MF_RETRY_FILTER},
+                 {"auth", MF_RETRY_AUTH},
+                 {"4xx", MF_RETRY_4XX}};
+    size_t count, i, j;
+    char **list = string_list(ck, n, path, &count);
+    unsigned bits = 0;
+
+    for (i = 0; i < count; i++) {
+        for (j = 0; j < sizeof(names) / sizeof(names[0]); j++) {
+            if (strcmp(list[i], names[j].name) == 0) {
+                bits |= names[j].bit;
+                break;
+            }
+        }
+        if (j == sizeof(names) / sizeof(names[0])) {
+            cfg_error(ck, n, path,
+                      "'%s' is not a failure kind; use 5xx, 429, timeout, "
+                      "connect, context_length, content_filter, auth, 4xx",
+                      list[i]);
+        }
+        free(list[i]);
+    }
+    free(list);
+    return bits;
+}
+
+static void
+load_route(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
+{
+    static const char *const allowed[] = {
+        "model",        "strategy", "targets", "fallback",
+        "canary",       "retry_on", "retries", "attempt_timeout",
+        "ttft_timeout", "breaker",  NULL};
+    static const char *const strategies[] = {
+        "weighted", "round_robin", "least_inflight", "lowest_latency"};
+    mf_route_conf_t *rt = &c->routes[idx];
+    const mf_node_t *m;
+    char path[128], tp[160], *strategy = NULL;
+    size_t i;
+
+    snprintf(path, sizeof(path), "routes[%zu]", idx);
+    rt->line = n->line;
+    rt->retry_on = MF_RETRY_5XX | MF_RETRY_429 | MF_RETRY_TIMEOUT |
+                   MF_RETRY_CONNECT | MF_RETRY_AUTH;
+    rt->breaker_failures = 5;
+    rt->breaker_cooldown_ms = 10000;
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, path, "must be a map with model and targets");
+        rt->model = mf_xstrdup("");
+        return;
+    }
+    check_keys(ck, n, path, allowed);
+    get_string(ck, n, "model", path, &rt->model);
+    if (rt->model == NULL) {
+        cfg_error(ck, n, path, "needs the model name clients ask for");
+        rt->model = mf_xstrdup("");
+    }
+    get_string(ck, n, "strategy", path, &strategy);
+    if (strategy != NULL) {
+        for (i = 0; i < 4 && strcmp(strategy, strategies[i]) != 0; i++) {
+        }
+        if (i == 4) {
+            cfg_error(ck, mf_node_get(n, "strategy"), path,
+                      "strategy '%s' must be weighted, round_robin, "
+                      "least_inflight or lowest_latency",
+                      strategy);
+        } else {
+            rt->strategy = (int)i;
+        }
+        free(strategy);
+    }
+    snprintf(tp, sizeof(tp), "%s.targets", path);
+    rt->targets =
+        load_targets(ck, c, mf_node_get(n, "targets"), tp, &rt->ntargets);
+    if (rt->ntargets == 0) {
+        cfg_error(ck, n, path, "needs at least one target");
+    }
+    snprintf(tp, sizeof(tp), "%s.fallback", path);
+    rt->fallbacks =
+        load_targets(ck, c, mf_node_get(n, "fallback"), tp, &rt->nfallbacks);
+    m = mf_node_get(n, "canary");
+    if (m != NULL && m->type != MF_NODE_SEQ) {
+        cfg_error(ck, m, path, "canary must be a list of rules");
+    } else if (m != NULL) {
+        static const char *const rk[] = {"header", "value",  "consumer",
+                                         "group",  "target", NULL};
+        const mf_node_t *e;
+
+        for (e = m->child; e != NULL; e = e->next) {
+            rt->nrules++;
+        }
+        rt->rules = mf_xcalloc(rt->nrules, sizeof(*rt->rules));
+        for (e = m->child, i = 0; e != NULL; e = e->next, i++) {
+            mf_route_rule_t *ru = &rt->rules[i];
+
+            snprintf(tp, sizeof(tp), "%s.canary[%zu]", path, i);
+            if (e->type != MF_NODE_MAP) {
+                cfg_error(ck, e, tp,
+                          "must be a map (header, value, "
+                          "consumer, group, target)");
+                continue;
+            }
+            check_keys(ck, e, tp, rk);
+            get_string(ck, e, "header", tp, &ru->header);
+            get_string(ck, e, "value", tp, &ru->value);
+            get_string(ck, e, "consumer", tp, &ru->consumer);
+            get_string(ck, e, "group", tp, &ru->group);
+            ru->target = (size_t)get_int(ck, e, "target", tp, 0, 0, 1000);
+            if (ru->target >= rt->ntargets && rt->ntargets > 0) {
+                cfg_error(ck, e, tp,
+                          "target %zu: the route has %zu targets "
+                          "(counted from 0)",
+                          ru->target, rt->ntargets);
+            }
+            if (!ru->header && !ru->consumer && !ru->group) {
+                cfg_error(ck, e, tp, "needs header, consumer or group");
+            }
+        }
+    }
+    if (mf_node_get(n, "retry_on") != NULL) {
+        rt->retry_on = retry_bits(ck, mf_node_get(n, "retry_on"), path);
+    }
+    rt->retries = get_int(ck, n, "retries", path, -1, 0, 100);
+    get_duration(ck, n, "attempt_timeout", path, &rt->attempt_timeout_ms);
+    get_duration(ck, n, "ttft_timeout", path, &rt->ttft_timeout_ms);
+    m = mf_node_get(n, "breaker");
+    if (m != NULL && m->type == MF_NODE_MAP) {
+        static const char *const bk[] = {"failures", "cooldown", NULL};
+
+        check_keys(ck, m, path, bk);
+        rt->breaker_failures = get_int(ck, m, "failures", path, 5, 1, 100000);
+        get_duration(ck, m, "cooldown", path, &rt->breaker_cooldown_ms);
+    } else if (m != NULL) {
+        cfg_error(ck, m, path, "breaker must be a map (failures, cooldown)");
+    }
 }
 
 static void
@@ -614,6 +877,21 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
             load_provider(ck, c, p, i++);
         }
     }
+    n = mf_node_get(root, "routes");
+    if (n != NULL && n->type != MF_NODE_SEQ) {
+        cfg_error(ck, n, "routes", "must be a list");
+    } else if (n != NULL) {
+        const mf_node_t *p;
+
+        for (p = n->child; p != NULL; p = p->next) {
+            c->nroutes++;
+        }
+        c->routes = mf_xcalloc(c->nroutes ? c->nroutes : 1, sizeof(*c->routes));
+        for (p = n->child, i = 0; p != NULL; p = p->next, i++) {
+            load_route(ck, c, p, i);
+        }
+    }
+
     n = mf_node_get(root, "stages");
     if (n != NULL && n->type != MF_NODE_SEQ) {
         cfg_error(ck, n, "stages", "must be a list");
@@ -753,6 +1031,8 @@ mf_config_free(mf_config_t *c)
             free(p->model_map[j].to);
         }
         free(p->model_map);
+        free(p->probe_path);
+        free(p->probe_header);
         json_decref(p->json);
     }
     free(c->providers);
@@ -768,6 +1048,29 @@ mf_config_free(mf_config_t *c)
     free(c->dir);
     free(c->listen_host);
     free(c->admin_socket);
+    for (i = 0; i < c->nroutes; i++) {
+        mf_route_conf_t *rt = &c->routes[i];
+
+        free(rt->model);
+        for (j = 0; j < rt->ntargets; j++) {
+            free(rt->targets[j].provider);
+            free(rt->targets[j].model);
+        }
+        for (j = 0; j < rt->nfallbacks; j++) {
+            free(rt->fallbacks[j].provider);
+            free(rt->fallbacks[j].model);
+        }
+        for (j = 0; j < rt->nrules; j++) {
+            free(rt->rules[j].header);
+            free(rt->rules[j].value);
+            free(rt->rules[j].consumer);
+            free(rt->rules[j].group);
+        }
+        free(rt->targets);
+        free(rt->fallbacks);
+        free(rt->rules);
+    }
+    free(c->routes);
     free(c->plugin_dir);
     free(c->lua_path);
     free(c);

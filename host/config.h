@@ -30,9 +30,71 @@ typedef struct mf_provider_conf_s {
     double connect_timeout_ms; /* 0 = limits default */
     int tls_verify;
     int disabled; /* keys all empty */
-    json_t *json; /* the whole entry, for the plugin's init */
+    /* key pool */
+    int key_strategy;         /* MF_KEYS_ROUND_ROBIN, MF_KEYS_LEAST_USED */
+    int key_failures;         /* consecutive failures that quarantine */
+    char *probe_path;         /* GET base_url + this brings a key back */
+    double probe_interval_ms; /* between probes of a quarantined key */
+    char *probe_header;       /* the header carrying the key */
+    json_t *json;             /* the whole entry, for the plugin's init */
     int line;
 } mf_provider_conf_t;
+
+enum { MF_KEYS_ROUND_ROBIN = 0, MF_KEYS_LEAST_USED };
+
+/* Balancing strategies of a route. */
+enum {
+    MF_BALANCE_WEIGHTED = 0, /* weighted random */
+    MF_BALANCE_ROUND_ROBIN,  /* weighted round robin */
+    MF_BALANCE_LEAST_INFLIGHT,
+    MF_BALANCE_LOWEST_LATENCY /* moving average of time to first token */
+};
+
+/* Failures a route moves on from (bits of retry_on). */
+enum {
+    MF_RETRY_5XX = 1 << 0,
+    MF_RETRY_429 = 1 << 1,
+    MF_RETRY_TIMEOUT = 1 << 2,
+    MF_RETRY_CONNECT = 1 << 3,
+    MF_RETRY_CONTEXT = 1 << 4, /* context length exceeded: a larger model */
+    MF_RETRY_FILTER = 1 << 5,  /* content filter refusal */
+    MF_RETRY_AUTH = 1 << 6,    /* the provider refused its key (401/403) */
+    MF_RETRY_4XX = 1 << 7      /* any other 4xx */
+};
+
+typedef struct mf_target_conf_s {
+    char *provider;
+    char *model;     /* upstream model; NULL = the model asked */
+    unsigned weight; /* 0 = only reached by a rule or as a fallback */
+    int line;
+} mf_target_conf_t;
+
+/* A canary rule: requests matching it go to targets[target] first. */
+typedef struct mf_route_rule_s {
+    char *header; /* header name, or NULL */
+    char *value;  /* header value (NULL = present) */
+    char *consumer;
+    char *group; /* consumer group */
+    size_t target;
+} mf_route_rule_t;
+
+typedef struct mf_route_conf_s {
+    char *model; /* the name clients ask for: exact or glob */
+    int strategy;
+    mf_target_conf_t *targets;
+    size_t ntargets;
+    mf_target_conf_t *fallbacks; /* tried in order after the targets */
+    size_t nfallbacks;
+    mf_route_rule_t *rules;
+    size_t nrules;
+    unsigned retry_on;
+    int retries;               /* attempts after the first; -1 = every target */
+    double attempt_timeout_ms; /* 0 = the provider's */
+    double ttft_timeout_ms;    /* streams: to the first event; 0 = none */
+    int breaker_failures;      /* consecutive failures that open it */
+    double breaker_cooldown_ms;
+    int line;
+} mf_route_conf_t;
 
 typedef struct mf_stage_conf_s {
     char *name;
@@ -72,6 +134,8 @@ typedef struct mf_config_s {
     size_t nproviders;
     mf_stage_conf_t *stages;
     size_t nstages;
+    mf_route_conf_t *routes;
+    size_t nroutes;
     json_t *redis; /* raw, for the Redis service; NULL when absent */
 } mf_config_t;
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include "keypool.h"
 #include "lua_stage.h"
 #include "runtime.h"
 
@@ -149,6 +150,8 @@ gen_free(mf_gen_t *g)
         if (p->dso && p->dso->desc->fini && p->state) {
             p->dso->desc->fini(p->state);
         }
+        free(p->keys);
+        free(p->key_str);
     }
     free(g->providers);
     for (i = 0; i < g->nprovider_dsos; i++) {
@@ -306,6 +309,7 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
             p->dso = NULL;
             return MF_ERR;
         }
+        mf_keypool_bind(p);
         g->nproviders++;
     }
     return MF_OK;

@@ -16,6 +16,8 @@
 #include <unistd.h>
 
 #include "admin.h"
+#include "balancer.h"
+#include "keypool.h"
 #include "reload.h"
 #include "runtime.h"
 #include "server.h"
@@ -269,6 +271,8 @@ main(int argc, char **argv)
     mf_log_info("stopped");
 out:
     mf_reloader_free(&m.rl);
+    mf_keypool_free();
+    mf_balancer_free();
     mf_shdict_free();
     free(m.plugin_dir);
     libevent_global_shutdown();

@@ -10,10 +10,13 @@
 #include "request.h"
 
 #include <event2/buffer.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 
+#include "balancer.h"
+#include "keypool.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -25,6 +28,8 @@ static void req_finish(mf_req_t *r);
 static void req_free(mf_req_t *r);
 static void attempt_start(mf_req_t *r);
 static int attempt_prepare(mf_req_t *r);
+static int attempt_first(mf_req_t *r);
+static void respond_no_target(mf_req_t *r);
 
 /* Stops or restarts reading the upstream (stage pause, backpressure). */
 static void
@@ -132,6 +137,13 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     }
     evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
                         r->id.data);
+    if (r->attempts > 0 && r->prov != NULL) {
+        evbuffer_add_printf(o,
+                            "x-manifold-provider: %s\r\nx-manifold-model: "
+                            "%.*s\r\nx-manifold-attempts: %d\r\n",
+                            r->prov->conf->name, (int)r->up_model.len,
+                            r->up_model.data, r->attempts);
+    }
     for (i = 0; i < r->resp_headers.n; i++) {
         mf_header_t *h = &r->resp_headers.v[i];
 
@@ -372,6 +384,7 @@ mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model, unsigned weight)
     r->targets[r->ntargets].prov = p;
     r->targets[r->ntargets].model = mf_pool_str(r->pool, model);
     r->targets[r->ntargets].weight = weight ? weight : 1;
+    r->targets[r->ntargets].tgt = NULL;
     r->ntargets++;
     return MF_OK;
 }
@@ -381,15 +394,21 @@ static void
 route_default(mf_req_t *r)
 {
     mf_gen_t *g = r->gen;
+    const mf_route_conf_t *rt = mf_balancer_route(g, r->model);
     size_t i;
 
     r->ntargets = 0;
+    r->route = NULL;
+    if (rt != NULL) {
+        mf_balancer_plan(r, rt);
+        return;
+    }
+    /* no route: every provider serving the model, in config order */
     for (i = 0; i < g->nproviders; i++) {
         mf_prov_t *p = &g->providers[i];
 
         if (serves(p->conf, r->model)) {
             mf_req_add_target(r, p, map_model(r, p->conf, r->model), 1);
-            return;
         }
     }
 }
@@ -698,7 +717,11 @@ req_step(mf_req_t *r)
                 req_finish(r);
                 goto out;
             }
-            r->target_idx = 0;
+            if (!attempt_first(r)) {
+                respond_no_target(r);
+                req_finish(r);
+                goto out;
+            }
             if (attempt_prepare(r) != MF_OK) {
                 goto out;
             }
@@ -714,7 +737,7 @@ req_step(mf_req_t *r)
         case MF_PHASE_RESPONSE_HEADERS:
             r->phase = MF_PHASE_BODY;
             if (r->sse_active) {
-                start_stream_response(r);
+                /* the client's head goes with the first event */
                 flush_stream(r);
                 call_pause(r, 0);
             } else {
@@ -758,26 +781,127 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
     mf_buf_append(b, "\r\n", 2);
 }
 
-/* Picks the key of this attempt: round robin over the non-empty keys. */
-static mf_str_t
-pick_key(mf_prov_t *p)
+/* Attempts: outcome, selection, retry */
+
+typedef struct {
+    unsigned kind; /* MF_RETRY_* bit of the failure; 0 = success */
+    mf_keyres_t keyres;
+    int breaker_fail;
+    double retry_after_ms;
+    char what[96];
+} outcome_t;
+
+static const outcome_t outcome_ok = {0, MF_KEYRES_OK, 0, 0, "ok"};
+
+/* Ends the open attempt: key and target health, the tried list. */
+static void
+attempt_close(mf_req_t *r, const outcome_t *o, double ttft_ms)
 {
-    mf_provider_conf_t *pc = p->conf;
-    size_t i, n = pc->nkeys;
-    unsigned start;
-
-    if (n == 0) {
-        return MF_STR("");
+    if (!r->attempt_open) {
+        return;
     }
-    start = atomic_fetch_add(&p->key_rr, 1);
-    for (i = 0; i < n; i++) {
-        const char *k = pc->keys[(start + i) % n];
+    r->attempt_open = 0;
+    if (r->attempt_timer != NULL) {
+        evtimer_del(r->attempt_timer);
+    }
+    mf_keypool_end(r->prov, r->key_idx, o->keyres, o->retry_after_ms, o->what);
+    if (r->att_tgt != NULL) {
+        mf_balancer_end(r->att_tgt, r->route, o->kind == 0, o->breaker_fail,
+                        ttft_ms);
+    }
+    mf_buf_printf(&r->tried, "%s%s/%.*s:%s", r->tried.len ? " " : "",
+                  r->prov->conf->name, (int)r->up_model.len, r->up_model.data,
+                  o->what);
+}
 
-        if (k[0] != '\0') {
-            return mf_str_from(k);
+/* Takes the first usable target from `from` to `to` (excluded): a key
+ * that is not resting (or, as a last resort, a quarantined one) and a
+ * breaker that lets it through. Opens the attempt's accounting. */
+static int
+attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort)
+{
+    size_t i;
+
+    for (i = from; i < to && i < r->ntargets; i++) {
+        mf_rtarget_t *t = &r->targets[i];
+        uint64_t tried = i == r->target_idx ? r->keys_tried : 0;
+        double cool = 0;
+        int k = -1;
+
+        if (t->prov->nkeys > 0) {
+            k = mf_keypool_pick(t->prov, tried, last_resort, &cool);
+            if (k < 0) {
+                if (cool > 0) {
+                    r->skipped_rate++;
+                    if (r->cool_ms == 0 || cool < r->cool_ms) {
+                        r->cool_ms = cool;
+                    }
+                } else {
+                    r->skipped_keys++;
+                }
+                continue;
+            }
         }
+        if (t->tgt != NULL && !mf_balancer_allow(t->tgt, r->route)) {
+            r->skipped_open++;
+            continue;
+        }
+        if (i != r->target_idx) {
+            r->keys_tried = 0;
+        }
+        r->target_idx = i;
+        r->key_idx = k;
+        if (k >= 0 && k < 64) {
+            r->keys_tried |= (uint64_t)1 << k;
+        }
+        r->prov = t->prov;
+        r->up_model = t->model;
+        r->att_tgt = t->tgt;
+        mf_keypool_begin(t->prov, k);
+        if (t->tgt != NULL) {
+            mf_balancer_begin(t->tgt);
+        }
+        r->attempt_open = 1;
+        return 1;
     }
-    return MF_STR("");
+    return 0;
+}
+
+static int
+attempt_first(mf_req_t *r)
+{
+    r->target_idx = 0;
+    r->keys_tried = 0;
+    return attempt_select(r, 0, r->ntargets, 0) ||
+           attempt_select(r, 0, r->ntargets, 1);
+}
+
+/* No target could take the request at all. */
+static void
+respond_no_target(mf_req_t *r)
+{
+    char msg[512], num[32];
+
+    if (r->skipped_rate > 0 && r->skipped_open == 0 && r->skipped_keys == 0) {
+        double s = r->cool_ms / 1000;
+
+        snprintf(num, sizeof(num), "%d",
+                 (int)(s + 0.999) > 0 ? (int)(s + 0.999) : 1);
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(num));
+        snprintf(msg, sizeof(msg),
+                 "every key that serves model '%.*s' is rate limited; retry "
+                 "after %s s",
+                 (int)r->model.len, r->model.data, num);
+        mf_req_respond_error(r, 429, "rate_limit_error", "rate_limited", msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg),
+             "no healthy target for model '%.*s': %d with an open circuit "
+             "breaker, %d with every key resting (see manifoldctl keys)",
+             (int)r->model.len, r->model.data, r->skipped_open,
+             r->skipped_keys + r->skipped_rate);
+    mf_req_respond_error(r, 503, "upstream_error", "no_healthy_target", msg);
 }
 
 /* Prepares attempt target_idx (provider request) and runs its stages. */
@@ -790,7 +914,8 @@ attempt_prepare(mf_req_t *r)
 
     r->prov = t->prov;
     r->up_model = t->model;
-    r->up_key = pick_key(t->prov);
+    r->up_key = r->key_idx >= 0 ? mf_str_from(t->prov->key_str[r->key_idx])
+                                : MF_STR("");
     r->up_url = MF_STR_NULL;
     r->up_body = MF_STR_NULL;
     r->up_req_headers.n = 0;
@@ -846,6 +971,45 @@ static const mf_upcall_cbs_t up_cbs = {
     .on_error = up_on_error,
 };
 
+static int attempt_retry(mf_req_t *r, const outcome_t *o);
+static void account_upstream_time(mf_req_t *r);
+static void outcome_error(outcome_t *o, mf_uperr_t kind);
+
+/* A stream's first event did not come within the route's ttft_timeout. */
+static void
+attempt_ttft_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    mf_req_t *r = arg;
+    outcome_t o;
+    char text[256];
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    if (r->head_sent || r->finished || !r->attempt_open) {
+        return;
+    }
+    if (r->call != NULL) {
+        mf_upcall_cancel(r->call);
+        r->call = NULL;
+    }
+    account_upstream_time(r);
+    outcome_error(&o, MF_UPERR_TIMEOUT);
+    snprintf(o.what, sizeof(o.what), "ttft_timeout");
+    attempt_close(r, &o, -1);
+    r->in_step++; /* keep r alive through the retry */
+    if (!attempt_retry(r, &o)) {
+        snprintf(text, sizeof(text),
+                 "provider '%s' sent no first token within %.0f ms",
+                 r->prov->conf->name, r->route->ttft_timeout_ms);
+        mf_req_respond_error(r, 504, "upstream_error", "upstream_timeout",
+                             text);
+        req_finish(r);
+    }
+    if (--r->in_step == 0 && r->finished) {
+        req_free(r);
+    }
+}
+
 static void
 attempt_start(mf_req_t *r)
 {
@@ -875,26 +1039,68 @@ attempt_start(mf_req_t *r)
         r->stream ? lim->stream_idle_timeout_ms : opts.first_byte_timeout_ms;
     opts.tls_verify = pc->tls_verify;
     opts.max_header = lim->max_header;
+    if (r->route != NULL && r->route->attempt_timeout_ms > 0) {
+        opts.first_byte_timeout_ms = r->route->attempt_timeout_ms;
+        if (!r->stream) {
+            opts.idle_timeout_ms = r->route->attempt_timeout_ms;
+        }
+    }
     r->attempts++;
     r->up_start = mf_now_ms();
+    r->att_start = r->up_start;
     r->sse_active = 0;
     r->saw_done = 0;
+    r->done_sent = 0;
+    r->events_seen = 0;
+    r->chunk_out.len = 0;
     mf_buf_reset(&r->up_buf);
     r->call_paused = 0;
+    if (r->stream && r->route != NULL && r->route->ttft_timeout_ms > 0) {
+        double ms = r->route->ttft_timeout_ms;
+        struct timeval tv = {(time_t)(ms / 1000),
+                             (suseconds_t)(fmod(ms, 1000) * 1000)};
+
+        if (r->attempt_timer == NULL) {
+            r->attempt_timer =
+                evtimer_new(r->worker->base, attempt_ttft_timeout, r);
+        }
+        evtimer_add(r->attempt_timer, &tv);
+    }
     r->call =
         mf_upstream_call(r->worker, &url, &opts, b.data, b.len, &up_cbs, r);
     mf_buf_free(&b);
     mf_upcall_start(r->call);
 }
 
-/* Moves to the next target when one is left and nothing was sent. */
+#define MF_RETRY_DEFAULT                                                       \
+    (MF_RETRY_5XX | MF_RETRY_429 | MF_RETRY_TIMEOUT | MF_RETRY_CONNECT |       \
+     MF_RETRY_AUTH)
+
+/*
+ * After a failed attempt (already closed): tries again when nothing was
+ * sent to the client, the route retries this kind of failure and its
+ * budget allows: another key of the same target for a key's failure
+ * (401/403, 429), else the next target, else another key of the last
+ * one. Returns 1 when the request went on.
+ */
 static int
-attempt_next(mf_req_t *r)
+attempt_retry(mf_req_t *r, const outcome_t *o)
 {
-    if (r->head_sent || r->target_idx + 1 >= r->ntargets || r->conn == NULL) {
+    unsigned on = r->route ? r->route->retry_on : MF_RETRY_DEFAULT;
+    int budget = r->route ? r->route->retries : -1;
+    size_t cur = r->target_idx;
+
+    if (r->head_sent || r->conn == NULL || o->kind == 0 || !(on & o->kind) ||
+        (budget >= 0 && r->attempts >= 1 + budget)) {
         return 0;
     }
-    r->target_idx++;
+    if (!((o->kind & (MF_RETRY_AUTH | MF_RETRY_429)) &&
+          attempt_select(r, cur, cur + 1, 0)) &&
+        !attempt_select(r, cur + 1, r->ntargets, 0) &&
+        !attempt_select(r, cur, cur + 1, 0) &&
+        !attempt_select(r, cur + 1, r->ntargets, 1)) {
+        return 0;
+    }
     r->phase = MF_PHASE_ATTEMPT;
     r->stage_idx = 0;
     if (attempt_prepare(r) != MF_OK) {
@@ -902,6 +1108,72 @@ attempt_next(mf_req_t *r)
     }
     req_step(r);
     return 1;
+}
+
+/* The outcome of an upstream answer with a status. */
+static void
+outcome_status(mf_req_t *r, outcome_t *o, const mf_error_t *err)
+{
+    int st = r->up_status;
+    const char *code = err && err->code ? err->code : "";
+    mf_str_t ra;
+
+    memset(o, 0, sizeof(*o));
+    snprintf(o->what, sizeof(o->what), "%d", st);
+    if (st == 401 || st == 403) {
+        o->kind = MF_RETRY_AUTH;
+        o->keyres = MF_KEYRES_AUTH;
+    } else if (st == 429) {
+        o->kind = MF_RETRY_429;
+        o->keyres = MF_KEYRES_RATE;
+        if (mf_hlist_get(&r->up_resp_headers, MF_STR("retry-after"), &ra) ==
+                MF_OK &&
+            ra.len > 0 && ra.len < 16) {
+            char num[16];
+
+            memcpy(num, ra.data, ra.len);
+            num[ra.len] = '\0';
+            o->retry_after_ms = atof(num) * 1000;
+        } else if (err && err->retry_after > 0) {
+            o->retry_after_ms = err->retry_after * 1000.0;
+        }
+    } else if (st >= 500) {
+        o->kind = MF_RETRY_5XX;
+        o->keyres = MF_KEYRES_FAIL;
+        o->breaker_fail = 1;
+    } else if (strstr(code, "context_length") != NULL) {
+        o->kind = MF_RETRY_CONTEXT;
+        o->keyres = MF_KEYRES_NEUTRAL;
+    } else if (strstr(code, "content_filter") != NULL ||
+               strstr(code, "content_policy") != NULL) {
+        o->kind = MF_RETRY_FILTER;
+        o->keyres = MF_KEYRES_NEUTRAL;
+    } else {
+        o->kind = MF_RETRY_4XX;
+        o->keyres = MF_KEYRES_NEUTRAL;
+    }
+}
+
+static void
+outcome_error(outcome_t *o, mf_uperr_t kind)
+{
+    memset(o, 0, sizeof(*o));
+    o->keyres = MF_KEYRES_FAIL;
+    o->breaker_fail = 1;
+    switch (kind) {
+    case MF_UPERR_TIMEOUT:
+        o->kind = MF_RETRY_TIMEOUT;
+        snprintf(o->what, sizeof(o->what), "timeout");
+        break;
+    case MF_UPERR_CONNECT:
+        o->kind = MF_RETRY_CONNECT;
+        snprintf(o->what, sizeof(o->what), "connect");
+        break;
+    default:
+        o->kind = MF_RETRY_5XX;
+        snprintf(o->what, sizeof(o->what), "cut");
+        break;
+    }
 }
 
 static void
@@ -984,8 +1256,8 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
     int flags;
 
     if (ev->data.len == 0 && ev->event.len == 0) {
-        /* comment or keep-alive: pass through as is */
-        if (r->passthrough) {
+        /* comment or keep-alive: passed through once the response began */
+        if (r->passthrough && r->head_sent) {
             mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
         }
         return MF_OK;
@@ -1018,6 +1290,13 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
 static void
 flush_stream(mf_req_t *r)
 {
+    if (!r->head_sent) {
+        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY) {
+            return; /* nothing to commit to yet: a failure can still retry */
+        }
+        start_stream_response(r);
+        attempt_close(r, &outcome_ok, mf_now_ms() - r->att_start);
+    }
     if (r->chunk_out.len > 0) {
         send_chunk(r, r->chunk_out.data, r->chunk_out.len);
         r->chunk_out.len = 0;
@@ -1080,6 +1359,7 @@ complete_nonstream(mf_req_t *r)
     mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
     char *text = NULL;
 
+    attempt_close(r, &outcome_ok, mf_now_ms() - r->att_start);
     if (r->resp_json != NULL) {
         text = json_dumps(r->resp_json, JSON_COMPACT);
         body = mf_str_from(text);
@@ -1111,8 +1391,14 @@ complete_error(mf_req_t *r)
         snprintf(err.message, sizeof(err.message), "provider '%s' answered %d",
                  r->prov->conf->name, r->up_status);
     }
-    if ((r->up_status >= 500 || r->up_status == 429) && attempt_next(r)) {
-        return;
+    {
+        outcome_t o;
+
+        outcome_status(r, &o, &err);
+        attempt_close(r, &o, -1);
+        if (attempt_retry(r, &o)) {
+            return;
+        }
     }
     if (err.retry_after > 0) {
         snprintf(num, sizeof(num), "%d", err.retry_after);
@@ -1132,10 +1418,25 @@ up_on_end(void *arg)
     r->call = NULL;
     account_upstream_time(r);
     if (r->sse_active) {
+        if (!r->head_sent && r->chunk_out.len == 0 && !r->saw_done) {
+            /* ended before its first event: as good as refused */
+            outcome_t o;
+
+            outcome_error(&o, MF_UPERR_CLOSED);
+            attempt_close(r, &o, -1);
+            if (attempt_retry(r, &o)) {
+                return;
+            }
+            mf_req_respond_error(r, 502, "upstream_error",
+                                 "upstream_stream_cut",
+                                 "the upstream ended the stream before its "
+                                 "first event");
+            req_finish(r);
+            return;
+        }
         if (r->phase != MF_PHASE_BODY) {
             /* stages still paused: cannot happen (call paused) */
             r->phase = MF_PHASE_BODY;
-            start_stream_response(r);
         }
         if (mf_sse_parser_pending(&r->sse) > 0 && !r->saw_done) {
             flush_stream(r);
@@ -1159,7 +1460,12 @@ up_on_end(void *arg)
             r, r->prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
             !r->passthrough) != MF_OK) {
-        if (attempt_next(r)) {
+        outcome_t o;
+
+        outcome_error(&o, MF_UPERR_PROTOCOL);
+        snprintf(o.what, sizeof(o.what), "bad_body");
+        attempt_close(r, &o, -1);
+        if (attempt_retry(r, &o)) {
             return;
         }
         mf_req_respond_error(r, 502, "upstream_error", "upstream_bad_response",
@@ -1198,8 +1504,14 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
         req_finish(r);
         return;
     }
-    if (attempt_next(r)) {
-        return;
+    {
+        outcome_t o;
+
+        outcome_error(&o, kind);
+        attempt_close(r, &o, -1);
+        if (attempt_retry(r, &o)) {
+            return;
+        }
     }
     snprintf(text, sizeof(text), "provider '%s' %s: %s", r->prov->conf->name,
              kind == MF_UPERR_TIMEOUT ? "timed out" : "failed", msg);
@@ -1261,6 +1573,10 @@ req_free(mf_req_t *r)
     if (r->timer) {
         event_free(r->timer);
     }
+    if (r->attempt_timer) {
+        event_free(r->attempt_timer);
+    }
+    mf_buf_free(&r->tried);
     json_decref(r->json);
     json_decref(r->resp_json);
     mf_buf_free(&r->up_buf);
@@ -1289,6 +1605,12 @@ req_finish(mf_req_t *r)
     }
     if (r->timer) {
         evtimer_del(r->timer);
+    }
+    if (r->attempt_open) {
+        static const outcome_t gone = {0x80000000u, MF_KEYRES_NEUTRAL, 0, 0,
+                                       "abandoned"};
+
+        attempt_close(r, &gone, -1); /* no verdict on key or target */
     }
     cancel_asyncs(r);
     estimate_usage(r);
@@ -1365,6 +1687,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;
     r->usage.total_tokens = r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
+    r->key_idx = -1;
     atomic_fetch_add(&w->in_flight, 1);
     atomic_fetch_add(&w->requests, 1);
     r->ctx = mf_pool_alloc(pool, (r->gen->nstages + 1) * sizeof(void *));

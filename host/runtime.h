@@ -98,6 +98,9 @@ typedef struct mf_prov_s {
     void *state;
     size_t index;
     atomic_uint key_rr;
+    struct mf_keyh_s **keys; /* health of each non-empty key (keypool.c) */
+    const char **key_str;    /* those keys (the config's strings) */
+    size_t nkeys;
 } mf_prov_t;
 
 typedef struct mf_gen_s {
@@ -132,10 +135,13 @@ typedef struct mf_hlist_s {
     size_t cap;
 } mf_hlist_t;
 
+typedef struct mf_tgt_s mf_tgt_t; /* a target's health (balancer.c) */
+
 typedef struct mf_rtarget_s {
     mf_prov_t *prov;
     mf_str_t model; /* upstream model */
     unsigned weight;
+    mf_tgt_t *tgt; /* NULL: not a route's (stages, default routing) */
 } mf_rtarget_t;
 
 typedef enum {
@@ -179,7 +185,19 @@ struct mf_req_s {
     size_t ntargets;
     size_t targets_cap;
     size_t target_idx;
-    int route_error; /* 404 reason prepared */
+    int route_error;              /* 404 reason prepared */
+    const mf_route_conf_t *route; /* the route that planned the targets */
+    int key_idx;                  /* key of the current attempt, -1 none */
+    uint64_t keys_tried;          /* keys of the current target tried (bits) */
+    double cool_ms;               /* shortest wait for a cooling key seen */
+    int skipped_rate;             /* targets skipped: every key cooling */
+    int skipped_open;             /* targets skipped: breaker open */
+    int skipped_keys;             /* targets skipped: every key disabled */
+    int attempt_open;  /* key and target counted; attempt_close owed */
+    mf_tgt_t *att_tgt; /* the current attempt's target health */
+    double att_start;  /* when the current attempt started */
+    struct event *attempt_timer; /* time to first token */
+    mf_buf_t tried;              /* "provider/model:status,..." for logs */
 
     /* the current attempt */
     mf_prov_t *prov;
@@ -255,6 +273,7 @@ struct mf_worker_s {
     atomic_int in_flight;
     atomic_uint_fast64_t requests;
     struct mf_redis_conn_s *redis; /* the worker's Redis connection */
+    struct event *tick; /* worker 0: key probes and health sync, 1/s */
 };
 
 /* Generations */

@@ -20,6 +20,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "keypool.h"
 #include "request.h"
 #include "svc.h"
 #include "upstream.h"
@@ -574,6 +575,10 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     MF_UNUSED(fd);
     MF_UNUSED(what);
     /* stop accepting; close idle connections; loop ends when none left */
+    if (w->tick != NULL) {
+        event_free(w->tick);
+        w->tick = NULL;
+    }
     if (w->listener) {
         evconnlistener_free(w->listener);
         w->listener = NULL;
@@ -593,6 +598,14 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
         }
         event_base_loopbreak(w->base);
     }
+}
+
+static void
+tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    mf_keypool_tick(arg);
 }
 
 static void *
@@ -652,6 +665,12 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         w->listener = evconnlistener_new(w->base, accept_cb, w,
                                          LEV_OPT_CLOSE_ON_FREE, -1, fd);
         w->seq = (uint64_t)i << 48;
+        if (i == 0) {
+            struct timeval sec = {1, 0};
+
+            w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
+            event_add(w->tick, &sec);
+        }
     }
     for (i = 0; i < nworkers; i++) {
         pthread_create(&s->workers[i].thread, NULL, worker_main,
@@ -697,6 +716,9 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         }
         while (w->conns != NULL) {
             conn_free(w->conns);
+        }
+        if (w->tick != NULL) {
+            event_free(w->tick);
         }
         mf_svc_redis_worker_free(w);
         mf_uppool_free(w->pool);

@@ -42,6 +42,7 @@ typedef struct {
     struct event *timer;
     int done;      /* the callback ran (reply, error or timeout) */
     char *failure; /* failed before sending: reported from the loop */
+    mf_svc_redis_raw_cb raw_cb; /* a host command, not a request's */
 } redis_op_t;
 
 typedef struct {
@@ -135,11 +136,9 @@ disconnect_cb(const redisAsyncContext *ac, int status)
 
 /* The worker's connection, made now if needed; NULL with err. */
 static redis_conn_t *
-conn_get(mf_req_t *r, char *err, size_t errcap)
+conn_get(mf_worker_t *w, json_t *conf, char *err, size_t errcap)
 {
-    mf_worker_t *w = r->worker;
     redis_conn_t *rc = w->redis;
-    json_t *conf = r->gen->config->redis;
     redis_settings_t s;
     char key[640];
 
@@ -260,6 +259,17 @@ finish(redis_op_t *op, const mf_redis_reply_t *reply, const char *err)
 {
     mf_req_t *r = op->r;
 
+    if (op->raw_cb != NULL) {
+        if (!op->done) {
+            op->done = 1;
+            op->raw_cb(op->arg, reply, err);
+        }
+        if (op->timer != NULL) {
+            event_free(op->timer);
+            op->timer = NULL;
+        }
+        return;
+    }
     op->done = 1;
     if (op->timer != NULL) {
         event_free(op->timer);
@@ -281,7 +291,13 @@ reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
     redis_op_t *op = privdata;
 
     MF_UNUSED(ac);
-    if (!op->done && op->r != NULL) {
+    if (!op->done && op->raw_cb != NULL) {
+        mf_pool_t *pool = mf_pool_create(4096);
+        mf_redis_reply_t *rep = reply ? convert(pool, reply, 0) : NULL;
+
+        finish(op, rep, reply == NULL ? "redis connection lost" : NULL);
+        mf_pool_destroy(pool);
+    } else if (!op->done && op->r != NULL) {
         if (reply == NULL) {
             char msg[320];
 
@@ -379,7 +395,7 @@ mf_svc_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,
     op->cb = cb;
     op->arg = arg;
     op->link.cancel = op_cancel;
-    rc = conn_get(r, err, sizeof(err));
+    rc = conn_get(r->worker, r->gen->config->redis, err, sizeof(err));
     if (rc == NULL) {
         fail_later(r, op, err);
         return MF_OK;
@@ -400,6 +416,46 @@ mf_svc_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,
     }
     mf_req_async_add(r, &op->link);
     op->timer = evtimer_new(r->worker->base, timeout_cb, op);
+    tv.tv_sec = (time_t)(rc->timeout_ms / 1000);
+    tv.tv_usec =
+        (suseconds_t)((rc->timeout_ms - (double)tv.tv_sec * 1000) * 1000);
+    evtimer_add(op->timer, &tv);
+    return MF_OK;
+}
+
+int
+mf_svc_redis_raw(mf_worker_t *w, json_t *conf, int argc, const mf_str_t *argv,
+                 mf_svc_redis_raw_cb cb, void *arg)
+{
+    char err[512];
+    redis_conn_t *rc = conf ? conn_get(w, conf, err, sizeof(err)) : NULL;
+    const char **av;
+    size_t *al;
+    redis_op_t *op;
+    struct timeval tv;
+    int i, rcode;
+
+    if (rc == NULL || argc < 1 || argc > 1024) {
+        return MF_ERR;
+    }
+    av = mf_xmalloc((size_t)argc * sizeof(char *));
+    al = mf_xmalloc((size_t)argc * sizeof(size_t));
+    for (i = 0; i < argc; i++) {
+        av[i] = argv[i].data ? argv[i].data : "";
+        al[i] = argv[i].len;
+    }
+    op = mf_xcalloc(1, sizeof(*op));
+    op->rc = rc;
+    op->raw_cb = cb;
+    op->arg = arg;
+    rcode = redisAsyncCommandArgv(rc->ac, reply_cb, op, argc, av, al);
+    free(av);
+    free(al);
+    if (rcode != REDIS_OK) {
+        free(op);
+        return MF_ERR;
+    }
+    op->timer = evtimer_new(w->base, timeout_cb, op);
     tv.tv_sec = (time_t)(rc->timeout_ms / 1000);
     tv.tv_usec =
         (suseconds_t)((rc->timeout_ms - (double)tv.tv_sec * 1000) * 1000);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <manifold/plugin.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -215,6 +216,9 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_int(&l, "upstream_status", i.upstream_status ? i.upstream_status : -1,
             1);
     put_int(&l, "attempts", i.attempts, 0);
+    if (i.size >= offsetof(mf_req_info_t, tried) + sizeof(mf_str_t)) {
+        put_named(&l, "tried", i.tried);
+    }
     put_int(&l, "prompt_tokens", i.usage.prompt_tokens, 1);
     put_int(&l, "completion_tokens", i.usage.completion_tokens, 1);
     put_int(&l, "total_tokens", i.usage.total_tokens, 1);

@@ -9,7 +9,14 @@ let mock, gw, client;
 
 before(async () => {
   mock = await startMock();
-  gw = await startGateway(config(mock.url));
+  gw = await startGateway(config(mock.url, {
+    extraProviders: `
+  - name: limited
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-limited-0123456789"]
+    models: ["limited-*"]`,
+  }));
   client = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
 });
 
@@ -91,7 +98,7 @@ test('errors surface as SDK errors with the right status', async () => {
     client.chat.completions.create({ model: 'no-such-model', messages: [{ role: 'user', content: 'x' }] }),
     (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
   await assert.rejects(
-    client.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x [[mock:status=429]]' }] }),
+    client.chat.completions.create({ model: 'limited-1', messages: [{ role: 'user', content: 'x [[mock:status=429]]' }] }),
     (e) => e instanceof OpenAI.RateLimitError);
 });
 

@@ -30,6 +30,21 @@ before(async () => {
     base_url: ${mock.url}/v1
     models: ["ollama/*"]
     model_map: { "ollama/*": "*" }
+  - name: errs429
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-errs429-0123456789"]
+    models: ["errs429-*"]
+  - name: errs401
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-errs401-0123456789"]
+    models: ["errs401-*"]
+  - name: errs500
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-errs500-0123456789"]
+    models: ["errs500-*"]
   - name: nokey
     type: openai
     base_url: ${mock.url}/v1
@@ -188,17 +203,23 @@ test('upstream hanging is 504 after the provider timeout', async () => {
   assert.ok(Date.now() - t0 >= 250);
 });
 
+// each failing kind on its own provider: the key pool learns from them
 test('upstream errors map to the right status, keys scrubbed', async () => {
-  let res = await chat(gw, 'limit me [[mock:status=429 retry_after=7]]');
+  let res = await chat(gw, 'limit me [[mock:status=429 retry_after=7]]', { model: 'errs429-a' });
   assert.equal(res.status, 429);
   assert.equal(res.headers.get('retry-after'), '7');
   assert.equal((await res.json()).error.type, 'rate_limit_error');
-  res = await chat(gw, 'bad key [[mock:status=401]]');
+  // the only key now rests for its Retry-After: the gateway answers itself
+  res = await chat(gw, 'again', { model: 'errs429-a' });
+  assert.equal(res.status, 429);
+  assert.ok(Number(res.headers.get('retry-after')) >= 6);
+  res = await chat(gw, 'bad key [[mock:status=401]]', { model: 'errs401-a' });
   assert.equal(res.status, 502);
   const body = await res.json();
   assert.equal(body.error.code, 'upstream_auth_failed');
   assert.ok(!JSON.stringify(body).includes('sk-mock'));
-  res = await chat(gw, 'server error [[mock:status=500]]');
+  assert.ok(!JSON.stringify(body).includes('sk-errs401'));
+  res = await chat(gw, 'server error [[mock:status=500]]', { model: 'errs500-a' });
   assert.equal(res.status, 502);
   res = await chat(gw, 'bad request [[mock:status=400]]');
   assert.equal(res.status, 400);

@@ -17,8 +17,15 @@
  *      garbage           answer 200 with a body that is not JSON (or a
  *                        stream event that is not JSON)
  *      reply=TEXT        the reply text (underscores become spaces)
+ *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
+ *    to every request for that model (a gateway's model_map can point one
+ *    route target at a failing "model").
+ *  - a bearer key containing "retry-after-S" adds Retry-After: S to its
+ *    error answers;
  *  - GET /_mock/last: the last request seen (path, headers, body);
- *    GET /_mock/count: requests seen.
+ *    GET /_mock/count: requests seen;
+ *    POST /_mock/mode {"status": 429, "retry_after": 1}: answer every
+ *    request with that status from now on ({"status": 0} ends it).
  *
  * Usage: mf-mock [--port N] (0 = pick one; the port is printed on stdout).
  */
@@ -39,6 +46,8 @@
 static struct event_base *base;
 static json_t *last_request;
 static long request_count;
+static int mode_status; /* POST /_mock/mode: answer everything with this */
+static int mode_retry_after;
 
 typedef struct {
     int status;
@@ -736,6 +745,17 @@ handle(struct evhttp_request *req, void *arg)
         free(body);
         return;
     }
+    if (strcmp(uri, "/_mock/mode") == 0) {
+        json_t *m = json_loadb(body, len, 0, NULL);
+
+        mode_status = (int)json_integer_value(json_object_get(m, "status"));
+        mode_retry_after =
+            (int)json_integer_value(json_object_get(m, "retry_after"));
+        json_decref(m);
+        send_json(req, 200, json_pack("{s:i}", "status", mode_status), 0);
+        free(body);
+        return;
+    }
     if (strcmp(uri, "/_mock/count") == 0) {
         send_json(req, 200, json_pack("{s:i}", "count", (int)request_count), 0);
         free(body);
@@ -770,7 +790,16 @@ handle(struct evhttp_request *req, void *arg)
         free(p);
         return;
     }
+    parse_directives(json_string_value(json_object_get(p->body, "model")),
+                     &p->d);
     parse_directives(last_user_text(p->body, text, sizeof(text)), &p->d);
+    if (mode_status != 0) {
+        p->d.status = mode_status;
+        p->d.retry_after = mode_retry_after;
+    }
+    if (auth != NULL && strstr(auth, "retry-after-") != NULL) {
+        p->d.retry_after = atoi(strstr(auth, "retry-after-") + 12);
+    }
     if (p->d.hang) {
         json_decref(p->body);
         free(p);

@@ -140,6 +140,10 @@ typedef struct mf_req_info_s {
     uint64_t bytes_in;  /* request body bytes */
     uint64_t bytes_out; /* response body bytes sent */
     unsigned generation;
+    /* ABI 1.1 */
+    mf_str_t tried; /* every attempt, "provider/model:outcome" joined by
+                       spaces (outcome: ok, a status, timeout, connect,
+                       cut, ttft_timeout, abandoned) */
 } mf_req_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
