@@ -25,7 +25,7 @@ struct mf_tgt_s {
     uint64_t requests;
     uint64_t failures;
     double ewma_ttft; /* ms; 0 = no sample yet */
-    uint64_t rr;      /* smooth weighted round robin: current weight */
+    int64_t rr;       /* smooth weighted round robin: current weight */
     double since;
 };
 
@@ -259,7 +259,7 @@ pick(const mf_route_conf_t *rt, cand_t *cs, size_t n, double now)
             }
         }
         if (best != NULL) {
-            best->tgt->rr -= (uint64_t)total;
+            best->tgt->rr -= (int64_t)total;
         }
         break;
     case MF_BALANCE_LEAST_INFLIGHT:

@@ -224,6 +224,39 @@ print_reload(json_t *j)
                        : " (none: nothing changed)");
 }
 
+static void
+print_keys(json_t *j)
+{
+    json_t *k;
+    size_t i;
+
+    printf("%-16s %3s %-16s %-21s %9s %7s  %s\n", "PROVIDER", "#", "KEY",
+           "STATE", "REQUESTS", "ERRORS", "WHY");
+    json_array_foreach(json_object_get(j, "keys"), i, k)
+    {
+        printf("%-16s %3lld %-16s %-21s %9lld %7lld  %s", str(k, "provider"),
+               (long long)num(k, "index"), str(k, "key"), str(k, "state"),
+               (long long)num(k, "requests"), (long long)num(k, "errors"),
+               str(k, "why"));
+        if (json_object_get(k, "retry_in_ms") != NULL) {
+            printf(" (%.1f s left)", num(k, "retry_in_ms") / 1000);
+        }
+        printf("\n");
+    }
+    if (json_array_size(json_object_get(j, "targets")) == 0) {
+        return;
+    }
+    printf("\n%-16s %-24s %-10s %9s %9s %9s %10s\n", "PROVIDER", "MODEL",
+           "BREAKER", "IN FLIGHT", "REQUESTS", "FAILURES", "TTFT(ms)");
+    json_array_foreach(json_object_get(j, "targets"), i, k)
+    {
+        printf("%-16s %-24s %-10s %9lld %9lld %9lld %10.1f\n",
+               str(k, "provider"), str(k, "model"), str(k, "breaker"),
+               (long long)num(k, "in_flight"), (long long)num(k, "requests"),
+               (long long)num(k, "failures"), num(k, "ttft_ms_avg"));
+    }
+}
+
 static char *
 socket_from_config(const char *path)
 {
@@ -289,8 +322,25 @@ main(int argc, char **argv)
         sock = DEFAULT_SOCKET;
     }
     cmd = argv[optind];
-    if (strcmp(cmd, "stages") == 0 || strcmp(cmd, "stats") == 0 ||
-        strcmp(cmd, "generations") == 0) {
+    if (strcmp(cmd, "keys") == 0 && optind + 3 < argc &&
+        (strcmp(argv[optind + 1], "enable") == 0 ||
+         strcmp(argv[optind + 1], "disable") == 0)) {
+        const char *prov = argv[optind + 2], *idx = argv[optind + 3];
+
+        if (strpbrk(prov, "/ ?#%\r\n") != NULL ||
+            strspn(idx, "0123456789") != strlen(idx)) {
+            fprintf(stderr, "manifoldctl: keys %s PROVIDER INDEX\n",
+                    argv[optind + 1]);
+            free(owned);
+            return 2;
+        }
+        method = "POST";
+        snprintf(path, sizeof(path), "/keys/%s/%s/%s", prov, idx,
+                 argv[optind + 1]);
+        cmd = "keyset";
+    } else if (strcmp(cmd, "stages") == 0 || strcmp(cmd, "stats") == 0 ||
+               strcmp(cmd, "generations") == 0 ||
+               (strcmp(cmd, "keys") == 0 && optind + 1 >= argc)) {
         snprintf(path, sizeof(path), "/%s", cmd);
     } else if (strcmp(cmd, "reload") == 0 && optind + 1 >= argc) {
         method = "POST";
@@ -336,6 +386,13 @@ main(int argc, char **argv)
         print_generations(j);
     } else if (strcmp(cmd, "reload") == 0) {
         print_reload(j);
+    } else if (strcmp(cmd, "keys") == 0) {
+        print_keys(j);
+    } else if (strcmp(cmd, "keyset") == 0) {
+        printf("key %lld of provider %s %s\n", (long long)num(j, "index"),
+               str(j, "provider"),
+               json_is_true(json_object_get(j, "enabled")) ? "enabled"
+                                                           : "disabled");
     } else {
         printf("stage %s %s\n", str(j, "name"),
                json_is_true(json_object_get(j, "enabled")) ? "enabled"

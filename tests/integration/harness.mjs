@@ -26,8 +26,8 @@ function waitLine(proc, stream, re, ms = 10000) {
   });
 }
 
-export async function startMock() {
-  const proc = spawn(MOCK, ['--port', '0'], {
+export async function startMock(want = 0) {
+  const proc = spawn(MOCK, ["--port", String(want)], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=0' }, // the mock, not the gateway
   });
@@ -37,6 +37,7 @@ export async function startMock() {
     proc, port, url: `http://127.0.0.1:${port}`,
     async last() { return (await fetch(`http://127.0.0.1:${port}/_mock/last`)).json(); },
     async count() { return (await (await fetch(`http://127.0.0.1:${port}/_mock/count`)).json()).count; },
+    async mode(m) { return (await fetch(`http://127.0.0.1:${port}/_mock/mode`, { method: 'POST', body: JSON.stringify(m) })).json(); },
     async stop() { proc.kill('SIGTERM'); await new Promise((r) => proc.exitCode !== null ? r() : proc.on('exit', r)); },
   };
 }

@@ -14,6 +14,8 @@
  *      cut=N             close the connection after N chunks (stream) or in
  *                        the middle of the body (non-stream)
  *      hang              never answer
+ *      cutfirst          (stream) send the head, then close before any event
+ *      stall             (stream) send the head, then nothing
  *      garbage           answer 200 with a body that is not JSON (or a
  *                        stream event that is not JSON)
  *      reply=TEXT        the reply text (underscores become spaces)
@@ -58,6 +60,8 @@ typedef struct {
     int cut;
     int hang;
     int garbage;
+    int cutfirst;
+    int stall;
     char reply[512];
 } directives_t;
 
@@ -76,6 +80,7 @@ typedef struct stream_s {
     directives_t d;
     int sent;
     int gone;
+    int cutting;
 } stream_t;
 
 static void
@@ -114,6 +119,10 @@ parse_directives(const char *text, directives_t *d)
                 d->chunks = v;
             } else if (strncmp(tok, "cut=", 4) == 0) {
                 d->cut = v;
+            } else if (strcmp(tok, "cutfirst") == 0) {
+                d->cutfirst = 1;
+            } else if (strcmp(tok, "stall") == 0) {
+                d->stall = 1;
             } else if (strcmp(tok, "hang") == 0) {
                 d->hang = 1;
             } else if (strcmp(tok, "garbage") == 0) {
@@ -368,9 +377,20 @@ stream_step(evutil_socket_t fd, short what, void *arg)
         stream_free(s);
         return;
     }
-    if (s->d.cut > 0 && s->sent >= s->d.cut) {
+    if (s->d.stall) {
+        return; /* the head went out; nothing else will */
+    }
+    if ((s->d.cut > 0 && s->sent >= s->d.cut) || s->d.cutfirst) {
         struct evhttp_connection *conn = s->conn;
 
+        if (!s->cutting) {
+            /* let what was sent go out before the close */
+            struct timeval soon = {0, 20000};
+
+            s->cutting = 1;
+            evtimer_add(s->timer, &soon);
+            return;
+        }
         s->gone = 1;
         evhttp_connection_set_closecb(conn, NULL, NULL);
         stream_free(s);
