@@ -65,6 +65,61 @@ START_TEST(errors_name_line_and_key)
 }
 END_TEST
 
+START_TEST(routes)
+{
+    const char *y =
+        "providers:\n  - {name: a, base_url: 'http://h', keys: [k1, k2],\n"
+        "     key_strategy: least_used, key_failures: 5,\n"
+        "     probe: {path: /health, interval: 2s}}\n"
+        "  - {name: b, base_url: 'http://h'}\n"
+        "routes:\n"
+        "  - model: gpt-*\n    strategy: lowest_latency\n"
+        "    targets: [{provider: a, model: x, weight: 90},\n"
+        "              {provider: b, weight: 10}]\n"
+        "    fallback: [{provider: b, model: big}]\n"
+        "    canary: [{header: x-canary, value: '1', target: 1}]\n"
+        "    retry_on: [5xx, context_length]\n    retries: 2\n"
+        "    attempt_timeout: 3s\n    ttft_timeout: 500ms\n"
+        "    breaker: {failures: 4, cooldown: 20s}\n";
+    const char *bad =
+        "providers:\n  - {name: a, base_url: 'http://h'}\n"
+        "routes:\n  - model: m\n    strategy: fastest\n"
+        "    targets: [{provider: nope}]\n"
+        "    canary: [{header: h, target: 3}]\n    retry_on: [sometimes]\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+    mf_route_conf_t *r;
+
+    ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+    ck_assert_int_eq(c->providers[0].key_strategy, MF_KEYS_LEAST_USED);
+    ck_assert_int_eq(c->providers[0].key_failures, 5);
+    ck_assert_str_eq(c->providers[0].probe_path, "/health");
+    ck_assert(c->providers[0].probe_interval_ms == 2000);
+    ck_assert_str_eq(c->providers[1].probe_path, "/models");
+    ck_assert_uint_eq(c->nroutes, 1);
+    r = &c->routes[0];
+    ck_assert_int_eq(r->strategy, MF_BALANCE_LOWEST_LATENCY);
+    ck_assert_uint_eq(r->ntargets, 2);
+    ck_assert_uint_eq(r->targets[0].weight, 90);
+    ck_assert_ptr_null(r->targets[1].model);
+    ck_assert_str_eq(r->fallbacks[0].model, "big");
+    ck_assert_uint_eq(r->rules[0].target, 1);
+    ck_assert_uint_eq(r->retry_on, MF_RETRY_5XX | MF_RETRY_CONTEXT);
+    ck_assert_int_eq(r->retries, 2);
+    ck_assert(r->attempt_timeout_ms == 3000 && r->ttft_timeout_ms == 500);
+    ck_assert_int_eq(r->breaker_failures, 4);
+    mf_config_free(c);
+
+    c = mf_config_parse("t.yaml", bad, strlen(bad), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "routes[0]: strategy 'fastest'"));
+    ck_assert_ptr_nonnull(strstr(errors, "no provider named 'nope'"));
+    ck_assert_ptr_nonnull(strstr(errors, "canary[0]: target 3"));
+    ck_assert_ptr_nonnull(strstr(errors, "'sometimes' is not a failure kind"));
+    free(errors);
+}
+END_TEST
+
 START_TEST(sizes_and_durations)
 {
     size_t n;
@@ -90,6 +145,7 @@ main(void)
     tcase_add_test(tc, valid_config);
     tcase_add_test(tc, errors_name_line_and_key);
     tcase_add_test(tc, sizes_and_durations);
+    tcase_add_test(tc, routes);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }
