@@ -1,9 +1,13 @@
 /*
- * provider-openai: any OpenAI-compatible API (OpenAI, DeepSeek, Qwen
- * compatible mode, Moonshot, vLLM, Ollama's /v1, ...). The request goes up
- * untouched unless the model is renamed or stream usage must be asked for;
- * usage is read from the body or the final stream chunk; errors are mapped
- * to the client's status with the upstream message, secrets scrubbed.
+ * provider-openai: every OpenAI-compatible API, as named presets (openai,
+ * deepseek, qwen, moonshot, zhipu, doubao, ...; the table below) with
+ * their quirks: OpenAI-only request fields are dropped for the others,
+ * max_completion_tokens becomes max_tokens where only that is known, and
+ * stream usage is asked for where the API takes stream_options. The
+ * request goes up untouched otherwise; usage is read from the body or the
+ * final stream chunk (cache and reasoning fields of each vendor); errors
+ * are mapped to the client's status with the upstream message, secrets
+ * scrubbed.
  */
 #include <ctype.h>
 #include <manifold/plugin.h>
@@ -12,6 +16,86 @@
 #include <string.h>
 
 static const mf_host_api_t *api;
+
+/* Quirks of a preset (bits). */
+enum {
+    Q_OPENAI_FIELDS = 1 << 0,  /* takes store, metadata, service_tier, ... */
+    Q_MAX_COMPLETION = 1 << 1, /* knows max_completion_tokens */
+    Q_STREAM_OPTIONS = 1 << 2, /* takes stream_options.include_usage */
+    Q_NO_KEY = 1 << 3          /* a local server: no key needed */
+};
+
+/* The presets: type, the key variable and base URL the default config
+ * uses, quirks. The README's provider table is this table. */
+typedef struct {
+    const char *type;
+    const char *key_env;
+    const char *base_url;
+    unsigned quirks;
+} preset_t;
+
+static const preset_t presets[] = {
+    {"openai", "OPENAI_API_KEY", "https://api.openai.com/v1",
+     Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+    {"openai-compatible", "", "", Q_STREAM_OPTIONS},
+    {"deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1",
+     Q_STREAM_OPTIONS},
+    {"qwen", "DASHSCOPE_API_KEY",
+     "https://dashscope.aliyuncs.com/compatible-mode/v1", Q_STREAM_OPTIONS},
+    {"dashscope", "DASHSCOPE_API_KEY",
+     "https://dashscope.aliyuncs.com/compatible-mode/v1", Q_STREAM_OPTIONS},
+    {"moonshot", "MOONSHOT_API_KEY", "https://api.moonshot.cn/v1",
+     Q_STREAM_OPTIONS},
+    {"zhipu", "ZHIPU_API_KEY", "https://open.bigmodel.cn/api/paas/v4", 0},
+    {"doubao", "ARK_API_KEY", "https://ark.cn-beijing.volces.com/api/v3",
+     Q_STREAM_OPTIONS},
+    {"hunyuan", "HUNYUAN_API_KEY", "https://api.hunyuan.cloud.tencent.com/v1",
+     Q_STREAM_OPTIONS},
+    {"qianfan", "QIANFAN_API_KEY", "https://qianfan.baidubce.com/v2",
+     Q_STREAM_OPTIONS},
+    {"minimax", "MINIMAX_API_KEY", "https://api.minimax.chat/v1",
+     Q_STREAM_OPTIONS},
+    {"stepfun", "STEPFUN_API_KEY", "https://api.stepfun.com/v1", 0},
+    {"yi", "YI_API_KEY", "https://api.lingyiwanwu.com/v1", 0},
+    {"baichuan", "BAICHUAN_API_KEY", "https://api.baichuan-ai.com/v1", 0},
+    {"spark", "SPARK_API_KEY", "https://spark-api-open.xf-yun.com/v1", 0},
+    {"siliconflow", "SILICONFLOW_API_KEY", "https://api.siliconflow.cn/v1",
+     Q_STREAM_OPTIONS},
+    {"groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1",
+     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {"mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1", 0},
+    {"together", "TOGETHER_API_KEY", "https://api.together.xyz/v1",
+     Q_STREAM_OPTIONS},
+    {"fireworks", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1",
+     Q_STREAM_OPTIONS},
+    {"openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1",
+     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {"xai", "XAI_API_KEY", "https://api.x.ai/v1",
+     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {"perplexity", "PERPLEXITY_API_KEY", "https://api.perplexity.ai", 0},
+    {"ollama", "", "http://127.0.0.1:11434/v1", Q_STREAM_OPTIONS | Q_NO_KEY},
+    {"vllm", "VLLM_API_KEY", "http://127.0.0.1:8000/v1",
+     Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_KEY},
+};
+
+static const preset_t *
+preset_of(mf_str_t type)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(presets) / sizeof(presets[0]); i++) {
+        if (strlen(presets[i].type) == type.len &&
+            memcmp(presets[i].type, type.data, type.len) == 0) {
+            return &presets[i];
+        }
+    }
+    return &presets[1];
+}
+
+/* Fields only OpenAI's API takes; dropped for the others (some refuse
+ * unknown fields with a 400). */
+static const char *const openai_only[] = {"store", "metadata", "service_tier",
+                                          "prediction", NULL};
 
 typedef struct {
     char *name;
@@ -54,7 +138,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                              : "/chat/completions";
     char url[2048], auth[1024];
     json_t *model;
-    int n;
+    int n, want_usage = u->want_usage;
 
     (void)state;
     n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
@@ -75,6 +159,34 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
                         MF_STR("text/event-stream"));
     }
+    if (u->endpoint == MF_ENDPOINT_CHAT) {
+        const preset_t *pre = preset_of(u->type);
+        size_t i;
+
+        if (!(pre->quirks & Q_OPENAI_FIELDS)) {
+            for (i = 0; openai_only[i] != NULL; i++) {
+                if (json_object_get(body, openai_only[i]) != NULL) {
+                    json_object_del(body, openai_only[i]);
+                    api->body_changed(r);
+                }
+            }
+        }
+        if (!(pre->quirks & Q_MAX_COMPLETION) &&
+            json_object_get(body, "max_completion_tokens") != NULL) {
+            if (json_object_get(body, "max_tokens") == NULL) {
+                json_object_set(body, "max_tokens",
+                                json_object_get(body, "max_completion_tokens"));
+            }
+            json_object_del(body, "max_completion_tokens");
+            api->body_changed(r);
+        }
+        if (!(pre->quirks & Q_STREAM_OPTIONS) &&
+            json_object_get(body, "stream_options") != NULL) {
+            json_object_del(body, "stream_options"); /* usage comes anyway */
+            api->body_changed(r);
+        }
+        want_usage = want_usage && (pre->quirks & Q_STREAM_OPTIONS);
+    }
     model = json_object_get(body, "model");
     if (!json_is_string(model) || json_string_length(model) != u->model.len ||
         memcmp(json_string_value(model), u->model.data, u->model.len) != 0) {
@@ -82,7 +194,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                             json_stringn(u->model.data, u->model.len));
         api->body_changed(r);
     }
-    if (u->stream && u->want_usage) {
+    if (u->stream && want_usage) {
         json_t *so = json_object_get(body, "stream_options");
 
         if (!json_is_true(json_object_get(so, "include_usage"))) {
@@ -123,7 +235,11 @@ read_usage(json_t *u, mf_usage_t *out)
     d = json_object_get(u, "prompt_tokens_details");
     out->cached_tokens = int_at(d, "cached_tokens");
     if (out->cached_tokens < 0) {
-        out->cached_tokens = int_at(u, "prompt_cache_hit_tokens");
+        out->cached_tokens =
+            int_at(u, "prompt_cache_hit_tokens"); /* DeepSeek */
+    }
+    if (out->cached_tokens < 0) {
+        out->cached_tokens = int_at(u, "cached_tokens"); /* Moonshot */
     }
     d = json_object_get(u, "completion_tokens_details");
     out->reasoning_tokens = int_at(d, "reasoning_tokens");
@@ -340,10 +456,19 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     return MF_OK;
 }
 
-static const char *const openai_types[] = {
-    "openai",    "openai-compatible", "deepseek", "qwen",
-    "dashscope", "moonshot",          "ollama",   "vllm",
-    NULL};
+static const char *const openai_types[] = {"openai",     "openai-compatible",
+                                           "deepseek",   "qwen",
+                                           "dashscope",  "moonshot",
+                                           "zhipu",      "doubao",
+                                           "hunyuan",    "qianfan",
+                                           "minimax",    "stepfun",
+                                           "yi",         "baichuan",
+                                           "spark",      "siliconflow",
+                                           "groq",       "mistral",
+                                           "together",   "fireworks",
+                                           "openrouter", "xai",
+                                           "perplexity", "ollama",
+                                           "vllm",       NULL};
 
 static const mf_provider_t openai_provider = {
     .wire = "openai",
