@@ -78,7 +78,14 @@ lat() {  # port: "p50 p99" latency in ms at 1 connection
 }
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
 for port in $MOCK $NGINX $MF $MFLUA; do rps "$port" 8 >/dev/null; done   # warm up
-R_MOCK=$(rps "$MOCK" 32); R_NGINX=$(rps "$NGINX" 32); R_MF=$(rps "$MF" 32); R_LUA=$(rps "$MFLUA" 32)
+# three interleaved rounds, the median of each figure (the machine is
+# shared by wrk, the mock, nginx and Manifold: single runs drift)
+declare -A RPS
+for round in 1 2 3; do
+  for name in MOCK NGINX MF MFLUA; do RPS[$name]+="$(rps "${!name}" 32) "; done
+done
+R_MOCK=$(median3 ${RPS[MOCK]}); R_NGINX=$(median3 ${RPS[NGINX]})
+R_MF=$(median3 ${RPS[MF]}); R_LUA=$(median3 ${RPS[MFLUA]})
 # one connection: three interleaved rounds, the median of each figure
 declare -A P50 P99
 for round in 1 2 3; do
@@ -95,7 +102,7 @@ STREAMS=$(node tests/bench/streams.mjs "$MF" "$MFPID" 1000)
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo
-echo "non-stream chat completions, 32 connections, ${D}s each (wrk)"
+echo "non-stream chat completions, 32 connections (wrk; median of 3 interleaved runs of ${D}s)"
 printf "  %-34s %10s req/s\n" "mock direct" "$R_MOCK"
 printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
 printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, accesslog)" "$R_MF" "$(ratio "$R_MF" "$R_NGINX")"
