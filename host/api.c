@@ -458,6 +458,18 @@ api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
     return mf_svc_redis_command(r, argc, argv, cb, arg);
 }
 
+static void **
+api_provider_ctx(mf_req_t *r)
+{
+    static void *none;
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+        none = NULL;
+        return &none;
+    }
+    return &r->prov_ctx;
+}
+
 const mf_host_api_t mf_api = {
     .size = sizeof(mf_host_api_t),
     .abi_major = MF_ABI_MAJOR,
@@ -491,4 +503,5 @@ const mf_host_api_t mf_api = {
     .timer = api_timer,
     .http_call = api_http_call,
     .redis_command = api_redis_command,
+    .provider_ctx = api_provider_ctx,
 };

@@ -921,6 +921,7 @@ attempt_prepare(mf_req_t *r)
     r->up_req_headers.n = 0;
     r->up_resp_headers.n = 0;
     r->up_status = 0;
+    r->prov_ctx = NULL;
     r->passthrough = r->proto == MF_PROTO_OPENAI &&
                      strcmp(r->prov->ops->wire, "openai") == 0 &&
                      !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY));

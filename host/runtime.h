@@ -216,7 +216,8 @@ struct mf_req_s {
     int sse_active;
     int passthrough; /* stream bytes forwarded untouched */
     int saw_done;
-    int done_sent; /* the canonical stream's end was emitted */
+    int done_sent;  /* the canonical stream's end was emitted */
+    void *prov_ctx; /* the provider's per-request slot */
     int64_t events_seen;
     double up_start;
 

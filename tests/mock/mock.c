@@ -24,6 +24,10 @@
  *    route target at a failing "model").
  *  - a bearer key containing "retry-after-S" adds Retry-After: S to its
  *    error answers;
+ *  - POST /v1/messages speaks Anthropic's Messages API the same way
+ *    (x-api-key, required max_tokens, text and tool_use blocks, the
+ *    event stream: message_start, ping, content_block_start/delta/stop,
+ *    message_delta, message_stop; Anthropic's error shape);
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/count: requests seen;
  *    POST /_mock/mode {"status": 429, "retry_after": 1}: answer every
@@ -539,6 +543,7 @@ typedef struct {
     directives_t d;
     struct event *timer;
     int embeddings;
+    int anthropic;
     char auth[256];
 } pending_t;
 
@@ -680,6 +685,310 @@ answer_embeddings(struct evhttp_request *req, json_t *body)
               0);
 }
 
+/* Anthropic's Messages API */
+
+typedef struct {
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    struct event *timer;
+    json_t *events; /* {event, data} to send, in order */
+    size_t next;
+    directives_t d;
+    int gone;
+} astream_t;
+
+static void
+anthropic_error(struct evhttp_request *req, int status, int retry_after)
+{
+    const char *type = status == 400   ? "invalid_request_error"
+                       : status == 401 ? "authentication_error"
+                       : status == 403 ? "permission_error"
+                       : status == 404 ? "not_found_error"
+                       : status == 413 ? "request_too_large"
+                       : status == 429 ? "rate_limit_error"
+                       : status == 529 ? "overloaded_error"
+                                       : "api_error";
+    char msg[128];
+
+    snprintf(msg, sizeof(msg),
+             status == 401 ? "invalid x-api-key sk-ant-mock-secret-1234"
+                           : "mock error %d",
+             status);
+    send_json(req, status,
+              json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                        type, "message", msg),
+              retry_after);
+}
+
+/* The text of the last user turn, and whether it carries a tool result. */
+static const char *
+anthropic_last_user(json_t *body, char *buf, size_t cap, int *tool_result)
+{
+    json_t *msgs = json_object_get(body, "messages"), *m, *b;
+    size_t i = json_array_size(msgs), k;
+
+    *tool_result = 0;
+    buf[0] = '\0';
+    while (i-- > 0) {
+        m = json_array_get(msgs, i);
+        if (strcmp(json_string_value(json_object_get(m, "role")) ?: "",
+                   "user") != 0) {
+            continue;
+        }
+        if (json_is_string(json_object_get(m, "content"))) {
+            snprintf(buf, cap, "%s",
+                     json_string_value(json_object_get(m, "content")));
+            return buf;
+        }
+        json_array_foreach(json_object_get(m, "content"), k, b)
+        {
+            const char *t = json_string_value(json_object_get(b, "type"));
+
+            if (t && strcmp(t, "text") == 0) {
+                snprintf(buf, cap, "%s",
+                         json_string_value(json_object_get(b, "text")));
+            } else if (t && strcmp(t, "tool_result") == 0) {
+                json_t *c = json_object_get(b, "content");
+
+                *tool_result = 1;
+                snprintf(buf, cap, "Tool said: %s",
+                         json_is_string(c) ? json_string_value(c) : "(blocks)");
+            }
+        }
+        return buf;
+    }
+    return buf;
+}
+
+static json_t *
+anthropic_tool(json_t *body)
+{
+    json_t *tools = json_object_get(body, "tools"), *t, *req;
+    const char *choice = json_string_value(
+        json_object_get(json_object_get(body, "tool_choice"), "type"));
+    const char *param = NULL;
+
+    if (json_array_size(tools) == 0 ||
+        (choice && strcmp(choice, "none") == 0)) {
+        return NULL;
+    }
+    t = json_array_get(tools, 0);
+    req = json_object_get(json_object_get(t, "input_schema"), "required");
+    if (json_array_size(req) > 0) {
+        param = json_string_value(json_array_get(req, 0));
+    }
+    return json_pack("{s:s,s:s,s:O,s:o}", "type", "tool_use", "id",
+                     "toolu_mock_1", "name", json_object_get(t, "name"),
+                     "input",
+                     param ? json_pack("{s:s}", param, "mock") : json_object());
+}
+
+static void
+astream_free(astream_t *s)
+{
+    event_free(s->timer);
+    json_decref(s->events);
+    free(s);
+}
+
+static void
+astream_closed(struct evhttp_connection *conn, void *arg)
+{
+    astream_t *s = arg;
+
+    (void)conn;
+    s->gone = 1;
+}
+
+static void
+astream_step(evutil_socket_t fd, short what, void *arg)
+{
+    astream_t *s = arg;
+    struct timeval tv = {s->d.chunk_delay / 1000,
+                         (s->d.chunk_delay % 1000) * 1000};
+    json_t *e;
+    struct evbuffer *b;
+    char *data;
+
+    (void)fd;
+    (void)what;
+    if (s->gone) {
+        astream_free(s);
+        return;
+    }
+    if (s->d.cut > 0 && (int)s->next >= s->d.cut) {
+        struct evhttp_connection *conn = s->conn;
+
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+        astream_free(s);
+        evhttp_connection_free(conn);
+        return;
+    }
+    if (s->next >= json_array_size(s->events)) {
+        evhttp_connection_set_closecb(s->conn, NULL, NULL);
+        evhttp_send_reply_end(s->req);
+        astream_free(s);
+        return;
+    }
+    e = json_array_get(s->events, s->next++);
+    data = json_dumps(json_object_get(e, "data"), JSON_COMPACT);
+    b = evbuffer_new();
+    evbuffer_add_printf(b, "event: %s\ndata: %s\n\n",
+                        json_string_value(json_object_get(e, "event")), data);
+    evhttp_send_reply_chunk(s->req, b);
+    evbuffer_free(b);
+    free(data);
+    evtimer_add(s->timer, &tv);
+}
+
+static void
+anthropic_event(json_t *list, const char *name, json_t *data)
+{
+    json_array_append_new(list,
+                          json_pack("{s:s,s:o}", "event", name, "data", data));
+}
+
+static void
+answer_anthropic(struct evhttp_request *req, json_t *body,
+                 const directives_t *d)
+{
+    const char *model = json_string_value(json_object_get(body, "model"));
+    char text[1024], reply[1200];
+    int tool_result, in_tokens, out_tokens;
+    json_t *tool, *content;
+
+    if (model == NULL ||
+        !json_is_integer(json_object_get(body, "max_tokens")) ||
+        !json_is_array(json_object_get(body, "messages"))) {
+        send_json(req, 400,
+                  json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error",
+                            "type", "invalid_request_error", "message",
+                            "model, max_tokens and messages are required"),
+                  0);
+        return;
+    }
+    anthropic_last_user(body, text, sizeof(text), &tool_result);
+    tool = tool_result ? NULL : anthropic_tool(body);
+    if (d->reply[0]) {
+        snprintf(reply, sizeof(reply), "%s", d->reply);
+    } else if (tool_result) {
+        snprintf(reply, sizeof(reply), "%s", text);
+    } else {
+        snprintf(reply, sizeof(reply), "Hello from mock. You said: %s", text);
+    }
+    in_tokens = count_prompt_tokens(body);
+    out_tokens = tool ? 2 : (int)strlen(reply) / 4 + 1;
+    if (!json_is_true(json_object_get(body, "stream"))) {
+        content = tool
+                      ? json_pack("[o]", tool)
+                      : json_pack("[{s:s,s:s}]", "type", "text", "text", reply);
+        send_json(req, 200,
+                  json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n,s:{s:i,s:i,s:i,s:i}}",
+                            "id", "msg_mock_1", "type", "message", "role",
+                            "assistant", "model", model, "content", content,
+                            "stop_reason", tool ? "tool_use" : "end_turn",
+                            "stop_sequence", "usage", "input_tokens", in_tokens,
+                            "output_tokens", out_tokens,
+                            "cache_read_input_tokens", 3,
+                            "cache_creation_input_tokens", 0),
+                  0);
+        return;
+    }
+    {
+        astream_t *s = calloc(1, sizeof(*s));
+        json_t *ev = json_array();
+        char *save = NULL, *w;
+        int i = 0;
+
+        anthropic_event(
+            ev, "message_start",
+            json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i,s:i}}}",
+                      "type", "message_start", "message", "id", "msg_mock_1",
+                      "type", "message", "role", "assistant", "model", model,
+                      "content", "stop_reason", "stop_sequence", "usage",
+                      "input_tokens", in_tokens, "output_tokens", 1,
+                      "cache_read_input_tokens", 3));
+        anthropic_event(ev, "ping", json_pack("{s:s}", "type", "ping"));
+        if (tool) {
+            anthropic_event(ev, "content_block_start",
+                            json_pack("{s:s,s:i,s:{s:s,s:s,s:O,s:{}}}", "type",
+                                      "content_block_start", "index", 0,
+                                      "content_block", "type", "tool_use", "id",
+                                      "toolu_mock_1", "name",
+                                      json_object_get(tool, "name"), "input"));
+            {
+                char *args =
+                    json_dumps(json_object_get(tool, "input"), JSON_COMPACT);
+                size_t half = strlen(args) / 2;
+                char first[256];
+
+                snprintf(first, sizeof(first), "%.*s", (int)half, args);
+                anthropic_event(ev, "content_block_delta",
+                                json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                          "content_block_delta", "index", 0,
+                                          "delta", "type", "input_json_delta",
+                                          "partial_json", first));
+                anthropic_event(ev, "content_block_delta",
+                                json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                          "content_block_delta", "index", 0,
+                                          "delta", "type", "input_json_delta",
+                                          "partial_json", args + half));
+                free(args);
+            }
+        } else {
+            anthropic_event(ev, "content_block_start",
+                            json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                      "content_block_start", "index", 0,
+                                      "content_block", "type", "text", "text",
+                                      ""));
+            if (d->chunks > 0) {
+                for (i = 0; i < d->chunks; i++) {
+                    anthropic_event(ev, "content_block_delta",
+                                    json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                              "content_block_delta", "index", 0,
+                                              "delta", "type", "text_delta",
+                                              "text", i ? " tok" : "tok"));
+                }
+                out_tokens = d->chunks;
+            } else {
+                for (w = strtok_r(reply, " ", &save); w;
+                     w = strtok_r(NULL, " ", &save), i++) {
+                    char piece[600];
+
+                    snprintf(piece, sizeof(piece), "%s%s", i ? " " : "", w);
+                    anthropic_event(ev, "content_block_delta",
+                                    json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                              "content_block_delta", "index", 0,
+                                              "delta", "type", "text_delta",
+                                              "text", piece));
+                }
+            }
+        }
+        anthropic_event(
+            ev, "content_block_stop",
+            json_pack("{s:s,s:i}", "type", "content_block_stop", "index", 0));
+        anthropic_event(
+            ev, "message_delta",
+            json_pack("{s:s,s:{s:s,s:n},s:{s:i}}", "type", "message_delta",
+                      "delta", "stop_reason", tool ? "tool_use" : "end_turn",
+                      "stop_sequence", "usage", "output_tokens", out_tokens));
+        anthropic_event(ev, "message_stop",
+                        json_pack("{s:s}", "type", "message_stop"));
+        json_decref(tool);
+        s->req = req;
+        s->conn = evhttp_request_get_connection(req);
+        s->events = ev;
+        s->d = *d;
+        s->timer = evtimer_new(base, astream_step, s);
+        evhttp_connection_set_closecb(s->conn, astream_closed, s);
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Content-Type", "text/event-stream; charset=utf-8");
+        evhttp_send_reply_start(req, 200, "OK");
+        event_active(s->timer, EV_TIMEOUT, 0);
+        return;
+    }
+}
+
 static void
 answer(pending_t *p)
 {
@@ -692,8 +1001,12 @@ answer(pending_t *p)
         status =
             status_in(json_string_value(json_object_get(p->body, "model")));
     }
-    if (status && status != 200) {
+    if (status && status != 200 && p->anthropic) {
+        anthropic_error(p->req, status, p->d.retry_after);
+    } else if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
+    } else if (p->anthropic) {
+        answer_anthropic(p->req, p->body, &p->d);
     } else if (p->embeddings) {
         answer_embeddings(p->req, p->body);
     } else {
@@ -794,13 +1107,15 @@ handle(struct evhttp_request *req, void *arg)
     p = calloc(1, sizeof(*p));
     p->req = req;
     p->embeddings = strstr(uri, "/embeddings") != NULL;
+    p->anthropic = strstr(uri, "/messages") != NULL &&
+                   strstr(uri, "/chat/completions") == NULL;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
-                              "Authorization");
+                              p->anthropic ? "x-api-key" : "Authorization");
     snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
     p->body = json_loadb(body, len, 0, &err);
     free(body);
-    if (p->body == NULL ||
-        (!p->embeddings && strstr(uri, "/chat/completions") == NULL)) {
+    if (p->body == NULL || (!p->embeddings && !p->anthropic &&
+                            strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",

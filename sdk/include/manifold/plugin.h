@@ -422,7 +422,12 @@ struct mf_host_api_s {
     int (*redis_command)(mf_req_t *r, int argc, const mf_str_t *argv,
                          mf_redis_cb cb, void *arg);
 
-    void *spare[14];
+    /* Provider only. The provider's per-request slot (NULL at first), for
+     * the state of a translation across stream events; put palloc memory
+     * in it (freed with the request). Reset to NULL at each attempt. */
+    void **(*provider_ctx)(mf_req_t *r);
+
+    void *spare[13];
 };
 
 /* The one symbol a plugin exports. */
