@@ -17,6 +17,7 @@
 
 #include "balancer.h"
 #include "keypool.h"
+#include "proto_anthropic.h"
 #include "server.h"
 #include "upstream.h"
 
@@ -493,6 +494,19 @@ parse_body(mf_req_t *r)
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request body must be a JSON object.");
         return MF_ERR;
+    }
+    if (r->proto == MF_PROTO_ANTHROPIC &&
+        json_is_string(json_object_get(r->json, "model"))) {
+        const char *err = NULL;
+        json_t *canon = mf_anthropic_request(r->json, &err);
+
+        if (canon == NULL) {
+            mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
+            return MF_ERR;
+        }
+        json_decref(r->json);
+        r->json = canon; /* served in the canonical form from here on */
+        r->body_dirty = 1;
     }
     model = json_object_get(r->json, "model");
     if (!json_is_string(model) || json_string_length(model) == 0) {
@@ -1245,6 +1259,18 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     if (data.len == 0) {
         return; /* a stage dropped the event */
     }
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        if (r->anth == NULL) {
+            r->anth = mf_pool_alloc(r->pool, sizeof(*r->anth));
+            if (r->anth == NULL) {
+                return;
+            }
+            mf_anthropic_stream_init(r->anth, r->model_asked);
+        }
+        mf_anthropic_stream_event(r->anth, data, last, &r->usage,
+                                  &r->chunk_out);
+        return;
+    }
     mf_buf_append(&r->chunk_out, "data: ", 6);
     mf_buf_append(&r->chunk_out, data.data, data.len);
     mf_buf_append(&r->chunk_out, "\n\n", 2);
@@ -1369,6 +1395,26 @@ complete_nonstream(mf_req_t *r)
     mf_pipeline_body(r, body, 1);
     if (r->replaced) {
         body = r->replace;
+    }
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        json_t *c = json_loadb(body.data, body.len, 0, NULL);
+        json_t *m = c ? mf_anthropic_response(c, &r->usage) : NULL;
+        char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
+
+        json_decref(c);
+        json_decref(m);
+        if (mt == NULL) {
+            mf_req_respond_error(r, 502, "api_error", NULL,
+                                 "the upstream answer could not be "
+                                 "translated to a message");
+        } else {
+            mf_req_respond(r, r->up_status, "application/json",
+                           mf_str_from(mt));
+        }
+        free(mt);
+        free(text);
+        req_finish(r);
+        return;
     }
     mf_req_respond(r, r->up_status, "application/json", body);
     free(text);
@@ -1723,6 +1769,9 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     if (mf_str_eq_cstr(r->path, "/v1/chat/completions") ||
         mf_str_eq_cstr(r->path, "/chat/completions")) {
         r->endpoint = MF_ENDPOINT_CHAT;
+    } else if (mf_str_eq_cstr(r->path, "/v1/messages")) {
+        r->endpoint = MF_ENDPOINT_CHAT;
+        r->proto = MF_PROTO_ANTHROPIC;
     } else if (mf_str_eq_cstr(r->path, "/v1/embeddings") ||
                mf_str_eq_cstr(r->path, "/embeddings")) {
         r->endpoint = MF_ENDPOINT_EMBEDDINGS;

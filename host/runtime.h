@@ -218,6 +218,7 @@ struct mf_req_s {
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     void *prov_ctx; /* the provider's per-request slot */
+    struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
     int64_t events_seen;
     double up_start;
 

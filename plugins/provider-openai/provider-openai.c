@@ -163,6 +163,11 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         const preset_t *pre = preset_of(u->type);
         size_t i;
 
+        if (json_object_get(body, "thinking") != NULL) {
+            /* Anthropic's extended thinking (from /v1/messages clients) */
+            json_object_del(body, "thinking");
+            api->body_changed(r);
+        }
         if (!(pre->quirks & Q_OPENAI_FIELDS)) {
             for (i = 0; openai_only[i] != NULL; i++) {
                 if (json_object_get(body, openai_only[i]) != NULL) {

@@ -49,6 +49,9 @@ async function stage(name) {
 async function waitStage(name, pred, ms = 5000) {
   const end = Date.now() + ms;
   for (;;) {
+    if (gw.proc.exitCode !== null || gw.proc.signalCode !== null) {
+      throw new Error(`the gateway died (${gw.proc.exitCode ?? gw.proc.signalCode}):\n${gw.stderr.slice(-4000)}`);
+    }
     const s = await stage(name);
     if (pred(s)) return s;
     if (Date.now() > end) throw new Error(`stage ${name} did not reload: ${JSON.stringify(s)}`);
@@ -162,17 +165,21 @@ test('20 Lua and 20 .so swaps under 50 streams and steady requests: nothing lost
   // warm up under the same load, with a reload of each kind, so that
   // connections, buffers and allocator arenas are in the "before" figure
   const warm = load();
+  try {
   writeFileSync(path.join(dir, 'tag.lua'), luaSource(100));
   await waitStage('luatag', (s) => s.version === '100');
   copyFileSync(path.join(BUILD, 'tests/fixtures/tagplug-b.so'), path.join(dir, 'tag.so'));
   await waitStage('sotag', (s) => s.version === '1.0.b');
   await sleep(1500);
-  await warm.stop();
+  } finally {
+    await warm.stop();
+  }
   assert.deepEqual(warm.failures.map(String), []);
   await sleep(300);
   const rssBefore = rss();
 
   const main = load();
+  try {
   let soVariant = 'b';
   for (let i = 1; i <= 20; i++) {
     writeFileSync(path.join(dir, 'tag.lua'), luaSource(i));
@@ -189,7 +196,11 @@ test('20 Lua and 20 .so swaps under 50 streams and steady requests: nothing lost
     assert.equal(after2.error, undefined);
     assert.ok(after2.tags.st.startsWith(`so-${soVariant}-`), 'a request after the reload must see the new .so stage');
   }
-  await main.stop();
+  } catch (e) {
+    throw new Error(`${e.message}\n--- gateway log (tail):\n${gw.stderr.slice(-4000)}`);
+  } finally {
+    await main.stop();
+  }
   const { streams, plains } = main.counts;
   assert.deepEqual(main.failures.map(String), [], 'failed, cut or mixed requests');
   assert.ok(streams >= 50 && plains >= 40, `traffic ran (${streams} streams, ${plains} requests)`);
