@@ -38,6 +38,8 @@ static const preset_t presets[] = {
     {"openai", "OPENAI_API_KEY", "https://api.openai.com/v1",
      Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
     {"openai-compatible", "", "", Q_STREAM_OPTIONS},
+    {"azure", "AZURE_OPENAI_API_KEY", "https://RESOURCE.openai.azure.com",
+     Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
     {"deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1",
      Q_STREAM_OPTIONS},
     {"qwen", "DASHSCOPE_API_KEY",
@@ -99,6 +101,8 @@ static const char *const openai_only[] = {"store", "metadata", "service_tier",
 
 typedef struct {
     char *name;
+    char api_version[64]; /* azure */
+    json_t *deployments;  /* azure: model -> deployment */
 } openai_state_t;
 
 static int
@@ -115,6 +119,11 @@ openai_init(const mf_host_api_t *host, const char *config_json, void **state)
     st->name = strdup(json_string_value(json_object_get(conf, "name"))
                           ? json_string_value(json_object_get(conf, "name"))
                           : "openai");
+    snprintf(st->api_version, sizeof(st->api_version), "%s",
+             json_string_value(json_object_get(conf, "api_version"))
+                 ? json_string_value(json_object_get(conf, "api_version"))
+                 : "2024-10-21");
+    st->deployments = json_incref(json_object_get(conf, "deployments"));
     json_decref(conf);
     *state = st;
     return MF_OK;
@@ -125,6 +134,7 @@ openai_fini(void *state)
 {
     openai_state_t *st = state;
 
+    json_decref(st->deployments);
     free(st->name);
     free(st);
 }
@@ -139,17 +149,35 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     char url[2048], auth[1024];
     json_t *model;
     int n, want_usage = u->want_usage;
+    int azure = u->type.len == 5 && memcmp(u->type.data, "azure", 5) == 0;
+    openai_state_t *st = state;
 
-    (void)state;
-    n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
-                 u->base_url.data, suffix);
+    if (azure) {
+        /* deployments: {model: deployment}; else the model names it */
+        char mname[256];
+        const char *dep;
+
+        snprintf(mname, sizeof(mname), "%.*s", (int)u->model.len,
+                 u->model.data);
+        dep = json_string_value(json_object_get(st->deployments, mname));
+        n = snprintf(url, sizeof(url),
+                     "%.*s/openai/deployments/%s%s?api-version=%s",
+                     (int)u->base_url.len, u->base_url.data, dep ? dep : mname,
+                     suffix, st->api_version);
+    } else {
+        n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
+                     u->base_url.data, suffix);
+    }
     if (n < 0 || (size_t)n >= sizeof(url) || body == NULL) {
         return MF_ERR;
     }
     api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
     api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("content-type"),
                     MF_STR("application/json"));
-    if (u->key.len > 0 && u->key.len < sizeof(auth) - 8) {
+    if (azure && u->key.len > 0) {
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("api-key"),
+                        u->key);
+    } else if (u->key.len > 0 && u->key.len < sizeof(auth) - 8) {
         n = snprintf(auth, sizeof(auth), "Bearer %.*s", (int)u->key.len,
                      u->key.data);
         api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
@@ -424,6 +452,11 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
         } else if (code != NULL &&
                    strcmp(code, "context_length_exceeded") == 0) {
             err->code = "context_length_exceeded";
+        } else if (code != NULL &&
+                   (strcmp(code, "content_filter") == 0 ||
+                    strcmp(code, "content_policy_violation") == 0)) {
+            /* Azure's content management policy refused the prompt */
+            err->code = "content_filter";
         }
         break;
     case 401:
@@ -461,19 +494,20 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     return MF_OK;
 }
 
-static const char *const openai_types[] = {"openai",     "openai-compatible",
-                                           "deepseek",   "qwen",
-                                           "dashscope",  "moonshot",
-                                           "zhipu",      "doubao",
-                                           "hunyuan",    "qianfan",
-                                           "minimax",    "stepfun",
-                                           "yi",         "baichuan",
-                                           "spark",      "siliconflow",
-                                           "groq",       "mistral",
-                                           "together",   "fireworks",
-                                           "openrouter", "xai",
-                                           "perplexity", "ollama",
-                                           "vllm",       NULL};
+static const char *const openai_types[] = {"openai",      "openai-compatible",
+                                           "azure",       "deepseek",
+                                           "qwen",        "dashscope",
+                                           "moonshot",    "zhipu",
+                                           "doubao",      "hunyuan",
+                                           "qianfan",     "minimax",
+                                           "stepfun",     "yi",
+                                           "baichuan",    "spark",
+                                           "siliconflow", "groq",
+                                           "mistral",     "together",
+                                           "fireworks",   "openrouter",
+                                           "xai",         "perplexity",
+                                           "ollama",      "vllm",
+                                           NULL};
 
 static const mf_provider_t openai_provider = {
     .wire = "openai",

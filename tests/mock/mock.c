@@ -13,6 +13,7 @@
  *      chunks=N          number of content chunks (stream)
  *      cut=N             close the connection after N chunks (stream) or in
  *                        the middle of the body (non-stream)
+ *      filter            answer 400 as Azure's content filter does
  *      hang              never answer
  *      cutfirst          (stream) send the head, then close before any event
  *      stall             (stream) send the head, then nothing
@@ -66,6 +67,7 @@ typedef struct {
     int garbage;
     int cutfirst;
     int stall;
+    int filter;
     char reply[512];
 } directives_t;
 
@@ -123,6 +125,8 @@ parse_directives(const char *text, directives_t *d)
                 d->chunks = v;
             } else if (strncmp(tok, "cut=", 4) == 0) {
                 d->cut = v;
+            } else if (strcmp(tok, "filter") == 0) {
+                d->filter = 1;
             } else if (strcmp(tok, "cutfirst") == 0) {
                 d->cutfirst = 1;
             } else if (strcmp(tok, "stall") == 0) {
@@ -1001,7 +1005,20 @@ answer(pending_t *p)
         status =
             status_in(json_string_value(json_object_get(p->body, "model")));
     }
-    if (status && status != 200 && p->anthropic) {
+    if (p->d.filter) {
+        send_json(p->req, 400,
+                  json_pack("{s:{s:s,s:n,s:s,s:s,s:i,s:{s:s,s:{s:{s:b,s:s}}}}}",
+                            "error", "message",
+                            "The response was filtered due to the prompt "
+                            "triggering Azure OpenAI's content management "
+                            "policy.",
+                            "type", "param", "prompt", "code",
+                            "content_filter", "status", 400, "innererror",
+                            "code", "ResponsibleAIPolicyViolation",
+                            "content_filter_result", "violence", "filtered",
+                            1, "severity", "high"),
+                  0);
+    } else if (status && status != 200 && p->anthropic) {
         anthropic_error(p->req, status, p->d.retry_after);
     } else if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
@@ -1111,6 +1128,10 @@ handle(struct evhttp_request *req, void *arg)
                    strstr(uri, "/chat/completions") == NULL;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
                               p->anthropic ? "x-api-key" : "Authorization");
+    if (auth == NULL) {
+        auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                  "api-key"); /* Azure */
+    }
     snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
     p->body = json_loadb(body, len, 0, &err);
     free(body);
