@@ -5,17 +5,6 @@
  */
 #include "admin.h"
 
-static const char *const hook_names[MF_STAGE__COUNT] = {
-    [MF_STAGE_REQUEST] = "on_request",
-    [MF_STAGE_ROUTE] = "on_route",
-    [MF_STAGE_UPSTREAM_REQUEST] = "on_upstream_request",
-    [MF_STAGE_UPSTREAM_RESPONSE] = "on_upstream_response",
-    [MF_STAGE_RESPONSE_HEADERS] = "on_response_headers",
-    [MF_STAGE_RESPONSE_BODY] = "on_response_body",
-    [MF_STAGE_LOG] = "on_log",
-    [MF_STAGE_DONE] = "on_done",
-};
-
 json_t *
 mf_admin_stage_json(mf_pstage_t *s)
 {
@@ -25,8 +14,8 @@ mf_admin_stage_json(mf_pstage_t *s)
     int i;
 
     for (i = 0; i < MF_STAGE__COUNT; i++) {
-        if ((s->hooks & MF_HOOK(i)) && hook_names[i] != NULL) {
-            json_array_append_new(hooks, json_string(hook_names[i]));
+        if ((s->hooks & MF_HOOK(i)) && mf_stage_fn_names[i] != NULL) {
+            json_array_append_new(hooks, json_string(mf_stage_fn_names[i]));
         }
     }
     j = json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:o,s:I,s:I,s:f,s:f}", "name",

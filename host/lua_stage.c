@@ -41,16 +41,7 @@ typedef struct {
 
 static __thread mf_req_t *cur_req;
 
-static const char *const stage_fn[MF_STAGE__COUNT] = {
-    [MF_STAGE_REQUEST] = "on_request",
-    [MF_STAGE_ROUTE] = "on_route",
-    [MF_STAGE_UPSTREAM_REQUEST] = "on_upstream_request",
-    [MF_STAGE_UPSTREAM_RESPONSE] = "on_upstream_response",
-    [MF_STAGE_RESPONSE_HEADERS] = "on_response_headers",
-    [MF_STAGE_RESPONSE_BODY] = "on_response_body",
-    [MF_STAGE_LOG] = "on_log",
-    [MF_STAGE_DONE] = "on_done",
-};
+#define stage_fn mf_stage_fn_names
 
 /* JSON <-> Lua */
 

@@ -299,6 +299,9 @@ void mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg);
 /* Whether a stage's files changed on disk since it was loaded. */
 int mf_stage_files_changed(const mf_pstage_t *s);
 
+/* The callback name of each stage ("on_route"), NULL for the others. */
+extern const char *const mf_stage_fn_names[MF_STAGE__COUNT];
+
 /* Pipeline: runs the stages of `stage` from r->stage_idx. */
 mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
 void mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);

@@ -7,19 +7,12 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startMock, startGateway, config, chat, closedPort, sleep, http, path } from './harness.mjs';
+import { adminCall } from './harness.mjs';
 
 let mock, redis, redisPort, a, b, sockA, sockB;
 
-function admin(sock, p) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: sock, path: p, method: 'GET' }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve(JSON.parse(body)));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+async function admin(sock, p) {
+  return (await adminCall(sock, 'GET', p)).json;
 }
 
 async function node(name) {

@@ -93,6 +93,19 @@ export async function startGateway(configText, { workers = 2, env = {}, dir } = 
   return gw;
 }
 
+// One request to a gateway's admin socket: {status, json}.
+export function adminCall(sock, method, p) {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: sock, path: p, method }, (res) => {
+      let body = '';
+      res.on('data', (d) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(body) }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 export function post(gw, pathName, body, headers = {}) {

@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import {
   startMock, startGateway, config, chat, sleep, http, path, BUILD,
 } from './harness.mjs';
+import { adminCall } from './harness.mjs';
 
 const SANITIZED = /asan/.test(BUILD);
 let mock, gw, dir, sock;
@@ -29,16 +30,8 @@ return M
 `;
 }
 
-export function admin(method, p) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: sock, path: p, method }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(body) }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+function admin(method, p) {
+  return adminCall(sock, method, p);
 }
 
 async function stage(name) {

@@ -7,19 +7,12 @@ import assert from 'node:assert/strict';
 import {
   startMock, startGateway, config, chat, sseEvents, sleep, http, path,
 } from './harness.mjs';
+import { adminCall } from './harness.mjs';
 
 let mock, gw, sock;
 
 function admin(method, p) {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: sock, path: p, method }, (res) => {
-      let body = '';
-      res.on('data', (d) => { body += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(body) }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  return adminCall(sock, method, p);
 }
 
 async function keys(provider) {
