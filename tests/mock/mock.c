@@ -1012,11 +1012,11 @@ answer(pending_t *p)
                             "The response was filtered due to the prompt "
                             "triggering Azure OpenAI's content management "
                             "policy.",
-                            "type", "param", "prompt", "code",
-                            "content_filter", "status", 400, "innererror",
-                            "code", "ResponsibleAIPolicyViolation",
-                            "content_filter_result", "violence", "filtered",
-                            1, "severity", "high"),
+                            "type", "param", "prompt", "code", "content_filter",
+                            "status", 400, "innererror", "code",
+                            "ResponsibleAIPolicyViolation",
+                            "content_filter_result", "violence", "filtered", 1,
+                            "severity", "high"),
                   0);
     } else if (status && status != 200 && p->anthropic) {
         anthropic_error(p->req, status, p->d.retry_after);
