@@ -246,10 +246,11 @@ mf_anthropic_request(json_t *in, const char **err)
                 json_object_set(fn, "description",
                                 json_object_get(t, "description"));
             }
-            json_object_set(fn, "parameters",
-                            json_object_get(t, "input_schema")
-                                ? json_object_get(t, "input_schema")
-                                : json_object());
+            json_object_set_new(
+                fn, "parameters",
+                json_is_object(json_object_get(t, "input_schema"))
+                    ? json_incref(json_object_get(t, "input_schema"))
+                    : json_pack("{s:s}", "type", "object"));
             json_array_append_new(tools, json_pack("{s:s,s:o}", "type",
                                                    "function", "function", fn));
         }

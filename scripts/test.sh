@@ -37,11 +37,11 @@ fuzz() {
   local f rc=0 corpus
   CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \
     -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" >/dev/null &&
-    cmake --build build-fuzz -j"$jobs" --target fuzz_sse fuzz_config fuzz_http fuzz_admin >/dev/null || return 1
-  for f in sse config http admin; do
+    cmake --build build-fuzz -j"$jobs" --target fuzz_sse fuzz_config fuzz_http fuzz_admin fuzz_anthropic >/dev/null || return 1
+  for f in sse config http admin anthropic; do
     corpus=$(mktemp -d)
     cp tests/fuzz/corpus/$f/* "$corpus"/
-    build-fuzz/tests/fuzz/fuzz_$f -max_total_time="${MF_FUZZ_SECONDS:-12}" -max_len=4096 \
+    build-fuzz/tests/fuzz/fuzz_$f -max_total_time="${MF_FUZZ_SECONDS:-10}" -max_len=4096 \
       -artifact_prefix="$corpus/" "$corpus" >"$corpus.log" 2>&1 || { rc=1; tail -30 "$corpus.log"; }
     grep -E "^Done" "$corpus.log" | sed "s/^/fuzz_$f: /"
     rm -rf "$corpus" "$corpus.log"
