@@ -4,11 +4,18 @@
  * bytes, error) to a file (appended) or stdout. Keys never reach it: the
  * host's request info carries none.
  *
- * config: { path: "stdout" | "/var/log/manifold/access.log" }
+ * config: { path: "stdout" | "/var/log/manifold/access.log",
+ *          buffer: 65536,   bytes held before a write (0: a write per line)
+ *          flush_ms: 200 }  the longest a line waits in the buffer
+ *
+ * Buffered lines are written by a flusher thread of the plugin (never by
+ * a worker), at most flush_ms late, whole lines only; fini writes what is
+ * left. Workers only append under a mutex.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <manifold/plugin.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -22,7 +29,76 @@ static const mf_host_api_t *api;
 typedef struct {
     int fd;
     int owns_fd;
+    size_t cap; /* buffer size; 0 = unbuffered */
+    long flush_ms;
+    char *buf;
+    size_t len;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t flusher;
+    int stop;
 } accesslog_t;
+
+static void
+write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR) {
+                continue;
+            }
+            return; /* nothing to do: the requests are answered */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+/* Takes the buffered lines out under the lock and writes them. */
+static void
+flush_some(accesslog_t *al, char *out)
+{
+    size_t n;
+
+    pthread_mutex_lock(&al->lock);
+    n = al->len;
+    memcpy(out, al->buf, n);
+    al->len = 0;
+    pthread_mutex_unlock(&al->lock);
+    write_all(al->fd, out, n);
+}
+
+static void *
+flusher_main(void *arg)
+{
+    accesslog_t *al = arg;
+    char *out = malloc(al->cap);
+
+    if (out == NULL) {
+        return NULL;
+    }
+    pthread_mutex_lock(&al->lock);
+    while (!al->stop) {
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += (al->flush_ms % 1000) * 1000000L;
+        ts.tv_sec += al->flush_ms / 1000 + ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&al->wake, &al->lock, &ts);
+        if (al->len > 0) {
+            pthread_mutex_unlock(&al->lock);
+            flush_some(al, out);
+            pthread_mutex_lock(&al->lock);
+        }
+    }
+    pthread_mutex_unlock(&al->lock);
+    flush_some(al, out);
+    free(out);
+    return NULL;
+}
 
 static int
 accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
@@ -51,7 +127,32 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         al->owns_fd = 1;
     }
+    {
+        json_t *b = json_object_get(conf, "buffer");
+        json_t *f = json_object_get(conf, "flush_ms");
+        long bv = json_is_integer(b)  ? (long)json_integer_value(b)
+                  : json_is_string(b) ? atol(json_string_value(b))
+                                      : 65536;
+        long fv = json_is_integer(f)  ? (long)json_integer_value(f)
+                  : json_is_string(f) ? atol(json_string_value(f))
+                                      : 200;
+
+        al->cap = bv > 0 ? (size_t)bv : 0;
+        al->flush_ms = fv > 0 ? fv : 200;
+    }
     json_decref(conf);
+    if (al->cap > 0) {
+        al->buf = malloc(al->cap);
+        pthread_mutex_init(&al->lock, NULL);
+        pthread_cond_init(&al->wake, NULL);
+        if (al->buf == NULL ||
+            pthread_create(&al->flusher, NULL, flusher_main, al) != 0) {
+            api->log(MF_LOG_WARN, "accesslog: no buffer; a write per line");
+            free(al->buf);
+            al->buf = NULL;
+            al->cap = 0;
+        }
+    }
     *state = al;
     return MF_OK;
 }
@@ -61,6 +162,16 @@ accesslog_fini(void *state)
 {
     accesslog_t *al = state;
 
+    if (al->cap > 0) {
+        pthread_mutex_lock(&al->lock);
+        al->stop = 1;
+        pthread_cond_signal(&al->wake);
+        pthread_mutex_unlock(&al->lock);
+        pthread_join(al->flusher, NULL); /* it writes what is left */
+        pthread_mutex_destroy(&al->lock);
+        pthread_cond_destroy(&al->wake);
+        free(al->buf);
+    }
     if (al->owns_fd) {
         close(al->fd);
     }
@@ -238,8 +349,18 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_named(&l, "error", i.error);
     put_int(&l, "generation", (int64_t)i.generation, 0);
     put(&l, "}\n", 2);
-    if (write(al->fd, l.p, l.len) < 0) {
-        /* nothing to do: the request is already answered */
+    if (al->cap == 0 || l.len > al->cap) {
+        write_all(al->fd, l.p, l.len);
+    } else {
+        pthread_mutex_lock(&al->lock);
+        if (al->len + l.len > al->cap) {
+            /* full: this worker writes what is there (rare) */
+            write_all(al->fd, al->buf, al->len);
+            al->len = 0;
+        }
+        memcpy(al->buf + al->len, l.p, l.len);
+        al->len += l.len;
+        pthread_mutex_unlock(&al->lock);
     }
     if (l.p != l.stack) {
         free(l.p);

@@ -15,7 +15,12 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -r
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+# wrk gets one core, the servers share the other: the figures then show
+# the CPU each proxy spends per request, not the scheduler's moods
+CPUS=$(nproc)
+SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
+[ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
+$SRV build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
 sleep 0.3; MOCK=$(head -1 "$T/mock.port")
 NGINX=$(free_port)
 mkdir -p "$T/nginx"
@@ -35,7 +40,7 @@ http {
   }
 }
 NGX
-nginx -c "$T/nginx.conf" -p "$T/nginx" -g 'daemon off;' & pids+=($!)
+$SRV nginx -c "$T/nginx.conf" -p "$T/nginx" -g 'daemon off;' & pids+=($!)
 
 gateway() {  # name, extra stages
   cat > "$T/$1.yaml" <<YAML
@@ -49,13 +54,18 @@ providers:
     base_url: http://127.0.0.1:$MOCK/v1
     keys: ["sk-bench-0123456789abcdef"]
     models: ["gpt-*"]
+  - name: anthropic
+    type: anthropic
+    base_url: http://127.0.0.1:$MOCK
+    keys: ["sk-ant-bench-0123456789"]
+    models: ["claude-*"]
 stages:
 $2
   - name: accesslog
     plugin: accesslog
     config: { path: $T/$1-access.log }
 YAML
-  build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
+  $SRV build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
   echo $! > "$T/$1.pid"
   for _ in $(seq 50); do grep -q listening "$T/$1.err" && break; sleep 0.1; done
   sed -n 's/.*listening on [^:]*:\([0-9]*\).*/\1/p' "$T/$1.err" > "$T/$1.port"
@@ -67,12 +77,12 @@ MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
 sleep 0.5
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$MFPID/status)
 
-rps() {  # port, connections
-  wrk -t1 -c"$2" -d"${D}s" -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
+rps() {  # port, connections[, wrk script]
+  $CLI wrk -t1 -c"$2" -d"${D}s" -s "tests/bench/${3:-chat.lua}" "http://127.0.0.1:$1/v1/chat/completions" \
     | awk '/Requests\/sec/ {print $2}'
 }
 lat() {  # port: "p50 p99" latency in ms at 1 connection
-  wrk -t1 -c1 -d"${D}s" --latency -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
+  $CLI wrk -t1 -c1 -d"${D}s" --latency -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
     | awk 'function ms(v) { if (v ~ /us$/) { sub(/us/,"",v); return v/1000 } if (v ~ /ms$/) { sub(/ms/,"",v); return v+0 } sub(/s/,"",v); return v*1000 }
            $1=="50%" { p50=ms($2) } $1=="99%" { p99=ms($2) } END { print p50, p99 }'
 }
@@ -86,6 +96,8 @@ for round in 1 2 3; do
 done
 R_MOCK=$(median3 ${RPS[MOCK]}); R_NGINX=$(median3 ${RPS[NGINX]})
 R_MF=$(median3 ${RPS[MF]}); R_LUA=$(median3 ${RPS[MFLUA]})
+# protocol translation: OpenAI in / Anthropic upstream, and the reverse
+R_O2A=$(rps "$MF" 32 chat-claude.lua); R_A2O=$(rps "$MF" 32 messages.lua)
 # one connection: three interleaved rounds, the median of each figure
 declare -A P50 P99
 for round in 1 2 3; do
@@ -107,6 +119,8 @@ printf "  %-34s %10s req/s\n" "mock direct" "$R_MOCK"
 printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
 printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, accesslog)" "$R_MF" "$(ratio "$R_MF" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "manifold + Lua on_route" "$R_LUA" "$(ratio "$R_LUA" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Anthropic upstream" "$R_O2A" "$(ratio "$R_O2A" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upstream" "$R_A2O" "$(ratio "$R_A2O" "$R_NGINX")"
 echo "latency at 1 connection (median of 3 interleaved runs of ${D}s)"
 printf "  %-34s p50 %6s ms   p99 %6s ms\n" "mock direct" "$M50_MOCK" "$L_MOCK" "nginx" "$M50_NGINX" "$L_NGINX" "manifold" "$M50_MF" "$L_MF"
 awk -v m="$M50_MF" -v d="$M50_MOCK" -v n="$M50_NGINX" 'BEGIN { printf "  p50: manifold adds %.3f ms over direct; nginx adds %.3f ms\n", m - d, n - d }'

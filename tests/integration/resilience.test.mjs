@@ -105,7 +105,7 @@ test('a key answered 401 is disabled and the request succeeds on another key', a
   assert.match(bad.why, /401/);
   assert.equal(bad.key.includes('status-401'), false, 'keys are masked');
   assert.equal(good.state, 'ok');
-  const line = gw.accessLog().find((l) => l.tried && l.tried.includes('pool/pool-x:401'));
+  const line = await gw.waitLog((l) => l.tried && l.tried.includes('pool/pool-x:401'));
   assert.ok(line, 'the access log lists every attempt');
   assert.match(line.tried, /pool\/pool-x:401 pool\/pool-x:ok/);
   // an operator brings it back by hand, and can rest a key by hand
