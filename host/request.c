@@ -1386,8 +1386,13 @@ complete_nonstream(mf_req_t *r)
     mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
     char *text = NULL;
 
+    int body_stages = (r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) != 0;
+
     attempt_close(r, &outcome_ok, mf_now_ms() - r->att_start);
-    if (r->resp_json != NULL) {
+    /* the canonical answer as text, for the body stages or the client;
+     * an Anthropic client with no body stage takes the value directly */
+    if (r->resp_json != NULL &&
+        (body_stages || r->proto != MF_PROTO_ANTHROPIC)) {
         text = json_dumps(r->resp_json, JSON_COMPACT);
         body = mf_str_from(text);
     }
@@ -1397,7 +1402,9 @@ complete_nonstream(mf_req_t *r)
         body = r->replace;
     }
     if (r->proto == MF_PROTO_ANTHROPIC) {
-        json_t *c = json_loadb(body.data, body.len, 0, NULL);
+        json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
+                        ? json_incref(r->resp_json)
+                        : json_loadb(body.data, body.len, 0, NULL);
         json_t *m = c ? mf_anthropic_response(c, &r->usage) : NULL;
         char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
 
