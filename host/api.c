@@ -461,7 +461,7 @@ api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
 static void **
 api_provider_ctx(mf_req_t *r)
 {
-    static void *none;
+    static __thread void *none; /* outside a provider: a slot of nothing */
 
     if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
         none = NULL;

@@ -515,11 +515,14 @@ ignore_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
 static void
 redis_sync(mf_worker_t *w, json_t *conf)
 {
-    char names[64][200], value[300], px[32];
+    char names[64][200], values[64][300], px[64][32];
+    int dirty[64];
     mf_str_t argv[2 + 64];
     size_t i, n;
     double now = mf_now_ms();
 
+    /* what to send is taken under the lock; the commands go out after it
+     * (a dropped connection calls back, and the callbacks take the lock) */
     pthread_mutex_lock(&lock);
     n = nall < 64 ? nall : 64;
     for (i = 0; i < n; i++) {
@@ -527,31 +530,34 @@ redis_sync(mf_worker_t *w, json_t *conf)
 
         snprintf(names[i], sizeof(names[i]), "mf:keyhealth:%s:%s", k->provider,
                  k->fp);
+        dirty[i] = k->dirty;
         if (k->dirty) {
             double until = k->state == KEY_COOLDOWN
                                ? mf_wall_time() * 1000 + (k->until_ms - now)
                                : 0;
-            mf_str_t set[5];
 
             k->dirty = 0;
-            snprintf(value, sizeof(value), "%d|%.0f|%s", (int)k->state, until,
-                     k->why);
+            snprintf(values[i], sizeof(values[i]), "%d|%.0f|%s", (int)k->state,
+                     until, k->why);
             /* cooldowns expire with their end; other states after an
              * hour unless published again */
-            snprintf(px, sizeof(px), "%.0f",
+            snprintf(px[i], sizeof(px[i]), "%.0f",
                      k->state == KEY_COOLDOWN ? fmax(1, k->until_ms - now)
                                               : 3600000.0);
-            set[0] = MF_STR("SET");
-            set[1] = mf_str_from(names[i]);
-            set[2] = mf_str_from(value);
-            set[3] = MF_STR("PX");
-            set[4] = mf_str_from(px);
-            mf_svc_redis_raw(w, conf, 5, set, ignore_reply, NULL);
         }
     }
     pthread_mutex_unlock(&lock);
     if (n == 0) {
         return;
+    }
+    for (i = 0; i < n; i++) {
+        if (dirty[i]) {
+            mf_str_t set[5] = {MF_STR("SET"), mf_str_from(names[i]),
+                               mf_str_from(values[i]), MF_STR("PX"),
+                               mf_str_from(px[i])};
+
+            mf_svc_redis_raw(w, conf, 5, set, ignore_reply, NULL);
+        }
     }
     argv[0] = MF_STR("MGET");
     for (i = 0; i < n; i++) {

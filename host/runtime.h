@@ -185,7 +185,6 @@ struct mf_req_s {
     size_t ntargets;
     size_t targets_cap;
     size_t target_idx;
-    int route_error;              /* 404 reason prepared */
     const mf_route_conf_t *route; /* the route that planned the targets */
     int key_idx;                  /* key of the current attempt, -1 none */
     uint64_t keys_tried;          /* keys of the current target tried (bits) */
