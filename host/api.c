@@ -25,6 +25,17 @@
      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
      MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) | MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
 
+static int in_stage(mf_req_t *r, unsigned mask);
+
+/* A stage that may pause, or a provider's authorize step. */
+static int
+can_pause(mf_req_t *r)
+{
+    return in_stage(r, CAN_RESPOND) ||
+           (in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) &&
+            r->phase == MF_PHASE_AUTHORIZE);
+}
+
 static int
 in_stage(mf_req_t *r, unsigned mask)
 {
@@ -416,7 +427,7 @@ api_timer(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg)
     timer_arg_t *t;
     struct timeval tv;
 
-    if (!in_stage(r, CAN_RESPOND) || cb == NULL) {
+    if (!can_pause(r) || cb == NULL) {
         return MF_ERR;
     }
     t = mf_pool_alloc(r->pool, sizeof(*t));
@@ -441,7 +452,7 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
               const mf_str_t *headers, size_t nheaders, mf_str_t body,
               uint64_t timeout_ms, mf_http_cb cb, void *arg)
 {
-    if (!in_stage(r, CAN_RESPOND) || cb == NULL) {
+    if (!can_pause(r) || cb == NULL) {
         return MF_ERR;
     }
     return mf_svc_http_call(r, method, url, headers, nheaders, body, timeout_ms,
@@ -452,7 +463,7 @@ static int
 api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
                   void *arg)
 {
-    if (!in_stage(r, CAN_RESPOND) || cb == NULL || argv == NULL) {
+    if (!can_pause(r) || cb == NULL || argv == NULL) {
         return MF_ERR;
     }
     return mf_svc_redis_command(r, argc, argv, cb, arg);
@@ -468,6 +479,33 @@ api_provider_ctx(mf_req_t *r)
         return &none;
     }
     return &r->prov_ctx;
+}
+
+static const char *
+pool_cstr(mf_req_t *r, const char *s)
+{
+    return s ? mf_pool_strndup(r->pool, s, strlen(s)) : NULL;
+}
+
+static int
+api_set_error(mf_req_t *r, const mf_error_t *err)
+{
+    mf_error_t *e;
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || err == NULL ||
+        err->status < 400 || err->status > 599) {
+        return MF_ERR;
+    }
+    e = mf_pool_alloc(r->pool, sizeof(*e));
+    if (e == NULL) {
+        return MF_ERR;
+    }
+    *e = *err;
+    e->message[sizeof(e->message) - 1] = '\0';
+    e->type = pool_cstr(r, err->type ? err->type : "upstream_error");
+    e->code = pool_cstr(r, err->code);
+    r->prov_err = e;
+    return MF_OK;
 }
 
 const mf_host_api_t mf_api = {
@@ -504,4 +542,5 @@ const mf_host_api_t mf_api = {
     .http_call = api_http_call,
     .redis_command = api_redis_command,
     .provider_ctx = api_provider_ctx,
+    .set_error = api_set_error,
 };

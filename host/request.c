@@ -31,6 +31,8 @@ static void attempt_start(mf_req_t *r);
 static int attempt_prepare(mf_req_t *r);
 static int attempt_first(mf_req_t *r);
 static void respond_no_target(mf_req_t *r);
+static mf_action_t run_authorize(mf_req_t *r);
+static void attempt_fail(mf_req_t *r, const mf_error_t *err, int status);
 
 /* Stops or restarts reading the upstream (stage pause, backpressure). */
 static void
@@ -635,6 +637,10 @@ stage_result(mf_req_t *r, mf_action_t act)
         req_finish(r);
         return 0;
     default:
+        if (r->phase == MF_PHASE_AUTHORIZE && r->prov_err != NULL) {
+            attempt_fail(r, r->prov_err, r->prov_err->status);
+            return 0;
+        }
         if (!r->head_sent) {
             mf_req_respond_error(r, 500, "server_error", NULL,
                                  "a gateway stage failed; see the gateway "
@@ -692,6 +698,9 @@ req_step(mf_req_t *r)
         case MF_PHASE_ROUTE:
             act = mf_pipeline_run(r, MF_STAGE_ROUTE);
             break;
+        case MF_PHASE_AUTHORIZE:
+            act = run_authorize(r);
+            break;
         case MF_PHASE_ATTEMPT:
             act = mf_pipeline_run(r, MF_STAGE_UPSTREAM_REQUEST);
             break;
@@ -739,6 +748,8 @@ req_step(mf_req_t *r)
             if (attempt_prepare(r) != MF_OK) {
                 goto out;
             }
+            break;
+        case MF_PHASE_AUTHORIZE:
             r->phase = MF_PHASE_ATTEMPT;
             break;
         case MF_PHASE_ATTEMPT:
@@ -925,6 +936,7 @@ attempt_prepare(mf_req_t *r)
     mf_rtarget_t *t = &r->targets[r->target_idx];
     mf_upstream_t u;
     char msg[512];
+    int rc;
 
     r->prov = t->prov;
     r->up_model = t->model;
@@ -936,6 +948,7 @@ attempt_prepare(mf_req_t *r)
     r->up_resp_headers.n = 0;
     r->up_status = 0;
     r->prov_ctx = NULL;
+    r->prov_err = NULL;
     r->passthrough = r->proto == MF_PROTO_OPENAI &&
                      strcmp(r->prov->ops->wire, "openai") == 0 &&
                      !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY));
@@ -950,8 +963,15 @@ attempt_prepare(mf_req_t *r)
     u.stream = r->stream;
     u.want_usage = r->stream;
     r->cur_stage = MF_STAGE_PROVIDER;
-    if (r->prov->ops->build_request(r, r->prov->state, &u) != MF_OK ||
-        r->up_url.len == 0) {
+    rc = r->prov->ops->build_request(r, r->prov->state, &u);
+    if (rc != MF_OK && r->prov_err != NULL) {
+        /* the provider refused the request itself (bad input for it) */
+        mf_req_respond_error(r, r->prov_err->status, r->prov_err->type,
+                             r->prov_err->code, r->prov_err->message);
+        req_finish(r);
+        return MF_ERR;
+    }
+    if (rc != MF_OK || r->up_url.len == 0 || r->prov_err != NULL) {
         snprintf(msg, sizeof(msg),
                  "provider '%s' (%s) could not build the "
                  "upstream request",
@@ -971,7 +991,33 @@ attempt_prepare(mf_req_t *r)
             r->up_body = r->body;
         }
     }
+    r->phase =
+        r->prov->ops->authorize ? MF_PHASE_AUTHORIZE : MF_PHASE_ATTEMPT;
+    r->stage_idx = 0;
     return MF_OK;
+}
+
+/* The provider's authorize step; runs once per attempt (stage_idx 0). */
+static mf_action_t
+run_authorize(mf_req_t *r)
+{
+    mf_upstream_t u;
+    mf_rtarget_t *t = &r->targets[r->target_idx];
+
+    if (r->stage_idx > 0) {
+        return MF_CONTINUE; /* resumed */
+    }
+    memset(&u, 0, sizeof(u));
+    u.provider = mf_str_from(t->prov->conf->name);
+    u.type = mf_str_from(t->prov->conf->type);
+    u.base_url = mf_str_from(t->prov->conf->base_url);
+    u.model = t->model;
+    u.key = r->up_key;
+    u.endpoint = r->endpoint;
+    u.stream = r->stream;
+    u.want_usage = r->stream;
+    r->cur_stage = MF_STAGE_PROVIDER;
+    return r->prov->ops->authorize(r, r->prov->state, &u);
 }
 
 static void up_on_head(void *arg, const mf_http_head_t *head);
@@ -1116,8 +1162,6 @@ attempt_retry(mf_req_t *r, const outcome_t *o)
         !attempt_select(r, cur + 1, r->ntargets, 1)) {
         return 0;
     }
-    r->phase = MF_PHASE_ATTEMPT;
-    r->stage_idx = 0;
     if (attempt_prepare(r) != MF_OK) {
         return 1;
     }
@@ -1127,9 +1171,8 @@ attempt_retry(mf_req_t *r, const outcome_t *o)
 
 /* The outcome of an upstream answer with a status. */
 static void
-outcome_status(mf_req_t *r, outcome_t *o, const mf_error_t *err)
+outcome_status(mf_req_t *r, int st, outcome_t *o, const mf_error_t *err)
 {
-    int st = r->up_status;
     const char *code = err && err->code ? err->code : "";
     mf_str_t ra;
 
@@ -1233,8 +1276,14 @@ up_on_head(void *arg, const mf_http_head_t *head)
         r->up_buf.limit = MF_ERROR_BODY_MAX;
     }
     if (r->stream && head->status >= 200 && head->status < 300) {
+        const char *fr = r->prov->ops->stream_framing;
+
         mf_sse_parser_free(&r->sse);
+    mf_evstream_free(&r->evs);
         mf_sse_parser_init(&r->sse, r->gen->config->limits.max_sse_event);
+        mf_evstream_free(&r->evs);
+        mf_evstream_init(&r->evs, r->gen->config->limits.max_sse_event);
+        r->evs_framing = fr != NULL && strcmp(fr, "aws-eventstream") == 0;
         r->sse_active = 1;
         r->phase = MF_PHASE_UPSTREAM_RESPONSE;
         r->stage_idx = 0;
@@ -1292,8 +1341,8 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
     r->cur_stage = MF_STAGE_PROVIDER;
     flags = r->prov->ops->parse_stream_event(r, r->prov->state, ev,
                                              !r->passthrough);
-    if (flags < 0) {
-        return MF_ERR;
+    if (flags < 0 || r->prov_err != NULL) {
+        return MF_ERR; /* up_on_data tells which */
     }
     if (flags & MF_EVENT_DONE) {
         r->saw_done = 1;
@@ -1344,6 +1393,23 @@ mf_req_drained(mf_req_t *r)
     }
 }
 
+/* The provider failed a 2xx stream (api->set_error): before anything
+ * reached the client the attempt fails over; after, an error event. */
+static void
+stream_failed(mf_req_t *r, const mf_error_t *err)
+{
+    if (!r->head_sent && r->chunk_out.len == 0) {
+        r->sse_active = 0;
+        attempt_fail(r, err, err->status);
+        return;
+    }
+    flush_stream(r);
+    send_stream_error(r, err->code ? err->code : "upstream_error",
+                      err->message);
+    finish_stream(r);
+    req_finish(r);
+}
+
 static void
 up_on_data(void *arg, const char *data, size_t len)
 {
@@ -1361,10 +1427,17 @@ up_on_data(void *arg, const char *data, size_t len)
         }
         return;
     }
-    if (mf_sse_parser_feed(&r->sse, data, len, on_sse_event, r) != MF_OK) {
+    if ((r->evs_framing
+             ? mf_evstream_feed(&r->evs, data, len, on_sse_event, r)
+             : mf_sse_parser_feed(&r->sse, data, len, on_sse_event, r)) !=
+        MF_OK) {
         mf_upcall_cancel(r->call);
         r->call = NULL;
         account_upstream_time(r);
+        if (r->prov_err != NULL) {
+            stream_failed(r, r->prov_err);
+            return;
+        }
         flush_stream(r);
         send_stream_error(r, "upstream_bad_stream",
                           "the upstream sent a stream event that could not "
@@ -1428,12 +1501,38 @@ complete_nonstream(mf_req_t *r)
     req_finish(r);
 }
 
+/* The attempt failed with err: the next target when the route's
+ * retry_on allows, else err to the client. */
+static void
+attempt_fail(mf_req_t *r, const mf_error_t *err, int status)
+{
+    outcome_t o;
+    char num[16];
+
+    outcome_status(r, status, &o, err);
+    if (status != r->up_status) {
+        /* a 2xx the provider refused (safety block) or no upstream call */
+        snprintf(o.what, sizeof(o.what), "%s", err->code ? err->code : "error");
+    }
+    attempt_close(r, &o, -1);
+    if (attempt_retry(r, &o)) {
+        return;
+    }
+    if (err->retry_after > 0) {
+        snprintf(num, sizeof(num), "%d", err->retry_after);
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(num));
+    }
+    mf_req_respond_error(r, err->status, err->type ? err->type : "upstream_error",
+                         err->code, err->message);
+    req_finish(r);
+}
+
 static void
 complete_error(mf_req_t *r)
 {
     mf_error_t err;
     mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
-    char num[16];
 
     memset(&err, 0, sizeof(err));
     r->cur_stage = MF_STAGE_PROVIDER;
@@ -1445,23 +1544,7 @@ complete_error(mf_req_t *r)
         snprintf(err.message, sizeof(err.message), "provider '%s' answered %d",
                  r->prov->conf->name, r->up_status);
     }
-    {
-        outcome_t o;
-
-        outcome_status(r, &o, &err);
-        attempt_close(r, &o, -1);
-        if (attempt_retry(r, &o)) {
-            return;
-        }
-    }
-    if (err.retry_after > 0) {
-        snprintf(num, sizeof(num), "%d", err.retry_after);
-        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
-                     mf_str_from(num));
-    }
-    mf_req_respond_error(r, err.status, err.type ? err.type : "upstream_error",
-                         err.code, err.message);
-    req_finish(r);
+    attempt_fail(r, &err, r->up_status); /* the upstream's status counts */
 }
 
 static void
@@ -1492,7 +1575,9 @@ up_on_end(void *arg)
             /* stages still paused: cannot happen (call paused) */
             r->phase = MF_PHASE_BODY;
         }
-        if (mf_sse_parser_pending(&r->sse) > 0 && !r->saw_done) {
+        if ((r->evs_framing ? mf_evstream_pending(&r->evs)
+                            : mf_sse_parser_pending(&r->sse)) > 0 &&
+            !r->saw_done) {
             flush_stream(r);
             send_stream_error(r, "upstream_stream_cut",
                               "the upstream ended the stream in the middle "
@@ -1526,6 +1611,10 @@ up_on_end(void *arg)
                              "the upstream answered with a body that could "
                              "not be read");
         req_finish(r);
+        return;
+    }
+    if (r->prov_err != NULL) {
+        attempt_fail(r, r->prov_err, r->prov_err->status);
         return;
     }
     r->phase = MF_PHASE_UPSTREAM_RESPONSE;
@@ -1636,6 +1725,7 @@ req_free(mf_req_t *r)
     mf_buf_free(&r->up_buf);
     mf_buf_free(&r->chunk_out);
     mf_sse_parser_free(&r->sse);
+    mf_evstream_free(&r->evs);
     free((char *)r->body.data);
     mf_gen_release(r->gen);
     mf_pool_destroy(r->pool);

@@ -16,6 +16,7 @@
 #include "http.h"
 #include "plugin.h"
 #include "sse.h"
+#include "evstream.h"
 
 typedef struct mf_lua_stage_s mf_lua_stage_t;
 typedef struct mf_upcall_s mf_upcall_t;
@@ -147,6 +148,7 @@ typedef struct mf_rtarget_s {
 typedef enum {
     MF_PHASE_REQUEST = 0,
     MF_PHASE_ROUTE,
+    MF_PHASE_AUTHORIZE, /* the provider's authorize (may pause) */
     MF_PHASE_ATTEMPT,
     MF_PHASE_UPSTREAM,
     MF_PHASE_UPSTREAM_RESPONSE,
@@ -212,7 +214,10 @@ struct mf_req_s {
     int call_paused;
     mf_buf_t up_buf; /* non-stream or error body */
     mf_sse_parser_t sse;
+    mf_evstream_t evs; /* the stream is AWS event-stream framed */
+    int evs_framing;
     int sse_active;
+    mf_error_t *prov_err; /* api->set_error of the current attempt */
     int passthrough; /* stream bytes forwarded untouched */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */

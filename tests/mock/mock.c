@@ -29,7 +29,13 @@
  *    (x-api-key, required max_tokens, text and tool_use blocks, the
  *    event stream: message_start, ping, content_block_start/delta/stop,
  *    message_delta, message_stop; Anthropic's error shape);
+ *  - Gemini (generateContent, streamGenerateContent?alt=sse,
+ *    batchEmbedContents; Vertex AI paths and :predict; an OAuth token
+ *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
+ *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
+ *    in mock_bedrock.c, with the same directives;
  *  - GET /_mock/last: the last request seen (path, headers, body);
+ *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
  *    POST /_mock/mode {"status": 429, "retry_after": 1}: answer every
  *    request with that status from now on ({"status": 0} ends it).
@@ -50,26 +56,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct event_base *base;
+#include "mock.h"
+
+struct event_base *base;
 static json_t *last_request;
+static json_t *history; /* the last 64 requests, oldest first */
 static long request_count;
 static int mode_status; /* POST /_mock/mode: answer everything with this */
 static int mode_retry_after;
 
-typedef struct {
-    int status;
-    int retry_after;
-    int delay;
-    int chunk_delay;
-    int chunks;
-    int cut;
-    int hang;
-    int garbage;
-    int cutfirst;
-    int stall;
-    int filter;
-    char reply[512];
-} directives_t;
+
 
 typedef struct stream_s {
     struct evhttp_request *req;
@@ -89,7 +85,7 @@ typedef struct stream_s {
     int cutting;
 } stream_t;
 
-static void
+void
 parse_directives(const char *text, directives_t *d)
 {
     const char *p = text;
@@ -135,6 +131,12 @@ parse_directives(const char *text, directives_t *d)
                 d->hang = 1;
             } else if (strcmp(tok, "garbage") == 0) {
                 d->garbage = 1;
+            } else if (strcmp(tok, "safety") == 0) {
+                d->safety = 1;
+            } else if (strcmp(tok, "safety_answer") == 0) {
+                d->safety_answer = 1;
+            } else if (strncmp(tok, "exception=", 10) == 0) {
+                d->exception = v;
             } else if (strncmp(tok, "reply=", 6) == 0) {
                 char *c;
 
@@ -207,7 +209,7 @@ count_prompt_tokens(json_t *body)
     return n > 0 ? n : 1;
 }
 
-static void
+void
 send_json(struct evhttp_request *req, int status, json_t *j, int retry_after)
 {
     struct evbuffer *b = evbuffer_new();
@@ -298,15 +300,23 @@ pick_tool(json_t *body)
 static void
 reply_text(json_t *body, const directives_t *d, char *out, size_t cap)
 {
-    char user[1024], *p;
+    char user[1024];
 
     if (d->reply[0]) {
         snprintf(out, cap, "%s", d->reply);
         return;
     }
     last_user_text(body, user, sizeof(user));
-    /* drop directives from the echo */
-    while ((p = strstr(user, "[[mock:")) != NULL) {
+    strip_directives(user); /* drop directives from the echo */
+    snprintf(out, cap, "Hello from mock. You said: %.200s", user);
+}
+
+void
+strip_directives(char *text)
+{
+    char *p;
+
+    while ((p = strstr(text, "[[mock:")) != NULL) {
         char *e = strstr(p, "]]");
 
         if (e == NULL) {
@@ -315,7 +325,6 @@ reply_text(json_t *body, const directives_t *d, char *out, size_t cap)
         }
         memmove(p, e + 2, strlen(e + 2) + 1);
     }
-    snprintf(out, cap, "Hello from mock. You said: %.200s", user);
 }
 
 /* Streaming */
@@ -539,6 +548,118 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
     event_active(s->timer, EV_TIMEOUT, 0);
 }
 
+/* Framed streams (Gemini SSE, Bedrock event stream) */
+
+typedef struct frame_s {
+    char *data;
+    size_t len;
+} frame_t;
+
+struct frames_s {
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    struct event *timer;
+    frame_t *v;
+    size_t n, cap, next;
+    directives_t d;
+    int gone;
+};
+
+frames_t *
+frames_new(void)
+{
+    return calloc(1, sizeof(frames_t));
+}
+
+void
+frames_add(frames_t *f, const void *data, size_t len)
+{
+    if (f->n == f->cap) {
+        f->cap = f->cap ? f->cap * 2 : 16;
+        f->v = realloc(f->v, f->cap * sizeof(*f->v));
+    }
+    f->v[f->n].data = malloc(len ? len : 1);
+    memcpy(f->v[f->n].data, data, len);
+    f->v[f->n].len = len;
+    f->n++;
+}
+
+static void
+frames_free(frames_t *f)
+{
+    size_t i;
+
+    for (i = 0; i < f->n; i++) {
+        free(f->v[i].data);
+    }
+    free(f->v);
+    if (f->timer) {
+        event_free(f->timer);
+    }
+    free(f);
+}
+
+static void
+frames_closed(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    ((frames_t *)arg)->gone = 1;
+}
+
+static void
+frames_step(evutil_socket_t fd, short what, void *arg)
+{
+    frames_t *f = arg;
+    struct timeval tv = {f->d.chunk_delay / 1000,
+                         (f->d.chunk_delay % 1000) * 1000};
+    struct evbuffer *b;
+
+    (void)fd;
+    (void)what;
+    if (f->gone) {
+        frames_free(f);
+        return;
+    }
+    if (f->d.stall) {
+        return; /* the head went out; nothing else ever comes */
+    }
+    if (f->d.cutfirst || (f->d.cut > 0 && (int)f->next >= f->d.cut)) {
+        struct evhttp_connection *conn = f->conn;
+
+        evhttp_connection_set_closecb(conn, NULL, NULL);
+        frames_free(f);
+        evhttp_connection_free(conn);
+        return;
+    }
+    if (f->next >= f->n) {
+        evhttp_connection_set_closecb(f->conn, NULL, NULL);
+        evhttp_send_reply_end(f->req);
+        frames_free(f);
+        return;
+    }
+    b = evbuffer_new();
+    evbuffer_add(b, f->v[f->next].data, f->v[f->next].len);
+    f->next++;
+    evhttp_send_reply_chunk(f->req, b);
+    evbuffer_free(b);
+    evtimer_add(f->timer, &tv);
+}
+
+void
+frames_send(struct evhttp_request *req, frames_t *f, const directives_t *d,
+            const char *content_type)
+{
+    f->req = req;
+    f->conn = evhttp_request_get_connection(req);
+    f->d = *d;
+    f->timer = evtimer_new(base, frames_step, f);
+    evhttp_connection_set_closecb(f->conn, frames_closed, f);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      content_type);
+    evhttp_send_reply_start(req, 200, "OK");
+    event_active(f->timer, EV_TIMEOUT, 0);
+}
+
 /* Non-stream and dispatch */
 
 typedef struct {
@@ -548,7 +669,10 @@ typedef struct {
     struct event *timer;
     int embeddings;
     int anthropic;
-    char auth[256];
+    int gemini;
+    int bedrock;
+    char uri[1024];
+    char auth[2048];
 } pending_t;
 
 static void
@@ -1018,10 +1142,21 @@ answer(pending_t *p)
                             "content_filter_result", "violence", "filtered", 1,
                             "severity", "high"),
                   0);
+    } else if (status && status != 200 && (p->gemini || p->bedrock)) {
+        p->d.status = status; /* their own error shapes */
+        if (p->gemini) {
+            answer_gemini(p->req, p->uri, p->body, &p->d, p->auth);
+        } else {
+            answer_bedrock(p->req, p->uri, p->body, &p->d, p->auth);
+        }
     } else if (status && status != 200 && p->anthropic) {
         anthropic_error(p->req, status, p->d.retry_after);
     } else if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
+    } else if (p->gemini) {
+        answer_gemini(p->req, p->uri, p->body, &p->d, p->auth);
+    } else if (p->bedrock) {
+        answer_bedrock(p->req, p->uri, p->body, &p->d, p->auth);
     } else if (p->anthropic) {
         answer_anthropic(p->req, p->body, &p->d);
     } else if (p->embeddings) {
@@ -1068,6 +1203,13 @@ record(struct evhttp_request *req, const char *body, size_t len)
     last_request =
         json_pack("{s:s,s:o,s:s%}", "path", evhttp_request_get_uri(req),
                   "headers", hj, "body", body ? body : "", len);
+    if (history == NULL) {
+        history = json_array();
+    }
+    json_array_append(history, last_request);
+    if (json_array_size(history) > 64) {
+        json_array_remove(history, 0);
+    }
     request_count++;
 }
 
@@ -1106,6 +1248,11 @@ handle(struct evhttp_request *req, void *arg)
         free(body);
         return;
     }
+    if (strcmp(uri, "/_mock/requests") == 0) {
+        send_json(req, 200, history ? json_incref(history) : json_array(), 0);
+        free(body);
+        return;
+    }
     if (strcmp(uri, "/_mock/count") == 0) {
         send_json(req, 200, json_pack("{s:i}", "count", (int)request_count), 0);
         free(body);
@@ -1123,19 +1270,31 @@ handle(struct evhttp_request *req, void *arg)
     }
     p = calloc(1, sizeof(*p));
     p->req = req;
+    snprintf(p->uri, sizeof(p->uri), "%s", uri);
+    p->gemini = gemini_path(uri);
+    p->bedrock = !p->gemini && bedrock_path(uri);
     p->embeddings = strstr(uri, "/embeddings") != NULL;
     p->anthropic = strstr(uri, "/messages") != NULL &&
                    strstr(uri, "/chat/completions") == NULL;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
                               p->anthropic ? "x-api-key" : "Authorization");
+    if (p->gemini && evhttp_find_header(evhttp_request_get_input_headers(req),
+                                        "x-goog-api-key") != NULL) {
+        auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                  "x-goog-api-key");
+    }
     if (auth == NULL) {
         auth = evhttp_find_header(evhttp_request_get_input_headers(req),
                                   "api-key"); /* Azure */
     }
     snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
     p->body = json_loadb(body, len, 0, &err);
+    if (p->gemini && p->body == NULL) {
+        p->body = json_stringn(body, len); /* the token endpoint's form */
+    }
     free(body);
-    if (p->body == NULL || (!p->embeddings && !p->anthropic &&
+    if (p->body == NULL || (!p->embeddings && !p->anthropic && !p->gemini &&
+                            !p->bedrock &&
                             strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
@@ -1149,6 +1308,12 @@ handle(struct evhttp_request *req, void *arg)
     parse_directives(json_string_value(json_object_get(p->body, "model")),
                      &p->d);
     parse_directives(last_user_text(p->body, text, sizeof(text)), &p->d);
+    parse_directives(uri, &p->d); /* gemini and bedrock: model in the path */
+    if (p->gemini) {
+        gemini_directives(p->body, &p->d);
+    } else if (p->bedrock) {
+        bedrock_directives(p->body, &p->d);
+    }
     if (mode_status != 0) {
         p->d.status = mode_status;
         p->d.retry_after = mode_retry_after;
@@ -1226,5 +1391,6 @@ main(int argc, char **argv)
     evhttp_free(http);
     event_base_free(base);
     json_decref(last_request);
+    json_decref(history);
     return 0;
 }

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 1
+#define MF_ABI_MINOR 2
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -231,7 +231,25 @@ typedef struct mf_provider_s {
     int (*parse_error)(mf_req_t *r, void *state, int status, mf_str_t body,
                        mf_error_t *err);
 
-    void *spare[8];
+    /* ABI 1.2 (a host older than 1.2 never reads these). */
+
+    /* How a 2xx stream answer is framed: NULL or "sse" (server-sent
+     * events), or "aws-eventstream" (the binary framing of Bedrock's
+     * ConverseStream): each message reaches parse_stream_event as an
+     * event whose `event` is its :event-type (or :exception-type),
+     * `id` its :message-type ("event", "exception", "error") and `data`
+     * its payload. */
+    const char *stream_framing;
+
+    /* Optional, called after build_request for each attempt: may add
+     * what needs a service call first (an OAuth token, say) with
+     * api->set_header. Returns MF_CONTINUE, or MF_PAUSE after starting
+     * api->http_call or api->timer and later calls api->resume(r,
+     * MF_CONTINUE), or fails the attempt: api->set_error then MF_FAIL
+     * (or api->resume(r, MF_FAIL)). */
+    mf_action_t (*authorize)(mf_req_t *r, void *state, const mf_upstream_t *u);
+
+    void *spare[6];
 } mf_provider_t;
 
 /* The descriptor a plugin returns from mf_plugin_v1(). */
@@ -427,7 +445,18 @@ struct mf_host_api_s {
      * in it (freed with the request). Reset to NULL at each attempt. */
     void **(*provider_ctx)(mf_req_t *r);
 
-    void *spare[13];
+    /* ABI 1.2 */
+
+    /* Provider only (authorize, parse_response, parse_stream_event).
+     * Fails the attempt with this error although the upstream said 2xx
+     * (a safety block in a 200 body, a token that could not be had): the
+     * route's retry_on classes apply as for an upstream error with
+     * err->status and err->code; mid-stream, the client gets an error
+     * event. parse_response then returns MF_OK, parse_stream_event
+     * MF_EVENT_ERROR. Copied. */
+    int (*set_error)(mf_req_t *r, const mf_error_t *err);
+
+    void *spare[12];
 };
 
 /* The one symbol a plugin exports. */

@@ -1,0 +1,215 @@
+/* Helpers shared by the translating provider plugins; see provider-util.h. */
+#include "provider-util.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void
+pu_usage_init(mf_usage_t *u)
+{
+    u->prompt_tokens = u->completion_tokens = u->total_tokens = -1;
+    u->cached_tokens = u->reasoning_tokens = -1;
+    u->estimated = 0;
+}
+
+static json_int_t
+nonneg(int64_t v)
+{
+    return (json_int_t)(v < 0 ? 0 : v);
+}
+
+json_t *
+pu_usage_json(const mf_usage_t *u)
+{
+    json_t *o = json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens",
+                          nonneg(u->prompt_tokens), "completion_tokens",
+                          nonneg(u->completion_tokens), "total_tokens",
+                          nonneg(u->total_tokens), "prompt_tokens_details",
+                          "cached_tokens", nonneg(u->cached_tokens));
+
+    if (u->reasoning_tokens > 0) {
+        json_object_set_new(o, "completion_tokens_details",
+                            json_pack("{s:I}", "reasoning_tokens",
+                                      nonneg(u->reasoning_tokens)));
+    }
+    return o;
+}
+
+json_int_t
+pu_opt_int(json_t *obj, const char *key, json_int_t dflt)
+{
+    json_t *v = json_object_get(obj, key);
+
+    if (json_is_integer(v)) {
+        return json_integer_value(v);
+    }
+    if (json_is_string(v) && json_string_length(v) > 0) {
+        return atoll(json_string_value(v));
+    }
+    return dflt;
+}
+
+json_int_t
+pu_int_at(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+
+    return json_is_integer(v) ? json_integer_value(v) : 0;
+}
+
+void
+pu_append(char **s, size_t *len, const char *text)
+{
+    size_t n = strlen(text);
+    char *p = realloc(*s, *len + n + 1);
+
+    if (p == NULL) {
+        return;
+    }
+    memcpy(p + *len, text, n + 1);
+    *s = p;
+    *len += n;
+}
+
+char *
+pu_base64(const void *data, size_t n)
+{
+    char *out = malloc(4 * ((n + 2) / 3) + 1);
+
+    if (out != NULL) {
+        EVP_EncodeBlock((unsigned char *)out, data, (int)n);
+    }
+    return out;
+}
+
+char *
+pu_base64url(const void *data, size_t n)
+{
+    char *s = pu_base64(data, n), *p;
+
+    if (s == NULL) {
+        return NULL;
+    }
+    for (p = s; *p; p++) {
+        if (*p == '+') {
+            *p = '-';
+        } else if (*p == '/') {
+            *p = '_';
+        } else if (*p == '=') {
+            *p = '\0';
+            break;
+        }
+    }
+    return s;
+}
+
+int
+pu_data_url(const char *url, mf_str_t *media_type, mf_str_t *data)
+{
+    const char *comma, *semi;
+
+    if (url == NULL || strncmp(url, "data:", 5) != 0 ||
+        (comma = strchr(url, ',')) == NULL ||
+        (semi = strstr(url, ";base64")) == NULL || semi > comma) {
+        return MF_ERR;
+    }
+    *media_type = (mf_str_t){url + 5, (size_t)(semi - url - 5)};
+    *data = (mf_str_t){comma + 1, strlen(comma + 1)};
+    return MF_OK;
+}
+
+json_t *
+pu_embeddings_response(json_t *vectors, const char *model, int base64,
+                       const mf_usage_t *u)
+{
+    json_t *data = json_array(), *vec;
+    size_t i;
+
+    json_array_foreach(vectors, i, vec)
+    {
+        json_t *emb;
+
+        if (base64) {
+            size_t n = json_array_size(vec), k;
+            float *f = calloc(n ? n : 1, sizeof(float));
+            char *b;
+
+            for (k = 0; f != NULL && k < n; k++) {
+                f[k] = (float)json_number_value(json_array_get(vec, k));
+            }
+            b = f ? pu_base64(f, n * sizeof(float)) : NULL;
+            emb = json_string(b ? b : "");
+            free(b);
+            free(f);
+        } else {
+            emb = json_incref(vec);
+        }
+        json_array_append_new(data,
+                              json_pack("{s:s,s:I,s:o}", "object", "embedding",
+                                        "index", (json_int_t)i, "embedding",
+                                        emb));
+    }
+    return json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data",
+                     data, "model", model, "usage", "prompt_tokens",
+                     nonneg(u->prompt_tokens), "total_tokens",
+                     nonneg(u->total_tokens));
+}
+
+json_t *
+pu_embedding_inputs(json_t *body)
+{
+    json_t *in = json_object_get(body, "input"), *out, *v;
+    size_t i;
+
+    if (json_is_string(in)) {
+        return json_pack("[O]", in);
+    }
+    if (!json_is_array(in) || json_array_size(in) == 0) {
+        return NULL;
+    }
+    out = json_array();
+    json_array_foreach(in, i, v)
+    {
+        if (!json_is_string(v)) {
+            json_decref(out);
+            return NULL; /* token arrays: only OpenAI reads them */
+        }
+        json_array_append(out, v);
+    }
+    return out;
+}
+
+json_t *
+pu_chunk(const char *id, const char *model, json_int_t created, int index,
+         json_t *delta, const char *finish)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", id,
+                     "object", "chat.completion.chunk", "created", created,
+                     "model", model, "choices", "index", index, "delta", delta,
+                     "finish_reason",
+                     finish ? json_string(finish) : json_null(), "logprobs");
+}
+
+json_t *
+pu_usage_chunk(const char *id, const char *model, json_int_t created,
+               const mf_usage_t *u)
+{
+    return json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", id, "object",
+                     "chat.completion.chunk", "created", created, "model",
+                     model, "choices", "usage", pu_usage_json(u));
+}
+
+void
+pu_hex(const unsigned char *in, size_t n, char *out)
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}

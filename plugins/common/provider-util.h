@@ -1,0 +1,51 @@
+/*
+ * Helpers shared by the translating provider plugins (gemini, bedrock):
+ * the canonical (OpenAI) shapes they produce and the small conversions
+ * they all need. Linked statically into each plugin.
+ */
+#ifndef MF_PROVIDER_UTIL_H
+#define MF_PROVIDER_UTIL_H
+
+#include <manifold/plugin.h>
+
+/* A usage with nothing known (-1 everywhere). */
+void pu_usage_init(mf_usage_t *u);
+/* The canonical usage object (prompt_tokens_details, reasoning tokens). */
+json_t *pu_usage_json(const mf_usage_t *u);
+
+/* An integer option that YAML may hand over as text; dflt when absent. */
+json_int_t pu_opt_int(json_t *obj, const char *key, json_int_t dflt);
+/* obj[key] as an integer, 0 when absent. */
+json_int_t pu_int_at(json_t *obj, const char *key);
+
+/* Appends text to a growing string (*s, *len). */
+void pu_append(char **s, size_t *len, const char *text);
+
+/* Standard base64 of n bytes (malloc'd), or NULL. */
+char *pu_base64(const void *data, size_t n);
+/* base64url without padding (JWT), malloc'd. */
+char *pu_base64url(const void *data, size_t n);
+
+/* A data: URL's media type and base64 payload (views into url); MF_ERR
+ * when url is not a base64 data URL. */
+int pu_data_url(const char *url, mf_str_t *media_type, mf_str_t *data);
+
+/* The OpenAI embeddings response for vectors (arrays of numbers) in
+ * input order: float arrays, or base64 float32 when base64 is set. */
+json_t *pu_embeddings_response(json_t *vectors, const char *model, int base64,
+                               const mf_usage_t *u);
+/* The inputs of an OpenAI embeddings request as strings (a string or a
+ * list of strings); NULL when it has none or token arrays. */
+json_t *pu_embedding_inputs(json_t *body);
+
+/* A canonical chat.completion.chunk with one choice. */
+json_t *pu_chunk(const char *id, const char *model, json_int_t created,
+                 int index, json_t *delta, const char *finish);
+/* The usage chunk that ends a stream (choices empty). */
+json_t *pu_usage_chunk(const char *id, const char *model, json_int_t created,
+                       const mf_usage_t *u);
+
+/* Lower-cased hex of n bytes into out (2n + 1). */
+void pu_hex(const unsigned char *in, size_t n, char *out);
+
+#endif

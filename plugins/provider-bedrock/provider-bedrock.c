@@ -1,0 +1,1059 @@
+/*
+ * provider-bedrock: Amazon Bedrock's Converse API behind the canonical
+ * (OpenAI chat) form.
+ *
+ * Auth: a key "ACCESS_KEY_ID:SECRET_ACCESS_KEY[:SESSION_TOKEN]" signs each
+ * request with AWS Signature Version 4 (HMAC-SHA256 via OpenSSL; the path
+ * is encoded twice in the canonical request, as AWS wants for every
+ * service but S3); any other key is a Bedrock API key sent as a bearer
+ * token. The region comes from `region:`, else the base URL's host
+ * (bedrock-runtime.REGION.amazonaws.com), else us-east-1.
+ *
+ * Requests: POST /model/{modelId}/converse (or /converse-stream): system
+ * messages to `system`, user and assistant turns merged to alternate,
+ * images (data: URLs) to image blocks, tools to toolConfig (toolSpec with
+ * inputSchema.json), tool_choice to auto/any/tool, tool calls and results
+ * to toolUse/toolResult blocks, max_tokens/temperature/top_p/stop to
+ * inferenceConfig, top_k and reasoning_effort (Claude's thinking) to
+ * additionalModelRequestFields. Responses back to chat completions;
+ * ConverseStream's AWS event-stream messages (the host decodes the binary
+ * framing, see stream_framing) to chunks: text, tool-call and reasoning
+ * deltas, stop reasons, usage with cache reads; in-stream exceptions fail
+ * the attempt (or end the stream) with the matching status.
+ *
+ * Embeddings: POST /model/{modelId}/invoke with Titan ({inputText}; one
+ * input per request) or Cohere ({texts, input_type}) bodies.
+ *
+ * provider fields: region; options: { input_type: search_document }.
+ */
+#include <manifold/plugin.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/provider-util.h"
+
+static const mf_host_api_t *api;
+
+typedef struct {
+    char *name;
+    char region[64];
+    char input_type[64];
+} bedrock_t;
+
+static int
+ev_is(mf_str_t s, const char *lit)
+{
+    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
+}
+
+/* Per request: a stream's translation state. */
+typedef struct {
+    char id[128];
+    char model[256];
+    json_int_t created;
+    mf_usage_t usage;
+    int tool_of_block[64]; /* content block -> tool call index, -1 */
+    int ntools;
+    int stopped;
+} bstream_t;
+
+static int
+bedrock_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    json_t *conf = json_loads(config_json, 0, NULL);
+    json_t *opt = json_object_get(conf, "options");
+    bedrock_t *b = calloc(1, sizeof(*b));
+    const char *name = json_string_value(json_object_get(conf, "name"));
+    const char *region = json_string_value(json_object_get(conf, "region"));
+    const char *base = json_string_value(json_object_get(conf, "base_url"));
+    const char *it = json_string_value(json_object_get(opt, "input_type"));
+    const char *h;
+
+    api = host;
+    if (b == NULL) {
+        json_decref(conf);
+        return MF_ERR;
+    }
+    b->name = strdup(name ? name : "bedrock");
+    if (region == NULL) {
+        region = json_string_value(json_object_get(opt, "region"));
+    }
+    if (region != NULL && *region) {
+        snprintf(b->region, sizeof(b->region), "%s", region);
+    } else if (base && (h = strstr(base, "bedrock-runtime.")) != NULL) {
+        const char *r = h + strlen("bedrock-runtime."), *dot = strchr(r, '.');
+
+        snprintf(b->region, sizeof(b->region), "%.*s",
+                 (int)(dot ? dot - r : (long)strlen(r)), r);
+    } else {
+        snprintf(b->region, sizeof(b->region), "us-east-1");
+    }
+    snprintf(b->input_type, sizeof(b->input_type), "%s",
+             it ? it : "search_document");
+    json_decref(conf);
+    *state = b;
+    return MF_OK;
+}
+
+static void
+bedrock_fini(void *state)
+{
+    bedrock_t *b = state;
+
+    free(b->name);
+    free(b);
+}
+
+/* SigV4 */
+
+static void
+sha256_hex(const void *data, size_t n, char out[65])
+{
+    unsigned char md[32];
+    unsigned int len = 0;
+
+    EVP_Digest(data, n, md, &len, EVP_sha256(), NULL);
+    pu_hex(md, 32, out);
+}
+
+static void
+hmac(const void *key, size_t klen, const char *msg, unsigned char out[32])
+{
+    unsigned int len = 32;
+
+    HMAC(EVP_sha256(), key, (int)klen, (const unsigned char *)msg, strlen(msg),
+         out, &len);
+}
+
+/* Percent-encodes s (n bytes) as SigV4 does: all but A-Za-z0-9-_.~, and
+ * '/' too unless keep_slash. */
+static void
+uri_encode(const char *s, size_t n, int keep_slash, char *out, size_t cap)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    size_t i, o = 0;
+
+    for (i = 0; i < n && o + 4 < cap; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+            (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' ||
+            c == '~' || (keep_slash && c == '/')) {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hexd[c >> 4];
+            out[o++] = hexd[c & 15];
+        }
+    }
+    out[o] = '\0';
+}
+
+/* host[:port] and path of url as the host's request line writes them. */
+static int
+split_url(const char *url, char *host, size_t hcap, const char **path)
+{
+    int tls = strncmp(url, "https://", 8) == 0;
+    const char *h = url + (tls ? 8 : 7), *slash = strchr(h, '/');
+    const char *colon;
+    size_t hl = slash ? (size_t)(slash - h) : strlen(h);
+
+    if (hl >= hcap) {
+        return MF_ERR;
+    }
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    colon = strrchr(host, ':');
+    if (colon != NULL && strchr(host, ']') == NULL &&
+        atoi(colon + 1) == (tls ? 443 : 80)) {
+        host[colon - host] = '\0'; /* the default port is not written */
+    }
+    *path = slash ? slash : "/";
+    return MF_OK;
+}
+
+/* Signs the request (url, body) with the key "AKID:SECRET[:TOKEN]". */
+static int
+sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body,
+     mf_str_t key)
+{
+    char akid[256], secret[256], token[4096] = "", host[512];
+    char amzdate[20], date[9], canon_uri[4096], payload[65], creq_hash[65];
+    char scope[160], signed_headers[96], *creq, *sts, sig[65], auth[1024];
+    const char *path, *c1, *c2;
+    unsigned char k[32], kd[32], kr[32], ks[32], ksig[32];
+    char kinit[300];
+    time_t now = time(NULL);
+    struct tm tm;
+    size_t n;
+
+    c1 = memchr(key.data, ':', key.len);
+    c2 = c1 ? memchr(c1 + 1, ':', key.len - (size_t)(c1 + 1 - key.data))
+            : NULL;
+    if (c1 == NULL || (size_t)(c1 - key.data) >= sizeof(akid)) {
+        return MF_ERR;
+    }
+    snprintf(akid, sizeof(akid), "%.*s", (int)(c1 - key.data), key.data);
+    n = c2 ? (size_t)(c2 - c1 - 1) : key.len - (size_t)(c1 + 1 - key.data);
+    if (n >= sizeof(secret)) {
+        return MF_ERR;
+    }
+    snprintf(secret, sizeof(secret), "%.*s", (int)n, c1 + 1);
+    if (c2 != NULL) {
+        snprintf(token, sizeof(token), "%.*s",
+                 (int)(key.len - (size_t)(c2 + 1 - key.data)), c2 + 1);
+    }
+    if (split_url(url, host, sizeof(host), &path) != MF_OK) {
+        return MF_ERR;
+    }
+    gmtime_r(&now, &tm);
+    strftime(amzdate, sizeof(amzdate), "%Y%m%dT%H%M%SZ", &tm);
+    memcpy(date, amzdate, 8);
+    date[8] = '\0';
+    uri_encode(path, strcspn(path, "?"), 1, canon_uri, sizeof(canon_uri));
+    sha256_hex(body, strlen(body), payload);
+    snprintf(scope, sizeof(scope), "%s/%s/bedrock/aws4_request", date,
+             b->region);
+    snprintf(signed_headers, sizeof(signed_headers),
+             "content-type;host;x-amz-date%s",
+             token[0] ? ";x-amz-security-token" : "");
+    creq = malloc(strlen(canon_uri) + strlen(host) + strlen(token) + 512);
+    if (creq == NULL) {
+        return MF_ERR;
+    }
+    sprintf(creq,
+            "POST\n%s\n\ncontent-type:application/json\nhost:%s\n"
+            "x-amz-date:%s\n%s%s%s\n%s\n%s",
+            canon_uri, host, amzdate, token[0] ? "x-amz-security-token:" : "",
+            token, token[0] ? "\n" : "", signed_headers, payload);
+    sha256_hex(creq, strlen(creq), creq_hash);
+    free(creq);
+    sts = malloc(strlen(scope) + 128);
+    if (sts == NULL) {
+        return MF_ERR;
+    }
+    sprintf(sts, "AWS4-HMAC-SHA256\n%s\n%s\n%s", amzdate, scope, creq_hash);
+    snprintf(kinit, sizeof(kinit), "AWS4%s", secret);
+    hmac(kinit, strlen(kinit), date, kd);
+    hmac(kd, 32, b->region, kr);
+    hmac(kr, 32, "bedrock", ks);
+    hmac(ks, 32, "aws4_request", k);
+    hmac(k, 32, sts, ksig);
+    free(sts);
+    pu_hex(ksig, 32, sig);
+    snprintf(auth, sizeof(auth),
+             "AWS4-HMAC-SHA256 Credential=%s/%s, SignedHeaders=%s, "
+             "Signature=%s",
+             akid, scope, signed_headers, sig);
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("x-amz-date"),
+                    (mf_str_t){amzdate, strlen(amzdate)});
+    if (token[0]) {
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
+                        MF_STR("x-amz-security-token"),
+                        (mf_str_t){token, strlen(token)});
+    }
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
+                    (mf_str_t){auth, strlen(auth)});
+    return MF_OK;
+}
+
+/* Request: canonical -> Converse */
+
+static const char *
+image_format(mf_str_t mt)
+{
+    static const char *const f[] = {"png", "jpeg", "gif", "webp", NULL};
+    size_t i;
+
+    for (i = 0; f[i]; i++) {
+        size_t n = strlen(f[i]);
+
+        if (mt.len == 6 + n && memcmp(mt.data, "image/", 6) == 0 &&
+            memcmp(mt.data + 6, f[i], n) == 0) {
+            return f[i];
+        }
+    }
+    if (mt.len == 9 && memcmp(mt.data, "image/jpg", 9) == 0) {
+        return "jpeg";
+    }
+    return NULL;
+}
+
+/* Content (a string or parts) to Converse blocks; *bad names an image
+ * Converse cannot take. */
+static json_t *
+blocks_of(json_t *content, const char **bad)
+{
+    json_t *out = json_array(), *part;
+    size_t i;
+
+    if (json_is_string(content)) {
+        if (json_string_length(content) > 0) {
+            json_array_append_new(out, json_pack("{s:O}", "text", content));
+        }
+        return out;
+    }
+    json_array_foreach(content, i, part)
+    {
+        const char *type = json_string_value(json_object_get(part, "type"));
+        json_t *t = json_object_get(part, "text");
+
+        if (type && strcmp(type, "text") == 0 && json_string_length(t) > 0) {
+            json_array_append_new(out, json_pack("{s:O}", "text", t));
+        } else if (type && strcmp(type, "image_url") == 0) {
+            const char *url = json_string_value(json_object_get(
+                json_object_get(part, "image_url"), "url"));
+            mf_str_t mt, data;
+            const char *fmt;
+
+            if (pu_data_url(url, &mt, &data) != MF_OK ||
+                (fmt = image_format(mt)) == NULL) {
+                *bad = url ? url : "";
+                continue;
+            }
+            json_array_append_new(
+                out, json_pack("{s:{s:s,s:{s:s%}}}", "image", "format", fmt,
+                               "source", "bytes", data.data, data.len));
+        }
+    }
+    return out;
+}
+
+static void
+push_turn(json_t *msgs, const char *role, json_t *blocks)
+{
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
+
+    if (json_array_size(blocks) == 0) {
+        json_decref(blocks);
+        return;
+    }
+    if (last != NULL &&
+        strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
+        json_array_extend(json_object_get(last, "content"), blocks);
+        json_decref(blocks);
+        return;
+    }
+    json_array_append_new(msgs,
+                          json_pack("{s:s,s:o}", "role", role, "content", blocks));
+}
+
+static json_t *
+tool_use_blocks(json_t *calls)
+{
+    json_t *out = json_array(), *c;
+    size_t i;
+
+    json_array_foreach(calls, i, c)
+    {
+        json_t *fn = json_object_get(c, "function");
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        json_t *input = args ? json_loads(args, 0, NULL) : NULL;
+
+        if (!json_is_object(input)) {
+            json_decref(input);
+            input = json_object();
+        }
+        json_array_append_new(
+            out, json_pack("{s:{s:O,s:O,s:o}}", "toolUse", "toolUseId",
+                           json_object_get(c, "id"), "name",
+                           json_object_get(fn, "name"), "input", input));
+    }
+    return out;
+}
+
+static json_t *
+tool_result_block(json_t *m)
+{
+    json_t *content = json_object_get(m, "content"), *inner, *j;
+    const char *bad = NULL;
+
+    if (json_is_string(content)) {
+        j = json_loads(json_string_value(content), 0, NULL);
+        inner = json_is_object(j)
+                    ? json_pack("[{s:o}]", "json", j)
+                    : json_pack("[{s:O}]", "text", content);
+        if (!json_is_object(j)) {
+            json_decref(j);
+        }
+    } else {
+        inner = blocks_of(content, &bad);
+    }
+    if (json_array_size(inner) == 0) {
+        json_array_append_new(inner, json_pack("{s:s}", "text", "(empty)"));
+    }
+    return json_pack("{s:{s:O,s:o,s:s}}", "toolResult", "toolUseId",
+                     json_object_get(m, "tool_call_id"), "content", inner,
+                     "status", "success");
+}
+
+static json_t *
+tool_config(json_t *in)
+{
+    json_t *tools = json_array(), *t, *tc = json_object_get(in, "tool_choice");
+    json_t *out;
+    size_t i;
+
+    json_array_foreach(json_object_get(in, "tools"), i, t)
+    {
+        json_t *fn = json_object_get(t, "function");
+        json_t *params = json_object_get(fn, "parameters");
+        json_t *spec;
+
+        if (!json_is_string(json_object_get(fn, "name"))) {
+            continue;
+        }
+        spec = json_pack("{s:O,s:{s:o}}", "name", json_object_get(fn, "name"),
+                         "inputSchema", "json",
+                         json_is_object(params)
+                             ? json_incref(params)
+                             : json_pack("{s:s}", "type", "object"));
+        if (json_is_string(json_object_get(fn, "description"))) {
+            json_object_set(spec, "description",
+                            json_object_get(fn, "description"));
+        }
+        json_array_append_new(tools, json_pack("{s:o}", "toolSpec", spec));
+    }
+    if (json_array_size(tools) == 0) {
+        json_decref(tools);
+        return NULL;
+    }
+    out = json_pack("{s:o}", "tools", tools);
+    if (json_is_string(tc) && strcmp(json_string_value(tc), "required") == 0) {
+        json_object_set_new(out, "toolChoice", json_pack("{s:{}}", "any"));
+    } else if (json_is_object(tc)) {
+        json_object_set_new(
+            out, "toolChoice",
+            json_pack("{s:{s:O}}", "tool", "name",
+                      json_object_get(json_object_get(tc, "function"), "name")));
+    } else if (json_is_string(tc) &&
+               strcmp(json_string_value(tc), "auto") == 0) {
+        json_object_set_new(out, "toolChoice", json_pack("{s:{}}", "auto"));
+    }
+    /* "none": Converse has no such choice; the tools stay declared (the
+     * history may use them) and the model decides */
+    return out;
+}
+
+static json_t *
+to_converse(json_t *in, const char **bad)
+{
+    json_t *out = json_object(), *msgs = json_array(), *system = json_array();
+    json_t *m, *v, *ic = json_object(), *extra = json_object();
+    const char *effort;
+    size_t i;
+
+    json_array_foreach(json_object_get(in, "messages"), i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *content = json_object_get(m, "content");
+
+        if (role == NULL) {
+            continue;
+        }
+        if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+            json_t *blocks = blocks_of(content, bad);
+
+            json_array_extend(system, blocks);
+            json_decref(blocks);
+        } else if (strcmp(role, "tool") == 0) {
+            push_turn(msgs, "user", json_pack("[o]", tool_result_block(m)));
+        } else if (strcmp(role, "assistant") == 0) {
+            json_t *blocks = blocks_of(content, bad);
+            json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
+
+            json_array_extend(blocks, calls);
+            json_decref(calls);
+            push_turn(msgs, "assistant", blocks);
+        } else {
+            push_turn(msgs, "user", blocks_of(content, bad));
+        }
+    }
+    json_object_set_new(out, "messages", msgs);
+    if (json_array_size(system) > 0) {
+        json_object_set_new(out, "system", system);
+    } else {
+        json_decref(system);
+    }
+    v = json_object_get(in, "max_completion_tokens");
+    if (!json_is_integer(v)) {
+        v = json_object_get(in, "max_tokens");
+    }
+    if (json_is_integer(v)) {
+        json_object_set(ic, "maxTokens", v);
+    }
+    if (json_is_number(v = json_object_get(in, "temperature"))) {
+        json_object_set(ic, "temperature", v);
+    }
+    if (json_is_number(v = json_object_get(in, "top_p"))) {
+        json_object_set(ic, "topP", v);
+    }
+    v = json_object_get(in, "stop");
+    if (json_is_string(v)) {
+        json_object_set_new(ic, "stopSequences", json_pack("[O]", v));
+    } else if (json_array_size(v) > 0) {
+        json_object_set(ic, "stopSequences", v);
+    }
+    if (json_is_integer(v = json_object_get(in, "top_k"))) {
+        json_object_set(extra, "top_k", v);
+    }
+    if ((effort = json_string_value(json_object_get(in, "reasoning_effort"))) !=
+        NULL) {
+        json_int_t budget = strcmp(effort, "low") == 0    ? 1024
+                            : strcmp(effort, "high") == 0 ? 16384
+                                                          : 4096;
+        json_int_t max = pu_opt_int(ic, "maxTokens", 0);
+
+        json_object_set_new(extra, "thinking",
+                            json_pack("{s:s,s:I}", "type", "enabled",
+                                      "budget_tokens", budget));
+        if (max <= budget) {
+            json_object_set_new(ic, "maxTokens",
+                                json_integer(budget + (max ? max : 4096)));
+        }
+        json_object_del(ic, "temperature"); /* thinking refuses it */
+        json_object_del(ic, "topP");
+    }
+    if (json_object_size(ic) > 0) {
+        json_object_set_new(out, "inferenceConfig", ic);
+    } else {
+        json_decref(ic);
+    }
+    if (json_object_size(extra) > 0) {
+        json_object_set_new(out, "additionalModelRequestFields", extra);
+    } else {
+        json_decref(extra);
+    }
+    if ((v = tool_config(in)) != NULL) {
+        json_object_set_new(out, "toolConfig", v);
+    }
+    return out;
+}
+
+static int
+is_titan(mf_str_t model)
+{
+    return model.len >= 13 && memmem(model.data, model.len, "amazon.titan", 12);
+}
+
+/* The InvokeModel body for an embeddings request, or NULL (err set). */
+static json_t *
+to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
+{
+    json_t *inputs = pu_embedding_inputs(in), *out;
+    json_t *dims = json_object_get(in, "dimensions");
+    mf_error_t err = {.status = 400, .type = "invalid_request_error",
+                      .code = "invalid_input"};
+
+    if (inputs == NULL) {
+        snprintf(err.message, sizeof(err.message),
+                 "provider '%s' embeds text: input must be a string or a "
+                 "list of strings",
+                 b->name);
+        api->set_error(r, &err);
+        return NULL;
+    }
+    if (is_titan(u->model)) {
+        if (json_array_size(inputs) != 1) {
+            snprintf(err.message, sizeof(err.message),
+                     "Titan embeddings take one input per request (got "
+                     "%zu); send one string, or use a cohere.embed-* model "
+                     "for batches",
+                     json_array_size(inputs));
+            api->set_error(r, &err);
+            json_decref(inputs);
+            return NULL;
+        }
+        out = json_pack("{s:O}", "inputText", json_array_get(inputs, 0));
+        if (json_is_integer(dims)) {
+            json_object_set(out, "dimensions", dims);
+        }
+        json_decref(inputs);
+        return out;
+    }
+    out = json_pack("{s:o,s:s,s:s}", "texts", inputs, "input_type",
+                    json_string_value(json_object_get(in, "input_type"))
+                        ?: b->input_type,
+                    "truncate", "END");
+    return out;
+}
+
+static int
+bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
+{
+    bedrock_t *b = state;
+    json_t *body = api->get_body_json(r), *msg;
+    char url[4096], model[1024], *text;
+    const char *bad = NULL;
+    int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
+    mf_str_t key = u->key;
+
+    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed)) {
+        return MF_ERR;
+    }
+    uri_encode(u->model.data, u->model.len, 0, model, sizeof(model));
+    n = snprintf(url, sizeof(url), "%.*s/model/%s/%s", (int)u->base_url.len,
+                 u->base_url.data, model,
+                 embed       ? "invoke"
+                 : u->stream ? "converse-stream"
+                             : "converse");
+    if (n < 0 || (size_t)n >= sizeof(url)) {
+        return MF_ERR;
+    }
+    msg = embed ? to_embed(r, b, body, u) : to_converse(body, &bad);
+    if (msg == NULL) {
+        return MF_ERR; /* to_embed set the error */
+    }
+    if (bad != NULL) {
+        mf_error_t err = {.status = 400, .type = "invalid_request_error",
+                          .code = "unsupported_image"};
+
+        snprintf(err.message, sizeof(err.message),
+                 "provider '%s' (Bedrock) takes images as base64 data: URLs "
+                 "of png, jpeg, gif or webp; got '%.60s%s'",
+                 b->name, bad, strlen(bad) > 60 ? "..." : "");
+        api->set_error(r, &err);
+        json_decref(msg);
+        return MF_ERR;
+    }
+    text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("content-type"),
+                    MF_STR("application/json"));
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
+                    u->stream && !embed
+                        ? MF_STR("application/vnd.amazon.eventstream")
+                        : MF_STR("application/json"));
+    if (key.len > 0 && memchr(key.data, ':', key.len) != NULL) {
+        if (sign(r, b, url, text, key) != MF_OK) {
+            free(text);
+            return MF_ERR;
+        }
+    } else if (key.len > 0) {
+        char auth[4200];
+
+        snprintf(auth, sizeof(auth), "Bearer %.*s", (int)key.len, key.data);
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
+                        (mf_str_t){auth, strlen(auth)});
+    }
+    rc = api->set_upstream_body(r, (mf_str_t){text, strlen(text)});
+    free(text);
+    return rc;
+}
+
+/* Response: Converse -> canonical */
+
+static const char *
+finish_reason(const char *stop)
+{
+    if (stop == NULL) {
+        return "stop";
+    }
+    if (strcmp(stop, "max_tokens") == 0 ||
+        strcmp(stop, "model_context_window_exceeded") == 0) {
+        return "length";
+    }
+    if (strcmp(stop, "tool_use") == 0) {
+        return "tool_calls";
+    }
+    if (strcmp(stop, "guardrail_intervened") == 0 ||
+        strcmp(stop, "content_filtered") == 0) {
+        return "content_filter";
+    }
+    return "stop"; /* end_turn, stop_sequence */
+}
+
+static void
+read_usage(json_t *in, mf_usage_t *u)
+{
+    json_int_t read, write;
+
+    if (!json_is_object(in)) {
+        return;
+    }
+    read = pu_int_at(in, "cacheReadInputTokens");
+    write = pu_int_at(in, "cacheWriteInputTokens");
+    u->prompt_tokens = pu_int_at(in, "inputTokens") + read + write;
+    u->completion_tokens = pu_int_at(in, "outputTokens");
+    u->total_tokens = u->prompt_tokens + u->completion_tokens;
+    u->cached_tokens = read;
+    u->estimated = 0;
+}
+
+static void
+response_id(mf_req_t *r, char *out, size_t cap)
+{
+    mf_str_t rid;
+
+    if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
+                        MF_STR("x-amzn-requestid"), &rid) == MF_OK &&
+        rid.len > 0 && rid.len < 100) {
+        snprintf(out, cap, "chatcmpl-%.*s", (int)rid.len, rid.data);
+    } else {
+        snprintf(out, cap, "chatcmpl-bedrock-%lx", (unsigned long)time(NULL));
+    }
+}
+
+static int
+parse_embeddings(mf_req_t *r, json_t *in, const mf_req_info_t *info)
+{
+    json_t *vectors, *e, *body = api->get_body_json(r);
+    const char *fmt =
+        json_string_value(json_object_get(body, "encoding_format"));
+    mf_usage_t u;
+    mf_str_t hdr;
+    char model[256];
+
+    pu_usage_init(&u);
+    if (json_is_array(json_object_get(in, "embedding"))) { /* Titan */
+        vectors = json_pack("[O]", json_object_get(in, "embedding"));
+        u.prompt_tokens = pu_int_at(in, "inputTextTokenCount");
+    } else {
+        e = json_object_get(in, "embeddings");
+        if (json_is_object(e)) { /* embedding_types: {"float": [...]} */
+            e = json_object_get(e, "float");
+        }
+        if (!json_is_array(e)) {
+            return MF_ERR;
+        }
+        vectors = json_incref(e);
+        u.prompt_tokens = 0;
+    }
+    if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
+                        MF_STR("x-amzn-bedrock-input-token-count"),
+                        &hdr) == MF_OK &&
+        hdr.len > 0 && hdr.len < 12) {
+        char num[16];
+
+        memcpy(num, hdr.data, hdr.len);
+        num[hdr.len] = '\0';
+        u.prompt_tokens = atoll(num);
+    }
+    u.completion_tokens = 0;
+    u.total_tokens = u.prompt_tokens;
+    api->set_usage(r, &u);
+    snprintf(model, sizeof(model), "%.*s", (int)info->model.len,
+             info->model.data);
+    e = pu_embeddings_response(vectors, model, fmt && strcmp(fmt, "base64") == 0,
+                               &u);
+    json_decref(vectors);
+    return api->set_response_json(r, e);
+}
+
+static int
+bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
+{
+    json_t *in = json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    mf_req_info_t info = {.size = sizeof(info)};
+    mf_usage_t usage;
+    char *text = NULL, *thinking = NULL, id[160];
+    size_t i, tl = 0, kl = 0;
+    json_t *out, *content;
+
+    (void)state;
+    (void)canonical;
+    if (!json_is_object(in)) {
+        json_decref(in);
+        return MF_ERR;
+    }
+    api->get_info(r, &info);
+    if (info.endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        int rc = parse_embeddings(r, in, &info);
+
+        json_decref(in);
+        return rc;
+    }
+    content = json_object_get(
+        json_object_get(json_object_get(in, "output"), "message"), "content");
+    if (!json_is_array(content)) {
+        json_decref(in);
+        return MF_ERR;
+    }
+    pu_usage_init(&usage);
+    read_usage(json_object_get(in, "usage"), &usage);
+    api->set_usage(r, &usage);
+    calls = json_array();
+    json_array_foreach(content, i, b)
+    {
+        const char *t = json_string_value(json_object_get(b, "text"));
+        json_t *tu = json_object_get(b, "toolUse");
+        json_t *rc = json_object_get(b, "reasoningContent");
+
+        if (t != NULL) {
+            pu_append(&text, &tl, t);
+        } else if (tu != NULL) {
+            char *args = json_dumps(json_object_get(tu, "input"),
+                                    JSON_COMPACT | JSON_ENCODE_ANY);
+
+            json_array_append_new(
+                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                                 json_object_get(tu, "toolUseId"), "type",
+                                 "function", "function", "name",
+                                 json_object_get(tu, "name"), "arguments",
+                                 args ? args : "{}"));
+            free(args);
+        } else if ((t = json_string_value(json_object_get(
+                        json_object_get(rc, "reasoningText"), "text"))) !=
+                   NULL) {
+            pu_append(&thinking, &kl, t);
+        }
+    }
+    msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
+                    text ? json_string(text) : json_null(), "refusal");
+    if (thinking != NULL) {
+        json_object_set_new(msg, "reasoning_content", json_string(thinking));
+    }
+    if (json_array_size(calls) > 0) {
+        json_object_set_new(msg, "tool_calls", calls);
+    } else {
+        json_decref(calls);
+    }
+    response_id(r, id, sizeof(id));
+    out = json_pack(
+        "{s:s,s:s,s:I,s:s%,s:[{s:i,s:o,s:n,s:s}],s:o}", "id", id, "object",
+        "chat.completion", "created", (json_int_t)time(NULL), "model",
+        info.upstream_model.data, info.upstream_model.len, "choices", "index",
+        0, "message", msg, "logprobs", "finish_reason",
+        finish_reason(json_string_value(json_object_get(in, "stopReason"))),
+        "usage", pu_usage_json(&usage));
+    free(text);
+    free(thinking);
+    json_decref(in);
+    return out ? api->set_response_json(r, out) : MF_ERR;
+}
+
+/* Errors: status, exception names and messages */
+
+/* Fills err for an exception name (ThrottlingException or
+ * throttlingException) and message; status when the HTTP one is unknown. */
+static void
+map_exception(bedrock_t *b, const char *name, size_t nlen, int status,
+              const char *msg, mf_error_t *err)
+{
+    char ex[96];
+
+    snprintf(ex, sizeof(ex), "%.*s", (int)(nlen < 95 ? nlen : 95), name);
+    if (ex[0] >= 'a' && ex[0] <= 'z') {
+        ex[0] = (char)(ex[0] - 32);
+    }
+    if (status == 0) {
+        status = strcmp(ex, "ThrottlingException") == 0           ? 429
+                 : strcmp(ex, "ValidationException") == 0          ? 400
+                 : strcmp(ex, "ServiceUnavailableException") == 0  ? 503
+                 : strcmp(ex, "ModelTimeoutException") == 0        ? 408
+                 : strcmp(ex, "AccessDeniedException") == 0        ? 403
+                 : strcmp(ex, "ModelStreamErrorException") == 0    ? 424
+                                                                    : 500;
+    }
+    err->status = status;
+    err->type = "upstream_error";
+    if (status == 401 || status == 403 ||
+        strcmp(ex, "UnrecognizedClientException") == 0 ||
+        strcmp(ex, "InvalidSignatureException") == 0 ||
+        strcmp(ex, "ExpiredTokenException") == 0) {
+        err->status = 502;
+        err->code = "upstream_auth_failed";
+        msg = "the provider refused the gateway's credentials";
+    } else if (status == 429) {
+        err->type = "rate_limit_error";
+    } else if (status == 404) {
+        err->type = "invalid_request_error";
+        err->code = "model_not_found";
+    } else if (status == 400 || status == 413 || status == 422) {
+        err->type = "invalid_request_error";
+        if (msg && (strstr(msg, "too long") || strstr(msg, "too many") ||
+                    strstr(msg, "context"))) {
+            err->code = "context_length_exceeded";
+        }
+    } else if (status == 408) {
+        err->status = 504;
+        err->code = "upstream_timeout";
+    } else if (status == 503) {
+        err->code = "upstream_overloaded";
+    } else {
+        err->status = 502;
+    }
+    snprintf(err->message, sizeof(err->message),
+             "provider '%s' answered %d %s%s%s", b->name, status,
+             ex[0] ? ex : "error", msg ? ": " : "", msg ? msg : "");
+}
+
+static int
+bedrock_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
+                    mf_error_t *err)
+{
+    bedrock_t *b = state;
+    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    const char *msg = json_string_value(json_object_get(j, "message"));
+    mf_str_t et = MF_STR("");
+
+    if (msg == NULL) {
+        msg = json_string_value(json_object_get(j, "Message"));
+    }
+    if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
+                        MF_STR("x-amzn-errortype"), &et) == MF_OK) {
+        const char *colon = memchr(et.data, ':', et.len);
+
+        if (colon != NULL) {
+            et.len = (size_t)(colon - et.data);
+        }
+    }
+    map_exception(b, et.data ? et.data : "", et.len, status, msg, err);
+    json_decref(j);
+    return MF_OK;
+}
+
+/* Stream: ConverseStream events -> chunks */
+
+static bstream_t *
+stream_state(mf_req_t *r)
+{
+    void **slot = api->provider_ctx(r);
+    bstream_t *s = *slot;
+    int i;
+
+    if (s == NULL) {
+        mf_req_info_t info = {.size = sizeof(info)};
+
+        s = api->palloc(r, sizeof(*s));
+        if (s == NULL) {
+            return NULL;
+        }
+        memset(s, 0, sizeof(*s));
+        pu_usage_init(&s->usage);
+        s->created = (json_int_t)time(NULL);
+        response_id(r, s->id, sizeof(s->id));
+        api->get_info(r, &info);
+        snprintf(s->model, sizeof(s->model), "%.*s",
+                 (int)info.upstream_model.len, info.upstream_model.data);
+        for (i = 0; i < 64; i++) {
+            s->tool_of_block[i] = -1;
+        }
+        *slot = s;
+    }
+    return s;
+}
+
+static int
+bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
+                           int canonical)
+{
+    bedrock_t *b = state;
+    bstream_t *s = stream_state(r);
+    json_t *j, *c = NULL;
+    json_int_t idx;
+    int flags = MF_EVENT_PASS;
+
+    (void)canonical;
+    if (s == NULL) {
+        return MF_ERR;
+    }
+    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    if (ev->id.len > 0 && (ev->id.len != 5 || memcmp(ev->id.data, "event", 5))) {
+        /* exception or error message: fail the attempt or end the stream */
+        mf_error_t err;
+
+        memset(&err, 0, sizeof(err));
+        map_exception(b, ev->event.data, ev->event.len, 0,
+                      json_string_value(json_object_get(j, "message"))
+                          ?: (json_is_object(j) ? NULL : "(no message)"),
+                      &err);
+        api->set_error(r, &err);
+        json_decref(j);
+        return MF_EVENT_ERROR;
+    }
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return MF_ERR;
+    }
+    idx = pu_int_at(j, "contentBlockIndex");
+    if (ev_is(ev->event, "messageStart")) {
+        c = pu_chunk(s->id, s->model, s->created, 0,
+                     json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
+                     NULL);
+    } else if (ev_is(ev->event, "contentBlockStart")) {
+        json_t *tu = json_object_get(json_object_get(j, "start"), "toolUse");
+
+        if (tu != NULL && idx >= 0 && idx < 64) {
+            int ti = s->ntools++;
+
+            s->tool_of_block[idx] = ti;
+            c = pu_chunk(s->id, s->model, s->created, 0,
+                         json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}",
+                                   "tool_calls", "index", ti, "id",
+                                   json_object_get(tu, "toolUseId"), "type",
+                                   "function", "function", "name",
+                                   json_object_get(tu, "name"), "arguments",
+                                   ""),
+                         NULL);
+        }
+    } else if (ev_is(ev->event, "contentBlockDelta")) {
+        json_t *d = json_object_get(j, "delta"), *v;
+
+        if (json_is_string(v = json_object_get(d, "text"))) {
+            c = pu_chunk(s->id, s->model, s->created, 0,
+                         json_pack("{s:O}", "content", v), NULL);
+        } else if (json_is_string(v = json_object_get(
+                                      json_object_get(d, "reasoningContent"),
+                                      "text"))) {
+            c = pu_chunk(s->id, s->model, s->created, 0,
+                         json_pack("{s:O}", "reasoning_content", v), NULL);
+        } else if (json_is_string(v = json_object_get(
+                                      json_object_get(d, "toolUse"), "input")) &&
+                   idx >= 0 && idx < 64 && s->tool_of_block[idx] >= 0) {
+            c = pu_chunk(s->id, s->model, s->created, 0,
+                         json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
+                                   s->tool_of_block[idx], "function",
+                                   "arguments", v),
+                         NULL);
+        }
+    } else if (ev_is(ev->event, "messageStop")) {
+        s->stopped = 1;
+        c = pu_chunk(
+            s->id, s->model, s->created, 0, json_object(),
+            finish_reason(json_string_value(json_object_get(j, "stopReason"))));
+    } else if (ev_is(ev->event, "metadata")) {
+        read_usage(json_object_get(j, "usage"), &s->usage);
+        api->set_usage(r, &s->usage);
+        c = pu_usage_chunk(s->id, s->model, s->created, &s->usage);
+        flags |= MF_EVENT_USAGE_ONLY | MF_EVENT_DONE;
+    }
+    /* contentBlockStop, signature deltas: nothing to send */
+    if (c != NULL) {
+        api->emit_chunk(r, c);
+    }
+    json_decref(j);
+    return flags;
+}
+
+static const char *const bedrock_types[] = {"bedrock", NULL};
+
+static const mf_provider_t bedrock_provider = {
+    .wire = "bedrock",
+    .types = bedrock_types,
+    .build_request = bedrock_build_request,
+    .parse_response = bedrock_parse_response,
+    .parse_stream_event = bedrock_parse_stream_event,
+    .parse_error = bedrock_parse_error,
+    .stream_framing = "aws-eventstream",
+};
+
+static const mf_plugin_t bedrock_plugin = {
+    MF_PLUGIN_ABI,        .name = "provider-bedrock",
+    .version = "1.0.0",   .init = bedrock_init,
+    .fini = bedrock_fini, .provider = &bedrock_provider,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &bedrock_plugin;
+}
