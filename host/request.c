@@ -866,6 +866,8 @@ attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort)
                 }
                 continue;
             }
+        } else if (tried != 0) {
+            continue; /* a keyless target is tried once; no key to change */
         }
         if (t->tgt != NULL && !mf_balancer_allow(t->tgt, r->route)) {
             r->skipped_open++;
@@ -878,6 +880,8 @@ attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort)
         r->key_idx = k;
         if (k >= 0 && k < 64) {
             r->keys_tried |= (uint64_t)1 << k;
+        } else if (k < 0) {
+            r->keys_tried |= 1;
         }
         r->prov = t->prov;
         r->up_model = t->model;

@@ -68,7 +68,7 @@ typedef struct {
     char *project;
     char *location;
     json_t *safety;
-    account_t *accounts;
+    account_t **accounts; /* stable pointers: requests hold them */
     size_t naccounts;
     pthread_mutex_t mu;
 } gemini_t;
@@ -237,25 +237,50 @@ account_jwt(gemini_t *g, account_t *a)
     return out;
 }
 
-static int
+/* Adds the account of key (a path or JSON); the caller holds g->mu or
+ * runs in init. NULL after logging why. */
+static account_t *
 add_account(gemini_t *g, const char *key)
 {
-    account_t *v;
+    account_t **v, *a;
 
-    if (key == NULL || *key == '\0') {
-        return MF_OK;
-    }
     v = realloc(g->accounts, (g->naccounts + 1) * sizeof(*v));
     if (v == NULL) {
-        return MF_ERR;
+        return NULL;
     }
     g->accounts = v;
-    memset(&v[g->naccounts], 0, sizeof(*v));
-    if (account_load(g, &v[g->naccounts], key) != MF_OK) {
-        return MF_ERR;
+    a = calloc(1, sizeof(*a));
+    if (a == NULL || account_load(g, a, key) != MF_OK) {
+        free(a);
+        return NULL;
     }
-    g->naccounts++;
-    return MF_OK;
+    g->accounts[g->naccounts++] = a;
+    return a;
+}
+
+/* The account of a key, loaded at its first use (keys reach a provider
+ * per attempt, never in its config). */
+static account_t *
+account_for(gemini_t *g, mf_str_t key)
+{
+    account_t *a = NULL;
+    char *k;
+    size_t i;
+
+    pthread_mutex_lock(&g->mu);
+    for (i = 0; i < g->naccounts && a == NULL; i++) {
+        if (key.len == 0 || (key.len == strlen(g->accounts[i]->key) &&
+                             memcmp(key.data, g->accounts[i]->key, key.len) ==
+                                 0)) {
+            a = g->accounts[i];
+        }
+    }
+    if (a == NULL && key.len > 0 && (k = strndup(key.data, key.len)) != NULL) {
+        a = add_account(g, k);
+        free(k);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return a;
 }
 
 /* Init */
@@ -266,11 +291,11 @@ static int
 gemini_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     json_t *conf = json_loads(config_json, 0, NULL);
-    json_t *opt = json_object_get(conf, "options"), *keys, *k;
+    json_t *opt = json_object_get(conf, "options");
     gemini_t *g = calloc(1, sizeof(*g));
     const char *type = json_string_value(json_object_get(conf, "type"));
     const char *ver = json_string_value(json_object_get(opt, "api_version"));
-    size_t i;
+    const char *cred;
 
     api = host;
     if (g == NULL) {
@@ -294,40 +319,10 @@ gemini_init(const mf_host_api_t *host, const char *config_json, void **state)
     if (json_is_array(json_object_get(opt, "safety_settings"))) {
         g->safety = json_incref(json_object_get(opt, "safety_settings"));
     }
-    if (g->vertex) {
-        keys = json_object_get(conf, "keys");
-        if (json_is_string(keys) && add_account(g, json_string_value(keys))) {
-            goto fail;
-        }
-        json_array_foreach(keys, i, k)
-        {
-            if (add_account(g, json_string_value(k)) != MF_OK) {
-                goto fail;
-            }
-        }
-        if (add_account(g, json_string_value(
-                               json_object_get(conf, "credentials"))) !=
-            MF_OK) {
-            goto fail;
-        }
-        if (g->naccounts == 0) {
-            api->log(MF_LOG_ERROR,
-                     "provider '%s': vertex needs a service account: "
-                     "credentials: or keys: (a key file path or its JSON)",
-                     g->name);
-            goto fail;
-        }
-        if (g->project[0] == '\0') {
-            free(g->project);
-            g->project = strdup(g->accounts[0].project);
-        }
-        if (g->project[0] == '\0') {
-            api->log(MF_LOG_ERROR,
-                     "provider '%s': vertex needs project: (or a key with "
-                     "project_id)",
-                     g->name);
-            goto fail;
-        }
+    cred = json_string_value(json_object_get(conf, "credentials"));
+    if (g->vertex && cred != NULL && *cred != '\0' &&
+        add_account(g, cred) == NULL) {
+        goto fail; /* keys: are checked at their first use */
     }
     json_decref(conf);
     *state = g;
@@ -345,13 +340,14 @@ gemini_fini(void *state)
     size_t i;
 
     for (i = 0; i < g->naccounts; i++) {
-        account_t *a = &g->accounts[i];
+        account_t *a = g->accounts[i];
 
         free(a->key);
         free(a->email);
         free(a->token_uri);
         free(a->project);
         EVP_PKEY_free(a->pkey);
+        free(a);
     }
     free(g->accounts);
     free(g->name);
@@ -852,11 +848,27 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
              : u->stream ? "streamGenerateContent?alt=sse"
                          : "generateContent";
     if (g->vertex) {
+        account_t *a = account_for(g, u->key);
+        const char *project =
+            g->project[0] ? g->project : (a ? a->project : "");
+
+        if (project[0] == '\0') {
+            mf_error_t err = {.status = 502,
+                              .type = "upstream_error",
+                              .code = "upstream_auth_failed"};
+
+            snprintf(err.message, sizeof(err.message),
+                     "provider '%s': vertex needs project: (or a "
+                     "service-account key with project_id)",
+                     g->name);
+            api->set_error(r, &err);
+            return MF_ERR;
+        }
         n = snprintf(url, sizeof(url),
                      "%.*s/%s/projects/%s/locations/%s/publishers/google/"
                      "models/%.*s:%s",
                      (int)u->base_url.len, u->base_url.data, g->version,
-                     g->project, g->location, (int)u->model.len, u->model.data,
+                     project, g->location, (int)u->model.len, u->model.data,
                      method);
     } else {
         int has_ver = u->base_url.len > 3 &&
@@ -1063,7 +1075,6 @@ gemini_authorize(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
     gemini_t *g = state;
     authwait_t *w;
-    size_t i;
 
     if (!g->vertex) {
         return MF_CONTINUE;
@@ -1074,12 +1085,20 @@ gemini_authorize(mf_req_t *r, void *state, const mf_upstream_t *u)
     }
     memset(w, 0, sizeof(*w));
     w->g = g;
-    w->acct = &g->accounts[0];
-    for (i = 0; i < g->naccounts; i++) {
-        if (u->key.len == strlen(g->accounts[i].key) &&
-            memcmp(u->key.data, g->accounts[i].key, u->key.len) == 0) {
-            w->acct = &g->accounts[i];
-        }
+    w->acct = account_for(g, u->key);
+    if (w->acct == NULL) {
+        mf_error_t err = {.status = 502,
+                          .type = "upstream_error",
+                          .code = "upstream_auth_failed"};
+
+        snprintf(err.message, sizeof(err.message),
+                 "provider '%s': %s (see the gateway log)", g->name,
+                 g->naccounts || u->key.len
+                     ? "the service-account key could not be loaded"
+                     : "vertex needs a service account: credentials: or "
+                       "keys: (a key file path or its JSON)");
+        api->set_error(r, &err);
+        return MF_FAIL;
     }
     switch (token_step(r, w)) {
     case 1:
