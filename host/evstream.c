@@ -168,8 +168,7 @@ mf_evstream_feed(mf_evstream_t *p, const char *in, size_t len,
         if (p->buf.len == PRELUDE && need == PRELUDE) {
             uint32_t total = be32(p->buf.data), hlen = be32(p->buf.data + 4);
 
-            if (total < PRELUDE + TRAILER ||
-                hlen > total - PRELUDE - TRAILER ||
+            if (total < PRELUDE + TRAILER || hlen > total - PRELUDE - TRAILER ||
                 (p->buf.limit > 0 && total > p->buf.limit) ||
                 mf_crc32(0, p->buf.data, 8) != be32(p->buf.data + 8)) {
                 return MF_ERR;

@@ -995,8 +995,7 @@ attempt_prepare(mf_req_t *r)
             r->up_body = r->body;
         }
     }
-    r->phase =
-        r->prov->ops->authorize ? MF_PHASE_AUTHORIZE : MF_PHASE_ATTEMPT;
+    r->phase = r->prov->ops->authorize ? MF_PHASE_AUTHORIZE : MF_PHASE_ATTEMPT;
     r->stage_idx = 0;
     return MF_OK;
 }
@@ -1283,7 +1282,7 @@ up_on_head(void *arg, const mf_http_head_t *head)
         const char *fr = r->prov->ops->stream_framing;
 
         mf_sse_parser_free(&r->sse);
-    mf_evstream_free(&r->evs);
+        mf_evstream_free(&r->evs);
         mf_sse_parser_init(&r->sse, r->gen->config->limits.max_sse_event);
         mf_evstream_free(&r->evs);
         mf_evstream_init(&r->evs, r->gen->config->limits.max_sse_event);
@@ -1431,10 +1430,9 @@ up_on_data(void *arg, const char *data, size_t len)
         }
         return;
     }
-    if ((r->evs_framing
-             ? mf_evstream_feed(&r->evs, data, len, on_sse_event, r)
-             : mf_sse_parser_feed(&r->sse, data, len, on_sse_event, r)) !=
-        MF_OK) {
+    if ((r->evs_framing ? mf_evstream_feed(&r->evs, data, len, on_sse_event, r)
+                        : mf_sse_parser_feed(&r->sse, data, len, on_sse_event,
+                                             r)) != MF_OK) {
         mf_upcall_cancel(r->call);
         r->call = NULL;
         account_upstream_time(r);
@@ -1527,8 +1525,9 @@ attempt_fail(mf_req_t *r, const mf_error_t *err, int status)
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
                      mf_str_from(num));
     }
-    mf_req_respond_error(r, err->status, err->type ? err->type : "upstream_error",
-                         err->code, err->message);
+    mf_req_respond_error(r, err->status,
+                         err->type ? err->type : "upstream_error", err->code,
+                         err->message);
     req_finish(r);
 }
 

@@ -33,12 +33,13 @@ build() {  # dir, extra cmake args
 unit() { (cd "$1" && ctest --output-on-failure); }
 npm_deps() { (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error >/dev/null); }
 node_tests() { MF_BUILD=$1 node --test --test-concurrency=1 tests/integration/ tests/compat/; }
+fuzzers="sse evstream config http admin anthropic provider_openai provider_anthropic provider_gemini provider_bedrock"
 fuzz() {
   local f rc=0 corpus
   CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \
     -DCMAKE_C_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer" >/dev/null &&
-    cmake --build build-fuzz -j"$jobs" --target fuzz_sse fuzz_config fuzz_http fuzz_admin fuzz_anthropic >/dev/null || return 1
-  for f in sse config http admin anthropic; do
+    cmake --build build-fuzz -j"$jobs" --target $(printf 'fuzz_%s ' $fuzzers) >/dev/null || return 1
+  for f in $fuzzers; do
     corpus=$(mktemp -d)
     cp tests/fuzz/corpus/$f/* "$corpus"/
     build-fuzz/tests/fuzz/fuzz_$f -max_total_time="${MF_FUZZ_SECONDS:-10}" -max_len=4096 \

@@ -146,10 +146,9 @@ pu_embeddings_response(json_t *vectors, const char *model, int base64,
         } else {
             emb = json_incref(vec);
         }
-        json_array_append_new(data,
-                              json_pack("{s:s,s:I,s:o}", "object", "embedding",
-                                        "index", (json_int_t)i, "embedding",
-                                        emb));
+        json_array_append_new(data, json_pack("{s:s,s:I,s:o}", "object",
+                                              "embedding", "index",
+                                              (json_int_t)i, "embedding", emb));
     }
     return json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data",
                      data, "model", model, "usage", "prompt_tokens",

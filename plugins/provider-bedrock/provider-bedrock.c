@@ -178,8 +178,7 @@ split_url(const char *url, char *host, size_t hcap, const char **path)
 
 /* Signs the request (url, body) with the key "AKID:SECRET[:TOKEN]". */
 static int
-sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body,
-     mf_str_t key)
+sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body, mf_str_t key)
 {
     char akid[256], secret[256], token[4096] = "", host[512];
     char amzdate[20], date[9], canon_uri[4096], payload[65], creq_hash[65];
@@ -192,8 +191,7 @@ sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body,
     size_t n;
 
     c1 = memchr(key.data, ':', key.len);
-    c2 = c1 ? memchr(c1 + 1, ':', key.len - (size_t)(c1 + 1 - key.data))
-            : NULL;
+    c2 = c1 ? memchr(c1 + 1, ':', key.len - (size_t)(c1 + 1 - key.data)) : NULL;
     if (c1 == NULL || (size_t)(c1 - key.data) >= sizeof(akid)) {
         return MF_ERR;
     }
@@ -305,8 +303,8 @@ blocks_of(json_t *content, const char **bad)
         if (type && strcmp(type, "text") == 0 && json_string_length(t) > 0) {
             json_array_append_new(out, json_pack("{s:O}", "text", t));
         } else if (type && strcmp(type, "image_url") == 0) {
-            const char *url = json_string_value(json_object_get(
-                json_object_get(part, "image_url"), "url"));
+            const char *url = json_string_value(
+                json_object_get(json_object_get(part, "image_url"), "url"));
             mf_str_t mt, data;
             const char *fmt;
 
@@ -315,9 +313,9 @@ blocks_of(json_t *content, const char **bad)
                 *bad = url ? url : "";
                 continue;
             }
-            json_array_append_new(
-                out, json_pack("{s:{s:s,s:{s:s%}}}", "image", "format", fmt,
-                               "source", "bytes", data.data, data.len));
+            json_array_append_new(out, json_pack("{s:{s:s,s:{s:s%}}}", "image",
+                                                 "format", fmt, "source",
+                                                 "bytes", data.data, data.len));
         }
     }
     return out;
@@ -338,8 +336,8 @@ push_turn(json_t *msgs, const char *role, json_t *blocks)
         json_decref(blocks);
         return;
     }
-    json_array_append_new(msgs,
-                          json_pack("{s:s,s:o}", "role", role, "content", blocks));
+    json_array_append_new(
+        msgs, json_pack("{s:s,s:o}", "role", role, "content", blocks));
 }
 
 static json_t *
@@ -374,9 +372,8 @@ tool_result_block(json_t *m)
 
     if (json_is_string(content)) {
         j = json_loads(json_string_value(content), 0, NULL);
-        inner = json_is_object(j)
-                    ? json_pack("[{s:o}]", "json", j)
-                    : json_pack("[{s:O}]", "text", content);
+        inner = json_is_object(j) ? json_pack("[{s:o}]", "json", j)
+                                  : json_pack("[{s:O}]", "text", content);
         if (!json_is_object(j)) {
             json_decref(j);
         }
@@ -428,8 +425,9 @@ tool_config(json_t *in)
     } else if (json_is_object(tc)) {
         json_object_set_new(
             out, "toolChoice",
-            json_pack("{s:{s:O}}", "tool", "name",
-                      json_object_get(json_object_get(tc, "function"), "name")));
+            json_pack(
+                "{s:{s:O}}", "tool", "name",
+                json_object_get(json_object_get(tc, "function"), "name")));
     } else if (json_is_string(tc) &&
                strcmp(json_string_value(tc), "auto") == 0) {
         json_object_set_new(out, "toolChoice", json_pack("{s:{}}", "auto"));
@@ -508,9 +506,9 @@ to_converse(json_t *in, const char **bad)
                                                           : 4096;
         json_int_t max = pu_opt_int(ic, "maxTokens", 0);
 
-        json_object_set_new(extra, "thinking",
-                            json_pack("{s:s,s:I}", "type", "enabled",
-                                      "budget_tokens", budget));
+        json_object_set_new(
+            extra, "thinking",
+            json_pack("{s:s,s:I}", "type", "enabled", "budget_tokens", budget));
         if (max <= budget) {
             json_object_set_new(ic, "maxTokens",
                                 json_integer(budget + (max ? max : 4096)));
@@ -546,7 +544,8 @@ to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
 {
     json_t *inputs = pu_embedding_inputs(in), *out;
     json_t *dims = json_object_get(in, "dimensions");
-    mf_error_t err = {.status = 400, .type = "invalid_request_error",
+    mf_error_t err = {.status = 400,
+                      .type = "invalid_request_error",
                       .code = "invalid_input"};
 
     if (inputs == NULL) {
@@ -609,7 +608,8 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         return MF_ERR; /* to_embed set the error */
     }
     if (bad != NULL) {
-        mf_error_t err = {.status = 400, .type = "invalid_request_error",
+        mf_error_t err = {.status = 400,
+                          .type = "invalid_request_error",
                           .code = "unsupported_image"};
 
         snprintf(err.message, sizeof(err.message),
@@ -742,8 +742,8 @@ parse_embeddings(mf_req_t *r, json_t *in, const mf_req_info_t *info)
     api->set_usage(r, &u);
     snprintf(model, sizeof(model), "%.*s", (int)info->model.len,
              info->model.data);
-    e = pu_embeddings_response(vectors, model, fmt && strcmp(fmt, "base64") == 0,
-                               &u);
+    e = pu_embeddings_response(vectors, model,
+                               fmt && strcmp(fmt, "base64") == 0, &u);
     json_decref(vectors);
     return api->set_response_json(r, e);
 }
@@ -793,12 +793,12 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
             char *args = json_dumps(json_object_get(tu, "input"),
                                     JSON_COMPACT | JSON_ENCODE_ANY);
 
-            json_array_append_new(
-                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
-                                 json_object_get(tu, "toolUseId"), "type",
-                                 "function", "function", "name",
-                                 json_object_get(tu, "name"), "arguments",
-                                 args ? args : "{}"));
+            json_array_append_new(calls,
+                                  json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                                            json_object_get(tu, "toolUseId"),
+                                            "type", "function", "function",
+                                            "name", json_object_get(tu, "name"),
+                                            "arguments", args ? args : "{}"));
             free(args);
         } else if ((t = json_string_value(json_object_get(
                         json_object_get(rc, "reasoningText"), "text"))) !=
@@ -846,12 +846,12 @@ map_exception(bedrock_t *b, const char *name, size_t nlen, int status,
     }
     if (status == 0) {
         status = strcmp(ex, "ThrottlingException") == 0           ? 429
-                 : strcmp(ex, "ValidationException") == 0          ? 400
-                 : strcmp(ex, "ServiceUnavailableException") == 0  ? 503
-                 : strcmp(ex, "ModelTimeoutException") == 0        ? 408
-                 : strcmp(ex, "AccessDeniedException") == 0        ? 403
-                 : strcmp(ex, "ModelStreamErrorException") == 0    ? 424
-                                                                    : 500;
+                 : strcmp(ex, "ValidationException") == 0         ? 400
+                 : strcmp(ex, "ServiceUnavailableException") == 0 ? 503
+                 : strcmp(ex, "ModelTimeoutException") == 0       ? 408
+                 : strcmp(ex, "AccessDeniedException") == 0       ? 403
+                 : strcmp(ex, "ModelStreamErrorException") == 0   ? 424
+                                                                  : 500;
     }
     err->status = status;
     err->type = "upstream_error";
@@ -957,7 +957,8 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         return MF_ERR;
     }
     j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
-    if (ev->id.len > 0 && (ev->id.len != 5 || memcmp(ev->id.data, "event", 5))) {
+    if (ev->id.len > 0 &&
+        (ev->id.len != 5 || memcmp(ev->id.data, "event", 5))) {
         /* exception or error message: fail the attempt or end the stream */
         mf_error_t err;
 
@@ -986,14 +987,13 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
             int ti = s->ntools++;
 
             s->tool_of_block[idx] = ti;
-            c = pu_chunk(s->id, s->model, s->created, 0,
-                         json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}",
-                                   "tool_calls", "index", ti, "id",
-                                   json_object_get(tu, "toolUseId"), "type",
-                                   "function", "function", "name",
-                                   json_object_get(tu, "name"), "arguments",
-                                   ""),
-                         NULL);
+            c = pu_chunk(
+                s->id, s->model, s->created, 0,
+                json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}", "tool_calls",
+                          "index", ti, "id", json_object_get(tu, "toolUseId"),
+                          "type", "function", "function", "name",
+                          json_object_get(tu, "name"), "arguments", ""),
+                NULL);
         }
     } else if (ev_is(ev->event, "contentBlockDelta")) {
         json_t *d = json_object_get(j, "delta"), *v;
@@ -1001,13 +1001,14 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         if (json_is_string(v = json_object_get(d, "text"))) {
             c = pu_chunk(s->id, s->model, s->created, 0,
                          json_pack("{s:O}", "content", v), NULL);
-        } else if (json_is_string(v = json_object_get(
-                                      json_object_get(d, "reasoningContent"),
-                                      "text"))) {
+        } else if (json_is_string(
+                       v = json_object_get(
+                           json_object_get(d, "reasoningContent"), "text"))) {
             c = pu_chunk(s->id, s->model, s->created, 0,
                          json_pack("{s:O}", "reasoning_content", v), NULL);
-        } else if (json_is_string(v = json_object_get(
-                                      json_object_get(d, "toolUse"), "input")) &&
+        } else if (json_is_string(
+                       v = json_object_get(json_object_get(d, "toolUse"),
+                                           "input")) &&
                    idx >= 0 && idx < 64 && s->tool_of_block[idx] >= 0) {
             c = pu_chunk(s->id, s->model, s->created, 0,
                          json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",

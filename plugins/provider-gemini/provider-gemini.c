@@ -205,7 +205,8 @@ account_jwt(gemini_t *g, account_t *a)
         "{s:s,s:s,s:s,s:I,s:I}", "iss", a->email, "scope",
         "https://www.googleapis.com/auth/cloud-platform", "aud", a->token_uri,
         "iat", (json_int_t)iat, "exp", (json_int_t)(iat + 3600));
-    char *h = json_dumps(hdr, JSON_COMPACT), *c = json_dumps(claims, JSON_COMPACT);
+    char *h = json_dumps(hdr, JSON_COMPACT),
+         *c = json_dumps(claims, JSON_COMPACT);
     char *hb = h ? pu_base64url(h, strlen(h)) : NULL;
     char *cb = c ? pu_base64url(c, strlen(c)) : NULL;
     char *input = NULL, *out = NULL, *sb = NULL;
@@ -269,9 +270,9 @@ account_for(gemini_t *g, mf_str_t key)
 
     pthread_mutex_lock(&g->mu);
     for (i = 0; i < g->naccounts && a == NULL; i++) {
-        if (key.len == 0 || (key.len == strlen(g->accounts[i]->key) &&
-                             memcmp(key.data, g->accounts[i]->key, key.len) ==
-                                 0)) {
+        if (key.len == 0 ||
+            (key.len == strlen(g->accounts[i]->key) &&
+             memcmp(key.data, g->accounts[i]->key, key.len) == 0)) {
             a = g->accounts[i];
         }
     }
@@ -310,9 +311,9 @@ gemini_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     snprintf(g->version, sizeof(g->version), "%s",
              ver ? ver : (g->vertex ? "v1" : "v1beta"));
-    g->project = dup_or(json_object_get(conf, "project"),
-                        json_string_value(json_object_get(opt, "project"))
-                            ?: "");
+    g->project =
+        dup_or(json_object_get(conf, "project"),
+               json_string_value(json_object_get(opt, "project")) ?: "");
     g->location = dup_or(json_object_get(conf, "location"),
                          json_string_value(json_object_get(opt, "location"))
                              ?: "us-central1");
@@ -364,11 +365,24 @@ gemini_fini(void *state)
 static json_t *
 schema_of(json_t *in)
 {
-    static const char *const keep[] = {
-        "type",     "format",   "description", "nullable", "enum",
-        "maxItems", "minItems", "required",    "minimum",  "maximum",
-        "title",    "minLength", "maxLength",  "pattern",  "minProperties",
-        "maxProperties", "propertyOrdering", NULL};
+    static const char *const keep[] = {"type",
+                                       "format",
+                                       "description",
+                                       "nullable",
+                                       "enum",
+                                       "maxItems",
+                                       "minItems",
+                                       "required",
+                                       "minimum",
+                                       "maximum",
+                                       "title",
+                                       "minLength",
+                                       "maxLength",
+                                       "pattern",
+                                       "minProperties",
+                                       "maxProperties",
+                                       "propertyOrdering",
+                                       NULL};
     json_t *out, *v, *t;
     const char *key;
     size_t i;
@@ -466,21 +480,21 @@ parts_of(json_t *content)
 
         if (type && strcmp(type, "text") == 0 &&
             json_is_string(json_object_get(part, "text"))) {
-            json_array_append_new(out, json_pack("{s:O}", "text",
-                                                 json_object_get(part, "text")));
+            json_array_append_new(
+                out, json_pack("{s:O}", "text", json_object_get(part, "text")));
         } else if (type && strcmp(type, "image_url") == 0) {
-            const char *url = json_string_value(json_object_get(
-                json_object_get(part, "image_url"), "url"));
+            const char *url = json_string_value(
+                json_object_get(json_object_get(part, "image_url"), "url"));
             mf_str_t mt, data;
 
             if (url == NULL) {
                 continue;
             }
             if (pu_data_url(url, &mt, &data) == MF_OK) {
-                json_array_append_new(
-                    out, json_pack("{s:{s:s%,s:s%}}", "inlineData", "mimeType",
-                                   mt.data, mt.len, "data", data.data,
-                                   data.len));
+                json_array_append_new(out,
+                                      json_pack("{s:{s:s%,s:s%}}", "inlineData",
+                                                "mimeType", mt.data, mt.len,
+                                                "data", data.data, data.len));
             } else {
                 json_array_append_new(
                     out, json_pack("{s:{s:s,s:s}}", "fileData", "mimeType",
@@ -687,11 +701,10 @@ tools_of(json_t *in)
                             json_object_get(fn, "description"));
         }
         if (json_is_object(json_object_get(fn, "parameters")) &&
-            json_object_size(json_object_get(
-                json_object_get(fn, "parameters"), "properties")) > 0) {
-            json_object_set_new(
-                d, "parameters",
-                schema_of(json_object_get(fn, "parameters")));
+            json_object_size(json_object_get(json_object_get(fn, "parameters"),
+                                             "properties")) > 0) {
+            json_object_set_new(d, "parameters",
+                                schema_of(json_object_get(fn, "parameters")));
         }
         json_array_append_new(decls, d);
     }
@@ -822,9 +835,9 @@ to_embed(gemini_t *g, json_t *in, const mf_upstream_t *u)
         json_t *out = json_pack("{s:o}", "instances", reqs);
 
         if (json_is_integer(dims)) {
-            json_object_set_new(out, "parameters",
-                                json_pack("{s:O}", "outputDimensionality",
-                                          dims));
+            json_object_set_new(
+                out, "parameters",
+                json_pack("{s:O}", "outputDimensionality", dims));
         }
         return out;
     }
@@ -840,11 +853,11 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     const char *method;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
 
-    if (body == NULL ||
-        (u->endpoint != MF_ENDPOINT_CHAT && u->endpoint != MF_ENDPOINT_EMBEDDINGS)) {
+    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT &&
+                         u->endpoint != MF_ENDPOINT_EMBEDDINGS)) {
         return MF_ERR;
     }
-    method = embed ? (g->vertex ? "predict" : "batchEmbedContents")
+    method = embed       ? (g->vertex ? "predict" : "batchEmbedContents")
              : u->stream ? "streamGenerateContent?alt=sse"
                          : "generateContent";
     if (g->vertex) {
@@ -871,12 +884,12 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                      project, g->location, (int)u->model.len, u->model.data,
                      method);
     } else {
-        int has_ver = u->base_url.len > 3 &&
-                      (memcmp(u->base_url.data + u->base_url.len - 3, "/v1",
-                              3) == 0 ||
-                       (u->base_url.len > 7 &&
-                        memcmp(u->base_url.data + u->base_url.len - 7,
-                               "/v1beta", 7) == 0));
+        int has_ver =
+            u->base_url.len > 3 &&
+            (memcmp(u->base_url.data + u->base_url.len - 3, "/v1", 3) == 0 ||
+             (u->base_url.len > 7 &&
+              memcmp(u->base_url.data + u->base_url.len - 7, "/v1beta", 7) ==
+                  0));
 
         n = snprintf(url, sizeof(url), "%.*s%s%s/models/%.*s:%s",
                      (int)u->base_url.len, u->base_url.data, has_ver ? "" : "/",
@@ -1135,8 +1148,8 @@ static int
 is_safety_stop(const char *fr)
 {
     static const char *const blocked[] = {
-        "SAFETY",       "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT",
-        "SPII",         "IMAGE_SAFETY", "LANGUAGE", NULL};
+        "SAFETY", "RECITATION",   "BLOCKLIST", "PROHIBITED_CONTENT",
+        "SPII",   "IMAGE_SAFETY", "LANGUAGE",  NULL};
     size_t i;
 
     for (i = 0; fr && blocked[i]; i++) {
@@ -1175,10 +1188,11 @@ blocked_categories(json_t *ratings, char *out, size_t cap)
         const char *cat = json_string_value(json_object_get(r, "category"));
         const char *p = json_string_value(json_object_get(r, "probability"));
 
-        if (cat && (json_is_true(json_object_get(r, "blocked")) ||
-                    (p && (strcmp(p, "HIGH") == 0 || strcmp(p, "MEDIUM") == 0)))) {
-            int n = snprintf(out + len, cap - len, "%s%s", len ? ", " : "",
-                             cat);
+        if (cat &&
+            (json_is_true(json_object_get(r, "blocked")) ||
+             (p && (strcmp(p, "HIGH") == 0 || strcmp(p, "MEDIUM") == 0)))) {
+            int n =
+                snprintf(out + len, cap - len, "%s%s", len ? ", " : "", cat);
 
             if (n < 0 || (size_t)n >= cap - len) {
                 break;
@@ -1236,10 +1250,12 @@ static json_t *
 tool_call(json_t *part, int index)
 {
     json_t *fc = json_object_get(part, "functionCall");
-    const char *sig = json_string_value(json_object_get(part, "thoughtSignature"));
+    const char *sig =
+        json_string_value(json_object_get(part, "thoughtSignature"));
     const char *given = json_string_value(json_object_get(fc, "id"));
-    char *args = json_dumps(json_object_get(fc, "args") ?: json_object(),
-                            JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *argv = json_object_get(fc, "args");
+    char *args =
+        argv ? json_dumps(argv, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
     char id[64];
     json_t *c;
 
@@ -1250,8 +1266,7 @@ tool_call(json_t *part, int index)
     }
     c = json_pack("{s:s+,s:s,s:{s:O,s:s}}", "id", id, sig ? SIG_SEP : "",
                   "type", "function", "function", "name",
-                  json_object_get(fc, "name"), "arguments",
-                  args ? args : "{}");
+                  json_object_get(fc, "name"), "arguments", args ? args : "{}");
     if (sig != NULL) {
         char *full = malloc(strlen(id) + strlen(SIG_SEP) + strlen(sig) + 1);
 
@@ -1276,9 +1291,8 @@ read_parts(json_t *cand, char **text, size_t *tl, char **thought, size_t *kl,
     json_t *p;
     size_t i;
 
-    json_array_foreach(json_object_get(json_object_get(cand, "content"),
-                                       "parts"),
-                       i, p)
+    json_array_foreach(
+        json_object_get(json_object_get(cand, "content"), "parts"), i, p)
     {
         const char *t = json_string_value(json_object_get(p, "text"));
 
@@ -1313,8 +1327,8 @@ parse_embeddings(mf_req_t *r, gemini_t *g, json_t *in)
             json_t *emb = json_object_get(e, "embeddings");
 
             json_array_append(vectors, json_object_get(emb, "values"));
-            u.prompt_tokens += pu_int_at(json_object_get(emb, "statistics"),
-                                         "token_count");
+            u.prompt_tokens +=
+                pu_int_at(json_object_get(emb, "statistics"), "token_count");
         }
     } else {
         json_t *inputs = pu_embedding_inputs(body), *t;
@@ -1376,7 +1390,8 @@ gemini_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     pf = json_object_get(in, "promptFeedback");
     if ((block = json_string_value(json_object_get(pf, "blockReason"))) !=
         NULL) {
-        safety_error(r, g, "prompt", block, json_object_get(pf, "safetyRatings"),
+        safety_error(r, g, "prompt", block,
+                     json_object_get(pf, "safetyRatings"),
                      json_object_get(pf, "blockReasonMessage"));
         json_decref(in);
         return MF_OK;
@@ -1411,14 +1426,13 @@ gemini_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
             json_object_set(msg, "tool_calls", calls);
         }
         json_array_append_new(
-            choices,
-            json_pack("{s:I,s:o,s:n,s:s}", "index",
-                      json_is_integer(json_object_get(cand, "index"))
-                          ? pu_int_at(cand, "index")
-                          : (json_int_t)i,
-                      "message", msg, "logprobs", "finish_reason",
-                      finish_reason(fr ? fr : "STOP",
-                                    json_array_size(calls) > 0)));
+            choices, json_pack("{s:I,s:o,s:n,s:s}", "index",
+                               json_is_integer(json_object_get(cand, "index"))
+                                   ? pu_int_at(cand, "index")
+                                   : (json_int_t)i,
+                               "message", msg, "logprobs", "finish_reason",
+                               finish_reason(fr ? fr : "STOP",
+                                             json_array_size(calls) > 0)));
         json_decref(calls);
         free(text);
         free(thought);
@@ -1525,7 +1539,8 @@ gemini_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     pf = json_object_get(j, "promptFeedback");
     if ((block = json_string_value(json_object_get(pf, "blockReason"))) !=
         NULL) {
-        safety_error(r, g, "prompt", block, json_object_get(pf, "safetyRatings"),
+        safety_error(r, g, "prompt", block,
+                     json_object_get(pf, "safetyRatings"),
                      json_object_get(pf, "blockReasonMessage"));
         json_decref(j);
         return MF_EVENT_ERROR;
@@ -1582,8 +1597,8 @@ gemini_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         free(thought);
         json_decref(calls);
         if (json_object_size(delta) > 0) {
-            api->emit_chunk(r, pu_chunk(s->id, s->model, s->created, idx,
-                                        delta, NULL));
+            api->emit_chunk(
+                r, pu_chunk(s->id, s->model, s->created, idx, delta, NULL));
             s->emitted = 1;
         } else {
             json_decref(delta);

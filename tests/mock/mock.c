@@ -65,8 +65,6 @@ static long request_count;
 static int mode_status; /* POST /_mock/mode: answer everything with this */
 static int mode_retry_after;
 
-
-
 typedef struct stream_s {
     struct evhttp_request *req;
     struct evhttp_connection *conn;
@@ -1293,9 +1291,9 @@ handle(struct evhttp_request *req, void *arg)
         p->body = json_stringn(body, len); /* the token endpoint's form */
     }
     free(body);
-    if (p->body == NULL || (!p->embeddings && !p->anthropic && !p->gemini &&
-                            !p->bedrock &&
-                            strstr(uri, "/chat/completions") == NULL)) {
+    if (p->body == NULL ||
+        (!p->embeddings && !p->anthropic && !p->gemini && !p->bedrock &&
+         strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",

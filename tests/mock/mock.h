@@ -43,8 +43,8 @@ void send_json(struct evhttp_request *req, int status, json_t *j,
 typedef struct frames_s frames_t;
 frames_t *frames_new(void);
 void frames_add(frames_t *f, const void *data, size_t len);
-void frames_send(struct evhttp_request *req, frames_t *f,
-                 const directives_t *d, const char *content_type);
+void frames_send(struct evhttp_request *req, frames_t *f, const directives_t *d,
+                 const char *content_type);
 
 /* Gemini (Generative Language and Vertex AI, the OAuth token endpoint). */
 int gemini_path(const char *uri);

@@ -59,8 +59,9 @@ aws_error(struct evhttp_request *req, int status, const char *type,
 {
     char et[256];
 
-    snprintf(et, sizeof(et), "%s:http://internal.amazon.com/coral/"
-                             "com.amazon.bedrock/",
+    snprintf(et, sizeof(et),
+             "%s:http://internal.amazon.com/coral/"
+             "com.amazon.bedrock/",
              type);
     evhttp_add_header(evhttp_request_get_output_headers(req),
                       "x-amzn-ErrorType", et);
@@ -243,10 +244,9 @@ add_message(frames_t *f, const char *kind, const char *type, json_t *payload,
     size_t tl = strlen(text), hl = 0, total;
     unsigned char *m = malloc(tl + 512), hdr[400];
 
-    hl += put_header(hdr + hl,
-                     strcmp(kind, "event") == 0 ? ":event-type"
-                                                : ":exception-type",
-                     type);
+    hl += put_header(
+        hdr + hl,
+        strcmp(kind, "event") == 0 ? ":event-type" : ":exception-type", type);
     hl += put_header(hdr + hl, ":content-type", "application/json");
     hl += put_header(hdr + hl, ":message-type", kind);
     total = 12 + hl + tl + 4;
@@ -304,7 +304,8 @@ converse_problem(json_t *body)
         {
             json_t *t = json_object_get(b, "text");
 
-            if (t != NULL && (!json_is_string(t) || json_string_length(t) == 0)) {
+            if (t != NULL &&
+                (!json_is_string(t) || json_string_length(t) == 0)) {
                 problem = "The text field in the ContentBlock object is "
                           "blank. Add text to the text field, and try again.";
             }
@@ -317,8 +318,9 @@ converse_problem(json_t *body)
             }
             if ((t = json_object_get(b, "toolResult")) != NULL) {
                 tool_blocks = 1;
-                if (json_object_get(ids, json_string_value(json_object_get(
-                                             t, "toolUseId")) ?: "") == NULL) {
+                if (json_object_get(
+                        ids, json_string_value(json_object_get(t, "toolUseId"))
+                                 ?: "") == NULL) {
                     problem = "A toolResult's toolUseId does not match a "
                               "toolUse block of the previous turn.";
                 }
@@ -372,8 +374,8 @@ answer_invoke(struct evhttp_request *req, json_t *body, const char *model)
             return;
         }
         dims = json_is_integer(json_object_get(body, "dimensions"))
-                   ? (size_t)json_integer_value(json_object_get(body,
-                                                                "dimensions"))
+                   ? (size_t)json_integer_value(
+                         json_object_get(body, "dimensions"))
                    : 8;
         for (i = 0; i < dims; i++) {
             json_array_append_new(v, json_real(0.5 / (double)(i + 1)));
@@ -420,8 +422,8 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
     int stream = strstr(uri, "/converse-stream") != NULL;
     json_t *msgs = json_object_get(body, "messages"), *b, *tool = NULL;
     json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-    json_t *tools = json_object_get(json_object_get(body, "toolConfig"),
-                                    "tools");
+    json_t *tools =
+        json_object_get(json_object_get(body, "toolConfig"), "tools");
     json_t *result = NULL;
     const char *problem;
     char model[512], text[1024] = "", reply[1400];
@@ -509,8 +511,8 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
     strip_directives(text);
     if (json_array_size(tools) > 0 && result == NULL) {
         json_t *spec = json_object_get(json_array_get(tools, 0), "toolSpec");
-        json_t *tc = json_object_get(json_object_get(body, "toolConfig"),
-                                     "toolChoice");
+        json_t *tc =
+            json_object_get(json_object_get(body, "toolConfig"), "toolChoice");
         const char *name = json_string_value(json_object_get(spec, "name"));
         const char *param = json_string_value(json_array_get(
             json_object_get(
@@ -541,9 +543,9 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
         snprintf(reply, sizeof(reply), "Hello from mock. You said: %.200s",
                  text);
     }
-    thinking = json_object_get(json_object_get(body,
-                                               "additionalModelRequestFields"),
-                               "thinking") != NULL;
+    thinking =
+        json_object_get(json_object_get(body, "additionalModelRequestFields"),
+                        "thinking") != NULL;
     {
         char *all = json_dumps(msgs, JSON_COMPACT);
 
@@ -560,14 +562,14 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                                    "reasoningText", "text", "Thinking.",
                                    "signature", "sig-mock"));
         }
-        json_array_append_new(content,
-                              tool ? json_pack("{s:o}", "toolUse", tool)
-                                   : json_pack("{s:s}", "text", reply));
+        json_array_append_new(content, tool
+                                           ? json_pack("{s:o}", "toolUse", tool)
+                                           : json_pack("{s:s}", "text", reply));
         send_json(req, 200,
                   json_pack("{s:{s:{s:s,s:o}},s:s,s:{s:i,s:i,s:i,s:i,s:i},"
                             "s:{s:i}}",
-                            "output", "message", "role", "assistant",
-                            "content", content, "stopReason",
+                            "output", "message", "role", "assistant", "content",
+                            content, "stopReason",
                             tool        ? "tool_use"
                             : d->safety ? "guardrail_intervened"
                                         : "end_turn",
@@ -603,8 +605,8 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
             blk = 1;
         }
         if (tool) {
-            char *args = json_dumps(json_object_get(tool, "input"),
-                                    JSON_COMPACT);
+            char *args =
+                json_dumps(json_object_get(tool, "input"), JSON_COMPACT);
             size_t half = strlen(args) / 2;
             char first[256];
 
@@ -616,13 +618,12 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                                   json_object_get(tool, "name")),
                         0);
             add_message(f, "event", "contentBlockDelta",
-                        json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex",
-                                  blk, "delta", "toolUse", "input", first),
+                        json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex", blk,
+                                  "delta", "toolUse", "input", first),
                         0);
             add_message(f, "event", "contentBlockDelta",
-                        json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex",
-                                  blk, "delta", "toolUse", "input",
-                                  args + half),
+                        json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex", blk,
+                                  "delta", "toolUse", "input", args + half),
                         0);
             free(args);
             events += 3;
@@ -679,9 +680,9 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
         add_message(f, "event", "metadata",
                     json_pack("{s:{s:i,s:i,s:i,s:i},s:{s:i}}", "usage",
                               "inputTokens", in_tokens, "outputTokens",
-                              out_tokens, "totalTokens",
-                              in_tokens + out_tokens, "cacheReadInputTokens",
-                              4, "metrics", "latencyMs", 12),
+                              out_tokens, "totalTokens", in_tokens + out_tokens,
+                              "cacheReadInputTokens", 4, "metrics", "latencyMs",
+                              12),
                     0);
         json_decref(tool);
         frames_send(req, f, d, "application/vnd.amazon.eventstream");

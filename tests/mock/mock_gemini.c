@@ -160,8 +160,8 @@ answer_token(struct evhttp_request *req, const char *uri, json_t *body,
     a += 10;
     dot1 = strchr(a, '.');
     dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
-    claims_text = dot2 ? b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1))
-                       : NULL;
+    claims_text =
+        dot2 ? b64url_decode(dot1 + 1, (size_t)(dot2 - dot1 - 1)) : NULL;
     claims = claims_text ? json_loads(claims_text, 0, NULL) : NULL;
     free(claims_text);
     if (claims == NULL || !json_is_string(json_object_get(claims, "iss")) ||
@@ -218,26 +218,25 @@ answer_embed(struct evhttp_request *req, const char *uri, json_t *body,
 
     if (strstr(uri, ":predict") != NULL) {
         json_t *params = json_object_get(body, "parameters");
-        int dims = json_is_integer(
-                       json_object_get(params, "outputDimensionality"))
-                       ? (int)json_integer_value(
-                             json_object_get(params, "outputDimensionality"))
-                       : 8;
+        int dims =
+            json_is_integer(json_object_get(params, "outputDimensionality"))
+                ? (int)json_integer_value(
+                      json_object_get(params, "outputDimensionality"))
+                : 8;
 
         json_array_foreach(json_object_get(body, "instances"), i, e)
         {
             if (!json_is_string(json_object_get(e, "content"))) {
                 json_decref(out);
-                google_error(req, 400, "instances[].content is required",
-                             NULL);
+                google_error(req, 400, "instances[].content is required", NULL);
                 return;
             }
             json_array_append_new(
-                out, json_pack("{s:{s:o,s:{s:i,s:b}}}", "embeddings", "values",
-                               vector(dims, (int)i), "statistics",
-                               "token_count",
-                               count_tokens(json_object_get(e, "content")),
-                               "truncated", 0));
+                out,
+                json_pack("{s:{s:o,s:{s:i,s:b}}}", "embeddings", "values",
+                          vector(dims, (int)i), "statistics", "token_count",
+                          count_tokens(json_object_get(e, "content")),
+                          "truncated", 0));
         }
         send_json(req, 200, json_pack("{s:o}", "predictions", out), 0);
         return;
@@ -262,10 +261,10 @@ answer_embed(struct evhttp_request *req, const char *uri, json_t *body,
         }
         json_array_append_new(
             out,
-            json_pack("{s:o}", "values",
-                      vector(json_is_integer(dim) ? (int)json_integer_value(dim)
-                                                  : 8,
-                             (int)i)));
+            json_pack(
+                "{s:o}", "values",
+                vector(json_is_integer(dim) ? (int)json_integer_value(dim) : 8,
+                       (int)i)));
     }
     if (json_array_size(out) == 0) {
         json_decref(out);
@@ -279,8 +278,8 @@ answer_embed(struct evhttp_request *req, const char *uri, json_t *body,
 static const char *
 schema_problem(json_t *s)
 {
-    static const char *const bad[] = {"additionalProperties", "$schema",
-                                      "$ref", "strict", "$defs", NULL};
+    static const char *const bad[] = {
+        "additionalProperties", "$schema", "$ref", "strict", "$defs", NULL};
     json_t *v;
     const char *k, *p;
     size_t i;
@@ -355,8 +354,7 @@ request_problem(json_t *body, char *buf, size_t cap)
     {
         json_array_foreach(json_object_get(t, "functionDeclarations"), j, p)
         {
-            const char *bad =
-                schema_problem(json_object_get(p, "parameters"));
+            const char *bad = schema_problem(json_object_get(p, "parameters"));
 
             if (bad != NULL) {
                 snprintf(buf, cap,
@@ -397,10 +395,10 @@ first_function(json_t *body, const char **param)
 static json_t *
 usage(int prompt, int out, int thoughts)
 {
-    json_t *u = json_pack("{s:i,s:i,s:i,s:i}", "promptTokenCount", prompt,
-                          "candidatesTokenCount", out, "totalTokenCount",
-                          prompt + out + thoughts, "cachedContentTokenCount",
-                          2);
+    json_t *u =
+        json_pack("{s:i,s:i,s:i,s:i}", "promptTokenCount", prompt,
+                  "candidatesTokenCount", out, "totalTokenCount",
+                  prompt + out + thoughts, "cachedContentTokenCount", 2);
 
     if (thoughts > 0) {
         json_object_set_new(u, "thoughtsTokenCount", json_integer(thoughts));
@@ -450,11 +448,11 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
         return;
     }
     if (!vertex && strstr(key, "invalid") != NULL) {
-        google_error(req, 400, "API key not valid. Please pass a valid API key.",
-                     json_pack("[{s:s,s:s,s:s}]", "@type",
-                               "type.googleapis.com/google.rpc.ErrorInfo",
-                               "reason", "API_KEY_INVALID", "domain",
-                               "googleapis.com"));
+        google_error(
+            req, 400, "API key not valid. Please pass a valid API key.",
+            json_pack("[{s:s,s:s,s:s}]", "@type",
+                      "type.googleapis.com/google.rpc.ErrorInfo", "reason",
+                      "API_KEY_INVALID", "domain", "googleapis.com"));
         return;
     }
     if (d->status) {
@@ -552,17 +550,16 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
         }
         if (fn != NULL) {
             add_event(
-                f,
-                json_pack("{s:[{s:{s:s,s:[{s:{s:s,s:o},s:s}]},s:s,s:i}],s:o,"
-                          "s:s,s:s}",
-                          "candidates", "content", "role", "model", "parts",
-                          "functionCall", "name", fn, "args",
-                          param ? json_pack("{s:s}", param, "mock")
-                                : json_object(),
-                          "thoughtSignature", "c2lnLW1vY2s=", "finishReason",
-                          "STOP", "index", 0, "usageMetadata",
-                          usage(prompt, 3, 0), "modelVersion", model,
-                          "responseId", "resp-mock-1"));
+                f, json_pack("{s:[{s:{s:s,s:[{s:{s:s,s:o},s:s}]},s:s,s:i}],s:o,"
+                             "s:s,s:s}",
+                             "candidates", "content", "role", "model", "parts",
+                             "functionCall", "name", fn, "args",
+                             param ? json_pack("{s:s}", param, "mock")
+                                   : json_object(),
+                             "thoughtSignature", "c2lnLW1vY2s=", "finishReason",
+                             "STOP", "index", 0, "usageMetadata",
+                             usage(prompt, 3, 0), "modelVersion", model,
+                             "responseId", "resp-mock-1"));
             frames_send(req, f, d, "text/event-stream");
             return;
         }
@@ -575,13 +572,12 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
         }
         if (d->chunks > 0) {
             for (i = 0; i < d->chunks; i++) {
-                add_event(f,
-                          json_pack("{s:[{s:{s:s,s:[{s:s}]},s:i}],s:o,s:s}",
-                                    "candidates", "content", "role", "model",
-                                    "parts", "text", i ? " tok" : "tok",
-                                    "index", 0, "usageMetadata",
-                                    usage(prompt, i + 1, 0), "modelVersion",
-                                    model));
+                add_event(f, json_pack("{s:[{s:{s:s,s:[{s:s}]},s:i}],s:o,s:s}",
+                                       "candidates", "content", "role", "model",
+                                       "parts", "text", i ? " tok" : "tok",
+                                       "index", 0, "usageMetadata",
+                                       usage(prompt, i + 1, 0), "modelVersion",
+                                       model));
             }
             words = d->chunks;
         } else {
@@ -590,14 +586,14 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
                 char piece[600];
 
                 snprintf(piece, sizeof(piece), "%s%s", sent++ ? " " : "", w);
-                add_event(f, json_pack("{s:[{s:{s:s,s:[{s:s}]},s:i}],s:o,s:s,"
-                                       "s:s}",
-                                       "candidates", "content", "role",
-                                       "model", "parts", "text", piece, "index",
-                                       0, "usageMetadata",
-                                       usage(prompt, words + 1, 0),
-                                       "modelVersion", model, "responseId",
-                                       "resp-mock-1"));
+                add_event(f,
+                          json_pack("{s:[{s:{s:s,s:[{s:s}]},s:i}],s:o,s:s,"
+                                    "s:s}",
+                                    "candidates", "content", "role", "model",
+                                    "parts", "text", piece, "index", 0,
+                                    "usageMetadata",
+                                    usage(prompt, words + 1, 0), "modelVersion",
+                                    model, "responseId", "resp-mock-1"));
             }
         }
         add_event(f, json_pack("{s:[{s:{s:s,s:[{s:s}]},s:s,s:i}],s:o,s:s,s:s}",
@@ -615,9 +611,9 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
         json_t *parts = json_array();
 
         if (thoughts) {
-            json_array_append_new(parts,
-                                  json_pack("{s:s,s:b}", "text",
-                                            "Thinking about it.", "thought", 1));
+            json_array_append_new(parts, json_pack("{s:s,s:b}", "text",
+                                                   "Thinking about it.",
+                                                   "thought", 1));
         }
         if (fn != NULL) {
             json_array_append_new(
@@ -630,20 +626,20 @@ answer_gemini(struct evhttp_request *req, const char *uri, json_t *body,
             json_array_append_new(parts, json_pack("{s:s}", "text", reply));
         }
         json_array_append_new(
-            cands, json_pack("{s:{s:s,s:o},s:s,s:i}", "content", "role",
-                             "model", "parts", parts, "finishReason",
-                             json_is_integer(json_object_get(
-                                 gc, "maxOutputTokens")) &&
-                                     json_integer_value(json_object_get(
-                                         gc, "maxOutputTokens")) < 5
-                                 ? "MAX_TOKENS"
-                                 : "STOP",
-                             "index", i));
+            cands,
+            json_pack("{s:{s:s,s:o},s:s,s:i}", "content", "role", "model",
+                      "parts", parts, "finishReason",
+                      json_is_integer(json_object_get(gc, "maxOutputTokens")) &&
+                              json_integer_value(
+                                  json_object_get(gc, "maxOutputTokens")) < 5
+                          ? "MAX_TOKENS"
+                          : "STOP",
+                      "index", i));
     }
-    resp = json_pack("{s:o,s:o,s:s,s:s}", "candidates", cands, "usageMetadata",
-                     usage(prompt, (int)strlen(reply) / 4 + 1,
-                           thoughts ? 5 : 0),
-                     "modelVersion", model, "responseId", "resp-mock-1");
+    resp =
+        json_pack("{s:o,s:o,s:s,s:s}", "candidates", cands, "usageMetadata",
+                  usage(prompt, (int)strlen(reply) / 4 + 1, thoughts ? 5 : 0),
+                  "modelVersion", model, "responseId", "resp-mock-1");
 send:
     if (stream) {
         frames_t *f = frames_new();
