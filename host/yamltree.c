@@ -59,7 +59,10 @@ mf_interpolate(const char *s, int *unset)
         p = end + 1;
     }
     mf_buf_append(&out, "", 1);
-    result = mf_xstrdup(out.data);
+    /* a value that needs an unset variable is empty as a whole: "${A}:${B}"
+     * is "" when either is unset, so a key made of two parts disables its
+     * provider rather than sending ":" */
+    result = mf_xstrdup(unset != NULL && *unset ? "" : out.data);
     mf_buf_free(&out);
     return result;
 }

@@ -38,6 +38,9 @@
 
 static const mf_host_api_t *api;
 
+/* A base URL that stands for "the region's endpoint". */
+#define GENERIC_HOST "https://bedrock-runtime.amazonaws.com"
+
 typedef struct {
     char *name;
     char region[64];
@@ -586,7 +589,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
     bedrock_t *b = state;
     json_t *body = api->get_body_json(r), *msg;
-    char url[4096], model[1024], *text;
+    char url[4096], model[1024], base[1024], *text;
     const char *bad = NULL;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
     mf_str_t key = u->key;
@@ -595,8 +598,16 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         return MF_ERR;
     }
     uri_encode(u->model.data, u->model.len, 0, model, sizeof(model));
-    n = snprintf(url, sizeof(url), "%.*s/model/%s/%s", (int)u->base_url.len,
-                 u->base_url.data, model,
+    if (u->base_url.len == sizeof(GENERIC_HOST) - 1 &&
+        memcmp(u->base_url.data, GENERIC_HOST, u->base_url.len) == 0) {
+        /* the generic endpoint: the region's own */
+        snprintf(base, sizeof(base),
+                 "https://bedrock-runtime.%s.amazonaws.com", b->region);
+    } else {
+        snprintf(base, sizeof(base), "%.*s", (int)u->base_url.len,
+                 u->base_url.data);
+    }
+    n = snprintf(url, sizeof(url), "%s/model/%s/%s", base, model,
                  embed       ? "invoke"
                  : u->stream ? "converse-stream"
                              : "converse");

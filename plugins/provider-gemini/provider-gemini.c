@@ -95,6 +95,12 @@ typedef struct {
     int waiting; /* this request has paused */
 } authwait_t;
 
+static int
+mf_str_is(mf_str_t s, const char *lit)
+{
+    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
+}
+
 static double
 now_s(void)
 {
@@ -877,11 +883,21 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             api->set_error(r, &err);
             return MF_ERR;
         }
+        char base[1024];
+
+        if (mf_str_is(u->base_url, "https://aiplatform.googleapis.com") &&
+            strcmp(g->location, "global") != 0) {
+            /* the generic host: the location's own endpoint */
+            snprintf(base, sizeof(base), "https://%s-aiplatform.googleapis.com",
+                     g->location);
+        } else {
+            snprintf(base, sizeof(base), "%.*s", (int)u->base_url.len,
+                     u->base_url.data);
+        }
         n = snprintf(url, sizeof(url),
-                     "%.*s/%s/projects/%s/locations/%s/publishers/google/"
+                     "%s/%s/projects/%s/locations/%s/publishers/google/"
                      "models/%.*s:%s",
-                     (int)u->base_url.len, u->base_url.data, g->version,
-                     project, g->location, (int)u->model.len, u->model.data,
+                     base, g->version, project, g->location, (int)u->model.len, u->model.data,
                      method);
     } else {
         int has_ver =
