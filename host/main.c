@@ -17,6 +17,7 @@
 
 #include "admin.h"
 #include "balancer.h"
+#include "init.h"
 #include "keypool.h"
 #include "reload.h"
 #include "runtime.h"
@@ -45,6 +46,8 @@ usage(FILE *f)
 {
     fprintf(f, "usage: manifold [-c FILE] [--listen HOST:PORT] [--workers N] "
                "[-p PLUGIN_DIR] [-t]\n"
+               "       manifold init [-o FILE] [--provider NAME --key-env VAR "
+               "...] (see manifold init --help)\n"
                "  -c, --config FILE    config file (configs/manifold.yaml)\n"
                "  -t, --test           validate the config and exit\n"
                "  -l, --listen H:P     override listen\n"
@@ -153,6 +156,16 @@ main(int argc, char **argv)
 
     memset(&m, 0, sizeof(m));
     m.config_path = "configs/manifold.yaml";
+    if (argc > 1 && strcmp(argv[1], "init") == 0) {
+        rc = mf_init_main(argc - 1, argv + 1, &m.config_path);
+        if (rc >= 0) {
+            return rc;
+        }
+        rc = 0;
+        m.test_only = 1; /* the file written must validate */
+        argc = 1;
+        optind = 0; /* getopt starts over (glibc) */
+    }
     while ((c = getopt_long(argc, argv, "c:tl:w:p:vh", opts, NULL)) != -1) {
         switch (c) {
         case 'c':

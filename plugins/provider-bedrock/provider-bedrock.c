@@ -601,8 +601,8 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (u->base_url.len == sizeof(GENERIC_HOST) - 1 &&
         memcmp(u->base_url.data, GENERIC_HOST, u->base_url.len) == 0) {
         /* the generic endpoint: the region's own */
-        snprintf(base, sizeof(base),
-                 "https://bedrock-runtime.%s.amazonaws.com", b->region);
+        snprintf(base, sizeof(base), "https://bedrock-runtime.%s.amazonaws.com",
+                 b->region);
     } else {
         snprintf(base, sizeof(base), "%.*s", (int)u->base_url.len,
                  u->base_url.data);

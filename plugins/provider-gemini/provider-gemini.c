@@ -897,8 +897,8 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         n = snprintf(url, sizeof(url),
                      "%s/%s/projects/%s/locations/%s/publishers/google/"
                      "models/%.*s:%s",
-                     base, g->version, project, g->location, (int)u->model.len, u->model.data,
-                     method);
+                     base, g->version, project, g->location, (int)u->model.len,
+                     u->model.data, method);
     } else {
         int has_ver =
             u->base_url.len > 3 &&
