@@ -1,7 +1,7 @@
 // The official `@anthropic-ai/sdk` against POST /v1/messages: served by an
-// OpenAI-wire upstream and by an Anthropic upstream (both through the
-// mock), non-stream and stream, tools and tool results, errors in
-// Anthropic's shape.
+// OpenAI-wire upstream, an Anthropic upstream, Gemini and Bedrock (all
+// through the mock and the one canonical form), non-stream and stream,
+// tools and tool results, errors in Anthropic's shape.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import Anthropic from '@anthropic-ai/sdk';
@@ -18,6 +18,16 @@ before(async () => {
     base_url: ${mock.url}
     keys: ["sk-ant-test-0123456789"]
     models: ["claude-*"]
+  - name: gemini
+    type: gemini
+    base_url: ${mock.url}
+    keys: ["AIza-test-0123456789"]
+    models: ["gemini-*"]
+  - name: bedrock
+    type: bedrock
+    base_url: ${mock.url}
+    keys: ["AKIDMOCK5:mock/secret/AKIDMOCK5"]
+    models: ["anthropic.*"]
   - name: limited
     type: openai
     base_url: ${mock.url}/v1
@@ -37,7 +47,9 @@ const weather = {
   input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
 };
 
-for (const model of ['gpt-4o', 'claude-sonnet-4']) {
+const BEDROCK = 'anthropic.claude-3-5-haiku-20241022-v1:0';
+
+for (const model of ['gpt-4o', 'claude-sonnet-4', 'gemini-2.5-flash', BEDROCK]) {
   test(`messages.create non-stream, served by ${model}`, async () => {
     const m = await client.messages.create({
       model, max_tokens: 200, system: 'be brief',
@@ -56,6 +68,12 @@ for (const model of ['gpt-4o', 'claude-sonnet-4']) {
         { role: 'user', content: 'hello from the anthropic sdk' },
       ]);
       assert.equal(up.max_tokens, 200);
+    } else if (model === 'gemini-2.5-flash') {
+      assert.deepEqual(up.systemInstruction, { parts: [{ text: 'be brief' }] });
+      assert.deepEqual(up.generationConfig, { maxOutputTokens: 200 });
+    } else if (model === BEDROCK) {
+      assert.deepEqual(up.system, [{ text: 'be brief' }]);
+      assert.deepEqual(up.inferenceConfig, { maxTokens: 200 });
     } else {
       assert.deepEqual(up.system, [{ type: 'text', text: 'be brief' }]);
       assert.equal(up.max_tokens, 200);
@@ -109,6 +127,10 @@ for (const model of ['gpt-4o', 'claude-sonnet-4']) {
         { role: 'assistant', content: null, tool_calls: [{ id: use.id, type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
         { role: 'tool', tool_call_id: use.id, content: 'sunny, 21C' },
       ]);
+    } else if (model === 'gemini-2.5-flash') {
+      assert.equal(r.content[0].text, 'Tool get_weather said: {"content":"sunny, 21C"}');
+    } else if (model === BEDROCK) {
+      assert.equal(r.content[0].text, 'Tool said: [{"text":"sunny, 21C"}]');
     } else {
       assert.equal(r.content[0].text, 'Tool said: sunny, 21C');
     }

@@ -155,7 +155,7 @@ test('tools: declarations cut to Gemini schema, calls with signatures, results b
   assert.equal(first.choices[0].finish_reason, 'tool_calls');
   assert.equal(call.function.name, 'get_weather');
   assert.deepEqual(JSON.parse(call.function.arguments), { city: 'mock' });
-  assert.match(call.id, /^call_.+__ts__c2lnLW1vY2s=$/);
+  assert.match(call.id, /^call_[a-z0-9]+__ts__c2lnLW1vY2s$/); // base64url: ids stay [A-Za-z0-9_-]
   const sent = JSON.parse((await mock.last()).body);
   assert.deepEqual(sent.tools, [{ functionDeclarations: [{
     name: 'get_weather', description: 'Weather of a city',
@@ -178,7 +178,7 @@ test('tools: declarations cut to Gemini schema, calls with signatures, results b
   const body = JSON.parse((await mock.last()).body);
   assert.deepEqual(body.contents, [
     { role: 'user', parts: [{ text: 'weather in Paris?' }] },
-    { role: 'model', parts: [{ functionCall: { name: 'get_weather', args: { city: 'mock' } }, thoughtSignature: 'c2lnLW1vY2s=' }] },
+    { role: 'model', parts: [{ functionCall: { name: 'get_weather', args: { city: 'mock' } }, thoughtSignature: 'c2lnLW1vY2s' }] },
     { role: 'user', parts: [{ functionResponse: { name: 'get_weather', response: { temp: 20 } } }] },
   ]);
 });
