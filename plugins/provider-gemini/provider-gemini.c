@@ -1287,15 +1287,15 @@ tool_call(json_t *part, int index)
         char *full = malloc(strlen(id) + strlen(SIG_SEP) + strlen(sig) + 1);
 
         if (full != NULL) {
-            char *c;
+            char *q;
 
             sprintf(full, "%s%s%s", id, SIG_SEP, sig);
             /* ids stay [A-Za-z0-9_-] (Anthropic clients check): base64url,
              * which proto3 JSON reads back as the same bytes */
-            for (c = full + strlen(id) + strlen(SIG_SEP); *c; c++) {
-                *c = *c == '+' ? '-' : *c == '/' ? '_' : *c;
-                if (*c == '=') {
-                    *c = '\0';
+            for (q = full + strlen(id) + strlen(SIG_SEP); *q; q++) {
+                *q = *q == '+' ? '-' : *q == '/' ? '_' : *q;
+                if (*q == '=') {
+                    *q = '\0';
                     break;
                 }
             }
