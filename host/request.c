@@ -901,8 +901,13 @@ attempt_first(mf_req_t *r)
 {
     r->target_idx = 0;
     r->keys_tried = 0;
-    return attempt_select(r, 0, r->ntargets, 0) ||
-           attempt_select(r, 0, r->ntargets, 1);
+    if (attempt_select(r, 0, r->ntargets, 0)) {
+        return 1;
+    }
+    /* the last-resort pass counts the skipped targets afresh */
+    r->skipped_rate = r->skipped_open = r->skipped_keys = 0;
+    r->cool_ms = 0;
+    return attempt_select(r, 0, r->ntargets, 1);
 }
 
 /* No target could take the request at all. */

@@ -462,6 +462,7 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                            : d->status == 400 ? "ValidationException"
                            : d->status == 404 ? "ResourceNotFoundException"
                            : d->status == 403 ? "AccessDeniedException"
+                           : d->status == 401 ? "UnrecognizedClientException"
                            : d->status == 503 ? "ServiceUnavailableException"
                                               : "InternalServerException";
         char msg[64];
