@@ -938,6 +938,21 @@ respond_no_target(mf_req_t *r)
     mf_req_respond_error(r, 503, "upstream_error", "no_healthy_target", msg);
 }
 
+/* What the provider callbacks are told of the current attempt. */
+static void
+upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->provider = mf_str_from(t->prov->conf->name);
+    u->type = mf_str_from(t->prov->conf->type);
+    u->base_url = mf_str_from(t->prov->conf->base_url);
+    u->model = t->model;
+    u->key = r->up_key;
+    u->endpoint = r->endpoint;
+    u->stream = r->stream;
+    u->want_usage = r->stream;
+}
+
 /* Prepares attempt target_idx (provider request) and runs its stages. */
 static int
 attempt_prepare(mf_req_t *r)
@@ -962,15 +977,7 @@ attempt_prepare(mf_req_t *r)
                      strcmp(r->prov->ops->wire, "openai") == 0 &&
                      !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY));
 
-    memset(&u, 0, sizeof(u));
-    u.provider = mf_str_from(t->prov->conf->name);
-    u.type = mf_str_from(t->prov->conf->type);
-    u.base_url = mf_str_from(t->prov->conf->base_url);
-    u.model = t->model;
-    u.key = r->up_key;
-    u.endpoint = r->endpoint;
-    u.stream = r->stream;
-    u.want_usage = r->stream;
+    upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
     rc = r->prov->ops->build_request(r, r->prov->state, &u);
     if (rc != MF_OK && r->prov_err != NULL) {
@@ -1015,15 +1022,7 @@ run_authorize(mf_req_t *r)
     if (r->stage_idx > 0) {
         return MF_CONTINUE; /* resumed */
     }
-    memset(&u, 0, sizeof(u));
-    u.provider = mf_str_from(t->prov->conf->name);
-    u.type = mf_str_from(t->prov->conf->type);
-    u.base_url = mf_str_from(t->prov->conf->base_url);
-    u.model = t->model;
-    u.key = r->up_key;
-    u.endpoint = r->endpoint;
-    u.stream = r->stream;
-    u.want_usage = r->stream;
+    upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
     return r->prov->ops->authorize(r, r->prov->state, &u);
 }

@@ -212,3 +212,70 @@ pu_hex(const unsigned char *in, size_t n, char *out)
     }
     out[2 * n] = '\0';
 }
+
+void
+pu_push_turn(json_t *turns, const char *role, const char *field, json_t *items)
+{
+    json_t *last = json_array_get(turns, json_array_size(turns) - 1);
+    const char *lr = json_string_value(json_object_get(last, "role"));
+
+    if (json_array_size(items) == 0) {
+        json_decref(items);
+        return;
+    }
+    if (lr != NULL && strcmp(lr, role) == 0) {
+        json_array_extend(json_object_get(last, field), items);
+        json_decref(items);
+        return;
+    }
+    json_array_append_new(turns,
+                          json_pack("{s:s,s:o}", "role", role, field, items));
+}
+
+json_t *
+pu_tool_args(json_t *call)
+{
+    const char *args = json_string_value(
+        json_object_get(json_object_get(call, "function"), "arguments"));
+    json_t *a = args ? json_loads(args, 0, NULL) : NULL;
+
+    if (!json_is_object(a)) {
+        json_decref(a);
+        a = json_object();
+    }
+    return a;
+}
+
+json_t *
+pu_max_tokens(json_t *in)
+{
+    json_t *v = json_object_get(in, "max_completion_tokens");
+
+    if (!json_is_integer(v)) {
+        v = json_object_get(in, "max_tokens");
+    }
+    return json_is_integer(v) ? v : NULL;
+}
+
+json_t *
+pu_stop_list(json_t *in)
+{
+    json_t *v = json_object_get(in, "stop");
+
+    if (json_is_string(v)) {
+        return json_pack("[O]", v);
+    }
+    return json_array_size(v) > 0 ? json_incref(v) : NULL;
+}
+
+void
+pu_copy_fields(json_t *in, json_t *out, const pu_field_t *f)
+{
+    for (; f->from != NULL; f++) {
+        json_t *v = json_object_get(in, f->from);
+
+        if (f->integer ? json_is_integer(v) : json_is_number(v)) {
+            json_object_set(out, f->to, v);
+        }
+    }
+}

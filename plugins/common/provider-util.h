@@ -45,6 +45,32 @@ json_t *pu_chunk(const char *id, const char *model, json_int_t created,
 json_t *pu_usage_chunk(const char *id, const char *model, json_int_t created,
                        const mf_usage_t *u);
 
+/* Appends items to the last turn of `turns` when it has the same role
+ * (the APIs want turns to alternate), else a new {role, field: items}.
+ * Takes items; drops an empty list. */
+void pu_push_turn(json_t *turns, const char *role, const char *field,
+                  json_t *items);
+
+/* A canonical tool call's arguments as an object ({} when they are not
+ * one); new reference. */
+json_t *pu_tool_args(json_t *call);
+
+/* The canonical request's max_completion_tokens, else max_tokens, when an
+ * integer; borrowed. */
+json_t *pu_max_tokens(json_t *in);
+
+/* The canonical `stop` as a non-empty list (new), or NULL. */
+json_t *pu_stop_list(json_t *in);
+
+/* Copies in[from] to out[to] for each {from, to} pair whose value is a
+ * number (integer: an integer); the list ends with NULL. */
+typedef struct {
+    const char *from;
+    const char *to;
+    int integer;
+} pu_field_t;
+void pu_copy_fields(json_t *in, json_t *out, const pu_field_t *fields);
+
 /* Lower-cased hex of n bytes into out (2n + 1). */
 void pu_hex(const unsigned char *in, size_t n, char *out);
 

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "../common/provider-util.h"
+
 static const mf_host_api_t *api;
 
 typedef struct {
@@ -128,27 +130,6 @@ content_blocks(json_t *content)
     return out;
 }
 
-/* Appends blocks to the last message when it has the same role (the API
- * wants user and assistant turns to alternate), else a new message. */
-static void
-push_turn(json_t *msgs, const char *role, json_t *blocks)
-{
-    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-
-    if (json_array_size(blocks) == 0) {
-        json_decref(blocks);
-        return;
-    }
-    if (last != NULL &&
-        strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        json_array_extend(json_object_get(last, "content"), blocks);
-        json_decref(blocks);
-        return;
-    }
-    json_array_append_new(
-        msgs, json_pack("{s:s,s:o}", "role", role, "content", blocks));
-}
-
 static json_t *
 tool_use_blocks(json_t *calls)
 {
@@ -158,17 +139,12 @@ tool_use_blocks(json_t *calls)
     json_array_foreach(calls, i, c)
     {
         json_t *fn = json_object_get(c, "function");
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
-        json_t *input = args ? json_loads(args, 0, NULL) : NULL;
 
-        if (!json_is_object(input)) {
-            json_decref(input);
-            input = json_object();
-        }
-        json_array_append_new(
-            out, json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
-                           json_object_get(c, "id"), "name",
-                           json_object_get(fn, "name"), "input", input));
+        json_array_append_new(out,
+                              json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use",
+                                        "id", json_object_get(c, "id"), "name",
+                                        json_object_get(fn, "name"), "input",
+                                        pu_tool_args(c)));
     }
     return out;
 }
@@ -228,6 +204,10 @@ tool_choice_of(json_t *tc, json_t *parallel)
 static json_t *
 to_messages(anthropic_t *a, json_t *in, const mf_upstream_t *u)
 {
+    static const pu_field_t fields[] = {{"temperature", "temperature", 0},
+                                        {"top_p", "top_p", 0},
+                                        {"top_k", "top_k", 1},
+                                        {NULL, NULL, 0}};
     json_t *out = json_object(), *msgs = json_array(), *system = json_array();
     json_t *m, *v;
     size_t i;
@@ -252,20 +232,20 @@ to_messages(anthropic_t *a, json_t *in, const mf_upstream_t *u)
             json_t *text = json_is_string(content) ? json_incref(content)
                                                    : content_blocks(content);
 
-            push_turn(msgs, "user",
-                      json_pack("[{s:s,s:O,s:o}]", "type", "tool_result",
-                                "tool_use_id",
-                                json_object_get(m, "tool_call_id"), "content",
-                                text));
+            pu_push_turn(msgs, "user", "content",
+                         json_pack("[{s:s,s:O,s:o}]", "type", "tool_result",
+                                   "tool_use_id",
+                                   json_object_get(m, "tool_call_id"),
+                                   "content", text));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = content_blocks(content);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
 
             json_array_extend(blocks, calls);
             json_decref(calls);
-            push_turn(msgs, "assistant", blocks);
+            pu_push_turn(msgs, "assistant", "content", blocks);
         } else {
-            push_turn(msgs, "user", content_blocks(content));
+            pu_push_turn(msgs, "user", "content", content_blocks(content));
         }
     }
     if (json_array_size(system) > 0) {
@@ -274,29 +254,14 @@ to_messages(anthropic_t *a, json_t *in, const mf_upstream_t *u)
         json_decref(system);
     }
     json_object_set_new(out, "messages", msgs);
-    v = json_object_get(in, "max_completion_tokens");
-    if (!json_is_integer(v)) {
-        v = json_object_get(in, "max_tokens");
-    }
+    v = pu_max_tokens(in);
     json_object_set_new(out, "max_tokens",
-                        json_is_integer(v)
-                            ? json_incref(v)
-                            : json_integer(a->default_max_tokens));
-    v = json_object_get(in, "stop");
-    if (json_is_string(v)) {
-        json_object_set_new(out, "stop_sequences", json_pack("[O]", v));
-    } else if (json_is_array(v) && json_array_size(v) > 0) {
-        json_object_set(out, "stop_sequences", v);
+                        v ? json_incref(v)
+                          : json_integer(a->default_max_tokens));
+    if ((v = pu_stop_list(in)) != NULL) {
+        json_object_set_new(out, "stop_sequences", v);
     }
-    if (json_is_number(v = json_object_get(in, "temperature"))) {
-        json_object_set(out, "temperature", v);
-    }
-    if (json_is_number(v = json_object_get(in, "top_p"))) {
-        json_object_set(out, "top_p", v);
-    }
-    if (json_is_integer(v = json_object_get(in, "top_k"))) {
-        json_object_set(out, "top_k", v);
-    }
+    pu_copy_fields(in, out, fields);
     if (json_is_string(v = json_object_get(in, "user"))) {
         json_object_set_new(out, "metadata", json_pack("{s:O}", "user_id", v));
     }
@@ -428,19 +393,6 @@ read_usage(json_t *in, mf_usage_t *u)
     u->estimated = 0;
 }
 
-static json_t *
-usage_json(const mf_usage_t *u)
-{
-    return json_pack(
-        "{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens",
-        (json_int_t)(u->prompt_tokens < 0 ? 0 : u->prompt_tokens),
-        "completion_tokens",
-        (json_int_t)(u->completion_tokens < 0 ? 0 : u->completion_tokens),
-        "total_tokens", (json_int_t)(u->total_tokens < 0 ? 0 : u->total_tokens),
-        "prompt_tokens_details", "cached_tokens",
-        (json_int_t)(u->cached_tokens < 0 ? 0 : u->cached_tokens));
-}
-
 static int
 anthropic_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
@@ -520,7 +472,7 @@ anthropic_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         "choices", "index", 0, "message", msg, "logprobs", "finish_reason",
         finish_reason(json_string_value(json_object_get(in, "stop_reason")))
             ?: "stop",
-        "usage", usage_json(&usage));
+        "usage", pu_usage_json(&usage));
     free(text);
     free(thinking);
     json_decref(in);
@@ -653,7 +605,7 @@ anthropic_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         /* the usage chunk (the host drops it unless the client asked) */
         c = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", s->id, "object",
                       "chat.completion.chunk", "created", s->created, "model",
-                      s->model, "choices", "usage", usage_json(&s->usage));
+                      s->model, "choices", "usage", pu_usage_json(&s->usage));
         flags |= MF_EVENT_USAGE_ONLY | MF_EVENT_DONE;
     } else if (strcmp(type, "error") == 0) {
         json_t *e = json_object_get(j, "error");

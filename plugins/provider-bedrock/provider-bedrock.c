@@ -324,25 +324,6 @@ blocks_of(json_t *content, const char **bad)
     return out;
 }
 
-static void
-push_turn(json_t *msgs, const char *role, json_t *blocks)
-{
-    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1);
-
-    if (json_array_size(blocks) == 0) {
-        json_decref(blocks);
-        return;
-    }
-    if (last != NULL &&
-        strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        json_array_extend(json_object_get(last, "content"), blocks);
-        json_decref(blocks);
-        return;
-    }
-    json_array_append_new(
-        msgs, json_pack("{s:s,s:o}", "role", role, "content", blocks));
-}
-
 static json_t *
 tool_use_blocks(json_t *calls)
 {
@@ -352,17 +333,12 @@ tool_use_blocks(json_t *calls)
     json_array_foreach(calls, i, c)
     {
         json_t *fn = json_object_get(c, "function");
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
-        json_t *input = args ? json_loads(args, 0, NULL) : NULL;
 
-        if (!json_is_object(input)) {
-            json_decref(input);
-            input = json_object();
-        }
-        json_array_append_new(
-            out, json_pack("{s:{s:O,s:O,s:o}}", "toolUse", "toolUseId",
-                           json_object_get(c, "id"), "name",
-                           json_object_get(fn, "name"), "input", input));
+        json_array_append_new(out,
+                              json_pack("{s:{s:O,s:O,s:o}}", "toolUse",
+                                        "toolUseId", json_object_get(c, "id"),
+                                        "name", json_object_get(fn, "name"),
+                                        "input", pu_tool_args(c)));
     }
     return out;
 }
@@ -443,6 +419,9 @@ tool_config(json_t *in)
 static json_t *
 to_converse(json_t *in, const char **bad)
 {
+    static const pu_field_t fields[] = {{"temperature", "temperature", 0},
+                                        {"top_p", "topP", 0},
+                                        {NULL, NULL, 0}};
     json_t *out = json_object(), *msgs = json_array(), *system = json_array();
     json_t *m, *v, *ic = json_object(), *extra = json_object();
     const char *effort;
@@ -462,16 +441,17 @@ to_converse(json_t *in, const char **bad)
             json_array_extend(system, blocks);
             json_decref(blocks);
         } else if (strcmp(role, "tool") == 0) {
-            push_turn(msgs, "user", json_pack("[o]", tool_result_block(m)));
+            pu_push_turn(msgs, "user", "content",
+                         json_pack("[o]", tool_result_block(m)));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = blocks_of(content, bad);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
 
             json_array_extend(blocks, calls);
             json_decref(calls);
-            push_turn(msgs, "assistant", blocks);
+            pu_push_turn(msgs, "assistant", "content", blocks);
         } else {
-            push_turn(msgs, "user", blocks_of(content, bad));
+            pu_push_turn(msgs, "user", "content", blocks_of(content, bad));
         }
     }
     json_object_set_new(out, "messages", msgs);
@@ -480,24 +460,12 @@ to_converse(json_t *in, const char **bad)
     } else {
         json_decref(system);
     }
-    v = json_object_get(in, "max_completion_tokens");
-    if (!json_is_integer(v)) {
-        v = json_object_get(in, "max_tokens");
-    }
-    if (json_is_integer(v)) {
+    if ((v = pu_max_tokens(in)) != NULL) {
         json_object_set(ic, "maxTokens", v);
     }
-    if (json_is_number(v = json_object_get(in, "temperature"))) {
-        json_object_set(ic, "temperature", v);
-    }
-    if (json_is_number(v = json_object_get(in, "top_p"))) {
-        json_object_set(ic, "topP", v);
-    }
-    v = json_object_get(in, "stop");
-    if (json_is_string(v)) {
-        json_object_set_new(ic, "stopSequences", json_pack("[O]", v));
-    } else if (json_array_size(v) > 0) {
-        json_object_set(ic, "stopSequences", v);
+    pu_copy_fields(in, ic, fields);
+    if ((v = pu_stop_list(in)) != NULL) {
+        json_object_set_new(ic, "stopSequences", v);
     }
     if (json_is_integer(v = json_object_get(in, "top_k"))) {
         json_object_set(extra, "top_k", v);

@@ -511,27 +511,6 @@ parts_of(json_t *content)
     return out;
 }
 
-/* Appends parts to the last turn when it has the same role (Gemini wants
- * a function call's responses in one turn), else a new turn. */
-static void
-push_turn(json_t *contents, const char *role, json_t *parts)
-{
-    json_t *last = json_array_get(contents, json_array_size(contents) - 1);
-
-    if (json_array_size(parts) == 0) {
-        json_decref(parts);
-        return;
-    }
-    if (last != NULL &&
-        strcmp(json_string_value(json_object_get(last, "role")), role) == 0) {
-        json_array_extend(json_object_get(last, "parts"), parts);
-        json_decref(parts);
-        return;
-    }
-    json_array_append_new(contents,
-                          json_pack("{s:s,s:o}", "role", role, "parts", parts));
-}
-
 /* The function name a tool_call_id was given in an earlier turn. */
 static const char *
 tool_name(json_t *messages, const char *id)
@@ -566,16 +545,11 @@ call_parts(json_t *calls)
     json_array_foreach(calls, i, c)
     {
         json_t *fn = json_object_get(c, "function");
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
         const char *id = json_string_value(json_object_get(c, "id"));
         const char *sig = id ? strstr(id, SIG_SEP) : NULL;
-        json_t *a = args ? json_loads(args, 0, NULL) : NULL;
+        json_t *a = pu_tool_args(c);
         json_t *p;
 
-        if (!json_is_object(a)) {
-            json_decref(a);
-            a = json_object();
-        }
         p = json_pack("{s:{s:O,s:o}}", "functionCall", "name",
                       json_object_get(fn, "name"), "args", a);
         if (sig != NULL) {
@@ -620,43 +594,27 @@ tool_response(json_t *content)
 static json_t *
 generation_config(json_t *in)
 {
+    static const pu_field_t fields[] = {
+        {"temperature", "temperature", 0},
+        {"top_p", "topP", 0},
+        {"top_k", "topK", 1},
+        {"presence_penalty", "presencePenalty", 0},
+        {"frequency_penalty", "frequencyPenalty", 0},
+        {"seed", "seed", 1},
+        {NULL, NULL, 0}};
     json_t *gc = json_object(), *v, *rf;
     const char *effort;
 
-    if (json_is_number(v = json_object_get(in, "temperature"))) {
-        json_object_set(gc, "temperature", v);
-    }
-    if (json_is_number(v = json_object_get(in, "top_p"))) {
-        json_object_set(gc, "topP", v);
-    }
-    if (json_is_integer(v = json_object_get(in, "top_k"))) {
-        json_object_set(gc, "topK", v);
-    }
-    v = json_object_get(in, "max_completion_tokens");
-    if (!json_is_integer(v)) {
-        v = json_object_get(in, "max_tokens");
-    }
-    if (json_is_integer(v)) {
+    pu_copy_fields(in, gc, fields);
+    if ((v = pu_max_tokens(in)) != NULL) {
         json_object_set(gc, "maxOutputTokens", v);
     }
-    v = json_object_get(in, "stop");
-    if (json_is_string(v)) {
-        json_object_set_new(gc, "stopSequences", json_pack("[O]", v));
-    } else if (json_array_size(v) > 0) {
-        json_object_set(gc, "stopSequences", v);
+    if ((v = pu_stop_list(in)) != NULL) {
+        json_object_set_new(gc, "stopSequences", v);
     }
     if (json_is_integer(v = json_object_get(in, "n")) &&
         json_integer_value(v) > 1) {
         json_object_set(gc, "candidateCount", v);
-    }
-    if (json_is_number(v = json_object_get(in, "presence_penalty"))) {
-        json_object_set(gc, "presencePenalty", v);
-    }
-    if (json_is_number(v = json_object_get(in, "frequency_penalty"))) {
-        json_object_set(gc, "frequencyPenalty", v);
-    }
-    if (json_is_integer(v = json_object_get(in, "seed"))) {
-        json_object_set(gc, "seed", v);
     }
     rf = json_object_get(in, "response_format");
     v = json_object_get(rf, "type");
@@ -766,19 +724,19 @@ to_gemini(gemini_t *g, json_t *in)
             const char *name = tool_name(
                 msgs, json_string_value(json_object_get(m, "tool_call_id")));
 
-            push_turn(contents, "user",
-                      json_pack("[{s:{s:s,s:o}}]", "functionResponse", "name",
-                                name ? name : "tool", "response",
-                                tool_response(content)));
+            pu_push_turn(contents, "user", "parts",
+                         json_pack("[{s:{s:s,s:o}}]", "functionResponse",
+                                   "name", name ? name : "tool", "response",
+                                   tool_response(content)));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *parts = parts_of(content);
             json_t *calls = call_parts(json_object_get(m, "tool_calls"));
 
             json_array_extend(parts, calls);
             json_decref(calls);
-            push_turn(contents, "model", parts);
+            pu_push_turn(contents, "model", "parts", parts);
         } else {
-            push_turn(contents, "user", parts_of(content));
+            pu_push_turn(contents, "user", "parts", parts_of(content));
         }
     }
     json_object_set_new(out, "contents", contents);
