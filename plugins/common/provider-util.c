@@ -2,6 +2,7 @@
 #include "provider-util.h"
 
 #include <openssl/evp.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -278,4 +279,21 @@ pu_copy_fields(json_t *in, json_t *out, const pu_field_t *f)
             json_object_set(out, f->to, v);
         }
     }
+}
+
+void
+pu_error(const mf_host_api_t *api, mf_req_t *r, int status, const char *type,
+         const char *code, const char *fmt, ...)
+{
+    mf_error_t err;
+    va_list ap;
+
+    memset(&err, 0, sizeof(err));
+    err.status = status;
+    err.type = type;
+    err.code = code;
+    va_start(ap, fmt);
+    vsnprintf(err.message, sizeof(err.message), fmt, ap);
+    va_end(ap);
+    api->set_error(r, &err);
 }

@@ -71,6 +71,11 @@ typedef struct {
 } pu_field_t;
 void pu_copy_fields(json_t *in, json_t *out, const pu_field_t *fields);
 
+/* api->set_error with a formatted message; type and code static. */
+void pu_error(const mf_host_api_t *api, mf_req_t *r, int status,
+              const char *type, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
 /* Lower-cased hex of n bytes into out (2n + 1). */
 void pu_hex(const unsigned char *in, size_t n, char *out);
 

@@ -515,26 +515,21 @@ to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
 {
     json_t *inputs = pu_embedding_inputs(in), *out;
     json_t *dims = json_object_get(in, "dimensions");
-    mf_error_t err = {.status = 400,
-                      .type = "invalid_request_error",
-                      .code = "invalid_input"};
 
     if (inputs == NULL) {
-        snprintf(err.message, sizeof(err.message),
+        pu_error(api, r, 400, "invalid_request_error", "invalid_input",
                  "provider '%s' embeds text: input must be a string or a "
                  "list of strings",
                  b->name);
-        api->set_error(r, &err);
         return NULL;
     }
     if (is_titan(u->model)) {
         if (json_array_size(inputs) != 1) {
-            snprintf(err.message, sizeof(err.message),
+            pu_error(api, r, 400, "invalid_request_error", "invalid_input",
                      "Titan embeddings take one input per request (got "
                      "%zu); send one string, or use a cohere.embed-* model "
                      "for batches",
                      json_array_size(inputs));
-            api->set_error(r, &err);
             json_decref(inputs);
             return NULL;
         }
@@ -587,15 +582,10 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         return MF_ERR; /* to_embed set the error */
     }
     if (bad != NULL) {
-        mf_error_t err = {.status = 400,
-                          .type = "invalid_request_error",
-                          .code = "unsupported_image"};
-
-        snprintf(err.message, sizeof(err.message),
+        pu_error(api, r, 400, "invalid_request_error", "unsupported_image",
                  "provider '%s' (Bedrock) takes images as base64 data: URLs "
                  "of png, jpeg, gif or webp; got '%.60s%s'",
                  b->name, bad, strlen(bad) > 60 ? "..." : "");
-        api->set_error(r, &err);
         json_decref(msg);
         return MF_ERR;
     }

@@ -826,23 +826,17 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                          : "generateContent";
     if (g->vertex) {
         account_t *a = account_for(g, u->key);
+        char base[1024];
         const char *project =
             g->project[0] ? g->project : (a ? a->project : "");
 
         if (project[0] == '\0') {
-            mf_error_t err = {.status = 502,
-                              .type = "upstream_error",
-                              .code = "upstream_auth_failed"};
-
-            snprintf(err.message, sizeof(err.message),
+            pu_error(api, r, 502, "upstream_error", "upstream_auth_failed",
                      "provider '%s': vertex needs project: (or a "
                      "service-account key with project_id)",
                      g->name);
-            api->set_error(r, &err);
             return MF_ERR;
         }
-        char base[1024];
-
         if (mf_str_is(u->base_url, "https://aiplatform.googleapis.com") &&
             strcmp(g->location, "global") != 0) {
             /* the generic host: the location's own endpoint */
@@ -884,15 +878,10 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     }
     msg = embed ? to_embed(g, body, u) : to_gemini(g, body);
     if (msg == NULL) {
-        mf_error_t err = {.status = 400,
-                          .type = "invalid_request_error",
-                          .code = "invalid_input"};
-
-        snprintf(err.message, sizeof(err.message),
+        pu_error(api, r, 400, "invalid_request_error", "invalid_input",
                  "provider '%s' embeds text: input must be a string or a "
                  "list of strings",
                  g->name);
-        api->set_error(r, &err);
         return MF_ERR; /* the host answers with err */
     }
     text = json_dumps(msg, JSON_COMPACT);
@@ -929,14 +918,9 @@ token_resume(mf_req_t *r, int rc)
 static void
 auth_fail(mf_req_t *r, gemini_t *g, account_t *a, const char *why)
 {
-    mf_error_t err = {.status = 502,
-                      .type = "upstream_error",
-                      .code = "upstream_auth_failed"};
-
-    snprintf(err.message, sizeof(err.message),
+    pu_error(api, r, 502, "upstream_error", "upstream_auth_failed",
              "provider '%s': no Vertex AI access token for %s: %s", g->name,
              a->email, why);
-    api->set_error(r, &err);
 }
 
 static void
@@ -1074,17 +1058,12 @@ gemini_authorize(mf_req_t *r, void *state, const mf_upstream_t *u)
     w->g = g;
     w->acct = account_for(g, u->key);
     if (w->acct == NULL) {
-        mf_error_t err = {.status = 502,
-                          .type = "upstream_error",
-                          .code = "upstream_auth_failed"};
-
-        snprintf(err.message, sizeof(err.message),
+        pu_error(api, r, 502, "upstream_error", "upstream_auth_failed",
                  "provider '%s': %s (see the gateway log)", g->name,
                  g->naccounts || u->key.len
                      ? "the service-account key could not be loaded"
                      : "vertex needs a service account: credentials: or "
                        "keys: (a key file path or its JSON)");
-        api->set_error(r, &err);
         return MF_FAIL;
     }
     switch (token_step(r, w)) {
@@ -1182,23 +1161,14 @@ static void
 safety_error(mf_req_t *r, gemini_t *g, const char *what, const char *reason,
              json_t *ratings, json_t *message)
 {
-    mf_error_t err = {.status = 400,
-                      .type = "invalid_request_error",
-                      .code = "content_filter"};
     char cats[256];
+    const char *m = json_string_value(message);
 
     blocked_categories(ratings, cats, sizeof(cats));
-    snprintf(err.message, sizeof(err.message),
-             "provider '%s' (Gemini) blocked the %s: %s%s%s%s%s", g->name, what,
-             reason, cats[0] ? " (" : "", cats, cats[0] ? ")" : "",
-             json_is_string(message) ? "" : "");
-    if (json_is_string(message)) {
-        size_t n = strlen(err.message);
-
-        snprintf(err.message + n, sizeof(err.message) - n, ": %s",
-                 json_string_value(message));
-    }
-    api->set_error(r, &err);
+    pu_error(api, r, 400, "invalid_request_error", "content_filter",
+             "provider '%s' (Gemini) blocked the %s: %s%s%s%s%s%s", g->name,
+             what, reason, cats[0] ? " (" : "", cats, cats[0] ? ")" : "",
+             m ? ": " : "", m ? m : "");
 }
 
 static void
@@ -1423,14 +1393,9 @@ gemini_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         free(thought);
     }
     if (json_array_size(choices) == 0) {
-        mf_error_t err = {.status = 502,
-                          .type = "upstream_error",
-                          .code = "upstream_bad_response"};
-
-        snprintf(err.message, sizeof(err.message),
+        pu_error(api, r, 502, "upstream_error", "upstream_bad_response",
                  "provider '%s' (Gemini) answered without a candidate",
                  g->name);
-        api->set_error(r, &err);
         json_decref(choices);
         json_decref(in);
         return MF_OK;
