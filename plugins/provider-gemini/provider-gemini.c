@@ -159,10 +159,11 @@ account_load(gemini_t *g, account_t *a, const char *key)
     if (*k != '{') {
         text = read_file(key);
         if (text == NULL) {
+            /* a path is named; anything else may be a secret pasted in */
             api->log(MF_LOG_ERROR,
                      "provider '%s': cannot read the service-account file "
                      "'%s'",
-                     g->name, key);
+                     g->name, strchr(key, '/') ? key : "(not a path)");
             return MF_ERR;
         }
     }

@@ -1,7 +1,8 @@
 // The official `openai` package against every OpenAI-compatible preset
 // through the mock: each type reaches the upstream with its quirks applied
 // (OpenAI-only fields dropped, max_completion_tokens renamed, stream usage
-// asked for only where stream_options is taken) and answers the SDK.
+// asked for only where stream_options is taken) and answers the SDK, chat
+// and embeddings.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
@@ -9,7 +10,8 @@ import { startMock, startGateway, config } from '../integration/harness.mjs';
 
 const TYPES = {
   // type: [keeps OpenAI-only fields, knows max_completion_tokens, takes stream_options]
-  openai: [1, 1, 1], deepseek: [0, 0, 1], qwen: [0, 0, 1], moonshot: [0, 0, 1],
+  openai: [1, 1, 1], 'openai-compatible': [0, 0, 1], deepseek: [0, 0, 1], qwen: [0, 0, 1],
+  dashscope: [0, 0, 1], moonshot: [0, 0, 1],
   zhipu: [0, 0, 0], doubao: [0, 0, 1], hunyuan: [0, 0, 1], qianfan: [0, 0, 1],
   minimax: [0, 0, 1], stepfun: [0, 0, 0], yi: [0, 0, 0], baichuan: [0, 0, 0],
   spark: [0, 0, 0], siliconflow: [0, 0, 1], groq: [0, 1, 1], mistral: [0, 0, 0],
@@ -26,7 +28,7 @@ before(async () => {
     type: ${t}
     base_url: ${mock.url}/v1
     keys: ["sk-${t}-0123456789"]
-    models: ["${t}-*"]`).join('');
+    models: ["${t}-model", "${t}-embed"]`).join('');
   gw = await startGateway(config(mock.url, { extraProviders: providers }));
   client = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
 });
@@ -63,5 +65,11 @@ for (const [type, [openaiFields, maxCompletion, streamOptions]] of Object.entrie
     assert.match(text, /You said: stream it/);
     up = JSON.parse((await mock.last()).body);
     assert.equal(Boolean(up.stream_options?.include_usage), Boolean(streamOptions));
+
+    // embeddings pass through every OpenAI-compatible API that has them
+    const e = await client.embeddings.create({ model: `${type}-embed`, input: ['a', 'b'] });
+    assert.equal(e.data.length, 2);
+    assert.ok(e.data[0].embedding.length > 0);
+    assert.equal((await mock.last()).path, '/v1/embeddings');
   });
 }
