@@ -218,7 +218,7 @@ struct mf_req_s {
     int evs_framing;
     int sse_active;
     mf_error_t *prov_err; /* api->set_error of the current attempt */
-    int passthrough; /* stream bytes forwarded untouched */
+    int passthrough;      /* stream bytes forwarded untouched */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     void *prov_ctx; /* the provider's per-request slot */
