@@ -44,6 +44,10 @@
 #define REFRESH_AHEAD 300.0 /* seconds before expiry a refresh starts */
 #define WAIT_STEP_MS 20
 #define WAIT_MAX 1500 /* steps of WAIT_STEP_MS: 30 s */
+#define TOKEN_TIMEOUT_MS 5000
+/* a refresh older than this is taken over: its request may have ended
+ * (its call abandoned, no callback), and the call has timed out by now */
+#define REFRESH_STALE 6.0
 #define SIG_SEP "__ts__"
 
 static const mf_host_api_t *api;
@@ -983,10 +987,10 @@ token_step(mf_req_t *r, authwait_t *w)
         snprintf(bearer, sizeof(bearer), "Bearer %s", a->token);
         have = 1;
         if (a->expires - now < REFRESH_AHEAD && !w->waiting &&
-            (!a->refreshing || now - a->refresh_started > 30)) {
+            (!a->refreshing || now - a->refresh_started > REFRESH_STALE)) {
             start = 1; /* this request refreshes; the rest go on */
         }
-    } else if (!a->refreshing || now - a->refresh_started > 30) {
+    } else if (!a->refreshing || now - a->refresh_started > REFRESH_STALE) {
         start = 1;
     }
     if (start) {
@@ -1020,7 +1024,7 @@ token_step(mf_req_t *r, authwait_t *w)
         w->waiting = 1;
         if (api->http_call(r, "POST",
                            (mf_str_t){a->token_uri, strlen(a->token_uri)}, hdr,
-                           1, (mf_str_t){form, strlen(form)}, 10000,
+                           1, (mf_str_t){form, strlen(form)}, TOKEN_TIMEOUT_MS,
                            token_answer, w) != MF_OK) {
             pthread_mutex_lock(&g->mu);
             a->refreshing = 0;
