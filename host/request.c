@@ -1119,6 +1119,8 @@ attempt_start(mf_req_t *r)
     r->sse_active = 0;
     r->saw_done = 0;
     r->done_sent = 0;
+    r->held = 0;
+    r->anth = NULL; /* pool memory: an Anthropic stream starts afresh */
     r->events_seen = 0;
     r->chunk_out.len = 0;
     mf_buf_reset(&r->up_buf);
@@ -1336,6 +1338,7 @@ static int
 on_sse_event(void *arg, const mf_sse_event_t *ev)
 {
     mf_req_t *r = arg;
+    size_t before;
     int flags;
 
     if (ev->data.len == 0 && ev->event.len == 0) {
@@ -1346,10 +1349,15 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
         return MF_OK;
     }
     r->cur_stage = MF_STAGE_PROVIDER;
+    before = r->chunk_out.len;
     flags = r->prov->ops->parse_stream_event(r, r->prov->state, ev,
                                              !r->passthrough);
     if (flags < 0 || r->prov_err != NULL) {
         return MF_ERR; /* up_on_data tells which */
+    }
+    if (!r->head_sent && r->chunk_out.len > before) {
+        /* only a preamble so far: held, the attempt can still fail over */
+        r->held = (flags & MF_EVENT_PREAMBLE) && (before == 0 || r->held);
     }
     if (flags & MF_EVENT_DONE) {
         r->saw_done = 1;
@@ -1374,7 +1382,7 @@ static void
 flush_stream(mf_req_t *r)
 {
     if (!r->head_sent) {
-        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY) {
+        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY || r->held) {
             return; /* nothing to commit to yet: a failure can still retry */
         }
         start_stream_response(r);
@@ -1401,11 +1409,13 @@ mf_req_drained(mf_req_t *r)
 }
 
 /* The provider failed a 2xx stream (api->set_error): before anything
- * reached the client the attempt fails over; after, an error event. */
+ * reached the client (the head goes with the first flush) the attempt
+ * fails over; after, an error event ends the stream. */
 static void
 stream_failed(mf_req_t *r, const mf_error_t *err)
 {
-    if (!r->head_sent && r->chunk_out.len == 0) {
+    if (!r->head_sent) {
+        /* chunks not flushed yet: the client saw nothing */
         r->sse_active = 0;
         attempt_fail(r, err, err->status);
         return;
@@ -1416,6 +1426,10 @@ stream_failed(mf_req_t *r, const mf_error_t *err)
     finish_stream(r);
     req_finish(r);
 }
+
+#define BAD_STREAM                                                             \
+    "the upstream sent a stream event that could not be read (malformed or "   \
+    "larger than limits.max_sse_event)"
 
 static void
 up_on_data(void *arg, const char *data, size_t len)
@@ -1444,11 +1458,24 @@ up_on_data(void *arg, const char *data, size_t len)
             stream_failed(r, r->prov_err);
             return;
         }
+        if (!r->head_sent) {
+            /* nothing reached the client: a failed attempt, as a bad body */
+            outcome_t o;
+
+            r->sse_active = 0;
+            outcome_error(&o, MF_UPERR_PROTOCOL);
+            snprintf(o.what, sizeof(o.what), "bad_stream");
+            attempt_close(r, &o, -1);
+            if (attempt_retry(r, &o)) {
+                return;
+            }
+            mf_req_respond_error(r, 502, "upstream_error",
+                                 "upstream_bad_stream", BAD_STREAM);
+            req_finish(r);
+            return;
+        }
         flush_stream(r);
-        send_stream_error(r, "upstream_bad_stream",
-                          "the upstream sent a stream event that could not "
-                          "be read (malformed or larger than "
-                          "limits.max_sse_event)");
+        send_stream_error(r, "upstream_bad_stream", BAD_STREAM);
         finish_stream(r);
         req_finish(r);
         return;
@@ -1562,7 +1589,8 @@ up_on_end(void *arg)
     r->call = NULL;
     account_upstream_time(r);
     if (r->sse_active) {
-        if (!r->head_sent && r->chunk_out.len == 0 && !r->saw_done) {
+        if (!r->head_sent && (r->chunk_out.len == 0 || r->held) &&
+            !r->saw_done) {
             /* ended before its first event: as good as refused */
             outcome_t o;
 

@@ -221,6 +221,7 @@ struct mf_req_s {
     int passthrough;      /* stream bytes forwarded untouched */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
+    int held;       /* chunk_out holds only preamble events: not committed */
     void *prov_ctx; /* the provider's per-request slot */
     struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
     int64_t events_seen;

@@ -558,6 +558,7 @@ anthropic_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         api->set_usage(r, &s->usage);
         c = chunk(s, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                   NULL);
+        flags |= MF_EVENT_PREAMBLE;
     } else if (strcmp(type, "content_block_start") == 0) {
         json_t *b = json_object_get(j, "content_block");
         const char *bt = json_string_value(json_object_get(b, "type"));

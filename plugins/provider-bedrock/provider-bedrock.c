@@ -949,6 +949,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         c = pu_chunk(s->id, s->model, s->created, 0,
                      json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                      NULL);
+        flags |= MF_EVENT_PREAMBLE;
     } else if (ev_is(ev->event, "contentBlockStart")) {
         json_t *tu = json_object_get(json_object_get(j, "start"), "toolUse");
 

@@ -37,11 +37,22 @@ before(async () => {
     keys: ["ABSKmockapikey0123456789"]
     models: ["apikey-*"]
     model_map: { "apikey-claude": "${CLAUDE}" }
+  - name: bedrock-throttled
+    type: bedrock
+    base_url: ${mock.url}
+    keys: ["AKIDMOCK6:mock/secret/AKIDMOCK6"]
+    models: ["throttled-claude"]
+    model_map: { "throttled-claude": "${CLAUDE}[[mock:chunks=3 exception=1]]" }
   - name: bedrock-wrong
     type: bedrock
     base_url: ${mock.url}
     keys: ["AKIDMOCK3:not-the-secret"]
-    models: ["wrong-*"]`,
+    models: ["wrong-*"]
+routes:
+  - model: guarded-claude
+    targets: [{ provider: bedrock-throttled, model: throttled-claude }]
+    fallback: [{ provider: bedrock, model: "${CLAUDE}" }]
+    retry_on: [429]`,
   }));
   client = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
 });
@@ -219,15 +230,30 @@ test('reasoning and guardrails', async () => {
 });
 
 test('stream failures: in-stream exception, bad CRC, cut', async () => {
-  const read = async (content) => {
+  const read = async (content, model = CLAUDE) => {
     let text = '';
-    const stream = await client.chat.completions.create({ model: CLAUDE, stream: true, messages: [{ role: 'user', content }] });
+    const stream = await client.chat.completions.create({ model, stream: true, messages: [{ role: 'user', content }] });
     for await (const c of stream) text += c.choices[0]?.delta?.content || '';
     return text;
   };
   await assert.rejects(read('x [[mock:chunks=5 exception=3]]'), (e) => /ThrottlingException: Too many requests/.test(e.message));
-  await assert.rejects(read('x [[mock:garbage]]'), (e) => /could not be read/.test(e.message));
+  // a bad first frame: nothing reached the client, so a plain 502
+  await assert.rejects(read('x [[mock:garbage]]'), (e) => e.status === 502 && /could not be read/.test(e.message));
+  // before the first byte reached the client, an in-stream exception fails
+  // the attempt with its status: a 429 the client (or a route) can act on
+  // (its own provider: the 429 rests that key)
+  await assert.rejects(read('x', 'throttled-claude'), (e) => e.status === 429 && /ThrottlingException/.test(e.message));
   await assert.rejects(read('x [[mock:chunks=5 cut=3]]'), (e) => /cut/.test(e.message));
+});
+
+test('an in-stream exception before the first chunk falls back along a route', async () => {
+  await new Promise((r) => setTimeout(r, 1100)); // the throttled key rests 1 s
+  const stream = await client.chat.completions.create({
+    model: 'guarded-claude', stream: true, messages: [{ role: 'user', content: 'fall back' }],
+  });
+  let text = '';
+  for await (const c of stream) text += c.choices[0]?.delta?.content || '';
+  assert.equal(text, 'Hello from mock. You said: fall back');
 });
 
 test('errors: throttling, validation, missing model, access', async () => {

@@ -1306,7 +1306,13 @@ handle(struct evhttp_request *req, void *arg)
     parse_directives(json_string_value(json_object_get(p->body, "model")),
                      &p->d);
     parse_directives(last_user_text(p->body, text, sizeof(text)), &p->d);
-    parse_directives(uri, &p->d); /* gemini and bedrock: model in the path */
+    {
+        /* gemini and bedrock: the model (and its directives) in the path */
+        char *dec = evhttp_decode_uri(uri);
+
+        parse_directives(dec ? dec : uri, &p->d);
+        free(dec);
+    }
     if (p->gemini) {
         gemini_directives(p->body, &p->d);
     } else if (p->bedrock) {

@@ -16,7 +16,8 @@
  * tool blocks are used, inferenceConfig names). Directives: status,
  * retry_after, chunks, chunk_delay, cut, cutfirst, stall, garbage (a frame
  * with a bad CRC), reply, safety (guardrail_intervened), exception=N (a
- * throttlingException after N events).
+ * throttlingException after N - 1 text deltas: exception=1 right after
+ * messageStart).
  */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -583,12 +584,11 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
     }
     {
         frames_t *f = frames_new();
-        int events = 0, blk = 0;
+        int blk = 0;
 
         add_message(f, "event", "messageStart",
                     json_pack("{s:s,s:s}", "role", "assistant", "p", "abcd"),
                     0);
-        events++;
         if (d->garbage) {
             add_message(f, "event", "contentBlockDelta",
                         json_pack("{s:i,s:{s:s}}", "contentBlockIndex", 0,
@@ -627,21 +627,20 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                                   "delta", "toolUse", "input", args + half),
                         0);
             free(args);
-            events += 3;
         } else {
             char *save = NULL, *w;
             int k = 0, n = d->chunks > 0 ? d->chunks : 0;
 
             if (n > 0) {
                 for (k = 0; k < n; k++) {
+                    if (d->exception > 0 && k == d->exception - 1) {
+                        break;
+                    }
                     add_message(f, "event", "contentBlockDelta",
                                 json_pack("{s:i,s:{s:s}}", "contentBlockIndex",
                                           blk, "delta", "text",
                                           k ? " tok" : "tok"),
                                 0);
-                    if (d->exception > 0 && ++events == d->exception) {
-                        break;
-                    }
                 }
                 out_tokens = n;
             } else {
@@ -649,14 +648,14 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                      w = strtok_r(NULL, " ", &save), k++) {
                     char piece[600];
 
+                    if (d->exception > 0 && k == d->exception - 1) {
+                        break;
+                    }
                     snprintf(piece, sizeof(piece), "%s%s", k ? " " : "", w);
                     add_message(f, "event", "contentBlockDelta",
                                 json_pack("{s:i,s:{s:s}}", "contentBlockIndex",
                                           blk, "delta", "text", piece),
                                 0);
-                    if (d->exception > 0 && ++events == d->exception) {
-                        break;
-                    }
                 }
             }
         }

@@ -181,6 +181,10 @@ typedef struct mf_sse_event_s {
 #define MF_EVENT_USAGE_ONLY 0x1 /* carries only usage: dropped unless asked */
 #define MF_EVENT_DONE 0x2       /* the stream's end marker */
 #define MF_EVENT_ERROR 0x4      /* the upstream reported an error in-band */
+/* ABI 1.2: the event only opens the answer (a role, no content); the host
+ * holds what it emitted until a later event, so a failure before any
+ * content can still fail over to the next target. */
+#define MF_EVENT_PREAMBLE 0x8
 
 /* An error mapped by a provider: status for the client, type, message. */
 typedef struct mf_error_s {
