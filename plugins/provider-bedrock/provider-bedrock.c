@@ -28,6 +28,7 @@
  */
 #include <manifold/plugin.h>
 #include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -132,6 +133,42 @@ hmac(const void *key, size_t klen, const char *msg, unsigned char out[32])
          out, &len);
 }
 
+/* The day's signing key of a secret (four HMACs), cached per thread: it
+ * changes once a day, and every request of a key would derive it again. */
+static void
+signing_key(const bedrock_t *b, const char *secret, const char *date,
+            unsigned char k[32])
+{
+    static __thread struct {
+        unsigned char secret_md[32];
+        char date[9];
+        char region[64];
+        unsigned char key[32];
+        int set;
+    } cache;
+    unsigned char smd[32], kd[32], kr[32], ks[32];
+    unsigned int len = 0;
+    char kinit[300];
+
+    EVP_Digest(secret, strlen(secret), smd, &len, EVP_sha256(), NULL);
+    if (cache.set && memcmp(cache.secret_md, smd, 32) == 0 &&
+        strcmp(cache.date, date) == 0 && strcmp(cache.region, b->region) == 0) {
+        memcpy(k, cache.key, 32);
+        return;
+    }
+    snprintf(kinit, sizeof(kinit), "AWS4%s", secret);
+    hmac(kinit, strlen(kinit), date, kd);
+    hmac(kd, 32, b->region, kr);
+    hmac(kr, 32, "bedrock", ks);
+    hmac(ks, 32, "aws4_request", k);
+    OPENSSL_cleanse(kinit, sizeof(kinit));
+    memcpy(cache.secret_md, smd, 32);
+    snprintf(cache.date, sizeof(cache.date), "%s", date);
+    snprintf(cache.region, sizeof(cache.region), "%s", b->region);
+    memcpy(cache.key, k, 32);
+    cache.set = 1;
+}
+
 /* Percent-encodes s (n bytes) as SigV4 does: all but A-Za-z0-9-_.~, and
  * '/' too unless keep_slash. */
 static void
@@ -187,8 +224,7 @@ sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body, mf_str_t key)
     char amzdate[20], date[9], canon_uri[4096], payload[65], creq_hash[65];
     char scope[160], signed_headers[96], *creq, *sts, sig[65], auth[1024];
     const char *path, *c1, *c2;
-    unsigned char k[32], kd[32], kr[32], ks[32], ksig[32];
-    char kinit[300];
+    unsigned char k[32], ksig[32];
     time_t now = time(NULL);
     struct tm tm;
     size_t n;
@@ -238,11 +274,7 @@ sign(mf_req_t *r, bedrock_t *b, const char *url, const char *body, mf_str_t key)
         return MF_ERR;
     }
     sprintf(sts, "AWS4-HMAC-SHA256\n%s\n%s\n%s", amzdate, scope, creq_hash);
-    snprintf(kinit, sizeof(kinit), "AWS4%s", secret);
-    hmac(kinit, strlen(kinit), date, kd);
-    hmac(kd, 32, b->region, kr);
-    hmac(kr, 32, "bedrock", ks);
-    hmac(ks, 32, "aws4_request", k);
+    signing_key(b, secret, date, k);
     hmac(k, 32, sts, ksig);
     free(sts);
     pu_hex(ksig, 32, sig);
