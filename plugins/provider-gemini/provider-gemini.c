@@ -419,7 +419,8 @@ schema_of(json_t *in)
                 json_object_set_new(out, "nullable", json_true());
             }
         }
-        json_object_set(out, "type", first ? first : json_string("string"));
+        json_object_set_new(out, "type",
+                            first ? json_incref(first) : json_string("string"));
     }
     if (json_is_object(v = json_object_get(in, "properties"))) {
         json_t *props = json_object(), *p;
