@@ -297,3 +297,9 @@ pu_error(const mf_host_api_t *api, mf_req_t *r, int status, const char *type,
     va_end(ap);
     api->set_error(r, &err);
 }
+
+int
+pu_str_is(mf_str_t s, const char *lit)
+{
+    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
+}

@@ -76,6 +76,9 @@ void pu_error(const mf_host_api_t *api, mf_req_t *r, int status,
               const char *type, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
+/* s equals the C string lit. */
+int pu_str_is(mf_str_t s, const char *lit);
+
 /* Lower-cased hex of n bytes into out (2n + 1). */
 void pu_hex(const unsigned char *in, size_t n, char *out);
 

@@ -48,12 +48,6 @@ typedef struct {
     char input_type[64];
 } bedrock_t;
 
-static int
-ev_is(mf_str_t s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
-}
-
 /* Per request: a stream's translation state. */
 typedef struct {
     char id[128];
@@ -62,7 +56,6 @@ typedef struct {
     mf_usage_t usage;
     int tool_of_block[64]; /* content block -> tool call index, -1 */
     int ntools;
-    int stopped;
 } bstream_t;
 
 static int
@@ -977,12 +970,12 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         return MF_ERR;
     }
     idx = pu_int_at(j, "contentBlockIndex");
-    if (ev_is(ev->event, "messageStart")) {
+    if (pu_str_is(ev->event, "messageStart")) {
         c = pu_chunk(s->id, s->model, s->created, 0,
                      json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                      NULL);
         flags |= MF_EVENT_PREAMBLE;
-    } else if (ev_is(ev->event, "contentBlockStart")) {
+    } else if (pu_str_is(ev->event, "contentBlockStart")) {
         json_t *tu = json_object_get(json_object_get(j, "start"), "toolUse");
 
         if (tu != NULL && idx >= 0 && idx < 64) {
@@ -997,7 +990,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                           json_object_get(tu, "name"), "arguments", ""),
                 NULL);
         }
-    } else if (ev_is(ev->event, "contentBlockDelta")) {
+    } else if (pu_str_is(ev->event, "contentBlockDelta")) {
         json_t *d = json_object_get(j, "delta"), *v;
 
         if (json_is_string(v = json_object_get(d, "text"))) {
@@ -1018,12 +1011,11 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                                    "arguments", v),
                          NULL);
         }
-    } else if (ev_is(ev->event, "messageStop")) {
-        s->stopped = 1;
+    } else if (pu_str_is(ev->event, "messageStop")) {
         c = pu_chunk(
             s->id, s->model, s->created, 0, json_object(),
             finish_reason(json_string_value(json_object_get(j, "stopReason"))));
-    } else if (ev_is(ev->event, "metadata")) {
+    } else if (pu_str_is(ev->event, "metadata")) {
         read_usage(json_object_get(j, "usage"), &s->usage);
         api->set_usage(r, &s->usage);
         c = pu_usage_chunk(s->id, s->model, s->created, &s->usage);

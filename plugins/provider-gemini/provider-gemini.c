@@ -99,12 +99,6 @@ typedef struct {
     int waiting; /* this request has paused */
 } authwait_t;
 
-static int
-mf_str_is(mf_str_t s, const char *lit)
-{
-    return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
-}
-
 static double
 now_s(void)
 {
@@ -208,7 +202,7 @@ account_load(gemini_t *g, account_t *a, const char *key)
 
 /* The signed JWT assertion for a's token request, malloc'd. */
 static char *
-account_jwt(gemini_t *g, account_t *a)
+account_jwt(account_t *a)
 {
     json_t *hdr = json_pack("{s:s,s:s}", "alg", "RS256", "typ", "JWT");
     long iat = (long)time(NULL);
@@ -225,7 +219,6 @@ account_jwt(gemini_t *g, account_t *a)
     size_t siglen = sizeof(sig);
     EVP_MD_CTX *md = EVP_MD_CTX_new();
 
-    (void)g;
     if (hb && cb && md &&
         (input = malloc(strlen(hb) + strlen(cb) + 2)) != NULL) {
         sprintf(input, "%s.%s", hb, cb);
@@ -843,7 +836,7 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                      g->name);
             return MF_ERR;
         }
-        if (mf_str_is(u->base_url, "https://aiplatform.googleapis.com") &&
+        if (pu_str_is(u->base_url, "https://aiplatform.googleapis.com") &&
             strcmp(g->location, "global") != 0) {
             /* the generic host: the location's own endpoint */
             snprintf(base, sizeof(base), "https://%s-aiplatform.googleapis.com",
@@ -1005,7 +998,7 @@ token_step(mf_req_t *r, authwait_t *w)
         return 1;
     }
     if (start) {
-        char *jwt = account_jwt(g, a), *form;
+        char *jwt = account_jwt(a), *form;
         mf_str_t hdr[2] = {MF_STR("content-type"),
                            MF_STR("application/x-www-form-urlencoded")};
 
