@@ -148,3 +148,5 @@ awk -v m="$L_MF" -v d="$L_MOCK" -v n="$L_NGINX" 'BEGIN { printf "  p99: manifold
 echo "memory"
 printf "  idle RSS: %d KiB (target < 20480)\n" "$IDLE_RSS"
 echo "  1000 concurrent paced streams: $STREAMS (target peak < 102400 KiB)"
+echo
+bash tests/bench/instr.sh

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by valgrind's callgrind: a plain nginx
+# reverse proxy and Manifold on its default config (configs/manifold.yaml,
+# the openai provider pointed at the mock), one worker each, on the same
+# mock. Each server is run twice, over N1 and N2 sequential keep-alive
+# requests; (total(N2) - total(N1)) / (N2 - N1) cancels start-up and
+# shutdown. The count does not drift with the machine's load.
+#   tests/bench/instr.sh [N1 N2]     (default 200 1200)
+# Expects build/ to be built (run.sh does it) and valgrind installed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N1=${1:-200}
+N2=${2:-1200}
+T=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+BODY='{"model":"gpt-4o","messages":[{"role":"user","content":"benchmark me please"}]}'
+
+build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
+MOCK=$(head -1 "$T/mock.port")
+
+total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
+
+run_nginx() {  # requests -> total instructions
+  local port; port=$(free_port)
+  mkdir -p "$T/nginx"
+  cat > "$T/nginx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
+  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://mock; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$1.out" \
+    nginx -c "$T/nginx.conf" -p "$T/nginx" 2>/dev/null & local pid=$!
+  wait_port "$port"
+  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY"
+  kill -QUIT "$pid"; wait "$pid" || true
+  total "$T/ng.$1.out"
+}
+
+run_manifold() {  # requests -> total instructions
+  local port; port=$(free_port)
+  OPENAI_API_KEY=sk-bench-0123456789abcdef OPENAI_BASE_URL="http://127.0.0.1:$MOCK/v1" \
+  MANIFOLD_ADMIN_SOCKET="$T/admin.sock" \
+    valgrind --tool=callgrind --callgrind-out-file="$T/mf.$1.out" \
+    build/manifold -c configs/manifold.yaml -p build/plugins \
+      --listen "127.0.0.1:$port" --workers 1 >/dev/null 2>"$T/mf.$1.err" & local pid=$!
+  wait_port "$port"
+  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY"
+  kill -TERM "$pid"; wait "$pid" || true
+  total "$T/mf.$1.out"
+}
+
+per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
+NG=$(per_req "$(run_nginx "$N1")" "$(run_nginx "$N2")" $((N2 - N1)))
+MF=$(per_req "$(run_manifold "$N1")" "$(run_manifold "$N2")" $((N2 - N1)))
+echo "instructions per non-stream request (callgrind, ($N2 - $N1) requests, default config)"
+printf "  %-34s %10s instr/req   1.00x\n" "nginx (1 worker, keepalive)" "$NG"
+printf "  %-34s %10s instr/req   %s\n" "manifold (1 worker, default config)" "$MF" \
+  "$(awk -v a="$MF" -v b="$NG" 'BEGIN { printf "%.2fx", a / b }')"
