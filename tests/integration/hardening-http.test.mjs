@@ -193,3 +193,51 @@ test('partial uploads past limits.max_body_total get 503 with Retry-After; the b
   const status = res.status;
   assert.equal(status, 200);
 });
+
+test('over limits.max_conns a connection is answered 503 and closed; /healthz answers again after', async () => {
+  const g = await startGateway(config(mock.url, { limits: '  max_conns: 4' }), { workers: 1 });
+  try {
+    const held = [];
+    for (let i = 0; i < 4; i++) held.push(await hold(g.port, ''));
+    const r = await conn(g.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    assert.match(r.out, /^HTTP\/1.1 503 /);
+    assert.match(r.out, /\r\nRetry-After: 1\r\n/);
+    assert.match(r.out, /"code":"too_many_connections"/);
+    assert.ok(r.closed);
+    await Promise.all(held.map((s) => new Promise((resolve) => {
+      s.on('close', resolve);
+      s.end();
+    })));
+    const ok = await conn(g.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    assert.match(ok.out, /^HTTP\/1.1 200 /);
+    assert.equal(g.stderr.match(/limits\.max_conns\): new ones are answered 503/g).length, 1);
+  } finally {
+    await g.stop();
+  }
+});
+
+test('out of descriptors, accept pauses with one log line per episode and serving resumes', async () => {
+  const g = await startGateway(config(mock.url, { limits: '  max_conns: 10000' }), {
+    workers: 1, wrap: ['prlimit', '--nofile=64:64', '--'],
+  });
+  const episodes = () => (g.stderr.match(/accept: Too many open files/g) || []).length;
+  try {
+    for (let round = 1; round <= 2; round++) {
+      // more connections than descriptors: the rest wait in the backlog
+      const held = [];
+      for (let i = 0; i < 80; i++) held.push(await hold(g.port, ''));
+      await new Promise((resolve) => {
+        const until = () => (episodes() >= round ? resolve() : setTimeout(until, 20));
+        until();
+      });
+      for (const s of held) s.destroy();
+      // served again once descriptors are free
+      const ok = await conn(g.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
+        { waitMs: 10000 });
+      assert.match(ok.out, /^HTTP\/1.1 200 /);
+      assert.equal(episodes(), round, g.stderr);
+    }
+  } finally {
+    await g.stop();
+  }
+});
