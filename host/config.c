@@ -729,11 +729,10 @@ static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
     static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    NULL};
+        "max_body",         "max_header",          "max_response",
+        "max_sse_event",    "client_timeout",      "upstream_connect_timeout",
+        "upstream_timeout", "stream_idle_timeout", "drain_timeout",
+        "max_body_total",   "max_conns",           NULL};
 
     if (n == NULL) {
         return;
@@ -760,9 +759,62 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
                  &c->limits.stream_idle_timeout_ms);
     get_duration(ck, n, "drain_timeout", "limits.drain_timeout",
                  &c->limits.drain_timeout_ms);
+    get_size(ck, n, "max_body_total", "limits.max_body_total",
+             &c->limits.max_body_total);
+    c->limits.max_conns = get_int(ck, n, "max_conns", "limits.max_conns",
+                                  c->limits.max_conns, 1, 10000000);
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
                   "must be at least 1KiB");
+    }
+    if (c->limits.max_body_total < c->limits.max_body) {
+        const mf_node_t *t = mf_node_get(n, "max_body_total");
+
+        if (t == NULL) {
+            c->limits.max_body_total = c->limits.max_body; /* the default */
+        } else {
+            cfg_error(ck, t, "limits.max_body_total",
+                      "is less than limits.max_body; one request of the "
+                      "largest size must fit");
+        }
+    }
+}
+
+/* cors.allow_origins and allowed_hosts: who may drive the gateway from a
+ * browser, and under which Host names it answers. */
+static void
+load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
+{
+    const mf_node_t *n = mf_node_get(root, "cors");
+    size_t i;
+
+    if (n != NULL && n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "cors", "must be a map (allow_origins)");
+    } else if (n != NULL) {
+        static const char *const allowed[] = {"allow_origins", NULL};
+
+        check_keys(ck, n, "cors", allowed);
+        c->cors_origins = string_list(ck, mf_node_get(n, "allow_origins"),
+                                      "cors.allow_origins", &c->ncors_origins);
+        for (i = 0; i < c->ncors_origins; i++) {
+            const char *o = c->cors_origins[i];
+
+            if (strcmp(o, "*") != 0 && strncmp(o, "http://", 7) != 0 &&
+                strncmp(o, "https://", 8) != 0) {
+                cfg_error(ck, mf_node_get(n, "allow_origins"),
+                          "cors.allow_origins",
+                          "'%s' is not an origin; write "
+                          "scheme://host[:port] (https://app.example.com) "
+                          "or *",
+                          o);
+            }
+        }
+    }
+    n = mf_node_get(root, "allowed_hosts");
+    if (n != NULL) {
+        c->has_allowed_hosts = 1;
+        c->allowed_hosts =
+            string_list(ck, n, "allowed_hosts", &c->nallowed_hosts);
     }
 }
 
@@ -770,9 +822,10 @@ static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
     static const char *const allowed[] = {
-        "listen",     "workers",  "admin",     "limits", "redis",
-        "providers",  "routes",   "consumers", "stages", "log_level",
-        "plugin_dir", "lua_path", "reload",    NULL};
+        "listen", "workers",   "admin",         "limits",
+        "redis",  "providers", "routes",        "consumers",
+        "stages", "log_level", "plugin_dir",    "lua_path",
+        "reload", "cors",      "allowed_hosts", NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -855,6 +908,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
+    load_access(ck, c, root);
 
     n = mf_node_get(root, "redis");
     if (n != NULL) {
@@ -931,6 +985,7 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.upstream_timeout_ms = 600000;
     c->limits.stream_idle_timeout_ms = 300000;
     c->limits.drain_timeout_ms = 30000;
+    c->limits.max_body_total = (size_t)256 * 1024 * 1024;
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;
@@ -1044,6 +1099,14 @@ mf_config_free(mf_config_t *c)
     }
     free(c->stages);
     json_decref(c->redis);
+    for (i = 0; i < c->ncors_origins; i++) {
+        free(c->cors_origins[i]);
+    }
+    free(c->cors_origins);
+    for (i = 0; i < c->nallowed_hosts; i++) {
+        free(c->allowed_hosts[i]);
+    }
+    free(c->allowed_hosts);
     free(c->path);
     free(c->dir);
     free(c->listen_host);

@@ -115,6 +115,8 @@ typedef struct mf_limits_s {
     double upstream_timeout_ms;
     double stream_idle_timeout_ms;
     double drain_timeout_ms;
+    size_t max_body_total; /* request bodies being read, all connections */
+    int max_conns;         /* client connections; 0 = from RLIMIT_NOFILE */
 } mf_limits_t;
 
 typedef struct mf_config_s {
@@ -136,7 +138,12 @@ typedef struct mf_config_s {
     size_t nstages;
     mf_route_conf_t *routes;
     size_t nroutes;
-    json_t *redis; /* raw, for the Redis service; NULL when absent */
+    json_t *redis;       /* raw, for the Redis service; NULL when absent */
+    char **cors_origins; /* browser origins served (cors.allow_origins) */
+    size_t ncors_origins;
+    char **allowed_hosts; /* Host names served besides loopback names */
+    size_t nallowed_hosts;
+    int has_allowed_hosts; /* allowed_hosts was given */
 } mf_config_t;
 
 /* Loads and validates; NULL with all errors (one per line) in *errors,

@@ -115,27 +115,99 @@ has_token(mf_str_t value, const char *token)
     return 0;
 }
 
+/*
+ * The transfer codings of a request, read from one Transfer-Encoding
+ * value (several header lines are read in turn). The only framing served
+ * is a single final "chunked": a coding after chunked is a malformed
+ * message (400), any other coding is one the gateway does not implement
+ * (501). *te_state gathers bits: 1 once chunked is read, 2 once
+ * another coding is.
+ */
+static int
+request_te(mf_str_t value, int *te_state, mf_http_head_t *h, const char **err)
+{
+    size_t i = 0;
+
+    while (i <= value.len) {
+        size_t j = i;
+        mf_str_t item;
+
+        while (j < value.len && value.data[j] != ',') {
+            j++;
+        }
+        item = trim((mf_str_t){value.data + i, j - i});
+        i = j + 1;
+        if (item.len == 0) {
+            continue; /* empty list elements are allowed (RFC 9110 5.6.1) */
+        }
+        if (*te_state & 1) {
+            *err = "a transfer coding follows chunked in Transfer-Encoding";
+            h->err_status = 400;
+            return MF_ERR;
+        }
+        *te_state |= mf_str_caseeq(item, MF_STR("chunked")) ? 1 : 2;
+    }
+    return MF_OK;
+}
+
+/* Framing checks once every header line is read (RFC 9112 6.1, 6.3). */
+static int
+check_framing(mf_http_head_t *h, int have_cl, int have_te, int te_state,
+              const char **err)
+{
+    if (!have_te) {
+        return MF_OK;
+    }
+    if (h->status != 0) {
+        /* a response: chunked wins over a length, and the connection is
+         * not reused after a message framed two ways */
+        if (have_cl) {
+            h->content_length = -1;
+            h->keep_alive = 0;
+        }
+        return MF_OK;
+    }
+    h->err_status = 400;
+    if (have_cl) {
+        *err = "both Content-Length and Transfer-Encoding are present";
+        return MF_ERR;
+    }
+    if (h->minor == 0) {
+        *err = "Transfer-Encoding is not defined in HTTP/1.0";
+        return MF_ERR;
+    }
+    if (te_state == 0) {
+        *err = "empty Transfer-Encoding";
+        return MF_ERR;
+    }
+    if (te_state & 2) {
+        *err = "unsupported Transfer-Encoding; only chunked is served";
+        h->err_status = 501;
+        return MF_ERR;
+    }
+    h->chunked = 1;
+    return MF_OK;
+}
+
 static int
 parse_headers(const char *buf, size_t len, size_t pos, mf_http_head_t *h,
               const char **err)
 {
     mf_str_t line;
-    int have_cl = 0, conn_close = 0, conn_keep = 0;
+    int have_cl = 0, have_te = 0, te_state = 0, conn_close = 0, conn_keep = 0;
 
     h->nheaders = 0;
     h->content_length = -1;
     h->chunked = 0;
     h->expect_continue = 0;
+    h->err_status = 400;
     while (next_line(buf, len, &pos, &line) == MF_OK) {
         mf_header_t *hd;
         size_t colon;
 
         if (line.len == 0) {
             h->keep_alive = h->minor >= 1 ? !conn_close : conn_keep;
-            if (h->chunked && have_cl) {
-                h->content_length = -1; /* chunked wins; length ignored */
-            }
-            return MF_OK;
+            return check_framing(h, have_cl, have_te, te_state, err);
         }
         if (line.data[0] == ' ' || line.data[0] == '\t') {
             *err = "obsolete header line folding is not accepted";
@@ -176,11 +248,17 @@ parse_headers(const char *buf, size_t len, size_t pos, mf_http_head_t *h,
             have_cl = 1;
             h->content_length = v;
         } else if (mf_str_caseeq(hd->name, MF_STR("transfer-encoding"))) {
-            if (!has_token(hd->value, "chunked")) {
+            have_te = 1;
+            if (h->status == 0) {
+                if (request_te(hd->value, &te_state, h, err) != MF_OK) {
+                    return MF_ERR;
+                }
+            } else if (!has_token(hd->value, "chunked")) {
                 *err = "unsupported Transfer-Encoding";
                 return MF_ERR;
+            } else {
+                h->chunked = 1;
             }
-            h->chunked = 1;
         } else if (mf_str_caseeq(hd->name, MF_STR("connection"))) {
             conn_close |= has_token(hd->value, "close");
             conn_keep |= has_token(hd->value, "keep-alive");
@@ -210,6 +288,8 @@ mf_http_parse_request_head(const char *buf, size_t len, mf_http_head_t *h,
     size_t pos = 0, i, sp1, sp2;
     mf_str_t line, version;
 
+    h->err_status = 400;
+    h->status = 0;
     /* tolerate empty lines before the request line (RFC 9112 2.2) */
     while (pos < len && (buf[pos] == '\r' || buf[pos] == '\n')) {
         pos++;
@@ -420,7 +500,8 @@ mf_http_chunked_feed(mf_http_chunked_t *c, const char *in, size_t len,
             i++;
             break;
         case CH_TRAILER:
-            /* a trailer line, or the empty line that ends the body */
+            /* a trailer line, or the empty line that ends the body; the
+             * whole trailer section is bounded, not only each line */
             if (ch == '\n') {
                 if (c->line_len == 0) {
                     c->state = CH_DONE;
@@ -428,7 +509,9 @@ mf_http_chunked_feed(mf_http_chunked_t *c, const char *in, size_t len,
                 }
                 c->line_len = 0;
             } else if (ch != '\r' || c->line_len > 0) {
-                if (++c->line_len > 8192) {
+                c->line_len++;
+                if (++c->trailer_len > MF_HTTP_MAX_TRAILER) {
+                    c->trailer_too_large = 1;
                     return -1;
                 }
             }

@@ -11,6 +11,8 @@
 #include "core.h"
 
 #define MF_HTTP_MAX_HEADERS 100
+/* Bytes of the trailer section of a chunked body, all lines together. */
+#define MF_HTTP_MAX_TRAILER 8192
 
 typedef struct mf_header_s {
     mf_str_t name;
@@ -27,6 +29,7 @@ typedef struct mf_http_head_s {
     int chunked;
     int keep_alive;
     int expect_continue;
+    int err_status; /* after MF_ERR: 400, or 501 for a transfer coding */
     size_t nheaders;
     mf_header_t headers[MF_HTTP_MAX_HEADERS];
 } mf_http_head_t;
@@ -35,7 +38,10 @@ typedef struct mf_http_head_s {
  * not complete yet. Accepts CRLF and bare LF line ends. */
 size_t mf_http_head_end(const char *buf, size_t len);
 
-/* Parses a complete request head. MF_ERR with *err set to a sentence. */
+/* Parses a complete request head. MF_ERR with *err set to a sentence and
+ * h->err_status to the status to answer. A request framed both by
+ * Content-Length and Transfer-Encoding, or by a Transfer-Encoding other
+ * than a single final chunked, is refused (the connection must close). */
 int mf_http_parse_request_head(const char *buf, size_t len, mf_http_head_t *h,
                                const char **err);
 /* Parses a complete response head. */
@@ -50,6 +56,8 @@ typedef struct mf_http_chunked_s {
     int state;
     uint64_t remaining;
     size_t line_len;
+    size_t trailer_len; /* bytes of trailer lines so far */
+    int trailer_too_large;
     int done;
 } mf_http_chunked_t;
 

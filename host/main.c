@@ -135,6 +135,34 @@ on_hup(evutil_socket_t sig, short what, void *arg)
     rewatch(m);
 }
 
+/* Says when the gateway is reachable from other machines, and warns when
+ * no stage could refuse their requests. */
+static void
+warn_listen(const mf_server_t *s, mf_gen_t *g)
+{
+    size_t i;
+
+    if (s->loopback) {
+        return;
+    }
+    if (strcmp(s->host, "0.0.0.0") == 0 || strcmp(s->host, "::") == 0) {
+        mf_log_warn("listening on every network interface (%s:%d): a listen "
+                    "address without a host binds all of them; write "
+                    "127.0.0.1:%d to serve this machine only",
+                    s->host, s->port, s->port);
+    }
+    for (i = 0; i < g->nstages; i++) {
+        if (g->stages[i]->hooks & MF_HOOK(MF_STAGE_REQUEST)) {
+            return;
+        }
+    }
+    mf_log_warn("the listener on %s:%d is not a loopback one and no stage "
+                "checks requests (on_request): anyone who reaches it spends "
+                "the provider keys; add an authentication stage or listen on "
+                "127.0.0.1",
+                s->host, s->port);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -235,6 +263,7 @@ main(int argc, char **argv)
                 "providers, %zu stages",
                 MF_VERSION, g->config->listen_host, m.server.port,
                 m.server.nworkers, g->nproviders, g->nstages);
+    warn_listen(&m.server, g);
     m.rl.nworkers = m.server.nworkers;
     if (g->config->admin_socket != NULL) {
         m.rl.admin_socket = mf_xstrdup(g->config->admin_socket);

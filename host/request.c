@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include "balancer.h"
+#include "guard.h"
 #include "keypool.h"
 #include "proto_anthropic.h"
 #include "server.h"
@@ -1845,9 +1846,11 @@ make_id(mf_req_t *r, const mf_http_head_t *head)
     return mf_pool_str(r->pool, (mf_str_t){buf, (size_t)n});
 }
 
-void
-mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
-              const char *client_addr, char *body, size_t len)
+/* A request from its head and body (taken), tied to the connection, with
+ * the CORS headers of an allowed origin; *preflight tells a preflight. */
+static mf_req_t *
+req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+        const char *client_addr, char *body, size_t len, int *preflight)
 {
     mf_pool_t *pool = mf_pool_create(8192);
     mf_req_t *r = mf_pool_alloc(pool, sizeof(*r));
@@ -1880,7 +1883,41 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
                      head->headers[i].value);
     }
     mf_conn_set_req(c, r);
+    *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);
+    return r;
+}
 
+void
+mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, const mf_req_refusal_t *why)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, NULL, 0, &preflight);
+
+    if (mf_str_eq_cstr(r->path, "/v1/messages")) {
+        r->proto = MF_PROTO_ANTHROPIC;
+    }
+    if (why->retry_after != NULL) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(why->retry_after));
+    }
+    mf_req_respond_error(r, why->status, why->type, why->code, why->message);
+    req_finish(r);
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+
+    if (preflight) {
+        /* a CORS preflight from an allowed origin */
+        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
+        req_finish(r);
+        return;
+    }
     if (mf_str_eq_cstr(r->path, "/healthz")) {
         mf_req_respond(r, 200, "application/json",
                        MF_STR("{\"status\":\"ok\"}"));

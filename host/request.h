@@ -12,6 +12,21 @@
  * valid during the call only. */
 void mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
                    const char *client_addr, char *body, size_t len);
+/* Why a request is refused before its body is read. */
+typedef struct mf_req_refusal_s {
+    int status;
+    const char *type;        /* OpenAI error type */
+    const char *code;        /* error code, or NULL */
+    const char *message;     /* a sentence */
+    const char *retry_after; /* Retry-After value, or NULL */
+} mf_req_refusal_t;
+
+/* Answers a request refused at intake (its head was read) with an error
+ * and accounts it like any other (stages' on_log and on_done); the
+ * connection closes after the answer unless mf_conn_keep_alive says it is
+ * kept. Head views are valid during the call only. */
+void mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+                   const char *client_addr, const mf_req_refusal_t *why);
 /* The client connection closed: abandon and account the request. */
 void mf_req_client_gone(mf_req_t *r);
 /* The client output drained under the low mark. */

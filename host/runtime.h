@@ -280,7 +280,9 @@ struct mf_worker_s {
     atomic_int in_flight;
     atomic_uint_fast64_t requests;
     struct mf_redis_conn_s *redis; /* the worker's Redis connection */
-    struct event *tick; /* worker 0: key probes and health sync, 1/s */
+    struct event *tick;         /* worker 0: key probes and health sync, 1/s */
+    struct event *accept_retry; /* re-enables accept after an error */
+    int accept_backoff_ms;      /* 0 unless accept() is paused */
 };
 
 /* Generations */

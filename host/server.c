@@ -17,9 +17,14 @@
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
+#include "guard.h"
 #include "keypool.h"
 #include "request.h"
 #include "svc.h"
@@ -46,6 +51,9 @@ struct mf_conn_s {
     int chunked;
     mf_http_chunked_t chunk;
     mf_buf_t body;
+    size_t body_reserved; /* of the server's body budget */
+    int body_status;      /* why body_piece failed: 413 or 503 */
+    int deadline_set;     /* client_timeout runs for this request */
     mf_req_t *req;
     struct event *timer;
     struct event *next_ev;  /* deferred start of a pipelined request */
@@ -61,7 +69,8 @@ limits(void)
 {
     static mf_limits_t defaults = {.max_body = 16 << 20,
                                    .max_header = 64 << 10,
-                                   .client_timeout_ms = 60000};
+                                   .client_timeout_ms = 60000,
+                                   .max_body_total = 256 << 20};
     mf_gen_t *g = mf_gen_acquire();
     static __thread mf_limits_t cached;
 
@@ -91,6 +100,44 @@ mf_conn_keep_alive(mf_conn_t *c)
     return c->keep_alive;
 }
 
+/*
+ * The body budget: bytes of request bodies being read, over all
+ * connections, are bounded by limits.max_body_total (past it, 503 with
+ * Retry-After). A body is reserved whole when its length is known, and as
+ * it grows when chunked; it is released when the request is handed on or
+ * the connection ends. When the last reservation goes, freed memory is
+ * given back to the system.
+ */
+static int
+body_reserve(mf_conn_t *c, size_t n, size_t budget)
+{
+    mf_server_t *s = c->w->server;
+    size_t was = atomic_fetch_add(&s->body_bytes, n);
+
+    if (was + n > budget) {
+        atomic_fetch_sub(&s->body_bytes, n);
+        return MF_ERR;
+    }
+    c->body_reserved += n;
+    return MF_OK;
+}
+
+static void
+body_release(mf_conn_t *c)
+{
+    size_t n = c->body_reserved;
+
+    if (n == 0) {
+        return;
+    }
+    c->body_reserved = 0;
+    if (atomic_fetch_sub(&c->w->server->body_bytes, n) == n && n >= (1 << 20)) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+    }
+}
+
 static void
 conn_free(mf_conn_t *c)
 {
@@ -110,6 +157,8 @@ conn_free(mf_conn_t *c)
         c->req = NULL;
         mf_req_client_gone(r);
     }
+    body_release(c);
+    atomic_fetch_sub(&w->server->conns, 1);
     if (c->timer) {
         event_free(c->timer);
     }
@@ -246,6 +295,7 @@ conn_reject(mf_conn_t *c, int status, const char *type, const char *msg)
     char *text = json_dumps(j, JSON_COMPACT);
     size_t n = strlen(text);
 
+    body_release(c);
     evbuffer_add_printf(bufferevent_get_output(c->bev),
                         "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
@@ -262,8 +312,74 @@ static int
 body_piece(void *arg, const char *data, size_t len)
 {
     mf_conn_t *c = arg;
+    const mf_limits_t *lim = limits();
+    size_t need = c->body.len + len;
 
-    return mf_buf_append(&c->body, data, len);
+    if (need > lim->max_body) {
+        c->body_status = 413;
+        return MF_ERR;
+    }
+    if (need > c->body_reserved) {
+        /* reserve ahead as the buffer grows: doubling, like its capacity */
+        size_t want = c->body_reserved * 2;
+
+        want = want < (64 << 10) ? (64 << 10) : want;
+        want = want > lim->max_body ? lim->max_body : want;
+        want = want < need ? need : want;
+        if (body_reserve(c, want - c->body_reserved, lim->max_body_total) !=
+            MF_OK) {
+            c->body_status = 503;
+            return MF_ERR;
+        }
+    }
+    if (mf_buf_append(&c->body, data, len) != MF_OK) {
+        c->body_status = 503;
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+/* Answers a request whose head was read but not its body, through the
+ * request module so that it is logged, and closes after the answer. */
+static void
+conn_refuse(mf_conn_t *c, int status, const char *code, const char *msg)
+{
+    mf_req_refusal_t why = {.status = status,
+                            .type = status == 503 ? "server_error"
+                                                  : "invalid_request_error",
+                            .code = code,
+                            .message = msg,
+                            .retry_after = status == 503 ? "1" : NULL};
+
+    body_release(c);
+    mf_buf_free(&c->body);
+    c->keep_alive = 0;
+    c->state = CONN_BUSY;
+    c->deadline_set = 0;
+    evtimer_del(c->timer);
+    bufferevent_disable(c->bev, EV_READ);
+    mf_req_refuse(c, c->w, c->head, c->addr, &why); /* may free c */
+}
+
+/* The browser guard on a request head: MF_ERR when it was refused. */
+static int
+conn_guard(mf_conn_t *c)
+{
+    mf_gen_t *g = mf_gen_acquire();
+    const char *code = NULL;
+    char msg[512];
+    int rc;
+
+    if (g == NULL) {
+        return MF_OK;
+    }
+    rc = mf_guard_check(g->config, c->w->server->loopback, c->head, &code, msg,
+                        sizeof(msg));
+    mf_gen_release(g);
+    if (rc != MF_OK) {
+        conn_refuse(c, 403, code, msg);
+    }
+    return rc;
 }
 
 static void
@@ -276,6 +392,8 @@ conn_dispatch(mf_conn_t *c)
     c->body.len = c->body.cap = 0;
     c->state = CONN_BUSY;
     c->requests++;
+    c->deadline_set = 0;
+    body_release(c); /* the request module owns the body now */
     evtimer_del(c->timer);
     mf_req_handle(c, c->w, c->head, c->addr, body, len);
 }
@@ -294,6 +412,11 @@ conn_process(mf_conn_t *c)
         if (avail == 0) {
             return;
         }
+        if (!c->deadline_set) {
+            /* one deadline for the head and body, from their first byte */
+            c->deadline_set = 1;
+            conn_timer(c, lim->client_timeout_ms);
+        }
         look = avail < lim->max_header ? avail : lim->max_header;
         data = (const char *)evbuffer_pullup(in, (ssize_t)look);
         hlen = mf_http_head_end(data, look);
@@ -302,8 +425,6 @@ conn_process(mf_conn_t *c)
                 conn_reject(c, 431, "invalid_request_error",
                             "request headers are larger than "
                             "limits.max_header");
-            } else {
-                conn_timer(c, lim->client_timeout_ms);
             }
             return;
         }
@@ -320,7 +441,10 @@ conn_process(mf_conn_t *c)
             char msg[256];
 
             snprintf(msg, sizeof(msg), "malformed HTTP request: %s", err);
-            conn_reject(c, 400, "invalid_request_error", msg);
+            conn_reject(c, c->head->err_status, "invalid_request_error", msg);
+            return;
+        }
+        if (conn_guard(c) != MF_OK) {
             return;
         }
         c->keep_alive = c->head->keep_alive;
@@ -334,6 +458,14 @@ conn_process(mf_conn_t *c)
                      "than the limit of %zu bytes (limits.max_body)",
                      (long long)c->body_len, lim->max_body);
             conn_reject(c, 413, "invalid_request_error", msg);
+            return;
+        }
+        if (!c->chunked && c->body_len > 0 &&
+            body_reserve(c, (size_t)c->body_len, lim->max_body_total) !=
+                MF_OK) {
+            conn_refuse(c, 503, "body_budget_exhausted",
+                        "the gateway is reading as many request bodies as "
+                        "limits.max_body_total allows; retry shortly");
             return;
         }
         mf_buf_reset(&c->body);
@@ -355,10 +487,19 @@ conn_process(mf_conn_t *c)
                 used = mf_http_chunked_feed(&c->chunk, v.iov_base, v.iov_len,
                                             body_piece, c);
                 if (used < 0) {
-                    if (c->body.len + v.iov_len > lim->max_body) {
+                    if (c->body_status == 413) {
                         conn_reject(c, 413, "invalid_request_error",
                                     "request body is larger than "
                                     "limits.max_body");
+                    } else if (c->body_status == 503) {
+                        conn_refuse(c, 503, "body_budget_exhausted",
+                                    "the gateway is reading as many request "
+                                    "bodies as limits.max_body_total "
+                                    "allows; retry shortly");
+                    } else if (c->chunk.trailer_too_large) {
+                        conn_reject(c, 431, "invalid_request_error",
+                                    "the trailer section of the chunked "
+                                    "body is larger than 8 KiB");
                     } else {
                         conn_reject(c, 400, "invalid_request_error",
                                     "malformed chunked request body");
@@ -368,14 +509,12 @@ conn_process(mf_conn_t *c)
                 evbuffer_drain(in, (size_t)used);
             }
             if (!c->chunk.done) {
-                conn_timer(c, lim->client_timeout_ms);
                 return;
             }
         } else if (c->body_len > 0) {
             size_t need = (size_t)c->body_len;
 
             if (evbuffer_get_length(in) < need) {
-                conn_timer(c, lim->client_timeout_ms);
                 return;
             }
             if (mf_buf_append(&c->body, evbuffer_pullup(in, (ssize_t)need),
@@ -397,9 +536,10 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 
     MF_UNUSED(bev);
     if (c->state == CONN_BUSY) {
-        /* a pipelined request waits; a flood is cut off */
+        /* a pipelined request waits, its body outside the gateway's
+         * memory (the socket holds it) */
         if (evbuffer_get_length(bufferevent_get_input(c->bev)) >
-            limits()->max_header + limits()->max_body) {
+            limits()->max_header) {
             bufferevent_disable(c->bev, EV_READ);
         }
         return;
@@ -437,9 +577,12 @@ conn_timeout_cb(evutil_socket_t fd, short what, void *arg)
     MF_UNUSED(what);
     if (c->state == CONN_CLOSING) {
         conn_free(c);
-    } else if (c->state == CONN_BODY ||
-               (c->state == CONN_HEAD &&
-                evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)) {
+    } else if (c->state == CONN_BODY) {
+        conn_refuse(c, 408, NULL,
+                    "the request was not received within "
+                    "limits.client_timeout");
+    } else if (c->state == CONN_HEAD &&
+               evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
         conn_reject(c, 408, "invalid_request_error",
                     "the request was not received within "
                     "limits.client_timeout");
@@ -482,6 +625,105 @@ mf_conn_req_done(mf_conn_t *c, int keep_alive)
     }
 }
 
+/* The connection cap in force: limits.max_conns, or from RLIMIT_NOFILE
+ * (a client connection and its upstream one each take a descriptor). */
+static int
+max_conns(void)
+{
+    static int from_nofile;
+    struct rlimit rl;
+    int n = limits()->max_conns;
+
+    if (n > 0) {
+        return n;
+    }
+    if (from_nofile == 0) {
+        n = 1000000;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+            rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < 2000000) {
+            n = ((int)rl.rlim_cur - 64) / 2;
+        }
+        from_nofile = n < 16 ? 16 : n;
+    }
+    return from_nofile;
+}
+
+/* Over the cap: a fixed 503 written straight to the new socket, then
+ * closed. It costs one write; no state is kept for the connection. */
+static void
+refuse_over_cap(mf_worker_t *w, evutil_socket_t fd)
+{
+    static const char body[] =
+        "{\"error\":{\"message\":\"the gateway serves as many connections "
+        "as limits.max_conns allows; retry shortly\",\"type\":"
+        "\"server_error\",\"code\":\"too_many_connections\","
+        "\"param\":null}}";
+    char resp[512];
+    int n = snprintf(resp, sizeof(resp),
+                     "HTTP/1.1 503 Service Unavailable\r\n"
+                     "Content-Type: application/json\r\nRetry-After: 1\r\n"
+                     "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     sizeof(body) - 1, body);
+    char drain[4096];
+    ssize_t rc;
+
+    if (atomic_exchange(&w->server->cap_reached, 1) == 0) {
+        mf_log_warn("%d client connections open (limits.max_conns): new "
+                    "ones are answered 503 until some close",
+                    max_conns());
+    }
+    rc = recv(fd, drain, sizeof(drain), MSG_DONTWAIT); /* no RST for it */
+    MF_UNUSED(rc);
+    rc = send(fd, resp, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    MF_UNUSED(rc);
+    evutil_closesocket(fd);
+}
+
+/*
+ * accept() failed (out of descriptors, or memory): the listener stops for a
+ * while, then tries again, waiting twice as long each time (up to 1 s) while
+ * it fails. The episode is logged once, when the first worker pauses.
+ */
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+    mf_worker_t *w = arg;
+    int err = EVUTIL_SOCKET_ERROR();
+    struct timeval tv;
+
+    evconnlistener_disable(l);
+    if (w->accept_backoff_ms == 0) {
+        if (atomic_fetch_add(&w->server->accept_paused, 1) == 0) {
+            mf_log_warn("accept: %s; new connections wait until descriptors "
+                        "are free (raise the open files limit, ulimit -n, or "
+                        "lower limits.max_conns)",
+                        evutil_socket_error_to_string(err));
+        }
+        w->accept_backoff_ms = 25;
+    } else if (w->accept_backoff_ms < 1000) {
+        w->accept_backoff_ms *= 2;
+    }
+    tv.tv_sec = 0;
+    tv.tv_usec = (suseconds_t)(w->accept_backoff_ms * 1000);
+    if (tv.tv_usec >= 1000000) {
+        tv.tv_sec = 1;
+        tv.tv_usec = 0;
+    }
+    evtimer_add(w->accept_retry, &tv);
+}
+
+static void
+accept_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    mf_worker_t *w = arg;
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    if (w->listener != NULL && !w->stopping) {
+        evconnlistener_enable(w->listener);
+    }
+}
+
 static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
           int socklen, void *arg)
@@ -495,6 +737,19 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     if (w->stopping) {
         evutil_closesocket(fd);
         return;
+    }
+    if (w->accept_backoff_ms != 0) {
+        w->accept_backoff_ms = 0; /* the episode is over for this worker */
+        atomic_fetch_sub(&w->server->accept_paused, 1);
+    }
+    if (atomic_fetch_add(&w->server->conns, 1) >= max_conns()) {
+        atomic_fetch_sub(&w->server->conns, 1);
+        refuse_over_cap(w, fd);
+        return;
+    }
+    if (atomic_load(&w->server->cap_reached) &&
+        atomic_load(&w->server->conns) < max_conns() * 9 / 10) {
+        atomic_store(&w->server->cap_reached, 0);
     }
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = mf_xcalloc(1, sizeof(*c));
@@ -624,6 +879,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
     int i;
 
     s->host = mf_xstrdup(host);
+    s->loopback = mf_guard_loopback_listener(host);
     s->nworkers = nworkers;
     s->workers = mf_xcalloc((size_t)nworkers, sizeof(mf_worker_t));
     s->first_fd = listen_socket(host, port, err, sizeof(err));
@@ -664,6 +920,8 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         w->wake = event_new(w->base, -1, 0, wake_cb, w);
         w->listener = evconnlistener_new(w->base, accept_cb, w,
                                          LEV_OPT_CLOSE_ON_FREE, -1, fd);
+        w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
+        evconnlistener_set_error_cb(w->listener, accept_error_cb);
         w->seq = (uint64_t)i << 48;
         if (i == 0) {
             struct timeval sec = {1, 0};
@@ -722,6 +980,7 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         }
         mf_svc_redis_worker_free(w);
         mf_uppool_free(w->pool);
+        event_free(w->accept_retry);
         event_free(w->wake);
         evdns_base_free(w->dns, 0);
         SSL_CTX_free(w->ssl_ctx);

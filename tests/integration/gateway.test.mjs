@@ -311,20 +311,20 @@ test('model_map renames before sending upstream', async () => {
 });
 
 test('slow, oversized and malformed HTTP requests get clear errors', async () => {
-  let out = await raw(gw.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"mo');
+  let out = await raw(gw.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n{"mo');
   assert.match(out, /^HTTP\/1.1 408/);
-  out = await raw(gw.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ' + 'a'.repeat(70000) + '\r\n\r\n');
+  out = await raw(gw.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ' + 'a'.repeat(70000) + '\r\n\r\n');
   assert.match(out, /^HTTP\/1.1 431/);
   out = await raw(gw.port, 'BAD\r\n\r\n');
   assert.match(out, /^HTTP\/1.1 400/);
-  out = await raw(gw.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello');
+  out = await raw(gw.port, 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello');
   assert.match(out, /^HTTP\/1.1 400/);
-  out = await raw(gw.port, 'GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  out = await raw(gw.port, 'GET /nope HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
   assert.match(out, /^HTTP\/1.1 404/);
   // chunked request bodies and keep-alive (two requests, one connection)
   const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'chunked' }] });
-  const chunked = `POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
-  out = await raw(gw.port, chunked + 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+  const chunked = `POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`;
+  out = await raw(gw.port, chunked + 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
   assert.equal(out.match(/HTTP\/1.1 200/g).length, 2);
 });
 

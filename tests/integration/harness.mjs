@@ -49,10 +49,12 @@ export function writeConfig(text, dir) {
   return file;
 }
 
-export async function startGateway(configText, { workers = 2, env = {}, dir } = {}) {
+// wrap: a command line the gateway runs under (e.g. prlimit ... --).
+export async function startGateway(configText, { workers = 2, env = {}, dir, wrap = [] } = {}) {
   const file = writeConfig(configText, dir);
   const logFile = path.join(path.dirname(file), 'access.log');
-  const proc = spawn(BIN, ['-c', file, '--listen', '127.0.0.1:0', '--workers', String(workers)], {
+  const argv = [...wrap, BIN, '-c', file, '--listen', '127.0.0.1:0', '--workers', String(workers)];
+  const proc = spawn(argv[0], argv.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'], cwd: path.dirname(file),
     env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0', ...env },
   });

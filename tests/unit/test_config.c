@@ -140,6 +140,42 @@ START_TEST(sizes_and_durations)
 }
 END_TEST
 
+START_TEST(intake_keys)
+{
+    const char *y = "limits:\n  max_body: 1MiB\n  max_body_total: 8MiB\n"
+                    "  max_conns: 100\ncors:\n  allow_origins: "
+                    "[\"https://a.example\"]\nallowed_hosts: [gw.internal]\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->limits.max_body_total, 8 << 20);
+    ck_assert_int_eq(c->limits.max_conns, 100);
+    ck_assert_uint_eq(c->ncors_origins, 1);
+    ck_assert_str_eq(c->cors_origins[0], "https://a.example");
+    ck_assert_int_eq(c->has_allowed_hosts, 1);
+    ck_assert_str_eq(c->allowed_hosts[0], "gw.internal");
+    mf_config_free(c);
+
+    /* the default budget follows a larger max_body */
+    c = mf_config_parse("t.yaml", "limits: { max_body: 300MiB }\n", 29, "/p",
+                        &errors);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->limits.max_body_total, (size_t)300 << 20);
+    mf_config_free(c);
+
+    y = "limits:\n  max_body: 2MiB\n  max_body_total: 1MiB\n  max_conns: "
+        "0\ncors:\n  allow_origins: [app.example]\n  bogus: 1\n";
+    c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "t.yaml:3: limits.max_body_total"));
+    ck_assert_ptr_nonnull(strstr(errors, "limits.max_conns"));
+    ck_assert_ptr_nonnull(strstr(errors, "'app.example' is not an origin"));
+    ck_assert_ptr_nonnull(strstr(errors, "bogus"));
+    free(errors);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -151,6 +187,7 @@ main(void)
     tcase_add_test(tc, errors_name_line_and_key);
     tcase_add_test(tc, sizes_and_durations);
     tcase_add_test(tc, routes);
+    tcase_add_test(tc, intake_keys);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }

@@ -110,6 +110,103 @@ START_TEST(chunked_malformed)
 }
 END_TEST
 
+/* Parses a request head; returns MF_OK or the status to answer. */
+static int
+parse_status(const char *req)
+{
+    const char *err = NULL;
+
+    if (mf_http_parse_request_head(req, strlen(req), &h, &err) == MF_OK) {
+        return MF_OK;
+    }
+    ck_assert_ptr_nonnull(err);
+    return h.err_status;
+}
+
+START_TEST(request_framing)
+{
+    /* both lengths: refused, whatever the order (smuggling) */
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nContent-Length: 3\r\n"
+                                  "Transfer-Encoding: chunked\r\n\r\n"),
+                     400);
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                                  "chunked\r\nContent-Length: 3\r\n\r\n"),
+                     400);
+    /* a coding the gateway does not implement */
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                                  "gzip, chunked\r\n\r\n"),
+                     501);
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                                  "gzip\r\nTransfer-Encoding: chunked\r\n\r\n"),
+                     501);
+    ck_assert_int_eq(
+        parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n"),
+        501);
+    /* chunked not last, twice, empty, or in HTTP/1.0: malformed */
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                                  "chunked, gzip\r\n\r\n"),
+                     400);
+    ck_assert_int_eq(
+        parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                     "chunked\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        400);
+    ck_assert_int_eq(
+        parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: ,\r\n\r\n"), 400);
+    ck_assert_int_eq(
+        parse_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+        400);
+    /* the one framing served */
+    ck_assert_int_eq(parse_status("POST / HTTP/1.1\r\nTransfer-Encoding: "
+                                  "Chunked,\r\n\r\n"),
+                     MF_OK);
+    ck_assert_int_eq(h.chunked, 1);
+    ck_assert_int_eq(h.content_length, -1);
+}
+END_TEST
+
+START_TEST(response_framing)
+{
+    const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n";
+    const char *err;
+
+    /* a response: chunked wins, and the connection is not reused */
+    ck_assert_int_eq(mf_http_parse_response_head(r, strlen(r), &h, &err),
+                     MF_OK);
+    ck_assert_int_eq(h.chunked, 1);
+    ck_assert_int_eq(h.content_length, -1);
+    ck_assert_int_eq(h.keep_alive, 0);
+}
+END_TEST
+
+START_TEST(chunked_trailer_bounded)
+{
+    static char in[64 * 1024];
+    mf_http_chunked_t c;
+    size_t n = 0;
+    ssize_t used;
+
+    memset(&c, 0, sizeof(c));
+    decoded_len = 0;
+    n += (size_t)snprintf(in, sizeof(in), "0\r\n");
+    while (n + 32 < sizeof(in)) {
+        n +=
+            (size_t)snprintf(in + n, sizeof(in) - n, "X-T: aaaaaaaaaaaaaa\r\n");
+    }
+    used = mf_http_chunked_feed(&c, in, n, collect, NULL);
+    ck_assert_int_lt(used, 0);
+    ck_assert_int_eq(c.trailer_too_large, 1);
+    ck_assert_int_eq(c.done, 0);
+
+    /* a few trailer lines are still taken */
+    memset(&c, 0, sizeof(c));
+    used = mf_http_chunked_feed(&c, "0\r\nA: 1\r\nB: 2\r\n\r\n", 17, collect,
+                                NULL);
+    ck_assert_int_eq(used, 17);
+    ck_assert_int_eq(c.done, 1);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -121,6 +218,9 @@ main(void)
     tcase_add_test(tc, response_head);
     tcase_add_test(tc, chunked_byte_by_byte);
     tcase_add_test(tc, chunked_malformed);
+    tcase_add_test(tc, request_framing);
+    tcase_add_test(tc, response_framing);
+    tcase_add_test(tc, chunked_trailer_bounded);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }
