@@ -728,12 +728,19 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
-    static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    NULL};
+    static const char *const allowed[] = {"max_body",
+                                          "max_header",
+                                          "max_response",
+                                          "max_sse_event",
+                                          "client_timeout",
+                                          "upstream_connect_timeout",
+                                          "upstream_timeout",
+                                          "stream_idle_timeout",
+                                          "drain_timeout",
+                                          "max_messages",
+                                          "max_json_depth",
+                                          "max_json_values",
+                                          NULL};
 
     if (n == NULL) {
         return;
@@ -760,6 +767,15 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
                  &c->limits.stream_idle_timeout_ms);
     get_duration(ck, n, "drain_timeout", "limits.drain_timeout",
                  &c->limits.drain_timeout_ms);
+    c->limits.max_messages =
+        (size_t)get_int(ck, n, "max_messages", "limits.max_messages",
+                        (int)c->limits.max_messages, 1, 100000000);
+    c->limits.max_json_depth =
+        (size_t)get_int(ck, n, "max_json_depth", "limits.max_json_depth",
+                        (int)c->limits.max_json_depth, 2, 2048);
+    c->limits.max_json_values =
+        (size_t)get_int(ck, n, "max_json_values", "limits.max_json_values",
+                        (int)c->limits.max_json_values, 16, 100000000);
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
                   "must be at least 1KiB");
@@ -931,6 +947,9 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.upstream_timeout_ms = 600000;
     c->limits.stream_idle_timeout_ms = 300000;
     c->limits.drain_timeout_ms = 30000;
+    c->limits.max_messages = 100000;     /* Anthropic's own limit */
+    c->limits.max_json_depth = 128;      /* jansson stops at 2048 */
+    c->limits.max_json_values = 1000000; /* about 0.2 s of parsing */
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;

@@ -200,7 +200,8 @@ mf_req_respond(mf_req_t *r, int status, const char *content_type, mf_str_t body)
 }
 
 static char *
-error_json(mf_req_t *r, const char *type, const char *code, const char *message)
+error_json(mf_req_t *r, const char *type, const char *code, const char *param,
+           const char *message)
 {
     json_t *j;
     char *text;
@@ -209,9 +210,10 @@ error_json(mf_req_t *r, const char *type, const char *code, const char *message)
         j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
                       type, "message", message);
     } else {
-        j = json_pack("{s:{s:s,s:s,s:o,s:n}}", "error", "message", message,
+        j = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", message,
                       "type", type, "code",
-                      code ? json_string(code) : json_null(), "param");
+                      code ? json_string(code) : json_null(), "param",
+                      param ? json_string(param) : json_null());
     }
     if (j == NULL) {
         return mf_xstrdup("{\"error\":{\"message\":\"error\"}}");
@@ -221,9 +223,10 @@ error_json(mf_req_t *r, const char *type, const char *code, const char *message)
     return text;
 }
 
-int
-mf_req_respond_error(mf_req_t *r, int status, const char *type,
-                     const char *code, const char *message)
+/* An error naming the request field it is about (OpenAI's `param`). */
+static int
+respond_error_param(mf_req_t *r, int status, const char *type, const char *code,
+                    const char *param, const char *message)
 {
     char *text;
     int rc;
@@ -231,11 +234,18 @@ mf_req_respond_error(mf_req_t *r, int status, const char *type,
     if (r->head_sent || r->finished) {
         return MF_ERR;
     }
-    text = error_json(r, type, code, message);
+    text = error_json(r, type, code, param, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     rc = mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
     return rc;
+}
+
+int
+mf_req_respond_error(mf_req_t *r, int status, const char *type,
+                     const char *code, const char *message)
+{
+    return respond_error_param(r, status, type, code, NULL, message);
 }
 
 /* An error event in the middle of a stream, then the stream ends. */
@@ -249,7 +259,7 @@ send_stream_error(mf_req_t *r, const char *code, const char *message)
     if (r->conn == NULL) {
         return;
     }
-    text = error_json(r, "upstream_error", code, message);
+    text = error_json(r, "upstream_error", code, NULL, message);
     n = strlen(text) + 32;
     ev = mf_xmalloc(n);
     if (r->proto == MF_PROTO_ANTHROPIC) {
@@ -471,6 +481,136 @@ respond_unknown_model(mf_req_t *r)
 
 /* The body */
 
+/* What one pass over a body's bytes found; see body_scan. */
+typedef struct {
+    size_t depth;    /* deepest nesting */
+    size_t values;   /* JSON values, about: containers and separators */
+    size_t messages; /* elements of the top-level "messages" array */
+    mf_str_t key;    /* top-level key being read when a limit was passed */
+} body_shape_t;
+
+/*
+ * Measures a body before it is parsed, in one pass over its bytes with no
+ * allocation (a 16 MiB body costs some milliseconds): nesting depth, the
+ * number of values and of top-level messages. Stops early once a limit
+ * is passed, with `key` naming the top-level field it happened in. Does
+ * not validate: the parser reports malformed JSON. Returns 1 when a limit
+ * is passed.
+ */
+static int
+body_scan(mf_str_t b, const mf_limits_t *lim, body_shape_t *sh)
+{
+    const char *p = b.data, *end = b.data + b.len, *str = NULL;
+    mf_str_t last = MF_STR_NULL;
+    size_t depth = 0, msgs_at = 0;
+    int in_str = 0;
+
+    memset(sh, 0, sizeof(*sh));
+    for (; p < end; p++) {
+        char ch = *p;
+
+        if (in_str) {
+            if (ch == '\\') {
+                p++;
+            } else if (ch == '"') {
+                in_str = 0;
+                if (depth == 1) {
+                    last = (mf_str_t){str, (size_t)(p - str)};
+                }
+            }
+            continue;
+        }
+        if (msgs_at != 0 && depth == msgs_at && sh->messages == 0 &&
+            ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n' && ch != ']') {
+            sh->messages = 1;
+        }
+        switch (ch) {
+        case '"':
+            in_str = 1;
+            str = p + 1;
+            break;
+        case ':':
+            if (depth == 1) {
+                sh->key = last;
+            }
+            break;
+        case '[':
+        case '{':
+            if (depth == 1 && ch == '[' &&
+                mf_str_eq_cstr(sh->key, "messages")) {
+                msgs_at = 2;
+            }
+            if (++depth > sh->depth) {
+                sh->depth = depth;
+            }
+            sh->values++;
+            break;
+        case ']':
+        case '}':
+            if (depth > 0 && depth-- == msgs_at) {
+                msgs_at = 0;
+            }
+            break;
+        case ',':
+            sh->values++;
+            if (msgs_at != 0 && depth == msgs_at) {
+                sh->messages++;
+            }
+            break;
+        default:
+            break;
+        }
+        if (sh->depth > lim->max_json_depth ||
+            sh->values > lim->max_json_values ||
+            sh->messages > lim->max_messages) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Refuses a body whose shape passes limits.max_json_depth,
+ * max_json_values or max_messages, before it costs a parse. */
+static int
+check_body_shape(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    body_shape_t sh;
+    char msg[512], param[64];
+    const char *what;
+    size_t limit;
+
+    if (!body_scan(r->body, lim, &sh)) {
+        return MF_OK;
+    }
+    snprintf(param, sizeof(param), "%.*s",
+             (int)(sh.key.len < 63 ? sh.key.len : 63),
+             sh.key.data ? sh.key.data : "");
+    if (sh.messages > lim->max_messages) {
+        snprintf(msg, sizeof(msg),
+                 "'messages' has more than %zu elements (limits.max_messages "
+                 "of this gateway); send a shorter conversation.",
+                 lim->max_messages);
+        respond_error_param(r, 400, "invalid_request_error",
+                            "array_above_max_length", "messages", msg);
+        return MF_ERR;
+    }
+    if (sh.depth > lim->max_json_depth) {
+        what = "nests deeper than";
+        limit = lim->max_json_depth;
+    } else {
+        what = "holds more values than";
+        limit = lim->max_json_values;
+    }
+    snprintf(msg, sizeof(msg),
+             "The JSON body %s %zu (limits.max_json_%s of this gateway)%s%s%s.",
+             what, limit, sh.depth > lim->max_json_depth ? "depth" : "values",
+             param[0] ? " in '" : "", param, param[0] ? "'" : "");
+    respond_error_param(r, 400, "invalid_request_error", "json_too_large",
+                        param[0] ? param : NULL, msg);
+    return MF_ERR;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -481,6 +621,9 @@ parse_body(mf_req_t *r)
     if (r->body.len == 0) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request has no body; send a JSON object.");
+        return MF_ERR;
+    }
+    if (check_body_shape(r) != MF_OK) {
         return MF_ERR;
     }
     r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);

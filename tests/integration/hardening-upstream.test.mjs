@@ -1,10 +1,11 @@
-// Upstream timing, stream usage and fail-closed body stages: an upstream
+// Upstream timing, stream usage, body stages and body size: an upstream
 // that drips bytes cannot hold a request past its timeouts, a cut stream is
-// billed from what it delivered and marked estimated, and a failing
-// on_response_body stage never lets the unfiltered answer through.
+// billed from what it delivered and marked estimated, a failing
+// on_response_body stage never lets the unfiltered answer through, and a
+// body too large in shape is refused before it is parsed.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, startGateway, config, post, sseEvents, ROOT } from './harness.mjs';
+import { startMock, startGateway, config, post, chat, sseEvents, writeConfig, spawnSync, BIN, ROOT } from './harness.mjs';
 
 let mock, gw, redact;
 
@@ -162,4 +163,54 @@ test('a failing on_response_body stage ends a stream with an error event', async
   const events = body.split('\n\n').filter((b) => b.startsWith('data: ')).map((b) => b.slice(6));
   assert.equal(JSON.parse(events.at(-1)).error.code, 'stage_failed');
   assert.ok(!events.includes('[DONE]'));
+});
+
+test('a body of 500k messages is refused with 400 while a small request is served', async () => {
+  const msgs = Array.from({ length: 500000 }, () => ({ role: 'user', content: 'hi' }));
+  const big = post(gw, '/v1/chat/completions', { model: 'gpt-4o', messages: msgs });
+  const small = chat(gw, 'still here');
+  const [b, s] = await Promise.all([big, small]);
+  assert.equal(s.status, 200);
+  assert.match((await s.json()).choices[0].message.content, /still here/);
+  assert.equal(b.status, 400);
+  const j = await b.json();
+  assert.equal(j.error.param, 'messages');
+  assert.equal(j.error.code, 'array_above_max_length');
+  assert.match(j.error.message, /limits\.max_messages/);
+
+  const a = await post(gw, '/v1/messages', { model: 'claude-3-5-haiku', max_tokens: 10, messages: msgs });
+  assert.equal(a.status, 400);
+  const aj = await a.json();
+  assert.equal(aj.type, 'error');
+  assert.match(aj.error.message, /max_messages/);
+});
+
+test('a body nested too deep or with too many values is refused naming its field', async () => {
+  const deep = '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"metadata":'
+    + '['.repeat(200) + ']'.repeat(200) + '}';
+  const d = await post(gw, '/v1/chat/completions', deep);
+  assert.equal(d.status, 400);
+  const dj = await d.json();
+  assert.equal(dj.error.param, 'metadata');
+  assert.match(dj.error.message, /limits\.max_json_depth/);
+
+  const many = await post(gw, '/v1/chat/completions', {
+    model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }], stop: new Array(1100000).fill(0),
+  });
+  assert.equal(many.status, 400);
+  const mj = await many.json();
+  assert.equal(mj.error.param, 'stop');
+  assert.match(mj.error.message, /limits\.max_json_values/);
+
+  // strings may hold brackets and commas of any number
+  const ok = await chat(gw, '[[[[,,,,'.repeat(1000));
+  assert.equal(ok.status, 200);
+});
+
+test('the body shape limits are validated by the config loader', () => {
+  const bad = writeConfig('limits:\n  max_messages: 0\n  max_json_depth: lots\n');
+  const r = spawnSync(BIN, ['-t', '-c', bad], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /limits\.max_messages: max_messages '0' must be a whole number/);
+  assert.match(r.stderr, /limits\.max_json_depth/);
 });
