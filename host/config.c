@@ -732,7 +732,8 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
         "max_body",         "max_header",          "max_response",
         "max_sse_event",    "client_timeout",      "upstream_connect_timeout",
         "upstream_timeout", "stream_idle_timeout", "drain_timeout",
-        "max_body_total",   "max_conns",           NULL};
+        "max_body_total",   "max_conns",           "max_messages",
+        "max_json_depth",   "max_json_values",     NULL};
 
     if (n == NULL) {
         return;
@@ -763,6 +764,15 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
              &c->limits.max_body_total);
     c->limits.max_conns = get_int(ck, n, "max_conns", "limits.max_conns",
                                   c->limits.max_conns, 1, 10000000);
+    c->limits.max_messages =
+        (size_t)get_int(ck, n, "max_messages", "limits.max_messages",
+                        (int)c->limits.max_messages, 1, 100000000);
+    c->limits.max_json_depth =
+        (size_t)get_int(ck, n, "max_json_depth", "limits.max_json_depth",
+                        (int)c->limits.max_json_depth, 2, 2048);
+    c->limits.max_json_values =
+        (size_t)get_int(ck, n, "max_json_values", "limits.max_json_values",
+                        (int)c->limits.max_json_values, 16, 100000000);
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
                   "must be at least 1KiB");
@@ -986,6 +996,9 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.stream_idle_timeout_ms = 300000;
     c->limits.drain_timeout_ms = 30000;
     c->limits.max_body_total = (size_t)256 * 1024 * 1024;
+    c->limits.max_messages = 100000;     /* Anthropic's own limit */
+    c->limits.max_json_depth = 128;      /* jansson stops at 2048 */
+    c->limits.max_json_values = 1000000; /* about 0.2 s of parsing */
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;

@@ -116,14 +116,14 @@ mf_pipeline_run(mf_req_t *r, mf_stage_t stage)
     return MF_CONTINUE;
 }
 
-void
+int
 mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
 {
     mf_gen_t *g = r->gen;
     size_t i;
 
     if (!(g->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
-        return;
+        return MF_OK;
     }
     for (i = 0; i < g->nstages; i++) {
         mf_pstage_t *s = g->stages[i];
@@ -131,15 +131,19 @@ mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
         if ((s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) &&
             atomic_load(&s->enabled)) {
             if (run_one(r, i, MF_STAGE_RESPONSE_BODY, data, last) == MF_FAIL) {
-                mf_log_error("request %.*s: stage '%s' failed in "
-                             "on_response_body",
-                             (int)r->id.len, r->id.data, s->name);
+                /* a body stage may redact: what it did not pass on is
+                 * never sent (the stages after it do not run either) */
+                mf_log_error("request %.*s: stage '%s' (%s) failed in "
+                             "on_response_body; the body is withheld",
+                             (int)r->id.len, r->id.data, s->name, s->file);
+                return MF_ERR;
             }
             if (r->replaced) {
                 data = r->replace;
             }
         }
     }
+    return MF_OK;
 }
 
 void

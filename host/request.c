@@ -201,7 +201,8 @@ mf_req_respond(mf_req_t *r, int status, const char *content_type, mf_str_t body)
 }
 
 static char *
-error_json(mf_req_t *r, const char *type, const char *code, const char *message)
+error_json(mf_req_t *r, const char *type, const char *code, const char *param,
+           const char *message)
 {
     json_t *j;
     char *text;
@@ -210,9 +211,10 @@ error_json(mf_req_t *r, const char *type, const char *code, const char *message)
         j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
                       type, "message", message);
     } else {
-        j = json_pack("{s:{s:s,s:s,s:o,s:n}}", "error", "message", message,
+        j = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", message,
                       "type", type, "code",
-                      code ? json_string(code) : json_null(), "param");
+                      code ? json_string(code) : json_null(), "param",
+                      param ? json_string(param) : json_null());
     }
     if (j == NULL) {
         return mf_xstrdup("{\"error\":{\"message\":\"error\"}}");
@@ -222,9 +224,10 @@ error_json(mf_req_t *r, const char *type, const char *code, const char *message)
     return text;
 }
 
-int
-mf_req_respond_error(mf_req_t *r, int status, const char *type,
-                     const char *code, const char *message)
+/* An error naming the request field it is about (OpenAI's `param`). */
+static int
+respond_error_param(mf_req_t *r, int status, const char *type, const char *code,
+                    const char *param, const char *message)
 {
     char *text;
     int rc;
@@ -232,11 +235,18 @@ mf_req_respond_error(mf_req_t *r, int status, const char *type,
     if (r->head_sent || r->finished) {
         return MF_ERR;
     }
-    text = error_json(r, type, code, message);
+    text = error_json(r, type, code, param, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     rc = mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
     return rc;
+}
+
+int
+mf_req_respond_error(mf_req_t *r, int status, const char *type,
+                     const char *code, const char *message)
+{
+    return respond_error_param(r, status, type, code, NULL, message);
 }
 
 /* An error event in the middle of a stream, then the stream ends. */
@@ -250,7 +260,7 @@ send_stream_error(mf_req_t *r, const char *code, const char *message)
     if (r->conn == NULL) {
         return;
     }
-    text = error_json(r, "upstream_error", code, message);
+    text = error_json(r, "upstream_error", code, NULL, message);
     n = strlen(text) + 32;
     ev = mf_xmalloc(n);
     if (r->proto == MF_PROTO_ANTHROPIC) {
@@ -472,6 +482,136 @@ respond_unknown_model(mf_req_t *r)
 
 /* The body */
 
+/* What one pass over a body's bytes found; see body_scan. */
+typedef struct {
+    size_t depth;    /* deepest nesting */
+    size_t values;   /* JSON values, about: containers and separators */
+    size_t messages; /* elements of the top-level "messages" array */
+    mf_str_t key;    /* top-level key being read when a limit was passed */
+} body_shape_t;
+
+/*
+ * Measures a body before it is parsed, in one pass over its bytes with no
+ * allocation (a 16 MiB body costs some milliseconds): nesting depth, the
+ * number of values and of top-level messages. Stops early once a limit
+ * is passed, with `key` naming the top-level field it happened in. Does
+ * not validate: the parser reports malformed JSON. Returns 1 when a limit
+ * is passed.
+ */
+static int
+body_scan(mf_str_t b, const mf_limits_t *lim, body_shape_t *sh)
+{
+    const char *p = b.data, *end = b.data + b.len, *str = NULL;
+    mf_str_t last = MF_STR_NULL;
+    size_t depth = 0, msgs_at = 0;
+    int in_str = 0;
+
+    memset(sh, 0, sizeof(*sh));
+    for (; p < end; p++) {
+        char ch = *p;
+
+        if (in_str) {
+            if (ch == '\\') {
+                p++;
+            } else if (ch == '"') {
+                in_str = 0;
+                if (depth == 1) {
+                    last = (mf_str_t){str, (size_t)(p - str)};
+                }
+            }
+            continue;
+        }
+        if (msgs_at != 0 && depth == msgs_at && sh->messages == 0 &&
+            ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n' && ch != ']') {
+            sh->messages = 1;
+        }
+        switch (ch) {
+        case '"':
+            in_str = 1;
+            str = p + 1;
+            break;
+        case ':':
+            if (depth == 1) {
+                sh->key = last;
+            }
+            break;
+        case '[':
+        case '{':
+            if (depth == 1 && ch == '[' &&
+                mf_str_eq_cstr(sh->key, "messages")) {
+                msgs_at = 2;
+            }
+            if (++depth > sh->depth) {
+                sh->depth = depth;
+            }
+            sh->values++;
+            break;
+        case ']':
+        case '}':
+            if (depth > 0 && depth-- == msgs_at) {
+                msgs_at = 0;
+            }
+            break;
+        case ',':
+            sh->values++;
+            if (msgs_at != 0 && depth == msgs_at) {
+                sh->messages++;
+            }
+            break;
+        default:
+            break;
+        }
+        if (sh->depth > lim->max_json_depth ||
+            sh->values > lim->max_json_values ||
+            sh->messages > lim->max_messages) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Refuses a body whose shape passes limits.max_json_depth,
+ * max_json_values or max_messages, before it costs a parse. */
+static int
+check_body_shape(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    body_shape_t sh;
+    char msg[512], param[64];
+    const char *what;
+    size_t limit;
+
+    if (!body_scan(r->body, lim, &sh)) {
+        return MF_OK;
+    }
+    snprintf(param, sizeof(param), "%.*s",
+             (int)(sh.key.len < 63 ? sh.key.len : 63),
+             sh.key.data ? sh.key.data : "");
+    if (sh.messages > lim->max_messages) {
+        snprintf(msg, sizeof(msg),
+                 "'messages' has more than %zu elements (limits.max_messages "
+                 "of this gateway); send a shorter conversation.",
+                 lim->max_messages);
+        respond_error_param(r, 400, "invalid_request_error",
+                            "array_above_max_length", "messages", msg);
+        return MF_ERR;
+    }
+    if (sh.depth > lim->max_json_depth) {
+        what = "nests deeper than";
+        limit = lim->max_json_depth;
+    } else {
+        what = "holds more values than";
+        limit = lim->max_json_values;
+    }
+    snprintf(msg, sizeof(msg),
+             "The JSON body %s %zu (limits.max_json_%s of this gateway)%s%s%s.",
+             what, limit, sh.depth > lim->max_json_depth ? "depth" : "values",
+             param[0] ? " in '" : "", param, param[0] ? "'" : "");
+    respond_error_param(r, 400, "invalid_request_error", "json_too_large",
+                        param[0] ? param : NULL, msg);
+    return MF_ERR;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -482,6 +622,9 @@ parse_body(mf_req_t *r)
     if (r->body.len == 0) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request has no body; send a JSON object.");
+        return MF_ERR;
+    }
+    if (check_body_shape(r) != MF_OK) {
         return MF_ERR;
     }
     r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
@@ -1114,6 +1257,10 @@ attempt_start(mf_req_t *r)
             opts.idle_timeout_ms = r->route->attempt_timeout_ms;
         }
     }
+    /* a whole answer is due within the timeout; a stream's deadline is
+     * per complete event (on_sse_event), however the bytes trickle */
+    opts.total_timeout_ms = r->stream ? 0 : opts.first_byte_timeout_ms;
+    opts.idle_by_progress = r->stream;
     r->attempts++;
     r->up_start = mf_now_ms();
     r->att_start = r->up_start;
@@ -1123,6 +1270,8 @@ attempt_start(mf_req_t *r)
     r->held = 0;
     r->anth = NULL; /* pool memory: an Anthropic stream starts afresh */
     r->events_seen = 0;
+    r->usage_final = 0;
+    r->delivered_text = 0;
     r->chunk_out.len = 0;
     mf_buf_reset(&r->up_buf);
     r->call_paused = 0;
@@ -1253,20 +1402,68 @@ account_upstream_time(mf_req_t *r)
     }
 }
 
-/* Estimates usage the upstream did not report (cut streams). */
+/*
+ * Estimates usage the upstream did not report as final: none at all, or
+ * a stream that did not reach the provider's last usage report (cut,
+ * timed out, client gone; an Anthropic message_start carries only a
+ * placeholder). The prompt is the provider's count when it gave one,
+ * else about 4 bytes of request body a token; the completion is about 4
+ * bytes of delivered answer text a token. Marked estimated.
+ */
 static void
 estimate_usage(mf_req_t *r)
 {
-    if (r->have_usage || r->attempts == 0) {
+    int known = r->have_usage && r->usage.prompt_tokens >= 0;
+
+    if (r->attempts == 0 || (r->have_usage && (!r->stream || r->usage_final))) {
         return;
     }
-    r->usage.prompt_tokens = (int64_t)(r->body.len / 4);
-    r->usage.completion_tokens = r->events_seen;
+    if (!known) {
+        r->usage.prompt_tokens = (int64_t)(r->body.len / 4);
+        r->usage.cached_tokens = -1;
+    } else if (!r->have_usage) {
+        r->usage.cached_tokens = -1;
+    }
+    r->usage.completion_tokens = (int64_t)((r->delivered_text + 3) / 4);
     r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;
-    r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
     r->usage.estimated = 1;
     r->have_usage = 1;
+}
+
+/*
+ * Bytes of answer text in an OpenAI chat chunk: the string values of
+ * "content", "reasoning_content" and "arguments", found without parsing
+ * (an escape counts once). Used to estimate a cut stream's completion.
+ */
+static uint64_t
+chunk_text_len(mf_str_t d)
+{
+    static const char *const keys[] = {"content\":", "arguments\":"};
+    const char *end = d.data + d.len;
+    uint64_t n = 0;
+    size_t k;
+
+    for (k = 0; k < 2; k++) {
+        const char *p = d.data;
+        size_t kl = strlen(keys[k]);
+
+        while (p < end && (p = memmem(p, (size_t)(end - p), keys[k], kl))) {
+            p += kl;
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if (p == end || *p != '"') {
+                continue;
+            }
+            for (p++; p < end && *p != '"'; p++, n++) {
+                if (*p == '\\' && p + 1 < end) {
+                    p++;
+                }
+            }
+        }
+    }
+    return n;
 }
 
 static void
@@ -1305,10 +1502,18 @@ void
 mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
 {
     mf_stage_t was = r->cur_stage;
+    int rc;
 
+    if (r->body_failed) {
+        return; /* nothing more goes out; the caller ends the stream */
+    }
     r->replaced = 0;
-    mf_pipeline_body(r, data, last);
+    rc = mf_pipeline_body(r, data, last);
     r->cur_stage = was;
+    if (rc != MF_OK) {
+        r->body_failed = 1; /* fail closed: this event is withheld */
+        return;
+    }
     if (r->replaced) {
         data = r->replace;
     }
@@ -1318,6 +1523,7 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     if (data.len == 0) {
         return; /* a stage dropped the event */
     }
+    r->delivered_text += chunk_text_len(data);
     if (r->proto == MF_PROTO_ANTHROPIC) {
         if (r->anth == NULL) {
             r->anth = mf_pool_alloc(r->pool, sizeof(*r->anth));
@@ -1342,6 +1548,11 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
     size_t before;
     int flags;
 
+    if (ev->raw.len > 0 && ev->raw.data[0] != '\n' && ev->raw.data[0] != '\r') {
+        /* a complete event or comment (not a stray blank line): the
+         * stream is alive */
+        mf_upcall_progress(r->call);
+    }
     if (ev->data.len == 0 && ev->event.len == 0) {
         /* comment or keep-alive: passed through once the response began */
         if (r->passthrough && r->head_sent) {
@@ -1353,8 +1564,12 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
     before = r->chunk_out.len;
     flags = r->prov->ops->parse_stream_event(r, r->prov->state, ev,
                                              !r->passthrough);
-    if (flags < 0 || r->prov_err != NULL) {
+    if (flags < 0 || r->prov_err != NULL || r->body_failed) {
         return MF_ERR; /* up_on_data tells which */
+    }
+    if (flags & (MF_EVENT_DONE | MF_EVENT_USAGE_ONLY)) {
+        /* the provider's last usage report (or its end): usage is final */
+        r->usage_final = 1;
     }
     if (!r->head_sent && r->chunk_out.len > before) {
         /* only a preamble so far: held, the attempt can still fail over */
@@ -1370,11 +1585,12 @@ on_sse_event(void *arg, const mf_sse_event_t *ev)
         if ((flags & MF_EVENT_DONE) && !r->done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
-        return MF_OK;
+        return r->body_failed ? MF_ERR : MF_OK;
     }
     if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
         return MF_OK;
     }
+    r->delivered_text += chunk_text_len(ev->data);
     return mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
 }
 
@@ -1428,6 +1644,35 @@ stream_failed(mf_req_t *r, const mf_error_t *err)
     req_finish(r);
 }
 
+#define BODY_STAGE_FAILED                                                      \
+    "a gateway stage failed on the response, which is withheld; see the "      \
+    "gateway log"
+
+/* An on_response_body stage failed: what it did not pass is never sent
+ * (it may be a redaction). Before the head, a 500 and nothing of the
+ * upstream's answer; after it, an error event ends the stream. */
+static void
+body_stage_failed(mf_req_t *r)
+{
+    if (r->call != NULL) {
+        mf_upcall_cancel(r->call);
+        r->call = NULL;
+    }
+    account_upstream_time(r);
+    if (!r->head_sent) {
+        r->chunk_out.len = 0;
+        attempt_close(r, &outcome_ok, mf_now_ms() - r->att_start);
+        mf_req_respond_error(r, 500, "server_error", "stage_failed",
+                             BODY_STAGE_FAILED);
+        req_finish(r);
+        return;
+    }
+    flush_stream(r);
+    send_stream_error(r, "stage_failed", BODY_STAGE_FAILED);
+    finish_stream(r);
+    req_finish(r);
+}
+
 #define BAD_STREAM                                                             \
     "the upstream sent a stream event that could not be read (malformed or "   \
     "larger than limits.max_sse_event)"
@@ -1452,6 +1697,10 @@ up_on_data(void *arg, const char *data, size_t len)
     if ((r->evs_framing ? mf_evstream_feed(&r->evs, data, len, on_sse_event, r)
                         : mf_sse_parser_feed(&r->sse, data, len, on_sse_event,
                                              r)) != MF_OK) {
+        if (r->body_failed) {
+            body_stage_failed(r);
+            return;
+        }
         mf_upcall_cancel(r->call);
         r->call = NULL;
         account_upstream_time(r);
@@ -1504,7 +1753,14 @@ complete_nonstream(mf_req_t *r)
         body = mf_str_from(text);
     }
     r->replaced = 0;
-    mf_pipeline_body(r, body, 1);
+    if (mf_pipeline_body(r, body, 1) != MF_OK) {
+        /* fail closed: not a byte of the unfiltered answer goes out */
+        free(text);
+        mf_req_respond_error(r, 500, "server_error", "stage_failed",
+                             BODY_STAGE_FAILED);
+        req_finish(r);
+        return;
+    }
     if (r->replaced) {
         body = r->replace;
     }
@@ -1620,6 +1876,10 @@ up_on_end(void *arg)
                               "of an event");
         } else if (!r->passthrough && !r->done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
+        }
+        if (r->body_failed) {
+            body_stage_failed(r);
+            return;
         }
         flush_stream(r);
         finish_stream(r);

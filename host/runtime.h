@@ -226,6 +226,9 @@ struct mf_req_s {
     struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
     int64_t events_seen;
     double up_start;
+    int body_failed;         /* an on_response_body stage failed */
+    int usage_final;         /* the stream reached the provider's last usage */
+    uint64_t delivered_text; /* bytes of answer text sent in stream events */
 
     /* the response */
     mf_hlist_t resp_headers;
@@ -311,7 +314,9 @@ extern const char *const mf_stage_fn_names[MF_STAGE__COUNT];
 
 /* Pipeline: runs the stages of `stage` from r->stage_idx. */
 mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
-void mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
+/* Runs the on_response_body stages over one event or the whole body.
+ * MF_ERR when a stage failed: the data must not reach the client. */
+int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
 void mf_pipeline_log_done(mf_req_t *r);
 
 /* The host API table given to plugins. */

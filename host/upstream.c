@@ -49,6 +49,7 @@ struct mf_upcall_s {
     char *req;
     size_t req_len;
     struct event *timer;
+    double deadline; /* mf_now_ms() the answer must end by; 0 = none */
     int connected;
     int got_head;
     int got_byte;
@@ -217,11 +218,20 @@ pool_get(mf_uppool_t *p, const char *key)
     return NULL;
 }
 
+/* Arms the call's one timer for ms (none when ms <= 0), never past the
+ * deadline of the whole answer. */
 static void
 set_timer(mf_upcall_t *c, double ms)
 {
     struct timeval tv;
 
+    if (c->deadline > 0) {
+        double left = c->deadline - mf_now_ms();
+
+        if (ms <= 0 || left < ms) {
+            ms = left > 1 ? left : 1;
+        }
+    }
     if (ms <= 0) {
         evtimer_del(c->timer);
         return;
@@ -229,6 +239,16 @@ set_timer(mf_upcall_t *c, double ms)
     tv.tv_sec = (time_t)(ms / 1000);
     tv.tv_usec = (suseconds_t)((ms - (double)tv.tv_sec * 1000) * 1000);
     evtimer_add(c->timer, &tv);
+}
+
+/* The request goes out now: the whole answer is due within
+ * total_timeout_ms. */
+static void
+arm_deadline(mf_upcall_t *c)
+{
+    c->deadline = c->opts.total_timeout_ms > 0
+                      ? mf_now_ms() + c->opts.total_timeout_ms
+                      : 0;
 }
 
 static void
@@ -301,9 +321,16 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     if (!c->connected) {
         snprintf(msg, sizeof(msg), "could not connect to %s:%d within %.0f ms",
                  c->url.host, c->url.port, c->opts.connect_timeout_ms);
+    } else if (c->deadline > 0 && mf_now_ms() >= c->deadline - 1) {
+        snprintf(msg, sizeof(msg),
+                 "%s:%d did not complete its answer within %.0f ms",
+                 c->url.host, c->url.port, c->opts.total_timeout_ms);
     } else if (!c->got_head) {
         snprintf(msg, sizeof(msg), "%s:%d sent no response within %.0f ms",
                  c->url.host, c->url.port, c->opts.first_byte_timeout_ms);
+    } else if (c->opts.idle_by_progress) {
+        snprintf(msg, sizeof(msg), "%s:%d sent no complete event for %.0f ms",
+                 c->url.host, c->url.port, c->opts.idle_timeout_ms);
     } else {
         snprintf(msg, sizeof(msg), "%s:%d sent nothing for %.0f ms",
                  c->url.host, c->url.port, c->opts.idle_timeout_ms);
@@ -459,7 +486,7 @@ call_process(mf_upcall_t *c)
     if (read_body(c, in)) {
         return 1;
     }
-    if (!c->paused) {
+    if (!c->paused && !c->opts.idle_by_progress) {
         set_timer(c, c->opts.idle_timeout_ms);
     }
     return 0;
@@ -480,6 +507,7 @@ call_event_cb(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         c->connected = 1;
+        arm_deadline(c);
         set_timer(c, c->opts.first_byte_timeout_ms);
         return;
     }
@@ -567,6 +595,7 @@ call_start_conn(mf_upcall_t *c)
     c->connected = 0;
     c->got_head = 0;
     c->got_byte = 0;
+    c->deadline = 0; /* armed when the request goes out */
     snprintf(key, sizeof(key), "%d|%s|%d|%d", c->url.tls, c->url.host,
              c->url.port, c->opts.tls_verify);
     uc = c->retried ? NULL : pool_get(w->pool, key);
@@ -574,6 +603,7 @@ call_start_conn(mf_upcall_t *c)
         c->conn = uc;
         c->connected = 1;
         c->reused = 1;
+        arm_deadline(c);
         set_timer(c, c->opts.first_byte_timeout_ms);
         call_send(c);
         return;
@@ -671,6 +701,15 @@ mf_upcall_pause(mf_upcall_t *c, int paused)
             call_process(c);
         }
     }
+}
+
+void
+mf_upcall_progress(mf_upcall_t *c)
+{
+    if (c == NULL || c->cancelled || c->finished || c->paused || !c->got_head) {
+        return;
+    }
+    set_timer(c, c->opts.idle_timeout_ms);
 }
 
 int

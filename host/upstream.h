@@ -1,7 +1,7 @@
 /*
  * Upstream HTTP/1.1 client: a keep-alive connection pool per worker (plain
  * and TLS), async DNS, response framing (length, chunked, close) and
- * connect / first-byte / idle timeouts.
+ * connect / first-byte / idle timeouts and a deadline for the whole answer.
  */
 #ifndef MF_UPSTREAM_H
 #define MF_UPSTREAM_H
@@ -30,6 +30,12 @@ typedef struct mf_upcall_opts_s {
     double connect_timeout_ms;
     double first_byte_timeout_ms;
     double idle_timeout_ms;
+    /* > 0: the whole answer must end within this from the request being
+     * sent, however the bytes trickle in */
+    double total_timeout_ms;
+    /* body bytes do not re-arm the idle timer: only mf_upcall_progress
+     * does (a stream's deadline is per event, not per byte) */
+    int idle_by_progress;
     int tls_verify;
     size_t max_header;
 } mf_upcall_opts_t;
@@ -61,6 +67,10 @@ void mf_upcall_cancel(mf_upcall_t *c);
 /* Stops or restarts reading the response (backpressure); the idle timer
  * does not run while paused. */
 void mf_upcall_pause(mf_upcall_t *c, int paused);
+
+/* The caller saw the answer progress (a complete stream event): re-arms
+ * the idle timer. A no-op on NULL, a paused or an ended call. */
+void mf_upcall_progress(mf_upcall_t *c);
 
 /* TLS client contexts of a worker. */
 SSL_CTX *mf_upstream_ssl_ctx(int verify);

@@ -254,7 +254,8 @@ test('a client vanishing mid-stream cancels the upstream and is logged', async (
     const req = http.request(gw.url + '/v1/chat/completions', {
       method: 'POST', headers: { 'content-type': 'application/json', 'x-request-id': 'req-vanish-1' },
     }, (res) => {
-      res.once('data', () => { req.destroy(); resolve(); });
+      // gone once some answer text arrived (the role chunk carries none)
+      res.on('data', (d) => { if (/tok/.test(d)) { req.destroy(); resolve(); } });
     });
     req.on('error', () => {});
     req.end(JSON.stringify({ model: 'gpt-4o', stream: true, messages: [{ role: 'user', content: 'slow [[mock:chunks=50 chunk_delay=100]]' }] }));
@@ -263,6 +264,7 @@ test('a client vanishing mid-stream cancels the upstream and is logged', async (
   const line = await gw.waitLog((l) => l.request_id === 'req-vanish-1');
   assert.match(line.error, /client closed/);
   assert.ok(line.completion_tokens >= 1);
+  assert.equal(line.usage_estimated, true);
   assert.ok(line.latency_ms < 3000, 'the upstream stream was not cancelled');
   const res = await chat(gw, 'still alive');
   assert.equal(res.status, 200);

@@ -20,6 +20,9 @@
  *      garbage           answer 200 with a body that is not JSON (or a
  *                        stream event that is not JSON)
  *      reply=TEXT        the reply text (underscores become spaces)
+ *      drip=MS           send the body one byte at a time, MS apart (the
+ *                        head at once), in every wire format
+ *      drip_after=N      (stream, with drip) the first N events whole
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
  *    to every request for that model (a gateway's model_map can point one
  *    route target at a failing "model").
@@ -133,6 +136,10 @@ parse_directives(const char *text, directives_t *d)
                 d->safety = 1;
             } else if (strcmp(tok, "safety_answer") == 0) {
                 d->safety_answer = 1;
+            } else if (strncmp(tok, "drip=", 5) == 0) {
+                d->drip = v;
+            } else if (strncmp(tok, "drip_after=", 11) == 0) {
+                d->drip_after = v;
             } else if (strncmp(tok, "exception=", 10) == 0) {
                 d->exception = v;
             } else if (strncmp(tok, "reply=", 6) == 0) {
@@ -328,6 +335,94 @@ strip_directives(char *text)
 /* Streaming */
 
 static void stream_step(evutil_socket_t fd, short what, void *arg);
+
+/* Dripping bodies */
+
+typedef struct drip_s {
+    struct evhttp_request *req;
+    struct evhttp_connection *conn;
+    struct event *timer;
+    struct evbuffer *rest;
+    int ms;
+    int gone;
+} drip_t;
+
+static void
+drip_free(drip_t *dr)
+{
+    event_free(dr->timer);
+    evbuffer_free(dr->rest);
+    free(dr);
+}
+
+static void
+drip_closed(struct evhttp_connection *conn, void *arg)
+{
+    (void)conn;
+    ((drip_t *)arg)->gone = 1;
+}
+
+static void
+drip_step(evutil_socket_t fd, short what, void *arg)
+{
+    drip_t *dr = arg;
+    struct timeval tv = {dr->ms / 1000, (dr->ms % 1000) * 1000};
+    struct evbuffer *b;
+
+    (void)fd;
+    (void)what;
+    if (dr->gone) {
+        drip_free(dr);
+        return;
+    }
+    if (evbuffer_get_length(dr->rest) == 0) {
+        evhttp_connection_set_closecb(dr->conn, NULL, NULL);
+        evhttp_send_reply_end(dr->req);
+        drip_free(dr);
+        return;
+    }
+    b = evbuffer_new();
+    evbuffer_remove_buffer(dr->rest, b, 1);
+    evhttp_send_reply_chunk(dr->req, b);
+    evbuffer_free(b);
+    evtimer_add(dr->timer, &tv);
+}
+
+void
+drip_send(struct evhttp_request *req, const char *content_type,
+          struct evbuffer *body, size_t whole, int ms)
+{
+    drip_t *dr = calloc(1, sizeof(*dr));
+
+    dr->req = req;
+    dr->conn = evhttp_request_get_connection(req);
+    dr->rest = body;
+    dr->ms = ms;
+    dr->timer = evtimer_new(base, drip_step, dr);
+    evhttp_connection_set_closecb(dr->conn, drip_closed, dr);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      content_type);
+    evhttp_send_reply_start(req, 200, "OK");
+    if (whole > 0) {
+        struct evbuffer *b = evbuffer_new();
+
+        evbuffer_remove_buffer(body, b, whole);
+        evhttp_send_reply_chunk(req, b);
+        evbuffer_free(b);
+    }
+    event_active(dr->timer, EV_TIMEOUT, 0);
+}
+
+/* Appends one OpenAI stream event; takes chunk. */
+static void
+event_text(struct evbuffer *b, json_t *chunk)
+{
+    char *text = json_dumps(chunk, JSON_COMPACT);
+
+    evbuffer_add_printf(b, "data: %s\n\n", text);
+    free(text);
+    json_decref(chunk);
+}
 
 static void
 stream_free(stream_t *s)
@@ -539,6 +634,35 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
             json_array_append_new(s->parts, json_string(piece));
         }
     }
+    if (d->drip > 0) {
+        /* the same events, as text, dripped */
+        struct evbuffer *b = evbuffer_new();
+        size_t whole = 0, k, n = json_array_size(s->parts);
+
+        for (k = 0; k < n + 2; k++) {
+            if ((int)k == d->drip_after) {
+                whole = evbuffer_get_length(b);
+            }
+            event_text(
+                b, k == 0 ? chunk_base(s,
+                                       json_pack("{s:s,s:s}", "role",
+                                                 "assistant", "content", ""),
+                                       NULL)
+                   : k <= n
+                       ? chunk_base(s,
+                                    json_pack("{s:O}", "content",
+                                              json_array_get(s->parts, k - 1)),
+                                    NULL)
+                       : chunk_base(s, json_object(), "stop"));
+        }
+        if (d->drip_after >= (int)n + 2) {
+            whole = evbuffer_get_length(b);
+        }
+        evbuffer_add_printf(b, "data: [DONE]\n\n");
+        stream_free(s);
+        drip_send(req, "text/event-stream; charset=utf-8", b, whole, d->drip);
+        return;
+    }
     evhttp_connection_set_closecb(s->conn, stream_closed, s);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "text/event-stream; charset=utf-8");
@@ -647,6 +771,23 @@ void
 frames_send(struct evhttp_request *req, frames_t *f, const directives_t *d,
             const char *content_type)
 {
+    if (d->drip > 0) {
+        struct evbuffer *b = evbuffer_new();
+        size_t whole = 0, k;
+
+        for (k = 0; k < f->n; k++) {
+            if ((int)k == d->drip_after) {
+                whole = evbuffer_get_length(b);
+            }
+            evbuffer_add(b, f->v[k].data, f->v[k].len);
+        }
+        if (d->drip_after >= (int)f->n) {
+            whole = evbuffer_get_length(b);
+        }
+        frames_free(f);
+        drip_send(req, content_type, b, whole, d->drip);
+        return;
+    }
     f->req = req;
     f->conn = evhttp_request_get_connection(req);
     f->d = *d;
@@ -727,6 +868,16 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
         evbuffer_free(b);
         json_decref(resp);
         evhttp_connection_free(conn);
+        return;
+    }
+    if (d->drip > 0) {
+        struct evbuffer *b = evbuffer_new();
+        char *t = json_dumps(resp, JSON_COMPACT);
+
+        evbuffer_add(b, t, strlen(t));
+        free(t);
+        json_decref(resp);
+        drip_send(req, "application/json", b, 0, d->drip);
         return;
     }
     send_json(req, 200, resp, 0);
@@ -1101,6 +1252,32 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
         anthropic_event(ev, "message_stop",
                         json_pack("{s:s}", "type", "message_stop"));
         json_decref(tool);
+        if (d->drip > 0) {
+            struct evbuffer *b = evbuffer_new();
+            size_t whole = 0, k;
+
+            for (k = 0; k < json_array_size(ev); k++) {
+                json_t *e = json_array_get(ev, k);
+                char *data =
+                    json_dumps(json_object_get(e, "data"), JSON_COMPACT);
+
+                if ((int)k == d->drip_after) {
+                    whole = evbuffer_get_length(b);
+                }
+                evbuffer_add_printf(
+                    b, "event: %s\ndata: %s\n\n",
+                    json_string_value(json_object_get(e, "event")), data);
+                free(data);
+            }
+            if (d->drip_after >= (int)json_array_size(ev)) {
+                whole = evbuffer_get_length(b);
+            }
+            json_decref(ev);
+            free(s);
+            drip_send(req, "text/event-stream; charset=utf-8", b, whole,
+                      d->drip);
+            return;
+        }
         s->req = req;
         s->conn = evhttp_request_get_connection(req);
         s->events = ev;

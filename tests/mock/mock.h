@@ -29,6 +29,8 @@ typedef struct {
     int safety;        /* gemini: block the prompt; bedrock: guardrail */
     int safety_answer; /* gemini: block the answer */
     int exception;     /* bedrock: an in-stream exception after N events */
+    int drip;          /* ms between single body bytes; 0 = off */
+    int drip_after;    /* stream events sent whole before the drip */
     char reply[512];
 } directives_t;
 
@@ -45,6 +47,11 @@ frames_t *frames_new(void);
 void frames_add(frames_t *f, const void *data, size_t len);
 void frames_send(struct evhttp_request *req, frames_t *f, const directives_t *d,
                  const char *content_type);
+
+/* drip=MS: a 200 whose body goes out one byte per chunk, MS apart, after
+ * its first `whole` bytes at once. Takes body. */
+void drip_send(struct evhttp_request *req, const char *content_type,
+               struct evbuffer *body, size_t whole, int ms);
 
 /* Gemini (Generative Language and Vertex AI, the OAuth token endpoint). */
 int gemini_path(const char *uri);

@@ -176,7 +176,10 @@ typedef struct mf_sse_event_s {
     mf_str_t raw; /* the bytes of the whole event, blank line included */
 } mf_sse_event_t;
 
-/* What parse_stream_event says of an event (bit flags). */
+/* What parse_stream_event says of an event (bit flags). The host holds a
+ * stream's usage as exact only once an event flagged MF_EVENT_DONE or
+ * MF_EVENT_USAGE_ONLY came (the provider's last usage report); a stream
+ * that ends before is logged with usage estimated from what it delivered. */
 #define MF_EVENT_PASS 0x0       /* an ordinary event */
 #define MF_EVENT_USAGE_ONLY 0x1 /* carries only usage: dropped unless asked */
 #define MF_EVENT_DONE 0x2       /* the stream's end marker */
