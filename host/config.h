@@ -115,6 +115,7 @@ typedef struct mf_limits_s {
     double upstream_timeout_ms;
     double stream_idle_timeout_ms;
     double drain_timeout_ms;
+    double max_retry_after_ms; /* the longest rest an upstream's 429 gives */
 } mf_limits_t;
 
 typedef struct mf_config_s {

@@ -517,9 +517,15 @@ call_event_cb(struct bufferevent *bev, short what, void *arg)
             snprintf(msg, sizeof(msg), "cannot resolve %s: %s", c->url.host,
                      evutil_gai_strerror(dns_err));
         } else if (ssl_err) {
+            const char *why = ERR_reason_error_string(ssl_err);
+            char code[256];
+
+            if (why == NULL) { /* no reason string: OpenSSL's full text */
+                ERR_error_string_n(ssl_err, code, sizeof(code));
+                why = code;
+            }
             snprintf(msg, sizeof(msg), "TLS handshake with %s:%d failed: %s",
-                     c->url.host, c->url.port,
-                     ERR_reason_error_string(ssl_err));
+                     c->url.host, c->url.port, why);
         } else {
             snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s",
                      c->url.host, c->url.port,
