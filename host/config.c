@@ -728,13 +728,17 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
-    static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    "max_retry_after",
-        NULL};
+    static const char *const allowed[] = {"max_body",
+                                          "max_header",
+                                          "max_response",
+                                          "max_sse_event",
+                                          "client_timeout",
+                                          "upstream_connect_timeout",
+                                          "upstream_timeout",
+                                          "stream_idle_timeout",
+                                          "drain_timeout",
+                                          "max_retry_after",
+                                          NULL};
 
     if (n == NULL) {
         return;

@@ -559,8 +559,8 @@ imf_fixdate(const char *s, size_t n, double *t)
     static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
     int d, y, h, mi, se, m;
 
-    if (n != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' ||
-        s[11] != ' ' || s[16] != ' ' || s[19] != ':' || s[22] != ':' ||
+    if (n != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
+        s[16] != ' ' || s[19] != ':' || s[22] != ':' ||
         memcmp(s + 25, " GMT", 4) != 0) {
         return MF_ERR;
     }

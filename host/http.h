@@ -75,7 +75,6 @@ int mf_http_header_ok(mf_str_t name, mf_str_t value);
  * seconds). *secs gets the delay, 0 for a date in the past, at most
  * max_secs. MF_ERR for anything else (nan, inf, 1e300, negative, other
  * date forms, garbage): the caller acts as if there were none. */
-int mf_http_retry_after(mf_str_t v, double now, double max_secs,
-                        double *secs);
+int mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs);
 
 #endif

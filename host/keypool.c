@@ -689,9 +689,8 @@ static void
 scrub_shapes(char *msg)
 {
     static const char *const shapes[] = {
-        "sk-",  "sk_",  "rk_",   "gsk_", "xai-",    "pplx-",
-        "AIza", "AKIA", "ASIA",  "ABSK", "ya29.",   "hf_",
-        "r8_",  "nvapi-", "Bearer ", NULL};
+        "sk-",  "sk_",  "rk_",   "gsk_", "xai-", "pplx-",  "AIza",    "AKIA",
+        "ASIA", "ABSK", "ya29.", "hf_",  "r8_",  "nvapi-", "Bearer ", NULL};
     size_t i, j;
 
     for (i = 0; msg[i] != '\0'; i++) {

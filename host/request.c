@@ -536,16 +536,15 @@ respond_unknown_model(mf_req_t *r)
     mf_buf_printf(&b,
                   "The model '%.*s%s' does not exist or is not served by "
                   "this gateway.",
-                  (int)quote, r->model.data,
-                  quote < r->model.len ? "..." : "");
+                  (int)quote, r->model.data, quote < r->model.len ? "..." : "");
     for (i = 0; i < c->nproviders; i++) {
         if (c->providers[i].disabled && serves(&c->providers[i], r->model)) {
             mf_log_warn("request %.*s: model '%.*s%s' would be served by "
                         "provider '%s', disabled because its keys are "
                         "empty: set its key variable in %s and reload",
                         (int)r->id.len, r->id.data, (int)quote, r->model.data,
-                        quote < r->model.len ? "..." : "",
-                        c->providers[i].name, c->path);
+                        quote < r->model.len ? "..." : "", c->providers[i].name,
+                        c->path);
             break;
         }
     }
@@ -1206,8 +1205,8 @@ attempt_start(mf_req_t *r)
     mf_url_t url;
     mf_buf_t b = {0};
 
-    if (!url_ok(r->up_url) || mf_url_parse(r->up_url.data, r->up_url.len,
-                                            &url, path, sizeof(path)) != MF_OK) {
+    if (!url_ok(r->up_url) || mf_url_parse(r->up_url.data, r->up_url.len, &url,
+                                           path, sizeof(path)) != MF_OK) {
         snprintf(msg, sizeof(msg), "provider '%s' has an unusable URL",
                  pc->name);
         mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
@@ -1548,8 +1547,8 @@ mf_req_drained(mf_req_t *r)
 static void
 scrub_error(mf_req_t *r, char *message)
 {
-    static const char *const creds[] = {"authorization", "x-api-key",
-                                        "api-key", "x-goog-api-key", NULL};
+    static const char *const creds[] = {"authorization", "x-api-key", "api-key",
+                                        "x-goog-api-key", NULL};
     mf_str_t secrets[8];
     size_t n = 0, i;
 

@@ -1274,9 +1274,8 @@ handle(struct evhttp_request *req, void *arg)
         mode_retry_after =
             (int)json_integer_value(json_object_get(m, "retry_after"));
         json_decref(mode_reply);
-        mode_reply = json_is_string(json_object_get(m, "body"))
-                         ? json_incref(m)
-                         : NULL;
+        mode_reply =
+            json_is_string(json_object_get(m, "body")) ? json_incref(m) : NULL;
         json_decref(m);
         send_json(req, 200, json_pack("{s:i}", "status", mode_status), 0);
         free(body);
