@@ -146,39 +146,14 @@ api_get_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t *value)
 }
 
 static int
-valid_header(mf_str_t name, mf_str_t value)
-{
-    size_t i;
-
-    if (name.len == 0) {
-        return 0;
-    }
-    for (i = 0; i < name.len; i++) {
-        char c = name.data[i];
-
-        if (c <= 0x20 || c == ':' || c == 0x7f) {
-            return 0;
-        }
-    }
-    for (i = 0; i < value.len; i++) {
-        if (value.data[i] == '\r' || value.data[i] == '\n' ||
-            value.data[i] == '\0') {
-            return 0;
-        }
-    }
-    return 1;
-}
-
-static int
 api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 {
     mf_hlist_t *h;
 
-    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 1)) == NULL ||
-        !valid_header(name, value)) {
+    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 1)) == NULL) {
         return MF_ERR;
     }
-    return mf_hlist_set(r->pool, h, name, value);
+    return mf_hlist_set(r->pool, h, name, value); /* refuses a split */
 }
 
 static json_t *

@@ -729,11 +729,14 @@ static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
     static const char *const allowed[] = {
-        "max_body",         "max_header",          "max_response",
-        "max_sse_event",    "client_timeout",      "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout", "drain_timeout",
-        "max_body_total",   "max_conns",           "max_messages",
-        "max_json_depth",   "max_json_values",     NULL};
+        "max_body",         "max_header",
+        "max_response",     "max_sse_event",
+        "client_timeout",   "upstream_connect_timeout",
+        "upstream_timeout", "stream_idle_timeout",
+        "drain_timeout",    "max_body_total",
+        "max_conns",        "max_messages",
+        "max_json_depth",   "max_json_values",
+        "max_retry_after",  NULL};
 
     if (n == NULL) {
         return;
@@ -773,6 +776,12 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
     c->limits.max_json_values =
         (size_t)get_int(ck, n, "max_json_values", "limits.max_json_values",
                         (int)c->limits.max_json_values, 16, 100000000);
+    get_duration(ck, n, "max_retry_after", "limits.max_retry_after",
+                 &c->limits.max_retry_after_ms);
+    if (c->limits.max_retry_after_ms < 1000) {
+        cfg_error(ck, mf_node_get(n, "max_retry_after"),
+                  "limits.max_retry_after", "must be at least 1s");
+    }
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
                   "must be at least 1KiB");
@@ -999,6 +1008,7 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.max_messages = 100000;     /* Anthropic's own limit */
     c->limits.max_json_depth = 128;      /* jansson stops at 2048 */
     c->limits.max_json_values = 1000000; /* about 0.2 s of parsing */
+    c->limits.max_retry_after_ms = 300000;
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;

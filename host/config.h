@@ -115,11 +115,12 @@ typedef struct mf_limits_s {
     double upstream_timeout_ms;
     double stream_idle_timeout_ms;
     double drain_timeout_ms;
-    size_t max_body_total;  /* request bodies being read, all connections */
-    int max_conns;          /* client connections; 0 = from RLIMIT_NOFILE */
-    size_t max_messages;    /* elements of a request's "messages" */
-    size_t max_json_depth;  /* nesting of a request body */
-    size_t max_json_values; /* values in a request body */
+    size_t max_body_total;     /* request bodies being read, all connections */
+    int max_conns;             /* client connections; 0 = from RLIMIT_NOFILE */
+    size_t max_messages;       /* elements of a request's "messages" */
+    size_t max_json_depth;     /* nesting of a request body */
+    size_t max_json_values;    /* values in a request body */
+    double max_retry_after_ms; /* the longest rest an upstream's 429 gives */
 } mf_limits_t;
 
 typedef struct mf_config_s {

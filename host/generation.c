@@ -255,6 +255,7 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
     }
     g->providers =
         mf_xcalloc(c->nproviders ? c->nproviders : 1, sizeof(mf_prov_t));
+    mf_keypool_set_max_rest(c->limits.max_retry_after_ms);
     for (i = 0; i < c->nproviders; i++) {
         mf_provider_conf_t *pc = &c->providers[i];
         mf_prov_t *p = &g->providers[g->nproviders];

@@ -578,3 +578,136 @@ mf_http_reason(int status)
         return status < 400 ? "OK" : "Error";
     }
 }
+
+int
+mf_http_header_ok(mf_str_t name, mf_str_t value)
+{
+    static const char seps[] = "\"(),/:;<=>?@[\\]{}";
+    size_t i;
+
+    if (name.len == 0) {
+        return 0;
+    }
+    for (i = 0; i < name.len; i++) {
+        unsigned char c = (unsigned char)name.data[i];
+
+        if (c <= 0x20 || c >= 0x7f || strchr(seps, c) != NULL) {
+            return 0;
+        }
+    }
+    for (i = 0; i < value.len; i++) {
+        char c = value.data[i];
+
+        if (c == '\r' || c == '\n' || c == '\0') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d (proleptic Gregorian). */
+static int64_t
+days_from_civil(int64_t y, int m, int d)
+{
+    int64_t era, yoe, doy;
+
+    y -= m <= 2;
+    era = (y >= 0 ? y : y - 399) / 400;
+    yoe = y - era * 400;
+    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+/* n digits at s as a number; -1 when one is not a digit. */
+static int
+digits(const char *s, size_t n)
+{
+    int v = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') {
+            return -1;
+        }
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+/* "Sun, 06 Nov 1994 08:49:37 GMT" as unix seconds; MF_ERR otherwise. */
+static int
+imf_fixdate(const char *s, size_t n, double *t)
+{
+    static const char days[] = "MonTueWedThuFriSatSun";
+    static const char months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+    int d, y, h, mi, se, m;
+
+    if (n != 29 || s[3] != ',' || s[4] != ' ' || s[7] != ' ' || s[11] != ' ' ||
+        s[16] != ' ' || s[19] != ':' || s[22] != ':' ||
+        memcmp(s + 25, " GMT", 4) != 0) {
+        return MF_ERR;
+    }
+    for (m = 0; m < 7 && memcmp(days + 3 * m, s, 3) != 0; m++) {
+    }
+    if (m == 7) {
+        return MF_ERR;
+    }
+    for (m = 0; m < 12 && memcmp(months + 3 * m, s + 8, 3) != 0; m++) {
+    }
+    d = digits(s + 5, 2);
+    y = digits(s + 12, 4);
+    h = digits(s + 17, 2);
+    mi = digits(s + 20, 2);
+    se = digits(s + 23, 2);
+    if (m == 12 || d < 1 || d > 31 || y < 0 || h < 0 || h > 23 || mi < 0 ||
+        mi > 59 || se < 0 || se > 60) {
+        return MF_ERR;
+    }
+    *t = (double)days_from_civil(y, m + 1, d) * 86400.0 + h * 3600.0 +
+         mi * 60.0 + se;
+    return MF_OK;
+}
+
+int
+mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs)
+{
+    const char *s = v.data;
+    size_t n = v.len, i = 0;
+    double val = 0, scale = 1;
+
+    while (n > 0 && (s[0] == ' ' || s[0] == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) {
+        n--;
+    }
+    if (n == 0) {
+        return MF_ERR;
+    }
+    if (s[0] >= '0' && s[0] <= '9') {
+        for (; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (val <= max_secs) { /* past the cap the value stops mattering */
+                val = val * 10 + (s[i] - '0');
+            }
+        }
+        if (i < n && s[i] == '.') {
+            for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++) {
+                scale /= 10;
+                val += (s[i] - '0') * scale;
+            }
+        }
+        if (i != n) {
+            return MF_ERR;
+        }
+    } else {
+        double t;
+
+        if (imf_fixdate(s, n, &t) != MF_OK) {
+            return MF_ERR;
+        }
+        val = t > now ? t - now : 0;
+    }
+    *secs = val < max_secs ? val : max_secs;
+    return MF_OK;
+}

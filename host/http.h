@@ -73,4 +73,16 @@ ssize_t mf_http_chunked_feed(mf_http_chunked_t *c, const char *in, size_t len,
 /* Reason phrase for a status code. */
 const char *mf_http_reason(int status);
 
+/* 1 when name is a header name (an RFC 9110 token) and value holds no
+ * CR, LF or NUL: a header that can be written without splitting the head.
+ * Every header the host writes passes this check. */
+int mf_http_header_ok(mf_str_t name, mf_str_t value);
+
+/* Parses a Retry-After value (RFC 9110 10.2.3): delay-seconds (digits,
+ * a decimal fraction tolerated) or an IMF-fixdate, relative to now (unix
+ * seconds). *secs gets the delay, 0 for a date in the past, at most
+ * max_secs. MF_ERR for anything else (nan, inf, 1e300, negative, other
+ * date forms, garbage): the caller acts as if there were none. */
+int mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs);
+
 #endif

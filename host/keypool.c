@@ -61,6 +61,7 @@ typedef struct mf_keyh_s {
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static keyh_t **all;
 static size_t nall;
+static double max_rest_ms = 300000; /* limits.max_retry_after */
 
 static unsigned
 hash_str(const char *s)
@@ -103,6 +104,14 @@ set_str(char **dst, const char *src)
 {
     free(*dst);
     *dst = mf_xstrdup(src ? src : "");
+}
+
+void
+mf_keypool_set_max_rest(double ms)
+{
+    pthread_mutex_lock(&lock);
+    max_rest_ms = ms > 0 ? ms : 300000;
+    pthread_mutex_unlock(&lock);
 }
 
 void
@@ -263,12 +272,13 @@ mf_keypool_end(mf_prov_t *p, int ki, mf_keyres_t res, double retry_after_ms,
         if (k->state == KEY_OK || k->state == KEY_COOLDOWN) {
             double ms = retry_after_ms;
 
-            if (ms <= 0) {
+            if (!isfinite(ms) || ms <= 0) {
                 ms = k->backoff_ms;
                 k->backoff_ms = fmin(k->backoff_ms * 2, 60000);
                 snprintf(buf, sizeof(buf),
                          "429 without Retry-After: backing off %.0f ms", ms);
             } else {
+                ms = fmin(ms, max_rest_ms);
                 snprintf(buf, sizeof(buf), "429: Retry-After %.0f ms", ms);
             }
             k->until_ms = mf_now_ms() + ms;
@@ -489,10 +499,11 @@ sync_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
         }
         until = atof(bar + 1);
         if ((key_state_t)st == KEY_COOLDOWN) {
-            if (until <= now_wall) {
+            if (!isfinite(until) || until <= now_wall) {
                 continue;
             }
-            k->until_ms = now + (until - now_wall);
+            /* another node's rest, no longer than this node's cap */
+            k->until_ms = now + fmin(until - now_wall, max_rest_ms);
         }
         k->state = (key_state_t)st;
         k->since = mf_wall_time();
@@ -619,4 +630,118 @@ mf_keypool_free(void)
     free(all);
     all = NULL;
     nall = 0;
+}
+
+/* Secret scrubbing */
+
+/* A byte that continues a key-like token. */
+static int
+tok_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+}
+
+/* Replaces msg[at, at + n) with the secret's mask; msg stays a string. */
+static size_t
+mask_at(char *msg, size_t at, size_t n)
+{
+    char mask[32];
+    size_t m, len = strlen(msg);
+
+    mf_mask_secret((mf_str_t){msg + at, n}, mask, sizeof(mask));
+    m = strlen(mask);
+    if (m > n) {
+        m = n; /* a mask never makes the text longer */
+    }
+    memmove(msg + at + m, msg + at + n, len - at - n + 1);
+    memcpy(msg + at, mask, m);
+    return m;
+}
+
+/* Masks each occurrence of secret in msg, and a prefix of it (8 bytes or
+ * more) that ends msg: a message cut inside the key. */
+static void
+scrub_one(char *msg, const char *secret, size_t n)
+{
+    size_t len, at = 0, k;
+    char *hit;
+
+    if (n < 8) {
+        return; /* too short to tell from text */
+    }
+    while ((hit = memmem(msg + at, strlen(msg + at), secret, n)) != NULL) {
+        at = (size_t)(hit - msg);
+        at += mask_at(msg, at, n);
+    }
+    len = strlen(msg);
+    for (k = n - 1 < len ? n - 1 : len; k >= 8; k--) {
+        if (memcmp(msg + len - k, secret, k) == 0) {
+            mask_at(msg, len - k, k);
+            break;
+        }
+    }
+}
+
+/* Masks what looks like an API key: a known prefix at a word start and
+ * 12 or more token bytes after it. */
+static void
+scrub_shapes(char *msg)
+{
+    static const char *const shapes[] = {
+        "sk-",  "sk_",  "rk_",   "gsk_", "xai-", "pplx-",  "AIza",    "AKIA",
+        "ASIA", "ABSK", "ya29.", "hf_",  "r8_",  "nvapi-", "Bearer ", NULL};
+    size_t i, j;
+
+    for (i = 0; msg[i] != '\0'; i++) {
+        if (i > 0 && tok_char(msg[i - 1])) {
+            continue;
+        }
+        for (j = 0; shapes[j] != NULL; j++) {
+            size_t pl = strlen(shapes[j]), n = pl;
+
+            if (strncmp(msg + i, shapes[j], pl) != 0) {
+                continue;
+            }
+            while (tok_char(msg[i + n])) {
+                n++;
+            }
+            while (n > pl && msg[i + n - 1] == '.') {
+                n--; /* the end of a sentence */
+            }
+            if (n - pl >= 12) {
+                if (shapes[j][pl - 1] == ' ') { /* Bearer: the token */
+                    mask_at(msg, i + pl, n - pl);
+                } else {
+                    mask_at(msg, i, n);
+                }
+            }
+            break;
+        }
+    }
+}
+
+void
+mf_keypool_scrub(const mf_prov_t *p, const mf_str_t *secrets, size_t n,
+                 char *msg)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        scrub_one(msg, secrets[i].data, secrets[i].len);
+    }
+    for (i = 0; p != NULL && i < p->nkeys; i++) {
+        const char *key = p->key_str[i], *part = key, *colon;
+
+        scrub_one(msg, key, strlen(key));
+        /* a composite key (Bedrock's id:secret:token): each part */
+        while ((colon = strchr(part, ':')) != NULL) {
+            scrub_one(msg, part, (size_t)(colon - part));
+            part = colon + 1;
+        }
+        if (part != key) {
+            scrub_one(msg, part, strlen(part));
+        }
+    }
+    scrub_shapes(msg);
 }

@@ -35,6 +35,18 @@ int mf_keypool_pick(mf_prov_t *p, uint64_t tried, int last_resort,
 void mf_keypool_begin(mf_prov_t *p, int k);
 void mf_keypool_end(mf_prov_t *p, int k, mf_keyres_t res, double retry_after_ms,
                     const char *why);
+/* The longest rest a 429 gives a key (limits.max_retry_after), also for
+ * rests learnt from other nodes through Redis. */
+void mf_keypool_set_max_rest(double ms);
+/* Masks secrets in msg (a string, edited in place; it only shrinks), as
+ * keys are shown elsewhere ("sk-...abcd"): the n secrets given (the
+ * attempt's key and credential headers), every key of provider p (and
+ * each ':'-separated part of one), and text shaped like an API key of a
+ * known provider (sk-, gsk_, xai-, pplx-, AIza, AKIA, ya29., Bearer ...).
+ * For upstream error messages before a client, a log or a metric sees
+ * them. */
+void mf_keypool_scrub(const mf_prov_t *p, const mf_str_t *secrets, size_t n,
+                      char *msg);
 /* Every key (masked), its state, why, since when, requests, errors. */
 json_t *mf_keypool_json(void);
 /* Operator: enable or disable key `index` of `provider` by hand. */

@@ -67,6 +67,9 @@ mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
 {
     size_t i;
 
+    if (!mf_http_header_ok(name, value)) {
+        return MF_ERR;
+    }
     for (i = 0; i < h->n; i++) {
         if (mf_str_caseeq(h->v[i].name, name)) {
             if (value.len == 0) {
@@ -116,6 +119,24 @@ is_hop_header(mf_str_t n)
            mf_str_caseeq(n, MF_STR("content-type"));
 }
 
+/* Writes one header line; a header that would split the head (a stage's
+ * or the client's value with CR or LF) is dropped and logged instead. */
+static void
+send_header(mf_req_t *r, struct evbuffer *o, mf_str_t name, mf_str_t value)
+{
+    if (!mf_http_header_ok(name, value)) {
+        mf_log_warn("request %.*s: header '%.*s' not sent: its value holds "
+                    "CR, LF or NUL",
+                    (int)r->id.len, r->id.data,
+                    (int)(name.len > 64 ? 64 : name.len), name.data);
+        return;
+    }
+    evbuffer_add(o, name.data, name.len);
+    evbuffer_add(o, ": ", 2);
+    evbuffer_add(o, value.data, value.len);
+    evbuffer_add(o, "\r\n", 2);
+}
+
 /* Writes the status line and headers; len < 0 = chunked body. */
 static void
 send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
@@ -142,11 +163,10 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
                         r->id.data);
     if (r->attempts > 0 && r->prov != NULL) {
-        evbuffer_add_printf(o,
-                            "x-manifold-provider: %s\r\nx-manifold-model: "
-                            "%.*s\r\nx-manifold-attempts: %d\r\n",
-                            r->prov->conf->name, (int)r->up_model.len,
-                            r->up_model.data, r->attempts);
+        send_header(r, o, MF_STR("x-manifold-provider"),
+                    mf_str_from(r->prov->conf->name));
+        send_header(r, o, MF_STR("x-manifold-model"), r->up_model);
+        evbuffer_add_printf(o, "x-manifold-attempts: %d\r\n", r->attempts);
     }
     for (i = 0; i < r->resp_headers.n; i++) {
         mf_header_t *h = &r->resp_headers.v[i];
@@ -154,10 +174,7 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
         if (is_hop_header(h->name)) {
             continue;
         }
-        evbuffer_add(o, h->name.data, h->name.len);
-        evbuffer_add(o, ": ", 2);
-        evbuffer_add(o, h->value.data, h->value.len);
-        evbuffer_add(o, "\r\n", 2);
+        send_header(r, o, h->name, h->value);
     }
     evbuffer_add(o, "\r\n", 2);
 }
@@ -200,6 +217,76 @@ mf_req_respond(mf_req_t *r, int status, const char *content_type, mf_str_t body)
     return MF_OK;
 }
 
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if none. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+    size_t len, i;
+    unsigned cp;
+
+    if (s[0] < 0x80) {
+        return 1;
+    }
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        len = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        len = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        len = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len) {
+        return 0;
+    }
+    for (i = 1; i < len; i++) {
+        if ((s[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+        (len == 4 && (cp < 0x10000 || cp > 0x10ffff))) {
+        return 0;
+    }
+    return len;
+}
+
+/* message as valid UTF-8 (a sentence cut inside a character, a path's raw
+ * bytes): each invalid byte becomes U+FFFD. Pool memory, or message. */
+static const char *
+utf8_clean(mf_req_t *r, const char *message)
+{
+    const unsigned char *m = (const unsigned char *)message;
+    size_t n = strlen(message), i = 0, k;
+    mf_buf_t b = {0};
+    const char *out;
+
+    while (i < n && (k = utf8_seq(m + i, n - i)) > 0) {
+        i += k;
+    }
+    if (i == n) {
+        return message;
+    }
+    mf_buf_append(&b, message, i);
+    while (i < n) {
+        k = utf8_seq(m + i, n - i);
+        if (k == 0) {
+            mf_buf_append(&b, "\xef\xbf\xbd", 3);
+            k = 1;
+        } else {
+            mf_buf_append(&b, message + i, k);
+        }
+        i += k;
+    }
+    out = b.data ? mf_pool_strndup(r->pool, b.data, b.len) : NULL;
+    mf_buf_free(&b);
+    return out ? out : "the error message could not be encoded";
+}
+
 static char *
 error_json(mf_req_t *r, const char *type, const char *code, const char *param,
            const char *message)
@@ -235,6 +322,7 @@ respond_error_param(mf_req_t *r, int status, const char *type, const char *code,
     if (r->head_sent || r->finished) {
         return MF_ERR;
     }
+    message = utf8_clean(r, message);
     text = error_json(r, type, code, param, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     rc = mf_req_respond(r, status, "application/json", mf_str_from(text));
@@ -256,6 +344,7 @@ send_stream_error(mf_req_t *r, const char *code, const char *message)
     char *text, *ev;
     size_t n;
 
+    message = utf8_clean(r, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     if (r->conn == NULL) {
         return;
@@ -435,26 +524,38 @@ mf_req_set_model(mf_req_t *r, mf_str_t model)
     return r->ntargets > 0 ? MF_OK : MF_ERR;
 }
 
+/* At most MF_MODEL_QUOTE bytes of a client's model are quoted back. */
+#define MF_MODEL_QUOTE 64
+
+/* 404 for a model no provider serves. The client is told a bounded
+ * prefix of the name and the models served; hints meant for the operator
+ * (a provider disabled for empty keys, the config file) go to the log. */
 static void
 respond_unknown_model(mf_req_t *r)
 {
     mf_gen_t *g = r->gen;
     mf_config_t *c = g->config;
     mf_buf_t b = {0};
-    size_t i, j, listed = 0;
-    char *msg;
+    size_t i, j, listed = 0, quote = r->model.len;
 
+    if (quote > MF_MODEL_QUOTE) {
+        quote = MF_MODEL_QUOTE;
+        while (quote > 0 && (r->model.data[quote] & 0xc0) == 0x80) {
+            quote--; /* not inside a character */
+        }
+    }
     mf_buf_printf(&b,
-                  "The model '%.*s' does not exist or is not served by "
+                  "The model '%.*s%s' does not exist or is not served by "
                   "this gateway.",
-                  (int)r->model.len, r->model.data);
+                  (int)quote, r->model.data, quote < r->model.len ? "..." : "");
     for (i = 0; i < c->nproviders; i++) {
         if (c->providers[i].disabled && serves(&c->providers[i], r->model)) {
-            mf_buf_printf(&b,
-                          " Provider '%s' would serve it but is "
-                          "disabled because its keys are empty: set its key "
-                          "variable and restart or reload.",
-                          c->providers[i].name);
+            mf_log_warn("request %.*s: model '%.*s%s' would be served by "
+                        "provider '%s', disabled because its keys are "
+                        "empty: set its key variable in %s and reload",
+                        (int)r->id.len, r->id.data, (int)quote, r->model.data,
+                        quote < r->model.len ? "..." : "", c->providers[i].name,
+                        c->path);
             break;
         }
     }
@@ -469,14 +570,11 @@ respond_unknown_model(mf_req_t *r)
     if (listed == 0) {
         mf_buf_printf(&b, " none (no provider is enabled)");
     }
-    mf_buf_printf(&b,
-                  ". Use one of these, or add the model to a provider's "
-                  "models list in %s.",
-                  c->path);
+    mf_buf_printf(&b, ". Use one of these, or ask the gateway's operator to "
+                      "serve the model.");
     mf_buf_append(&b, "", 1);
-    msg = b.data;
     mf_req_respond_error(r, 404, "invalid_request_error", "model_not_found",
-                         msg);
+                         b.data ? b.data : "The model is not served.");
     mf_buf_free(&b);
 }
 
@@ -939,7 +1037,8 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
         mf_header_t *h = &r->up_req_headers.v[i];
 
         if (mf_str_caseeq(h->name, MF_STR("host")) ||
-            mf_str_caseeq(h->name, MF_STR("content-length"))) {
+            mf_str_caseeq(h->name, MF_STR("content-length")) ||
+            !mf_http_header_ok(h->name, h->value)) {
             continue;
         }
         mf_buf_append(b, h->name.data, h->name.len);
@@ -1222,6 +1321,24 @@ attempt_ttft_timeout(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* 1 when url has no byte that would change the request line: a space, a
+ * control (CR, LF, NUL) or a byte past ASCII. A provider percent-encodes
+ * what it puts into a path (pu_path_segment); this holds every plugin. */
+static int
+url_ok(mf_str_t url)
+{
+    size_t i;
+
+    for (i = 0; i < url.len; i++) {
+        unsigned char ch = (unsigned char)url.data[i];
+
+        if (ch <= 0x20 || ch >= 0x7f) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void
 attempt_start(mf_req_t *r)
 {
@@ -1232,8 +1349,8 @@ attempt_start(mf_req_t *r)
     mf_url_t url;
     mf_buf_t b = {0};
 
-    if (mf_url_parse(r->up_url.data, r->up_url.len, &url, path, sizeof(path)) !=
-        MF_OK) {
+    if (!url_ok(r->up_url) || mf_url_parse(r->up_url.data, r->up_url.len, &url,
+                                           path, sizeof(path)) != MF_OK) {
         snprintf(msg, sizeof(msg), "provider '%s' has an unusable URL",
                  pc->name);
         mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
@@ -1328,12 +1445,36 @@ attempt_retry(mf_req_t *r, const outcome_t *o)
     return 1;
 }
 
+/*
+ * How long the upstream asked to wait, in ms of whole seconds (0 = it did
+ * not say): its Retry-After header (mf_http_retry_after: seconds or an
+ * HTTP date; nan, inf or garbage count as absent), else the provider's
+ * hint from the body (err->retry_after), at most limits.max_retry_after.
+ * A 429 rests its key this long and the client is told the same.
+ */
+static double
+retry_after_ms(mf_req_t *r, const mf_error_t *err)
+{
+    double cap = r->gen->config->limits.max_retry_after_ms / 1000, secs;
+    mf_str_t ra;
+
+    if (mf_hlist_get(&r->up_resp_headers, MF_STR("retry-after"), &ra) ==
+            MF_OK &&
+        mf_http_retry_after(ra, mf_wall_time(), cap, &secs) == MF_OK) {
+        /* the header's word */
+    } else if (err != NULL && err->retry_after > 0) {
+        secs = fmin(err->retry_after, cap);
+    } else {
+        return 0;
+    }
+    return fmax(1, ceil(secs)) * 1000;
+}
+
 /* The outcome of an upstream answer with a status. */
 static void
 outcome_status(mf_req_t *r, int st, outcome_t *o, const mf_error_t *err)
 {
     const char *code = err && err->code ? err->code : "";
-    mf_str_t ra;
 
     memset(o, 0, sizeof(*o));
     snprintf(o->what, sizeof(o->what), "%d", st);
@@ -1343,17 +1484,7 @@ outcome_status(mf_req_t *r, int st, outcome_t *o, const mf_error_t *err)
     } else if (st == 429) {
         o->kind = MF_RETRY_429;
         o->keyres = MF_KEYRES_RATE;
-        if (mf_hlist_get(&r->up_resp_headers, MF_STR("retry-after"), &ra) ==
-                MF_OK &&
-            ra.len > 0 && ra.len < 16) {
-            char num[16];
-
-            memcpy(num, ra.data, ra.len);
-            num[ra.len] = '\0';
-            o->retry_after_ms = atof(num) * 1000;
-        } else if (err && err->retry_after > 0) {
-            o->retry_after_ms = err->retry_after * 1000.0;
-        }
+        o->retry_after_ms = retry_after_ms(r, err);
     } else if (st >= 500) {
         o->kind = MF_RETRY_5XX;
         o->keyres = MF_KEYRES_FAIL;
@@ -1625,12 +1756,46 @@ mf_req_drained(mf_req_t *r)
     }
 }
 
+/* Masks the attempt's secrets in an upstream error message (a string,
+ * edited in place): its key, the credentials the provider sent (a Vertex
+ * token, an Azure api-key ...), its provider's keys and key-shaped text
+ * (mf_keypool_scrub). Every upstream error passes here before the
+ * client, the access log or a metric sees it. */
+static void
+scrub_error(mf_req_t *r, char *message)
+{
+    static const char *const creds[] = {"authorization", "x-api-key", "api-key",
+                                        "x-goog-api-key", NULL};
+    mf_str_t secrets[8];
+    size_t n = 0, i;
+
+    if (r->up_key.len > 0) {
+        secrets[n++] = r->up_key;
+    }
+    for (i = 0; creds[i] != NULL; i++) {
+        mf_str_t v;
+
+        if (mf_hlist_get(&r->up_req_headers, mf_str_from(creds[i]), &v) !=
+            MF_OK) {
+            continue;
+        }
+        if (v.len > 7 && strncasecmp(v.data, "Bearer ", 7) == 0) {
+            v.data += 7;
+            v.len -= 7;
+        }
+        secrets[n++] = v;
+    }
+    mf_keypool_scrub(r->prov, secrets, n, message);
+}
+
 /* The provider failed a 2xx stream (api->set_error): before anything
  * reached the client (the head goes with the first flush) the attempt
  * fails over; after, an error event ends the stream. */
 static void
 stream_failed(mf_req_t *r, const mf_error_t *err)
 {
+    char message[sizeof(err->message)];
+
     if (!r->head_sent) {
         /* chunks not flushed yet: the client saw nothing */
         r->sse_active = 0;
@@ -1638,8 +1803,10 @@ stream_failed(mf_req_t *r, const mf_error_t *err)
         return;
     }
     flush_stream(r);
-    send_stream_error(r, err->code ? err->code : "upstream_error",
-                      err->message);
+    memcpy(message, err->message, sizeof(message));
+    message[sizeof(message) - 1] = '\0';
+    scrub_error(r, message);
+    send_stream_error(r, err->code ? err->code : "upstream_error", message);
     finish_stream(r);
     req_finish(r);
 }
@@ -1794,11 +1961,15 @@ complete_nonstream(mf_req_t *r)
 /* The attempt failed with err: the next target when the route's
  * retry_on allows, else err to the client. */
 static void
-attempt_fail(mf_req_t *r, const mf_error_t *err, int status)
+attempt_fail(mf_req_t *r, const mf_error_t *up_err, int status)
 {
+    mf_error_t scrubbed = *up_err;
+    const mf_error_t *err = &scrubbed;
     outcome_t o;
+    double ra_ms;
     char num[16];
 
+    scrub_error(r, scrubbed.message);
     outcome_status(r, status, &o, err);
     if (status != r->up_status) {
         /* a 2xx the provider refused (safety block) or no upstream call */
@@ -1808,8 +1979,10 @@ attempt_fail(mf_req_t *r, const mf_error_t *err, int status)
     if (attempt_retry(r, &o)) {
         return;
     }
-    if (err->retry_after > 0) {
-        snprintf(num, sizeof(num), "%d", err->retry_after);
+    /* the client waits as long as the key rests */
+    ra_ms = o.retry_after_ms > 0 ? o.retry_after_ms : retry_after_ms(r, err);
+    if (ra_ms > 0) {
+        snprintf(num, sizeof(num), "%.0f", ra_ms / 1000);
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
                      mf_str_from(num));
     }
@@ -2106,6 +2279,67 @@ make_id(mf_req_t *r, const mf_http_head_t *head)
     return mf_pool_str(r->pool, (mf_str_t){buf, (size_t)n});
 }
 
+/* Refuses (400) a model name holding a control character (CR, LF, NUL,
+ * ...): it would reach upstream URLs, headers and logs. MF_ERR when it
+ * answered. */
+static int
+check_model(mf_req_t *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->model.len; i++) {
+        unsigned char ch = (unsigned char)r->model.data[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "invalid_model",
+                                 "The model name holds a control character "
+                                 "(such as a line break); send the model's "
+                                 "plain name.");
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
+/* The request path as logs show it: bytes outside printable ASCII (raw
+ * invalid UTF-8, controls) percent-encoded, so that every log line stays
+ * valid UTF-8; a path the gateway serves is left as it is. */
+static mf_str_t
+loggable_path(mf_pool_t *pool, mf_str_t path)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    mf_buf_t b = {0};
+    mf_str_t s;
+    size_t i;
+
+    for (i = 0; i < path.len; i++) {
+        unsigned char ch = (unsigned char)path.data[i];
+
+        if (ch <= 0x20 || ch >= 0x7f) {
+            break;
+        }
+    }
+    if (i == path.len) {
+        return mf_pool_str(pool, path);
+    }
+    for (i = 0; i < path.len; i++) {
+        unsigned char ch = (unsigned char)path.data[i];
+        char esc[3] = {'%', hexd[ch >> 4], hexd[ch & 15]};
+
+        if (ch <= 0x20 || ch >= 0x7f) {
+            mf_buf_append(&b, esc, 3);
+        } else {
+            mf_buf_append(&b, (const char *)&path.data[i], 1);
+        }
+    }
+    s.data = b.data;
+    s.len = b.len;
+    s = mf_pool_str(pool, s);
+    mf_buf_free(&b);
+    return s;
+}
+
 /* A request from its head and body (taken), tied to the connection, with
  * the CORS headers of an allowed origin; *preflight tells a preflight. */
 static mf_req_t *
@@ -2136,7 +2370,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
     r->id = make_id(r, head);
     r->method = mf_pool_str(pool, head->method);
-    r->path = mf_pool_str(pool, head->path);
+    r->path = loggable_path(pool, head->path);
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
         mf_hlist_set(pool, &r->req_headers, head->headers[i].name,
@@ -2224,7 +2458,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         req_finish(r);
         return;
     }
-    if (parse_body(r) != MF_OK) {
+    if (parse_body(r) != MF_OK || check_model(r) != MF_OK) {
         req_finish(r);
         return;
     }

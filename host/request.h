@@ -51,6 +51,9 @@ int mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model,
                       unsigned weight);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
+/* Sets (an empty value removes) header name in h, copied into pool.
+ * MF_ERR for a name that is not a token or a value with CR, LF or NUL
+ * (mf_http_header_ok): no header in a list can split a head. */
 int mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value);
 int mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value);
 

@@ -499,6 +499,40 @@ call_read_cb(struct bufferevent *bev, void *arg)
     call_process(arg);
 }
 
+/* Why a TLS handshake failed, as a phrase (static or thread-local). */
+static const char *
+tls_reason(struct bufferevent *bev, unsigned long err, unsigned long kind)
+{
+    static _Thread_local char text[256];
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    long vr = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+    const char *why;
+
+    if (err != 0 && ERR_GET_REASON(err) == SSL_R_CERTIFICATE_VERIFY_FAILED &&
+        vr != X509_V_OK) {
+        snprintf(text, sizeof(text), "certificate verify failed: %s",
+                 X509_verify_cert_error_string(vr));
+        return text;
+    }
+    if (err != 0) {
+        why = ERR_reason_error_string(err);
+        if (why != NULL) {
+            return why;
+        }
+        ERR_error_string_n(err, text, sizeof(text));
+        return text;
+    }
+    switch (kind) {
+    case SSL_ERROR_SSL:
+        return "TLS protocol error (does the port speak TLS?)";
+    case SSL_ERROR_SYSCALL:
+        return "the peer closed the connection during the handshake";
+    default:
+        snprintf(text, sizeof(text), "TLS error %lu", kind);
+        return text;
+    }
+}
+
 static void
 call_event_cb(struct bufferevent *bev, short what, void *arg)
 {
@@ -531,23 +565,29 @@ call_event_cb(struct bufferevent *bev, short what, void *arg)
         return;
     }
     if (!c->connected) {
-        unsigned long ssl_err = 0;
+        unsigned long ssl_err = 0, ssl_kind = 0;
         int dns_err = bufferevent_socket_get_dns_error(bev);
 
         {
             unsigned long e;
 
+            /* libevent records SSL_get_error()'s kind (no library) before
+             * OpenSSL's own errors: the last of these says most */
             while ((e = bufferevent_get_openssl_error(bev)) != 0) {
-                ssl_err = e;
+                if (ERR_GET_LIB(e) == 0) {
+                    ssl_kind = e;
+                } else {
+                    ssl_err = e;
+                }
             }
         }
         if (dns_err) {
             snprintf(msg, sizeof(msg), "cannot resolve %s: %s", c->url.host,
                      evutil_gai_strerror(dns_err));
-        } else if (ssl_err) {
+        } else if (ssl_err || ssl_kind) {
             snprintf(msg, sizeof(msg), "TLS handshake with %s:%d failed: %s",
                      c->url.host, c->url.port,
-                     ERR_reason_error_string(ssl_err));
+                     tls_reason(bev, ssl_err, ssl_kind));
         } else {
             snprintf(msg, sizeof(msg), "cannot connect to %s:%d: %s",
                      c->url.host, c->url.port,

@@ -303,3 +303,42 @@ pu_str_is(mf_str_t s, const char *lit)
 {
     return s.len == strlen(lit) && memcmp(s.data, lit, s.len) == 0;
 }
+
+int
+pu_path_segment(const char *s, size_t n, char *out, size_t cap)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    size_t i, o = 0;
+
+    if (cap == 0) {
+        return -1;
+    }
+    out[0] = '\0';
+    if (n == 0 || (n == 1 && s[0] == '.') ||
+        (n == 2 && s[0] == '.' && s[1] == '.')) {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c < 0x20 || c == 0x7f) {
+            out[0] = '\0';
+            return -1;
+        }
+        if (o + 4 > cap) {
+            out[0] = '\0';
+            return -1;
+        }
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+            c == '~') {
+            out[o++] = (char)c;
+        } else {
+            out[o++] = '%';
+            out[o++] = hexd[c >> 4];
+            out[o++] = hexd[c & 15];
+        }
+    }
+    out[o] = '\0';
+    return (int)o;
+}

@@ -79,6 +79,14 @@ void pu_error(const mf_host_api_t *api, mf_req_t *r, int status,
 /* s equals the C string lit. */
 int pu_str_is(mf_str_t s, const char *lit);
 
+/* Percent-encodes s (n bytes) as one URL path segment into out (cap
+ * bytes, NUL-terminated): every byte but A-Za-z0-9-._~ becomes %XX, so
+ * '/', '?', '#', ':' and CR LF cannot change the upstream path or request.
+ * Returns the length, or -1 (out untouched but for a NUL) when s is empty,
+ * "." or "..", holds a control character, or does not fit. Every client
+ * value a provider puts into an upstream URL goes through here. */
+int pu_path_segment(const char *s, size_t n, char *out, size_t cap);
+
 /* Lower-cased hex of n bytes into out (2n + 1). */
 void pu_hex(const unsigned char *in, size_t n, char *out);
 

@@ -637,8 +637,8 @@ anthropic_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     json_t *e = json_object_get(j, "error");
     const char *type = json_string_value(json_object_get(e, "type"));
     const char *msg = json_string_value(json_object_get(e, "message"));
-    mf_str_t ra;
 
+    (void)r;
     err->status = status;
     err->type = "upstream_error";
     if (status == 400 || status == 404 || status == 413 || status == 422) {
@@ -653,16 +653,7 @@ anthropic_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
         err->code = "upstream_auth_failed";
         msg = "the provider refused the gateway's key";
     } else if (status == 429) {
-        err->type = "rate_limit_error";
-        if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
-                            MF_STR("retry-after"), &ra) == MF_OK &&
-            ra.len < 10) {
-            char num[16];
-
-            memcpy(num, ra.data, ra.len);
-            num[ra.len] = '\0';
-            err->retry_after = atoi(num);
-        }
+        err->type = "rate_limit_error"; /* the host reads Retry-After */
     } else if (status == 529 ||
                (type && strcmp(type, "overloaded_error") == 0)) {
         err->status = 503;

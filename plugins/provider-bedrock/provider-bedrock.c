@@ -585,7 +585,15 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed)) {
         return MF_ERR;
     }
-    uri_encode(u->model.data, u->model.len, 0, model, sizeof(model));
+    if (pu_path_segment(u->model.data, u->model.len, model, sizeof(model)) <
+        0) {
+        pu_error(api, r, 400, "invalid_request_error", "invalid_model",
+                 "provider '%s' cannot put this model name into its URL (it "
+                 "is empty, '.' or '..', too long, or holds a control "
+                 "character)",
+                 b->name);
+        return MF_ERR;
+    }
     if (u->base_url.len == sizeof(GENERIC_HOST) - 1 &&
         memcmp(u->base_url.data, GENERIC_HOST, u->base_url.len) == 0) {
         /* the generic endpoint: the region's own */

@@ -812,7 +812,7 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
     gemini_t *g = state;
     json_t *body = api->get_body_json(r), *msg;
-    char url[4096], *text;
+    char url[4096], model[1024], *text;
     const char *method;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
 
@@ -823,6 +823,15 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     method = embed       ? (g->vertex ? "predict" : "batchEmbedContents")
              : u->stream ? "streamGenerateContent?alt=sse"
                          : "generateContent";
+    if (pu_path_segment(u->model.data, u->model.len, model, sizeof(model)) <
+        0) {
+        pu_error(api, r, 400, "invalid_request_error", "invalid_model",
+                 "provider '%s' cannot put this model name into its URL (it "
+                 "is empty, '.' or '..', too long, or holds a control "
+                 "character)",
+                 g->name);
+        return MF_ERR;
+    }
     if (g->vertex) {
         account_t *a = account_for(g, u->key);
         char base[1024];
@@ -847,9 +856,8 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         }
         n = snprintf(url, sizeof(url),
                      "%s/%s/projects/%s/locations/%s/publishers/google/"
-                     "models/%.*s:%s",
-                     base, g->version, project, g->location, (int)u->model.len,
-                     u->model.data, method);
+                     "models/%s:%s",
+                     base, g->version, project, g->location, model, method);
     } else {
         int has_ver =
             u->base_url.len > 3 &&
@@ -858,10 +866,9 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
               memcmp(u->base_url.data + u->base_url.len - 7, "/v1beta", 7) ==
                   0));
 
-        n = snprintf(url, sizeof(url), "%.*s%s%s/models/%.*s:%s",
+        n = snprintf(url, sizeof(url), "%.*s%s%s/models/%s:%s",
                      (int)u->base_url.len, u->base_url.data, has_ver ? "" : "/",
-                     has_ver ? "" : g->version, (int)u->model.len,
-                     u->model.data, method);
+                     has_ver ? "" : g->version, model, method);
     }
     if (n < 0 || (size_t)n >= sizeof(url)) {
         return MF_ERR;

@@ -6,14 +6,16 @@
  * stream usage is asked for where the API takes stream_options. The
  * request goes up untouched otherwise; usage is read from the body or the
  * final stream chunk (cache and reasoning fields of each vendor); errors
- * are mapped to the client's status with the upstream message, secrets
- * scrubbed.
+ * are mapped to the client's status with the upstream message (the host
+ * masks the keys it may echo).
  */
 #include <ctype.h>
 #include <manifold/plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../common/provider-util.h"
 
 static const mf_host_api_t *api;
 
@@ -154,16 +156,28 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 
     if (azure) {
         /* deployments: {model: deployment}; else the model names it */
-        char mname[256];
+        char mname[256], seg[1024];
         const char *dep;
 
         snprintf(mname, sizeof(mname), "%.*s", (int)u->model.len,
                  u->model.data);
-        dep = json_string_value(json_object_get(st->deployments, mname));
+        dep = u->model.len < sizeof(mname)
+                  ? json_string_value(json_object_get(st->deployments, mname))
+                  : NULL;
+        if ((dep ? pu_path_segment(dep, strlen(dep), seg, sizeof(seg))
+                 : pu_path_segment(u->model.data, u->model.len, seg,
+                                   sizeof(seg))) < 0) {
+            pu_error(api, r, 400, "invalid_request_error", "invalid_model",
+                     "provider '%s' cannot put this model name into its URL "
+                     "(it is empty, '.' or '..', too long, or holds a "
+                     "control character)",
+                     st->name);
+            return MF_ERR;
+        }
         n = snprintf(url, sizeof(url),
                      "%.*s/openai/deployments/%s%s?api-version=%s",
-                     (int)u->base_url.len, u->base_url.data, dep ? dep : mname,
-                     suffix, st->api_version);
+                     (int)u->base_url.len, u->base_url.data, seg, suffix,
+                     st->api_version);
     } else {
         n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
                      u->base_url.data, suffix);
@@ -398,28 +412,6 @@ openai_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     return flags;
 }
 
-/* Replaces what looks like an API key ("sk-..." runs) with "sk-***". */
-static void
-scrub(char *s)
-{
-    char *p = s;
-
-    while ((p = strstr(p, "sk-")) != NULL) {
-        char *q = p + 3;
-        size_t run = 0;
-
-        while (isalnum((unsigned char)q[run]) || q[run] == '-' ||
-               q[run] == '_' || q[run] == '*') {
-            run++;
-        }
-        if (run >= 4) {
-            memmove(q + 3, q + run, strlen(q + run) + 1);
-            memcpy(q, "***", 3);
-        }
-        p = q;
-    }
-}
-
 static int
 openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                    mf_error_t *err)
@@ -428,7 +420,8 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     json_t *j = json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error");
     const char *msg = NULL, *code = NULL;
-    mf_str_t ra;
+
+    (void)r;
 
     if (json_is_object(e)) {
         msg = json_string_value(json_object_get(e, "message"));
@@ -476,11 +469,7 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     case 429:
         err->status = 429;
         err->type = "rate_limit_error";
-        err->code = "rate_limit_exceeded";
-        if (api->get_header(r, MF_UPSTREAM_RESPONSE_HEADERS,
-                            MF_STR("retry-after"), &ra) == MF_OK) {
-            err->retry_after = atoi(ra.data);
-        }
+        err->code = "rate_limit_exceeded"; /* the host reads Retry-After */
         break;
     default:
         err->status = 502;
@@ -489,8 +478,7 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     snprintf(err->message, sizeof(err->message),
              "provider '%s' answered %d: %s", st->name, status,
              msg ? msg : "(no message)");
-    scrub(err->message);
-    json_decref(j);
+    json_decref(j); /* the host masks keys the message may echo */
     return MF_OK;
 }
 

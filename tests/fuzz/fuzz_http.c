@@ -1,4 +1,5 @@
-/* libFuzzer driver: request and response heads, and chunked bodies. */
+/* libFuzzer driver: request and response heads, chunked bodies, and
+ * Retry-After values and header checks on the whole input. */
 #include <stdlib.h>
 
 #include "http.h"
@@ -33,5 +34,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     memset(&c, 0, sizeof(c));
     mf_http_chunked_feed(&c, in + end, size - end, sink, &n);
+    {
+        mf_str_t all = {in, size};
+        double secs = -1;
+
+        if (mf_http_retry_after(all, 1.7e9, 300, &secs) == MF_OK &&
+            !(secs >= 0 && secs <= 300)) {
+            abort(); /* a delay outside [0, cap] */
+        }
+        mf_http_header_ok(MF_STR("x"), all);
+        mf_http_header_ok(all, MF_STR("v"));
+    }
     return 0;
 }

@@ -181,10 +181,16 @@ test('unknown model is 404 model_not_found with a fix', async () => {
   assert.equal(res.status, 404);
   const body = await res.json();
   assert.equal(body.error.code, 'model_not_found');
-  assert.match(body.error.message, /models list/);
+  assert.match(body.error.message, /Served:.*operator/);
   const res2 = await chat(gw, 'hi', { model: 'nokey-1' });
   assert.equal(res2.status, 404);
-  assert.match((await res2.json()).error.message, /disabled because its keys are empty/);
+  assert.ok(!(await res2.text()).includes('.yaml'), 'the config path is the operator\'s');
+  // the hint for the operator goes to the log
+  const end = Date.now() + 5000;
+  while (!/disabled because its keys are empty/.test(gw.stderr) && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.match(gw.stderr, /disabled because its keys are empty/);
 });
 
 test('upstream refusing connection is 502', async () => {

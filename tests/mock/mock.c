@@ -41,7 +41,11 @@
  *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
  *    POST /_mock/mode {"status": 429, "retry_after": 1}: answer every
- *    request with that status from now on ({"status": 0} ends it).
+ *    request with that status from now on ({"status": 0} ends it);
+ *    with "body": "TEXT" (and "headers": {"Name": "value"}), every
+ *    request but the OAuth token's is answered with exactly that body and
+ *    those headers, "{key}" in TEXT replaced by the request's credential
+ *    (an upstream echoing the key it was sent).
  *
  * Usage: mf-mock [--port N] (0 = pick one; the port is printed on stdout).
  */
@@ -67,6 +71,7 @@ static json_t *history; /* the last 64 requests, oldest first */
 static long request_count;
 static int mode_status; /* POST /_mock/mode: answer everything with this */
 static int mode_retry_after;
+static json_t *mode_reply; /* POST /_mock/mode with "body": scripted */
 
 typedef struct stream_s {
     struct evhttp_request *req;
@@ -1388,6 +1393,33 @@ record(struct evhttp_request *req, const char *body, size_t len)
     request_count++;
 }
 
+/* The scripted answer of POST /_mock/mode {"body", "headers"}. */
+static void
+send_scripted(struct evhttp_request *req, const char *auth)
+{
+    const char *text = json_string_value(json_object_get(mode_reply, "body"));
+    const char *key = strncmp(auth, "Bearer ", 7) == 0 ? auth + 7 : auth;
+    struct evbuffer *b = evbuffer_new();
+    json_t *v;
+    const char *name, *hole;
+
+    while ((hole = strstr(text, "{key}")) != NULL) {
+        evbuffer_add(b, text, (size_t)(hole - text));
+        evbuffer_add(b, key, strlen(key));
+        text = hole + 5;
+    }
+    evbuffer_add(b, text, strlen(text));
+    json_object_foreach(json_object_get(mode_reply, "headers"), name, v)
+    {
+        evhttp_add_header(evhttp_request_get_output_headers(req), name,
+                          json_string_value(v) ? json_string_value(v) : "");
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json");
+    evhttp_send_reply(req, mode_status ? mode_status : 400, "Scripted", b);
+    evbuffer_free(b);
+}
+
 static void
 handle(struct evhttp_request *req, void *arg)
 {
@@ -1418,6 +1450,9 @@ handle(struct evhttp_request *req, void *arg)
         mode_status = (int)json_integer_value(json_object_get(m, "status"));
         mode_retry_after =
             (int)json_integer_value(json_object_get(m, "retry_after"));
+        json_decref(mode_reply);
+        mode_reply =
+            json_is_string(json_object_get(m, "body")) ? json_incref(m) : NULL;
         json_decref(m);
         send_json(req, 200, json_pack("{s:i}", "status", mode_status), 0);
         free(body);
@@ -1463,6 +1498,12 @@ handle(struct evhttp_request *req, void *arg)
                                   "api-key"); /* Azure */
     }
     snprintf(p->auth, sizeof(p->auth), "%s", auth ? auth : "");
+    if (mode_reply != NULL && strstr(uri, "/token") == NULL) {
+        send_scripted(req, p->auth);
+        free(body);
+        free(p);
+        return;
+    }
     p->body = json_loadb(body, len, 0, &err);
     if (p->gemini && p->body == NULL) {
         p->body = json_stringn(body, len); /* the token endpoint's form */

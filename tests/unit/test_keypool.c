@@ -1,6 +1,7 @@
 /* Check suite for host/keypool.c: picking, 401/429/failure transitions,
  * last resort, masking. */
 #include "check_main.h"
+#include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -116,6 +117,47 @@ START_TEST(success_resets_and_masking)
 }
 END_TEST
 
+START_TEST(rest_is_capped_and_finite)
+{
+    json_t *all, *e;
+
+    mf_keypool_set_max_rest(5000);
+    mf_keypool_begin(&prov, 0);
+    mf_keypool_end(&prov, 0, MF_KEYRES_RATE, 1e12, "429");
+    all = mf_keypool_json();
+    e = json_array_get(all, 0);
+    ck_assert_str_eq(json_string_value(json_object_get(e, "state")),
+                     "cooldown");
+    ck_assert(json_real_value(json_object_get(e, "retry_in_ms")) <= 5000);
+    json_decref(all);
+    mf_keypool_begin(&prov, 1);
+    mf_keypool_end(&prov, 1, MF_KEYRES_RATE, NAN, "429");
+    all = mf_keypool_json();
+    e = json_array_get(all, 1);
+    ck_assert_ptr_nonnull(strstr(json_string_value(json_object_get(e, "why")),
+                                 "without Retry-After"));
+    json_decref(all);
+    mf_keypool_set_max_rest(300000);
+}
+END_TEST
+
+START_TEST(scrub_masks_keys)
+{
+    char msg[512];
+    mf_str_t extra = MF_STR("ya29.vertex-token-abcdefgh");
+
+    snprintf(msg, sizeof(msg),
+             "bad key sk-bbbb-2222 and token ya29.vertex-token-abcdefgh, "
+             "gsk_0123456789abcdefXYZ; a task-based sk-ok; cut sk-cccc-33");
+    mf_keypool_scrub(&prov, &extra, 1, msg);
+    ck_assert_ptr_null(strstr(msg, "bbbb"));
+    ck_assert_ptr_null(strstr(msg, "vertex-token"));
+    ck_assert_ptr_null(strstr(msg, "0123456789abcdef"));
+    ck_assert_ptr_null(strstr(msg, "cccc"));
+    ck_assert_ptr_nonnull(strstr(msg, "task-based sk-ok"));
+}
+END_TEST
+
 int
 main(void)
 {
@@ -125,6 +167,8 @@ main(void)
     tcase_add_checked_fixture(tc, setup, teardown);
     tcase_add_test(tc, round_robin_and_transitions);
     tcase_add_test(tc, success_resets_and_masking);
+    tcase_add_test(tc, rest_is_capped_and_finite);
+    tcase_add_test(tc, scrub_masks_keys);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }
