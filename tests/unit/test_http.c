@@ -204,86 +204,89 @@ START_TEST(chunked_trailer_bounded)
                                 NULL);
     ck_assert_int_eq(used, 17);
     ck_assert_int_eq(c.done, 1);
-    static int retry(const char *v, double *secs)
-    {
-        *secs = -1;
-        return mf_http_retry_after(mf_str_from(v), 784111777.0 /* the date's */,
-                                   300, secs);
+}
+END_TEST
+
+static int
+retry(const char *v, double *secs)
+{
+    *secs = -1;
+    return mf_http_retry_after(mf_str_from(v), 784111777.0 /* the date's */,
+                               300, secs);
+}
+
+START_TEST(retry_after_forms)
+{
+    static const char *const bad[] = {"nan",
+                                      "inf",
+                                      "-inf",
+                                      "1e300",
+                                      "-5",
+                                      "",
+                                      " ",
+                                      "7s",
+                                      "0x10",
+                                      "garbage",
+                                      ".5",
+                                      "Sunday, 06-Nov-94 08:49:37 GMT",
+                                      "Sun Nov  6 08:49:37 1994",
+                                      "Sun, 06 Nov 1994 08:49:37 UTC",
+                                      "Sun, 32 Nov 1994 08:49:37 GMT",
+                                      NULL};
+    double secs;
+    size_t i;
+
+    for (i = 0; bad[i] != NULL; i++) {
+        ck_assert_msg(retry(bad[i], &secs) == MF_ERR, "%s", bad[i]);
     }
+    ck_assert_int_eq(retry("7", &secs), MF_OK);
+    ck_assert(secs == 7);
+    ck_assert_int_eq(retry(" 2.5 ", &secs), MF_OK);
+    ck_assert(secs == 2.5);
+    ck_assert_int_eq(retry("31536000", &secs), MF_OK);
+    ck_assert(secs == 300); /* capped */
+    ck_assert_int_eq(retry("999999999999999999999999999999999999", &secs),
+                     MF_OK);
+    ck_assert(secs == 300);
+    /* 784111777 is Sun, 06 Nov 1994 08:49:37 GMT */
+    ck_assert_int_eq(retry("Sun, 06 Nov 1994 08:50:07 GMT", &secs), MF_OK);
+    ck_assert(secs == 30);
+    ck_assert_int_eq(retry("Sun, 06 Nov 1994 08:49:00 GMT", &secs), MF_OK);
+    ck_assert(secs == 0); /* in the past: now */
+    ck_assert_int_eq(retry("Mon, 06 Nov 1995 08:49:37 GMT", &secs), MF_OK);
+    ck_assert(secs == 300);
+}
+END_TEST
 
-    START_TEST(retry_after_forms)
-    {
-        static const char *const bad[] = {"nan",
-                                          "inf",
-                                          "-inf",
-                                          "1e300",
-                                          "-5",
-                                          "",
-                                          " ",
-                                          "7s",
-                                          "0x10",
-                                          "garbage",
-                                          ".5",
-                                          "Sunday, 06-Nov-94 08:49:37 GMT",
-                                          "Sun Nov  6 08:49:37 1994",
-                                          "Sun, 06 Nov 1994 08:49:37 UTC",
-                                          "Sun, 32 Nov 1994 08:49:37 GMT",
-                                          NULL};
-        double secs;
-        size_t i;
+START_TEST(header_ok)
+{
+    ck_assert(mf_http_header_ok(MF_STR("x-manifold-model"), MF_STR("gpt-4o")));
+    ck_assert(mf_http_header_ok(MF_STR("a"), MF_STR("")));
+    ck_assert(!mf_http_header_ok(MF_STR("x"), MF_STR("a\r\nSet-Cookie: b")));
+    ck_assert(!mf_http_header_ok(MF_STR("x"), MF_STR("a\nb")));
+    ck_assert(!mf_http_header_ok(MF_STR("x"), (mf_str_t){"a\0b", 3}));
+    ck_assert(!mf_http_header_ok(MF_STR("x y"), MF_STR("v")));
+    ck_assert(!mf_http_header_ok(MF_STR("x:y"), MF_STR("v")));
+    ck_assert(!mf_http_header_ok(MF_STR(""), MF_STR("v")));
+}
+END_TEST
 
-        for (i = 0; bad[i] != NULL; i++) {
-            ck_assert_msg(retry(bad[i], &secs) == MF_ERR, "%s", bad[i]);
-        }
-        ck_assert_int_eq(retry("7", &secs), MF_OK);
-        ck_assert(secs == 7);
-        ck_assert_int_eq(retry(" 2.5 ", &secs), MF_OK);
-        ck_assert(secs == 2.5);
-        ck_assert_int_eq(retry("31536000", &secs), MF_OK);
-        ck_assert(secs == 300); /* capped */
-        ck_assert_int_eq(retry("999999999999999999999999999999999999", &secs),
-                         MF_OK);
-        ck_assert(secs == 300);
-        /* 784111777 is Sun, 06 Nov 1994 08:49:37 GMT */
-        ck_assert_int_eq(retry("Sun, 06 Nov 1994 08:50:07 GMT", &secs), MF_OK);
-        ck_assert(secs == 30);
-        ck_assert_int_eq(retry("Sun, 06 Nov 1994 08:49:00 GMT", &secs), MF_OK);
-        ck_assert(secs == 0); /* in the past: now */
-        ck_assert_int_eq(retry("Mon, 06 Nov 1995 08:49:37 GMT", &secs), MF_OK);
-        ck_assert(secs == 300);
-    }
-    END_TEST
+int
+main(void)
+{
+    Suite *s = suite_create("http");
+    TCase *tc = tcase_create("core");
 
-    START_TEST(header_ok)
-    {
-        ck_assert(
-            mf_http_header_ok(MF_STR("x-manifold-model"), MF_STR("gpt-4o")));
-        ck_assert(mf_http_header_ok(MF_STR("a"), MF_STR("")));
-        ck_assert(
-            !mf_http_header_ok(MF_STR("x"), MF_STR("a\r\nSet-Cookie: b")));
-        ck_assert(!mf_http_header_ok(MF_STR("x"), MF_STR("a\nb")));
-        ck_assert(!mf_http_header_ok(MF_STR("x"), (mf_str_t){"a\0b", 3}));
-        ck_assert(!mf_http_header_ok(MF_STR("x y"), MF_STR("v")));
-        ck_assert(!mf_http_header_ok(MF_STR("x:y"), MF_STR("v")));
-        ck_assert(!mf_http_header_ok(MF_STR(""), MF_STR("v")));
-    }
-    END_TEST
-
-    int main(void)
-    {
-        Suite *s = suite_create("http");
-        TCase *tc = tcase_create("core");
-
-        tcase_add_test(tc, request_head);
-        tcase_add_test(tc, incomplete_and_bad_heads);
-        tcase_add_test(tc, response_head);
-        tcase_add_test(tc, chunked_byte_by_byte);
-        tcase_add_test(tc, chunked_malformed);
-        tcase_add_test(tc, request_framing);
-        tcase_add_test(tc, response_framing);
-        tcase_add_test(tc, chunked_trailer_bounded);
-        tcase_add_test(tc, retry_after_forms);
-        tcase_add_test(tc, header_ok);
-        suite_add_tcase(s, tc);
-        return mf_check_run(s, 0);
-    }
+    tcase_add_test(tc, request_head);
+    tcase_add_test(tc, incomplete_and_bad_heads);
+    tcase_add_test(tc, response_head);
+    tcase_add_test(tc, chunked_byte_by_byte);
+    tcase_add_test(tc, chunked_malformed);
+    tcase_add_test(tc, request_framing);
+    tcase_add_test(tc, response_framing);
+    tcase_add_test(tc, chunked_trailer_bounded);
+    tcase_add_test(tc, retry_after_forms);
+    tcase_add_test(tc, header_ok);
+    suite_add_tcase(s, tc);
+    return mf_check_run(s, 0);
+}
