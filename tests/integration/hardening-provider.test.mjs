@@ -163,7 +163,7 @@ test('x-manifold-model and every header stay one line each', async () => {
   // the raw one, so the head of a served request is intact
   const body = '{"model":"gpt-4o\\r\\nSet-Cookie: evil=1","messages":[{"role":"user","content":"hi"}]}';
   const out = await raw(gw.port,
-    'POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+    'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n' +
     `Connection: close\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   assert.match(out, /^HTTP\/1\.1 400 /);
   assert.ok(!/\r\nSet-Cookie:/i.test(out), out);
@@ -285,7 +285,7 @@ test('the unknown-model 404 quotes a bounded prefix and no config path', async (
 test('access-log lines are valid UTF-8 JSON for a path with raw bytes', async () => {
   const bytes = Buffer.concat([
     Buffer.from('POST /v1/', 'latin1'), Buffer.from([0xff, 0xc3, 0x28]),
-    Buffer.from(' HTTP/1.1\r\nHost: x\r\nx-request-id: rawpath-1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}'),
+    Buffer.from(' HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: rawpath-1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}'),
   ]);
   const out = await raw(gw.port, bytes);
   assert.match(out, /^HTTP\/1\.1 404 /);
