@@ -342,3 +342,19 @@ pu_path_segment(const char *s, size_t n, char *out, size_t cap)
     out[o] = '\0';
     return (int)o;
 }
+
+int
+pu_model_segment(const mf_host_api_t *api, mf_req_t *r, const char *provider,
+                 const char *s, size_t n, char *out, size_t cap)
+{
+    int len = pu_path_segment(s, n, out, cap);
+
+    if (len < 0) {
+        pu_error(api, r, 400, "invalid_request_error", "invalid_model",
+                 "provider '%s' cannot put this model name into its URL (it "
+                 "is empty, '.' or '..', too long, or holds a control "
+                 "character)",
+                 provider);
+    }
+    return len;
+}

@@ -87,6 +87,13 @@ int pu_str_is(mf_str_t s, const char *lit);
  * value a provider puts into an upstream URL goes through here. */
 int pu_path_segment(const char *s, size_t n, char *out, size_t cap);
 
+/* pu_path_segment for a model or deployment name; when it is refused,
+ * fails the attempt with a 400 invalid_model naming provider. Returns the
+ * length or -1. */
+int pu_model_segment(const mf_host_api_t *api, mf_req_t *r,
+                     const char *provider, const char *s, size_t n, char *out,
+                     size_t cap);
+
 /* Lower-cased hex of n bytes into out (2n + 1). */
 void pu_hex(const unsigned char *in, size_t n, char *out);
 

@@ -585,13 +585,8 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed)) {
         return MF_ERR;
     }
-    if (pu_path_segment(u->model.data, u->model.len, model, sizeof(model)) <
-        0) {
-        pu_error(api, r, 400, "invalid_request_error", "invalid_model",
-                 "provider '%s' cannot put this model name into its URL (it "
-                 "is empty, '.' or '..', too long, or holds a control "
-                 "character)",
-                 b->name);
+    if (pu_model_segment(api, r, b->name, u->model.data, u->model.len, model,
+                         sizeof(model)) < 0) {
         return MF_ERR;
     }
     if (u->base_url.len == sizeof(GENERIC_HOST) - 1 &&

@@ -823,13 +823,8 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     method = embed       ? (g->vertex ? "predict" : "batchEmbedContents")
              : u->stream ? "streamGenerateContent?alt=sse"
                          : "generateContent";
-    if (pu_path_segment(u->model.data, u->model.len, model, sizeof(model)) <
-        0) {
-        pu_error(api, r, 400, "invalid_request_error", "invalid_model",
-                 "provider '%s' cannot put this model name into its URL (it "
-                 "is empty, '.' or '..', too long, or holds a control "
-                 "character)",
-                 g->name);
+    if (pu_model_segment(api, r, g->name, u->model.data, u->model.len, model,
+                         sizeof(model)) < 0) {
         return MF_ERR;
     }
     if (g->vertex) {

@@ -164,14 +164,10 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         dep = u->model.len < sizeof(mname)
                   ? json_string_value(json_object_get(st->deployments, mname))
                   : NULL;
-        if ((dep ? pu_path_segment(dep, strlen(dep), seg, sizeof(seg))
-                 : pu_path_segment(u->model.data, u->model.len, seg,
-                                   sizeof(seg))) < 0) {
-            pu_error(api, r, 400, "invalid_request_error", "invalid_model",
-                     "provider '%s' cannot put this model name into its URL "
-                     "(it is empty, '.' or '..', too long, or holds a "
-                     "control character)",
-                     st->name);
+        if ((dep ? pu_model_segment(api, r, st->name, dep, strlen(dep), seg,
+                                    sizeof(seg))
+                 : pu_model_segment(api, r, st->name, u->model.data,
+                                    u->model.len, seg, sizeof(seg))) < 0) {
             return MF_ERR;
         }
         n = snprintf(url, sizeof(url),
