@@ -20,6 +20,7 @@
 #include "init.h"
 #include "keypool.h"
 #include "reload.h"
+#include "rundir.h"
 #include "runtime.h"
 #include "server.h"
 #include "shdict.h"
@@ -252,7 +253,15 @@ main(int argc, char **argv)
     m.admin_ctx.after_reload = rewatch;
     m.admin_ctx.arg = &m;
     if (m.rl.admin_socket != NULL) {
-        m.admin = mf_admin_start(m.base, m.rl.admin_socket, &m.admin_ctx);
+        char sock[4096];
+
+        m.admin = NULL;
+        if (mf_rundir_socket_path(m.rl.admin_socket, sock, sizeof(sock), 1,
+                                  err, sizeof(err)) != MF_OK) {
+            mf_log_error("admin: %s", err);
+        } else {
+            m.admin = mf_admin_start(m.base, sock, &m.admin_ctx);
+        }
         if (m.admin == NULL) {
             rc = 1;
             mf_server_stop(&m.server, 0);
