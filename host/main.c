@@ -256,8 +256,8 @@ main(int argc, char **argv)
         char sock[4096];
 
         m.admin = NULL;
-        if (mf_rundir_socket_path(m.rl.admin_socket, sock, sizeof(sock), 1,
-                                  err, sizeof(err)) != MF_OK) {
+        if (mf_rundir_socket_path(m.rl.admin_socket, sock, sizeof(sock), 1, err,
+                                  sizeof(err)) != MF_OK) {
             mf_log_error("admin: %s", err);
         } else {
             m.admin = mf_admin_start(m.base, sock, &m.admin_ctx);

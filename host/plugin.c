@@ -69,8 +69,8 @@ open_file_copy(const char *path, char *err, size_t errcap)
     unlink(copy);
     out = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
     if (out < 0) {
-        snprintf(err, errcap, "%s: cannot create a copy at %.1024s: %s", path, copy,
-                 strerror(errno));
+        snprintf(err, errcap, "%s: cannot create a copy at %.1024s: %s", path,
+                 copy, strerror(errno));
         return NULL;
     }
     if (copy_into(path, out, err, errcap) == MF_OK) {

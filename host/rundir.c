@@ -88,8 +88,9 @@ mf_rundir_get(char *err, size_t errcap)
     if (rundir[0] != '\0') {
         snprintf(path, sizeof(path), "%s", rundir);
     } else if (mf_rundir_path(path, sizeof(path)) != MF_OK) {
-        snprintf(err, errcap, "the runtime directory path is too long; set "
-                              "MANIFOLD_RUNTIME_DIR to a shorter one");
+        snprintf(err, errcap,
+                 "the runtime directory path is too long; set "
+                 "MANIFOLD_RUNTIME_DIR to a shorter one");
         goto out;
     }
     if (mkdir(path, 0700) != 0 && errno != EEXIST) {
