@@ -232,10 +232,6 @@ main(int argc, char **argv)
         mf_gen_set_current(NULL);
         goto out;
     }
-    mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
-                "providers, %zu stages",
-                MF_VERSION, g->config->listen_host, m.server.port,
-                m.server.nworkers, g->nproviders, g->nstages);
     m.rl.nworkers = m.server.nworkers;
     if (g->config->admin_socket != NULL) {
         m.rl.admin_socket = mf_xstrdup(g->config->admin_socket);
@@ -277,6 +273,11 @@ main(int argc, char **argv)
     event_add(ev_term, NULL);
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
+    /* ready: signals and the admin socket are served from here on */
+    mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
+                "providers, %zu stages",
+                MF_VERSION, g->config->listen_host, m.server.port,
+                m.server.nworkers, g->nproviders, g->nstages);
     event_base_dispatch(m.base);
     mf_admin_stop(m.admin); /* no reload while draining */
     mf_watch_free(m.watch);
