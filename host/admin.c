@@ -253,6 +253,15 @@ clear_stale(const char *path, const struct sockaddr_un *sun)
     if (lstat(path, &st) != 0) {
         return MF_OK;
     }
+    if (st.st_uid != geteuid()) {
+        mf_log_error("admin: %s belongs to uid %u, not to this user (uid "
+                     "%u): another user may have put it there to catch admin "
+                     "commands; remove it, or set admin.socket to a name "
+                     "without '/' (it then lives in the private runtime "
+                     "directory)",
+                     path, (unsigned)st.st_uid, (unsigned)geteuid());
+        return MF_ERR;
+    }
     if (!S_ISSOCK(st.st_mode)) {
         mf_log_error("admin: %s exists and is not a socket; remove it or set "
                      "another admin.socket",

@@ -653,11 +653,48 @@ load_route(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     }
 }
 
+/* The sandbox and limits of a stage (see sdk/LUA.md). */
+static void
+load_stage_limits(check_t *ck, const mf_node_t *n, const char *path,
+                  mf_stage_conf_t *s, int lua)
+{
+    static const char *const lua_only[] = {"trusted", "time_limit",
+                                           "pause_limit", "memory_limit"};
+    size_t i;
+
+    s->time_limit_ms = 1000;
+    s->pause_limit_ms = 60000;
+    s->memory_limit = (size_t)128 << 20;
+    s->init_timeout_ms = 10000;
+    for (i = 0; !lua && i < sizeof(lua_only) / sizeof(lua_only[0]); i++) {
+        if (mf_node_get(n, lua_only[i]) != NULL) {
+            cfg_error(ck, mf_node_get(n, lua_only[i]), path,
+                      "%s applies to Lua stages only; remove it", lua_only[i]);
+        }
+    }
+    s->trusted = get_bool(ck, n, "trusted", path, 0);
+    get_duration(ck, n, "time_limit", path, &s->time_limit_ms);
+    get_duration(ck, n, "pause_limit", path, &s->pause_limit_ms);
+    get_size(ck, n, "memory_limit", path, &s->memory_limit);
+    get_duration(ck, n, "init_timeout", path, &s->init_timeout_ms);
+    if (s->time_limit_ms < 1 || s->pause_limit_ms < 1 ||
+        s->init_timeout_ms < 1) {
+        cfg_error(ck, n, path,
+                  "time_limit, pause_limit and init_timeout must be at "
+                  "least 1ms");
+    }
+    if (s->memory_limit < ((size_t)1 << 20)) {
+        cfg_error(ck, n, path, "memory_limit must be at least 1MiB");
+    }
+}
+
 static void
 load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
-    static const char *const allowed[] = {"name",   "plugin",  "lua",
-                                          "config", "enabled", NULL};
+    static const char *const allowed[] = {
+        "name",         "plugin",       "lua",        "config",
+        "enabled",      "trusted",      "time_limit", "pause_limit",
+        "memory_limit", "init_timeout", NULL};
     mf_stage_conf_t *s = &c->stages[idx];
     char path[128], *plugin = NULL, *lua = NULL;
     size_t i;
@@ -702,6 +739,7 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
                       s->lua);
         }
     }
+    load_stage_limits(ck, n, path, s, lua != NULL);
     if (s->name == NULL) {
         const char *base = plugin ? plugin : lua ? lua : "stage";
         const char *slash = strrchr(base, '/');

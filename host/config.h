@@ -103,6 +103,11 @@ typedef struct mf_stage_conf_s {
     json_t *config;
     int enabled;
     int line;
+    int trusted;            /* Lua: no sandbox, JIT compiler on */
+    double time_limit_ms;   /* Lua: one run of a stage function */
+    double pause_limit_ms;  /* Lua: one stage call waiting on async calls */
+    size_t memory_limit;    /* Lua: bytes per state */
+    double init_timeout_ms; /* a script's top-level code, a plugin's init */
 } mf_stage_conf_t;
 
 typedef struct mf_limits_s {

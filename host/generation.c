@@ -6,6 +6,7 @@
  * while their files and config stay the same.
  */
 #include <dirent.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,9 @@
 #include "keypool.h"
 #include "lua_stage.h"
 #include "runtime.h"
+
+/* A provider's init() has this long (stages: their init_timeout). */
+#define MF_PROVIDER_INIT_TIMEOUT_MS 10000
 
 static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
 static mf_gen_t *gen_current;
@@ -164,6 +168,106 @@ gen_free(mf_gen_t *g)
     free(g);
 }
 
+/* A plugin's init() on a helper thread, so that the main thread (admin
+ * socket, signals, reloads) waits for it no longer than a deadline. The
+ * last of the two threads to let go frees it. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const mf_plugin_t *desc;
+    char *config;
+    void *state;
+    int rc;
+    int done;
+    int refs;
+} init_job_t;
+
+static void
+init_job_unref(init_job_t *j)
+{
+    int last;
+
+    pthread_mutex_lock(&j->lock);
+    last = --j->refs == 0;
+    pthread_mutex_unlock(&j->lock);
+    if (last) {
+        pthread_mutex_destroy(&j->lock);
+        pthread_cond_destroy(&j->cond);
+        free(j->config);
+        free(j);
+    }
+}
+
+static void *
+init_thread(void *arg)
+{
+    init_job_t *j = arg;
+    void *state = NULL;
+    int rc = j->desc->init(&mf_api, j->config, &state);
+
+    pthread_mutex_lock(&j->lock);
+    j->rc = rc;
+    j->state = state;
+    j->done = 1;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return NULL;
+}
+
+/* Runs d->init(api, config, state) within timeout_ms. Returns its result,
+ * or MF_ERR with *timed_out set when it did not return in time: its thread
+ * is left running, detached, and the plugin must stay loaded. */
+static int
+plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
+                    double timeout_ms, int *timed_out)
+{
+    init_job_t *j = mf_xcalloc(1, sizeof(*j));
+    pthread_condattr_t ca;
+    struct timespec until;
+    pthread_t t;
+    int rc = MF_ERR;
+
+    *timed_out = 0;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    j->desc = d;
+    j->config = mf_xstrdup(config);
+    j->refs = 2;
+    if (pthread_create(&t, NULL, init_thread, j) != 0) {
+        j->refs = 1;
+        init_job_unref(j);
+        return d->init(&mf_api, config, state); /* no thread: as before */
+    }
+    pthread_detach(t);
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec +=
+        (long)((timeout_ms - (double)(long)(timeout_ms / 1000) * 1000) * 1e6);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->lock);
+    while (!j->done) {
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (j->done) {
+        rc = j->rc;
+        *state = j->state;
+    } else {
+        *timed_out = 1;
+    }
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return rc;
+}
+
 static unsigned
 c_hooks(const mf_plugin_t *d)
 {
@@ -227,6 +331,29 @@ load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
     return MF_OK;
 }
 
+/* Plugins whose init() never returned: loaded for good, as their thread
+ * still runs their code. */
+static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_dso_t **pinned;
+static size_t npinned;
+
+static void
+pin_dso(mf_gen_t *g, mf_dso_t *dso)
+{
+    size_t i;
+
+    for (i = 0; g != NULL && i < g->nprovider_dsos; i++) {
+        if (g->provider_dsos[i] == dso) {
+            g->provider_dsos[i] = g->provider_dsos[--g->nprovider_dsos];
+            break;
+        }
+    }
+    pthread_mutex_lock(&pinned_lock);
+    pinned = mf_xrealloc(pinned, (npinned + 1) * sizeof(*pinned));
+    pinned[npinned++] = dso;
+    pthread_mutex_unlock(&pinned_lock);
+}
+
 static mf_dso_t *
 find_provider_dso(mf_gen_t *g, const char *type)
 {
@@ -262,7 +389,7 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
         mf_dso_t *dso;
         json_t *conf;
         char *text;
-        int rc;
+        int rc, timed_out;
 
         if (pc->disabled) {
             continue;
@@ -300,8 +427,20 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
         p->dso = dso;
         p->ops = dso->desc->provider;
         p->index = g->nproviders;
-        rc = dso->desc->init(&mf_api, text, &p->state);
+        rc = plugin_init_bounded(dso->desc, text, &p->state,
+                                 MF_PROVIDER_INIT_TIMEOUT_MS, &timed_out);
         free(text);
+        if (timed_out) {
+            pin_dso(g, dso);
+            snprintf(err, errcap,
+                     "%s:%d: provider '%s': plugin %s init() did not return "
+                     "within %d ms; its thread is left running (see "
+                     "docs/RELOAD.md), restart the gateway to end it",
+                     c->path, pc->line, pc->name, dso->desc->name,
+                     MF_PROVIDER_INIT_TIMEOUT_MS);
+            p->dso = NULL;
+            return MF_ERR;
+        }
         if (rc != MF_OK) {
             snprintf(err, errcap,
                      "%s:%d: provider '%s': plugin %s refused "
@@ -334,7 +473,7 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
     s->loaded_at = mf_wall_time();
     if (sc->plugin != NULL) {
         char *text;
-        int rc;
+        int rc, timed_out;
 
         s->kind = MF_STAGE_KIND_C;
         s->file = mf_xstrdup(sc->plugin);
@@ -354,8 +493,23 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
         }
         s->desc = s->dso->desc;
         text = json_dumps(sc->config, JSON_COMPACT);
-        rc = s->desc->init(&mf_api, text, &s->state);
+        rc = plugin_init_bounded(s->desc, text, &s->state, sc->init_timeout_ms,
+                                 &timed_out);
         free(text);
+        if (timed_out) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s init() did not return "
+                     "within its init_timeout of %.0f ms; the reload is "
+                     "refused and its thread left running (see "
+                     "docs/RELOAD.md): fix the plugin, check it with "
+                     "manifold -t, restart the gateway to end the thread",
+                     c->path, sc->line, i, sc->name, sc->plugin,
+                     sc->init_timeout_ms);
+            pin_dso(NULL, s->dso);
+            s->dso = NULL; /* its code stays mapped for the stuck thread */
+            s->desc = NULL;
+            goto fail;
+        }
         if (rc != MF_OK) {
             snprintf(err, errcap,
                      "%s:%d: stages[%zu] '%s': %s init() refused its "
@@ -371,8 +525,8 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
 
         s->kind = MF_STAGE_KIND_LUA;
         s->file = mf_xstrdup(sc->lua);
-        s->lua = mf_lua_stage_load(sc->lua, sc->name, sc->config, nworkers,
-                                   c->lua_path, &s->hooks, err, errcap);
+        s->lua = mf_lua_stage_load(sc, nworkers, c->lua_path, &s->hooks, err,
+                                   errcap);
         if (s->lua == NULL) {
             s->nfiles = 1;
             s->files = mf_xcalloc(1, sizeof(*s->files));
@@ -406,6 +560,7 @@ stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
     }
     return (p->kind == MF_STAGE_KIND_C) == (sc->plugin != NULL) &&
            strcmp(p->file, file) == 0 && json_equal(p->config, sc->config) &&
+           (p->lua == NULL || mf_lua_stage_same_limits(p->lua, sc)) &&
            !mf_stage_files_changed(p);
 }
 

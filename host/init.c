@@ -220,7 +220,7 @@ write_config(const char *path, const choice_t *c, size_t n, int force)
             "workers: auto\n"
             "log_level: info\n\n"
             "admin:\n"
-            "  socket: ${MANIFOLD_ADMIN_SOCKET:-/tmp/manifold-admin.sock}\n\n"
+            "  socket: ${MANIFOLD_ADMIN_SOCKET:-admin.sock}\n\n"
             "reload:\n  watch: true\n  debounce: 200ms\n\n"
             "providers:\n",
             path);

@@ -5,21 +5,43 @@
  * coroutine, so host async services (mf.sleep, later mf.http, mf.redis)
  * yield it and resume it from their completion. Returning `status, body`
  * answers the request.
+ *
+ * Limits: a count hook ends a run of Lua code (a stage function up to its
+ * next yield, or a script's top-level code) past its deadline; a timer
+ * ends a stage call paused longer than its pause_limit; the allocator
+ * refuses what would take a state past its memory_limit. Unless a stage is
+ * trusted, its state is sandboxed (no io, os.execute, os.exit, debug, ffi,
+ * C modules, bytecode) and runs in the interpreter, where the hook holds.
  */
 #include "lua_stage.h"
 
+#include <event2/event.h>
 #include <lauxlib.h>
 #include <libgen.h>
 #include <limits.h>
 #include <lua.h>
+#include <luajit.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "request.h"
 
+/* What a state may allocate; enforced while its Lua code runs. */
+typedef struct {
+    size_t used;
+    size_t limit;
+    int enforce;  /* refuse allocations past limit */
+    int gc_check; /* no own allocator: the hook compares the GC's count */
+} lua_mem_t;
+
 struct mf_lua_stage_s {
     int nworkers;
+    lua_mem_t *mem; /* per state */
+    int trusted;
+    double time_limit_ms;
+    double pause_limit_ms;
+    double init_timeout_ms;
     char **deps; /* files the script required while loading */
     size_t ndeps;
     lua_State **L;
@@ -32,6 +54,12 @@ struct mf_lua_stage_s {
 
 /* Per request and stage, in the request's pool. */
 typedef struct {
+    mf_async_t async; /* the pause deadline, while armed (first member) */
+    struct event *pause_ev;
+    mf_req_t *r;
+    double call_started; /* mf_now_ms() when the stage function was called */
+    int pause_armed;
+    int host_yield; /* the coroutine yielded in an mf async call */
     lua_State *L;
     int ctx_ref;
     int co_ref;
@@ -40,6 +68,86 @@ typedef struct {
 } lua_slot_t;
 
 static __thread mf_req_t *cur_req;
+
+/* The run of Lua code in progress on this thread: its deadline (0 = none),
+ * what ends it, and the memory account of its state. */
+typedef struct {
+    double deadline;
+    const char *what;
+    double limit_ms;
+    lua_mem_t *mem;
+} lua_run_t;
+
+static __thread lua_run_t cur_run;
+
+static void *
+limited_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
+{
+    lua_mem_t *m = ud;
+    void *p;
+
+    if (nsize == 0) {
+        free(ptr);
+        m->used -= osize;
+        return NULL;
+    }
+    if (m->enforce && nsize > osize && m->used - osize + nsize > m->limit) {
+        return NULL; /* the VM raises "not enough memory" */
+    }
+    p = realloc(ptr, nsize);
+    if (p != NULL) {
+        m->used = m->used - osize + nsize;
+    }
+    return p;
+}
+
+/* Every MF_LUA_HOOK_COUNT VM instructions: past the deadline or the
+ * memory limit, the running code fails with an error. */
+#define MF_LUA_HOOK_COUNT 1000
+
+static void
+limit_hook(lua_State *L, lua_Debug *ar)
+{
+    MF_UNUSED(ar);
+    if (cur_run.deadline > 0 && mf_now_ms() > cur_run.deadline) {
+        luaL_error(L, "ran longer than its %s of %.0f ms", cur_run.what,
+                   cur_run.limit_ms);
+    }
+    if (cur_run.mem != NULL && cur_run.mem->gc_check &&
+        (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > cur_run.mem->limit) {
+        lua_gc(L, LUA_GCCOLLECT, 0);
+        if ((size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > cur_run.mem->limit) {
+            luaL_error(L, "not enough memory");
+        }
+    }
+}
+
+/* Starts a run of Lua code with a time budget; returns the run it
+ * interrupts (restored by run_end). */
+static lua_run_t
+run_begin(lua_mem_t *mem, double limit_ms, const char *what)
+{
+    lua_run_t was = cur_run;
+
+    cur_run.deadline = mf_now_ms() + limit_ms;
+    cur_run.what = what;
+    cur_run.limit_ms = limit_ms;
+    cur_run.mem = mem;
+    mem->enforce = 1;
+    return was;
+}
+
+static void
+run_end(lua_run_t was)
+{
+    if (cur_run.mem != NULL) {
+        cur_run.mem->enforce = 0;
+    }
+    cur_run = was;
+    if (cur_run.mem != NULL) {
+        cur_run.mem->enforce = 1;
+    }
+}
 
 #define stage_fn mf_stage_fn_names
 
@@ -50,7 +158,7 @@ static char array_mt_key;
 static void
 push_json(lua_State *L, json_t *j, int depth)
 {
-    if (depth > 200) {
+    if (depth > 200 || !lua_checkstack(L, 4)) {
         lua_pushnil(L);
         return;
     }
@@ -145,16 +253,23 @@ is_array(lua_State *L, int idx, size_t *n)
     return count > 0 && count == max;
 }
 
-/* Converts the value at idx; NULL with an error message pushed. */
+/* Why the last to_json failed (a static sentence). */
+static __thread const char *to_json_why;
+
+/* Converts the value at idx; NULL with the reason in to_json_why. A table
+ * that contains itself fails as nesting too deep. */
 static json_t *
 to_json(lua_State *L, int idx, int depth)
 {
     if (idx < 0) {
         idx = lua_gettop(L) + idx + 1;
     }
-    if (depth > 200) {
+    if (depth > 200 || !lua_checkstack(L, 4)) {
+        to_json_why = "a table nests deeper than 200 levels or contains "
+                      "itself";
         return NULL;
     }
+    to_json_why = "functions, userdata and threads cannot be encoded";
     switch (lua_type(L, idx)) {
     case LUA_TNIL:
         return json_null();
@@ -206,6 +321,8 @@ to_json(lua_State *L, int idx, int depth)
             /* object keys must be strings */
             k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
             if (k == NULL) {
+                to_json_why = "a table mixes array items and other keys, or "
+                              "has a key that is not a string";
                 lua_pop(L, 2);
                 json_decref(out);
                 return NULL;
@@ -728,8 +845,9 @@ l_json_encode(lua_State *L)
     luaL_checkany(L, 1);
     j = to_json(L, 1, 0);
     if (j == NULL) {
-        return fail(L, "value cannot be encoded as JSON (functions, "
-                       "mixed tables or nesting deeper than 200)");
+        lua_pushnil(L);
+        lua_pushfstring(L, "mf.json.encode: %s", to_json_why);
+        return 2;
     }
     text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(j);
@@ -804,11 +922,16 @@ resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
 {
     int status;
     mf_action_t act;
+    lua_run_t was;
 
     cur_req = r;
     cur_slot = slot;
     r->cur_stage = slot->stage;
+    slot->host_yield = 0;
+    was = run_begin(&slot->st->lua->mem[r->worker->id],
+                    slot->st->lua->time_limit_ms, "time_limit");
     status = lua_resume(co, nargs);
+    run_end(was);
     act = finish_coroutine(slot, r, status);
     cur_req = NULL;
     cur_slot = NULL;
@@ -830,6 +953,12 @@ need_yieldable(lua_State *L, const char *what)
         luaL_error(L,
                    "%s may only be called from a stage that can pause "
                    "(on_request .. on_response_headers)",
+                   what);
+    }
+    if (L != slot_thread(cur_slot)) {
+        luaL_error(L,
+                   "%s cannot be called from a coroutine the script "
+                   "created; call it from the stage function itself",
                    what);
     }
     return cur_slot;
@@ -855,6 +984,7 @@ l_sleep(lua_State *L)
         MF_OK) {
         return luaL_error(L, "mf.sleep: cannot arm a timer here");
     }
+    slot->host_yield = 1;
     return lua_yield(L, 0);
 }
 
@@ -936,6 +1066,7 @@ l_redis(lua_State *L)
         lua_pushstring(L, "mf.redis: the command could not be sent");
         return 2;
     }
+    slot->host_yield = 1;
     return lua_yield(L, 0);
 }
 
@@ -1020,7 +1151,7 @@ http_send(lua_State *L, int idx, const char *what)
         int t = lua_gettop(L);
 
         lua_pushnil(L);
-        while (lua_next(L, t) != 0 && nh + 2 <= 128) {
+        while (lua_next(L, t) != 0 && nh + 2 <= 128 && lua_checkstack(L, 3)) {
             if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
                 hdrs[nh].data = lua_tolstring(L, -2, &hdrs[nh].len);
                 nh++;
@@ -1041,6 +1172,7 @@ http_send(lua_State *L, int idx, const char *what)
                         what, url.data);
         return 2;
     }
+    slot->host_yield = 1;
     return lua_yield(L, 0);
 }
 
@@ -1252,14 +1384,97 @@ mf_lua_stage_deps(mf_lua_stage_t *ls, size_t *n)
     return (const char *const *)ls->deps;
 }
 
-static lua_State *
-new_state(const char *path, const char *name, json_t *config,
-          const char *lua_path, int *mod_ref, int *conf_ref, unsigned *hooks,
-          char **version, char *err, size_t errcap)
+/* The sandbox of a stage that is not trusted, run with the script's
+ * directory as its argument: what reaches outside the process (files,
+ * commands, exit, C code, the debug library, bytecode) is removed, and
+ * loadfile/dofile read text files under the script's directory only. */
+static const char sandbox_lua[] =
+    "local dir = ...\n"
+    "io, debug, jit = nil, nil, nil\n"
+    "for _, k in ipairs{'exit', 'execute', 'remove', 'rename', 'tmpname',\n"
+    "                   'getenv', 'setlocale'} do os[k] = nil end\n"
+    "for k in pairs(package.loaded) do\n"
+    "  if k == 'io' or k == 'debug' or k == 'ffi' or k:match('^jit') then\n"
+    "    package.loaded[k] = nil end end\n"
+    "for k in pairs(package.preload) do\n"
+    "  if k == 'ffi' or k:match('^jit') then package.preload[k] = nil end end\n"
+    "package.loadlib, package.cpath = nil, ''\n"
+    "package.loaders[4], package.loaders[3] = nil, nil\n"
+    "local rawload, rawloadfile = load, loadfile\n"
+    "load = function(chunk, name, mode, env)\n"
+    "  return rawload(chunk, name, 't', env) end\n"
+    "loadstring = function(s, name) return rawload(s, name, 't') end\n"
+    "loadfile = function(p, mode, env)\n"
+    "  if type(p) ~= 'string' or p:find('..', 1, true) then\n"
+    "    return nil, 'loadfile: only files under the script directory' end\n"
+    "  if p:sub(1, 1) ~= '/' then p = dir .. '/' .. p end\n"
+    "  if p:sub(1, #dir + 1) ~= dir .. '/' then\n"
+    "    return nil, 'loadfile: only files under the script directory' end\n"
+    "  return rawloadfile(p, 't', env) end\n"
+    "dofile = function(p) return assert(loadfile(p))() end\n";
+
+static int
+lua_panic_log(lua_State *L)
 {
-    lua_State *L = luaL_newstate();
+    mf_log_error("Lua panic: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+/* Removes what an untrusted script must not reach; MF_ERR with err. */
+static int
+sandbox(lua_State *L, const char *path, char *err, size_t errcap)
+{
+    char *tmp = mf_xstrdup(path);
+    char *dir = dirname(tmp);
+    char real[PATH_MAX];
+
+    luaJIT_setmode(L, 0, LUAJIT_MODE_ENGINE | LUAJIT_MODE_OFF);
+    if (luaL_loadbuffer(L, sandbox_lua, sizeof(sandbox_lua) - 1, "=sandbox") !=
+        0) {
+        snprintf(err, errcap, "%s: sandbox: %s", path, lua_tostring(L, -1));
+        free(tmp);
+        return MF_ERR;
+    }
+    lua_pushstring(L, realpath(dir, real) ? real : dir);
+    free(tmp);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        snprintf(err, errcap, "%s: sandbox: %s", path, lua_tostring(L, -1));
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+/* Runs the script's top-level code under init_timeout and the memory
+ * limit; the module table is pushed on success. */
+static int
+run_script(lua_State *L, mf_lua_stage_t *ls, int w, const char *path)
+{
+    lua_run_t was;
+    int rc;
+
+    if (luaL_loadfile(L, path) != 0) {
+        return MF_ERR;
+    }
+    was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    rc = lua_pcall(L, 0, 1, 0);
+    run_end(was);
+    return rc == 0 ? MF_OK : MF_ERR;
+}
+
+static lua_State *
+new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
+          unsigned *hooks, char *err, size_t errcap)
+{
+    const char *path = ls->path, *name = ls->name;
+    int *mod_ref = &ls->mod_ref[w], *conf_ref = &ls->conf_ref[w];
+    char **version = &ls->version;
+    lua_State *L = lua_newstate(limited_alloc, &ls->mem[w]);
     int i;
 
+    if (L == NULL) { /* a LuaJIT without its own allocators (no GC64) */
+        L = luaL_newstate();
+        ls->mem[w].gc_check = 1;
+    }
     if (L == NULL) {
         snprintf(err, errcap,
                  "%s: cannot create a Lua state (out of "
@@ -1267,7 +1482,13 @@ new_state(const char *path, const char *name, json_t *config,
                  path);
         return NULL;
     }
+    lua_atpanic(L, lua_panic_log);
     luaL_openlibs(L);
+    lua_sethook(L, limit_hook, LUA_MASKCOUNT, MF_LUA_HOOK_COUNT);
+    if (!ls->trusted && sandbox(L, path, err, errcap) != MF_OK) {
+        lua_close(L);
+        return NULL;
+    }
     lua_pushlightuserdata(L, &array_mt_key);
     lua_newtable(L);
     lua_pushstring(L, "array");
@@ -1280,8 +1501,10 @@ new_state(const char *path, const char *name, json_t *config,
     lua_setfield(L, -2, "mf");
     lua_pop(L, 2);
     install_dep_recorder(L);
-    if (luaL_loadfile(L, path) != 0 || lua_pcall(L, 0, 1, 0) != 0) {
-        snprintf(err, errcap, "stage '%s': %s", name, lua_tostring(L, -1));
+    if (run_script(L, ls, w, path) != MF_OK) {
+        snprintf(err, errcap, "stage '%s': %s", name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1)
+                                     : "not enough memory");
         lua_close(L);
         return NULL;
     }
@@ -1321,23 +1544,30 @@ new_state(const char *path, const char *name, json_t *config,
 }
 
 mf_lua_stage_t *
-mf_lua_stage_load(const char *path, const char *name, json_t *config,
-                  int nworkers, const char *lua_path, unsigned *hooks,
-                  char *err, size_t errcap)
+mf_lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
+                  unsigned *hooks, char *err, size_t errcap)
 {
     mf_lua_stage_t *ls = mf_xcalloc(1, sizeof(*ls));
+    const char *path = sc->lua, *name = sc->name;
+    json_t *config = sc->config;
     int i;
 
     ls->nworkers = nworkers;
+    ls->trusted = sc->trusted;
+    ls->time_limit_ms = sc->time_limit_ms;
+    ls->pause_limit_ms = sc->pause_limit_ms;
+    ls->init_timeout_ms = sc->init_timeout_ms;
+    ls->mem = mf_xcalloc((size_t)nworkers, sizeof(lua_mem_t));
+    for (i = 0; i < nworkers; i++) {
+        ls->mem[i].limit = sc->memory_limit;
+    }
     ls->L = mf_xcalloc((size_t)nworkers, sizeof(lua_State *));
     ls->mod_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
     ls->conf_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
     for (i = 0; i < nworkers; i++) {
-        ls->L[i] =
-            new_state(path, name, config, lua_path, &ls->mod_ref[i],
-                      &ls->conf_ref[i], hooks, &ls->version, err, errcap);
+        ls->L[i] = new_state(ls, i, config, lua_path, hooks, err, errcap);
         if (ls->L[i] == NULL) {
             mf_lua_stage_free(ls);
             return NULL;
@@ -1345,6 +1575,16 @@ mf_lua_stage_load(const char *path, const char *name, json_t *config,
     }
     collect_deps(ls, ls->L[0]);
     return ls;
+}
+
+int
+mf_lua_stage_same_limits(const mf_lua_stage_t *ls, const mf_stage_conf_t *sc)
+{
+    return ls->trusted == sc->trusted &&
+           ls->time_limit_ms == sc->time_limit_ms &&
+           ls->pause_limit_ms == sc->pause_limit_ms &&
+           ls->init_timeout_ms == sc->init_timeout_ms &&
+           (ls->nworkers == 0 || ls->mem[0].limit == sc->memory_limit);
 }
 
 void
@@ -1365,6 +1605,7 @@ mf_lua_stage_free(mf_lua_stage_t *ls)
     }
     free(ls->deps);
     free(ls->L);
+    free(ls->mem);
     free(ls->mod_ref);
     free(ls->conf_ref);
     free(ls->path);
@@ -1406,9 +1647,16 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
         json_t *j = to_json(co, base + 1, 0);
         char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 
+        const char *why = j ? "encoding failed" : to_json_why;
+
         json_decref(j);
-        mf_req_respond(r, status, "application/json",
-                       mf_str_from(text ? text : "null"));
+        if (text == NULL) {
+            mf_log_error("stage '%s': the body it returned cannot be encoded "
+                         "as JSON: %s",
+                         name, why);
+            return MF_FAIL;
+        }
+        mf_req_respond(r, status, "application/json", mf_str_from(text));
         free(text);
     } else if (nres >= 2 && lua_isstring(co, base + 1)) {
         size_t len;
@@ -1433,6 +1681,78 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
     return MF_RESPOND;
 }
 
+/* The pause deadline: a stage call waiting longer than pause_limit on
+ * async calls fails the request (504) and its coroutine is dropped; the
+ * calls it waited on are cancelled with the request. */
+static void
+pause_disarm(lua_slot_t *slot)
+{
+    if (slot->pause_armed) {
+        evtimer_del(slot->pause_ev);
+        mf_req_async_remove(slot->r, &slot->async);
+        slot->pause_armed = 0;
+    }
+}
+
+static void
+pause_cancel(mf_async_t *a)
+{
+    lua_slot_t *slot = (lua_slot_t *)a; /* async is the first member */
+
+    evtimer_del(slot->pause_ev);
+    slot->pause_armed = 0;
+}
+
+static void
+pause_expired(evutil_socket_t fd, short what, void *arg)
+{
+    lua_slot_t *slot = arg;
+    mf_req_t *r = slot->r;
+    double limit = slot->st->lua->pause_limit_ms;
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    pause_disarm(slot);
+    mf_log_error("stage '%s' %s: waited longer than its pause_limit of %.0f "
+                 "ms on an async call; the request fails",
+                 slot->st->name, stage_fn[slot->stage], limit);
+    mf_stage_set_error(slot->st, "%s: waited longer than its pause_limit",
+                       stage_fn[slot->stage]);
+    luaL_unref(slot->L, LUA_REGISTRYINDEX, slot->co_ref);
+    slot->co_ref = LUA_NOREF;
+    if (r->head_sent) {
+        mf_req_resume(r, MF_FAIL);
+        return;
+    }
+    mf_req_respond_error(r, 504, "timeout_error", "stage_timeout",
+                         "a gateway stage waited too long on a service");
+    mf_req_resume(r, MF_RESPOND);
+}
+
+static void
+pause_arm(lua_slot_t *slot, mf_req_t *r)
+{
+    double left =
+        slot->call_started + slot->st->lua->pause_limit_ms - mf_now_ms();
+    struct timeval tv;
+
+    if (slot->pause_armed) {
+        return;
+    }
+    if (slot->pause_ev == NULL) {
+        slot->pause_ev = evtimer_new(r->worker->base, pause_expired, slot);
+    }
+    if (left < 0) {
+        left = 0;
+    }
+    tv.tv_sec = (time_t)(left / 1000);
+    tv.tv_usec = (suseconds_t)((left - (double)tv.tv_sec * 1000) * 1000);
+    evtimer_add(slot->pause_ev, &tv);
+    slot->async.cancel = pause_cancel;
+    mf_req_async_add(r, &slot->async);
+    slot->pause_armed = 1;
+}
+
 static mf_action_t
 finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
 {
@@ -1442,10 +1762,28 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
     lua_rawgeti(L, LUA_REGISTRYINDEX, slot->co_ref);
     co = lua_tothread(L, -1);
     lua_pop(L, 1);
-    if (status == LUA_YIELD) {
+    if (status == LUA_YIELD && slot->host_yield) {
+        pause_arm(slot, r);
         return MF_PAUSE;
     }
-    if (status != 0) {
+    pause_disarm(slot);
+    if (status == LUA_YIELD) {
+        mf_log_error("stage '%s' %s: yielded outside an mf async call "
+                     "(a bare coroutine.yield()); only mf.sleep, mf.http "
+                     "and mf.redis may pause a stage",
+                     slot->st->name, stage_fn[slot->stage]);
+        mf_stage_set_error(slot->st, "%s: yielded outside an mf async call",
+                           stage_fn[slot->stage]);
+        act = MF_FAIL;
+    } else if (status == LUA_ERRMEM) {
+        mf_log_error("stage '%s' %s: went over its memory_limit of %zu "
+                     "bytes",
+                     slot->st->name, stage_fn[slot->stage],
+                     slot->st->lua->mem[r->worker->id].limit);
+        mf_stage_set_error(slot->st, "%s: went over its memory_limit",
+                           stage_fn[slot->stage]);
+        act = MF_FAIL;
+    } else if (status != 0) {
         const char *msg = lua_tostring(co, -1);
 
         mf_log_error("stage '%s' %s: %s", slot->st->name, stage_fn[slot->stage],
@@ -1458,6 +1796,9 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
     }
     luaL_unref(L, LUA_REGISTRYINDEX, slot->co_ref);
     slot->co_ref = LUA_NOREF;
+    if (status != 0 && status != LUA_YIELD) {
+        lua_gc(L, LUA_GCCOLLECT, 0); /* what the failed call held */
+    }
     return act;
 }
 
@@ -1470,6 +1811,7 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     lua_State *L = ls->L[w], *co;
     lua_slot_t *slot = *ctx;
     mf_action_t act;
+    lua_run_t was;
     int nargs = 2, status;
 
     if (slot == NULL) {
@@ -1477,6 +1819,8 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
         if (slot == NULL) {
             return MF_FAIL;
         }
+        memset(slot, 0, sizeof(*slot));
+        slot->r = r;
         slot->L = L;
         slot->st = st;
         slot->co_ref = LUA_NOREF;
@@ -1499,7 +1843,11 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     }
     cur_req = r;
     cur_slot = slot;
+    slot->host_yield = 0;
+    slot->call_started = mf_now_ms();
+    was = run_begin(&ls->mem[w], ls->time_limit_ms, "time_limit");
     status = lua_resume(co, nargs);
+    run_end(was);
     act = finish_coroutine(slot, r, status);
     cur_req = NULL;
     cur_slot = NULL;
@@ -1526,6 +1874,11 @@ mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx)
     MF_UNUSED(r);
     if (slot == NULL) {
         return;
+    }
+    pause_disarm(slot);
+    if (slot->pause_ev != NULL) {
+        event_free(slot->pause_ev);
+        slot->pause_ev = NULL;
     }
     if (slot->co_ref != LUA_NOREF) {
         luaL_unref(slot->L, LUA_REGISTRYINDEX, slot->co_ref);

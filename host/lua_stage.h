@@ -7,12 +7,15 @@
 
 #include "runtime.h"
 
-/* Loads the script into nworkers fresh states; NULL with err (file:line).
- * *hooks gets a bit per stage function the module defines. */
-mf_lua_stage_t *mf_lua_stage_load(const char *path, const char *name,
-                                  json_t *config, int nworkers,
+/* Loads the stage's script into nworkers fresh states, with its sandbox
+ * and limits; NULL with err (file:line). *hooks gets a bit per stage
+ * function the module defines. */
+mf_lua_stage_t *mf_lua_stage_load(const mf_stage_conf_t *sc, int nworkers,
                                   const char *lua_path, unsigned *hooks,
                                   char *err, size_t errcap);
+/* Whether ls was loaded with the sandbox and limits sc asks for. */
+int mf_lua_stage_same_limits(const mf_lua_stage_t *ls,
+                             const mf_stage_conf_t *sc);
 void mf_lua_stage_free(mf_lua_stage_t *ls);
 /* Runs M.<stage>(conf, ctx) for r on its worker's state. */
 mf_action_t mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r,

@@ -20,6 +20,7 @@
 #include "init.h"
 #include "keypool.h"
 #include "reload.h"
+#include "rundir.h"
 #include "runtime.h"
 #include "server.h"
 #include "shdict.h"
@@ -259,10 +260,6 @@ main(int argc, char **argv)
         mf_gen_set_current(NULL);
         goto out;
     }
-    mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
-                "providers, %zu stages",
-                MF_VERSION, g->config->listen_host, m.server.port,
-                m.server.nworkers, g->nproviders, g->nstages);
     warn_listen(&m.server, g);
     m.rl.nworkers = m.server.nworkers;
     if (g->config->admin_socket != NULL) {
@@ -281,7 +278,15 @@ main(int argc, char **argv)
     m.admin_ctx.after_reload = rewatch;
     m.admin_ctx.arg = &m;
     if (m.rl.admin_socket != NULL) {
-        m.admin = mf_admin_start(m.base, m.rl.admin_socket, &m.admin_ctx);
+        char sock[4096];
+
+        m.admin = NULL;
+        if (mf_rundir_socket_path(m.rl.admin_socket, sock, sizeof(sock), 1, err,
+                                  sizeof(err)) != MF_OK) {
+            mf_log_error("admin: %s", err);
+        } else {
+            m.admin = mf_admin_start(m.base, sock, &m.admin_ctx);
+        }
         if (m.admin == NULL) {
             rc = 1;
             mf_server_stop(&m.server, 0);
@@ -297,6 +302,11 @@ main(int argc, char **argv)
     event_add(ev_term, NULL);
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
+    /* ready: signals and the admin socket are served from here on */
+    mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
+                "providers, %zu stages",
+                MF_VERSION, g->config->listen_host, m.server.port,
+                m.server.nworkers, g->nproviders, g->nstages);
     event_base_dispatch(m.base);
     mf_admin_stop(m.admin); /* no reload while draining */
     mf_watch_free(m.watch);

@@ -15,8 +15,9 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "rundir.h"
 
-#define DEFAULT_SOCKET "/tmp/manifold-admin.sock"
+#define DEFAULT_SOCKET "admin.sock" /* in the runtime directory */
 
 static void
 usage(FILE *f)
@@ -34,9 +35,15 @@ usage(FILE *f)
                "references\n"
                "options:\n"
                "  -s, --socket PATH    admin socket ($MANIFOLD_ADMIN_SOCKET, "
-               "else admin.socket of -c, else " DEFAULT_SOCKET ")\n"
+               "else admin.socket of -c, else " DEFAULT_SOCKET ";\n"
+               "                       a name without '/' is in the runtime "
+               "directory)\n"
                "  -c, --config FILE    read admin.socket from this config\n"
-               "  -j, --json           print the JSON answer\n");
+               "  -j, --json           print the JSON answer\n"
+               "before a reload, check the new config and plugins in a "
+               "separate process:\n"
+               "  manifold -t -c CONFIG  (loads every plugin and script and "
+               "runs its init)\n");
 }
 
 /* Sends the request, returns the status and the parsed body (or NULL). */
@@ -287,7 +294,7 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd, *sock = getenv("MANIFOLD_ADMIN_SOCKET"), *method = "GET";
-    char *owned = NULL, path[512];
+    char *owned = NULL, path[512], sockbuf[4096];
     json_t *j;
     int c, as_json = 0, status, rc;
 
@@ -321,6 +328,13 @@ main(int argc, char **argv)
     if (sock == NULL || sock[0] == '\0') {
         sock = DEFAULT_SOCKET;
     }
+    if (mf_rundir_socket_path(sock, sockbuf, sizeof(sockbuf), 0, path,
+                              sizeof(path)) != MF_OK) {
+        fprintf(stderr, "manifoldctl: %s\n", path);
+        free(owned);
+        return 2;
+    }
+    sock = sockbuf;
     cmd = argv[optind];
     if (strcmp(cmd, "keys") == 0 && optind + 3 < argc &&
         (strcmp(argv[optind + 1], "enable") == 0 ||

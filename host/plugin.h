@@ -1,5 +1,6 @@
 /*
- * Plugin loader: copies a .so to a unique path, dlopens it, checks its ABI.
+ * Plugin loader: copies a .so to a unique path in the runtime directory (or
+ * a memory file), dlopens it, checks its ABI.
  */
 #ifndef MF_PLUGIN_LOADER_H
 #define MF_PLUGIN_LOADER_H
@@ -10,6 +11,7 @@ typedef struct mf_dso_s {
     void *handle;
     const mf_plugin_t *desc;
     char *path; /* the configured path */
+    int memfd;  /* the memory file it was loaded from, or -1 */
 } mf_dso_t;
 
 /* Loads a plugin; NULL with a sentence in err (path, dlerror, ABI). */
