@@ -86,12 +86,16 @@ call(const char *sock, const char *method, const char *path, json_t **out)
     }
     for (;;) {
         if (len + 4096 + 1 > cap) {
+            char *grown;
+
             cap = (len + 4096 + 1) * 2;
-            resp = realloc(resp, cap);
-            if (resp == NULL) {
+            grown = realloc(resp, cap);
+            if (grown == NULL) {
+                free(resp);
                 close(fd);
                 return -1;
             }
+            resp = grown;
         }
         n = read(fd, resp + len, cap - len - 1);
         if (n <= 0) {

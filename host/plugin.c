@@ -169,7 +169,8 @@ mf_plugin_load(const char *path, char *err, size_t errcap)
                  "%s: plugin '%s' is built for ABI %u.%u, this "
                  "host speaks %u.%u; rebuild it against this SDK",
                  path, desc->name ? desc->name : "?", desc->abi_major,
-                 desc->abi_minor, MF_ABI_MAJOR, MF_ABI_MINOR);
+                 desc->abi_minor, (unsigned)MF_ABI_MAJOR,
+                 (unsigned)MF_ABI_MINOR);
         dlclose(handle);
         if (memfd >= 0) {
             close(memfd);

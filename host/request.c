@@ -2036,10 +2036,7 @@ up_on_end(void *arg)
             req_finish(r);
             return;
         }
-        if (r->phase != MF_PHASE_BODY) {
-            /* stages still paused: cannot happen (call paused) */
-            r->phase = MF_PHASE_BODY;
-        }
+        r->phase = MF_PHASE_BODY; /* no stage is paused at the end */
         if ((r->evs_framing ? mf_evstream_pending(&r->evs)
                             : mf_sse_parser_pending(&r->sse)) > 0 &&
             !r->saw_done) {

@@ -54,7 +54,9 @@ field_line(mf_sse_parser_t *p, size_t start, size_t len)
     if (voff < len && line[voff] == ' ') {
         voff++;
     }
-    p->seen_field = 1;
+    if (p->seen_field == 0) {
+        p->seen_field = 1;
+    }
     if (colon == 4 && memcmp(line, "data", 4) == 0) {
         if (p->data.len > 0 || p->seen_field > 1) {
             if (mf_buf_append(&p->data, "\n", 1) != MF_OK) {

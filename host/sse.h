@@ -15,7 +15,7 @@ typedef struct mf_sse_parser_s {
     mf_buf_t data;  /* joined data lines of the event */
     size_t scanned; /* bytes of raw already searched for a line end */
     size_t line_start;
-    int seen_field; /* the event has a field (not only comments) */
+    int seen_field; /* 1: a field (not only comments), 2: a data line */
     size_t event_off, event_len, id_off, id_len;
     int bom_checked;
 } mf_sse_parser_t;

@@ -58,6 +58,25 @@ START_TEST(split_everywhere)
 }
 END_TEST
 
+START_TEST(empty_data_lines_kept)
+{
+    /* WHATWG: each data line appends its value and a LF; an empty first
+     * line is a line too */
+    static const char in[] = "data:\ndata: x\n\ndata: a\ndata:\n\n";
+    mf_sse_parser_t p;
+    seen_t s;
+
+    memset(&s, 0, sizeof(s));
+    mf_sse_parser_init(&p, 1024);
+    ck_assert_int_eq(mf_sse_parser_feed(&p, in, strlen(in), on_event, &s),
+                     MF_OK);
+    ck_assert_int_eq(s.n, 2);
+    ck_assert_str_eq(s.data[0], "\nx");
+    ck_assert_str_eq(s.data[1], "a\n");
+    mf_sse_parser_free(&p);
+}
+END_TEST
+
 START_TEST(bounded)
 {
     mf_sse_parser_t p;
@@ -81,6 +100,7 @@ main(void)
     TCase *tc = tcase_create("core");
 
     tcase_add_test(tc, split_everywhere);
+    tcase_add_test(tc, empty_data_lines_kept);
     tcase_add_test(tc, bounded);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
