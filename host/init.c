@@ -1,8 +1,10 @@
 /*
- * `manifold init`: writes a config from the provider catalogue, asking
- * which providers to enable and which key (variable) each uses, or taking
- * the same from --provider NAME --key-env VAR --key KEY --base-url URL.
- * The file is then validated as `manifold -t` would (the caller does).
+ * `manifold init`: writes a config from the provider catalogue
+ * (catalogue.c), asking which providers to enable and which key (variable)
+ * each uses, or taking the same from --provider NAME --key-env VAR --key KEY
+ * --base-url URL (--all: every provider). The file is then validated as
+ * `manifold -t` would (the caller does). --print-providers and
+ * --print-table render the catalogue for the default config and README.
  */
 #include "init.h"
 
@@ -15,127 +17,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "catalogue.h"
 #include "core.h"
 
-typedef struct {
-    const char *name;    /* provider name and type */
-    const char *title;   /* what it is */
-    const char *key_env; /* default key variable(s), "A:B" = "${A}:${B}" */
-    const char *url_env; /* base URL override variable */
-    const char *url;     /* default base URL */
-    const char *models;  /* YAML flow list */
-    const char *extra;   /* more provider lines, or NULL */
-} entry_t;
-
-static const entry_t catalogue[] = {
-    {"openai", "OpenAI", "OPENAI_API_KEY", "OPENAI_BASE_URL",
-     "https://api.openai.com/v1",
-     "[\"gpt-*\", \"o1*\", \"o3*\", \"o4*\", \"chatgpt-*\", "
-     "\"text-embedding-*\"]",
-     NULL},
-    {"anthropic", "Anthropic (Messages API)", "ANTHROPIC_API_KEY",
-     "ANTHROPIC_BASE_URL", "https://api.anthropic.com", "[\"claude-*\"]", NULL},
-    {"gemini", "Google Gemini (Generative Language API)", "GEMINI_API_KEY",
-     "GEMINI_BASE_URL", "https://generativelanguage.googleapis.com",
-     "[\"gemini-*\", \"text-embedding-004\"]", NULL},
-    {"vertex", "Google Vertex AI (service-account key file)",
-     "GOOGLE_APPLICATION_CREDENTIALS", "VERTEX_BASE_URL",
-     "https://aiplatform.googleapis.com", "[\"vertex/*\"]",
-     "    location: ${VERTEX_LOCATION:-us-central1}\n"
-     "    model_map: { \"vertex/*\": \"*\" }\n"},
-    {"bedrock", "Amazon Bedrock (SigV4 or a Bedrock API key)",
-     "AWS_ACCESS_KEY_ID:AWS_SECRET_ACCESS_KEY", "BEDROCK_BASE_URL",
-     "https://bedrock-runtime.amazonaws.com",
-     "[\"bedrock/*\", \"anthropic.*\", \"amazon.*\", \"meta.*\", "
-     "\"cohere.*\", \"us.*\", \"eu.*\"]",
-     "    region: ${AWS_REGION:-us-east-1}\n"
-     "    model_map: { \"bedrock/*\": \"*\" }\n"},
-    {"azure", "Azure OpenAI (deployments)", "AZURE_OPENAI_API_KEY",
-     "AZURE_OPENAI_BASE_URL", "https://your-resource.openai.azure.com",
-     "[\"azure/*\"]",
-     "    model_map: { \"azure/*\": \"*\" }\n"
-     "    api_version: ${AZURE_OPENAI_API_VERSION:-2024-10-21}\n"},
-    {"deepseek", "DeepSeek", "DEEPSEEK_API_KEY", "DEEPSEEK_BASE_URL",
-     "https://api.deepseek.com/v1", "[\"deepseek-*\"]", NULL},
-    {"qwen", "Qwen (DashScope compatible mode)", "DASHSCOPE_API_KEY",
-     "DASHSCOPE_BASE_URL", "https://dashscope.aliyuncs.com/compatible-mode/v1",
-     "[\"qwen-*\", \"qwq-*\", \"qwen2*\", \"qwen3*\", \"text-embedding-v*\"]",
-     NULL},
-    {"moonshot", "Moonshot (Kimi)", "MOONSHOT_API_KEY", "MOONSHOT_BASE_URL",
-     "https://api.moonshot.cn/v1", "[\"moonshot-*\", \"kimi-*\"]", NULL},
-    {"zhipu", "Zhipu (GLM)", "ZHIPU_API_KEY", "ZHIPU_BASE_URL",
-     "https://open.bigmodel.cn/api/paas/v4", "[\"glm-*\", \"embedding-*\"]",
-     NULL},
-    {"doubao", "Doubao (Volcengine Ark)", "ARK_API_KEY", "ARK_BASE_URL",
-     "https://ark.cn-beijing.volces.com/api/v3", "[\"doubao-*\", \"ep-*\"]",
-     NULL},
-    {"hunyuan", "Tencent Hunyuan", "HUNYUAN_API_KEY", "HUNYUAN_BASE_URL",
-     "https://api.hunyuan.cloud.tencent.com/v1", "[\"hunyuan-*\"]", NULL},
-    {"qianfan", "Baidu Qianfan (v2)", "QIANFAN_API_KEY", "QIANFAN_BASE_URL",
-     "https://qianfan.baidubce.com/v2", "[\"ernie-*\", \"ERNIE-*\"]", NULL},
-    {"minimax", "MiniMax", "MINIMAX_API_KEY", "MINIMAX_BASE_URL",
-     "https://api.minimax.chat/v1", "[\"MiniMax-*\", \"abab*\"]", NULL},
-    {"stepfun", "StepFun", "STEPFUN_API_KEY", "STEPFUN_BASE_URL",
-     "https://api.stepfun.com/v1", "[\"step-*\"]", NULL},
-    {"yi", "01.AI Yi", "YI_API_KEY", "YI_BASE_URL",
-     "https://api.lingyiwanwu.com/v1", "[\"yi-*\"]", NULL},
-    {"baichuan", "Baichuan", "BAICHUAN_API_KEY", "BAICHUAN_BASE_URL",
-     "https://api.baichuan-ai.com/v1", "[\"Baichuan*\", \"baichuan*\"]", NULL},
-    {"spark", "iFlytek Spark", "SPARK_API_KEY", "SPARK_BASE_URL",
-     "https://spark-api-open.xf-yun.com/v1", "[\"spark/*\"]",
-     "    model_map: { \"spark/*\": \"*\" }\n"},
-    {"siliconflow", "SiliconFlow", "SILICONFLOW_API_KEY",
-     "SILICONFLOW_BASE_URL", "https://api.siliconflow.cn/v1",
-     "[\"siliconflow/*\"]", "    model_map: { \"siliconflow/*\": \"*\" }\n"},
-    {"groq", "Groq", "GROQ_API_KEY", "GROQ_BASE_URL",
-     "https://api.groq.com/openai/v1", "[\"groq/*\"]",
-     "    model_map: { \"groq/*\": \"*\" }\n"},
-    {"mistral", "Mistral", "MISTRAL_API_KEY", "MISTRAL_BASE_URL",
-     "https://api.mistral.ai/v1",
-     "[\"mistral-*\", \"codestral-*\", \"ministral-*\", \"pixtral-*\"]", NULL},
-    {"together", "Together AI", "TOGETHER_API_KEY", "TOGETHER_BASE_URL",
-     "https://api.together.xyz/v1", "[\"together/*\"]",
-     "    model_map: { \"together/*\": \"*\" }\n"},
-    {"fireworks", "Fireworks AI", "FIREWORKS_API_KEY", "FIREWORKS_BASE_URL",
-     "https://api.fireworks.ai/inference/v1", "[\"fireworks/*\"]",
-     "    model_map: { \"fireworks/*\": \"*\" }\n"},
-    {"openrouter", "OpenRouter", "OPENROUTER_API_KEY", "OPENROUTER_BASE_URL",
-     "https://openrouter.ai/api/v1", "[\"openrouter/*\"]",
-     "    model_map: { \"openrouter/*\": \"*\" }\n"},
-    {"xai", "xAI (Grok)", "XAI_API_KEY", "XAI_BASE_URL", "https://api.x.ai/v1",
-     "[\"grok-*\"]", NULL},
-    {"perplexity", "Perplexity", "PERPLEXITY_API_KEY", "PERPLEXITY_BASE_URL",
-     "https://api.perplexity.ai", "[\"sonar*\"]", NULL},
-    {"vllm", "vLLM (OpenAI-compatible server)", "VLLM_API_KEY", "VLLM_BASE_URL",
-     "http://127.0.0.1:8000/v1", "[\"vllm/*\"]",
-     "    model_map: { \"vllm/*\": \"*\" }\n"},
-    {"ollama", "Ollama (local, no key)", NULL, "OLLAMA_BASE_URL",
-     "http://127.0.0.1:11434/v1", "[\"ollama/*\"]",
-     "    model_map: { \"ollama/*\": \"*\" }\n"},
-};
-
-#define NCAT (sizeof(catalogue) / sizeof(catalogue[0]))
+#define NCAT mf_catalogue_len
 #define MAXSEL 64
 
 typedef struct {
-    const entry_t *e;
+    const mf_catalogue_entry_t *e;
     char *key_env;  /* variable(s), or NULL */
     char *key;      /* a literal key, or NULL */
     char *base_url; /* literal, or NULL for ${URL_ENV:-default} */
 } choice_t;
-
-static const entry_t *
-find(const char *name)
-{
-    size_t i;
-
-    for (i = 0; i < NCAT; i++) {
-        if (strcmp(catalogue[i].name, name) == 0) {
-            return &catalogue[i];
-        }
-    }
-    return NULL;
-}
 
 static void
 print_catalogue(FILE *f)
@@ -144,9 +37,12 @@ print_catalogue(FILE *f)
 
     fprintf(f, "  #  %-12s %-46s %s\n", "provider", "", "key variable");
     for (i = 0; i < NCAT; i++) {
-        fprintf(f, " %2zu  %-12s %-46s %s\n", i + 1, catalogue[i].name,
-                catalogue[i].title,
-                catalogue[i].key_env ? catalogue[i].key_env : "(none)");
+        const mf_catalogue_entry_t *e = &mf_catalogue[i];
+
+        fprintf(f, " %2zu  %-12s %-46s %s%s%s\n", i + 1, e->name, e->title,
+                e->key_env ? e->key_env : "(none)",
+                e->key_env_alt ? " or " : "",
+                e->key_env_alt ? e->key_env_alt : "");
     }
 }
 
@@ -174,20 +70,6 @@ is_var_list(const char *s)
         start = 0;
     }
     return !start;
-}
-
-/* A YAML double-quoted scalar of s. */
-static void
-yaml_quote(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        if (*s == '"' || *s == '\\') {
-            fputc('\\', f);
-        }
-        fputc(*s, f);
-    }
-    fputc('"', f);
 }
 
 static int
@@ -225,36 +107,13 @@ write_config(const char *path, const choice_t *c, size_t n, int force)
             "providers:\n",
             path);
     for (i = 0; i < n; i++) {
-        const entry_t *e = c[i].e;
-
-        fprintf(f, "  - name: %s\n    type: %s\n    base_url: ", e->name,
-                e->name);
-        if (c[i].base_url != NULL) {
-            yaml_quote(f, c[i].base_url);
-        } else {
-            fprintf(f, "${%s:-%s}", e->url_env, e->url);
+        if (i > 0) {
+            fputc('\n', f);
         }
-        fputc('\n', f);
-        if (c[i].key != NULL) {
-            fprintf(f, "    keys: [");
-            yaml_quote(f, c[i].key);
-            fprintf(f, "]\n");
-        } else if (c[i].key_env != NULL) {
-            char *copy = mf_xstrdup(c[i].key_env), *save = NULL, *v;
-            int first = 1;
-
-            fprintf(f, "    keys: [\"");
-            for (v = strtok_r(copy, ":", &save); v;
-                 v = strtok_r(NULL, ":", &save)) {
-                fprintf(f, "%s${%s}", first ? "" : ":", v);
-                first = 0;
-            }
-            fprintf(f, "\"]\n");
-            free(copy);
-        }
-        fprintf(f, "    models: %s\n%s\n", e->models, e->extra ? e->extra : "");
+        mf_catalogue_write_provider(f, c[i].e, c[i].key_env, c[i].key,
+                                    c[i].base_url);
     }
-    fprintf(f, "stages:\n"
+    fprintf(f, "\nstages:\n"
                "  - name: accesslog\n"
                "    plugin: accesslog\n"
                "    config:\n"
@@ -301,11 +160,11 @@ interactive(choice_t *c, size_t *n)
     }
     for (tok = strtok_r(list, ", ", &save); tok && *n < MAXSEL;
          tok = strtok_r(NULL, ", ", &save)) {
-        const entry_t *e = find(tok);
+        const mf_catalogue_entry_t *e = mf_catalogue_find(tok);
         int num = atoi(tok);
 
         if (e == NULL && num >= 1 && (size_t)num <= NCAT) {
-            e = &catalogue[num - 1];
+            e = &mf_catalogue[num - 1];
         }
         if (e == NULL) {
             fprintf(stderr,
@@ -322,13 +181,20 @@ interactive(choice_t *c, size_t *n)
         char prompt[256], *k, *u;
 
         if (c[i].e->key_env != NULL) {
+            char dflt[256];
+
             snprintf(prompt, sizeof(prompt),
                      "Key for %s: a variable name, or the key itself",
                      c[i].e->name);
-            if ((k = ask(prompt, c[i].e->key_env)) == NULL) {
+            snprintf(dflt, sizeof(dflt), "%s%s%s", c[i].e->key_env,
+                     c[i].e->key_env_alt ? " or " : "",
+                     c[i].e->key_env_alt ? c[i].e->key_env_alt : "");
+            if ((k = ask(prompt, dflt)) == NULL) {
                 return MF_ERR;
             }
-            if (is_var_list(k)) {
+            if (strcmp(k, dflt) == 0) {
+                free(k); /* the catalogue's keys */
+            } else if (is_var_list(k)) {
                 c[i].key_env = k;
             } else {
                 c[i].key = k;
@@ -352,9 +218,11 @@ interactive(choice_t *c, size_t *n)
 static void
 init_usage(FILE *f)
 {
-    fprintf(f, "usage: manifold init [-o FILE] [--force] [--provider NAME "
-               "[--key-env VAR | --key KEY] [--base-url URL]]...\n"
-               "  with no --provider it asks, showing the catalogue:\n");
+    fprintf(f, "usage: manifold init [-o FILE] [--force] [--all] [--provider "
+               "NAME [--key-env VAR | --key KEY] [--base-url URL]]...\n"
+               "       manifold init --print-providers | --print-table\n"
+               "  with no --provider (or --all: every provider) it asks, "
+               "showing the catalogue:\n");
     print_catalogue(f);
 }
 
@@ -368,6 +236,9 @@ mf_init_main(int argc, char **argv, const char **out_path)
         {"key-env", required_argument, NULL, 'K'},
         {"key", required_argument, NULL, 'k'},
         {"base-url", required_argument, NULL, 'u'},
+        {"all", no_argument, NULL, 'a'},
+        {"print-providers", no_argument, NULL, 'Y'},
+        {"print-table", no_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     choice_t c[MAXSEL];
@@ -386,7 +257,7 @@ mf_init_main(int argc, char **argv, const char **out_path)
             force = 1;
             break;
         case 'P':
-            if (n == MAXSEL || (c[n].e = find(optarg)) == NULL) {
+            if (n == MAXSEL || (c[n].e = mf_catalogue_find(optarg)) == NULL) {
                 fprintf(stderr,
                         "manifold init: no provider '%s' in the catalogue:\n",
                         optarg);
@@ -426,6 +297,17 @@ mf_init_main(int argc, char **argv, const char **out_path)
               : opt == 'k' ? &c[n - 1].key
                            : &c[n - 1].base_url) = mf_xstrdup(optarg);
             break;
+        case 'a':
+            for (i = 0; i < NCAT && n < MAXSEL; i++) {
+                c[n++].e = &mf_catalogue[i];
+            }
+            break;
+        case 'Y':
+            mf_catalogue_write_providers(stdout);
+            return 0;
+        case 'T':
+            mf_catalogue_write_table(stdout);
+            return 0;
         case 'h':
             init_usage(stdout);
             return 0;
@@ -437,11 +319,6 @@ mf_init_main(int argc, char **argv, const char **out_path)
     if (n == 0 && interactive(c, &n) != MF_OK) {
         rc = 2;
         goto out;
-    }
-    for (i = 0; i < n; i++) {
-        if (c[i].key == NULL && c[i].key_env == NULL && c[i].e->key_env) {
-            c[i].key_env = mf_xstrdup(c[i].e->key_env);
-        }
     }
     rc = write_config(path, c, n, force) == MF_OK ? -1 : 1;
     if (rc == -1) {

@@ -23,63 +23,46 @@ static const mf_host_api_t *api;
 enum {
     Q_OPENAI_FIELDS = 1 << 0,  /* takes store, metadata, service_tier, ... */
     Q_MAX_COMPLETION = 1 << 1, /* knows max_completion_tokens */
-    Q_STREAM_OPTIONS = 1 << 2, /* takes stream_options.include_usage */
-    Q_NO_KEY = 1 << 3          /* a local server: no key needed */
+    Q_STREAM_OPTIONS = 1 << 2  /* takes stream_options.include_usage */
 };
 
-/* The presets: type, the key variable and base URL the default config
- * uses, quirks. The README's provider table is this table. */
+/* The presets: a type and its quirks. Each type is in openai_types too;
+ * what a config needs for it (key variable, base URL, models) is in the
+ * host's provider catalogue (host/catalogue.c). */
 typedef struct {
     const char *type;
-    const char *key_env;
-    const char *base_url;
     unsigned quirks;
 } preset_t;
 
 static const preset_t presets[] = {
-    {"openai", "OPENAI_API_KEY", "https://api.openai.com/v1",
-     Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
-    {"openai-compatible", "", "", Q_STREAM_OPTIONS},
-    {"azure", "AZURE_OPENAI_API_KEY", "https://RESOURCE.openai.azure.com",
-     Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
-    {"deepseek", "DEEPSEEK_API_KEY", "https://api.deepseek.com/v1",
-     Q_STREAM_OPTIONS},
-    {"qwen", "DASHSCOPE_API_KEY",
-     "https://dashscope.aliyuncs.com/compatible-mode/v1", Q_STREAM_OPTIONS},
-    {"dashscope", "DASHSCOPE_API_KEY",
-     "https://dashscope.aliyuncs.com/compatible-mode/v1", Q_STREAM_OPTIONS},
-    {"moonshot", "MOONSHOT_API_KEY", "https://api.moonshot.cn/v1",
-     Q_STREAM_OPTIONS},
-    {"zhipu", "ZHIPU_API_KEY", "https://open.bigmodel.cn/api/paas/v4", 0},
-    {"doubao", "ARK_API_KEY", "https://ark.cn-beijing.volces.com/api/v3",
-     Q_STREAM_OPTIONS},
-    {"hunyuan", "HUNYUAN_API_KEY", "https://api.hunyuan.cloud.tencent.com/v1",
-     Q_STREAM_OPTIONS},
-    {"qianfan", "QIANFAN_API_KEY", "https://qianfan.baidubce.com/v2",
-     Q_STREAM_OPTIONS},
-    {"minimax", "MINIMAX_API_KEY", "https://api.minimax.chat/v1",
-     Q_STREAM_OPTIONS},
-    {"stepfun", "STEPFUN_API_KEY", "https://api.stepfun.com/v1", 0},
-    {"yi", "YI_API_KEY", "https://api.lingyiwanwu.com/v1", 0},
-    {"baichuan", "BAICHUAN_API_KEY", "https://api.baichuan-ai.com/v1", 0},
-    {"spark", "SPARK_API_KEY", "https://spark-api-open.xf-yun.com/v1", 0},
-    {"siliconflow", "SILICONFLOW_API_KEY", "https://api.siliconflow.cn/v1",
-     Q_STREAM_OPTIONS},
-    {"groq", "GROQ_API_KEY", "https://api.groq.com/openai/v1",
-     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
-    {"mistral", "MISTRAL_API_KEY", "https://api.mistral.ai/v1", 0},
-    {"together", "TOGETHER_API_KEY", "https://api.together.xyz/v1",
-     Q_STREAM_OPTIONS},
-    {"fireworks", "FIREWORKS_API_KEY", "https://api.fireworks.ai/inference/v1",
-     Q_STREAM_OPTIONS},
-    {"openrouter", "OPENROUTER_API_KEY", "https://openrouter.ai/api/v1",
-     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
-    {"xai", "XAI_API_KEY", "https://api.x.ai/v1",
-     Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
-    {"perplexity", "PERPLEXITY_API_KEY", "https://api.perplexity.ai", 0},
-    {"ollama", "", "http://127.0.0.1:11434/v1", Q_STREAM_OPTIONS | Q_NO_KEY},
-    {"vllm", "VLLM_API_KEY", "http://127.0.0.1:8000/v1",
-     Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_KEY},
+    {.type = "openai",
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+    {.type = "openai-compatible", .quirks = Q_STREAM_OPTIONS},
+    {.type = "azure",
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+    {.type = "deepseek", .quirks = Q_STREAM_OPTIONS},
+    {.type = "qwen", .quirks = Q_STREAM_OPTIONS},
+    {.type = "dashscope", .quirks = Q_STREAM_OPTIONS},
+    {.type = "moonshot", .quirks = Q_STREAM_OPTIONS},
+    {.type = "zhipu", .quirks = 0},
+    {.type = "doubao", .quirks = Q_STREAM_OPTIONS},
+    {.type = "hunyuan", .quirks = Q_STREAM_OPTIONS},
+    {.type = "qianfan", .quirks = Q_STREAM_OPTIONS},
+    {.type = "minimax", .quirks = Q_STREAM_OPTIONS},
+    {.type = "stepfun", .quirks = 0},
+    {.type = "yi", .quirks = 0},
+    {.type = "baichuan", .quirks = 0},
+    {.type = "spark", .quirks = 0},
+    {.type = "siliconflow", .quirks = Q_STREAM_OPTIONS},
+    {.type = "groq", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {.type = "mistral", .quirks = 0},
+    {.type = "together", .quirks = Q_STREAM_OPTIONS},
+    {.type = "fireworks", .quirks = Q_STREAM_OPTIONS},
+    {.type = "openrouter", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {.type = "xai", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {.type = "perplexity", .quirks = 0},
+    {.type = "ollama", .quirks = Q_STREAM_OPTIONS},
+    {.type = "vllm", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
 };
 
 static const preset_t *

@@ -72,7 +72,8 @@ test('questions: catalogue shown, numbers and names, a literal key kept private'
   assert.match(r.stderr, /GEMINI_API_KEY/);
   const text = readFileSync(out, 'utf8');
   assert.match(text, /keys: \["sk-ant-literal-0123456789"\]/);
-  assert.match(text, /keys: \["\$\{AWS_ACCESS_KEY_ID\}:\$\{AWS_SECRET_ACCESS_KEY\}"\]/);
+  // the default answer: the catalogue's keys (SigV4, or a Bedrock API key)
+  assert.match(text, /keys: \["\$\{AWS_ACCESS_KEY_ID\}:\$\{AWS_SECRET_ACCESS_KEY\}", "\$\{AWS_BEARER_TOKEN_BEDROCK\}"\]/);
   assert.match(text, new RegExp(`base_url: "${mock.url}"`));
   assert.equal(statSync(out).mode & 0o777, 0o600, 'a file with a key in it is 0600');
   assert.match(r.stdout, /configuration OK \(1 providers enabled/);
