@@ -167,31 +167,41 @@ test('a trickling client is answered 408 at the client_timeout deadline, and log
 });
 
 test('partial uploads past limits.max_body_total get 503 with Retry-After; the budget is given back', async () => {
-  // 60 KiB bodies against a 256 KiB budget: four fit, the fifth does not
+  // 60 KiB bodies against a 256 KiB budget: four fit, the fifth does not;
+  // its own gateway: the held uploads must outlive the test's opening of
+  // the fifth connection, whatever the machine's load (the shared gateway's
+  // client_timeout is 1 s, for the trickle test)
+  const gw = await startGateway(config(mock.url, {
+    limits: '  max_body: 64KiB\n  max_body_total: 256KiB\n  client_timeout: 60s',
+  }));
   const held = [];
   const head = (id) => 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
     `X-Request-Id: ${id}\r\nContent-Length: ${60 * 1024}\r\n\r\n{"model":`;
-  for (let i = 0; i < 4; i++) held.push(await hold(gw.port, head('req-part-' + i)));
-  const r = await conn(gw.port, head('req-part-over'));
-  assert.match(r.out, /^HTTP\/1.1 503 /);
-  assert.match(r.out, /\r\nretry-after: 1\r\n/i);
-  assert.match(r.out, /limits\.max_body_total/);
-  assert.ok(r.closed);
-  await gw.waitLog((l) => l.request_id === 'req-part-over' && l.status === 503);
-  // each held client ends its side; the gateway closes its own once it
-  // has freed the connection (and its reservation)
-  await Promise.all(held.map((s) => new Promise((resolve) => {
-    s.on('end', resolve);
-    s.on('close', resolve);
-    s.end();
-  })));
-  const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'y'.repeat(50000) }] });
-  const res = await fetch(gw.url + '/v1/chat/completions', {
-    method: 'POST', headers: { 'content-type': 'application/json' }, body,
-  });
-  await res.text();
-  const status = res.status;
-  assert.equal(status, 200);
+  try {
+    for (let i = 0; i < 4; i++) held.push(await hold(gw.port, head('req-part-' + i)));
+    const r = await conn(gw.port, head('req-part-over'));
+    assert.match(r.out, /^HTTP\/1.1 503 /);
+    assert.match(r.out, /\r\nretry-after: 1\r\n/i);
+    assert.match(r.out, /limits\.max_body_total/);
+    assert.ok(r.closed);
+    await gw.waitLog((l) => l.request_id === 'req-part-over' && l.status === 503);
+    // each held client ends its side; the gateway closes its own once it
+    // has freed the connection (and its reservation)
+    await Promise.all(held.map((s) => new Promise((resolve) => {
+      s.on('end', resolve);
+      s.on('close', resolve);
+      s.end();
+    })));
+    const body = JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'y'.repeat(50000) }] });
+    const res = await fetch(gw.url + '/v1/chat/completions', {
+      method: 'POST', headers: { 'content-type': 'application/json' }, body,
+    });
+    await res.text();
+    const status = res.status;
+    assert.equal(status, 200);
+  } finally {
+    await gw.stop();
+  }
 });
 
 test('over limits.max_conns a connection is answered 503 and closed; /healthz answers again after', async () => {

@@ -148,7 +148,7 @@ test('a failing on_response_body stage withholds a whole answer: 500', async () 
   const body = await res.text();
   assert.doesNotMatch(body, /SECRET|42/);
   assert.equal(JSON.parse(body).error.code, 'stage_failed');
-  assert.match(redact.stderr, /stage 'redact'.*failed in on_response_body/);
+  await redact.waitStderr(/stage 'redact'.*failed in on_response_body/);
 });
 
 test('a failing on_response_body stage ends a stream with an error event', async () => {

@@ -81,6 +81,15 @@ export async function startGateway(configText, { workers = 2, env = {}, dir, wra
         await sleep(20);
       }
     },
+    // waits until the gateway's stderr matches re (a log line is written
+    // after the answer it is about may have reached the client)
+    async waitStderr(re, ms = 5000) {
+      const end = Date.now() + ms;
+      while (!re.test(stderr)) {
+        if (Date.now() > end) throw new Error(`no stderr line matching ${re}:\n${stderr}`);
+        await sleep(20);
+      }
+    },
     async stop() {
       if (proc.exitCode === null) {
         proc.kill('SIGTERM');
