@@ -15,16 +15,16 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "admin.h"
-#include "balancer.h"
-#include "init.h"
-#include "keypool.h"
-#include "reload.h"
-#include "rundir.h"
-#include "runtime.h"
-#include "server.h"
-#include "shdict.h"
-#include "watch.h"
+#include "control/admin.h"
+#include "routing/balancer.h"
+#include "cli/init.h"
+#include "routing/keypool.h"
+#include "control/reload.h"
+#include "core/rundir.h"
+#include "pipeline/runtime.h"
+#include "http/server.h"
+#include "core/shdict.h"
+#include "control/watch.h"
 
 #define MF_VERSION "0.1.0"
 

@@ -19,9 +19,10 @@ step() {
 
 fmt() {
   local bad=0 f
-  for f in host/*.[ch] plugins/*/*.c sdk/include/manifold/*.h \
-           examples/*/*.c tests/unit/*.c tests/fuzz/*.c tests/mock/*.c \
-           tests/fixtures/*.c; do
+  shopt -s globstar nullglob
+  for f in host/**/*.[ch] cli/**/*.[ch] plugins/**/*.[ch] sdk/**/*.[ch] \
+           examples/**/*.[ch] tests/**/*.[ch]; do
+    case $f in */node_modules/*) continue ;; esac
     clang-format --dry-run --Werror "$f" >/dev/null 2>&1 || { echo "not formatted: $f"; bad=1; }
   done
   return $bad

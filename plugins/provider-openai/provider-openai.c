@@ -28,7 +28,7 @@ enum {
 
 /* The presets: a type and its quirks. Each type is in openai_types too;
  * what a config needs for it (key variable, base URL, models) is in the
- * host's provider catalogue (host/catalogue.c). */
+ * host's provider catalogue (cli/catalogue.c). */
 typedef struct {
     const char *type;
     unsigned quirks;

@@ -1,7 +1,7 @@
 /* libFuzzer driver: the YAML config loader and validator. */
 #include <stdlib.h>
 
-#include "config.h"
+#include "config/config.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

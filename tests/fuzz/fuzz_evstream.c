@@ -1,6 +1,6 @@
 /* libFuzzer driver: the AWS event-stream decoder, fed in two pieces at a
  * data-chosen cut, with a small message limit. */
-#include "evstream.h"
+#include "http/evstream.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

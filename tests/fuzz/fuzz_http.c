@@ -2,7 +2,7 @@
  * Retry-After values and header checks on the whole input. */
 #include <stdlib.h>
 
-#include "http.h"
+#include "http/http.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -1,5 +1,5 @@
 /* libFuzzer driver: the SSE parser, fed in two pieces at a data-chosen cut. */
-#include "sse.h"
+#include "http/sse.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

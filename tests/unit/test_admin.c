@@ -1,10 +1,10 @@
-/* Check suite for host/admin.c: request parsing (split at every byte,
+/* Check suite for host/control/admin.c: request parsing (split at every byte,
  * bounds) and routing (commands, captured stage names, 404, 405). */
 #include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "admin.h"
+#include "control/admin.h"
 
 START_TEST(parse_split_everywhere)
 {

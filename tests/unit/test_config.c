@@ -1,9 +1,9 @@
-/* Check suite for host/config.c and host/yamltree.c. */
+/* Check suite for host/config/config.c and host/config/yamltree.c. */
 #include "check_main.h"
 #include <stdlib.h>
 
-#include "config.h"
-#include "yamltree.h"
+#include "config/config.h"
+#include "config/yamltree.h"
 
 START_TEST(interpolation)
 {

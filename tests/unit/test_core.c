@@ -1,8 +1,8 @@
-/* Check suite for host/core.c: glob, masking, arena, buffers. */
+/* Check suite for host/core/core.c: glob, masking, arena, buffers. */
 #include "check_main.h"
 #include <stdlib.h>
 
-#include "core.h"
+#include "core/core.h"
 
 START_TEST(glob)
 {

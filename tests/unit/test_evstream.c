@@ -1,10 +1,10 @@
-/* Check suite for host/evstream.c: AWS event-stream frames (built with an
+/* Check suite for host/http/evstream.c: AWS event-stream frames (built with an
  * independent CRC-32, Python's zlib) split at every byte boundary, and
  * every malformed frame refused without growing. */
 #include "check_main.h"
 #include <stdlib.h>
 
-#include "evstream.h"
+#include "http/evstream.h"
 
 /* 118 bytes, made with Python zlib.crc32 */
 static const char f1[] =

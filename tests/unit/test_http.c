@@ -1,8 +1,8 @@
-/* Check suite for host/http.c: heads and chunked bodies. */
+/* Check suite for host/http/http.c: heads and chunked bodies. */
 #include "check_main.h"
 #include <stdlib.h>
 
-#include "http.h"
+#include "http/http.h"
 
 static mf_http_head_t h;
 

@@ -1,11 +1,11 @@
-/* Check suite for host/keypool.c: picking, 401/429/failure transitions,
+/* Check suite for host/routing/keypool.c: picking, 401/429/failure transitions,
  * last resort, masking. */
 #include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "keypool.h"
+#include "routing/keypool.h"
 
 static mf_provider_conf_t pc;
 static mf_prov_t prov;

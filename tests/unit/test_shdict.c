@@ -1,10 +1,10 @@
-/* Check suite for host/shdict.c: values, TTL, incr across threads. */
+/* Check suite for host/core/shdict.c: values, TTL, incr across threads. */
 #include "check_main.h"
 #include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "shdict.h"
+#include "core/shdict.h"
 
 START_TEST(set_get_delete_ttl)
 {

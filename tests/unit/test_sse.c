@@ -1,8 +1,8 @@
-/* Check suite for host/sse.c: events split at every byte boundary. */
+/* Check suite for host/http/sse.c: events split at every byte boundary. */
 #include "check_main.h"
 #include <stdlib.h>
 
-#include "sse.h"
+#include "http/sse.h"
 
 typedef struct {
     int n;

@@ -1,11 +1,12 @@
-/* Check suite for host/watch.c: a burst of writes gives one callback after
- * the debounce time; saves by rename are seen; unwatched files are not. */
+/* Check suite for host/control/watch.c: a burst of writes gives one callback
+ * after the debounce time; saves by rename are seen; unwatched files are not.
+ */
 #include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "watch.h"
+#include "control/watch.h"
 
 typedef struct {
     struct event_base *base;

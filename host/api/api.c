@@ -1,0 +1,521 @@
+/*
+ * The host API given to plugins (mf_host_api_t). Every function checks the
+ * stage it is called in against the stages its contract names.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "request/request.h"
+#include "svc/svc.h"
+#include "pipeline/runtime.h"
+#include "core/shdict.h"
+
+#define ANY_REQ                                                                \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
+     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
+     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                     \
+     MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_RESPONSE_BODY) |    \
+     MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE) |                          \
+     MF_HOOK(MF_STAGE_PROVIDER))
+#define BEFORE_UPSTREAM                                                        \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
+     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) | MF_HOOK(MF_STAGE_PROVIDER))
+#define CAN_RESPOND                                                            \
+    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
+     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
+     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) | MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
+
+static int in_stage(mf_req_t *r, unsigned mask);
+
+/* A stage that may pause, or a provider's authorize step. */
+static int
+can_pause(mf_req_t *r)
+{
+    return in_stage(r, CAN_RESPOND) ||
+           (in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) &&
+            r->phase == MF_PHASE_AUTHORIZE);
+}
+
+static int
+in_stage(mf_req_t *r, unsigned mask)
+{
+    return r != NULL && (MF_HOOK(r->cur_stage) & mask) != 0 &&
+           (!r->finished || r->cur_stage == MF_STAGE_LOG ||
+            r->cur_stage == MF_STAGE_DONE);
+}
+
+static void
+api_log(mf_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    mf_logv(level, "plugin", fmt, ap);
+    va_end(ap);
+}
+
+static void *
+api_palloc(mf_req_t *r, size_t size)
+{
+    return r ? mf_pool_alloc(r->pool, size) : NULL;
+}
+
+static int
+api_get_info(mf_req_t *r, mf_req_info_t *info)
+{
+    mf_req_info_t i;
+    double now = mf_now_ms();
+    size_t n;
+
+    if (r == NULL || info == NULL || info->size == 0) {
+        return MF_ERR;
+    }
+    memset(&i, 0, sizeof(i));
+    i.size = info->size;
+    i.id = r->id;
+    i.method = r->method;
+    i.path = r->path;
+    i.client_addr = r->client_addr;
+    i.consumer = r->consumer;
+    i.model = r->model_asked;
+    if (r->prov != NULL) {
+        i.provider = mf_str_from(r->prov->conf->name);
+        i.upstream_model = r->up_model;
+    }
+    i.error = r->error;
+    i.endpoint = r->endpoint;
+    i.stream = r->stream;
+    i.status = r->status;
+    i.upstream_status = r->up_status;
+    i.attempts = r->attempts;
+    i.usage = r->usage;
+    i.start_time = r->start_wall;
+    i.latency_ms = now - r->start_ms;
+    i.ttft_ms = r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms : -1;
+    i.upstream_ms = r->upstream_ms;
+    i.bytes_in = r->bytes_in;
+    i.bytes_out = r->bytes_out;
+    i.generation = r->gen->id;
+    i.tried.data = r->tried.data;
+    i.tried.len = r->tried.len;
+    n = info->size < sizeof(i) ? info->size : sizeof(i);
+    memcpy(info, &i, n);
+    return MF_OK;
+}
+
+static mf_hlist_t *
+headers_of(mf_req_t *r, mf_headers_t which, int write)
+{
+    switch (which) {
+    case MF_REQUEST_HEADERS:
+        if (write &&
+            !in_stage(r, MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE))) {
+            return NULL;
+        }
+        return &r->req_headers;
+    case MF_RESPONSE_HEADERS:
+        if (write && r->head_sent) {
+            return NULL;
+        }
+        return &r->resp_headers;
+    case MF_UPSTREAM_REQUEST_HEADERS:
+        if (write && !in_stage(r, MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
+                                      MF_HOOK(MF_STAGE_PROVIDER))) {
+            return NULL;
+        }
+        return &r->up_req_headers;
+    case MF_UPSTREAM_RESPONSE_HEADERS:
+        if (write) {
+            return NULL;
+        }
+        return &r->up_resp_headers;
+    default:
+        return NULL;
+    }
+}
+
+static int
+api_get_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t *value)
+{
+    mf_hlist_t *h;
+
+    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 0)) == NULL) {
+        return MF_ERR;
+    }
+    return mf_hlist_get(h, name, value);
+}
+
+static int
+api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
+{
+    mf_hlist_t *h;
+
+    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 1)) == NULL) {
+        return MF_ERR;
+    }
+    return mf_hlist_set(r->pool, h, name, value); /* refuses a split */
+}
+
+static json_t *
+api_get_body_json(mf_req_t *r)
+{
+    return in_stage(r, ANY_REQ) ? r->json : NULL;
+}
+
+static void
+api_body_changed(mf_req_t *r)
+{
+    if (in_stage(r, BEFORE_UPSTREAM)) {
+        r->body_dirty = 1;
+    }
+}
+
+static mf_str_t
+api_get_model(mf_req_t *r)
+{
+    return in_stage(r, ANY_REQ) ? r->model : MF_STR_NULL;
+}
+
+static int
+api_set_model(mf_req_t *r, mf_str_t model)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE)) ||
+        model.len == 0) {
+        return MF_ERR;
+    }
+    return mf_req_set_model(r, model);
+}
+
+static int
+api_clear_targets(mf_req_t *r)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_ROUTE))) {
+        return MF_ERR;
+    }
+    r->ntargets = 0;
+    return MF_OK;
+}
+
+static int
+api_add_target(mf_req_t *r, const mf_target_t *t)
+{
+    mf_prov_t *p;
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_ROUTE)) || t == NULL ||
+        t->model.len == 0) {
+        return MF_ERR;
+    }
+    p = mf_gen_find_provider(r->gen, t->provider);
+    if (p == NULL) {
+        return MF_ERR;
+    }
+    return mf_req_add_target(r, p, t->model, t->weight);
+}
+
+static int
+api_get_target(mf_req_t *r, unsigned i, mf_target_t *t)
+{
+    if (!in_stage(r, ANY_REQ)) {
+        return MF_ERR;
+    }
+    if (t == NULL) {
+        return (int)r->ntargets;
+    }
+    if (i >= r->ntargets) {
+        return MF_ERR;
+    }
+    t->provider = mf_str_from(r->targets[i].prov->conf->name);
+    t->model = r->targets[i].model;
+    t->weight = r->targets[i].weight;
+    return (int)r->ntargets;
+}
+
+static int
+api_set_consumer(mf_req_t *r, mf_str_t name)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_REQUEST))) {
+        return MF_ERR;
+    }
+    r->consumer = mf_pool_str(r->pool, name);
+    return MF_OK;
+}
+
+static int
+api_respond(mf_req_t *r, int status, const char *ctype, mf_str_t body)
+{
+    if (!in_stage(r, CAN_RESPOND) || status < 200 || status > 599) {
+        return MF_ERR;
+    }
+    return mf_req_respond(r, status, ctype, body);
+}
+
+static int
+api_respond_error(mf_req_t *r, int status, const char *type,
+                  const char *message)
+{
+    if (!in_stage(r, CAN_RESPOND) || status < 400 || status > 599) {
+        return MF_ERR;
+    }
+    return mf_req_respond_error(r, status,
+                                type ? type : "invalid_request_error", NULL,
+                                message ? message : "refused");
+}
+
+static void
+api_resume(mf_req_t *r, mf_action_t action)
+{
+    if (r != NULL) {
+        mf_req_resume(r, action);
+    }
+}
+
+static int
+api_set_upstream_url(mf_req_t *r, mf_str_t url)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+        return MF_ERR;
+    }
+    r->up_url = mf_pool_str(r->pool, url);
+    return MF_OK;
+}
+
+static int
+api_set_upstream_body(mf_req_t *r, mf_str_t body)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+        return MF_ERR;
+    }
+    r->up_body = mf_pool_str(r->pool, body);
+    return r->up_body.data ? MF_OK : MF_ERR;
+}
+
+static int
+api_set_usage(mf_req_t *r, const mf_usage_t *u)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER) |
+                         MF_HOOK(MF_STAGE_RESPONSE_BODY) |
+                         MF_HOOK(MF_STAGE_LOG)) ||
+        u == NULL) {
+        return MF_ERR;
+    }
+    r->usage = *u;
+    r->have_usage = 1;
+    return MF_OK;
+}
+
+static int
+api_set_response_json(mf_req_t *r, json_t *resp)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+        json_decref(resp);
+        return MF_ERR;
+    }
+    json_decref(r->resp_json);
+    r->resp_json = resp;
+    return MF_OK;
+}
+
+static int
+api_emit_chunk(mf_req_t *r, json_t *chunk)
+{
+    json_t *choices;
+    char *text;
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || chunk == NULL) {
+        json_decref(chunk);
+        return MF_ERR;
+    }
+    choices = json_object_get(chunk, "choices");
+    if (!r->client_wants_usage && json_is_array(choices) &&
+        json_array_size(choices) == 0 &&
+        json_is_object(json_object_get(chunk, "usage"))) {
+        json_decref(chunk); /* asked upstream for the host's accounting */
+        return MF_OK;
+    }
+    if (!r->client_wants_usage) {
+        json_object_del(chunk, "usage"); /* "usage": null otherwise */
+    }
+    text = json_dumps(chunk, JSON_COMPACT);
+    json_decref(chunk);
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    mf_req_emit_event(r, mf_str_from(text), 0);
+    free(text);
+    return MF_OK;
+}
+
+static int
+api_set_response_chunk(mf_req_t *r, mf_str_t data)
+{
+    if (!in_stage(r, MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
+        return MF_ERR;
+    }
+    r->replace = mf_pool_str(r->pool, data);
+    r->replaced = 1;
+    return MF_OK;
+}
+
+static int
+api_shared_get(mf_str_t key, char *buf, size_t cap)
+{
+    return mf_shdict_get(key, buf, cap);
+}
+
+static int
+api_shared_set(mf_str_t key, mf_str_t value, uint64_t ttl_ms)
+{
+    return mf_shdict_set(key, value, ttl_ms);
+}
+
+static int
+api_shared_incr(mf_str_t key, int64_t delta, uint64_t ttl_ms, int64_t *result)
+{
+    return mf_shdict_incr(key, delta, ttl_ms, result);
+}
+
+static int
+api_shared_delete(mf_str_t key)
+{
+    return mf_shdict_delete(key);
+}
+
+typedef struct {
+    mf_req_t *r;
+    mf_timer_cb cb;
+    void *arg;
+} timer_arg_t;
+
+static void
+timer_fire(evutil_socket_t fd, short what, void *arg)
+{
+    timer_arg_t *t = arg;
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    t->cb(t->r, t->arg, NULL);
+}
+
+static int
+api_timer(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg)
+{
+    timer_arg_t *t;
+    struct timeval tv;
+
+    if (!can_pause(r) || cb == NULL) {
+        return MF_ERR;
+    }
+    t = mf_pool_alloc(r->pool, sizeof(*t));
+    if (t == NULL) {
+        return MF_ERR;
+    }
+    t->r = r;
+    t->cb = cb;
+    t->arg = arg;
+    if (r->timer != NULL) {
+        event_free(r->timer);
+    }
+    r->timer = evtimer_new(r->worker->base, timer_fire, t);
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)((ms % 1000) * 1000);
+    evtimer_add(r->timer, &tv);
+    return MF_OK;
+}
+
+static int
+api_http_call(mf_req_t *r, const char *method, mf_str_t url,
+              const mf_str_t *headers, size_t nheaders, mf_str_t body,
+              uint64_t timeout_ms, mf_http_cb cb, void *arg)
+{
+    if (!can_pause(r) || cb == NULL) {
+        return MF_ERR;
+    }
+    return mf_svc_http_call(r, method, url, headers, nheaders, body, timeout_ms,
+                            cb, arg);
+}
+
+static int
+api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
+                  void *arg)
+{
+    if (!can_pause(r) || cb == NULL || argv == NULL) {
+        return MF_ERR;
+    }
+    return mf_svc_redis_command(r, argc, argv, cb, arg);
+}
+
+static void **
+api_provider_ctx(mf_req_t *r)
+{
+    static __thread void *none; /* outside a provider: a slot of nothing */
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+        none = NULL;
+        return &none;
+    }
+    return &r->prov_ctx;
+}
+
+static const char *
+pool_cstr(mf_req_t *r, const char *s)
+{
+    return s ? mf_pool_strndup(r->pool, s, strlen(s)) : NULL;
+}
+
+static int
+api_set_error(mf_req_t *r, const mf_error_t *err)
+{
+    mf_error_t *e;
+
+    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || err == NULL ||
+        err->status < 400 || err->status > 599) {
+        return MF_ERR;
+    }
+    e = mf_pool_alloc(r->pool, sizeof(*e));
+    if (e == NULL) {
+        return MF_ERR;
+    }
+    *e = *err;
+    e->message[sizeof(e->message) - 1] = '\0';
+    e->type = pool_cstr(r, err->type ? err->type : "upstream_error");
+    e->code = pool_cstr(r, err->code);
+    r->prov_err = e;
+    return MF_OK;
+}
+
+const mf_host_api_t mf_api = {
+    .size = sizeof(mf_host_api_t),
+    .abi_major = MF_ABI_MAJOR,
+    .abi_minor = MF_ABI_MINOR,
+    .log = api_log,
+    .palloc = api_palloc,
+    .get_info = api_get_info,
+    .get_header = api_get_header,
+    .set_header = api_set_header,
+    .get_body_json = api_get_body_json,
+    .body_changed = api_body_changed,
+    .get_model = api_get_model,
+    .set_model = api_set_model,
+    .clear_targets = api_clear_targets,
+    .add_target = api_add_target,
+    .get_target = api_get_target,
+    .set_consumer = api_set_consumer,
+    .respond = api_respond,
+    .respond_error = api_respond_error,
+    .resume = api_resume,
+    .set_upstream_url = api_set_upstream_url,
+    .set_upstream_body = api_set_upstream_body,
+    .set_usage = api_set_usage,
+    .set_response_json = api_set_response_json,
+    .emit_chunk = api_emit_chunk,
+    .set_response_chunk = api_set_response_chunk,
+    .shared_get = api_shared_get,
+    .shared_set = api_shared_set,
+    .shared_incr = api_shared_incr,
+    .shared_delete = api_shared_delete,
+    .timer = api_timer,
+    .http_call = api_http_call,
+    .redis_command = api_redis_command,
+    .provider_ctx = api_provider_ctx,
+    .set_error = api_set_error,
+};

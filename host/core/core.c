@@ -1,0 +1,438 @@
+/*
+ * Core utilities: aborting allocators, the logger, the arena, byte buffers
+ * and small string helpers.
+ */
+#include "core/core.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+#include <time.h>
+
+static void
+mf_oom(size_t size)
+{
+    fprintf(stderr, "manifold: out of memory allocating %zu bytes\n", size);
+    abort();
+}
+
+void *
+mf_xmalloc(size_t size)
+{
+    void *p = malloc(size ? size : 1);
+
+    if (p == NULL) {
+        mf_oom(size);
+    }
+    return p;
+}
+
+void *
+mf_xcalloc(size_t n, size_t size)
+{
+    void *p = calloc(n ? n : 1, size ? size : 1);
+
+    if (p == NULL) {
+        mf_oom(n * size);
+    }
+    return p;
+}
+
+void *
+mf_xrealloc(void *p, size_t size)
+{
+    void *q = realloc(p, size ? size : 1);
+
+    if (q == NULL) {
+        mf_oom(size);
+    }
+    return q;
+}
+
+char *
+mf_xstrdup(const char *s)
+{
+    return mf_xstrndup(s, strlen(s));
+}
+
+char *
+mf_xstrndup(const char *s, size_t n)
+{
+    char *p = mf_xmalloc(n + 1);
+
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+/* Logger */
+
+static mf_log_level_t log_level = MF_LOG_INFO;
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void
+mf_log_set_level(mf_log_level_t level)
+{
+    log_level = level;
+}
+
+mf_log_level_t
+mf_log_get_level(void)
+{
+    return log_level;
+}
+
+void
+mf_logv(mf_log_level_t level, const char *tag, const char *fmt, va_list ap)
+{
+    char line[2048];
+    struct timespec ts;
+    struct tm tm;
+    int n;
+
+    if (level < log_level) {
+        return;
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = snprintf(line, sizeof(line),
+                 "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s%s%s",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, level_names[level],
+                 tag ? "[" : "", tag ? tag : "", tag ? "] " : "");
+    if (n < 0 || (size_t)n >= sizeof(line)) {
+        n = 0;
+    }
+    vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    n = (int)strlen(line);
+    line[n++] = '\n';
+    fwrite(line, 1, (size_t)n, stderr);
+}
+
+void
+mf_log_tagged(mf_log_level_t level, const char *tag, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    mf_logv(level, tag, fmt, ap);
+    va_end(ap);
+}
+
+void
+mf_log(mf_log_level_t level, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    mf_logv(level, NULL, fmt, ap);
+    va_end(ap);
+}
+
+/* Arena */
+
+typedef struct mf_pool_block_s {
+    struct mf_pool_block_s *next;
+    size_t used;
+    size_t size;
+    max_align_t data[];
+} mf_pool_block_t;
+
+struct mf_pool_s {
+    mf_pool_block_t *head;
+    size_t block_size;
+};
+
+static mf_pool_block_t *
+mf_pool_block_new(size_t size)
+{
+    mf_pool_block_t *b = malloc(sizeof(*b) + size);
+
+    if (b == NULL) {
+        return NULL;
+    }
+    b->next = NULL;
+    b->used = 0;
+    b->size = size;
+    return b;
+}
+
+mf_pool_t *
+mf_pool_create(size_t block_size)
+{
+    mf_pool_t *p = mf_xmalloc(sizeof(*p));
+
+    p->block_size = block_size ? block_size : 4096;
+    p->head = mf_pool_block_new(p->block_size);
+    if (p->head == NULL) {
+        mf_oom(p->block_size);
+    }
+    return p;
+}
+
+void
+mf_pool_destroy(mf_pool_t *p)
+{
+    mf_pool_block_t *b, *next;
+
+    if (p == NULL) {
+        return;
+    }
+    for (b = p->head; b != NULL; b = next) {
+        next = b->next;
+        free(b);
+    }
+    free(p);
+}
+
+void *
+mf_pool_alloc(mf_pool_t *p, size_t size)
+{
+    const size_t align = sizeof(max_align_t);
+    mf_pool_block_t *b = p->head;
+    size_t need = (size + align - 1) & ~(align - 1);
+    void *out;
+
+    if (need < size) {
+        return NULL;
+    }
+    if (b->size - b->used < need) {
+        if (need > p->block_size / 4) {
+            /* large: its own block, kept behind the head */
+            mf_pool_block_t *big = mf_pool_block_new(need);
+
+            if (big == NULL) {
+                return NULL;
+            }
+            big->used = need;
+            big->next = b->next;
+            b->next = big;
+            return big->data;
+        }
+        b = mf_pool_block_new(p->block_size);
+        if (b == NULL) {
+            return NULL;
+        }
+        b->next = p->head;
+        p->head = b;
+    }
+    out = (char *)b->data + b->used;
+    b->used += need;
+    return out;
+}
+
+char *
+mf_pool_strndup(mf_pool_t *p, const char *s, size_t n)
+{
+    char *d = mf_pool_alloc(p, n + 1);
+
+    if (d == NULL) {
+        return NULL;
+    }
+    if (n > 0) {
+        memcpy(d, s, n);
+    }
+    d[n] = '\0';
+    return d;
+}
+
+mf_str_t
+mf_pool_str(mf_pool_t *p, mf_str_t s)
+{
+    mf_str_t out = {mf_pool_strndup(p, s.data, s.len), s.len};
+
+    if (out.data == NULL) {
+        out.len = 0;
+    }
+    return out;
+}
+
+/* Buffers */
+
+int
+mf_buf_append(mf_buf_t *b, const void *data, size_t len)
+{
+    size_t need = b->len + len;
+
+    if (need < b->len || (b->limit && need > b->limit)) {
+        return MF_ERR;
+    }
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        char *p;
+
+        while (cap < need) {
+            cap *= 2;
+        }
+        if (b->limit && cap > b->limit) {
+            cap = b->limit;
+        }
+        p = realloc(b->data, cap);
+        if (p == NULL) {
+            return MF_ERR;
+        }
+        b->data = p;
+        b->cap = cap;
+    }
+    if (len > 0) {
+        memcpy(b->data + b->len, data, len);
+    }
+    b->len = need;
+    return MF_OK;
+}
+
+int
+mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
+{
+    char small[512];
+    va_list ap;
+    int n;
+
+    va_start(ap, fmt);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return MF_ERR;
+    }
+    if ((size_t)n < sizeof(small)) {
+        return mf_buf_append(b, small, (size_t)n);
+    }
+    {
+        char *big = malloc((size_t)n + 1);
+        int rc;
+
+        if (big == NULL) {
+            return MF_ERR;
+        }
+        va_start(ap, fmt);
+        vsnprintf(big, (size_t)n + 1, fmt, ap);
+        va_end(ap);
+        rc = mf_buf_append(b, big, (size_t)n);
+        free(big);
+        return rc;
+    }
+}
+
+void
+mf_buf_consume(mf_buf_t *b, size_t n)
+{
+    if (n >= b->len) {
+        b->len = 0;
+        return;
+    }
+    memmove(b->data, b->data + n, b->len - n);
+    b->len -= n;
+}
+
+void
+mf_buf_reset(mf_buf_t *b)
+{
+    b->len = 0;
+}
+
+void
+mf_buf_free(mf_buf_t *b)
+{
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+/* Strings */
+
+int
+mf_str_eq(mf_str_t a, mf_str_t b)
+{
+    return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
+}
+
+int
+mf_str_caseeq(mf_str_t a, mf_str_t b)
+{
+    return a.len == b.len &&
+           (a.len == 0 || strncasecmp(a.data, b.data, a.len) == 0);
+}
+
+int
+mf_str_eq_cstr(mf_str_t a, const char *b)
+{
+    return mf_str_eq(a, mf_str_from(b));
+}
+
+mf_str_t
+mf_str_from(const char *s)
+{
+    mf_str_t out = {s, s ? strlen(s) : 0};
+
+    return out;
+}
+
+int
+mf_glob_match(const char *pattern, mf_str_t s)
+{
+    const char *p = pattern, *star = NULL;
+    size_t i = 0, mark = 0;
+
+    while (i < s.len) {
+        if (*p == '?' || (*p != '\0' && *p != '*' && *p == s.data[i])) {
+            p++;
+            i++;
+        } else if (*p == '*') {
+            star = p++;
+            mark = i;
+        } else if (star != NULL) {
+            p = star + 1;
+            i = ++mark;
+        } else {
+            return 0;
+        }
+    }
+    while (*p == '*') {
+        p++;
+    }
+    return *p == '\0';
+}
+
+void
+mf_mask_secret(mf_str_t secret, char *out, size_t cap)
+{
+    size_t prefix = 0;
+
+    if (cap == 0) {
+        return;
+    }
+    if (secret.len == 0) {
+        snprintf(out, cap, "(none)");
+        return;
+    }
+    if (secret.len < 12) {
+        snprintf(out, cap, "...");
+        return;
+    }
+    while (prefix < 3 && prefix < secret.len &&
+           (secret.data[prefix] == 's' || secret.data[prefix] == 'k' ||
+            secret.data[prefix] == '-')) {
+        prefix++;
+    }
+    snprintf(out, cap, "%.*s...%.*s", (int)prefix, secret.data, 4,
+             secret.data + secret.len - 4);
+}
+
+double
+mf_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+double
+mf_wall_time(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

@@ -1,0 +1,709 @@
+/*
+ * Generations: a loaded config with its stages (plugins and Lua states) and
+ * providers bound to their plugins. Requests hold a reference to the
+ * generation they started on; the last release frees it (fini, dlclose).
+ * Stage instances are refcounted and shared by consecutive generations
+ * while their files and config stay the same.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include "routing/keypool.h"
+#include "lua/lua_stage.h"
+#include "pipeline/runtime.h"
+
+/* A provider's init() has this long (stages: their init_timeout). */
+#define MF_PROVIDER_INIT_TIMEOUT_MS 10000
+
+static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_gen_t *gen_current;
+static mf_gen_t *gen_alive; /* every generation not yet freed */
+static unsigned gen_seq;
+
+/* Stage instances */
+
+void
+mf_stage_set_error(mf_pstage_t *s, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&s->err_lock);
+    va_start(ap, fmt);
+    vsnprintf(s->last_error, sizeof(s->last_error), fmt, ap);
+    va_end(ap);
+    s->last_error_at = mf_wall_time();
+    pthread_mutex_unlock(&s->err_lock);
+}
+
+double
+mf_stage_get_error(mf_pstage_t *s, char *buf, size_t cap)
+{
+    double at;
+
+    pthread_mutex_lock(&s->err_lock);
+    snprintf(buf, cap, "%s", s->last_error);
+    at = s->last_error_at;
+    pthread_mutex_unlock(&s->err_lock);
+    return at;
+}
+
+const char *
+mf_stage_version(const mf_pstage_t *s)
+{
+    if (s->kind == MF_STAGE_KIND_C) {
+        return s->desc && s->desc->version ? s->desc->version : "";
+    }
+    return s->lua ? mf_lua_stage_version(s->lua) : "";
+}
+
+static void
+fileid_take(mf_fileid_t *f, const char *path)
+{
+    struct stat st;
+
+    memset(f, 0, sizeof(*f));
+    f->path = mf_xstrdup(path);
+    if (stat(path, &st) != 0) {
+        f->missing = 1;
+        return;
+    }
+    f->dev = st.st_dev;
+    f->ino = st.st_ino;
+    f->size = st.st_size;
+    f->mtime = st.st_mtim;
+}
+
+static int
+fileid_changed(const mf_fileid_t *f)
+{
+    struct stat st;
+
+    if (stat(f->path, &st) != 0) {
+        return !f->missing;
+    }
+    return f->missing || st.st_dev != f->dev || st.st_ino != f->ino ||
+           st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
+           st.st_mtim.tv_nsec != f->mtime.tv_nsec;
+}
+
+int
+mf_stage_files_changed(const mf_pstage_t *s)
+{
+    size_t i;
+
+    for (i = 0; i < s->nfiles; i++) {
+        if (fileid_changed(&s->files[i])) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void
+stage_unref(mf_pstage_t *s)
+{
+    size_t i;
+
+    if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1) {
+        return;
+    }
+    if (s->kind == MF_STAGE_KIND_C && s->dso != NULL) {
+        if (s->desc != NULL && s->desc->fini && s->state) {
+            s->desc->fini(s->state);
+        }
+        mf_plugin_unload(s->dso);
+    } else if (s->lua != NULL) {
+        mf_lua_stage_free(s->lua);
+    }
+    for (i = 0; i < s->nfiles; i++) {
+        free(s->files[i].path);
+    }
+    free(s->files);
+    json_decref(s->config);
+    pthread_mutex_destroy(&s->err_lock);
+    free(s->name);
+    free(s->file);
+    free(s);
+}
+
+static void
+gen_free(mf_gen_t *g)
+{
+    mf_gen_t **pp;
+    size_t i;
+
+    pthread_mutex_lock(&gen_lock);
+    for (pp = &gen_alive; *pp != NULL; pp = &(*pp)->next_alive) {
+        if (*pp == g) {
+            *pp = g->next_alive;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gen_lock);
+    for (i = 0; i < g->nstages; i++) {
+        stage_unref(g->stages[i]);
+    }
+    free(g->stages);
+    for (i = 0; i < g->nproviders; i++) {
+        mf_prov_t *p = &g->providers[i];
+
+        if (p->dso && p->dso->desc->fini && p->state) {
+            p->dso->desc->fini(p->state);
+        }
+        free(p->keys);
+        free(p->key_str);
+    }
+    free(g->providers);
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        mf_plugin_unload(g->provider_dsos[i]);
+    }
+    free(g->provider_dsos);
+    if (g->config != NULL) {
+        mf_config_free(g->config);
+    }
+    free(g);
+}
+
+/* A plugin's init() on a helper thread, so that the main thread (admin
+ * socket, signals, reloads) waits for it no longer than a deadline. The
+ * last of the two threads to let go frees it. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const mf_plugin_t *desc;
+    char *config;
+    void *state;
+    int rc;
+    int done;
+    int refs;
+} init_job_t;
+
+static void
+init_job_unref(init_job_t *j)
+{
+    int last;
+
+    pthread_mutex_lock(&j->lock);
+    last = --j->refs == 0;
+    pthread_mutex_unlock(&j->lock);
+    if (last) {
+        pthread_mutex_destroy(&j->lock);
+        pthread_cond_destroy(&j->cond);
+        free(j->config);
+        free(j);
+    }
+}
+
+static void *
+init_thread(void *arg)
+{
+    init_job_t *j = arg;
+    void *state = NULL;
+    int rc = j->desc->init(&mf_api, j->config, &state);
+
+    pthread_mutex_lock(&j->lock);
+    j->rc = rc;
+    j->state = state;
+    j->done = 1;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return NULL;
+}
+
+/* Runs d->init(api, config, state) within timeout_ms. Returns its result,
+ * or MF_ERR with *timed_out set when it did not return in time: its thread
+ * is left running, detached, and the plugin must stay loaded. */
+static int
+plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
+                    double timeout_ms, int *timed_out)
+{
+    init_job_t *j = mf_xcalloc(1, sizeof(*j));
+    pthread_condattr_t ca;
+    struct timespec until;
+    pthread_t t;
+    int rc = MF_ERR;
+
+    *timed_out = 0;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    j->desc = d;
+    j->config = mf_xstrdup(config);
+    j->refs = 2;
+    if (pthread_create(&t, NULL, init_thread, j) != 0) {
+        j->refs = 1;
+        init_job_unref(j);
+        return d->init(&mf_api, config, state); /* no thread: as before */
+    }
+    pthread_detach(t);
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec +=
+        (long)((timeout_ms - (double)(long)(timeout_ms / 1000) * 1000) * 1e6);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->lock);
+    while (!j->done) {
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (j->done) {
+        rc = j->rc;
+        *state = j->state;
+    } else {
+        *timed_out = 1;
+    }
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return rc;
+}
+
+static unsigned
+c_hooks(const mf_plugin_t *d)
+{
+    unsigned h = 0;
+
+    h |= d->on_request ? MF_HOOK(MF_STAGE_REQUEST) : 0;
+    h |= d->on_route ? MF_HOOK(MF_STAGE_ROUTE) : 0;
+    h |= d->on_upstream_request ? MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) : 0;
+    h |= d->on_upstream_response ? MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) : 0;
+    h |= d->on_response_headers ? MF_HOOK(MF_STAGE_RESPONSE_HEADERS) : 0;
+    h |= d->on_response_body ? MF_HOOK(MF_STAGE_RESPONSE_BODY) : 0;
+    h |= d->on_log ? MF_HOOK(MF_STAGE_LOG) : 0;
+    h |= d->on_done ? MF_HOOK(MF_STAGE_DONE) : 0;
+    return h;
+}
+
+/* Loads every provider-*.so of the plugin dir (once per generation). */
+static int
+load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
+{
+    const char *dir = g->config->plugin_dir;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    if (d == NULL) {
+        snprintf(err, errcap,
+                 "%s: cannot open the plugin directory; set "
+                 "plugin_dir in the config or build the plugins",
+                 dir);
+        return MF_ERR;
+    }
+    while ((de = readdir(d)) != NULL) {
+        size_t n = strlen(de->d_name);
+        char path[4096];
+        mf_dso_t *dso;
+
+        if (strncmp(de->d_name, "provider-", 9) != 0 || n < 4 ||
+            strcmp(de->d_name + n - 3, ".so") != 0) {
+            continue;
+        }
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        dso = mf_plugin_load(path, err, errcap);
+        if (dso == NULL) {
+            closedir(d);
+            return MF_ERR;
+        }
+        if (dso->desc->provider == NULL) {
+            snprintf(err, errcap,
+                     "%s: named provider-* but is not a "
+                     "provider plugin",
+                     path);
+            mf_plugin_unload(dso);
+            closedir(d);
+            return MF_ERR;
+        }
+        g->provider_dsos = mf_xrealloc(
+            g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
+        g->provider_dsos[g->nprovider_dsos++] = dso;
+    }
+    closedir(d);
+    return MF_OK;
+}
+
+/* Plugins whose init() never returned: loaded for good, as their thread
+ * still runs their code. */
+static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_dso_t **pinned;
+static size_t npinned;
+
+static void
+pin_dso(mf_gen_t *g, mf_dso_t *dso)
+{
+    size_t i;
+
+    for (i = 0; g != NULL && i < g->nprovider_dsos; i++) {
+        if (g->provider_dsos[i] == dso) {
+            g->provider_dsos[i] = g->provider_dsos[--g->nprovider_dsos];
+            break;
+        }
+    }
+    pthread_mutex_lock(&pinned_lock);
+    pinned = mf_xrealloc(pinned, (npinned + 1) * sizeof(*pinned));
+    pinned[npinned++] = dso;
+    pthread_mutex_unlock(&pinned_lock);
+}
+
+static mf_dso_t *
+find_provider_dso(mf_gen_t *g, const char *type)
+{
+    size_t i, j;
+
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        const char *const *t = g->provider_dsos[i]->desc->provider->types;
+
+        for (j = 0; t && t[j]; j++) {
+            if (strcmp(t[j], type) == 0) {
+                return g->provider_dsos[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+static int
+bind_providers(mf_gen_t *g, char *err, size_t errcap)
+{
+    mf_config_t *c = g->config;
+    size_t i;
+
+    if (c->nproviders > 0 && load_provider_dsos(g, err, errcap) != MF_OK) {
+        return MF_ERR;
+    }
+    g->providers =
+        mf_xcalloc(c->nproviders ? c->nproviders : 1, sizeof(mf_prov_t));
+    mf_keypool_set_max_rest(c->limits.max_retry_after_ms);
+    for (i = 0; i < c->nproviders; i++) {
+        mf_provider_conf_t *pc = &c->providers[i];
+        mf_prov_t *p = &g->providers[g->nproviders];
+        mf_dso_t *dso;
+        json_t *conf;
+        char *text;
+        int rc, timed_out;
+
+        if (pc->disabled) {
+            continue;
+        }
+        if (pc->plugin != NULL) {
+            dso = mf_plugin_load(pc->plugin, err, errcap);
+            if (dso == NULL) {
+                return MF_ERR;
+            }
+            g->provider_dsos = mf_xrealloc(
+                g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
+            g->provider_dsos[g->nprovider_dsos++] = dso;
+            if (dso->desc->provider == NULL) {
+                snprintf(err, errcap,
+                         "%s:%d: provider '%s': %s is not a "
+                         "provider plugin",
+                         c->path, pc->line, pc->name, pc->plugin);
+                return MF_ERR;
+            }
+        } else {
+            dso = find_provider_dso(g, pc->type);
+            if (dso == NULL) {
+                snprintf(err, errcap,
+                         "%s:%d: providers: '%s' has type "
+                         "'%s', which no provider plugin in %s serves",
+                         c->path, pc->line, pc->name, pc->type, c->plugin_dir);
+                return MF_ERR;
+            }
+        }
+        conf = json_deep_copy(pc->json);
+        json_object_del(conf, "keys"); /* keys reach it per attempt */
+        text = json_dumps(conf, JSON_COMPACT);
+        json_decref(conf);
+        p->conf = pc;
+        p->dso = dso;
+        p->ops = dso->desc->provider;
+        p->index = g->nproviders;
+        rc = plugin_init_bounded(dso->desc, text, &p->state,
+                                 MF_PROVIDER_INIT_TIMEOUT_MS, &timed_out);
+        free(text);
+        if (timed_out) {
+            pin_dso(g, dso);
+            snprintf(err, errcap,
+                     "%s:%d: provider '%s': plugin %s init() did not return "
+                     "within %d ms; its thread is left running (see "
+                     "docs/RELOAD.md), restart the gateway to end it",
+                     c->path, pc->line, pc->name, dso->desc->name,
+                     MF_PROVIDER_INIT_TIMEOUT_MS);
+            p->dso = NULL;
+            return MF_ERR;
+        }
+        if (rc != MF_OK) {
+            snprintf(err, errcap,
+                     "%s:%d: provider '%s': plugin %s refused "
+                     "its config (see the log above)",
+                     c->path, pc->line, pc->name, dso->desc->name);
+            p->dso = NULL;
+            return MF_ERR;
+        }
+        mf_keypool_bind(p);
+        g->nproviders++;
+    }
+    return MF_OK;
+}
+
+/* Loads the stage of `sc` afresh; NULL with err. */
+static mf_pstage_t *
+stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
+           size_t errcap)
+{
+    mf_stage_conf_t *sc = &c->stages[i];
+    mf_pstage_t *s = mf_xcalloc(1, sizeof(*s));
+
+    atomic_store(&s->refs, 1);
+    pthread_mutex_init(&s->err_lock, NULL);
+    s->name = mf_xstrdup(sc->name);
+    s->config = json_incref(sc->config);
+    s->conf_enabled = sc->enabled;
+    atomic_store(&s->enabled, sc->enabled);
+    s->gen_id = gen_id;
+    s->loaded_at = mf_wall_time();
+    if (sc->plugin != NULL) {
+        char *text;
+        int rc, timed_out;
+
+        s->kind = MF_STAGE_KIND_C;
+        s->file = mf_xstrdup(sc->plugin);
+        s->nfiles = 1;
+        s->files = mf_xcalloc(1, sizeof(*s->files));
+        fileid_take(&s->files[0], sc->plugin); /* before the copy */
+        s->dso = mf_plugin_load(sc->plugin, err, errcap);
+        if (s->dso == NULL) {
+            goto fail;
+        }
+        if (s->dso->desc->provider != NULL) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s is a provider plugin; "
+                     "list it under providers",
+                     c->path, sc->line, i, sc->name, sc->plugin);
+            goto fail;
+        }
+        s->desc = s->dso->desc;
+        text = json_dumps(sc->config, JSON_COMPACT);
+        rc = plugin_init_bounded(s->desc, text, &s->state, sc->init_timeout_ms,
+                                 &timed_out);
+        free(text);
+        if (timed_out) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s init() did not return "
+                     "within its init_timeout of %.0f ms; the reload is "
+                     "refused and its thread left running (see "
+                     "docs/RELOAD.md): fix the plugin, check it with "
+                     "manifold -t, restart the gateway to end the thread",
+                     c->path, sc->line, i, sc->name, sc->plugin,
+                     sc->init_timeout_ms);
+            pin_dso(NULL, s->dso);
+            s->dso = NULL; /* its code stays mapped for the stuck thread */
+            s->desc = NULL;
+            goto fail;
+        }
+        if (rc != MF_OK) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': %s init() refused its "
+                     "config (see the log above)",
+                     c->path, sc->line, i, sc->name, sc->plugin);
+            s->desc = NULL; /* no fini for a refused init */
+            goto fail;
+        }
+        s->hooks = c_hooks(s->desc);
+    } else {
+        const char *const *deps;
+        size_t n, j;
+
+        s->kind = MF_STAGE_KIND_LUA;
+        s->file = mf_xstrdup(sc->lua);
+        s->lua = mf_lua_stage_load(sc, nworkers, c->lua_path, &s->hooks, err,
+                                   errcap);
+        if (s->lua == NULL) {
+            s->nfiles = 1;
+            s->files = mf_xcalloc(1, sizeof(*s->files));
+            fileid_take(&s->files[0], sc->lua);
+            goto fail;
+        }
+        deps = mf_lua_stage_deps(s->lua, &n);
+        s->nfiles = n + 1;
+        s->files = mf_xcalloc(n + 1, sizeof(*s->files));
+        fileid_take(&s->files[0], sc->lua);
+        for (j = 0; j < n; j++) {
+            fileid_take(&s->files[j + 1], deps[j]);
+        }
+    }
+    return s;
+fail:
+    stage_unref(s);
+    return NULL;
+}
+
+/* Whether prev's instance `p` can serve stage `sc` unchanged. */
+static int
+stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
+               const char *force)
+{
+    const char *file = sc->plugin ? sc->plugin : sc->lua;
+
+    if (force != NULL &&
+        (strcmp(force, "*") == 0 || strcmp(force, p->name) == 0)) {
+        return 0;
+    }
+    return (p->kind == MF_STAGE_KIND_C) == (sc->plugin != NULL) &&
+           strcmp(p->file, file) == 0 && json_equal(p->config, sc->config) &&
+           (p->lua == NULL || mf_lua_stage_same_limits(p->lua, sc)) &&
+           !mf_stage_files_changed(p);
+}
+
+/* Loads every stage (each failing one is reported, not just the first). */
+static int
+load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
+            size_t errcap)
+{
+    mf_config_t *c = g->config;
+    size_t i, used = 0;
+    int rc = MF_OK;
+
+    g->stages = mf_xcalloc(c->nstages ? c->nstages : 1, sizeof(mf_pstage_t *));
+    g->nstages = c->nstages;
+    for (i = 0; i < c->nstages; i++) {
+        mf_stage_conf_t *sc = &c->stages[i];
+        mf_pstage_t *old = prev ? mf_gen_find_stage(prev, sc->name) : NULL;
+        mf_pstage_t *s;
+        char one[2048];
+
+        if (old != NULL && stage_reusable(old, sc, force) &&
+            prev->nworkers == g->nworkers) {
+            s = old;
+            atomic_fetch_add(&s->refs, 1);
+            if (s->conf_enabled != sc->enabled) {
+                s->conf_enabled = sc->enabled;
+                atomic_store(&s->enabled, sc->enabled);
+            }
+        } else {
+            s = stage_load(c, i, g->id, g->nworkers, one, sizeof(one));
+            if (s == NULL) {
+                if (old != NULL) {
+                    mf_stage_set_error(old, "reload refused: %s", one);
+                }
+                if (used < errcap) {
+                    used += (size_t)snprintf(err + used, errcap - used, "%s%s",
+                                             used ? "\n" : "", one);
+                }
+                rc = MF_ERR;
+                continue;
+            }
+        }
+        g->stages[i] = s;
+        g->hooks |= s->hooks;
+    }
+    return rc;
+}
+
+mf_gen_t *
+mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
+             const char *force, char *err, size_t errcap)
+{
+    mf_gen_t *g = mf_xcalloc(1, sizeof(*g));
+
+    g->config = config;
+    g->nworkers = nworkers;
+    g->created_at = mf_wall_time();
+    atomic_store(&g->refs, 1);
+    pthread_mutex_lock(&gen_lock);
+    g->id = gen_seq + 1; /* taken for good only on success */
+    g->next_alive = gen_alive;
+    gen_alive = g;
+    pthread_mutex_unlock(&gen_lock);
+    if (bind_providers(g, err, errcap) != MF_OK ||
+        load_stages(g, prev, force, err, errcap) != MF_OK) {
+        g->config = NULL; /* the caller's again */
+        gen_free(g);
+        return NULL;
+    }
+    pthread_mutex_lock(&gen_lock);
+    gen_seq = g->id;
+    pthread_mutex_unlock(&gen_lock);
+    return g;
+}
+
+mf_gen_t *
+mf_gen_acquire(void)
+{
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&gen_lock);
+    g = gen_current;
+    if (g != NULL) {
+        atomic_fetch_add(&g->refs, 1);
+    }
+    pthread_mutex_unlock(&gen_lock);
+    return g;
+}
+
+void
+mf_gen_release(mf_gen_t *g)
+{
+    if (g != NULL && atomic_fetch_sub(&g->refs, 1) == 1) {
+        gen_free(g);
+    }
+}
+
+void
+mf_gen_set_current(mf_gen_t *g)
+{
+    mf_gen_t *old;
+
+    pthread_mutex_lock(&gen_lock);
+    old = gen_current;
+    gen_current = g;
+    pthread_mutex_unlock(&gen_lock);
+    mf_gen_release(old);
+}
+
+mf_prov_t *
+mf_gen_find_provider(mf_gen_t *g, mf_str_t name)
+{
+    size_t i;
+
+    for (i = 0; i < g->nproviders; i++) {
+        if (mf_str_eq_cstr(name, g->providers[i].conf->name)) {
+            return &g->providers[i];
+        }
+    }
+    return NULL;
+}
+
+mf_pstage_t *
+mf_gen_find_stage(mf_gen_t *g, const char *name)
+{
+    size_t i;
+
+    for (i = 0; g != NULL && i < g->nstages; i++) {
+        if (strcmp(g->stages[i]->name, name) == 0) {
+            return g->stages[i];
+        }
+    }
+    return NULL;
+}
+
+void
+mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg)
+{
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&gen_lock);
+    for (g = gen_alive; g != NULL; g = g->next_alive) {
+        fn(g, arg);
+    }
+    pthread_mutex_unlock(&gen_lock);
+}

@@ -1,0 +1,182 @@
+/*
+ * Pipeline runner: runs one phase's stages in order from the request's
+ * stage index, with per-stage timing; a stage may continue, pause, answer
+ * or fail. Body, log and done phases run every stage and never pause.
+ */
+#include <time.h>
+
+#include "lua/lua_stage.h"
+#include "pipeline/runtime.h"
+
+const char *const mf_stage_fn_names[MF_STAGE__COUNT] = {
+    [MF_STAGE_REQUEST] = "on_request",
+    [MF_STAGE_ROUTE] = "on_route",
+    [MF_STAGE_UPSTREAM_REQUEST] = "on_upstream_request",
+    [MF_STAGE_UPSTREAM_RESPONSE] = "on_upstream_response",
+    [MF_STAGE_RESPONSE_HEADERS] = "on_response_headers",
+    [MF_STAGE_RESPONSE_BODY] = "on_response_body",
+    [MF_STAGE_LOG] = "on_log",
+    [MF_STAGE_DONE] = "on_done",
+};
+
+static uint64_t
+now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static mf_action_t
+call_c(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx, mf_str_t data,
+       int last)
+{
+    const mf_plugin_t *d = s->desc;
+
+    switch (stage) {
+    case MF_STAGE_REQUEST:
+        return d->on_request(r, s->state, ctx);
+    case MF_STAGE_ROUTE:
+        return d->on_route(r, s->state, ctx);
+    case MF_STAGE_UPSTREAM_REQUEST:
+        return d->on_upstream_request(r, s->state, ctx);
+    case MF_STAGE_UPSTREAM_RESPONSE:
+        return d->on_upstream_response(r, s->state, ctx);
+    case MF_STAGE_RESPONSE_HEADERS:
+        return d->on_response_headers(r, s->state, ctx);
+    case MF_STAGE_RESPONSE_BODY:
+        return d->on_response_body(r, s->state, ctx, data, last);
+    case MF_STAGE_LOG:
+        d->on_log(r, s->state, ctx);
+        return MF_CONTINUE;
+    case MF_STAGE_DONE:
+        d->on_done(r, s->state, ctx);
+        return MF_CONTINUE;
+    default:
+        return MF_FAIL;
+    }
+}
+
+static mf_action_t
+run_one(mf_req_t *r, size_t i, mf_stage_t stage, mf_str_t data, int last)
+{
+    mf_pstage_t *s = r->gen->stages[i];
+    uint64_t t0 = now_ns();
+    mf_action_t act;
+
+    r->cur_stage = stage;
+    if (s->kind == MF_STAGE_KIND_C) {
+        act = call_c(s, stage, r, &r->ctx[i], data, last);
+    } else {
+        act = mf_lua_stage_call(s, stage, r, &r->ctx[i], data, last);
+    }
+    atomic_fetch_add(&s->stats.time_ns, now_ns() - t0);
+    if (i < 64) {
+        r->ran |= (uint64_t)1 << i;
+    } else if (stage == MF_STAGE_REQUEST) {
+        atomic_fetch_add(&s->stats.requests, 1);
+    }
+    if (act == MF_FAIL) {
+        atomic_fetch_add(&s->stats.errors, 1);
+    }
+    return act;
+}
+
+mf_action_t
+mf_pipeline_run(mf_req_t *r, mf_stage_t stage)
+{
+    mf_gen_t *g = r->gen;
+
+    if (!(g->hooks & MF_HOOK(stage))) {
+        r->stage_idx = 0;
+        return MF_CONTINUE;
+    }
+    for (; r->stage_idx < g->nstages; r->stage_idx++) {
+        mf_pstage_t *s = g->stages[r->stage_idx];
+        mf_action_t act;
+
+        if (!(s->hooks & MF_HOOK(stage)) || !atomic_load(&s->enabled)) {
+            continue;
+        }
+        act = run_one(r, r->stage_idx, stage, MF_STR_NULL, 0);
+        if (act == MF_CONTINUE) {
+            continue;
+        }
+        if (act == MF_FAIL) {
+            mf_log_error("request %.*s: stage '%s' (%s) failed in %s",
+                         (int)r->id.len, r->id.data, s->name, s->file,
+                         stage == MF_STAGE_REQUEST ? "on_request"
+                         : stage == MF_STAGE_ROUTE ? "on_route"
+                                                   : "a stage callback");
+        }
+        return act;
+    }
+    r->stage_idx = 0;
+    return MF_CONTINUE;
+}
+
+int
+mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_gen_t *g = r->gen;
+    size_t i;
+
+    if (!(g->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
+        return MF_OK;
+    }
+    for (i = 0; i < g->nstages; i++) {
+        mf_pstage_t *s = g->stages[i];
+
+        if ((s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) &&
+            atomic_load(&s->enabled)) {
+            if (run_one(r, i, MF_STAGE_RESPONSE_BODY, data, last) == MF_FAIL) {
+                /* a body stage may redact: what it did not pass on is
+                 * never sent (the stages after it do not run either) */
+                mf_log_error("request %.*s: stage '%s' (%s) failed in "
+                             "on_response_body; the body is withheld",
+                             (int)r->id.len, r->id.data, s->name, s->file);
+                return MF_ERR;
+            }
+            if (r->replaced) {
+                data = r->replace;
+            }
+        }
+    }
+    return MF_OK;
+}
+
+void
+mf_pipeline_log_done(mf_req_t *r)
+{
+    mf_gen_t *g = r->gen;
+    size_t i;
+
+    if (!r->logged) {
+        r->logged = 1;
+        for (i = 0; i < g->nstages; i++) {
+            mf_pstage_t *s = g->stages[i];
+
+            if ((s->hooks & MF_HOOK(MF_STAGE_LOG)) &&
+                atomic_load(&s->enabled)) {
+                run_one(r, i, MF_STAGE_LOG, MF_STR_NULL, 0);
+            }
+        }
+    }
+    if (!r->done) {
+        r->done = 1;
+        for (i = 0; i < g->nstages; i++) {
+            mf_pstage_t *s = g->stages[i];
+
+            if (i < 64 && (r->ran & ((uint64_t)1 << i))) {
+                atomic_fetch_add(&s->stats.requests, 1);
+            }
+            /* on_done runs even for a stage disabled since: ctx is freed */
+            if (s->hooks & MF_HOOK(MF_STAGE_DONE)) {
+                run_one(r, i, MF_STAGE_DONE, MF_STR_NULL, 0);
+            } else if (s->kind == MF_STAGE_KIND_LUA && r->ctx[i] != NULL) {
+                mf_lua_stage_done(s, r, &r->ctx[i]);
+            }
+        }
+    }
+}

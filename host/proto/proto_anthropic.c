@@ -1,0 +1,539 @@
+/*
+ * Anthropic inbound: Messages requests to canonical chat requests, chat
+ * completions and chunks back to messages and Messages stream events
+ * (message_start, content_block_start/delta/stop for text, thinking and
+ * tool_use blocks, message_delta with the stop reason and usage,
+ * message_stop).
+ */
+#include "proto/proto_anthropic.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+/* Request */
+
+/* The text of a string or of text blocks joined by newlines; malloc'd. */
+static char *
+text_of(json_t *content)
+{
+    mf_buf_t b = {0};
+    json_t *blk;
+    size_t i;
+
+    if (json_is_string(content)) {
+        return mf_xstrdup(json_string_value(content));
+    }
+    json_array_foreach(content, i, blk)
+    {
+        const char *t = json_string_value(json_object_get(blk, "text"));
+
+        if (t != NULL) {
+            if (b.len > 0) {
+                mf_buf_append(&b, "\n", 1);
+            }
+            mf_buf_append(&b, t, strlen(t));
+        }
+    }
+    mf_buf_append(&b, "", 1);
+    return b.data ? b.data : mf_xstrdup("");
+}
+
+static json_t *
+image_part(json_t *block)
+{
+    json_t *src = json_object_get(block, "source");
+    const char *type = json_string_value(json_object_get(src, "type"));
+
+    if (type && strcmp(type, "base64") == 0) {
+        const char *mt = json_string_value(json_object_get(src, "media_type"));
+        const char *data = json_string_value(json_object_get(src, "data"));
+        json_t *out;
+        char *url;
+        size_t n;
+
+        if (mt == NULL || data == NULL) {
+            return NULL;
+        }
+        n = strlen(mt) + strlen(data) + 16;
+        url = mf_xmalloc(n);
+        snprintf(url, n, "data:%s;base64,%s", mt, data);
+        out = json_pack("{s:s,s:{s:s}}", "type", "image_url", "image_url",
+                        "url", url);
+        free(url);
+        return out;
+    }
+    if (type && strcmp(type, "url") == 0) {
+        return json_pack("{s:s,s:{s:O}}", "type", "image_url", "image_url",
+                         "url", json_object_get(src, "url"));
+    }
+    return NULL;
+}
+
+/* A user turn: tool results become tool messages, the rest one message. */
+static void
+user_turn(json_t *out, json_t *content)
+{
+    json_t *parts = json_array(), *b;
+    size_t i;
+    int only_text = 1;
+
+    if (json_is_string(content)) {
+        json_array_append_new(
+            out, json_pack("{s:s,s:O}", "role", "user", "content", content));
+        json_decref(parts);
+        return;
+    }
+    json_array_foreach(content, i, b)
+    {
+        const char *type = json_string_value(json_object_get(b, "type"));
+
+        if (type == NULL) {
+            continue;
+        }
+        if (strcmp(type, "tool_result") == 0) {
+            char *t = text_of(json_object_get(b, "content"));
+
+            json_array_append_new(
+                out,
+                json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
+                          json_object_get(b, "tool_use_id"), "content", t));
+            free(t);
+        } else if (strcmp(type, "text") == 0) {
+            json_array_append_new(parts,
+                                  json_pack("{s:s,s:O}", "type", "text", "text",
+                                            json_object_get(b, "text")));
+        } else if (strcmp(type, "image") == 0) {
+            json_t *p = image_part(b);
+
+            if (p != NULL) {
+                json_array_append_new(parts, p);
+                only_text = 0;
+            }
+        }
+    }
+    if (json_array_size(parts) == 0) {
+        json_decref(parts);
+        return;
+    }
+    if (only_text) { /* plain text reaches every provider */
+        char *t = text_of(parts);
+        json_t *text = json_string(t);
+
+        free(t);
+        json_decref(parts);
+        json_array_append_new(
+            out, json_pack("{s:s,s:o}", "role", "user", "content", text));
+        return;
+    }
+    json_array_append_new(
+        out, json_pack("{s:s,s:o}", "role", "user", "content", parts));
+}
+
+static void
+assistant_turn(json_t *out, json_t *content)
+{
+    json_t *calls = json_array(), *b, *m;
+    mf_buf_t text = {0};
+    size_t i;
+
+    if (json_is_string(content)) {
+        mf_buf_append(&text, json_string_value(content),
+                      json_string_length(content));
+    }
+    json_array_foreach(content, i, b)
+    {
+        const char *type = json_string_value(json_object_get(b, "type"));
+        const char *t;
+
+        if (type && strcmp(type, "text") == 0 &&
+            (t = json_string_value(json_object_get(b, "text"))) != NULL) {
+            mf_buf_append(&text, t, strlen(t));
+        } else if (type && strcmp(type, "tool_use") == 0) {
+            char *args = json_dumps(json_object_get(b, "input"),
+                                    JSON_COMPACT | JSON_ENCODE_ANY);
+
+            json_array_append_new(
+                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                                 json_object_get(b, "id"), "type", "function",
+                                 "function", "name", json_object_get(b, "name"),
+                                 "arguments", args ? args : "{}"));
+            free(args);
+        }
+    }
+    m = json_pack("{s:s,s:o}", "role", "assistant", "content",
+                  text.len ? json_stringn(text.data, text.len) : json_null());
+    mf_buf_free(&text);
+    if (json_array_size(calls) > 0) {
+        json_object_set_new(m, "tool_calls", calls);
+    } else {
+        json_decref(calls);
+    }
+    json_array_append_new(out, m);
+}
+
+json_t *
+mf_anthropic_request(json_t *in, const char **err)
+{
+    json_t *out, *msgs, *m, *v, *sys;
+    size_t i;
+
+    if (!json_is_integer(json_object_get(in, "max_tokens"))) {
+        *err = "max_tokens: Field required (an integer)";
+        return NULL;
+    }
+    if (!json_is_array(json_object_get(in, "messages")) ||
+        json_array_size(json_object_get(in, "messages")) == 0) {
+        *err = "messages: Field required (a non-empty list of turns)";
+        return NULL;
+    }
+    out = json_pack("{s:O,s:O}", "model", json_object_get(in, "model"),
+                    "max_tokens", json_object_get(in, "max_tokens"));
+    msgs = json_array();
+    sys = json_object_get(in, "system");
+    if (json_is_string(sys) || json_is_array(sys)) {
+        char *t = text_of(sys);
+
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:s}", "role", "system", "content", t));
+        free(t);
+    }
+    json_array_foreach(json_object_get(in, "messages"), i, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL ||
+            (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0)) {
+            json_decref(msgs);
+            json_decref(out);
+            *err = "messages: each turn's role must be user or assistant";
+            return NULL;
+        }
+        if (strcmp(role, "user") == 0) {
+            user_turn(msgs, json_object_get(m, "content"));
+        } else {
+            assistant_turn(msgs, json_object_get(m, "content"));
+        }
+    }
+    json_object_set_new(out, "messages", msgs);
+    if (json_is_array(v = json_object_get(in, "stop_sequences")) &&
+        json_array_size(v) > 0) {
+        json_object_set(out, "stop", v);
+    }
+    if (json_is_number(v = json_object_get(in, "temperature"))) {
+        json_object_set(out, "temperature", v);
+    }
+    if (json_is_number(v = json_object_get(in, "top_p"))) {
+        json_object_set(out, "top_p", v);
+    }
+    if (json_is_string(
+            v = json_object_get(json_object_get(in, "metadata"), "user_id"))) {
+        json_object_set(out, "user", v);
+    }
+    if (json_is_true(json_object_get(in, "stream"))) {
+        json_object_set_new(out, "stream", json_true());
+    }
+    if (json_is_object(v = json_object_get(in, "thinking"))) {
+        json_object_set(out, "thinking", v);
+    }
+    if (json_array_size(v = json_object_get(in, "tools")) > 0) {
+        json_t *tools = json_array(), *t, *tc;
+
+        json_array_foreach(v, i, t)
+        {
+            json_t *fn = json_pack("{s:O}", "name", json_object_get(t, "name"));
+
+            if (json_is_string(json_object_get(t, "description"))) {
+                json_object_set(fn, "description",
+                                json_object_get(t, "description"));
+            }
+            json_object_set_new(
+                fn, "parameters",
+                json_is_object(json_object_get(t, "input_schema"))
+                    ? json_incref(json_object_get(t, "input_schema"))
+                    : json_pack("{s:s}", "type", "object"));
+            json_array_append_new(tools, json_pack("{s:s,s:o}", "type",
+                                                   "function", "function", fn));
+        }
+        json_object_set_new(out, "tools", tools);
+        tc = json_object_get(in, "tool_choice");
+        if (json_is_object(tc)) {
+            const char *type = json_string_value(json_object_get(tc, "type"));
+
+            if (type && strcmp(type, "any") == 0) {
+                json_object_set_new(out, "tool_choice",
+                                    json_string("required"));
+            } else if (type && strcmp(type, "none") == 0) {
+                json_object_set_new(out, "tool_choice", json_string("none"));
+            } else if (type && strcmp(type, "tool") == 0) {
+                json_object_set_new(out, "tool_choice",
+                                    json_pack("{s:s,s:{s:O}}", "type",
+                                              "function", "function", "name",
+                                              json_object_get(tc, "name")));
+            }
+            if (json_is_true(
+                    json_object_get(tc, "disable_parallel_tool_use"))) {
+                json_object_set_new(out, "parallel_tool_calls", json_false());
+            }
+        }
+    }
+    return out;
+}
+
+/* Response */
+
+static const char *
+stop_reason(const char *finish)
+{
+    if (finish == NULL) {
+        return "end_turn";
+    }
+    if (strcmp(finish, "length") == 0) {
+        return "max_tokens";
+    }
+    if (strcmp(finish, "tool_calls") == 0 ||
+        strcmp(finish, "function_call") == 0) {
+        return "tool_use";
+    }
+    if (strcmp(finish, "content_filter") == 0) {
+        return "refusal";
+    }
+    return "end_turn";
+}
+
+static json_t *
+usage_json(const mf_usage_t *u, int with_input)
+{
+    int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
+    int64_t in = u->prompt_tokens > 0 ? u->prompt_tokens - cached : 0;
+    json_t *j = json_pack(
+        "{s:I}", "output_tokens",
+        (json_int_t)(u->completion_tokens > 0 ? u->completion_tokens : 0));
+
+    if (with_input) {
+        json_object_set_new(j, "input_tokens", json_integer(in));
+        json_object_set_new(j, "cache_read_input_tokens", json_integer(cached));
+        json_object_set_new(j, "cache_creation_input_tokens", json_integer(0));
+    }
+    return j;
+}
+
+json_t *
+mf_anthropic_response(json_t *c, const mf_usage_t *usage)
+{
+    json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
+    json_t *msg = json_object_get(choice, "message");
+    json_t *content = json_array(), *call;
+    const char *text = json_string_value(json_object_get(msg, "content"));
+    const char *id = json_string_value(json_object_get(c, "id"));
+    const char *think =
+        json_string_value(json_object_get(msg, "reasoning_content"));
+    char mid[160];
+    size_t i;
+
+    if (think != NULL && think[0] != '\0') {
+        json_array_append_new(content,
+                              json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                        "thinking", think, "signature", ""));
+    }
+    if (text != NULL && text[0] != '\0') {
+        json_array_append_new(
+            content, json_pack("{s:s,s:s}", "type", "text", "text", text));
+    }
+    json_array_foreach(json_object_get(msg, "tool_calls"), i, call)
+    {
+        json_t *fn = json_object_get(call, "function");
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+        json_t *input = args ? json_loads(args, 0, NULL) : NULL;
+
+        if (!json_is_object(input)) {
+            json_decref(input);
+            input = json_object();
+        }
+        json_array_append_new(
+            content, json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
+                               json_object_get(call, "id"), "name",
+                               json_object_get(fn, "name"), "input", input));
+    }
+    snprintf(mid, sizeof(mid), "%s%s",
+             id && strncmp(id, "msg_", 4) == 0 ? "" : "msg_",
+             id ? id : "manifold");
+    return json_pack("{s:s,s:s,s:s,s:O,s:o,s:s,s:n,s:o}", "id", mid, "type",
+                     "message", "role", "assistant", "model",
+                     json_object_get(c, "model"), "content", content,
+                     "stop_reason",
+                     stop_reason(json_string_value(
+                         json_object_get(choice, "finish_reason"))),
+                     "stop_sequence", "usage", usage_json(usage, 1));
+}
+
+/* Stream */
+
+void
+mf_anthropic_stream_init(mf_anthropic_stream_t *s, mf_str_t model)
+{
+    int i;
+
+    memset(s, 0, sizeof(*s));
+    s->block = -1;
+    for (i = 0; i < 32; i++) {
+        s->tool_block[i] = -1;
+    }
+    snprintf(s->model, sizeof(s->model), "%.*s", (int)model.len, model.data);
+    snprintf(s->id, sizeof(s->id), "msg_manifold");
+}
+
+static void
+emit(mf_buf_t *out, const char *event, json_t *data)
+{
+    char *text = json_dumps(data, JSON_COMPACT);
+
+    mf_buf_printf(out, "event: %s\ndata: %s\n\n", event, text ? text : "{}");
+    free(text);
+    json_decref(data);
+}
+
+static void
+start(mf_anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
+{
+    if (s->started) {
+        return;
+    }
+    s->started = 1;
+    emit(out, "message_start",
+         json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:o}}", "type",
+                   "message_start", "message", "id", s->id, "type", "message",
+                   "role", "assistant", "model", s->model, "content",
+                   "stop_reason", "stop_sequence", "usage", usage_json(u, 1)));
+}
+
+static void
+close_block(mf_anthropic_stream_t *s, mf_buf_t *out)
+{
+    if (s->block < 0) {
+        return;
+    }
+    emit(out, "content_block_stop",
+         json_pack("{s:s,s:i}", "type", "content_block_stop", "index",
+                   s->block));
+    s->block = -1;
+    s->block_type = 0;
+}
+
+static void
+open_block(mf_anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
+{
+    close_block(s, out);
+    s->block = s->nblocks++;
+    s->block_type = type;
+    emit(out, "content_block_start",
+         json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index",
+                   s->block, "content_block", block));
+}
+
+static void
+delta(mf_anthropic_stream_t *s, json_t *d, mf_buf_t *out)
+{
+    emit(out, "content_block_delta",
+         json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
+                   s->block, "delta", d));
+}
+
+void
+mf_anthropic_stream_event(mf_anthropic_stream_t *s, mf_str_t data, int last,
+                          const mf_usage_t *usage, mf_buf_t *out)
+{
+    json_t *j, *choice, *d, *tc;
+    const char *t, *fin;
+    size_t i;
+
+    if (last) {
+        start(s, usage, out);
+        close_block(s, out);
+        emit(out, "message_delta",
+             json_pack("{s:s,s:{s:s,s:n},s:o}", "type", "message_delta",
+                       "delta", "stop_reason",
+                       stop_reason(s->finish[0] ? s->finish : NULL),
+                       "stop_sequence", "usage", usage_json(usage, 1)));
+        emit(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return;
+    }
+    if (json_object_get(j, "error") != NULL) {
+        json_t *e = json_object_get(j, "error");
+
+        start(s, usage, out);
+        emit(out, "error",
+             json_pack("{s:s,s:{s:s,s:O}}", "type", "error", "error", "type",
+                       "api_error", "message", json_object_get(e, "message")));
+        json_decref(j);
+        return;
+    }
+    if (!s->started) {
+        const char *id = json_string_value(json_object_get(j, "id"));
+        const char *model = json_string_value(json_object_get(j, "model"));
+
+        if (id != NULL) {
+            snprintf(s->id, sizeof(s->id), "%s%s",
+                     strncmp(id, "msg_", 4) == 0 ? "" : "msg_", id);
+        }
+        if (model != NULL) {
+            snprintf(s->model, sizeof(s->model), "%s", model);
+        }
+        start(s, usage, out);
+    }
+    choice = json_array_get(json_object_get(j, "choices"), 0);
+    d = json_object_get(choice, "delta");
+    if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
+        t[0]) {
+        if (s->block_type != 2) {
+            open_block(
+                s, 2,
+                json_pack("{s:s,s:s}", "type", "thinking", "thinking", ""),
+                out);
+        }
+        delta(s,
+              json_pack("{s:s,s:s}", "type", "thinking_delta", "thinking", t),
+              out);
+    }
+    if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
+        if (s->block_type != 1) {
+            open_block(s, 1, json_pack("{s:s,s:s}", "type", "text", "text", ""),
+                       out);
+        }
+        delta(s, json_pack("{s:s,s:s}", "type", "text_delta", "text", t), out);
+    }
+    json_array_foreach(json_object_get(d, "tool_calls"), i, tc)
+    {
+        json_int_t ti = json_integer_value(json_object_get(tc, "index"));
+        json_t *fn = json_object_get(tc, "function");
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+
+        if (ti < 0 || ti >= 32) {
+            continue;
+        }
+        if (json_is_string(json_object_get(tc, "id")) &&
+            s->tool_block[ti] < 0) {
+            open_block(s, 3,
+                       json_pack("{s:s,s:O,s:O,s:{}}", "type", "tool_use", "id",
+                                 json_object_get(tc, "id"), "name",
+                                 json_object_get(fn, "name"), "input"),
+                       out);
+            s->tool_block[ti] = s->block;
+        }
+        if (args != NULL && args[0] && s->tool_block[ti] == s->block &&
+            s->block >= 0) {
+            delta(s,
+                  json_pack("{s:s,s:s}", "type", "input_json_delta",
+                            "partial_json", args),
+                  out);
+        }
+    }
+    if ((fin = json_string_value(json_object_get(choice, "finish_reason")))) {
+        snprintf(s->finish, sizeof(s->finish), "%s", fin);
+    }
+    json_decref(j);
+}

@@ -1,0 +1,747 @@
+/*
+ * Key pools: a process-wide registry of key health, keyed by provider
+ * name and a fingerprint of the key (SHA-256, never the key), so health
+ * survives reloads and is shared by all workers. One mutex guards it: the
+ * critical sections are a few comparisons per attempt.
+ *
+ * With `redis:` set, worker 0 publishes every state change (a key's
+ * health as a short string with an expiry) and reads the others' once a
+ * second, so several nodes agree on which keys to rest.
+ */
+#include "routing/keypool.h"
+
+#include <math.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "svc/svc.h"
+#include "http/upstream.h"
+
+typedef enum {
+    KEY_OK = 0,
+    KEY_COOLDOWN,    /* 429: until `until` */
+    KEY_QUARANTINED, /* too many failures: until a probe passes */
+    KEY_DISABLED,    /* 401/403: until a probe passes or the config changes */
+    KEY_MANUAL       /* disabled by the operator */
+} key_state_t;
+
+static const char *const state_names[] = {"ok", "cooldown", "quarantined",
+                                          "disabled", "disabled_by_operator"};
+
+typedef struct mf_keyh_s {
+    char provider[128];
+    char fp[17];     /* first 8 bytes of SHA-256, hex */
+    char masked[32]; /* sk-...abcd */
+    size_t index;    /* position in the provider's pool */
+    unsigned conf_hash;
+    key_state_t state;
+    char why[160];
+    double since;      /* wall time of the last state change */
+    double until_ms;   /* cooldown end (monotonic) */
+    double next_probe; /* monotonic */
+    double backoff_ms; /* next 429 without Retry-After */
+    int fails;         /* consecutive failures */
+    int in_flight;
+    uint64_t requests;
+    uint64_t errors;
+    int dirty; /* changed since the last Redis sync */
+    int probing;
+    /* what a probe needs, refreshed at bind */
+    char *key;
+    char *base_url;
+    char *probe_path;
+    char *probe_header;
+    double probe_interval_ms;
+    int key_failures;
+    int tls_verify;
+} keyh_t;
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static keyh_t **all;
+static size_t nall;
+static double max_rest_ms = 300000; /* limits.max_retry_after */
+
+static unsigned
+hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+
+    for (; *s; s++) {
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    }
+    return h;
+}
+
+static void
+fingerprint(const char *key, char out[17])
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    int i;
+
+    SHA256((const unsigned char *)key, strlen(key), md);
+    for (i = 0; i < 8; i++) {
+        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    }
+}
+
+static void
+set_state(keyh_t *k, key_state_t st, const char *why)
+{
+    if (k->state != st) {
+        mf_log_info("key %s of provider '%s': %s -> %s (%s)", k->masked,
+                    k->provider, state_names[k->state], state_names[st], why);
+        k->since = mf_wall_time();
+    }
+    k->state = st;
+    snprintf(k->why, sizeof(k->why), "%s", why);
+    k->dirty = 1;
+}
+
+static void
+set_str(char **dst, const char *src)
+{
+    free(*dst);
+    *dst = mf_xstrdup(src ? src : "");
+}
+
+void
+mf_keypool_set_max_rest(double ms)
+{
+    pthread_mutex_lock(&lock);
+    max_rest_ms = ms > 0 ? ms : 300000;
+    pthread_mutex_unlock(&lock);
+}
+
+void
+mf_keypool_bind(mf_prov_t *p)
+{
+    mf_provider_conf_t *pc = p->conf;
+    char *text = json_dumps(pc->json, JSON_COMPACT | JSON_SORT_KEYS);
+    unsigned ch = hash_str(text ? text : "");
+    size_t i, j;
+
+    free(text);
+    p->keys = mf_xcalloc(pc->nkeys ? pc->nkeys : 1, sizeof(keyh_t *));
+    p->key_str = mf_xcalloc(pc->nkeys ? pc->nkeys : 1, sizeof(char *));
+    p->nkeys = 0;
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < pc->nkeys; i++) {
+        char fp[17];
+        keyh_t *k = NULL;
+
+        if (pc->keys[i][0] == '\0') {
+            continue;
+        }
+        fingerprint(pc->keys[i], fp);
+        for (j = 0; j < nall; j++) {
+            if (strcmp(all[j]->fp, fp) == 0 &&
+                strcmp(all[j]->provider, pc->name) == 0) {
+                k = all[j];
+                break;
+            }
+        }
+        if (k == NULL) {
+            k = mf_xcalloc(1, sizeof(*k));
+            snprintf(k->provider, sizeof(k->provider), "%s", pc->name);
+            memcpy(k->fp, fp, sizeof(fp));
+            mf_mask_secret(mf_str_from(pc->keys[i]), k->masked,
+                           sizeof(k->masked));
+            k->since = mf_wall_time();
+            k->backoff_ms = 1000;
+            snprintf(k->why, sizeof(k->why), "configured");
+            k->conf_hash = ch;
+            all = mf_xrealloc(all, (nall + 1) * sizeof(*all));
+            all[nall++] = k;
+        } else if (k->conf_hash != ch) {
+            k->conf_hash = ch;
+            if (k->state == KEY_DISABLED || k->state == KEY_QUARANTINED) {
+                set_state(k, KEY_OK, "the provider's config changed");
+                k->fails = 0;
+            }
+        }
+        k->index = p->nkeys;
+        set_str(&k->key, pc->keys[i]);
+        set_str(&k->base_url, pc->base_url);
+        set_str(&k->probe_path, pc->probe_path);
+        set_str(&k->probe_header, pc->probe_header);
+        k->probe_interval_ms = pc->probe_interval_ms;
+        k->key_failures = pc->key_failures;
+        k->tls_verify = pc->tls_verify;
+        p->key_str[p->nkeys] = pc->keys[i];
+        p->keys[p->nkeys++] = k;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* Whether k can take a request now; moves an expired cooldown to ok. */
+static int
+usable(keyh_t *k, double now, double *retry_ms)
+{
+    if (k->state == KEY_COOLDOWN) {
+        if (now >= k->until_ms) {
+            set_state(k, KEY_OK, "cooldown over");
+            return 1;
+        }
+        if (*retry_ms == 0 || k->until_ms - now < *retry_ms) {
+            *retry_ms = k->until_ms - now;
+        }
+        return 0;
+    }
+    return k->state == KEY_OK;
+}
+
+int
+mf_keypool_pick(mf_prov_t *p, uint64_t tried, int last_resort, double *retry_ms)
+{
+    double now = mf_now_ms();
+    size_t n = p->nkeys, i;
+    int best = -1;
+    unsigned start;
+
+    *retry_ms = 0;
+    if (n == 0) {
+        return -1;
+    }
+    start = atomic_fetch_add(&p->key_rr, 1);
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < n; i++) {
+        size_t ki = (start + i) % n;
+        keyh_t *k = p->keys[ki];
+
+        if ((ki < 64 && (tried & ((uint64_t)1 << ki))) ||
+            !(usable(k, now, retry_ms) ||
+              (last_resort && k->state == KEY_QUARANTINED))) {
+            continue;
+        }
+        if (p->conf->key_strategy == MF_KEYS_ROUND_ROBIN) {
+            best = (int)ki;
+            break;
+        }
+        if (best < 0 || k->in_flight < p->keys[best]->in_flight ||
+            (k->in_flight == p->keys[best]->in_flight &&
+             k->requests < p->keys[best]->requests)) {
+            best = (int)ki;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    return best;
+}
+
+void
+mf_keypool_begin(mf_prov_t *p, int ki)
+{
+    if (ki < 0 || (size_t)ki >= p->nkeys) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    p->keys[ki]->in_flight++;
+    p->keys[ki]->requests++;
+    pthread_mutex_unlock(&lock);
+}
+
+void
+mf_keypool_end(mf_prov_t *p, int ki, mf_keyres_t res, double retry_after_ms,
+               const char *why)
+{
+    keyh_t *k;
+    char buf[160];
+
+    if (ki < 0 || (size_t)ki >= p->nkeys) {
+        return;
+    }
+    k = p->keys[ki];
+    pthread_mutex_lock(&lock);
+    k->in_flight--;
+    switch (res) {
+    case MF_KEYRES_OK:
+        k->fails = 0;
+        k->backoff_ms = 1000;
+        break;
+    case MF_KEYRES_AUTH:
+        k->errors++;
+        if (k->state != KEY_MANUAL) {
+            snprintf(buf, sizeof(buf), "refused by the provider: %s", why);
+            set_state(k, KEY_DISABLED, buf);
+            k->next_probe = mf_now_ms() + k->probe_interval_ms;
+        }
+        break;
+    case MF_KEYRES_RATE:
+        k->errors++;
+        if (k->state == KEY_OK || k->state == KEY_COOLDOWN) {
+            double ms = retry_after_ms;
+
+            if (!isfinite(ms) || ms <= 0) {
+                ms = k->backoff_ms;
+                k->backoff_ms = fmin(k->backoff_ms * 2, 60000);
+                snprintf(buf, sizeof(buf),
+                         "429 without Retry-After: backing off %.0f ms", ms);
+            } else {
+                ms = fmin(ms, max_rest_ms);
+                snprintf(buf, sizeof(buf), "429: Retry-After %.0f ms", ms);
+            }
+            k->until_ms = mf_now_ms() + ms;
+            set_state(k, KEY_COOLDOWN, buf);
+        }
+        break;
+    case MF_KEYRES_FAIL:
+        k->errors++;
+        k->fails++;
+        if (k->state == KEY_OK && k->fails >= k->key_failures) {
+            snprintf(buf, sizeof(buf), "%d failures in a row, last: %s",
+                     k->fails, why);
+            set_state(k, KEY_QUARANTINED, buf);
+            k->next_probe = mf_now_ms() + k->probe_interval_ms;
+        }
+        break;
+    default:
+        break;
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+json_t *
+mf_keypool_json(void)
+{
+    json_t *list = json_array();
+    double now = mf_now_ms();
+    size_t i;
+
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < nall; i++) {
+        keyh_t *k = all[i];
+        json_t *j = json_pack(
+            "{s:s,s:I,s:s,s:s,s:s,s:f,s:I,s:I,s:i}", "provider", k->provider,
+            "index", (json_int_t)k->index, "key", k->masked, "state",
+            state_names[k->state], "why", k->why, "since", k->since, "requests",
+            (json_int_t)k->requests, "errors", (json_int_t)k->errors,
+            "in_flight", k->in_flight);
+
+        if (k->state == KEY_COOLDOWN) {
+            json_object_set_new(j, "retry_in_ms",
+                                json_real(fmax(0, k->until_ms - now)));
+        }
+        json_array_append_new(list, j);
+    }
+    pthread_mutex_unlock(&lock);
+    return list;
+}
+
+int
+mf_keypool_set_manual(const char *provider, size_t index, int enable, char *err,
+                      size_t errcap)
+{
+    mf_gen_t *g = mf_gen_acquire();
+    mf_prov_t *p = g ? mf_gen_find_provider(g, mf_str_from(provider)) : NULL;
+    int rc = MF_ERR;
+
+    if (p == NULL) {
+        snprintf(err, errcap, "no enabled provider named '%s'", provider);
+    } else if (index >= p->nkeys) {
+        snprintf(err, errcap, "provider '%s' has %zu keys (counted from 0)",
+                 provider, p->nkeys);
+    } else {
+        keyh_t *k = p->keys[index];
+
+        pthread_mutex_lock(&lock);
+        if (enable) {
+            k->fails = 0;
+            set_state(k, KEY_OK, "enabled by the operator");
+        } else {
+            set_state(k, KEY_MANUAL, "disabled by the operator");
+        }
+        pthread_mutex_unlock(&lock);
+        rc = MF_OK;
+    }
+    mf_gen_release(g);
+    return rc;
+}
+
+/* Probes */
+
+typedef struct {
+    keyh_t *k;
+    mf_upcall_t *call;
+    int status;
+    /* copies taken under the lock: a reload may replace the key's strings */
+    char url[1024];
+    char header[64];
+    char key[512];
+    int tls_verify;
+} probe_t;
+
+static void
+probe_head(void *arg, const mf_http_head_t *h)
+{
+    ((probe_t *)arg)->status = h->status;
+}
+
+static void
+probe_data(void *arg, const char *data, size_t len)
+{
+    MF_UNUSED(arg);
+    MF_UNUSED(data);
+    MF_UNUSED(len);
+}
+
+static void
+probe_done(probe_t *pr, const char *err)
+{
+    keyh_t *k = pr->k;
+    char why[160];
+
+    pthread_mutex_lock(&lock);
+    k->probing = 0;
+    if (err == NULL && pr->status >= 200 && pr->status < 300) {
+        if (k->state == KEY_QUARANTINED || k->state == KEY_DISABLED) {
+            snprintf(why, sizeof(why), "probe passed (%d)", pr->status);
+            k->fails = 0;
+            set_state(k, KEY_OK, why);
+        }
+    } else {
+        k->next_probe = mf_now_ms() + k->probe_interval_ms;
+        if (err != NULL) {
+            snprintf(why, sizeof(why), "%s; probe failed: %s",
+                     k->state == KEY_DISABLED ? "refused" : "quarantined", err);
+        } else {
+            snprintf(why, sizeof(why), "%s; probe answered %d",
+                     k->state == KEY_DISABLED ? "refused" : "quarantined",
+                     pr->status);
+        }
+        snprintf(k->why, sizeof(k->why), "%s", why);
+    }
+    pthread_mutex_unlock(&lock);
+    free(pr);
+}
+
+static void
+probe_end(void *arg)
+{
+    probe_done(arg, NULL);
+}
+
+static void
+probe_error(void *arg, mf_uperr_t kind, const char *msg)
+{
+    MF_UNUSED(kind);
+    probe_done(arg, msg);
+}
+
+static void
+probe_start(mf_worker_t *w, probe_t *pr)
+{
+    static const mf_upcall_cbs_t cbs = {.on_head = probe_head,
+                                        .on_data = probe_data,
+                                        .on_end = probe_end,
+                                        .on_error = probe_error};
+    char pathbuf[1024];
+    mf_buf_t req = {0};
+    mf_upcall_opts_t opts;
+    mf_url_t u;
+    int bearer = strcasecmp(pr->header, "authorization") == 0;
+
+    if (mf_url_parse(pr->url, strlen(pr->url), &u, pathbuf, sizeof(pathbuf)) !=
+        MF_OK) {
+        probe_done(pr, "the probe URL cannot be used");
+        return;
+    }
+    mf_buf_printf(&req,
+                  "GET %s HTTP/1.1\r\nHost: %s:%d\r\n%s: %s%s\r\n"
+                  "User-Agent: manifold-probe\r\n\r\n",
+                  u.path, u.host, u.port, pr->header, bearer ? "Bearer " : "",
+                  pr->key);
+    memset(&opts, 0, sizeof(opts));
+    opts.connect_timeout_ms = 5000;
+    opts.first_byte_timeout_ms = 10000;
+    opts.idle_timeout_ms = 10000;
+    opts.tls_verify = pr->tls_verify;
+    pr->call = mf_upstream_call(w, &u, &opts, req.data, req.len, &cbs, pr);
+    mf_buf_free(&req);
+    if (pr->call == NULL) {
+        probe_done(pr, "the probe could not start");
+        return;
+    }
+    mf_upcall_start(pr->call);
+}
+
+/* Redis: one string per key, "state|until_wall_ms|why", with an expiry. */
+
+static void
+sync_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
+{
+    size_t n = (size_t)(uintptr_t)arg, i;
+    double now_wall = mf_wall_time() * 1000, now = mf_now_ms();
+
+    if (err != NULL || rep == NULL || rep->type != MF_REDIS_ARRAY) {
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < rep->nelements && i < n && i < nall; i++) {
+        const mf_redis_reply_t *e = &rep->elements[i];
+        keyh_t *k = all[i];
+        char buf[256], *bar, *bar2;
+        int st;
+        double until;
+
+        if (e->type != MF_REDIS_STRING || e->str.len >= sizeof(buf) ||
+            k->dirty) {
+            continue;
+        }
+        memcpy(buf, e->str.data, e->str.len);
+        buf[e->str.len] = '\0';
+        st = atoi(buf);
+        bar = strchr(buf, '|');
+        bar2 = bar ? strchr(bar + 1, '|') : NULL;
+        if (bar == NULL || bar2 == NULL || st < 0 || st > KEY_MANUAL ||
+            (key_state_t)st == k->state) {
+            continue;
+        }
+        until = atof(bar + 1);
+        if ((key_state_t)st == KEY_COOLDOWN) {
+            if (!isfinite(until) || until <= now_wall) {
+                continue;
+            }
+            /* another node's rest, no longer than this node's cap */
+            k->until_ms = now + fmin(until - now_wall, max_rest_ms);
+        }
+        k->state = (key_state_t)st;
+        k->since = mf_wall_time();
+        snprintf(k->why, sizeof(k->why), "from another node: %s", bar2 + 1);
+        if (k->state == KEY_QUARANTINED || k->state == KEY_DISABLED) {
+            k->next_probe = now + k->probe_interval_ms;
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+static void
+ignore_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
+{
+    MF_UNUSED(arg);
+    MF_UNUSED(rep);
+    MF_UNUSED(err);
+}
+
+static void
+redis_sync(mf_worker_t *w, json_t *conf)
+{
+    char names[64][200], values[64][300], px[64][32];
+    int dirty[64];
+    mf_str_t argv[2 + 64];
+    size_t i, n;
+    double now = mf_now_ms();
+
+    /* what to send is taken under the lock; the commands go out after it
+     * (a dropped connection calls back, and the callbacks take the lock) */
+    pthread_mutex_lock(&lock);
+    n = nall < 64 ? nall : 64;
+    for (i = 0; i < n; i++) {
+        keyh_t *k = all[i];
+
+        snprintf(names[i], sizeof(names[i]), "mf:keyhealth:%s:%s", k->provider,
+                 k->fp);
+        dirty[i] = k->dirty;
+        if (k->dirty) {
+            double until = k->state == KEY_COOLDOWN
+                               ? mf_wall_time() * 1000 + (k->until_ms - now)
+                               : 0;
+
+            k->dirty = 0;
+            snprintf(values[i], sizeof(values[i]), "%d|%.0f|%s", (int)k->state,
+                     until, k->why);
+            /* cooldowns expire with their end; other states after an
+             * hour unless published again */
+            snprintf(px[i], sizeof(px[i]), "%.0f",
+                     k->state == KEY_COOLDOWN ? fmax(1, k->until_ms - now)
+                                              : 3600000.0);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    if (n == 0) {
+        return;
+    }
+    for (i = 0; i < n; i++) {
+        if (dirty[i]) {
+            mf_str_t set[5] = {MF_STR("SET"), mf_str_from(names[i]),
+                               mf_str_from(values[i]), MF_STR("PX"),
+                               mf_str_from(px[i])};
+
+            mf_svc_redis_raw(w, conf, 5, set, ignore_reply, NULL);
+        }
+    }
+    argv[0] = MF_STR("MGET");
+    for (i = 0; i < n; i++) {
+        argv[i + 1] = mf_str_from(names[i]);
+    }
+    mf_svc_redis_raw(w, conf, (int)n + 1, argv, sync_reply,
+                     (void *)(uintptr_t)n);
+}
+
+void
+mf_keypool_tick(mf_worker_t *w)
+{
+    double now = mf_now_ms();
+    probe_t *due[16];
+    size_t i, ndue = 0;
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < nall && ndue < 16; i++) {
+        keyh_t *k = all[i];
+        probe_t *pr;
+
+        if ((k->state != KEY_QUARANTINED && k->state != KEY_DISABLED) ||
+            k->probing || now < k->next_probe || k->key == NULL) {
+            continue;
+        }
+        pr = mf_xcalloc(1, sizeof(*pr));
+        pr->k = k;
+        snprintf(pr->url, sizeof(pr->url), "%s%s", k->base_url, k->probe_path);
+        snprintf(pr->header, sizeof(pr->header), "%s", k->probe_header);
+        snprintf(pr->key, sizeof(pr->key), "%s", k->key);
+        pr->tls_verify = k->tls_verify;
+        k->probing = 1;
+        due[ndue++] = pr;
+    }
+    pthread_mutex_unlock(&lock);
+    for (i = 0; i < ndue; i++) {
+        probe_start(w, due[i]);
+    }
+    g = mf_gen_acquire();
+    if (g != NULL && g->config->redis != NULL) {
+        redis_sync(w, g->config->redis);
+    }
+    mf_gen_release(g);
+}
+
+void
+mf_keypool_free(void)
+{
+    size_t i;
+
+    for (i = 0; i < nall; i++) {
+        free(all[i]->key);
+        free(all[i]->base_url);
+        free(all[i]->probe_path);
+        free(all[i]->probe_header);
+        free(all[i]);
+    }
+    free(all);
+    all = NULL;
+    nall = 0;
+}
+
+/* Secret scrubbing */
+
+/* A byte that continues a key-like token. */
+static int
+tok_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+}
+
+/* Replaces msg[at, at + n) with the secret's mask; msg stays a string. */
+static size_t
+mask_at(char *msg, size_t at, size_t n)
+{
+    char mask[32];
+    size_t m, len = strlen(msg);
+
+    mf_mask_secret((mf_str_t){msg + at, n}, mask, sizeof(mask));
+    m = strlen(mask);
+    if (m > n) {
+        m = n; /* a mask never makes the text longer */
+    }
+    memmove(msg + at + m, msg + at + n, len - at - n + 1);
+    memcpy(msg + at, mask, m);
+    return m;
+}
+
+/* Masks each occurrence of secret in msg, and a prefix of it (8 bytes or
+ * more) that ends msg: a message cut inside the key. */
+static void
+scrub_one(char *msg, const char *secret, size_t n)
+{
+    size_t len, at = 0, k;
+    char *hit;
+
+    if (n < 8) {
+        return; /* too short to tell from text */
+    }
+    while ((hit = memmem(msg + at, strlen(msg + at), secret, n)) != NULL) {
+        at = (size_t)(hit - msg);
+        at += mask_at(msg, at, n);
+    }
+    len = strlen(msg);
+    for (k = n - 1 < len ? n - 1 : len; k >= 8; k--) {
+        if (memcmp(msg + len - k, secret, k) == 0) {
+            mask_at(msg, len - k, k);
+            break;
+        }
+    }
+}
+
+/* Masks what looks like an API key: a known prefix at a word start and
+ * 12 or more token bytes after it. */
+static void
+scrub_shapes(char *msg)
+{
+    static const char *const shapes[] = {
+        "sk-",  "sk_",  "rk_",   "gsk_", "xai-", "pplx-",  "AIza",    "AKIA",
+        "ASIA", "ABSK", "ya29.", "hf_",  "r8_",  "nvapi-", "Bearer ", NULL};
+    size_t i, j;
+
+    for (i = 0; msg[i] != '\0'; i++) {
+        if (i > 0 && tok_char(msg[i - 1])) {
+            continue;
+        }
+        for (j = 0; shapes[j] != NULL; j++) {
+            size_t pl = strlen(shapes[j]), n = pl;
+
+            if (strncmp(msg + i, shapes[j], pl) != 0) {
+                continue;
+            }
+            while (tok_char(msg[i + n])) {
+                n++;
+            }
+            while (n > pl && msg[i + n - 1] == '.') {
+                n--; /* the end of a sentence */
+            }
+            if (n - pl >= 12) {
+                if (shapes[j][pl - 1] == ' ') { /* Bearer: the token */
+                    mask_at(msg, i + pl, n - pl);
+                } else {
+                    mask_at(msg, i, n);
+                }
+            }
+            break;
+        }
+    }
+}
+
+void
+mf_keypool_scrub(const mf_prov_t *p, const mf_str_t *secrets, size_t n,
+                 char *msg)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        scrub_one(msg, secrets[i].data, secrets[i].len);
+    }
+    for (i = 0; p != NULL && i < p->nkeys; i++) {
+        const char *key = p->key_str[i], *part = key, *colon;
+
+        scrub_one(msg, key, strlen(key));
+        /* a composite key (Bedrock's id:secret:token): each part */
+        while ((colon = strchr(part, ':')) != NULL) {
+            scrub_one(msg, part, (size_t)(colon - part));
+            part = colon + 1;
+        }
+        if (part != key) {
+            scrub_one(msg, part, strlen(part));
+        }
+    }
+    scrub_shapes(msg);
+}
