@@ -247,8 +247,10 @@ for (const [value, want] of [
     await mock.mode({ status: 0 });
     assert.equal(res.status, 429);
     assert.match(res.headers.get('x-manifold-provider') || '', /rest/, 'the upstream answered');
-    const k = await keyOf('rest');
-    assert.equal(k.state, 'cooldown');
+    const key = await keyOf('rest');
+    assert.equal(key.state, 'ok', 'a 429 rests the key for its model only');
+    const k = key.rests.find((r) => r.model === 'rest-1');
+    assert.ok(k, JSON.stringify(key));
     if (want === null) {
       assert.equal(res.headers.get('retry-after'), null);
       assert.match(k.why, /without Retry-After/);
