@@ -238,8 +238,8 @@ print_reload(json_t *j)
 static void
 print_keys(json_t *j)
 {
-    json_t *k;
-    size_t i;
+    json_t *k, *rest;
+    size_t i, r;
 
     printf("%-16s %3s %-16s %-21s %9s %7s  %s\n", "PROVIDER", "#", "KEY",
            "STATE", "REQUESTS", "ERRORS", "WHY");
@@ -249,10 +249,14 @@ print_keys(json_t *j)
                (long long)num(k, "index"), str(k, "key"), str(k, "state"),
                (long long)num(k, "requests"), (long long)num(k, "errors"),
                str(k, "why"));
-        if (json_object_get(k, "retry_in_ms") != NULL) {
-            printf(" (%.1f s left)", num(k, "retry_in_ms") / 1000);
-        }
         printf("\n");
+        /* a 429 rests a key for one model only */
+        json_array_foreach(json_object_get(k, "rests"), r, rest)
+        {
+            printf("%-16s %3s   resting for model %s: %s (%.1f s left)\n", "",
+                   "", str(rest, "model"), str(rest, "why"),
+                   num(rest, "retry_in_ms") / 1000);
+        }
     }
     if (json_array_size(json_object_get(j, "targets")) == 0) {
         return;

@@ -406,8 +406,9 @@ mf_mask_secret(mf_str_t secret, char *out, size_t cap)
         snprintf(out, cap, "(none)");
         return;
     }
-    if (secret.len < 12) {
-        snprintf(out, cap, "...");
+    if (secret.len < MF_MASK_MIN_LEN) {
+        /* too short to show any of it: a fixed mask, the length hidden */
+        snprintf(out, cap, "***");
         return;
     }
     while (prefix < 3 && prefix < secret.len &&

@@ -70,7 +70,11 @@ int mf_str_eq_cstr(mf_str_t a, const char *b);
 mf_str_t mf_str_from(const char *s);
 /* Glob match: '*' any run, '?' one char; others literal. */
 int mf_glob_match(const char *pattern, mf_str_t s);
-/* Masks a secret for display: "sk-...abcd" (never more than 4 chars). */
+/* A secret shorter than this is masked whole. */
+#define MF_MASK_MIN_LEN 20
+/* Masks a secret for display: "sk-...abcd" (its known prefix, made of
+ * 's', 'k', '-' only, and its last 4 bytes) when it has MF_MASK_MIN_LEN
+ * bytes or more, else "***" (nothing of it, not even its length). */
 void mf_mask_secret(mf_str_t secret, char *out, size_t cap);
 
 /* Monotonic milliseconds and wall time in seconds. */

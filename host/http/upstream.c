@@ -724,6 +724,12 @@ mf_upcall_cancel(mf_upcall_t *c)
     }
 }
 
+int
+mf_upcall_connected(const mf_upcall_t *c)
+{
+    return c != NULL && c->connected;
+}
+
 void
 mf_upcall_pause(mf_upcall_t *c, int paused)
 {

@@ -64,6 +64,10 @@ mf_upcall_t *mf_upstream_call(mf_worker_t *w, const mf_url_t *url,
 void mf_upcall_start(mf_upcall_t *c);
 /* Abandons a call; its connection is closed. Safe inside its callbacks. */
 void mf_upcall_cancel(mf_upcall_t *c);
+/* Whether the call reached its upstream: a connection was made and the
+ * request went out on it. Valid until the call is over (inside on_error
+ * too). */
+int mf_upcall_connected(const mf_upcall_t *c);
 /* Stops or restarts reading the response (backpressure); the idle timer
  * does not run while paused. */
 void mf_upcall_pause(mf_upcall_t *c, int paused);

@@ -154,6 +154,7 @@ gen_free(mf_gen_t *g)
         if (p->dso && p->dso->desc->fini && p->state) {
             p->dso->desc->fini(p->state);
         }
+        mf_keypool_unbind(p);
         free(p->keys);
         free(p->key_str);
     }

@@ -210,6 +210,7 @@ struct mf_req_s {
     mf_hlist_t up_resp_headers;
     int up_status;
     int attempts;
+    int reached; /* a request went out to an upstream (usage may be owed) */
     mf_upcall_t *call;
     int call_paused;
     mf_buf_t up_buf; /* non-stream or error body */

@@ -10,6 +10,7 @@
 #include "request/request.h"
 
 #include <event2/buffer.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -450,22 +451,56 @@ map_model(mf_req_t *r, mf_provider_conf_t *pc, mf_str_t model)
     return model;
 }
 
+/* The rank of an exact name: above any glob's. */
+#define MF_MATCH_EXACT INT_MAX
+
+/* How well one pattern of `models` or `model_map` matches model:
+ * MF_MATCH_EXACT for the same name, the length of its literal prefix (the
+ * bytes before the first '*' or '?') for a matching glob, -1 for none. */
 static int
-serves(mf_provider_conf_t *pc, mf_str_t model)
+pattern_rank(const char *pat, mf_str_t model)
 {
+    size_t lit = strcspn(pat, "*?");
+
+    if (pat[lit] == '\0') {
+        return mf_str_eq_cstr(model, pat) ? MF_MATCH_EXACT : -1;
+    }
+    return mf_glob_match(pat, model) ? (int)(lit < 65535 ? lit : 65535) : -1;
+}
+
+/* How well a provider serves model: its best pattern's rank, -1 when it
+ * does not serve it. Across providers the highest rank wins (an exact
+ * name anywhere beats every glob; among globs the longest literal
+ * prefix); docs/ROUTING.md. */
+static int
+match_rank(const mf_provider_conf_t *pc, mf_str_t model)
+{
+    int best = -1, rank;
     size_t i;
 
     for (i = 0; i < pc->nmodels; i++) {
-        if (mf_glob_match(pc->models[i], model)) {
-            return 1;
-        }
+        rank = pattern_rank(pc->models[i], model);
+        best = rank > best ? rank : best;
     }
     for (i = 0; i < pc->nmap; i++) {
-        if (mf_glob_match(pc->model_map[i].from, model)) {
-            return 1;
-        }
+        rank = pattern_rank(pc->model_map[i].from, model);
+        best = rank > best ? rank : best;
     }
-    return 0;
+    return best;
+}
+
+/* The best rank any configured provider, enabled or not, has for model. */
+static int
+best_rank(const mf_config_t *c, mf_str_t model)
+{
+    int best = -1, rank;
+    size_t i;
+
+    for (i = 0; i < c->nproviders; i++) {
+        rank = match_rank(&c->providers[i], model);
+        best = rank > best ? rank : best;
+    }
+    return best;
 }
 
 int
@@ -492,13 +527,15 @@ mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model, unsigned weight)
     return MF_OK;
 }
 
-/* Default targets: the first enabled provider serving the model. */
+/* Default targets: the route of the model, else the enabled providers
+ * matching it best. */
 static void
 route_default(mf_req_t *r)
 {
     mf_gen_t *g = r->gen;
     const mf_route_conf_t *rt = mf_balancer_route(g, r->model);
     size_t i;
+    int best;
 
     r->ntargets = 0;
     r->route = NULL;
@@ -506,11 +543,13 @@ route_default(mf_req_t *r)
         mf_balancer_plan(r, rt);
         return;
     }
-    /* no route: every provider serving the model, in config order */
-    for (i = 0; i < g->nproviders; i++) {
+    /* no route: the providers that match the model best, in config
+     * order; none when the best match is a disabled provider's */
+    best = best_rank(g->config, r->model);
+    for (i = 0; best >= 0 && i < g->nproviders; i++) {
         mf_prov_t *p = &g->providers[i];
 
-        if (serves(p->conf, r->model)) {
+        if (match_rank(p->conf, r->model) == best) {
             mf_req_add_target(r, p, map_model(r, p->conf, r->model), 1);
         }
     }
@@ -527,9 +566,10 @@ mf_req_set_model(mf_req_t *r, mf_str_t model)
 /* At most MF_MODEL_QUOTE bytes of a client's model are quoted back. */
 #define MF_MODEL_QUOTE 64
 
-/* 404 for a model no provider serves. The client is told a bounded
- * prefix of the name and the models served; hints meant for the operator
- * (a provider disabled for empty keys, the config file) go to the log. */
+/* 404 for a model no provider serves; 503 when the provider matching it
+ * best is disabled for lack of a key. The client is told a bounded prefix
+ * of the name and the models served, or the disabled provider's name;
+ * hints meant for the operator (the config file) go to the log. */
 static void
 respond_unknown_model(mf_req_t *r)
 {
@@ -537,6 +577,7 @@ respond_unknown_model(mf_req_t *r)
     mf_config_t *c = g->config;
     mf_buf_t b = {0};
     size_t i, j, listed = 0, quote = r->model.len;
+    int best = best_rank(c, r->model);
 
     if (quote > MF_MODEL_QUOTE) {
         quote = MF_MODEL_QUOTE;
@@ -548,15 +589,28 @@ respond_unknown_model(mf_req_t *r)
                   "The model '%.*s%s' does not exist or is not served by "
                   "this gateway.",
                   (int)quote, r->model.data, quote < r->model.len ? "..." : "");
-    for (i = 0; i < c->nproviders; i++) {
-        if (c->providers[i].disabled && serves(&c->providers[i], r->model)) {
-            mf_log_warn("request %.*s: model '%.*s%s' would be served by "
+    for (i = 0; best >= 0 && i < c->nproviders; i++) {
+        const mf_provider_conf_t *pc = &c->providers[i];
+
+        if (pc->disabled && match_rank(pc, r->model) == best) {
+            mf_log_warn("request %.*s: model '%.*s%s' is served by "
                         "provider '%s', disabled because its keys are "
                         "empty: set its key variable in %s and reload",
                         (int)r->id.len, r->id.data, (int)quote, r->model.data,
-                        quote < r->model.len ? "..." : "", c->providers[i].name,
-                        c->path);
-            break;
+                        quote < r->model.len ? "..." : "", pc->name, c->path);
+            mf_buf_reset(&b);
+            mf_buf_printf(&b,
+                          "The model '%.*s%s' is served by provider '%s', "
+                          "which is disabled because no API key is "
+                          "configured for it. Ask the gateway's operator to "
+                          "set its key.",
+                          (int)quote, r->model.data,
+                          quote < r->model.len ? "..." : "", pc->name);
+            mf_buf_append(&b, "", 1);
+            mf_req_respond_error(r, 503, "upstream_error", "provider_disabled",
+                                 b.data);
+            mf_buf_free(&b);
+            return;
         }
     }
     mf_buf_printf(&b, " Served:");
@@ -1072,7 +1126,8 @@ attempt_close(mf_req_t *r, const outcome_t *o, double ttft_ms)
     if (r->attempt_timer != NULL) {
         evtimer_del(r->attempt_timer);
     }
-    mf_keypool_end(r->prov, r->key_idx, o->keyres, o->retry_after_ms, o->what);
+    mf_keypool_end(r->prov, r->key_idx, r->up_model, o->keyres,
+                   o->retry_after_ms, o->what);
     if (r->att_tgt != NULL) {
         mf_balancer_end(r->att_tgt, r->route, o->kind == 0, o->breaker_fail,
                         ttft_ms);
@@ -1097,7 +1152,7 @@ attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort)
         int k = -1;
 
         if (t->prov->nkeys > 0) {
-            k = mf_keypool_pick(t->prov, tried, last_resort, &cool);
+            k = mf_keypool_pick(t->prov, t->model, tried, last_resort, &cool);
             if (k < 0) {
                 if (cool > 0) {
                     r->skipped_rate++;
@@ -1533,24 +1588,73 @@ account_upstream_time(mf_req_t *r)
     }
 }
 
+/* Bytes of text in a message's content: a string, or the "text" of its
+ * parts. */
+static uint64_t
+content_text_len(const json_t *content)
+{
+    const json_t *part;
+    uint64_t n = 0;
+    size_t i;
+
+    if (json_is_string(content)) {
+        return json_string_length(content);
+    }
+    json_array_foreach(content, i, part)
+    {
+        n += json_string_length(json_object_get(part, "text"));
+    }
+    return n;
+}
+
+/* Bytes of text the prompt carries, without the JSON around it: message
+ * contents, tool call arguments, an embeddings input. */
+static uint64_t
+prompt_text_len(const json_t *body)
+{
+    const json_t *m, *tc, *in = json_object_get(body, "input");
+    uint64_t n = 0;
+    size_t i, j;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        n += content_text_len(json_object_get(m, "content"));
+        json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
+        {
+            n += json_string_length(
+                json_object_get(json_object_get(tc, "function"), "arguments"));
+        }
+    }
+    if (json_is_string(in)) {
+        n += json_string_length(in);
+    }
+    json_array_foreach(in, i, m)
+    {
+        n += json_string_length(m);
+    }
+    return n;
+}
+
 /*
  * Estimates usage the upstream did not report as final: none at all, or
  * a stream that did not reach the provider's last usage report (cut,
  * timed out, client gone; an Anthropic message_start carries only a
- * placeholder). The prompt is the provider's count when it gave one,
- * else about 4 bytes of request body a token; the completion is about 4
- * bytes of delivered answer text a token. Marked estimated.
+ * placeholder). Only when a request reached an upstream: with none
+ * (every attempt failed to connect), tokens stay unknown. The prompt is
+ * the provider's count when it gave one, else about 4 bytes of prompt
+ * text a token; the completion is about 4 bytes of delivered answer text
+ * a token. Marked estimated.
  */
 static void
 estimate_usage(mf_req_t *r)
 {
     int known = r->have_usage && r->usage.prompt_tokens >= 0;
 
-    if (r->attempts == 0 || (r->have_usage && (!r->stream || r->usage_final))) {
+    if (!r->reached || (r->have_usage && (!r->stream || r->usage_final))) {
         return;
     }
     if (!known) {
-        r->usage.prompt_tokens = (int64_t)(r->body.len / 4);
+        r->usage.prompt_tokens = (int64_t)((prompt_text_len(r->json) + 3) / 4);
         r->usage.cached_tokens = -1;
     } else if (!r->have_usage) {
         r->usage.cached_tokens = -1;
@@ -1603,6 +1707,7 @@ up_on_head(void *arg, const mf_http_head_t *head)
     mf_req_t *r = arg;
     size_t i;
 
+    r->reached = 1;
     r->up_status = head->status;
     for (i = 0; i < head->nheaders; i++) {
         mf_hlist_set(r->pool, &r->up_resp_headers, head->headers[i].name,
@@ -2094,6 +2199,9 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
     mf_req_t *r = arg;
     char text[768];
 
+    if (kind != MF_UPERR_CONNECT && mf_upcall_connected(r->call)) {
+        r->reached = 1; /* the request went out: it may be billed */
+    }
     r->call = NULL;
     account_upstream_time(r);
     mf_log_warn("request %.*s: provider '%s': %s", (int)r->id.len, r->id.data,
@@ -2209,6 +2317,9 @@ req_finish(mf_req_t *r)
     r->finished = 1;
     r->phase = MF_PHASE_FINISHED;
     if (r->call != NULL) {
+        if (mf_upcall_connected(r->call)) {
+            r->reached = 1;
+        }
         mf_upcall_cancel(r->call);
         r->call = NULL;
         account_upstream_time(r);
@@ -2338,7 +2449,8 @@ loggable_path(mf_pool_t *pool, mf_str_t path)
 }
 
 /* A request from its head and body (taken), tied to the connection, with
- * the CORS headers of an allowed origin; *preflight tells a preflight. */
+ * the CORS headers of an allowed origin; *preflight tells a preflight.
+ * The client's x-manifold-* headers are dropped here, before any stage. */
 static mf_req_t *
 req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         const char *client_addr, char *body, size_t len, int *preflight)
@@ -2370,8 +2482,14 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->path = loggable_path(pool, head->path);
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
-        mf_hlist_set(pool, &r->req_headers, head->headers[i].name,
-                     head->headers[i].value);
+        mf_str_t name = head->headers[i].name;
+
+        /* x-manifold-* carry identity and control (the group canary rules
+         * read, ...): stages set them, a client never does */
+        if (name.len >= 11 && strncasecmp(name.data, "x-manifold-", 11) == 0) {
+            continue;
+        }
+        mf_hlist_set(pool, &r->req_headers, name, head->headers[i].value);
     }
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);

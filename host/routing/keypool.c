@@ -4,9 +4,18 @@
  * survives reloads and is shared by all workers. One mutex guards it: the
  * critical sections are a few comparisons per attempt.
  *
+ * A 429 rests a key for one model only (providers limit each model on
+ * its own): the rests hang off the key, one per (key, model). A 401/403,
+ * failures and the operator act on the key for every model.
+ *
+ * An entry lives as long as a generation binds its key: when the last
+ * generation using it is freed, the row goes (health of a key that comes
+ * back in a later config starts afresh).
+ *
  * With `redis:` set, worker 0 publishes every state change (a key's
- * health as a short string with an expiry) and reads the others' once a
- * second, so several nodes agree on which keys to rest.
+ * health as a short string with an expiry, its rests as the fields of a
+ * hash) and reads the others' once a second, so several nodes agree on
+ * which keys to rest.
  */
 #include "routing/keypool.h"
 
@@ -21,7 +30,8 @@
 
 typedef enum {
     KEY_OK = 0,
-    KEY_COOLDOWN,    /* 429: until `until` */
+    KEY_COOLDOWN,    /* unused: rests are per model (the number stays, as
+                        other nodes read it through Redis) */
     KEY_QUARANTINED, /* too many failures: until a probe passes */
     KEY_DISABLED,    /* 401/403: until a probe passes or the config changes */
     KEY_MANUAL       /* disabled by the operator */
@@ -29,6 +39,20 @@ typedef enum {
 
 static const char *const state_names[] = {"ok", "cooldown", "quarantined",
                                           "disabled", "disabled_by_operator"};
+
+/* At most this many models rest at once on one key; a new rest takes the
+ * place of an ended one, else of the one ending first. */
+#define MF_KEY_RESTS 64
+
+/* A 429 for one model: the key rests for that model only. */
+typedef struct {
+    char model[128];
+    double until_ms;   /* monotonic; <= now: ended (the backoff stays) */
+    double backoff_ms; /* the next 429 without Retry-After */
+    double since;      /* wall time the rest began */
+    char why[160];
+    int dirty; /* to publish to Redis */
+} rest_t;
 
 typedef struct mf_keyh_s {
     char provider[128];
@@ -39,10 +63,14 @@ typedef struct mf_keyh_s {
     key_state_t state;
     char why[160];
     double since;      /* wall time of the last state change */
-    double until_ms;   /* cooldown end (monotonic) */
     double next_probe; /* monotonic */
-    double backoff_ms; /* next 429 without Retry-After */
-    int fails;         /* consecutive failures */
+    rest_t *rests;     /* per model; MF_KEY_RESTS at most */
+    size_t nrests;
+    int rests_dirty; /* a rest to publish */
+    int rests_clear; /* the rests were ended: delete them in Redis */
+    int uses;        /* generations binding the key */
+    int gone;        /* unbound while probing: the probe frees it */
+    int fails;       /* consecutive failures */
     int in_flight;
     uint64_t requests;
     uint64_t errors;
@@ -149,7 +177,6 @@ mf_keypool_bind(mf_prov_t *p)
             mf_mask_secret(mf_str_from(pc->keys[i]), k->masked,
                            sizeof(k->masked));
             k->since = mf_wall_time();
-            k->backoff_ms = 1000;
             snprintf(k->why, sizeof(k->why), "configured");
             k->conf_hash = ch;
             all = mf_xrealloc(all, (nall + 1) * sizeof(*all));
@@ -161,6 +188,7 @@ mf_keypool_bind(mf_prov_t *p)
                 k->fails = 0;
             }
         }
+        k->uses++;
         k->index = p->nkeys;
         set_str(&k->key, pc->keys[i]);
         set_str(&k->base_url, pc->base_url);
@@ -175,25 +203,127 @@ mf_keypool_bind(mf_prov_t *p)
     pthread_mutex_unlock(&lock);
 }
 
-/* Whether k can take a request now; moves an expired cooldown to ok. */
-static int
-usable(keyh_t *k, double now, double *retry_ms)
+static void
+key_free(keyh_t *k)
 {
-    if (k->state == KEY_COOLDOWN) {
-        if (now >= k->until_ms) {
-            set_state(k, KEY_OK, "cooldown over");
-            return 1;
+    free(k->key);
+    free(k->base_url);
+    free(k->probe_path);
+    free(k->probe_header);
+    free(k->rests);
+    free(k);
+}
+
+void
+mf_keypool_unbind(mf_prov_t *p)
+{
+    size_t i, j;
+
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < p->nkeys; i++) {
+        keyh_t *k = p->keys[i];
+
+        for (j = 0; j < nall && all[j] != k; j++) {
         }
-        if (*retry_ms == 0 || k->until_ms - now < *retry_ms) {
-            *retry_ms = k->until_ms - now;
+        if (j == nall || --k->uses > 0) {
+            continue; /* freed already (exit), or another generation's */
+        }
+        memmove(all + j, all + j + 1, (nall - j - 1) * sizeof(*all));
+        nall--;
+        if (k->probing) {
+            k->gone = 1; /* the probe's end frees it */
+        } else {
+            key_free(k);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+}
+
+/* The rest of k for model, NULL when none (ended ones included). */
+static rest_t *
+rest_find(keyh_t *k, mf_str_t model)
+{
+    size_t i;
+
+    for (i = 0; i < k->nrests; i++) {
+        if (mf_str_eq_cstr(model, k->rests[i].model)) {
+            return &k->rests[i];
+        }
+    }
+    return NULL;
+}
+
+/* The rest of k for model, made when missing: in a free slot, else in
+ * place of an ended rest, else of the one ending first. Never NULL. */
+static rest_t *
+rest_get(keyh_t *k, mf_str_t model, double now)
+{
+    rest_t *r = rest_find(k, model);
+    size_t i, victim = 0;
+
+    if (r != NULL) {
+        return r;
+    }
+    if (k->rests == NULL) {
+        k->rests = mf_xcalloc(MF_KEY_RESTS, sizeof(rest_t));
+    }
+    if (k->nrests < MF_KEY_RESTS) {
+        victim = k->nrests++;
+    } else {
+        for (i = 0; i < k->nrests; i++) {
+            if (k->rests[i].until_ms <= now) {
+                victim = i;
+                break;
+            }
+            if (k->rests[i].until_ms < k->rests[victim].until_ms) {
+                victim = i;
+            }
+        }
+    }
+    r = &k->rests[victim];
+    memset(r, 0, sizeof(*r));
+    snprintf(
+        r->model, sizeof(r->model), "%.*s",
+        (int)(model.len < sizeof(r->model) ? model.len : sizeof(r->model) - 1),
+        model.data);
+    r->backoff_ms = 1000;
+    return r;
+}
+
+/* Forgets the rest of model on k (a success: its backoff starts over). */
+static void
+rest_drop(keyh_t *k, mf_str_t model)
+{
+    rest_t *r = rest_find(k, model);
+
+    if (r != NULL) {
+        *r = k->rests[--k->nrests];
+    }
+}
+
+/* Whether k can take a request for model now; the wait of a resting key
+ * goes into *retry_ms when shorter. */
+static int
+usable(keyh_t *k, mf_str_t model, double now, double *retry_ms)
+{
+    rest_t *r;
+
+    if (k->state != KEY_OK) {
+        return 0;
+    }
+    r = rest_find(k, model);
+    if (r != NULL && r->until_ms > now) {
+        if (*retry_ms == 0 || r->until_ms - now < *retry_ms) {
+            *retry_ms = r->until_ms - now;
         }
         return 0;
     }
-    return k->state == KEY_OK;
+    return 1;
 }
 
 int
-mf_keypool_pick(mf_prov_t *p, uint64_t tried, int last_resort, double *retry_ms)
+mf_keypool_pick(mf_prov_t *p, mf_str_t model, uint64_t tried, int last_resort,
+                double *retry_ms)
 {
     double now = mf_now_ms();
     size_t n = p->nkeys, i;
@@ -211,7 +341,7 @@ mf_keypool_pick(mf_prov_t *p, uint64_t tried, int last_resort, double *retry_ms)
         keyh_t *k = p->keys[ki];
 
         if ((ki < 64 && (tried & ((uint64_t)1 << ki))) ||
-            !(usable(k, now, retry_ms) ||
+            !(usable(k, model, now, retry_ms) ||
               (last_resort && k->state == KEY_QUARANTINED))) {
             continue;
         }
@@ -242,11 +372,13 @@ mf_keypool_begin(mf_prov_t *p, int ki)
 }
 
 void
-mf_keypool_end(mf_prov_t *p, int ki, mf_keyres_t res, double retry_after_ms,
-               const char *why)
+mf_keypool_end(mf_prov_t *p, int ki, mf_str_t model, mf_keyres_t res,
+               double retry_after_ms, const char *why)
 {
     keyh_t *k;
+    rest_t *rest;
     char buf[160];
+    double now;
 
     if (ki < 0 || (size_t)ki >= p->nkeys) {
         return;
@@ -257,7 +389,7 @@ mf_keypool_end(mf_prov_t *p, int ki, mf_keyres_t res, double retry_after_ms,
     switch (res) {
     case MF_KEYRES_OK:
         k->fails = 0;
-        k->backoff_ms = 1000;
+        rest_drop(k, model);
         break;
     case MF_KEYRES_AUTH:
         k->errors++;
@@ -269,20 +401,30 @@ mf_keypool_end(mf_prov_t *p, int ki, mf_keyres_t res, double retry_after_ms,
         break;
     case MF_KEYRES_RATE:
         k->errors++;
-        if (k->state == KEY_OK || k->state == KEY_COOLDOWN) {
+        if (k->state == KEY_OK) {
             double ms = retry_after_ms;
 
+            now = mf_now_ms();
+            rest = rest_get(k, model, now);
             if (!isfinite(ms) || ms <= 0) {
-                ms = k->backoff_ms;
-                k->backoff_ms = fmin(k->backoff_ms * 2, 60000);
+                ms = rest->backoff_ms;
+                rest->backoff_ms = fmin(rest->backoff_ms * 2, 60000);
                 snprintf(buf, sizeof(buf),
                          "429 without Retry-After: backing off %.0f ms", ms);
             } else {
                 ms = fmin(ms, max_rest_ms);
                 snprintf(buf, sizeof(buf), "429: Retry-After %.0f ms", ms);
             }
-            k->until_ms = mf_now_ms() + ms;
-            set_state(k, KEY_COOLDOWN, buf);
+            if (rest->until_ms <= now) {
+                mf_log_info("key %s of provider '%s' rests for model '%s' "
+                            "(%s)",
+                            k->masked, k->provider, rest->model, buf);
+                rest->since = mf_wall_time();
+            }
+            rest->until_ms = now + ms;
+            snprintf(rest->why, sizeof(rest->why), "%s", buf);
+            rest->dirty = 1;
+            k->rests_dirty = 1;
         }
         break;
     case MF_KEYRES_FAIL:
@@ -311,17 +453,26 @@ mf_keypool_json(void)
     pthread_mutex_lock(&lock);
     for (i = 0; i < nall; i++) {
         keyh_t *k = all[i];
-        json_t *j = json_pack(
-            "{s:s,s:I,s:s,s:s,s:s,s:f,s:I,s:I,s:i}", "provider", k->provider,
-            "index", (json_int_t)k->index, "key", k->masked, "state",
-            state_names[k->state], "why", k->why, "since", k->since, "requests",
-            (json_int_t)k->requests, "errors", (json_int_t)k->errors,
-            "in_flight", k->in_flight);
+        json_t *rests = json_array();
+        json_t *j;
+        size_t r;
 
-        if (k->state == KEY_COOLDOWN) {
-            json_object_set_new(j, "retry_in_ms",
-                                json_real(fmax(0, k->until_ms - now)));
+        for (r = 0; r < k->nrests; r++) {
+            const rest_t *rs = &k->rests[r];
+
+            if (rs->until_ms > now) {
+                json_array_append_new(
+                    rests, json_pack("{s:s,s:s,s:f,s:f}", "model", rs->model,
+                                     "why", rs->why, "since", rs->since,
+                                     "retry_in_ms", rs->until_ms - now));
+            }
         }
+        j = json_pack("{s:s,s:I,s:s,s:s,s:s,s:f,s:I,s:I,s:i,s:o}", "provider",
+                      k->provider, "index", (json_int_t)k->index, "key",
+                      k->masked, "state", state_names[k->state], "why", k->why,
+                      "since", k->since, "requests", (json_int_t)k->requests,
+                      "errors", (json_int_t)k->errors, "in_flight",
+                      k->in_flight, "rests", rests);
         json_array_append_new(list, j);
     }
     pthread_mutex_unlock(&lock);
@@ -346,7 +497,10 @@ mf_keypool_set_manual(const char *provider, size_t index, int enable, char *err,
 
         pthread_mutex_lock(&lock);
         if (enable) {
+            /* the operator's word ends the key's rests too, on all nodes */
             k->fails = 0;
+            k->nrests = 0;
+            k->rests_clear = 1;
             set_state(k, KEY_OK, "enabled by the operator");
         } else {
             set_state(k, KEY_MANUAL, "disabled by the operator");
@@ -393,6 +547,13 @@ probe_done(probe_t *pr, const char *err)
 
     pthread_mutex_lock(&lock);
     k->probing = 0;
+    if (k->gone) {
+        /* no generation binds the key any more */
+        pthread_mutex_unlock(&lock);
+        key_free(k);
+        free(pr);
+        return;
+    }
     if (err == NULL && pr->status >= 200 && pr->status < 300) {
         if (k->state == KEY_QUARANTINED || k->state == KEY_DISABLED) {
             snprintf(why, sizeof(why), "probe passed (%d)", pr->status);
@@ -465,45 +626,79 @@ probe_start(mf_worker_t *w, probe_t *pr)
     mf_upcall_start(pr->call);
 }
 
-/* Redis: one string per key, "state|until_wall_ms|why", with an expiry. */
+/*
+ * Redis: per key, its state as one string "state|until_wall_ms|why" under
+ * mf:keyhealth:<provider>:<fingerprint> (an hour's expiry, renewed by each
+ * change), and its rests as the hash mf:keyrest:<provider>:<fingerprint>,
+ * one field per model, "until_wall_ms|why", expiring with the longest
+ * rest. Replies find their key again by provider and fingerprint: rows
+ * come and go with generations between a command and its reply.
+ */
+
+#define MF_SYNC_KEYS 64
+#define MF_SYNC_RESTS 256 /* rests published per tick at most */
+
+typedef struct {
+    size_t n;
+    struct {
+        char provider[128];
+        char fp[17];
+    } ids[MF_SYNC_KEYS];
+} sync_t;
+
+static keyh_t *
+sync_find(const sync_t *s, size_t i)
+{
+    size_t j;
+
+    for (j = 0; j < nall; j++) {
+        if (strcmp(all[j]->fp, s->ids[i].fp) == 0 &&
+            strcmp(all[j]->provider, s->ids[i].provider) == 0) {
+            return all[j];
+        }
+    }
+    return NULL;
+}
+
+/* A reply's string as a C string in buf; 0 when it is none or too long. */
+static int
+reply_str(const mf_redis_reply_t *e, char *buf, size_t cap)
+{
+    if (e->type != MF_REDIS_STRING || e->str.len >= cap) {
+        return 0;
+    }
+    memcpy(buf, e->str.data, e->str.len);
+    buf[e->str.len] = '\0';
+    return 1;
+}
 
 static void
 sync_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
 {
-    size_t n = (size_t)(uintptr_t)arg, i;
-    double now_wall = mf_wall_time() * 1000, now = mf_now_ms();
+    sync_t *s = arg;
+    size_t i;
+    double now = mf_now_ms();
 
     if (err != NULL || rep == NULL || rep->type != MF_REDIS_ARRAY) {
+        free(s);
         return;
     }
     pthread_mutex_lock(&lock);
-    for (i = 0; i < rep->nelements && i < n && i < nall; i++) {
-        const mf_redis_reply_t *e = &rep->elements[i];
-        keyh_t *k = all[i];
+    for (i = 0; i < rep->nelements && i < s->n; i++) {
+        keyh_t *k = sync_find(s, i);
         char buf[256], *bar, *bar2;
         int st;
-        double until;
 
-        if (e->type != MF_REDIS_STRING || e->str.len >= sizeof(buf) ||
-            k->dirty) {
+        if (k == NULL || k->dirty ||
+            !reply_str(&rep->elements[i], buf, sizeof(buf))) {
             continue;
         }
-        memcpy(buf, e->str.data, e->str.len);
-        buf[e->str.len] = '\0';
         st = atoi(buf);
         bar = strchr(buf, '|');
         bar2 = bar ? strchr(bar + 1, '|') : NULL;
         if (bar == NULL || bar2 == NULL || st < 0 || st > KEY_MANUAL ||
-            (key_state_t)st == k->state) {
+            st == KEY_COOLDOWN || (key_state_t)st == k->state) {
             continue;
-        }
-        until = atof(bar + 1);
-        if ((key_state_t)st == KEY_COOLDOWN) {
-            if (!isfinite(until) || until <= now_wall) {
-                continue;
-            }
-            /* another node's rest, no longer than this node's cap */
-            k->until_ms = now + fmin(until - now_wall, max_rest_ms);
         }
         k->state = (key_state_t)st;
         k->since = mf_wall_time();
@@ -513,6 +708,60 @@ sync_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
         }
     }
     pthread_mutex_unlock(&lock);
+    free(s);
+}
+
+/* The rests other nodes published: a model's rest is taken when this node
+ * has none running for it, or one ending more than a second sooner. */
+static void
+rests_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
+{
+    sync_t *s = arg;
+    double now_wall = mf_wall_time() * 1000, now = mf_now_ms();
+    size_t i, f;
+
+    if (err != NULL || rep == NULL || rep->type != MF_REDIS_ARRAY) {
+        free(s);
+        return;
+    }
+    pthread_mutex_lock(&lock);
+    for (i = 0; i < rep->nelements && i < s->n; i++) {
+        const mf_redis_reply_t *h = &rep->elements[i];
+        keyh_t *k = sync_find(s, i);
+
+        if (k == NULL || h->type != MF_REDIS_ARRAY) {
+            continue;
+        }
+        for (f = 0; f + 1 < h->nelements && f < 2 * MF_KEY_RESTS; f += 2) {
+            char model[128], buf[256], *bar;
+            double until, ends;
+            rest_t *r;
+
+            if (!reply_str(&h->elements[f], model, sizeof(model)) ||
+                !reply_str(&h->elements[f + 1], buf, sizeof(buf)) ||
+                (bar = strchr(buf, '|')) == NULL) {
+                continue;
+            }
+            until = atof(buf);
+            if (!isfinite(until) || until <= now_wall) {
+                continue;
+            }
+            /* another node's rest, no longer than this node's cap */
+            ends = now + fmin(until - now_wall, max_rest_ms);
+            r = rest_find(k, mf_str_from(model));
+            if (r != NULL && (r->dirty || r->until_ms + 1000 >= ends)) {
+                continue;
+            }
+            r = rest_get(k, mf_str_from(model), now);
+            if (r->until_ms <= now) {
+                r->since = mf_wall_time();
+            }
+            r->until_ms = ends;
+            snprintf(r->why, sizeof(r->why), "from another node: %s", bar + 1);
+        }
+    }
+    pthread_mutex_unlock(&lock);
+    free(s);
 }
 
 static void
@@ -523,59 +772,162 @@ ignore_reply(void *arg, const mf_redis_reply_t *rep, const char *err)
     MF_UNUSED(err);
 }
 
+/* What a tick sends, taken under the lock. */
+typedef struct {
+    char state_name[MF_SYNC_KEYS][200];
+    char rest_name[MF_SYNC_KEYS][200];
+    char value[MF_SYNC_KEYS][300];
+    char px[MF_SYNC_KEYS][32];
+    int dirty[MF_SYNC_KEYS];
+    int clear[MF_SYNC_KEYS];        /* DEL the key's rests first */
+    char rest_px[MF_SYNC_KEYS][32]; /* "" when no rest to publish */
+    size_t nrest;
+    struct {
+        size_t key;
+        char model[128];
+        char value[300];
+    } rest[MF_SYNC_RESTS];
+} outbox_t;
+
+/* Takes k's dirty rests into o (as many as fit; the rest wait a tick). */
+static void
+outbox_rests(outbox_t *o, size_t i, keyh_t *k, double now, double now_wall)
+{
+    double longest = 0;
+    size_t r;
+
+    o->rest_px[i][0] = '\0';
+    o->clear[i] = k->rests_clear;
+    k->rests_clear = 0;
+    if (!k->rests_dirty) {
+        return;
+    }
+    k->rests_dirty = 0;
+    for (r = 0; r < k->nrests; r++) {
+        rest_t *rs = &k->rests[r];
+
+        if (rs->until_ms > now) {
+            longest = fmax(longest, rs->until_ms - now);
+        }
+        if (!rs->dirty) {
+            continue;
+        }
+        if (o->nrest == MF_SYNC_RESTS) {
+            k->rests_dirty = 1;
+            continue;
+        }
+        rs->dirty = 0;
+        if (rs->until_ms <= now) {
+            continue; /* ended before it went out */
+        }
+        o->rest[o->nrest].key = i;
+        snprintf(o->rest[o->nrest].model, sizeof(o->rest[0].model), "%s",
+                 rs->model);
+        snprintf(o->rest[o->nrest].value, sizeof(o->rest[0].value), "%.0f|%s",
+                 now_wall + (rs->until_ms - now), rs->why);
+        o->nrest++;
+    }
+    if (longest > 0) {
+        snprintf(o->rest_px[i], sizeof(o->rest_px[i]), "%.0f",
+                 fmax(1, longest));
+    }
+}
+
 static void
 redis_sync(mf_worker_t *w, json_t *conf)
 {
-    char names[64][200], values[64][300], px[64][32];
-    int dirty[64];
-    mf_str_t argv[2 + 64];
+    static const char script[] = "local r = {} for i, k in ipairs(KEYS) do "
+                                 "r[i] = redis.call('HGETALL', k) end return r";
+    outbox_t *o = mf_xcalloc(1, sizeof(*o));
+    sync_t *s = mf_xcalloc(1, sizeof(*s)), *s2;
+    mf_str_t argv[3 + MF_SYNC_KEYS];
+    char nkeys[16];
     size_t i, n;
-    double now = mf_now_ms();
+    double now = mf_now_ms(), now_wall = mf_wall_time() * 1000;
 
     /* what to send is taken under the lock; the commands go out after it
      * (a dropped connection calls back, and the callbacks take the lock) */
     pthread_mutex_lock(&lock);
-    n = nall < 64 ? nall : 64;
+    n = nall < MF_SYNC_KEYS ? nall : MF_SYNC_KEYS;
     for (i = 0; i < n; i++) {
         keyh_t *k = all[i];
 
-        snprintf(names[i], sizeof(names[i]), "mf:keyhealth:%s:%s", k->provider,
-                 k->fp);
-        dirty[i] = k->dirty;
+        snprintf(s->ids[i].provider, sizeof(s->ids[i].provider), "%s",
+                 k->provider);
+        memcpy(s->ids[i].fp, k->fp, sizeof(k->fp));
+        snprintf(o->state_name[i], sizeof(o->state_name[i]),
+                 "mf:keyhealth:%s:%s", k->provider, k->fp);
+        snprintf(o->rest_name[i], sizeof(o->rest_name[i]), "mf:keyrest:%s:%s",
+                 k->provider, k->fp);
+        o->dirty[i] = k->dirty;
         if (k->dirty) {
-            double until = k->state == KEY_COOLDOWN
-                               ? mf_wall_time() * 1000 + (k->until_ms - now)
-                               : 0;
-
             k->dirty = 0;
-            snprintf(values[i], sizeof(values[i]), "%d|%.0f|%s", (int)k->state,
-                     until, k->why);
-            /* cooldowns expire with their end; other states after an
-             * hour unless published again */
-            snprintf(px[i], sizeof(px[i]), "%.0f",
-                     k->state == KEY_COOLDOWN ? fmax(1, k->until_ms - now)
-                                              : 3600000.0);
+            snprintf(o->value[i], sizeof(o->value[i]), "%d|0|%s", (int)k->state,
+                     k->why);
+            snprintf(o->px[i], sizeof(o->px[i]), "3600000");
         }
+        outbox_rests(o, i, k, now, now_wall);
     }
     pthread_mutex_unlock(&lock);
+    s->n = n;
     if (n == 0) {
+        free(o);
+        free(s);
         return;
     }
     for (i = 0; i < n; i++) {
-        if (dirty[i]) {
-            mf_str_t set[5] = {MF_STR("SET"), mf_str_from(names[i]),
-                               mf_str_from(values[i]), MF_STR("PX"),
-                               mf_str_from(px[i])};
+        if (o->dirty[i]) {
+            mf_str_t set[5] = {MF_STR("SET"), mf_str_from(o->state_name[i]),
+                               mf_str_from(o->value[i]), MF_STR("PX"),
+                               mf_str_from(o->px[i])};
 
             mf_svc_redis_raw(w, conf, 5, set, ignore_reply, NULL);
         }
     }
+    for (i = 0; i < n; i++) {
+        if (o->clear[i]) {
+            mf_str_t del[2] = {MF_STR("DEL"), mf_str_from(o->rest_name[i])};
+
+            mf_svc_redis_raw(w, conf, 2, del, ignore_reply, NULL);
+        }
+    }
+    for (i = 0; i < o->nrest; i++) {
+        mf_str_t hset[4] = {
+            MF_STR("HSET"), mf_str_from(o->rest_name[o->rest[i].key]),
+            mf_str_from(o->rest[i].model), mf_str_from(o->rest[i].value)};
+
+        mf_svc_redis_raw(w, conf, 4, hset, ignore_reply, NULL);
+    }
+    for (i = 0; i < n; i++) {
+        if (o->rest_px[i][0] != '\0') {
+            /* the hash lives as long as the longest rest in it; a longer
+             * one another node wrote is published again by that node */
+            mf_str_t px[3] = {MF_STR("PEXPIRE"), mf_str_from(o->rest_name[i]),
+                              mf_str_from(o->rest_px[i])};
+
+            mf_svc_redis_raw(w, conf, 3, px, ignore_reply, NULL);
+        }
+    }
     argv[0] = MF_STR("MGET");
     for (i = 0; i < n; i++) {
-        argv[i + 1] = mf_str_from(names[i]);
+        argv[i + 1] = mf_str_from(o->state_name[i]);
     }
-    mf_svc_redis_raw(w, conf, (int)n + 1, argv, sync_reply,
-                     (void *)(uintptr_t)n);
+    s2 = mf_xmalloc(sizeof(*s2));
+    memcpy(s2, s, sizeof(*s));
+    if (mf_svc_redis_raw(w, conf, (int)n + 1, argv, sync_reply, s) != MF_OK) {
+        free(s);
+    }
+    snprintf(nkeys, sizeof(nkeys), "%zu", n);
+    argv[0] = MF_STR("EVAL");
+    argv[1] = MF_STR(script);
+    argv[2] = mf_str_from(nkeys);
+    for (i = 0; i < n; i++) {
+        argv[i + 3] = mf_str_from(o->rest_name[i]);
+    }
+    if (mf_svc_redis_raw(w, conf, (int)n + 3, argv, rests_reply, s2) != MF_OK) {
+        free(s2);
+    }
+    free(o);
 }
 
 void
@@ -621,11 +973,7 @@ mf_keypool_free(void)
     size_t i;
 
     for (i = 0; i < nall; i++) {
-        free(all[i]->key);
-        free(all[i]->base_url);
-        free(all[i]->probe_path);
-        free(all[i]->probe_header);
-        free(all[i]);
+        key_free(all[i]);
     }
     free(all);
     all = NULL;

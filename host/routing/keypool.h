@@ -1,8 +1,9 @@
 /*
  * Key pools: the health of every provider key, shared by all workers (and
  * by all nodes through Redis when `redis:` is set). A key answered
- * 401/403 is disabled; 429 puts it in cooldown for Retry-After (or an
- * exponential backoff); 5xx, timeouts and connect errors count toward
+ * 401/403 is disabled for every model; a 429 rests it for the model asked
+ * only, for Retry-After (or an exponential backoff per key and model);
+ * 5xx, timeouts and connect errors count toward
  * key_failures, which quarantines it; a probe (GET base_url + probe.path
  * with the key) brings a disabled or quarantined key back.
  */
@@ -24,17 +25,22 @@ typedef enum {
  * a key disabled by a 401 is enabled again when its provider's config
  * changed. */
 void mf_keypool_bind(mf_prov_t *p);
-/* Picks a usable key not in `tried` (bit per key index < 64) by the
- * provider's key_strategy; with last_resort, a quarantined key too (when
- * nothing else is left, a key resting for its provider's outage is better
- * than no answer). -1 when none. *retry_ms gets the shortest wait until a
- * cooling key is usable again (0 when none cools). */
-int mf_keypool_pick(mf_prov_t *p, uint64_t tried, int last_resort,
-                    double *retry_ms);
-/* An attempt starts / ended with a key. */
+/* Lets go of what mf_keypool_bind took (the generation is freed): a key
+ * no generation binds any more leaves the registry. */
+void mf_keypool_unbind(mf_prov_t *p);
+/* Picks a key usable for `model` (the upstream model) not in `tried`
+ * (bit per key index < 64) by the provider's key_strategy; with
+ * last_resort, a quarantined key too (when nothing else is left, a key
+ * resting for its provider's outage is better than no answer). -1 when
+ * none. *retry_ms gets the shortest wait until a key resting for this
+ * model is usable again (0 when none rests). */
+int mf_keypool_pick(mf_prov_t *p, mf_str_t model, uint64_t tried,
+                    int last_resort, double *retry_ms);
+/* An attempt starts / ended with a key; a 429 (MF_KEYRES_RATE) rests the
+ * key for `model` only, a success ends that model's backoff. */
 void mf_keypool_begin(mf_prov_t *p, int k);
-void mf_keypool_end(mf_prov_t *p, int k, mf_keyres_t res, double retry_after_ms,
-                    const char *why);
+void mf_keypool_end(mf_prov_t *p, int k, mf_str_t model, mf_keyres_t res,
+                    double retry_after_ms, const char *why);
 /* The longest rest a 429 gives a key (limits.max_retry_after), also for
  * rests learnt from other nodes through Redis. */
 void mf_keypool_set_max_rest(double ms);
@@ -47,7 +53,9 @@ void mf_keypool_set_max_rest(double ms);
  * them. */
 void mf_keypool_scrub(const mf_prov_t *p, const mf_str_t *secrets, size_t n,
                       char *msg);
-/* Every key (masked), its state, why, since when, requests, errors. */
+/* Every key bound by a live generation (masked), its state, why, since
+ * when, requests, errors, and its running rests ("rests": model, why,
+ * since, retry_in_ms). */
 json_t *mf_keypool_json(void);
 /* Operator: enable or disable key `index` of `provider` by hand. */
 int mf_keypool_set_manual(const char *provider, size_t index, int enable,

@@ -1,8 +1,9 @@
 /*
  * accesslog: one JSON line per request (time, id, consumer, model asked,
  * provider, upstream model, status, tokens, latency, time to first token,
- * bytes, error) to a file (appended) or stdout. Keys never reach it: the
- * host's request info carries none.
+ * bytes, error) to a file (appended) or stdout. Every line has the same
+ * fields, null where a value is unknown. Keys never reach it: the host's
+ * request info carries none.
  *
  * config: { path: "stdout" | "/var/log/manifold/access.log",
  *          buffer: 65536,   bytes held before a write (0: a write per line)
@@ -327,18 +328,17 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_int(&l, "upstream_status", i.upstream_status ? i.upstream_status : -1,
             1);
     put_int(&l, "attempts", i.attempts, 0);
-    if (i.size >= offsetof(mf_req_info_t, tried) + sizeof(mf_str_t)) {
-        put_named(&l, "tried", i.tried);
-    }
+    /* every line has the same fields, whatever the provider: null when
+     * unknown (a host too old to tell, a provider that does not say) */
+    put_named(&l, "tried",
+              i.size >= offsetof(mf_req_info_t, tried) + sizeof(mf_str_t)
+                  ? i.tried
+                  : MF_STR_NULL);
     put_int(&l, "prompt_tokens", i.usage.prompt_tokens, 1);
     put_int(&l, "completion_tokens", i.usage.completion_tokens, 1);
     put_int(&l, "total_tokens", i.usage.total_tokens, 1);
-    if (i.usage.cached_tokens >= 0) {
-        put_int(&l, "cached_tokens", i.usage.cached_tokens, 0);
-    }
-    if (i.usage.reasoning_tokens >= 0) {
-        put_int(&l, "reasoning_tokens", i.usage.reasoning_tokens, 0);
-    }
+    put_int(&l, "cached_tokens", i.usage.cached_tokens, 1);
+    put_int(&l, "reasoning_tokens", i.usage.reasoning_tokens, 1);
     put_field(&l, "usage_estimated");
     put_fmt(&l, "%s", i.usage.estimated ? "true" : "false");
     put_ms(&l, "latency_ms", i.latency_ms);

@@ -182,9 +182,13 @@ test('unknown model is 404 model_not_found with a fix', async () => {
   const body = await res.json();
   assert.equal(body.error.code, 'model_not_found');
   assert.match(body.error.message, /Served:.*operator/);
+  // a model of a provider disabled for lack of a key: 503 naming it
   const res2 = await chat(gw, 'hi', { model: 'nokey-1' });
-  assert.equal(res2.status, 404);
-  assert.ok(!(await res2.text()).includes('.yaml'), 'the config path is the operator\'s');
+  assert.equal(res2.status, 503);
+  const text2 = await res2.text();
+  assert.equal(JSON.parse(text2).error.code, 'provider_disabled');
+  assert.match(text2, /provider 'nokey'/);
+  assert.ok(!text2.includes('.yaml'), 'the config path is the operator\'s');
   // the hint for the operator goes to the log
   const end = Date.now() + 5000;
   while (!/disabled because its keys are empty/.test(gw.stderr) && Date.now() < end) {

@@ -247,8 +247,10 @@ for (const [value, want] of [
     await mock.mode({ status: 0 });
     assert.equal(res.status, 429);
     assert.match(res.headers.get('x-manifold-provider') || '', /rest/, 'the upstream answered');
-    const k = await keyOf('rest');
-    assert.equal(k.state, 'cooldown');
+    const key = await keyOf('rest');
+    assert.equal(key.state, 'ok', 'a 429 rests the key for its model only');
+    const k = key.rests.find((r) => r.model === 'rest-1');
+    assert.ok(k, JSON.stringify(key));
     if (want === null) {
       assert.equal(res.headers.get('retry-after'), null);
       assert.match(k.why, /without Retry-After/);
@@ -273,8 +275,10 @@ test('the unknown-model 404 quotes a bounded prefix and no config path', async (
   assert.ok(!text.includes(gw.file) && !text.includes('.yaml'), text);
   assert.match(JSON.parse(text).error.message, /'m{64}\.\.\.'/);
   const res2 = await chatModel('nokey-1');
-  assert.equal(res2.status, 404);
-  assert.ok(!(await res2.text()).includes('.yaml'));
+  assert.equal(res2.status, 503, 'its provider is disabled for lack of a key');
+  const text2 = await res2.text();
+  assert.match(text2, /provider 'nokey'/);
+  assert.ok(!text2.includes('.yaml'));
   const end = Date.now() + 5000;
   while (!/disabled because its keys are empty/.test(gw.stderr) && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 20));

@@ -127,8 +127,10 @@ test('a 429 key sits out exactly its Retry-After', async () => {
     if (res.headers.get('x-manifold-attempts') === '2') t429 = Date.now();
   }
   assert.ok(t429, 'key a was tried');
-  const a = (await keys('rl'))[0];
-  assert.equal(a.state, 'cooldown');
+  const key = (await keys('rl'))[0];
+  assert.equal(key.state, 'ok', 'a 429 rests the key for its model only');
+  const a = key.rests.find((r) => r.model === 'rl-x');
+  assert.ok(a, JSON.stringify(key));
   assert.ok(a.retry_in_ms > 1500 && a.retry_in_ms <= 2000, `retry_in_ms ${a.retry_in_ms}`);
   while (Date.now() - t429 < 1700) {
     const res = await chat(gw, 'hi', { model: 'rl-x' });

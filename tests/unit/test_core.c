@@ -22,7 +22,12 @@ START_TEST(mask)
     mf_mask_secret(MF_STR("sk-abcdefghijklmnop1234"), out, sizeof(out));
     ck_assert_str_eq(out, "sk-...1234");
     mf_mask_secret(MF_STR("short"), out, sizeof(out));
-    ck_assert_str_eq(out, "...");
+    ck_assert_str_eq(out, "***");
+    /* shorter than 20 bytes: nothing of it is shown, not even its length */
+    mf_mask_secret(MF_STR("sk-aaaa-bbbb-cccc-d"), out, sizeof(out));
+    ck_assert_str_eq(out, "***");
+    mf_mask_secret(MF_STR("sk-aaaa-bbbb-cccc-dd"), out, sizeof(out));
+    ck_assert_str_eq(out, "sk-...c-dd");
 }
 END_TEST
 
