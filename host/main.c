@@ -21,7 +21,7 @@
 #include "routing/keypool.h"
 #include "control/reload.h"
 #include "core/rundir.h"
-#include "pipeline/runtime.h"
+#include "pipeline/generation.h"
 #include "http/server.h"
 #include "core/shdict.h"
 #include "control/watch.h"

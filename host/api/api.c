@@ -7,7 +7,9 @@
 
 #include "request/request.h"
 #include "svc/svc.h"
-#include "pipeline/runtime.h"
+#include "pipeline/generation.h"
+#include "api/api.h"
+#include "pipeline/request-t.h"
 #include "core/shdict.h"
 
 #define ANY_REQ                                                                \

@@ -4,6 +4,7 @@
  * it to an admin_cmd_*.c command and writes its JSON answer, then closes.
  */
 #include "control/admin.h"
+#include "http/http.h"
 
 #include <errno.h>
 #include <event2/buffer.h>

@@ -5,6 +5,7 @@
  * setting; one that changes its `enabled:` applies the config's value.
  */
 #include "control/admin.h"
+#include "pipeline/generation.h"
 
 static int
 set_enabled(mf_str_t arg, int on, json_t **out)

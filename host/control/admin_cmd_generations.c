@@ -4,6 +4,7 @@
  * its stages. Old ones leave the list as their last request ends.
  */
 #include "control/admin.h"
+#include "pipeline/generation.h"
 
 typedef struct {
     json_t *list;

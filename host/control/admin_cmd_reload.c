@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include "control/admin.h"
+#include "pipeline/generation.h"
 
 /* Finds "FILE:LINE:" in an error message. */
 static void

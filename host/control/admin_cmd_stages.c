@@ -4,6 +4,8 @@
  * served, errors, time spent and its last error.
  */
 #include "control/admin.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
 
 json_t *
 mf_admin_stage_json(mf_pstage_t *s)

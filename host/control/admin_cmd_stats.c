@@ -4,6 +4,7 @@
  * error), and time spent per stage.
  */
 #include "control/admin.h"
+#include "pipeline/generation.h"
 
 static void
 count_alive(mf_gen_t *g, void *arg)

@@ -3,6 +3,7 @@
  * stages that did not change) -> current. A failure changes nothing.
  */
 #include "control/reload.h"
+#include "pipeline/generation.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #ifndef MF_RELOAD_H
 #define MF_RELOAD_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/generation-t.h"
 
 typedef struct mf_reloader_s {
     const char *config_path;

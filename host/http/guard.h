@@ -9,7 +9,6 @@
 
 #include "config/config.h"
 #include "http/http.h"
-#include "pipeline/runtime.h"
 
 /* Is the listen address a loopback one (127.0.0.0/8, ::1, localhost)? */
 int mf_guard_loopback_listener(const char *listen_host);

@@ -19,6 +19,13 @@ typedef struct mf_header_s {
     mf_str_t value;
 } mf_header_t;
 
+/* A growable list of headers (the request's and the response's). */
+typedef struct mf_hlist_s {
+    mf_header_t *v;
+    size_t n;
+    size_t cap;
+} mf_hlist_t;
+
 typedef struct mf_http_head_s {
     mf_str_t method;        /* request */
     mf_str_t target;        /* request: path and query */

@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/listener.h>
 #include <event2/thread.h>
@@ -25,6 +26,7 @@
 #endif
 
 #include "http/guard.h"
+#include "pipeline/generation.h"
 #include "routing/keypool.h"
 #include "request/request.h"
 #include "svc/svc.h"

@@ -6,7 +6,9 @@
 #ifndef MF_SERVER_H
 #define MF_SERVER_H
 
-#include "pipeline/runtime.h"
+#include <manifold/plugin.h>
+
+#include "http/worker-t.h"
 
 typedef struct mf_server_s {
     char *host;

@@ -6,7 +6,23 @@
 #ifndef MF_UPSTREAM_H
 #define MF_UPSTREAM_H
 
-#include "pipeline/runtime.h"
+#include <event2/buffer.h>
+
+#include "http/http.h"
+#include "http/worker-t.h"
+
+typedef struct mf_upcall_s mf_upcall_t;
+
+/* A parsed http(s) URL. */
+typedef struct mf_url_s {
+    int tls;
+    char host[256];
+    int port;
+    const char *path; /* points into the original string */
+} mf_url_t;
+
+int mf_url_parse(const char *url, size_t len, mf_url_t *u, char *pathbuf,
+                 size_t pathcap);
 
 typedef enum {
     MF_UPERR_CONNECT = 1, /* refused, DNS, TLS handshake */

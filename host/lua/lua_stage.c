@@ -26,6 +26,9 @@
 #include <stdlib.h>
 
 #include "request/request.h"
+#include "api/api.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
 
 /* What a state may allocate; enforced while its Lua code runs. */
 typedef struct {

@@ -5,7 +5,7 @@
 #ifndef MF_LUA_STAGE_H
 #define MF_LUA_STAGE_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/request-t.h"
 
 /* Loads the stage's script into nworkers fresh states, with its sandbox
  * and limits; NULL with err (file:line). *hooks gets a bit per stage

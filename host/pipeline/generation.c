@@ -14,7 +14,8 @@
 
 #include "routing/keypool.h"
 #include "lua/lua_stage.h"
-#include "pipeline/runtime.h"
+#include "pipeline/generation.h"
+#include "api/api.h"
 
 /* A provider's init() has this long (stages: their init_timeout). */
 #define MF_PROVIDER_INIT_TIMEOUT_MS 10000

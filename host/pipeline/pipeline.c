@@ -6,7 +6,8 @@
 #include <time.h>
 
 #include "lua/lua_stage.h"
-#include "pipeline/runtime.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
 
 const char *const mf_stage_fn_names[MF_STAGE__COUNT] = {
     [MF_STAGE_REQUEST] = "on_request",

@@ -10,6 +10,7 @@
 #include "request/request.h"
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@
 #include "proto/proto_anthropic.h"
 #include "http/server.h"
 #include "http/upstream.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
 
 #define MF_ERROR_BODY_MAX (1024 * 1024)
 #define MF_STREAM_HIGH_WATER (256 * 1024)

@@ -6,7 +6,7 @@
 #ifndef MF_REQUEST_H
 #define MF_REQUEST_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/request-t.h"
 
 /* A whole request was read; `body` (malloc'd) is taken. Head views are
  * valid during the call only. */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 
 #include "request/request.h"
+#include "pipeline/generation.h"
 
 typedef enum { BREAKER_CLOSED = 0, BREAKER_OPEN, BREAKER_HALF_OPEN } brk_t;
 

@@ -10,7 +10,7 @@
 #ifndef MF_BALANCER_H
 #define MF_BALANCER_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/request-t.h"
 
 /* The route serving `model` (exact names first, then globs), or NULL. */
 const mf_route_conf_t *mf_balancer_route(mf_gen_t *g, mf_str_t model);

@@ -27,6 +27,7 @@
 
 #include "svc/svc.h"
 #include "http/upstream.h"
+#include "pipeline/generation.h"
 
 typedef enum {
     KEY_OK = 0,

@@ -10,7 +10,8 @@
 #ifndef MF_KEYPOOL_H
 #define MF_KEYPOOL_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/generation-t.h"
+#include "http/worker-t.h"
 
 typedef enum {
     MF_KEYRES_OK = 0, /* the attempt succeeded */

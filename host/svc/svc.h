@@ -6,7 +6,7 @@
 #ifndef MF_SVC_H
 #define MF_SVC_H
 
-#include "pipeline/runtime.h"
+#include "pipeline/request-t.h"
 
 /* api->http_call (see plugin.h). MF_ERR when the URL is not http(s). */
 int mf_svc_http_call(mf_req_t *r, const char *method, mf_str_t url,

@@ -1,0 +1,42 @@
+/*
+ * Generations: a loaded config with its stages and providers; requests
+ * hold a reference to the one they started on. Stage instances are
+ * shared by consecutive generations while their files and config stay
+ * the same.
+ */
+#ifndef MF_GENERATION_H
+#define MF_GENERATION_H
+
+#include "pipeline/generation-t.h"
+
+/* Records the stage's last error (reload or runtime), thread-safe. */
+void mf_stage_set_error(mf_pstage_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Copies the last error into buf ("" when none); returns its time. */
+double mf_stage_get_error(mf_pstage_t *s, char *buf, size_t cap);
+/* The stage's version string ("" when it declares none). */
+const char *mf_stage_version(const mf_pstage_t *s);
+
+/*
+ * Builds a generation from a validated config (taking ownership of it on
+ * success). Stages of `prev` whose files and config did not change are
+ * shared, unless `force` names them ("*" = every stage). NULL with a
+ * sentence naming file and line in err; the config is then the caller's.
+ */
+mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
+                       const char *force, char *err, size_t errcap);
+mf_gen_t *mf_gen_acquire(void);
+void mf_gen_release(mf_gen_t *g);
+void mf_gen_set_current(mf_gen_t *g);
+mf_prov_t *mf_gen_find_provider(mf_gen_t *g, mf_str_t name);
+mf_pstage_t *mf_gen_find_stage(mf_gen_t *g, const char *name);
+/* Calls fn for each generation not yet freed, under the generation lock
+ * (fn must not acquire or release generations). */
+void mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg);
+/* Whether a stage's files changed on disk since it was loaded. */
+int mf_stage_files_changed(const mf_pstage_t *s);
+
+/* Stage-bit helper. */
+#define MF_HOOK(s) (1u << (s))
+
+#endif

@@ -1,0 +1,19 @@
+/*
+ * Pipeline runner: runs one phase's stages of a request in order.
+ */
+#ifndef MF_PIPELINE_H
+#define MF_PIPELINE_H
+
+#include "pipeline/request-t.h"
+
+/* The callback name of each stage ("on_route"), NULL for the others. */
+extern const char *const mf_stage_fn_names[MF_STAGE__COUNT];
+
+/* Pipeline: runs the stages of `stage` from r->stage_idx. */
+mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
+/* Runs the on_response_body stages over one event or the whole body.
+ * MF_ERR when a stage failed: the data must not reach the client. */
+int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
+void mf_pipeline_log_done(mf_req_t *r);
+
+#endif

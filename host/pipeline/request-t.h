@@ -1,0 +1,161 @@
+/*
+ * Types only: the request as the pipeline, the services, the routing
+ * layer and the stage bindings see it. The request module (request/)
+ * owns its lifecycle; the others read and set the fields their contract
+ * names.
+ */
+#ifndef MF_REQUEST_T_H
+#define MF_REQUEST_T_H
+
+#include <event2/event.h>
+
+#include "http/evstream.h"
+#include "http/http.h"
+#include "http/sse.h"
+#include "http/worker-t.h"
+#include "pipeline/generation-t.h"
+
+typedef struct mf_upcall_s mf_upcall_t;
+
+typedef enum { MF_PROTO_OPENAI = 0, MF_PROTO_ANTHROPIC } mf_proto_t;
+
+/* An async host service call a request waits on (HTTP, Redis); cancelled
+ * (the completion never runs) when the request ends first. */
+typedef struct mf_async_s {
+    struct mf_async_s *next;
+    struct mf_async_s *prev;
+    void (*cancel)(struct mf_async_s *a); /* unlinked before the call */
+} mf_async_t;
+
+typedef struct mf_tgt_s mf_tgt_t; /* a target's health (balancer.c) */
+
+typedef struct mf_rtarget_s {
+    mf_prov_t *prov;
+    mf_str_t model; /* upstream model */
+    unsigned weight;
+    mf_tgt_t *tgt; /* NULL: not a route's (stages, default routing) */
+} mf_rtarget_t;
+
+typedef enum {
+    MF_PHASE_REQUEST = 0,
+    MF_PHASE_ROUTE,
+    MF_PHASE_AUTHORIZE, /* the provider's authorize (may pause) */
+    MF_PHASE_ATTEMPT,
+    MF_PHASE_UPSTREAM,
+    MF_PHASE_UPSTREAM_RESPONSE,
+    MF_PHASE_RESPONSE_HEADERS,
+    MF_PHASE_BODY,
+    MF_PHASE_FINISHED
+} mf_phase_t;
+
+struct mf_req_s {
+    mf_pool_t *pool;
+    mf_worker_t *worker;
+    mf_conn_t *conn; /* NULL once the client went away */
+    mf_gen_t *gen;
+    void **ctx;   /* one slot per stage */
+    uint64_t ran; /* stages that had a callback run (bit per index < 64) */
+
+    /* what the client sent */
+    mf_str_t id;
+    mf_str_t method;
+    mf_str_t path;
+    mf_str_t client_addr;
+    mf_hlist_t req_headers;
+    mf_str_t body; /* raw request body */
+    json_t *json;  /* parsed body */
+    int body_dirty;
+    mf_endpoint_t endpoint;
+    mf_proto_t proto;
+    int stream;
+    int client_wants_usage;
+    mf_str_t model;       /* current model (routing may change it) */
+    mf_str_t model_asked; /* what the client asked for */
+    mf_str_t consumer;
+
+    /* routing */
+    mf_rtarget_t *targets;
+    size_t ntargets;
+    size_t targets_cap;
+    size_t target_idx;
+    const mf_route_conf_t *route; /* the route that planned the targets */
+    int key_idx;                  /* key of the current attempt, -1 none */
+    uint64_t keys_tried;          /* keys of the current target tried (bits) */
+    double cool_ms;               /* shortest wait for a cooling key seen */
+    int skipped_rate;             /* targets skipped: every key cooling */
+    int skipped_open;             /* targets skipped: breaker open */
+    int skipped_keys;             /* targets skipped: every key disabled */
+    int attempt_open;  /* key and target counted; attempt_close owed */
+    mf_tgt_t *att_tgt; /* the current attempt's target health */
+    double att_start;  /* when the current attempt started */
+    struct event *attempt_timer; /* time to first token */
+    mf_buf_t tried;              /* "provider/model:status,..." for logs */
+
+    /* the current attempt */
+    mf_prov_t *prov;
+    mf_str_t up_model;
+    mf_str_t up_key;
+    mf_str_t up_url;
+    mf_str_t up_body;
+    mf_hlist_t up_req_headers;
+    mf_hlist_t up_resp_headers;
+    int up_status;
+    int attempts;
+    int reached; /* a request went out to an upstream (usage may be owed) */
+    mf_upcall_t *call;
+    int call_paused;
+    mf_buf_t up_buf; /* non-stream or error body */
+    mf_sse_parser_t sse;
+    mf_evstream_t evs; /* the stream is AWS event-stream framed */
+    int evs_framing;
+    int sse_active;
+    mf_error_t *prov_err; /* api->set_error of the current attempt */
+    int passthrough;      /* stream bytes forwarded untouched */
+    int saw_done;
+    int done_sent;  /* the canonical stream's end was emitted */
+    int held;       /* chunk_out holds only preamble events: not committed */
+    void *prov_ctx; /* the provider's per-request slot */
+    struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
+    int64_t events_seen;
+    double up_start;
+    int body_failed;         /* an on_response_body stage failed */
+    int usage_final;         /* the stream reached the provider's last usage */
+    uint64_t delivered_text; /* bytes of answer text sent in stream events */
+
+    /* the response */
+    mf_hlist_t resp_headers;
+    int status;
+    int head_sent;
+    int finished; /* response complete or aborted */
+    mf_str_t error;
+    mf_usage_t usage;
+    int have_usage;
+    json_t *resp_json;  /* canonical response from a translating provider */
+    mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
+    mf_str_t replace;   /* set_response_chunk */
+    int replaced;
+
+    /* timing */
+    double start_ms;
+    double start_wall;
+    double first_byte_ms;
+    double upstream_ms;
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+
+    /* pipeline */
+    mf_phase_t phase;
+    mf_stage_t cur_stage;
+    size_t stage_idx;
+    int paused;
+    int in_step;
+    int resume_pending;
+    mf_action_t resume_action;
+    int logged;
+    int done;
+    int lua_yielded; /* a Lua stage yielded: resume it, not the next */
+    struct event *timer;
+    mf_async_t *asyncs; /* service calls in flight */
+};
+
+#endif
