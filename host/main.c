@@ -19,6 +19,8 @@
 #include "routing/balancer.h"
 #include "cli/init.h"
 #include "routing/keypool.h"
+#include "request/request.h"
+#include "svc/svc.h"
 #include "control/reload.h"
 #include "core/rundir.h"
 #include "pipeline/generation.h"
@@ -164,6 +166,20 @@ warn_listen(const mf_server_t *s, mf_gen_t *g)
                 s->host, s->port);
 }
 
+/* The key pool's tick on worker 0: probes, and the Redis sync with the
+ * current generation's `redis:` settings. */
+static void
+keypool_tick(mf_worker_t *w)
+{
+    mf_gen_t *g = mf_gen_acquire();
+
+    mf_keypool_tick(w, g != NULL ? g->config->redis : NULL);
+    mf_gen_release(g);
+}
+
+static const mf_worker_hooks_t keypool_hooks = {.tick = keypool_tick};
+static const mf_keypool_redis_t keypool_redis = {.command = mf_svc_redis_raw};
+
 int
 main(int argc, char **argv)
 {
@@ -254,6 +270,10 @@ main(int argc, char **argv)
         goto out;
     }
     mf_gen_set_current(g);
+    mf_server_set_handlers(&mf_req_conn_handlers);
+    mf_keypool_set_redis(&keypool_redis);
+    mf_server_add_hooks(&keypool_hooks);
+    mf_server_add_hooks(&mf_svc_redis_hooks);
     if (mf_server_start(&m.server, g->config->listen_host,
                         g->config->listen_port, g->nworkers) != MF_OK) {
         rc = 1;

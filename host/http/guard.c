@@ -11,8 +11,6 @@
 #include <stdio.h>
 #include <strings.h>
 
-#include "request/request.h"
-
 int
 mf_guard_loopback_listener(const char *host)
 {

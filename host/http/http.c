@@ -711,3 +711,59 @@ mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs)
     *secs = val < max_secs ? val : max_secs;
     return MF_OK;
 }
+
+/* Header lists */
+
+int
+mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value)
+{
+    size_t i;
+
+    for (i = 0; i < h->n; i++) {
+        if (mf_str_caseeq(h->v[i].name, name)) {
+            *value = h->v[i].value;
+            return MF_OK;
+        }
+    }
+    return MF_ERR;
+}
+
+int
+mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
+{
+    size_t i;
+
+    if (!mf_http_header_ok(name, value)) {
+        return MF_ERR;
+    }
+    for (i = 0; i < h->n; i++) {
+        if (mf_str_caseeq(h->v[i].name, name)) {
+            if (value.len == 0) {
+                h->v[i] = h->v[--h->n];
+                return MF_OK;
+            }
+            h->v[i].value = mf_pool_str(pool, value);
+            return MF_OK;
+        }
+    }
+    if (value.len == 0) {
+        return MF_OK;
+    }
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 8;
+        mf_header_t *v = mf_pool_alloc(pool, cap * sizeof(*v));
+
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (h->n) {
+            memcpy(v, h->v, h->n * sizeof(*v));
+        }
+        h->v = v;
+        h->cap = cap;
+    }
+    h->v[h->n].name = mf_pool_str(pool, name);
+    h->v[h->n].value = mf_pool_str(pool, value);
+    h->n++;
+    return MF_OK;
+}

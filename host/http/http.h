@@ -92,4 +92,10 @@ int mf_http_header_ok(mf_str_t name, mf_str_t value);
  * date forms, garbage): the caller acts as if there were none. */
 int mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs);
 
+/* Sets (an empty value removes) header name in h, copied into pool.
+ * MF_ERR for a name that is not a token or a value with CR, LF or NUL
+ * (mf_http_header_ok): no header in a list can split a head. */
+int mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value);
+int mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value);
+
 #endif

@@ -26,10 +26,6 @@
 #endif
 
 #include "http/guard.h"
-#include "pipeline/generation.h"
-#include "routing/keypool.h"
-#include "request/request.h"
-#include "svc/svc.h"
 #include "http/upstream.h"
 
 enum {
@@ -66,6 +62,26 @@ struct mf_conn_s {
     int requests;
 };
 
+static const mf_conn_handlers_t *handlers;
+static const mf_worker_hooks_t *hooks[8];
+static size_t nhooks;
+
+void
+mf_server_set_handlers(const mf_conn_handlers_t *h)
+{
+    handlers = h;
+}
+
+void
+mf_server_add_hooks(const mf_worker_hooks_t *h)
+{
+    if (nhooks == sizeof(hooks) / sizeof(hooks[0])) {
+        mf_log_error("more than %zu worker hooks", nhooks);
+        abort();
+    }
+    hooks[nhooks++] = h;
+}
+
 static const mf_limits_t *
 limits(void)
 {
@@ -73,14 +89,15 @@ limits(void)
                                    .max_header = 64 << 10,
                                    .client_timeout_ms = 60000,
                                    .max_body_total = 256 << 20};
-    mf_gen_t *g = mf_gen_acquire();
+    void *hold;
+    const mf_config_t *conf = handlers->config_acquire(&hold);
     static __thread mf_limits_t cached;
 
-    if (g == NULL) {
+    if (conf == NULL) {
         return &defaults;
     }
-    cached = g->config->limits;
-    mf_gen_release(g);
+    cached = conf->limits;
+    handlers->config_release(hold);
     return &cached;
 }
 
@@ -157,7 +174,7 @@ conn_free(mf_conn_t *c)
         mf_req_t *r = c->req;
 
         c->req = NULL;
-        mf_req_client_gone(r);
+        handlers->client_gone(r);
     }
     body_release(c);
     atomic_fetch_sub(&w->server->conns, 1);
@@ -220,7 +237,7 @@ conn_after_write(mf_conn_t *c)
         return;
     }
     if (c->req != NULL && c->drain_low > 0 && left <= c->drain_low) {
-        mf_req_drained(c->req); /* may free c */
+        handlers->drained(c->req); /* may free c */
     }
 }
 
@@ -360,24 +377,25 @@ conn_refuse(mf_conn_t *c, int status, const char *code, const char *msg)
     c->deadline_set = 0;
     evtimer_del(c->timer);
     bufferevent_disable(c->bev, EV_READ);
-    mf_req_refuse(c, c->w, c->head, c->addr, &why); /* may free c */
+    handlers->refuse(c, c->w, c->head, c->addr, &why); /* may free c */
 }
 
 /* The browser guard on a request head: MF_ERR when it was refused. */
 static int
 conn_guard(mf_conn_t *c)
 {
-    mf_gen_t *g = mf_gen_acquire();
+    void *hold;
+    const mf_config_t *conf = handlers->config_acquire(&hold);
     const char *code = NULL;
     char msg[512];
     int rc;
 
-    if (g == NULL) {
+    if (conf == NULL) {
         return MF_OK;
     }
-    rc = mf_guard_check(g->config, c->w->server->loopback, c->head, &code, msg,
+    rc = mf_guard_check(conf, c->w->server->loopback, c->head, &code, msg,
                         sizeof(msg));
-    mf_gen_release(g);
+    handlers->config_release(hold);
     if (rc != MF_OK) {
         conn_refuse(c, 403, code, msg);
     }
@@ -397,7 +415,7 @@ conn_dispatch(mf_conn_t *c)
     c->deadline_set = 0;
     body_release(c); /* the request module owns the body now */
     evtimer_del(c->timer);
-    mf_req_handle(c, c->w, c->head, c->addr, body, len);
+    handlers->handle(c, c->w, c->head, c->addr, body, len);
 }
 
 /* Reads the head and body of the next request from the input. */
@@ -860,9 +878,15 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
 static void
 tick_cb(evutil_socket_t fd, short what, void *arg)
 {
+    size_t i;
+
     MF_UNUSED(fd);
     MF_UNUSED(what);
-    mf_keypool_tick(arg);
+    for (i = 0; i < nhooks; i++) {
+        if (hooks[i]->tick != NULL) {
+            hooks[i]->tick(arg);
+        }
+    }
 }
 
 static void *
@@ -878,6 +902,7 @@ int
 mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
 {
     char err[512];
+    size_t j;
     int i;
 
     s->host = mf_xstrdup(host);
@@ -931,6 +956,11 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
             w->tick = event_new(w->base, -1, EV_PERSIST, tick_cb, w);
             event_add(w->tick, &sec);
         }
+        for (j = 0; j < nhooks; j++) {
+            if (hooks[j]->init != NULL) {
+                hooks[j]->init(w);
+            }
+        }
     }
     for (i = 0; i < nworkers; i++) {
         pthread_create(&s->workers[i].thread, NULL, worker_main,
@@ -954,6 +984,7 @@ void
 mf_server_stop(mf_server_t *s, double drain_ms)
 {
     double deadline = mf_now_ms() + drain_ms;
+    size_t j;
     int i;
 
     for (i = 0; i < s->nworkers; i++) {
@@ -980,7 +1011,11 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         if (w->tick != NULL) {
             event_free(w->tick);
         }
-        mf_svc_redis_worker_free(w);
+        for (j = 0; j < nhooks; j++) {
+            if (hooks[j]->fini != NULL) {
+                hooks[j]->fini(w);
+            }
+        }
         mf_uppool_free(w->pool);
         event_free(w->accept_retry);
         event_free(w->wake);

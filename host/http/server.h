@@ -8,6 +8,8 @@
 
 #include <manifold/plugin.h>
 
+#include "config/config.h"
+#include "http/http.h"
 #include "http/worker-t.h"
 
 typedef struct mf_server_s {
@@ -25,6 +27,52 @@ typedef struct mf_server_s {
     atomic_size_t body_bytes; /* request bodies being read (the budget) */
 } mf_server_t;
 
+/* Why a request is refused before its body is read. */
+typedef struct mf_req_refusal_s {
+    int status;
+    const char *type;        /* OpenAI error type */
+    const char *code;        /* error code, or NULL */
+    const char *message;     /* a sentence */
+    const char *retry_after; /* Retry-After value, or NULL */
+} mf_req_refusal_t;
+
+/*
+ * What a client connection calls in the layer above it (the request
+ * module), set once with mf_server_set_handlers before mf_server_start.
+ * Head views are valid during the call only.
+ */
+typedef struct mf_conn_handlers_s {
+    /* A whole request was read; `body` (malloc'd) is taken. */
+    void (*handle)(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+                   const char *client_addr, char *body, size_t len);
+    /* A request refused at intake (its head was read). */
+    void (*refuse)(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+                   const char *client_addr, const mf_req_refusal_t *why);
+    /* The client connection closed under request r. */
+    void (*client_gone)(mf_req_t *r);
+    /* The client output drained under the low mark. */
+    void (*drained)(mf_req_t *r);
+    /* The config in force (limits, the browser guard's lists), NULL when
+     * none; *hold goes back to config_release when done with it. */
+    const mf_config_t *(*config_acquire)(void **hold);
+    void (*config_release)(void *hold);
+} mf_conn_handlers_t;
+
+/*
+ * Hooks a module registers on every worker: init after the worker is set
+ * up (main thread, before it serves), tick once a second on worker 0, fini
+ * after its thread stopped. Any may be NULL. Registered before
+ * mf_server_start; at most 8.
+ */
+typedef struct mf_worker_hooks_s {
+    void (*init)(mf_worker_t *w);
+    void (*tick)(mf_worker_t *w);
+    void (*fini)(mf_worker_t *w);
+} mf_worker_hooks_t;
+
+void mf_server_set_handlers(const mf_conn_handlers_t *h);
+void mf_server_add_hooks(const mf_worker_hooks_t *h);
+
 /* Binds and starts the workers; MF_ERR with a logged reason. */
 int mf_server_start(mf_server_t *s, const char *host, int port, int nworkers);
 /* Stops accepting, lets requests in flight finish until drain_ms, then
@@ -38,7 +86,7 @@ struct bufferevent *mf_conn_bev(mf_conn_t *c);
 /* The response is written: keep the connection for the next request, or
  * close it once the output is flushed. */
 void mf_conn_req_done(mf_conn_t *c, int keep_alive);
-/* Calls mf_req_drained when the output falls under low (0 = off). */
+/* Calls the drained handler when the output falls under low (0 = off). */
 void mf_conn_watch_drain(mf_conn_t *c, size_t low);
 int mf_conn_keep_alive(mf_conn_t *c);
 /* Ties the request being served to the connection. */

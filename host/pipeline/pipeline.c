@@ -181,3 +181,30 @@ mf_pipeline_log_done(mf_req_t *r)
         }
     }
 }
+
+/* Async service calls a request waits on */
+
+void
+mf_req_async_add(mf_req_t *r, mf_async_t *a)
+{
+    a->prev = NULL;
+    a->next = r->asyncs;
+    if (r->asyncs != NULL) {
+        r->asyncs->prev = a;
+    }
+    r->asyncs = a;
+}
+
+void
+mf_req_async_remove(mf_req_t *r, mf_async_t *a)
+{
+    if (a->prev != NULL) {
+        a->prev->next = a->next;
+    } else if (r->asyncs == a) {
+        r->asyncs = a->next;
+    }
+    if (a->next != NULL) {
+        a->next->prev = a->prev;
+    }
+    a->next = a->prev = NULL;
+}

@@ -16,4 +16,8 @@ mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
 int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
 void mf_pipeline_log_done(mf_req_t *r);
 
+/* Async service calls the request waits on. */
+void mf_req_async_add(mf_req_t *r, mf_async_t *a);
+void mf_req_async_remove(mf_req_t *r, mf_async_t *a);
+
 #endif

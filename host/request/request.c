@@ -50,62 +50,6 @@ call_pause(mf_req_t *r, int paused)
     mf_upcall_pause(r->call, paused);
 }
 
-/* Headers */
-
-int
-mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value)
-{
-    size_t i;
-
-    for (i = 0; i < h->n; i++) {
-        if (mf_str_caseeq(h->v[i].name, name)) {
-            *value = h->v[i].value;
-            return MF_OK;
-        }
-    }
-    return MF_ERR;
-}
-
-int
-mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
-{
-    size_t i;
-
-    if (!mf_http_header_ok(name, value)) {
-        return MF_ERR;
-    }
-    for (i = 0; i < h->n; i++) {
-        if (mf_str_caseeq(h->v[i].name, name)) {
-            if (value.len == 0) {
-                h->v[i] = h->v[--h->n];
-                return MF_OK;
-            }
-            h->v[i].value = mf_pool_str(pool, value);
-            return MF_OK;
-        }
-    }
-    if (value.len == 0) {
-        return MF_OK;
-    }
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 8;
-        mf_header_t *v = mf_pool_alloc(pool, cap * sizeof(*v));
-
-        if (v == NULL) {
-            return MF_ERR;
-        }
-        if (h->n) {
-            memcpy(v, h->v, h->n * sizeof(*v));
-        }
-        h->v = v;
-        h->cap = cap;
-    }
-    h->v[h->n].name = mf_pool_str(pool, name);
-    h->v[h->n].value = mf_pool_str(pool, value);
-    h->n++;
-    return MF_OK;
-}
-
 /* Sending to the client */
 
 static struct evbuffer *
@@ -530,6 +474,18 @@ mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model, unsigned weight)
     return MF_OK;
 }
 
+/* A route's target, in the order the balancer plans. */
+static void
+plan_add(void *arg, mf_prov_t *p, mf_str_t model, unsigned weight,
+         mf_tgt_t *tgt)
+{
+    mf_req_t *r = arg;
+
+    if (mf_req_add_target(r, p, model, weight) == MF_OK) {
+        r->targets[r->ntargets - 1].tgt = tgt;
+    }
+}
+
 /* Default targets: the route of the model, else the enabled providers
  * matching it best. */
 static void
@@ -543,7 +499,15 @@ route_default(mf_req_t *r)
     r->ntargets = 0;
     r->route = NULL;
     if (rt != NULL) {
-        mf_balancer_plan(r, rt);
+        mf_plan_t pl = {.gen = r->gen,
+                        .headers = &r->req_headers,
+                        .consumer = r->consumer,
+                        .model = r->model,
+                        .add = plan_add,
+                        .arg = r};
+
+        r->route = rt;
+        mf_balancer_plan(&pl, rt);
         return;
     }
     /* no route: the providers that match the model best, in config
@@ -2249,31 +2213,6 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
 
 /* Lifecycle */
 
-void
-mf_req_async_add(mf_req_t *r, mf_async_t *a)
-{
-    a->prev = NULL;
-    a->next = r->asyncs;
-    if (r->asyncs != NULL) {
-        r->asyncs->prev = a;
-    }
-    r->asyncs = a;
-}
-
-void
-mf_req_async_remove(mf_req_t *r, mf_async_t *a)
-{
-    if (a->prev != NULL) {
-        a->prev->next = a->next;
-    } else if (r->asyncs == a) {
-        r->asyncs = a->next;
-    }
-    if (a->next != NULL) {
-        a->next->prev = a->prev;
-    }
-    a->next = a->prev = NULL;
-}
-
 static void
 cancel_asyncs(mf_req_t *r)
 {
@@ -2583,3 +2522,29 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->phase = MF_PHASE_REQUEST;
     req_step(r);
 }
+
+/* The client connection's view of the request layer */
+
+static const mf_config_t *
+conn_config_acquire(void **hold)
+{
+    mf_gen_t *g = mf_gen_acquire();
+
+    *hold = g;
+    return g != NULL ? g->config : NULL;
+}
+
+static void
+conn_config_release(void *hold)
+{
+    mf_gen_release(hold);
+}
+
+const mf_conn_handlers_t mf_req_conn_handlers = {
+    .handle = mf_req_handle,
+    .refuse = mf_req_refuse,
+    .client_gone = mf_req_client_gone,
+    .drained = mf_req_drained,
+    .config_acquire = conn_config_acquire,
+    .config_release = conn_config_release,
+};

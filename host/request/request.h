@@ -6,20 +6,16 @@
 #ifndef MF_REQUEST_H
 #define MF_REQUEST_H
 
+#include "http/server.h"
 #include "pipeline/request-t.h"
+
+/* The client connection's handlers (mf_server_set_handlers). */
+extern const mf_conn_handlers_t mf_req_conn_handlers;
 
 /* A whole request was read; `body` (malloc'd) is taken. Head views are
  * valid during the call only. */
 void mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
                    const char *client_addr, char *body, size_t len);
-/* Why a request is refused before its body is read. */
-typedef struct mf_req_refusal_s {
-    int status;
-    const char *type;        /* OpenAI error type */
-    const char *code;        /* error code, or NULL */
-    const char *message;     /* a sentence */
-    const char *retry_after; /* Retry-After value, or NULL */
-} mf_req_refusal_t;
 
 /* Answers a request refused at intake (its head was read) with an error
  * and accounts it like any other (stages' on_log and on_done); the
@@ -31,10 +27,6 @@ void mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
 void mf_req_client_gone(mf_req_t *r);
 /* The client output drained under the low mark. */
 void mf_req_drained(mf_req_t *r);
-
-/* Async service calls the request waits on. */
-void mf_req_async_add(mf_req_t *r, mf_async_t *a);
-void mf_req_async_remove(mf_req_t *r, mf_async_t *a);
 
 /* A canonical stream event (OpenAI chunk JSON, or "[DONE]" with last):
  * runs the body stages on it and queues it for the client. */
@@ -51,10 +43,5 @@ int mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model,
                       unsigned weight);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
-/* Sets (an empty value removes) header name in h, copied into pool.
- * MF_ERR for a name that is not a token or a value with CR, LF or NUL
- * (mf_http_header_ok): no header in a list can split a head. */
-int mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value);
-int mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value);
 
 #endif

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "request/request.h"
 #include "pipeline/generation.h"
 
 typedef enum { BREAKER_CLOSED = 0, BREAKER_OPEN, BREAKER_HALF_OPEN } brk_t;
@@ -173,13 +172,12 @@ typedef struct {
 } cand_t;
 
 static int
-rule_matches(mf_req_t *r, const mf_route_rule_t *ru)
+rule_matches(const mf_plan_t *r, const mf_route_rule_t *ru)
 {
     mf_str_t v;
 
     if (ru->header != NULL) {
-        if (mf_hlist_get(&r->req_headers, mf_str_from(ru->header), &v) !=
-            MF_OK) {
+        if (mf_hlist_get(r->headers, mf_str_from(ru->header), &v) != MF_OK) {
             return 0;
         }
         if (ru->value != NULL && !mf_str_eq_cstr(v, ru->value)) {
@@ -190,8 +188,7 @@ rule_matches(mf_req_t *r, const mf_route_rule_t *ru)
         return 0;
     }
     if (ru->group != NULL) {
-        if (mf_hlist_get(&r->req_headers, MF_STR("x-manifold-group"), &v) !=
-                MF_OK ||
+        if (mf_hlist_get(r->headers, MF_STR("x-manifold-group"), &v) != MF_OK ||
             !mf_str_eq_cstr(v, ru->group)) {
             return 0;
         }
@@ -213,15 +210,13 @@ rand01(void)
 }
 
 static void
-add(mf_req_t *r, cand_t *c)
+add(const mf_plan_t *r, cand_t *c)
 {
     if (c->used || c->prov == NULL) {
         return;
     }
     c->used = 1;
-    if (mf_req_add_target(r, c->prov, c->model, c->conf->weight) == MF_OK) {
-        r->targets[r->ntargets - 1].tgt = c->tgt;
-    }
+    r->add(r->arg, c->prov, c->model, c->conf->weight, c->tgt);
 }
 
 /* Picks the next of the weighted candidates by the route's strategy. */
@@ -313,7 +308,7 @@ pick(const mf_route_conf_t *rt, cand_t *cs, size_t n, double now)
 }
 
 static void
-fill(mf_req_t *r, const mf_target_conf_t *tc, size_t n, cand_t *cs)
+fill(const mf_plan_t *r, const mf_target_conf_t *tc, size_t n, cand_t *cs)
 {
     size_t i;
 
@@ -328,7 +323,7 @@ fill(mf_req_t *r, const mf_target_conf_t *tc, size_t n, cand_t *cs)
 }
 
 void
-mf_balancer_plan(mf_req_t *r, const mf_route_conf_t *rt)
+mf_balancer_plan(const mf_plan_t *r, const mf_route_conf_t *rt)
 {
     cand_t cs[64], fb[64];
     size_t n = rt->ntargets < 64 ? rt->ntargets : 64;
@@ -336,8 +331,6 @@ mf_balancer_plan(mf_req_t *r, const mf_route_conf_t *rt)
     double now = mf_now_ms();
     cand_t *c;
 
-    r->ntargets = 0;
-    r->route = rt;
     fill(r, rt->targets, n, cs);
     fill(r, rt->fallbacks, nf, fb);
     for (i = 0; i < rt->nrules; i++) {

@@ -10,12 +10,27 @@
 #ifndef MF_BALANCER_H
 #define MF_BALANCER_H
 
-#include "pipeline/request-t.h"
+#include "http/http.h"
+#include "pipeline/generation-t.h"
+
+typedef struct mf_tgt_s mf_tgt_t; /* a target's health */
+
+/* What a plan reads (the request's generation, headers, consumer and
+ * model) and where it puts the targets, in the order to try. */
+typedef struct mf_plan_s {
+    mf_gen_t *gen;
+    const mf_hlist_t *headers;
+    mf_str_t consumer;
+    mf_str_t model;
+    void (*add)(void *arg, mf_prov_t *p, mf_str_t model, unsigned weight,
+                mf_tgt_t *tgt);
+    void *arg;
+} mf_plan_t;
 
 /* The route serving `model` (exact names first, then globs), or NULL. */
 const mf_route_conf_t *mf_balancer_route(mf_gen_t *g, mf_str_t model);
-/* Fills r->targets for route rt in the order to try. */
-void mf_balancer_plan(mf_req_t *r, const mf_route_conf_t *rt);
+/* Gives the targets of route rt to pl->add in the order to try. */
+void mf_balancer_plan(const mf_plan_t *pl, const mf_route_conf_t *rt);
 /* The health of a provider's model (made on first use). */
 mf_tgt_t *mf_balancer_target(const char *provider, mf_str_t model);
 /* Whether the breaker lets a request through now (a half-open breaker

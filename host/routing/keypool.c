@@ -25,7 +25,6 @@
 #include <stdlib.h>
 #include <strings.h>
 
-#include "svc/svc.h"
 #include "http/upstream.h"
 #include "pipeline/generation.h"
 
@@ -639,6 +638,8 @@ probe_start(mf_worker_t *w, probe_t *pr)
 #define MF_SYNC_KEYS 64
 #define MF_SYNC_RESTS 256 /* rests published per tick at most */
 
+static const mf_keypool_redis_t *redis; /* mf_keypool_set_redis */
+
 typedef struct {
     size_t n;
     struct {
@@ -882,14 +883,14 @@ redis_sync(mf_worker_t *w, json_t *conf)
                                mf_str_from(o->value[i]), MF_STR("PX"),
                                mf_str_from(o->px[i])};
 
-            mf_svc_redis_raw(w, conf, 5, set, ignore_reply, NULL);
+            redis->command(w, conf, 5, set, ignore_reply, NULL);
         }
     }
     for (i = 0; i < n; i++) {
         if (o->clear[i]) {
             mf_str_t del[2] = {MF_STR("DEL"), mf_str_from(o->rest_name[i])};
 
-            mf_svc_redis_raw(w, conf, 2, del, ignore_reply, NULL);
+            redis->command(w, conf, 2, del, ignore_reply, NULL);
         }
     }
     for (i = 0; i < o->nrest; i++) {
@@ -897,7 +898,7 @@ redis_sync(mf_worker_t *w, json_t *conf)
             MF_STR("HSET"), mf_str_from(o->rest_name[o->rest[i].key]),
             mf_str_from(o->rest[i].model), mf_str_from(o->rest[i].value)};
 
-        mf_svc_redis_raw(w, conf, 4, hset, ignore_reply, NULL);
+        redis->command(w, conf, 4, hset, ignore_reply, NULL);
     }
     for (i = 0; i < n; i++) {
         if (o->rest_px[i][0] != '\0') {
@@ -906,7 +907,7 @@ redis_sync(mf_worker_t *w, json_t *conf)
             mf_str_t px[3] = {MF_STR("PEXPIRE"), mf_str_from(o->rest_name[i]),
                               mf_str_from(o->rest_px[i])};
 
-            mf_svc_redis_raw(w, conf, 3, px, ignore_reply, NULL);
+            redis->command(w, conf, 3, px, ignore_reply, NULL);
         }
     }
     argv[0] = MF_STR("MGET");
@@ -915,7 +916,7 @@ redis_sync(mf_worker_t *w, json_t *conf)
     }
     s2 = mf_xmalloc(sizeof(*s2));
     memcpy(s2, s, sizeof(*s));
-    if (mf_svc_redis_raw(w, conf, (int)n + 1, argv, sync_reply, s) != MF_OK) {
+    if (redis->command(w, conf, (int)n + 1, argv, sync_reply, s) != MF_OK) {
         free(s);
     }
     snprintf(nkeys, sizeof(nkeys), "%zu", n);
@@ -925,19 +926,24 @@ redis_sync(mf_worker_t *w, json_t *conf)
     for (i = 0; i < n; i++) {
         argv[i + 3] = mf_str_from(o->rest_name[i]);
     }
-    if (mf_svc_redis_raw(w, conf, (int)n + 3, argv, rests_reply, s2) != MF_OK) {
+    if (redis->command(w, conf, (int)n + 3, argv, rests_reply, s2) != MF_OK) {
         free(s2);
     }
     free(o);
 }
 
 void
-mf_keypool_tick(mf_worker_t *w)
+mf_keypool_set_redis(const mf_keypool_redis_t *r)
+{
+    redis = r;
+}
+
+void
+mf_keypool_tick(mf_worker_t *w, json_t *redis_conf)
 {
     double now = mf_now_ms();
     probe_t *due[16];
     size_t i, ndue = 0;
-    mf_gen_t *g;
 
     pthread_mutex_lock(&lock);
     for (i = 0; i < nall && ndue < 16; i++) {
@@ -961,11 +967,9 @@ mf_keypool_tick(mf_worker_t *w)
     for (i = 0; i < ndue; i++) {
         probe_start(w, due[i]);
     }
-    g = mf_gen_acquire();
-    if (g != NULL && g->config->redis != NULL) {
-        redis_sync(w, g->config->redis);
+    if (redis_conf != NULL && redis != NULL) {
+        redis_sync(w, redis_conf);
     }
-    mf_gen_release(g);
 }
 
 void

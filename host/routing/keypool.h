@@ -61,9 +61,23 @@ json_t *mf_keypool_json(void);
 /* Operator: enable or disable key `index` of `provider` by hand. */
 int mf_keypool_set_manual(const char *provider, size_t index, int enable,
                           char *err, size_t errcap);
+/* How the key pool reaches Redis: a host command on the worker's
+ * connection with the `redis:` settings conf (the Redis service's
+ * mf_svc_redis_raw). MF_ERR (cb not called) when Redis is not reachable
+ * now; otherwise cb runs once, later, with the reply or err. */
+typedef struct mf_keypool_redis_s {
+    int (*command)(mf_worker_t *w, json_t *conf, int argc, const mf_str_t *argv,
+                   void (*cb)(void *arg, const mf_redis_reply_t *reply,
+                              const char *err),
+                   void *arg);
+} mf_keypool_redis_t;
+/* Sets the Redis table (before the workers start); without one, health
+ * stays on this node. */
+void mf_keypool_set_redis(const mf_keypool_redis_t *r);
 /* Worker 0, every second: probes keys that are due, and syncs health
- * with Redis when configured. */
-void mf_keypool_tick(mf_worker_t *w);
+ * with Redis when redis_conf (the current `redis:` settings) is not
+ * NULL. */
+void mf_keypool_tick(mf_worker_t *w, json_t *redis_conf);
 /* Frees the registry (exit). */
 void mf_keypool_free(void);
 

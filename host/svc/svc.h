@@ -6,6 +6,7 @@
 #ifndef MF_SVC_H
 #define MF_SVC_H
 
+#include "http/server.h"
 #include "pipeline/request-t.h"
 
 /* api->http_call (see plugin.h). MF_ERR when the URL is not http(s). */
@@ -27,5 +28,7 @@ int mf_svc_redis_raw(mf_worker_t *w, json_t *conf, int argc,
                      const mf_str_t *argv, mf_svc_redis_raw_cb cb, void *arg);
 /* Closes the worker's Redis connection (worker stop). */
 void mf_svc_redis_worker_free(mf_worker_t *w);
+/* The Redis service's worker hooks (fini: mf_svc_redis_worker_free). */
+extern const mf_worker_hooks_t mf_svc_redis_hooks;
 
 #endif

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "request/request.h"
+#include "pipeline/pipeline.h"
 #include "svc/svc.h"
 #include "http/upstream.h"
 

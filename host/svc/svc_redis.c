@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "request/request.h"
+#include "pipeline/pipeline.h"
 #include "svc/svc.h"
 
 #define BACKOFF_MIN_MS 100
@@ -478,3 +478,5 @@ mf_svc_redis_worker_free(mf_worker_t *w)
     free(rc);
     w->redis = NULL;
 }
+
+const mf_worker_hooks_t mf_svc_redis_hooks = {.fini = mf_svc_redis_worker_free};
