@@ -202,7 +202,7 @@ main(int argc, char **argv)
     mf_gen_t *g;
     struct event *ev_term, *ev_int, *ev_hup;
     char err[4096];
-    int c, rc = 0;
+    int c, rc = 0, from_init = 0;
     double drain;
 
     memset(&m, 0, sizeof(m));
@@ -214,6 +214,7 @@ main(int argc, char **argv)
         }
         rc = 0;
         m.test_only = 1; /* the file written must validate */
+        from_init = 1;
         argc = 1;
         optind = 0; /* getopt starts over (glibc) */
     }
@@ -285,6 +286,9 @@ main(int argc, char **argv)
     if (m.test_only) {
         printf("%s: configuration OK (%zu providers enabled, %zu stages)\n",
                m.config_path, g->nproviders, g->nstages);
+        if (from_init) {
+            mf_init_next_steps(g->config, argv[0]);
+        }
         mf_gen_release(g);
         goto out;
     }

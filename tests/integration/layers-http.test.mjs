@@ -311,3 +311,22 @@ stages:
   p.kill('SIGTERM');
   await new Promise((r) => p.on('exit', r));
 });
+
+test('a first run says in one line which providers are enabled, and init says what to export', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-layers-'));
+  const out = path.join(dir, 'init.yaml');
+  const env = { ...process.env };
+  delete env.OPENAI_API_KEY;
+  delete env.ANTHROPIC_API_KEY;
+  const r = spawnSync(BIN, ['init', '-o', out, '--provider', 'openai', '--provider', 'anthropic'],
+    { encoding: 'utf8', cwd: dir, env });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /export OPENAI_API_KEY=\.\.\./);
+  assert.match(r.stdout, /export ANTHROPIC_API_KEY=\.\.\./);
+  assert.match(r.stdout, new RegExp(`start the gateway:\\n  \\S*manifold -c ${out}\\n$`));
+  const t = spawnSync(BIN, ['-t', '-c', path.join(ROOT, 'configs/manifold.yaml')], { encoding: 'utf8', env });
+  assert.equal(t.status, 0, t.stderr);
+  const warnings = t.stderr.split('\n').filter((l) => / warn /.test(l));
+  assert.equal(warnings.length, 1, t.stderr);
+  assert.match(warnings[0], /providers enabled \(.*\); \d+ disabled because their keys are empty; export one of these to enable one: .*ANTHROPIC_API_KEY/);
+});
