@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <strings.h>
+#include <time.h>
 
 size_t
 mf_http_head_end(const char *buf, size_t len)
@@ -710,4 +711,19 @@ mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs)
     }
     *secs = val < max_secs ? val : max_secs;
     return MF_OK;
+}
+
+const char *
+mf_http_date(void)
+{
+    static __thread char buf[32];
+    static __thread time_t cached = -1;
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != cached && gmtime_r(&now, &tm) != NULL) {
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return buf;
 }

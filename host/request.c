@@ -151,15 +151,25 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
         return;
     }
     o = out(r);
-    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status,
-                        mf_http_reason(status), ctype);
+    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
+                        status, mf_http_reason(status), mf_http_date(), ctype);
     if (len >= 0) {
         evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)len);
+    } else if (r->http10) {
+        /* HTTP/1.0 has no chunked coding: the body ends with the
+         * connection (RFC 9112 6.3) */
+        r->close_after = 1;
     } else {
         evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!mf_conn_keep_alive(r->conn)) {
+        r->close_after = 1;
+    }
+    if (r->close_after) {
         evbuffer_add(o, "Connection: close\r\n", 19);
+    } else if (r->http10) {
+        /* a 1.0 client keeps the connection only when told so */
+        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
     }
     evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
                         r->id.data);
@@ -195,6 +205,11 @@ send_chunk(mf_req_t *r, const char *data, size_t len)
         return;
     }
     mark_first_byte(r);
+    if (r->http10) {
+        evbuffer_add(out(r), data, len); /* identity: no framing */
+        r->bytes_out += len;
+        return;
+    }
     evbuffer_add_printf(out(r), "%zx\r\n", len);
     evbuffer_add(out(r), data, len);
     evbuffer_add(out(r), "\r\n", 2);
@@ -366,7 +381,7 @@ send_stream_error(mf_req_t *r, const char *code, const char *message)
 static void
 finish_stream(mf_req_t *r)
 {
-    if (r->conn != NULL) {
+    if (r->conn != NULL && !r->http10) {
         evbuffer_add(out(r), "0\r\n\r\n", 5);
     }
 }
@@ -613,19 +628,29 @@ respond_unknown_model(mf_req_t *r)
             return;
         }
     }
+    /* the names GET /v1/models lists; the patterns are the operator's */
     mf_buf_printf(&b, " Served:");
     for (i = 0; i < g->nproviders && listed < 40; i++) {
         mf_provider_conf_t *pc = g->providers[i].conf;
 
-        for (j = 0; j < pc->nmodels && listed < 40; j++, listed++) {
-            mf_buf_printf(&b, "%s %s", listed ? "," : "", pc->models[j]);
+        for (j = 0; j < pc->nmodels && listed < 40; j++) {
+            if (strpbrk(pc->models[j], "*?") == NULL) {
+                mf_buf_printf(&b, "%s %s", listed ? "," : "", pc->models[j]);
+                listed++;
+            }
         }
     }
     if (listed == 0) {
-        mf_buf_printf(&b, " none (no provider is enabled)");
+        mf_buf_printf(&b, " no model by name (GET /v1/models)");
     }
     mf_buf_printf(&b, ". Use one of these, or ask the gateway's operator to "
                       "serve the model.");
+    if (g->nproviders == 0) {
+        mf_log_warn("request %.*s: model '%.*s%s' not served: no provider is "
+                    "enabled in %s",
+                    (int)r->id.len, r->id.data, (int)quote, r->model.data,
+                    quote < r->model.len ? "..." : "", c->path);
+    }
     mf_buf_append(&b, "", 1);
     mf_req_respond_error(r, 404, "invalid_request_error", "model_not_found",
                          b.data ? b.data : "The model is not served.");
@@ -2338,7 +2363,7 @@ req_finish(mf_req_t *r)
     mf_pipeline_log_done(r);
     if (c != NULL) {
         r->conn = NULL;
-        mf_conn_req_done(c, 1);
+        mf_conn_req_done(c, !r->close_after);
     }
     if (r->in_step == 0) {
         req_free(r);
@@ -2479,6 +2504,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
     r->id = make_id(r, head);
     r->method = mf_pool_str(pool, head->method);
+    r->http10 = head->minor == 0;
     r->path = loggable_path(pool, head->path);
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
@@ -2536,6 +2562,8 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     if (mf_str_eq_cstr(r->path, "/v1/models") ||
         mf_str_eq_cstr(r->path, "/models")) {
         if (!mf_str_eq_cstr(r->method, "GET")) {
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                         MF_STR("GET"));
             mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                                  "Use GET for /v1/models.");
         } else {
@@ -2568,6 +2596,8 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     if (!mf_str_eq_cstr(r->method, "POST")) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     MF_STR("POST"));
         mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                              "Use POST for this endpoint.");
         req_finish(r);

@@ -177,6 +177,8 @@ struct mf_req_s {
     mf_endpoint_t endpoint;
     mf_proto_t proto;
     int stream;
+    int http10;      /* an HTTP/1.0 client: no chunked coding */
+    int close_after; /* the connection ends with this answer */
     int client_wants_usage;
     mf_str_t model;       /* current model (routing may change it) */
     mf_str_t model_asked; /* what the client asked for */
@@ -299,6 +301,10 @@ struct mf_worker_s {
  */
 mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
                        const char *force, char *err, size_t errcap);
+/* Checks that a plugin of the config's search path serves the type of
+ * each provider; MF_ERR with one line per provider (and a "did you
+ * mean") in err. Loads and unloads the provider plugins. */
+int mf_gen_check_providers(mf_config_t *config, char *err, size_t errcap);
 mf_gen_t *mf_gen_acquire(void);
 void mf_gen_release(mf_gen_t *g);
 void mf_gen_set_current(mf_gen_t *g);

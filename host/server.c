@@ -290,16 +290,17 @@ conn_close_after_write(mf_conn_t *c)
 static void
 conn_reject(mf_conn_t *c, int status, const char *type, const char *msg)
 {
-    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type",
-                          type, "code");
+    json_t *j = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg,
+                          "type", type, "code", "param");
     char *text = json_dumps(j, JSON_COMPACT);
     size_t n = strlen(text);
 
     body_release(c);
     evbuffer_add_printf(bufferevent_get_output(c->bev),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\n"
+                        "Content-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                        status, mf_http_reason(status), n);
+                        status, mf_http_reason(status), mf_http_date(), n);
     evbuffer_add(bufferevent_get_output(c->bev), text, n);
     free(text);
     json_decref(j);
@@ -660,10 +661,10 @@ refuse_over_cap(mf_worker_t *w, evutil_socket_t fd)
         "\"param\":null}}";
     char resp[512];
     int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 503 Service Unavailable\r\n"
+                     "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
                      "Content-Type: application/json\r\nRetry-After: 1\r\n"
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                     sizeof(body) - 1, body);
+                     mf_http_date(), sizeof(body) - 1, body);
     char drain[4096];
     ssize_t rc;
 
@@ -777,7 +778,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 }
 
 static evutil_socket_t
-listen_socket(const char *host, int port, char *err, size_t errcap)
+listen_socket(const char *host, int port, int exclusive, char *err,
+              size_t errcap)
 {
     struct evutil_addrinfo hints, *ai = NULL;
     char portstr[16];
@@ -801,11 +803,25 @@ listen_socket(const char *host, int port, char *err, size_t errcap)
         goto fail;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (!exclusive) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    }
     if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) != 0) {
-        snprintf(err, errcap, "cannot listen on %s:%d: %s", host, port,
-                 strerror(errno));
+        snprintf(err, errcap,
+                 errno == EADDRINUSE
+                     ? "cannot listen on %s:%d: %s (another process, perhaps "
+                       "another gateway, listens there; stop it, choose "
+                       "another port, or set reuse_port: true in both to "
+                       "share it)"
+                     : "cannot listen on %s:%d: %s",
+                 host, port, strerror(errno));
         goto fail;
+    }
+    if (exclusive) {
+        /* bound without SO_REUSEPORT, so the port was free; setting it
+         * now, before listen, lets this gateway's other workers join the
+         * group, while another process that binds without it fails */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     }
     if (listen(fd, 1024) != 0) {
         snprintf(err, errcap, "listen: %s", strerror(errno));
@@ -882,7 +898,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
     s->loopback = mf_guard_loopback_listener(host);
     s->nworkers = nworkers;
     s->workers = mf_xcalloc((size_t)nworkers, sizeof(mf_worker_t));
-    s->first_fd = listen_socket(host, port, err, sizeof(err));
+    s->first_fd = listen_socket(host, port, !s->reuse_port, err, sizeof(err));
     if (s->first_fd < 0) {
         mf_log_error("%s", err);
         return MF_ERR;
@@ -900,7 +916,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         mf_worker_t *w = &s->workers[i];
         evutil_socket_t fd =
             i == 0 ? s->first_fd
-                   : listen_socket(host, s->port, err, sizeof(err));
+                   : listen_socket(host, s->port, 0, err, sizeof(err));
 
         if (fd < 0) {
             mf_log_error("%s", err);

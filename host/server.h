@@ -16,8 +16,9 @@ typedef struct mf_server_s {
     evutil_socket_t first_fd;
     atomic_int draining;
     double drain_deadline_ms;
-    int loopback;             /* the listener is on a loopback address */
-    atomic_int conns;         /* client connections open */
+    int loopback;     /* the listener is on a loopback address */
+    int reuse_port;   /* set before start: share the port with processes */
+    atomic_int conns; /* client connections open */
     atomic_int cap_reached;   /* limits.max_conns was met (logged once) */
     atomic_int accept_paused; /* workers whose accept() paused on errors */
     atomic_size_t body_bytes; /* request bodies being read (the budget) */
