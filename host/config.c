@@ -733,7 +733,8 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
         "max_response",     "max_sse_event",
         "client_timeout",   "upstream_connect_timeout",
         "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    NULL};
+        "drain_timeout",    "send_timeout",
+        NULL};
 
     if (n == NULL) {
         return;
@@ -760,6 +761,12 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
                  &c->limits.stream_idle_timeout_ms);
     get_duration(ck, n, "drain_timeout", "limits.drain_timeout",
                  &c->limits.drain_timeout_ms);
+    get_duration(ck, n, "send_timeout", "limits.send_timeout",
+                 &c->limits.send_timeout_ms);
+    if (c->limits.send_timeout_ms <= 0) {
+        cfg_error(ck, mf_node_get(n, "send_timeout"), "limits.send_timeout",
+                  "must be longer than 0");
+    }
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
                   "must be at least 1KiB");
@@ -931,6 +938,7 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.upstream_timeout_ms = 600000;
     c->limits.stream_idle_timeout_ms = 300000;
     c->limits.drain_timeout_ms = 30000;
+    c->limits.send_timeout_ms = 60000;
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;

@@ -346,6 +346,10 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_ms(&l, "upstream_ms", i.upstream_ms);
     put_int(&l, "bytes_in", (int64_t)i.bytes_in, 0);
     put_int(&l, "bytes_out", (int64_t)i.bytes_out, 0);
+    if (i.size >= offsetof(mf_req_info_t, bytes_undelivered) +
+                      sizeof(uint64_t)) {
+        put_int(&l, "bytes_undelivered", (int64_t)i.bytes_undelivered, 0);
+    }
     put_named(&l, "error", i.error);
     put_int(&l, "generation", (int64_t)i.generation, 0);
     put(&l, "}\n", 2);
