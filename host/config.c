@@ -729,12 +729,18 @@ static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
     static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    "send_timeout",
-        NULL};
+        "max_body",
+        "max_header",
+        "max_response",
+        "max_sse_event",
+        "client_timeout",
+        "upstream_connect_timeout",
+        "upstream_timeout",
+        "stream_idle_timeout",
+        "drain_timeout",
+        "send_timeout",
+        NULL,
+    };
 
     if (n == NULL) {
         return;

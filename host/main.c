@@ -225,6 +225,7 @@ main(int argc, char **argv)
         goto out;
     }
     mf_gen_set_current(g);
+    mf_log_start();
     if (mf_server_start(&m.server, g->config->listen_host,
                         g->config->listen_port, g->nworkers) != MF_OK) {
         rc = 1;
@@ -283,6 +284,7 @@ main(int argc, char **argv)
     event_base_free(m.base);
     mf_log_info("stopped");
 out:
+    mf_log_stop(2000);
     mf_reloader_free(&m.rl);
     mf_keypool_free();
     mf_balancer_free();

@@ -55,14 +55,13 @@ struct mf_conn_s {
     int keep_alive;
     int requests;
     struct event *send_timer; /* limits.send_timeout without progress */
-    int finishing;        /* req is answered; its answer is still leaving */
-    int head_parsed;      /* head holds the request being read */
-    double head_start_ms; /* first byte of the request being read, 0 none */
-    const char *cut_why;  /* the gateway closes: why, for the access log */
+    int finishing;            /* req is answered; its answer is still leaving */
+    int head_parsed;          /* head holds the request being read */
+    double head_start_ms;     /* first byte of the request being read, 0 none */
+    const char *cut_why;      /* the gateway closes: why, for the access log */
 };
 
-#define MF_DRAIN_CUT                                                           \
-    "the gateway stopped: limits.drain_timeout ran out"
+#define MF_DRAIN_CUT "the gateway stopped: limits.drain_timeout ran out"
 
 static const mf_limits_t *
 limits(void)
@@ -137,8 +136,7 @@ conn_free(mf_conn_t *c)
 
         c->req = NULL;
         mf_req_client_gone(
-            r, evbuffer_get_length(bufferevent_get_output(c->bev)),
-            c->cut_why);
+            r, evbuffer_get_length(bufferevent_get_output(c->bev)), c->cut_why);
     } else if (c->state == CONN_HEAD || c->state == CONN_BODY) {
         conn_log_unserved(c, c->cut_why ? 503 : 499,
                           c->cut_why ? c->cut_why

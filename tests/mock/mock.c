@@ -20,6 +20,8 @@
  *      garbage           answer 200 with a body that is not JSON (or a
  *                        stream event that is not JSON)
  *      reply=TEXT        the reply text (underscores become spaces)
+ *      big=N             (non-stream chat) a reply of N bytes ("a"...)
+ *      chunk_bytes=N     (stream, with chunks) each chunk N bytes ("a"...)
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
  *    to every request for that model (a gateway's model_map can point one
  *    route target at a failing "model").
@@ -133,6 +135,10 @@ parse_directives(const char *text, directives_t *d)
                 d->safety = 1;
             } else if (strcmp(tok, "safety_answer") == 0) {
                 d->safety_answer = 1;
+            } else if (strncmp(tok, "chunk_bytes=", 12) == 0) {
+                d->chunk_bytes = v;
+            } else if (strncmp(tok, "big=", 4) == 0) {
+                d->big = v;
             } else if (strncmp(tok, "exception=", 10) == 0) {
                 d->exception = v;
             } else if (strncmp(tok, "reply=", 6) == 0) {
@@ -527,6 +533,15 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
     snprintf(s->id, sizeof(s->id), "chatcmpl-mock%ld", request_count);
     if (d->chunks > 0) {
         for (i = 0; i < d->chunks; i++) {
+            if (d->chunk_bytes > 0) {
+                char *big = malloc((size_t)d->chunk_bytes + 1);
+
+                memset(big, 'a', (size_t)d->chunk_bytes);
+                big[d->chunk_bytes] = '\0';
+                json_array_append_new(s->parts, json_string(big));
+                free(big);
+                continue;
+            }
             json_array_append_new(s->parts, json_string(i ? " tok" : "tok"));
         }
     } else {
@@ -698,6 +713,15 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
         msg = json_pack("{s:s,s:n,s:[o],s:n}", "role", "assistant", "content",
                         "tool_calls", tool, "refusal");
         completion = 2;
+    } else if (d->big > 0) {
+        char *big = malloc((size_t)d->big + 1);
+
+        memset(big, 'a', (size_t)d->big);
+        big[d->big] = '\0';
+        msg = json_pack("{s:s,s:s,s:n}", "role", "assistant", "content", big,
+                        "refusal");
+        completion = d->big / 4 + 1;
+        free(big);
     } else {
         reply_text(body, d, text, sizeof(text));
         msg = json_pack("{s:s,s:s,s:n}", "role", "assistant", "content", text,

@@ -29,6 +29,8 @@ typedef struct {
     int safety;        /* gemini: block the prompt; bedrock: guardrail */
     int safety_answer; /* gemini: block the answer */
     int exception;     /* bedrock: an in-stream exception after N events */
+    int big;           /* non-stream chat: a reply of this many bytes */
+    int chunk_bytes;   /* stream with chunks=N: each chunk this many bytes */
     char reply[512];
 } directives_t;
 
