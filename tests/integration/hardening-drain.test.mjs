@@ -33,15 +33,17 @@ function client(port, { id, content, stream = false, close = false }) {
     if (headResolve) { s.pause(); headResolve(); headResolve = null; return; }
     if (c.delay > 0) { s.pause(); setTimeout(() => s.resume(), c.delay); }
   });
-  s.on('close', () => closeResolve());
+  s.on('close', () => { c.isClosed = true; if (c.waiter) c.waiter.r(); closeResolve(); });
   s.on('error', () => {});
   s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
     `x-request-id: ${id}\r\n${close ? 'Connection: close\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   c.text = () => Buffer.concat(c.chunks).toString('latin1');
   c.read = (delay = 0) => { c.delay = delay; s.resume(); };
   c.pause = () => { c.delay = 0; s.pause(); };
-  // resolves once n bytes in all have come (reading meanwhile)
-  c.readUntil = (n) => new Promise((r) => { if (c.bytes >= n) r(); else { c.waiter = { n, r }; s.resume(); } });
+  // resolves once n bytes in all have come (reading meanwhile), or at close
+  c.readUntil = (n) => new Promise((r) => {
+    if (c.bytes >= n || c.isClosed) r(); else { c.waiter = { n, r }; s.resume(); }
+  });
   // the body of a Content-Length answer, once it is all there
   c.body = () => { const t = c.text(); return t.slice(t.indexOf('\r\n\r\n') + 4); };
   c.contentLength = () => Number(/content-length: (\d+)/i.exec(c.text())[1]);
@@ -181,7 +183,7 @@ test('a client that leaves mid-upload, or whose body is refused, gets an access-
   await gw.stop();
 });
 
-test('an access log on a stdout nobody reads drops lines, says so, and never stops the workers', async () => {
+test('an access log on a stdout nobody reads drops lines, says so, and never stops the workers', async (t) => {
   const text = config(mock.url).replace('{ path: access.log }', '{ path: stdout, buffer: 65536, close_ms: 300 }');
   const file = writeConfig(text);
   const proc = spawn(BIN, ['-c', file, '--listen', '127.0.0.1:0', '--workers', '2'], {
@@ -189,6 +191,7 @@ test('an access log on a stdout nobody reads drops lines, says so, and never sto
     env: { ...process.env, ASAN_OPTIONS: 'detect_leaks=1:abort_on_error=0' },
   });
   proc.stdout.pause(); // nobody reads it: the pipe fills
+  t.after(() => { if (proc.exitCode === null) proc.kill('SIGKILL'); });
   let stderr = '';
   proc.stderr.on('data', (d) => { stderr += d; });
   while (!/listening on [^:]+:\d+/.test(stderr)) {
