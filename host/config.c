@@ -861,15 +861,23 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
-    static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    "max_body_total",
-        "max_conns",        "max_messages",
-        "max_json_depth",   "max_json_values",
-        "max_retry_after",  NULL};
+    static const char *const allowed[] = {"max_body",
+                                          "max_header",
+                                          "max_response",
+                                          "max_sse_event",
+                                          "client_timeout",
+                                          "upstream_connect_timeout",
+                                          "upstream_timeout",
+                                          "stream_idle_timeout",
+                                          "drain_timeout",
+                                          "max_body_total",
+                                          "max_conns",
+                                          "max_messages",
+                                          "max_json_depth",
+                                          "max_json_values",
+                                          "max_retry_after",
+                                          "send_timeout",
+                                          NULL};
 
     if (n == NULL) {
         return;
@@ -914,6 +922,12 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
     if (c->limits.max_retry_after_ms < 1000) {
         cfg_error(ck, mf_node_get(n, "max_retry_after"),
                   "limits.max_retry_after", "must be at least 1s");
+    }
+    get_duration(ck, n, "send_timeout", "limits.send_timeout",
+                 &c->limits.send_timeout_ms);
+    if (c->limits.send_timeout_ms <= 0) {
+        cfg_error(ck, mf_node_get(n, "send_timeout"), "limits.send_timeout",
+                  "must be longer than 0");
     }
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
@@ -1184,6 +1198,7 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     c->limits.max_json_depth = 128;      /* jansson stops at 2048 */
     c->limits.max_json_values = 1000000; /* about 0.2 s of parsing */
     c->limits.max_retry_after_ms = 300000;
+    c->limits.send_timeout_ms = 60000;
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;

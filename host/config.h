@@ -118,6 +118,7 @@ typedef struct mf_limits_s {
     size_t max_response;
     size_t max_sse_event;
     double client_timeout_ms;
+    double send_timeout_ms; /* an answer's write without progress */
     double upstream_connect_timeout_ms;
     double upstream_timeout_ms;
     double stream_idle_timeout_ms;

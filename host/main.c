@@ -294,6 +294,7 @@ main(int argc, char **argv)
     }
     mf_gen_set_current(g);
     m.server.reuse_port = g->config->reuse_port;
+    mf_log_start();
     if (mf_server_start(&m.server, g->config->listen_host,
                         g->config->listen_port, g->nworkers) != MF_OK) {
         rc = 1;
@@ -362,6 +363,7 @@ main(int argc, char **argv)
     event_base_free(m.base);
     mf_log_info("stopped");
 out:
+    mf_log_stop(2000);
     mf_reloader_free(&m.rl);
     mf_keypool_free();
     mf_balancer_free();

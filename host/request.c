@@ -2307,11 +2307,16 @@ cancel_asyncs(mf_req_t *r)
     }
 }
 
+/* Frees a finished request, unless its answer is still leaving: then
+ * mf_req_delivered or mf_req_client_gone frees it. */
 static void
 req_free(mf_req_t *r)
 {
     mf_worker_t *w = r->worker;
 
+    if (r->delivering) {
+        return;
+    }
     if (r->timer) {
         event_free(r->timer);
     }
@@ -2360,25 +2365,50 @@ req_finish(mf_req_t *r)
     }
     cancel_asyncs(r);
     estimate_usage(r);
-    mf_pipeline_log_done(r);
     if (c != NULL) {
         r->conn = NULL;
-        mf_conn_req_done(c, !r->close_after);
+        if (mf_conn_req_done(c, !r->close_after)) {
+            r->delivering = 1; /* logged once the answer has left */
+            return;
+        }
     }
+    mf_pipeline_log_done(r);
     if (r->in_step == 0) {
         req_free(r);
     }
 }
 
 void
-mf_req_client_gone(mf_req_t *r)
+mf_req_delivered(mf_req_t *r)
+{
+    r->delivering = 0;
+    mf_pipeline_log_done(r);
+    if (r->in_step == 0) {
+        req_free(r);
+    }
+}
+
+void
+mf_req_client_gone(mf_req_t *r, size_t undelivered, const char *why)
 {
     r->conn = NULL;
+    r->bytes_undelivered = undelivered;
     if (!r->head_sent) {
         r->status = 499;
     }
-    if (r->error.len == 0) {
-        r->error = MF_STR("the client closed the connection");
+    if (r->error.len == 0 && undelivered > 0) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "%s; %zu bytes of the answer were not delivered",
+                 why ? why : "the client closed the connection", undelivered);
+        r->error = mf_pool_str(r->pool, mf_str_from(msg));
+    } else if (r->error.len == 0) {
+        r->error = mf_str_from(why ? why : "the client closed the connection");
+    }
+    if (r->delivering) {
+        mf_req_delivered(r);
+        return;
     }
     req_finish(r);
 }
@@ -2609,4 +2639,47 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     }
     r->phase = MF_PHASE_REQUEST;
     req_step(r);
+}
+
+void
+mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
+                    const char *client_addr, int status, const char *why,
+                    uint64_t bytes_in, double start_ms)
+{
+    static const mf_http_head_t none = {.content_length = -1};
+    mf_gen_t *g = mf_gen_acquire();
+    mf_pool_t *pool;
+    mf_req_t *r;
+
+    if (g == NULL) {
+        return;
+    }
+    pool = mf_pool_create(2048);
+    r = mf_pool_alloc(pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->gen = g;
+    r->start_ms = start_ms;
+    r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->key_idx = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head != NULL ? head : &none);
+    if (head != NULL) {
+        r->method = mf_pool_str(pool, head->method);
+        r->path = mf_pool_str(pool, head->path);
+    }
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    r->status = status;
+    r->error = mf_pool_str(pool, mf_str_from(why));
+    r->bytes_in = bytes_in;
+    r->finished = 1;
+    r->phase = MF_PHASE_FINISHED;
+    mf_pipeline_log_done(r);
+    req_free(r);
 }

@@ -253,6 +253,8 @@ struct mf_req_s {
     double upstream_ms;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t bytes_undelivered; /* output the connection was cut with */
+    int delivering; /* finished; the answer is still leaving (not logged) */
 
     /* pipeline */
     mf_phase_t phase;

@@ -34,9 +34,12 @@ int mf_server_in_flight(mf_server_t *s);
 
 /* For the request module. */
 struct bufferevent *mf_conn_bev(mf_conn_t *c);
-/* The response is written: keep the connection for the next request, or
- * close it once the output is flushed. */
-void mf_conn_req_done(mf_conn_t *c, int keep_alive);
+/* The response is written (queued): keep the connection for the next
+ * request, or close it, once the output has left. Returns 1 when output
+ * is still waiting on the socket: the request stays tied to the connection
+ * until mf_req_delivered (all left) or mf_req_client_gone (cut); 0 when
+ * the connection is done with the request now. */
+int mf_conn_req_done(mf_conn_t *c, int keep_alive);
 /* Calls mf_req_drained when the output falls under low (0 = off). */
 void mf_conn_watch_drain(mf_conn_t *c, size_t low);
 int mf_conn_keep_alive(mf_conn_t *c);
