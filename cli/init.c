@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli/catalogue.h"
+#include "config/config.h"
 #include "core/core.h"
 
 #define NCAT mf_catalogue_len
@@ -333,4 +334,23 @@ out:
         free(c[i].base_url);
     }
     return rc;
+}
+
+void
+mf_init_next_steps(const mf_config_t *c, const char *argv0)
+{
+    size_t i, j, nvars = 0;
+
+    for (i = 0; i < c->nproviders; i++) {
+        for (j = 0; j < c->providers[i].nkey_vars; j++) {
+            if (nvars++ == 0) {
+                printf("\nNext, export the keys of the providers to serve "
+                       "(one is enough):\n");
+            }
+            printf("  export %s=...    # %s\n", c->providers[i].key_vars[j],
+                   c->providers[i].name);
+        }
+    }
+    printf("%s the gateway:\n  %s -c %s\n", nvars ? "Then start" : "\nStart",
+           argv0, c->path);
 }

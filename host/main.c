@@ -11,6 +11,7 @@
 #include <limits.h>
 #include <openssl/ssl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -32,7 +33,8 @@
 
 typedef struct {
     const char *config_path;
-    char *plugin_dir;
+    char *plugin_dir;       /* the built-in one */
+    const char *first_dirs; /* -p */
     const char *listen;
     int workers;
     int test_only;
@@ -55,23 +57,41 @@ usage(FILE *f)
                "  -t, --test           validate the config and exit\n"
                "  -l, --listen H:P     override listen\n"
                "  -w, --workers N      override workers\n"
-               "  -p, --plugin-dir DIR provider and stage plugins "
-               "(next to the binary: plugins/)\n"
+               "  -p, --plugin-dir DIR provider and stage plugins, searched "
+               "before the config's\n"
+               "                       plugin_dir and the built-in "
+               "directory (DIR:DIR... for several)\n"
                "  -v, --version\n");
 }
 
+#ifndef MF_PLUGIN_DIR
+#define MF_PLUGIN_DIR "plugins"
+#endif
+
+/* The built-in plugin directory: plugins/ next to the binary when there
+ * is one (a build tree), else the one of the install prefix. */
 static char *
 default_plugin_dir(void)
 {
-    char exe[PATH_MAX], out[PATH_MAX + 16];
+    char exe[PATH_MAX], out[PATH_MAX + 64];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    struct stat st;
 
     if (n <= 0) {
-        return mf_xstrdup("plugins");
+        return mf_xstrdup(MF_PLUGIN_DIR);
     }
     exe[n] = '\0';
     snprintf(out, sizeof(out), "%s/plugins", dirname(exe));
-    return mf_xstrdup(out);
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return mf_xstrdup(out);
+    }
+#ifdef MF_PLUGIN_DIR_REL
+    snprintf(out, sizeof(out), "%s/%s", exe, MF_PLUGIN_DIR_REL);
+    if (stat(out, &st) == 0 && S_ISDIR(st.st_mode)) {
+        return mf_xstrdup(out); /* an install moved as a whole */
+    }
+#endif
+    return mf_xstrdup(MF_PLUGIN_DIR);
 }
 
 /* Watches the config, every stage's files and the provider plugins. */
@@ -102,7 +122,9 @@ rewatch(void *arg)
     for (i = 0; i < m->rl.nnamed; i++) {
         files[n++] = m->rl.named[i];
     }
-    mf_watch_set(m->watch, files, n, g ? g->config->plugin_dir : NULL);
+    mf_watch_set(m->watch, files, n,
+                 g ? (const char *const *)g->config->plugin_dirs : NULL,
+                 g ? g->config->nplugin_dirs : 0);
     free(files);
     mf_gen_release(g);
 }
@@ -196,7 +218,7 @@ main(int argc, char **argv)
     mf_gen_t *g;
     struct event *ev_term, *ev_int, *ev_hup;
     char err[4096];
-    int c, rc = 0;
+    int c, rc = 0, from_init = 0;
     double drain;
 
     memset(&m, 0, sizeof(m));
@@ -208,6 +230,7 @@ main(int argc, char **argv)
         }
         rc = 0;
         m.test_only = 1; /* the file written must validate */
+        from_init = 1;
         argc = 1;
         optind = 0; /* getopt starts over (glibc) */
     }
@@ -230,7 +253,7 @@ main(int argc, char **argv)
             }
             break;
         case 'p':
-            m.plugin_dir = mf_xstrdup(optarg);
+            m.first_dirs = optarg;
             break;
         case 'v':
             printf("manifold %s (plugin ABI %d.%d)\n", MF_VERSION, MF_ABI_MAJOR,
@@ -244,15 +267,28 @@ main(int argc, char **argv)
             return 2;
         }
     }
-    if (m.plugin_dir == NULL) {
-        m.plugin_dir = default_plugin_dir();
+    if (m.first_dirs != NULL) {
+        char dirs[PATH_MAX];
+        char *save = NULL, *d;
+        struct stat st;
+
+        snprintf(dirs, sizeof(dirs), "%s", m.first_dirs);
+        for (d = strtok_r(dirs, ":", &save); d != NULL;
+             d = strtok_r(NULL, ":", &save)) {
+            if (stat(d, &st) != 0 || !S_ISDIR(st.st_mode)) {
+                fprintf(stderr, "--plugin-dir %s: not a directory\n", d);
+                return 2;
+            }
+        }
     }
+    m.plugin_dir = default_plugin_dir();
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     mf_shdict_init();
 
     m.rl.config_path = m.config_path;
     m.rl.plugin_dir = m.plugin_dir;
+    m.rl.first_dirs = m.first_dirs;
     m.rl.listen = m.listen;
     m.rl.workers = m.workers;
     m.rl.nworkers = m.test_only ? 1 : 0;
@@ -266,10 +302,15 @@ main(int argc, char **argv)
     if (m.test_only) {
         printf("%s: configuration OK (%zu providers enabled, %zu stages)\n",
                m.config_path, g->nproviders, g->nstages);
+        if (from_init) {
+            mf_init_next_steps(g->config, argv[0]);
+        }
         mf_gen_release(g);
         goto out;
     }
     mf_gen_set_current(g);
+    m.server.reuse_port = g->config->reuse_port;
+    mf_log_start();
     mf_server_set_handlers(&mf_req_conn_handlers);
     mf_keypool_set_redis(&keypool_redis);
     mf_server_add_hooks(&keypool_hooks);
@@ -342,6 +383,7 @@ main(int argc, char **argv)
     event_base_free(m.base);
     mf_log_info("stopped");
 out:
+    mf_log_stop(2000);
     mf_reloader_free(&m.rl);
     mf_keypool_free();
     mf_balancer_free();

@@ -97,6 +97,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.upstream_ms = r->upstream_ms;
     i.bytes_in = r->bytes_in;
     i.bytes_out = r->bytes_out;
+    i.bytes_undelivered = r->bytes_undelivered;
     i.generation = r->gen->id;
     i.tried.data = r->tried.data;
     i.tried.len = r->tried.len;

@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "config/yamltree.h"
@@ -222,6 +223,55 @@ get_int(check_t *ck, const mf_node_t *map, const char *k, const char *path,
     return (int)v;
 }
 
+/* Levenshtein distance of a and b, both shorter than 64 bytes (else a
+ * large number). */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b), row[64], i, j;
+
+    if (la >= 64 || lb >= 64) {
+        return SIZE_MAX;
+    }
+    for (j = 0; j <= lb; j++) {
+        row[j] = j;
+    }
+    for (i = 1; i <= la; i++) {
+        size_t diag = row[0];
+
+        row[0] = i;
+        for (j = 1; j <= lb; j++) {
+            size_t up = row[j],
+                   best = diag + (tolower((unsigned char)a[i - 1]) !=
+                                  tolower((unsigned char)b[j - 1]));
+
+            best = up + 1 < best ? up + 1 : best;
+            best = row[j - 1] + 1 < best ? row[j - 1] + 1 : best;
+            diag = up;
+            row[j] = best;
+        }
+    }
+    return row[lb];
+}
+
+const char *
+mf_config_suggest(const char *word, const char *const *choices, size_t n)
+{
+    const char *best = NULL;
+    size_t i, d, bestd = SIZE_MAX, len = strlen(word);
+    /* a third of the word may be wrong, at least one letter */
+    size_t limit = len / 3 > 1 ? len / 3 : 1;
+
+    for (i = 0; i < n && choices[i] != NULL; i++) {
+        d = edit_distance(word, choices[i]);
+        if (d < bestd) {
+            bestd = d;
+            best = choices[i];
+        }
+    }
+    return bestd <= limit ? best : NULL;
+}
+
 static void
 check_keys(check_t *ck, const mf_node_t *map, const char *path,
            const char *const *allowed)
@@ -241,13 +291,21 @@ check_keys(check_t *ck, const mf_node_t *map, const char *path,
         if (!ok) {
             char msg[512];
             size_t off = 0;
+            const char *near = mf_config_suggest(c->key, allowed, SIZE_MAX);
 
             for (i = 0; allowed[i] != NULL && off < sizeof(msg); i++) {
                 off += (size_t)snprintf(msg + off, sizeof(msg) - off, "%s%s",
                                         i ? ", " : "", allowed[i]);
             }
-            cfg_error(ck, c, path[0] ? path : c->key,
-                      "unknown key '%s'; known keys: %s", c->key, msg);
+            if (near != NULL) {
+                cfg_error(ck, c, path[0] ? path : c->key,
+                          "unknown key '%s'; did you mean '%s'? known keys: "
+                          "%s",
+                          c->key, near, msg);
+            } else {
+                cfg_error(ck, c, path[0] ? path : c->key,
+                          "unknown key '%s'; known keys: %s", c->key, msg);
+            }
         }
     }
 }
@@ -299,6 +357,30 @@ string_list(check_t *ck, const mf_node_t *n, const char *path, size_t *count)
     }
     *count = i;
     return out;
+}
+
+/* The unset variables named in the keys of a disabled provider. */
+static void
+key_vars(mf_provider_conf_t *p, const mf_node_t *keys)
+{
+    const mf_node_t *e = keys->type == MF_NODE_SEQ ? keys->child : keys;
+
+    for (; e != NULL; e = keys->type == MF_NODE_SEQ ? e->next : NULL) {
+        const char *s = e->raw;
+
+        while (s != NULL && (s = strstr(s, "${")) != NULL) {
+            size_t len = strcspn(s + 2, ":}");
+            char *name = mf_xstrndup(s + 2, len);
+            const char *v = getenv(name);
+
+            if ((v == NULL || *v == '\0') && p->nkey_vars < 8) {
+                p->key_vars[p->nkey_vars++] = name;
+            } else {
+                free(name);
+            }
+            s += 2 + len;
+        }
+    }
 }
 
 static void
@@ -378,6 +460,7 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     }
     if (p->has_keys && empty == p->nkeys) {
         p->disabled = 1;
+        key_vars(p, k);
     }
     p->models = string_list(ck, mf_node_get(n, "models"), path, &p->nmodels);
     m = mf_node_get(n, "model_map");
@@ -720,8 +803,20 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
         if (strchr(plugin, '/') == NULL) {
             char buf[PATH_MAX];
 
-            snprintf(buf, sizeof(buf), "%s/%s%s", c->plugin_dir, plugin,
-                     strstr(plugin, ".so") ? "" : ".so");
+            /* the first directory of the search path that has it */
+            for (i = 0; i < c->nplugin_dirs; i++) {
+                snprintf(buf, sizeof(buf), "%s/%s%s", c->plugin_dirs[i], plugin,
+                         strstr(plugin, ".so") ? "" : ".so");
+                if (access(buf, R_OK) == 0) {
+                    break;
+                }
+            }
+            if (i == c->nplugin_dirs && c->nplugin_dirs > 0) {
+                /* named after the last directory in the error below */
+                snprintf(buf, sizeof(buf), "%s/%s%s",
+                         c->plugin_dirs[c->nplugin_dirs - 1], plugin,
+                         strstr(plugin, ".so") ? "" : ".so");
+            }
             s->plugin = mf_xstrdup(buf);
         } else {
             s->plugin = resolve_path(c, plugin);
@@ -766,15 +861,23 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 static void
 load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
 {
-    static const char *const allowed[] = {
-        "max_body",         "max_header",
-        "max_response",     "max_sse_event",
-        "client_timeout",   "upstream_connect_timeout",
-        "upstream_timeout", "stream_idle_timeout",
-        "drain_timeout",    "max_body_total",
-        "max_conns",        "max_messages",
-        "max_json_depth",   "max_json_values",
-        "max_retry_after",  NULL};
+    static const char *const allowed[] = {"max_body",
+                                          "max_header",
+                                          "max_response",
+                                          "max_sse_event",
+                                          "client_timeout",
+                                          "upstream_connect_timeout",
+                                          "upstream_timeout",
+                                          "stream_idle_timeout",
+                                          "drain_timeout",
+                                          "max_body_total",
+                                          "max_conns",
+                                          "max_messages",
+                                          "max_json_depth",
+                                          "max_json_values",
+                                          "max_retry_after",
+                                          "send_timeout",
+                                          NULL};
 
     if (n == NULL) {
         return;
@@ -819,6 +922,12 @@ load_limits(check_t *ck, mf_config_t *c, const mf_node_t *n)
     if (c->limits.max_retry_after_ms < 1000) {
         cfg_error(ck, mf_node_get(n, "max_retry_after"),
                   "limits.max_retry_after", "must be at least 1s");
+    }
+    get_duration(ck, n, "send_timeout", "limits.send_timeout",
+                 &c->limits.send_timeout_ms);
+    if (c->limits.send_timeout_ms <= 0) {
+        cfg_error(ck, mf_node_get(n, "send_timeout"), "limits.send_timeout",
+                  "must be longer than 0");
     }
     if (c->limits.max_body < 1024) {
         cfg_error(ck, mf_node_get(n, "max_body"), "limits.max_body",
@@ -876,13 +985,47 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
 }
 
 static void
+add_plugin_dir(mf_config_t *c, char *dir)
+{
+    c->plugin_dirs =
+        mf_xrealloc(c->plugin_dirs, (c->nplugin_dirs + 1) * sizeof(char *));
+    c->plugin_dirs[c->nplugin_dirs++] = dir;
+}
+
+/* The plugin search path: the host's first directories (-p), then
+ * plugin_dir (one directory or a list, relative to the config file), then
+ * the built-in directory. */
+static void
+load_plugin_dirs(check_t *ck, mf_config_t *c, const mf_node_t *n)
+{
+    size_t count = 0, i;
+    char **list = string_list(ck, n, "plugin_dir", &count);
+
+    for (i = 0; i < count; i++) {
+        char *dir = resolve_path(c, list[i]);
+        struct stat st;
+
+        if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+            cfg_error(ck, n, "plugin_dir",
+                      "%s is not a directory; fix the path or remove it", dir);
+        }
+        add_plugin_dir(c, dir);
+        free(list[i]);
+    }
+    free(list);
+    if (c->builtin_plugin_dir != NULL) {
+        add_plugin_dir(c, mf_xstrdup(c->builtin_plugin_dir));
+    }
+}
+
+static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
     static const char *const allowed[] = {
-        "listen", "workers",   "admin",         "limits",
-        "redis",  "providers", "routes",        "consumers",
-        "stages", "log_level", "plugin_dir",    "lua_path",
-        "reload", "cors",      "allowed_hosts", NULL};
+        "listen",     "workers",  "admin",     "limits", "redis",
+        "providers",  "routes",   "consumers", "stages", "log_level",
+        "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
+        "reuse_port", NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -913,6 +1056,15 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         } else {
             c->workers = (int)w;
         }
+    }
+    c->reuse_port = get_bool(ck, root, "reuse_port", "reuse_port", 0);
+    n = mf_node_get(root, "consumers");
+    if (n != NULL) {
+        cfg_error(ck, n, "consumers",
+                  "consumers are not implemented yet: this version would "
+                  "neither identify nor limit them, so the setting is "
+                  "refused rather than ignored; remove it (a stage can "
+                  "check API keys meanwhile)");
     }
     n = mf_node_get(root, "admin");
     if (n != NULL) {
@@ -953,16 +1105,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
                       n->value);
         }
     }
-    {
-        char *pd = NULL;
-
-        get_string(ck, root, "plugin_dir", "plugin_dir", &pd);
-        if (pd != NULL) {
-            free(c->plugin_dir);
-            c->plugin_dir = resolve_path(c, pd);
-            free(pd);
-        }
-    }
+    load_plugin_dirs(ck, c, mf_node_get(root, "plugin_dir"));
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
     load_access(ck, c, root);
@@ -1021,7 +1164,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 }
 
 static mf_config_t *
-config_new(const char *path, const char *plugin_dir)
+config_new(const char *path, const char *first_dirs, const char *plugin_dir)
 {
     mf_config_t *c = mf_xcalloc(1, sizeof(*c));
     char *tmp = mf_xstrdup(path);
@@ -1031,7 +1174,15 @@ config_new(const char *path, const char *plugin_dir)
     free(tmp);
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
-    c->plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
+    c->builtin_plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
+    while (first_dirs != NULL && *first_dirs != '\0') {
+        size_t len = strcspn(first_dirs, ":");
+
+        if (len > 0) {
+            add_plugin_dir(c, mf_xstrndup(first_dirs, len));
+        }
+        first_dirs += len + (first_dirs[len] == ':');
+    }
     c->log_level = MF_LOG_INFO;
     c->limits.max_body = 16 * 1024 * 1024;
     c->limits.max_header = 64 * 1024;
@@ -1047,20 +1198,21 @@ config_new(const char *path, const char *plugin_dir)
     c->limits.max_json_depth = 128;      /* jansson stops at 2048 */
     c->limits.max_json_values = 1000000; /* about 0.2 s of parsing */
     c->limits.max_retry_after_ms = 300000;
+    c->limits.send_timeout_ms = 60000;
     c->watch = 1;
     c->watch_debounce_ms = 200;
     return c;
 }
 
 mf_config_t *
-mf_config_parse(const char *path, const char *text, size_t len,
-                const char *plugin_dir, char **errors)
+mf_config_parse_dirs(const char *path, const char *text, size_t len,
+                     const char *first_dirs, const char *plugin_dir,
+                     char **errors)
 {
     char err[1024];
     check_t ck = {.file = path};
     mf_config_t *c;
     mf_node_t *root;
-    size_t i;
 
     *errors = NULL;
     root = mf_yaml_parse(path, text, len, err, sizeof(err));
@@ -1068,28 +1220,70 @@ mf_config_parse(const char *path, const char *text, size_t len,
         *errors = mf_xstrdup(err);
         return NULL;
     }
-    c = config_new(path, plugin_dir);
+    c = config_new(path, first_dirs, plugin_dir);
     load_root(&ck, c, root);
     mf_node_free(root);
     if (ck.nerrors > 0) {
+        /* the config is returned too, for checks of later phases */
         mf_buf_append(&ck.errors, "", 1);
         *errors = mf_xstrdup(ck.errors.data);
         mf_buf_free(&ck.errors);
-        mf_config_free(c);
-        return NULL;
-    }
-    for (i = 0; i < c->nproviders; i++) {
-        if (c->providers[i].disabled) {
-            mf_log_warn("%s:%d: provider '%s' disabled: its keys are empty "
-                        "(set the key variable to enable it)",
-                        path, c->providers[i].line, c->providers[i].name);
-        }
     }
     return c;
 }
 
 mf_config_t *
-mf_config_load(const char *path, const char *plugin_dir, char **errors)
+mf_config_parse(const char *path, const char *text, size_t len,
+                const char *plugin_dir, char **errors)
+{
+    mf_config_t *c =
+        mf_config_parse_dirs(path, text, len, NULL, plugin_dir, errors);
+
+    if (*errors != NULL) {
+        mf_config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void
+mf_config_warn_disabled(const mf_config_t *c)
+{
+    mf_buf_t names = {0}, vars = {0};
+    size_t i, j, ndisabled = 0, nenabled = 0;
+
+    for (i = 0; i < c->nproviders; i++) {
+        const mf_provider_conf_t *p = &c->providers[i];
+        mf_buf_t *b = p->disabled ? &vars : &names;
+
+        if (!p->disabled) {
+            mf_buf_printf(b, "%s%s", nenabled++ ? ", " : "", p->name);
+            continue;
+        }
+        ndisabled++;
+        for (j = 0; j < p->nkey_vars; j++) {
+            mf_buf_printf(b, "%s%s", vars.len ? ", " : "", p->key_vars[j]);
+        }
+    }
+    if (ndisabled == 0) {
+        goto out;
+    }
+    mf_buf_append(&names, "", 1);
+    mf_buf_append(&vars, "", 1);
+    mf_log_warn("%s: %zu of %zu providers enabled (%s); %zu disabled because "
+                "their keys are empty%s%s",
+                c->path, nenabled, c->nproviders,
+                nenabled ? names.data : "none", ndisabled,
+                vars.len > 1 ? "; export one of these to enable one: " : "",
+                vars.len > 1 ? vars.data : "");
+out:
+    mf_buf_free(&names);
+    mf_buf_free(&vars);
+}
+
+static mf_config_t *
+config_read(const char *path, const char *first_dirs, const char *plugin_dir,
+            char **errors)
 {
     char err[1024];
     FILE *f = fopen(path, "rb");
@@ -1114,8 +1308,28 @@ mf_config_load(const char *path, const char *plugin_dir, char **errors)
         }
     }
     fclose(f);
-    c = mf_config_parse(path, b.data ? b.data : "", b.len, plugin_dir, errors);
+    c = mf_config_parse_dirs(path, b.data ? b.data : "", b.len, first_dirs,
+                             plugin_dir, errors);
     mf_buf_free(&b);
+    return c;
+}
+
+mf_config_t *
+mf_config_load_dirs(const char *path, const char *first_dirs,
+                    const char *plugin_dir, char **errors)
+{
+    return config_read(path, first_dirs, plugin_dir, errors);
+}
+
+mf_config_t *
+mf_config_load(const char *path, const char *plugin_dir, char **errors)
+{
+    mf_config_t *c = config_read(path, NULL, plugin_dir, errors);
+
+    if (*errors != NULL) {
+        mf_config_free(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -1149,6 +1363,9 @@ mf_config_free(mf_config_t *c)
         free(p->model_map);
         free(p->probe_path);
         free(p->probe_header);
+        for (j = 0; j < p->nkey_vars; j++) {
+            free(p->key_vars[j]);
+        }
         json_decref(p->json);
     }
     free(c->providers);
@@ -1195,7 +1412,11 @@ mf_config_free(mf_config_t *c)
         free(rt->rules);
     }
     free(c->routes);
-    free(c->plugin_dir);
+    for (i = 0; i < c->nplugin_dirs; i++) {
+        free(c->plugin_dirs[i]);
+    }
+    free(c->plugin_dirs);
+    free(c->builtin_plugin_dir);
     free(c->lua_path);
     free(c);
 }

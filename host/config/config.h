@@ -29,7 +29,9 @@ typedef struct mf_provider_conf_s {
     double timeout_ms;         /* first byte; 0 = limits default */
     double connect_timeout_ms; /* 0 = limits default */
     int tls_verify;
-    int disabled; /* keys all empty */
+    int disabled;      /* keys all empty */
+    char *key_vars[8]; /* disabled: the unset variables its keys name */
+    size_t nkey_vars;
     /* key pool */
     int key_strategy;         /* MF_KEYS_ROUND_ROBIN, MF_KEYS_LEAST_USED */
     int key_failures;         /* consecutive failures that quarantine */
@@ -116,6 +118,7 @@ typedef struct mf_limits_s {
     size_t max_response;
     size_t max_sse_event;
     double client_timeout_ms;
+    double send_timeout_ms; /* an answer's write without progress */
     double upstream_connect_timeout_ms;
     double upstream_timeout_ms;
     double stream_idle_timeout_ms;
@@ -137,8 +140,11 @@ typedef struct mf_config_s {
     char *admin_socket;
     int watch;                /* reload when a watched file changes */
     double watch_debounce_ms; /* quiet time that ends a burst of edits */
-    char *plugin_dir;
-    char *lua_path; /* extra package.path entries */
+    int reuse_port;     /* share the port with other processes (SO_REUSEPORT) */
+    char **plugin_dirs; /* search path: -p, plugin_dir, the built-in one */
+    size_t nplugin_dirs;
+    char *builtin_plugin_dir; /* searched last */
+    char *lua_path;           /* extra package.path entries */
     mf_log_level_t log_level;
     mf_limits_t limits;
     mf_provider_conf_t *providers;
@@ -156,13 +162,34 @@ typedef struct mf_config_s {
 } mf_config_t;
 
 /* Loads and validates; NULL with all errors (one per line) in *errors,
- * which the caller frees. Warnings (a disabled provider) are logged. */
+ * which the caller frees. plugin_dir is the built-in plugin directory,
+ * searched after the config's plugin_dir. */
 mf_config_t *mf_config_load(const char *path, const char *plugin_dir,
                             char **errors);
 /* Same from text, `path` used for messages and relative paths. */
 mf_config_t *mf_config_parse(const char *path, const char *text, size_t len,
                              const char *plugin_dir, char **errors);
+/* Same, with first_dirs (the command line's, ':'-separated, or NULL)
+ * searched before the config's plugin_dir. On errors the config is
+ * returned all the same, with *errors set: later phases can check what
+ * was read and report their errors together; the caller frees both. NULL
+ * only when the file cannot be read or parsed as YAML. */
+mf_config_t *mf_config_load_dirs(const char *path, const char *first_dirs,
+                                 const char *plugin_dir, char **errors);
+mf_config_t *mf_config_parse_dirs(const char *path, const char *text,
+                                  size_t len, const char *first_dirs,
+                                  const char *plugin_dir, char **errors);
 void mf_config_free(mf_config_t *c);
+
+/* Logs one line: which providers are enabled and which variables would
+ * enable the others (none when every provider is enabled). */
+void mf_config_warn_disabled(const mf_config_t *c);
+
+/* The choice closest to word by edit distance (case-insensitive), when
+ * close enough to be a misspelling; NULL otherwise. Looks at n choices or
+ * up to a NULL. */
+const char *mf_config_suggest(const char *word, const char *const *choices,
+                              size_t n);
 
 /* "16MiB", "64k", "1024" -> bytes; "30s", "250ms", "2m", "100" (ms). */
 int mf_config_parse_size(const char *s, size_t *out);

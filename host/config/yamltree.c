@@ -75,6 +75,7 @@ mf_node_free(mf_node_t *n)
 
         mf_node_free(n->child);
         free(n->value);
+        free(n->raw);
         free(n->key);
         free(n);
         n = next;
@@ -186,6 +187,9 @@ parse_node(yaml_ctx_t *y, yaml_event_t *ev)
         n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
         n->value =
             mf_interpolate((const char *)ev->data.scalar.value, &n->unset_var);
+        if (n->unset_var) {
+            n->raw = mf_xstrdup((const char *)ev->data.scalar.value);
+        }
         return n;
     case YAML_MAPPING_START_EVENT:
     case YAML_SEQUENCE_START_EVENT:

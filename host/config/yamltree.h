@@ -20,6 +20,7 @@ struct mf_node_s {
     char *value;      /* scalar, after interpolation */
     char *key;        /* when a map value: its key */
     int unset_var;    /* interpolation met an unset variable, no default */
+    char *raw;        /* with unset_var: the text before interpolation */
     mf_node_t *child; /* first child (map values carry key) */
     mf_node_t *next;
 };

@@ -34,18 +34,27 @@ mf_gen_t *
 mf_reload_build(mf_reloader_t *rl, const char *force, char *err, size_t errcap)
 {
     char *errors = NULL;
-    mf_config_t *c = mf_config_load(rl->config_path, rl->plugin_dir, &errors);
+    mf_config_t *c = mf_config_load_dirs(rl->config_path, rl->first_dirs,
+                                         rl->plugin_dir, &errors);
     mf_gen_t *g, *prev;
     int nworkers = rl->nworkers;
 
-    if (c == NULL) {
+    if (errors != NULL) {
         size_t n = strlen(errors);
+        char more[4096];
 
         while (n > 0 && errors[n - 1] == '\n') {
             errors[--n] = '\0';
         }
-        snprintf(err, errcap, "%s", errors);
+        /* what the providers' plugins would say, in the same report */
+        if (c != NULL &&
+            mf_gen_check_providers(c, more, sizeof(more)) != MF_OK) {
+            snprintf(err, errcap, "%s\n%s", errors, more);
+        } else {
+            snprintf(err, errcap, "%s", errors);
+        }
         free(errors);
+        mf_config_free(c);
         return NULL;
     }
     remember_named(rl, c);
@@ -80,6 +89,7 @@ mf_reload_build(mf_reloader_t *rl, const char *force, char *err, size_t errcap)
         mf_config_free(c);
         return NULL;
     }
+    mf_config_warn_disabled(c);
     return g;
 }
 
@@ -94,6 +104,14 @@ warn_static(mf_reloader_t *rl, const mf_config_t *now, const mf_config_t *was)
         strcmp(now->listen_host, was->listen_host) != 0) {
         mf_log_warn("reload: listen changed to %s:%d; restart to apply",
                     now->listen_host, now->listen_port);
+    }
+    if (now->workers != was->workers) {
+        mf_log_warn("reload: workers changed to %s%.0d, %d workers go on "
+                    "serving; restart to apply",
+                    now->workers ? "" : "auto", now->workers, rl->nworkers);
+    }
+    if (now->reuse_port != was->reuse_port) {
+        mf_log_warn("reload: reuse_port changed; restart to apply");
     }
     if ((now->admin_socket == NULL) != (rl->admin_socket == NULL) ||
         (now->admin_socket && strcmp(now->admin_socket, rl->admin_socket))) {

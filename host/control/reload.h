@@ -11,11 +11,12 @@
 
 typedef struct mf_reloader_s {
     const char *config_path;
-    const char *plugin_dir;
-    const char *listen; /* --listen, or NULL */
-    int workers;        /* --workers, or 0 */
-    int nworkers;       /* fixed once serving (0 before) */
-    char *admin_socket; /* as bound at start */
+    const char *plugin_dir; /* the built-in one, searched last */
+    const char *first_dirs; /* -p (':'-separated), searched first, or NULL */
+    const char *listen;     /* --listen, or NULL */
+    int workers;            /* --workers, or 0 */
+    int nworkers;           /* fixed once serving (0 before) */
+    char *admin_socket;     /* as bound at start */
     /* the last attempt, for the admin socket */
     unsigned attempts;
     unsigned failures;

@@ -10,6 +10,7 @@
 #include <libgen.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
@@ -97,9 +98,10 @@ add_file(mf_watch_t *w, const char *path, const char *name_override)
 
 void
 mf_watch_set(mf_watch_t *w, const char *const *files, size_t n,
-             const char *plugin_dir)
+             const char *const *plugin_dirs, size_t ndirs)
 {
     size_t i;
+    struct stat st;
 
     clear(w);
     for (i = 0; i < n; i++) {
@@ -107,8 +109,10 @@ mf_watch_set(mf_watch_t *w, const char *const *files, size_t n,
             add_file(w, files[i], NULL);
         }
     }
-    if (plugin_dir != NULL) {
-        add_file(w, plugin_dir, "provider-*.so");
+    for (i = 0; i < ndirs; i++) {
+        if (stat(plugin_dirs[i], &st) == 0) { /* the built-in may be absent */
+            add_file(w, plugin_dirs[i], "provider-*.so");
+        }
     }
 }
 

@@ -16,9 +16,9 @@ typedef struct mf_watch_s mf_watch_t;
 mf_watch_t *mf_watch_new(struct event_base *base, double debounce_ms,
                          void (*fire)(void *arg), void *arg);
 /* Replaces the watched set: these files, plus every provider-*.so in
- * plugin_dir (may be NULL). Paths are copied. */
+ * the plugin directories that exist. Paths are copied. */
 void mf_watch_set(mf_watch_t *w, const char *const *files, size_t n,
-                  const char *plugin_dir);
+                  const char *const *plugin_dirs, size_t ndirs);
 /* Files watched now (for the admin socket). */
 size_t mf_watch_count(const mf_watch_t *w);
 void mf_watch_free(mf_watch_t *w);

@@ -4,11 +4,15 @@
  */
 #include "core/core.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 static void
 mf_oom(size_t size)
@@ -83,6 +87,190 @@ mf_log_get_level(void)
     return log_level;
 }
 
+/* The writer: lines are queued in buf, written by a thread that waits on
+ * poll() for stderr and writes at most PIPE_BUF bytes at a time, so that
+ * no write of it waits on a pipe either. */
+#define MF_LOG_BUFFER (256 * 1024)
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    pthread_t thread;
+    int running;
+    int stop;
+    double deadline; /* monotonic ms: stop writing after it */
+    char *buf;
+    size_t len;
+    uint64_t dropped;
+    uint64_t reported;
+    int writing; /* the writer thread is writing (outside the lock) */
+} lw = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static double
+log_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Writes p[0..n) to stderr until done, an error, or the deadline (0 =
+ * none) passes while stderr takes nothing; returns the bytes written. */
+static size_t
+log_write(const char *p, size_t n, double deadline)
+{
+    size_t done = 0;
+
+    while (done < n) {
+        struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+        size_t k = n - done < PIPE_BUF ? n - done : PIPE_BUF;
+        ssize_t w;
+        int rc = poll(&pfd, 1, 100);
+
+        if (rc < 0 && errno != EINTR) {
+            break;
+        }
+        if (rc <= 0) {
+            if (deadline > 0 && log_now_ms() > deadline) {
+                break;
+            }
+            continue;
+        }
+        if (pfd.revents & (POLLERR | POLLNVAL)) {
+            break;
+        }
+        w = write(STDERR_FILENO, p + done, k);
+        if (w < 0 && errno != EINTR && errno != EAGAIN) {
+            break;
+        }
+        done += w > 0 ? (size_t)w : 0;
+    }
+    return done;
+}
+
+/* With nothing queued or being written, a line is written at once when
+ * stderr has room for it (poll says so; a line is under PIPE_BUF, so the
+ * write does not wait). Returns the length of what is left to queue (the
+ * tail moved to the front of line). Called under lw.lock. */
+static int
+log_try_now(char *line, int n)
+{
+    struct pollfd pfd = {.fd = STDERR_FILENO, .events = POLLOUT};
+    ssize_t w;
+
+    if (lw.len > 0 || lw.writing || lw.dropped != lw.reported ||
+        poll(&pfd, 1, 0) != 1 || (pfd.revents & (POLLERR | POLLNVAL))) {
+        return n;
+    }
+    w = write(STDERR_FILENO, line, (size_t)n);
+    if (w <= 0) {
+        return n;
+    }
+    memmove(line, line + w, (size_t)(n - w));
+    return n - (int)w;
+}
+
+static void *
+log_writer_main(void *arg)
+{
+    char *out = mf_xmalloc(MF_LOG_BUFFER);
+
+    MF_UNUSED(arg);
+    pthread_mutex_lock(&lw.lock);
+    for (;;) {
+        size_t n;
+        uint64_t lost;
+        double deadline;
+        char note[128];
+        int k = 0;
+
+        while (lw.len == 0 && lw.dropped == lw.reported && !lw.stop) {
+            pthread_cond_wait(&lw.wake, &lw.lock);
+        }
+        if (lw.len == 0 && lw.dropped == lw.reported) {
+            break; /* stopping, nothing left */
+        }
+        n = lw.len;
+        memcpy(out, lw.buf, n);
+        lw.len = 0;
+        lost = lw.dropped - lw.reported;
+        lw.reported = lw.dropped;
+        deadline = lw.stop ? lw.deadline : 0;
+        lw.writing = 1;
+        pthread_mutex_unlock(&lw.lock);
+        if (lost > 0) {
+            k = snprintf(note, sizeof(note),
+                         "manifold: %llu log lines dropped: stderr was not "
+                         "taking them\n",
+                         (unsigned long long)lost);
+            log_write(note, (size_t)k, deadline);
+        }
+        if (log_write(out, n, deadline) < n) {
+            pthread_mutex_lock(&lw.lock);
+            lw.writing = 0;
+            lw.stop = 1;
+            lw.len = 0; /* stderr is gone or stuck past the deadline */
+            lw.reported = lw.dropped;
+            break;
+        }
+        pthread_mutex_lock(&lw.lock);
+        lw.writing = 0;
+    }
+    pthread_mutex_unlock(&lw.lock);
+    free(out);
+    return NULL;
+}
+
+void
+mf_log_start(void)
+{
+    pthread_mutex_lock(&lw.lock);
+    if (!lw.running) {
+        lw.buf = mf_xmalloc(MF_LOG_BUFFER);
+        lw.stop = 0;
+        lw.len = 0;
+        lw.running =
+            pthread_create(&lw.thread, NULL, log_writer_main, NULL) == 0;
+        if (!lw.running) {
+            free(lw.buf);
+            lw.buf = NULL;
+        }
+    }
+    pthread_mutex_unlock(&lw.lock);
+}
+
+void
+mf_log_stop(double wait_ms)
+{
+    pthread_mutex_lock(&lw.lock);
+    if (!lw.running) {
+        pthread_mutex_unlock(&lw.lock);
+        return;
+    }
+    lw.stop = 1;
+    lw.deadline = log_now_ms() + wait_ms;
+    pthread_cond_signal(&lw.wake);
+    pthread_mutex_unlock(&lw.lock);
+    pthread_join(lw.thread, NULL);
+    pthread_mutex_lock(&lw.lock);
+    lw.running = 0;
+    free(lw.buf);
+    lw.buf = NULL;
+    pthread_mutex_unlock(&lw.lock);
+}
+
+uint64_t
+mf_log_dropped(void)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&lw.lock);
+    n = lw.dropped;
+    pthread_mutex_unlock(&lw.lock);
+    return n;
+}
+
 void
 mf_logv(mf_log_level_t level, const char *tag, const char *fmt, va_list ap)
 {
@@ -107,7 +295,19 @@ mf_logv(mf_log_level_t level, const char *tag, const char *fmt, va_list ap)
     vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
     n = (int)strlen(line);
     line[n++] = '\n';
-    fwrite(line, 1, (size_t)n, stderr);
+    pthread_mutex_lock(&lw.lock);
+    if (!lw.running || lw.stop) {
+        fwrite(line, 1, (size_t)n, stderr);
+    } else if ((n = log_try_now(line, n)) == 0) {
+        /* written at once: stderr had room and nothing waits before it */
+    } else if (lw.len + (size_t)n > MF_LOG_BUFFER) {
+        lw.dropped++;
+    } else {
+        memcpy(lw.buf + lw.len, line, (size_t)n);
+        lw.len += (size_t)n;
+        pthread_cond_signal(&lw.wake);
+    }
+    pthread_mutex_unlock(&lw.lock);
 }
 
 void

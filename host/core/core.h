@@ -22,8 +22,18 @@ void *mf_xrealloc(void *p, size_t size);
 char *mf_xstrdup(const char *s);
 char *mf_xstrndup(const char *s, size_t n);
 
-/* Logger: one line to stderr, "time level [tag] message". */
+/* Logger: one line to stderr, "time level [tag] message". Before
+ * mf_log_start and after mf_log_stop a line is written at once; in
+ * between, lines go through a bounded buffer to a writer thread, so a
+ * stderr nobody reads never stops a worker: lines that do not fit are
+ * dropped, counted, and the count is written once stderr takes lines
+ * again. */
 void mf_log_set_level(mf_log_level_t level);
+void mf_log_start(void);
+/* Gives the writer up to wait_ms to write what is buffered, then stops. */
+void mf_log_stop(double wait_ms);
+/* Lines dropped since start. */
+uint64_t mf_log_dropped(void);
 mf_log_level_t mf_log_get_level(void);
 void mf_log(mf_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

@@ -6,6 +6,7 @@
 #include "http/http.h"
 
 #include <strings.h>
+#include <time.h>
 
 size_t
 mf_http_head_end(const char *buf, size_t len)
@@ -766,4 +767,19 @@ mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
     h->v[h->n].value = mf_pool_str(pool, value);
     h->n++;
     return MF_OK;
+}
+
+const char *
+mf_http_date(void)
+{
+    static __thread char buf[32];
+    static __thread time_t cached = -1;
+    time_t now = time(NULL);
+    struct tm tm;
+
+    if (now != cached && gmtime_r(&now, &tm) != NULL) {
+        strftime(buf, sizeof(buf), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        cached = now;
+    }
+    return buf;
 }

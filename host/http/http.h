@@ -80,6 +80,11 @@ ssize_t mf_http_chunked_feed(mf_http_chunked_t *c, const char *in, size_t len,
 /* Reason phrase for a status code. */
 const char *mf_http_reason(int status);
 
+/* The current time as an HTTP date (RFC 9110 IMF-fixdate, "Sun, 06 Nov
+ * 1994 08:49:37 GMT"), for the Date header of every response. Returns a
+ * per-thread buffer, valid until the thread's next call. */
+const char *mf_http_date(void);
+
 /* 1 when name is a header name (an RFC 9110 token) and value holds no
  * CR, LF or NUL: a header that can be written without splitting the head.
  * Every header the host writes passes this check. */

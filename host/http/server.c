@@ -60,6 +60,11 @@ struct mf_conn_s {
     size_t drain_low; /* tell the request when output falls to this */
     int keep_alive;
     int requests;
+    struct event *send_timer; /* limits.send_timeout without progress */
+    int finishing;            /* req is answered; its answer is still leaving */
+    int head_parsed;          /* head holds the request being read */
+    double head_start_ms;     /* first byte of the request being read, 0 none */
+    const char *cut_why;      /* the gateway closes: why, for the access log */
 };
 
 static const mf_conn_handlers_t *handlers;
@@ -82,13 +87,16 @@ mf_server_add_hooks(const mf_worker_hooks_t *h)
     hooks[nhooks++] = h;
 }
 
+#define MF_DRAIN_CUT "the gateway stopped: limits.drain_timeout ran out"
+
 static const mf_limits_t *
 limits(void)
 {
     static mf_limits_t defaults = {.max_body = 16 << 20,
                                    .max_header = 64 << 10,
                                    .client_timeout_ms = 60000,
-                                   .max_body_total = 256 << 20};
+                                   .max_body_total = 256 << 20,
+                                   .send_timeout_ms = 60000};
     void *hold;
     const mf_config_t *conf = handlers->config_acquire(&hold);
     static __thread mf_limits_t cached;
@@ -157,6 +165,25 @@ body_release(mf_conn_t *c)
     }
 }
 
+/* A request that never reached the request module (the client left
+ * mid-upload, or its head or body was refused): one access-log line with
+ * what is known, as nginx logs its 400s and 499s. Nothing when no byte of
+ * a request arrived (an idle keep-alive connection). */
+static void
+conn_log_unserved(mf_conn_t *c, int status, const char *why)
+{
+    size_t got;
+
+    if (c->head_start_ms == 0) {
+        return;
+    }
+    got = c->head_len + c->body.len +
+          evbuffer_get_length(bufferevent_get_input(c->bev));
+    handlers->log_unserved(c->w, c->head_parsed ? c->head : NULL, c->addr,
+                           status, why, got, c->head_start_ms);
+    c->head_start_ms = 0;
+}
+
 static void
 conn_free(mf_conn_t *c)
 {
@@ -174,7 +201,13 @@ conn_free(mf_conn_t *c)
         mf_req_t *r = c->req;
 
         c->req = NULL;
-        handlers->client_gone(r);
+        handlers->client_gone(
+            r, evbuffer_get_length(bufferevent_get_output(c->bev)), c->cut_why);
+    } else if (c->state == CONN_HEAD || c->state == CONN_BODY) {
+        conn_log_unserved(c, c->cut_why ? 503 : 499,
+                          c->cut_why ? c->cut_why
+                                     : "the client closed the connection "
+                                       "before the request was received");
     }
     body_release(c);
     atomic_fetch_sub(&w->server->conns, 1);
@@ -186,6 +219,7 @@ conn_free(mf_conn_t *c)
     }
     event_free(c->flush_ev);
     bufferevent_free(c->bev);
+    event_free(c->send_timer);
     free(c->head);
     free(c->head_bytes);
     mf_buf_free(&c->body);
@@ -219,7 +253,42 @@ close_event_cb(struct bufferevent *bev, short what, void *arg)
  * the socket keeps up: whatever a loop pass added to the output is written
  * once, directly, at the end of that pass (an active event, no epoll
  * change). Only what the socket refuses enables EV_WRITE, until drained.
+ *
+ * A write is timed by progress, as nginx's send_timeout: while output
+ * waits on the socket the send timer runs, and every byte that leaves
+ * re-arms it. A reader however slow gets the whole answer; one that reads
+ * nothing for limits.send_timeout is cut, and the request is logged with
+ * the bytes it did not get.
+ *
+ * An answered request stays tied to its connection until its last byte
+ * has left (mf_conn_req_done returns 1): only then is it logged and freed
+ * (and counted out of the requests in flight, which a drain waits for),
+ * and only then does a keep-alive connection read the next request.
  */
+
+static void
+conn_send_arm(mf_conn_t *c)
+{
+    struct timeval tv;
+    double ms = limits()->send_timeout_ms;
+
+    tv.tv_sec = (time_t)(ms / 1000);
+    tv.tv_usec = (suseconds_t)((ms - (double)tv.tv_sec * 1000) * 1000);
+    evtimer_add(c->send_timer, &tv);
+}
+
+static void
+conn_send_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+    mf_conn_t *c = arg;
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    c->cut_why = "the client read nothing for limits.send_timeout";
+    conn_free(c);
+}
+
+static void conn_next(mf_conn_t *c);
 
 /* After a write: stop watching when drained, close or tell the request. */
 static void
@@ -229,10 +298,22 @@ conn_after_write(mf_conn_t *c)
 
     if (left == 0) {
         bufferevent_disable(c->bev, EV_WRITE);
+        evtimer_del(c->send_timer);
     }
     if (c->state == CONN_CLOSING) {
         if (left == 0) {
             conn_free(c);
+        }
+        return;
+    }
+    if (c->finishing) {
+        if (left == 0) {
+            mf_req_t *r = c->req;
+
+            c->req = NULL;
+            c->finishing = 0;
+            handlers->delivered(r);
+            conn_next(c); /* may free c */
         }
         return;
     }
@@ -269,6 +350,9 @@ conn_flush_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (evbuffer_get_length(o) > 0) {
         bufferevent_enable(c->bev, EV_WRITE);
+        if (!evtimer_pending(c->send_timer, NULL)) {
+            conn_send_arm(c);
+        }
     }
     conn_after_write(c);
 }
@@ -279,7 +363,14 @@ conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 {
     mf_conn_t *c = arg;
 
-    MF_UNUSED(buf);
+    if (info->n_deleted > 0 && evtimer_pending(c->send_timer, NULL)) {
+        /* bytes left: progress re-arms the send timer */
+        if (evbuffer_get_length(buf) > 0) {
+            conn_send_arm(c);
+        } else {
+            evtimer_del(c->send_timer);
+        }
+    }
     if (info->n_added > 0 && !c->flush_pending &&
         !(bufferevent_get_enabled(c->bev) & EV_WRITE)) {
         c->flush_pending = 1;
@@ -302,26 +393,30 @@ conn_close_after_write(mf_conn_t *c)
         return;
     }
     bufferevent_enable(c->bev, EV_WRITE);
-    conn_timer(c, 5000);
+    if (!evtimer_pending(c->send_timer, NULL)) {
+        conn_send_arm(c);
+    }
 }
 
 /* An error before a request exists: OpenAI-shaped, then close. */
 static void
 conn_reject(mf_conn_t *c, int status, const char *type, const char *msg)
 {
-    json_t *j = json_pack("{s:{s:s,s:s,s:n}}", "error", "message", msg, "type",
-                          type, "code");
+    json_t *j = json_pack("{s:{s:s,s:s,s:n,s:n}}", "error", "message", msg,
+                          "type", type, "code", "param");
     char *text = json_dumps(j, JSON_COMPACT);
     size_t n = strlen(text);
 
     body_release(c);
     evbuffer_add_printf(bufferevent_get_output(c->bev),
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                        "HTTP/1.1 %d %s\r\nDate: %s\r\n"
+                        "Content-Type: application/json\r\n"
                         "Content-Length: %zu\r\nConnection: close\r\n\r\n",
-                        status, mf_http_reason(status), n);
+                        status, mf_http_reason(status), mf_http_date(), n);
     evbuffer_add(bufferevent_get_output(c->bev), text, n);
     free(text);
     json_decref(j);
+    conn_log_unserved(c, status, msg);
     conn_close_after_write(c);
 }
 
@@ -437,6 +532,9 @@ conn_process(mf_conn_t *c)
             c->deadline_set = 1;
             conn_timer(c, lim->client_timeout_ms);
         }
+        if (c->head_start_ms == 0) {
+            c->head_start_ms = mf_now_ms();
+        }
         look = avail < lim->max_header ? avail : lim->max_header;
         data = (const char *)evbuffer_pullup(in, (ssize_t)look);
         hlen = mf_http_head_end(data, look);
@@ -467,6 +565,7 @@ conn_process(mf_conn_t *c)
         if (conn_guard(c) != MF_OK) {
             return;
         }
+        c->head_parsed = 1;
         c->keep_alive = c->head->keep_alive;
         c->chunked = c->head->chunked;
         c->body_len = c->head->content_length;
@@ -623,18 +722,20 @@ conn_next_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-void
-mf_conn_req_done(mf_conn_t *c, int keep_alive)
+/* The answer has left: read the next request, or close. */
+static void
+conn_next(mf_conn_t *c)
 {
     struct timeval zero = {0, 0};
 
-    c->req = NULL;
-    if (!keep_alive || !c->keep_alive || c->w->stopping) {
+    if (!c->keep_alive || c->w->stopping) {
         conn_close_after_write(c);
         return;
     }
     c->state = CONN_HEAD;
-    mf_conn_watch_drain(c, 0);
+    c->head_parsed = 0;
+    c->head_len = 0;
+    c->head_start_ms = 0;
     bufferevent_enable(c->bev, EV_READ);
     conn_timer(c, limits()->client_timeout_ms);
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
@@ -680,10 +781,10 @@ refuse_over_cap(mf_worker_t *w, evutil_socket_t fd)
         "\"param\":null}}";
     char resp[512];
     int n = snprintf(resp, sizeof(resp),
-                     "HTTP/1.1 503 Service Unavailable\r\n"
+                     "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
                      "Content-Type: application/json\r\nRetry-After: 1\r\n"
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                     sizeof(body) - 1, body);
+                     mf_http_date(), sizeof(body) - 1, body);
     char drain[4096];
     ssize_t rc;
 
@@ -744,6 +845,23 @@ accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+int
+mf_conn_req_done(mf_conn_t *c, int keep_alive)
+{
+    if (!keep_alive) {
+        c->keep_alive = 0;
+    }
+    mf_conn_watch_drain(c, 0);
+    if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0) {
+        c->finishing = 1; /* conn_after_write goes on once it has left */
+        bufferevent_disable(c->bev, EV_READ);
+        return 1;
+    }
+    c->req = NULL;
+    conn_next(c);
+    return 0;
+}
+
 static void
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
           int socklen, void *arg)
@@ -776,6 +894,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     c->w = w;
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, conn_timeout_cb, c);
+    c->send_timer = evtimer_new(w->base, conn_send_timeout_cb, c);
     if (sa->sa_family == AF_INET) {
         evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr,
                          c->addr, sizeof(c->addr));
@@ -797,7 +916,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 }
 
 static evutil_socket_t
-listen_socket(const char *host, int port, char *err, size_t errcap)
+listen_socket(const char *host, int port, int exclusive, char *err,
+              size_t errcap)
 {
     struct evutil_addrinfo hints, *ai = NULL;
     char portstr[16];
@@ -821,11 +941,25 @@ listen_socket(const char *host, int port, char *err, size_t errcap)
         goto fail;
     }
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (!exclusive) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    }
     if (bind(fd, ai->ai_addr, (socklen_t)ai->ai_addrlen) != 0) {
-        snprintf(err, errcap, "cannot listen on %s:%d: %s", host, port,
-                 strerror(errno));
+        snprintf(err, errcap,
+                 errno == EADDRINUSE
+                     ? "cannot listen on %s:%d: %s (another process, perhaps "
+                       "another gateway, listens there; stop it, choose "
+                       "another port, or set reuse_port: true in both to "
+                       "share it)"
+                     : "cannot listen on %s:%d: %s",
+                 host, port, strerror(errno));
         goto fail;
+    }
+    if (exclusive) {
+        /* bound without SO_REUSEPORT, so the port was free; setting it
+         * now, before listen, lets this gateway's other workers join the
+         * group, while another process that binds without it fails */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     }
     if (listen(fd, 1024) != 0) {
         snprintf(err, errcap, "listen: %s", strerror(errno));
@@ -869,6 +1003,7 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     if (w->stopping == 2) {
         /* drain time is over: cut what is left */
         while (w->conns != NULL) {
+            w->conns->cut_why = MF_DRAIN_CUT;
             conn_free(w->conns);
         }
         event_base_loopbreak(w->base);
@@ -909,7 +1044,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
     s->loopback = mf_guard_loopback_listener(host);
     s->nworkers = nworkers;
     s->workers = mf_xcalloc((size_t)nworkers, sizeof(mf_worker_t));
-    s->first_fd = listen_socket(host, port, err, sizeof(err));
+    s->first_fd = listen_socket(host, port, !s->reuse_port, err, sizeof(err));
     if (s->first_fd < 0) {
         mf_log_error("%s", err);
         return MF_ERR;
@@ -927,7 +1062,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         mf_worker_t *w = &s->workers[i];
         evutil_socket_t fd =
             i == 0 ? s->first_fd
-                   : listen_socket(host, s->port, err, sizeof(err));
+                   : listen_socket(host, s->port, 0, err, sizeof(err));
 
         if (fd < 0) {
             mf_log_error("%s", err);
@@ -1006,6 +1141,7 @@ mf_server_stop(mf_server_t *s, double drain_ms)
             evconnlistener_free(w->listener);
         }
         while (w->conns != NULL) {
+            w->conns->cut_why = MF_DRAIN_CUT;
             conn_free(w->conns);
         }
         if (w->tick != NULL) {

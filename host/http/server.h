@@ -20,8 +20,9 @@ typedef struct mf_server_s {
     evutil_socket_t first_fd;
     atomic_int draining;
     double drain_deadline_ms;
-    int loopback;             /* the listener is on a loopback address */
-    atomic_int conns;         /* client connections open */
+    int loopback;     /* the listener is on a loopback address */
+    int reuse_port;   /* set before start: share the port with processes */
+    atomic_int conns; /* client connections open */
     atomic_int cap_reached;   /* limits.max_conns was met (logged once) */
     atomic_int accept_paused; /* workers whose accept() paused on errors */
     atomic_size_t body_bytes; /* request bodies being read (the budget) */
@@ -48,8 +49,17 @@ typedef struct mf_conn_handlers_s {
     /* A request refused at intake (its head was read). */
     void (*refuse)(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
                    const char *client_addr, const mf_req_refusal_t *why);
-    /* The client connection closed under request r. */
-    void (*client_gone)(mf_req_t *r);
+    /* The client connection closed, or the gateway cut it (`why`, NULL:
+     * the client closed it), with `undelivered` bytes of output not
+     * sent. */
+    void (*client_gone)(mf_req_t *r, size_t undelivered, const char *why);
+    /* The answer of a finished request has left. */
+    void (*delivered)(mf_req_t *r);
+    /* A request that never reached the pipeline (refused while read, or
+     * the client left mid-upload); `head` may be NULL. */
+    void (*log_unserved)(mf_worker_t *w, const mf_http_head_t *head,
+                         const char *client_addr, int status, const char *why,
+                         uint64_t bytes_in, double start_ms);
     /* The client output drained under the low mark. */
     void (*drained)(mf_req_t *r);
     /* The config in force (limits, the browser guard's lists), NULL when
@@ -83,9 +93,12 @@ int mf_server_in_flight(mf_server_t *s);
 
 /* For the request module. */
 struct bufferevent *mf_conn_bev(mf_conn_t *c);
-/* The response is written: keep the connection for the next request, or
- * close it once the output is flushed. */
-void mf_conn_req_done(mf_conn_t *c, int keep_alive);
+/* The response is written (queued): keep the connection for the next
+ * request, or close it, once the output has left. Returns 1 when output
+ * is still waiting on the socket: the request stays tied to the connection
+ * until the delivered handler (all left) or client_gone (cut); 0 when
+ * the connection is done with the request now. */
+int mf_conn_req_done(mf_conn_t *c, int keep_alive);
 /* Calls the drained handler when the output falls under low (0 = off). */
 void mf_conn_watch_drain(mf_conn_t *c, size_t low);
 int mf_conn_keep_alive(mf_conn_t *c);

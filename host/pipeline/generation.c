@@ -286,50 +286,79 @@ c_hooks(const mf_plugin_t *d)
     return h;
 }
 
-/* Loads every provider-*.so of the plugin dir (once per generation). */
+/* 1 when an earlier directory of the search path gave a file of this
+ * name: the first one found is used. */
+static int
+shadowed(const mf_gen_t *g, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        const char *p = g->provider_dsos[i]->path;
+        const char *base = p ? strrchr(p, '/') : NULL;
+
+        if (base != NULL && strcmp(base + 1, name) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Loads every provider-*.so of the plugin search path (once per
+ * generation), in its order. */
 static int
 load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
 {
-    const char *dir = g->config->plugin_dir;
-    DIR *d = opendir(dir);
-    struct dirent *de;
+    const mf_config_t *c = g->config;
+    size_t k, opened = 0;
 
-    if (d == NULL) {
+    for (k = 0; k < c->nplugin_dirs; k++) {
+        const char *dir = c->plugin_dirs[k];
+        DIR *d = opendir(dir);
+        struct dirent *de;
+
+        if (d == NULL) {
+            continue; /* the built-in one may be absent */
+        }
+        opened++;
+        while ((de = readdir(d)) != NULL) {
+            size_t n = strlen(de->d_name);
+            char path[4096];
+            mf_dso_t *dso;
+
+            if (strncmp(de->d_name, "provider-", 9) != 0 || n < 4 ||
+                strcmp(de->d_name + n - 3, ".so") != 0 ||
+                shadowed(g, de->d_name)) {
+                continue;
+            }
+            snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+            dso = mf_plugin_load(path, err, errcap);
+            if (dso == NULL) {
+                closedir(d);
+                return MF_ERR;
+            }
+            g->provider_dsos = mf_xrealloc(
+                g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
+            g->provider_dsos[g->nprovider_dsos++] = dso;
+            if (dso->desc->provider == NULL) {
+                snprintf(err, errcap,
+                         "%s: named provider-* but is not a "
+                         "provider plugin",
+                         path);
+                closedir(d);
+                return MF_ERR;
+            }
+        }
+        closedir(d);
+    }
+    if (opened == 0) {
         snprintf(err, errcap,
                  "%s: cannot open the plugin directory; set "
                  "plugin_dir in the config or build the plugins",
-                 dir);
+                 c->nplugin_dirs ? c->plugin_dirs[c->nplugin_dirs - 1]
+                                 : "(none)");
         return MF_ERR;
     }
-    while ((de = readdir(d)) != NULL) {
-        size_t n = strlen(de->d_name);
-        char path[4096];
-        mf_dso_t *dso;
-
-        if (strncmp(de->d_name, "provider-", 9) != 0 || n < 4 ||
-            strcmp(de->d_name + n - 3, ".so") != 0) {
-            continue;
-        }
-        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        dso = mf_plugin_load(path, err, errcap);
-        if (dso == NULL) {
-            closedir(d);
-            return MF_ERR;
-        }
-        if (dso->desc->provider == NULL) {
-            snprintf(err, errcap,
-                     "%s: named provider-* but is not a "
-                     "provider plugin",
-                     path);
-            mf_plugin_unload(dso);
-            closedir(d);
-            return MF_ERR;
-        }
-        g->provider_dsos = mf_xrealloc(
-            g->provider_dsos, (g->nprovider_dsos + 1) * sizeof(mf_dso_t *));
-        g->provider_dsos[g->nprovider_dsos++] = dso;
-    }
-    closedir(d);
     return MF_OK;
 }
 
@@ -373,6 +402,82 @@ find_provider_dso(mf_gen_t *g, const char *type)
     return NULL;
 }
 
+/* Appends one line per provider whose type no loaded plugin serves,
+ * with the closest type served; the count of such providers. */
+static size_t
+check_types(mf_gen_t *g, mf_buf_t *out)
+{
+    const mf_config_t *c = g->config;
+    const char *types[256];
+    size_t i, j, ntypes = 0, bad = 0;
+
+    for (i = 0; i < g->nprovider_dsos; i++) {
+        const char *const *t = g->provider_dsos[i]->desc->provider
+                                   ? g->provider_dsos[i]->desc->provider->types
+                                   : NULL;
+
+        for (j = 0; t && t[j] && ntypes < 256; j++) {
+            types[ntypes++] = t[j];
+        }
+    }
+    for (i = 0; i < c->nproviders; i++) {
+        const mf_provider_conf_t *pc = &c->providers[i];
+        const char *near;
+
+        if (pc->plugin != NULL || pc->type == NULL ||
+            find_provider_dso(g, pc->type) != NULL) {
+            continue;
+        }
+        near = mf_config_suggest(pc->type, types, ntypes);
+        mf_buf_printf(out,
+                      "%s%s:%d: providers[%zu]: '%s' has type '%s', "
+                      "which no provider plugin serves",
+                      bad || out->len ? "\n" : "", c->path, pc->line, i,
+                      pc->name ? pc->name : "", pc->type);
+        if (near != NULL) {
+            mf_buf_printf(out, "; did you mean '%s'?", near);
+        }
+        mf_buf_printf(out, " (types served:");
+        for (j = 0; j < ntypes; j++) {
+            mf_buf_printf(out, "%s %s", j ? "," : "", types[j]);
+        }
+        mf_buf_printf(out, "%s; plugin search path:", ntypes ? "" : " none");
+        for (j = 0; j < c->nplugin_dirs; j++) {
+            mf_buf_printf(out, " %s", c->plugin_dirs[j]);
+        }
+        mf_buf_printf(out, ")");
+        bad++;
+    }
+    return bad;
+}
+
+int
+mf_gen_check_providers(mf_config_t *config, char *err, size_t errcap)
+{
+    mf_gen_t g = {.config = config};
+    mf_buf_t out = {0};
+    size_t i;
+    int rc = MF_OK;
+
+    err[0] = '\0';
+    if (config->nproviders == 0) {
+        return MF_OK;
+    }
+    if (load_provider_dsos(&g, err, errcap) != MF_OK) {
+        rc = MF_ERR;
+    } else if (check_types(&g, &out) > 0) {
+        mf_buf_append(&out, "", 1);
+        snprintf(err, errcap, "%s", out.data);
+        rc = MF_ERR;
+    }
+    for (i = 0; i < g.nprovider_dsos; i++) {
+        mf_plugin_unload(g.provider_dsos[i]);
+    }
+    free(g.provider_dsos);
+    mf_buf_free(&out);
+    return rc;
+}
+
 static int
 bind_providers(mf_gen_t *g, char *err, size_t errcap)
 {
@@ -381,6 +486,18 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
 
     if (c->nproviders > 0 && load_provider_dsos(g, err, errcap) != MF_OK) {
         return MF_ERR;
+    }
+    {
+        mf_buf_t out = {0};
+
+        if (check_types(g, &out) > 0) {
+            /* every provider's type at once, not the first one */
+            mf_buf_append(&out, "", 1);
+            snprintf(err, errcap, "%s", out.data);
+            mf_buf_free(&out);
+            return MF_ERR;
+        }
+        mf_buf_free(&out);
     }
     g->providers =
         mf_xcalloc(c->nproviders ? c->nproviders : 1, sizeof(mf_prov_t));
@@ -412,14 +529,7 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
                 return MF_ERR;
             }
         } else {
-            dso = find_provider_dso(g, pc->type);
-            if (dso == NULL) {
-                snprintf(err, errcap,
-                         "%s:%d: providers: '%s' has type "
-                         "'%s', which no provider plugin in %s serves",
-                         c->path, pc->line, pc->name, pc->type, c->plugin_dir);
-                return MF_ERR;
-            }
+            dso = find_provider_dso(g, pc->type); /* checked above */
         }
         conf = json_deep_copy(pc->json);
         json_object_del(conf, "keys"); /* keys reach it per attempt */

@@ -25,6 +25,10 @@ const char *mf_stage_version(const mf_pstage_t *s);
  */
 mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
                        const char *force, char *err, size_t errcap);
+/* Checks that a plugin of the config's search path serves the type of
+ * each provider; MF_ERR with one line per provider (and a "did you
+ * mean") in err. Loads and unloads the provider plugins. */
+int mf_gen_check_providers(mf_config_t *config, char *err, size_t errcap);
 mf_gen_t *mf_gen_acquire(void);
 void mf_gen_release(mf_gen_t *g);
 void mf_gen_set_current(mf_gen_t *g);

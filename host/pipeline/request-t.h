@@ -68,6 +68,8 @@ struct mf_req_s {
     mf_endpoint_t endpoint;
     mf_proto_t proto;
     int stream;
+    int http10;      /* an HTTP/1.0 client: no chunked coding */
+    int close_after; /* the connection ends with this answer */
     int client_wants_usage;
     mf_str_t model;       /* current model (routing may change it) */
     mf_str_t model_asked; /* what the client asked for */
@@ -142,6 +144,8 @@ struct mf_req_s {
     double upstream_ms;
     uint64_t bytes_in;
     uint64_t bytes_out;
+    uint64_t bytes_undelivered; /* output the connection was cut with */
+    int delivering; /* finished; the answer is still leaving (not logged) */
 
     /* pipeline */
     mf_phase_t phase;

@@ -98,15 +98,25 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
         return;
     }
     o = out(r);
-    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n", status,
-                        mf_http_reason(status), ctype);
+    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
+                        status, mf_http_reason(status), mf_http_date(), ctype);
     if (len >= 0) {
         evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)len);
+    } else if (r->http10) {
+        /* HTTP/1.0 has no chunked coding: the body ends with the
+         * connection (RFC 9112 6.3) */
+        r->close_after = 1;
     } else {
         evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!mf_conn_keep_alive(r->conn)) {
+        r->close_after = 1;
+    }
+    if (r->close_after) {
         evbuffer_add(o, "Connection: close\r\n", 19);
+    } else if (r->http10) {
+        /* a 1.0 client keeps the connection only when told so */
+        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
     }
     evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
                         r->id.data);
@@ -142,6 +152,11 @@ send_chunk(mf_req_t *r, const char *data, size_t len)
         return;
     }
     mark_first_byte(r);
+    if (r->http10) {
+        evbuffer_add(out(r), data, len); /* identity: no framing */
+        r->bytes_out += len;
+        return;
+    }
     evbuffer_add_printf(out(r), "%zx\r\n", len);
     evbuffer_add(out(r), data, len);
     evbuffer_add(out(r), "\r\n", 2);
@@ -313,7 +328,7 @@ send_stream_error(mf_req_t *r, const char *code, const char *message)
 static void
 finish_stream(mf_req_t *r)
 {
-    if (r->conn != NULL) {
+    if (r->conn != NULL && !r->http10) {
         evbuffer_add(out(r), "0\r\n\r\n", 5);
     }
 }
@@ -580,19 +595,29 @@ respond_unknown_model(mf_req_t *r)
             return;
         }
     }
+    /* the names GET /v1/models lists; the patterns are the operator's */
     mf_buf_printf(&b, " Served:");
     for (i = 0; i < g->nproviders && listed < 40; i++) {
         mf_provider_conf_t *pc = g->providers[i].conf;
 
-        for (j = 0; j < pc->nmodels && listed < 40; j++, listed++) {
-            mf_buf_printf(&b, "%s %s", listed ? "," : "", pc->models[j]);
+        for (j = 0; j < pc->nmodels && listed < 40; j++) {
+            if (strpbrk(pc->models[j], "*?") == NULL) {
+                mf_buf_printf(&b, "%s %s", listed ? "," : "", pc->models[j]);
+                listed++;
+            }
         }
     }
     if (listed == 0) {
-        mf_buf_printf(&b, " none (no provider is enabled)");
+        mf_buf_printf(&b, " no model by name (GET /v1/models)");
     }
     mf_buf_printf(&b, ". Use one of these, or ask the gateway's operator to "
                       "serve the model.");
+    if (g->nproviders == 0) {
+        mf_log_warn("request %.*s: model '%.*s%s' not served: no provider is "
+                    "enabled in %s",
+                    (int)r->id.len, r->id.data, (int)quote, r->model.data,
+                    quote < r->model.len ? "..." : "", c->path);
+    }
     mf_buf_append(&b, "", 1);
     mf_req_respond_error(r, 404, "invalid_request_error", "model_not_found",
                          b.data ? b.data : "The model is not served.");
@@ -2224,11 +2249,16 @@ cancel_asyncs(mf_req_t *r)
     }
 }
 
+/* Frees a finished request, unless its answer is still leaving: then
+ * mf_req_delivered or mf_req_client_gone frees it. */
 static void
 req_free(mf_req_t *r)
 {
     mf_worker_t *w = r->worker;
 
+    if (r->delivering) {
+        return;
+    }
     if (r->timer) {
         event_free(r->timer);
     }
@@ -2277,25 +2307,50 @@ req_finish(mf_req_t *r)
     }
     cancel_asyncs(r);
     estimate_usage(r);
-    mf_pipeline_log_done(r);
     if (c != NULL) {
         r->conn = NULL;
-        mf_conn_req_done(c, 1);
+        if (mf_conn_req_done(c, !r->close_after)) {
+            r->delivering = 1; /* logged once the answer has left */
+            return;
+        }
     }
+    mf_pipeline_log_done(r);
     if (r->in_step == 0) {
         req_free(r);
     }
 }
 
 void
-mf_req_client_gone(mf_req_t *r)
+mf_req_delivered(mf_req_t *r)
+{
+    r->delivering = 0;
+    mf_pipeline_log_done(r);
+    if (r->in_step == 0) {
+        req_free(r);
+    }
+}
+
+void
+mf_req_client_gone(mf_req_t *r, size_t undelivered, const char *why)
 {
     r->conn = NULL;
+    r->bytes_undelivered = undelivered;
     if (!r->head_sent) {
         r->status = 499;
     }
-    if (r->error.len == 0) {
-        r->error = MF_STR("the client closed the connection");
+    if (r->error.len == 0 && undelivered > 0) {
+        char msg[256];
+
+        snprintf(msg, sizeof(msg),
+                 "%s; %zu bytes of the answer were not delivered",
+                 why ? why : "the client closed the connection", undelivered);
+        r->error = mf_pool_str(r->pool, mf_str_from(msg));
+    } else if (r->error.len == 0) {
+        r->error = mf_str_from(why ? why : "the client closed the connection");
+    }
+    if (r->delivering) {
+        mf_req_delivered(r);
+        return;
     }
     req_finish(r);
 }
@@ -2421,6 +2476,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
     r->id = make_id(r, head);
     r->method = mf_pool_str(pool, head->method);
+    r->http10 = head->minor == 0;
     r->path = loggable_path(pool, head->path);
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
@@ -2478,6 +2534,8 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     if (mf_str_eq_cstr(r->path, "/v1/models") ||
         mf_str_eq_cstr(r->path, "/models")) {
         if (!mf_str_eq_cstr(r->method, "GET")) {
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                         MF_STR("GET"));
             mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                                  "Use GET for /v1/models.");
         } else {
@@ -2510,6 +2568,8 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     if (!mf_str_eq_cstr(r->method, "POST")) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     MF_STR("POST"));
         mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                              "Use POST for this endpoint.");
         req_finish(r);
@@ -2521,6 +2581,49 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     }
     r->phase = MF_PHASE_REQUEST;
     req_step(r);
+}
+
+void
+mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
+                    const char *client_addr, int status, const char *why,
+                    uint64_t bytes_in, double start_ms)
+{
+    static const mf_http_head_t none = {.content_length = -1};
+    mf_gen_t *g = mf_gen_acquire();
+    mf_pool_t *pool;
+    mf_req_t *r;
+
+    if (g == NULL) {
+        return;
+    }
+    pool = mf_pool_create(2048);
+    r = mf_pool_alloc(pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->gen = g;
+    r->start_ms = start_ms;
+    r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->key_idx = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head != NULL ? head : &none);
+    if (head != NULL) {
+        r->method = mf_pool_str(pool, head->method);
+        r->path = mf_pool_str(pool, head->path);
+    }
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    r->status = status;
+    r->error = mf_pool_str(pool, mf_str_from(why));
+    r->bytes_in = bytes_in;
+    r->finished = 1;
+    r->phase = MF_PHASE_FINISHED;
+    mf_pipeline_log_done(r);
+    req_free(r);
 }
 
 /* The client connection's view of the request layer */
@@ -2544,6 +2647,8 @@ const mf_conn_handlers_t mf_req_conn_handlers = {
     .handle = mf_req_handle,
     .refuse = mf_req_refuse,
     .client_gone = mf_req_client_gone,
+    .delivered = mf_req_delivered,
+    .log_unserved = mf_req_log_unserved,
     .drained = mf_req_drained,
     .config_acquire = conn_config_acquire,
     .config_release = conn_config_release,

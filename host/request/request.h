@@ -23,8 +23,18 @@ void mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
  * kept. Head views are valid during the call only. */
 void mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
                    const char *client_addr, const mf_req_refusal_t *why);
-/* The client connection closed: abandon and account the request. */
-void mf_req_client_gone(mf_req_t *r);
+/* The client connection closed, or the gateway cut it (`why`, NULL: the
+ * client closed it) with `undelivered` bytes of output not sent: abandon
+ * the request, or end its delivery, and account it. */
+void mf_req_client_gone(mf_req_t *r, size_t undelivered, const char *why);
+/* The answer of a finished request has left: log and free it. */
+void mf_req_delivered(mf_req_t *r);
+/* Logs a request that never reached the pipeline (refused while read, or
+ * the client left mid-upload): on_log and on_done run on what is known.
+ * `head` may be NULL (not parsed); views are read during the call only. */
+void mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
+                         const char *client_addr, int status, const char *why,
+                         uint64_t bytes_in, double start_ms);
 /* The client output drained under the low mark. */
 void mf_req_drained(mf_req_t *r);
 

@@ -1,27 +1,36 @@
 /*
  * accesslog: one JSON line per request (time, id, consumer, model asked,
  * provider, upstream model, status, tokens, latency, time to first token,
- * bytes, error) to a file (appended) or stdout. Every line has the same
- * fields, null where a value is unknown. Keys never reach it: the host's
- * request info carries none.
+ * bytes, bytes not delivered, error) to a file (appended) or stdout. Every
+ * line has the same fields, null where a value is unknown. Keys never
+ * reach it: the host's request info carries none.
  *
  * config: { path: "stdout" | "/var/log/manifold/access.log",
- *          buffer: 65536,   bytes held before a write (0: a write per line)
- *          flush_ms: 200 }  the longest a line waits in the buffer
+ *          buffer: 1048576, bytes of lines held for the writer (0: wake
+ *                           the writer for every line, same bound)
+ *          flush_ms: 200,   the longest a line waits in the buffer
+ *          close_ms: 2000 } the longest fini waits for a stuck output
  *
- * Buffered lines are written by a flusher thread of the plugin (never by
- * a worker), at most flush_ms late, whole lines only; fini writes what is
- * left. Workers only append under a mutex.
+ * Logging never blocks a worker. Workers only append whole lines to a
+ * bounded buffer under a mutex; a writer thread of the plugin takes them
+ * out and writes them, waiting on poll() for an output that does not take
+ * them (a pipe nobody reads: a stuck `| tee`, a paused shipper). When the
+ * buffer is full a line is dropped and counted; drops are reported in the
+ * host log, at most once a second while they go on. fini gives the writer
+ * close_ms to write what is left, then counts the rest as dropped.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <manifold/plugin.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -30,58 +39,83 @@ static const mf_host_api_t *api;
 typedef struct {
     int fd;
     int owns_fd;
-    size_t cap; /* buffer size; 0 = unbuffered */
+    int is_file; /* a regular file: writes never wait on a reader */
+    char *name;  /* the output, for the host log */
+    size_t cap;  /* buffer bound */
+    int eager;   /* buffer: 0, the writer is woken for every line */
     long flush_ms;
+    long close_ms;
     char *buf;
     size_t len;
+    uint64_t dropped; /* lines dropped (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
-    pthread_t flusher;
+    pthread_t writer;
     int stop;
 } accesslog_t;
 
-static void
-write_all(int fd, const char *p, size_t n)
+static double
+now_ms(void)
 {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
+    struct timespec ts;
 
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR) {
-                continue;
-            }
-            return; /* nothing to do: the requests are answered */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* One write of what the output takes now, waiting at most wait_ms for it
+ * to take anything. Returns the bytes written (0: it took nothing), -1 on
+ * an error that will not pass (the reader closed the pipe). A pipe or a
+ * socket gets at most PIPE_BUF bytes after poll() said it has room, so
+ * the write itself does not wait. */
+static ssize_t
+write_some(accesslog_t *al, const char *p, size_t n, int wait_ms)
+{
+    ssize_t w;
+
+    if (!al->is_file) {
+        struct pollfd pfd = {.fd = al->fd, .events = POLLOUT};
+        int rc = poll(&pfd, 1, wait_ms);
+
+        if (rc == 0 || (rc < 0 && errno == EINTR)) {
+            return 0;
         }
-        p += w;
-        n -= (size_t)w;
+        if (rc < 0 || (pfd.revents & (POLLERR | POLLNVAL))) {
+            return -1;
+        }
+        if (n > PIPE_BUF) {
+            n = PIPE_BUF;
+        }
     }
+    w = write(al->fd, p, n);
+    if (w < 0) {
+        return errno == EINTR || errno == EAGAIN ? 0 : -1;
+    }
+    return w;
 }
 
-/* Takes the buffered lines out under the lock and writes them. */
-static void
-flush_some(accesslog_t *al, char *out)
+static uint64_t
+count_lines(const char *p, size_t n)
 {
-    size_t n;
+    uint64_t k = 0;
+    const char *e = p + n;
 
-    pthread_mutex_lock(&al->lock);
-    n = al->len;
-    memcpy(out, al->buf, n);
-    al->len = 0;
-    pthread_mutex_unlock(&al->lock);
-    write_all(al->fd, out, n);
+    while (p < e && (p = memchr(p, '\n', (size_t)(e - p))) != NULL) {
+        k++;
+        p++;
+    }
+    return k;
 }
 
-static void *
-flusher_main(void *arg)
+/* Takes the buffered lines into out (when it is empty) and says whether
+ * to stop; waits up to flush_ms for lines when there is nothing to do. */
+static int
+take_lines(accesslog_t *al, char *out, size_t *n, int idle, uint64_t *dropped)
 {
-    accesslog_t *al = arg;
-    char *out = malloc(al->cap);
+    int stop;
 
-    if (out == NULL) {
-        return NULL;
-    }
     pthread_mutex_lock(&al->lock);
-    while (!al->stop) {
+    if (idle && al->len == 0 && !al->stop) {
         struct timespec ts;
 
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -89,16 +123,95 @@ flusher_main(void *arg)
         ts.tv_sec += al->flush_ms / 1000 + ts.tv_nsec / 1000000000L;
         ts.tv_nsec %= 1000000000L;
         pthread_cond_timedwait(&al->wake, &al->lock, &ts);
-        if (al->len > 0) {
-            pthread_mutex_unlock(&al->lock);
-            flush_some(al, out);
+    }
+    if (*n == 0 && al->len > 0) {
+        memcpy(out, al->buf, al->len);
+        *n = al->len;
+        al->len = 0;
+    }
+    stop = al->stop;
+    *dropped = al->dropped;
+    pthread_mutex_unlock(&al->lock);
+    return stop;
+}
+
+static void
+report_drops(accesslog_t *al, uint64_t dropped, uint64_t *reported)
+{
+    if (dropped > *reported) {
+        api->log(MF_LOG_WARN,
+                 "accesslog: %llu lines dropped (%llu since start): %s is "
+                 "not taking them",
+                 (unsigned long long)(dropped - *reported),
+                 (unsigned long long)dropped, al->name);
+        *reported = dropped;
+    }
+}
+
+static void *
+writer_main(void *arg)
+{
+    accesslog_t *al = arg;
+    char *out = malloc(al->cap);
+    size_t off = 0, n = 0;
+    uint64_t dropped = 0, reported = 0;
+    double last_report = 0, deadline = 0;
+
+    if (out == NULL) {
+        return NULL;
+    }
+    for (;;) {
+        int stop;
+
+        if (off == n) {
+            off = n = 0;
+        }
+        stop = take_lines(al, out, &n, n == 0, &dropped);
+        if (stop && deadline == 0) {
+            deadline = now_ms() + (double)al->close_ms;
+        }
+        if (n > off) {
+            ssize_t w = write_some(al, out + off, n - off, 100);
+
+            if (w < 0 || (stop && now_ms() > deadline)) {
+                /* the output is gone or stuck past close_ms */
+                pthread_mutex_lock(&al->lock);
+                al->dropped += count_lines(out + off, n - off) +
+                               count_lines(al->buf, al->len);
+                al->len = 0;
+                dropped = al->dropped;
+                pthread_mutex_unlock(&al->lock);
+                off = n;
+            } else {
+                off += (size_t)w;
+            }
+        }
+        if (dropped > reported && (stop || now_ms() - last_report >= 1000)) {
+            report_drops(al, dropped, &reported);
+            last_report = now_ms();
+        }
+        if (stop && off == n) {
             pthread_mutex_lock(&al->lock);
+            stop = al->len == 0;
+            pthread_mutex_unlock(&al->lock);
+            if (stop) {
+                break;
+            }
         }
     }
-    pthread_mutex_unlock(&al->lock);
-    flush_some(al, out);
+    report_drops(al, dropped, &reported);
     free(out);
     return NULL;
+}
+
+static long
+conf_long(json_t *conf, const char *key, long dflt)
+{
+    json_t *v = json_object_get(conf, key);
+
+    return json_is_integer(v)  ? (long)json_integer_value(v)
+           : json_is_string(v) ? atol(json_string_value(v))
+                               : dflt;
 }
 
 static int
@@ -107,6 +220,8 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
     json_t *conf = json_loads(config_json, 0, NULL);
     const char *path = json_string_value(json_object_get(conf, "path"));
     accesslog_t *al = calloc(1, sizeof(*al));
+    struct stat st;
+    long bv, fv, cv;
 
     api = host;
     if (al == NULL) {
@@ -115,6 +230,7 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     if (path == NULL || strcmp(path, "stdout") == 0 || path[0] == '\0') {
         al->fd = STDOUT_FILENO;
+        path = "stdout";
     } else if (strcmp(path, "stderr") == 0) {
         al->fd = STDERR_FILENO;
     } else {
@@ -128,31 +244,32 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         al->owns_fd = 1;
     }
-    {
-        json_t *b = json_object_get(conf, "buffer");
-        json_t *f = json_object_get(conf, "flush_ms");
-        long bv = json_is_integer(b)  ? (long)json_integer_value(b)
-                  : json_is_string(b) ? atol(json_string_value(b))
-                                      : 65536;
-        long fv = json_is_integer(f)  ? (long)json_integer_value(f)
-                  : json_is_string(f) ? atol(json_string_value(f))
-                                      : 200;
-
-        al->cap = bv > 0 ? (size_t)bv : 0;
-        al->flush_ms = fv > 0 ? fv : 200;
-    }
+    al->is_file = fstat(al->fd, &st) == 0 && S_ISREG(st.st_mode);
+    al->name = strdup(path);
+    bv = conf_long(conf, "buffer", 1 << 20);
+    fv = conf_long(conf, "flush_ms", 200);
+    cv = conf_long(conf, "close_ms", 2000);
     json_decref(conf);
-    if (al->cap > 0) {
-        al->buf = malloc(al->cap);
-        pthread_mutex_init(&al->lock, NULL);
-        pthread_cond_init(&al->wake, NULL);
-        if (al->buf == NULL ||
-            pthread_create(&al->flusher, NULL, flusher_main, al) != 0) {
-            api->log(MF_LOG_WARN, "accesslog: no buffer; a write per line");
-            free(al->buf);
-            al->buf = NULL;
-            al->cap = 0;
+    al->eager = bv <= 0;
+    al->cap = bv > 0 ? (size_t)bv : (size_t)1 << 20;
+    al->cap = al->cap < 4096 ? 4096 : al->cap;
+    al->flush_ms = fv > 0 ? fv : 200;
+    al->close_ms = cv >= 0 ? cv : 2000;
+    al->buf = malloc(al->cap);
+    pthread_mutex_init(&al->lock, NULL);
+    pthread_cond_init(&al->wake, NULL);
+    if (al->buf == NULL || al->name == NULL ||
+        pthread_create(&al->writer, NULL, writer_main, al) != 0) {
+        api->log(MF_LOG_ERROR, "accesslog: cannot start the log writer");
+        pthread_mutex_destroy(&al->lock);
+        pthread_cond_destroy(&al->wake);
+        if (al->owns_fd) {
+            close(al->fd);
         }
+        free(al->buf);
+        free(al->name);
+        free(al);
+        return MF_ERR;
     }
     *state = al;
     return MF_OK;
@@ -163,20 +280,38 @@ accesslog_fini(void *state)
 {
     accesslog_t *al = state;
 
-    if (al->cap > 0) {
-        pthread_mutex_lock(&al->lock);
-        al->stop = 1;
-        pthread_cond_signal(&al->wake);
-        pthread_mutex_unlock(&al->lock);
-        pthread_join(al->flusher, NULL); /* it writes what is left */
-        pthread_mutex_destroy(&al->lock);
-        pthread_cond_destroy(&al->wake);
-        free(al->buf);
-    }
+    pthread_mutex_lock(&al->lock);
+    al->stop = 1;
+    pthread_cond_signal(&al->wake);
+    pthread_mutex_unlock(&al->lock);
+    pthread_join(al->writer, NULL); /* it writes what is left, bounded */
+    pthread_mutex_destroy(&al->lock);
+    pthread_cond_destroy(&al->wake);
+    free(al->buf);
+    free(al->name);
     if (al->owns_fd) {
         close(al->fd);
     }
     free(al);
+}
+
+/* Queues a whole line for the writer, or drops and counts it: a worker
+ * never writes and never waits on the output. */
+static void
+enqueue(accesslog_t *al, const char *p, size_t n)
+{
+    pthread_mutex_lock(&al->lock);
+    if (al->len + n > al->cap) {
+        al->dropped++;
+    } else {
+        memcpy(al->buf + al->len, p, n);
+        al->len += n;
+        if (al->eager ||
+            (al->len >= al->cap / 2 && al->len - n < al->cap / 2)) {
+            pthread_cond_signal(&al->wake);
+        }
+    }
+    pthread_mutex_unlock(&al->lock);
 }
 
 /* The line is formatted by hand into a growing buffer: no JSON tree. */
@@ -346,22 +481,14 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_ms(&l, "upstream_ms", i.upstream_ms);
     put_int(&l, "bytes_in", (int64_t)i.bytes_in, 0);
     put_int(&l, "bytes_out", (int64_t)i.bytes_out, 0);
+    if (i.size >=
+        offsetof(mf_req_info_t, bytes_undelivered) + sizeof(uint64_t)) {
+        put_int(&l, "bytes_undelivered", (int64_t)i.bytes_undelivered, 0);
+    }
     put_named(&l, "error", i.error);
     put_int(&l, "generation", (int64_t)i.generation, 0);
     put(&l, "}\n", 2);
-    if (al->cap == 0 || l.len > al->cap) {
-        write_all(al->fd, l.p, l.len);
-    } else {
-        pthread_mutex_lock(&al->lock);
-        if (al->len + l.len > al->cap) {
-            /* full: this worker writes what is there (rare) */
-            write_all(al->fd, al->buf, al->len);
-            al->len = 0;
-        }
-        memcpy(al->buf + al->len, l.p, l.len);
-        al->len += l.len;
-        pthread_mutex_unlock(&al->lock);
-    }
+    enqueue(al, l.p, l.len);
     if (l.p != l.stack) {
         free(l.p);
     }

@@ -23,6 +23,8 @@
  *      drip=MS           send the body one byte at a time, MS apart (the
  *                        head at once), in every wire format
  *      drip_after=N      (stream, with drip) the first N events whole
+ *      big=N             (non-stream chat) a reply of N bytes ("a"...)
+ *      chunk_bytes=N     (stream, with chunks) each chunk N bytes ("a"...)
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
  *    to every request for that model (a gateway's model_map can point one
  *    route target at a failing "model").
@@ -145,6 +147,10 @@ parse_directives(const char *text, directives_t *d)
                 d->drip = v;
             } else if (strncmp(tok, "drip_after=", 11) == 0) {
                 d->drip_after = v;
+            } else if (strncmp(tok, "chunk_bytes=", 12) == 0) {
+                d->chunk_bytes = v;
+            } else if (strncmp(tok, "big=", 4) == 0) {
+                d->big = v;
             } else if (strncmp(tok, "exception=", 10) == 0) {
                 d->exception = v;
             } else if (strncmp(tok, "reply=", 6) == 0) {
@@ -627,6 +633,15 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
     snprintf(s->id, sizeof(s->id), "chatcmpl-mock%ld", request_count);
     if (d->chunks > 0) {
         for (i = 0; i < d->chunks; i++) {
+            if (d->chunk_bytes > 0) {
+                char *big = malloc((size_t)d->chunk_bytes + 1);
+
+                memset(big, 'a', (size_t)d->chunk_bytes);
+                big[d->chunk_bytes] = '\0';
+                json_array_append_new(s->parts, json_string(big));
+                free(big);
+                continue;
+            }
             json_array_append_new(s->parts, json_string(i ? " tok" : "tok"));
         }
     } else {
@@ -844,6 +859,15 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
         msg = json_pack("{s:s,s:n,s:[o],s:n}", "role", "assistant", "content",
                         "tool_calls", tool, "refusal");
         completion = 2;
+    } else if (d->big > 0) {
+        char *big = malloc((size_t)d->big + 1);
+
+        memset(big, 'a', (size_t)d->big);
+        big[d->big] = '\0';
+        msg = json_pack("{s:s,s:s,s:n}", "role", "assistant", "content", big,
+                        "refusal");
+        completion = d->big / 4 + 1;
+        free(big);
     } else {
         reply_text(body, d, text, sizeof(text));
         msg = json_pack("{s:s,s:s,s:n}", "role", "assistant", "content", text,

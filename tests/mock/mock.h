@@ -31,6 +31,8 @@ typedef struct {
     int exception;     /* bedrock: an in-stream exception after N events */
     int drip;          /* ms between single body bytes; 0 = off */
     int drip_after;    /* stream events sent whole before the drip */
+    int big;           /* non-stream chat: a reply of this many bytes */
+    int chunk_bytes;   /* stream with chunks=N: each chunk this many bytes */
     char reply[512];
 } directives_t;
 

@@ -1,5 +1,6 @@
 /* Check suite for host/config/config.c and host/config/yamltree.c. */
 #include "check_main.h"
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "config/config.h"
@@ -176,6 +177,84 @@ START_TEST(intake_keys)
 }
 END_TEST
 
+START_TEST(suggestions)
+{
+    static const char *const keys[] = {"providers", "routes", "stages",
+                                       "plugin_dir", NULL};
+    static const char *const types[] = {"openai", "anthropic", "gemini"};
+
+    ck_assert_str_eq(mf_config_suggest("provders", keys, SIZE_MAX),
+                     "providers");
+    ck_assert_str_eq(mf_config_suggest("Stage", keys, SIZE_MAX), "stages");
+    ck_assert_str_eq(mf_config_suggest("antropic", types, 3), "anthropic");
+    ck_assert_str_eq(mf_config_suggest("gemni", types, 3), "gemini");
+    ck_assert_ptr_null(mf_config_suggest("zzzzzz", keys, SIZE_MAX));
+    ck_assert_ptr_null(mf_config_suggest("x", types, 3));
+}
+END_TEST
+
+START_TEST(consumers_refused)
+{
+    const char *y = "consumers:\n  - name: a\nstagse: []\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(
+        strstr(errors, "t.yaml:2: consumers: consumers are not implemented"));
+    /* both errors in one report */
+    ck_assert_ptr_nonnull(strstr(errors, "did you mean 'stages'?"));
+    free(errors);
+}
+END_TEST
+
+START_TEST(plugin_search_path)
+{
+    const char *y = "plugin_dir: [/tmp, /]\nreuse_port: true\n";
+    char *errors = NULL;
+    mf_config_t *c =
+        mf_config_parse_dirs("t.yaml", y, strlen(y), "/a:/b", "/p", &errors);
+
+    ck_assert_msg(errors == NULL, "%s", errors ? errors : "");
+    ck_assert_uint_eq(c->nplugin_dirs, 5);
+    ck_assert_str_eq(c->plugin_dirs[0], "/a"); /* the command line first */
+    ck_assert_str_eq(c->plugin_dirs[1], "/b");
+    ck_assert_str_eq(c->plugin_dirs[2], "/tmp");
+    ck_assert_str_eq(c->plugin_dirs[3], "/");
+    ck_assert_str_eq(c->plugin_dirs[4], "/p"); /* the built-in one last */
+    ck_assert_int_eq(c->reuse_port, 1);
+    mf_config_free(c);
+
+    /* a single directory, which must exist */
+    y = "plugin_dir: /nonexistent-mf\n";
+    c = mf_config_parse_dirs("t.yaml", y, strlen(y), NULL, "/p", &errors);
+    ck_assert_ptr_nonnull(c); /* returned with the errors */
+    ck_assert_ptr_nonnull(strstr(errors, "/nonexistent-mf is not a directory"));
+    ck_assert_uint_eq(c->nplugin_dirs, 2);
+    free(errors);
+    mf_config_free(c);
+}
+END_TEST
+
+START_TEST(disabled_key_variables)
+{
+    const char *y = "providers:\n  - name: off\n    base_url: http://h\n"
+                    "    keys: ['${MF_T_UNSET_1}:${MF_T_UNSET_2}']\n";
+    char *errors = NULL;
+    mf_config_t *c;
+
+    unsetenv("MF_T_UNSET_1");
+    unsetenv("MF_T_UNSET_2");
+    c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_int_eq(c->providers[0].disabled, 1);
+    ck_assert_uint_eq(c->providers[0].nkey_vars, 2);
+    ck_assert_str_eq(c->providers[0].key_vars[0], "MF_T_UNSET_1");
+    ck_assert_str_eq(c->providers[0].key_vars[1], "MF_T_UNSET_2");
+    mf_config_free(c);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -188,6 +267,10 @@ main(void)
     tcase_add_test(tc, sizes_and_durations);
     tcase_add_test(tc, routes);
     tcase_add_test(tc, intake_keys);
+    tcase_add_test(tc, suggestions);
+    tcase_add_test(tc, consumers_refused);
+    tcase_add_test(tc, plugin_search_path);
+    tcase_add_test(tc, disabled_key_variables);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }

@@ -59,7 +59,7 @@ START_TEST(debounce_and_rename)
     files[1] = b;
     w = mf_watch_new(s.base, 50, on_fire, &s);
     ck_assert_ptr_nonnull(w);
-    mf_watch_set(w, files, 2, NULL);
+    mf_watch_set(w, files, 2, NULL, 0);
     ck_assert_uint_eq(mf_watch_count(w), 2);
 
     for (i = 0; i < 20; i++) { /* a burst */

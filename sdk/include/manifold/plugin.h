@@ -144,6 +144,11 @@ typedef struct mf_req_info_s {
     mf_str_t tried; /* every attempt, "provider/model:outcome" joined by
                        spaces (outcome: ok, a status, timeout, connect,
                        cut, ttft_timeout, abandoned) */
+    /* ABI 1.2 */
+    uint64_t bytes_undelivered; /* response bytes the connection was cut
+                                   with (the client stopped reading or
+                                   left, or the drain time ran out); 0
+                                   when the whole answer left */
 } mf_req_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
