@@ -35,7 +35,7 @@ function client(port, { id, content, stream = false, close = false }) {
   });
   s.on('close', () => { c.isClosed = true; if (c.waiter) c.waiter.r(); closeResolve(); });
   s.on('error', () => {});
-  s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n` +
+  s.write(`POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n` +
     `x-request-id: ${id}\r\n${close ? 'Connection: close\r\n' : ''}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
   c.text = () => Buffer.concat(c.chunks).toString('latin1');
   c.read = (delay = 0) => { c.delay = delay; s.resume(); };
@@ -110,8 +110,9 @@ test('SIGTERM: streams cut at the drain deadline are logged as cut, as each clie
 
 test('a slow reader of a large answer gets every byte, with Connection: close and with keep-alive', async () => {
   // client_timeout (idle keep-alive) and the old fixed 5 s close budget are
-  // both shorter than the reading; every pause is under send_timeout
-  const gw = await startGateway(config(mock.url, { limits: '  client_timeout: 1s\n  send_timeout: 3s' }));
+  // both shorter than the reading (three 2 s pauses); every pause is well
+  // under send_timeout, with room for a loaded machine's late timers
+  const gw = await startGateway(config(mock.url, { limits: '  client_timeout: 1s\n  send_timeout: 8s' }));
   const size = 16000000;
   const cs = [
     client(gw.port, { id: 'slow-close', content: `[[mock:big=${size}]]`, close: true }),
@@ -161,7 +162,7 @@ test('a client that leaves mid-upload, or whose body is refused, gets an access-
   const gw = await startGateway(config(mock.url));
   const s = net.connect(gw.port, '127.0.0.1');
   await new Promise((r) => s.on('connect', r));
-  s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-request-id: upload-gone\r\n' +
+  s.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: upload-gone\r\n' +
     'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n' + 'x'.repeat(500));
   s.end();
   const line = await gw.waitLog((l) => l.request_id === 'upload-gone');
@@ -174,7 +175,7 @@ test('a client that leaves mid-upload, or whose body is refused, gets an access-
   const big = net.connect(gw.port, '127.0.0.1');
   big.on('data', () => {});
   big.on('error', () => {});
-  big.write('POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nx-request-id: upload-big\r\n' +
+  big.write('POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nx-request-id: upload-big\r\n' +
     'Content-Length: 999999999\r\n\r\n');
   const refused = await gw.waitLog((l) => l.request_id === 'upload-big');
   assert.equal(refused.status, 413);
