@@ -16,10 +16,13 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "api/api.h"
 #include "control/admin.h"
 #include "routing/balancer.h"
 #include "cli/init.h"
 #include "routing/keypool.h"
+#include "lua/lua_stage.h"
+#include "pipeline/plugin.h"
 #include "request/request.h"
 #include "svc/svc.h"
 #include "control/reload.h"
@@ -285,6 +288,11 @@ main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     mf_shdict_init();
+    /* the layers meet here: the host API for plugins, the Lua runtime for
+     * `lua:` stages, the key pool's hold on providers' keys */
+    mf_plugin_set_api(&mf_api);
+    mf_lua_stage_init();
+    mf_gen_set_provider_hooks(&mf_keypool_gen_hooks);
 
     m.rl.config_path = m.config_path;
     m.rl.plugin_dir = m.plugin_dir;

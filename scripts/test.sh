@@ -52,6 +52,7 @@ fuzz() {
 }
 
 step "clang-format" fmt
+step "layers" bash scripts/check-layers.sh
 step "build (plain, -Werror)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 step "build (ASan+UBSan, -Werror)" build build-asan -DMF_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 step "unit tests (plain)" unit build

@@ -21,14 +21,13 @@ mf_admin_stage_json(mf_pstage_t *s)
         }
     }
     j = json_pack("{s:s,s:s,s:s,s:s,s:I,s:b,s:o,s:I,s:I,s:f,s:f}", "name",
-                  s->name, "kind", s->kind == MF_STAGE_KIND_C ? "c" : "lua",
-                  "file", s->file, "version", mf_stage_version(s), "generation",
-                  (json_int_t)s->gen_id, "enabled", atomic_load(&s->enabled),
-                  "hooks", hooks, "requests",
-                  (json_int_t)atomic_load(&s->stats.requests), "errors",
-                  (json_int_t)atomic_load(&s->stats.errors), "time_ms",
-                  (double)atomic_load(&s->stats.time_ns) / 1e6, "loaded_at",
-                  s->loaded_at);
+                  s->name, "kind", s->rt->name, "file", s->file, "version",
+                  mf_stage_version(s), "generation", (json_int_t)s->gen_id,
+                  "enabled", atomic_load(&s->enabled), "hooks", hooks,
+                  "requests", (json_int_t)atomic_load(&s->stats.requests),
+                  "errors", (json_int_t)atomic_load(&s->stats.errors),
+                  "time_ms", (double)atomic_load(&s->stats.time_ns) / 1e6,
+                  "loaded_at", s->loaded_at);
     json_object_set_new(j, "last_error",
                         err[0] ? json_string(err) : json_null());
     json_object_set_new(j, "last_error_at",

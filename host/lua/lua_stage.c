@@ -29,6 +29,7 @@
 #include "api/api.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
+#include "pipeline/stage_runtime.h"
 
 /* What a state may allocate; enforced while its Lua code runs. */
 typedef struct {
@@ -37,6 +38,8 @@ typedef struct {
     int enforce;  /* refuse allocations past limit */
     int gc_check; /* no own allocator: the hook compares the GC's count */
 } lua_mem_t;
+
+typedef struct mf_lua_stage_s mf_lua_stage_t;
 
 struct mf_lua_stage_s {
     int nworkers;
@@ -54,6 +57,12 @@ struct mf_lua_stage_s {
     char *name;
     char *version;
 };
+
+static mf_lua_stage_t *
+lua_of(const mf_pstage_t *st)
+{
+    return st->impl;
+}
 
 /* Per request and stage, in the request's pool. */
 typedef struct {
@@ -931,8 +940,8 @@ resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
     cur_slot = slot;
     r->cur_stage = slot->stage;
     slot->host_yield = 0;
-    was = run_begin(&slot->st->lua->mem[r->worker->id],
-                    slot->st->lua->time_limit_ms, "time_limit");
+    was = run_begin(&lua_of(slot->st)->mem[r->worker->id],
+                    lua_of(slot->st)->time_limit_ms, "time_limit");
     status = lua_resume(co, nargs);
     run_end(was);
     act = finish_coroutine(slot, r, status);
@@ -1380,9 +1389,11 @@ collect_deps(mf_lua_stage_t *ls, lua_State *L)
     lua_pop(L, 1);
 }
 
-const char *const *
-mf_lua_stage_deps(mf_lua_stage_t *ls, size_t *n)
+static const char *const *
+lua_rt_deps(const void *impl, size_t *n)
 {
+    const mf_lua_stage_t *ls = impl;
+
     *n = ls->ndeps;
     return (const char *const *)ls->deps;
 }
@@ -1546,9 +1557,14 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     return L;
 }
 
-mf_lua_stage_t *
-mf_lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
-                  unsigned *hooks, char *err, size_t errcap)
+static void lua_rt_free(void *impl);
+
+/* Loads the stage's script into nworkers fresh states, with its sandbox
+ * and limits; NULL with err (file:line). *hooks gets a bit per stage
+ * function the module defines. */
+static mf_lua_stage_t *
+lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
+               unsigned *hooks, char *err, size_t errcap)
 {
     mf_lua_stage_t *ls = mf_xcalloc(1, sizeof(*ls));
     const char *path = sc->lua, *name = sc->name;
@@ -1572,7 +1588,7 @@ mf_lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     for (i = 0; i < nworkers; i++) {
         ls->L[i] = new_state(ls, i, config, lua_path, hooks, err, errcap);
         if (ls->L[i] == NULL) {
-            mf_lua_stage_free(ls);
+            lua_rt_free(ls);
             return NULL;
         }
     }
@@ -1580,9 +1596,20 @@ mf_lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     return ls;
 }
 
-int
-mf_lua_stage_same_limits(const mf_lua_stage_t *ls, const mf_stage_conf_t *sc)
+static void *
+lua_rt_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks,
+            char *err, size_t errcap)
 {
+    return lua_stage_load(&c->stages[i], nworkers, c->lua_path, hooks, err,
+                          errcap);
+}
+
+/* Whether the stage was loaded with the sandbox and limits sc asks for. */
+static int
+lua_rt_same(const void *impl, const mf_stage_conf_t *sc)
+{
+    const mf_lua_stage_t *ls = impl;
+
     return ls->trusted == sc->trusted &&
            ls->time_limit_ms == sc->time_limit_ms &&
            ls->pause_limit_ms == sc->pause_limit_ms &&
@@ -1590,9 +1617,10 @@ mf_lua_stage_same_limits(const mf_lua_stage_t *ls, const mf_stage_conf_t *sc)
            (ls->nworkers == 0 || ls->mem[0].limit == sc->memory_limit);
 }
 
-void
-mf_lua_stage_free(mf_lua_stage_t *ls)
+static void
+lua_rt_free(void *impl)
 {
+    mf_lua_stage_t *ls = impl;
     int i;
 
     if (ls == NULL) {
@@ -1617,9 +1645,11 @@ mf_lua_stage_free(mf_lua_stage_t *ls)
     free(ls);
 }
 
-const char *
-mf_lua_stage_version(mf_lua_stage_t *ls)
+static const char *
+lua_rt_version(const void *impl)
 {
+    const mf_lua_stage_t *ls = impl;
+
     return ls->version ? ls->version : "";
 }
 
@@ -1711,7 +1741,7 @@ pause_expired(evutil_socket_t fd, short what, void *arg)
 {
     lua_slot_t *slot = arg;
     mf_req_t *r = slot->r;
-    double limit = slot->st->lua->pause_limit_ms;
+    double limit = lua_of(slot->st)->pause_limit_ms;
 
     MF_UNUSED(fd);
     MF_UNUSED(what);
@@ -1736,7 +1766,7 @@ static void
 pause_arm(lua_slot_t *slot, mf_req_t *r)
 {
     double left =
-        slot->call_started + slot->st->lua->pause_limit_ms - mf_now_ms();
+        slot->call_started + lua_of(slot->st)->pause_limit_ms - mf_now_ms();
     struct timeval tv;
 
     if (slot->pause_armed) {
@@ -1782,7 +1812,7 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
         mf_log_error("stage '%s' %s: went over its memory_limit of %zu "
                      "bytes",
                      slot->st->name, stage_fn[slot->stage],
-                     slot->st->lua->mem[r->worker->id].limit);
+                     lua_of(slot->st)->mem[r->worker->id].limit);
         mf_stage_set_error(slot->st, "%s: went over its memory_limit",
                            stage_fn[slot->stage]);
         act = MF_FAIL;
@@ -1805,11 +1835,15 @@ finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
     return act;
 }
 
-mf_action_t
-mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
-                  mf_str_t data, int last)
+static void lua_rt_done(mf_pstage_t *st, mf_req_t *r, void **ctx);
+
+/* Runs M.<stage>(conf, ctx) for r on its worker's state, in a fresh
+ * coroutine. */
+static mf_action_t
+lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
+            mf_str_t data, int last)
 {
-    mf_lua_stage_t *ls = st->lua;
+    mf_lua_stage_t *ls = lua_of(st);
     int w = r->worker->id;
     lua_State *L = ls->L[w], *co;
     lua_slot_t *slot = *ctx;
@@ -1855,7 +1889,7 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     cur_req = NULL;
     cur_slot = NULL;
     if (stage == MF_STAGE_DONE) {
-        mf_lua_stage_done(st, r, ctx);
+        lua_rt_done(st, r, ctx);
     } else if (act == MF_PAUSE &&
                !(MF_HOOK(stage) &
                  (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
@@ -1868,8 +1902,9 @@ mf_lua_stage_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     return act;
 }
 
-void
-mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx)
+/* Frees the per-request ctx table. */
+static void
+lua_rt_done(mf_pstage_t *st, mf_req_t *r, void **ctx)
 {
     lua_slot_t *slot = *ctx;
 
@@ -1889,4 +1924,21 @@ mf_lua_stage_done(mf_pstage_t *st, mf_req_t *r, void **ctx)
     }
     luaL_unref(slot->L, LUA_REGISTRYINDEX, slot->ctx_ref);
     *ctx = NULL;
+}
+
+static const mf_stage_runtime_t lua_runtime = {
+    .name = "lua",
+    .load = lua_rt_load,
+    .call = lua_rt_call,
+    .done = lua_rt_done,
+    .version = lua_rt_version,
+    .deps = lua_rt_deps,
+    .same = lua_rt_same,
+    .free = lua_rt_free,
+};
+
+void
+mf_lua_stage_init(void)
+{
+    mf_stage_runtime_register(&lua_runtime);
 }

@@ -12,10 +12,8 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
-#include "routing/keypool.h"
-#include "lua/lua_stage.h"
 #include "pipeline/generation.h"
-#include "api/api.h"
+#include "pipeline/stage_runtime.h"
 
 /* A provider's init() has this long (stages: their init_timeout). */
 #define MF_PROVIDER_INIT_TIMEOUT_MS 10000
@@ -24,6 +22,13 @@ static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
 static mf_gen_t *gen_current;
 static mf_gen_t *gen_alive; /* every generation not yet freed */
 static unsigned gen_seq;
+static const mf_gen_provider_hooks_t *prov_hooks; /* the key pool's */
+
+void
+mf_gen_set_provider_hooks(const mf_gen_provider_hooks_t *h)
+{
+    prov_hooks = h;
+}
 
 /* Stage instances */
 
@@ -55,10 +60,7 @@ mf_stage_get_error(mf_pstage_t *s, char *buf, size_t cap)
 const char *
 mf_stage_version(const mf_pstage_t *s)
 {
-    if (s->kind == MF_STAGE_KIND_C) {
-        return s->desc && s->desc->version ? s->desc->version : "";
-    }
-    return s->lua ? mf_lua_stage_version(s->lua) : "";
+    return s->impl != NULL ? s->rt->version(s->impl) : "";
 }
 
 static void
@@ -112,13 +114,8 @@ stage_unref(mf_pstage_t *s)
     if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1) {
         return;
     }
-    if (s->kind == MF_STAGE_KIND_C && s->dso != NULL) {
-        if (s->desc != NULL && s->desc->fini && s->state) {
-            s->desc->fini(s->state);
-        }
-        mf_plugin_unload(s->dso);
-    } else if (s->lua != NULL) {
-        mf_lua_stage_free(s->lua);
+    if (s->impl != NULL) {
+        s->rt->free(s->impl);
     }
     for (i = 0; i < s->nfiles; i++) {
         free(s->files[i].path);
@@ -155,7 +152,9 @@ gen_free(mf_gen_t *g)
         if (p->dso && p->dso->desc->fini && p->state) {
             p->dso->desc->fini(p->state);
         }
-        mf_keypool_unbind(p);
+        if (prov_hooks != NULL && prov_hooks->unbind != NULL) {
+            prov_hooks->unbind(p);
+        }
         free(p->keys);
         free(p->key_str);
     }
@@ -168,122 +167,6 @@ gen_free(mf_gen_t *g)
         mf_config_free(g->config);
     }
     free(g);
-}
-
-/* A plugin's init() on a helper thread, so that the main thread (admin
- * socket, signals, reloads) waits for it no longer than a deadline. The
- * last of the two threads to let go frees it. */
-typedef struct {
-    pthread_mutex_t lock;
-    pthread_cond_t cond;
-    const mf_plugin_t *desc;
-    char *config;
-    void *state;
-    int rc;
-    int done;
-    int refs;
-} init_job_t;
-
-static void
-init_job_unref(init_job_t *j)
-{
-    int last;
-
-    pthread_mutex_lock(&j->lock);
-    last = --j->refs == 0;
-    pthread_mutex_unlock(&j->lock);
-    if (last) {
-        pthread_mutex_destroy(&j->lock);
-        pthread_cond_destroy(&j->cond);
-        free(j->config);
-        free(j);
-    }
-}
-
-static void *
-init_thread(void *arg)
-{
-    init_job_t *j = arg;
-    void *state = NULL;
-    int rc = j->desc->init(&mf_api, j->config, &state);
-
-    pthread_mutex_lock(&j->lock);
-    j->rc = rc;
-    j->state = state;
-    j->done = 1;
-    pthread_cond_signal(&j->cond);
-    pthread_mutex_unlock(&j->lock);
-    init_job_unref(j);
-    return NULL;
-}
-
-/* Runs d->init(api, config, state) within timeout_ms. Returns its result,
- * or MF_ERR with *timed_out set when it did not return in time: its thread
- * is left running, detached, and the plugin must stay loaded. */
-static int
-plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
-                    double timeout_ms, int *timed_out)
-{
-    init_job_t *j = mf_xcalloc(1, sizeof(*j));
-    pthread_condattr_t ca;
-    struct timespec until;
-    pthread_t t;
-    int rc = MF_ERR;
-
-    *timed_out = 0;
-    pthread_mutex_init(&j->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&j->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    j->desc = d;
-    j->config = mf_xstrdup(config);
-    j->refs = 2;
-    if (pthread_create(&t, NULL, init_thread, j) != 0) {
-        j->refs = 1;
-        init_job_unref(j);
-        return d->init(&mf_api, config, state); /* no thread: as before */
-    }
-    pthread_detach(t);
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += (time_t)(timeout_ms / 1000);
-    until.tv_nsec +=
-        (long)((timeout_ms - (double)(long)(timeout_ms / 1000) * 1000) * 1e6);
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    pthread_mutex_lock(&j->lock);
-    while (!j->done) {
-        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT) {
-            break;
-        }
-    }
-    if (j->done) {
-        rc = j->rc;
-        *state = j->state;
-    } else {
-        *timed_out = 1;
-    }
-    pthread_mutex_unlock(&j->lock);
-    init_job_unref(j);
-    return rc;
-}
-
-static unsigned
-c_hooks(const mf_plugin_t *d)
-{
-    unsigned h = 0;
-
-    h |= d->on_request ? MF_HOOK(MF_STAGE_REQUEST) : 0;
-    h |= d->on_route ? MF_HOOK(MF_STAGE_ROUTE) : 0;
-    h |= d->on_upstream_request ? MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) : 0;
-    h |= d->on_upstream_response ? MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) : 0;
-    h |= d->on_response_headers ? MF_HOOK(MF_STAGE_RESPONSE_HEADERS) : 0;
-    h |= d->on_response_body ? MF_HOOK(MF_STAGE_RESPONSE_BODY) : 0;
-    h |= d->on_log ? MF_HOOK(MF_STAGE_LOG) : 0;
-    h |= d->on_done ? MF_HOOK(MF_STAGE_DONE) : 0;
-    return h;
 }
 
 /* 1 when an earlier directory of the search path gave a file of this
@@ -362,27 +245,19 @@ load_provider_dsos(mf_gen_t *g, char *err, size_t errcap)
     return MF_OK;
 }
 
-/* Plugins whose init() never returned: loaded for good, as their thread
- * still runs their code. */
-static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
-static mf_dso_t **pinned;
-static size_t npinned;
-
+/* Keeps a provider plugin whose init() never returned loaded for good. */
 static void
 pin_dso(mf_gen_t *g, mf_dso_t *dso)
 {
     size_t i;
 
-    for (i = 0; g != NULL && i < g->nprovider_dsos; i++) {
+    for (i = 0; i < g->nprovider_dsos; i++) {
         if (g->provider_dsos[i] == dso) {
             g->provider_dsos[i] = g->provider_dsos[--g->nprovider_dsos];
             break;
         }
     }
-    pthread_mutex_lock(&pinned_lock);
-    pinned = mf_xrealloc(pinned, (npinned + 1) * sizeof(*pinned));
-    pinned[npinned++] = dso;
-    pthread_mutex_unlock(&pinned_lock);
+    mf_plugin_pin(dso);
 }
 
 static mf_dso_t *
@@ -501,7 +376,9 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
     }
     g->providers =
         mf_xcalloc(c->nproviders ? c->nproviders : 1, sizeof(mf_prov_t));
-    mf_keypool_set_max_rest(c->limits.max_retry_after_ms);
+    if (prov_hooks != NULL && prov_hooks->configure != NULL) {
+        prov_hooks->configure(c);
+    }
     for (i = 0; i < c->nproviders; i++) {
         mf_provider_conf_t *pc = &c->providers[i];
         mf_prov_t *p = &g->providers[g->nproviders];
@@ -539,8 +416,8 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
         p->dso = dso;
         p->ops = dso->desc->provider;
         p->index = g->nproviders;
-        rc = plugin_init_bounded(dso->desc, text, &p->state,
-                                 MF_PROVIDER_INIT_TIMEOUT_MS, &timed_out);
+        rc = mf_plugin_init_bounded(dso->desc, text, &p->state,
+                                    MF_PROVIDER_INIT_TIMEOUT_MS, &timed_out);
         free(text);
         if (timed_out) {
             pin_dso(g, dso);
@@ -561,19 +438,24 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
             p->dso = NULL;
             return MF_ERR;
         }
-        mf_keypool_bind(p);
+        if (prov_hooks != NULL && prov_hooks->bind != NULL) {
+            prov_hooks->bind(p);
+        }
         g->nproviders++;
     }
     return MF_OK;
 }
 
-/* Loads the stage of `sc` afresh; NULL with err. */
+/* Loads the stage of `sc` afresh with its runtime; NULL with err. */
 static mf_pstage_t *
 stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
            size_t errcap)
 {
     mf_stage_conf_t *sc = &c->stages[i];
     mf_pstage_t *s = mf_xcalloc(1, sizeof(*s));
+    const char *const *deps = NULL;
+    mf_fileid_t first;
+    size_t n = 0, j;
 
     atomic_store(&s->refs, 1);
     pthread_mutex_init(&s->err_lock, NULL);
@@ -583,80 +465,29 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
     atomic_store(&s->enabled, sc->enabled);
     s->gen_id = gen_id;
     s->loaded_at = mf_wall_time();
-    if (sc->plugin != NULL) {
-        char *text;
-        int rc, timed_out;
-
-        s->kind = MF_STAGE_KIND_C;
-        s->file = mf_xstrdup(sc->plugin);
-        s->nfiles = 1;
-        s->files = mf_xcalloc(1, sizeof(*s->files));
-        fileid_take(&s->files[0], sc->plugin); /* before the copy */
-        s->dso = mf_plugin_load(sc->plugin, err, errcap);
-        if (s->dso == NULL) {
-            goto fail;
-        }
-        if (s->dso->desc->provider != NULL) {
-            snprintf(err, errcap,
-                     "%s:%d: stages[%zu] '%s': %s is a provider plugin; "
-                     "list it under providers",
-                     c->path, sc->line, i, sc->name, sc->plugin);
-            goto fail;
-        }
-        s->desc = s->dso->desc;
-        text = json_dumps(sc->config, JSON_COMPACT);
-        rc = plugin_init_bounded(s->desc, text, &s->state, sc->init_timeout_ms,
-                                 &timed_out);
-        free(text);
-        if (timed_out) {
-            snprintf(err, errcap,
-                     "%s:%d: stages[%zu] '%s': %s init() did not return "
-                     "within its init_timeout of %.0f ms; the reload is "
-                     "refused and its thread left running (see "
-                     "docs/RELOAD.md): fix the plugin, check it with "
-                     "manifold -t, restart the gateway to end the thread",
-                     c->path, sc->line, i, sc->name, sc->plugin,
-                     sc->init_timeout_ms);
-            pin_dso(NULL, s->dso);
-            s->dso = NULL; /* its code stays mapped for the stuck thread */
-            s->desc = NULL;
-            goto fail;
-        }
-        if (rc != MF_OK) {
-            snprintf(err, errcap,
-                     "%s:%d: stages[%zu] '%s': %s init() refused its "
-                     "config (see the log above)",
-                     c->path, sc->line, i, sc->name, sc->plugin);
-            s->desc = NULL; /* no fini for a refused init */
-            goto fail;
-        }
-        s->hooks = c_hooks(s->desc);
-    } else {
-        const char *const *deps;
-        size_t n, j;
-
-        s->kind = MF_STAGE_KIND_LUA;
-        s->file = mf_xstrdup(sc->lua);
-        s->lua = mf_lua_stage_load(sc, nworkers, c->lua_path, &s->hooks, err,
-                                   errcap);
-        if (s->lua == NULL) {
-            s->nfiles = 1;
-            s->files = mf_xcalloc(1, sizeof(*s->files));
-            fileid_take(&s->files[0], sc->lua);
-            goto fail;
-        }
-        deps = mf_lua_stage_deps(s->lua, &n);
-        s->nfiles = n + 1;
-        s->files = mf_xcalloc(n + 1, sizeof(*s->files));
-        fileid_take(&s->files[0], sc->lua);
-        for (j = 0; j < n; j++) {
-            fileid_take(&s->files[j + 1], deps[j]);
-        }
+    s->file = mf_xstrdup(mf_stage_conf_file(sc));
+    /* the stage file as it was before loading (a .so is read again for
+     * the loader's copy): a change from here on reloads the stage */
+    fileid_take(&first, s->file);
+    s->rt = mf_stage_runtime_for(sc, err, errcap);
+    if (s->rt != NULL) {
+        s->impl = s->rt->load(c, i, nworkers, &s->hooks, err, errcap);
+    }
+    if (s->impl != NULL && s->rt->deps != NULL) {
+        deps = s->rt->deps(s->impl, &n);
+    }
+    /* the stage file, then the files it read while loading */
+    s->nfiles = n + 1;
+    s->files = mf_xcalloc(n + 1, sizeof(*s->files));
+    s->files[0] = first;
+    for (j = 0; j < n; j++) {
+        fileid_take(&s->files[j + 1], deps[j]);
+    }
+    if (s->impl == NULL) {
+        stage_unref(s);
+        return NULL;
     }
     return s;
-fail:
-    stage_unref(s);
-    return NULL;
 }
 
 /* Whether prev's instance `p` can serve stage `sc` unchanged. */
@@ -664,15 +495,16 @@ static int
 stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
                const char *force)
 {
-    const char *file = sc->plugin ? sc->plugin : sc->lua;
+    char err[256];
 
     if (force != NULL &&
         (strcmp(force, "*") == 0 || strcmp(force, p->name) == 0)) {
         return 0;
     }
-    return (p->kind == MF_STAGE_KIND_C) == (sc->plugin != NULL) &&
-           strcmp(p->file, file) == 0 && json_equal(p->config, sc->config) &&
-           (p->lua == NULL || mf_lua_stage_same_limits(p->lua, sc)) &&
+    return p->rt == mf_stage_runtime_for(sc, err, sizeof(err)) &&
+           strcmp(p->file, mf_stage_conf_file(sc)) == 0 &&
+           json_equal(p->config, sc->config) &&
+           (p->rt->same == NULL || p->rt->same(p->impl, sc)) &&
            !mf_stage_files_changed(p);
 }
 

@@ -40,6 +40,18 @@ void mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg);
 /* Whether a stage's files changed on disk since it was loaded. */
 int mf_stage_files_changed(const mf_pstage_t *s);
 
+/* What the layer that keeps provider keys does with a generation's
+ * providers: configure once per build (with its config), bind each
+ * provider bound to its plugin, unbind each when the generation is freed.
+ * Set once at start (the key pool's table); NULL members are skipped. */
+typedef struct mf_gen_provider_hooks_s {
+    void (*configure)(const mf_config_t *c);
+    void (*bind)(mf_prov_t *p);
+    void (*unbind)(mf_prov_t *p);
+} mf_gen_provider_hooks_t;
+
+void mf_gen_set_provider_hooks(const mf_gen_provider_hooks_t *h);
+
 /* Stage-bit helper. */
 #define MF_HOOK(s) (1u << (s))
 

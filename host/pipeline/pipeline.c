@@ -1,11 +1,11 @@
 /*
  * Pipeline runner: runs one phase's stages in order from the request's
- * stage index, with per-stage timing; a stage may continue, pause, answer
- * or fail. Body, log and done phases run every stage and never pause.
+ * stage index through each stage's runtime, with per-stage timing; a
+ * stage may continue, pause, answer or fail. Body, log and done phases
+ * run every stage and never pause.
  */
 #include <time.h>
 
-#include "lua/lua_stage.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 
@@ -30,36 +30,6 @@ now_ns(void)
 }
 
 static mf_action_t
-call_c(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx, mf_str_t data,
-       int last)
-{
-    const mf_plugin_t *d = s->desc;
-
-    switch (stage) {
-    case MF_STAGE_REQUEST:
-        return d->on_request(r, s->state, ctx);
-    case MF_STAGE_ROUTE:
-        return d->on_route(r, s->state, ctx);
-    case MF_STAGE_UPSTREAM_REQUEST:
-        return d->on_upstream_request(r, s->state, ctx);
-    case MF_STAGE_UPSTREAM_RESPONSE:
-        return d->on_upstream_response(r, s->state, ctx);
-    case MF_STAGE_RESPONSE_HEADERS:
-        return d->on_response_headers(r, s->state, ctx);
-    case MF_STAGE_RESPONSE_BODY:
-        return d->on_response_body(r, s->state, ctx, data, last);
-    case MF_STAGE_LOG:
-        d->on_log(r, s->state, ctx);
-        return MF_CONTINUE;
-    case MF_STAGE_DONE:
-        d->on_done(r, s->state, ctx);
-        return MF_CONTINUE;
-    default:
-        return MF_FAIL;
-    }
-}
-
-static mf_action_t
 run_one(mf_req_t *r, size_t i, mf_stage_t stage, mf_str_t data, int last)
 {
     mf_pstage_t *s = r->gen->stages[i];
@@ -67,11 +37,7 @@ run_one(mf_req_t *r, size_t i, mf_stage_t stage, mf_str_t data, int last)
     mf_action_t act;
 
     r->cur_stage = stage;
-    if (s->kind == MF_STAGE_KIND_C) {
-        act = call_c(s, stage, r, &r->ctx[i], data, last);
-    } else {
-        act = mf_lua_stage_call(s, stage, r, &r->ctx[i], data, last);
-    }
+    act = s->rt->call(s, stage, r, &r->ctx[i], data, last);
     atomic_fetch_add(&s->stats.time_ns, now_ns() - t0);
     if (i < 64) {
         r->ran |= (uint64_t)1 << i;
@@ -175,8 +141,8 @@ mf_pipeline_log_done(mf_req_t *r)
             /* on_done runs even for a stage disabled since: ctx is freed */
             if (s->hooks & MF_HOOK(MF_STAGE_DONE)) {
                 run_one(r, i, MF_STAGE_DONE, MF_STR_NULL, 0);
-            } else if (s->kind == MF_STAGE_KIND_LUA && r->ctx[i] != NULL) {
-                mf_lua_stage_done(s, r, &r->ctx[i]);
+            } else if (s->rt->done != NULL && r->ctx[i] != NULL) {
+                s->rt->done(s, r, &r->ctx[i]);
             }
         }
     }

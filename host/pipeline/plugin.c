@@ -12,13 +12,22 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/rundir.h"
+static const mf_host_api_t *host_api; /* given to every init() */
+
+/* Plugins whose init() never returned: loaded for good, as their thread
+ * still runs their code. */
+static pthread_mutex_t pinned_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_dso_t **pinned;
+static size_t npinned;
 
 static atomic_uint copy_seq;
 
@@ -205,4 +214,116 @@ mf_plugin_unload(mf_dso_t *d)
     }
     free(d->path);
     free(d);
+}
+
+void
+mf_plugin_set_api(const mf_host_api_t *api)
+{
+    host_api = api;
+}
+
+/* A plugin's init() on a helper thread, so that the main thread (admin
+ * socket, signals, reloads) waits for it no longer than a deadline. The
+ * last of the two threads to let go frees it. */
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    const mf_plugin_t *desc;
+    char *config;
+    void *state;
+    int rc;
+    int done;
+    int refs;
+} init_job_t;
+
+static void
+init_job_unref(init_job_t *j)
+{
+    int last;
+
+    pthread_mutex_lock(&j->lock);
+    last = --j->refs == 0;
+    pthread_mutex_unlock(&j->lock);
+    if (last) {
+        pthread_mutex_destroy(&j->lock);
+        pthread_cond_destroy(&j->cond);
+        free(j->config);
+        free(j);
+    }
+}
+
+static void *
+init_thread(void *arg)
+{
+    init_job_t *j = arg;
+    void *state = NULL;
+    int rc = j->desc->init(host_api, j->config, &state);
+
+    pthread_mutex_lock(&j->lock);
+    j->rc = rc;
+    j->state = state;
+    j->done = 1;
+    pthread_cond_signal(&j->cond);
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return NULL;
+}
+
+int
+mf_plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
+                       double timeout_ms, int *timed_out)
+{
+    init_job_t *j = mf_xcalloc(1, sizeof(*j));
+    pthread_condattr_t ca;
+    struct timespec until;
+    pthread_t t;
+    int rc = MF_ERR;
+
+    *timed_out = 0;
+    pthread_mutex_init(&j->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&j->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    j->desc = d;
+    j->config = mf_xstrdup(config);
+    j->refs = 2;
+    if (pthread_create(&t, NULL, init_thread, j) != 0) {
+        j->refs = 1;
+        init_job_unref(j);
+        return d->init(host_api, config, state); /* no thread: as before */
+    }
+    pthread_detach(t);
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += (time_t)(timeout_ms / 1000);
+    until.tv_nsec +=
+        (long)((timeout_ms - (double)(long)(timeout_ms / 1000) * 1000) * 1e6);
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&j->lock);
+    while (!j->done) {
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    if (j->done) {
+        rc = j->rc;
+        *state = j->state;
+    } else {
+        *timed_out = 1;
+    }
+    pthread_mutex_unlock(&j->lock);
+    init_job_unref(j);
+    return rc;
+}
+
+void
+mf_plugin_pin(mf_dso_t *d)
+{
+    pthread_mutex_lock(&pinned_lock);
+    pinned = mf_xrealloc(pinned, (npinned + 1) * sizeof(*pinned));
+    pinned[npinned++] = d;
+    pthread_mutex_unlock(&pinned_lock);
 }

@@ -18,5 +18,17 @@ typedef struct mf_dso_s {
 mf_dso_t *mf_plugin_load(const char *path, char *err, size_t errcap);
 /* dlcloses and frees. */
 void mf_plugin_unload(mf_dso_t *d);
+/* The host API table every plugin's init() gets; set once at start,
+ * before the first generation is built. */
+void mf_plugin_set_api(const mf_host_api_t *api);
+/* Runs d->init(api, config, state) on a helper thread within timeout_ms.
+ * Returns its result, or MF_ERR with *timed_out set when it did not return
+ * in time: its thread is left running, detached, and the plugin must stay
+ * loaded (mf_plugin_pin). */
+int mf_plugin_init_bounded(const mf_plugin_t *d, const char *config,
+                           void **state, double timeout_ms, int *timed_out);
+/* Keeps d loaded for good (its init() still runs on a detached thread);
+ * d is no longer the caller's. */
+void mf_plugin_pin(mf_dso_t *d);
 
 #endif

@@ -1,6 +1,6 @@
 /*
- * Types only: a loaded stage instance (C plugin or Lua script), its
- * counters and the files it was loaded from.
+ * Types only: a loaded stage instance, the runtime that runs it (C
+ * plugins, Lua scripts), its counters and the files it was loaded from.
  */
 #ifndef MF_STAGE_T_H
 #define MF_STAGE_T_H
@@ -11,11 +11,41 @@
 
 #include <manifold/plugin.h>
 
+#include "config/config.h"
 #include "pipeline/plugin.h"
 
-typedef struct mf_lua_stage_s mf_lua_stage_t;
+typedef struct mf_pstage_s mf_pstage_t;
 
-typedef enum { MF_STAGE_KIND_C, MF_STAGE_KIND_LUA } mf_stage_kind_t;
+/*
+ * A stage runtime: what loads and runs one kind of stage file (a .so, a
+ * Lua script), as Redis's scripting engines implement one engine table.
+ * The pipeline calls stages only through it; each runtime registers
+ * itself at start (mf_stage_runtime_register), the C one is built in.
+ */
+typedef struct mf_stage_runtime_s {
+    const char *name; /* the stage's kind in admin output: "c", "lua" */
+    /* Loads stage `i` of config c for nworkers workers: returns the
+     * instance (s->impl) and a bit per stage function it serves in
+     * *hooks; NULL with a sentence naming file and line in err. */
+    void *(*load)(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks,
+                  char *err, size_t errcap);
+    /* Runs the stage's function for `stage` on r; data and last are the
+     * body chunk of on_response_body. *ctx is its per-request slot. */
+    mf_action_t (*call)(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r,
+                        void **ctx, mf_str_t data, int last);
+    /* Frees a per-request slot left by a stage without on_done; NULL when
+     * the runtime keeps none. */
+    void (*done)(mf_pstage_t *s, mf_req_t *r, void **ctx);
+    /* The version the stage declares ("" when none). */
+    const char *(*version)(const void *impl);
+    /* Files besides the stage file it read while loading (watched);
+     * owned by impl. NULL when the runtime reads no others. */
+    const char *const *(*deps)(const void *impl, size_t *n);
+    /* Whether impl can serve sc as it is (same limits); NULL: always. */
+    int (*same)(const void *impl, const mf_stage_conf_t *sc);
+    /* Lets go of impl (fini, dlclose, lua_close). */
+    void (*free)(void *impl);
+} mf_stage_runtime_t;
 
 /* Per-stage counters, updated by workers. */
 typedef struct mf_stage_stats_s {
@@ -40,16 +70,13 @@ typedef struct mf_fileid_s {
  * only what changed; the instance is freed (fini, dlclose, lua_close) with
  * its last generation.
  */
-typedef struct mf_pstage_s {
+struct mf_pstage_s {
     atomic_int refs;
     char *name;
     char *file;
-    mf_stage_kind_t kind;
-    mf_dso_t *dso;           /* C */
-    const mf_plugin_t *desc; /* C */
-    void *state;             /* C */
-    mf_lua_stage_t *lua;     /* Lua: one state per worker */
-    unsigned hooks;          /* bit per mf_stage_t it serves */
+    const mf_stage_runtime_t *rt; /* what runs it */
+    void *impl;                   /* the runtime's instance */
+    unsigned hooks;               /* bit per mf_stage_t it serves */
     atomic_int enabled;
     int conf_enabled;   /* `enabled` in the config it was loaded with */
     json_t *config;     /* its config as loaded */
@@ -61,6 +88,6 @@ typedef struct mf_pstage_s {
     pthread_mutex_t err_lock;
     char last_error[512];
     double last_error_at;
-} mf_pstage_t;
+};
 
 #endif

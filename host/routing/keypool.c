@@ -204,6 +204,12 @@ mf_keypool_bind(mf_prov_t *p)
 }
 
 static void
+keypool_configure(const mf_config_t *c)
+{
+    mf_keypool_set_max_rest(c->limits.max_retry_after_ms);
+}
+
+static void
 key_free(keyh_t *k)
 {
     free(k->key);
@@ -1098,3 +1104,9 @@ mf_keypool_scrub(const mf_prov_t *p, const mf_str_t *secrets, size_t n,
     }
     scrub_shapes(msg);
 }
+
+const mf_gen_provider_hooks_t mf_keypool_gen_hooks = {
+    .configure = keypool_configure,
+    .bind = mf_keypool_bind,
+    .unbind = mf_keypool_unbind,
+};

@@ -10,7 +10,7 @@
 #ifndef MF_KEYPOOL_H
 #define MF_KEYPOOL_H
 
-#include "pipeline/generation-t.h"
+#include "pipeline/generation.h"
 #include "http/worker-t.h"
 
 typedef enum {
@@ -29,6 +29,9 @@ void mf_keypool_bind(mf_prov_t *p);
 /* Lets go of what mf_keypool_bind took (the generation is freed): a key
  * no generation binds any more leaves the registry. */
 void mf_keypool_unbind(mf_prov_t *p);
+/* The generation's provider hooks: set max_rest from the config, bind,
+ * unbind (mf_gen_set_provider_hooks). */
+extern const mf_gen_provider_hooks_t mf_keypool_gen_hooks;
 /* Picks a key usable for `model` (the upstream model) not in `tried`
  * (bit per key index < 64) by the provider's key_strategy; with
  * last_resort, a quarantined key too (when nothing else is left, a key
