@@ -1,6 +1,7 @@
 /*
  * The host API given to plugins (mf_host_api_t). Every function checks the
- * stage it is called in against the stages its contract names.
+ * stage it is called in against one table of stage permissions, which
+ * the Lua binding consults too.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 #include "request/request.h"
 #include "svc/svc.h"
 #include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
 #include "api/api.h"
 #include "pipeline/request-t.h"
 #include "core/shdict.h"
@@ -19,31 +21,100 @@
      MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_RESPONSE_BODY) |    \
      MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE) |                          \
      MF_HOOK(MF_STAGE_PROVIDER))
-#define BEFORE_UPSTREAM                                                        \
-    (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
-     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) | MF_HOOK(MF_STAGE_PROVIDER))
 #define CAN_RESPOND                                                            \
     (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
      MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) | MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
 
-static int in_stage(mf_req_t *r, unsigned mask);
+/* The stages each host call may be made in: the one place that says so,
+ * for C plugins (the functions below) and Lua stages (the mf binding)
+ * alike. */
+static const struct {
+    const char *name;
+    unsigned stages;
+} perms[MF_CALL__COUNT] = {
+    [MF_CALL_READ] = {"reading the request", ANY_REQ},
+    [MF_CALL_SET_REQUEST_HEADER] = {"set_header (request)",
+                                    MF_HOOK(MF_STAGE_REQUEST) |
+                                        MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_SET_UPSTREAM_HEADER] = {"set_header (upstream request)",
+                                     MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
+                                         MF_HOOK(MF_STAGE_PROVIDER)},
+    [MF_CALL_SET_RESPONSE_HEADER] = {"set_header (response)", ANY_REQ},
+    [MF_CALL_SET_BODY] = {"changing the request body",
+                          MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
+                              MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
+                              MF_HOOK(MF_STAGE_PROVIDER)},
+    [MF_CALL_SET_MODEL] = {"set_model",
+                           MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_SET_TARGETS] = {"changing the targets", MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_SET_CONSUMER] = {"set_consumer", MF_HOOK(MF_STAGE_REQUEST)},
+    [MF_CALL_RESPOND] = {"answering the request", CAN_RESPOND},
+    [MF_CALL_PAUSE] = {"an async call (pausing the stage)", CAN_RESPOND},
+    [MF_CALL_PROVIDER] = {"a provider's call", MF_HOOK(MF_STAGE_PROVIDER)},
+    [MF_CALL_SET_USAGE] = {"set_usage", MF_HOOK(MF_STAGE_PROVIDER) |
+                                            MF_HOOK(MF_STAGE_RESPONSE_BODY) |
+                                            MF_HOOK(MF_STAGE_LOG)},
+    [MF_CALL_SET_RESPONSE_CHUNK] = {"replacing the response body",
+                                    MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+};
+
+int
+mf_api_allowed(const mf_req_t *r, mf_call_t call)
+{
+    return r != NULL && call < MF_CALL__COUNT &&
+           (MF_HOOK(r->cur_stage) & perms[call].stages) != 0 &&
+           (!r->finished || r->cur_stage == MF_STAGE_LOG ||
+            r->cur_stage == MF_STAGE_DONE);
+}
+
+static const char *
+stage_name(mf_stage_t s)
+{
+    return s == MF_STAGE_PROVIDER ? "a provider callback"
+           : s < MF_STAGE__COUNT && mf_stage_fn_names[s] != NULL
+               ? mf_stage_fn_names[s]
+               : "?";
+}
+
+const char *
+mf_api_refusal(const mf_req_t *r, mf_call_t call, char *buf, size_t cap)
+{
+    size_t used;
+    int i, n = 0;
+
+    if (r == NULL || call >= MF_CALL__COUNT) {
+        snprintf(buf, cap, "not allowed outside a stage function");
+        return buf;
+    }
+    if ((MF_HOOK(r->cur_stage) & perms[call].stages) != 0) {
+        snprintf(buf, cap, "%s is not allowed once the request is finished",
+                 perms[call].name);
+        return buf;
+    }
+    used = (size_t)snprintf(buf, cap, "%s is not allowed in %s; only in",
+                            perms[call].name, stage_name(r->cur_stage));
+    for (i = 0; i < MF_STAGE__COUNT && used < cap; i++) {
+        if (perms[call].stages & MF_HOOK(i)) {
+            used += (size_t)snprintf(buf + used, cap - used, "%s %s",
+                                     n++ ? "," : "", stage_name(i));
+        }
+    }
+    return buf;
+}
+
+static int
+in_call(mf_req_t *r, mf_call_t call)
+{
+    return mf_api_allowed(r, call);
+}
 
 /* A stage that may pause, or a provider's authorize step. */
 static int
 can_pause(mf_req_t *r)
 {
-    return in_stage(r, CAN_RESPOND) ||
-           (in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) &&
-            r->phase == MF_PHASE_AUTHORIZE);
-}
-
-static int
-in_stage(mf_req_t *r, unsigned mask)
-{
-    return r != NULL && (MF_HOOK(r->cur_stage) & mask) != 0 &&
-           (!r->finished || r->cur_stage == MF_STAGE_LOG ||
-            r->cur_stage == MF_STAGE_DONE);
+    return in_call(r, MF_CALL_PAUSE) ||
+           (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE);
 }
 
 static void
@@ -111,19 +182,18 @@ headers_of(mf_req_t *r, mf_headers_t which, int write)
 {
     switch (which) {
     case MF_REQUEST_HEADERS:
-        if (write &&
-            !in_stage(r, MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE))) {
+        if (write && !in_call(r, MF_CALL_SET_REQUEST_HEADER)) {
             return NULL;
         }
         return &r->req_headers;
     case MF_RESPONSE_HEADERS:
-        if (write && r->head_sent) {
+        if (write &&
+            (r->head_sent || !in_call(r, MF_CALL_SET_RESPONSE_HEADER))) {
             return NULL;
         }
         return &r->resp_headers;
     case MF_UPSTREAM_REQUEST_HEADERS:
-        if (write && !in_stage(r, MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
-                                      MF_HOOK(MF_STAGE_PROVIDER))) {
+        if (write && !in_call(r, MF_CALL_SET_UPSTREAM_HEADER)) {
             return NULL;
         }
         return &r->up_req_headers;
@@ -142,7 +212,7 @@ api_get_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t *value)
 {
     mf_hlist_t *h;
 
-    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 0)) == NULL) {
+    if (!in_call(r, MF_CALL_READ) || (h = headers_of(r, which, 0)) == NULL) {
         return MF_ERR;
     }
     return mf_hlist_get(h, name, value);
@@ -153,7 +223,7 @@ api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 {
     mf_hlist_t *h;
 
-    if (!in_stage(r, ANY_REQ) || (h = headers_of(r, which, 1)) == NULL) {
+    if (!in_call(r, MF_CALL_READ) || (h = headers_of(r, which, 1)) == NULL) {
         return MF_ERR;
     }
     return mf_hlist_set(r->pool, h, name, value); /* refuses a split */
@@ -162,13 +232,13 @@ api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 static json_t *
 api_get_body_json(mf_req_t *r)
 {
-    return in_stage(r, ANY_REQ) ? r->json : NULL;
+    return in_call(r, MF_CALL_READ) ? r->json : NULL;
 }
 
 static void
 api_body_changed(mf_req_t *r)
 {
-    if (in_stage(r, BEFORE_UPSTREAM)) {
+    if (in_call(r, MF_CALL_SET_BODY)) {
         r->body_dirty = 1;
     }
 }
@@ -176,14 +246,13 @@ api_body_changed(mf_req_t *r)
 static mf_str_t
 api_get_model(mf_req_t *r)
 {
-    return in_stage(r, ANY_REQ) ? r->model : MF_STR_NULL;
+    return in_call(r, MF_CALL_READ) ? r->model : MF_STR_NULL;
 }
 
 static int
 api_set_model(mf_req_t *r, mf_str_t model)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE)) ||
-        model.len == 0) {
+    if (!in_call(r, MF_CALL_SET_MODEL) || model.len == 0) {
         return MF_ERR;
     }
     return mf_req_set_model(r, model);
@@ -192,7 +261,7 @@ api_set_model(mf_req_t *r, mf_str_t model)
 static int
 api_clear_targets(mf_req_t *r)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_ROUTE))) {
+    if (!in_call(r, MF_CALL_SET_TARGETS)) {
         return MF_ERR;
     }
     r->ntargets = 0;
@@ -204,8 +273,7 @@ api_add_target(mf_req_t *r, const mf_target_t *t)
 {
     mf_prov_t *p;
 
-    if (!in_stage(r, MF_HOOK(MF_STAGE_ROUTE)) || t == NULL ||
-        t->model.len == 0) {
+    if (!in_call(r, MF_CALL_SET_TARGETS) || t == NULL || t->model.len == 0) {
         return MF_ERR;
     }
     p = mf_gen_find_provider(r->gen, t->provider);
@@ -218,7 +286,7 @@ api_add_target(mf_req_t *r, const mf_target_t *t)
 static int
 api_get_target(mf_req_t *r, unsigned i, mf_target_t *t)
 {
-    if (!in_stage(r, ANY_REQ)) {
+    if (!in_call(r, MF_CALL_READ)) {
         return MF_ERR;
     }
     if (t == NULL) {
@@ -236,7 +304,7 @@ api_get_target(mf_req_t *r, unsigned i, mf_target_t *t)
 static int
 api_set_consumer(mf_req_t *r, mf_str_t name)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_REQUEST))) {
+    if (!in_call(r, MF_CALL_SET_CONSUMER)) {
         return MF_ERR;
     }
     r->consumer = mf_pool_str(r->pool, name);
@@ -246,7 +314,7 @@ api_set_consumer(mf_req_t *r, mf_str_t name)
 static int
 api_respond(mf_req_t *r, int status, const char *ctype, mf_str_t body)
 {
-    if (!in_stage(r, CAN_RESPOND) || status < 200 || status > 599) {
+    if (!in_call(r, MF_CALL_RESPOND) || status < 200 || status > 599) {
         return MF_ERR;
     }
     return mf_req_respond(r, status, ctype, body);
@@ -256,7 +324,7 @@ static int
 api_respond_error(mf_req_t *r, int status, const char *type,
                   const char *message)
 {
-    if (!in_stage(r, CAN_RESPOND) || status < 400 || status > 599) {
+    if (!in_call(r, MF_CALL_RESPOND) || status < 400 || status > 599) {
         return MF_ERR;
     }
     return mf_req_respond_error(r, status,
@@ -275,7 +343,7 @@ api_resume(mf_req_t *r, mf_action_t action)
 static int
 api_set_upstream_url(mf_req_t *r, mf_str_t url)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+    if (!in_call(r, MF_CALL_PROVIDER)) {
         return MF_ERR;
     }
     r->up_url = mf_pool_str(r->pool, url);
@@ -285,7 +353,7 @@ api_set_upstream_url(mf_req_t *r, mf_str_t url)
 static int
 api_set_upstream_body(mf_req_t *r, mf_str_t body)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+    if (!in_call(r, MF_CALL_PROVIDER)) {
         return MF_ERR;
     }
     r->up_body = mf_pool_str(r->pool, body);
@@ -295,10 +363,7 @@ api_set_upstream_body(mf_req_t *r, mf_str_t body)
 static int
 api_set_usage(mf_req_t *r, const mf_usage_t *u)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER) |
-                         MF_HOOK(MF_STAGE_RESPONSE_BODY) |
-                         MF_HOOK(MF_STAGE_LOG)) ||
-        u == NULL) {
+    if (!in_call(r, MF_CALL_SET_USAGE) || u == NULL) {
         return MF_ERR;
     }
     r->usage = *u;
@@ -309,7 +374,7 @@ api_set_usage(mf_req_t *r, const mf_usage_t *u)
 static int
 api_set_response_json(mf_req_t *r, json_t *resp)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+    if (!in_call(r, MF_CALL_PROVIDER)) {
         json_decref(resp);
         return MF_ERR;
     }
@@ -324,7 +389,7 @@ api_emit_chunk(mf_req_t *r, json_t *chunk)
     json_t *choices;
     char *text;
 
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || chunk == NULL) {
+    if (!in_call(r, MF_CALL_PROVIDER) || chunk == NULL) {
         json_decref(chunk);
         return MF_ERR;
     }
@@ -351,7 +416,7 @@ api_emit_chunk(mf_req_t *r, json_t *chunk)
 static int
 api_set_response_chunk(mf_req_t *r, mf_str_t data)
 {
-    if (!in_stage(r, MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
+    if (!in_call(r, MF_CALL_SET_RESPONSE_CHUNK)) {
         return MF_ERR;
     }
     r->replace = mf_pool_str(r->pool, data);
@@ -452,7 +517,7 @@ api_provider_ctx(mf_req_t *r)
 {
     static __thread void *none; /* outside a provider: a slot of nothing */
 
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER))) {
+    if (!in_call(r, MF_CALL_PROVIDER)) {
         none = NULL;
         return &none;
     }
@@ -470,8 +535,8 @@ api_set_error(mf_req_t *r, const mf_error_t *err)
 {
     mf_error_t *e;
 
-    if (!in_stage(r, MF_HOOK(MF_STAGE_PROVIDER)) || err == NULL ||
-        err->status < 400 || err->status > 599) {
+    if (!in_call(r, MF_CALL_PROVIDER) || err == NULL || err->status < 400 ||
+        err->status > 599) {
         return MF_ERR;
     }
     e = mf_pool_alloc(r->pool, sizeof(*e));

@@ -391,6 +391,18 @@ fail(lua_State *L, const char *msg)
     return 2;
 }
 
+/* nil and "fn: why", for a call the stage permissions refuse here. */
+static int
+refuse(lua_State *L, const char *fn, mf_call_t call)
+{
+    char why[256];
+
+    lua_pushnil(L);
+    lua_pushfstring(L, "%s: %s", fn,
+                    mf_api_refusal(cur_req, call, why, sizeof(why)));
+    return 2;
+}
+
 static int
 l_req_id(lua_State *L)
 {
@@ -450,12 +462,17 @@ l_req_set_header(lua_State *L)
 {
     mf_req_t *r = need_req(L);
     mf_headers_t w = which_headers(L, 3, MF_REQUEST_HEADERS);
+    mf_call_t call = w == MF_REQUEST_HEADERS ? MF_CALL_SET_REQUEST_HEADER
+                                             : MF_CALL_SET_UPSTREAM_HEADER;
 
+    if (!mf_api_allowed(r, call)) {
+        return refuse(L, "mf.req.set_header", call);
+    }
     if (mf_api.set_header(r, w, arg_str(L, 1),
                           lua_isnil(L, 2) ? MF_STR("") : arg_str(L, 2)) !=
         MF_OK) {
-        return fail(L, "set_header is not allowed here or the header is "
-                       "invalid");
+        return fail(L, "mf.req.set_header: the header is invalid (or the "
+                       "upstream_response headers, which are read-only)");
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -473,6 +490,9 @@ l_route_set_model(lua_State *L)
     mf_req_t *r = need_req(L);
     mf_str_t m = arg_str(L, 1);
 
+    if (!mf_api_allowed(r, MF_CALL_SET_MODEL)) {
+        return refuse(L, "mf.route.set_model", MF_CALL_SET_MODEL);
+    }
     if (mf_api.set_model(r, m) != MF_OK) {
         char msg[300];
 
@@ -504,10 +524,8 @@ l_req_set_body(lua_State *L)
     json_t *j;
 
     luaL_checktype(L, 1, LUA_TTABLE);
-    if (!(MF_HOOK(r->cur_stage) &
-          (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
-           MF_HOOK(MF_STAGE_UPSTREAM_REQUEST)))) {
-        return fail(L, "set_body is only allowed before the upstream call");
+    if (!mf_api_allowed(r, MF_CALL_SET_BODY)) {
+        return refuse(L, "mf.req.set_body", MF_CALL_SET_BODY);
     }
     j = to_json(L, 1, 0);
     if (!json_is_object(j)) {
@@ -553,7 +571,7 @@ static int
 l_req_set_consumer(lua_State *L)
 {
     if (mf_api.set_consumer(need_req(L), arg_str(L, 1)) != MF_OK) {
-        return fail(L, "set_consumer is only allowed in on_request");
+        return refuse(L, "mf.req.set_consumer", MF_CALL_SET_CONSUMER);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -615,7 +633,7 @@ static int
 l_route_clear(lua_State *L)
 {
     if (mf_api.clear_targets(need_req(L)) != MF_OK) {
-        return fail(L, "targets can only be changed in on_route");
+        return refuse(L, "mf.route.clear", MF_CALL_SET_TARGETS);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -629,9 +647,12 @@ l_route_add_target(lua_State *L)
     t.provider = arg_str(L, 1);
     t.model = arg_str(L, 2);
     t.weight = (unsigned)luaL_optinteger(L, 3, 1);
+    if (!mf_api_allowed(need_req(L), MF_CALL_SET_TARGETS)) {
+        return refuse(L, "mf.route.add_target", MF_CALL_SET_TARGETS);
+    }
     if (mf_api.add_target(need_req(L), &t) != MF_OK) {
-        return fail(L, "add_target needs on_route and a configured "
-                       "provider name");
+        return fail(L, "mf.route.add_target: no configured provider of "
+                       "that name, or no model");
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -685,6 +706,9 @@ l_resp_set_header(lua_State *L)
 {
     mf_req_t *r = need_req(L);
 
+    if (!mf_api_allowed(r, MF_CALL_SET_RESPONSE_HEADER)) {
+        return refuse(L, "mf.resp.set_header", MF_CALL_SET_RESPONSE_HEADER);
+    }
     if (mf_api.set_header(r, MF_RESPONSE_HEADERS, arg_str(L, 1),
                           lua_isnil(L, 2) ? MF_STR("") : arg_str(L, 2)) !=
         MF_OK) {
@@ -706,7 +730,7 @@ static int
 l_resp_set_body(lua_State *L)
 {
     if (mf_api.set_response_chunk(need_req(L), arg_str(L, 1)) != MF_OK) {
-        return fail(L, "set_body is only allowed in on_response_body");
+        return refuse(L, "mf.resp.set_body", MF_CALL_SET_RESPONSE_CHUNK);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -956,16 +980,12 @@ resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
 static lua_slot_t *
 need_yieldable(lua_State *L, const char *what)
 {
+    char why[256];
+
     if (cur_slot == NULL || cur_slot->co_ref == LUA_NOREF ||
-        !(MF_HOOK(cur_slot->stage) &
-          (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
-           MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
-           MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |
-           MF_HOOK(MF_STAGE_RESPONSE_HEADERS)))) {
-        luaL_error(L,
-                   "%s may only be called from a stage that can pause "
-                   "(on_request .. on_response_headers)",
-                   what);
+        !mf_api_allowed(cur_req, MF_CALL_PAUSE)) {
+        luaL_error(L, "%s: %s", what,
+                   mf_api_refusal(cur_req, MF_CALL_PAUSE, why, sizeof(why)));
     }
     if (L != slot_thread(cur_slot)) {
         luaL_error(L,
@@ -1676,6 +1696,13 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
         mf_log_error("stage '%s': returned status %d", name, status);
         return MF_FAIL;
     }
+    if (!mf_api_allowed(r, MF_CALL_RESPOND)) {
+        char why[256];
+
+        mf_log_error("stage '%s': returned status %d: %s", name, status,
+                     mf_api_refusal(r, MF_CALL_RESPOND, why, sizeof(why)));
+        return MF_FAIL;
+    }
     if (nres >= 2 && lua_istable(co, base + 1)) {
         json_t *j = to_json(co, base + 1, 0);
         char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
@@ -1890,12 +1917,7 @@ lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     cur_slot = NULL;
     if (stage == MF_STAGE_DONE) {
         lua_rt_done(st, r, ctx);
-    } else if (act == MF_PAUSE &&
-               !(MF_HOOK(stage) &
-                 (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
-                  MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
-                  MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |
-                  MF_HOOK(MF_STAGE_RESPONSE_HEADERS)))) {
+    } else if (act == MF_PAUSE && !mf_api_allowed(r, MF_CALL_PAUSE)) {
         mf_log_error("stage '%s': %s may not yield", st->name, stage_fn[stage]);
         act = MF_FAIL;
     }
