@@ -2,9 +2,12 @@
  * Lua stages on LuaJIT. A script is a module returning a table with name,
  * version and one function per stage (M.on_route(conf, ctx)). Each worker
  * has its own lua_State per stage and generation; each call runs in a
- * coroutine, so host async services (mf.sleep, later mf.http, mf.redis)
- * yield it and resume it from their completion. Returning `status, body`
- * answers the request.
+ * coroutine, so host async services (mf.sleep, mf.http, mf.redis) yield
+ * it and resume it from their completion. Returning `status, body`
+ * answers the request. This file is the runtime (states, coroutines,
+ * limits, the sandbox, loading); the mf module is one lua_<area>.c per API
+ * area on top of the host API, plus the embedded helper library
+ * (the .lua files of lua/mf).
  *
  * Limits: a count hook ends a run of Lua code (a stage function up to its
  * next yield, or a script's top-level code) past its deadline; a timer
@@ -25,8 +28,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "lua/lua_common.h"
 #include "request/request.h"
-#include "api/api.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stage_runtime.h"
@@ -65,7 +68,7 @@ lua_of(const mf_pstage_t *st)
 }
 
 /* Per request and stage, in the request's pool. */
-typedef struct {
+struct mf_lua_slot_s {
     mf_async_t async; /* the pause deadline, while armed (first member) */
     struct event *pause_ev;
     mf_req_t *r;
@@ -77,7 +80,7 @@ typedef struct {
     int co_ref;
     mf_pstage_t *st;
     mf_stage_t stage;
-} lua_slot_t;
+};
 
 static __thread mf_req_t *cur_req;
 
@@ -163,202 +166,10 @@ run_end(lua_run_t was)
 
 #define stage_fn mf_stage_fn_names
 
-/* JSON <-> Lua */
+/* The mf module: shared helpers of its files (lua/lua_common.h) */
 
-static char array_mt_key;
-
-static void
-push_json(lua_State *L, json_t *j, int depth)
-{
-    if (depth > 200 || !lua_checkstack(L, 4)) {
-        lua_pushnil(L);
-        return;
-    }
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        const char *k;
-        json_t *v;
-
-        lua_createtable(L, 0, (int)json_object_size(j));
-        json_object_foreach(j, k, v)
-        {
-            lua_pushstring(L, k);
-            push_json(L, v, depth + 1);
-            lua_rawset(L, -3);
-        }
-        break;
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *v;
-
-        lua_createtable(L, (int)json_array_size(j), 0);
-        json_array_foreach(j, i, v)
-        {
-            push_json(L, v, depth + 1);
-            lua_rawseti(L, -2, (int)i + 1);
-        }
-        lua_pushlightuserdata(L, &array_mt_key);
-        lua_rawget(L, LUA_REGISTRYINDEX);
-        lua_setmetatable(L, -2);
-        break;
-    }
-    case JSON_STRING:
-        lua_pushlstring(L, json_string_value(j), json_string_length(j));
-        break;
-    case JSON_INTEGER:
-        lua_pushnumber(L, (lua_Number)json_integer_value(j));
-        break;
-    case JSON_REAL:
-        lua_pushnumber(L, json_real_value(j));
-        break;
-    case JSON_TRUE:
-        lua_pushboolean(L, 1);
-        break;
-    case JSON_FALSE:
-        lua_pushboolean(L, 0);
-        break;
-    default:
-        lua_pushlightuserdata(L, NULL); /* mf.json.null */
-        break;
-    }
-}
-
-static int
-is_array(lua_State *L, int idx, size_t *n)
-{
-    size_t count = 0, max = 0;
-
-    if (lua_getmetatable(L, idx)) {
-        int arr;
-
-        lua_pushlightuserdata(L, &array_mt_key);
-        lua_rawget(L, LUA_REGISTRYINDEX);
-        arr = lua_rawequal(L, -1, -2);
-        lua_pop(L, 2);
-        if (arr) {
-            *n = lua_objlen(L, idx);
-            return 1;
-        }
-    }
-    lua_pushnil(L);
-    while (lua_next(L, idx) != 0) {
-        lua_pop(L, 1);
-        if (lua_type(L, -1) != LUA_TNUMBER) {
-            lua_pop(L, 1);
-            return 0;
-        }
-        {
-            lua_Number k = lua_tonumber(L, -1);
-
-            if (k < 1 || k != (lua_Number)(size_t)k) {
-                lua_pop(L, 1);
-                return 0;
-            }
-            if ((size_t)k > max) {
-                max = (size_t)k;
-            }
-        }
-        count++;
-    }
-    *n = max;
-    return count > 0 && count == max;
-}
-
-/* Why the last to_json failed (a static sentence). */
-static __thread const char *to_json_why;
-
-/* Converts the value at idx; NULL with the reason in to_json_why. A table
- * that contains itself fails as nesting too deep. */
-static json_t *
-to_json(lua_State *L, int idx, int depth)
-{
-    if (idx < 0) {
-        idx = lua_gettop(L) + idx + 1;
-    }
-    if (depth > 200 || !lua_checkstack(L, 4)) {
-        to_json_why = "a table nests deeper than 200 levels or contains "
-                      "itself";
-        return NULL;
-    }
-    to_json_why = "functions, userdata and threads cannot be encoded";
-    switch (lua_type(L, idx)) {
-    case LUA_TNIL:
-        return json_null();
-    case LUA_TBOOLEAN:
-        return json_boolean(lua_toboolean(L, idx));
-    case LUA_TNUMBER: {
-        lua_Number v = lua_tonumber(L, idx);
-
-        if (v == (lua_Number)(json_int_t)v && v < 9.007199254740992e15 &&
-            v > -9.007199254740992e15) {
-            return json_integer((json_int_t)v);
-        }
-        return json_real(v);
-    }
-    case LUA_TSTRING: {
-        size_t len;
-        const char *s = lua_tolstring(L, idx, &len);
-
-        return json_stringn(s, len);
-    }
-    case LUA_TLIGHTUSERDATA:
-        return lua_touserdata(L, idx) == NULL ? json_null() : NULL;
-    case LUA_TTABLE: {
-        size_t n, i;
-        json_t *out;
-
-        if (is_array(L, idx, &n)) {
-            out = json_array();
-            for (i = 1; i <= n; i++) {
-                json_t *v;
-
-                lua_rawgeti(L, idx, (int)i);
-                v = to_json(L, -1, depth + 1);
-                lua_pop(L, 1);
-                if (v == NULL) {
-                    json_decref(out);
-                    return NULL;
-                }
-                json_array_append_new(out, v);
-            }
-            return out;
-        }
-        out = json_object();
-        lua_pushnil(L);
-        while (lua_next(L, idx) != 0) {
-            json_t *v;
-            const char *k;
-
-            /* object keys must be strings */
-            k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            if (k == NULL) {
-                to_json_why = "a table mixes array items and other keys, or "
-                              "has a key that is not a string";
-                lua_pop(L, 2);
-                json_decref(out);
-                return NULL;
-            }
-            v = to_json(L, -1, depth + 1);
-            if (v == NULL) {
-                lua_pop(L, 2);
-                json_decref(out);
-                return NULL;
-            }
-            json_object_set_new(out, k, v);
-            lua_pop(L, 1);
-        }
-        return out;
-    }
-    default:
-        return NULL;
-    }
-}
-
-/* The mf module */
-
-static mf_req_t *
-need_req(lua_State *L)
+mf_req_t *
+mf_lua_req(lua_State *L)
 {
     if (cur_req == NULL) {
         luaL_error(L, "mf.req and friends are only usable inside a stage "
@@ -367,8 +178,8 @@ need_req(lua_State *L)
     return cur_req;
 }
 
-static mf_str_t
-arg_str(lua_State *L, int i)
+mf_str_t
+mf_lua_arg_str(lua_State *L, int i)
 {
     size_t len;
     const char *s = luaL_checklstring(L, i, &len);
@@ -376,24 +187,23 @@ arg_str(lua_State *L, int i)
     return (mf_str_t){s, len};
 }
 
-static int
-push_str(lua_State *L, mf_str_t s)
+int
+mf_lua_push_str(lua_State *L, mf_str_t s)
 {
     lua_pushlstring(L, s.data ? s.data : "", s.len);
     return 1;
 }
 
-static int
-fail(lua_State *L, const char *msg)
+int
+mf_lua_fail(lua_State *L, const char *msg)
 {
     lua_pushnil(L);
     lua_pushstring(L, msg);
     return 2;
 }
 
-/* nil and "fn: why", for a call the stage permissions refuse here. */
-static int
-refuse(lua_State *L, const char *fn, mf_call_t call)
+int
+mf_lua_refuse(lua_State *L, const char *fn, mf_call_t call)
 {
     char why[256];
 
@@ -403,32 +213,39 @@ refuse(lua_State *L, const char *fn, mf_call_t call)
     return 2;
 }
 
-static int
-l_req_id(lua_State *L)
+void
+mf_lua_set_num(lua_State *L, const char *k, double v)
 {
-    return push_str(L, need_req(L)->id);
+    lua_pushnumber(L, v);
+    lua_setfield(L, -2, k);
 }
 
-static int
-l_req_method(lua_State *L)
+void
+mf_lua_push_usage(lua_State *L, const mf_usage_t *u)
 {
-    return push_str(L, need_req(L)->method);
+    lua_createtable(L, 0, 6);
+    mf_lua_set_num(L, "prompt_tokens", (double)u->prompt_tokens);
+    mf_lua_set_num(L, "completion_tokens", (double)u->completion_tokens);
+    mf_lua_set_num(L, "total_tokens", (double)u->total_tokens);
+    mf_lua_set_num(L, "cached_tokens", (double)u->cached_tokens);
+    mf_lua_set_num(L, "reasoning_tokens", (double)u->reasoning_tokens);
+    lua_pushboolean(L, u->estimated);
+    lua_setfield(L, -2, "estimated");
 }
 
-static int
-l_req_path(lua_State *L)
+void
+mf_lua_register(lua_State *L, const char *name, const luaL_Reg *fns)
 {
-    return push_str(L, need_req(L)->path);
+    lua_newtable(L);
+    for (; fns->name != NULL; fns++) {
+        lua_pushcfunction(L, fns->func);
+        lua_setfield(L, -2, fns->name);
+    }
+    lua_setfield(L, -2, name);
 }
 
-static int
-l_req_client_addr(lua_State *L)
-{
-    return push_str(L, need_req(L)->client_addr);
-}
-
-static mf_headers_t
-which_headers(lua_State *L, int idx, mf_headers_t def)
+mf_headers_t
+mf_lua_which_headers(lua_State *L, int idx, mf_headers_t def)
 {
     const char *w = luaL_optstring(L, idx, NULL);
 
@@ -444,504 +261,15 @@ which_headers(lua_State *L, int idx, mf_headers_t def)
     return def;
 }
 
-static int
-l_req_get_header(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    mf_str_t v;
+/* Async calls */
 
-    if (mf_api.get_header(r, MF_REQUEST_HEADERS, arg_str(L, 1), &v) != MF_OK) {
-        lua_pushnil(L);
-        return 1;
-    }
-    return push_str(L, v);
-}
+static mf_action_t finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r,
+                                    int status);
 
-static int
-l_req_set_header(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    mf_headers_t w = which_headers(L, 3, MF_REQUEST_HEADERS);
-    mf_call_t call = w == MF_REQUEST_HEADERS ? MF_CALL_SET_REQUEST_HEADER
-                                             : MF_CALL_SET_UPSTREAM_HEADER;
+static __thread mf_lua_slot_t *cur_slot;
 
-    if (!mf_api_allowed(r, call)) {
-        return refuse(L, "mf.req.set_header", call);
-    }
-    if (mf_api.set_header(r, w, arg_str(L, 1),
-                          lua_isnil(L, 2) ? MF_STR("") : arg_str(L, 2)) !=
-        MF_OK) {
-        return fail(L, "mf.req.set_header: the header is invalid (or the "
-                       "upstream_response headers, which are read-only)");
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_req_model(lua_State *L)
-{
-    return push_str(L, need_req(L)->model);
-}
-
-static int
-l_route_set_model(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    mf_str_t m = arg_str(L, 1);
-
-    if (!mf_api_allowed(r, MF_CALL_SET_MODEL)) {
-        return refuse(L, "mf.route.set_model", MF_CALL_SET_MODEL);
-    }
-    if (mf_api.set_model(r, m) != MF_OK) {
-        char msg[300];
-
-        snprintf(msg, sizeof(msg), "no provider serves model '%.*s'",
-                 (int)(m.len > 200 ? 200 : m.len), m.data);
-        return fail(L, msg);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_req_body(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-
-    if (r->json == NULL) {
-        lua_pushnil(L);
-        return 1;
-    }
-    push_json(L, r->json, 0);
-    return 1;
-}
-
-static int
-l_req_set_body(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    json_t *j;
-
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (!mf_api_allowed(r, MF_CALL_SET_BODY)) {
-        return refuse(L, "mf.req.set_body", MF_CALL_SET_BODY);
-    }
-    j = to_json(L, 1, 0);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        return fail(L, "the body must be a table convertible to a JSON "
-                       "object");
-    }
-    json_decref(r->json);
-    r->json = j;
-    r->body_dirty = 1;
-    {
-        json_t *m = json_object_get(j, "model");
-
-        if (json_is_string(m) &&
-            !mf_str_eq(r->model, mf_str_from(json_string_value(m)))) {
-            mf_req_set_model(r, mf_str_from(json_string_value(m)));
-        }
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_req_stream(lua_State *L)
-{
-    lua_pushboolean(L, need_req(L)->stream);
-    return 1;
-}
-
-static int
-l_req_last_user_text(lua_State *L)
-{
-    return push_str(L, mf_req_last_user_text(need_req(L)));
-}
-
-static int
-l_req_consumer(lua_State *L)
-{
-    return push_str(L, need_req(L)->consumer);
-}
-
-static int
-l_req_set_consumer(lua_State *L)
-{
-    if (mf_api.set_consumer(need_req(L), arg_str(L, 1)) != MF_OK) {
-        return refuse(L, "mf.req.set_consumer", MF_CALL_SET_CONSUMER);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static void
-set_num_field(lua_State *L, const char *k, double v)
-{
-    lua_pushnumber(L, v);
-    lua_setfield(L, -2, k);
-}
-
-static void
-push_usage(lua_State *L, const mf_usage_t *u)
-{
-    lua_createtable(L, 0, 6);
-    set_num_field(L, "prompt_tokens", (double)u->prompt_tokens);
-    set_num_field(L, "completion_tokens", (double)u->completion_tokens);
-    set_num_field(L, "total_tokens", (double)u->total_tokens);
-    set_num_field(L, "cached_tokens", (double)u->cached_tokens);
-    set_num_field(L, "reasoning_tokens", (double)u->reasoning_tokens);
-    lua_pushboolean(L, u->estimated);
-    lua_setfield(L, -2, "estimated");
-}
-
-static int
-l_req_info(lua_State *L)
-{
-    mf_req_info_t i = {.size = sizeof(i)};
-
-    mf_api.get_info(need_req(L), &i);
-    lua_createtable(L, 0, 20);
-    push_str(L, i.id);
-    lua_setfield(L, -2, "id");
-    push_str(L, i.model);
-    lua_setfield(L, -2, "model");
-    push_str(L, i.provider);
-    lua_setfield(L, -2, "provider");
-    push_str(L, i.upstream_model);
-    lua_setfield(L, -2, "upstream_model");
-    push_str(L, i.consumer);
-    lua_setfield(L, -2, "consumer");
-    push_str(L, i.error);
-    lua_setfield(L, -2, "error");
-    set_num_field(L, "status", i.status);
-    set_num_field(L, "upstream_status", i.upstream_status);
-    set_num_field(L, "attempts", i.attempts);
-    set_num_field(L, "latency_ms", i.latency_ms);
-    set_num_field(L, "ttft_ms", i.ttft_ms);
-    set_num_field(L, "generation", i.generation);
-    lua_pushboolean(L, i.stream);
-    lua_setfield(L, -2, "stream");
-    push_usage(L, &i.usage);
-    lua_setfield(L, -2, "usage");
-    return 1;
-}
-
-static int
-l_route_clear(lua_State *L)
-{
-    if (mf_api.clear_targets(need_req(L)) != MF_OK) {
-        return refuse(L, "mf.route.clear", MF_CALL_SET_TARGETS);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_route_add_target(lua_State *L)
-{
-    mf_target_t t;
-
-    t.provider = arg_str(L, 1);
-    t.model = arg_str(L, 2);
-    t.weight = (unsigned)luaL_optinteger(L, 3, 1);
-    if (!mf_api_allowed(need_req(L), MF_CALL_SET_TARGETS)) {
-        return refuse(L, "mf.route.add_target", MF_CALL_SET_TARGETS);
-    }
-    if (mf_api.add_target(need_req(L), &t) != MF_OK) {
-        return fail(L, "mf.route.add_target: no configured provider of "
-                       "that name, or no model");
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_route_targets(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    size_t i;
-
-    lua_createtable(L, (int)r->ntargets, 0);
-    for (i = 0; i < r->ntargets; i++) {
-        lua_createtable(L, 0, 3);
-        lua_pushstring(L, r->targets[i].prov->conf->name);
-        lua_setfield(L, -2, "provider");
-        push_str(L, r->targets[i].model);
-        lua_setfield(L, -2, "model");
-        lua_pushinteger(L, r->targets[i].weight);
-        lua_setfield(L, -2, "weight");
-        lua_rawseti(L, -2, (int)i + 1);
-    }
-    return 1;
-}
-
-static int
-l_resp_status(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-
-    lua_pushinteger(L, r->status ? r->status : r->up_status);
-    return 1;
-}
-
-static int
-l_resp_get_header(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    mf_str_t v;
-    mf_headers_t w = which_headers(L, 2, MF_RESPONSE_HEADERS);
-
-    if (mf_api.get_header(r, w, arg_str(L, 1), &v) != MF_OK) {
-        lua_pushnil(L);
-        return 1;
-    }
-    return push_str(L, v);
-}
-
-static int
-l_resp_set_header(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-
-    if (!mf_api_allowed(r, MF_CALL_SET_RESPONSE_HEADER)) {
-        return refuse(L, "mf.resp.set_header", MF_CALL_SET_RESPONSE_HEADER);
-    }
-    if (mf_api.set_header(r, MF_RESPONSE_HEADERS, arg_str(L, 1),
-                          lua_isnil(L, 2) ? MF_STR("") : arg_str(L, 2)) !=
-        MF_OK) {
-        return fail(L, "response headers are already sent or the header is "
-                       "invalid");
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_resp_usage(lua_State *L)
-{
-    push_usage(L, &need_req(L)->usage);
-    return 1;
-}
-
-static int
-l_resp_set_body(lua_State *L)
-{
-    if (mf_api.set_response_chunk(need_req(L), arg_str(L, 1)) != MF_OK) {
-        return refuse(L, "mf.resp.set_body", MF_CALL_SET_RESPONSE_CHUNK);
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_shared_get(lua_State *L)
-{
-    mf_str_t k = arg_str(L, 1);
-    char small[1024];
-    int n = mf_api.shared_get(k, small, sizeof(small));
-
-    if (n < 0) {
-        lua_pushnil(L);
-        return 1;
-    }
-    if ((size_t)n <= sizeof(small)) {
-        lua_pushlstring(L, small, (size_t)n);
-        return 1;
-    }
-    {
-        char *big = malloc((size_t)n);
-        int m;
-
-        if (big == NULL) {
-            return fail(L, "out of memory");
-        }
-        m = mf_api.shared_get(k, big, (size_t)n);
-        if (m < 0) {
-            free(big);
-            lua_pushnil(L);
-            return 1;
-        }
-        lua_pushlstring(L, big, (size_t)(m < n ? m : n));
-        free(big);
-        return 1;
-    }
-}
-
-static int
-l_shared_set(lua_State *L)
-{
-    size_t len;
-    const char *v;
-    double ttl = luaL_optnumber(L, 3, 0);
-
-    lua_settop(L, 3);
-    v = lua_tolstring(L, 2, &len);
-    if (v == NULL) {
-        return fail(L, "value must be a string or a number");
-    }
-    if (mf_api.shared_set(arg_str(L, 1), (mf_str_t){v, len},
-                          (uint64_t)(ttl > 0 ? ttl : 0)) != MF_OK) {
-        return fail(L, "shared.set failed (key or value too large)");
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int
-l_shared_incr(lua_State *L)
-{
-    int64_t out;
-    double delta = luaL_optnumber(L, 2, 1);
-    double ttl = luaL_optnumber(L, 3, 0);
-
-    if (mf_api.shared_incr(arg_str(L, 1), (int64_t)delta,
-                           (uint64_t)(ttl > 0 ? ttl : 0), &out) != MF_OK) {
-        return fail(L, "shared.incr failed: the value is not an integer");
-    }
-    lua_pushnumber(L, (lua_Number)out);
-    return 1;
-}
-
-static int
-l_shared_delete(lua_State *L)
-{
-    lua_pushboolean(L, mf_api.shared_delete(arg_str(L, 1)) == MF_OK);
-    return 1;
-}
-
-static int
-log_at(lua_State *L, mf_log_level_t level)
-{
-    mf_buf_t b = {0};
-    int i, n = lua_gettop(L);
-    lua_Debug ar;
-    char tag[128] = "lua";
-
-    if (level < mf_log_get_level()) {
-        return 0;
-    }
-    for (i = 1; i <= n; i++) {
-        size_t len;
-        const char *s;
-
-        lua_getglobal(L, "tostring");
-        lua_pushvalue(L, i);
-        lua_call(L, 1, 1);
-        s = lua_tolstring(L, -1, &len);
-        if (s != NULL) {
-            if (i > 1) {
-                mf_buf_append(&b, " ", 1);
-            }
-            mf_buf_append(&b, s, len);
-        }
-        lua_pop(L, 1);
-    }
-    mf_buf_append(&b, "", 1);
-    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar)) {
-        snprintf(tag, sizeof(tag), "%s:%d", ar.short_src, ar.currentline);
-    }
-    mf_log_tagged(level, tag, "%s", b.data);
-    mf_buf_free(&b);
-    return 0;
-}
-
-static int
-l_log_debug(lua_State *L)
-{
-    return log_at(L, MF_LOG_DEBUG);
-}
-
-static int
-l_log_info(lua_State *L)
-{
-    return log_at(L, MF_LOG_INFO);
-}
-
-static int
-l_log_warn(lua_State *L)
-{
-    return log_at(L, MF_LOG_WARN);
-}
-
-static int
-l_log_err(lua_State *L)
-{
-    return log_at(L, MF_LOG_ERROR);
-}
-
-static int
-l_json_encode(lua_State *L)
-{
-    json_t *j;
-    char *text;
-
-    luaL_checkany(L, 1);
-    j = to_json(L, 1, 0);
-    if (j == NULL) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "mf.json.encode: %s", to_json_why);
-        return 2;
-    }
-    text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_decref(j);
-    if (text == NULL) {
-        return fail(L, "JSON encoding failed");
-    }
-    lua_pushstring(L, text);
-    free(text);
-    return 1;
-}
-
-static int
-l_json_decode(lua_State *L)
-{
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
-    json_error_t err;
-    json_t *j = json_loadb(s, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
-    char msg[256];
-
-    if (j == NULL) {
-        snprintf(msg, sizeof(msg), "invalid JSON: %s (line %d, column %d)",
-                 err.text, err.line, err.column);
-        return fail(L, msg);
-    }
-    push_json(L, j, 0);
-    json_decref(j);
-    return 1;
-}
-
-static int
-l_json_array(lua_State *L)
-{
-    if (lua_gettop(L) == 0 || !lua_istable(L, 1)) {
-        lua_settop(L, 0);
-        lua_newtable(L);
-    }
-    lua_settop(L, 1);
-    lua_pushlightuserdata(L, &array_mt_key);
-    lua_rawget(L, LUA_REGISTRYINDEX);
-    lua_setmetatable(L, 1);
-    return 1;
-}
-
-static int
-l_now(lua_State *L)
-{
-    lua_pushnumber(L, mf_now_ms());
-    return 1;
-}
-
-static mf_action_t finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status);
-
-static __thread lua_slot_t *cur_slot;
-
-/* The coroutine a slot runs, with nothing pushed. */
-static lua_State *
-slot_thread(lua_slot_t *slot)
+lua_State *
+mf_lua_slot_thread(mf_lua_slot_t *slot)
 {
     lua_State *co;
 
@@ -951,10 +279,8 @@ slot_thread(lua_slot_t *slot)
     return co;
 }
 
-/* Resumes a yielded stage with the nargs values pushed on co; the
- * request goes on unless the stage yields again. */
-static void
-resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
+void
+mf_lua_slot_resume(mf_lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
 {
     int status;
     mf_action_t act;
@@ -972,13 +298,12 @@ resume_slot(lua_slot_t *slot, mf_req_t *r, lua_State *co, int nargs)
     cur_req = NULL;
     cur_slot = NULL;
     if (act != MF_PAUSE) {
-        mf_req_resume(r, act);
+        mf_api.resume(r, act);
     }
 }
 
-/* Checks that the running stage may yield for an async call. */
-static lua_slot_t *
-need_yieldable(lua_State *L, const char *what)
+mf_lua_slot_t *
+mf_lua_yieldable(lua_State *L, const char *what)
 {
     char why[256];
 
@@ -987,7 +312,7 @@ need_yieldable(lua_State *L, const char *what)
         luaL_error(L, "%s: %s", what,
                    mf_api_refusal(cur_req, MF_CALL_PAUSE, why, sizeof(why)));
     }
-    if (L != slot_thread(cur_slot)) {
+    if (L != mf_lua_slot_thread(cur_slot)) {
         luaL_error(L,
                    "%s cannot be called from a coroutine the script "
                    "created; call it from the stage function itself",
@@ -996,337 +321,77 @@ need_yieldable(lua_State *L, const char *what)
     return cur_slot;
 }
 
-static void
-sleep_done(mf_req_t *r, void *arg, const char *err)
+int
+mf_lua_yield(lua_State *L, mf_lua_slot_t *slot)
 {
-    lua_slot_t *slot = arg;
-
-    MF_UNUSED(err);
-    resume_slot(slot, r, slot_thread(slot), 0);
-}
-
-static int
-l_sleep(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    double ms = luaL_checknumber(L, 1);
-    lua_slot_t *slot = need_yieldable(L, "mf.sleep");
-
-    if (mf_api.timer(r, (uint64_t)(ms > 0 ? ms : 0), sleep_done, slot) !=
-        MF_OK) {
-        return luaL_error(L, "mf.sleep: cannot arm a timer here");
-    }
     slot->host_yield = 1;
     return lua_yield(L, 0);
 }
 
-/* mf.redis(cmd, ...): a reply as a Lua value; nil, err on failure. */
-
-static void
-push_redis(lua_State *co, const mf_redis_reply_t *rep, int depth)
-{
-    size_t i;
-
-    switch (rep->type) {
-    case MF_REDIS_STRING:
-    case MF_REDIS_STATUS:
-    case MF_REDIS_ERROR:
-        lua_pushlstring(co, rep->str.data ? rep->str.data : "", rep->str.len);
-        break;
-    case MF_REDIS_INTEGER:
-        lua_pushnumber(co, (lua_Number)rep->integer);
-        break;
-    case MF_REDIS_ARRAY:
-        lua_createtable(co, (int)rep->nelements, 0);
-        for (i = 0; i < rep->nelements && depth < 16; i++) {
-            push_redis(co, &rep->elements[i], depth + 1);
-            lua_rawseti(co, -2, (int)i + 1);
-        }
-        break;
-    default:
-        lua_pushlightuserdata(co, NULL); /* mf.null */
-        break;
-    }
-}
-
-static void
-redis_done(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
-           const char *err)
-{
-    lua_slot_t *slot = arg;
-    lua_State *co = slot_thread(slot);
-    int n = 1;
-
-    if (err != NULL) {
-        lua_pushnil(co);
-        lua_pushstring(co, err);
-        n = 2;
-    } else if (reply->type == MF_REDIS_ERROR) {
-        lua_pushnil(co);
-        lua_pushlstring(co, reply->str.data ? reply->str.data : "",
-                        reply->str.len);
-        n = 2;
-    } else {
-        push_redis(co, reply, 0);
-    }
-    resume_slot(slot, r, co, n);
-}
-
-static int
-l_redis(lua_State *L)
-{
-    mf_req_t *r = need_req(L);
-    int argc = lua_gettop(L), i;
-    mf_str_t argv[64];
-    lua_slot_t *slot;
-
-    if (argc < 1 || argc > 64) {
-        return luaL_error(L, "mf.redis(cmd, ...): 1 to 64 arguments");
-    }
-    for (i = 0; i < argc; i++) {
-        if (!lua_isstring(L, i + 1)) {
-            return luaL_error(L,
-                              "mf.redis: argument %d is a %s, not a string "
-                              "or number",
-                              i + 1, luaL_typename(L, i + 1));
-        }
-        argv[i].data = lua_tolstring(L, i + 1, &argv[i].len);
-    }
-    slot = need_yieldable(L, "mf.redis");
-    if (mf_api.redis_command(r, argc, argv, redis_done, slot) != MF_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, "mf.redis: the command could not be sent");
-        return 2;
-    }
-    slot->host_yield = 1;
-    return lua_yield(L, 0);
-}
-
-/* mf.http.request{url=, method=, headers=, body=, timeout=} */
-
-static void
-http_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
-{
-    lua_slot_t *slot = arg;
-    lua_State *co = slot_thread(slot);
-    size_t i, j;
-
-    if (err != NULL) {
-        lua_pushnil(co);
-        lua_pushstring(co, err);
-        resume_slot(slot, r, co, 2);
-        return;
-    }
-    lua_createtable(co, 0, 3);
-    lua_pushinteger(co, res->status);
-    lua_setfield(co, -2, "status");
-    lua_pushlstring(co, res->body.data, res->body.len);
-    lua_setfield(co, -2, "body");
-    lua_createtable(co, 0, (int)res->nheaders);
-    for (i = 0; i < res->nheaders; i++) {
-        mf_str_t n = res->headers[2 * i], v = res->headers[2 * i + 1];
-        char lower[256];
-
-        if (n.len >= sizeof(lower)) {
-            continue;
-        }
-        for (j = 0; j < n.len; j++) {
-            char c = n.data[j];
-
-            lower[j] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
-        }
-        lua_pushlstring(co, lower, n.len);
-        lua_pushlstring(co, v.data, v.len);
-        lua_rawset(co, -3);
-    }
-    lua_setfield(co, -2, "headers");
-    resume_slot(slot, r, co, 1);
-}
-
-/* Sends the request described by the table at idx, then yields. */
-static int
-http_send(lua_State *L, int idx, const char *what)
-{
-    mf_req_t *r = need_req(L);
-    mf_str_t url, body = MF_STR_NULL, hdrs[128];
-    const char *method;
-    size_t nh = 0;
-    double timeout;
-    lua_slot_t *slot;
-
-    luaL_checktype(L, idx, LUA_TTABLE);
-    lua_getfield(L, idx, "url");
-    if (!lua_isstring(L, -1)) {
-        return luaL_error(L, "%s: url is required", what);
-    }
-    url.data = lua_tolstring(L, -1, &url.len);
-    lua_getfield(L, idx, "method");
-    method = lua_isstring(L, -1) ? lua_tostring(L, -1) : "GET";
-    lua_getfield(L, idx, "body");
-    if (lua_isstring(L, -1)) {
-        body.data = lua_tolstring(L, -1, &body.len);
-    } else if (lua_istable(L, -1)) {
-        json_t *j = to_json(L, lua_gettop(L), 0);
-        char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
-
-        json_decref(j);
-        lua_pushstring(L, text ? text : "null");
-        free(text);
-        body.data = lua_tolstring(L, -1, &body.len);
-        hdrs[nh++] = MF_STR("content-type");
-        hdrs[nh++] = MF_STR("application/json");
-    }
-    lua_getfield(L, idx, "timeout");
-    timeout = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 0;
-    lua_getfield(L, idx, "headers");
-    if (lua_istable(L, -1)) {
-        int t = lua_gettop(L);
-
-        lua_pushnil(L);
-        while (lua_next(L, t) != 0 && nh + 2 <= 128 && lua_checkstack(L, 3)) {
-            if (lua_type(L, -2) == LUA_TSTRING && lua_isstring(L, -1)) {
-                hdrs[nh].data = lua_tolstring(L, -2, &hdrs[nh].len);
-                nh++;
-                lua_pushvalue(L, -1); /* keep the value string alive */
-                lua_insert(L, t + 1);
-                hdrs[nh].data = lua_tolstring(L, t + 1, &hdrs[nh].len);
-                nh++;
-            }
-            lua_pop(L, 1);
-        }
-    }
-    slot = need_yieldable(L, what);
-    if (mf_api.http_call(r, method, url, hdrs, nh / 2, body,
-                         (uint64_t)(timeout > 0 ? timeout : 0), http_done,
-                         slot) != MF_OK) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: cannot call %s (an http:// or https:// URL?)",
-                        what, url.data);
-        return 2;
-    }
-    slot->host_yield = 1;
-    return lua_yield(L, 0);
-}
-
-static int
-l_http_request(lua_State *L)
-{
-    return http_send(L, 1, "mf.http.request");
-}
-
-/* mf.http.get(url[, opts]) */
-static int
-l_http_get(lua_State *L)
-{
-    luaL_checkstring(L, 1);
-    if (!lua_istable(L, 2)) {
-        lua_settop(L, 1);
-        lua_newtable(L);
-    }
-    lua_pushvalue(L, 1);
-    lua_setfield(L, 2, "url");
-    lua_pushstring(L, "GET");
-    lua_setfield(L, 2, "method");
-    return http_send(L, 2, "mf.http.get");
-}
-
-/* mf.http.post(url, body[, opts]); a table body is sent as JSON. */
-static int
-l_http_post(lua_State *L)
-{
-    luaL_checkstring(L, 1);
-    if (!lua_istable(L, 3)) {
-        lua_settop(L, 2);
-        lua_newtable(L);
-    }
-    lua_pushvalue(L, 1);
-    lua_setfield(L, 3, "url");
-    lua_pushvalue(L, 2);
-    lua_setfield(L, 3, "body");
-    lua_pushstring(L, "POST");
-    lua_setfield(L, 3, "method");
-    return http_send(L, 3, "mf.http.post");
-}
-
-static void
-register_fns(lua_State *L, const char *name, const luaL_Reg *fns)
-{
-    lua_newtable(L);
-    for (; fns->name != NULL; fns++) {
-        lua_pushcfunction(L, fns->func);
-        lua_setfield(L, -2, fns->name);
-    }
-    lua_setfield(L, -2, name);
-}
-
+/* The mf module: each API area adds its part, then the embedded helper
+ * library (the .lua files of lua/mf) is put on package.preload and each of its
+ * modules required, so that the helpers extend mf before the script
+ * runs. */
 static int
 open_mf(lua_State *L)
 {
-    static const luaL_Reg req[] = {{"id", l_req_id},
-                                   {"method", l_req_method},
-                                   {"path", l_req_path},
-                                   {"client_addr", l_req_client_addr},
-                                   {"get_header", l_req_get_header},
-                                   {"set_header", l_req_set_header},
-                                   {"model", l_req_model},
-                                   {"set_model", l_route_set_model},
-                                   {"body", l_req_body},
-                                   {"set_body", l_req_set_body},
-                                   {"stream", l_req_stream},
-                                   {"last_user_text", l_req_last_user_text},
-                                   {"consumer", l_req_consumer},
-                                   {"set_consumer", l_req_set_consumer},
-                                   {"info", l_req_info},
-                                   {NULL, NULL}};
-    static const luaL_Reg route[] = {{"set_model", l_route_set_model},
-                                     {"clear", l_route_clear},
-                                     {"add_target", l_route_add_target},
-                                     {"targets", l_route_targets},
-                                     {NULL, NULL}};
-    static const luaL_Reg resp[] = {
-        {"status", l_resp_status},         {"get_header", l_resp_get_header},
-        {"set_header", l_resp_set_header}, {"usage", l_resp_usage},
-        {"set_body", l_resp_set_body},     {NULL, NULL}};
-    static const luaL_Reg shared[] = {{"get", l_shared_get},
-                                      {"set", l_shared_set},
-                                      {"incr", l_shared_incr},
-                                      {"delete", l_shared_delete},
-                                      {NULL, NULL}};
-    static const luaL_Reg log[] = {{"debug", l_log_debug}, {"info", l_log_info},
-                                   {"warn", l_log_warn},   {"err", l_log_err},
-                                   {"error", l_log_err},   {NULL, NULL}};
-    static const luaL_Reg http[] = {{"request", l_http_request},
-                                    {"get", l_http_get},
-                                    {"post", l_http_post},
-                                    {NULL, NULL}};
-    static const luaL_Reg json[] = {{"encode", l_json_encode},
-                                    {"decode", l_json_decode},
-                                    {"array", l_json_array},
-                                    {NULL, NULL}};
-
     lua_newtable(L);
-    register_fns(L, "req", req);
-    register_fns(L, "route", route);
-    register_fns(L, "resp", resp);
-    register_fns(L, "shared", shared);
-    register_fns(L, "log", log);
-    register_fns(L, "json", json);
-    register_fns(L, "http", http);
-    lua_getfield(L, -1, "json");
-    lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "null");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_sleep);
-    lua_setfield(L, -2, "sleep");
-    lua_pushcfunction(L, l_redis);
-    lua_setfield(L, -2, "redis");
-    lua_pushlightuserdata(L, NULL);
-    lua_setfield(L, -2, "null");
-    lua_pushcfunction(L, l_now);
-    lua_setfield(L, -2, "now");
+    mf_lua_inject_req_api(L);
+    mf_lua_inject_route_api(L);
+    mf_lua_inject_resp_api(L);
+    mf_lua_inject_shared_api(L);
+    mf_lua_inject_log_api(L);
+    mf_lua_inject_json_api(L);
+    mf_lua_inject_http_api(L);
+    mf_lua_inject_time_api(L);
+    mf_lua_inject_redis_api(L);
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;
+}
+
+/* Puts each embedded module on package.preload; MF_ERR with err when one
+ * does not compile (a build defect). */
+static int
+preload_embedded(lua_State *L, char *err, size_t errcap)
+{
+    const mf_lua_embedded_t *e;
+
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    for (e = mf_lua_embedded; e->name != NULL; e++) {
+        char chunk[128];
+
+        snprintf(chunk, sizeof(chunk), "=[embedded %s]", e->name);
+        if (luaL_loadbuffer(L, e->src, e->len, chunk) != 0) {
+            snprintf(err, errcap, "embedded Lua module %s: %s", e->name,
+                     lua_tostring(L, -1));
+            lua_pop(L, 3);
+            return MF_ERR;
+        }
+        lua_setfield(L, -2, e->name);
+    }
+    lua_pop(L, 2);
+    return MF_OK;
+}
+
+/* Requires every embedded module (they extend mf); MF_ERR with err. */
+static int
+require_embedded(lua_State *L, char *err, size_t errcap)
+{
+    const mf_lua_embedded_t *e;
+
+    for (e = mf_lua_embedded; e->name != NULL; e++) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, e->name);
+        if (lua_pcall(L, 1, 0, 0) != 0) {
+            snprintf(err, errcap, "embedded Lua module %s: %s", e->name,
+                     lua_tostring(L, -1));
+            lua_pop(L, 1);
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
 }
 
 /* Loading */
@@ -1523,17 +588,17 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
         lua_close(L);
         return NULL;
     }
-    lua_pushlightuserdata(L, &array_mt_key);
-    lua_newtable(L);
-    lua_pushstring(L, "array");
-    lua_setfield(L, -2, "__jsontype");
-    lua_rawset(L, LUA_REGISTRYINDEX);
     set_package_path(L, path, lua_path);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "loaded");
     open_mf(L);
     lua_setfield(L, -2, "mf");
     lua_pop(L, 2);
+    if (preload_embedded(L, err, errcap) != MF_OK ||
+        require_embedded(L, err, errcap) != MF_OK) {
+        lua_close(L);
+        return NULL;
+    }
     install_dep_recorder(L);
     if (run_script(L, ls, w, path) != MF_OK) {
         snprintf(err, errcap, "stage '%s': %s", name,
@@ -1572,7 +637,7 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
         lua_pop(L, 1);
     }
     *mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    push_json(L, config, 0);
+    mf_lua_push_json(L, config, 0);
     *conf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return L;
 }
@@ -1704,10 +769,10 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
         return MF_FAIL;
     }
     if (nres >= 2 && lua_istable(co, base + 1)) {
-        json_t *j = to_json(co, base + 1, 0);
+        json_t *j = mf_lua_to_json(co, base + 1, 0);
         char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 
-        const char *why = j ? "encoding failed" : to_json_why;
+        const char *why = j ? "encoding failed" : mf_lua_to_json_why();
 
         json_decref(j);
         if (text == NULL) {
@@ -1716,27 +781,27 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
                          name, why);
             return MF_FAIL;
         }
-        mf_req_respond(r, status, "application/json", mf_str_from(text));
+        mf_api.respond(r, status, "application/json", mf_str_from(text));
         free(text);
     } else if (nres >= 2 && lua_isstring(co, base + 1)) {
         size_t len;
         const char *s = lua_tolstring(co, base + 1, &len);
 
         if (status >= 400 && (len == 0 || (s[0] != '{' && s[0] != '['))) {
-            mf_req_respond_error(r, status,
+            mf_api.respond_error(r, status,
                                  status == 401   ? "authentication_error"
                                  : status == 429 ? "rate_limit_error"
                                                  : "invalid_request_error",
-                                 NULL, s);
+                                 s);
         } else {
-            mf_req_respond(r, status,
+            mf_api.respond(r, status,
                            len && (s[0] == '{' || s[0] == '[')
                                ? "application/json"
                                : "text/plain; charset=utf-8",
                            (mf_str_t){s, len});
         }
     } else {
-        mf_req_respond(r, status, "application/json", MF_STR(""));
+        mf_api.respond(r, status, "application/json", MF_STR(""));
     }
     return MF_RESPOND;
 }
@@ -1745,7 +810,7 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
  * async calls fails the request (504) and its coroutine is dropped; the
  * calls it waited on are cancelled with the request. */
 static void
-pause_disarm(lua_slot_t *slot)
+pause_disarm(mf_lua_slot_t *slot)
 {
     if (slot->pause_armed) {
         evtimer_del(slot->pause_ev);
@@ -1757,7 +822,7 @@ pause_disarm(lua_slot_t *slot)
 static void
 pause_cancel(mf_async_t *a)
 {
-    lua_slot_t *slot = (lua_slot_t *)a; /* async is the first member */
+    mf_lua_slot_t *slot = (mf_lua_slot_t *)a; /* async is the first member */
 
     evtimer_del(slot->pause_ev);
     slot->pause_armed = 0;
@@ -1766,7 +831,7 @@ pause_cancel(mf_async_t *a)
 static void
 pause_expired(evutil_socket_t fd, short what, void *arg)
 {
-    lua_slot_t *slot = arg;
+    mf_lua_slot_t *slot = arg;
     mf_req_t *r = slot->r;
     double limit = lua_of(slot->st)->pause_limit_ms;
 
@@ -1781,16 +846,16 @@ pause_expired(evutil_socket_t fd, short what, void *arg)
     luaL_unref(slot->L, LUA_REGISTRYINDEX, slot->co_ref);
     slot->co_ref = LUA_NOREF;
     if (r->head_sent) {
-        mf_req_resume(r, MF_FAIL);
+        mf_api.resume(r, MF_FAIL);
         return;
     }
     mf_req_respond_error(r, 504, "timeout_error", "stage_timeout",
                          "a gateway stage waited too long on a service");
-    mf_req_resume(r, MF_RESPOND);
+    mf_api.resume(r, MF_RESPOND);
 }
 
 static void
-pause_arm(lua_slot_t *slot, mf_req_t *r)
+pause_arm(mf_lua_slot_t *slot, mf_req_t *r)
 {
     double left =
         slot->call_started + lua_of(slot->st)->pause_limit_ms - mf_now_ms();
@@ -1814,7 +879,7 @@ pause_arm(lua_slot_t *slot, mf_req_t *r)
 }
 
 static mf_action_t
-finish_coroutine(lua_slot_t *slot, mf_req_t *r, int status)
+finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
 {
     lua_State *L = slot->L, *co;
     mf_action_t act;
@@ -1873,7 +938,7 @@ lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     mf_lua_stage_t *ls = lua_of(st);
     int w = r->worker->id;
     lua_State *L = ls->L[w], *co;
-    lua_slot_t *slot = *ctx;
+    mf_lua_slot_t *slot = *ctx;
     mf_action_t act;
     lua_run_t was;
     int nargs = 2, status;
@@ -1928,7 +993,7 @@ lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
 static void
 lua_rt_done(mf_pstage_t *st, mf_req_t *r, void **ctx)
 {
-    lua_slot_t *slot = *ctx;
+    mf_lua_slot_t *slot = *ctx;
 
     MF_UNUSED(st);
     MF_UNUSED(r);

@@ -82,3 +82,25 @@ test('a Lua stage refused a call is told why, from the same table', async () => 
   assert.match(text, /perm lua on_route set_consumer=no \(mf\.req\.set_consumer: set_consumer is not allowed in on_route; only in on_request\)/);
   assert.match(text, /perm lua on_log pause=no \(.*mf\.sleep: an async call \(pausing the stage\) is not allowed in on_log; only in on_request, on_route, on_upstream_request, on_upstream_response, on_response_headers\)/);
 });
+
+test('the Lua binding reads and changes the request through the host API; mf.http helpers are embedded', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: binding
+    lua: ${path.join(ROOT, 'tests/integration/fixtures/binding.lua')}`,
+  }), { workers: 1 });
+  try {
+    let r = await chat(g, 'rewrite me', { model: 'gpt-3.5-turbo' });
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.equal(r.headers.get('x-model'), 'gpt-4o');
+    assert.equal(r.headers.get('x-first-target'), 'openai/gpt-4o');
+    assert.equal(r.headers.get('x-user-text'), 'rewritten by the stage');
+    assert.match((await r.json()).choices[0].message.content, /rewritten by the stage/);
+    r = await chat(g, [{ type: 'text', text: 'part one' }, { type: 'text', text: 'part two' }]);
+    assert.equal(r.status, 200, await r.clone().text());
+    assert.equal(r.headers.get('x-user-text'), 'part one|part two');
+    await r.json();
+  } finally {
+    await g.stop();
+  }
+});
