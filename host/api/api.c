@@ -162,7 +162,16 @@ api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 static json_t *
 api_get_body_json(mf_req_t *r)
 {
-    return in_stage(r, ANY_REQ) ? r->json : NULL;
+    return in_stage(r, ANY_REQ) ? mf_req_body_json(r) : NULL;
+}
+
+static int
+api_get_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
+{
+    if (!in_stage(r, ANY_REQ)) {
+        return MF_ERR;
+    }
+    return mf_req_body_field(r, key, value);
 }
 
 static void
@@ -521,4 +530,5 @@ const mf_host_api_t mf_api = {
     .redis_command = api_redis_command,
     .provider_ctx = api_provider_ctx,
     .set_error = api_set_error,
+    .get_body_field = api_get_body_field,
 };

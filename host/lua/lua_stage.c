@@ -479,12 +479,13 @@ static int
 l_req_body(lua_State *L)
 {
     mf_req_t *r = need_req(L);
+    json_t *body = mf_req_body_json(r);
 
-    if (r->json == NULL) {
+    if (body == NULL) {
         lua_pushnil(L);
         return 1;
     }
-    push_json(L, r->json, 0);
+    push_json(L, body, 0);
     return 1;
 }
 

@@ -25,6 +25,7 @@
 #include "http/upstream.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
+#include "request/jscan.h"
 
 #define MF_ERROR_BODY_MAX (1024 * 1024)
 #define MF_STREAM_HIGH_WATER (256 * 1024)
@@ -756,6 +757,86 @@ check_body_shape(mf_req_t *r)
     return MF_ERR;
 }
 
+/*
+ * The fields the host needs from an OpenAI body, read from the one scan's
+ * index (mf_jscan_body) without a JSON tree: model, messages, stream and
+ * stream_options.include_usage, input. MF_ERR when the body is not one
+ * the scan is sure of, or a field is not the plain good case: parse_body
+ * then parses with jansson and answers what is wrong. On MF_OK the body
+ * stays lazy: parsed only if a stage or a translator asks for the value.
+ */
+static int
+scan_body(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    mf_jscan_t *js = mf_pool_alloc(r->pool, sizeof(*js));
+    mf_str_t model, v;
+
+    js->max_depth = lim->max_json_depth;
+    js->max_values = lim->max_json_values;
+    js->max_messages = lim->max_messages;
+    if (mf_jscan_body(r->body, js) != MF_OK ||
+        mf_jscan_plain_string(mf_jscan_get(js, MF_STR("model")), &model) !=
+            MF_OK ||
+        model.len == 0) {
+        return MF_ERR;
+    }
+    if (r->endpoint == MF_ENDPOINT_CHAT) {
+        if (!js->messages_ok) {
+            return MF_ERR;
+        }
+        v = mf_jscan_get(js, MF_STR("stream"));
+        if (v.data != NULL && !mf_str_eq_cstr(v, "true") &&
+            !mf_str_eq_cstr(v, "false") && !mf_str_eq_cstr(v, "null")) {
+            return MF_ERR;
+        }
+        r->stream = mf_str_eq_cstr(v, "true");
+        v = mf_jscan_object_get(mf_jscan_get(js, MF_STR("stream_options")),
+                                MF_STR("include_usage"));
+        r->client_wants_usage = mf_str_eq_cstr(v, "true");
+    } else if (r->endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        v = mf_jscan_get(js, MF_STR("input"));
+        if (v.data == NULL || (*v.data != '"' && *v.data != '[')) {
+            return MF_ERR;
+        }
+    }
+    r->model = mf_pool_str(r->pool, model);
+    r->model_asked = r->model;
+    r->body_scan = js;
+    r->body_lazy = 1;
+    return MF_OK;
+}
+
+json_t *
+mf_req_body_json(mf_req_t *r)
+{
+    if (r->json == NULL && r->body_lazy) {
+        r->body_lazy = 0;
+        r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, NULL);
+    }
+    return r->json;
+}
+
+int
+mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
+{
+    json_t *v;
+    char *text;
+
+    if (r->json == NULL && r->body_lazy) {
+        *value = mf_jscan_get(r->body_scan, key);
+        return value->data != NULL ? MF_OK : MF_ERR;
+    }
+    v = json_object_getn(r->json, key.data, key.len);
+    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    *value = mf_pool_str(r->pool, mf_str_from(text));
+    free(text);
+    return MF_OK;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -767,6 +848,9 @@ parse_body(mf_req_t *r)
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request has no body; send a JSON object.");
         return MF_ERR;
+    }
+    if (r->proto == MF_PROTO_OPENAI && scan_body(r) == MF_OK) {
+        return MF_OK;
     }
     if (check_body_shape(r) != MF_OK) {
         return MF_ERR;
@@ -862,7 +946,7 @@ parse_body(mf_req_t *r)
 mf_str_t
 mf_req_last_user_text(mf_req_t *r)
 {
-    json_t *msgs = json_object_get(r->json, "messages");
+    json_t *msgs = json_object_get(mf_req_body_json(r), "messages");
     size_t i = json_array_size(msgs);
 
     while (i-- > 0) {
@@ -1288,7 +1372,7 @@ attempt_prepare(mf_req_t *r)
     }
     if (r->up_body.data == NULL) {
         if (r->body_dirty) {
-            char *text = json_dumps(r->json, JSON_COMPACT);
+            char *text = json_dumps(mf_req_body_json(r), JSON_COMPACT);
             mf_str_t s = mf_str_from(text);
 
             r->up_body = mf_pool_str(r->pool, s);
@@ -2628,19 +2712,22 @@ mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
 
 /* The client connection's view of the request layer */
 
+/* A window on the current generation (mf_gen_enter): no lock and no
+ * reference on a worker; the connection holds it for a few lines. */
 static const mf_config_t *
 conn_config_acquire(void **hold)
 {
-    mf_gen_t *g = mf_gen_acquire();
+    mf_gen_t *g = mf_gen_enter();
 
-    *hold = g;
+    *hold = NULL;
     return g != NULL ? g->config : NULL;
 }
 
 static void
 conn_config_release(void *hold)
 {
-    mf_gen_release(hold);
+    MF_UNUSED(hold);
+    mf_gen_leave();
 }
 
 const mf_conn_handlers_t mf_req_conn_handlers = {

@@ -125,9 +125,53 @@ openai_fini(void *state)
 }
 
 static int
+has_field(mf_req_t *r, const char *key)
+{
+    mf_str_t v;
+
+    return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
+}
+
+/* Whether build_request may have to change the body for this upstream,
+ * read from the body's fields without parsing it (ABI 1.3): 0 only when
+ * it is sure not to (the original bytes then go up). */
+static int
+may_edit(mf_req_t *r, const mf_upstream_t *u)
+{
+    const preset_t *pre = preset_of(u->type);
+    mf_str_t m;
+    size_t i;
+
+    if (api->abi_minor < 3 || api->get_body_field == NULL ||
+        api->get_body_field(r, MF_STR("model"), &m) != MF_OK ||
+        m.len != u->model.len + 2 || m.data[0] != '"' ||
+        memchr(m.data, '\\', m.len) != NULL ||
+        memcmp(m.data + 1, u->model.data, u->model.len) != 0) {
+        return 1;
+    }
+    if (u->endpoint != MF_ENDPOINT_CHAT) {
+        return 0;
+    }
+    if (has_field(r, "thinking") ||
+        (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
+        return 1;
+    }
+    for (i = 0; !(pre->quirks & Q_OPENAI_FIELDS) && openai_only[i]; i++) {
+        if (has_field(r, openai_only[i])) {
+            return 1;
+        }
+    }
+    return (!(pre->quirks & Q_MAX_COMPLETION) &&
+            has_field(r, "max_completion_tokens")) ||
+           (!(pre->quirks & Q_STREAM_OPTIONS) &&
+            has_field(r, "stream_options"));
+}
+
+static int
 openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
-    json_t *body = api->get_body_json(r);
+    int edit = may_edit(r, u);
+    json_t *body = edit ? api->get_body_json(r) : NULL;
     const char *suffix = u->endpoint == MF_ENDPOINT_EMBEDDINGS
                              ? "/embeddings"
                              : "/chat/completions";
@@ -161,7 +205,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
                      u->base_url.data, suffix);
     }
-    if (n < 0 || (size_t)n >= sizeof(url) || body == NULL) {
+    if (n < 0 || (size_t)n >= sizeof(url) || (edit && body == NULL)) {
         return MF_ERR;
     }
     api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
@@ -179,6 +223,9 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (u->stream) {
         api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
                         MF_STR("text/event-stream"));
+    }
+    if (!edit) {
+        return MF_OK; /* nothing to change: the original bytes go up */
     }
     if (u->endpoint == MF_ENDPOINT_CHAT) {
         const preset_t *pre = preset_of(u->type);
