@@ -70,8 +70,51 @@ is_hop_header(mf_str_t n)
 
 /* Writes one header line; a header that would split the head (a stage's
  * or the client's value with CR or LF) is dropped and logged instead. */
+/* A head gathered on the stack and added to the output in few pieces:
+ * a printf or an evbuffer_add per piece costs more than the head. */
+typedef struct {
+    struct evbuffer *o;
+    size_t len;
+    char b[1024];
+} head_buf_t;
+
 static void
-send_header(mf_req_t *r, struct evbuffer *o, mf_str_t name, mf_str_t value)
+hb_put(head_buf_t *h, const char *p, size_t n)
+{
+    if (h->len + n > sizeof(h->b)) {
+        evbuffer_add(h->o, h->b, h->len);
+        h->len = 0;
+        if (n > sizeof(h->b)) {
+            evbuffer_add(h->o, p, n);
+            return;
+        }
+    }
+    memcpy(h->b + h->len, p, n);
+    h->len += n;
+}
+
+static void
+hb_str(head_buf_t *h, const char *s)
+{
+    hb_put(h, s, strlen(s));
+}
+
+/* The decimal digits of v (v >= 0). */
+static void
+hb_num(head_buf_t *h, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    hb_put(h, tmp + i, sizeof(tmp) - i);
+}
+
+static void
+send_header(mf_req_t *r, head_buf_t *h, mf_str_t name, mf_str_t value)
 {
     if (!mf_http_header_ok(name, value)) {
         mf_log_warn("request %.*s: header '%.*s' not sent: its value holds "
@@ -80,17 +123,17 @@ send_header(mf_req_t *r, struct evbuffer *o, mf_str_t name, mf_str_t value)
                     (int)(name.len > 64 ? 64 : name.len), name.data);
         return;
     }
-    evbuffer_add(o, name.data, name.len);
-    evbuffer_add(o, ": ", 2);
-    evbuffer_add(o, value.data, value.len);
-    evbuffer_add(o, "\r\n", 2);
+    hb_put(h, name.data, name.len);
+    hb_put(h, ": ", 2);
+    hb_put(h, value.data, value.len);
+    hb_put(h, "\r\n", 2);
 }
 
 /* Writes the status line and headers; len < 0 = chunked body. */
 static void
 send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
 {
-    struct evbuffer *o;
+    head_buf_t h;
     size_t i;
 
     r->status = status;
@@ -98,44 +141,58 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     if (r->conn == NULL) {
         return;
     }
-    o = out(r);
-    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
-                        status, mf_http_reason(status), mf_http_date(), ctype);
+    h.o = out(r);
+    h.len = 0;
+    hb_put(&h, "HTTP/1.1 ", 9);
+    hb_num(&h, (uint64_t)status);
+    hb_put(&h, " ", 1);
+    hb_str(&h, mf_http_reason(status));
+    hb_put(&h, "\r\nDate: ", 8);
+    hb_str(&h, mf_http_date());
+    hb_put(&h, "\r\nContent-Type: ", 16);
+    hb_str(&h, ctype);
+    hb_put(&h, "\r\n", 2);
     if (len >= 0) {
-        evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)len);
+        hb_put(&h, "Content-Length: ", 16);
+        hb_num(&h, (uint64_t)len);
+        hb_put(&h, "\r\n", 2);
     } else if (r->http10) {
         /* HTTP/1.0 has no chunked coding: the body ends with the
          * connection (RFC 9112 6.3) */
         r->close_after = 1;
     } else {
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        hb_put(&h, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!mf_conn_keep_alive(r->conn)) {
         r->close_after = 1;
     }
     if (r->close_after) {
-        evbuffer_add(o, "Connection: close\r\n", 19);
+        hb_put(&h, "Connection: close\r\n", 19);
     } else if (r->http10) {
         /* a 1.0 client keeps the connection only when told so */
-        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+        hb_put(&h, "Connection: keep-alive\r\n", 24);
     }
-    evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
-                        r->id.data);
+    hb_put(&h, "x-request-id: ", 14);
+    hb_put(&h, r->id.data, r->id.len);
+    hb_put(&h, "\r\n", 2);
     if (r->attempts > 0 && r->prov != NULL) {
-        send_header(r, o, MF_STR("x-manifold-provider"),
+        send_header(r, &h, MF_STR("x-manifold-provider"),
                     mf_str_from(r->prov->conf->name));
-        send_header(r, o, MF_STR("x-manifold-model"), r->up_model);
-        evbuffer_add_printf(o, "x-manifold-attempts: %d\r\n", r->attempts);
+        send_header(r, &h, MF_STR("x-manifold-model"), r->up_model);
+        hb_put(&h, "x-manifold-attempts: ", 21);
+        hb_num(&h, (uint64_t)(r->attempts > 0 ? r->attempts : 0));
+        hb_put(&h, "\r\n", 2);
     }
     for (i = 0; i < r->resp_headers.n; i++) {
-        mf_header_t *h = &r->resp_headers.v[i];
+        mf_header_t *hd = &r->resp_headers.v[i];
 
-        if (is_hop_header(h->name)) {
+        if (is_hop_header(hd->name)) {
             continue;
         }
-        send_header(r, o, h->name, h->value);
+        send_header(r, &h, hd->name, hd->value);
     }
-    evbuffer_add(o, "\r\n", 2);
+    hb_put(&h, "\r\n", 2);
+    evbuffer_add(h.o, h.b, h.len);
 }
 
 static void
@@ -1156,13 +1213,25 @@ out:
 static void
 build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
 {
-    size_t i;
+    char num[24];
+    size_t i, n, len;
 
-    mf_buf_printf(b, "POST %s HTTP/1.1\r\nHost: %s", u->path, u->host);
+    /* appended piece by piece: printf costs more than the head */
+    mf_buf_append(b, "POST ", 5);
+    mf_buf_append(b, u->path, strlen(u->path));
+    mf_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
+    mf_buf_append(b, u->host, strlen(u->host));
     if ((u->tls && u->port != 443) || (!u->tls && u->port != 80)) {
-        mf_buf_printf(b, ":%d", u->port);
+        n = (size_t)snprintf(num, sizeof(num), ":%d", u->port);
+        mf_buf_append(b, num, n);
     }
-    mf_buf_printf(b, "\r\nContent-Length: %zu\r\n", r->up_body.len);
+    mf_buf_append(b, "\r\nContent-Length: ", 18);
+    n = sizeof(num);
+    for (len = r->up_body.len; n == sizeof(num) || len != 0; len /= 10) {
+        num[--n] = (char)('0' + len % 10);
+    }
+    mf_buf_append(b, num + n, sizeof(num) - n);
+    mf_buf_append(b, "\r\n", 2);
     for (i = 0; i < r->up_req_headers.n; i++) {
         mf_header_t *h = &r->up_req_headers.v[i];
 
