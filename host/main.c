@@ -203,6 +203,24 @@ keypool_tick(mf_worker_t *w)
 }
 
 static const mf_worker_hooks_t keypool_hooks = {.tick = keypool_tick};
+
+/* Each worker reads the current generation without the lock. */
+static void
+gen_thread_start(mf_worker_t *w)
+{
+    MF_UNUSED(w);
+    mf_gen_reader_start();
+}
+
+static void
+gen_thread_stop(mf_worker_t *w)
+{
+    MF_UNUSED(w);
+    mf_gen_reader_stop();
+}
+
+static const mf_worker_hooks_t gen_hooks = {.thread_start = gen_thread_start,
+                                            .thread_stop = gen_thread_stop};
 static const mf_keypool_redis_t keypool_redis = {.command = mf_svc_redis_raw};
 
 int
@@ -322,6 +340,7 @@ main(int argc, char **argv)
     mf_server_set_handlers(&mf_req_conn_handlers);
     mf_keypool_set_redis(&keypool_redis);
     mf_server_add_hooks(&keypool_hooks);
+    mf_server_add_hooks(&gen_hooks);
     mf_server_add_hooks(&mf_svc_redis_hooks);
     if (mf_server_start(&m.server, g->config->listen_host,
                         g->config->listen_port, g->nworkers) != MF_OK) {

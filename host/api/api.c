@@ -232,7 +232,16 @@ api_set_header(mf_req_t *r, mf_headers_t which, mf_str_t name, mf_str_t value)
 static json_t *
 api_get_body_json(mf_req_t *r)
 {
-    return in_call(r, MF_CALL_READ) ? r->json : NULL;
+    return in_call(r, MF_CALL_READ) ? mf_req_body_json(r) : NULL;
+}
+
+static int
+api_get_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
+{
+    if (!in_call(r, MF_CALL_READ)) {
+        return MF_ERR;
+    }
+    return mf_req_body_field(r, key, value);
 }
 
 static void
@@ -586,4 +595,5 @@ const mf_host_api_t mf_api = {
     .redis_command = api_redis_command,
     .provider_ctx = api_provider_ctx,
     .set_error = api_set_error,
+    .get_body_field = api_get_body_field,
 };

@@ -101,12 +101,11 @@ limits(void)
     const mf_config_t *conf = handlers->config_acquire(&hold);
     static __thread mf_limits_t cached;
 
-    if (conf == NULL) {
-        return &defaults;
+    if (conf != NULL) {
+        cached = conf->limits;
     }
-    cached = conf->limits;
     handlers->config_release(hold);
-    return &cached;
+    return conf != NULL ? &cached : &defaults;
 }
 
 struct bufferevent *
@@ -483,13 +482,12 @@ conn_guard(mf_conn_t *c)
     const mf_config_t *conf = handlers->config_acquire(&hold);
     const char *code = NULL;
     char msg[512];
-    int rc;
+    int rc = MF_OK;
 
-    if (conf == NULL) {
-        return MF_OK;
+    if (conf != NULL) {
+        rc = mf_guard_check(conf, c->w->server->loopback, c->head, &code, msg,
+                            sizeof(msg));
     }
-    rc = mf_guard_check(conf, c->w->server->loopback, c->head, &code, msg,
-                        sizeof(msg));
     handlers->config_release(hold);
     if (rc != MF_OK) {
         conn_refuse(c, 403, code, msg);
@@ -1028,8 +1026,19 @@ static void *
 worker_main(void *arg)
 {
     mf_worker_t *w = arg;
+    size_t i;
 
+    for (i = 0; i < nhooks; i++) {
+        if (hooks[i]->thread_start != NULL) {
+            hooks[i]->thread_start(w);
+        }
+    }
     event_base_dispatch(w->base);
+    for (i = nhooks; i-- > 0;) {
+        if (hooks[i]->thread_stop != NULL) {
+            hooks[i]->thread_stop(w);
+        }
+    }
     return NULL;
 }
 

@@ -63,7 +63,9 @@ typedef struct mf_conn_handlers_s {
     /* The client output drained under the low mark. */
     void (*drained)(mf_req_t *r);
     /* The config in force (limits, the browser guard's lists), NULL when
-     * none; *hold goes back to config_release when done with it. */
+     * none; *hold goes back to config_release when done with it (also
+     * after NULL), a few lines later: the pair may be a window that
+     * blocks a reload, and pairs do not nest. */
     const mf_config_t *(*config_acquire)(void **hold);
     void (*config_release)(void *hold);
 } mf_conn_handlers_t;
@@ -71,13 +73,16 @@ typedef struct mf_conn_handlers_s {
 /*
  * Hooks a module registers on every worker: init after the worker is set
  * up (main thread, before it serves), tick once a second on worker 0, fini
- * after its thread stopped. Any may be NULL. Registered before
- * mf_server_start; at most 8.
+ * after its thread stopped; thread_start and thread_stop on the worker's
+ * own thread, before its loop runs and after it ended. Any may be NULL.
+ * Registered before mf_server_start; at most 8.
  */
 typedef struct mf_worker_hooks_s {
     void (*init)(mf_worker_t *w);
     void (*tick)(mf_worker_t *w);
     void (*fini)(mf_worker_t *w);
+    void (*thread_start)(mf_worker_t *w);
+    void (*thread_stop)(mf_worker_t *w);
 } mf_worker_hooks_t;
 
 void mf_server_set_handlers(const mf_conn_handlers_t *h);

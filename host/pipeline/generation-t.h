@@ -40,4 +40,10 @@ typedef struct mf_gen_s {
     int nworkers;
 } mf_gen_t;
 
+/* A worker thread's reader of the current generation (generation.h). */
+typedef struct mf_gen_reader_s {
+    atomic_uint seq; /* odd while inside a window */
+    struct mf_gen_reader_s *next;
+} mf_gen_reader_t;
+
 #endif

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -19,7 +20,9 @@
 #define MF_PROVIDER_INIT_TIMEOUT_MS 10000
 
 static pthread_mutex_t gen_lock = PTHREAD_MUTEX_INITIALIZER;
-static mf_gen_t *gen_current;
+static _Atomic(mf_gen_t *) gen_current;      /* stored under gen_lock */
+static mf_gen_reader_t *gen_readers;         /* under gen_lock */
+static __thread mf_gen_reader_t *gen_reader; /* this thread's, or NULL */
 static mf_gen_t *gen_alive; /* every generation not yet freed */
 static unsigned gen_seq;
 static const mf_gen_provider_hooks_t *prov_hooks; /* the key pool's */
@@ -580,17 +583,76 @@ mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
     return g;
 }
 
+void
+mf_gen_reader_start(void)
+{
+    mf_gen_reader_t *rd = mf_xcalloc(1, sizeof(*rd));
+
+    atomic_init(&rd->seq, 0);
+    pthread_mutex_lock(&gen_lock);
+    rd->next = gen_readers;
+    gen_readers = rd;
+    pthread_mutex_unlock(&gen_lock);
+    gen_reader = rd;
+}
+
+void
+mf_gen_reader_stop(void)
+{
+    mf_gen_reader_t **pp, *rd = gen_reader;
+
+    if (rd == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&gen_lock);
+    for (pp = &gen_readers; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == rd) {
+            *pp = rd->next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&gen_lock);
+    gen_reader = NULL;
+    free(rd);
+}
+
+/*
+ * The window: the reader's seq goes odd (a sequentially consistent
+ * read-modify-write) before it loads gen_current, and even again after.
+ * mf_gen_set_current stores the new pointer, then waits for each reader
+ * it finds odd to move on: a reader that loaded the old pointer is inside
+ * a window the writer sees, one that entered later loads the new one.
+ */
+mf_gen_t *
+mf_gen_enter(void)
+{
+    if (gen_reader == NULL) {
+        pthread_mutex_lock(&gen_lock); /* left in mf_gen_leave */
+        return atomic_load(&gen_current);
+    }
+    atomic_fetch_add(&gen_reader->seq, 1);
+    return atomic_load(&gen_current);
+}
+
+void
+mf_gen_leave(void)
+{
+    if (gen_reader == NULL) {
+        pthread_mutex_unlock(&gen_lock);
+        return;
+    }
+    atomic_fetch_add_explicit(&gen_reader->seq, 1, memory_order_release);
+}
+
 mf_gen_t *
 mf_gen_acquire(void)
 {
-    mf_gen_t *g;
+    mf_gen_t *g = mf_gen_enter();
 
-    pthread_mutex_lock(&gen_lock);
-    g = gen_current;
     if (g != NULL) {
         atomic_fetch_add(&g->refs, 1);
     }
-    pthread_mutex_unlock(&gen_lock);
+    mf_gen_leave();
     return g;
 }
 
@@ -605,11 +667,19 @@ mf_gen_release(mf_gen_t *g)
 void
 mf_gen_set_current(mf_gen_t *g)
 {
+    mf_gen_reader_t *rd;
     mf_gen_t *old;
 
     pthread_mutex_lock(&gen_lock);
-    old = gen_current;
-    gen_current = g;
+    old = atomic_load(&gen_current);
+    atomic_store(&gen_current, g);
+    for (rd = gen_readers; rd != NULL; rd = rd->next) {
+        unsigned seq = atomic_load(&rd->seq);
+
+        while ((seq & 1) && atomic_load(&rd->seq) == seq) {
+            sched_yield(); /* a window is a few instructions long */
+        }
+    }
     pthread_mutex_unlock(&gen_lock);
     mf_gen_release(old);
 }

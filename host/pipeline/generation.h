@@ -29,9 +29,29 @@ mf_gen_t *mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
  * each provider; MF_ERR with one line per provider (and a "did you
  * mean") in err. Loads and unloads the provider plugins. */
 int mf_gen_check_providers(mf_config_t *config, char *err, size_t errcap);
+/* The current generation with a reference taken (NULL before the first
+ * or after shutdown); mf_gen_release gives it back. On a thread that
+ * started a reader, without the generation lock. */
 mf_gen_t *mf_gen_acquire(void);
 void mf_gen_release(mf_gen_t *g);
+/* Makes g current (taking the caller's reference) and releases the one
+ * before, once no reader still looks at it without a reference. */
 void mf_gen_set_current(mf_gen_t *g);
+
+/*
+ * The read path of a worker, without a lock: a worker thread starts its
+ * reader before its loop and stops it after; mf_gen_enter gives the
+ * current generation borrowed (no reference) until mf_gen_leave, a short
+ * window that mf_gen_set_current waits out before it releases the
+ * generation it replaced. A request that outlives the window takes a
+ * reference (mf_gen_acquire). Windows do not nest and hold no acquire
+ * or release. On a thread without a reader, the window holds the
+ * generation lock.
+ */
+void mf_gen_reader_start(void);
+void mf_gen_reader_stop(void);
+mf_gen_t *mf_gen_enter(void);
+void mf_gen_leave(void);
 mf_prov_t *mf_gen_find_provider(mf_gen_t *g, mf_str_t name);
 mf_pstage_t *mf_gen_find_stage(mf_gen_t *g, const char *name);
 /* Calls fn for each generation not yet freed, under the generation lock

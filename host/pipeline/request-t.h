@@ -63,8 +63,10 @@ struct mf_req_s {
     mf_str_t client_addr;
     mf_hlist_t req_headers;
     mf_str_t body; /* raw request body */
-    json_t *json;  /* parsed body */
+    json_t *json;  /* parsed body (see mf_req_body_json) */
     int body_dirty;
+    int body_lazy;                /* checked, not parsed yet: json NULL */
+    struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
     mf_proto_t proto;
     int stream;

@@ -25,6 +25,7 @@
 #include "http/upstream.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
+#include "request/jscan.h"
 
 #define MF_ERROR_BODY_MAX (1024 * 1024)
 #define MF_STREAM_HIGH_WATER (256 * 1024)
@@ -69,8 +70,51 @@ is_hop_header(mf_str_t n)
 
 /* Writes one header line; a header that would split the head (a stage's
  * or the client's value with CR or LF) is dropped and logged instead. */
+/* A head gathered on the stack and added to the output in few pieces:
+ * a printf or an evbuffer_add per piece costs more than the head. */
+typedef struct {
+    struct evbuffer *o;
+    size_t len;
+    char b[1024];
+} head_buf_t;
+
 static void
-send_header(mf_req_t *r, struct evbuffer *o, mf_str_t name, mf_str_t value)
+hb_put(head_buf_t *h, const char *p, size_t n)
+{
+    if (h->len + n > sizeof(h->b)) {
+        evbuffer_add(h->o, h->b, h->len);
+        h->len = 0;
+        if (n > sizeof(h->b)) {
+            evbuffer_add(h->o, p, n);
+            return;
+        }
+    }
+    memcpy(h->b + h->len, p, n);
+    h->len += n;
+}
+
+static void
+hb_str(head_buf_t *h, const char *s)
+{
+    hb_put(h, s, strlen(s));
+}
+
+/* The decimal digits of v (v >= 0). */
+static void
+hb_num(head_buf_t *h, uint64_t v)
+{
+    char tmp[24];
+    size_t i = sizeof(tmp);
+
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    hb_put(h, tmp + i, sizeof(tmp) - i);
+}
+
+static void
+send_header(mf_req_t *r, head_buf_t *h, mf_str_t name, mf_str_t value)
 {
     if (!mf_http_header_ok(name, value)) {
         mf_log_warn("request %.*s: header '%.*s' not sent: its value holds "
@@ -79,17 +123,17 @@ send_header(mf_req_t *r, struct evbuffer *o, mf_str_t name, mf_str_t value)
                     (int)(name.len > 64 ? 64 : name.len), name.data);
         return;
     }
-    evbuffer_add(o, name.data, name.len);
-    evbuffer_add(o, ": ", 2);
-    evbuffer_add(o, value.data, value.len);
-    evbuffer_add(o, "\r\n", 2);
+    hb_put(h, name.data, name.len);
+    hb_put(h, ": ", 2);
+    hb_put(h, value.data, value.len);
+    hb_put(h, "\r\n", 2);
 }
 
 /* Writes the status line and headers; len < 0 = chunked body. */
 static void
 send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
 {
-    struct evbuffer *o;
+    head_buf_t h;
     size_t i;
 
     r->status = status;
@@ -97,44 +141,58 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     if (r->conn == NULL) {
         return;
     }
-    o = out(r);
-    evbuffer_add_printf(o, "HTTP/1.1 %d %s\r\nDate: %s\r\nContent-Type: %s\r\n",
-                        status, mf_http_reason(status), mf_http_date(), ctype);
+    h.o = out(r);
+    h.len = 0;
+    hb_put(&h, "HTTP/1.1 ", 9);
+    hb_num(&h, (uint64_t)status);
+    hb_put(&h, " ", 1);
+    hb_str(&h, mf_http_reason(status));
+    hb_put(&h, "\r\nDate: ", 8);
+    hb_str(&h, mf_http_date());
+    hb_put(&h, "\r\nContent-Type: ", 16);
+    hb_str(&h, ctype);
+    hb_put(&h, "\r\n", 2);
     if (len >= 0) {
-        evbuffer_add_printf(o, "Content-Length: %lld\r\n", (long long)len);
+        hb_put(&h, "Content-Length: ", 16);
+        hb_num(&h, (uint64_t)len);
+        hb_put(&h, "\r\n", 2);
     } else if (r->http10) {
         /* HTTP/1.0 has no chunked coding: the body ends with the
          * connection (RFC 9112 6.3) */
         r->close_after = 1;
     } else {
-        evbuffer_add(o, "Transfer-Encoding: chunked\r\n", 28);
+        hb_put(&h, "Transfer-Encoding: chunked\r\n", 28);
     }
     if (!mf_conn_keep_alive(r->conn)) {
         r->close_after = 1;
     }
     if (r->close_after) {
-        evbuffer_add(o, "Connection: close\r\n", 19);
+        hb_put(&h, "Connection: close\r\n", 19);
     } else if (r->http10) {
         /* a 1.0 client keeps the connection only when told so */
-        evbuffer_add(o, "Connection: keep-alive\r\n", 24);
+        hb_put(&h, "Connection: keep-alive\r\n", 24);
     }
-    evbuffer_add_printf(o, "x-request-id: %.*s\r\n", (int)r->id.len,
-                        r->id.data);
+    hb_put(&h, "x-request-id: ", 14);
+    hb_put(&h, r->id.data, r->id.len);
+    hb_put(&h, "\r\n", 2);
     if (r->attempts > 0 && r->prov != NULL) {
-        send_header(r, o, MF_STR("x-manifold-provider"),
+        send_header(r, &h, MF_STR("x-manifold-provider"),
                     mf_str_from(r->prov->conf->name));
-        send_header(r, o, MF_STR("x-manifold-model"), r->up_model);
-        evbuffer_add_printf(o, "x-manifold-attempts: %d\r\n", r->attempts);
+        send_header(r, &h, MF_STR("x-manifold-model"), r->up_model);
+        hb_put(&h, "x-manifold-attempts: ", 21);
+        hb_num(&h, (uint64_t)(r->attempts > 0 ? r->attempts : 0));
+        hb_put(&h, "\r\n", 2);
     }
     for (i = 0; i < r->resp_headers.n; i++) {
-        mf_header_t *h = &r->resp_headers.v[i];
+        mf_header_t *hd = &r->resp_headers.v[i];
 
-        if (is_hop_header(h->name)) {
+        if (is_hop_header(hd->name)) {
             continue;
         }
-        send_header(r, o, h->name, h->value);
+        send_header(r, &h, hd->name, hd->value);
     }
-    evbuffer_add(o, "\r\n", 2);
+    hb_put(&h, "\r\n", 2);
+    evbuffer_add(h.o, h.b, h.len);
 }
 
 static void
@@ -756,6 +814,86 @@ check_body_shape(mf_req_t *r)
     return MF_ERR;
 }
 
+/*
+ * The fields the host needs from an OpenAI body, read from the one scan's
+ * index (mf_jscan_body) without a JSON tree: model, messages, stream and
+ * stream_options.include_usage, input. MF_ERR when the body is not one
+ * the scan is sure of, or a field is not the plain good case: parse_body
+ * then parses with jansson and answers what is wrong. On MF_OK the body
+ * stays lazy: parsed only if a stage or a translator asks for the value.
+ */
+static int
+scan_body(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    mf_jscan_t *js = mf_pool_alloc(r->pool, sizeof(*js));
+    mf_str_t model, v;
+
+    js->max_depth = lim->max_json_depth;
+    js->max_values = lim->max_json_values;
+    js->max_messages = lim->max_messages;
+    if (mf_jscan_body(r->body, js) != MF_OK ||
+        mf_jscan_plain_string(mf_jscan_get(js, MF_STR("model")), &model) !=
+            MF_OK ||
+        model.len == 0) {
+        return MF_ERR;
+    }
+    if (r->endpoint == MF_ENDPOINT_CHAT) {
+        if (!js->messages_ok) {
+            return MF_ERR;
+        }
+        v = mf_jscan_get(js, MF_STR("stream"));
+        if (v.data != NULL && !mf_str_eq_cstr(v, "true") &&
+            !mf_str_eq_cstr(v, "false") && !mf_str_eq_cstr(v, "null")) {
+            return MF_ERR;
+        }
+        r->stream = mf_str_eq_cstr(v, "true");
+        v = mf_jscan_object_get(mf_jscan_get(js, MF_STR("stream_options")),
+                                MF_STR("include_usage"));
+        r->client_wants_usage = mf_str_eq_cstr(v, "true");
+    } else if (r->endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        v = mf_jscan_get(js, MF_STR("input"));
+        if (v.data == NULL || (*v.data != '"' && *v.data != '[')) {
+            return MF_ERR;
+        }
+    }
+    r->model = mf_pool_str(r->pool, model);
+    r->model_asked = r->model;
+    r->body_scan = js;
+    r->body_lazy = 1;
+    return MF_OK;
+}
+
+json_t *
+mf_req_body_json(mf_req_t *r)
+{
+    if (r->json == NULL && r->body_lazy) {
+        r->body_lazy = 0;
+        r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, NULL);
+    }
+    return r->json;
+}
+
+int
+mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
+{
+    json_t *v;
+    char *text;
+
+    if (r->json == NULL && r->body_lazy) {
+        *value = mf_jscan_get(r->body_scan, key);
+        return value->data != NULL ? MF_OK : MF_ERR;
+    }
+    v = json_object_getn(r->json, key.data, key.len);
+    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    *value = mf_pool_str(r->pool, mf_str_from(text));
+    free(text);
+    return MF_OK;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -767,6 +905,9 @@ parse_body(mf_req_t *r)
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request has no body; send a JSON object.");
         return MF_ERR;
+    }
+    if (r->proto == MF_PROTO_OPENAI && scan_body(r) == MF_OK) {
+        return MF_OK;
     }
     if (check_body_shape(r) != MF_OK) {
         return MF_ERR;
@@ -862,7 +1003,7 @@ parse_body(mf_req_t *r)
 mf_str_t
 mf_req_last_user_text(mf_req_t *r)
 {
-    json_t *msgs = json_object_get(r->json, "messages");
+    json_t *msgs = json_object_get(mf_req_body_json(r), "messages");
     size_t i = json_array_size(msgs);
 
     while (i-- > 0) {
@@ -1072,13 +1213,25 @@ out:
 static void
 build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
 {
-    size_t i;
+    char num[24];
+    size_t i, n, len;
 
-    mf_buf_printf(b, "POST %s HTTP/1.1\r\nHost: %s", u->path, u->host);
+    /* appended piece by piece: printf costs more than the head */
+    mf_buf_append(b, "POST ", 5);
+    mf_buf_append(b, u->path, strlen(u->path));
+    mf_buf_append(b, " HTTP/1.1\r\nHost: ", 17);
+    mf_buf_append(b, u->host, strlen(u->host));
     if ((u->tls && u->port != 443) || (!u->tls && u->port != 80)) {
-        mf_buf_printf(b, ":%d", u->port);
+        n = (size_t)snprintf(num, sizeof(num), ":%d", u->port);
+        mf_buf_append(b, num, n);
     }
-    mf_buf_printf(b, "\r\nContent-Length: %zu\r\n", r->up_body.len);
+    mf_buf_append(b, "\r\nContent-Length: ", 18);
+    n = sizeof(num);
+    for (len = r->up_body.len; n == sizeof(num) || len != 0; len /= 10) {
+        num[--n] = (char)('0' + len % 10);
+    }
+    mf_buf_append(b, num + n, sizeof(num) - n);
+    mf_buf_append(b, "\r\n", 2);
     for (i = 0; i < r->up_req_headers.n; i++) {
         mf_header_t *h = &r->up_req_headers.v[i];
 
@@ -1288,7 +1441,7 @@ attempt_prepare(mf_req_t *r)
     }
     if (r->up_body.data == NULL) {
         if (r->body_dirty) {
-            char *text = json_dumps(r->json, JSON_COMPACT);
+            char *text = json_dumps(mf_req_body_json(r), JSON_COMPACT);
             mf_str_t s = mf_str_from(text);
 
             r->up_body = mf_pool_str(r->pool, s);
@@ -2628,19 +2781,22 @@ mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
 
 /* The client connection's view of the request layer */
 
+/* A window on the current generation (mf_gen_enter): no lock and no
+ * reference on a worker; the connection holds it for a few lines. */
 static const mf_config_t *
 conn_config_acquire(void **hold)
 {
-    mf_gen_t *g = mf_gen_acquire();
+    mf_gen_t *g = mf_gen_enter();
 
-    *hold = g;
+    *hold = NULL;
     return g != NULL ? g->config : NULL;
 }
 
 static void
 conn_config_release(void *hold)
 {
-    mf_gen_release(hold);
+    MF_UNUSED(hold);
+    mf_gen_leave();
 }
 
 const mf_conn_handlers_t mf_req_conn_handlers = {

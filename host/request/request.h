@@ -51,6 +51,13 @@ void mf_req_resume(mf_req_t *r, mf_action_t action);
 int mf_req_set_model(mf_req_t *r, mf_str_t model);
 int mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model,
                       unsigned weight);
+/* The parsed request body, parsed now when parse_body left it lazy (a
+ * body no stage had read): borrowed, NULL when there is none. */
+json_t *mf_req_body_json(mf_req_t *r);
+/* The JSON text of the body's top-level member key: from the scan's
+ * index while the body is not parsed, else serialized from the value
+ * (into the request's pool). MF_ERR when absent. */
+int mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
 

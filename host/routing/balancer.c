@@ -219,90 +219,163 @@ add(const mf_plan_t *r, cand_t *c)
     r->add(r->arg, c->prov, c->model, c->conf->weight, c->tgt);
 }
 
+/* A candidate a strategy may pick: not yet in the plan, bound, weighted. */
+static int
+open_candidate(const cand_t *c)
+{
+    return !c->used && c->prov != NULL && c->conf->weight > 0;
+}
+
+/*
+ * Balancing strategies, as nginx keeps its upstream balancers behind
+ * get/free: each picks the next of the open candidates, under the lock,
+ * given their summed weight. A candidate whose breaker is open has score
+ * 1 and goes after every healthy one.
+ */
+typedef cand_t *(*strategy_pick_fn)(cand_t *cs, size_t n, double total);
+
+/* smooth weighted round robin (nginx's) */
+static cand_t *
+pick_round_robin(cand_t *cs, size_t n, double total)
+{
+    cand_t *best = NULL;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        cand_t *c = &cs[i];
+
+        if (!open_candidate(c)) {
+            continue;
+        }
+        c->tgt->rr += c->conf->weight;
+        if (best == NULL || c->score < best->score ||
+            (c->score == best->score && c->tgt->rr > best->tgt->rr)) {
+            best = c;
+        }
+    }
+    if (best != NULL) {
+        best->tgt->rr -= (int64_t)total;
+    }
+    return best;
+}
+
+/* The candidate with the least of metric, healthy ones first. */
+static cand_t *
+pick_least(cand_t *cs, size_t n, double (*metric)(const cand_t *))
+{
+    cand_t *best = NULL;
+    double best_m = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        cand_t *c = &cs[i];
+        double m;
+
+        if (!open_candidate(c)) {
+            continue;
+        }
+        m = metric(c);
+        if (best == NULL || c->score < best->score ||
+            (c->score == best->score && m < best_m)) {
+            best = c;
+            best_m = m;
+        }
+    }
+    return best;
+}
+
+static double
+inflight_per_weight(const cand_t *c)
+{
+    return (double)c->tgt->in_flight / c->conf->weight;
+}
+
+static double
+ttft_average(const cand_t *c)
+{
+    return c->tgt->ewma_ttft;
+}
+
+static cand_t *
+pick_least_inflight(cand_t *cs, size_t n, double total)
+{
+    MF_UNUSED(total);
+    return pick_least(cs, n, inflight_per_weight);
+}
+
+static cand_t *
+pick_lowest_latency(cand_t *cs, size_t n, double total)
+{
+    MF_UNUSED(total);
+    return pick_least(cs, n, ttft_average);
+}
+
+/* weighted random among the healthy, then the rest */
+static cand_t *
+pick_weighted(cand_t *cs, size_t n, double total)
+{
+    cand_t *best = NULL;
+    double x;
+    size_t i;
+
+    total = 0;
+    for (i = 0; i < n; i++) {
+        if (open_candidate(&cs[i]) && cs[i].score == 0) {
+            total += cs[i].conf->weight;
+        }
+    }
+    x = rand01() * total;
+    for (i = 0; i < n; i++) {
+        cand_t *c = &cs[i];
+
+        if (!open_candidate(c) || (total > 0 && c->score != 0)) {
+            continue;
+        }
+        best = c;
+        if (total == 0 || x < c->conf->weight) {
+            break;
+        }
+        x -= c->conf->weight;
+    }
+    return best;
+}
+
+/* Indexed by the route's MF_BALANCE_* (config/config.h). */
+static const strategy_pick_fn strategies[] = {
+    [MF_BALANCE_WEIGHTED] = pick_weighted,
+    [MF_BALANCE_ROUND_ROBIN] = pick_round_robin,
+    [MF_BALANCE_LEAST_INFLIGHT] = pick_least_inflight,
+    [MF_BALANCE_LOWEST_LATENCY] = pick_lowest_latency,
+};
+
 /* Picks the next of the weighted candidates by the route's strategy. */
 static cand_t *
 pick(const mf_route_conf_t *rt, cand_t *cs, size_t n, double now)
 {
-    cand_t *best = NULL;
-    double total = 0, x;
+    strategy_pick_fn fn = pick_weighted;
+    cand_t *best;
+    double total = 0;
     size_t i;
 
     for (i = 0; i < n; i++) {
-        if (!cs[i].used && cs[i].prov && cs[i].conf->weight > 0) {
+        if (open_candidate(&cs[i])) {
             total += cs[i].conf->weight;
         }
     }
     if (total == 0) {
         return NULL;
     }
+    if (rt->strategy >= 0 &&
+        (size_t)rt->strategy < sizeof(strategies) / sizeof(strategies[0]) &&
+        strategies[rt->strategy] != NULL) {
+        fn = strategies[rt->strategy];
+    }
     pthread_mutex_lock(&lock);
     /* open breakers go last: a target cooling down is not picked first */
     for (i = 0; i < n; i++) {
         cs[i].score = cs[i].tgt && open_now(cs[i].tgt, now) ? 1 : 0;
     }
-    switch (rt->strategy) {
-    case MF_BALANCE_ROUND_ROBIN: /* smooth weighted round robin (nginx) */
-        for (i = 0; i < n; i++) {
-            cand_t *c = &cs[i];
-
-            if (c->used || !c->prov || c->conf->weight == 0) {
-                continue;
-            }
-            c->tgt->rr += c->conf->weight;
-            if (best == NULL || c->score < best->score ||
-                (c->score == best->score && c->tgt->rr > best->tgt->rr)) {
-                best = c;
-            }
-        }
-        if (best != NULL) {
-            best->tgt->rr -= (int64_t)total;
-        }
-        break;
-    case MF_BALANCE_LEAST_INFLIGHT:
-    case MF_BALANCE_LOWEST_LATENCY:
-        for (i = 0; i < n; i++) {
-            cand_t *c = &cs[i];
-            double m;
-
-            if (c->used || !c->prov || c->conf->weight == 0) {
-                continue;
-            }
-            m = rt->strategy == MF_BALANCE_LEAST_INFLIGHT
-                    ? (double)c->tgt->in_flight / c->conf->weight
-                    : c->tgt->ewma_ttft;
-            if (best == NULL || c->score < best->score ||
-                (c->score == best->score &&
-                 m < (rt->strategy == MF_BALANCE_LEAST_INFLIGHT
-                          ? (double)best->tgt->in_flight / best->conf->weight
-                          : best->tgt->ewma_ttft))) {
-                best = c;
-            }
-        }
-        break;
-    default: /* weighted random among the healthy, then the rest */
-        total = 0;
-        for (i = 0; i < n; i++) {
-            if (!cs[i].used && cs[i].prov && cs[i].conf->weight > 0 &&
-                cs[i].score == 0) {
-                total += cs[i].conf->weight;
-            }
-        }
-        x = rand01() * total;
-        for (i = 0; i < n; i++) {
-            cand_t *c = &cs[i];
-
-            if (c->used || !c->prov || c->conf->weight == 0 ||
-                (total > 0 && c->score != 0)) {
-                continue;
-            }
-            best = c;
-            if (total == 0 || x < c->conf->weight) {
-                break;
-            }
-            x -= c->conf->weight;
-        }
-        break;
-    }
+    best = fn(cs, n, total);
     pthread_mutex_unlock(&lock);
     return best;
 }

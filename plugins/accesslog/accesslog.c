@@ -25,7 +25,6 @@
 #include <manifold/plugin.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -321,24 +320,37 @@ typedef struct {
     char stack[2048];
 } line_t;
 
+/* Makes room for n more bytes: 0 when there is none (the line is cut
+ * short; the next request tries again). */
+static int
+room(line_t *l, size_t n)
+{
+    size_t cap;
+    char *p;
+
+    if (l->len + n <= l->cap) {
+        return 1;
+    }
+    cap = (l->len + n) * 2;
+    p = l->p == l->stack ? malloc(cap) : realloc(l->p, cap);
+    if (p == NULL) {
+        return 0;
+    }
+    if (l->p == l->stack) {
+        memcpy(p, l->stack, l->len);
+    }
+    l->p = p;
+    l->cap = cap;
+    return 1;
+}
+
 static void
 put(line_t *l, const char *s, size_t n)
 {
-    if (l->len + n > l->cap) {
-        size_t cap = (l->len + n) * 2;
-        char *p = l->p == l->stack ? malloc(cap) : realloc(l->p, cap);
-
-        if (p == NULL) {
-            return; /* the line is cut short; the next request tries again */
-        }
-        if (l->p == l->stack) {
-            memcpy(p, l->stack, l->len);
-        }
-        l->p = p;
-        l->cap = cap;
+    if (room(l, n)) {
+        memcpy(l->p + l->len, s, n);
+        l->len += n;
     }
-    memcpy(l->p + l->len, s, n);
-    l->len += n;
 }
 
 static void
@@ -374,27 +386,34 @@ put_str(line_t *l, mf_str_t s)
     put(l, "\"", 1);
 }
 
+/* ,"name": (no comma before the first field) */
 static void
 put_field(line_t *l, const char *name)
 {
-    put(l, l->len > 1 ? ",\"" : "\"", l->len > 1 ? 2 : 1);
-    put(l, name, strlen(name));
-    put(l, "\":", 2);
+    size_t n = strlen(name), first = l->len <= 1;
+
+    if (!room(l, n + 4)) {
+        return;
+    }
+    memcpy(l->p + l->len, ",\"" + first, 2 - first);
+    l->len += 2 - first;
+    memcpy(l->p + l->len, name, n);
+    memcpy(l->p + l->len + n, "\":", 2);
+    l->len += n + 2;
 }
 
+/* The decimal digits of v, at least min of them (zeros before). */
 static void
-put_fmt(line_t *l, const char *fmt, ...)
+put_digits(line_t *l, uint64_t v, int min)
 {
-    char tmp[64];
-    va_list ap;
-    int n;
+    char tmp[24];
+    int i = sizeof(tmp);
 
-    va_start(ap, fmt);
-    n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n > 0) {
-        put(l, tmp, (size_t)n < sizeof(tmp) ? (size_t)n : sizeof(tmp) - 1);
-    }
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0 || (int)sizeof(tmp) - i < min);
+    put(l, tmp + i, sizeof(tmp) - (size_t)i);
 }
 
 static void
@@ -403,20 +422,67 @@ put_int(line_t *l, const char *name, int64_t v, int null_below_zero)
     put_field(l, name);
     if (null_below_zero && v < 0) {
         put(l, "null", 4);
+    } else if (v < 0) {
+        put(l, "-", 1);
+        put_digits(l, (uint64_t)0 - (uint64_t)v, 1);
     } else {
-        put_fmt(l, "%lld", (long long)v);
+        put_digits(l, (uint64_t)v, 1);
     }
 }
 
+/* Milliseconds with three decimals (as %.3f). */
 static void
 put_ms(line_t *l, const char *name, double ms)
 {
     put_field(l, name);
-    if (ms < 0) {
+    if (ms < 0 || ms != ms) {
         put(l, "null", 4);
+    } else if (ms < 1e12) {
+        uint64_t us = (uint64_t)(ms * 1000 + 0.5);
+
+        put_digits(l, us / 1000, 1);
+        put(l, ".", 1);
+        put_digits(l, us % 1000, 3);
     } else {
-        put_fmt(l, "%.3f", ms);
+        char tmp[64];
+        int n = snprintf(tmp, sizeof(tmp), "%.3f", ms);
+
+        put(l, tmp, n > 0 && (size_t)n < sizeof(tmp) ? (size_t)n : 0);
     }
+}
+
+static void
+put_bool(line_t *l, const char *name, int v)
+{
+    put_field(l, name);
+    put(l, v ? "true" : "false", v ? 4 : 5);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC); the part to the second is kept per
+ * thread, as most lines of a second share it. */
+static void
+put_time(line_t *l, const char *name, double t)
+{
+    static __thread time_t last = -1;
+    static __thread char day[64];
+    time_t sec = (time_t)t;
+    int ms = (int)((t - (double)sec) * 1000);
+
+    if (sec != last) {
+        struct tm tm;
+
+        gmtime_r(&sec, &tm);
+        snprintf(day, sizeof(day), "%04d-%02d-%02dT%02d:%02d:%02d",
+                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+                 tm.tm_min, tm.tm_sec);
+        last = sec;
+    }
+    put_field(l, name);
+    put(l, "\"", 1);
+    put(l, day, strlen(day));
+    put(l, ".", 1);
+    put_digits(l, (uint64_t)(ms < 0 ? 0 : ms > 999 ? 999 : ms), 3);
+    put(l, "Z\"", 2);
 }
 
 static void
@@ -432,8 +498,6 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     accesslog_t *al = state;
     mf_req_info_t i = {.size = sizeof(i)};
     line_t l;
-    time_t sec;
-    struct tm tm;
 
     (void)ctx;
     if (api->get_info(r, &i) != MF_OK) {
@@ -442,13 +506,8 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     l.p = l.stack;
     l.len = 0;
     l.cap = sizeof(l.stack);
-    sec = (time_t)i.start_time;
-    gmtime_r(&sec, &tm);
     put(&l, "{", 1);
-    put_field(&l, "time");
-    put_fmt(&l, "\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\"", tm.tm_year + 1900,
-            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-            (int)((i.start_time - (double)sec) * 1000));
+    put_time(&l, "time", i.start_time);
     put_named(&l, "request_id", i.id);
     put_named(&l, "method", i.method);
     put_named(&l, "path", i.path);
@@ -457,8 +516,7 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_named(&l, "model", i.model);
     put_named(&l, "provider", i.provider);
     put_named(&l, "upstream_model", i.upstream_model);
-    put_field(&l, "stream");
-    put_fmt(&l, "%s", i.stream ? "true" : "false");
+    put_bool(&l, "stream", i.stream);
     put_int(&l, "status", i.status, 0);
     put_int(&l, "upstream_status", i.upstream_status ? i.upstream_status : -1,
             1);
@@ -474,8 +532,7 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_int(&l, "total_tokens", i.usage.total_tokens, 1);
     put_int(&l, "cached_tokens", i.usage.cached_tokens, 1);
     put_int(&l, "reasoning_tokens", i.usage.reasoning_tokens, 1);
-    put_field(&l, "usage_estimated");
-    put_fmt(&l, "%s", i.usage.estimated ? "true" : "false");
+    put_bool(&l, "usage_estimated", i.usage.estimated);
     put_ms(&l, "latency_ms", i.latency_ms);
     put_ms(&l, "ttft_ms", i.ttft_ms);
     put_ms(&l, "upstream_ms", i.upstream_ms);

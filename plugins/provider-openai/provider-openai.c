@@ -125,9 +125,53 @@ openai_fini(void *state)
 }
 
 static int
+has_field(mf_req_t *r, const char *key)
+{
+    mf_str_t v;
+
+    return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
+}
+
+/* Whether build_request may have to change the body for this upstream,
+ * read from the body's fields without parsing it (ABI 1.3): 0 only when
+ * it is sure not to (the original bytes then go up). */
+static int
+may_edit(mf_req_t *r, const mf_upstream_t *u)
+{
+    const preset_t *pre = preset_of(u->type);
+    mf_str_t m;
+    size_t i;
+
+    if (api->abi_minor < 3 || api->get_body_field == NULL ||
+        api->get_body_field(r, MF_STR("model"), &m) != MF_OK ||
+        m.len != u->model.len + 2 || m.data[0] != '"' ||
+        memchr(m.data, '\\', m.len) != NULL ||
+        memcmp(m.data + 1, u->model.data, u->model.len) != 0) {
+        return 1;
+    }
+    if (u->endpoint != MF_ENDPOINT_CHAT) {
+        return 0;
+    }
+    if (has_field(r, "thinking") ||
+        (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
+        return 1;
+    }
+    for (i = 0; !(pre->quirks & Q_OPENAI_FIELDS) && openai_only[i]; i++) {
+        if (has_field(r, openai_only[i])) {
+            return 1;
+        }
+    }
+    return (!(pre->quirks & Q_MAX_COMPLETION) &&
+            has_field(r, "max_completion_tokens")) ||
+           (!(pre->quirks & Q_STREAM_OPTIONS) &&
+            has_field(r, "stream_options"));
+}
+
+static int
 openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
-    json_t *body = api->get_body_json(r);
+    int edit = may_edit(r, u);
+    json_t *body = edit ? api->get_body_json(r) : NULL;
     const char *suffix = u->endpoint == MF_ENDPOINT_EMBEDDINGS
                              ? "/embeddings"
                              : "/chat/completions";
@@ -161,7 +205,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         n = snprintf(url, sizeof(url), "%.*s%s", (int)u->base_url.len,
                      u->base_url.data, suffix);
     }
-    if (n < 0 || (size_t)n >= sizeof(url) || body == NULL) {
+    if (n < 0 || (size_t)n >= sizeof(url) || (edit && body == NULL)) {
         return MF_ERR;
     }
     api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
@@ -179,6 +223,9 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (u->stream) {
         api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
                         MF_STR("text/event-stream"));
+    }
+    if (!edit) {
+        return MF_OK; /* nothing to change: the original bytes go up */
     }
     if (u->endpoint == MF_ENDPOINT_CHAT) {
         const preset_t *pre = preset_of(u->type);
@@ -273,34 +320,287 @@ read_usage(json_t *u, mf_usage_t *out)
     return out->prompt_tokens >= 0 ? MF_OK : MF_ERR;
 }
 
-/* Finds the last top-level-looking "usage": value without parsing the
- * whole body: a key is never inside a JSON string unescaped. */
-static json_t *
-find_usage(mf_str_t body)
+/* The value after the last top-level-looking "usage": key, searched from
+ * the end (usage closes an answer), or NULL: a key is never inside a JSON
+ * string unescaped. */
+static const char *
+usage_value(mf_str_t body)
 {
-    const char *p = body.data, *end = body.data + body.len, *hit = NULL;
+    const char *p, *end = body.data + body.len;
 
-    while (p < end) {
-        const char *q = memmem(p, (size_t)(end - p), "\"usage\"", 7);
-
-        if (q == NULL) {
-            break;
-        }
-        hit = q;
-        p = q + 7;
-    }
-    if (hit == NULL) {
+    if (body.len < 8) {
         return NULL;
     }
-    p = hit + 7;
+    for (p = end - 7; p >= body.data; p--) {
+        if (*p == '"' && memcmp(p, "\"usage\"", 7) == 0) {
+            break;
+        }
+    }
+    if (p < body.data) {
+        return NULL;
+    }
+    p += 7;
     while (p < end && isspace((unsigned char)*p)) {
         p++;
     }
-    if (p >= end || *p != ':') {
-        return NULL;
+    return p < end && *p == ':' ? p + 1 : NULL;
+}
+
+/*
+ * A reader of the usage object straight from its bytes, for the common
+ * case: plain keys and strings (printable ASCII, no escapes), integers of
+ * at most 18 digits, nesting up to 8. It gives up (SCAN_GIVE_UP) on
+ * anything else, and the caller parses with jansson then: what it reads
+ * is what jansson would read (duplicate keys: the last wins).
+ */
+enum { SCAN_OK = 0, SCAN_GIVE_UP = -2 };
+
+#define key_is(k, lit)                                                         \
+    ((k).len == sizeof(lit) - 1 && memcmp((k).data, lit, sizeof(lit) - 1) == 0)
+
+typedef struct {
+    const char *p, *end;
+} scan_t;
+
+static void
+scan_ws(scan_t *s)
+{
+    while (s->p < s->end &&
+           (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) {
+        s->p++;
     }
-    p++;
-    return json_loadb(p, (size_t)(end - p), JSON_DISABLE_EOF_CHECK, NULL);
+}
+
+/* A string at s->p (past its quote on return): its bytes in *out. */
+static int
+scan_str(scan_t *s, mf_str_t *out)
+{
+    const char *q = ++s->p;
+
+    while (q < s->end && *q != '"') {
+        unsigned char c = (unsigned char)*q;
+
+        if (c < 0x20 || c >= 0x7f || c == '\\') {
+            return SCAN_GIVE_UP;
+        }
+        q++;
+    }
+    if (q >= s->end) {
+        return SCAN_GIVE_UP;
+    }
+    *out = (mf_str_t){s->p, (size_t)(q - s->p)};
+    s->p = q + 1;
+    return SCAN_OK;
+}
+
+/* An integer at s->p into *v. */
+static int
+scan_num(scan_t *s, int64_t *v)
+{
+    const char *q = s->p, *digits;
+    int neg = 0;
+    int64_t n = 0;
+
+    if (q < s->end && *q == '-') {
+        neg = 1;
+        q++;
+    }
+    digits = q;
+    while (q < s->end && *q >= '0' && *q <= '9') {
+        n = n * 10 + (*q - '0');
+        q++;
+        if (q - digits > 18) {
+            return SCAN_GIVE_UP;
+        }
+    }
+    if (q == digits || (*digits == '0' && q - digits > 1)) {
+        return SCAN_GIVE_UP;
+    }
+    if (q < s->end && (*q == '.' || *q == 'e' || *q == 'E')) {
+        return SCAN_GIVE_UP; /* a real: jansson judges its syntax */
+    }
+    s->p = q;
+    *v = neg ? -n : n;
+    return SCAN_OK;
+}
+
+static int scan_object(scan_t *s, int depth, mf_usage_t *u, int which);
+
+/* Any value at s->p; *v its integer value or -1. which: see scan_object. */
+static int
+scan_value(scan_t *s, int depth, int64_t *v, mf_usage_t *u, int which)
+{
+    mf_str_t str;
+    int rc;
+
+    *v = -1;
+    scan_ws(s);
+    if (s->p >= s->end) {
+        return SCAN_GIVE_UP;
+    }
+    switch (*s->p) {
+    case '{':
+        return scan_object(s, depth + 1, u, which);
+    case '[':
+        if (depth >= 8) {
+            return SCAN_GIVE_UP;
+        }
+        s->p++;
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return SCAN_OK;
+        }
+        for (;;) {
+            int64_t ignored;
+
+            if ((rc = scan_value(s, depth + 1, &ignored, NULL, 0)) != SCAN_OK) {
+                return rc;
+            }
+            scan_ws(s);
+            if (s->p < s->end && *s->p == ',') {
+                s->p++;
+            } else if (s->p < s->end && *s->p == ']') {
+                s->p++;
+                return SCAN_OK;
+            } else {
+                return SCAN_GIVE_UP;
+            }
+        }
+    case '"':
+        return scan_str(s, &str);
+    case 't':
+    case 'f':
+    case 'n': {
+        static const char *const lit[] = {"true", "false", "null"};
+        const char *l = lit[*s->p == 't' ? 0 : *s->p == 'f' ? 1 : 2];
+        size_t n = strlen(l);
+
+        if ((size_t)(s->end - s->p) < n || memcmp(s->p, l, n) != 0) {
+            return SCAN_GIVE_UP;
+        }
+        s->p += n;
+        return SCAN_OK;
+    }
+    default:
+        return scan_num(s, v);
+    }
+}
+
+/* Where a member goes: which 0 ignores, 1 is the usage object, 2 its
+ * prompt_tokens_details, 3 its completion_tokens_details. The slots of u
+ * hold the raw fields; read_usage_bytes combines them. */
+static void
+scan_put(mf_usage_t *u, int which, mf_str_t key, int64_t v, int64_t *hit,
+         int64_t *moonshot)
+{
+    if (which == 1) {
+        if (key_is(key, "prompt_tokens")) {
+            u->prompt_tokens = v;
+        } else if (key_is(key, "completion_tokens")) {
+            u->completion_tokens = v;
+        } else if (key_is(key, "total_tokens")) {
+            u->total_tokens = v;
+        } else if (key_is(key, "prompt_cache_hit_tokens")) {
+            *hit = v;
+        } else if (key_is(key, "cached_tokens")) {
+            *moonshot = v;
+        }
+    } else if (which == 2 && key_is(key, "cached_tokens")) {
+        u->cached_tokens = v;
+    } else if (which == 3 && key_is(key, "reasoning_tokens")) {
+        u->reasoning_tokens = v;
+    }
+}
+
+static int
+scan_object(scan_t *s, int depth, mf_usage_t *u, int which)
+{
+    int64_t hit = -1, moonshot = -1;
+    int rc;
+
+    if (depth > 8) {
+        return SCAN_GIVE_UP;
+    }
+    s->p++;
+    scan_ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        goto done;
+    }
+    for (;;) {
+        mf_str_t key;
+        int64_t v;
+        int sub = 0;
+
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != '"') {
+            return SCAN_GIVE_UP;
+        }
+        if ((rc = scan_str(s, &key)) != SCAN_OK) {
+            return rc;
+        }
+        scan_ws(s);
+        if (s->p >= s->end || *s->p != ':') {
+            return SCAN_GIVE_UP;
+        }
+        s->p++;
+        if (which == 1 && key_is(key, "prompt_tokens_details")) {
+            sub = 2;
+            u->cached_tokens = -1; /* a later duplicate replaces it */
+        } else if (which == 1 && key_is(key, "completion_tokens_details")) {
+            sub = 3;
+            u->reasoning_tokens = -1;
+        }
+        if ((rc = scan_value(s, depth, &v, sub ? u : NULL, sub)) != SCAN_OK) {
+            return rc;
+        }
+        if (sub == 0) {
+            scan_put(u, which, key, v, &hit, &moonshot);
+        }
+        scan_ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+        } else if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            break;
+        } else {
+            return SCAN_GIVE_UP;
+        }
+    }
+done:
+    if (which == 1) {
+        /* DeepSeek's then Moonshot's field where the details have none */
+        if (u->cached_tokens < 0) {
+            u->cached_tokens = hit >= 0 ? hit : moonshot;
+        }
+    }
+    return SCAN_OK;
+}
+
+/* Reads the usage value at p (up to end) into out: MF_OK, MF_ERR when it
+ * is no usage object with prompt_tokens, SCAN_GIVE_UP when jansson must
+ * judge. */
+static int
+read_usage_bytes(const char *p, const char *end, mf_usage_t *out)
+{
+    scan_t s = {p, end};
+    int rc;
+
+    pu_usage_init(out);
+    scan_ws(&s);
+    if (s.p >= s.end || *s.p != '{') {
+        return SCAN_GIVE_UP;
+    }
+    rc = scan_object(&s, 1, out, 1);
+    if (rc != SCAN_OK) {
+        return rc;
+    }
+    if (out->completion_tokens < 0 && out->prompt_tokens >= 0) {
+        out->completion_tokens = 0; /* embeddings */
+    }
+    out->estimated = 0;
+    return out->prompt_tokens >= 0 ? MF_OK : MF_ERR;
 }
 
 static int
@@ -321,7 +621,9 @@ static int
 openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     mf_usage_t usage;
+    const char *p;
     json_t *u;
+    int rc;
 
     (void)state;
     if (!looks_like_object(body)) {
@@ -338,11 +640,20 @@ openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         }
         return api->set_response_json(r, j);
     }
-    u = find_usage(body);
-    if (u != NULL && read_usage(u, &usage) == MF_OK) {
+    p = usage_value(body);
+    if (p == NULL) {
+        return MF_OK;
+    }
+    rc = read_usage_bytes(p, body.data + body.len, &usage);
+    if (rc == SCAN_GIVE_UP) {
+        u = json_loadb(p, (size_t)(body.data + body.len - p),
+                       JSON_DISABLE_EOF_CHECK, NULL);
+        rc = u != NULL ? read_usage(u, &usage) : MF_ERR;
+        json_decref(u);
+    }
+    if (rc == MF_OK) {
         api->set_usage(r, &usage);
     }
-    json_decref(u);
     return MF_OK;
 }
 

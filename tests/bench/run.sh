@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Benchmark: wrk against the mock directly, a plain nginx reverse proxy (1
 # worker, keep-alive upstream) and Manifold (1 worker) on the same mock, in
-# one run; prints each figure with its ratio to nginx. Nothing is asserted.
+# one run; prints each figure with its ratio to nginx. Two set-ups: wrk on
+# one core and the servers (mock and proxies) on the other; then each
+# proxy alone on its core with wrk and a second mock on the other. Ends
+# with the instructions per request (instr.sh). Nothing is asserted.
 #   tests/bench/run.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -22,25 +25,28 @@ SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
 [ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
 $SRV build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
 sleep 0.3; MOCK=$(head -1 "$T/mock.port")
-NGINX=$(free_port)
-mkdir -p "$T/nginx"
-cat > "$T/nginx.conf" <<NGX
+nginx_on() {  # name, port, mock port: a plain nginx reverse proxy on $SRV
+  mkdir -p "$T/$1"
+  cat > "$T/$1.conf" <<NGX
 worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
+pid $T/$1/nginx.pid;
+error_log $T/$1/error.log;
 events { worker_connections 4096; }
 http {
   access_log off;
-  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+  client_body_temp_path $T/$1; proxy_temp_path $T/$1;
+  upstream mock { server 127.0.0.1:$3; keepalive 64; }
   server {
-    listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$2;
     location / { proxy_pass http://mock; proxy_http_version 1.1;
                  proxy_set_header Connection ""; proxy_buffering off; }
   }
 }
 NGX
-$SRV nginx -c "$T/nginx.conf" -p "$T/nginx" -g 'daemon off;' & pids+=($!)
+  $SRV nginx -c "$T/$1.conf" -p "$T/$1" -g 'daemon off;' & pids+=($!)
+}
+NGINX=$(free_port)
+nginx_on nginx "$NGINX" "$MOCK"
 
 gateway() {  # name, extra stages
   cat > "$T/$1.yaml" <<YAML
@@ -89,6 +95,14 @@ gateway mf ""
 gateway mflua "  - name: route
     lua: $PWD/tests/bench/route.lua"
 MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
+# the second set-up: each proxy alone on its core, wrk and a second mock
+# on the other; the proxy's own cost per request shows most here
+$CLI build/tests/mock/mf-mock --port 0 > "$T/mock2.port" & pids+=($!)
+sleep 0.3; MOCK2=$(head -1 "$T/mock2.port")
+NGINX2=$(free_port)
+nginx_on nginx2 "$NGINX2" "$MOCK2"
+MOCK1=$MOCK; MOCK=$MOCK2; gateway mf2 ""; MOCK=$MOCK1
+MF2=$(cat "$T/mf2.port")
 sleep 0.5
 IDLE_RSS=$(awk '/VmRSS/ {print $2}' /proc/$MFPID/status)
 
@@ -111,6 +125,11 @@ for round in 1 2 3; do
 done
 R_MOCK=$(median3 ${RPS[MOCK]}); R_NGINX=$(median3 ${RPS[NGINX]})
 R_MF=$(median3 ${RPS[MF]}); R_LUA=$(median3 ${RPS[MFLUA]})
+for port in $NGINX2 $MF2; do rps "$port" 8 >/dev/null; done   # warm up
+for round in 1 2 3; do
+  for name in NGINX2 MF2; do RPS[$name]+="$(rps "${!name}" 32) "; done
+done
+R_NGINX2=$(median3 ${RPS[NGINX2]}); R_MF2=$(median3 ${RPS[MF2]})
 # protocol translation: OpenAI in / Anthropic upstream, and the reverse
 R_O2A=$(rps "$MF" 32 chat-claude.lua); R_A2O=$(rps "$MF" 32 messages.lua)
 R_O2G=$(rps "$MF" 32 chat-gemini.lua); R_O2B=$(rps "$MF" 32 chat-bedrock.lua)
@@ -141,6 +160,9 @@ printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upst
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (the mock checks each signature)\n" "OpenAI in, Bedrock (SigV4) upstream" "$R_O2B" "$(ratio "$R_O2B" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Bedrock (API key)" "$R_O2BK" "$(ratio "$R_O2BK" "$R_NGINX")"
+echo "the proxy alone on its core, wrk and the mock on the other (32 connections, median of 3)"
+printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX2"
+printf "  %-34s %10s req/s   %s\n" "manifold (1 worker, accesslog)" "$R_MF2" "$(ratio "$R_MF2" "$R_NGINX2")"
 echo "latency at 1 connection (median of 3 interleaved runs of ${D}s)"
 printf "  %-34s p50 %6s ms   p99 %6s ms\n" "mock direct" "$M50_MOCK" "$L_MOCK" "nginx" "$M50_NGINX" "$L_NGINX" "manifold" "$M50_MF" "$L_MF"
 awk -v m="$M50_MF" -v d="$M50_MOCK" -v n="$M50_NGINX" 'BEGIN { printf "  p50: manifold adds %.3f ms over direct; nginx adds %.3f ms\n", m - d, n - d }'

@@ -6,6 +6,7 @@
  *
  *   0  a canonical chat or embeddings request  -> build_request
  *   1  an upstream 2xx body                    -> parse_response
+ *      (bit 6 of the second byte: passthrough, only the usage is read)
  *   2  stream events, one per line; "name|json" lines give the event
  *      name (Bedrock's :event-type) and "!name|json" an exception
  *                                              -> parse_stream_event
@@ -248,7 +249,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         r.body = json_pack("{s:s}", "encoding_format",
                            (data[1] & 8) ? "base64" : "float");
         p->provider->parse_response(
-            &r, state, (mf_str_t){(const char *)data + 2, size - 2}, 1);
+            &r, state, (mf_str_t){(const char *)data + 2, size - 2},
+            (data[1] & 0x40) == 0);
         break;
     case 2:
         stream(p, state, &r, (const char *)data + 2, size - 2);

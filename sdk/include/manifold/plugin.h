@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 2
+#define MF_ABI_MINOR 3
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -468,7 +468,16 @@ struct mf_host_api_s {
      * MF_EVENT_ERROR. Copied. */
     int (*set_error)(mf_req_t *r, const mf_error_t *err);
 
-    void *spare[12];
+    /* ABI 1.3 */
+
+    /* on_request .. on_upstream_request, provider. The JSON text of the
+     * request body's top-level member key (borrowed, valid for the
+     * request), without parsing the body when no one has asked for it
+     * yet: a translator reads what decides whether it must change the
+     * body before it takes get_body_json. MF_ERR when absent. */
+    int (*get_body_field)(mf_req_t *r, mf_str_t key, mf_str_t *value);
+
+    void *spare[11];
 };
 
 /* The one symbol a plugin exports. */

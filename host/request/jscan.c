@@ -1,0 +1,475 @@
+/*
+ * A one-pass JSON checker and indexer for request bodies (see jscan.h):
+ * recursive descent over the bytes, the rules of jansson's reader (UTF-8,
+ * control characters, escapes and surrogate pairs, number syntax), no
+ * allocation.
+ */
+#include "request/jscan.h"
+
+#include <string.h>
+
+/* Bounds the recursion whatever limits.max_json_depth says. */
+#define JSCAN_MAX_DEPTH 256
+
+typedef struct {
+    const char *p, *end;
+    mf_jscan_t *js;
+    size_t values;   /* containers and separators, as body_scan counts */
+    size_t messages; /* elements of the top-level "messages" array */
+} scan_t;
+
+static void
+ws(scan_t *s)
+{
+    while (s->p < s->end &&
+           (*s->p == ' ' || *s->p == '\n' || *s->p == '\r' || *s->p == '\t')) {
+        s->p++;
+    }
+}
+
+static int
+hex4(const char *p, unsigned *v)
+{
+    int i;
+
+    *v = 0;
+    for (i = 0; i < 4; i++) {
+        char c = p[i];
+
+        *v <<= 4;
+        if (c >= '0' && c <= '9') {
+            *v |= (unsigned)(c - '0');
+        } else if (c >= 'a' && c <= 'f') {
+            *v |= (unsigned)(c - 'a' + 10);
+        } else if (c >= 'A' && c <= 'F') {
+            *v |= (unsigned)(c - 'A' + 10);
+        } else {
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
+/* One UTF-8 sequence starting at p (a byte >= 0x80): its length, or 0
+ * when jansson would refuse it (overlong, surrogate, above U+10FFFF). */
+static size_t
+utf8_len(const unsigned char *p, const unsigned char *end)
+{
+    unsigned c = p[0], v;
+    size_t n, i;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        n = 2;
+        v = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        v = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        v = c & 0x07;
+    } else {
+        return 0;
+    }
+    if ((size_t)(end - p) < n) {
+        return 0;
+    }
+    for (i = 1; i < n; i++) {
+        if ((p[i] & 0xc0) != 0x80) {
+            return 0;
+        }
+        v = (v << 6) | (p[i] & 0x3f);
+    }
+    if ((n == 3 && (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))) ||
+        (n == 4 && (v < 0x10000 || v > 0x10ffff))) {
+        return 0;
+    }
+    return n;
+}
+
+/* A string at s->p (its quote); *escaped says whether it had escapes. */
+static int
+string(scan_t *s, int *escaped)
+{
+    const unsigned char *p = (const unsigned char *)s->p + 1;
+    const unsigned char *end = (const unsigned char *)s->end;
+
+    *escaped = 0;
+    while (p < end) {
+        unsigned c = *p;
+
+        if (c == '"') {
+            s->p = (const char *)p + 1;
+            return MF_OK;
+        }
+        if (c < 0x20) {
+            return MF_ERR;
+        }
+        if (c >= 0x80) {
+            size_t n = utf8_len(p, end);
+
+            if (n == 0) {
+                return MF_ERR;
+            }
+            p += n;
+            continue;
+        }
+        if (c != '\\') {
+            p++;
+            continue;
+        }
+        *escaped = 1;
+        if (end - p < 2) {
+            return MF_ERR;
+        }
+        if (p[1] != 'u') {
+            if (strchr("\"\\/bfnrt", p[1]) == NULL || p[1] == '\0') {
+                return MF_ERR;
+            }
+            p += 2;
+            continue;
+        }
+        {
+            unsigned v, lo;
+
+            if (end - p < 6 || hex4((const char *)p + 2, &v) != MF_OK) {
+                return MF_ERR;
+            }
+            p += 6;
+            if (v >= 0xdc00 && v <= 0xdfff) {
+                return MF_ERR; /* a low surrogate alone */
+            }
+            if (v >= 0xd800 && v <= 0xdbff) {
+                if (end - p < 6 || p[0] != '\\' || p[1] != 'u' ||
+                    hex4((const char *)p + 2, &lo) != MF_OK || lo < 0xdc00 ||
+                    lo > 0xdfff) {
+                    return MF_ERR;
+                }
+                p += 6;
+            }
+        }
+    }
+    return MF_ERR;
+}
+
+static int
+number(scan_t *s)
+{
+    const char *p = s->p, *digits;
+
+    if (*p == '-') {
+        p++;
+    }
+    digits = p;
+    while (p < s->end && *p >= '0' && *p <= '9') {
+        p++;
+    }
+    if (p == digits || (*digits == '0' && p - digits > 1) || p - digits > 18) {
+        return MF_ERR;
+    }
+    if (p < s->end && *p == '.') {
+        const char *frac = ++p;
+
+        while (p < s->end && *p >= '0' && *p <= '9') {
+            p++;
+        }
+        if (p == frac || p - frac > 40) {
+            return MF_ERR;
+        }
+    }
+    if (p < s->end && (*p == 'e' || *p == 'E')) {
+        return MF_ERR; /* strtod judges an exponent's range: jansson */
+    }
+    s->p = p;
+    return MF_OK;
+}
+
+static int value(scan_t *s, size_t depth, int role);
+
+/* Where a value sits, for what the scan checks on the way. */
+enum { AT_ANY = 0, AT_MESSAGES, AT_MESSAGE, AT_ROLE };
+
+static int
+literal(scan_t *s, const char *lit, size_t n)
+{
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0) {
+        return MF_ERR;
+    }
+    s->p += n;
+    return MF_OK;
+}
+
+static int
+array(scan_t *s, size_t depth, int role)
+{
+    int elem = role == AT_MESSAGES ? AT_MESSAGE : AT_ANY;
+    size_t n = 0;
+
+    s->p++;
+    ws(s);
+    if (s->p < s->end && *s->p == ']') {
+        s->p++;
+        return MF_OK;
+    }
+    for (;;) {
+        if (value(s, depth + 1, elem) != MF_OK) {
+            return MF_ERR;
+        }
+        n++;
+        if (role == AT_MESSAGES) {
+            s->messages = n;
+            if (n > s->js->max_messages) {
+                return MF_ERR;
+            }
+        }
+        ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            if (++s->values > s->js->max_values) {
+                return MF_ERR;
+            }
+        } else if (s->p < s->end && *s->p == ']') {
+            s->p++;
+            return MF_OK;
+        } else {
+            return MF_ERR;
+        }
+    }
+}
+
+static int
+object(scan_t *s, size_t depth, int role)
+{
+    mf_jscan_t *js = s->js;
+    int top = depth == 1, has_role = 0;
+
+    s->p++;
+    ws(s);
+    if (s->p < s->end && *s->p == '}') {
+        s->p++;
+        goto done;
+    }
+    for (;;) {
+        const char *key;
+        mf_str_t k;
+        int escaped, sub = AT_ANY;
+
+        ws(s);
+        if (s->p >= s->end || *s->p != '"') {
+            return MF_ERR;
+        }
+        key = s->p + 1;
+        if (string(s, &escaped) != MF_OK || escaped) {
+            return MF_ERR;
+        }
+        k = (mf_str_t){key, (size_t)(s->p - 1 - key)};
+        ws(s);
+        if (s->p >= s->end || *s->p != ':') {
+            return MF_ERR;
+        }
+        s->p++;
+        ws(s);
+        if (top) {
+            if (js->nmembers == MF_JSCAN_MAX_MEMBERS ||
+                mf_jscan_get(js, k).data != NULL) {
+                return MF_ERR; /* many or duplicate keys: jansson's */
+            }
+            js->members[js->nmembers].key = k;
+            js->members[js->nmembers].value.data = s->p;
+            if (mf_str_eq_cstr(k, "messages")) {
+                sub = AT_MESSAGES;
+            }
+        } else if (role == AT_MESSAGE && mf_str_eq_cstr(k, "role")) {
+            sub = AT_ROLE; /* the last "role" is the one jansson keeps */
+            has_role = s->p < s->end && *s->p == '"';
+        }
+        if (value(s, depth, sub) != MF_OK) {
+            return MF_ERR;
+        }
+        if (top) {
+            mf_jmember_t *m = &js->members[js->nmembers++];
+
+            m->value.len = (size_t)(s->p - m->value.data);
+            if (sub == AT_MESSAGES) {
+                js->messages_ok = *m->value.data == '[' && s->messages > 0 &&
+                                  js->messages_ok != 0;
+            }
+        }
+        ws(s);
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            if (++s->values > js->max_values) {
+                return MF_ERR;
+            }
+        } else if (s->p < s->end && *s->p == '}') {
+            s->p++;
+            break;
+        } else {
+            return MF_ERR;
+        }
+    }
+done:
+    if (role == AT_MESSAGE && !has_role) {
+        js->messages_ok = 0;
+    }
+    return MF_OK;
+}
+
+/* A value at s->p, inside depth containers. */
+static int
+value(scan_t *s, size_t depth, int role)
+{
+    int escaped;
+
+    ws(s);
+    if (s->p >= s->end) {
+        return MF_ERR;
+    }
+    if (role == AT_MESSAGE && *s->p != '{') {
+        s->js->messages_ok = 0;
+    }
+    switch (*s->p) {
+    case '{':
+    case '[':
+        if (depth + 1 > s->js->max_depth || depth + 1 > JSCAN_MAX_DEPTH ||
+            ++s->values > s->js->max_values) {
+            return MF_ERR;
+        }
+        return *s->p == '{' ? object(s, depth + 1, role)
+                            : array(s, depth + 1, role);
+    case '"':
+        return string(s, &escaped);
+    case 't':
+        return literal(s, "true", 4);
+    case 'f':
+        return literal(s, "false", 5);
+    case 'n':
+        return literal(s, "null", 4);
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9')) {
+            return number(s);
+        }
+        return MF_ERR;
+    }
+}
+
+int
+mf_jscan_body(mf_str_t body, mf_jscan_t *js)
+{
+    scan_t s = {body.data, body.data + body.len, js, 0, 0};
+
+    js->nmembers = 0;
+    js->messages_ok = -1; /* no "messages" seen yet */
+    ws(&s);
+    if (s.p >= s.end || *s.p != '{' || value(&s, 0, AT_ANY) != MF_OK) {
+        return MF_ERR;
+    }
+    ws(&s);
+    if (s.p != s.end) {
+        return MF_ERR;
+    }
+    if (js->messages_ok < 0) {
+        js->messages_ok = 0;
+    }
+    return MF_OK;
+}
+
+mf_str_t
+mf_jscan_get(const mf_jscan_t *js, mf_str_t key)
+{
+    size_t i;
+
+    for (i = 0; i < js->nmembers; i++) {
+        if (mf_str_eq(js->members[i].key, key)) {
+            return js->members[i].value;
+        }
+    }
+    return MF_STR_NULL;
+}
+
+/* Skips a value of a text mf_jscan_body accepted. */
+static void
+skip(scan_t *s)
+{
+    int escaped;
+
+    ws(s);
+    if (s->p >= s->end) {
+        return;
+    }
+    if (*s->p == '{' || *s->p == '[') {
+        size_t depth = 0;
+
+        do {
+            if (*s->p == '"') {
+                string(s, &escaped);
+                continue;
+            }
+            if (*s->p == '{' || *s->p == '[') {
+                depth++;
+            } else if (*s->p == '}' || *s->p == ']') {
+                depth--;
+            }
+            s->p++;
+        } while (depth > 0 && s->p < s->end);
+    } else if (*s->p == '"') {
+        string(s, &escaped);
+    } else {
+        while (s->p < s->end && *s->p != ',' && *s->p != '}' && *s->p != ']' &&
+               *s->p != ' ' && *s->p != '\n' && *s->p != '\r' &&
+               *s->p != '\t') {
+            s->p++;
+        }
+    }
+}
+
+mf_str_t
+mf_jscan_object_get(mf_str_t obj, mf_str_t key)
+{
+    scan_t s = {obj.data, obj.data + obj.len, NULL, 0, 0};
+    mf_str_t found = MF_STR_NULL;
+
+    if (obj.len < 2 || *s.p != '{') {
+        return found;
+    }
+    s.p++;
+    for (;;) {
+        mf_str_t k;
+        const char *v;
+        int escaped;
+
+        ws(&s);
+        if (s.p >= s.end || *s.p != '"') {
+            return found;
+        }
+        k.data = s.p + 1;
+        if (string(&s, &escaped) != MF_OK) {
+            return found;
+        }
+        k.len = (size_t)(s.p - 1 - k.data);
+        ws(&s);
+        s.p++; /* ':' */
+        ws(&s);
+        v = s.p;
+        skip(&s);
+        if (!escaped && mf_str_eq(k, key)) {
+            found = (mf_str_t){v, (size_t)(s.p - v)};
+        }
+        ws(&s);
+        if (s.p >= s.end || *s.p != ',') {
+            return found;
+        }
+        s.p++;
+    }
+}
+
+int
+mf_jscan_plain_string(mf_str_t value, mf_str_t *out)
+{
+    if (value.len < 2 || value.data[0] != '"' ||
+        value.data[value.len - 1] != '"' ||
+        memchr(value.data, '\\', value.len) != NULL) {
+        return MF_ERR;
+    }
+    *out = (mf_str_t){value.data + 1, value.len - 2};
+    return MF_OK;
+}
