@@ -183,7 +183,7 @@ log_writer_main(void *arg)
         uint64_t lost;
         double deadline;
         char note[128];
-        int k = 0;
+        int k;
 
         while (lw.len == 0 && lw.dropped == lw.reported && !lw.stop) {
             pthread_cond_wait(&lw.wake, &lw.lock);
@@ -611,7 +611,7 @@ mf_mask_secret(mf_str_t secret, char *out, size_t cap)
         snprintf(out, cap, "***");
         return;
     }
-    while (prefix < 3 && prefix < secret.len &&
+    while (prefix < 3 && /* shorter than MF_MASK_MIN_LEN returned above */
            (secret.data[prefix] == 's' || secret.data[prefix] == 'k' ||
             secret.data[prefix] == '-')) {
         prefix++;

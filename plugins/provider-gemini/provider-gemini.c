@@ -407,6 +407,8 @@ schema_of(json_t *in)
         json_array_foreach(t, i, v)
         {
             if (json_is_string(v) && strcmp(json_string_value(v), "null")) {
+                /* cppcheck reads json_array_foreach as one call, not a loop */
+                /* cppcheck-suppress knownConditionTrueFalse */
                 first = first ? first : v;
             } else {
                 json_object_set_new(out, "nullable", json_true());
