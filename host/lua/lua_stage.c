@@ -654,7 +654,7 @@ l_resp_status(lua_State *L)
 {
     mf_req_t *r = need_req(L);
 
-    lua_pushinteger(L, r->status ? r->status : r->up_status);
+    lua_pushinteger(L, r->status ? r->status : r->att.up_status);
     return 1;
 }
 

@@ -37,13 +37,13 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
     }
     mf_buf_append(b, "\r\nContent-Length: ", 18);
     n = sizeof(num);
-    for (len = r->up_body.len; n == sizeof(num) || len != 0; len /= 10) {
+    for (len = r->att.up_body.len; n == sizeof(num) || len != 0; len /= 10) {
         num[--n] = (char)('0' + len % 10);
     }
     mf_buf_append(b, num + n, sizeof(num) - n);
     mf_buf_append(b, "\r\n", 2);
-    for (i = 0; i < r->up_req_headers.n; i++) {
-        mf_header_t *h = &r->up_req_headers.v[i];
+    for (i = 0; i < r->att.up_req_headers.n; i++) {
+        mf_header_t *h = &r->att.up_req_headers.v[i];
 
         if (mf_str_caseeq(h->name, MF_STR("host")) ||
             mf_str_caseeq(h->name, MF_STR("content-length")) ||
@@ -58,28 +58,54 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
     mf_buf_append(b, "\r\n", 2);
 }
 
-const mf_outcome_t mf_outcome_ok = {0, MF_KEYRES_OK, 0, 0, "ok"};
+const mf_outcome_t mf_outcome_ok = {.keyres = MF_KEYRES_OK, .what = "ok"};
 
 /* Ends the open attempt: key and target health, the tried list. */
 void
 mf_req_attempt_close(mf_req_t *r, const mf_outcome_t *o, double ttft_ms)
 {
-    if (!r->attempt_open) {
+    if (!r->att.open) {
         return;
     }
-    r->attempt_open = 0;
+    r->att.open = 0;
     if (r->attempt_timer != NULL) {
         evtimer_del(r->attempt_timer);
     }
-    mf_keypool_end(r->prov, r->key_idx, r->up_model, o->keyres,
+    mf_keypool_end(r->att.prov, r->att.key_idx, r->att.up_model, o->keyres,
                    o->retry_after_ms, o->what);
-    if (r->att_tgt != NULL) {
-        mf_balancer_end(r->att_tgt, r->route, o->kind == 0, o->breaker_fail,
+    if (r->att.tgt != NULL) {
+        mf_balancer_end(r->att.tgt, r->route, o->kind == 0, o->breaker_fail,
                         ttft_ms);
     }
     mf_buf_printf(&r->tried, "%s%s/%.*s:%s", r->tried.len ? " " : "",
-                  r->prov->conf->name, (int)r->up_model.len, r->up_model.data,
-                  o->what);
+                  r->att.prov->conf->name, (int)r->att.up_model.len,
+                  r->att.up_model.data, o->what);
+}
+
+/* Begins an attempt on target t with key k (-1 none): fresh attempt
+ * state in one statement, the buffers it reuses emptied, key and target
+ * counted (attempt_close is owed). The previous attempt is closed and its
+ * upstream call is over. */
+static void
+attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
+{
+    r->att = (mf_attempt_t){
+        .prov = t->prov,
+        .up_model = t->model,
+        .key_idx = k,
+        .tgt = t->tgt,
+        .open = 1,
+        .up_key = k >= 0 ? mf_str_from(t->prov->key_str[k]) : MF_STR(""),
+        .passthrough = r->proto == MF_PROTO_OPENAI &&
+                       strcmp(t->prov->ops->wire, "openai") == 0 &&
+                       !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
+    };
+    r->chunk_out.len = 0;
+    mf_buf_reset(&r->up_buf);
+    mf_keypool_begin(t->prov, k);
+    if (t->tgt != NULL) {
+        mf_balancer_begin(t->tgt);
+    }
 }
 
 /* Takes the first usable target from `from` to `to` (excluded): a key
@@ -120,20 +146,12 @@ mf_req_attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort)
             r->keys_tried = 0;
         }
         r->target_idx = i;
-        r->key_idx = k;
         if (k >= 0 && k < 64) {
             r->keys_tried |= (uint64_t)1 << k;
         } else if (k < 0) {
             r->keys_tried |= 1;
         }
-        r->prov = t->prov;
-        r->up_model = t->model;
-        r->att_tgt = t->tgt;
-        mf_keypool_begin(t->prov, k);
-        if (t->tgt != NULL) {
-            mf_balancer_begin(t->tgt);
-        }
-        r->attempt_open = 1;
+        attempt_begin(r, t, k);
         return 1;
     }
     return 0;
@@ -190,13 +208,14 @@ upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
     u->type = mf_str_from(t->prov->conf->type);
     u->base_url = mf_str_from(t->prov->conf->base_url);
     u->model = t->model;
-    u->key = r->up_key;
+    u->key = r->att.up_key;
     u->endpoint = r->endpoint;
     u->stream = r->stream;
     u->want_usage = r->stream;
 }
 
-/* Prepares attempt target_idx (provider request) and runs its stages. */
+/* Prepares the attempt begun on target_idx (the provider's request) and
+ * sets the phase that runs its stages. */
 int
 mf_req_attempt_prepare(mf_req_t *r)
 {
@@ -205,32 +224,17 @@ mf_req_attempt_prepare(mf_req_t *r)
     char msg[512];
     int rc;
 
-    r->prov = t->prov;
-    r->up_model = t->model;
-    r->up_key = r->key_idx >= 0 ? mf_str_from(t->prov->key_str[r->key_idx])
-                                : MF_STR("");
-    r->up_url = MF_STR_NULL;
-    r->up_body = MF_STR_NULL;
-    r->up_req_headers.n = 0;
-    r->up_resp_headers.n = 0;
-    r->up_status = 0;
-    r->prov_ctx = NULL;
-    r->prov_err = NULL;
-    r->passthrough = r->proto == MF_PROTO_OPENAI &&
-                     strcmp(r->prov->ops->wire, "openai") == 0 &&
-                     !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY));
-
     upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
-    rc = r->prov->ops->build_request(r, r->prov->state, &u);
-    if (rc != MF_OK && r->prov_err != NULL) {
+    rc = r->att.prov->ops->build_request(r, r->att.prov->state, &u);
+    if (rc != MF_OK && r->att.prov_err != NULL) {
         /* the provider refused the request itself (bad input for it) */
-        mf_req_respond_error(r, r->prov_err->status, r->prov_err->type,
-                             r->prov_err->code, r->prov_err->message);
+        mf_req_respond_error(r, r->att.prov_err->status, r->att.prov_err->type,
+                             r->att.prov_err->code, r->att.prov_err->message);
         mf_req_finish(r);
         return MF_ERR;
     }
-    if (rc != MF_OK || r->up_url.len == 0 || r->prov_err != NULL) {
+    if (rc != MF_OK || r->att.up_url.len == 0 || r->att.prov_err != NULL) {
         snprintf(msg, sizeof(msg),
                  "provider '%s' (%s) could not build the "
                  "upstream request",
@@ -239,18 +243,19 @@ mf_req_attempt_prepare(mf_req_t *r)
         mf_req_finish(r);
         return MF_ERR;
     }
-    if (r->up_body.data == NULL) {
+    if (r->att.up_body.data == NULL) {
         if (r->body_dirty) {
             char *text = json_dumps(mf_req_body_json(r), JSON_COMPACT);
             mf_str_t s = mf_str_from(text);
 
-            r->up_body = mf_pool_str(r->pool, s);
+            r->att.up_body = mf_pool_str(r->pool, s);
             free(text);
         } else {
-            r->up_body = r->body;
+            r->att.up_body = r->body;
         }
     }
-    r->phase = r->prov->ops->authorize ? MF_PHASE_AUTHORIZE : MF_PHASE_ATTEMPT;
+    r->phase =
+        r->att.prov->ops->authorize ? MF_PHASE_AUTHORIZE : MF_PHASE_ATTEMPT;
     r->stage_idx = 0;
     return MF_OK;
 }
@@ -267,7 +272,7 @@ mf_req_run_authorize(mf_req_t *r)
     }
     upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
-    return r->prov->ops->authorize(r, r->prov->state, &u);
+    return r->att.prov->ops->authorize(r, r->att.prov->state, &u);
 }
 
 static const mf_upcall_cbs_t up_cbs = {
@@ -287,26 +292,24 @@ attempt_ttft_timeout(evutil_socket_t fd, short what, void *arg)
 
     MF_UNUSED(fd);
     MF_UNUSED(what);
-    if (r->head_sent || r->finished || !r->attempt_open) {
+    if (r->head_sent || r->finished || !r->att.open) {
         return;
     }
-    if (r->call != NULL) {
-        mf_upcall_cancel(r->call);
-        r->call = NULL;
+    if (r->att.call != NULL) {
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
     }
     mf_req_account_upstream_time(r);
     mf_req_outcome_error(&o, MF_UPERR_TIMEOUT);
     snprintf(o.what, sizeof(o.what), "ttft_timeout");
-    mf_req_attempt_close(r, &o, -1);
+    snprintf(text, sizeof(text),
+             "provider '%s' sent no first token within %.0f ms",
+             r->att.prov->conf->name, r->route->ttft_timeout_ms);
+    o.status = 504;
+    o.code = "upstream_timeout";
+    o.message = text;
     r->in_step++; /* keep r alive through the retry */
-    if (!mf_req_attempt_retry(r, &o)) {
-        snprintf(text, sizeof(text),
-                 "provider '%s' sent no first token within %.0f ms",
-                 r->prov->conf->name, r->route->ttft_timeout_ms);
-        mf_req_respond_error(r, 504, "upstream_error", "upstream_timeout",
-                             text);
-        mf_req_finish(r);
-    }
+    mf_req_attempt_failed(r, &o);
     if (--r->in_step == 0 && r->finished) {
         mf_req_free(r);
     }
@@ -334,14 +337,15 @@ void
 mf_req_attempt_start(mf_req_t *r)
 {
     mf_limits_t *lim = &r->gen->config->limits;
-    mf_provider_conf_t *pc = r->prov->conf;
+    mf_provider_conf_t *pc = r->att.prov->conf;
     mf_upcall_opts_t opts;
     char path[4096], msg[512];
     mf_url_t url;
     mf_buf_t b = {0};
 
-    if (!url_ok(r->up_url) || mf_url_parse(r->up_url.data, r->up_url.len, &url,
-                                           path, sizeof(path)) != MF_OK) {
+    if (!url_ok(r->att.up_url) ||
+        mf_url_parse(r->att.up_url.data, r->att.up_url.len, &url, path,
+                     sizeof(path)) != MF_OK) {
         snprintf(msg, sizeof(msg), "provider '%s' has an unusable URL",
                  pc->name);
         mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
@@ -349,7 +353,7 @@ mf_req_attempt_start(mf_req_t *r)
         return;
     }
     build_upstream_head(r, &b, &url);
-    mf_buf_append(&b, r->up_body.data, r->up_body.len);
+    mf_buf_append(&b, r->att.up_body.data, r->att.up_body.len);
     opts.connect_timeout_ms = pc->connect_timeout_ms > 0
                                   ? pc->connect_timeout_ms
                                   : lim->upstream_connect_timeout_ms;
@@ -370,19 +374,8 @@ mf_req_attempt_start(mf_req_t *r)
     opts.total_timeout_ms = r->stream ? 0 : opts.first_byte_timeout_ms;
     opts.idle_by_progress = r->stream;
     r->attempts++;
-    r->up_start = mf_now_ms();
-    r->att_start = r->up_start;
-    r->sse_active = 0;
-    r->saw_done = 0;
-    r->done_sent = 0;
-    r->held = 0;
-    r->anth = NULL; /* pool memory: an Anthropic stream starts afresh */
-    r->events_seen = 0;
-    r->usage_final = 0;
-    r->delivered_text = 0;
-    r->chunk_out.len = 0;
-    mf_buf_reset(&r->up_buf);
-    r->call_paused = 0;
+    r->att.up_start = mf_now_ms();
+    r->att.start = r->att.up_start;
     if (r->stream && r->route != NULL && r->route->ttft_timeout_ms > 0) {
         double ms = r->route->ttft_timeout_ms;
         struct timeval tv = {(time_t)(ms / 1000),
@@ -394,18 +387,18 @@ mf_req_attempt_start(mf_req_t *r)
         }
         evtimer_add(r->attempt_timer, &tv);
     }
-    r->call =
+    r->att.call =
         mf_upstream_call(r->worker, &url, &opts, b.data, b.len, &up_cbs, r);
     mf_buf_free(&b);
-    mf_upcall_start(r->call);
+    mf_upcall_start(r->att.call);
 }
 
 void
 mf_req_account_upstream_time(mf_req_t *r)
 {
-    if (r->up_start > 0) {
-        r->upstream_ms += mf_now_ms() - r->up_start;
-        r->up_start = 0;
+    if (r->att.up_start > 0) {
+        r->upstream_ms += mf_now_ms() - r->att.up_start;
+        r->att.up_start = 0;
     }
 }
 
@@ -416,9 +409,9 @@ up_on_head(void *arg, const mf_http_head_t *head)
     size_t i;
 
     r->reached = 1;
-    r->up_status = head->status;
+    r->att.up_status = head->status;
     for (i = 0; i < head->nheaders; i++) {
-        mf_hlist_set(r->pool, &r->up_resp_headers, head->headers[i].name,
+        mf_hlist_set(r->pool, &r->att.up_resp_headers, head->headers[i].name,
                      head->headers[i].value);
     }
     if (head->status >= 200 && head->status < 300) {
@@ -427,15 +420,15 @@ up_on_head(void *arg, const mf_http_head_t *head)
         r->up_buf.limit = MF_ERROR_BODY_MAX;
     }
     if (r->stream && head->status >= 200 && head->status < 300) {
-        const char *fr = r->prov->ops->stream_framing;
+        const char *fr = r->att.prov->ops->stream_framing;
 
         mf_sse_parser_free(&r->sse);
         mf_evstream_free(&r->evs);
         mf_sse_parser_init(&r->sse, r->gen->config->limits.max_sse_event);
         mf_evstream_free(&r->evs);
         mf_evstream_init(&r->evs, r->gen->config->limits.max_sse_event);
-        r->evs_framing = fr != NULL && strcmp(fr, "aws-eventstream") == 0;
-        r->sse_active = 1;
+        r->att.evs_framing = fr != NULL && strcmp(fr, "aws-eventstream") == 0;
+        r->att.sse_active = 1;
         r->phase = MF_PHASE_UPSTREAM_RESPONSE;
         r->stage_idx = 0;
         mf_req_step(r);
@@ -451,10 +444,10 @@ up_on_data(void *arg, const char *data, size_t len)
 {
     mf_req_t *r = arg;
 
-    if (!r->sse_active) {
+    if (!r->att.sse_active) {
         if (mf_buf_append(&r->up_buf, data, len) != MF_OK) {
-            mf_upcall_cancel(r->call);
-            r->call = NULL;
+            mf_upcall_cancel(r->att.call);
+            r->att.call = NULL;
             mf_req_account_upstream_time(r);
             mf_req_respond_error(r, 502, "upstream_error", NULL,
                                  "the upstream response is larger than "
@@ -463,7 +456,7 @@ up_on_data(void *arg, const char *data, size_t len)
         }
         return;
     }
-    if ((r->evs_framing
+    if ((r->att.evs_framing
              ? mf_evstream_feed(&r->evs, data, len, mf_req_on_sse_event, r)
              : mf_sse_parser_feed(&r->sse, data, len, mf_req_on_sse_event,
                                   r)) != MF_OK) {
@@ -471,27 +464,24 @@ up_on_data(void *arg, const char *data, size_t len)
             mf_req_body_stage_failed(r);
             return;
         }
-        mf_upcall_cancel(r->call);
-        r->call = NULL;
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
         mf_req_account_upstream_time(r);
-        if (r->prov_err != NULL) {
-            mf_req_stream_failed(r, r->prov_err);
+        if (r->att.prov_err != NULL) {
+            mf_req_stream_failed(r, r->att.prov_err);
             return;
         }
         if (!r->head_sent) {
             /* nothing reached the client: a failed attempt, as a bad body */
             mf_outcome_t o;
 
-            r->sse_active = 0;
+            r->att.sse_active = 0;
             mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);
             snprintf(o.what, sizeof(o.what), "bad_stream");
-            mf_req_attempt_close(r, &o, -1);
-            if (mf_req_attempt_retry(r, &o)) {
-                return;
-            }
-            mf_req_respond_error(r, 502, "upstream_error",
-                                 "upstream_bad_stream", BAD_STREAM);
-            mf_req_finish(r);
+            o.status = 502;
+            o.code = "upstream_bad_stream";
+            o.message = BAD_STREAM;
+            mf_req_attempt_failed(r, &o);
             return;
         }
         mf_req_flush_stream(r);
@@ -513,16 +503,16 @@ complete_error(mf_req_t *r)
 
     memset(&err, 0, sizeof(err));
     r->cur_stage = MF_STAGE_PROVIDER;
-    if (r->prov->ops->parse_error(r, r->prov->state, r->up_status, body,
-                                  &err) != MF_OK ||
+    if (r->att.prov->ops->parse_error(r, r->att.prov->state, r->att.up_status,
+                                      body, &err) != MF_OK ||
         err.status == 0) {
         err.status = 502;
         err.type = "upstream_error";
         snprintf(err.message, sizeof(err.message), "provider '%s' answered %d",
-                 r->prov->conf->name, r->up_status);
+                 r->att.prov->conf->name, r->att.up_status);
     }
-    mf_req_attempt_fail(r, &err,
-                        r->up_status); /* the upstream's status counts */
+    mf_req_attempt_error(r, &err,
+                         r->att.up_status); /* the upstream's status counts */
 }
 
 static void
@@ -530,36 +520,32 @@ up_on_end(void *arg)
 {
     mf_req_t *r = arg;
 
-    r->call = NULL;
+    r->att.call = NULL;
     mf_req_account_upstream_time(r);
-    if (r->sse_active) {
-        if (!r->head_sent && (r->chunk_out.len == 0 || r->held) &&
-            !r->saw_done) {
+    if (r->att.sse_active) {
+        if (!r->head_sent && (r->chunk_out.len == 0 || r->att.held) &&
+            !r->att.saw_done) {
             /* ended before its first event: as good as refused */
             mf_outcome_t o;
 
             mf_req_outcome_error(&o, MF_UPERR_CLOSED);
-            mf_req_attempt_close(r, &o, -1);
-            if (mf_req_attempt_retry(r, &o)) {
-                return;
-            }
-            mf_req_respond_error(r, 502, "upstream_error",
-                                 "upstream_stream_cut",
-                                 "the upstream ended the stream before its "
-                                 "first event");
-            mf_req_finish(r);
+            o.status = 502;
+            o.code = "upstream_stream_cut";
+            o.message = "the upstream ended the stream before its first "
+                        "event";
+            mf_req_attempt_failed(r, &o);
             return;
         }
         r->phase = MF_PHASE_BODY; /* no stage is paused at the end */
-        if ((r->evs_framing ? mf_evstream_pending(&r->evs)
-                            : mf_sse_parser_pending(&r->sse)) > 0 &&
-            !r->saw_done) {
+        if ((r->att.evs_framing ? mf_evstream_pending(&r->evs)
+                                : mf_sse_parser_pending(&r->sse)) > 0 &&
+            !r->att.saw_done) {
             mf_req_flush_stream(r);
             mf_req_send_stream_error(
                 r, "upstream_stream_cut",
                 "the upstream ended the stream in the middle "
                 "of an event");
-        } else if (!r->passthrough && !r->done_sent) {
+        } else if (!r->att.passthrough && !r->att.done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
         if (r->body_failed) {
@@ -571,31 +557,28 @@ up_on_end(void *arg)
         mf_req_finish(r);
         return;
     }
-    if (r->up_status < 200 || r->up_status >= 300) {
+    if (r->att.up_status < 200 || r->att.up_status >= 300) {
         complete_error(r);
         return;
     }
     r->cur_stage = MF_STAGE_PROVIDER;
-    if (r->prov->ops->parse_response(
-            r, r->prov->state,
+    if (r->att.prov->ops->parse_response(
+            r, r->att.prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
-            !r->passthrough) != MF_OK) {
+            !r->att.passthrough) != MF_OK) {
         mf_outcome_t o;
 
         mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);
         snprintf(o.what, sizeof(o.what), "bad_body");
-        mf_req_attempt_close(r, &o, -1);
-        if (mf_req_attempt_retry(r, &o)) {
-            return;
-        }
-        mf_req_respond_error(r, 502, "upstream_error", "upstream_bad_response",
-                             "the upstream answered with a body that could "
-                             "not be read");
-        mf_req_finish(r);
+        o.status = 502;
+        o.code = "upstream_bad_response";
+        o.message = "the upstream answered with a body that could not be "
+                    "read";
+        mf_req_attempt_failed(r, &o);
         return;
     }
-    if (r->prov_err != NULL) {
-        mf_req_attempt_fail(r, r->prov_err, r->prov_err->status);
+    if (r->att.prov_err != NULL) {
+        mf_req_attempt_error(r, r->att.prov_err, r->att.prov_err->status);
         return;
     }
     r->phase = MF_PHASE_UPSTREAM_RESPONSE;
@@ -607,22 +590,23 @@ static void
 up_on_error(void *arg, mf_uperr_t kind, const char *msg)
 {
     mf_req_t *r = arg;
+    mf_outcome_t o;
     char text[768];
 
-    if (kind != MF_UPERR_CONNECT && mf_upcall_connected(r->call)) {
+    if (kind != MF_UPERR_CONNECT && mf_upcall_connected(r->att.call)) {
         r->reached = 1; /* the request went out: it may be billed */
     }
-    r->call = NULL;
+    r->att.call = NULL;
     mf_req_account_upstream_time(r);
     mf_log_warn("request %.*s: provider '%s': %s", (int)r->id.len, r->id.data,
-                r->prov->conf->name, msg);
+                r->att.prov->conf->name, msg);
     if (r->head_sent) {
         /* mid-stream: an error event, then the end */
         mf_req_flush_stream(r);
         snprintf(text, sizeof(text),
                  "the upstream stream of provider '%s' "
                  "was cut: %s",
-                 r->prov->conf->name, msg);
+                 r->att.prov->conf->name, msg);
         mf_req_send_stream_error(r,
                                  kind == MF_UPERR_TIMEOUT
                                      ? "upstream_timeout"
@@ -632,25 +616,14 @@ up_on_error(void *arg, mf_uperr_t kind, const char *msg)
         mf_req_finish(r);
         return;
     }
-    {
-        mf_outcome_t o;
-
-        mf_req_outcome_error(&o, kind);
-        mf_req_attempt_close(r, &o, -1);
-        if (mf_req_attempt_retry(r, &o)) {
-            return;
-        }
-    }
-    snprintf(text, sizeof(text), "provider '%s' %s: %s", r->prov->conf->name,
+    mf_req_outcome_error(&o, kind);
+    snprintf(text, sizeof(text), "provider '%s' %s: %s",
+             r->att.prov->conf->name,
              kind == MF_UPERR_TIMEOUT ? "timed out" : "failed", msg);
-    if (kind == MF_UPERR_TIMEOUT) {
-        mf_req_respond_error(r, 504, "upstream_error", "upstream_timeout",
-                             text);
-    } else {
-        mf_req_respond_error(r, 502, "upstream_error",
-                             kind == MF_UPERR_CONNECT ? "upstream_unreachable"
-                                                      : "upstream_error",
-                             text);
-    }
-    mf_req_finish(r);
+    o.status = kind == MF_UPERR_TIMEOUT ? 504 : 502;
+    o.code = kind == MF_UPERR_TIMEOUT   ? "upstream_timeout"
+             : kind == MF_UPERR_CONNECT ? "upstream_unreachable"
+                                        : "upstream_error";
+    o.message = text;
+    mf_req_attempt_failed(r, &o);
 }

@@ -532,7 +532,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;
     r->usage.total_tokens = r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
-    r->key_idx = -1;
+    r->att.key_idx = -1;
     atomic_fetch_add(&w->in_flight, 1);
     atomic_fetch_add(&w->requests, 1);
     r->ctx = mf_pool_alloc(pool, (r->gen->nstages + 1) * sizeof(void *));
@@ -670,7 +670,7 @@ mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;
     r->usage.total_tokens = r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
-    r->key_idx = -1;
+    r->att.key_idx = -1;
     atomic_fetch_add(&w->in_flight, 1);
     r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
     memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));

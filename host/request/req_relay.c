@@ -78,7 +78,7 @@ mf_req_estimate_usage(mf_req_t *r)
 {
     int known = r->have_usage && r->usage.prompt_tokens >= 0;
 
-    if (!r->reached || (r->have_usage && (!r->stream || r->usage_final))) {
+    if (!r->reached || (r->have_usage && (!r->stream || r->att.usage_final))) {
         return;
     }
     if (!known) {
@@ -87,7 +87,7 @@ mf_req_estimate_usage(mf_req_t *r)
     } else if (!r->have_usage) {
         r->usage.cached_tokens = -1;
     }
-    r->usage.completion_tokens = (int64_t)((r->delivered_text + 3) / 4);
+    r->usage.completion_tokens = (int64_t)((r->att.delivered_text + 3) / 4);
     r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;
     r->usage.reasoning_tokens = -1;
     r->usage.estimated = 1;
@@ -149,21 +149,21 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
         data = r->replace;
     }
     if (last) {
-        r->done_sent = 1;
+        r->att.done_sent = 1;
     }
     if (data.len == 0) {
         return; /* a stage dropped the event */
     }
-    r->delivered_text += chunk_text_len(data);
+    r->att.delivered_text += chunk_text_len(data);
     if (r->proto == MF_PROTO_ANTHROPIC) {
-        if (r->anth == NULL) {
-            r->anth = mf_pool_alloc(r->pool, sizeof(*r->anth));
-            if (r->anth == NULL) {
+        if (r->att.anth == NULL) {
+            r->att.anth = mf_pool_alloc(r->pool, sizeof(*r->att.anth));
+            if (r->att.anth == NULL) {
                 return;
             }
-            mf_anthropic_stream_init(r->anth, r->model_asked);
+            mf_anthropic_stream_init(r->att.anth, r->model_asked);
         }
-        mf_anthropic_stream_event(r->anth, data, last, &r->usage,
+        mf_anthropic_stream_event(r->att.anth, data, last, &r->usage,
                                   &r->chunk_out);
         return;
     }
@@ -182,38 +182,39 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     if (ev->raw.len > 0 && ev->raw.data[0] != '\n' && ev->raw.data[0] != '\r') {
         /* a complete event or comment (not a stray blank line): the
          * stream is alive */
-        mf_upcall_progress(r->call);
+        mf_upcall_progress(r->att.call);
     }
     if (ev->data.len == 0 && ev->event.len == 0) {
         /* comment or keep-alive: passed through once the response began */
-        if (r->passthrough && r->head_sent) {
+        if (r->att.passthrough && r->head_sent) {
             mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
         }
         return MF_OK;
     }
     r->cur_stage = MF_STAGE_PROVIDER;
     before = r->chunk_out.len;
-    flags = r->prov->ops->parse_stream_event(r, r->prov->state, ev,
-                                             !r->passthrough);
-    if (flags < 0 || r->prov_err != NULL || r->body_failed) {
+    flags = r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev,
+                                                 !r->att.passthrough);
+    if (flags < 0 || r->att.prov_err != NULL || r->body_failed) {
         return MF_ERR; /* up_on_data tells which */
     }
     if (flags & (MF_EVENT_DONE | MF_EVENT_USAGE_ONLY)) {
         /* the provider's last usage report (or its end): usage is final */
-        r->usage_final = 1;
+        r->att.usage_final = 1;
     }
     if (!r->head_sent && r->chunk_out.len > before) {
         /* only a preamble so far: held, the attempt can still fail over */
-        r->held = (flags & MF_EVENT_PREAMBLE) && (before == 0 || r->held);
+        r->att.held =
+            (flags & MF_EVENT_PREAMBLE) && (before == 0 || r->att.held);
     }
     if (flags & MF_EVENT_DONE) {
-        r->saw_done = 1;
+        r->att.saw_done = 1;
     } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
-        r->events_seen++;
+        r->att.events_seen++;
     }
-    if (!r->passthrough) {
+    if (!r->att.passthrough) {
         /* the provider emitted canonical chunks; the end is ours to say */
-        if ((flags & MF_EVENT_DONE) && !r->done_sent) {
+        if ((flags & MF_EVENT_DONE) && !r->att.done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
         return r->body_failed ? MF_ERR : MF_OK;
@@ -221,7 +222,7 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
         return MF_OK;
     }
-    r->delivered_text += chunk_text_len(ev->data);
+    r->att.delivered_text += chunk_text_len(ev->data);
     return mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
 }
 
@@ -230,17 +231,17 @@ void
 mf_req_flush_stream(mf_req_t *r)
 {
     if (!r->head_sent) {
-        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY || r->held) {
+        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY || r->att.held) {
             return; /* nothing to commit to yet: a failure can still retry */
         }
         mf_req_start_stream_response(r);
-        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att_start);
+        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
     }
     if (r->chunk_out.len > 0) {
         mf_req_send_chunk(r, r->chunk_out.data, r->chunk_out.len);
         r->chunk_out.len = 0;
     }
-    if (r->conn != NULL && r->call != NULL &&
+    if (r->conn != NULL && r->att.call != NULL &&
         evbuffer_get_length(mf_req_out(r)) > MF_STREAM_HIGH_WATER) {
         mf_req_call_pause(r, 1);
         mf_conn_watch_drain(r->conn, MF_STREAM_HIGH_WATER / 4);
@@ -266,8 +267,8 @@ mf_req_stream_failed(mf_req_t *r, const mf_error_t *err)
 
     if (!r->head_sent) {
         /* chunks not flushed yet: the client saw nothing */
-        r->sse_active = 0;
-        mf_req_attempt_fail(r, err, err->status);
+        r->att.sse_active = 0;
+        mf_req_attempt_error(r, err, err->status);
         return;
     }
     mf_req_flush_stream(r);
@@ -290,14 +291,14 @@ mf_req_stream_failed(mf_req_t *r, const mf_error_t *err)
 void
 mf_req_body_stage_failed(mf_req_t *r)
 {
-    if (r->call != NULL) {
-        mf_upcall_cancel(r->call);
-        r->call = NULL;
+    if (r->att.call != NULL) {
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
     }
     mf_req_account_upstream_time(r);
     if (!r->head_sent) {
         r->chunk_out.len = 0;
-        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att_start);
+        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
         mf_req_respond_error(r, 500, "server_error", "stage_failed",
                              BODY_STAGE_FAILED);
         mf_req_finish(r);
@@ -318,7 +319,7 @@ mf_req_complete_nonstream(mf_req_t *r)
 
     int body_stages = (r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) != 0;
 
-    mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att_start);
+    mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
     /* the canonical answer as text, for the body stages or the client;
      * an Anthropic client with no body stage takes the value directly */
     if (r->resp_json != NULL &&
@@ -352,7 +353,7 @@ mf_req_complete_nonstream(mf_req_t *r)
                                  "the upstream answer could not be "
                                  "translated to a message");
         } else {
-            mf_req_respond(r, r->up_status, "application/json",
+            mf_req_respond(r, r->att.up_status, "application/json",
                            mf_str_from(mt));
         }
         free(mt);
@@ -360,7 +361,7 @@ mf_req_complete_nonstream(mf_req_t *r)
         mf_req_finish(r);
         return;
     }
-    mf_req_respond(r, r->up_status, "application/json", body);
+    mf_req_respond(r, r->att.up_status, "application/json", body);
     free(text);
     mf_req_finish(r);
 }

@@ -133,10 +133,10 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     hb_put(&h, "x-request-id: ", 14);
     hb_put(&h, r->id.data, r->id.len);
     hb_put(&h, "\r\n", 2);
-    if (r->attempts > 0 && r->prov != NULL) {
+    if (r->attempts > 0 && r->att.prov != NULL) {
         send_header(r, &h, MF_STR("x-manifold-provider"),
-                    mf_str_from(r->prov->conf->name));
-        send_header(r, &h, MF_STR("x-manifold-model"), r->up_model);
+                    mf_str_from(r->att.prov->conf->name));
+        send_header(r, &h, MF_STR("x-manifold-model"), r->att.up_model);
         hb_put(&h, "x-manifold-attempts: ", 21);
         hb_num(&h, (uint64_t)(r->attempts > 0 ? r->attempts : 0));
         hb_put(&h, "\r\n", 2);

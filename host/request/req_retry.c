@@ -21,8 +21,8 @@
  * (401/403, 429), else the next target, else another key of the last
  * one. Returns 1 when the request went on.
  */
-int
-mf_req_attempt_retry(mf_req_t *r, const mf_outcome_t *o)
+static int
+attempt_retry(mf_req_t *r, const mf_outcome_t *o)
 {
     unsigned on = r->route ? r->route->retry_on : MF_RETRY_DEFAULT;
     int budget = r->route ? r->route->retries : -1;
@@ -59,7 +59,7 @@ retry_after_ms(mf_req_t *r, const mf_error_t *err)
     double cap = r->gen->config->limits.max_retry_after_ms / 1000, secs;
     mf_str_t ra;
 
-    if (mf_hlist_get(&r->up_resp_headers, MF_STR("retry-after"), &ra) ==
+    if (mf_hlist_get(&r->att.up_resp_headers, MF_STR("retry-after"), &ra) ==
             MF_OK &&
         mf_http_retry_after(ra, mf_wall_time(), cap, &secs) == MF_OK) {
         /* the header's word */
@@ -138,13 +138,13 @@ mf_req_scrub_error(mf_req_t *r, char *message)
     mf_str_t secrets[8];
     size_t n = 0, i;
 
-    if (r->up_key.len > 0) {
-        secrets[n++] = r->up_key;
+    if (r->att.up_key.len > 0) {
+        secrets[n++] = r->att.up_key;
     }
     for (i = 0; creds[i] != NULL; i++) {
         mf_str_t v;
 
-        if (mf_hlist_get(&r->up_req_headers, mf_str_from(creds[i]), &v) !=
+        if (mf_hlist_get(&r->att.up_req_headers, mf_str_from(creds[i]), &v) !=
             MF_OK) {
             continue;
         }
@@ -154,39 +154,58 @@ mf_req_scrub_error(mf_req_t *r, char *message)
         }
         secrets[n++] = v;
     }
-    mf_keypool_scrub(r->prov, secrets, n, message);
+    mf_keypool_scrub(r->att.prov, secrets, n, message);
 }
 
-/* The attempt failed with err: the next target when the route's
- * retry_on allows, else err to the client. */
+/*
+ * The attempt failed as o says: closes it (key and target health), then
+ * retries or falls back when attempt_retry allows, else answers
+ * the client with o's status, type, code and message (a Retry-After of
+ * o->retry_after seconds when set) and finishes the request. Every path
+ * on which an attempt fails before the client saw a byte ends here.
+ */
 void
-mf_req_attempt_fail(mf_req_t *r, const mf_error_t *up_err, int status)
+mf_req_attempt_failed(mf_req_t *r, const mf_outcome_t *o)
+{
+    char num[16];
+
+    mf_req_attempt_close(r, o, -1);
+    if (attempt_retry(r, o)) {
+        return;
+    }
+    if (o->retry_after > 0) {
+        /* the client waits as long as the key rests */
+        snprintf(num, sizeof(num), "%d", o->retry_after);
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(num));
+    }
+    mf_req_respond_error(r, o->status, o->type ? o->type : "upstream_error",
+                         o->code, o->message);
+    mf_req_finish(r);
+}
+
+/* The attempt failed with the provider's err (an upstream error answer,
+ * a failed stream, a refused authorize) under the upstream's status:
+ * err, scrubbed of secrets, is the answer if it is not retried. */
+void
+mf_req_attempt_error(mf_req_t *r, const mf_error_t *up_err, int status)
 {
     mf_error_t scrubbed = *up_err;
     const mf_error_t *err = &scrubbed;
     mf_outcome_t o;
     double ra_ms;
-    char num[16];
 
     mf_req_scrub_error(r, scrubbed.message);
     outcome_status(r, status, &o, err);
-    if (status != r->up_status) {
+    if (status != r->att.up_status) {
         /* a 2xx the provider refused (safety block) or no upstream call */
         snprintf(o.what, sizeof(o.what), "%s", err->code ? err->code : "error");
     }
-    mf_req_attempt_close(r, &o, -1);
-    if (mf_req_attempt_retry(r, &o)) {
-        return;
-    }
-    /* the client waits as long as the key rests */
     ra_ms = o.retry_after_ms > 0 ? o.retry_after_ms : retry_after_ms(r, err);
-    if (ra_ms > 0) {
-        snprintf(num, sizeof(num), "%.0f", ra_ms / 1000);
-        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
-                     mf_str_from(num));
-    }
-    mf_req_respond_error(r, err->status,
-                         err->type ? err->type : "upstream_error", err->code,
-                         err->message);
-    mf_req_finish(r);
+    o.status = err->status;
+    o.type = err->type;
+    o.code = err->code;
+    o.message = err->message;
+    o.retry_after = (int)(ra_ms / 1000);
+    mf_req_attempt_failed(r, &o);
 }

@@ -21,6 +21,12 @@ typedef struct {
     int breaker_fail;
     double retry_after_ms;
     char what[96];
+    /* the client's answer when the attempt is not retried */
+    int status;
+    const char *type; /* NULL: "upstream_error" */
+    const char *code;
+    const char *message; /* borrowed for mf_req_attempt_failed */
+    int retry_after;     /* seconds for Retry-After, 0 none */
 } mf_outcome_t;
 
 /* An attempt that succeeded. */
@@ -58,10 +64,10 @@ void mf_req_attempt_start(mf_req_t *r);
 void mf_req_account_upstream_time(mf_req_t *r);
 
 /* req_retry.c */
-int mf_req_attempt_retry(mf_req_t *r, const mf_outcome_t *o);
 void mf_req_outcome_error(mf_outcome_t *o, mf_uperr_t kind);
 void mf_req_scrub_error(mf_req_t *r, char *message);
-void mf_req_attempt_fail(mf_req_t *r, const mf_error_t *up_err, int status);
+void mf_req_attempt_failed(mf_req_t *r, const mf_outcome_t *o);
+void mf_req_attempt_error(mf_req_t *r, const mf_error_t *up_err, int status);
 
 /* req_relay.c */
 void mf_req_estimate_usage(mf_req_t *r);

@@ -23,11 +23,11 @@
 void
 mf_req_call_pause(mf_req_t *r, int paused)
 {
-    if (r->call == NULL || r->call_paused == paused) {
+    if (r->att.call == NULL || r->att.call_paused == paused) {
         return;
     }
-    r->call_paused = paused;
-    mf_upcall_pause(r->call, paused);
+    r->att.call_paused = paused;
+    mf_upcall_pause(r->att.call, paused);
 }
 
 /* Acts on a stage result. Returns 1 to go on with the phase's end. */
@@ -48,8 +48,8 @@ stage_result(mf_req_t *r, mf_action_t act)
         mf_req_finish(r);
         return 0;
     default:
-        if (r->phase == MF_PHASE_AUTHORIZE && r->prov_err != NULL) {
-            mf_req_attempt_fail(r, r->prov_err, r->prov_err->status);
+        if (r->phase == MF_PHASE_AUTHORIZE && r->att.prov_err != NULL) {
+            mf_req_attempt_error(r, r->att.prov_err, r->att.prov_err->status);
             return 0;
         }
         if (!r->head_sent) {
@@ -159,7 +159,7 @@ mf_req_step(mf_req_t *r)
             break;
         case MF_PHASE_RESPONSE_HEADERS:
             r->phase = MF_PHASE_BODY;
-            if (r->sse_active) {
+            if (r->att.sse_active) {
                 /* the client's head goes with the first event */
                 mf_req_flush_stream(r);
                 mf_req_call_pause(r, 0);
@@ -227,20 +227,21 @@ mf_req_finish(mf_req_t *r)
     }
     r->finished = 1;
     r->phase = MF_PHASE_FINISHED;
-    if (r->call != NULL) {
-        if (mf_upcall_connected(r->call)) {
+    if (r->att.call != NULL) {
+        if (mf_upcall_connected(r->att.call)) {
             r->reached = 1;
         }
-        mf_upcall_cancel(r->call);
-        r->call = NULL;
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
         mf_req_account_upstream_time(r);
     }
     if (r->timer) {
         evtimer_del(r->timer);
     }
-    if (r->attempt_open) {
-        static const mf_outcome_t gone = {0x80000000u, MF_KEYRES_NEUTRAL, 0, 0,
-                                          "abandoned"};
+    if (r->att.open) {
+        static const mf_outcome_t gone = {.kind = 0x80000000u,
+                                          .keyres = MF_KEYRES_NEUTRAL,
+                                          .what = "abandoned"};
 
         mf_req_attempt_close(r, &gone, -1); /* no verdict on key or target */
     }
