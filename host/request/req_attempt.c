@@ -260,9 +260,10 @@ mf_req_attempt_prepare(mf_req_t *r)
     return MF_OK;
 }
 
-/* The provider's authorize step; runs once per attempt (stage_idx 0). */
+/* The provider's authorize step (stage MF_STAGE_PROVIDER), the runner of
+ * phase AUTHORIZE; runs once per attempt (stage_idx 0). */
 mf_action_t
-mf_req_run_authorize(mf_req_t *r)
+mf_req_run_authorize(mf_req_t *r, mf_stage_t stage)
 {
     mf_upstream_t u;
     mf_rtarget_t *t = &r->targets[r->target_idx];
@@ -271,7 +272,7 @@ mf_req_run_authorize(mf_req_t *r)
         return MF_CONTINUE; /* resumed */
     }
     upstream_of(r, t, &u);
-    r->cur_stage = MF_STAGE_PROVIDER;
+    r->cur_stage = stage;
     return r->att.prov->ops->authorize(r, r->att.prov->state, &u);
 }
 

@@ -59,7 +59,7 @@ int mf_req_attempt_select(mf_req_t *r, size_t from, size_t to, int last_resort);
 int mf_req_attempt_first(mf_req_t *r);
 void mf_req_respond_no_target(mf_req_t *r);
 int mf_req_attempt_prepare(mf_req_t *r);
-mf_action_t mf_req_run_authorize(mf_req_t *r);
+mf_action_t mf_req_run_authorize(mf_req_t *r, mf_stage_t stage);
 void mf_req_attempt_start(mf_req_t *r);
 void mf_req_account_upstream_time(mf_req_t *r);
 

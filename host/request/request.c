@@ -82,35 +82,112 @@ mf_req_resume(mf_req_t *r, mf_action_t action)
     }
 }
 
+/* The ends of the phases that do more than move on (see phases[]):
+ * each returns 1 when the loop goes on with r->phase, 0 when it stops. */
+
+static int
+request_end(mf_req_t *r)
+{
+    mf_req_route_default(r);
+    return 1;
+}
+
+/* The first attempt: its target and key, the provider's request; the
+ * phase is AUTHORIZE, or ATTEMPT for a provider without authorize. */
+static int
+route_end(mf_req_t *r)
+{
+    if (r->ntargets == 0) {
+        mf_req_respond_unknown_model(r);
+        mf_req_finish(r);
+        return 0;
+    }
+    if (!mf_req_attempt_first(r)) {
+        mf_req_respond_no_target(r);
+        mf_req_finish(r);
+        return 0;
+    }
+    return mf_req_attempt_prepare(r) == MF_OK;
+}
+
+static int
+attempt_end(mf_req_t *r)
+{
+    mf_req_attempt_start(r);
+    return 0; /* the upstream's callbacks go on */
+}
+
+static int
+response_headers_end(mf_req_t *r)
+{
+    if (r->att.sse_active) {
+        /* the client's head goes with the first event */
+        mf_req_flush_stream(r);
+        mf_req_call_pause(r, 0);
+    } else {
+        mf_req_complete_nonstream(r);
+    }
+    return 0;
+}
+
+/* One phase of the loop: run runs its stages (stage), then the phase
+ * becomes next and end, when set, does the rest. A phase without run
+ * (UPSTREAM, BODY, FINISHED) waits for the upstream or the client. */
+typedef struct {
+    mf_action_t (*run)(mf_req_t *r, mf_stage_t stage);
+    mf_stage_t stage;
+    mf_phase_t next;
+    int (*end)(mf_req_t *r);
+} phase_t;
+
+/*
+ * REQUEST --(on_request; default route)--> ROUTE
+ * ROUTE --(on_route; first target)--> AUTHORIZE or ATTEMPT, or answered
+ * AUTHORIZE --(the provider's authorize)--> ATTEMPT
+ * ATTEMPT --(on_upstream_request; the call starts)--> UPSTREAM
+ * UPSTREAM --(up_on_head, up_on_end)--> UPSTREAM_RESPONSE, or a retry
+ * UPSTREAM_RESPONSE --(on_upstream_response)--> RESPONSE_HEADERS
+ * RESPONSE_HEADERS --(on_response_headers; the body goes out)--> BODY
+ */
+static const phase_t phases[MF_PHASE_FINISHED + 1] = {
+    [MF_PHASE_REQUEST] = {.run = mf_pipeline_run,
+                          .stage = MF_STAGE_REQUEST,
+                          .next = MF_PHASE_ROUTE,
+                          .end = request_end},
+    [MF_PHASE_ROUTE] = {.run = mf_pipeline_run,
+                        .stage = MF_STAGE_ROUTE,
+                        .next = MF_PHASE_AUTHORIZE,
+                        .end = route_end},
+    [MF_PHASE_AUTHORIZE] = {.run = mf_req_run_authorize,
+                            .stage = MF_STAGE_PROVIDER,
+                            .next = MF_PHASE_ATTEMPT},
+    [MF_PHASE_ATTEMPT] = {.run = mf_pipeline_run,
+                          .stage = MF_STAGE_UPSTREAM_REQUEST,
+                          .next = MF_PHASE_UPSTREAM,
+                          .end = attempt_end},
+    [MF_PHASE_UPSTREAM_RESPONSE] = {.run = mf_pipeline_run,
+                                    .stage = MF_STAGE_UPSTREAM_RESPONSE,
+                                    .next = MF_PHASE_RESPONSE_HEADERS},
+    [MF_PHASE_RESPONSE_HEADERS] = {.run = mf_pipeline_run,
+                                   .stage = MF_STAGE_RESPONSE_HEADERS,
+                                   .next = MF_PHASE_BODY,
+                                   .end = response_headers_end},
+};
+
+/* Runs phases from r->phase until one pauses, answers, or waits. */
 void
 mf_req_step(mf_req_t *r)
 {
+    const phase_t *ph;
     mf_action_t act;
 
     r->in_step++;
     for (;;) {
-        switch (r->phase) {
-        case MF_PHASE_REQUEST:
-            act = mf_pipeline_run(r, MF_STAGE_REQUEST);
-            break;
-        case MF_PHASE_ROUTE:
-            act = mf_pipeline_run(r, MF_STAGE_ROUTE);
-            break;
-        case MF_PHASE_AUTHORIZE:
-            act = mf_req_run_authorize(r);
-            break;
-        case MF_PHASE_ATTEMPT:
-            act = mf_pipeline_run(r, MF_STAGE_UPSTREAM_REQUEST);
-            break;
-        case MF_PHASE_UPSTREAM_RESPONSE:
-            act = mf_pipeline_run(r, MF_STAGE_UPSTREAM_RESPONSE);
-            break;
-        case MF_PHASE_RESPONSE_HEADERS:
-            act = mf_pipeline_run(r, MF_STAGE_RESPONSE_HEADERS);
-            break;
-        default:
+        ph = &phases[r->phase];
+        if (ph->run == NULL) {
             goto out;
         }
+        act = ph->run(r, ph->stage);
         if (act == MF_PAUSE && r->resume_pending) {
             /* resumed before the stage even returned */
             r->resume_pending = 0;
@@ -127,47 +204,8 @@ mf_req_step(mf_req_t *r)
             goto out;
         }
         r->stage_idx = 0;
-        switch (r->phase) {
-        case MF_PHASE_REQUEST:
-            mf_req_route_default(r);
-            r->phase = MF_PHASE_ROUTE;
-            break;
-        case MF_PHASE_ROUTE:
-            if (r->ntargets == 0) {
-                mf_req_respond_unknown_model(r);
-                mf_req_finish(r);
-                goto out;
-            }
-            if (!mf_req_attempt_first(r)) {
-                mf_req_respond_no_target(r);
-                mf_req_finish(r);
-                goto out;
-            }
-            if (mf_req_attempt_prepare(r) != MF_OK) {
-                goto out;
-            }
-            break;
-        case MF_PHASE_AUTHORIZE:
-            r->phase = MF_PHASE_ATTEMPT;
-            break;
-        case MF_PHASE_ATTEMPT:
-            r->phase = MF_PHASE_UPSTREAM;
-            mf_req_attempt_start(r);
-            goto out;
-        case MF_PHASE_UPSTREAM_RESPONSE:
-            r->phase = MF_PHASE_RESPONSE_HEADERS;
-            break;
-        case MF_PHASE_RESPONSE_HEADERS:
-            r->phase = MF_PHASE_BODY;
-            if (r->att.sse_active) {
-                /* the client's head goes with the first event */
-                mf_req_flush_stream(r);
-                mf_req_call_pause(r, 0);
-            } else {
-                mf_req_complete_nonstream(r);
-            }
-            goto out;
-        default:
+        r->phase = ph->next;
+        if (ph->end != NULL && !ph->end(r)) {
             goto out;
         }
     }
