@@ -126,9 +126,19 @@ send_head(mf_req_t *r, int status, const char *ctype, int64_t len)
     }
     if (r->close_after) {
         hb_put(&h, "Connection: close\r\n", 19);
-    } else if (r->http10) {
-        /* a 1.0 client keeps the connection only when told so */
-        hb_put(&h, "Connection: keep-alive\r\n", 24);
+    } else {
+        if (r->http10) {
+            /* a 1.0 client keeps the connection only when told so */
+            hb_put(&h, "Connection: keep-alive\r\n", 24);
+        }
+        /* how long the idle connection is kept (limits.client_timeout), so
+         * that a client does not send a request on one being closed */
+        hb_put(&h, "Keep-Alive: timeout=", 20);
+        hb_num(&h,
+               r->gen != NULL
+                   ? (uint64_t)(r->gen->config->limits.client_timeout_ms / 1000)
+                   : 0);
+        hb_put(&h, "\r\n", 2);
     }
     hb_put(&h, "x-request-id: ", 14);
     hb_put(&h, r->id.data, r->id.len);
