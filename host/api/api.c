@@ -151,15 +151,15 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.client_addr = r->client_addr;
     i.consumer = r->consumer;
     i.model = r->model_asked;
-    if (r->prov != NULL) {
-        i.provider = mf_str_from(r->prov->conf->name);
-        i.upstream_model = r->up_model;
+    if (r->att.prov != NULL) {
+        i.provider = mf_str_from(r->att.prov->conf->name);
+        i.upstream_model = r->att.up_model;
     }
     i.error = r->error;
     i.endpoint = r->endpoint;
     i.stream = r->stream;
     i.status = r->status;
-    i.upstream_status = r->up_status;
+    i.upstream_status = r->att.up_status;
     i.attempts = r->attempts;
     i.usage = r->usage;
     i.start_time = r->start_wall;
@@ -196,12 +196,12 @@ headers_of(mf_req_t *r, mf_headers_t which, int write)
         if (write && !in_call(r, MF_CALL_SET_UPSTREAM_HEADER)) {
             return NULL;
         }
-        return &r->up_req_headers;
+        return &r->att.up_req_headers;
     case MF_UPSTREAM_RESPONSE_HEADERS:
         if (write) {
             return NULL;
         }
-        return &r->up_resp_headers;
+        return &r->att.up_resp_headers;
     default:
         return NULL;
     }
@@ -355,7 +355,7 @@ api_set_upstream_url(mf_req_t *r, mf_str_t url)
     if (!in_call(r, MF_CALL_PROVIDER)) {
         return MF_ERR;
     }
-    r->up_url = mf_pool_str(r->pool, url);
+    r->att.up_url = mf_pool_str(r->pool, url);
     return MF_OK;
 }
 
@@ -365,8 +365,8 @@ api_set_upstream_body(mf_req_t *r, mf_str_t body)
     if (!in_call(r, MF_CALL_PROVIDER)) {
         return MF_ERR;
     }
-    r->up_body = mf_pool_str(r->pool, body);
-    return r->up_body.data ? MF_OK : MF_ERR;
+    r->att.up_body = mf_pool_str(r->pool, body);
+    return r->att.up_body.data ? MF_OK : MF_ERR;
 }
 
 static int
@@ -530,7 +530,7 @@ api_provider_ctx(mf_req_t *r)
         none = NULL;
         return &none;
     }
-    return &r->prov_ctx;
+    return &r->att.prov_ctx;
 }
 
 static const char *
@@ -556,7 +556,7 @@ api_set_error(mf_req_t *r, const mf_error_t *err)
     e->message[sizeof(e->message) - 1] = '\0';
     e->type = pool_cstr(r, err->type ? err->type : "upstream_error");
     e->code = pool_cstr(r, err->code);
-    r->prov_err = e;
+    r->att.prov_err = e;
     return MF_OK;
 }
 

@@ -48,6 +48,40 @@ typedef enum {
     MF_PHASE_FINISHED
 } mf_phase_t;
 
+/* One upstream attempt: a target, a key, the provider's request and
+ * the upstream's answer so far. The request module resets it whole, in
+ * one statement, when an attempt begins (req_attempt.c); what outlives
+ * an attempt (the count, the buffers it reuses) is in mf_req_t. */
+typedef struct mf_attempt_s {
+    mf_prov_t *prov;
+    mf_str_t up_model;
+    int key_idx;     /* the key, -1 none */
+    mf_tgt_t *tgt;   /* the target's health, NULL none */
+    int open;        /* key and target counted; attempt_close owed */
+    double start;    /* when its upstream call started (ttft) */
+    double up_start; /* the same until added to upstream_ms, then 0 */
+    mf_str_t up_key;
+    mf_str_t up_url;
+    mf_str_t up_body;
+    mf_hlist_t up_req_headers;
+    mf_hlist_t up_resp_headers;
+    int up_status;
+    mf_upcall_t *call;
+    int call_paused;
+    int evs_framing; /* evs, not sse, reads the stream */
+    int sse_active;
+    mf_error_t *prov_err; /* api->set_error of the attempt */
+    int passthrough;      /* stream bytes forwarded untouched */
+    int saw_done;
+    int done_sent;  /* the canonical stream's end was emitted */
+    int held;       /* chunk_out holds only preamble events: not committed */
+    void *prov_ctx; /* the provider's per-attempt slot */
+    struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
+    int64_t events_seen;
+    int usage_final;         /* the stream reached the provider's last usage */
+    uint64_t delivered_text; /* bytes of answer text sent in stream events */
+} mf_attempt_t;
+
 struct mf_req_s {
     mf_pool_t *pool;
     mf_worker_t *worker;
@@ -83,48 +117,22 @@ struct mf_req_s {
     size_t targets_cap;
     size_t target_idx;
     const mf_route_conf_t *route; /* the route that planned the targets */
-    int key_idx;                  /* key of the current attempt, -1 none */
     uint64_t keys_tried;          /* keys of the current target tried (bits) */
     double cool_ms;               /* shortest wait for a cooling key seen */
     int skipped_rate;             /* targets skipped: every key cooling */
     int skipped_open;             /* targets skipped: breaker open */
     int skipped_keys;             /* targets skipped: every key disabled */
-    int attempt_open;  /* key and target counted; attempt_close owed */
-    mf_tgt_t *att_tgt; /* the current attempt's target health */
-    double att_start;  /* when the current attempt started */
-    struct event *attempt_timer; /* time to first token */
-    mf_buf_t tried;              /* "provider/model:status,..." for logs */
+    struct event *attempt_timer;  /* time to first token */
+    mf_buf_t tried;               /* "provider/model:status,..." for logs */
 
-    /* the current attempt */
-    mf_prov_t *prov;
-    mf_str_t up_model;
-    mf_str_t up_key;
-    mf_str_t up_url;
-    mf_str_t up_body;
-    mf_hlist_t up_req_headers;
-    mf_hlist_t up_resp_headers;
-    int up_status;
+    /* the current attempt (reset in one statement when one begins) */
+    mf_attempt_t att;
     int attempts;
-    int reached; /* a request went out to an upstream (usage may be owed) */
-    mf_upcall_t *call;
-    int call_paused;
-    mf_buf_t up_buf; /* non-stream or error body */
+    int reached;     /* a request went out to an upstream (usage may be owed) */
+    mf_buf_t up_buf; /* non-stream or error body (emptied per attempt) */
     mf_sse_parser_t sse;
     mf_evstream_t evs; /* the stream is AWS event-stream framed */
-    int evs_framing;
-    int sse_active;
-    mf_error_t *prov_err; /* api->set_error of the current attempt */
-    int passthrough;      /* stream bytes forwarded untouched */
-    int saw_done;
-    int done_sent;  /* the canonical stream's end was emitted */
-    int held;       /* chunk_out holds only preamble events: not committed */
-    void *prov_ctx; /* the provider's per-request slot */
-    struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
-    int64_t events_seen;
-    double up_start;
-    int body_failed;         /* an on_response_body stage failed */
-    int usage_final;         /* the stream reached the provider's last usage */
-    uint64_t delivered_text; /* bytes of answer text sent in stream events */
+    int body_failed;   /* an on_response_body stage failed */
 
     /* the response */
     mf_hlist_t resp_headers;

@@ -52,6 +52,7 @@ test('HTTP/1.0 keep-alive is announced and the connection serves a second reques
   await c.until(() => /\r\n\r\n\{"status":"ok"\}/.test(c.out));
   assert.match(c.out, /^HTTP\/1.1 200/);
   assert.match(c.out, /\r\nConnection: keep-alive\r\n/i);
+  assert.match(c.out, /\r\nKeep-Alive: timeout=60\r\n/); // limits.client_timeout, 60 s
   assert.equal(c.closed, false);
   c.out = '';
   c.s.write('GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n');

@@ -1,0 +1,690 @@
+/*
+ * Request intake: a request from the connection's head and body, the
+ * endpoints without stages, refusals, and the body's checks (shape scan,
+ * parse, model) before the phase loop starts.
+ */
+#include "request/request-int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <strings.h>
+
+#include "http/guard.h"
+#include "http/server.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
+#include "proto/proto_anthropic.h"
+#include "request/jscan.h"
+
+static void
+respond_json(mf_req_t *r, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+
+    mf_req_respond(r, status, "application/json", mf_str_from(text));
+    free(text);
+    json_decref(j);
+}
+
+static void
+handle_models(mf_req_t *r)
+{
+    json_t *data = json_array(), *seen = json_object();
+    mf_gen_t *g = r->gen;
+    size_t i, j;
+
+    for (i = 0; i < g->nproviders; i++) {
+        mf_provider_conf_t *pc = g->providers[i].conf;
+
+        for (j = 0; j < pc->nmodels + pc->nmap; j++) {
+            const char *m = j < pc->nmodels
+                                ? pc->models[j]
+                                : pc->model_map[j - pc->nmodels].from;
+
+            if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
+                continue;
+            }
+            json_object_set_new(seen, m, json_true());
+            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m,
+                                                  "object", "model", "created",
+                                                  (json_int_t)0, "owned_by",
+                                                  pc->name));
+        }
+    }
+    json_decref(seen);
+    respond_json(r, 200,
+                 json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* What one pass over a body's bytes found; see body_scan. */
+typedef struct {
+    size_t depth;    /* deepest nesting */
+    size_t values;   /* JSON values, about: containers and separators */
+    size_t messages; /* elements of the top-level "messages" array */
+    mf_str_t key;    /* top-level key being read when a limit was passed */
+} body_shape_t;
+
+/*
+ * Measures a body before it is parsed, in one pass over its bytes with no
+ * allocation (a 16 MiB body costs some milliseconds): nesting depth, the
+ * number of values and of top-level messages. Stops early once a limit
+ * is passed, with `key` naming the top-level field it happened in. Does
+ * not validate: the parser reports malformed JSON. Returns 1 when a limit
+ * is passed.
+ */
+static int
+body_scan(mf_str_t b, const mf_limits_t *lim, body_shape_t *sh)
+{
+    const char *p = b.data, *end = b.data + b.len, *str = NULL;
+    mf_str_t last = MF_STR_NULL;
+    size_t depth = 0, msgs_at = 0;
+    int in_str = 0;
+
+    memset(sh, 0, sizeof(*sh));
+    for (; p < end; p++) {
+        char ch = *p;
+
+        if (in_str) {
+            if (ch == '\\') {
+                p++;
+            } else if (ch == '"') {
+                in_str = 0;
+                if (depth == 1) {
+                    last = (mf_str_t){str, (size_t)(p - str)};
+                }
+            }
+            continue;
+        }
+        if (msgs_at != 0 && depth == msgs_at && sh->messages == 0 &&
+            ch != ' ' && ch != '\t' && ch != '\r' && ch != '\n' && ch != ']') {
+            sh->messages = 1;
+        }
+        switch (ch) {
+        case '"':
+            in_str = 1;
+            str = p + 1;
+            break;
+        case ':':
+            if (depth == 1) {
+                sh->key = last;
+            }
+            break;
+        case '[':
+        case '{':
+            if (depth == 1 && ch == '[' &&
+                mf_str_eq_cstr(sh->key, "messages")) {
+                msgs_at = 2;
+            }
+            if (++depth > sh->depth) {
+                sh->depth = depth;
+            }
+            sh->values++;
+            break;
+        case ']':
+        case '}':
+            if (depth > 0 && depth-- == msgs_at) {
+                msgs_at = 0;
+            }
+            break;
+        case ',':
+            sh->values++;
+            if (msgs_at != 0 && depth == msgs_at) {
+                sh->messages++;
+            }
+            break;
+        default:
+            break;
+        }
+        if (sh->depth > lim->max_json_depth ||
+            sh->values > lim->max_json_values ||
+            sh->messages > lim->max_messages) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Refuses a body whose shape passes limits.max_json_depth,
+ * max_json_values or max_messages, before it costs a parse. */
+static int
+check_body_shape(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    body_shape_t sh;
+    char msg[512], param[64];
+    const char *what;
+    size_t limit;
+
+    if (!body_scan(r->body, lim, &sh)) {
+        return MF_OK;
+    }
+    snprintf(param, sizeof(param), "%.*s",
+             (int)(sh.key.len < 63 ? sh.key.len : 63),
+             sh.key.data ? sh.key.data : "");
+    if (sh.messages > lim->max_messages) {
+        snprintf(msg, sizeof(msg),
+                 "'messages' has more than %zu elements (limits.max_messages "
+                 "of this gateway); send a shorter conversation.",
+                 lim->max_messages);
+        mf_req_respond_error_param(r, 400, "invalid_request_error",
+                                   "array_above_max_length", "messages", msg);
+        return MF_ERR;
+    }
+    if (sh.depth > lim->max_json_depth) {
+        what = "nests deeper than";
+        limit = lim->max_json_depth;
+    } else {
+        what = "holds more values than";
+        limit = lim->max_json_values;
+    }
+    snprintf(msg, sizeof(msg),
+             "The JSON body %s %zu (limits.max_json_%s of this gateway)%s%s%s.",
+             what, limit, sh.depth > lim->max_json_depth ? "depth" : "values",
+             param[0] ? " in '" : "", param, param[0] ? "'" : "");
+    mf_req_respond_error_param(r, 400, "invalid_request_error",
+                               "json_too_large", param[0] ? param : NULL, msg);
+    return MF_ERR;
+}
+
+/*
+ * The fields the host needs from an OpenAI body, read from the one scan's
+ * index (mf_jscan_body) without a JSON tree: model, messages, stream and
+ * stream_options.include_usage, input. MF_ERR when the body is not one
+ * the scan is sure of, or a field is not the plain good case: parse_body
+ * then parses with jansson and answers what is wrong. On MF_OK the body
+ * stays lazy: parsed only if a stage or a translator asks for the value.
+ */
+static int
+scan_body(mf_req_t *r)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    mf_jscan_t *js = mf_pool_alloc(r->pool, sizeof(*js));
+    mf_str_t model, v;
+
+    js->max_depth = lim->max_json_depth;
+    js->max_values = lim->max_json_values;
+    js->max_messages = lim->max_messages;
+    if (mf_jscan_body(r->body, js) != MF_OK ||
+        mf_jscan_plain_string(mf_jscan_get(js, MF_STR("model")), &model) !=
+            MF_OK ||
+        model.len == 0) {
+        return MF_ERR;
+    }
+    if (r->endpoint == MF_ENDPOINT_CHAT) {
+        if (!js->messages_ok) {
+            return MF_ERR;
+        }
+        v = mf_jscan_get(js, MF_STR("stream"));
+        if (v.data != NULL && !mf_str_eq_cstr(v, "true") &&
+            !mf_str_eq_cstr(v, "false") && !mf_str_eq_cstr(v, "null")) {
+            return MF_ERR;
+        }
+        r->stream = mf_str_eq_cstr(v, "true");
+        v = mf_jscan_object_get(mf_jscan_get(js, MF_STR("stream_options")),
+                                MF_STR("include_usage"));
+        r->client_wants_usage = mf_str_eq_cstr(v, "true");
+    } else if (r->endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        v = mf_jscan_get(js, MF_STR("input"));
+        if (v.data == NULL || (*v.data != '"' && *v.data != '[')) {
+            return MF_ERR;
+        }
+    }
+    r->model = mf_pool_str(r->pool, model);
+    r->model_asked = r->model;
+    r->body_scan = js;
+    r->body_lazy = 1;
+    return MF_OK;
+}
+
+json_t *
+mf_req_body_json(mf_req_t *r)
+{
+    if (r->json == NULL && r->body_lazy) {
+        r->body_lazy = 0;
+        r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, NULL);
+    }
+    return r->json;
+}
+
+int
+mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
+{
+    json_t *v;
+    char *text;
+
+    if (r->json == NULL && r->body_lazy) {
+        *value = mf_jscan_get(r->body_scan, key);
+        return value->data != NULL ? MF_OK : MF_ERR;
+    }
+    v = json_object_getn(r->json, key.data, key.len);
+    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    *value = mf_pool_str(r->pool, mf_str_from(text));
+    free(text);
+    return MF_OK;
+}
+
+static int
+parse_body(mf_req_t *r)
+{
+    json_error_t jerr;
+    json_t *model, *v;
+    char msg[512];
+
+    if (r->body.len == 0) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             "The request has no body; send a JSON object.");
+        return MF_ERR;
+    }
+    if (r->proto == MF_PROTO_OPENAI && scan_body(r) == MF_OK) {
+        return MF_OK;
+    }
+    if (check_body_shape(r) != MF_OK) {
+        return MF_ERR;
+    }
+    r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
+    if (r->json == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "We could not parse the JSON body of your "
+                 "request: %s (line %d, column %d).",
+                 jerr.text, jerr.line, jerr.column);
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL, msg);
+        return MF_ERR;
+    }
+    if (!json_is_object(r->json)) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             "The request body must be a JSON object.");
+        return MF_ERR;
+    }
+    if (r->proto == MF_PROTO_ANTHROPIC &&
+        json_is_string(json_object_get(r->json, "model"))) {
+        const char *err = NULL;
+        json_t *canon = mf_anthropic_request(r->json, &err);
+
+        if (canon == NULL) {
+            mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
+            return MF_ERR;
+        }
+        json_decref(r->json);
+        r->json = canon; /* served in the canonical form from here on */
+        r->body_dirty = 1;
+    }
+    model = json_object_get(r->json, "model");
+    if (!json_is_string(model) || json_string_length(model) == 0) {
+        mf_req_respond_error(r, 400, "invalid_request_error",
+                             "missing_required_parameter",
+                             "You must provide a model parameter (a "
+                             "non-empty string).");
+        return MF_ERR;
+    }
+    r->model = mf_pool_str(r->pool, (mf_str_t){json_string_value(model),
+                                               json_string_length(model)});
+    r->model_asked = r->model;
+    if (r->endpoint == MF_ENDPOINT_CHAT) {
+        v = json_object_get(r->json, "messages");
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "missing_required_parameter",
+                                 "'messages' is required: a non-empty array "
+                                 "of {role, content} objects.");
+            return MF_ERR;
+        }
+        {
+            size_t i;
+            json_t *m;
+
+            json_array_foreach(v, i, m)
+            {
+                if (!json_is_object(m) ||
+                    !json_is_string(json_object_get(m, "role"))) {
+                    snprintf(msg, sizeof(msg),
+                             "messages[%zu] must be an "
+                             "object with a string 'role'.",
+                             i);
+                    mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                                         msg);
+                    return MF_ERR;
+                }
+            }
+        }
+        v = json_object_get(r->json, "stream");
+        if (v != NULL && !json_is_boolean(v) && !json_is_null(v)) {
+            mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                                 "'stream' must be a boolean.");
+            return MF_ERR;
+        }
+        r->stream = json_is_true(v);
+        v = json_object_get(json_object_get(r->json, "stream_options"),
+                            "include_usage");
+        r->client_wants_usage = json_is_true(v);
+    } else if (r->endpoint == MF_ENDPOINT_EMBEDDINGS) {
+        v = json_object_get(r->json, "input");
+        if (!json_is_string(v) && !json_is_array(v)) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "missing_required_parameter",
+                                 "'input' is required: a string or an array "
+                                 "of strings or token arrays.");
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
+mf_str_t
+mf_req_last_user_text(mf_req_t *r)
+{
+    json_t *msgs = json_object_get(mf_req_body_json(r), "messages");
+    size_t i = json_array_size(msgs);
+
+    while (i-- > 0) {
+        json_t *m = json_array_get(msgs, i), *c;
+        const char *role = json_string_value(json_object_get(m, "role"));
+
+        if (role == NULL || strcmp(role, "user") != 0) {
+            continue;
+        }
+        c = json_object_get(m, "content");
+        if (json_is_string(c)) {
+            return (mf_str_t){json_string_value(c), json_string_length(c)};
+        }
+        if (json_is_array(c)) {
+            mf_buf_t b = {0};
+            json_t *part;
+            size_t k;
+            mf_str_t s;
+
+            json_array_foreach(c, k, part)
+            {
+                json_t *t = json_object_get(part, "text");
+
+                if (json_is_string(t)) {
+                    if (b.len) {
+                        mf_buf_append(&b, "\n", 1);
+                    }
+                    mf_buf_append(&b, json_string_value(t),
+                                  json_string_length(t));
+                }
+            }
+            s.data = b.data;
+            s.len = b.len;
+            s = mf_pool_str(r->pool, s);
+            mf_buf_free(&b);
+            return s;
+        }
+        return MF_STR("");
+    }
+    return MF_STR("");
+}
+
+static mf_str_t
+make_id(mf_req_t *r, const mf_http_head_t *head)
+{
+    mf_str_t given;
+    char buf[40];
+    int n;
+
+    if (mf_http_find_header(head, "x-request-id", &given) == MF_OK &&
+        given.len > 0 && given.len <= 128) {
+        size_t i;
+
+        for (i = 0; i < given.len; i++) {
+            char ch = given.data[i];
+
+            if (ch < 0x21 || ch > 0x7e) {
+                break;
+            }
+        }
+        if (i == given.len) {
+            return mf_pool_str(r->pool, given);
+        }
+    }
+    n = snprintf(buf, sizeof(buf), "mf-%012llx%04x",
+                 (unsigned long long)(mf_wall_time() * 1000) &
+                     0xffffffffffffULL,
+                 (unsigned)(r->worker->seq++ & 0xffff));
+    return mf_pool_str(r->pool, (mf_str_t){buf, (size_t)n});
+}
+
+/* Refuses (400) a model name holding a control character (CR, LF, NUL,
+ * ...): it would reach upstream URLs, headers and logs. MF_ERR when it
+ * answered. */
+static int
+check_model(mf_req_t *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->model.len; i++) {
+        unsigned char ch = (unsigned char)r->model.data[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            mf_req_respond_error(r, 400, "invalid_request_error",
+                                 "invalid_model",
+                                 "The model name holds a control character "
+                                 "(such as a line break); send the model's "
+                                 "plain name.");
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
+/* The request path as logs show it: bytes outside printable ASCII (raw
+ * invalid UTF-8, controls) percent-encoded, so that every log line stays
+ * valid UTF-8; a path the gateway serves is left as it is. */
+static mf_str_t
+loggable_path(mf_pool_t *pool, mf_str_t path)
+{
+    static const char hexd[] = "0123456789ABCDEF";
+    mf_buf_t b = {0};
+    mf_str_t s;
+    size_t i;
+
+    for (i = 0; i < path.len; i++) {
+        unsigned char ch = (unsigned char)path.data[i];
+
+        if (ch <= 0x20 || ch >= 0x7f) {
+            break;
+        }
+    }
+    if (i == path.len) {
+        return mf_pool_str(pool, path);
+    }
+    for (i = 0; i < path.len; i++) {
+        unsigned char ch = (unsigned char)path.data[i];
+        char esc[3] = {'%', hexd[ch >> 4], hexd[ch & 15]};
+
+        if (ch <= 0x20 || ch >= 0x7f) {
+            mf_buf_append(&b, esc, 3);
+        } else {
+            mf_buf_append(&b, (const char *)&path.data[i], 1);
+        }
+    }
+    s.data = b.data;
+    s.len = b.len;
+    s = mf_pool_str(pool, s);
+    mf_buf_free(&b);
+    return s;
+}
+
+/* A request from its head and body (taken), tied to the connection, with
+ * the CORS headers of an allowed origin; *preflight tells a preflight.
+ * The client's x-manifold-* headers are dropped here, before any stage. */
+static mf_req_t *
+req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+        const char *client_addr, char *body, size_t len, int *preflight)
+{
+    mf_pool_t *pool = mf_pool_create(8192);
+    mf_req_t *r = mf_pool_alloc(pool, sizeof(*r));
+    size_t i;
+
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->conn = c;
+    r->start_ms = mf_now_ms();
+    r->start_wall = mf_wall_time();
+    r->gen = mf_gen_acquire();
+    r->body.data = body;
+    r->body.len = len;
+    r->bytes_in = len;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->att.key_idx = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    atomic_fetch_add(&w->requests, 1);
+    r->ctx = mf_pool_alloc(pool, (r->gen->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head);
+    r->method = mf_pool_str(pool, head->method);
+    r->http10 = head->minor == 0;
+    r->path = loggable_path(pool, head->path);
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    for (i = 0; i < head->nheaders; i++) {
+        mf_str_t name = head->headers[i].name;
+
+        /* x-manifold-* carry identity and control (the group canary rules
+         * read, ...): stages set them, a client never does */
+        if (name.len >= 11 && strncasecmp(name.data, "x-manifold-", 11) == 0) {
+            continue;
+        }
+        mf_hlist_set(pool, &r->req_headers, name, head->headers[i].value);
+    }
+    mf_conn_set_req(c, r);
+    *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);
+    return r;
+}
+
+void
+mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, const mf_req_refusal_t *why)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, NULL, 0, &preflight);
+
+    if (mf_str_eq_cstr(r->path, "/v1/messages")) {
+        r->proto = MF_PROTO_ANTHROPIC;
+    }
+    if (why->retry_after != NULL) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
+                     mf_str_from(why->retry_after));
+    }
+    mf_req_respond_error(r, why->status, why->type, why->code, why->message);
+    mf_req_finish(r);
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+
+    if (preflight) {
+        /* a CORS preflight from an allowed origin */
+        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_str_eq_cstr(r->path, "/healthz")) {
+        mf_req_respond(r, 200, "application/json",
+                       MF_STR("{\"status\":\"ok\"}"));
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_str_eq_cstr(r->path, "/v1/models") ||
+        mf_str_eq_cstr(r->path, "/models")) {
+        if (!mf_str_eq_cstr(r->method, "GET")) {
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                         MF_STR("GET"));
+            mf_req_respond_error(r, 405, "invalid_request_error", NULL,
+                                 "Use GET for /v1/models.");
+        } else {
+            handle_models(r);
+        }
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_str_eq_cstr(r->path, "/v1/chat/completions") ||
+        mf_str_eq_cstr(r->path, "/chat/completions")) {
+        r->endpoint = MF_ENDPOINT_CHAT;
+    } else if (mf_str_eq_cstr(r->path, "/v1/messages")) {
+        r->endpoint = MF_ENDPOINT_CHAT;
+        r->proto = MF_PROTO_ANTHROPIC;
+    } else if (mf_str_eq_cstr(r->path, "/v1/embeddings") ||
+               mf_str_eq_cstr(r->path, "/embeddings")) {
+        r->endpoint = MF_ENDPOINT_EMBEDDINGS;
+    } else {
+        char msg[512];
+
+        snprintf(msg, sizeof(msg),
+                 "Unknown request URL: %.*s %.*s. The "
+                 "gateway serves POST /v1/chat/completions, POST "
+                 "/v1/embeddings, GET /v1/models and GET /healthz.",
+                 (int)r->method.len, r->method.data,
+                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+        mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
+                             msg);
+        mf_req_finish(r);
+        return;
+    }
+    if (!mf_str_eq_cstr(r->method, "POST")) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     MF_STR("POST"));
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL,
+                             "Use POST for this endpoint.");
+        mf_req_finish(r);
+        return;
+    }
+    if (parse_body(r) != MF_OK || check_model(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+void
+mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
+                    const char *client_addr, int status, const char *why,
+                    uint64_t bytes_in, double start_ms)
+{
+    static const mf_http_head_t none = {.content_length = -1};
+    mf_gen_t *g = mf_gen_acquire();
+    mf_pool_t *pool;
+    mf_req_t *r;
+
+    if (g == NULL) {
+        return;
+    }
+    pool = mf_pool_create(2048);
+    r = mf_pool_alloc(pool, sizeof(*r));
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->gen = g;
+    r->start_ms = start_ms;
+    r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->att.key_idx = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head != NULL ? head : &none);
+    if (head != NULL) {
+        r->method = mf_pool_str(pool, head->method);
+        r->path = mf_pool_str(pool, head->path);
+    }
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    r->status = status;
+    r->error = mf_pool_str(pool, mf_str_from(why));
+    r->bytes_in = bytes_in;
+    r->finished = 1;
+    r->phase = MF_PHASE_FINISHED;
+    mf_pipeline_log_done(r);
+    mf_req_free(r);
+}

@@ -1,0 +1,367 @@
+/*
+ * Relaying the upstream's answer: stream events (SSE or AWS event-stream)
+ * through the body stages to the client with backpressure, a whole
+ * non-stream completion, and usage when the upstream did not report it.
+ */
+#include "request/request-int.h"
+
+#include <event2/buffer.h>
+#include <stdlib.h>
+
+#include "http/server.h"
+#include "http/upstream.h"
+#include "pipeline/generation.h"
+#include "pipeline/pipeline.h"
+#include "proto/proto_anthropic.h"
+
+#define MF_STREAM_HIGH_WATER (256 * 1024)
+
+/* Bytes of text in a message's content: a string, or the "text" of its
+ * parts. */
+static uint64_t
+content_text_len(const json_t *content)
+{
+    const json_t *part;
+    uint64_t n = 0;
+    size_t i;
+
+    if (json_is_string(content)) {
+        return json_string_length(content);
+    }
+    json_array_foreach(content, i, part)
+    {
+        n += json_string_length(json_object_get(part, "text"));
+    }
+    return n;
+}
+
+/* Bytes of text the prompt carries, without the JSON around it: message
+ * contents, tool call arguments, an embeddings input. */
+static uint64_t
+prompt_text_len(const json_t *body)
+{
+    const json_t *m, *tc, *in = json_object_get(body, "input");
+    uint64_t n = 0;
+    size_t i, j;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        n += content_text_len(json_object_get(m, "content"));
+        json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
+        {
+            n += json_string_length(
+                json_object_get(json_object_get(tc, "function"), "arguments"));
+        }
+    }
+    if (json_is_string(in)) {
+        n += json_string_length(in);
+    }
+    json_array_foreach(in, i, m)
+    {
+        n += json_string_length(m);
+    }
+    return n;
+}
+
+/*
+ * Estimates usage the upstream did not report as final: none at all, or
+ * a stream that did not reach the provider's last usage report (cut,
+ * timed out, client gone; an Anthropic message_start carries only a
+ * placeholder). Only when a request reached an upstream: with none
+ * (every attempt failed to connect), tokens stay unknown. The prompt is
+ * the provider's count when it gave one, else about 4 bytes of prompt
+ * text a token; the completion is about 4 bytes of delivered answer text
+ * a token. Marked estimated.
+ */
+void
+mf_req_estimate_usage(mf_req_t *r)
+{
+    int known = r->have_usage && r->usage.prompt_tokens >= 0;
+
+    if (!r->reached || (r->have_usage && (!r->stream || r->att.usage_final))) {
+        return;
+    }
+    if (!known) {
+        r->usage.prompt_tokens = (int64_t)((prompt_text_len(r->json) + 3) / 4);
+        r->usage.cached_tokens = -1;
+    } else if (!r->have_usage) {
+        r->usage.cached_tokens = -1;
+    }
+    r->usage.completion_tokens = (int64_t)((r->att.delivered_text + 3) / 4);
+    r->usage.total_tokens = r->usage.prompt_tokens + r->usage.completion_tokens;
+    r->usage.reasoning_tokens = -1;
+    r->usage.estimated = 1;
+    r->have_usage = 1;
+}
+
+/*
+ * Bytes of answer text in an OpenAI chat chunk: the string values of
+ * "content", "reasoning_content" and "arguments", found without parsing
+ * (an escape counts once). Used to estimate a cut stream's completion.
+ */
+static uint64_t
+chunk_text_len(mf_str_t d)
+{
+    static const char *const keys[] = {"content\":", "arguments\":"};
+    const char *end = d.data + d.len;
+    uint64_t n = 0;
+    size_t k;
+
+    for (k = 0; k < 2; k++) {
+        const char *p = d.data;
+        size_t kl = strlen(keys[k]);
+
+        while (p < end && (p = memmem(p, (size_t)(end - p), keys[k], kl))) {
+            p += kl;
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if (p == end || *p != '"') {
+                continue;
+            }
+            for (p++; p < end && *p != '"'; p++, n++) {
+                if (*p == '\\' && p + 1 < end) {
+                    p++;
+                }
+            }
+        }
+    }
+    return n;
+}
+
+void
+mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_stage_t was = r->cur_stage;
+    int rc;
+
+    if (r->body_failed) {
+        return; /* nothing more goes out; the caller ends the stream */
+    }
+    r->replaced = 0;
+    rc = mf_pipeline_body(r, data, last);
+    r->cur_stage = was;
+    if (rc != MF_OK) {
+        r->body_failed = 1; /* fail closed: this event is withheld */
+        return;
+    }
+    if (r->replaced) {
+        data = r->replace;
+    }
+    if (last) {
+        r->att.done_sent = 1;
+    }
+    if (data.len == 0) {
+        return; /* a stage dropped the event */
+    }
+    r->att.delivered_text += chunk_text_len(data);
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        if (r->att.anth == NULL) {
+            r->att.anth = mf_pool_alloc(r->pool, sizeof(*r->att.anth));
+            if (r->att.anth == NULL) {
+                return;
+            }
+            mf_anthropic_stream_init(r->att.anth, r->model_asked);
+        }
+        mf_anthropic_stream_event(r->att.anth, data, last, &r->usage,
+                                  &r->chunk_out);
+        return;
+    }
+    mf_buf_append(&r->chunk_out, "data: ", 6);
+    mf_buf_append(&r->chunk_out, data.data, data.len);
+    mf_buf_append(&r->chunk_out, "\n\n", 2);
+}
+
+int
+mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
+{
+    mf_req_t *r = arg;
+    size_t before;
+    int flags;
+
+    if (ev->raw.len > 0 && ev->raw.data[0] != '\n' && ev->raw.data[0] != '\r') {
+        /* a complete event or comment (not a stray blank line): the
+         * stream is alive */
+        mf_upcall_progress(r->att.call);
+    }
+    if (ev->data.len == 0 && ev->event.len == 0) {
+        /* comment or keep-alive: passed through once the response began */
+        if (r->att.passthrough && r->head_sent) {
+            mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+        }
+        return MF_OK;
+    }
+    r->cur_stage = MF_STAGE_PROVIDER;
+    before = r->chunk_out.len;
+    flags = r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev,
+                                                 !r->att.passthrough);
+    if (flags < 0 || r->att.prov_err != NULL || r->body_failed) {
+        return MF_ERR; /* up_on_data tells which */
+    }
+    if (flags & (MF_EVENT_DONE | MF_EVENT_USAGE_ONLY)) {
+        /* the provider's last usage report (or its end): usage is final */
+        r->att.usage_final = 1;
+    }
+    if (!r->head_sent && r->chunk_out.len > before) {
+        /* only a preamble so far: held, the attempt can still fail over */
+        r->att.held =
+            (flags & MF_EVENT_PREAMBLE) && (before == 0 || r->att.held);
+    }
+    if (flags & MF_EVENT_DONE) {
+        r->att.saw_done = 1;
+    } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
+        r->att.events_seen++;
+    }
+    if (!r->att.passthrough) {
+        /* the provider emitted canonical chunks; the end is ours to say */
+        if ((flags & MF_EVENT_DONE) && !r->att.done_sent) {
+            mf_req_emit_event(r, MF_STR("[DONE]"), 1);
+        }
+        return r->body_failed ? MF_ERR : MF_OK;
+    }
+    if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
+        return MF_OK;
+    }
+    r->att.delivered_text += chunk_text_len(ev->data);
+    return mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+}
+
+/* Sends what the events produced as one chunk; applies backpressure. */
+void
+mf_req_flush_stream(mf_req_t *r)
+{
+    if (!r->head_sent) {
+        if (r->chunk_out.len == 0 || r->phase != MF_PHASE_BODY || r->att.held) {
+            return; /* nothing to commit to yet: a failure can still retry */
+        }
+        mf_req_start_stream_response(r);
+        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
+    }
+    if (r->chunk_out.len > 0) {
+        mf_req_send_chunk(r, r->chunk_out.data, r->chunk_out.len);
+        r->chunk_out.len = 0;
+    }
+    if (r->conn != NULL && r->att.call != NULL &&
+        evbuffer_get_length(mf_req_out(r)) > MF_STREAM_HIGH_WATER) {
+        mf_req_call_pause(r, 1);
+        mf_conn_watch_drain(r->conn, MF_STREAM_HIGH_WATER / 4);
+    }
+}
+
+void
+mf_req_drained(mf_req_t *r)
+{
+    mf_conn_watch_drain(r->conn, 0);
+    if (r->phase == MF_PHASE_BODY) {
+        mf_req_call_pause(r, 0);
+    }
+}
+
+/* The provider failed a 2xx stream (api->set_error): before anything
+ * reached the client (the head goes with the first flush) the attempt
+ * fails over; after, an error event ends the stream. */
+void
+mf_req_stream_failed(mf_req_t *r, const mf_error_t *err)
+{
+    char message[sizeof(err->message)];
+
+    if (!r->head_sent) {
+        /* chunks not flushed yet: the client saw nothing */
+        r->att.sse_active = 0;
+        mf_req_attempt_error(r, err, err->status);
+        return;
+    }
+    mf_req_flush_stream(r);
+    memcpy(message, err->message, sizeof(message));
+    message[sizeof(message) - 1] = '\0';
+    mf_req_scrub_error(r, message);
+    mf_req_send_stream_error(r, err->code ? err->code : "upstream_error",
+                             message);
+    mf_req_finish_stream(r);
+    mf_req_finish(r);
+}
+
+#define BODY_STAGE_FAILED                                                      \
+    "a gateway stage failed on the response, which is withheld; see the "      \
+    "gateway log"
+
+/* An on_response_body stage failed: what it did not pass is never sent
+ * (it may be a redaction). Before the head, a 500 and nothing of the
+ * upstream's answer; after it, an error event ends the stream. */
+void
+mf_req_body_stage_failed(mf_req_t *r)
+{
+    if (r->att.call != NULL) {
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
+    }
+    mf_req_account_upstream_time(r);
+    if (!r->head_sent) {
+        r->chunk_out.len = 0;
+        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
+        mf_req_respond_error(r, 500, "server_error", "stage_failed",
+                             BODY_STAGE_FAILED);
+        mf_req_finish(r);
+        return;
+    }
+    mf_req_flush_stream(r);
+    mf_req_send_stream_error(r, "stage_failed", BODY_STAGE_FAILED);
+    mf_req_finish_stream(r);
+    mf_req_finish(r);
+}
+
+/* A complete 2xx non-stream body: usage, stages, answer. */
+void
+mf_req_complete_nonstream(mf_req_t *r)
+{
+    mf_str_t body = {r->up_buf.data ? r->up_buf.data : "", r->up_buf.len};
+    char *text = NULL;
+
+    int body_stages = (r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) != 0;
+
+    mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
+    /* the canonical answer as text, for the body stages or the client;
+     * an Anthropic client with no body stage takes the value directly */
+    if (r->resp_json != NULL &&
+        (body_stages || r->proto != MF_PROTO_ANTHROPIC)) {
+        text = json_dumps(r->resp_json, JSON_COMPACT);
+        body = mf_str_from(text);
+    }
+    r->replaced = 0;
+    if (mf_pipeline_body(r, body, 1) != MF_OK) {
+        /* fail closed: not a byte of the unfiltered answer goes out */
+        free(text);
+        mf_req_respond_error(r, 500, "server_error", "stage_failed",
+                             BODY_STAGE_FAILED);
+        mf_req_finish(r);
+        return;
+    }
+    if (r->replaced) {
+        body = r->replace;
+    }
+    if (r->proto == MF_PROTO_ANTHROPIC) {
+        json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
+                        ? json_incref(r->resp_json)
+                        : json_loadb(body.data, body.len, 0, NULL);
+        json_t *m = c ? mf_anthropic_response(c, &r->usage) : NULL;
+        char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
+
+        json_decref(c);
+        json_decref(m);
+        if (mt == NULL) {
+            mf_req_respond_error(r, 502, "api_error", NULL,
+                                 "the upstream answer could not be "
+                                 "translated to a message");
+        } else {
+            mf_req_respond(r, r->att.up_status, "application/json",
+                           mf_str_from(mt));
+        }
+        free(mt);
+        free(text);
+        mf_req_finish(r);
+        return;
+    }
+    mf_req_respond(r, r->att.up_status, "application/json", body);
+    free(text);
+    mf_req_finish(r);
+}
