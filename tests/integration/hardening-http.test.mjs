@@ -220,6 +220,7 @@ test('over limits.max_conns a connection is answered 503 and closed; /healthz an
     })));
     const ok = await conn(g.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
     assert.match(ok.out, /^HTTP\/1.1 200 /);
+    await g.waitStderr(/limits\.max_conns\): new ones are answered 503/);
     assert.equal(g.stderr.match(/limits\.max_conns\): new ones are answered 503/g).length, 1);
   } finally {
     await g.stop();

@@ -283,7 +283,7 @@ test('the unknown-model 404 quotes a bounded prefix and no config path', async (
   while (!/disabled because its keys are empty/.test(gw.stderr) && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 20));
   }
-  assert.match(gw.stderr, /provider 'nokey', disabled because its keys are empty: set its key variable in .*manifold\.yaml/);
+  await gw.waitStderr(/provider 'nokey', disabled because its keys are empty: set its key variable in .*manifold\.yaml/);
 });
 
 test('access-log lines are valid UTF-8 JSON for a path with raw bytes', async () => {

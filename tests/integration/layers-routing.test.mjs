@@ -128,7 +128,7 @@ test('a model whose best match is a disabled provider: a clear error naming it',
   assert.ok(!/\.yaml|\//.test(body.error.message), body.error.message);
   assert.equal(res.headers.get('x-manifold-provider'), null, 'nothing was tried');
   // the operator's hint (with the config file) is in the log
-  assert.match(gw.stderr, /served by provider 'mistral', disabled because its keys are empty: set its key variable in \S+\.yaml/);
+  await gw.waitStderr(/served by provider 'mistral', disabled because its keys are empty: set its key variable in \S+\.yaml/);
   // a model only the keyless provider matches still goes there
   const other = await chat(gw, 'hi', { model: 'llama-3' });
   await other.arrayBuffer();
