@@ -311,7 +311,7 @@ test('Lua stages answer, pause on mf.sleep, share state and fail cleanly', async
   assert.deepEqual(counts.slice(1).map((c, i) => c - counts[i]), [1, 1, 1]);
   res = await chat(gw, 'crash lua');
   assert.equal(res.status, 500);
-  assert.match(gw.stderr, /deliberate failure/);
+  await gw.waitStderr(/deliberate failure/);
 });
 
 test('model_map renames before sending upstream', async () => {
