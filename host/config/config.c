@@ -1299,7 +1299,7 @@ config_read(const char *path, const char *first_dirs, const char *plugin_dir,
         return NULL;
     }
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (mf_buf_append(&b, chunk, n) != MF_OK) {
+        if (mf_buf_try_append(&b, chunk, n) != MF_OK) {
             fclose(f);
             mf_buf_free(&b);
             snprintf(err, sizeof(err), "%s: larger than 16 MiB", path);

@@ -288,7 +288,7 @@ mf_yaml_load_file(const char *path, char *err, size_t errcap)
         return NULL;
     }
     while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        if (mf_buf_append(&b, chunk, n) != MF_OK) {
+        if (mf_buf_try_append(&b, chunk, n) != MF_OK) {
             snprintf(err, errcap, "%s: larger than 16 MiB", path);
             fclose(f);
             mf_buf_free(&b);

@@ -451,7 +451,7 @@ mf_pool_str(mf_pool_t *p, mf_str_t s)
 /* Buffers */
 
 int
-mf_buf_append(mf_buf_t *b, const void *data, size_t len)
+mf_buf_try_append(mf_buf_t *b, const void *data, size_t len)
 {
     size_t need = b->len + len;
 
@@ -463,6 +463,10 @@ mf_buf_append(mf_buf_t *b, const void *data, size_t len)
         char *p;
 
         while (cap < need) {
+            if (cap > SIZE_MAX / 2) {
+                cap = need;
+                break;
+            }
             cap *= 2;
         }
         if (b->limit && cap > b->limit) {
@@ -482,7 +486,22 @@ mf_buf_append(mf_buf_t *b, const void *data, size_t len)
     return MF_OK;
 }
 
-int
+void
+mf_buf_append(mf_buf_t *b, const void *data, size_t len)
+{
+    if (mf_buf_try_append(b, data, len) != MF_OK) {
+        if (b->limit && (b->len + len < b->len || b->len + len > b->limit)) {
+            fprintf(stderr,
+                    "manifold: a host buffer would pass its limit of %zu "
+                    "bytes\n",
+                    b->limit);
+            abort();
+        }
+        mf_oom(b->len + len);
+    }
+}
+
+void
 mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
 {
     char small[512];
@@ -493,24 +512,21 @@ mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
     n = vsnprintf(small, sizeof(small), fmt, ap);
     va_end(ap);
     if (n < 0) {
-        return MF_ERR;
+        fprintf(stderr, "manifold: cannot format \"%s\"\n", fmt);
+        abort();
     }
     if ((size_t)n < sizeof(small)) {
-        return mf_buf_append(b, small, (size_t)n);
+        mf_buf_append(b, small, (size_t)n);
+        return;
     }
     {
-        char *big = malloc((size_t)n + 1);
-        int rc;
+        char *big = mf_xmalloc((size_t)n + 1);
 
-        if (big == NULL) {
-            return MF_ERR;
-        }
         va_start(ap, fmt);
         vsnprintf(big, (size_t)n + 1, fmt, ap);
         va_end(ap);
-        rc = mf_buf_append(b, big, (size_t)n);
+        mf_buf_append(b, big, (size_t)n);
         free(big);
-        return rc;
     }
 }
 

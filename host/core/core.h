@@ -65,9 +65,13 @@ typedef struct mf_buf_s {
     size_t limit;
 } mf_buf_t;
 
-/* MF_ERR when the limit would be passed or memory is short. */
-int mf_buf_append(mf_buf_t *b, const void *data, size_t len);
-int mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
+/* For buffers a client or upstream can inflate: MF_ERR, with the buffer
+ * left as it was, when the limit would be passed or memory is short. */
+int mf_buf_try_append(mf_buf_t *b, const void *data, size_t len)
+    __attribute__((warn_unused_result));
+/* For host-owned buffers: abort with a message on OOM or past the limit. */
+void mf_buf_append(mf_buf_t *b, const void *data, size_t len);
+void mf_buf_printf(mf_buf_t *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void mf_buf_consume(mf_buf_t *b, size_t n);
 void mf_buf_reset(mf_buf_t *b);

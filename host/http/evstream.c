@@ -160,7 +160,7 @@ mf_evstream_feed(mf_evstream_t *p, const char *in, size_t len,
             need = be32(p->buf.data);
         }
         take = need - p->buf.len < len ? need - p->buf.len : len;
-        if (mf_buf_append(&p->buf, in, take) != MF_OK) {
+        if (mf_buf_try_append(&p->buf, in, take) != MF_OK) {
             return MF_ERR;
         }
         in += take;

@@ -445,7 +445,7 @@ body_piece(void *arg, const char *data, size_t len)
             return MF_ERR;
         }
     }
-    if (mf_buf_append(&c->body, data, len) != MF_OK) {
+    if (mf_buf_try_append(&c->body, data, len) != MF_OK) {
         c->body_status = 503;
         return MF_ERR;
     }
@@ -634,8 +634,8 @@ conn_process(mf_conn_t *c)
             if (evbuffer_get_length(in) < need) {
                 return;
             }
-            if (mf_buf_append(&c->body, evbuffer_pullup(in, (ssize_t)need),
-                              need) != MF_OK) {
+            if (mf_buf_try_append(&c->body, evbuffer_pullup(in, (ssize_t)need),
+                                  need) != MF_OK) {
                 conn_reject(c, 503, "server_error",
                             "out of memory reading the request body");
                 return;

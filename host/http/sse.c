@@ -59,12 +59,12 @@ field_line(mf_sse_parser_t *p, size_t start, size_t len)
     }
     if (colon == 4 && memcmp(line, "data", 4) == 0) {
         if (p->data.len > 0 || p->seen_field > 1) {
-            if (mf_buf_append(&p->data, "\n", 1) != MF_OK) {
+            if (mf_buf_try_append(&p->data, "\n", 1) != MF_OK) {
                 return MF_ERR;
             }
         }
         p->seen_field = 2;
-        return mf_buf_append(&p->data, line + voff, len - voff);
+        return mf_buf_try_append(&p->data, line + voff, len - voff);
     }
     if (colon == 5 && memcmp(line, "event", 5) == 0) {
         p->event_off = start + voff;
@@ -107,7 +107,7 @@ mf_sse_parser_feed(mf_sse_parser_t *p, const char *in, size_t len,
         }
         p->bom_checked = 1;
     }
-    if (mf_buf_append(&p->raw, in, len) != MF_OK) {
+    if (mf_buf_try_append(&p->raw, in, len) != MF_OK) {
         return MF_ERR;
     }
     while (p->scanned < p->raw.len) {

@@ -354,7 +354,15 @@ mf_req_attempt_start(mf_req_t *r)
         return;
     }
     build_upstream_head(r, &b, &url);
-    mf_buf_append(&b, r->att.up_body.data, r->att.up_body.len);
+    if (mf_buf_try_append(&b, r->att.up_body.data, r->att.up_body.len) !=
+        MF_OK) {
+        mf_buf_free(&b);
+        mf_req_respond_error(r, 503, "server_error", NULL,
+                             "out of memory copying the request body "
+                             "upstream");
+        mf_req_finish(r);
+        return;
+    }
     opts.connect_timeout_ms = pc->connect_timeout_ms > 0
                                   ? pc->connect_timeout_ms
                                   : lim->upstream_connect_timeout_ms;
@@ -446,7 +454,7 @@ up_on_data(void *arg, const char *data, size_t len)
     mf_req_t *r = arg;
 
     if (!r->att.sse_active) {
-        if (mf_buf_append(&r->up_buf, data, len) != MF_OK) {
+        if (mf_buf_try_append(&r->up_buf, data, len) != MF_OK) {
             mf_upcall_cancel(r->att.call);
             r->att.call = NULL;
             mf_req_account_upstream_time(r);

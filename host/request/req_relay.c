@@ -223,7 +223,8 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
         return MF_OK;
     }
     r->att.delivered_text += chunk_text_len(ev->data);
-    return mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+    mf_buf_append(&r->chunk_out, ev->raw.data, ev->raw.len);
+    return MF_OK;
 }
 
 /* Sends what the events produced as one chunk; applies backpressure. */

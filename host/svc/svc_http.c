@@ -83,7 +83,7 @@ on_data(void *arg, const char *data, size_t len)
     http_op_t *op = arg;
 
     if (op->body.len + len > SVC_HTTP_MAX_BODY ||
-        mf_buf_append(&op->body, data, len) != MF_OK) {
+        mf_buf_try_append(&op->body, data, len) != MF_OK) {
         mf_upcall_cancel(op->call);
         complete(op, NULL, "the HTTP response is larger than 16 MiB");
     }

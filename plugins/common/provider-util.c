@@ -67,7 +67,11 @@ pu_append(char **s, size_t *len, const char *text)
     char *p = realloc(*s, *len + n + 1);
 
     if (p == NULL) {
-        return;
+        /* a dropped piece would tear the text: fail as the host's own
+         * allocations do */
+        fprintf(stderr, "manifold: out of memory allocating %zu bytes\n",
+                *len + n + 1);
+        abort();
     }
     memcpy(p + *len, text, n + 1);
     *s = p;

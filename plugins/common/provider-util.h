@@ -18,7 +18,7 @@ json_int_t pu_opt_int(json_t *obj, const char *key, json_int_t dflt);
 /* obj[key] as an integer, 0 when absent. */
 json_int_t pu_int_at(json_t *obj, const char *key);
 
-/* Appends text to a growing string (*s, *len). */
+/* Appends text to a growing string (*s, *len); aborts on OOM. */
 void pu_append(char **s, size_t *len, const char *text);
 
 /* Standard base64 of n bytes (malloc'd), or NULL. */

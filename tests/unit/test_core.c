@@ -1,5 +1,6 @@
 /* Check suite for host/core/core.c: glob, masking, arena, buffers. */
 #include "check_main.h"
+#include <signal.h>
 #include <stdlib.h>
 
 #include "core/core.h"
@@ -44,11 +45,65 @@ START_TEST(pool_and_buf)
         ck_assert_ptr_nonnull(mf_pool_strndup(p, "hello", 5));
     }
     mf_pool_destroy(p);
-    ck_assert_int_eq(mf_buf_append(&b, "12345678", 8), MF_OK);
-    ck_assert_int_eq(mf_buf_append(&b, "9", 1), MF_ERR);
+    ck_assert_int_eq(mf_buf_try_append(&b, "12345678", 8), MF_OK);
+    ck_assert_int_eq(mf_buf_try_append(&b, "9", 1), MF_ERR);
     mf_buf_consume(&b, 3);
     ck_assert_int_eq(memcmp(b.data, "45678", 5), 0);
     mf_buf_free(&b);
+}
+END_TEST
+
+/* A try append past the limit fails and leaves the buffer as it was. */
+START_TEST(buf_try_append_limit)
+{
+    mf_buf_t b = {.limit = 300};
+    char fill[300];
+    char *data;
+    size_t cap;
+
+    memset(fill, 'x', sizeof(fill));
+    ck_assert_int_eq(mf_buf_try_append(&b, "abc", 3), MF_OK);
+    data = b.data;
+    cap = b.cap;
+    ck_assert_int_eq(mf_buf_try_append(&b, fill, 298), MF_ERR);
+    ck_assert_int_eq(mf_buf_try_append(&b, fill, SIZE_MAX), MF_ERR);
+    ck_assert_ptr_eq(b.data, data);
+    ck_assert_uint_eq(b.cap, cap);
+    ck_assert_uint_eq(b.len, 3);
+    ck_assert_int_eq(memcmp(b.data, "abc", 3), 0);
+    ck_assert_int_eq(mf_buf_try_append(&b, fill, 297), MF_OK);
+    ck_assert_uint_eq(b.len, 300);
+    ck_assert_int_eq(memcmp(b.data, "abcxxx", 6), 0);
+    mf_buf_free(&b);
+}
+END_TEST
+
+/* The host's own appends grow without a check; printf past its stack
+ * buffer formats in full. */
+START_TEST(buf_append_grows)
+{
+    mf_buf_t b = {0};
+    char fill[1000];
+
+    memset(fill, 'y', sizeof(fill) - 1);
+    fill[sizeof(fill) - 1] = '\0';
+    mf_buf_append(&b, "a", 1);
+    mf_buf_printf(&b, "<%s>", fill);
+    ck_assert_uint_eq(b.len, 1 + 1 + 999 + 1);
+    ck_assert_int_eq(b.data[0], 'a');
+    ck_assert_int_eq(b.data[1], '<');
+    ck_assert_int_eq(b.data[1000], 'y');
+    ck_assert_int_eq(b.data[1001], '>');
+    mf_buf_free(&b);
+}
+END_TEST
+
+/* A host buffer passing its limit is a bug: it aborts, never truncates. */
+START_TEST(buf_append_past_limit_aborts)
+{
+    mf_buf_t b = {.limit = 4};
+
+    mf_buf_append(&b, "12345", 5);
 }
 END_TEST
 
@@ -61,6 +116,9 @@ main(void)
     tcase_add_test(tc, glob);
     tcase_add_test(tc, mask);
     tcase_add_test(tc, pool_and_buf);
+    tcase_add_test(tc, buf_try_append_limit);
+    tcase_add_test(tc, buf_append_grows);
+    tcase_add_test_raise_signal(tc, buf_append_past_limit_aborts, SIGABRT);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 0);
 }
