@@ -173,12 +173,16 @@ test('partial uploads past limits.max_body_total get 503 with Retry-After; the b
   // client_timeout is 1 s, for the trickle test)
   const gw = await startGateway(config(mock.url, {
     limits: '  max_body: 64KiB\n  max_body_total: 256KiB\n  client_timeout: 60s',
-  }));
+  }), { workers: 1 });
   const held = [];
   const head = (id) => 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n' +
     `X-Request-Id: ${id}\r\nContent-Length: ${60 * 1024}\r\n\r\n{"model":`;
   try {
     for (let i = 0; i < 4; i++) held.push(await hold(gw.port, head('req-part-' + i)));
+    // one worker reads in order: once a later connection is answered, the
+    // four held heads have been read and their bodies reserved
+    const probe = await conn(gw.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    assert.match(probe.out, /^HTTP\/1.1 200 /);
     const r = await conn(gw.port, head('req-part-over'));
     assert.match(r.out, /^HTTP\/1.1 503 /);
     assert.match(r.out, /\r\nretry-after: 1\r\n/i);
