@@ -141,8 +141,9 @@ mf_req_route_default(mf_req_t *r)
 {
     mf_gen_t *g = r->gen;
     const mf_route_conf_t *rt = mf_balancer_route(g, r->model);
+    const mf_config_t *c;
     size_t i;
-    int best;
+    int best, *ranks;
 
     r->ntargets = 0;
     r->route = NULL;
@@ -159,12 +160,20 @@ mf_req_route_default(mf_req_t *r)
         return;
     }
     /* no route: the providers that match the model best, in config
-     * order; none when the best match is a disabled provider's */
-    best = best_rank(g->config, r->model);
+     * order; none when the best match is a disabled provider's. Each
+     * configured provider is ranked once (an enabled provider's conf is
+     * an element of config->providers). */
+    c = g->config;
+    ranks = mf_pool_alloc(r->pool, (c->nproviders + 1) * sizeof(*ranks));
+    best = -1;
+    for (i = 0; i < c->nproviders; i++) {
+        ranks[i] = match_rank(&c->providers[i], r->model);
+        best = ranks[i] > best ? ranks[i] : best;
+    }
     for (i = 0; best >= 0 && i < g->nproviders; i++) {
         mf_prov_t *p = &g->providers[i];
 
-        if (match_rank(p->conf, r->model) == best) {
+        if (ranks[p->conf - c->providers] == best) {
             mf_req_add_target(r, p, map_model(r, p->conf, r->model), 1);
         }
     }
