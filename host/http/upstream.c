@@ -50,6 +50,7 @@ struct mf_upcall_s {
     size_t req_len;
     struct event *timer;
     double deadline; /* mf_now_ms() the answer must end by; 0 = none */
+    unsigned at_deadline : 1; /* the timer is armed for the deadline */
     int connected;
     int got_head;
     int got_byte;
@@ -225,11 +226,16 @@ set_timer(mf_upcall_t *c, double ms)
 {
     struct timeval tv;
 
+    /* which limit the timer stands for is kept, not guessed from the clock
+     * when it fires: libevent counts from its cached loop time, so the
+     * timer may fire a few ms before mf_now_ms() reaches the deadline */
+    c->at_deadline = 0;
     if (c->deadline > 0) {
         double left = c->deadline - mf_now_ms();
 
-        if (ms <= 0 || left < ms) {
+        if (ms <= 0 || left <= ms) {
             ms = left > 1 ? left : 1;
+            c->at_deadline = 1;
         }
     }
     if (ms <= 0) {
@@ -321,7 +327,7 @@ timer_cb(evutil_socket_t fd, short what, void *arg)
     if (!c->connected) {
         snprintf(msg, sizeof(msg), "could not connect to %s:%d within %.0f ms",
                  c->url.host, c->url.port, c->opts.connect_timeout_ms);
-    } else if (c->deadline > 0 && mf_now_ms() >= c->deadline - 1) {
+    } else if (c->at_deadline) {
         snprintf(msg, sizeof(msg),
                  "%s:%d did not complete its answer within %.0f ms",
                  c->url.host, c->url.port, c->opts.total_timeout_ms);
