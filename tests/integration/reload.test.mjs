@@ -452,3 +452,23 @@ test('a writer that keeps a stage file open past reload.write_wait gets a reload
     writeFileSync(gw.file, conf);
   }
 });
+
+test('reload.watch: false in a reloaded config stops the watcher; a reload that turns it on starts it', async () => {
+  const conf = readFileSync(gw.file, 'utf8');
+  const stats = async () => (await admin('GET', '/stats')).json;
+  const before = await stats();
+  assert.ok(before.watched_files >= 3, JSON.stringify(before));
+  writeFileSync(gw.file, conf.replace('reload: { watch: true,', 'reload: { watch: false,'));
+  for (let end = Date.now() + 10000; (await stats()).reloads.attempts === before.reloads.attempts;) {
+    if (Date.now() > end) throw new Error('the config change was not reloaded');
+    await sleep(20);
+  }
+  let now = await stats();
+  assert.equal(now.reloads.last.ok, true);
+  assert.equal(now.watched_files, 0);
+  writeFileSync(gw.file, conf);
+  const rel = await admin('POST', '/reload');
+  assert.equal(rel.status, 200);
+  now = await stats();
+  assert.equal(now.watched_files, before.watched_files);
+});
