@@ -5,10 +5,22 @@
  * tool_use blocks, message_delta with the stop reason and usage,
  * message_stop).
  */
-#include "proto/proto_anthropic.h"
-
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "proto/proto.h"
+
+/* Canonical chunks to Anthropic stream events. */
+typedef struct {
+    int started;
+    int block;      /* index of the open block, -1 none */
+    int block_type; /* 0 none, 1 text, 2 thinking, 3 tool_use */
+    int nblocks;
+    int tool_block[32]; /* canonical tool call index -> block, -1 */
+    char finish[32];
+    char id[128];
+    char model[256];
+} anthropic_stream_t;
 
 /* Request */
 
@@ -171,12 +183,17 @@ assistant_turn(json_t *out, json_t *content)
     json_array_append_new(out, m);
 }
 
-json_t *
-mf_anthropic_request(json_t *in, const char **err)
+/* A Messages request to the canonical chat request; with no usable
+ * model, the body itself (the host answers the missing model). */
+static json_t *
+anthropic_request(json_t *in, const char **err)
 {
     json_t *out, *msgs, *m, *v, *sys;
     size_t i;
 
+    if (!json_is_string(json_object_get(in, "model"))) {
+        return json_incref(in);
+    }
     if (!json_is_integer(json_object_get(in, "max_tokens"))) {
         *err = "max_tokens: Field required (an integer)";
         return NULL;
@@ -317,8 +334,8 @@ usage_json(const mf_usage_t *u, int with_input)
     return j;
 }
 
-json_t *
-mf_anthropic_response(json_t *c, const mf_usage_t *usage)
+static json_t *
+anthropic_response(json_t *c, const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -368,9 +385,10 @@ mf_anthropic_response(json_t *c, const mf_usage_t *usage)
 
 /* Stream */
 
-void
-mf_anthropic_stream_init(mf_anthropic_stream_t *s, mf_str_t model)
+static void
+anthropic_stream_init(void *state, mf_str_t model)
 {
+    anthropic_stream_t *s = state;
     int i;
 
     memset(s, 0, sizeof(*s));
@@ -393,7 +411,7 @@ emit(mf_buf_t *out, const char *event, json_t *data)
 }
 
 static void
-start(mf_anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
+start(anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
 {
     if (s->started) {
         return;
@@ -407,7 +425,7 @@ start(mf_anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
 }
 
 static void
-close_block(mf_anthropic_stream_t *s, mf_buf_t *out)
+close_block(anthropic_stream_t *s, mf_buf_t *out)
 {
     if (s->block < 0) {
         return;
@@ -420,7 +438,7 @@ close_block(mf_anthropic_stream_t *s, mf_buf_t *out)
 }
 
 static void
-open_block(mf_anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
+open_block(anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
 {
     close_block(s, out);
     s->block = s->nblocks++;
@@ -431,17 +449,18 @@ open_block(mf_anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
 }
 
 static void
-delta(mf_anthropic_stream_t *s, json_t *d, mf_buf_t *out)
+delta(anthropic_stream_t *s, json_t *d, mf_buf_t *out)
 {
     emit(out, "content_block_delta",
          json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
                    s->block, "delta", d));
 }
 
-void
-mf_anthropic_stream_event(mf_anthropic_stream_t *s, mf_str_t data, int last,
-                          const mf_usage_t *usage, mf_buf_t *out)
+static void
+anthropic_stream_event(void *state, mf_str_t data, int last,
+                       const mf_usage_t *usage, mf_buf_t *out)
 {
+    anthropic_stream_t *s = state;
     json_t *j, *choice, *d, *tc;
     const char *t, *fin;
     size_t i;
@@ -537,3 +556,50 @@ mf_anthropic_stream_event(mf_anthropic_stream_t *s, mf_str_t data, int last,
     }
     json_decref(j);
 }
+
+/* Errors */
+
+static char *
+anthropic_error_body(const mf_proto_error_t *e)
+{
+    json_t *j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                          e->type, "message", e->message);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    return text;
+}
+
+static void
+anthropic_stream_error(const mf_proto_error_t *e, mf_buf_t *out)
+{
+    char *text = anthropic_error_body(e);
+
+    if (text != NULL) {
+        mf_buf_printf(out, "event: error\ndata: %s\n\n", text);
+    }
+    free(text);
+}
+
+static mf_proto_match_t
+anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
+{
+    if (mf_str_eq_cstr(path, "/v1/messages")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_SERVES;
+    }
+    return MF_PROTO_NO;
+}
+
+const mf_proto_t mf_proto_anthropic = {
+    .name = "anthropic",
+    .method = "POST",
+    .match = anthropic_match,
+    .request = anthropic_request,
+    .error_body = anthropic_error_body,
+    .stream_error = anthropic_stream_error,
+    .response = anthropic_response,
+    .stream_size = sizeof(anthropic_stream_t),
+    .stream_init = anthropic_stream_init,
+    .stream_event = anthropic_stream_event,
+};

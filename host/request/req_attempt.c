@@ -10,6 +10,7 @@
 
 #include "http/upstream.h"
 #include "pipeline/generation.h"
+#include "proto/proto.h"
 #include "routing/balancer.h"
 #include "routing/keypool.h"
 
@@ -96,7 +97,7 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
         .tgt = t->tgt,
         .open = 1,
         .up_key = k >= 0 ? mf_str_from(t->prov->key_str[k]) : MF_STR(""),
-        .passthrough = r->proto == MF_PROTO_OPENAI &&
+        .passthrough = r->proto->canonical &&
                        strcmp(t->prov->ops->wire, "openai") == 0 &&
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
     };

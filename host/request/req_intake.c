@@ -13,7 +13,7 @@
 #include "http/server.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
-#include "proto/proto_anthropic.h"
+#include "proto/proto.h"
 #include "request/jscan.h"
 
 static void
@@ -271,6 +271,7 @@ parse_body(mf_req_t *r)
 {
     json_error_t jerr;
     json_t *model, *v;
+    const char *err = NULL;
     char msg[512];
 
     if (r->body.len == 0) {
@@ -278,7 +279,7 @@ parse_body(mf_req_t *r)
                              "The request has no body; send a JSON object.");
         return MF_ERR;
     }
-    if (r->proto == MF_PROTO_OPENAI && scan_body(r) == MF_OK) {
+    if (r->proto->canonical && scan_body(r) == MF_OK) {
         return MF_OK;
     }
     if (check_body_shape(r) != MF_OK) {
@@ -298,10 +299,8 @@ parse_body(mf_req_t *r)
                              "The request body must be a JSON object.");
         return MF_ERR;
     }
-    if (r->proto == MF_PROTO_ANTHROPIC &&
-        json_is_string(json_object_get(r->json, "model"))) {
-        const char *err = NULL;
-        json_t *canon = mf_anthropic_request(r->json, &err);
+    if (r->proto->request != NULL) {
+        json_t *canon = r->proto->request(r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
@@ -552,6 +551,8 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_hlist_set(pool, &r->req_headers, name, head->headers[i].value);
     }
+    /* the adapter whose path it is answers, errors included */
+    r->proto = mf_proto_find(r->path, &r->endpoint);
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);
     return r;
@@ -564,9 +565,6 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, NULL, 0, &preflight);
 
-    if (mf_str_eq_cstr(r->path, "/v1/messages")) {
-        r->proto = MF_PROTO_ANTHROPIC;
-    }
     if (why->retry_after != NULL) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
                      mf_str_from(why->retry_after));
@@ -581,6 +579,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
 {
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    char msg[512];
 
     if (preflight) {
         /* a CORS preflight from an allowed origin */
@@ -607,18 +606,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (mf_str_eq_cstr(r->path, "/v1/chat/completions") ||
-        mf_str_eq_cstr(r->path, "/chat/completions")) {
-        r->endpoint = MF_ENDPOINT_CHAT;
-    } else if (mf_str_eq_cstr(r->path, "/v1/messages")) {
-        r->endpoint = MF_ENDPOINT_CHAT;
-        r->proto = MF_PROTO_ANTHROPIC;
-    } else if (mf_str_eq_cstr(r->path, "/v1/embeddings") ||
-               mf_str_eq_cstr(r->path, "/embeddings")) {
-        r->endpoint = MF_ENDPOINT_EMBEDDINGS;
-    } else {
-        char msg[512];
-
+    if (r->endpoint == MF_ENDPOINT_NONE) {
         snprintf(msg, sizeof(msg),
                  "Unknown request URL: %.*s %.*s. The "
                  "gateway serves POST /v1/chat/completions, POST "
@@ -630,11 +618,12 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (!mf_str_eq_cstr(r->method, "POST")) {
+    if (!mf_str_eq_cstr(r->method, r->proto->method)) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
-                     MF_STR("POST"));
-        mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                             "Use POST for this endpoint.");
+                     mf_str_from(r->proto->method));
+        snprintf(msg, sizeof(msg), "Use %s for this endpoint.",
+                 r->proto->method);
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
         mf_req_finish(r);
         return;
     }
@@ -665,6 +654,7 @@ mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
     r->pool = pool;
     r->worker = w;
     r->gen = g;
+    r->proto = mf_protos[0];
     r->start_ms = start_ms;
     r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;

@@ -1,0 +1,32 @@
+/*
+ * The table of inbound protocol adapters and the lookup of the one that
+ * serves a path.
+ */
+#include "proto/proto.h"
+
+const mf_proto_t *const mf_protos[] = {
+    &mf_proto_openai,
+    &mf_proto_anthropic,
+    NULL,
+};
+
+const mf_proto_t *
+mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint)
+{
+    const mf_proto_t *owner = NULL;
+    size_t i;
+
+    *endpoint = MF_ENDPOINT_NONE;
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        mf_proto_match_t m = mf_protos[i]->match(path, endpoint);
+
+        if (m == MF_PROTO_SERVES) {
+            return mf_protos[i];
+        }
+        if (m == MF_PROTO_OWNS && owner == NULL) {
+            owner = mf_protos[i];
+        }
+        *endpoint = MF_ENDPOINT_NONE;
+    }
+    return owner != NULL ? owner : mf_protos[0];
+}
