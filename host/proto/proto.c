@@ -7,8 +7,17 @@
 const mf_proto_t *const mf_protos[] = {
     &mf_proto_openai,
     &mf_proto_anthropic,
+    &mf_proto_responses,
     NULL,
 };
+
+int
+mf_proto_has_prefix(mf_str_t s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return s.len >= n && memcmp(s.data, prefix, n) == 0;
+}
 
 const mf_proto_t *
 mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint)

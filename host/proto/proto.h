@@ -56,9 +56,10 @@ typedef struct mf_proto_s {
 
     /* The JSON body of an error answer, malloc'd (NULL on OOM). */
     char *(*error_body)(const mf_proto_error_t *e);
-    /* An error inside a stream already under way: the bytes of the event
-     * that ends it, appended to out. */
-    void (*stream_error)(const mf_proto_error_t *e, mf_buf_t *out);
+    /* An error inside a stream already under way: the bytes of the events
+     * that end it, appended to out. state is the stream's (below), NULL
+     * when the adapter translates no stream. */
+    void (*stream_error)(void *state, const mf_proto_error_t *e, mf_buf_t *out);
 
     /* A canonical chat completion to the client's answer (new reference,
      * NULL when it cannot be translated). */
@@ -73,6 +74,9 @@ typedef struct mf_proto_s {
     void (*stream_init)(void *state, mf_str_t model);
     void (*stream_event)(void *state, mf_str_t data, int last,
                          const mf_usage_t *usage, mf_buf_t *out);
+    /* Optional: frees what the state holds beyond its own bytes; called
+     * once when the attempt that made it is over or the request ends. */
+    void (*stream_free)(void *state);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */
@@ -86,5 +90,13 @@ const mf_proto_t *mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint);
 /* The adapters, one file each. */
 extern const mf_proto_t mf_proto_openai;
 extern const mf_proto_t mf_proto_anthropic;
+extern const mf_proto_t mf_proto_responses;
+
+/* 1 when s begins with prefix. */
+int mf_proto_has_prefix(mf_str_t s, const char *prefix);
+
+/* Anthropic's error type for an HTTP status (invalid_request_error,
+ * authentication_error, ..., api_error, overloaded_error). */
+const char *mf_proto_anthropic_type(int status);
 
 #endif

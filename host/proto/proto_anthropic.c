@@ -559,11 +559,38 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
 
 /* Errors */
 
+const char *
+mf_proto_anthropic_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 402:
+        return "billing_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* Anthropic's shape; the type is Anthropic's for the status, whatever
+ * the gateway's own name for it. */
 static char *
 anthropic_error_body(const mf_proto_error_t *e)
 {
-    json_t *j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
-                          e->type, "message", e->message);
+    json_t *j =
+        json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                  mf_proto_anthropic_type(e->status), "message", e->message);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
@@ -571,10 +598,11 @@ anthropic_error_body(const mf_proto_error_t *e)
 }
 
 static void
-anthropic_stream_error(const mf_proto_error_t *e, mf_buf_t *out)
+anthropic_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 {
     char *text = anthropic_error_body(e);
 
+    (void)state;
     if (text != NULL) {
         mf_buf_printf(out, "event: error\ndata: %s\n\n", text);
     }
@@ -587,6 +615,9 @@ anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
     if (mf_str_eq_cstr(path, "/v1/messages")) {
         *endpoint = MF_ENDPOINT_CHAT;
         return MF_PROTO_SERVES;
+    }
+    if (mf_proto_has_prefix(path, "/v1/messages/")) {
+        return MF_PROTO_OWNS;
     }
     return MF_PROTO_NO;
 }

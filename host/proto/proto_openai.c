@@ -44,10 +44,11 @@ openai_error_body(const mf_proto_error_t *e)
 }
 
 static void
-openai_stream_error(const mf_proto_error_t *e, mf_buf_t *out)
+openai_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 {
     char *text = openai_error_body(e);
 
+    (void)state;
     if (text != NULL) {
         mf_buf_printf(out, "data: %s\n\n", text);
     }

@@ -90,6 +90,7 @@ mf_req_attempt_close(mf_req_t *r, const mf_outcome_t *o, double ttft_ms)
 static void
 attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
 {
+    mf_req_proto_stream_free(r);
     r->att = (mf_attempt_t){
         .prov = t->prov,
         .up_model = t->model,

@@ -172,6 +172,15 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     mf_buf_append(&r->chunk_out, "\n\n", 2);
 }
 
+void
+mf_req_proto_stream_free(mf_req_t *r)
+{
+    if (r->att.proto_stream != NULL && r->proto->stream_free != NULL) {
+        r->proto->stream_free(r->att.proto_stream);
+    }
+    r->att.proto_stream = NULL;
+}
+
 int
 mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
 {

@@ -328,7 +328,7 @@ mf_req_send_stream_error(mf_req_t *r, const char *code, const char *message)
         return;
     }
     e.message = message;
-    r->proto->stream_error(&e, &ev);
+    r->proto->stream_error(r->att.proto_stream, &e, &ev);
     mf_req_send_chunk(r, ev.data, ev.len);
     mf_buf_free(&ev);
 }
