@@ -1,5 +1,7 @@
 /*
- * Anthropic inbound: Messages requests to canonical chat requests, chat
+ * Anthropic inbound: Messages requests to canonical chat requests (with
+ * top_k, and cache_control breakpoints kept on the parts and tools they
+ * mark, for an Anthropic upstream's prompt cache), chat
  * completions and chunks back to messages and Messages stream events
  * (message_start, content_block_start/delta/stop for text, thinking and
  * tool_use blocks, message_delta with the stop reason and usage,
@@ -48,6 +50,51 @@ text_of(json_t *content)
     }
     mf_buf_append(&b, "", 1);
     return b.data ? b.data : mf_xstrdup("");
+}
+
+/* The block's cache_control (a prompt-caching breakpoint) onto the
+ * canonical part or tool made of it; 1 when there was one. */
+static int
+keep_cache_control(json_t *to, json_t *block)
+{
+    json_t *cc = json_object_get(block, "cache_control");
+
+    if (!json_is_object(cc) || to == NULL) {
+        return 0;
+    }
+    json_object_set(to, "cache_control", cc);
+    return 1;
+}
+
+/* Text blocks to canonical text parts, cache_control kept; NULL when
+ * none carries cache_control (the text then goes as one string). */
+static json_t *
+cached_text_parts(json_t *content)
+{
+    json_t *parts, *b;
+    size_t i;
+    int cached = 0;
+
+    if (!json_is_array(content)) {
+        return NULL;
+    }
+    parts = json_array();
+    json_array_foreach(content, i, b)
+    {
+        json_t *t = json_object_get(b, "text"), *p;
+
+        if (!json_is_string(t)) {
+            continue;
+        }
+        p = json_pack("{s:s,s:O}", "type", "text", "text", t);
+        cached |= keep_cache_control(p, b);
+        json_array_append_new(parts, p);
+    }
+    if (!cached) {
+        json_decref(parts);
+        return NULL;
+    }
+    return parts;
 }
 
 static json_t *
@@ -103,21 +150,33 @@ user_turn(json_t *out, json_t *content)
             continue;
         }
         if (strcmp(type, "tool_result") == 0) {
-            char *t = text_of(json_object_get(b, "content"));
+            json_t *c = json_object_get(b, "content");
+            json_t *cp = cached_text_parts(c);
+            char *t = text_of(c);
 
+            if (cp == NULL &&
+                json_is_object(json_object_get(b, "cache_control"))) {
+                cp = json_pack("[{s:s,s:s}]", "type", "text", "text", t);
+                keep_cache_control(json_array_get(cp, 0), b);
+            }
             json_array_append_new(
-                out,
-                json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
-                          json_object_get(b, "tool_use_id"), "content", t));
+                out, json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
+                               json_object_get(b, "tool_use_id"), "content",
+                               cp ? cp : json_string(t)));
             free(t);
         } else if (strcmp(type, "text") == 0) {
-            json_array_append_new(parts,
-                                  json_pack("{s:s,s:O}", "type", "text", "text",
-                                            json_object_get(b, "text")));
+            json_t *p = json_pack("{s:s,s:O}", "type", "text", "text",
+                                  json_object_get(b, "text"));
+
+            if (keep_cache_control(p, b)) {
+                only_text = 0; /* the breakpoint needs the part */
+            }
+            json_array_append_new(parts, p);
         } else if (strcmp(type, "image") == 0) {
             json_t *p = image_part(b);
 
             if (p != NULL) {
+                keep_cache_control(p, b);
                 json_array_append_new(parts, p);
                 only_text = 0;
             }
@@ -144,7 +203,7 @@ user_turn(json_t *out, json_t *content)
 static void
 assistant_turn(json_t *out, json_t *content)
 {
-    json_t *calls = json_array(), *b, *m;
+    json_t *calls = json_array(), *b, *m, *cp;
     mf_buf_t text = {0};
     size_t i;
 
@@ -172,8 +231,11 @@ assistant_turn(json_t *out, json_t *content)
             free(args);
         }
     }
+    cp = cached_text_parts(content);
     m = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                  text.len ? json_stringn(text.data, text.len) : json_null());
+                  cp         ? cp
+                  : text.len ? json_stringn(text.data, text.len)
+                             : json_null());
     mf_buf_free(&text);
     if (json_array_size(calls) > 0) {
         json_object_set_new(m, "tool_calls", calls);
@@ -207,7 +269,10 @@ anthropic_request(json_t *in, const char **err)
                     "max_tokens", json_object_get(in, "max_tokens"));
     msgs = json_array();
     sys = json_object_get(in, "system");
-    if (json_is_string(sys) || json_is_array(sys)) {
+    if ((v = cached_text_parts(sys)) != NULL) {
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:o}", "role", "system", "content", v));
+    } else if (json_is_string(sys) || json_is_array(sys)) {
         char *t = text_of(sys);
 
         json_array_append_new(
@@ -242,6 +307,9 @@ anthropic_request(json_t *in, const char **err)
     if (json_is_number(v = json_object_get(in, "top_p"))) {
         json_object_set(out, "top_p", v);
     }
+    if (json_is_integer(v = json_object_get(in, "top_k"))) {
+        json_object_set(out, "top_k", v);
+    }
     if (json_is_string(
             v = json_object_get(json_object_get(in, "metadata"), "user_id"))) {
         json_object_set(out, "user", v);
@@ -268,8 +336,11 @@ anthropic_request(json_t *in, const char **err)
                 json_is_object(json_object_get(t, "input_schema"))
                     ? json_incref(json_object_get(t, "input_schema"))
                     : json_pack("{s:s}", "type", "object"));
-            json_array_append_new(tools, json_pack("{s:s,s:o}", "type",
-                                                   "function", "function", fn));
+            json_t *tool =
+                json_pack("{s:s,s:o}", "type", "function", "function", fn);
+
+            keep_cache_control(tool, t);
+            json_array_append_new(tools, tool);
         }
         json_object_set_new(out, "tools", tools);
         tc = json_object_get(in, "tool_choice");

@@ -5,7 +5,7 @@
 // the 404 of an unknown path in the shape of the API it is under.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, startGateway, config, post } from './harness.mjs';
+import { startMock, startGateway, config, post, writeConfig, spawnSync, BIN } from './harness.mjs';
 
 let mock, gw;
 
@@ -159,4 +159,15 @@ test('an unknown path under /v1/messages/ is a 404 in Anthropic shape', async ()
   const j = await res.json();
   assert.equal(j.type, 'error');
   assert.equal(j.error.type, 'not_found_error');
+});
+
+test('forward_headers refuses credentials and hop-by-hop headers', () => {
+  const file = writeConfig(config('http://127.0.0.1:9', {
+    providerExtra: '    forward_headers: ["anthropic-beta", "Authorization", "connection"]',
+  }));
+  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /forward_headers: 'Authorization' is never passed to a provider/);
+  assert.match(r.stderr, /forward_headers: 'connection' is never passed/);
+  assert.doesNotMatch(r.stderr, /'anthropic-beta'/);
 });
