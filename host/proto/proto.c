@@ -20,16 +20,18 @@ mf_proto_has_prefix(mf_str_t s, const char *prefix)
 }
 
 const mf_proto_t *
-mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint)
+mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint, int *local)
 {
     const mf_proto_t *owner = NULL;
     size_t i;
 
     *endpoint = MF_ENDPOINT_NONE;
+    *local = 0;
     for (i = 0; mf_protos[i] != NULL; i++) {
         mf_proto_match_t m = mf_protos[i]->match(path, endpoint);
 
-        if (m == MF_PROTO_SERVES) {
+        if (m == MF_PROTO_SERVES || m == MF_PROTO_LOCAL) {
+            *local = m == MF_PROTO_LOCAL;
             return mf_protos[i];
         }
         if (m == MF_PROTO_OWNS && owner == NULL) {

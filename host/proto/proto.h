@@ -20,7 +20,9 @@ typedef enum {
     MF_PROTO_NO = 0, /* not its path */
     MF_PROTO_OWNS,   /* its path space, not an endpoint it serves: an
                         error there is rendered in its shape */
-    MF_PROTO_SERVES  /* an endpoint it serves; *endpoint says which */
+    MF_PROTO_SERVES, /* an endpoint it serves; *endpoint says which */
+    MF_PROTO_LOCAL   /* an endpoint it answers itself (`local`), with no
+                        upstream; *endpoint says how the body is checked */
 } mf_proto_match_t;
 
 /* An error for the client, rendered by the adapter in its shape. `type`
@@ -74,6 +76,12 @@ typedef struct mf_proto_s {
     void (*stream_init)(void *state, mf_str_t model);
     void (*stream_event)(void *state, mf_str_t data, int last,
                          const mf_usage_t *usage, mf_buf_t *out);
+    /* For its MF_PROTO_LOCAL paths: the answer to the client's parsed
+     * body (a JSON object): a JSON text (malloc'd) and *status; NULL with
+     * a sentence for a 400 in *err. *estimated is set when the answer is
+     * the gateway's estimate rather than a provider's. */
+    char *(*local)(mf_str_t path, json_t *in, int *status, int *estimated,
+                   const char **err);
     /* Optional: frees what the state holds beyond its own bytes; called
      * once when the attempt that made it is over or the request ends. */
     void (*stream_free)(void *state);
@@ -82,10 +90,11 @@ typedef struct mf_proto_s {
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */
 extern const mf_proto_t *const mf_protos[];
 
-/* The adapter that serves path (*endpoint set), or, when none does, the
- * one whose path space it is, else the default with *endpoint
- * MF_ENDPOINT_NONE. Never NULL. */
-const mf_proto_t *mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint);
+/* The adapter that serves path (*endpoint set; *local set when it
+ * answers it itself), or, when none does, the one whose path space it is,
+ * else the default with *endpoint MF_ENDPOINT_NONE. Never NULL. */
+const mf_proto_t *mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint,
+                                int *local);
 
 /* The adapters, one file each. */
 extern const mf_proto_t mf_proto_openai;

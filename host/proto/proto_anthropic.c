@@ -680,12 +680,95 @@ anthropic_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
     free(text);
 }
 
+/* count_tokens */
+
+/* Bytes of a value as its JSON text (a tool's schema, a tool call's
+ * input). */
+static size_t
+json_bytes(json_t *v)
+{
+    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    size_t n = t ? strlen(t) : 0;
+
+    free(t);
+    return n;
+}
+
+/* Bytes of prompt a content (a string or blocks) carries: text, tool
+ * results' text, tool calls' input, and about a token's worth (4 bytes)
+ * of framing per block. */
+static size_t
+content_bytes(json_t *content)
+{
+    json_t *b;
+    size_t i, n = 0;
+
+    if (json_is_string(content)) {
+        return json_string_length(content);
+    }
+    json_array_foreach(content, i, b)
+    {
+        n += 4 + json_string_length(json_object_get(b, "text")) +
+             json_string_length(json_object_get(b, "thinking"));
+        if (json_object_get(b, "input") != NULL) {
+            n += json_bytes(json_object_get(b, "input")) +
+                 json_string_length(json_object_get(b, "name"));
+        }
+        if (json_object_get(b, "content") != NULL) {
+            n += content_bytes(json_object_get(b, "content"));
+        }
+    }
+    return n;
+}
+
+/* POST /v1/messages/count_tokens: the gateway's estimate, about 4 bytes
+ * of prompt a token (system, messages, tools), as {"input_tokens": N};
+ * the host marks the answer estimated. The same checks as Anthropic's
+ * endpoint: a model and a non-empty list of turns. */
+static char *
+anthropic_local(mf_str_t path, json_t *in, int *status, int *estimated,
+                const char **err)
+{
+    json_t *msgs = json_object_get(in, "messages"), *m, *t;
+    size_t i, n = 0;
+    char buf[64];
+
+    (void)path;
+    if (!json_is_string(json_object_get(in, "model"))) {
+        *err = "model: Field required (a string)";
+        return NULL;
+    }
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        *err = "messages: Field required (a non-empty list of turns)";
+        return NULL;
+    }
+    n += content_bytes(json_object_get(in, "system"));
+    json_array_foreach(msgs, i, m)
+    {
+        n += 4 + content_bytes(json_object_get(m, "content"));
+    }
+    json_array_foreach(json_object_get(in, "tools"), i, t)
+    {
+        n += json_string_length(json_object_get(t, "name")) +
+             json_string_length(json_object_get(t, "description")) +
+             json_bytes(json_object_get(t, "input_schema"));
+    }
+    snprintf(buf, sizeof(buf), "{\"input_tokens\":%zu}", (n + 3) / 4);
+    *status = 200;
+    *estimated = 1;
+    return mf_xstrdup(buf);
+}
+
 static mf_proto_match_t
 anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
 {
     if (mf_str_eq_cstr(path, "/v1/messages")) {
         *endpoint = MF_ENDPOINT_CHAT;
         return MF_PROTO_SERVES;
+    }
+    if (mf_str_eq_cstr(path, "/v1/messages/count_tokens")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_LOCAL;
     }
     if (mf_proto_has_prefix(path, "/v1/messages/")) {
         return MF_PROTO_OWNS;
@@ -704,4 +787,5 @@ const mf_proto_t mf_proto_anthropic = {
     .stream_size = sizeof(anthropic_stream_t),
     .stream_init = anthropic_stream_init,
     .stream_event = anthropic_stream_event,
+    .local = anthropic_local,
 };

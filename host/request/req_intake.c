@@ -26,6 +26,16 @@ respond_json(mf_req_t *r, int status, json_t *j)
     json_decref(j);
 }
 
+/* One model entry of /v1/models. */
+static json_t *
+model_entry(const char *id, const char *owner)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model",
+                     "created", (json_int_t)0, "owned_by", owner);
+}
+
+/* GET /v1/models: the exact names providers serve (models and model_map)
+ * and the routes' exact names, once each. Globs are not listed. */
 static void
 handle_models(mf_req_t *r)
 {
@@ -45,15 +55,68 @@ handle_models(mf_req_t *r)
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m,
-                                                  "object", "model", "created",
-                                                  (json_int_t)0, "owned_by",
-                                                  pc->name));
+            json_array_append_new(data, model_entry(m, pc->name));
         }
+    }
+    for (i = 0; i < g->config->nroutes; i++) {
+        const char *m = g->config->routes[i].model;
+
+        if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
+            continue;
+        }
+        json_object_set_new(seen, m, json_true());
+        json_array_append_new(data, model_entry(m, "manifold"));
     }
     json_decref(seen);
     respond_json(r, 200,
                  json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* GET /v1/models/{id}: the model when a route or a provider serves it
+ * (an exact name or one of its globs), else a 404 naming it. */
+static void
+handle_model(mf_req_t *r, mf_str_t id)
+{
+    mf_gen_t *g = r->gen;
+    const char *owner = NULL;
+    char name[256], msg[400];
+    size_t i, j;
+
+    if (id.len == 0 || id.len >= sizeof(name) ||
+        memchr(id.data, '\0', id.len) != NULL) {
+        owner = NULL;
+    } else {
+        memcpy(name, id.data, id.len);
+        name[id.len] = '\0';
+        for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
+            if (mf_glob_match(g->config->routes[i].model, id)) {
+                owner = "manifold";
+            }
+        }
+        for (i = 0; i < g->nproviders && owner == NULL; i++) {
+            mf_provider_conf_t *pc = g->providers[i].conf;
+
+            for (j = 0; j < pc->nmodels + pc->nmap && owner == NULL; j++) {
+                const char *m = j < pc->nmodels
+                                    ? pc->models[j]
+                                    : pc->model_map[j - pc->nmodels].from;
+
+                if (!pc->disabled && mf_glob_match(m, id)) {
+                    owner = pc->name;
+                }
+            }
+        }
+    }
+    if (owner == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "The model '%.*s' does not exist or is not served by this "
+                 "gateway.",
+                 (int)(id.len > 200 ? 200 : id.len), id.data);
+        mf_req_respond_error_param(r, 404, "invalid_request_error",
+                                   "model_not_found", "model", msg);
+        return;
+    }
+    respond_json(r, 200, model_entry(name, owner));
 }
 
 /* What one pass over a body's bytes found; see body_scan. */
@@ -266,6 +329,30 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
+/* An endpoint the adapter answers itself (Anthropic's count_tokens):
+ * answered here, before any stage, with no upstream. Returns MF_ERR (the
+ * request is answered). */
+static int
+answer_local(mf_req_t *r)
+{
+    const char *err = NULL;
+    int status = 200, estimated = 0;
+    char *text = r->proto->local(r->path, r->json, &status, &estimated, &err);
+
+    if (text == NULL) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             err ? err : "The request could not be read.");
+        return MF_ERR;
+    }
+    if (estimated) {
+        mf_hlist_set(r->pool, &r->resp_headers,
+                     MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+    }
+    mf_req_respond(r, status, "application/json", mf_str_from(text));
+    free(text);
+    return MF_ERR;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -298,6 +385,9 @@ parse_body(mf_req_t *r)
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              "The request body must be a JSON object.");
         return MF_ERR;
+    }
+    if (r->proto_local) {
+        return answer_local(r);
     }
     if (r->proto->request != NULL) {
         json_t *canon = r->proto->request(r->json, &err);
@@ -552,7 +642,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_hlist_set(pool, &r->req_headers, name, head->headers[i].value);
     }
     /* the adapter whose path it is answers, errors included */
-    r->proto = mf_proto_find(r->path, &r->endpoint);
+    r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);
     return r;
@@ -594,12 +684,15 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     if (mf_str_eq_cstr(r->path, "/v1/models") ||
-        mf_str_eq_cstr(r->path, "/models")) {
+        mf_str_eq_cstr(r->path, "/models") ||
+        mf_proto_has_prefix(r->path, "/v1/models/")) {
         if (!mf_str_eq_cstr(r->method, "GET")) {
             mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                          MF_STR("GET"));
             mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                                  "Use GET for /v1/models.");
+        } else if (r->path.len > 11 && r->path.data[10] == '/') {
+            handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
         } else {
             handle_models(r);
         }

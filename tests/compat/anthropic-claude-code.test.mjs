@@ -117,3 +117,34 @@ test('forward_headers replaces the default list of a provider', async () => {
   assert.equal(last.headers['x-trace-tag'], 't-1');
   assert.equal(last.headers['anthropic-beta'], undefined);
 });
+
+test('messages.countTokens answers an estimate, marked, with no upstream call', async () => {
+  const before = await mock.count();
+  const short = await client.messages.countTokens({
+    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hello there' }],
+  });
+  const long = await client.messages.countTokens({
+    model: 'claude-sonnet-4', system: 'x'.repeat(400), tools: [tool],
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'hello there', cache_control: eph }] }],
+  });
+  assert.ok(Number.isInteger(short.input_tokens) && short.input_tokens > 0);
+  assert.ok(long.input_tokens > short.input_tokens + 100);
+  assert.equal(await mock.count(), before, 'nothing reached an upstream');
+  const res = await client.messages.countTokens({
+    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hi' }],
+  }).asResponse();
+  assert.equal(res.headers.get('x-manifold-tokens-estimated'), 'true');
+  await assert.rejects(
+    client.messages.countTokens({ model: 'claude-sonnet-4', messages: [] }),
+    (e) => e instanceof Anthropic.BadRequestError && e.error.type === 'error' &&
+      e.error.error.type === 'invalid_request_error' && /messages: Field required/.test(e.message));
+});
+
+test('errors on Anthropic paths are Anthropic errors the SDK classifies', async () => {
+  await assert.rejects(
+    client.messages.create({ model: 'claude-sonnet-4', max_tokens: 10, messages: [{ role: 'user', content: 'x [[mock:status=500]]' }] }),
+    (e) => e instanceof Anthropic.InternalServerError && e.error.error.type === 'api_error');
+  await assert.rejects(
+    client.messages.batches.list(),
+    (e) => e instanceof Anthropic.NotFoundError && e.error.error.type === 'not_found_error');
+});

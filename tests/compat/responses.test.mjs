@@ -147,3 +147,16 @@ test('responses errors arrive in OpenAI shape with the right status', async () =
     client.responses.create({ model: 'gpt-4o', input: 'x [[mock:status=429]]' }),
     (e) => e instanceof OpenAI.RateLimitError);
 });
+
+test('models.retrieve and models.list through the SDK', async () => {
+  const m = await client.models.retrieve('gpt-4o');
+  assert.deepEqual(m, { id: 'gpt-4o', object: 'model', created: 0, owned_by: 'openai' });
+  const g = await client.models.retrieve('claude-3-7-sonnet-latest'); // served by a glob
+  assert.equal(g.owned_by, 'anthropic');
+  await assert.rejects(client.models.retrieve('no-such-model'),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+  const ids = [];
+  for await (const x of client.models.list()) ids.push(x.id);
+  assert.ok(ids.includes('gpt-4o'));
+  assert.ok(!ids.some((id) => id.includes('*')), 'globs are not model names');
+});

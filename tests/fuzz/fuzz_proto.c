@@ -27,6 +27,11 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes)
     if (j != NULL && p->response != NULL) {
         json_decref(p->response(j, &usage));
     }
+    if (json_is_object(j) && p->local != NULL) {
+        int status, estimated;
+
+        free(p->local(bytes, j, &status, &estimated, &err));
+    }
     text = p->error_body(&e);
     free(text);
     p->stream_error(&e, &out);
@@ -48,8 +53,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_t *j = json_loadb(bytes.data, size, 0, NULL);
     mf_endpoint_t ep;
     size_t i;
+    int local;
 
-    (void)mf_proto_find(bytes, &ep);
+    (void)mf_proto_find(bytes, &ep, &local);
     for (i = 0; mf_protos[i] != NULL; i++) {
         run(mf_protos[i], j, bytes);
     }

@@ -171,3 +171,36 @@ test('forward_headers refuses credentials and hop-by-hop headers', () => {
   assert.match(r.stderr, /forward_headers: 'connection' is never passed/);
   assert.doesNotMatch(r.stderr, /'anthropic-beta'/);
 });
+
+test('/v1/models lists the routes\' names; /v1/models/{id} knows routes and globs', async () => {
+  const gw2 = await startGateway(config(mock.url) + `
+routes:
+  - model: smart
+    targets:
+      - { provider: openai, model: gpt-4o }
+  - model: team-*
+    targets:
+      - { provider: openai, model: gpt-4o }
+`);
+  try {
+    const list = await (await fetch(gw2.url + '/v1/models')).json();
+    const smart = list.data.find((m) => m.id === 'smart');
+    assert.deepEqual(smart, { id: 'smart', object: 'model', created: 0, owned_by: 'manifold' });
+    assert.ok(!list.data.some((m) => m.id.includes('*')));
+    let res = await fetch(gw2.url + '/v1/models/team-blue');
+    assert.equal(res.status, 200);
+    assert.equal((await res.json()).owned_by, 'manifold');
+    res = await fetch(gw2.url + '/v1/models/gpt-4o-mini');
+    assert.deepEqual(await res.json(), { id: 'gpt-4o-mini', object: 'model', created: 0, owned_by: 'openai' });
+    res = await fetch(gw2.url + '/v1/models/nothing-here');
+    assert.equal(res.status, 404);
+    const e = await res.json();
+    assert.equal(e.error.code, 'model_not_found');
+    assert.equal(e.error.param, 'model');
+    res = await post(gw2, '/v1/models/gpt-4o', {});
+    assert.equal(res.status, 405);
+    assert.equal(res.headers.get('allow'), 'GET');
+  } finally {
+    await gw2.stop();
+  }
+});
