@@ -34,13 +34,17 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes)
     }
     text = p->error_body(&e);
     free(text);
-    p->stream_error(&e, &out);
+    p->stream_error(NULL, &e, &out);
     if (p->stream_event != NULL) {
         st = calloc(1, p->stream_size);
         p->stream_init(st, MF_STR("m"));
         p->stream_event(st, bytes, 0, &usage, &out);
         p->stream_event(st, bytes, 0, &usage, &out);
+        p->stream_error(st, &e, &out);
         p->stream_event(st, MF_STR("[DONE]"), 1, &usage, &out);
+        if (p->stream_free != NULL) {
+            p->stream_free(st);
+        }
         free(st);
     }
     mf_buf_free(&out);
