@@ -383,16 +383,92 @@ key_vars(mf_provider_conf_t *p, const mf_node_t *keys)
     }
 }
 
+/* 1 when a client header must never go to a provider: the hop-by-hop
+ * ones, the credentials (the provider's own key is the gateway's to
+ * send) and the gateway's control headers. */
+static int
+header_never_forwarded(const char *name)
+{
+    static const char *const never[] = {"authorization",
+                                        "proxy-authorization",
+                                        "x-api-key",
+                                        "api-key",
+                                        "x-goog-api-key",
+                                        "cookie",
+                                        "host",
+                                        "content-length",
+                                        "transfer-encoding",
+                                        "connection",
+                                        "keep-alive",
+                                        "te",
+                                        "trailer",
+                                        "upgrade",
+                                        "proxy-connection",
+                                        "content-type",
+                                        "accept-encoding",
+                                        NULL};
+    size_t i;
+
+    if (strncasecmp(name, "x-manifold-", 11) == 0) {
+        return 1;
+    }
+    for (i = 0; never[i] != NULL; i++) {
+        if (strcasecmp(name, never[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* forward_headers: the client headers passed to this provider. */
+static void
+load_forward_headers(check_t *ck, mf_provider_conf_t *p, const mf_node_t *n,
+                     const char *path)
+{
+    size_t i;
+
+    if (n == NULL) {
+        return;
+    }
+    p->has_forward = 1;
+    p->forward_headers = string_list(ck, n, path, &p->nforward);
+    for (i = 0; i < p->nforward; i++) {
+        if (header_never_forwarded(p->forward_headers[i])) {
+            cfg_error(ck, n, path,
+                      "forward_headers: '%s' is never passed to a provider "
+                      "(a credential, hop-by-hop or gateway header); remove "
+                      "it",
+                      p->forward_headers[i]);
+        }
+    }
+}
+
 static void
 load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
-    static const char *const allowed[] = {
-        "name",        "type",      "base_url",     "keys",
-        "models",      "model_map", "timeout",      "connect_timeout",
-        "tls_verify",  "plugin",    "options",      "api_version",
-        "deployments", "region",    "project",      "location",
-        "credentials", "headers",   "key_strategy", "key_failures",
-        "probe",       NULL};
+    static const char *const allowed[] = {"name",
+                                          "type",
+                                          "base_url",
+                                          "keys",
+                                          "models",
+                                          "model_map",
+                                          "timeout",
+                                          "connect_timeout",
+                                          "tls_verify",
+                                          "plugin",
+                                          "options",
+                                          "api_version",
+                                          "deployments",
+                                          "region",
+                                          "project",
+                                          "location",
+                                          "credentials",
+                                          "headers",
+                                          "key_strategy",
+                                          "key_failures",
+                                          "probe",
+                                          "forward_headers",
+                                          NULL};
     mf_provider_conf_t *p = &c->providers[idx];
     const mf_node_t *k, *m;
     char path[128];
@@ -525,6 +601,7 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     if (p->probe_header == NULL) {
         p->probe_header = mf_xstrdup("authorization");
     }
+    load_forward_headers(ck, p, mf_node_get(n, "forward_headers"), path);
     p->json = mf_node_to_json(n);
 }
 
@@ -1363,6 +1440,10 @@ mf_config_free(mf_config_t *c)
         free(p->model_map);
         free(p->probe_path);
         free(p->probe_header);
+        for (j = 0; j < p->nforward; j++) {
+            free(p->forward_headers[j]);
+        }
+        free(p->forward_headers);
         for (j = 0; j < p->nkey_vars; j++) {
             free(p->key_vars[j]);
         }

@@ -38,7 +38,10 @@ typedef struct mf_provider_conf_s {
     char *probe_path;         /* GET base_url + this brings a key back */
     double probe_interval_ms; /* between probes of a quarantined key */
     char *probe_header;       /* the header carrying the key */
-    json_t *json;             /* the whole entry, for the plugin's init */
+    char **forward_headers;   /* client headers passed upstream */
+    size_t nforward;
+    int has_forward; /* forward_headers was given (else the wire's) */
+    json_t *json;    /* the whole entry, for the plugin's init */
     int line;
 } mf_provider_conf_t;
 
