@@ -421,7 +421,7 @@ main(int argc, char **argv)
     json_t *j;
     int c, as_json = 0, status, rc;
 
-    while ((c = getopt_long(argc, argv, "s:c:jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+s:c:jh", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             sock = optarg;

@@ -422,6 +422,18 @@ api_respond_error(mf_req_t *r, int status, const char *type,
                                 message ? message : "refused");
 }
 
+static int
+api_respond_error_code(mf_req_t *r, int status, const char *type,
+                       const char *code, const char *message)
+{
+    if (!in_call(r, MF_CALL_RESPOND) || status < 400 || status > 599) {
+        return MF_ERR;
+    }
+    return mf_req_respond_error(r, status,
+                                type ? type : "invalid_request_error", code,
+                                message ? message : "refused");
+}
+
 static void
 api_resume(mf_req_t *r, mf_action_t action)
 {
@@ -683,4 +695,5 @@ const mf_host_api_t mf_api = {
     .get_consumer_attr = api_get_consumer_attr,
     .config_section = api_config_section,
     .register_command = api_register_command,
+    .respond_error_code = api_respond_error_code,
 };

@@ -1313,6 +1313,8 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     const mf_node_t *n;
 
     c->sections = json_object();
+    /* where relative paths in a stage's config are read from */
+    json_object_set_new(c->sections, "dir", json_string(c->dir));
     if ((n = mf_node_get(root, "consumers")) != NULL) {
         json_object_set_new(c->sections, "consumers",
                             gov_list(ck, n, "consumers", 1));

@@ -472,6 +472,7 @@ mf_gen_loading_section(const char *name)
         if (loading->sections == NULL) {
             loading->sections = json_incref(loading_cfg->sections);
         }
+        loading->reads_consumers |= strcmp(name, "consumers") == 0;
         v = json_object_get(loading_cfg->sections, name);
     }
     pthread_mutex_unlock(&loading_lock);
@@ -634,7 +635,7 @@ check_governance(mf_gen_t *g, char *err, size_t errcap)
     int readers = 0;
 
     for (i = 0; i < g->nstages; i++) {
-        readers += g->stages[i]->sections != NULL;
+        readers += g->stages[i]->reads_consumers;
         for (j = 0; j < g->stages[i]->ncommands; j++) {
             for (k = 0; k < i; k++) {
                 for (l = 0; l < g->stages[k]->ncommands; l++) {

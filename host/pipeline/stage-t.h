@@ -98,6 +98,7 @@ struct mf_pstage_s {
     double last_error_at;
     json_t *sections;       /* the config sections when it read one in init
                                (consumers, groups, prices), else NULL */
+    int reads_consumers;    /* it read `consumers` (an auth stage) */
     mf_command_t *commands; /* admin commands it registered */
     size_t ncommands;
 };

@@ -522,7 +522,8 @@ struct mf_host_api_s {
      * absent. */
     int (*get_consumer_attr)(mf_req_t *r, mf_str_t name, mf_str_t *value);
     /* init only. A top-level section of the config that belongs to no
-     * one layer ("consumers", "groups", "prices"), validated by the host,
+     * one layer ("consumers", "groups", "prices"; "dir" is the config
+     * file's directory, a JSON string), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
      * stage again, and a config whose `consumers` no stage reads is
@@ -533,8 +534,14 @@ struct mf_host_api_s {
      * list. MF_ERR when the name is taken in this generation or bad. */
     int (*register_command)(const char *name, const char *usage,
                             mf_command_fn fn, void *arg);
+    /* As respond_error, with a machine-readable code (OpenAI's
+     * error.code: "invalid_api_key", "insufficient_quota"; the Anthropic
+     * shape has none) and the response headers the stage set
+     * (Retry-After, ...). */
+    int (*respond_error_code)(mf_req_t *r, int status, const char *type,
+                              const char *code, const char *message);
 
-    void *spare[6];
+    void *spare[5];
 };
 
 /* The one symbol a plugin exports. */
