@@ -706,3 +706,76 @@ gov_cost(const gov_price_t *p, int64_t prompt, int64_t cached,
         (double)completion * p->output;
     return (int64_t)ceil(c - 1e-9);
 }
+
+/* Leases */
+
+size_t
+gov_leases_live(gov_leases_t *ls, int64_t now_us)
+{
+    size_t i = 0;
+
+    while (i < ls->n) {
+        if (ls->v[i].expires_us <= now_us) {
+            ls->v[i] = ls->v[--ls->n];
+        } else {
+            i++;
+        }
+    }
+    return ls->n;
+}
+
+int
+gov_lease_take(gov_leases_t *ls, int64_t now_us, int64_t ttl_us, int64_t limit,
+               uint64_t id, int64_t *retry_us)
+{
+    size_t i;
+    int64_t first = INT64_MAX;
+
+    if ((int64_t)gov_leases_live(ls, now_us) >= limit) {
+        for (i = 0; i < ls->n; i++) {
+            if (ls->v[i].expires_us < first) {
+                first = ls->v[i].expires_us;
+            }
+        }
+        *retry_us = first == INT64_MAX ? 0 : first - now_us;
+        return 0;
+    }
+    if (ls->n == ls->cap) {
+        size_t cap = ls->cap ? 2 * ls->cap : 8;
+        gov_lease_t *v = realloc(ls->v, cap * sizeof(*v));
+
+        if (v == NULL) {
+            *retry_us = 1000000;
+            return 0;
+        }
+        ls->v = v;
+        ls->cap = cap;
+    }
+    ls->v[ls->n].id = id;
+    ls->v[ls->n].expires_us = now_us + ttl_us;
+    ls->n++;
+    *retry_us = 0;
+    return 1;
+}
+
+int
+gov_lease_release(gov_leases_t *ls, uint64_t id)
+{
+    size_t i;
+
+    for (i = 0; i < ls->n; i++) {
+        if (ls->v[i].id == id) {
+            ls->v[i] = ls->v[--ls->n];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void
+gov_leases_free(gov_leases_t *ls)
+{
+    free(ls->v);
+    ls->v = NULL;
+    ls->n = ls->cap = 0;
+}

@@ -106,4 +106,31 @@ typedef struct {
 int64_t gov_cost(const gov_price_t *p, int64_t prompt, int64_t cached,
                  int64_t completion);
 
+/*
+ * Concurrency leases of one scope: at most `limit` live at once, each
+ * with an expiry (a holder that never releases stops counting once it
+ * expires). Released exactly once: a second release, or a release after
+ * expiry, is a no-op that says so.
+ */
+typedef struct {
+    uint64_t id;
+    int64_t expires_us;
+} gov_lease_t;
+
+typedef struct {
+    gov_lease_t *v;
+    size_t n;
+    size_t cap;
+} gov_leases_t;
+
+/* Drops expired leases; returns how many are live at now_us. */
+size_t gov_leases_live(gov_leases_t *ls, int64_t now_us);
+/* Takes lease id (unique, non-zero) when fewer than limit are live;
+ * 1 taken, 0 full (*retry_us: until the first expiry). */
+int gov_lease_take(gov_leases_t *ls, int64_t now_us, int64_t ttl_us,
+                   int64_t limit, uint64_t id, int64_t *retry_us);
+/* 1 when lease id was live and is released now, 0 when it was not. */
+int gov_lease_release(gov_leases_t *ls, uint64_t id);
+void gov_leases_free(gov_leases_t *ls);
+
 #endif
