@@ -1,7 +1,7 @@
 /*
  * Helpers shared by the governance plugins: see gov.h.
  */
-#include "plugins/common/gov.h"
+#include "gov.h"
 
 #include <ctype.h>
 #include <math.h>

@@ -29,7 +29,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "plugins/common/gov.h"
+#include "../common/gov.h"
 
 static const mf_host_api_t *api;
 
