@@ -320,7 +320,7 @@ load_secret(ka_t *ka, json_t *conf)
     const char *s = json_string_value(json_object_get(conf, "secret"));
     sqlite3_stmt *st = NULL;
     char hex[65];
-    int rc = MF_ERR;
+    int rc;
 
     if (s != NULL) {
         if (strlen(s) < 16) {

@@ -1383,7 +1383,7 @@ fail:
     return MF_ERR;
 }
 
-static const mf_plugin_t limits = {
+static const mf_plugin_t limits_plugin = {
     MF_PLUGIN_ABI,         .name = "limits", .version = "1.0.0",
     .init = lm_init,       .fini = lm_fini,  .on_request = lm_on_request,
     .on_done = lm_on_done,
@@ -1392,5 +1392,5 @@ static const mf_plugin_t limits = {
 MF_EXPORT const mf_plugin_t *
 mf_plugin_v1(void)
 {
-    return &limits;
+    return &limits_plugin;
 }
