@@ -157,6 +157,9 @@ typedef struct mf_config_s {
     mf_route_conf_t *routes;
     size_t nroutes;
     json_t *redis;       /* raw, for the Redis service; NULL when absent */
+    json_t *sections;    /* consumers, groups, prices: checked, normalized,
+                            for the stages that read them */
+    int sections_line;   /* line of `consumers`, 0 when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
     char **allowed_hosts; /* Host names served besides loopback names */
