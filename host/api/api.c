@@ -54,10 +54,20 @@ static const struct {
     [MF_CALL_PAUSE] = {"an async call (pausing the stage)", CAN_RESPOND},
     [MF_CALL_PROVIDER] = {"a provider's call", MF_HOOK(MF_STAGE_PROVIDER)},
     [MF_CALL_SET_USAGE] = {"set_usage", MF_HOOK(MF_STAGE_PROVIDER) |
+                                            MF_HOOK(MF_STAGE_REQUEST) |
+                                            MF_HOOK(MF_STAGE_ROUTE) |
                                             MF_HOOK(MF_STAGE_RESPONSE_BODY) |
                                             MF_HOOK(MF_STAGE_LOG)},
     [MF_CALL_SET_RESPONSE_CHUNK] = {"replacing the response body",
                                     MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_STAGE_ANSWER] = {"a stage's own answer (emit_event, "
+                              "respond_completion, record_answer)",
+                              MF_HOOK(MF_STAGE_REQUEST) |
+                                  MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_GET_ANSWER] = {"get_answer",
+                            MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE)},
+    [MF_CALL_SET_CACHED] = {"set_cached", ANY_REQ & ~MF_HOOK(MF_STAGE_DONE) &
+                                              ~MF_HOOK(MF_STAGE_PROVIDER)},
 };
 
 int
@@ -170,6 +180,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.bytes_in = r->bytes_in;
     i.bytes_out = r->bytes_out;
     i.bytes_undelivered = r->bytes_undelivered;
+    i.cached = r->cached;
     i.generation = r->gen->id;
     i.tried.data = r->tried.data;
     i.tried.len = r->tried.len;
@@ -653,6 +664,63 @@ api_set_error(mf_req_t *r, const mf_error_t *err)
     return MF_OK;
 }
 
+static int
+api_emit_event(mf_req_t *r, mf_str_t data, int last)
+{
+    if (!in_call(r, MF_CALL_STAGE_ANSWER)) {
+        return MF_ERR;
+    }
+    return mf_req_stage_event(r, data, last);
+}
+
+static int
+api_respond_completion(mf_req_t *r, json_t *completion)
+{
+    if (!in_call(r, MF_CALL_STAGE_ANSWER) || r->stage_stream != 0) {
+        json_decref(completion);
+        return MF_ERR;
+    }
+    return mf_req_respond_canonical(r, completion);
+}
+
+static int
+api_record_answer(mf_req_t *r)
+{
+    if (!in_call(r, MF_CALL_STAGE_ANSWER)) {
+        return MF_ERR;
+    }
+    r->record = 1;
+    return MF_OK;
+}
+
+static json_t *
+api_get_answer(mf_req_t *r)
+{
+    if (!in_call(r, MF_CALL_GET_ANSWER)) {
+        return NULL;
+    }
+    return mf_req_answer(r);
+}
+
+static int
+api_get_answer_event(mf_req_t *r, size_t i, mf_str_t *data)
+{
+    if (!in_call(r, MF_CALL_GET_ANSWER) || data == NULL) {
+        return MF_ERR;
+    }
+    return mf_req_answer_event(r, i, data);
+}
+
+static int
+api_set_cached(mf_req_t *r, int counted)
+{
+    if (!in_call(r, MF_CALL_SET_CACHED)) {
+        return MF_ERR;
+    }
+    r->cached = counted ? 2 : 1;
+    return MF_OK;
+}
+
 const mf_host_api_t mf_api = {
     .size = sizeof(mf_host_api_t),
     .abi_major = MF_ABI_MAJOR,
@@ -696,4 +764,11 @@ const mf_host_api_t mf_api = {
     .config_section = api_config_section,
     .register_command = api_register_command,
     .respond_error_code = api_respond_error_code,
+    /* ABI 1.5: stage-made answers and the answer record */
+    .emit_event = api_emit_event,
+    .respond_completion = api_respond_completion,
+    .record_answer = api_record_answer,
+    .get_answer = api_get_answer,
+    .get_answer_event = api_get_answer_event,
+    .set_cached = api_set_cached,
 };

@@ -129,6 +129,24 @@ chunk_text_len(mf_str_t d)
     return n;
 }
 
+/* Keeps a canonical stream event for the answer record, when a stage
+ * asked for it (api->record_answer). */
+static void
+record_event(mf_req_t *r, mf_str_t data)
+{
+    uint32_t n = (uint32_t)data.len;
+
+    if (!r->record || data.len == 0 || data.len > UINT32_MAX ||
+        mf_str_eq(data, MF_STR("[DONE]"))) {
+        return;
+    }
+    if (mf_buf_try_append(&r->rec_events, &n, sizeof(n)) != MF_OK ||
+        mf_buf_try_append(&r->rec_events, data.data, data.len) != MF_OK) {
+        r->record = 0; /* too large to keep: no answer record */
+        mf_buf_free(&r->rec_events);
+    }
+}
+
 void
 mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
 {
@@ -153,6 +171,9 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     }
     if (data.len == 0) {
         return; /* a stage dropped the event */
+    }
+    if (!last) {
+        record_event(r, data);
     }
     r->att.delivered_text += chunk_text_len(data);
     if (r->proto->stream_event != NULL) {
@@ -227,6 +248,9 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
         return r->body_failed ? MF_ERR : MF_OK;
+    }
+    if (!(flags & MF_EVENT_DONE)) {
+        record_event(r, ev->data); /* usage included, sent or not */
     }
     if ((flags & MF_EVENT_USAGE_ONLY) && !r->client_wants_usage) {
         return MF_OK;
@@ -348,6 +372,11 @@ mf_req_complete_nonstream(mf_req_t *r)
     if (r->replaced) {
         body = r->replace;
     }
+    if (r->record && r->rec_json == NULL) {
+        r->rec_json = text == NULL && r->resp_json != NULL && !r->replaced
+                          ? json_incref(r->resp_json)
+                          : json_loadb(body.data, body.len, 0, NULL);
+    }
     if (r->proto->response != NULL) {
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
@@ -373,4 +402,147 @@ mf_req_complete_nonstream(mf_req_t *r)
     mf_req_respond(r, r->att.up_status, "application/json", body);
     free(text);
     mf_req_finish(r);
+}
+
+/* Translates one canonical event for the client into chunk_out. */
+static int
+stage_translate(mf_req_t *r, mf_str_t data, int last)
+{
+    if (r->proto->stream_event != NULL) {
+        if (r->att.proto_stream == NULL) {
+            r->att.proto_stream = mf_pool_alloc(r->pool, r->proto->stream_size);
+            if (r->att.proto_stream == NULL) {
+                return MF_ERR;
+            }
+            r->proto->stream_init(r->att.proto_stream, r->model_asked);
+        }
+        r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
+                               &r->chunk_out);
+        return MF_OK;
+    }
+    mf_buf_append(&r->chunk_out, "data: ", 6);
+    mf_buf_append(&r->chunk_out, data.data, data.len);
+    mf_buf_append(&r->chunk_out, "\n\n", 2);
+    return MF_OK;
+}
+
+int
+mf_req_stage_event(mf_req_t *r, mf_str_t data, int last)
+{
+    int rc = MF_OK;
+
+    if (!r->stream || r->finished || r->stage_stream == 2 ||
+        (r->head_sent && r->stage_stream == 0)) {
+        return MF_ERR;
+    }
+    if (r->stage_stream == 0) {
+        r->stage_stream = 1;
+        r->chunk_out.len = 0;
+        mf_req_start_stream_response(r);
+    }
+    if (data.len > 0) {
+        rc = stage_translate(r, data, 0);
+    }
+    if (last && rc == MF_OK) {
+        rc = stage_translate(r, MF_STR("[DONE]"), 1);
+        r->stage_stream = 2;
+    }
+    if (r->chunk_out.len > 0) {
+        mf_req_send_chunk(r, r->chunk_out.data, r->chunk_out.len);
+        r->chunk_out.len = 0;
+    }
+    if (r->stage_stream == 2) {
+        mf_req_finish_stream(r);
+    }
+    return rc;
+}
+
+int
+mf_req_respond_canonical(mf_req_t *r, json_t *completion)
+{
+    json_t *m;
+    char *text;
+    int rc;
+
+    if (completion == NULL || r->head_sent || r->finished) {
+        json_decref(completion);
+        return MF_ERR;
+    }
+    m = r->proto->response != NULL ? r->proto->response(completion, &r->usage)
+                                   : json_incref(completion);
+    json_decref(completion);
+    text = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
+    json_decref(m);
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    rc = mf_req_respond(r, 200, "application/json", mf_str_from(text));
+    free(text);
+    return rc;
+}
+
+json_t *
+mf_req_answer(mf_req_t *r)
+{
+    json_t *a;
+    size_t off = 0;
+
+    if (!r->record) {
+        return NULL;
+    }
+    if (!r->stream) {
+        return json_incref(r->rec_json);
+    }
+    a = json_array();
+    while (a != NULL && off + sizeof(uint32_t) <= r->rec_events.len) {
+        uint32_t n;
+        json_t *c;
+
+        memcpy(&n, r->rec_events.data + off, sizeof(n));
+        off += sizeof(n);
+        if (n > r->rec_events.len - off) {
+            break;
+        }
+        c = json_loadb(r->rec_events.data + off, n, 0, NULL);
+        off += n;
+        if (c != NULL) {
+            json_array_append_new(a, c);
+        }
+    }
+    return a;
+}
+
+int
+mf_req_answer_event(mf_req_t *r, size_t i, mf_str_t *data)
+{
+    size_t off = 0, at = 0;
+
+    if (!r->record || !r->stream) {
+        return MF_ERR;
+    }
+    if (i >= r->rec_at) {
+        /* reading in order: go on from where the last call stopped */
+        at = r->rec_at;
+        off = r->rec_at_off;
+    }
+    i -= at;
+    while (off + sizeof(uint32_t) <= r->rec_events.len) {
+        uint32_t n;
+
+        memcpy(&n, r->rec_events.data + off, sizeof(n));
+        off += sizeof(n);
+        if (n > r->rec_events.len - off) {
+            return MF_ERR;
+        }
+        if (i-- == 0) {
+            data->data = r->rec_events.data + off;
+            data->len = n;
+            r->rec_at = at;
+            r->rec_at_off = off - sizeof(n);
+            return MF_OK;
+        }
+        off += n;
+        at++;
+    }
+    return MF_ERR;
 }

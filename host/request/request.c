@@ -41,6 +41,9 @@ stage_result(mf_req_t *r, mf_action_t act)
         r->paused = 1;
         return 0;
     case MF_RESPOND:
+        if (r->stage_stream == 1) {
+            mf_req_stage_event(r, MF_STR_NULL, 1); /* the stage's stream */
+        }
         if (!r->head_sent) {
             mf_req_respond_error(r, 500, "server_error", NULL,
                                  "a stage said it answered but did not");
@@ -246,6 +249,8 @@ mf_req_free(mf_req_t *r)
     mf_buf_free(&r->tried);
     json_decref(r->json);
     json_decref(r->resp_json);
+    json_decref(r->rec_json);
+    mf_buf_free(&r->rec_events);
     mf_buf_free(&r->up_buf);
     mf_buf_free(&r->chunk_out);
     mf_sse_parser_free(&r->sse);

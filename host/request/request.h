@@ -42,6 +42,21 @@ void mf_req_drained(mf_req_t *r);
  * runs the body stages on it and queues it for the client. */
 void mf_req_emit_event(mf_req_t *r, mf_str_t data, int last);
 
+/* A stage's own stream answer (api->emit_event): data is a canonical
+ * chunk's JSON (may be empty), translated to the client's protocol and
+ * sent at once, the head going with the first; last ends the stream.
+ * MF_ERR when the request cannot take one (not a stream, answered). */
+int mf_req_stage_event(mf_req_t *r, mf_str_t data, int last);
+/* A stage's whole canonical completion (taken), in the client's
+ * protocol, status 200. */
+int mf_req_respond_canonical(mf_req_t *r, json_t *completion);
+/* The recorded canonical answer (api->record_answer): a new reference
+ * to the completion, or an array of the stream's chunks; NULL when none
+ * was recorded. */
+json_t *mf_req_answer(mf_req_t *r);
+/* The i-th recorded stream event (borrowed); MF_ERR past the last. */
+int mf_req_answer_event(mf_req_t *r, size_t i, mf_str_t *data);
+
 /* For the host API. */
 int mf_req_respond(mf_req_t *r, int status, const char *content_type,
                    mf_str_t body);

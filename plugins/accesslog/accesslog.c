@@ -533,6 +533,7 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     put_int(&l, "cached_tokens", i.usage.cached_tokens, 1);
     put_int(&l, "reasoning_tokens", i.usage.reasoning_tokens, 1);
     put_bool(&l, "usage_estimated", i.usage.estimated);
+    put_bool(&l, "cached", i.cached != 0);
     put_ms(&l, "latency_ms", i.latency_ms);
     put_ms(&l, "ttft_ms", i.ttft_ms);
     put_ms(&l, "upstream_ms", i.upstream_ms);

@@ -654,7 +654,7 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
     /* nothing billable when no upstream answered 2xx (refused, failed
      * before any answer): the reservation is given back */
     billable =
-        i.attempts > 0 &&
+        (i.attempts > 0 || i.cached == 2) &&
         (reported || (i.upstream_status >= 200 && i.upstream_status < 300) ||
          i.usage.prompt_tokens > 0);
     if (!billable) {

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 4
+#define MF_ABI_MINOR 5
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -149,6 +149,9 @@ typedef struct mf_req_info_s {
                                    with (the client stopped reading or
                                    left, or the drain time ran out); 0
                                    when the whole answer left */
+    /* ABI 1.5 */
+    int cached; /* 0, or a stage answered from a cache (api->set_cached):
+                   1 not counted against quotas, 2 counted as if served */
 } mf_req_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
@@ -540,6 +543,50 @@ struct mf_host_api_s {
      * (Retry-After, ...). */
     int (*respond_error_code)(mf_req_t *r, int status, const char *type,
                               const char *code, const char *message);
+
+    /* ABI 1.5: answers a stage makes itself in the canonical form, and
+     * the whole canonical answer at on_log (one group). */
+
+    /* on_request, on_route, for a stream request. Sends one event of a
+     * stream the stage makes itself (no provider): data is the JSON of a
+     * canonical chunk (an OpenAI chat.completion.chunk; empty = none),
+     * which the host translates to the client's protocol (an Anthropic
+     * client gets Anthropic events) and sends at once; the first call
+     * sends the head (200, text/event-stream, the response headers set
+     * so far). last = 1 ends the stream (the host adds the protocol's end:
+     * [DONE], message_stop, ...). Set the usage first (api->set_usage):
+     * the end events of some protocols carry it. No on_response_body
+     * stage sees these events. The stage returns MF_RESPOND after the
+     * last event, or MF_PAUSE between events (api->timer) and
+     * api->resume(r, MF_RESPOND) at the end; MF_RESPOND before the last
+     * event ends the stream there. MF_ERR for a request that is not a
+     * stream or is already answered otherwise. */
+    int (*emit_event)(mf_req_t *r, mf_str_t data, int last);
+    /* on_request, on_route. Answers with a canonical chat completion
+     * (an OpenAI chat.completion; the function takes the reference) in
+     * the client's protocol, status 200, with the usage set by
+     * api->set_usage; the stage then returns MF_RESPOND. */
+    int (*respond_completion)(mf_req_t *r, json_t *completion);
+    /* on_request, on_route. Asks the host to keep the canonical answer
+     * for api->get_answer (it costs memory: only when needed). */
+    int (*record_answer)(mf_req_t *r);
+    /* on_log, on_done, after record_answer. The canonical answer as the
+     * client got it (after on_response_body stages), a new reference: a
+     * non-stream's chat.completion object, or a stream's chunks in order
+     * (a JSON array, the usage chunk included; [DONE] is not a chunk).
+     * NULL when nothing was recorded (no record_answer, an error answer,
+     * a stage's own answer). Whether it is whole: get_info's status,
+     * error and usage.estimated, and the finish_reason. */
+    json_t *(*get_answer)(mf_req_t *r);
+    /* on_log, on_done, after record_answer, for a stream: the i-th
+     * recorded event's data exactly as it was sent in the canonical form
+     * (borrowed, valid for the request), for a byte-faithful copy.
+     * MF_ERR past the last. */
+    int (*get_answer_event)(mf_req_t *r, size_t i, mf_str_t *data);
+    /* on_request .. on_log. Marks the request as answered from a cache
+     * (get_info's `cached`): counted = 0 leaves quotas and budgets
+     * untouched, 1 charges its usage as if an upstream had served it. */
+    int (*set_cached)(mf_req_t *r, int counted);
 
     void *spare[5];
 };

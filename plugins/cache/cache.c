@@ -1,0 +1,941 @@
+/*
+ * cache: the exact AI cache, a stage plugin. At the end of on_route it
+ * hashes the canonical request as it will be sent (every field but a
+ * short deny-list, the resolved model, the scope and a cache version)
+ * and answers a hit itself: a stream replayed event by event in the
+ * client's protocol (api->emit_event), or a whole completion
+ * (api->respond_completion), either made from an entry of the other
+ * kind. A miss records the answer (api->record_answer) and on_log stores
+ * it when it is whole: a 200 that ended with stop or tool_calls, with
+ * the upstream's usage. See docs/CACHE.md.
+ */
+#include <manifold/plugin.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "../common/gov.h"
+#include "cache-store.h"
+
+/* Bumped when what a key covers or what an entry holds changes. */
+#define CACHE_VERSION "mf-cache-1"
+
+static const mf_host_api_t *api;
+
+typedef enum { SCOPE_GROUP = 0, SCOPE_CONSUMER, SCOPE_GLOBAL } scope_t;
+
+typedef struct cache_s {
+    cs_store_t *store;
+    scope_t scope;
+    int64_t ttl_ms;
+    size_t max_entry;
+    int paced;
+    int64_t pace_ms;
+    int client_controls; /* Cache-Control and x-cache-control honoured */
+    int count_quota;     /* a hit is charged to quotas */
+    atomic_ullong hits, misses, bypasses, stored;
+    atomic_ullong tokens_saved;
+} cache_t;
+
+typedef enum { ST_NONE = 0, ST_HIT, ST_MISS, ST_BYPASS } status_t;
+
+/* Per request (request memory; the entry is released in on_done). */
+typedef struct rctx_s {
+    mf_req_t *r;
+    cache_t *c;
+    status_t status;
+    int store; /* store the answer at on_log */
+    char key[65];
+    const char *scope;
+    const char *model;
+    cs_entry_t *hit; /* a paced replay's entry */
+    size_t next;     /* its next event */
+    int want_usage;  /* the client asked for the usage chunk */
+    int usage_sent;
+} rctx_t;
+
+/* The request fields that do not change the answer. */
+static const char *const deny[] = {
+    "stream",
+    "stream_options",
+    "user",
+    "metadata",
+    "store",
+    "model",
+    "prompt_cache_key",
+    "safety_identifier",
+    NULL,
+};
+
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static char *
+pstrndup(mf_req_t *r, const char *s, size_t n)
+{
+    char *p = api->palloc(r, n + 1);
+
+    if (p != NULL) {
+        memcpy(p, s, n);
+        p[n] = '\0';
+    }
+    return p;
+}
+
+/* Configuration */
+
+/* "64MiB", "512k", "1g", 1048576 -> bytes; MF_ERR otherwise. */
+static int
+size_parse(const json_t *v, size_t *out)
+{
+    const char *s;
+    char *end;
+    double n;
+
+    if (json_is_integer(v) && json_integer_value(v) > 0) {
+        *out = (size_t)json_integer_value(v);
+        return MF_OK;
+    }
+    if ((s = json_string_value(v)) == NULL) {
+        return MF_ERR;
+    }
+    n = strtod(s, &end);
+    if (end == s || n <= 0) {
+        return MF_ERR;
+    }
+    if (strcasecmp(end, "") == 0 || strcasecmp(end, "b") == 0) {
+    } else if (strcasecmp(end, "k") == 0 || strcasecmp(end, "kb") == 0 ||
+               strcasecmp(end, "kib") == 0) {
+        n *= 1024;
+    } else if (strcasecmp(end, "m") == 0 || strcasecmp(end, "mb") == 0 ||
+               strcasecmp(end, "mib") == 0) {
+        n *= 1024 * 1024;
+    } else if (strcasecmp(end, "g") == 0 || strcasecmp(end, "gb") == 0 ||
+               strcasecmp(end, "gib") == 0) {
+        n *= 1024.0 * 1024 * 1024;
+    } else {
+        return MF_ERR;
+    }
+    *out = (size_t)n;
+    return MF_OK;
+}
+
+/* "1h", "90s", 3600 (seconds) -> ms; MF_ERR otherwise. */
+static int
+duration_parse(const json_t *v, int64_t *ms)
+{
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *ms = json_integer_value(v) * 1000;
+        return MF_OK;
+    }
+    return json_is_string(v) ? gov_duration_parse(json_string_value(v), ms)
+                             : MF_ERR;
+}
+
+static void
+cache_fini(void *state)
+{
+    cache_t *c = state;
+
+    if (c != NULL) {
+        cs_store_free(c->store);
+        free(c);
+    }
+}
+
+/* Admin commands (main thread; the store locks itself) */
+
+static int
+cmd_purge(void *arg, const json_t *args, json_t **out)
+{
+    cache_t *c = arg;
+    const char *scope = json_string_value(json_object_get(args, "scope"));
+    const char *model = json_string_value(json_object_get(args, "model"));
+    const char *key = json_string_value(json_object_get(args, "key"));
+    int all = json_is_true(json_object_get(args, "all"));
+    size_t n;
+
+    if (scope == NULL && model == NULL && key == NULL && !all) {
+        *out = json_pack("{s:s}", "error",
+                         "say what to purge: --scope SCOPE (group:NAME, "
+                         "consumer:NAME, anonymous, global), --model MODEL, "
+                         "--key KEY, or --all");
+        return 400;
+    }
+    n = cs_store_purge(c->store, scope, model, key);
+    *out = json_pack("{s:I}", "purged", (json_int_t)n);
+    return 200;
+}
+
+static int
+cmd_stats(void *arg, const json_t *args, json_t **out)
+{
+    cache_t *c = arg;
+    cs_stats_t st;
+
+    (void)args;
+    cs_store_stats(c->store, &st);
+    *out = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries",
+                     (json_int_t)st.entries, "bytes", (json_int_t)st.bytes,
+                     "max_bytes", (json_int_t)st.max_bytes, "evicted",
+                     (json_int_t)st.evicted, "expired", (json_int_t)st.expired,
+                     "hits", (json_int_t)atomic_load(&c->hits), "misses",
+                     (json_int_t)atomic_load(&c->misses), "bypasses",
+                     (json_int_t)atomic_load(&c->bypasses), "stored",
+                     (json_int_t)atomic_load(&c->stored), "tokens_saved",
+                     (json_int_t)atomic_load(&c->tokens_saved));
+    return 200;
+}
+
+static int
+cache_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    static const char *const known[] = {
+        "scope",           "ttl",         "max_memory",
+        "max_entry",       "replay",      "pace",
+        "client_controls", "count_quota", NULL,
+    };
+    json_t *conf = json_loads(config_json, 0, NULL), *v;
+    cache_t *c = NULL;
+    const char *k, *s;
+    size_t max_memory = 64u * 1024 * 1024, i;
+
+    api = host;
+    if (!json_is_object(conf)) {
+        api->log(MF_LOG_ERROR, "cache: config must be a mapping");
+        goto fail;
+    }
+    json_object_foreach(conf, k, v)
+    {
+        for (i = 0; known[i] != NULL && strcmp(known[i], k) != 0; i++) {
+        }
+        if (known[i] == NULL) {
+            api->log(MF_LOG_ERROR,
+                     "cache: unknown setting '%s' (known: scope, ttl, "
+                     "max_memory, max_entry, replay, pace, client_controls, "
+                     "count_quota)",
+                     k);
+            goto fail;
+        }
+    }
+    c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        goto fail;
+    }
+    c->ttl_ms = 3600 * 1000;
+    c->max_entry = 1024 * 1024;
+    c->pace_ms = 20;
+    c->client_controls = 1;
+    if ((s = json_string_value(json_object_get(conf, "scope"))) != NULL ||
+        json_object_get(conf, "scope") != NULL) {
+        if (s != NULL && strcmp(s, "group") == 0) {
+            c->scope = SCOPE_GROUP;
+        } else if (s != NULL && strcmp(s, "consumer") == 0) {
+            c->scope = SCOPE_CONSUMER;
+        } else if (s != NULL && strcmp(s, "global") == 0) {
+            c->scope = SCOPE_GLOBAL;
+        } else {
+            api->log(MF_LOG_ERROR, "cache: scope must be group (the "
+                                   "default), consumer or global");
+            goto fail;
+        }
+    }
+    if ((v = json_object_get(conf, "ttl")) != NULL &&
+        (duration_parse(v, &c->ttl_ms) != MF_OK || c->ttl_ms <= 0)) {
+        api->log(MF_LOG_ERROR, "cache: ttl must be a duration (\"1h\", "
+                               "\"90s\") or seconds above 0");
+        goto fail;
+    }
+    if ((v = json_object_get(conf, "max_memory")) != NULL &&
+        size_parse(v, &max_memory) != MF_OK) {
+        api->log(MF_LOG_ERROR, "cache: max_memory must be a size (\"64MiB\", "
+                               "\"512k\") or bytes");
+        goto fail;
+    }
+    if ((v = json_object_get(conf, "max_entry")) != NULL &&
+        size_parse(v, &c->max_entry) != MF_OK) {
+        api->log(MF_LOG_ERROR, "cache: max_entry must be a size (\"1MiB\") "
+                               "or bytes");
+        goto fail;
+    }
+    if (c->max_entry > max_memory) {
+        c->max_entry = max_memory;
+    }
+    if ((v = json_object_get(conf, "replay")) != NULL) {
+        s = json_string_value(v);
+        if (s != NULL && strcmp(s, "paced") == 0) {
+            c->paced = 1;
+        } else if (s == NULL || strcmp(s, "immediate") != 0) {
+            api->log(MF_LOG_ERROR,
+                     "cache: replay must be immediate (the default) or paced");
+            goto fail;
+        }
+    }
+    if ((v = json_object_get(conf, "pace")) != NULL &&
+        (json_is_integer(v) || duration_parse(v, &c->pace_ms) != MF_OK)) {
+        api->log(MF_LOG_ERROR, "cache: pace must be a duration (\"20ms\")");
+        goto fail;
+    }
+    if ((v = json_object_get(conf, "client_controls")) != NULL) {
+        if (!json_is_boolean(v)) {
+            api->log(MF_LOG_ERROR, "cache: client_controls must be true or "
+                                   "false");
+            goto fail;
+        }
+        c->client_controls = json_is_true(v);
+    }
+    if ((v = json_object_get(conf, "count_quota")) != NULL) {
+        if (!json_is_boolean(v)) {
+            api->log(MF_LOG_ERROR, "cache: count_quota must be true or false");
+            goto fail;
+        }
+        c->count_quota = json_is_true(v);
+    }
+    c->store = cs_store_new(max_memory);
+    if (c->store == NULL) {
+        goto fail;
+    }
+    if (api->register_command("cache.purge",
+                              "cache purge --scope S | --model M | --key K "
+                              "| --all: drop cached answers",
+                              cmd_purge, c) != MF_OK ||
+        api->register_command("cache.stats",
+                              "cache stats: entries, bytes, hits, misses",
+                              cmd_stats, c) != MF_OK) {
+        api->log(MF_LOG_ERROR, "cache: the admin commands cache.purge and "
+                               "cache.stats are taken (one cache stage per "
+                               "config)");
+        goto fail;
+    }
+    json_decref(conf);
+    *state = c;
+    return MF_OK;
+fail:
+    json_decref(conf);
+    cache_fini(c);
+    return MF_ERR;
+}
+
+/* The key */
+
+/* The scope string of the request: the consumer's group (or, without
+ * one, the consumer), the consumer, or global; a namespace header
+ * narrows it. Request memory. */
+static const char *
+scope_of(mf_req_t *r, const cache_t *c)
+{
+    mf_consumer_t who = {.size = sizeof(who)};
+    mf_str_t ns;
+    char buf[512];
+    int n;
+
+    if (c->scope == SCOPE_GLOBAL) {
+        n = snprintf(buf, sizeof(buf), "global");
+    } else if (api->get_consumer(r, &who) != MF_OK) {
+        n = snprintf(buf, sizeof(buf), "anonymous");
+    } else if (c->scope == SCOPE_GROUP && who.group.len > 0) {
+        n = snprintf(buf, sizeof(buf), "group:%.*s", (int)who.group.len,
+                     who.group.data);
+    } else {
+        n = snprintf(buf, sizeof(buf), "consumer:%.*s", (int)who.name.len,
+                     who.name.data);
+    }
+    if (api->get_header(r, MF_REQUEST_HEADERS, MF_STR("x-cache-namespace"),
+                        &ns) == MF_OK &&
+        ns.len > 0 && n > 0 && (size_t)n < sizeof(buf)) {
+        n += snprintf(buf + n, sizeof(buf) - (size_t)n, "|ns:%.*s",
+                      (int)(ns.len > 128 ? 128 : ns.len), ns.data);
+    }
+    if (n < 0) {
+        return NULL;
+    }
+    return pstrndup(r, buf,
+                    (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
+}
+
+/* The entry key: SHA-256 over the version, resolved model, scope and the
+ * canonical body without the deny-listed members (keys sorted). */
+static int
+key_of(rctx_t *x, json_t *body)
+{
+    json_t *copy = json_copy(body);
+    char *text = NULL;
+    unsigned char h[32];
+    size_t i, n, ml, sl, tl;
+    char *buf = NULL;
+    int rc = MF_ERR;
+
+    if (copy == NULL) {
+        return MF_ERR;
+    }
+    for (i = 0; deny[i] != NULL; i++) {
+        json_object_del(copy, deny[i]);
+    }
+    text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
+    if (text == NULL) {
+        goto out;
+    }
+    ml = strlen(x->model);
+    sl = strlen(x->scope);
+    tl = strlen(text);
+    n = sizeof(CACHE_VERSION) + ml + 1 + sl + 1 + tl;
+    buf = malloc(n);
+    if (buf == NULL) {
+        goto out;
+    }
+    memcpy(buf, CACHE_VERSION "\n", sizeof(CACHE_VERSION));
+    memcpy(buf + sizeof(CACHE_VERSION), x->model, ml);
+    buf[sizeof(CACHE_VERSION) + ml] = '\n';
+    memcpy(buf + sizeof(CACHE_VERSION) + ml + 1, x->scope, sl);
+    buf[sizeof(CACHE_VERSION) + ml + 1 + sl] = '\n';
+    memcpy(buf + sizeof(CACHE_VERSION) + ml + sl + 2, text, tl);
+    gov_sha256(buf, n, h);
+    gov_hex(h, 32, x->key);
+    x->key[64] = '\0';
+    rc = MF_OK;
+out:
+    free(buf);
+    free(text);
+    json_decref(copy);
+    return rc;
+}
+
+/* Client controls */
+
+/* Cache-Control's directive name ("no-store") in v, with its value
+ * after '=' in *arg when it has one. */
+static int
+cc_has(mf_str_t v, const char *name, int64_t *arg)
+{
+    size_t nl = strlen(name), i = 0;
+
+    while (i < v.len) {
+        size_t j;
+
+        while (i < v.len && (v.data[i] == ' ' || v.data[i] == ',')) {
+            i++;
+        }
+        for (j = i; j < v.len && v.data[j] != ','; j++) {
+        }
+        if (j - i >= nl && strncasecmp(v.data + i, name, nl) == 0 &&
+            (j - i == nl || v.data[i + nl] == '=' || v.data[i + nl] == ' ')) {
+            if (arg != NULL && j - i > nl + 1 && v.data[i + nl] == '=') {
+                *arg = strtoll(v.data + i + nl + 1, NULL, 10);
+            }
+            return 1;
+        }
+        i = j;
+    }
+    return 0;
+}
+
+/* Replay */
+
+static void
+set_status(mf_req_t *r, const char *status)
+{
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache"),
+                    (mf_str_t){status, strlen(status)});
+}
+
+static json_t *
+usage_json(const mf_usage_t *u)
+{
+    json_t *j = json_pack("{s:I,s:I,s:I}", "prompt_tokens",
+                          (json_int_t)u->prompt_tokens, "completion_tokens",
+                          (json_int_t)u->completion_tokens, "total_tokens",
+                          (json_int_t)u->total_tokens);
+
+    if (j != NULL && u->cached_tokens >= 0) {
+        json_object_set_new(
+            j, "prompt_tokens_details",
+            json_pack("{s:I}", "cached_tokens", (json_int_t)u->cached_tokens));
+    }
+    if (j != NULL && u->reasoning_tokens >= 0) {
+        json_object_set_new(j, "completion_tokens_details",
+                            json_pack("{s:I}", "reasoning_tokens",
+                                      (json_int_t)u->reasoning_tokens));
+    }
+    return j;
+}
+
+/* Appends s (a JSON string's value) to the string member name of o. */
+static void
+str_append(json_t *o, const char *name, const json_t *s)
+{
+    json_t *have = json_object_get(o, name);
+    size_t a, b;
+    char *p;
+
+    if (!json_is_string(s)) {
+        return;
+    }
+    if (!json_is_string(have)) {
+        json_object_set(o, name, (json_t *)s);
+        return;
+    }
+    a = json_string_length(have);
+    b = json_string_length(s);
+    p = malloc(a + b + 1);
+    if (p == NULL) {
+        return;
+    }
+    memcpy(p, json_string_value(have), a);
+    memcpy(p + a, json_string_value(s), b);
+    json_object_set_new(o, name, json_stringn_nocheck(p, a + b));
+    free(p);
+}
+
+/* A whole completion from a stream entry's chunks. New reference. */
+static json_t *
+completion_from_stream(const cs_entry_t *e)
+{
+    json_t *msg = json_pack("{s:s,s:n}", "role", "assistant", "content");
+    json_t *calls = json_array(), *first = NULL, *out;
+    const char *finish = "stop";
+    size_t i, j;
+
+    for (i = 0; i < e->nevents; i++) {
+        json_t *ch =
+            json_loadb(e->events[i].data.data, e->events[i].data.len, 0, NULL);
+        json_t *c0 = json_array_get(json_object_get(ch, "choices"), 0);
+        json_t *d = json_object_get(c0, "delta"), *tc;
+
+        if (ch == NULL) {
+            continue;
+        }
+        if (first == NULL && json_object_get(ch, "id") != NULL) {
+            first = json_incref(ch);
+        }
+        str_append(msg, "content", json_object_get(d, "content"));
+        str_append(msg, "reasoning_content",
+                   json_object_get(d, "reasoning_content"));
+        json_array_foreach(json_object_get(d, "tool_calls"), j, tc)
+        {
+            size_t idx =
+                (size_t)json_integer_value(json_object_get(tc, "index"));
+            json_t *have, *fn = json_object_get(tc, "function");
+
+            while (json_array_size(calls) <= idx) {
+                json_array_append_new(
+                    calls, json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "", "type",
+                                     "function", "function", "name", "",
+                                     "arguments", ""));
+            }
+            have = json_array_get(calls, idx);
+            if (json_is_string(json_object_get(tc, "id"))) {
+                json_object_set(have, "id", json_object_get(tc, "id"));
+            }
+            str_append(json_object_get(have, "function"), "name",
+                       json_object_get(fn, "name"));
+            str_append(json_object_get(have, "function"), "arguments",
+                       json_object_get(fn, "arguments"));
+        }
+        if (json_is_string(json_object_get(c0, "finish_reason"))) {
+            finish = json_string_value(json_object_get(c0, "finish_reason"));
+            finish = strcmp(finish, "tool_calls") == 0 ? "tool_calls" : "stop";
+        }
+        json_decref(ch);
+    }
+    if (json_array_size(calls) > 0) {
+        json_object_set(msg, "tool_calls", calls);
+    }
+    json_decref(calls);
+    out = json_pack("{s:O?,s:s,s:O?,s:O?,s:[{s:i,s:o,s:n,s:s}],s:o}", "id",
+                    json_object_get(first, "id"), "object", "chat.completion",
+                    "created", json_object_get(first, "created"), "model",
+                    json_object_get(first, "model"), "choices", "index", 0,
+                    "message", msg, "logprobs", "finish_reason", finish,
+                    "usage", usage_json(&e->usage));
+    json_decref(first);
+    return out;
+}
+
+/* Stream chunks from a whole completion (text, reasoning, each tool
+ * call, the end, the usage when asked). New reference: an array. */
+static json_t *
+stream_from_completion(const cs_entry_t *e, int want_usage)
+{
+    json_t *cpl = json_loadb(e->body.data, e->body.len, 0, NULL);
+    json_t *c0 = json_array_get(json_object_get(cpl, "choices"), 0);
+    json_t *msg = json_object_get(c0, "message"), *tc;
+    json_t *out = json_array(), *v;
+    size_t i;
+
+#define CHUNK(delta, finish)                                                   \
+    json_array_append_new(                                                     \
+        out, json_pack("{s:O?,s:s,s:O?,s:O?,s:[{s:i,s:o,s:O?}]}", "id",        \
+                       json_object_get(cpl, "id"), "object",                   \
+                       "chat.completion.chunk", "created",                     \
+                       json_object_get(cpl, "created"), "model",               \
+                       json_object_get(cpl, "model"), "choices", "index", 0,   \
+                       "delta", (delta), "finish_reason", (finish)))
+
+    if (cpl == NULL) {
+        json_decref(out);
+        return NULL;
+    }
+    CHUNK(json_pack("{s:s,s:s}", "role", "assistant", "content", ""), NULL);
+    if (json_is_string(v = json_object_get(msg, "reasoning_content")) &&
+        json_string_length(v) > 0) {
+        CHUNK(json_pack("{s:O}", "reasoning_content", v), NULL);
+    }
+    if (json_is_string(v = json_object_get(msg, "content")) &&
+        json_string_length(v) > 0) {
+        CHUNK(json_pack("{s:O}", "content", v), NULL);
+    }
+    json_array_foreach(json_object_get(msg, "tool_calls"), i, tc)
+    {
+        json_t *t = json_deep_copy(tc);
+
+        json_object_set_new(t, "index", json_integer((json_int_t)i));
+        CHUNK(json_pack("{s:[o]}", "tool_calls", t), NULL);
+    }
+    CHUNK(json_object(), json_object_get(c0, "finish_reason"));
+    if (want_usage) {
+        json_array_append_new(
+            out, json_pack("{s:O?,s:s,s:O?,s:O?,s:[],s:o}", "id",
+                           json_object_get(cpl, "id"), "object",
+                           "chat.completion.chunk", "created",
+                           json_object_get(cpl, "created"), "model",
+                           json_object_get(cpl, "model"), "choices", "usage",
+                           usage_json(&e->usage)));
+    }
+#undef CHUNK
+    json_decref(cpl);
+    return out;
+}
+
+static void
+emit_json(mf_req_t *r, json_t *chunk)
+{
+    char *t = json_dumps(chunk, JSON_COMPACT);
+
+    if (t != NULL) {
+        api->emit_event(r, (mf_str_t){t, strlen(t)}, 0);
+        free(t);
+    }
+}
+
+/* The usage chunk a client asked for when the entry has none. */
+static void
+emit_usage(rctx_t *x, const cs_entry_t *e)
+{
+    json_t *u = json_pack("{s:s,s:[],s:o}", "object", "chat.completion.chunk",
+                          "choices", "usage", usage_json(&e->usage));
+
+    emit_json(x->r, u);
+    json_decref(u);
+    x->usage_sent = 1;
+}
+
+/* Sends the entry's next event; returns 0 once the last went. */
+static int
+replay_one(rctx_t *x, const cs_entry_t *e)
+{
+    while (x->next < e->nevents) {
+        const cs_event_t *ev = &e->events[x->next++];
+
+        if (ev->flags & CS_EV_USAGE) {
+            if (!x->want_usage) {
+                continue;
+            }
+            x->usage_sent = 1;
+        }
+        api->emit_event(x->r, ev->data, 0);
+        return 1;
+    }
+    if (x->want_usage && !x->usage_sent) {
+        emit_usage(x, e);
+    }
+    api->emit_event(x->r, MF_STR_NULL, 1);
+    return 0;
+}
+
+static void
+pace_cb(mf_req_t *r, void *arg, const char *err)
+{
+    rctx_t *x = arg;
+
+    if (err != NULL || !replay_one(x, x->hit) ||
+        api->timer(r, (uint64_t)x->c->pace_ms, pace_cb, x) != MF_OK) {
+        api->resume(r, MF_RESPOND);
+    }
+}
+
+/* Answers the request from entry e (a reference the context takes). */
+static mf_action_t
+answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
+{
+    cache_t *c = x->c;
+    char age[32];
+    int n;
+
+    x->status = ST_HIT;
+    x->hit = e;
+    set_status(r, "hit");
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache-layer"),
+                    MF_STR("exact"));
+    n = snprintf(age, sizeof(age), "%lld",
+                 (long long)((now_ms() - e->created_ms) / 1000));
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("age"),
+                    (mf_str_t){age, (size_t)n});
+    api->set_usage(r, &e->usage);
+    api->set_cached(r, c->count_quota);
+    atomic_fetch_add(&c->hits, 1);
+    if (e->usage.total_tokens > 0) {
+        atomic_fetch_add(&c->tokens_saved,
+                         (unsigned long long)e->usage.total_tokens);
+    }
+    if (!stream) {
+        json_t *cpl = e->stream
+                          ? completion_from_stream(e)
+                          : json_loadb(e->body.data, e->body.len, 0, NULL);
+
+        return api->respond_completion(r, cpl) == MF_OK ? MF_RESPOND : MF_FAIL;
+    }
+    if (!e->stream) {
+        json_t *chunks = stream_from_completion(e, x->want_usage), *ch;
+        size_t i;
+
+        if (chunks == NULL) {
+            return MF_FAIL;
+        }
+        json_array_foreach(chunks, i, ch)
+        {
+            emit_json(r, ch);
+        }
+        json_decref(chunks);
+        api->emit_event(r, MF_STR_NULL, 1);
+        return MF_RESPOND;
+    }
+    if (c->paced) {
+        if (replay_one(x, e) &&
+            api->timer(r, (uint64_t)c->pace_ms, pace_cb, x) == MF_OK) {
+            return MF_PAUSE;
+        }
+        return MF_RESPOND;
+    }
+    while (replay_one(x, e)) {
+    }
+    return MF_RESPOND;
+}
+
+/* Stages */
+
+static mf_action_t
+cache_on_route(mf_req_t *r, void *state, void **ctx)
+{
+    cache_t *c = state;
+    mf_req_info_t info = {.size = sizeof(info)};
+    mf_str_t v, model;
+    rctx_t *x;
+    json_t *body, *so;
+    cs_entry_t *e;
+    int64_t max_age = -1;
+    int no_store = 0, no_cache = 0, bypass = 0;
+
+    api->get_info(r, &info);
+    if (info.endpoint != MF_ENDPOINT_CHAT &&
+        info.endpoint != MF_ENDPOINT_MESSAGES) {
+        return MF_CONTINUE;
+    }
+    x = api->palloc(r, sizeof(*x));
+    if (x == NULL) {
+        return MF_CONTINUE;
+    }
+    memset(x, 0, sizeof(*x));
+    x->r = r;
+    x->c = c;
+    *ctx = x;
+    if (c->client_controls) {
+        if (api->get_header(r, MF_REQUEST_HEADERS, MF_STR("cache-control"),
+                            &v) == MF_OK) {
+            no_store = cc_has(v, "no-store", NULL);
+            no_cache = cc_has(v, "no-cache", NULL);
+            cc_has(v, "max-age", &max_age);
+        }
+        if (api->get_header(r, MF_REQUEST_HEADERS, MF_STR("x-cache-control"),
+                            &v) == MF_OK) {
+            bypass = v.len == 6 && strncasecmp(v.data, "bypass", 6) == 0;
+            no_cache |= v.len == 7 && strncasecmp(v.data, "refresh", 7) == 0;
+        }
+    }
+    body = api->get_body_json(r);
+    /* what the cache does not serve: several choices */
+    if (bypass || body == NULL ||
+        json_integer_value(json_object_get(body, "n")) > 1) {
+        x->status = ST_BYPASS;
+        set_status(r, "bypass");
+        atomic_fetch_add(&c->bypasses, 1);
+        return MF_CONTINUE;
+    }
+    model = api->get_model(r);
+    x->model = pstrndup(r, model.data, model.len);
+    x->scope = scope_of(r, c);
+    so = json_object_get(body, "stream_options");
+    x->want_usage = json_is_true(json_object_get(so, "include_usage"));
+    if (x->model == NULL || x->scope == NULL || key_of(x, body) != MF_OK) {
+        return MF_CONTINUE;
+    }
+    if (!no_cache && (e = cs_store_get(c->store, x->key, now_ms())) != NULL) {
+        if (max_age < 0 || (now_ms() - e->created_ms) / 1000 <= max_age) {
+            return answer(r, x, e, info.stream);
+        }
+        cs_entry_release(e);
+    }
+    x->status = ST_MISS;
+    x->store = !no_store;
+    set_status(r, "miss");
+    atomic_fetch_add(&c->misses, 1);
+    if (x->store) {
+        api->record_answer(r);
+    }
+    return MF_CONTINUE;
+}
+
+/* finish_reason of a choice: stop or tool_calls make an answer whole. */
+static int
+whole_finish(const json_t *fr)
+{
+    const char *s = json_string_value(fr);
+
+    return s != NULL &&
+           (strcmp(s, "stop") == 0 || strcmp(s, "tool_calls") == 0);
+}
+
+/* A stream answer's events, flagged; NULL when it did not end whole. */
+static cs_event_t *
+stream_events(mf_req_t *r, size_t *n)
+{
+    size_t cap = 16, i;
+    cs_event_t *ev = malloc(cap * sizeof(*ev));
+    int whole = 0;
+    mf_str_t d;
+
+    for (i = 0; ev != NULL && api->get_answer_event(r, i, &d) == MF_OK; i++) {
+        json_t *ch = json_loadb(d.data, d.len, 0, NULL);
+        json_t *choices = json_object_get(ch, "choices");
+        json_t *c0 = json_array_get(choices, 0);
+
+        if (ch == NULL) {
+            free(ev);
+            return NULL;
+        }
+        if (i == cap) {
+            cs_event_t *bigger = realloc(ev, 2 * cap * sizeof(*ev));
+
+            if (bigger == NULL) {
+                json_decref(ch);
+                free(ev);
+                return NULL;
+            }
+            ev = bigger;
+            cap *= 2;
+        }
+        ev[i].data = d;
+        ev[i].flags = json_array_size(choices) == 0 &&
+                              json_is_object(json_object_get(ch, "usage"))
+                          ? CS_EV_USAGE
+                          : 0;
+        whole |= whole_finish(json_object_get(c0, "finish_reason"));
+        json_decref(ch);
+    }
+    if (ev != NULL && (!whole || i == 0)) {
+        free(ev);
+        return NULL;
+    }
+    *n = i;
+    return ev;
+}
+
+static void
+cache_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    cache_t *c = state;
+    rctx_t *x = *ctx;
+    mf_req_info_t info = {.size = sizeof(info)};
+    cs_entry_t *e = NULL;
+    int64_t now = now_ms();
+
+    if (x == NULL || !x->store) {
+        return;
+    }
+    api->get_info(r, &info);
+    /* only a whole answer: a 200 the upstream finished, with its usage */
+    if (info.status != 200 || info.error.len > 0 || info.usage.estimated ||
+        info.usage.prompt_tokens < 0 || info.usage.completion_tokens < 0) {
+        return;
+    }
+    if (info.stream) {
+        size_t n = 0;
+        cs_event_t *ev = stream_events(r, &n);
+
+        if (ev == NULL) {
+            return;
+        }
+        e = cs_entry_new(x->key, x->scope, x->model, now, now + c->ttl_ms,
+                         &info.usage, 1, MF_STR_NULL, ev, n);
+        free(ev);
+    } else {
+        json_t *a = api->get_answer(r);
+        json_t *c0 = json_array_get(json_object_get(a, "choices"), 0);
+        char *t = whole_finish(json_object_get(c0, "finish_reason"))
+                      ? json_dumps(a, JSON_COMPACT)
+                      : NULL;
+
+        json_decref(a);
+        if (t == NULL) {
+            return;
+        }
+        e = cs_entry_new(x->key, x->scope, x->model, now, now + c->ttl_ms,
+                         &info.usage, 0, (mf_str_t){t, strlen(t)}, NULL, 0);
+        free(t);
+    }
+    if (e == NULL) {
+        return;
+    }
+    if (e->bytes > c->max_entry) {
+        cs_entry_release(e);
+        return;
+    }
+    if (cs_store_put(c->store, e) == MF_OK) {
+        atomic_fetch_add(&c->stored, 1);
+    }
+}
+
+static void
+cache_on_done(mf_req_t *r, void *state, void **ctx)
+{
+    rctx_t *x = *ctx;
+
+    (void)r;
+    (void)state;
+    if (x != NULL) {
+        cs_entry_release(x->hit);
+        x->hit = NULL;
+    }
+    *ctx = NULL;
+}
+
+static const mf_plugin_t cache_plugin = {
+    MF_PLUGIN_ABI,          .name = "cache",
+    .version = "1.0.0",     .init = cache_init,
+    .fini = cache_fini,     .on_route = cache_on_route,
+    .on_log = cache_on_log, .on_done = cache_on_done,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &cache_plugin;
+}

@@ -1,0 +1,295 @@
+// The exact AI cache (plugins/cache): hits for streams and whole answers,
+// replayed byte for byte, across protocols and kinds; scopes that never
+// leak between groups; client controls; only whole answers stored; purge.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import http from 'node:http';
+import { startMock, startGateway, config, chat, post, path } from './harness.mjs';
+
+let mock, dir, gw, sock;
+
+function gwConfig(mockUrl) {
+  return config(mockUrl, {
+    stages: `  - { name: auth, plugin: key-auth }
+  - name: cache
+    plugin: cache
+    config: { ttl: 1h, max_memory: 8MiB }`,
+  }) + `
+admin: { socket: ${dir}/admin.sock }
+groups:
+  - { name: red }
+  - { name: blue }
+consumers:
+  - { name: ann, group: red, keys: ["k-ann"] }
+  - { name: bob, group: red, keys: ["k-bob"] }
+  - { name: cid, group: blue, keys: ["k-cid"] }
+  - { name: dan, keys: ["k-dan"] }
+`;
+}
+
+function command(name, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
+      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+const auth = (k, extra = {}) => ({ authorization: `Bearer ${k}`, ...extra });
+let n = 0;
+const unique = (s) => `${s} #${++n}`; // a question no other test asked
+
+before(async () => {
+  mock = await startMock();
+  dir = mkdtempSync(path.join(tmpdir(), 'mf-cache-'));
+  sock = path.join(dir, 'admin.sock');
+  gw = await startGateway(gwConfig(mock.url), { dir });
+});
+
+after(async () => {
+  await gw.stop();
+  await mock.stop();
+});
+
+async function counted(fn) {
+  const before = await mock.count();
+  const out = await fn();
+  return { out, calls: (await mock.count()) - before };
+}
+
+test('non-stream: a miss, then a hit served without the upstream, same body, logged cached', async () => {
+  const q = unique('what is a cache?');
+  const a = await chat(gw, q, { max_tokens: 50 }, auth('k-ann'));
+  assert.equal(a.status, 200);
+  assert.equal(a.headers.get('x-manifold-cache'), 'miss');
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { out: b, calls } = await counted(() => chat(gw, q, { max_tokens: 50 }, auth('k-ann')));
+  assert.equal(calls, 0);
+  assert.equal(b.status, 200);
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(b.headers.get('x-manifold-cache-layer'), 'exact');
+  assert.match(b.headers.get('age'), /^\d+$/);
+  assert.deepEqual(await b.json(), ja);
+  const line = await gw.waitLog((l) => l.request_id === b.headers.get('x-request-id'));
+  assert.equal(line.cached, true);
+  assert.equal(line.attempts, 0);
+  assert.equal(line.total_tokens, ja.usage.total_tokens);
+});
+
+test('stream: the hit replays the stored events byte for byte, chunking kept', async () => {
+  const q = unique('[[mock:chunks=7]] tell me a story');
+  const body = { stream: true, stream_options: { include_usage: true } };
+  const a = await chat(gw, q, body, auth('k-ann'));
+  assert.equal(a.headers.get('x-manifold-cache'), 'miss');
+  const ta = await a.text();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { out: b, calls } = await counted(() => chat(gw, q, body, auth('k-ann')));
+  assert.equal(calls, 0);
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  assert.match(b.headers.get('content-type'), /text\/event-stream/);
+  const tb = await b.text();
+  assert.equal(tb, ta);
+  assert.ok(tb.split('\n\n').length > 9, 'the original chunking');
+});
+
+test('tool-call stream replayed byte for byte; the usage chunk only when asked', async () => {
+  const q = unique('call the tool');
+  const tools = [{ type: 'function', function: { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }];
+  const a = await chat(gw, q, { stream: true, tools }, auth('k-ann'));
+  const ta = await a.text();
+  assert.match(ta, /"tool_calls"/);
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { out: b, calls } = await counted(() => chat(gw, q, { stream: true, tools }, auth('k-ann')));
+  assert.equal(calls, 0);
+  assert.equal(await b.text(), ta);
+  // the same entry, asked with the usage chunk: it comes, from the stored usage
+  const c = await chat(gw, q, { stream: true, tools, stream_options: { include_usage: true } }, auth('k-ann'));
+  assert.equal(c.headers.get('x-manifold-cache'), 'hit');
+  const tc = await c.text();
+  assert.match(tc, /"choices":\[\],"usage":\{"prompt_tokens"/);
+});
+
+test('reasoning stream replayed byte for byte', async () => {
+  const id = `chatcmpl-r${n}`;
+  const ev = (delta, finish = null) => `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices: [{ index: 0, delta, finish_reason: finish }] })}\n\n`;
+  const sse = ev({ role: 'assistant', content: '' }) + ev({ reasoning_content: 'Think: ' }) +
+    ev({ reasoning_content: 'two and two.' }) + ev({ content: 'Four' }) + ev({}, 'stop') +
+    `data: ${JSON.stringify({ id, object: 'chat.completion.chunk', created: 1, model: 'gpt-4o', choices: [], usage: { prompt_tokens: 9, completion_tokens: 6, total_tokens: 15 } })}\n\n` +
+    'data: [DONE]\n\n';
+  await mock.mode({ status: 200, body: sse, headers: { 'Content-Type': 'text/event-stream' } });
+  const q = unique('2+2?');
+  let ta;
+  try {
+    const a = await chat(gw, q, { stream: true, stream_options: { include_usage: true } }, auth('k-ann'));
+    ta = await a.text();
+    await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  } finally {
+    await mock.mode({ status: 0 });
+  }
+  assert.equal(ta, sse);
+  const b = await chat(gw, q, { stream: true, stream_options: { include_usage: true } }, auth('k-ann'));
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(await b.text(), sse);
+  // the same entry as a whole answer: the reasoning and the text joined
+  const c = await chat(gw, q, {}, auth('k-ann'));
+  assert.equal(c.headers.get('x-manifold-cache'), 'hit');
+  const jc = await c.json();
+  assert.equal(jc.choices[0].message.content, 'Four');
+  assert.equal(jc.choices[0].message.reasoning_content, 'Think: two and two.');
+  assert.equal(jc.usage.total_tokens, 15);
+});
+
+test('a whole answer serves a stream and a stream serves a whole answer', async () => {
+  const q1 = unique('whole first');
+  const a = await chat(gw, q1, {}, auth('k-ann'));
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const b = await chat(gw, q1, { stream: true }, auth('k-ann'));
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  const events = (await b.text()).split('\n\n').filter((e) => e.startsWith('data: '));
+  assert.equal(events.at(-1), 'data: [DONE]');
+  const chunks = events.slice(0, -1).map((e) => JSON.parse(e.slice(6)));
+  assert.equal(chunks.map((c) => c.choices[0]?.delta?.content ?? '').join(''), ja.choices[0].message.content);
+  assert.equal(chunks.at(-1).choices[0].finish_reason, 'stop');
+
+  const q2 = unique('[[mock:chunks=4]] stream first');
+  const c = await chat(gw, q2, { stream: true }, auth('k-ann'));
+  const tc = await c.text();
+  await gw.waitLog((l) => l.request_id === c.headers.get('x-request-id'));
+  const text = tc.split('\n\n').filter((e) => e.startsWith('data: {'))
+    .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '').join('');
+  const d = await chat(gw, q2, {}, auth('k-ann'));
+  assert.equal(d.headers.get('x-manifold-cache'), 'hit');
+  const jd = await d.json();
+  assert.equal(jd.object, 'chat.completion');
+  assert.equal(jd.choices[0].message.content, text);
+  assert.equal(jd.choices[0].finish_reason, 'stop');
+  assert.ok(jd.usage.total_tokens > 0);
+});
+
+test('an entry an OpenAI client made is served to an Anthropic client, stream and not', async () => {
+  const q = unique('[[mock:chunks=3]] hello from both');
+  const a = await chat(gw, q, { max_tokens: 64 }, auth('k-ann'));
+  await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const msg = { model: 'gpt-4o', max_tokens: 64, messages: [{ role: 'user', content: q }] };
+  const { out: b, calls } = await counted(() => post(gw, '/v1/messages', msg, auth('k-ann')));
+  assert.equal(calls, 0);
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  const jb = await b.json();
+  assert.equal(jb.type, 'message');
+  assert.equal(jb.content[0].type, 'text');
+  const s = await post(gw, '/v1/messages', { ...msg, stream: true }, auth('k-ann'));
+  assert.equal(s.headers.get('x-manifold-cache'), 'hit');
+  const ts = await s.text();
+  assert.match(ts, /^event: message_start\n/);
+  assert.match(ts, /event: message_stop\n/);
+  assert.doesNotMatch(ts, /data: \[DONE\]/);
+});
+
+test('scope: a group shares its entries, another group and a lone consumer never see them', async () => {
+  const q = unique('team secret');
+  const a = await chat(gw, q, {}, auth('k-ann'));
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const b = await chat(gw, q, {}, auth('k-bob')); // same group
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+  assert.deepEqual(await b.json(), ja);
+  const { out: c, calls } = await counted(async () => {
+    const res = await chat(gw, q, {}, auth('k-cid')); // another group
+    await res.json();
+    return res;
+  });
+  assert.equal(c.headers.get('x-manifold-cache'), 'miss');
+  assert.equal(calls, 1);
+  const d = await chat(gw, q, {}, auth('k-dan')); // no group: its own scope
+  assert.equal(d.headers.get('x-manifold-cache'), 'miss');
+  await d.json();
+  // a namespace narrows: bob's namespaced request does not see ann's entry
+  const e = await chat(gw, q, {}, auth('k-bob', { 'x-cache-namespace': 'proj-1' }));
+  assert.equal(e.headers.get('x-manifold-cache'), 'miss');
+  await e.json();
+});
+
+test('client controls: no-store, no-cache, max-age, bypass and refresh', async () => {
+  const q = unique('controls');
+  const a = await chat(gw, q, {}, auth('k-ann', { 'cache-control': 'no-store' }));
+  await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const b = await chat(gw, q, {}, auth('k-ann'));
+  assert.equal(b.headers.get('x-manifold-cache'), 'miss', 'no-store: nothing was stored');
+  await b.json();
+  await gw.waitLog((l) => l.request_id === b.headers.get('x-request-id'));
+  const { out: c, calls } = await counted(async () => {
+    const res = await chat(gw, q, {}, auth('k-ann', { 'x-cache-control': 'bypass' }));
+    await res.json();
+    return res;
+  });
+  assert.equal(c.headers.get('x-manifold-cache'), 'bypass');
+  assert.equal(calls, 1);
+  await command('cache.purge', { all: true });
+  const d = await chat(gw, q, {}, auth('k-ann', { 'cache-control': 'no-cache' }));
+  assert.equal(d.headers.get('x-manifold-cache'), 'miss');
+  await d.json();
+  await gw.waitLog((l) => l.request_id === d.headers.get('x-request-id'));
+  const e = await chat(gw, q, {}, auth('k-ann'));
+  assert.equal(e.headers.get('x-manifold-cache'), 'hit', 'no-cache stored the fresh answer');
+  await e.json();
+  const f = await chat(gw, q, {}, auth('k-ann', { 'x-cache-control': 'refresh' }));
+  assert.equal(f.headers.get('x-manifold-cache'), 'miss');
+  await f.json();
+  // max-age=0 is served only by an entry of this second
+  await new Promise((r) => setTimeout(r, 1100));
+  const g = await chat(gw, q, {}, auth('k-ann', { 'cache-control': 'max-age=0' }));
+  assert.equal(g.headers.get('x-manifold-cache'), 'miss');
+  await g.json();
+});
+
+test('errors, cut streams and unfinished answers are never stored', async () => {
+  const q1 = unique('[[mock:status=500]] fails');
+  const a = await chat(gw, q1, {}, auth('k-ann'));
+  assert.equal(a.status, 502);
+  await a.text();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { calls: c1 } = await counted(async () => (await chat(gw, q1, {}, auth('k-ann'))).text());
+  assert.equal(c1, 1);
+
+  const q2 = unique('[[mock:chunks=6 cut=3]] cut short');
+  const b = await chat(gw, q2, { stream: true }, auth('k-ann'));
+  await b.text();
+  await gw.waitLog((l) => l.request_id === b.headers.get('x-request-id'));
+  const { out: b2, calls: c2 } = await counted(() => chat(gw, q2, { stream: true }, auth('k-ann')));
+  assert.equal(b2.headers.get('x-manifold-cache'), 'miss');
+  await b2.text();
+  assert.equal(c2, 1);
+});
+
+test('manifoldctl cache purge: by key scope and model; stats count', async () => {
+  const q = unique('purge me');
+  const a = await chat(gw, q, {}, auth('k-ann'));
+  await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const st = await command('cache.stats', {});
+  assert.equal(st.status, 200);
+  assert.ok(st.json.entries > 0 && st.json.hits > 0 && st.json.bytes <= st.json.max_bytes);
+  assert.equal((await command('cache.purge', {})).status, 400);
+  const p = await command('cache.purge', { scope: 'group:blue' });
+  assert.equal(p.status, 200);
+  const b = await chat(gw, q, {}, auth('k-ann'));
+  assert.equal(b.headers.get('x-manifold-cache'), 'hit', 'another scope purged, not this one');
+  await b.json();
+  const p2 = await command('cache.purge', { scope: 'group:red', model: 'gpt-4o' });
+  assert.ok(p2.json.purged >= 1);
+  const c = await chat(gw, q, {}, auth('k-ann'));
+  assert.equal(c.headers.get('x-manifold-cache'), 'miss');
+  await c.json();
+});
