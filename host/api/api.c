@@ -712,6 +712,18 @@ api_get_answer_event(mf_req_t *r, size_t i, mf_str_t *data)
 }
 
 static int
+api_watch_answer(mf_req_t *r, mf_answer_watch_fn cb, void *arg)
+{
+    if (!in_call(r, MF_CALL_STAGE_ANSWER) || !r->stream || cb == NULL) {
+        return MF_ERR;
+    }
+    r->record = 1;
+    r->rec_watch = cb;
+    r->rec_watch_arg = arg;
+    return MF_OK;
+}
+
+static int
 api_set_cached(mf_req_t *r, int counted)
 {
     if (!in_call(r, MF_CALL_SET_CACHED)) {
@@ -771,4 +783,5 @@ const mf_host_api_t mf_api = {
     .get_answer = api_get_answer,
     .get_answer_event = api_get_answer_event,
     .set_cached = api_set_cached,
+    .watch_answer = api_watch_answer,
 };

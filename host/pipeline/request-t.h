@@ -152,10 +152,12 @@ struct mf_req_s {
     int record;          /* api->record_answer: keep the canonical answer */
     mf_buf_t rec_events; /* its stream events: 4-byte length, then data */
     json_t *rec_json;    /* its non-stream completion */
-    size_t rec_at;       /* mf_req_answer_event's cursor: an event index */
-    size_t rec_at_off;   /* and where it begins in rec_events */
-    int stage_stream;    /* 1: a stage's own stream is going out, 2: ended */
-    int cached;          /* api->set_cached: 1, or 2 counted as served */
+    mf_answer_watch_fn rec_watch; /* api->watch_answer */
+    void *rec_watch_arg;
+    size_t rec_at;     /* mf_req_answer_event's cursor: an event index */
+    size_t rec_at_off; /* and where it begins in rec_events */
+    int stage_stream;  /* 1: a stage's own stream is going out, 2: ended */
+    int cached;        /* api->set_cached: 1, or 2 counted as served */
 
     /* timing */
     double start_ms;

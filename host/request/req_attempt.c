@@ -103,6 +103,9 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
     };
     r->chunk_out.len = 0;
+    if (r->rec_events.len > 0 && r->rec_watch != NULL) {
+        r->rec_watch(r, r->rec_watch_arg, MF_STR_NULL, 1);
+    }
     r->rec_events.len = 0; /* what a failed attempt held is not the answer */
     mf_buf_reset(&r->up_buf);
     mf_keypool_begin(t->prov, k);

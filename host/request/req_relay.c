@@ -145,6 +145,9 @@ record_event(mf_req_t *r, mf_str_t data)
         r->record = 0; /* too large to keep: no answer record */
         mf_buf_free(&r->rec_events);
     }
+    if (r->rec_watch != NULL) {
+        r->rec_watch(r, r->rec_watch_arg, data, 0);
+    }
 }
 
 void

@@ -11,6 +11,7 @@
  */
 #include <manifold/plugin.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,30 @@ typedef struct cache_s {
     int count_quota;     /* a hit is charged to quotas */
     atomic_ullong hits, misses, bypasses, stored;
     atomic_ullong tokens_saved;
+    atomic_ullong coalesced;
+    pthread_mutex_t flock; /* the flights and everything in them */
+    gov_map_t *flights;    /* key -> flight_t: misses being answered */
 } cache_t;
+
+/* How often a follower looks at its leader's flight. */
+#define FOLLOW_POLL_MS 3
+
+/*
+ * A miss in flight: the leader's upstream call that concurrent identical
+ * misses (the followers) wait on instead of making their own. A stream
+ * leader's events are copied here as they arrive; its end sets the entry
+ * (an answer whole enough to store) or failed. Under cache_t.flock.
+ */
+typedef struct flight_s {
+    int refs;
+    int state;         /* FLIGHT_* */
+    int stream;        /* the leader streams: events arrive */
+    cs_entry_t *entry; /* FLIGHT_DONE: the answer */
+    cs_event_t *events;
+    size_t nevents, cap;
+} flight_t;
+
+enum { FLIGHT_RUNNING = 0, FLIGHT_DONE, FLIGHT_FAILED };
 
 typedef enum { ST_NONE = 0, ST_HIT, ST_MISS, ST_BYPASS } status_t;
 
@@ -55,6 +79,9 @@ typedef struct rctx_s {
     size_t next;     /* its next event */
     int want_usage;  /* the client asked for the usage chunk */
     int usage_sent;
+    flight_t *flight; /* the flight it leads or follows (a reference) */
+    int leader;
+    int started; /* a follower's stream has begun */
 } rctx_t;
 
 /* The request fields that do not change the answer. */
@@ -148,6 +175,10 @@ cache_fini(void *state)
 
     if (c != NULL) {
         cs_store_free(c->store);
+        if (c->flights != NULL) {
+            gov_map_free(c->flights, NULL); /* each held by a request */
+            pthread_mutex_destroy(&c->flock);
+        }
         free(c);
     }
 }
@@ -184,13 +215,14 @@ cmd_stats(void *arg, const json_t *args, json_t **out)
 
     (void)args;
     cs_store_stats(c->store, &st);
-    *out = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries",
+    *out = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "entries",
                      (json_int_t)st.entries, "bytes", (json_int_t)st.bytes,
                      "max_bytes", (json_int_t)st.max_bytes, "evicted",
                      (json_int_t)st.evicted, "expired", (json_int_t)st.expired,
                      "hits", (json_int_t)atomic_load(&c->hits), "misses",
                      (json_int_t)atomic_load(&c->misses), "bypasses",
-                     (json_int_t)atomic_load(&c->bypasses), "stored",
+                     (json_int_t)atomic_load(&c->bypasses), "coalesced",
+                     (json_int_t)atomic_load(&c->coalesced), "stored",
                      (json_int_t)atomic_load(&c->stored), "tokens_saved",
                      (json_int_t)atomic_load(&c->tokens_saved));
     return 200;
@@ -304,6 +336,8 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
     if (c->store == NULL) {
         goto fail;
     }
+    pthread_mutex_init(&c->flock, NULL);
+    c->flights = gov_map_new();
     if (api->register_command("cache.purge",
                               "cache purge --scope S | --model M | --key K "
                               "| --all: drop cached answers",
@@ -730,6 +764,234 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
     return MF_RESPOND;
 }
 
+/* Coalescing */
+
+static void
+flight_unref(flight_t *f)
+{
+    size_t i;
+
+    if (--f->refs > 0) {
+        return;
+    }
+    for (i = 0; i < f->nevents; i++) {
+        free((char *)f->events[i].data.data);
+    }
+    free(f->events);
+    cs_entry_release(f->entry);
+    free(f);
+}
+
+/* Drops the request's reference on its flight (on_done). */
+static void
+flight_leave(cache_t *c, rctx_t *x)
+{
+    if (x->flight == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->flock);
+    flight_unref(x->flight);
+    pthread_mutex_unlock(&c->flock);
+    x->flight = NULL;
+}
+
+/* The leader's answer is over: e (a new reference taken by the flight,
+ * or NULL: failed), the flight leaves the table. Once per leader. */
+static void
+flight_end(cache_t *c, rctx_t *x, cs_entry_t *e)
+{
+    flight_t *f = x->flight;
+
+    x->leader = 0;
+    if (f == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&c->flock);
+    if (gov_map_get(c->flights, (mf_str_t){x->key, 64}) == f) {
+        gov_map_del(c->flights, (mf_str_t){x->key, 64});
+    }
+    if (e != NULL) {
+        atomic_fetch_add(&e->refs, 1);
+    }
+    f->entry = e;
+    f->state = e != NULL ? FLIGHT_DONE : FLIGHT_FAILED;
+    pthread_mutex_unlock(&c->flock);
+}
+
+/* The leader's stream events as they arrive (its worker). */
+static void
+flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
+{
+    rctx_t *x = arg;
+    flight_t *f = x->flight;
+    cs_event_t ev = {0};
+    char *copy;
+
+    (void)r;
+    if (f == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&x->c->flock);
+    if (restart) {
+        /* a failover: followers that saw events cannot be given others */
+        if (f->nevents > 0) {
+            f->state = FLIGHT_FAILED;
+        }
+        goto out;
+    }
+    if (f->state != FLIGHT_RUNNING) {
+        goto out;
+    }
+    if (f->nevents == f->cap) {
+        size_t cap = f->cap ? 2 * f->cap : 16;
+        cs_event_t *bigger = realloc(f->events, cap * sizeof(*bigger));
+
+        if (bigger == NULL) {
+            f->state = FLIGHT_FAILED;
+            goto out;
+        }
+        f->events = bigger;
+        f->cap = cap;
+    }
+    copy = malloc(data.len ? data.len : 1);
+    if (copy == NULL) {
+        f->state = FLIGHT_FAILED;
+        goto out;
+    }
+    memcpy(copy, data.data, data.len);
+    ev.data = (mf_str_t){copy, data.len};
+    /* a usage-only chunk: {"choices":[],...,"usage":{...}} */
+    if (memmem(data.data, data.len, "\"choices\":[]", 12) != NULL) {
+        ev.flags = CS_EV_USAGE;
+    }
+    f->events[f->nevents++] = ev;
+out:
+    pthread_mutex_unlock(&x->c->flock);
+}
+
+/* Marks a follower's answer as the cache's. */
+static void
+follower_headers(mf_req_t *r, rctx_t *x)
+{
+    x->status = ST_HIT;
+    set_status(r, "hit");
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache-layer"),
+                    MF_STR("exact"));
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache-shared"),
+                    MF_STR("in-flight"));
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("age"), MF_STR("0"));
+    api->set_cached(r, x->c->count_quota);
+    atomic_fetch_add(&x->c->coalesced, 1);
+}
+
+/*
+ * A follower's turn (its worker, every FOLLOW_POLL_MS): a stream follower
+ * of a stream leader sends the events that came since it last looked;
+ * any follower answers from the entry once the leader is done; when the
+ * leader failed, a follower that sent nothing makes its own call.
+ */
+static void
+follow_cb(mf_req_t *r, void *arg, const char *err)
+{
+    rctx_t *x = arg;
+    cache_t *c = x->c;
+    flight_t *f = x->flight;
+    mf_req_info_t info = {.size = sizeof(info)};
+    cs_entry_t *e;
+    mf_action_t act;
+
+    if (err != NULL) {
+        api->resume(r, MF_CONTINUE);
+        return;
+    }
+    api->get_info(r, &info);
+    pthread_mutex_lock(&c->flock);
+    if (info.stream && f->stream && f->state != FLIGHT_FAILED) {
+        if (!x->started && (f->nevents > 0 || f->state == FLIGHT_DONE)) {
+            x->started = 1;
+            follower_headers(r, x);
+        }
+        while (x->next < f->nevents) {
+            const cs_event_t *ev = &f->events[x->next++];
+
+            if (!(ev->flags & CS_EV_USAGE) || x->want_usage) {
+                x->usage_sent |= (ev->flags & CS_EV_USAGE) != 0;
+                api->emit_event(r, ev->data, 0);
+            }
+        }
+        if (f->state == FLIGHT_DONE) {
+            api->set_usage(r, &f->entry->usage);
+            if (x->want_usage && !x->usage_sent) {
+                emit_usage(x, f->entry);
+            }
+            api->emit_event(r, MF_STR_NULL, 1);
+            pthread_mutex_unlock(&c->flock);
+            api->resume(r, MF_RESPOND);
+            return;
+        }
+    } else if (f->state == FLIGHT_DONE && !x->started) {
+        e = f->entry;
+        atomic_fetch_add(&e->refs, 1);
+        pthread_mutex_unlock(&c->flock);
+        follower_headers(r, x);
+        act = answer(r, x, e, info.stream);
+        if (act != MF_PAUSE) {
+            api->resume(r, act);
+        }
+        return;
+    }
+    if (f->state == FLIGHT_FAILED) {
+        pthread_mutex_unlock(&c->flock);
+        if (x->started) {
+            /* the leader's stream broke after this one began: it ends */
+            api->emit_event(r, MF_STR_NULL, 1);
+            api->resume(r, MF_RESPOND);
+        } else {
+            api->resume(r, MF_CONTINUE); /* its own upstream call */
+        }
+        return;
+    }
+    pthread_mutex_unlock(&c->flock);
+    if (api->timer(r, FOLLOW_POLL_MS, follow_cb, x) != MF_OK) {
+        api->resume(r, MF_CONTINUE);
+    }
+}
+
+/* A miss: leads a new flight (MF_CONTINUE: the upstream call is made),
+ * or follows the one in the air (MF_PAUSE). */
+static mf_action_t
+flight_join(mf_req_t *r, rctx_t *x, int stream)
+{
+    cache_t *c = x->c;
+    flight_t *f;
+
+    pthread_mutex_lock(&c->flock);
+    f = gov_map_get(c->flights, (mf_str_t){x->key, 64});
+    if (f == NULL) {
+        if (!x->store || (f = calloc(1, sizeof(*f))) == NULL) {
+            pthread_mutex_unlock(&c->flock);
+            return MF_CONTINUE;
+        }
+        f->refs = 1;
+        f->stream = stream;
+        gov_map_put(c->flights, (mf_str_t){x->key, 64}, f);
+        x->flight = f;
+        x->leader = 1;
+        pthread_mutex_unlock(&c->flock);
+        if (stream) {
+            api->watch_answer(r, flight_event, x);
+        }
+        return MF_CONTINUE;
+    }
+    f->refs++;
+    x->flight = f;
+    pthread_mutex_unlock(&c->flock);
+    if (api->timer(r, FOLLOW_POLL_MS, follow_cb, x) != MF_OK) {
+        return MF_CONTINUE;
+    }
+    return MF_PAUSE;
+}
+
 /* Stages */
 
 static mf_action_t
@@ -800,7 +1062,7 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
     if (x->store) {
         api->record_answer(r);
     }
-    return MF_CONTINUE;
+    return flight_join(r, x, info.stream);
 }
 
 /* finish_reason of a choice: stop or tool_calls make an answer whole. */
@@ -858,30 +1120,27 @@ stream_events(mf_req_t *r, size_t *n)
     return ev;
 }
 
-static void
-cache_on_log(mf_req_t *r, void *state, void **ctx)
+/* The entry of a whole answer (a 200 the upstream finished, with its
+ * usage), or NULL. */
+static cs_entry_t *
+entry_of(mf_req_t *r, const cache_t *c, const rctx_t *x)
 {
-    cache_t *c = state;
-    rctx_t *x = *ctx;
     mf_req_info_t info = {.size = sizeof(info)};
     cs_entry_t *e = NULL;
     int64_t now = now_ms();
 
-    if (x == NULL || !x->store) {
-        return;
-    }
     api->get_info(r, &info);
-    /* only a whole answer: a 200 the upstream finished, with its usage */
     if (info.status != 200 || info.error.len > 0 || info.usage.estimated ||
-        info.usage.prompt_tokens < 0 || info.usage.completion_tokens < 0) {
-        return;
+        info.usage.prompt_tokens < 0 || info.usage.completion_tokens < 0 ||
+        info.cached) {
+        return NULL;
     }
     if (info.stream) {
         size_t n = 0;
         cs_event_t *ev = stream_events(r, &n);
 
         if (ev == NULL) {
-            return;
+            return NULL;
         }
         e = cs_entry_new(x->key, x->scope, x->model, now, now + c->ttl_ms,
                          &info.usage, 1, MF_STR_NULL, ev, n);
@@ -895,16 +1154,37 @@ cache_on_log(mf_req_t *r, void *state, void **ctx)
 
         json_decref(a);
         if (t == NULL) {
-            return;
+            return NULL;
         }
         e = cs_entry_new(x->key, x->scope, x->model, now, now + c->ttl_ms,
                          &info.usage, 0, (mf_str_t){t, strlen(t)}, NULL, 0);
         free(t);
     }
+    if (e != NULL && e->bytes > c->max_entry) {
+        cs_entry_release(e);
+        e = NULL;
+    }
+    return e;
+}
+
+static void
+cache_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    cache_t *c = state;
+    rctx_t *x = *ctx;
+    cs_entry_t *e;
+
+    if (x == NULL || (!x->store && !x->leader)) {
+        return;
+    }
+    e = entry_of(r, c, x);
+    if (x->leader) {
+        flight_end(c, x, e); /* the followers get it, stored or not */
+    }
     if (e == NULL) {
         return;
     }
-    if (e->bytes > c->max_entry) {
+    if (!x->store) {
         cs_entry_release(e);
         return;
     }
@@ -916,11 +1196,15 @@ cache_on_log(mf_req_t *r, void *state, void **ctx)
 static void
 cache_on_done(mf_req_t *r, void *state, void **ctx)
 {
+    cache_t *c = state;
     rctx_t *x = *ctx;
 
     (void)r;
-    (void)state;
     if (x != NULL) {
+        if (x->leader) {
+            flight_end(c, x, NULL); /* no on_log: the followers go on */
+        }
+        flight_leave(c, x);
         cs_entry_release(x->hit);
         x->hit = NULL;
     }

@@ -293,3 +293,70 @@ test('manifoldctl cache purge: by key scope and model; stats count', async () =>
   assert.equal(c.headers.get('x-manifold-cache'), 'miss');
   await c.json();
 });
+
+test('coalescing: 50 identical concurrent misses make one upstream call, all 50 answered alike', async () => {
+  const q = unique('[[mock:delay=400]] everyone asks at once');
+  const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 50 }, async () => {
+    const res = await chat(gw, q, {}, auth(n % 2 ? 'k-ann' : 'k-bob'));
+    return { status: res.status, cache: res.headers.get('x-manifold-cache'), body: await res.json() };
+  })));
+  assert.equal(calls, 1);
+  assert.ok(rs.every((r) => r.status === 200));
+  assert.equal(rs.filter((r) => r.cache === 'miss').length, 1);
+  for (const r of rs) assert.deepEqual(r.body, rs[0].body);
+  assert.ok(rs[0].body.choices[0].message.content.length > 0);
+});
+
+test('coalescing streams: followers get the leader\'s events as they arrive, in any protocol', async () => {
+  const q = unique('[[mock:chunks=8 chunk_delay=60]] a slow story');
+  let firstAt = 0;
+  const { out: rs, calls } = await counted(() => Promise.all([
+    ...Array.from({ length: 12 }, async (_, i) => {
+      const res = await chat(gw, q, { max_tokens: 64, stream: true }, auth('k-ann'));
+      const reader = res.body.getReader();
+      let text = '';
+      let sawEarly = false;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        text += Buffer.from(value).toString();
+        // an event before the leader's answer ended: the 8 chunks take ~500 ms
+        if (!sawEarly && text.includes('"content":"') && !text.includes('[DONE]')) sawEarly = true;
+      }
+      if (i === 0) firstAt = Date.now();
+      return { cache: res.headers.get('x-manifold-cache'), text, sawEarly };
+    }),
+    (async () => {
+      const res = await post(gw, '/v1/messages', { model: 'gpt-4o', max_tokens: 64, stream: true, messages: [{ role: 'user', content: q }] }, auth('k-ann'));
+      return { cache: res.headers.get('x-manifold-cache'), text: await res.text(), anthropic: true };
+    })(),
+    (async () => {
+      const res = await chat(gw, q, { max_tokens: 64 }, auth('k-ann'));
+      return { cache: res.headers.get('x-manifold-cache'), json: await res.json(), whole: true };
+    })(),
+  ]));
+  assert.ok(firstAt > 0);
+  assert.equal(calls, 1);
+  const streams = rs.filter((r) => !r.anthropic && !r.whole);
+  assert.equal(rs.filter((r) => r.cache === 'miss').length, 1);
+  for (const r of streams) assert.equal(r.text, streams[0].text);
+  assert.ok(streams.filter((r) => r.cache === 'hit').every((r) => r.sawEarly), 'followers streamed before the end');
+  const text = streams[0].text.split('\n\n').filter((e) => e.startsWith('data: {'))
+    .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '').join('');
+  const anth = rs.find((r) => r.anthropic);
+  assert.match(anth.text, /^event: message_start\n/);
+  assert.match(anth.text, /event: message_stop\n/);
+  const whole = rs.find((r) => r.whole);
+  assert.equal(whole.json.choices[0].message.content, text);
+});
+
+test('coalescing: when the leader fails, its followers make their own calls', async () => {
+  const q = unique('[[mock:delay=300 status=500]] a failing question');
+  const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 5 }, async () => {
+    const res = await chat(gw, q, {}, auth('k-ann'));
+    await res.text();
+    return res.status;
+  })));
+  assert.ok(rs.every((s) => s === 502));
+  assert.equal(calls, 5);
+});

@@ -336,6 +336,12 @@ typedef struct mf_consumer_s {
  */
 typedef int (*mf_command_fn)(void *arg, const json_t *args, json_t **out);
 
+/* ABI 1.5: a stream answer's canonical events as they arrive
+ * (api->watch_answer). restart = 1 (data empty): an attempt that failed
+ * over before the client saw a byte is abandoned; events begin again. */
+typedef void (*mf_answer_watch_fn)(mf_req_t *r, void *arg, mf_str_t data,
+                                   int restart);
+
 /* Completion of an async host service; err == NULL on success. */
 typedef void (*mf_timer_cb)(mf_req_t *r, void *arg, const char *err);
 
@@ -587,6 +593,15 @@ struct mf_host_api_s {
      * (get_info's `cached`): counted = 0 leaves quotas and budgets
      * untouched, 1 charges its usage as if an upstream had served it. */
     int (*set_cached)(mf_req_t *r, int counted);
+    /* on_request, on_route, for a stream request. Records the answer
+     * (as record_answer) and calls cb with each canonical event's data as
+     * it is recorded, on the request's worker, while the answer is still
+     * arriving ([DONE] is not an event). cb must not block and must not
+     * call back into the host for r; data is borrowed for the call. Events
+     * of an attempt that fails over before its first byte reached the
+     * client were already given to cb: a failover calls cb with an empty
+     * data and *restart* set, after which the events begin again. */
+    int (*watch_answer)(mf_req_t *r, mf_answer_watch_fn cb, void *arg);
 
     void *spare[5];
 };
