@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
-import { startMock, startGateway, config, chat, post, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, path, writeConfig, spawnSync, BIN } from './harness.mjs';
 
 let mock, dir, gw, sock;
 
@@ -359,4 +359,46 @@ test('coalescing: when the leader fails, its followers make their own calls', as
   })));
   assert.ok(rs.every((s) => s === 502));
   assert.equal(calls, 5);
+});
+
+test('paced replay: the stored events again, one every `pace`', async () => {
+  const dir2 = mkdtempSync(path.join(tmpdir(), 'mf-cache-paced-'));
+  const gw2 = await startGateway(config(mock.url, {
+    stages: `  - name: cache
+    plugin: cache
+    config: { scope: global, replay: paced, pace: 40ms }`,
+  }), { dir: dir2 });
+  try {
+    const q = unique('[[mock:chunks=6]] paced');
+    const a = await chat(gw2, q, { stream: true }, {});
+    const ta = await a.text();
+    await gw2.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+    const t0 = Date.now();
+    const b = await chat(gw2, q, { stream: true }, {});
+    assert.equal(b.headers.get('x-manifold-cache'), 'hit');
+    assert.equal(await b.text(), ta);
+    const events = ta.split('\n\n').filter((e) => e.startsWith('data: {')).length;
+    // a timer never fires early: the replay cannot be shorter than its pace
+    assert.ok(Date.now() - t0 >= (events - 1) * 40, 'paced');
+  } finally {
+    await gw2.stop();
+  }
+});
+
+test('manifold -t refuses a cache config that cannot work, with the reason', () => {
+  const bad = (conf) => {
+    const file = writeConfig(config(mock.url, { stages: `  - { name: cache, plugin: cache, config: ${conf} }` }));
+    return spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  };
+  let r = bad('{ scope: team }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /scope must be group \(the default\), consumer or global/);
+  r = bad('{ ttl: soon }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /ttl must be a duration/);
+  r = bad('{ semantic: true }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /unknown setting 'semantic'/);
+  r = bad('{ max_memory: 64MiB, replay: paced, pace: 10ms, scope: consumer, count_quota: true }');
+  assert.equal(r.status, 0, r.stderr);
 });
