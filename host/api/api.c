@@ -181,7 +181,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.attempt_ttfb_ms = r->att.start > 0 && r->att.head_ms > 0
                             ? r->att.head_ms - r->att.start
                             : -1;
-    i.attempt_ms = r->att.start <= 0 ? -1
+    i.attempt_ms = r->att.start <= 0   ? -1
                    : r->att.end_ms > 0 ? r->att.end_ms - r->att.start
                                        : now - r->att.start;
     i.query = r->query;

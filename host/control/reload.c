@@ -114,9 +114,8 @@ warn_static(mf_reloader_t *rl, const mf_config_t *now, const mf_config_t *was)
                     now->workers ? "" : "auto", now->workers, rl->nworkers);
     }
     if (now->status_on != was->status_on ||
-        (now->status_on &&
-         (now->status_port != was->status_port ||
-          strcmp(now->status_host, was->status_host) != 0))) {
+        (now->status_on && (now->status_port != was->status_port ||
+                            strcmp(now->status_host, was->status_host) != 0))) {
         mf_log_warn("reload: status.listen changed; restart to apply");
     }
     if (now->reuse_port != was->reuse_port) {

@@ -156,9 +156,8 @@ valid_name(const char *s, int colon)
     }
     for (i = 0; s[i] != '\0'; i++) {
         char c = s[i];
-        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                 c == '_' || (colon && c == ':') ||
-                 (i > 0 && c >= '0' && c <= '9');
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' ||
+                 (colon && c == ':') || (i > 0 && c >= '0' && c <= '9');
 
         if (!ok) {
             return 0;
@@ -425,8 +424,7 @@ probe(mf_metric_t *m, uint32_t h, const mf_str_t *v, size_t n, size_t *slot)
     size_t i = h & m->mask, k;
 
     for (k = 0; k <= m->mask; k++) {
-        unsigned s =
-            atomic_load_explicit(&m->index[i], memory_order_acquire);
+        unsigned s = atomic_load_explicit(&m->index[i], memory_order_acquire);
 
         if (s == 0) {
             *slot = i;
@@ -522,8 +520,7 @@ cell_inc(cell_t *c)
 }
 
 static void
-exemplar_put(mf_metric_t *m, int shard, int idx, double value,
-             mf_str_t trace)
+exemplar_put(mf_metric_t *m, int shard, int idx, double value, mf_str_t trace)
 {
     exemplar_t *ex = atomic_load_explicit(&m->ex[shard], memory_order_acquire);
     unsigned seq;
@@ -659,8 +656,7 @@ latest_exemplar(mf_metric_t *m, size_t idx, exemplar_t *best)
     int have = 0;
 
     for (s = 0; s < NSHARDS; s++) {
-        exemplar_t *ex =
-            atomic_load_explicit(&m->ex[s], memory_order_acquire);
+        exemplar_t *ex = atomic_load_explicit(&m->ex[s], memory_order_acquire);
         exemplar_t copy;
         unsigned a, b;
         int tries = 0;

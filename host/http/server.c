@@ -496,8 +496,7 @@ conn_guard(mf_conn_t *c)
                             c->listener == MF_LISTENER_STATUS
                                 ? c->w->server->status_loopback
                                 : c->w->server->loopback,
-                            c->head, &code, msg,
-                            sizeof(msg));
+                            c->head, &code, msg, sizeof(msg));
     }
     handlers->config_release(hold);
     if (rc != MF_OK) {

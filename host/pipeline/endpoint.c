@@ -149,8 +149,9 @@ mf_endpoints_collect_add(const mf_endpoint_def_t *def, int handle, char *err,
     if (def == NULL || def->size < sizeof(mf_endpoint_def_t) ||
         (def->listener != MF_LISTENER_CLIENT &&
          def->listener != MF_LISTENER_STATUS)) {
-        snprintf(err, errcap, "add_endpoint: a definition needs its size "
-                              "and a listener (client or status)");
+        snprintf(err, errcap,
+                 "add_endpoint: a definition needs its size "
+                 "and a listener (client or status)");
         return MF_ERR;
     }
     if (!valid_path(def->path)) {
@@ -161,8 +162,9 @@ mf_endpoints_collect_add(const mf_endpoint_def_t *def, int handle, char *err,
         return MF_ERR;
     }
     if (!valid_method(def->method && def->method[0] ? def->method : NULL)) {
-        snprintf(err, errcap, "add_endpoint: method '%s' is not a method "
-                              "name such as GET or POST",
+        snprintf(err, errcap,
+                 "add_endpoint: method '%s' is not a method "
+                 "name such as GET or POST",
                  def->method);
         return MF_ERR;
     }
@@ -177,8 +179,7 @@ mf_endpoints_collect_add(const mf_endpoint_def_t *def, int handle, char *err,
     e.handle = handle;
     if (e.prefix && e.path_len > 1 && e.path[e.path_len - 1] == '/') {
         snprintf(err, errcap,
-                 "add_endpoint: prefix path '%s' must not end in '/'",
-                 e.path);
+                 "add_endpoint: prefix path '%s' must not end in '/'", e.path);
         return MF_ERR;
     }
     mf_endpoint_describe(&e, what, sizeof(what));
@@ -305,9 +306,9 @@ mf_endpoints_find(const mf_gen_t *g, mf_listener_t l, mf_str_t method,
         if (e->listener != l || match(e, path) != best) {
             continue;
         }
-        if (e->method == NULL || (method.len == strlen(e->method) &&
-                                  memcmp(method.data, e->method,
-                                         method.len) == 0)) {
+        if (e->method == NULL ||
+            (method.len == strlen(e->method) &&
+             memcmp(method.data, e->method, method.len) == 0)) {
             return e;
         }
         if (used < allowcap) {

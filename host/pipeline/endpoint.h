@@ -56,8 +56,8 @@ int mf_endpoints_build(mf_gen_t *g, char *err, size_t errcap);
  * the entry, or NULL; *allow then names the methods the path is served
  * with ("" when no entry serves the path: a 404, else a 405). */
 const mf_epath_t *mf_endpoints_find(const mf_gen_t *g, mf_listener_t l,
-                                    mf_str_t method, mf_str_t path,
-                                    char *allow, size_t allowcap);
+                                    mf_str_t method, mf_str_t path, char *allow,
+                                    size_t allowcap);
 
 /* "GET /metrics (status listener)" for messages. */
 void mf_endpoint_describe(const mf_epath_t *e, char *buf, size_t cap);

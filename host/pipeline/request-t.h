@@ -106,8 +106,8 @@ struct mf_req_s {
     int body_lazy;                /* checked, not parsed yet: json NULL */
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
-    int listener;                     /* mf_listener_t it came in on */
-    const struct mf_epath_s *epath;   /* a stage's path it is served by */
+    int listener;                   /* mf_listener_t it came in on */
+    const struct mf_epath_s *epath; /* a stage's path it is served by */
     mf_proto_t proto;
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */

@@ -543,9 +543,9 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->http10 = head->minor == 0;
     r->path = loggable_path(pool, head->path);
     if (head->target.len > head->path.len + 1) {
-        r->query = mf_pool_str(pool, (mf_str_t){
-                                         head->target.data + head->path.len + 1,
-                                         head->target.len - head->path.len - 1});
+        r->query = mf_pool_str(
+            pool, (mf_str_t){head->target.data + head->path.len + 1,
+                             head->target.len - head->path.len - 1});
     }
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
@@ -659,8 +659,7 @@ status_authorized(mf_req_t *r)
     if (want == NULL) {
         return 1;
     }
-    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) !=
-            MF_OK ||
+    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) != MF_OK ||
         got.len < 7 || strncasecmp(got.data, "Bearer ", 7) != 0) {
         return 0;
     }

@@ -151,16 +151,16 @@ typedef struct mf_req_info_s {
                                    left, or the drain time ran out); 0
                                    when the whole answer left */
     /* ABI 1.4: observability */
-    int listener;             /* mf_listener_t the request came in on */
-    double first_content_ms;  /* request start to the first event that
-                                 carried content (not a role-only chunk,
-                                 not the first byte), -1 none; the whole
-                                 body's first byte for a non-stream */
-    double attempt_ttfb_ms;   /* last attempt: its start to the upstream's
-                                 answer head, -1 none */
-    double attempt_ms;        /* last attempt: its start to its end (or
-                                 now), -1 none */
-    mf_str_t query;           /* the target's query, without '?' */
+    int listener;            /* mf_listener_t the request came in on */
+    double first_content_ms; /* request start to the first event that
+                                carried content (not a role-only chunk,
+                                not the first byte), -1 none; the whole
+                                body's first byte for a non-stream */
+    double attempt_ttfb_ms;  /* last attempt: its start to the upstream's
+                                answer head, -1 none */
+    double attempt_ms;       /* last attempt: its start to its end (or
+                                now), -1 none */
+    mf_str_t query;          /* the target's query, without '?' */
 } mf_req_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
@@ -404,8 +404,8 @@ typedef enum mf_metric_type_e {
 typedef struct mf_metric_def_s {
     size_t size; /* sizeof(mf_metric_def_t) */
     mf_metric_type_t type;
-    const char *name; /* [a-zA-Z_:][a-zA-Z0-9_:]* */
-    const char *help; /* one line */
+    const char *name;          /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help;          /* one line */
     const char *const *labels; /* label names, NULL-terminated; NULL none */
     const double *buckets;     /* histogram: upper bounds, ascending */
     size_t nbuckets;           /* at most MF_METRIC_MAX_BUCKETS */
