@@ -177,7 +177,9 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.tried.len = r->tried.len;
     i.listener = r->listener;
     i.first_content_ms =
-        r->first_content_ms > 0 ? r->first_content_ms - r->start_ms : -1;
+        r->first_content_ms > 0              ? r->first_content_ms - r->start_ms
+        : !r->stream && r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms
+                                             : -1;
     i.attempt_ttfb_ms = r->att.start > 0 && r->att.head_ms > 0
                             ? r->att.head_ms - r->att.start
                             : -1;
