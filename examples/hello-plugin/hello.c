@@ -1,8 +1,8 @@
 /*
  * hello: a C stage that adds a response header, `x-hello: <greeting>`,
- * to every answer, and, when given a path, serves it: GET <path> answers
- * "hello, <greeting>" as text. config: { greeting: "world", path:
- * "/hello", listener: "client" | "status" }
+ * to every answer, and, when given a path in `serve`, serves it: GET
+ * <path> answers "hello, <greeting>" as text. config: { greeting:
+ * "world", serve: "/hello", listener: "client" | "status" }
  */
 #include <manifold/plugin.h>
 #include <stdio.h>
@@ -41,7 +41,7 @@ hello_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     json_t *conf = json_loads(config_json, 0, NULL);
     const char *g = json_string_value(json_object_get(conf, "greeting"));
-    const char *path = json_string_value(json_object_get(conf, "path"));
+    const char *path = json_string_value(json_object_get(conf, "serve"));
     const char *l = json_string_value(json_object_get(conf, "listener"));
     hello_t *h = malloc(sizeof(*h));
 

@@ -509,6 +509,46 @@ loggable_path(mf_pool_t *pool, mf_str_t path)
     return s;
 }
 
+/* The one constructor of a request: the fields every request has, from
+ * its head (NULL when none was read) and the generation it runs on. A
+ * served request and one only logged (refused before its head was whole)
+ * are built here alike, so the access log sees the same record. */
+static mf_req_t *
+req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
+          const char *client_addr, double start_ms, size_t pool_size)
+{
+    static const mf_http_head_t none = {.content_length = -1};
+    mf_pool_t *pool = mf_pool_create(pool_size);
+    mf_req_t *r = mf_pool_alloc(pool, sizeof(*r));
+
+    memset(r, 0, sizeof(*r));
+    r->pool = pool;
+    r->worker = w;
+    r->gen = g;
+    r->start_ms = start_ms;
+    r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
+    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
+    r->usage.total_tokens = r->usage.cached_tokens = -1;
+    r->usage.reasoning_tokens = -1;
+    r->att.key_idx = -1;
+    atomic_fetch_add(&w->in_flight, 1);
+    r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
+    memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));
+    r->id = make_id(r, head != NULL ? head : &none);
+    if (head != NULL) {
+        r->method = mf_pool_str(pool, head->method);
+        r->http10 = head->minor == 0;
+        r->path = loggable_path(pool, head->path);
+        if (head->target.len > head->path.len + 1) {
+            r->query = mf_pool_str(
+                pool, (mf_str_t){head->target.data + head->path.len + 1,
+                                 head->target.len - head->path.len - 1});
+        }
+    }
+    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    return r;
+}
+
 /* A request from its head and body (taken), tied to the connection, with
  * the CORS headers of an allowed origin; *preflight tells a preflight.
  * The client's x-manifold-* headers are dropped here, before any stage. */
@@ -516,38 +556,15 @@ static mf_req_t *
 req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         const char *client_addr, char *body, size_t len, int *preflight)
 {
-    mf_pool_t *pool = mf_pool_create(8192);
-    mf_req_t *r = mf_pool_alloc(pool, sizeof(*r));
+    mf_req_t *r =
+        req_alloc(w, mf_gen_acquire(), head, client_addr, mf_now_ms(), 8192);
     size_t i;
 
-    memset(r, 0, sizeof(*r));
-    r->pool = pool;
-    r->worker = w;
     r->conn = c;
-    r->start_ms = mf_now_ms();
-    r->start_wall = mf_wall_time();
-    r->gen = mf_gen_acquire();
     r->body.data = body;
     r->body.len = len;
     r->bytes_in = len;
-    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
-    r->usage.total_tokens = r->usage.cached_tokens = -1;
-    r->usage.reasoning_tokens = -1;
-    r->att.key_idx = -1;
-    atomic_fetch_add(&w->in_flight, 1);
     atomic_fetch_add(&w->requests, 1);
-    r->ctx = mf_pool_alloc(pool, (r->gen->nstages + 1) * sizeof(void *));
-    memset(r->ctx, 0, (r->gen->nstages + 1) * sizeof(void *));
-    r->id = make_id(r, head);
-    r->method = mf_pool_str(pool, head->method);
-    r->http10 = head->minor == 0;
-    r->path = loggable_path(pool, head->path);
-    if (head->target.len > head->path.len + 1) {
-        r->query = mf_pool_str(
-            pool, (mf_str_t){head->target.data + head->path.len + 1,
-                             head->target.len - head->path.len - 1});
-    }
-    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     for (i = 0; i < head->nheaders; i++) {
         mf_str_t name = head->headers[i].name;
 
@@ -556,11 +573,11 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         if (name.len >= 11 && strncasecmp(name.data, "x-manifold-", 11) == 0) {
             continue;
         }
-        mf_hlist_set(pool, &r->req_headers, name, head->headers[i].value);
+        mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
     }
     r->listener = mf_conn_listener(c);
     mf_conn_set_req(c, r);
-    *preflight = mf_guard_cors(r->gen->config, head, pool, &r->resp_headers);
+    *preflight = mf_guard_cors(r->gen->config, head, r->pool, &r->resp_headers);
     return r;
 }
 
@@ -751,37 +768,15 @@ mf_req_log_unserved(mf_worker_t *w, const mf_http_head_t *head,
                     const char *client_addr, int status, const char *why,
                     uint64_t bytes_in, double start_ms)
 {
-    static const mf_http_head_t none = {.content_length = -1};
     mf_gen_t *g = mf_gen_acquire();
-    mf_pool_t *pool;
     mf_req_t *r;
 
     if (g == NULL) {
         return;
     }
-    pool = mf_pool_create(2048);
-    r = mf_pool_alloc(pool, sizeof(*r));
-    memset(r, 0, sizeof(*r));
-    r->pool = pool;
-    r->worker = w;
-    r->gen = g;
-    r->start_ms = start_ms;
-    r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
-    r->usage.prompt_tokens = r->usage.completion_tokens = -1;
-    r->usage.total_tokens = r->usage.cached_tokens = -1;
-    r->usage.reasoning_tokens = -1;
-    r->att.key_idx = -1;
-    atomic_fetch_add(&w->in_flight, 1);
-    r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));
-    memset(r->ctx, 0, (g->nstages + 1) * sizeof(void *));
-    r->id = make_id(r, head != NULL ? head : &none);
-    if (head != NULL) {
-        r->method = mf_pool_str(pool, head->method);
-        r->path = mf_pool_str(pool, head->path);
-    }
-    r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
+    r = req_alloc(w, g, head, client_addr, start_ms, 2048);
     r->status = status;
-    r->error = mf_pool_str(pool, mf_str_from(why));
+    r->error = mf_pool_str(r->pool, mf_str_from(why));
     r->bytes_in = bytes_in;
     r->finished = 1;
     r->phase = MF_PHASE_FINISHED;

@@ -12,10 +12,10 @@ let mock, gw, status;
 const stages = `
   - name: hello
     plugin: ${BUILD}/examples/hello.so
-    config: { greeting: "from C", path: "/hello" }
+    config: { greeting: "from C", serve: "/hello" }
   - name: hello-status
     plugin: ${BUILD}/examples/hello.so
-    config: { greeting: "status side", path: "/hi", listener: status }
+    config: { greeting: "status side", serve: "/hi", listener: status }
   - name: endpoints
     lua: ${ROOT}/tests/integration/fixtures/endpoints.lua
     config: { tag: t1 }`;
@@ -122,17 +122,17 @@ test('a path a stage adds where the gateway or another stage serves is refused',
   const file = writeConfig(config(mock.url, { stages: `
   - name: hello
     plugin: ${BUILD}/examples/hello.so
-    config: { path: "/healthz" }` }));
+    config: { serve: "/healthz" }` }));
   let r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /GET \/healthz \(client listener\): the gateway serves it/);
   const file2 = writeConfig(config(mock.url, { stages: `
   - name: a
     plugin: ${BUILD}/examples/hello.so
-    config: { path: "/same" }
+    config: { serve: "/same" }
   - name: b
     plugin: ${BUILD}/examples/hello.so
-    config: { path: "/same" }` }));
+    config: { serve: "/same" }` }));
   r = spawnSync(BIN, ['-t', '-c', file2], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /stage 'b' adds GET \/same \(client listener\), which stage 'a' serves already/);
