@@ -340,12 +340,19 @@ mf_metric_declare(const mf_metric_def_t *d, char *err, size_t errcap)
     return m;
 }
 
+/* The bytes of a label value that are kept. */
+static size_t
+cut_len(size_t n)
+{
+    return n < MAX_VALUE_LEN ? n : MAX_VALUE_LEN;
+}
+
 /* A label value as it is kept: at most MAX_VALUE_LEN bytes, cut on a
  * character boundary; controls and bytes that are not UTF-8 become '?'. */
 static char *
 sanitize(mf_str_t v)
 {
-    size_t n = v.len < MAX_VALUE_LEN ? v.len : MAX_VALUE_LEN, i = 0, o = 0;
+    size_t n = cut_len(v.len), i = 0, o = 0;
     char *s = mf_xmalloc(n + 1);
     const unsigned char *p = (const unsigned char *)v.data;
 
@@ -389,7 +396,7 @@ hash_values(const mf_str_t *v, size_t n)
     size_t i, j;
 
     for (i = 0; i < n; i++) {
-        size_t len = v[i].len < MAX_VALUE_LEN ? v[i].len : MAX_VALUE_LEN;
+        size_t len = cut_len(v[i].len);
 
         for (j = 0; j < len; j++) {
             h = (h ^ (unsigned char)v[i].data[j]) * 16777619u;
@@ -408,7 +415,7 @@ series_is(const series_t *s, const mf_str_t *v, size_t n)
     size_t i;
 
     for (i = 0; i < n; i++) {
-        size_t len = v[i].len < MAX_VALUE_LEN ? v[i].len : MAX_VALUE_LEN;
+        size_t len = cut_len(v[i].len);
 
         if (strlen(s->values[i]) != len ||
             (len > 0 && memcmp(s->values[i], v[i].data, len) != 0)) {

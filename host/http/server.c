@@ -873,7 +873,9 @@ mf_conn_req_done(mf_conn_t *c, int keep_alive)
     return 0;
 }
 
+/* l is not const: libevent's callback type */
 static void
+/* cppcheck-suppress constParameter */
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
           int socklen, void *arg)
 {
