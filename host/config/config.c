@@ -1079,16 +1079,11 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     n = want_scalar(ck, mf_node_get(root, "listen"), "listen");
     if (n != NULL) {
         free(c->listen_host);
-        free(c->status_host);
-        free(c->status_token);
         c->listen_host = NULL;
         if (mf_config_parse_listen(n->value, &c->listen_host,
                                    &c->listen_port) != MF_OK) {
             cfg_error(ck, n, "listen", "'%s' is not host:port", n->value);
             c->listen_host = mf_xstrdup("127.0.0.1");
-            c->status_host = mf_xstrdup("127.0.0.1");
-            c->status_port = 9464;
-            c->status_max_series = 2000;
         }
     }
     n = want_scalar(ck, mf_node_get(root, "workers"), "workers");
@@ -1221,6 +1216,9 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     free(tmp);
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
+    c->status_host = mf_xstrdup("127.0.0.1");
+    c->status_port = 9464;
+    c->status_max_series = 2000;
     c->builtin_plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
     while (first_dirs != NULL && *first_dirs != '\0') {
         size_t len = strcspn(first_dirs, ":");
@@ -1434,6 +1432,8 @@ mf_config_free(mf_config_t *c)
     free(c->allowed_hosts);
     free(c->path);
     free(c->dir);
+    free(c->status_host);
+    free(c->status_token);
     free(c->listen_host);
     free(c->admin_socket);
     for (i = 0; i < c->nroutes; i++) {
