@@ -131,10 +131,20 @@ mf_endpoint_describe(const mf_epath_t *e, char *buf, size_t cap)
 static int
 overlap(const mf_epath_t *a, const mf_epath_t *b)
 {
-    return a->listener == b->listener && a->prefix == b->prefix &&
-           strcmp(a->path, b->path) == 0 &&
-           (a->method == NULL || b->method == NULL ||
-            strcmp(a->method, b->method) == 0);
+    int same_path;
+
+    if (a->listener != b->listener || (a->method != NULL && b->method != NULL &&
+                                       strcmp(a->method, b->method) != 0)) {
+        return 0;
+    }
+    if (a->claims != NULL || b->claims != NULL) {
+        const mf_epath_t *c = a->claims != NULL ? a : b;
+        const mf_epath_t *o = c == a ? b : a;
+
+        return o->claims == NULL && c->claims(mf_str_from(o->path));
+    }
+    same_path = a->prefix == b->prefix && strcmp(a->path, b->path) == 0;
+    return same_path;
 }
 
 int
@@ -258,6 +268,9 @@ mf_endpoints_build(mf_gen_t *g, char *err, size_t errcap)
 static size_t
 match(const mf_epath_t *e, mf_str_t path)
 {
+    if (e->claims != NULL) {
+        return e->claims(path) ? (size_t)-1 : 0;
+    }
     if (!e->prefix) {
         return path.len == e->path_len &&
                        memcmp(path.data, e->path, path.len) == 0

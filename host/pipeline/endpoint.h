@@ -24,6 +24,9 @@ struct mf_epath_s {
     const char *path;
     size_t path_len;
     int prefix; /* also path + "/..." */
+    /* a built-in entry whose paths a function decides (path then only
+     * names it): 1 when it serves the path; an exact entry */
+    int (*claims)(mf_str_t path);
     /* the gateway's own */
     mf_builtin_fn builtin;
     int builtin_arg;

@@ -235,15 +235,23 @@ nameset_admit(nameset_t *s, mf_str_t v)
 
 /* Recording */
 
+static int
+path_starts(mf_str_t path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return path.len >= n && memcmp(path.data, prefix, n) == 0;
+}
+
+/* The API a request came for: a small fixed set. */
 static const char *
 route_of(const mf_req_info_t *i)
 {
     switch (i->endpoint) {
     case MF_ENDPOINT_CHAT:
-        return i->path.len == 12 &&
-                       memcmp(i->path.data, "/v1/messages", 12) == 0
-                   ? "messages"
-                   : "chat";
+        return path_starts(i->path, "/v1/messages")    ? "messages"
+               : path_starts(i->path, "/v1/responses") ? "responses"
+                                                       : "chat";
     case MF_ENDPOINT_EMBEDDINGS:
         return "embeddings";
     case MF_ENDPOINT_MESSAGES:
