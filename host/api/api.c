@@ -769,6 +769,27 @@ api_set_cached(mf_req_t *r, int counted)
     return MF_OK;
 }
 
+static void
+redis_sent(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    MF_UNUSED(arg);
+    if (err != NULL || (reply != NULL && reply->type == MF_REDIS_ERROR)) {
+        mf_log_debug("redis_send: %s",
+                     err ? err : "the command was refused by Redis");
+    }
+}
+
+static int
+api_redis_send(mf_req_t *r, int argc, const mf_str_t *argv)
+{
+    if (!in_call(r, MF_CALL_READ) || argv == NULL ||
+        r->gen->config->redis == NULL) {
+        return MF_ERR;
+    }
+    return mf_svc_redis_raw(r->worker, r->gen->config->redis, argc, argv,
+                            redis_sent, NULL);
+}
+
 static int
 api_get_body(mf_req_t *r, mf_str_t *body)
 {
@@ -866,4 +887,5 @@ const mf_host_api_t mf_api = {
     .get_answer_event = api_get_answer_event,
     .set_cached = api_set_cached,
     .watch_answer = api_watch_answer,
+    .redis_send = api_redis_send,
 };

@@ -1445,6 +1445,11 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if ((n = mf_node_get(root, "prices")) != NULL) {
         json_object_set_new(c->sections, "prices", gov_prices(ck, n));
     }
+    /* whether a `redis:` is configured (its settings, the password among
+     * them, stay with the host) */
+    if (mf_node_get(root, "redis") != NULL) {
+        json_object_set_new(c->sections, "redis", json_true());
+    }
 }
 
 static void

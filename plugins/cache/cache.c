@@ -40,6 +40,10 @@ typedef struct cache_s {
     atomic_ullong hits, misses, bypasses, stored;
     atomic_ullong tokens_saved;
     atomic_ullong coalesced;
+    int redis;             /* entries in the configured `redis:` */
+    pthread_mutex_t plock; /* purges not yet written to Redis */
+    json_t *purges;        /* the admin socket's purges, to write */
+    atomic_int npurges;    /* how many (read without the lock) */
     pthread_mutex_t flock; /* the flights and everything in them */
     gov_map_t *flights;    /* key -> flight_t: misses being answered */
 } cache_t;
@@ -81,8 +85,12 @@ typedef struct rctx_s {
     int usage_sent;
     flight_t *flight; /* the flight it leads or follows (a reference) */
     int leader;
-    int started; /* a follower's stream has begun */
+    int started;     /* a follower's stream has begun */
+    int stream;      /* the client streams */
+    int64_t max_age; /* Cache-Control: max-age, -1 none */
 } rctx_t;
+
+#define REDIS_PREFIX "mf:cache:"
 
 /* The request fields that do not change the answer. */
 static const char *const deny[] = {
@@ -178,6 +186,8 @@ cache_fini(void *state)
         if (c->flights != NULL) {
             gov_map_free(c->flights, NULL); /* each held by a request */
             pthread_mutex_destroy(&c->flock);
+            pthread_mutex_destroy(&c->plock);
+            json_decref(c->purges);
         }
         free(c);
     }
@@ -201,6 +211,21 @@ cmd_purge(void *arg, const json_t *args, json_t **out)
                          "consumer:NAME, anonymous, global), --model MODEL, "
                          "--key KEY, or --all");
         return 400;
+    }
+    if (c->redis) {
+        /* written to Redis by this node's next request (the admin socket
+         * has no Redis connection of its own) */
+        pthread_mutex_lock(&c->plock);
+        json_array_append_new(c->purges,
+                              json_pack("{s:s?,s:s?,s:s?,s:I}", "scope", scope,
+                                        "model", model, "key", key, "at",
+                                        (json_int_t)now_ms()));
+        atomic_store(&c->npurges, (int)json_array_size(c->purges));
+        pthread_mutex_unlock(&c->plock);
+        *out = json_pack("{s:s}", "redis",
+                         "purge recorded; written to Redis with this node's "
+                         "next request");
+        return 200;
     }
     n = cs_store_purge(c->store, scope, model, key);
     *out = json_pack("{s:I}", "purged", (json_int_t)n);
@@ -338,6 +363,9 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     pthread_mutex_init(&c->flock, NULL);
     c->flights = gov_map_new();
+    pthread_mutex_init(&c->plock, NULL);
+    c->purges = json_array();
+    c->redis = json_is_true(api->config_section("redis"));
     if (api->register_command("cache.purge",
                               "cache purge --scope S | --model M | --key K "
                               "| --all: drop cached answers",
@@ -715,6 +743,7 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
     int n;
 
     x->status = ST_HIT;
+    x->store = 0;
     x->hit = e;
     set_status(r, "hit");
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache-layer"),
@@ -992,6 +1021,250 @@ flight_join(mf_req_t *r, rctx_t *x, int stream)
     return MF_PAUSE;
 }
 
+/* Redis: entries shared by every node */
+
+/* The entry as Redis keeps it (a JSON text, malloc'd), or NULL. */
+static char *
+entry_encode(const cs_entry_t *e)
+{
+    const mf_usage_t *u = &e->usage;
+    json_t *j = json_pack(
+        "{s:I,s:s,s:s,s:[I,I,I,I,I]}", "created", (json_int_t)e->created_ms,
+        "scope", e->scope, "model", e->model, "usage",
+        (json_int_t)u->prompt_tokens, (json_int_t)u->completion_tokens,
+        (json_int_t)u->total_tokens, (json_int_t)u->cached_tokens,
+        (json_int_t)u->reasoning_tokens);
+    char *t;
+    size_t i;
+
+    if (j == NULL) {
+        return NULL;
+    }
+    if (e->stream) {
+        json_t *evs = json_array();
+
+        for (i = 0; i < e->nevents; i++) {
+            json_array_append_new(
+                evs, json_pack("[i,s%]", (int)e->events[i].flags,
+                               e->events[i].data.data, e->events[i].data.len));
+        }
+        json_object_set_new(j, "events", evs);
+    } else {
+        json_object_set_new(j, "body", json_stringn(e->body.data, e->body.len));
+    }
+    t = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    return t;
+}
+
+/* An entry from what entry_encode wrote, or NULL. */
+static cs_entry_t *
+entry_decode(const cache_t *c, const char *key, mf_str_t text)
+{
+    json_t *j = json_loadb(text.data, text.len, 0, NULL), *evs, *ev;
+    json_t *u = json_object_get(j, "usage");
+    mf_usage_t usage = {0};
+    cs_event_t *events = NULL;
+    cs_entry_t *e = NULL;
+    int64_t created = json_integer_value(json_object_get(j, "created"));
+    const char *scope = json_string_value(json_object_get(j, "scope"));
+    const char *model = json_string_value(json_object_get(j, "model"));
+    size_t i, n;
+
+    if (j == NULL || scope == NULL || model == NULL ||
+        json_array_size(u) != 5) {
+        goto out;
+    }
+    usage.prompt_tokens = json_integer_value(json_array_get(u, 0));
+    usage.completion_tokens = json_integer_value(json_array_get(u, 1));
+    usage.total_tokens = json_integer_value(json_array_get(u, 2));
+    usage.cached_tokens = json_integer_value(json_array_get(u, 3));
+    usage.reasoning_tokens = json_integer_value(json_array_get(u, 4));
+    if ((evs = json_object_get(j, "events")) != NULL) {
+        n = json_array_size(evs);
+        events = calloc(n ? n : 1, sizeof(*events));
+        if (events == NULL) {
+            goto out;
+        }
+        json_array_foreach(evs, i, ev)
+        {
+            json_t *d = json_array_get(ev, 1);
+
+            events[i].flags =
+                (unsigned)json_integer_value(json_array_get(ev, 0));
+            events[i].data =
+                (mf_str_t){json_string_value(d), json_string_length(d)};
+        }
+        e = cs_entry_new(key, scope, model, created, created + c->ttl_ms,
+                         &usage, 1, MF_STR_NULL, events, n);
+    } else if (json_is_string(json_object_get(j, "body"))) {
+        json_t *b = json_object_get(j, "body");
+
+        e = cs_entry_new(
+            key, scope, model, created, created + c->ttl_ms, &usage, 0,
+            (mf_str_t){json_string_value(b), json_string_length(b)}, NULL, 0);
+    }
+out:
+    free(events);
+    json_decref(j);
+    return e;
+}
+
+/* A Redis key of the cache: the prefix, then what (palloc'd). */
+static mf_str_t
+rkey(mf_req_t *r, const char *kind, const char *a, const char *b)
+{
+    size_t n = sizeof(REDIS_PREFIX) + strlen(kind) + strlen(a) +
+               (b ? strlen(b) + 1 : 0);
+    char *p = api->palloc(r, n);
+    int len;
+
+    if (p == NULL) {
+        return MF_STR("");
+    }
+    len = snprintf(p, n, REDIS_PREFIX "%s%s%s%s", kind, a, b ? "\n" : "",
+                   b ? b : "");
+    return (mf_str_t){p, (size_t)len};
+}
+
+/* Writes the purges the admin socket took (it has no Redis connection)
+ * as markers: an entry created before a marker that covers it is not
+ * served. A key's purge deletes the entry. */
+static void
+redis_flush_purges(mf_req_t *r, cache_t *c)
+{
+    json_t *list, *p;
+    size_t i;
+    char now[32], ttl[32];
+
+    if (!c->redis || atomic_load(&c->npurges) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&c->plock);
+    list = c->purges;
+    c->purges = json_array();
+    atomic_store(&c->npurges, 0);
+    pthread_mutex_unlock(&c->plock);
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)c->ttl_ms);
+    json_array_foreach(list, i, p)
+    {
+        const char *scope = json_string_value(json_object_get(p, "scope"));
+        const char *model = json_string_value(json_object_get(p, "model"));
+        const char *key = json_string_value(json_object_get(p, "key"));
+        mf_str_t av[5];
+
+        snprintf(now, sizeof(now), "%lld",
+                 (long long)json_integer_value(json_object_get(p, "at")));
+        if (key != NULL) {
+            av[0] = MF_STR("DEL");
+            av[1] = rkey(r, "e:", key, NULL);
+            api->redis_send(r, 2, av);
+            continue;
+        }
+        av[0] = MF_STR("SET");
+        av[1] = scope && model ? rkey(r, "p:sm:", scope, model)
+                : scope        ? rkey(r, "p:s:", scope, NULL)
+                : model        ? rkey(r, "p:m:", model, NULL)
+                               : rkey(r, "p:all", "", NULL);
+        av[2] = (mf_str_t){now, strlen(now)};
+        av[3] = MF_STR("PX");
+        av[4] = (mf_str_t){ttl, strlen(ttl)};
+        api->redis_send(r, 5, av);
+    }
+    json_decref(list);
+}
+
+/* Stores e in Redis, for the entry's TTL. */
+static void
+redis_store(mf_req_t *r, const cache_t *c, const cs_entry_t *e)
+{
+    char *t = entry_encode(e), ttl[32];
+    mf_str_t av[5];
+
+    if (t == NULL) {
+        return;
+    }
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)c->ttl_ms);
+    av[0] = MF_STR("SET");
+    av[1] = rkey(r, "e:", e->key, NULL);
+    av[2] = (mf_str_t){t, strlen(t)};
+    av[3] = MF_STR("PX");
+    av[4] = (mf_str_t){ttl, strlen(ttl)};
+    api->redis_send(r, 5, av);
+    free(t);
+}
+
+static mf_action_t miss(mf_req_t *r, rctx_t *x);
+
+/* The MGET of an entry and the purge markers that could cover it. */
+static void
+redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+          const char *err)
+{
+    rctx_t *x = arg;
+    cs_entry_t *e = NULL;
+    mf_action_t act;
+    size_t i;
+
+    if (err == NULL && reply->type == MF_REDIS_ARRAY && reply->nelements == 7 &&
+        reply->elements[0].type == MF_REDIS_STRING) {
+        e = entry_decode(x->c, x->key, reply->elements[0].str);
+        for (i = 1; e != NULL && i < 7; i++) {
+            const mf_redis_reply_t *m = &reply->elements[i];
+            char at[32];
+
+            if (m->type != MF_REDIS_STRING || m->str.len >= sizeof(at)) {
+                continue;
+            }
+            memcpy(at, m->str.data, m->str.len);
+            at[m->str.len] = '\0';
+            if (strtoll(at, NULL, 10) >= e->created_ms) {
+                cs_entry_release(e); /* purged */
+                e = NULL;
+            }
+        }
+        if (e != NULL && x->max_age >= 0 &&
+            (now_ms() - e->created_ms) / 1000 > x->max_age) {
+            cs_entry_release(e);
+            e = NULL;
+        }
+    } else if (err != NULL) {
+        api->log(MF_LOG_WARN,
+                 "cache: redis lookup failed (%s); answered "
+                 "as a miss",
+                 err);
+    }
+    act = e != NULL ? answer(r, x, e, x->stream) : miss(r, x);
+    if (act != MF_PAUSE) {
+        api->resume(r, act);
+    }
+}
+
+/* Looks the entry up in Redis: MF_PAUSE, or the miss when Redis cannot
+ * be asked. */
+static mf_action_t
+redis_lookup(mf_req_t *r, rctx_t *x)
+{
+    const char *base = x->scope, *ns = strstr(x->scope, "|ns:");
+    mf_str_t av[8];
+
+    if (ns != NULL) {
+        base = pstrndup(r, x->scope, (size_t)(ns - x->scope));
+    }
+    av[0] = MF_STR("MGET");
+    av[1] = rkey(r, "e:", x->key, NULL);
+    av[2] = rkey(r, "p:all", "", NULL);
+    av[3] = rkey(r, "p:s:", base ? base : x->scope, NULL);
+    av[4] = rkey(r, "p:s:", x->scope, NULL);
+    av[5] = rkey(r, "p:m:", x->model, NULL);
+    av[6] = rkey(r, "p:sm:", base ? base : x->scope, x->model);
+    av[7] = rkey(r, "p:sm:", x->scope, x->model);
+    if (api->redis_command(r, 8, av, redis_got, x) != MF_OK) {
+        return miss(r, x);
+    }
+    return MF_PAUSE;
+}
+
 /* Stages */
 
 static mf_action_t
@@ -1049,20 +1322,34 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
     if (x->model == NULL || x->scope == NULL || key_of(x, body) != MF_OK) {
         return MF_CONTINUE;
     }
+    x->stream = info.stream;
+    x->max_age = max_age;
+    x->store = !no_store; /* a miss's answer is stored (see miss) */
+    if (c->redis) {
+        redis_flush_purges(r, c);
+        return no_cache ? miss(r, x) : redis_lookup(r, x);
+    }
     if (!no_cache && (e = cs_store_get(c->store, x->key, now_ms())) != NULL) {
         if (max_age < 0 || (now_ms() - e->created_ms) / 1000 <= max_age) {
             return answer(r, x, e, info.stream);
         }
         cs_entry_release(e);
     }
+    return miss(r, x);
+}
+
+/* Not in the cache: the upstream is asked (or the flight in the air
+ * followed) and the answer recorded to be stored. */
+static mf_action_t
+miss(mf_req_t *r, rctx_t *x)
+{
     x->status = ST_MISS;
-    x->store = !no_store;
     set_status(r, "miss");
-    atomic_fetch_add(&c->misses, 1);
+    atomic_fetch_add(&x->c->misses, 1);
     if (x->store) {
         api->record_answer(r);
     }
-    return flight_join(r, x, info.stream);
+    return flight_join(r, x, x->stream);
 }
 
 /* finish_reason of a choice: stop or tool_calls make an answer whole. */
@@ -1186,6 +1473,12 @@ cache_on_log(mf_req_t *r, void *state, void **ctx)
     }
     if (!x->store) {
         cs_entry_release(e);
+        return;
+    }
+    if (c->redis) {
+        redis_store(r, c, e);
+        cs_entry_release(e);
+        atomic_fetch_add(&c->stored, 1);
         return;
     }
     if (cs_store_put(c->store, e) == MF_OK) {

@@ -606,7 +606,8 @@ struct mf_host_api_s {
     int (*get_consumer_attr)(mf_req_t *r, mf_str_t name, mf_str_t *value);
     /* init only. A top-level section of the config that belongs to no
      * one layer ("consumers", "groups", "prices"; "dir" is the config
-     * file's directory, a JSON string), validated by the host,
+     * file's directory, a JSON string; "redis" is true when a `redis:`
+     * is configured, ABI 1.5), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
      * stage again, and a config whose `consumers` no stage reads is
@@ -707,6 +708,12 @@ struct mf_host_api_s {
      * client were already given to cb: a failover calls cb with an empty
      * data and *restart* set, after which the events begin again. */
     int (*watch_answer)(mf_req_t *r, mf_answer_watch_fn cb, void *arg);
+    /* Any request stage, on_log and on_done included. A Redis command
+     * (argv copied) on the worker's connection whose reply no one waits
+     * for: a write that must outlive the request (a cache entry stored at
+     * on_log). MF_ERR when no `redis:` is configured or Redis is not
+     * reachable now; a failure later is logged at debug level. */
+    int (*redis_send)(mf_req_t *r, int argc, const mf_str_t *argv);
 };
 
 /* The one symbol a plugin exports. */

@@ -1,0 +1,139 @@
+// The cache with `redis:`: entries one node stores are served by another
+// (two gateways, one real redis-server), and a purge on one node reaches
+// both.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import http from 'node:http';
+import { startMock, startGateway, config, chat, post, closedPort, sleep, path } from './harness.mjs';
+
+let mock, redis, redisPort, a, b, sockA, sockB;
+
+function command(sock, name, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
+      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let t = '';
+      res.on('data', (d) => { t += d; });
+      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(t) }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function node(name) {
+  const dir = mkdtempSync(path.join(tmpdir(), `mf-cache-${name}-`));
+  const sock = path.join(dir, 'admin.sock');
+  const gw = await startGateway(config(mock.url, {
+    stages: `  - { name: cache, plugin: cache, config: { scope: global } }`,
+  }) + `
+admin: { socket: ${sock} }
+redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }
+`, { dir });
+  return [gw, sock];
+}
+
+before(async () => {
+  mock = await startMock();
+  redisPort = await closedPort();
+  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  for (let i = 0; i < 100; i++) {
+    const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
+    if (r.stdout && r.stdout.toString().includes('PONG')) break;
+    await sleep(50);
+  }
+  [a, sockA] = await node('a');
+  [b, sockB] = await node('b');
+});
+
+after(async () => {
+  await a.stop();
+  await b.stop();
+  await mock.stop();
+  redis.kill('SIGTERM');
+  await new Promise((r) => redis.on('exit', r));
+});
+
+async function counted(fn) {
+  const before = await mock.count();
+  const out = await fn();
+  return { out, calls: (await mock.count()) - before };
+}
+
+// waits until Redis holds n cache entries (a store is written after the answer)
+async function entries(n) {
+  for (let i = 0; i < 200; i++) {
+    const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
+    const keys = r.stdout.toString().split('\n').filter(Boolean);
+    if (keys.length >= n) return keys;
+    await sleep(20);
+  }
+  throw new Error(`Redis never held ${n} cache entries`);
+}
+
+test('an entry stored by one node is served by the other, stream and whole', async () => {
+  const q = '[[mock:chunks=5]] shared between nodes';
+  const s1 = await chat(a, q, { stream: true });
+  assert.equal(s1.headers.get('x-manifold-cache'), 'miss');
+  const t1 = await s1.text();
+  await entries(1);
+  const { out, calls } = await counted(async () => {
+    const s2 = await chat(b, q, { stream: true });
+    const w = await chat(b, q, {});
+    return { s2, t2: await s2.text(), w, jw: await w.json() };
+  });
+  assert.equal(calls, 0);
+  assert.equal(out.s2.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(out.t2, t1);
+  assert.equal(out.w.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(out.jw.choices[0].finish_reason, 'stop');
+  // the Anthropic SDK's shape from the same entry, on the first node
+  const m = await post(a, '/v1/messages', { model: 'gpt-4o', max_tokens: 1024, messages: [{ role: 'user', content: q }] });
+  assert.equal(m.status, 200);
+  await m.json();
+});
+
+test('a purge on one node reaches the other', async () => {
+  const q = 'purged on every node';
+  await (await chat(a, q, {})).json();
+  await entries(2);
+  const hit = await chat(a, q, {});
+  assert.equal(hit.headers.get('x-manifold-cache'), 'hit');
+  await hit.json();
+  const p = await command(sockB, 'cache.purge', { model: 'gpt-4o' });
+  assert.equal(p.status, 200);
+  // node b's next request (any question) writes the purge to Redis
+  await (await chat(b, 'an unrelated question', {})).json();
+  // node a no longer serves the purged entry
+  const onA = await chat(a, q, {});
+  assert.equal(onA.headers.get('x-manifold-cache'), 'miss');
+  await onA.json();
+  // what was stored after the purge is served again
+  await sleep(5);
+  for (let i = 0; i < 100; i++) {
+    const again = await chat(b, q, {});
+    await again.json();
+    if (again.headers.get('x-manifold-cache') === 'hit') return;
+    await sleep(20);
+  }
+  assert.fail('the entry stored after the purge was never served');
+});
+
+test('Redis down: requests are answered as misses, nothing breaks', async () => {
+  redis.kill('SIGSTOP');
+  try {
+    const { out, calls } = await counted(async () => {
+      const r = await chat(a, 'while redis sleeps', {});
+      return { r, j: await r.json() };
+    });
+    assert.equal(out.r.status, 200);
+    assert.equal(out.r.headers.get('x-manifold-cache'), 'miss');
+    assert.equal(calls, 1);
+  } finally {
+    redis.kill('SIGCONT');
+  }
+});
