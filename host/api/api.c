@@ -710,10 +710,9 @@ api_emit_event(mf_req_t *r, mf_str_t data, int last)
 }
 
 static int
-api_respond_completion(mf_req_t *r, json_t *completion)
+api_respond_completion(mf_req_t *r, mf_str_t completion)
 {
     if (!in_call(r, MF_CALL_STAGE_ANSWER) || r->stage_stream != 0) {
-        json_decref(completion);
         return MF_ERR;
     }
     return mf_req_respond_canonical(r, completion);
@@ -788,6 +787,15 @@ api_redis_send(mf_req_t *r, int argc, const mf_str_t *argv)
     }
     return mf_svc_redis_raw(r->worker, r->gen->config->redis, argc, argv,
                             redis_sent, NULL);
+}
+
+static int
+api_get_body_text(mf_req_t *r, mf_str_t *text)
+{
+    if (!in_call(r, MF_CALL_SET_BODY) || text == NULL) {
+        return MF_ERR;
+    }
+    return mf_req_body_text(r, text);
 }
 
 static int
@@ -888,4 +896,5 @@ const mf_host_api_t mf_api = {
     .set_cached = api_set_cached,
     .watch_answer = api_watch_answer,
     .redis_send = api_redis_send,
+    .get_body_text = api_get_body_text,
 };

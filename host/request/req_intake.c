@@ -330,6 +330,24 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
+int
+mf_req_body_text(mf_req_t *r, mf_str_t *text)
+{
+    char *t;
+
+    if (r->json == NULL && r->body_lazy) {
+        *text = r->body; /* the client's canonical bytes, untouched */
+        return MF_OK;
+    }
+    t = r->json != NULL ? json_dumps(r->json, JSON_COMPACT) : NULL;
+    if (t == NULL) {
+        return MF_ERR;
+    }
+    *text = mf_pool_str(r->pool, mf_str_from(t));
+    free(t);
+    return text->data != NULL ? MF_OK : MF_ERR;
+}
+
 /* An endpoint the adapter answers itself (Anthropic's count_tokens):
  * answered here, before any stage, with no upstream. Returns MF_ERR (the
  * request is answered). */

@@ -466,19 +466,22 @@ mf_req_stage_event(mf_req_t *r, mf_str_t data, int last)
 }
 
 int
-mf_req_respond_canonical(mf_req_t *r, json_t *completion)
+mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
 {
-    json_t *m;
+    json_t *c, *m;
     char *text;
     int rc;
 
-    if (completion == NULL || r->head_sent || r->finished) {
-        json_decref(completion);
+    if (r->head_sent || r->finished || completion.len == 0) {
         return MF_ERR;
     }
-    m = r->proto->response != NULL ? r->proto->response(completion, &r->usage)
-                                   : json_incref(completion);
-    json_decref(completion);
+    if (r->proto->response == NULL) {
+        /* the client's protocol is the canonical form: the text as is */
+        return mf_req_respond(r, 200, "application/json", completion);
+    }
+    c = json_loadb(completion.data, completion.len, 0, NULL);
+    m = c != NULL ? r->proto->response(c, &r->usage) : NULL;
+    json_decref(c);
     text = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     if (text == NULL) {

@@ -51,9 +51,9 @@ void mf_req_emit_event(mf_req_t *r, mf_str_t data, int last);
  * sent at once, the head going with the first; last ends the stream.
  * MF_ERR when the request cannot take one (not a stream, answered). */
 int mf_req_stage_event(mf_req_t *r, mf_str_t data, int last);
-/* A stage's whole canonical completion (taken), in the client's
+/* A stage's whole canonical completion (JSON text), in the client's
  * protocol, status 200. */
-int mf_req_respond_canonical(mf_req_t *r, json_t *completion);
+int mf_req_respond_canonical(mf_req_t *r, mf_str_t completion);
 /* The recorded canonical answer (api->record_answer): a new reference
  * to the completion, or an array of the stream's chunks; NULL when none
  * was recorded. */
@@ -77,6 +77,8 @@ json_t *mf_req_body_json(mf_req_t *r);
  * index while the body is not parsed, else serialized from the value
  * (into the request's pool). MF_ERR when absent. */
 int mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value);
+/* api->get_body_text: the body's canonical JSON text (see plugin.h). */
+int mf_req_body_text(mf_req_t *r, mf_str_t *text);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
 

@@ -424,51 +424,173 @@ scope_of(mf_req_t *r, const cache_t *c)
                     (size_t)n < sizeof(buf) ? (size_t)n : sizeof(buf) - 1);
 }
 
-/* The entry key: SHA-256 over the version, resolved model, scope and the
- * canonical body without the deny-listed members (keys sorted). */
-static int
-key_of(rctx_t *x, json_t *body)
+/* The end of the JSON value at p (a string, object, array or scalar),
+ * or NULL when it is cut. */
+static const char *
+skip_value(const char *p, const char *end)
 {
-    json_t *copy = json_copy(body);
-    char *text = NULL;
-    unsigned char h[32];
-    size_t i, n, ml, sl, tl;
-    char *buf = NULL;
-    int rc = MF_ERR;
+    int depth = 0, in_str = 0;
 
-    if (copy == NULL) {
+    for (; p < end; p++) {
+        char ch = *p;
+
+        if (in_str) {
+            if (ch == '\\') {
+                p++;
+            } else if (ch == '"') {
+                in_str = 0;
+                if (depth == 0) {
+                    return p + 1;
+                }
+            }
+            continue;
+        }
+        if (ch == '"') {
+            in_str = 1;
+        } else if (ch == '{' || ch == '[') {
+            depth++;
+        } else if (ch == '}' || ch == ']') {
+            if (depth == 0) {
+                return p; /* the end of the enclosing object */
+            }
+            if (--depth == 0) {
+                return p + 1;
+            }
+        } else if (depth == 0 && (ch == ',' || ch == ' ' || ch == '\n' ||
+                                  ch == '\r' || ch == '\t')) {
+            return p;
+        }
+    }
+    return depth == 0 && !in_str ? p : NULL;
+}
+
+static const char *
+skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
+        p++;
+    }
+    return p;
+}
+
+/* A top-level member: its key (quotes included) and its value's text. */
+typedef struct {
+    mf_str_t key;
+    mf_str_t value;
+} member_t;
+
+static int
+member_cmp(const void *a, const void *b)
+{
+    const member_t *x = a, *y = b;
+    size_t n = x->key.len < y->key.len ? x->key.len : y->key.len;
+    int c = memcmp(x->key.data, y->key.data, n);
+
+    return c != 0 ? c : (x->key.len > y->key.len) - (x->key.len < y->key.len);
+}
+
+/* Appends v without the whitespace outside its strings. */
+static size_t
+put_stripped(char *out, mf_str_t v)
+{
+    size_t i, n = 0;
+    int in_str = 0;
+
+    for (i = 0; i < v.len; i++) {
+        char ch = v.data[i];
+
+        if (in_str) {
+            out[n++] = ch;
+            if (ch == '\\' && i + 1 < v.len) {
+                out[n++] = v.data[++i];
+            } else if (ch == '"') {
+                in_str = 0;
+            }
+        } else if (ch == '"') {
+            in_str = 1;
+            out[n++] = ch;
+        } else if (ch != ' ' && ch != '\n' && ch != '\r' && ch != '\t') {
+            out[n++] = ch;
+        }
+    }
+    return n;
+}
+
+/* The entry key: SHA-256 over the version, resolved model, scope and the
+ * canonical body's top-level members but the deny-listed, sorted by key,
+ * without insignificant whitespace. Read from the body's text, not a
+ * parse of it. */
+static int
+key_of(mf_req_t *r, rctx_t *x, mf_str_t text)
+{
+    const char *p = text.data, *end = text.data + text.len;
+    member_t *m;
+    size_t n = 0, cap = 64, i, j, len = 0;
+    unsigned char h[32];
+    char *buf;
+
+    m = api->palloc(r, cap * sizeof(*m));
+    p = skip_ws(p, end);
+    if (m == NULL || p == end || *p != '{') {
         return MF_ERR;
     }
-    for (i = 0; deny[i] != NULL; i++) {
-        json_object_del(copy, deny[i]);
+    for (p = skip_ws(p + 1, end); p < end && *p != '}';) {
+        const char *k = p, *ke, *v, *ve;
+
+        if (*p != '"' || (ke = skip_value(p, end)) == NULL) {
+            return MF_ERR;
+        }
+        p = skip_ws(ke, end);
+        if (p == end || *p != ':') {
+            return MF_ERR;
+        }
+        v = skip_ws(p + 1, end);
+        if ((ve = skip_value(v, end)) == NULL || ve == v) {
+            return MF_ERR;
+        }
+        for (j = 0; deny[j] != NULL; j++) {
+            size_t dl = strlen(deny[j]);
+
+            if ((size_t)(ke - k) == dl + 2 && memcmp(k + 1, deny[j], dl) == 0) {
+                break;
+            }
+        }
+        if (deny[j] == NULL) {
+            if (n == cap) {
+                return MF_ERR; /* no canonical request has this many */
+            }
+            m[n].key = (mf_str_t){k, (size_t)(ke - k)};
+            m[n].value = (mf_str_t){v, (size_t)(ve - v)};
+            len += m[n].key.len + m[n].value.len + 2;
+            n++;
+        }
+        p = skip_ws(ve, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+        }
     }
-    text = json_dumps(copy, JSON_COMPACT | JSON_SORT_KEYS);
-    if (text == NULL) {
-        goto out;
+    if (p == end) {
+        return MF_ERR;
     }
-    ml = strlen(x->model);
-    sl = strlen(x->scope);
-    tl = strlen(text);
-    n = sizeof(CACHE_VERSION) + ml + 1 + sl + 1 + tl;
-    buf = malloc(n);
+    qsort(m, n, sizeof(*m), member_cmp);
+    len += sizeof(CACHE_VERSION) + strlen(x->model) + strlen(x->scope) + 3;
+    buf = api->palloc(r, len);
     if (buf == NULL) {
-        goto out;
+        return MF_ERR;
     }
-    memcpy(buf, CACHE_VERSION "\n", sizeof(CACHE_VERSION));
-    memcpy(buf + sizeof(CACHE_VERSION), x->model, ml);
-    buf[sizeof(CACHE_VERSION) + ml] = '\n';
-    memcpy(buf + sizeof(CACHE_VERSION) + ml + 1, x->scope, sl);
-    buf[sizeof(CACHE_VERSION) + ml + 1 + sl] = '\n';
-    memcpy(buf + sizeof(CACHE_VERSION) + ml + sl + 2, text, tl);
-    gov_sha256(buf, n, h);
+    len = (size_t)snprintf(buf, len, CACHE_VERSION "\n%s\n%s\n", x->model,
+                           x->scope);
+    for (i = 0; i < n; i++) {
+        memcpy(buf + len, m[i].key.data, m[i].key.len);
+        len += m[i].key.len;
+        buf[len++] = ':';
+        len += put_stripped(buf + len, m[i].value);
+        buf[len++] = ',';
+    }
+    gov_sha256(buf, len, h);
     gov_hex(h, 32, x->key);
     x->key[64] = '\0';
-    rc = MF_OK;
-out:
-    free(buf);
-    free(text);
-    json_decref(copy);
-    return rc;
+    return MF_OK;
 }
 
 /* Client controls */
@@ -622,6 +744,16 @@ completion_from_stream(const cs_entry_t *e)
     return out;
 }
 
+/* The JSON text of j (taken), malloc'd; NULL for NULL. */
+static char *
+json_dumps_new(json_t *j)
+{
+    char *t = j != NULL ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    return t;
+}
+
 /* Stream chunks from a whole completion (text, reasoning, each tool
  * call, the end, the usage when asked). New reference: an array. */
 static json_t *
@@ -760,11 +892,14 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
                          (unsigned long long)e->usage.total_tokens);
     }
     if (!stream) {
-        json_t *cpl = e->stream
-                          ? completion_from_stream(e)
-                          : json_loadb(e->body.data, e->body.len, 0, NULL);
+        char *made =
+            e->stream ? json_dumps_new(completion_from_stream(e)) : NULL;
+        mf_str_t text = made != NULL ? (mf_str_t){made, strlen(made)} : e->body;
+        int rc = (e->stream && made == NULL) ? MF_ERR
+                                             : api->respond_completion(r, text);
 
-        return api->respond_completion(r, cpl) == MF_OK ? MF_RESPOND : MF_FAIL;
+        free(made);
+        return rc == MF_OK ? MF_RESPOND : MF_FAIL;
     }
     if (!e->stream) {
         json_t *chunks = stream_from_completion(e, x->want_usage), *ch;
@@ -1272,9 +1407,8 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
 {
     cache_t *c = state;
     mf_req_info_t info = {.size = sizeof(info)};
-    mf_str_t v, model;
+    mf_str_t v, model, text;
     rctx_t *x;
-    json_t *body, *so;
     cs_entry_t *e;
     int64_t max_age = -1;
     int no_store = 0, no_cache = 0, bypass = 0;
@@ -1305,10 +1439,10 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
             no_cache |= v.len == 7 && strncasecmp(v.data, "refresh", 7) == 0;
         }
     }
-    body = api->get_body_json(r);
     /* what the cache does not serve: several choices */
-    if (bypass || body == NULL ||
-        json_integer_value(json_object_get(body, "n")) > 1) {
+    if (bypass || api->get_body_text(r, &text) != MF_OK ||
+        (api->get_body_field(r, MF_STR("n"), &v) == MF_OK &&
+         !(v.len == 1 && v.data[0] == '1'))) {
         x->status = ST_BYPASS;
         set_status(r, "bypass");
         atomic_fetch_add(&c->bypasses, 1);
@@ -1317,9 +1451,13 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
     model = api->get_model(r);
     x->model = pstrndup(r, model.data, model.len);
     x->scope = scope_of(r, c);
-    so = json_object_get(body, "stream_options");
-    x->want_usage = json_is_true(json_object_get(so, "include_usage"));
-    if (x->model == NULL || x->scope == NULL || key_of(x, body) != MF_OK) {
+    if (api->get_body_field(r, MF_STR("stream_options"), &v) == MF_OK) {
+        json_t *so = json_loadb(v.data, v.len, 0, NULL);
+
+        x->want_usage = json_is_true(json_object_get(so, "include_usage"));
+        json_decref(so);
+    }
+    if (x->model == NULL || x->scope == NULL || key_of(r, x, text) != MF_OK) {
         return MF_CONTINUE;
     }
     x->stream = info.stream;

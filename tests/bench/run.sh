@@ -94,7 +94,12 @@ YAML
 gateway mf ""
 gateway mflua "  - name: route
     lua: $PWD/tests/bench/route.lua"
+# the exact cache: wrk sends one body, so every request after the first
+# is a hit that never reaches the mock
+gateway mfcache "  - name: cache
+    plugin: cache"
 MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
+MFCACHE=$(cat "$T/mfcache.port")
 # the second set-up: each proxy alone on its core, wrk and a second mock
 # on the other; the proxy's own cost per request shows most here
 $CLI build/tests/mock/mf-mock --port 0 > "$T/mock2.port" & pids+=($!)
@@ -116,15 +121,16 @@ lat() {  # port: "p50 p99" latency in ms at 1 connection
            $1=="50%" { p50=ms($2) } $1=="99%" { p99=ms($2) } END { print p50, p99 }'
 }
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
-for port in $MOCK $NGINX $MF $MFLUA; do rps "$port" 8 >/dev/null; done   # warm up
+for port in $MOCK $NGINX $MF $MFLUA $MFCACHE; do rps "$port" 8 >/dev/null; done   # warm up
 # three interleaved rounds, the median of each figure (the machine is
 # shared by wrk, the mock, nginx and Manifold: single runs drift)
 declare -A RPS
 for round in 1 2 3; do
-  for name in MOCK NGINX MF MFLUA; do RPS[$name]+="$(rps "${!name}" 32) "; done
+  for name in MOCK NGINX MF MFLUA MFCACHE; do RPS[$name]+="$(rps "${!name}" 32) "; done
 done
 R_MOCK=$(median3 ${RPS[MOCK]}); R_NGINX=$(median3 ${RPS[NGINX]})
 R_MF=$(median3 ${RPS[MF]}); R_LUA=$(median3 ${RPS[MFLUA]})
+R_CACHE=$(median3 ${RPS[MFCACHE]})
 for port in $NGINX2 $MF2; do rps "$port" 8 >/dev/null; done   # warm up
 for round in 1 2 3; do
   for name in NGINX2 MF2; do RPS[$name]+="$(rps "${!name}" 32) "; done
@@ -155,6 +161,7 @@ printf "  %-34s %10s req/s\n" "mock direct" "$R_MOCK"
 printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
 printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, accesslog)" "$R_MF" "$(ratio "$R_MF" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "manifold + Lua on_route" "$R_LUA" "$(ratio "$R_LUA" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 1.50x)\n" "manifold, exact-cache hits" "$R_CACHE" "$(ratio "$R_CACHE" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Anthropic upstream" "$R_O2A" "$(ratio "$R_O2A" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upstream" "$R_A2O" "$(ratio "$R_A2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"

@@ -675,10 +675,12 @@ struct mf_host_api_s {
      * stream or is already answered otherwise. */
     int (*emit_event)(mf_req_t *r, mf_str_t data, int last);
     /* on_request, on_route. Answers with a canonical chat completion
-     * (an OpenAI chat.completion; the function takes the reference) in
-     * the client's protocol, status 200, with the usage set by
-     * api->set_usage; the stage then returns MF_RESPOND. */
-    int (*respond_completion)(mf_req_t *r, json_t *completion);
+     * (the JSON text of an OpenAI chat.completion, copied) in the client's
+     * protocol, status 200, with the usage set by api->set_usage; an
+     * OpenAI client gets the text as it is. The stage then returns
+     * MF_RESPOND. MF_ERR when the text is not a completion the client's
+     * protocol can take. */
+    int (*respond_completion)(mf_req_t *r, mf_str_t completion);
     /* on_request, on_route. Asks the host to keep the canonical answer
      * for api->get_answer (it costs memory: only when needed). */
     int (*record_answer)(mf_req_t *r);
@@ -714,6 +716,14 @@ struct mf_host_api_s {
      * on_log). MF_ERR when no `redis:` is configured or Redis is not
      * reachable now; a failure later is logged at debug level. */
     int (*redis_send)(mf_req_t *r, int argc, const mf_str_t *argv);
+    /* on_request .. on_upstream_request. The canonical request body's JSON
+     * text as it stands (borrowed, request memory), without parsing it
+     * when no one has: the client's bytes when its protocol is the
+     * canonical one and no stage took the parsed body, else the parsed
+     * body serialized (compact, members in their order). A key over the
+     * request (a cache's) is made from it cheaply. MF_ERR without a JSON
+     * body. */
+    int (*get_body_text)(mf_req_t *r, mf_str_t *text);
 };
 
 /* The one symbol a plugin exports. */
