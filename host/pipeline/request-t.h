@@ -92,6 +92,7 @@ struct mf_req_s {
     mf_str_t id;
     mf_str_t method;
     mf_str_t path;
+    mf_str_t query; /* the target after '?', empty when none */
     mf_str_t client_addr;
     mf_hlist_t req_headers;
     mf_str_t body; /* raw request body */

@@ -248,11 +248,12 @@ assistant_turn(json_t *out, json_t *content)
 /* A Messages request to the canonical chat request; with no usable
  * model, the body itself (the host answers the missing model). */
 static json_t *
-anthropic_request(json_t *in, const char **err)
+anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
     json_t *out, *msgs, *m, *v, *sys;
     size_t i;
 
+    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         return json_incref(in);
     }
@@ -406,7 +407,8 @@ usage_json(const mf_usage_t *u, int with_input)
 }
 
 static json_t *
-anthropic_response(json_t *c, const mf_usage_t *usage)
+anthropic_response(const mf_proto_call_t *pc, json_t *c,
+                   const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -418,6 +420,7 @@ anthropic_response(json_t *c, const mf_usage_t *usage)
     char mid[160];
     size_t i;
 
+    (void)pc;
     if (think != NULL && think[0] != '\0') {
         json_array_append_new(content,
                               json_pack("{s:s,s:s,s:s}", "type", "thinking",
@@ -457,11 +460,12 @@ anthropic_response(json_t *c, const mf_usage_t *usage)
 /* Stream */
 
 static void
-anthropic_stream_init(void *state, mf_str_t model)
+anthropic_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 {
     anthropic_stream_t *s = state;
     int i;
 
+    (void)call;
     memset(s, 0, sizeof(*s));
     s->block = -1;
     for (i = 0; i < 32; i++) {
@@ -726,14 +730,14 @@ content_bytes(json_t *content)
  * the host marks the answer estimated. The same checks as Anthropic's
  * endpoint: a model and a non-empty list of turns. */
 static char *
-anthropic_local(mf_str_t path, json_t *in, int *status, int *estimated,
-                const char **err)
+anthropic_local(const mf_proto_call_t *call, json_t *in, int *status,
+                int *estimated, const char **err)
 {
     json_t *msgs = json_object_get(in, "messages"), *m, *t;
     size_t i, n = 0;
     char buf[64];
 
-    (void)path;
+    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         *err = "model: Field required (a string)";
         return NULL;

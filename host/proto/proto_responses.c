@@ -304,11 +304,12 @@ settings(json_t *in, json_t *out, const char **err)
 }
 
 static json_t *
-responses_request(json_t *in, const char **err)
+responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
     json_t *out, *msgs, *v, *item;
     size_t i;
 
+    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         return json_incref(in);
     }
@@ -433,7 +434,8 @@ reasoning_item(const char *id, const char *text)
 }
 
 static json_t *
-responses_response(json_t *c, const mf_usage_t *usage)
+responses_response(const mf_proto_call_t *pc, json_t *c,
+                   const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -447,6 +449,7 @@ responses_response(json_t *c, const mf_usage_t *usage)
     char rid[160], mid[160];
     size_t i;
 
+    (void)pc;
     if (think != NULL && think[0] != '\0') {
         make_id(mid, sizeof(mid), "rs_", base, "");
         json_array_append_new(out, reasoning_item(mid, think));
@@ -499,10 +502,11 @@ typedef struct {
 } responses_stream_t;
 
 static void
-responses_stream_init(void *state, mf_str_t model)
+responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 {
     responses_stream_t *s = state;
 
+    (void)call;
     memset(s, 0, sizeof(*s));
     s->call = -1;
     s->created = (json_int_t)time(NULL);

@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <strings.h>
 
 #include "http/guard.h"
@@ -26,18 +27,38 @@ respond_json(mf_req_t *r, int status, json_t *j)
     json_decref(j);
 }
 
-/* One model entry of /v1/models. */
-static json_t *
-model_entry(const char *id, const char *owner)
+/* A model id from a path, percent-decoded into buf; 0 when it is empty,
+ * too long or holds a NUL or a control byte. */
+static int
+model_id(mf_str_t id, char *buf, size_t cap)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model",
-                     "created", (json_int_t)0, "owned_by", owner);
+    size_t i, n = 0;
+
+    for (i = 0; i < id.len; i++) {
+        unsigned char ch = (unsigned char)id.data[i];
+
+        if (ch == '%' && i + 2 < id.len &&
+            isxdigit((unsigned char)id.data[i + 1]) &&
+            isxdigit((unsigned char)id.data[i + 2])) {
+            char hex[3] = {id.data[i + 1], id.data[i + 2], '\0'};
+
+            ch = (unsigned char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (ch < 0x20 || ch == 0x7f || n + 1 >= cap) {
+            return 0;
+        }
+        buf[n++] = (char)ch;
+    }
+    buf[n] = '\0';
+    return n > 0;
 }
 
-/* GET /v1/models: the exact names providers serve (models and model_map)
- * and the routes' exact names, once each. Globs are not listed. */
+/* GET of a model list: the exact names providers serve (models and
+ * model_map) and the routes' exact names, once each (globs are not
+ * listed), in the shape of the adapter `shape`. */
 static void
-handle_models(mf_req_t *r)
+handle_models(mf_req_t *r, const mf_proto_t *shape)
 {
     json_t *data = json_array(), *seen = json_object();
     mf_gen_t *g = r->gen;
@@ -50,46 +71,44 @@ handle_models(mf_req_t *r)
             const char *m = j < pc->nmodels
                                 ? pc->models[j]
                                 : pc->model_map[j - pc->nmodels].from;
+            mf_proto_model_t e = {m, pc->name};
 
             if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(data, model_entry(m, pc->name));
+            json_array_append_new(data, shape->model(&e));
         }
     }
     for (i = 0; i < g->config->nroutes; i++) {
         const char *m = g->config->routes[i].model;
+        mf_proto_model_t e = {m, "manifold"};
 
         if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
             continue;
         }
         json_object_set_new(seen, m, json_true());
-        json_array_append_new(data, model_entry(m, "manifold"));
+        json_array_append_new(data, shape->model(&e));
     }
     json_decref(seen);
-    respond_json(r, 200,
-                 json_pack("{s:s,s:o}", "object", "list", "data", data));
+    respond_json(r, 200, shape->model_list(data));
 }
 
-/* GET /v1/models/{id}: the model when a route or a provider serves it
- * (an exact name or one of its globs), else a 404 naming it. */
+/* GET of one model: the model when a route or a provider serves it (an
+ * exact name or one of its globs), else a 404 naming it. */
 static void
-handle_model(mf_req_t *r, mf_str_t id)
+handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
 {
     mf_gen_t *g = r->gen;
     const char *owner = NULL;
     char name[256], msg[400];
     size_t i, j;
 
-    if (id.len == 0 || id.len >= sizeof(name) ||
-        memchr(id.data, '\0', id.len) != NULL) {
-        owner = NULL;
-    } else {
-        memcpy(name, id.data, id.len);
-        name[id.len] = '\0';
+    if (model_id(id, name, sizeof(name))) {
+        mf_str_t n = mf_str_from(name);
+
         for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
-            if (mf_glob_match(g->config->routes[i].model, id)) {
+            if (mf_glob_match(g->config->routes[i].model, n)) {
                 owner = "manifold";
             }
         }
@@ -101,7 +120,7 @@ handle_model(mf_req_t *r, mf_str_t id)
                                     ? pc->models[j]
                                     : pc->model_map[j - pc->nmodels].from;
 
-                if (!pc->disabled && mf_glob_match(m, id)) {
+                if (!pc->disabled && mf_glob_match(m, n)) {
                     owner = pc->name;
                 }
             }
@@ -116,7 +135,11 @@ handle_model(mf_req_t *r, mf_str_t id)
                                    "model_not_found", "model", msg);
         return;
     }
-    respond_json(r, 200, model_entry(name, owner));
+    {
+        mf_proto_model_t e = {name, owner};
+
+        respond_json(r, 200, shape->model(&e));
+    }
 }
 
 /* What one pass over a body's bytes found; see body_scan. */
@@ -337,7 +360,8 @@ answer_local(mf_req_t *r)
 {
     const char *err = NULL;
     int status = 200, estimated = 0;
-    char *text = r->proto->local(r->path, r->json, &status, &estimated, &err);
+    mf_proto_call_t call = {r->path, r->query};
+    char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
@@ -390,7 +414,8 @@ parse_body(mf_req_t *r)
         return answer_local(r);
     }
     if (r->proto->request != NULL) {
-        json_t *canon = r->proto->request(r->json, &err);
+        mf_proto_call_t call = {r->path, r->query};
+        json_t *canon = r->proto->request(&call, r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
@@ -628,6 +653,11 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
         r->method = mf_pool_str(pool, head->method);
         r->http10 = head->minor == 0;
         r->path = loggable_path(pool, head->path);
+        if (head->target.len > head->path.len + 1) {
+            r->query = mf_pool_str(
+                pool, (mf_str_t){head->target.data + head->path.len + 1,
+                                 head->target.len - head->path.len - 1});
+        }
     }
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     return r;
@@ -687,6 +717,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
 {
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    mf_str_t model;
     char msg[512];
 
     if (preflight) {
@@ -701,18 +732,17 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (mf_str_eq_cstr(r->path, "/v1/models") ||
-        mf_str_eq_cstr(r->path, "/models") ||
-        mf_proto_has_prefix(r->path, "/v1/models/")) {
+    if (r->proto->models_path != NULL &&
+        r->proto->models_path(r->path, &model)) {
         if (!mf_str_eq_cstr(r->method, "GET")) {
             mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                          MF_STR("GET"));
             mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                                 "Use GET for /v1/models.");
-        } else if (r->path.len > 11 && r->path.data[10] == '/') {
-            handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
+                                 "Use GET for the model list.");
+        } else if (model.data != NULL) {
+            handle_model(r, r->proto, model);
         } else {
-            handle_models(r);
+            handle_models(r, r->proto);
         }
         mf_req_finish(r);
         return;

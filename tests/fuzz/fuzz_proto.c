@@ -10,7 +10,7 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
-run(const mf_proto_t *p, json_t *j, mf_str_t bytes)
+run(const mf_proto_t *p, json_t *j, mf_str_t bytes, const mf_proto_call_t *call)
 {
     mf_usage_t usage = {10, 5, 15, 2, -1, 0};
     mf_proto_error_t e = {502, "upstream_error", "x", NULL, "m"};
@@ -21,23 +21,33 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes)
     void *st;
 
     (void)p->match(bytes, &ep);
+    if (p->stream_type != NULL) {
+        (void)p->stream_type(call);
+    }
+    if (p->models_path != NULL) {
+        mf_str_t id;
+        mf_proto_model_t m = {"m", "o"};
+
+        (void)p->models_path(bytes, &id);
+        json_decref(p->model_list(json_pack("[o]", p->model(&m))));
+    }
     if (j != NULL && p->request != NULL) {
-        json_decref(p->request(j, &err));
+        json_decref(p->request(call, j, &err));
     }
     if (j != NULL && p->response != NULL) {
-        json_decref(p->response(j, &usage));
+        json_decref(p->response(call, j, &usage));
     }
     if (json_is_object(j) && p->local != NULL) {
         int status, estimated;
 
-        free(p->local(bytes, j, &status, &estimated, &err));
+        free(p->local(call, j, &status, &estimated, &err));
     }
     text = p->error_body(&e);
     free(text);
     p->stream_error(NULL, &e, &out);
     if (p->stream_event != NULL) {
         st = calloc(1, p->stream_size);
-        p->stream_init(st, MF_STR("m"));
+        p->stream_init(st, call, MF_STR("m"));
         p->stream_event(st, bytes, 0, &usage, &out);
         p->stream_event(st, bytes, 0, &usage, &out);
         p->stream_error(st, &e, &out);
@@ -55,13 +65,25 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     mf_str_t bytes = {(const char *)data, size};
     json_t *j = json_loadb(bytes.data, size, 0, NULL);
+    static const mf_proto_call_t calls[] = {
+        {MF_STR("/v1/chat/completions"), MF_STR("")},
+        {MF_STR("/v1beta/models/m:generateContent"), MF_STR("")},
+        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("")},
+        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("alt=sse")},
+        {MF_STR("/v1beta/models/m:embedContent"), MF_STR("")},
+        {MF_STR("/v1beta/models/m:batchEmbedContents"), MF_STR("")},
+    };
     mf_endpoint_t ep;
-    size_t i;
+    size_t i, k;
     int local;
 
     (void)mf_proto_find(bytes, &ep, &local);
     for (i = 0; mf_protos[i] != NULL; i++) {
-        run(mf_protos[i], j, bytes);
+        /* the request under each path that names a method (Gemini's
+         * generate, stream with and without alt=sse, embed, batch) */
+        for (k = 0; k < sizeof(calls) / sizeof(calls[0]); k++) {
+            run(mf_protos[i], j, bytes, &calls[k]);
+        }
     }
     json_decref(j);
     return 0;
