@@ -768,7 +768,8 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (parse_body(r) != MF_OK || check_model(r) != MF_OK) {
+    if (mf_req_decode_body(r) != MF_OK || parse_body(r) != MF_OK ||
+        check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
     }

@@ -38,6 +38,11 @@ void mf_req_step(mf_req_t *r);
 void mf_req_free(mf_req_t *r);
 void mf_req_finish(mf_req_t *r);
 
+/* req_decode.c: decodes a body sent with Content-Encoding gzip or
+ * deflate in place; MF_ERR when it answered (413 past limits.max_body
+ * decoded, 415 another coding, 400 data that does not decode). */
+int mf_req_decode_body(mf_req_t *r);
+
 /* req_respond.c */
 struct evbuffer *mf_req_out(mf_req_t *r);
 void mf_req_send_chunk(mf_req_t *r, const char *data, size_t len);
