@@ -1034,9 +1034,45 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if (n != NULL && n->type != MF_NODE_MAP) {
         cfg_error(ck, n, "cors", "must be a map (allow_origins)");
     } else if (n != NULL) {
-        static const char *const allowed[] = {"allow_origins", NULL};
+        static const char *const allowed[] = {"allow_origins", "allow_headers",
+                                              "max_age", NULL};
+        double age_ms = c->cors_max_age * 1000.0;
+        mf_buf_t joined = {0};
+        char **hdrs;
+        size_t nh = 0;
 
         check_keys(ck, n, "cors", allowed);
+        hdrs = string_list(ck, mf_node_get(n, "allow_headers"),
+                           "cors.allow_headers", &nh);
+        for (i = 0; i < nh; i++) {
+            if (strcmp(hdrs[i], "*") != 0 &&
+                (hdrs[i][0] == '\0' ||
+                 strspn(hdrs[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+                                 "RSTUVWXYZ0123456789-_") != strlen(hdrs[i]))) {
+                cfg_error(ck, mf_node_get(n, "allow_headers"),
+                          "cors.allow_headers",
+                          "'%s' is not a header name (letters, digits, - "
+                          "and _) or *",
+                          hdrs[i]);
+            }
+            if (i > 0) {
+                mf_buf_append(&joined, ", ", 2);
+            }
+            mf_buf_append(&joined, hdrs[i], strlen(hdrs[i]));
+            free(hdrs[i]);
+        }
+        if (nh > 0) {
+            mf_buf_append(&joined, "", 1);
+            c->cors_headers = joined.data;
+        }
+        free(hdrs);
+        get_duration(ck, n, "max_age", "cors.max_age", &age_ms);
+        if (age_ms < 0 || age_ms > 86400.0 * 1000) {
+            cfg_error(ck, mf_node_get(n, "max_age"), "cors.max_age",
+                      "must be between 0s and 24h (browsers cap it lower)");
+        } else {
+            c->cors_max_age = (unsigned)(age_ms / 1000);
+        }
         c->cors_origins = string_list(ck, mf_node_get(n, "allow_origins"),
                                       "cors.allow_origins", &c->ncors_origins);
         for (i = 0; i < c->ncors_origins; i++) {
@@ -1251,6 +1287,7 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     free(tmp);
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
+    c->cors_max_age = 600;
     c->builtin_plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
     while (first_dirs != NULL && *first_dirs != '\0') {
         size_t len = strcspn(first_dirs, ":");
@@ -1462,6 +1499,7 @@ mf_config_free(mf_config_t *c)
         free(c->cors_origins[i]);
     }
     free(c->cors_origins);
+    free(c->cors_headers);
     for (i = 0; i < c->nallowed_hosts; i++) {
         free(c->allowed_hosts[i]);
     }

@@ -159,7 +159,10 @@ typedef struct mf_config_s {
     json_t *redis;       /* raw, for the Redis service; NULL when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
-    char **allowed_hosts; /* Host names served besides loopback names */
+    char *cors_headers;    /* cors.allow_headers joined ", "; NULL: the
+                              preflight's requested headers are allowed */
+    unsigned cors_max_age; /* cors.max_age, seconds a preflight is cached */
+    char **allowed_hosts;  /* Host names served besides loopback names */
     size_t nallowed_hosts;
     int has_allowed_hosts; /* allowed_hosts was given */
 } mf_config_t;
