@@ -1097,6 +1097,37 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
 }
 
+/* response_store: how many Responses API answers are kept for
+ * previous_response_id and GET /v1/responses/{id}, their bytes, and for
+ * how long. */
+static void
+load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n)
+{
+    static const char *const allowed[] = {"max_entries", "max_bytes", "ttl",
+                                          NULL};
+    int entries;
+
+    if (n == NULL) {
+        return;
+    }
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "response_store",
+                  "must be a map (max_entries, max_bytes, ttl)");
+        return;
+    }
+    check_keys(ck, n, "response_store", allowed);
+    entries = get_int(ck, n, "max_entries", "response_store.max_entries",
+                      (int)c->store_max_entries, 0, 10000000);
+    c->store_max_entries = (size_t)entries;
+    get_size(ck, n, "max_bytes", "response_store.max_bytes",
+             &c->store_max_bytes);
+    get_duration(ck, n, "ttl", "response_store.ttl", &c->store_ttl_ms);
+    if (c->store_ttl_ms <= 0) {
+        cfg_error(ck, mf_node_get(n, "ttl"), "response_store.ttl",
+                  "must be longer than 0s");
+    }
+}
+
 static void
 add_plugin_dir(mf_config_t *c, char *dir)
 {
@@ -1135,10 +1166,10 @@ static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
     static const char *const allowed[] = {
-        "listen",     "workers",  "admin",     "limits", "redis",
-        "providers",  "routes",   "consumers", "stages", "log_level",
-        "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
-        "reuse_port", NULL};
+        "listen",         "workers",    "admin",     "limits", "redis",
+        "providers",      "routes",     "consumers", "stages", "log_level",
+        "plugin_dir",     "lua_path",   "reload",    "cors",   "allowed_hosts",
+        "response_store", "reuse_port", NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -1222,6 +1253,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
     load_access(ck, c, root);
+    load_response_store(ck, c, mf_node_get(root, "response_store"));
 
     n = mf_node_get(root, "redis");
     if (n != NULL) {
@@ -1288,6 +1320,9 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
     c->cors_max_age = 600;
+    c->store_max_entries = 10000;
+    c->store_max_bytes = 64 << 20;
+    c->store_ttl_ms = 3600.0 * 1000;
     c->builtin_plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
     while (first_dirs != NULL && *first_dirs != '\0') {
         size_t len = strcspn(first_dirs, ":");

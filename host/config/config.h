@@ -159,6 +159,11 @@ typedef struct mf_config_s {
     json_t *redis;       /* raw, for the Redis service; NULL when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
+    /* response_store: the Responses API's stored responses (in memory,
+     * per process); max_entries 0 = none stored */
+    size_t store_max_entries;
+    size_t store_max_bytes;
+    double store_ttl_ms;
     char *cors_headers;    /* cors.allow_headers joined ", "; NULL: the
                               preflight's requested headers are allowed */
     unsigned cors_max_age; /* cors.max_age, seconds a preflight is cached */

@@ -102,7 +102,8 @@ struct mf_req_s {
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
     const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
-    int proto_local; /* the adapter answers the path itself (no upstream) */
+    int proto_local;    /* the adapter answers the path itself (no upstream) */
+    json_t *proto_memo; /* what the adapter kept from the request */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */
     int close_after; /* the connection ends with this answer */

@@ -43,6 +43,10 @@ typedef struct mf_proto_error_s {
 typedef struct mf_proto_call_s {
     mf_str_t path;  /* without the query */
     mf_str_t query; /* after '?', empty when none */
+    /* the request's slot for what `request` keeps for the answer (the
+     * Responses API's conversation, to store it); the host releases it */
+    json_t **memo;
+    const struct mf_config_s *config; /* the generation's */
 } mf_proto_call_t;
 
 /* One model as a model list shows it. */
@@ -114,6 +118,14 @@ typedef struct mf_proto_s {
     int (*models_path)(mf_str_t path, mf_str_t *id);
     json_t *(*model)(const mf_proto_model_t *m);
     json_t *(*model_list)(json_t *entries);
+
+    /* Optional: a path of its space it answers itself, whatever the
+     * method, with no body and no upstream (GET and DELETE
+     * /v1/responses/{id}): 1 with *status and *body (malloc'd): the JSON
+     * answer when *status < 400, else the message of an error answer;
+     * 0 when the path is not one. */
+    int (*resource)(const mf_proto_call_t *call, mf_str_t method, int *status,
+                    char **body);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */

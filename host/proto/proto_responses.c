@@ -10,14 +10,18 @@
  * content_part added and done, output_text and function_call_arguments
  * deltas and done, reasoning summary text, completed or incomplete, and
  * failed followed by error when a stream is cut). Errors take OpenAI's
- * shape. The gateway keeps no responses: previous_response_id and
- * item references are refused with a 400 saying so.
+ * shape. Answers are kept in the response store (respstore.c) with the
+ * conversation that led to them, for previous_response_id and GET and
+ * DELETE /v1/responses/{id}; item references are refused with a 400.
  */
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "config/config.h"
 #include "proto/proto.h"
+#include "proto/respstore.h"
 
 /* Request */
 
@@ -182,8 +186,8 @@ input_item(json_t *msgs, json_t *item, const char **err)
         return MF_OK; /* an earlier answer's reasoning: providers take none */
     }
     if (strcmp(type, "item_reference") == 0) {
-        *err = "input: item_reference needs stored responses, which this "
-               "gateway does not keep; send the items themselves";
+        *err = "input: item_reference is not served by this gateway; send "
+               "the items themselves, or previous_response_id";
         return MF_ERR;
     }
     *err = "input: this item type is not supported by this gateway; send "
@@ -303,26 +307,61 @@ settings(json_t *in, json_t *out, const char **err)
     return MF_OK;
 }
 
+/* The stored answer previous_response_id names: its conversation's input
+ * items and its output items, joined (a new reference), or NULL. */
+static json_t *
+previous_items(const mf_proto_call_t *call, const char *id)
+{
+    char *text = mf_respstore_get(id);
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL, *items;
+
+    free(text);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    (void)call;
+    items = json_deep_copy(json_object_get(j, "input"));
+    if (!json_is_array(items)) {
+        json_decref(items);
+        items = json_array();
+    }
+    json_array_extend(
+        items, json_object_get(json_object_get(j, "response"), "output"));
+    json_decref(j);
+    return items;
+}
+
 static json_t *
 responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
-    json_t *out, *msgs, *v, *item;
+    json_t *out, *msgs, *v, *item, *items;
+    const char *prev;
     size_t i;
 
-    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         return json_incref(in);
-    }
-    if (json_is_string(json_object_get(in, "previous_response_id"))) {
-        *err = "previous_response_id needs stored responses, which this "
-               "gateway does not keep; send the whole conversation in input";
-        return NULL;
     }
     v = json_object_get(in, "input");
     if (!json_is_string(v) && json_array_size(v) == 0) {
         *err = "input: Field required (a string or a non-empty list of "
                "items)";
         return NULL;
+    }
+    /* the conversation as input items: the stored one first */
+    prev = json_string_value(json_object_get(in, "previous_response_id"));
+    items = prev ? previous_items(call, prev) : json_array();
+    if (items == NULL) {
+        *err = "previous_response_id: no response with this id is stored "
+               "here (unknown, expired, deleted, made with store: false, "
+               "or answered by another gateway process)";
+        return NULL;
+    }
+    if (json_is_string(v)) {
+        json_array_append_new(
+            items, json_pack("{s:s,s:O}", "role", "user", "content", v));
+    } else {
+        json_array_extend(items, v);
     }
     out = json_pack("{s:O}", "model", json_object_get(in, "model"));
     msgs = json_array();
@@ -332,22 +371,76 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             msgs, json_pack("{s:s,s:O}", "role", "system", "content",
                             json_object_get(in, "instructions")));
     }
-    if (json_is_string(v)) {
-        json_array_append_new(
-            msgs, json_pack("{s:s,s:O}", "role", "user", "content", v));
-    }
-    json_array_foreach(v, i, item)
+    json_array_foreach(items, i, item)
     {
         if (input_item(msgs, item, err) != MF_OK) {
+            json_decref(items);
             json_decref(out);
             return NULL;
         }
     }
     if (settings(in, out, err) != MF_OK) {
+        json_decref(items);
         json_decref(out);
         return NULL;
     }
+    if (call->memo != NULL && !json_is_false(json_object_get(in, "store"))) {
+        /* kept to store the conversation with the answer */
+        json_decref(*call->memo);
+        *call->memo = items;
+    } else {
+        json_decref(items);
+    }
     return out;
+}
+
+/* A new response id: resp_ and 24 random bytes in hex (stored answers
+ * are found by it, so it must not repeat). */
+static void
+response_id(char *buf, size_t cap)
+{
+    static const char hexd[] = "0123456789abcdef";
+    unsigned char b[24];
+    char hex[49];
+    size_t i;
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        double t = mf_wall_time() * 1e6;
+
+        for (i = 0; i < sizeof(b); i++) {
+            b[i] = (unsigned char)((uint64_t)t >> ((i % 8) * 8)) ^
+                   (unsigned char)rand();
+        }
+    }
+    for (i = 0; i < sizeof(b); i++) {
+        hex[2 * i] = hexd[b[i] >> 4];
+        hex[2 * i + 1] = hexd[b[i] & 15];
+    }
+    hex[48] = '\0';
+    snprintf(buf, cap, "resp_%s", hex);
+}
+
+/* Keeps a finished Response with the conversation that led to it (the
+ * request's memo), under its id, when the config keeps any. */
+static void
+store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
+{
+    const mf_config_t *c = call != NULL ? call->config : NULL;
+    const char *id = json_string_value(json_object_get(response, "id"));
+    json_t *j;
+    char *text;
+
+    if (c == NULL || input == NULL || id == NULL || c->store_max_entries == 0) {
+        return;
+    }
+    j = json_pack("{s:O,s:O}", "input", input, "response", response);
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text != NULL) {
+        (void)mf_respstore_put(id, mf_str_from(text), c->store_max_entries,
+                               c->store_max_bytes, c->store_ttl_ms);
+    }
+    free(text);
 }
 
 /* Response */
@@ -449,7 +542,6 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
     char rid[160], mid[160];
     size_t i;
 
-    (void)pc;
     if (think != NULL && think[0] != '\0') {
         make_id(mid, sizeof(mid), "rs_", base, "");
         json_array_append_new(out, reasoning_item(mid, think));
@@ -468,13 +560,17 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
         json_array_append_new(out, call_item(id ? id : "call", name ? name : "",
                                              args ? args : "{}", "completed"));
     }
-    make_id(rid, sizeof(rid), "resp_", base, "");
-    return response_obj(
+    response_id(rid, sizeof(rid));
+    out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
                                  : (json_int_t)time(NULL),
         out, usage, json_string_value(json_object_get(choice, "finish_reason")),
         "completed");
+    if (pc->memo != NULL) {
+        store_response(pc, *pc->memo, out);
+    }
+    return out;
 }
 
 /* Stream */
@@ -496,8 +592,10 @@ typedef struct {
     char call_id[128];
     char call_name[128];
     char finish[32];
-    char base[128]; /* the upstream's id */
-    char id[160];   /* resp_... */
+    json_t *memo;              /* the conversation to store, or NULL */
+    mf_proto_call_t call_copy; /* its config, for the store */
+    char base[128];            /* the upstream's id */
+    char id[160];              /* resp_... */
     char model[256];
 } responses_stream_t;
 
@@ -506,8 +604,12 @@ responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 {
     responses_stream_t *s = state;
 
-    (void)call;
     memset(s, 0, sizeof(*s));
+    if (call != NULL && call->memo != NULL && *call->memo != NULL) {
+        s->memo = json_incref(*call->memo);
+        s->call_copy = *call;
+        s->call_copy.memo = NULL;
+    }
     s->call = -1;
     s->created = (json_int_t)time(NULL);
     s->output = json_array();
@@ -522,6 +624,8 @@ responses_stream_free(void *state)
 
     json_decref(s->output);
     s->output = NULL;
+    json_decref(s->memo);
+    s->memo = NULL;
     mf_buf_free(&s->text);
 }
 
@@ -553,7 +657,7 @@ start(responses_stream_t *s, mf_buf_t *out)
         return;
     }
     s->started = 1;
-    make_id(s->id, sizeof(s->id), "resp_", s->base, "");
+    response_id(s->id, sizeof(s->id));
     emit(s, out, "response.created",
          json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
@@ -718,6 +822,9 @@ responses_stream_event(void *state, mf_str_t data, int last,
             const char *status =
                 json_string_value(json_object_get(r, "status"));
 
+            if (s->memo != NULL) {
+                store_response(&s->call_copy, s->memo, r);
+            }
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",
@@ -806,6 +913,65 @@ responses_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+/* GET /v1/responses/{id}: the stored Response; DELETE: forgets it. */
+static int
+responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
+                   char **body)
+{
+    static const size_t pl = sizeof("/v1/responses/") - 1;
+    char id[160];
+    char *text;
+    json_t *j;
+
+    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
+        call->path.len == pl) {
+        return 0;
+    }
+    snprintf(id, sizeof(id), "%.*s",
+             (int)(call->path.len - pl > 150 ? 150 : call->path.len - pl),
+             call->path.data + pl);
+    if (strchr(id, '/') != NULL) {
+        return 0; /* /input_items and the like: not served */
+    }
+    if (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE")) {
+        *status = 405;
+        *body = mf_xstrdup("Use GET or DELETE for a stored response.");
+        return 1;
+    }
+    if (mf_str_eq_cstr(method, "DELETE")) {
+        if (mf_respstore_delete(id)) {
+            j = json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
+                          "deleted", 1);
+            *body = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+            *status = 200;
+            return 1;
+        }
+        text = NULL;
+    } else {
+        text = mf_respstore_get(id);
+    }
+    j = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (!json_is_object(json_object_get(j, "response"))) {
+        mf_buf_t m = {0};
+
+        json_decref(j);
+        mf_buf_printf(&m,
+                      "No response with id '%s' is stored here (unknown, "
+                      "expired, deleted, or made with store: false).",
+                      id);
+        mf_buf_append(&m, "", 1);
+        *status = 404;
+        *body = m.data;
+        return 1;
+    }
+    *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+    json_decref(j);
+    *status = 200;
+    return 1;
+}
+
 const mf_proto_t mf_proto_responses = {
     .name = "responses",
     .method = "POST",
@@ -818,4 +984,5 @@ const mf_proto_t mf_proto_responses = {
     .stream_init = responses_stream_init,
     .stream_event = responses_stream_event,
     .stream_free = responses_stream_free,
+    .resource = responses_resource,
 };

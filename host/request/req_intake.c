@@ -352,6 +352,14 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
+mf_proto_call_t
+mf_req_proto_call(mf_req_t *r)
+{
+    mf_proto_call_t call = {r->path, r->query, &r->proto_memo, r->gen->config};
+
+    return call;
+}
+
 /* An endpoint the adapter answers itself (Anthropic's count_tokens):
  * answered here, before any stage, with no upstream. Returns MF_ERR (the
  * request is answered). */
@@ -360,7 +368,7 @@ answer_local(mf_req_t *r)
 {
     const char *err = NULL;
     int status = 200, estimated = 0;
-    mf_proto_call_t call = {r->path, r->query};
+    mf_proto_call_t call = mf_req_proto_call(r);
     char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
@@ -414,7 +422,7 @@ parse_body(mf_req_t *r)
         return answer_local(r);
     }
     if (r->proto->request != NULL) {
-        mf_proto_call_t call = {r->path, r->query};
+        mf_proto_call_t call = mf_req_proto_call(r);
         json_t *canon = r->proto->request(&call, r->json, &err);
 
         if (canon == NULL) {
@@ -746,6 +754,25 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_req_finish(r);
         return;
+    }
+    if (r->proto->resource != NULL) {
+        mf_proto_call_t call = mf_req_proto_call(r);
+        int status = 0;
+        char *text = NULL;
+
+        if (r->proto->resource(&call, r->method, &status, &text)) {
+            if (status >= 400) {
+                mf_req_respond_error(r, status, "invalid_request_error",
+                                     status == 404 ? "not_found" : NULL,
+                                     text ? text : "error");
+            } else {
+                mf_req_respond(r, status, "application/json",
+                               mf_str_from(text ? text : "{}"));
+            }
+            free(text);
+            mf_req_finish(r);
+            return;
+        }
     }
     if (r->endpoint == MF_ENDPOINT_NONE) {
         snprintf(msg, sizeof(msg),

@@ -345,7 +345,7 @@ void
 mf_req_start_stream_response(mf_req_t *r)
 {
     const char *ctype = "text/event-stream; charset=utf-8";
-    mf_proto_call_t call = {r->path, r->query};
+    mf_proto_call_t call = mf_req_proto_call(r);
 
     if (r->proto->stream_type != NULL && r->proto->stream_type(&call) != NULL) {
         ctype = r->proto->stream_type(&call);

@@ -38,6 +38,10 @@ void mf_req_step(mf_req_t *r);
 void mf_req_free(mf_req_t *r);
 void mf_req_finish(mf_req_t *r);
 
+/* req_intake.c: what the inbound adapter sees of the request beside its
+ * body (path, query, its memo slot, the config). */
+struct mf_proto_call_s mf_req_proto_call(mf_req_t *r);
+
 /* req_decode.c: decodes a body sent with Content-Encoding gzip or
  * deflate in place; MF_ERR when it answered (413 past limits.max_body
  * decoded, 415 another coding, 400 data that does not decode). */

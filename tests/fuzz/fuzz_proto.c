@@ -21,6 +21,19 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes, const mf_proto_call_t *call)
     void *st;
 
     (void)p->match(bytes, &ep);
+    if (p->resource != NULL) {
+        mf_proto_call_t rc = {bytes, MF_STR(""), NULL, NULL};
+        int status;
+        char *b = NULL;
+
+        if (p->resource(&rc, MF_STR("GET"), &status, &b)) {
+            free(b);
+        }
+        b = NULL;
+        if (p->resource(&rc, MF_STR("DELETE"), &status, &b)) {
+            free(b);
+        }
+    }
     if (p->stream_type != NULL) {
         (void)p->stream_type(call);
     }
@@ -66,12 +79,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     mf_str_t bytes = {(const char *)data, size};
     json_t *j = json_loadb(bytes.data, size, 0, NULL);
     static const mf_proto_call_t calls[] = {
-        {MF_STR("/v1/chat/completions"), MF_STR("")},
-        {MF_STR("/v1beta/models/m:generateContent"), MF_STR("")},
-        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("")},
-        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("alt=sse")},
-        {MF_STR("/v1beta/models/m:embedContent"), MF_STR("")},
-        {MF_STR("/v1beta/models/m:batchEmbedContents"), MF_STR("")},
+        {MF_STR("/v1/chat/completions"), MF_STR(""), NULL, NULL},
+        {MF_STR("/v1beta/models/m:generateContent"), MF_STR(""), NULL, NULL},
+        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR(""), NULL,
+         NULL},
+        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("alt=sse"),
+         NULL, NULL},
+        {MF_STR("/v1beta/models/m:embedContent"), MF_STR(""), NULL, NULL},
+        {MF_STR("/v1beta/models/m:batchEmbedContents"), MF_STR(""), NULL, NULL},
     };
     mf_endpoint_t ep;
     size_t i, k;
