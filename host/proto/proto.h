@@ -116,6 +116,13 @@ typedef struct mf_proto_s {
      * percent-encoded); model renders one entry, model_list wraps the
      * entries (an array, taken). */
     int (*models_path)(mf_str_t path, mf_str_t *id);
+    /* Optional: a request header its clients always send (Anthropic's
+     * anthropic-version): a model-list path another adapter owns is
+     * answered in this one's shape (and errors too) when it is sent and
+     * this adapter's models_path takes the path. */
+    const char *models_header;
+    /* The endpoints it serves, for the 404 of an unknown path. */
+    const char *endpoints;
     json_t *(*model)(const mf_proto_model_t *m);
     json_t *(*model_list)(json_t *entries);
 

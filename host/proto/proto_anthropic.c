@@ -780,6 +780,45 @@ anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+/* Models: /v1/models in Anthropic's shape, for clients that send
+ * anthropic-version (the SDK's models.list and models.retrieve). */
+static int
+anthropic_models_path(mf_str_t path, mf_str_t *id)
+{
+    *id = MF_STR_NULL;
+    if (mf_str_eq_cstr(path, "/v1/models")) {
+        return 1;
+    }
+    if (mf_proto_has_prefix(path, "/v1/models/") && path.len > 11) {
+        *id = (mf_str_t){path.data + 11, path.len - 11};
+        return 1;
+    }
+    return 0;
+}
+
+static json_t *
+anthropic_model(const mf_proto_model_t *m)
+{
+    /* the config says nothing of a release date: the epoch, as OpenAI's
+     * shape says created 0 */
+    return json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->id,
+                     "display_name", m->id, "created_at",
+                     "1970-01-01T00:00:00Z");
+}
+
+static json_t *
+anthropic_model_list(json_t *entries)
+{
+    size_t n = json_array_size(entries);
+    json_t *first = json_object_get(json_array_get(entries, 0), "id");
+    json_t *last =
+        json_object_get(json_array_get(entries, n ? n - 1 : 0), "id");
+
+    return json_pack("{s:o,s:b,s:O,s:O}", "data", entries, "has_more", 0,
+                     "first_id", first ? first : json_null(), "last_id",
+                     last ? last : json_null());
+}
+
 const mf_proto_t mf_proto_anthropic = {
     .name = "anthropic",
     .method = "POST",
@@ -792,4 +831,9 @@ const mf_proto_t mf_proto_anthropic = {
     .stream_init = anthropic_stream_init,
     .stream_event = anthropic_stream_event,
     .local = anthropic_local,
+    .models_path = anthropic_models_path,
+    .model = anthropic_model,
+    .model_list = anthropic_model_list,
+    .models_header = "anthropic-version",
+    .endpoints = "POST /v1/messages, POST /v1/messages/count_tokens",
 };

@@ -1199,4 +1199,7 @@ const mf_proto_t mf_proto_gemini = {
     .models_path = gemini_models_path,
     .model = gemini_model,
     .model_list = gemini_model_list,
+    .endpoints = "POST /v1beta/models/{model}:generateContent (and "
+                 ":streamGenerateContent, :countTokens, :embedContent, "
+                 ":batchEmbedContents), GET /v1beta/models",
 };

@@ -93,4 +93,6 @@ const mf_proto_t mf_proto_openai = {
     .models_path = openai_models_path,
     .model = openai_model,
     .model_list = openai_model_list,
+    .endpoints = "POST /v1/chat/completions, POST /v1/embeddings, GET "
+                 "/v1/models, GET /v1/models/{id}",
 };

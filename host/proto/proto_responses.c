@@ -985,4 +985,5 @@ const mf_proto_t mf_proto_responses = {
     .stream_event = responses_stream_event,
     .stream_free = responses_stream_free,
     .resource = responses_resource,
+    .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}",
 };

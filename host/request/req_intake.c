@@ -704,6 +704,30 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     return r;
 }
 
+/* The 404 of a path no adapter serves, listing what the gateway serves
+ * (each adapter's endpoints). */
+static void
+unknown_url(mf_req_t *r)
+{
+    mf_buf_t b = {0};
+    size_t i;
+
+    mf_buf_printf(&b, "Unknown request URL: %.*s %.*s. The gateway serves ",
+                  (int)(r->method.len > 16 ? 16 : r->method.len),
+                  r->method.data, (int)(r->path.len > 200 ? 200 : r->path.len),
+                  r->path.data);
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->endpoints != NULL) {
+            mf_buf_printf(&b, "%s, ", mf_protos[i]->endpoints);
+        }
+    }
+    mf_buf_printf(&b, "and GET /healthz.");
+    mf_buf_append(&b, "", 1);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
+                         b.data);
+    mf_buf_free(&b);
+}
+
 void
 mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
               const char *client_addr, const mf_req_refusal_t *why)
@@ -726,6 +750,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
     mf_str_t model;
+    size_t i;
     char msg[512];
 
     if (preflight) {
@@ -742,6 +767,21 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     }
     if (r->proto->models_path != NULL &&
         r->proto->models_path(r->path, &model)) {
+        /* in the shape of the adapter whose clients send a header this
+         * request has (anthropic-version), errors included */
+        for (i = 0; mf_protos[i] != NULL; i++) {
+            mf_str_t hv, id2;
+
+            if (mf_protos[i]->models_header != NULL &&
+                mf_hlist_get(&r->req_headers,
+                             mf_str_from(mf_protos[i]->models_header),
+                             &hv) == MF_OK &&
+                mf_protos[i]->models_path(r->path, &id2)) {
+                r->proto = mf_protos[i];
+                model = id2;
+                break;
+            }
+        }
         if (!mf_str_eq_cstr(r->method, "GET")) {
             mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                          MF_STR("GET"));
@@ -775,14 +815,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
     }
     if (r->endpoint == MF_ENDPOINT_NONE) {
-        snprintf(msg, sizeof(msg),
-                 "Unknown request URL: %.*s %.*s. The "
-                 "gateway serves POST /v1/chat/completions, POST "
-                 "/v1/embeddings, GET /v1/models and GET /healthz.",
-                 (int)r->method.len, r->method.data,
-                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
-        mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
-                             msg);
+        unknown_url(r);
         mf_req_finish(r);
         return;
     }
