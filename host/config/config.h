@@ -141,8 +141,9 @@ typedef struct mf_config_s {
     int listen_port;
     int workers; /* 0 = auto */
     char *admin_socket;
-    int watch;                /* reload when a watched file changes */
-    double watch_debounce_ms; /* quiet time that ends a burst of edits */
+    int watch;                  /* reload when a watched file changes */
+    double watch_debounce_ms;   /* quiet time that ends a burst of edits */
+    double watch_write_wait_ms; /* longest wait for a writer to close */
     int reuse_port;     /* share the port with other processes (SO_REUSEPORT) */
     char **plugin_dirs; /* search path: -p, plugin_dir, the built-in one */
     size_t nplugin_dirs;
@@ -157,6 +158,9 @@ typedef struct mf_config_s {
     mf_route_conf_t *routes;
     size_t nroutes;
     json_t *redis;       /* raw, for the Redis service; NULL when absent */
+    json_t *sections;    /* consumers, groups, prices: checked, normalized,
+                            for the stages that read them */
+    int sections_line;   /* line of `consumers`, 0 when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
     /* response_store: the Responses API's stored responses (in memory,

@@ -111,6 +111,10 @@ struct mf_req_s {
     mf_str_t model;       /* current model (routing may change it) */
     mf_str_t model_asked; /* what the client asked for */
     mf_str_t consumer;
+    mf_str_t consumer_group; /* the consumer record (ABI 1.4) */
+    mf_str_t consumer_key_id;
+    mf_str_t *consumer_attrs; /* name, value, ... (2 * n) */
+    size_t nconsumer_attrs;
 
     /* routing */
     mf_rtarget_t *targets;

@@ -169,7 +169,7 @@ listen: 127.0.0.1:0
 plugin_dir: ${BUILD}/plugins
 provders: []
 consumers:
-  - name: team-a
+  - { name: team-a, budget: { usd: 5, period: year } }
 providers:
   - name: a
     type: opena
@@ -184,7 +184,7 @@ providers:
   const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /:4: provders: unknown key 'provders'; did you mean 'providers'\?/);
-  assert.match(r.stderr, /:6: consumers: consumers are not implemented yet/);
+  assert.match(r.stderr, /:6: consumers\[0\]\.budget: period 'year' must be day, week, month or total/);
   assert.match(r.stderr, /:12: providers\[0\]: unknown key 'modles'; did you mean 'models'\?/);
   assert.match(r.stderr, /:8: providers\[0\]: 'a' has type 'opena', which no provider plugin serves; did you mean 'openai'\?/);
   assert.match(r.stderr, /:13: providers\[1\]: 'b' has type 'antropic', .*did you mean 'anthropic'\?/);
