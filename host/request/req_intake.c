@@ -388,6 +388,7 @@ answer_local(mf_req_t *r)
 static int
 parse_body(mf_req_t *r)
 {
+    mf_proto_call_t call;
     json_error_t jerr;
     json_t *model, *v;
     const char *err = NULL;
@@ -422,8 +423,10 @@ parse_body(mf_req_t *r)
         return answer_local(r);
     }
     if (r->proto->request != NULL) {
-        mf_proto_call_t call = mf_req_proto_call(r);
-        json_t *canon = r->proto->request(&call, r->json, &err);
+        json_t *canon;
+
+        call = mf_req_proto_call(r);
+        canon = r->proto->request(&call, r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
