@@ -1,7 +1,7 @@
 /*
  * Gemini inbound: Google's Generative Language API as the Google GenAI
  * SDKs speak it, served by any provider. The model and the method are in
- * the path (/v1beta/models/{model}:{method}):
+ * the path (/v1beta/models/{model}:{method}, or Google's /v1/models/...):
  *
  *  - generateContent and streamGenerateContent: contents, parts (text,
  *    inlineData, fileData, functionCall, functionResponse),
@@ -14,7 +14,7 @@
  *    request, the vectors back as embedding.values / embeddings[];
  *  - countTokens: the gateway's estimate, answered without an upstream;
  *  - GET /v1beta/models and /v1beta/models/{model}: the model list in
- *    Google's shape.
+ *    Google's shape (on /v1/models too when x-goog-api-key is sent).
  *
  * Errors are Google's: {"error":{"code","message","status"}} with the
  * google.rpc status name of the HTTP status.
@@ -27,6 +27,21 @@
 #include "proto/proto.h"
 
 #define GEM_PREFIX "/v1beta/models/"
+#define GEM_V1_PREFIX "/v1/models/"
+
+/* The length of the models prefix path starts with (/v1beta/models/, or
+ * Google's /v1/models/), 0 for neither. */
+static size_t
+models_prefix(mf_str_t path)
+{
+    if (mf_proto_has_prefix(path, GEM_PREFIX)) {
+        return sizeof(GEM_PREFIX) - 1;
+    }
+    if (mf_proto_has_prefix(path, GEM_V1_PREFIX)) {
+        return sizeof(GEM_V1_PREFIX) - 1;
+    }
+    return 0;
+}
 #define GEM_TOOLS 32
 
 typedef enum {
@@ -71,10 +86,10 @@ gem_method(mf_str_t path, mf_str_t *model)
         {"generateContent", G_GENERATE}, {"streamGenerateContent", G_STREAM},
         {"countTokens", G_COUNT},        {"embedContent", G_EMBED},
         {"batchEmbedContents", G_BATCH}, {NULL, G_NONE}};
-    size_t pl = sizeof(GEM_PREFIX) - 1, colon, i;
+    size_t pl = models_prefix(path), colon, i;
     mf_str_t name;
 
-    if (!mf_proto_has_prefix(path, GEM_PREFIX)) {
+    if (pl == 0) {
         return G_NONE;
     }
     for (colon = path.len; colon > pl && path.data[colon - 1] != ':'; colon--) {
@@ -1122,13 +1137,14 @@ gemini_local(const mf_proto_call_t *call, json_t *in, int *status,
 static int
 gemini_models_path(mf_str_t path, mf_str_t *id)
 {
-    size_t pl = sizeof(GEM_PREFIX) - 1;
+    size_t pl = models_prefix(path);
 
     *id = MF_STR_NULL;
-    if (mf_str_eq_cstr(path, "/v1beta/models")) {
+    if (mf_str_eq_cstr(path, "/v1beta/models") ||
+        mf_str_eq_cstr(path, "/v1/models")) {
         return 1;
     }
-    if (mf_proto_has_prefix(path, GEM_PREFIX) && path.len > pl &&
+    if (pl > 0 && path.len > pl &&
         memchr(path.data + pl, ':', path.len - pl) == NULL) {
         *id = (mf_str_t){path.data + pl, path.len - pl};
         return 1;
@@ -1199,6 +1215,7 @@ const mf_proto_t mf_proto_gemini = {
     .models_path = gemini_models_path,
     .model = gemini_model,
     .model_list = gemini_model_list,
+    .models_header = "x-goog-api-key",
     .endpoints = "POST /v1beta/models/{model}:generateContent (and "
                  ":streamGenerateContent, :countTokens, :embedContent, "
                  ":batchEmbedContents), GET /v1beta/models",

@@ -279,3 +279,19 @@ test('golden: a stream cut after it began ends with an error record', async () =
   assert.deepEqual(events[0], rec([{ text: 'Hello' }]));
   assert.equal(events.at(-1).error.status, 'UNAVAILABLE');
 });
+
+test("Google's /v1 paths: apiVersion v1 generates, streams and lists in Google's shape", async () => {
+  const v1 = new GoogleGenAI({ apiKey: 'client-key', httpOptions: { baseUrl: gw.url, apiVersion: 'v1' } });
+  const r = await v1.models.generateContent({ model: 'gpt-4o', contents: 'over v1' });
+  assert.equal(r.text, 'Hello from mock. You said: over v1');
+  let text = '';
+  for await (const ch of await v1.models.generateContentStream({ model: 'gpt-4o', contents: 'v1 stream' })) text += ch.text ?? '';
+  assert.equal(text, 'Hello from mock. You said: v1 stream');
+  const names = [];
+  for await (const m of await v1.models.list()) names.push(m.name);
+  assert.ok(names.includes('models/gpt-4o'), names.join(','));
+  assert.equal((await v1.models.get({ model: 'gpt-4o' })).name, 'models/gpt-4o');
+  // the same paths without the Gemini key header stay OpenAI's
+  const j = await (await fetch(`${gw.url}/v1/models/gpt-4o`)).json();
+  assert.deepEqual(j, { id: 'gpt-4o', object: 'model', created: 0, owned_by: 'openai' });
+});
