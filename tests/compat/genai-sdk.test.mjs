@@ -1,6 +1,7 @@
 // The official `@google/genai` SDK against the gateway's Gemini-native
 // inbound (/v1beta/models/{model}:generateContent and the rest), served by
-// an OpenAI-wire upstream (the mock) through the canonical form: plain and
+// an OpenAI-wire upstream (the mock) through the canonical form (and by
+// Anthropic and Gemini upstreams at the end): plain and
 // streamed answers, function calls and their results, token counting,
 // embeddings, the model list, and errors in Google's shape. What reaches
 // the upstream is checked.
@@ -13,7 +14,19 @@ let mock, gw, ai;
 
 before(async () => {
   mock = await startMock();
-  gw = await startGateway(config(mock.url));
+  gw = await startGateway(config(mock.url, {
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: gemini
+    type: gemini
+    base_url: ${mock.url}
+    keys: ["AIza-test-0123456789"]
+    models: ["gemini-*"]`,
+  }));
   ai = new GoogleGenAI({ apiKey: 'client-key', httpOptions: { baseUrl: gw.url } });
 });
 
@@ -295,3 +308,26 @@ test("Google's /v1 paths: apiVersion v1 generates, streams and lists in Google's
   const j = await (await fetch(`${gw.url}/v1/models/gpt-4o`)).json();
   assert.deepEqual(j, { id: 'gpt-4o', object: 'model', created: 0, owned_by: 'openai' });
 });
+
+for (const model of ['claude-sonnet-4', 'gemini-2.5-flash']) {
+  test(`generateContent and its stream, served by ${model}`, async () => {
+    const r = await ai.models.generateContent({ model, contents: 'hello there', config: { systemInstruction: 'be brief' } });
+    assert.equal(r.text, 'Hello from mock. You said: hello there');
+    assert.ok(r.usageMetadata.promptTokenCount > 0);
+    const up = JSON.parse((await mock.last()).body);
+    if (model.startsWith('claude')) {
+      assert.deepEqual(up.system, [{ type: 'text', text: 'be brief' }]);
+    } else {
+      assert.deepEqual(up.systemInstruction, { parts: [{ text: 'be brief' }] });
+      assert.deepEqual(up.contents, [{ role: 'user', parts: [{ text: 'hello there' }] }]);
+    }
+    let text = '', last;
+    for await (const ch of await ai.models.generateContentStream({ model, contents: 'stream this' })) {
+      text += ch.text ?? '';
+      last = ch;
+    }
+    assert.equal(text, 'Hello from mock. You said: stream this');
+    assert.equal(last.candidates[0].finishReason, 'STOP');
+    assert.ok(last.usageMetadata.candidatesTokenCount > 0);
+  });
+}
