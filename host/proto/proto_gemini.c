@@ -1035,8 +1035,8 @@ gemini_error_body(const mf_proto_error_t *e)
     return text;
 }
 
-/* The error as the stream's last record (an SSE event, or the array's
- * last element, the array then closed). */
+/* The error as the stream's last record (a bare JSON object after the
+ * SSE events, or the array's last element, the array then closed). */
 static void
 gemini_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 {
@@ -1052,7 +1052,9 @@ gemini_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
         mf_buf_append(out, text, strlen(text));
         mf_buf_append(out, "]", 1);
     } else if (s == NULL || !s->closed) {
-        mf_buf_printf(out, "data: %s\r\n\r\n", text);
+        /* as Google's endpoint does: the error object bare, outside the
+         * SSE framing (the GenAI SDKs raise it when it arrives alone) */
+        mf_buf_printf(out, "%s\n", text);
     }
     if (s != NULL) {
         s->closed = 1;

@@ -282,11 +282,16 @@ test('golden: a streamed function call is one whole functionCall record', async 
 
 test('golden: a stream cut after it began ends with an error record', async () => {
   let { text } = await streamRaw('?alt=sse', { contents: [{ parts: [{ text: 'x [[mock:cut=2]]' }] }] });
-  let events = text.slice(0, -4).split('\r\n\r\n').map((e) => JSON.parse(e.slice(6)));
-  assert.deepEqual(events[0], rec([{ text: 'Hello' }]));
-  assert.equal(events.at(-1).error.code, 502);
-  assert.equal(events.at(-1).error.status, 'UNAVAILABLE');
-  assert.match(events.at(-1).error.message, /was cut/);
+  // the SSE events, then the error object bare (as Google sends it)
+  const cut = text.lastIndexOf('\r\n\r\n') + 4;
+  let events = text.slice(0, cut - 4).split('\r\n\r\n').map((e) => JSON.parse(e.slice(6)));
+  assert.deepEqual(events, [rec([{ text: 'Hello' }])]);
+  assert.ok(text.endsWith('}\n'));
+  const err = JSON.parse(text.slice(cut));
+  assert.deepEqual(Object.keys(err), ['error']);
+  assert.equal(err.error.code, 502);
+  assert.equal(err.error.status, 'UNAVAILABLE');
+  assert.match(err.error.message, /was cut/);
   ({ text } = await streamRaw('', { contents: [{ parts: [{ text: 'x [[mock:cut=2]]' }] }] }));
   events = JSON.parse(text); // still one whole array
   assert.deepEqual(events[0], rec([{ text: 'Hello' }]));
