@@ -104,6 +104,11 @@ struct mf_req_s {
     const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
     int proto_local;    /* the adapter answers the path itself (no upstream) */
     json_t *proto_memo; /* what the adapter kept from the request */
+    /* the response-store entry read from Redis before the adapter runs */
+    mf_str_t store_id;
+    mf_str_t store_value; /* data NULL: none stored */
+    int store_deleted;
+    int intake_wait; /* what intake does once it is read (req_store.c) */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */
     int close_after; /* the connection ends with this answer */

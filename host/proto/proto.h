@@ -47,6 +47,16 @@ typedef struct mf_proto_call_s {
      * Responses API's conversation, to store it); the host releases it */
     json_t **memo;
     const struct mf_config_s *config; /* the generation's */
+    /* The response store, as the host keeps it (in memory, or in Redis
+     * when `redis:` is configured; then the host reads the entry the
+     * adapter's store_key names before calling it). NULL in a call that
+     * has none. get: a malloc'd copy or NULL; put: keeps value under id
+     * (bounded, may drop it); delete: 1 when it was there. */
+    char *(*store_get)(const struct mf_proto_call_s *call, const char *id);
+    void (*store_put)(const struct mf_proto_call_s *call, const char *id,
+                      mf_str_t value);
+    int (*store_delete)(const struct mf_proto_call_s *call, const char *id);
+    void *ctx; /* the host's, for the store functions */
 } mf_proto_call_t;
 
 /* One model as a model list shows it. */
@@ -133,6 +143,12 @@ typedef struct mf_proto_s {
      * 0 when the path is not one. */
     int (*resource)(const mf_proto_call_t *call, mf_str_t method, int *status,
                     char **body);
+    /* Optional: the store entry handling this request will read (or,
+     * *del set, delete): in the parsed body (in), or, in NULL, from the
+     * path of a resource; 1 with *id set (a view into in or the path),
+     * else 0. A host whose store is remote fetches it first. */
+    int (*store_key)(const mf_proto_call_t *call, json_t *in, mf_str_t method,
+                     mf_str_t *id, int *del);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */

@@ -19,9 +19,7 @@
 #include <stdlib.h>
 #include <time.h>
 
-#include "config/config.h"
 #include "proto/proto.h"
-#include "proto/respstore.h"
 
 /* Request */
 
@@ -312,7 +310,7 @@ settings(json_t *in, json_t *out, const char **err)
 static json_t *
 previous_items(const mf_proto_call_t *call, const char *id)
 {
-    char *text = mf_respstore_get(id);
+    char *text = call->store_get ? call->store_get(call, id) : NULL;
     json_t *j = text ? json_loads(text, 0, NULL) : NULL, *items;
 
     free(text);
@@ -320,7 +318,6 @@ previous_items(const mf_proto_call_t *call, const char *id)
         json_decref(j);
         return NULL;
     }
-    (void)call;
     items = json_deep_copy(json_object_get(j, "input"));
     if (!json_is_array(items)) {
         json_decref(items);
@@ -425,20 +422,19 @@ response_id(char *buf, size_t cap)
 static void
 store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
 {
-    const mf_config_t *c = call != NULL ? call->config : NULL;
     const char *id = json_string_value(json_object_get(response, "id"));
     json_t *j;
     char *text;
 
-    if (c == NULL || input == NULL || id == NULL || c->store_max_entries == 0) {
+    if (call == NULL || call->store_put == NULL || input == NULL ||
+        id == NULL) {
         return;
     }
     j = json_pack("{s:O,s:O}", "input", input, "response", response);
     text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text != NULL) {
-        (void)mf_respstore_put(id, mf_str_from(text), c->store_max_entries,
-                               c->store_max_bytes, c->store_ttl_ms);
+        call->store_put(call, id, mf_str_from(text));
     }
     free(text);
 }
@@ -938,8 +934,11 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
         *body = mf_xstrdup("Use GET or DELETE for a stored response.");
         return 1;
     }
+    if (call->store_get == NULL || call->store_delete == NULL) {
+        return 0;
+    }
     if (mf_str_eq_cstr(method, "DELETE")) {
-        if (mf_respstore_delete(id)) {
+        if (call->store_delete(call, id)) {
             j = json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
                           "deleted", 1);
             *body = json_dumps(j, JSON_COMPACT);
@@ -949,7 +948,7 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
         }
         text = NULL;
     } else {
-        text = mf_respstore_get(id);
+        text = call->store_get(call, id);
     }
     j = text ? json_loads(text, 0, NULL) : NULL;
     free(text);
@@ -972,6 +971,35 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
     return 1;
 }
 
+/* The stored entry a request reads: its previous_response_id, or the id
+ * of GET and DELETE /v1/responses/{id}. */
+static int
+responses_store_key(const mf_proto_call_t *call, json_t *in, mf_str_t method,
+                    mf_str_t *id, int *del)
+{
+    static const size_t pl = sizeof("/v1/responses/") - 1;
+    json_t *prev;
+
+    *del = 0;
+    if (in != NULL) {
+        prev = json_object_get(in, "previous_response_id");
+        if (!json_is_string(prev)) {
+            return 0;
+        }
+        *id = (mf_str_t){json_string_value(prev), json_string_length(prev)};
+        return 1;
+    }
+    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
+        call->path.len == pl ||
+        memchr(call->path.data + pl, '/', call->path.len - pl) != NULL ||
+        (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE"))) {
+        return 0;
+    }
+    *id = (mf_str_t){call->path.data + pl, call->path.len - pl};
+    *del = mf_str_eq_cstr(method, "DELETE");
+    return 1;
+}
+
 const mf_proto_t mf_proto_responses = {
     .name = "responses",
     .method = "POST",
@@ -985,5 +1013,6 @@ const mf_proto_t mf_proto_responses = {
     .stream_event = responses_stream_event,
     .stream_free = responses_stream_free,
     .resource = responses_resource,
+    .store_key = responses_store_key,
     .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}",
 };

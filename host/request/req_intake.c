@@ -352,14 +352,6 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
-mf_proto_call_t
-mf_req_proto_call(mf_req_t *r)
-{
-    mf_proto_call_t call = {r->path, r->query, &r->proto_memo, r->gen->config};
-
-    return call;
-}
-
 /* An endpoint the adapter answers itself (Anthropic's count_tokens):
  * answered here, before any stage, with no upstream. Returns MF_ERR (the
  * request is answered). */
@@ -385,13 +377,16 @@ answer_local(mf_req_t *r)
     return MF_ERR;
 }
 
+/* What intake waits on (the response store's entry, read from Redis). */
+enum { INTAKE_NONE = 0, INTAKE_BODY, INTAKE_RESOURCE };
+#define INTAKE_WAITING 1 /* parse_body: the request waits; not answered */
+
+static int canonical_body(mf_req_t *r);
+
 static int
 parse_body(mf_req_t *r)
 {
-    mf_proto_call_t call;
     json_error_t jerr;
-    json_t *model, *v;
-    const char *err = NULL;
     char msg[512];
 
     if (r->body.len == 0) {
@@ -422,6 +417,23 @@ parse_body(mf_req_t *r)
     if (r->proto_local) {
         return answer_local(r);
     }
+    if (mf_req_store_fetch(r, r->json)) {
+        r->intake_wait = INTAKE_BODY; /* mf_req_intake_resume goes on */
+        return INTAKE_WAITING;
+    }
+    return canonical_body(r);
+}
+
+/* The parsed body to the canonical request (the adapter's `request`) and
+ * its checks. */
+static int
+canonical_body(mf_req_t *r)
+{
+    mf_proto_call_t call;
+    json_t *model, *v;
+    const char *err = NULL;
+    char msg[512];
+
     if (r->proto->request != NULL) {
         json_t *canon;
 
@@ -707,6 +719,29 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     return r;
 }
 
+/* A path the adapter answers itself (a stored Response): 1 when it did. */
+static int
+answer_resource(mf_req_t *r)
+{
+    mf_proto_call_t call = mf_req_proto_call(r);
+    int status = 0;
+    char *text = NULL;
+
+    if (!r->proto->resource(&call, r->method, &status, &text)) {
+        return 0;
+    }
+    if (status >= 400) {
+        mf_req_respond_error(r, status, "invalid_request_error",
+                             status == 404 ? "not_found" : NULL,
+                             text ? text : "error");
+    } else {
+        mf_req_respond(r, status, "application/json",
+                       mf_str_from(text ? text : "{}"));
+    }
+    free(text);
+    return 1;
+}
+
 /* The 404 of a path no adapter serves, listing what the gateway serves
  * (each adapter's endpoints). */
 static void
@@ -754,6 +789,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
     mf_str_t model;
     size_t i;
+    int rc;
     char msg[512];
 
     if (preflight) {
@@ -799,20 +835,11 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     if (r->proto->resource != NULL) {
-        mf_proto_call_t call = mf_req_proto_call(r);
-        int status = 0;
-        char *text = NULL;
-
-        if (r->proto->resource(&call, r->method, &status, &text)) {
-            if (status >= 400) {
-                mf_req_respond_error(r, status, "invalid_request_error",
-                                     status == 404 ? "not_found" : NULL,
-                                     text ? text : "error");
-            } else {
-                mf_req_respond(r, status, "application/json",
-                               mf_str_from(text ? text : "{}"));
-            }
-            free(text);
+        if (mf_req_store_fetch(r, NULL)) {
+            r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+            return;
+        }
+        if (answer_resource(r)) {
             mf_req_finish(r);
             return;
         }
@@ -831,8 +858,36 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (mf_req_decode_body(r) != MF_OK || parse_body(r) != MF_OK ||
-        check_model(r) != MF_OK) {
+    if (mf_req_decode_body(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    rc = parse_body(r);
+    if (rc == INTAKE_WAITING) {
+        return;
+    }
+    if (rc != MF_OK || check_model(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+void
+mf_req_intake_resume(mf_req_t *r)
+{
+    int wait = r->intake_wait;
+
+    r->intake_wait = INTAKE_NONE;
+    if (wait == INTAKE_RESOURCE) {
+        if (!answer_resource(r)) {
+            unknown_url(r);
+        }
+        mf_req_finish(r);
+        return;
+    }
+    if (canonical_body(r) != MF_OK || check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
     }

@@ -6,12 +6,40 @@
 #include <stdlib.h>
 
 #include "proto/proto.h"
+#include "proto/respstore.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static void
-run(const mf_proto_t *p, json_t *j, mf_str_t bytes, const mf_proto_call_t *call)
+/* A small in-memory response store, so that stored answers and
+ * previous_response_id are driven too. */
+static char *
+store_get(const mf_proto_call_t *call, const char *id)
 {
+    (void)call;
+    return mf_respstore_get(id);
+}
+
+static void
+store_put(const mf_proto_call_t *call, const char *id, mf_str_t value)
+{
+    (void)call;
+    (void)mf_respstore_put(id, value, 64, 1 << 20, 60000);
+}
+
+static int
+store_delete(const mf_proto_call_t *call, const char *id)
+{
+    (void)call;
+    return mf_respstore_delete(id);
+}
+
+static void
+run(const mf_proto_t *p, json_t *j, mf_str_t bytes,
+    const mf_proto_call_t *call0)
+{
+    json_t *memo = NULL;
+    mf_proto_call_t callm = *call0;
+    const mf_proto_call_t *call = &callm;
     mf_usage_t usage = {10, 5, 15, 2, -1, 0};
     mf_proto_error_t e = {502, "upstream_error", "x", NULL, "m"};
     mf_endpoint_t ep;
@@ -20,12 +48,14 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes, const mf_proto_call_t *call)
     char *text;
     void *st;
 
+    callm.memo = &memo; /* what `request` keeps, stored with the answer */
     (void)p->match(bytes, &ep);
     if (p->resource != NULL) {
-        mf_proto_call_t rc = {bytes, MF_STR(""), NULL, NULL};
+        mf_proto_call_t rc = *call;
         int status;
         char *b = NULL;
 
+        rc.path = bytes;
         if (p->resource(&rc, MF_STR("GET"), &status, &b)) {
             free(b);
         }
@@ -71,6 +101,7 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes, const mf_proto_call_t *call)
         free(st);
     }
     mf_buf_free(&out);
+    json_decref(memo);
 }
 
 int
@@ -78,19 +109,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     mf_str_t bytes = {(const char *)data, size};
     json_t *j = json_loadb(bytes.data, size, 0, NULL);
-    static const mf_proto_call_t calls[] = {
-        {MF_STR("/v1/chat/completions"), MF_STR(""), NULL, NULL},
-        {MF_STR("/v1beta/models/m:generateContent"), MF_STR(""), NULL, NULL},
-        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR(""), NULL,
-         NULL},
-        {MF_STR("/v1beta/models/m:streamGenerateContent"), MF_STR("alt=sse"),
-         NULL, NULL},
-        {MF_STR("/v1beta/models/m:embedContent"), MF_STR(""), NULL, NULL},
-        {MF_STR("/v1beta/models/m:batchEmbedContents"), MF_STR(""), NULL, NULL},
+    static const char *const paths[][2] = {
+        {"/v1/chat/completions", ""},
+        {"/v1beta/models/m:generateContent", ""},
+        {"/v1beta/models/m:streamGenerateContent", ""},
+        {"/v1beta/models/m:streamGenerateContent", "alt=sse"},
+        {"/v1beta/models/m:embedContent", ""},
+        {"/v1beta/models/m:batchEmbedContents", ""},
     };
+    mf_proto_call_t calls[sizeof(paths) / sizeof(paths[0])];
     mf_endpoint_t ep;
     size_t i, k;
     int local;
+
+    for (k = 0; k < sizeof(paths) / sizeof(paths[0]); k++) {
+        calls[k] = (mf_proto_call_t){.path = mf_str_from(paths[k][0]),
+                                     .query = mf_str_from(paths[k][1]),
+                                     .store_get = store_get,
+                                     .store_put = store_put,
+                                     .store_delete = store_delete};
+    }
 
     (void)mf_proto_find(bytes, &ep, &local);
     for (i = 0; mf_protos[i] != NULL; i++) {

@@ -1,10 +1,12 @@
 // The response store's bounds (response_store: max_entries, max_bytes,
 // ttl): the oldest answers are evicted past the count or the bytes, an
-// answer expires after the TTL, max_entries 0 keeps none; and the
-// section's settings are checked.
+// answer expires after the TTL, max_entries 0 keeps none; the section's
+// settings are checked; with `redis:` the store is Redis, shared by
+// gateway processes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startMock, startGateway, config, post, spawnSync, BIN, writeConfig } from './harness.mjs';
+import { spawn } from 'node:child_process';
+import { startMock, startGateway, config, post, spawnSync, BIN, writeConfig, closedPort, sleep } from './harness.mjs';
 
 let mock;
 
@@ -78,4 +80,61 @@ test('response_store settings are checked', () => {
   assert.match(r.stderr, /response_store: unknown key 'redis'/);
   assert.match(r.stderr, /response_store\.max_entries: max_entries '-1' must be a whole number from 0/);
   assert.match(r.stderr, /response_store\.ttl: must be longer than 0s/);
+});
+
+// With `redis:` the store is Redis, shared by every gateway process using
+// it: an answer made on one is continued, read and deleted on another.
+test('with redis: the store is shared by gateway processes', async () => {
+  const redisPort = await closedPort();
+  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1',
+    '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  const conf = config(mock.url) + `redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }\n` +
+    'response_store: { ttl: 1h }\n';
+  let a, b;
+  try {
+    for (let i = 0; ; i++) {
+      const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
+      if (r.stdout && r.stdout.toString().includes('PONG')) break;
+      assert.ok(i < 100, 'redis-server did not start');
+      await sleep(50);
+    }
+    a = await startGateway(conf);
+    b = await startGateway(conf);
+    const first = await create(a, 'remember Oslo');
+    // SET goes out without waiting for its reply: wait until it is there
+    for (let i = 0; !(await stored(b, first)); i++) {
+      assert.ok(i < 100, 'the answer never reached Redis');
+      await sleep(50);
+    }
+    const ttl = Number(spawnSync('redis-cli', ['-p', String(redisPort), 'PTTL', `manifold:resp:${first}`]).stdout.toString());
+    assert.ok(ttl > 3500000 && ttl <= 3600000, `PTTL ${ttl}`);
+    const res = await post(b, '/v1/responses', { model: 'gpt-4o', previous_response_id: first, input: 'where?' });
+    assert.equal(res.status, 200);
+    assert.deepEqual(JSON.parse((await mock.last()).body).messages, [
+      { role: 'user', content: 'remember Oslo' },
+      { role: 'assistant', content: 'Hello from mock. You said: remember Oslo' },
+      { role: 'user', content: 'where?' },
+    ]);
+    const got = await (await fetch(`${b.url}/v1/responses/${first}`)).json();
+    assert.equal(got.id, first);
+    let del = await fetch(`${b.url}/v1/responses/${first}`, { method: 'DELETE' });
+    assert.deepEqual(await del.json(), { id: first, object: 'response', deleted: true });
+    assert.equal(await stored(a, first), false);
+    del = await fetch(`${a.url}/v1/responses/${first}`, { method: 'DELETE' });
+    assert.equal(del.status, 404);
+    // Redis down: a request that needs the store is a 503 saying so
+    redis.kill('SIGTERM');
+    await new Promise((r) => redis.on('exit', r));
+    const down = await post(a, '/v1/responses', { model: 'gpt-4o', previous_response_id: first, input: 'x' });
+    assert.equal(down.status, 503);
+    const j = await down.json();
+    assert.equal(j.error.code, 'store_unavailable');
+    assert.match(j.error.message, /response store \(Redis\) could not be read/);
+    // and one that does not is served
+    assert.equal((await post(a, '/v1/responses', { model: 'gpt-4o', input: 'no store needed' })).status, 200);
+  } finally {
+    if (redis.exitCode === null) redis.kill('SIGTERM');
+    await a?.stop();
+    await b?.stop();
+  }
 });
