@@ -12,6 +12,7 @@
 
 #include "http/guard.h"
 #include "http/server.h"
+#include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 #include "proto/proto.h"
@@ -712,6 +713,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
     }
+    r->listener = mf_conn_listener(c);
     /* the adapter whose path it is answers, errors included */
     r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
     mf_conn_set_req(c, r);
@@ -781,74 +783,18 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_finish(r);
 }
 
-void
-mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
-              const char *client_addr, char *body, size_t len)
+/* The gateway's own paths (the endpoint table's built-in entries) */
+
+/* An inbound adapter's path (r->proto, found by req_new): its method,
+ * the body decoded and checked (the response-store entry it needs read
+ * first when the store is Redis), then the phase loop. */
+static void
+serve_proto(mf_req_t *r, int arg)
 {
-    int preflight;
-    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
-    mf_str_t model;
-    size_t i;
+    char msg[128];
     int rc;
-    char msg[512];
 
-    if (preflight) {
-        /* a CORS preflight from an allowed origin */
-        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
-        mf_req_finish(r);
-        return;
-    }
-    if (mf_str_eq_cstr(r->path, "/healthz")) {
-        mf_req_respond(r, 200, "application/json",
-                       MF_STR("{\"status\":\"ok\"}"));
-        mf_req_finish(r);
-        return;
-    }
-    if (r->proto->models_path != NULL &&
-        r->proto->models_path(r->path, &model)) {
-        /* in the shape of the adapter whose clients send a header this
-         * request has (anthropic-version), errors included */
-        for (i = 0; mf_protos[i] != NULL; i++) {
-            mf_str_t hv, id2;
-
-            if (mf_protos[i]->models_header != NULL &&
-                mf_hlist_get(&r->req_headers,
-                             mf_str_from(mf_protos[i]->models_header),
-                             &hv) == MF_OK &&
-                mf_protos[i]->models_path(r->path, &id2)) {
-                r->proto = mf_protos[i];
-                model = id2;
-                break;
-            }
-        }
-        if (!mf_str_eq_cstr(r->method, "GET")) {
-            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
-                         MF_STR("GET"));
-            mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                                 "Use GET for the model list.");
-        } else if (model.data != NULL) {
-            handle_model(r, r->proto, model);
-        } else {
-            handle_models(r, r->proto);
-        }
-        mf_req_finish(r);
-        return;
-    }
-    if (r->proto->resource != NULL) {
-        if (mf_req_store_fetch(r, NULL)) {
-            r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
-            return;
-        }
-        if (answer_resource(r)) {
-            mf_req_finish(r);
-            return;
-        }
-    }
-    if (r->endpoint == MF_ENDPOINT_NONE) {
-        unknown_url(r);
-        mf_req_finish(r);
-        return;
-    }
+    MF_UNUSED(arg);
     if (!mf_str_eq_cstr(r->method, r->proto->method)) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                      mf_str_from(r->proto->method));
@@ -892,6 +838,267 @@ mf_req_intake_resume(mf_req_t *r)
         return;
     }
     r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+/* Whether an inbound adapter serves path (or answers it itself). */
+static int
+proto_claims(mf_str_t path)
+{
+    mf_endpoint_t endpoint;
+    int local;
+
+    mf_proto_find(path, &endpoint, &local);
+    return endpoint != MF_ENDPOINT_NONE;
+}
+
+/* The adapter whose model list a path is: the request's own, or one
+ * whose clients send a header this request has (anthropic-version on
+ * /v1/models); *id set for one model. NULL when none. */
+static const mf_proto_t *
+models_shape(mf_req_t *r, mf_str_t *id)
+{
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        mf_str_t hv;
+
+        if (mf_protos[i]->models_header != NULL &&
+            mf_protos[i]->models_path != NULL &&
+            mf_hlist_get(&r->req_headers,
+                         mf_str_from(mf_protos[i]->models_header),
+                         &hv) == MF_OK &&
+            mf_protos[i]->models_path(r->path, id)) {
+            return mf_protos[i];
+        }
+    }
+    if (r->proto->models_path != NULL && r->proto->models_path(r->path, id)) {
+        return r->proto;
+    }
+    return NULL;
+}
+
+/* Whether an adapter lists models at path (/v1/models, /models,
+ * /v1/models/{id}, /v1beta/models, ...). */
+static int
+models_claims(mf_str_t path)
+{
+    mf_str_t id;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->models_path != NULL &&
+            mf_protos[i]->models_path(path, &id)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* GET of a model list or one model, in the shape the caller expects
+ * (errors included). */
+static void
+serve_models(mf_req_t *r, int arg)
+{
+    const mf_proto_t *shape;
+    mf_str_t id = MF_STR_NULL;
+
+    MF_UNUSED(arg);
+    shape = models_shape(r, &id);
+    if (shape == NULL) {
+        unknown_url(r);
+    } else {
+        r->proto = shape;
+        if (id.data != NULL) {
+            handle_model(r, shape, id);
+        } else {
+            handle_models(r, shape);
+        }
+    }
+    mf_req_finish(r);
+}
+
+/* Whether an adapter answers path itself as a resource (GET and DELETE
+ * /v1/responses/{id}). */
+static int
+resource_claims(mf_str_t path)
+{
+    mf_proto_call_t call = {.path = path};
+    mf_str_t id;
+    int del;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->resource != NULL && mf_protos[i]->store_key != NULL &&
+            mf_protos[i]->store_key(&call, NULL, MF_STR("GET"), &id, &del)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A resource path (r->proto's, found by req_new): read from the store
+ * (first from Redis when it is there), then answered. */
+static void
+serve_resource(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    if (r->proto->resource == NULL) {
+        unknown_url(r);
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_req_store_fetch(r, NULL)) {
+        r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+        return;
+    }
+    if (!answer_resource(r)) {
+        unknown_url(r);
+    }
+    mf_req_finish(r);
+}
+
+static void
+serve_health(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    mf_req_respond(r, 200, "application/json", MF_STR("{\"status\":\"ok\"}"));
+    mf_req_finish(r);
+}
+
+#define CLIENT(m, p, fn, a)                                                    \
+    {                                                                          \
+        .listener = MF_LISTENER_CLIENT, .method = (m), .path = (p),            \
+        .builtin = (fn), .builtin_arg = (a)                                    \
+    }
+
+static const mf_epath_t builtin_paths[] = {
+    /* every path an inbound adapter serves (proto/: chat completions,
+     * messages, responses, embeddings, ...), any method: the adapter
+     * says which one it takes */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the inbound adapters' paths)",
+     .claims = proto_claims,
+     .builtin = serve_proto},
+    /* model lists, in the shape of the adapter whose path or header it
+     * is: /v1/models, /models, /v1/models/{id}, /v1beta/models, ... */
+    {.listener = MF_LISTENER_CLIENT,
+     .method = "GET",
+     .path = "(the model lists)",
+     .claims = models_claims,
+     .builtin = serve_models},
+    /* a stored Response: GET and DELETE /v1/responses/{id} */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the adapters' resources)",
+     .claims = resource_claims,
+     .builtin = serve_resource},
+    CLIENT("GET", "/healthz", serve_health, 0),
+    {.listener = MF_LISTENER_STATUS,
+     .method = "GET",
+     .path = "/healthz",
+     .builtin = serve_health},
+};
+
+void
+mf_req_endpoints_init(void)
+{
+    mf_endpoints_set_builtins(builtin_paths, MF_NELEMS(builtin_paths));
+}
+
+/* Whether the status listener's bearer token (status.token) came with
+ * the request; compared in constant time. */
+static int
+status_authorized(mf_req_t *r)
+{
+    const char *want = r->gen->config->status_token;
+    mf_str_t got;
+    size_t i, n;
+    unsigned char diff = 0;
+
+    if (want == NULL) {
+        return 1;
+    }
+    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) != MF_OK ||
+        got.len < 7 || strncasecmp(got.data, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    got.data += 7;
+    got.len -= 7;
+    n = strlen(want);
+    diff = got.len != n;
+    for (i = 0; i < n; i++) {
+        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.data[i] : 0));
+    }
+    return diff == 0;
+}
+
+/* No entry serves the path (404), or none for the method (405). */
+static void
+respond_unserved(mf_req_t *r, const char *allow)
+{
+    char msg[512];
+
+    if (allow[0] != '\0') {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     mf_str_from(allow));
+        snprintf(msg, sizeof(msg), "Use %s for %.*s.", allow,
+                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
+        return;
+    }
+    if (r->listener != MF_LISTENER_STATUS) {
+        unknown_url(r);
+        return;
+    }
+    snprintf(msg, sizeof(msg),
+             "Unknown request URL: %.*s %.*s on the status listener.",
+             (int)r->method.len, r->method.data,
+             (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url", msg);
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    const mf_epath_t *ep;
+    char allow[128];
+
+    if (preflight) {
+        /* a CORS preflight from an allowed origin */
+        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
+        mf_req_finish(r);
+        return;
+    }
+    if (r->listener == MF_LISTENER_STATUS && !status_authorized(r)) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("www-authenticate"),
+                     MF_STR("Bearer realm=\"manifold status\""));
+        mf_req_respond_error(r, 401, "authentication_error", "invalid_token",
+                             "The status listener asks for its bearer token "
+                             "(status.token): send Authorization: Bearer "
+                             "<token>.");
+        mf_req_finish(r);
+        return;
+    }
+    ep = mf_endpoints_find(r->gen, (mf_listener_t)r->listener, r->method,
+                           r->path, allow, sizeof(allow));
+    if (ep != NULL && ep->stage != NULL && !atomic_load(&ep->stage->enabled)) {
+        ep = NULL; /* a disabled stage serves none of its paths */
+        allow[0] = '\0';
+    }
+    if (ep == NULL) {
+        respond_unserved(r, allow);
+        mf_req_finish(r);
+        return;
+    }
+    if (ep->builtin != NULL) {
+        ep->builtin(r, ep->builtin_arg);
+        return;
+    }
+    r->epath = ep;
+    r->phase = MF_PHASE_SERVE;
     mf_req_step(r);
 }
 
