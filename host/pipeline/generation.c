@@ -472,7 +472,9 @@ mf_gen_loading_section(const char *name)
 
     pthread_mutex_lock(&loading_lock);
     if (loading != NULL && name != NULL && loading_cfg->sections != NULL) {
-        if (loading->sections == NULL) {
+        /* the config's directory is where it is, not a section whose
+         * change should load the stage again */
+        if (strcmp(name, "dir") != 0 && loading->sections == NULL) {
             loading->sections = json_incref(loading_cfg->sections);
         }
         loading->reads_consumers |= strcmp(name, "consumers") == 0;

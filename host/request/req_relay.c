@@ -185,7 +185,9 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
             if (r->att.proto_stream == NULL) {
                 return;
             }
-            r->proto->stream_init(r->att.proto_stream, r->model_asked);
+            mf_proto_call_t call = mf_req_proto_call(r);
+
+            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
         }
         r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
                                &r->chunk_out);
@@ -389,7 +391,8 @@ mf_req_complete_nonstream(mf_req_t *r)
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
                         : json_loadb(body.data, body.len, 0, NULL);
-        json_t *m = c ? r->proto->response(c, &r->usage) : NULL;
+        mf_proto_call_t call = mf_req_proto_call(r);
+        json_t *m = c ? r->proto->response(&call, c, &r->usage) : NULL;
         char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
 
         json_decref(c);
@@ -422,7 +425,9 @@ stage_translate(mf_req_t *r, mf_str_t data, int last)
             if (r->att.proto_stream == NULL) {
                 return MF_ERR;
             }
-            r->proto->stream_init(r->att.proto_stream, r->model_asked);
+            mf_proto_call_t call = mf_req_proto_call(r);
+
+            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
         }
         r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
                                &r->chunk_out);
@@ -480,7 +485,13 @@ mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
         return mf_req_respond(r, 200, "application/json", completion);
     }
     c = json_loadb(completion.data, completion.len, 0, NULL);
-    m = c != NULL ? r->proto->response(c, &r->usage) : NULL;
+    if (c != NULL) {
+        mf_proto_call_t call = mf_req_proto_call(r);
+
+        m = r->proto->response(&call, c, &r->usage);
+    } else {
+        m = NULL;
+    }
     json_decref(c);
     text = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);

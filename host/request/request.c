@@ -267,6 +267,7 @@ mf_req_free(mf_req_t *r)
     mf_req_proto_stream_free(r);
     mf_buf_free(&r->tried);
     json_decref(r->json);
+    json_decref(r->proto_memo);
     json_decref(r->resp_json);
     json_decref(r->rec_json);
     mf_buf_free(&r->rec_events);
