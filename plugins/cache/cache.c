@@ -40,12 +40,14 @@ typedef struct cache_s {
     atomic_ullong hits, misses, bypasses, stored;
     atomic_ullong tokens_saved;
     atomic_ullong coalesced;
-    int redis;             /* entries in the configured `redis:` */
-    pthread_mutex_t plock; /* purges not yet written to Redis */
-    json_t *purges;        /* the admin socket's purges, to write */
-    atomic_int npurges;    /* how many (read without the lock) */
-    pthread_mutex_t flock; /* the flights and everything in them */
-    gov_map_t *flights;    /* key -> flight_t: misses being answered */
+    mf_metric_t *m_lookups; /* manifold_cache_lookups_total{result} */
+    mf_metric_t *m_saved;   /* manifold_cache_tokens_saved_total */
+    int redis;              /* entries in the configured `redis:` */
+    pthread_mutex_t plock;  /* purges not yet written to Redis */
+    json_t *purges;         /* the admin socket's purges, to write */
+    atomic_int npurges;     /* how many (read without the lock) */
+    pthread_mutex_t flock;  /* the flights and everything in them */
+    gov_map_t *flights;     /* key -> flight_t: misses being answered */
 } cache_t;
 
 /* How often a follower looks at its leader's flight. */
@@ -366,6 +368,27 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
     pthread_mutex_init(&c->plock, NULL);
     c->purges = json_array();
     c->redis = json_is_true(api->config_section("redis"));
+    {
+        static const char *const labels[] = {"result", NULL};
+        mf_metric_def_t lookups = {
+            .size = sizeof(lookups),
+            .type = MF_METRIC_COUNTER,
+            .name = "manifold_cache_lookups_total",
+            .help = "Cache lookups by result: hit, miss, bypass, coalesced",
+            .labels = labels};
+        mf_metric_def_t saved = {
+            .size = sizeof(saved),
+            .type = MF_METRIC_COUNTER,
+            .name = "manifold_cache_tokens_saved_total",
+            .help = "Tokens of the answers the cache gave (not asked of an "
+                    "upstream)"};
+
+        c->m_lookups = api->metric_declare(&lookups);
+        c->m_saved = api->metric_declare(&saved);
+        if (c->m_lookups == NULL || c->m_saved == NULL) {
+            goto fail;
+        }
+    }
     if (api->register_command("cache.purge",
                               "cache purge --scope S | --model M | --key K "
                               "| --all: drop cached answers",
@@ -623,6 +646,17 @@ cc_has(mf_str_t v, const char *name, int64_t *arg)
 }
 
 /* Replay */
+
+/* Counts a lookup's result in the metrics registry. */
+static void
+count(const cache_t *c, const char *result)
+{
+    mf_str_t v = {result, strlen(result)};
+
+    if (c->m_lookups != NULL) {
+        api->metric_add(c->m_lookups, &v, 1, 1);
+    }
+}
 
 static void
 set_status(mf_req_t *r, const char *status)
@@ -887,9 +921,13 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
     api->set_usage(r, &e->usage);
     api->set_cached(r, c->count_quota);
     atomic_fetch_add(&c->hits, 1);
+    count(c, "hit");
     if (e->usage.total_tokens > 0) {
         atomic_fetch_add(&c->tokens_saved,
                          (unsigned long long)e->usage.total_tokens);
+        if (c->m_saved != NULL) {
+            api->metric_add(c->m_saved, NULL, 0, (double)e->usage.total_tokens);
+        }
     }
     if (!stream) {
         char *made =
@@ -1046,6 +1084,7 @@ follower_headers(mf_req_t *r, rctx_t *x)
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("age"), MF_STR("0"));
     api->set_cached(r, x->c->count_quota);
     atomic_fetch_add(&x->c->coalesced, 1);
+    count(x->c, "coalesced");
 }
 
 /*
@@ -1446,6 +1485,7 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
         x->status = ST_BYPASS;
         set_status(r, "bypass");
         atomic_fetch_add(&c->bypasses, 1);
+        count(c, "bypass");
         return MF_CONTINUE;
     }
     model = api->get_model(r);
@@ -1484,6 +1524,7 @@ miss(mf_req_t *r, rctx_t *x)
     x->status = ST_MISS;
     set_status(r, "miss");
     atomic_fetch_add(&x->c->misses, 1);
+    count(x->c, "miss");
     if (x->store) {
         api->record_answer(r);
     }

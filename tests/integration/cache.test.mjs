@@ -15,9 +15,11 @@ function gwConfig(mockUrl) {
     stages: `  - { name: auth, plugin: key-auth }
   - name: cache
     plugin: cache
-    config: { ttl: 1h, max_memory: 8MiB }`,
+    config: { ttl: 1h, max_memory: 8MiB }
+  - { name: prometheus, plugin: prometheus }`,
   }) + `
 admin: { socket: ${dir}/admin.sock }
+status: { listen: 127.0.0.1:0 }
 groups:
   - { name: red }
   - { name: blue }
@@ -401,4 +403,19 @@ test('manifold -t refuses a cache config that cannot work, with the reason', () 
   assert.match(r.stderr, /unknown setting 'semantic'/);
   r = bad('{ max_memory: 64MiB, replay: paced, pace: 10ms, scope: consumer, count_quota: true }');
   assert.equal(r.status, 0, r.stderr);
+});
+
+test('metrics: lookups by result and tokens saved on the status listener', async () => {
+  const status = `http://127.0.0.1:${gw.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
+  const q = unique('counted');
+  const a = await chat(gw, q, {}, auth('k-ann'));
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const metric = async (re) => Number(((await (await fetch(status + '/metrics')).text()).match(re) || [])[1] ?? 0);
+  const hits = await metric(/^manifold_cache_lookups_total\{result="hit"\} (\d+)/m);
+  const saved = await metric(/^manifold_cache_tokens_saved_total (\d+)/m);
+  await (await chat(gw, q, {}, auth('k-ann'))).json();
+  assert.equal(await metric(/^manifold_cache_lookups_total\{result="hit"\} (\d+)/m), hits + 1);
+  assert.equal(await metric(/^manifold_cache_tokens_saved_total (\d+)/m), saved + ja.usage.total_tokens);
+  assert.ok(await metric(/^manifold_cache_lookups_total\{result="miss"\} (\d+)/m) > 0);
 });
