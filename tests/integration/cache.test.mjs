@@ -419,3 +419,16 @@ test('metrics: lookups by result and tokens saved on the status listener', async
   assert.equal(await metric(/^manifold_cache_tokens_saved_total (\d+)/m), saved + ja.usage.total_tokens);
   assert.ok(await metric(/^manifold_cache_lookups_total\{result="miss"\} (\d+)/m) > 0);
 });
+
+test('an entry an OpenAI client made is served to a Gemini-native client', async () => {
+  const q = unique('[[mock:chunks=2]] hello gemini');
+  const a = await chat(gw, q, { max_tokens: 64 }, auth('k-ann'));
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { out: g, calls } = await counted(() => post(gw, '/v1beta/models/gpt-4o:generateContent',
+    { contents: [{ role: 'user', parts: [{ text: q }] }], generationConfig: { maxOutputTokens: 64 } }, auth('k-ann')));
+  assert.equal(g.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(calls, 0);
+  const jg = await g.json();
+  assert.equal(jg.candidates[0].content.parts[0].text, ja.choices[0].message.content);
+});
