@@ -473,6 +473,7 @@ mf_req_stage_event(mf_req_t *r, mf_str_t data, int last)
 int
 mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
 {
+    mf_proto_call_t call;
     json_t *c, *m;
     char *text;
     int rc;
@@ -485,13 +486,8 @@ mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
         return mf_req_respond(r, 200, "application/json", completion);
     }
     c = json_loadb(completion.data, completion.len, 0, NULL);
-    if (c != NULL) {
-        mf_proto_call_t call = mf_req_proto_call(r);
-
-        m = r->proto->response(&call, c, &r->usage);
-    } else {
-        m = NULL;
-    }
+    call = mf_req_proto_call(r);
+    m = c != NULL ? r->proto->response(&call, c, &r->usage) : NULL;
     json_decref(c);
     text = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);

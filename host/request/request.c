@@ -34,6 +34,15 @@ mf_req_call_pause(mf_req_t *r, int paused)
 static int
 stage_result(mf_req_t *r, mf_action_t act)
 {
+    if (r->stage_stream != 0 && act != MF_PAUSE) {
+        /* a stage's own stream is the answer, whatever it returned: ended
+         * where the stage left it */
+        if (r->stage_stream == 1) {
+            mf_req_stage_event(r, MF_STR_NULL, 1);
+        }
+        mf_req_finish(r);
+        return 0;
+    }
     switch (act) {
     case MF_CONTINUE:
         return 1;
@@ -41,9 +50,6 @@ stage_result(mf_req_t *r, mf_action_t act)
         r->paused = 1;
         return 0;
     case MF_RESPOND:
-        if (r->stage_stream == 1) {
-            mf_req_stage_event(r, MF_STR_NULL, 1); /* the stage's stream */
-        }
         if (!r->head_sent) {
             mf_req_respond_error(r, 500, "server_error", NULL,
                                  "a stage said it answered but did not");
@@ -77,7 +83,7 @@ mf_req_resume(mf_req_t *r, mf_action_t action)
         return;
     }
     r->paused = 0;
-    if (action == MF_CONTINUE) {
+    if (action == MF_CONTINUE && r->stage_stream == 0) {
         r->stage_idx++;
         mf_req_step(r);
     } else {
@@ -214,7 +220,7 @@ mf_req_step(mf_req_t *r)
             /* resumed before the stage even returned */
             r->resume_pending = 0;
             act = r->resume_action;
-            if (act == MF_CONTINUE) {
+            if (act == MF_CONTINUE && r->stage_stream == 0) {
                 r->stage_idx++;
                 continue;
             }

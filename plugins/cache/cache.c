@@ -1550,7 +1550,10 @@ stream_events(mf_req_t *r, size_t *n)
     int whole = 0;
     mf_str_t d;
 
-    for (i = 0; ev != NULL && api->get_answer_event(r, i, &d) == MF_OK; i++) {
+    if (ev == NULL) {
+        return NULL;
+    }
+    for (i = 0; api->get_answer_event(r, i, &d) == MF_OK; i++) {
         json_t *ch = json_loadb(d.data, d.len, 0, NULL);
         json_t *choices = json_object_get(ch, "choices");
         json_t *c0 = json_array_get(choices, 0);
@@ -1578,7 +1581,7 @@ stream_events(mf_req_t *r, size_t *n)
         whole |= whole_finish(json_object_get(c0, "finish_reason"));
         json_decref(ch);
     }
-    if (ev != NULL && (!whole || i == 0)) {
+    if (!whole || i == 0) {
         free(ev);
         return NULL;
     }
