@@ -980,6 +980,9 @@ finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
         act = MF_FAIL;
     } else {
         act = respond_from(co, r, lua_gettop(co), slot->st->name);
+        if (act == MF_CONTINUE && r->head_sent) {
+            act = MF_RESPOND; /* it answered (mf.resp.completion, emit) */
+        }
     }
     luaL_unref(L, LUA_REGISTRYINDEX, slot->co_ref);
     slot->co_ref = LUA_NOREF;
