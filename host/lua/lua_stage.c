@@ -980,7 +980,9 @@ finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
         act = MF_FAIL;
     } else {
         act = respond_from(co, r, lua_gettop(co), slot->st->name);
-        if (act == MF_CONTINUE && r->head_sent) {
+        if (act == MF_CONTINUE && r->head_sent &&
+            (slot->stage == MF_STAGE_REQUEST ||
+             slot->stage == MF_STAGE_ROUTE)) {
             act = MF_RESPOND; /* it answered (mf.resp.completion, emit) */
         }
     }
