@@ -63,6 +63,7 @@ typedef struct flight_s {
     int refs;
     int state;         /* FLIGHT_* */
     int stream;        /* the leader streams: events arrive */
+    int emitted;       /* a follower has sent some of them */
     cs_entry_t *entry; /* FLIGHT_DONE: the answer */
     cs_event_t *events;
     size_t nevents, cap;
@@ -1012,6 +1013,9 @@ flight_end(cache_t *c, rctx_t *x, cs_entry_t *e)
     if (gov_map_get(c->flights, (mf_str_t){x->key, 64}) == f) {
         gov_map_del(c->flights, (mf_str_t){x->key, 64});
     }
+    if (f->state == FLIGHT_FAILED) {
+        e = NULL; /* its events broke off (a failover): they stay broken */
+    }
     if (e != NULL) {
         atomic_fetch_add(&e->refs, 1);
     }
@@ -1035,9 +1039,14 @@ flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
     }
     pthread_mutex_lock(&x->c->flock);
     if (restart) {
-        /* a failover: followers that saw events cannot be given others */
-        if (f->nevents > 0) {
+        /* a failover: the events so far were not the answer. Followers
+         * that sent some cannot be given others; else they start over */
+        if (f->emitted) {
             f->state = FLIGHT_FAILED;
+        } else {
+            while (f->nevents > 0) {
+                free((char *)f->events[--f->nevents].data.data);
+            }
         }
         goto out;
     }
@@ -1110,11 +1119,15 @@ follow_cb(mf_req_t *r, void *arg, const char *err)
     api->get_info(r, &info);
     pthread_mutex_lock(&c->flock);
     if (info.stream && f->stream && f->state != FLIGHT_FAILED) {
-        if (!x->started && (f->nevents > 0 || f->state == FLIGHT_DONE)) {
+        /* the first event may be a provider's preamble (a role), which
+         * a failover can still take back: a follower begins with the
+         * second, when the leader's answer is under way */
+        if (!x->started && (f->nevents > 1 || f->state == FLIGHT_DONE)) {
             x->started = 1;
+            f->emitted = 1;
             follower_headers(r, x);
         }
-        while (x->next < f->nevents) {
+        while (x->started && x->next < f->nevents) {
             const cs_event_t *ev = &f->events[x->next++];
 
             if (!(ev->flags & CS_EV_USAGE) || x->want_usage) {

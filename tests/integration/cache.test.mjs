@@ -432,3 +432,4 @@ test('an entry an OpenAI client made is served to a Gemini-native client', async
   const jg = await g.json();
   assert.equal(jg.candidates[0].content.parts[0].text, ja.choices[0].message.content);
 });
+
