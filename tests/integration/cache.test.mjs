@@ -12,6 +12,12 @@ let mock, dir, gw, sock;
 
 function gwConfig(mockUrl) {
   return config(mockUrl, {
+    extraProviders: `
+  - name: claude
+    type: anthropic
+    base_url: ${mockUrl}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]`,
     stages: `  - { name: auth, plugin: key-auth }
   - name: cache
     plugin: cache
@@ -20,6 +26,12 @@ function gwConfig(mockUrl) {
   }) + `
 admin: { socket: ${dir}/admin.sock }
 status: { listen: 127.0.0.1:0 }
+routes:
+  - model: flaky
+    targets:
+      - { provider: claude, model: "claude-3-5-haiku[[mock:cut=1 delay=300]]" }
+    fallback:
+      - { provider: openai, model: "gpt-4o[[mock:chunks=6 chunk_delay=40]]" }
 groups:
   - { name: red }
   - { name: blue }
@@ -433,3 +445,21 @@ test('an entry an OpenAI client made is served to a Gemini-native client', async
   assert.equal(jg.candidates[0].content.parts[0].text, ja.choices[0].message.content);
 });
 
+
+test('coalescing across a failover: the leader\'s first attempt broke after its preamble, followers get the second', async () => {
+  const q = unique('failover while followed');
+  const body = { model: 'flaky', max_tokens: 50, stream: true, messages: [{ role: 'user', content: q }] };
+  const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 6 }, async () => {
+    const res = await post(gw, '/v1/chat/completions', body, auth('k-ann'));
+    return { cache: res.headers.get('x-manifold-cache'), text: await res.text() };
+  })));
+  assert.equal(calls, 2, 'the cut attempt and the fallback');
+  const content = (t) => t.split('\n\n').filter((e) => e.startsWith('data: {'))
+    .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content ?? '').join('');
+  const leader = rs.find((r) => r.cache === 'miss');
+  assert.ok(content(leader.text).length > 0, leader.text);
+  for (const r of rs) {
+    assert.equal(content(r.text), content(leader.text));
+    assert.match(r.text, /data: \[DONE\]\n\n$/);
+  }
+});
