@@ -901,6 +901,18 @@ pace_cb(mf_req_t *r, void *arg, const char *err)
     }
 }
 
+/* Counts the tokens an answer from the cache saved. */
+static void
+count_saved(cache_t *c, const mf_usage_t *u)
+{
+    if (u->total_tokens > 0) {
+        atomic_fetch_add(&c->tokens_saved, (unsigned long long)u->total_tokens);
+        if (c->m_saved != NULL) {
+            api->metric_add(c->m_saved, NULL, 0, (double)u->total_tokens);
+        }
+    }
+}
+
 /* Answers the request from entry e (a reference the context takes). */
 static mf_action_t
 answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
@@ -921,15 +933,11 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
                     (mf_str_t){age, (size_t)n});
     api->set_usage(r, &e->usage);
     api->set_cached(r, c->count_quota);
-    atomic_fetch_add(&c->hits, 1);
-    count(c, "hit");
-    if (e->usage.total_tokens > 0) {
-        atomic_fetch_add(&c->tokens_saved,
-                         (unsigned long long)e->usage.total_tokens);
-        if (c->m_saved != NULL) {
-            api->metric_add(c->m_saved, NULL, 0, (double)e->usage.total_tokens);
-        }
+    if (x->flight == NULL) {
+        atomic_fetch_add(&c->hits, 1); /* a follower counts as coalesced */
+        count(c, "hit");
     }
+    count_saved(c, &e->usage);
     if (!stream) {
         char *made =
             e->stream ? json_dumps_new(completion_from_stream(e)) : NULL;
@@ -1137,6 +1145,7 @@ follow_cb(mf_req_t *r, void *arg, const char *err)
         }
         if (f->state == FLIGHT_DONE) {
             api->set_usage(r, &f->entry->usage);
+            count_saved(c, &f->entry->usage);
             if (x->want_usage && !x->usage_sent) {
                 emit_usage(x, f->entry);
             }
@@ -1534,14 +1543,19 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
 static mf_action_t
 miss(mf_req_t *r, rctx_t *x)
 {
+    mf_action_t act;
+
     x->status = ST_MISS;
     set_status(r, "miss");
-    atomic_fetch_add(&x->c->misses, 1);
-    count(x->c, "miss");
     if (x->store) {
         api->record_answer(r);
     }
-    return flight_join(r, x, x->stream);
+    act = flight_join(r, x, x->stream);
+    if (x->flight == NULL || x->leader) {
+        atomic_fetch_add(&x->c->misses, 1); /* a follower: coalesced */
+        count(x->c, "miss");
+    }
+    return act;
 }
 
 /* finish_reason of a choice: stop or tool_calls make an answer whole. */

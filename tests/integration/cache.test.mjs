@@ -310,6 +310,7 @@ test('manifoldctl cache purge: by key scope and model; stats count', async () =>
 
 test('coalescing: 50 identical concurrent misses make one upstream call, all 50 answered alike', async () => {
   const q = unique('[[mock:delay=400]] everyone asks at once');
+  const st0 = (await command('cache.stats', {})).json;
   const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 50 }, async () => {
     const res = await chat(gw, q, {}, auth(n % 2 ? 'k-ann' : 'k-bob'));
     return { status: res.status, cache: res.headers.get('x-manifold-cache'), body: await res.json() };
@@ -319,6 +320,11 @@ test('coalescing: 50 identical concurrent misses make one upstream call, all 50 
   assert.equal(rs.filter((r) => r.cache === 'miss').length, 1);
   for (const r of rs) assert.deepEqual(r.body, rs[0].body);
   assert.ok(rs[0].body.choices[0].message.content.length > 0);
+  const st1 = (await command('cache.stats', {})).json;
+  assert.equal(st1.misses - st0.misses, 1);
+  assert.equal(st1.coalesced - st0.coalesced, 49);
+  assert.equal(st1.hits - st0.hits, 0);
+  assert.equal(st1.tokens_saved - st0.tokens_saved, 49 * rs[0].body.usage.total_tokens);
 });
 
 test('coalescing streams: followers get the leader\'s events as they arrive, in any protocol', async () => {
