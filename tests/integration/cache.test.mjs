@@ -469,3 +469,41 @@ test('coalescing across a failover: the leader\'s first attempt broke after its 
     assert.match(r.text, /data: \[DONE\]\n\n$/);
   }
 });
+
+test('the in-process store holds its byte bound in the gateway: least recently used entries go', async () => {
+  const dir3 = mkdtempSync(path.join(tmpdir(), 'mf-cache-lru-'));
+  const sock3 = path.join(dir3, 'admin.sock');
+  const gw3 = await startGateway(config(mock.url, {
+    stages: `  - { name: cache, plugin: cache, config: { scope: global, max_memory: 24KiB } }`,
+  }) + `\nadmin: { socket: ${sock3} }\n`, { dir: dir3 });
+  const stats = () => new Promise((resolve, reject) => {
+    const req = http.request({ socketPath: sock3, path: '/commands/cache.stats', method: 'POST',
+      headers: { 'content-length': 2 } }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve(JSON.parse(b)));
+    });
+    req.on('error', reject);
+    req.end('{}');
+  });
+  try {
+    for (let i = 0; i < 120; i++) {
+      const res = await chat(gw3, `lru question ${i}`, {});
+      await res.json();
+      // stored at on_log, once the answer has left
+      while ((await stats()).stored < i + 1) await new Promise((r) => setTimeout(r, 2));
+    }
+    const st = await stats();
+    assert.ok(st.bytes <= 24 * 1024, JSON.stringify(st));
+    assert.ok(st.evicted > 0 && st.entries > 0 && st.entries < 120, JSON.stringify(st));
+    assert.equal(st.entries + st.evicted, 120);
+    const last = await chat(gw3, 'lru question 119', {});
+    assert.equal(last.headers.get('x-manifold-cache'), 'hit');
+    await last.json();
+    const first = await chat(gw3, 'lru question 0', {});
+    assert.equal(first.headers.get('x-manifold-cache'), 'miss');
+    await first.json();
+  } finally {
+    await gw3.stop();
+  }
+});
