@@ -507,3 +507,22 @@ test('the in-process store holds its byte bound in the gateway: least recently u
     await gw3.stop();
   }
 });
+
+test('an entry an OpenAI chat client made is served to a Responses client, stream and not', async () => {
+  const q = unique('[[mock:chunks=3]] hello responses');
+  const a = await chat(gw, q, { max_tokens: 64 }, auth('k-ann'));
+  const ja = await a.json();
+  await gw.waitLog((l) => l.request_id === a.headers.get('x-request-id'));
+  const { out, calls } = await counted(async () => {
+    const w = await post(gw, '/v1/responses', { model: 'gpt-4o', input: q, max_output_tokens: 64 }, auth('k-ann'));
+    const s = await post(gw, '/v1/responses', { model: 'gpt-4o', input: q, max_output_tokens: 64, stream: true }, auth('k-ann'));
+    return { w, jw: await w.json(), s, ts: await s.text() };
+  });
+  assert.equal(calls, 0);
+  assert.equal(out.w.headers.get('x-manifold-cache'), 'hit');
+  const msg = out.jw.output.find((o) => o.type === 'message');
+  assert.equal(msg.content[0].text, ja.choices[0].message.content);
+  assert.equal(out.s.headers.get('x-manifold-cache'), 'hit');
+  assert.match(out.ts, /event: response\.created/);
+  assert.match(out.ts, /event: response\.completed/);
+});
