@@ -127,8 +127,8 @@ l_regex_find(lua_State *L)
     }
     lua_pushinteger(L, (lua_Integer)m[0].rm_so + 1);
     lua_pushinteger(L, (lua_Integer)m[0].rm_eo);
-    groups = b->re.re_nsub < RE_MAX_GROUPS - 1 ? b->re.re_nsub
-                                               : RE_MAX_GROUPS - 1;
+    groups =
+        b->re.re_nsub < RE_MAX_GROUPS - 1 ? b->re.re_nsub : RE_MAX_GROUPS - 1;
     luaL_checkstack(L, (int)groups, "mf.regex.find");
     for (i = 1; i <= groups; i++) {
         if (m[i].rm_so < 0) {
