@@ -512,6 +512,18 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
 }
 
 static int
+api_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+               void *arg)
+{
+    if (!can_pause(r) || cb == NULL || call == NULL ||
+        call->size < sizeof(mf_model_call_t) ||
+        (call->kind != MF_MODEL_CHAT && call->kind != MF_MODEL_EMBEDDINGS)) {
+        return MF_ERR;
+    }
+    return mf_svc_model_call(r, call, cb, arg);
+}
+
+static int
 api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
                   void *arg)
 {
@@ -596,4 +608,5 @@ const mf_host_api_t mf_api = {
     .provider_ctx = api_provider_ctx,
     .set_error = api_set_error,
     .get_body_field = api_get_body_field,
+    .model_call = api_model_call,
 };

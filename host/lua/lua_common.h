@@ -71,6 +71,7 @@ void mf_lua_inject_time_api(lua_State *L);
 void mf_lua_inject_redis_api(lua_State *L);
 void mf_lua_inject_http_api(lua_State *L);
 void mf_lua_inject_regex_api(lua_State *L);
+void mf_lua_inject_llm_api(lua_State *L);
 
 /* The embedded helper library (the .lua files of lua/mf, generated at build
  * time): module name, source, length; ends with a NULL name. */

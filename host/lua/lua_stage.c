@@ -346,6 +346,7 @@ open_mf(lua_State *L)
     mf_lua_inject_time_api(L);
     mf_lua_inject_redis_api(L);
     mf_lua_inject_regex_api(L);
+    mf_lua_inject_llm_api(L);
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;

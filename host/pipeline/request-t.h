@@ -110,6 +110,8 @@ struct mf_req_s {
     mf_str_t model;       /* current model (routing may change it) */
     mf_str_t model_asked; /* what the client asked for */
     mf_str_t consumer;
+    int call_depth;         /* a stage's model call: how nested (0: a client) */
+    mf_str_t call_provider; /* a model call pinned to this provider */
 
     /* routing */
     mf_rtarget_t *targets;

@@ -15,6 +15,7 @@
 #include "pipeline/pipeline.h"
 #include "proto/proto_anthropic.h"
 #include "request/jscan.h"
+#include "svc/svc.h"
 
 static void
 respond_json(mf_req_t *r, int status, json_t *j)
@@ -543,6 +544,31 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
     return r;
 }
 
+/* A stage's model call (its x-manifold-call holds the process's secret,
+ * svc_model.c): its depth, pinned provider and consumer are believed. */
+static void
+req_trust_call(mf_req_t *r, const mf_http_head_t *head)
+{
+    size_t i;
+
+    for (i = 0; i < head->nheaders; i++) {
+        mf_str_t n = head->headers[i].name, v = head->headers[i].value;
+
+        if (mf_str_caseeq(n, MF_STR("x-manifold-call-depth"))) {
+            r->call_depth = v.len == 1 && v.data[0] >= '1' && v.data[0] <= '9'
+                                ? v.data[0] - '0'
+                                : MF_MODEL_CALL_MAX_DEPTH;
+        } else if (mf_str_caseeq(n, MF_STR("x-manifold-call-provider"))) {
+            r->call_provider = mf_pool_str(r->pool, v);
+        } else if (mf_str_caseeq(n, MF_STR("x-manifold-call-consumer"))) {
+            r->consumer = mf_pool_str(r->pool, v);
+        }
+    }
+    if (r->call_depth == 0) {
+        r->call_depth = MF_MODEL_CALL_MAX_DEPTH;
+    }
+}
+
 /* A request from its head and body (taken), tied to the connection, with
  * the CORS headers of an allowed origin; *preflight tells a preflight.
  * The client's x-manifold-* headers are dropped here, before any stage. */
@@ -553,6 +579,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_t *r =
         req_alloc(w, mf_gen_acquire(), head, client_addr, mf_now_ms(), 8192);
     size_t i;
+    int call = -1;
 
     r->conn = c;
     r->body.data = body;
@@ -565,9 +592,16 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         /* x-manifold-* carry identity and control (the group canary rules
          * read, ...): stages set them, a client never does */
         if (name.len >= 11 && strncasecmp(name.data, "x-manifold-", 11) == 0) {
+            if (mf_str_caseeq(name, MF_STR("x-manifold-call")) &&
+                mf_svc_model_trusted(head->headers[i].value)) {
+                call = (int)i;
+            }
             continue;
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
+    }
+    if (call >= 0) {
+        req_trust_call(r, head);
     }
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, r->pool, &r->resp_headers);

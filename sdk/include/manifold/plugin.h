@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 3
+#define MF_ABI_MINOR 4
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -342,6 +342,20 @@ typedef struct mf_redis_reply_s {
 typedef void (*mf_redis_cb)(mf_req_t *r, void *arg,
                             const mf_redis_reply_t *reply, const char *err);
 
+/* What api->model_call calls (ABI 1.4). */
+typedef enum mf_model_kind_e {
+    MF_MODEL_CHAT = 0,      /* POST /v1/chat/completions (not streamed) */
+    MF_MODEL_EMBEDDINGS = 1 /* POST /v1/embeddings */
+} mf_model_kind_t;
+
+typedef struct mf_model_call_s {
+    size_t size; /* sizeof(mf_model_call_t) of the caller */
+    mf_model_kind_t kind;
+    mf_str_t body;       /* the OpenAI request JSON (its `model` included) */
+    mf_str_t provider;   /* only this provider serves it; empty: routing */
+    uint64_t timeout_ms; /* as api->http_call's (0 = 30 s) */
+} mf_model_call_t;
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -477,7 +491,23 @@ struct mf_host_api_s {
      * body before it takes get_body_json. MF_ERR when absent. */
     int (*get_body_field)(mf_req_t *r, mf_str_t key, mf_str_t *value);
 
-    void *spare[11];
+    /* ABI 1.4 */
+
+    /* Request stages that may pause. A call of the gateway's own API as
+     * its client (an embeddings call, a model call), through its
+     * providers: routes, key pools, fallback, breakers, stages, usage
+     * and the access log, as any request, with the calling request's
+     * consumer and credentials (so its limits and spend are the
+     * caller's). call->provider pins one provider (no route, no
+     * fallback). cb gets the gateway's answer: the status and its JSON
+     * body in OpenAI's shape (an error's too); err for a call that got
+     * no answer (timeout, the gateway draining). MF_ERR when r may not
+     * pause here or calls are nested deeper than 3 (a stage calling
+     * itself). Abandoned when the request ends first. */
+    int (*model_call)(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+                      void *arg);
+
+    void *spare[10];
 };
 
 /* The one symbol a plugin exports. */
