@@ -562,6 +562,41 @@ run_script(lua_State *L, mf_lua_stage_t *ls, int w, const char *path)
     return rc == 0 ? MF_OK : MF_ERR;
 }
 
+/* M.init(conf), when the module has one, under init_timeout: it checks
+ * the stage's config (raising an error, or returning nil, err, refuses
+ * the load: the start or the reload fails with the message) and may
+ * prepare per-worker state. */
+static int
+run_init(lua_State *L, mf_lua_stage_t *ls, int w, char *err, size_t errcap)
+{
+    lua_run_t was;
+    int rc;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->mod_ref[w]);
+    lua_getfield(L, -1, "init");
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        return MF_OK;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->conf_ref[w]);
+    was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    rc = lua_pcall(L, 1, 2, 0);
+    run_end(was);
+    if (rc != 0) {
+        snprintf(err, errcap, "stage '%s': init: %s", ls->name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1)
+                                     : "not enough memory");
+        return MF_ERR;
+    }
+    if (lua_isnil(L, -2) && !lua_isnil(L, -1)) {
+        snprintf(err, errcap, "stage '%s': init: %s", ls->name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1) : "refused");
+        return MF_ERR;
+    }
+    lua_pop(L, 3);
+    return MF_OK;
+}
+
 static lua_State *
 new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
           unsigned *hooks, char *err, size_t errcap)
@@ -641,6 +676,10 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     *mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     mf_lua_push_json(L, config, 0);
     *conf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (run_init(L, ls, w, err, errcap) != MF_OK) {
+        lua_close(L);
+        return NULL;
+    }
     return L;
 }
 

@@ -1,6 +1,7 @@
 -- mf.sticky: a decision kept per conversation, so that every turn of a
 -- conversation goes the same way (the same intent, the same model).
 --   mf.sticky.key([opts])            the running request's conversation key
+--                                    (opts.body: the body, when you have it)
 --   mf.sticky.get(ns, key [, opts])  the value kept, or nil
 --   mf.sticky.set(ns, key, value, ttl_ms [, opts])
 --   mf.hash(s)                       a 16-hex-digit hash of s (FNV-1a, twice)
@@ -37,7 +38,7 @@ function M.key(opts)
   local h = mf.req.get_header(opts.header or "x-conversation-id")
   local who = mf.req.consumer() or ""
   if h and h ~= "" then return mf.hash(who .. "\0h\0" .. h) end
-  local body = mf.req.body() or {}
+  local body = opts.body or mf.req.body() or {}
   local msgs = require "mf.messages"
   return mf.hash(who .. "\0" .. msgs.system(body) .. "\0" .. msgs.first_user(body))
 end

@@ -44,7 +44,7 @@
  *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
  *    in mock_bedrock.c, with the same directives;
  *  - embeddings: 8 numbers from a hash of each input; a model whose name
- *    holds "bow" gives 32, the input's bag of words (texts sharing words
+ *    holds "bow" gives 64, the input's bag of words (texts sharing words
  *    are near);
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/requests: the last 64;
@@ -1054,13 +1054,13 @@ answer_embeddings(struct evhttp_request *req, json_t *body)
 
     const char *model = json_string_value(json_object_get(body, "model"));
     int bow = model != NULL && strstr(model, "bow") != NULL;
-    size_t dims = bow ? 32 : 8;
+    size_t dims = bow ? 64 : 8;
 
     for (i = 0; i < n; i++) {
         json_t *item = json_is_array(input) ? json_array_get(input, i) : input;
         const char *s = json_is_string(item) ? json_string_value(item) : "x";
         uint32_t h = 2166136261u;
-        float v[32];
+        float v[64];
 
         if (bow) {
             bag_of_words(s, v, dims);
