@@ -51,7 +51,8 @@ struct mf_lua_stage_s {
     double time_limit_ms;
     double pause_limit_ms;
     double init_timeout_ms;
-    char **deps; /* files the script required while loading */
+    char *config_dir; /* the config file's directory (mf.files) */
+    char **deps;      /* files the script required while loading */
     size_t ndeps;
     lua_State **L;
     int *mod_ref;
@@ -347,6 +348,8 @@ open_mf(lua_State *L)
     mf_lua_inject_redis_api(L);
     mf_lua_inject_regex_api(L);
     mf_lua_inject_llm_api(L);
+    mf_lua_inject_files_api(L);
+    mf_lua_inject_body_api(L);
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;
@@ -440,6 +443,33 @@ record_dep(lua_State *L)
     }
     lua_pushnil(L); /* not found here: the next searcher loads it */
     return 1;
+}
+
+/* The stage being loaded on this thread (top-level code, M.init). */
+static __thread mf_lua_stage_t *cur_load;
+
+const char *
+mf_lua_loading(lua_State *L, int *trusted, const char **script)
+{
+    MF_UNUSED(L);
+    if (cur_load == NULL) {
+        return NULL;
+    }
+    *trusted = cur_load->trusted;
+    *script = cur_load->path;
+    return cur_load->config_dir;
+}
+
+void
+mf_lua_add_dep(lua_State *L, const char *path)
+{
+    lua_pushlightuserdata(L, &deps_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, path);
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    }
+    lua_pop(L, 1);
 }
 
 static void
@@ -605,7 +635,7 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     int *mod_ref = &ls->mod_ref[w], *conf_ref = &ls->conf_ref[w];
     char **version = &ls->version;
     lua_State *L = lua_newstate(limited_alloc, &ls->mem[w]);
-    int i;
+    int i, rc;
 
     if (L == NULL) { /* a LuaJIT without its own allocators (no GC64) */
         L = luaL_newstate();
@@ -637,7 +667,10 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
         return NULL;
     }
     install_dep_recorder(L);
-    if (run_script(L, ls, w, path) != MF_OK) {
+    cur_load = ls;
+    rc = run_script(L, ls, w, path);
+    cur_load = NULL;
+    if (rc != MF_OK) {
         snprintf(err, errcap, "stage '%s': %s", name,
                  lua_tostring(L, -1) ? lua_tostring(L, -1)
                                      : "not enough memory");
@@ -676,7 +709,10 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     *mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     mf_lua_push_json(L, config, 0);
     *conf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    if (run_init(L, ls, w, err, errcap) != MF_OK) {
+    cur_load = ls;
+    rc = run_init(L, ls, w, err, errcap);
+    cur_load = NULL;
+    if (rc != MF_OK) {
         lua_close(L);
         return NULL;
     }
@@ -690,7 +726,8 @@ static void lua_rt_free(void *impl);
  * function the module defines. */
 static mf_lua_stage_t *
 lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
-               unsigned *hooks, char *err, size_t errcap)
+               const char *config_dir, unsigned *hooks, char *err,
+               size_t errcap)
 {
     mf_lua_stage_t *ls = mf_xcalloc(1, sizeof(*ls));
     const char *path = sc->lua, *name = sc->name;
@@ -711,6 +748,7 @@ lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     ls->conf_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
+    ls->config_dir = mf_xstrdup(config_dir ? config_dir : ".");
     for (i = 0; i < nworkers; i++) {
         ls->L[i] = new_state(ls, i, config, lua_path, hooks, err, errcap);
         if (ls->L[i] == NULL) {
@@ -726,8 +764,8 @@ static void *
 lua_rt_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks,
             char *err, size_t errcap)
 {
-    return lua_stage_load(&c->stages[i], nworkers, c->lua_path, hooks, err,
-                          errcap);
+    return lua_stage_load(&c->stages[i], nworkers, c->lua_path, c->dir, hooks,
+                          err, errcap);
 }
 
 /* Whether the stage was loaded with the sandbox and limits sc asks for. */
@@ -766,6 +804,7 @@ lua_rt_free(void *impl)
     free(ls->mod_ref);
     free(ls->conf_ref);
     free(ls->path);
+    free(ls->config_dir);
     free(ls->name);
     free(ls->version);
     free(ls);

@@ -267,6 +267,18 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
+/* Whether a chat body names a prompt template (a `template:` model or
+ * a `prompt` object): a template stage supplies its messages, so they
+ * may be absent or empty. */
+static int
+names_template(json_t *body)
+{
+    const char *m = json_string_value(json_object_get(body, "model"));
+
+    return (m != NULL && strncmp(m, "template:", 9) == 0) ||
+           json_is_object(json_object_get(body, "prompt"));
+}
+
 static int
 parse_body(mf_req_t *r)
 {
@@ -325,7 +337,9 @@ parse_body(mf_req_t *r)
     r->model_asked = r->model;
     if (r->endpoint == MF_ENDPOINT_CHAT) {
         v = json_object_get(r->json, "messages");
-        if (!json_is_array(v) || json_array_size(v) == 0) {
+        if ((v != NULL || !names_template(r->json)) &&
+            (!json_is_array(v) ||
+             (json_array_size(v) == 0 && !names_template(r->json)))) {
             mf_req_respond_error(r, 400, "invalid_request_error",
                                  "missing_required_parameter",
                                  "'messages' is required: a non-empty array "
