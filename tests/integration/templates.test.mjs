@@ -32,6 +32,10 @@ templates:
           You answer support tickets for {{product}}.{{#urgent}} The customer is waiting: be short.{{/urgent}}
       - role: user
         content: "${userLine}"
+  envleak:
+    model: gpt-4o-mini
+    messages:
+      - { role: user, content: "home=\${HOME} key=\${OPENAI_API_KEY:-none}" }
   internal:
     model: gpt-4o-mini
     allow: { consumers: ["team-*"] }
@@ -116,6 +120,12 @@ test('template:NAME takes the highest version; the prompt field keeps the client
   assert.equal(sent.body.model, 'gpt-4o');
   assert.equal(sent.body.prompt, undefined);
   assert.equal(sent.body.messages[1].content, 'v1: B asks: U');
+});
+
+test('a pack is data: ${VAR} in it is text, not the environment', async () => {
+  const res = await post(gw, '/v1/chat/completions', { model: 'template:envleak@2' });
+  assert.equal(res.status, 200);
+  assert.equal((await requests()).pop().body.messages[0].content, 'home=${HOME} key=${OPENAI_API_KEY:-none}');
 });
 
 test('a stream stays a stream', async () => {
@@ -208,4 +218,30 @@ test('a pack replaced under load switches without a failed request', async () =>
   await gw.waitStderr(/\{\{nosuch\}\} is not a declared variable/);
   const res = await post(gw, '/v1/chat/completions', { model: 'template:reply@2', variables: { customer: 'L', ticket: 'load' } });
   assert.equal((await res.json()).choices[0].message.content, 'Hello from mock. You said: Replaced: L / load');
+});
+
+test('examples/prompt-template: the shipped example pack serves', async () => {
+  const { cpSync, readFileSync } = await import('node:fs');
+  const copy = mkdtempSync(path.join(tmpdir(), 'mf-tpl-example-'));
+  cpSync(path.join(ROOT, 'examples/prompt-template'), copy, { recursive: true });
+  const ex = await startGateway(readFileSync(path.join(copy, 'manifold.yaml'), 'utf8'), {
+    dir: copy, env: { OPENAI_API_KEY: 'sk-example-0123456789', OPENAI_BASE_URL: `${mock.url}/v1` },
+  });
+  try {
+    const res = await post(ex, '/v1/chat/completions', {
+      model: 'template:ticket-reply@2',
+      variables: { customer: 'Ann', ticket: 'The export button does nothing.', urgent: true },
+    });
+    assert.equal(res.status, 200);
+    const sent = (await requests()).pop().body;
+    assert.equal(sent.model, 'gpt-4o-mini');
+    assert.match(sent.messages[0].content, /^You are a support agent for our product\. Your tone is friendly\.\nThe customer is blocked/);
+    assert.equal(sent.messages[1].role, 'system');
+    assert.match(sent.messages[1].content, /Never promise refunds/);
+    assert.equal(sent.messages[2].content, 'Ticket from Ann:\nThe export button does nothing.');
+    const denied = await post(ex, '/v1/chat/completions', { model: 'template:ticket-summary', variables: { thread: 't' } });
+    assert.equal(denied.status, 403);
+  } finally {
+    await ex.stop();
+  }
 });
