@@ -33,6 +33,13 @@ usage(FILE *f)
                "reloads, time per stage\n"
                "  generations          generations alive and their "
                "references\n"
+               "  commands             commands the stages registered\n"
+               "  WORD [WORD] ARGS     a command a stage registered (GET "
+               "/commands lists them:\n"
+               "                       consumers add NAME --group G, keys "
+               "revoke ID, usage, ...);\n"
+               "                       ARGS are words and --name value "
+               "pairs\n"
                "options:\n"
                "  -s, --socket PATH    admin socket ($MANIFOLD_ADMIN_SOCKET, "
                "else admin.socket of -c, else " DEFAULT_SOCKET ";\n"
@@ -46,12 +53,119 @@ usage(FILE *f)
                "runs its init)\n");
 }
 
+static int call(const char *sock, const char *method, const char *path,
+                const char *send, json_t **out);
+
+/* The arguments of a stage's command as JSON: positional words in
+ * "args", --name value pairs (or --flag alone: true) by name. */
+static json_t *
+command_args(int argc, char **argv)
+{
+    json_t *j = json_object(), *pos = json_array();
+    int i;
+
+    for (i = 0; i < argc; i++) {
+        const char *a = argv[i];
+
+        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
+            const char *eq = strchr(a + 2, '=');
+
+            if (eq != NULL) {
+                char name[128];
+
+                snprintf(name, sizeof(name), "%.*s", (int)(eq - a - 2), a + 2);
+                json_object_set_new(j, name, json_string(eq + 1));
+            } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+                json_object_set_new(j, a + 2, json_string(argv[++i]));
+            } else {
+                json_object_set_new(j, a + 2, json_true());
+            }
+        } else {
+            json_array_append_new(pos, json_string(a));
+        }
+    }
+    json_object_set_new(j, "args", pos);
+    return j;
+}
+
+/* A command a stage registered: the longest run of leading words that
+ * names one ("consumers add" -> consumers.add); fills path and the JSON
+ * body. MF_ERR after printing why. */
+static int
+plugin_command(const char *sock, int argc, char **argv, char *path, size_t cap,
+               char **send)
+{
+    json_t *j = NULL, *list, *c, *args;
+    const char *best = NULL;
+    size_t i, best_words = 0;
+    int status;
+
+    status = call(sock, "GET", "/commands", NULL, &j);
+    if (status < 0) {
+        return MF_ERR;
+    }
+    list = json_object_get(j, "commands");
+    json_array_foreach(list, i, c)
+    {
+        const char *name = json_string_value(json_object_get(c, "name"));
+        char joined[256] = "";
+        size_t w, used = 0;
+
+        for (w = 0; name != NULL && w < (size_t)argc && w < 3; w++) {
+            used += (size_t)snprintf(joined + used, sizeof(joined) - used,
+                                     "%s%s", w ? "." : "", argv[w]);
+            if (used < sizeof(joined) && strcmp(joined, name) == 0 &&
+                w + 1 > best_words) {
+                best = name;
+                best_words = w + 1;
+            }
+        }
+    }
+    if (best == NULL) {
+        fprintf(stderr, "manifoldctl: no command '%s'%s\n", argv[0],
+                json_array_size(list) > 0
+                    ? "; `manifoldctl --json commands` lists what the "
+                      "stages register"
+                    : "");
+        usage(stderr);
+        json_decref(j);
+        return MF_ERR;
+    }
+    snprintf(path, cap, "/commands/%s", best);
+    args = command_args(argc - (int)best_words, argv + best_words);
+    *send = json_dumps(args, JSON_COMPACT);
+    json_decref(args);
+    json_decref(j);
+    return MF_OK;
+}
+
+/* A stage command's answer: its "text" when it gives one, else JSON. */
+static void
+print_plugin(json_t *j)
+{
+    const char *text = json_string_value(json_object_get(j, "text"));
+    char *dump;
+
+    if (text != NULL) {
+        fputs(text, stdout);
+        if (text[0] != '\0' && text[strlen(text) - 1] != '\n') {
+            putchar('\n');
+        }
+        return;
+    }
+    dump = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+    printf("%s\n", dump ? dump : "null");
+    free(dump);
+}
+
 /* Sends the request, returns the status and the parsed body (or NULL). */
 static int
-call(const char *sock, const char *method, const char *path, json_t **out)
+call(const char *sock, const char *method, const char *path, const char *send,
+     json_t **out)
 {
     struct sockaddr_un sun;
     char req[1024], *resp = NULL, *body;
+    size_t slen = send ? strlen(send) : 0;
     size_t len = 0, cap = 0;
     ssize_t n;
     int fd, status = 0;
@@ -76,10 +190,11 @@ call(const char *sock, const char *method, const char *path, json_t **out)
         return -1;
     }
     n = snprintf(req, sizeof(req),
-                 "%s %s HTTP/1.1\r\nHost: manifold\r\nContent-Length: 0\r\n"
+                 "%s %s HTTP/1.1\r\nHost: manifold\r\nContent-Length: %zu\r\n"
                  "Connection: close\r\n\r\n",
-                 method, path);
-    if (write(fd, req, (size_t)n) != n) {
+                 method, path, slen);
+    if (write(fd, req, (size_t)n) != n ||
+        (slen > 0 && write(fd, send, slen) != (ssize_t)slen)) {
         fprintf(stderr, "manifoldctl: write: %s\n", strerror(errno));
         close(fd);
         return -1;
@@ -302,11 +417,11 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd, *sock = getenv("MANIFOLD_ADMIN_SOCKET"), *method = "GET";
-    char *owned = NULL, path[512], sockbuf[4096];
+    char *owned = NULL, path[512], sockbuf[4096], *send = NULL;
     json_t *j;
     int c, as_json = 0, status, rc;
 
-    while ((c = getopt_long(argc, argv, "s:c:jh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+s:c:jh", opts, NULL)) != -1) {
         switch (c) {
         case 's':
             sock = optarg;
@@ -362,6 +477,7 @@ main(int argc, char **argv)
         cmd = "keyset";
     } else if (strcmp(cmd, "stages") == 0 || strcmp(cmd, "stats") == 0 ||
                strcmp(cmd, "generations") == 0 ||
+               (strcmp(cmd, "commands") == 0 && optind + 1 >= argc) ||
                (strcmp(cmd, "keys") == 0 && optind + 1 >= argc)) {
         snprintf(path, sizeof(path), "/%s", cmd);
     } else if (strcmp(cmd, "reload") == 0 && optind + 1 >= argc) {
@@ -379,12 +495,16 @@ main(int argc, char **argv)
         }
         method = "POST";
         snprintf(path, sizeof(path), "/stages/%s/%s", name, cmd);
+    } else if (plugin_command(sock, argc - optind, argv + optind, path,
+                              sizeof(path), &send) == MF_OK) {
+        method = "POST";
+        cmd = "plugin";
     } else {
-        usage(stderr);
         free(owned);
         return 2;
     }
-    status = call(sock, method, path, &j);
+    status = call(sock, method, path, send, &j);
+    free(send);
     free(owned);
     if (status < 0) {
         return 1;
@@ -410,6 +530,17 @@ main(int argc, char **argv)
         print_reload(j);
     } else if (strcmp(cmd, "keys") == 0) {
         print_keys(j);
+    } else if (strcmp(cmd, "plugin") == 0) {
+        print_plugin(j);
+    } else if (strcmp(cmd, "commands") == 0) {
+        size_t i;
+        json_t *one;
+
+        json_array_foreach(json_object_get(j, "commands"), i, one)
+        {
+            printf("%-20s %-12s %s\n", str(one, "name"), str(one, "stage"),
+                   str(one, "usage"));
+        }
     } else if (strcmp(cmd, "keyset") == 0) {
         printf("key %lld of provider %s %s\n", (long long)num(j, "index"),
                str(j, "provider"),

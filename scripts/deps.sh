@@ -6,7 +6,7 @@
 #                  wrk, valgrind and python3 for benchmarks)
 set -euo pipefail
 need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
-      libssl-dev libhiredis-dev libyaml-dev ca-certificates)
+      libssl-dev libhiredis-dev libyaml-dev libsqlite3-dev ca-certificates)
 if [ "${1:-}" = test ]; then
   need+=(check clang libclang-rt-14-dev clang-format cppcheck nginx-light wrk
          valgrind python3 luajit

@@ -3,6 +3,7 @@
  * stage it is called in against one table of stage permissions, which
  * the Lua binding consults too.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -317,7 +318,87 @@ api_set_consumer(mf_req_t *r, mf_str_t name)
         return MF_ERR;
     }
     r->consumer = mf_pool_str(r->pool, name);
+    r->consumer_group = MF_STR_NULL; /* a name alone: no record */
+    r->consumer_key_id = MF_STR_NULL;
+    r->nconsumer_attrs = 0;
     return MF_OK;
+}
+
+static int
+api_set_consumer_record(mf_req_t *r, const mf_consumer_t *c)
+{
+    size_t i, n;
+
+    if (!in_call(r, MF_CALL_SET_CONSUMER) || c == NULL ||
+        c->size < offsetof(mf_consumer_t, nattrs) + sizeof(size_t) ||
+        c->name.len == 0 || (c->nattrs > 0 && c->attrs == NULL)) {
+        return MF_ERR;
+    }
+    n = c->nattrs;
+    r->consumer = mf_pool_str(r->pool, c->name);
+    r->consumer_group = mf_pool_str(r->pool, c->group);
+    r->consumer_key_id = mf_pool_str(r->pool, c->key_id);
+    r->consumer_attrs =
+        n ? mf_pool_alloc(r->pool, 2 * n * sizeof(mf_str_t)) : NULL;
+    if (n > 0 && r->consumer_attrs == NULL) {
+        r->nconsumer_attrs = 0;
+        return MF_ERR;
+    }
+    for (i = 0; i < 2 * n; i++) {
+        r->consumer_attrs[i] = mf_pool_str(r->pool, c->attrs[i]);
+    }
+    r->nconsumer_attrs = n;
+    return MF_OK;
+}
+
+static int
+api_get_consumer(mf_req_t *r, mf_consumer_t *c)
+{
+    mf_consumer_t v;
+
+    if (!in_call(r, MF_CALL_READ) || c == NULL || c->size == 0 ||
+        r->consumer.len == 0) {
+        return MF_ERR;
+    }
+    memset(&v, 0, sizeof(v));
+    v.size = c->size;
+    v.name = r->consumer;
+    v.group = r->consumer_group;
+    v.key_id = r->consumer_key_id;
+    v.attrs = r->consumer_attrs;
+    v.nattrs = r->nconsumer_attrs;
+    memcpy(c, &v, c->size < sizeof(v) ? c->size : sizeof(v));
+    return MF_OK;
+}
+
+static int
+api_get_consumer_attr(mf_req_t *r, mf_str_t name, mf_str_t *value)
+{
+    size_t i;
+
+    if (!in_call(r, MF_CALL_READ) || value == NULL) {
+        return MF_ERR;
+    }
+    for (i = 0; i < r->nconsumer_attrs; i++) {
+        if (mf_str_eq(r->consumer_attrs[2 * i], name)) {
+            *value = r->consumer_attrs[2 * i + 1];
+            return MF_OK;
+        }
+    }
+    return MF_ERR;
+}
+
+static const json_t *
+api_config_section(const char *name)
+{
+    return mf_gen_loading_section(name);
+}
+
+static int
+api_register_command(const char *name, const char *usage, mf_command_fn fn,
+                     void *arg)
+{
+    return mf_gen_loading_command(name, usage, fn, arg);
 }
 
 static int
@@ -338,6 +419,18 @@ api_respond_error(mf_req_t *r, int status, const char *type,
     }
     return mf_req_respond_error(r, status,
                                 type ? type : "invalid_request_error", NULL,
+                                message ? message : "refused");
+}
+
+static int
+api_respond_error_code(mf_req_t *r, int status, const char *type,
+                       const char *code, const char *message)
+{
+    if (!in_call(r, MF_CALL_RESPOND) || status < 400 || status > 599) {
+        return MF_ERR;
+    }
+    return mf_req_respond_error(r, status,
+                                type ? type : "invalid_request_error", code,
                                 message ? message : "refused");
 }
 
@@ -608,5 +701,13 @@ const mf_host_api_t mf_api = {
     .provider_ctx = api_provider_ctx,
     .set_error = api_set_error,
     .get_body_field = api_get_body_field,
+    /* ABI 1.4: consumers and plugin admin commands */
+    .set_consumer_record = api_set_consumer_record,
+    .get_consumer = api_get_consumer,
+    .get_consumer_attr = api_get_consumer_attr,
+    .config_section = api_config_section,
+    .register_command = api_register_command,
+    .respond_error_code = api_respond_error_code,
+    /* ABI 1.4: model calls from stages */
     .model_call = api_model_call,
 };

@@ -383,16 +383,92 @@ key_vars(mf_provider_conf_t *p, const mf_node_t *keys)
     }
 }
 
+/* 1 when a client header must never go to a provider: the hop-by-hop
+ * ones, the credentials (the provider's own key is the gateway's to
+ * send) and the gateway's control headers. */
+static int
+header_never_forwarded(const char *name)
+{
+    static const char *const never[] = {"authorization",
+                                        "proxy-authorization",
+                                        "x-api-key",
+                                        "api-key",
+                                        "x-goog-api-key",
+                                        "cookie",
+                                        "host",
+                                        "content-length",
+                                        "transfer-encoding",
+                                        "connection",
+                                        "keep-alive",
+                                        "te",
+                                        "trailer",
+                                        "upgrade",
+                                        "proxy-connection",
+                                        "content-type",
+                                        "accept-encoding",
+                                        NULL};
+    size_t i;
+
+    if (strncasecmp(name, "x-manifold-", 11) == 0) {
+        return 1;
+    }
+    for (i = 0; never[i] != NULL; i++) {
+        if (strcasecmp(name, never[i]) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* forward_headers: the client headers passed to this provider. */
+static void
+load_forward_headers(check_t *ck, mf_provider_conf_t *p, const mf_node_t *n,
+                     const char *path)
+{
+    size_t i;
+
+    if (n == NULL) {
+        return;
+    }
+    p->has_forward = 1;
+    p->forward_headers = string_list(ck, n, path, &p->nforward);
+    for (i = 0; i < p->nforward; i++) {
+        if (header_never_forwarded(p->forward_headers[i])) {
+            cfg_error(ck, n, path,
+                      "forward_headers: '%s' is never passed to a provider "
+                      "(a credential, hop-by-hop or gateway header); remove "
+                      "it",
+                      p->forward_headers[i]);
+        }
+    }
+}
+
 static void
 load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
 {
-    static const char *const allowed[] = {
-        "name",        "type",      "base_url",     "keys",
-        "models",      "model_map", "timeout",      "connect_timeout",
-        "tls_verify",  "plugin",    "options",      "api_version",
-        "deployments", "region",    "project",      "location",
-        "credentials", "headers",   "key_strategy", "key_failures",
-        "probe",       NULL};
+    static const char *const allowed[] = {"name",
+                                          "type",
+                                          "base_url",
+                                          "keys",
+                                          "models",
+                                          "model_map",
+                                          "timeout",
+                                          "connect_timeout",
+                                          "tls_verify",
+                                          "plugin",
+                                          "options",
+                                          "api_version",
+                                          "deployments",
+                                          "region",
+                                          "project",
+                                          "location",
+                                          "credentials",
+                                          "headers",
+                                          "key_strategy",
+                                          "key_failures",
+                                          "probe",
+                                          "forward_headers",
+                                          NULL};
     mf_provider_conf_t *p = &c->providers[idx];
     const mf_node_t *k, *m;
     char path[128];
@@ -525,6 +601,7 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     if (p->probe_header == NULL) {
         p->probe_header = mf_xstrdup("authorization");
     }
+    load_forward_headers(ck, p, mf_node_get(n, "forward_headers"), path);
     p->json = mf_node_to_json(n);
 }
 
@@ -1031,6 +1108,317 @@ load_plugin_dirs(check_t *ck, mf_config_t *c, const mf_node_t *n)
     }
 }
 
+/* Governance sections: `consumers`, `groups` and `prices` are checked
+ * here and handed whole, normalized, to the stages that read them
+ * (api->config_section): the host neither identifies nor limits. */
+
+/* A non-negative number; -1 when n is not one (reported). */
+static double
+gov_number(check_t *ck, const mf_node_t *n, const char *path)
+{
+    char *end;
+    double v;
+
+    if (n == NULL || n->type != MF_NODE_SCALAR || n->quoted) {
+        cfg_error(ck, n, path, "must be a number");
+        return -1;
+    }
+    v = strtod(n->value, &end);
+    if (*end != '\0' || end == n->value || !(v >= 0) || v > 1e15) {
+        cfg_error(ck, n, path, "'%s' must be a number from 0 to 1e15",
+                  n->value);
+        return -1;
+    }
+    return v;
+}
+
+/* limits: {rpm, rph, rpd, tpm, tph, tpd, concurrency}: whole numbers. */
+static json_t *
+gov_limits(check_t *ck, const mf_node_t *n, const char *path)
+{
+    static const char *const keys[] = {"rpm", "rph", "rpd",         "tpm",
+                                       "tph", "tpd", "concurrency", NULL};
+    json_t *j = json_object();
+    const mf_node_t *k;
+    char p[768];
+
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, path,
+                  "must be a map of rpm, rph, rpd, tpm, tph, tpd, "
+                  "concurrency");
+        return j;
+    }
+    check_keys(ck, n, path, keys);
+    for (k = n->child; k != NULL; k = k->next) {
+        double v;
+
+        snprintf(p, sizeof(p), "%s.%s", path, k->key);
+        v = gov_number(ck, k, p);
+        if (v < 0) {
+            continue;
+        }
+        if (v < 1 || v != (double)(int64_t)v) {
+            cfg_error(ck, k, p, "'%s' must be a whole number of at least 1",
+                      k->value);
+            continue;
+        }
+        json_object_set_new(j, k->key, json_integer((json_int_t)v));
+    }
+    return j;
+}
+
+/* A period: day, week, month or total, and a UTC offset (tz). */
+static int
+gov_tz_ok(const char *s)
+{
+    int h, m = 0, n = 0;
+
+    if (strcmp(s, "UTC") == 0 || strcmp(s, "Z") == 0) {
+        return 1;
+    }
+    if (strncmp(s, "UTC", 3) == 0) {
+        s += 3;
+    }
+    if ((s[0] != '+' && s[0] != '-') ||
+        (sscanf(s + 1, "%2d:%2d%n", &h, &m, &n) != 2 &&
+         sscanf(s + 1, "%2d%n", &h, &n) != 1)) {
+        return 0;
+    }
+    return s[1 + n] == '\0' && h <= 14 && m < 60;
+}
+
+/* budget: {usd: N | tokens: N, period: day|week|month|total, tz}. USD
+ * become integer micro-USD ("micro_usd"). */
+static json_t *
+gov_budget(check_t *ck, const mf_node_t *n, const char *path)
+{
+    static const char *const keys[] = {"usd", "tokens", "period", "tz", NULL};
+    static const char *const periods[] = {"day", "week", "month", "total",
+                                          NULL};
+    const mf_node_t *usd, *tok, *per, *tz;
+    json_t *j = json_object();
+    char p[768];
+    double v;
+    size_t i;
+
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, path, "must be a map: { usd: 50, period: month }");
+        return j;
+    }
+    check_keys(ck, n, path, keys);
+    usd = mf_node_get(n, "usd");
+    tok = mf_node_get(n, "tokens");
+    per = want_scalar(ck, mf_node_get(n, "period"), path);
+    tz = want_scalar(ck, mf_node_get(n, "tz"), path);
+    if ((usd == NULL) == (tok == NULL)) {
+        cfg_error(ck, n, path, "needs one of usd or tokens");
+    }
+    snprintf(p, sizeof(p), "%s.%s", path, usd ? "usd" : "tokens");
+    if (usd != NULL && (v = gov_number(ck, usd, p)) >= 0) {
+        json_object_set_new(j, "micro_usd",
+                            json_integer((json_int_t)(v * 1e6 + 0.5)));
+    } else if (tok != NULL && (v = gov_number(ck, tok, p)) >= 0) {
+        if (v != (double)(int64_t)v) {
+            cfg_error(ck, tok, p, "'%s' must be a whole number", tok->value);
+        }
+        json_object_set_new(j, "tokens", json_integer((json_int_t)v));
+    }
+    for (i = 0; per != NULL && periods[i] != NULL; i++) {
+        if (strcmp(per->value, periods[i]) == 0) {
+            break;
+        }
+    }
+    if (per != NULL && periods[i] == NULL) {
+        cfg_error(ck, per, path,
+                  "period '%s' must be day, week, month or total", per->value);
+    }
+    json_object_set_new(j, "period", json_string(per ? per->value : "month"));
+    if (tz != NULL && !gov_tz_ok(tz->value)) {
+        cfg_error(ck, tz, path,
+                  "tz '%s' must be UTC or an offset such as +02:00 or "
+                  "UTC-05:00 (zone names with daylight saving are not read)",
+                  tz->value);
+    }
+    json_object_set_new(j, "tz", json_string(tz ? tz->value : "UTC"));
+    return j;
+}
+
+/* One entry of `consumers` (keys and models lists) or `groups`. */
+static json_t *
+gov_entry(check_t *ck, const mf_node_t *n, const char *path, int consumer,
+          json_t *names)
+{
+    static const char *const ckeys[] = {"name",     "group",  "keys",
+                                        "models",   "limits", "budget",
+                                        "disabled", NULL};
+    static const char *const gkeys[] = {"name", "models", "limits", "budget",
+                                        NULL};
+    json_t *j = json_object();
+    const mf_node_t *k;
+    char *name = NULL, p[128];
+    size_t i, count;
+    char **list;
+
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, path, "must be a map with a name");
+        return j;
+    }
+    check_keys(ck, n, path, consumer ? ckeys : gkeys);
+    get_string(ck, n, "name", path, &name);
+    if (name == NULL || name[0] == '\0') {
+        cfg_error(ck, n, path, "needs a name");
+    } else if (json_object_get(names, name) != NULL) {
+        cfg_error(ck, n, path, "name '%s' is used twice; names are unique",
+                  name);
+    } else {
+        json_object_set_new(names, name, json_true());
+        json_object_set_new(j, "name", json_string(name));
+    }
+    free(name);
+    name = NULL;
+    if (consumer) {
+        get_string(ck, n, "group", path, &name);
+        if (name != NULL) {
+            json_object_set_new(j, "group", json_string(name));
+            free(name);
+        }
+        k = mf_node_get(n, "keys");
+        snprintf(p, sizeof(p), "%s.keys", path);
+        list = string_list(ck, k, p, &count);
+        if (k != NULL) {
+            json_t *keys = json_array();
+            const mf_node_t *e = k->type == MF_NODE_SEQ ? k->child : k;
+
+            for (i = 0; i < count; i++, e = e ? e->next : NULL) {
+                if (e != NULL && e->unset_var) {
+                    cfg_error(ck, e, p,
+                              "key %zu names an unset variable (%s); set it "
+                              "or remove the key",
+                              i, e->raw ? e->raw : "?");
+                } else if (list[i][0] == '\0') {
+                    cfg_error(ck, e, p, "key %zu is empty", i);
+                } else {
+                    json_array_append_new(keys, json_string(list[i]));
+                }
+                free(list[i]);
+            }
+            json_object_set_new(j, "keys", keys);
+        }
+        free(list);
+        json_object_set_new(j, "disabled",
+                            json_boolean(get_bool(ck, n, "disabled", path, 0)));
+    }
+    k = mf_node_get(n, "models");
+    snprintf(p, sizeof(p), "%s.models", path);
+    list = string_list(ck, k, p, &count);
+    if (k != NULL) {
+        json_t *models = json_array();
+
+        for (i = 0; i < count; i++) {
+            json_array_append_new(models, json_string(list[i]));
+            free(list[i]);
+        }
+        json_object_set_new(j, "models", models);
+    }
+    free(list);
+    if ((k = mf_node_get(n, "limits")) != NULL) {
+        snprintf(p, sizeof(p), "%s.limits", path);
+        json_object_set_new(j, "limits", gov_limits(ck, k, p));
+    }
+    if ((k = mf_node_get(n, "budget")) != NULL) {
+        snprintf(p, sizeof(p), "%s.budget", path);
+        json_object_set_new(j, "budget", gov_budget(ck, k, p));
+    }
+    return j;
+}
+
+static json_t *
+gov_list(check_t *ck, const mf_node_t *n, const char *key, int consumer)
+{
+    json_t *out = json_array(), *names = json_object();
+    const mf_node_t *e;
+    char p[64];
+    size_t i = 0;
+
+    if (n->type != MF_NODE_SEQ) {
+        cfg_error(ck, n, key, "must be a list of maps, each with a name");
+    } else {
+        for (e = n->child; e != NULL; e = e->next, i++) {
+            snprintf(p, sizeof(p), "%s[%zu]", key, i);
+            json_array_append_new(out, gov_entry(ck, e, p, consumer, names));
+        }
+    }
+    json_decref(names);
+    return out;
+}
+
+/* prices: MODEL: {input, output, cache_read, cache_write} in USD per
+ * million tokens. */
+static json_t *
+gov_prices(check_t *ck, const mf_node_t *n)
+{
+    static const char *const keys[] = {"input", "output", "cache_read",
+                                       "cache_write", NULL};
+    json_t *out = json_object();
+    const mf_node_t *m, *k;
+    char p[512];
+
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "prices",
+                  "must be a map: MODEL: { input: 2.5, output: 10 } (USD per "
+                  "million tokens)");
+        return out;
+    }
+    for (m = n->child; m != NULL; m = m->next) {
+        json_t *one = json_object();
+
+        snprintf(p, sizeof(p), "prices.%s", m->key);
+        if (m->type != MF_NODE_MAP) {
+            cfg_error(ck, m, p,
+                      "must be a map of input, output, cache_read, "
+                      "cache_write");
+        } else {
+            check_keys(ck, m, p, keys);
+            if (mf_node_get(m, "input") == NULL ||
+                mf_node_get(m, "output") == NULL) {
+                cfg_error(ck, m, p, "needs input and output");
+            }
+            for (k = m->child; k != NULL; k = k->next) {
+                double v;
+
+                snprintf(p, sizeof(p), "prices.%s.%s", m->key, k->key);
+                if ((v = gov_number(ck, k, p)) >= 0) {
+                    json_object_set_new(one, k->key, json_real(v));
+                }
+            }
+        }
+        json_object_set_new(out, m->key, one);
+    }
+    return out;
+}
+
+static void
+load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
+{
+    const mf_node_t *n;
+
+    c->sections = json_object();
+    /* where relative paths in a stage's config are read from */
+    json_object_set_new(c->sections, "dir", json_string(c->dir));
+    if ((n = mf_node_get(root, "consumers")) != NULL) {
+        json_object_set_new(c->sections, "consumers",
+                            gov_list(ck, n, "consumers", 1));
+        c->sections_line = n->line;
+    }
+    if ((n = mf_node_get(root, "groups")) != NULL) {
+        json_object_set_new(c->sections, "groups",
+                            gov_list(ck, n, "groups", 0));
+    }
+    if ((n = mf_node_get(root, "prices")) != NULL) {
+        json_object_set_new(c->sections, "prices", gov_prices(ck, n));
+    }
+}
+
 static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
@@ -1038,7 +1426,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         "listen",     "workers",  "admin",     "limits", "redis",
         "providers",  "routes",   "consumers", "stages", "log_level",
         "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
-        "reuse_port", NULL};
+        "reuse_port", "groups",   "prices",    NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -1071,14 +1459,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         }
     }
     c->reuse_port = get_bool(ck, root, "reuse_port", "reuse_port", 0);
-    n = mf_node_get(root, "consumers");
-    if (n != NULL) {
-        cfg_error(ck, n, "consumers",
-                  "consumers are not implemented yet: this version would "
-                  "neither identify nor limit them, so the setting is "
-                  "refused rather than ignored; remove it (a stage can "
-                  "check API keys meanwhile)");
-    }
+    load_governance(ck, c, root);
     n = mf_node_get(root, "admin");
     if (n != NULL) {
         if (n->type == MF_NODE_MAP) {
@@ -1376,6 +1757,10 @@ mf_config_free(mf_config_t *c)
         free(p->model_map);
         free(p->probe_path);
         free(p->probe_header);
+        for (j = 0; j < p->nforward; j++) {
+            free(p->forward_headers[j]);
+        }
+        free(p->forward_headers);
         for (j = 0; j < p->nkey_vars; j++) {
             free(p->key_vars[j]);
         }
@@ -1390,6 +1775,7 @@ mf_config_free(mf_config_t *c)
     }
     free(c->stages);
     json_decref(c->redis);
+    json_decref(c->sections);
     for (i = 0; i < c->ncors_origins; i++) {
         free(c->cors_origins[i]);
     }

@@ -38,7 +38,10 @@ typedef struct mf_provider_conf_s {
     char *probe_path;         /* GET base_url + this brings a key back */
     double probe_interval_ms; /* between probes of a quarantined key */
     char *probe_header;       /* the header carrying the key */
-    json_t *json;             /* the whole entry, for the plugin's init */
+    char **forward_headers;   /* client headers passed upstream */
+    size_t nforward;
+    int has_forward; /* forward_headers was given (else the wire's) */
+    json_t *json;    /* the whole entry, for the plugin's init */
     int line;
 } mf_provider_conf_t;
 
@@ -154,6 +157,9 @@ typedef struct mf_config_s {
     mf_route_conf_t *routes;
     size_t nroutes;
     json_t *redis;       /* raw, for the Redis service; NULL when absent */
+    json_t *sections;    /* consumers, groups, prices: checked, normalized,
+                            for the stages that read them */
+    int sections_line;   /* line of `consumers`, 0 when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
     char **allowed_hosts; /* Host names served besides loopback names */

@@ -103,6 +103,8 @@ static const route_t routes[] = {
     {"GET", "/keys", NULL, mf_admin_cmd_keys, 1},
     {"POST", "/keys/", "/enable", mf_admin_cmd_key_enable, 2},
     {"POST", "/keys/", "/disable", mf_admin_cmd_key_disable, 2},
+    {"GET", "/commands", NULL, mf_admin_cmd_commands, 1},
+    {"POST", "/commands/", "", mf_admin_cmd_command_run, 1},
 };
 
 /* Whether path matches r; fills the captured segment. */
@@ -158,9 +160,10 @@ mf_admin_dispatch(mf_admin_ctx_t *ctx, const mf_admin_req_t *q, json_t **out)
         return 405;
     }
     *out = mf_admin_error("no admin command at %.*s; see GET /stages, "
-                          "/stats, /generations, /keys, POST /reload, "
-                          "/stages/NAME/reload|enable|disable, "
-                          "/keys/PROVIDER/INDEX/enable|disable",
+                          "/stats, /generations, /keys, /commands, POST "
+                          "/reload, /stages/NAME/reload|enable|disable, "
+                          "/keys/PROVIDER/INDEX/enable|disable, "
+                          "/commands/NAME",
                           (int)q->path.len, q->path.data);
     return 404;
 }

@@ -58,6 +58,11 @@ int mf_admin_cmd_key_disable(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
 int mf_admin_cmd_generations(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
                              mf_str_t arg, json_t **out);
 
+int mf_admin_cmd_commands(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
+                          mf_str_t arg, json_t **out);
+int mf_admin_cmd_command_run(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
+                             mf_str_t arg, json_t **out);
+
 /*
  * Parses one request held whole in buf: 1 when complete (q filled), 0
  * when more bytes are needed, -1 when malformed or too large (*err says

@@ -198,6 +198,98 @@ l_req_set_consumer(lua_State *L)
     return 1;
 }
 
+/* mf.req.consumer_record(): {name, group, key_id, attrs = {k = v}}, or
+ * nil when the request is anonymous. */
+static int
+l_req_consumer_record(lua_State *L)
+{
+    mf_consumer_t c = {.size = sizeof(c)};
+    size_t i;
+
+    if (mf_api.get_consumer(mf_lua_req(L), &c) != MF_OK) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 4);
+    mf_lua_push_str(L, c.name);
+    lua_setfield(L, -2, "name");
+    mf_lua_push_str(L, c.group);
+    lua_setfield(L, -2, "group");
+    mf_lua_push_str(L, c.key_id);
+    lua_setfield(L, -2, "key_id");
+    lua_createtable(L, 0, (int)c.nattrs);
+    for (i = 0; i < c.nattrs; i++) {
+        mf_lua_push_str(L, c.attrs[2 * i]);
+        mf_lua_push_str(L, c.attrs[2 * i + 1]);
+        lua_rawset(L, -3);
+    }
+    lua_setfield(L, -2, "attrs");
+    return 1;
+}
+
+/* A string field of the table at index t, or empty. */
+static mf_str_t
+field_str(lua_State *L, int t, const char *k)
+{
+    mf_str_t v = MF_STR_NULL;
+
+    lua_getfield(L, t, k);
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        v.data = lua_tolstring(L, -1, &v.len);
+    }
+    lua_pop(L, 1); /* the string stays in the table */
+    return v;
+}
+
+/* mf.req.set_consumer_record{name =, group =, key_id =, attrs = {k = v}}
+ * (on_request): string attributes only. */
+static int
+l_req_set_consumer_record(lua_State *L)
+{
+    mf_consumer_t c = {.size = sizeof(c)};
+    mf_str_t *attrs = NULL;
+    size_t n = 0, cap = 0;
+    int rc;
+
+    luaL_checktype(L, 1, LUA_TTABLE);
+    c.name = field_str(L, 1, "name");
+    c.group = field_str(L, 1, "group");
+    c.key_id = field_str(L, 1, "key_id");
+    lua_getfield(L, 1, "attrs");
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2) != 0) {
+            if (lua_type(L, -2) == LUA_TSTRING &&
+                lua_type(L, -1) == LUA_TSTRING) {
+                if (n == cap) {
+                    cap = cap ? 2 * cap : 8;
+                    attrs = mf_xrealloc(attrs, 2 * cap * sizeof(*attrs));
+                }
+                attrs[2 * n].data = lua_tolstring(L, -2, &attrs[2 * n].len);
+                attrs[2 * n + 1].data =
+                    lua_tolstring(L, -1, &attrs[2 * n + 1].len);
+                n++;
+            }
+            lua_pop(L, 1);
+        }
+    }
+    c.attrs = attrs;
+    c.nattrs = n;
+    rc =
+        c.name.len > 0 ? mf_api.set_consumer_record(mf_lua_req(L), &c) : MF_ERR;
+    lua_pop(L, 1);
+    free(attrs);
+    if (rc != MF_OK) {
+        if (c.name.len == 0) {
+            return luaL_error(L, "mf.req.set_consumer_record: needs a name");
+        }
+        return mf_lua_refuse(L, "mf.req.set_consumer_record",
+                             MF_CALL_SET_CONSUMER);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int
 l_req_info(lua_State *L)
 {
@@ -233,22 +325,25 @@ l_req_info(lua_State *L)
 void
 mf_lua_inject_req_api(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"id", l_req_id},
-                                   {"method", l_req_method},
-                                   {"path", l_req_path},
-                                   {"client_addr", l_req_client_addr},
-                                   {"get_header", l_req_get_header},
-                                   {"set_header", l_req_set_header},
-                                   {"model", l_req_model},
-                                   {"set_model", mf_lua_route_set_model},
-                                   {"body", l_req_body},
-                                   {"set_body", l_req_set_body},
-                                   {"stream", l_req_stream},
-                                   {"last_user_text", l_req_last_user_text},
-                                   {"consumer", l_req_consumer},
-                                   {"set_consumer", l_req_set_consumer},
-                                   {"info", l_req_info},
-                                   {NULL, NULL}};
+    static const luaL_Reg fns[] = {
+        {"id", l_req_id},
+        {"method", l_req_method},
+        {"path", l_req_path},
+        {"client_addr", l_req_client_addr},
+        {"get_header", l_req_get_header},
+        {"set_header", l_req_set_header},
+        {"model", l_req_model},
+        {"set_model", mf_lua_route_set_model},
+        {"body", l_req_body},
+        {"set_body", l_req_set_body},
+        {"stream", l_req_stream},
+        {"last_user_text", l_req_last_user_text},
+        {"consumer", l_req_consumer},
+        {"set_consumer", l_req_set_consumer},
+        {"consumer_record", l_req_consumer_record},
+        {"set_consumer_record", l_req_set_consumer_record},
+        {"info", l_req_info},
+        {NULL, NULL}};
 
     mf_lua_register(L, "req", fns);
 }

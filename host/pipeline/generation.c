@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <sched.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -125,6 +126,12 @@ stage_unref(mf_pstage_t *s)
     }
     free(s->files);
     json_decref(s->config);
+    json_decref(s->sections);
+    for (i = 0; i < s->ncommands; i++) {
+        free(s->commands[i].name);
+        free(s->commands[i].usage);
+    }
+    free(s->commands);
     pthread_mutex_destroy(&s->err_lock);
     free(s->name);
     free(s->file);
@@ -449,6 +456,93 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
     return MF_OK;
 }
 
+/* The stage being loaded and its config, for the calls an init makes
+ * (sections, commands); an init that outlived its deadline finds NULL. */
+static pthread_mutex_t loading_lock = PTHREAD_MUTEX_INITIALIZER;
+static mf_pstage_t *loading;
+static const mf_config_t *loading_cfg;
+
+const json_t *
+mf_gen_loading_section(const char *name)
+{
+    const json_t *v = NULL;
+
+    pthread_mutex_lock(&loading_lock);
+    if (loading != NULL && name != NULL && loading_cfg->sections != NULL) {
+        if (loading->sections == NULL) {
+            loading->sections = json_incref(loading_cfg->sections);
+        }
+        loading->reads_consumers |= strcmp(name, "consumers") == 0;
+        v = json_object_get(loading_cfg->sections, name);
+    }
+    pthread_mutex_unlock(&loading_lock);
+    return v;
+}
+
+static int
+command_name_ok(const char *n)
+{
+    size_t i, len = n ? strlen(n) : 0;
+
+    if (len == 0 || len > 64) {
+        return 0;
+    }
+    for (i = 0; i < len; i++) {
+        if (!isalnum((unsigned char)n[i]) && n[i] != '-' && n[i] != '.') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int
+mf_gen_loading_command(const char *name, const char *usage, mf_command_fn fn,
+                       void *arg)
+{
+    mf_pstage_t *s;
+    size_t i;
+    int rc = MF_ERR;
+
+    pthread_mutex_lock(&loading_lock);
+    s = loading;
+    if (s == NULL || fn == NULL || !command_name_ok(name)) {
+        goto out;
+    }
+    for (i = 0; i < s->ncommands; i++) {
+        if (strcmp(s->commands[i].name, name) == 0) {
+            goto out;
+        }
+    }
+    s->commands =
+        mf_xrealloc(s->commands, (s->ncommands + 1) * sizeof(*s->commands));
+    s->commands[s->ncommands].name = mf_xstrdup(name);
+    s->commands[s->ncommands].usage = mf_xstrdup(usage ? usage : "");
+    s->commands[s->ncommands].fn = fn;
+    s->commands[s->ncommands].arg = arg;
+    s->ncommands++;
+    rc = MF_OK;
+out:
+    pthread_mutex_unlock(&loading_lock);
+    return rc;
+}
+
+const mf_command_t *
+mf_gen_find_command(mf_gen_t *g, mf_str_t name)
+{
+    size_t i, j;
+
+    for (i = 0; g != NULL && i < g->nstages; i++) {
+        mf_pstage_t *s = g->stages[i];
+
+        for (j = 0; s != NULL && j < s->ncommands; j++) {
+            if (mf_str_eq_cstr(name, s->commands[j].name)) {
+                return &s->commands[j];
+            }
+        }
+    }
+    return NULL;
+}
+
 /* Loads the stage of `sc` afresh with its runtime; NULL with err. */
 static mf_pstage_t *
 stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
@@ -474,7 +568,15 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
     fileid_take(&first, s->file);
     s->rt = mf_stage_runtime_for(sc, err, errcap);
     if (s->rt != NULL) {
+        pthread_mutex_lock(&loading_lock);
+        loading = s;
+        loading_cfg = c;
+        pthread_mutex_unlock(&loading_lock);
         s->impl = s->rt->load(c, i, nworkers, &s->hooks, err, errcap);
+        pthread_mutex_lock(&loading_lock);
+        loading = NULL;
+        loading_cfg = NULL;
+        pthread_mutex_unlock(&loading_lock);
     }
     if (s->impl != NULL && s->rt->deps != NULL) {
         deps = s->rt->deps(s->impl, &n);
@@ -493,10 +595,12 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
     return s;
 }
 
-/* Whether prev's instance `p` can serve stage `sc` unchanged. */
+/* Whether prev's instance `p` can serve stage `sc` of config c unchanged
+ * (a stage that read the governance sections is loaded again when they
+ * changed). */
 static int
-stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
-               const char *force)
+stage_reusable(const mf_pstage_t *p, const mf_config_t *c,
+               const mf_stage_conf_t *sc, const char *force)
 {
     char err[256];
 
@@ -507,8 +611,66 @@ stage_reusable(const mf_pstage_t *p, const mf_stage_conf_t *sc,
     return p->rt == mf_stage_runtime_for(sc, err, sizeof(err)) &&
            strcmp(p->file, mf_stage_conf_file(sc)) == 0 &&
            json_equal(p->config, sc->config) &&
+           (p->sections == NULL || json_equal(p->sections, c->sections)) &&
            (p->rt->same == NULL || p->rt->same(p->impl, sc)) &&
            !mf_stage_files_changed(p);
+}
+
+static int
+loopback_host(const char *h)
+{
+    return strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0 ||
+           strcmp(h, "[::1]") == 0 || strcmp(h, "localhost") == 0;
+}
+
+/* What the loaded stages make of the governance sections: `consumers`
+ * that no stage reads are refused (they would protect nothing), two
+ * stages may not register one command, and a gateway listening beyond
+ * loopback without a stage that reads consumers is told so loudly. */
+static int
+check_governance(mf_gen_t *g, char *err, size_t errcap)
+{
+    const mf_config_t *c = g->config;
+    size_t i, j, k, l;
+    int readers = 0;
+
+    for (i = 0; i < g->nstages; i++) {
+        readers += g->stages[i]->reads_consumers;
+        for (j = 0; j < g->stages[i]->ncommands; j++) {
+            for (k = 0; k < i; k++) {
+                for (l = 0; l < g->stages[k]->ncommands; l++) {
+                    if (strcmp(g->stages[i]->commands[j].name,
+                               g->stages[k]->commands[l].name) == 0) {
+                        snprintf(err, errcap,
+                                 "%s: stages '%s' and '%s' both register "
+                                 "the admin command '%s'; keep one of them",
+                                 c->path, g->stages[k]->name,
+                                 g->stages[i]->name,
+                                 g->stages[i]->commands[j].name);
+                        return MF_ERR;
+                    }
+                }
+            }
+        }
+    }
+    if (readers == 0 && c->sections != NULL &&
+        json_object_get(c->sections, "consumers") != NULL) {
+        snprintf(err, errcap,
+                 "%s:%d: consumers: no stage reads them, so no request would "
+                 "be identified or limited; add the key-auth stage "
+                 "(stages: - { name: auth, plugin: key-auth }) or remove "
+                 "consumers",
+                 c->path, c->sections_line);
+        return MF_ERR;
+    }
+    if (readers == 0 && c->listen_host != NULL &&
+        !loopback_host(c->listen_host)) {
+        mf_log_warn("listening on %s:%d without an auth stage: anyone who "
+                    "reaches the port spends every provider key; add the "
+                    "key-auth stage (see docs/GOVERNANCE.md)",
+                    c->listen_host, c->listen_port);
+    }
+    return MF_OK;
 }
 
 /* Loads every stage (each failing one is reported, not just the first). */
@@ -528,7 +690,7 @@ load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
         mf_pstage_t *s;
         char one[2048];
 
-        if (old != NULL && stage_reusable(old, sc, force) &&
+        if (old != NULL && stage_reusable(old, c, sc, force) &&
             prev->nworkers == g->nworkers) {
             s = old;
             atomic_fetch_add(&s->refs, 1);
@@ -552,6 +714,9 @@ load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
         }
         g->stages[i] = s;
         g->hooks |= s->hooks;
+    }
+    if (rc == MF_OK) {
+        rc = check_governance(g, err, errcap);
     }
     return rc;
 }

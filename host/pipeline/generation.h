@@ -72,6 +72,16 @@ typedef struct mf_gen_provider_hooks_s {
 
 void mf_gen_set_provider_hooks(const mf_gen_provider_hooks_t *h);
 
+/* While a stage loads (its init, on whichever thread runs it): a
+ * top-level config section it reads (NULL when absent), which ties the
+ * stage to the sections, and an admin command it registers. Outside a
+ * load: NULL and MF_ERR. */
+const json_t *mf_gen_loading_section(const char *name);
+int mf_gen_loading_command(const char *name, const char *usage,
+                           mf_command_fn fn, void *arg);
+/* The admin command `name` of a stage of g, or NULL. */
+const mf_command_t *mf_gen_find_command(mf_gen_t *g, mf_str_t name);
+
 /* Stage-bit helper. */
 #define MF_HOOK(s) (1u << (s))
 

@@ -17,8 +17,6 @@
 
 typedef struct mf_upcall_s mf_upcall_t;
 
-typedef enum { MF_PROTO_OPENAI = 0, MF_PROTO_ANTHROPIC } mf_proto_t;
-
 /* An async host service call a request waits on (HTTP, Redis); cancelled
  * (the completion never runs) when the request ends first. */
 typedef struct mf_async_s {
@@ -76,7 +74,7 @@ typedef struct mf_attempt_s {
     int done_sent;  /* the canonical stream's end was emitted */
     int held;       /* chunk_out holds only preamble events: not committed */
     void *prov_ctx; /* the provider's per-attempt slot */
-    struct mf_anthropic_stream_s *anth; /* Anthropic inbound stream state */
+    void *proto_stream; /* the inbound adapter's stream state, or NULL */
     int64_t events_seen;
     int usage_final;         /* the stream reached the provider's last usage */
     uint64_t delivered_text; /* bytes of answer text sent in stream events */
@@ -102,7 +100,8 @@ struct mf_req_s {
     int body_lazy;                /* checked, not parsed yet: json NULL */
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
-    mf_proto_t proto;
+    const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
+    int proto_local; /* the adapter answers the path itself (no upstream) */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */
     int close_after; /* the connection ends with this answer */
@@ -110,6 +109,10 @@ struct mf_req_s {
     mf_str_t model;       /* current model (routing may change it) */
     mf_str_t model_asked; /* what the client asked for */
     mf_str_t consumer;
+    mf_str_t consumer_group; /* the consumer record (ABI 1.4) */
+    mf_str_t consumer_key_id;
+    mf_str_t *consumer_attrs; /* name, value, ... (2 * n) */
+    size_t nconsumer_attrs;
     int call_depth;         /* a stage's model call: how nested (0: a client) */
     mf_str_t call_provider; /* a model call pinned to this provider */
 

@@ -16,6 +16,14 @@
 
 typedef struct mf_pstage_s mf_pstage_t;
 
+/* An admin command a stage registered in its init (ABI 1.4). */
+typedef struct mf_command_s {
+    char *name;  /* "consumers.add" */
+    char *usage; /* one line */
+    mf_command_fn fn;
+    void *arg;
+} mf_command_t;
+
 /*
  * A stage runtime: what loads and runs one kind of stage file (a .so, a
  * Lua script), as Redis's scripting engines implement one engine table.
@@ -88,6 +96,11 @@ struct mf_pstage_s {
     pthread_mutex_t err_lock;
     char last_error[512];
     double last_error_at;
+    json_t *sections;       /* the config sections when it read one in init
+                               (consumers, groups, prices), else NULL */
+    int reads_consumers;    /* it read `consumers` (an auth stage) */
+    mf_command_t *commands; /* admin commands it registered */
+    size_t ncommands;
 };
 
 #endif

@@ -1,14 +1,28 @@
 /*
- * Anthropic inbound: Messages requests to canonical chat requests, chat
+ * Anthropic inbound: Messages requests to canonical chat requests (with
+ * top_k, and cache_control breakpoints kept on the parts and tools they
+ * mark, for an Anthropic upstream's prompt cache), chat
  * completions and chunks back to messages and Messages stream events
  * (message_start, content_block_start/delta/stop for text, thinking and
  * tool_use blocks, message_delta with the stop reason and usage,
  * message_stop).
  */
-#include "proto/proto_anthropic.h"
-
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "proto/proto.h"
+
+/* Canonical chunks to Anthropic stream events. */
+typedef struct {
+    int started;
+    int block;      /* index of the open block, -1 none */
+    int block_type; /* 0 none, 1 text, 2 thinking, 3 tool_use */
+    int nblocks;
+    int tool_block[32]; /* canonical tool call index -> block, -1 */
+    char finish[32];
+    char id[128];
+    char model[256];
+} anthropic_stream_t;
 
 /* Request */
 
@@ -36,6 +50,51 @@ text_of(json_t *content)
     }
     mf_buf_append(&b, "", 1);
     return b.data ? b.data : mf_xstrdup("");
+}
+
+/* The block's cache_control (a prompt-caching breakpoint) onto the
+ * canonical part or tool made of it; 1 when there was one. */
+static int
+keep_cache_control(json_t *to, json_t *block)
+{
+    json_t *cc = json_object_get(block, "cache_control");
+
+    if (!json_is_object(cc) || to == NULL) {
+        return 0;
+    }
+    json_object_set(to, "cache_control", cc);
+    return 1;
+}
+
+/* Text blocks to canonical text parts, cache_control kept; NULL when
+ * none carries cache_control (the text then goes as one string). */
+static json_t *
+cached_text_parts(json_t *content)
+{
+    json_t *parts, *b;
+    size_t i;
+    int cached = 0;
+
+    if (!json_is_array(content)) {
+        return NULL;
+    }
+    parts = json_array();
+    json_array_foreach(content, i, b)
+    {
+        json_t *t = json_object_get(b, "text"), *p;
+
+        if (!json_is_string(t)) {
+            continue;
+        }
+        p = json_pack("{s:s,s:O}", "type", "text", "text", t);
+        cached |= keep_cache_control(p, b);
+        json_array_append_new(parts, p);
+    }
+    if (!cached) {
+        json_decref(parts);
+        return NULL;
+    }
+    return parts;
 }
 
 static json_t *
@@ -91,21 +150,33 @@ user_turn(json_t *out, json_t *content)
             continue;
         }
         if (strcmp(type, "tool_result") == 0) {
-            char *t = text_of(json_object_get(b, "content"));
+            json_t *c = json_object_get(b, "content");
+            json_t *cp = cached_text_parts(c);
+            char *t = text_of(c);
 
+            if (cp == NULL &&
+                json_is_object(json_object_get(b, "cache_control"))) {
+                cp = json_pack("[{s:s,s:s}]", "type", "text", "text", t);
+                keep_cache_control(json_array_get(cp, 0), b);
+            }
             json_array_append_new(
-                out,
-                json_pack("{s:s,s:O,s:s}", "role", "tool", "tool_call_id",
-                          json_object_get(b, "tool_use_id"), "content", t));
+                out, json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
+                               json_object_get(b, "tool_use_id"), "content",
+                               cp ? cp : json_string(t)));
             free(t);
         } else if (strcmp(type, "text") == 0) {
-            json_array_append_new(parts,
-                                  json_pack("{s:s,s:O}", "type", "text", "text",
-                                            json_object_get(b, "text")));
+            json_t *p = json_pack("{s:s,s:O}", "type", "text", "text",
+                                  json_object_get(b, "text"));
+
+            if (keep_cache_control(p, b)) {
+                only_text = 0; /* the breakpoint needs the part */
+            }
+            json_array_append_new(parts, p);
         } else if (strcmp(type, "image") == 0) {
             json_t *p = image_part(b);
 
             if (p != NULL) {
+                keep_cache_control(p, b);
                 json_array_append_new(parts, p);
                 only_text = 0;
             }
@@ -132,7 +203,7 @@ user_turn(json_t *out, json_t *content)
 static void
 assistant_turn(json_t *out, json_t *content)
 {
-    json_t *calls = json_array(), *b, *m;
+    json_t *calls = json_array(), *b, *m, *cp;
     mf_buf_t text = {0};
     size_t i;
 
@@ -160,8 +231,11 @@ assistant_turn(json_t *out, json_t *content)
             free(args);
         }
     }
+    cp = cached_text_parts(content);
     m = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                  text.len ? json_stringn(text.data, text.len) : json_null());
+                  cp         ? cp
+                  : text.len ? json_stringn(text.data, text.len)
+                             : json_null());
     mf_buf_free(&text);
     if (json_array_size(calls) > 0) {
         json_object_set_new(m, "tool_calls", calls);
@@ -171,12 +245,17 @@ assistant_turn(json_t *out, json_t *content)
     json_array_append_new(out, m);
 }
 
-json_t *
-mf_anthropic_request(json_t *in, const char **err)
+/* A Messages request to the canonical chat request; with no usable
+ * model, the body itself (the host answers the missing model). */
+static json_t *
+anthropic_request(json_t *in, const char **err)
 {
     json_t *out, *msgs, *m, *v, *sys;
     size_t i;
 
+    if (!json_is_string(json_object_get(in, "model"))) {
+        return json_incref(in);
+    }
     if (!json_is_integer(json_object_get(in, "max_tokens"))) {
         *err = "max_tokens: Field required (an integer)";
         return NULL;
@@ -190,7 +269,10 @@ mf_anthropic_request(json_t *in, const char **err)
                     "max_tokens", json_object_get(in, "max_tokens"));
     msgs = json_array();
     sys = json_object_get(in, "system");
-    if (json_is_string(sys) || json_is_array(sys)) {
+    if ((v = cached_text_parts(sys)) != NULL) {
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:o}", "role", "system", "content", v));
+    } else if (json_is_string(sys) || json_is_array(sys)) {
         char *t = text_of(sys);
 
         json_array_append_new(
@@ -224,6 +306,9 @@ mf_anthropic_request(json_t *in, const char **err)
     }
     if (json_is_number(v = json_object_get(in, "top_p"))) {
         json_object_set(out, "top_p", v);
+    }
+    if (json_is_integer(v = json_object_get(in, "top_k"))) {
+        json_object_set(out, "top_k", v);
     }
     if (json_is_string(
             v = json_object_get(json_object_get(in, "metadata"), "user_id"))) {
@@ -259,8 +344,11 @@ mf_anthropic_request(json_t *in, const char **err)
                 json_is_object(json_object_get(t, "input_schema"))
                     ? json_incref(json_object_get(t, "input_schema"))
                     : json_pack("{s:s}", "type", "object"));
-            json_array_append_new(tools, json_pack("{s:s,s:o}", "type",
-                                                   "function", "function", fn));
+            json_t *tool =
+                json_pack("{s:s,s:o}", "type", "function", "function", fn);
+
+            keep_cache_control(tool, t);
+            json_array_append_new(tools, tool);
         }
         json_object_set_new(out, "tools", tools);
         tc = json_object_get(in, "tool_choice");
@@ -325,8 +413,8 @@ usage_json(const mf_usage_t *u, int with_input)
     return j;
 }
 
-json_t *
-mf_anthropic_response(json_t *c, const mf_usage_t *usage)
+static json_t *
+anthropic_response(json_t *c, const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -376,9 +464,10 @@ mf_anthropic_response(json_t *c, const mf_usage_t *usage)
 
 /* Stream */
 
-void
-mf_anthropic_stream_init(mf_anthropic_stream_t *s, mf_str_t model)
+static void
+anthropic_stream_init(void *state, mf_str_t model)
 {
+    anthropic_stream_t *s = state;
     int i;
 
     memset(s, 0, sizeof(*s));
@@ -401,7 +490,7 @@ emit(mf_buf_t *out, const char *event, json_t *data)
 }
 
 static void
-start(mf_anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
+start(anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
 {
     if (s->started) {
         return;
@@ -415,7 +504,7 @@ start(mf_anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
 }
 
 static void
-close_block(mf_anthropic_stream_t *s, mf_buf_t *out)
+close_block(anthropic_stream_t *s, mf_buf_t *out)
 {
     if (s->block < 0) {
         return;
@@ -428,7 +517,7 @@ close_block(mf_anthropic_stream_t *s, mf_buf_t *out)
 }
 
 static void
-open_block(mf_anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
+open_block(anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
 {
     close_block(s, out);
     s->block = s->nblocks++;
@@ -439,17 +528,18 @@ open_block(mf_anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
 }
 
 static void
-delta(mf_anthropic_stream_t *s, json_t *d, mf_buf_t *out)
+delta(anthropic_stream_t *s, json_t *d, mf_buf_t *out)
 {
     emit(out, "content_block_delta",
          json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
                    s->block, "delta", d));
 }
 
-void
-mf_anthropic_stream_event(mf_anthropic_stream_t *s, mf_str_t data, int last,
-                          const mf_usage_t *usage, mf_buf_t *out)
+static void
+anthropic_stream_event(void *state, mf_str_t data, int last,
+                       const mf_usage_t *usage, mf_buf_t *out)
 {
+    anthropic_stream_t *s = state;
     json_t *j, *choice, *d, *tc;
     const char *t, *fin;
     size_t i;
@@ -545,3 +635,165 @@ mf_anthropic_stream_event(mf_anthropic_stream_t *s, mf_str_t data, int last,
     }
     json_decref(j);
 }
+
+/* Errors */
+
+const char *
+mf_proto_anthropic_type(int status)
+{
+    switch (status) {
+    case 401:
+        return "authentication_error";
+    case 402:
+        return "billing_error";
+    case 403:
+        return "permission_error";
+    case 404:
+        return "not_found_error";
+    case 413:
+        return "request_too_large";
+    case 429:
+        return "rate_limit_error";
+    case 503:
+    case 529:
+        return "overloaded_error";
+    default:
+        return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* Anthropic's shape; the type is Anthropic's for the status, whatever
+ * the gateway's own name for it. */
+static char *
+anthropic_error_body(const mf_proto_error_t *e)
+{
+    json_t *j =
+        json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                  mf_proto_anthropic_type(e->status), "message", e->message);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    return text;
+}
+
+static void
+anthropic_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
+{
+    char *text = anthropic_error_body(e);
+
+    (void)state;
+    if (text != NULL) {
+        mf_buf_printf(out, "event: error\ndata: %s\n\n", text);
+    }
+    free(text);
+}
+
+/* count_tokens */
+
+/* Bytes of a value as its JSON text (a tool's schema, a tool call's
+ * input). */
+static size_t
+json_bytes(json_t *v)
+{
+    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    size_t n = t ? strlen(t) : 0;
+
+    free(t);
+    return n;
+}
+
+/* Bytes of prompt a content (a string or blocks) carries: text, tool
+ * results' text, tool calls' input, and about a token's worth (4 bytes)
+ * of framing per block. */
+static size_t
+content_bytes(json_t *content)
+{
+    json_t *b;
+    size_t i, n = 0;
+
+    if (json_is_string(content)) {
+        return json_string_length(content);
+    }
+    json_array_foreach(content, i, b)
+    {
+        n += 4 + json_string_length(json_object_get(b, "text")) +
+             json_string_length(json_object_get(b, "thinking"));
+        if (json_object_get(b, "input") != NULL) {
+            n += json_bytes(json_object_get(b, "input")) +
+                 json_string_length(json_object_get(b, "name"));
+        }
+        if (json_object_get(b, "content") != NULL) {
+            n += content_bytes(json_object_get(b, "content"));
+        }
+    }
+    return n;
+}
+
+/* POST /v1/messages/count_tokens: the gateway's estimate, about 4 bytes
+ * of prompt a token (system, messages, tools), as {"input_tokens": N};
+ * the host marks the answer estimated. The same checks as Anthropic's
+ * endpoint: a model and a non-empty list of turns. */
+static char *
+anthropic_local(mf_str_t path, json_t *in, int *status, int *estimated,
+                const char **err)
+{
+    json_t *msgs = json_object_get(in, "messages"), *m, *t;
+    size_t i, n = 0;
+    char buf[64];
+
+    (void)path;
+    if (!json_is_string(json_object_get(in, "model"))) {
+        *err = "model: Field required (a string)";
+        return NULL;
+    }
+    if (!json_is_array(msgs) || json_array_size(msgs) == 0) {
+        *err = "messages: Field required (a non-empty list of turns)";
+        return NULL;
+    }
+    n += content_bytes(json_object_get(in, "system"));
+    json_array_foreach(msgs, i, m)
+    {
+        n += 4 + content_bytes(json_object_get(m, "content"));
+    }
+    json_array_foreach(json_object_get(in, "tools"), i, t)
+    {
+        n += json_string_length(json_object_get(t, "name")) +
+             json_string_length(json_object_get(t, "description")) +
+             json_bytes(json_object_get(t, "input_schema"));
+    }
+    snprintf(buf, sizeof(buf), "{\"input_tokens\":%zu}", (n + 3) / 4);
+    *status = 200;
+    *estimated = 1;
+    return mf_xstrdup(buf);
+}
+
+static mf_proto_match_t
+anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
+{
+    if (mf_str_eq_cstr(path, "/v1/messages")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_SERVES;
+    }
+    if (mf_str_eq_cstr(path, "/v1/messages/count_tokens")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_LOCAL;
+    }
+    if (mf_proto_has_prefix(path, "/v1/messages/")) {
+        return MF_PROTO_OWNS;
+    }
+    return MF_PROTO_NO;
+}
+
+const mf_proto_t mf_proto_anthropic = {
+    .name = "anthropic",
+    .method = "POST",
+    .match = anthropic_match,
+    .request = anthropic_request,
+    .error_body = anthropic_error_body,
+    .stream_error = anthropic_stream_error,
+    .response = anthropic_response,
+    .stream_size = sizeof(anthropic_stream_t),
+    .stream_init = anthropic_stream_init,
+    .stream_event = anthropic_stream_event,
+    .local = anthropic_local,
+};

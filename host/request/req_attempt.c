@@ -10,6 +10,7 @@
 
 #include "http/upstream.h"
 #include "pipeline/generation.h"
+#include "proto/proto.h"
 #include "routing/balancer.h"
 #include "routing/keypool.h"
 
@@ -89,6 +90,7 @@ mf_req_attempt_close(mf_req_t *r, const mf_outcome_t *o, double ttft_ms)
 static void
 attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
 {
+    mf_req_proto_stream_free(r);
     r->att = (mf_attempt_t){
         .prov = t->prov,
         .up_model = t->model,
@@ -96,7 +98,7 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
         .tgt = t->tgt,
         .open = 1,
         .up_key = k >= 0 ? mf_str_from(t->prov->key_str[k]) : MF_STR(""),
-        .passthrough = r->proto == MF_PROTO_OPENAI &&
+        .passthrough = r->proto->canonical &&
                        strcmp(t->prov->ops->wire, "openai") == 0 &&
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
     };
@@ -214,6 +216,38 @@ upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
     u->want_usage = r->stream;
 }
 
+/* The client headers a provider takes (its forward_headers, else its
+ * wire's beta header: anthropic-beta to Anthropic's Messages API,
+ * OpenAI-Beta to OpenAI's), copied onto the upstream request. */
+static void
+forward_headers(mf_req_t *r)
+{
+    static const char *const anthropic[] = {"anthropic-beta"};
+    static const char *const openai[] = {"openai-beta"};
+    const mf_provider_conf_t *pc = r->att.prov->conf;
+    const char *const *names = NULL;
+    const char *wire = r->att.prov->ops->wire;
+    size_t i, n = 0;
+    mf_str_t v;
+
+    if (pc->has_forward) {
+        names = (const char *const *)pc->forward_headers;
+        n = pc->nforward;
+    } else if (wire != NULL && strcmp(wire, "anthropic") == 0) {
+        names = anthropic;
+        n = 1;
+    } else if (wire != NULL && strcmp(wire, "openai") == 0) {
+        names = openai;
+        n = 1;
+    }
+    for (i = 0; i < n; i++) {
+        if (mf_hlist_get(&r->req_headers, mf_str_from(names[i]), &v) == MF_OK) {
+            mf_hlist_set(r->pool, &r->att.up_req_headers, mf_str_from(names[i]),
+                         v);
+        }
+    }
+}
+
 /* Prepares the attempt begun on target_idx (the provider's request) and
  * sets the phase that runs its stages. */
 int
@@ -227,6 +261,9 @@ mf_req_attempt_prepare(mf_req_t *r)
     upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
     rc = r->att.prov->ops->build_request(r, r->att.prov->state, &u);
+    if (rc == MF_OK) {
+        forward_headers(r);
+    }
     if (rc != MF_OK && r->att.prov_err != NULL) {
         /* the provider refused the request itself (bad input for it) */
         mf_req_respond_error(r, r->att.prov_err->status, r->att.prov_err->type,

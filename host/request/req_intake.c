@@ -13,7 +13,7 @@
 #include "http/server.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
-#include "proto/proto_anthropic.h"
+#include "proto/proto.h"
 #include "request/jscan.h"
 #include "svc/svc.h"
 
@@ -27,6 +27,16 @@ respond_json(mf_req_t *r, int status, json_t *j)
     json_decref(j);
 }
 
+/* One model entry of /v1/models. */
+static json_t *
+model_entry(const char *id, const char *owner)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model",
+                     "created", (json_int_t)0, "owned_by", owner);
+}
+
+/* GET /v1/models: the exact names providers serve (models and model_map)
+ * and the routes' exact names, once each. Globs are not listed. */
 static void
 handle_models(mf_req_t *r)
 {
@@ -46,15 +56,68 @@ handle_models(mf_req_t *r)
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(data, json_pack("{s:s,s:s,s:I,s:s}", "id", m,
-                                                  "object", "model", "created",
-                                                  (json_int_t)0, "owned_by",
-                                                  pc->name));
+            json_array_append_new(data, model_entry(m, pc->name));
         }
+    }
+    for (i = 0; i < g->config->nroutes; i++) {
+        const char *m = g->config->routes[i].model;
+
+        if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
+            continue;
+        }
+        json_object_set_new(seen, m, json_true());
+        json_array_append_new(data, model_entry(m, "manifold"));
     }
     json_decref(seen);
     respond_json(r, 200,
                  json_pack("{s:s,s:o}", "object", "list", "data", data));
+}
+
+/* GET /v1/models/{id}: the model when a route or a provider serves it
+ * (an exact name or one of its globs), else a 404 naming it. */
+static void
+handle_model(mf_req_t *r, mf_str_t id)
+{
+    mf_gen_t *g = r->gen;
+    const char *owner = NULL;
+    char name[256], msg[400];
+    size_t i, j;
+
+    if (id.len == 0 || id.len >= sizeof(name) ||
+        memchr(id.data, '\0', id.len) != NULL) {
+        owner = NULL;
+    } else {
+        memcpy(name, id.data, id.len);
+        name[id.len] = '\0';
+        for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
+            if (mf_glob_match(g->config->routes[i].model, id)) {
+                owner = "manifold";
+            }
+        }
+        for (i = 0; i < g->nproviders && owner == NULL; i++) {
+            mf_provider_conf_t *pc = g->providers[i].conf;
+
+            for (j = 0; j < pc->nmodels + pc->nmap && owner == NULL; j++) {
+                const char *m = j < pc->nmodels
+                                    ? pc->models[j]
+                                    : pc->model_map[j - pc->nmodels].from;
+
+                if (!pc->disabled && mf_glob_match(m, id)) {
+                    owner = pc->name;
+                }
+            }
+        }
+    }
+    if (owner == NULL) {
+        snprintf(msg, sizeof(msg),
+                 "The model '%.*s' does not exist or is not served by this "
+                 "gateway.",
+                 (int)(id.len > 200 ? 200 : id.len), id.data);
+        mf_req_respond_error_param(r, 404, "invalid_request_error",
+                                   "model_not_found", "model", msg);
+        return;
+    }
+    respond_json(r, 200, model_entry(name, owner));
 }
 
 /* What one pass over a body's bytes found; see body_scan. */
@@ -279,11 +342,36 @@ names_template(json_t *body)
            json_is_object(json_object_get(body, "prompt"));
 }
 
+/* An endpoint the adapter answers itself (Anthropic's count_tokens):
+ * answered here, before any stage, with no upstream. Returns MF_ERR (the
+ * request is answered). */
+static int
+answer_local(mf_req_t *r)
+{
+    const char *err = NULL;
+    int status = 200, estimated = 0;
+    char *text = r->proto->local(r->path, r->json, &status, &estimated, &err);
+
+    if (text == NULL) {
+        mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                             err ? err : "The request could not be read.");
+        return MF_ERR;
+    }
+    if (estimated) {
+        mf_hlist_set(r->pool, &r->resp_headers,
+                     MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+    }
+    mf_req_respond(r, status, "application/json", mf_str_from(text));
+    free(text);
+    return MF_ERR;
+}
+
 static int
 parse_body(mf_req_t *r)
 {
     json_error_t jerr;
     json_t *model, *v;
+    const char *err = NULL;
     char msg[512];
 
     if (r->body.len == 0) {
@@ -291,7 +379,7 @@ parse_body(mf_req_t *r)
                              "The request has no body; send a JSON object.");
         return MF_ERR;
     }
-    if (r->proto == MF_PROTO_OPENAI && scan_body(r) == MF_OK) {
+    if (r->proto->canonical && scan_body(r) == MF_OK) {
         return MF_OK;
     }
     if (check_body_shape(r) != MF_OK) {
@@ -311,10 +399,11 @@ parse_body(mf_req_t *r)
                              "The request body must be a JSON object.");
         return MF_ERR;
     }
-    if (r->proto == MF_PROTO_ANTHROPIC &&
-        json_is_string(json_object_get(r->json, "model"))) {
-        const char *err = NULL;
-        json_t *canon = mf_anthropic_request(r->json, &err);
+    if (r->proto_local) {
+        return answer_local(r);
+    }
+    if (r->proto->request != NULL) {
+        json_t *canon = r->proto->request(r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
@@ -539,6 +628,7 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
     r->pool = pool;
     r->worker = w;
     r->gen = g;
+    r->proto = mf_protos[0]; /* req_new sets the path's own */
     r->start_ms = start_ms;
     r->start_wall = mf_wall_time() - (mf_now_ms() - start_ms) / 1000;
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;
@@ -614,6 +704,8 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
     }
+    /* the adapter whose path it is answers, errors included */
+    r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
     if (call >= 0) {
         req_trust_call(r, head);
     }
@@ -629,9 +721,6 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, NULL, 0, &preflight);
 
-    if (mf_str_eq_cstr(r->path, "/v1/messages")) {
-        r->proto = MF_PROTO_ANTHROPIC;
-    }
     if (why->retry_after != NULL) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("retry-after"),
                      mf_str_from(why->retry_after));
@@ -646,6 +735,7 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
 {
     int preflight;
     mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    char msg[512];
 
     if (preflight) {
         /* a CORS preflight from an allowed origin */
@@ -660,30 +750,22 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     if (mf_str_eq_cstr(r->path, "/v1/models") ||
-        mf_str_eq_cstr(r->path, "/models")) {
+        mf_str_eq_cstr(r->path, "/models") ||
+        mf_proto_has_prefix(r->path, "/v1/models/")) {
         if (!mf_str_eq_cstr(r->method, "GET")) {
             mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                          MF_STR("GET"));
             mf_req_respond_error(r, 405, "invalid_request_error", NULL,
                                  "Use GET for /v1/models.");
+        } else if (r->path.len > 11 && r->path.data[10] == '/') {
+            handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
         } else {
             handle_models(r);
         }
         mf_req_finish(r);
         return;
     }
-    if (mf_str_eq_cstr(r->path, "/v1/chat/completions") ||
-        mf_str_eq_cstr(r->path, "/chat/completions")) {
-        r->endpoint = MF_ENDPOINT_CHAT;
-    } else if (mf_str_eq_cstr(r->path, "/v1/messages")) {
-        r->endpoint = MF_ENDPOINT_CHAT;
-        r->proto = MF_PROTO_ANTHROPIC;
-    } else if (mf_str_eq_cstr(r->path, "/v1/embeddings") ||
-               mf_str_eq_cstr(r->path, "/embeddings")) {
-        r->endpoint = MF_ENDPOINT_EMBEDDINGS;
-    } else {
-        char msg[512];
-
+    if (r->endpoint == MF_ENDPOINT_NONE) {
         snprintf(msg, sizeof(msg),
                  "Unknown request URL: %.*s %.*s. The "
                  "gateway serves POST /v1/chat/completions, POST "
@@ -695,11 +777,12 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (!mf_str_eq_cstr(r->method, "POST")) {
+    if (!mf_str_eq_cstr(r->method, r->proto->method)) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
-                     MF_STR("POST"));
-        mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                             "Use POST for this endpoint.");
+                     mf_str_from(r->proto->method));
+        snprintf(msg, sizeof(msg), "Use %s for this endpoint.",
+                 r->proto->method);
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
         mf_req_finish(r);
         return;
     }

@@ -12,7 +12,7 @@
 #include "http/upstream.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
-#include "proto/proto_anthropic.h"
+#include "proto/proto.h"
 
 #define MF_STREAM_HIGH_WATER (256 * 1024)
 
@@ -155,21 +155,30 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
         return; /* a stage dropped the event */
     }
     r->att.delivered_text += chunk_text_len(data);
-    if (r->proto == MF_PROTO_ANTHROPIC) {
-        if (r->att.anth == NULL) {
-            r->att.anth = mf_pool_alloc(r->pool, sizeof(*r->att.anth));
-            if (r->att.anth == NULL) {
+    if (r->proto->stream_event != NULL) {
+        if (r->att.proto_stream == NULL) {
+            r->att.proto_stream = mf_pool_alloc(r->pool, r->proto->stream_size);
+            if (r->att.proto_stream == NULL) {
                 return;
             }
-            mf_anthropic_stream_init(r->att.anth, r->model_asked);
+            r->proto->stream_init(r->att.proto_stream, r->model_asked);
         }
-        mf_anthropic_stream_event(r->att.anth, data, last, &r->usage,
-                                  &r->chunk_out);
+        r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
+                               &r->chunk_out);
         return;
     }
     mf_buf_append(&r->chunk_out, "data: ", 6);
     mf_buf_append(&r->chunk_out, data.data, data.len);
     mf_buf_append(&r->chunk_out, "\n\n", 2);
+}
+
+void
+mf_req_proto_stream_free(mf_req_t *r)
+{
+    if (r->att.proto_stream != NULL && r->proto->stream_free != NULL) {
+        r->proto->stream_free(r->att.proto_stream);
+    }
+    r->att.proto_stream = NULL;
 }
 
 int
@@ -322,9 +331,8 @@ mf_req_complete_nonstream(mf_req_t *r)
 
     mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
     /* the canonical answer as text, for the body stages or the client;
-     * an Anthropic client with no body stage takes the value directly */
-    if (r->resp_json != NULL &&
-        (body_stages || r->proto != MF_PROTO_ANTHROPIC)) {
+     * a translating adapter with no body stage takes the value directly */
+    if (r->resp_json != NULL && (body_stages || r->proto->response == NULL)) {
         text = json_dumps(r->resp_json, JSON_COMPACT);
         body = mf_str_from(text);
     }
@@ -340,11 +348,11 @@ mf_req_complete_nonstream(mf_req_t *r)
     if (r->replaced) {
         body = r->replace;
     }
-    if (r->proto == MF_PROTO_ANTHROPIC) {
+    if (r->proto->response != NULL) {
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
                         : json_loadb(body.data, body.len, 0, NULL);
-        json_t *m = c ? mf_anthropic_response(c, &r->usage) : NULL;
+        json_t *m = c ? r->proto->response(c, &r->usage) : NULL;
         char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
 
         json_decref(c);

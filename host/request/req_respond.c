@@ -10,6 +10,7 @@
 #include <stdlib.h>
 
 #include "http/server.h"
+#include "proto/proto.h"
 
 struct evbuffer *
 mf_req_out(mf_req_t *r)
@@ -276,28 +277,15 @@ utf8_clean(mf_req_t *r, const char *message)
     return out ? out : "the error message could not be encoded";
 }
 
+/* The error's JSON body in the client's protocol; malloc'd. */
 static char *
-error_json(mf_req_t *r, const char *type, const char *code, const char *param,
-           const char *message)
+error_json(mf_req_t *r, int status, const char *type, const char *code,
+           const char *param, const char *message)
 {
-    json_t *j;
-    char *text;
+    mf_proto_error_t e = {status, type, code, param, message};
+    char *text = r->proto->error_body(&e);
 
-    if (r->proto == MF_PROTO_ANTHROPIC) {
-        j = json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
-                      type, "message", message);
-    } else {
-        j = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", message,
-                      "type", type, "code",
-                      code ? json_string(code) : json_null(), "param",
-                      param ? json_string(param) : json_null());
-    }
-    if (j == NULL) {
-        return mf_xstrdup("{\"error\":{\"message\":\"error\"}}");
-    }
-    text = json_dumps(j, JSON_COMPACT);
-    json_decref(j);
-    return text;
+    return text ? text : mf_xstrdup("{\"error\":{\"message\":\"error\"}}");
 }
 
 /* An error naming the request field it is about (OpenAI's `param`). */
@@ -313,7 +301,7 @@ mf_req_respond_error_param(mf_req_t *r, int status, const char *type,
         return MF_ERR;
     }
     message = utf8_clean(r, message);
-    text = error_json(r, type, code, param, message);
+    text = error_json(r, status, type, code, param, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     rc = mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
@@ -331,25 +319,18 @@ mf_req_respond_error(mf_req_t *r, int status, const char *type,
 void
 mf_req_send_stream_error(mf_req_t *r, const char *code, const char *message)
 {
-    char *text, *ev;
-    size_t n;
+    mf_proto_error_t e = {502, "upstream_error", code, NULL, NULL};
+    mf_buf_t ev = {0};
 
     message = utf8_clean(r, message);
     r->error = mf_pool_str(r->pool, mf_str_from(message));
     if (r->conn == NULL) {
         return;
     }
-    text = error_json(r, "upstream_error", code, NULL, message);
-    n = strlen(text) + 32;
-    ev = mf_xmalloc(n);
-    if (r->proto == MF_PROTO_ANTHROPIC) {
-        snprintf(ev, n, "event: error\ndata: %s\n\n", text);
-    } else {
-        snprintf(ev, n, "data: %s\n\n", text);
-    }
-    mf_req_send_chunk(r, ev, strlen(ev));
-    free(ev);
-    free(text);
+    e.message = message;
+    r->proto->stream_error(r->att.proto_stream, &e, &ev);
+    mf_req_send_chunk(r, ev.data, ev.len);
+    mf_buf_free(&ev);
 }
 
 void

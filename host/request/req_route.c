@@ -164,6 +164,7 @@ mf_req_route_default(mf_req_t *r)
         mf_plan_t pl = {.gen = r->gen,
                         .headers = &r->req_headers,
                         .consumer = r->consumer,
+                        .group = r->consumer_group,
                         .model = r->model,
                         .add = plan_add,
                         .arg = r};

@@ -70,6 +70,8 @@ void mf_req_attempt_failed(mf_req_t *r, const mf_outcome_t *o);
 void mf_req_attempt_error(mf_req_t *r, const mf_error_t *up_err, int status);
 
 /* req_relay.c */
+/* Frees the inbound adapter's stream state of the attempt, if any. */
+void mf_req_proto_stream_free(mf_req_t *r);
 void mf_req_estimate_usage(mf_req_t *r);
 int mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev);
 void mf_req_flush_stream(mf_req_t *r);

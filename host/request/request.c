@@ -242,6 +242,7 @@ mf_req_free(mf_req_t *r)
     if (r->attempt_timer) {
         event_free(r->attempt_timer);
     }
+    mf_req_proto_stream_free(r);
     mf_buf_free(&r->tried);
     json_decref(r->json);
     json_decref(r->resp_json);

@@ -187,8 +187,11 @@ rule_matches(const mf_plan_t *r, const mf_route_rule_t *ru)
     if (ru->consumer != NULL && !mf_str_eq_cstr(r->consumer, ru->consumer)) {
         return 0;
     }
-    if (ru->group != NULL) {
-        if (mf_hlist_get(r->headers, MF_STR("x-manifold-group"), &v) != MF_OK ||
+    if (ru->group != NULL && !mf_str_eq_cstr(r->group, ru->group)) {
+        /* the consumer record's group; else the header a stage set (a
+         * client's x-manifold-* headers never reach here) */
+        if (r->group.len > 0 ||
+            mf_hlist_get(r->headers, MF_STR("x-manifold-group"), &v) != MF_OK ||
             !mf_str_eq_cstr(v, ru->group)) {
             return 0;
         }

@@ -21,6 +21,7 @@ typedef struct mf_plan_s {
     mf_gen_t *gen;
     const mf_hlist_t *headers;
     mf_str_t consumer;
+    mf_str_t group; /* the consumer's group, empty when none */
     mf_str_t model;
     void (*add)(void *arg, mf_prov_t *p, mf_str_t model, unsigned weight,
                 mf_tgt_t *tgt);

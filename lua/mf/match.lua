@@ -6,6 +6,7 @@
 --   mf.match.words(s, words)         the words of a list found in s as whole
 --                                    words, case-insensitive
 --   mf.match.rule(rule, facts)       one routing rule against request facts
+--   mf.match.group()                 the running request's consumer group
 local mf = require "mf"
 
 local M = {}
@@ -103,6 +104,15 @@ function M.words(s, words)
     end
   end
   return found
+end
+
+-- The running request's consumer group: the consumer record's (an
+-- authentication stage sets it), else the x-manifold-group header a
+-- stage set (a client's x-manifold-* headers never reach stages); nil.
+function M.group()
+  local rec = mf.req.consumer_record and mf.req.consumer_record()
+  if rec and type(rec.group) == "string" and rec.group ~= "" then return rec.group end
+  return mf.req.get_header("x-manifold-group")
 end
 
 -- One routing rule against the facts of a request. A rule holds any of:

@@ -176,7 +176,7 @@ end
 -- tokens (the body is read only when a rule counts tokens).
 local function facts(p, text, body)
   local f = { text = text, consumer = mf.req.consumer(),
-              group = mf.req.get_header("x-manifold-group"), headers = {} }
+              group = mf.match.group(), headers = {} }
   for _, it in ipairs(p.intents) do
     for _, r in ipairs(it.rules) do
       for name in pairs(r.headers or {}) do

@@ -98,7 +98,7 @@ function M.on_request(conf, ctx)
     if ok and d.rule then
       if not facts then
         facts = { text = mf.req.last_user_text() or "", consumer = mf.req.consumer(),
-                  group = mf.req.get_header("x-manifold-group"), headers = {} }
+                  group = mf.match.group(), headers = {} }
         if p.tokens then
           body = body or mf.req.body()
           facts.tokens = mf.messages.estimate_tokens(body)

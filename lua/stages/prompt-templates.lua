@@ -165,7 +165,7 @@ local function allowed(t)
   if not t.consumers and not t.groups then return true end
   local c = mf.req.consumer()
   if t.consumers and c and mf.match.glob_any(t.consumers, c) then return true end
-  local g = mf.req.get_header("x-manifold-group")
+  local g = mf.match.group()
   if t.groups and g and mf.match.glob_any(t.groups, g) then return true end
   return false
 end

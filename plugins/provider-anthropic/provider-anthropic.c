@@ -4,7 +4,8 @@
  * (data: URLs and http URLs), tools and tool choice, tool calls and tool
  * results (consecutive results merged into one user turn), stop
  * sequences, `max_tokens` defaulted when the client sends none,
- * reasoning_effort to extended thinking. Responses and stream events
+ * reasoning_effort to extended thinking, top_k, and cache_control
+ * breakpoints on content parts and tools. Responses and stream events
  * back to chat completions and chunks (text, tool-call deltas, thinking
  * as reasoning_content), stop reasons, usage with cache tokens; errors to
  * the right status.
@@ -98,6 +99,18 @@ image_block(json_t *part)
                      "url", "url", url);
 }
 
+/* A part's cache_control (a prompt-caching breakpoint, on OpenAI-format
+ * parts and tools as on Anthropic blocks) onto the block made of it. */
+static void
+keep_cache_control(json_t *block, json_t *from)
+{
+    json_t *cc = json_object_get(from, "cache_control");
+
+    if (json_is_object(cc)) {
+        json_object_set(block, "cache_control", cc);
+    }
+}
+
 /* Message content (a string or parts) to a list of blocks. */
 static json_t *
 content_blocks(json_t *content)
@@ -124,6 +137,7 @@ content_blocks(json_t *content)
             b = image_block(part);
         }
         if (b != NULL) {
+            keep_cache_control(b, part);
             json_array_append_new(out, b);
         }
     }
@@ -169,6 +183,7 @@ tools_of(json_t *tools)
                             json_is_object(params)
                                 ? json_incref(params)
                                 : json_pack("{s:s}", "type", "object"));
+        keep_cache_control(o, t);
         json_array_append_new(out, o);
     }
     return out;

@@ -153,6 +153,7 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
         return 0;
     }
     if (has_field(r, "thinking") ||
+        ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
         (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
         return 1;
     }
@@ -234,6 +235,12 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         if (json_object_get(body, "thinking") != NULL) {
             /* Anthropic's extended thinking (from /v1/messages clients) */
             json_object_del(body, "thinking");
+            api->body_changed(r);
+        }
+        if ((pre->quirks & Q_OPENAI_FIELDS) &&
+            json_object_get(body, "top_k") != NULL) {
+            /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */
+            json_object_del(body, "top_k");
             api->body_changed(r);
         }
         if (!(pre->quirks & Q_OPENAI_FIELDS)) {

@@ -131,10 +131,12 @@ function listening(p) {
   });
 }
 
-// Runs the gateway until it exits; {status, stderr}.
+// Runs the gateway until it exits; {status, stderr}. It runs in its
+// config's directory, where the access log of the test config is written.
 function runToExit(args, ms = 15000) {
   return new Promise((resolve) => {
-    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const cwd = path.dirname(args[args.indexOf('-c') + 1]);
+    const p = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd });
     let stderr = '';
     p.stderr.on('data', (d) => { stderr += d; });
     const timer = setTimeout(() => p.kill('SIGKILL'), ms);
@@ -153,7 +155,8 @@ test('a second gateway on the same port fails unless both share it with reuse_po
   const a = await startGateway(config(mock.url) + 'reuse_port: true\n');
   const shared = config(mock.url) + 'reuse_port: true\n';
   const file2 = writeConfig(shared);
-  const p = spawn(BIN, ['-c', file2, '--listen', `127.0.0.1:${a.port}`, '--workers', '1'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const p = spawn(BIN, ['-c', file2, '--listen', `127.0.0.1:${a.port}`, '--workers', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'], cwd: path.dirname(file2) });
   await listening(p);
   p.kill('SIGTERM');
   await new Promise((r2) => p.on('exit', r2));
@@ -166,7 +169,7 @@ listen: 127.0.0.1:0
 plugin_dir: ${BUILD}/plugins
 provders: []
 consumers:
-  - name: team-a
+  - { name: team-a, budget: { usd: 5, period: year } }
 providers:
   - name: a
     type: opena
@@ -181,7 +184,7 @@ providers:
   const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /:4: provders: unknown key 'provders'; did you mean 'providers'\?/);
-  assert.match(r.stderr, /:6: consumers: consumers are not implemented yet/);
+  assert.match(r.stderr, /:6: consumers\[0\]\.budget: period 'year' must be day, week, month or total/);
   assert.match(r.stderr, /:12: providers\[0\]: unknown key 'modles'; did you mean 'models'\?/);
   assert.match(r.stderr, /:8: providers\[0\]: 'a' has type 'opena', which no provider plugin serves; did you mean 'openai'\?/);
   assert.match(r.stderr, /:13: providers\[1\]: 'b' has type 'antropic', .*did you mean 'anthropic'\?/);

@@ -148,6 +148,7 @@ F.mf = {
     body = function() return state.body end,
     get_header = function(n) return state.headers[n:lower()] end,
     consumer = function() return state.consumer end,
+    consumer_record = function() return state.record end,
   },
 }
 
@@ -155,7 +156,7 @@ function F.reset()
   state.shared, state.redis, state.redis_calls = {}, {}, {}
   state.redis_down = false
   state.now = 1000
-  state.body, state.headers, state.consumer = {}, {}, nil
+  state.body, state.headers, state.consumer, state.record = {}, {}, nil, nil
 end
 
 -- What the tests set and read.

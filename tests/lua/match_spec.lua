@@ -1,3 +1,4 @@
+local fake = require "fake_mf"
 local match = require "mf.match"
 
 describe("mf.match.glob", function()
@@ -51,5 +52,17 @@ describe("mf.match.rule", function()
   end)
   it("needs the host for regexes", function()
     assert.has_error(function() match.rule({ regex = "b.g" }, facts) end, "mf.regex is not available")
+  end)
+end)
+
+describe("mf.match.group", function()
+  it("is the consumer record's group, else the stage-set header", function()
+    assert.is_nil(match.group())
+    fake.state.headers["x-manifold-group"] = "from-header"
+    assert.equal("from-header", match.group())
+    fake.state.record = { name = "a", group = "", attrs = {} }
+    assert.equal("from-header", match.group())
+    fake.state.record = { name = "a", group = "eng", attrs = {} }
+    assert.equal("eng", match.group())
   end)
 end)

@@ -193,18 +193,85 @@ START_TEST(suggestions)
 }
 END_TEST
 
-START_TEST(consumers_refused)
+START_TEST(consumers_checked)
 {
-    const char *y = "consumers:\n  - name: a\nstagse: []\n";
+    const char *y = "consumers:\n"
+                    "  - name: a\n"
+                    "    budget: { usd: 5, period: year }\n"
+                    "  - name: a\n"
+                    "    limits: { rpm: 1.5, rpz: 3 }\n"
+                    "  - { name: b, budget: { tokens: 10, usd: 1 }, "
+                    "keys: [\"\"] }\n"
+                    "prices:\n"
+                    "  gpt-4o: { input: 2.5 }\n"
+                    "stagse: []\n";
     char *errors = NULL;
     mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
 
     ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "t.yaml:3: consumers[0].budget: "
+                                         "period 'year' must be day"));
     ck_assert_ptr_nonnull(
-        strstr(errors, "t.yaml:2: consumers: consumers are not implemented"));
-    /* both errors in one report */
+        strstr(errors, "t.yaml:4: consumers[1]: name 'a' is used twice"));
+    ck_assert_ptr_nonnull(strstr(errors, "consumers[1].limits.rpm: '1.5' "
+                                         "must be a whole number"));
+    ck_assert_ptr_nonnull(strstr(errors, "unknown key 'rpz'"));
+    ck_assert_ptr_nonnull(
+        strstr(errors, "consumers[2].budget: needs one of usd or tokens"));
+    ck_assert_ptr_nonnull(strstr(errors, "consumers[2].keys: key 0 is empty"));
+    ck_assert_ptr_nonnull(
+        strstr(errors, "t.yaml:8: prices.gpt-4o: needs input and output"));
+    /* every error in one report */
     ck_assert_ptr_nonnull(strstr(errors, "did you mean 'stages'?"));
     free(errors);
+}
+END_TEST
+
+START_TEST(consumers_normalized)
+{
+    const char *y = "consumers:\n"
+                    "  - name: team-a\n"
+                    "    group: eng\n"
+                    "    keys: [\"12345\", \"sha256:ab\"]\n"
+                    "    models: \"gpt-4o*\"\n"
+                    "    limits: { rpm: 600, concurrency: 2 }\n"
+                    "    budget: { usd: 0.5, period: day, tz: \"+02:00\" }\n"
+                    "groups:\n"
+                    "  - { name: eng, budget: { tokens: 100 } }\n"
+                    "prices:\n"
+                    "  gpt-4o: { input: 2.5, output: 10 }\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+    json_t *a, *g;
+
+    ck_assert_ptr_nonnull(c);
+    a = json_array_get(json_object_get(c->sections, "consumers"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(a, "group")), "eng");
+    /* keys stay strings, whatever they look like */
+    ck_assert_str_eq(
+        json_string_value(json_array_get(json_object_get(a, "keys"), 0)),
+        "12345");
+    ck_assert_str_eq(
+        json_string_value(json_array_get(json_object_get(a, "models"), 0)),
+        "gpt-4o*");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(a, "budget"), "micro_usd")),
+                     500000);
+    ck_assert_str_eq(
+        json_string_value(json_object_get(json_object_get(a, "budget"), "tz")),
+        "+02:00");
+    ck_assert_int_eq(json_integer_value(json_object_get(
+                         json_object_get(a, "limits"), "concurrency")),
+                     2);
+    g = json_array_get(json_object_get(c->sections, "groups"), 0);
+    ck_assert_str_eq(json_string_value(json_object_get(
+                         json_object_get(g, "budget"), "period")),
+                     "month");
+    ck_assert(
+        json_real_value(json_object_get(
+            json_object_get(json_object_get(c->sections, "prices"), "gpt-4o"),
+            "output")) == 10.0);
+    mf_config_free(c);
 }
 END_TEST
 
@@ -268,7 +335,8 @@ main(void)
     tcase_add_test(tc, routes);
     tcase_add_test(tc, intake_keys);
     tcase_add_test(tc, suggestions);
-    tcase_add_test(tc, consumers_refused);
+    tcase_add_test(tc, consumers_checked);
+    tcase_add_test(tc, consumers_normalized);
     tcase_add_test(tc, plugin_search_path);
     tcase_add_test(tc, disabled_key_variables);
     suite_add_tcase(s, tc);

@@ -303,6 +303,36 @@ typedef struct mf_plugin_s {
 
 typedef const mf_plugin_t *(*mf_plugin_entry_t)(void);
 
+/*
+ * ABI 1.4: who is calling. The consumer record an identity stage sets in
+ * on_request (api->set_consumer_record) and any later stage reads
+ * (api->get_consumer): a name, a group, the id of the credential that
+ * identified it, and attributes (name, value pairs the identity stage
+ * chooses: "budget.usd" = "50", "limits.rpm" = "600", ...). Views are
+ * valid during the callback.
+ */
+typedef struct mf_consumer_s {
+    size_t size;           /* set by the caller: sizeof(mf_consumer_t) */
+    mf_str_t name;         /* never empty in a record */
+    mf_str_t group;        /* empty when none */
+    mf_str_t key_id;       /* the credential's id, empty when none */
+    const mf_str_t *attrs; /* name, value, name, value, ... (2 * nattrs) */
+    size_t nattrs;
+} mf_consumer_t;
+
+/*
+ * ABI 1.4: an admin command a plugin registers (api->register_command in
+ * init). Runs on the main thread (the admin socket's), concurrently with
+ * workers running requests: the plugin locks what the two share. `args`
+ * is the JSON object the admin request carried (borrowed); the command
+ * sets *out to a new JSON value (the host takes the reference) and
+ * returns an HTTP status (200, 400 for bad arguments, 404, ...). The
+ * command is reachable as long as a generation uses the stage instance
+ * that registered it: POST /commands/NAME on the admin socket,
+ * `manifoldctl WORD WORD ...`.
+ */
+typedef int (*mf_command_fn)(void *arg, const json_t *args, json_t **out);
+
 /* Completion of an async host service; err == NULL on success. */
 typedef void (*mf_timer_cb)(mf_req_t *r, void *arg, const char *err);
 
@@ -491,7 +521,41 @@ struct mf_host_api_s {
      * body before it takes get_body_json. MF_ERR when absent. */
     int (*get_body_field)(mf_req_t *r, mf_str_t key, mf_str_t *value);
 
-    /* ABI 1.4 */
+    /* ABI 1.4: consumers and plugin admin commands (one group; other
+     * ABI 1.4 members may follow it). */
+
+    /* on_request. Sets the consumer record (copied whole; replaces the
+     * name set_consumer set). Routing rules on `consumer` and `group`
+     * read it. MF_ERR without a name. */
+    int (*set_consumer_record)(mf_req_t *r, const mf_consumer_t *c);
+    /* Request stages. Fills *c (c->size set by the caller) with the
+     * request's consumer; MF_ERR when it is anonymous. A consumer named
+     * with set_consumer alone has no group, key id or attributes. */
+    int (*get_consumer)(mf_req_t *r, mf_consumer_t *c);
+    /* Request stages. One attribute of the consumer record; MF_ERR when
+     * absent. */
+    int (*get_consumer_attr)(mf_req_t *r, mf_str_t name, mf_str_t *value);
+    /* init only. A top-level section of the config that belongs to no
+     * one layer ("consumers", "groups", "prices"; "dir" is the config
+     * file's directory, a JSON string), validated by the host,
+     * borrowed for the init call; NULL when absent. Reading a section
+     * ties the stage to it: a reload that changes the section loads the
+     * stage again, and a config whose `consumers` no stage reads is
+     * refused. */
+    const json_t *(*config_section)(const char *name);
+    /* init only. Registers an admin command `name` (letters, digits,
+     * '-' and '.', "consumers.add"); usage is one line for the command
+     * list. MF_ERR when the name is taken in this generation or bad. */
+    int (*register_command)(const char *name, const char *usage,
+                            mf_command_fn fn, void *arg);
+    /* As respond_error, with a machine-readable code (OpenAI's
+     * error.code: "invalid_api_key", "insufficient_quota"; the Anthropic
+     * shape has none) and the response headers the stage set
+     * (Retry-After, ...). */
+    int (*respond_error_code)(mf_req_t *r, int status, const char *type,
+                              const char *code, const char *message);
+
+    /* ABI 1.4: model calls from stages. */
 
     /* Request stages that may pause. A call of the gateway's own API as
      * its client (an embeddings call, a model call), through its
@@ -507,7 +571,7 @@ struct mf_host_api_s {
     int (*model_call)(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
                       void *arg);
 
-    void *spare[10];
+    void *spare[4];
 };
 
 /* The one symbol a plugin exports. */

@@ -1,0 +1,43 @@
+/*
+ * The table of inbound protocol adapters and the lookup of the one that
+ * serves a path.
+ */
+#include "proto/proto.h"
+
+const mf_proto_t *const mf_protos[] = {
+    &mf_proto_openai,
+    &mf_proto_anthropic,
+    &mf_proto_responses,
+    NULL,
+};
+
+int
+mf_proto_has_prefix(mf_str_t s, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return s.len >= n && memcmp(s.data, prefix, n) == 0;
+}
+
+const mf_proto_t *
+mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint, int *local)
+{
+    const mf_proto_t *owner = NULL;
+    size_t i;
+
+    *endpoint = MF_ENDPOINT_NONE;
+    *local = 0;
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        mf_proto_match_t m = mf_protos[i]->match(path, endpoint);
+
+        if (m == MF_PROTO_SERVES || m == MF_PROTO_LOCAL) {
+            *local = m == MF_PROTO_LOCAL;
+            return mf_protos[i];
+        }
+        if (m == MF_PROTO_OWNS && owner == NULL) {
+            owner = mf_protos[i];
+        }
+        *endpoint = MF_ENDPOINT_NONE;
+    }
+    return owner != NULL ? owner : mf_protos[0];
+}

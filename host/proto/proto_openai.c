@@ -1,0 +1,65 @@
+/*
+ * OpenAI inbound: chat completions and embeddings. Its body is the
+ * canonical form, so the adapter only names its paths and renders errors
+ * ({"error":{"message","type","code","param"}}, in a stream as one more
+ * data event).
+ */
+#include "proto/proto.h"
+
+#include <stdlib.h>
+
+static mf_proto_match_t
+openai_match(mf_str_t path, mf_endpoint_t *endpoint)
+{
+    if (mf_str_eq_cstr(path, "/v1/chat/completions") ||
+        mf_str_eq_cstr(path, "/chat/completions")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_SERVES;
+    }
+    if (mf_str_eq_cstr(path, "/v1/embeddings") ||
+        mf_str_eq_cstr(path, "/embeddings")) {
+        *endpoint = MF_ENDPOINT_EMBEDDINGS;
+        return MF_PROTO_SERVES;
+    }
+    return MF_PROTO_NO;
+}
+
+static json_t *
+openai_error_json(const mf_proto_error_t *e)
+{
+    return json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", e->message,
+                     "type", e->type, "code",
+                     e->code ? json_string(e->code) : json_null(), "param",
+                     e->param ? json_string(e->param) : json_null());
+}
+
+static char *
+openai_error_body(const mf_proto_error_t *e)
+{
+    json_t *j = openai_error_json(e);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+
+    json_decref(j);
+    return text;
+}
+
+static void
+openai_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
+{
+    char *text = openai_error_body(e);
+
+    (void)state;
+    if (text != NULL) {
+        mf_buf_printf(out, "data: %s\n\n", text);
+    }
+    free(text);
+}
+
+const mf_proto_t mf_proto_openai = {
+    .name = "openai",
+    .method = "POST",
+    .canonical = 1,
+    .match = openai_match,
+    .error_body = openai_error_body,
+    .stream_error = openai_stream_error,
+};

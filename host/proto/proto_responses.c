@@ -1,0 +1,817 @@
+/*
+ * OpenAI Responses inbound: POST /v1/responses to canonical chat requests
+ * (instructions, input as a string or items: messages with input_text,
+ * input_image and output_text parts, function_call and
+ * function_call_output items; function tools and tool choice,
+ * max_output_tokens, reasoning effort, text formats), chat completions
+ * back to Response objects (message, function_call and reasoning output
+ * items, usage with cached and reasoning tokens), and canonical chunks to
+ * the response.* stream events (created, in_progress, output_item and
+ * content_part added and done, output_text and function_call_arguments
+ * deltas and done, reasoning summary text, completed or incomplete, and
+ * failed followed by error when a stream is cut). Errors take OpenAI's
+ * shape. The gateway keeps no responses: previous_response_id and
+ * item references are refused with a 400 saying so.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "proto/proto.h"
+
+/* Request */
+
+/* A message item's content to canonical content: a string as it is,
+ * parts (input_text, output_text, input_image) to text and image_url
+ * parts; text alone becomes a string so that it reaches every provider.
+ * NULL with *err for a part the gateway cannot carry. */
+static json_t *
+message_content(json_t *content, const char **err)
+{
+    json_t *parts, *p;
+    mf_buf_t text = {0};
+    size_t i;
+    int only_text = 1;
+
+    if (json_is_string(content)) {
+        return json_incref(content);
+    }
+    if (!json_is_array(content)) {
+        *err = "input: a message's content must be a string or a list of "
+               "content parts";
+        return NULL;
+    }
+    parts = json_array();
+    json_array_foreach(content, i, p)
+    {
+        const char *type = json_string_value(json_object_get(p, "type"));
+        json_t *t = json_object_get(p, "text");
+
+        if (type != NULL &&
+            (strcmp(type, "input_text") == 0 ||
+             strcmp(type, "output_text") == 0 || strcmp(type, "text") == 0) &&
+            json_is_string(t)) {
+            json_t *part = json_pack("{s:s,s:O}", "type", "text", "text", t);
+
+            if (json_is_object(json_object_get(p, "cache_control"))) {
+                json_object_set(part, "cache_control",
+                                json_object_get(p, "cache_control"));
+                only_text = 0;
+            }
+            json_array_append_new(parts, part);
+            if (text.len > 0) {
+                mf_buf_append(&text, "\n", 1);
+            }
+            mf_buf_append(&text, json_string_value(t), json_string_length(t));
+        } else if (type != NULL && strcmp(type, "refusal") == 0) {
+            continue; /* an earlier answer's refusal: nothing to resend */
+        } else if (type != NULL && strcmp(type, "input_image") == 0 &&
+                   json_is_string(json_object_get(p, "image_url"))) {
+            json_t *img =
+                json_pack("{s:O}", "url", json_object_get(p, "image_url"));
+
+            if (json_is_string(json_object_get(p, "detail"))) {
+                json_object_set(img, "detail", json_object_get(p, "detail"));
+            }
+            json_array_append_new(
+                parts,
+                json_pack("{s:s,s:o}", "type", "image_url", "image_url", img));
+            only_text = 0;
+        } else {
+            *err = "input: content parts of type input_file, or images "
+                   "given by file_id, are not supported by this gateway; "
+                   "send input_text, or input_image with an image_url";
+            json_decref(parts);
+            mf_buf_free(&text);
+            return NULL;
+        }
+    }
+    if (only_text) {
+        json_t *s = json_stringn(text.data ? text.data : "", text.len);
+
+        json_decref(parts);
+        mf_buf_free(&text);
+        return s;
+    }
+    mf_buf_free(&text);
+    return parts;
+}
+
+/* The assistant message function calls attach to: the last message when
+ * it is an assistant's without tool results after it, else a new one. */
+static json_t *
+assistant_for_calls(json_t *msgs)
+{
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1), *m;
+    const char *role = json_string_value(json_object_get(last, "role"));
+
+    if (role != NULL && strcmp(role, "assistant") == 0) {
+        return last;
+    }
+    m = json_pack("{s:s,s:n}", "role", "assistant", "content");
+    json_array_append_new(msgs, m);
+    return m;
+}
+
+/* One input item appended to the canonical messages; MF_ERR with *err. */
+static int
+input_item(json_t *msgs, json_t *item, const char **err)
+{
+    const char *type = json_string_value(json_object_get(item, "type"));
+    const char *role = json_string_value(json_object_get(item, "role"));
+
+    if (type == NULL || strcmp(type, "message") == 0) {
+        json_t *content;
+
+        if (role == NULL ||
+            (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
+             strcmp(role, "system") != 0 && strcmp(role, "developer") != 0)) {
+            *err = "input: each message item needs a role of user, "
+                   "assistant, system or developer";
+            return MF_ERR;
+        }
+        content = message_content(json_object_get(item, "content"), err);
+        if (content == NULL) {
+            return MF_ERR;
+        }
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:o}", "role", role, "content", content));
+        return MF_OK;
+    }
+    if (strcmp(type, "function_call") == 0) {
+        json_t *m, *calls, *id = json_object_get(item, "call_id");
+        json_t *name = json_object_get(item, "name");
+        json_t *args = json_object_get(item, "arguments");
+
+        if (!json_is_string(id) || !json_is_string(name)) {
+            *err = "input: a function_call item needs call_id and name";
+            return MF_ERR;
+        }
+        m = assistant_for_calls(msgs);
+        calls = json_object_get(m, "tool_calls");
+        if (calls == NULL) {
+            calls = json_array();
+            json_object_set_new(m, "tool_calls", calls);
+        }
+        json_array_append_new(
+            calls,
+            json_pack("{s:O,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
+                      "function", "name", name, "arguments",
+                      json_is_string(args) ? json_string_value(args) : "{}"));
+        return MF_OK;
+    }
+    if (strcmp(type, "function_call_output") == 0) {
+        json_t *id = json_object_get(item, "call_id");
+        json_t *out = json_object_get(item, "output"), *content;
+
+        if (!json_is_string(id)) {
+            *err = "input: a function_call_output item needs call_id";
+            return MF_ERR;
+        }
+        content =
+            json_is_string(out) ? json_incref(out) : message_content(out, err);
+        if (content == NULL) {
+            return MF_ERR;
+        }
+        json_array_append_new(msgs, json_pack("{s:s,s:O,s:o}", "role", "tool",
+                                              "tool_call_id", id, "content",
+                                              content));
+        return MF_OK;
+    }
+    if (strcmp(type, "reasoning") == 0) {
+        return MF_OK; /* an earlier answer's reasoning: providers take none */
+    }
+    if (strcmp(type, "item_reference") == 0) {
+        *err = "input: item_reference needs stored responses, which this "
+               "gateway does not keep; send the items themselves";
+        return MF_ERR;
+    }
+    *err = "input: this item type is not supported by this gateway; send "
+           "message, function_call and function_call_output items";
+    return MF_ERR;
+}
+
+/* Function tools to canonical tools; NULL with *err for another kind. */
+static json_t *
+tools_of(json_t *tools, const char **err)
+{
+    json_t *out = json_array(), *t;
+    size_t i;
+
+    json_array_foreach(tools, i, t)
+    {
+        const char *type = json_string_value(json_object_get(t, "type"));
+        json_t *fn;
+
+        if (type == NULL || strcmp(type, "function") != 0 ||
+            !json_is_string(json_object_get(t, "name"))) {
+            *err = "tools: only function tools (with a name) are supported "
+                   "by this gateway; built-in tools such as web_search run "
+                   "only on OpenAI's own Responses API";
+            json_decref(out);
+            return NULL;
+        }
+        fn = json_pack("{s:O}", "name", json_object_get(t, "name"));
+        if (json_is_string(json_object_get(t, "description"))) {
+            json_object_set(fn, "description",
+                            json_object_get(t, "description"));
+        }
+        json_object_set_new(fn, "parameters",
+                            json_is_object(json_object_get(t, "parameters"))
+                                ? json_incref(json_object_get(t, "parameters"))
+                                : json_pack("{s:s}", "type", "object"));
+        if (json_is_boolean(json_object_get(t, "strict"))) {
+            json_object_set(fn, "strict", json_object_get(t, "strict"));
+        }
+        json_array_append_new(
+            out, json_pack("{s:s,s:o}", "type", "function", "function", fn));
+    }
+    return out;
+}
+
+/* text.format to response_format; NULL when there is none to send. */
+static json_t *
+format_of(json_t *text)
+{
+    json_t *f = json_object_get(text, "format");
+    const char *type = json_string_value(json_object_get(f, "type"));
+    json_t *js;
+
+    if (type == NULL || strcmp(type, "text") == 0) {
+        return NULL;
+    }
+    if (strcmp(type, "json_object") == 0) {
+        return json_pack("{s:s}", "type", "json_object");
+    }
+    if (strcmp(type, "json_schema") != 0) {
+        return NULL;
+    }
+    js = json_is_string(json_object_get(f, "name"))
+             ? json_pack("{s:O}", "name", json_object_get(f, "name"))
+             : json_pack("{s:s}", "name", "response");
+    if (json_is_object(json_object_get(f, "schema"))) {
+        json_object_set(js, "schema", json_object_get(f, "schema"));
+    }
+    if (json_is_boolean(json_object_get(f, "strict"))) {
+        json_object_set(js, "strict", json_object_get(f, "strict"));
+    }
+    if (json_is_string(json_object_get(f, "description"))) {
+        json_object_set(js, "description", json_object_get(f, "description"));
+    }
+    return json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
+}
+
+/* The settings that map one to one, and the rest of the request. */
+static int
+settings(json_t *in, json_t *out, const char **err)
+{
+    static const char *const same[] = {
+        "temperature", "top_p", "parallel_tool_calls", "user", "stream", NULL};
+    json_t *v, *tc;
+    size_t i;
+
+    for (i = 0; same[i] != NULL; i++) {
+        if ((v = json_object_get(in, same[i])) != NULL && !json_is_null(v)) {
+            json_object_set(out, same[i], v);
+        }
+    }
+    if (json_is_integer(v = json_object_get(in, "max_output_tokens"))) {
+        json_object_set(out, "max_tokens", v);
+    }
+    if (json_is_string(
+            v = json_object_get(json_object_get(in, "reasoning"), "effort"))) {
+        json_object_set(out, "reasoning_effort", v);
+    }
+    if ((v = format_of(json_object_get(in, "text"))) != NULL) {
+        json_object_set_new(out, "response_format", v);
+    }
+    if (json_array_size(json_object_get(in, "tools")) > 0) {
+        if ((v = tools_of(json_object_get(in, "tools"), err)) == NULL) {
+            return MF_ERR;
+        }
+        json_object_set_new(out, "tools", v);
+        tc = json_object_get(in, "tool_choice");
+        if (json_is_string(tc)) {
+            json_object_set(out, "tool_choice", tc);
+        } else if (json_is_string(json_object_get(tc, "name"))) {
+            json_object_set_new(out, "tool_choice",
+                                json_pack("{s:s,s:{s:O}}", "type", "function",
+                                          "function", "name",
+                                          json_object_get(tc, "name")));
+        }
+    }
+    return MF_OK;
+}
+
+static json_t *
+responses_request(json_t *in, const char **err)
+{
+    json_t *out, *msgs, *v, *item;
+    size_t i;
+
+    if (!json_is_string(json_object_get(in, "model"))) {
+        return json_incref(in);
+    }
+    if (json_is_string(json_object_get(in, "previous_response_id"))) {
+        *err = "previous_response_id needs stored responses, which this "
+               "gateway does not keep; send the whole conversation in input";
+        return NULL;
+    }
+    v = json_object_get(in, "input");
+    if (!json_is_string(v) && json_array_size(v) == 0) {
+        *err = "input: Field required (a string or a non-empty list of "
+               "items)";
+        return NULL;
+    }
+    out = json_pack("{s:O}", "model", json_object_get(in, "model"));
+    msgs = json_array();
+    json_object_set_new(out, "messages", msgs);
+    if (json_is_string(json_object_get(in, "instructions"))) {
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:O}", "role", "system", "content",
+                            json_object_get(in, "instructions")));
+    }
+    if (json_is_string(v)) {
+        json_array_append_new(
+            msgs, json_pack("{s:s,s:O}", "role", "user", "content", v));
+    }
+    json_array_foreach(v, i, item)
+    {
+        if (input_item(msgs, item, err) != MF_OK) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    if (settings(in, out, err) != MF_OK) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* Response */
+
+static json_t *
+usage_json(const mf_usage_t *u)
+{
+    int64_t in = u->prompt_tokens > 0 ? u->prompt_tokens : 0;
+    int64_t out = u->completion_tokens > 0 ? u->completion_tokens : 0;
+
+    return json_pack(
+        "{s:I,s:{s:I},s:I,s:{s:I},s:I}", "input_tokens", (json_int_t)in,
+        "input_tokens_details", "cached_tokens",
+        (json_int_t)(u->cached_tokens > 0 ? u->cached_tokens : 0),
+        "output_tokens", (json_int_t)out, "output_tokens_details",
+        "reasoning_tokens",
+        (json_int_t)(u->reasoning_tokens > 0 ? u->reasoning_tokens : 0),
+        "total_tokens", (json_int_t)(in + out));
+}
+
+/* An id with the given prefix made of the upstream's (resp_, msg_, ...):
+ * the same answer gets the same ids in a stream and whole. */
+static void
+make_id(char *buf, size_t cap, const char *prefix, const char *base,
+        const char *suffix)
+{
+    snprintf(buf, cap, "%s%s%s", prefix, base && base[0] ? base : "manifold",
+             suffix);
+}
+
+/* The Response object around output items (taken); usage NULL while in
+ * progress; finish the canonical finish reason. */
+static json_t *
+response_obj(const char *id, const char *model, json_int_t created,
+             json_t *output, const mf_usage_t *usage, const char *finish,
+             const char *status)
+{
+    json_t *r, *incomplete = json_null();
+
+    if (finish != NULL && strcmp(finish, "length") == 0) {
+        status = "incomplete";
+        incomplete = json_pack("{s:s}", "reason", "max_output_tokens");
+    } else if (finish != NULL && strcmp(finish, "content_filter") == 0) {
+        status = "incomplete";
+        incomplete = json_pack("{s:s}", "reason", "content_filter");
+    }
+    r = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:n,s:o,s:n,s:{},s:b,s:n,s:n,s:s,"
+                  "s:[],s:{s:{s:s}}}",
+                  "id", id, "object", "response", "created_at", created,
+                  "status", status, "model", model, "output", output, "error",
+                  "incomplete_details", incomplete, "instructions", "metadata",
+                  "parallel_tool_calls", 1, "temperature", "top_p",
+                  "tool_choice", "auto", "tools", "text", "format", "type",
+                  "text");
+    json_object_set_new(r, "usage", usage ? usage_json(usage) : json_null());
+    return r;
+}
+
+static json_t *
+message_item(const char *id, const char *text, const char *status)
+{
+    return json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:[]}]}", "type", "message",
+                     "id", id, "status", status, "role", "assistant", "content",
+                     "type", "output_text", "text", text, "annotations");
+}
+
+static json_t *
+call_item(const char *call_id, const char *name, const char *args,
+          const char *status)
+{
+    char fid[160];
+
+    make_id(fid, sizeof(fid), "fc_", call_id, "");
+    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call", "id",
+                     fid, "call_id", call_id, "name", name, "arguments", args,
+                     "status", status);
+}
+
+static json_t *
+reasoning_item(const char *id, const char *text)
+{
+    return json_pack("{s:s,s:s,s:[{s:s,s:s}]}", "type", "reasoning", "id", id,
+                     "summary", "type", "summary_text", "text", text);
+}
+
+static json_t *
+responses_response(json_t *c, const mf_usage_t *usage)
+{
+    json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
+    json_t *msg = json_object_get(choice, "message");
+    const char *base = json_string_value(json_object_get(c, "id"));
+    const char *model = json_string_value(json_object_get(c, "model"));
+    const char *text = json_string_value(json_object_get(msg, "content"));
+    const char *think =
+        json_string_value(json_object_get(msg, "reasoning_content"));
+    json_t *created = json_object_get(c, "created"), *out = json_array();
+    json_t *call;
+    char rid[160], mid[160];
+    size_t i;
+
+    if (think != NULL && think[0] != '\0') {
+        make_id(mid, sizeof(mid), "rs_", base, "");
+        json_array_append_new(out, reasoning_item(mid, think));
+    }
+    if (text != NULL && text[0] != '\0') {
+        make_id(mid, sizeof(mid), "msg_", base, "");
+        json_array_append_new(out, message_item(mid, text, "completed"));
+    }
+    json_array_foreach(json_object_get(msg, "tool_calls"), i, call)
+    {
+        json_t *fn = json_object_get(call, "function");
+        const char *id = json_string_value(json_object_get(call, "id"));
+        const char *name = json_string_value(json_object_get(fn, "name"));
+        const char *args = json_string_value(json_object_get(fn, "arguments"));
+
+        json_array_append_new(out, call_item(id ? id : "call", name ? name : "",
+                                             args ? args : "{}", "completed"));
+    }
+    make_id(rid, sizeof(rid), "resp_", base, "");
+    return response_obj(
+        rid, model ? model : "",
+        json_is_integer(created) ? json_integer_value(created)
+                                 : (json_int_t)time(NULL),
+        out, usage, json_string_value(json_object_get(choice, "finish_reason")),
+        "completed");
+}
+
+/* Stream */
+
+enum { ITEM_NONE = 0, ITEM_MESSAGE, ITEM_CALL, ITEM_REASONING };
+
+/* Canonical chunks to response.* events. The open item's text (or
+ * arguments) is kept to say it whole in its done events; closed items
+ * gather in `output` for response.completed. */
+typedef struct {
+    int started;
+    int item;       /* ITEM_* of the open output item */
+    int call;       /* canonical tool call index of the open call */
+    json_int_t seq; /* sequence_number of the next event */
+    json_int_t created;
+    json_t *output; /* closed items */
+    mf_buf_t text;  /* the open item's text or arguments */
+    char item_id[160];
+    char call_id[128];
+    char call_name[128];
+    char finish[32];
+    char base[128]; /* the upstream's id */
+    char id[160];   /* resp_... */
+    char model[256];
+} responses_stream_t;
+
+static void
+responses_stream_init(void *state, mf_str_t model)
+{
+    responses_stream_t *s = state;
+
+    memset(s, 0, sizeof(*s));
+    s->call = -1;
+    s->created = (json_int_t)time(NULL);
+    s->output = json_array();
+    snprintf(s->model, sizeof(s->model), "%.*s", (int)model.len, model.data);
+    snprintf(s->base, sizeof(s->base), "manifold");
+}
+
+static void
+responses_stream_free(void *state)
+{
+    responses_stream_t *s = state;
+
+    json_decref(s->output);
+    s->output = NULL;
+    mf_buf_free(&s->text);
+}
+
+/* One event: its type and sequence number set here. data is taken. */
+static void
+emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
+{
+    char *text;
+
+    json_object_set_new(data, "type", json_string(type));
+    json_object_set_new(data, "sequence_number", json_integer(s->seq++));
+    text = json_dumps(data, JSON_COMPACT);
+    mf_buf_printf(out, "event: %s\ndata: %s\n\n", type, text ? text : "{}");
+    free(text);
+    json_decref(data);
+}
+
+static json_t *
+snapshot(responses_stream_t *s, const mf_usage_t *usage, const char *status)
+{
+    return response_obj(s->id, s->model, s->created, json_deep_copy(s->output),
+                        usage, s->finish[0] ? s->finish : NULL, status);
+}
+
+static void
+start(responses_stream_t *s, mf_buf_t *out)
+{
+    if (s->started) {
+        return;
+    }
+    s->started = 1;
+    make_id(s->id, sizeof(s->id), "resp_", s->base, "");
+    emit(s, out, "response.created",
+         json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+    emit(s, out, "response.in_progress",
+         json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+}
+
+static json_int_t
+open_index(responses_stream_t *s)
+{
+    return (json_int_t)json_array_size(s->output);
+}
+
+static void
+close_item(responses_stream_t *s, mf_buf_t *out)
+{
+    json_int_t idx = open_index(s);
+    json_t *item = NULL;
+    char *text = mf_xstrdup("");
+
+    if (s->item == ITEM_NONE) {
+        free(text);
+        return;
+    }
+    if (s->text.len > 0) {
+        free(text);
+        text = mf_xmalloc(s->text.len + 1);
+        memcpy(text, s->text.data, s->text.len);
+        text[s->text.len] = '\0';
+    }
+    if (s->item == ITEM_MESSAGE) {
+        emit(s, out, "response.output_text.done",
+             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                       "output_index", idx, "content_index", 0, "text", text));
+        emit(s, out, "response.content_part.done",
+             json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id", s->item_id,
+                       "output_index", idx, "content_index", 0, "part", "type",
+                       "output_text", "text", text, "annotations"));
+        item = message_item(s->item_id, text, "completed");
+    } else if (s->item == ITEM_CALL) {
+        emit(s, out, "response.function_call_arguments.done",
+             json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
+                       idx, "arguments", text));
+        item = call_item(s->call_id, s->call_name, text, "completed");
+    } else {
+        emit(s, out, "response.reasoning_summary_text.done",
+             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                       "output_index", idx, "summary_index", 0, "text", text));
+        emit(s, out, "response.reasoning_summary_part.done",
+             json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
+                       "output_index", idx, "summary_index", 0, "part", "type",
+                       "summary_text", "text", text));
+        item = reasoning_item(s->item_id, text);
+    }
+    emit(s, out, "response.output_item.done",
+         json_pack("{s:I,s:O}", "output_index", idx, "item", item));
+    json_array_append_new(s->output, item);
+    free(text);
+    s->item = ITEM_NONE;
+    s->call = -1;
+    s->text.len = 0;
+}
+
+static void
+open_item(responses_stream_t *s, int type, mf_buf_t *out)
+{
+    json_int_t idx;
+    json_t *item;
+
+    close_item(s, out);
+    idx = open_index(s);
+    s->item = type;
+    if (type == ITEM_MESSAGE) {
+        snprintf(s->item_id, sizeof(s->item_id), "msg_%s_%lld", s->base,
+                 (long long)idx);
+        item = json_pack("{s:s,s:s,s:s,s:s,s:[]}", "type", "message", "id",
+                         s->item_id, "status", "in_progress", "role",
+                         "assistant", "content");
+    } else if (type == ITEM_CALL) {
+        make_id(s->item_id, sizeof(s->item_id), "fc_", s->call_id, "");
+        item = call_item(s->call_id, s->call_name, "", "in_progress");
+    } else {
+        snprintf(s->item_id, sizeof(s->item_id), "rs_%s_%lld", s->base,
+                 (long long)idx);
+        item = json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
+                         s->item_id, "summary");
+    }
+    emit(s, out, "response.output_item.added",
+         json_pack("{s:I,s:o}", "output_index", idx, "item", item));
+    if (type == ITEM_MESSAGE) {
+        emit(s, out, "response.content_part.added",
+             json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id", s->item_id,
+                       "output_index", idx, "content_index", 0, "part", "type",
+                       "output_text", "text", "", "annotations"));
+    } else if (type == ITEM_REASONING) {
+        emit(s, out, "response.reasoning_summary_part.added",
+             json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
+                       "output_index", idx, "summary_index", 0, "part", "type",
+                       "summary_text", "text", ""));
+    }
+}
+
+/* A text delta (text or reasoning) to the open item of its kind. */
+static void
+text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
+{
+    if (s->item != type) {
+        open_item(s, type, out);
+    }
+    mf_buf_append(&s->text, t, strlen(t));
+    if (type == ITEM_MESSAGE) {
+        emit(s, out, "response.output_text.delta",
+             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                       "output_index", open_index(s), "content_index", 0,
+                       "delta", t));
+    } else {
+        emit(s, out, "response.reasoning_summary_text.delta",
+             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                       "output_index", open_index(s), "summary_index", 0,
+                       "delta", t));
+    }
+}
+
+static void
+tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
+{
+    json_int_t ti = json_integer_value(json_object_get(tc, "index"));
+    json_t *fn = json_object_get(tc, "function");
+    const char *id = json_string_value(json_object_get(tc, "id"));
+    const char *name = json_string_value(json_object_get(fn, "name"));
+    const char *args = json_string_value(json_object_get(fn, "arguments"));
+
+    if (id != NULL && (s->item != ITEM_CALL || s->call != (int)ti)) {
+        snprintf(s->call_id, sizeof(s->call_id), "%s", id);
+        snprintf(s->call_name, sizeof(s->call_name), "%s", name ? name : "");
+        open_item(s, ITEM_CALL, out);
+        s->call = (int)ti;
+    }
+    if (args == NULL || args[0] == '\0' || s->item != ITEM_CALL ||
+        s->call != (int)ti) {
+        return;
+    }
+    mf_buf_append(&s->text, args, strlen(args));
+    emit(s, out, "response.function_call_arguments.delta",
+         json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
+                   open_index(s), "delta", args));
+}
+
+static void
+responses_stream_event(void *state, mf_str_t data, int last,
+                       const mf_usage_t *usage, mf_buf_t *out)
+{
+    responses_stream_t *s = state;
+    json_t *j, *choice, *d, *tc;
+    const char *t, *fin;
+    size_t i;
+
+    if (last) {
+        start(s, out);
+        close_item(s, out);
+        {
+            json_t *r = snapshot(s, usage, "completed");
+            const char *status =
+                json_string_value(json_object_get(r, "status"));
+
+            emit(s, out,
+                 strcmp(status, "completed") == 0 ? "response.completed"
+                                                  : "response.incomplete",
+                 json_pack("{s:o}", "response", r));
+        }
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return;
+    }
+    if (!s->started) {
+        const char *id = json_string_value(json_object_get(j, "id"));
+        const char *model = json_string_value(json_object_get(j, "model"));
+
+        if (id != NULL && id[0] != '\0') {
+            snprintf(s->base, sizeof(s->base), "%s", id);
+        }
+        if (model != NULL) {
+            snprintf(s->model, sizeof(s->model), "%s", model);
+        }
+        start(s, out);
+    }
+    choice = json_array_get(json_object_get(j, "choices"), 0);
+    d = json_object_get(choice, "delta");
+    if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
+        t[0]) {
+        text_delta(s, ITEM_REASONING, t, out);
+    }
+    if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
+        text_delta(s, ITEM_MESSAGE, t, out);
+    }
+    json_array_foreach(json_object_get(d, "tool_calls"), i, tc)
+    {
+        tool_delta(s, tc, out);
+    }
+    if ((fin = json_string_value(json_object_get(choice, "finish_reason")))) {
+        snprintf(s->finish, sizeof(s->finish), "%s", fin);
+    }
+    json_decref(j);
+}
+
+/* Errors: OpenAI's shape; in a stream, response.failed (the Response
+ * with its error) and then an error event. */
+
+static void
+responses_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
+{
+    responses_stream_t *s = state;
+    json_t *r;
+
+    if (s == NULL || s->output == NULL) {
+        mf_proto_openai.stream_error(NULL, e, out);
+        return;
+    }
+    start(s, out);
+    r = snapshot(s, NULL, "failed");
+    json_object_set_new(r, "error",
+                        json_pack("{s:s,s:s}", "code",
+                                  e->code ? e->code : "server_error", "message",
+                                  e->message));
+    emit(s, out, "response.failed", json_pack("{s:o}", "response", r));
+    emit(s, out, "error",
+         json_pack("{s:s,s:s,s:n}", "code", e->code ? e->code : "server_error",
+                   "message", e->message, "param"));
+}
+
+static char *
+responses_error_body(const mf_proto_error_t *e)
+{
+    return mf_proto_openai.error_body(e);
+}
+
+static mf_proto_match_t
+responses_match(mf_str_t path, mf_endpoint_t *endpoint)
+{
+    if (mf_str_eq_cstr(path, "/v1/responses") ||
+        mf_str_eq_cstr(path, "/responses")) {
+        *endpoint = MF_ENDPOINT_CHAT;
+        return MF_PROTO_SERVES;
+    }
+    if (mf_proto_has_prefix(path, "/v1/responses/")) {
+        return MF_PROTO_OWNS;
+    }
+    return MF_PROTO_NO;
+}
+
+const mf_proto_t mf_proto_responses = {
+    .name = "responses",
+    .method = "POST",
+    .match = responses_match,
+    .request = responses_request,
+    .error_body = responses_error_body,
+    .stream_error = responses_stream_error,
+    .response = responses_response,
+    .stream_size = sizeof(responses_stream_t),
+    .stream_init = responses_stream_init,
+    .stream_event = responses_stream_event,
+    .stream_free = responses_stream_free,
+};

@@ -1,0 +1,150 @@
+// What Claude Code and other Anthropic SDK clients rely on, through the
+// official `@anthropic-ai/sdk`: cache_control breakpoints (system,
+// message, tool result and tool blocks) and top_k kept to an Anthropic
+// upstream, the anthropic-beta header passed to it (and OpenAI-Beta to an
+// OpenAI upstream), cache_control on OpenAI-format parts kept to
+// Anthropic, and top_k never sent to OpenAI itself.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
+import { startMock, startGateway, config } from '../integration/harness.mjs';
+
+let mock, gw, client;
+
+before(async () => {
+  mock = await startMock();
+  gw = await startGateway(config(mock.url, {
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: passing
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-pass-0123456789"]
+    models: ["passing-*"]
+    model_map: { "passing-claude": "claude-sonnet-4" }
+    forward_headers: ["x-trace-tag"]`,
+  }));
+  client = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+});
+
+after(async () => {
+  await gw.stop();
+  await mock.stop();
+});
+
+const eph = { type: 'ephemeral' };
+const tool = {
+  name: 'get_weather', description: 'Weather of a city', cache_control: eph,
+  input_schema: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+};
+
+test('cache_control, top_k and anthropic-beta reach an Anthropic upstream', async () => {
+  const m = await client.messages.create({
+    model: 'claude-sonnet-4', max_tokens: 100, top_k: 5,
+    system: [{ type: 'text', text: 'a long system prompt', cache_control: eph }],
+    tools: [tool],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'weather?', cache_control: eph }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'get_weather', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny', cache_control: eph }, { type: 'text', text: 'and so?' }] },
+    ],
+  }, { headers: { 'anthropic-beta': 'prompt-caching-2024-07-31,token-efficient-tools-2025-02-19' } });
+  assert.equal(m.type, 'message');
+  const last = await mock.last();
+  assert.equal(last.path, '/v1/messages');
+  assert.equal(last.headers['anthropic-beta'], 'prompt-caching-2024-07-31,token-efficient-tools-2025-02-19');
+  const up = JSON.parse(last.body);
+  assert.equal(up.top_k, 5);
+  assert.deepEqual(up.system, [{ type: 'text', text: 'a long system prompt', cache_control: eph }]);
+  assert.deepEqual(up.tools, [{ name: 'get_weather', description: 'Weather of a city', input_schema: tool.input_schema, cache_control: eph }]);
+  assert.deepEqual(up.messages[0], { role: 'user', content: [{ type: 'text', text: 'weather?', cache_control: eph }] });
+  assert.deepEqual(up.messages[2], {
+    role: 'user',
+    content: [
+      { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'sunny', cache_control: eph }] },
+      { type: 'text', text: 'and so?' },
+    ],
+  });
+});
+
+test('without cache_control the text goes as plain strings, as before', async () => {
+  await client.messages.create({
+    model: 'gpt-4o', max_tokens: 10, system: [{ type: 'text', text: 'sys' }],
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'a' }, { type: 'text', text: 'b' }] }],
+  });
+  const up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages, [{ role: 'system', content: 'sys' }, { role: 'user', content: 'a\nb' }]);
+});
+
+test('top_k is kept to providers that take it and never sent to OpenAI', async () => {
+  await client.messages.create({ model: 'gpt-4o', max_tokens: 10, top_k: 3, messages: [{ role: 'user', content: 'x' }] });
+  const up = JSON.parse((await mock.last()).body);
+  assert.equal(up.top_k, undefined);
+  assert.equal(up.max_tokens, 10);
+});
+
+test('OpenAI-format cache_control reaches Anthropic; OpenAI-Beta reaches OpenAI', async () => {
+  const oa = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
+  await oa.chat.completions.create({
+    model: 'claude-sonnet-4',
+    messages: [
+      { role: 'system', content: [{ type: 'text', text: 'cached system', cache_control: eph }] },
+      { role: 'user', content: [{ type: 'text', text: 'hi', cache_control: eph }] },
+    ],
+    tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } }, cache_control: eph }],
+  });
+  const up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.system, [{ type: 'text', text: 'cached system', cache_control: eph }]);
+  assert.deepEqual(up.messages, [{ role: 'user', content: [{ type: 'text', text: 'hi', cache_control: eph }] }]);
+  assert.deepEqual(up.tools[0].cache_control, eph);
+
+  await oa.chat.completions.create({ model: 'gpt-4o', messages: [{ role: 'user', content: 'x' }] },
+    { headers: { 'OpenAI-Beta': 'assistants=v2', 'anthropic-beta': 'not-for-openai' } });
+  const last = await mock.last();
+  assert.equal(last.headers['openai-beta'], 'assistants=v2');
+  assert.equal(last.headers['anthropic-beta'], undefined);
+});
+
+test('forward_headers replaces the default list of a provider', async () => {
+  await client.messages.create({ model: 'passing-claude', max_tokens: 10, messages: [{ role: 'user', content: 'x' }] },
+    { headers: { 'x-trace-tag': 't-1', 'anthropic-beta': 'b' } });
+  const last = await mock.last();
+  assert.equal(last.headers['x-trace-tag'], 't-1');
+  assert.equal(last.headers['anthropic-beta'], undefined);
+});
+
+test('messages.countTokens answers an estimate, marked, with no upstream call', async () => {
+  const before = await mock.count();
+  const short = await client.messages.countTokens({
+    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hello there' }],
+  });
+  const long = await client.messages.countTokens({
+    model: 'claude-sonnet-4', system: 'x'.repeat(400), tools: [tool],
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'hello there', cache_control: eph }] }],
+  });
+  assert.ok(Number.isInteger(short.input_tokens) && short.input_tokens > 0);
+  assert.ok(long.input_tokens > short.input_tokens + 100);
+  assert.equal(await mock.count(), before, 'nothing reached an upstream');
+  const res = await client.messages.countTokens({
+    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hi' }],
+  }).asResponse();
+  assert.equal(res.headers.get('x-manifold-tokens-estimated'), 'true');
+  await assert.rejects(
+    client.messages.countTokens({ model: 'claude-sonnet-4', messages: [] }),
+    (e) => e instanceof Anthropic.BadRequestError && e.error.type === 'error' &&
+      e.error.error.type === 'invalid_request_error' && /messages: Field required/.test(e.message));
+});
+
+test('errors on Anthropic paths are Anthropic errors the SDK classifies', async () => {
+  await assert.rejects(
+    client.messages.create({ model: 'claude-sonnet-4', max_tokens: 10, messages: [{ role: 'user', content: 'x [[mock:status=500]]' }] }),
+    (e) => e instanceof Anthropic.InternalServerError && e.error.error.type === 'api_error');
+  await assert.rejects(
+    client.messages.batches.list(),
+    (e) => e instanceof Anthropic.NotFoundError && e.error.error.type === 'not_found_error');
+});

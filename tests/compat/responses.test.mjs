@@ -1,0 +1,162 @@
+// The official `openai` SDK's Responses API (`responses.create`, plain,
+// streamed, with function tools and their results) against POST
+// /v1/responses, served by an OpenAI-wire, an Anthropic and a Gemini
+// upstream through the one canonical form; what reaches each upstream is
+// checked, and errors arrive in OpenAI's shape.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI from 'openai';
+import { startMock, startGateway, config } from '../integration/harness.mjs';
+
+let mock, gw, client;
+
+before(async () => {
+  mock = await startMock();
+  gw = await startGateway(config(mock.url, {
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: gemini
+    type: gemini
+    base_url: ${mock.url}
+    keys: ["AIza-test-0123456789"]
+    models: ["gemini-*"]`,
+  }));
+  client = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
+});
+
+after(async () => {
+  await gw.stop();
+  await mock.stop();
+});
+
+const weather = {
+  type: 'function', name: 'get_weather', description: 'Weather of a city',
+  parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] },
+};
+
+for (const model of ['gpt-4o', 'claude-sonnet-4', 'gemini-2.5-flash']) {
+  test(`responses.create non-stream, served by ${model}`, async () => {
+    const r = await client.responses.create({
+      model, instructions: 'be brief', input: 'hello from the responses api', max_output_tokens: 200,
+    });
+    assert.equal(r.object, 'response');
+    assert.equal(r.status, 'completed');
+    assert.match(r.id, /^resp_/);
+    assert.equal(r.output_text, 'Hello from mock. You said: hello from the responses api');
+    assert.equal(r.output[0].type, 'message');
+    assert.equal(r.output[0].role, 'assistant');
+    assert.ok(r.usage.input_tokens > 0 && r.usage.output_tokens > 0);
+    assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+    const up = JSON.parse((await mock.last()).body);
+    if (model === 'gpt-4o') {
+      assert.deepEqual(up.messages, [
+        { role: 'system', content: 'be brief' },
+        { role: 'user', content: 'hello from the responses api' },
+      ]);
+      assert.equal(up.max_tokens, 200);
+    } else if (model === 'gemini-2.5-flash') {
+      assert.deepEqual(up.systemInstruction, { parts: [{ text: 'be brief' }] });
+      assert.deepEqual(up.generationConfig, { maxOutputTokens: 200 });
+    } else {
+      assert.deepEqual(up.system, [{ type: 'text', text: 'be brief' }]);
+      assert.equal(up.max_tokens, 200);
+    }
+  });
+
+  test(`responses.create stream, served by ${model}`, async () => {
+    const stream = await client.responses.create({
+      model, stream: true, input: [{ role: 'user', content: [{ type: 'input_text', text: 'stream it please' }] }],
+    });
+    const types = [];
+    let text = '', done;
+    const seqs = [];
+    for await (const ev of stream) {
+      types.push(ev.type);
+      seqs.push(ev.sequence_number);
+      if (ev.type === 'response.output_text.delta') text += ev.delta;
+      if (ev.type === 'response.completed') done = ev.response;
+    }
+    assert.equal(text, 'Hello from mock. You said: stream it please');
+    assert.deepEqual(types.slice(0, 4), ['response.created', 'response.in_progress',
+      'response.output_item.added', 'response.content_part.added']);
+    assert.deepEqual(types.slice(-4), ['response.output_text.done', 'response.content_part.done',
+      'response.output_item.done', 'response.completed']);
+    assert.deepEqual(seqs, seqs.map((_, i) => i));
+    assert.equal(done.status, 'completed');
+    assert.equal(done.output[0].content[0].text, text);
+    assert.ok(done.usage.output_tokens > 0);
+  });
+
+  test(`responses.stream helper and function tools, served by ${model}`, async () => {
+    const r = await client.responses.create({
+      model, tools: [weather], tool_choice: 'required', input: 'weather in Paris?',
+    });
+    const call = r.output.find((o) => o.type === 'function_call');
+    assert.equal(call.name, 'get_weather');
+    assert.deepEqual(JSON.parse(call.arguments), { city: 'mock' });
+    assert.ok(call.call_id);
+
+    const stream = client.responses.stream({ model, tools: [weather], input: 'weather in Rome?' });
+    let args = '';
+    stream.on('response.function_call_arguments.delta', (e) => { args += e.delta; });
+    const final = await stream.finalResponse();
+    const sc = final.output.find((o) => o.type === 'function_call');
+    assert.equal(sc.name, 'get_weather');
+    assert.deepEqual(JSON.parse(args), { city: 'mock' });
+    assert.equal(sc.arguments, args);
+
+    const r2 = await client.responses.create({
+      model, tools: [weather],
+      input: [
+        { role: 'user', content: 'weather in Paris?' },
+        { type: 'function_call', call_id: call.call_id, name: 'get_weather', arguments: '{"city":"Paris"}' },
+        { type: 'function_call_output', call_id: call.call_id, output: 'sunny, 21C' },
+      ],
+    });
+    assert.equal(r2.status, 'completed');
+    if (model === 'gpt-4o') {
+      const up = JSON.parse((await mock.last()).body);
+      assert.deepEqual(up.messages.slice(1), [
+        { role: 'assistant', content: null, tool_calls: [{ id: call.call_id, type: 'function', function: { name: 'get_weather', arguments: '{"city":"Paris"}' } }] },
+        { role: 'tool', tool_call_id: call.call_id, content: 'sunny, 21C' },
+      ]);
+      assert.deepEqual(up.tools, [{ type: 'function', function: { name: 'get_weather', description: 'Weather of a city', parameters: weather.parameters } }]);
+    } else if (model === 'claude-sonnet-4') {
+      assert.equal(r2.output_text, 'Tool said: sunny, 21C');
+    } else {
+      assert.equal(r2.output_text, 'Tool get_weather said: {"content":"sunny, 21C"}');
+    }
+  });
+}
+
+test('responses errors arrive in OpenAI shape with the right status', async () => {
+  await assert.rejects(
+    client.responses.create({ model: 'no-such-model', input: 'x' }),
+    (e) => e instanceof OpenAI.NotFoundError && typeof e.error.message === 'string');
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', input: 'x', previous_response_id: 'resp_1' }),
+    (e) => e instanceof OpenAI.BadRequestError && /previous_response_id/.test(e.message));
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', input: 'x', tools: [{ type: 'web_search_preview' }] }),
+    (e) => e instanceof OpenAI.BadRequestError && /function tools/.test(e.message));
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', input: 'x [[mock:status=429]]' }),
+    (e) => e instanceof OpenAI.RateLimitError);
+});
+
+test('models.retrieve and models.list through the SDK', async () => {
+  const m = await client.models.retrieve('gpt-4o');
+  assert.deepEqual(m, { id: 'gpt-4o', object: 'model', created: 0, owned_by: 'openai' });
+  const g = await client.models.retrieve('claude-3-7-sonnet-latest'); // served by a glob
+  assert.equal(g.owned_by, 'anthropic');
+  await assert.rejects(client.models.retrieve('no-such-model'),
+    (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+  const ids = [];
+  for await (const x of client.models.list()) ids.push(x.id);
+  assert.ok(ids.includes('gpt-4o'));
+  assert.ok(!ids.some((id) => id.includes('*')), 'globs are not model names');
+});
