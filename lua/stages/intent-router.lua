@@ -58,7 +58,7 @@ local function set(keys)
   return s
 end
 
-local TOP = set("models default header classifiers intents embeddings llm cache log")
+local TOP = set("models default header classifiers intents embeddings llm cache log explain")
 local INTENT = set("name model targets rules examples description")
 local RULE = set("words regex regex_flags glob headers consumer group min_tokens max_tokens")
 local EMB = set("model provider threshold margin timeout")
@@ -76,6 +76,7 @@ local function compile(conf)
   check_keys(conf, TOP, "config")
   local p = { models = {}, intents = {}, by_name = {}, order = {},
               header = conf.header or "x-manifold-intent", log = conf.log ~= false,
+              explain = conf.explain == true,
               token_rules = false }
   for _, m in ipairs(list_of(conf.models or { "auto" }, "models")) do p.models[tostring(m)] = true end
   local intents = list_of(conf.intents, "intents")
@@ -245,12 +246,12 @@ local function by_embeddings(p, text)
   local lead = best.score - (second and second.score or -1)
   local s = scores_text(ranked)
   if best.score < p.emb.threshold then
-    return nil, ("best %s below threshold %.3f: %s"):format(best.name, p.emb.threshold, s)
+    return nil, ("best %s below threshold %.3f: %s"):format(best.name, p.emb.threshold, s), ranked
   end
   if lead < p.emb.margin then
-    return nil, ("best %s leads by %.3f < margin %.3f: %s"):format(best.name, lead, p.emb.margin, s)
+    return nil, ("best %s leads by %.3f < margin %.3f: %s"):format(best.name, lead, p.emb.margin, s), ranked
   end
-  return best.name, s
+  return best.name, s, ranked
 end
 
 local function instruction(p)
@@ -326,6 +327,37 @@ local function decide(p, ctx)
   return p.default, "default", table.concat(notes, "; ")
 end
 
+-- `explain: true`: a request with the header intent-explain: 1 is
+-- answered with every classifier's verdict (no cache, no upstream call);
+-- manifoldctl intent test and eval read it.
+local function explain(p, asked)
+  local text = mf.req.last_user_text() or ""
+  local body_copy
+  local function body()
+    body_copy = body_copy or mf.req.body() or {}
+    return body_copy
+  end
+  local out, decided = { model = asked, classifiers = mf.json.array({}) }, nil
+  for _, c in ipairs(p.order) do
+    local t0 = mf.now()
+    local name, why, ranked = classify[c](p, text, body)
+    local one = { classifier = c, intent = name or mf.json.null, why = tostring(why),
+                  ms = mf.now() - t0 }
+    if ranked then
+      one.scores = mf.json.array({})
+      for _, r in ipairs(ranked) do one.scores[#one.scores + 1] = { intent = r.name, score = r.score } end
+      one.threshold, one.margin = p.emb.threshold, p.emb.margin
+    end
+    out.classifiers[#out.classifiers + 1] = one
+    if name and not decided then decided = { intent = name, by = c } end
+  end
+  decided = decided or { intent = p.default, by = "default" }
+  out.intent, out.by = decided.intent, decided.by
+  local it = p.by_name[decided.intent]
+  out.route = it.model or it.targets
+  return out
+end
+
 function M.on_route(conf, ctx)
   local p = plans[conf]
   if not p then
@@ -334,6 +366,9 @@ function M.on_route(conf, ctx)
   end
   local asked = mf.req.model()
   if not p.models[asked] then return end
+  if p.explain and mf.req.get_header("intent-explain") == "1" then
+    return 200, explain(p, asked)
+  end
   local t0 = mf.now()
   ctx.stage_ns = asked
   local name, by, why = decide(p, ctx)

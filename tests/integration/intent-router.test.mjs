@@ -6,6 +6,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { startMock, startGateway, config, post, writeConfig, ROOT, BIN, BUILD } from './harness.mjs';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 
 let mock, gw;
 
@@ -37,11 +40,11 @@ const intents = `
         description: anything else
         examples: ["tell me a story about a dragon", "write a poem about the sea"]`;
 
-function stage(name, models, classifiers, llm = '{ model: gpt-classifier, timeout: 2s }') {
+function stage(name, models, classifiers, llm = '{ model: gpt-classifier, timeout: 2s }', extra = '') {
   return `
   - name: ${name}
     lua: intent-router.lua
-    config:
+    config:${extra}
       models: [${models}]
       classifiers: [${classifiers}]
       default: general
@@ -60,7 +63,7 @@ before(async () => {
       stage('emb', 'auto-emb', 'embeddings') +
       stage('llm', 'auto-llm', 'llm') +
       stage('slow', 'auto-slow', 'llm', '{ model: "gpt-classifier[[mock:hang]]", timeout: 300ms }') +
-      stage('all', 'auto', 'rules, embeddings, llm'),
+      stage('all', 'auto', 'rules, embeddings, llm', undefined, '\n      explain: true'),
   }));
 });
 
@@ -188,4 +191,37 @@ test('a bad config is refused at start, naming the key', () => {
   const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /intent 'a': rules\[1\]: unknown key 'colour'/);
+});
+
+test('manifoldctl intent test shows each classifier and the scores', () => {
+  const ctl = path.join(BUILD, 'manifoldctl');
+  let r = spawnSync(ctl, ['intent', '--url', gw.url, 'test', 'why does my function not compile'], { encoding: 'utf8' });
+  assert.equal(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^intent: code \(by rules\) -> gpt-code$/m);
+  assert.match(r.stdout, /^  rules\s+code\s+[\d.]+ ms  rule 1: words: compile$/m);
+  assert.match(r.stdout, /^  embeddings\s+code\s+[\d.]+ ms  code=/m);
+  assert.match(r.stdout, /^      code\s+0\.\d{3}$/m);
+  assert.match(r.stdout, /^  llm\s+general\s+[\d.]+ ms  label general$/m);
+  // explain is off for a router that did not ask for it
+  r = spawnSync(ctl, ['intent', '--url', gw.url, '--model', 'auto-rules', 'test', 'x'], { encoding: 'utf8' });
+  assert.equal(r.status, 1);
+  assert.match(r.stderr, /did not explain/);
+});
+
+test('manifoldctl intent eval reports accuracy and suggests a threshold', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-eval-'));
+  const file = path.join(dir, 'labelled.tsv');
+  writeFileSync(file, [
+    '# intent<TAB>text',
+    'code\tmy function has a bug, fix it',
+    'general\ta story about a dragon please',
+    'math\tprove the theorem about primes for me',
+    '{"intent": "math", "text": "this is a story about primes"}',
+  ].join('\n') + '\n');
+  const r = spawnSync(path.join(BUILD, 'manifoldctl'), ['intent', '--url', gw.url, 'eval', file], { encoding: 'utf8' });
+  assert.match(r.stdout, /^accuracy: 3\/4 \(75\.0%\)$/m);
+  assert.match(r.stdout, /^miss: want math\s+got general/m);
+  assert.match(r.stdout, /^  embeddings\s+decided \d+/m);
+  assert.match(r.stdout, /^embeddings: suggested threshold 0\.\d{3}, margin 0\.\d\d/m);
+  assert.equal(r.status, 1, 'not every example is right');
 });
