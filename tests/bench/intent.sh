@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# What the intent router adds per request: the gateway's CPU time per
+# request (utime + stime of its process, so the mock's work is excluded)
+# and the wall time per sequential request, over N requests to model
+# `auto`, for: no router (the model `gpt-4o` asked directly), the rules
+# classifier (5 intents, 8 rules, a rule of the 4th intent matching), the
+# embeddings classifier and the LLM classifier (each with its model call
+# through the gateway, counted in the gateway's CPU), cache off so every
+# request classifies. One worker. Nothing is asserted.
+#   tests/bench/intent.sh [N]   (default 3000)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-3000}
+T=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+HZ=$(getconf CLK_TCK)
+
+build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
+MOCK=$(head -1 "$T/mock.port")
+
+run() {  # name, classifiers ("" = no router), model asked
+  local port; port=$(free_port)
+  local stage=""
+  if [ -n "$2" ]; then
+    stage="
+  - name: intent
+    lua: intent-router.lua
+    config:
+      classifiers: [$2]
+      cache: false
+      log: false
+      embeddings: { model: text-embedding-bow, threshold: 0.3, margin: 0.01 }
+      llm: { model: gpt-4o-mini }
+      intents:
+        - { name: code, model: gpt-4o, rules: [{ words: [bug, compile] }, { regex: 'stack ?trace' }], examples: [fix the bug in my function] }
+        - { name: math, model: gpt-4o, rules: [{ regex: '\\\\b(integral|derivative)s?\\\\b' }], examples: [solve this integral] }
+        - { name: vip, model: gpt-4o, rules: [{ headers: { x-tier: gold } }, { consumer: 'vip-*' }] }
+        - { name: bench, model: gpt-4o, rules: [{ words: [zzz] }, { words: [benchmark] }], examples: [benchmark me please] }
+        - { name: general, model: gpt-4o, rules: [{ min_tokens: 100000 }], examples: [tell me a story] }"
+  fi
+  cat > "$T/$1.yaml" <<YML
+listen: 127.0.0.1:$port
+workers: 1
+plugin_dir: $PWD/build/plugins
+providers:
+  - name: openai
+    type: openai
+    base_url: http://127.0.0.1:$MOCK/v1
+    keys: ["sk-bench-0123456789abcdef"]
+    models: ["gpt-*", "text-embedding-*"]
+stages:$stage
+  - name: accesslog
+    plugin: accesslog
+    config: { path: $T/$1.log }
+YML
+  build/manifold -c "$T/$1.yaml" 2>"$T/$1.err" & local pid=$!
+  pids+=($pid)
+  wait_port "$port"
+  local body="{\"model\":\"$3\",\"messages\":[{\"role\":\"user\",\"content\":\"benchmark me please\"}]}"
+  python3 tests/bench/reqs.py "$port" 200 /v1/chat/completions "$body"   # warm
+  local t0 w0 t1 w1
+  t0=$(ticks "$pid"); w0=$(date +%s%N)
+  python3 tests/bench/reqs.py "$port" "$N" /v1/chat/completions "$body"
+  t1=$(ticks "$pid"); w1=$(date +%s%N)
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 -c "print('%-34s cpu %7.1f us/req   wall %7.1f us/req' % ('$1', ($t1-$t0)*1e6/$HZ/$N, ($w1-$w0)/1e3/$N))"
+}
+
+run "no router (gpt-4o)" "" gpt-4o
+run "rules classifier" "rules" auto
+run "embeddings classifier" "embeddings" auto
+run "llm classifier" "llm" auto
