@@ -3,8 +3,9 @@
 --   mf.match.glob_any(patterns, s)   the first pattern of a list that matches
 --   mf.match.regex(s, re [, flags])  POSIX extended regex (mf.regex.find);
 --                                    flags "i" ignores case
---   mf.match.words(s, words)         the words of a list found in s as whole
---                                    words, case-insensitive
+--   mf.match.words(s, words [, set]) the words of a list found in s as whole
+--                                    words, case-insensitive (set: s's
+--                                    words, when several lists are tried)
 --   mf.match.rule(rule, facts)       one routing rule against request facts
 --   mf.match.group()                 the running request's consumer group
 local mf = require "mf"
@@ -89,10 +90,10 @@ end
 -- The words (or phrases) of `words` found in s: whole words, case
 -- insensitive; a phrase of several words matches as a substring of the
 -- lowercased text. Returns the list of those found (empty when none).
-function M.words(s, words)
+function M.words(s, words, set)
   local found = {}
   if type(s) ~= "string" or type(words) ~= "table" then return found end
-  local set = word_set(s)
+  set = set or word_set(s)
   local lower
   for _, w in ipairs(words) do
     local lw = tostring(w):lower()
@@ -130,15 +131,18 @@ function M.rule(rule, facts)
   local why = {}
   local text = facts.text or ""
   if rule.words then
-    local f = M.words(text, rule.words)
+    -- the text's words, made once for every rule on the same facts
+    if facts.word_set == nil then facts.word_set = word_set(text) end
+    local f = M.words(text, rule.words, facts.word_set)
     if #f == 0 then return false end
     why[#why + 1] = "words: " .. table.concat(f, ",")
   end
   if rule.regex then
+    if not mf.regex then error("mf.match.regex: mf.regex is not available", 2) end
     local list = type(rule.regex) == "table" and rule.regex or { rule.regex }
     local hit
     for _, re in ipairs(list) do
-      if M.regex(text, re, rule.regex_flags or "i") then hit = re break end
+      if mf.regex.test(text, re, rule.regex_flags or "i") then hit = re break end
     end
     if not hit then return false end
     why[#why + 1] = "regex: " .. hit

@@ -77,7 +77,7 @@ local function compile(conf)
   local p = { models = {}, intents = {}, by_name = {}, order = {},
               header = conf.header or "x-manifold-intent", log = conf.log ~= false,
               explain = conf.explain == true,
-              token_rules = false }
+              needs = { headers = {}, header_set = {} } }
   for _, m in ipairs(list_of(conf.models or { "auto" }, "models")) do p.models[tostring(m)] = true end
   local intents = list_of(conf.intents, "intents")
   if #intents == 0 then fail("intents: at least one intent is needed") end
@@ -103,7 +103,16 @@ local function compile(conf)
         if not ok then fail("intent '%s': rules[%d]: %s", it.name, j, err) end
       end
       if next(r) == nil then fail("intent '%s': rules[%d] is empty", it.name, j) end
-      if r.min_tokens or r.max_tokens then p.token_rules = true end
+      if r.min_tokens or r.max_tokens then p.needs.tokens = true end
+      if r.consumer then p.needs.consumer = true end
+      if r.group then p.needs.group = true end
+      for name in pairs(r.headers or {}) do
+        local n = tostring(name):lower()
+        if not p.needs.header_set[n] then
+          p.needs.header_set[n] = true
+          p.needs.headers[#p.needs.headers + 1] = n
+        end
+      end
       has_rules = true
     end
     for j, e in ipairs(list_of(it.examples, what .. ".examples")) do
@@ -175,24 +184,18 @@ end
 
 -- The facts rules read: text, the headers rules name, consumer, group,
 -- tokens (the body is read only when a rule counts tokens).
-local function facts(p, text, body)
-  local f = { text = text, consumer = mf.req.consumer(),
-              group = mf.match.group(), headers = {} }
-  for _, it in ipairs(p.intents) do
-    for _, r in ipairs(it.rules) do
-      for name in pairs(r.headers or {}) do
-        local n = name:lower()
-        if f.headers[n] == nil then f.headers[n] = mf.req.get_header(n) or false end
-      end
-    end
-  end
-  for n, v in pairs(f.headers) do if v == false then f.headers[n] = nil end end
-  if p.token_rules then f.tokens = mf.messages.estimate_tokens(body()) end
+local function facts(p, text)
+  local f = { text = text, headers = {} }
+  local need = p.needs
+  if need.consumer then f.consumer = mf.req.consumer() end
+  if need.group then f.group = mf.match.group() end
+  for _, n in ipairs(need.headers) do f.headers[n] = mf.req.get_header(n) end
+  if need.tokens then f.tokens = mf.req.estimate_tokens() end
   return f
 end
 
-local function by_rules(p, text, body)
-  local f = facts(p, text, body)
+local function by_rules(p, text)
+  local f = facts(p, text)
   for _, it in ipairs(p.intents) do
     for j, r in ipairs(it.rules) do
       local ok, why = mf.match.rule(r, f)
@@ -386,7 +389,7 @@ function M.on_route(conf, ctx)
   mf.req.set_header("x-manifold-intent", name)
   ctx.intent, ctx.by = name, by
   if p.log then
-    mf.log.info(("intent %s by %s for model %s in %.1f ms: %s"):format(
+    mf.log.info(("intent %s by %s for model %s in %.3f ms: %s"):format(
       name, by, asked, mf.now() - t0, tostring(why)))
   end
 end

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# What the intent router adds per request: the gateway's CPU time per
-# request (utime + stime of its process, so the mock's work is excluded)
-# and the wall time per sequential request, over N requests to model
-# `auto`, for: no router (the model `gpt-4o` asked directly), the rules
+# What the intent router adds per request: the time of the decision
+# itself, measured in the stage (the router's log line: from the model
+# check to the route set; median and p99), the gateway's CPU time per
+# request (utime + stime of its process, so the mock's work is excluded;
+# coarse: clock ticks, and shared cores) and the wall time per
+# sequential request, over N requests to model `auto`, for: no router
+# (the model `gpt-4o` asked directly), the rules
 # classifier (5 intents, 8 rules, a rule of the 4th intent matching), the
 # embeddings classifier and the LLM classifier (each with its model call
 # through the gateway, counted in the gateway's CPU), cache off so every
@@ -34,7 +37,7 @@ run() {  # name, classifiers ("" = no router), model asked
     config:
       classifiers: [$2]
       cache: false
-      log: false
+      log: true
       embeddings: { model: text-embedding-bow, threshold: 0.3, margin: 0.01 }
       llm: { model: gpt-4o-mini }
       intents:
@@ -69,7 +72,15 @@ YML
   python3 tests/bench/reqs.py "$port" "$N" /v1/chat/completions "$body"
   t1=$(ticks "$pid"); w1=$(date +%s%N)
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  python3 -c "print('%-34s cpu %7.1f us/req   wall %7.1f us/req' % ('$1', ($t1-$t0)*1e6/$HZ/$N, ($w1-$w0)/1e3/$N))"
+  python3 - "$1" "$t0" "$t1" "$w0" "$w1" "$HZ" "$N" "$T/$1.err" <<'PY'
+import re, sys
+name, t0, t1, w0, w1, hz, n, err = sys.argv[1:]
+t0, t1, w0, w1, hz, n = int(t0), int(t1), int(w0), int(w1), int(hz), int(n)
+ms = sorted(float(x) for x in re.findall(r" in ([\d.]+) ms: ", open(err).read()))
+ms = ms[200:]  # the warm-up requests
+dec = "decision  median %6.1f us  p99 %6.1f us" % (ms[len(ms) // 2] * 1e3, ms[int(len(ms) * 0.99)] * 1e3) if ms else "decision       -"
+print("%-24s %s   cpu %6.1f us/req   wall %7.1f us/req" % (name, dec, (t1 - t0) * 1e6 / hz / n, (w1 - w0) / 1e3 / n))
+PY
 }
 
 run "no router (gpt-4o)" "" gpt-4o
