@@ -128,3 +128,23 @@ test('a client cannot pose as a model call', async () => {
   const line = await gw.waitLog((l) => l.model === 'gpt-4o' && l.provider === 'openai' && l.consumer !== 'bob');
   assert.notEqual(line.consumer, 'mallory');
 });
+
+test('a C stage gets the same service: api->model_call', async () => {
+  const { BUILD } = await import('./harness.mjs');
+  const g = await startGateway(config(mock.url, { stages: `
+  - name: cstage
+    plugin: ${BUILD}/tests/fixtures/modelcall.so` }));
+  try {
+    let res = await post(g, '/v1/chat/completions', { model: 'c-embed', messages: [{ role: 'user', content: 'gamma' }] });
+    assert.equal(res.status, 200);
+    let j = await res.json();
+    const direct = await (await post(g, '/v1/embeddings', { model: 'text-embedding-3-small', input: ['gamma'] })).json();
+    assert.deepEqual(j.data[0].embedding, direct.data[0].embedding);
+    res = await post(g, '/v1/chat/completions', { model: 'c-chat', messages: [{ role: 'user', content: 'from C' }] });
+    j = await res.json();
+    assert.equal(j.choices[0].message.content, 'Hello from mock. You said: from C');
+    await g.waitLog((l) => l.path === '/v1/embeddings' && l.status === 200);
+  } finally {
+    await g.stop();
+  }
+});
