@@ -4,6 +4,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import path from 'node:path';
 import { startMock, startGateway, config, post, writeConfig, ROOT, BIN } from './harness.mjs';
 
 let mock, gw;
@@ -81,7 +82,7 @@ test('a decorator config with an unknown key is refused', () => {
     lua: prompt-decorator.lua
     config:
       decorators: [{ system: "x", where: top }]` }));
-  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8', cwd: path.dirname(file) });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /decorators\[1\]: unknown key 'where'/);
 });

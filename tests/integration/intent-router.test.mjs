@@ -188,7 +188,7 @@ test('a bad config is refused at start, naming the key', () => {
     config:
       intents:
         - { name: a, model: gpt-4o, rules: [{ words: [x], colour: red }] }` }));
-  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8', cwd: path.dirname(file) });
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /intent 'a': rules\[1\]: unknown key 'colour'/);
 });
