@@ -101,7 +101,11 @@ local function load_pack(dir, p)
   if not doc then fail("pack %s: %s", dir, err) end
   check_keys(doc, PACK, dir .. "/pack.yaml")
   if type(doc.name) ~= "string" then fail("%s/pack.yaml: name is required", dir) end
-  local version = tostring(doc.version or "")
+  if type(doc.version) == "number" and doc.version ~= math.floor(doc.version) then
+    -- YAML reads 1.10 as the number 1.1: a dotted version is quoted
+    fail("%s/pack.yaml: version %s: quote a dotted version (version: \"1.10\")", dir, tostring(doc.version))
+  end
+  local version = type(doc.version) == "number" and ("%d"):format(doc.version) or tostring(doc.version or "")
   if not version:match("^[%w%.%-_]+$") then fail("%s/pack.yaml: version is required (1, 2.1, ...)", dir) end
   if type(doc.templates) ~= "table" or next(doc.templates) == nil then
     fail("%s/pack.yaml: templates is required", dir)
