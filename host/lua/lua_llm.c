@@ -213,13 +213,13 @@ read_opts(lua_State *L, int idx, mf_model_call_t *call)
     lua_pop(L, 1);
 }
 
-/* Sends body (its JSON, taken) as call, then yields. */
+/* Sends body (its JSON, taken) as call for slot (mf_lua_yieldable, asked
+ * before anything is allocated: it raises), then yields. */
 static int
-model_send(lua_State *L, const char *what, mf_model_call_t *call, json_t *body,
-           mf_http_cb cb)
+model_send(lua_State *L, mf_lua_slot_t *slot, const char *what,
+           mf_model_call_t *call, json_t *body, mf_http_cb cb)
 {
     mf_req_t *r = mf_lua_req(L);
-    mf_lua_slot_t *slot = mf_lua_yieldable(L, what);
     char *text = json_dumps(body, JSON_COMPACT);
 
     json_decref(body);
@@ -245,9 +245,11 @@ static int
 l_llm(lua_State *L)
 {
     mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+    mf_lua_slot_t *slot;
     json_t *body;
 
     luaL_checktype(L, 1, LUA_TTABLE);
+    slot = mf_lua_yieldable(L, "mf.llm");
     lua_getfield(L, 1, "model");
     if (!lua_isstring(L, -1)) {
         return luaL_error(L, "mf.llm: request.model is required");
@@ -267,7 +269,7 @@ l_llm(lua_State *L)
     json_object_set_new(body, "stream", json_false());
     json_object_del(body, "stream_options");
     read_opts(L, 2, &call);
-    return model_send(L, "mf.llm", &call, body, llm_done);
+    return model_send(L, slot, "mf.llm", &call, body, llm_done);
 }
 
 /* mf.embed(texts, {model=, provider=, timeout=, dimensions=}) */
@@ -275,10 +277,12 @@ static int
 l_embed(lua_State *L)
 {
     mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_EMBEDDINGS};
+    mf_lua_slot_t *slot;
     json_t *body, *input;
     size_t i, n;
 
     luaL_checktype(L, 2, LUA_TTABLE);
+    slot = mf_lua_yieldable(L, "mf.embed");
     lua_getfield(L, 2, "model");
     if (!lua_isstring(L, -1)) {
         return luaL_error(L, "mf.embed: opts.model is required");
@@ -316,7 +320,7 @@ l_embed(lua_State *L)
     }
     lua_pop(L, 1);
     read_opts(L, 2, &call);
-    return model_send(L, "mf.embed", &call, body, embed_done);
+    return model_send(L, slot, "mf.embed", &call, body, embed_done);
 }
 
 void
