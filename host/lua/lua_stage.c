@@ -974,8 +974,8 @@ finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
     pause_disarm(slot);
     if (status == LUA_YIELD) {
         mf_log_error("stage '%s' %s: yielded outside an mf async call "
-                     "(a bare coroutine.yield()); only mf.sleep, mf.http "
-                     "and mf.redis may pause a stage",
+                     "(a bare coroutine.yield()); only mf.sleep, mf.http, "
+                     "mf.redis, mf.llm and mf.embed may pause a stage",
                      slot->st->name, stage_fn[slot->stage]);
         mf_stage_set_error(slot->st, "%s: yielded outside an mf async call",
                            stage_fn[slot->stage]);
