@@ -7,10 +7,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <strings.h>
 
 #include "http/guard.h"
 #include "http/server.h"
+#include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 #include "proto/proto.h"
@@ -27,18 +29,38 @@ respond_json(mf_req_t *r, int status, json_t *j)
     json_decref(j);
 }
 
-/* One model entry of /v1/models. */
-static json_t *
-model_entry(const char *id, const char *owner)
+/* A model id from a path, percent-decoded into buf; 0 when it is empty,
+ * too long or holds a NUL or a control byte. */
+static int
+model_id(mf_str_t id, char *buf, size_t cap)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model",
-                     "created", (json_int_t)0, "owned_by", owner);
+    size_t i, n = 0;
+
+    for (i = 0; i < id.len; i++) {
+        unsigned char ch = (unsigned char)id.data[i];
+
+        if (ch == '%' && i + 2 < id.len &&
+            isxdigit((unsigned char)id.data[i + 1]) &&
+            isxdigit((unsigned char)id.data[i + 2])) {
+            char hex[3] = {id.data[i + 1], id.data[i + 2], '\0'};
+
+            ch = (unsigned char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (ch < 0x20 || ch == 0x7f || n + 1 >= cap) {
+            return 0;
+        }
+        buf[n++] = (char)ch;
+    }
+    buf[n] = '\0';
+    return n > 0;
 }
 
-/* GET /v1/models: the exact names providers serve (models and model_map)
- * and the routes' exact names, once each. Globs are not listed. */
+/* GET of a model list: the exact names providers serve (models and
+ * model_map) and the routes' exact names, once each (globs are not
+ * listed), in the shape of the adapter `shape`. */
 static void
-handle_models(mf_req_t *r)
+handle_models(mf_req_t *r, const mf_proto_t *shape)
 {
     json_t *data = json_array(), *seen = json_object();
     mf_gen_t *g = r->gen;
@@ -51,46 +73,44 @@ handle_models(mf_req_t *r)
             const char *m = j < pc->nmodels
                                 ? pc->models[j]
                                 : pc->model_map[j - pc->nmodels].from;
+            mf_proto_model_t e = {m, pc->name};
 
             if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(data, model_entry(m, pc->name));
+            json_array_append_new(data, shape->model(&e));
         }
     }
     for (i = 0; i < g->config->nroutes; i++) {
         const char *m = g->config->routes[i].model;
+        mf_proto_model_t e = {m, "manifold"};
 
         if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
             continue;
         }
         json_object_set_new(seen, m, json_true());
-        json_array_append_new(data, model_entry(m, "manifold"));
+        json_array_append_new(data, shape->model(&e));
     }
     json_decref(seen);
-    respond_json(r, 200,
-                 json_pack("{s:s,s:o}", "object", "list", "data", data));
+    respond_json(r, 200, shape->model_list(data));
 }
 
-/* GET /v1/models/{id}: the model when a route or a provider serves it
- * (an exact name or one of its globs), else a 404 naming it. */
+/* GET of one model: the model when a route or a provider serves it (an
+ * exact name or one of its globs), else a 404 naming it. */
 static void
-handle_model(mf_req_t *r, mf_str_t id)
+handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
 {
     mf_gen_t *g = r->gen;
     const char *owner = NULL;
     char name[256], msg[400];
     size_t i, j;
 
-    if (id.len == 0 || id.len >= sizeof(name) ||
-        memchr(id.data, '\0', id.len) != NULL) {
-        owner = NULL;
-    } else {
-        memcpy(name, id.data, id.len);
-        name[id.len] = '\0';
+    if (model_id(id, name, sizeof(name))) {
+        mf_str_t n = mf_str_from(name);
+
         for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
-            if (mf_glob_match(g->config->routes[i].model, id)) {
+            if (mf_glob_match(g->config->routes[i].model, n)) {
                 owner = "manifold";
             }
         }
@@ -102,7 +122,7 @@ handle_model(mf_req_t *r, mf_str_t id)
                                     ? pc->models[j]
                                     : pc->model_map[j - pc->nmodels].from;
 
-                if (!pc->disabled && mf_glob_match(m, id)) {
+                if (!pc->disabled && mf_glob_match(m, n)) {
                     owner = pc->name;
                 }
             }
@@ -117,7 +137,11 @@ handle_model(mf_req_t *r, mf_str_t id)
                                    "model_not_found", "model", msg);
         return;
     }
-    respond_json(r, 200, model_entry(name, owner));
+    {
+        mf_proto_model_t e = {name, owner};
+
+        respond_json(r, 200, shape->model(&e));
+    }
 }
 
 /* What one pass over a body's bytes found; see body_scan. */
@@ -350,7 +374,8 @@ answer_local(mf_req_t *r)
 {
     const char *err = NULL;
     int status = 200, estimated = 0;
-    char *text = r->proto->local(r->path, r->json, &status, &estimated, &err);
+    mf_proto_call_t call = mf_req_proto_call(r);
+    char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
@@ -366,12 +391,16 @@ answer_local(mf_req_t *r)
     return MF_ERR;
 }
 
+/* What intake waits on (the response store's entry, read from Redis). */
+enum { INTAKE_NONE = 0, INTAKE_BODY, INTAKE_RESOURCE };
+#define INTAKE_WAITING 1 /* parse_body: the request waits; not answered */
+
+static int canonical_body(mf_req_t *r);
+
 static int
 parse_body(mf_req_t *r)
 {
     json_error_t jerr;
-    json_t *model, *v;
-    const char *err = NULL;
     char msg[512];
 
     if (r->body.len == 0) {
@@ -402,8 +431,28 @@ parse_body(mf_req_t *r)
     if (r->proto_local) {
         return answer_local(r);
     }
+    if (mf_req_store_fetch(r, r->json)) {
+        r->intake_wait = INTAKE_BODY; /* mf_req_intake_resume goes on */
+        return INTAKE_WAITING;
+    }
+    return canonical_body(r);
+}
+
+/* The parsed body to the canonical request (the adapter's `request`) and
+ * its checks. */
+static int
+canonical_body(mf_req_t *r)
+{
+    mf_proto_call_t call;
+    json_t *model, *v;
+    const char *err = NULL;
+    char msg[512];
+
     if (r->proto->request != NULL) {
-        json_t *canon = r->proto->request(r->json, &err);
+        json_t *canon;
+
+        call = mf_req_proto_call(r);
+        canon = r->proto->request(&call, r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
@@ -643,6 +692,11 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
         r->method = mf_pool_str(pool, head->method);
         r->http10 = head->minor == 0;
         r->path = loggable_path(pool, head->path);
+        if (head->target.len > head->path.len + 1) {
+            r->query = mf_pool_str(
+                pool, (mf_str_t){head->target.data + head->path.len + 1,
+                                 head->target.len - head->path.len - 1});
+        }
     }
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     return r;
@@ -704,6 +758,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
     }
+    r->listener = mf_conn_listener(c);
     /* the adapter whose path it is answers, errors included */
     r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
     if (call >= 0) {
@@ -712,6 +767,53 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, r->pool, &r->resp_headers);
     return r;
+}
+
+/* A path the adapter answers itself (a stored Response): 1 when it did. */
+static int
+answer_resource(mf_req_t *r)
+{
+    mf_proto_call_t call = mf_req_proto_call(r);
+    int status = 0;
+    char *text = NULL;
+
+    if (!r->proto->resource(&call, r->method, &status, &text)) {
+        return 0;
+    }
+    if (status >= 400) {
+        mf_req_respond_error(r, status, "invalid_request_error",
+                             status == 404 ? "not_found" : NULL,
+                             text ? text : "error");
+    } else {
+        mf_req_respond(r, status, "application/json",
+                       mf_str_from(text ? text : "{}"));
+    }
+    free(text);
+    return 1;
+}
+
+/* The 404 of a path no adapter serves, listing what the gateway serves
+ * (each adapter's endpoints). */
+static void
+unknown_url(mf_req_t *r)
+{
+    mf_buf_t b = {0};
+    size_t i;
+
+    mf_buf_printf(&b, "Unknown request URL: %.*s %.*s. The gateway serves ",
+                  (int)(r->method.len > 16 ? 16 : r->method.len),
+                  r->method.data, (int)(r->path.len > 200 ? 200 : r->path.len),
+                  r->path.data);
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->endpoints != NULL) {
+            mf_buf_printf(&b, "%s, ", mf_protos[i]->endpoints);
+        }
+    }
+    mf_buf_printf(&b, "and GET /healthz.");
+    mf_buf_append(&b, "", 1);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
+                         b.data);
+    mf_buf_free(&b);
 }
 
 void
@@ -729,54 +831,18 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_finish(r);
 }
 
-void
-mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
-              const char *client_addr, char *body, size_t len)
-{
-    int preflight;
-    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
-    char msg[512];
+/* The gateway's own paths (the endpoint table's built-in entries) */
 
-    if (preflight) {
-        /* a CORS preflight from an allowed origin */
-        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
-        mf_req_finish(r);
-        return;
-    }
-    if (mf_str_eq_cstr(r->path, "/healthz")) {
-        mf_req_respond(r, 200, "application/json",
-                       MF_STR("{\"status\":\"ok\"}"));
-        mf_req_finish(r);
-        return;
-    }
-    if (mf_str_eq_cstr(r->path, "/v1/models") ||
-        mf_str_eq_cstr(r->path, "/models") ||
-        mf_proto_has_prefix(r->path, "/v1/models/")) {
-        if (!mf_str_eq_cstr(r->method, "GET")) {
-            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
-                         MF_STR("GET"));
-            mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                                 "Use GET for /v1/models.");
-        } else if (r->path.len > 11 && r->path.data[10] == '/') {
-            handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
-        } else {
-            handle_models(r);
-        }
-        mf_req_finish(r);
-        return;
-    }
-    if (r->endpoint == MF_ENDPOINT_NONE) {
-        snprintf(msg, sizeof(msg),
-                 "Unknown request URL: %.*s %.*s. The "
-                 "gateway serves POST /v1/chat/completions, POST "
-                 "/v1/embeddings, GET /v1/models and GET /healthz.",
-                 (int)r->method.len, r->method.data,
-                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
-        mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
-                             msg);
-        mf_req_finish(r);
-        return;
-    }
+/* An inbound adapter's path (r->proto, found by req_new): its method,
+ * the body decoded and checked (the response-store entry it needs read
+ * first when the store is Redis), then the phase loop. */
+static void
+serve_proto(mf_req_t *r, int arg)
+{
+    char msg[128];
+    int rc;
+
+    MF_UNUSED(arg);
     if (!mf_str_eq_cstr(r->method, r->proto->method)) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                      mf_str_from(r->proto->method));
@@ -786,11 +852,301 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
-    if (parse_body(r) != MF_OK || check_model(r) != MF_OK) {
+    if (mf_req_decode_body(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    rc = parse_body(r);
+    if (rc == INTAKE_WAITING) {
+        return;
+    }
+    if (rc != MF_OK || check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
     }
     r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+void
+mf_req_intake_resume(mf_req_t *r)
+{
+    int wait = r->intake_wait;
+
+    r->intake_wait = INTAKE_NONE;
+    if (wait == INTAKE_RESOURCE) {
+        if (!answer_resource(r)) {
+            unknown_url(r);
+        }
+        mf_req_finish(r);
+        return;
+    }
+    if (canonical_body(r) != MF_OK || check_model(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+/* Whether an inbound adapter serves path (or answers it itself). */
+static int
+proto_claims(mf_str_t path)
+{
+    mf_endpoint_t endpoint;
+    int local;
+
+    mf_proto_find(path, &endpoint, &local);
+    return endpoint != MF_ENDPOINT_NONE;
+}
+
+/* The adapter whose model list a path is: the request's own, or one
+ * whose clients send a header this request has (anthropic-version on
+ * /v1/models); *id set for one model. NULL when none. */
+static const mf_proto_t *
+models_shape(mf_req_t *r, mf_str_t *id)
+{
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        mf_str_t hv;
+
+        if (mf_protos[i]->models_header != NULL &&
+            mf_protos[i]->models_path != NULL &&
+            mf_hlist_get(&r->req_headers,
+                         mf_str_from(mf_protos[i]->models_header),
+                         &hv) == MF_OK &&
+            mf_protos[i]->models_path(r->path, id)) {
+            return mf_protos[i];
+        }
+    }
+    if (r->proto->models_path != NULL && r->proto->models_path(r->path, id)) {
+        return r->proto;
+    }
+    return NULL;
+}
+
+/* Whether an adapter lists models at path (/v1/models, /models,
+ * /v1/models/{id}, /v1beta/models, ...). */
+static int
+models_claims(mf_str_t path)
+{
+    mf_str_t id;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->models_path != NULL &&
+            mf_protos[i]->models_path(path, &id)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* GET of a model list or one model, in the shape the caller expects
+ * (errors included). */
+static void
+serve_models(mf_req_t *r, int arg)
+{
+    const mf_proto_t *shape;
+    mf_str_t id = MF_STR_NULL;
+
+    MF_UNUSED(arg);
+    shape = models_shape(r, &id);
+    if (shape == NULL) {
+        unknown_url(r);
+    } else {
+        r->proto = shape;
+        if (id.data != NULL) {
+            handle_model(r, shape, id);
+        } else {
+            handle_models(r, shape);
+        }
+    }
+    mf_req_finish(r);
+}
+
+/* Whether an adapter answers path itself as a resource (GET and DELETE
+ * /v1/responses/{id}). */
+static int
+resource_claims(mf_str_t path)
+{
+    mf_proto_call_t call = {.path = path};
+    mf_str_t id;
+    int del;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->resource != NULL && mf_protos[i]->store_key != NULL &&
+            mf_protos[i]->store_key(&call, NULL, MF_STR("GET"), &id, &del)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A resource path (r->proto's, found by req_new): read from the store
+ * (first from Redis when it is there), then answered. */
+static void
+serve_resource(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    if (r->proto->resource == NULL) {
+        unknown_url(r);
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_req_store_fetch(r, NULL)) {
+        r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+        return;
+    }
+    if (!answer_resource(r)) {
+        unknown_url(r);
+    }
+    mf_req_finish(r);
+}
+
+static void
+serve_health(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    mf_req_respond(r, 200, "application/json", MF_STR("{\"status\":\"ok\"}"));
+    mf_req_finish(r);
+}
+
+#define CLIENT(m, p, fn, a)                                                    \
+    {                                                                          \
+        .listener = MF_LISTENER_CLIENT, .method = (m), .path = (p),            \
+        .builtin = (fn), .builtin_arg = (a)                                    \
+    }
+
+static const mf_epath_t builtin_paths[] = {
+    /* every path an inbound adapter serves (proto/: chat completions,
+     * messages, responses, embeddings, ...), any method: the adapter
+     * says which one it takes */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the inbound adapters' paths)",
+     .claims = proto_claims,
+     .builtin = serve_proto},
+    /* model lists, in the shape of the adapter whose path or header it
+     * is: /v1/models, /models, /v1/models/{id}, /v1beta/models, ... */
+    {.listener = MF_LISTENER_CLIENT,
+     .method = "GET",
+     .path = "(the model lists)",
+     .claims = models_claims,
+     .builtin = serve_models},
+    /* a stored Response: GET and DELETE /v1/responses/{id} */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the adapters' resources)",
+     .claims = resource_claims,
+     .builtin = serve_resource},
+    CLIENT("GET", "/healthz", serve_health, 0),
+    {.listener = MF_LISTENER_STATUS,
+     .method = "GET",
+     .path = "/healthz",
+     .builtin = serve_health},
+};
+
+void
+mf_req_endpoints_init(void)
+{
+    mf_endpoints_set_builtins(builtin_paths, MF_NELEMS(builtin_paths));
+}
+
+/* Whether the status listener's bearer token (status.token) came with
+ * the request; compared in constant time. */
+static int
+status_authorized(mf_req_t *r)
+{
+    const char *want = r->gen->config->status_token;
+    mf_str_t got;
+    size_t i, n;
+    unsigned char diff = 0;
+
+    if (want == NULL) {
+        return 1;
+    }
+    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) != MF_OK ||
+        got.len < 7 || strncasecmp(got.data, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    got.data += 7;
+    got.len -= 7;
+    n = strlen(want);
+    diff = got.len != n;
+    for (i = 0; i < n; i++) {
+        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.data[i] : 0));
+    }
+    return diff == 0;
+}
+
+/* No entry serves the path (404), or none for the method (405). */
+static void
+respond_unserved(mf_req_t *r, const char *allow)
+{
+    char msg[512];
+
+    if (allow[0] != '\0') {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     mf_str_from(allow));
+        snprintf(msg, sizeof(msg), "Use %s for %.*s.", allow,
+                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
+        return;
+    }
+    if (r->listener != MF_LISTENER_STATUS) {
+        unknown_url(r);
+        return;
+    }
+    snprintf(msg, sizeof(msg),
+             "Unknown request URL: %.*s %.*s on the status listener.",
+             (int)r->method.len, r->method.data,
+             (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url", msg);
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    const mf_epath_t *ep;
+    char allow[128];
+
+    if (preflight) {
+        /* a CORS preflight from an allowed origin */
+        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
+        mf_req_finish(r);
+        return;
+    }
+    if (r->listener == MF_LISTENER_STATUS && !status_authorized(r)) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("www-authenticate"),
+                     MF_STR("Bearer realm=\"manifold status\""));
+        mf_req_respond_error(r, 401, "authentication_error", "invalid_token",
+                             "The status listener asks for its bearer token "
+                             "(status.token): send Authorization: Bearer "
+                             "<token>.");
+        mf_req_finish(r);
+        return;
+    }
+    ep = mf_endpoints_find(r->gen, (mf_listener_t)r->listener, r->method,
+                           r->path, allow, sizeof(allow));
+    if (ep != NULL && ep->stage != NULL && !atomic_load(&ep->stage->enabled)) {
+        ep = NULL; /* a disabled stage serves none of its paths */
+        allow[0] = '\0';
+    }
+    if (ep == NULL) {
+        respond_unserved(r, allow);
+        mf_req_finish(r);
+        return;
+    }
+    if (ep->builtin != NULL) {
+        ep->builtin(r, ep->builtin_arg);
+        return;
+    }
+    r->epath = ep;
+    r->phase = MF_PHASE_SERVE;
     mf_req_step(r);
 }
 

@@ -161,7 +161,9 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
             if (r->att.proto_stream == NULL) {
                 return;
             }
-            r->proto->stream_init(r->att.proto_stream, r->model_asked);
+            mf_proto_call_t call = mf_req_proto_call(r);
+
+            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
         }
         r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
                                &r->chunk_out);
@@ -250,6 +252,11 @@ mf_req_flush_stream(mf_req_t *r)
     if (r->chunk_out.len > 0) {
         mf_req_send_chunk(r, r->chunk_out.data, r->chunk_out.len);
         r->chunk_out.len = 0;
+        if (r->first_content_ms == 0 && r->att.delivered_text > 0) {
+            /* time to first token: the first event with answer text
+             * left, not the first byte or a role-only chunk */
+            r->first_content_ms = mf_now_ms();
+        }
     }
     if (r->conn != NULL && r->att.call != NULL &&
         evbuffer_get_length(mf_req_out(r)) > MF_STREAM_HIGH_WATER) {
@@ -352,7 +359,8 @@ mf_req_complete_nonstream(mf_req_t *r)
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
                         : json_loadb(body.data, body.len, 0, NULL);
-        json_t *m = c ? r->proto->response(c, &r->usage) : NULL;
+        mf_proto_call_t call = mf_req_proto_call(r);
+        json_t *m = c ? r->proto->response(&call, c, &r->usage) : NULL;
         char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
 
         json_decref(c);
