@@ -177,6 +177,19 @@ local function compile(conf)
   return p
 end
 
+-- Metrics (the status listener's /metrics), declared once per process:
+-- each decision by model asked, intent and how it was decided, and the
+-- decision time by how.
+local decisions, decision_seconds
+if mf.metrics then
+  decisions = mf.metrics.counter("manifold_intent_decisions_total",
+    "Intent router decisions, by model asked, intent and classifier",
+    { "model", "intent", "by" })
+  decision_seconds = mf.metrics.histogram("manifold_intent_decision_seconds",
+    "Time of an intent router decision (its model calls included), by classifier",
+    { "by" }, { 0.00005, 0.0001, 0.00025, 0.001, 0.005, 0.025, 0.1, 0.5, 2 })
+end
+
 function M.init(conf)
   plans[conf] = compile(conf)
   return true
@@ -388,9 +401,14 @@ function M.on_route(conf, ctx)
   end
   mf.req.set_header("x-manifold-intent", name)
   ctx.intent, ctx.by = name, by
+  local took = mf.now() - t0
+  if decisions then
+    decisions:inc({ asked, name, by })
+    decision_seconds:observe({ by }, took / 1000)
+  end
   if p.log then
     mf.log.info(("intent %s by %s for model %s in %.3f ms: %s"):format(
-      name, by, asked, mf.now() - t0, tostring(why)))
+      name, by, asked, took, tostring(why)))
   end
 end
 

@@ -10,7 +10,7 @@ import { writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 
-let mock, gw;
+let mock, gw, status;
 
 const intents = `
       - name: code
@@ -63,8 +63,11 @@ before(async () => {
       stage('emb', 'auto-emb', 'embeddings') +
       stage('llm', 'auto-llm', 'llm') +
       stage('slow', 'auto-slow', 'llm', '{ model: "gpt-classifier[[mock:hang]]", timeout: 300ms }') +
-      stage('all', 'auto', 'rules, embeddings, llm', undefined, '\n      explain: true'),
-  }));
+      stage('all', 'auto', 'rules, embeddings, llm', undefined, '\n      explain: true') + `
+  - name: prometheus
+    plugin: prometheus`,
+  }) + 'status:\n  listen: 127.0.0.1:0\n');
+  status = `http://127.0.0.1:${gw.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
 });
 
 after(async () => {
@@ -224,4 +227,20 @@ test('manifoldctl intent eval reports accuracy and suggests a threshold', () => 
   assert.match(r.stdout, /^  embeddings\s+decided \d+/m);
   assert.match(r.stdout, /^embeddings: suggested threshold 0\.\d{3}, margin 0\.\d\d/m);
   assert.equal(r.status, 1, 'not every example is right');
+});
+
+test('decisions are counted in the metrics, by model, intent and classifier', async () => {
+  await ask('auto-rules', 'one more bug');
+  await ask('auto-rules', 'one more bug');
+  let text = '';
+  for (let i = 0; i < 100; i++) {
+    text = await (await fetch(status + '/metrics')).text();
+    if (/manifold_intent_decisions_total\{model="auto-rules",intent="code",by="rules"\} \d+/.test(text)) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const m = text.match(/manifold_intent_decisions_total\{model="auto-rules",intent="code",by="rules"\} (\d+)/);
+  assert.ok(m && Number(m[1]) >= 3, text.split('\n').filter((l) => l.includes('intent')).join('\n'));
+  assert.match(text, /manifold_intent_decisions_total\{model="auto-llm",intent="math",by="cache"\} 1/);
+  assert.match(text, /manifold_intent_decision_seconds_bucket\{by="rules",le="0\.00025"\} \d+/);
+  assert.match(text, /manifold_intent_decision_seconds_count\{by="embeddings"\} \d+/);
 });
