@@ -1,7 +1,7 @@
 /*
  * The response store: a hash of ids to values (each with its owner) and a
- * list from oldest to newest, behind one mutex (an entry is written once per answer and read
- * once per follow-up request: no contention worth sharding).
+ * list from oldest to newest, behind one mutex (an entry is written once per
+ * answer and read once per follow-up request: no contention worth sharding).
  */
 #include "proto/respstore.h"
 

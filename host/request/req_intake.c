@@ -437,9 +437,8 @@ parse_body(mf_req_t *r)
         /* the model it names (Anthropic's), for the stages that check
          * who may use which model; none: a stage sees no model */
         if (json_is_string(m) && json_string_length(m) > 0) {
-            r->model = mf_pool_str(
-                r->pool,
-                (mf_str_t){json_string_value(m), json_string_length(m)});
+            r->model = mf_pool_str(r->pool, (mf_str_t){json_string_value(m),
+                                                       json_string_length(m)});
             r->model_asked = r->model;
         }
         return INTAKE_LOCAL;

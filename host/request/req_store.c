@@ -28,13 +28,22 @@
 
 #define STORE_PREFIX "manifold:resp:"
 
-/* The request's consumer as an owner: NUL-terminated, "" anonymous. */
+/* The request's consumer as an owner: NUL-terminated, "" anonymous;
+ * NULL when out of memory (then nothing is kept or deleted). */
 static const char *
 req_owner(mf_req_t *r)
 {
     return r->consumer.len > 0
                ? mf_pool_strndup(r->pool, r->consumer.data, r->consumer.len)
                : "";
+}
+
+/* Whether owner (n bytes) is the request's consumer ("" anonymous). */
+static int
+owner_is(mf_req_t *r, const char *owner, size_t n)
+{
+    return n == r->consumer.len &&
+           (n == 0 || memcmp(owner, r->consumer.data, n) == 0);
 }
 
 /* A value read for r with its owner (both malloc'd; owner freed here):
@@ -44,8 +53,9 @@ static char *
 owner_gate(mf_req_t *r, char *value, char *owner)
 {
     if (value != NULL && !r->store_checked) {
+        r->store_read_early = 1;
         r->store_owner = mf_pool_str(r->pool, mf_str_from(owner));
-    } else if (value != NULL && strcmp(owner, req_owner(r)) != 0) {
+    } else if (value != NULL && !owner_is(r, owner, strlen(owner))) {
         free(value);
         value = NULL;
     }
@@ -57,9 +67,9 @@ int
 mf_req_store_owner_ok(mf_req_t *r)
 {
     r->store_checked = 1;
-    return r->store_owner.data == NULL ||
-           mf_str_eq(r->store_owner, r->consumer.len > 0 ? r->consumer
-                                                          : MF_STR(""));
+    return !r->store_read_early ||
+           (r->store_owner.data != NULL &&
+            owner_is(r, r->store_owner.data, r->store_owner.len));
 }
 
 /* In Redis an entry is "<n>:<owner><value>", n the owner's length in
@@ -94,16 +104,20 @@ static void
 mem_put(const mf_proto_call_t *call, const char *id, mf_str_t value)
 {
     const mf_config_t *c = call->config;
+    const char *owner = req_owner(call->ctx);
 
-    (void)mf_respstore_put(id, req_owner(call->ctx), value,
-                           c->store_max_entries, c->store_max_bytes,
-                           c->store_ttl_ms);
+    if (owner != NULL) {
+        (void)mf_respstore_put(id, owner, value, c->store_max_entries,
+                               c->store_max_bytes, c->store_ttl_ms);
+    }
 }
 
 static int
 mem_delete(const mf_proto_call_t *call, const char *id)
 {
-    return mf_respstore_delete(id, req_owner(call->ctx));
+    const char *owner = req_owner(call->ctx);
+
+    return owner != NULL && mf_respstore_delete(id, owner);
 }
 
 /* Redis: the entry read before the adapter ran. */
@@ -151,7 +165,8 @@ redis_put(const mf_proto_call_t *call, const char *id, mf_str_t value)
     mf_buf_t v = {0};
     int n;
 
-    if (c->store_max_entries == 0 || value.len > c->store_max_bytes ||
+    if (owner == NULL || c->store_max_entries == 0 ||
+        value.len > c->store_max_bytes ||
         strlen(id) + sizeof(STORE_PREFIX) > sizeof(key)) {
         return;
     }
@@ -230,7 +245,7 @@ fetched(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
     }
     if (arg != NULL && r->store_value.data != NULL) {
         redis_unwrap(r->store_value, &owner, &value);
-        if (mf_str_eq_cstr(owner, req_owner(r))) {
+        if (owner_is(r, owner.data, owner.len)) {
             argv[0] = MF_STR("DEL");
             argv[1] = *(mf_str_t *)arg;
             if (mf_svc_redis_command(r, 2, argv, deleted, NULL) == MF_OK) {

@@ -20,13 +20,13 @@ START_TEST(put_get_replace_delete)
 {
     char *v;
 
-    ck_assert_int_eq(mf_respstore_put("a", NULL, MF_STR("one"), 10, 1000, 60000),
-                     MF_OK);
+    ck_assert_int_eq(
+        mf_respstore_put("a", NULL, MF_STR("one"), 10, 1000, 60000), MF_OK);
     v = mf_respstore_get("a", NULL);
     ck_assert_str_eq(v, "one");
     free(v);
-    ck_assert_int_eq(mf_respstore_put("a", NULL, MF_STR("two"), 10, 1000, 60000),
-                     MF_OK);
+    ck_assert_int_eq(
+        mf_respstore_put("a", NULL, MF_STR("two"), 10, 1000, 60000), MF_OK);
     ck_assert_uint_eq(mf_respstore_count(), 1);
     v = mf_respstore_get("a", NULL);
     ck_assert_str_eq(v, "two");
@@ -91,11 +91,13 @@ START_TEST(bounds_evict_oldest)
     free(v);
     /* a value over max_bytes is not kept, and evicts nothing */
     ck_assert_int_eq(
-        mf_respstore_put("big", NULL, MF_STR("0123456789ab"), 10, 10, 60000), MF_ERR);
+        mf_respstore_put("big", NULL, MF_STR("0123456789ab"), 10, 10, 60000),
+        MF_ERR);
     ck_assert_ptr_null(mf_respstore_get("big", NULL));
     ck_assert_uint_eq(mf_respstore_count(), 2);
     /* max_entries 0 keeps nothing */
-    ck_assert_int_eq(mf_respstore_put("e1", NULL, MF_STR("x"), 0, 10, 60000), MF_ERR);
+    ck_assert_int_eq(mf_respstore_put("e1", NULL, MF_STR("x"), 0, 10, 60000),
+                     MF_ERR);
     clear(ids);
     ck_assert_uint_eq(mf_respstore_count(), 0);
 }
@@ -103,8 +105,8 @@ END_TEST
 
 START_TEST(ttl)
 {
-    ck_assert_int_eq(mf_respstore_put("t", NULL, MF_STR("soon gone"), 10, 1000, 30),
-                     MF_OK);
+    ck_assert_int_eq(
+        mf_respstore_put("t", NULL, MF_STR("soon gone"), 10, 1000, 30), MF_OK);
     usleep(60000);
     ck_assert_ptr_null(mf_respstore_get("t", NULL));
     ck_assert_uint_eq(mf_respstore_count(), 0); /* dropped when met */
