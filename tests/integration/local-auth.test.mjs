@@ -39,6 +39,7 @@ consumers:
   - { name: alice, keys: ["${ALICE}"] }
   - { name: bob, keys: ["${BOB}"] }
   - { name: metered, keys: ["${METERED}"], limits: { rpm: 1 } }
+  - { name: narrow, keys: ["narrow-secret-key-0004"], models: ["gpt-3.5*"] }
 ${extra}`;
 }
 
@@ -117,6 +118,17 @@ test('without a key the gateway\'s own answers are 401; with one they are served
       { 'x-goog-api-key': ALICE });
     assert.equal(r.status, 200);
     assert.deepEqual(await r.json(), { totalTokens: 3 });
+    // the models check applies when the request names a model
+    r = await get(gw, '/v1/models', auth('narrow-secret-key-0004'));
+    assert.equal(r.status, 200);
+    await r.text();
+    r = await post(gw, '/v1/messages/count_tokens', countBody, { 'x-api-key': 'narrow-secret-key-0004' });
+    assert.equal(r.status, 403);
+    assert.equal((await r.json()).error.type, 'permission_error');
+    r = await post(gw, '/v1/messages/count_tokens', { ...countBody, model: 'gpt-3.5-turbo' },
+      { 'x-api-key': 'narrow-secret-key-0004' });
+    assert.equal(r.status, 200);
+    await r.text();
     // a model call is not "local"
     r = await chat(gw, 'hi', {}, auth(ALICE));
     assert.equal(r.status, 200);
