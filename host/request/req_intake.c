@@ -1,7 +1,9 @@
 /*
  * Request intake: a request from the connection's head and body, the
- * endpoints without stages, refusals, and the body's checks (shape scan,
- * parse, model) before the phase loop starts.
+ * gateway's own paths (health without stages; model lists, count_tokens
+ * and stored Responses through on_request, MF_PHASE_LOCAL), refusals, and
+ * the body's checks (shape scan, parse, model) before the phase loop
+ * starts.
  */
 #include "request/request-int.h"
 
@@ -366,10 +368,10 @@ names_template(json_t *body)
            json_is_object(json_object_get(body, "prompt"));
 }
 
-/* An endpoint the adapter answers itself (Anthropic's count_tokens):
- * answered here, before any stage, with no upstream. Returns MF_ERR (the
- * request is answered). */
-static int
+/* An endpoint the adapter answers itself (Anthropic's count_tokens,
+ * Gemini's countTokens): answered once on_request ran (MF_PHASE_LOCAL),
+ * with no upstream. */
+static void
 answer_local(mf_req_t *r)
 {
     const char *err = NULL;
@@ -380,7 +382,7 @@ answer_local(mf_req_t *r)
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              err ? err : "The request could not be read.");
-        return MF_ERR;
+        return;
     }
     if (estimated) {
         mf_hlist_set(r->pool, &r->resp_headers,
@@ -388,12 +390,26 @@ answer_local(mf_req_t *r)
     }
     mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
-    return MF_ERR;
 }
 
 /* What intake waits on (the response store's entry, read from Redis). */
 enum { INTAKE_NONE = 0, INTAKE_BODY, INTAKE_RESOURCE };
 #define INTAKE_WAITING 1 /* parse_body: the request waits; not answered */
+#define INTAKE_LOCAL 2   /* parse_body: the gateway answers (MF_PHASE_LOCAL) */
+
+/* What MF_PHASE_LOCAL answers once on_request ran (r->local_what). */
+enum { LOCAL_NONE = 0, LOCAL_MODELS, LOCAL_ADAPTER, LOCAL_RESOURCE };
+
+/* Starts MF_PHASE_LOCAL: stages see MF_ENDPOINT_LOCAL (no model call,
+ * nothing to meter), then mf_req_local_end answers. */
+static void
+start_local(mf_req_t *r, int what)
+{
+    r->local_what = what;
+    r->endpoint = MF_ENDPOINT_LOCAL;
+    r->phase = MF_PHASE_LOCAL;
+    mf_req_step(r);
+}
 
 static int canonical_body(mf_req_t *r);
 
@@ -429,7 +445,16 @@ parse_body(mf_req_t *r)
         return MF_ERR;
     }
     if (r->proto_local) {
-        return answer_local(r);
+        json_t *m = json_object_get(r->json, "model");
+
+        /* the model it names (Anthropic's), for the stages that check
+         * who may use which model; none: a stage sees no model */
+        if (json_is_string(m) && json_string_length(m) > 0) {
+            r->model = mf_pool_str(r->pool, (mf_str_t){json_string_value(m),
+                                                       json_string_length(m)});
+            r->model_asked = r->model;
+        }
+        return INTAKE_LOCAL;
     }
     if (mf_req_store_fetch(r, r->json)) {
         r->intake_wait = INTAKE_BODY; /* mf_req_intake_resume goes on */
@@ -860,6 +885,10 @@ serve_proto(mf_req_t *r, int arg)
     if (rc == INTAKE_WAITING) {
         return;
     }
+    if (rc == INTAKE_LOCAL) {
+        start_local(r, LOCAL_ADAPTER);
+        return;
+    }
     if (rc != MF_OK || check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
@@ -944,26 +973,36 @@ models_claims(mf_str_t path)
 }
 
 /* GET of a model list or one model, in the shape the caller expects
- * (errors included). */
+ * (errors included), answered after on_request (mf_req_local_end). */
 static void
 serve_models(mf_req_t *r, int arg)
 {
-    const mf_proto_t *shape;
     mf_str_t id = MF_STR_NULL;
+    const mf_proto_t *shape = models_shape(r, &id);
 
     MF_UNUSED(arg);
-    shape = models_shape(r, &id);
     if (shape == NULL) {
         unknown_url(r);
-    } else {
-        r->proto = shape;
-        if (id.data != NULL) {
-            handle_model(r, shape, id);
-        } else {
-            handle_models(r, shape);
-        }
+        mf_req_finish(r);
+        return;
     }
-    mf_req_finish(r);
+    r->proto = shape;
+    start_local(r, LOCAL_MODELS);
+}
+
+/* The model list or the one model r->proto's path names. */
+static void
+answer_models(mf_req_t *r)
+{
+    mf_str_t id = MF_STR_NULL;
+
+    if (!r->proto->models_path(r->path, &id)) {
+        unknown_url(r);
+    } else if (id.data != NULL) {
+        handle_model(r, r->proto, id);
+    } else {
+        handle_models(r, r->proto);
+    }
 }
 
 /* Whether an adapter answers path itself as a resource (GET and DELETE
@@ -985,8 +1024,9 @@ resource_claims(mf_str_t path)
     return 0;
 }
 
-/* A resource path (r->proto's, found by req_new): read from the store
- * (first from Redis when it is there), then answered. */
+/* A resource path (r->proto's, found by req_new): answered after
+ * on_request (mf_req_local_end), which names the consumer whose entries
+ * it may see. */
 static void
 serve_resource(mf_req_t *r, int arg)
 {
@@ -996,14 +1036,45 @@ serve_resource(mf_req_t *r, int arg)
         mf_req_finish(r);
         return;
     }
-    if (mf_req_store_fetch(r, NULL)) {
-        r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
-        return;
-    }
-    if (!answer_resource(r)) {
+    start_local(r, LOCAL_RESOURCE);
+}
+
+int
+mf_req_local_end(mf_req_t *r)
+{
+    (void)mf_req_store_owner_ok(r); /* reads compare owners from here */
+    switch (r->local_what) {
+    case LOCAL_MODELS:
+        answer_models(r);
+        break;
+    case LOCAL_ADAPTER:
+        answer_local(r);
+        break;
+    case LOCAL_RESOURCE:
+        /* read from the store (first from Redis when it is there) */
+        if (mf_req_store_fetch(r, NULL)) {
+            r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+            return 0;
+        }
+        if (!answer_resource(r)) {
+            unknown_url(r);
+        }
+        break;
+    default:
         unknown_url(r);
+        break;
     }
     mf_req_finish(r);
+    return 0;
+}
+
+void
+mf_req_respond_prev_unknown(mf_req_t *r)
+{
+    /* the very answer of an unknown id (the Responses adapter's): whether
+     * another consumer's id exists is not told */
+    mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                         mf_proto_prev_unknown);
 }
 
 static void

@@ -100,6 +100,11 @@ typedef enum mf_endpoint_e {
     MF_ENDPOINT_CHAT,       /* POST /v1/chat/completions */
     MF_ENDPOINT_EMBEDDINGS, /* POST /v1/embeddings */
     MF_ENDPOINT_MESSAGES,   /* POST /v1/messages (Anthropic inbound) */
+    /* a path the gateway answers itself (model lists, count_tokens, GET
+     * and DELETE of a stored Response): on_request runs (authentication),
+     * then the gateway answers; no model call, no upstream, nothing to
+     * meter */
+    MF_ENDPOINT_LOCAL,
 } mf_endpoint_t;
 
 /* Token usage of a request. -1 = not known. */
