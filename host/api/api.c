@@ -614,6 +614,82 @@ api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
     return mf_svc_redis_command(r, argc, argv, cb, arg);
 }
 
+/* redis_post: the callback runs on the worker with the post it answers
+ * as the thread's current one, so it may post again without a request. */
+typedef struct {
+    mf_redis_post_cb cb;
+    void *arg;
+    mf_worker_t *w;
+    json_t *conf;
+} post_t;
+
+static __thread post_t *cur_post;
+
+static void
+post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    post_t *p = arg, *prev = cur_post;
+
+    cur_post = p;
+    if (p->cb != NULL) {
+        p->cb(p->arg, reply, err);
+    }
+    cur_post = prev;
+    json_decref(p->conf);
+    free(p);
+}
+
+static int
+api_redis_post(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_post_cb cb,
+               void *arg)
+{
+    mf_worker_t *w;
+    json_t *conf;
+    post_t *p;
+
+    if (r != NULL) {
+        if (!in_call(r, MF_CALL_READ)) {
+            return MF_ERR;
+        }
+        w = r->worker;
+        conf = r->gen->config->redis;
+    } else if (cur_post != NULL) {
+        w = cur_post->w;
+        conf = cur_post->conf;
+    } else {
+        return MF_ERR;
+    }
+    if (conf == NULL || argv == NULL || w == NULL) {
+        return MF_ERR;
+    }
+    p = mf_xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->arg = arg;
+    p->w = w;
+    p->conf = json_incref(conf);
+    if (mf_svc_redis_raw(w, conf, argc, argv, post_done, p) != MF_OK) {
+        json_decref(p->conf);
+        free(p);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+static json_t *
+api_redis_call(int argc, const mf_str_t *argv, char *err, size_t errcap)
+{
+    json_t *conf = mf_gen_redis_conf(), *out;
+    char none[8];
+
+    if (err == NULL || errcap == 0) {
+        err = none;
+        errcap = sizeof(none);
+    }
+    out = mf_svc_redis_sync(conf, argc, argv, err, errcap);
+    json_decref(conf);
+    return out;
+}
+
 static void **
 api_provider_ctx(mf_req_t *r)
 {
@@ -696,4 +772,6 @@ const mf_host_api_t mf_api = {
     .config_section = api_config_section,
     .register_command = api_register_command,
     .respond_error_code = api_respond_error_code,
+    .redis_post = api_redis_post,
+    .redis_call = api_redis_call,
 };

@@ -13,6 +13,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -480,3 +481,126 @@ mf_svc_redis_worker_free(mf_worker_t *w)
 }
 
 const mf_worker_hooks_t mf_svc_redis_hooks = {.fini = mf_svc_redis_worker_free};
+
+/* The main thread's blocking connection (api->redis_call: init and admin
+ * commands). The thread that runs constructors is the main thread. */
+static pthread_t main_thread;
+static redisContext *sync_ctx;
+static char sync_key[640];
+
+__attribute__((constructor)) static void
+note_main_thread(void)
+{
+    main_thread = pthread_self();
+}
+
+static json_t *
+sync_json(const redisReply *rep, int depth)
+{
+    json_t *a;
+    size_t i;
+
+    switch (rep->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        return json_stringn_nocheck(rep->str, rep->len);
+    case REDIS_REPLY_INTEGER:
+        return json_integer(rep->integer);
+    case REDIS_REPLY_ARRAY:
+        a = json_array();
+        for (i = 0; depth < 16 && i < rep->elements; i++) {
+            json_array_append_new(a, sync_json(rep->element[i], depth + 1));
+        }
+        return a;
+    default:
+        return json_null();
+    }
+}
+
+static void
+sync_drop(void)
+{
+    if (sync_ctx != NULL) {
+        redisFree(sync_ctx);
+        sync_ctx = NULL;
+    }
+}
+
+json_t *
+mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv, char *err,
+                  size_t errcap)
+{
+    redis_settings_t s = {0};
+    char key[640];
+    const char **av;
+    size_t *al;
+    redisReply *rep;
+    json_t *out = NULL;
+    struct timeval tv;
+    int i;
+
+    if (!pthread_equal(pthread_self(), main_thread)) {
+        snprintf(err, errcap,
+                 "redis_call is for init and admin commands "
+                 "(the main thread); a stage uses redis_command");
+        return NULL;
+    }
+    if (conf == NULL) {
+        snprintf(err, errcap, "no redis: configured");
+        return NULL;
+    }
+    if (argc < 1 || argc > 1024) {
+        snprintf(err, errcap, "redis_call: 1 to 1024 arguments");
+        return NULL;
+    }
+    settings(conf, &s);
+    snprintf(key, sizeof(key), "%s:%d/%d/%s", s.host, s.port, s.db, s.password);
+    if (sync_ctx != NULL && strcmp(key, sync_key) != 0) {
+        sync_drop();
+    }
+    tv.tv_sec = (time_t)(s.timeout_ms / 1000);
+    tv.tv_usec =
+        (suseconds_t)((s.timeout_ms - (double)tv.tv_sec * 1000) * 1000);
+    if (sync_ctx == NULL) {
+        sync_ctx = redisConnectWithTimeout(s.host, s.port, tv);
+        if (sync_ctx == NULL || sync_ctx->err) {
+            snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                     sync_ctx ? sync_ctx->errstr : "out of memory");
+            sync_drop();
+            return NULL;
+        }
+        redisSetTimeout(sync_ctx, tv);
+        memcpy(sync_key, key, sizeof(key));
+        rep = s.password[0] ? redisCommand(sync_ctx, "AUTH %s", s.password)
+                            : NULL;
+        if (rep != NULL) {
+            freeReplyObject(rep);
+        }
+        rep = s.db != 0 ? redisCommand(sync_ctx, "SELECT %d", s.db) : NULL;
+        if (rep != NULL) {
+            freeReplyObject(rep);
+        }
+    }
+    av = mf_xmalloc((size_t)argc * sizeof(char *));
+    al = mf_xmalloc((size_t)argc * sizeof(size_t));
+    for (i = 0; i < argc; i++) {
+        av[i] = argv[i].data ? argv[i].data : "";
+        al[i] = argv[i].len;
+    }
+    rep = redisCommandArgv(sync_ctx, argc, av, al);
+    free(av);
+    free(al);
+    if (rep == NULL) {
+        snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                 sync_ctx->errstr[0] ? sync_ctx->errstr : "no reply");
+        sync_drop(); /* a timeout leaves the connection unusable */
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errcap, "redis: %.*s", (int)rep->len, rep->str);
+    } else {
+        out = sync_json(rep, 0);
+    }
+    freeReplyObject(rep);
+    return out;
+}

@@ -201,6 +201,16 @@ gov_sha256(const void *data, size_t n, unsigned char out[32])
 }
 
 void
+gov_sha1_hex(const void *data, size_t n, char out[41])
+{
+    unsigned char d[20];
+    unsigned int len = 20;
+
+    EVP_Digest(data, n, d, &len, EVP_sha1(), NULL);
+    gov_hex(d, 20, out);
+}
+
+void
 gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
          unsigned char out[32])
 {

@@ -30,6 +30,8 @@ void gov_map_each(const gov_map_t *m,
 void gov_sha256(const void *data, size_t n, unsigned char out[32]);
 void gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
               unsigned char out[32]);
+/* SHA-1 as 40 lowercase hex digits (a Lua script's name for EVALSHA). */
+void gov_sha1_hex(const void *data, size_t n, char out[41]);
 /* Whether a and b (n bytes) are equal, in time that depends on n only. */
 int gov_ct_eq(const unsigned char *a, const unsigned char *b, size_t n);
 /* n random bytes as 2n lowercase hex digits into out (2n + 1 bytes);

@@ -1,0 +1,217 @@
+// The Redis store of key-auth and limits: three gateway nodes sharing one
+// real redis-server act as one. A budget that fits one request lets one
+// through across the nodes; a key revoked on one node is refused on the
+// others within a second; with Redis killed under load each limit kind
+// follows on_store_error (rates local, concurrency open, budgets closed
+// here), no request fails with a 500 or waits past the store timeout;
+// with Redis back the counters are in Redis again.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startMock, startGateway, config, chat, closedPort, sleep, http, path } from './harness.mjs';
+
+const STORE_TIMEOUT_MS = 300;
+let mock, redis, redisPort;
+const nodes = [];
+
+function startRedis() {
+  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+}
+
+async function redisUp() {
+  for (let i = 0; i < 200; i++) {
+    const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
+    if (r.stdout && r.stdout.toString().includes('PONG')) return;
+    await sleep(25);
+  }
+  throw new Error('redis-server did not start');
+}
+
+async function stopRedis() {
+  if (redis.exitCode !== null) return;
+  const gone = new Promise((r) => redis.on('exit', r));
+  redis.kill('SIGKILL');
+  await gone;
+}
+
+function rcli(...args) {
+  return spawnSync('redis-cli', ['-p', String(redisPort), ...args]).stdout.toString().trim();
+}
+
+function command(sock, name, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
+      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let b = '';
+      res.on('data', (d) => { b += d; });
+      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+async function node(name) {
+  const dir = mkdtempSync(path.join(tmpdir(), `mf-rs-${name}-`));
+  const sock = path.join(dir, 'admin.sock');
+  const gw = await startGateway(config(mock.url, {
+    stages: `  - { name: auth, plugin: key-auth, config: { secret: "shared-secret-of-the-cluster" } }
+  - name: limits
+    plugin: limits
+    config:
+      default_max_tokens: 100
+      on_store_error: { rates: local, concurrency: open, budgets: closed }`,
+  }) + `
+admin: { socket: ${sock} }
+redis: { host: 127.0.0.1, port: ${redisPort}, timeout: ${STORE_TIMEOUT_MS}ms }
+consumers:
+  - { name: one-shot, keys: ["k-one-shot"], budget: { tokens: 200, period: month } }
+  - { name: rated, keys: ["k-rated"], limits: { rpm: 3 } }
+  - { name: narrow, keys: ["k-narrow"], limits: { concurrency: 1 } }
+  - { name: budgeted, keys: ["k-budgeted"], budget: { tokens: 100000000, period: month } }
+  - { name: free, keys: ["k-free"] }
+`, { dir });
+  gw.sock = sock;
+  return gw;
+}
+
+const auth = (k) => ({ authorization: `Bearer ${k}` });
+
+before(async () => {
+  mock = await startMock();
+  redisPort = await closedPort();
+  startRedis();
+  await redisUp();
+  for (const n of ['a', 'b', 'c']) nodes.push(await node(n));
+});
+
+after(async () => {
+  for (const n of nodes) await n.stop();
+  await mock.stop();
+  await stopRedis();
+});
+
+test('20 parallel requests on 3 nodes against a budget that fits one: exactly one passes', async () => {
+  const rs = await Promise.all(Array.from({ length: 20 }, (_, i) =>
+    chat(nodes[i % 3], '[[mock:delay=1500]] hi', {}, auth('k-one-shot'))));
+  const ok = rs.filter((r) => r.status === 200);
+  const quota = rs.filter((r) => r.status === 429);
+  assert.equal(ok.length, 1, rs.map((r) => r.status).join(','));
+  assert.equal(quota.length, 19);
+  const j = await quota[0].json();
+  assert.equal(j.error.code, 'insufficient_quota');
+  assert.equal(quota[0].headers.get('x-should-retry'), 'false');
+  await Promise.all(rs.map((r) => r.text().catch(() => {})));
+  // the spend is in Redis, settled once, seen by every node
+  let shown;
+  for (let i = 0; i < 100; i++) {
+    shown = await command(nodes[2].sock, 'budget.show', { args: ['one-shot'] });
+    if (shown.json.budgets.tokens && shown.json.budgets.tokens.reserved === 0) break;
+    await sleep(20);
+  }
+  assert.equal(shown.json.store, 'redis');
+  assert.equal(shown.json.budgets.tokens.reserved, 0);
+  // charged as the upstream reported it, once (not 20 estimates)
+  const used = shown.json.budgets.tokens.used;
+  assert.ok(used > 0 && used < 200, JSON.stringify(shown.json));
+});
+
+test('a rate and a concurrency limit are shared by the nodes', async () => {
+  const statuses = [];
+  for (let i = 0; i < 4; i++) {
+    const r = await chat(nodes[i % 3], 'hi', {}, auth('k-rated'));
+    statuses.push(r.status);
+    if (r.status === 429) {
+      assert.equal((await r.json()).error.code, 'rate_limit_exceeded');
+      assert.ok(Number(r.headers.get('retry-after-ms')) > 0);
+    } else {
+      await r.text();
+    }
+  }
+  assert.deepEqual(statuses, [200, 200, 200, 429]);
+  const slow = chat(nodes[0], '[[mock:delay=1500]] hi', {}, auth('k-narrow'));
+  let second;
+  for (let i = 0; i < 200; i++) {
+    second = await chat(nodes[1], 'hi', {}, auth('k-narrow'));
+    if (second.status !== 200) break;
+    await second.text();
+  }
+  assert.equal(second.status, 429);
+  assert.equal((await second.json()).error.code, 'concurrency_limit_exceeded');
+  const first = await slow;
+  assert.equal(first.status, 200);
+  await first.text();
+  // released in on_done: node c gets the lease once node a let it go
+  let third;
+  for (let i = 0; i < 200; i++) {
+    third = await chat(nodes[2], 'hi', {}, auth('k-narrow'));
+    if (third.status === 200) break;
+    await third.text();
+    await sleep(10);
+  }
+  assert.equal(third.status, 200);
+  await third.text();
+});
+
+test('Redis killed under load: each kind follows on_store_error, no 500, none past the store timeout; Redis back: counters resume', async () => {
+  const timed = async (gw, key, content = 'hi') => {
+    const t0 = Date.now();
+    const r = await chat(gw, content, {}, auth(key));
+    const body = await r.text();
+    return { status: r.status, ms: Date.now() - t0, body, headers: r.headers };
+  };
+  // load on every node while Redis goes away
+  let stop = false;
+  const seen = [];
+  const load = nodes.map(async (gw) => {
+    while (!stop) {
+      for (const k of ['k-budgeted', 'k-free', 'k-narrow']) seen.push(await timed(gw, k));
+    }
+  });
+  await sleep(300);
+  await stopRedis();
+  await sleep(600);
+  // budgets: closed -> 503 with Retry-After
+  const b = await timed(nodes[0], 'k-budgeted');
+  assert.equal(b.status, 503, b.body);
+  assert.equal(JSON.parse(b.body).error.code, 'limits_store_unavailable');
+  assert.equal(b.headers.get('retry-after'), '1');
+  // rates: local -> each node counts on its own (3 a minute per node)
+  const rated = [];
+  for (let i = 0; i < 4; i++) rated.push((await timed(nodes[1], 'k-rated')).status);
+  assert.deepEqual(rated, [200, 200, 200, 429]);
+  // concurrency: open -> two at once pass
+  const two = await Promise.all([timed(nodes[2], 'k-narrow', '[[mock:delay=300]] a'),
+    timed(nodes[2], 'k-narrow', '[[mock:delay=300]] b')]);
+  assert.deepEqual(two.map((x) => x.status), [200, 200]);
+  stop = true;
+  await Promise.all(load);
+  assert.ok(seen.length > 10);
+  for (const s of seen) {
+    assert.notEqual(s.status, 500, s.body);
+    assert.ok([200, 429, 503].includes(s.status), `${s.status} ${s.body}`);
+    // the mock answers at once: what a request waits on is the store
+    assert.ok(s.ms < STORE_TIMEOUT_MS + 1500, `a request took ${s.ms} ms`);
+  }
+  // Redis back: the nodes reconnect and count in Redis again
+  startRedis();
+  await redisUp();
+  let back;
+  for (let i = 0; i < 200; i++) {
+    back = await timed(nodes[0], 'k-budgeted');
+    if (back.status === 200) break;
+    await sleep(50);
+  }
+  assert.equal(back.status, 200, back.body);
+  let keys = '';
+  for (let i = 0; i < 100 && !/consumer:budgeted:b:tokens/.test(keys); i++) {
+    await sleep(20);
+    keys = rcli('--scan', '--pattern', 'mf:lim:*');
+  }
+  assert.match(keys, /mf:lim:\{c:budgeted\}:consumer:budgeted:b:tokens:\d+/);
+  const used = Number(rcli('HGET', keys.split('\n').find((k) => /budgeted:b:tokens:\d+$/.test(k)), 'used'));
+  assert.ok(used > 0);
+});
