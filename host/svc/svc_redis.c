@@ -480,18 +480,24 @@ mf_svc_redis_worker_free(mf_worker_t *w)
     w->redis = NULL;
 }
 
-const mf_worker_hooks_t mf_svc_redis_hooks = {.fini = mf_svc_redis_worker_free};
+static void worker_thread_start(mf_worker_t *w);
 
-/* The main thread's blocking connection (api->redis_call: init and admin
- * commands). The thread that runs constructors is the main thread. */
-static pthread_t main_thread;
+const mf_worker_hooks_t mf_svc_redis_hooks = {
+    .fini = mf_svc_redis_worker_free, .thread_start = worker_thread_start};
+
+/* The blocking connection of api->redis_call (init, on its loader
+ * thread, and admin commands, on the main thread), one at a time; never
+ * on a worker, whose loop it would stall. */
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
 static redisContext *sync_ctx;
 static char sync_key[640];
+static __thread int on_worker;
 
-__attribute__((constructor)) static void
-note_main_thread(void)
+static void
+worker_thread_start(mf_worker_t *w)
 {
-    main_thread = pthread_self();
+    MF_UNUSED(w);
+    on_worker = 1;
 }
 
 static json_t *
@@ -526,9 +532,30 @@ sync_drop(void)
     }
 }
 
+static json_t *sync_locked(json_t *conf, int argc, const mf_str_t *argv,
+                           char *err, size_t errcap);
+
 json_t *
 mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv, char *err,
                   size_t errcap)
+{
+    json_t *out;
+
+    if (on_worker) {
+        snprintf(err, errcap,
+                 "redis_call is for init and admin commands; a stage "
+                 "uses redis_command or redis_post");
+        return NULL;
+    }
+    pthread_mutex_lock(&sync_lock);
+    out = sync_locked(conf, argc, argv, err, errcap);
+    pthread_mutex_unlock(&sync_lock);
+    return out;
+}
+
+static json_t *
+sync_locked(json_t *conf, int argc, const mf_str_t *argv, char *err,
+            size_t errcap)
 {
     redis_settings_t s = {0};
     char key[640];
@@ -537,14 +564,8 @@ mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv, char *err,
     redisReply *rep;
     json_t *out = NULL;
     struct timeval tv;
-    int i;
+    int i, attempt;
 
-    if (!pthread_equal(pthread_self(), main_thread)) {
-        snprintf(err, errcap,
-                 "redis_call is for init and admin commands "
-                 "(the main thread); a stage uses redis_command");
-        return NULL;
-    }
     if (conf == NULL) {
         snprintf(err, errcap, "no redis: configured");
         return NULL;
@@ -561,39 +582,50 @@ mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv, char *err,
     tv.tv_sec = (time_t)(s.timeout_ms / 1000);
     tv.tv_usec =
         (suseconds_t)((s.timeout_ms - (double)tv.tv_sec * 1000) * 1000);
-    if (sync_ctx == NULL) {
-        sync_ctx = redisConnectWithTimeout(s.host, s.port, tv);
-        if (sync_ctx == NULL || sync_ctx->err) {
-            snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
-                     sync_ctx ? sync_ctx->errstr : "out of memory");
-            sync_drop();
-            return NULL;
-        }
-        redisSetTimeout(sync_ctx, tv);
-        memcpy(sync_key, key, sizeof(key));
-        rep = s.password[0] ? redisCommand(sync_ctx, "AUTH %s", s.password)
-                            : NULL;
-        if (rep != NULL) {
-            freeReplyObject(rep);
-        }
-        rep = s.db != 0 ? redisCommand(sync_ctx, "SELECT %d", s.db) : NULL;
-        if (rep != NULL) {
-            freeReplyObject(rep);
-        }
-    }
     av = mf_xmalloc((size_t)argc * sizeof(char *));
     al = mf_xmalloc((size_t)argc * sizeof(size_t));
     for (i = 0; i < argc; i++) {
         av[i] = argv[i].data ? argv[i].data : "";
         al[i] = argv[i].len;
     }
-    rep = redisCommandArgv(sync_ctx, argc, av, al);
+    /* a connection kept from before may have died with its server: one
+     * more try on a new one */
+    for (attempt = 0, rep = NULL; rep == NULL && attempt < 2; attempt++) {
+        int reused = sync_ctx != NULL;
+
+        if (sync_ctx == NULL) {
+            sync_ctx = redisConnectWithTimeout(s.host, s.port, tv);
+            if (sync_ctx == NULL || sync_ctx->err) {
+                snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                         sync_ctx ? sync_ctx->errstr : "out of memory");
+                sync_drop();
+                break;
+            }
+            redisSetTimeout(sync_ctx, tv);
+            memcpy(sync_key, key, sizeof(key));
+            rep = s.password[0] ? redisCommand(sync_ctx, "AUTH %s", s.password)
+                                : NULL;
+            if (rep != NULL) {
+                freeReplyObject(rep);
+            }
+            rep = s.db != 0 ? redisCommand(sync_ctx, "SELECT %d", s.db) : NULL;
+            if (rep != NULL) {
+                freeReplyObject(rep);
+            }
+        }
+        rep = redisCommandArgv(sync_ctx, argc, av, al);
+        if (rep == NULL) {
+            snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                     sync_ctx->errstr[0] ? sync_ctx->errstr : "no reply");
+            sync_drop(); /* a timeout leaves the connection unusable */
+            if (!reused) {
+                break;
+            }
+        }
+    }
     free(av);
     free(al);
     if (rep == NULL) {
-        snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
-                 sync_ctx->errstr[0] ? sync_ctx->errstr : "no reply");
-        sync_drop(); /* a timeout leaves the connection unusable */
         return NULL;
     }
     if (rep->type == REDIS_REPLY_ERROR) {

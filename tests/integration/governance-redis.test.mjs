@@ -58,7 +58,7 @@ async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-rs-${name}-`));
   const sock = path.join(dir, 'admin.sock');
   const gw = await startGateway(config(mock.url, {
-    stages: `  - { name: auth, plugin: key-auth, config: { secret: "shared-secret-of-the-cluster" } }
+    stages: `  - { name: auth, plugin: key-auth }
   - name: limits
     plugin: limits
     config:
@@ -132,7 +132,10 @@ test('a rate and a concurrency limit are shared by the nodes', async () => {
     }
   }
   assert.deepEqual(statuses, [200, 200, 200, 429]);
+  const before = await mock.count();
   const slow = chat(nodes[0], '[[mock:delay=1500]] hi', {}, auth('k-narrow'));
+  // wait until the slow one holds the lease (it reached the upstream)
+  for (let i = 0; i < 300 && (await mock.count()) === before; i++) await sleep(10);
   let second;
   for (let i = 0; i < 200; i++) {
     second = await chat(nodes[1], 'hi', {}, auth('k-narrow'));
@@ -214,4 +217,52 @@ test('Redis killed under load: each kind follows on_store_error, no 500, none pa
   assert.match(keys, /mf:lim:\{c:budgeted\}:consumer:budgeted:b:tokens:\d+/);
   const used = Number(rcli('HGET', keys.split('\n').find((k) => /budgeted:b:tokens:\d+$/.test(k)), 'used'));
   assert.ok(used > 0);
+});
+
+test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 is refused on both within 1 s', async () => {
+  const made = await command(nodes[0].sock, 'consumers.add', { args: ['team-r'], budget: '1usd/month' });
+  assert.equal(made.status, 200, JSON.stringify(made.json));
+  const key = made.json.key;
+  // the key's keyed hash is in Redis, never the key
+  const stored = rcli('HGETALL', `mf:ka:key:{${made.json.key_id}}`);
+  assert.match(stored, /team-r/);
+  assert.ok(!stored.includes(key.split('-')[2]));
+  for (const gw of nodes.slice(1)) {
+    const r = await chat(gw, 'hi', {}, auth(key));
+    const body = await r.text();
+    assert.equal(r.status, 200, body);
+  }
+  const listed = await command(nodes[2].sock, 'consumers.list', {});
+  assert.ok(listed.json.consumers.some((c) => c.name === 'team-r' && c.source === 'runtime'));
+  const revoked = await command(nodes[0].sock, 'keys.revoke', { args: [made.json.key_id] });
+  assert.equal(revoked.status, 200);
+  const t0 = Date.now();
+  const refusedAt = [];
+  for (const gw of nodes.slice(1)) {
+    for (;;) {
+      const r = await chat(gw, 'hi', {}, auth(key));
+      const body = await r.text();
+      if (r.status === 401) {
+        assert.equal(JSON.parse(body).error.code, 'revoked_api_key');
+        refusedAt.push(Date.now() - t0);
+        break;
+      }
+      assert.equal(r.status, 200, body);
+      assert.ok(Date.now() - t0 < 1000, 'still accepted 1 s after the revocation');
+    }
+  }
+  assert.equal(refusedAt.length, 2);
+  // a config consumer disabled on node 3 is refused on node 1
+  assert.equal((await command(nodes[2].sock, 'consumers.disable', { args: ['free'] })).status, 200);
+  const t1 = Date.now();
+  for (;;) {
+    const r = await chat(nodes[0], 'hi', {}, auth('k-free'));
+    const body = await r.text();
+    if (r.status === 401) {
+      assert.equal(JSON.parse(body).error.code, 'consumer_disabled');
+      break;
+    }
+    assert.ok(Date.now() - t1 < 1000, 'still accepted 1 s after disable');
+  }
+  assert.equal((await command(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
 });

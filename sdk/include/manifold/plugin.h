@@ -558,8 +558,8 @@ struct mf_host_api_s {
      * `redis:` is configured or Redis is down now. */
     int (*redis_post)(mf_req_t *r, int argc, const mf_str_t *argv,
                       mf_redis_post_cb cb, void *arg);
-    /* init and admin commands only (the main thread): a blocking Redis
-     * command on the main thread's own connection, bounded by
+    /* init and admin commands only (never a worker): a blocking Redis
+     * command on a connection of its own, bounded by
      * redis.timeout. Returns the reply as JSON (a new reference:
      * strings, integers, arrays, null for nil), or NULL with err set
      * (no `redis:`, Redis down, a timeout, or an error reply). */
