@@ -265,4 +265,39 @@ test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 
     assert.ok(Date.now() - t1 < 1000, 'still accepted 1 s after disable');
   }
   assert.equal((await command(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
+  for (const gw of nodes) {
+    const t2 = Date.now();
+    for (;;) {
+      const r = await chat(gw, 'hi', {}, auth('k-free'));
+      await r.text();
+      if (r.status === 200) break;
+      assert.ok(Date.now() - t2 < 1000, 'still refused 1 s after enable');
+    }
+  }
+});
+
+test('Redis stuck (not answering): a request waits at most the store timeout, then each kind follows its setting', async () => {
+  redis.kill('SIGSTOP');
+  try {
+    for (const gw of nodes) {
+      for (const [key, want] of [['k-budgeted', 503], ['k-free', 200]]) {
+        const t0 = Date.now();
+        const r = await chat(gw, 'hi', {}, auth(key));
+        const body = await r.text();
+        const ms = Date.now() - t0;
+        assert.equal(r.status, want, body);
+        assert.ok(ms < STORE_TIMEOUT_MS + 1500, `${key} took ${ms} ms`);
+      }
+    }
+  } finally {
+    redis.kill('SIGCONT');
+  }
+  let back;
+  for (let i = 0; i < 200; i++) {
+    back = await chat(nodes[1], 'hi', {}, auth('k-budgeted'));
+    await back.text();
+    if (back.status === 200) break;
+    await sleep(50);
+  }
+  assert.equal(back.status, 200);
 });
