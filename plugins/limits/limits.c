@@ -1131,15 +1131,20 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     memset(x, 0, sizeof(*x));
     x->lm = lm;
     scopes_of(lm, r, x, model);
-    if (x->nscopes == 0) {
-        return MF_CONTINUE;
-    }
     x->est_tokens = estimate(lm, r, &x->est_prompt);
     x->priced = price_of(lm, model, &x->price) != NULL;
     x->est_cost = x->priced ? gov_cost(&x->price, x->est_prompt, 0,
                                        x->est_tokens - x->est_prompt)
                             : 0;
     *ctx = x; /* on_done settles what x says was taken */
+    if (x->nscopes == 0) {
+        /* nothing to limit: still one ledger row when someone is
+         * identified (usage, the billing endpoints) */
+        mf_consumer_t c = {.size = sizeof(c)};
+
+        x->admitted = api->get_consumer(r, &c) == MF_OK;
+        return MF_CONTINUE;
+    }
     if (!lm->redis) {
         return local_admit(lm, r, x, M_ALL);
     }

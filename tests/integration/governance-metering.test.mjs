@@ -26,6 +26,8 @@ routes:
   - model: failing-over
     targets: [{ provider: openai, model: "gpt-4o[[mock:status=500]]" }]
     fallback: [{ provider: openai, model: gpt-4o }]
+prices:
+  gpt-4o: { input: 2.5, output: 10 }
 groups:
   - { name: eng, budget: { tokens: 150, period: month } }
 consumers:
@@ -36,6 +38,7 @@ consumers:
   - { name: embedder, keys: ["k-embedder"], budget: { tokens: 1000000, period: month } }
   - { name: g1, group: eng, keys: ["k-g1"] }
   - { name: g2, group: eng, keys: ["k-g2"] }
+  - { name: plain, keys: ["k-plain"] }
   - { name: durable, keys: ["k-durable"], budget: { tokens: 100000000, period: month } }
 `;
 }
@@ -179,6 +182,22 @@ test('embeddings are metered', async () => {
   const total = await settled('embedder', 1);
   assert.equal(total.prompt_tokens, body.usage.prompt_tokens);
   assert.equal((await used('embedder')).used, body.usage.prompt_tokens);
+});
+
+test('a consumer without limits or budget is still in the ledger', async () => {
+  const r = await chat(gw, 'hi', {}, auth('k-plain'));
+  assert.equal(r.status, 200);
+  const body = await r.json();
+  for (let i = 0; i < 500; i++) {
+    const u = await command('usage', { consumer: 'plain', period: 'day' });
+    if (u.json.total.requests === 1) {
+      assert.equal(u.json.total.prompt_tokens, body.usage.prompt_tokens);
+      assert.equal(u.json.total.cost_micro_usd, Math.ceil(body.usage.prompt_tokens * 2.5 + body.usage.completion_tokens * 10));
+      return;
+    }
+    await sleep(10);
+  }
+  assert.fail('no ledger row');
 });
 
 test('a group budget is shared by its consumers', async () => {
