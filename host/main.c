@@ -97,27 +97,48 @@ default_plugin_dir(void)
     return mf_xstrdup(MF_PLUGIN_DIR);
 }
 
-/* Watches the config, every stage's files and the provider plugins. */
+static void on_watch(void *arg);
+
+/* Watches the config, every stage's files and the provider plugins, with
+ * the current generation's reload settings: after each reload, so that
+ * `reload:` changes take effect like the rest of the config. */
 static void
 rewatch(void *arg)
 {
     mf_main_t *m = arg;
-    mf_gen_t *g;
+    mf_gen_t *g = mf_gen_acquire();
     const char **files;
     size_t n = 1, i, j;
 
-    if (m->watch == NULL) {
+    if (g == NULL) {
         return;
     }
-    g = mf_gen_acquire();
-    for (i = 0; g != NULL && i < g->nstages; i++) {
+    if (!g->config->watch) {
+        if (m->watch != NULL) { /* kept: this may run inside its callback */
+            mf_watch_set(m->watch, NULL, 0, NULL, 0);
+        }
+        mf_gen_release(g);
+        return;
+    }
+    if (m->watch == NULL) {
+        m->watch = mf_watch_new(m->base, g->config->watch_debounce_ms,
+                                g->config->watch_write_wait_ms, on_watch, m);
+        m->admin_ctx.watch = m->watch;
+        if (m->watch == NULL) {
+            mf_gen_release(g);
+            return;
+        }
+    }
+    mf_watch_timing(m->watch, g->config->watch_debounce_ms,
+                    g->config->watch_write_wait_ms);
+    for (i = 0; i < g->nstages; i++) {
         n += g->stages[i]->nfiles;
     }
     n += m->rl.nnamed;
     files = mf_xcalloc(n, sizeof(char *));
     n = 0;
     files[n++] = m->config_path;
-    for (i = 0; g != NULL && i < g->nstages; i++) {
+    for (i = 0; i < g->nstages; i++) {
         for (j = 0; j < g->stages[i]->nfiles; j++) {
             files[n++] = g->stages[i]->files[j].path;
         }
@@ -126,8 +147,8 @@ rewatch(void *arg)
         files[n++] = m->rl.named[i];
     }
     mf_watch_set(m->watch, files, n,
-                 g ? (const char *const *)g->config->plugin_dirs : NULL,
-                 g ? g->config->nplugin_dirs : 0);
+                 (const char *const *)g->config->plugin_dirs,
+                 g->config->nplugin_dirs);
     free(files);
     mf_gen_release(g);
 }
@@ -354,14 +375,9 @@ main(int argc, char **argv)
         m.rl.admin_socket = mf_xstrdup(g->config->admin_socket);
     }
     m.base = event_base_new();
-    if (g->config->watch) {
-        m.watch =
-            mf_watch_new(m.base, g->config->watch_debounce_ms, on_watch, &m);
-        rewatch(&m);
-    }
+    rewatch(&m); /* makes the watcher when reload.watch is on */
     m.admin_ctx.rl = &m.rl;
     m.admin_ctx.server = &m.server;
-    m.admin_ctx.watch = m.watch;
     m.admin_ctx.started_at = mf_wall_time();
     m.admin_ctx.after_reload = rewatch;
     m.admin_ctx.arg = &m;

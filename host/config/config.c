@@ -1470,14 +1470,18 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
     n = mf_node_get(root, "reload");
     if (n != NULL && n->type != MF_NODE_MAP) {
-        cfg_error(ck, n, "reload", "must be a map (watch, debounce)");
+        cfg_error(ck, n, "reload",
+                  "must be a map (watch, debounce, write_wait)");
     } else if (n != NULL) {
-        static const char *const rel[] = {"watch", "debounce", NULL};
+        static const char *const rel[] = {"watch", "debounce", "write_wait",
+                                          NULL};
 
         check_keys(ck, n, "reload", rel);
         c->watch = get_bool(ck, n, "watch", "reload.watch", 1);
         get_duration(ck, n, "debounce", "reload.debounce",
                      &c->watch_debounce_ms);
+        get_duration(ck, n, "write_wait", "reload.write_wait",
+                     &c->watch_write_wait_ms);
     }
     n = want_scalar(ck, mf_node_get(root, "log_level"), "log_level");
     if (n != NULL) {
@@ -1592,6 +1596,7 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     c->limits.send_timeout_ms = 60000;
     c->watch = 1;
     c->watch_debounce_ms = 200;
+    c->watch_write_wait_ms = 5000;
     return c;
 }
 

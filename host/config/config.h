@@ -141,8 +141,9 @@ typedef struct mf_config_s {
     int listen_port;
     int workers; /* 0 = auto */
     char *admin_socket;
-    int watch;                /* reload when a watched file changes */
-    double watch_debounce_ms; /* quiet time that ends a burst of edits */
+    int watch;                  /* reload when a watched file changes */
+    double watch_debounce_ms;   /* quiet time that ends a burst of edits */
+    double watch_write_wait_ms; /* longest wait for a writer to close */
     int reuse_port;     /* share the port with other processes (SO_REUSEPORT) */
     char **plugin_dirs; /* search path: -p, plugin_dir, the built-in one */
     size_t nplugin_dirs;

@@ -4,19 +4,24 @@
  * because the running code must not change when someone writes over the
  * file. The copy goes to the private runtime directory and is unlinked at
  * once (the mapping stays); where that directory cannot map code (mounted
- * noexec), the copy goes to an anonymous memory file instead. The ABI
- * version is checked before anything else of the plugin runs.
+ * noexec), the copy goes to an anonymous memory file instead. A copy
+ * whose loadable segments reach past its end (a file caught while it was
+ * being written) is refused before dlopen, which would map the missing
+ * pages and die of SIGBUS on the first touch. The ABI version is checked
+ * before anything else of the plugin runs.
  */
 #include "pipeline/plugin.h"
 
 #include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -60,9 +65,60 @@ fail:
     return rc;
 }
 
-/* dlopens a copy of path in the runtime directory; NULL with err. */
+#if __SIZEOF_POINTER__ == 8
+#define MF_ELFCLASS ELFCLASS64
+#else
+#define MF_ELFCLASS ELFCLASS32
+#endif
+
+/* MF_OK unless fd, a copy of path, is a native ELF file cut short: its
+ * program headers or a loadable segment reach past its end (err says so).
+ * Anything else that is wrong with it is left to dlopen to report. */
+static int
+check_whole(int fd, const char *path, char *err, size_t errcap)
+{
+    struct stat st;
+    ElfW(Ehdr) eh;
+    ElfW(Phdr) ph;
+    unsigned long long size, end = 0;
+    size_t i;
+
+    if (fstat(fd, &st) != 0 ||
+        pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+        eh.e_ident[EI_CLASS] != MF_ELFCLASS || eh.e_phentsize != sizeof(ph)) {
+        return MF_OK;
+    }
+    size = (unsigned long long)st.st_size;
+    for (i = 0; i < eh.e_phnum; i++) {
+        unsigned long long at = (unsigned long long)eh.e_phoff + i * sizeof(ph);
+
+        if (size < sizeof(ph) || at > size - sizeof(ph) ||
+            pread(fd, &ph, sizeof(ph), (off_t)at) != (ssize_t)sizeof(ph)) {
+            end = at + sizeof(ph);
+            break;
+        }
+        if (ph.p_type == PT_LOAD && ph.p_filesz > 0 &&
+            (ph.p_filesz > size || ph.p_offset > size - ph.p_filesz)) {
+            end = (unsigned long long)ph.p_offset + ph.p_filesz;
+            break;
+        }
+    }
+    if (end == 0) {
+        return MF_OK;
+    }
+    snprintf(err, errcap,
+             "%s: cut short: %llu bytes, but its contents reach byte %llu; "
+             "is it still being written? (write a plugin aside and rename "
+             "it into place)",
+             path, size, end);
+    return MF_ERR;
+}
+
+/* dlopens a copy of path in the runtime directory; NULL with err, and
+ * *whole set to 0 when the file itself is cut short (no copy can load). */
 static void *
-open_file_copy(const char *path, char *err, size_t errcap)
+open_file_copy(const char *path, int *whole, char *err, size_t errcap)
 {
     char copy[4096];
     const char *dir = mf_rundir_get(err, errcap);
@@ -76,13 +132,17 @@ open_file_copy(const char *path, char *err, size_t errcap)
     snprintf(copy, sizeof(copy), "%s/%d-%u-%.100s", dir, (int)getpid(),
              atomic_fetch_add(&copy_seq, 1), base ? base + 1 : path);
     unlink(copy);
-    out = open(copy, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+    out = open(copy, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
     if (out < 0) {
         snprintf(err, errcap, "%s: cannot create a copy at %.1024s: %s", path,
                  copy, strerror(errno));
         return NULL;
     }
-    if (copy_into(path, out, err, errcap) == MF_OK) {
+    if (copy_into(path, out, err, errcap) != MF_OK) {
+        /* err says why */
+    } else if (check_whole(out, path, err, errcap) != MF_OK) {
+        *whole = 0;
+    } else {
         close(out);
         out = -1;
         handle = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
@@ -112,7 +172,8 @@ open_mem_copy(const char *path, int *fd, char *err, size_t errcap)
                  strerror(errno));
         return NULL;
     }
-    if (copy_into(path, *fd, err, errcap) != MF_OK) {
+    if (copy_into(path, *fd, err, errcap) != MF_OK ||
+        check_whole(*fd, path, err, errcap) != MF_OK) {
         close(*fd);
         *fd = -1;
         return NULL;
@@ -136,9 +197,13 @@ mf_plugin_load(const char *path, char *err, size_t errcap)
     const mf_plugin_t *desc;
     void *handle;
     mf_dso_t *d;
-    int memfd = -1;
+    int memfd = -1, whole = 1;
 
-    handle = open_file_copy(path, first, sizeof(first));
+    handle = open_file_copy(path, &whole, first, sizeof(first));
+    if (handle == NULL && !whole) {
+        snprintf(err, errcap, "%s", first);
+        return NULL;
+    }
     if (handle == NULL) {
         handle = open_mem_copy(path, &memfd, err, errcap);
         if (handle == NULL) {

@@ -91,14 +91,14 @@ export async function startGateway(configText, { workers = 2, env = {}, dir, wra
       }
     },
     async stop() {
-      if (proc.exitCode === null) {
+      if (proc.exitCode === null && proc.signalCode === null) { // still running
         proc.kill('SIGTERM');
         await new Promise((r) => proc.on('exit', r));
       }
       if (/AddressSanitizer|LeakSanitizer|runtime error:/.test(stderr)) {
         throw new Error('sanitizer report:\n' + stderr);
       }
-      if (proc.exitCode !== 0) throw new Error(`gateway exited ${proc.exitCode}:\n${stderr}`);
+      if (proc.exitCode !== 0) throw new Error(`gateway exited ${proc.exitCode ?? proc.signalCode}:\n${stderr}`);
     },
   };
   return gw;

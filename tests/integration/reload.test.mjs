@@ -4,10 +4,14 @@
 // every response is served by one instance of each stage from its first
 // byte to its last, a request made after the admin socket shows a reload
 // sees the new code, memory does not grow, and broken versions are refused
-// while traffic flows.
+// while traffic flows. A stage file written in two halves with a pause
+// between them is loaded once, after it is closed; a writer that keeps it
+// open past reload.write_wait gets a reload anyway.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync, copyFileSync, readFileSync } from 'node:fs';
+import {
+  mkdtempSync, writeFileSync, copyFileSync, readFileSync, openSync, writeSync, closeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import {
   startMock, startGateway, config, chat, sleep, http, path, BUILD,
@@ -123,24 +127,27 @@ reload: { watch: true, debounce: 100ms }
 });
 
 after(async () => {
-  await gw.stop();
-  await mock.stop();
+  try {
+    await gw.stop();
+  } finally {
+    await mock.stop();
+  }
 });
 
 // Runs 50 stream loops and 4 non-stream loops until stop() is awaited.
-function load() {
+function load(nstreams = 50, nplains = 4) {
   let running = true;
   const failures = [];
   const counts = { streams: 0, plains: 0 };
   const loops = [
-    ...[...Array(50)].map(async () => {
+    ...[...Array(nstreams)].map(async () => {
       while (running) {
         const err = await streamOnce();
         counts.streams++;
         if (err) failures.push(err);
       }
     }),
-    ...[...Array(4)].map(async () => {
+    ...[...Array(nplains)].map(async () => {
       while (running) {
         const r = await plainOnce();
         counts.plains++;
@@ -275,4 +282,193 @@ test('admin: stage list, enable/disable, one-stage reload, 0600 socket, errors',
   assert.ok(st.requests > 0 && st.kind === 'c' && st.version === '1.0.0');
   const text = JSON.stringify((await admin('GET', '/stats')).json) + JSON.stringify((await admin('GET', '/stages')).json);
   assert.ok(!text.includes('sk-upstream-secret'), 'no secret in admin output');
+});
+
+async function reloads() {
+  return (await admin('GET', '/stats')).json.reloads;
+}
+
+function count(re) {
+  return (gw.stderr.match(new RegExp(re.source, 'g')) || []).length;
+}
+
+// Opens file (truncating it), writes bytes up to cut and waits until the
+// gateway has either logged that it waits for the writer (one more line
+// matching waitRe) or tried a reload; returns the descriptor, still open,
+// and the reload counters from before the write.
+async function writeFirstHalf(file, bytes, cut, waitRe) {
+  const before = await reloads();
+  const seen = count(waitRe);
+  const fd = openSync(file, 'w');
+  writeSync(fd, bytes, 0, cut);
+  const end = Date.now() + 10000;
+  for (;;) {
+    if (count(waitRe) > seen) break;
+    const now = await reloads();
+    if (now.attempts > before.attempts) break;
+    if (Date.now() > end) {
+      closeSync(fd);
+      throw new Error(`the watcher neither waited nor reloaded:\n${gw.stderr.slice(-3000)}`);
+    }
+    await sleep(20);
+  }
+  return { fd, before };
+}
+
+test('a Lua and a .so stage written in two halves with a pause: loaded once, after the close', async () => {
+  const traffic = load(4, 2);
+  try {
+    // Lua: the first half ends inside a function, a syntax error if loaded
+    const oldLua = (await stage('luatag')).version;
+    const src = Buffer.from(luaSource(700));
+    const cut = src.indexOf('then mf.resp.set_body');
+    const lua = await writeFirstHalf(path.join(dir, 'tag.lua'), src, cut,
+      /tag\.lua is open for writing; the reload waits/);
+    let now = await reloads();
+    assert.equal(now.attempts, lua.before.attempts, 'a half-written Lua file was reloaded');
+    const during = await plainOnce();
+    assert.equal(during.error, undefined);
+    assert.equal(during.tags.lt, `lua-${oldLua}`, 'the old version serves while the file is written');
+    writeSync(lua.fd, src, cut, src.length - cut);
+    closeSync(lua.fd);
+    await waitStage('luatag', (s) => s.version === '700');
+    const afterLua = await plainOnce();
+    assert.equal(afterLua.error, undefined);
+    assert.equal(afterLua.tags.lt, 'lua-700', 'the new version serves after the close');
+    now = await reloads();
+    assert.equal(now.failures, lua.before.failures, `reload failed: ${JSON.stringify(now.last)}`);
+    assert.equal(now.attempts, lua.before.attempts + 1, 'one reload for the whole write');
+
+    // .so: half an ELF file would fail in dlopen
+    const so = await stage('sotag');
+    const variant = so.version === '1.0.a' ? 'b' : 'a';
+    const elf = readFileSync(path.join(BUILD, `tests/fixtures/tagplug-${variant}.so`));
+    const half = await writeFirstHalf(path.join(dir, 'tag.so'), elf, elf.length >> 1,
+      /tag\.so is open for writing; the reload waits/);
+    now = await reloads();
+    assert.equal(now.attempts, half.before.attempts, 'a half-written .so was reloaded');
+    writeSync(half.fd, elf, elf.length >> 1, elf.length - (elf.length >> 1));
+    closeSync(half.fd);
+    await waitStage('sotag', (s) => s.version === `1.0.${variant}` && s.generation > so.generation);
+    const afterSo = await plainOnce();
+    assert.equal(afterSo.error, undefined);
+    assert.ok(afterSo.tags.st.startsWith(`so-${variant}-`), 'the new .so serves after the close');
+    now = await reloads();
+    assert.equal(now.failures, half.before.failures, `reload failed: ${JSON.stringify(now.last)}`);
+    assert.equal(now.attempts, half.before.attempts + 1, 'one reload for the whole write');
+  } catch (e) {
+    throw new Error(`${e.message}\n--- gateway log (tail):\n${gw.stderr.slice(-4000)}`);
+  } finally {
+    await traffic.stop();
+  }
+  assert.deepEqual(traffic.failures.map(String), [], 'failed, cut or mixed requests');
+});
+
+// The end of the loadable segments of a 64-bit ELF file.
+function loadEnd(elf) {
+  const phoff = Number(elf.readBigUInt64LE(0x20));
+  const phentsize = elf.readUInt16LE(0x36), phnum = elf.readUInt16LE(0x38);
+  let end = 0;
+  for (let i = 0; i < phnum; i++) {
+    const ph = phoff + i * phentsize;
+    if (elf.readUInt32LE(ph) === 1) { // PT_LOAD
+      end = Math.max(end, Number(elf.readBigUInt64LE(ph + 8) + elf.readBigUInt64LE(ph + 32)));
+    }
+  }
+  return end;
+}
+
+test('an explicit reload while a .so is half written refuses it and the gateway goes on', async () => {
+  const so = await stage('sotag');
+  const variant = so.version === '1.0.a' ? 'b' : 'a';
+  const elf = readFileSync(path.join(BUILD, `tests/fixtures/tagplug-${variant}.so`));
+  const cut = loadEnd(elf) >> 1; // dlopen of this much would die of SIGBUS
+  assert.ok(cut > 1024 && cut < elf.length);
+  const fd = openSync(path.join(dir, 'tag.so'), 'w');
+  try {
+    writeSync(fd, elf, 0, cut);
+    const rel = await admin('POST', '/reload');
+    assert.equal(rel.status, 422, JSON.stringify(rel.json));
+    assert.match(rel.json.error.message, /tag\.so: cut short: \d+ bytes, but its contents reach byte \d+; is it still being written\?/);
+    const r = await plainOnce();
+    assert.equal(r.error, undefined);
+    assert.equal(r.tags.st.slice(0, 4), `so-${so.version.slice(-1)}`, 'the old .so goes on serving');
+    writeSync(fd, elf, cut, elf.length - cut);
+  } catch (e) {
+    throw new Error(`${e.message}\n--- gateway log (tail):\n${gw.stderr.slice(-4000)}`);
+  } finally {
+    closeSync(fd);
+  }
+  // the watcher loads the whole file after the close
+  await waitStage('sotag', (s) => s.version === `1.0.${variant}` && s.generation > so.generation);
+  assert.ok((await plainOnce()).tags.st.startsWith(`so-${variant}-`));
+});
+
+test('a writer that keeps a stage file open past reload.write_wait gets a reload anyway', async () => {
+  // a reload of the config brings the shorter wait in
+  const conf = readFileSync(gw.file, 'utf8');
+  assert.match(conf, /reload: \{ watch: true, debounce: 100ms \}/);
+  let before = await reloads();
+  writeFileSync(gw.file, conf.replace('debounce: 100ms }', 'debounce: 100ms, write_wait: 1s }'));
+  for (let end = Date.now() + 10000; (await reloads()).attempts === before.attempts;) {
+    if (Date.now() > end) throw new Error('the config change was not reloaded');
+    await sleep(20);
+  }
+  assert.equal((await reloads()).last.ok, true);
+  try {
+    const good = (await stage('luatag')).version;
+    const src = Buffer.from(luaSource(800));
+    const cut = src.indexOf('then mf.resp.set_body');
+    const seen = count(/tag\.lua is still open for writing after 1\.0 s; reloading anyway/);
+    const { fd, before: b } = await writeFirstHalf(path.join(dir, 'tag.lua'), src, cut,
+      /tag\.lua is open for writing; the reload waits until it is closed \(at most 1\.0 s\)/);
+    before = b;
+    try {
+      await gw.waitStderr(/tag\.lua is still open for writing after 1\.0 s; reloading anyway/, 10000);
+      assert.equal(count(/tag\.lua is still open for writing after 1\.0 s; reloading anyway/), seen + 1);
+      // the half file was tried and refused; the old version goes on serving
+      for (let end = Date.now() + 10000; (await reloads()).attempts === before.attempts;) {
+        if (Date.now() > end) throw new Error('no reload after the write wait');
+        await sleep(20);
+      }
+      const now = await reloads();
+      assert.equal(now.failures, before.failures + 1);
+      assert.equal(now.last.trigger, 'file watcher');
+      assert.match(JSON.stringify(now.last.error), /tag\.lua:\d+:/);
+      assert.equal((await stage('luatag')).version, good);
+      const r = await plainOnce();
+      assert.equal(r.error, undefined);
+      assert.equal(r.tags.lt, `lua-${good}`);
+      writeSync(fd, src, cut, src.length - cut);
+    } finally {
+      closeSync(fd);
+    }
+    // the close is a change like any other: the whole file is loaded
+    await waitStage('luatag', (x) => x.version === '800');
+    assert.equal((await plainOnce()).tags.lt, 'lua-800');
+  } catch (e) {
+    throw new Error(`${e.message}\n--- gateway log (tail):\n${gw.stderr.slice(-4000)}`);
+  } finally {
+    writeFileSync(gw.file, conf);
+  }
+});
+
+test('reload.watch: false in a reloaded config stops the watcher; a reload that turns it on starts it', async () => {
+  const conf = readFileSync(gw.file, 'utf8');
+  const stats = async () => (await admin('GET', '/stats')).json;
+  const before = await stats();
+  assert.ok(before.watched_files >= 3, JSON.stringify(before));
+  writeFileSync(gw.file, conf.replace('reload: { watch: true,', 'reload: { watch: false,'));
+  for (let end = Date.now() + 10000; (await stats()).reloads.attempts === before.reloads.attempts;) {
+    if (Date.now() > end) throw new Error('the config change was not reloaded');
+    await sleep(20);
+  }
+  let now = await stats();
+  assert.equal(now.reloads.last.ok, true);
+  assert.equal(now.watched_files, 0);
+  writeFileSync(gw.file, conf);
+  const rel = await admin('POST', '/reload');
+  assert.equal(rel.status, 200);
+  now = await stats();
+  assert.equal(now.watched_files, before.watched_files);
 });

@@ -177,6 +177,33 @@ START_TEST(intake_keys)
 }
 END_TEST
 
+START_TEST(reload_keys)
+{
+    const char *y = "reload: {debounce: 100ms, write_wait: 2s}\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+
+    ck_assert_msg(c != NULL, "%s", errors ? errors : "");
+    ck_assert_int_eq(c->watch, 1);
+    ck_assert(c->watch_debounce_ms == 100);
+    ck_assert(c->watch_write_wait_ms == 2000);
+    mf_config_free(c);
+    c = mf_config_parse("t.yaml", "workers: 1\n", 11, "/p", &errors);
+    ck_assert_ptr_nonnull(c);
+    ck_assert(c->watch_write_wait_ms == 5000); /* the default */
+    mf_config_free(c);
+    free(errors);
+    errors = NULL;
+
+    y = "reload:\n  write_wait: soon\n  write_wiat: 1s\n";
+    c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "t.yaml:2: reload.write_wait"));
+    ck_assert_ptr_nonnull(strstr(errors, "did you mean 'write_wait'?"));
+    free(errors);
+}
+END_TEST
+
 START_TEST(suggestions)
 {
     static const char *const keys[] = {"providers", "routes", "stages",
@@ -334,6 +361,7 @@ main(void)
     tcase_add_test(tc, sizes_and_durations);
     tcase_add_test(tc, routes);
     tcase_add_test(tc, intake_keys);
+    tcase_add_test(tc, reload_keys);
     tcase_add_test(tc, suggestions);
     tcase_add_test(tc, consumers_checked);
     tcase_add_test(tc, consumers_normalized);
