@@ -988,6 +988,7 @@ redis_fallback(lm_t *lm, mf_req_t *r, rctx_t *x, const char *err)
 
     log_store_error("admission", err);
     redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+    x->grp = 0; /* given back */
     for (s = 0; s < x->nscopes; s++) {
         const lim_t *l = &x->lim[s];
         int has[3] = {0, l->concurrency > 0, l->has_budget};
@@ -1072,12 +1073,13 @@ admit_cb(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
         api->resume(r, MF_CONTINUE);
         return;
     }
-    /* refused: give back what earlier groups took */
-    redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
     s = x->grp_start[x->grp] + (int)e[2].integer;
     if (s < 0 || s >= x->nscopes) {
         s = x->grp_start[x->grp];
     }
+    /* refused: give back what earlier groups took */
+    redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+    x->grp = 0; /* given back */
     if (e[1].str.len == 5 && memcmp(e[1].str.data, "quota", 5) == 0) {
         refuse_quota(r, lm, x, x->scope[s], e[3].integer == 1);
     } else if (e[1].str.len == 11 &&
@@ -1200,6 +1202,15 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
     int reported, billable, s;
     op_t *op;
 
+    if (x != NULL && !x->admitted && !x->settled && x->grp > 0) {
+        /* the request ended while its admission was under way: give
+         * back what the groups before took */
+        int64_t zero[MAX_SCOPES] = {0};
+
+        x->settled = 1;
+        redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+        return;
+    }
     if (x == NULL || x->settled || !x->admitted) {
         return;
     }
@@ -1577,6 +1588,7 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
                 return 503;
             }
             if (json_is_string(json_array_get(rep, 0)) ||
+                json_is_string(json_array_get(rep, 1)) ||
                 json_is_string(json_array_get(rep, 2))) {
                 json_t *b =
                     json_pack("{s:I}", "period_start", (json_int_t)start);

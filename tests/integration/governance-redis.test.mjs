@@ -73,6 +73,10 @@ consumers:
   - { name: narrow, keys: ["k-narrow"], limits: { concurrency: 1 } }
   - { name: budgeted, keys: ["k-budgeted"], budget: { tokens: 100000000, period: month } }
   - { name: free, keys: ["k-free"] }
+  - { name: g1, group: eng, keys: ["k-g1"] }
+  - { name: g2, group: eng, keys: ["k-g2"], budget: { tokens: 100000, period: month } }
+groups:
+  - { name: eng, budget: { tokens: 150, period: month } }
 `, { dir });
   gw.sock = sock;
   return gw;
@@ -119,6 +123,33 @@ test('20 parallel requests on 3 nodes against a budget that fits one: exactly on
   assert.ok(used > 0 && used < 200, JSON.stringify(shown.json));
 });
 
+test('a group budget on another hash tag: shared by the nodes, and a refusal there gives back what the consumer\'s tag took', async () => {
+  const first = chat(nodes[0], '[[mock:delay=1000]] hi', {}, auth('k-g1'));
+  for (let i = 0; i < 200; i++) {
+    const shown = (await command(nodes[1].sock, 'budget.show', { args: ['eng'], group: true })).json.budgets.tokens;
+    if (shown && shown.reserved > 0) break;
+    await sleep(5);
+  }
+  const second = await chat(nodes[1], 'hi', {}, auth('k-g2'));
+  assert.equal(second.status, 429);
+  const j = await second.json();
+  assert.equal(j.error.code, 'insufficient_quota');
+  assert.match(j.error.message, /group:eng/);
+  // g2's own budget ({c:g2}) was reserved first, then given back
+  let mine;
+  for (let i = 0; i < 200; i++) {
+    mine = (await command(nodes[2].sock, 'budget.show', { args: ['g2'] })).json.budgets.tokens;
+    if (mine && mine.reserved === 0) break;
+    await sleep(10);
+  }
+  assert.ok(mine, 'g2 was reserved in Redis');
+  assert.equal(mine.reserved, 0);
+  assert.equal(mine.used, 0);
+  const r1 = await first;
+  assert.equal(r1.status, 200);
+  await r1.text();
+});
+
 test('a rate and a concurrency limit are shared by the nodes', async () => {
   const statuses = [];
   for (let i = 0; i < 4; i++) {
@@ -157,6 +188,72 @@ test('a rate and a concurrency limit are shared by the nodes', async () => {
   }
   assert.equal(third.status, 200);
   await third.text();
+});
+
+test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 is refused on both within 1 s', async () => {
+  const made = await command(nodes[0].sock, 'consumers.add', { args: ['team-r'], budget: '1usd/month' });
+  assert.equal(made.status, 200, JSON.stringify(made.json));
+  const key = made.json.key;
+  // the key's keyed hash is in Redis, never the key
+  const stored = rcli('HGETALL', `mf:ka:key:{${made.json.key_id}}`);
+  assert.match(stored, /team-r/);
+  assert.ok(!stored.includes(key.split('-')[2]));
+  for (const gw of nodes.slice(1)) {
+    // a worker whose connection went down with Redis in the test before
+    // tries again after its backoff (at most 5 s): until then it answers
+    // 503 for a key it never read
+    let r, body;
+    for (const t0 = Date.now(); ;) {
+      r = await chat(gw, 'hi', {}, auth(key));
+      body = await r.text();
+      if (r.status !== 503 || Date.now() - t0 > 6000) break;
+      assert.equal(JSON.parse(body).error.code, 'key_store_unavailable');
+      await sleep(100);
+    }
+    assert.equal(r.status, 200, body);
+  }
+  const listed = await command(nodes[2].sock, 'consumers.list', {});
+  assert.ok(listed.json.consumers.some((c) => c.name === 'team-r' && c.source === 'runtime'));
+  const revoked = await command(nodes[0].sock, 'keys.revoke', { args: [made.json.key_id] });
+  assert.equal(revoked.status, 200);
+  const t0 = Date.now();
+  const refusedAt = [];
+  for (const gw of nodes.slice(1)) {
+    for (;;) {
+      const r = await chat(gw, 'hi', {}, auth(key));
+      const body = await r.text();
+      if (r.status === 401) {
+        assert.equal(JSON.parse(body).error.code, 'revoked_api_key');
+        refusedAt.push(Date.now() - t0);
+        break;
+      }
+      assert.equal(r.status, 200, body);
+      assert.ok(Date.now() - t0 < 1000, 'still accepted 1 s after the revocation');
+    }
+  }
+  assert.equal(refusedAt.length, 2);
+  // a config consumer disabled on node 3 is refused on node 1
+  assert.equal((await command(nodes[2].sock, 'consumers.disable', { args: ['free'] })).status, 200);
+  const t1 = Date.now();
+  for (;;) {
+    const r = await chat(nodes[0], 'hi', {}, auth('k-free'));
+    const body = await r.text();
+    if (r.status === 401) {
+      assert.equal(JSON.parse(body).error.code, 'consumer_disabled');
+      break;
+    }
+    assert.ok(Date.now() - t1 < 1000, 'still accepted 1 s after disable');
+  }
+  assert.equal((await command(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
+  for (const gw of nodes) {
+    const t2 = Date.now();
+    for (;;) {
+      const r = await chat(gw, 'hi', {}, auth('k-free'));
+      await r.text();
+      if (r.status === 200) break;
+      assert.ok(Date.now() - t2 < 1000, 'still refused 1 s after enable');
+    }
+  }
 });
 
 test('Redis killed under load: each kind follows on_store_error, no 500, none past the store timeout; Redis back: counters resume', async () => {
@@ -217,63 +314,6 @@ test('Redis killed under load: each kind follows on_store_error, no 500, none pa
   assert.match(keys, /mf:lim:\{c:budgeted\}:consumer:budgeted:b:tokens:\d+/);
   const used = Number(rcli('HGET', keys.split('\n').find((k) => /budgeted:b:tokens:\d+$/.test(k)), 'used'));
   assert.ok(used > 0);
-});
-
-test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 is refused on both within 1 s', async () => {
-  const made = await command(nodes[0].sock, 'consumers.add', { args: ['team-r'], budget: '1usd/month' });
-  assert.equal(made.status, 200, JSON.stringify(made.json));
-  const key = made.json.key;
-  // the key's keyed hash is in Redis, never the key
-  const stored = rcli('HGETALL', `mf:ka:key:{${made.json.key_id}}`);
-  assert.match(stored, /team-r/);
-  assert.ok(!stored.includes(key.split('-')[2]));
-  for (const gw of nodes.slice(1)) {
-    const r = await chat(gw, 'hi', {}, auth(key));
-    const body = await r.text();
-    assert.equal(r.status, 200, body);
-  }
-  const listed = await command(nodes[2].sock, 'consumers.list', {});
-  assert.ok(listed.json.consumers.some((c) => c.name === 'team-r' && c.source === 'runtime'));
-  const revoked = await command(nodes[0].sock, 'keys.revoke', { args: [made.json.key_id] });
-  assert.equal(revoked.status, 200);
-  const t0 = Date.now();
-  const refusedAt = [];
-  for (const gw of nodes.slice(1)) {
-    for (;;) {
-      const r = await chat(gw, 'hi', {}, auth(key));
-      const body = await r.text();
-      if (r.status === 401) {
-        assert.equal(JSON.parse(body).error.code, 'revoked_api_key');
-        refusedAt.push(Date.now() - t0);
-        break;
-      }
-      assert.equal(r.status, 200, body);
-      assert.ok(Date.now() - t0 < 1000, 'still accepted 1 s after the revocation');
-    }
-  }
-  assert.equal(refusedAt.length, 2);
-  // a config consumer disabled on node 3 is refused on node 1
-  assert.equal((await command(nodes[2].sock, 'consumers.disable', { args: ['free'] })).status, 200);
-  const t1 = Date.now();
-  for (;;) {
-    const r = await chat(nodes[0], 'hi', {}, auth('k-free'));
-    const body = await r.text();
-    if (r.status === 401) {
-      assert.equal(JSON.parse(body).error.code, 'consumer_disabled');
-      break;
-    }
-    assert.ok(Date.now() - t1 < 1000, 'still accepted 1 s after disable');
-  }
-  assert.equal((await command(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
-  for (const gw of nodes) {
-    const t2 = Date.now();
-    for (;;) {
-      const r = await chat(gw, 'hi', {}, auth('k-free'));
-      await r.text();
-      if (r.status === 200) break;
-      assert.ok(Date.now() - t2 < 1000, 'still refused 1 s after enable');
-    }
-  }
 });
 
 test('Redis stuck (not answering): a request waits at most the store timeout, then each kind follows its setting', async () => {
