@@ -1177,6 +1177,49 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     return MF_PAUSE;
 }
 
+/* What a client may ask about its own spend (the billing endpoints
+ * key-auth serves), published in the host's shared dict: the state of a
+ * consumer's USD budget in the embedded store ("PERIOD_START USED
+ * TOPUP", micro-USD), and each consumer's cost of the calendar month in
+ * UTC on this node (with either store). */
+#define BILLING_BUDGET "mf.billing.budget."
+#define BILLING_COST "mf.billing.cost."
+
+static void
+publish_budget(const char *scope, const budget_t *b)
+{
+    char k[200], v[80];
+    int kn, vn;
+
+    if (strncmp(scope, "consumer:", 9) != 0) {
+        return;
+    }
+    kn = snprintf(k, sizeof(k), BILLING_BUDGET "%s", scope + 9);
+    vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
+                  (long long)b->used, (long long)b->topup);
+    if (kn > 0 && (size_t)kn < sizeof(k)) {
+        api->shared_set((mf_str_t){k, (size_t)kn}, (mf_str_t){v, (size_t)vn},
+                        0);
+    }
+}
+
+static void
+publish_cost(mf_str_t consumer, int64_t cost)
+{
+    int64_t start, end;
+    char k[220];
+    int kn;
+
+    if (cost <= 0 || consumer.len == 0 || consumer.len > 160) {
+        return;
+    }
+    gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
+    kn = snprintf(k, sizeof(k), BILLING_COST "%lld.%.*s", (long long)start,
+                  (int)consumer.len, consumer.data);
+    api->shared_incr((mf_str_t){k, (size_t)kn}, cost,
+                     (uint64_t)(end - start + 86400) * 1000, NULL);
+}
+
 /* Settlement (on_done, exactly once) */
 
 static void
@@ -1295,11 +1338,17 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
                 }
                 queue_spend(lm, x->scope[s], l->budget_usd, b->period_start,
                             spend, 0);
+                if (l->budget_usd) {
+                    publish_budget(x->scope[s], b);
+                }
             }
         }
     }
     pthread_mutex_unlock(&sh->lock);
 ledger:
+    if (api->get_consumer(r, &c) == MF_OK) {
+        publish_cost(c.name, cost);
+    }
     if (lm->db_path == NULL || (op = calloc(1, sizeof(*op))) == NULL) {
         return;
     }
@@ -1528,6 +1577,9 @@ cmd_topup(void *arg, const json_t *args, json_t **out)
     if (b != NULL) {
         b->topup += amount;
         queue_spend(lm, scope, usd, b->period_start, amount, 1);
+        if (usd) {
+            publish_budget(scope, b);
+        }
     }
     pthread_mutex_unlock(&lm->sh->lock);
     snprintf(t, sizeof(t), "%s topped up by %s\n", scope, amt);
@@ -1886,6 +1938,12 @@ load_spend(lm_t *lm)
         b->period_start = sqlite3_column_int64(st, 1);
         b->used = sqlite3_column_int64(st, 2);
         b->topup = sqlite3_column_int64(st, 3);
+        if (strlen(k) > 4 && strcmp(k + strlen(k) - 4, "|usd") == 0) {
+            char scope[200];
+
+            snprintf(scope, sizeof(scope), "%.*s", (int)(strlen(k) - 4), k);
+            publish_budget(scope, b);
+        }
         free(gov_map_put(lm->sh->budgets, (mf_str_t){k, strlen(k)}, b));
     }
     sqlite3_finalize(st);
