@@ -26,6 +26,7 @@
 #include "request/request.h"
 #include "svc/svc.h"
 #include "control/reload.h"
+#include "core/metrics.h"
 #include "core/rundir.h"
 #include "pipeline/generation.h"
 #include "http/server.h"
@@ -229,8 +230,8 @@ static const mf_worker_hooks_t keypool_hooks = {.tick = keypool_tick};
 static void
 gen_thread_start(mf_worker_t *w)
 {
-    MF_UNUSED(w);
     mf_gen_reader_start();
+    mf_metrics_thread_shard(w->id); /* its own metrics shard */
 }
 
 static void
@@ -238,6 +239,7 @@ gen_thread_stop(mf_worker_t *w)
 {
     MF_UNUSED(w);
     mf_gen_reader_stop();
+    mf_metrics_thread_shard(-1);
 }
 
 static const mf_worker_hooks_t gen_hooks = {.thread_start = gen_thread_start,
@@ -331,6 +333,7 @@ main(int argc, char **argv)
      * `lua:` stages, the key pool's hold on providers' keys */
     mf_plugin_set_api(&mf_api);
     mf_lua_stage_init();
+    mf_req_endpoints_init();
     mf_gen_set_provider_hooks(&mf_keypool_gen_hooks);
 
     m.rl.config_path = m.config_path;
@@ -357,6 +360,10 @@ main(int argc, char **argv)
     }
     mf_gen_set_current(g);
     m.server.reuse_port = g->config->reuse_port;
+    if (g->config->status_on) {
+        m.server.status_host = mf_xstrdup(g->config->status_host);
+        m.server.status_port = g->config->status_port;
+    }
     mf_log_start();
     mf_server_set_handlers(&mf_req_conn_handlers);
     mf_keypool_set_redis(&keypool_redis);
@@ -370,6 +377,17 @@ main(int argc, char **argv)
         goto out;
     }
     warn_listen(&m.server, g);
+    if (g->config->status_on) {
+        mf_log_info("status listener on %s:%d%s", g->config->status_host,
+                    m.server.status_port,
+                    g->config->status_token ? " (bearer token asked)" : "");
+        if (!m.server.status_loopback && g->config->status_token == NULL) {
+            mf_log_warn("the status listener on %s:%d is not a loopback one "
+                        "and asks for no token: anyone who reaches it reads "
+                        "the metrics; set status.token",
+                        g->config->status_host, m.server.status_port);
+        }
+    }
     m.rl.nworkers = m.server.nworkers;
     if (g->config->admin_socket != NULL) {
         m.rl.admin_socket = mf_xstrdup(g->config->admin_socket);
@@ -431,6 +449,7 @@ out:
     mf_keypool_free();
     mf_balancer_free();
     mf_shdict_free();
+    mf_metrics_free();
     free(m.plugin_dir);
     libevent_global_shutdown();
     return rc;

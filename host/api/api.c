@@ -13,7 +13,9 @@
 #include "pipeline/pipeline.h"
 #include "api/api.h"
 #include "pipeline/request-t.h"
+#include "core/metrics.h"
 #include "core/shdict.h"
+#include "pipeline/endpoint.h"
 
 #define ANY_REQ                                                                \
     (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
@@ -21,11 +23,12 @@
      MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                     \
      MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_RESPONSE_BODY) |    \
      MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE) |                          \
-     MF_HOOK(MF_STAGE_PROVIDER))
+     MF_HOOK(MF_STAGE_PROVIDER) | MF_HOOK(MF_STAGE_ENDPOINT))
 #define CAN_RESPOND                                                            \
     (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |                                      \
-     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) | MF_HOOK(MF_STAGE_RESPONSE_HEADERS))
+     MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |                                     \
+     MF_HOOK(MF_STAGE_RESPONSE_HEADERS) | MF_HOOK(MF_STAGE_ENDPOINT))
 
 /* The stages each host call may be made in: the one place that says so,
  * for C plugins (the functions below) and Lua stages (the mf binding)
@@ -173,6 +176,18 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.generation = r->gen->id;
     i.tried.data = r->tried.data;
     i.tried.len = r->tried.len;
+    i.listener = r->listener;
+    i.first_content_ms =
+        r->first_content_ms > 0              ? r->first_content_ms - r->start_ms
+        : !r->stream && r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms
+                                             : -1;
+    i.attempt_ttfb_ms = r->att.start > 0 && r->att.head_ms > 0
+                            ? r->att.head_ms - r->att.start
+                            : -1;
+    i.attempt_ms = r->att.start <= 0   ? -1
+                   : r->att.end_ms > 0 ? r->att.end_ms - r->att.start
+                                       : now - r->att.start;
+    i.query = r->query;
     n = info->size < sizeof(i) ? info->size : sizeof(i);
     memcpy(info, &i, n);
     return MF_OK;
@@ -729,6 +744,63 @@ api_set_error(mf_req_t *r, const mf_error_t *err)
     return MF_OK;
 }
 
+/* ABI 1.4: endpoints and metrics */
+
+static int
+api_add_endpoint(const mf_endpoint_def_t *def)
+{
+    char err[512];
+
+    if (def != NULL && def->size >= sizeof(*def) && def->handler == NULL) {
+        mf_log_error("add_endpoint %s: a handler is needed",
+                     def->path ? def->path : "");
+        return MF_ERR;
+    }
+    if (mf_endpoints_collect_add(def, -1, err, sizeof(err)) != MF_OK) {
+        mf_log_error("%s", err);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+static int
+api_get_body(mf_req_t *r, mf_str_t *body)
+{
+    if (!in_call(r, MF_CALL_READ) || body == NULL) {
+        return MF_ERR;
+    }
+    body->data = r->body.data ? r->body.data : "";
+    body->len = r->body.len;
+    return MF_OK;
+}
+
+static mf_metric_t *
+api_metric_declare(const mf_metric_def_t *def)
+{
+    char err[256];
+    mf_metric_t *m = mf_metric_declare(def, err, sizeof(err));
+
+    if (m == NULL) {
+        mf_log_error("metric_declare: %s", err);
+    }
+    return m;
+}
+
+static int
+api_metrics_render(mf_req_t *r, int format, mf_str_t *out)
+{
+    mf_buf_t b = {0};
+
+    if (!in_call(r, MF_CALL_READ) || out == NULL ||
+        (format != MF_METRICS_PROMETHEUS && format != MF_METRICS_OPENMETRICS)) {
+        return MF_ERR;
+    }
+    mf_metrics_render(&b, format);
+    *out = mf_pool_str(r->pool, (mf_str_t){b.data ? b.data : "", b.len});
+    mf_buf_free(&b);
+    return out->data != NULL ? MF_OK : MF_ERR;
+}
+
 const mf_host_api_t mf_api = {
     .size = sizeof(mf_host_api_t),
     .abi_major = MF_ABI_MAJOR,
@@ -772,6 +844,14 @@ const mf_host_api_t mf_api = {
     .config_section = api_config_section,
     .register_command = api_register_command,
     .respond_error_code = api_respond_error_code,
+    /* ABI 1.4: endpoints and metrics */
+    .add_endpoint = api_add_endpoint,
+    .get_body = api_get_body,
+    .metric_declare = api_metric_declare,
+    .metric_add = mf_metric_add,
+    .metric_set = mf_metric_set,
+    .metric_observe = mf_metric_observe,
+    .metrics_render = api_metrics_render,
     .redis_post = api_redis_post,
     .redis_call = api_redis_call,
 };

@@ -1061,6 +1061,47 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
 }
 
+/* status: the status listener (listen, token) and the metrics
+ * registry's default cap of label sets per metric (max_series). */
+static void
+load_status(check_t *ck, mf_config_t *c, const mf_node_t *n)
+{
+    static const char *const allowed[] = {"listen", "token", "max_series",
+                                          NULL};
+    const mf_node_t *v;
+
+    if (n == NULL) {
+        return;
+    }
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "status", "must be a map (listen, token, max_series)");
+        return;
+    }
+    check_keys(ck, n, "status", allowed);
+    c->status_on = 1;
+    v = want_scalar(ck, mf_node_get(n, "listen"), "status.listen");
+    if (v != NULL) {
+        free(c->status_host);
+        c->status_host = NULL;
+        if (mf_config_parse_listen(v->value, &c->status_host,
+                                   &c->status_port) != MF_OK) {
+            cfg_error(ck, v, "status.listen", "'%s' is not host:port",
+                      v->value);
+            c->status_host = mf_xstrdup("127.0.0.1");
+            c->status_port = 9464;
+        }
+    }
+    get_string(ck, n, "token", "status.token", &c->status_token);
+    if (c->status_token != NULL && strlen(c->status_token) < 16) {
+        cfg_error(ck, mf_node_get(n, "token"), "status.token",
+                  "a bearer token of %zu characters is too easy to guess "
+                  "(or the variable it names is empty); use 16 or more",
+                  strlen(c->status_token));
+    }
+    c->status_max_series = (size_t)get_int(
+        ck, n, "max_series", "status.max_series", 2000, 1, 1000000);
+}
+
 static void
 add_plugin_dir(mf_config_t *c, char *dir)
 {
@@ -1423,7 +1464,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         "listen",     "workers",  "admin",     "limits", "redis",
         "providers",  "routes",   "consumers", "stages", "log_level",
         "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
-        "reuse_port", "groups",   "prices",    NULL};
+        "reuse_port", "groups",   "prices",    "status", NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -1504,6 +1545,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
     load_access(ck, c, root);
+    load_status(ck, c, mf_node_get(root, "status"));
 
     n = mf_node_get(root, "redis");
     if (n != NULL) {
@@ -1569,6 +1611,9 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     free(tmp);
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
+    c->status_host = mf_xstrdup("127.0.0.1");
+    c->status_port = 9464;
+    c->status_max_series = 2000;
     c->builtin_plugin_dir = mf_xstrdup(plugin_dir ? plugin_dir : "plugins");
     while (first_dirs != NULL && *first_dirs != '\0') {
         size_t len = strcspn(first_dirs, ":");
@@ -1788,6 +1833,8 @@ mf_config_free(mf_config_t *c)
     free(c->allowed_hosts);
     free(c->path);
     free(c->dir);
+    free(c->status_host);
+    free(c->status_token);
     free(c->listen_host);
     free(c->admin_socket);
     for (i = 0; i < c->nroutes; i++) {

@@ -166,6 +166,12 @@ typedef struct mf_config_s {
     char **allowed_hosts; /* Host names served besides loopback names */
     size_t nallowed_hosts;
     int has_allowed_hosts; /* allowed_hosts was given */
+    /* status: the status listener (metrics, dashboard, stage pages) */
+    int status_on;     /* `status:` was given */
+    char *status_host; /* listen address, loopback by default */
+    int status_port;
+    char *status_token;       /* bearer token asked for, NULL none */
+    size_t status_max_series; /* label sets per metric by default */
 } mf_config_t;
 
 /* Loads and validates; NULL with all errors (one per line) in *errors,

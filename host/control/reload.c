@@ -4,6 +4,7 @@
  */
 #include "control/reload.h"
 #include "pipeline/generation.h"
+#include "core/metrics.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,8 @@ mf_reload_build(mf_reloader_t *rl, const char *force, char *err, size_t errcap)
             nworkers = 1;
         }
     }
+    /* metrics the stages declare while they load take this cap */
+    mf_metrics_set_default_max_series(c->status_max_series);
     prev = mf_gen_acquire();
     g = mf_gen_build(c, nworkers, prev, force, err, errcap);
     mf_gen_release(prev);
@@ -109,6 +112,11 @@ warn_static(mf_reloader_t *rl, const mf_config_t *now, const mf_config_t *was)
         mf_log_warn("reload: workers changed to %s%.0d, %d workers go on "
                     "serving; restart to apply",
                     now->workers ? "" : "auto", now->workers, rl->nworkers);
+    }
+    if (now->status_on != was->status_on ||
+        (now->status_on && (now->status_port != was->status_port ||
+                            strcmp(now->status_host, was->status_host) != 0))) {
+        mf_log_warn("reload: status.listen changed; restart to apply");
     }
     if (now->reuse_port != was->reuse_port) {
         mf_log_warn("reload: reuse_port changed; restart to apply");

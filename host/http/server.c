@@ -65,6 +65,7 @@ struct mf_conn_s {
     int head_parsed;          /* head holds the request being read */
     double head_start_ms;     /* first byte of the request being read, 0 none */
     const char *cut_why;      /* the gateway closes: why, for the access log */
+    int listener;             /* mf_listener_t it came in on */
 };
 
 static const mf_conn_handlers_t *handlers;
@@ -118,6 +119,12 @@ void
 mf_conn_set_req(mf_conn_t *c, mf_req_t *r)
 {
     c->req = r;
+}
+
+int
+mf_conn_listener(const mf_conn_t *c)
+{
+    return c->listener;
 }
 
 int
@@ -485,8 +492,11 @@ conn_guard(mf_conn_t *c)
     int rc = MF_OK;
 
     if (conf != NULL) {
-        rc = mf_guard_check(conf, c->w->server->loopback, c->head, &code, msg,
-                            sizeof(msg));
+        rc = mf_guard_check(conf,
+                            c->listener == MF_LISTENER_STATUS
+                                ? c->w->server->status_loopback
+                                : c->w->server->loopback,
+                            c->head, &code, msg, sizeof(msg));
     }
     handlers->config_release(hold);
     if (rc != MF_OK) {
@@ -841,6 +851,9 @@ accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     if (w->listener != NULL && !w->stopping) {
         evconnlistener_enable(w->listener);
     }
+    if (w->status_listener != NULL && !w->stopping) {
+        evconnlistener_enable(w->status_listener);
+    }
 }
 
 int
@@ -860,7 +873,9 @@ mf_conn_req_done(mf_conn_t *c, int keep_alive)
     return 0;
 }
 
+/* l is not const: libevent's callback type */
 static void
+/* cppcheck-suppress constParameter */
 accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
           int socklen, void *arg)
 {
@@ -868,7 +883,6 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     mf_conn_t *c;
     int one = 1;
 
-    MF_UNUSED(l);
     MF_UNUSED(socklen);
     if (w->stopping) {
         evutil_closesocket(fd);
@@ -890,6 +904,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c = mf_xcalloc(1, sizeof(*c));
     c->w = w;
+    c->listener =
+        l == w->status_listener ? MF_LISTENER_STATUS : MF_LISTENER_CLIENT;
     c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
     c->timer = evtimer_new(w->base, conn_timeout_cb, c);
     c->send_timer = evtimer_new(w->base, conn_send_timeout_cb, c);
@@ -973,6 +989,19 @@ fail:
     return -1;
 }
 
+/* The port a listening socket is bound to (after :0). */
+static int
+bound_port(evutil_socket_t fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    return ntohs(ss.ss_family == AF_INET
+                     ? ((struct sockaddr_in *)&ss)->sin_port
+                     : ((struct sockaddr_in6 *)&ss)->sin6_port);
+}
+
 static void
 wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -989,6 +1018,10 @@ wake_cb(evutil_socket_t fd, short what, void *arg)
     if (w->listener) {
         evconnlistener_free(w->listener);
         w->listener = NULL;
+    }
+    if (w->status_listener) {
+        evconnlistener_free(w->status_listener);
+        w->status_listener = NULL;
     }
     for (c = w->conns; c != NULL; c = next) {
         next = c->next;
@@ -1058,14 +1091,17 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         mf_log_error("%s", err);
         return MF_ERR;
     }
-    {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-
-        getsockname(s->first_fd, (struct sockaddr *)&ss, &sl);
-        s->port = ntohs(ss.ss_family == AF_INET
-                            ? ((struct sockaddr_in *)&ss)->sin_port
-                            : ((struct sockaddr_in6 *)&ss)->sin6_port);
+    s->port = bound_port(s->first_fd);
+    s->status_fd = -1;
+    if (s->status_host != NULL) {
+        s->status_loopback = mf_guard_loopback_listener(s->status_host);
+        s->status_fd = listen_socket(s->status_host, s->status_port,
+                                     !s->reuse_port, err, sizeof(err));
+        if (s->status_fd < 0) {
+            mf_log_error("status listener: %s", err);
+            return MF_ERR;
+        }
+        s->status_port = bound_port(s->status_fd);
     }
     for (i = 0; i < nworkers; i++) {
         mf_worker_t *w = &s->workers[i];
@@ -1093,6 +1129,20 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
                                          LEV_OPT_CLOSE_ON_FREE, -1, fd);
         w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
         evconnlistener_set_error_cb(w->listener, accept_error_cb);
+        if (s->status_fd >= 0) {
+            evutil_socket_t sfd =
+                i == 0 ? s->status_fd
+                       : listen_socket(s->status_host, s->status_port, 0, err,
+                                       sizeof(err));
+
+            if (sfd < 0) {
+                mf_log_error("status listener: %s", err);
+                return MF_ERR;
+            }
+            w->status_listener = evconnlistener_new(
+                w->base, accept_cb, w, LEV_OPT_CLOSE_ON_FREE, -1, sfd);
+            evconnlistener_set_error_cb(w->status_listener, accept_error_cb);
+        }
         w->seq = (uint64_t)i << 48;
         if (i == 0) {
             struct timeval sec = {1, 0};
@@ -1149,6 +1199,9 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         if (w->listener) {
             evconnlistener_free(w->listener);
         }
+        if (w->status_listener) {
+            evconnlistener_free(w->status_listener);
+        }
         while (w->conns != NULL) {
             w->conns->cut_why = MF_DRAIN_CUT;
             conn_free(w->conns);
@@ -1171,4 +1224,5 @@ mf_server_stop(mf_server_t *s, double drain_ms)
     }
     free(s->workers);
     free(s->host);
+    free(s->status_host);
 }

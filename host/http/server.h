@@ -20,9 +20,13 @@ typedef struct mf_server_s {
     evutil_socket_t first_fd;
     atomic_int draining;
     double drain_deadline_ms;
-    int loopback;     /* the listener is on a loopback address */
-    int reuse_port;   /* set before start: share the port with processes */
-    atomic_int conns; /* client connections open */
+    int loopback;      /* the listener is on a loopback address */
+    int reuse_port;    /* set before start: share the port with processes */
+    char *status_host; /* set before start: the status listener, NULL none */
+    int status_port;   /* set before start; the bound port after */
+    int status_loopback;
+    evutil_socket_t status_fd;
+    atomic_int conns;         /* client connections open */
     atomic_int cap_reached;   /* limits.max_conns was met (logged once) */
     atomic_int accept_paused; /* workers whose accept() paused on errors */
     atomic_size_t body_bytes; /* request bodies being read (the budget) */
@@ -109,5 +113,7 @@ void mf_conn_watch_drain(mf_conn_t *c, size_t low);
 int mf_conn_keep_alive(mf_conn_t *c);
 /* Ties the request being served to the connection. */
 void mf_conn_set_req(mf_conn_t *c, mf_req_t *r);
+/* The listener the connection came in on (mf_listener_t). */
+int mf_conn_listener(const mf_conn_t *c);
 
 #endif

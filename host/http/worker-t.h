@@ -20,6 +20,7 @@ struct mf_worker_s {
     struct event_base *base;
     struct evdns_base *dns;
     struct evconnlistener *listener;
+    struct evconnlistener *status_listener; /* NULL: no status listener */
     struct event *wake;
     SSL_CTX *ssl_ctx;
     SSL_CTX *ssl_ctx_noverify;

@@ -70,6 +70,15 @@ void mf_lua_inject_json_api(lua_State *L);
 void mf_lua_inject_time_api(lua_State *L);
 void mf_lua_inject_redis_api(lua_State *L);
 void mf_lua_inject_http_api(lua_State *L);
+void mf_lua_inject_endpoint_api(lua_State *L);
+void mf_lua_inject_metrics_api(lua_State *L);
+
+/* The worker whose state is running the script's top level while the
+ * stage loads, -1 otherwise (lua_stage.c). */
+int mf_lua_loading_worker(void);
+/* Pushes the state's table of endpoint handlers, in the order added
+ * (lua_endpoint.c). */
+void mf_lua_push_endpoint_handlers(lua_State *L);
 
 /* The embedded helper library (the .lua files of lua/mf, generated at build
  * time): module name, source, length; ends with a NULL name. */

@@ -36,6 +36,24 @@ l_req_path(lua_State *L)
 }
 
 static int
+l_req_query(lua_State *L)
+{
+    return mf_lua_push_str(L, info_of(L).query);
+}
+
+/* The raw request body (a string, "" when none). */
+static int
+l_req_raw_body(lua_State *L)
+{
+    mf_str_t b;
+
+    if (mf_api.get_body(mf_lua_req(L), &b) != MF_OK) {
+        return mf_lua_refuse(L, "mf.req.raw_body", MF_CALL_READ);
+    }
+    return mf_lua_push_str(L, b);
+}
+
+static int
 l_req_client_addr(lua_State *L)
 {
     return mf_lua_push_str(L, info_of(L).client_addr);
@@ -315,6 +333,15 @@ l_req_info(lua_State *L)
     mf_lua_set_num(L, "latency_ms", i.latency_ms);
     mf_lua_set_num(L, "ttft_ms", i.ttft_ms);
     mf_lua_set_num(L, "generation", i.generation);
+    mf_lua_set_num(L, "first_content_ms", i.first_content_ms);
+    mf_lua_set_num(L, "upstream_ms", i.upstream_ms);
+    mf_lua_set_num(L, "attempt_ttfb_ms", i.attempt_ttfb_ms);
+    mf_lua_set_num(L, "attempt_ms", i.attempt_ms);
+    mf_lua_set_num(L, "start_time", i.start_time);
+    lua_pushstring(L, i.listener == MF_LISTENER_STATUS ? "status" : "client");
+    lua_setfield(L, -2, "listener");
+    mf_lua_push_str(L, i.path);
+    lua_setfield(L, -2, "path");
     lua_pushboolean(L, i.stream);
     lua_setfield(L, -2, "stream");
     mf_lua_push_usage(L, &i.usage);
@@ -329,6 +356,8 @@ mf_lua_inject_req_api(lua_State *L)
         {"id", l_req_id},
         {"method", l_req_method},
         {"path", l_req_path},
+        {"query", l_req_query},
+        {"raw_body", l_req_raw_body},
         {"client_addr", l_req_client_addr},
         {"get_header", l_req_get_header},
         {"set_header", l_req_set_header},

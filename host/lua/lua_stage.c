@@ -27,9 +27,11 @@
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <strings.h>
 
 #include "lua/lua_common.h"
 #include "request/request.h"
+#include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 #include "pipeline/stage_runtime.h"
@@ -56,6 +58,7 @@ struct mf_lua_stage_s {
     lua_State **L;
     int *mod_ref;
     int *conf_ref;
+    size_t *nhandlers; /* endpoint handlers, per state */
     char *path;
     char *name;
     char *version;
@@ -83,6 +86,13 @@ struct mf_lua_slot_s {
 };
 
 static __thread mf_req_t *cur_req;
+static __thread int loading_worker = -1; /* see mf_lua_loading_worker */
+
+int
+mf_lua_loading_worker(void)
+{
+    return loading_worker;
+}
 
 /* The run of Lua code in progress on this thread: its deadline (0 = none),
  * what ends it, and the memory account of its state. */
@@ -345,6 +355,8 @@ open_mf(lua_State *L)
     mf_lua_inject_http_api(L);
     mf_lua_inject_time_api(L);
     mf_lua_inject_redis_api(L);
+    mf_lua_inject_endpoint_api(L);
+    mf_lua_inject_metrics_api(L);
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;
@@ -555,7 +567,9 @@ run_script(lua_State *L, mf_lua_stage_t *ls, int w, const char *path)
         return MF_ERR;
     }
     was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    loading_worker = w;
     rc = lua_pcall(L, 0, 1, 0);
+    loading_worker = -1;
     run_end(was);
     return rc == 0 ? MF_OK : MF_ERR;
 }
@@ -668,11 +682,24 @@ lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     ls->L = mf_xcalloc((size_t)nworkers, sizeof(lua_State *));
     ls->mod_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
     ls->conf_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
+    ls->nhandlers = mf_xcalloc((size_t)nworkers, sizeof(size_t));
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
     for (i = 0; i < nworkers; i++) {
         ls->L[i] = new_state(ls, i, config, lua_path, hooks, err, errcap);
         if (ls->L[i] == NULL) {
+            lua_rt_free(ls);
+            return NULL;
+        }
+        mf_lua_push_endpoint_handlers(ls->L[i]);
+        ls->nhandlers[i] = lua_objlen(ls->L[i], -1);
+        lua_pop(ls->L[i], 1);
+        if (ls->nhandlers[i] != ls->nhandlers[0]) {
+            snprintf(err, errcap,
+                     "%s: stage '%s': the script added %zu paths in one "
+                     "worker's state and %zu in another; add them "
+                     "unconditionally at the top level",
+                     path, name, ls->nhandlers[0], ls->nhandlers[i]);
             lua_rt_free(ls);
             return NULL;
         }
@@ -724,6 +751,7 @@ lua_rt_free(void *impl)
     free(ls->mem);
     free(ls->mod_ref);
     free(ls->conf_ref);
+    free(ls->nhandlers);
     free(ls->path);
     free(ls->name);
     free(ls->version);
@@ -745,6 +773,7 @@ static mf_action_t
 respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
 {
     int base = lua_gettop(co) - nres + 1;
+    const char *ctype = NULL;
     int status;
 
     if (nres == 0 || lua_isnil(co, base)) {
@@ -768,7 +797,40 @@ respond_from(lua_State *co, mf_req_t *r, int nres, const char *name)
                      mf_api_refusal(r, MF_CALL_RESPOND, why, sizeof(why)));
         return MF_FAIL;
     }
-    if (nres >= 2 && lua_istable(co, base + 1)) {
+    if (nres >= 3 && lua_istable(co, base + 2)) {
+        /* headers: {name = value, ...}; content-type picks the type */
+        lua_pushnil(co);
+        while (lua_next(co, base + 2) != 0) {
+            size_t kl, vl;
+            const char *k = lua_tolstring(co, -2, &kl);
+            const char *v = lua_type(co, -1) == LUA_TSTRING ||
+                                    lua_type(co, -1) == LUA_TNUMBER
+                                ? lua_tolstring(co, -1, &vl)
+                                : NULL;
+
+            if (lua_type(co, -2) != LUA_TSTRING || v == NULL) {
+                mf_log_error("stage '%s': the headers it returned must map "
+                             "names to strings",
+                             name);
+                return MF_FAIL;
+            }
+            if (kl == 12 && strncasecmp(k, "content-type", 12) == 0) {
+                ctype = mf_pool_strndup(r->pool, v, vl);
+            } else if (mf_api.set_header(r, MF_RESPONSE_HEADERS,
+                                         (mf_str_t){k, kl},
+                                         (mf_str_t){v, vl}) != MF_OK) {
+                mf_log_error("stage '%s': header '%s' refused", name, k);
+                return MF_FAIL;
+            }
+            lua_pop(co, 1);
+        }
+    }
+    if (ctype != NULL && nres >= 2 && lua_isstring(co, base + 1)) {
+        size_t len;
+        const char *s = lua_tolstring(co, base + 1, &len);
+
+        mf_api.respond(r, status, ctype, (mf_str_t){s, len});
+    } else if (nres >= 2 && lua_istable(co, base + 1)) {
         json_t *j = mf_lua_to_json(co, base + 1, 0);
         char *text = j ? json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 
@@ -930,10 +992,10 @@ finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
 static void lua_rt_done(mf_pstage_t *st, mf_req_t *r, void **ctx);
 
 /* Runs M.<stage>(conf, ctx) for r on its worker's state, in a fresh
- * coroutine. */
+ * coroutine; for MF_STAGE_ENDPOINT, the endpoint handler `handle`. */
 static mf_action_t
-lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
-            mf_str_t data, int last)
+lua_run(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
+        mf_str_t data, int last, int handle)
 {
     mf_lua_stage_t *ls = lua_of(st);
     int w = r->worker->id;
@@ -960,8 +1022,13 @@ lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
     slot->stage = stage;
     co = lua_newthread(L);
     slot->co_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mod_ref[w]);
-    lua_getfield(co, -1, stage_fn[stage]);
+    if (stage == MF_STAGE_ENDPOINT) {
+        mf_lua_push_endpoint_handlers(co);
+        lua_rawgeti(co, -1, handle);
+    } else {
+        lua_rawgeti(co, LUA_REGISTRYINDEX, ls->mod_ref[w]);
+        lua_getfield(co, -1, stage_fn[stage]);
+    }
     lua_remove(co, -2);
     lua_rawgeti(co, LUA_REGISTRYINDEX, ls->conf_ref[w]);
     lua_rawgeti(co, LUA_REGISTRYINDEX, slot->ctx_ref);
@@ -987,6 +1054,19 @@ lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
         act = MF_FAIL;
     }
     return act;
+}
+
+static mf_action_t
+lua_rt_call(mf_pstage_t *st, mf_stage_t stage, mf_req_t *r, void **ctx,
+            mf_str_t data, int last)
+{
+    return lua_run(st, stage, r, ctx, data, last, 0);
+}
+
+static mf_action_t
+lua_rt_serve(mf_pstage_t *st, const mf_epath_t *ep, mf_req_t *r, void **ctx)
+{
+    return lua_run(st, MF_STAGE_ENDPOINT, r, ctx, MF_STR_NULL, 0, ep->handle);
 }
 
 /* Frees the per-request ctx table. */
@@ -1022,6 +1102,7 @@ static const mf_stage_runtime_t lua_runtime = {
     .deps = lua_rt_deps,
     .same = lua_rt_same,
     .free = lua_rt_free,
+    .serve = lua_rt_serve,
 };
 
 void

@@ -38,6 +38,8 @@ typedef struct mf_gen_s {
     size_t nprovider_dsos;
     unsigned hooks; /* union of stage hooks */
     int nworkers;
+    const struct mf_epath_s **epaths; /* the endpoint table (endpoint.h) */
+    size_t nepaths;
 } mf_gen_t;
 
 /* A worker thread's reader of the current generation (generation.h). */

@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include "pipeline/generation.h"
+#include "pipeline/endpoint.h"
 #include "pipeline/stage_runtime.h"
 
 /* A provider's init() has this long (stages: their init_timeout). */
@@ -121,6 +122,7 @@ stage_unref(mf_pstage_t *s)
     if (s->impl != NULL) {
         s->rt->free(s->impl);
     }
+    mf_endpoints_free(s->epaths, s->nepaths);
     for (i = 0; i < s->nfiles; i++) {
         free(s->files[i].path);
     }
@@ -156,6 +158,7 @@ gen_free(mf_gen_t *g)
         stage_unref(g->stages[i]);
     }
     free(g->stages);
+    free(g->epaths);
     for (i = 0; i < g->nproviders; i++) {
         mf_prov_t *p = &g->providers[i];
 
@@ -469,7 +472,9 @@ mf_gen_loading_section(const char *name)
 
     pthread_mutex_lock(&loading_lock);
     if (loading != NULL && name != NULL && loading_cfg->sections != NULL) {
-        if (loading->sections == NULL) {
+        /* the config's directory is where it is, not a section whose
+         * change should load the stage again */
+        if (strcmp(name, "dir") != 0 && loading->sections == NULL) {
             loading->sections = json_incref(loading_cfg->sections);
         }
         loading->reads_consumers |= strcmp(name, "consumers") == 0;
@@ -593,11 +598,25 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
         loading = s;
         loading_cfg = c;
         pthread_mutex_unlock(&loading_lock);
+        /* the paths it adds while it loads are its own */
+        mf_endpoints_collect_begin();
         s->impl = s->rt->load(c, i, nworkers, &s->hooks, err, errcap);
+        s->epaths = mf_endpoints_collect_end(&s->nepaths);
         pthread_mutex_lock(&loading_lock);
         loading = NULL;
         loading_cfg = NULL;
         pthread_mutex_unlock(&loading_lock);
+        for (j = 0; j < s->nepaths; j++) {
+            s->epaths[j].stage = s;
+        }
+        if (s->impl != NULL && s->nepaths > 0 && s->rt->serve == NULL) {
+            snprintf(err, errcap,
+                     "%s:%d: stages[%zu] '%s': its runtime (%s) cannot "
+                     "serve the paths it added",
+                     c->path, sc->line, i, sc->name, s->rt->name);
+            s->rt->free(s->impl);
+            s->impl = NULL;
+        }
     }
     if (s->impl != NULL && s->rt->deps != NULL) {
         deps = s->rt->deps(s->impl, &n);
@@ -758,7 +777,8 @@ mf_gen_build(mf_config_t *config, int nworkers, mf_gen_t *prev,
     gen_alive = g;
     pthread_mutex_unlock(&gen_lock);
     if (bind_providers(g, err, errcap) != MF_OK ||
-        load_stages(g, prev, force, err, errcap) != MF_OK) {
+        load_stages(g, prev, force, err, errcap) != MF_OK ||
+        mf_endpoints_build(g, err, errcap) != MF_OK) {
         g->config = NULL; /* the caller's again */
         gen_free(g);
         return NULL;

@@ -6,6 +6,7 @@
  */
 #include <time.h>
 
+#include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 
@@ -18,6 +19,7 @@ const char *const mf_stage_fn_names[MF_STAGE__COUNT] = {
     [MF_STAGE_RESPONSE_BODY] = "on_response_body",
     [MF_STAGE_LOG] = "on_log",
     [MF_STAGE_DONE] = "on_done",
+    [MF_STAGE_ENDPOINT] = "an endpoint handler",
 };
 
 static uint64_t
@@ -81,6 +83,41 @@ mf_pipeline_run(mf_req_t *r, mf_stage_t stage)
     }
     r->stage_idx = 0;
     return MF_CONTINUE;
+}
+
+mf_action_t
+mf_pipeline_serve(mf_req_t *r, mf_stage_t stage)
+{
+    const mf_epath_t *ep = r->epath;
+    mf_pstage_t *s;
+    uint64_t t0;
+    mf_action_t act;
+    size_t i;
+
+    if (r->stage_idx > 0 || ep == NULL || ep->stage == NULL) {
+        r->stage_idx = 0; /* resumed: the handler is done */
+        return MF_CONTINUE;
+    }
+    s = ep->stage;
+    for (i = 0; i < r->gen->nstages && r->gen->stages[i] != s; i++) {
+    }
+    if (i == r->gen->nstages || !atomic_load(&s->enabled)) {
+        return MF_CONTINUE; /* the end answers 404 */
+    }
+    r->cur_stage = stage;
+    t0 = now_ns();
+    act = s->rt->serve(s, ep, r, &r->ctx[i]);
+    atomic_fetch_add(&s->stats.time_ns, now_ns() - t0);
+    if (i < 64) {
+        r->ran |= (uint64_t)1 << i;
+    }
+    if (act == MF_FAIL) {
+        atomic_fetch_add(&s->stats.errors, 1);
+        mf_log_error("request %.*s: stage '%s' (%s) failed serving %.*s",
+                     (int)r->id.len, r->id.data, s->name, s->file,
+                     (int)r->path.len, r->path.data);
+    }
+    return act;
 }
 
 int

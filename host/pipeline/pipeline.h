@@ -11,6 +11,10 @@ extern const char *const mf_stage_fn_names[MF_STAGE__COUNT];
 
 /* Pipeline: runs the stages of `stage` from r->stage_idx. */
 mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
+/* Serves a request with the stage's handler of the path it came for
+ * (r->epath); MF_CONTINUE when the handler is done or the stage is
+ * disabled (the caller answers what is left unanswered). */
+mf_action_t mf_pipeline_serve(mf_req_t *r, mf_stage_t stage);
 /* Runs the on_response_body stages over one event or the whole body.
  * MF_ERR when a stage failed: the data must not reach the client. */
 int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);

@@ -43,6 +43,7 @@ typedef enum {
     MF_PHASE_UPSTREAM_RESPONSE,
     MF_PHASE_RESPONSE_HEADERS,
     MF_PHASE_BODY,
+    MF_PHASE_SERVE, /* a stage serves a path it added */
     MF_PHASE_FINISHED
 } mf_phase_t;
 
@@ -78,6 +79,8 @@ typedef struct mf_attempt_s {
     int64_t events_seen;
     int usage_final;         /* the stream reached the provider's last usage */
     uint64_t delivered_text; /* bytes of answer text sent in stream events */
+    double head_ms;          /* the upstream's answer head came, 0 not yet */
+    double end_ms;           /* the attempt ended, 0 not yet */
 } mf_attempt_t;
 
 struct mf_req_s {
@@ -92,6 +95,7 @@ struct mf_req_s {
     mf_str_t id;
     mf_str_t method;
     mf_str_t path;
+    mf_str_t query; /* the target's query, without '?' */
     mf_str_t client_addr;
     mf_hlist_t req_headers;
     mf_str_t body; /* raw request body */
@@ -102,6 +106,8 @@ struct mf_req_s {
     mf_endpoint_t endpoint;
     const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
     int proto_local; /* the adapter answers the path itself (no upstream) */
+    int listener;    /* mf_listener_t it came in on */
+    const struct mf_epath_s *epath; /* a stage's path it is served by */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */
     int close_after; /* the connection ends with this answer */
@@ -154,6 +160,7 @@ struct mf_req_s {
     double start_ms;
     double start_wall;
     double first_byte_ms;
+    double first_content_ms; /* the first event with content was sent */
     double upstream_ms;
     uint64_t bytes_in;
     uint64_t bytes_out;

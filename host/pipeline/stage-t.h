@@ -15,6 +15,7 @@
 #include "pipeline/plugin.h"
 
 typedef struct mf_pstage_s mf_pstage_t;
+struct mf_epath_s; /* a path a stage serves (endpoint.h) */
 
 /* An admin command a stage registered in its init (ABI 1.4). */
 typedef struct mf_command_s {
@@ -53,6 +54,10 @@ typedef struct mf_stage_runtime_s {
     int (*same)(const void *impl, const mf_stage_conf_t *sc);
     /* Lets go of impl (fini, dlclose, lua_close). */
     void (*free)(void *impl);
+    /* Serves a request to one of the stage's paths (stage
+     * MF_STAGE_ENDPOINT); `ep` is its entry (endpoint.h). */
+    mf_action_t (*serve)(mf_pstage_t *s, const struct mf_epath_s *ep,
+                         mf_req_t *r, void **ctx);
 } mf_stage_runtime_t;
 
 /* Per-stage counters, updated by workers. */
@@ -101,6 +106,8 @@ struct mf_pstage_s {
     int reads_consumers;    /* it read `consumers` (an auth stage) */
     mf_command_t *commands; /* admin commands it registered */
     size_t ncommands;
+    struct mf_epath_s *epaths; /* paths it added (endpoint.h) */
+    size_t nepaths;
 };
 
 #endif

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "pipeline/endpoint.h"
 #include "pipeline/stage_runtime.h"
 
 typedef struct {
@@ -133,6 +134,15 @@ c_call(mf_pstage_t *s, mf_stage_t stage, mf_req_t *r, void **ctx, mf_str_t data,
     }
 }
 
+static mf_action_t
+c_serve(mf_pstage_t *s, const mf_epath_t *ep, mf_req_t *r, void **ctx)
+{
+    const c_stage_t *cs = s->impl;
+
+    MF_UNUSED(ctx);
+    return ep->fn != NULL ? ep->fn(r, cs->state, ep->arg) : MF_FAIL;
+}
+
 static const char *
 c_version(const void *impl)
 {
@@ -147,4 +157,5 @@ const mf_stage_runtime_t mf_stage_runtime_c = {
     .call = c_call,
     .version = c_version,
     .free = c_free,
+    .serve = c_serve,
 };

@@ -443,7 +443,8 @@ void
 mf_req_account_upstream_time(mf_req_t *r)
 {
     if (r->att.up_start > 0) {
-        r->upstream_ms += mf_now_ms() - r->att.up_start;
+        r->att.end_ms = mf_now_ms();
+        r->upstream_ms += r->att.end_ms - r->att.up_start;
         r->att.up_start = 0;
     }
 }
@@ -456,6 +457,7 @@ up_on_head(void *arg, const mf_http_head_t *head)
 
     r->reached = 1;
     r->att.up_status = head->status;
+    r->att.head_ms = mf_now_ms();
     for (i = 0; i < head->nheaders; i++) {
         mf_hlist_set(r->pool, &r->att.up_resp_headers, head->headers[i].name,
                      head->headers[i].value);

@@ -11,6 +11,7 @@
 
 #include "http/guard.h"
 #include "http/server.h"
+#include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
 #include "proto/proto.h"
@@ -628,6 +629,11 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
         r->method = mf_pool_str(pool, head->method);
         r->http10 = head->minor == 0;
         r->path = loggable_path(pool, head->path);
+        if (head->target.len > head->path.len + 1) {
+            r->query = mf_pool_str(
+                pool, (mf_str_t){head->target.data + head->path.len + 1,
+                                 head->target.len - head->path.len - 1});
+        }
     }
     r->client_addr = mf_pool_str(pool, mf_str_from(client_addr));
     return r;
@@ -659,6 +665,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
     }
+    r->listener = mf_conn_listener(c);
     /* the adapter whose path it is answers, errors included */
     r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
     mf_conn_set_req(c, r);
@@ -681,54 +688,16 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_finish(r);
 }
 
-void
-mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
-              const char *client_addr, char *body, size_t len)
-{
-    int preflight;
-    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
-    char msg[512];
+/* The gateway's own paths (the endpoint table's built-in entries) */
 
-    if (preflight) {
-        /* a CORS preflight from an allowed origin */
-        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
-        mf_req_finish(r);
-        return;
-    }
-    if (mf_str_eq_cstr(r->path, "/healthz")) {
-        mf_req_respond(r, 200, "application/json",
-                       MF_STR("{\"status\":\"ok\"}"));
-        mf_req_finish(r);
-        return;
-    }
-    if (mf_str_eq_cstr(r->path, "/v1/models") ||
-        mf_str_eq_cstr(r->path, "/models") ||
-        mf_proto_has_prefix(r->path, "/v1/models/")) {
-        if (!mf_str_eq_cstr(r->method, "GET")) {
-            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
-                         MF_STR("GET"));
-            mf_req_respond_error(r, 405, "invalid_request_error", NULL,
-                                 "Use GET for /v1/models.");
-        } else if (r->path.len > 11 && r->path.data[10] == '/') {
-            handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
-        } else {
-            handle_models(r);
-        }
-        mf_req_finish(r);
-        return;
-    }
-    if (r->endpoint == MF_ENDPOINT_NONE) {
-        snprintf(msg, sizeof(msg),
-                 "Unknown request URL: %.*s %.*s. The "
-                 "gateway serves POST /v1/chat/completions, POST "
-                 "/v1/embeddings, GET /v1/models and GET /healthz.",
-                 (int)r->method.len, r->method.data,
-                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
-        mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
-                             msg);
-        mf_req_finish(r);
-        return;
-    }
+/* An inbound adapter's path (r->proto, found by req_new): its method,
+ * the body checked, then the phase loop. */
+static void
+serve_proto(mf_req_t *r, int arg)
+{
+    char msg[128];
+
+    MF_UNUSED(arg);
     if (!mf_str_eq_cstr(r->method, r->proto->method)) {
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
                      mf_str_from(r->proto->method));
@@ -743,6 +712,169 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         return;
     }
     r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+/* Whether an inbound adapter serves path (or answers it itself). */
+static int
+proto_claims(mf_str_t path)
+{
+    mf_endpoint_t endpoint;
+    int local;
+
+    mf_proto_find(path, &endpoint, &local);
+    return endpoint != MF_ENDPOINT_NONE;
+}
+
+/* GET /v1/models, /models, /v1/models/{id} */
+static void
+serve_models(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    if (r->path.len > 11 && r->path.data[10] == '/') {
+        handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
+    } else {
+        handle_models(r);
+    }
+    mf_req_finish(r);
+}
+
+static void
+serve_health(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    mf_req_respond(r, 200, "application/json", MF_STR("{\"status\":\"ok\"}"));
+    mf_req_finish(r);
+}
+
+#define CLIENT(m, p, fn, a)                                                    \
+    {                                                                          \
+        .listener = MF_LISTENER_CLIENT, .method = (m), .path = (p),            \
+        .builtin = (fn), .builtin_arg = (a)                                    \
+    }
+
+static const mf_epath_t builtin_paths[] = {
+    /* every path an inbound adapter serves (proto/: chat completions,
+     * messages, responses, embeddings, ...), any method: the adapter
+     * says which one it takes */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the inbound adapters' paths)",
+     .claims = proto_claims,
+     .builtin = serve_proto},
+    CLIENT("GET", "/v1/models", serve_models, 0),
+    CLIENT("GET", "/models", serve_models, 0),
+    {.listener = MF_LISTENER_CLIENT,
+     .method = "GET",
+     .path = "/v1/models",
+     .prefix = 1,
+     .builtin = serve_models},
+    CLIENT("GET", "/healthz", serve_health, 0),
+    {.listener = MF_LISTENER_STATUS,
+     .method = "GET",
+     .path = "/healthz",
+     .builtin = serve_health},
+};
+
+void
+mf_req_endpoints_init(void)
+{
+    mf_endpoints_set_builtins(builtin_paths, MF_NELEMS(builtin_paths));
+}
+
+/* Whether the status listener's bearer token (status.token) came with
+ * the request; compared in constant time. */
+static int
+status_authorized(mf_req_t *r)
+{
+    const char *want = r->gen->config->status_token;
+    mf_str_t got;
+    size_t i, n;
+    unsigned char diff = 0;
+
+    if (want == NULL) {
+        return 1;
+    }
+    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) != MF_OK ||
+        got.len < 7 || strncasecmp(got.data, "Bearer ", 7) != 0) {
+        return 0;
+    }
+    got.data += 7;
+    got.len -= 7;
+    n = strlen(want);
+    diff = got.len != n;
+    for (i = 0; i < n; i++) {
+        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.data[i] : 0));
+    }
+    return diff == 0;
+}
+
+/* No entry serves the path (404), or none for the method (405). */
+static void
+respond_unserved(mf_req_t *r, const char *allow)
+{
+    char msg[512];
+
+    if (allow[0] != '\0') {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     mf_str_from(allow));
+        snprintf(msg, sizeof(msg), "Use %s for %.*s.", allow,
+                 (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
+        return;
+    }
+    snprintf(msg, sizeof(msg),
+             r->listener == MF_LISTENER_STATUS
+                 ? "Unknown request URL: %.*s %.*s on the status listener."
+                 : "Unknown request URL: %.*s %.*s. The "
+                   "gateway serves POST /v1/chat/completions, POST "
+                   "/v1/embeddings, GET /v1/models and GET /healthz.",
+             (int)r->method.len, r->method.data,
+             (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url", msg);
+}
+
+void
+mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
+              const char *client_addr, char *body, size_t len)
+{
+    int preflight;
+    mf_req_t *r = req_new(c, w, head, client_addr, body, len, &preflight);
+    const mf_epath_t *ep;
+    char allow[128];
+
+    if (preflight) {
+        /* a CORS preflight from an allowed origin */
+        mf_req_respond(r, 204, "text/plain", MF_STR_NULL);
+        mf_req_finish(r);
+        return;
+    }
+    if (r->listener == MF_LISTENER_STATUS && !status_authorized(r)) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("www-authenticate"),
+                     MF_STR("Bearer realm=\"manifold status\""));
+        mf_req_respond_error(r, 401, "authentication_error", "invalid_token",
+                             "The status listener asks for its bearer token "
+                             "(status.token): send Authorization: Bearer "
+                             "<token>.");
+        mf_req_finish(r);
+        return;
+    }
+    ep = mf_endpoints_find(r->gen, (mf_listener_t)r->listener, r->method,
+                           r->path, allow, sizeof(allow));
+    if (ep != NULL && ep->stage != NULL && !atomic_load(&ep->stage->enabled)) {
+        ep = NULL; /* a disabled stage serves none of its paths */
+        allow[0] = '\0';
+    }
+    if (ep == NULL) {
+        respond_unserved(r, allow);
+        mf_req_finish(r);
+        return;
+    }
+    if (ep->builtin != NULL) {
+        ep->builtin(r, ep->builtin_arg);
+        return;
+    }
+    r->epath = ep;
+    r->phase = MF_PHASE_SERVE;
     mf_req_step(r);
 }
 

@@ -250,6 +250,11 @@ mf_req_flush_stream(mf_req_t *r)
     if (r->chunk_out.len > 0) {
         mf_req_send_chunk(r, r->chunk_out.data, r->chunk_out.len);
         r->chunk_out.len = 0;
+        if (r->first_content_ms == 0 && r->att.delivered_text > 0) {
+            /* time to first token: the first event with answer text
+             * left, not the first byte or a role-only chunk */
+            r->first_content_ms = mf_now_ms();
+        }
     }
     if (r->conn != NULL && r->att.call != NULL &&
         evbuffer_get_length(mf_req_out(r)) > MF_STREAM_HIGH_WATER) {

@@ -130,6 +130,20 @@ response_headers_end(mf_req_t *r)
     return 0;
 }
 
+/* A stage's path: the handler is done; an answer it did not give is a
+ * 500. */
+static int
+serve_end(mf_req_t *r)
+{
+    if (!r->head_sent) {
+        mf_req_respond_error(r, 500, "server_error", NULL,
+                             "the gateway stage serving this path did not "
+                             "answer; see the gateway log");
+    }
+    mf_req_finish(r);
+    return 0;
+}
+
 /* One phase of the loop: run runs its stages (stage), then the phase
  * becomes next and end, when set, does the rest. A phase without run
  * (UPSTREAM, BODY, FINISHED) waits for the upstream or the client. */
@@ -148,6 +162,7 @@ typedef struct {
  * UPSTREAM --(up_on_head, up_on_end)--> UPSTREAM_RESPONSE, or a retry
  * UPSTREAM_RESPONSE --(on_upstream_response)--> RESPONSE_HEADERS
  * RESPONSE_HEADERS --(on_response_headers; the body goes out)--> BODY
+ * SERVE --(the handler of a stage's path)--> FINISHED
  */
 static const phase_t phases[MF_PHASE_FINISHED + 1] = {
     [MF_PHASE_REQUEST] = {.run = mf_pipeline_run,
@@ -172,6 +187,10 @@ static const phase_t phases[MF_PHASE_FINISHED + 1] = {
                                    .stage = MF_STAGE_RESPONSE_HEADERS,
                                    .next = MF_PHASE_BODY,
                                    .end = response_headers_end},
+    [MF_PHASE_SERVE] = {.run = mf_pipeline_serve,
+                        .stage = MF_STAGE_ENDPOINT,
+                        .next = MF_PHASE_FINISHED,
+                        .end = serve_end},
 };
 
 /* Runs phases from r->phase until one pauses, answers, or waits. */

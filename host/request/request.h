@@ -9,6 +9,10 @@
 #include "http/server.h"
 #include "pipeline/request-t.h"
 
+/* Registers the gateway's own paths in the endpoint table (once, at
+ * start, before the first generation is built). */
+void mf_req_endpoints_init(void);
+
 /* The client connection's handlers (mf_server_set_handlers). */
 extern const mf_conn_handlers_t mf_req_conn_handlers;
 

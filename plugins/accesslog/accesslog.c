@@ -221,6 +221,7 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
     accesslog_t *al = calloc(1, sizeof(*al));
     struct stat st;
     long bv, fv, cv;
+    char full[4096];
 
     api = host;
     if (al == NULL) {
@@ -233,6 +234,14 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
     } else if (strcmp(path, "stderr") == 0) {
         al->fd = STDERR_FILENO;
     } else {
+        /* a relative file is beside the config, as every other path in
+         * it, not wherever the gateway was started from */
+        const char *dir = json_string_value(api->config_section("dir"));
+
+        if (path[0] != '/' && dir != NULL && dir[0] != '\0') {
+            snprintf(full, sizeof(full), "%s/%s", dir, path);
+            path = full;
+        }
         al->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
         if (al->fd < 0) {
             api->log(MF_LOG_ERROR, "accesslog: cannot open %s: %s", path,

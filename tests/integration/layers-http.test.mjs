@@ -334,3 +334,22 @@ test('a first run says in one line which providers are enabled, and init says wh
   assert.equal(warnings.length, 1, t.stderr);
   assert.match(warnings[0], /providers enabled \(.*\); \d+ disabled because their keys are empty; export one of these to enable one: .*ANTHROPIC_API_KEY/);
 });
+
+test('a relative access log path is beside the config, wherever the gateway starts', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-layers-'));
+  const elsewhere = mkdtempSync(path.join(tmpdir(), 'mf-cwd-'));
+  const file = writeConfig(config(mock.url).replace('{ path: access.log }', '{ path: rel.log, buffer: 0 }'), dir);
+  const p = spawn(BIN, ['-c', file, '--listen', '127.0.0.1:0', '--workers', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'], cwd: elsewhere });
+  const port = await listening(p);
+  const res = await chat({ url: `http://127.0.0.1:${port}` }, 'hello');
+  assert.equal(res.status, 200);
+  const log = path.join(dir, 'rel.log');
+  for (let i = 0; i < 500 && !(existsSync(log) && statSync(log).size > 0); i++) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.match(readFileSync(log, 'utf8'), /"path":"\/v1\/chat\/completions"/);
+  assert.deepEqual(readdirSync(elsewhere), []);
+  p.kill('SIGTERM');
+  await new Promise((r) => p.on('exit', r));
+});

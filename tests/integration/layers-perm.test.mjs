@@ -80,7 +80,7 @@ test('a Lua stage refused a call is told why, from the same table', async () => 
   const { text } = await probeOnce(false);
   assert.match(text, /perm lua on_log set_model=no \(mf\.route\.set_model: set_model is not allowed in on_log; only in on_request, on_route\)/);
   assert.match(text, /perm lua on_route set_consumer=no \(mf\.req\.set_consumer: set_consumer is not allowed in on_route; only in on_request\)/);
-  assert.match(text, /perm lua on_log pause=no \(.*mf\.sleep: an async call \(pausing the stage\) is not allowed in on_log; only in on_request, on_route, on_upstream_request, on_upstream_response, on_response_headers\)/);
+  assert.match(text, /perm lua on_log pause=no \(.*mf\.sleep: an async call \(pausing the stage\) is not allowed in on_log; only in on_request, on_route, on_upstream_request, on_upstream_response, on_response_headers, an endpoint handler\)/);
 });
 
 test('the Lua binding reads and changes the request through the host API; mf.http helpers are embedded', async () => {

@@ -75,6 +75,7 @@ typedef enum mf_stage_e {
     MF_STAGE_LOG,
     MF_STAGE_DONE,
     MF_STAGE_PROVIDER, /* inside a provider callback */
+    MF_STAGE_ENDPOINT, /* ABI 1.4: serving a path a stage added */
     MF_STAGE__COUNT
 } mf_stage_t;
 
@@ -149,6 +150,17 @@ typedef struct mf_req_info_s {
                                    with (the client stopped reading or
                                    left, or the drain time ran out); 0
                                    when the whole answer left */
+    /* ABI 1.4: observability */
+    int listener;            /* mf_listener_t the request came in on */
+    double first_content_ms; /* request start to the first event that
+                                carried content (not a role-only chunk,
+                                not the first byte), -1 none; the whole
+                                body's first byte for a non-stream */
+    double attempt_ttfb_ms;  /* last attempt: its start to the upstream's
+                                answer head, -1 none */
+    double attempt_ms;       /* last attempt: its start to its end (or
+                                now), -1 none */
+    mf_str_t query;          /* the target's query, without '?' */
 } mf_req_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
@@ -372,6 +384,68 @@ typedef struct mf_redis_reply_s {
 typedef void (*mf_redis_cb)(mf_req_t *r, void *arg,
                             const mf_redis_reply_t *reply, const char *err);
 
+/* ABI 1.4: the endpoint table. Each listener has one table of paths:
+ * the gateway's own (POST /v1/chat/completions, GET /healthz, ...) and
+ * those stages add with api->add_endpoint. A request whose path no entry
+ * serves gets a 404 in the client's protocol. */
+typedef enum mf_listener_e {
+    MF_LISTENER_CLIENT = 0, /* the client port (`listen`) */
+    MF_LISTENER_STATUS = 1  /* the status listener (`status.listen`) */
+} mf_listener_t;
+
+/* Serves one request to a path a stage added (stage MF_STAGE_ENDPOINT):
+ * answers with api->respond (headers with api->set_header on
+ * MF_RESPONSE_HEADERS first) and returns MF_RESPOND, or MF_PAUSE after
+ * an async call and api->resume later, or MF_FAIL (the host answers
+ * 500). `state` is the plugin's state from init. No other stage runs for
+ * such a request but on_log and on_done. */
+typedef mf_action_t (*mf_endpoint_fn)(mf_req_t *r, void *state, void *arg);
+
+typedef struct mf_endpoint_def_s {
+    size_t size;            /* sizeof(mf_endpoint_def_t) */
+    mf_listener_t listener; /* which listener's table */
+    const char *method;     /* "GET", ...; NULL or "" = any method */
+    const char *path;       /* "/metrics": starts with '/', no '?' */
+    int prefix;             /* 1: also every path under path + "/"; an
+                               exact entry wins, then the longest prefix */
+    mf_endpoint_fn handler;
+    void *arg; /* given back to handler */
+} mf_endpoint_def_t;
+
+/* ABI 1.4: metrics. A metric lives as long as the process: declaring it
+ * again (the same stage after a reload, or another stage) with the same
+ * name, type, labels and buckets gives the same metric, so counters
+ * survive reloads. Each worker writes its own shard without locks or
+ * atomic read-modify-writes; a scrape sums the shards. A metric holds at
+ * most max_series label combinations: an observation that would make
+ * one more is dropped and counted in
+ * manifold_metric_series_dropped_total{metric="..."}. */
+typedef struct mf_metric_s mf_metric_t;
+
+typedef enum mf_metric_type_e {
+    MF_METRIC_COUNTER = 0, /* only goes up; its name ends in _total */
+    MF_METRIC_GAUGE,       /* up and down (add) or set */
+    MF_METRIC_HISTOGRAM    /* observations counted in buckets, with sum */
+} mf_metric_type_t;
+
+#define MF_METRIC_MAX_LABELS 8
+#define MF_METRIC_MAX_BUCKETS 40
+
+typedef struct mf_metric_def_s {
+    size_t size; /* sizeof(mf_metric_def_t) */
+    mf_metric_type_t type;
+    const char *name;          /* [a-zA-Z_:][a-zA-Z0-9_:]* */
+    const char *help;          /* one line */
+    const char *const *labels; /* label names, NULL-terminated; NULL none */
+    const double *buckets;     /* histogram: upper bounds, ascending */
+    size_t nbuckets;           /* at most MF_METRIC_MAX_BUCKETS */
+    size_t max_series;         /* 0: the host's (status.max_series) */
+} mf_metric_def_t;
+
+/* The formats api->metrics_render writes. */
+#define MF_METRICS_PROMETHEUS 0  /* text format 0.0.4 */
+#define MF_METRICS_OPENMETRICS 1 /* OpenMetrics 1.0, with exemplars */
+
 /* ABI 1.4: the answer to api->redis_post, on the request's worker, after
  * the request may be gone: no request, `arg` only. reply (valid during
  * the call) is NULL when err is set. */
@@ -547,6 +621,37 @@ struct mf_host_api_s {
     int (*respond_error_code)(mf_req_t *r, int status, const char *type,
                               const char *code, const char *message);
 
+    /* ABI 1.4: endpoints and metrics (observability) */
+
+    /* init only. Adds a path to a listener's endpoint table for the
+     * stage being loaded (the stage's paths come and go with it on
+     * reloads). MF_ERR after a log line when the path is malformed or a
+     * path the gateway or another stage serves. */
+    int (*add_endpoint)(const mf_endpoint_def_t *def);
+
+    /* Request stages. The raw request body (borrowed, valid for the
+     * request); empty when none. */
+    int (*get_body)(mf_req_t *r, mf_str_t *body);
+
+    /* Any stage, init included. Declares a metric, or finds the one
+     * declared with the same definition. NULL after a log line when the
+     * definition is invalid or differs from one of the same name. */
+    mf_metric_t *(*metric_declare)(const mf_metric_def_t *def);
+    /* Any stage. values are the label values, one per label declared,
+     * in order (copied; bytes past 128 cut). add: a counter (delta >= 0)
+     * or a gauge; set: a gauge; observe: a histogram, with a trace id
+     * as its exemplar (empty for none). MF_ERR on a wrong type or count
+     * of values, or a series over the cap (dropped, counted). */
+    int (*metric_add)(mf_metric_t *m, const mf_str_t *values, size_t nvalues,
+                      double delta);
+    int (*metric_set)(mf_metric_t *m, const mf_str_t *values, size_t nvalues,
+                      double value);
+    int (*metric_observe)(mf_metric_t *m, const mf_str_t *values,
+                          size_t nvalues, double value, mf_str_t trace_id);
+    /* Request stages (an endpoint's handler). Every metric declared, in
+     * `format` (MF_METRICS_*), into *out (request memory). */
+    int (*metrics_render)(mf_req_t *r, int format, mf_str_t *out);
+
     /* ABI 1.4: Redis beyond a paused stage (stores that outlive the
      * request). */
 
@@ -565,8 +670,6 @@ struct mf_host_api_s {
      * (no `redis:`, Redis down, a timeout, or an error reply). */
     json_t *(*redis_call)(int argc, const mf_str_t *argv, char *err,
                           size_t errcap);
-
-    void *spare[3];
 };
 
 /* The one symbol a plugin exports. */

@@ -1,0 +1,627 @@
+/*
+ * prometheus: records each LLM request in the host's metrics registry at
+ * on_log (requests, durations, time to first token, time per output
+ * token, upstream attempts, gateway overhead, tokens by kind, stream
+ * cuts, in flight) and serves the registry on the status listener
+ * (GET /metrics: Prometheus text, or OpenMetrics with exemplars when the
+ * scraper asks for it).
+ *
+ * Labels are bounded by construction: `model` is a name a request was
+ * routed with, admitted up to max_models (then "other"); `consumer` the
+ * request's consumer name ("anonymous" without one), admitted up to
+ * max_consumers (then "other"); the other labels come from the config
+ * (provider) or small fixed sets. No key, address or user agent is a
+ * label. The host caps every metric's series besides (status.max_series).
+ *
+ * config: { path: /metrics, max_models: 100, max_consumers: 100 }
+ */
+#include <manifold/plugin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const mf_host_api_t *api;
+
+/* A set of names admitted up to a cap: probed without a lock (a slot is
+ * published whole by a release store), added to under a lock. */
+typedef struct {
+    pthread_mutex_t lock;
+    char **slots;
+    size_t mask;
+    size_t n;
+    size_t cap;
+} nameset_t;
+
+enum {
+    M_REQUESTS,
+    M_DURATION,
+    M_TTFT,
+    M_TPOT,
+    M_ATTEMPTS,
+    M_ATTEMPT_DURATION,
+    M_ATTEMPT_TTFB,
+    M_OVERHEAD,
+    M_TOKENS,
+    M_CUTS,
+    M_FALLBACKS,
+    M_IN_FLIGHT,
+    M_STREAMS_IN_FLIGHT,
+    M__COUNT
+};
+
+typedef struct {
+    char *path;
+    nameset_t models;
+    nameset_t consumers;
+    mf_metric_t *m[M__COUNT];
+} prom_t;
+
+/* Buckets: the OpenTelemetry GenAI conventions, extended for long
+ * answers (operation duration up to ~330 s) and slow first tokens (60 s).
+ */
+static const double duration_buckets[] = {
+    0.01, 0.02, 0.04,  0.08,  0.16,  0.32,  0.64,   1.28,
+    2.56, 5.12, 10.24, 20.48, 40.96, 81.92, 163.84, 327.68};
+static const double ttft_buckets[] = {
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
+    0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 15.0, 30.0, 60.0};
+static const double tpot_buckets[] = {0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2,
+                                      0.3,  0.4,   0.5,  0.75,  1.0, 2.5};
+static const double overhead_buckets[] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+    0.025,  0.05,    0.1,    0.25,  0.5,    1.0};
+
+#define LABELS(...) ((const char *const[]){__VA_ARGS__, NULL})
+
+typedef struct {
+    mf_metric_type_t type;
+    const char *name;
+    const char *help;
+    const char *const *labels;
+    const double *buckets;
+    size_t nbuckets;
+} def_t;
+
+#define HIST(b) (b), (sizeof(b) / sizeof((b)[0]))
+
+static const def_t defs[M__COUNT] = {
+    [M_REQUESTS] = {MF_METRIC_COUNTER, "manifold_requests_total",
+                    "LLM requests answered, by route, model, provider, "
+                    "consumer, stream, status class and error type",
+                    LABELS("route", "model", "provider", "consumer", "stream",
+                           "status_class", "error_type")},
+    [M_DURATION] = {MF_METRIC_HISTOGRAM, "manifold_request_duration_seconds",
+                    "Time from a request's first byte to its answer's last",
+                    LABELS("route", "model", "provider", "stream"),
+                    HIST(duration_buckets)},
+    [M_TTFT] = {MF_METRIC_HISTOGRAM, "manifold_time_to_first_token_seconds",
+                "Time from a stream request's start to its first event with "
+                "answer text (not its first byte, not a role-only chunk)",
+                LABELS("model", "provider"), HIST(ttft_buckets)},
+    [M_TPOT] = {MF_METRIC_HISTOGRAM, "manifold_time_per_output_token_seconds",
+                "Time per output token after the first, of a stream",
+                LABELS("model", "provider"), HIST(tpot_buckets)},
+    [M_ATTEMPTS] = {MF_METRIC_COUNTER, "manifold_upstream_attempts_total",
+                    "Upstream attempts by provider and outcome",
+                    LABELS("provider", "outcome")},
+    [M_ATTEMPT_DURATION] = {MF_METRIC_HISTOGRAM,
+                            "manifold_upstream_attempt_duration_seconds",
+                            "Duration of a request's last upstream attempt",
+                            LABELS("provider"), HIST(duration_buckets)},
+    [M_ATTEMPT_TTFB] = {MF_METRIC_HISTOGRAM,
+                        "manifold_upstream_time_to_first_byte_seconds",
+                        "Time from the last upstream attempt's start to the "
+                        "upstream's answer head",
+                        LABELS("provider"), HIST(ttft_buckets)},
+    [M_OVERHEAD] = {MF_METRIC_HISTOGRAM, "manifold_gateway_overhead_seconds",
+                    "Time a request spent in the gateway: its duration less "
+                    "the time in upstream attempts",
+                    LABELS("route"), HIST(overhead_buckets)},
+    [M_TOKENS] = {MF_METRIC_COUNTER, "manifold_tokens_total",
+                  "Tokens by kind (input, output, cache_read, reasoning) and "
+                  "source (reported by the upstream, or estimated)",
+                  LABELS("model", "provider", "consumer", "kind", "source")},
+    [M_CUTS] = {MF_METRIC_COUNTER, "manifold_stream_cuts_total",
+                "Streams cut before their end, by who cut them",
+                LABELS("model", "provider", "by")},
+    [M_FALLBACKS] = {MF_METRIC_COUNTER, "manifold_fallbacks_total",
+                     "Requests answered after more than one upstream attempt",
+                     LABELS("model")},
+    [M_IN_FLIGHT] = {MF_METRIC_GAUGE, "manifold_requests_in_flight",
+                     "LLM requests being served", NULL},
+    [M_STREAMS_IN_FLIGHT] = {MF_METRIC_GAUGE, "manifold_streams_in_flight",
+                             "Stream requests being served", NULL},
+};
+
+static mf_str_t
+cstr(const char *s)
+{
+    return (mf_str_t){s, strlen(s)};
+}
+
+/* Name sets */
+
+static void
+nameset_init(nameset_t *s, size_t cap)
+{
+    size_t slots = 4;
+
+    while (slots < cap * 2) {
+        slots <<= 1;
+    }
+    pthread_mutex_init(&s->lock, NULL);
+    s->slots = calloc(slots, sizeof(char *));
+    s->mask = slots - 1;
+    s->cap = cap;
+    s->n = 0;
+}
+
+static void
+nameset_free(nameset_t *s)
+{
+    size_t i;
+
+    for (i = 0; s->slots != NULL && i <= s->mask; i++) {
+        free(s->slots[i]);
+    }
+    free(s->slots);
+    pthread_mutex_destroy(&s->lock);
+}
+
+static size_t
+name_hash(mf_str_t v)
+{
+    size_t h = 14695981039346656037ull, i;
+
+    for (i = 0; i < v.len; i++) {
+        h = (h ^ (unsigned char)v.data[i]) * 1099511628211ull;
+    }
+    return h;
+}
+
+/* The slot holding v, or the empty slot where it would go (*found 0). */
+static size_t
+nameset_probe(nameset_t *s, mf_str_t v, int *found)
+{
+    size_t i = name_hash(v) & s->mask, k;
+
+    for (k = 0; k <= s->mask; k++) {
+        const char *have = __atomic_load_n(&s->slots[i], __ATOMIC_ACQUIRE);
+
+        if (have == NULL) {
+            *found = 0;
+            return i;
+        }
+        if (strlen(have) == v.len && memcmp(have, v.data, v.len) == 0) {
+            *found = 1;
+            return i;
+        }
+        i = (i + 1) & s->mask;
+    }
+    *found = 0;
+    return (size_t)-1;
+}
+
+/* v when it is in the set or now admitted; "other" when the set is full
+ * or v is not a name to admit (empty, too long). */
+static mf_str_t
+nameset_admit(nameset_t *s, mf_str_t v)
+{
+    size_t i;
+    int found;
+    char *copy;
+
+    if (v.len == 0 || v.len > 128 || s->slots == NULL) {
+        return MF_STR("other");
+    }
+    nameset_probe(s, v, &found);
+    if (found) {
+        return v;
+    }
+    pthread_mutex_lock(&s->lock);
+    i = nameset_probe(s, v, &found);
+    if (!found && i != (size_t)-1 && s->n < s->cap &&
+        (copy = malloc(v.len + 1)) != NULL) {
+        memcpy(copy, v.data, v.len);
+        copy[v.len] = '\0';
+        __atomic_store_n(&s->slots[i], copy, __ATOMIC_RELEASE);
+        s->n++;
+        found = 1;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return found ? v : MF_STR("other");
+}
+
+/* Recording */
+
+static int
+path_starts(mf_str_t path, const char *prefix)
+{
+    size_t n = strlen(prefix);
+
+    return path.len >= n && memcmp(path.data, prefix, n) == 0;
+}
+
+/* The API a request came for: a small fixed set. */
+static const char *
+route_of(const mf_req_info_t *i)
+{
+    switch (i->endpoint) {
+    case MF_ENDPOINT_CHAT:
+        return path_starts(i->path, "/v1/messages")    ? "messages"
+               : path_starts(i->path, "/v1/responses") ? "responses"
+                                                       : "chat";
+    case MF_ENDPOINT_EMBEDDINGS:
+        return "embeddings";
+    case MF_ENDPOINT_MESSAGES:
+        return "messages";
+    default:
+        return "other";
+    }
+}
+
+/* A small fixed set: what the status tells of an error. */
+static const char *
+error_type_of(const mf_req_info_t *i, int cut)
+{
+    if (cut) {
+        return "stream_cut";
+    }
+    switch (i->status) {
+    case 400:
+    case 405:
+    case 413:
+    case 431:
+        return "invalid_request";
+    case 401:
+        return "authentication";
+    case 403:
+        return "permission";
+    case 404:
+        return "not_found";
+    case 429:
+        return "rate_limit";
+    case 499:
+        return "client_closed";
+    case 502:
+        return "upstream";
+    case 503:
+        return "unavailable";
+    case 504:
+        return "timeout";
+    default:
+        return i->status >= 500   ? "internal"
+               : i->status >= 400 ? "invalid_request"
+                                  : "none";
+    }
+}
+
+/* The trace id of a W3C traceparent the client sent (32 hex digits),
+ * for exemplars; empty when none. */
+static mf_str_t
+trace_id_of(mf_req_t *r)
+{
+    mf_str_t tp;
+    size_t k;
+
+    if (api->get_header(r, MF_REQUEST_HEADERS, MF_STR("traceparent"), &tp) !=
+            MF_OK ||
+        tp.len < 55 || tp.data[2] != '-' || tp.data[35] != '-') {
+        return MF_STR_NULL;
+    }
+    for (k = 3; k < 35; k++) {
+        char c = tp.data[k];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return MF_STR_NULL;
+        }
+    }
+    return (mf_str_t){tp.data + 3, 32};
+}
+
+/* Each "provider/model:outcome" of the attempts made. */
+static void
+record_attempts(prom_t *p, const mf_req_info_t *i)
+{
+    const char *s = i->tried.data, *end = s + i->tried.len;
+
+    while (s != NULL && s < end) {
+        const char *sp = memchr(s, ' ', (size_t)(end - s));
+        const char *e = sp ? sp : end;
+        const char *slash = memchr(s, '/', (size_t)(e - s));
+        const char *colon = e;
+        mf_str_t v[2];
+
+        while (colon > s && colon[-1] != ':') {
+            colon--;
+        }
+        if (slash != NULL && colon > slash + 1) {
+            mf_str_t out = {colon, (size_t)(e - colon)};
+
+            v[0] = (mf_str_t){s, (size_t)(slash - s)};
+            /* statuses fold into their class; words are a fixed set */
+            if (out.len == 3 && out.data[0] >= '1' && out.data[0] <= '5') {
+                static const char *const cls[] = {"1xx", "2xx", "3xx", "4xx",
+                                                  "5xx"};
+
+                v[1] = out.data[0] == '4' && out.data[1] == '2' &&
+                               out.data[2] == '9'
+                           ? MF_STR("429")
+                           : (mf_str_t){cls[out.data[0] - '1'], 3};
+            } else if (out.len > 0 && out.len <= 16) {
+                v[1] = out;
+            } else {
+                v[1] = MF_STR("other");
+            }
+            api->metric_add(p->m[M_ATTEMPTS], v, 2, 1);
+        }
+        s = sp ? sp + 1 : NULL;
+    }
+}
+
+static void
+record_tokens(prom_t *p, mf_str_t model, mf_str_t provider, mf_str_t consumer,
+              const mf_usage_t *u)
+{
+    mf_str_t v[5] = {model, provider, consumer, MF_STR_NULL,
+                     u->estimated ? MF_STR("estimated") : MF_STR("reported")};
+    int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
+
+    if (u->prompt_tokens > 0) {
+        v[3] = MF_STR("input");
+        api->metric_add(p->m[M_TOKENS], v, 5,
+                        (double)(u->prompt_tokens - cached));
+    }
+    if (cached > 0) {
+        v[3] = MF_STR("cache_read");
+        api->metric_add(p->m[M_TOKENS], v, 5, (double)cached);
+    }
+    if (u->completion_tokens > 0) {
+        int64_t reasoning = u->reasoning_tokens > 0 ? u->reasoning_tokens : 0;
+
+        v[3] = MF_STR("output");
+        api->metric_add(p->m[M_TOKENS], v, 5,
+                        (double)(u->completion_tokens - reasoning));
+        if (reasoning > 0) {
+            v[3] = MF_STR("reasoning");
+            api->metric_add(p->m[M_TOKENS], v, 5, (double)reasoning);
+        }
+    }
+}
+
+static int in_flight_mark;
+
+static mf_action_t
+prom_on_request(mf_req_t *r, void *state, void **ctx)
+{
+    prom_t *p = state;
+    mf_req_info_t i = {.size = sizeof(i)};
+
+    api->get_info(r, &i);
+    *ctx = &in_flight_mark;
+    api->metric_add(p->m[M_IN_FLIGHT], NULL, 0, 1);
+    if (i.stream) {
+        api->metric_add(p->m[M_STREAMS_IN_FLIGHT], NULL, 0, 1);
+    }
+    return MF_CONTINUE;
+}
+
+static void
+prom_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    prom_t *p = state;
+    mf_req_info_t i = {.size = sizeof(i)};
+    mf_str_t model, provider, consumer, route, stream, trace, v[7];
+    char cls[8];
+    int cut;
+    double secs;
+
+    api->get_info(r, &i);
+    if (*ctx == &in_flight_mark) {
+        api->metric_add(p->m[M_IN_FLIGHT], NULL, 0, -1);
+        if (i.stream) {
+            api->metric_add(p->m[M_STREAMS_IN_FLIGHT], NULL, 0, -1);
+        }
+        *ctx = NULL;
+    }
+    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE) {
+        return; /* scrapes, stage pages, health checks */
+    }
+    /* a model is a label once a request was routed with it */
+    model = i.attempts > 0 || i.provider.len > 0
+                ? nameset_admit(&p->models, i.model)
+                : MF_STR("other");
+    provider = i.provider.len > 0 ? i.provider : MF_STR("none");
+    consumer = i.consumer.len > 0 ? nameset_admit(&p->consumers, i.consumer)
+                                  : MF_STR("anonymous");
+    route = cstr(route_of(&i));
+    stream = i.stream ? MF_STR("true") : MF_STR("false");
+    /* a stream that began (2xx) and ended with an error: cut */
+    cut = i.stream && i.status < 400 && i.error.len > 0;
+    snprintf(cls, sizeof(cls), "%dxx", i.status / 100 % 10);
+    trace = trace_id_of(r);
+
+    v[0] = route;
+    v[1] = model;
+    v[2] = provider;
+    v[3] = consumer;
+    v[4] = stream;
+    v[5] = (mf_str_t){cls, 3};
+    v[6] = cstr(error_type_of(&i, cut));
+    api->metric_add(p->m[M_REQUESTS], v, 7, 1);
+
+    v[3] = stream;
+    api->metric_observe(p->m[M_DURATION], v, 4, i.latency_ms / 1000, trace);
+    v[0] = route;
+    secs = (i.latency_ms - i.upstream_ms) / 1000;
+    api->metric_observe(p->m[M_OVERHEAD], v, 1, secs > 0 ? secs : 0, trace);
+
+    record_attempts(p, &i);
+    if (i.attempts > 1 && i.status < 400) {
+        api->metric_add(p->m[M_FALLBACKS], &model, 1, 1);
+    }
+    if (i.attempts > 0 && i.provider.len > 0) {
+        if (i.attempt_ms >= 0) {
+            api->metric_observe(p->m[M_ATTEMPT_DURATION], &provider, 1,
+                                i.attempt_ms / 1000, trace);
+        }
+        if (i.attempt_ttfb_ms >= 0) {
+            api->metric_observe(p->m[M_ATTEMPT_TTFB], &provider, 1,
+                                i.attempt_ttfb_ms / 1000, trace);
+        }
+    }
+    v[0] = model;
+    v[1] = provider;
+    if (i.stream && i.first_content_ms >= 0) {
+        api->metric_observe(p->m[M_TTFT], v, 2, i.first_content_ms / 1000,
+                            trace);
+        if (i.usage.completion_tokens > 1 &&
+            i.latency_ms > i.first_content_ms) {
+            api->metric_observe(p->m[M_TPOT], v, 2,
+                                (i.latency_ms - i.first_content_ms) / 1000 /
+                                    (double)(i.usage.completion_tokens - 1),
+                                trace);
+        }
+    }
+    if (cut) {
+        int by_client = i.bytes_undelivered > 0 ||
+                        (i.error.len >= 17 &&
+                         memcmp(i.error.data, "the client closed", 17) == 0);
+
+        v[2] = by_client ? MF_STR("client") : MF_STR("upstream");
+        api->metric_add(p->m[M_CUTS], v, 3, 1);
+    }
+    record_tokens(p, model, provider, consumer, &i.usage);
+}
+
+/* GET /metrics on the status listener. */
+static mf_action_t
+prom_serve(mf_req_t *r, void *state, void *arg)
+{
+    mf_str_t accept, out;
+    int om;
+
+    (void)state;
+    (void)arg;
+    om = api->get_header(r, MF_REQUEST_HEADERS, MF_STR("accept"), &accept) ==
+             MF_OK &&
+         accept.len >= 24 &&
+         memmem(accept.data, accept.len, "application/openmetrics-text", 28) !=
+             NULL;
+    if (api->metrics_render(r,
+                            om ? MF_METRICS_OPENMETRICS : MF_METRICS_PROMETHEUS,
+                            &out) != MF_OK) {
+        return MF_FAIL;
+    }
+    api->respond(r, 200,
+                 om ? "application/openmetrics-text; version=1.0.0; "
+                      "charset=utf-8"
+                    : "text/plain; version=0.0.4; charset=utf-8",
+                 out);
+    return MF_RESPOND;
+}
+
+static void prom_fini(void *state);
+
+static int
+prom_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    json_t *conf = json_loads(config_json, 0, NULL);
+    const char *path = json_string_value(json_object_get(conf, "path"));
+    json_t *mm = json_object_get(conf, "max_models");
+    json_t *mc = json_object_get(conf, "max_consumers");
+    const char *key;
+    json_t *val;
+    prom_t *p;
+    size_t k;
+
+    api = host;
+    if (api->abi_minor < 4) {
+        api->log(MF_LOG_ERROR, "prometheus: needs a host with ABI 1.4");
+        json_decref(conf);
+        return MF_ERR;
+    }
+    json_object_foreach(conf, key, val)
+    {
+        if (strcmp(key, "path") != 0 && strcmp(key, "max_models") != 0 &&
+            strcmp(key, "max_consumers") != 0) {
+            api->log(MF_LOG_ERROR,
+                     "prometheus: unknown config key '%s' (path, "
+                     "max_models, max_consumers)",
+                     key);
+            json_decref(conf);
+            return MF_ERR;
+        }
+    }
+    if ((mm != NULL && (!json_is_integer(mm) || json_integer_value(mm) < 1 ||
+                        json_integer_value(mm) > 10000)) ||
+        (mc != NULL && (!json_is_integer(mc) || json_integer_value(mc) < 1 ||
+                        json_integer_value(mc) > 10000))) {
+        api->log(MF_LOG_ERROR, "prometheus: max_models and max_consumers "
+                               "are whole numbers from 1 to 10000");
+        json_decref(conf);
+        return MF_ERR;
+    }
+    p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        json_decref(conf);
+        return MF_ERR;
+    }
+    p->path = strdup(path ? path : "/metrics");
+    nameset_init(&p->models, mm ? (size_t)json_integer_value(mm) : 100);
+    nameset_init(&p->consumers, mc ? (size_t)json_integer_value(mc) : 100);
+    json_decref(conf);
+    for (k = 0; k < M__COUNT; k++) {
+        mf_metric_def_t d = {.size = sizeof(d),
+                             .type = defs[k].type,
+                             .name = defs[k].name,
+                             .help = defs[k].help,
+                             .labels = defs[k].labels,
+                             .buckets = defs[k].buckets,
+                             .nbuckets = defs[k].nbuckets};
+
+        p->m[k] = api->metric_declare(&d);
+        if (p->m[k] == NULL) {
+            prom_fini(p);
+            return MF_ERR;
+        }
+    }
+    {
+        mf_endpoint_def_t e = {.size = sizeof(e),
+                               .listener = MF_LISTENER_STATUS,
+                               .method = "GET",
+                               .path = p->path,
+                               .handler = prom_serve};
+
+        if (p->path == NULL || api->add_endpoint(&e) != MF_OK) {
+            prom_fini(p);
+            return MF_ERR;
+        }
+    }
+    *state = p;
+    return MF_OK;
+}
+
+static void
+prom_fini(void *state)
+{
+    prom_t *p = state;
+
+    nameset_free(&p->models);
+    nameset_free(&p->consumers);
+    free(p->path);
+    free(p);
+}
+
+static const mf_plugin_t prometheus = {
+    MF_PLUGIN_ABI,         .name = "prometheus", .version = "1.0.0",
+    .init = prom_init,     .fini = prom_fini,    .on_request = prom_on_request,
+    .on_log = prom_on_log,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &prometheus;
+}
