@@ -41,6 +41,9 @@ static const struct {
     [MF_CALL_SET_REQUEST_HEADER] = {"set_header (request)",
                                     MF_HOOK(MF_STAGE_REQUEST) |
                                         MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_SET_QUERY] = {"set_query", MF_HOOK(MF_STAGE_REQUEST) |
+                                            MF_HOOK(MF_STAGE_ROUTE) |
+                                            MF_HOOK(MF_STAGE_ENDPOINT)},
     [MF_CALL_SET_UPSTREAM_HEADER] = {"set_header (upstream request)",
                                      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
                                          MF_HOOK(MF_STAGE_PROVIDER)},
@@ -690,6 +693,17 @@ api_redis_post(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_post_cb cb,
     return MF_OK;
 }
 
+static int
+api_set_query(mf_req_t *r, mf_str_t query)
+{
+    if (!in_call(r, MF_CALL_SET_QUERY) ||
+        (query.len > 0 && query.data == NULL)) {
+        return MF_ERR;
+    }
+    r->query = query.len > 0 ? mf_pool_str(r->pool, query) : MF_STR_NULL;
+    return MF_OK;
+}
+
 static json_t *
 api_redis_call(int argc, const mf_str_t *argv, char *err, size_t errcap)
 {
@@ -854,4 +868,5 @@ const mf_host_api_t mf_api = {
     .metrics_render = api_metrics_render,
     .redis_post = api_redis_post,
     .redis_call = api_redis_call,
+    .set_query = api_set_query,
 };

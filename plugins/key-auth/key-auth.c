@@ -954,6 +954,28 @@ header(mf_req_t *r, const char *name)
     return v;
 }
 
+/* ?key=: later stages and logs see the query without it. */
+static void
+strip_query_key(mf_req_t *r)
+{
+    mf_req_info_t info = {.size = sizeof(info)};
+    char *q;
+    size_t n;
+
+    api->get_info(r, &info);
+    if (info.query.len == 0 ||
+        memmem(info.query.data, info.query.len, "key", 3) == NULL) {
+        return;
+    }
+    q = api->palloc(r, info.query.len + 1);
+    if (q == NULL) {
+        api->set_query(r, MF_STR_NULL); /* rather nothing than the key */
+        return;
+    }
+    n = gov_query_without_key(info.query, q, info.query.len + 1);
+    api->set_query(r, (mf_str_t){q, n});
+}
+
 /* Decides on cred with what the maps hold. store_down: Redis could not
  * be asked; what was never read from it is then unknown (503). */
 static mf_action_t
@@ -1015,6 +1037,7 @@ decide(ka_t *ka, mf_req_t *r, mf_str_t cred, int store_down)
     api->set_header(r, MF_REQUEST_HEADERS, MF_STR("x-api-key"), MF_STR_NULL);
     api->set_header(r, MF_REQUEST_HEADERS, MF_STR("x-goog-api-key"),
                     MF_STR_NULL);
+    strip_query_key(r);
     if (status == 503) {
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("retry-after"),
                         MF_STR("1"));
@@ -1160,7 +1183,7 @@ ka_on_request(mf_req_t *r, void *state, void **ctx)
     (void)ctx;
     api->get_info(r, &info);
     if (gov_credential(header(r, "authorization"), header(r, "x-api-key"),
-                       header(r, "x-goog-api-key"), info.path,
+                       header(r, "x-goog-api-key"), info.query,
                        &cred) != MF_OK) {
         deny(r, 401, "missing_api_key",
              "no API key: send it as Authorization: Bearer KEY (or "
@@ -1773,9 +1796,9 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
 
     api = host;
     if (host->abi_minor < 4 ||
-        host->size <
-            offsetof(mf_host_api_t, respond_error_code) + sizeof(void *)) {
-        host->log(MF_LOG_ERROR, "key-auth: needs a host with ABI 1.4");
+        host->size < offsetof(mf_host_api_t, set_query) + sizeof(void *)) {
+        host->log(MF_LOG_ERROR, "key-auth: needs a host with ABI 1.4 "
+                                "(set_query)");
         return MF_ERR;
     }
     conf = json_loads(config_json, 0, NULL);

@@ -670,6 +670,12 @@ struct mf_host_api_s {
      * (no `redis:`, Redis down, a timeout, or an error reply). */
     json_t *(*redis_call)(int argc, const mf_str_t *argv, char *err,
                           size_t errcap);
+
+    /* ABI 1.4: on_request, on_route and an endpoint's handler. Replaces
+     * the request's query (get_info's `query`, Lua's mf.req.query()) for
+     * every later stage and log: an identity stage removes the
+     * credential it read from it (?key=). Copied. */
+    int (*set_query)(mf_req_t *r, mf_str_t query);
 };
 
 /* The one symbol a plugin exports. */
