@@ -1059,7 +1059,10 @@ typedef struct {
     int store_down;
     int kind;       /* 1 a key, 2 a consumer */
     char what[160]; /* its id or name */
+    int billing;    /* a billing endpoint: BILLING_* */
 } actx_t;
+
+static mf_action_t billing_identified(ka_t *ka, mf_req_t *r, actx_t *a);
 
 /* What must be read from Redis before deciding: 0 nothing, 1 the key
  * (a->what its id), 2 its consumer (a->what the name). */
@@ -1168,7 +1171,262 @@ step(ka_t *ka, mf_req_t *r, actx_t *a)
         }
         a->store_down = 1;
     }
+    if (a->billing) {
+        return billing_identified(ka, r, a);
+    }
     return decide(ka, r, a->cred, a->store_down);
+}
+
+#define BILLING_SUBSCRIPTION 1
+#define BILLING_USAGE 2
+
+/* Self-service billing (GET /v1/dashboard/billing/subscription and
+ * /usage, OneAPI's shapes, which NextChat and LobeChat read to show a
+ * balance), answered for the calling key. The spend comes from the
+ * limits stage: its Redis budget keys (Redis store) or what it publishes
+ * in the shared dict (embedded store). */
+
+typedef struct {
+    int found;
+    int64_t key_expires;
+    char name[160];
+    int has_usd;
+    int64_t budget; /* micro-USD */
+    gov_period_t period;
+    int tz;
+} payer_t;
+
+/* The consumer of a's key, or an answer (401) when there is none. */
+static int
+payer_of(ka_t *ka, mf_req_t *r, actx_t *a, payer_t *p)
+{
+    key_t_ *k;
+    consumer_t *c;
+    const char *code = NULL, *msg = NULL;
+    json_t *usd;
+
+    memset(p, 0, sizeof(*p));
+    pthread_rwlock_rdlock(&ka->lock);
+    k = find_key(ka, a->cred);
+    c = k ? gov_map_get(ka->consumers,
+                        (mf_str_t){k->consumer, strlen(k->consumer)})
+          : NULL;
+    if (k == NULL || c == NULL || c->gone) {
+        code = a->store_down ? "key_store_unavailable" : "invalid_api_key";
+        msg = a->store_down ? "the key store is unavailable; retry in a moment"
+                            : "the API key is not valid";
+    } else if (k->revoked) {
+        code = "revoked_api_key";
+        msg = "the API key was revoked; ask for a new one";
+    } else if (k->expires != 0 && (int64_t)time(NULL) >= k->expires) {
+        code = "expired_api_key";
+        msg = "the API key has expired; use the key that replaced it";
+    } else if (c->disabled) {
+        code = "consumer_disabled";
+        msg = "the consumer of this API key is disabled";
+    } else {
+        p->found = 1;
+        p->key_expires = k->expires;
+        snprintf(p->name, sizeof(p->name), "%s", c->name);
+        usd = json_object_get(c->budget, "micro_usd");
+        if (json_is_integer(usd)) {
+            p->has_usd = 1;
+            p->budget = json_integer_value(usd);
+            if (gov_period_parse(
+                    json_string_value(json_object_get(c->budget, "period")),
+                    &p->period) != MF_OK) {
+                p->period = GOV_MONTH;
+            }
+            if (gov_tz_parse(
+                    json_string_value(json_object_get(c->budget, "tz")),
+                    &p->tz) != MF_OK) {
+                p->tz = 0;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&ka->lock);
+    if (!p->found) {
+        if (strcmp(code, "key_store_unavailable") == 0) {
+            api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("retry-after"),
+                            MF_STR("1"));
+            api->respond_error_code(r, 503, "server_error", code, msg);
+        } else {
+            deny(r, 401, code, msg);
+        }
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+static mf_action_t
+billing_answer(mf_req_t *r, int which, const payer_t *p, int64_t used,
+               int64_t topup)
+{
+    int64_t start = 0, end = 0;
+    double hard;
+    json_t *j;
+    char *text;
+
+    if (p->has_usd) {
+        gov_period_bounds(p->period, p->tz, (int64_t)time(NULL), &start, &end);
+        hard = (double)(p->budget + topup) / 1e6;
+    } else {
+        hard = 100000000; /* no budget: OneAPI's "unlimited" */
+    }
+    if (which == BILLING_SUBSCRIPTION) {
+        j = json_pack("{s:s,s:b,s:f,s:f,s:f,s:I}", "object",
+                      "billing_subscription", "has_payment_method", 1,
+                      "soft_limit_usd", hard, "hard_limit_usd", hard,
+                      "system_hard_limit_usd", hard, "access_until",
+                      (json_int_t)p->key_expires);
+    } else {
+        /* cents, as OpenAI's old usage endpoint: what the period spent */
+        j = json_pack("{s:s,s:f}", "object", "list", "total_usage",
+                      (double)used / 1e4);
+    }
+    text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    api->respond(r, 200, NULL, (mf_str_t){text, text ? strlen(text) : 0});
+    free(text);
+    return MF_RESPOND;
+}
+
+/* Embedded store: the state limits published; a period that ended reads
+ * as nothing spent. */
+static mf_action_t
+billing_local(mf_req_t *r, int which, const payer_t *p)
+{
+    char k[220], v[96];
+    int n;
+    long long ps = 0, used = 0, topup = 0;
+    int64_t start, end;
+
+    if (p->has_usd) {
+        n = snprintf(k, sizeof(k), "mf.billing.budget.%s", p->name);
+        gov_period_bounds(p->period, p->tz, (int64_t)time(NULL), &start, &end);
+        if (api->shared_get((mf_str_t){k, (size_t)n}, v, sizeof(v) - 1) > 0) {
+            v[sizeof(v) - 1] = '\0';
+            if (sscanf(v, "%lld %lld %lld", &ps, &used, &topup) != 3 ||
+                ps != start) {
+                used = topup = 0;
+            }
+        }
+        return billing_answer(r, which, p, used, topup);
+    }
+    gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
+    n = snprintf(k, sizeof(k), "mf.billing.cost.%lld.%s", (long long)start,
+                 p->name);
+    memset(v, 0, sizeof(v));
+    if ((n = api->shared_get((mf_str_t){k, (size_t)n}, v, sizeof(v) - 1)) > 0) {
+        v[n] = '\0';
+        used = atoll(v);
+    }
+    return billing_answer(r, which, p, used, 0);
+}
+
+/* Redis store: the budget limits keeps in Redis for this period. */
+typedef struct {
+    int which;
+    payer_t p;
+} bq_t;
+
+static void
+billing_redis_cb(mf_req_t *r, void *arg, const mf_redis_reply_t *rep,
+                 const char *err)
+{
+    bq_t *q = arg;
+    int64_t v[2] = {0, 0};
+    size_t i;
+
+    if (err != NULL || rep == NULL || rep->type != MF_REDIS_ARRAY) {
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("retry-after"),
+                        MF_STR("1"));
+        api->respond_error_code(r, 503, "server_error", "store_unavailable",
+                                "the budget store is unavailable; retry in "
+                                "a moment");
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    for (i = 0; i < 2 && i < rep->nelements; i++) {
+        if (rep->elements[i].type == MF_REDIS_STRING &&
+            rep->elements[i].str.len < 24) {
+            char t[24];
+
+            memcpy(t, rep->elements[i].str.data, rep->elements[i].str.len);
+            t[rep->elements[i].str.len] = '\0';
+            v[i] = atoll(t);
+        }
+    }
+    api->resume(r, billing_answer(r, q->which, &q->p, v[0], v[1]));
+}
+
+static mf_action_t
+billing_identified(ka_t *ka, mf_req_t *r, actx_t *a)
+{
+    payer_t p;
+    bq_t *q;
+    char key[400];
+    int64_t start, end;
+    mf_str_t argv[4];
+
+    strip_query_key(r);
+    if (payer_of(ka, r, a, &p) != MF_OK) {
+        return MF_RESPOND;
+    }
+    if (!ka->redis || !p.has_usd) {
+        return billing_local(r, a->billing, &p);
+    }
+    q = api->palloc(r, sizeof(*q));
+    if (q == NULL) {
+        return MF_FAIL;
+    }
+    q->which = a->billing;
+    q->p = p;
+    gov_period_bounds(p.period, p.tz, (int64_t)time(NULL), &start, &end);
+    snprintf(key, sizeof(key), "mf:lim:{c:%s}:consumer:%s:b:usd:%lld", p.name,
+             p.name, (long long)start);
+    argv[0] = MF_STR("HMGET");
+    argv[1] = (mf_str_t){key, strlen(key)};
+    argv[2] = MF_STR("used");
+    argv[3] = MF_STR("topup");
+    if (api->redis_command(r, 4, argv, billing_redis_cb, q) != MF_OK) {
+        return MF_FAIL;
+    }
+    return MF_PAUSE;
+}
+
+static mf_action_t
+billing_serve(mf_req_t *r, void *state, void *arg)
+{
+    ka_t *ka = state;
+    mf_req_info_t info = {.size = sizeof(info)};
+    mf_str_t cred;
+    actx_t *a;
+    char *copy;
+
+    api->get_info(r, &info);
+    if (gov_credential(header(r, "authorization"), header(r, "x-api-key"),
+                       header(r, "x-goog-api-key"), info.query,
+                       &cred) != MF_OK) {
+        deny(r, 401, "missing_api_key",
+             "no API key: send it as Authorization: Bearer KEY");
+        return MF_RESPOND;
+    }
+    a = api->palloc(r, sizeof(*a));
+    copy = api->palloc(r, cred.len + 1);
+    if (a == NULL || copy == NULL) {
+        return MF_FAIL;
+    }
+    memset(a, 0, sizeof(*a));
+    memcpy(copy, cred.data, cred.len);
+    copy[cred.len] = '\0';
+    a->ka = ka;
+    a->cred = (mf_str_t){copy, cred.len};
+    a->billing = (int)(intptr_t)arg;
+    if (!ka->redis) {
+        return billing_identified(ka, r, a);
+    }
+    return step(ka, r, a);
 }
 
 static mf_action_t
@@ -1745,6 +2003,38 @@ cmd_consumers_delete(void *arg, const json_t *args, json_t **out)
 
 /* Lifecycle */
 
+/* The billing paths OneAPI serves, with and without /v1 (clients append
+ * "dashboard/billing/..." to a base URL that may hold it). */
+static int
+register_billing(void)
+{
+    static const char *const paths[] = {
+        "/v1/dashboard/billing/subscription", "/dashboard/billing/subscription",
+        "/v1/dashboard/billing/usage", "/dashboard/billing/usage"};
+    size_t i;
+
+    for (i = 0; i < 4; i++) {
+        mf_endpoint_def_t def = {
+            .size = sizeof(def),
+            .listener = MF_LISTENER_CLIENT,
+            .method = "GET",
+            .path = paths[i],
+            .handler = billing_serve,
+            .arg = (void *)(intptr_t)(i < 2 ? BILLING_SUBSCRIPTION
+                                            : BILLING_USAGE),
+        };
+
+        if (api->add_endpoint(&def) != MF_OK) {
+            api->log(MF_LOG_ERROR,
+                     "key-auth: cannot serve %s (set billing: false to "
+                     "leave it to another stage)",
+                     paths[i]);
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
 static void
 ka_fini(void *state)
 {
@@ -1788,9 +2078,11 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
          cmd_keys_rotate},
         {"keys.revoke", "KEYID: refused from now on", cmd_keys_revoke},
     };
-    static const char *const known[] = {"secret", "db", "store", NULL};
+    static const char *const known[] = {"secret", "db", "store", "billing",
+                                        NULL};
     json_t *conf, *v;
     const char *k, *db, *dir, *st;
+    int billing;
     ka_t *ka;
     size_t i;
 
@@ -1809,7 +2101,7 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
         if (known[i] == NULL) {
             api->log(MF_LOG_ERROR,
                      "key-auth: unknown setting '%s' (known: secret, db, "
-                     "store)",
+                     "store, billing)",
                      k);
             json_decref(conf);
             return MF_ERR;
@@ -1828,6 +2120,12 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
     db = json_string_value(json_object_get(conf, "db"));
     dir = json_string_value(api->config_section("dir"));
     st = json_string_value(json_object_get(conf, "store"));
+    v = json_object_get(conf, "billing");
+    if (v != NULL && !json_is_boolean(v)) {
+        api->log(MF_LOG_ERROR, "key-auth: billing must be true or false");
+        goto fail;
+    }
+    billing = v == NULL || json_is_true(v);
     if (st != NULL && strcmp(st, "redis") != 0 && strcmp(st, "local") != 0) {
         api->log(MF_LOG_ERROR, "key-auth: store '%s' must be redis or local",
                  st);
@@ -1888,6 +2186,9 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
                      cmds[i].name);
             goto fail;
         }
+    }
+    if (billing && register_billing() != MF_OK) {
+        goto fail;
     }
     api->log(MF_LOG_INFO,
              "key-auth: %zu consumers, %zu keys from the config, %zu "

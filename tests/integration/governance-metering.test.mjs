@@ -39,6 +39,7 @@ consumers:
   - { name: g1, group: eng, keys: ["k-g1"] }
   - { name: g2, group: eng, keys: ["k-g2"] }
   - { name: plain, keys: ["k-plain"] }
+  - { name: wallet, keys: ["k-wallet"], budget: { usd: 2, period: month } }
   - { name: durable, keys: ["k-durable"], budget: { tokens: 100000000, period: month } }
 `;
 }
@@ -198,6 +199,47 @@ test('a consumer without limits or budget is still in the ledger', async () => {
     await sleep(10);
   }
   assert.fail('no ledger row');
+});
+
+test('billing endpoints (OneAPI shapes) answer for the calling key', async () => {
+  const get = async (p, key) => {
+    const r = await fetch(gw.url + p, { headers: key ? auth(key) : {} });
+    return [r.status, await r.json()];
+  };
+  // a USD budget: its size, and what the period spent, in cents
+  let [st, sub] = await get('/v1/dashboard/billing/subscription', 'k-wallet');
+  assert.equal(st, 200);
+  assert.equal(sub.object, 'billing_subscription');
+  assert.equal(sub.hard_limit_usd, 2);
+  assert.equal(sub.soft_limit_usd, 2);
+  assert.equal(sub.system_hard_limit_usd, 2);
+  assert.equal(sub.has_payment_method, true);
+  let [, use] = await get('/v1/dashboard/billing/usage?start_date=2026-12-01&end_date=2026-12-31', 'k-wallet');
+  assert.deepEqual(use, { object: 'list', total_usage: 0 });
+  const r = await chat(gw, 'hi', {}, auth('k-wallet'));
+  const body = await r.json();
+  const cost = Math.ceil(body.usage.prompt_tokens * 2.5 + body.usage.completion_tokens * 10);
+  await settled('wallet', 1);
+  [st, use] = await get('/dashboard/billing/usage', 'k-wallet');
+  assert.equal(st, 200);
+  assert.equal(use.total_usage, cost / 1e4);
+  // a top-up raises the limit a client sees
+  assert.equal((await command('budget.topup', { args: ['wallet', '1usd'] })).status, 200);
+  [, sub] = await get('/dashboard/billing/subscription', 'k-wallet');
+  assert.equal(sub.hard_limit_usd, 3);
+  // no budget: unlimited, and the month's cost; the key may come in the query
+  [st, sub] = await get('/v1/dashboard/billing/subscription?key=k-plain');
+  assert.equal(st, 200);
+  assert.equal(sub.hard_limit_usd, 100000000);
+  [, use] = await get('/v1/dashboard/billing/usage', 'k-plain');
+  assert.ok(use.total_usage > 0, JSON.stringify(use));
+  // no key, a wrong key: 401 in OpenAI's shape
+  [st, sub] = await get('/v1/dashboard/billing/usage');
+  assert.equal(st, 401);
+  assert.equal(sub.error.code, 'missing_api_key');
+  [st, sub] = await get('/v1/dashboard/billing/subscription', 'k-nobody');
+  assert.equal(st, 401);
+  assert.equal(sub.error.code, 'invalid_api_key');
 });
 
 test('a group budget is shared by its consumers', async () => {

@@ -73,10 +73,13 @@ consumers:
   - { name: narrow, keys: ["k-narrow"], limits: { concurrency: 1 } }
   - { name: budgeted, keys: ["k-budgeted"], budget: { tokens: 100000000, period: month } }
   - { name: free, keys: ["k-free"] }
+  - { name: wallet, keys: ["k-wallet"], budget: { usd: 2, period: month } }
   - { name: g1, group: eng, keys: ["k-g1"] }
   - { name: g2, group: eng, keys: ["k-g2"], budget: { tokens: 100000, period: month } }
 groups:
   - { name: eng, budget: { tokens: 150, period: month } }
+prices:
+  gpt-4o: { input: 2.5, output: 10 }
 `, { dir });
   gw.sock = sock;
   return gw;
@@ -148,6 +151,21 @@ test('a group budget on another hash tag: shared by the nodes, and a refusal the
   const r1 = await first;
   assert.equal(r1.status, 200);
   await r1.text();
+});
+
+test('billing endpoints read the budget in Redis: spent on node 1, seen on node 3', async () => {
+  const r = await chat(nodes[0], 'hi', {}, auth('k-wallet'));
+  const body = await r.json();
+  const cost = Math.ceil(body.usage.prompt_tokens * 2.5 + body.usage.completion_tokens * 10);
+  let use;
+  for (let i = 0; i < 200; i++) {
+    use = await (await fetch(nodes[2].url + '/v1/dashboard/billing/usage', { headers: auth('k-wallet') })).json();
+    if (use.total_usage > 0) break;
+    await sleep(10);
+  }
+  assert.deepEqual(use, { object: 'list', total_usage: cost / 1e4 });
+  const sub = await (await fetch(nodes[1].url + '/v1/dashboard/billing/subscription', { headers: auth('k-wallet') })).json();
+  assert.equal(sub.hard_limit_usd, 2);
 });
 
 test('a rate and a concurrency limit are shared by the nodes', async () => {
