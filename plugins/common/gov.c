@@ -431,6 +431,13 @@ glob(const char *p, const char *s, size_t n)
 }
 
 int
+gov_glob(const char *pattern, mf_str_t name)
+{
+    return pattern != NULL &&
+           glob(pattern, name.data ? name.data : "", name.len);
+}
+
+int
 gov_models_allowed(json_t *globs, mf_str_t model)
 {
     size_t i;

@@ -62,6 +62,8 @@ int gov_credential(mf_str_t authorization, mf_str_t x_api_key,
  * length. */
 size_t gov_query_without_key(mf_str_t query, char *out, size_t cap);
 
+/* Whether name matches the glob pattern ('*' any run). */
+int gov_glob(const char *pattern, mf_str_t name);
 /* Whether name matches one of the globs ('*' any run); none = all. */
 int gov_models_allowed(json_t *globs, mf_str_t model);
 

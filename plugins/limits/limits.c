@@ -191,42 +191,74 @@ lim_any(const lim_t *l)
 }
 
 /* The consumer's limits from the record's attributes (limits.rpm,
- * budget.micro_usd, ...), as key-auth sets them. */
+ * budget.micro_usd, ...), as key-auth sets them; read in place, no
+ * allocation (this runs for every request). */
+static int
+attr_is(mf_str_t n, const char *s)
+{
+    size_t l = strlen(s);
+
+    return n.len == l && memcmp(n.data, s, l) == 0;
+}
+
+static int64_t
+attr_int(mf_str_t v)
+{
+    int64_t x = 0;
+    size_t i;
+
+    for (i = 0; i < v.len && v.data[i] >= '0' && v.data[i] <= '9' &&
+                x < INT64_MAX / 10 - 10;
+         i++) {
+        x = x * 10 + (v.data[i] - '0');
+    }
+    return x;
+}
+
 static void
 lim_from_attrs(lim_t *l, const mf_consumer_t *c)
 {
-    json_t *limits = json_object(), *budget = json_object();
     size_t i;
+    int w;
 
+    memset(l, 0, sizeof(*l));
+    l->period = GOV_MONTH;
     for (i = 0; i < c->nattrs; i++) {
         mf_str_t n = c->attrs[2 * i], v = c->attrs[2 * i + 1];
-        char name[64], val[64];
-        json_t *into;
+        char t[64];
 
-        if (n.len >= sizeof(name) || v.len >= sizeof(val)) {
-            continue;
-        }
-        memcpy(name, n.data, n.len);
-        name[n.len] = '\0';
-        memcpy(val, v.data, v.len);
-        val[v.len] = '\0';
-        if (strncmp(name, "limits.", 7) == 0) {
-            json_object_set_new(limits, name + 7,
-                                json_integer(strtoll(val, NULL, 10)));
-        } else if (strncmp(name, "budget.", 7) == 0) {
-            into = budget;
-            if (strcmp(name + 7, "period") == 0 ||
-                strcmp(name + 7, "tz") == 0) {
-                json_object_set_new(into, name + 7, json_string(val));
-            } else {
-                json_object_set_new(into, name + 7,
-                                    json_integer(strtoll(val, NULL, 10)));
+        if (n.len > 7 && memcmp(n.data, "limits.", 7) == 0) {
+            n.data += 7;
+            n.len -= 7;
+            for (w = 0; w < NWIN; w++) {
+                if (attr_is(n, win_names[w])) {
+                    l->win[w] = attr_int(v);
+                }
+            }
+            if (attr_is(n, "concurrency")) {
+                l->concurrency = attr_int(v);
+            }
+        } else if (n.len > 7 && memcmp(n.data, "budget.", 7) == 0) {
+            n.data += 7;
+            n.len -= 7;
+            if (attr_is(n, "micro_usd") || attr_is(n, "tokens")) {
+                l->has_budget = 1;
+                l->budget_usd = attr_is(n, "micro_usd");
+                l->budget = attr_int(v);
+            } else if ((attr_is(n, "period") || attr_is(n, "tz")) &&
+                       v.len < sizeof(t)) {
+                memcpy(t, v.data, v.len);
+                t[v.len] = '\0';
+                if (attr_is(n, "tz")) {
+                    if (gov_tz_parse(t, &l->tz) != MF_OK) {
+                        l->tz = 0;
+                    }
+                } else if (gov_period_parse(t, &l->period) != MF_OK) {
+                    l->period = GOV_MONTH;
+                }
             }
         }
     }
-    lim_from_json(l, limits, json_object_size(budget) ? budget : NULL);
-    json_decref(limits);
-    json_decref(budget);
 }
 
 /* Errors and headers */
@@ -447,17 +479,12 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
     }
     json_object_foreach(lm->models, k, v)
     {
-        json_t *one = json_array();
-
-        json_array_append_new(one, json_string(k));
-        if (gov_models_allowed(one, model)) {
-            json_decref(one);
+        if (gov_glob(k, model)) {
             lim_from_json(&x->lim[x->nscopes], v, json_object_get(v, "budget"));
             snprintf(x->tag[x->nscopes], 150, "m:%.140s", k);
             snprintf(x->scope[x->nscopes++], 160, "model:%.150s", k);
             break;
         }
-        json_decref(one);
     }
     if (lim_any(&lm->global)) {
         snprintf(x->scope[x->nscopes], 160, "global");
@@ -1376,26 +1403,32 @@ ledger:
 
 /* The writer thread: applies queued operations in transactions. */
 
-static void
-write_op(sqlite3 *db, const op_t *op)
-{
-    sqlite3_stmt *st = NULL;
-    const char *sql =
-        op->kind == 2
-            ? "INSERT INTO ledger(ts, consumer, key_id, model, provider, "
-              "prompt, completion, cached, reasoning, cost, estimated, "
-              "unpriced, status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        : op->kind == 0
-            ? "INSERT INTO spend(scope, period_start, used, topup) "
-              "VALUES(?, ?, ?, 0) ON CONFLICT(scope, period_start) DO UPDATE "
-              "SET used = used + excluded.used"
-            : "INSERT INTO spend(scope, period_start, used, topup) "
-              "VALUES(?, ?, 0, ?) ON CONFLICT(scope, period_start) DO UPDATE "
-              "SET topup = topup + excluded.topup";
+static const char *const op_sql[3] = {
+    "INSERT INTO spend(scope, period_start, used, topup) "
+    "VALUES(?, ?, ?, 0) ON CONFLICT(scope, period_start) DO UPDATE "
+    "SET used = used + excluded.used",
+    "INSERT INTO spend(scope, period_start, used, topup) "
+    "VALUES(?, ?, 0, ?) ON CONFLICT(scope, period_start) DO UPDATE "
+    "SET topup = topup + excluded.topup",
+    "INSERT INTO ledger(ts, consumer, key_id, model, provider, "
+    "prompt, completion, cached, reasoning, cost, estimated, "
+    "unpriced, status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"};
 
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+/* One operation, with the writer's statements (prepared once). */
+static void
+write_op(sqlite3 *db, sqlite3_stmt **sts, const op_t *op)
+{
+    sqlite3_stmt *st;
+
+    if (op->kind < 0 || op->kind > 2) {
         return;
     }
+    if (sts[op->kind] == NULL &&
+        sqlite3_prepare_v2(db, op_sql[op->kind], -1, &sts[op->kind], NULL) !=
+            SQLITE_OK) {
+        return;
+    }
+    st = sts[op->kind];
     if (op->kind == 2) {
         sqlite3_bind_int64(st, 1, op->ts);
         sqlite3_bind_text(st, 2, op->consumer, -1, SQLITE_STATIC);
@@ -1416,7 +1449,8 @@ write_op(sqlite3 *db, const op_t *op)
         sqlite3_bind_int64(st, 3, op->amount);
     }
     sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
 }
 
 static void *
@@ -1425,6 +1459,8 @@ writer_main(void *arg)
     lm_t *lm = arg;
     shared_t *sh = lm->sh;
     sqlite3 *db = NULL;
+    sqlite3_stmt *sts[3] = {NULL, NULL, NULL};
+    int k;
 
     if (sqlite3_open(lm->db_path, &db) != SQLITE_OK) {
         api->log(MF_LOG_ERROR, "limits: writer cannot open %s", lm->db_path);
@@ -1432,6 +1468,10 @@ writer_main(void *arg)
         return NULL;
     }
     sqlite3_busy_timeout(db, 5000);
+    /* WAL with synchronous=NORMAL: a commit is in the file when it
+     * returns (a kill -9 loses nothing committed); only a power cut can
+     * lose the last commits (no fsync per commit) */
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     for (;;) {
         op_t *ops, *op;
         struct timespec until;
@@ -1452,7 +1492,7 @@ writer_main(void *arg)
         }
         sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
         for (op = ops; op != NULL; op = op->next) {
-            write_op(db, op);
+            write_op(db, sts, op);
         }
         sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
         while (ops != NULL) {
@@ -1464,6 +1504,9 @@ writer_main(void *arg)
         sh->busy--;
         pthread_cond_broadcast(&sh->qcond);
         pthread_mutex_unlock(&sh->qlock);
+    }
+    for (k = 0; k < 3; k++) {
+        sqlite3_finalize(sts[k]);
     }
     sqlite3_close(db);
     return NULL;

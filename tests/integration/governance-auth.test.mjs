@@ -197,6 +197,8 @@ test('?key= identifies the consumer; later stages, logs and the upstream never s
 local M = { name = "peek", version = "1.0.0" }
 function M.on_request(conf, ctx)
   mf.resp.set_header("x-seen-query", mf.req.query() or "")
+  mf.req.set_query((mf.req.query() or "") .. "&peeked=1")
+  mf.resp.set_header("x-new-query", mf.req.query())
 end
 return M
 `);
@@ -211,6 +213,8 @@ return M
     await r.text();
     // the stage after key-auth sees the query without the key
     assert.equal(r.headers.get('x-seen-query'), 'alt=sse&x=1');
+    // and may change it itself (mf.req.set_query)
+    assert.equal(r.headers.get('x-new-query'), 'alt=sse&x=1&peeked=1');
     const line = await g.waitLog((l) => l.consumer === 'team-a');
     assert.equal(line.path, '/v1/chat/completions');
     const log = g.accessLog().map((l) => JSON.stringify(l)).join('\n') + g.stderr;
