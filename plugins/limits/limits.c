@@ -288,20 +288,71 @@ set_resp(mf_req_t *r, const char *name, const char *fmt, ...)
                     (mf_str_t){v, strlen(v)});
 }
 
-/* OpenAI's reset format: "1s", "6m0s", "250ms". */
-static void
-fmt_reset(char *out, size_t cap, int64_t us)
+/* Decimal digits of v (>= 0) at out; returns the end. */
+static char *
+put_int(char *out, int64_t v)
 {
-    int64_t ms = (us + 999) / 1000;
+    char tmp[24];
+    int n = 0;
+
+    if (v < 0) {
+        v = 0;
+    }
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < (int)sizeof(tmp));
+    while (n > 0) {
+        *out++ = tmp[--n];
+    }
+    return out;
+}
+
+/* A response header with a whole number (every success sets several:
+ * no printf on that path). */
+static void
+set_int(mf_req_t *r, mf_str_t name, int64_t v)
+{
+    char b[24];
+
+    api->set_header(r, MF_RESPONSE_HEADERS, name,
+                    (mf_str_t){b, (size_t)(put_int(b, v) - b)});
+}
+
+/* OpenAI's reset format: "1s", "6m0s", "250ms", "1.25s" (3 significant
+ * digits under a minute). */
+static size_t
+fmt_reset(char *out, int64_t us)
+{
+    int64_t ms = (us + 999) / 1000, v, scale;
+    char *p = out;
 
     if (ms < 1000) {
-        snprintf(out, cap, "%lldms", (long long)ms);
+        p = put_int(p, ms);
+        *p++ = 'm';
     } else if (ms < 60000) {
-        snprintf(out, cap, "%.3gs", (double)ms / 1000);
+        scale = ms < 10000 ? 100 : 10; /* hundredths or tenths */
+        v = (ms * scale + 500) / 1000;
+        p = put_int(p, v / scale);
+        if (v % scale != 0) {
+            int64_t f = v % scale;
+
+            *p++ = '.';
+            if (scale == 100 && f < 10) {
+                *p++ = '0';
+            }
+            while (f % 10 == 0) {
+                f /= 10;
+            }
+            p = put_int(p, f);
+        }
     } else {
-        snprintf(out, cap, "%lldm%llds", (long long)(ms / 60000),
-                 (long long)((ms % 60000 + 999) / 1000));
+        p = put_int(p, ms / 60000);
+        *p++ = 'm';
+        p = put_int(p, (ms % 60000 + 999) / 1000);
     }
+    *p++ = 's';
+    return (size_t)(p - out);
 }
 
 static void
@@ -525,22 +576,21 @@ estimate(lm_t *lm, mf_req_t *r, int64_t *prompt_out)
 static void
 ratelimit_headers(mf_req_t *r, const rctx_t *x)
 {
-    char reset[32];
+    char reset[48];
 
     if (x->req_lim > 0) {
-        set_resp(r, "x-ratelimit-limit-requests", "%lld",
-                 (long long)x->req_lim);
-        set_resp(r, "x-ratelimit-remaining-requests", "%lld",
-                 (long long)x->req_rem);
-        fmt_reset(reset, sizeof(reset), x->req_rst);
-        set_resp(r, "x-ratelimit-reset-requests", "%s", reset);
+        set_int(r, MF_STR("x-ratelimit-limit-requests"), x->req_lim);
+        set_int(r, MF_STR("x-ratelimit-remaining-requests"), x->req_rem);
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-ratelimit-reset-requests"),
+                        (mf_str_t){reset, fmt_reset(reset, x->req_rst)});
     }
     if (x->tok_lim > 0) {
-        set_resp(r, "x-ratelimit-limit-tokens", "%lld", (long long)x->tok_lim);
-        set_resp(r, "x-ratelimit-remaining-tokens", "%lld",
-                 (long long)x->tok_rem);
-        fmt_reset(reset, sizeof(reset), x->tok_rst);
-        set_resp(r, "x-ratelimit-reset-tokens", "%s", reset);
+        set_int(r, MF_STR("x-ratelimit-limit-tokens"), x->tok_lim);
+        set_int(r, MF_STR("x-ratelimit-remaining-tokens"), x->tok_rem);
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-ratelimit-reset-tokens"),
+                        (mf_str_t){reset, fmt_reset(reset, x->tok_rst)});
     }
 }
 
@@ -1459,7 +1509,7 @@ writer_main(void *arg)
     lm_t *lm = arg;
     shared_t *sh = lm->sh;
     sqlite3 *db = NULL;
-    sqlite3_stmt *sts[3] = {NULL, NULL, NULL};
+    sqlite3_stmt *sts[3] = {NULL, NULL, NULL}, *begin = NULL, *commit = NULL;
     int k;
 
     if (sqlite3_open(lm->db_path, &db) != SQLITE_OK) {
@@ -1490,11 +1540,17 @@ writer_main(void *arg)
         if (ops == NULL && lm->stop) {
             break;
         }
-        sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
+        if (begin == NULL) {
+            sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
+            sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
+        }
+        sqlite3_step(begin);
+        sqlite3_reset(begin);
         for (op = ops; op != NULL; op = op->next) {
             write_op(db, sts, op);
         }
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_step(commit);
+        sqlite3_reset(commit);
         while (ops != NULL) {
             op = ops->next;
             free(ops);
@@ -1508,6 +1564,8 @@ writer_main(void *arg)
     for (k = 0; k < 3; k++) {
         sqlite3_finalize(sts[k]);
     }
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
     sqlite3_close(db);
     return NULL;
 }
