@@ -331,20 +331,19 @@ fmt_reset(char *out, int64_t us)
         p = put_int(p, ms);
         *p++ = 'm';
     } else if (ms < 60000) {
-        scale = ms < 10000 ? 100 : 10; /* hundredths or tenths */
+        /* hundredths under 10 s, tenths above; no trailing zeros */
+        scale = ms < 10000 ? 100 : 10;
         v = (ms * scale + 500) / 1000;
         p = put_int(p, v / scale);
         if (v % scale != 0) {
-            int64_t f = v % scale;
+            const char d[2] = {(char)('0' + (v % scale) / (scale / 10)),
+                               (char)('0' + (v % scale) % 10)};
 
             *p++ = '.';
-            if (scale == 100 && f < 10) {
-                *p++ = '0';
+            *p++ = d[0];
+            if (scale == 100 && d[1] != '0') {
+                *p++ = d[1];
             }
-            while (f % 10 == 0) {
-                f /= 10;
-            }
-            p = put_int(p, f);
         }
     } else {
         p = put_int(p, ms / 60000);
