@@ -1525,6 +1525,16 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if ((n = mf_node_get(root, "prices")) != NULL) {
         json_object_set_new(c->sections, "prices", gov_prices(ck, n));
     }
+    if ((n = mf_node_get(root, "redis")) != NULL) {
+        json_t *r = mf_node_to_json(n);
+
+        /* whether the gateway has a Redis and where: stores choose by it;
+         * the password stays with the host */
+        if (json_is_object(r)) {
+            json_object_del(r, "password");
+        }
+        json_object_set_new(c->sections, "redis", r);
+    }
 }
 
 static void

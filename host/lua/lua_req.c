@@ -41,6 +41,21 @@ l_req_query(lua_State *L)
     return mf_lua_push_str(L, info_of(L).query);
 }
 
+/* mf.req.set_query(q): the query later stages and logs read (an identity
+ * stage removes the credential it took from it). */
+static int
+l_req_set_query(lua_State *L)
+{
+    mf_req_t *r = mf_lua_req(L);
+
+    if (!mf_api_allowed(r, MF_CALL_SET_QUERY)) {
+        return mf_lua_refuse(L, "mf.req.set_query", MF_CALL_SET_QUERY);
+    }
+    mf_api.set_query(r, lua_isnil(L, 1) ? MF_STR_NULL : mf_lua_arg_str(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The raw request body (a string, "" when none). */
 static int
 l_req_raw_body(lua_State *L)
@@ -377,6 +392,7 @@ mf_lua_inject_req_api(lua_State *L)
         {"method", l_req_method},
         {"path", l_req_path},
         {"query", l_req_query},
+        {"set_query", l_req_set_query},
         {"raw_body", l_req_raw_body},
         {"client_addr", l_req_client_addr},
         {"get_header", l_req_get_header},

@@ -35,6 +35,10 @@ typedef void (*mf_svc_redis_raw_cb)(void *arg, const mf_redis_reply_t *reply,
                                     const char *err);
 int mf_svc_redis_raw(mf_worker_t *w, json_t *conf, int argc,
                      const mf_str_t *argv, mf_svc_redis_raw_cb cb, void *arg);
+/* A blocking command on the main thread's connection (api->redis_call):
+ * the reply as JSON, or NULL with err. MF_ERR-like NULL on a worker. */
+json_t *mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv,
+                          char *err, size_t errcap);
 /* Closes the worker's Redis connection (worker stop). */
 void mf_svc_redis_worker_free(mf_worker_t *w);
 /* The Redis service's worker hooks (fini: mf_svc_redis_worker_free). */

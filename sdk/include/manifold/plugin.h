@@ -465,6 +465,12 @@ typedef struct mf_model_call_s {
     uint64_t timeout_ms; /* as api->http_call's (0 = 30 s) */
 } mf_model_call_t;
 
+/* ABI 1.4: the answer to api->redis_post, on the request's worker, after
+ * the request may be gone: no request, `arg` only. reply (valid during
+ * the call) is NULL when err is set. */
+typedef void (*mf_redis_post_cb)(void *arg, const mf_redis_reply_t *reply,
+                                 const char *err);
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -680,6 +686,31 @@ struct mf_host_api_s {
      * itself). Abandoned when the request ends first. */
     int (*model_call)(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
                       void *arg);
+
+    /* ABI 1.4: Redis beyond a paused stage (stores that outlive the
+     * request). */
+
+    /* Any request stage, on_log and on_done included; or r NULL inside a
+     * mf_redis_post_cb (the same worker). Sends a Redis command (argv
+     * copied) on the worker's connection without pausing: cb (may be
+     * NULL) runs later with the reply, bounded by redis.timeout, whether
+     * or not the request still exists. MF_ERR (cb never called) when no
+     * `redis:` is configured or Redis is down now. */
+    int (*redis_post)(mf_req_t *r, int argc, const mf_str_t *argv,
+                      mf_redis_post_cb cb, void *arg);
+    /* init and admin commands only (never a worker): a blocking Redis
+     * command on a connection of its own, bounded by
+     * redis.timeout. Returns the reply as JSON (a new reference:
+     * strings, integers, arrays, null for nil), or NULL with err set
+     * (no `redis:`, Redis down, a timeout, or an error reply). */
+    json_t *(*redis_call)(int argc, const mf_str_t *argv, char *err,
+                          size_t errcap);
+
+    /* ABI 1.4: on_request, on_route and an endpoint's handler. Replaces
+     * the request's query (get_info's `query`, Lua's mf.req.query()) for
+     * every later stage and log: an identity stage removes the
+     * credential it read from it (?key=). Copied. */
+    int (*set_query)(mf_req_t *r, mf_str_t query);
 };
 
 /* The one symbol a plugin exports. */
