@@ -41,6 +41,9 @@ static const struct {
     [MF_CALL_SET_REQUEST_HEADER] = {"set_header (request)",
                                     MF_HOOK(MF_STAGE_REQUEST) |
                                         MF_HOOK(MF_STAGE_ROUTE)},
+    [MF_CALL_SET_QUERY] = {"set_query", MF_HOOK(MF_STAGE_REQUEST) |
+                                            MF_HOOK(MF_STAGE_ROUTE) |
+                                            MF_HOOK(MF_STAGE_ENDPOINT)},
     [MF_CALL_SET_UPSTREAM_HEADER] = {"set_header (upstream request)",
                                      MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
                                          MF_HOOK(MF_STAGE_PROVIDER)},
@@ -631,6 +634,18 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
 }
 
 static int
+api_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+               void *arg)
+{
+    if (!can_pause(r) || cb == NULL || call == NULL ||
+        call->size < sizeof(mf_model_call_t) ||
+        (call->kind != MF_MODEL_CHAT && call->kind != MF_MODEL_EMBEDDINGS)) {
+        return MF_ERR;
+    }
+    return mf_svc_model_call(r, call, cb, arg);
+}
+
+static int
 api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
                   void *arg)
 {
@@ -638,6 +653,93 @@ api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
         return MF_ERR;
     }
     return mf_svc_redis_command(r, argc, argv, cb, arg);
+}
+
+/* redis_post: the callback runs on the worker with the post it answers
+ * as the thread's current one, so it may post again without a request. */
+typedef struct {
+    mf_redis_post_cb cb;
+    void *arg;
+    mf_worker_t *w;
+    json_t *conf;
+} post_t;
+
+static __thread post_t *cur_post;
+
+static void
+post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    post_t *p = arg, *prev = cur_post;
+
+    cur_post = p;
+    if (p->cb != NULL) {
+        p->cb(p->arg, reply, err);
+    }
+    cur_post = prev;
+    json_decref(p->conf);
+    free(p);
+}
+
+static int
+api_redis_post(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_post_cb cb,
+               void *arg)
+{
+    mf_worker_t *w;
+    json_t *conf;
+    post_t *p;
+
+    if (r != NULL) {
+        if (!in_call(r, MF_CALL_READ)) {
+            return MF_ERR;
+        }
+        w = r->worker;
+        conf = r->gen->config->redis;
+    } else if (cur_post != NULL) {
+        w = cur_post->w;
+        conf = cur_post->conf;
+    } else {
+        return MF_ERR;
+    }
+    if (conf == NULL || argv == NULL || w == NULL) {
+        return MF_ERR;
+    }
+    p = mf_xcalloc(1, sizeof(*p));
+    p->cb = cb;
+    p->arg = arg;
+    p->w = w;
+    p->conf = json_incref(conf);
+    if (mf_svc_redis_raw(w, conf, argc, argv, post_done, p) != MF_OK) {
+        json_decref(p->conf);
+        free(p);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+static int
+api_set_query(mf_req_t *r, mf_str_t query)
+{
+    if (!in_call(r, MF_CALL_SET_QUERY) ||
+        (query.len > 0 && query.data == NULL)) {
+        return MF_ERR;
+    }
+    r->query = query.len > 0 ? mf_pool_str(r->pool, query) : MF_STR_NULL;
+    return MF_OK;
+}
+
+static json_t *
+api_redis_call(int argc, const mf_str_t *argv, char *err, size_t errcap)
+{
+    json_t *conf = mf_gen_redis_conf(), *out;
+    char none[8];
+
+    if (err == NULL || errcap == 0) {
+        err = none;
+        errcap = sizeof(none);
+    }
+    out = mf_svc_redis_sync(conf, argc, argv, err, errcap);
+    json_decref(conf);
+    return out;
 }
 
 static void **
@@ -768,27 +870,6 @@ api_set_cached(mf_req_t *r, int counted)
     return MF_OK;
 }
 
-static void
-redis_sent(void *arg, const mf_redis_reply_t *reply, const char *err)
-{
-    MF_UNUSED(arg);
-    if (err != NULL || (reply != NULL && reply->type == MF_REDIS_ERROR)) {
-        mf_log_debug("redis_send: %s",
-                     err ? err : "the command was refused by Redis");
-    }
-}
-
-static int
-api_redis_send(mf_req_t *r, int argc, const mf_str_t *argv)
-{
-    if (!in_call(r, MF_CALL_READ) || argv == NULL ||
-        r->gen->config->redis == NULL) {
-        return MF_ERR;
-    }
-    return mf_svc_redis_raw(r->worker, r->gen->config->redis, argc, argv,
-                            redis_sent, NULL);
-}
-
 static int
 api_get_body_text(mf_req_t *r, mf_str_t *text)
 {
@@ -887,6 +968,12 @@ const mf_host_api_t mf_api = {
     .metric_set = mf_metric_set,
     .metric_observe = mf_metric_observe,
     .metrics_render = api_metrics_render,
+    /* ABI 1.4: model calls from stages */
+    .model_call = api_model_call,
+    /* ABI 1.4: Redis beyond a paused stage, the query */
+    .redis_post = api_redis_post,
+    .redis_call = api_redis_call,
+    .set_query = api_set_query,
     /* ABI 1.5: stage-made answers and the answer record */
     .emit_event = api_emit_event,
     .respond_completion = api_respond_completion,
@@ -895,6 +982,5 @@ const mf_host_api_t mf_api = {
     .get_answer_event = api_get_answer_event,
     .set_cached = api_set_cached,
     .watch_answer = api_watch_answer,
-    .redis_send = api_redis_send,
     .get_body_text = api_get_body_text,
 };

@@ -906,6 +906,19 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     }
     if (lua != NULL) {
         s->lua = resolve_path(c, lua);
+        /* a bare name not beside the config: a Lua stage shipped in (or
+         * dropped into) a directory of the plugin search path */
+        for (i = 0; strchr(lua, '/') == NULL && access(s->lua, R_OK) != 0 &&
+                    i < c->nplugin_dirs;
+             i++) {
+            char buf[PATH_MAX];
+
+            snprintf(buf, sizeof(buf), "%s/%s", c->plugin_dirs[i], lua);
+            if (access(buf, R_OK) == 0) {
+                free(s->lua);
+                s->lua = mf_xstrdup(buf);
+            }
+        }
         if (access(s->lua, R_OK) != 0) {
             cfg_error(ck, mf_node_get(n, "lua"), path, "Lua file %s not found",
                       s->lua);
@@ -1512,10 +1525,15 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if ((n = mf_node_get(root, "prices")) != NULL) {
         json_object_set_new(c->sections, "prices", gov_prices(ck, n));
     }
-    /* whether a `redis:` is configured (its settings, the password among
-     * them, stay with the host) */
-    if (mf_node_get(root, "redis") != NULL) {
-        json_object_set_new(c->sections, "redis", json_true());
+    if ((n = mf_node_get(root, "redis")) != NULL) {
+        json_t *r = mf_node_to_json(n);
+
+        /* whether the gateway has a Redis and where: stores choose by it;
+         * the password stays with the host */
+        if (json_is_object(r)) {
+            json_object_del(r, "password");
+        }
+        json_object_set_new(c->sections, "redis", r);
     }
 }
 

@@ -41,6 +41,21 @@ l_req_query(lua_State *L)
     return mf_lua_push_str(L, info_of(L).query);
 }
 
+/* mf.req.set_query(q): the query later stages and logs read (an identity
+ * stage removes the credential it took from it). */
+static int
+l_req_set_query(lua_State *L)
+{
+    mf_req_t *r = mf_lua_req(L);
+
+    if (!mf_api_allowed(r, MF_CALL_SET_QUERY)) {
+        return mf_lua_refuse(L, "mf.req.set_query", MF_CALL_SET_QUERY);
+    }
+    mf_api.set_query(r, lua_isnil(L, 1) ? MF_STR_NULL : mf_lua_arg_str(L, 1));
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* The raw request body (a string, "" when none). */
 static int
 l_req_raw_body(lua_State *L)
@@ -308,6 +323,24 @@ l_req_set_consumer_record(lua_State *L)
     return 1;
 }
 
+/* The API a request came in on, as info() names it. */
+static const char *
+endpoint_name(mf_endpoint_t e)
+{
+    switch (e) {
+    case MF_ENDPOINT_CHAT:
+        return "chat";
+    case MF_ENDPOINT_EMBEDDINGS:
+        return "embeddings";
+    case MF_ENDPOINT_MESSAGES:
+        return "messages";
+    case MF_ENDPOINT_LOCAL:
+        return "local";
+    default:
+        return "";
+    }
+}
+
 static int
 l_req_info(lua_State *L)
 {
@@ -344,6 +377,8 @@ l_req_info(lua_State *L)
     lua_setfield(L, -2, "path");
     lua_pushboolean(L, i.stream);
     lua_setfield(L, -2, "stream");
+    lua_pushstring(L, endpoint_name(i.endpoint));
+    lua_setfield(L, -2, "endpoint");
     mf_lua_push_usage(L, &i.usage);
     lua_setfield(L, -2, "usage");
     return 1;
@@ -357,6 +392,7 @@ mf_lua_inject_req_api(lua_State *L)
         {"method", l_req_method},
         {"path", l_req_path},
         {"query", l_req_query},
+        {"set_query", l_req_set_query},
         {"raw_body", l_req_raw_body},
         {"client_addr", l_req_client_addr},
         {"get_header", l_req_get_header},

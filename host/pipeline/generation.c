@@ -484,6 +484,27 @@ mf_gen_loading_section(const char *name)
     return v;
 }
 
+json_t *
+mf_gen_redis_conf(void)
+{
+    json_t *v = NULL;
+    mf_gen_t *g;
+
+    pthread_mutex_lock(&loading_lock);
+    if (loading != NULL && loading_cfg != NULL) {
+        v = json_incref(loading_cfg->redis);
+        pthread_mutex_unlock(&loading_lock);
+        return v;
+    }
+    pthread_mutex_unlock(&loading_lock);
+    g = mf_gen_acquire();
+    if (g != NULL) {
+        v = json_incref(g->config->redis);
+        mf_gen_release(g);
+    }
+    return v;
+}
+
 static int
 command_name_ok(const char *n)
 {

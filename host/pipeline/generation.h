@@ -77,6 +77,9 @@ void mf_gen_set_provider_hooks(const mf_gen_provider_hooks_t *h);
  * stage to the sections, and an admin command it registers. Outside a
  * load: NULL and MF_ERR. */
 const json_t *mf_gen_loading_section(const char *name);
+/* The `redis:` settings (a new reference, NULL when none) of the config
+ * being loaded, else of the current generation. */
+json_t *mf_gen_redis_conf(void);
 int mf_gen_loading_command(const char *name, const char *usage,
                            mf_command_fn fn, void *arg);
 /* The admin command `name` of a stage of g, or NULL. */

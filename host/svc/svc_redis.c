@@ -13,6 +13,7 @@
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -479,4 +480,159 @@ mf_svc_redis_worker_free(mf_worker_t *w)
     w->redis = NULL;
 }
 
-const mf_worker_hooks_t mf_svc_redis_hooks = {.fini = mf_svc_redis_worker_free};
+static void worker_thread_start(mf_worker_t *w);
+
+const mf_worker_hooks_t mf_svc_redis_hooks = {
+    .fini = mf_svc_redis_worker_free, .thread_start = worker_thread_start};
+
+/* The blocking connection of api->redis_call (init, on its loader
+ * thread, and admin commands, on the main thread), one at a time; never
+ * on a worker, whose loop it would stall. */
+static pthread_mutex_t sync_lock = PTHREAD_MUTEX_INITIALIZER;
+static redisContext *sync_ctx;
+static char sync_key[640];
+static __thread int on_worker;
+
+static void
+worker_thread_start(mf_worker_t *w)
+{
+    MF_UNUSED(w);
+    on_worker = 1;
+}
+
+static json_t *
+sync_json(const redisReply *rep, int depth)
+{
+    json_t *a;
+    size_t i;
+
+    switch (rep->type) {
+    case REDIS_REPLY_STRING:
+    case REDIS_REPLY_STATUS:
+        return json_stringn_nocheck(rep->str, rep->len);
+    case REDIS_REPLY_INTEGER:
+        return json_integer(rep->integer);
+    case REDIS_REPLY_ARRAY:
+        a = json_array();
+        for (i = 0; depth < 16 && i < rep->elements; i++) {
+            json_array_append_new(a, sync_json(rep->element[i], depth + 1));
+        }
+        return a;
+    default:
+        return json_null();
+    }
+}
+
+static void
+sync_drop(void)
+{
+    if (sync_ctx != NULL) {
+        redisFree(sync_ctx);
+        sync_ctx = NULL;
+    }
+}
+
+static json_t *sync_locked(json_t *conf, int argc, const mf_str_t *argv,
+                           char *err, size_t errcap);
+
+json_t *
+mf_svc_redis_sync(json_t *conf, int argc, const mf_str_t *argv, char *err,
+                  size_t errcap)
+{
+    json_t *out;
+
+    if (on_worker) {
+        snprintf(err, errcap,
+                 "redis_call is for init and admin commands; a stage "
+                 "uses redis_command or redis_post");
+        return NULL;
+    }
+    pthread_mutex_lock(&sync_lock);
+    out = sync_locked(conf, argc, argv, err, errcap);
+    pthread_mutex_unlock(&sync_lock);
+    return out;
+}
+
+static json_t *
+sync_locked(json_t *conf, int argc, const mf_str_t *argv, char *err,
+            size_t errcap)
+{
+    redis_settings_t s = {0};
+    char key[640];
+    const char **av;
+    size_t *al;
+    redisReply *rep;
+    json_t *out = NULL;
+    struct timeval tv;
+    int i, attempt;
+
+    if (conf == NULL) {
+        snprintf(err, errcap, "no redis: configured");
+        return NULL;
+    }
+    if (argc < 1 || argc > 1024) {
+        snprintf(err, errcap, "redis_call: 1 to 1024 arguments");
+        return NULL;
+    }
+    settings(conf, &s);
+    snprintf(key, sizeof(key), "%s:%d/%d/%s", s.host, s.port, s.db, s.password);
+    if (sync_ctx != NULL && strcmp(key, sync_key) != 0) {
+        sync_drop();
+    }
+    tv.tv_sec = (time_t)(s.timeout_ms / 1000);
+    tv.tv_usec =
+        (suseconds_t)((s.timeout_ms - (double)tv.tv_sec * 1000) * 1000);
+    av = mf_xmalloc((size_t)argc * sizeof(char *));
+    al = mf_xmalloc((size_t)argc * sizeof(size_t));
+    for (i = 0; i < argc; i++) {
+        av[i] = argv[i].data ? argv[i].data : "";
+        al[i] = argv[i].len;
+    }
+    /* a connection kept from before may have died with its server: one
+     * more try on a new one */
+    for (attempt = 0, rep = NULL; rep == NULL && attempt < 2; attempt++) {
+        int reused = sync_ctx != NULL;
+
+        if (sync_ctx == NULL) {
+            sync_ctx = redisConnectWithTimeout(s.host, s.port, tv);
+            if (sync_ctx == NULL || sync_ctx->err) {
+                snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                         sync_ctx ? sync_ctx->errstr : "out of memory");
+                sync_drop();
+                break;
+            }
+            redisSetTimeout(sync_ctx, tv);
+            memcpy(sync_key, key, sizeof(key));
+            rep = s.password[0] ? redisCommand(sync_ctx, "AUTH %s", s.password)
+                                : NULL;
+            if (rep != NULL) {
+                freeReplyObject(rep);
+            }
+            rep = s.db != 0 ? redisCommand(sync_ctx, "SELECT %d", s.db) : NULL;
+            if (rep != NULL) {
+                freeReplyObject(rep);
+            }
+        }
+        rep = redisCommandArgv(sync_ctx, argc, av, al);
+        if (rep == NULL) {
+            snprintf(err, errcap, "redis %s:%d: %s", s.host, s.port,
+                     sync_ctx->errstr[0] ? sync_ctx->errstr : "no reply");
+            sync_drop(); /* a timeout leaves the connection unusable */
+            if (!reused) {
+                break;
+            }
+        }
+    }
+    free(av);
+    free(al);
+    if (rep == NULL) {
+        return NULL;
+    }
+    if (rep->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errcap, "redis: %.*s", (int)rep->len, rep->str);
+    } else {
+        out = sync_json(rep, 0);
+    }
+    freeReplyObject(rep);
+    return out;
+}

@@ -43,9 +43,6 @@ typedef struct cache_s {
     mf_metric_t *m_lookups; /* manifold_cache_lookups_total{result} */
     mf_metric_t *m_saved;   /* manifold_cache_tokens_saved_total */
     int redis;              /* entries in the configured `redis:` */
-    pthread_mutex_t plock;  /* purges not yet written to Redis */
-    json_t *purges;         /* the admin socket's purges, to write */
-    atomic_int npurges;     /* how many (read without the lock) */
     pthread_mutex_t flock;  /* the flights and everything in them */
     gov_map_t *flights;     /* key -> flight_t: misses being answered */
 } cache_t;
@@ -189,14 +186,63 @@ cache_fini(void *state)
         if (c->flights != NULL) {
             gov_map_free(c->flights, NULL); /* each held by a request */
             pthread_mutex_destroy(&c->flock);
-            pthread_mutex_destroy(&c->plock);
-            json_decref(c->purges);
         }
         free(c);
     }
 }
 
 /* Admin commands (main thread; the store locks itself) */
+
+/*
+ * A purge with Redis (the admin socket's thread, a blocking call of its
+ * own): a key's entry is deleted; a scope, a model or both (or all) get a
+ * marker holding the time, and an entry stored before a marker that
+ * covers it is not served again by any node. Markers live as long as
+ * entries do.
+ */
+static int
+redis_purge(const cache_t *c, const char *scope, const char *model,
+            const char *key, json_t **out)
+{
+    char k[1024], now[32], ttl[32], err[256];
+    mf_str_t av[5];
+    json_t *reply;
+    int n, argc = 5;
+
+    if (key != NULL) {
+        n = snprintf(k, sizeof(k), REDIS_PREFIX "e:%s", key);
+        av[0] = MF_STR("DEL");
+        argc = 2;
+    } else {
+        n = scope && model ? snprintf(k, sizeof(k), REDIS_PREFIX "p:sm:%s\n%s",
+                                      scope, model)
+            : scope ? snprintf(k, sizeof(k), REDIS_PREFIX "p:s:%s", scope)
+            : model ? snprintf(k, sizeof(k), REDIS_PREFIX "p:m:%s", model)
+                    : snprintf(k, sizeof(k), REDIS_PREFIX "p:all");
+        av[0] = MF_STR("SET");
+        snprintf(now, sizeof(now), "%lld", (long long)now_ms());
+        snprintf(ttl, sizeof(ttl), "%lld", (long long)c->ttl_ms);
+        av[2] = (mf_str_t){now, strlen(now)};
+        av[3] = MF_STR("PX");
+        av[4] = (mf_str_t){ttl, strlen(ttl)};
+    }
+    if (n < 0 || (size_t)n >= sizeof(k)) {
+        *out = json_pack("{s:s}", "error", "the scope or model is too long");
+        return 400;
+    }
+    av[1] = (mf_str_t){k, (size_t)n};
+    reply = api->redis_call(argc, av, err, sizeof(err));
+    if (reply == NULL) {
+        *out = json_pack("{s:s}", "error", err);
+        return 503;
+    }
+    json_decref(reply);
+    *out = json_pack("{s:s}", "redis",
+                     key != NULL ? "entry deleted"
+                                 : "purge marker written: no node serves "
+                                   "what it covers");
+    return 200;
+}
 
 static int
 cmd_purge(void *arg, const json_t *args, json_t **out)
@@ -216,19 +262,7 @@ cmd_purge(void *arg, const json_t *args, json_t **out)
         return 400;
     }
     if (c->redis) {
-        /* written to Redis by this node's next request (the admin socket
-         * has no Redis connection of its own) */
-        pthread_mutex_lock(&c->plock);
-        json_array_append_new(c->purges,
-                              json_pack("{s:s?,s:s?,s:s?,s:I}", "scope", scope,
-                                        "model", model, "key", key, "at",
-                                        (json_int_t)now_ms()));
-        atomic_store(&c->npurges, (int)json_array_size(c->purges));
-        pthread_mutex_unlock(&c->plock);
-        *out = json_pack("{s:s}", "redis",
-                         "purge recorded; written to Redis with this node's "
-                         "next request");
-        return 200;
+        return redis_purge(c, scope, model, key, out);
     }
     n = cs_store_purge(c->store, scope, model, key);
     *out = json_pack("{s:I}", "purged", (json_int_t)n);
@@ -366,9 +400,7 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     pthread_mutex_init(&c->flock, NULL);
     c->flights = gov_map_new();
-    pthread_mutex_init(&c->plock, NULL);
-    c->purges = json_array();
-    c->redis = json_is_true(api->config_section("redis"));
+    c->redis = api->config_section("redis") != NULL;
     {
         static const char *const labels[] = {"result", NULL};
         mf_metric_def_t lookups = {
@@ -1323,53 +1355,6 @@ rkey(mf_req_t *r, const char *kind, const char *a, const char *b)
     return (mf_str_t){p, (size_t)len};
 }
 
-/* Writes the purges the admin socket took (it has no Redis connection)
- * as markers: an entry created before a marker that covers it is not
- * served. A key's purge deletes the entry. */
-static void
-redis_flush_purges(mf_req_t *r, cache_t *c)
-{
-    json_t *list, *p;
-    size_t i;
-    char now[32], ttl[32];
-
-    if (!c->redis || atomic_load(&c->npurges) == 0) {
-        return;
-    }
-    pthread_mutex_lock(&c->plock);
-    list = c->purges;
-    c->purges = json_array();
-    atomic_store(&c->npurges, 0);
-    pthread_mutex_unlock(&c->plock);
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)c->ttl_ms);
-    json_array_foreach(list, i, p)
-    {
-        const char *scope = json_string_value(json_object_get(p, "scope"));
-        const char *model = json_string_value(json_object_get(p, "model"));
-        const char *key = json_string_value(json_object_get(p, "key"));
-        mf_str_t av[5];
-
-        snprintf(now, sizeof(now), "%lld",
-                 (long long)json_integer_value(json_object_get(p, "at")));
-        if (key != NULL) {
-            av[0] = MF_STR("DEL");
-            av[1] = rkey(r, "e:", key, NULL);
-            api->redis_send(r, 2, av);
-            continue;
-        }
-        av[0] = MF_STR("SET");
-        av[1] = scope && model ? rkey(r, "p:sm:", scope, model)
-                : scope        ? rkey(r, "p:s:", scope, NULL)
-                : model        ? rkey(r, "p:m:", model, NULL)
-                               : rkey(r, "p:all", "", NULL);
-        av[2] = (mf_str_t){now, strlen(now)};
-        av[3] = MF_STR("PX");
-        av[4] = (mf_str_t){ttl, strlen(ttl)};
-        api->redis_send(r, 5, av);
-    }
-    json_decref(list);
-}
-
 /* Stores e in Redis, for the entry's TTL. */
 static void
 redis_store(mf_req_t *r, const cache_t *c, const cs_entry_t *e)
@@ -1386,7 +1371,7 @@ redis_store(mf_req_t *r, const cache_t *c, const cs_entry_t *e)
     av[2] = (mf_str_t){t, strlen(t)};
     av[3] = MF_STR("PX");
     av[4] = (mf_str_t){ttl, strlen(ttl)};
-    api->redis_send(r, 5, av);
+    api->redis_post(r, 5, av, NULL, NULL);
     free(t);
 }
 
@@ -1526,7 +1511,6 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
     x->max_age = max_age;
     x->store = !no_store; /* a miss's answer is stored (see miss) */
     if (c->redis) {
-        redis_flush_purges(r, c);
         return no_cache ? miss(r, x) : redis_lookup(r, x);
     }
     if (!no_cache && (e = cs_store_get(c->store, x->key, now_ms())) != NULL) {

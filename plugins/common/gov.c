@@ -201,6 +201,16 @@ gov_sha256(const void *data, size_t n, unsigned char out[32])
 }
 
 void
+gov_sha1_hex(const void *data, size_t n, char out[41])
+{
+    unsigned char d[20];
+    unsigned int len = 20;
+
+    EVP_Digest(data, n, d, &len, EVP_sha1(), NULL);
+    gov_hex(d, 20, out);
+}
+
+void
 gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
          unsigned char out[32])
 {
@@ -319,16 +329,17 @@ trim(mf_str_t v)
     return v;
 }
 
-/* The value of query parameter key= in path (not decoded: keys are
+/* The value of query parameter key= in a query ("a=1&key=K"; a target
+ * "/path?a=1&key=K" reads after its '?'), not decoded (keys are
  * URL-safe), or empty. */
 static mf_str_t
-query_key(mf_str_t path)
+query_key(mf_str_t query)
 {
-    const char *q = path.data ? memchr(path.data, '?', path.len) : NULL;
-    const char *end = path.data + path.len, *p;
+    const char *q = query.data ? memchr(query.data, '?', query.len) : NULL;
+    const char *end = query.data + query.len, *p;
     mf_str_t v = MF_STR_NULL;
 
-    for (p = q ? q + 1 : end; p < end;) {
+    for (p = q ? q + 1 : query.data; p != NULL && p < end;) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
 
@@ -340,6 +351,34 @@ query_key(mf_str_t path)
         p = stop + (amp != NULL);
     }
     return v;
+}
+
+size_t
+gov_query_without_key(mf_str_t query, char *out, size_t cap)
+{
+    const char *end = query.data + query.len, *p;
+    size_t n = 0;
+
+    for (p = query.data; p != NULL && p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        size_t len = (size_t)(stop - p);
+
+        if (!(len >= 4 && memcmp(p, "key=", 4) == 0) &&
+            !(len == 3 && memcmp(p, "key", 3) == 0) && len > 0 &&
+            n + len + 2 <= cap) {
+            if (n > 0) {
+                out[n++] = '&';
+            }
+            memcpy(out + n, p, len);
+            n += len;
+        }
+        p = stop + (amp != NULL);
+    }
+    if (cap > 0) {
+        out[n < cap ? n : cap - 1] = '\0';
+    }
+    return n;
 }
 
 int
@@ -389,6 +428,13 @@ glob(const char *p, const char *s, size_t n)
         p++;
     }
     return *p == '\0';
+}
+
+int
+gov_glob(const char *pattern, mf_str_t name)
+{
+    return pattern != NULL &&
+           glob(pattern, name.data ? name.data : "", name.len);
 }
 
 int

@@ -30,6 +30,8 @@ void gov_map_each(const gov_map_t *m,
 void gov_sha256(const void *data, size_t n, unsigned char out[32]);
 void gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
               unsigned char out[32]);
+/* SHA-1 as 40 lowercase hex digits (a Lua script's name for EVALSHA). */
+void gov_sha1_hex(const void *data, size_t n, char out[41]);
 /* Whether a and b (n bytes) are equal, in time that depends on n only. */
 int gov_ct_eq(const unsigned char *a, const unsigned char *b, size_t n);
 /* n random bytes as 2n lowercase hex digits into out (2n + 1 bytes);
@@ -49,11 +51,19 @@ void gov_hex(const unsigned char *in, size_t n, char *out);
 int gov_key_parse(mf_str_t s, mf_str_t *id, mf_str_t *secret);
 
 /* The key a client sent, first of: Authorization "Bearer KEY",
- * x-api-key, x-goog-api-key, the query parameter key= of path. Empty
- * values count as absent. MF_ERR when none; *out is a view. */
+ * x-api-key, x-goog-api-key, the query parameter key= of query (the
+ * request's query, "a=1&key=K"; a whole target "/p?a=1&key=K" reads
+ * after its '?'). Empty values count as absent. MF_ERR when none; *out
+ * is a view. */
 int gov_credential(mf_str_t authorization, mf_str_t x_api_key,
-                   mf_str_t x_goog_api_key, mf_str_t path, mf_str_t *out);
+                   mf_str_t x_goog_api_key, mf_str_t query, mf_str_t *out);
+/* query without its key= parameters (and a bare "key"), into out (cap
+ * bytes, NUL-terminated): what later stages may see. Returns its
+ * length. */
+size_t gov_query_without_key(mf_str_t query, char *out, size_t cap);
 
+/* Whether name matches the glob pattern ('*' any run). */
+int gov_glob(const char *pattern, mf_str_t name);
 /* Whether name matches one of the globs ('*' any run); none = all. */
 int gov_models_allowed(json_t *globs, mf_str_t model);
 

@@ -104,7 +104,20 @@ typedef struct {
     json_t *models; /* model glob -> limits json */
     json_t *groups; /* name -> entry */
     json_t *prices; /* model -> {input, output, cache_read} */
+    int redis;      /* the counters live in Redis (`redis:` configured) */
+    int on_err[3];  /* per kind (K_RATES, K_CONC, K_BUDGETS): ERR_* */
+    char sha[41];   /* the store script's SHA-1 */
 } lm_t;
+
+/* Limit kinds, as bits of a mask of what a store checks. */
+#define K_RATES 0
+#define K_CONC 1
+#define K_BUDGETS 2
+#define M_ALL 7
+/* What a kind does while its store (Redis) fails. */
+#define ERR_OPEN 0
+#define ERR_CLOSED 1
+#define ERR_LOCAL 2
 
 /* A request's admission, kept for settlement. */
 typedef struct {
@@ -119,6 +132,18 @@ typedef struct {
     int priced;
     gov_price_t price;
     int settled;
+    lm_t *lm;
+    int admitted; /* something was taken: settle in on_done */
+    int redis;    /* taken in Redis (else in memory, for kinds in mask) */
+    int mask;     /* kinds held in memory: 1 << K_* */
+    char tag[MAX_SCOPES][150]; /* Redis hash tag of each scope */
+    int ngroups;               /* runs of scopes with one tag */
+    int grp_start[MAX_SCOPES + 1];
+    int grp;      /* the group being admitted */
+    int use_eval; /* the script is not loaded: send it whole */
+    char id[40];  /* this admission's lease and reservation id */
+    int64_t req_lim, req_rem, req_rst, tok_lim, tok_rem, tok_rst;
+    int64_t budget_ttl[MAX_SCOPES]; /* seconds to keep a period's key */
 } rctx_t;
 
 /* Limits from JSON */
@@ -166,42 +191,74 @@ lim_any(const lim_t *l)
 }
 
 /* The consumer's limits from the record's attributes (limits.rpm,
- * budget.micro_usd, ...), as key-auth sets them. */
+ * budget.micro_usd, ...), as key-auth sets them; read in place, no
+ * allocation (this runs for every request). */
+static int
+attr_is(mf_str_t n, const char *s)
+{
+    size_t l = strlen(s);
+
+    return n.len == l && memcmp(n.data, s, l) == 0;
+}
+
+static int64_t
+attr_int(mf_str_t v)
+{
+    int64_t x = 0;
+    size_t i;
+
+    for (i = 0; i < v.len && v.data[i] >= '0' && v.data[i] <= '9' &&
+                x < INT64_MAX / 10 - 10;
+         i++) {
+        x = x * 10 + (v.data[i] - '0');
+    }
+    return x;
+}
+
 static void
 lim_from_attrs(lim_t *l, const mf_consumer_t *c)
 {
-    json_t *limits = json_object(), *budget = json_object();
     size_t i;
+    int w;
 
+    memset(l, 0, sizeof(*l));
+    l->period = GOV_MONTH;
     for (i = 0; i < c->nattrs; i++) {
         mf_str_t n = c->attrs[2 * i], v = c->attrs[2 * i + 1];
-        char name[64], val[64];
-        json_t *into;
+        char t[64];
 
-        if (n.len >= sizeof(name) || v.len >= sizeof(val)) {
-            continue;
-        }
-        memcpy(name, n.data, n.len);
-        name[n.len] = '\0';
-        memcpy(val, v.data, v.len);
-        val[v.len] = '\0';
-        if (strncmp(name, "limits.", 7) == 0) {
-            json_object_set_new(limits, name + 7,
-                                json_integer(strtoll(val, NULL, 10)));
-        } else if (strncmp(name, "budget.", 7) == 0) {
-            into = budget;
-            if (strcmp(name + 7, "period") == 0 ||
-                strcmp(name + 7, "tz") == 0) {
-                json_object_set_new(into, name + 7, json_string(val));
-            } else {
-                json_object_set_new(into, name + 7,
-                                    json_integer(strtoll(val, NULL, 10)));
+        if (n.len > 7 && memcmp(n.data, "limits.", 7) == 0) {
+            n.data += 7;
+            n.len -= 7;
+            for (w = 0; w < NWIN; w++) {
+                if (attr_is(n, win_names[w])) {
+                    l->win[w] = attr_int(v);
+                }
+            }
+            if (attr_is(n, "concurrency")) {
+                l->concurrency = attr_int(v);
+            }
+        } else if (n.len > 7 && memcmp(n.data, "budget.", 7) == 0) {
+            n.data += 7;
+            n.len -= 7;
+            if (attr_is(n, "micro_usd") || attr_is(n, "tokens")) {
+                l->has_budget = 1;
+                l->budget_usd = attr_is(n, "micro_usd");
+                l->budget = attr_int(v);
+            } else if ((attr_is(n, "period") || attr_is(n, "tz")) &&
+                       v.len < sizeof(t)) {
+                memcpy(t, v.data, v.len);
+                t[v.len] = '\0';
+                if (attr_is(n, "tz")) {
+                    if (gov_tz_parse(t, &l->tz) != MF_OK) {
+                        l->tz = 0;
+                    }
+                } else if (gov_period_parse(t, &l->period) != MF_OK) {
+                    l->period = GOV_MONTH;
+                }
             }
         }
     }
-    lim_from_json(l, limits, json_object_size(budget) ? budget : NULL);
-    json_decref(limits);
-    json_decref(budget);
 }
 
 /* Errors and headers */
@@ -231,20 +288,70 @@ set_resp(mf_req_t *r, const char *name, const char *fmt, ...)
                     (mf_str_t){v, strlen(v)});
 }
 
-/* OpenAI's reset format: "1s", "6m0s", "250ms". */
-static void
-fmt_reset(char *out, size_t cap, int64_t us)
+/* Decimal digits of v (>= 0) at out; returns the end. */
+static char *
+put_int(char *out, int64_t v)
 {
-    int64_t ms = (us + 999) / 1000;
+    char tmp[24];
+    int n = 0;
+
+    if (v < 0) {
+        v = 0;
+    }
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0 && n < (int)sizeof(tmp));
+    while (n > 0) {
+        *out++ = tmp[--n];
+    }
+    return out;
+}
+
+/* A response header with a whole number (every success sets several:
+ * no printf on that path). */
+static void
+set_int(mf_req_t *r, mf_str_t name, int64_t v)
+{
+    char b[24];
+
+    api->set_header(r, MF_RESPONSE_HEADERS, name,
+                    (mf_str_t){b, (size_t)(put_int(b, v) - b)});
+}
+
+/* OpenAI's reset format: "1s", "6m0s", "250ms", "1.25s" (3 significant
+ * digits under a minute). */
+static size_t
+fmt_reset(char *out, int64_t us)
+{
+    int64_t ms = (us + 999) / 1000, v, scale;
+    char *p = out;
 
     if (ms < 1000) {
-        snprintf(out, cap, "%lldms", (long long)ms);
+        p = put_int(p, ms);
+        *p++ = 'm';
     } else if (ms < 60000) {
-        snprintf(out, cap, "%.3gs", (double)ms / 1000);
+        /* hundredths under 10 s, tenths above; no trailing zeros */
+        scale = ms < 10000 ? 100 : 10;
+        v = (ms * scale + 500) / 1000;
+        p = put_int(p, v / scale);
+        if (v % scale != 0) {
+            const char d[2] = {(char)('0' + (v % scale) / (scale / 10)),
+                               (char)('0' + (v % scale) % 10)};
+
+            *p++ = '.';
+            *p++ = d[0];
+            if (scale == 100 && d[1] != '0') {
+                *p++ = d[1];
+            }
+        }
     } else {
-        snprintf(out, cap, "%lldm%llds", (long long)(ms / 60000),
-                 (long long)((ms % 60000 + 999) / 1000));
+        p = put_int(p, ms / 60000);
+        *p++ = 'm';
+        p = put_int(p, (ms % 60000 + 999) / 1000);
     }
+    *p++ = 's';
+    return (size_t)(p - out);
 }
 
 static void
@@ -378,7 +485,9 @@ price_of(lm_t *lm, mf_str_t model, gov_price_t *p)
     return v;
 }
 
-/* The scopes of r and their limits, in ctx. */
+/* The scopes of r and their limits, in ctx; each with its Redis hash tag
+ * (a key and its consumer share the consumer's), and the runs of scopes
+ * with one tag (one script each on a cluster). */
 static void
 scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
 {
@@ -386,18 +495,23 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
     const char *k;
     json_t *v;
     char m[256];
+    int s;
 
     x->nscopes = 0;
     if (api->get_consumer(r, &c) == MF_OK) {
+        int cn = (int)(c.name.len > 140 ? 140 : c.name.len);
+
         if (c.key_id.len > 0 && lim_any(&lm->key)) {
             snprintf(x->scope[x->nscopes], 160, "key:%.*s", (int)c.key_id.len,
                      c.key_id.data);
+            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
             x->lim[x->nscopes++] = lm->key;
         }
         lim_from_attrs(&x->lim[x->nscopes], &c);
         if (lim_any(&x->lim[x->nscopes])) {
-            snprintf(x->scope[x->nscopes++], 160, "consumer:%.*s",
-                     (int)(c.name.len > 140 ? 140 : c.name.len), c.name.data);
+            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
+            snprintf(x->scope[x->nscopes++], 160, "consumer:%.*s", cn,
+                     c.name.data);
         }
         if (c.group.len > 0 && c.group.len < 128) {
             memcpy(m, c.group.data, c.group.len);
@@ -407,6 +521,7 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
                 lim_from_json(&x->lim[x->nscopes], json_object_get(v, "limits"),
                               json_object_get(v, "budget"));
                 if (lim_any(&x->lim[x->nscopes])) {
+                    snprintf(x->tag[x->nscopes], 150, "g:%.140s", m);
                     snprintf(x->scope[x->nscopes++], 160, "group:%.140s", m);
                 }
             }
@@ -414,21 +529,25 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
     }
     json_object_foreach(lm->models, k, v)
     {
-        json_t *one = json_array();
-
-        json_array_append_new(one, json_string(k));
-        if (gov_models_allowed(one, model)) {
-            json_decref(one);
+        if (gov_glob(k, model)) {
             lim_from_json(&x->lim[x->nscopes], v, json_object_get(v, "budget"));
-            snprintf(x->scope[x->nscopes++], 160, "model:%s", k);
+            snprintf(x->tag[x->nscopes], 150, "m:%.140s", k);
+            snprintf(x->scope[x->nscopes++], 160, "model:%.150s", k);
             break;
         }
-        json_decref(one);
     }
     if (lim_any(&lm->global)) {
         snprintf(x->scope[x->nscopes], 160, "global");
+        snprintf(x->tag[x->nscopes], 150, "global");
         x->lim[x->nscopes++] = lm->global;
     }
+    x->ngroups = 0;
+    for (s = 0; s < x->nscopes; s++) {
+        if (s == 0 || strcmp(x->tag[s], x->tag[s - 1]) != 0) {
+            x->grp_start[x->ngroups++] = s;
+        }
+    }
+    x->grp_start[x->ngroups] = x->nscopes;
 }
 
 /* Tokens the request may use: its prompt (bytes / 4) and max_tokens. */
@@ -453,33 +572,91 @@ estimate(lm_t *lm, mf_req_t *r, int64_t *prompt_out)
     return prompt + out;
 }
 
-static mf_action_t
-lm_on_request(mf_req_t *r, void *state, void **ctx)
+static void
+ratelimit_headers(mf_req_t *r, const rctx_t *x)
 {
-    lm_t *lm = state;
+    char reset[48];
+
+    if (x->req_lim > 0) {
+        set_int(r, MF_STR("x-ratelimit-limit-requests"), x->req_lim);
+        set_int(r, MF_STR("x-ratelimit-remaining-requests"), x->req_rem);
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-ratelimit-reset-requests"),
+                        (mf_str_t){reset, fmt_reset(reset, x->req_rst)});
+    }
+    if (x->tok_lim > 0) {
+        set_int(r, MF_STR("x-ratelimit-limit-tokens"), x->tok_lim);
+        set_int(r, MF_STR("x-ratelimit-remaining-tokens"), x->tok_rem);
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-ratelimit-reset-tokens"),
+                        (mf_str_t){reset, fmt_reset(reset, x->tok_rst)});
+    }
+}
+
+/* The tightest request and token limit seen so far (for the headers). */
+static void
+note_remaining(rctx_t *x, int w, int64_t lim, int64_t rem, int64_t rst)
+{
+    if (w < 3 && (x->req_lim == 0 || rem < x->req_rem)) {
+        x->req_lim = lim;
+        x->req_rem = rem;
+        x->req_rst = rst;
+    } else if (w >= 3 && (x->tok_lim == 0 || rem < x->tok_rem)) {
+        x->tok_lim = lim;
+        x->tok_rem = rem;
+        x->tok_rst = rst;
+    }
+}
+
+static void
+refuse_quota(mf_req_t *r, lm_t *lm, const rctx_t *x, const char *which,
+             int spent)
+{
+    char msg[300];
+
+    snprintf(msg, sizeof(msg),
+             "%s budget of %s: %s; no retry will pass before the period "
+             "ends or a top-up",
+             x->priced || !lm->refuse_unpriced ? "the"
+                                               : "no price for "
+                                                 "this model in "
+                                                 "the",
+             which,
+             spent ? "spent"
+                   : "this request's estimate does not fit "
+                     "what is left");
+    set_resp(r, "x-should-retry", "false");
+    api->respond_error_code(
+        r, 429, is_messages(r) ? "rate_limit_error" : "insufficient_quota",
+        "insufficient_quota", msg);
+}
+
+static void
+refuse_limit(mf_req_t *r, const char *why, const char *which, int64_t retry)
+{
+    char msg[300];
+
+    snprintf(msg, sizeof(msg), "%s limit of %s reached; retry after %lld ms",
+             why, which, (long long)((retry + 999) / 1000));
+    refuse_rate(r, retry,
+                strcmp(why, "concurrency") == 0 ? "concurrency_limit_exceeded"
+                                                : "rate_limit_exceeded",
+                msg);
+}
+
+/* Admission in memory for the kinds in mask (all of them without Redis;
+ * those set to `local` while Redis fails). */
+static mf_action_t
+local_admit(lm_t *lm, mf_req_t *r, rctx_t *x, int mask)
+{
     shared_t *sh = lm->sh;
-    rctx_t *x = api->palloc(r, sizeof(*x));
-    mf_str_t model = api->get_model(r);
     int64_t now = now_us(), now_s = now / 1000000, tats[MAX_SCOPES][NWIN];
-    int64_t retry = 0, best_req = INT64_MAX, best_tok = INT64_MAX;
-    int64_t req_lim = 0, tok_lim = 0, req_reset = 0, tok_reset = 0;
+    int64_t retry = 0;
     const char *why = NULL, *which = NULL;
     int s, w, quota = 0, spent = 0;
-    char msg[300], reset[32];
 
-    if (x == NULL) {
-        return MF_FAIL;
-    }
-    memset(x, 0, sizeof(*x));
-    scopes_of(lm, r, x, model);
-    if (x->nscopes == 0) {
-        return MF_CONTINUE;
-    }
-    x->est_tokens = estimate(lm, r, &x->est_prompt);
-    x->priced = price_of(lm, model, &x->price) != NULL;
-    x->est_cost = x->priced ? gov_cost(&x->price, x->est_prompt, 0,
-                                       x->est_tokens - x->est_prompt)
-                            : 0;
+    x->redis = 0;
+    x->mask = mask;
     pthread_mutex_lock(&sh->lock);
     for (s = 0; s < x->nscopes; s++) {
         const lim_t *l = &x->lim[s];
@@ -488,7 +665,8 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
             int64_t *tat, nt, ry, rem, rst, cost = w < 3 ? 1 : x->est_tokens;
 
             tats[s][w] = 0;
-            if (l->win[w] <= 0 || (tat = tat_of(sh, x->scope[s], w)) == NULL) {
+            if (!(mask & (1 << K_RATES)) || l->win[w] <= 0 ||
+                (tat = tat_of(sh, x->scope[s], w)) == NULL) {
                 continue;
             }
             if (!gov_gcra(*tat, now, l->win[w], win_us[w], cost, &nt, &ry, &rem,
@@ -501,17 +679,9 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
                 continue;
             }
             tats[s][w] = nt;
-            if (w < 3 && rem < best_req) {
-                best_req = rem;
-                req_lim = l->win[w];
-                req_reset = rst;
-            } else if (w >= 3 && rem < best_tok) {
-                best_tok = rem;
-                tok_lim = l->win[w];
-                tok_reset = rst;
-            }
+            note_remaining(x, w, l->win[w], rem, rst);
         }
-        if (l->concurrency > 0) {
+        if (l->concurrency > 0 && (mask & (1 << K_CONC))) {
             gov_leases_t *ls = leases_of(sh, x->scope[s]);
 
             if (ls != NULL &&
@@ -522,7 +692,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
                 retry = 1000000;
             }
         }
-        if (l->has_budget) {
+        if (l->has_budget && (mask & (1 << K_BUDGETS))) {
             budget_t *b = budget_now(sh, x->scope[s], l, now_s);
             int64_t need = l->budget_usd ? x->est_cost : x->est_tokens;
 
@@ -539,33 +709,12 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     }
     if (quota) {
         pthread_mutex_unlock(&sh->lock);
-        snprintf(msg, sizeof(msg),
-                 "%s budget of %s: %s; no retry will pass before the period "
-                 "ends or a top-up",
-                 x->priced || !lm->refuse_unpriced ? "the"
-                                                   : "no price for "
-                                                     "this model in "
-                                                     "the",
-                 which,
-                 spent ? "spent"
-                       : "this request's estimate does not fit "
-                         "what is left");
-        set_resp(r, "x-should-retry", "false");
-        api->respond_error_code(
-            r, 429, is_messages(r) ? "rate_limit_error" : "insufficient_quota",
-            "insufficient_quota", msg);
+        refuse_quota(r, lm, x, which, spent);
         return MF_RESPOND;
     }
     if (why != NULL) {
         pthread_mutex_unlock(&sh->lock);
-        snprintf(msg, sizeof(msg),
-                 "%s limit of %s reached; retry after %lld ms", why, which,
-                 (long long)((retry + 999) / 1000));
-        refuse_rate(r, retry,
-                    strcmp(why, "concurrency") == 0
-                        ? "concurrency_limit_exceeded"
-                        : "rate_limit_exceeded",
-                    msg);
+        refuse_limit(r, why, which, retry);
         return MF_RESPOND;
     }
     /* everything fits: take it all */
@@ -577,7 +726,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
                 *tat_of(sh, x->scope[s], w) = tats[s][w];
             }
         }
-        if (l->concurrency > 0) {
+        if (l->concurrency > 0 && (mask & (1 << K_CONC))) {
             gov_leases_t *ls = leases_of(sh, x->scope[s]);
             int64_t ry;
 
@@ -588,7 +737,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
                 x->lease[s] = 0;
             }
         }
-        if (l->has_budget) {
+        if (l->has_budget && (mask & (1 << K_BUDGETS))) {
             budget_t *b = budget_now(sh, x->scope[s], l, now_s);
 
             if (b != NULL) {
@@ -598,22 +747,559 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
         }
     }
     pthread_mutex_unlock(&sh->lock);
-    *ctx = x;
-    if (req_lim > 0) {
-        set_resp(r, "x-ratelimit-limit-requests", "%lld", (long long)req_lim);
-        set_resp(r, "x-ratelimit-remaining-requests", "%lld",
-                 (long long)best_req);
-        fmt_reset(reset, sizeof(reset), req_reset);
-        set_resp(r, "x-ratelimit-reset-requests", "%s", reset);
-    }
-    if (tok_lim > 0) {
-        set_resp(r, "x-ratelimit-limit-tokens", "%lld", (long long)tok_lim);
-        set_resp(r, "x-ratelimit-remaining-tokens", "%lld",
-                 (long long)best_tok);
-        fmt_reset(reset, sizeof(reset), tok_reset);
-        set_resp(r, "x-ratelimit-reset-tokens", "%s", reset);
-    }
+    x->admitted = 1;
+    ratelimit_headers(r, x);
     return MF_CONTINUE;
+}
+
+/* The Redis store: every counter, lease and reservation in Redis, one
+ * script run per admission and per settlement (per hash tag: a cluster
+ * keeps each tag's keys on one node). The script takes the server's
+ * clock (TIME), so nodes with skewed clocks still share one rate.
+ *
+ * KEYS, 4 per scope: its rate hash (field 1..6: the TAT of each
+ * window), its lease set (id -> expiry), the budget hash of the period
+ * (used, reserved, topup) and the period's reservations (id:amount ->
+ * expiry). ARGV: mode (admit | settle), the id, the ttl of leases and
+ * reservations (us), the number of scopes, the token estimate (admit)
+ * or used minus estimate (settle), then 10 per scope: the six window
+ * limits (0 none), concurrency (0 none), the budget (-1 none), the
+ * amount reserved, and the seconds to keep the period's keys (admit) or
+ * the spend (settle). A reservation whose settlement never came
+ * expires and counts as spent: unknown usage never refunds. */
+static const char store_lua[] =
+    "local W={60000000,3600000000,86400000000,60000000,3600000000,"
+    "86400000000}\n"
+    "local t=redis.call('TIME')\n"
+    "local now=tonumber(t[1])*1000000+tonumber(t[2])\n"
+    "local id=ARGV[2] local ttl=tonumber(ARGV[3]) local n=tonumber(ARGV[4])\n"
+    "local est=tonumber(ARGV[5])\n"
+    "local function expire(vk,bk)\n"
+    "  local gone=redis.call('ZRANGEBYSCORE',vk,'-inf',now)\n"
+    "  for _,m in ipairs(gone) do\n"
+    "    local a=tonumber(string.match(m,':(%-?%d+)$')) or 0\n"
+    "    redis.call('HINCRBY',bk,'used',a)\n"
+    "    redis.call('HINCRBY',bk,'reserved',-a)\n"
+    "    redis.call('ZREM',vk,m)\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[1]=='admit' then\n"
+    "  local nt={} local h={0,-1,0,0,-1,0}\n"
+    "  for s=0,n-1 do\n"
+    "    local a=6+s*10 local rk=KEYS[s*4+1] local lk=KEYS[s*4+2]\n"
+    "    local bk=KEYS[s*4+3] local vk=KEYS[s*4+4]\n"
+    "    nt[s]={}\n"
+    "    for w=1,6 do\n"
+    "      local lim=tonumber(ARGV[a+w-1])\n"
+    "      if lim>0 then\n"
+    "        local cost=1 if w>3 then cost=est end\n"
+    "        local inc=W[w]/lim\n"
+    "        local tat=tonumber(redis.call('HGET',rk,w) or '0')\n"
+    "        if tat<now then tat=now end\n"
+    "        local new=tat+cost*inc\n"
+    "        if new-now>W[w] then return {0,'rate',s,w,"
+    "math.ceil(new-W[w]-now)} end\n"
+    "        nt[s][w]=new\n"
+    "        local rem=math.floor((W[w]-(new-now))/inc)\n"
+    "        local o=0 if w>3 then o=3 end\n"
+    "        if h[o+2]<0 or rem<h[o+2] then h[o+1]=lim h[o+2]=rem "
+    "h[o+3]=math.ceil(new-now) end\n"
+    "      end\n"
+    "    end\n"
+    "    local c=tonumber(ARGV[a+6])\n"
+    "    if c>0 then\n"
+    "      redis.call('ZREMRANGEBYSCORE',lk,'-inf',now)\n"
+    "      if redis.call('ZCARD',lk)>=c then\n"
+    "        local f=redis.call('ZRANGE',lk,0,0,'WITHSCORES')\n"
+    "        return {0,'concurrency',s,0,math.max(1000,"
+    "math.ceil(tonumber(f[2])-now))}\n"
+    "      end\n"
+    "    end\n"
+    "    local bl=tonumber(ARGV[a+7])\n"
+    "    if bl>=0 then\n"
+    "      expire(vk,bk)\n"
+    "      local v=redis.call('HMGET',bk,'used','reserved','topup')\n"
+    "      local used=tonumber(v[1] or '0') local res=tonumber(v[2] or '0')\n"
+    "      local top=tonumber(v[3] or '0')\n"
+    "      if used+res+tonumber(ARGV[a+8])>bl+top then\n"
+    "        local sp=0 if used>=bl+top then sp=1 end\n"
+    "        return {0,'quota',s,sp,0}\n"
+    "      end\n"
+    "    end\n"
+    "  end\n"
+    "  for s=0,n-1 do\n"
+    "    local a=6+s*10 local rk=KEYS[s*4+1] local lk=KEYS[s*4+2]\n"
+    "    local bk=KEYS[s*4+3] local vk=KEYS[s*4+4]\n"
+    "    local any=false\n"
+    "    for w=1,6 do if nt[s][w] then any=true\n"
+    "      redis.call('HSET',rk,w,string.format('%.0f',nt[s][w])) end end\n"
+    "    if any then redis.call('PEXPIRE',rk,172800000) end\n"
+    "    if tonumber(ARGV[a+6])>0 then\n"
+    "      redis.call('ZADD',lk,now+ttl,id)\n"
+    "      redis.call('PEXPIRE',lk,math.floor(ttl/1000)+60000)\n"
+    "    end\n"
+    "    if tonumber(ARGV[a+7])>=0 then\n"
+    "      local need=tonumber(ARGV[a+8])\n"
+    "      redis.call('HINCRBY',bk,'reserved',need)\n"
+    "      redis.call('ZADD',vk,now+ttl,id..':'..need)\n"
+    "      local keep=tonumber(ARGV[a+9])\n"
+    "      if keep>0 then redis.call('EXPIRE',bk,keep) "
+    "redis.call('EXPIRE',vk,keep) end\n"
+    "    end\n"
+    "  end\n"
+    "  return {1,h[1],h[2],h[3],h[4],h[5],h[6]}\n"
+    "end\n"
+    "for s=0,n-1 do\n"
+    "  local a=6+s*10 local rk=KEYS[s*4+1] local lk=KEYS[s*4+2]\n"
+    "  local bk=KEYS[s*4+3] local vk=KEYS[s*4+4]\n"
+    "  for w=4,6 do\n"
+    "    local lim=tonumber(ARGV[a+w-1])\n"
+    "    if lim>0 and est~=0 then\n"
+    "      local tat=tonumber(redis.call('HGET',rk,w) or '0')\n"
+    "      if tat>0 then redis.call('HSET',rk,w,"
+    "string.format('%.0f',tat+est*W[w]/lim)) end\n"
+    "    end\n"
+    "  end\n"
+    "  if tonumber(ARGV[a+6])>0 then redis.call('ZREM',lk,id) end\n"
+    "  local bl=tonumber(ARGV[a+7])\n"
+    "  if bl>=0 then\n"
+    "    local held=tonumber(ARGV[a+8]) local spend=tonumber(ARGV[a+9])\n"
+    "    if redis.call('ZREM',vk,id..':'..ARGV[a+8])==1 then\n"
+    "      redis.call('HINCRBY',bk,'reserved',-held)\n"
+    "      redis.call('HINCRBY',bk,'used',spend)\n"
+    "    elseif spend>held then redis.call('HINCRBY',bk,'used',spend-held)\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return 1\n";
+
+/* A command being built: up to 128 arguments in one buffer. */
+#define CMD_MAX_ARGS 128
+typedef struct {
+    int n;
+    size_t used;
+    size_t off[CMD_MAX_ARGS], len[CMD_MAX_ARGS];
+    char buf[12288];
+} cmd_t;
+
+static void cmd_add(cmd_t *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+cmd_add(cmd_t *c, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+
+    if (c->n >= CMD_MAX_ARGS || c->used >= sizeof(c->buf)) {
+        c->n = CMD_MAX_ARGS + 1; /* too long: refused by cmd_argv */
+        return;
+    }
+    va_start(ap, fmt);
+    w = vsnprintf(c->buf + c->used, sizeof(c->buf) - c->used, fmt, ap);
+    va_end(ap);
+    if (w < 0 || (size_t)w >= sizeof(c->buf) - c->used) {
+        c->n = CMD_MAX_ARGS + 1;
+        return;
+    }
+    c->off[c->n] = c->used;
+    c->len[c->n++] = (size_t)w;
+    c->used += (size_t)w + 1;
+}
+
+/* argv of c, the script sent whole when eval (EVAL) or by name. */
+static int
+cmd_argv(lm_t *lm, const cmd_t *c, int eval, mf_str_t *argv)
+{
+    int i;
+
+    if (c->n > CMD_MAX_ARGS || c->n < 2) {
+        return -1;
+    }
+    for (i = 0; i < c->n; i++) {
+        argv[i] = (mf_str_t){c->buf + c->off[i], c->len[i]};
+    }
+    argv[0] = eval ? MF_STR("EVAL") : MF_STR("EVALSHA");
+    argv[1] = eval ? (mf_str_t){store_lua, sizeof(store_lua) - 1}
+                   : (mf_str_t){lm->sha, 40};
+    return c->n;
+}
+
+/* The script run of group g (admit, or settle with delta tokens and
+ * each scope's spend). */
+static void
+cmd_build(lm_t *lm, const rctx_t *x, int g, int settle, int64_t delta,
+          const int64_t *spend, cmd_t *c)
+{
+    int s, w, a = x->grp_start[g], b = x->grp_start[g + 1];
+
+    c->n = 0;
+    c->used = 0;
+    cmd_add(c, "EVALSHA");
+    cmd_add(c, "-"); /* the script or its name (cmd_argv) */
+    cmd_add(c, "%d", (b - a) * 4);
+    for (s = a; s < b; s++) {
+        const lim_t *l = &x->lim[s];
+        const char *unit = l->budget_usd ? "usd" : "tokens";
+
+        cmd_add(c, "mf:lim:{%s}:%s:r", x->tag[s], x->scope[s]);
+        cmd_add(c, "mf:lim:{%s}:%s:l", x->tag[s], x->scope[s]);
+        cmd_add(c, "mf:lim:{%s}:%s:b:%s:%lld", x->tag[s], x->scope[s], unit,
+                (long long)x->period_start[s]);
+        cmd_add(c, "mf:lim:{%s}:%s:b:%s:%lld:v", x->tag[s], x->scope[s], unit,
+                (long long)x->period_start[s]);
+    }
+    cmd_add(c, "%s", settle ? "settle" : "admit");
+    cmd_add(c, "%s", x->id);
+    cmd_add(c, "%lld", (long long)lm->lease_ttl_us);
+    cmd_add(c, "%d", b - a);
+    cmd_add(c, "%lld", (long long)(settle ? delta : x->est_tokens));
+    for (s = a; s < b; s++) {
+        const lim_t *l = &x->lim[s];
+        int has_b = l->has_budget &&
+                    !(l->budget_usd && !x->priced && !lm->refuse_unpriced);
+
+        for (w = 0; w < NWIN; w++) {
+            cmd_add(c, "%lld", (long long)(l->win[w] > 0 ? l->win[w] : 0));
+        }
+        cmd_add(c, "%lld", (long long)l->concurrency);
+        cmd_add(c, "%lld", (long long)(has_b ? l->budget : -1));
+        cmd_add(c, "%lld",
+                (long long)(l->budget_usd ? x->est_cost : x->est_tokens));
+        cmd_add(c, "%lld", (long long)(settle ? spend[s] : x->budget_ttl[s]));
+    }
+}
+
+typedef struct {
+    lm_t *lm;
+    int retried;
+    cmd_t cmd;
+} post_t;
+
+static void
+log_store_error(const char *what, const char *err)
+{
+    static int64_t last; /* at most one line every 5 s */
+    int64_t now = now_us(), was = __atomic_load_n(&last, __ATOMIC_RELAXED);
+
+    if (now - was > 5000000 &&
+        __atomic_compare_exchange_n(&last, &was, now, 0, __ATOMIC_RELAXED,
+                                    __ATOMIC_RELAXED)) {
+        api->log(MF_LOG_WARN, "limits: Redis store: %s: %s", what, err);
+    }
+}
+
+static int
+is_noscript(const mf_redis_reply_t *rep)
+{
+    return rep != NULL && rep->type == MF_REDIS_ERROR && rep->str.len >= 8 &&
+           memcmp(rep->str.data, "NOSCRIPT", 8) == 0;
+}
+
+/* A settlement's answer: sent again whole when Redis forgot the script. */
+static void
+post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    post_t *p = arg;
+    mf_str_t argv[CMD_MAX_ARGS];
+    int argc;
+
+    if (is_noscript(reply) && !p->retried) {
+        p->retried = 1;
+        argc = cmd_argv(p->lm, &p->cmd, 1, argv);
+        if (argc > 0 &&
+            api->redis_post(NULL, argc, argv, post_done, p) == MF_OK) {
+            return;
+        }
+    } else if (err != NULL || (reply && reply->type == MF_REDIS_ERROR)) {
+        char e[200];
+
+        snprintf(e, sizeof(e), "%.*s",
+                 err ? (int)strlen(err) : (int)reply->str.len,
+                 err ? err : reply->str.data);
+        log_store_error("a settlement was lost (its reservation and lease "
+                        "expire after lease_ttl; the reservation then "
+                        "counts as spent)",
+                        e);
+    }
+    free(p);
+}
+
+/* Settles (or gives back: delta -estimate, spend 0) groups [from, to). */
+static void
+redis_settle(lm_t *lm, mf_req_t *r, const rctx_t *x, int from, int to,
+             int64_t delta, const int64_t *spend)
+{
+    mf_str_t argv[CMD_MAX_ARGS];
+    int g, argc;
+
+    for (g = from; g < to; g++) {
+        post_t *p = calloc(1, sizeof(*p));
+
+        if (p == NULL) {
+            return;
+        }
+        p->lm = lm;
+        cmd_build(lm, x, g, 1, delta, spend, &p->cmd);
+        argc = cmd_argv(lm, &p->cmd, x->use_eval, argv);
+        if (argc < 0 || api->redis_post(r, argc, argv, post_done, p) != MF_OK) {
+            log_store_error("a settlement could not be sent (its reservation "
+                            "and lease expire after lease_ttl)",
+                            "Redis is unavailable");
+            free(p);
+        }
+    }
+}
+
+static void redis_admit_next(lm_t *lm, mf_req_t *r, rctx_t *x);
+
+/* Redis failed (down, timeout, an error reply): each kind as configured.
+ * Answers r when a kind is `closed`; returns what the stage does. */
+static mf_action_t
+redis_fallback(lm_t *lm, mf_req_t *r, rctx_t *x, const char *err)
+{
+    static const char *const kind[3] = {"rate", "concurrency", "budget"};
+    int64_t zero[MAX_SCOPES] = {0};
+    int s, k, mask = 0;
+
+    log_store_error("admission", err);
+    redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+    x->grp = 0; /* given back */
+    for (s = 0; s < x->nscopes; s++) {
+        const lim_t *l = &x->lim[s];
+        int has[3] = {0, l->concurrency > 0, l->has_budget};
+        int w;
+
+        for (w = 0; w < NWIN; w++) {
+            has[K_RATES] |= l->win[w] > 0;
+        }
+        for (k = 0; k < 3; k++) {
+            if (has[k] && lm->on_err[k] == ERR_CLOSED) {
+                char msg[200];
+
+                snprintf(msg, sizeof(msg),
+                         "the %s store is unavailable; retry in a moment",
+                         kind[k]);
+                set_resp(r, "retry-after", "1");
+                set_resp(r, "retry-after-ms", "1000");
+                api->respond_error_code(
+                    r, 503, is_messages(r) ? "api_error" : "server_error",
+                    "limits_store_unavailable", msg);
+                return MF_RESPOND;
+            }
+        }
+    }
+    for (k = 0; k < 3; k++) {
+        if (lm->on_err[k] == ERR_LOCAL) {
+            mask |= 1 << k;
+        }
+    }
+    return local_admit(lm, r, x, mask);
+}
+
+static void
+redis_failed(lm_t *lm, mf_req_t *r, rctx_t *x, const char *err)
+{
+    api->resume(r, redis_fallback(lm, r, x, err));
+}
+
+static void
+admit_cb(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    rctx_t *x = arg;
+    lm_t *lm = x->lm;
+    const mf_redis_reply_t *e;
+    int64_t zero[MAX_SCOPES] = {0};
+    char msg[200];
+    int s, w;
+
+    if (is_noscript(reply) && !x->use_eval) {
+        x->use_eval = 1; /* Redis restarted or flushed: send it whole */
+        redis_admit_next(lm, r, x);
+        return;
+    }
+    if (err != NULL || reply == NULL || reply->type != MF_REDIS_ARRAY ||
+        reply->nelements < 5) {
+        snprintf(msg, sizeof(msg), "%.*s",
+                 err                                      ? (int)strlen(err)
+                 : reply && reply->type == MF_REDIS_ERROR ? (int)reply->str.len
+                                                          : 19,
+                 err                                      ? err
+                 : reply && reply->type == MF_REDIS_ERROR ? reply->str.data
+                                                          : "unexpected reply");
+        redis_failed(lm, r, x, msg);
+        return;
+    }
+    e = reply->elements;
+    if (e[0].integer == 1 && reply->nelements >= 7) {
+        for (w = 0; w < 2; w++) {
+            if (e[1 + 3 * w].integer > 0) {
+                note_remaining(x, w * 3, e[1 + 3 * w].integer,
+                               e[2 + 3 * w].integer, e[3 + 3 * w].integer);
+            }
+        }
+        x->grp++;
+        if (x->grp < x->ngroups) {
+            redis_admit_next(lm, r, x);
+            return;
+        }
+        x->admitted = 1;
+        x->redis = 1;
+        ratelimit_headers(r, x);
+        api->resume(r, MF_CONTINUE);
+        return;
+    }
+    s = x->grp_start[x->grp] + (int)e[2].integer;
+    if (s < 0 || s >= x->nscopes) {
+        s = x->grp_start[x->grp];
+    }
+    /* refused: give back what earlier groups took */
+    redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+    x->grp = 0; /* given back */
+    if (e[1].str.len == 5 && memcmp(e[1].str.data, "quota", 5) == 0) {
+        refuse_quota(r, lm, x, x->scope[s], e[3].integer == 1);
+    } else if (e[1].str.len == 11 &&
+               memcmp(e[1].str.data, "concurrency", 11) == 0) {
+        refuse_limit(r, "concurrency", x->scope[s], e[4].integer);
+    } else {
+        refuse_limit(r, e[3].integer <= 3 ? "requests" : "tokens", x->scope[s],
+                     e[4].integer);
+    }
+    api->resume(r, MF_RESPOND);
+}
+
+/* Sends the script run of group x->grp; MF_ERR when it could not. */
+static int
+redis_send(lm_t *lm, mf_req_t *r, rctx_t *x)
+{
+    cmd_t *c = api->palloc(r, sizeof(*c));
+    mf_str_t argv[CMD_MAX_ARGS];
+    int argc;
+
+    if (c == NULL) {
+        return MF_ERR;
+    }
+    cmd_build(lm, x, x->grp, 0, 0, NULL, c);
+    argc = cmd_argv(lm, c, x->use_eval, argv);
+    return argc > 0 && api->redis_command(r, argc, argv, admit_cb, x) == MF_OK
+               ? MF_OK
+               : MF_ERR;
+}
+
+static void
+redis_admit_next(lm_t *lm, mf_req_t *r, rctx_t *x)
+{
+    if (redis_send(lm, r, x) != MF_OK) {
+        redis_failed(lm, r, x, "the command could not be sent");
+    }
+}
+
+static mf_action_t
+lm_on_request(mf_req_t *r, void *state, void **ctx)
+{
+    lm_t *lm = state;
+    rctx_t *x = api->palloc(r, sizeof(*x));
+    mf_str_t model = api->get_model(r);
+    int64_t now_s = now_us() / 1000000;
+    int s;
+
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    if (x == NULL) {
+        return MF_FAIL;
+    }
+    memset(x, 0, sizeof(*x));
+    x->lm = lm;
+    api->get_info(r, &info);
+    if (info.endpoint == MF_ENDPOINT_LOCAL) {
+        return MF_CONTINUE; /* answered by the gateway: nothing to meter */
+    }
+    scopes_of(lm, r, x, model);
+    x->est_tokens = estimate(lm, r, &x->est_prompt);
+    x->priced = price_of(lm, model, &x->price) != NULL;
+    x->est_cost = x->priced ? gov_cost(&x->price, x->est_prompt, 0,
+                                       x->est_tokens - x->est_prompt)
+                            : 0;
+    *ctx = x; /* on_done settles what x says was taken */
+    if (x->nscopes == 0) {
+        /* nothing to limit: still one ledger row when someone is
+         * identified (usage, the billing endpoints) */
+        mf_consumer_t c = {.size = sizeof(c)};
+
+        x->admitted = api->get_consumer(r, &c) == MF_OK;
+        return MF_CONTINUE;
+    }
+    if (!lm->redis) {
+        return local_admit(lm, r, x, M_ALL);
+    }
+    for (s = 0; s < x->nscopes; s++) {
+        const lim_t *l = &x->lim[s];
+        int64_t start, end;
+
+        if (!l->has_budget) {
+            continue;
+        }
+        if (l->budget_usd && !x->priced && lm->refuse_unpriced) {
+            refuse_quota(r, lm, x, x->scope[s], 0);
+            return MF_RESPOND;
+        }
+        gov_period_bounds(l->period, l->tz, now_s, &start, &end);
+        x->period_start[s] = start;
+        /* a period's keys outlive it by 35 days (budget show, late
+         * settlements); a total budget's never expire */
+        x->budget_ttl[s] =
+            l->period == GOV_TOTAL ? 0 : end - now_s + 35 * 86400;
+    }
+    if (gov_random_hex(x->id, 12) != MF_OK) {
+        return MF_FAIL;
+    }
+    if (redis_send(lm, r, x) != MF_OK) {
+        return redis_fallback(lm, r, x, "the command could not be sent");
+    }
+    return MF_PAUSE;
+}
+
+/* What a client may ask about its own spend (the billing endpoints
+ * key-auth serves), published in the host's shared dict: the state of a
+ * consumer's USD budget in the embedded store ("PERIOD_START USED
+ * TOPUP", micro-USD), and each consumer's cost of the calendar month in
+ * UTC on this node (with either store). */
+#define BILLING_BUDGET "mf.billing.budget."
+#define BILLING_COST "mf.billing.cost."
+
+static void
+publish_budget(const char *scope, const budget_t *b)
+{
+    char k[200], v[80];
+    int kn, vn;
+
+    if (strncmp(scope, "consumer:", 9) != 0) {
+        return;
+    }
+    kn = snprintf(k, sizeof(k), BILLING_BUDGET "%s", scope + 9);
+    vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
+                  (long long)b->used, (long long)b->topup);
+    if (kn > 0 && (size_t)kn < sizeof(k)) {
+        api->shared_set((mf_str_t){k, (size_t)kn}, (mf_str_t){v, (size_t)vn},
+                        0);
+    }
+}
+
+static void
+publish_cost(mf_str_t consumer, int64_t cost)
+{
+    int64_t start, end;
+    char k[220];
+    int kn;
+
+    if (cost <= 0 || consumer.len == 0 || consumer.len > 160) {
+        return;
+    }
+    gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
+    kn = snprintf(k, sizeof(k), BILLING_COST "%lld.%.*s", (long long)start,
+                  (int)consumer.len, consumer.data);
+    api->shared_incr((mf_str_t){k, (size_t)kn}, cost,
+                     (uint64_t)(end - start + 86400) * 1000, NULL);
 }
 
 /* Settlement (on_done, exactly once) */
@@ -641,7 +1327,16 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
     int reported, billable, s;
     op_t *op;
 
-    if (x == NULL || x->settled) {
+    if (x != NULL && !x->admitted && !x->settled && x->grp > 0) {
+        /* the request ended while its admission was under way: give
+         * back what the groups before took */
+        int64_t zero[MAX_SCOPES] = {0};
+
+        x->settled = 1;
+        redis_settle(lm, r, x, 0, x->grp, -x->est_tokens, zero);
+        return;
+    }
+    if (x == NULL || x->settled || !x->admitted) {
         return;
     }
     x->settled = 1;
@@ -675,12 +1370,21 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
             cost = x->est_cost;
         }
     }
+    if (x->redis) {
+        int64_t spend[MAX_SCOPES];
+
+        for (s = 0; s < x->nscopes; s++) {
+            spend[s] = x->lim[s].budget_usd ? cost : tokens;
+        }
+        redis_settle(lm, r, x, 0, x->ngroups, tokens - x->est_tokens, spend);
+        goto ledger;
+    }
     pthread_mutex_lock(&sh->lock);
     for (s = 0; s < x->nscopes; s++) {
         const lim_t *l = &x->lim[s];
         int w;
 
-        for (w = 3; w < NWIN; w++) {
+        for (w = 3; w < NWIN && (x->mask & (1 << K_RATES)); w++) {
             int64_t *tat;
 
             if (l->win[w] > 0 && (tat = tat_of(sh, x->scope[s], w)) != NULL) {
@@ -697,7 +1401,7 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
                 gov_lease_release(ls, x->lease[s]);
             }
         }
-        if (l->has_budget) {
+        if (l->has_budget && (x->mask & (1 << K_BUDGETS))) {
             budget_t *b = budget_of(sh, x->scope[s], l->budget_usd);
             int64_t held = l->budget_usd ? x->est_cost : x->est_tokens;
             int64_t spend = l->budget_usd ? cost : tokens;
@@ -716,10 +1420,17 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
                 }
                 queue_spend(lm, x->scope[s], l->budget_usd, b->period_start,
                             spend, 0);
+                if (l->budget_usd) {
+                    publish_budget(x->scope[s], b);
+                }
             }
         }
     }
     pthread_mutex_unlock(&sh->lock);
+ledger:
+    if (api->get_consumer(r, &c) == MF_OK) {
+        publish_cost(c.name, cost);
+    }
     if (lm->db_path == NULL || (op = calloc(1, sizeof(*op))) == NULL) {
         return;
     }
@@ -747,26 +1458,32 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
 
 /* The writer thread: applies queued operations in transactions. */
 
-static void
-write_op(sqlite3 *db, const op_t *op)
-{
-    sqlite3_stmt *st = NULL;
-    const char *sql =
-        op->kind == 2
-            ? "INSERT INTO ledger(ts, consumer, key_id, model, provider, "
-              "prompt, completion, cached, reasoning, cost, estimated, "
-              "unpriced, status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        : op->kind == 0
-            ? "INSERT INTO spend(scope, period_start, used, topup) "
-              "VALUES(?, ?, ?, 0) ON CONFLICT(scope, period_start) DO UPDATE "
-              "SET used = used + excluded.used"
-            : "INSERT INTO spend(scope, period_start, used, topup) "
-              "VALUES(?, ?, 0, ?) ON CONFLICT(scope, period_start) DO UPDATE "
-              "SET topup = topup + excluded.topup";
+static const char *const op_sql[3] = {
+    "INSERT INTO spend(scope, period_start, used, topup) "
+    "VALUES(?, ?, ?, 0) ON CONFLICT(scope, period_start) DO UPDATE "
+    "SET used = used + excluded.used",
+    "INSERT INTO spend(scope, period_start, used, topup) "
+    "VALUES(?, ?, 0, ?) ON CONFLICT(scope, period_start) DO UPDATE "
+    "SET topup = topup + excluded.topup",
+    "INSERT INTO ledger(ts, consumer, key_id, model, provider, "
+    "prompt, completion, cached, reasoning, cost, estimated, "
+    "unpriced, status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"};
 
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
+/* One operation, with the writer's statements (prepared once). */
+static void
+write_op(sqlite3 *db, sqlite3_stmt **sts, const op_t *op)
+{
+    sqlite3_stmt *st;
+
+    if (op->kind < 0 || op->kind > 2) {
         return;
     }
+    if (sts[op->kind] == NULL &&
+        sqlite3_prepare_v2(db, op_sql[op->kind], -1, &sts[op->kind], NULL) !=
+            SQLITE_OK) {
+        return;
+    }
+    st = sts[op->kind];
     if (op->kind == 2) {
         sqlite3_bind_int64(st, 1, op->ts);
         sqlite3_bind_text(st, 2, op->consumer, -1, SQLITE_STATIC);
@@ -787,7 +1504,8 @@ write_op(sqlite3 *db, const op_t *op)
         sqlite3_bind_int64(st, 3, op->amount);
     }
     sqlite3_step(st);
-    sqlite3_finalize(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
 }
 
 static void *
@@ -796,6 +1514,8 @@ writer_main(void *arg)
     lm_t *lm = arg;
     shared_t *sh = lm->sh;
     sqlite3 *db = NULL;
+    sqlite3_stmt *sts[3] = {NULL, NULL, NULL}, *begin = NULL, *commit = NULL;
+    int k;
 
     if (sqlite3_open(lm->db_path, &db) != SQLITE_OK) {
         api->log(MF_LOG_ERROR, "limits: writer cannot open %s", lm->db_path);
@@ -803,6 +1523,10 @@ writer_main(void *arg)
         return NULL;
     }
     sqlite3_busy_timeout(db, 5000);
+    /* WAL with synchronous=NORMAL: a commit is in the file when it
+     * returns (a kill -9 loses nothing committed); only a power cut can
+     * lose the last commits (no fsync per commit) */
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     for (;;) {
         op_t *ops, *op;
         struct timespec until;
@@ -821,11 +1545,17 @@ writer_main(void *arg)
         if (ops == NULL && lm->stop) {
             break;
         }
-        sqlite3_exec(db, "BEGIN", NULL, NULL, NULL);
-        for (op = ops; op != NULL; op = op->next) {
-            write_op(db, op);
+        if (begin == NULL) {
+            sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
+            sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
         }
-        sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        sqlite3_step(begin);
+        sqlite3_reset(begin);
+        for (op = ops; op != NULL; op = op->next) {
+            write_op(db, sts, op);
+        }
+        sqlite3_step(commit);
+        sqlite3_reset(commit);
         while (ops != NULL) {
             op = ops->next;
             free(ops);
@@ -836,6 +1566,11 @@ writer_main(void *arg)
         pthread_cond_broadcast(&sh->qcond);
         pthread_mutex_unlock(&sh->qlock);
     }
+    for (k = 0; k < 3; k++) {
+        sqlite3_finalize(sts[k]);
+    }
+    sqlite3_finalize(begin);
+    sqlite3_finalize(commit);
     sqlite3_close(db);
     return NULL;
 }
@@ -903,6 +1638,42 @@ cmd_topup(void *arg, const json_t *args, json_t **out)
         return 400;
     }
     snprintf(scope, sizeof(scope), "%s:%s", group ? "group" : "consumer", name);
+    if (lm->redis) {
+        char key[400], keep[32], a[32], e[256];
+        json_t *rep;
+
+        gov_period_bounds(p, off, (int64_t)time(NULL), &start, &end);
+        snprintf(key, sizeof(key), "mf:lim:{%c:%s}:%s:b:%s:%lld",
+                 group ? 'g' : 'c', name, scope, usd ? "usd" : "tokens",
+                 (long long)start);
+        snprintf(a, sizeof(a), "%lld", (long long)amount);
+        snprintf(keep, sizeof(keep), "%lld",
+                 (long long)(end - (int64_t)time(NULL) + 35 * 86400));
+        rep = api->redis_call(4,
+                              (mf_str_t[]){MF_STR("HINCRBY"),
+                                           {key, strlen(key)},
+                                           MF_STR("topup"),
+                                           {a, strlen(a)}},
+                              e, sizeof(e));
+        if (rep == NULL) {
+            *out = err_json("the budget store (Redis): %s", e);
+            return 503;
+        }
+        json_decref(rep);
+        if (p != GOV_TOTAL) {
+            json_decref(api->redis_call(3,
+                                        (mf_str_t[]){MF_STR("EXPIRE"),
+                                                     {key, strlen(key)},
+                                                     {keep, strlen(keep)}},
+                                        e, sizeof(e)));
+        }
+        snprintf(t, sizeof(t), "%s topped up by %s (%s from %lld)\n", scope,
+                 amt, gov_period_name(p), (long long)start);
+        *out = json_pack("{s:s,s:I,s:s,s:s}", "scope", scope, "amount",
+                         (json_int_t)amount, "unit",
+                         usd ? "micro_usd" : "tokens", "text", t);
+        return 200;
+    }
     pthread_mutex_lock(&lm->sh->lock);
     b = budget_of(lm->sh, scope, usd);
     if (b != NULL && b->period_start == 0) {
@@ -912,6 +1683,9 @@ cmd_topup(void *arg, const json_t *args, json_t **out)
     if (b != NULL) {
         b->topup += amount;
         queue_spend(lm, scope, usd, b->period_start, amount, 1);
+        if (usd) {
+            publish_budget(scope, b);
+        }
     }
     pthread_mutex_unlock(&lm->sh->lock);
     snprintf(t, sizeof(t), "%s topped up by %s\n", scope, amt);
@@ -937,6 +1711,62 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
         return 400;
     }
     snprintf(scope, sizeof(scope), "%s:%s", group ? "group" : "consumer", name);
+    if (lm->redis) {
+        const char *per = json_string_value(json_object_get(args, "period"));
+        const char *tz = json_string_value(json_object_get(args, "tz"));
+        gov_period_t p = GOV_MONTH;
+        int64_t start, end;
+        int off = 0;
+
+        if ((per != NULL && gov_period_parse(per, &p) != MF_OK) ||
+            (tz != NULL && gov_tz_parse(tz, &off) != MF_OK)) {
+            json_decref(j);
+            *out = err_json("budget show NAME [--group] [--period month] "
+                            "[--tz UTC]");
+            return 400;
+        }
+        gov_period_bounds(p, off, (int64_t)time(NULL), &start, &end);
+        for (usd = 0; usd < 2; usd++) {
+            char key[400], e[256];
+            json_t *rep;
+
+            snprintf(key, sizeof(key), "mf:lim:{%c:%s}:%s:b:%s:%lld",
+                     group ? 'g' : 'c', name, scope, usd ? "usd" : "tokens",
+                     (long long)start);
+            rep = api->redis_call(5,
+                                  (mf_str_t[]){MF_STR("HMGET"),
+                                               {key, strlen(key)},
+                                               MF_STR("used"),
+                                               MF_STR("reserved"),
+                                               MF_STR("topup")},
+                                  e, sizeof(e));
+            if (rep == NULL) {
+                json_decref(j);
+                *out = err_json("the budget store (Redis): %s", e);
+                return 503;
+            }
+            if (json_is_string(json_array_get(rep, 0)) ||
+                json_is_string(json_array_get(rep, 1)) ||
+                json_is_string(json_array_get(rep, 2))) {
+                json_t *b =
+                    json_pack("{s:I}", "period_start", (json_int_t)start);
+                const char *f[3] = {"used", "reserved", "topup"};
+                int i;
+
+                for (i = 0; i < 3; i++) {
+                    const char *v = json_string_value(json_array_get(rep, i));
+
+                    json_object_set_new(b, f[i],
+                                        json_integer(v ? atoll(v) : 0));
+                }
+                json_object_set_new(j, usd ? "micro_usd" : "tokens", b);
+            }
+            json_decref(rep);
+        }
+        *out = json_pack("{s:s,s:s,s:o}", "scope", scope, "store", "redis",
+                         "budgets", j);
+        return 200;
+    }
     pthread_mutex_lock(&lm->sh->lock);
     for (usd = 0; usd < 2; usd++) {
         char k[200];
@@ -1214,6 +2044,12 @@ load_spend(lm_t *lm)
         b->period_start = sqlite3_column_int64(st, 1);
         b->used = sqlite3_column_int64(st, 2);
         b->topup = sqlite3_column_int64(st, 3);
+        if (strlen(k) > 4 && strcmp(k + strlen(k) - 4, "|usd") == 0) {
+            char scope[200];
+
+            snprintf(scope, sizeof(scope), "%.*s", (int)(strlen(k) - 4), k);
+            publish_budget(scope, b);
+        }
         free(gov_map_put(lm->sh->budgets, (mf_str_t){k, strlen(k)}, b));
     }
     sqlite3_finalize(st);
@@ -1247,12 +2083,85 @@ lm_fini(void *state)
     free(lm);
 }
 
+/* store: redis | local (default: redis when the config has `redis:`);
+ * on_store_error: open | closed | local, or {rates, concurrency,
+ * budgets} each (defaults: rates and concurrency local, budgets
+ * closed). */
+static int
+store_settings(lm_t *lm, json_t *conf)
+{
+    static const char *const kinds[3] = {"rates", "concurrency", "budgets"};
+    static const char *const modes[3] = {"open", "closed", "local"};
+    const char *st = json_string_value(json_object_get(conf, "store"));
+    json_t *oe = json_object_get(conf, "on_store_error"), *v;
+    const char *k;
+    int i, m;
+
+    lm->on_err[K_RATES] = ERR_LOCAL;
+    lm->on_err[K_CONC] = ERR_LOCAL;
+    lm->on_err[K_BUDGETS] = ERR_CLOSED;
+    if (st != NULL && strcmp(st, "redis") != 0 && strcmp(st, "local") != 0) {
+        api->log(MF_LOG_ERROR, "limits: store '%s' must be redis or local", st);
+        return MF_ERR;
+    }
+    lm->redis = st != NULL ? strcmp(st, "redis") == 0
+                           : api->config_section("redis") != NULL;
+    if (lm->redis && api->config_section("redis") == NULL) {
+        api->log(MF_LOG_ERROR, "limits: store: redis needs `redis:` in the "
+                               "config ({host, port, timeout})");
+        return MF_ERR;
+    }
+    if (lm->redis &&
+        (api->size < offsetof(mf_host_api_t, redis_call) + sizeof(void *))) {
+        api->log(MF_LOG_ERROR, "limits: store: redis needs a newer host");
+        return MF_ERR;
+    }
+    if (oe != NULL && !lm->redis) {
+        api->log(MF_LOG_ERROR, "limits: on_store_error applies to the Redis "
+                               "store only (this stage counts in memory)");
+        return MF_ERR;
+    }
+    if (json_is_string(oe)) {
+        for (m = 0; m < 3 && strcmp(modes[m], json_string_value(oe)); m++) {
+        }
+        if (m == 3) {
+            goto bad;
+        }
+        for (i = 0; i < 3; i++) {
+            lm->on_err[i] = m;
+        }
+    } else if (json_is_object(oe)) {
+        json_object_foreach(oe, k, v)
+        {
+            for (i = 0; i < 3 && strcmp(kinds[i], k) != 0; i++) {
+            }
+            for (m = 0; m < 3 && json_is_string(v) &&
+                        strcmp(modes[m], json_string_value(v)) != 0;
+                 m++) {
+            }
+            if (i == 3 || m == 3 || !json_is_string(v)) {
+                goto bad;
+            }
+            lm->on_err[i] = m;
+        }
+    } else if (oe != NULL) {
+        goto bad;
+    }
+    gov_sha1_hex(store_lua, sizeof(store_lua) - 1, lm->sha);
+    return MF_OK;
+bad:
+    api->log(MF_LOG_ERROR,
+             "limits: on_store_error must be open, closed or local, or an "
+             "object of rates, concurrency, budgets with one of them each");
+    return MF_ERR;
+}
+
 static int
 lm_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const known[] = {
-        "db",     "default_max_tokens", "key",      "models",
-        "global", "lease_ttl",          "unpriced", NULL};
+        "db",        "default_max_tokens", "key",   "models",         "global",
+        "lease_ttl", "unpriced",           "store", "on_store_error", NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v, *g;
     const char *k, *db, *dir, *s;
     char skey[600];
@@ -1277,7 +2186,7 @@ lm_init(const mf_host_api_t *host, const char *config_json, void **state)
             api->log(MF_LOG_ERROR,
                      "limits: unknown setting '%s' (known: db, "
                      "default_max_tokens, key, models, global, lease_ttl, "
-                     "unpriced)",
+                     "unpriced, store, on_store_error)",
                      k);
             json_decref(conf);
             return MF_ERR;
@@ -1312,6 +2221,9 @@ lm_init(const mf_host_api_t *host, const char *config_json, void **state)
         goto fail;
     }
     lm->refuse_unpriced = s != NULL && strcmp(s, "refuse") == 0;
+    if (store_settings(lm, conf) != MF_OK) {
+        goto fail;
+    }
     lim_from_json(&lm->key, json_object_get(conf, "key"), NULL);
     lim_from_json(&lm->global, json_object_get(conf, "global"), NULL);
     lm->models = json_object_get(conf, "models");

@@ -2,7 +2,10 @@
 # Instructions per request, counted by valgrind's callgrind: a plain nginx
 # reverse proxy and Manifold on its default config (configs/manifold.yaml,
 # the openai provider pointed at the mock), one worker each, on the same
-# mock. Each server is run twice, over N1 and N2 sequential keep-alive
+# mock; then Manifold with key-auth and limits (embedded store) and one
+# consumer, and with 100,000 consumers in its config (the requests from
+# the first): the per-request cost must not grow with the consumers.
+# Each server is run twice, over N1 and N2 sequential keep-alive
 # requests; (total(N2) - total(N1)) / (N2 - N1) cancels start-up and
 # shutdown. The count does not drift with the machine's load.
 #   tests/bench/instr.sh [N1 N2]     (default 200 1200)
@@ -16,7 +19,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 BODY='{"model":"gpt-4o","messages":[{"role":"user","content":"benchmark me please"}]}'
 
 build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
@@ -67,10 +70,60 @@ run_manifold() {  # requests -> total instructions
   total "$T/mf.$1.out"
 }
 
+run_gov() {  # requests, consumers -> total instructions: key-auth and
+  # limits (embedded store) with N consumers in the config, the requests
+  # all from the first one
+  local port; port=$(free_port)
+  if [ ! -s "$T/gov.$2.yaml" ]; then
+    {
+      cat <<YAML
+listen: 127.0.0.1:0
+workers: 1
+log_level: warn
+plugin_dir: $PWD/build/plugins
+providers:
+  - name: openai
+    type: openai
+    base_url: http://127.0.0.1:$MOCK/v1
+    keys: ["sk-bench-0123456789abcdef"]
+    models: ["gpt-*"]
+stages:
+  - { name: auth, plugin: key-auth, init_timeout: 30m, config: { secret: bench-secret-0123456789abcdef, db: none } }
+  - { name: limits, plugin: limits, init_timeout: 30m, config: { db: $T/usage.$2.db } }
+  - { name: accesslog, plugin: accesslog, config: { path: $T/gov.$2.log } }
+prices:
+  gpt-4o: { input: 2.5, output: 10 }
+consumers:
+YAML
+      awk -v n="$2" 'BEGIN { for (i = 0; i < n; i++) printf "  - { name: c%d, keys: [\"k-bench-consumer-%d\"], limits: { rpm: 100000000, tpm: 1000000000000, concurrency: 10000 }, budget: { usd: 100000000, period: month } }\n", i, i }'
+    } > "$T/gov.$2.yaml"
+  fi
+  rm -f "$T/usage.$2.db"*
+  # 100,000 consumers are a 16 MB config, minutes to load under
+  # callgrind: counting starts once the port is open (the requests and
+  # the shutdown are counted, as for the others)
+  valgrind --tool=callgrind --instr-atstart=no \
+    --callgrind-out-file="$T/gov.$2.$1.out" \
+    build/manifold -c "$T/gov.$2.yaml" --listen "127.0.0.1:$port" \
+      --workers 1 >/dev/null 2>"$T/gov.$2.$1.err" & local pid=$!
+  wait_port "$port" 12000 || { cat "$T/gov.$2.$1.err" >&2; return 1; }
+  callgrind_control -i on "$pid" >/dev/null
+  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY" \
+    "Bearer k-bench-consumer-0"
+  kill -TERM "$pid"; wait "$pid" || true
+  total "$T/gov.$2.$1.out"
+}
+
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
 NG=$(per_req "$(run_nginx "$N1")" "$(run_nginx "$N2")" $((N2 - N1)))
 MF=$(per_req "$(run_manifold "$N1")" "$(run_manifold "$N2")" $((N2 - N1)))
+GOV1=$(per_req "$(run_gov "$N1" 1)" "$(run_gov "$N2" 1)" $((N2 - N1)))
+GOV100K=$(per_req "$(run_gov "$N1" 100000)" "$(run_gov "$N2" 100000)" $((N2 - N1)))
 echo "instructions per non-stream request (callgrind, ($N2 - $N1) requests, default config)"
 printf "  %-34s %10s instr/req   1.00x\n" "nginx (1 worker, keepalive)" "$NG"
 printf "  %-34s %10s instr/req   %s\n" "manifold (1 worker, default config)" "$MF" \
   "$(awk -v a="$MF" -v b="$NG" 'BEGIN { printf "%.2fx", a / b }')"
+printf "  %-34s %10s instr/req   %s\n" "+ key-auth + limits, 1 consumer" "$GOV1" \
+  "$(awk -v a="$GOV1" -v b="$NG" 'BEGIN { printf "%.2fx", a / b }')"
+printf "  %-34s %10s instr/req   %s\n" "+ key-auth + limits, 100k consumers" "$GOV100K" \
+  "$(awk -v a="$GOV100K" -v b="$NG" 'BEGIN { printf "%.2fx", a / b }')"

@@ -4,7 +4,9 @@
 # one run; prints each figure with its ratio to nginx. Two set-ups: wrk on
 # one core and the servers (mock and proxies) on the other; then each
 # proxy alone on its core with wrk and a second mock on the other. Ends
-# with the instructions per request (instr.sh). Nothing is asserted.
+# with the instructions per request (instr.sh). Rows for key-auth +
+# limits with one consumer, on the embedded store and on Redis (a
+# redis-server on the servers' core). Nothing is asserted.
 #   tests/bench/run.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -48,7 +50,7 @@ NGX
 NGINX=$(free_port)
 nginx_on nginx "$NGINX" "$MOCK"
 
-gateway() {  # name, extra stages
+gateway() {  # name, extra stages[, more config]
   cat > "$T/$1.yaml" <<YAML
 listen: 127.0.0.1:0
 workers: 1
@@ -85,6 +87,7 @@ $2
   - name: accesslog
     plugin: accesslog
     config: { path: $T/$1-access.log }
+${3:-}
 YAML
   $SRV build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
   echo $! > "$T/$1.pid"
@@ -98,7 +101,28 @@ gateway mflua "  - name: route
 # is a hit that never reaches the mock
 gateway mfcache "  - name: cache
     plugin: cache"
+# governance: key-auth and limits with one consumer (rates, concurrency and
+# a USD budget: every mechanism on every request), on the embedded store
+# and on the Redis store (a redis-server on the servers' core)
+GOV_STAGES="  - { name: auth, plugin: key-auth, config: { secret: bench-secret-0123456789abcdef } }
+  - name: limits
+    plugin: limits
+    config: { db: $T/usage-\$NAME.db }"
+GOV_CONF="consumers:
+  - name: bench
+    keys: [\"k-bench-consumer-0\"]
+    limits: { rpm: 100000000, tpm: 1000000000000, concurrency: 10000 }
+    budget: { usd: 100000000, period: month }
+prices:
+  gpt-4o: { input: 2.5, output: 10 }"
+gateway mfgov "${GOV_STAGES//\$NAME/local}" "$GOV_CONF"
+REDIS=$(free_port)
+$SRV redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & pids+=($!)
+for _ in $(seq 50); do redis-cli -p "$REDIS" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+gateway mfredis "${GOV_STAGES//\$NAME/redis}" "$GOV_CONF
+redis: { host: 127.0.0.1, port: $REDIS, timeout: 1s }"
 MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
+MFGOV=$(cat "$T/mfgov.port"); MFREDIS=$(cat "$T/mfredis.port")
 MFCACHE=$(cat "$T/mfcache.port")
 # the second set-up: each proxy alone on its core, wrk and a second mock
 # on the other; the proxy's own cost per request shows most here
@@ -122,12 +146,15 @@ lat() {  # port: "p50 p99" latency in ms at 1 connection
 }
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
 for port in $MOCK $NGINX $MF $MFLUA $MFCACHE; do rps "$port" 8 >/dev/null; done   # warm up
+for port in $MFGOV $MFREDIS; do rps "$port" 8 chat-auth.lua >/dev/null; done
 # three interleaved rounds, the median of each figure (the machine is
 # shared by wrk, the mock, nginx and Manifold: single runs drift)
 declare -A RPS
 for round in 1 2 3; do
   for name in MOCK NGINX MF MFLUA MFCACHE; do RPS[$name]+="$(rps "${!name}" 32) "; done
+  for name in MFGOV MFREDIS; do RPS[$name]+="$(rps "${!name}" 32 chat-auth.lua) "; done
 done
+R_GOV=$(median3 ${RPS[MFGOV]}); R_REDIS=$(median3 ${RPS[MFREDIS]})
 R_MOCK=$(median3 ${RPS[MOCK]}); R_NGINX=$(median3 ${RPS[NGINX]})
 R_MF=$(median3 ${RPS[MF]}); R_LUA=$(median3 ${RPS[MFLUA]})
 R_CACHE=$(median3 ${RPS[MFCACHE]})
@@ -163,6 +190,8 @@ printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
 printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, accesslog)" "$R_MF" "$(ratio "$R_MF" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "manifold + Lua on_route" "$R_LUA" "$(ratio "$R_LUA" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 1.50x)\n" "manifold, exact-cache hits" "$R_CACHE" "$(ratio "$R_CACHE" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "key-auth + limits, embedded store" "$R_GOV" "$(ratio "$R_GOV" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s\n" "key-auth + limits, Redis store" "$R_REDIS" "$(ratio "$R_REDIS" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Anthropic upstream" "$R_O2A" "$(ratio "$R_O2A" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upstream" "$R_A2O" "$(ratio "$R_A2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Gemini in, OpenAI upstream" "$R_G2O" "$(ratio "$R_G2O" "$R_NGINX")"

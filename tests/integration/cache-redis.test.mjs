@@ -106,9 +106,8 @@ test('a purge on one node reaches the other', async () => {
   await hit.json();
   const p = await command(sockB, 'cache.purge', { model: 'gpt-4o' });
   assert.equal(p.status, 200);
-  // node b's next request (any question) writes the purge to Redis
-  await (await chat(b, 'an unrelated question', {})).json();
-  // node a no longer serves the purged entry
+  assert.match(p.json.redis, /marker written/);
+  // node a no longer serves the purged entry, at once
   const onA = await chat(a, q, {});
   assert.equal(onA.headers.get('x-manifold-cache'), 'miss');
   await onA.json();
@@ -133,6 +132,37 @@ test('Redis down: requests are answered as misses, nothing breaks', async () => 
     assert.equal(out.r.status, 200);
     assert.equal(out.r.headers.get('x-manifold-cache'), 'miss');
     assert.equal(calls, 1);
+  } finally {
+    redis.kill('SIGCONT');
+  }
+});
+
+test('a purge by key deletes the entry; Redis down, a purge says so', async () => {
+  const q = 'purged by its key';
+  await (await chat(a, q, {})).json();
+  let hitOnB = false;
+  for (let i = 0; i < 100 && !hitOnB; i++) { // stored at on_log, after the answer
+    const hit = await chat(b, q, {});
+    await hit.json();
+    hitOnB = hit.headers.get('x-manifold-cache') === 'hit';
+    if (!hitOnB) await sleep(20);
+  }
+  assert.ok(hitOnB);
+  const keys = await entries(1);
+  const before = keys.length;
+  for (const k of keys) {
+    await command(sockA, 'cache.purge', { key: k.slice('mf:cache:e:'.length) });
+  }
+  const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
+  assert.equal(r.stdout.toString().trim(), '', `${before} entries deleted`);
+  const miss = await chat(b, q, {});
+  assert.equal(miss.headers.get('x-manifold-cache'), 'miss');
+  await miss.json();
+  redis.kill('SIGSTOP');
+  try {
+    const p = await command(sockA, 'cache.purge', { all: true });
+    assert.equal(p.status, 503);
+    assert.ok(p.json.error.length > 0);
   } finally {
     redis.kill('SIGCONT');
   }

@@ -5,7 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import {
@@ -189,4 +189,46 @@ consumers:
   const r = spawnSync(path.join(BUILD, 'manifold'), ['-t', '-c', file], { encoding: 'utf8' });
   assert.equal(r.status, 1);
   assert.match(r.stderr, /consumers: no stage reads them/);
+});
+
+test('?key= identifies the consumer; later stages, logs and the upstream never see the key', async () => {
+  const d = mkdtempSync(path.join(tmpdir(), 'mf-gov-q-'));
+  writeFileSync(path.join(d, 'peek.lua'), `local mf = require "mf"
+local M = { name = "peek", version = "1.0.0" }
+function M.on_request(conf, ctx)
+  mf.resp.set_header("x-seen-query", mf.req.query() or "")
+  mf.req.set_query((mf.req.query() or "") .. "&peeked=1")
+  mf.resp.set_header("x-new-query", mf.req.query())
+end
+return M
+`);
+  const g = await startGateway(gwConfig(mock.url, `  - { name: peek, lua: ${path.join(d, 'peek.lua')} }`)
+    .replace(`admin: { socket: ${dir}/admin.sock }`, ''), { dir: d, env: { TEAM_A_KEY: TEAM_A } });
+  try {
+    const r = await fetch(`${g.url}/v1/chat/completions?alt=sse&key=${TEAM_A}&x=1`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(r.status, 200, await r.clone().text());
+    await r.text();
+    // the stage after key-auth sees the query without the key
+    assert.equal(r.headers.get('x-seen-query'), 'alt=sse&x=1');
+    // and may change it itself (mf.req.set_query)
+    assert.equal(r.headers.get('x-new-query'), 'alt=sse&x=1&peeked=1');
+    const line = await g.waitLog((l) => l.consumer === 'team-a');
+    assert.equal(line.path, '/v1/chat/completions');
+    const log = g.accessLog().map((l) => JSON.stringify(l)).join('\n') + g.stderr;
+    assert.ok(!log.includes(TEAM_A), 'the key is in a log');
+    assert.ok(!JSON.stringify(await mock.last()).includes(TEAM_A), 'the key reached the upstream');
+    // a wrong key in the query is refused like any other
+    const bad = await fetch(`${g.url}/v1/chat/completions?key=nope`, {
+      method: 'POST', headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }),
+    });
+    assert.equal(bad.status, 401);
+    assert.equal((await bad.json()).error.code, 'invalid_api_key');
+    assert.equal(bad.headers.get('x-seen-query'), null);
+  } finally {
+    await g.stop();
+  }
 });

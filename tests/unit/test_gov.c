@@ -187,6 +187,27 @@ START_TEST(keys_and_credentials)
     ck_assert_int_eq(gov_credential(MF_STR("Bearer "), MF_STR_NULL, MF_STR_NULL,
                                     MF_STR("/v1?nokey=1"), &out),
                      MF_ERR);
+    /* a query alone, as the request keeps it (no '?') */
+    ck_assert_int_eq(gov_credential(MF_STR_NULL, MF_STR_NULL, MF_STR_NULL,
+                                    MF_STR("key=g4&alt=sse"), &out),
+                     MF_OK);
+    ck_assert_int_eq(out.len, 2);
+    ck_assert_int_eq(memcmp(out.data, "g4", 2), 0);
+    ck_assert_int_eq(gov_credential(MF_STR_NULL, MF_STR_NULL, MF_STR_NULL,
+                                    MF_STR("alt=sse&monkey=1"), &out),
+                     MF_ERR);
+    {
+        char q[64];
+
+        ck_assert_uint_eq(gov_query_without_key(
+                              MF_STR("alt=sse&key=s3cr3t&x=1"), q, sizeof(q)),
+                          11);
+        ck_assert_str_eq(q, "alt=sse&x=1");
+        gov_query_without_key(MF_STR("key=a&key=b"), q, sizeof(q));
+        ck_assert_str_eq(q, "");
+        gov_query_without_key(MF_STR("monkey=1&key"), q, sizeof(q));
+        ck_assert_str_eq(q, "monkey=1");
+    }
 }
 END_TEST
 

@@ -100,6 +100,11 @@ typedef enum mf_endpoint_e {
     MF_ENDPOINT_CHAT,       /* POST /v1/chat/completions */
     MF_ENDPOINT_EMBEDDINGS, /* POST /v1/embeddings */
     MF_ENDPOINT_MESSAGES,   /* POST /v1/messages (Anthropic inbound) */
+    /* a path the gateway answers itself (model lists, count_tokens, GET
+     * and DELETE of a stored Response): on_request runs (authentication),
+     * then the gateway answers; no model call, no upstream, nothing to
+     * meter */
+    MF_ENDPOINT_LOCAL,
 } mf_endpoint_t;
 
 /* Token usage of a request. -1 = not known. */
@@ -455,6 +460,26 @@ typedef struct mf_metric_def_s {
 #define MF_METRICS_PROMETHEUS 0  /* text format 0.0.4 */
 #define MF_METRICS_OPENMETRICS 1 /* OpenMetrics 1.0, with exemplars */
 
+/* What api->model_call calls (ABI 1.4). */
+typedef enum mf_model_kind_e {
+    MF_MODEL_CHAT = 0,      /* POST /v1/chat/completions (not streamed) */
+    MF_MODEL_EMBEDDINGS = 1 /* POST /v1/embeddings */
+} mf_model_kind_t;
+
+typedef struct mf_model_call_s {
+    size_t size; /* sizeof(mf_model_call_t) of the caller */
+    mf_model_kind_t kind;
+    mf_str_t body;       /* the OpenAI request JSON (its `model` included) */
+    mf_str_t provider;   /* only this provider serves it; empty: routing */
+    uint64_t timeout_ms; /* as api->http_call's (0 = 30 s) */
+} mf_model_call_t;
+
+/* ABI 1.4: the answer to api->redis_post, on the request's worker, after
+ * the request may be gone: no request, `arg` only. reply (valid during
+ * the call) is NULL when err is set. */
+typedef void (*mf_redis_post_cb)(void *arg, const mf_redis_reply_t *reply,
+                                 const char *err);
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -606,8 +631,8 @@ struct mf_host_api_s {
     int (*get_consumer_attr)(mf_req_t *r, mf_str_t name, mf_str_t *value);
     /* init only. A top-level section of the config that belongs to no
      * one layer ("consumers", "groups", "prices"; "dir" is the config
-     * file's directory, a JSON string; "redis" is true when a `redis:`
-     * is configured, ABI 1.5), validated by the host,
+     * file's directory, a JSON string; "redis" the `redis:` settings
+     * without the password, when configured), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
      * stage again, and a config whose `consumers` no stage reads is
@@ -655,6 +680,47 @@ struct mf_host_api_s {
     /* Request stages (an endpoint's handler). Every metric declared, in
      * `format` (MF_METRICS_*), into *out (request memory). */
     int (*metrics_render)(mf_req_t *r, int format, mf_str_t *out);
+
+    /* ABI 1.4: model calls from stages. */
+
+    /* Request stages that may pause. A call of the gateway's own API as
+     * its client (an embeddings call, a model call), through its
+     * providers: routes, key pools, fallback, breakers, stages, usage
+     * and the access log, as any request, with the calling request's
+     * consumer and credentials (so its limits and spend are the
+     * caller's). call->provider pins one provider (no route, no
+     * fallback). cb gets the gateway's answer: the status and its JSON
+     * body in OpenAI's shape (an error's too); err for a call that got
+     * no answer (timeout, the gateway draining). MF_ERR when r may not
+     * pause here or calls are nested deeper than 3 (a stage calling
+     * itself). Abandoned when the request ends first. */
+    int (*model_call)(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+                      void *arg);
+
+    /* ABI 1.4: Redis beyond a paused stage (stores that outlive the
+     * request). */
+
+    /* Any request stage, on_log and on_done included; or r NULL inside a
+     * mf_redis_post_cb (the same worker). Sends a Redis command (argv
+     * copied) on the worker's connection without pausing: cb (may be
+     * NULL) runs later with the reply, bounded by redis.timeout, whether
+     * or not the request still exists. MF_ERR (cb never called) when no
+     * `redis:` is configured or Redis is down now. */
+    int (*redis_post)(mf_req_t *r, int argc, const mf_str_t *argv,
+                      mf_redis_post_cb cb, void *arg);
+    /* init and admin commands only (never a worker): a blocking Redis
+     * command on a connection of its own, bounded by
+     * redis.timeout. Returns the reply as JSON (a new reference:
+     * strings, integers, arrays, null for nil), or NULL with err set
+     * (no `redis:`, Redis down, a timeout, or an error reply). */
+    json_t *(*redis_call)(int argc, const mf_str_t *argv, char *err,
+                          size_t errcap);
+
+    /* ABI 1.4: on_request, on_route and an endpoint's handler. Replaces
+     * the request's query (get_info's `query`, Lua's mf.req.query()) for
+     * every later stage and log: an identity stage removes the
+     * credential it read from it (?key=). Copied. */
+    int (*set_query)(mf_req_t *r, mf_str_t query);
 
     /* ABI 1.5: answers a stage makes itself in the canonical form, and
      * the whole canonical answer at on_log (one group). */
@@ -710,12 +776,6 @@ struct mf_host_api_s {
      * client were already given to cb: a failover calls cb with an empty
      * data and *restart* set, after which the events begin again. */
     int (*watch_answer)(mf_req_t *r, mf_answer_watch_fn cb, void *arg);
-    /* Any request stage, on_log and on_done included. A Redis command
-     * (argv copied) on the worker's connection whose reply no one waits
-     * for: a write that must outlive the request (a cache entry stored at
-     * on_log). MF_ERR when no `redis:` is configured or Redis is not
-     * reachable now; a failure later is logged at debug level. */
-    int (*redis_send)(mf_req_t *r, int argc, const mf_str_t *argv);
     /* on_request .. on_upstream_request. The canonical request body's JSON
      * text as it stands (borrowed, request memory), without parsing it
      * when no one has: the client's bytes when its protocol is the
