@@ -61,6 +61,8 @@ static const struct {
                                             MF_HOOK(MF_STAGE_LOG)},
     [MF_CALL_SET_RESPONSE_CHUNK] = {"replacing the response body",
                                     MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_INSERT_CHUNK] = {"inserting a stream event",
+                              MF_HOOK(MF_STAGE_RESPONSE_BODY)},
 };
 
 int
@@ -541,6 +543,33 @@ api_set_response_chunk(mf_req_t *r, mf_str_t data)
     return MF_OK;
 }
 
+/* ABI 1.5: an event before the one a body stage was given; the stages
+ * after it see it as an event of its own (pipeline.c). */
+static int
+api_insert_response_chunk(mf_req_t *r, mf_str_t data)
+{
+    mf_str_t *v;
+
+    if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || data.len == 0) {
+        return MF_ERR;
+    }
+    if (r->nins_pending == r->ins_cap_pending) {
+        size_t cap = r->ins_cap_pending ? r->ins_cap_pending * 2 : 4;
+
+        v = mf_pool_alloc(r->pool, cap * sizeof(*v));
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (r->nins_pending > 0) {
+            memcpy(v, r->ins_pending, r->nins_pending * sizeof(*v));
+        }
+        r->ins_pending = v;
+        r->ins_cap_pending = cap;
+    }
+    r->ins_pending[r->nins_pending++] = mf_pool_str(r->pool, data);
+    return MF_OK;
+}
+
 static int
 api_shared_get(mf_str_t key, char *buf, size_t cap)
 {
@@ -776,4 +805,6 @@ const mf_host_api_t mf_api = {
     .metric_set = mf_metric_set,
     .metric_observe = mf_metric_observe,
     .metrics_render = api_metrics_render,
+    /* ABI 1.5: stream events from body stages */
+    .insert_response_chunk = api_insert_response_chunk,
 };

@@ -155,6 +155,11 @@ struct mf_req_s {
     mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
     mf_str_t replace;   /* set_response_chunk */
     int replaced;
+    /* insert_response_chunk: events a body stage put before the one it
+     * was given (pending: from the stage now running; before: what every
+     * stage made of them, in order, sent ahead of the event) */
+    mf_str_t *ins_pending, *ins_before;
+    size_t nins_pending, nins_before, ins_cap_pending, ins_cap_before;
 
     /* timing */
     double start_ms;

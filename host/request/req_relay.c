@@ -129,28 +129,10 @@ chunk_text_len(mf_str_t d)
     return n;
 }
 
-void
-mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+/* One event, as the body stages left it, to the client's protocol. */
+static void
+send_event(mf_req_t *r, mf_str_t data, int last)
 {
-    mf_stage_t was = r->cur_stage;
-    int rc;
-
-    if (r->body_failed) {
-        return; /* nothing more goes out; the caller ends the stream */
-    }
-    r->replaced = 0;
-    rc = mf_pipeline_body(r, data, last);
-    r->cur_stage = was;
-    if (rc != MF_OK) {
-        r->body_failed = 1; /* fail closed: this event is withheld */
-        return;
-    }
-    if (r->replaced) {
-        data = r->replace;
-    }
-    if (last) {
-        r->att.done_sent = 1;
-    }
     if (data.len == 0) {
         return; /* a stage dropped the event */
     }
@@ -170,6 +152,37 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     mf_buf_append(&r->chunk_out, "data: ", 6);
     mf_buf_append(&r->chunk_out, data.data, data.len);
     mf_buf_append(&r->chunk_out, "\n\n", 2);
+}
+
+void
+mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_stage_t was = r->cur_stage;
+    size_t i;
+    int rc;
+
+    if (r->body_failed) {
+        return; /* nothing more goes out; the caller ends the stream */
+    }
+    r->replaced = 0;
+    rc = mf_pipeline_body(r, data, last);
+    r->cur_stage = was;
+    if (rc != MF_OK) {
+        r->body_failed = 1; /* fail closed: this event is withheld */
+        return;
+    }
+    if (r->replaced) {
+        data = r->replace;
+    }
+    if (last) {
+        r->att.done_sent = 1;
+    }
+    /* events the stages inserted ahead of this one */
+    for (i = 0; i < r->nins_before; i++) {
+        send_event(r, r->ins_before[i], 0);
+    }
+    r->nins_before = 0;
+    send_event(r, data, last);
 }
 
 void

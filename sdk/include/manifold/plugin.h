@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 4
+#define MF_ABI_MINOR 5
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -645,6 +645,18 @@ struct mf_host_api_s {
     /* Request stages (an endpoint's handler). Every metric declared, in
      * `format` (MF_METRICS_*), into *out (request memory). */
     int (*metrics_render)(mf_req_t *r, int format, mf_str_t *out);
+
+    /* ABI 1.5: stream events from body stages */
+
+    /* on_response_body, a stream only. Sends data (copied) as an event
+     * of its own before the event the stage was given, which follows it
+     * (replaced or not; set_response_chunk with "" drops it); several
+     * calls keep their order. The body stages after this one see the
+     * inserted event before the given one. A stage holding text back
+     * (a placeholder split across events) releases it this way ahead of
+     * an event that is not text. MF_ERR for a non-stream answer or an
+     * empty data. */
+    int (*insert_response_chunk)(mf_req_t *r, mf_str_t data);
 };
 
 /* The one symbol a plugin exports. */
