@@ -63,6 +63,8 @@ static const struct {
                                     MF_HOOK(MF_STAGE_RESPONSE_BODY)},
     [MF_CALL_INSERT_CHUNK] = {"inserting a stream event",
                               MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_STOP_RESPONSE] = {"stopping the response",
+                               MF_HOOK(MF_STAGE_RESPONSE_BODY)},
 };
 
 int
@@ -570,6 +572,28 @@ api_insert_response_chunk(mf_req_t *r, mf_str_t data)
     return MF_OK;
 }
 
+/* ABI 1.5: the answer ends at this event (req_relay.c carries it out
+ * once the body stages are done with it). */
+static int
+api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
+                  const char *message, mf_str_t final)
+{
+    if (!in_call(r, MF_CALL_STOP_RESPONSE) || status < 400 || status > 599 ||
+        r->body_stop) {
+        return MF_ERR;
+    }
+    r->body_stop = 1;
+    r->stop_status = status;
+    r->stop_type =
+        mf_pool_strndup(r->pool, type ? type : "invalid_request_error",
+                        strlen(type ? type : "invalid_request_error"));
+    r->stop_code = code ? mf_pool_strndup(r->pool, code, strlen(code)) : NULL;
+    r->stop_message = mf_pool_str(
+        r->pool, mf_str_from(message ? message : "the answer was stopped"));
+    r->stop_final = mf_pool_str(r->pool, final);
+    return MF_OK;
+}
+
 static int
 api_shared_get(mf_str_t key, char *buf, size_t cap)
 {
@@ -807,4 +831,5 @@ const mf_host_api_t mf_api = {
     .metrics_render = api_metrics_render,
     /* ABI 1.5: stream events from body stages */
     .insert_response_chunk = api_insert_response_chunk,
+    .stop_response = api_stop_response,
 };

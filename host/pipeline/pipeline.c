@@ -173,6 +173,9 @@ body_from(mf_req_t *r, size_t from, mf_str_t *data, int last)
             *data = r->replace;
         }
         if (r->nins_pending == 0) {
+            if (r->body_stop) {
+                return MF_OK; /* the answer ends here */
+            }
             continue;
         }
         /* taken before the stages after this one run (they may insert) */
@@ -187,9 +190,15 @@ body_from(mf_req_t *r, size_t from, mf_str_t *data, int last)
             if (body_from(r, i + 1, &d, 0) != MF_OK) {
                 return MF_ERR;
             }
+            if (r->body_stop) {
+                return MF_OK; /* a later stage stopped at this event */
+            }
             if (d.len > 0 && body_before_add(r, d) != MF_OK) {
                 return MF_ERR;
             }
+        }
+        if (r->body_stop) {
+            return MF_OK;
         }
     }
     return MF_OK;

@@ -160,6 +160,13 @@ struct mf_req_s {
      * stage made of them, in order, sent ahead of the event) */
     mf_str_t *ins_pending, *ins_before;
     size_t nins_pending, nins_before, ins_cap_pending, ins_cap_before;
+    /* stop_response: the answer ends at this event (what the client gets
+     * instead: an error before anything left, else `final` and the end) */
+    int body_stop;
+    int stop_status;
+    const char *stop_type, *stop_code;
+    mf_str_t stop_message;
+    mf_str_t stop_final;
 
     /* timing */
     double start_ms;

@@ -512,6 +512,10 @@ up_on_data(void *arg, const char *data, size_t len)
             mf_req_body_stage_failed(r);
             return;
         }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
+            return;
+        }
         mf_upcall_cancel(r->att.call);
         r->att.call = NULL;
         mf_req_account_upstream_time(r);
@@ -598,6 +602,10 @@ up_on_end(void *arg)
         }
         if (r->body_failed) {
             mf_req_body_stage_failed(r);
+            return;
+        }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
             return;
         }
         mf_req_flush_stream(r);

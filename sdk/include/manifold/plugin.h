@@ -657,6 +657,19 @@ struct mf_host_api_s {
      * an event that is not text. MF_ERR for a non-stream answer or an
      * empty data. */
     int (*insert_response_chunk)(mf_req_t *r, mf_str_t data);
+    /* on_response_body. Ends the answer at this event: the upstream is
+     * read no further (its tokens so far are billed, estimated from what
+     * was delivered when the upstream had not reported them) and neither
+     * this event nor any after it is sent; the body stages after this
+     * one do not see it. When nothing has reached the client (a whole
+     * answer, or a stream whose head has not left) the client gets the
+     * error (status 4xx/5xx, type, code or NULL, message) in its
+     * protocol. A stream under way gets what the stages inserted ahead
+     * of this event, then `final` (a canonical chunk, say one with
+     * finish_reason "content_filter"; empty for none), the usage chunk
+     * when the client asked for usage, and its clean end. */
+    int (*stop_response)(mf_req_t *r, int status, const char *type,
+                         const char *code, const char *message, mf_str_t final);
 };
 
 /* The one symbol a plugin exports. */
