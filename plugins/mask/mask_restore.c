@@ -67,8 +67,8 @@ mf_mask_restore(const mf_mask_entry_t *e, size_t ne, mf_mask_buf_t *held,
     const char *p;
     size_t i = 0, lit = 0;
 
-    if (held->len == 0 && ne == 0) {
-        mf_mask_buf_add(out, s, n);
+    if (held->len == 0 && (ne == 0 || memchr(s, '[', n) == NULL)) {
+        mf_mask_buf_add(out, s, n); /* nothing to restore or hold */
         return;
     }
     /* the held tail and the new text, as one */
