@@ -81,6 +81,7 @@ typedef struct {
 
 typedef struct {
     mf_mask_entry_t *e; /* placeholders given (restorable values) */
+    const char **etype; /* the type of each */
     size_t n, cap;
     unsigned *counter; /* per rule type: placeholders given */
     mf_mask_matches_t m;
@@ -509,22 +510,22 @@ static const mf_mask_entry_t *
 placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
 {
     const char *type = st->rules[rule].type;
-    size_t i, tl = strlen(type);
+    size_t i;
     unsigned first = rule, count;
     char ph[80];
     mf_mask_entry_t *e;
 
-    for (i = 0; i < q->n; i++) {
-        if (q->e[i].vlen == n && memcmp(q->e[i].val, v, n) == 0 &&
-            q->e[i].phlen > tl + 1 && memcmp(q->e[i].ph + 1, type, tl) == 0 &&
-            q->e[i].ph[tl + 1] == '_') {
-            return &q->e[i];
-        }
-    }
     for (i = 0; i < st->nrules; i++) {
         if (strcmp(st->rules[i].type, type) == 0) {
             first = (unsigned)i;
+            type = st->rules[i].type; /* one pointer per type name */
             break;
+        }
+    }
+    for (i = 0; i < q->n; i++) {
+        if (q->etype[i] == type && q->e[i].vlen == n &&
+            memcmp(q->e[i].val, v, n) == 0) {
+            return &q->e[i];
         }
     }
     count = ++q->counter[first];
@@ -532,10 +533,12 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     if (q->n == q->cap) {
         q->cap = q->cap ? q->cap * 2 : 8;
         q->e = realloc(q->e, q->cap * sizeof(*q->e));
-        if (q->e == NULL) {
+        q->etype = realloc(q->etype, q->cap * sizeof(*q->etype));
+        if (q->e == NULL || q->etype == NULL) {
             abort();
         }
     }
+    q->etype[q->n] = type;
     e = &q->e[q->n++];
     e->phlen = strlen(ph);
     e->ph = strdup(ph);
@@ -1076,6 +1079,7 @@ mask_on_done(mf_req_t *r, void *state, void **ctx)
     }
     free(q->ch);
     free(q->e);
+    free(q->etype);
     free(q->counter);
     mf_mask_matches_free(&q->m);
     mf_mask_buf_free(&q->out);
