@@ -90,6 +90,7 @@ typedef struct {
     size_t nch;
     json_t *top; /* the stream's chunk fields (id, model, ...) */
     const char *blocked;
+    unsigned masked; /* values replaced in the request */
 } mreq_t;
 
 /* ---- config ---- */
@@ -618,6 +619,7 @@ mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
         mf_mask_buf_add(&q->out, s + from, m->start - from);
         from = m->start + m->len;
         count_entity(st, m->rule);
+        q->masked++;
         if (rule->action == ACT_PLACEHOLDER) {
             const mf_mask_entry_t *e =
                 placeholder(st, q, m->rule, s + m->start, m->len);
@@ -747,7 +749,13 @@ mask_on_request(mf_req_t *r, void *state, void **ctx)
         return MF_RESPOND;
     }
     if (changed) {
+        char n[16];
+
         api->body_changed(r);
+        /* how many, never which */
+        snprintf(n, sizeof(n), "%u", q->masked);
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),
+                        (mf_str_t){n, strlen(n)});
     }
     return MF_CONTINUE;
 }

@@ -49,6 +49,7 @@ const PII = 'mail alice.smith@example.com or call +1 415-555-0100, id 1101051949
 test('built-in detectors: the upstream sees placeholders, the client the values', async () => {
   const res = await chat(gw, PII);
   assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-manifold-masked'), '6');
   const body = await res.json();
   const sent = JSON.stringify(await upstreamText());
   for (const v of ['alice.smith@example.com', '415-555-0100', '11010519491231002X', '123-45-6789',

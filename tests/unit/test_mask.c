@@ -25,8 +25,8 @@ found(const char *s, int kind)
     mf_mask_matches_resolve(&m);
     out[0] = '\0';
     for (i = 0; i < m.n; i++) {
-        w += (size_t)snprintf(out + w, sizeof(out) - w, "%s%.*s",
-                              i ? "|" : "", (int)m.v[i].len, s + m.v[i].start);
+        w += (size_t)snprintf(out + w, sizeof(out) - w, "%s%.*s", i ? "|" : "",
+                              (int)m.v[i].len, s + m.v[i].start);
     }
     mf_mask_matches_free(&m);
     return out;
@@ -38,9 +38,8 @@ START_TEST(email)
                      "a.b+c@mail.example.co.uk");
     ck_assert_str_eq(found("x@y.io and z@w.com.", MF_MASK_EMAIL),
                      "x@y.io|z@w.com");
-    ck_assert_str_eq(found("me@localhost @home a@b.c a@.com a@b..com",
-                           MF_MASK_EMAIL),
-                     "");
+    ck_assert_str_eq(
+        found("me@localhost @home a@b.c a@.com a@b..com", MF_MASK_EMAIL), "");
     ck_assert_str_eq(found("邮箱：张@例子.中国 li@example.cn。", MF_MASK_EMAIL),
                      "li@example.cn");
 }
@@ -92,12 +91,12 @@ START_TEST(card)
 {
     ck_assert(mf_mask_luhn("4111111111111111", 16));
     ck_assert(!mf_mask_luhn("4111111111111112", 16));
-    ck_assert_str_eq(found("card 4111 1111 1111 1111 and 5500-0000-0000-0004",
-                           MF_MASK_CARD),
-                     "4111 1111 1111 1111|5500-0000-0000-0004");
-    ck_assert_str_eq(found("amex 378282246310005, x6011111111111117",
-                           MF_MASK_CARD),
-                     "378282246310005");
+    ck_assert_str_eq(
+        found("card 4111 1111 1111 1111 and 5500-0000-0000-0004", MF_MASK_CARD),
+        "4111 1111 1111 1111|5500-0000-0000-0004");
+    ck_assert_str_eq(
+        found("amex 378282246310005, x6011111111111117", MF_MASK_CARD),
+        "378282246310005");
     /* a 16-digit number that fails Luhn is not a card; 12 digits is not
      * one; 20 digits is not one */
     ck_assert_str_eq(found("4111111111111112 411111111111 "
@@ -109,12 +108,12 @@ END_TEST
 
 START_TEST(ip)
 {
-    ck_assert_str_eq(found("hosts 10.0.0.1, 255.255.255.255 and 8.8.8.8.",
-                           MF_MASK_IP),
-                     "10.0.0.1|255.255.255.255|8.8.8.8");
-    ck_assert_str_eq(found("v6 2001:db8::1 and fe80::1ff:fe23:4567:890a ok",
-                           MF_MASK_IP),
-                     "2001:db8::1|fe80::1ff:fe23:4567:890a");
+    ck_assert_str_eq(
+        found("hosts 10.0.0.1, 255.255.255.255 and 8.8.8.8.", MF_MASK_IP),
+        "10.0.0.1|255.255.255.255|8.8.8.8");
+    ck_assert_str_eq(
+        found("v6 2001:db8::1 and fe80::1ff:fe23:4567:890a ok", MF_MASK_IP),
+        "2001:db8::1|fe80::1ff:fe23:4567:890a");
     ck_assert_str_eq(found("256.1.1.1 1.2.3 1.2.3.4.5 01.2.3.4 12:30:45 "
                            "a::b::c v1.2.3.4",
                            MF_MASK_IP),
@@ -130,9 +129,9 @@ START_TEST(keys)
     ck_assert_str_eq(
         found("sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2", MF_MASK_API_KEY),
         "sk-ant-api03-Zx9Yw8Vu7Ts6Rq5Po4Nm3Lk2");
-    ck_assert_str_eq(found("AKIAIOSFODNN7EXAMPLE ASIAXXXXXXXXXXXXXXXX1",
-                           MF_MASK_API_KEY),
-                     "AKIAIOSFODNN7EXAMPLE");
+    ck_assert_str_eq(
+        found("AKIAIOSFODNN7EXAMPLE ASIAXXXXXXXXXXXXXXXX1", MF_MASK_API_KEY),
+        "AKIAIOSFODNN7EXAMPLE");
     ck_assert_str_eq(found("ghp_a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8 "
                            "github_pat_11ABCDEFG0123456789abcdefghij",
                            MF_MASK_API_KEY),
