@@ -776,6 +776,9 @@ chan_check(const guard_t *g, greq_t *q, gchan_t *ch, const char *s, size_t n,
     gbuf_add(t, ch->tail.data, ch->tail.len);
     gbuf_add(t, ch->held.data, ch->held.len);
     gbuf_add(t, s, n);
+    if (t->len == 0) {
+        return; /* nothing seen, nothing to say */
+    }
     hold = t->len;
     if (!final && g->kw[DIR_OUT] != NULL) {
         size_t depth = mf_kw_depth(g->kw[DIR_OUT], ch->ac);

@@ -71,6 +71,9 @@ mf_mask_matches_resolve(mf_mask_matches_t *m)
 {
     size_t i, k = 0, end = 0;
 
+    if (m->n == 0) {
+        return;
+    }
     qsort(m->v, m->n, sizeof(*m->v), match_cmp);
     for (i = 0; i < m->n; i++) {
         if (m->v[i].len == 0 || (k > 0 && m->v[i].start < end)) {
