@@ -71,6 +71,9 @@ typedef struct mf_attempt_s {
     int sse_active;
     mf_error_t *prov_err; /* api->set_error of the attempt */
     int passthrough;      /* stream bytes forwarded untouched */
+    int wire_canonical;   /* the upstream's bytes are the canonical form
+                             (OpenAI wire, an OpenAI client): body stages
+                             get them as they came, nothing is parsed */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     int held;       /* chunk_out holds only preamble events: not committed */

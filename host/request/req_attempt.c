@@ -101,6 +101,8 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
         .passthrough = r->proto->canonical &&
                        strcmp(t->prov->ops->wire, "openai") == 0 &&
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
+        .wire_canonical =
+            r->proto->canonical && strcmp(t->prov->ops->wire, "openai") == 0,
     };
     r->chunk_out.len = 0;
     mf_buf_reset(&r->up_buf);
@@ -621,7 +623,7 @@ up_on_end(void *arg)
     if (r->att.prov->ops->parse_response(
             r, r->att.prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
-            !r->att.passthrough) != MF_OK) {
+            !r->att.wire_canonical) != MF_OK) {
         mf_outcome_t o;
 
         mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);

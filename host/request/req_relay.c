@@ -219,7 +219,7 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     r->cur_stage = MF_STAGE_PROVIDER;
     before = r->chunk_out.len;
     flags = r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev,
-                                                 !r->att.passthrough);
+                                                 !r->att.wire_canonical);
     if (flags < 0 || r->att.prov_err != NULL || r->body_failed ||
         r->body_stop) {
         return MF_ERR; /* up_on_data tells which */
@@ -237,6 +237,17 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
         r->att.saw_done = 1;
     } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
         r->att.events_seen++;
+    }
+    if (!r->att.passthrough && r->att.wire_canonical) {
+        /* canonical bytes through the body stages, as they came */
+        if (flags & MF_EVENT_DONE) {
+            if (!r->att.done_sent) {
+                mf_req_emit_event(r, MF_STR("[DONE]"), 1);
+            }
+        } else if (!(flags & MF_EVENT_USAGE_ONLY) || r->client_wants_usage) {
+            mf_req_emit_event(r, ev->data, 0);
+        }
+        return r->body_failed || r->body_stop ? MF_ERR : MF_OK;
     }
     if (!r->att.passthrough) {
         /* the provider emitted canonical chunks; the end is ours to say */

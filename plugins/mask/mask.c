@@ -65,6 +65,7 @@ typedef struct {
     unsigned kinds; /* enabled built-in detectors */
     mf_kw_t *kw;    /* every keyword rule's words; id = rule index */
     int has_kw;
+    size_t nregex; /* user regex rules */
     char *secret;
     size_t secret_len;
     int restore;
@@ -263,6 +264,7 @@ parse_user_rule(mask_t *st, size_t idx, const json_t *r)
         }
         /* JIT when the platform has it; the interpreter otherwise */
         (void)pcre2_jit_compile(rule->re, PCRE2_JIT_COMPLETE);
+        st->nregex++;
         return 0;
     }
     if (!json_is_array(kws) || json_array_size(kws) == 0) {
@@ -726,19 +728,100 @@ mask_body(mask_t *st, mreq_t *q, json_t *body, int *changed)
     return 0;
 }
 
+/*
+ * Whether a canonical body the host has not parsed may hold something to
+ * mask: its JSON string escapes undone (\n, \", ...), the whole text
+ * through the detectors and keywords. Every value the walk of the parsed
+ * body would find is found here too (each string of it appears between
+ * quotes, which bound every detector), so "no" lets the body go upstream
+ * untouched and unparsed. A \u escape, or a regex rule (its match on
+ * the raw text does not predict the decoded one), answers "maybe".
+ */
+static int
+raw_may_match(mask_t *st, mreq_t *q, mf_str_t raw)
+{
+    size_t i, k = 0;
+    char *d;
+    int found;
+
+    if (st->nregex > 0 || raw.len == 0) {
+        return 1;
+    }
+    q->out.len = 0;
+    mf_mask_buf_add(&q->out, raw.data, raw.len); /* room, and the copy */
+    d = q->out.data;
+    for (i = 0; i < raw.len; i++) {
+        char c = raw.data[i];
+
+        if (c == '\\' && i + 1 < raw.len) {
+            switch (raw.data[++i]) {
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case '"':
+            case '\\':
+            case '/':
+                c = raw.data[i];
+                break;
+            default:
+                return 1; /* \u: the parser decides */
+            }
+        }
+        d[k++] = c;
+    }
+    q->m.n = 0;
+    mf_mask_detect(q->out.data ? q->out.data : "", k, st->kinds, &q->m);
+    if (st->has_kw) {
+        mf_kw_feed(st->kw, 0, q->out.data ? q->out.data : "", k, kw_hit, &q->m);
+    }
+    found = q->m.n > 0;
+    q->m.n = 0;
+    return found;
+}
+
+/* The OpenAI adapter's paths: the body is the canonical form, unparsed. */
+static int
+canonical_raw(mf_req_t *r)
+{
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    api->get_info(r, &info);
+    return (info.path.len == 20 &&
+            memcmp(info.path.data, "/v1/chat/completions", 20) == 0) ||
+           (info.path.len == 14 &&
+            memcmp(info.path.data, "/v1/embeddings", 14) == 0);
+}
+
 static mf_action_t
 mask_on_request(mf_req_t *r, void *state, void **ctx)
 {
     mask_t *st = state;
-    json_t *body = api->get_body_json(r);
-    mreq_t *q;
+    json_t *body;
+    mreq_t *q = mreq_get(st, ctx);
+    mf_str_t raw;
     int changed = 0;
     char msg[160];
 
+    if (canonical_raw(r) && api->get_body(r, &raw) == MF_OK &&
+        !raw_may_match(st, q, raw)) {
+        return MF_CONTINUE; /* nothing to mask: the body is not parsed */
+    }
+    body = api->get_body_json(r);
     if (body == NULL) {
         return MF_CONTINUE;
     }
-    q = mreq_get(st, ctx);
     if (mask_body(st, q, body, &changed) < 0) {
         snprintf(msg, sizeof(msg),
                  "the request was blocked by the mask rule '%s'", q->blocked);
@@ -777,13 +860,41 @@ restore_string(mreq_t *q, json_t *v)
     json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
 }
 
+/* Whether a value reads the same inside a JSON string (no quote,
+ * backslash or control character), at any depth of encoding. */
+static int
+json_plain(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static void
 restore_whole(mf_req_t *r, mreq_t *q, mf_str_t data)
 {
-    json_t *j = json_loadb(data.data, data.len, 0, NULL), *c, *tc, *msg;
+    json_t *j, *c, *tc, *msg;
     size_t i, k;
     char *text;
+    mf_mask_buf_t held = {0};
 
+    for (i = 0; i < q->n && json_plain(q->e[i].val, q->e[i].vlen); i++) {
+    }
+    if (i == q->n) {
+        /* every value is plain JSON string text: restored in the answer's
+         * bytes, without parsing it (a placeholder is plain too) */
+        q->out.len = 0;
+        mf_mask_restore(q->e, q->n, &held, data.data, data.len, 1, &q->out);
+        api->set_response_chunk(
+            r, (mf_str_t){q->out.data ? q->out.data : "", q->out.len});
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
     if (j == NULL) {
         return;
     }

@@ -8,6 +8,7 @@
 
 #include <arpa/inet.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -16,13 +17,52 @@ const char *const mf_mask_kind_names[MF_MASK__BUILTIN] = {
 const char *const mf_mask_kind_types[MF_MASK__BUILTIN] = {
     "EMAIL", "PHONE", "CN_ID", "SSN", "CARD", "IP", "API_KEY", "SECRET"};
 
-#define DIG(c) ((c) >= '0' && (c) <= '9')
-#define UP(c) ((c) >= 'A' && (c) <= 'Z')
-#define LOW(c) ((c) >= 'a' && (c) <= 'z')
-#define ALPHA(c) (UP(c) || LOW(c))
-#define ALNUM(c) (ALPHA(c) || DIG(c))
-#define HEX(c)                                                                 \
-    (DIG(c) || ((c) >= 'a' && (c) <= 'f') || ((c) >= 'A' && (c) <= 'F'))
+/* byte classes, one table lookup per test */
+enum {
+    C_DIG = 1,
+    C_UP = 2,
+    C_LOW = 4,
+    C_HEX = 8,    /* 0-9 a-f A-F */
+    C_TOK = 16,   /* alnum _ - */
+    C_SEC = 32,   /* alnum _ - + / = */
+    C_LOCAL = 64, /* an e-mail's local part: alnum . _ % + - */
+    C_IP6 = 128   /* hex : . */
+};
+
+static unsigned char ctab[256];
+
+__attribute__((constructor)) static void
+cls_init(void)
+{
+    int c;
+
+    for (c = 0; c < 256; c++) {
+        int dig = c >= '0' && c <= '9', up = c >= 'A' && c <= 'Z',
+            low = c >= 'a' && c <= 'z', alnum = dig || up || low;
+        int hex = dig || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+
+        ctab[c] = (unsigned char)((dig ? C_DIG : 0) | (up ? C_UP : 0) |
+                                  (low ? C_LOW : 0) | (hex ? C_HEX : 0) |
+                                  (alnum || c == '_' || c == '-' ? C_TOK : 0) |
+                                  (alnum || c == '_' || c == '-' || c == '+' ||
+                                           c == '/' || c == '='
+                                       ? C_SEC
+                                       : 0) |
+                                  (alnum || c == '.' || c == '_' || c == '%' ||
+                                           c == '+' || c == '-'
+                                       ? C_LOCAL
+                                       : 0) |
+                                  (hex || c == ':' || c == '.' ? C_IP6 : 0));
+    }
+}
+
+#define CLS(c) ctab[(unsigned char)(c)]
+#define DIG(c) (CLS(c) & C_DIG)
+#define UP(c) (CLS(c) & C_UP)
+#define LOW(c) (CLS(c) & C_LOW)
+#define ALPHA(c) (CLS(c) & (C_UP | C_LOW))
+#define ALNUM(c) (CLS(c) & (C_UP | C_LOW | C_DIG))
+#define HEX(c) (CLS(c) & C_HEX)
 
 void
 mf_mask_matches_add(mf_mask_matches_t *m, size_t start, size_t len,
@@ -143,8 +183,7 @@ detect_email(const char *s, size_t n, mf_mask_matches_t *out)
         const char *l = at, *r = at + 1, *dot = NULL, *p;
         int ok = 1;
 
-        while (l > s && (ALNUM(l[-1]) || strchr("._%+-", l[-1]) != NULL) &&
-               l[-1] != '\0') {
+        while (l > s && (CLS(l[-1]) & C_LOCAL)) {
             l--;
         }
         while (l < at && *l == '.') {
@@ -170,7 +209,7 @@ detect_email(const char *s, size_t n, mf_mask_matches_t *out)
         }
         if (ok && dot != NULL && r - dot - 1 >= 2) {
             for (p = dot + 1; p < r; p++) {
-                ok &= ALPHA(*p);
+                ok &= ALPHA(*p) != 0;
             }
         } else {
             ok = 0;
@@ -215,12 +254,13 @@ digit_run(const char *s, size_t n, size_t i, const char *seps, char *digits,
 /* phone: '+' and a country code, 8 to 15 digits in groups; a CN mobile
  * 1[3-9]xxxxxxxxx (or 3-4-4 groups) */
 static void
-detect_phone(const char *s, size_t n, mf_mask_matches_t *out)
+detect_phone(const char *s, size_t n, size_t from, size_t to,
+             mf_mask_matches_t *out)
 {
     char d[32];
-    size_t i = 0, end, k;
+    size_t i = from, end, k;
 
-    while (i < n) {
+    while (i < to) {
         if (s[i] == '+' && i + 1 < n && DIG(s[i + 1]) && s[i + 1] != '0' &&
             (i == 0 || !ALNUM(s[i - 1]))) {
             end = digit_run(s, n, i + 1, " -.", d, sizeof(d), &k);
@@ -255,11 +295,12 @@ detect_phone(const char *s, size_t n, mf_mask_matches_t *out)
 
 /* CN resident ID: 17 digits and a check digit (or X) */
 static void
-detect_cn_id(const char *s, size_t n, mf_mask_matches_t *out)
+detect_cn_id(const char *s, size_t n, size_t from, size_t to,
+             mf_mask_matches_t *out)
 {
-    size_t i = 0, j;
+    size_t i = from, j;
 
-    while (i + 18 <= n) {
+    while (i < to && i + 18 <= n) {
         if (!DIG(s[i]) || (i > 0 && ALNUM(s[i - 1]))) {
             i++;
             continue;
@@ -279,11 +320,12 @@ detect_cn_id(const char *s, size_t n, mf_mask_matches_t *out)
 
 /* US SSN: AAA-GG-SSSS; not area 000, 666 or 9xx, group 00, serial 0000 */
 static void
-detect_ssn(const char *s, size_t n, mf_mask_matches_t *out)
+detect_ssn(const char *s, size_t n, size_t from, size_t to,
+           mf_mask_matches_t *out)
 {
     size_t i;
 
-    for (i = 0; i + 11 <= n; i++) {
+    for (i = from; i < to && i + 11 <= n; i++) {
         const char *p = s + i;
 
         if (!(DIG(p[0]) && DIG(p[1]) && DIG(p[2]) && p[3] == '-' && DIG(p[4]) &&
@@ -309,12 +351,13 @@ detect_ssn(const char *s, size_t n, mf_mask_matches_t *out)
 /* bank card: 13 to 19 digits (groups split by single spaces or dashes)
  * that pass the Luhn check */
 static void
-detect_card(const char *s, size_t n, mf_mask_matches_t *out)
+detect_card(const char *s, size_t n, size_t from, size_t to,
+            mf_mask_matches_t *out)
 {
     char d[32];
-    size_t i = 0, end, k;
+    size_t i = from, end, k;
 
-    while (i < n) {
+    while (i < to) {
         if (!DIG(s[i])) {
             i++;
             continue;
@@ -347,11 +390,12 @@ octet(const char *s, size_t n, size_t i)
 }
 
 static void
-detect_ip(const char *s, size_t n, mf_mask_matches_t *out)
+detect_ip(const char *s, size_t n, size_t from, size_t to, int v6,
+          mf_mask_matches_t *out)
 {
-    size_t i = 0;
+    size_t i = from;
 
-    while (i < n) {
+    while (i < to) {
         size_t j = i, k, part;
         char buf[64];
 
@@ -379,13 +423,12 @@ detect_ip(const char *s, size_t n, mf_mask_matches_t *out)
             }
         }
         /* IPv6: a token of hex digits, ':' and '.' with two ':' or more */
-        if ((HEX(s[i]) || s[i] == ':') &&
+        if (v6 && (HEX(s[i]) || s[i] == ':') &&
             (i == 0 ||
              (!ALNUM(s[i - 1]) && s[i - 1] != ':' && s[i - 1] != '.'))) {
             size_t colons = 0, hex = 0;
 
-            for (j = i; j < n && (HEX(s[j]) || s[j] == ':' || s[j] == '.');
-                 j++) {
+            for (j = i; j < n && (CLS(s[j]) & C_IP6); j++) {
                 colons += s[j] == ':';
                 hex += HEX(s[j]) != 0;
             }
@@ -406,7 +449,7 @@ detect_ip(const char *s, size_t n, mf_mask_matches_t *out)
             }
         }
         if (ALNUM(s[i])) {
-            while (i < n && (ALNUM(s[i]) || s[i] == '.' || s[i] == ':')) {
+            while (i < n && (CLS(s[i]) & (C_UP | C_LOW | C_IP6))) {
                 i++;
             }
             continue;
@@ -415,7 +458,7 @@ detect_ip(const char *s, size_t n, mf_mask_matches_t *out)
     }
 }
 
-#define TOKCH(c) (ALNUM(c) || (c) == '_' || (c) == '-')
+#define TOKCH(c) (CLS(c) & C_TOK)
 
 /* bytes from i in class: 0 alnum, 1 alnum _ -, 2 upper and digits */
 static size_t
@@ -460,7 +503,7 @@ entropy(const char *s, size_t n)
     return h;
 }
 
-#define SECRETCH(c) (TOKCH(c) || (c) == '+' || (c) == '/' || (c) == '=')
+#define SECRETCH(c) (CLS(c) & C_SEC)
 
 static void
 detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
@@ -468,36 +511,41 @@ detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
     size_t i = 0;
 
     while (i < n) {
-        size_t len = 0, j;
+        size_t len = 0, j, sp;
 
-        if (!SECRETCH(s[i]) || (i > 0 && SECRETCH(s[i - 1]))) {
+        /* one token [i, j) at a time; no key or secret is shorter than
+         * 20 bytes */
+        while (i < n && !SECRETCH(s[i])) {
             i++;
+        }
+        for (j = i; j < n && SECRETCH(s[j]); j++) {
+        }
+        if (j - i < 20) {
+            i = j;
             continue;
         }
         if (kinds & (1u << MF_MASK_API_KEY)) {
             if (has_prefix(s, n, i, "sk-")) {
-                j = span(s, n, i + 3, 1);
-                len = j >= 20 ? 3 + j : 0;
+                sp = span(s, n, i + 3, 1);
+                len = sp >= 20 ? 3 + sp : 0;
             } else if (has_prefix(s, n, i, "AKIA") ||
                        has_prefix(s, n, i, "ASIA")) {
-                j = span(s, n, i + 4, 2);
-                len = j == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
+                sp = span(s, n, i + 4, 2);
+                len = sp == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
             } else if (n - i > 4 && s[i] == 'g' && s[i + 1] == 'h' &&
                        strchr("pousr", s[i + 2]) != NULL && s[i + 2] != '\0' &&
                        s[i + 3] == '_') {
-                j = span(s, n, i + 4, 0);
-                len = j >= 36 ? 4 + j : 0;
+                sp = span(s, n, i + 4, 0);
+                len = sp >= 36 ? 4 + sp : 0;
             } else if (has_prefix(s, n, i, "github_pat_")) {
-                j = span(s, n, i + 11, 1);
-                len = j >= 22 ? 11 + j : 0;
+                sp = span(s, n, i + 11, 1);
+                len = sp >= 22 ? 11 + sp : 0;
             }
             if (len > 0) {
                 mf_mask_matches_add(out, i, len, MF_MASK_API_KEY);
-                i += len;
+                i = j; /* the rest of the token is no token's start */
                 continue;
             }
-        }
-        for (j = i; j < n && SECRETCH(s[j]); j++) {
         }
         if ((kinds & (1u << MF_MASK_SECRET)) && j - i >= 32 && j - i <= 512) {
             int up = 0, low = 0, dig = 0;
@@ -516,26 +564,96 @@ detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
     }
 }
 
+/* The detectors whose values hold digits, over the windows of the text
+ * where digits are (no such value spans more than three bytes without
+ * one); IPv6 over the whole text when it has a ':'. */
+#define DIGIT_KINDS                                                            \
+    ((1u << MF_MASK_PHONE) | (1u << MF_MASK_CN_ID) | (1u << MF_MASK_SSN) |     \
+     (1u << MF_MASK_CARD) | (1u << MF_MASK_IP))
+
+/* The first digit at or after i, or n: eight bytes at a time (a byte
+ * xor '0' below 10 is a digit). */
+static size_t
+next_digit(const char *s, size_t n, size_t i)
+{
+    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
+
+    while (i + 8 <= n) {
+        uint64_t v;
+
+        memcpy(&v, s + i, 8);
+        v ^= ones * '0';
+        if (((v - ones * 10) & ~v & highs) != 0) {
+            break;
+        }
+        i += 8;
+    }
+    while (i < n && !DIG(s[i])) {
+        i++;
+    }
+    return i;
+}
+
+static void
+detect_digits(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
+{
+    size_t i = 0, from, to, last;
+
+    if (kinds & (1u << MF_MASK_IP)) {
+        /* IPv6: from the start of each token holding a ':' */
+        const char *c = s, *end = s + n;
+
+        while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
+            size_t t = (size_t)(c - s);
+
+            while (t > 0 && (CLS(s[t - 1]) & C_IP6)) {
+                t--;
+            }
+            detect_ip(s, n, t, t + 1, 1, out);
+            while (c < end && (CLS(*c) & C_IP6)) {
+                c++;
+            }
+        }
+    }
+    while (i < n) {
+        i = next_digit(s, n, i);
+        if (i == n) {
+            break;
+        }
+        from = i > 0 && s[i - 1] == '+' ? i - 1 : i;
+        for (last = to = i; to < n && to - last <= 3; to++) {
+            if (DIG(s[to])) {
+                last = to;
+            }
+        }
+        to = last + 1;
+        if (kinds & (1u << MF_MASK_PHONE)) {
+            detect_phone(s, n, from, to, out);
+        }
+        if (kinds & (1u << MF_MASK_CN_ID)) {
+            detect_cn_id(s, n, from, to, out);
+        }
+        if (kinds & (1u << MF_MASK_SSN)) {
+            detect_ssn(s, n, from, to, out);
+        }
+        if (kinds & (1u << MF_MASK_CARD)) {
+            detect_card(s, n, from, to, out);
+        }
+        if (kinds & (1u << MF_MASK_IP)) {
+            detect_ip(s, n, from, to, 0, out);
+        }
+        i = to;
+    }
+}
+
 void
 mf_mask_detect(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
 {
     if (kinds & (1u << MF_MASK_EMAIL)) {
         detect_email(s, n, out);
     }
-    if (kinds & (1u << MF_MASK_PHONE)) {
-        detect_phone(s, n, out);
-    }
-    if (kinds & (1u << MF_MASK_CN_ID)) {
-        detect_cn_id(s, n, out);
-    }
-    if (kinds & (1u << MF_MASK_SSN)) {
-        detect_ssn(s, n, out);
-    }
-    if (kinds & (1u << MF_MASK_CARD)) {
-        detect_card(s, n, out);
-    }
-    if (kinds & (1u << MF_MASK_IP)) {
-        detect_ip(s, n, out);
+    if (kinds & DIGIT_KINDS) {
+        detect_digits(s, n, kinds, out);
     }
     if (kinds & ((1u << MF_MASK_API_KEY) | (1u << MF_MASK_SECRET))) {
         detect_keys(s, n, kinds, out);
