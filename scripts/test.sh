@@ -44,7 +44,7 @@ build() {  # dir, extra cmake args
 unit() { (cd "$1" && ctest --output-on-failure); }
 npm_deps() { (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error >/dev/null); }
 node_tests() { MF_BUILD=$1 node --test --test-concurrency=1 tests/integration/ tests/compat/; }
-fuzzers="sse evstream config http admin proto jscan govkey provider_openai provider_anthropic provider_gemini provider_bedrock"
+fuzzers="sse evstream config http admin proto jscan govkey mask guard provider_openai provider_anthropic provider_gemini provider_bedrock"
 fuzz() {
   local f rc=0 corpus
   CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \

@@ -64,6 +64,10 @@ static const struct {
                                             MF_HOOK(MF_STAGE_LOG)},
     [MF_CALL_SET_RESPONSE_CHUNK] = {"replacing the response body",
                                     MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_INSERT_CHUNK] = {"inserting a stream event",
+                              MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_STOP_RESPONSE] = {"stopping the response",
+                               MF_HOOK(MF_STAGE_RESPONSE_BODY)},
 };
 
 int
@@ -544,6 +548,55 @@ api_set_response_chunk(mf_req_t *r, mf_str_t data)
     return MF_OK;
 }
 
+/* ABI 1.5: an event before the one a body stage was given; the stages
+ * after it see it as an event of its own (pipeline.c). */
+static int
+api_insert_response_chunk(mf_req_t *r, mf_str_t data)
+{
+    mf_str_t *v;
+
+    if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || data.len == 0) {
+        return MF_ERR;
+    }
+    if (r->nins_pending == r->ins_cap_pending) {
+        size_t cap = r->ins_cap_pending ? r->ins_cap_pending * 2 : 4;
+
+        v = mf_pool_alloc(r->pool, cap * sizeof(*v));
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (r->nins_pending > 0) {
+            memcpy(v, r->ins_pending, r->nins_pending * sizeof(*v));
+        }
+        r->ins_pending = v;
+        r->ins_cap_pending = cap;
+    }
+    r->ins_pending[r->nins_pending++] = mf_pool_str(r->pool, data);
+    return MF_OK;
+}
+
+/* ABI 1.5: the answer ends at this event (req_relay.c carries it out
+ * once the body stages are done with it). */
+static int
+api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
+                  const char *message, mf_str_t final)
+{
+    if (!in_call(r, MF_CALL_STOP_RESPONSE) || status < 400 || status > 599 ||
+        r->body_stop) {
+        return MF_ERR;
+    }
+    r->body_stop = 1;
+    r->stop_status = status;
+    r->stop_type =
+        mf_pool_strndup(r->pool, type ? type : "invalid_request_error",
+                        strlen(type ? type : "invalid_request_error"));
+    r->stop_code = code ? mf_pool_strndup(r->pool, code, strlen(code)) : NULL;
+    r->stop_message = mf_pool_str(
+        r->pool, mf_str_from(message ? message : "the answer was stopped"));
+    r->stop_final = mf_pool_str(r->pool, final);
+    return MF_OK;
+}
+
 static int
 api_shared_get(mf_str_t key, char *buf, size_t cap)
 {
@@ -884,4 +937,7 @@ const mf_host_api_t mf_api = {
     .redis_post = api_redis_post,
     .redis_call = api_redis_call,
     .set_query = api_set_query,
+    /* ABI 1.5: stream events from body stages */
+    .insert_response_chunk = api_insert_response_chunk,
+    .stop_response = api_stop_response,
 };

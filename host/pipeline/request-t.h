@@ -72,6 +72,9 @@ typedef struct mf_attempt_s {
     int sse_active;
     mf_error_t *prov_err; /* api->set_error of the attempt */
     int passthrough;      /* stream bytes forwarded untouched */
+    int wire_canonical;   /* the upstream's bytes are the canonical form
+                             (OpenAI wire, an OpenAI client): body stages
+                             get them as they came, nothing is parsed */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     int held;       /* chunk_out holds only preamble events: not committed */
@@ -170,6 +173,18 @@ struct mf_req_s {
     mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
     mf_str_t replace;   /* set_response_chunk */
     int replaced;
+    /* insert_response_chunk: events a body stage put before the one it
+     * was given (pending: from the stage now running; before: what every
+     * stage made of them, in order, sent ahead of the event) */
+    mf_str_t *ins_pending, *ins_before;
+    size_t nins_pending, nins_before, ins_cap_pending, ins_cap_before;
+    /* stop_response: the answer ends at this event (what the client gets
+     * instead: an error before anything left, else `final` and the end) */
+    int body_stop;
+    int stop_status;
+    const char *stop_type, *stop_code;
+    mf_str_t stop_message;
+    mf_str_t stop_final;
 
     /* timing */
     double start_ms;

@@ -101,6 +101,8 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
         .passthrough = r->proto->canonical &&
                        strcmp(t->prov->ops->wire, "openai") == 0 &&
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
+        .wire_canonical =
+            r->proto->canonical && strcmp(t->prov->ops->wire, "openai") == 0,
     };
     r->chunk_out.len = 0;
     mf_buf_reset(&r->up_buf);
@@ -512,6 +514,10 @@ up_on_data(void *arg, const char *data, size_t len)
             mf_req_body_stage_failed(r);
             return;
         }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
+            return;
+        }
         mf_upcall_cancel(r->att.call);
         r->att.call = NULL;
         mf_req_account_upstream_time(r);
@@ -600,6 +606,10 @@ up_on_end(void *arg)
             mf_req_body_stage_failed(r);
             return;
         }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
+            return;
+        }
         mf_req_flush_stream(r);
         mf_req_finish_stream(r);
         mf_req_finish(r);
@@ -613,7 +623,7 @@ up_on_end(void *arg)
     if (r->att.prov->ops->parse_response(
             r, r->att.prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
-            !r->att.passthrough) != MF_OK) {
+            !r->att.wire_canonical) != MF_OK) {
         mf_outcome_t o;
 
         mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);

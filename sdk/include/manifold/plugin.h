@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 4
+#define MF_ABI_MINOR 5
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -711,6 +711,31 @@ struct mf_host_api_s {
      * every later stage and log: an identity stage removes the
      * credential it read from it (?key=). Copied. */
     int (*set_query)(mf_req_t *r, mf_str_t query);
+
+    /* ABI 1.5: stream events from body stages */
+
+    /* on_response_body, a stream only. Sends data (copied) as an event
+     * of its own before the event the stage was given, which follows it
+     * (replaced or not; set_response_chunk with "" drops it); several
+     * calls keep their order. The body stages after this one see the
+     * inserted event before the given one. A stage holding text back
+     * (a placeholder split across events) releases it this way ahead of
+     * an event that is not text. MF_ERR for a non-stream answer or an
+     * empty data. */
+    int (*insert_response_chunk)(mf_req_t *r, mf_str_t data);
+    /* on_response_body. Ends the answer at this event: the upstream is
+     * read no further (its tokens so far are billed, estimated from what
+     * was delivered when the upstream had not reported them) and neither
+     * this event nor any after it is sent; the body stages after this
+     * one do not see it. When nothing has reached the client (a whole
+     * answer, or a stream whose head has not left) the client gets the
+     * error (status 4xx/5xx, type, code or NULL, message) in its
+     * protocol. A stream under way gets what the stages inserted ahead
+     * of this event, then `final` (a canonical chunk, say one with
+     * finish_reason "content_filter"; empty for none), the usage chunk
+     * when the client asked for usage, and its clean end. */
+    int (*stop_response)(mf_req_t *r, int status, const char *type,
+                         const char *code, const char *message, mf_str_t final);
 };
 
 /* The one symbol a plugin exports. */
