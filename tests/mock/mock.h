@@ -33,6 +33,7 @@ typedef struct {
     int drip_after;    /* stream events sent whole before the drip */
     int big;           /* non-stream chat: a reply of this many bytes */
     int chunk_bytes;   /* stream with chunks=N: each chunk this many bytes */
+    int cache_write;   /* anthropic: cache_creation_input_tokens reported */
     char reply[512];
 } directives_t;
 

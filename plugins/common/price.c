@@ -1,0 +1,130 @@
+/*
+ * Model prices: lookup and cost (see price.h).
+ */
+#include "price.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+int
+price_glob(const char *pat, mf_str_t s)
+{
+    size_t i = 0;
+    const char *star = NULL;
+    size_t back = 0;
+
+    while (i < s.len) {
+        if (*pat == '*') {
+            star = pat++;
+            back = i;
+        } else if (*pat != '\0' && *pat == s.data[i]) {
+            pat++;
+            i++;
+        } else if (star != NULL) {
+            pat = star + 1;
+            i = ++back;
+        } else {
+            return 0;
+        }
+    }
+    while (*pat == '*') {
+        pat++;
+    }
+    return *pat == '\0';
+}
+
+static double
+num(const json_t *o, const char *k, double dflt)
+{
+    const json_t *v = json_object_get(o, k);
+
+    return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+const json_t *
+price_find(const json_t *prices, mf_str_t model, price_t *p)
+{
+    char m[256];
+    const char *key;
+    const json_t *v, *best = NULL;
+    size_t best_len = 0;
+
+    if (!json_is_object(prices) || model.len == 0 || model.len >= sizeof(m)) {
+        return NULL;
+    }
+    memcpy(m, model.data, model.len);
+    m[model.len] = '\0';
+    best = json_object_get(prices, m);
+    if (best == NULL) {
+        json_object_foreach((json_t *)prices, key, v)
+        {
+            size_t n = strlen(key);
+
+            if (strchr(key, '*') != NULL && n > best_len &&
+                price_glob(key, model)) {
+                best = v;
+                best_len = n;
+            }
+        }
+    }
+    if (!json_is_object(best)) {
+        return NULL;
+    }
+    p->input = num(best, "input", 0);
+    p->output = num(best, "output", 0);
+    p->cache_read = num(best, "cache_read", -1);
+    p->cache_write = num(best, "cache_write", -1);
+    return best;
+}
+
+int64_t
+price_cost(const price_t *p, int64_t prompt, int64_t cached,
+           int64_t cache_write, int64_t completion)
+{
+    double c;
+
+    if (prompt < 0) {
+        prompt = 0;
+    }
+    if (cached < 0 || cached > prompt) {
+        cached = 0;
+    }
+    if (cache_write < 0 || cache_write > prompt - cached) {
+        cache_write = 0;
+    }
+    if (completion < 0) {
+        completion = 0;
+    }
+    /* USD per million tokens is micro-USD per token */
+    c = (double)(prompt - cached - cache_write) * p->input +
+        (double)cached * (p->cache_read >= 0 ? p->cache_read : p->input) +
+        (double)cache_write *
+            (p->cache_write >= 0 ? p->cache_write : p->input) +
+        (double)completion * p->output;
+    return (int64_t)ceil(c - 1e-9);
+}
+
+int
+price_request(const json_t *prices, const mf_req_info_t *i, int64_t *micro_usd)
+{
+    const mf_usage_t *u = &i->usage;
+    int64_t cw = -1;
+    price_t p;
+
+    *micro_usd = 0;
+    if (u->prompt_tokens < 0 && u->completion_tokens < 0) {
+        return -1;
+    }
+    if (price_find(prices, i->model, &p) == NULL &&
+        price_find(prices, i->upstream_model, &p) == NULL) {
+        return 0;
+    }
+    if (i->size >=
+        offsetof(mf_req_info_t, cache_write_tokens) + sizeof(int64_t)) {
+        cw = i->cache_write_tokens;
+    }
+    *micro_usd = price_cost(&p, u->prompt_tokens, u->cached_tokens, cw,
+                            u->completion_tokens);
+    return 1;
+}
