@@ -572,11 +572,13 @@ api_set_cache_write_tokens(mf_req_t *r, int64_t tokens)
 }
 
 static void
-attempt_fill(mf_attempt_info_t *o, const char *provider, mf_str_t model,
-             mf_str_t outcome, int status, int key_idx, double start,
-             double end, double head, const char *span, double req_start)
+attempt_fill(mf_attempt_info_t *o, const char *provider, const char *type,
+             mf_str_t model, mf_str_t outcome, int status, int key_idx,
+             double start, double end, double head, const char *span,
+             double req_start)
 {
     o->provider = mf_str_from(provider);
+    o->provider_type = mf_str_from(type ? type : "");
     o->model = model;
     o->outcome = outcome;
     o->status = status;
@@ -601,12 +603,13 @@ api_get_attempt(mf_req_t *r, size_t idx, mf_attempt_info_t *a)
     if (idx < r->nrecs) {
         const mf_attempt_rec_t *x = &r->recs[idx];
 
-        attempt_fill(&o, x->provider, x->model, mf_str_from(x->outcome),
-                     x->status, x->key_idx, x->start, x->end, x->head,
-                     x->span_id, r->start_ms);
+        attempt_fill(&o, x->provider, x->type, x->model,
+                     mf_str_from(x->outcome), x->status, x->key_idx, x->start,
+                     x->end, x->head, x->span_id, r->start_ms);
     } else if (idx == r->nrecs && r->att.open && r->att.prov != NULL) {
-        attempt_fill(&o, r->att.prov->conf->name, r->att.up_model, MF_STR(""),
-                     r->att.up_status, r->att.key_idx, r->att.start,
+        attempt_fill(&o, r->att.prov->conf->name, r->att.prov->conf->type,
+                     r->att.up_model, MF_STR(""), r->att.up_status,
+                     r->att.key_idx, r->att.start,
                      r->att.end_ms > 0 ? r->att.end_ms : mf_now_ms(),
                      r->att.head_ms, r->att.span_id, r->start_ms);
     } else {

@@ -87,6 +87,7 @@ typedef struct mf_attempt_s {
 /* What stays of an attempt once it closed (api->get_attempt). */
 typedef struct mf_attempt_rec_s {
     const char *provider; /* the generation's provider name */
+    const char *type;     /* and its type */
     mf_str_t model;
     char outcome[24];
     int status;

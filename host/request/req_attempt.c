@@ -86,6 +86,7 @@ attempt_record(mf_req_t *r, const char *what)
     }
     a = &r->recs[r->nrecs++];
     a->provider = r->att.prov->conf->name;
+    a->type = r->att.prov->conf->type;
     a->model = r->att.up_model;
     n = strlen(what);
     n = n < sizeof(a->outcome) ? n : sizeof(a->outcome) - 1;

@@ -181,19 +181,21 @@ typedef struct mf_req_info_s {
  * caller sets `size`; views valid during the callback. */
 typedef struct mf_attempt_info_s {
     size_t size;
-    mf_str_t provider;  /* provider name from the config */
-    mf_str_t model;     /* model sent upstream */
-    mf_str_t outcome;   /* ok, a status ("503"), timeout, connect, cut,
-                           ttft_timeout, abandoned; empty while open */
-    int status;         /* the upstream's status, 0 when none came */
-    int key_index;      /* the provider key's index, -1 none (never the
-                           key) */
-    double start_ms;    /* request start to the call's start, -1 when no
-                           call went out */
-    double duration_ms; /* the call's start to its end (or now), -1 */
-    double ttfb_ms;     /* the call's start to the answer head, -1 */
-    mf_str_t span_id;   /* 16 hex digits: the attempt's (client) span,
-                           the parent a traceparent sent upstream names */
+    mf_str_t provider;      /* provider name from the config */
+    mf_str_t model;         /* model sent upstream */
+    mf_str_t outcome;       /* ok, a status ("503"), timeout, connect, cut,
+                               ttft_timeout, abandoned; empty while open */
+    int status;             /* the upstream's status, 0 when none came */
+    int key_index;          /* the provider key's index, -1 none (never the
+                               key) */
+    double start_ms;        /* request start to the call's start, -1 when no
+                               call went out */
+    double duration_ms;     /* the call's start to its end (or now), -1 */
+    double ttfb_ms;         /* the call's start to the answer head, -1 */
+    mf_str_t span_id;       /* 16 hex digits: the attempt's (client) span,
+                               the parent a traceparent sent upstream names */
+    mf_str_t provider_type; /* the provider's type ("openai", "anthropic",
+                               "bedrock", ...) */
 } mf_attempt_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
