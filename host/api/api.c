@@ -3,6 +3,7 @@
  * stage it is called in against one table of stage permissions, which
  * the Lua binding consults too.
  */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -620,6 +621,49 @@ api_get_attempt(mf_req_t *r, size_t idx, mf_attempt_info_t *a)
     return MF_OK;
 }
 
+/* Blocks that outlive reloads (api->keep_memory), for the process. */
+typedef struct kept_s {
+    struct kept_s *next;
+    size_t size;
+    char name[128];
+    max_align_t data[];
+} kept_t;
+
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static kept_t *kept;
+
+static void *
+api_keep_memory(const char *name, size_t size)
+{
+    kept_t *k;
+
+    if (name == NULL || name[0] == '\0' || strlen(name) >= sizeof(k->name) ||
+        size == 0) {
+        mf_log(MF_LOG_ERROR, "keep_memory: a name (under 128 bytes) and a "
+                             "size are needed");
+        return NULL;
+    }
+    pthread_mutex_lock(&kept_lock);
+    for (k = kept; k != NULL && strcmp(k->name, name) != 0; k = k->next) {
+    }
+    if (k != NULL && k->size != size) {
+        pthread_mutex_unlock(&kept_lock);
+        mf_log(MF_LOG_ERROR,
+               "keep_memory: '%s' is kept with %zu bytes, not %zu (a plugin "
+               "of another version holds it)",
+               name, k->size, size);
+        return NULL;
+    }
+    if (k == NULL && (k = calloc(1, sizeof(*k) + size)) != NULL) {
+        k->size = size;
+        snprintf(k->name, sizeof(k->name), "%s", name);
+        k->next = kept;
+        kept = k;
+    }
+    pthread_mutex_unlock(&kept_lock);
+    return k != NULL ? (void *)k->data : NULL;
+}
+
 static json_t *
 api_upstream_health(void)
 {
@@ -919,4 +963,5 @@ const mf_host_api_t mf_api = {
     .set_cache_write_tokens = api_set_cache_write_tokens,
     .get_attempt = api_get_attempt,
     .upstream_health = api_upstream_health,
+    .keep_memory = api_keep_memory,
 };

@@ -698,6 +698,14 @@ struct mf_host_api_s {
      * (closed, open, half_open), since, in_flight, requests, failures,
      * consecutive_failures, ttft_ms_avg}]}. */
     json_t *(*upstream_health)(void);
+    /* init only. A block of `size` bytes, zeroed the first time, that
+     * lives as long as the process: asking again with the same name and
+     * size (a later load of the stage, after a reload) gives the same
+     * block, so what a stage gathers outlives reloads. The stage keeps
+     * its own lock in it; it may hold pointers to heap memory, never to
+     * the plugin's own code or static data (a reload loads a new copy).
+     * NULL after a log line when the name is taken with another size. */
+    void *(*keep_memory)(const char *name, size_t size);
 };
 
 /* The one symbol a plugin exports. */
