@@ -820,12 +820,24 @@ exporter_main(void *arg)
 {
     otel_t *o = arg;
     struct timespec deadline;
+    uint64_t reported = 0;
 
     pthread_mutex_lock(&o->lock);
     for (;;) {
         span_t *list;
         size_t n;
 
+        if (o->dropped != reported) {
+            uint64_t d = o->dropped - reported;
+
+            reported = o->dropped;
+            pthread_mutex_unlock(&o->lock);
+            api->log(MF_LOG_WARN,
+                     "otel: %llu spans dropped: the queue (%zu spans) was "
+                     "full",
+                     (unsigned long long)d, o->queue_cap);
+            pthread_mutex_lock(&o->lock);
+        }
         if (!o->stop && o->queued < o->batch) {
             clock_gettime(CLOCK_REALTIME, &deadline);
             deadline.tv_sec += o->flush_ms / 1000;
