@@ -195,14 +195,16 @@ cell_of(slot_t *s, int64_t start, int model, int consumer)
         }
     }
     if (s->n == CELLS_MAX) {
-        model = consumer = 0;
         for (k = 0; k < s->n; k++) {
             if (s->cells[k].model == 0 && s->cells[k].consumer == 0) {
                 return &s->cells[k];
             }
         }
-        k = s->n - 1; /* the last cell becomes other/other */
-        memset(&s->cells[k], 0, sizeof(cell_t));
+        /* the last cell becomes other/other, its counts kept: totals
+         * stay whole, that one pair is named no more in this bucket */
+        k = s->n - 1;
+        s->cells[k].model = 0;
+        s->cells[k].consumer = 0;
         return &s->cells[k];
     }
     if (s->n == s->cap) {
@@ -363,7 +365,6 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
 /* Queries */
 
 typedef struct {
-    int64_t t; /* unix seconds of the point's start */
     cell_t sum;
 } point_t;
 
@@ -752,7 +753,11 @@ tail(dash_t *d, mf_str_t q)
     n = n < 1 ? 1 : n > TAIL ? TAIL : n;
     pthread_mutex_lock(&st->lock);
     filter_of(st, q, &f);
-    have = st->tail_seq < TAIL ? st->tail_seq : TAIL;
+    have = st->tail_seq;
+    if (have > TAIL) {
+        have = TAIL;
+    }
+    /* cppcheck-suppress knownConditionTrueFalse ; the store is shared */
     for (k = 0; k < have && (long)json_array_size(out) < n; k++) {
         const tail_t *t = &st->tail[(st->tail_seq - 1 - k) % TAIL];
         json_t *o;
