@@ -192,7 +192,7 @@ attr_str(jb_t *b, int *n, const char *key, mf_str_t v)
 static void
 attr_int(jb_t *b, int *n, const char *key, int64_t v)
 {
-    char tmp[32];
+    char tmp[48];
 
     if (v < 0) {
         return;
