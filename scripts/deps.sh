@@ -8,7 +8,8 @@
 #                  test)
 set -euo pipefail
 need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
-      libssl-dev libhiredis-dev libyaml-dev libsqlite3-dev ca-certificates)
+      libssl-dev libhiredis-dev libyaml-dev libsqlite3-dev zlib1g-dev
+      ca-certificates)
 if [ "${1:-}" = test ]; then
   need+=(check clang libclang-rt-14-dev clang-format cppcheck nginx-light wrk
          valgrind python3

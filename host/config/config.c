@@ -1034,9 +1034,45 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if (n != NULL && n->type != MF_NODE_MAP) {
         cfg_error(ck, n, "cors", "must be a map (allow_origins)");
     } else if (n != NULL) {
-        static const char *const allowed[] = {"allow_origins", NULL};
+        static const char *const allowed[] = {"allow_origins", "allow_headers",
+                                              "max_age", NULL};
+        double age_ms = c->cors_max_age * 1000.0;
+        mf_buf_t joined = {0};
+        char **hdrs;
+        size_t nh = 0;
 
         check_keys(ck, n, "cors", allowed);
+        hdrs = string_list(ck, mf_node_get(n, "allow_headers"),
+                           "cors.allow_headers", &nh);
+        for (i = 0; i < nh; i++) {
+            if (strcmp(hdrs[i], "*") != 0 &&
+                (hdrs[i][0] == '\0' ||
+                 strspn(hdrs[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ"
+                                 "RSTUVWXYZ0123456789-_") != strlen(hdrs[i]))) {
+                cfg_error(ck, mf_node_get(n, "allow_headers"),
+                          "cors.allow_headers",
+                          "'%s' is not a header name (letters, digits, - "
+                          "and _) or *",
+                          hdrs[i]);
+            }
+            if (i > 0) {
+                mf_buf_append(&joined, ", ", 2);
+            }
+            mf_buf_append(&joined, hdrs[i], strlen(hdrs[i]));
+            free(hdrs[i]);
+        }
+        if (nh > 0) {
+            mf_buf_append(&joined, "", 1);
+            c->cors_headers = joined.data;
+        }
+        free(hdrs);
+        get_duration(ck, n, "max_age", "cors.max_age", &age_ms);
+        if (age_ms < 0 || age_ms > 86400.0 * 1000) {
+            cfg_error(ck, mf_node_get(n, "max_age"), "cors.max_age",
+                      "must be between 0s and 24h (browsers cap it lower)");
+        } else {
+            c->cors_max_age = (unsigned)(age_ms / 1000);
+        }
         c->cors_origins = string_list(ck, mf_node_get(n, "allow_origins"),
                                       "cors.allow_origins", &c->ncors_origins);
         for (i = 0; i < c->ncors_origins; i++) {
@@ -1058,6 +1094,37 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
         c->has_allowed_hosts = 1;
         c->allowed_hosts =
             string_list(ck, n, "allowed_hosts", &c->nallowed_hosts);
+    }
+}
+
+/* response_store: how many Responses API answers are kept for
+ * previous_response_id and GET /v1/responses/{id}, their bytes, and for
+ * how long. */
+static void
+load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n)
+{
+    static const char *const allowed[] = {"max_entries", "max_bytes", "ttl",
+                                          NULL};
+    int entries;
+
+    if (n == NULL) {
+        return;
+    }
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "response_store",
+                  "must be a map (max_entries, max_bytes, ttl)");
+        return;
+    }
+    check_keys(ck, n, "response_store", allowed);
+    entries = get_int(ck, n, "max_entries", "response_store.max_entries",
+                      (int)c->store_max_entries, 0, 10000000);
+    c->store_max_entries = (size_t)entries;
+    get_size(ck, n, "max_bytes", "response_store.max_bytes",
+             &c->store_max_bytes);
+    get_duration(ck, n, "ttl", "response_store.ttl", &c->store_ttl_ms);
+    if (c->store_ttl_ms <= 0) {
+        cfg_error(ck, mf_node_get(n, "ttl"), "response_store.ttl",
+                  "must be longer than 0s");
     }
 }
 
@@ -1454,7 +1521,8 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         "listen",     "workers",  "admin",     "limits", "redis",
         "providers",  "routes",   "consumers", "stages", "log_level",
         "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
-        "reuse_port", "groups",   "prices",    "status", NULL};
+        "reuse_port", "groups",   "prices",    "status", "response_store",
+        NULL};
     const mf_node_t *n;
     size_t i;
 
@@ -1535,6 +1603,7 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
     load_access(ck, c, root);
+    load_response_store(ck, c, mf_node_get(root, "response_store"));
     load_status(ck, c, mf_node_get(root, "status"));
 
     n = mf_node_get(root, "redis");
@@ -1601,6 +1670,10 @@ config_new(const char *path, const char *first_dirs, const char *plugin_dir)
     free(tmp);
     c->listen_host = mf_xstrdup("127.0.0.1");
     c->listen_port = 8080;
+    c->cors_max_age = 600;
+    c->store_max_entries = 10000;
+    c->store_max_bytes = 64 << 20;
+    c->store_ttl_ms = 3600.0 * 1000;
     c->status_host = mf_xstrdup("127.0.0.1");
     c->status_port = 9464;
     c->status_max_series = 2000;
@@ -1817,6 +1890,7 @@ mf_config_free(mf_config_t *c)
         free(c->cors_origins[i]);
     }
     free(c->cors_origins);
+    free(c->cors_headers);
     for (i = 0; i < c->nallowed_hosts; i++) {
         free(c->allowed_hosts[i]);
     }

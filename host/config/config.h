@@ -163,7 +163,15 @@ typedef struct mf_config_s {
     int sections_line;   /* line of `consumers`, 0 when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
-    char **allowed_hosts; /* Host names served besides loopback names */
+    /* response_store: the Responses API's stored responses (in memory,
+     * per process); max_entries 0 = none stored */
+    size_t store_max_entries;
+    size_t store_max_bytes;
+    double store_ttl_ms;
+    char *cors_headers;    /* cors.allow_headers joined ", "; NULL: the
+                              preflight's requested headers are allowed */
+    unsigned cors_max_age; /* cors.max_age, seconds a preflight is cached */
+    char **allowed_hosts;  /* Host names served besides loopback names */
     size_t nallowed_hosts;
     int has_allowed_hosts; /* allowed_hosts was given */
     /* status: the status listener (metrics, dashboard, stage pages) */

@@ -180,11 +180,20 @@ mf_guard_cors(const mf_config_t *c, const mf_http_head_t *h, mf_pool_t *pool,
     }
     mf_hlist_set(pool, out, MF_STR("access-control-allow-methods"),
                  MF_STR("GET, POST, OPTIONS"));
-    if (mf_http_find_header(h, "access-control-request-headers", &hdrs) ==
-            MF_OK &&
-        hdrs.len > 0) {
+    if (c->cors_headers != NULL) {
+        mf_hlist_set(pool, out, MF_STR("access-control-allow-headers"),
+                     mf_str_from(c->cors_headers));
+    } else if (mf_http_find_header(h, "access-control-request-headers",
+                                   &hdrs) == MF_OK &&
+               hdrs.len > 0) {
         mf_hlist_set(pool, out, MF_STR("access-control-allow-headers"), hdrs);
     }
-    mf_hlist_set(pool, out, MF_STR("access-control-max-age"), MF_STR("600"));
+    {
+        char age[16];
+        int n = snprintf(age, sizeof(age), "%u", c->cors_max_age);
+
+        mf_hlist_set(pool, out, MF_STR("access-control-max-age"),
+                     mf_pool_str(pool, (mf_str_t){age, (size_t)n}));
+    }
     return 1;
 }

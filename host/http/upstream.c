@@ -49,7 +49,7 @@ struct mf_upcall_s {
     char *req;
     size_t req_len;
     struct event *timer;
-    double deadline; /* mf_now_ms() the answer must end by; 0 = none */
+    double deadline;          /* mf_now_ms() the answer must end by; 0 = none */
     unsigned at_deadline : 1; /* the timer is armed for the deadline */
     int connected;
     int got_head;

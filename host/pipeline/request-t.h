@@ -120,7 +120,13 @@ struct mf_req_s {
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
     const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
-    int proto_local; /* the adapter answers the path itself (no upstream) */
+    int proto_local;    /* the adapter answers the path itself (no upstream) */
+    json_t *proto_memo; /* what the adapter kept from the request */
+    /* the response-store entry read from Redis before the adapter runs */
+    mf_str_t store_id;
+    mf_str_t store_value; /* data NULL: none stored */
+    int store_deleted;
+    int intake_wait; /* what intake does once it is read (req_store.c) */
     int listener;    /* mf_listener_t it came in on */
     const struct mf_epath_s *epath; /* a stage's path it is served by */
     int stream;

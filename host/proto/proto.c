@@ -8,6 +8,7 @@ const mf_proto_t *const mf_protos[] = {
     &mf_proto_openai,
     &mf_proto_anthropic,
     &mf_proto_responses,
+    &mf_proto_gemini,
     NULL,
 };
 

@@ -36,6 +36,35 @@ typedef struct mf_proto_error_s {
     const char *message; /* valid UTF-8 */
 } mf_proto_error_t;
 
+/* What an adapter sees of the client's request beside its body: the path
+ * names the model and the method for some protocols (Gemini's
+ * /v1beta/models/{model}:streamGenerateContent), the query the framing
+ * (alt=sse). Views are borrowed for the call. */
+typedef struct mf_proto_call_s {
+    mf_str_t path;  /* without the query */
+    mf_str_t query; /* after '?', empty when none */
+    /* the request's slot for what `request` keeps for the answer (the
+     * Responses API's conversation, to store it); the host releases it */
+    json_t **memo;
+    const struct mf_config_s *config; /* the generation's */
+    /* The response store, as the host keeps it (in memory, or in Redis
+     * when `redis:` is configured; then the host reads the entry the
+     * adapter's store_key names before calling it). NULL in a call that
+     * has none. get: a malloc'd copy or NULL; put: keeps value under id
+     * (bounded, may drop it); delete: 1 when it was there. */
+    char *(*store_get)(const struct mf_proto_call_s *call, const char *id);
+    void (*store_put)(const struct mf_proto_call_s *call, const char *id,
+                      mf_str_t value);
+    int (*store_delete)(const struct mf_proto_call_s *call, const char *id);
+    void *ctx; /* the host's, for the store functions */
+} mf_proto_call_t;
+
+/* One model as a model list shows it. */
+typedef struct mf_proto_model_s {
+    const char *id;
+    const char *owner; /* the provider, or "manifold" for a route */
+} mf_proto_model_t;
+
 typedef struct mf_proto_s {
     const char *name; /* "openai", "anthropic", ... */
     /* The method its endpoints take ("POST"); another is a 405. */
@@ -54,7 +83,8 @@ typedef struct mf_proto_s {
      * a new reference, or NULL with a sentence for a 400 in *err. When
      * the body has no usable "model" the adapter may return `in` itself
      * (a new reference) so that the host answers the missing model. */
-    json_t *(*request)(json_t *in, const char **err);
+    json_t *(*request)(const mf_proto_call_t *call, json_t *in,
+                       const char **err);
 
     /* The JSON body of an error answer, malloc'd (NULL on OOM). */
     char *(*error_body)(const mf_proto_error_t *e);
@@ -65,7 +95,8 @@ typedef struct mf_proto_s {
 
     /* A canonical chat completion to the client's answer (new reference,
      * NULL when it cannot be translated). */
-    json_t *(*response)(json_t *completion, const mf_usage_t *usage);
+    json_t *(*response)(const mf_proto_call_t *call, json_t *completion,
+                        const mf_usage_t *usage);
 
     /* Stream translation: a state of stream_size bytes (request memory),
      * set up once with the model the client asked for, then given each
@@ -73,18 +104,51 @@ typedef struct mf_proto_s {
      * is the request's so far) and appending the client's events to out.
      * NULL stream_event: each event goes out as "data: <json>\n\n". */
     size_t stream_size;
-    void (*stream_init)(void *state, mf_str_t model);
+    void (*stream_init)(void *state, const mf_proto_call_t *call,
+                        mf_str_t model);
     void (*stream_event)(void *state, mf_str_t data, int last,
                          const mf_usage_t *usage, mf_buf_t *out);
     /* For its MF_PROTO_LOCAL paths: the answer to the client's parsed
      * body (a JSON object): a JSON text (malloc'd) and *status; NULL with
      * a sentence for a 400 in *err. *estimated is set when the answer is
      * the gateway's estimate rather than a provider's. */
-    char *(*local)(mf_str_t path, json_t *in, int *status, int *estimated,
-                   const char **err);
+    char *(*local)(const mf_proto_call_t *call, json_t *in, int *status,
+                   int *estimated, const char **err);
     /* Optional: frees what the state holds beyond its own bytes; called
      * once when the attempt that made it is over or the request ends. */
     void (*stream_free)(void *state);
+    /* Optional: the Content-Type of its stream for this call; NULL or
+     * the slot NULL: text/event-stream. */
+    const char *(*stream_type)(const mf_proto_call_t *call);
+
+    /* Optional: model lists in its shape. models_path says whether a path
+     * (GET) is its list (*id empty) or one model (*id set, still
+     * percent-encoded); model renders one entry, model_list wraps the
+     * entries (an array, taken). */
+    int (*models_path)(mf_str_t path, mf_str_t *id);
+    /* Optional: a request header its clients always send (Anthropic's
+     * anthropic-version): a model-list path another adapter owns is
+     * answered in this one's shape (and errors too) when it is sent and
+     * this adapter's models_path takes the path. */
+    const char *models_header;
+    /* The endpoints it serves, for the 404 of an unknown path. */
+    const char *endpoints;
+    json_t *(*model)(const mf_proto_model_t *m);
+    json_t *(*model_list)(json_t *entries);
+
+    /* Optional: a path of its space it answers itself, whatever the
+     * method, with no body and no upstream (GET and DELETE
+     * /v1/responses/{id}): 1 with *status and *body (malloc'd): the JSON
+     * answer when *status < 400, else the message of an error answer;
+     * 0 when the path is not one. */
+    int (*resource)(const mf_proto_call_t *call, mf_str_t method, int *status,
+                    char **body);
+    /* Optional: the store entry handling this request will read (or,
+     * *del set, delete): in the parsed body (in), or, in NULL, from the
+     * path of a resource; 1 with *id set (a view into in or the path),
+     * else 0. A host whose store is remote fetches it first. */
+    int (*store_key)(const mf_proto_call_t *call, json_t *in, mf_str_t method,
+                     mf_str_t *id, int *del);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */
@@ -100,6 +164,7 @@ const mf_proto_t *mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint,
 extern const mf_proto_t mf_proto_openai;
 extern const mf_proto_t mf_proto_anthropic;
 extern const mf_proto_t mf_proto_responses;
+extern const mf_proto_t mf_proto_gemini;
 
 /* 1 when s begins with prefix. */
 int mf_proto_has_prefix(mf_str_t s, const char *prefix);

@@ -248,11 +248,12 @@ assistant_turn(json_t *out, json_t *content)
 /* A Messages request to the canonical chat request; with no usable
  * model, the body itself (the host answers the missing model). */
 static json_t *
-anthropic_request(json_t *in, const char **err)
+anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
     json_t *out, *msgs, *m, *v, *sys;
     size_t i;
 
+    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         return json_incref(in);
     }
@@ -406,7 +407,8 @@ usage_json(const mf_usage_t *u, int with_input)
 }
 
 static json_t *
-anthropic_response(json_t *c, const mf_usage_t *usage)
+anthropic_response(const mf_proto_call_t *pc, json_t *c,
+                   const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -418,6 +420,7 @@ anthropic_response(json_t *c, const mf_usage_t *usage)
     char mid[160];
     size_t i;
 
+    (void)pc;
     if (think != NULL && think[0] != '\0') {
         json_array_append_new(content,
                               json_pack("{s:s,s:s,s:s}", "type", "thinking",
@@ -457,11 +460,12 @@ anthropic_response(json_t *c, const mf_usage_t *usage)
 /* Stream */
 
 static void
-anthropic_stream_init(void *state, mf_str_t model)
+anthropic_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 {
     anthropic_stream_t *s = state;
     int i;
 
+    (void)call;
     memset(s, 0, sizeof(*s));
     s->block = -1;
     for (i = 0; i < 32; i++) {
@@ -726,14 +730,14 @@ content_bytes(json_t *content)
  * the host marks the answer estimated. The same checks as Anthropic's
  * endpoint: a model and a non-empty list of turns. */
 static char *
-anthropic_local(mf_str_t path, json_t *in, int *status, int *estimated,
-                const char **err)
+anthropic_local(const mf_proto_call_t *call, json_t *in, int *status,
+                int *estimated, const char **err)
 {
     json_t *msgs = json_object_get(in, "messages"), *m, *t;
     size_t i, n = 0;
     char buf[64];
 
-    (void)path;
+    (void)call;
     if (!json_is_string(json_object_get(in, "model"))) {
         *err = "model: Field required (a string)";
         return NULL;
@@ -776,6 +780,45 @@ anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+/* Models: /v1/models in Anthropic's shape, for clients that send
+ * anthropic-version (the SDK's models.list and models.retrieve). */
+static int
+anthropic_models_path(mf_str_t path, mf_str_t *id)
+{
+    *id = MF_STR_NULL;
+    if (mf_str_eq_cstr(path, "/v1/models")) {
+        return 1;
+    }
+    if (mf_proto_has_prefix(path, "/v1/models/") && path.len > 11) {
+        *id = (mf_str_t){path.data + 11, path.len - 11};
+        return 1;
+    }
+    return 0;
+}
+
+static json_t *
+anthropic_model(const mf_proto_model_t *m)
+{
+    /* the config says nothing of a release date: the epoch, as OpenAI's
+     * shape says created 0 */
+    return json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->id,
+                     "display_name", m->id, "created_at",
+                     "1970-01-01T00:00:00Z");
+}
+
+static json_t *
+anthropic_model_list(json_t *entries)
+{
+    size_t n = json_array_size(entries);
+    json_t *first = json_object_get(json_array_get(entries, 0), "id");
+    json_t *last =
+        json_object_get(json_array_get(entries, n ? n - 1 : 0), "id");
+
+    return json_pack("{s:o,s:b,s:O,s:O}", "data", entries, "has_more", 0,
+                     "first_id", first ? first : json_null(), "last_id",
+                     last ? last : json_null());
+}
+
 const mf_proto_t mf_proto_anthropic = {
     .name = "anthropic",
     .method = "POST",
@@ -788,4 +831,9 @@ const mf_proto_t mf_proto_anthropic = {
     .stream_init = anthropic_stream_init,
     .stream_event = anthropic_stream_event,
     .local = anthropic_local,
+    .models_path = anthropic_models_path,
+    .model = anthropic_model,
+    .model_list = anthropic_model_list,
+    .models_header = "anthropic-version",
+    .endpoints = "POST /v1/messages, POST /v1/messages/count_tokens",
 };

@@ -55,6 +55,34 @@ openai_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
     free(text);
 }
 
+/* GET /v1/models (or /models) and /v1/models/{id}. */
+static int
+openai_models_path(mf_str_t path, mf_str_t *id)
+{
+    *id = MF_STR_NULL;
+    if (mf_str_eq_cstr(path, "/v1/models") || mf_str_eq_cstr(path, "/models")) {
+        return 1;
+    }
+    if (mf_proto_has_prefix(path, "/v1/models/")) {
+        *id = (mf_str_t){path.data + 11, path.len - 11};
+        return 1;
+    }
+    return 0;
+}
+
+static json_t *
+openai_model(const mf_proto_model_t *m)
+{
+    return json_pack("{s:s,s:s,s:I,s:s}", "id", m->id, "object", "model",
+                     "created", (json_int_t)0, "owned_by", m->owner);
+}
+
+static json_t *
+openai_model_list(json_t *entries)
+{
+    return json_pack("{s:s,s:o}", "object", "list", "data", entries);
+}
+
 const mf_proto_t mf_proto_openai = {
     .name = "openai",
     .method = "POST",
@@ -62,4 +90,9 @@ const mf_proto_t mf_proto_openai = {
     .match = openai_match,
     .error_body = openai_error_body,
     .stream_error = openai_stream_error,
+    .models_path = openai_models_path,
+    .model = openai_model,
+    .model_list = openai_model_list,
+    .endpoints = "POST /v1/chat/completions, POST /v1/embeddings, GET "
+                 "/v1/models, GET /v1/models/{id}",
 };

@@ -10,10 +10,12 @@
  * content_part added and done, output_text and function_call_arguments
  * deltas and done, reasoning summary text, completed or incomplete, and
  * failed followed by error when a stream is cut). Errors take OpenAI's
- * shape. The gateway keeps no responses: previous_response_id and
- * item references are refused with a 400 saying so.
+ * shape. Answers are kept in the response store (respstore.c) with the
+ * conversation that led to them, for previous_response_id and GET and
+ * DELETE /v1/responses/{id}; item references are refused with a 400.
  */
 #include <stdio.h>
+#include <sys/random.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -182,8 +184,8 @@ input_item(json_t *msgs, json_t *item, const char **err)
         return MF_OK; /* an earlier answer's reasoning: providers take none */
     }
     if (strcmp(type, "item_reference") == 0) {
-        *err = "input: item_reference needs stored responses, which this "
-               "gateway does not keep; send the items themselves";
+        *err = "input: item_reference is not served by this gateway; send "
+               "the items themselves, or previous_response_id";
         return MF_ERR;
     }
     *err = "input: this item type is not supported by this gateway; send "
@@ -303,25 +305,60 @@ settings(json_t *in, json_t *out, const char **err)
     return MF_OK;
 }
 
+/* The stored answer previous_response_id names: its conversation's input
+ * items and its output items, joined (a new reference), or NULL. */
 static json_t *
-responses_request(json_t *in, const char **err)
+previous_items(const mf_proto_call_t *call, const char *id)
 {
-    json_t *out, *msgs, *v, *item;
+    char *text = call->store_get ? call->store_get(call, id) : NULL;
+    json_t *j = text ? json_loads(text, 0, NULL) : NULL, *items;
+
+    free(text);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    items = json_deep_copy(json_object_get(j, "input"));
+    if (!json_is_array(items)) {
+        json_decref(items);
+        items = json_array();
+    }
+    json_array_extend(
+        items, json_object_get(json_object_get(j, "response"), "output"));
+    json_decref(j);
+    return items;
+}
+
+static json_t *
+responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
+{
+    json_t *out, *msgs, *v, *item, *items;
+    const char *prev;
     size_t i;
 
     if (!json_is_string(json_object_get(in, "model"))) {
         return json_incref(in);
-    }
-    if (json_is_string(json_object_get(in, "previous_response_id"))) {
-        *err = "previous_response_id needs stored responses, which this "
-               "gateway does not keep; send the whole conversation in input";
-        return NULL;
     }
     v = json_object_get(in, "input");
     if (!json_is_string(v) && json_array_size(v) == 0) {
         *err = "input: Field required (a string or a non-empty list of "
                "items)";
         return NULL;
+    }
+    /* the conversation as input items: the stored one first */
+    prev = json_string_value(json_object_get(in, "previous_response_id"));
+    items = prev ? previous_items(call, prev) : json_array();
+    if (items == NULL) {
+        *err = "previous_response_id: no response with this id is stored "
+               "here (unknown, expired, deleted, made with store: false, "
+               "or answered by another gateway process)";
+        return NULL;
+    }
+    if (json_is_string(v)) {
+        json_array_append_new(
+            items, json_pack("{s:s,s:O}", "role", "user", "content", v));
+    } else {
+        json_array_extend(items, v);
     }
     out = json_pack("{s:O}", "model", json_object_get(in, "model"));
     msgs = json_array();
@@ -331,22 +368,75 @@ responses_request(json_t *in, const char **err)
             msgs, json_pack("{s:s,s:O}", "role", "system", "content",
                             json_object_get(in, "instructions")));
     }
-    if (json_is_string(v)) {
-        json_array_append_new(
-            msgs, json_pack("{s:s,s:O}", "role", "user", "content", v));
-    }
-    json_array_foreach(v, i, item)
+    json_array_foreach(items, i, item)
     {
         if (input_item(msgs, item, err) != MF_OK) {
+            json_decref(items);
             json_decref(out);
             return NULL;
         }
     }
     if (settings(in, out, err) != MF_OK) {
+        json_decref(items);
         json_decref(out);
         return NULL;
     }
+    if (call->memo != NULL && !json_is_false(json_object_get(in, "store"))) {
+        /* kept to store the conversation with the answer */
+        json_decref(*call->memo);
+        *call->memo = items;
+    } else {
+        json_decref(items);
+    }
     return out;
+}
+
+/* A new response id: resp_ and 24 random bytes in hex (stored answers
+ * are found by it, so it must not repeat). */
+static void
+response_id(char *buf, size_t cap)
+{
+    static const char hexd[] = "0123456789abcdef";
+    unsigned char b[24];
+    char hex[49];
+    size_t i;
+
+    if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+        double t = mf_wall_time() * 1e6;
+
+        for (i = 0; i < sizeof(b); i++) {
+            b[i] = (unsigned char)((uint64_t)t >> ((i % 8) * 8)) ^
+                   (unsigned char)rand();
+        }
+    }
+    for (i = 0; i < sizeof(b); i++) {
+        hex[2 * i] = hexd[b[i] >> 4];
+        hex[2 * i + 1] = hexd[b[i] & 15];
+    }
+    hex[48] = '\0';
+    snprintf(buf, cap, "resp_%s", hex);
+}
+
+/* Keeps a finished Response with the conversation that led to it (the
+ * request's memo), under its id, when the config keeps any. */
+static void
+store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
+{
+    const char *id = json_string_value(json_object_get(response, "id"));
+    json_t *j;
+    char *text;
+
+    if (call == NULL || call->store_put == NULL || input == NULL ||
+        id == NULL) {
+        return;
+    }
+    j = json_pack("{s:O,s:O}", "input", input, "response", response);
+    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (text != NULL) {
+        call->store_put(call, id, mf_str_from(text));
+    }
+    free(text);
 }
 
 /* Response */
@@ -433,7 +523,8 @@ reasoning_item(const char *id, const char *text)
 }
 
 static json_t *
-responses_response(json_t *c, const mf_usage_t *usage)
+responses_response(const mf_proto_call_t *pc, json_t *c,
+                   const mf_usage_t *usage)
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
@@ -465,13 +556,17 @@ responses_response(json_t *c, const mf_usage_t *usage)
         json_array_append_new(out, call_item(id ? id : "call", name ? name : "",
                                              args ? args : "{}", "completed"));
     }
-    make_id(rid, sizeof(rid), "resp_", base, "");
-    return response_obj(
+    response_id(rid, sizeof(rid));
+    out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
                                  : (json_int_t)time(NULL),
         out, usage, json_string_value(json_object_get(choice, "finish_reason")),
         "completed");
+    if (pc->memo != NULL) {
+        store_response(pc, *pc->memo, out);
+    }
+    return out;
 }
 
 /* Stream */
@@ -493,17 +588,24 @@ typedef struct {
     char call_id[128];
     char call_name[128];
     char finish[32];
-    char base[128]; /* the upstream's id */
-    char id[160];   /* resp_... */
+    json_t *memo;              /* the conversation to store, or NULL */
+    mf_proto_call_t call_copy; /* its config, for the store */
+    char base[128];            /* the upstream's id */
+    char id[160];              /* resp_... */
     char model[256];
 } responses_stream_t;
 
 static void
-responses_stream_init(void *state, mf_str_t model)
+responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 {
     responses_stream_t *s = state;
 
     memset(s, 0, sizeof(*s));
+    if (call != NULL && call->memo != NULL && *call->memo != NULL) {
+        s->memo = json_incref(*call->memo);
+        s->call_copy = *call;
+        s->call_copy.memo = NULL;
+    }
     s->call = -1;
     s->created = (json_int_t)time(NULL);
     s->output = json_array();
@@ -518,6 +620,8 @@ responses_stream_free(void *state)
 
     json_decref(s->output);
     s->output = NULL;
+    json_decref(s->memo);
+    s->memo = NULL;
     mf_buf_free(&s->text);
 }
 
@@ -549,7 +653,7 @@ start(responses_stream_t *s, mf_buf_t *out)
         return;
     }
     s->started = 1;
-    make_id(s->id, sizeof(s->id), "resp_", s->base, "");
+    response_id(s->id, sizeof(s->id));
     emit(s, out, "response.created",
          json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
@@ -714,6 +818,9 @@ responses_stream_event(void *state, mf_str_t data, int last,
             const char *status =
                 json_string_value(json_object_get(r, "status"));
 
+            if (s->memo != NULL) {
+                store_response(&s->call_copy, s->memo, r);
+            }
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",
@@ -802,6 +909,97 @@ responses_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+/* GET /v1/responses/{id}: the stored Response; DELETE: forgets it. */
+static int
+responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
+                   char **body)
+{
+    static const size_t pl = sizeof("/v1/responses/") - 1;
+    char id[160];
+    char *text;
+    json_t *j;
+
+    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
+        call->path.len == pl) {
+        return 0;
+    }
+    snprintf(id, sizeof(id), "%.*s",
+             (int)(call->path.len - pl > 150 ? 150 : call->path.len - pl),
+             call->path.data + pl);
+    if (strchr(id, '/') != NULL) {
+        return 0; /* /input_items and the like: not served */
+    }
+    if (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE")) {
+        *status = 405;
+        *body = mf_xstrdup("Use GET or DELETE for a stored response.");
+        return 1;
+    }
+    if (call->store_get == NULL || call->store_delete == NULL) {
+        return 0;
+    }
+    if (mf_str_eq_cstr(method, "DELETE")) {
+        if (call->store_delete(call, id)) {
+            j = json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
+                          "deleted", 1);
+            *body = json_dumps(j, JSON_COMPACT);
+            json_decref(j);
+            *status = 200;
+            return 1;
+        }
+        text = NULL;
+    } else {
+        text = call->store_get(call, id);
+    }
+    j = text ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    if (!json_is_object(json_object_get(j, "response"))) {
+        mf_buf_t m = {0};
+
+        json_decref(j);
+        mf_buf_printf(&m,
+                      "No response with id '%s' is stored here (unknown, "
+                      "expired, deleted, or made with store: false).",
+                      id);
+        mf_buf_append(&m, "", 1);
+        *status = 404;
+        *body = m.data;
+        return 1;
+    }
+    *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+    json_decref(j);
+    *status = 200;
+    return 1;
+}
+
+/* The stored entry a request reads: its previous_response_id, or the id
+ * of GET and DELETE /v1/responses/{id}. */
+static int
+responses_store_key(const mf_proto_call_t *call, json_t *in, mf_str_t method,
+                    mf_str_t *id, int *del)
+{
+    static const size_t pl = sizeof("/v1/responses/") - 1;
+    json_t *prev;
+
+    *del = 0;
+    if (in != NULL) {
+        prev = json_object_get(in, "previous_response_id");
+        if (!json_is_string(prev)) {
+            return 0;
+        }
+        *id = (mf_str_t){json_string_value(prev), json_string_length(prev)};
+        return 1;
+    }
+    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
+        call->path.len == pl ||
+        memchr(call->path.data + pl, '/', call->path.len - pl) != NULL ||
+        (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE"))) {
+        return 0;
+    }
+    *id = (mf_str_t){call->path.data + pl, call->path.len - pl};
+    *del = mf_str_eq_cstr(method, "DELETE");
+    return 1;
+}
+
 const mf_proto_t mf_proto_responses = {
     .name = "responses",
     .method = "POST",
@@ -814,4 +1012,7 @@ const mf_proto_t mf_proto_responses = {
     .stream_init = responses_stream_init,
     .stream_event = responses_stream_event,
     .stream_free = responses_stream_free,
+    .resource = responses_resource,
+    .store_key = responses_store_key,
+    .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}",
 };

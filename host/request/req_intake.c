@@ -7,6 +7,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <strings.h>
 
 #include "http/guard.h"
@@ -27,18 +28,38 @@ respond_json(mf_req_t *r, int status, json_t *j)
     json_decref(j);
 }
 
-/* One model entry of /v1/models. */
-static json_t *
-model_entry(const char *id, const char *owner)
+/* A model id from a path, percent-decoded into buf; 0 when it is empty,
+ * too long or holds a NUL or a control byte. */
+static int
+model_id(mf_str_t id, char *buf, size_t cap)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", id, "object", "model",
-                     "created", (json_int_t)0, "owned_by", owner);
+    size_t i, n = 0;
+
+    for (i = 0; i < id.len; i++) {
+        unsigned char ch = (unsigned char)id.data[i];
+
+        if (ch == '%' && i + 2 < id.len &&
+            isxdigit((unsigned char)id.data[i + 1]) &&
+            isxdigit((unsigned char)id.data[i + 2])) {
+            char hex[3] = {id.data[i + 1], id.data[i + 2], '\0'};
+
+            ch = (unsigned char)strtol(hex, NULL, 16);
+            i += 2;
+        }
+        if (ch < 0x20 || ch == 0x7f || n + 1 >= cap) {
+            return 0;
+        }
+        buf[n++] = (char)ch;
+    }
+    buf[n] = '\0';
+    return n > 0;
 }
 
-/* GET /v1/models: the exact names providers serve (models and model_map)
- * and the routes' exact names, once each. Globs are not listed. */
+/* GET of a model list: the exact names providers serve (models and
+ * model_map) and the routes' exact names, once each (globs are not
+ * listed), in the shape of the adapter `shape`. */
 static void
-handle_models(mf_req_t *r)
+handle_models(mf_req_t *r, const mf_proto_t *shape)
 {
     json_t *data = json_array(), *seen = json_object();
     mf_gen_t *g = r->gen;
@@ -51,46 +72,44 @@ handle_models(mf_req_t *r)
             const char *m = j < pc->nmodels
                                 ? pc->models[j]
                                 : pc->model_map[j - pc->nmodels].from;
+            mf_proto_model_t e = {m, pc->name};
 
             if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
                 continue;
             }
             json_object_set_new(seen, m, json_true());
-            json_array_append_new(data, model_entry(m, pc->name));
+            json_array_append_new(data, shape->model(&e));
         }
     }
     for (i = 0; i < g->config->nroutes; i++) {
         const char *m = g->config->routes[i].model;
+        mf_proto_model_t e = {m, "manifold"};
 
         if (strpbrk(m, "*?") != NULL || json_object_get(seen, m)) {
             continue;
         }
         json_object_set_new(seen, m, json_true());
-        json_array_append_new(data, model_entry(m, "manifold"));
+        json_array_append_new(data, shape->model(&e));
     }
     json_decref(seen);
-    respond_json(r, 200,
-                 json_pack("{s:s,s:o}", "object", "list", "data", data));
+    respond_json(r, 200, shape->model_list(data));
 }
 
-/* GET /v1/models/{id}: the model when a route or a provider serves it
- * (an exact name or one of its globs), else a 404 naming it. */
+/* GET of one model: the model when a route or a provider serves it (an
+ * exact name or one of its globs), else a 404 naming it. */
 static void
-handle_model(mf_req_t *r, mf_str_t id)
+handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
 {
     mf_gen_t *g = r->gen;
     const char *owner = NULL;
     char name[256], msg[400];
     size_t i, j;
 
-    if (id.len == 0 || id.len >= sizeof(name) ||
-        memchr(id.data, '\0', id.len) != NULL) {
-        owner = NULL;
-    } else {
-        memcpy(name, id.data, id.len);
-        name[id.len] = '\0';
+    if (model_id(id, name, sizeof(name))) {
+        mf_str_t n = mf_str_from(name);
+
         for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
-            if (mf_glob_match(g->config->routes[i].model, id)) {
+            if (mf_glob_match(g->config->routes[i].model, n)) {
                 owner = "manifold";
             }
         }
@@ -102,7 +121,7 @@ handle_model(mf_req_t *r, mf_str_t id)
                                     ? pc->models[j]
                                     : pc->model_map[j - pc->nmodels].from;
 
-                if (!pc->disabled && mf_glob_match(m, id)) {
+                if (!pc->disabled && mf_glob_match(m, n)) {
                     owner = pc->name;
                 }
             }
@@ -117,7 +136,11 @@ handle_model(mf_req_t *r, mf_str_t id)
                                    "model_not_found", "model", msg);
         return;
     }
-    respond_json(r, 200, model_entry(name, owner));
+    {
+        mf_proto_model_t e = {name, owner};
+
+        respond_json(r, 200, shape->model(&e));
+    }
 }
 
 /* What one pass over a body's bytes found; see body_scan. */
@@ -338,7 +361,8 @@ answer_local(mf_req_t *r)
 {
     const char *err = NULL;
     int status = 200, estimated = 0;
-    char *text = r->proto->local(r->path, r->json, &status, &estimated, &err);
+    mf_proto_call_t call = mf_req_proto_call(r);
+    char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
@@ -354,12 +378,16 @@ answer_local(mf_req_t *r)
     return MF_ERR;
 }
 
+/* What intake waits on (the response store's entry, read from Redis). */
+enum { INTAKE_NONE = 0, INTAKE_BODY, INTAKE_RESOURCE };
+#define INTAKE_WAITING 1 /* parse_body: the request waits; not answered */
+
+static int canonical_body(mf_req_t *r);
+
 static int
 parse_body(mf_req_t *r)
 {
     json_error_t jerr;
-    json_t *model, *v;
-    const char *err = NULL;
     char msg[512];
 
     if (r->body.len == 0) {
@@ -390,8 +418,28 @@ parse_body(mf_req_t *r)
     if (r->proto_local) {
         return answer_local(r);
     }
+    if (mf_req_store_fetch(r, r->json)) {
+        r->intake_wait = INTAKE_BODY; /* mf_req_intake_resume goes on */
+        return INTAKE_WAITING;
+    }
+    return canonical_body(r);
+}
+
+/* The parsed body to the canonical request (the adapter's `request`) and
+ * its checks. */
+static int
+canonical_body(mf_req_t *r)
+{
+    mf_proto_call_t call;
+    json_t *model, *v;
+    const char *err = NULL;
+    char msg[512];
+
     if (r->proto->request != NULL) {
-        json_t *canon = r->proto->request(r->json, &err);
+        json_t *canon;
+
+        call = mf_req_proto_call(r);
+        canon = r->proto->request(&call, r->json, &err);
 
         if (canon == NULL) {
             mf_req_respond_error(r, 400, "invalid_request_error", NULL, err);
@@ -674,6 +722,53 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     return r;
 }
 
+/* A path the adapter answers itself (a stored Response): 1 when it did. */
+static int
+answer_resource(mf_req_t *r)
+{
+    mf_proto_call_t call = mf_req_proto_call(r);
+    int status = 0;
+    char *text = NULL;
+
+    if (!r->proto->resource(&call, r->method, &status, &text)) {
+        return 0;
+    }
+    if (status >= 400) {
+        mf_req_respond_error(r, status, "invalid_request_error",
+                             status == 404 ? "not_found" : NULL,
+                             text ? text : "error");
+    } else {
+        mf_req_respond(r, status, "application/json",
+                       mf_str_from(text ? text : "{}"));
+    }
+    free(text);
+    return 1;
+}
+
+/* The 404 of a path no adapter serves, listing what the gateway serves
+ * (each adapter's endpoints). */
+static void
+unknown_url(mf_req_t *r)
+{
+    mf_buf_t b = {0};
+    size_t i;
+
+    mf_buf_printf(&b, "Unknown request URL: %.*s %.*s. The gateway serves ",
+                  (int)(r->method.len > 16 ? 16 : r->method.len),
+                  r->method.data, (int)(r->path.len > 200 ? 200 : r->path.len),
+                  r->path.data);
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->endpoints != NULL) {
+            mf_buf_printf(&b, "%s, ", mf_protos[i]->endpoints);
+        }
+    }
+    mf_buf_printf(&b, "and GET /healthz.");
+    mf_buf_append(&b, "", 1);
+    mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url",
+                         b.data);
+    mf_buf_free(&b);
+}
+
 void
 mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
               const char *client_addr, const mf_req_refusal_t *why)
@@ -692,11 +787,13 @@ mf_req_refuse(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
 /* The gateway's own paths (the endpoint table's built-in entries) */
 
 /* An inbound adapter's path (r->proto, found by req_new): its method,
- * the body checked, then the phase loop. */
+ * the body decoded and checked (the response-store entry it needs read
+ * first when the store is Redis), then the phase loop. */
 static void
 serve_proto(mf_req_t *r, int arg)
 {
     char msg[128];
+    int rc;
 
     MF_UNUSED(arg);
     if (!mf_str_eq_cstr(r->method, r->proto->method)) {
@@ -708,7 +805,36 @@ serve_proto(mf_req_t *r, int arg)
         mf_req_finish(r);
         return;
     }
-    if (parse_body(r) != MF_OK || check_model(r) != MF_OK) {
+    if (mf_req_decode_body(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    rc = parse_body(r);
+    if (rc == INTAKE_WAITING) {
+        return;
+    }
+    if (rc != MF_OK || check_model(r) != MF_OK) {
+        mf_req_finish(r);
+        return;
+    }
+    r->phase = MF_PHASE_REQUEST;
+    mf_req_step(r);
+}
+
+void
+mf_req_intake_resume(mf_req_t *r)
+{
+    int wait = r->intake_wait;
+
+    r->intake_wait = INTAKE_NONE;
+    if (wait == INTAKE_RESOURCE) {
+        if (!answer_resource(r)) {
+            unknown_url(r);
+        }
+        mf_req_finish(r);
+        return;
+    }
+    if (canonical_body(r) != MF_OK || check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
     }
@@ -727,15 +853,108 @@ proto_claims(mf_str_t path)
     return endpoint != MF_ENDPOINT_NONE;
 }
 
-/* GET /v1/models, /models, /v1/models/{id} */
+/* The adapter whose model list a path is: the request's own, or one
+ * whose clients send a header this request has (anthropic-version on
+ * /v1/models); *id set for one model. NULL when none. */
+static const mf_proto_t *
+models_shape(mf_req_t *r, mf_str_t *id)
+{
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        mf_str_t hv;
+
+        if (mf_protos[i]->models_header != NULL &&
+            mf_protos[i]->models_path != NULL &&
+            mf_hlist_get(&r->req_headers,
+                         mf_str_from(mf_protos[i]->models_header),
+                         &hv) == MF_OK &&
+            mf_protos[i]->models_path(r->path, id)) {
+            return mf_protos[i];
+        }
+    }
+    if (r->proto->models_path != NULL && r->proto->models_path(r->path, id)) {
+        return r->proto;
+    }
+    return NULL;
+}
+
+/* Whether an adapter lists models at path (/v1/models, /models,
+ * /v1/models/{id}, /v1beta/models, ...). */
+static int
+models_claims(mf_str_t path)
+{
+    mf_str_t id;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->models_path != NULL &&
+            mf_protos[i]->models_path(path, &id)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* GET of a model list or one model, in the shape the caller expects
+ * (errors included). */
 static void
 serve_models(mf_req_t *r, int arg)
 {
+    const mf_proto_t *shape;
+    mf_str_t id = MF_STR_NULL;
+
     MF_UNUSED(arg);
-    if (r->path.len > 11 && r->path.data[10] == '/') {
-        handle_model(r, (mf_str_t){r->path.data + 11, r->path.len - 11});
+    shape = models_shape(r, &id);
+    if (shape == NULL) {
+        unknown_url(r);
     } else {
-        handle_models(r);
+        r->proto = shape;
+        if (id.data != NULL) {
+            handle_model(r, shape, id);
+        } else {
+            handle_models(r, shape);
+        }
+    }
+    mf_req_finish(r);
+}
+
+/* Whether an adapter answers path itself as a resource (GET and DELETE
+ * /v1/responses/{id}). */
+static int
+resource_claims(mf_str_t path)
+{
+    mf_proto_call_t call = {.path = path};
+    mf_str_t id;
+    int del;
+    size_t i;
+
+    for (i = 0; mf_protos[i] != NULL; i++) {
+        if (mf_protos[i]->resource != NULL && mf_protos[i]->store_key != NULL &&
+            mf_protos[i]->store_key(&call, NULL, MF_STR("GET"), &id, &del)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A resource path (r->proto's, found by req_new): read from the store
+ * (first from Redis when it is there), then answered. */
+static void
+serve_resource(mf_req_t *r, int arg)
+{
+    MF_UNUSED(arg);
+    if (r->proto->resource == NULL) {
+        unknown_url(r);
+        mf_req_finish(r);
+        return;
+    }
+    if (mf_req_store_fetch(r, NULL)) {
+        r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+        return;
+    }
+    if (!answer_resource(r)) {
+        unknown_url(r);
     }
     mf_req_finish(r);
 }
@@ -762,13 +981,18 @@ static const mf_epath_t builtin_paths[] = {
      .path = "(the inbound adapters' paths)",
      .claims = proto_claims,
      .builtin = serve_proto},
-    CLIENT("GET", "/v1/models", serve_models, 0),
-    CLIENT("GET", "/models", serve_models, 0),
+    /* model lists, in the shape of the adapter whose path or header it
+     * is: /v1/models, /models, /v1/models/{id}, /v1beta/models, ... */
     {.listener = MF_LISTENER_CLIENT,
      .method = "GET",
-     .path = "/v1/models",
-     .prefix = 1,
+     .path = "(the model lists)",
+     .claims = models_claims,
      .builtin = serve_models},
+    /* a stored Response: GET and DELETE /v1/responses/{id} */
+    {.listener = MF_LISTENER_CLIENT,
+     .path = "(the adapters' resources)",
+     .claims = resource_claims,
+     .builtin = serve_resource},
     CLIENT("GET", "/healthz", serve_health, 0),
     {.listener = MF_LISTENER_STATUS,
      .method = "GET",
@@ -823,12 +1047,12 @@ respond_unserved(mf_req_t *r, const char *allow)
         mf_req_respond_error(r, 405, "invalid_request_error", NULL, msg);
         return;
     }
+    if (r->listener != MF_LISTENER_STATUS) {
+        unknown_url(r);
+        return;
+    }
     snprintf(msg, sizeof(msg),
-             r->listener == MF_LISTENER_STATUS
-                 ? "Unknown request URL: %.*s %.*s on the status listener."
-                 : "Unknown request URL: %.*s %.*s. The "
-                   "gateway serves POST /v1/chat/completions, POST "
-                   "/v1/embeddings, GET /v1/models and GET /healthz.",
+             "Unknown request URL: %.*s %.*s on the status listener.",
              (int)r->method.len, r->method.data,
              (int)(r->path.len > 200 ? 200 : r->path.len), r->path.data);
     mf_req_respond_error(r, 404, "invalid_request_error", "unknown_url", msg);

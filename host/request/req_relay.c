@@ -161,7 +161,9 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
             if (r->att.proto_stream == NULL) {
                 return;
             }
-            r->proto->stream_init(r->att.proto_stream, r->model_asked);
+            mf_proto_call_t call = mf_req_proto_call(r);
+
+            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
         }
         r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
                                &r->chunk_out);
@@ -357,7 +359,8 @@ mf_req_complete_nonstream(mf_req_t *r)
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
                         : json_loadb(body.data, body.len, 0, NULL);
-        json_t *m = c ? r->proto->response(c, &r->usage) : NULL;
+        mf_proto_call_t call = mf_req_proto_call(r);
+        json_t *m = c ? r->proto->response(&call, c, &r->usage) : NULL;
         char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
 
         json_decref(c);

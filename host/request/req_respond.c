@@ -345,6 +345,11 @@ void
 mf_req_start_stream_response(mf_req_t *r)
 {
     const char *ctype = "text/event-stream; charset=utf-8";
+    mf_proto_call_t call = mf_req_proto_call(r);
+
+    if (r->proto->stream_type != NULL && r->proto->stream_type(&call) != NULL) {
+        ctype = r->proto->stream_type(&call);
+    }
 
     mf_hlist_set(r->pool, &r->resp_headers, MF_STR("cache-control"),
                  MF_STR("no-cache"));

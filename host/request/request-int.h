@@ -38,6 +38,23 @@ void mf_req_step(mf_req_t *r);
 void mf_req_free(mf_req_t *r);
 void mf_req_finish(mf_req_t *r);
 
+/* req_store.c: what the inbound adapter sees of the request beside its
+ * body (path, query, its memo slot, the config, the response store). */
+struct mf_proto_call_s mf_req_proto_call(mf_req_t *r);
+/* Reads (or deletes) in Redis the response-store entry the adapter's
+ * store_key names for this request (in: its parsed body, or NULL for a
+ * resource path): 1 when the request now waits, and
+ * mf_req_intake_resume runs with the entry in r->store_value; 0 when
+ * nothing is to be read (no Redis, no entry named). */
+int mf_req_store_fetch(mf_req_t *r, json_t *in);
+/* req_intake.c: intake goes on after the fetch. */
+void mf_req_intake_resume(mf_req_t *r);
+
+/* req_decode.c: decodes a body sent with Content-Encoding gzip or
+ * deflate in place; MF_ERR when it answered (413 past limits.max_body
+ * decoded, 415 another coding, 400 data that does not decode). */
+int mf_req_decode_body(mf_req_t *r);
+
 /* req_respond.c */
 struct evbuffer *mf_req_out(mf_req_t *r);
 void mf_req_send_chunk(mf_req_t *r, const char *data, size_t len);

@@ -264,6 +264,7 @@ mf_req_free(mf_req_t *r)
     mf_req_proto_stream_free(r);
     mf_buf_free(&r->tried);
     json_decref(r->json);
+    json_decref(r->proto_memo);
     json_decref(r->resp_json);
     mf_buf_free(&r->up_buf);
     mf_buf_free(&r->chunk_out);

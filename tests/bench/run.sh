@@ -133,6 +133,7 @@ done
 R_NGINX2=$(median3 ${RPS[NGINX2]}); R_MF2=$(median3 ${RPS[MF2]})
 # protocol translation: OpenAI in / Anthropic upstream, and the reverse
 R_O2A=$(rps "$MF" 32 chat-claude.lua); R_A2O=$(rps "$MF" 32 messages.lua)
+R_G2O=$(rps "$MF" 32 gemini-in.lua); R_R2O=$(rps "$MF" 32 responses.lua)
 R_O2G=$(rps "$MF" 32 chat-gemini.lua); R_O2B=$(rps "$MF" 32 chat-bedrock.lua)
 R_O2BK=$(rps "$MF" 32 chat-bedrock-key.lua)
 # one connection: three interleaved rounds, the median of each figure
@@ -158,6 +159,8 @@ printf "  %-34s %10s req/s   %s  (target >= 0.70x)\n" "manifold (1 worker, acces
 printf "  %-34s %10s req/s   %s  (target >= 0.60x)\n" "manifold + Lua on_route" "$R_LUA" "$(ratio "$R_LUA" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Anthropic upstream" "$R_O2A" "$(ratio "$R_O2A" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upstream" "$R_A2O" "$(ratio "$R_A2O" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Gemini in, OpenAI upstream" "$R_G2O" "$(ratio "$R_G2O" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Responses in (stored), OpenAI upstr." "$R_R2O" "$(ratio "$R_R2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (the mock checks each signature)\n" "OpenAI in, Bedrock (SigV4) upstream" "$R_O2B" "$(ratio "$R_O2B" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Bedrock (API key)" "$R_O2BK" "$(ratio "$R_O2BK" "$R_NGINX")"

@@ -148,3 +148,40 @@ test('errors on Anthropic paths are Anthropic errors the SDK classifies', async 
     client.messages.batches.list(),
     (e) => e instanceof Anthropic.NotFoundError && e.error.error.type === 'not_found_error');
 });
+
+test('models.list and models.retrieve in Anthropic shape (anthropic-version sent)', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) {
+    assert.equal(m.type, 'model');
+    assert.equal(typeof m.display_name, 'string');
+    assert.match(m.created_at, /^\d{4}-\d\d-\d\dT/);
+    ids.push(m.id);
+  }
+  assert.ok(ids.includes('passing-claude') && ids.includes('gpt-4o'), ids.join(','));
+  const page = await client.models.list();
+  assert.equal(page.has_more, false);
+  assert.equal(page.first_id, ids[0]);
+  assert.equal(page.last_id, ids.at(-1));
+  const m = await client.models.retrieve('claude-sonnet-4'); // served by a glob
+  assert.deepEqual(m, { type: 'model', id: 'claude-sonnet-4', display_name: 'claude-sonnet-4', created_at: '1970-01-01T00:00:00Z' });
+  await assert.rejects(client.models.retrieve('no-such-model'),
+    (e) => e instanceof Anthropic.NotFoundError && e.error.error.type === 'not_found_error');
+  // without anthropic-version the same path answers in OpenAI's shape
+  const res = await fetch(`${gw.url}/v1/models`);
+  const j = await res.json();
+  assert.equal(j.object, 'list');
+  assert.equal(j.data[0].object, 'model');
+});
+
+test('an unknown URL lists what the gateway serves', async () => {
+  const res = await fetch(`${gw.url}/v2/nothing`, { method: 'POST', body: '{}' });
+  assert.equal(res.status, 404);
+  const j = await res.json();
+  assert.equal(j.error.code, 'unknown_url');
+  for (const e of ['POST /v1/chat/completions', 'POST /v1/embeddings', 'GET /v1/models', 'POST /v1/messages',
+    'POST /v1/messages/count_tokens', 'POST /v1/responses', 'GET and DELETE /v1/responses/{id}',
+    'POST /v1beta/models/{model}:generateContent', 'GET /v1beta/models', 'GET /healthz']) {
+    assert.ok(j.error.message.includes(e), `${e} in: ${j.error.message}`);
+  }
+  assert.match(j.error.message, /^Unknown request URL: POST \/v2\/nothing\. The gateway serves /);
+});

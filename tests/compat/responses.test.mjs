@@ -133,6 +133,52 @@ for (const model of ['gpt-4o', 'claude-sonnet-4', 'gemini-2.5-flash']) {
   });
 }
 
+test('previous_response_id continues a stored conversation; retrieve and delete', async () => {
+  const r1 = await client.responses.create({ model: 'gpt-4o', instructions: 'be brief', input: 'my name is Ada' });
+  assert.match(r1.id, /^resp_[0-9a-f]{48}$/);
+  const r2 = await client.responses.create({ model: 'gpt-4o', previous_response_id: r1.id, input: 'what is my name?' });
+  assert.notEqual(r2.id, r1.id);
+  let up = JSON.parse((await mock.last()).body);
+  // instructions are not carried over (as on OpenAI's service); the turns are
+  assert.deepEqual(up.messages, [
+    { role: 'user', content: 'my name is Ada' },
+    { role: 'assistant', content: 'Hello from mock. You said: my name is Ada' },
+    { role: 'user', content: 'what is my name?' },
+  ]);
+  // a chain of three, the second streamed, with a function call in between
+  const stream = await client.responses.create({
+    model: 'gpt-4o', stream: true, previous_response_id: r2.id, tools: [weather], input: 'weather in Oslo?',
+  });
+  let r3;
+  for await (const ev of stream) if (ev.type === 'response.completed') r3 = ev.response;
+  const call = r3.output.find((o) => o.type === 'function_call');
+  assert.ok(call);
+  await client.responses.create({
+    model: 'gpt-4o', previous_response_id: r3.id,
+    input: [{ type: 'function_call_output', call_id: call.call_id, output: 'snow' }],
+  });
+  up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages.map((m) => m.role), ['user', 'assistant', 'user', 'assistant', 'user', 'assistant', 'tool']);
+  assert.equal(up.messages[5].tool_calls[0].id, call.call_id);
+  assert.deepEqual(up.messages[6], { role: 'tool', tool_call_id: call.call_id, content: 'snow' });
+
+  const got = await client.responses.retrieve(r1.id);
+  assert.equal(got.id, r1.id);
+  assert.equal(got.output[0].content[0].text, r1.output_text);
+  const streamed = await client.responses.retrieve(r3.id);
+  assert.equal(streamed.status, 'completed');
+  assert.equal(streamed.output.find((o) => o.type === 'function_call').call_id, call.call_id);
+  await client.responses.del(r1.id);
+  await assert.rejects(client.responses.retrieve(r1.id), (e) => e instanceof OpenAI.NotFoundError);
+  await assert.rejects(client.responses.del(r1.id), (e) => e instanceof OpenAI.NotFoundError);
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', previous_response_id: r1.id, input: 'x' }),
+    (e) => e instanceof OpenAI.BadRequestError && /previous_response_id: no response with this id/.test(e.message));
+  // store: false keeps nothing
+  const r4 = await client.responses.create({ model: 'gpt-4o', input: 'forget me', store: false });
+  await assert.rejects(client.responses.retrieve(r4.id), (e) => e instanceof OpenAI.NotFoundError);
+});
+
 test('responses errors arrive in OpenAI shape with the right status', async () => {
   await assert.rejects(
     client.responses.create({ model: 'no-such-model', input: 'x' }),

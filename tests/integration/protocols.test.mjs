@@ -122,7 +122,7 @@ test('Responses answers non-stream with a Response object; bad input is a 400 in
   assert.equal((await res.json()).error.type, 'invalid_request_error');
   res = await fetch(gw.url + '/v1/responses/resp_123');
   assert.equal(res.status, 404);
-  assert.equal((await res.json()).error.code, 'unknown_url');
+  assert.equal((await res.json()).error.code, 'not_found');
 });
 
 test('errors on Anthropic paths carry Anthropic types, whole and in a stream', async () => {
