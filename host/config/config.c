@@ -1447,15 +1447,45 @@ gov_list(check_t *ck, const mf_node_t *n, const char *key, int consumer)
     return out;
 }
 
-/* prices: MODEL: {input, output, cache_read, cache_write} in USD per
- * million tokens. */
+/* One price's kinds into one: USD per million tokens, request in USD. */
+static void
+gov_price_kinds(check_t *ck, const mf_node_t *m, const char *at, json_t *one)
+{
+    static const char *const kinds[] = {
+        "input",     "output",  "cache_read", "cache_write",
+        "reasoning", "request", NULL};
+    const mf_node_t *k;
+    char p[560];
+    size_t i;
+
+    for (i = 0; kinds[i] != NULL; i++) {
+        double v;
+
+        if ((k = mf_node_get(m, kinds[i])) == NULL) {
+            continue;
+        }
+        snprintf(p, sizeof(p), "%s.%s", at, kinds[i]);
+        if ((v = gov_number(ck, k, p)) >= 0) {
+            json_object_set_new(one, kinds[i], json_real(v));
+        }
+    }
+}
+
+/* prices: MODEL or GLOB: {input, output, cache_read, cache_write,
+ * reasoning} in USD per million tokens, request in USD per request, and
+ * tiers: [{above: N, <the same kinds>}] that replace them when the
+ * prompt has more than N tokens. */
 static json_t *
 gov_prices(check_t *ck, const mf_node_t *n)
 {
-    static const char *const keys[] = {"input", "output", "cache_read",
-                                       "cache_write", NULL};
+    static const char *const keys[] = {"input",       "output",    "cache_read",
+                                       "cache_write", "reasoning", "request",
+                                       "tiers",       NULL};
+    static const char *const tier_keys[] = {
+        "above",       "input",     "output",  "cache_read",
+        "cache_write", "reasoning", "request", NULL};
     json_t *out = json_object();
-    const mf_node_t *m, *k;
+    const mf_node_t *m, *t;
     char p[512];
 
     if (n->type != MF_NODE_MAP) {
@@ -1471,21 +1501,62 @@ gov_prices(check_t *ck, const mf_node_t *n)
         if (m->type != MF_NODE_MAP) {
             cfg_error(ck, m, p,
                       "must be a map of input, output, cache_read, "
-                      "cache_write");
-        } else {
-            check_keys(ck, m, p, keys);
-            if (mf_node_get(m, "input") == NULL ||
-                mf_node_get(m, "output") == NULL) {
-                cfg_error(ck, m, p, "needs input and output");
-            }
-            for (k = m->child; k != NULL; k = k->next) {
-                double v;
+                      "cache_write, reasoning, request, tiers");
+            json_object_set_new(out, m->key, one);
+            continue;
+        }
+        check_keys(ck, m, p, keys);
+        if (mf_node_get(m, "input") == NULL ||
+            mf_node_get(m, "output") == NULL) {
+            cfg_error(ck, m, p, "needs input and output");
+        }
+        gov_price_kinds(ck, m, p, one);
+        if ((t = mf_node_get(m, "tiers")) != NULL) {
+            json_t *tiers = json_array();
+            const mf_node_t *e;
+            double last = -1;
+            size_t i = 0;
 
-                snprintf(p, sizeof(p), "prices.%s.%s", m->key, k->key);
-                if ((v = gov_number(ck, k, p)) >= 0) {
-                    json_object_set_new(one, k->key, json_real(v));
-                }
+            if (t->type != MF_NODE_SEQ) {
+                snprintf(p, sizeof(p), "prices.%s.tiers", m->key);
+                cfg_error(ck, t, p,
+                          "must be a list: - { above: 200000, input: 5, "
+                          "output: 22.5 }");
             }
+            for (e = t->type == MF_NODE_SEQ ? t->child : NULL; e != NULL;
+                 e = e->next, i++) {
+                json_t *tier = json_object();
+                const mf_node_t *above;
+                double a;
+
+                snprintf(p, sizeof(p), "prices.%s.tiers[%zu]", m->key, i);
+                if (e->type != MF_NODE_MAP) {
+                    cfg_error(ck, e, p, "must be a map with above");
+                    json_decref(tier);
+                    continue;
+                }
+                check_keys(ck, e, p, tier_keys);
+                above = mf_node_get(e, "above");
+                if (above == NULL) {
+                    cfg_error(ck, e, p, "needs above (prompt tokens)");
+                } else {
+                    char ap[560];
+
+                    snprintf(ap, sizeof(ap), "%s.above", p);
+                    if ((a = gov_number(ck, above, ap)) >= 0) {
+                        if (a <= last) {
+                            cfg_error(ck, above, ap,
+                                      "tiers go up: above must be more than "
+                                      "the tier before's");
+                        }
+                        last = a;
+                        json_object_set_new(tier, "above", json_real(a));
+                    }
+                }
+                gov_price_kinds(ck, e, p, tier);
+                json_array_append_new(tiers, tier);
+            }
+            json_object_set_new(one, "tiers", tiers);
         }
         json_object_set_new(out, m->key, one);
     }

@@ -690,10 +690,13 @@ int64_t
 gov_cost(const gov_price_t *p, int64_t prompt, int64_t cached,
          int64_t completion)
 {
-    price_t q = {p->input, p->output, p->cache_read > 0 ? p->cache_read : -1,
-                 -1};
+    price_t q = {.input = p->input,
+                 .output = p->output,
+                 .cache_read = p->cache_read > 0 ? p->cache_read : -1,
+                 .cache_write = -1,
+                 .reasoning = -1};
 
-    return price_cost(&q, prompt, cached, 0, completion);
+    return price_cost(&q, prompt, cached, 0, completion, 0);
 }
 
 /* Leases */

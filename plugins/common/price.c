@@ -75,14 +75,46 @@ price_find(const json_t *prices, mf_str_t model, price_t *p)
     p->output = num(best, "output", 0);
     p->cache_read = num(best, "cache_read", -1);
     p->cache_write = num(best, "cache_write", -1);
+    p->reasoning = num(best, "reasoning", -1);
+    p->request = num(best, "request", 0);
+    p->ntiers = 0;
+    {
+        const json_t *tiers = json_object_get(best, "tiers"), *t;
+        size_t k;
+
+        json_array_foreach((json_t *)tiers, k, t)
+        {
+            price_tier_t *x;
+
+            if (p->ntiers == PRICE_TIERS) {
+                break;
+            }
+            x = &p->tiers[p->ntiers++];
+            x->above = num(t, "above", 0);
+            x->input = num(t, "input", p->input);
+            x->output = num(t, "output", p->output);
+            x->cache_read = num(t, "cache_read", p->cache_read);
+            x->cache_write = num(t, "cache_write", p->cache_write);
+            x->reasoning = num(t, "reasoning", p->reasoning);
+            x->request = num(t, "request", p->request);
+        }
+    }
     return best;
 }
 
 int64_t
 price_cost(const price_t *p, int64_t prompt, int64_t cached,
-           int64_t cache_write, int64_t completion)
+           int64_t cache_write, int64_t completion, int64_t reasoning)
 {
+    price_tier_t t = {0,
+                      p->input,
+                      p->output,
+                      p->cache_read,
+                      p->cache_write,
+                      p->reasoning,
+                      p->request};
     double c;
+    size_t k;
 
     if (prompt < 0) {
         prompt = 0;
@@ -96,12 +128,21 @@ price_cost(const price_t *p, int64_t prompt, int64_t cached,
     if (completion < 0) {
         completion = 0;
     }
+    if (reasoning < 0 || reasoning > completion) {
+        reasoning = 0;
+    }
+    for (k = 0; k < p->ntiers; k++) {
+        if ((double)prompt > p->tiers[k].above) {
+            t = p->tiers[k];
+        }
+    }
     /* USD per million tokens is micro-USD per token */
-    c = (double)(prompt - cached - cache_write) * p->input +
-        (double)cached * (p->cache_read >= 0 ? p->cache_read : p->input) +
-        (double)cache_write *
-            (p->cache_write >= 0 ? p->cache_write : p->input) +
-        (double)completion * p->output;
+    c = (double)(prompt - cached - cache_write) * t.input +
+        (double)cached * (t.cache_read >= 0 ? t.cache_read : t.input) +
+        (double)cache_write * (t.cache_write >= 0 ? t.cache_write : t.input) +
+        (double)(completion - reasoning) * t.output +
+        (double)reasoning * (t.reasoning >= 0 ? t.reasoning : t.output) +
+        t.request * 1e6;
     return (int64_t)ceil(c - 1e-9);
 }
 
@@ -125,6 +166,6 @@ price_request(const json_t *prices, const mf_req_info_t *i, int64_t *micro_usd)
         cw = i->cache_write_tokens;
     }
     *micro_usd = price_cost(&p, u->prompt_tokens, u->cached_tokens, cw,
-                            u->completion_tokens);
+                            u->completion_tokens, u->reasoning_tokens);
     return 1;
 }

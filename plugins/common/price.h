@@ -10,10 +10,21 @@
 
 #include <manifold/plugin.h>
 
-/* USD per million tokens of each kind, which is micro-USD per token.
- * cache_read and cache_write below 0: not set, charged at input. */
+/* USD per million tokens of each kind, which is micro-USD per token;
+ * cache_read and cache_write below 0: not set, charged at input;
+ * reasoning below 0: at output. request: USD per request. */
 typedef struct {
-    double input, output, cache_read, cache_write;
+    double above; /* a tier: applies when the prompt has more tokens */
+    double input, output, cache_read, cache_write, reasoning, request;
+} price_tier_t;
+
+#define PRICE_TIERS 8
+
+typedef struct {
+    double input, output, cache_read, cache_write, reasoning, request;
+    price_tier_t tiers[PRICE_TIERS]; /* ascending `above`; a kind a tier
+                                        does not set is the base's */
+    size_t ntiers;
 } price_t;
 
 /* The price of `model` in prices (the host's normalized `prices:`
@@ -22,12 +33,14 @@ typedef struct {
  * matching it. Returns the entry (borrowed) and fills *p, or NULL. */
 const json_t *price_find(const json_t *prices, mf_str_t model, price_t *p);
 
-/* Cost in micro-USD, rounded up, of prompt tokens (cached of them read
- * from and cache_write of them written to the provider's cache, each at
- * its own price, the rest at input) and completion tokens (reasoning
- * included) at output. Unknown counts (< 0) count as 0. */
+/* Cost in micro-USD, rounded up, of one request: prompt tokens (cached
+ * of them read from and cache_write of them written to the provider's
+ * cache, each at its own price, the rest at input), completion tokens
+ * (reasoning of them at the reasoning price, the rest at output) and the
+ * per-request fee, at the prices of the highest tier whose `above` the
+ * prompt passes (else the base). Unknown counts (< 0) count as 0. */
 int64_t price_cost(const price_t *p, int64_t prompt, int64_t cached,
-                   int64_t cache_write, int64_t completion);
+                   int64_t cache_write, int64_t completion, int64_t reasoning);
 
 /* The cost of a finished request's usage (the one record on_log reads:
  * get_info's usage and cache_write_tokens), priced by the model the

@@ -464,7 +464,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     x->est_tokens = estimate(lm, r, &x->est_prompt);
     x->priced = price_of(lm, model, &x->price) != NULL;
     x->est_cost = x->priced ? price_cost(&x->price, x->est_prompt, 0, 0,
-                                         x->est_tokens - x->est_prompt)
+                                         x->est_tokens - x->est_prompt, 0)
                             : 0;
     pthread_mutex_lock(&sh->lock);
     for (s = 0; s < x->nscopes; s++) {
@@ -648,9 +648,10 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
         cost = 0;
     } else if (reported) {
         tokens = (prompt > 0 ? prompt : 0) + (completion > 0 ? completion : 0);
-        cost = x->priced ? price_cost(&x->price, prompt, cached,
-                                      i.cache_write_tokens, completion)
-                         : 0;
+        cost = x->priced
+                   ? price_cost(&x->price, prompt, cached, i.cache_write_tokens,
+                                completion, i.usage.reasoning_tokens)
+                   : 0;
     } else {
         /* an estimate only (cut, abandoned, timed out): never less than
          * what was reserved */
@@ -658,9 +659,10 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
             (prompt > 0 ? prompt : 0) + (completion > 0 ? completion : 0);
 
         tokens = est > x->est_tokens ? est : x->est_tokens;
-        cost = x->priced ? price_cost(&x->price, prompt, cached,
-                                      i.cache_write_tokens, completion)
-                         : 0;
+        cost = x->priced
+                   ? price_cost(&x->price, prompt, cached, i.cache_write_tokens,
+                                completion, i.usage.reasoning_tokens)
+                   : 0;
         if (cost < x->est_cost) {
             cost = x->est_cost;
         }

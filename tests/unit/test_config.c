@@ -302,6 +302,48 @@ START_TEST(consumers_normalized)
 }
 END_TEST
 
+START_TEST(prices_tiers_and_fees)
+{
+    const char *ok = "prices:\n"
+                     "  \"gemini-*\":\n"
+                     "    input: 1.25\n"
+                     "    output: 10\n"
+                     "    reasoning: 12\n"
+                     "    request: 0.002\n"
+                     "    tiers:\n"
+                     "      - { above: 200000, input: 2.5, output: 15 }\n";
+    const char *bad = "prices:\n"
+                      "  m:\n"
+                      "    input: 1\n"
+                      "    output: 2\n"
+                      "    tiers:\n"
+                      "      - { above: 100, input: 2 }\n"
+                      "      - { above: 50, output: 3 }\n"
+                      "      - { input: 2, per: 1 }\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", ok, strlen(ok), "/p", &errors);
+    json_t *g, *t;
+
+    ck_assert_ptr_nonnull(c);
+    g = json_object_get(json_object_get(c->sections, "prices"), "gemini-*");
+    ck_assert(json_real_value(json_object_get(g, "request")) == 0.002);
+    ck_assert(json_real_value(json_object_get(g, "reasoning")) == 12.0);
+    t = json_array_get(json_object_get(g, "tiers"), 0);
+    ck_assert(json_real_value(json_object_get(t, "above")) == 200000.0);
+    ck_assert(json_real_value(json_object_get(t, "output")) == 15.0);
+    mf_config_free(c);
+
+    c = mf_config_parse("t.yaml", bad, strlen(bad), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "prices.m.tiers[1].above: tiers go "
+                                         "up"));
+    ck_assert_ptr_nonnull(
+        strstr(errors, "prices.m.tiers[2]: needs above (prompt tokens)"));
+    ck_assert_ptr_nonnull(strstr(errors, "unknown key 'per'"));
+    free(errors);
+}
+END_TEST
+
 START_TEST(plugin_search_path)
 {
     const char *y = "plugin_dir: [/tmp, /]\nreuse_port: true\n";
@@ -365,6 +407,7 @@ main(void)
     tcase_add_test(tc, suggestions);
     tcase_add_test(tc, consumers_checked);
     tcase_add_test(tc, consumers_normalized);
+    tcase_add_test(tc, prices_tiers_and_fees);
     tcase_add_test(tc, plugin_search_path);
     tcase_add_test(tc, disabled_key_variables);
     suite_add_tcase(s, tc);
