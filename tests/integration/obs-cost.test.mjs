@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { startMock, startGateway, config, chat, sseEvents } from './harness.mjs';
+import { startMock, startGateway, config, chat, sseEvents, ROOT } from './harness.mjs';
 
 let mock, gw, status;
 
@@ -22,6 +22,8 @@ before(async () => {
   mock = await startMock();
   const text = config(mock.url, {
     stages: `
+  - name: trace-header
+    lua: ${ROOT}/tests/integration/fixtures/trace-header.lua
   - name: prometheus
     plugin: prometheus`,
     extraProviders: `
@@ -92,7 +94,11 @@ function micro(l, p) {
 
 test('requests are priced alike in the access log and in spend; unpriced ones are flagged', async () => {
   const trace = '0af7651916cd43dd8448eb211c80319c', parent = 'b7ad6b7169203331';
-  assert.equal((await chat(gw, 'priced', {}, { 'x-request-id': 'cost-1', traceparent: `00-${trace}-${parent}-01` })).status, 200);
+  const r1 = await chat(gw, 'priced', {}, { 'x-request-id': 'cost-1', traceparent: `00-${trace}-${parent}-01` });
+  assert.equal(r1.status, 200);
+  // a Lua stage reads the same trace context (mf.req.info())
+  assert.equal(r1.headers.get('x-trace-id'), trace);
+  assert.equal(r1.headers.get('x-parent-span-id'), parent);
   const s = await chat(gw, 'priced stream', { stream: true }, { 'x-request-id': 'cost-2' });
   await sseEvents(s);
   assert.equal((await chat(gw, 'cache it [[mock:cache_write=20]]', { model: 'claude-3-5-sonnet' }, { 'x-request-id': 'cost-3' })).status, 200);
@@ -107,6 +113,7 @@ test('requests are priced alike in the access log and in spend; unpriced ones ar
   assert.equal(l1.trace_id, trace);
   assert.match(l1.span_id, /^[0-9a-f]{16}$/);
   assert.notEqual(l1.span_id, parent);
+  assert.equal(r1.headers.get('x-span-id'), l1.span_id);
   assert.equal(l1.usage_source, 'reported');
   assert.equal(l1.unpriced, false);
   assert.equal(Math.round(l1.cost_usd * 1e6), micro(l1, PRICES['gpt-4o']));
