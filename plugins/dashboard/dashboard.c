@@ -968,7 +968,9 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     d->max_consumers = v ? (int)json_integer_value(v) : NAMES - 1;
     json_decref(conf);
     d->prices = json_deep_copy(api->config_section("prices"));
-    d->st = api->keep_memory("dashboard:rollups:v1", sizeof(store_t));
+    /* one store per page: two dashboard stages count apart */
+    snprintf(buf, sizeof(buf), "dashboard:v%d:%s", STORE_VERSION, d->path);
+    d->st = api->keep_memory(buf, sizeof(store_t));
     if (d->st == NULL) {
         dash_fini(d);
         return MF_ERR;

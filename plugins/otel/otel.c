@@ -88,6 +88,7 @@ typedef struct {
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    int cur_fd; /* the export's socket, -1 none (under lock): fini cuts it */
     span_t *head, *tail;
     size_t queued; /* spans in the queue */
     uint64_t dropped;
@@ -564,7 +565,7 @@ typedef struct {
 } conn_t;
 
 static void
-conn_close(conn_t *c)
+conn_close(otel_t *o, conn_t *c)
 {
     if (c->ssl != NULL) {
         SSL_shutdown(c->ssl);
@@ -572,6 +573,9 @@ conn_close(conn_t *c)
         c->ssl = NULL;
     }
     if (c->fd >= 0) {
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = -1;
+        pthread_mutex_unlock(&o->lock);
         close(c->fd);
         c->fd = -1;
     }
@@ -581,8 +585,17 @@ static int
 conn_open(otel_t *o, conn_t *c, char *err, size_t errcap)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
-    struct timeval tv = {o->timeout_ms / 1000, (o->timeout_ms % 1000) * 1000};
+    long ms;
+    struct timeval tv;
     int rc;
+
+    /* stopping: what is left gets close_ms at most */
+    pthread_mutex_lock(&o->lock);
+    ms = o->stop && o->close_ms < o->timeout_ms ? o->close_ms : o->timeout_ms;
+    pthread_mutex_unlock(&o->lock);
+    ms = ms > 0 ? ms : 1;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
 
     c->fd = -1;
     c->ssl = NULL;
@@ -600,10 +613,16 @@ conn_open(otel_t *o, conn_t *c, char *err, size_t errcap)
         }
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = fd;
+        pthread_mutex_unlock(&o->lock);
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
             c->fd = fd;
             break;
         }
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = -1;
+        pthread_mutex_unlock(&o->lock);
         close(fd);
     }
     freeaddrinfo(res);
@@ -619,7 +638,7 @@ conn_open(otel_t *o, conn_t *c, char *err, size_t errcap)
             SSL_set1_host(c->ssl, o->host) != 1 || SSL_connect(c->ssl) != 1) {
             snprintf(err, errcap, "TLS with %s failed: %s", o->host,
                      ERR_reason_error_string(ERR_get_error()) ?: "handshake");
-            conn_close(c);
+            conn_close(o, c);
             return -1;
         }
     }
@@ -677,7 +696,7 @@ post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
         conn_write(&c, body, len) != 0) {
         snprintf(err, errcap, "sending to %s:%s failed", o->host, o->port);
         free(h.p);
-        conn_close(&c);
+        conn_close(o, &c);
         return 0;
     }
     free(h.p);
@@ -706,7 +725,7 @@ post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
         while (conn_read(&c, drain, sizeof(drain)) > 0) {
         }
     }
-    conn_close(&c);
+    conn_close(o, &c);
     return status;
 }
 
@@ -725,6 +744,9 @@ export_batch(otel_t *o, const char *body, size_t len, int last_try_only)
             api->metric_add(o->m_exports, &L_OK, 1, 1);
             return 1;
         }
+        pthread_mutex_lock(&o->lock);
+        last_try_only |= o->stop; /* stopping: no more tries */
+        pthread_mutex_unlock(&o->lock);
         /* a 4xx but 429 will not pass by trying again */
         if (last_try_only || (status >= 400 && status < 500 && status != 429) ||
             (status >= 500 && status != 502 && status != 503 &&
@@ -1135,6 +1157,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     pthread_mutex_init(&o->lock, NULL);
     pthread_cond_init(&o->wake, NULL);
+    o->cur_fd = -1;
     o->batch = (size_t)conf_num(conf, "batch", 512, 1, 100000, &bad);
     o->queue_cap = (size_t)conf_num(conf, "queue", 8192, 1, 10000000, &bad);
     o->flush_ms = conf_num(conf, "flush_ms", 1000, 10, 600000, &bad);
@@ -1269,6 +1292,11 @@ otel_fini(void *state)
     if (o->started) {
         pthread_mutex_lock(&o->lock);
         o->stop = 1;
+        /* an export waiting on a slow collector is cut: the spans left
+         * get close_ms */
+        if (o->cur_fd >= 0) {
+            shutdown(o->cur_fd, SHUT_RDWR);
+        }
         pthread_cond_signal(&o->wake);
         pthread_mutex_unlock(&o->lock);
         pthread_join(o->thread, NULL);

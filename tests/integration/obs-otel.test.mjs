@@ -197,3 +197,31 @@ test('a client that says not sampled is not traced, but its context still goes u
   await waitSpans((s) => s.kind === 2 && attrs(s)['manifold.request_id'] === 'otel-5');
   assert.equal(spans().filter((s) => s.traceId === trace).length, 0);
 });
+
+test('a collector that never answers does not hold up the gateway stopping', { timeout: 30000 }, async () => {
+  const sockets = [];
+  let accepted;
+  const gotOne = new Promise((r) => { accepted = r; });
+  const hang = await new Promise((resolve) => {
+    const s = http.createServer(() => { /* never answers */ });
+    s.on('connection', (c) => { sockets.push(c); accepted(); });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${hang.address().port}/v1/traces", flush_ms: 20, timeout_ms: 600000, close_ms: 200 }`,
+  }));
+  try {
+    assert.equal((await chat(g, 'into the void')).status, 200);
+    await gotOne; // an export is waiting on the collector now
+    // more spans queue behind it; stopping cuts the export short (a
+    // ten-minute timeout would outlast this test's 30 s)
+    assert.equal((await chat(g, 'more')).status, 200);
+  } finally {
+    await g.stop();
+    for (const c of sockets) c.destroy();
+    hang.close();
+  }
+});
