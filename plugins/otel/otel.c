@@ -1,6 +1,6 @@
 /*
- * otel: traces of LLM requests, exported as OTLP/HTTP JSON by a
- * background thread.
+ * otel: traces of LLM requests, exported as OTLP/HTTP (protobuf or JSON)
+ * by a background thread.
  *
  * Each request that came for the LLM API gives a server span (joined to
  * the client's W3C traceparent when it sent one: same trace, the client's
@@ -17,15 +17,16 @@
  * 429, 502, 503, 504) with backoff up to `retries` times. fini gives it
  * `close_ms` to send what is left.
  *
- * config: { endpoint: URL, headers: {NAME: VALUE}, service_name: S,
+ * config: { endpoint: URL, protocol: http/protobuf | http/json,
+ *           headers: {NAME: VALUE}, service_name: S,
  *           batch: 512, queue: 8192, flush_ms: 1000, timeout_ms: 10000,
  *           retries: 3, close_ms: 3000, propagate: true }
  * Unset ones come from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL)
  * or OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces), ..._HEADERS
  * ("k=v,k2=v2", values percent-decoded), ..._TIMEOUT, OTEL_SERVICE_NAME;
- * by default http://localhost:4318/v1/traces. Only the http/json
- * protocol is spoken: OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL set to another
- * is refused. Header values are never logged.
+ * by default http://localhost:4318/v1/traces; the protocol from
+ * OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, by default http/protobuf (the
+ * OTel default; grpc is refused). Header values are never logged.
  */
 #include <errno.h>
 #include <manifold/plugin.h>
@@ -85,6 +86,7 @@ typedef struct {
     long close_ms;
     int retries;
     int propagate;
+    int protobuf; /* http/protobuf, else http/json */
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -684,8 +686,9 @@ post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
     jb_cstr(&h, o->path);
     jb_cstr(&h, " HTTP/1.1\r\nHost: ");
     jb_cstr(&h, o->hostport);
-    jb_cstr(&h, "\r\nContent-Type: application/json\r\nUser-Agent: "
-                "manifold-otel\r\nConnection: close\r\n");
+    jb_cstr(&h, o->protobuf ? "\r\nContent-Type: application/x-protobuf"
+                            : "\r\nContent-Type: application/json");
+    jb_cstr(&h, "\r\nUser-Agent: manifold-otel\r\nConnection: close\r\n");
     for (k = 0; k < o->nheaders; k++) {
         jb_cstr(&h, o->headers[k]);
         jb_cstr(&h, "\r\n");
@@ -810,12 +813,219 @@ take(otel_t *o, size_t *nspans)
     return first;
 }
 
+static int hexval(char c);
+
+/* OTLP protobuf (opentelemetry/proto/trace/v1/trace.proto), made on the
+ * exporter thread from the JSON the workers queued: the same spans. */
+
+static void
+pb_varint(jb_t *b, uint64_t v)
+{
+    char tmp[10];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v != 0);
+    jb_put(b, tmp, n);
+}
+
+static void
+pb_tag(jb_t *b, unsigned field, unsigned wire)
+{
+    pb_varint(b, ((uint64_t)field << 3) | wire);
+}
+
+static void
+pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
+{
+    pb_tag(b, field, 2);
+    pb_varint(b, n);
+    jb_put(b, p, n);
+}
+
+static void
+pb_str(jb_t *b, unsigned field, const char *s)
+{
+    if (s != NULL && s[0] != '\0') {
+        pb_bytes(b, field, s, strlen(s));
+    }
+}
+
+static void
+pb_fixed64(jb_t *b, unsigned field, uint64_t v)
+{
+    char tmp[8];
+    int k;
+
+    for (k = 0; k < 8; k++) {
+        tmp[k] = (char)(v >> (8 * k));
+    }
+    pb_tag(b, field, 1);
+    jb_put(b, tmp, 8);
+}
+
+/* a submessage: field, length, the bytes of m */
+static void
+pb_msg(jb_t *b, unsigned field, jb_t *m)
+{
+    pb_bytes(b, field, m->p ? m->p : "", m->len);
+    b->failed |= m->failed;
+    free(m->p);
+    *m = (jb_t){0};
+}
+
+/* hex -> n bytes (an id); 0 when not hex of that length */
+static int
+pb_hex(jb_t *b, unsigned field, const char *hex, size_t n)
+{
+    unsigned char out[16];
+    size_t k;
+
+    if (hex == NULL || strlen(hex) != 2 * n || n > sizeof(out)) {
+        return 0;
+    }
+    for (k = 0; k < n; k++) {
+        int hi = hexval(hex[2 * k]), lo = hexval(hex[2 * k + 1]);
+
+        if (hi < 0 || lo < 0) {
+            return 0;
+        }
+        out[k] = (unsigned char)(hi * 16 + lo);
+    }
+    pb_bytes(b, field, out, n);
+    return 1;
+}
+
+/* KeyValue {key = 1; AnyValue value = 2 {string 1, bool 2, int64 3,
+ * double 4}} of each attribute of a JSON list */
+static void
+pb_attributes(jb_t *b, unsigned field, const json_t *list)
+{
+    const json_t *a;
+    size_t k;
+
+    json_array_foreach((json_t *)list, k, a)
+    {
+        const json_t *v = json_object_get(a, "value"), *x;
+        jb_t kv = {0}, any = {0};
+
+        pb_str(&kv, 1, json_string_value(json_object_get(a, "key")));
+        if ((x = json_object_get(v, "stringValue")) != NULL) {
+            pb_bytes(&any, 1, json_string_value(x), json_string_length(x));
+        } else if ((x = json_object_get(v, "boolValue")) != NULL) {
+            pb_tag(&any, 2, 0);
+            pb_varint(&any, json_is_true(x));
+        } else if ((x = json_object_get(v, "intValue")) != NULL) {
+            pb_tag(&any, 3, 0);
+            pb_varint(&any, (uint64_t)strtoll(json_string_value(x)
+                                                  ? json_string_value(x)
+                                                  : "0",
+                                              NULL, 10));
+        } else if ((x = json_object_get(v, "doubleValue")) != NULL) {
+            double d = json_number_value(x);
+            uint64_t bits;
+
+            memcpy(&bits, &d, sizeof(bits));
+            pb_fixed64(&any, 4, bits);
+        }
+        pb_msg(&kv, 2, &any);
+        pb_msg(b, field, &kv);
+    }
+}
+
+static void
+pb_span(jb_t *b, const json_t *s)
+{
+    jb_t sp = {0}, st = {0};
+    const json_t *status = json_object_get(s, "status");
+    const char *v;
+
+    pb_hex(&sp, 1, json_string_value(json_object_get(s, "traceId")), 16);
+    pb_hex(&sp, 2, json_string_value(json_object_get(s, "spanId")), 8);
+    pb_hex(&sp, 4, json_string_value(json_object_get(s, "parentSpanId")), 8);
+    pb_str(&sp, 5, json_string_value(json_object_get(s, "name")));
+    pb_tag(&sp, 6, 0);
+    pb_varint(&sp, (uint64_t)json_integer_value(json_object_get(s, "kind")));
+    v = json_string_value(json_object_get(s, "startTimeUnixNano"));
+    pb_fixed64(&sp, 7, v ? strtoull(v, NULL, 10) : 0);
+    v = json_string_value(json_object_get(s, "endTimeUnixNano"));
+    pb_fixed64(&sp, 8, v ? strtoull(v, NULL, 10) : 0);
+    pb_attributes(&sp, 9, json_object_get(s, "attributes"));
+    if (status != NULL) {
+        pb_str(&st, 2, json_string_value(json_object_get(status, "message")));
+        pb_tag(&st, 3, 0);
+        pb_varint(
+            &st, (uint64_t)json_integer_value(json_object_get(status, "code")));
+        pb_msg(&sp, 15, &st);
+    }
+    pb_msg(b, 2, &sp);
+}
+
+/* ExportTraceServiceRequest {ResourceSpans = 1 {Resource = 1,
+ * ScopeSpans = 2 {InstrumentationScope = 1, Span = 2...}}} of the spans
+ * in a JSON array's text. */
+static int
+to_protobuf(otel_t *o, const jb_t *spans, jb_t *out)
+{
+    json_t *list = json_loadb(spans->p, spans->len, 0, NULL);
+    json_t *res = json_loads(o->resource, 0, NULL), *s;
+    jb_t rs = {0}, resource = {0}, ss = {0}, scope = {0};
+    size_t k;
+
+    if (!json_is_array(list)) {
+        json_decref(list);
+        json_decref(res);
+        return MF_ERR;
+    }
+    pb_attributes(&resource, 1, res);
+    pb_msg(&rs, 1, &resource);
+    pb_str(&scope, 1, "manifold");
+    pb_str(&scope, 2, "1.0.0");
+    pb_msg(&ss, 1, &scope);
+    json_array_foreach(list, k, s)
+    {
+        pb_span(&ss, s);
+    }
+    pb_msg(&rs, 2, &ss);
+    pb_msg(out, 1, &rs);
+    json_decref(list);
+    json_decref(res);
+    return out->failed ? MF_ERR : MF_OK;
+}
+
 static void
 send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
 {
     jb_t b = {0};
     span_t *s, *next;
 
+    if (o->protobuf) {
+        jb_t arr = {0};
+
+        jb_put(&arr, "[", 1);
+        for (s = list; s != NULL; s = next) {
+            next = s->next;
+            if (s != list) {
+                jb_put(&arr, ",", 1);
+            }
+            jb_put(&arr, s->text, s->len);
+            free(s);
+        }
+        jb_put(&arr, "]", 1);
+        if (arr.failed || to_protobuf(o, &arr, &b) != MF_OK) {
+            b.failed = 1;
+        }
+        free(arr.p);
+        if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
+            api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
+        } else {
+            api->metric_add(o->m_spans, &L_FAILED, 1, (double)count);
+        }
+        free(b.p);
+        return;
+    }
     jb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
     jb_cstr(&b, o->resource);
     jb_cstr(&b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
@@ -1133,20 +1343,26 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         if (keys[k] == NULL) {
             api->log(MF_LOG_ERROR,
-                     "otel: unknown config key '%s' (endpoint, headers, "
-                     "service_name, batch, queue, flush_ms, timeout_ms, "
-                     "retries, close_ms, propagate)",
+                     "otel: unknown config key '%s' (endpoint, protocol, "
+                     "headers, service_name, batch, queue, flush_ms, "
+                     "timeout_ms, retries, close_ms, propagate)",
                      key);
             json_decref(conf);
             return MF_ERR;
         }
     }
-    proto = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-                 "OTEL_EXPORTER_OTLP_PROTOCOL");
-    if (proto != NULL && strcmp(proto, "http/json") != 0) {
+    proto = json_string_value(json_object_get(conf, "protocol"));
+    if (proto == NULL) {
+        proto = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                     "OTEL_EXPORTER_OTLP_PROTOCOL");
+    }
+    /* the OTel default */
+    proto = proto != NULL ? proto : "http/protobuf";
+    if (strcmp(proto, "http/json") != 0 &&
+        strcmp(proto, "http/protobuf") != 0) {
         api->log(MF_LOG_ERROR,
-                 "otel: the OTLP protocol '%s' is not spoken; only http/json "
-                 "(unset OTEL_EXPORTER_OTLP_PROTOCOL or set it to http/json)",
+                 "otel: the OTLP protocol '%s' is not spoken; http/protobuf "
+                 "or http/json (protocol, or OTEL_EXPORTER_OTLP_PROTOCOL)",
                  proto);
         json_decref(conf);
         return MF_ERR;
@@ -1158,6 +1374,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     pthread_mutex_init(&o->lock, NULL);
     pthread_cond_init(&o->wake, NULL);
     o->cur_fd = -1;
+    o->protobuf = strcmp(proto, "http/protobuf") == 0;
     o->batch = (size_t)conf_num(conf, "batch", 512, 1, 100000, &bad);
     o->queue_cap = (size_t)conf_num(conf, "queue", 8192, 1, 10000000, &bad);
     o->flush_ms = conf_num(conf, "flush_ms", 1000, 10, 600000, &bad);

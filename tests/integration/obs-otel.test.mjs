@@ -1,4 +1,5 @@
-// The otel stage: an OTLP/HTTP JSON receiver inside the test gets a
+// The otel stage: an OTLP/HTTP receiver inside the test (JSON, and
+// protobuf decoded by hand from the trace.proto field numbers) gets a
 // server span joined to the client's traceparent and one client span per
 // upstream attempt (GenAI semantic conventions, hex ids, parent/child);
 // the traceparent sent upstream names the attempt's span; the endpoint
@@ -94,6 +95,7 @@ routes:
       OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${recv.address().port}/`,
       OTEL_EXPORTER_OTLP_HEADERS: 'x-otlp-token=s3cret%20value, x-tenant = blue',
       OTEL_SERVICE_NAME: 'gw-under-test',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
     },
   });
 });
@@ -223,5 +225,118 @@ test('a collector that never answers does not hold up the gateway stopping', { t
     await g.stop();
     for (const c of sockets) c.destroy();
     hang.close();
+  }
+});
+
+// Protobuf, read by field number (trace.proto): [field, wire, value].
+function pbFields(buf) {
+  const out = [];
+  let i = 0;
+  const varint = () => {
+    let r = 0n, sh = 0n;
+    for (;;) {
+      const b = buf[i++];
+      r |= BigInt(b & 0x7f) << sh;
+      sh += 7n;
+      if (!(b & 0x80)) return r;
+    }
+  };
+  while (i < buf.length) {
+    const tag = Number(varint());
+    const f = tag >> 3, w = tag & 7;
+    if (w === 0) out.push([f, w, varint()]);
+    else if (w === 1) { out.push([f, w, buf.subarray(i, i + 8)]); i += 8; }
+    else if (w === 2) { const n = Number(varint()); out.push([f, w, buf.subarray(i, i + n)]); i += n; }
+    else if (w === 5) { out.push([f, w, buf.subarray(i, i + 4)]); i += 4; }
+    else throw new Error(`wire type ${w}`);
+  }
+  return out;
+}
+const all = (buf, f) => pbFields(buf).filter((x) => x[0] === f).map((x) => x[2]);
+const one = (buf, f) => all(buf, f)[0];
+const str = (b) => (b ? Buffer.from(b).toString('utf8') : undefined);
+const hex = (b) => (b ? Buffer.from(b).toString('hex') : undefined);
+
+function pbAttributes(list) {
+  return list.map((kv) => {
+    const any = one(kv, 2), [f, , v] = pbFields(any)[0];
+    const value = f === 1 ? { stringValue: str(v) } : f === 2 ? { boolValue: v === 1n }
+      : f === 3 ? { intValue: String(v) } : { doubleValue: Buffer.from(v).readDoubleLE(0) };
+    return { key: str(one(kv, 1)), value };
+  });
+}
+
+// ExportTraceServiceRequest -> spans shaped as the JSON ones
+function pbSpans(buf) {
+  const out = [];
+  for (const rs of all(buf, 1)) {
+    const resource = { attributes: pbAttributes(all(one(rs, 1), 1)) };
+    for (const ss of all(rs, 2)) {
+      const scope = one(ss, 1);
+      for (const sp of all(ss, 2)) {
+        const st = one(sp, 15);
+        out.push({
+          traceId: hex(one(sp, 1)), spanId: hex(one(sp, 2)), parentSpanId: hex(one(sp, 4)),
+          name: str(one(sp, 5)), kind: Number(one(sp, 6) ?? 0n),
+          startTimeUnixNano: Buffer.from(one(sp, 7)).readBigUInt64LE(0).toString(),
+          endTimeUnixNano: Buffer.from(one(sp, 8)).readBigUInt64LE(0).toString(),
+          attributes: pbAttributes(all(sp, 9)),
+          status: st ? { code: Number(one(st, 3) ?? 0n), message: str(one(st, 2)) } : undefined,
+          resource, scope: str(one(scope, 1)),
+        });
+      }
+    }
+  }
+  return out;
+}
+
+test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
+  const got = [];
+  let ctype;
+  const pb = await new Promise((resolve) => {
+    const s = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', () => {
+        ctype = req.headers['content-type'];
+        got.push(...pbSpans(Buffer.concat(chunks)));
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      });
+    });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", flush_ms: 20 }`,
+  }));
+  try {
+    const trace = '11112222333344445555666677778888', parent = '9999aaaabbbbcccc';
+    assert.equal((await chat(g, 'in protobuf', { max_tokens: 7 }, { traceparent: `00-${trace}-${parent}-01` })).status, 200);
+    for (let i = 0; got.filter((x) => x.traceId === trace).length < 2; i++) {
+      if (i > 250) assert.fail('spans never came: ' + JSON.stringify(got));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(ctype, 'application/x-protobuf');
+    const server = got.find((x) => x.traceId === trace && x.kind === 2);
+    const client = got.find((x) => x.traceId === trace && x.kind === 3);
+    assert.equal(server.parentSpanId, parent);
+    assert.equal(server.name, 'POST /v1/chat/completions');
+    assert.equal(client.parentSpanId, server.spanId);
+    assert.match(client.spanId, /^[0-9a-f]{16}$/);
+    assert.equal(client.name, 'chat gpt-4o');
+    assert.equal(client.scope, 'manifold');
+    assert.ok(BigInt(client.endTimeUnixNano) >= BigInt(client.startTimeUnixNano));
+    const ca = attrs(client);
+    assert.equal(ca['gen_ai.provider.name'], 'openai');
+    assert.equal(ca['gen_ai.request.max_tokens'], 7);
+    assert.ok(ca['gen_ai.usage.input_tokens'] > 0);
+    assert.equal(ca['manifold.usage.estimated'], false);
+    assert.equal(attrs(server)['http.response.status_code'], 200);
+    assert.equal(attrs({ attributes: server.resource.attributes })['service.name'], 'manifold');
+  } finally {
+    await g.stop();
+    pb.close();
   }
 });
