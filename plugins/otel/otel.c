@@ -76,7 +76,9 @@ typedef struct {
     char *hostport; /* the Host header */
     char **headers; /* "Name: value" lines */
     size_t nheaders;
-    char *resource; /* the resource's JSON (attributes) */
+    char *resource;    /* the resource's JSON (attributes) */
+    char *resource_pb; /* and its protobuf (Resource) */
+    size_t resource_pb_len;
     SSL_CTX *ssl;
     /* how */
     size_t batch;
@@ -169,57 +171,196 @@ cstr(const char *s)
     return (mf_str_t){s, strlen(s)};
 }
 
-/* Attributes: {"key":K,"value":{"stringValue":V}}; int64 values are
- * decimal strings (the protobuf JSON mapping of int64). n counts the
- * attributes written, for the commas. */
+static int hexval(char c);
+
+/* OTLP protobuf (opentelemetry/proto/trace/v1/trace.proto), made on the
+ * exporter thread from the JSON the workers queued: the same spans. */
+
 static void
-attr_key(jb_t *b, int *n, const char *key)
+pb_varint(jb_t *b, uint64_t v)
 {
-    jb_cstr(b, (*n)++ ? ",{\"key\":\"" : "{\"key\":\"");
-    jb_cstr(b, key);
-    jb_cstr(b, "\",\"value\":{");
+    char tmp[10];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v != 0);
+    jb_put(b, tmp, n);
 }
 
 static void
-attr_str(jb_t *b, int *n, const char *key, mf_str_t v)
+pb_tag(jb_t *b, unsigned field, unsigned wire)
+{
+    pb_varint(b, ((uint64_t)field << 3) | wire);
+}
+
+static void
+pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
+{
+    pb_tag(b, field, 2);
+    pb_varint(b, n);
+    jb_put(b, p, n);
+}
+
+static void
+pb_str(jb_t *b, unsigned field, const char *s)
+{
+    if (s != NULL && s[0] != '\0') {
+        pb_bytes(b, field, s, strlen(s));
+    }
+}
+
+static void
+pb_fixed64(jb_t *b, unsigned field, uint64_t v)
+{
+    char tmp[8];
+    int k;
+
+    for (k = 0; k < 8; k++) {
+        tmp[k] = (char)(v >> (8 * k));
+    }
+    pb_tag(b, field, 1);
+    jb_put(b, tmp, 8);
+}
+
+/* a submessage: field, length, the bytes of m */
+static void
+pb_msg(jb_t *b, unsigned field, jb_t *m)
+{
+    pb_bytes(b, field, m->p ? m->p : "", m->len);
+    b->failed |= m->failed;
+    free(m->p);
+    *m = (jb_t){0};
+}
+
+/* hex digits -> bytes (an id); 0 when not hex */
+static int
+pb_hex(jb_t *b, unsigned field, mf_str_t hex)
+{
+    unsigned char out[16];
+    size_t k, n = hex.len / 2;
+
+    if (hex.len % 2 != 0 || n > sizeof(out)) {
+        return 0;
+    }
+    for (k = 0; k < n; k++) {
+        int hi = hexval(hex.data[2 * k]), lo = hexval(hex.data[2 * k + 1]);
+
+        if (hi < 0 || lo < 0) {
+            return 0;
+        }
+        out[k] = (unsigned char)(hi * 16 + lo);
+    }
+    pb_bytes(b, field, out, n);
+    return 1;
+}
+
+/* A request's spans are written by the worker straight in the export's
+ * encoding: JSON span objects joined by ',', or protobuf Span messages
+ * each as field 2 of ScopeSpans (the exporter wraps them). */
+typedef struct {
+    jb_t out;      /* the spans so far */
+    jb_t sp;       /* protobuf: the span being written */
+    int pb;        /* protobuf, else JSON */
+    int n;         /* JSON: attributes written in this span (commas) */
+    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+} enc_t;
+
+/* JSON: {"key":K,"value":{"stringValue":V}}, int64 values as decimal
+ * strings (the protobuf JSON mapping of int64); protobuf: KeyValue
+ * {key 1, AnyValue value 2 {string 1, bool 2, int64 3, double 4}}. */
+static void
+attr_key(enc_t *e, const char *key)
+{
+    jb_cstr(&e->out, e->n++ ? ",{\"key\":\"" : "{\"key\":\"");
+    jb_cstr(&e->out, key);
+    jb_cstr(&e->out, "\",\"value\":{");
+}
+
+/* protobuf: KeyValue with the AnyValue any (consumed) */
+static void
+pb_attr(enc_t *e, const char *key, jb_t *any)
+{
+    jb_t kv = {0};
+
+    pb_str(&kv, 1, key);
+    pb_msg(&kv, 2, any);
+    pb_msg(&e->sp, e->attr, &kv);
+}
+
+static void
+attr_str(enc_t *e, const char *key, mf_str_t v)
 {
     if (v.len == 0) {
         return;
     }
-    attr_key(b, n, key);
-    jb_cstr(b, "\"stringValue\":");
-    jb_str(b, v);
-    jb_cstr(b, "}}");
+    if (e->pb) {
+        jb_t any = {0};
+
+        pb_bytes(&any, 1, v.data, v.len);
+        pb_attr(e, key, &any);
+        return;
+    }
+    attr_key(e, key);
+    jb_cstr(&e->out, "\"stringValue\":");
+    jb_str(&e->out, v);
+    jb_cstr(&e->out, "}}");
 }
 
 static void
-attr_int(jb_t *b, int *n, const char *key, int64_t v)
+attr_int(enc_t *e, const char *key, int64_t v)
 {
     char tmp[48];
 
     if (v < 0) {
         return;
     }
-    attr_key(b, n, key);
+    if (e->pb) {
+        jb_t any = {0};
+
+        pb_tag(&any, 3, 0);
+        pb_varint(&any, (uint64_t)v);
+        pb_attr(e, key, &any);
+        return;
+    }
+    attr_key(e, key);
     snprintf(tmp, sizeof(tmp), "\"intValue\":\"%lld\"}}", (long long)v);
-    jb_cstr(b, tmp);
+    jb_cstr(&e->out, tmp);
 }
 
 static void
-attr_double(jb_t *b, int *n, const char *key, double v)
+attr_double(enc_t *e, const char *key, double v)
 {
     char tmp[64];
 
-    attr_key(b, n, key);
+    if (e->pb) {
+        jb_t any = {0};
+        uint64_t bits;
+
+        memcpy(&bits, &v, sizeof(bits));
+        pb_fixed64(&any, 4, bits);
+        pb_attr(e, key, &any);
+        return;
+    }
+    attr_key(e, key);
     snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
-    jb_cstr(b, tmp);
+    jb_cstr(&e->out, tmp);
 }
 
 static void
-attr_bool(jb_t *b, int *n, const char *key, int v)
+attr_bool(enc_t *e, const char *key, int v)
 {
-    attr_key(b, n, key);
-    jb_cstr(b, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+    if (e->pb) {
+        jb_t any = {0};
+
+        pb_tag(&any, 2, 0);
+        pb_varint(&any, v != 0);
+        pb_attr(e, key, &any);
+        return;
+    }
+    attr_key(e, key);
+    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
 }
 
 /* Span names and attributes */
@@ -274,50 +415,71 @@ copy_field(mf_req_t *r, const char *key, char *out, size_t cap)
 }
 
 static void
-attr_params(jb_t *b, int *n, const params_t *p)
+attr_params(enc_t *e, const params_t *p)
 {
     if (p == NULL) {
         return;
     }
     if (p->max_tokens[0]) {
-        attr_int(b, n, "gen_ai.request.max_tokens", atoll(p->max_tokens));
+        attr_int(e, "gen_ai.request.max_tokens", atoll(p->max_tokens));
     }
     if (p->temperature[0]) {
-        attr_double(b, n, "gen_ai.request.temperature", atof(p->temperature));
+        attr_double(e, "gen_ai.request.temperature", atof(p->temperature));
     }
     if (p->top_p[0]) {
-        attr_double(b, n, "gen_ai.request.top_p", atof(p->top_p));
+        attr_double(e, "gen_ai.request.top_p", atof(p->top_p));
     }
 }
 
 static void
-attr_usage(jb_t *b, int *n, const mf_req_info_t *i)
+attr_usage(enc_t *e, const mf_req_info_t *i)
 {
-    attr_int(b, n, "gen_ai.usage.input_tokens", i->usage.prompt_tokens);
-    attr_int(b, n, "gen_ai.usage.output_tokens", i->usage.completion_tokens);
+    attr_int(e, "gen_ai.usage.input_tokens", i->usage.prompt_tokens);
+    attr_int(e, "gen_ai.usage.output_tokens", i->usage.completion_tokens);
     if (i->usage.cached_tokens > 0) {
-        attr_int(b, n, "gen_ai.usage.cache_read.input_tokens",
+        attr_int(e, "gen_ai.usage.cache_read.input_tokens",
                  i->usage.cached_tokens);
     }
     if (i->cache_write_tokens > 0) {
-        attr_int(b, n, "gen_ai.usage.cache_creation.input_tokens",
+        attr_int(e, "gen_ai.usage.cache_creation.input_tokens",
                  i->cache_write_tokens);
     }
     if (i->usage.reasoning_tokens > 0) {
-        attr_int(b, n, "gen_ai.usage.reasoning.output_tokens",
+        attr_int(e, "gen_ai.usage.reasoning.output_tokens",
                  i->usage.reasoning_tokens);
     }
     if (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0) {
-        attr_bool(b, n, "manifold.usage.estimated", i->usage.estimated);
+        attr_bool(e, "manifold.usage.estimated", i->usage.estimated);
     }
 }
 
 static void
-span_open(jb_t *b, mf_str_t trace, mf_str_t span, mf_str_t parent,
+span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
           mf_str_t name, int kind, double start_s, double end_s)
 {
     char tmp[160];
+    jb_t *b = &e->out;
 
+    e->n = 0;
+    if (e->pb) {
+        free(e->sp.p);
+        e->sp = (jb_t){0};
+        e->attr = 9;
+        pb_hex(&e->sp, 1, trace);
+        pb_hex(&e->sp, 2, span);
+        if (parent.len == 16) {
+            pb_hex(&e->sp, 4, parent);
+        }
+        pb_bytes(&e->sp, 5, name.data, name.len);
+        pb_tag(&e->sp, 6, 0);
+        pb_varint(&e->sp, (uint64_t)kind);
+        pb_fixed64(&e->sp, 7, (uint64_t)(start_s * 1e9));
+        pb_fixed64(&e->sp, 8, (uint64_t)(end_s * 1e9));
+        return;
+    }
+    if (b->len > 0) {
+        jb_put(b, ",", 1);
+    }
     jb_cstr(b, "{\"traceId\":\"");
     jb_put(b, trace.data, trace.len);
     jb_cstr(b, "\",\"spanId\":\"");
@@ -341,15 +503,31 @@ span_open(jb_t *b, mf_str_t trace, mf_str_t span, mf_str_t parent,
 
 /* status: 2 (ERROR) with a message, or unset */
 static void
-span_close(jb_t *b, int error, mf_str_t message)
+span_close(enc_t *e, int error, mf_str_t message)
 {
+    jb_t *b = &e->out;
+
+    if (message.len > 256) {
+        message.len = 256;
+    }
+    if (e->pb) {
+        if (error) {
+            jb_t st = {0};
+
+            pb_bytes(&st, 2, message.data, message.len);
+            pb_tag(&st, 3, 0);
+            pb_varint(&st, 2);
+            pb_msg(&e->sp, 15, &st);
+        }
+        pb_msg(b, 2, &e->sp); /* ScopeSpans.spans */
+        return;
+    }
     jb_cstr(b, "]");
     if (error) {
         jb_cstr(b, ",\"status\":{\"code\":2");
         if (message.len > 0) {
             jb_cstr(b, ",\"message\":");
-            jb_str(b,
-                   message.len > 256 ? (mf_str_t){message.data, 256} : message);
+            jb_str(b, message);
         }
         jb_cstr(b, "}");
     }
@@ -468,10 +646,10 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     mf_req_info_t i = {.size = sizeof(i)};
     mf_attempt_info_t a = {.size = sizeof(a)};
     const params_t *p = *ctx;
-    jb_t b = {0};
+    enc_t e = {.pb = o->protobuf};
     char name[300];
     size_t k, nspans = 1;
-    int n = 0, n_ok = -1;
+    int n_ok = -1;
     double end;
 
     api->get_info(r, &i);
@@ -483,31 +661,31 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     /* the server span: the gateway's answer to the client */
     snprintf(name, sizeof(name), "%.*s %.*s", (int)i.method.len, i.method.data,
              (int)i.path.len, i.path.data);
-    span_open(&b, i.trace_id, i.span_id, i.parent_span_id, cstr(name), 2,
+    span_open(&e, i.trace_id, i.span_id, i.parent_span_id, cstr(name), 2,
               i.start_time, end);
-    attr_str(&b, &n, "http.request.method", i.method);
-    attr_str(&b, &n, "http.route", i.path);
-    attr_str(&b, &n, "url.path", i.path);
-    attr_int(&b, &n, "http.response.status_code", i.status);
-    attr_str(&b, &n, "gen_ai.operation.name", cstr(operation_of(&i)));
-    attr_str(&b, &n, "gen_ai.request.model", i.model);
-    attr_params(&b, &n, p);
-    attr_bool(&b, &n, "manifold.stream", i.stream);
-    attr_str(&b, &n, "manifold.consumer", i.consumer);
-    attr_str(&b, &n, "manifold.request_id", i.id);
-    attr_int(&b, &n, "manifold.attempts", i.attempts);
+    attr_str(&e, "http.request.method", i.method);
+    attr_str(&e, "http.route", i.path);
+    attr_str(&e, "url.path", i.path);
+    attr_int(&e, "http.response.status_code", i.status);
+    attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
+    attr_str(&e, "gen_ai.request.model", i.model);
+    attr_params(&e, p);
+    attr_bool(&e, "manifold.stream", i.stream);
+    attr_str(&e, "manifold.consumer", i.consumer);
+    attr_str(&e, "manifold.request_id", i.id);
+    attr_int(&e, "manifold.attempts", i.attempts);
     if (i.first_content_ms >= 0) {
-        attr_double(&b, &n, "manifold.time_to_first_token_s",
+        attr_double(&e, "manifold.time_to_first_token_s",
                     i.first_content_ms / 1000);
     }
-    attr_usage(&b, &n, &i);
+    attr_usage(&e, &i);
     if (i.status >= 400) {
-        attr_str(&b, &n, "error.type", cstr(error_type(i.status)));
+        attr_str(&e, "error.type", cstr(error_type(i.status)));
     }
     /* a server span is an error for 5xx only (the client's 4xx is its
      * own); a stream cut after its head is one too */
     span_close(
-        &b, i.status >= 500 || (i.stream && i.error.len > 0 && i.status < 400),
+        &e, i.status >= 500 || (i.stream && i.error.len > 0 && i.status < 400),
         i.error);
 
     /* the attempt that answered gets the usage */
@@ -525,38 +703,36 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
 
         snprintf(name, sizeof(name), "%s %.*s", operation_of(&i),
                  (int)a.model.len, a.model.data);
-        jb_put(&b, ",", 1);
-        n = 0;
-        span_open(&b, i.trace_id, a.span_id, i.span_id, cstr(name), 3, start,
+        span_open(&e, i.trace_id, a.span_id, i.span_id, cstr(name), 3, start,
                   stop);
-        attr_str(&b, &n, "gen_ai.operation.name", cstr(operation_of(&i)));
-        attr_str(&b, &n, "gen_ai.provider.name",
-                 genai_provider(a.provider_type));
-        attr_str(&b, &n, "gen_ai.request.model", a.model);
-        attr_params(&b, &n, p);
-        attr_str(&b, &n, "manifold.provider", a.provider);
+        attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
+        attr_str(&e, "gen_ai.provider.name", genai_provider(a.provider_type));
+        attr_str(&e, "gen_ai.request.model", a.model);
+        attr_params(&e, p);
+        attr_str(&e, "manifold.provider", a.provider);
         if (a.status > 0) {
-            attr_int(&b, &n, "http.response.status_code", a.status);
+            attr_int(&e, "http.response.status_code", a.status);
         }
         if (a.ttfb_ms >= 0) {
-            attr_double(&b, &n, "manifold.upstream.time_to_first_byte_s",
+            attr_double(&e, "manifold.upstream.time_to_first_byte_s",
                         a.ttfb_ms / 1000);
         }
         if ((int)k == n_ok) {
-            attr_str(&b, &n, "gen_ai.response.model", i.upstream_model);
-            attr_usage(&b, &n, &i);
+            attr_str(&e, "gen_ai.response.model", i.upstream_model);
+            attr_usage(&e, &i);
             if (i.stream && i.error.len > 0) {
                 failed = 1; /* began, then cut */
             }
         }
         if (failed) {
-            attr_str(&b, &n, "error.type", a.outcome);
+            attr_str(&e, "error.type", a.outcome);
         }
-        span_close(&b, failed, failed ? a.outcome : MF_STR_NULL);
+        span_close(&e, failed, failed ? a.outcome : MF_STR_NULL);
         nspans++;
     }
-    enqueue(o, &b, nspans);
-    free(b.p);
+    enqueue(o, &e.out, nspans);
+    free(e.out.p);
+    free(e.sp.p);
 }
 
 /* Export: a blocking HTTP/1.1 client on the exporter thread */
@@ -813,188 +989,6 @@ take(otel_t *o, size_t *nspans)
     return first;
 }
 
-static int hexval(char c);
-
-/* OTLP protobuf (opentelemetry/proto/trace/v1/trace.proto), made on the
- * exporter thread from the JSON the workers queued: the same spans. */
-
-static void
-pb_varint(jb_t *b, uint64_t v)
-{
-    char tmp[10];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-        v >>= 7;
-    } while (v != 0);
-    jb_put(b, tmp, n);
-}
-
-static void
-pb_tag(jb_t *b, unsigned field, unsigned wire)
-{
-    pb_varint(b, ((uint64_t)field << 3) | wire);
-}
-
-static void
-pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
-{
-    pb_tag(b, field, 2);
-    pb_varint(b, n);
-    jb_put(b, p, n);
-}
-
-static void
-pb_str(jb_t *b, unsigned field, const char *s)
-{
-    if (s != NULL && s[0] != '\0') {
-        pb_bytes(b, field, s, strlen(s));
-    }
-}
-
-static void
-pb_fixed64(jb_t *b, unsigned field, uint64_t v)
-{
-    char tmp[8];
-    int k;
-
-    for (k = 0; k < 8; k++) {
-        tmp[k] = (char)(v >> (8 * k));
-    }
-    pb_tag(b, field, 1);
-    jb_put(b, tmp, 8);
-}
-
-/* a submessage: field, length, the bytes of m */
-static void
-pb_msg(jb_t *b, unsigned field, jb_t *m)
-{
-    pb_bytes(b, field, m->p ? m->p : "", m->len);
-    b->failed |= m->failed;
-    free(m->p);
-    *m = (jb_t){0};
-}
-
-/* hex -> n bytes (an id); 0 when not hex of that length */
-static int
-pb_hex(jb_t *b, unsigned field, const char *hex, size_t n)
-{
-    unsigned char out[16];
-    size_t k;
-
-    if (hex == NULL || strlen(hex) != 2 * n || n > sizeof(out)) {
-        return 0;
-    }
-    for (k = 0; k < n; k++) {
-        int hi = hexval(hex[2 * k]), lo = hexval(hex[2 * k + 1]);
-
-        if (hi < 0 || lo < 0) {
-            return 0;
-        }
-        out[k] = (unsigned char)(hi * 16 + lo);
-    }
-    pb_bytes(b, field, out, n);
-    return 1;
-}
-
-/* KeyValue {key = 1; AnyValue value = 2 {string 1, bool 2, int64 3,
- * double 4}} of each attribute of a JSON list */
-static void
-pb_attributes(jb_t *b, unsigned field, const json_t *list)
-{
-    const json_t *a;
-    size_t k;
-
-    json_array_foreach((json_t *)list, k, a)
-    {
-        const json_t *v = json_object_get(a, "value"), *x;
-        jb_t kv = {0}, any = {0};
-
-        pb_str(&kv, 1, json_string_value(json_object_get(a, "key")));
-        if ((x = json_object_get(v, "stringValue")) != NULL) {
-            pb_bytes(&any, 1, json_string_value(x), json_string_length(x));
-        } else if ((x = json_object_get(v, "boolValue")) != NULL) {
-            pb_tag(&any, 2, 0);
-            pb_varint(&any, json_is_true(x));
-        } else if ((x = json_object_get(v, "intValue")) != NULL) {
-            pb_tag(&any, 3, 0);
-            pb_varint(&any, (uint64_t)strtoll(json_string_value(x)
-                                                  ? json_string_value(x)
-                                                  : "0",
-                                              NULL, 10));
-        } else if ((x = json_object_get(v, "doubleValue")) != NULL) {
-            double d = json_number_value(x);
-            uint64_t bits;
-
-            memcpy(&bits, &d, sizeof(bits));
-            pb_fixed64(&any, 4, bits);
-        }
-        pb_msg(&kv, 2, &any);
-        pb_msg(b, field, &kv);
-    }
-}
-
-static void
-pb_span(jb_t *b, const json_t *s)
-{
-    jb_t sp = {0}, st = {0};
-    const json_t *status = json_object_get(s, "status");
-    const char *v;
-
-    pb_hex(&sp, 1, json_string_value(json_object_get(s, "traceId")), 16);
-    pb_hex(&sp, 2, json_string_value(json_object_get(s, "spanId")), 8);
-    pb_hex(&sp, 4, json_string_value(json_object_get(s, "parentSpanId")), 8);
-    pb_str(&sp, 5, json_string_value(json_object_get(s, "name")));
-    pb_tag(&sp, 6, 0);
-    pb_varint(&sp, (uint64_t)json_integer_value(json_object_get(s, "kind")));
-    v = json_string_value(json_object_get(s, "startTimeUnixNano"));
-    pb_fixed64(&sp, 7, v ? strtoull(v, NULL, 10) : 0);
-    v = json_string_value(json_object_get(s, "endTimeUnixNano"));
-    pb_fixed64(&sp, 8, v ? strtoull(v, NULL, 10) : 0);
-    pb_attributes(&sp, 9, json_object_get(s, "attributes"));
-    if (status != NULL) {
-        pb_str(&st, 2, json_string_value(json_object_get(status, "message")));
-        pb_tag(&st, 3, 0);
-        pb_varint(
-            &st, (uint64_t)json_integer_value(json_object_get(status, "code")));
-        pb_msg(&sp, 15, &st);
-    }
-    pb_msg(b, 2, &sp);
-}
-
-/* ExportTraceServiceRequest {ResourceSpans = 1 {Resource = 1,
- * ScopeSpans = 2 {InstrumentationScope = 1, Span = 2...}}} of the spans
- * in a JSON array's text. */
-static int
-to_protobuf(otel_t *o, const jb_t *spans, jb_t *out)
-{
-    json_t *list = json_loadb(spans->p, spans->len, 0, NULL);
-    json_t *res = json_loads(o->resource, 0, NULL), *s;
-    jb_t rs = {0}, resource = {0}, ss = {0}, scope = {0};
-    size_t k;
-
-    if (!json_is_array(list)) {
-        json_decref(list);
-        json_decref(res);
-        return MF_ERR;
-    }
-    pb_attributes(&resource, 1, res);
-    pb_msg(&rs, 1, &resource);
-    pb_str(&scope, 1, "manifold");
-    pb_str(&scope, 2, "1.0.0");
-    pb_msg(&ss, 1, &scope);
-    json_array_foreach(list, k, s)
-    {
-        pb_span(&ss, s);
-    }
-    pb_msg(&rs, 2, &ss);
-    pb_msg(out, 1, &rs);
-    json_decref(list);
-    json_decref(res);
-    return out->failed ? MF_ERR : MF_OK;
-}
-
 static void
 send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
 {
@@ -1002,22 +996,21 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
     span_t *s, *next;
 
     if (o->protobuf) {
-        jb_t arr = {0};
+        /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
+         * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}} */
+        jb_t rs = {0}, ss = {0}, scope = {0};
 
-        jb_put(&arr, "[", 1);
+        pb_str(&scope, 1, "manifold");
+        pb_str(&scope, 2, "1.0.0");
+        pb_msg(&ss, 1, &scope);
         for (s = list; s != NULL; s = next) {
             next = s->next;
-            if (s != list) {
-                jb_put(&arr, ",", 1);
-            }
-            jb_put(&arr, s->text, s->len);
+            jb_put(&ss, s->text, s->len);
             free(s);
         }
-        jb_put(&arr, "]", 1);
-        if (arr.failed || to_protobuf(o, &arr, &b) != MF_OK) {
-            b.failed = 1;
-        }
-        free(arr.p);
+        pb_bytes(&rs, 1, o->resource_pb, o->resource_pb_len);
+        pb_msg(&rs, 2, &ss);
+        pb_msg(&b, 1, &rs);
         if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
             api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
         } else {
@@ -1446,16 +1439,29 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         svc = getenv("OTEL_SERVICE_NAME");
     }
     {
-        jb_t b = {0};
-        int n = 0;
+        /* the resource, in both encodings: a JSON list of attributes,
+         * and Resource's protobuf (its attributes are field 1) */
+        enc_t e[2] = {{.pb = 0}, {.pb = 1, .attr = 1}};
+        int j;
 
-        jb_put(&b, "[", 1);
-        attr_str(&b, &n, "service.name",
-                 cstr(svc != NULL && svc[0] ? svc : "manifold"));
-        attr_str(&b, &n, "telemetry.sdk.name", MF_STR("manifold"));
-        attr_str(&b, &n, "telemetry.sdk.language", MF_STR("c"));
-        jb_put(&b, "]", 1);
-        o->resource = b.p;
+        for (j = 0; j < 2; j++) {
+            attr_str(&e[j], "service.name",
+                     cstr(svc != NULL && svc[0] ? svc : "manifold"));
+            attr_str(&e[j], "telemetry.sdk.name", MF_STR("manifold"));
+            attr_str(&e[j], "telemetry.sdk.language", MF_STR("c"));
+        }
+        jb_put(&e[1].sp, "", 0);
+        o->resource_pb = e[1].sp.p;
+        o->resource_pb_len = e[1].sp.len;
+        {
+            jb_t b = {0};
+
+            jb_put(&b, "[", 1);
+            jb_put(&b, e[0].out.p, e[0].out.len);
+            jb_put(&b, "]", 1);
+            o->resource = b.p;
+            free(e[0].out.p);
+        }
     }
     json_decref(conf);
     if (o->tls) {
@@ -1530,6 +1536,7 @@ otel_fini(void *state)
         SSL_CTX_free(o->ssl);
     }
     free(o->resource);
+    free(o->resource_pb);
     free(o->url);
     free(o->host);
     free(o->port);
