@@ -112,7 +112,7 @@ jb_put(jb_t *b, const char *s, size_t n)
         return;
     }
     if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 1024;
+        size_t cap = b->cap ? b->cap : 4096;
         char *p;
 
         while (cap < b->len + n + 1) {
@@ -182,6 +182,12 @@ pb_varint(jb_t *b, uint64_t v)
     char tmp[10];
     size_t n = 0;
 
+    /* most are one byte (tags, short lengths): no copy call */
+    if (v < 0x80 && !b->failed && b->len + 2 <= b->cap) {
+        b->p[b->len++] = (char)v;
+        b->p[b->len] = '\0';
+        return;
+    }
     do {
         tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
         v >>= 7;
@@ -278,15 +284,33 @@ attr_key(enc_t *e, const char *key)
     jb_cstr(&e->out, "\",\"value\":{");
 }
 
-/* protobuf: KeyValue with the AnyValue any (consumed) */
-static void
-pb_attr(enc_t *e, const char *key, jb_t *any)
+static size_t
+pb_varint_len(uint64_t v)
 {
-    jb_t kv = {0};
+    size_t n = 1;
 
-    pb_str(&kv, 1, key);
-    pb_msg(&kv, 2, any);
-    pb_msg(&e->sp, e->attr, &kv);
+    while (v > 0x7f) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* protobuf: a KeyValue's head, written straight into the span: its
+ * field, its length, the key, and the head of an AnyValue of any_len
+ * bytes, which the caller writes next (no buffer per attribute) */
+static void
+pb_kv_head(enc_t *e, const char *key, size_t any_len)
+{
+    size_t klen = strlen(key);
+    size_t kv_len =
+        1 + pb_varint_len(klen) + klen + 1 + pb_varint_len(any_len) + any_len;
+
+    pb_tag(&e->sp, e->attr, 2);
+    pb_varint(&e->sp, kv_len);
+    pb_bytes(&e->sp, 1, key, klen);
+    pb_tag(&e->sp, 2, 2);
+    pb_varint(&e->sp, any_len);
 }
 
 static void
@@ -296,10 +320,8 @@ attr_str(enc_t *e, const char *key, mf_str_t v)
         return;
     }
     if (e->pb) {
-        jb_t any = {0};
-
-        pb_bytes(&any, 1, v.data, v.len);
-        pb_attr(e, key, &any);
+        pb_kv_head(e, key, 1 + pb_varint_len(v.len) + v.len);
+        pb_bytes(&e->sp, 1, v.data, v.len);
         return;
     }
     attr_key(e, key);
@@ -317,11 +339,9 @@ attr_int(enc_t *e, const char *key, int64_t v)
         return;
     }
     if (e->pb) {
-        jb_t any = {0};
-
-        pb_tag(&any, 3, 0);
-        pb_varint(&any, (uint64_t)v);
-        pb_attr(e, key, &any);
+        pb_kv_head(e, key, 1 + pb_varint_len((uint64_t)v));
+        pb_tag(&e->sp, 3, 0);
+        pb_varint(&e->sp, (uint64_t)v);
         return;
     }
     attr_key(e, key);
@@ -335,12 +355,11 @@ attr_double(enc_t *e, const char *key, double v)
     char tmp[64];
 
     if (e->pb) {
-        jb_t any = {0};
         uint64_t bits;
 
         memcpy(&bits, &v, sizeof(bits));
-        pb_fixed64(&any, 4, bits);
-        pb_attr(e, key, &any);
+        pb_kv_head(e, key, 9);
+        pb_fixed64(&e->sp, 4, bits);
         return;
     }
     attr_key(e, key);
@@ -352,11 +371,9 @@ static void
 attr_bool(enc_t *e, const char *key, int v)
 {
     if (e->pb) {
-        jb_t any = {0};
-
-        pb_tag(&any, 2, 0);
-        pb_varint(&any, v != 0);
-        pb_attr(e, key, &any);
+        pb_kv_head(e, key, 2);
+        pb_tag(&e->sp, 2, 0);
+        pb_varint(&e->sp, v != 0);
         return;
     }
     attr_key(e, key);
@@ -462,8 +479,7 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
 
     e->n = 0;
     if (e->pb) {
-        free(e->sp.p);
-        e->sp = (jb_t){0};
+        e->sp.len = 0; /* the buffer is reused from span to span */
         e->attr = 9;
         pb_hex(&e->sp, 1, trace);
         pb_hex(&e->sp, 2, span);
@@ -519,7 +535,9 @@ span_close(enc_t *e, int error, mf_str_t message)
             pb_varint(&st, 2);
             pb_msg(&e->sp, 15, &st);
         }
-        pb_msg(b, 2, &e->sp); /* ScopeSpans.spans */
+        /* ScopeSpans.spans; the span's buffer is kept for the next */
+        pb_bytes(b, 2, e->sp.p ? e->sp.p : "", e->sp.len);
+        b->failed |= e->sp.failed;
         return;
     }
     jb_cstr(b, "]");
@@ -639,6 +657,25 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     return MF_CONTINUE;
 }
 
+/* "a b" into out (cut to fit), as a view */
+static mf_str_t
+join_name(char *out, size_t cap, mf_str_t a, mf_str_t b)
+{
+    size_t n = a.len < cap - 1 ? a.len : cap - 1, m;
+
+    if (n > 0) {
+        memcpy(out, a.data, n);
+    }
+    if (n + 1 < cap) {
+        out[n++] = ' ';
+    }
+    m = b.len < cap - n ? b.len : cap - n;
+    if (m > 0) {
+        memcpy(out + n, b.data, m);
+    }
+    return (mf_str_t){out, n + m};
+}
+
 static void
 otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
@@ -659,10 +696,9 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     }
     end = i.start_time + i.latency_ms / 1000;
     /* the server span: the gateway's answer to the client */
-    snprintf(name, sizeof(name), "%.*s %.*s", (int)i.method.len, i.method.data,
-             (int)i.path.len, i.path.data);
-    span_open(&e, i.trace_id, i.span_id, i.parent_span_id, cstr(name), 2,
-              i.start_time, end);
+    span_open(&e, i.trace_id, i.span_id, i.parent_span_id,
+              join_name(name, sizeof(name), i.method, i.path), 2, i.start_time,
+              end);
     attr_str(&e, "http.request.method", i.method);
     attr_str(&e, "http.route", i.path);
     attr_str(&e, "url.path", i.path);
@@ -701,10 +737,10 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
             a.start_ms >= 0 ? i.start_time + a.start_ms / 1000 : i.start_time;
         double stop = a.duration_ms >= 0 ? start + a.duration_ms / 1000 : start;
 
-        snprintf(name, sizeof(name), "%s %.*s", operation_of(&i),
-                 (int)a.model.len, a.model.data);
-        span_open(&e, i.trace_id, a.span_id, i.span_id, cstr(name), 3, start,
-                  stop);
+        span_open(
+            &e, i.trace_id, a.span_id, i.span_id,
+            join_name(name, sizeof(name), cstr(operation_of(&i)), a.model), 3,
+            start, stop);
         attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
         attr_str(&e, "gen_ai.provider.name", genai_provider(a.provider_type));
         attr_str(&e, "gen_ai.request.model", a.model);

@@ -65,6 +65,7 @@ $2
 $3
 YAML
   $SRV build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
+  echo $! > "$T/$1.pid"
   for _ in $(seq 50); do grep -q listening "$T/$1.err" && break; sleep 0.1; done
   sed -n 's/.*listening on [^:]*:\([0-9]*\).*/\1/p' "$T/$1.err" | head -1 > "$T/$1.port"
   sed -n 's/.*status listener on [^:]*:\([0-9]*\).*/\1/p' "$T/$1.err" | head -1 > "$T/$1.sport"
@@ -87,6 +88,20 @@ rps() {  # port
   $CLI wrk -t1 -c32 -d"${D}s" -s tests/bench/chat.lua "http://127.0.0.1:$1/v1/chat/completions" \
     | awk '/Requests\/sec/ {print $2}'
 }
+# CPU time of a process (all its threads: workers, writers, exporter), in
+# clock ticks
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# microseconds of the gateway's CPU per request over one wrk run: what
+# the stage costs, whatever the machine's other load does to req/s
+cpu_per_req() {  # name
+  local pid port t0 t1 n hz
+  pid=$(cat "$T/$1.pid"); port=$(cat "$T/$1.port"); hz=$(getconf CLK_TCK)
+  t0=$(ticks "$pid")
+  n=$($CLI wrk -t1 -c32 -d"${D}s" -s tests/bench/chat.lua "http://127.0.0.1:$port/v1/chat/completions" \
+      | awk '/requests in/ {print $1}')
+  t1=$(ticks "$pid")
+  awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }'
+}
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
 for port in $NGINX $BASE $PROM $OTEL; do rps "$port" >/dev/null; done   # warm up
 declare -A RPS
@@ -95,6 +110,11 @@ for round in 1 2 3; do
 done
 R_NGINX=$(median3 ${RPS[NGINX]}); R_BASE=$(median3 ${RPS[BASE]})
 R_PROM=$(median3 ${RPS[PROM]}); R_OTEL=$(median3 ${RPS[OTEL]})
+declare -A CPU
+for round in 1 2 3; do
+  for name in base prom otel; do CPU[$name]+="$(cpu_per_req "$name") "; done
+done
+C_BASE=$(median3 ${CPU[base]}); C_PROM=$(median3 ${CPU[prom]}); C_OTEL=$(median3 ${CPU[otel]})
 # whether the exporter kept up (a full queue drops spans and says so)
 DROPS=$(grep -c "spans dropped" "$T/otel.err" || true)
 
@@ -116,5 +136,9 @@ printf "  %-40s %10s req/s   %s\n" "manifold, accesslog" "$R_BASE" "$(ratio "$R_
 printf "  %-40s %10s req/s   %s   %s vs without (target >= -5%%)\n" "manifold, accesslog + prometheus" "$R_PROM" "$(ratio "$R_PROM" "$R_NGINX")" "$(pct "$R_PROM" "$R_BASE")"
 printf "  %-40s %10s req/s   %s   %s vs without (target >= -10%%)\n" "manifold, accesslog + otel" "$R_OTEL" "$(ratio "$R_OTEL" "$R_NGINX")" "$(pct "$R_OTEL" "$R_BASE")"
 echo "  otel: log lines about dropped spans: $DROPS"
+echo "gateway CPU per request (all threads; median of 3 interleaved runs of ${D}s)"
+printf "  %-40s %8s us\n" "manifold, accesslog" "$C_BASE"
+printf "  %-40s %8s us   %s (target <= +5%%)\n" "manifold, accesslog + prometheus" "$C_PROM" "$(pct "$C_PROM" "$C_BASE")"
+printf "  %-40s %8s us   %s (target <= +10%%)\n" "manifold, accesslog + otel" "$C_OTEL" "$(pct "$C_OTEL" "$C_BASE")"
 echo "scrape of the status listener's /metrics"
 awk -v s="$SCRAPE" -v n="$NSERIES" -v b="$BYTES" 'BEGIN { printf "  %d series of one metric (+ the stage'"'"'s own), %d bytes: %.1f ms (median of 5; target < 50 ms)\n", n, b, s * 1000 }'
