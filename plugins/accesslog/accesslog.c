@@ -302,6 +302,7 @@ accesslog_fini(void *state)
     pthread_cond_destroy(&al->wake);
     free(al->buf);
     free(al->name);
+    price_forget();
     json_decref(al->prices);
     if (al->owns_fd) {
         close(al->fd);

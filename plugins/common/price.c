@@ -146,6 +146,58 @@ price_cost(const price_t *p, int64_t prompt, int64_t cached,
     return (int64_t)ceil(c - 1e-9);
 }
 
+/* A memo of the last lookups, per thread: a lookup is seven JSON object
+ * reads; requests mostly name the same few models. An entry is valid for
+ * the prices object and the epoch it was made in; price_forget moves the
+ * epoch, so a freed object whose address comes back is not believed. */
+#define MEMO 8
+typedef struct {
+    const json_t *prices;
+    unsigned epoch;
+    int found;
+    size_t len;
+    char model[64];
+    price_t p;
+} memo_t;
+
+static unsigned memo_epoch = 1;
+static __thread memo_t memo[MEMO];
+
+void
+price_forget(void)
+{
+    __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE);
+}
+
+static int
+price_find_memo(const json_t *prices, mf_str_t model, price_t *p)
+{
+    unsigned epoch = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);
+    uint32_t h = 2166136261u;
+    memo_t *m;
+    size_t k;
+
+    if (model.len == 0 || model.len >= sizeof(m->model)) {
+        return price_find(prices, model, p) != NULL;
+    }
+    for (k = 0; k < model.len; k++) {
+        h = (h ^ (unsigned char)model.data[k]) * 16777619u;
+    }
+    m = &memo[h % MEMO];
+    if (m->prices != prices || m->epoch != epoch || m->len != model.len ||
+        memcmp(m->model, model.data, model.len) != 0) {
+        m->found = price_find(prices, model, &m->p) != NULL;
+        m->prices = prices;
+        m->epoch = epoch;
+        m->len = model.len;
+        memcpy(m->model, model.data, model.len);
+    }
+    if (m->found) {
+        *p = m->p;
+    }
+    return m->found;
+}
+
 int
 price_request(const json_t *prices, const mf_req_info_t *i, int64_t *micro_usd)
 {
@@ -157,8 +209,8 @@ price_request(const json_t *prices, const mf_req_info_t *i, int64_t *micro_usd)
     if (u->prompt_tokens < 0 && u->completion_tokens < 0) {
         return -1;
     }
-    if (price_find(prices, i->model, &p) == NULL &&
-        price_find(prices, i->upstream_model, &p) == NULL) {
+    if (!price_find_memo(prices, i->model, &p) &&
+        !price_find_memo(prices, i->upstream_model, &p)) {
         return 0;
     }
     if (i->size >=

@@ -51,6 +51,10 @@ int64_t price_cost(const price_t *p, int64_t prompt, int64_t cached,
 int price_request(const json_t *prices, const mf_req_info_t *i,
                   int64_t *micro_usd);
 
+/* A stage that prices with price_request calls this when it frees the
+ * prices it passed (fini): the per-thread memo of lookups forgets them. */
+void price_forget(void);
+
 /* Whether name matches pattern ('*' any run, other bytes literal). */
 int price_glob(const char *pattern, mf_str_t name);
 

@@ -1017,6 +1017,7 @@ dash_fini(void *state)
     dash_t *d = state;
 
     /* the store stays: the next load takes it over */
+    price_forget();
     json_decref(d->prices);
     free(d->path);
     free(d->api_summary);

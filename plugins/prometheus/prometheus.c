@@ -714,6 +714,7 @@ prom_fini(void *state)
 
     nameset_free(&p->models);
     nameset_free(&p->consumers);
+    price_forget();
     json_decref(p->prices);
     free(p->path);
     free(p);
