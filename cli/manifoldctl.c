@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cli/intent.h"
 #include "config/config.h"
 #include "core/rundir.h"
 
@@ -34,6 +35,14 @@ usage(FILE *f)
                "  generations          generations alive and their "
                "references\n"
                "  commands             commands the stages registered\n"
+               "  intent test TEXT     how the intent router classifies TEXT "
+               "(each classifier,\n"
+               "                       its scores; needs `explain: true`; "
+               "--model M, --url URL)\n"
+               "  intent eval FILE     accuracy over labelled examples "
+               "(INTENT<TAB>TEXT or\n"
+               "                       {\"text\",\"intent\"} lines), "
+               "suggested threshold and margin\n"
                "  WORD [WORD] ARGS     a command a stage registered (GET "
                "/commands lists them:\n"
                "                       consumers add NAME --group G, keys "
@@ -417,6 +426,8 @@ main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     const char *cmd, *sock = getenv("MANIFOLD_ADMIN_SOCKET"), *method = "GET";
+    const char *config_file = NULL;
+    int sock_from_config = 0;
     char *owned = NULL, path[512], sockbuf[4096], *send = NULL;
     json_t *j;
     int c, as_json = 0, status, rc;
@@ -425,13 +436,11 @@ main(int argc, char **argv)
         switch (c) {
         case 's':
             sock = optarg;
+            sock_from_config = 0;
             break;
         case 'c':
-            owned = socket_from_config(optarg);
-            if (owned == NULL) {
-                return 2;
-            }
-            sock = owned;
+            config_file = optarg; /* its admin.socket is read below */
+            sock_from_config = 1;
             break;
         case 'j':
             as_json = 1;
@@ -447,6 +456,16 @@ main(int argc, char **argv)
     if (optind >= argc) {
         usage(stderr);
         return 2;
+    }
+    if (strcmp(argv[optind], "intent") == 0) {
+        return mf_ctl_intent(argc - optind, argv + optind, config_file);
+    }
+    if (sock_from_config) {
+        owned = socket_from_config(config_file);
+        if (owned == NULL) {
+            return 2;
+        }
+        sock = owned;
     }
     if (sock == NULL || sock[0] == '\0') {
         sock = DEFAULT_SOCKET;

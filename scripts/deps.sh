@@ -12,7 +12,7 @@ need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
       ca-certificates)
 if [ "${1:-}" = test ]; then
   need+=(check clang libclang-rt-14-dev clang-format cppcheck nginx-light wrk
-         valgrind python3
+         valgrind python3 luajit
          redis-server redis-tools prometheus chromium)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)

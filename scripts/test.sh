@@ -66,6 +66,7 @@ fuzz() {
 
 step "clang-format" fmt
 step "layers" bash scripts/check-layers.sh
+step "Lua library (LuaJIT)" luajit tests/lua/run.lua
 step "cppcheck" cppcheck_run
 step "build (plain, -Werror)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 step "build (ASan+UBSan, -Werror)" build build-asan -DMF_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug

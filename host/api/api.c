@@ -803,6 +803,18 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
 }
 
 static int
+api_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+               void *arg)
+{
+    if (!can_pause(r) || cb == NULL || call == NULL ||
+        call->size < sizeof(mf_model_call_t) ||
+        (call->kind != MF_MODEL_CHAT && call->kind != MF_MODEL_EMBEDDINGS)) {
+        return MF_ERR;
+    }
+    return mf_svc_model_call(r, call, cb, arg);
+}
+
+static int
 api_redis_command(mf_req_t *r, int argc, const mf_str_t *argv, mf_redis_cb cb,
                   void *arg)
 {
@@ -959,6 +971,8 @@ const mf_host_api_t mf_api = {
     .metric_set = mf_metric_set,
     .metric_observe = mf_metric_observe,
     .metrics_render = api_metrics_render,
+    /* ABI 1.4: model calls from stages */
+    .model_call = api_model_call,
     /* ABI 1.5: observability (usage detail, attempts, upstream health) */
     .set_cache_write_tokens = api_set_cache_write_tokens,
     .get_attempt = api_get_attempt,

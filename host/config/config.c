@@ -906,6 +906,19 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     }
     if (lua != NULL) {
         s->lua = resolve_path(c, lua);
+        /* a bare name not beside the config: a Lua stage shipped in (or
+         * dropped into) a directory of the plugin search path */
+        for (i = 0; strchr(lua, '/') == NULL && access(s->lua, R_OK) != 0 &&
+                    i < c->nplugin_dirs;
+             i++) {
+            char buf[PATH_MAX];
+
+            snprintf(buf, sizeof(buf), "%s/%s", c->plugin_dirs[i], lua);
+            if (access(buf, R_OK) == 0) {
+                free(s->lua);
+                s->lua = mf_xstrdup(buf);
+            }
+        }
         if (access(s->lua, R_OK) != 0) {
             cfg_error(ck, mf_node_get(n, "lua"), path, "Lua file %s not found",
                       s->lua);

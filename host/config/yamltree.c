@@ -98,6 +98,7 @@ typedef struct {
     char *err;
     size_t errcap;
     int depth;
+    int raw; /* no ${VAR} interpolation (a data file, not the config) */
 } yaml_ctx_t;
 
 static mf_node_t *parse_node(yaml_ctx_t *y, yaml_event_t *ev);
@@ -185,8 +186,9 @@ parse_node(yaml_ctx_t *y, yaml_event_t *ev)
     case YAML_SCALAR_EVENT:
         n = node_new(MF_NODE_SCALAR, line);
         n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
-        n->value =
-            mf_interpolate((const char *)ev->data.scalar.value, &n->unset_var);
+        n->value = y->raw ? mf_xstrdup((const char *)ev->data.scalar.value)
+                          : mf_interpolate((const char *)ev->data.scalar.value,
+                                           &n->unset_var);
         if (n->unset_var) {
             n->raw = mf_xstrdup((const char *)ev->data.scalar.value);
         }
@@ -220,11 +222,11 @@ parse_node(yaml_ctx_t *y, yaml_event_t *ev)
     }
 }
 
-mf_node_t *
-mf_yaml_parse(const char *file, const char *text, size_t len, char *err,
-              size_t errcap)
+static mf_node_t *
+parse_text(const char *file, const char *text, size_t len, int raw, char *err,
+           size_t errcap)
 {
-    yaml_ctx_t y = {.file = file, .err = err, .errcap = errcap};
+    yaml_ctx_t y = {.file = file, .err = err, .errcap = errcap, .raw = raw};
     yaml_event_t ev;
     mf_node_t *root = NULL;
     int done = 0;
@@ -272,6 +274,20 @@ fail:
     yaml_parser_delete(&y.parser);
     mf_node_free(root);
     return NULL;
+}
+
+mf_node_t *
+mf_yaml_parse(const char *file, const char *text, size_t len, char *err,
+              size_t errcap)
+{
+    return parse_text(file, text, len, 0, err, errcap);
+}
+
+mf_node_t *
+mf_yaml_parse_data(const char *file, const char *text, size_t len, char *err,
+                   size_t errcap)
+{
+    return parse_text(file, text, len, 1, err, errcap);
 }
 
 mf_node_t *

@@ -29,6 +29,10 @@ struct mf_node_s {
  * the caller (mf_node_free). */
 mf_node_t *mf_yaml_parse(const char *file, const char *text, size_t len,
                          char *err, size_t errcap);
+/* The same without ${VAR} interpolation: a data file a stage reads (its
+ * text must not reach the environment, where the keys are). */
+mf_node_t *mf_yaml_parse_data(const char *file, const char *text, size_t len,
+                              char *err, size_t errcap);
 mf_node_t *mf_yaml_load_file(const char *path, char *err, size_t errcap);
 void mf_node_free(mf_node_t *n);
 

@@ -57,6 +57,13 @@ int mf_lua_yield(lua_State *L, mf_lua_slot_t *slot);
 void mf_lua_slot_resume(mf_lua_slot_t *slot, mf_req_t *r, lua_State *co,
                         int nargs);
 
+/* While a stage loads (its top-level code or M.init) on this thread:
+ * the config file's directory, and whether the stage is trusted and its
+ * script's path; NULL outside a load. mf_lua_add_dep adds a file the
+ * load read to those watched (a change reloads the stage). */
+const char *mf_lua_loading(lua_State *L, int *trusted, const char **script);
+void mf_lua_add_dep(lua_State *L, const char *path);
+
 /* mf.route.set_model, also reached as mf.req.set_model. */
 int mf_lua_route_set_model(lua_State *L);
 
@@ -70,6 +77,10 @@ void mf_lua_inject_json_api(lua_State *L);
 void mf_lua_inject_time_api(lua_State *L);
 void mf_lua_inject_redis_api(lua_State *L);
 void mf_lua_inject_http_api(lua_State *L);
+void mf_lua_inject_regex_api(lua_State *L);
+void mf_lua_inject_llm_api(lua_State *L);
+void mf_lua_inject_files_api(lua_State *L);
+void mf_lua_inject_body_api(lua_State *L); /* after the req API */
 void mf_lua_inject_endpoint_api(lua_State *L);
 void mf_lua_inject_metrics_api(lua_State *L);
 

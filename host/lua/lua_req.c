@@ -308,6 +308,24 @@ l_req_set_consumer_record(lua_State *L)
     return 1;
 }
 
+/* The API a request came in on, as info() names it. */
+static const char *
+endpoint_name(mf_endpoint_t e)
+{
+    switch (e) {
+    case MF_ENDPOINT_CHAT:
+        return "chat";
+    case MF_ENDPOINT_EMBEDDINGS:
+        return "embeddings";
+    case MF_ENDPOINT_MESSAGES:
+        return "messages";
+    case MF_ENDPOINT_LOCAL:
+        return "local";
+    default:
+        return "";
+    }
+}
+
 static int
 l_req_info(lua_State *L)
 {
@@ -344,6 +362,8 @@ l_req_info(lua_State *L)
     lua_setfield(L, -2, "path");
     lua_pushboolean(L, i.stream);
     lua_setfield(L, -2, "stream");
+    lua_pushstring(L, endpoint_name(i.endpoint));
+    lua_setfield(L, -2, "endpoint");
     mf_lua_push_usage(L, &i.usage);
     lua_setfield(L, -2, "usage");
     /* ABI 1.5: the trace context and cache writes */

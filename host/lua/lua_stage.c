@@ -53,7 +53,8 @@ struct mf_lua_stage_s {
     double time_limit_ms;
     double pause_limit_ms;
     double init_timeout_ms;
-    char **deps; /* files the script required while loading */
+    char *config_dir; /* the config file's directory (mf.files) */
+    char **deps;      /* files the script required while loading */
     size_t ndeps;
     lua_State **L;
     int *mod_ref;
@@ -357,6 +358,10 @@ open_mf(lua_State *L)
     mf_lua_inject_redis_api(L);
     mf_lua_inject_endpoint_api(L);
     mf_lua_inject_metrics_api(L);
+    mf_lua_inject_regex_api(L);
+    mf_lua_inject_llm_api(L);
+    mf_lua_inject_files_api(L);
+    mf_lua_inject_body_api(L);
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;
@@ -450,6 +455,33 @@ record_dep(lua_State *L)
     }
     lua_pushnil(L); /* not found here: the next searcher loads it */
     return 1;
+}
+
+/* The stage being loaded on this thread (top-level code, M.init). */
+static __thread mf_lua_stage_t *cur_load;
+
+const char *
+mf_lua_loading(lua_State *L, int *trusted, const char **script)
+{
+    MF_UNUSED(L);
+    if (cur_load == NULL) {
+        return NULL;
+    }
+    *trusted = cur_load->trusted;
+    *script = cur_load->path;
+    return cur_load->config_dir;
+}
+
+void
+mf_lua_add_dep(lua_State *L, const char *path)
+{
+    lua_pushlightuserdata(L, &deps_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    if (lua_istable(L, -1)) {
+        lua_pushstring(L, path);
+        lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+    }
+    lua_pop(L, 1);
 }
 
 static void
@@ -574,6 +606,41 @@ run_script(lua_State *L, mf_lua_stage_t *ls, int w, const char *path)
     return rc == 0 ? MF_OK : MF_ERR;
 }
 
+/* M.init(conf), when the module has one, under init_timeout: it checks
+ * the stage's config (raising an error, or returning nil, err, refuses
+ * the load: the start or the reload fails with the message) and may
+ * prepare per-worker state. */
+static int
+run_init(lua_State *L, mf_lua_stage_t *ls, int w, char *err, size_t errcap)
+{
+    lua_run_t was;
+    int rc;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->mod_ref[w]);
+    lua_getfield(L, -1, "init");
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        return MF_OK;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ls->conf_ref[w]);
+    was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    rc = lua_pcall(L, 1, 2, 0);
+    run_end(was);
+    if (rc != 0) {
+        snprintf(err, errcap, "stage '%s': init: %s", ls->name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1)
+                                     : "not enough memory");
+        return MF_ERR;
+    }
+    if (lua_isnil(L, -2) && !lua_isnil(L, -1)) {
+        snprintf(err, errcap, "stage '%s': init: %s", ls->name,
+                 lua_tostring(L, -1) ? lua_tostring(L, -1) : "refused");
+        return MF_ERR;
+    }
+    lua_pop(L, 3);
+    return MF_OK;
+}
+
 static lua_State *
 new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
           unsigned *hooks, char *err, size_t errcap)
@@ -582,7 +649,7 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     int *mod_ref = &ls->mod_ref[w], *conf_ref = &ls->conf_ref[w];
     char **version = &ls->version;
     lua_State *L = lua_newstate(limited_alloc, &ls->mem[w]);
-    int i;
+    int i, rc;
 
     if (L == NULL) { /* a LuaJIT without its own allocators (no GC64) */
         L = luaL_newstate();
@@ -614,7 +681,10 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
         return NULL;
     }
     install_dep_recorder(L);
-    if (run_script(L, ls, w, path) != MF_OK) {
+    cur_load = ls;
+    rc = run_script(L, ls, w, path);
+    cur_load = NULL;
+    if (rc != MF_OK) {
         snprintf(err, errcap, "stage '%s': %s", name,
                  lua_tostring(L, -1) ? lua_tostring(L, -1)
                                      : "not enough memory");
@@ -653,6 +723,13 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     *mod_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     mf_lua_push_json(L, config, 0);
     *conf_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    cur_load = ls;
+    rc = run_init(L, ls, w, err, errcap);
+    cur_load = NULL;
+    if (rc != MF_OK) {
+        lua_close(L);
+        return NULL;
+    }
     return L;
 }
 
@@ -663,7 +740,8 @@ static void lua_rt_free(void *impl);
  * function the module defines. */
 static mf_lua_stage_t *
 lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
-               unsigned *hooks, char *err, size_t errcap)
+               const char *config_dir, unsigned *hooks, char *err,
+               size_t errcap)
 {
     mf_lua_stage_t *ls = mf_xcalloc(1, sizeof(*ls));
     const char *path = sc->lua, *name = sc->name;
@@ -685,6 +763,7 @@ lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     ls->nhandlers = mf_xcalloc((size_t)nworkers, sizeof(size_t));
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
+    ls->config_dir = mf_xstrdup(config_dir ? config_dir : ".");
     for (i = 0; i < nworkers; i++) {
         ls->L[i] = new_state(ls, i, config, lua_path, hooks, err, errcap);
         if (ls->L[i] == NULL) {
@@ -712,8 +791,8 @@ static void *
 lua_rt_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks,
             char *err, size_t errcap)
 {
-    return lua_stage_load(&c->stages[i], nworkers, c->lua_path, hooks, err,
-                          errcap);
+    return lua_stage_load(&c->stages[i], nworkers, c->lua_path, c->dir, hooks,
+                          err, errcap);
 }
 
 /* Whether the stage was loaded with the sandbox and limits sc asks for. */
@@ -753,6 +832,7 @@ lua_rt_free(void *impl)
     free(ls->conf_ref);
     free(ls->nhandlers);
     free(ls->path);
+    free(ls->config_dir);
     free(ls->name);
     free(ls->version);
     free(ls);
@@ -956,8 +1036,8 @@ finish_coroutine(mf_lua_slot_t *slot, mf_req_t *r, int status)
     pause_disarm(slot);
     if (status == LUA_YIELD) {
         mf_log_error("stage '%s' %s: yielded outside an mf async call "
-                     "(a bare coroutine.yield()); only mf.sleep, mf.http "
-                     "and mf.redis may pause a stage",
+                     "(a bare coroutine.yield()); only mf.sleep, mf.http, "
+                     "mf.redis, mf.llm and mf.embed may pause a stage",
                      slot->st->name, stage_fn[slot->stage]);
         mf_stage_set_error(slot->st, "%s: yielded outside an mf async call",
                            stage_fn[slot->stage]);

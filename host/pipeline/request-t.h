@@ -44,6 +44,7 @@ typedef enum {
     MF_PHASE_RESPONSE_HEADERS,
     MF_PHASE_BODY,
     MF_PHASE_SERVE, /* a stage serves a path it added */
+    MF_PHASE_LOCAL, /* on_request, then the gateway answers it itself */
     MF_PHASE_FINISHED
 } mf_phase_t;
 
@@ -126,8 +127,14 @@ struct mf_req_s {
     mf_str_t store_id;
     mf_str_t store_value; /* data NULL: none stored */
     int store_deleted;
-    int intake_wait; /* what intake does once it is read (req_store.c) */
-    int listener;    /* mf_listener_t it came in on */
+    /* the owner (consumer, "" anonymous) of the entry read at intake, for
+     * request_end to compare once on_request has set the consumer */
+    mf_str_t store_owner; /* of the entry read at intake */
+    int store_read_early; /* an entry was read at intake (store_owner) */
+    int store_checked;    /* reads compare the owner (after on_request) */
+    int local_what;       /* what MF_PHASE_LOCAL answers (req_intake.c) */
+    int intake_wait;      /* what intake does once it is read (req_store.c) */
+    int listener;         /* mf_listener_t it came in on */
     const struct mf_epath_s *epath; /* a stage's path it is served by */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */
@@ -140,6 +147,8 @@ struct mf_req_s {
     mf_str_t consumer_key_id;
     mf_str_t *consumer_attrs; /* name, value, ... (2 * n) */
     size_t nconsumer_attrs;
+    int call_depth;         /* a stage's model call: how nested (0: a client) */
+    mf_str_t call_provider; /* a model call pinned to this provider */
 
     /* routing */
     mf_rtarget_t *targets;

@@ -166,6 +166,10 @@ extern const mf_proto_t mf_proto_anthropic;
 extern const mf_proto_t mf_proto_responses;
 extern const mf_proto_t mf_proto_gemini;
 
+/* The Responses adapter's 400 for a previous_response_id it does not
+ * find; the host answers the same when the entry is another consumer's. */
+extern const char mf_proto_prev_unknown[];
+
 /* 1 when s begins with prefix. */
 int mf_proto_has_prefix(mf_str_t s, const char *prefix);
 

@@ -321,6 +321,14 @@ anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
     if (json_is_object(v = json_object_get(in, "thinking"))) {
         json_object_set(out, "thinking", v);
     }
+    /* a prompt template's values, for the stage that renders it (the
+     * model names the template: nothing else reads the field) */
+    if (json_is_object(v = json_object_get(in, "variables")) &&
+        json_is_string(json_object_get(in, "model")) &&
+        strncmp(json_string_value(json_object_get(in, "model")),
+                "template:", 9) == 0) {
+        json_object_set(out, "variables", v);
+    }
     if (json_array_size(v = json_object_get(in, "tools")) > 0) {
         json_t *tools = json_array(), *t, *tc;
 

@@ -329,6 +329,11 @@ previous_items(const mf_proto_call_t *call, const char *id)
     return items;
 }
 
+const char mf_proto_prev_unknown[] =
+    "previous_response_id: no response with this id is stored here "
+    "(unknown, expired, deleted, made with store: false, or answered by "
+    "another gateway process)";
+
 static json_t *
 responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
@@ -349,9 +354,7 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
     prev = json_string_value(json_object_get(in, "previous_response_id"));
     items = prev ? previous_items(call, prev) : json_array();
     if (items == NULL) {
-        *err = "previous_response_id: no response with this id is stored "
-               "here (unknown, expired, deleted, made with store: false, "
-               "or answered by another gateway process)";
+        *err = mf_proto_prev_unknown;
         return NULL;
     }
     if (json_is_string(v)) {

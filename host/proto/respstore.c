@@ -1,7 +1,7 @@
 /*
- * The response store: a hash of ids to values and a list from oldest to
- * newest, behind one mutex (an entry is written once per answer and read
- * once per follow-up request: no contention worth sharding).
+ * The response store: a hash of ids to values (each with its owner) and a
+ * list from oldest to newest, behind one mutex (an entry is written once per
+ * answer and read once per follow-up request: no contention worth sharding).
  */
 #include "proto/respstore.h"
 
@@ -16,6 +16,7 @@ typedef struct entry_s {
     double expires; /* monotonic ms */
     size_t len;
     char *value;
+    char *owner; /* the consumer it was kept for, "" anonymous */
     char id[];
 } entry_t;
 
@@ -66,12 +67,20 @@ drop(entry_t *e)
     count--;
     bytes -= e->len;
     free(e->value);
+    free(e->owner);
     free(e);
 }
 
+/* Whether e may be seen by owner (NULL: by anyone). */
+static int
+owned(const entry_t *e, const char *owner)
+{
+    return owner == NULL || strcmp(e->owner, owner) == 0;
+}
+
 int
-mf_respstore_put(const char *id, mf_str_t value, size_t max_entries,
-                 size_t max_bytes, double ttl_ms)
+mf_respstore_put(const char *id, const char *owner, mf_str_t value,
+                 size_t max_entries, size_t max_bytes, double ttl_ms)
 {
     double now = mf_now_ms();
     size_t idlen = strlen(id);
@@ -83,6 +92,7 @@ mf_respstore_put(const char *id, mf_str_t value, size_t max_entries,
     e = mf_xmalloc(sizeof(*e) + idlen + 1);
     memcpy(e->id, id, idlen + 1);
     e->value = mf_xstrndup(value.data, value.len);
+    e->owner = mf_xstrdup(owner != NULL ? owner : "");
     e->len = value.len;
     e->expires = now + ttl_ms;
     pthread_mutex_lock(&mu);
@@ -112,31 +122,37 @@ mf_respstore_put(const char *id, mf_str_t value, size_t max_entries,
 }
 
 char *
-mf_respstore_get(const char *id)
+mf_respstore_get(const char *id, char **owner)
 {
     entry_t **p;
     char *out = NULL;
 
+    if (owner != NULL) {
+        *owner = NULL;
+    }
     pthread_mutex_lock(&mu);
     p = find(id);
     if (*p != NULL && (*p)->expires <= mf_now_ms()) {
         drop(*p);
     } else if (*p != NULL) {
         out = mf_xstrndup((*p)->value, (*p)->len);
+        if (owner != NULL) {
+            *owner = mf_xstrdup((*p)->owner);
+        }
     }
     pthread_mutex_unlock(&mu);
     return out;
 }
 
 int
-mf_respstore_delete(const char *id)
+mf_respstore_delete(const char *id, const char *owner)
 {
     entry_t **p;
     int found = 0;
 
     pthread_mutex_lock(&mu);
     p = find(id);
-    if (*p != NULL) {
+    if (*p != NULL && owned(*p, owner)) {
         found = (*p)->expires > mf_now_ms();
         drop(*p);
     }

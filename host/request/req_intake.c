@@ -1,7 +1,9 @@
 /*
  * Request intake: a request from the connection's head and body, the
- * endpoints without stages, refusals, and the body's checks (shape scan,
- * parse, model) before the phase loop starts.
+ * gateway's own paths (health without stages; model lists, count_tokens
+ * and stored Responses through on_request, MF_PHASE_LOCAL), refusals, and
+ * the body's checks (shape scan, parse, model) before the phase loop
+ * starts.
  */
 #include "request/request-int.h"
 
@@ -17,6 +19,7 @@
 #include "pipeline/pipeline.h"
 #include "proto/proto.h"
 #include "request/jscan.h"
+#include "svc/svc.h"
 
 static void
 respond_json(mf_req_t *r, int status, json_t *j)
@@ -353,10 +356,22 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
     return MF_OK;
 }
 
-/* An endpoint the adapter answers itself (Anthropic's count_tokens):
- * answered here, before any stage, with no upstream. Returns MF_ERR (the
- * request is answered). */
+/* Whether a chat body names a prompt template (a `template:` model or
+ * a `prompt` object): a template stage supplies its messages, so they
+ * may be absent or empty. */
 static int
+names_template(json_t *body)
+{
+    const char *m = json_string_value(json_object_get(body, "model"));
+
+    return (m != NULL && strncmp(m, "template:", 9) == 0) ||
+           json_is_object(json_object_get(body, "prompt"));
+}
+
+/* An endpoint the adapter answers itself (Anthropic's count_tokens,
+ * Gemini's countTokens): answered once on_request ran (MF_PHASE_LOCAL),
+ * with no upstream. */
+static void
 answer_local(mf_req_t *r)
 {
     const char *err = NULL;
@@ -367,7 +382,7 @@ answer_local(mf_req_t *r)
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              err ? err : "The request could not be read.");
-        return MF_ERR;
+        return;
     }
     if (estimated) {
         mf_hlist_set(r->pool, &r->resp_headers,
@@ -375,12 +390,26 @@ answer_local(mf_req_t *r)
     }
     mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
-    return MF_ERR;
 }
 
 /* What intake waits on (the response store's entry, read from Redis). */
 enum { INTAKE_NONE = 0, INTAKE_BODY, INTAKE_RESOURCE };
 #define INTAKE_WAITING 1 /* parse_body: the request waits; not answered */
+#define INTAKE_LOCAL 2   /* parse_body: the gateway answers (MF_PHASE_LOCAL) */
+
+/* What MF_PHASE_LOCAL answers once on_request ran (r->local_what). */
+enum { LOCAL_NONE = 0, LOCAL_MODELS, LOCAL_ADAPTER, LOCAL_RESOURCE };
+
+/* Starts MF_PHASE_LOCAL: stages see MF_ENDPOINT_LOCAL (no model call,
+ * nothing to meter), then mf_req_local_end answers. */
+static void
+start_local(mf_req_t *r, int what)
+{
+    r->local_what = what;
+    r->endpoint = MF_ENDPOINT_LOCAL;
+    r->phase = MF_PHASE_LOCAL;
+    mf_req_step(r);
+}
 
 static int canonical_body(mf_req_t *r);
 
@@ -416,7 +445,16 @@ parse_body(mf_req_t *r)
         return MF_ERR;
     }
     if (r->proto_local) {
-        return answer_local(r);
+        json_t *m = json_object_get(r->json, "model");
+
+        /* the model it names (Anthropic's), for the stages that check
+         * who may use which model; none: a stage sees no model */
+        if (json_is_string(m) && json_string_length(m) > 0) {
+            r->model = mf_pool_str(r->pool, (mf_str_t){json_string_value(m),
+                                                       json_string_length(m)});
+            r->model_asked = r->model;
+        }
+        return INTAKE_LOCAL;
     }
     if (mf_req_store_fetch(r, r->json)) {
         r->intake_wait = INTAKE_BODY; /* mf_req_intake_resume goes on */
@@ -462,7 +500,9 @@ canonical_body(mf_req_t *r)
     r->model_asked = r->model;
     if (r->endpoint == MF_ENDPOINT_CHAT) {
         v = json_object_get(r->json, "messages");
-        if (!json_is_array(v) || json_array_size(v) == 0) {
+        if ((v != NULL || !names_template(r->json)) &&
+            (!json_is_array(v) ||
+             (json_array_size(v) == 0 && !names_template(r->json)))) {
             mf_req_respond_error(r, 400, "invalid_request_error",
                                  "missing_required_parameter",
                                  "'messages' is required: a non-empty array "
@@ -688,6 +728,31 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
     return r;
 }
 
+/* A stage's model call (its x-manifold-call holds the process's secret,
+ * svc_model.c): its depth, pinned provider and consumer are believed. */
+static void
+req_trust_call(mf_req_t *r, const mf_http_head_t *head)
+{
+    size_t i;
+
+    for (i = 0; i < head->nheaders; i++) {
+        mf_str_t n = head->headers[i].name, v = head->headers[i].value;
+
+        if (mf_str_caseeq(n, MF_STR("x-manifold-call-depth"))) {
+            r->call_depth = v.len == 1 && v.data[0] >= '1' && v.data[0] <= '9'
+                                ? v.data[0] - '0'
+                                : MF_MODEL_CALL_MAX_DEPTH;
+        } else if (mf_str_caseeq(n, MF_STR("x-manifold-call-provider"))) {
+            r->call_provider = mf_pool_str(r->pool, v);
+        } else if (mf_str_caseeq(n, MF_STR("x-manifold-call-consumer"))) {
+            r->consumer = mf_pool_str(r->pool, v);
+        }
+    }
+    if (r->call_depth == 0) {
+        r->call_depth = MF_MODEL_CALL_MAX_DEPTH;
+    }
+}
+
 /* A request from its head and body (taken), tied to the connection, with
  * the CORS headers of an allowed origin; *preflight tells a preflight.
  * The client's x-manifold-* headers are dropped here, before any stage. */
@@ -698,6 +763,7 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     mf_req_t *r =
         req_alloc(w, mf_gen_acquire(), head, client_addr, mf_now_ms(), 8192);
     size_t i;
+    int call = -1;
 
     r->conn = c;
     r->body.data = body;
@@ -710,6 +776,10 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         /* x-manifold-* carry identity and control (the group canary rules
          * read, ...): stages set them, a client never does */
         if (name.len >= 11 && strncasecmp(name.data, "x-manifold-", 11) == 0) {
+            if (mf_str_caseeq(name, MF_STR("x-manifold-call")) &&
+                mf_svc_model_trusted(head->headers[i].value)) {
+                call = (int)i;
+            }
             continue;
         }
         mf_hlist_set(r->pool, &r->req_headers, name, head->headers[i].value);
@@ -717,6 +787,9 @@ req_new(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
     r->listener = mf_conn_listener(c);
     /* the adapter whose path it is answers, errors included */
     r->proto = mf_proto_find(r->path, &r->endpoint, &r->proto_local);
+    if (call >= 0) {
+        req_trust_call(r, head);
+    }
     mf_conn_set_req(c, r);
     *preflight = mf_guard_cors(r->gen->config, head, r->pool, &r->resp_headers);
     return r;
@@ -813,6 +886,10 @@ serve_proto(mf_req_t *r, int arg)
     if (rc == INTAKE_WAITING) {
         return;
     }
+    if (rc == INTAKE_LOCAL) {
+        start_local(r, LOCAL_ADAPTER);
+        return;
+    }
     if (rc != MF_OK || check_model(r) != MF_OK) {
         mf_req_finish(r);
         return;
@@ -897,26 +974,36 @@ models_claims(mf_str_t path)
 }
 
 /* GET of a model list or one model, in the shape the caller expects
- * (errors included). */
+ * (errors included), answered after on_request (mf_req_local_end). */
 static void
 serve_models(mf_req_t *r, int arg)
 {
-    const mf_proto_t *shape;
     mf_str_t id = MF_STR_NULL;
+    const mf_proto_t *shape = models_shape(r, &id);
 
     MF_UNUSED(arg);
-    shape = models_shape(r, &id);
     if (shape == NULL) {
         unknown_url(r);
-    } else {
-        r->proto = shape;
-        if (id.data != NULL) {
-            handle_model(r, shape, id);
-        } else {
-            handle_models(r, shape);
-        }
+        mf_req_finish(r);
+        return;
     }
-    mf_req_finish(r);
+    r->proto = shape;
+    start_local(r, LOCAL_MODELS);
+}
+
+/* The model list or the one model r->proto's path names. */
+static void
+answer_models(mf_req_t *r)
+{
+    mf_str_t id = MF_STR_NULL;
+
+    if (!r->proto->models_path(r->path, &id)) {
+        unknown_url(r);
+    } else if (id.data != NULL) {
+        handle_model(r, r->proto, id);
+    } else {
+        handle_models(r, r->proto);
+    }
 }
 
 /* Whether an adapter answers path itself as a resource (GET and DELETE
@@ -938,8 +1025,9 @@ resource_claims(mf_str_t path)
     return 0;
 }
 
-/* A resource path (r->proto's, found by req_new): read from the store
- * (first from Redis when it is there), then answered. */
+/* A resource path (r->proto's, found by req_new): answered after
+ * on_request (mf_req_local_end), which names the consumer whose entries
+ * it may see. */
 static void
 serve_resource(mf_req_t *r, int arg)
 {
@@ -949,14 +1037,45 @@ serve_resource(mf_req_t *r, int arg)
         mf_req_finish(r);
         return;
     }
-    if (mf_req_store_fetch(r, NULL)) {
-        r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
-        return;
-    }
-    if (!answer_resource(r)) {
+    start_local(r, LOCAL_RESOURCE);
+}
+
+int
+mf_req_local_end(mf_req_t *r)
+{
+    (void)mf_req_store_owner_ok(r); /* reads compare owners from here */
+    switch (r->local_what) {
+    case LOCAL_MODELS:
+        answer_models(r);
+        break;
+    case LOCAL_ADAPTER:
+        answer_local(r);
+        break;
+    case LOCAL_RESOURCE:
+        /* read from the store (first from Redis when it is there) */
+        if (mf_req_store_fetch(r, NULL)) {
+            r->intake_wait = INTAKE_RESOURCE; /* mf_req_intake_resume */
+            return 0;
+        }
+        if (!answer_resource(r)) {
+            unknown_url(r);
+        }
+        break;
+    default:
         unknown_url(r);
+        break;
     }
     mf_req_finish(r);
+    return 0;
+}
+
+void
+mf_req_respond_prev_unknown(mf_req_t *r)
+{
+    /* the very answer of an unknown id (the Responses adapter's): whether
+     * another consumer's id exists is not told */
+    mf_req_respond_error(r, 400, "invalid_request_error", NULL,
+                         mf_proto_prev_unknown);
 }
 
 static void

@@ -147,6 +147,19 @@ mf_req_route_default(mf_req_t *r)
 
     r->ntargets = 0;
     r->route = NULL;
+    if (r->call_provider.len > 0) {
+        /* a stage's model call pinned to one provider: it, if it serves
+         * the model, else nothing (no route, no fallback) */
+        for (i = 0; i < g->nproviders; i++) {
+            mf_prov_t *p = &g->providers[i];
+
+            if (mf_str_eq_cstr(r->call_provider, p->conf->name) &&
+                match_rank(p->conf, r->model) >= 0) {
+                mf_req_add_target(r, p, map_model(r, p->conf, r->model), 1);
+            }
+        }
+        return;
+    }
     if (rt != NULL) {
         mf_plan_t pl = {.gen = r->gen,
                         .headers = &r->req_headers,

@@ -41,14 +41,25 @@ void mf_req_finish(mf_req_t *r);
 /* req_store.c: what the inbound adapter sees of the request beside its
  * body (path, query, its memo slot, the config, the response store). */
 struct mf_proto_call_s mf_req_proto_call(mf_req_t *r);
-/* Reads (or deletes) in Redis the response-store entry the adapter's
- * store_key names for this request (in: its parsed body, or NULL for a
- * resource path): 1 when the request now waits, and
- * mf_req_intake_resume runs with the entry in r->store_value; 0 when
- * nothing is to be read (no Redis, no entry named). */
+/* Reads (or, for a DELETE whose entry is the consumer's, deletes) in
+ * Redis the response-store entry the adapter's store_key names for this
+ * request (in: its parsed body, or NULL for a resource path): 1 when the
+ * request now waits, and mf_req_intake_resume runs with the entry in
+ * r->store_value; 0 when nothing is to be read (no Redis, no entry
+ * named). */
 int mf_req_store_fetch(mf_req_t *r, json_t *in);
+/* After on_request: 1 when the entry read at intake (previous_response_id)
+ * is none or the consumer's; reads from here on compare owners. */
+int mf_req_store_owner_ok(mf_req_t *r);
 /* req_intake.c: intake goes on after the fetch. */
 void mf_req_intake_resume(mf_req_t *r);
+/* The end of MF_PHASE_LOCAL (on_request ran): the gateway's own answer
+ * (a model list, an adapter's local answer, a stored Response); 0 (the
+ * request is answered, or waits on the store). */
+int mf_req_local_end(mf_req_t *r);
+/* The answer of a previous_response_id that is not the consumer's: the
+ * 400 an unknown id has. */
+void mf_req_respond_prev_unknown(mf_req_t *r);
 
 /* req_decode.c: decodes a body sent with Content-Encoding gzip or
  * deflate in place; MF_ERR when it answered (413 past limits.max_body

@@ -5,7 +5,9 @@
  * upstream call; the response passes on_upstream_response and
  * on_response_headers, then its body (whole, or each SSE event) passes
  * on_response_body; on_log and on_done close it. Retries move to the next
- * target only before the first byte reached the client. This file runs
+ * target only before the first byte reached the client. A path the
+ * gateway answers itself (a model list, count_tokens, a stored Response)
+ * runs on_request only, then its answer (MF_PHASE_LOCAL). This file runs
  * the phase loop (pause and resume) and finishes and frees the request;
  * one file per step does the rest (request-int.h).
  */
@@ -88,6 +90,13 @@ mf_req_resume(mf_req_t *r, mf_action_t action)
 static int
 request_end(mf_req_t *r)
 {
+    /* on_request named the consumer: a previous_response_id read at
+     * intake must be its own before anything goes upstream */
+    if (!mf_req_store_owner_ok(r)) {
+        mf_req_respond_prev_unknown(r);
+        mf_req_finish(r);
+        return 0;
+    }
     mf_req_route_default(r);
     return 1;
 }
@@ -163,6 +172,7 @@ typedef struct {
  * UPSTREAM_RESPONSE --(on_upstream_response)--> RESPONSE_HEADERS
  * RESPONSE_HEADERS --(on_response_headers; the body goes out)--> BODY
  * SERVE --(the handler of a stage's path)--> FINISHED
+ * LOCAL --(on_request; the gateway's own answer)--> FINISHED
  */
 static const phase_t phases[MF_PHASE_FINISHED + 1] = {
     [MF_PHASE_REQUEST] = {.run = mf_pipeline_run,
@@ -191,6 +201,12 @@ static const phase_t phases[MF_PHASE_FINISHED + 1] = {
                         .stage = MF_STAGE_ENDPOINT,
                         .next = MF_PHASE_FINISHED,
                         .end = serve_end},
+    /* model lists, count_tokens, a stored Response: authenticated like
+     * a model call (on_request), answered by the gateway */
+    [MF_PHASE_LOCAL] = {.run = mf_pipeline_run,
+                        .stage = MF_STAGE_REQUEST,
+                        .next = MF_PHASE_FINISHED,
+                        .end = mf_req_local_end},
 };
 
 /* Runs phases from r->phase until one pauses, answers, or waits. */

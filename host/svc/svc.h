@@ -14,6 +14,15 @@ int mf_svc_http_call(mf_req_t *r, const char *method, mf_str_t url,
                      const mf_str_t *headers, size_t nheaders, mf_str_t body,
                      uint64_t timeout_ms, mf_http_cb cb, void *arg);
 
+/* api->model_call (see plugin.h): over loopback to the gateway's own
+ * listener. MF_ERR when r->call_depth is MF_MODEL_CALL_MAX_DEPTH. */
+#define MF_MODEL_CALL_MAX_DEPTH 3
+int mf_svc_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+                      void *arg);
+/* Whether value is this process's model-call secret (the x-manifold-call
+ * header of a call mf_svc_model_call made). */
+int mf_svc_model_trusted(mf_str_t value);
+
 /* api->redis_command (see plugin.h). Completion may run before this
  * returns when the command fails at once (no Redis configured or down). */
 int mf_svc_redis_command(mf_req_t *r, int argc, const mf_str_t *argv,

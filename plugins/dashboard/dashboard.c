@@ -316,7 +316,10 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
 
     (void)ctx;
     api->get_info(r, &i);
-    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE) {
+    /* LLM requests only: not the gateway's own answers (model lists,
+     * count_tokens, stored Responses), which call no model */
+    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
+        i.endpoint == MF_ENDPOINT_LOCAL) {
         return;
     }
     cut = i.stream && i.status < 400 && i.error.len > 0;

@@ -72,7 +72,7 @@ deny(mf_req_t *r, int status, const char *code, const char *msg)
 
     api->get_info(r, &i);
     if (i.endpoint == MF_ENDPOINT_MESSAGES ||
-        (i.path.len == 12 && memcmp(i.path.data, "/v1/messages", 12) == 0)) {
+        (i.path.len >= 12 && memcmp(i.path.data, "/v1/messages", 12) == 0)) {
         type = status == 401 ? "authentication_error" : "permission_error";
     } else {
         type = status == 401 ? "invalid_request_error" : "permission_error";

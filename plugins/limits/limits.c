@@ -453,10 +453,16 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     int s, w, quota = 0, spent = 0;
     char msg[300], reset[32];
 
+    mf_req_info_t info = {.size = sizeof(info)};
+
     if (x == NULL) {
         return MF_FAIL;
     }
     memset(x, 0, sizeof(*x));
+    api->get_info(r, &info);
+    if (info.endpoint == MF_ENDPOINT_LOCAL) {
+        return MF_CONTINUE; /* answered by the gateway: nothing to meter */
+    }
     scopes_of(lm, r, x, model);
     if (x->nscopes == 0) {
         return MF_CONTINUE;

@@ -690,8 +690,10 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     double end;
 
     api->get_info(r, &i);
+    /* not scrapes, stage pages, health checks, nor what the gateway
+     * answers itself (model lists, count_tokens): no model call */
     if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
-        !i.trace_sampled) {
+        i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
         return; /* scrapes, stage pages, health checks; not sampled */
     }
     end = i.start_time + i.latency_ms / 1000;

@@ -283,6 +283,8 @@ route_of(const mf_req_info_t *i)
         return "embeddings";
     case MF_ENDPOINT_MESSAGES:
         return "messages";
+    case MF_ENDPOINT_LOCAL:
+        return "local"; /* model lists, count_tokens, stored Responses */
     default:
         return "other";
     }

@@ -16,21 +16,21 @@ static char *
 store_get(const mf_proto_call_t *call, const char *id)
 {
     (void)call;
-    return mf_respstore_get(id);
+    return mf_respstore_get(id, NULL);
 }
 
 static void
 store_put(const mf_proto_call_t *call, const char *id, mf_str_t value)
 {
     (void)call;
-    (void)mf_respstore_put(id, value, 64, 1 << 20, 60000);
+    (void)mf_respstore_put(id, NULL, value, 64, 1 << 20, 60000);
 }
 
 static int
 store_delete(const mf_proto_call_t *call, const char *id)
 {
     (void)call;
-    return mf_respstore_delete(id);
+    return mf_respstore_delete(id, NULL);
 }
 
 static void

@@ -24,6 +24,10 @@
  *                        head at once), in every wire format
  *      drip_after=N      (stream, with drip) the first N events whole
  *      big=N             (non-stream chat) a reply of N bytes ("a"...)
+ *    Without reply=, a chat asking for a JSON schema with a string enum
+ *    property (response_format json_schema) is answered {"prop": value},
+ *    the first enum value found in the last user message, else the
+ *    last one (a classifier following its schema);
  *      chunk_bytes=N     (stream, with chunks) each chunk N bytes ("a"...)
  *      cache_write=N     (anthropic) report N cache_creation_input_tokens
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
@@ -40,6 +44,9 @@
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
  *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
  *    in mock_bedrock.c, with the same directives;
+ *  - embeddings: 8 numbers from a hash of each input; a model whose name
+ *    holds "bow" gives 64, the input's bag of words (texts sharing words
+ *    are near);
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
@@ -316,6 +323,59 @@ pick_tool(json_t *body)
                      "function", "function", "name", name, "arguments", args);
 }
 
+/* A request asking for a JSON schema with a string enum property (a
+ * classifier's constrained label) is answered as a model following the
+ * schema would: {"<property>": "<value>"}, the value the first of the
+ * enum (in its order) found in the last user message, case-insensitively,
+ * else the enum's last. 0 when the request asks for no such schema. */
+static int
+schema_reply(json_t *body, const char *user, char *out, size_t cap)
+{
+    json_t *props = json_object_get(
+        json_object_get(
+            json_object_get(json_object_get(body, "response_format"),
+                            "json_schema"),
+            "schema"),
+        "properties");
+    const char *key, *pick = NULL;
+    json_t *p, *e, *v;
+    size_t i;
+    char *lower = strdup(user), *c;
+
+    for (c = lower; c && *c; c++) {
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c + 32 : *c);
+    }
+    json_object_foreach(props, key, p)
+    {
+        e = json_object_get(p, "enum");
+        if (json_array_size(e) == 0) {
+            continue;
+        }
+        json_array_foreach(e, i, v)
+        {
+            if (json_is_string(v) && pick == NULL && lower &&
+                strstr(lower, json_string_value(v)) != NULL) {
+                pick = json_string_value(v);
+            }
+        }
+        if (pick == NULL) {
+            pick = json_string_value(json_array_get(e, json_array_size(e) - 1));
+        }
+        if (pick != NULL) {
+            json_t *o = json_pack("{s:s}", key, pick);
+            char *t = json_dumps(o, JSON_COMPACT);
+
+            snprintf(out, cap, "%s", t ? t : "{}");
+            free(t);
+            json_decref(o);
+            free(lower);
+            return 1;
+        }
+    }
+    free(lower);
+    return 0;
+}
+
 static void
 reply_text(json_t *body, const directives_t *d, char *out, size_t cap)
 {
@@ -326,6 +386,9 @@ reply_text(json_t *body, const directives_t *d, char *out, size_t cap)
         return;
     }
     last_user_text(body, user, sizeof(user));
+    if (schema_reply(body, user, out, cap)) {
+        return;
+    }
     strip_directives(user); /* drop directives from the echo */
     snprintf(out, cap, "Hello from mock. You said: %.200s", user);
 }
@@ -949,6 +1012,40 @@ base64_floats(const float *v, size_t n)
     return s;
 }
 
+/* A model named with "bow" embeds a text as its bag of words: each word
+ * (letters and digits, lowercased) adds 1 to the dimension its hash
+ * picks, so that texts sharing words are near (a deterministic stand-in
+ * for semantic similarity). */
+static void
+bag_of_words(const char *s, float *v, size_t dims)
+{
+    size_t k;
+
+    for (k = 0; k < dims; k++) {
+        v[k] = 0;
+    }
+    while (*s) {
+        uint32_t h = 2166136261u;
+        int len = 0;
+
+        while (*s && !((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+                       (*s >= '0' && *s <= '9'))) {
+            s++;
+        }
+        while ((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+               (*s >= '0' && *s <= '9')) {
+            char c = (char)(*s >= 'A' && *s <= 'Z' ? *s + 32 : *s);
+
+            h = (h ^ (unsigned char)c) * 16777619u;
+            len++;
+            s++;
+        }
+        if (len > 0) {
+            v[h % dims] += 1.0f;
+        }
+    }
+}
+
 static void
 answer_embeddings(struct evhttp_request *req, json_t *body)
 {
@@ -958,28 +1055,36 @@ answer_embeddings(struct evhttp_request *req, json_t *body)
     size_t n = json_is_array(input) ? json_array_size(input) : 1, i, k;
     int tokens = 0;
 
+    const char *model = json_string_value(json_object_get(body, "model"));
+    int bow = model != NULL && strstr(model, "bow") != NULL;
+    size_t dims = bow ? 64 : 8;
+
     for (i = 0; i < n; i++) {
         json_t *item = json_is_array(input) ? json_array_get(input, i) : input;
         const char *s = json_is_string(item) ? json_string_value(item) : "x";
         uint32_t h = 2166136261u;
-        float v[8];
+        float v[64];
 
-        for (k = 0; s[k]; k++) {
-            h = (h ^ (unsigned char)s[k]) * 16777619u;
-        }
-        for (k = 0; k < 8; k++) {
-            h = h * 1103515245u + 12345u;
-            v[k] = (float)((h >> 8) % 2000) / 1000.0f - 1.0f;
+        if (bow) {
+            bag_of_words(s, v, dims);
+        } else {
+            for (k = 0; s[k]; k++) {
+                h = (h ^ (unsigned char)s[k]) * 16777619u;
+            }
+            for (k = 0; k < 8; k++) {
+                h = h * 1103515245u + 12345u;
+                v[k] = (float)((h >> 8) % 2000) / 1000.0f - 1.0f;
+            }
         }
         tokens += (int)strlen(s) / 4 + 1;
         if (fmt && strcmp(fmt, "base64") == 0) {
             json_array_append_new(
                 data, json_pack("{s:s,s:i,s:o}", "object", "embedding", "index",
-                                (int)i, "embedding", base64_floats(v, 8)));
+                                (int)i, "embedding", base64_floats(v, dims)));
         } else {
             json_t *arr = json_array();
 
-            for (k = 0; k < 8; k++) {
+            for (k = 0; k < dims; k++) {
                 json_array_append_new(arr, json_real(v[k]));
             }
             json_array_append_new(data, json_pack("{s:s,s:i,s:o}", "object",

@@ -1,5 +1,5 @@
 /* Check suite for host/proto/respstore.c: put, get, replace, delete, the
- * count and byte bounds (oldest evicted first), TTL, threads. */
+ * owner, the count and byte bounds (oldest evicted first), TTL, threads. */
 #include "check_main.h"
 #include <pthread.h>
 #include <stdio.h>
@@ -12,7 +12,7 @@ static void
 clear(const char *const *ids)
 {
     for (; *ids != NULL; ids++) {
-        (void)mf_respstore_delete(*ids);
+        (void)mf_respstore_delete(*ids, NULL);
     }
 }
 
@@ -20,21 +20,52 @@ START_TEST(put_get_replace_delete)
 {
     char *v;
 
-    ck_assert_int_eq(mf_respstore_put("a", MF_STR("one"), 10, 1000, 60000),
-                     MF_OK);
-    v = mf_respstore_get("a");
+    ck_assert_int_eq(
+        mf_respstore_put("a", NULL, MF_STR("one"), 10, 1000, 60000), MF_OK);
+    v = mf_respstore_get("a", NULL);
     ck_assert_str_eq(v, "one");
     free(v);
-    ck_assert_int_eq(mf_respstore_put("a", MF_STR("two"), 10, 1000, 60000),
-                     MF_OK);
+    ck_assert_int_eq(
+        mf_respstore_put("a", NULL, MF_STR("two"), 10, 1000, 60000), MF_OK);
     ck_assert_uint_eq(mf_respstore_count(), 1);
-    v = mf_respstore_get("a");
+    v = mf_respstore_get("a", NULL);
     ck_assert_str_eq(v, "two");
     free(v);
-    ck_assert_int_eq(mf_respstore_delete("a"), 1);
-    ck_assert_int_eq(mf_respstore_delete("a"), 0);
-    ck_assert_ptr_null(mf_respstore_get("a"));
+    ck_assert_int_eq(mf_respstore_delete("a", NULL), 1);
+    ck_assert_int_eq(mf_respstore_delete("a", NULL), 0);
+    ck_assert_ptr_null(mf_respstore_get("a", NULL));
     ck_assert_uint_eq(mf_respstore_count(), 0);
+}
+END_TEST
+
+/* An entry keeps its owner; a delete for another owner leaves it. */
+START_TEST(owner_kept_and_checked)
+{
+    char *v, *owner;
+
+    ck_assert_int_eq(
+        mf_respstore_put("o", "alice", MF_STR("hers"), 10, 1000, 60000), MF_OK);
+    v = mf_respstore_get("o", &owner);
+    ck_assert_str_eq(v, "hers");
+    ck_assert_str_eq(owner, "alice");
+    free(v);
+    free(owner);
+    ck_assert_int_eq(mf_respstore_delete("o", "bob"), 0);
+    ck_assert_int_eq(mf_respstore_delete("o", ""), 0);
+    v = mf_respstore_get("o", NULL);
+    ck_assert_str_eq(v, "hers");
+    free(v);
+    ck_assert_int_eq(mf_respstore_delete("o", "alice"), 1);
+    ck_assert_ptr_null(mf_respstore_get("o", &owner));
+    ck_assert_ptr_null(owner);
+    /* anonymous: owner "" */
+    mf_respstore_put("n", NULL, MF_STR("x"), 10, 1000, 60000);
+    v = mf_respstore_get("n", &owner);
+    ck_assert_str_eq(owner, "");
+    free(v);
+    free(owner);
+    ck_assert_int_eq(mf_respstore_delete("n", "alice"), 0);
+    ck_assert_int_eq(mf_respstore_delete("n", ""), 1);
 }
 END_TEST
 
@@ -44,27 +75,29 @@ START_TEST(bounds_evict_oldest)
     char *v;
 
     /* count: the third put evicts the first */
-    mf_respstore_put("e1", MF_STR("1111"), 2, 1000, 60000);
-    mf_respstore_put("e2", MF_STR("2222"), 2, 1000, 60000);
-    mf_respstore_put("e3", MF_STR("3333"), 2, 1000, 60000);
-    ck_assert_ptr_null(mf_respstore_get("e1"));
-    v = mf_respstore_get("e2");
+    mf_respstore_put("e1", NULL, MF_STR("1111"), 2, 1000, 60000);
+    mf_respstore_put("e2", NULL, MF_STR("2222"), 2, 1000, 60000);
+    mf_respstore_put("e3", NULL, MF_STR("3333"), 2, 1000, 60000);
+    ck_assert_ptr_null(mf_respstore_get("e1", NULL));
+    v = mf_respstore_get("e2", NULL);
     ck_assert_ptr_nonnull(v);
     free(v);
     ck_assert_uint_eq(mf_respstore_count(), 2);
     /* bytes: 4 + 4 + 4 > 10 evicts e2 */
-    mf_respstore_put("e4", MF_STR("4444"), 10, 10, 60000);
-    ck_assert_ptr_null(mf_respstore_get("e2"));
-    v = mf_respstore_get("e3");
+    mf_respstore_put("e4", NULL, MF_STR("4444"), 10, 10, 60000);
+    ck_assert_ptr_null(mf_respstore_get("e2", NULL));
+    v = mf_respstore_get("e3", NULL);
     ck_assert_ptr_nonnull(v);
     free(v);
     /* a value over max_bytes is not kept, and evicts nothing */
     ck_assert_int_eq(
-        mf_respstore_put("big", MF_STR("0123456789ab"), 10, 10, 60000), MF_ERR);
-    ck_assert_ptr_null(mf_respstore_get("big"));
+        mf_respstore_put("big", NULL, MF_STR("0123456789ab"), 10, 10, 60000),
+        MF_ERR);
+    ck_assert_ptr_null(mf_respstore_get("big", NULL));
     ck_assert_uint_eq(mf_respstore_count(), 2);
     /* max_entries 0 keeps nothing */
-    ck_assert_int_eq(mf_respstore_put("e1", MF_STR("x"), 0, 10, 60000), MF_ERR);
+    ck_assert_int_eq(mf_respstore_put("e1", NULL, MF_STR("x"), 0, 10, 60000),
+                     MF_ERR);
     clear(ids);
     ck_assert_uint_eq(mf_respstore_count(), 0);
 }
@@ -72,17 +105,17 @@ END_TEST
 
 START_TEST(ttl)
 {
-    ck_assert_int_eq(mf_respstore_put("t", MF_STR("soon gone"), 10, 1000, 30),
-                     MF_OK);
+    ck_assert_int_eq(
+        mf_respstore_put("t", NULL, MF_STR("soon gone"), 10, 1000, 30), MF_OK);
     usleep(60000);
-    ck_assert_ptr_null(mf_respstore_get("t"));
+    ck_assert_ptr_null(mf_respstore_get("t", NULL));
     ck_assert_uint_eq(mf_respstore_count(), 0); /* dropped when met */
     /* an expired entry is dropped by the next put */
-    mf_respstore_put("t1", MF_STR("x"), 10, 1000, 30);
+    mf_respstore_put("t1", NULL, MF_STR("x"), 10, 1000, 30);
     usleep(60000);
-    mf_respstore_put("t2", MF_STR("y"), 10, 1000, 60000);
+    mf_respstore_put("t2", NULL, MF_STR("y"), 10, 1000, 60000);
     ck_assert_uint_eq(mf_respstore_count(), 1);
-    ck_assert_int_eq(mf_respstore_delete("t2"), 1);
+    ck_assert_int_eq(mf_respstore_delete("t2", NULL), 1);
 }
 END_TEST
 
@@ -96,11 +129,11 @@ churn(void *arg)
         char *v;
 
         snprintf(id, sizeof(id), "t%d-%d", t, i % 300);
-        mf_respstore_put(id, MF_STR("value"), 500, 1 << 20, 60000);
-        v = mf_respstore_get(id);
+        mf_respstore_put(id, NULL, MF_STR("value"), 500, 1 << 20, 60000);
+        v = mf_respstore_get(id, NULL);
         free(v);
         if (i % 7 == 0) {
-            (void)mf_respstore_delete(id);
+            (void)mf_respstore_delete(id, NULL);
         }
     }
     return NULL;
@@ -128,6 +161,7 @@ main(void)
     TCase *tc = tcase_create("core");
 
     tcase_add_test(tc, put_get_replace_delete);
+    tcase_add_test(tc, owner_kept_and_checked);
     tcase_add_test(tc, bounds_evict_oldest);
     tcase_add_test(tc, ttl);
     tcase_add_test(tc, threads);

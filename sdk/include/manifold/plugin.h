@@ -100,6 +100,11 @@ typedef enum mf_endpoint_e {
     MF_ENDPOINT_CHAT,       /* POST /v1/chat/completions */
     MF_ENDPOINT_EMBEDDINGS, /* POST /v1/embeddings */
     MF_ENDPOINT_MESSAGES,   /* POST /v1/messages (Anthropic inbound) */
+    /* a path the gateway answers itself (model lists, count_tokens, GET
+     * and DELETE of a stored Response): on_request runs (authentication),
+     * then the gateway answers; no model call, no upstream, nothing to
+     * meter */
+    MF_ENDPOINT_LOCAL,
 } mf_endpoint_t;
 
 /* Token usage of a request. -1 = not known. */
@@ -481,6 +486,20 @@ typedef struct mf_metric_def_s {
 #define MF_METRICS_PROMETHEUS 0  /* text format 0.0.4 */
 #define MF_METRICS_OPENMETRICS 1 /* OpenMetrics 1.0, with exemplars */
 
+/* What api->model_call calls (ABI 1.4). */
+typedef enum mf_model_kind_e {
+    MF_MODEL_CHAT = 0,      /* POST /v1/chat/completions (not streamed) */
+    MF_MODEL_EMBEDDINGS = 1 /* POST /v1/embeddings */
+} mf_model_kind_t;
+
+typedef struct mf_model_call_s {
+    size_t size; /* sizeof(mf_model_call_t) of the caller */
+    mf_model_kind_t kind;
+    mf_str_t body;       /* the OpenAI request JSON (its `model` included) */
+    mf_str_t provider;   /* only this provider serves it; empty: routing */
+    uint64_t timeout_ms; /* as api->http_call's (0 = 30 s) */
+} mf_model_call_t;
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -680,6 +699,22 @@ struct mf_host_api_s {
     /* Request stages (an endpoint's handler). Every metric declared, in
      * `format` (MF_METRICS_*), into *out (request memory). */
     int (*metrics_render)(mf_req_t *r, int format, mf_str_t *out);
+
+    /* ABI 1.4: model calls from stages. */
+
+    /* Request stages that may pause. A call of the gateway's own API as
+     * its client (an embeddings call, a model call), through its
+     * providers: routes, key pools, fallback, breakers, stages, usage
+     * and the access log, as any request, with the calling request's
+     * consumer and credentials (so its limits and spend are the
+     * caller's). call->provider pins one provider (no route, no
+     * fallback). cb gets the gateway's answer: the status and its JSON
+     * body in OpenAI's shape (an error's too); err for a call that got
+     * no answer (timeout, the gateway draining). MF_ERR when r may not
+     * pause here or calls are nested deeper than 3 (a stage calling
+     * itself). Abandoned when the request ends first. */
+    int (*model_call)(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
+                      void *arg);
 
     /* ABI 1.5: observability (usage detail, attempts, upstream health) */
 
