@@ -85,7 +85,22 @@ typedef struct mf_attempt_s {
     uint64_t delivered_text; /* bytes of answer text sent in stream events */
     double head_ms;          /* the upstream's answer head came, 0 not yet */
     double end_ms;           /* the attempt ended, 0 not yet */
+    char span_id[17];        /* its trace span (16 hex digits) */
 } mf_attempt_t;
+
+/* What stays of an attempt once it closed (api->get_attempt). */
+typedef struct mf_attempt_rec_s {
+    const char *provider; /* the generation's provider name */
+    const char *type;     /* and its type */
+    mf_str_t model;
+    char outcome[24];
+    int status;
+    int key_idx;
+    double start; /* monotonic ms: the call's start, 0 none went out */
+    double end;
+    double head;
+    char span_id[17];
+} mf_attempt_rec_t;
 
 struct mf_req_s {
     mf_pool_t *pool;
@@ -151,6 +166,9 @@ struct mf_req_s {
     int skipped_keys;             /* targets skipped: every key disabled */
     struct event *attempt_timer;  /* time to first token */
     mf_buf_t tried;               /* "provider/model:status,..." for logs */
+    mf_attempt_rec_t *recs;       /* closed attempts (request memory) */
+    size_t nrecs;
+    size_t recs_cap;
 
     /* the current attempt (reset in one statement when one begins) */
     mf_attempt_t att;
@@ -169,6 +187,7 @@ struct mf_req_s {
     mf_str_t error;
     mf_usage_t usage;
     int have_usage;
+    int64_t cache_write_tokens; /* part of usage.prompt_tokens, -1 unknown */
     json_t *resp_json;  /* canonical response from a translating provider */
     mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
     mf_str_t replace;   /* set_response_chunk */
@@ -191,6 +210,13 @@ struct mf_req_s {
     double start_wall;
     double first_byte_ms;
     double first_content_ms; /* the first event with content was sent */
+
+    /* trace context (made on first use: mf_req_trace) */
+    int trace_made;
+    int trace_sampled;
+    char trace_id[33];
+    char span_id[17];
+    char parent_span_id[17]; /* the client's, "" none */
     double upstream_ms;
     uint64_t bytes_in;
     uint64_t bytes_out;

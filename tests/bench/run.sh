@@ -4,9 +4,10 @@
 # one run; prints each figure with its ratio to nginx. Two set-ups: wrk on
 # one core and the servers (mock and proxies) on the other; then each
 # proxy alone on its core with wrk and a second mock on the other. Ends
-# with the instructions per request (instr.sh). Rows for key-auth +
-# limits with one consumer, on the embedded store and on Redis (a
-# redis-server on the servers' core). Nothing is asserted.
+# with the instructions per request (instr.sh) and the cost of the
+# observability stages (obs.sh). Rows for key-auth + limits with one
+# consumer, on the embedded store and on Redis (a redis-server on the
+# servers' core). Nothing is asserted.
 #   tests/bench/run.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -220,3 +221,4 @@ printf "  idle RSS: %d KiB (target < 20480)\n" "$IDLE_RSS"
 echo "  1000 concurrent paced streams: $STREAMS (target peak < 102400 KiB)"
 echo
 bash tests/bench/instr.sh
+bash tests/bench/obs.sh "$D"

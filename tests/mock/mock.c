@@ -34,6 +34,7 @@
  *                        each (1: one character per event)
  *      echo_args         a tool call's arguments carry the user's text
  *                        ({"<first required parameter>": "<text>"})
+ *      cache_write=N     (anthropic) report N cache_creation_input_tokens
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
  *    to every request for that model (a gateway's model_map can point one
  *    route target at a failing "model").
@@ -171,6 +172,8 @@ parse_directives(const char *text, directives_t *d)
                 d->chunks = v;
             } else if (strncmp(tok, "cut=", 4) == 0) {
                 d->cut = v;
+            } else if (strncmp(tok, "cache_write=", 12) == 0) {
+                d->cache_write = v;
             } else if (strcmp(tok, "filter") == 0) {
                 d->filter = 1;
             } else if (strcmp(tok, "cutfirst") == 0) {
@@ -1454,7 +1457,7 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                             "stop_sequence", "usage", "input_tokens", in_tokens,
                             "output_tokens", out_tokens,
                             "cache_read_input_tokens", 3,
-                            "cache_creation_input_tokens", 0),
+                            "cache_creation_input_tokens", d->cache_write),
                   0);
         return;
     }
@@ -1466,12 +1469,13 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
 
         anthropic_event(
             ev, "message_start",
-            json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i,s:i}}}",
-                      "type", "message_start", "message", "id", "msg_mock_1",
-                      "type", "message", "role", "assistant", "model", model,
-                      "content", "stop_reason", "stop_sequence", "usage",
-                      "input_tokens", in_tokens, "output_tokens", 1,
-                      "cache_read_input_tokens", 3));
+            json_pack(
+                "{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i,s:i,s:i}}}",
+                "type", "message_start", "message", "id", "msg_mock_1", "type",
+                "message", "role", "assistant", "model", model, "content",
+                "stop_reason", "stop_sequence", "usage", "input_tokens",
+                in_tokens, "output_tokens", 1, "cache_read_input_tokens", 3,
+                "cache_creation_input_tokens", d->cache_write));
         anthropic_event(ev, "ping", json_pack("{s:s}", "type", "ping"));
         if (tool) {
             anthropic_event(ev, "content_block_start",

@@ -166,7 +166,42 @@ typedef struct mf_req_info_s {
     double attempt_ms;       /* last attempt: its start to its end (or
                                 now), -1 none */
     mf_str_t query;          /* the target's query, without '?' */
+    /* ABI 1.5: observability (usage detail, trace context) */
+    int64_t cache_write_tokens; /* prompt tokens written to a provider's
+                                   cache (part of usage.prompt_tokens,
+                                   Anthropic's cache_creation_input_tokens),
+                                   -1 unknown */
+    mf_str_t trace_id;          /* 32 lowercase hex digits: the trace of
+                                   the client's W3C traceparent, else one
+                                   made for the request */
+    mf_str_t span_id;           /* 16 hex digits: the request's own
+                                   (server) span */
+    mf_str_t parent_span_id;    /* 16 hex digits: the span of the client's
+                                   traceparent, empty when none came */
+    int trace_sampled;          /* the client's traceparent flags say
+                                   sampled (1 when none came) */
 } mf_req_info_t;
+
+/* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
+ * caller sets `size`; views valid during the callback. */
+typedef struct mf_attempt_info_s {
+    size_t size;
+    mf_str_t provider;      /* provider name from the config */
+    mf_str_t model;         /* model sent upstream */
+    mf_str_t outcome;       /* ok, a status ("503"), timeout, connect, cut,
+                               ttft_timeout, abandoned; empty while open */
+    int status;             /* the upstream's status, 0 when none came */
+    int key_index;          /* the provider key's index, -1 none (never the
+                               key) */
+    double start_ms;        /* request start to the call's start, -1 when no
+                               call went out */
+    double duration_ms;     /* the call's start to its end (or now), -1 */
+    double ttfb_ms;         /* the call's start to the answer head, -1 */
+    mf_str_t span_id;       /* 16 hex digits: the attempt's (client) span,
+                               the parent a traceparent sent upstream names */
+    mf_str_t provider_type; /* the provider's type ("openai", "anthropic",
+                               "bedrock", ...) */
+} mf_attempt_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
 typedef struct mf_target_s {
@@ -736,6 +771,32 @@ struct mf_host_api_s {
      * when the client asked for usage, and its clean end. */
     int (*stop_response)(mf_req_t *r, int status, const char *type,
                          const char *code, const char *message, mf_str_t final);
+
+    /* ABI 1.5: observability (usage detail, attempts, upstream health) */
+
+    /* Provider, on_response_body, on_log (as set_usage). Prompt tokens
+     * written to the provider's cache, part of prompt_tokens (get_info's
+     * cache_write_tokens). */
+    int (*set_cache_write_tokens)(mf_req_t *r, int64_t tokens);
+    /* Request stages. Fills *a (a->size set by the caller) with the i-th
+     * upstream attempt (from 0, in order; the one open now last, with an
+     * empty outcome). MF_ERR past the last. */
+    int (*get_attempt)(mf_req_t *r, size_t i, mf_attempt_info_t *a);
+    /* Any stage, not per request (it takes the routing locks): the
+     * upstreams' health as JSON (a new reference): {"keys": [{provider,
+     * index, key (masked), state, why, since, requests, errors,
+     * in_flight, rests}], "targets": [{provider, model, breaker
+     * (closed, open, half_open), since, in_flight, requests, failures,
+     * consecutive_failures, ttft_ms_avg}]}. */
+    json_t *(*upstream_health)(void);
+    /* init only. A block of `size` bytes, zeroed the first time, that
+     * lives as long as the process: asking again with the same name and
+     * size (a later load of the stage, after a reload) gives the same
+     * block, so what a stage gathers outlives reloads. The stage keeps
+     * its own lock in it; it may hold pointers to heap memory, never to
+     * the plugin's own code or static data (a reload loads a new copy).
+     * NULL after a log line when the name is taken with another size. */
+    void *(*keep_memory)(const char *name, size_t size);
 };
 
 /* The one symbol a plugin exports. */
