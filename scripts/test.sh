@@ -42,9 +42,12 @@ build() {  # dir, extra cmake args
   cmake -S . -B "$dir" -DMF_WERROR=ON "$@" >/dev/null && cmake --build "$dir" -j"$jobs" >/dev/null
 }
 unit() { (cd "$1" && ctest --output-on-failure); }
-npm_deps() { (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error >/dev/null); }
+npm_deps() {
+  (cd tests/compat && npm ci --no-audit --no-fund --loglevel=error >/dev/null) &&
+    (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+}
 node_tests() { MF_BUILD=$1 node --test --test-concurrency=1 tests/integration/ tests/compat/; }
-fuzzers="sse evstream config http admin proto jscan govkey provider_openai provider_anthropic provider_gemini provider_bedrock"
+fuzzers="sse evstream config http admin proto jscan govkey mask guard provider_openai provider_anthropic provider_gemini provider_bedrock"
 fuzz() {
   local f rc=0 corpus
   CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \
@@ -69,7 +72,7 @@ step "build (plain, -Werror)" build build -DCMAKE_BUILD_TYPE=RelWithDebInfo
 step "build (ASan+UBSan, -Werror)" build build-asan -DMF_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 step "unit tests (plain)" unit build
 step "unit tests (ASan+UBSan)" unit build-asan
-step "npm ci (official SDKs)" npm_deps
+step "npm ci (official SDKs, playwright-core)" npm_deps
 step "integration + SDK tests (plain)" node_tests build
 step "integration + SDK tests (ASan+UBSan)" node_tests build-asan
 step "fuzzers" fuzz

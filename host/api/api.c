@@ -3,6 +3,7 @@
  * stage it is called in against one table of stage permissions, which
  * the Lua binding consults too.
  */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,8 @@
 #include "core/metrics.h"
 #include "core/shdict.h"
 #include "pipeline/endpoint.h"
+#include "routing/balancer.h"
+#include "routing/keypool.h"
 
 #define ANY_REQ                                                                \
     (MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |                     \
@@ -66,6 +69,10 @@ static const struct {
                                             MF_HOOK(MF_STAGE_LOG)},
     [MF_CALL_SET_RESPONSE_CHUNK] = {"replacing the response body",
                                     MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_INSERT_CHUNK] = {"inserting a stream event",
+                              MF_HOOK(MF_STAGE_RESPONSE_BODY)},
+    [MF_CALL_STOP_RESPONSE] = {"stopping the response",
+                               MF_HOOK(MF_STAGE_RESPONSE_BODY)},
     [MF_CALL_STAGE_ANSWER] = {"a stage's own answer (emit_event, "
                               "respond_completion, record_answer)",
                               MF_HOOK(MF_STAGE_REQUEST) |
@@ -150,6 +157,68 @@ api_palloc(mf_req_t *r, size_t size)
     return r ? mf_pool_alloc(r->pool, size) : NULL;
 }
 
+/* n lowercase hex digits; *nonzero when one is not '0'. */
+static int
+is_hex(const char *s, size_t n, int *nonzero)
+{
+    size_t i;
+
+    *nonzero = 0;
+    for (i = 0; i < n; i++) {
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) {
+            return 0;
+        }
+        *nonzero |= s[i] != '0';
+    }
+    return 1;
+}
+
+/* Whether tp is a W3C traceparent this host can join: version (not
+ * ff; 00 is exactly 55 bytes, a later one may add "-..."), a trace id
+ * and a parent id not all zeros, flags. */
+static int
+traceparent_ok(mf_str_t tp)
+{
+    int nz, tnz, pnz;
+
+    return tp.len >= 55 && is_hex(tp.data, 2, &nz) &&
+           !(tp.data[0] == 'f' && tp.data[1] == 'f') &&
+           (nz ? tp.len == 55 || tp.data[55] == '-' : tp.len == 55) &&
+           tp.data[2] == '-' && tp.data[35] == '-' && tp.data[52] == '-' &&
+           is_hex(tp.data + 3, 32, &tnz) && tnz &&
+           is_hex(tp.data + 36, 16, &pnz) && pnz &&
+           is_hex(tp.data + 53, 2, &nz);
+}
+
+/* The request's trace context, made on first use: joined to the
+ * client's W3C traceparent when it sent a valid one, else a new trace;
+ * the request's own span id is new. */
+static void
+req_trace(mf_req_t *r)
+{
+    mf_str_t tp;
+
+    if (r->trace_made) {
+        return;
+    }
+    r->trace_made = 1;
+    r->trace_sampled = 1;
+    r->parent_span_id[0] = '\0';
+    if (mf_hlist_get(&r->req_headers, MF_STR("traceparent"), &tp) == MF_OK &&
+        traceparent_ok(tp)) {
+        char f = tp.data[54];
+
+        memcpy(r->trace_id, tp.data + 3, 32);
+        r->trace_id[32] = '\0';
+        memcpy(r->parent_span_id, tp.data + 36, 16);
+        r->parent_span_id[16] = '\0';
+        r->trace_sampled = ((f >= 'a' ? f - 'a' + 10 : f - '0') & 1) != 0;
+    } else {
+        mf_rand_hex(r->trace_id, 16);
+    }
+    mf_rand_hex(r->span_id, 8);
+}
+
 static int
 api_get_info(mf_req_t *r, mf_req_info_t *info)
 {
@@ -202,6 +271,15 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
                    : r->att.end_ms > 0 ? r->att.end_ms - r->att.start
                                        : now - r->att.start;
     i.query = r->query;
+    i.cache_write_tokens = r->cache_write_tokens;
+    if (info->size > offsetof(mf_req_info_t, trace_id)) {
+        req_trace(r);
+        i.trace_id = (mf_str_t){r->trace_id, 32};
+        i.span_id = (mf_str_t){r->span_id, 16};
+        i.parent_span_id =
+            (mf_str_t){r->parent_span_id, strlen(r->parent_span_id)};
+        i.trace_sampled = r->trace_sampled;
+    }
     n = info->size < sizeof(i) ? info->size : sizeof(i);
     memcpy(info, &i, n);
     return MF_OK;
@@ -503,6 +581,115 @@ api_set_usage(mf_req_t *r, const mf_usage_t *u)
 }
 
 static int
+api_set_cache_write_tokens(mf_req_t *r, int64_t tokens)
+{
+    if (!in_call(r, MF_CALL_SET_USAGE) || tokens < 0) {
+        return MF_ERR;
+    }
+    r->cache_write_tokens = tokens;
+    return MF_OK;
+}
+
+static void
+attempt_fill(mf_attempt_info_t *o, const char *provider, const char *type,
+             mf_str_t model, mf_str_t outcome, int status, int key_idx,
+             double start, double end, double head, const char *span,
+             double req_start)
+{
+    o->provider = mf_str_from(provider);
+    o->provider_type = mf_str_from(type ? type : "");
+    o->model = model;
+    o->outcome = outcome;
+    o->status = status;
+    o->key_index = key_idx;
+    o->start_ms = start > 0 ? start - req_start : -1;
+    o->duration_ms = start > 0 && end >= start ? end - start : -1;
+    o->ttfb_ms = start > 0 && head > 0 ? head - start : -1;
+    o->span_id = (mf_str_t){span, strlen(span)};
+}
+
+static int
+api_get_attempt(mf_req_t *r, size_t idx, mf_attempt_info_t *a)
+{
+    mf_attempt_info_t o;
+    size_t n;
+
+    if (r == NULL || a == NULL || a->size == 0 || !in_call(r, MF_CALL_READ)) {
+        return MF_ERR;
+    }
+    memset(&o, 0, sizeof(o));
+    o.size = a->size;
+    if (idx < r->nrecs) {
+        const mf_attempt_rec_t *x = &r->recs[idx];
+
+        attempt_fill(&o, x->provider, x->type, x->model,
+                     mf_str_from(x->outcome), x->status, x->key_idx, x->start,
+                     x->end, x->head, x->span_id, r->start_ms);
+    } else if (idx == r->nrecs && r->att.open && r->att.prov != NULL) {
+        attempt_fill(&o, r->att.prov->conf->name, r->att.prov->conf->type,
+                     r->att.up_model, MF_STR(""), r->att.up_status,
+                     r->att.key_idx, r->att.start,
+                     r->att.end_ms > 0 ? r->att.end_ms : mf_now_ms(),
+                     r->att.head_ms, r->att.span_id, r->start_ms);
+    } else {
+        return MF_ERR;
+    }
+    n = a->size < sizeof(o) ? a->size : sizeof(o);
+    memcpy(a, &o, n);
+    return MF_OK;
+}
+
+/* Blocks that outlive reloads (api->keep_memory), for the process. */
+typedef struct kept_s {
+    struct kept_s *next;
+    size_t size;
+    char name[128];
+    max_align_t data[];
+} kept_t;
+
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static kept_t *kept;
+
+static void *
+api_keep_memory(const char *name, size_t size)
+{
+    kept_t *k;
+
+    if (name == NULL || name[0] == '\0' || strlen(name) >= sizeof(k->name) ||
+        size == 0) {
+        mf_log(MF_LOG_ERROR, "keep_memory: a name (under 128 bytes) and a "
+                             "size are needed");
+        return NULL;
+    }
+    pthread_mutex_lock(&kept_lock);
+    for (k = kept; k != NULL && strcmp(k->name, name) != 0; k = k->next) {
+    }
+    if (k != NULL && k->size != size) {
+        pthread_mutex_unlock(&kept_lock);
+        mf_log(MF_LOG_ERROR,
+               "keep_memory: '%s' is kept with %zu bytes, not %zu (a plugin "
+               "of another version holds it)",
+               name, k->size, size);
+        return NULL;
+    }
+    if (k == NULL && (k = calloc(1, sizeof(*k) + size)) != NULL) {
+        k->size = size;
+        snprintf(k->name, sizeof(k->name), "%s", name);
+        k->next = kept;
+        kept = k;
+    }
+    pthread_mutex_unlock(&kept_lock);
+    return k != NULL ? (void *)k->data : NULL;
+}
+
+static json_t *
+api_upstream_health(void)
+{
+    return json_pack("{s:o,s:o}", "keys", mf_keypool_json(), "targets",
+                     mf_balancer_json());
+}
+
+static int
 api_set_response_json(mf_req_t *r, json_t *resp)
 {
     if (!in_call(r, MF_CALL_PROVIDER)) {
@@ -552,6 +739,55 @@ api_set_response_chunk(mf_req_t *r, mf_str_t data)
     }
     r->replace = mf_pool_str(r->pool, data);
     r->replaced = 1;
+    return MF_OK;
+}
+
+/* ABI 1.5: an event before the one a body stage was given; the stages
+ * after it see it as an event of its own (pipeline.c). */
+static int
+api_insert_response_chunk(mf_req_t *r, mf_str_t data)
+{
+    mf_str_t *v;
+
+    if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || data.len == 0) {
+        return MF_ERR;
+    }
+    if (r->nins_pending == r->ins_cap_pending) {
+        size_t cap = r->ins_cap_pending ? r->ins_cap_pending * 2 : 4;
+
+        v = mf_pool_alloc(r->pool, cap * sizeof(*v));
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (r->nins_pending > 0) {
+            memcpy(v, r->ins_pending, r->nins_pending * sizeof(*v));
+        }
+        r->ins_pending = v;
+        r->ins_cap_pending = cap;
+    }
+    r->ins_pending[r->nins_pending++] = mf_pool_str(r->pool, data);
+    return MF_OK;
+}
+
+/* ABI 1.5: the answer ends at this event (req_relay.c carries it out
+ * once the body stages are done with it). */
+static int
+api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
+                  const char *message, mf_str_t final)
+{
+    if (!in_call(r, MF_CALL_STOP_RESPONSE) || status < 400 || status > 599 ||
+        r->body_stop) {
+        return MF_ERR;
+    }
+    r->body_stop = 1;
+    r->stop_status = status;
+    r->stop_type =
+        mf_pool_strndup(r->pool, type ? type : "invalid_request_error",
+                        strlen(type ? type : "invalid_request_error"));
+    r->stop_code = code ? mf_pool_strndup(r->pool, code, strlen(code)) : NULL;
+    r->stop_message = mf_pool_str(
+        r->pool, mf_str_from(message ? message : "the answer was stopped"));
+    r->stop_final = mf_pool_str(r->pool, final);
     return MF_OK;
 }
 
@@ -974,6 +1210,14 @@ const mf_host_api_t mf_api = {
     .redis_post = api_redis_post,
     .redis_call = api_redis_call,
     .set_query = api_set_query,
+    /* ABI 1.5: stream events from body stages */
+    .insert_response_chunk = api_insert_response_chunk,
+    .stop_response = api_stop_response,
+    /* ABI 1.5: observability (usage detail, attempts, upstream health) */
+    .set_cache_write_tokens = api_set_cache_write_tokens,
+    .get_attempt = api_get_attempt,
+    .upstream_health = api_upstream_health,
+    .keep_memory = api_keep_memory,
     /* ABI 1.5: stage-made answers and the answer record */
     .emit_event = api_emit_event,
     .respond_completion = api_respond_completion,

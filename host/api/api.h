@@ -28,6 +28,8 @@ typedef enum {
     MF_CALL_SET_USAGE,           /* a provider, on_response_body, on_log */
     MF_CALL_SET_RESPONSE_CHUNK,  /* on_response_body */
     MF_CALL_SET_QUERY,           /* on_request, on_route, an endpoint */
+    MF_CALL_INSERT_CHUNK,        /* on_response_body, a stream */
+    MF_CALL_STOP_RESPONSE,       /* on_response_body */
     MF_CALL_STAGE_ANSWER,        /* on_request, on_route (ABI 1.5) */
     MF_CALL_GET_ANSWER,          /* on_log, on_done */
     MF_CALL_SET_CACHED,          /* on_request .. on_log */

@@ -1460,15 +1460,45 @@ gov_list(check_t *ck, const mf_node_t *n, const char *key, int consumer)
     return out;
 }
 
-/* prices: MODEL: {input, output, cache_read, cache_write} in USD per
- * million tokens. */
+/* One price's kinds into one: USD per million tokens, request in USD. */
+static void
+gov_price_kinds(check_t *ck, const mf_node_t *m, const char *at, json_t *one)
+{
+    static const char *const kinds[] = {
+        "input",     "output",  "cache_read", "cache_write",
+        "reasoning", "request", NULL};
+    const mf_node_t *k;
+    char p[560];
+    size_t i;
+
+    for (i = 0; kinds[i] != NULL; i++) {
+        double v;
+
+        if ((k = mf_node_get(m, kinds[i])) == NULL) {
+            continue;
+        }
+        snprintf(p, sizeof(p), "%s.%s", at, kinds[i]);
+        if ((v = gov_number(ck, k, p)) >= 0) {
+            json_object_set_new(one, kinds[i], json_real(v));
+        }
+    }
+}
+
+/* prices: MODEL or GLOB: {input, output, cache_read, cache_write,
+ * reasoning} in USD per million tokens, request in USD per request, and
+ * tiers: [{above: N, <the same kinds>}] that replace them when the
+ * prompt has more than N tokens. */
 static json_t *
 gov_prices(check_t *ck, const mf_node_t *n)
 {
-    static const char *const keys[] = {"input", "output", "cache_read",
-                                       "cache_write", NULL};
+    static const char *const keys[] = {"input",       "output",    "cache_read",
+                                       "cache_write", "reasoning", "request",
+                                       "tiers",       NULL};
+    static const char *const tier_keys[] = {
+        "above",       "input",     "output",  "cache_read",
+        "cache_write", "reasoning", "request", NULL};
     json_t *out = json_object();
-    const mf_node_t *m, *k;
+    const mf_node_t *m, *t;
     char p[512];
 
     if (n->type != MF_NODE_MAP) {
@@ -1484,24 +1514,154 @@ gov_prices(check_t *ck, const mf_node_t *n)
         if (m->type != MF_NODE_MAP) {
             cfg_error(ck, m, p,
                       "must be a map of input, output, cache_read, "
-                      "cache_write");
-        } else {
-            check_keys(ck, m, p, keys);
-            if (mf_node_get(m, "input") == NULL ||
-                mf_node_get(m, "output") == NULL) {
-                cfg_error(ck, m, p, "needs input and output");
-            }
-            for (k = m->child; k != NULL; k = k->next) {
-                double v;
+                      "cache_write, reasoning, request, tiers");
+            json_object_set_new(out, m->key, one);
+            continue;
+        }
+        check_keys(ck, m, p, keys);
+        if (mf_node_get(m, "input") == NULL ||
+            mf_node_get(m, "output") == NULL) {
+            cfg_error(ck, m, p, "needs input and output");
+        }
+        gov_price_kinds(ck, m, p, one);
+        if ((t = mf_node_get(m, "tiers")) != NULL) {
+            json_t *tiers = json_array();
+            const mf_node_t *e;
+            double last = -1;
+            size_t i = 0;
 
-                snprintf(p, sizeof(p), "prices.%s.%s", m->key, k->key);
-                if ((v = gov_number(ck, k, p)) >= 0) {
-                    json_object_set_new(one, k->key, json_real(v));
-                }
+            if (t->type != MF_NODE_SEQ) {
+                snprintf(p, sizeof(p), "prices.%s.tiers", m->key);
+                cfg_error(ck, t, p,
+                          "must be a list: - { above: 200000, input: 5, "
+                          "output: 22.5 }");
             }
+            for (e = t->type == MF_NODE_SEQ ? t->child : NULL; e != NULL;
+                 e = e->next, i++) {
+                json_t *tier = json_object();
+                const mf_node_t *above;
+                double a;
+
+                snprintf(p, sizeof(p), "prices.%s.tiers[%zu]", m->key, i);
+                if (e->type != MF_NODE_MAP) {
+                    cfg_error(ck, e, p, "must be a map with above");
+                    json_decref(tier);
+                    continue;
+                }
+                check_keys(ck, e, p, tier_keys);
+                above = mf_node_get(e, "above");
+                if (above == NULL) {
+                    cfg_error(ck, e, p, "needs above (prompt tokens)");
+                } else {
+                    char ap[560];
+
+                    snprintf(ap, sizeof(ap), "%s.above", p);
+                    if ((a = gov_number(ck, above, ap)) >= 0) {
+                        if (a <= last) {
+                            cfg_error(ck, above, ap,
+                                      "tiers go up: above must be more than "
+                                      "the tier before's");
+                        }
+                        last = a;
+                        json_object_set_new(tier, "above", json_real(a));
+                    }
+                }
+                gov_price_kinds(ck, e, p, tier);
+                json_array_append_new(tiers, tier);
+            }
+            json_object_set_new(one, "tiers", tiers);
         }
         json_object_set_new(out, m->key, one);
     }
+    return out;
+}
+
+/* A number of a LiteLLM price entry in USD per token, as USD per
+ * million tokens; -1 when absent or not a sane number. */
+static double
+litellm_per_million(const json_t *e, const char *key)
+{
+    const json_t *v = json_object_get(e, key);
+    double d = json_is_number(v) ? json_number_value(v) : -1;
+
+    return d >= 0 && d < 1e6 ? d * 1e6 : -1;
+}
+
+/* prices_file: a JSON file in LiteLLM's model-price format
+ * (model_prices_and_context_window.json: MODEL: {input_cost_per_token,
+ * output_cost_per_token, cache_read_input_token_cost,
+ * cache_creation_input_token_cost, output_cost_per_reasoning_token,
+ * input_cost_per_token_above_200k_tokens,
+ * output_cost_per_token_above_200k_tokens, ...}) made into `prices:`
+ * entries; an entry without both token prices (images, audio, the
+ * "sample_spec") is left out. */
+static json_t *
+gov_prices_file(check_t *ck, const mf_config_t *c, const mf_node_t *n)
+{
+    static const struct {
+        const char *from, *to;
+    } kinds[] = {{"input_cost_per_token", "input"},
+                 {"output_cost_per_token", "output"},
+                 {"cache_read_input_token_cost", "cache_read"},
+                 {"cache_creation_input_token_cost", "cache_write"},
+                 {"output_cost_per_reasoning_token", "reasoning"}};
+    json_t *out = json_object(), *in, *e;
+    json_error_t jerr;
+    const char *model;
+    char *file;
+    size_t k;
+
+    if (n->type != MF_NODE_SCALAR || n->value[0] == '\0') {
+        cfg_error(ck, n, "prices_file",
+                  "must be the path of a JSON file in LiteLLM's model-price "
+                  "format");
+        return out;
+    }
+    file = resolve_path(c, n->value);
+    in = json_load_file(file, 0, &jerr);
+    if (!json_is_object(in)) {
+        cfg_error(ck, n, "prices_file", "cannot read %s: %s", file,
+                  in == NULL ? jerr.text : "not a JSON object");
+        json_decref(in);
+        free(file);
+        return out;
+    }
+    free(file);
+    json_object_foreach(in, model, e)
+    {
+        json_t *one;
+        double in_above, out_above;
+
+        if (litellm_per_million(e, "input_cost_per_token") < 0 ||
+            litellm_per_million(e, "output_cost_per_token") < 0) {
+            continue;
+        }
+        one = json_object();
+        for (k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            double v = litellm_per_million(e, kinds[k].from);
+
+            if (v >= 0) {
+                json_object_set_new(one, kinds[k].to, json_real(v));
+            }
+        }
+        in_above =
+            litellm_per_million(e, "input_cost_per_token_above_200k_tokens");
+        out_above =
+            litellm_per_million(e, "output_cost_per_token_above_200k_tokens");
+        if (in_above >= 0 || out_above >= 0) {
+            json_t *tier = json_pack("{s:f}", "above", 200000.0);
+
+            if (in_above >= 0) {
+                json_object_set_new(tier, "input", json_real(in_above));
+            }
+            if (out_above >= 0) {
+                json_object_set_new(tier, "output", json_real(out_above));
+            }
+            json_object_set_new(one, "tiers", json_pack("[o]", tier));
+        }
+        json_object_set_new(out, model, one);
+    }
+    json_decref(in);
     return out;
 }
 
@@ -1535,17 +1695,27 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
         }
         json_object_set_new(c->sections, "redis", r);
     }
+    if ((n = mf_node_get(root, "prices_file")) != NULL) {
+        json_t *imported = gov_prices_file(ck, c, n);
+        json_t *own = json_object_get(c->sections, "prices");
+
+        /* the config's own prices win over the file's */
+        if (own != NULL) {
+            json_object_update(imported, own);
+        }
+        json_object_set_new(c->sections, "prices", imported);
+    }
 }
 
 static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
     static const char *const allowed[] = {
-        "listen",     "workers",  "admin",     "limits", "redis",
-        "providers",  "routes",   "consumers", "stages", "log_level",
-        "plugin_dir", "lua_path", "reload",    "cors",   "allowed_hosts",
-        "reuse_port", "groups",   "prices",    "status", "response_store",
-        NULL};
+        "listen",      "workers",  "admin",     "limits", "redis",
+        "providers",   "routes",   "consumers", "stages", "log_level",
+        "plugin_dir",  "lua_path", "reload",    "cors",   "allowed_hosts",
+        "reuse_port",  "groups",   "prices",    "status", "response_store",
+        "prices_file", NULL};
     const mf_node_t *n;
     size_t i;
 

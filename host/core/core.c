@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -652,4 +653,42 @@ mf_wall_time(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+uint64_t
+mf_rand64(void)
+{
+    static __thread uint64_t st;
+    uint64_t z;
+
+    if (st == 0) {
+        if (getrandom(&st, sizeof(st), GRND_NONBLOCK) != sizeof(st)) {
+            st = (uint64_t)(mf_wall_time() * 1e9) ^ (uint64_t)pthread_self();
+        }
+        st |= 1;
+    }
+    /* splitmix64 */
+    z = (st += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z != 0 ? z : 1;
+}
+
+void
+mf_rand_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (i % 8 == 0) {
+            v = mf_rand64();
+        }
+        out[2 * i] = hex[(v >> 4) & 15];
+        out[2 * i + 1] = hex[v & 15];
+        v >>= 8;
+    }
+    out[2 * n] = '\0';
 }

@@ -95,4 +95,11 @@ void mf_mask_secret(mf_str_t secret, char *out, size_t cap);
 double mf_now_ms(void);
 double mf_wall_time(void);
 
+/* 64 random bits from a per-thread generator seeded by the system (not
+ * for secrets: trace and span ids). Never 0. */
+uint64_t mf_rand64(void);
+/* n random bytes as 2n lowercase hex digits into out (2n + 1 bytes),
+ * never all zeros (W3C trace and span ids). */
+void mf_rand_hex(char *out, size_t n);
+
 #endif

@@ -381,6 +381,16 @@ l_req_info(lua_State *L)
     lua_setfield(L, -2, "endpoint");
     mf_lua_push_usage(L, &i.usage);
     lua_setfield(L, -2, "usage");
+    /* ABI 1.5: the trace context and cache writes */
+    mf_lua_push_str(L, i.trace_id);
+    lua_setfield(L, -2, "trace_id");
+    mf_lua_push_str(L, i.span_id);
+    lua_setfield(L, -2, "span_id");
+    mf_lua_push_str(L, i.parent_span_id);
+    lua_setfield(L, -2, "parent_span_id");
+    if (i.cache_write_tokens >= 0) {
+        mf_lua_set_num(L, "cache_write_tokens", (double)i.cache_write_tokens);
+    }
     return 1;
 }
 

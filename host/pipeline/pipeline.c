@@ -120,33 +120,105 @@ mf_pipeline_serve(mf_req_t *r, mf_stage_t stage)
     return act;
 }
 
+/* Appends one event to those sent before the current one. */
+static int
+body_before_add(mf_req_t *r, mf_str_t data)
+{
+    if (r->nins_before == r->ins_cap_before) {
+        size_t cap = r->ins_cap_before ? r->ins_cap_before * 2 : 4;
+        mf_str_t *v = mf_pool_alloc(r->pool, cap * sizeof(*v));
+
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        if (r->nins_before > 0) {
+            memcpy(v, r->ins_before, r->nins_before * sizeof(*v));
+        }
+        r->ins_before = v;
+        r->ins_cap_before = cap;
+    }
+    r->ins_before[r->nins_before++] = data;
+    return MF_OK;
+}
+
+/* The body stages from `from` over one event; *data becomes what they
+ * made of it. An event a stage inserted ahead goes through the stages
+ * after that one (depth bounded by the number of stages) and then into
+ * r->ins_before. */
+static int
+body_from(mf_req_t *r, size_t from, mf_str_t *data, int last)
+{
+    mf_gen_t *g = r->gen;
+    size_t i, k, n;
+    mf_str_t *ins;
+
+    for (i = from; i < g->nstages; i++) {
+        mf_pstage_t *s = g->stages[i];
+
+        if (!(s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) ||
+            !atomic_load(&s->enabled)) {
+            continue;
+        }
+        r->replaced = 0;
+        r->nins_pending = 0;
+        if (run_one(r, i, MF_STAGE_RESPONSE_BODY, *data, last) == MF_FAIL) {
+            /* a body stage may redact: what it did not pass on is
+             * never sent (the stages after it do not run either) */
+            mf_log_error("request %.*s: stage '%s' (%s) failed in "
+                         "on_response_body; the body is withheld",
+                         (int)r->id.len, r->id.data, s->name, s->file);
+            return MF_ERR;
+        }
+        if (r->replaced) {
+            *data = r->replace;
+        }
+        if (r->nins_pending == 0) {
+            if (r->body_stop) {
+                return MF_OK; /* the answer ends here */
+            }
+            continue;
+        }
+        /* taken before the stages after this one run (they may insert) */
+        ins = r->ins_pending;
+        n = r->nins_pending;
+        r->ins_pending = NULL;
+        r->nins_pending = 0;
+        r->ins_cap_pending = 0;
+        for (k = 0; k < n; k++) {
+            mf_str_t d = ins[k];
+
+            if (body_from(r, i + 1, &d, 0) != MF_OK) {
+                return MF_ERR;
+            }
+            if (r->body_stop) {
+                return MF_OK; /* a later stage stopped at this event */
+            }
+            if (d.len > 0 && body_before_add(r, d) != MF_OK) {
+                return MF_ERR;
+            }
+        }
+        if (r->body_stop) {
+            return MF_OK;
+        }
+    }
+    return MF_OK;
+}
+
 int
 mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
 {
-    mf_gen_t *g = r->gen;
-    size_t i;
+    mf_str_t orig = data;
 
-    if (!(g->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
+    r->nins_before = 0;
+    if (!(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
         return MF_OK;
     }
-    for (i = 0; i < g->nstages; i++) {
-        mf_pstage_t *s = g->stages[i];
-
-        if ((s->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)) &&
-            atomic_load(&s->enabled)) {
-            if (run_one(r, i, MF_STAGE_RESPONSE_BODY, data, last) == MF_FAIL) {
-                /* a body stage may redact: what it did not pass on is
-                 * never sent (the stages after it do not run either) */
-                mf_log_error("request %.*s: stage '%s' (%s) failed in "
-                             "on_response_body; the body is withheld",
-                             (int)r->id.len, r->id.data, s->name, s->file);
-                return MF_ERR;
-            }
-            if (r->replaced) {
-                data = r->replace;
-            }
-        }
+    if (body_from(r, 0, &data, last) != MF_OK) {
+        return MF_ERR;
     }
+    /* what the caller reads: the event as the last stage left it */
+    r->replaced = data.data != orig.data || data.len != orig.len;
+    r->replace = data;
     return MF_OK;
 }
 

@@ -16,7 +16,10 @@ mf_action_t mf_pipeline_run(mf_req_t *r, mf_stage_t stage);
  * disabled (the caller answers what is left unanswered). */
 mf_action_t mf_pipeline_serve(mf_req_t *r, mf_stage_t stage);
 /* Runs the on_response_body stages over one event or the whole body.
- * MF_ERR when a stage failed: the data must not reach the client. */
+ * MF_ERR when a stage failed: the data must not reach the client. After
+ * it, r->replaced and r->replace say what the event became, and
+ * r->ins_before (r->nins_before) holds the events stages inserted, to be
+ * sent first, in order. */
 int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
 void mf_pipeline_log_done(mf_req_t *r);
 

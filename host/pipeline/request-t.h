@@ -72,6 +72,9 @@ typedef struct mf_attempt_s {
     int sse_active;
     mf_error_t *prov_err; /* api->set_error of the attempt */
     int passthrough;      /* stream bytes forwarded untouched */
+    int wire_canonical;   /* the upstream's bytes are the canonical form
+                             (OpenAI wire, an OpenAI client): body stages
+                             get them as they came, nothing is parsed */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     int held;       /* chunk_out holds only preamble events: not committed */
@@ -82,7 +85,22 @@ typedef struct mf_attempt_s {
     uint64_t delivered_text; /* bytes of answer text sent in stream events */
     double head_ms;          /* the upstream's answer head came, 0 not yet */
     double end_ms;           /* the attempt ended, 0 not yet */
+    char span_id[17];        /* its trace span (16 hex digits) */
 } mf_attempt_t;
+
+/* What stays of an attempt once it closed (api->get_attempt). */
+typedef struct mf_attempt_rec_s {
+    const char *provider; /* the generation's provider name */
+    const char *type;     /* and its type */
+    mf_str_t model;
+    char outcome[24];
+    int status;
+    int key_idx;
+    double start; /* monotonic ms: the call's start, 0 none went out */
+    double end;
+    double head;
+    char span_id[17];
+} mf_attempt_rec_t;
 
 struct mf_req_s {
     mf_pool_t *pool;
@@ -148,6 +166,9 @@ struct mf_req_s {
     int skipped_keys;             /* targets skipped: every key disabled */
     struct event *attempt_timer;  /* time to first token */
     mf_buf_t tried;               /* "provider/model:status,..." for logs */
+    mf_attempt_rec_t *recs;       /* closed attempts (request memory) */
+    size_t nrecs;
+    size_t recs_cap;
 
     /* the current attempt (reset in one statement when one begins) */
     mf_attempt_t att;
@@ -166,10 +187,23 @@ struct mf_req_s {
     mf_str_t error;
     mf_usage_t usage;
     int have_usage;
+    int64_t cache_write_tokens; /* part of usage.prompt_tokens, -1 unknown */
     json_t *resp_json;  /* canonical response from a translating provider */
     mf_buf_t chunk_out; /* canonical chunks emitted by a provider */
     mf_str_t replace;   /* set_response_chunk */
     int replaced;
+    /* insert_response_chunk: events a body stage put before the one it
+     * was given (pending: from the stage now running; before: what every
+     * stage made of them, in order, sent ahead of the event) */
+    mf_str_t *ins_pending, *ins_before;
+    size_t nins_pending, nins_before, ins_cap_pending, ins_cap_before;
+    /* stop_response: the answer ends at this event (what the client gets
+     * instead: an error before anything left, else `final` and the end) */
+    int body_stop;
+    int stop_status;
+    const char *stop_type, *stop_code;
+    mf_str_t stop_message;
+    mf_str_t stop_final;
     int record;          /* api->record_answer: keep the canonical answer */
     mf_buf_t rec_events; /* its stream events: 4-byte length, then data */
     json_t *rec_json;    /* its non-stream completion */
@@ -185,6 +219,13 @@ struct mf_req_s {
     double start_wall;
     double first_byte_ms;
     double first_content_ms; /* the first event with content was sent */
+
+    /* trace context (made on first use: mf_req_trace) */
+    int trace_made;
+    int trace_sampled;
+    char trace_id[33];
+    char span_id[17];
+    char parent_span_id[17]; /* the client's, "" none */
     double upstream_ms;
     uint64_t bytes_in;
     uint64_t bytes_out;

@@ -4,6 +4,7 @@
  * helper thread within the stage's init_timeout; fini() runs when the
  * last generation using it is freed.
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -15,6 +16,24 @@ typedef struct {
     const mf_plugin_t *desc;
     void *state;
 } c_stage_t;
+
+/* What a stuck init() may still read: held here for the life of the
+ * process (reachable, like the pinned code of its plugin). */
+static pthread_mutex_t kept_lock = PTHREAD_MUTEX_INITIALIZER;
+static json_t **kept;
+static size_t nkept;
+
+static void
+keep_for_stuck_init(json_t *v)
+{
+    if (v == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&kept_lock);
+    kept = mf_xrealloc(kept, (nkept + 1) * sizeof(*kept));
+    kept[nkept++] = json_incref(v);
+    pthread_mutex_unlock(&kept_lock);
+}
 
 static unsigned
 c_hooks(const mf_plugin_t *d)
@@ -86,6 +105,10 @@ c_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks, char *err,
                  sc->init_timeout_ms);
         mf_plugin_pin(cs->dso);
         cs->dso = NULL; /* its code stays mapped for the stuck thread */
+        /* and the config sections it may have been handed
+         * (api->config_section, borrowed) stay alive for it: the refused
+         * config is freed, they are not */
+        keep_for_stuck_init(c->sections);
         goto fail;
     }
     if (rc != MF_OK) {

@@ -61,6 +61,47 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
 
 const mf_outcome_t mf_outcome_ok = {.keyres = MF_KEYRES_OK, .what = "ok"};
 
+/* Keeps what api->get_attempt tells of the attempt closing (at most
+ * MF_ATTEMPT_RECS of them; a request tries a few). */
+#define MF_ATTEMPT_RECS 64
+static void
+attempt_record(mf_req_t *r, const char *what)
+{
+    mf_attempt_rec_t *a;
+    size_t n;
+
+    if (r->nrecs == r->recs_cap) {
+        size_t cap = r->recs_cap ? r->recs_cap * 2 : 4;
+        mf_attempt_rec_t *v;
+
+        if (cap > MF_ATTEMPT_RECS ||
+            (v = mf_pool_alloc(r->pool, cap * sizeof(*v))) == NULL) {
+            return;
+        }
+        if (r->nrecs > 0) {
+            memcpy(v, r->recs, r->nrecs * sizeof(*v));
+        }
+        r->recs = v;
+        r->recs_cap = cap;
+    }
+    a = &r->recs[r->nrecs++];
+    a->provider = r->att.prov->conf->name;
+    a->type = r->att.prov->conf->type;
+    a->model = r->att.up_model;
+    n = strlen(what);
+    n = n < sizeof(a->outcome) ? n : sizeof(a->outcome) - 1;
+    memcpy(a->outcome, what, n);
+    a->outcome[n] = '\0';
+    a->status = r->att.up_status;
+    a->key_idx = r->att.key_idx;
+    a->start = r->att.start;
+    a->end = r->att.start <= 0   ? 0
+             : r->att.end_ms > 0 ? r->att.end_ms
+                                 : mf_now_ms();
+    a->head = r->att.head_ms;
+    memcpy(a->span_id, r->att.span_id, sizeof(a->span_id));
+}
+
 /* Ends the open attempt: key and target health, the tried list. */
 void
 mf_req_attempt_close(mf_req_t *r, const mf_outcome_t *o, double ttft_ms)
@@ -81,6 +122,7 @@ mf_req_attempt_close(mf_req_t *r, const mf_outcome_t *o, double ttft_ms)
     mf_buf_printf(&r->tried, "%s%s/%.*s:%s", r->tried.len ? " " : "",
                   r->att.prov->conf->name, (int)r->att.up_model.len,
                   r->att.up_model.data, o->what);
+    attempt_record(r, o->what);
 }
 
 /* Begins an attempt on target t with key k (-1 none): fresh attempt
@@ -101,7 +143,10 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
         .passthrough = r->proto->canonical &&
                        strcmp(t->prov->ops->wire, "openai") == 0 &&
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
+        .wire_canonical =
+            r->proto->canonical && strcmp(t->prov->ops->wire, "openai") == 0,
     };
+    mf_rand_hex(r->att.span_id, 8);
     r->chunk_out.len = 0;
     if (r->rec_events.len > 0 && r->rec_watch != NULL) {
         r->rec_watch(r, r->rec_watch_arg, MF_STR_NULL, 1);
@@ -516,6 +561,10 @@ up_on_data(void *arg, const char *data, size_t len)
             mf_req_body_stage_failed(r);
             return;
         }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
+            return;
+        }
         mf_upcall_cancel(r->att.call);
         r->att.call = NULL;
         mf_req_account_upstream_time(r);
@@ -604,6 +653,10 @@ up_on_end(void *arg)
             mf_req_body_stage_failed(r);
             return;
         }
+        if (r->body_stop) {
+            mf_req_body_stopped(r);
+            return;
+        }
         mf_req_flush_stream(r);
         mf_req_finish_stream(r);
         mf_req_finish(r);
@@ -617,7 +670,7 @@ up_on_end(void *arg)
     if (r->att.prov->ops->parse_response(
             r, r->att.prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
-            !r->att.passthrough) != MF_OK) {
+            !r->att.wire_canonical) != MF_OK) {
         mf_outcome_t o;
 
         mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);

@@ -726,6 +726,7 @@ req_alloc(mf_worker_t *w, mf_gen_t *g, const mf_http_head_t *head,
     r->usage.prompt_tokens = r->usage.completion_tokens = -1;
     r->usage.total_tokens = r->usage.cached_tokens = -1;
     r->usage.reasoning_tokens = -1;
+    r->cache_write_tokens = -1;
     r->att.key_idx = -1;
     atomic_fetch_add(&w->in_flight, 1);
     r->ctx = mf_pool_alloc(pool, (g->nstages + 1) * sizeof(void *));

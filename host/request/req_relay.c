@@ -150,28 +150,10 @@ record_event(mf_req_t *r, mf_str_t data)
     }
 }
 
-void
-mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+/* One event, as the body stages left it, to the client's protocol. */
+static void
+send_event(mf_req_t *r, mf_str_t data, int last)
 {
-    mf_stage_t was = r->cur_stage;
-    int rc;
-
-    if (r->body_failed) {
-        return; /* nothing more goes out; the caller ends the stream */
-    }
-    r->replaced = 0;
-    rc = mf_pipeline_body(r, data, last);
-    r->cur_stage = was;
-    if (rc != MF_OK) {
-        r->body_failed = 1; /* fail closed: this event is withheld */
-        return;
-    }
-    if (r->replaced) {
-        data = r->replace;
-    }
-    if (last) {
-        r->att.done_sent = 1;
-    }
     if (data.len == 0) {
         return; /* a stage dropped the event */
     }
@@ -196,6 +178,40 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     mf_buf_append(&r->chunk_out, "data: ", 6);
     mf_buf_append(&r->chunk_out, data.data, data.len);
     mf_buf_append(&r->chunk_out, "\n\n", 2);
+}
+
+void
+mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_stage_t was = r->cur_stage;
+    size_t i;
+    int rc;
+
+    if (r->body_failed || r->body_stop) {
+        return; /* nothing more goes out; the caller ends the stream */
+    }
+    r->replaced = 0;
+    rc = mf_pipeline_body(r, data, last);
+    r->cur_stage = was;
+    if (rc != MF_OK) {
+        r->body_failed = 1; /* fail closed: this event is withheld */
+        return;
+    }
+    if (r->replaced) {
+        data = r->replace;
+    }
+    /* events the stages inserted ahead of this one */
+    for (i = 0; i < r->nins_before; i++) {
+        send_event(r, r->ins_before[i], 0);
+    }
+    r->nins_before = 0;
+    if (r->body_stop) {
+        return; /* a stage ended the answer here (mf_req_body_stopped) */
+    }
+    if (last) {
+        r->att.done_sent = 1;
+    }
+    send_event(r, data, last);
 }
 
 void
@@ -229,8 +245,9 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     r->cur_stage = MF_STAGE_PROVIDER;
     before = r->chunk_out.len;
     flags = r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev,
-                                                 !r->att.passthrough);
-    if (flags < 0 || r->att.prov_err != NULL || r->body_failed) {
+                                                 !r->att.wire_canonical);
+    if (flags < 0 || r->att.prov_err != NULL || r->body_failed ||
+        r->body_stop) {
         return MF_ERR; /* up_on_data tells which */
     }
     if (flags & (MF_EVENT_DONE | MF_EVENT_USAGE_ONLY)) {
@@ -247,12 +264,23 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
         r->att.events_seen++;
     }
+    if (!r->att.passthrough && r->att.wire_canonical) {
+        /* canonical bytes through the body stages, as they came */
+        if (flags & MF_EVENT_DONE) {
+            if (!r->att.done_sent) {
+                mf_req_emit_event(r, MF_STR("[DONE]"), 1);
+            }
+        } else if (!(flags & MF_EVENT_USAGE_ONLY) || r->client_wants_usage) {
+            mf_req_emit_event(r, ev->data, 0);
+        }
+        return r->body_failed || r->body_stop ? MF_ERR : MF_OK;
+    }
     if (!r->att.passthrough) {
         /* the provider emitted canonical chunks; the end is ours to say */
         if ((flags & MF_EVENT_DONE) && !r->att.done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
-        return r->body_failed ? MF_ERR : MF_OK;
+        return r->body_failed || r->body_stop ? MF_ERR : MF_OK;
     }
     if (!(flags & MF_EVENT_DONE)) {
         record_event(r, ev->data); /* usage included, sent or not */
@@ -354,6 +382,60 @@ mf_req_body_stage_failed(mf_req_t *r)
     mf_req_finish(r);
 }
 
+/* A body stage stopped the answer (api->stop_response): the upstream is
+ * read no further; before the head, the stage's error in the client's
+ * protocol; after it, the stage's final chunk, the usage chunk when the
+ * client asked for one, and the stream's end. Usage not reported by the
+ * upstream is estimated from what was delivered (billed). */
+void
+mf_req_body_stopped(mf_req_t *r)
+{
+    if (r->att.call != NULL) {
+        mf_upcall_cancel(r->att.call);
+        r->att.call = NULL;
+    }
+    mf_req_account_upstream_time(r);
+    if (!r->head_sent) {
+        r->chunk_out.len = 0;
+        mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
+        mf_req_respond_error(r, r->stop_status, r->stop_type, r->stop_code,
+                             r->stop_message.data);
+        mf_req_finish(r);
+        return;
+    }
+    r->error = r->stop_message;
+    send_event(r, r->stop_final, 0);
+    mf_req_estimate_usage(r);
+    if (r->client_wants_usage && r->stop_final.len > 0 && r->have_usage) {
+        json_t *c = json_loadb(r->stop_final.data, r->stop_final.len, 0, NULL);
+        char *text;
+
+        if (json_is_object(c)) {
+            json_object_set_new(c, "choices", json_array());
+            json_object_set_new(
+                c, "usage",
+                json_pack("{s:I,s:I,s:I}", "prompt_tokens",
+                          (json_int_t)r->usage.prompt_tokens,
+                          "completion_tokens",
+                          (json_int_t)r->usage.completion_tokens,
+                          "total_tokens", (json_int_t)r->usage.total_tokens));
+            text = json_dumps(c, JSON_COMPACT);
+            if (text != NULL) {
+                send_event(r, mf_str_from(text), 0);
+                free(text);
+            }
+        }
+        json_decref(c);
+    }
+    if (!r->att.done_sent) {
+        r->att.done_sent = 1;
+        send_event(r, MF_STR("[DONE]"), 1);
+    }
+    mf_req_flush_stream(r);
+    mf_req_finish_stream(r);
+    mf_req_finish(r);
+}
+
 /* A complete 2xx non-stream body: usage, stages, answer. */
 void
 mf_req_complete_nonstream(mf_req_t *r)
@@ -376,6 +458,13 @@ mf_req_complete_nonstream(mf_req_t *r)
         free(text);
         mf_req_respond_error(r, 500, "server_error", "stage_failed",
                              BODY_STAGE_FAILED);
+        mf_req_finish(r);
+        return;
+    }
+    if (r->body_stop) {
+        free(text);
+        mf_req_respond_error(r, r->stop_status, r->stop_type, r->stop_code,
+                             r->stop_message.data);
         mf_req_finish(r);
         return;
     }

@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/price.h"
+
 static const mf_host_api_t *api;
 
 typedef struct {
@@ -51,6 +53,7 @@ typedef struct {
     pthread_cond_t wake;
     pthread_t writer;
     int stop;
+    json_t *prices; /* the config's prices: (for cost_usd), or NULL */
 } accesslog_t;
 
 static double
@@ -264,6 +267,7 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
     al->flush_ms = fv > 0 ? fv : 200;
     al->close_ms = cv >= 0 ? cv : 2000;
     al->buf = malloc(al->cap);
+    al->prices = json_deep_copy(api->config_section("prices"));
     pthread_mutex_init(&al->lock, NULL);
     pthread_cond_init(&al->wake, NULL);
     if (al->buf == NULL || al->name == NULL ||
@@ -276,6 +280,7 @@ accesslog_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         free(al->buf);
         free(al->name);
+        json_decref(al->prices);
         free(al);
         return MF_ERR;
     }
@@ -297,6 +302,8 @@ accesslog_fini(void *state)
     pthread_cond_destroy(&al->wake);
     free(al->buf);
     free(al->name);
+    price_forget();
+    json_decref(al->prices);
     if (al->owns_fd) {
         close(al->fd);
     }
@@ -501,6 +508,52 @@ put_named(line_t *l, const char *name, mf_str_t s)
     put_str(l, s);
 }
 
+/* Micro-USD as USD with six decimals. */
+static void
+put_usd(line_t *l, const char *name, int64_t micro)
+{
+    put_field(l, name);
+    if (micro < 0) {
+        put(l, "null", 4);
+        return;
+    }
+    put_digits(l, (uint64_t)micro / 1000000, 1);
+    put(l, ".", 1);
+    put_digits(l, (uint64_t)micro % 1000000, 6);
+}
+
+/* Every upstream attempt: [{provider, model, outcome, status, ms,
+ * ttfb_ms}], [] when none. */
+static void
+put_attempts(line_t *l, mf_req_t *r)
+{
+    mf_attempt_info_t a = {.size = sizeof(a)};
+    size_t k;
+
+    put_field(l, "upstream_attempts");
+    put(l, "[", 1);
+    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+        size_t mark;
+
+        put(l, k ? ",{" : "{", k ? 2 : 1);
+        mark = l->len;
+        put_named(l, "provider", a.provider);
+        /* put_field leaves out the comma of an object's first field only
+         * at the line's start: take it out here */
+        if (l->len > mark && l->p[mark] == ',') {
+            memmove(l->p + mark, l->p + mark + 1, l->len - mark - 1);
+            l->len--;
+        }
+        put_named(l, "model", a.model);
+        put_named(l, "outcome", a.outcome);
+        put_int(l, "status", a.status ? a.status : -1, 1);
+        put_ms(l, "ms", a.duration_ms);
+        put_ms(l, "ttfb_ms", a.ttfb_ms);
+        put(l, "}", 1);
+    }
+    put(l, "]", 1);
+}
+
 static void
 accesslog_on_log(mf_req_t *r, void *state, void **ctx)
 {
@@ -554,6 +607,41 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
     }
     put_named(&l, "error", i.error);
     put_int(&l, "generation", (int64_t)i.generation, 0);
+    /* ABI 1.5: trace, timing split, cost, usage source, attempts */
+    {
+        int64_t cost = 0;
+        int priced = price_request(al->prices, &i, &cost);
+        int has_usage =
+            i.usage.prompt_tokens >= 0 || i.usage.completion_tokens >= 0;
+        double over = i.latency_ms - i.upstream_ms;
+
+        put_int(&l, "cache_write_tokens", i.cache_write_tokens, 1);
+        put_named(&l, "trace_id", i.trace_id);
+        put_named(&l, "span_id", i.span_id);
+        put_ms(&l, "overhead_ms", over > 0 ? over : 0);
+        put_ms(&l, "first_token_ms", i.first_content_ms);
+        put_ms(&l, "tpot_ms",
+               i.stream && i.first_content_ms >= 0 &&
+                       i.usage.completion_tokens > 1 &&
+                       i.latency_ms > i.first_content_ms
+                   ? (i.latency_ms - i.first_content_ms) /
+                         (double)(i.usage.completion_tokens - 1)
+                   : -1);
+        put_usd(&l, "cost_usd", priced == 1 ? cost : -1);
+        put_field(&l, "unpriced");
+        put(&l,
+            priced == 0   ? "true"
+            : priced == 1 ? "false"
+                          : "null",
+            priced == 0   ? 4
+            : priced == 1 ? 5
+                          : 4);
+        put_named(&l, "usage_source",
+                  !has_usage          ? MF_STR_NULL
+                  : i.usage.estimated ? MF_STR("estimated")
+                                      : MF_STR("reported"));
+        put_attempts(&l, r);
+    }
     put(&l, "}\n", 2);
     enqueue(al, l.p, l.len);
     if (l.p != l.stack) {

@@ -2,6 +2,7 @@
  * Helpers shared by the governance plugins: see gov.h.
  */
 #include "gov.h"
+#include "price.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -735,22 +736,13 @@ int64_t
 gov_cost(const gov_price_t *p, int64_t prompt, int64_t cached,
          int64_t completion)
 {
-    double c;
+    price_t q = {.input = p->input,
+                 .output = p->output,
+                 .cache_read = p->cache_read > 0 ? p->cache_read : -1,
+                 .cache_write = -1,
+                 .reasoning = -1};
 
-    if (prompt < 0) {
-        prompt = 0;
-    }
-    if (cached < 0 || cached > prompt) {
-        cached = 0;
-    }
-    if (completion < 0) {
-        completion = 0;
-    }
-    /* USD per million tokens is micro-USD per token */
-    c = (double)(prompt - cached) * p->input +
-        (double)cached * (p->cache_read > 0 ? p->cache_read : p->input) +
-        (double)completion * p->output;
-    return (int64_t)ceil(c - 1e-9);
+    return price_cost(&q, prompt, cached, 0, completion, 0);
 }
 
 /* Leases */

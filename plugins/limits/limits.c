@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "../common/gov.h"
+#include "../common/price.h"
 
 static const mf_host_api_t *api;
 
@@ -103,7 +104,7 @@ typedef struct {
     lim_t key, global;
     json_t *models; /* model glob -> limits json */
     json_t *groups; /* name -> entry */
-    json_t *prices; /* model -> {input, output, cache_read} */
+    json_t *prices; /* model or glob -> {input, output, cache_read, ...} */
     int redis;      /* the counters live in Redis (`redis:` configured) */
     int on_err[3];  /* per kind (K_RATES, K_CONC, K_BUDGETS): ERR_* */
     char sha[41];   /* the store script's SHA-1 */
@@ -130,7 +131,7 @@ typedef struct {
     int64_t est_prompt;
     int64_t est_cost;
     int priced;
-    gov_price_t price;
+    price_t price;
     int settled;
     lm_t *lm;
     int admitted; /* something was taken: settle in on_done */
@@ -465,24 +466,9 @@ queue_spend(lm_t *lm, const char *scope, int usd, int64_t start, int64_t d,
 }
 
 static const json_t *
-price_of(lm_t *lm, mf_str_t model, gov_price_t *p)
+price_of(lm_t *lm, mf_str_t model, price_t *p)
 {
-    char m[256];
-    json_t *v;
-
-    if (model.len == 0 || model.len >= sizeof(m)) {
-        return NULL;
-    }
-    memcpy(m, model.data, model.len);
-    m[model.len] = '\0';
-    v = json_object_get(lm->prices, m);
-    if (v == NULL) {
-        return NULL;
-    }
-    p->input = json_number_value(json_object_get(v, "input"));
-    p->output = json_number_value(json_object_get(v, "output"));
-    p->cache_read = json_number_value(json_object_get(v, "cache_read"));
-    return v;
+    return price_find(lm->prices, model, p);
 }
 
 /* The scopes of r and their limits, in ctx; each with its Redis hash tag
@@ -1217,8 +1203,8 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     scopes_of(lm, r, x, model);
     x->est_tokens = estimate(lm, r, &x->est_prompt);
     x->priced = price_of(lm, model, &x->price) != NULL;
-    x->est_cost = x->priced ? gov_cost(&x->price, x->est_prompt, 0,
-                                       x->est_tokens - x->est_prompt)
+    x->est_cost = x->priced ? price_cost(&x->price, x->est_prompt, 0, 0,
+                                         x->est_tokens - x->est_prompt, 0)
                             : 0;
     *ctx = x; /* on_done settles what x says was taken */
     if (x->nscopes == 0) {
@@ -1357,7 +1343,10 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
         cost = 0;
     } else if (reported) {
         tokens = (prompt > 0 ? prompt : 0) + (completion > 0 ? completion : 0);
-        cost = x->priced ? gov_cost(&x->price, prompt, cached, completion) : 0;
+        cost = x->priced
+                   ? price_cost(&x->price, prompt, cached, i.cache_write_tokens,
+                                completion, i.usage.reasoning_tokens)
+                   : 0;
     } else {
         /* an estimate only (cut, abandoned, timed out): never less than
          * what was reserved */
@@ -1365,7 +1354,10 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
             (prompt > 0 ? prompt : 0) + (completion > 0 ? completion : 0);
 
         tokens = est > x->est_tokens ? est : x->est_tokens;
-        cost = x->priced ? gov_cost(&x->price, prompt, cached, completion) : 0;
+        cost = x->priced
+                   ? price_cost(&x->price, prompt, cached, i.cache_write_tokens,
+                                completion, i.usage.reasoning_tokens)
+                   : 0;
         if (cost < x->est_cost) {
             cost = x->est_cost;
         }

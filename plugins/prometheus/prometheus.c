@@ -4,7 +4,8 @@
  * token, upstream attempts, gateway overhead, tokens by kind, stream
  * cuts, in flight) and serves the registry on the status listener
  * (GET /metrics: Prometheus text, or OpenMetrics with exemplars when the
- * scraper asks for it).
+ * scraper asks for it), with spend at the config's prices and the
+ * upstreams' key health and circuit breakers read at each scrape.
  *
  * Labels are bounded by construction: `model` is a name a request was
  * routed with, admitted up to max_models (then "other"); `consumer` the
@@ -20,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "../common/price.h"
 
 static const mf_host_api_t *api;
 
@@ -47,6 +50,10 @@ enum {
     M_FALLBACKS,
     M_IN_FLIGHT,
     M_STREAMS_IN_FLIGHT,
+    M_SPEND,
+    M_UNPRICED,
+    M_KEY_HEALTHY,
+    M_BREAKER,
     M__COUNT
 };
 
@@ -54,6 +61,7 @@ typedef struct {
     char *path;
     nameset_t models;
     nameset_t consumers;
+    json_t *prices; /* the config's prices:, or NULL */
     mf_metric_t *m[M__COUNT];
 } prom_t;
 
@@ -107,11 +115,12 @@ static const def_t defs[M__COUNT] = {
                     LABELS("provider", "outcome")},
     [M_ATTEMPT_DURATION] = {MF_METRIC_HISTOGRAM,
                             "manifold_upstream_attempt_duration_seconds",
-                            "Duration of a request's last upstream attempt",
+                            "Duration of each upstream attempt, from its "
+                            "call's start to its end",
                             LABELS("provider"), HIST(duration_buckets)},
     [M_ATTEMPT_TTFB] = {MF_METRIC_HISTOGRAM,
                         "manifold_upstream_time_to_first_byte_seconds",
-                        "Time from the last upstream attempt's start to the "
+                        "Time from each upstream attempt's start to the "
                         "upstream's answer head",
                         LABELS("provider"), HIST(ttft_buckets)},
     [M_OVERHEAD] = {MF_METRIC_HISTOGRAM, "manifold_gateway_overhead_seconds",
@@ -119,8 +128,9 @@ static const def_t defs[M__COUNT] = {
                     "the time in upstream attempts",
                     LABELS("route"), HIST(overhead_buckets)},
     [M_TOKENS] = {MF_METRIC_COUNTER, "manifold_tokens_total",
-                  "Tokens by kind (input, output, cache_read, reasoning) and "
-                  "source (reported by the upstream, or estimated)",
+                  "Tokens by kind (input, output, cache_read, cache_write, "
+                  "reasoning) and source (reported by the upstream, or "
+                  "estimated)",
                   LABELS("model", "provider", "consumer", "kind", "source")},
     [M_CUTS] = {MF_METRIC_COUNTER, "manifold_stream_cuts_total",
                 "Streams cut before their end, by who cut them",
@@ -132,6 +142,23 @@ static const def_t defs[M__COUNT] = {
                      "LLM requests being served", NULL},
     [M_STREAMS_IN_FLIGHT] = {MF_METRIC_GAUGE, "manifold_streams_in_flight",
                              "Stream requests being served", NULL},
+    [M_SPEND] = {MF_METRIC_COUNTER, "manifold_spend_usd_total",
+                 "Spend in USD at the config's prices, by model, provider "
+                 "and consumer (requests of models without a price are in "
+                 "manifold_unpriced_requests_total, not here)",
+                 LABELS("model", "provider", "consumer")},
+    [M_UNPRICED] = {MF_METRIC_COUNTER, "manifold_unpriced_requests_total",
+                    "Requests with usage whose model has no price",
+                    LABELS("model", "provider")},
+    [M_KEY_HEALTHY] = {MF_METRIC_GAUGE, "manifold_upstream_key_healthy",
+                       "Whether a provider key (by its index in the config, "
+                       "never the key) takes requests: 1 ok, 0 resting, "
+                       "quarantined or disabled",
+                       LABELS("provider", "key_index")},
+    [M_BREAKER] = {MF_METRIC_GAUGE, "manifold_circuit_breaker_state",
+                   "A route target's circuit breaker: 1 for its state "
+                   "(closed, open, half_open), 0 for the others",
+                   LABELS("provider", "model", "state")},
 };
 
 static mf_str_t
@@ -364,20 +391,28 @@ record_attempts(prom_t *p, const mf_req_info_t *i)
 
 static void
 record_tokens(prom_t *p, mf_str_t model, mf_str_t provider, mf_str_t consumer,
-              const mf_usage_t *u)
+              const mf_usage_t *u, int64_t cache_write)
 {
     mf_str_t v[5] = {model, provider, consumer, MF_STR_NULL,
                      u->estimated ? MF_STR("estimated") : MF_STR("reported")};
     int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
+    int64_t written = cache_write > 0 ? cache_write : 0;
 
+    if (cached + written > u->prompt_tokens) {
+        cached = written = 0; /* not a breakdown of the prompt */
+    }
     if (u->prompt_tokens > 0) {
         v[3] = MF_STR("input");
         api->metric_add(p->m[M_TOKENS], v, 5,
-                        (double)(u->prompt_tokens - cached));
+                        (double)(u->prompt_tokens - cached - written));
     }
     if (cached > 0) {
         v[3] = MF_STR("cache_read");
         api->metric_add(p->m[M_TOKENS], v, 5, (double)cached);
+    }
+    if (written > 0) {
+        v[3] = MF_STR("cache_write");
+        api->metric_add(p->m[M_TOKENS], v, 5, (double)written);
     }
     if (u->completion_tokens > 0) {
         int64_t reasoning = u->reasoning_tokens > 0 ? u->reasoning_tokens : 0;
@@ -463,14 +498,20 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
     if (i.attempts > 1 && i.status < 400) {
         api->metric_add(p->m[M_FALLBACKS], &model, 1, 1);
     }
-    if (i.attempts > 0 && i.provider.len > 0) {
-        if (i.attempt_ms >= 0) {
-            api->metric_observe(p->m[M_ATTEMPT_DURATION], &provider, 1,
-                                i.attempt_ms / 1000, trace);
-        }
-        if (i.attempt_ttfb_ms >= 0) {
-            api->metric_observe(p->m[M_ATTEMPT_TTFB], &provider, 1,
-                                i.attempt_ttfb_ms / 1000, trace);
+    {
+        mf_attempt_info_t a = {.size = sizeof(a)};
+        size_t k;
+
+        /* every attempt, failed-over ones too */
+        for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+            if (a.duration_ms >= 0) {
+                api->metric_observe(p->m[M_ATTEMPT_DURATION], &a.provider, 1,
+                                    a.duration_ms / 1000, trace);
+            }
+            if (a.ttfb_ms >= 0) {
+                api->metric_observe(p->m[M_ATTEMPT_TTFB], &a.provider, 1,
+                                    a.ttfb_ms / 1000, trace);
+            }
         }
     }
     v[0] = model;
@@ -494,7 +535,69 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
         v[2] = by_client ? MF_STR("client") : MF_STR("upstream");
         api->metric_add(p->m[M_CUTS], v, 3, 1);
     }
-    record_tokens(p, model, provider, consumer, &i.usage);
+    record_tokens(p, model, provider, consumer, &i.usage, i.cache_write_tokens);
+    {
+        int64_t micro = 0;
+        int priced = price_request(p->prices, &i, &micro);
+
+        v[0] = model;
+        v[1] = provider;
+        if (priced == 1) {
+            v[2] = consumer;
+            api->metric_add(p->m[M_SPEND], v, 3, (double)micro / 1e6);
+        } else if (priced == 0) {
+            api->metric_add(p->m[M_UNPRICED], v, 2, 1);
+        }
+    }
+}
+
+/* The upstreams' health as gauges, read when scraped. */
+static void
+record_health(prom_t *p)
+{
+    static const char *const states[] = {"closed", "open", "half_open"};
+    json_t *h = api->upstream_health(), *e;
+    size_t k, s;
+
+    if (h == NULL) {
+        return;
+    }
+    json_array_foreach(json_object_get(h, "keys"), k, e)
+    {
+        const char *prov = json_string_value(json_object_get(e, "provider"));
+        const char *state = json_string_value(json_object_get(e, "state"));
+        char idx[24];
+        mf_str_t v[2];
+
+        if (prov == NULL || state == NULL) {
+            continue;
+        }
+        snprintf(idx, sizeof(idx), "%lld",
+                 (long long)json_integer_value(json_object_get(e, "index")));
+        v[0] = cstr(prov);
+        v[1] = cstr(idx);
+        api->metric_set(p->m[M_KEY_HEALTHY], v, 2,
+                        strcmp(state, "ok") == 0 ? 1 : 0);
+    }
+    json_array_foreach(json_object_get(h, "targets"), k, e)
+    {
+        const char *prov = json_string_value(json_object_get(e, "provider"));
+        const char *model = json_string_value(json_object_get(e, "model"));
+        const char *br = json_string_value(json_object_get(e, "breaker"));
+        mf_str_t v[3];
+
+        if (prov == NULL || model == NULL || br == NULL) {
+            continue;
+        }
+        v[0] = cstr(prov);
+        v[1] = cstr(model);
+        for (s = 0; s < 3; s++) {
+            v[2] = cstr(states[s]);
+            api->metric_set(p->m[M_BREAKER], v, 3,
+                            strcmp(br, states[s]) == 0 ? 1 : 0);
+        }
+    }
+    json_decref(h);
 }
 
 /* GET /metrics on the status listener. */
@@ -504,8 +607,8 @@ prom_serve(mf_req_t *r, void *state, void *arg)
     mf_str_t accept, out;
     int om;
 
-    (void)state;
     (void)arg;
+    record_health(state);
     om = api->get_header(r, MF_REQUEST_HEADERS, MF_STR("accept"), &accept) ==
              MF_OK &&
          accept.len >= 24 &&
@@ -539,8 +642,8 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
     size_t k;
 
     api = host;
-    if (api->abi_minor < 4) {
-        api->log(MF_LOG_ERROR, "prometheus: needs a host with ABI 1.4");
+    if (api->abi_minor < 5) {
+        api->log(MF_LOG_ERROR, "prometheus: needs a host with ABI 1.5");
         json_decref(conf);
         return MF_ERR;
     }
@@ -573,6 +676,7 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
     p->path = strdup(path ? path : "/metrics");
     nameset_init(&p->models, mm ? (size_t)json_integer_value(mm) : 100);
     nameset_init(&p->consumers, mc ? (size_t)json_integer_value(mc) : 100);
+    p->prices = json_deep_copy(api->config_section("prices"));
     json_decref(conf);
     for (k = 0; k < M__COUNT; k++) {
         mf_metric_def_t d = {.size = sizeof(d),
@@ -612,6 +716,8 @@ prom_fini(void *state)
 
     nameset_free(&p->models);
     nameset_free(&p->consumers);
+    price_forget();
+    json_decref(p->prices);
     free(p->path);
     free(p);
 }

@@ -385,19 +385,24 @@ int_at(json_t *o, const char *k)
     return json_is_integer(v) ? json_integer_value(v) : 0;
 }
 
-/* Reads Anthropic usage into u (fields present only). */
+/* Reads Anthropic usage into u (fields present only); the prompt
+ * tokens written to the cache go to the host on their own. */
 static void
-read_usage(json_t *in, mf_usage_t *u)
+read_usage(mf_req_t *r, json_t *in, mf_usage_t *u)
 {
     if (!json_is_object(in)) {
         return;
     }
     if (json_object_get(in, "input_tokens") != NULL) {
         json_int_t read = int_at(in, "cache_read_input_tokens");
+        json_int_t write = int_at(in, "cache_creation_input_tokens");
 
-        u->prompt_tokens = int_at(in, "input_tokens") + read +
-                           int_at(in, "cache_creation_input_tokens");
+        u->prompt_tokens = int_at(in, "input_tokens") + read + write;
         u->cached_tokens = read;
+        if (json_object_get(in, "cache_creation_input_tokens") != NULL &&
+            api->abi_minor >= 5) {
+            api->set_cache_write_tokens(r, write);
+        }
     }
     if (json_object_get(in, "output_tokens") != NULL) {
         u->completion_tokens = int_at(in, "output_tokens");
@@ -422,7 +427,7 @@ anthropic_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         json_decref(in);
         return MF_ERR;
     }
-    read_usage(json_object_get(in, "usage"), &usage);
+    read_usage(r, json_object_get(in, "usage"), &usage);
     api->set_usage(r, &usage);
     if (!canonical) {
         json_decref(in);
@@ -569,7 +574,7 @@ anthropic_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
             snprintf(s->id, sizeof(s->id), "%s", id);
         }
         snprintf(s->model, sizeof(s->model), "%s", model ? model : "");
-        read_usage(json_object_get(m, "usage"), &s->usage);
+        read_usage(r, json_object_get(m, "usage"), &s->usage);
         api->set_usage(r, &s->usage);
         c = chunk(s, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                   NULL);
@@ -614,7 +619,7 @@ anthropic_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         const char *stop = json_string_value(
             json_object_get(json_object_get(j, "delta"), "stop_reason"));
 
-        read_usage(json_object_get(j, "usage"), &s->usage);
+        read_usage(r, json_object_get(j, "usage"), &s->usage);
         api->set_usage(r, &s->usage);
         c = chunk(s, json_object(), finish_reason(stop) ?: "stop");
     } else if (strcmp(type, "message_stop") == 0) {

@@ -669,7 +669,7 @@ finish_reason(const char *stop)
 }
 
 static void
-read_usage(json_t *in, mf_usage_t *u)
+read_usage(mf_req_t *r, json_t *in, mf_usage_t *u)
 {
     json_int_t read, write;
 
@@ -683,6 +683,10 @@ read_usage(json_t *in, mf_usage_t *u)
     u->total_tokens = u->prompt_tokens + u->completion_tokens;
     u->cached_tokens = read;
     u->estimated = 0;
+    if (json_object_get(in, "cacheWriteInputTokens") != NULL &&
+        api->abi_minor >= 5) {
+        api->set_cache_write_tokens(r, write);
+    }
 }
 
 static void
@@ -775,7 +779,7 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         return MF_ERR;
     }
     pu_usage_init(&usage);
-    read_usage(json_object_get(in, "usage"), &usage);
+    read_usage(r, json_object_get(in, "usage"), &usage);
     api->set_usage(r, &usage);
     calls = json_array();
     json_array_foreach(content, i, b)
@@ -1019,7 +1023,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
             s->id, s->model, s->created, 0, json_object(),
             finish_reason(json_string_value(json_object_get(j, "stopReason"))));
     } else if (pu_str_is(ev->event, "metadata")) {
-        read_usage(json_object_get(j, "usage"), &s->usage);
+        read_usage(r, json_object_get(j, "usage"), &s->usage);
         api->set_usage(r, &s->usage);
         c = pu_usage_chunk(s->id, s->model, s->created, &s->usage);
         flags |= MF_EVENT_USAGE_ONLY | MF_EVENT_DONE;

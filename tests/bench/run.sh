@@ -4,9 +4,10 @@
 # one run; prints each figure with its ratio to nginx. Two set-ups: wrk on
 # one core and the servers (mock and proxies) on the other; then each
 # proxy alone on its core with wrk and a second mock on the other. Ends
-# with the instructions per request (instr.sh). Rows for key-auth +
-# limits with one consumer, on the embedded store and on Redis (a
-# redis-server on the servers' core). Nothing is asserted.
+# with the instructions per request (instr.sh) and the cost of the
+# observability stages (obs.sh). Rows for key-auth + limits with one
+# consumer, on the embedded store and on Redis (a redis-server on the
+# servers' core). Nothing is asserted.
 #   tests/bench/run.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -121,8 +122,11 @@ $SRV redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/d
 for _ in $(seq 50); do redis-cli -p "$REDIS" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
 gateway mfredis "${GOV_STAGES//\$NAME/redis}" "$GOV_CONF
 redis: { host: 127.0.0.1, port: $REDIS, timeout: 1s }"
+gateway mfmask "  - name: mask
+    plugin: mask"
 MF=$(cat "$T/mf.port"); MFLUA=$(cat "$T/mflua.port"); MFPID=$(cat "$T/mf.pid")
 MFGOV=$(cat "$T/mfgov.port"); MFREDIS=$(cat "$T/mfredis.port")
+MFMASK=$(cat "$T/mfmask.port")
 MFCACHE=$(cat "$T/mfcache.port")
 # the second set-up: each proxy alone on its core, wrk and a second mock
 # on the other; the proxy's own cost per request shows most here
@@ -168,6 +172,15 @@ R_O2A=$(rps "$MF" 32 chat-claude.lua); R_A2O=$(rps "$MF" 32 messages.lua)
 R_G2O=$(rps "$MF" 32 gemini-in.lua); R_R2O=$(rps "$MF" 32 responses.lua)
 R_O2G=$(rps "$MF" 32 chat-gemini.lua); R_O2B=$(rps "$MF" 32 chat-bedrock.lua)
 R_O2BK=$(rps "$MF" 32 chat-bedrock-key.lua)
+# the mask stage (built-in detectors, placeholders restored in the answer)
+# on a 2 KB prompt, beside the same pipeline without it; interleaved
+declare -A RPS2K
+for round in 1 2 3; do
+  RPS2K[MF]+="$(rps "$MF" 32 chat-2k.lua) "; RPS2K[MASK]+="$(rps "$MFMASK" 32 chat-2k.lua) "
+  RPS2K[MFC]+="$(rps "$MF" 32 chat-2k-clean.lua) "; RPS2K[MASKC]+="$(rps "$MFMASK" 32 chat-2k-clean.lua) "
+done
+R_2K=$(median3 ${RPS2K[MF]}); R_2KMASK=$(median3 ${RPS2K[MASK]})
+R_2KC=$(median3 ${RPS2K[MFC]}); R_2KMASKC=$(median3 ${RPS2K[MASKC]})
 # one connection: three interleaved rounds, the median of each figure
 declare -A P50 P99
 for round in 1 2 3; do
@@ -199,6 +212,10 @@ printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Responses in (stored), Op
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (the mock checks each signature)\n" "OpenAI in, Bedrock (SigV4) upstream" "$R_O2B" "$(ratio "$R_O2B" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Bedrock (API key)" "$R_O2BK" "$(ratio "$R_O2BK" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s\n" "manifold, 2 KB prompt" "$R_2KC" "$(ratio "$R_2KC" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (%s of the same without mask; target >= 0.85x)\n" "manifold + mask, 2 KB, nothing found" "$R_2KMASKC" "$(ratio "$R_2KMASKC" "$R_NGINX")" "$(ratio "$R_2KMASKC" "$R_2KC")"
+printf "  %-34s %10s req/s   %s\n" "manifold, 2 KB prompt with PII" "$R_2K" "$(ratio "$R_2K" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (%s of the same without mask; target >= 0.85x)\n" "manifold + mask, 2 KB with PII" "$R_2KMASK" "$(ratio "$R_2KMASK" "$R_NGINX")" "$(ratio "$R_2KMASK" "$R_2K")"
 echo "the proxy alone on its core, wrk and the mock on the other (32 connections, median of 3)"
 printf "  %-34s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX2"
 printf "  %-34s %10s req/s   %s\n" "manifold (1 worker, accesslog)" "$R_MF2" "$(ratio "$R_MF2" "$R_NGINX2")"
@@ -211,3 +228,4 @@ printf "  idle RSS: %d KiB (target < 20480)\n" "$IDLE_RSS"
 echo "  1000 concurrent paced streams: $STREAMS (target peak < 102400 KiB)"
 echo
 bash tests/bench/instr.sh
+bash tests/bench/obs.sh "$D"

@@ -29,6 +29,12 @@
  *    the first enum value found in the last user message, else the
  *    last one (a classifier following its schema);
  *      chunk_bytes=N     (stream, with chunks) each chunk N bytes ("a"...)
+ *      split=N           (stream) the reply text (and a tool call's
+ *                        arguments) in pieces of N characters, one event
+ *                        each (1: one character per event)
+ *      echo_args         a tool call's arguments carry the user's text
+ *                        ({"<first required parameter>": "<text>"})
+ *      cache_write=N     (anthropic) report N cache_creation_input_tokens
  *    The same directives in the model name ("gpt-4o[[mock:hang]]") apply
  *    to every request for that model (a gateway's model_map can point one
  *    route target at a failing "model").
@@ -46,6 +52,10 @@
  *  - embeddings: 8 numbers from a hash of each input; a model whose name
  *    holds "bow" gives 64, the input's bag of words (texts sharing words
  *    are near);
+ *  - POST /v1/moderations answers in OpenAI's moderation format, one
+ *    result per input: flagged when the text holds "mock-flag-CATEGORY"
+ *    (violence, hate, harassment, self-harm, sexual); the directives
+ *    in the input (delay, hang, status) apply;
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
@@ -98,7 +108,33 @@ typedef struct stream_s {
     int sent;
     int gone;
     int cutting;
+    int tool_started; /* split tool call: its first event went out */
 } stream_t;
+
+/* Appends text to arr in pieces of n UTF-8 characters. */
+static void
+split_text(const char *text, int n, json_t *arr)
+{
+    const unsigned char *p = (const unsigned char *)text, *start = p;
+    int count = 0;
+
+    while (*p) {
+        p++;
+        while ((*p & 0xC0) == 0x80) {
+            p++; /* the rest of a multi-byte character */
+        }
+        if (++count == n) {
+            json_array_append_new(
+                arr, json_stringn((const char *)start, (size_t)(p - start)));
+            start = p;
+            count = 0;
+        }
+    }
+    if (p > start) {
+        json_array_append_new(
+            arr, json_stringn((const char *)start, (size_t)(p - start)));
+    }
+}
 
 void
 parse_directives(const char *text, directives_t *d)
@@ -136,6 +172,8 @@ parse_directives(const char *text, directives_t *d)
                 d->chunks = v;
             } else if (strncmp(tok, "cut=", 4) == 0) {
                 d->cut = v;
+            } else if (strncmp(tok, "cache_write=", 12) == 0) {
+                d->cache_write = v;
             } else if (strcmp(tok, "filter") == 0) {
                 d->filter = 1;
             } else if (strcmp(tok, "cutfirst") == 0) {
@@ -156,6 +194,10 @@ parse_directives(const char *text, directives_t *d)
                 d->drip_after = v;
             } else if (strncmp(tok, "chunk_bytes=", 12) == 0) {
                 d->chunk_bytes = v;
+            } else if (strncmp(tok, "split=", 6) == 0) {
+                d->split = v;
+            } else if (strcmp(tok, "echo_args") == 0) {
+                d->echo_args = 1;
             } else if (strncmp(tok, "big=", 4) == 0) {
                 d->big = v;
             } else if (strncmp(tok, "exception=", 10) == 0) {
@@ -290,7 +332,7 @@ usage_json(int prompt, int completion)
 
 /* Picks the tool to call: the first function tool, unless "none". */
 static json_t *
-pick_tool(json_t *body)
+pick_tool(json_t *body, const directives_t *d)
 {
     json_t *tools = json_object_get(body, "tools"), *choice, *fn, *req;
     const char *name, *param = NULL;
@@ -310,6 +352,20 @@ pick_tool(json_t *body)
     req = json_object_get(json_object_get(fn, "parameters"), "required");
     if (json_array_size(req) > 0) {
         param = json_string_value(json_array_get(req, 0));
+    }
+    if (param && d->echo_args) {
+        char user[1024], *t;
+        json_t *a, *tool;
+
+        last_user_text(body, user, sizeof(user));
+        strip_directives(user);
+        a = json_pack("{s:s}", param, user);
+        t = json_dumps(a, JSON_COMPACT);
+        json_decref(a);
+        tool = json_pack("{s:s,s:s,s:{s:s,s:s}}", "id", "call_mock_1", "type",
+                         "function", "function", "name", name, "arguments", t);
+        free(t);
+        return tool;
     }
     if (param) {
         snprintf(args, sizeof(args), "{\"%s\":\"mock\"}", param);
@@ -598,6 +654,37 @@ stream_step(evutil_socket_t fd, short what, void *arg)
         s->phase = 1;
         break;
     case 1:
+        if (s->tool && s->d.split > 0) {
+            json_t *fnj = json_object_get(s->tool, "function");
+
+            if (!s->tool_started) {
+                s->tool_started = 1;
+                send_event(
+                    s, chunk_base(
+                           s,
+                           json_pack(
+                               "{s:[{s:i,s:s,s:s,s:{s:s,s:s}}]}", "tool_calls",
+                               "index", 0, "id", "call_mock_1", "type",
+                               "function", "function", "name",
+                               json_string_value(json_object_get(fnj, "name")),
+                               "arguments", ""),
+                           NULL));
+                break;
+            }
+            if (s->next < json_array_size(s->parts)) {
+                send_event(
+                    s, chunk_base(s,
+                                  json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls",
+                                            "index", 0, "function", "arguments",
+                                            json_array_get(s->parts, s->next)),
+                                  NULL));
+                s->next++;
+            }
+            if (s->next >= json_array_size(s->parts)) {
+                s->phase = 2;
+            }
+            break;
+        }
         if (s->tool) {
             json_t *fnj = json_object_get(s->tool, "function");
             const char *args =
@@ -688,7 +775,7 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
     s->d = *d;
     s->timer = evtimer_new(base, stream_step, s);
     s->parts = json_array();
-    s->tool = pick_tool(body);
+    s->tool = pick_tool(body, d);
     s->usage = json_is_true(json_object_get(
         json_object_get(body, "stream_options"), "include_usage"));
     s->prompt_tokens = count_prompt_tokens(body);
@@ -707,6 +794,13 @@ start_stream(struct evhttp_request *req, json_t *body, const directives_t *d,
             }
             json_array_append_new(s->parts, json_string(i ? " tok" : "tok"));
         }
+    } else if (d->split > 0 && s->tool != NULL) {
+        split_text(json_string_value(json_object_get(
+                       json_object_get(s->tool, "function"), "arguments")),
+                   d->split, s->parts);
+    } else if (d->split > 0) {
+        reply_text(body, d, text, sizeof(text));
+        split_text(text, d->split, s->parts);
     } else {
         reply_text(body, d, text, sizeof(text));
         for (w = strtok_r(text, " ", &save), i = 0; w;
@@ -890,6 +984,7 @@ typedef struct {
     directives_t d;
     struct event *timer;
     int embeddings;
+    int moderations;
     int anthropic;
     int gemini;
     int bedrock;
@@ -917,7 +1012,7 @@ answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
         evbuffer_free(b);
         return;
     }
-    tool = pick_tool(body);
+    tool = pick_tool(body, d);
     if (tool != NULL) {
         msg = json_pack("{s:s,s:n,s:[o],s:n}", "role", "assistant", "content",
                         "tool_calls", tool, "refusal");
@@ -1041,6 +1136,67 @@ bag_of_words(const char *s, float *v, size_t dims)
             v[h % dims] += 1.0f;
         }
     }
+}
+
+/* One moderation result in OpenAI's format for a text: flagged for the
+ * categories named by "mock-flag-CATEGORY" in it. */
+static json_t *
+moderation_result(const char *text)
+{
+    static const char *const cats[] = {"harassment", "hate", "self-harm",
+                                       "sexual", "violence"};
+    json_t *c = json_object(), *sc = json_object(), *ty = json_object();
+    int flagged = 0;
+    size_t i;
+
+    for (i = 0; i < sizeof(cats) / sizeof(cats[0]); i++) {
+        char mark[64];
+        int hit;
+
+        snprintf(mark, sizeof(mark), "mock-flag-%s", cats[i]);
+        hit = text != NULL && strstr(text, mark) != NULL;
+        flagged |= hit;
+        json_object_set_new(c, cats[i], json_boolean(hit));
+        json_object_set_new(sc, cats[i], json_real(hit ? 0.97 : 0.0001));
+        json_object_set_new(ty, cats[i], json_pack("[s]", "text"));
+    }
+    return json_pack("{s:b,s:o,s:o,s:o}", "flagged", flagged, "categories", c,
+                     "category_scores", sc, "category_applied_input_types", ty);
+}
+
+/* POST /v1/moderations: input a string, strings, or parts with text. */
+static void
+answer_moderations(struct evhttp_request *req, json_t *body)
+{
+    json_t *in = json_object_get(body, "input"), *res = json_array(), *v;
+    const char *model = json_string_value(json_object_get(body, "model"));
+    size_t i;
+
+    if (json_is_string(in)) {
+        json_array_append_new(res, moderation_result(json_string_value(in)));
+    }
+    json_array_foreach(in, i, v)
+    {
+        json_array_append_new(
+            res, moderation_result(
+                     json_is_string(v)
+                         ? json_string_value(v)
+                         : json_string_value(json_object_get(v, "text"))));
+    }
+    if (json_array_size(res) == 0) {
+        json_decref(res);
+        send_json(req, 400,
+                  json_pack("{s:{s:s,s:s}}", "error", "message",
+                            "input is required", "type",
+                            "invalid_request_error"),
+                  0);
+        return;
+    }
+    send_json(req, 200,
+              json_pack("{s:s,s:s,s:o}", "id", "modr-mock", "model",
+                        model ? model : "omni-moderation-latest", "results",
+                        res),
+              0);
 }
 
 static void
@@ -1301,7 +1457,7 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                             "stop_sequence", "usage", "input_tokens", in_tokens,
                             "output_tokens", out_tokens,
                             "cache_read_input_tokens", 3,
-                            "cache_creation_input_tokens", 0),
+                            "cache_creation_input_tokens", d->cache_write),
                   0);
         return;
     }
@@ -1313,12 +1469,13 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
 
         anthropic_event(
             ev, "message_start",
-            json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i,s:i}}}",
-                      "type", "message_start", "message", "id", "msg_mock_1",
-                      "type", "message", "role", "assistant", "model", model,
-                      "content", "stop_reason", "stop_sequence", "usage",
-                      "input_tokens", in_tokens, "output_tokens", 1,
-                      "cache_read_input_tokens", 3));
+            json_pack(
+                "{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:{s:i,s:i,s:i,s:i}}}",
+                "type", "message_start", "message", "id", "msg_mock_1", "type",
+                "message", "role", "assistant", "model", model, "content",
+                "stop_reason", "stop_sequence", "usage", "input_tokens",
+                in_tokens, "output_tokens", 1, "cache_read_input_tokens", 3,
+                "cache_creation_input_tokens", d->cache_write));
         anthropic_event(ev, "ping", json_pack("{s:s}", "type", "ping"));
         if (tool) {
             anthropic_event(ev, "content_block_start",
@@ -1470,6 +1627,8 @@ answer(pending_t *p)
         answer_anthropic(p->req, p->body, &p->d);
     } else if (p->embeddings) {
         answer_embeddings(p->req, p->body);
+    } else if (p->moderations) {
+        answer_moderations(p->req, p->body);
     } else {
         answer_chat(p->req, p->body, &p->d);
     }
@@ -1613,6 +1772,7 @@ handle(struct evhttp_request *req, void *arg)
     p->gemini = gemini_path(uri);
     p->bedrock = !p->gemini && bedrock_path(uri);
     p->embeddings = strstr(uri, "/embeddings") != NULL;
+    p->moderations = strstr(uri, "/moderations") != NULL;
     p->anthropic = strstr(uri, "/messages") != NULL &&
                    strstr(uri, "/chat/completions") == NULL;
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
@@ -1640,7 +1800,7 @@ handle(struct evhttp_request *req, void *arg)
     free(body);
     if (p->body == NULL ||
         (!p->embeddings && !p->anthropic && !p->gemini && !p->bedrock &&
-         strstr(uri, "/chat/completions") == NULL)) {
+         !p->moderations && strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",
@@ -1653,6 +1813,13 @@ handle(struct evhttp_request *req, void *arg)
     parse_directives(json_string_value(json_object_get(p->body, "model")),
                      &p->d);
     parse_directives(last_user_text(p->body, text, sizeof(text)), &p->d);
+    if (p->moderations) {
+        char *all =
+            json_dumps(json_object_get(p->body, "input"), JSON_ENCODE_ANY);
+
+        parse_directives(all, &p->d);
+        free(all);
+    }
     {
         /* gemini and bedrock: the model (and its directives) in the path */
         char *dec = evhttp_decode_uri(uri);

@@ -33,6 +33,9 @@ typedef struct {
     int drip_after;    /* stream events sent whole before the drip */
     int big;           /* non-stream chat: a reply of this many bytes */
     int chunk_bytes;   /* stream with chunks=N: each chunk this many bytes */
+    int split;         /* stream: text pieces of this many characters */
+    int echo_args;     /* tool call arguments carry the user's text */
+    int cache_write;   /* anthropic: cache_creation_input_tokens reported */
     char reply[512];
 } directives_t;
 

@@ -1,7 +1,10 @@
 /* Check suite for host/config/config.c and host/config/yamltree.c. */
 #include "check_main.h"
+#include <math.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "config/config.h"
 #include "config/yamltree.h"
@@ -302,6 +305,102 @@ START_TEST(consumers_normalized)
 }
 END_TEST
 
+START_TEST(prices_tiers_and_fees)
+{
+    const char *ok = "prices:\n"
+                     "  \"gemini-*\":\n"
+                     "    input: 1.25\n"
+                     "    output: 10\n"
+                     "    reasoning: 12\n"
+                     "    request: 0.002\n"
+                     "    tiers:\n"
+                     "      - { above: 200000, input: 2.5, output: 15 }\n";
+    const char *bad = "prices:\n"
+                      "  m:\n"
+                      "    input: 1\n"
+                      "    output: 2\n"
+                      "    tiers:\n"
+                      "      - { above: 100, input: 2 }\n"
+                      "      - { above: 50, output: 3 }\n"
+                      "      - { input: 2, per: 1 }\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", ok, strlen(ok), "/p", &errors);
+    json_t *g, *t;
+
+    ck_assert_ptr_nonnull(c);
+    g = json_object_get(json_object_get(c->sections, "prices"), "gemini-*");
+    ck_assert(json_real_value(json_object_get(g, "request")) == 0.002);
+    ck_assert(json_real_value(json_object_get(g, "reasoning")) == 12.0);
+    t = json_array_get(json_object_get(g, "tiers"), 0);
+    ck_assert(json_real_value(json_object_get(t, "above")) == 200000.0);
+    ck_assert(json_real_value(json_object_get(t, "output")) == 15.0);
+    mf_config_free(c);
+
+    c = mf_config_parse("t.yaml", bad, strlen(bad), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "prices.m.tiers[1].above: tiers go "
+                                         "up"));
+    ck_assert_ptr_nonnull(
+        strstr(errors, "prices.m.tiers[2]: needs above (prompt tokens)"));
+    ck_assert_ptr_nonnull(strstr(errors, "unknown key 'per'"));
+    free(errors);
+}
+END_TEST
+
+START_TEST(prices_from_a_litellm_file)
+{
+    char dir[] = "/tmp/mf-prices-XXXXXX", path[256], *errors = NULL;
+    const char *y = "prices_file: litellm.json\n"
+                    "prices:\n"
+                    "  gpt-4o: { input: 2, output: 8 }\n";
+    const char *bad = "prices_file: missing.json\n";
+    mf_config_t *c;
+    json_t *p, *e;
+    FILE *f;
+
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/litellm.json", dir);
+    f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs("{\"sample_spec\": {\"input_cost_per_token\": \"see docs\"},"
+          " \"gpt-4o\": {\"input_cost_per_token\": 2.5e-06, "
+          "\"output_cost_per_token\": 1e-05},"
+          " \"claude-sonnet-4\": {\"input_cost_per_token\": 3e-06, "
+          "\"output_cost_per_token\": 1.5e-05, "
+          "\"cache_read_input_token_cost\": 3e-07, "
+          "\"cache_creation_input_token_cost\": 3.75e-06, "
+          "\"input_cost_per_token_above_200k_tokens\": 6e-06},"
+          " \"dall-e-3\": {\"output_cost_per_image\": 0.04}}",
+          f);
+    fclose(f);
+    snprintf(path, sizeof(path), "%s/manifold.yaml", dir);
+    c = mf_config_parse(path, y, strlen(y), "/p", &errors);
+    ck_assert_ptr_nonnull(c);
+    p = json_object_get(c->sections, "prices");
+    /* the config's own entry wins over the file's */
+    ck_assert(json_real_value(json_object_get(json_object_get(p, "gpt-4o"),
+                                              "input")) == 2.0);
+    e = json_object_get(p, "claude-sonnet-4");
+    ck_assert(fabs(json_real_value(json_object_get(e, "input")) - 3) < 1e-9);
+    ck_assert(fabs(json_real_value(json_object_get(e, "cache_write")) - 3.75) <
+              1e-9);
+    ck_assert(
+        fabs(json_real_value(json_object_get(
+                 json_array_get(json_object_get(e, "tiers"), 0), "input")) -
+             6) < 1e-9);
+    ck_assert_ptr_null(json_object_get(p, "dall-e-3"));
+    ck_assert_ptr_null(json_object_get(p, "sample_spec"));
+    mf_config_free(c);
+    c = mf_config_parse(path, bad, strlen(bad), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "prices_file: cannot read"));
+    free(errors);
+    snprintf(path, sizeof(path), "%s/litellm.json", dir);
+    unlink(path);
+    rmdir(dir);
+}
+END_TEST
+
 START_TEST(plugin_search_path)
 {
     const char *y = "plugin_dir: [/tmp, /]\nreuse_port: true\n";
@@ -365,6 +464,8 @@ main(void)
     tcase_add_test(tc, suggestions);
     tcase_add_test(tc, consumers_checked);
     tcase_add_test(tc, consumers_normalized);
+    tcase_add_test(tc, prices_tiers_and_fees);
+    tcase_add_test(tc, prices_from_a_litellm_file);
     tcase_add_test(tc, plugin_search_path);
     tcase_add_test(tc, disabled_key_variables);
     suite_add_tcase(s, tc);

@@ -166,10 +166,45 @@ typedef struct mf_req_info_s {
     double attempt_ms;       /* last attempt: its start to its end (or
                                 now), -1 none */
     mf_str_t query;          /* the target's query, without '?' */
+    /* ABI 1.5: observability (usage detail, trace context) */
+    int64_t cache_write_tokens; /* prompt tokens written to a provider's
+                                   cache (part of usage.prompt_tokens,
+                                   Anthropic's cache_creation_input_tokens),
+                                   -1 unknown */
+    mf_str_t trace_id;          /* 32 lowercase hex digits: the trace of
+                                   the client's W3C traceparent, else one
+                                   made for the request */
+    mf_str_t span_id;           /* 16 hex digits: the request's own
+                                   (server) span */
+    mf_str_t parent_span_id;    /* 16 hex digits: the span of the client's
+                                   traceparent, empty when none came */
+    int trace_sampled;          /* the client's traceparent flags say
+                                   sampled (1 when none came) */
     /* ABI 1.5: caches */
     int cached; /* 0, or a stage answered from a cache (api->set_cached):
                    1 not counted against quotas, 2 counted as if served */
 } mf_req_info_t;
+
+/* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
+ * caller sets `size`; views valid during the callback. */
+typedef struct mf_attempt_info_s {
+    size_t size;
+    mf_str_t provider;      /* provider name from the config */
+    mf_str_t model;         /* model sent upstream */
+    mf_str_t outcome;       /* ok, a status ("503"), timeout, connect, cut,
+                               ttft_timeout, abandoned; empty while open */
+    int status;             /* the upstream's status, 0 when none came */
+    int key_index;          /* the provider key's index, -1 none (never the
+                               key) */
+    double start_ms;        /* request start to the call's start, -1 when no
+                               call went out */
+    double duration_ms;     /* the call's start to its end (or now), -1 */
+    double ttfb_ms;         /* the call's start to the answer head, -1 */
+    mf_str_t span_id;       /* 16 hex digits: the attempt's (client) span,
+                               the parent a traceparent sent upstream names */
+    mf_str_t provider_type; /* the provider's type ("openai", "anthropic",
+                               "bedrock", ...) */
+} mf_attempt_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
 typedef struct mf_target_s {
@@ -721,6 +756,57 @@ struct mf_host_api_s {
      * every later stage and log: an identity stage removes the
      * credential it read from it (?key=). Copied. */
     int (*set_query)(mf_req_t *r, mf_str_t query);
+
+    /* ABI 1.5: stream events from body stages */
+
+    /* on_response_body, a stream only. Sends data (copied) as an event
+     * of its own before the event the stage was given, which follows it
+     * (replaced or not; set_response_chunk with "" drops it); several
+     * calls keep their order. The body stages after this one see the
+     * inserted event before the given one. A stage holding text back
+     * (a placeholder split across events) releases it this way ahead of
+     * an event that is not text. MF_ERR for a non-stream answer or an
+     * empty data. */
+    int (*insert_response_chunk)(mf_req_t *r, mf_str_t data);
+    /* on_response_body. Ends the answer at this event: the upstream is
+     * read no further (its tokens so far are billed, estimated from what
+     * was delivered when the upstream had not reported them) and neither
+     * this event nor any after it is sent; the body stages after this
+     * one do not see it. When nothing has reached the client (a whole
+     * answer, or a stream whose head has not left) the client gets the
+     * error (status 4xx/5xx, type, code or NULL, message) in its
+     * protocol. A stream under way gets what the stages inserted ahead
+     * of this event, then `final` (a canonical chunk, say one with
+     * finish_reason "content_filter"; empty for none), the usage chunk
+     * when the client asked for usage, and its clean end. */
+    int (*stop_response)(mf_req_t *r, int status, const char *type,
+                         const char *code, const char *message, mf_str_t final);
+
+    /* ABI 1.5: observability (usage detail, attempts, upstream health) */
+
+    /* Provider, on_response_body, on_log (as set_usage). Prompt tokens
+     * written to the provider's cache, part of prompt_tokens (get_info's
+     * cache_write_tokens). */
+    int (*set_cache_write_tokens)(mf_req_t *r, int64_t tokens);
+    /* Request stages. Fills *a (a->size set by the caller) with the i-th
+     * upstream attempt (from 0, in order; the one open now last, with an
+     * empty outcome). MF_ERR past the last. */
+    int (*get_attempt)(mf_req_t *r, size_t i, mf_attempt_info_t *a);
+    /* Any stage, not per request (it takes the routing locks): the
+     * upstreams' health as JSON (a new reference): {"keys": [{provider,
+     * index, key (masked), state, why, since, requests, errors,
+     * in_flight, rests}], "targets": [{provider, model, breaker
+     * (closed, open, half_open), since, in_flight, requests, failures,
+     * consecutive_failures, ttft_ms_avg}]}. */
+    json_t *(*upstream_health)(void);
+    /* init only. A block of `size` bytes, zeroed the first time, that
+     * lives as long as the process: asking again with the same name and
+     * size (a later load of the stage, after a reload) gives the same
+     * block, so what a stage gathers outlives reloads. The stage keeps
+     * its own lock in it; it may hold pointers to heap memory, never to
+     * the plugin's own code or static data (a reload loads a new copy).
+     * NULL after a log line when the name is taken with another size. */
+    void *(*keep_memory)(const char *name, size_t size);
 
     /* ABI 1.5: answers a stage makes itself in the canonical form, and
      * the whole canonical answer at on_log (one group). */

@@ -1,0 +1,1041 @@
+/*
+ * dashboard: the built-in monitoring page on the status listener.
+ *
+ * At on_log each LLM request is added to in-memory roll-ups: one-minute
+ * buckets for a day and one-hour buckets for 30 days, each holding a cell
+ * per (model, consumer) with requests, errors by type, tokens by kind,
+ * spend (micro-USD at `prices:`), and histograms of latency and time to
+ * first token (for real percentiles), plus a ring of the last requests
+ * for the live tail (no prompt, no answer, no key; the client address
+ * cut to its network). The roll-ups live in memory the host keeps for
+ * the process (api->keep_memory), so reloads keep them.
+ *
+ * It serves, on the status listener:
+ *   GET /dashboard                 the page (HTML, CSS and JS in the binary)
+ *   GET /dashboard/api/summary     ?range=1h|6h|24h|7d|30d&model=M&consumer=C
+ *   GET /dashboard/api/tail        ?n=50&model=M&consumer=C
+ *   GET /dashboard/api/health      keys (masked) and breakers
+ *
+ * config: { path: /dashboard, max_models: 60, max_consumers: 60 }
+ */
+#include <manifold/plugin.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../common/price.h"
+
+static const mf_host_api_t *api;
+
+/* the page, made from dashboard.html at build time */
+extern const unsigned char mf_dashboard_html[];
+extern const size_t mf_dashboard_html_len;
+
+#define NAMES 64 /* models or consumers a store names; 0 is "other" */
+#define NAME_LEN 96
+#define NE 12 /* error types */
+#define NH 30 /* histogram buckets (ms) */
+#define MINUTES 1440
+#define HOURS 720
+#define TAIL 256
+#define CELLS_MAX 256 /* cells a bucket holds; beyond, other/other */
+#define STORE_VERSION 1
+
+static const char *const error_types[NE] = {
+    "none",        "invalid_request", "authentication", "permission",
+    "not_found",   "rate_limit",      "client_closed",  "upstream",
+    "unavailable", "timeout",         "internal",       "stream_cut"};
+
+/* upper bounds in ms; the last bucket is everything above */
+static const double hbounds[NH - 1] = {
+    1,     2,     5,     10,    20,    50,     100,    200,    300,   400,
+    500,   750,   1000,  1500,  2000,  3000,   5000,   7500,   10000, 15000,
+    20000, 30000, 45000, 60000, 90000, 120000, 180000, 240000, 330000};
+
+typedef struct {
+    uint16_t model, consumer;
+    uint32_t requests, streams, unpriced, estimated;
+    uint32_t err[NE];
+    int64_t input, output, cache_read, cache_write, reasoning;
+    int64_t cost_micro;
+    double gen_ms; /* time spent producing output (for tokens per second) */
+    int64_t gen_tokens;
+    uint32_t lat[NH];
+    uint32_t ttft[NH];
+} cell_t;
+
+typedef struct {
+    int64_t start; /* minute or hour number since the epoch, 0 empty */
+    uint32_t n, cap;
+    cell_t *cells; /* heap */
+} slot_t;
+
+typedef struct {
+    double time;
+    char id[64];
+    uint16_t model, consumer;
+    char provider[48];
+    char client[48];
+    int status;
+    uint8_t err;
+    uint8_t stream;
+    uint8_t priced;
+    double latency_ms, ttft_ms;
+    int64_t input, output, cost_micro;
+} tail_t;
+
+typedef struct {
+    uint32_t version;
+    int ready;
+    pthread_mutex_t lock;
+    char models[NAMES][NAME_LEN];
+    int nmodels;
+    char consumers[NAMES][NAME_LEN];
+    int nconsumers;
+    slot_t minute[MINUTES];
+    slot_t hour[HOURS];
+    tail_t tail[TAIL];
+    uint64_t tail_seq; /* requests recorded in the tail */
+} store_t;
+
+typedef struct {
+    char *path;
+    char *api_summary, *api_tail, *api_health;
+    int max_models, max_consumers;
+    json_t *prices;
+    store_t *st;
+} dash_t;
+
+/* Recording */
+
+static int
+name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v)
+{
+    int i;
+
+    if (v.len == 0 || v.len >= NAME_LEN) {
+        return 0;
+    }
+    for (i = 1; i < *n; i++) {
+        if (strlen(names[i]) == v.len && memcmp(names[i], v.data, v.len) == 0) {
+            return i;
+        }
+    }
+    if (*n >= cap || *n >= NAMES) {
+        return 0;
+    }
+    memcpy(names[*n], v.data, v.len);
+    names[*n][v.len] = '\0';
+    return (*n)++;
+}
+
+static int
+hbucket(double ms)
+{
+    int i;
+
+    for (i = 0; i < NH - 1; i++) {
+        if (ms <= hbounds[i]) {
+            return i;
+        }
+    }
+    return NH - 1;
+}
+
+static int
+error_index(const mf_req_info_t *i, int cut)
+{
+    int s = i->status;
+
+    if (cut) {
+        return 11;
+    }
+    switch (s) {
+    case 400:
+    case 405:
+    case 413:
+    case 431:
+        return 1;
+    case 401:
+        return 2;
+    case 403:
+        return 3;
+    case 404:
+        return 4;
+    case 429:
+        return 5;
+    case 499:
+        return 6;
+    case 502:
+        return 7;
+    case 503:
+        return 8;
+    case 504:
+        return 9;
+    default:
+        return s >= 500 ? 10 : s >= 400 ? 1 : 0;
+    }
+}
+
+static cell_t *
+cell_of(slot_t *s, int64_t start, int model, int consumer)
+{
+    uint32_t k;
+
+    if (s->start != start) {
+        s->start = start;
+        s->n = 0;
+    }
+    for (k = 0; k < s->n; k++) {
+        if (s->cells[k].model == model && s->cells[k].consumer == consumer) {
+            return &s->cells[k];
+        }
+    }
+    if (s->n == CELLS_MAX) {
+        for (k = 0; k < s->n; k++) {
+            if (s->cells[k].model == 0 && s->cells[k].consumer == 0) {
+                return &s->cells[k];
+            }
+        }
+        /* the last cell becomes other/other, its counts kept: totals
+         * stay whole, that one pair is named no more in this bucket */
+        k = s->n - 1;
+        s->cells[k].model = 0;
+        s->cells[k].consumer = 0;
+        return &s->cells[k];
+    }
+    if (s->n == s->cap) {
+        uint32_t cap = s->cap ? s->cap * 2 : 4;
+        cell_t *c = realloc(s->cells, cap * sizeof(*c));
+
+        if (c == NULL) {
+            return NULL;
+        }
+        s->cells = c;
+        s->cap = cap;
+    }
+    memset(&s->cells[s->n], 0, sizeof(cell_t));
+    s->cells[s->n].model = (uint16_t)model;
+    s->cells[s->n].consumer = (uint16_t)consumer;
+    return &s->cells[s->n++];
+}
+
+typedef struct {
+    int err;
+    int stream;
+    int priced;
+    int64_t cost;
+    double gen_ms;
+    const mf_req_info_t *i;
+} rec_t;
+
+static void
+cell_add(cell_t *c, const rec_t *x)
+{
+    const mf_req_info_t *i = x->i;
+    const mf_usage_t *u = &i->usage;
+    int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
+    int64_t written = i->cache_write_tokens > 0 ? i->cache_write_tokens : 0;
+
+    c->requests++;
+    c->streams += x->stream;
+    c->err[x->err]++;
+    if (u->prompt_tokens > 0) {
+        if (cached + written > u->prompt_tokens) {
+            cached = written = 0;
+        }
+        c->input += u->prompt_tokens - cached - written;
+        c->cache_read += cached;
+        c->cache_write += written;
+    }
+    if (u->completion_tokens > 0) {
+        c->output += u->completion_tokens;
+        if (x->gen_ms > 0) {
+            c->gen_ms += x->gen_ms;
+            c->gen_tokens += u->completion_tokens;
+        }
+    }
+    if (u->reasoning_tokens > 0) {
+        c->reasoning += u->reasoning_tokens;
+    }
+    c->estimated +=
+        (u->prompt_tokens >= 0 || u->completion_tokens >= 0) && u->estimated;
+    if (x->priced == 1) {
+        c->cost_micro += x->cost;
+    } else if (x->priced == 0) {
+        c->unpriced++;
+    }
+    c->lat[hbucket(i->latency_ms)]++;
+    if (i->first_content_ms >= 0 && x->err == 0) {
+        c->ttft[hbucket(i->first_content_ms)]++;
+    }
+}
+
+/* "10.1.2.x", "2001:db8:1:x": the address without its host part */
+static void
+mask_addr(mf_str_t a, char *out, size_t cap)
+{
+    size_t n = a.len < cap - 3 ? a.len : cap - 3, k;
+    char sep = memchr(a.data, ':', a.len) ? ':' : '.';
+
+    memcpy(out, a.data, n);
+    out[n] = '\0';
+    for (k = n; k > 0 && out[k - 1] != sep; k--) {
+    }
+    if (k > 0) {
+        out[k] = 'x';
+        out[k + 1] = '\0';
+    } else {
+        snprintf(out, cap, "x");
+    }
+}
+
+static void
+copy_str(char *out, size_t cap, mf_str_t s)
+{
+    size_t n = s.len < cap - 1 ? s.len : cap - 1;
+
+    memcpy(out, s.data ? s.data : "", n);
+    out[n] = '\0';
+}
+
+static void
+dash_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    dash_t *d = state;
+    store_t *st = d->st;
+    mf_req_info_t i = {.size = sizeof(i)};
+    rec_t x;
+    int m, c, cut;
+    int64_t minute, hour;
+    cell_t *cell;
+    tail_t *t;
+
+    (void)ctx;
+    api->get_info(r, &i);
+    /* LLM requests only: not the gateway's own answers (model lists,
+     * count_tokens, stored Responses), which call no model */
+    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
+        i.endpoint == MF_ENDPOINT_LOCAL) {
+        return;
+    }
+    cut = i.stream && i.status < 400 && i.error.len > 0;
+    x.i = &i;
+    x.err = error_index(&i, cut);
+    x.stream = i.stream != 0;
+    x.priced = price_request(d->prices, &i, &x.cost);
+    /* output time: a stream's after its first token, else the upstream's */
+    x.gen_ms = i.stream && i.first_content_ms >= 0
+                   ? i.latency_ms - i.first_content_ms
+                   : i.upstream_ms;
+    minute = (int64_t)(i.start_time / 60);
+    hour = minute / 60;
+    pthread_mutex_lock(&st->lock);
+    m = i.attempts > 0 || i.provider.len > 0
+            ? name_index(st->models, &st->nmodels, d->max_models + 1, i.model)
+            : 0;
+    c = name_index(st->consumers, &st->nconsumers, d->max_consumers + 1,
+                   i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"));
+    if ((cell = cell_of(&st->minute[minute % MINUTES], minute, m, c)) != NULL) {
+        cell_add(cell, &x);
+    }
+    if ((cell = cell_of(&st->hour[hour % HOURS], hour, m, c)) != NULL) {
+        cell_add(cell, &x);
+    }
+    t = &st->tail[st->tail_seq % TAIL];
+    st->tail_seq++;
+    t->time = i.start_time;
+    copy_str(t->id, sizeof(t->id), i.id);
+    t->model = (uint16_t)m;
+    t->consumer = (uint16_t)c;
+    copy_str(t->provider, sizeof(t->provider), i.provider);
+    mask_addr(i.client_addr, t->client, sizeof(t->client));
+    t->status = i.status;
+    t->err = (uint8_t)x.err;
+    t->stream = (uint8_t)x.stream;
+    t->priced = (uint8_t)(x.priced + 1);
+    t->latency_ms = i.latency_ms;
+    t->ttft_ms = i.first_content_ms;
+    t->input = i.usage.prompt_tokens;
+    t->output = i.usage.completion_tokens;
+    t->cost_micro = x.cost;
+    pthread_mutex_unlock(&st->lock);
+}
+
+/* Queries */
+
+typedef struct {
+    cell_t sum;
+} point_t;
+
+typedef struct {
+    int model;    /* -1 all */
+    int consumer; /* -1 all */
+} filter_t;
+
+static int
+cell_matches(const cell_t *c, const filter_t *f)
+{
+    return (f->model == -1 || c->model == f->model) &&
+           (f->consumer == -1 || c->consumer == f->consumer);
+}
+
+static void
+cell_merge(cell_t *a, const cell_t *b)
+{
+    int k;
+
+    a->requests += b->requests;
+    a->streams += b->streams;
+    a->unpriced += b->unpriced;
+    a->estimated += b->estimated;
+    for (k = 0; k < NE; k++) {
+        a->err[k] += b->err[k];
+    }
+    a->input += b->input;
+    a->output += b->output;
+    a->cache_read += b->cache_read;
+    a->cache_write += b->cache_write;
+    a->reasoning += b->reasoning;
+    a->cost_micro += b->cost_micro;
+    a->gen_ms += b->gen_ms;
+    a->gen_tokens += b->gen_tokens;
+    for (k = 0; k < NH; k++) {
+        a->lat[k] += b->lat[k];
+        a->ttft[k] += b->ttft[k];
+    }
+}
+
+/* The q-quantile (0..1) of a histogram, interpolated inside its bucket;
+ * -1 when empty. */
+static double
+quantile(const uint32_t *h, double q)
+{
+    uint64_t total = 0, seen = 0;
+    double rank;
+    int k;
+
+    for (k = 0; k < NH; k++) {
+        total += h[k];
+    }
+    if (total == 0) {
+        return -1;
+    }
+    rank = q * (double)total;
+    for (k = 0; k < NH; k++) {
+        if (h[k] > 0 && (double)(seen + h[k]) >= rank) {
+            double lo = k == 0 ? 0 : hbounds[k - 1];
+            double hi = k < NH - 1 ? hbounds[k] : hbounds[NH - 2] * 1.5;
+            double frac = ((rank - (double)seen) / (double)h[k]);
+
+            return lo + (hi - lo) * (frac < 0 ? 0 : frac > 1 ? 1 : frac);
+        }
+        seen += h[k];
+    }
+    return hbounds[NH - 2];
+}
+
+static json_t *
+usd(int64_t micro)
+{
+    return json_real((double)micro / 1e6);
+}
+
+static double
+ms_round(double v)
+{
+    return v < 0 ? -1 : floor(v * 10 + 0.5) / 10;
+}
+
+static json_t *
+cell_json(const cell_t *c)
+{
+    int64_t errors = (int64_t)c->requests - c->err[0];
+
+    return json_pack(
+        "{s:I,s:I,s:I,s:f,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:I}", "requests",
+        (json_int_t)c->requests, "errors", (json_int_t)errors, "streams",
+        (json_int_t)c->streams, "error_rate",
+        c->requests ? (double)errors / c->requests : 0.0, "input_tokens",
+        (json_int_t)c->input, "output_tokens", (json_int_t)c->output,
+        "cache_read_tokens", (json_int_t)c->cache_read, "cache_write_tokens",
+        (json_int_t)c->cache_write, "reasoning_tokens",
+        (json_int_t)c->reasoning, "tokens",
+        (json_int_t)(c->input + c->cache_read + c->cache_write + c->output),
+        "spend_usd", usd(c->cost_micro), "unpriced", (json_int_t)c->unpriced,
+        "estimated", (json_int_t)c->estimated);
+}
+
+static void
+add_percentiles(json_t *o, const cell_t *c)
+{
+    json_object_set_new(o, "p50_ms",
+                        json_real(ms_round(quantile(c->lat, 0.5))));
+    json_object_set_new(o, "p95_ms",
+                        json_real(ms_round(quantile(c->lat, 0.95))));
+    json_object_set_new(o, "p99_ms",
+                        json_real(ms_round(quantile(c->lat, 0.99))));
+    json_object_set_new(o, "ttft_p50_ms",
+                        json_real(ms_round(quantile(c->ttft, 0.5))));
+    json_object_set_new(o, "ttft_p95_ms",
+                        json_real(ms_round(quantile(c->ttft, 0.95))));
+    json_object_set_new(o, "ttft_p99_ms",
+                        json_real(ms_round(quantile(c->ttft, 0.99))));
+    json_object_set_new(
+        o, "tokens_per_s",
+        json_real(
+            c->gen_ms > 0
+                ? floor((double)c->gen_tokens / (c->gen_ms / 1000) * 10 + 0.5) /
+                      10
+                : 0));
+}
+
+/* The value of query parameter key (decoded) in q, into out. */
+static int
+query_param(mf_str_t q, const char *key, char *out, size_t cap)
+{
+    size_t kl = strlen(key);
+    const char *p = q.data, *end = q.data + q.len;
+
+    while (p != NULL && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+
+        if ((size_t)(stop - p) > kl && memcmp(p, key, kl) == 0 &&
+            p[kl] == '=') {
+            const char *v = p + kl + 1;
+            size_t n = 0;
+
+            while (v < stop && n + 1 < cap) {
+                if (*v == '%' && stop - v >= 3) {
+                    char hx[3] = {v[1], v[2], 0};
+
+                    out[n++] = (char)strtol(hx, NULL, 16);
+                    v += 3;
+                } else {
+                    out[n++] = *v == '+' ? ' ' : *v;
+                    v++;
+                }
+            }
+            out[n] = '\0';
+            return 1;
+        }
+        p = amp ? amp + 1 : NULL;
+    }
+    out[0] = '\0';
+    return 0;
+}
+
+static int
+find_name(char (*names)[NAME_LEN], int n, const char *v)
+{
+    int i;
+
+    if (v[0] == '\0') {
+        return -1;
+    }
+    for (i = 0; i < n; i++) {
+        if (strcmp(names[i], v) == 0) {
+            return i;
+        }
+    }
+    return -2; /* named, unknown: matches nothing */
+}
+
+static void
+filter_of(store_t *st, mf_str_t q, filter_t *f)
+{
+    char v[NAME_LEN * 3];
+
+    query_param(q, "model", v, sizeof(v));
+    f->model = find_name(st->models, st->nmodels, v);
+    query_param(q, "consumer", v, sizeof(v));
+    f->consumer = find_name(st->consumers, st->nconsumers, v);
+}
+
+static int
+by_spend(const void *a, const void *b)
+{
+    const json_t *x = *(json_t *const *)a, *y = *(json_t *const *)b;
+    double sx = json_real_value(json_object_get(x, "spend_usd"));
+    double sy = json_real_value(json_object_get(y, "spend_usd"));
+    json_int_t tx = json_integer_value(json_object_get(x, "tokens"));
+    json_int_t ty = json_integer_value(json_object_get(y, "tokens"));
+    json_int_t rx = json_integer_value(json_object_get(x, "requests"));
+    json_int_t ry = json_integer_value(json_object_get(y, "requests"));
+
+    return sx != sy   ? (sx < sy ? 1 : -1)
+           : tx != ty ? (tx < ty ? 1 : -1)
+           : rx != ry ? (rx < ry ? 1 : -1)
+                      : 0;
+}
+
+/* A list of name -> cell as JSON rows sorted by spend, then tokens. */
+static json_t *
+ranked(char (*names)[NAME_LEN], const cell_t *cells, int n, const char *key,
+       int percentiles)
+{
+    json_t **rows = calloc((size_t)n + 1, sizeof(*rows)), *out = json_array();
+    int i, k = 0;
+
+    for (i = 0; i < n && rows != NULL; i++) {
+        json_t *o;
+
+        if (cells[i].requests == 0) {
+            continue;
+        }
+        o = cell_json(&cells[i]);
+        json_object_set_new(o, key, json_string(names[i]));
+        if (percentiles) {
+            add_percentiles(o, &cells[i]);
+        }
+        rows[k++] = o;
+    }
+    if (rows != NULL) {
+        qsort(rows, (size_t)k, sizeof(*rows), by_spend);
+        for (i = 0; i < k; i++) {
+            json_array_append_new(out, rows[i]);
+        }
+    }
+    free(rows);
+    return out;
+}
+
+static json_t *
+summary(dash_t *d, mf_str_t q)
+{
+    static const struct {
+        const char *name;
+        int minutes;   /* span */
+        int step_min;  /* a point's width */
+        int by_minute; /* minute slots, else hour slots */
+    } ranges[] = {{"1h", 60, 1, 1},
+                  {"6h", 360, 5, 1},
+                  {"24h", 1440, 15, 1},
+                  {"7d", 7 * 1440, 60, 0},
+                  {"30d", 30 * 1440, 240, 0}};
+    store_t *st = d->st;
+    char rv[16];
+    int ri = 0, k, npoints;
+    int64_t now_min = (int64_t)(time(NULL) / 60), first_min;
+    filter_t f;
+    point_t *pts;
+    cell_t total, *by_model, *by_consumer;
+    json_t *out, *series, *errors, *names;
+
+    query_param(q, "range", rv, sizeof(rv));
+    for (k = 0; k < (int)(sizeof(ranges) / sizeof(ranges[0])); k++) {
+        if (strcmp(rv, ranges[k].name) == 0) {
+            ri = k;
+        }
+    }
+    npoints = ranges[ri].minutes / ranges[ri].step_min;
+    /* points end with the one holding now */
+    first_min =
+        (now_min / ranges[ri].step_min - npoints + 1) * ranges[ri].step_min;
+    pts = calloc((size_t)npoints, sizeof(*pts));
+    by_model = calloc(NAMES, sizeof(cell_t));
+    by_consumer = calloc(NAMES, sizeof(cell_t));
+    if (pts == NULL || by_model == NULL || by_consumer == NULL) {
+        free(pts);
+        free(by_model);
+        free(by_consumer);
+        return NULL;
+    }
+    memset(&total, 0, sizeof(total));
+    pthread_mutex_lock(&st->lock);
+    filter_of(st, q, &f);
+    {
+        int nslots = ranges[ri].by_minute ? MINUTES : HOURS;
+        slot_t *slots = ranges[ri].by_minute ? st->minute : st->hour;
+        int unit = ranges[ri].by_minute ? 1 : 60;
+
+        for (k = 0; k < nslots; k++) {
+            const slot_t *s = &slots[k];
+            int64_t smin = s->start * unit;
+            uint32_t c;
+            int p;
+
+            if (s->start == 0 || smin < first_min ||
+                smin >= first_min + (int64_t)npoints * ranges[ri].step_min) {
+                continue;
+            }
+            p = (int)((smin - first_min) / ranges[ri].step_min);
+            for (c = 0; c < s->n; c++) {
+                const cell_t *cell = &s->cells[c];
+
+                if (!cell_matches(cell, &f)) {
+                    continue;
+                }
+                cell_merge(&pts[p].sum, cell);
+                cell_merge(&total, cell);
+                cell_merge(&by_model[cell->model], cell);
+                cell_merge(&by_consumer[cell->consumer], cell);
+            }
+        }
+    }
+    out = json_object();
+    json_object_set_new(out, "range", json_string(ranges[ri].name));
+    json_object_set_new(out, "step_s", json_integer(ranges[ri].step_min * 60));
+    json_object_set_new(out, "now", json_integer((json_int_t)time(NULL)));
+    {
+        json_t *t = cell_json(&total);
+
+        add_percentiles(t, &total);
+        json_object_set_new(out, "totals", t);
+    }
+    series = json_array();
+    for (k = 0; k < npoints; k++) {
+        const cell_t *c = &pts[k].sum;
+
+        json_array_append_new(
+            series,
+            json_pack(
+                "{s:I,s:I,s:I,s:I,s:I,s:o}", "t",
+                (json_int_t)((first_min + (int64_t)k * ranges[ri].step_min) *
+                             60),
+                "requests", (json_int_t)c->requests, "errors",
+                (json_int_t)(c->requests - c->err[0]), "input_tokens",
+                (json_int_t)(c->input + c->cache_read + c->cache_write),
+                "output_tokens", (json_int_t)c->output, "spend_usd",
+                usd(c->cost_micro)));
+    }
+    json_object_set_new(out, "series", series);
+    {
+        /* name 0 is "other" */
+        char(*mnames)[NAME_LEN] = st->models;
+        char(*cnames)[NAME_LEN] = st->consumers;
+
+        json_object_set_new(out, "models",
+                            ranked(mnames, by_model, st->nmodels, "model", 1));
+        json_object_set_new(
+            out, "consumers",
+            ranked(cnames, by_consumer, st->nconsumers, "consumer", 0));
+    }
+    errors = json_array();
+    for (k = 1; k < NE; k++) {
+        if (total.err[k] > 0) {
+            json_array_append_new(errors,
+                                  json_pack("{s:s,s:I}", "type", error_types[k],
+                                            "count", (json_int_t)total.err[k]));
+        }
+    }
+    json_object_set_new(out, "errors", errors);
+    names = json_pack("{s:[],s:[]}", "models", "consumers");
+    for (k = 1; k < st->nmodels; k++) {
+        json_array_append_new(json_object_get(names, "models"),
+                              json_string(st->models[k]));
+    }
+    for (k = 1; k < st->nconsumers; k++) {
+        json_array_append_new(json_object_get(names, "consumers"),
+                              json_string(st->consumers[k]));
+    }
+    json_object_set_new(out, "names", names);
+    pthread_mutex_unlock(&st->lock);
+    free(pts);
+    free(by_model);
+    free(by_consumer);
+    return out;
+}
+
+static json_t *
+tail(dash_t *d, mf_str_t q)
+{
+    store_t *st = d->st;
+    json_t *out = json_array();
+    char nv[16];
+    long n;
+    uint64_t k, have;
+    filter_t f;
+
+    query_param(q, "n", nv, sizeof(nv));
+    n = nv[0] ? atol(nv) : 50;
+    n = n < 1 ? 1 : n > TAIL ? TAIL : n;
+    pthread_mutex_lock(&st->lock);
+    filter_of(st, q, &f);
+    have = st->tail_seq;
+    if (have > TAIL) {
+        have = TAIL;
+    }
+    /* cppcheck-suppress knownConditionTrueFalse ; the store is shared */
+    for (k = 0; k < have && (long)json_array_size(out) < n; k++) {
+        const tail_t *t = &st->tail[(st->tail_seq - 1 - k) % TAIL];
+        json_t *o;
+
+        if ((f.model != -1 && t->model != f.model) ||
+            (f.consumer != -1 && t->consumer != f.consumer)) {
+            continue;
+        }
+        o = json_pack("{s:f,s:s,s:s,s:s,s:s,s:s,s:i,s:s,s:b,s:f}", "time",
+                      t->time, "id", t->id, "model", st->models[t->model],
+                      "consumer", st->consumers[t->consumer], "provider",
+                      t->provider, "client", t->client, "status", t->status,
+                      "error_type", error_types[t->err], "stream", t->stream,
+                      "latency_ms", ms_round(t->latency_ms));
+        json_object_set_new(o, "ttft_ms",
+                            t->ttft_ms >= 0 ? json_real(ms_round(t->ttft_ms))
+                                            : json_null());
+        json_object_set_new(o, "input_tokens",
+                            t->input >= 0 ? json_integer(t->input)
+                                          : json_null());
+        json_object_set_new(o, "output_tokens",
+                            t->output >= 0 ? json_integer(t->output)
+                                           : json_null());
+        json_object_set_new(o, "spend_usd",
+                            t->priced == 2 ? usd(t->cost_micro) : json_null());
+        json_object_set_new(o, "unpriced", json_boolean(t->priced == 1));
+        json_array_append_new(out, o);
+    }
+    pthread_mutex_unlock(&st->lock);
+    return out;
+}
+
+static json_t *
+health(void)
+{
+    json_t *h = api->upstream_health(), *keys = json_array(),
+           *targets = json_array(), *e;
+    size_t k;
+
+    json_array_foreach(json_object_get(h, "keys"), k, e)
+    {
+        /* the masked key ("sk-...abcd") is all that is shown of it */
+        json_array_append_new(
+            keys, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O,s:O}", "provider",
+                            json_object_get(e, "provider"), "index",
+                            json_object_get(e, "index"), "key",
+                            json_object_get(e, "key"), "state",
+                            json_object_get(e, "state"), "requests",
+                            json_object_get(e, "requests"), "errors",
+                            json_object_get(e, "errors"), "in_flight",
+                            json_object_get(e, "in_flight")));
+    }
+    json_array_foreach(json_object_get(h, "targets"), k, e)
+    {
+        json_array_append_new(
+            targets, json_pack("{s:O,s:O,s:O,s:O,s:O,s:O}", "provider",
+                               json_object_get(e, "provider"), "model",
+                               json_object_get(e, "model"), "breaker",
+                               json_object_get(e, "breaker"), "requests",
+                               json_object_get(e, "requests"), "failures",
+                               json_object_get(e, "failures"), "ttft_ms_avg",
+                               json_object_get(e, "ttft_ms_avg")));
+    }
+    json_decref(h);
+    return json_pack("{s:o,s:o}", "keys", keys, "targets", targets);
+}
+
+/* Serving */
+
+static mf_action_t
+respond_json(mf_req_t *r, json_t *j)
+{
+    char *text =
+        j ? json_dumps(j, JSON_COMPACT | JSON_REAL_PRECISION(12)) : NULL;
+    mf_str_t body;
+
+    json_decref(j);
+    if (text == NULL) {
+        api->respond_error(r, 500, "server_error", "out of memory");
+        return MF_RESPOND;
+    }
+    body.data = api->palloc(r, strlen(text));
+    body.len = strlen(text);
+    if (body.data == NULL) {
+        free(text);
+        return MF_FAIL;
+    }
+    memcpy((char *)body.data, text, body.len);
+    free(text);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("cache-control"),
+                    MF_STR("no-store"));
+    api->respond(r, 200, "application/json", body);
+    return MF_RESPOND;
+}
+
+static mf_action_t
+serve_page(mf_req_t *r, void *state, void *arg)
+{
+    (void)state;
+    (void)arg;
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("cache-control"),
+                    MF_STR("no-store"));
+    /* everything is in the page: nothing else may load */
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("content-security-policy"),
+                    MF_STR("default-src 'none'; script-src 'unsafe-inline'; "
+                           "style-src 'unsafe-inline'; connect-src 'self'; "
+                           "img-src data:; base-uri 'none'; "
+                           "frame-ancestors 'none'"));
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-content-type-options"),
+                    MF_STR("nosniff"));
+    api->respond(
+        r, 200, "text/html; charset=utf-8",
+        (mf_str_t){(const char *)mf_dashboard_html, mf_dashboard_html_len});
+    return MF_RESPOND;
+}
+
+static mf_action_t
+serve_summary(mf_req_t *r, void *state, void *arg)
+{
+    mf_req_info_t i = {.size = sizeof(i)};
+
+    (void)arg;
+    api->get_info(r, &i);
+    return respond_json(r, summary(state, i.query));
+}
+
+static mf_action_t
+serve_tail(mf_req_t *r, void *state, void *arg)
+{
+    mf_req_info_t i = {.size = sizeof(i)};
+
+    (void)arg;
+    api->get_info(r, &i);
+    return respond_json(r,
+                        json_pack("{s:o}", "requests", tail(state, i.query)));
+}
+
+static mf_action_t
+serve_health(mf_req_t *r, void *state, void *arg)
+{
+    (void)state;
+    (void)arg;
+    return respond_json(r, health());
+}
+
+/* Life */
+
+static void dash_fini(void *state);
+
+static int
+dash_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    json_t *conf = json_loads(config_json, 0, NULL), *v;
+    const char *key, *path;
+    dash_t *d;
+    size_t k, n;
+    char buf[512];
+    int bad = 0;
+
+    api = host;
+    if (api->abi_minor < 5) {
+        api->log(MF_LOG_ERROR, "dashboard: needs a host with ABI 1.5");
+        json_decref(conf);
+        return MF_ERR;
+    }
+    json_object_foreach(conf, key, v)
+    {
+        if (strcmp(key, "path") != 0 && strcmp(key, "max_models") != 0 &&
+            strcmp(key, "max_consumers") != 0) {
+            api->log(MF_LOG_ERROR,
+                     "dashboard: unknown config key '%s' (path, max_models, "
+                     "max_consumers)",
+                     key);
+            bad = 1;
+        } else if (strcmp(key, "path") != 0 &&
+                   (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                    json_integer_value(v) > NAMES - 1)) {
+            api->log(MF_LOG_ERROR,
+                     "dashboard: %s is a whole number from 1 to %d", key,
+                     NAMES - 1);
+            bad = 1;
+        }
+    }
+    path = json_string_value(json_object_get(conf, "path"));
+    path = path ? path : "/dashboard";
+    if (path[0] != '/' || strlen(path) > 200) {
+        api->log(MF_LOG_ERROR, "dashboard: path must start with '/'");
+        bad = 1;
+    }
+    if (bad || (d = calloc(1, sizeof(*d))) == NULL) {
+        json_decref(conf);
+        return MF_ERR;
+    }
+    n = strlen(path);
+    while (n > 1 && path[n - 1] == '/') {
+        n--;
+    }
+    d->path = strndup(path, n);
+    snprintf(buf, sizeof(buf), "%s/api/summary", d->path);
+    d->api_summary = strdup(buf);
+    snprintf(buf, sizeof(buf), "%s/api/tail", d->path);
+    d->api_tail = strdup(buf);
+    snprintf(buf, sizeof(buf), "%s/api/health", d->path);
+    d->api_health = strdup(buf);
+    v = json_object_get(conf, "max_models");
+    d->max_models = v ? (int)json_integer_value(v) : NAMES - 1;
+    v = json_object_get(conf, "max_consumers");
+    d->max_consumers = v ? (int)json_integer_value(v) : NAMES - 1;
+    json_decref(conf);
+    d->prices = json_deep_copy(api->config_section("prices"));
+    /* one store per page: two dashboard stages count apart */
+    snprintf(buf, sizeof(buf), "dashboard:v%d:%s", STORE_VERSION, d->path);
+    d->st = api->keep_memory(buf, sizeof(store_t));
+    if (d->st == NULL) {
+        dash_fini(d);
+        return MF_ERR;
+    }
+    /* the first load makes the store; later ones find it (one init runs
+     * at a time) */
+    if (!d->st->ready) {
+        pthread_mutex_init(&d->st->lock, NULL);
+        d->st->version = STORE_VERSION;
+        snprintf(d->st->models[0], NAME_LEN, "other");
+        snprintf(d->st->consumers[0], NAME_LEN, "other");
+        d->st->nmodels = d->st->nconsumers = 1;
+        d->st->ready = 1;
+    }
+    {
+        const struct {
+            const char *path;
+            mf_endpoint_fn fn;
+        } eps[] = {{d->path, serve_page},
+                   {d->api_summary, serve_summary},
+                   {d->api_tail, serve_tail},
+                   {d->api_health, serve_health}};
+
+        for (k = 0; k < sizeof(eps) / sizeof(eps[0]); k++) {
+            mf_endpoint_def_t e = {.size = sizeof(e),
+                                   .listener = MF_LISTENER_STATUS,
+                                   .method = "GET",
+                                   .path = eps[k].path,
+                                   .handler = eps[k].fn};
+
+            if (eps[k].path == NULL || api->add_endpoint(&e) != MF_OK) {
+                dash_fini(d);
+                return MF_ERR;
+            }
+        }
+    }
+    *state = d;
+    return MF_OK;
+}
+
+static void
+dash_fini(void *state)
+{
+    dash_t *d = state;
+
+    /* the store stays: the next load takes it over */
+    price_forget();
+    json_decref(d->prices);
+    free(d->path);
+    free(d->api_summary);
+    free(d->api_tail);
+    free(d->api_health);
+    free(d);
+}
+
+static const mf_plugin_t dashboard = {
+    MF_PLUGIN_ABI,     .name = "dashboard", .version = "1.0.0",
+    .init = dash_init, .fini = dash_fini,   .on_log = dash_on_log,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &dashboard;
+}

@@ -1,0 +1,1269 @@
+/*
+ * guard: content safety on what goes to the model and what comes back.
+ *
+ * Input (on_request): every text of the canonical request is checked by
+ * the local rules (keyword lists on one automaton, PCRE2 regexes) and
+ * then, when configured, by a remote classifier speaking OpenAI's
+ * /v1/moderations; nothing goes upstream before both passed. A match is
+ * a 400 in the client's protocol naming the rule (code content_filter).
+ * The classifier has a timeout and `fail: open|closed`: unreachable,
+ * slow or answering garbage, the request either goes on (open, counted
+ * and logged) or is refused with a 503 (closed).
+ *
+ * Output (on_response_body): local rules over the decoded text of the
+ * answer. A whole answer that matches becomes the 400. A stream is
+ * checked event by event without buffering the answer: each channel (a
+ * choice's content, reasoning, a tool call's arguments) carries its
+ * keyword automaton state across events and keeps the tail of released
+ * text as the regexes' overlap; only what may still be the start of a
+ * match is held back (the automaton's depth, PCRE2 partial matching),
+ * bounded by max_hold, and released as an event of the same shape ahead
+ * of any event that is not text. A match stops the stream
+ * (api->stop_response): the upstream is read no further, the client
+ * gets a last chunk with finish_reason "content_filter" (Anthropic:
+ * stop_reason "refusal"), usage and a clean end; before the first byte
+ * it gets the 400 instead.
+ *
+ * Metrics: manifold_guard_checks_total{direction,check},
+ * manifold_guard_blocked_total{direction,rule},
+ * manifold_guard_failures_total{check,fail}; no text is a label.
+ */
+#include <manifold/plugin.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/kwmatch.h"
+
+static const mf_host_api_t *api;
+
+#define DIR_IN 1
+#define DIR_OUT 2
+
+typedef struct {
+    char *name;
+    unsigned dirs; /* DIR_IN | DIR_OUT */
+    pcre2_code *re;
+} grule_t;
+
+typedef struct {
+    grule_t *rules;
+    size_t nrules;
+    mf_kw_t *kw[3]; /* by direction: [DIR_IN], [DIR_OUT] */
+    int has_re[3];
+    size_t overlap;  /* released bytes kept for the regexes */
+    size_t max_hold; /* held bytes at most per channel */
+    /* the remote classifier */
+    char *mod_url;
+    char *mod_auth; /* "Bearer ..." or NULL */
+    char *mod_model;
+    uint64_t mod_timeout;
+    int fail_open;
+    json_t *categories; /* names that count, NULL: any flagged */
+    mf_metric_t *m_checks, *m_blocked, *m_fail;
+} guard_t;
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} gbuf_t;
+
+typedef struct {
+    int choice;
+    int kind;    /* 0 content, 1 reasoning, 2 + k tool call k */
+    unsigned ac; /* automaton state after the text seen */
+    gbuf_t held; /* text not released yet */
+    gbuf_t tail; /* the last `overlap` bytes released */
+} gchan_t;
+
+typedef struct {
+    gchan_t *ch;
+    size_t nch;
+    json_t *top;
+    gbuf_t t;
+    const char *hit; /* the rule that matched */
+    int stopped;
+    char *preamble; /* the role-only first event, held until text passed */
+    int sent;       /* an event went out */
+    char **out;     /* released text of held channels, as events */
+    size_t nout;
+} greq_t;
+
+static void
+gbuf_add(gbuf_t *b, const char *s, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap ? b->cap : 64;
+        char *d;
+
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        d = realloc(b->data, cap);
+        if (d == NULL) {
+            abort();
+        }
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+}
+
+static void
+count(mf_metric_t *m, const char *a, const char *b)
+{
+    mf_str_t v[2] = {{a, strlen(a)}, {b, strlen(b)}};
+
+    api->metric_add(m, v, 2, 1);
+}
+
+/* ---- config ---- */
+
+static void
+guard_fini(void *state)
+{
+    guard_t *g = state;
+    size_t i;
+
+    if (g == NULL) {
+        return;
+    }
+    for (i = 0; i < g->nrules; i++) {
+        free(g->rules[i].name);
+        pcre2_code_free(g->rules[i].re);
+    }
+    free(g->rules);
+    mf_kw_free(g->kw[DIR_IN]);
+    mf_kw_free(g->kw[DIR_OUT]);
+    free(g->mod_url);
+    free(g->mod_auth);
+    free(g->mod_model);
+    json_decref(g->categories);
+    free(g);
+}
+
+static int
+only_keys(const json_t *o, const char *where, const char *const *keys)
+{
+    const char *k;
+    json_t *v;
+    size_t i;
+
+    json_object_foreach((json_t *)o, k, v)
+    {
+        for (i = 0; keys[i] != NULL && strcmp(keys[i], k) != 0; i++) {
+        }
+        if (keys[i] == NULL) {
+            api->log(MF_LOG_ERROR, "guard: %s: unknown key '%s'", where, k);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+parse_rule(guard_t *g, size_t idx, const json_t *r)
+{
+    static const char *const keys[] = {
+        "name", "keywords", "regex", "case_insensitive", "on", NULL};
+    grule_t *rule = &g->rules[idx];
+    const char *name = json_string_value(json_object_get(r, "name"));
+    const json_t *on = json_object_get(r, "on"), *re, *kws, *v;
+    int nocase = json_is_true(json_object_get(r, "case_insensitive"));
+    char where[48];
+    size_t i;
+    int d;
+
+    snprintf(where, sizeof(where), "rules[%zu]", idx);
+    if (!json_is_object(r) || name == NULL || *name == '\0' ||
+        strlen(name) > 40) {
+        api->log(MF_LOG_ERROR,
+                 "guard: %s: each rule needs a name (40 bytes "
+                 "at most)",
+                 where);
+        return -1;
+    }
+    if (only_keys(r, where, keys) != 0) {
+        return -1;
+    }
+    rule->name = strdup(name);
+    rule->dirs = 0;
+    if (on == NULL) {
+        rule->dirs = DIR_IN | DIR_OUT;
+    }
+    json_array_foreach(on, i, v)
+    {
+        const char *s = json_string_value(v);
+
+        if (s != NULL && strcmp(s, "input") == 0) {
+            rule->dirs |= DIR_IN;
+        } else if (s != NULL && strcmp(s, "output") == 0) {
+            rule->dirs |= DIR_OUT;
+        } else {
+            api->log(MF_LOG_ERROR, "guard: %s: on lists input, output", where);
+            return -1;
+        }
+    }
+    if (rule->dirs == 0) {
+        api->log(MF_LOG_ERROR, "guard: %s: on lists input, output", where);
+        return -1;
+    }
+    re = json_object_get(r, "regex");
+    kws = json_object_get(r, "keywords");
+    if ((re != NULL) == (kws != NULL)) {
+        api->log(MF_LOG_ERROR, "guard: %s: a rule has a regex or keywords",
+                 where);
+        return -1;
+    }
+    if (re != NULL) {
+        int err;
+        PCRE2_SIZE off;
+
+        if (!json_is_string(re) || json_string_length(re) == 0) {
+            api->log(MF_LOG_ERROR, "guard: %s: regex is a non-empty string",
+                     where);
+            return -1;
+        }
+        rule->re = pcre2_compile(
+            (PCRE2_SPTR)json_string_value(re), json_string_length(re),
+            PCRE2_UTF | (nocase ? PCRE2_CASELESS : 0), &err, &off, NULL);
+        if (rule->re == NULL) {
+            PCRE2_UCHAR msg[160];
+
+            pcre2_get_error_message(err, msg, sizeof(msg));
+            api->log(MF_LOG_ERROR, "guard: %s: regex: %s at offset %zu", where,
+                     (char *)msg, (size_t)off);
+            return -1;
+        }
+        (void)pcre2_jit_compile(rule->re,
+                                PCRE2_JIT_COMPLETE | PCRE2_JIT_PARTIAL_HARD);
+        for (d = DIR_IN; d <= DIR_OUT; d++) {
+            g->has_re[d] |= (rule->dirs & (unsigned)d) != 0;
+        }
+        return 0;
+    }
+    if (!json_is_array(kws) || json_array_size(kws) == 0) {
+        api->log(MF_LOG_ERROR, "guard: %s: keywords is a list of words", where);
+        return -1;
+    }
+    for (d = DIR_IN; d <= DIR_OUT; d++) {
+        if (!(rule->dirs & (unsigned)d)) {
+            continue;
+        }
+        if (g->kw[d] == NULL) {
+            g->kw[d] = mf_kw_new(nocase);
+        }
+        json_array_foreach(kws, i, v)
+        {
+            if (!json_is_string(v) ||
+                mf_kw_add(g->kw[d], json_string_value(v), json_string_length(v),
+                          (unsigned)idx) != 0) {
+                api->log(MF_LOG_ERROR,
+                         "guard: %s: keywords[%zu]: a word of 1 to 255 bytes",
+                         where, i);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+static int
+parse_moderation(guard_t *g, const json_t *m)
+{
+    static const char *const keys[] = {
+        "url", "key", "model", "fail", "timeout_ms", "categories", NULL};
+    const char *url = json_string_value(json_object_get(m, "url"));
+    const char *fail = json_string_value(json_object_get(m, "fail"));
+    const json_t *v;
+
+    if (!json_is_object(m) || only_keys(m, "moderation", keys) != 0) {
+        if (!json_is_object(m)) {
+            api->log(MF_LOG_ERROR, "guard: moderation is a mapping");
+        }
+        return -1;
+    }
+    if (url == NULL ||
+        (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
+        api->log(MF_LOG_ERROR, "guard: moderation.url: the classifier's "
+                               "http(s) URL (.../v1/moderations)");
+        return -1;
+    }
+    g->mod_url = strdup(url);
+    if ((v = json_object_get(m, "key")) != NULL) {
+        size_t n = json_string_length(v) + 8;
+
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            api->log(MF_LOG_ERROR, "guard: moderation.key is a string");
+            return -1;
+        }
+        g->mod_auth = malloc(n);
+        snprintf(g->mod_auth, n, "Bearer %s", json_string_value(v));
+    }
+    if ((v = json_object_get(m, "model")) != NULL) {
+        if (!json_is_string(v)) {
+            api->log(MF_LOG_ERROR, "guard: moderation.model is a string");
+            return -1;
+        }
+        g->mod_model = strdup(json_string_value(v));
+    }
+    g->mod_timeout = 3000;
+    if ((v = json_object_get(m, "timeout_ms")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 60000) {
+            api->log(MF_LOG_ERROR, "guard: moderation.timeout_ms: 1 to 60000");
+            return -1;
+        }
+        g->mod_timeout = (uint64_t)json_integer_value(v);
+    }
+    if (fail != NULL && strcmp(fail, "open") != 0 &&
+        strcmp(fail, "closed") != 0) {
+        api->log(MF_LOG_ERROR, "guard: moderation.fail: open or closed");
+        return -1;
+    }
+    if (fail == NULL && json_object_get(m, "fail") != NULL) {
+        api->log(MF_LOG_ERROR, "guard: moderation.fail: open or closed");
+        return -1;
+    }
+    g->fail_open = fail != NULL && strcmp(fail, "open") == 0;
+    if ((v = json_object_get(m, "categories")) != NULL) {
+        if (!json_is_array(v) || json_array_size(v) == 0) {
+            api->log(MF_LOG_ERROR,
+                     "guard: moderation.categories: a list of category "
+                     "names");
+            return -1;
+        }
+        g->categories = json_incref((json_t *)v);
+    }
+    return 0;
+}
+
+static int
+guard_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    static const char *const keys[] = {"rules", "moderation", "overlap",
+                                       "max_hold", NULL};
+    static const char *const l_checks[] = {"direction", "check", NULL};
+    static const char *const l_blocked[] = {"direction", "rule", NULL};
+    static const char *const l_fail[] = {"check", "fail", NULL};
+    json_t *cfg = json_loads(config_json, 0, NULL), *v;
+    guard_t *g;
+    size_t i;
+
+    api = host;
+    g = calloc(1, sizeof(*g));
+    if (g == NULL || !json_is_object(cfg)) {
+        api->log(MF_LOG_ERROR, "guard: the config is a mapping");
+        goto fail;
+    }
+    if (only_keys(cfg, "config", keys) != 0) {
+        goto fail;
+    }
+    v = json_object_get(cfg, "rules");
+    if (v != NULL && !json_is_array(v)) {
+        api->log(MF_LOG_ERROR, "guard: rules is a list");
+        goto fail;
+    }
+    g->nrules = json_array_size(v);
+    g->rules = calloc(g->nrules ? g->nrules : 1, sizeof(*g->rules));
+    json_array_foreach(json_object_get(cfg, "rules"), i, v)
+    {
+        if (parse_rule(g, i, v) != 0) {
+            goto fail;
+        }
+    }
+    for (i = DIR_IN; i <= DIR_OUT; i++) {
+        if (g->kw[i] != NULL) {
+            mf_kw_build(g->kw[i]);
+        }
+    }
+    if ((v = json_object_get(cfg, "moderation")) != NULL &&
+        parse_moderation(g, v) != 0) {
+        goto fail;
+    }
+    if (g->nrules == 0 && g->mod_url == NULL) {
+        api->log(MF_LOG_ERROR, "guard: nothing to check: give rules or "
+                               "moderation");
+        goto fail;
+    }
+    g->overlap = 256;
+    g->max_hold = 4096;
+    if ((v = json_object_get(cfg, "overlap")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 65536) {
+            api->log(MF_LOG_ERROR, "guard: overlap: bytes, 0 to 65536");
+            goto fail;
+        }
+        g->overlap = (size_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(cfg, "max_hold")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 64 ||
+            json_integer_value(v) > 1048576) {
+            api->log(MF_LOG_ERROR, "guard: max_hold: bytes, 64 to 1048576");
+            goto fail;
+        }
+        g->max_hold = (size_t)json_integer_value(v);
+    }
+    {
+        mf_metric_def_t c = {.size = sizeof(c),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_guard_checks_total",
+                             .help = "Texts the guard stage checked, by "
+                                     "direction and check",
+                             .labels = l_checks};
+        mf_metric_def_t b = {.size = sizeof(b),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_guard_blocked_total",
+                             .help = "Requests and answers the guard stage "
+                                     "blocked, by direction and rule",
+                             .labels = l_blocked};
+        mf_metric_def_t f = {.size = sizeof(f),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_guard_failures_total",
+                             .help = "Checks that could not be made, by "
+                                     "check and what fail said",
+                             .labels = l_fail};
+
+        g->m_checks = api->metric_declare(&c);
+        g->m_blocked = api->metric_declare(&b);
+        g->m_fail = api->metric_declare(&f);
+        if (!g->m_checks || !g->m_blocked || !g->m_fail) {
+            goto fail;
+        }
+    }
+    json_decref(cfg);
+    *state = g;
+    return MF_OK;
+fail:
+    json_decref(cfg);
+    guard_fini(g);
+    return MF_ERR;
+}
+
+/* ---- local rules ---- */
+
+typedef struct {
+    const guard_t *g;
+    const char *hit;
+} kwhit_t;
+
+static int
+kw_hit(void *arg, size_t end, size_t len, unsigned id)
+{
+    kwhit_t *h = arg;
+
+    (void)end;
+    (void)len;
+    h->hit = h->g->rules[id].name;
+    return 1;
+}
+
+/* A whole text against the rules of a direction: the rule that matched,
+ * or NULL. */
+static const char *
+check_text(const guard_t *g, int dir, const char *s, size_t n)
+{
+    kwhit_t h = {g, NULL};
+    pcre2_match_data *md;
+    size_t i;
+
+    if (g->kw[dir] != NULL) {
+        mf_kw_feed(g->kw[dir], 0, s, n, kw_hit, &h);
+        if (h.hit != NULL) {
+            return h.hit;
+        }
+    }
+    if (!g->has_re[dir]) {
+        return NULL;
+    }
+    md = pcre2_match_data_create(1, NULL);
+    for (i = 0; i < g->nrules && h.hit == NULL; i++) {
+        if (g->rules[i].re != NULL && (g->rules[i].dirs & (unsigned)dir) &&
+            pcre2_match(g->rules[i].re, (PCRE2_SPTR)s, n, 0, 0, md, NULL) >=
+                0) {
+            h.hit = g->rules[i].name;
+        }
+    }
+    pcre2_match_data_free(md);
+    return h.hit;
+}
+
+/* Every text of the canonical request, as an array of strings. */
+static void
+collect_content(json_t *out, const json_t *content)
+{
+    size_t i;
+    const json_t *part;
+
+    if (json_is_string(content)) {
+        json_array_append(out, (json_t *)content);
+    }
+    json_array_foreach(content, i, part)
+    {
+        if (json_is_string(json_object_get(part, "text"))) {
+            json_array_append(out, json_object_get(part, "text"));
+        }
+    }
+}
+
+static json_t *
+request_texts(const json_t *body)
+{
+    json_t *out = json_array(), *m, *tc, *in = json_object_get(body, "input");
+    size_t i, j;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        collect_content(out, json_object_get(m, "content"));
+        json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
+        {
+            json_t *a =
+                json_object_get(json_object_get(tc, "function"), "arguments");
+
+            if (json_is_string(a)) {
+                json_array_append(out, a);
+            }
+        }
+    }
+    collect_content(out, in);
+    json_array_foreach(in, i, m)
+    {
+        if (json_is_string(m)) {
+            json_array_append(out, m);
+        }
+    }
+    return out;
+}
+
+static void
+block(mf_req_t *r, guard_t *g, const char *dir, const char *rule, int status,
+      const char *code, const char *msg)
+{
+    count(g->m_blocked, dir, rule);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                    (mf_str_t){rule, strlen(rule)});
+    api->respond_error_code(r, status, "invalid_request_error", code, msg);
+}
+
+/* ---- the remote classifier ---- */
+
+/* The flagged category that counts, or NULL. */
+static const char *
+flagged(const guard_t *g, const json_t *resp, int *bad)
+{
+    const json_t *res = json_object_get(resp, "results"), *one, *c;
+    const char *name;
+    json_t *v;
+    size_t i, k;
+
+    *bad = !json_is_array(res) || json_array_size(res) == 0;
+    json_array_foreach(res, i, one)
+    {
+        if (!json_is_boolean(json_object_get(one, "flagged"))) {
+            *bad = 1;
+            return NULL;
+        }
+        if (!json_is_true(json_object_get(one, "flagged"))) {
+            continue;
+        }
+        json_object_foreach(json_object_get(one, "categories"), name, v)
+        {
+            if (!json_is_true(v)) {
+                continue;
+            }
+            if (g->categories == NULL) {
+                return name;
+            }
+            json_array_foreach(g->categories, k, c)
+            {
+                if (json_is_string(c) &&
+                    strcmp(json_string_value(c), name) == 0) {
+                    return name;
+                }
+            }
+        }
+        if (g->categories == NULL) {
+            return "flagged";
+        }
+    }
+    return NULL;
+}
+
+static void
+moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                const char *err)
+{
+    guard_t *g = arg;
+    json_t *j = NULL;
+    const char *cat = NULL;
+    char msg[200];
+    int bad = 1;
+
+    if (err == NULL && res != NULL && res->status == 200) {
+        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        cat = j ? flagged(g, j, &bad) : NULL;
+    }
+    if (bad) {
+        /* no verdict: timeout, refused, or an answer that is not one */
+        count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the moderation check failed (%s); fail: %s",
+                 err                         ? err
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a moderation answer",
+                 g->fail_open ? "open, the request goes on"
+                              : "closed, the request is refused");
+        json_decref(j);
+        if (g->fail_open) {
+            api->resume(r, MF_CONTINUE);
+            return;
+        }
+        api->respond_error_code(r, 503, "api_error", "guard_unavailable",
+                                "the content check could not be made; try "
+                                "again later");
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    if (cat != NULL) {
+        char rule[64];
+
+        snprintf(rule, sizeof(rule), "moderation");
+        snprintf(msg, sizeof(msg),
+                 "the request was blocked by the moderation check (%.60s)",
+                 cat);
+        block(r, g, "input", rule, 400, "content_filter", msg);
+        json_decref(j);
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    json_decref(j);
+    api->resume(r, MF_CONTINUE);
+}
+
+static mf_action_t
+guard_on_request(mf_req_t *r, void *state, void **ctx)
+{
+    guard_t *g = state;
+    json_t *body = api->get_body_json(r), *texts, *t;
+    const char *hit = NULL;
+    size_t i;
+    char msg[160];
+
+    (void)ctx;
+    if (body == NULL) {
+        return MF_CONTINUE;
+    }
+    texts = request_texts(body);
+    if (g->kw[DIR_IN] != NULL || g->has_re[DIR_IN]) {
+        count(g->m_checks, "input", "rules");
+        json_array_foreach(texts, i, t)
+        {
+            hit = check_text(g, DIR_IN, json_string_value(t),
+                             json_string_length(t));
+            if (hit != NULL) {
+                break;
+            }
+        }
+    }
+    if (hit != NULL) {
+        json_decref(texts);
+        snprintf(msg, sizeof(msg),
+                 "the request was blocked by the guard rule '%s'", hit);
+        block(r, g, "input", hit, 400, "content_filter", msg);
+        return MF_RESPOND;
+    }
+    if (g->mod_url != NULL && json_array_size(texts) > 0) {
+        json_t *req = json_pack("{s:O}", "input", texts);
+        char *text;
+        mf_str_t h[4] = {MF_STR("content-type"), MF_STR("application/json"),
+                         MF_STR("authorization"), MF_STR_NULL};
+        int rc;
+
+        if (g->mod_model != NULL) {
+            json_object_set_new(req, "model", json_string(g->mod_model));
+        }
+        text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        json_decref(texts);
+        if (g->mod_auth != NULL) {
+            h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
+        }
+        count(g->m_checks, "input", "moderation");
+        rc = api->http_call(
+            r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)}, h,
+            g->mod_auth ? 2 : 1, (mf_str_t){text, text ? strlen(text) : 0},
+            g->mod_timeout, moderation_done, g);
+        free(text);
+        if (rc == MF_OK) {
+            return MF_PAUSE;
+        }
+        count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the moderation call could not be "
+                 "made; fail: %s",
+                 g->fail_open ? "open" : "closed");
+        if (g->fail_open) {
+            return MF_CONTINUE;
+        }
+        api->respond_error_code(r, 503, "api_error", "guard_unavailable",
+                                "the content check could not be made; try "
+                                "again later");
+        return MF_RESPOND;
+    }
+    json_decref(texts);
+    return MF_CONTINUE;
+}
+
+/* ---- output ---- */
+
+static void
+gbuf_free(gbuf_t *b)
+{
+    free(b->data);
+    *b = (gbuf_t){0};
+}
+
+static gchan_t *
+chan_get(greq_t *q, int choice, int kind)
+{
+    size_t i;
+
+    for (i = 0; i < q->nch; i++) {
+        if (q->ch[i].choice == choice && q->ch[i].kind == kind) {
+            return &q->ch[i];
+        }
+    }
+    q->ch = realloc(q->ch, (q->nch + 1) * sizeof(*q->ch));
+    if (q->ch == NULL) {
+        abort();
+    }
+    q->ch[q->nch] = (gchan_t){.choice = choice, .kind = kind};
+    return &q->ch[q->nch++];
+}
+
+/*
+ * Checks a channel's new text: held + s, with the released tail before it
+ * as the regexes' context. Sets q->hit on a match; else appends what may
+ * go out to `out` and keeps in held only what may still begin a match
+ * (none when final).
+ */
+static void
+chan_check(const guard_t *g, greq_t *q, gchan_t *ch, const char *s, size_t n,
+           int final, gbuf_t *out)
+{
+    kwhit_t h = {g, NULL};
+    size_t tl = ch->tail.len, hold, keep;
+    gbuf_t *t = &q->t;
+    pcre2_match_data *md;
+    size_t i;
+
+    if (g->kw[DIR_OUT] != NULL) {
+        ch->ac = mf_kw_feed(g->kw[DIR_OUT], ch->ac, s, n, kw_hit, &h);
+        if (h.hit != NULL) {
+            q->hit = h.hit;
+            return;
+        }
+    }
+    /* the window: released tail, held, new */
+    t->len = 0;
+    gbuf_add(t, ch->tail.data, ch->tail.len);
+    gbuf_add(t, ch->held.data, ch->held.len);
+    gbuf_add(t, s, n);
+    if (t->len == 0) {
+        return; /* nothing seen, nothing to say */
+    }
+    hold = t->len;
+    if (!final && g->kw[DIR_OUT] != NULL) {
+        size_t depth = mf_kw_depth(g->kw[DIR_OUT], ch->ac);
+
+        hold = depth < t->len - tl ? t->len - depth : tl;
+    }
+    if (g->has_re[DIR_OUT]) {
+        md = pcre2_match_data_create(1, NULL);
+        for (i = 0; i < g->nrules && q->hit == NULL; i++) {
+            PCRE2_SIZE off = 0, *ov;
+            int rc;
+
+            if (g->rules[i].re == NULL || !(g->rules[i].dirs & DIR_OUT)) {
+                continue;
+            }
+            while (off <= t->len) {
+                rc = pcre2_match(g->rules[i].re, (PCRE2_SPTR)t->data, t->len,
+                                 off, final ? 0 : PCRE2_PARTIAL_HARD, md, NULL);
+                ov = pcre2_get_ovector_pointer(md);
+                if (rc == PCRE2_ERROR_PARTIAL) {
+                    size_t from = ov[0] > tl ? ov[0] : tl;
+
+                    hold = from < hold ? from : hold;
+                    break;
+                }
+                if (rc < 0) {
+                    break;
+                }
+                if (ov[1] > tl) {
+                    q->hit = g->rules[i].name; /* ends in text not sent */
+                    break;
+                }
+                off = ov[1] > ov[0] ? ov[1] : ov[0] + 1;
+            }
+        }
+        pcre2_match_data_free(md);
+        if (q->hit != NULL) {
+            return;
+        }
+    }
+    if (hold < tl) {
+        hold = tl;
+    }
+    if (t->len - hold > g->max_hold) {
+        hold = t->len - g->max_hold; /* bounded: the rest goes out */
+    }
+    gbuf_add(out, t->data + tl, hold - tl);
+    ch->held.len = 0;
+    gbuf_add(&ch->held, t->data + hold, t->len - hold);
+    /* the released tail: the last `overlap` bytes sent */
+    keep = hold < g->overlap ? hold : g->overlap;
+    ch->tail.len = 0;
+    gbuf_add(&ch->tail, t->data + hold - keep, keep);
+}
+
+static char *
+chunk_text(greq_t *q, json_t *choices)
+{
+    json_t *c = q->top ? json_deep_copy(q->top) : json_object();
+    char *text;
+
+    json_object_set_new(c, "choices", choices);
+    text = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    return text;
+}
+
+static mf_str_t
+mf_str(const char *s)
+{
+    return (mf_str_t){s, strlen(s)};
+}
+
+/* Releases a channel's held text (checked as final) into q->out. */
+static void
+chan_flush(const guard_t *g, greq_t *q, gchan_t *ch)
+{
+    gbuf_t out = {0};
+    json_t *delta;
+    char *text;
+
+    if (ch->held.len == 0) {
+        return;
+    }
+    chan_check(g, q, ch, "", 0, 1, &out);
+    if (q->hit != NULL || out.len == 0) {
+        gbuf_free(&out);
+        return;
+    }
+    delta = json_object();
+    if (ch->kind < 2) {
+        json_object_set_new(delta,
+                            ch->kind == 0 ? "content" : "reasoning_content",
+                            json_stringn(out.data, out.len));
+    } else {
+        json_object_set_new(delta, "tool_calls",
+                            json_pack("[{s:i,s:{s:s%}}]", "index", ch->kind - 2,
+                                      "function", "arguments", out.data,
+                                      out.len));
+    }
+    text = chunk_text(q, json_pack("[{s:i,s:o,s:n}]", "index", ch->choice,
+                                   "delta", delta, "finish_reason"));
+    if (text != NULL) {
+        q->out = realloc(q->out, (q->nout + 1) * sizeof(*q->out));
+        if (q->out == NULL) {
+            abort();
+        }
+        q->out[q->nout++] = text;
+    }
+    gbuf_free(&out);
+}
+
+/* What goes ahead of the event: the held preamble, then released text
+ * (dropped, with the preamble, when a match stops an answer nothing of
+ * which has left: the client then gets the error status). */
+static void
+release(mf_req_t *r, greq_t *q, int event_out)
+{
+    size_t i;
+    int send = q->hit == NULL || q->preamble == NULL;
+
+    if (q->preamble != NULL && send && q->nout == 0 && !event_out) {
+        return; /* still nothing to say: the preamble waits */
+    }
+    if (send && q->preamble != NULL) {
+        api->insert_response_chunk(r, mf_str(q->preamble));
+        q->sent = 1;
+    }
+    free(q->preamble);
+    q->preamble = NULL;
+    for (i = 0; i < q->nout; i++) {
+        if (send) {
+            api->insert_response_chunk(r, mf_str(q->out[i]));
+            q->sent = 1;
+        }
+        free(q->out[i]);
+    }
+    q->nout = 0;
+}
+
+static int
+tool_delta_is_text(const json_t *tc)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)tc, key, v)
+    {
+        if (strcmp(key, "index") == 0) {
+            continue;
+        }
+        if (strcmp(key, "function") != 0 || json_object_size(v) != 1 ||
+            !json_is_string(json_object_get(v, "arguments"))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+event_is_text(const json_t *j)
+{
+    const json_t *u = json_object_get(j, "usage"), *c, *tc;
+    const char *key;
+    json_t *v;
+    size_t i, k;
+
+    if ((u != NULL && !json_is_null(u)) ||
+        json_array_size(json_object_get(j, "choices")) == 0) {
+        return 0;
+    }
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        const json_t *f = json_object_get(c, "finish_reason");
+
+        if (f != NULL && !json_is_null(f)) {
+            return 0;
+        }
+        json_object_foreach(json_object_get(c, "delta"), key, v)
+        {
+            if (strcmp(key, "tool_calls") == 0) {
+                json_array_foreach(v, k, tc)
+                {
+                    if (!tool_delta_is_text(tc)) {
+                        return 0;
+                    }
+                }
+            } else if (strcmp(key, "content") != 0 &&
+                       strcmp(key, "reasoning_content") != 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* A role-only opening event: a role, an empty or no content, nothing
+ * else. */
+static int
+is_preamble(const json_t *j)
+{
+    const json_t *c = json_array_get(json_object_get(j, "choices"), 0), *d;
+    const json_t *u = json_object_get(j, "usage"), *f, *t;
+
+    if (json_array_size(json_object_get(j, "choices")) != 1 ||
+        (u != NULL && !json_is_null(u))) {
+        return 0;
+    }
+    d = json_object_get(c, "delta");
+    f = json_object_get(c, "finish_reason");
+    t = json_object_get(d, "content");
+    return json_is_string(json_object_get(d, "role")) &&
+           (f == NULL || json_is_null(f)) &&
+           (t == NULL || json_is_null(t) ||
+            (json_is_string(t) && json_string_length(t) == 0)) &&
+           json_object_get(d, "tool_calls") == NULL &&
+           json_object_get(d, "reasoning_content") == NULL;
+}
+
+static int
+event_has(const json_t *j, const gchan_t *ch)
+{
+    const json_t *c, *tc;
+    size_t i, k;
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        const json_t *d = json_object_get(c, "delta");
+
+        if (json_integer_value(json_object_get(c, "index")) != ch->choice) {
+            continue;
+        }
+        if (ch->kind < 2) {
+            return json_is_string(json_object_get(
+                d, ch->kind == 0 ? "content" : "reasoning_content"));
+        }
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            if (json_integer_value(json_object_get(tc, "index")) ==
+                ch->kind - 2) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+check_field(const guard_t *g, greq_t *q, json_t *holder, const char *key,
+            int choice, int kind, int final, int *empty)
+{
+    json_t *v = json_object_get(holder, key);
+    gbuf_t out = {0};
+    gchan_t *ch;
+
+    if (!json_is_string(v) || q->hit != NULL) {
+        return;
+    }
+    ch = chan_get(q, choice, kind);
+    chan_check(g, q, ch, json_string_value(v), json_string_length(v), final,
+               &out);
+    if (out.len > 0) {
+        *empty = 0;
+    }
+    json_string_setn(v, out.data ? out.data : "", out.len);
+    gbuf_free(&out);
+}
+
+static void
+stop(mf_req_t *r, guard_t *g, greq_t *q, int choice)
+{
+    char msg[160], *final;
+
+    snprintf(msg, sizeof(msg), "the answer was stopped by the guard rule '%s'",
+             q->hit);
+    count(g->m_blocked, "output", q->hit);
+    final =
+        chunk_text(q, json_pack("[{s:i,s:{},s:s}]", "index", choice, "delta",
+                                "finish_reason", "content_filter"));
+    api->stop_response(r, 400, "invalid_request_error", "content_filter", msg,
+                       (mf_str_t){final, final ? strlen(final) : 0});
+    free(final);
+    q->stopped = 1;
+}
+
+static void
+check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
+{
+    json_t *j, *c, *tc;
+    size_t i, k;
+    int text_only, empty = 1, choice = 0;
+    char *text;
+
+    if (last) {
+        for (i = 0; i < q->nch && q->hit == NULL; i++) {
+            chan_flush(g, q, &q->ch[i]);
+        }
+        release(r, q, 1);
+        if (q->hit != NULL) {
+            stop(r, g, q, q->ch[i - 1].choice);
+        }
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return;
+    }
+    if (q->top == NULL) {
+        const char *key;
+        json_t *v;
+
+        q->top = json_object();
+        json_object_foreach(j, key, v)
+        {
+            if (strcmp(key, "choices") != 0 && strcmp(key, "usage") != 0) {
+                json_object_set(q->top, key, v);
+            }
+        }
+    }
+    text_only = event_is_text(j);
+    if (!q->sent && q->preamble == NULL && is_preamble(j)) {
+        /* held until the first text passed: a match in it can still be
+         * answered with an error status */
+        q->preamble = strndup(data.data, data.len);
+        api->set_response_chunk(r, MF_STR(""));
+        json_decref(j);
+        return;
+    }
+    for (i = 0; i < q->nch && q->hit == NULL; i++) {
+        if (q->ch[i].held.len > 0 && !event_has(j, &q->ch[i])) {
+            chan_flush(g, q, &q->ch[i]);
+            choice = q->ch[i].choice;
+        }
+    }
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        json_t *d = json_object_get(c, "delta");
+        int ci = (int)json_integer_value(json_object_get(c, "index"));
+
+        if (q->hit != NULL) {
+            break;
+        }
+        choice = ci;
+        check_field(g, q, d, "content", ci, 0, !text_only, &empty);
+        check_field(g, q, d, "reasoning_content", ci, 1, !text_only, &empty);
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            int idx = (int)json_integer_value(json_object_get(tc, "index"));
+
+            check_field(g, q, json_object_get(tc, "function"), "arguments", ci,
+                        2 + idx, !text_only, &empty);
+        }
+    }
+    release(r, q, q->hit == NULL && !(text_only && empty));
+    if (q->hit != NULL) {
+        json_decref(j);
+        stop(r, g, q, choice);
+        return;
+    }
+    if (text_only && empty) {
+        api->set_response_chunk(r, MF_STR(""));
+    } else {
+        q->sent = 1;
+        text = json_dumps(j, JSON_COMPACT);
+        if (text != NULL) {
+            api->set_response_chunk(r, (mf_str_t){text, strlen(text)});
+            free(text);
+        }
+    }
+    json_decref(j);
+}
+
+static void
+check_whole(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data)
+{
+    json_t *j = json_loadb(data.data, data.len, 0, NULL), *c, *tc, *m, *v;
+    size_t i, k;
+    char msg[160];
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        m = json_object_get(c, "message");
+        v = json_object_get(m, "content");
+        if (json_is_string(v) && q->hit == NULL) {
+            q->hit = check_text(g, DIR_OUT, json_string_value(v),
+                                json_string_length(v));
+        }
+        v = json_object_get(m, "reasoning_content");
+        if (json_is_string(v) && q->hit == NULL) {
+            q->hit = check_text(g, DIR_OUT, json_string_value(v),
+                                json_string_length(v));
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v) && q->hit == NULL) {
+                q->hit = check_text(g, DIR_OUT, json_string_value(v),
+                                    json_string_length(v));
+            }
+        }
+    }
+    json_decref(j);
+    if (q->hit != NULL) {
+        snprintf(msg, sizeof(msg),
+                 "the answer was blocked by the guard rule '%s'", q->hit);
+        count(g->m_blocked, "output", q->hit);
+        api->stop_response(r, 400, "invalid_request_error", "content_filter",
+                           msg, MF_STR_NULL);
+        q->stopped = 1;
+    }
+}
+
+static mf_action_t
+guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
+                       int last)
+{
+    guard_t *g = state;
+    greq_t *q = *ctx;
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT]) {
+        return MF_CONTINUE;
+    }
+    if (q == NULL) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL) {
+            return MF_FAIL;
+        }
+        *ctx = q;
+        count(g->m_checks, "output", "rules");
+    }
+    if (q->stopped) {
+        api->set_response_chunk(r, MF_STR(""));
+        return MF_CONTINUE;
+    }
+    api->get_info(r, &info);
+    if (!info.stream) {
+        check_whole(r, g, q, data);
+    } else {
+        check_event(r, g, q, data, last);
+    }
+    return MF_CONTINUE;
+}
+
+static void
+guard_on_done(mf_req_t *r, void *state, void **ctx)
+{
+    greq_t *q = *ctx;
+    size_t i;
+
+    (void)r;
+    (void)state;
+    if (q == NULL) {
+        return;
+    }
+    for (i = 0; i < q->nch; i++) {
+        gbuf_free(&q->ch[i].held);
+        gbuf_free(&q->ch[i].tail);
+    }
+    free(q->ch);
+    for (i = 0; i < q->nout; i++) {
+        free(q->out[i]);
+    }
+    free(q->out);
+    free(q->preamble);
+    gbuf_free(&q->t);
+    json_decref(q->top);
+    free(q);
+    *ctx = NULL;
+}
+
+static const mf_plugin_t guard_plugin = {
+    MF_PLUGIN_ABI,
+    .name = "guard",
+    .version = "1.0.0",
+    .init = guard_init,
+    .fini = guard_fini,
+    .on_request = guard_on_request,
+    .on_response_body = guard_on_response_body,
+    .on_done = guard_on_done,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &guard_plugin;
+}

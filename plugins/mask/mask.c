@@ -1,0 +1,1225 @@
+/*
+ * mask: finds personal data and secrets in every text the model is sent
+ * and replaces them before the request leaves the gateway; puts the
+ * values back in the answer, streams included.
+ *
+ * The canonical request (OpenAI chat, after the inbound adapter) is
+ * walked whole: string contents, content-part arrays, system, tool and
+ * assistant messages, tool-call arguments, an embeddings input. Built-in
+ * detectors (mask_detect.c) and user rules (PCRE2 regexes, JIT-compiled;
+ * keyword lists on one automaton) find values; each rule's action is
+ *   placeholder  a typed placeholder ([EMAIL_1], the same for the same
+ *                value within a request), restored in the answer;
+ *   redact       a typed marker ([EMAIL_REDACTED]), nothing restored;
+ *   hash         a keyed hash ([EMAIL:<16 hex of HMAC-SHA256>]) with the
+ *                stage's secret: the same value, the same token, joinable
+ *                across requests without the value;
+ *   block        a 400 naming the rule, in the client's protocol.
+ * API keys and secrets can be redacted, hashed or blocked, never kept
+ * for restoring.
+ *
+ * Restoring a stream (mask_restore.c) works on each event's decoded text
+ * per channel (a choice's content, reasoning, a tool call's arguments):
+ * it holds back only a tail that may still become one of the request's
+ * placeholders, and releases held text as an event of the same shape
+ * (api->insert_response_chunk) before any event that is not text of
+ * that channel (a tool call, a finish, usage, the end). A request
+ * without placeholders is not touched.
+ *
+ * Metrics: manifold_mask_entities_total{type,action},
+ * manifold_mask_blocked_total{rule}; no value is ever a label or logged.
+ */
+#include <manifold/plugin.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pcre2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/kwmatch.h"
+#include "mask_detect.h"
+#include "mask_restore.h"
+
+static const mf_host_api_t *api;
+
+typedef enum { ACT_PLACEHOLDER = 0, ACT_REDACT, ACT_HASH, ACT_BLOCK } action_t;
+
+static const char *const action_names[] = {"placeholder", "redact", "hash",
+                                           "block"};
+
+/* A rule: a built-in detector (the first MF_MASK__BUILTIN) or a user's. */
+typedef struct {
+    char *name; /* config name, the metric label and the 400's word */
+    char *type; /* placeholder type: "EMAIL" */
+    action_t action;
+    pcre2_code *re; /* regex rule */
+    int is_keywords;
+} rule_t;
+
+typedef struct {
+    rule_t *rules;
+    size_t nrules;
+    unsigned kinds; /* enabled built-in detectors */
+    mf_kw_t *kw;    /* every keyword rule's words; id = rule index */
+    int has_kw;
+    size_t nregex; /* user regex rules */
+    char *secret;
+    size_t secret_len;
+    int restore;
+    mf_metric_t *m_entities;
+    mf_metric_t *m_blocked;
+} mask_t;
+
+/* A restoring channel of a stream: one text field of one choice. */
+typedef struct {
+    int choice;
+    int kind; /* 0 content, 1 reasoning_content, 2 + k: tool call k */
+    mf_mask_buf_t held;
+} chan_t;
+
+typedef struct {
+    mf_mask_entry_t *e; /* placeholders given (restorable values) */
+    const char **etype; /* the type of each */
+    size_t n, cap;
+    unsigned *counter; /* per rule type: placeholders given */
+    mf_mask_matches_t m;
+    mf_mask_buf_t out;
+    chan_t *ch;
+    size_t nch;
+    json_t *top; /* the stream's chunk fields (id, model, ...) */
+    const char *blocked;
+    unsigned masked; /* values replaced in the request */
+} mreq_t;
+
+/* ---- config ---- */
+
+static void
+mask_fini(void *state)
+{
+    mask_t *st = state;
+    size_t i;
+
+    if (st == NULL) {
+        return;
+    }
+    for (i = 0; i < st->nrules; i++) {
+        free(st->rules[i].name);
+        free(st->rules[i].type);
+        pcre2_code_free(st->rules[i].re);
+    }
+    free(st->rules);
+    mf_kw_free(st->kw);
+    if (st->secret != NULL) {
+        memset(st->secret, 0, st->secret_len);
+        free(st->secret);
+    }
+    free(st);
+}
+
+static int
+parse_action(const char *where, const json_t *v, action_t *out)
+{
+    size_t i;
+    const char *s = json_string_value(v);
+
+    for (i = 0; s != NULL && i < 4; i++) {
+        if (strcmp(s, action_names[i]) == 0) {
+            *out = (action_t)i;
+            return 0;
+        }
+    }
+    api->log(MF_LOG_ERROR,
+             "mask: %s: the action is one of placeholder, redact, hash, "
+             "block",
+             where);
+    return -1;
+}
+
+static int
+builtin_index(const char *name)
+{
+    int k;
+
+    for (k = 0; k < MF_MASK__BUILTIN; k++) {
+        if (strcmp(name, mf_mask_kind_names[k]) == 0) {
+            return k;
+        }
+    }
+    return -1;
+}
+
+static char *
+upper_dup(const char *s)
+{
+    char *d = strdup(s), *p;
+
+    for (p = d; p && *p; p++) {
+        if (*p >= 'a' && *p <= 'z') {
+            *p = (char)(*p - 32);
+        } else if (!((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9'))) {
+            *p = '_';
+        }
+    }
+    return d;
+}
+
+static int
+valid_name(const char *s)
+{
+    const char *p;
+
+    if (s == NULL || *s == '\0' || strlen(s) > 40) {
+        return 0;
+    }
+    for (p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || *p == '_' || *p == '-')) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+parse_user_rule(mask_t *st, size_t idx, const json_t *r)
+{
+    rule_t *rule = &st->rules[MF_MASK__BUILTIN + idx];
+    const char *key, *name = json_string_value(json_object_get(r, "name"));
+    const json_t *v, *re = json_object_get(r, "regex"),
+                     *kws = json_object_get(r, "keywords");
+    char where[96];
+
+    snprintf(where, sizeof(where), "rules[%zu]", idx);
+    if (!json_is_object(r) || !valid_name(name)) {
+        api->log(MF_LOG_ERROR,
+                 "mask: %s: each rule needs a name (letters, digits, '_', "
+                 "'-'; 40 at most)",
+                 where);
+        return -1;
+    }
+    json_object_foreach((json_t *)r, key, v)
+    {
+        if (strcmp(key, "name") && strcmp(key, "regex") &&
+            strcmp(key, "keywords") && strcmp(key, "action") &&
+            strcmp(key, "type") && strcmp(key, "case_insensitive")) {
+            api->log(MF_LOG_ERROR,
+                     "mask: %s: unknown key '%s' (name, regex, keywords, "
+                     "action, type, case_insensitive)",
+                     where, key);
+            return -1;
+        }
+    }
+    if (builtin_index(name) >= 0) {
+        api->log(MF_LOG_ERROR,
+                 "mask: %s: '%s' is a built-in detector's name; choose "
+                 "another",
+                 where, name);
+        return -1;
+    }
+    rule->name = strdup(name);
+    v = json_object_get(r, "type");
+    if (v != NULL && !valid_name(json_string_value(v))) {
+        api->log(MF_LOG_ERROR, "mask: %s: type is a word (letters, digits)",
+                 where);
+        return -1;
+    }
+    rule->type = upper_dup(v ? json_string_value(v) : name);
+    rule->action = ACT_PLACEHOLDER;
+    if ((v = json_object_get(r, "action")) != NULL &&
+        parse_action(where, v, &rule->action) != 0) {
+        return -1;
+    }
+    if ((re != NULL) == (kws != NULL)) {
+        api->log(MF_LOG_ERROR, "mask: %s: a rule has a regex or keywords",
+                 where);
+        return -1;
+    }
+    if (re != NULL) {
+        int err;
+        PCRE2_SIZE off;
+        uint32_t opts = PCRE2_UTF | PCRE2_NO_UTF_CHECK;
+
+        if (!json_is_string(re) || json_string_length(re) == 0) {
+            api->log(MF_LOG_ERROR, "mask: %s: regex is a non-empty string",
+                     where);
+            return -1;
+        }
+        opts &= ~(uint32_t)PCRE2_NO_UTF_CHECK;
+        if (json_is_true(json_object_get(r, "case_insensitive"))) {
+            opts |= PCRE2_CASELESS;
+        }
+        rule->re =
+            pcre2_compile((PCRE2_SPTR)json_string_value(re),
+                          json_string_length(re), opts, &err, &off, NULL);
+        if (rule->re == NULL) {
+            PCRE2_UCHAR msg[160];
+
+            pcre2_get_error_message(err, msg, sizeof(msg));
+            api->log(MF_LOG_ERROR, "mask: %s: regex: %s at offset %zu", where,
+                     (char *)msg, (size_t)off);
+            return -1;
+        }
+        /* JIT when the platform has it; the interpreter otherwise */
+        (void)pcre2_jit_compile(rule->re, PCRE2_JIT_COMPLETE);
+        st->nregex++;
+        return 0;
+    }
+    if (!json_is_array(kws) || json_array_size(kws) == 0) {
+        api->log(MF_LOG_ERROR, "mask: %s: keywords is a list of words", where);
+        return -1;
+    }
+    {
+        size_t i;
+        const json_t *w;
+        int nocase = json_is_true(json_object_get(r, "case_insensitive"));
+
+        if (st->kw == NULL) {
+            st->kw = mf_kw_new(nocase);
+        }
+        json_array_foreach(kws, i, w)
+        {
+            if (!json_is_string(w) ||
+                mf_kw_add(st->kw, json_string_value(w), json_string_length(w),
+                          (unsigned)(MF_MASK__BUILTIN + idx)) != 0) {
+                api->log(MF_LOG_ERROR,
+                         "mask: %s: keywords[%zu]: a word of 1 to 255 bytes",
+                         where, i);
+                return -1;
+            }
+        }
+        rule->is_keywords = 1;
+        st->has_kw = 1;
+    }
+    return 0;
+}
+
+static int
+mask_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    static const char *const ent_labels[] = {"type", "action", NULL};
+    static const char *const blk_labels[] = {"rule", NULL};
+    mask_t *st;
+    json_t *cfg = json_loads(config_json, 0, NULL), *v;
+    const char *key;
+    action_t dflt = ACT_PLACEHOLDER;
+    size_t i, nuser;
+    int k, need_secret = 0;
+
+    api = host;
+    if (!json_is_object(cfg)) {
+        api->log(MF_LOG_ERROR, "mask: the config is a mapping");
+        json_decref(cfg);
+        return MF_ERR;
+    }
+    st = calloc(1, sizeof(*st));
+    if (st == NULL) {
+        json_decref(cfg);
+        return MF_ERR;
+    }
+    json_object_foreach(cfg, key, v)
+    {
+        if (strcmp(key, "detectors") && strcmp(key, "action") &&
+            strcmp(key, "actions") && strcmp(key, "secret") &&
+            strcmp(key, "rules") && strcmp(key, "restore")) {
+            api->log(MF_LOG_ERROR,
+                     "mask: unknown key '%s' (detectors, action, actions, "
+                     "secret, rules, restore)",
+                     key);
+            goto fail;
+        }
+    }
+    v = json_object_get(cfg, "rules");
+    if (v != NULL && !json_is_array(v)) {
+        api->log(MF_LOG_ERROR, "mask: rules is a list");
+        goto fail;
+    }
+    nuser = json_array_size(v);
+    st->nrules = MF_MASK__BUILTIN + nuser;
+    st->rules = calloc(st->nrules, sizeof(*st->rules));
+    if (st->rules == NULL) {
+        goto fail;
+    }
+    if ((v = json_object_get(cfg, "action")) != NULL &&
+        parse_action("action", v, &dflt) != 0) {
+        goto fail;
+    }
+    v = json_object_get(cfg, "detectors");
+    if (v == NULL) {
+        st->kinds = (1u << MF_MASK__BUILTIN) - 1;
+    } else if (!json_is_array(v)) {
+        api->log(MF_LOG_ERROR, "mask: detectors is a list of names");
+        goto fail;
+    } else {
+        const json_t *d;
+
+        json_array_foreach(v, i, d)
+        {
+            k = json_is_string(d) ? builtin_index(json_string_value(d)) : -1;
+            if (k < 0) {
+                api->log(MF_LOG_ERROR,
+                         "mask: detectors[%zu]: not a detector (email, "
+                         "phone, cn_id, ssn, card, ip, api_key, secret)",
+                         i);
+                goto fail;
+            }
+            st->kinds |= 1u << k;
+        }
+    }
+    for (k = 0; k < MF_MASK__BUILTIN; k++) {
+        rule_t *r = &st->rules[k];
+
+        r->name = strdup(mf_mask_kind_names[k]);
+        r->type = strdup(mf_mask_kind_types[k]);
+        /* secrets are never kept for restoring: redacted by default */
+        r->action = (k == MF_MASK_API_KEY || k == MF_MASK_SECRET) &&
+                            dflt == ACT_PLACEHOLDER
+                        ? ACT_REDACT
+                        : dflt;
+    }
+    v = json_object_get(cfg, "actions");
+    if (v != NULL) {
+        const char *dk;
+        json_t *dv;
+
+        if (!json_is_object(v)) {
+            api->log(MF_LOG_ERROR, "mask: actions maps a detector to an "
+                                   "action");
+            goto fail;
+        }
+        json_object_foreach(v, dk, dv)
+        {
+            char where[64];
+
+            k = builtin_index(dk);
+            snprintf(where, sizeof(where), "actions.%.40s", dk);
+            if (k < 0) {
+                api->log(MF_LOG_ERROR, "mask: %s: not a detector", where);
+                goto fail;
+            }
+            if (parse_action(where, dv, &st->rules[k].action) != 0) {
+                goto fail;
+            }
+        }
+    }
+    for (k = MF_MASK_API_KEY; k <= MF_MASK_SECRET; k++) {
+        if (st->rules[k].action == ACT_PLACEHOLDER) {
+            api->log(MF_LOG_ERROR,
+                     "mask: actions.%s: a secret is never kept for "
+                     "restoring; use redact, hash or block",
+                     mf_mask_kind_names[k]);
+            goto fail;
+        }
+    }
+    json_array_foreach(json_object_get(cfg, "rules"), i, v)
+    {
+        if (parse_user_rule(st, i, v) != 0) {
+            goto fail;
+        }
+    }
+    if (st->kw != NULL) {
+        mf_kw_build(st->kw);
+    }
+    v = json_object_get(cfg, "restore");
+    if (v != NULL && !json_is_boolean(v)) {
+        api->log(MF_LOG_ERROR, "mask: restore is true or false");
+        goto fail;
+    }
+    st->restore = v == NULL || json_is_true(v);
+    for (i = 0; i < st->nrules; i++) {
+        need_secret |= st->rules[i].action == ACT_HASH &&
+                       (i >= MF_MASK__BUILTIN || (st->kinds & (1u << i)));
+    }
+    v = json_object_get(cfg, "secret");
+    if (v != NULL && (!json_is_string(v) || json_string_length(v) < 16)) {
+        api->log(MF_LOG_ERROR,
+                 "mask: secret is a string of 16 bytes or more (set it "
+                 "from the environment: secret: ${MASK_SECRET})");
+        goto fail;
+    }
+    if (need_secret && v == NULL) {
+        api->log(MF_LOG_ERROR,
+                 "mask: the hash action needs a secret (a keyed hash; a "
+                 "bare digest of a phone number is easily reversed)");
+        goto fail;
+    }
+    if (v != NULL) {
+        st->secret_len = json_string_length(v);
+        st->secret = malloc(st->secret_len);
+        memcpy(st->secret, json_string_value(v), st->secret_len);
+    }
+    {
+        mf_metric_def_t d = {.size = sizeof(d),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_mask_entities_total",
+                             .help = "Values the mask stage replaced, by "
+                                     "type and action",
+                             .labels = ent_labels};
+        mf_metric_def_t b = {.size = sizeof(b),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_mask_blocked_total",
+                             .help = "Requests the mask stage refused, by "
+                                     "rule",
+                             .labels = blk_labels};
+
+        st->m_entities = api->metric_declare(&d);
+        st->m_blocked = api->metric_declare(&b);
+        if (st->m_entities == NULL || st->m_blocked == NULL) {
+            goto fail;
+        }
+    }
+    json_decref(cfg);
+    *state = st;
+    return MF_OK;
+fail:
+    json_decref(cfg);
+    mask_fini(st);
+    return MF_ERR;
+}
+
+/* ---- masking the request ---- */
+
+static mreq_t *
+mreq_get(mask_t *st, void **ctx)
+{
+    mreq_t *q = *ctx;
+
+    if (q == NULL) {
+        q = calloc(1, sizeof(*q));
+        if (q == NULL) {
+            abort();
+        }
+        q->counter = calloc(st->nrules, sizeof(*q->counter));
+        if (q->counter == NULL) {
+            abort();
+        }
+        *ctx = q;
+    }
+    return q;
+}
+
+static int
+kw_hit(void *arg, size_t end, size_t len, unsigned id)
+{
+    mf_mask_matches_add(arg, end - len, len, id);
+    return 0;
+}
+
+/* The placeholder of a value: the one given before, else a new one. The
+ * counter is per type (rules may share one). */
+static const mf_mask_entry_t *
+placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
+{
+    const char *type = st->rules[rule].type;
+    size_t i;
+    unsigned first = rule, count;
+    char ph[80];
+    mf_mask_entry_t *e;
+
+    for (i = 0; i < st->nrules; i++) {
+        if (strcmp(st->rules[i].type, type) == 0) {
+            first = (unsigned)i;
+            type = st->rules[i].type; /* one pointer per type name */
+            break;
+        }
+    }
+    for (i = 0; i < q->n; i++) {
+        if (q->etype[i] == type && q->e[i].vlen == n &&
+            memcmp(q->e[i].val, v, n) == 0) {
+            return &q->e[i];
+        }
+    }
+    count = ++q->counter[first];
+    snprintf(ph, sizeof(ph), "[%s_%u]", type, count);
+    if (q->n == q->cap) {
+        q->cap = q->cap ? q->cap * 2 : 8;
+        q->e = realloc(q->e, q->cap * sizeof(*q->e));
+        q->etype = realloc(q->etype, q->cap * sizeof(*q->etype));
+        if (q->e == NULL || q->etype == NULL) {
+            abort();
+        }
+    }
+    q->etype[q->n] = type;
+    e = &q->e[q->n++];
+    e->phlen = strlen(ph);
+    e->ph = strdup(ph);
+    e->val = malloc(n ? n : 1);
+    if (e->ph == NULL || e->val == NULL) {
+        abort();
+    }
+    memcpy(e->val, v, n);
+    e->vlen = n;
+    return e;
+}
+
+static void
+count_entity(mask_t *st, unsigned rule)
+{
+    mf_str_t labels[2] = {{st->rules[rule].type, strlen(st->rules[rule].type)},
+                          {action_names[st->rules[rule].action],
+                           strlen(action_names[st->rules[rule].action])}};
+
+    api->metric_add(st->m_entities, labels, 2, 1);
+}
+
+/*
+ * Masks one text into q->out. Returns 1 when it changed, 0 when not, -1
+ * when a block rule matched (q->blocked names it).
+ */
+static int
+mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
+{
+    size_t i, from = 0, r;
+    pcre2_match_data *md = NULL;
+
+    q->m.n = 0;
+    mf_mask_detect(s, n, st->kinds, &q->m);
+    if (st->has_kw) {
+        mf_kw_feed(st->kw, 0, s, n, kw_hit, &q->m);
+    }
+    for (r = MF_MASK__BUILTIN; r < st->nrules; r++) {
+        PCRE2_SIZE off = 0, *ov;
+        pcre2_code *re = st->rules[r].re;
+
+        if (re == NULL) {
+            continue;
+        }
+        if (md == NULL) {
+            md = pcre2_match_data_create(1, NULL);
+        }
+        while (off <= n &&
+               pcre2_match(re, (PCRE2_SPTR)s, n, off, 0, md, NULL) >= 0) {
+            ov = pcre2_get_ovector_pointer(md);
+            if (ov[1] > ov[0]) {
+                mf_mask_matches_add(&q->m, ov[0], ov[1] - ov[0], (unsigned)r);
+                off = ov[1];
+            } else {
+                off = ov[0] + 1;
+            }
+        }
+    }
+    pcre2_match_data_free(md);
+    if (q->m.n == 0) {
+        return 0;
+    }
+    mf_mask_matches_resolve(&q->m);
+    q->out.len = 0;
+    for (i = 0; i < q->m.n; i++) {
+        const mf_mask_match_t *m = &q->m.v[i];
+        const rule_t *rule = &st->rules[m->rule];
+        char tok[96];
+
+        if (rule->action == ACT_BLOCK) {
+            mf_str_t label = {rule->name, strlen(rule->name)};
+
+            api->metric_add(st->m_blocked, &label, 1, 1);
+            q->blocked = rule->name;
+            return -1;
+        }
+        mf_mask_buf_add(&q->out, s + from, m->start - from);
+        from = m->start + m->len;
+        count_entity(st, m->rule);
+        q->masked++;
+        if (rule->action == ACT_PLACEHOLDER) {
+            const mf_mask_entry_t *e =
+                placeholder(st, q, m->rule, s + m->start, m->len);
+
+            mf_mask_buf_add(&q->out, e->ph, e->phlen);
+        } else if (rule->action == ACT_REDACT) {
+            snprintf(tok, sizeof(tok), "[%s_REDACTED]", rule->type);
+            mf_mask_buf_add(&q->out, tok, strlen(tok));
+        } else {
+            unsigned char mac[EVP_MAX_MD_SIZE];
+            unsigned maclen = 0, b;
+            int w;
+
+            HMAC(EVP_sha256(), st->secret, (int)st->secret_len,
+                 (const unsigned char *)s + m->start, m->len, mac, &maclen);
+            w = snprintf(tok, sizeof(tok), "[%s:", rule->type);
+            for (b = 0; b < 8 && w > 0 && (size_t)w + 3 < sizeof(tok); b++) {
+                w += snprintf(tok + w, sizeof(tok) - (size_t)w, "%02x", mac[b]);
+            }
+            mf_mask_buf_add(&q->out, tok, (size_t)w);
+            mf_mask_buf_add(&q->out, "]", 1);
+        }
+    }
+    mf_mask_buf_add(&q->out, s + from, n - from);
+    return 1;
+}
+
+/* Masks a JSON string in place; -1 when blocked. */
+static int
+mask_json_string(mask_t *st, mreq_t *q, json_t *v, int *changed)
+{
+    int rc;
+
+    if (!json_is_string(v)) {
+        return 0;
+    }
+    rc = mask_text(st, q, json_string_value(v), json_string_length(v));
+    if (rc == 1) {
+        json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
+        *changed = 1;
+    }
+    return rc < 0 ? -1 : 0;
+}
+
+/* A message's content: a string, or parts with "text". */
+static int
+mask_content(mask_t *st, mreq_t *q, json_t *content, int *changed)
+{
+    size_t i;
+    json_t *part;
+
+    if (json_is_string(content)) {
+        return mask_json_string(st, q, content, changed);
+    }
+    json_array_foreach(content, i, part)
+    {
+        if (mask_json_string(st, q, json_object_get(part, "text"), changed) <
+            0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Every text of the canonical request the model sees. */
+static int
+mask_body(mask_t *st, mreq_t *q, json_t *body, int *changed)
+{
+    json_t *m, *tc, *in = json_object_get(body, "input");
+    size_t i, j;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        if (mask_content(st, q, json_object_get(m, "content"), changed) < 0) {
+            return -1;
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
+        {
+            if (mask_json_string(
+                    st, q,
+                    json_object_get(json_object_get(tc, "function"),
+                                    "arguments"),
+                    changed) < 0) {
+                return -1;
+            }
+        }
+        if (mask_json_string(
+                st, q,
+                json_object_get(json_object_get(m, "function_call"),
+                                "arguments"),
+                changed) < 0) {
+            return -1;
+        }
+    }
+    if (json_is_string(in)) {
+        return mask_json_string(st, q, in, changed);
+    }
+    json_array_foreach(in, i, m)
+    {
+        if (mask_json_string(st, q, m, changed) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/*
+ * Whether a canonical body the host has not parsed may hold something to
+ * mask: its JSON string escapes undone (\n, \", ...), the whole text
+ * through the detectors and keywords. Every value the walk of the parsed
+ * body would find is found here too (each string of it appears between
+ * quotes, which bound every detector), so "no" lets the body go upstream
+ * untouched and unparsed. A \u escape, or a regex rule (its match on
+ * the raw text does not predict the decoded one), answers "maybe".
+ */
+static int
+raw_may_match(mask_t *st, mreq_t *q, mf_str_t raw)
+{
+    size_t i, k = 0;
+    char *d;
+    int found;
+
+    if (st->nregex > 0 || raw.len == 0) {
+        return 1;
+    }
+    q->out.len = 0;
+    mf_mask_buf_add(&q->out, raw.data, raw.len); /* room, and the copy */
+    d = q->out.data;
+    for (i = 0; i < raw.len; i++) {
+        char c = raw.data[i];
+
+        if (c == '\\' && i + 1 < raw.len) {
+            switch (raw.data[++i]) {
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case '"':
+            case '\\':
+            case '/':
+                c = raw.data[i];
+                break;
+            default:
+                return 1; /* \u: the parser decides */
+            }
+        }
+        d[k++] = c;
+    }
+    q->m.n = 0;
+    mf_mask_detect(q->out.data ? q->out.data : "", k, st->kinds, &q->m);
+    if (st->has_kw) {
+        mf_kw_feed(st->kw, 0, q->out.data ? q->out.data : "", k, kw_hit, &q->m);
+    }
+    found = q->m.n > 0;
+    q->m.n = 0;
+    return found;
+}
+
+/* The OpenAI adapter's paths: the body is the canonical form, unparsed. */
+static int
+canonical_raw(mf_req_t *r)
+{
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    api->get_info(r, &info);
+    return (info.path.len == 20 &&
+            memcmp(info.path.data, "/v1/chat/completions", 20) == 0) ||
+           (info.path.len == 14 &&
+            memcmp(info.path.data, "/v1/embeddings", 14) == 0);
+}
+
+static mf_action_t
+mask_on_request(mf_req_t *r, void *state, void **ctx)
+{
+    mask_t *st = state;
+    json_t *body;
+    mreq_t *q = mreq_get(st, ctx);
+    mf_str_t raw;
+    int changed = 0;
+    char msg[160];
+
+    if (canonical_raw(r) && api->get_body(r, &raw) == MF_OK &&
+        !raw_may_match(st, q, raw)) {
+        return MF_CONTINUE; /* nothing to mask: the body is not parsed */
+    }
+    body = api->get_body_json(r);
+    if (body == NULL) {
+        return MF_CONTINUE;
+    }
+    if (mask_body(st, q, body, &changed) < 0) {
+        snprintf(msg, sizeof(msg),
+                 "the request was blocked by the mask rule '%s'", q->blocked);
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-blocked"),
+                        (mf_str_t){q->blocked, strlen(q->blocked)});
+        api->respond_error_code(r, 400, "invalid_request_error",
+                                "content_blocked", msg);
+        return MF_RESPOND;
+    }
+    if (changed) {
+        char n[16];
+
+        api->body_changed(r);
+        /* how many, never which */
+        snprintf(n, sizeof(n), "%u", q->masked);
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),
+                        (mf_str_t){n, strlen(n)});
+    }
+    return MF_CONTINUE;
+}
+
+/* ---- restoring the answer ---- */
+
+/* Restores a whole JSON string in place. */
+static void
+restore_string(mreq_t *q, json_t *v)
+{
+    mf_mask_buf_t held = {0};
+
+    if (!json_is_string(v)) {
+        return;
+    }
+    q->out.len = 0;
+    mf_mask_restore(q->e, q->n, &held, json_string_value(v),
+                    json_string_length(v), 1, &q->out);
+    json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
+}
+
+/* Whether a value reads the same inside a JSON string (no quote,
+ * backslash or control character), at any depth of encoding. */
+static int
+json_plain(const char *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\' || (unsigned char)s[i] < 0x20) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void
+restore_whole(mf_req_t *r, mreq_t *q, mf_str_t data)
+{
+    json_t *j, *c, *tc, *msg;
+    size_t i, k;
+    char *text;
+    mf_mask_buf_t held = {0};
+
+    for (i = 0; i < q->n && json_plain(q->e[i].val, q->e[i].vlen); i++) {
+    }
+    if (i == q->n) {
+        /* every value is plain JSON string text: restored in the answer's
+         * bytes, without parsing it (a placeholder is plain too) */
+        q->out.len = 0;
+        mf_mask_restore(q->e, q->n, &held, data.data, data.len, 1, &q->out);
+        api->set_response_chunk(
+            r, (mf_str_t){q->out.data ? q->out.data : "", q->out.len});
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
+    if (j == NULL) {
+        return;
+    }
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        msg = json_object_get(c, "message");
+        restore_string(q, json_object_get(msg, "content"));
+        restore_string(q, json_object_get(msg, "reasoning_content"));
+        json_array_foreach(json_object_get(msg, "tool_calls"), k, tc)
+        {
+            restore_string(q, json_object_get(json_object_get(tc, "function"),
+                                              "arguments"));
+        }
+    }
+    text = json_dumps(j, JSON_COMPACT);
+    if (text != NULL) {
+        api->set_response_chunk(r, (mf_str_t){text, strlen(text)});
+        free(text);
+    }
+    json_decref(j);
+}
+
+static chan_t *
+chan_get(mreq_t *q, int choice, int kind)
+{
+    size_t i;
+
+    for (i = 0; i < q->nch; i++) {
+        if (q->ch[i].choice == choice && q->ch[i].kind == kind) {
+            return &q->ch[i];
+        }
+    }
+    q->ch = realloc(q->ch, (q->nch + 1) * sizeof(*q->ch));
+    if (q->ch == NULL) {
+        abort();
+    }
+    q->ch[q->nch] = (chan_t){.choice = choice, .kind = kind};
+    return &q->ch[q->nch++];
+}
+
+/* Releases a channel's held text as an event of its own, ahead of the
+ * current one. */
+static void
+chan_flush(mf_req_t *r, mreq_t *q, chan_t *ch)
+{
+    json_t *c, *delta;
+    char *text;
+
+    if (ch->held.len == 0) {
+        return;
+    }
+    q->out.len = 0;
+    mf_mask_restore(q->e, q->n, &ch->held, "", 0, 1, &q->out);
+    c = q->top ? json_deep_copy(q->top) : json_object();
+    delta = json_object();
+    if (ch->kind < 2) {
+        json_object_set_new(delta,
+                            ch->kind == 0 ? "content" : "reasoning_content",
+                            json_stringn(q->out.data, q->out.len));
+    } else {
+        json_object_set_new(delta, "tool_calls",
+                            json_pack("[{s:i,s:{s:s%}}]", "index", ch->kind - 2,
+                                      "function", "arguments", q->out.data,
+                                      q->out.len));
+    }
+    json_object_set_new(c, "choices",
+                        json_pack("[{s:i,s:o,s:n}]", "index", ch->choice,
+                                  "delta", delta, "finish_reason"));
+    text = json_dumps(c, JSON_COMPACT);
+    json_decref(c);
+    if (text != NULL) {
+        api->insert_response_chunk(r, (mf_str_t){text, strlen(text)});
+        free(text);
+    }
+}
+
+/* Whether a tool call delta only carries argument text. */
+static int
+tool_delta_is_text(const json_t *tc)
+{
+    const char *key;
+    json_t *v;
+
+    json_object_foreach((json_t *)tc, key, v)
+    {
+        if (strcmp(key, "index") == 0) {
+            continue;
+        }
+        if (strcmp(key, "function") != 0) {
+            return 0;
+        }
+        if (json_object_size(v) != 1 ||
+            !json_is_string(json_object_get(v, "arguments"))) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Whether an event carries text only (no role, finish, tool call start
+ * or usage): only then may its tail be held back. */
+static int
+event_is_text(const json_t *j)
+{
+    const json_t *u = json_object_get(j, "usage"), *c, *tc;
+    const char *key;
+    json_t *v;
+    size_t i, k;
+
+    if (u != NULL && !json_is_null(u)) {
+        return 0;
+    }
+    if (json_array_size(json_object_get(j, "choices")) == 0) {
+        return 0;
+    }
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        const json_t *f = json_object_get(c, "finish_reason");
+
+        if (f != NULL && !json_is_null(f)) {
+            return 0;
+        }
+        json_object_foreach(json_object_get(c, "delta"), key, v)
+        {
+            if (strcmp(key, "tool_calls") == 0) {
+                json_array_foreach(v, k, tc)
+                {
+                    if (!tool_delta_is_text(tc)) {
+                        return 0;
+                    }
+                }
+            } else if (strcmp(key, "content") != 0 &&
+                       strcmp(key, "reasoning_content") != 0) {
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+/* A text field of the event, restored through its channel. */
+static void
+restore_field(mreq_t *q, json_t *holder, const char *key, int choice, int kind,
+              int text_only, int *empty)
+{
+    json_t *v = json_object_get(holder, key);
+    chan_t *ch;
+
+    if (!json_is_string(v)) {
+        return;
+    }
+    ch = chan_get(q, choice, kind);
+    q->out.len = 0;
+    mf_mask_restore(q->e, q->n, &ch->held, json_string_value(v),
+                    json_string_length(v), !text_only, &q->out);
+    if (q->out.len > 0) {
+        *empty = 0;
+    }
+    json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
+}
+
+/* Whether the event has text for the channel. */
+static int
+event_has(const json_t *j, const chan_t *ch)
+{
+    const json_t *c, *tc;
+    size_t i, k;
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        const json_t *d = json_object_get(c, "delta");
+        json_int_t idx = json_integer_value(json_object_get(c, "index"));
+
+        if (idx != ch->choice) {
+            continue;
+        }
+        if (ch->kind == 0) {
+            return json_is_string(json_object_get(d, "content"));
+        }
+        if (ch->kind == 1) {
+            return json_is_string(json_object_get(d, "reasoning_content"));
+        }
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            if (json_integer_value(json_object_get(tc, "index")) ==
+                    ch->kind - 2 &&
+                json_is_string(json_object_get(json_object_get(tc, "function"),
+                                               "arguments"))) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+static void
+restore_event(mf_req_t *r, mreq_t *q, mf_str_t data, int last)
+{
+    json_t *j, *c, *tc;
+    size_t i, k;
+    int text_only, empty = 1;
+    char *text;
+
+    if (last) {
+        /* the end: whatever is held goes out before it */
+        for (i = 0; i < q->nch; i++) {
+            chan_flush(r, q, &q->ch[i]);
+        }
+        return;
+    }
+    j = json_loadb(data.data, data.len, 0, NULL);
+    if (!json_is_object(j)) {
+        json_decref(j);
+        return;
+    }
+    if (q->top == NULL) {
+        const char *key;
+        json_t *v;
+
+        q->top = json_object();
+        json_object_foreach(j, key, v)
+        {
+            if (strcmp(key, "choices") != 0 && strcmp(key, "usage") != 0) {
+                json_object_set(q->top, key, v);
+            }
+        }
+    }
+    text_only = event_is_text(j);
+    /* held text of the channels this event does not continue goes first */
+    for (i = 0; i < q->nch; i++) {
+        if (q->ch[i].held.len > 0 && !event_has(j, &q->ch[i])) {
+            chan_flush(r, q, &q->ch[i]);
+        }
+    }
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        json_t *d = json_object_get(c, "delta");
+        int choice = (int)json_integer_value(json_object_get(c, "index"));
+
+        restore_field(q, d, "content", choice, 0, text_only, &empty);
+        restore_field(q, d, "reasoning_content", choice, 1, text_only, &empty);
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            int idx = (int)json_integer_value(json_object_get(tc, "index"));
+
+            restore_field(q, json_object_get(tc, "function"), "arguments",
+                          choice, 2 + idx, text_only, &empty);
+        }
+    }
+    if (text_only && empty) {
+        /* all of its text is held: nothing to send for it yet */
+        api->set_response_chunk(r, MF_STR(""));
+    } else {
+        text = json_dumps(j, JSON_COMPACT);
+        if (text != NULL) {
+            api->set_response_chunk(r, (mf_str_t){text, strlen(text)});
+            free(text);
+        }
+    }
+    json_decref(j);
+}
+
+static mf_action_t
+mask_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
+                      int last)
+{
+    mask_t *st = state;
+    mreq_t *q = *ctx;
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    if (!st->restore || q == NULL || q->n == 0) {
+        return MF_CONTINUE; /* no placeholder given: nothing to restore */
+    }
+    api->get_info(r, &info);
+    if (!info.stream) {
+        restore_whole(r, q, data);
+    } else {
+        restore_event(r, q, data, last);
+    }
+    return MF_CONTINUE;
+}
+
+static void
+mask_on_done(mf_req_t *r, void *state, void **ctx)
+{
+    mreq_t *q = *ctx;
+    size_t i;
+
+    (void)r;
+    (void)state;
+    if (q == NULL) {
+        return;
+    }
+    for (i = 0; i < q->n; i++) {
+        memset(q->e[i].val, 0, q->e[i].vlen);
+        free(q->e[i].val);
+        free(q->e[i].ph);
+    }
+    for (i = 0; i < q->nch; i++) {
+        mf_mask_buf_free(&q->ch[i].held);
+    }
+    free(q->ch);
+    free(q->e);
+    free(q->etype);
+    free(q->counter);
+    mf_mask_matches_free(&q->m);
+    mf_mask_buf_free(&q->out);
+    json_decref(q->top);
+    free(q);
+    *ctx = NULL;
+}
+
+static const mf_plugin_t mask_plugin = {
+    MF_PLUGIN_ABI,
+    .name = "mask",
+    .version = "1.0.0",
+    .init = mask_init,
+    .fini = mask_fini,
+    .on_request = mask_on_request,
+    .on_response_body = mask_on_response_body,
+    .on_done = mask_on_done,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &mask_plugin;
+}

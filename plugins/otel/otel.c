@@ -1,0 +1,1599 @@
+/*
+ * otel: traces of LLM requests, exported as OTLP/HTTP (protobuf or JSON)
+ * by a background thread.
+ *
+ * Each request that came for the LLM API gives a server span (joined to
+ * the client's W3C traceparent when it sent one: same trace, the client's
+ * span as parent) and, under it, one client span per upstream attempt,
+ * named and attributed by the OpenTelemetry GenAI semantic conventions
+ * ("chat gpt-4o", gen_ai.provider.name, gen_ai.request.model,
+ * gen_ai.usage.input_tokens, ...). The attempt's span is the parent named
+ * by the traceparent header sent upstream.
+ *
+ * A worker only formats its spans into one string and queues it (a
+ * bounded queue under a mutex; when full the spans are dropped and
+ * counted); the exporter thread sends batches of up to `batch` spans at
+ * least every `flush_ms`, retrying a failed export (a connection error,
+ * 429, 502, 503, 504) with backoff up to `retries` times. fini gives it
+ * `close_ms` to send what is left.
+ *
+ * config: { endpoint: URL, protocol: http/protobuf | http/json,
+ *           headers: {NAME: VALUE}, service_name: S,
+ *           batch: 512, queue: 8192, flush_ms: 1000, timeout_ms: 10000,
+ *           retries: 3, close_ms: 3000, propagate: true }
+ * Unset ones come from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL)
+ * or OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces), ..._HEADERS
+ * ("k=v,k2=v2", values percent-decoded), ..._TIMEOUT, OTEL_SERVICE_NAME;
+ * by default http://localhost:4318/v1/traces; the protocol from
+ * OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL, by default http/protobuf (the
+ * OTel default; grpc is refused). Header values are never logged.
+ */
+#include <errno.h>
+#include <manifold/plugin.h>
+#include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static const mf_host_api_t *api;
+
+static const mf_str_t L_DROPPED = MF_STR("dropped");
+static const mf_str_t L_EXPORTED = MF_STR("exported");
+static const mf_str_t L_FAILED = MF_STR("failed");
+static const mf_str_t L_OK = MF_STR("ok");
+static const mf_str_t L_RETRIED = MF_STR("retried");
+
+/* A growing text buffer. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+    int failed;
+} jb_t;
+
+typedef struct span_s {
+    struct span_s *next;
+    size_t nspans; /* span objects in text */
+    size_t len;
+    char text[]; /* one or more span objects joined by ',' */
+} span_t;
+
+typedef struct {
+    /* where */
+    char *url;
+    int tls;
+    char *host;
+    char *port;
+    char *path;
+    char *hostport; /* the Host header */
+    char **headers; /* "Name: value" lines */
+    size_t nheaders;
+    char *resource;    /* the resource's JSON (attributes) */
+    char *resource_pb; /* and its protobuf (Resource) */
+    size_t resource_pb_len;
+    SSL_CTX *ssl;
+    /* how */
+    size_t batch;
+    size_t queue_cap;
+    long flush_ms;
+    long timeout_ms;
+    long close_ms;
+    int retries;
+    int propagate;
+    int protobuf; /* http/protobuf, else http/json */
+    /* the queue (under lock) */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    int cur_fd; /* the export's socket, -1 none (under lock): fini cuts it */
+    span_t *head, *tail;
+    size_t queued; /* spans in the queue */
+    uint64_t dropped;
+    int stop;
+    pthread_t thread;
+    int started;
+    mf_metric_t *m_spans;   /* manifold_otel_spans_total{outcome} */
+    mf_metric_t *m_exports; /* manifold_otel_exports_total{outcome} */
+} otel_t;
+
+/* JSON building */
+
+static void
+jb_put(jb_t *b, const char *s, size_t n)
+{
+    if (b->failed) {
+        return;
+    }
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        char *p;
+
+        while (cap < b->len + n + 1) {
+            cap *= 2;
+        }
+        if ((p = realloc(b->p, cap)) == NULL) {
+            b->failed = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void
+jb_cstr(jb_t *b, const char *s)
+{
+    jb_put(b, s, strlen(s));
+}
+
+/* A JSON string of s (control characters escaped; bytes >= 0x80 are
+ * passed as they are: the host keeps labels and names valid UTF-8). */
+static void
+jb_str(jb_t *b, mf_str_t s)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i, from = 0;
+
+    jb_put(b, "\"", 1);
+    for (i = 0; i < s.len; i++) {
+        unsigned char c = (unsigned char)s.data[i];
+        char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+        if (c >= 0x20 && c != '"' && c != '\\') {
+            continue;
+        }
+        jb_put(b, s.data + from, i - from);
+        from = i + 1;
+        if (c == '"' || c == '\\') {
+            esc[1] = (char)c;
+            jb_put(b, esc, 2);
+        } else {
+            jb_put(b, esc, 6);
+        }
+    }
+    jb_put(b, s.data + from, s.len - from);
+    jb_put(b, "\"", 1);
+}
+
+static mf_str_t
+cstr(const char *s)
+{
+    return (mf_str_t){s, strlen(s)};
+}
+
+static int hexval(char c);
+
+/* OTLP protobuf (opentelemetry/proto/trace/v1/trace.proto), made on the
+ * exporter thread from the JSON the workers queued: the same spans. */
+
+static void
+pb_varint(jb_t *b, uint64_t v)
+{
+    char tmp[10];
+    size_t n = 0;
+
+    /* most are one byte (tags, short lengths): no copy call */
+    if (v < 0x80 && !b->failed && b->len + 2 <= b->cap) {
+        b->p[b->len++] = (char)v;
+        b->p[b->len] = '\0';
+        return;
+    }
+    do {
+        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+        v >>= 7;
+    } while (v != 0);
+    jb_put(b, tmp, n);
+}
+
+static void
+pb_tag(jb_t *b, unsigned field, unsigned wire)
+{
+    pb_varint(b, ((uint64_t)field << 3) | wire);
+}
+
+static void
+pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
+{
+    pb_tag(b, field, 2);
+    pb_varint(b, n);
+    jb_put(b, p, n);
+}
+
+static void
+pb_str(jb_t *b, unsigned field, const char *s)
+{
+    if (s != NULL && s[0] != '\0') {
+        pb_bytes(b, field, s, strlen(s));
+    }
+}
+
+static void
+pb_fixed64(jb_t *b, unsigned field, uint64_t v)
+{
+    char tmp[8];
+    int k;
+
+    for (k = 0; k < 8; k++) {
+        tmp[k] = (char)(v >> (8 * k));
+    }
+    pb_tag(b, field, 1);
+    jb_put(b, tmp, 8);
+}
+
+/* a submessage: field, length, the bytes of m */
+static void
+pb_msg(jb_t *b, unsigned field, jb_t *m)
+{
+    pb_bytes(b, field, m->p ? m->p : "", m->len);
+    b->failed |= m->failed;
+    free(m->p);
+    *m = (jb_t){0};
+}
+
+/* hex digits -> bytes (an id); 0 when not hex */
+static int
+pb_hex(jb_t *b, unsigned field, mf_str_t hex)
+{
+    unsigned char out[16];
+    size_t k, n = hex.len / 2;
+
+    if (hex.len % 2 != 0 || n > sizeof(out)) {
+        return 0;
+    }
+    for (k = 0; k < n; k++) {
+        int hi = hexval(hex.data[2 * k]), lo = hexval(hex.data[2 * k + 1]);
+
+        if (hi < 0 || lo < 0) {
+            return 0;
+        }
+        out[k] = (unsigned char)(hi * 16 + lo);
+    }
+    pb_bytes(b, field, out, n);
+    return 1;
+}
+
+/* A request's spans are written by the worker straight in the export's
+ * encoding: JSON span objects joined by ',', or protobuf Span messages
+ * each as field 2 of ScopeSpans (the exporter wraps them). */
+typedef struct {
+    jb_t out;      /* the spans so far */
+    jb_t sp;       /* protobuf: the span being written */
+    int pb;        /* protobuf, else JSON */
+    int n;         /* JSON: attributes written in this span (commas) */
+    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+} enc_t;
+
+/* JSON: {"key":K,"value":{"stringValue":V}}, int64 values as decimal
+ * strings (the protobuf JSON mapping of int64); protobuf: KeyValue
+ * {key 1, AnyValue value 2 {string 1, bool 2, int64 3, double 4}}. */
+static void
+attr_key(enc_t *e, const char *key)
+{
+    jb_cstr(&e->out, e->n++ ? ",{\"key\":\"" : "{\"key\":\"");
+    jb_cstr(&e->out, key);
+    jb_cstr(&e->out, "\",\"value\":{");
+}
+
+static size_t
+pb_varint_len(uint64_t v)
+{
+    size_t n = 1;
+
+    while (v > 0x7f) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* protobuf: a KeyValue's head, written straight into the span: its
+ * field, its length, the key, and the head of an AnyValue of any_len
+ * bytes, which the caller writes next (no buffer per attribute) */
+static void
+pb_kv_head(enc_t *e, const char *key, size_t any_len)
+{
+    size_t klen = strlen(key);
+    size_t kv_len =
+        1 + pb_varint_len(klen) + klen + 1 + pb_varint_len(any_len) + any_len;
+
+    pb_tag(&e->sp, e->attr, 2);
+    pb_varint(&e->sp, kv_len);
+    pb_bytes(&e->sp, 1, key, klen);
+    pb_tag(&e->sp, 2, 2);
+    pb_varint(&e->sp, any_len);
+}
+
+static void
+attr_str(enc_t *e, const char *key, mf_str_t v)
+{
+    if (v.len == 0) {
+        return;
+    }
+    if (e->pb) {
+        pb_kv_head(e, key, 1 + pb_varint_len(v.len) + v.len);
+        pb_bytes(&e->sp, 1, v.data, v.len);
+        return;
+    }
+    attr_key(e, key);
+    jb_cstr(&e->out, "\"stringValue\":");
+    jb_str(&e->out, v);
+    jb_cstr(&e->out, "}}");
+}
+
+static void
+attr_int(enc_t *e, const char *key, int64_t v)
+{
+    char tmp[48];
+
+    if (v < 0) {
+        return;
+    }
+    if (e->pb) {
+        pb_kv_head(e, key, 1 + pb_varint_len((uint64_t)v));
+        pb_tag(&e->sp, 3, 0);
+        pb_varint(&e->sp, (uint64_t)v);
+        return;
+    }
+    attr_key(e, key);
+    snprintf(tmp, sizeof(tmp), "\"intValue\":\"%lld\"}}", (long long)v);
+    jb_cstr(&e->out, tmp);
+}
+
+static void
+attr_double(enc_t *e, const char *key, double v)
+{
+    char tmp[64];
+
+    if (e->pb) {
+        uint64_t bits;
+
+        memcpy(&bits, &v, sizeof(bits));
+        pb_kv_head(e, key, 9);
+        pb_fixed64(&e->sp, 4, bits);
+        return;
+    }
+    attr_key(e, key);
+    snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
+    jb_cstr(&e->out, tmp);
+}
+
+static void
+attr_bool(enc_t *e, const char *key, int v)
+{
+    if (e->pb) {
+        pb_kv_head(e, key, 2);
+        pb_tag(&e->sp, 2, 0);
+        pb_varint(&e->sp, v != 0);
+        return;
+    }
+    attr_key(e, key);
+    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+}
+
+/* Span names and attributes */
+
+/* gen_ai.provider.name of a provider type (the conventions' well-known
+ * values; another type is named as it is). */
+static mf_str_t
+genai_provider(mf_str_t type)
+{
+    static const char *const map[][2] = {
+        {"azure", "azure.ai.openai"},   {"gemini", "gcp.gemini"},
+        {"vertex", "gcp.vertex_ai"},    {"bedrock", "aws.bedrock"},
+        {"mistral", "mistral_ai"},      {"xai", "x_ai"},
+        {"openai-compatible", "openai"}};
+    size_t i;
+
+    for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
+        if (type.len == strlen(map[i][0]) &&
+            memcmp(type.data, map[i][0], type.len) == 0) {
+            return cstr(map[i][1]);
+        }
+    }
+    return type;
+}
+
+static const char *
+operation_of(const mf_req_info_t *i)
+{
+    return i->endpoint == MF_ENDPOINT_EMBEDDINGS ? "embeddings" : "chat";
+}
+
+/* What the client asked for: parameters the conventions name, read
+ * once before the first attempt (the body is not read at on_log). */
+typedef struct {
+    char max_tokens[24];
+    char temperature[32];
+    char top_p[32];
+} params_t;
+
+static void
+copy_field(mf_req_t *r, const char *key, char *out, size_t cap)
+{
+    mf_str_t v;
+
+    out[0] = '\0';
+    if (api->get_body_field(r, cstr(key), &v) == MF_OK && v.len > 0 &&
+        v.len < cap &&
+        (v.data[0] == '-' || (v.data[0] >= '0' && v.data[0] <= '9'))) {
+        memcpy(out, v.data, v.len);
+        out[v.len] = '\0';
+    }
+}
+
+static void
+attr_params(enc_t *e, const params_t *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    if (p->max_tokens[0]) {
+        attr_int(e, "gen_ai.request.max_tokens", atoll(p->max_tokens));
+    }
+    if (p->temperature[0]) {
+        attr_double(e, "gen_ai.request.temperature", atof(p->temperature));
+    }
+    if (p->top_p[0]) {
+        attr_double(e, "gen_ai.request.top_p", atof(p->top_p));
+    }
+}
+
+static void
+attr_usage(enc_t *e, const mf_req_info_t *i)
+{
+    attr_int(e, "gen_ai.usage.input_tokens", i->usage.prompt_tokens);
+    attr_int(e, "gen_ai.usage.output_tokens", i->usage.completion_tokens);
+    if (i->usage.cached_tokens > 0) {
+        attr_int(e, "gen_ai.usage.cache_read.input_tokens",
+                 i->usage.cached_tokens);
+    }
+    if (i->cache_write_tokens > 0) {
+        attr_int(e, "gen_ai.usage.cache_creation.input_tokens",
+                 i->cache_write_tokens);
+    }
+    if (i->usage.reasoning_tokens > 0) {
+        attr_int(e, "gen_ai.usage.reasoning.output_tokens",
+                 i->usage.reasoning_tokens);
+    }
+    if (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0) {
+        attr_bool(e, "manifold.usage.estimated", i->usage.estimated);
+    }
+}
+
+static void
+span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
+          mf_str_t name, int kind, double start_s, double end_s)
+{
+    char tmp[160];
+    jb_t *b = &e->out;
+
+    e->n = 0;
+    if (e->pb) {
+        e->sp.len = 0; /* the buffer is reused from span to span */
+        e->attr = 9;
+        pb_hex(&e->sp, 1, trace);
+        pb_hex(&e->sp, 2, span);
+        if (parent.len == 16) {
+            pb_hex(&e->sp, 4, parent);
+        }
+        pb_bytes(&e->sp, 5, name.data, name.len);
+        pb_tag(&e->sp, 6, 0);
+        pb_varint(&e->sp, (uint64_t)kind);
+        pb_fixed64(&e->sp, 7, (uint64_t)(start_s * 1e9));
+        pb_fixed64(&e->sp, 8, (uint64_t)(end_s * 1e9));
+        return;
+    }
+    if (b->len > 0) {
+        jb_put(b, ",", 1);
+    }
+    jb_cstr(b, "{\"traceId\":\"");
+    jb_put(b, trace.data, trace.len);
+    jb_cstr(b, "\",\"spanId\":\"");
+    jb_put(b, span.data, span.len);
+    jb_cstr(b, "\"");
+    if (parent.len == 16) {
+        jb_cstr(b, ",\"parentSpanId\":\"");
+        jb_put(b, parent.data, parent.len);
+        jb_cstr(b, "\"");
+    }
+    jb_cstr(b, ",\"name\":");
+    jb_str(b, name);
+    /* fixed64 nanoseconds: decimal strings */
+    snprintf(tmp, sizeof(tmp),
+             ",\"kind\":%d,\"startTimeUnixNano\":\"%llu\","
+             "\"endTimeUnixNano\":\"%llu\",\"attributes\":[",
+             kind, (unsigned long long)(start_s * 1e9),
+             (unsigned long long)(end_s * 1e9));
+    jb_cstr(b, tmp);
+}
+
+/* status: 2 (ERROR) with a message, or unset */
+static void
+span_close(enc_t *e, int error, mf_str_t message)
+{
+    jb_t *b = &e->out;
+
+    if (message.len > 256) {
+        message.len = 256;
+    }
+    if (e->pb) {
+        if (error) {
+            jb_t st = {0};
+
+            pb_bytes(&st, 2, message.data, message.len);
+            pb_tag(&st, 3, 0);
+            pb_varint(&st, 2);
+            pb_msg(&e->sp, 15, &st);
+        }
+        /* ScopeSpans.spans; the span's buffer is kept for the next */
+        pb_bytes(b, 2, e->sp.p ? e->sp.p : "", e->sp.len);
+        b->failed |= e->sp.failed;
+        return;
+    }
+    jb_cstr(b, "]");
+    if (error) {
+        jb_cstr(b, ",\"status\":{\"code\":2");
+        if (message.len > 0) {
+            jb_cstr(b, ",\"message\":");
+            jb_str(b, message);
+        }
+        jb_cstr(b, "}");
+    }
+    jb_cstr(b, "}");
+}
+
+/* The error.type of an answer: a fixed, small set. */
+static const char *
+error_type(int status)
+{
+    switch (status) {
+    case 400:
+        return "invalid_request";
+    case 401:
+        return "authentication";
+    case 403:
+        return "permission";
+    case 404:
+        return "not_found";
+    case 429:
+        return "rate_limit";
+    case 499:
+        return "client_closed";
+    case 502:
+        return "upstream";
+    case 503:
+        return "unavailable";
+    case 504:
+        return "timeout";
+    default:
+        return status >= 500 ? "internal" : "invalid_request";
+    }
+}
+
+/* The queue */
+
+static void
+enqueue(otel_t *o, jb_t *b, size_t nspans)
+{
+    span_t *s;
+
+    if (b->failed || (s = malloc(sizeof(*s) + b->len + 1)) == NULL) {
+        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
+        return;
+    }
+    s->next = NULL;
+    s->nspans = nspans;
+    s->len = b->len;
+    memcpy(s->text, b->p, b->len + 1);
+    pthread_mutex_lock(&o->lock);
+    if (o->queued + nspans > o->queue_cap) {
+        o->dropped += nspans;
+        pthread_mutex_unlock(&o->lock);
+        free(s);
+        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
+        return;
+    }
+    if (o->tail) {
+        o->tail->next = s;
+    } else {
+        o->head = s;
+    }
+    o->tail = s;
+    o->queued += nspans;
+    /* wake the exporter when a batch is full; else it flushes in time */
+    if (o->queued >= o->batch && o->queued - nspans < o->batch) {
+        pthread_cond_signal(&o->wake);
+    }
+    pthread_mutex_unlock(&o->lock);
+}
+
+/* Stage callbacks */
+
+static mf_action_t
+otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
+{
+    otel_t *o = state;
+    mf_req_info_t i = {.size = sizeof(i)};
+    mf_attempt_info_t a = {.size = sizeof(a)};
+    char tp[64];
+    size_t k;
+
+    if (*ctx == NULL && (*ctx = api->palloc(r, sizeof(params_t))) != NULL) {
+        params_t *p = *ctx;
+
+        copy_field(r, "max_tokens", p->max_tokens, sizeof(p->max_tokens));
+        if (p->max_tokens[0] == '\0') {
+            copy_field(r, "max_completion_tokens", p->max_tokens,
+                       sizeof(p->max_tokens));
+        }
+        copy_field(r, "temperature", p->temperature, sizeof(p->temperature));
+        copy_field(r, "top_p", p->top_p, sizeof(p->top_p));
+    }
+    if (!o->propagate) {
+        return MF_CONTINUE;
+    }
+    api->get_info(r, &i);
+    /* the open attempt is the last one */
+    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+        if (a.outcome.len == 0) {
+            snprintf(tp, sizeof(tp), "00-%.*s-%.*s-%s", (int)i.trace_id.len,
+                     i.trace_id.data, (int)a.span_id.len, a.span_id.data,
+                     i.trace_sampled ? "01" : "00");
+            api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
+                            MF_STR("traceparent"), cstr(tp));
+            break;
+        }
+    }
+    return MF_CONTINUE;
+}
+
+/* "a b" into out (cut to fit), as a view */
+static mf_str_t
+join_name(char *out, size_t cap, mf_str_t a, mf_str_t b)
+{
+    size_t n = a.len < cap - 1 ? a.len : cap - 1, m;
+
+    if (n > 0) {
+        memcpy(out, a.data, n);
+    }
+    if (n + 1 < cap) {
+        out[n++] = ' ';
+    }
+    m = b.len < cap - n ? b.len : cap - n;
+    if (m > 0) {
+        memcpy(out + n, b.data, m);
+    }
+    return (mf_str_t){out, n + m};
+}
+
+static void
+otel_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    otel_t *o = state;
+    mf_req_info_t i = {.size = sizeof(i)};
+    mf_attempt_info_t a = {.size = sizeof(a)};
+    const params_t *p = *ctx;
+    enc_t e = {.pb = o->protobuf};
+    char name[300];
+    size_t k, nspans = 1;
+    int n_ok = -1;
+    double end;
+
+    api->get_info(r, &i);
+    /* not scrapes, stage pages, health checks, nor what the gateway
+     * answers itself (model lists, count_tokens): no model call */
+    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
+        i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
+        return; /* scrapes, stage pages, health checks; not sampled */
+    }
+    end = i.start_time + i.latency_ms / 1000;
+    /* the server span: the gateway's answer to the client */
+    span_open(&e, i.trace_id, i.span_id, i.parent_span_id,
+              join_name(name, sizeof(name), i.method, i.path), 2, i.start_time,
+              end);
+    attr_str(&e, "http.request.method", i.method);
+    attr_str(&e, "http.route", i.path);
+    attr_str(&e, "url.path", i.path);
+    attr_int(&e, "http.response.status_code", i.status);
+    attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
+    attr_str(&e, "gen_ai.request.model", i.model);
+    attr_params(&e, p);
+    attr_bool(&e, "manifold.stream", i.stream);
+    attr_str(&e, "manifold.consumer", i.consumer);
+    attr_str(&e, "manifold.request_id", i.id);
+    attr_int(&e, "manifold.attempts", i.attempts);
+    if (i.first_content_ms >= 0) {
+        attr_double(&e, "manifold.time_to_first_token_s",
+                    i.first_content_ms / 1000);
+    }
+    attr_usage(&e, &i);
+    if (i.status >= 400) {
+        attr_str(&e, "error.type", cstr(error_type(i.status)));
+    }
+    /* a server span is an error for 5xx only (the client's 4xx is its
+     * own); a stream cut after its head is one too */
+    span_close(
+        &e, i.status >= 500 || (i.stream && i.error.len > 0 && i.status < 400),
+        i.error);
+
+    /* the attempt that answered gets the usage */
+    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+        if (a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0) {
+            n_ok = (int)k;
+        }
+    }
+    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+        int failed =
+            !(a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0);
+        double start =
+            a.start_ms >= 0 ? i.start_time + a.start_ms / 1000 : i.start_time;
+        double stop = a.duration_ms >= 0 ? start + a.duration_ms / 1000 : start;
+
+        span_open(
+            &e, i.trace_id, a.span_id, i.span_id,
+            join_name(name, sizeof(name), cstr(operation_of(&i)), a.model), 3,
+            start, stop);
+        attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
+        attr_str(&e, "gen_ai.provider.name", genai_provider(a.provider_type));
+        attr_str(&e, "gen_ai.request.model", a.model);
+        attr_params(&e, p);
+        attr_str(&e, "manifold.provider", a.provider);
+        if (a.status > 0) {
+            attr_int(&e, "http.response.status_code", a.status);
+        }
+        if (a.ttfb_ms >= 0) {
+            attr_double(&e, "manifold.upstream.time_to_first_byte_s",
+                        a.ttfb_ms / 1000);
+        }
+        if ((int)k == n_ok) {
+            attr_str(&e, "gen_ai.response.model", i.upstream_model);
+            attr_usage(&e, &i);
+            if (i.stream && i.error.len > 0) {
+                failed = 1; /* began, then cut */
+            }
+        }
+        if (failed) {
+            attr_str(&e, "error.type", a.outcome);
+        }
+        span_close(&e, failed, failed ? a.outcome : MF_STR_NULL);
+        nspans++;
+    }
+    enqueue(o, &e.out, nspans);
+    free(e.out.p);
+    free(e.sp.p);
+}
+
+/* Export: a blocking HTTP/1.1 client on the exporter thread */
+
+typedef struct {
+    int fd;
+    SSL *ssl;
+} conn_t;
+
+static void
+conn_close(otel_t *o, conn_t *c)
+{
+    if (c->ssl != NULL) {
+        SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        c->ssl = NULL;
+    }
+    if (c->fd >= 0) {
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = -1;
+        pthread_mutex_unlock(&o->lock);
+        close(c->fd);
+        c->fd = -1;
+    }
+}
+
+static int
+conn_open(otel_t *o, conn_t *c, char *err, size_t errcap)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+    long ms;
+    struct timeval tv;
+    int rc;
+
+    /* stopping: what is left gets close_ms at most */
+    pthread_mutex_lock(&o->lock);
+    ms = o->stop && o->close_ms < o->timeout_ms ? o->close_ms : o->timeout_ms;
+    pthread_mutex_unlock(&o->lock);
+    ms = ms > 0 ? ms : 1;
+    tv.tv_sec = ms / 1000;
+    tv.tv_usec = (ms % 1000) * 1000;
+
+    c->fd = -1;
+    c->ssl = NULL;
+    if ((rc = getaddrinfo(o->host, o->port, &hints, &res)) != 0) {
+        snprintf(err, errcap, "cannot resolve %s: %s", o->host,
+                 gai_strerror(rc));
+        return -1;
+    }
+    for (ai = res; ai != NULL; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
+                        ai->ai_protocol);
+
+        if (fd < 0) {
+            continue;
+        }
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = fd;
+        pthread_mutex_unlock(&o->lock);
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) == 0) {
+            c->fd = fd;
+            break;
+        }
+        pthread_mutex_lock(&o->lock);
+        o->cur_fd = -1;
+        pthread_mutex_unlock(&o->lock);
+        close(fd);
+    }
+    freeaddrinfo(res);
+    if (c->fd < 0) {
+        snprintf(err, errcap, "cannot connect to %s:%s: %s", o->host, o->port,
+                 strerror(errno));
+        return -1;
+    }
+    if (o->tls) {
+        c->ssl = SSL_new(o->ssl);
+        if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1 ||
+            SSL_set_tlsext_host_name(c->ssl, o->host) != 1 ||
+            SSL_set1_host(c->ssl, o->host) != 1 || SSL_connect(c->ssl) != 1) {
+            snprintf(err, errcap, "TLS with %s failed: %s", o->host,
+                     ERR_reason_error_string(ERR_get_error()) ?: "handshake");
+            conn_close(o, c);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int
+conn_write(conn_t *c, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = c->ssl ? SSL_write(c->ssl, p, (int)n)
+                           : send(c->fd, p, n, MSG_NOSIGNAL);
+
+        if (w <= 0) {
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static ssize_t
+conn_read(conn_t *c, char *p, size_t n)
+{
+    return c->ssl ? SSL_read(c->ssl, p, (int)n) : recv(c->fd, p, n, 0);
+}
+
+/* POSTs body; returns the status, or 0 (err set) when no answer came. */
+static int
+post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
+{
+    conn_t c;
+    jb_t h = {0};
+    char tmp[64], resp[1024];
+    size_t k, got = 0;
+    int status = 0;
+
+    if (conn_open(o, &c, err, errcap) != 0) {
+        return 0;
+    }
+    jb_cstr(&h, "POST ");
+    jb_cstr(&h, o->path);
+    jb_cstr(&h, " HTTP/1.1\r\nHost: ");
+    jb_cstr(&h, o->hostport);
+    jb_cstr(&h, o->protobuf ? "\r\nContent-Type: application/x-protobuf"
+                            : "\r\nContent-Type: application/json");
+    jb_cstr(&h, "\r\nUser-Agent: manifold-otel\r\nConnection: close\r\n");
+    for (k = 0; k < o->nheaders; k++) {
+        jb_cstr(&h, o->headers[k]);
+        jb_cstr(&h, "\r\n");
+    }
+    snprintf(tmp, sizeof(tmp), "Content-Length: %zu\r\n\r\n", len);
+    jb_cstr(&h, tmp);
+    if (h.failed || conn_write(&c, h.p, h.len) != 0 ||
+        conn_write(&c, body, len) != 0) {
+        snprintf(err, errcap, "sending to %s:%s failed", o->host, o->port);
+        free(h.p);
+        conn_close(o, &c);
+        return 0;
+    }
+    free(h.p);
+    /* the status line is all that matters; the rest is read and let go */
+    while (got < sizeof(resp) - 1) {
+        ssize_t n = conn_read(&c, resp + got, sizeof(resp) - 1 - got);
+
+        if (n <= 0) {
+            break;
+        }
+        got += (size_t)n;
+        resp[got] = '\0';
+        if (strstr(resp, "\r\n") != NULL) {
+            break;
+        }
+    }
+    resp[got] = '\0';
+    if (got >= 12 && strncmp(resp, "HTTP/1.", 7) == 0) {
+        status = atoi(resp + 9);
+    }
+    if (status == 0) {
+        snprintf(err, errcap, "no HTTP answer from %s:%s", o->host, o->port);
+    } else {
+        char drain[4096];
+
+        while (conn_read(&c, drain, sizeof(drain)) > 0) {
+        }
+    }
+    conn_close(o, &c);
+    return status;
+}
+
+/* Sends one batch with retries; 1 sent, 0 given up. */
+static int
+export_batch(otel_t *o, const char *body, size_t len, int last_try_only)
+{
+    char err[256];
+    int attempt, status = 0;
+    long backoff = 200;
+
+    for (attempt = 0; attempt <= o->retries; attempt++) {
+        err[0] = '\0';
+        status = post(o, body, len, err, sizeof(err));
+        if (status >= 200 && status < 300) {
+            api->metric_add(o->m_exports, &L_OK, 1, 1);
+            return 1;
+        }
+        pthread_mutex_lock(&o->lock);
+        last_try_only |= o->stop; /* stopping: no more tries */
+        pthread_mutex_unlock(&o->lock);
+        /* a 4xx but 429 will not pass by trying again */
+        if (last_try_only || (status >= 400 && status < 500 && status != 429) ||
+            (status >= 500 && status != 502 && status != 503 &&
+             status != 504)) {
+            break;
+        }
+        api->metric_add(o->m_exports, &L_RETRIED, 1, 1);
+        {
+            struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000};
+
+            pthread_mutex_lock(&o->lock);
+            if (!o->stop) {
+                struct timespec now;
+
+                clock_gettime(CLOCK_REALTIME, &now);
+                now.tv_sec += ts.tv_sec;
+                now.tv_nsec += ts.tv_nsec;
+                if (now.tv_nsec >= 1000000000) {
+                    now.tv_sec++;
+                    now.tv_nsec -= 1000000000;
+                }
+                pthread_cond_timedwait(&o->wake, &o->lock, &now);
+            }
+            pthread_mutex_unlock(&o->lock);
+        }
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+    api->metric_add(o->m_exports, &L_FAILED, 1, 1);
+    if (status != 0) {
+        api->log(MF_LOG_WARN, "otel: export to %s answered %d; spans dropped",
+                 o->url, status);
+    } else {
+        api->log(MF_LOG_WARN, "otel: export failed (%s); spans dropped", err);
+    }
+    return 0;
+}
+
+/* Takes a batch from the queue (under lock): requests' spans until
+ * `batch` spans or more are taken. */
+static span_t *
+take(otel_t *o, size_t *nspans)
+{
+    span_t *first = o->head, *s = first, *last = NULL;
+    size_t n = 0;
+
+    while (s != NULL && n < o->batch) {
+        n += s->nspans;
+        last = s;
+        s = s->next;
+    }
+    *nspans = n;
+    if (last == NULL) {
+        return NULL;
+    }
+    o->head = last->next;
+    if (o->head == NULL) {
+        o->tail = NULL;
+    }
+    last->next = NULL;
+    o->queued -= n;
+    return first;
+}
+
+static void
+send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
+{
+    jb_t b = {0};
+    span_t *s, *next;
+
+    if (o->protobuf) {
+        /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
+         * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}} */
+        jb_t rs = {0}, ss = {0}, scope = {0};
+
+        pb_str(&scope, 1, "manifold");
+        pb_str(&scope, 2, "1.0.0");
+        pb_msg(&ss, 1, &scope);
+        for (s = list; s != NULL; s = next) {
+            next = s->next;
+            jb_put(&ss, s->text, s->len);
+            free(s);
+        }
+        pb_bytes(&rs, 1, o->resource_pb, o->resource_pb_len);
+        pb_msg(&rs, 2, &ss);
+        pb_msg(&b, 1, &rs);
+        if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
+            api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
+        } else {
+            api->metric_add(o->m_spans, &L_FAILED, 1, (double)count);
+        }
+        free(b.p);
+        return;
+    }
+    jb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
+    jb_cstr(&b, o->resource);
+    jb_cstr(&b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
+                "\"version\":\"1.0.0\"},\"spans\":[");
+    for (s = list; s != NULL; s = next) {
+        next = s->next;
+        if (s != list) {
+            jb_put(&b, ",", 1);
+        }
+        jb_put(&b, s->text, s->len);
+        free(s);
+    }
+    jb_cstr(&b, "]}]}]}");
+    if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
+        api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
+    } else {
+        api->metric_add(o->m_spans, &L_FAILED, 1, (double)count);
+    }
+    free(b.p);
+}
+
+static void *
+exporter_main(void *arg)
+{
+    otel_t *o = arg;
+    struct timespec deadline;
+    uint64_t reported = 0;
+
+    pthread_mutex_lock(&o->lock);
+    for (;;) {
+        span_t *list;
+        size_t n;
+
+        if (o->dropped != reported) {
+            uint64_t d = o->dropped - reported;
+
+            reported = o->dropped;
+            pthread_mutex_unlock(&o->lock);
+            api->log(MF_LOG_WARN,
+                     "otel: %llu spans dropped: the queue (%zu spans) was "
+                     "full",
+                     (unsigned long long)d, o->queue_cap);
+            pthread_mutex_lock(&o->lock);
+        }
+        if (!o->stop && o->queued < o->batch) {
+            clock_gettime(CLOCK_REALTIME, &deadline);
+            deadline.tv_sec += o->flush_ms / 1000;
+            deadline.tv_nsec += (o->flush_ms % 1000) * 1000000;
+            if (deadline.tv_nsec >= 1000000000) {
+                deadline.tv_sec++;
+                deadline.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&o->wake, &o->lock, &deadline);
+        }
+        if (o->stop) {
+            break;
+        }
+        list = take(o, &n);
+        if (list == NULL) {
+            continue;
+        }
+        pthread_mutex_unlock(&o->lock);
+        send_spans(o, list, n, 0);
+        pthread_mutex_lock(&o->lock);
+    }
+    pthread_mutex_unlock(&o->lock);
+    /* stopping: what is left, each batch tried once, within close_ms */
+    {
+        struct timespec t0, t;
+
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        for (;;) {
+            span_t *list;
+            size_t n;
+
+            pthread_mutex_lock(&o->lock);
+            list = take(o, &n);
+            pthread_mutex_unlock(&o->lock);
+            if (list == NULL) {
+                break;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &t);
+            if ((t.tv_sec - t0.tv_sec) * 1000 +
+                    (t.tv_nsec - t0.tv_nsec) / 1000000 >
+                o->close_ms) {
+                span_t *next;
+
+                api->metric_add(o->m_spans, &L_DROPPED, 1, (double)n);
+                for (; list != NULL; list = next) {
+                    next = list->next;
+                    free(list);
+                }
+                continue;
+            }
+            send_spans(o, list, n, 1);
+        }
+    }
+    return NULL;
+}
+
+/* Config */
+
+static const char *
+env2(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+
+    if (v == NULL || v[0] == '\0') {
+        v = getenv(b);
+    }
+    return v != NULL && v[0] != '\0' ? v : NULL;
+}
+
+static int
+hexval(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/* Percent-decodes and trims s into out. */
+static void
+decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t i, k = 0;
+
+    while (n > 0 && (*s == ' ' || *s == '\t')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t')) {
+        n--;
+    }
+    for (i = 0; i < n && k + 1 < cap; i++) {
+        if (s[i] == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 &&
+            hexval(s[i + 2]) >= 0) {
+            out[k++] = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else {
+            out[k++] = s[i];
+        }
+    }
+    out[k] = '\0';
+}
+
+/* A header name and value a request may carry (no CR, LF; a token as
+ * name). */
+static int
+header_ok(const char *name, const char *value)
+{
+    const char *p;
+
+    if (name[0] == '\0') {
+        return 0;
+    }
+    for (p = name; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              (*p >= '0' && *p <= '9') || strchr("-_.!#$%&'*+^`|~", *p))) {
+            return 0;
+        }
+    }
+    for (p = value; *p; p++) {
+        if (*p == '\r' || *p == '\n' || *p == '\0') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+add_header(otel_t *o, const char *name, const char *value)
+{
+    char **v;
+    size_t n = strlen(name) + strlen(value) + 3;
+    char *line;
+
+    if (!header_ok(name, value)) {
+        api->log(MF_LOG_ERROR, "otel: header '%s' is not a valid header", name);
+        return MF_ERR;
+    }
+    if ((v = realloc(o->headers, (o->nheaders + 1) * sizeof(*v))) == NULL ||
+        (line = malloc(n)) == NULL) {
+        if (v != NULL) {
+            o->headers = v;
+        }
+        return MF_ERR;
+    }
+    o->headers = v;
+    snprintf(line, n, "%s: %s", name, value);
+    o->headers[o->nheaders++] = line;
+    return MF_OK;
+}
+
+/* "k=v,k2=v2" (the OTEL_EXPORTER_OTLP_HEADERS form) */
+static int
+env_headers(otel_t *o, const char *s)
+{
+    while (s != NULL && *s != '\0') {
+        const char *comma = strchr(s, ',');
+        size_t n = comma ? (size_t)(comma - s) : strlen(s);
+        const char *eq = memchr(s, '=', n);
+        char name[256], value[4096];
+
+        if (eq == NULL) {
+            api->log(MF_LOG_ERROR, "otel: OTEL_EXPORTER_OTLP_HEADERS is "
+                                   "key=value pairs joined by ','");
+            return MF_ERR;
+        }
+        decode(s, (size_t)(eq - s), name, sizeof(name));
+        decode(eq + 1, n - (size_t)(eq - s) - 1, value, sizeof(value));
+        if (add_header(o, name, value) != MF_OK) {
+            return MF_ERR;
+        }
+        s = comma ? comma + 1 : NULL;
+    }
+    return MF_OK;
+}
+
+static int
+parse_url(otel_t *o, const char *url)
+{
+    const char *p, *slash, *colon;
+    size_t hl;
+
+    if (strncmp(url, "http://", 7) == 0) {
+        o->tls = 0;
+        p = url + 7;
+    } else if (strncmp(url, "https://", 8) == 0) {
+        o->tls = 1;
+        p = url + 8;
+    } else {
+        api->log(MF_LOG_ERROR,
+                 "otel: endpoint '%s' is not an http:// or "
+                 "https:// URL",
+                 url);
+        return MF_ERR;
+    }
+    slash = strchr(p, '/');
+    hl = slash ? (size_t)(slash - p) : strlen(p);
+    if (hl == 0 || memchr(p, '@', hl) != NULL) {
+        api->log(MF_LOG_ERROR,
+                 "otel: endpoint '%s' has no host (or has "
+                 "credentials: put them in headers)",
+                 url);
+        return MF_ERR;
+    }
+    o->hostport = strndup(p, hl);
+    colon = p[0] == '[' ? memchr(p, ']', hl) : p;
+    colon = colon ? memchr(colon, ':', hl - (size_t)(colon - p)) : NULL;
+    if (p[0] == '[') {
+        const char *rb = memchr(p, ']', hl);
+
+        o->host = rb ? strndup(p + 1, (size_t)(rb - p - 1)) : NULL;
+    } else {
+        o->host = strndup(p, colon ? (size_t)(colon - p) : hl);
+    }
+    o->port = colon ? strndup(colon + 1, hl - (size_t)(colon + 1 - p))
+                    : strdup(o->tls ? "443" : "80");
+    o->path = strdup(slash ? slash : "/");
+    o->url = strdup(url);
+    if (o->host == NULL || o->host[0] == '\0' || o->port == NULL ||
+        atoi(o->port) <= 0 || atoi(o->port) > 65535 || o->path == NULL) {
+        api->log(MF_LOG_ERROR, "otel: endpoint '%s' is not a usable URL", url);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+static long
+conf_num(json_t *conf, const char *key, long dflt, long min, long max, int *bad)
+{
+    json_t *v = json_object_get(conf, key);
+
+    if (v == NULL) {
+        return dflt;
+    }
+    if (!json_is_integer(v) || json_integer_value(v) < min ||
+        json_integer_value(v) > max) {
+        api->log(MF_LOG_ERROR,
+                 "otel: %s must be a whole number from %ld to %ld", key, min,
+                 max);
+        *bad = 1;
+        return dflt;
+    }
+    return (long)json_integer_value(v);
+}
+
+static void otel_fini(void *state);
+
+static int
+otel_init(const mf_host_api_t *host, const char *config_json, void **state)
+{
+    static const char *const keys[] = {"endpoint",   "headers", "service_name",
+                                       "batch",      "queue",   "flush_ms",
+                                       "timeout_ms", "retries", "close_ms",
+                                       "propagate",  NULL};
+    json_t *conf = json_loads(config_json, 0, NULL), *v;
+    const char *key, *url, *proto, *svc;
+    char full[2048];
+    otel_t *o;
+    int bad = 0;
+    size_t k;
+
+    api = host;
+    if (api->abi_minor < 5) {
+        api->log(MF_LOG_ERROR, "otel: needs a host with ABI 1.5");
+        json_decref(conf);
+        return MF_ERR;
+    }
+    json_object_foreach(conf, key, v)
+    {
+        for (k = 0; keys[k] != NULL && strcmp(keys[k], key) != 0; k++) {
+        }
+        if (keys[k] == NULL) {
+            api->log(MF_LOG_ERROR,
+                     "otel: unknown config key '%s' (endpoint, protocol, "
+                     "headers, service_name, batch, queue, flush_ms, "
+                     "timeout_ms, retries, close_ms, propagate)",
+                     key);
+            json_decref(conf);
+            return MF_ERR;
+        }
+    }
+    proto = json_string_value(json_object_get(conf, "protocol"));
+    if (proto == NULL) {
+        proto = env2("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+                     "OTEL_EXPORTER_OTLP_PROTOCOL");
+    }
+    /* the OTel default */
+    proto = proto != NULL ? proto : "http/protobuf";
+    if (strcmp(proto, "http/json") != 0 &&
+        strcmp(proto, "http/protobuf") != 0) {
+        api->log(MF_LOG_ERROR,
+                 "otel: the OTLP protocol '%s' is not spoken; http/protobuf "
+                 "or http/json (protocol, or OTEL_EXPORTER_OTLP_PROTOCOL)",
+                 proto);
+        json_decref(conf);
+        return MF_ERR;
+    }
+    if ((o = calloc(1, sizeof(*o))) == NULL) {
+        json_decref(conf);
+        return MF_ERR;
+    }
+    pthread_mutex_init(&o->lock, NULL);
+    pthread_cond_init(&o->wake, NULL);
+    o->cur_fd = -1;
+    o->protobuf = strcmp(proto, "http/protobuf") == 0;
+    o->batch = (size_t)conf_num(conf, "batch", 512, 1, 100000, &bad);
+    o->queue_cap = (size_t)conf_num(conf, "queue", 8192, 1, 10000000, &bad);
+    o->flush_ms = conf_num(conf, "flush_ms", 1000, 10, 600000, &bad);
+    o->close_ms = conf_num(conf, "close_ms", 3000, 0, 600000, &bad);
+    o->retries = (int)conf_num(conf, "retries", 3, 0, 20, &bad);
+    {
+        const char *t = env2("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+                             "OTEL_EXPORTER_OTLP_TIMEOUT");
+
+        o->timeout_ms =
+            conf_num(conf, "timeout_ms", t ? atol(t) : 10000, 1, 600000, &bad);
+        if (o->timeout_ms <= 0) {
+            o->timeout_ms = 10000;
+        }
+    }
+    v = json_object_get(conf, "propagate");
+    if (v != NULL && !json_is_boolean(v)) {
+        api->log(MF_LOG_ERROR, "otel: propagate must be true or false");
+        bad = 1;
+    }
+    o->propagate = v == NULL || json_is_true(v);
+    url = json_string_value(json_object_get(conf, "endpoint"));
+    if (url == NULL) {
+        url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        if (url == NULL || url[0] == '\0') {
+            const char *base = getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+            size_t n;
+
+            base = base && base[0] ? base : "http://localhost:4318";
+            n = strlen(base);
+            snprintf(full, sizeof(full), "%.*s/v1/traces",
+                     (int)(n > 0 && base[n - 1] == '/' ? n - 1 : n), base);
+            url = full;
+        }
+    }
+    if (bad || parse_url(o, url) != MF_OK) {
+        json_decref(conf);
+        otel_fini(o);
+        return MF_ERR;
+    }
+    /* headers: the config's, else the environment's */
+    v = json_object_get(conf, "headers");
+    if (v != NULL) {
+        const char *hk;
+        json_t *hv;
+
+        if (!json_is_object(v)) {
+            api->log(MF_LOG_ERROR, "otel: headers must be a map of names to "
+                                   "values");
+            bad = 1;
+        }
+        json_object_foreach(v, hk, hv)
+        {
+            if (!json_is_string(hv) ||
+                add_header(o, hk, json_string_value(hv)) != MF_OK) {
+                api->log(MF_LOG_ERROR,
+                         "otel: header '%s' needs a string "
+                         "value",
+                         hk);
+                bad = 1;
+            }
+        }
+    } else if (env_headers(o, env2("OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+                                   "OTEL_EXPORTER_OTLP_HEADERS")) != MF_OK) {
+        bad = 1;
+    }
+    svc = json_string_value(json_object_get(conf, "service_name"));
+    if (svc == NULL) {
+        svc = getenv("OTEL_SERVICE_NAME");
+    }
+    {
+        /* the resource, in both encodings: a JSON list of attributes,
+         * and Resource's protobuf (its attributes are field 1) */
+        enc_t e[2] = {{.pb = 0}, {.pb = 1, .attr = 1}};
+        int j;
+
+        for (j = 0; j < 2; j++) {
+            attr_str(&e[j], "service.name",
+                     cstr(svc != NULL && svc[0] ? svc : "manifold"));
+            attr_str(&e[j], "telemetry.sdk.name", MF_STR("manifold"));
+            attr_str(&e[j], "telemetry.sdk.language", MF_STR("c"));
+        }
+        jb_put(&e[1].sp, "", 0);
+        o->resource_pb = e[1].sp.p;
+        o->resource_pb_len = e[1].sp.len;
+        {
+            jb_t b = {0};
+
+            jb_put(&b, "[", 1);
+            jb_put(&b, e[0].out.p, e[0].out.len);
+            jb_put(&b, "]", 1);
+            o->resource = b.p;
+            free(e[0].out.p);
+        }
+    }
+    json_decref(conf);
+    if (o->tls) {
+        o->ssl = SSL_CTX_new(TLS_client_method());
+        if (o->ssl == NULL || SSL_CTX_set_default_verify_paths(o->ssl) != 1) {
+            api->log(MF_LOG_ERROR, "otel: cannot set up TLS");
+            bad = 1;
+        } else {
+            SSL_CTX_set_verify(o->ssl, SSL_VERIFY_PEER, NULL);
+        }
+    }
+    {
+        static const char *const outcome[] = {"outcome", NULL};
+        mf_metric_def_t d = {.size = sizeof(d),
+                             .type = MF_METRIC_COUNTER,
+                             .name = "manifold_otel_spans_total",
+                             .help = "Spans by what became of them: "
+                                     "exported, failed (the export gave up), "
+                                     "dropped (the queue was full)",
+                             .labels = outcome};
+
+        o->m_spans = api->metric_declare(&d);
+        d.name = "manifold_otel_exports_total";
+        d.help = "OTLP export calls: ok, retried, failed";
+        o->m_exports = api->metric_declare(&d);
+        if (o->m_spans == NULL || o->m_exports == NULL) {
+            bad = 1;
+        }
+    }
+    if (bad || o->resource == NULL) {
+        otel_fini(o);
+        return MF_ERR;
+    }
+    if (pthread_create(&o->thread, NULL, exporter_main, o) != 0) {
+        api->log(MF_LOG_ERROR, "otel: cannot start the exporter thread");
+        otel_fini(o);
+        return MF_ERR;
+    }
+    o->started = 1;
+    *state = o;
+    return MF_OK;
+}
+
+static void
+otel_fini(void *state)
+{
+    otel_t *o = state;
+    span_t *s, *next;
+    size_t k;
+
+    if (o->started) {
+        pthread_mutex_lock(&o->lock);
+        o->stop = 1;
+        /* an export waiting on a slow collector is cut: the spans left
+         * get close_ms */
+        if (o->cur_fd >= 0) {
+            shutdown(o->cur_fd, SHUT_RDWR);
+        }
+        pthread_cond_signal(&o->wake);
+        pthread_mutex_unlock(&o->lock);
+        pthread_join(o->thread, NULL);
+    }
+    for (s = o->head; s != NULL; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (k = 0; k < o->nheaders; k++) {
+        free(o->headers[k]);
+    }
+    free(o->headers);
+    if (o->ssl != NULL) {
+        SSL_CTX_free(o->ssl);
+    }
+    free(o->resource);
+    free(o->resource_pb);
+    free(o->url);
+    free(o->host);
+    free(o->port);
+    free(o->path);
+    free(o->hostport);
+    pthread_mutex_destroy(&o->lock);
+    pthread_cond_destroy(&o->wake);
+    free(o);
+}
+
+static const mf_plugin_t otel = {
+    MF_PLUGIN_ABI,         .name = "otel",
+    .version = "1.0.0",    .init = otel_init,
+    .fini = otel_fini,     .on_upstream_request = otel_on_upstream_request,
+    .on_log = otel_on_log,
+};
+
+MF_EXPORT const mf_plugin_t *
+mf_plugin_v1(void)
+{
+    return &otel;
+}

@@ -1,0 +1,342 @@
+// The otel stage: an OTLP/HTTP receiver inside the test (JSON, and
+// protobuf decoded by hand from the trace.proto field numbers) gets a
+// server span joined to the client's traceparent and one client span per
+// upstream attempt (GenAI semantic conventions, hex ids, parent/child);
+// the traceparent sent upstream names the attempt's span; the endpoint
+// and headers come from OTEL_EXPORTER_OTLP_*; a receiver that fails is
+// retried.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import { startMock, startGateway, config, chat, sseEvents } from './harness.mjs';
+
+let mock, gw, recv;
+const batches = []; // { headers, body }
+let failNext = 0;
+
+function startReceiver() {
+  return new Promise((resolve) => {
+    const srv = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (d) => { body += d; });
+      req.on('end', () => {
+        if (req.method !== 'POST' || req.url !== '/v1/traces') {
+          res.writeHead(404).end();
+          return;
+        }
+        if (failNext > 0) {
+          failNext--;
+          res.writeHead(503).end();
+          return;
+        }
+        batches.push({ headers: req.headers, body: JSON.parse(body) });
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+      });
+    });
+    srv.listen(0, '127.0.0.1', () => resolve(srv));
+  });
+}
+
+// Every span received, with its resource's attributes.
+function spans() {
+  const out = [];
+  for (const b of batches) {
+    for (const rs of b.body.resourceSpans) {
+      for (const ss of rs.scopeSpans) for (const s of ss.spans) out.push({ ...s, resource: rs.resource });
+    }
+  }
+  return out;
+}
+
+function attrs(span) {
+  return Object.fromEntries(span.attributes.map((a) => {
+    const v = a.value;
+    return [a.key, v.stringValue ?? (v.intValue !== undefined ? Number(v.intValue) : v.doubleValue ?? v.boolValue)];
+  }));
+}
+
+async function waitSpans(pred, ms = 5000) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const got = spans().filter(pred);
+    if (got.length > 0) return got;
+    if (Date.now() > end) assert.fail('no matching span in:\n' + JSON.stringify(spans(), null, 1));
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+before(async () => {
+  mock = await startMock();
+  recv = await startReceiver();
+  const text = config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { flush_ms: 50, batch: 64, retries: 3 }`,
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: back
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-back-0123456789abcdef"]
+    models: ["back-*"]
+routes:
+  - model: fb-route
+    targets:
+      - { provider: back, model: "gpt-4o[[mock:status=503]]" }
+      - { provider: anthropic, model: claude-3-5-sonnet }`,
+  });
+  gw = await startGateway(text, {
+    env: {
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${recv.address().port}/`,
+      OTEL_EXPORTER_OTLP_HEADERS: 'x-otlp-token=s3cret%20value, x-tenant = blue',
+      OTEL_SERVICE_NAME: 'gw-under-test',
+      OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
+    },
+  });
+});
+
+after(async () => {
+  await gw.stop();
+  await mock.stop();
+  recv.close();
+});
+
+test('a server span joined to the client trace, a client span per attempt, traceparent upstream', async () => {
+  const trace = '4bf92f3577b34da6a3ce929d0e0e4736', parent = '00f067aa0ba902b7';
+  const res = await chat(gw, 'traced', { model: 'fb-route', max_tokens: 50, temperature: 0.5 },
+    { traceparent: `00-${trace}-${parent}-01`, 'x-request-id': 'otel-1' });
+  assert.equal(res.status, 200);
+  const upstream = await mock.last();
+
+  const [server] = await waitSpans((s) => s.traceId === trace && s.kind === 2);
+  assert.equal(server.parentSpanId, parent);
+  assert.match(server.spanId, /^[0-9a-f]{16}$/);
+  assert.equal(server.name, 'POST /v1/chat/completions');
+  assert.match(server.startTimeUnixNano, /^\d{19}$/);
+  assert.ok(BigInt(server.endTimeUnixNano) >= BigInt(server.startTimeUnixNano));
+  const sa = attrs(server);
+  assert.equal(sa['http.response.status_code'], 200);
+  assert.equal(sa['gen_ai.request.model'], 'fb-route');
+  assert.equal(sa['gen_ai.operation.name'], 'chat');
+  assert.equal(sa['manifold.request_id'], 'otel-1');
+  assert.equal(sa['manifold.attempts'], 2);
+  assert.equal(server.status, undefined);
+  assert.equal(attrs({ attributes: server.resource.attributes })['service.name'], 'gw-under-test');
+
+  const clients = await waitSpans((s) => s.traceId === trace && s.kind === 3);
+  clients.sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1));
+  assert.equal(clients.length, 2);
+  for (const c of clients) {
+    assert.equal(c.parentSpanId, server.spanId);
+    assert.match(c.spanId, /^[0-9a-f]{16}$/);
+    assert.notEqual(c.spanId, server.spanId);
+    assert.ok(BigInt(c.startTimeUnixNano) >= BigInt(server.startTimeUnixNano));
+    assert.ok(BigInt(c.endTimeUnixNano) <= BigInt(server.endTimeUnixNano));
+  }
+  const [failed, ok] = clients;
+  assert.equal(failed.name, 'chat gpt-4o[[mock:status=503]]');
+  assert.equal(failed.status.code, 2);
+  const fa = attrs(failed);
+  assert.equal(fa['gen_ai.provider.name'], 'openai');
+  assert.equal(fa['error.type'], '503');
+  assert.equal(fa['http.response.status_code'], 503);
+  assert.equal(fa['gen_ai.usage.input_tokens'], undefined);
+
+  assert.equal(ok.name, 'chat claude-3-5-sonnet');
+  assert.equal(ok.status, undefined);
+  const oa = attrs(ok);
+  assert.equal(oa['gen_ai.provider.name'], 'anthropic');
+  assert.equal(oa['gen_ai.operation.name'], 'chat');
+  assert.equal(oa['gen_ai.request.model'], 'claude-3-5-sonnet');
+  assert.equal(oa['gen_ai.request.max_tokens'], 50);
+  assert.equal(oa['gen_ai.request.temperature'], 0.5);
+  assert.ok(oa['gen_ai.usage.input_tokens'] > 0);
+  assert.ok(oa['gen_ai.usage.output_tokens'] > 0);
+  assert.equal(oa['gen_ai.usage.cache_read.input_tokens'], 3);
+
+  // the upstream got the trace, with the answering attempt's span as parent
+  assert.equal(upstream.headers.traceparent, `00-${trace}-${ok.spanId}-01`);
+  // the exporter's headers came from OTEL_EXPORTER_OTLP_HEADERS
+  const b = batches.find((x) => x.body.resourceSpans[0].scopeSpans[0].spans.some((s) => s.traceId === trace));
+  assert.equal(b.headers['x-otlp-token'], 's3cret value');
+  assert.equal(b.headers['x-tenant'], 'blue');
+  assert.equal(b.headers['content-type'], 'application/json');
+  // header values are never logged
+  assert.ok(!gw.stderr.includes('s3cret'));
+});
+
+test('a request without traceparent starts a trace; errors and streams are spans too; a failed export is retried', async () => {
+  failNext = 2; // the receiver answers 503 twice: the exporter tries again
+  const res = await chat(gw, 'streamed', { stream: true }, { 'x-request-id': 'otel-2' });
+  await sseEvents(res);
+  assert.equal((await chat(gw, 'x [[mock:status=500]]', {}, { 'x-request-id': 'otel-3' })).status, 502);
+  const [s2] = await waitSpans((s) => s.kind === 2 && attrs(s)['manifold.request_id'] === 'otel-2');
+  assert.match(s2.traceId, /^[0-9a-f]{32}$/);
+  assert.equal(s2.parentSpanId, undefined);
+  assert.equal(attrs(s2)['manifold.stream'], true);
+  assert.ok(attrs(s2)['manifold.time_to_first_token_s'] >= 0);
+  const [c2] = await waitSpans((s) => s.kind === 3 && s.parentSpanId === s2.spanId);
+  assert.equal(c2.traceId, s2.traceId);
+  assert.ok(attrs(c2)['gen_ai.usage.output_tokens'] > 0);
+  const [s3] = await waitSpans((s) => s.kind === 2 && attrs(s)['manifold.request_id'] === 'otel-3');
+  assert.equal(s3.status.code, 2);
+  assert.equal(attrs(s3)['error.type'], 'upstream');
+  assert.equal(failNext, 0);
+});
+
+test('a client that says not sampled is not traced, but its context still goes upstream', async () => {
+  const trace = 'aaaaaaaaaaaaaaaabbbbbbbbbbbbbbbb';
+  assert.equal((await chat(gw, 'quiet', {}, { traceparent: `00-${trace}-1111111111111111-00`, 'x-request-id': 'otel-4' })).status, 200);
+  const up = await mock.last();
+  assert.match(up.headers.traceparent, new RegExp(`^00-${trace}-[0-9a-f]{16}-00$`));
+  // a later request is exported; the unsampled one never is
+  assert.equal((await chat(gw, 'loud', {}, { 'x-request-id': 'otel-5' })).status, 200);
+  await waitSpans((s) => s.kind === 2 && attrs(s)['manifold.request_id'] === 'otel-5');
+  assert.equal(spans().filter((s) => s.traceId === trace).length, 0);
+});
+
+test('a collector that never answers does not hold up the gateway stopping', { timeout: 30000 }, async () => {
+  const sockets = [];
+  let accepted;
+  const gotOne = new Promise((r) => { accepted = r; });
+  const hang = await new Promise((resolve) => {
+    const s = http.createServer(() => { /* never answers */ });
+    s.on('connection', (c) => { sockets.push(c); accepted(); });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${hang.address().port}/v1/traces", flush_ms: 20, timeout_ms: 600000, close_ms: 200 }`,
+  }));
+  try {
+    assert.equal((await chat(g, 'into the void')).status, 200);
+    await gotOne; // an export is waiting on the collector now
+    // more spans queue behind it; stopping cuts the export short (a
+    // ten-minute timeout would outlast this test's 30 s)
+    assert.equal((await chat(g, 'more')).status, 200);
+  } finally {
+    await g.stop();
+    for (const c of sockets) c.destroy();
+    hang.close();
+  }
+});
+
+// Protobuf, read by field number (trace.proto): [field, wire, value].
+function pbFields(buf) {
+  const out = [];
+  let i = 0;
+  const varint = () => {
+    let r = 0n, sh = 0n;
+    for (;;) {
+      const b = buf[i++];
+      r |= BigInt(b & 0x7f) << sh;
+      sh += 7n;
+      if (!(b & 0x80)) return r;
+    }
+  };
+  while (i < buf.length) {
+    const tag = Number(varint());
+    const f = tag >> 3, w = tag & 7;
+    if (w === 0) out.push([f, w, varint()]);
+    else if (w === 1) { out.push([f, w, buf.subarray(i, i + 8)]); i += 8; }
+    else if (w === 2) { const n = Number(varint()); out.push([f, w, buf.subarray(i, i + n)]); i += n; }
+    else if (w === 5) { out.push([f, w, buf.subarray(i, i + 4)]); i += 4; }
+    else throw new Error(`wire type ${w}`);
+  }
+  return out;
+}
+const all = (buf, f) => pbFields(buf).filter((x) => x[0] === f).map((x) => x[2]);
+const one = (buf, f) => all(buf, f)[0];
+const str = (b) => (b ? Buffer.from(b).toString('utf8') : undefined);
+const hex = (b) => (b ? Buffer.from(b).toString('hex') : undefined);
+
+function pbAttributes(list) {
+  return list.map((kv) => {
+    const any = one(kv, 2), [f, , v] = pbFields(any)[0];
+    const value = f === 1 ? { stringValue: str(v) } : f === 2 ? { boolValue: v === 1n }
+      : f === 3 ? { intValue: String(v) } : { doubleValue: Buffer.from(v).readDoubleLE(0) };
+    return { key: str(one(kv, 1)), value };
+  });
+}
+
+// ExportTraceServiceRequest -> spans shaped as the JSON ones
+function pbSpans(buf) {
+  const out = [];
+  for (const rs of all(buf, 1)) {
+    const resource = { attributes: pbAttributes(all(one(rs, 1), 1)) };
+    for (const ss of all(rs, 2)) {
+      const scope = one(ss, 1);
+      for (const sp of all(ss, 2)) {
+        const st = one(sp, 15);
+        out.push({
+          traceId: hex(one(sp, 1)), spanId: hex(one(sp, 2)), parentSpanId: hex(one(sp, 4)),
+          name: str(one(sp, 5)), kind: Number(one(sp, 6) ?? 0n),
+          startTimeUnixNano: Buffer.from(one(sp, 7)).readBigUInt64LE(0).toString(),
+          endTimeUnixNano: Buffer.from(one(sp, 8)).readBigUInt64LE(0).toString(),
+          attributes: pbAttributes(all(sp, 9)),
+          status: st ? { code: Number(one(st, 3) ?? 0n), message: str(one(st, 2)) } : undefined,
+          resource, scope: str(one(scope, 1)),
+        });
+      }
+    }
+  }
+  return out;
+}
+
+test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
+  const got = [];
+  let ctype;
+  const pb = await new Promise((resolve) => {
+    const s = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', () => {
+        ctype = req.headers['content-type'];
+        got.push(...pbSpans(Buffer.concat(chunks)));
+        res.writeHead(200, { 'content-type': 'application/x-protobuf' }).end();
+      });
+    });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", flush_ms: 20 }`,
+  }));
+  try {
+    const trace = '11112222333344445555666677778888', parent = '9999aaaabbbbcccc';
+    assert.equal((await chat(g, 'in protobuf', { max_tokens: 7 }, { traceparent: `00-${trace}-${parent}-01` })).status, 200);
+    for (let i = 0; got.filter((x) => x.traceId === trace).length < 2; i++) {
+      if (i > 250) assert.fail('spans never came: ' + JSON.stringify(got));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assert.equal(ctype, 'application/x-protobuf');
+    const server = got.find((x) => x.traceId === trace && x.kind === 2);
+    const client = got.find((x) => x.traceId === trace && x.kind === 3);
+    assert.equal(server.parentSpanId, parent);
+    assert.equal(server.name, 'POST /v1/chat/completions');
+    assert.equal(client.parentSpanId, server.spanId);
+    assert.match(client.spanId, /^[0-9a-f]{16}$/);
+    assert.equal(client.name, 'chat gpt-4o');
+    assert.equal(client.scope, 'manifold');
+    assert.ok(BigInt(client.endTimeUnixNano) >= BigInt(client.startTimeUnixNano));
+    const ca = attrs(client);
+    assert.equal(ca['gen_ai.provider.name'], 'openai');
+    assert.equal(ca['gen_ai.request.max_tokens'], 7);
+    assert.ok(ca['gen_ai.usage.input_tokens'] > 0);
+    assert.equal(ca['manifold.usage.estimated'], false);
+    assert.equal(attrs(server)['http.response.status_code'], 200);
+    assert.equal(attrs({ attributes: server.resource.attributes })['service.name'], 'manifold');
+  } finally {
+    await g.stop();
+    pb.close();
+  }
+});
