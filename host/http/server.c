@@ -811,7 +811,10 @@ refuse_over_cap(mf_worker_t *w, evutil_socket_t fd)
 /*
  * accept() failed (out of descriptors, or memory): the listener stops for a
  * while, then tries again, waiting twice as long each time (up to 1 s) while
- * it fails. The episode is logged once, when the first worker pauses.
+ * it fails. An episode lasts until accept() has worked for a second without
+ * failing again (at the limit, a descriptor freed now and then lets one
+ * accept through between failures: that is the same episode). It is
+ * logged when the first worker pauses and when the last one is done.
  */
 static void
 accept_error_cb(struct evconnlistener *l, void *arg)
@@ -821,13 +824,17 @@ accept_error_cb(struct evconnlistener *l, void *arg)
     struct timeval tv;
 
     evconnlistener_disable(l);
-    if (w->accept_backoff_ms == 0) {
+    evtimer_del(w->accept_quiet);
+    if (!w->accept_episode) {
+        w->accept_episode = 1;
         if (atomic_fetch_add(&w->server->accept_paused, 1) == 0) {
             mf_log_warn("accept: %s; new connections wait until descriptors "
                         "are free (raise the open files limit, ulimit -n, or "
                         "lower limits.max_conns)",
                         evutil_socket_error_to_string(err));
         }
+    }
+    if (w->accept_backoff_ms == 0) {
         w->accept_backoff_ms = 25;
     } else if (w->accept_backoff_ms < 1000) {
         w->accept_backoff_ms *= 2;
@@ -853,6 +860,20 @@ accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (w->status_listener != NULL && !w->stopping) {
         evconnlistener_enable(w->status_listener);
+    }
+}
+
+/* A second of accepts without a failure: the episode is over. */
+static void
+accept_quiet_cb(evutil_socket_t fd, short what, void *arg)
+{
+    mf_worker_t *w = arg;
+
+    MF_UNUSED(fd);
+    MF_UNUSED(what);
+    w->accept_episode = 0;
+    if (atomic_fetch_sub(&w->server->accept_paused, 1) == 1) {
+        mf_log_info("accept: new connections are accepted again");
     }
 }
 
@@ -889,8 +910,11 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
         return;
     }
     if (w->accept_backoff_ms != 0) {
-        w->accept_backoff_ms = 0; /* the episode is over for this worker */
-        atomic_fetch_sub(&w->server->accept_paused, 1);
+        /* accepting again: the episode ends after a quiet second */
+        static const struct timeval quiet = {1, 0};
+
+        w->accept_backoff_ms = 0;
+        evtimer_add(w->accept_quiet, &quiet);
     }
     if (atomic_fetch_add(&w->server->conns, 1) >= max_conns()) {
         atomic_fetch_sub(&w->server->conns, 1);
@@ -1128,6 +1152,7 @@ mf_server_start(mf_server_t *s, const char *host, int port, int nworkers)
         w->listener = evconnlistener_new(w->base, accept_cb, w,
                                          LEV_OPT_CLOSE_ON_FREE, -1, fd);
         w->accept_retry = evtimer_new(w->base, accept_retry_cb, w);
+        w->accept_quiet = evtimer_new(w->base, accept_quiet_cb, w);
         evconnlistener_set_error_cb(w->listener, accept_error_cb);
         if (s->status_fd >= 0) {
             evutil_socket_t sfd =
@@ -1216,6 +1241,7 @@ mf_server_stop(mf_server_t *s, double drain_ms)
         }
         mf_uppool_free(w->pool);
         event_free(w->accept_retry);
+        event_free(w->accept_quiet);
         event_free(w->wake);
         evdns_base_free(w->dns, 0);
         SSL_CTX_free(w->ssl_ctx);

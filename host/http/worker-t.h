@@ -36,6 +36,8 @@ struct mf_worker_s {
     struct event *tick;         /* worker 0: key probes and health sync, 1/s */
     struct event *accept_retry; /* re-enables accept after an error */
     int accept_backoff_ms;      /* 0 unless accept() is paused */
+    struct event *accept_quiet; /* ends the episode after 1 s of accepts */
+    int accept_episode;         /* accept() failed and has not been quiet */
 };
 
 #endif

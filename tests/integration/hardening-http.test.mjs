@@ -231,7 +231,7 @@ test('over limits.max_conns a connection is answered 503 and closed; /healthz an
   }
 });
 
-test('out of descriptors, accept pauses with one log line per episode and serving resumes', async () => {
+test('out of descriptors, accept pauses with one log line per episode (until a quiet second) and serving resumes', async () => {
   const g = await startGateway(config(mock.url, { limits: '  max_conns: 10000' }), {
     workers: 1, wrap: ['prlimit', '--nofile=64:64', '--'],
   });
@@ -250,7 +250,10 @@ test('out of descriptors, accept pauses with one log line per episode and servin
       const ok = await conn(g.port, 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n',
         { waitMs: 10000 });
       assert.match(ok.out, /^HTTP\/1.1 200 /);
+      // the episode ends after a quiet second of accepts, said once
+      await g.waitStderr(new RegExp(`(accepted again[^]*){${round}}`));
       assert.equal(episodes(), round, g.stderr);
+      assert.equal((g.stderr.match(/accepted again/g) || []).length, round, g.stderr);
     }
   } finally {
     await g.stop();
