@@ -58,6 +58,20 @@ model_id(mf_str_t id, char *buf, size_t cap)
     return n > 0;
 }
 
+/* Whether stage sc of the config lists its models: while it is enabled
+ * (its config's enabled:, or the admin API's enable/disable since). */
+static int
+stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc)
+{
+    mf_pstage_t *s;
+
+    if (sc->nmodels == 0) {
+        return 0;
+    }
+    s = mf_gen_find_stage(g, sc->name);
+    return s != NULL ? atomic_load(&s->enabled) : sc->enabled;
+}
+
 /* GET of a model list: the exact names providers serve (models and
  * model_map), the routes' exact names and the models enabled stages
  * declare (virtual models), once each (globs are not listed), in the
@@ -98,7 +112,10 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
     for (i = 0; i < g->config->nstages; i++) {
         const mf_stage_conf_t *sc = &g->config->stages[i];
 
-        for (j = 0; sc->enabled && j < sc->nmodels; j++) {
+        if (!stage_lists(g, sc)) {
+            continue;
+        }
+        for (j = 0; j < sc->nmodels; j++) {
             mf_proto_model_t e = {sc->models[j], sc->name};
 
             if (json_object_get(seen, sc->models[j])) {
@@ -134,7 +151,10 @@ handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
         for (i = 0; i < g->config->nstages && owner == NULL; i++) {
             const mf_stage_conf_t *sc = &g->config->stages[i];
 
-            for (j = 0; sc->enabled && j < sc->nmodels && owner == NULL; j++) {
+            if (!stage_lists(g, sc)) {
+                continue;
+            }
+            for (j = 0; j < sc->nmodels && owner == NULL; j++) {
                 if (strcmp(sc->models[j], name) == 0) {
                     owner = sc->name;
                 }

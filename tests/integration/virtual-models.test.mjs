@@ -1,13 +1,14 @@
 // Virtual models: a stage declares the model names it serves itself
 // (models: on the stage); /v1/models lists them (owned by the stage), as
 // do the Gemini and Anthropic lists, /v1/models/{id} knows them, a
-// disabled stage's names are not listed, and a request for one is served
+// disabled stage's names are not listed (in the config or through the
+// admin API), and a request for one is served
 // by the stage (here, routed to a real model). A pattern is refused.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, config, chat, writeConfig, spawnSync, BIN, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, writeConfig, adminCall, spawnSync, BIN, path } from './harness.mjs';
 
 let mock, gw, dir;
 
@@ -39,6 +40,7 @@ routes:
   - model: smart
     targets:
       - { provider: openai, model: gpt-4o }
+admin: { socket: ${dir}/admin.sock }
 `, { dir });
 });
 
@@ -81,6 +83,22 @@ test('a request for a virtual model is served by the stage', async () => {
   assert.equal(res.status, 200);
   assert.equal(typeof (await res.json()).choices[0].message.content, 'string');
   assert.equal(JSON.parse((await mock.last()).body).model, 'gpt-4o-mini');
+});
+
+test('a stage disabled or enabled through the admin API drops or lists its models', async () => {
+  const sock = path.join(dir, 'admin.sock');
+  const ids = async () => (await (await fetch(gw.url + '/v1/models')).json()).data.map((m) => m.id);
+  assert.equal((await adminCall(sock, 'POST', '/stages/auto/disable')).status, 200);
+  try {
+    assert.ok(!(await ids()).includes('auto'));
+    assert.equal((await fetch(gw.url + '/v1/models/auto')).status, 404);
+  } finally {
+    assert.equal((await adminCall(sock, 'POST', '/stages/auto/enable')).status, 200);
+  }
+  assert.ok((await ids()).includes('auto'));
+  assert.equal((await adminCall(sock, 'POST', '/stages/off/enable')).status, 200);
+  assert.ok((await ids()).includes('off-model'));
+  assert.equal((await fetch(gw.url + '/v1/models/off-model')).status, 200);
 });
 
 test('a stage\'s models must be exact names', () => {
