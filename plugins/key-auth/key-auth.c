@@ -1373,7 +1373,7 @@ billing_identified(ka_t *ka, mf_req_t *r, actx_t *a)
     if (payer_of(ka, r, a, &p) != MF_OK) {
         return MF_RESPOND;
     }
-    if (!ka->redis || !p.has_usd) {
+    if (!ka->redis || (!p.has_usd && a->billing == BILLING_SUBSCRIPTION)) {
         return billing_local(r, a->billing, &p);
     }
     q = api->palloc(r, sizeof(*q));
@@ -1382,13 +1382,23 @@ billing_identified(ka_t *ka, mf_req_t *r, actx_t *a)
     }
     q->which = a->billing;
     q->p = p;
-    gov_period_bounds(p.period, p.tz, (int64_t)time(NULL), &start, &end);
-    snprintf(key, sizeof(key), "mf:lim:{c:%s}:consumer:%s:b:usd:%lld", p.name,
-             p.name, (long long)start);
     argv[0] = MF_STR("HMGET");
-    argv[1] = (mf_str_t){key, strlen(key)};
-    argv[2] = MF_STR("used");
-    argv[3] = MF_STR("topup");
+    argv[1] = (mf_str_t){key, 0};
+    if (p.has_usd) {
+        gov_period_bounds(p.period, p.tz, (int64_t)time(NULL), &start, &end);
+        snprintf(key, sizeof(key), "mf:lim:{c:%s}:consumer:%s:b:usd:%lld",
+                 p.name, p.name, (long long)start);
+        argv[2] = MF_STR("used");
+        argv[3] = MF_STR("topup");
+    } else {
+        /* the month's cost in the shared ledger limits keeps */
+        gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
+        snprintf(key, sizeof(key), "mf:use:{c:%s}:month:%lld", p.name,
+                 (long long)start);
+        argv[2] = MF_STR("cost");
+        argv[3] = MF_STR("-"); /* no such field: nil, no top-up */
+    }
+    argv[1].len = strlen(key);
     if (api->redis_command(r, 4, argv, billing_redis_cb, q) != MF_OK) {
         return MF_FAIL;
     }

@@ -14,7 +14,9 @@
  * kept across reloads (a new instance adopts the state of the one before
  * through the host's shared dict); the spend of each period and the
  * usage ledger are written to SQLite by a writer thread, never by a
- * worker (docs/DECISIONS.md says what a kill -9 can lose).
+ * worker (docs/DECISIONS.md says what a kill -9 can lose). With the
+ * Redis store the counters are in Redis, and each settlement also adds
+ * to the shared ledger there (per period hashes) that `usage` reads.
  */
 #include <manifold/plugin.h>
 
@@ -1288,6 +1290,111 @@ publish_cost(mf_str_t consumer, int64_t cost)
                      (uint64_t)(end - start + 86400) * 1000, NULL);
 }
 
+/* The shared ledger (Redis store): every settlement adds to per period
+ * hashes that `usage` and the billing endpoints read, so each node shows
+ * what all of them served. One hash per consumer and UTC period,
+ * mf:use:{c:NAME}:PERIOD:START, and one for everyone, mf:use:{all}:...
+ * (anonymous requests too); fields KIND:MODEL with KIND n requests,
+ * p prompt, c completion, k cached, r reasoning, d micro-USD,
+ * e estimated, u unpriced, and `cost` the whole micro-USD. A period's
+ * hash expires 35 days after the period ends; `total` never does.
+ * KEYS: the four periods' hashes of one hash tag; ARGV: the model, the
+ * eight amounts, the four TTLs (0: none). */
+static const char usage_lua[] =
+    "local f={'n','p','c','k','r','d','e','u'}\n"
+    "for i,key in ipairs(KEYS) do\n"
+    " for j=1,8 do\n"
+    "  local v=tonumber(ARGV[j+1])\n"
+    "  if v~=0 then redis.call('HINCRBY',key,f[j]..':'..ARGV[1],v) end\n"
+    " end\n"
+    " local d=tonumber(ARGV[7])\n"
+    " if d~=0 then redis.call('HINCRBY',key,'cost',d) end\n"
+    " local t=tonumber(ARGV[9+i])\n"
+    " if t>0 then redis.call('EXPIRE',key,t) end\n"
+    "end\n"
+    "return 1\n";
+
+static const gov_period_t use_periods[4] = {GOV_DAY, GOV_WEEK, GOV_MONTH,
+                                            GOV_TOTAL};
+
+/* The key of a ledger hash: tag "c:NAME" or "all". */
+static int
+use_key(char *dst, size_t cap, const char *tag, gov_period_t p, int64_t start)
+{
+    return snprintf(dst, cap, "mf:use:{%s}:%s:%lld", tag, gov_period_name(p),
+                    (long long)start);
+}
+
+static void
+use_post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    (void)arg;
+    if (err != NULL || (reply != NULL && reply->type == MF_REDIS_ERROR)) {
+        char e[200];
+
+        snprintf(e, sizeof(e), "%.*s",
+                 err ? (int)strlen(err) : (int)reply->str.len,
+                 err ? err : reply->str.data);
+        log_store_error("a settlement's usage was not added to the shared "
+                        "ledger (this node's ledger has it)",
+                        e);
+    }
+}
+
+/* Adds one settled request to the shared ledger: the consumer's hashes
+ * (when someone was identified) and everyone's. */
+static void
+use_post(mf_req_t *r, mf_str_t consumer, mf_str_t model, const int64_t *v)
+{
+    char keys[4][400], nums[12][24], tag[200];
+    mf_str_t argv[3 + 4 + 1 + 12];
+    int64_t now = (int64_t)time(NULL), start, end;
+    int t, k, n;
+
+    if (consumer.len > 160 || model.len > 200) {
+        return;
+    }
+    for (k = 0; k < 8; k++) {
+        snprintf(nums[k], sizeof(nums[k]), "%lld", (long long)v[k]);
+    }
+    for (k = 0; k < 4; k++) {
+        gov_period_bounds(use_periods[k], 0, now, &start, &end);
+        snprintf(nums[8 + k], sizeof(nums[8 + k]), "%lld",
+                 (long long)(use_periods[k] == GOV_TOTAL
+                                 ? 0
+                                 : end - now + 35 * 86400));
+    }
+    for (t = 0; t < 2; t++) {
+        if (t == 0) {
+            if (consumer.len == 0) {
+                continue;
+            }
+            snprintf(tag, sizeof(tag), "c:%.*s", (int)consumer.len,
+                     consumer.data);
+        } else {
+            snprintf(tag, sizeof(tag), "all");
+        }
+        argv[0] = MF_STR("EVAL");
+        argv[1] = (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
+        argv[2] = MF_STR("4");
+        for (k = 0; k < 4; k++) {
+            gov_period_bounds(use_periods[k], 0, now, &start, &end);
+            n = use_key(keys[k], sizeof(keys[k]), tag, use_periods[k], start);
+            argv[3 + k] = (mf_str_t){keys[k], (size_t)n};
+        }
+        argv[7] = model;
+        for (k = 0; k < 12; k++) {
+            argv[8 + k] = (mf_str_t){nums[k], strlen(nums[k])};
+        }
+        if (api->redis_post(r, 20, argv, use_post_done, NULL) != MF_OK) {
+            log_store_error("a settlement's usage was not added to the "
+                            "shared ledger (this node's ledger has it)",
+                            "Redis is unavailable");
+            return;
+        }
+    }
+}
+
 /* Settlement (on_done, exactly once) */
 
 static void
@@ -1422,6 +1529,26 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
 ledger:
     if (api->get_consumer(r, &c) == MF_OK) {
         publish_cost(c.name, cost);
+    } else {
+        c.name = (mf_str_t){"", 0};
+    }
+    if (lm->redis) {
+        int64_t p0 = billable ? (prompt > 0 ? prompt : 0) : 0;
+        int64_t c0 = billable ? (completion > 0 ? completion : 0) : 0;
+        int64_t v[8];
+
+        if (billable && !reported && p0 + c0 < tokens) {
+            c0 = tokens - p0; /* what was charged, as the row below */
+        }
+        v[0] = 1;
+        v[1] = p0;
+        v[2] = c0;
+        v[3] = cached > 0 ? cached : 0;
+        v[4] = i.usage.reasoning_tokens > 0 ? i.usage.reasoning_tokens : 0;
+        v[5] = cost;
+        v[6] = billable && !reported;
+        v[7] = billable && !x->priced;
+        use_post(r, c.name, i.model, v);
     }
     if (lm->db_path == NULL || (op = calloc(1, sizeof(*op))) == NULL) {
         return;
@@ -1779,6 +1906,132 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
     return 200;
 }
 
+/* One model's line of `usage`. */
+typedef struct {
+    char model[200];
+    int64_t v[8]; /* requests, prompt, completion, cached, reasoning,
+                     micro-USD, estimated, unpriced */
+} use_row_t;
+
+static int
+use_row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const use_row_t *)a)->model, ((const use_row_t *)b)->model);
+}
+
+/* The shared ledger's hash of a period (Redis store): rows by model.
+ * Returns the number of rows, or -1 with err set (Redis failed). */
+static int
+use_read(const char *who, gov_period_t p, int64_t start, use_row_t **rows,
+         char *err, size_t errcap)
+{
+    static const char kinds[] = "npckrdeu";
+    char key[400], tag[200];
+    json_t *rep;
+    size_t i, n;
+    int nrows = 0, cap = 0, k;
+
+    *rows = NULL;
+    if (who != NULL) {
+        snprintf(tag, sizeof(tag), "c:%s", who);
+    } else {
+        snprintf(tag, sizeof(tag), "all");
+    }
+    use_key(key, sizeof(key), tag, p, start);
+    rep = api->redis_call(
+        2, (mf_str_t[]){MF_STR("HGETALL"), {key, strlen(key)}}, err, errcap);
+    if (rep == NULL) {
+        return -1;
+    }
+    n = json_array_size(rep);
+    for (i = 0; i + 1 < n; i += 2) {
+        const char *f = json_string_value(json_array_get(rep, i));
+        const char *v = json_string_value(json_array_get(rep, i + 1));
+        const char *kp;
+        int r;
+
+        if (f == NULL || v == NULL || f[0] == '\0' || f[1] != ':' ||
+            (kp = strchr(kinds, f[0])) == NULL) {
+            continue; /* `cost`, the whole */
+        }
+        k = (int)(kp - kinds);
+        for (r = 0; r < nrows && strcmp((*rows)[r].model, f + 2) != 0; r++) {
+        }
+        if (r == nrows) {
+            if (nrows == cap) {
+                int nc = cap ? cap * 2 : 8;
+                use_row_t *g = realloc(*rows, (size_t)nc * sizeof(**rows));
+
+                if (g == NULL) {
+                    break;
+                }
+                *rows = g;
+                cap = nc;
+            }
+            memset(&(*rows)[r], 0, sizeof((*rows)[r]));
+            snprintf((*rows)[r].model, sizeof((*rows)[r].model), "%s", f + 2);
+            nrows++;
+        }
+        (*rows)[r].v[k] += atoll(v);
+    }
+    json_decref(rep);
+    if (nrows > 1) {
+        qsort(*rows, (size_t)nrows, sizeof(**rows), use_row_cmp);
+    }
+    return nrows;
+}
+
+/* This node's ledger rows of [start, end), by model. Returns the number
+ * of rows, or -1 (the SQLite error is the reader's). */
+static int
+use_sqlite(lm_t *lm, const char *who, int64_t start, int64_t end,
+           use_row_t **rows)
+{
+    sqlite3_stmt *st = NULL;
+    int nrows = 0, cap = 0, k;
+
+    *rows = NULL;
+    if (sqlite3_prepare_v2(
+            lm->rdb,
+            "SELECT model, count(*), sum(prompt), sum(completion), "
+            "sum(cached), sum(reasoning), sum(cost), sum(estimated), "
+            "sum(unpriced) FROM ledger WHERE ts >= ? AND ts < ? AND "
+            "(?3 IS NULL OR consumer = ?3) GROUP BY model ORDER BY model",
+            -1, &st, NULL) != SQLITE_OK) {
+        return -1;
+    }
+    sqlite3_bind_int64(st, 1, start);
+    sqlite3_bind_int64(st, 2, end);
+    if (who != NULL) {
+        sqlite3_bind_text(st, 3, who, -1, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_null(st, 3);
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *m = (const char *)sqlite3_column_text(st, 0);
+        use_row_t *row;
+
+        if (nrows == cap) {
+            int nc = cap ? cap * 2 : 8;
+            use_row_t *g = realloc(*rows, (size_t)nc * sizeof(**rows));
+
+            if (g == NULL) {
+                break;
+            }
+            *rows = g;
+            cap = nc;
+        }
+        row = &(*rows)[nrows++];
+        memset(row, 0, sizeof(*row));
+        snprintf(row->model, sizeof(row->model), "%s", m ? m : "");
+        for (k = 0; k < 8; k++) {
+            row->v[k] = sqlite3_column_int64(st, k + 1);
+        }
+    }
+    sqlite3_finalize(st);
+    return nrows;
+}
+
 /* usage [--consumer NAME] [--period day|week|month|total] [--tz Z] */
 static int
 cmd_usage(void *arg, const json_t *args, json_t **out)
@@ -1789,8 +2042,9 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
     const char *tz = json_string_value(json_object_get(args, "tz"));
     gov_period_t p = GOV_MONTH;
     int64_t start, end;
-    int off = 0;
-    sqlite3_stmt *st = NULL;
+    int off = 0, r, nrows;
+    use_row_t *rows = NULL;
+    const char *source = "node";
     json_t *models = json_array();
     char *text = NULL;
     size_t tlen = 0;
@@ -1809,44 +2063,46 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
                         "day|week|month|total] [--tz +02:00]");
         return 400;
     }
-    if (lm->rdb == NULL) {
+    gov_period_bounds(p, off, (int64_t)time(NULL), &start, &end);
+    if (lm->redis && (off == 0 || lm->rdb == NULL)) {
+        char e[256];
+
+        if (off != 0) {
+            json_decref(models);
+            *out = err_json("with the Redis store the shared ledger is kept "
+                            "by UTC period; --tz needs this node's ledger "
+                            "(db)");
+            return 400;
+        }
+        nrows = use_read(who, p, start, &rows, e, sizeof(e));
+        if (nrows < 0) {
+            json_decref(models);
+            *out = err_json("the usage ledger (Redis): %s", e);
+            return 503;
+        }
+        source = "redis";
+    } else if (lm->rdb == NULL) {
         json_decref(models);
         *out = err_json("the limits stage keeps no ledger (db: none)");
         return 404;
-    }
-    flush(lm);
-    gov_period_bounds(p, off, (int64_t)time(NULL), &start, &end);
-    if (sqlite3_prepare_v2(
-            lm->rdb,
-            "SELECT model, count(*), sum(prompt), sum(completion), "
-            "sum(cached), sum(reasoning), sum(cost), sum(estimated), "
-            "sum(unpriced) FROM ledger WHERE ts >= ? AND ts < ? AND "
-            "(?3 IS NULL OR consumer = ?3) GROUP BY model ORDER BY model",
-            -1, &st, NULL) != SQLITE_OK) {
-        json_decref(models);
-        *out = err_json("ledger: %s", sqlite3_errmsg(lm->rdb));
-        return 500;
-    }
-    sqlite3_bind_int64(st, 1, start);
-    sqlite3_bind_int64(st, 2, end);
-    if (who != NULL) {
-        sqlite3_bind_text(st, 3, who, -1, SQLITE_STATIC);
     } else {
-        sqlite3_bind_null(st, 3);
+        flush(lm);
+        nrows = use_sqlite(lm, who, start, end, &rows);
+        if (nrows < 0) {
+            json_decref(models);
+            *out = err_json("ledger: %s", sqlite3_errmsg(lm->rdb));
+            return 500;
+        }
     }
     f = open_memstream(&text, &tlen);
     if (f != NULL) {
         fprintf(f, "%-24s %8s %10s %10s %10s %12s  %s\n", "model", "requests",
                 "prompt", "completion", "cached", "cost_usd", "flags");
     }
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        const char *m = (const char *)sqlite3_column_text(st, 0);
-        int64_t v[8];
-        int k;
+    for (r = 0; r < nrows; r++) {
+        const char *m = rows[r].model;
+        const int64_t *v = rows[r].v;
 
-        for (k = 0; k < 8; k++) {
-            v[k] = sqlite3_column_int64(st, k + 1);
-        }
         tot.n += v[0];
         tot.prompt += v[1];
         tot.completion += v[2];
@@ -1857,31 +2113,35 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
         tot.unpriced += v[7];
         json_array_append_new(
             models,
-            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "model",
-                      m ? m : "", "requests", (json_int_t)v[0], "prompt_tokens",
+            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "model", m,
+                      "requests", (json_int_t)v[0], "prompt_tokens",
                       (json_int_t)v[1], "completion_tokens", (json_int_t)v[2],
                       "cached_tokens", (json_int_t)v[3], "reasoning_tokens",
                       (json_int_t)v[4], "cost_micro_usd", (json_int_t)v[5],
                       "estimated", (json_int_t)v[6], "unpriced",
                       (json_int_t)v[7]));
         if (f != NULL) {
-            fprintf(f, "%-24s %8lld %10lld %10lld %10lld %12.6f  %s%s\n",
-                    m ? m : "", (long long)v[0], (long long)v[1],
-                    (long long)v[2], (long long)v[3], (double)v[5] / 1e6,
+            fprintf(f, "%-24s %8lld %10lld %10lld %10lld %12.6f  %s%s\n", m,
+                    (long long)v[0], (long long)v[1], (long long)v[2],
+                    (long long)v[3], (double)v[5] / 1e6,
                     v[7] ? "UNPRICED " : "", v[6] ? "estimated" : "");
         }
     }
-    sqlite3_finalize(st);
+    free(rows);
     if (f != NULL) {
         fprintf(f, "%-24s %8lld %10lld %10lld %10lld %12.6f\n", "total",
                 (long long)tot.n, (long long)tot.prompt,
                 (long long)tot.completion, (long long)tot.cached,
                 (double)tot.cost / 1e6);
+        if (lm->redis && strcmp(source, "node") == 0) {
+            fprintf(f, "(this node's requests only: the shared ledger is "
+                       "kept by UTC period)\n");
+        }
         fclose(f);
     }
     *out = json_pack(
-        "{s:s?,s:s,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:s}",
-        "consumer", who, "period", gov_period_name(p), "from",
+        "{s:s?,s:s,s:s,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:s}",
+        "consumer", who, "ledger", source, "period", gov_period_name(p), "from",
         (json_int_t)start, "to", (json_int_t)end, "models", models, "total",
         "requests", (json_int_t)tot.n, "prompt_tokens", (json_int_t)tot.prompt,
         "completion_tokens", (json_int_t)tot.completion, "cached_tokens",

@@ -74,6 +74,8 @@ consumers:
   - { name: budgeted, keys: ["k-budgeted"], budget: { tokens: 100000000, period: month } }
   - { name: free, keys: ["k-free"] }
   - { name: wallet, keys: ["k-wallet"], budget: { usd: 2, period: month } }
+  - { name: spread, keys: ["k-spread"], budget: { tokens: 100000000, period: month } }
+  - { name: plain, keys: ["k-plain"] }
   - { name: g1, group: eng, keys: ["k-g1"] }
   - { name: g2, group: eng, keys: ["k-g2"], budget: { tokens: 100000, period: month } }
 groups:
@@ -166,6 +168,85 @@ test('billing endpoints read the budget in Redis: spent on node 1, seen on node 
   assert.deepEqual(use, { object: 'list', total_usage: cost / 1e4 });
   const sub = await (await fetch(nodes[1].url + '/v1/dashboard/billing/subscription', { headers: auth('k-wallet') })).json();
   assert.equal(sub.hard_limit_usd, 2);
+});
+
+// Polls `usage` on a node until it counts n requests (settlements are
+// sent without waiting).
+async function usageOf(n, body, requests) {
+  let u;
+  for (let i = 0; i < 300; i++) {
+    u = await command(nodes[n].sock, 'usage', body);
+    if (u.status === 200 && u.json.total.requests >= requests) break;
+    await sleep(10);
+  }
+  return u;
+}
+
+test('the ledger is shared: traffic spread over 3 nodes, usage on any node shows the sum, by model', async () => {
+  const sent = [];
+  for (let i = 0; i < 9; i++) {
+    const model = i % 3 === 2 ? 'gpt-4o-mini' : 'gpt-4o';
+    const r = await chat(nodes[i % 3], `hi ${'x'.repeat(i * 40)}`, { model }, auth('k-spread'));
+    assert.equal(r.status, 200);
+    sent.push({ model, usage: (await r.json()).usage, node: i % 3 });
+  }
+  const want = {};
+  for (const s of sent) {
+    const w = want[s.model] ??= { requests: 0, prompt_tokens: 0, completion_tokens: 0, cost_micro_usd: 0, unpriced: 0 };
+    w.requests++;
+    w.prompt_tokens += s.usage.prompt_tokens;
+    w.completion_tokens += s.usage.completion_tokens;
+    if (s.model === 'gpt-4o') w.cost_micro_usd += Math.ceil(s.usage.prompt_tokens * 2.5 + s.usage.completion_tokens * 10);
+    else w.unpriced++;
+  }
+  const views = [];
+  for (const n of [0, 1, 2]) {
+    const u = await usageOf(n, { consumer: 'spread', period: 'month' }, 9);
+    assert.equal(u.status, 200, JSON.stringify(u.json));
+    assert.equal(u.json.ledger, 'redis');
+    const got = Object.fromEntries(u.json.models.map((m) => [m.model, {
+      requests: m.requests, prompt_tokens: m.prompt_tokens, completion_tokens: m.completion_tokens,
+      cost_micro_usd: m.cost_micro_usd, unpriced: m.unpriced }]));
+    assert.deepEqual(got, want);
+    assert.deepEqual(u.json.models.map((m) => m.model), ['gpt-4o', 'gpt-4o-mini']);
+    assert.equal(u.json.total.requests, 9);
+    assert.equal(u.json.total.prompt_tokens, sent.reduce((a, s) => a + s.usage.prompt_tokens, 0));
+    assert.match(u.json.text, /gpt-4o-mini +3 .*UNPRICED/);
+    views.push(u.json);
+  }
+  assert.deepEqual(views[0].total, views[2].total);
+  // the other periods, and everyone's (no --consumer), count them too
+  const day = await usageOf(1, { consumer: 'spread', period: 'day' }, 9);
+  assert.deepEqual(day.json.total, views[0].total);
+  const all = await usageOf(2, { period: 'total' }, 9);
+  assert.ok(all.json.total.requests >= 9 && all.json.total.prompt_tokens >= views[0].total.prompt_tokens);
+  // the aggregates are in Redis under the consumer's hash tag, with a TTL
+  const key = rcli('--scan', '--pattern', 'mf:use:{c:spread}:month:*');
+  assert.match(key, /^mf:use:\{c:spread\}:month:\d+$/);
+  assert.ok(Number(rcli('TTL', key)) > 35 * 86400, rcli('TTL', key));
+  assert.equal(rcli('TTL', rcli('--scan', '--pattern', 'mf:use:{c:spread}:total:*')), '-1');
+  // a time zone other than UTC: this node's own ledger, and said so
+  const local = await command(nodes[0].sock, 'usage', { consumer: 'spread', period: 'total', tz: '+02:00' });
+  assert.equal(local.json.ledger, 'node');
+  assert.equal(local.json.total.requests, sent.filter((s) => s.node === 0).length);
+  assert.match(local.json.text, /this node's requests only/);
+});
+
+test('billing usage without a USD budget: the month\'s cost of all nodes', async () => {
+  let cost = 0;
+  for (let i = 0; i < 3; i++) {
+    const r = await chat(nodes[i], 'hi there', {}, auth('k-plain'));
+    assert.equal(r.status, 200);
+    const u = (await r.json()).usage;
+    cost += Math.ceil(u.prompt_tokens * 2.5 + u.completion_tokens * 10);
+  }
+  await usageOf(0, { consumer: 'plain', period: 'month' }, 3);
+  for (const n of [0, 1, 2]) {
+    const use = await (await fetch(nodes[n].url + '/v1/dashboard/billing/usage', { headers: auth('k-plain') })).json();
+    assert.deepEqual(use, { object: 'list', total_usage: cost / 1e4 });
+  }
+  const sub = await (await fetch(nodes[2].url + '/dashboard/billing/subscription', { headers: auth('k-plain') })).json();
+  assert.equal(sub.hard_limit_usd, 100000000);
 });
 
 test('a rate and a concurrency limit are shared by the nodes', async () => {
