@@ -854,7 +854,7 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
     static const char *const allowed[] = {
         "name",         "plugin",       "lua",        "config",
         "enabled",      "trusted",      "time_limit", "pause_limit",
-        "memory_limit", "init_timeout", NULL};
+        "memory_limit", "init_timeout", "models",     NULL};
     mf_stage_conf_t *s = &c->stages[idx];
     char path[128], *plugin = NULL, *lua = NULL;
     size_t i;
@@ -943,6 +943,17 @@ load_stage(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
         const mf_node_t *cn = mf_node_get(n, "config");
 
         s->config = cn ? mf_node_to_json(cn) : json_object();
+    }
+    /* virtual models: names the stage answers or routes itself, listed by
+     * the model lists; exact names (a list shows names, not patterns) */
+    s->models = string_list(ck, mf_node_get(n, "models"), path, &s->nmodels);
+    for (i = 0; i < s->nmodels; i++) {
+        if (s->models[i][0] == '\0' || strpbrk(s->models[i], "*?") != NULL) {
+            cfg_error(ck, mf_node_get(n, "models"), path,
+                      "models: '%s' is not a model name (a stage's models "
+                      "are exact names, listed by /v1/models)",
+                      s->models[i]);
+        }
     }
     free(plugin);
     free(lua);
@@ -2075,6 +2086,10 @@ mf_config_free(mf_config_t *c)
         free(c->stages[i].plugin);
         free(c->stages[i].lua);
         json_decref(c->stages[i].config);
+        for (j = 0; j < c->stages[i].nmodels; j++) {
+            free(c->stages[i].models[j]);
+        }
+        free(c->stages[i].models);
     }
     free(c->stages);
     json_decref(c->redis);

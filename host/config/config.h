@@ -106,6 +106,8 @@ typedef struct mf_stage_conf_s {
     char *plugin; /* resolved path of a .so, or NULL */
     char *lua;    /* resolved path of a .lua, or NULL */
     json_t *config;
+    char **models; /* model names the stage serves (listed by /v1/models) */
+    size_t nmodels;
     int enabled;
     int line;
     int trusted;            /* Lua: no sandbox, JIT compiler on */

@@ -58,9 +58,24 @@ model_id(mf_str_t id, char *buf, size_t cap)
     return n > 0;
 }
 
+/* Whether stage sc of the config lists its models: while it is enabled
+ * (its config's enabled:, or the admin API's enable/disable since). */
+static int
+stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc)
+{
+    mf_pstage_t *s;
+
+    if (sc->nmodels == 0) {
+        return 0;
+    }
+    s = mf_gen_find_stage(g, sc->name);
+    return s != NULL ? atomic_load(&s->enabled) : sc->enabled;
+}
+
 /* GET of a model list: the exact names providers serve (models and
- * model_map) and the routes' exact names, once each (globs are not
- * listed), in the shape of the adapter `shape`. */
+ * model_map), the routes' exact names and the models enabled stages
+ * declare (virtual models), once each (globs are not listed), in the
+ * shape of the adapter `shape`. */
 static void
 handle_models(mf_req_t *r, const mf_proto_t *shape)
 {
@@ -94,12 +109,29 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
         json_object_set_new(seen, m, json_true());
         json_array_append_new(data, shape->model(&e));
     }
+    for (i = 0; i < g->config->nstages; i++) {
+        const mf_stage_conf_t *sc = &g->config->stages[i];
+
+        if (!stage_lists(g, sc)) {
+            continue;
+        }
+        for (j = 0; j < sc->nmodels; j++) {
+            mf_proto_model_t e = {sc->models[j], sc->name};
+
+            if (json_object_get(seen, sc->models[j])) {
+                continue;
+            }
+            json_object_set_new(seen, sc->models[j], json_true());
+            json_array_append_new(data, shape->model(&e));
+        }
+    }
     json_decref(seen);
     respond_json(r, 200, shape->model_list(data));
 }
 
-/* GET of one model: the model when a route or a provider serves it (an
- * exact name or one of its globs), else a 404 naming it. */
+/* GET of one model: the model when a route, an enabled stage (a model
+ * it declares) or a provider serves it (an exact name or one of its
+ * globs), else a 404 naming it. */
 static void
 handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
 {
@@ -114,6 +146,18 @@ handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
         for (i = 0; i < g->config->nroutes && owner == NULL; i++) {
             if (mf_glob_match(g->config->routes[i].model, n)) {
                 owner = "manifold";
+            }
+        }
+        for (i = 0; i < g->config->nstages && owner == NULL; i++) {
+            const mf_stage_conf_t *sc = &g->config->stages[i];
+
+            if (!stage_lists(g, sc)) {
+                continue;
+            }
+            for (j = 0; j < sc->nmodels && owner == NULL; j++) {
+                if (strcmp(sc->models[j], name) == 0) {
+                    owner = sc->name;
+                }
             }
         }
         for (i = 0; i < g->nproviders && owner == NULL; i++) {
