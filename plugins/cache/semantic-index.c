@@ -1,0 +1,498 @@
+/*
+ * The semantic index (semantic-index.h): entries in a dense array per
+ * partition (a lookup scans only its partition), a map of keys, and an
+ * LRU list (the bound), under one mutex.
+ */
+#include "semantic-index.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/gov.h"
+
+typedef struct si_bucket_s si_bucket_t;
+
+typedef struct si_entry_s {
+    struct si_entry_s *prev; /* LRU: towards the most recent */
+    struct si_entry_s *next;
+    si_bucket_t *bucket; /* its partition */
+    size_t slot;         /* its index in the partition's array */
+    char key[SI_KEY_LEN + 1];
+    char *sig;
+} si_entry_t;
+
+/* The entries of one partition. */
+struct si_bucket_s {
+    char name[2 * SI_PART_LEN + 1]; /* the partition, hex */
+    si_entry_t **v;
+    float *vecs; /* entry i's vector (unit length) at i * dim */
+    int dim;     /* the first entry's: one per partition */
+    size_t n, cap;
+};
+
+struct si_index_s {
+    pthread_mutex_t lock;
+    gov_map_t *parts; /* partition (hex) -> si_bucket_t */
+    gov_map_t *keys;  /* key -> entry */
+    size_t n;
+    size_t max;
+    si_entry_t *head; /* most recently used */
+    si_entry_t *tail;
+};
+
+/* Words whose presence flips or qualifies a question's meaning. */
+static const char *const polarity[] = {
+    "not",     "no",       "never",   "none",     "nothing",  "nobody",
+    "neither", "nor",      "without", "cannot",   "off",      "on",
+    "dont",    "doesnt",   "didnt",   "isnt",     "arent",    "wasnt",
+    "werent",  "cant",     "couldnt", "wont",     "wouldnt",  "shouldnt",
+    "hasnt",   "havent",   "hadnt",   "mustnt",   "enable",   "disable",
+    "enabled", "disabled", "yes",     "true",     "false",    "before",
+    "after",   "above",    "below",   "more",     "less",     "min",
+    "max",     "minimum",  "maximum", "increase", "decrease", "up",
+    "down",    "open",     "close",   "start",    "stop",     NULL};
+
+static int
+is_polarity(const char *w)
+{
+    int i;
+
+    for (i = 0; polarity[i] != NULL; i++) {
+        if (strcmp(polarity[i], w) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Words: letters (lower-cased; an apostrophe inside a word is dropped,
+ * so "don't" is "dont"). Numbers: digits with inner '.' or ','
+ * separators, "1,000" and "1000" alike, "2.50" and "2.5" alike. */
+char *
+si_guard_sig(const char *text, size_t len)
+{
+    char **toks = NULL, *out, *p;
+    size_t ntok = 0, cap = 0, i = 0, total = 1, k;
+
+    while (i < len) {
+        unsigned char c = (unsigned char)text[i];
+        char buf[64];
+        size_t b = 0;
+        int num = 0;
+
+        if (isalpha(c)) {
+            while (i < len) {
+                c = (unsigned char)text[i];
+                if (isalpha(c)) {
+                    if (b < sizeof(buf) - 1) {
+                        buf[b++] = (char)tolower(c);
+                    }
+                } else if ((c == '\'' || c == 0xe2) && i + 1 < len) {
+                    /* ' or the UTF-8 right single quote (E2 80 99) */
+                    size_t skip = c == '\'' ? 1 : 3;
+                    if (i + skip < len &&
+                        (c == '\'' || ((unsigned char)text[i + 1] == 0x80 &&
+                                       (unsigned char)text[i + 2] == 0x99)) &&
+                        isalpha((unsigned char)text[i + skip])) {
+                        i += skip;
+                        continue;
+                    }
+                    break;
+                } else {
+                    break;
+                }
+                i++;
+            }
+            buf[b] = '\0';
+            if (!is_polarity(buf)) {
+                continue;
+            }
+        } else if (isdigit(c) || ((c == '-' || c == '.') && i + 1 < len &&
+                                  isdigit((unsigned char)text[i + 1]))) {
+            int dot = -1;
+
+            num = 1;
+            if (c == '-') {
+                buf[b++] = '-';
+                i++;
+            }
+            while (i < len && b < sizeof(buf) - 1) {
+                c = (unsigned char)text[i];
+                if (isdigit(c)) {
+                    buf[b++] = (char)c;
+                } else if ((c == '.' || c == ',') && i + 1 < len &&
+                           isdigit((unsigned char)text[i + 1])) {
+                    if (c == '.' && dot < 0) {
+                        dot = (int)b;
+                        buf[b++] = '.';
+                    }
+                } else {
+                    break;
+                }
+                i++;
+            }
+            buf[b] = '\0';
+            if (dot >= 0) { /* trailing zeros of the fraction */
+                while (b > (size_t)dot + 1 && buf[b - 1] == '0') {
+                    buf[--b] = '\0';
+                }
+                if (b == (size_t)dot + 1) {
+                    buf[--b] = '\0';
+                }
+            }
+            if (b == 0 || (b == 1 && buf[0] == '-')) {
+                continue;
+            }
+        } else {
+            i++;
+            continue;
+        }
+        (void)num;
+        if (ntok == cap) {
+            char **n2;
+            cap = cap ? cap * 2 : 8;
+            n2 = realloc(toks, cap * sizeof(*toks));
+            if (n2 == NULL) {
+                goto oom;
+            }
+            toks = n2;
+        }
+        if ((toks[ntok] = strdup(buf)) == NULL) {
+            goto oom;
+        }
+        total += strlen(buf) + 1;
+        ntok++;
+    }
+    if (ntok > 1) {
+        qsort(toks, ntok, sizeof(*toks), cmp_str);
+    }
+    out = malloc(total);
+    if (out == NULL) {
+        goto oom;
+    }
+    p = out;
+    for (k = 0; k < ntok; k++) {
+        size_t l = strlen(toks[k]);
+        if (k > 0) {
+            *p++ = ' ';
+        }
+        memcpy(p, toks[k], l);
+        p += l;
+        free(toks[k]);
+    }
+    *p = '\0';
+    free(toks);
+    return out;
+oom:
+    for (k = 0; k < ntok; k++) {
+        free(toks[k]);
+    }
+    free(toks);
+    return NULL;
+}
+
+si_index_t *
+si_new(size_t max_entries)
+{
+    si_index_t *x = calloc(1, sizeof(*x));
+
+    if (x == NULL || max_entries == 0) {
+        free(x);
+        return NULL;
+    }
+    x->parts = gov_map_new();
+    x->keys = gov_map_new();
+    if (x->parts == NULL || x->keys == NULL) {
+        if (x->parts != NULL) {
+            gov_map_free(x->parts, NULL);
+        }
+        if (x->keys != NULL) {
+            gov_map_free(x->keys, NULL);
+        }
+        free(x);
+        return NULL;
+    }
+    x->max = max_entries;
+    pthread_mutex_init(&x->lock, NULL);
+    return x;
+}
+
+static void
+lru_unlink(si_index_t *x, si_entry_t *e)
+{
+    if (e->prev != NULL) {
+        e->prev->next = e->next;
+    } else {
+        x->head = e->next;
+    }
+    if (e->next != NULL) {
+        e->next->prev = e->prev;
+    } else {
+        x->tail = e->prev;
+    }
+    e->prev = e->next = NULL;
+}
+
+static void
+lru_front(si_index_t *x, si_entry_t *e)
+{
+    e->prev = NULL;
+    e->next = x->head;
+    if (x->head != NULL) {
+        x->head->prev = e;
+    }
+    x->head = e;
+    if (x->tail == NULL) {
+        x->tail = e;
+    }
+}
+
+static void
+hex(const uint8_t part[SI_PART_LEN], char out[2 * SI_PART_LEN + 1])
+{
+    static const char digits[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < SI_PART_LEN; i++) {
+        out[2 * i] = digits[part[i] >> 4];
+        out[2 * i + 1] = digits[part[i] & 15];
+    }
+    out[2 * SI_PART_LEN] = '\0';
+}
+
+/* Unlinks and frees e; the last entry of its partition takes its slot,
+ * and an emptied partition goes. */
+static void
+drop(si_index_t *x, si_entry_t *e)
+{
+    si_bucket_t *b = e->bucket;
+    size_t slot = e->slot;
+
+    lru_unlink(x, e);
+    gov_map_del(x->keys, (mf_str_t){e->key, strlen(e->key)});
+    x->n--;
+    b->n--;
+    if (slot != b->n) {
+        b->v[slot] = b->v[b->n];
+        b->v[slot]->slot = slot;
+        memcpy(b->vecs + slot * (size_t)b->dim, b->vecs + b->n * (size_t)b->dim,
+               (size_t)b->dim * sizeof(float));
+    }
+    if (b->n == 0) {
+        gov_map_del(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN});
+        free(b->v);
+        free(b->vecs);
+        free(b);
+    }
+    free(e->sig);
+    free(e);
+}
+
+void
+si_free(si_index_t *x)
+{
+    if (x == NULL) {
+        return;
+    }
+    while (x->tail != NULL) {
+        drop(x, x->tail);
+    }
+    gov_map_free(x->parts, NULL);
+    gov_map_free(x->keys, NULL);
+    pthread_mutex_destroy(&x->lock);
+    free(x);
+}
+
+static si_entry_t *
+by_key(si_index_t *x, const char *key)
+{
+    return gov_map_get(x->keys, (mf_str_t){key, strlen(key)});
+}
+
+int
+si_put(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
+       int dim, const char *sig, const char *key)
+{
+    si_entry_t *e, *old;
+    si_bucket_t *b;
+    char name[2 * SI_PART_LEN + 1];
+    double norm = 0;
+    int i;
+
+    if (dim <= 0 || strlen(key) > SI_KEY_LEN) {
+        return -1;
+    }
+    for (i = 0; i < dim; i++) {
+        norm += (double)vec[i] * vec[i];
+    }
+    if (!(norm > 0) || !isfinite(norm)) {
+        return -1;
+    }
+    norm = sqrt(norm);
+    e = calloc(1, sizeof(*e));
+    if (e == NULL || (e->sig = strdup(sig)) == NULL) {
+        free(e);
+        return -1;
+    }
+    strcpy(e->key, key);
+    hex(part, name);
+    pthread_mutex_lock(&x->lock);
+    if ((old = by_key(x, key)) != NULL) {
+        drop(x, old);
+    }
+    if (x->n == x->max) {
+        drop(x, x->tail);
+    }
+    b = gov_map_get(x->parts, (mf_str_t){name, 2 * SI_PART_LEN});
+    if (b != NULL && b->dim != dim) {
+        goto fail; /* another embedding model's vectors */
+    }
+    if (b == NULL) {
+        b = calloc(1, sizeof(*b));
+        if (b == NULL) {
+            goto fail;
+        }
+        memcpy(b->name, name, sizeof(name));
+        b->dim = dim;
+        gov_map_put(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN}, b);
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 8;
+        si_entry_t **v = realloc(b->v, cap * sizeof(*v));
+        float *vecs = v == NULL
+                          ? NULL
+                          : realloc(b->vecs, cap * (size_t)dim * sizeof(float));
+
+        if (v != NULL) {
+            b->v = v;
+        }
+        if (vecs == NULL) {
+            if (b->n == 0) {
+                gov_map_del(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN});
+                free(b->v);
+                free(b->vecs);
+                free(b);
+            }
+            goto fail;
+        }
+        b->vecs = vecs;
+        b->cap = cap;
+    }
+    for (i = 0; i < dim; i++) {
+        b->vecs[b->n * (size_t)dim + (size_t)i] = (float)(vec[i] / norm);
+    }
+    gov_map_put(x->keys, (mf_str_t){e->key, strlen(e->key)}, e);
+    e->bucket = b;
+    e->slot = b->n;
+    b->v[b->n++] = e;
+    x->n++;
+    lru_front(x, e);
+    pthread_mutex_unlock(&x->lock);
+    return 0;
+fail:
+    pthread_mutex_unlock(&x->lock);
+    free(e->sig);
+    free(e);
+    return -1;
+}
+
+int
+si_find(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
+        int dim, const char *sig, double threshold, char *key_out, double *sim)
+{
+    si_entry_t *best = NULL;
+    si_bucket_t *b;
+    char name[2 * SI_PART_LEN + 1];
+    double norm = 0, best_dot = -2;
+    float *q;
+    size_t i;
+    int d;
+
+    if (dim <= 0) {
+        return 0;
+    }
+    for (d = 0; d < dim; d++) {
+        norm += (double)vec[d] * vec[d];
+    }
+    if (!(norm > 0) || !isfinite(norm)) {
+        return 0;
+    }
+    norm = sqrt(norm);
+    q = malloc((size_t)dim * sizeof(float));
+    if (q == NULL) {
+        return 0;
+    }
+    for (d = 0; d < dim; d++) {
+        q[d] = (float)(vec[d] / norm);
+    }
+    hex(part, name);
+    pthread_mutex_lock(&x->lock);
+    b = gov_map_get(x->parts, (mf_str_t){name, 2 * SI_PART_LEN});
+    if (b != NULL && b->dim != dim) {
+        b = NULL;
+    }
+    for (i = 0; b != NULL && i < b->n; i++) {
+        si_entry_t *e = b->v[i];
+        const float *ev = b->vecs + i * (size_t)dim;
+        float acc[4] = {0, 0, 0, 0}, dot;
+
+        /* four sums the compiler can keep in one vector register */
+        for (d = 0; d + 4 <= dim; d += 4) {
+            acc[0] += ev[d] * q[d];
+            acc[1] += ev[d + 1] * q[d + 1];
+            acc[2] += ev[d + 2] * q[d + 2];
+            acc[3] += ev[d + 3] * q[d + 3];
+        }
+        for (; d < dim; d++) {
+            acc[0] += ev[d] * q[d];
+        }
+        dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+        if (dot >= threshold && dot > best_dot && strcmp(e->sig, sig) == 0) {
+            best = e;
+            best_dot = dot;
+        }
+    }
+    if (best != NULL) {
+        lru_unlink(x, best);
+        lru_front(x, best);
+        strcpy(key_out, best->key);
+        *sim = best_dot > 1.0 ? 1.0 : best_dot;
+    }
+    pthread_mutex_unlock(&x->lock);
+    free(q);
+    return best != NULL;
+}
+
+int
+si_remove(si_index_t *x, const char *key)
+{
+    si_entry_t *e;
+
+    pthread_mutex_lock(&x->lock);
+    e = by_key(x, key);
+    if (e != NULL) {
+        drop(x, e);
+    }
+    pthread_mutex_unlock(&x->lock);
+    return e != NULL;
+}
+
+size_t
+si_count(si_index_t *x)
+{
+    size_t n;
+
+    pthread_mutex_lock(&x->lock);
+    n = x->n;
+    pthread_mutex_unlock(&x->lock);
+    return n;
+}
