@@ -7,7 +7,10 @@
  * (api->respond_completion), either made from an entry of the other
  * kind. A miss records the answer (api->record_answer) and on_log stores
  * it when it is whole: a 200 that ended with stop or tool_calls, with
- * the upstream's usage. See docs/CACHE.md.
+ * the upstream's usage. With `semantic:`, an exact miss embeds the last
+ * user message (api->model_call) and asks the semantic index
+ * (semantic-index.c) for a near question of the same partition: the
+ * request but its last user message. See docs/CACHE.md.
  */
 #include <manifold/plugin.h>
 
@@ -20,9 +23,12 @@
 
 #include "../common/gov.h"
 #include "cache-store.h"
+#include "semantic-index.h"
 
 /* Bumped when what a key covers or what an entry holds changes. */
 #define CACHE_VERSION "mf-cache-1"
+/* The same for the semantic layer's partitions. */
+#define SEMANTIC_VERSION "mf-cache-sem-1"
 
 static const mf_host_api_t *api;
 
@@ -45,6 +51,14 @@ typedef struct cache_s {
     int redis;              /* entries in the configured `redis:` */
     pthread_mutex_t flock;  /* the flights and everything in them */
     gov_map_t *flights;     /* key -> flight_t: misses being answered */
+    /* the semantic layer: sem NULL when off */
+    si_index_t *sem;
+    char *sem_model;    /* the embeddings model */
+    char *sem_provider; /* the provider pinned, or NULL: routing */
+    double sem_threshold;
+    int64_t sem_timeout_ms;
+    double sem_max_temp; /* a request above it skips the layer */
+    atomic_ullong sem_hits, sem_failures;
 } cache_t;
 
 /* How often a follower looks at its leader's flight. */
@@ -88,6 +102,14 @@ typedef struct rctx_s {
     int started;     /* a follower's stream has begun */
     int stream;      /* the client streams */
     int64_t max_age; /* Cache-Control: max-age, -1 none */
+    /* the semantic layer */
+    int semantic;              /* answered by it */
+    double similarity;         /* the hit's cosine */
+    uint8_t part[SI_PART_LEN]; /* the partition */
+    const char *question;      /* the last user message's text */
+    const char *sig;           /* its guard signature */
+    float *vec;                /* its embedding, to index the answer */
+    int dim;
 } rctx_t;
 
 #define REDIS_PREFIX "mf:cache:"
@@ -183,6 +205,9 @@ cache_fini(void *state)
 
     if (c != NULL) {
         cs_store_free(c->store);
+        si_free(c->sem);
+        free(c->sem_model);
+        free(c->sem_provider);
         if (c->flights != NULL) {
             gov_map_free(c->flights, NULL); /* each held by a request */
             pthread_mutex_destroy(&c->flock);
@@ -287,16 +312,122 @@ cmd_stats(void *arg, const json_t *args, json_t **out)
                      (json_int_t)atomic_load(&c->coalesced), "stored",
                      (json_int_t)atomic_load(&c->stored), "tokens_saved",
                      (json_int_t)atomic_load(&c->tokens_saved));
+    if (*out != NULL && c->sem != NULL) {
+        json_object_set_new(*out, "semantic_entries",
+                            json_integer((json_int_t)si_count(c->sem)));
+        json_object_set_new(
+            *out, "semantic_hits",
+            json_integer((json_int_t)atomic_load(&c->sem_hits)));
+        json_object_set_new(
+            *out, "semantic_failures",
+            json_integer((json_int_t)atomic_load(&c->sem_failures)));
+    }
     return 200;
+}
+
+/* The `semantic:` mapping. */
+static int
+semantic_parse(cache_t *c, const json_t *conf)
+{
+    static const char *const known[] = {
+        "model",       "provider",        "threshold", "timeout",
+        "max_entries", "max_temperature", NULL};
+    const char *k, *s;
+    json_t *v;
+    json_int_t max_entries = 10000;
+    size_t i;
+
+    if (!json_is_object(conf)) {
+        api->log(MF_LOG_ERROR, "cache: semantic must be a mapping (model, "
+                               "threshold, ...)");
+        return MF_ERR;
+    }
+    json_object_foreach((json_t *)conf, k, v)
+    {
+        for (i = 0; known[i] != NULL && strcmp(known[i], k) != 0; i++) {
+        }
+        if (known[i] == NULL) {
+            api->log(MF_LOG_ERROR,
+                     "cache: unknown setting semantic.%s (known: model, "
+                     "provider, threshold, timeout, max_entries, "
+                     "max_temperature)",
+                     k);
+            return MF_ERR;
+        }
+    }
+    if (api->config_section("redis") != NULL) {
+        api->log(MF_LOG_ERROR, "cache: semantic keeps its index in process "
+                               "and cannot be used with `redis:` (entries "
+                               "in Redis) yet");
+        return MF_ERR;
+    }
+    s = json_string_value(json_object_get(conf, "model"));
+    if (s == NULL || s[0] == '\0') {
+        api->log(MF_LOG_ERROR, "cache: semantic.model (the embeddings "
+                               "model) is required");
+        return MF_ERR;
+    }
+    c->sem_model = strdup(s);
+    if ((v = json_object_get(conf, "provider")) != NULL) {
+        s = json_string_value(v);
+        if (s == NULL || s[0] == '\0') {
+            api->log(MF_LOG_ERROR, "cache: semantic.provider must be a "
+                                   "provider's name");
+            return MF_ERR;
+        }
+        c->sem_provider = strdup(s);
+    }
+    c->sem_threshold = 0.95;
+    if ((v = json_object_get(conf, "threshold")) != NULL &&
+        (!json_is_number(v) || json_number_value(v) <= 0 ||
+         json_number_value(v) > 1)) {
+        api->log(MF_LOG_ERROR, "cache: semantic.threshold must be a cosine "
+                               "similarity above 0, at most 1 (0.95)");
+        return MF_ERR;
+    }
+    if (v != NULL) {
+        c->sem_threshold = json_number_value(v);
+    }
+    c->sem_timeout_ms = 2000;
+    if ((v = json_object_get(conf, "timeout")) != NULL &&
+        (duration_parse(v, &c->sem_timeout_ms) != MF_OK ||
+         c->sem_timeout_ms <= 0)) {
+        api->log(MF_LOG_ERROR, "cache: semantic.timeout must be a duration "
+                               "(\"2s\", \"500ms\") above 0");
+        return MF_ERR;
+    }
+    if ((v = json_object_get(conf, "max_entries")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 10000000) {
+            api->log(MF_LOG_ERROR, "cache: semantic.max_entries must be a "
+                                   "count from 1 to 10000000");
+            return MF_ERR;
+        }
+        max_entries = json_integer_value(v);
+    }
+    c->sem_max_temp = 1.0;
+    if ((v = json_object_get(conf, "max_temperature")) != NULL) {
+        if (!json_is_number(v) || json_number_value(v) < 0) {
+            api->log(MF_LOG_ERROR, "cache: semantic.max_temperature must be "
+                                   "a number, 0 or above");
+            return MF_ERR;
+        }
+        c->sem_max_temp = json_number_value(v);
+    }
+    if (c->sem_model == NULL ||
+        (c->sem = si_new((size_t)max_entries)) == NULL) {
+        return MF_ERR;
+    }
+    return MF_OK;
 }
 
 static int
 cache_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const known[] = {
-        "scope",           "ttl",         "max_memory",
-        "max_entry",       "replay",      "pace",
-        "client_controls", "count_quota", NULL,
+        "scope",    "ttl",  "max_memory",      "max_entry",
+        "replay",   "pace", "client_controls", "count_quota",
+        "semantic", NULL,
     };
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     cache_t *c = NULL;
@@ -316,7 +447,7 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
             api->log(MF_LOG_ERROR,
                      "cache: unknown setting '%s' (known: scope, ttl, "
                      "max_memory, max_entry, replay, pace, client_controls, "
-                     "count_quota)",
+                     "count_quota, semantic)",
                      k);
             goto fail;
         }
@@ -396,6 +527,10 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     c->store = cs_store_new(max_memory);
     if (c->store == NULL) {
+        goto fail;
+    }
+    if ((v = json_object_get(conf, "semantic")) != NULL &&
+        semantic_parse(c, v) != MF_OK) {
         goto fail;
     }
     pthread_mutex_init(&c->flock, NULL);
@@ -576,8 +711,35 @@ put_stripped(char *out, mf_str_t v)
  * canonical body's top-level members but the deny-listed, sorted by key,
  * without insignificant whitespace. Read from the body's text, not a
  * parse of it. */
+/* The length of a messages array's text up to its last element (the
+ * question the semantic layer embeds), or 0. */
+static size_t
+messages_head(mf_str_t v)
+{
+    const char *p = v.data, *end = v.data + v.len, *last = NULL, *ve;
+
+    p = skip_ws(p, end);
+    if (p == end || *p != '[') {
+        return 0;
+    }
+    for (p = skip_ws(p + 1, end); p < end && *p != ']';) {
+        last = p;
+        if ((ve = skip_value(p, end)) == NULL || ve == p) {
+            return 0;
+        }
+        p = skip_ws(ve, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+        }
+    }
+    return last != NULL ? (size_t)(last - v.data) : 0;
+}
+
+/* The entry key (partition 0) into x->key; or (partition 1) the
+ * semantic layer's partition into x->part: the same hash with its own
+ * version and the embeddings model, and the messages but the last. */
 static int
-key_of(mf_req_t *r, rctx_t *x, mf_str_t text)
+key_of(mf_req_t *r, rctx_t *x, mf_str_t text, int partition)
 {
     const char *p = text.data, *end = text.data + text.len;
     member_t *m;
@@ -617,6 +779,13 @@ key_of(mf_req_t *r, rctx_t *x, mf_str_t text)
             }
             m[n].key = (mf_str_t){k, (size_t)(ke - k)};
             m[n].value = (mf_str_t){v, (size_t)(ve - v)};
+            if (partition && m[n].key.len == 10 &&
+                memcmp(k, "\"messages\"", 10) == 0) {
+                m[n].value.len = messages_head(m[n].value);
+                if (m[n].value.len == 0) {
+                    return MF_ERR;
+                }
+            }
             len += m[n].key.len + m[n].value.len + 2;
             n++;
         }
@@ -629,13 +798,21 @@ key_of(mf_req_t *r, rctx_t *x, mf_str_t text)
         return MF_ERR;
     }
     qsort(m, n, sizeof(*m), member_cmp);
-    len += sizeof(CACHE_VERSION) + strlen(x->model) + strlen(x->scope) + 3;
+    len += sizeof(SEMANTIC_VERSION) + strlen(x->model) + strlen(x->scope) + 4;
+    if (partition) {
+        len += strlen(x->c->sem_model);
+    }
     buf = api->palloc(r, len);
     if (buf == NULL) {
         return MF_ERR;
     }
-    len = (size_t)snprintf(buf, len, CACHE_VERSION "\n%s\n%s\n", x->model,
-                           x->scope);
+    if (partition) {
+        len = (size_t)snprintf(buf, len, SEMANTIC_VERSION "\n%s\n%s\n%s\n",
+                               x->c->sem_model, x->model, x->scope);
+    } else {
+        len = (size_t)snprintf(buf, len, CACHE_VERSION "\n%s\n%s\n", x->model,
+                               x->scope);
+    }
     for (i = 0; i < n; i++) {
         memcpy(buf + len, m[i].key.data, m[i].key.len);
         len += m[i].key.len;
@@ -644,6 +821,10 @@ key_of(mf_req_t *r, rctx_t *x, mf_str_t text)
         buf[len++] = ',';
     }
     gov_sha256(buf, len, h);
+    if (partition) {
+        memcpy(x->part, h, SI_PART_LEN);
+        return MF_OK;
+    }
     gov_hex(h, 32, x->key);
     x->key[64] = '\0';
     return MF_OK;
@@ -958,7 +1139,16 @@ answer(mf_req_t *r, rctx_t *x, cs_entry_t *e, int stream)
     x->hit = e;
     set_status(r, "hit");
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-cache-layer"),
-                    MF_STR("exact"));
+                    x->semantic ? MF_STR("semantic") : MF_STR("exact"));
+    if (x->semantic) {
+        char sim[32];
+
+        n = snprintf(sim, sizeof(sim), "%.4f", x->similarity);
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-manifold-cache-similarity"),
+                        (mf_str_t){sim, (size_t)n});
+        atomic_fetch_add(&c->sem_hits, 1);
+    }
     n = snprintf(age, sizeof(age), "%lld",
                  (long long)((now_ms() - e->created_ms) / 1000));
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("age"),
@@ -1448,6 +1638,210 @@ redis_lookup(mf_req_t *r, rctx_t *x)
 
 /* Stages */
 
+/* The semantic layer */
+
+/* Whether the request may be answered by a near question: no tools, no
+ * parts but text (no images, audio, files), a temperature at most the
+ * bound, a last message from the user with text. Sets x->question, its
+ * guard signature and the partition. */
+static int
+semantic_eligible(mf_req_t *r, rctx_t *x, mf_str_t text)
+{
+    mf_str_t v;
+    json_t *msgs, *m, *last, *content, *part;
+    size_t i, j, len = 0;
+    const char *role;
+    char *q;
+    int ok = 1;
+
+    if ((api->get_body_field(r, MF_STR("tools"), &v) == MF_OK &&
+         !(v.len == 2 && memcmp(v.data, "[]", 2) == 0) &&
+         !(v.len == 4 && memcmp(v.data, "null", 4) == 0)) ||
+        api->get_body_field(r, MF_STR("functions"), &v) == MF_OK) {
+        return 0;
+    }
+    if (api->get_body_field(r, MF_STR("temperature"), &v) == MF_OK) {
+        char num[32];
+
+        if (v.len >= sizeof(num)) {
+            return 0;
+        }
+        memcpy(num, v.data, v.len);
+        num[v.len] = '\0';
+        if (!(strtod(num, NULL) <= x->c->sem_max_temp)) {
+            return 0;
+        }
+    }
+    if (api->get_body_field(r, MF_STR("messages"), &v) != MF_OK ||
+        (msgs = json_loadb(v.data, v.len, 0, NULL)) == NULL) {
+        return 0;
+    }
+    json_array_foreach(msgs, i, m)
+    {
+        content = json_object_get(m, "content");
+        json_array_foreach(content, j, part)
+        {
+            const char *t = json_string_value(json_object_get(part, "type"));
+
+            if (t == NULL || strcmp(t, "text") != 0) {
+                ok = 0; /* an image, audio, a file */
+            } else {
+                len += json_string_length(json_object_get(part, "text")) + 1;
+            }
+        }
+    }
+    last = json_array_get(msgs, json_array_size(msgs) - 1);
+    role = json_string_value(json_object_get(last, "role"));
+    content = json_object_get(last, "content");
+    if (!ok || role == NULL || strcmp(role, "user") != 0 ||
+        (!json_is_string(content) && !json_is_array(content))) {
+        json_decref(msgs);
+        return 0;
+    }
+    if (json_is_string(content)) {
+        len = json_string_length(content) + 1;
+    }
+    q = api->palloc(r, len + 1);
+    if (q == NULL) {
+        json_decref(msgs);
+        return 0;
+    }
+    if (json_is_string(content)) {
+        memcpy(q, json_string_value(content), json_string_length(content));
+        len = json_string_length(content);
+    } else {
+        len = 0;
+        json_array_foreach(content, j, part)
+        {
+            json_t *t = json_object_get(part, "text");
+
+            if (len > 0) {
+                q[len++] = '\n';
+            }
+            memcpy(q + len, json_string_value(t), json_string_length(t));
+            len += json_string_length(t);
+        }
+    }
+    q[len] = '\0';
+    json_decref(msgs);
+    if (len == 0) {
+        return 0;
+    }
+    x->question = q;
+    {
+        char *sig = si_guard_sig(q, len);
+
+        x->sig = sig != NULL ? pstrndup(r, sig, strlen(sig)) : NULL;
+        free(sig);
+    }
+    return x->sig != NULL && key_of(r, x, text, 1) == MF_OK;
+}
+
+/* The embeddings answer: its first vector into x->vec (request memory),
+ * or MF_ERR. */
+static int
+semantic_vector(rctx_t *x, mf_str_t body)
+{
+    json_t *j = json_loadb(body.data, body.len, 0, NULL), *emb, *num;
+    size_t i, n;
+
+    emb = json_object_get(json_array_get(json_object_get(j, "data"), 0),
+                          "embedding");
+    n = json_array_size(emb);
+    if (n == 0 || n > 65536 ||
+        (x->vec = api->palloc(x->r, n * sizeof(float))) == NULL) {
+        json_decref(j);
+        return MF_ERR;
+    }
+    json_array_foreach(emb, i, num)
+    {
+        if (!json_is_number(num)) {
+            json_decref(j);
+            return MF_ERR;
+        }
+        x->vec[i] = (float)json_number_value(num);
+    }
+    x->dim = (int)n;
+    json_decref(j);
+    return MF_OK;
+}
+
+/* The embeddings call's answer: a near question's entry answers, else
+ * the miss (which indexes the answer when it is stored). A failure or a
+ * timeout is a miss too (fail open), counted. */
+static void
+semantic_got(mf_req_t *r, void *arg, const mf_http_result_t *res,
+             const char *err)
+{
+    rctx_t *x = arg;
+    cache_t *c = x->c;
+    cs_entry_t *e = NULL;
+    char key[SI_KEY_LEN + 1];
+    mf_action_t act;
+
+    if (err != NULL || res->status != 200 ||
+        semantic_vector(x, res->body) != MF_OK) {
+        atomic_fetch_add(&c->sem_failures, 1);
+        api->log(MF_LOG_WARN,
+                 "cache: the semantic layer's embeddings call failed (%s); "
+                 "answered as a miss",
+                 err != NULL          ? err
+                 : res->status != 200 ? "an error status"
+                                      : "no embedding in the answer");
+        x->vec = NULL;
+    } else if (si_find(c->sem, x->part, x->vec, x->dim, x->sig,
+                       c->sem_threshold, key, &x->similarity)) {
+        e = cs_store_get(c->store, key, now_ms());
+        if (e == NULL) {
+            si_remove(c->sem, key); /* its answer expired or was evicted */
+        } else if (x->max_age >= 0 &&
+                   (now_ms() - e->created_ms) / 1000 > x->max_age) {
+            cs_entry_release(e);
+            e = NULL;
+        }
+    }
+    if (e != NULL) {
+        x->semantic = 1;
+        act = answer(r, x, e, x->stream);
+    } else {
+        act = miss(r, x);
+    }
+    if (act != MF_PAUSE) {
+        api->resume(r, act);
+    }
+}
+
+/* Embeds the question (MF_PAUSE), or the miss when the call cannot be
+ * made. */
+static mf_action_t
+semantic_lookup(mf_req_t *r, rctx_t *x)
+{
+    cache_t *c = x->c;
+    mf_model_call_t call = {.size = sizeof(call)};
+    json_t *body =
+        json_pack("{s:s,s:s}", "model", c->sem_model, "input", x->question);
+    char *text = body != NULL ? json_dumps(body, JSON_COMPACT) : NULL;
+    int rc;
+
+    json_decref(body);
+    if (text == NULL) {
+        return miss(r, x);
+    }
+    call.kind = MF_MODEL_EMBEDDINGS;
+    call.body = (mf_str_t){text, strlen(text)};
+    if (c->sem_provider != NULL) {
+        call.provider = (mf_str_t){c->sem_provider, strlen(c->sem_provider)};
+    }
+    call.timeout_ms = (uint64_t)c->sem_timeout_ms;
+    rc = api->model_call(r, &call, semantic_got, x);
+    free(text);
+    if (rc != MF_OK) {
+        atomic_fetch_add(&c->sem_failures, 1);
+        return miss(r, x);
+    }
+    return MF_PAUSE;
+}
+
 static mf_action_t
 cache_on_route(mf_req_t *r, void *state, void **ctx)
 {
@@ -1504,7 +1898,8 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
         x->want_usage = json_is_true(json_object_get(so, "include_usage"));
         json_decref(so);
     }
-    if (x->model == NULL || x->scope == NULL || key_of(r, x, text) != MF_OK) {
+    if (x->model == NULL || x->scope == NULL ||
+        key_of(r, x, text, 0) != MF_OK) {
         return MF_CONTINUE;
     }
     x->stream = info.stream;
@@ -1518,6 +1913,9 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
             return answer(r, x, e, info.stream);
         }
         cs_entry_release(e);
+    }
+    if (c->sem != NULL && !no_cache && semantic_eligible(r, x, text)) {
+        return semantic_lookup(r, x);
     }
     return miss(r, x);
 }
@@ -1676,6 +2074,9 @@ cache_on_log(mf_req_t *r, void *state, void **ctx)
     }
     if (cs_store_put(c->store, e) == MF_OK) {
         atomic_fetch_add(&c->stored, 1);
+        if (c->sem != NULL && x->vec != NULL) {
+            si_put(c->sem, x->part, x->vec, x->dim, x->sig, x->key);
+        }
     }
 }
 

@@ -418,7 +418,7 @@ test('manifold -t refuses a cache config that cannot work, with the reason', () 
   assert.match(r.stderr, /ttl must be a duration/);
   r = bad('{ semantic: true }');
   assert.notEqual(r.status, 0);
-  assert.match(r.stderr, /unknown setting 'semantic'/);
+  assert.match(r.stderr, /semantic must be a mapping/);
   r = bad('{ max_memory: 64MiB, replay: paced, pace: 10ms, scope: consumer, count_quota: true }');
   assert.equal(r.status, 0, r.stderr);
 });
