@@ -1227,4 +1227,6 @@ const mf_host_api_t mf_api = {
     .set_cached = api_set_cached,
     .watch_answer = api_watch_answer,
     .get_body_text = api_get_body_text,
+    /* ABI 1.5: model calls checked at load */
+    .model_check = mf_gen_loading_model_check,
 };

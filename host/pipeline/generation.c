@@ -484,6 +484,121 @@ mf_gen_loading_section(const char *name)
     return v;
 }
 
+/* Whether provider pc can serve a call of kind: enabled, and for
+ * embeddings a type with an embeddings API. NULL, else why not. */
+static const char *
+provider_serves(const mf_provider_conf_t *pc, int kind)
+{
+    if (pc->disabled) {
+        return "is disabled (its keys are unset)";
+    }
+    if (kind == MF_MODEL_EMBEDDINGS && pc->type != NULL &&
+        strcmp(pc->type, "anthropic") == 0) {
+        return "serves no embeddings (type anthropic)";
+    }
+    return NULL;
+}
+
+static const mf_provider_conf_t *
+provider_named(const mf_config_t *c, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < c->nproviders; i++) {
+        if (strcmp(c->providers[i].name, name) == 0) {
+            return &c->providers[i];
+        }
+    }
+    return NULL;
+}
+
+static int
+model_check(const mf_config_t *c, int kind, mf_str_t model, mf_str_t provider,
+            char *why, size_t whylen)
+{
+    const char *what = kind == MF_MODEL_EMBEDDINGS ? "embeddings" : "chat";
+    const mf_provider_conf_t *pc;
+    const char *no;
+    size_t i, j;
+
+    if (provider.len > 0) {
+        char name[128];
+
+        snprintf(name, sizeof(name), "%.*s", (int)provider.len, provider.data);
+        if ((pc = provider_named(c, name)) == NULL) {
+            snprintf(why, whylen, "no provider is named '%s'", name);
+            return MF_ERR;
+        }
+        if ((no = provider_serves(pc, kind)) != NULL) {
+            snprintf(why, whylen, "provider '%s' %s", name, no);
+            return MF_ERR;
+        }
+        return MF_OK;
+    }
+    for (i = 0; i < c->nroutes; i++) {
+        const mf_route_conf_t *rt = &c->routes[i];
+
+        if (!mf_glob_match(rt->model, model)) {
+            continue;
+        }
+        for (j = 0; j < rt->ntargets + rt->nfallbacks; j++) {
+            const mf_target_conf_t *t = j < rt->ntargets
+                                            ? &rt->targets[j]
+                                            : &rt->fallbacks[j - rt->ntargets];
+
+            pc = provider_named(c, t->provider);
+            if (pc != NULL && provider_serves(pc, kind) == NULL) {
+                return MF_OK;
+            }
+        }
+        snprintf(why, whylen,
+                 "the route '%s' has no enabled provider serving %s", rt->model,
+                 what);
+        return MF_ERR;
+    }
+    for (i = 0; i < c->nproviders; i++) {
+        pc = &c->providers[i];
+        for (j = 0; j < pc->nmodels; j++) {
+            if (mf_glob_match(pc->models[j], model) &&
+                provider_serves(pc, kind) == NULL) {
+                return MF_OK;
+            }
+        }
+    }
+    for (i = 0; i < c->nstages; i++) {
+        for (j = 0; j < c->stages[i].nmodels; j++) {
+            if (mf_glob_match(c->stages[i].models[j], model)) {
+                return MF_OK;
+            }
+        }
+    }
+    snprintf(why, whylen,
+             "no route or enabled provider serving %s lists the model "
+             "'%.*s'",
+             what, (int)model.len, model.data);
+    return MF_ERR;
+}
+
+int
+mf_gen_loading_model_check(int kind, mf_str_t model, mf_str_t provider,
+                           char *why, size_t whylen)
+{
+    int rc = MF_ERR;
+
+    if (why == NULL || whylen == 0) {
+        return MF_ERR;
+    }
+    why[0] = '\0';
+    pthread_mutex_lock(&loading_lock);
+    if (loading != NULL && loading_cfg != NULL) {
+        rc = model_check(loading_cfg, kind, model, provider, why, whylen);
+    } else {
+        snprintf(why, whylen, "only while a stage loads");
+    }
+    pthread_mutex_unlock(&loading_lock);
+    return rc;
+}
+
 json_t *
 mf_gen_redis_conf(void)
 {

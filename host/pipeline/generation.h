@@ -82,6 +82,11 @@ const json_t *mf_gen_loading_section(const char *name);
 json_t *mf_gen_redis_conf(void);
 int mf_gen_loading_command(const char *name, const char *usage,
                            mf_command_fn fn, void *arg);
+/* While a stage loads: whether a model call (kind MF_MODEL_*) of model,
+ * pinned to provider (empty: routing), can be served by the config being
+ * loaded; MF_ERR with the reason in why. See api->model_check. */
+int mf_gen_loading_model_check(int kind, mf_str_t model, mf_str_t provider,
+                               char *why, size_t whylen);
 /* The admin command `name` of a stage of g, or NULL. */
 const mf_command_t *mf_gen_find_command(mf_gen_t *g, mf_str_t name);
 

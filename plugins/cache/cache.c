@@ -15,6 +15,7 @@
 #include <manifold/plugin.h>
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -417,6 +418,24 @@ semantic_parse(cache_t *c, const json_t *conf)
     if (c->sem_model == NULL ||
         (c->sem = si_new((size_t)max_entries)) == NULL) {
         return MF_ERR;
+    }
+    /* a model no provider can embed with is refused at load */
+    if (api->size >=
+        offsetof(mf_host_api_t, model_check) + sizeof(api->model_check)) {
+        char why[256];
+        mf_str_t prov =
+            c->sem_provider != NULL
+                ? (mf_str_t){c->sem_provider, strlen(c->sem_provider)}
+                : MF_STR_NULL;
+
+        if (api->model_check(MF_MODEL_EMBEDDINGS,
+                             (mf_str_t){c->sem_model, strlen(c->sem_model)},
+                             prov, why, sizeof(why)) != MF_OK) {
+            api->log(MF_LOG_ERROR,
+                     "cache: semantic.model '%s' cannot be embedded with: %s",
+                     c->sem_model, why);
+            return MF_ERR;
+        }
     }
     return MF_OK;
 }

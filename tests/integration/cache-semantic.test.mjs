@@ -251,6 +251,51 @@ test('manifold -t refuses a semantic config that cannot work, with the reason', 
   r = bad('{ semantic: { model: text-embedding-bow } }', 'redis: { host: 127.0.0.1, port: 1, timeout: 500ms }\n');
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /cannot be used with `redis:`/);
+  // calls that cannot be served: no such model, no such provider, a
+  // provider (or a route's only provider) without embeddings, a disabled one
+  const claude = `
+  - name: claude
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: off
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: [""]
+    models: ["off-embed-*"]`;
+  const bad2 = (conf, extra = '') => {
+    const file = writeConfig(config(mock.url, { extraProviders: claude,
+      stages: `  - { name: cache, plugin: cache, config: ${conf} }` }) + extra);
+    return spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  };
+  r = bad2('{ semantic: { model: no-such-embedder } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /semantic.model 'no-such-embedder' cannot be embedded with: no route or enabled provider serving embeddings lists the model 'no-such-embedder'/);
+  r = bad2('{ semantic: { model: text-embedding-bow, provider: nobody } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /no provider is named 'nobody'/);
+  r = bad2('{ semantic: { model: claude-embed, provider: claude } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /provider 'claude' serves no embeddings/);
+  r = bad2('{ semantic: { model: claude-3-embed } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /no route or enabled provider serving embeddings lists the model 'claude-3-embed'/);
+  r = bad2('{ semantic: { model: off-embed-1 } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /no route or enabled provider serving embeddings/);
+  r = bad2('{ semantic: { model: embedder } }', `routes:
+  - model: embedder
+    targets: [{ provider: claude, model: claude-3-embed }]
+`);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /the route 'embedder' has no enabled provider serving embeddings/);
+  r = bad2('{ semantic: { model: embedder } }', `routes:
+  - model: embedder
+    targets: [{ provider: claude, model: claude-3-embed }]
+    fallback: [{ provider: openai, model: text-embedding-bow }]
+`);
+  assert.equal(r.status, 0, r.stderr);
   r = bad('{ semantic: { model: text-embedding-bow, provider: openai, threshold: 0.9, timeout: 1s, max_entries: 50, max_temperature: 0.5 } }');
   assert.equal(r.status, 0, r.stderr);
 });

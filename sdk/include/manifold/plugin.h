@@ -870,6 +870,19 @@ struct mf_host_api_s {
      * request (a cache's) is made from it cheaply. MF_ERR without a JSON
      * body. */
     int (*get_body_text)(mf_req_t *r, mf_str_t *text);
+
+    /* ABI 1.5: checks a stage's model calls at load (check api->size). */
+
+    /* init only. Whether api->model_call could be served for this model
+     * (kind MF_MODEL_*) by the config being loaded: with provider (not
+     * empty) that provider exists, is enabled and serves the kind; else
+     * a route matching the model has such a provider among its targets
+     * and fallbacks, or a provider lists the model, or a stage serves it.
+     * MF_ERR with the reason in why (at most whylen bytes) when not, so
+     * `manifold -t` refuses a config whose calls cannot work. Anthropic
+     * providers serve no embeddings. */
+    int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
+                       size_t whylen);
 };
 
 /* The one symbol a plugin exports. */
