@@ -1702,7 +1702,8 @@ semantic_eligible(mf_req_t *r, rctx_t *x, mf_str_t text)
         {
             const char *t = json_string_value(json_object_get(part, "type"));
 
-            if (t == NULL || strcmp(t, "text") != 0) {
+            if (t == NULL || strcmp(t, "text") != 0 ||
+                !json_is_string(json_object_get(part, "text"))) {
                 ok = 0; /* an image, audio, a file */
             } else {
                 len += json_string_length(json_object_get(part, "text")) + 1;

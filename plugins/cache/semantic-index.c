@@ -456,7 +456,10 @@ si_find(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
             acc[0] += ev[d] * q[d];
         }
         dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-        if (dot >= threshold && dot > best_dot && strcmp(e->sig, sig) == 0) {
+        /* (a float's rounding leaves the same vector's cosine a hair
+         * below 1) */
+        if (dot >= threshold - 1e-6 && dot > best_dot &&
+            strcmp(e->sig, sig) == 0) {
             best = e;
             best_dot = dot;
         }
