@@ -256,6 +256,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.bytes_out = r->bytes_out;
     i.bytes_undelivered = r->bytes_undelivered;
     i.cached = r->cached;
+    i.call_depth = r->call_depth;
     i.generation = r->gen->id;
     i.tried.data = r->tried.data;
     i.tried.len = r->tried.len;

@@ -181,8 +181,10 @@ typedef struct mf_req_info_s {
     int trace_sampled;          /* the client's traceparent flags say
                                    sampled (1 when none came) */
     /* ABI 1.5: caches */
-    int cached; /* 0, or a stage answered from a cache (api->set_cached):
-                   1 not counted against quotas, 2 counted as if served */
+    int cached;     /* 0, or a stage answered from a cache (api->set_cached):
+                       1 not counted against quotas, 2 counted as if served */
+    int call_depth; /* 0 for a client's request; N for a stage's model
+                       call (api->model_call) made N calls deep */
 } mf_req_info_t;
 
 /* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
