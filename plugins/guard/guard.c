@@ -63,6 +63,7 @@ typedef struct {
     uint64_t mod_timeout;
     int fail_open;
     json_t *categories; /* names that count, NULL: any flagged */
+    unsigned mod_dirs;  /* DIR_IN | DIR_OUT */
     /* a model through the gateway as a judge */
     char *j_model;
     char *j_provider; /* pinned provider, NULL: routing */
@@ -70,6 +71,7 @@ typedef struct {
     json_t *j_cats;   /* the categories the judge may name */
     uint64_t j_timeout;
     int j_fail_open;
+    unsigned j_dirs;
     mf_metric_t *m_checks, *m_blocked, *m_fail;
 } guard_t;
 
@@ -286,11 +288,39 @@ parse_rule(guard_t *g, size_t idx, const json_t *r)
     return 0;
 }
 
+/* A remote check's `on`: input (the default), output or both. */
+static int
+parse_on(const json_t *on, const char *where, unsigned *dirs)
+{
+    const json_t *v;
+    size_t i;
+
+    *dirs = on == NULL ? DIR_IN : 0;
+    if (on != NULL && (!json_is_array(on) || json_array_size(on) == 0)) {
+        api->log(MF_LOG_ERROR, "guard: %s.on lists input, output", where);
+        return -1;
+    }
+    json_array_foreach(on, i, v)
+    {
+        const char *d = json_string_value(v);
+
+        if (d != NULL && strcmp(d, "input") == 0) {
+            *dirs |= DIR_IN;
+        } else if (d != NULL && strcmp(d, "output") == 0) {
+            *dirs |= DIR_OUT;
+        } else {
+            api->log(MF_LOG_ERROR, "guard: %s.on lists input, output", where);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int
 parse_moderation(guard_t *g, const json_t *m)
 {
     static const char *const keys[] = {
-        "url", "key", "model", "fail", "timeout_ms", "categories", NULL};
+        "url", "key", "model", "fail", "timeout_ms", "categories", "on", NULL};
     const char *url = json_string_value(json_object_get(m, "url"));
     const char *fail = json_string_value(json_object_get(m, "fail"));
     const json_t *v;
@@ -305,6 +335,9 @@ parse_moderation(guard_t *g, const json_t *m)
         (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)) {
         api->log(MF_LOG_ERROR, "guard: moderation.url: the classifier's "
                                "http(s) URL (.../v1/moderations)");
+        return -1;
+    }
+    if (parse_on(json_object_get(m, "on"), "moderation", &g->mod_dirs) != 0) {
         return -1;
     }
     g->mod_url = strdup(url);
@@ -406,7 +439,7 @@ parse_judge(guard_t *g, const json_t *m)
 {
     static const char *const keys[] = {"model",  "provider", "categories",
                                        "policy", "fail",     "timeout_ms",
-                                       NULL};
+                                       "on",     NULL};
     const char *model = json_string_value(json_object_get(m, "model"));
     const char *fail = json_string_value(json_object_get(m, "fail"));
     const json_t *v, *c;
@@ -421,6 +454,9 @@ parse_judge(guard_t *g, const json_t *m)
     if (model == NULL || model[0] == '\0') {
         api->log(MF_LOG_ERROR, "guard: judge.model: the model the gateway "
                                "routes that judges the text");
+        return -1;
+    }
+    if (parse_on(json_object_get(m, "on"), "judge", &g->j_dirs) != 0) {
         return -1;
     }
     g->j_model = strdup(model);
@@ -489,6 +525,10 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
     size_t i;
 
     api = host;
+    if (host->size < sizeof(mf_host_api_t)) {
+        api->log(MF_LOG_ERROR, "guard: the host is older than the plugin");
+        return MF_ERR;
+    }
     g = calloc(1, sizeof(*g));
     if (g == NULL || !json_is_object(cfg)) {
         api->log(MF_LOG_ERROR, "guard: the config is a mapping");
@@ -737,7 +777,11 @@ typedef struct {
     guard_t *g;
     char *text;
     size_t len;
+    int out; /* the answer (on_upstream_response), else the request */
 } gcall_t;
+
+#define C_DIR(c) ((c)->out ? "output" : "input")
+#define C_WHAT(c) ((c)->out ? "answer" : "request")
 
 static void
 unavailable(mf_req_t *r)
@@ -822,8 +866,7 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
                  err                         ? err
                  : res && res->status != 200 ? "status not 200"
                                              : "not a verdict by the schema",
-                 g->j_fail_open ? "open, the request goes on"
-                                : "closed, the request is refused");
+                 g->j_fail_open ? "open, it goes on" : "closed, it is refused");
         if (g->j_fail_open) {
             api->resume(r, MF_CONTINUE);
             return;
@@ -834,8 +877,9 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
     }
     if (cat[0] != '\0') {
         snprintf(msg, sizeof(msg),
-                 "the request was blocked by the judge check (%.60s)", cat);
-        block(r, g, "input", "judge", 400, "content_filter", msg);
+                 "the %s was blocked by the judge check (%.60s)", C_WHAT(c),
+                 cat);
+        block(r, g, C_DIR(c), "judge", 400, "content_filter", msg);
         json_decref(keep);
         api->resume(r, MF_RESPOND);
         return;
@@ -873,7 +917,7 @@ start_judge(mf_req_t *r, gcall_t *c)
         free(qs);
     }
     free(data);
-    count(g->m_checks, "input", "judge");
+    count(g->m_checks, C_DIR(c), "judge");
     if (body != NULL) {
         call.body = (mf_str_t){body, strlen(body)};
         if (g->j_provider != NULL) {
@@ -902,7 +946,7 @@ next_check(mf_req_t *r, gcall_t *c)
 {
     mf_action_t act = MF_CONTINUE;
 
-    if (c->g->j_model != NULL) {
+    if (c->g->j_model != NULL && (c->g->j_dirs & (c->out ? DIR_OUT : DIR_IN))) {
         act = start_judge(r, c);
     }
     if (act != MF_PAUSE) {
@@ -933,8 +977,7 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
                  err                         ? err
                  : res && res->status != 200 ? "status not 200"
                                              : "not a moderation answer",
-                 g->fail_open ? "open, the request goes on"
-                              : "closed, the request is refused");
+                 g->fail_open ? "open, it goes on" : "closed, it is refused");
         json_decref(j);
         if (g->fail_open) {
             next_check(r, c);
@@ -949,15 +992,106 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
 
         snprintf(rule, sizeof(rule), "moderation");
         snprintf(msg, sizeof(msg),
-                 "the request was blocked by the moderation check (%.60s)",
-                 cat);
-        block(r, g, "input", rule, 400, "content_filter", msg);
+                 "the %s was blocked by the moderation check (%.60s)",
+                 C_WHAT(c), cat);
+        block(r, g, C_DIR(c), rule, 400, "content_filter", msg);
         json_decref(j);
         api->resume(r, MF_RESPOND);
         return;
     }
     json_decref(j);
     next_check(r, c);
+}
+
+/* The remote checks (moderation, then the judge) of the request's texts
+ * or the answer's (out); takes texts. */
+static mf_action_t
+remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
+{
+    unsigned dir = out ? DIR_OUT : DIR_IN;
+    int mod = g->mod_url != NULL && (g->mod_dirs & dir);
+    int judge = g->j_model != NULL && (g->j_dirs & dir);
+    gcall_t *c;
+    json_t *t;
+    size_t i;
+
+    if (json_array_size(texts) == 0 || (!mod && !judge)) {
+        json_decref(texts);
+        return MF_CONTINUE;
+    }
+    c = api->palloc(r, sizeof(*c));
+    if (c == NULL) {
+        json_decref(texts);
+        return MF_FAIL;
+    }
+    c->g = g;
+    c->text = NULL;
+    c->len = 0;
+    c->out = out;
+    if (judge) {
+        /* the texts joined by blank lines, in request memory */
+        size_t n = 0, at = 0;
+
+        json_array_foreach(texts, i, t)
+        {
+            n += json_string_length(t) + 2;
+        }
+        c->text = api->palloc(r, n + 1);
+        if (c->text == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        json_array_foreach(texts, i, t)
+        {
+            if (i > 0) {
+                memcpy(c->text + at, "\n\n", 2);
+                at += 2;
+            }
+            memcpy(c->text + at, json_string_value(t), json_string_length(t));
+            at += json_string_length(t);
+        }
+        c->len = at;
+    }
+    if (!mod) {
+        json_decref(texts);
+        return start_judge(r, c);
+    }
+    {
+        json_t *req = json_pack("{s:O}", "input", texts);
+        char *text;
+        mf_str_t h[4] = {MF_STR("content-type"), MF_STR("application/json"),
+                         MF_STR("authorization"), MF_STR_NULL};
+        int rc;
+
+        if (g->mod_model != NULL) {
+            json_object_set_new(req, "model", json_string(g->mod_model));
+        }
+        text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        json_decref(texts);
+        if (g->mod_auth != NULL) {
+            h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
+        }
+        count(g->m_checks, C_DIR(c), "moderation");
+        rc = api->http_call(
+            r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)}, h,
+            g->mod_auth ? 2 : 1, (mf_str_t){text, text ? strlen(text) : 0},
+            g->mod_timeout, moderation_done, c);
+        free(text);
+        if (rc == MF_OK) {
+            return MF_PAUSE;
+        }
+        count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the moderation call could not be "
+                 "made; fail: %s",
+                 g->fail_open ? "open" : "closed");
+        if (g->fail_open) {
+            return judge ? start_judge(r, c) : MF_CONTINUE;
+        }
+        unavailable(r);
+        return MF_RESPOND;
+    }
 }
 
 static mf_action_t
@@ -967,7 +1101,6 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
     json_t *body = api->get_body_json(r), *texts, *t;
     const char *hit = NULL;
     mf_req_info_t info = {.size = sizeof(info)};
-    gcall_t *c = NULL;
     size_t i;
     char msg[160];
 
@@ -997,83 +1130,11 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
     }
     /* a stage's model call (the judge's own among them) gets the local
      * rules only: the remote checks would judge the judge */
-    if (info.call_depth > 0 || json_array_size(texts) == 0 ||
-        (g->mod_url == NULL && g->j_model == NULL)) {
+    if (info.call_depth > 0) {
         json_decref(texts);
         return MF_CONTINUE;
     }
-    c = api->palloc(r, sizeof(*c));
-    if (c == NULL) {
-        json_decref(texts);
-        return MF_FAIL;
-    }
-    c->g = g;
-    c->text = NULL;
-    c->len = 0;
-    if (g->j_model != NULL) {
-        /* the texts joined by blank lines, in request memory */
-        size_t n = 0, at = 0;
-
-        json_array_foreach(texts, i, t)
-        {
-            n += json_string_length(t) + 2;
-        }
-        c->text = api->palloc(r, n + 1);
-        if (c->text == NULL) {
-            json_decref(texts);
-            return MF_FAIL;
-        }
-        json_array_foreach(texts, i, t)
-        {
-            if (i > 0) {
-                memcpy(c->text + at, "\n\n", 2);
-                at += 2;
-            }
-            memcpy(c->text + at, json_string_value(t), json_string_length(t));
-            at += json_string_length(t);
-        }
-        c->len = at;
-    }
-    if (g->mod_url == NULL) {
-        json_decref(texts);
-        return start_judge(r, c);
-    }
-    {
-        json_t *req = json_pack("{s:O}", "input", texts);
-        char *text;
-        mf_str_t h[4] = {MF_STR("content-type"), MF_STR("application/json"),
-                         MF_STR("authorization"), MF_STR_NULL};
-        int rc;
-
-        if (g->mod_model != NULL) {
-            json_object_set_new(req, "model", json_string(g->mod_model));
-        }
-        text = json_dumps(req, JSON_COMPACT);
-        json_decref(req);
-        json_decref(texts);
-        if (g->mod_auth != NULL) {
-            h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
-        }
-        count(g->m_checks, "input", "moderation");
-        rc = api->http_call(
-            r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)}, h,
-            g->mod_auth ? 2 : 1, (mf_str_t){text, text ? strlen(text) : 0},
-            g->mod_timeout, moderation_done, c);
-        free(text);
-        if (rc == MF_OK) {
-            return MF_PAUSE;
-        }
-        count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
-        api->log(MF_LOG_WARN,
-                 "guard: the moderation call could not be "
-                 "made; fail: %s",
-                 g->fail_open ? "open" : "closed");
-        if (g->fail_open) {
-            return g->j_model != NULL ? start_judge(r, c) : MF_CONTINUE;
-        }
-        unavailable(r);
-        return MF_RESPOND;
-    }
+    return remote_checks(r, g, texts, 0);
 }
 
 /* ---- output ---- */
@@ -1579,6 +1640,53 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
     return MF_CONTINUE;
 }
 
+/* A whole answer, before any of it reached the client: the remote
+ * checks listed for output. A stream is left to the local rules: the
+ * classifier needs the whole text, which a stream is never held for. */
+static mf_action_t
+guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
+{
+    guard_t *g = state;
+    mf_req_info_t info = {.size = sizeof(info)};
+    mf_str_t text;
+    json_t *j, *texts, *c, *m, *v, *tc;
+    size_t i, k;
+
+    (void)ctx;
+    if (!((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
+          (g->j_model != NULL && (g->j_dirs & DIR_OUT)))) {
+        return MF_CONTINUE;
+    }
+    api->get_info(r, &info);
+    if (info.stream || info.call_depth > 0 ||
+        api->get_response_text(r, &text) != MF_OK) {
+        return MF_CONTINUE;
+    }
+    j = json_loadb(text.data, text.len, 0, NULL);
+    texts = json_array();
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        m = json_object_get(c, "message");
+        v = json_object_get(m, "content");
+        if (json_is_string(v) && json_string_length(v) > 0) {
+            json_array_append(texts, v);
+        }
+        v = json_object_get(m, "reasoning_content");
+        if (json_is_string(v) && json_string_length(v) > 0) {
+            json_array_append(texts, v);
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v) && json_string_length(v) > 0) {
+                json_array_append(texts, v);
+            }
+        }
+    }
+    json_decref(j);
+    return remote_checks(r, g, texts, 1);
+}
+
 static void
 guard_on_done(mf_req_t *r, void *state, void **ctx)
 {
@@ -1613,6 +1721,7 @@ static const mf_plugin_t guard_plugin = {
     .init = guard_init,
     .fini = guard_fini,
     .on_request = guard_on_request,
+    .on_upstream_response = guard_on_upstream_response,
     .on_response_body = guard_on_response_body,
     .on_done = guard_on_done,
 };

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { startMock, startGateway, config, chat, post, writeConfig, BIN } from './harness.mjs';
 
-let mock, gw, open, closed, bad;
+let mock, gw, open, closed, bad, out;
 
 const judge = (cfg) => `
   - name: guard
@@ -25,10 +25,12 @@ before(async () => {
   open = await startGateway(config(mock.url, { stages: judge('{ model: "gpt-4o[[mock:hang]]", timeout_ms: 300, fail: open }') }));
   closed = await startGateway(config(mock.url, { stages: judge('{ model: "gpt-4o[[mock:hang]]", timeout_ms: 300, fail: closed }') }));
   bad = await startGateway(config(mock.url, { stages: judge('{ model: "gpt-4o-mini[[mock:reply=maybe]]", fail: closed }') }));
+  out = await startGateway(config(mock.url, { stages: judge('{ model: gpt-4o-mini, on: [output] }') +
+    `\n      moderation: { url: "${mock.url}/v1/moderations", on: [output] }` }));
 });
 
 after(async () => {
-  for (const g of [gw, open, closed, bad]) await g.stop();
+  for (const g of [gw, open, closed, bad, out]) await g.stop();
   await mock.stop();
 });
 
@@ -128,6 +130,57 @@ test('a judge that times out: fail open goes on, fail closed refuses', async () 
   await closed.waitStderr(/judge check failed .*fail: closed/);
 });
 
+test('output: a whole answer the classifier flags is an error in the client protocol, never a 200', async () => {
+  // the mock echoes the user text; input is not checked remotely here
+  const n = await mock.count();
+  const res = await chat(out, 'repeat mock-flag-hate please');
+  assert.equal(res.status, 400);
+  assert.equal(res.headers.get('x-manifold-guard'), 'moderation');
+  const b = await res.json();
+  assert.equal(b.error.code, 'content_filter');
+  assert.match(b.error.message, /answer was blocked by the moderation check \(hate\)/);
+  const seen = await since(n);
+  assert.deepEqual(seen.map((q) => q.path), ['/v1/chat/completions', '/v1/moderations']);
+  assert.ok(JSON.stringify(seen[1].body.input).includes('You said: repeat mock-flag-hate'));
+  // the answer was generated: its usage is logged with the block
+  const line = await out.waitLog((l) => l.status === 400 && /moderation check \(hate\)/.test(l.error ?? ''));
+  assert.ok(line.completion_tokens > 0, JSON.stringify(line));
+
+  const ant = await post(out, '/v1/messages', { model: 'gpt-4o', max_tokens: 20, messages: [{ role: 'user', content: 'repeat mock-flag-violence' }] });
+  assert.equal(ant.status, 400);
+  const ab = await ant.json();
+  assert.equal(ab.type, 'error');
+  assert.match(ab.error.message, /answer was blocked by the moderation check \(violence\)/);
+
+  // the judge on the answer: moderation passes, the judge flags
+  const n2 = await mock.count();
+  const j = await chat(out, 'say it is unsafe');
+  assert.equal(j.status, 400);
+  assert.equal(j.headers.get('x-manifold-guard'), 'judge');
+  assert.match((await j.json()).error.message, /answer was blocked by the judge check \(unsafe\)/);
+  const seen2 = await since(n2);
+  assert.deepEqual(seen2.map((q) => q.path), ['/v1/chat/completions', '/v1/moderations', '/v1/chat/completions']);
+  assert.equal(seen2[2].body.messages[1].content, JSON.stringify('Hello from mock. You said: say it is unsafe'));
+  const antj = await post(out, '/v1/messages', { model: 'gpt-4o', max_tokens: 20, messages: [{ role: 'user', content: 'unsafe words' }] });
+  assert.equal(antj.status, 400);
+  assert.equal((await antj.json()).type, 'error');
+
+  // a clean answer passes both and arrives whole
+  const ok = await chat(out, 'a friendly hello');
+  assert.equal(ok.status, 200);
+  assert.equal((await ok.json()).choices[0].message.content, 'Hello from mock. You said: a friendly hello');
+});
+
+test('output: a stream is left to the local rules (no remote check, no buffering)', async () => {
+  const n = await mock.count();
+  const res = await chat(out, 'repeat mock-flag-hate please', { stream: true });
+  assert.equal(res.status, 200);
+  const raw = await res.text();
+  assert.match(raw, /mock-flag-hate/);
+  const seen = await since(n);
+  assert.deepEqual(seen.map((q) => q.path), ['/v1/chat/completions']);
+});
+
 test('judge config refusals name the problem', () => {
   const cases = [
     ['{ judge: {} }', /judge.model/],
@@ -135,6 +188,8 @@ test('judge config refusals name the problem', () => {
     ['{ judge: { model: m, categories: [none] } }', /judge.categories/],
     ['{ judge: { model: m, timeout_ms: 0 } }', /judge.timeout_ms/],
     ['{ judge: { model: m, prompt: x } }', /unknown key 'prompt'/],
+    ['{ judge: { model: m, on: [sideways] } }', /judge.on lists input, output/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [] } }', /moderation.on lists input, output/],
   ];
   for (const [cfg, re] of cases) {
     const file = writeConfig(config('http://127.0.0.1:9', { stages: `  - name: guard\n    plugin: guard\n    config: ${cfg}` }));

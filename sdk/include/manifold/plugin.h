@@ -872,6 +872,13 @@ struct mf_host_api_s {
      * request (a cache's) is made from it cheaply. MF_ERR without a JSON
      * body. */
     int (*get_body_text)(mf_req_t *r, mf_str_t *text);
+    /* on_upstream_response, on_response_headers: a 2xx non-stream
+     * answer's canonical JSON text (an OpenAI chat.completion, or the
+     * upstream's body as it came when that is one; borrowed, request
+     * memory), before any of it reached the client; a stage may pause
+     * here to check it and answer with an error instead. MF_ERR for a
+     * stream, an error answer or a stage's own answer. */
+    int (*get_response_text)(mf_req_t *r, mf_str_t *text);
 };
 
 /* The one symbol a plugin exports. */
