@@ -256,6 +256,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     i.bytes_out = r->bytes_out;
     i.bytes_undelivered = r->bytes_undelivered;
     i.cached = r->cached;
+    i.call_depth = r->call_depth;
     i.generation = r->gen->id;
     i.tried.data = r->tried.data;
     i.tried.len = r->tried.len;
@@ -1116,6 +1117,32 @@ api_get_body_text(mf_req_t *r, mf_str_t *text)
 }
 
 static int
+api_get_response_text(mf_req_t *r, mf_str_t *text)
+{
+    char *t;
+
+    if (!in_call(r, MF_CALL_READ) || text == NULL || r->stream ||
+        r->head_sent || r->att.prov == NULL ||
+        (r->phase != MF_PHASE_UPSTREAM_RESPONSE &&
+         r->phase != MF_PHASE_RESPONSE_HEADERS) ||
+        r->att.up_status < 200 || r->att.up_status >= 300) {
+        return MF_ERR;
+    }
+    if (r->resp_json == NULL) {
+        text->data = r->up_buf.data ? r->up_buf.data : "";
+        text->len = r->up_buf.len;
+        return MF_OK;
+    }
+    t = json_dumps(r->resp_json, JSON_COMPACT);
+    if (t == NULL) {
+        return MF_ERR;
+    }
+    *text = mf_pool_str(r->pool, mf_str_from(t));
+    free(t);
+    return MF_OK;
+}
+
+static int
 api_get_body(mf_req_t *r, mf_str_t *body)
 {
     if (!in_call(r, MF_CALL_READ) || body == NULL) {
@@ -1227,6 +1254,7 @@ const mf_host_api_t mf_api = {
     .set_cached = api_set_cached,
     .watch_answer = api_watch_answer,
     .get_body_text = api_get_body_text,
+    .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
 };

@@ -181,8 +181,10 @@ typedef struct mf_req_info_s {
     int trace_sampled;          /* the client's traceparent flags say
                                    sampled (1 when none came) */
     /* ABI 1.5: caches */
-    int cached; /* 0, or a stage answered from a cache (api->set_cached):
-                   1 not counted against quotas, 2 counted as if served */
+    int cached;     /* 0, or a stage answered from a cache (api->set_cached):
+                       1 not counted against quotas, 2 counted as if served */
+    int call_depth; /* 0 for a client's request; N for a stage's model
+                       call (api->model_call) made N calls deep */
 } mf_req_info_t;
 
 /* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
@@ -870,6 +872,13 @@ struct mf_host_api_s {
      * request (a cache's) is made from it cheaply. MF_ERR without a JSON
      * body. */
     int (*get_body_text)(mf_req_t *r, mf_str_t *text);
+    /* on_upstream_response, on_response_headers: a 2xx non-stream
+     * answer's canonical JSON text (an OpenAI chat.completion, or the
+     * upstream's body as it came when that is one; borrowed, request
+     * memory), before any of it reached the client; a stage may pause
+     * here to check it and answer with an error instead. MF_ERR for a
+     * stream, an error answer or a stage's own answer. */
+    int (*get_response_text)(mf_req_t *r, mf_str_t *text);
 
     /* ABI 1.5: checks a stage's model calls at load (check api->size). */
 
