@@ -1735,7 +1735,8 @@ semantic_eligible(mf_req_t *r, rctx_t *x, mf_str_t text)
         {
             json_t *t = json_object_get(part, "text");
 
-            if (len > 0) {
+            /* cppcheck-suppress knownConditionTrueFalse */
+            if (len > 0) { /* not the first part (the loop is a macro) */
                 q[len++] = '\n';
             }
             memcpy(q + len, json_string_value(t), json_string_length(t));
