@@ -8,8 +8,8 @@
  * an equal guard signature. A partition holds vectors of one dimension
  * (its first entry's). Bounded by max_entries (LRU), one mutex.
  *
- * Not yet wired into the cache stage: the stage refuses `semantic`
- * (docs/CACHE.md).
+ * With `redis:` the cache stage feeds it from a Redis stream
+ * (cache.c, sem_sync), so every node holds every node's questions.
  */
 #ifndef MF_CACHE_SEMANTIC_INDEX_H
 #define MF_CACHE_SEMANTIC_INDEX_H
