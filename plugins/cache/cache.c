@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/gov.h"
 #include "cache-store.h"
@@ -47,11 +48,13 @@ typedef struct cache_s {
     atomic_ullong hits, misses, bypasses, stored;
     atomic_ullong tokens_saved;
     atomic_ullong coalesced;
-    mf_metric_t *m_lookups; /* manifold_cache_lookups_total{result} */
-    mf_metric_t *m_saved;   /* manifold_cache_tokens_saved_total */
-    int redis;              /* entries in the configured `redis:` */
-    pthread_mutex_t flock;  /* the flights and everything in them */
-    gov_map_t *flights;     /* key -> flight_t: misses being answered */
+    mf_metric_t *m_lookups;   /* manifold_cache_lookups_total{result} */
+    mf_metric_t *m_saved;     /* manifold_cache_tokens_saved_total */
+    int redis;                /* entries in the configured `redis:` */
+    int64_t coalesce_wait_ms; /* Redis: how long a miss waits on another
+                                 node's leader (0: coalescing per node) */
+    pthread_mutex_t flock;    /* the flights and everything in them */
+    gov_map_t *flights;       /* key -> flight_t: misses being answered */
     /* the semantic layer: sem NULL when off */
     si_index_t *sem;
     char *sem_model;    /* the embeddings model */
@@ -120,6 +123,10 @@ typedef struct rctx_s {
     int sem_fetch;                /* with Redis: sem_key's entry is asked */
     int sem_rounds;               /* stream reads made by this lookup */
     char sem_key[SI_KEY_LEN + 1]; /* the near question's key */
+    /* coalescing across nodes (Redis) */
+    int locked;         /* holds the lock mf:cache:l:KEY */
+    char token[40];     /* the lock's value: which request holds it */
+    int64_t wait_until; /* a remote follower's deadline */
 } rctx_t;
 
 #define REDIS_PREFIX "mf:cache:"
@@ -449,9 +456,10 @@ static int
 cache_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const known[] = {
-        "scope",    "ttl",  "max_memory",      "max_entry",
-        "replay",   "pace", "client_controls", "count_quota",
-        "semantic", NULL,
+        "scope",           "ttl",         "max_memory",
+        "max_entry",       "replay",      "pace",
+        "client_controls", "count_quota", "semantic",
+        "coalesce_wait",   NULL,
     };
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     cache_t *c = NULL;
@@ -548,6 +556,22 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
             goto fail;
         }
         c->count_quota = json_is_true(v);
+    }
+    c->coalesce_wait_ms = 30000;
+    if ((v = json_object_get(conf, "coalesce_wait")) != NULL) {
+        if (api->config_section("redis") == NULL) {
+            api->log(MF_LOG_ERROR,
+                     "cache: coalesce_wait bounds the wait on another "
+                     "node's call and needs `redis:` (without it misses "
+                     "coalesce per node, waiting on their leader)");
+            goto fail;
+        }
+        if (duration_parse(v, &c->coalesce_wait_ms) != MF_OK ||
+            c->coalesce_wait_ms < 0) {
+            api->log(MF_LOG_ERROR, "cache: coalesce_wait must be a duration "
+                                   "(\"30s\") or seconds, 0 for off");
+            goto fail;
+        }
     }
     c->store = cs_store_new(max_memory);
     if (c->store == NULL) {
@@ -1891,6 +1915,143 @@ sem_sync(mf_req_t *r, rctx_t *x)
     return MF_PAUSE;
 }
 
+/*
+ * Coalescing across nodes (Redis, coalesce_wait > 0). A node's leader of
+ * a flight (coalescing.. above) first takes the key's lock, SET
+ * mf:cache:l:KEY NX PX coalesce_wait. Taken: it calls the upstream, its
+ * answer is stored as any (SET at on_log) and the lock let go at on_done
+ * (after the SET, on the same connection; only its own, by its token).
+ * Held by another node's request: it waits, reading the entry and the
+ * lock every REMOTE_POLL_MS (one MGET): the entry answers it and its
+ * own node's followers; the lock gone without an entry (that leader's
+ * answer could not be stored: an error, a cut, a timeout) or
+ * coalesce_wait passed, it makes its own call.
+ */
+#define REMOTE_POLL_MS 10
+
+/* The miss goes to the upstream (a leader's call, counted). */
+static mf_action_t
+upstream(rctx_t *x)
+{
+    atomic_fetch_add(&x->c->misses, 1);
+    count(x->c, "miss");
+    return MF_CONTINUE;
+}
+
+static void remote_poll(mf_req_t *r, void *arg, const char *err);
+
+/* The entry and the lock, read while another node's request calls. */
+static void
+remote_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+           const char *err)
+{
+    rctx_t *x = arg;
+    cache_t *c = x->c;
+    cs_entry_t *e = NULL;
+    mf_action_t act;
+
+    if (err != NULL || reply->type != MF_REDIS_ARRAY || reply->nelements != 2) {
+        api->resume(r, upstream(x));
+        return;
+    }
+    if (reply->elements[0].type == MF_REDIS_STRING) {
+        e = entry_decode(c, x->key, reply->elements[0].str);
+    }
+    if (e != NULL) {
+        /* the other node's answer: for this one and its followers here */
+        pthread_mutex_lock(&c->flock);
+        x->flight->stream = 0; /* they answer from the entry */
+        pthread_mutex_unlock(&c->flock);
+        flight_end(c, x, e);
+        x->store = 0;
+        follower_headers(r, x);
+        act = answer(r, x, e, x->stream);
+        if (act != MF_PAUSE) {
+            api->resume(r, act);
+        }
+        return;
+    }
+    if (reply->elements[1].type != MF_REDIS_STRING ||
+        now_ms() >= x->wait_until ||
+        api->timer(r, REMOTE_POLL_MS, remote_poll, x) != MF_OK) {
+        api->resume(r, upstream(x)); /* gone unstored, or waited enough */
+    }
+}
+
+static void
+remote_poll(mf_req_t *r, void *arg, const char *err)
+{
+    rctx_t *x = arg;
+    mf_str_t av[3];
+
+    if (err != NULL) {
+        api->resume(r, upstream(x));
+        return;
+    }
+    av[0] = MF_STR("MGET");
+    av[1] = rkey(r, "e:", x->key, NULL);
+    av[2] = rkey(r, "l:", x->key, NULL);
+    if (api->redis_command(r, 3, av, remote_got, x) != MF_OK) {
+        api->resume(r, upstream(x));
+    }
+}
+
+static void
+lock_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    rctx_t *x = arg;
+
+    if (err == NULL && reply->type == MF_REDIS_STATUS) {
+        x->locked = 1; /* +OK: this request calls */
+    } else if (err == NULL && reply->type == MF_REDIS_NIL) {
+        x->wait_until = now_ms() + x->c->coalesce_wait_ms;
+        if (api->timer(r, REMOTE_POLL_MS, remote_poll, x) == MF_OK) {
+            return;
+        }
+    }
+    api->resume(r, upstream(x));
+}
+
+/* A node's leader takes the key's lock (MF_PAUSE), or calls. */
+static mf_action_t
+remote_lock(mf_req_t *r, rctx_t *x)
+{
+    static atomic_ullong seq;
+    char px[32];
+    mf_str_t av[6];
+
+    snprintf(x->token, sizeof(x->token), "%ld-%llu-%lld", (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&seq, 1),
+             (long long)now_ms());
+    snprintf(px, sizeof(px), "%lld", (long long)x->c->coalesce_wait_ms);
+    av[0] = MF_STR("SET");
+    av[1] = rkey(r, "l:", x->key, NULL);
+    av[2] = (mf_str_t){x->token, strlen(x->token)};
+    av[3] = MF_STR("NX");
+    av[4] = MF_STR("PX");
+    av[5] = (mf_str_t){px, strlen(px)};
+    if (api->redis_command(r, 6, av, lock_got, x) != MF_OK) {
+        return upstream(x);
+    }
+    return MF_PAUSE;
+}
+
+/* Lets the key's lock go, when it is still this request's. */
+static void
+remote_unlock(mf_req_t *r, rctx_t *x)
+{
+    mf_str_t av[5];
+
+    av[0] = MF_STR("EVAL");
+    av[1] = MF_STR("if redis.call('get', KEYS[1]) == ARGV[1] then return "
+                   "redis.call('del', KEYS[1]) end return 0");
+    av[2] = MF_STR("1");
+    av[3] = rkey(r, "l:", x->key, NULL);
+    av[4] = (mf_str_t){x->token, strlen(x->token)};
+    api->redis_post(r, 5, av, NULL, NULL);
+    x->locked = 0;
+}
+
 /* Stages */
 
 /* The semantic layer */
@@ -2197,6 +2358,10 @@ miss(mf_req_t *r, rctx_t *x)
         api->record_answer(r);
     }
     act = flight_join(r, x, x->stream);
+    if (act == MF_CONTINUE && x->leader && x->c->redis &&
+        x->c->coalesce_wait_ms > 0) {
+        return remote_lock(r, x); /* counted when it calls */
+    }
     if (x->flight == NULL || x->leader) {
         atomic_fetch_add(&x->c->misses, 1); /* a follower: coalesced */
         count(x->c, "miss");
@@ -2354,8 +2519,10 @@ cache_on_done(mf_req_t *r, void *state, void **ctx)
     cache_t *c = state;
     rctx_t *x = *ctx;
 
-    (void)r;
     if (x != NULL) {
+        if (x->locked) {
+            remote_unlock(r, x); /* after on_log's SET */
+        }
         if (x->leader) {
             flight_end(c, x, NULL); /* no on_log: the followers go on */
         }
