@@ -162,6 +162,36 @@ test('coalescing across nodes: a leader that fails lets the other node\'s reques
   assert.equal(calls, 6);
 });
 
+test('coalescing across nodes: a lock left by a dead node ends with its expiry, then the waiting request calls', { timeout: 30000 }, async () => {
+  const q = 'asked while a dead node held the lock';
+  // the question's key: answered and stored once, then its entry deleted
+  const first = await chat(a, q, {});
+  await first.json();
+  let key;
+  for (let i = 0; i < 200 && !key; i++) {
+    const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
+    const keys = r.stdout.toString().split('\n').filter(Boolean);
+    for (const k of keys) {
+      const v = spawnSync('redis-cli', ['-p', String(redisPort), 'GET', k]).stdout.toString();
+      if (v.includes('asked while a dead node')) key = k.slice('mf:cache:e:'.length);
+    }
+    if (!key) await sleep(20);
+  }
+  assert.ok(key, 'the entry was stored');
+  const p = await command(sockA, 'cache.purge', { key });
+  assert.equal(p.status, 200);
+  // a lock as a node that died mid-call leaves it (its token, a short life)
+  spawnSync('redis-cli', ['-p', String(redisPort), 'SET', `mf:cache:l:${key}`, 'dead-node', 'PX', '400']);
+  const { out, calls } = await counted(async () => {
+    const r = await chat(b, q, {});
+    return { r, j: await r.json() };
+  });
+  assert.equal(out.r.status, 200);
+  assert.equal(out.r.headers.get('x-manifold-cache'), 'miss');
+  assert.equal(calls, 1, 'it called once the lock expired');
+  assert.ok(out.j.choices[0].message.content.length > 0);
+});
+
 test('coalesce_wait needs redis:', () => {
   const file = writeConfig(config(mock.url, {
     stages: `  - { name: cache, plugin: cache, config: { coalesce_wait: 5s } }`,
