@@ -1629,6 +1629,7 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
     cs_entry_t *e = NULL;
     mf_action_t act;
     size_t i;
+    int gone = err == NULL; /* no entry, or a purged one */
 
     if (err == NULL && reply->type == MF_REDIS_ARRAY && reply->nelements == 7 &&
         reply->elements[0].type == MF_REDIS_STRING) {
@@ -1652,6 +1653,7 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
             (now_ms() - e->created_ms) / 1000 > x->max_age) {
             cs_entry_release(e);
             e = NULL;
+            gone = 0; /* there, only older than this client takes */
         }
     } else if (err != NULL) {
         api->log(MF_LOG_WARN,
@@ -1659,7 +1661,7 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
                  "as a miss",
                  err);
     }
-    if (x->sem_fetch && e == NULL && err == NULL) {
+    if (x->sem_fetch && e == NULL && gone) {
         /* its answer expired, was purged or is gone: never again */
         si_remove(x->c->sem, x->sem_key);
     }

@@ -142,3 +142,27 @@ test('a purged answer is not served by a near question on any node', async () =>
   assert.equal(after.headers.get('x-manifold-cache'), 'miss');
   await after.text();
 });
+
+test('a near answer too old for one client (max-age) still answers the next', async () => {
+  const q = 'which planet is the largest in our solar system';
+  const n = Number(redisCli('XLEN', 'mf:cache:v'));
+  await (await ask(a, q)).json();
+  await questions(n + 1);
+  // wait until the entry is a second old (its exact hit says its age)
+  for (let i = 0; ; i++) {
+    const r = await ask(a, q);
+    await r.text();
+    if (Number(r.headers.get('age')) >= 1) break;
+    assert.ok(i < 100, 'the entry never aged');
+    await sleep(50);
+  }
+  const old = await post(b, '/v1/chat/completions',
+    { model: 'gpt-4o', messages: [{ role: 'user', content: 'in our solar system which planet is the largest' }] },
+    { 'cache-control': 'max-age=0, no-store' });
+  assert.equal(old.headers.get('x-manifold-cache'), 'miss');
+  await old.text();
+  const next = await ask(b, 'the largest planet in our solar system is which');
+  assert.equal(next.headers.get('x-manifold-cache'), 'hit');
+  assert.equal(next.headers.get('x-manifold-cache-layer'), 'semantic');
+  await next.text();
+});
