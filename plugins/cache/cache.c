@@ -21,6 +21,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "../common/gov.h"
 #include "cache-store.h"
@@ -47,11 +48,13 @@ typedef struct cache_s {
     atomic_ullong hits, misses, bypasses, stored;
     atomic_ullong tokens_saved;
     atomic_ullong coalesced;
-    mf_metric_t *m_lookups; /* manifold_cache_lookups_total{result} */
-    mf_metric_t *m_saved;   /* manifold_cache_tokens_saved_total */
-    int redis;              /* entries in the configured `redis:` */
-    pthread_mutex_t flock;  /* the flights and everything in them */
-    gov_map_t *flights;     /* key -> flight_t: misses being answered */
+    mf_metric_t *m_lookups;   /* manifold_cache_lookups_total{result} */
+    mf_metric_t *m_saved;     /* manifold_cache_tokens_saved_total */
+    int redis;                /* entries in the configured `redis:` */
+    int64_t coalesce_wait_ms; /* Redis: how long a miss waits on another
+                                 node's leader (0: coalescing per node) */
+    pthread_mutex_t flock;    /* the flights and everything in them */
+    gov_map_t *flights;       /* key -> flight_t: misses being answered */
     /* the semantic layer: sem NULL when off */
     si_index_t *sem;
     char *sem_model;    /* the embeddings model */
@@ -59,7 +62,12 @@ typedef struct cache_s {
     double sem_threshold;
     int64_t sem_timeout_ms;
     double sem_max_temp; /* a request above it skips the layer */
+    size_t sem_max;      /* max_entries: also the Redis stream's bound */
     atomic_ullong sem_hits, sem_failures;
+    /* with `redis:`, the index is fed from the stream mf:cache:v: the id
+     * of the last entry read into it (ms-seq) */
+    pthread_mutex_t sem_lock;
+    uint64_t sem_last_ms, sem_last_seq;
 } cache_t;
 
 /* How often a follower looks at its leader's flight. */
@@ -111,6 +119,14 @@ typedef struct rctx_s {
     const char *sig;           /* its guard signature */
     float *vec;                /* its embedding, to index the answer */
     int dim;
+    mf_str_t text;                /* the canonical request (the partition) */
+    int sem_fetch;                /* with Redis: sem_key's entry is asked */
+    int sem_rounds;               /* stream reads made by this lookup */
+    char sem_key[SI_KEY_LEN + 1]; /* the near question's key */
+    /* coalescing across nodes (Redis) */
+    int locked;         /* holds the lock mf:cache:l:KEY */
+    char token[40];     /* the lock's value: which request holds it */
+    int64_t wait_until; /* a remote follower's deadline */
 } rctx_t;
 
 #define REDIS_PREFIX "mf:cache:"
@@ -212,6 +228,7 @@ cache_fini(void *state)
         if (c->flights != NULL) {
             gov_map_free(c->flights, NULL); /* each held by a request */
             pthread_mutex_destroy(&c->flock);
+            pthread_mutex_destroy(&c->sem_lock);
         }
         free(c);
     }
@@ -356,12 +373,6 @@ semantic_parse(cache_t *c, const json_t *conf)
             return MF_ERR;
         }
     }
-    if (api->config_section("redis") != NULL) {
-        api->log(MF_LOG_ERROR, "cache: semantic keeps its index in process "
-                               "and cannot be used with `redis:` (entries "
-                               "in Redis) yet");
-        return MF_ERR;
-    }
     s = json_string_value(json_object_get(conf, "model"));
     if (s == NULL || s[0] == '\0') {
         api->log(MF_LOG_ERROR, "cache: semantic.model (the embeddings "
@@ -415,6 +426,7 @@ semantic_parse(cache_t *c, const json_t *conf)
         }
         c->sem_max_temp = json_number_value(v);
     }
+    c->sem_max = (size_t)max_entries;
     if (c->sem_model == NULL ||
         (c->sem = si_new((size_t)max_entries)) == NULL) {
         return MF_ERR;
@@ -444,9 +456,10 @@ static int
 cache_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const known[] = {
-        "scope",    "ttl",  "max_memory",      "max_entry",
-        "replay",   "pace", "client_controls", "count_quota",
-        "semantic", NULL,
+        "scope",           "ttl",         "max_memory",
+        "max_entry",       "replay",      "pace",
+        "client_controls", "count_quota", "semantic",
+        "coalesce_wait",   NULL,
     };
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     cache_t *c = NULL;
@@ -544,6 +557,22 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         c->count_quota = json_is_true(v);
     }
+    c->coalesce_wait_ms = 30000;
+    if ((v = json_object_get(conf, "coalesce_wait")) != NULL) {
+        if (api->config_section("redis") == NULL) {
+            api->log(MF_LOG_ERROR,
+                     "cache: coalesce_wait bounds the wait on another "
+                     "node's call and needs `redis:` (without it misses "
+                     "coalesce per node, waiting on their leader)");
+            goto fail;
+        }
+        if (duration_parse(v, &c->coalesce_wait_ms) != MF_OK ||
+            c->coalesce_wait_ms < 0) {
+            api->log(MF_LOG_ERROR, "cache: coalesce_wait must be a duration "
+                                   "(\"30s\") or seconds, 0 for off");
+            goto fail;
+        }
+    }
     c->store = cs_store_new(max_memory);
     if (c->store == NULL) {
         goto fail;
@@ -553,6 +582,7 @@ cache_init(const mf_host_api_t *host, const char *config_json, void **state)
         goto fail;
     }
     pthread_mutex_init(&c->flock, NULL);
+    pthread_mutex_init(&c->sem_lock, NULL);
     c->flights = gov_map_new();
     c->redis = api->config_section("redis") != NULL;
     {
@@ -1585,8 +1615,12 @@ redis_store(mf_req_t *r, const cache_t *c, const cs_entry_t *e)
 }
 
 static mf_action_t miss(mf_req_t *r, rctx_t *x);
+static int semantic_eligible(mf_req_t *r, rctx_t *x, mf_str_t text);
+static mf_action_t semantic_lookup(mf_req_t *r, rctx_t *x);
 
-/* The MGET of an entry and the purge markers that could cover it. */
+/* The MGET of an entry and the purge markers that could cover it: the
+ * request's own key, or (x->sem_fetch) the near question's the index
+ * found. An exact miss goes on to the semantic layer when it is on. */
 static void
 redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
           const char *err)
@@ -1595,10 +1629,12 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
     cs_entry_t *e = NULL;
     mf_action_t act;
     size_t i;
+    int gone = err == NULL; /* no entry, or a purged one */
 
     if (err == NULL && reply->type == MF_REDIS_ARRAY && reply->nelements == 7 &&
         reply->elements[0].type == MF_REDIS_STRING) {
-        e = entry_decode(x->c, x->key, reply->elements[0].str);
+        e = entry_decode(x->c, x->sem_fetch ? x->sem_key : x->key,
+                         reply->elements[0].str);
         for (i = 1; e != NULL && i < 7; i++) {
             const mf_redis_reply_t *m = &reply->elements[i];
             char at[32];
@@ -1617,6 +1653,7 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
             (now_ms() - e->created_ms) / 1000 > x->max_age) {
             cs_entry_release(e);
             e = NULL;
+            gone = 0; /* there, only older than this client takes */
         }
     } else if (err != NULL) {
         api->log(MF_LOG_WARN,
@@ -1624,16 +1661,28 @@ redis_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
                  "as a miss",
                  err);
     }
-    act = e != NULL ? answer(r, x, e, x->stream) : miss(r, x);
+    if (x->sem_fetch && e == NULL && gone) {
+        /* its answer expired, was purged or is gone: never again */
+        si_remove(x->c->sem, x->sem_key);
+    }
+    if (e != NULL) {
+        x->semantic = x->sem_fetch;
+        act = answer(r, x, e, x->stream);
+    } else if (!x->sem_fetch && err == NULL && x->c->sem != NULL &&
+               semantic_eligible(r, x, x->text)) {
+        act = semantic_lookup(r, x);
+    } else {
+        act = miss(r, x);
+    }
     if (act != MF_PAUSE) {
         api->resume(r, act);
     }
 }
 
-/* Looks the entry up in Redis: MF_PAUSE, or the miss when Redis cannot
- * be asked. */
+/* Looks the entry of key up in Redis: MF_PAUSE, or the miss when Redis
+ * cannot be asked. */
 static mf_action_t
-redis_lookup(mf_req_t *r, rctx_t *x)
+redis_lookup(mf_req_t *r, rctx_t *x, const char *key)
 {
     const char *base = x->scope, *ns = strstr(x->scope, "|ns:");
     mf_str_t av[8];
@@ -1642,7 +1691,7 @@ redis_lookup(mf_req_t *r, rctx_t *x)
         base = pstrndup(r, x->scope, (size_t)(ns - x->scope));
     }
     av[0] = MF_STR("MGET");
-    av[1] = rkey(r, "e:", x->key, NULL);
+    av[1] = rkey(r, "e:", key, NULL);
     av[2] = rkey(r, "p:all", "", NULL);
     av[3] = rkey(r, "p:s:", base ? base : x->scope, NULL);
     av[4] = rkey(r, "p:s:", x->scope, NULL);
@@ -1653,6 +1702,356 @@ redis_lookup(mf_req_t *r, rctx_t *x)
         return miss(r, x);
     }
     return MF_PAUSE;
+}
+
+/*
+ * The semantic index with Redis: every node appends the questions it
+ * stores to one stream (SEM_STREAM: XADD, trimmed to about max_entries)
+ * and reads the entries it has not read yet into its own index before
+ * each lookup (XREAD from the last id read, SEM_READ at a time, at most
+ * SEM_ROUNDS reads per lookup; a node that starts reads the backlog over
+ * its first lookups). An entry: p the partition (32 bytes), k the exact
+ * key (hex), s the guard signature, v the vector (float32, the node's
+ * byte order: little-endian wherever the gateway builds).
+ */
+#define SEM_STREAM REDIS_PREFIX "v"
+#define SEM_READ 1000
+#define SEM_ROUNDS 16
+
+/* Appends the question of x (indexed with the entry of its key). */
+static void
+sem_publish(mf_req_t *r, const cache_t *c, const rctx_t *x)
+{
+    char max[32];
+    mf_str_t av[14];
+
+    snprintf(max, sizeof(max), "%zu", c->sem_max);
+    av[0] = MF_STR("XADD");
+    av[1] = MF_STR(SEM_STREAM);
+    av[2] = MF_STR("MAXLEN");
+    av[3] = MF_STR("~");
+    av[4] = (mf_str_t){max, strlen(max)};
+    av[5] = MF_STR("*");
+    av[6] = MF_STR("p");
+    av[7] = (mf_str_t){(const char *)x->part, SI_PART_LEN};
+    av[8] = MF_STR("k");
+    av[9] = (mf_str_t){x->key, strlen(x->key)};
+    av[10] = MF_STR("s");
+    av[11] = (mf_str_t){x->sig, strlen(x->sig)};
+    av[12] = MF_STR("v");
+    av[13] = (mf_str_t){(const char *)x->vec, (size_t)x->dim * sizeof(float)};
+    api->redis_post(r, 14, av, NULL, NULL);
+}
+
+/* A stream id "ms-seq"; 0 on a malformed one. */
+static int
+sem_id(mf_str_t s, uint64_t *ms, uint64_t *seq)
+{
+    char buf[48], *dash, *end;
+
+    if (s.len == 0 || s.len >= sizeof(buf)) {
+        return 0;
+    }
+    memcpy(buf, s.data, s.len);
+    buf[s.len] = '\0';
+    dash = strchr(buf, '-');
+    if (dash == NULL) {
+        return 0;
+    }
+    *dash = '\0';
+    *ms = strtoull(buf, &end, 10);
+    if (*end != '\0') {
+        return 0;
+    }
+    *seq = strtoull(dash + 1, &end, 10);
+    return *end == '\0';
+}
+
+/* Reads the stream entries of an XREAD reply into the index; the count
+ * of entries the reply had. */
+static size_t
+sem_ingest(cache_t *c, const mf_redis_reply_t *reply)
+{
+    const mf_redis_reply_t *entries;
+    size_t i, j;
+
+    if (reply->type != MF_REDIS_ARRAY || reply->nelements != 1 ||
+        reply->elements[0].type != MF_REDIS_ARRAY ||
+        reply->elements[0].nelements != 2 ||
+        reply->elements[0].elements[1].type != MF_REDIS_ARRAY) {
+        return 0; /* nil: nothing new */
+    }
+    entries = &reply->elements[0].elements[1];
+    for (i = 0; i < entries->nelements; i++) {
+        const mf_redis_reply_t *en = &entries->elements[i], *f;
+        const mf_redis_reply_t *part = NULL, *key = NULL, *sig = NULL,
+                               *vec = NULL;
+        uint64_t ms, seq;
+        int newer;
+
+        if (en->type != MF_REDIS_ARRAY || en->nelements != 2 ||
+            en->elements[0].type != MF_REDIS_STRING ||
+            en->elements[1].type != MF_REDIS_ARRAY ||
+            !sem_id(en->elements[0].str, &ms, &seq)) {
+            continue;
+        }
+        f = &en->elements[1];
+        for (j = 0; j + 1 < f->nelements; j += 2) {
+            const mf_redis_reply_t *n = &f->elements[j], *v = n + 1;
+
+            if (n->type != MF_REDIS_STRING || n->str.len != 1 ||
+                v->type != MF_REDIS_STRING) {
+                continue;
+            }
+            switch (n->str.data[0]) {
+            case 'p':
+                part = v;
+                break;
+            case 'k':
+                key = v;
+                break;
+            case 's':
+                sig = v;
+                break;
+            case 'v':
+                vec = v;
+                break;
+            default:
+                break;
+            }
+        }
+        pthread_mutex_lock(&c->sem_lock);
+        newer = ms > c->sem_last_ms ||
+                (ms == c->sem_last_ms && seq > c->sem_last_seq);
+        if (newer) {
+            c->sem_last_ms = ms;
+            c->sem_last_seq = seq;
+        }
+        pthread_mutex_unlock(&c->sem_lock);
+        if (newer && part != NULL && part->str.len == SI_PART_LEN &&
+            key != NULL && key->str.len == SI_KEY_LEN && sig != NULL &&
+            vec != NULL && vec->str.len > 0 &&
+            vec->str.len % sizeof(float) == 0 &&
+            vec->str.len / sizeof(float) <= 65536) {
+            char k[SI_KEY_LEN + 1], *s = malloc(sig->str.len + 1);
+            float *v = malloc(vec->str.len);
+
+            if (s != NULL && v != NULL) {
+                memcpy(k, key->str.data, SI_KEY_LEN);
+                k[SI_KEY_LEN] = '\0';
+                memcpy(s, sig->str.data, sig->str.len);
+                s[sig->str.len] = '\0';
+                memcpy(v, vec->str.data, vec->str.len);
+                si_put(c->sem, (const uint8_t *)part->str.data, v,
+                       (int)(vec->str.len / sizeof(float)), s, k);
+            }
+            free(s);
+            free(v);
+        }
+    }
+    return entries->nelements;
+}
+
+/* The index, fed, answers: a near question's entry is fetched from
+ * Redis (MF_PAUSE), or the miss. */
+static mf_action_t
+sem_match(mf_req_t *r, rctx_t *x)
+{
+    if (si_find(x->c->sem, x->part, x->vec, x->dim, x->sig, x->c->sem_threshold,
+                x->sem_key, &x->similarity)) {
+        x->sem_fetch = 1;
+        return redis_lookup(r, x, x->sem_key);
+    }
+    return miss(r, x);
+}
+
+static mf_action_t sem_sync(mf_req_t *r, rctx_t *x);
+
+static void
+sem_synced(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+           const char *err)
+{
+    rctx_t *x = arg;
+    mf_action_t act;
+
+    if (err != NULL) {
+        /* the index as it is: a near question read before may answer */
+        api->log(MF_LOG_WARN, "cache: reading the semantic stream failed (%s)",
+                 err);
+        act = sem_match(r, x);
+    } else if (sem_ingest(x->c, reply) == SEM_READ &&
+               x->sem_rounds < SEM_ROUNDS) {
+        act = sem_sync(r, x);
+    } else {
+        act = sem_match(r, x);
+    }
+    if (act != MF_PAUSE) {
+        api->resume(r, act);
+    }
+}
+
+/* Reads what other nodes (and this one's other workers) added to the
+ * stream since the last read (MF_PAUSE), then matches. */
+static mf_action_t
+sem_sync(mf_req_t *r, rctx_t *x)
+{
+    char nread[16], from[48];
+    mf_str_t av[6];
+
+    pthread_mutex_lock(&x->c->sem_lock);
+    snprintf(from, sizeof(from), "%llu-%llu",
+             (unsigned long long)x->c->sem_last_ms,
+             (unsigned long long)x->c->sem_last_seq);
+    pthread_mutex_unlock(&x->c->sem_lock);
+    snprintf(nread, sizeof(nread), "%d", SEM_READ);
+    av[0] = MF_STR("XREAD");
+    av[1] = MF_STR("COUNT");
+    av[2] = (mf_str_t){nread, strlen(nread)};
+    av[3] = MF_STR("STREAMS");
+    av[4] = MF_STR(SEM_STREAM);
+    av[5] = (mf_str_t){from, strlen(from)};
+    x->sem_rounds++;
+    if (api->redis_command(r, 6, av, sem_synced, x) != MF_OK) {
+        return sem_match(r, x);
+    }
+    return MF_PAUSE;
+}
+
+/*
+ * Coalescing across nodes (Redis, coalesce_wait > 0). A node's leader of
+ * a flight (coalescing.. above) first takes the key's lock, SET
+ * mf:cache:l:KEY NX PX coalesce_wait. Taken: it calls the upstream, its
+ * answer is stored as any (SET at on_log) and the lock let go at on_done
+ * (after the SET, on the same connection; only its own, by its token).
+ * Held by another node's request: it waits, reading the entry and the
+ * lock every REMOTE_POLL_MS (one MGET): the entry answers it and its
+ * own node's followers; the lock gone without an entry (that leader's
+ * answer could not be stored: an error, a cut, a timeout) or
+ * coalesce_wait passed, it makes its own call.
+ */
+#define REMOTE_POLL_MS 10
+
+/* The miss goes to the upstream (a leader's call, counted). */
+static mf_action_t
+upstream(rctx_t *x)
+{
+    atomic_fetch_add(&x->c->misses, 1);
+    count(x->c, "miss");
+    return MF_CONTINUE;
+}
+
+static void remote_poll(mf_req_t *r, void *arg, const char *err);
+
+/* The entry and the lock, read while another node's request calls. */
+static void
+remote_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+           const char *err)
+{
+    rctx_t *x = arg;
+    cache_t *c = x->c;
+    cs_entry_t *e = NULL;
+    mf_action_t act;
+
+    if (err != NULL || reply->type != MF_REDIS_ARRAY || reply->nelements != 2) {
+        api->resume(r, upstream(x));
+        return;
+    }
+    if (reply->elements[0].type == MF_REDIS_STRING) {
+        e = entry_decode(c, x->key, reply->elements[0].str);
+    }
+    if (e != NULL) {
+        /* the other node's answer: for this one and its followers here */
+        pthread_mutex_lock(&c->flock);
+        x->flight->stream = 0; /* they answer from the entry */
+        pthread_mutex_unlock(&c->flock);
+        flight_end(c, x, e);
+        x->store = 0;
+        follower_headers(r, x);
+        act = answer(r, x, e, x->stream);
+        if (act != MF_PAUSE) {
+            api->resume(r, act);
+        }
+        return;
+    }
+    if (reply->elements[1].type != MF_REDIS_STRING ||
+        now_ms() >= x->wait_until ||
+        api->timer(r, REMOTE_POLL_MS, remote_poll, x) != MF_OK) {
+        api->resume(r, upstream(x)); /* gone unstored, or waited enough */
+    }
+}
+
+static void
+remote_poll(mf_req_t *r, void *arg, const char *err)
+{
+    rctx_t *x = arg;
+    mf_str_t av[3];
+
+    if (err != NULL) {
+        api->resume(r, upstream(x));
+        return;
+    }
+    av[0] = MF_STR("MGET");
+    av[1] = rkey(r, "e:", x->key, NULL);
+    av[2] = rkey(r, "l:", x->key, NULL);
+    if (api->redis_command(r, 3, av, remote_got, x) != MF_OK) {
+        api->resume(r, upstream(x));
+    }
+}
+
+static void
+lock_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    rctx_t *x = arg;
+
+    if (err == NULL && reply->type == MF_REDIS_STATUS) {
+        x->locked = 1; /* +OK: this request calls */
+    } else if (err == NULL && reply->type == MF_REDIS_NIL) {
+        x->wait_until = now_ms() + x->c->coalesce_wait_ms;
+        if (api->timer(r, REMOTE_POLL_MS, remote_poll, x) == MF_OK) {
+            return;
+        }
+    }
+    api->resume(r, upstream(x));
+}
+
+/* A node's leader takes the key's lock (MF_PAUSE), or calls. */
+static mf_action_t
+remote_lock(mf_req_t *r, rctx_t *x)
+{
+    static atomic_ullong seq;
+    char px[32];
+    mf_str_t av[6];
+
+    snprintf(x->token, sizeof(x->token), "%ld-%llu-%lld", (long)getpid(),
+             (unsigned long long)atomic_fetch_add(&seq, 1),
+             (long long)now_ms());
+    snprintf(px, sizeof(px), "%lld", (long long)x->c->coalesce_wait_ms);
+    av[0] = MF_STR("SET");
+    av[1] = rkey(r, "l:", x->key, NULL);
+    av[2] = (mf_str_t){x->token, strlen(x->token)};
+    av[3] = MF_STR("NX");
+    av[4] = MF_STR("PX");
+    av[5] = (mf_str_t){px, strlen(px)};
+    if (api->redis_command(r, 6, av, lock_got, x) != MF_OK) {
+        return upstream(x);
+    }
+    return MF_PAUSE;
+}
+
+/* Lets the key's lock go, when it is still this request's. */
+static void
+remote_unlock(mf_req_t *r, rctx_t *x)
+{
+    mf_str_t av[5];
+
+    av[0] = MF_STR("EVAL");
+    av[1] = MF_STR("if redis.call('get', KEYS[1]) == ARGV[1] then return "
+                   "redis.call('del', KEYS[1]) end return 0");
+    av[2] = MF_STR("1");
+    av[3] = rkey(r, "l:", x->key, NULL);
+    av[4] = (mf_str_t){x->token, strlen(x->token)};
+    api->redis_post(r, 5, av, NULL, NULL);
+    x->locked = 0;
 }
 
 /* Stages */
@@ -1810,6 +2209,12 @@ semantic_got(mf_req_t *r, void *arg, const mf_http_result_t *res,
                  : res->status != 200 ? "an error status"
                                       : "no embedding in the answer");
         x->vec = NULL;
+    } else if (c->redis) {
+        act = sem_sync(r, x); /* fed from the stream first */
+        if (act != MF_PAUSE) {
+            api->resume(r, act);
+        }
+        return;
     } else if (si_find(c->sem, x->part, x->vec, x->dim, x->sig,
                        c->sem_threshold, key, &x->similarity)) {
         e = cs_store_get(c->store, key, now_ms());
@@ -1927,7 +2332,8 @@ cache_on_route(mf_req_t *r, void *state, void **ctx)
     x->max_age = max_age;
     x->store = !no_store; /* a miss's answer is stored (see miss) */
     if (c->redis) {
-        return no_cache ? miss(r, x) : redis_lookup(r, x);
+        x->text = text;
+        return no_cache ? miss(r, x) : redis_lookup(r, x, x->key);
     }
     if (!no_cache && (e = cs_store_get(c->store, x->key, now_ms())) != NULL) {
         if (max_age < 0 || (now_ms() - e->created_ms) / 1000 <= max_age) {
@@ -1954,6 +2360,10 @@ miss(mf_req_t *r, rctx_t *x)
         api->record_answer(r);
     }
     act = flight_join(r, x, x->stream);
+    if (act == MF_CONTINUE && x->leader && x->c->redis &&
+        x->c->coalesce_wait_ms > 0) {
+        return remote_lock(r, x); /* counted when it calls */
+    }
     if (x->flight == NULL || x->leader) {
         atomic_fetch_add(&x->c->misses, 1); /* a follower: coalesced */
         count(x->c, "miss");
@@ -2089,6 +2499,10 @@ cache_on_log(mf_req_t *r, void *state, void **ctx)
     }
     if (c->redis) {
         redis_store(r, c, e);
+        if (c->sem != NULL && x->vec != NULL) {
+            si_put(c->sem, x->part, x->vec, x->dim, x->sig, x->key);
+            sem_publish(r, c, x); /* after the SET, on the same connection */
+        }
         cs_entry_release(e);
         atomic_fetch_add(&c->stored, 1);
         return;
@@ -2107,8 +2521,10 @@ cache_on_done(mf_req_t *r, void *state, void **ctx)
     cache_t *c = state;
     rctx_t *x = *ctx;
 
-    (void)r;
     if (x != NULL) {
+        if (x->locked) {
+            remote_unlock(r, x); /* after on_log's SET */
+        }
         if (x->leader) {
             flight_end(c, x, NULL); /* no on_log: the followers go on */
         }

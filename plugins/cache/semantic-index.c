@@ -1,7 +1,26 @@
 /*
  * The semantic index (semantic-index.h): entries in a dense array per
  * partition (a lookup scans only its partition), a map of keys, and an
- * LRU list (the bound), under one mutex.
+ * LRU list (the bound), under one read-write lock: lookups scan
+ * together under the read lock (the LRU move of a hit takes the write
+ * lock after the scan), puts and removes take the write lock.
+ *
+ * A large partition of long vectors (at least SI_SKETCH_MIN_DIM
+ * dimensions, more than SI_STAGE1 entries and entries x dimensions
+ * above SI_EXACT_MACS) is searched in three
+ * steps: each vector also has a sketch, its signs as bits (dim / 8
+ * bytes), and a lookup computes the Hamming distance (XOR and popcount,
+ * 64 dimensions a word) of the query's first SI_HEAD_WORDS words to
+ * every entry's (a compact array: 16 bytes an entry, so the pass reads
+ * little memory), keeps the SI_STAGE1 nearest, computes the whole
+ * sketches' distance of those, keeps the SI_RERANK nearest and computes
+ * the exact cosine of those only. The fraction of differing signs of
+ * two vectors estimates their angle (angle / pi): a question at cosine
+ * 0.95 differs in about 10% of its signs, an unrelated one in 30 to
+ * 50%, so the near question is among the candidates unless more others
+ * are nearer by their signs; the threshold and the guards apply to the
+ * exact cosine, so the sketch can only cost a hit, never give a wrong
+ * one.
  */
 #include "semantic-index.h"
 
@@ -12,6 +31,12 @@
 #include <string.h>
 
 #include "../common/gov.h"
+
+#define SI_SKETCH_MIN_DIM 128
+#define SI_EXACT_MACS (1u << 20) /* an exact scan up to n * dim of this */
+#define SI_HEAD_WORDS 2          /* the first 128 signs */
+#define SI_STAGE1 512
+#define SI_RERANK 32
 
 typedef struct si_bucket_s si_bucket_t;
 
@@ -28,13 +53,16 @@ typedef struct si_entry_s {
 struct si_bucket_s {
     char name[2 * SI_PART_LEN + 1]; /* the partition, hex */
     si_entry_t **v;
-    float *vecs; /* entry i's vector (unit length) at i * dim */
-    int dim;     /* the first entry's: one per partition */
+    float *vecs;    /* entry i's vector (unit length) at i * dim */
+    uint64_t *bits; /* entry i's sketch (signs) at i * words */
+    uint64_t *head; /* its first SI_HEAD_WORDS words, at i * SI_HEAD_WORDS */
+    int dim;        /* the first entry's: one per partition */
+    size_t words;   /* (dim + 63) / 64 */
     size_t n, cap;
 };
 
 struct si_index_s {
-    pthread_mutex_t lock;
+    pthread_rwlock_t lock;
     gov_map_t *parts; /* partition (hex) -> si_bucket_t */
     gov_map_t *keys;  /* key -> entry */
     size_t n;
@@ -200,6 +228,78 @@ oom:
     return NULL;
 }
 
+/* The signs of v (dim floats) as bits, into words (zero-padded). */
+static void
+sketch(const float *v, int dim, uint64_t *words)
+{
+    int d;
+
+    memset(words, 0, (((size_t)dim + 63) / 64) * sizeof(*words));
+    for (d = 0; d < dim; d++) {
+        if (v[d] > 0) {
+            words[d / 64] |= (uint64_t)1 << (d % 64);
+        }
+    }
+}
+
+/* The Hamming distance of two sketches of words words. */
+static unsigned
+hamming(const uint64_t *a, const uint64_t *b, size_t words)
+{
+    unsigned h = 0;
+    size_t w;
+
+    for (w = 0; w < words; w++) {
+        h += (unsigned)__builtin_popcountll(a[w] ^ b[w]);
+    }
+    return h;
+}
+
+/* The first pass: the distance of q's head (SI_HEAD_WORDS words) to
+ * each of the n heads into dist, counted in hist (0 .. 64 *
+ * SI_HEAD_WORDS). The POPCNT instruction where the CPU has it (chosen
+ * at run time: the build targets the baseline), else a portable count. */
+#define HEADS_BODY                                                             \
+    size_t i, w;                                                               \
+    for (i = 0; i < n; i++) {                                                  \
+        unsigned d = 0;                                                        \
+        for (w = 0; w < SI_HEAD_WORDS; w++) {                                  \
+            d += (unsigned)__builtin_popcountll(heads[i * SI_HEAD_WORDS + w] ^ \
+                                                q[w]);                         \
+        }                                                                      \
+        dist[i] = (uint8_t)d;                                                  \
+        hist[d]++;                                                             \
+    }
+
+static void
+heads_portable(const uint64_t *heads, size_t n, const uint64_t *q,
+               uint8_t *dist, size_t *hist)
+{
+    HEADS_BODY
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+__attribute__((target("popcnt"))) static void
+heads_popcnt(const uint64_t *heads, size_t n, const uint64_t *q, uint8_t *dist,
+             size_t *hist)
+{
+    HEADS_BODY
+}
+#endif
+
+static void
+heads(const uint64_t *h, size_t n, const uint64_t *q, uint8_t *dist,
+      size_t *hist)
+{
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    if (__builtin_cpu_supports("popcnt")) {
+        heads_popcnt(h, n, q, dist, hist);
+        return;
+    }
+#endif
+    heads_portable(h, n, q, dist, hist);
+}
+
 si_index_t *
 si_new(size_t max_entries)
 {
@@ -222,7 +322,7 @@ si_new(size_t max_entries)
         return NULL;
     }
     x->max = max_entries;
-    pthread_mutex_init(&x->lock, NULL);
+    pthread_rwlock_init(&x->lock, NULL);
     return x;
 }
 
@@ -286,11 +386,17 @@ drop(si_index_t *x, si_entry_t *e)
         b->v[slot]->slot = slot;
         memcpy(b->vecs + slot * (size_t)b->dim, b->vecs + b->n * (size_t)b->dim,
                (size_t)b->dim * sizeof(float));
+        memcpy(b->bits + slot * b->words, b->bits + b->n * b->words,
+               b->words * sizeof(uint64_t));
+        memcpy(b->head + slot * SI_HEAD_WORDS, b->head + b->n * SI_HEAD_WORDS,
+               SI_HEAD_WORDS * sizeof(uint64_t));
     }
     if (b->n == 0) {
         gov_map_del(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN});
         free(b->v);
         free(b->vecs);
+        free(b->bits);
+        free(b->head);
         free(b);
     }
     free(e->sig);
@@ -308,7 +414,7 @@ si_free(si_index_t *x)
     }
     gov_map_free(x->parts, NULL);
     gov_map_free(x->keys, NULL);
-    pthread_mutex_destroy(&x->lock);
+    pthread_rwlock_destroy(&x->lock);
     free(x);
 }
 
@@ -345,7 +451,7 @@ si_put(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
     }
     strcpy(e->key, key);
     hex(part, name);
-    pthread_mutex_lock(&x->lock);
+    pthread_rwlock_wrlock(&x->lock);
     if ((old = by_key(x, key)) != NULL) {
         drop(x, old);
     }
@@ -363,6 +469,7 @@ si_put(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         }
         memcpy(b->name, name, sizeof(name));
         b->dim = dim;
+        b->words = ((size_t)dim + 63) / 64;
         gov_map_put(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN}, b);
     }
     if (b->n == b->cap) {
@@ -371,50 +478,145 @@ si_put(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         float *vecs = v == NULL
                           ? NULL
                           : realloc(b->vecs, cap * (size_t)dim * sizeof(float));
+        uint64_t *bits =
+            vecs == NULL ? NULL
+                         : realloc(b->bits, cap * b->words * sizeof(uint64_t));
+        uint64_t *head =
+            bits == NULL
+                ? NULL
+                : realloc(b->head, cap * SI_HEAD_WORDS * sizeof(uint64_t));
 
         if (v != NULL) {
             b->v = v;
         }
-        if (vecs == NULL) {
+        if (vecs != NULL) {
+            b->vecs = vecs;
+        }
+        if (bits != NULL) {
+            b->bits = bits;
+        }
+        if (head == NULL) {
             if (b->n == 0) {
                 gov_map_del(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN});
                 free(b->v);
                 free(b->vecs);
+                free(b->bits);
+                free(b->head);
                 free(b);
             }
             goto fail;
         }
-        b->vecs = vecs;
+        b->head = head;
         b->cap = cap;
     }
     for (i = 0; i < dim; i++) {
         b->vecs[b->n * (size_t)dim + (size_t)i] = (float)(vec[i] / norm);
     }
+    sketch(b->vecs + b->n * (size_t)dim, dim, b->bits + b->n * b->words);
+    memset(b->head + b->n * SI_HEAD_WORDS, 0, SI_HEAD_WORDS * sizeof(uint64_t));
+    memcpy(b->head + b->n * SI_HEAD_WORDS, b->bits + b->n * b->words,
+           (b->words < SI_HEAD_WORDS ? b->words : SI_HEAD_WORDS) *
+               sizeof(uint64_t));
     gov_map_put(x->keys, (mf_str_t){e->key, strlen(e->key)}, e);
     e->bucket = b;
     e->slot = b->n;
     b->v[b->n++] = e;
     x->n++;
     lru_front(x, e);
-    pthread_mutex_unlock(&x->lock);
+    pthread_rwlock_unlock(&x->lock);
     return 0;
 fail:
-    pthread_mutex_unlock(&x->lock);
+    pthread_rwlock_unlock(&x->lock);
     free(e->sig);
     free(e);
     return -1;
+}
+
+/* The cosine of unit vectors a and b. */
+static float
+cosine(const float *a, const float *b, int dim)
+{
+    float acc[4] = {0, 0, 0, 0};
+    int d;
+
+    /* four sums the compiler can keep in one vector register */
+    for (d = 0; d + 4 <= dim; d += 4) {
+        acc[0] += a[d] * b[d];
+        acc[1] += a[d + 1] * b[d + 1];
+        acc[2] += a[d + 2] * b[d + 2];
+        acc[3] += a[d + 3] * b[d + 3];
+    }
+    for (; d < dim; d++) {
+        acc[0] += a[d] * b[d];
+    }
+    return (acc[0] + acc[1]) + (acc[2] + acc[3]);
+}
+
+typedef struct {
+    unsigned d; /* the whole sketches' distance */
+    size_t slot;
+} cand_t;
+
+static int
+cand_cmp(const void *a, const void *b)
+{
+    const cand_t *x = a, *y = b;
+
+    return x->d < y->d ? -1 : x->d > y->d ? 1 : (x->slot > y->slot);
+}
+
+/* The slots of (at most) SI_RERANK entries of b nearest to q by their
+ * sketches, into out: the SI_STAGE1 nearest by the heads (a counting
+ * select), then the nearest of those by the whole sketches. Their
+ * count. */
+static size_t
+nearest_sketches(const si_bucket_t *b, const uint64_t *q, size_t *out)
+{
+    uint8_t *dist = malloc(b->n);
+    cand_t *c = malloc(SI_STAGE1 * sizeof(*c));
+    size_t hist[64 * SI_HEAD_WORDS + 1] = {0};
+    size_t i, sum = 0, n1 = 0, at_cut = 0, cut;
+
+    if (dist == NULL || c == NULL) {
+        free(dist);
+        free(c);
+        return 0;
+    }
+    heads(b->head, b->n, q, dist, hist);
+    for (cut = 0; cut < 64 * SI_HEAD_WORDS; cut++) {
+        if (sum + hist[cut] >= SI_STAGE1) {
+            break;
+        }
+        sum += hist[cut];
+    }
+    /* every one nearer than cut, then those at cut up to SI_STAGE1 */
+    for (i = 0; i < b->n && n1 < SI_STAGE1; i++) {
+        if (dist[i] < cut || (dist[i] == cut && at_cut++ < SI_STAGE1 - sum)) {
+            c[n1].slot = i;
+            c[n1].d = hamming(b->bits + i * b->words, q, b->words);
+            n1++;
+        }
+    }
+    qsort(c, n1, sizeof(*c), cand_cmp);
+    for (i = 0; i < n1 && i < SI_RERANK; i++) {
+        out[i] = c[i].slot;
+    }
+    free(dist);
+    free(c);
+    return i;
 }
 
 int
 si_find(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         int dim, const char *sig, double threshold, char *key_out, double *sim)
 {
-    si_entry_t *best = NULL;
+    const si_entry_t *best = NULL;
     si_bucket_t *b;
-    char name[2 * SI_PART_LEN + 1];
+    char name[2 * SI_PART_LEN + 1], found[SI_KEY_LEN + 1];
     double norm = 0, best_dot = -2;
     float *q;
-    size_t i;
+    uint64_t *qbits = NULL;
+    size_t i, n, *cand = NULL;
     int d;
 
     if (dim <= 0) {
@@ -435,44 +637,59 @@ si_find(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         q[d] = (float)(vec[d] / norm);
     }
     hex(part, name);
-    pthread_mutex_lock(&x->lock);
+    pthread_rwlock_rdlock(&x->lock);
     b = gov_map_get(x->parts, (mf_str_t){name, 2 * SI_PART_LEN});
     if (b != NULL && b->dim != dim) {
         b = NULL;
     }
-    for (i = 0; b != NULL && i < b->n; i++) {
-        si_entry_t *e = b->v[i];
-        const float *ev = b->vecs + i * (size_t)dim;
-        float acc[4] = {0, 0, 0, 0}, dot;
+    n = b != NULL ? b->n : 0;
+    if (dim >= SI_SKETCH_MIN_DIM && n > SI_STAGE1 &&
+        n * (size_t)dim > SI_EXACT_MACS) {
+        qbits = malloc(b->words * sizeof(*qbits));
+        cand = malloc(SI_RERANK * sizeof(*cand));
+        if (qbits == NULL || cand == NULL) {
+            n = 0;
+        } else {
+            sketch(q, dim, qbits);
+            n = nearest_sketches(b, qbits, cand);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        size_t slot = cand != NULL ? cand[i] : i;
+        const si_entry_t *e = b->v[slot];
+        float c = cosine(b->vecs + slot * (size_t)dim, q, dim);
 
-        /* four sums the compiler can keep in one vector register */
-        for (d = 0; d + 4 <= dim; d += 4) {
-            acc[0] += ev[d] * q[d];
-            acc[1] += ev[d + 1] * q[d + 1];
-            acc[2] += ev[d + 2] * q[d + 2];
-            acc[3] += ev[d + 3] * q[d + 3];
-        }
-        for (; d < dim; d++) {
-            acc[0] += ev[d] * q[d];
-        }
-        dot = (acc[0] + acc[1]) + (acc[2] + acc[3]);
         /* (a float's rounding leaves the same vector's cosine a hair
          * below 1) */
-        if (dot >= threshold - 1e-6 && dot > best_dot &&
-            strcmp(e->sig, sig) == 0) {
+        if (c >= threshold - 1e-6 && c > best_dot && strcmp(e->sig, sig) == 0) {
             best = e;
-            best_dot = dot;
+            best_dot = c;
         }
     }
     if (best != NULL) {
-        lru_unlink(x, best);
-        lru_front(x, best);
-        strcpy(key_out, best->key);
-        *sim = best_dot > 1.0 ? 1.0 : best_dot;
+        strcpy(found, best->key);
     }
-    pthread_mutex_unlock(&x->lock);
+    pthread_rwlock_unlock(&x->lock);
     free(q);
-    return best != NULL;
+    free(qbits);
+    free(cand);
+    if (best == NULL) {
+        return 0;
+    }
+    /* the hit is the most recently used (when it is still there) */
+    pthread_rwlock_wrlock(&x->lock);
+    {
+        si_entry_t *e = by_key(x, found);
+
+        if (e != NULL) {
+            lru_unlink(x, e);
+            lru_front(x, e);
+        }
+    }
+    pthread_rwlock_unlock(&x->lock);
+    strcpy(key_out, found);
+    *sim = best_dot > 1.0 ? 1.0 : best_dot;
+    return 1;
 }
 
 int
@@ -480,12 +697,12 @@ si_remove(si_index_t *x, const char *key)
 {
     si_entry_t *e;
 
-    pthread_mutex_lock(&x->lock);
+    pthread_rwlock_wrlock(&x->lock);
     e = by_key(x, key);
     if (e != NULL) {
         drop(x, e);
     }
-    pthread_mutex_unlock(&x->lock);
+    pthread_rwlock_unlock(&x->lock);
     return e != NULL;
 }
 
@@ -494,8 +711,8 @@ si_count(si_index_t *x)
 {
     size_t n;
 
-    pthread_mutex_lock(&x->lock);
+    pthread_rwlock_rdlock(&x->lock);
     n = x->n;
-    pthread_mutex_unlock(&x->lock);
+    pthread_rwlock_unlock(&x->lock);
     return n;
 }

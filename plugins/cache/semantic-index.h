@@ -6,10 +6,12 @@
  * numbers) and the exact-store key of the answer. A lookup scans the
  * entries of one partition for the nearest with cosine >= threshold and
  * an equal guard signature. A partition holds vectors of one dimension
- * (its first entry's). Bounded by max_entries (LRU), one mutex.
+ * (its first entry's). Bounded by max_entries (LRU), one read-write
+ * lock. Large partitions of long vectors are searched by their sign
+ * sketches first, then exactly (semantic-index.c).
  *
- * Not yet wired into the cache stage: the stage refuses `semantic`
- * (docs/CACHE.md).
+ * With `redis:` the cache stage feeds it from a Redis stream
+ * (cache.c, sem_sync), so every node holds every node's questions.
  */
 #ifndef MF_CACHE_SEMANTIC_INDEX_H
 #define MF_CACHE_SEMANTIC_INDEX_H

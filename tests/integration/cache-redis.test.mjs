@@ -7,7 +7,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import http from 'node:http';
-import { startMock, startGateway, config, chat, post, closedPort, sleep, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, closedPort, sleep, path, writeConfig, BIN } from './harness.mjs';
 
 let mock, redis, redisPort, a, b, sockA, sockB;
 
@@ -29,7 +29,7 @@ async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-cache-${name}-`));
   const sock = path.join(dir, 'admin.sock');
   const gw = await startGateway(config(mock.url, {
-    stages: `  - { name: cache, plugin: cache, config: { scope: global } }`,
+    stages: `  - { name: cache, plugin: cache, config: { scope: global, coalesce_wait: 10m } }`,
   }) + `
 admin: { socket: ${sock} }
 redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }
@@ -120,6 +120,85 @@ test('a purge on one node reaches the other', async () => {
     await sleep(20);
   }
   assert.fail('the entry stored after the purge was never served');
+});
+
+test('coalescing across nodes: concurrent identical misses on both nodes make one upstream call', async () => {
+  const q = '[[mock:delay=500 chunks=4]] asked on every node at once';
+  const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 24 }, async (_, i) => {
+    const g = i % 2 ? b : a;
+    const stream = i % 3 === 0;
+    const res = await chat(g, q, stream ? { stream: true } : {});
+    const text = await res.text();
+    let content;
+    if (stream) {
+      content = text.split('\n\n').filter((e) => e.startsWith('data: {'))
+        .map((e) => JSON.parse(e.slice(6)).choices[0]?.delta?.content || '').join('');
+    } else {
+      content = JSON.parse(text).choices[0].message.content;
+    }
+    return { status: res.status, cache: res.headers.get('x-manifold-cache'),
+      shared: res.headers.get('x-manifold-cache-shared'), content };
+  })));
+  assert.equal(calls, 1);
+  assert.ok(rs.every((r) => r.status === 200));
+  assert.equal(rs.filter((r) => r.cache === 'miss').length, 1);
+  assert.ok(rs[0].content.length > 0);
+  for (const r of rs) assert.equal(r.content, rs[0].content);
+  assert.ok(rs.every((r) => r.cache === 'miss' || r.shared === 'in-flight'));
+  // the leader let its lock go
+  const locks = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:l:*']);
+  assert.equal(locks.stdout.toString().trim(), '');
+});
+
+test('coalescing across nodes: a leader that fails lets the other node\'s requests make their own calls', { timeout: 30000 }, async () => {
+  // coalesce_wait is 10m: only the lock let go can end the wait
+  const q = '[[mock:delay=300 status=500]] failing on every node';
+  const { out: rs, calls } = await counted(() => Promise.all(Array.from({ length: 6 }, async (_, i) => {
+    const res = await chat(i % 2 ? b : a, q, {});
+    await res.text();
+    return res.status;
+  })));
+  assert.ok(rs.every((s) => s === 502));
+  assert.equal(calls, 6);
+});
+
+test('coalescing across nodes: a lock left by a dead node ends with its expiry, then the waiting request calls', { timeout: 30000 }, async () => {
+  const q = 'asked while a dead node held the lock';
+  // the question's key: answered and stored once, then its entry deleted
+  const first = await chat(a, q, {});
+  await first.json();
+  let key;
+  for (let i = 0; i < 200 && !key; i++) {
+    const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
+    const keys = r.stdout.toString().split('\n').filter(Boolean);
+    for (const k of keys) {
+      const v = spawnSync('redis-cli', ['-p', String(redisPort), 'GET', k]).stdout.toString();
+      if (v.includes('asked while a dead node')) key = k.slice('mf:cache:e:'.length);
+    }
+    if (!key) await sleep(20);
+  }
+  assert.ok(key, 'the entry was stored');
+  const p = await command(sockA, 'cache.purge', { key });
+  assert.equal(p.status, 200);
+  // a lock as a node that died mid-call leaves it (its token, a short life)
+  spawnSync('redis-cli', ['-p', String(redisPort), 'SET', `mf:cache:l:${key}`, 'dead-node', 'PX', '400']);
+  const { out, calls } = await counted(async () => {
+    const r = await chat(b, q, {});
+    return { r, j: await r.json() };
+  });
+  assert.equal(out.r.status, 200);
+  assert.equal(out.r.headers.get('x-manifold-cache'), 'miss');
+  assert.equal(calls, 1, 'it called once the lock expired');
+  assert.ok(out.j.choices[0].message.content.length > 0);
+});
+
+test('coalesce_wait needs redis:', () => {
+  const file = writeConfig(config(mock.url, {
+    stages: `  - { name: cache, plugin: cache, config: { coalesce_wait: 5s } }`,
+  }));
+  const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /coalesce_wait .* needs `redis:`/);
 });
 
 test('Redis down: requests are answered as misses, nothing breaks', async () => {
