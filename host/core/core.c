@@ -586,6 +586,21 @@ mf_str_from(const char *s)
 }
 
 int
+mf_str_has_control(mf_str_t s)
+{
+    size_t i;
+
+    for (i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.data[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
 mf_glob_match(const char *pattern, mf_str_t s)
 {
     const char *p = pattern, *star = NULL;
