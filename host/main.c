@@ -174,6 +174,37 @@ on_stop(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(m->base, NULL);
 }
 
+/* libevent's handlers of SIGTERM and SIGINT, which ours call after
+ * raising the stop flag: a reload busy on the main thread (a stage's init
+ * that loops) sees the flag and gives way, then the loop sees the signal. */
+static void (*evsig_term)(int);
+static void (*evsig_int)(int);
+
+static void
+on_stop_signal(int sig)
+{
+    void (*prev)(int) = sig == SIGTERM ? evsig_term : evsig_int;
+
+    mf_stop_request();
+    if (prev != NULL && prev != SIG_IGN && prev != SIG_DFL) {
+        prev(sig);
+    }
+}
+
+static void
+chain_stop_signal(int sig, void (**prev)(int))
+{
+    struct sigaction now, sa;
+
+    if (sigaction(sig, NULL, &now) != 0 || (now.sa_flags & SA_SIGINFO)) {
+        return; /* left as it is: the loop still sees the signal */
+    }
+    *prev = now.sa_handler;
+    sa = now;
+    sa.sa_handler = on_stop_signal;
+    sigaction(sig, &sa, NULL);
+}
+
 static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
@@ -424,6 +455,8 @@ main(int argc, char **argv)
     event_add(ev_term, NULL);
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
+    chain_stop_signal(SIGTERM, &evsig_term);
+    chain_stop_signal(SIGINT, &evsig_int);
     /* ready: signals and the admin socket are served from here on */
     mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
                 "providers, %zu stages",

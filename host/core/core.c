@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -650,6 +651,20 @@ mf_mask_secret(mf_str_t secret, char *out, size_t cap)
     }
     snprintf(out, cap, "%.*s...%.*s", (int)prefix, secret.data, 4,
              secret.data + secret.len - 4);
+}
+
+static volatile sig_atomic_t stop_flag;
+
+void
+mf_stop_request(void)
+{
+    stop_flag = 1; /* async-signal-safe */
+}
+
+int
+mf_stop_requested(void)
+{
+    return stop_flag != 0;
 }
 
 double

@@ -97,6 +97,11 @@ void mf_mask_secret(mf_str_t secret, char *out, size_t cap);
 
 /* Monotonic milliseconds and wall time in seconds. */
 double mf_now_ms(void);
+/* The process was told to stop (SIGTERM, SIGINT): set from the signal
+ * handler, read by code that may run long on the main thread (a stage's
+ * init during a reload) so that it gives up at once. */
+void mf_stop_request(void);
+int mf_stop_requested(void);
 double mf_wall_time(void);
 
 /* 64 random bits from a per-thread generator seeded by the system (not

@@ -436,9 +436,12 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
             pin_dso(g, dso);
             snprintf(err, errcap,
                      "%s:%d: provider '%s': plugin %s init() did not return "
-                     "within %d ms; its thread is left running (see "
+                     "%s %d ms; its thread is left running (see "
                      "docs/RELOAD.md), restart the gateway to end it",
                      c->path, pc->line, pc->name, dso->desc->name,
+                     timed_out == 2 ? "before the gateway was told to stop, "
+                                      "of its"
+                                    : "within",
                      MF_PROVIDER_INIT_TIMEOUT_MS);
             p->dso = NULL;
             return MF_ERR;

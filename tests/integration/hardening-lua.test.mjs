@@ -161,6 +161,82 @@ test('a stage returning a cyclic table fails with 500 in the client protocol; mf
   }
 });
 
+test('a stage returning a table nested deeper than 200 levels fails with 500, not 200 null', async () => {
+  const gw = await startGateway(config(mock.url, { stages: stages() }), { workers: 1 });
+  try {
+    const r = await chat(gw, 'deep');
+    assert.equal(r.status, 500);
+    assert.equal((await r.json()).error.type, 'server_error');
+    await waitErr(gw, /stage 'bad': the body it returned cannot be encoded as JSON: a table nests deeper than 200 levels/);
+    assert.equal((await chat(gw, 'hello')).status, 200);
+  } finally {
+    await gw.stop();
+  }
+});
+
+// Resolves with the exit code, or 'still running' after ms.
+function exitWithin(proc, ms) {
+  return new Promise((resolve) => {
+    if (proc.exitCode !== null) { resolve(proc.exitCode); return; }
+    const timer = setTimeout(() => resolve('still running'), ms);
+    proc.on('exit', (code) => { clearTimeout(timer); resolve(code); });
+  });
+}
+
+for (const kind of ['Lua top-level code loops', 'C init() spins']) {
+  test(`SIGTERM during a reload whose ${kind} ends the wait at once and the gateway exits 0`, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+    writeFileSync(path.join(dir, 'stage.lua'), 'return { name = "fine", version = "1" }\n');
+    copyFileSync(path.join(BUILD, 'tests/fixtures/tagplug-a.so'), path.join(dir, 'tag.so'));
+    // an init_timeout far past the wait below: only the signal can end it
+    const gw = await startGateway(config(mock.url, {
+      stages: `
+  - name: fine
+    lua: ${dir}/stage.lua
+    init_timeout: 300s
+  - name: sotag
+    plugin: ${dir}/tag.so
+    init_timeout: 300s`,
+    }) + 'reload: { watch: false }\n', { dir, workers: 1 });
+    if (kind.startsWith('Lua')) {
+      copyFileSync(path.join(FIX, 'toploop-log.lua'), path.join(dir, 'stage.lua'));
+      gw.proc.kill('SIGHUP');
+      await waitErr(gw, /top-level loop starts/);
+    } else {
+      copyFileSync(path.join(BUILD, 'tests/fixtures/spininit.so'), path.join(dir, 'tag.so'));
+      gw.proc.kill('SIGHUP');
+      await waitErr(gw, /spininit: init\(\) spins from now on/);
+    }
+    // the current generation serves while the reload waits
+    assert.equal((await chat(gw, 'hello')).status, 200);
+    gw.proc.kill('SIGTERM');
+    const code = await exitWithin(gw.proc, 60000);
+    assert.equal(code, 0, gw.stderr);
+    assert.match(gw.stderr, /reload \(SIGHUP\) refused[^\n]*(told to stop)/);
+    assert.match(gw.stderr, /stopped\n?/);
+  });
+}
+
+test('a start whose Lua top-level code or C init() never ends fails at init_timeout, saying so', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+  for (const [stage, want] of [
+    [`
+  - name: spin
+    plugin: ${BUILD}/tests/fixtures/spininit.so
+    init_timeout: 300ms`, /stages\[0\] 'spin': .*init\(\) did not return within its init_timeout of 300 ms/],
+    [`
+  - name: loop
+    lua: ${FIX}/toploop.lua
+    init_timeout: 300ms`, /toploop\.lua: stage 'loop': ran longer than its init_timeout of 300 ms/],
+  ]) {
+    const file = writeConfig(config(mock.url, { stages: stage }), mkdtempSync(path.join(dir, 's-')));
+    const res = await runToEnd(['-c', file, '--listen', '127.0.0.1:0', '--workers', '1']);
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, want);
+    assert.doesNotMatch(res.stderr, /listening on/);
+  }
+});
+
 test('a reload whose Lua top-level code loops or whose C init() never returns is refused; the admin socket answers', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
   const sock = path.join(dir, 'admin.sock');
