@@ -217,7 +217,8 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Says when the gateway is reachable from other machines, and warns when
- * no stage could refuse their requests. */
+ * no stage could refuse their requests: once, at start (a reload that
+ * drops the auth stage is not warned about). */
 static void
 warn_listen(const mf_server_t *s, mf_gen_t *g)
 {
@@ -237,9 +238,10 @@ warn_listen(const mf_server_t *s, mf_gen_t *g)
             return;
         }
     }
-    mf_log_warn("the listener on %s:%d is not a loopback one and no stage "
-                "checks requests (on_request): anyone who reaches it spends "
-                "the provider keys; add an authentication stage or listen on "
+    mf_log_warn("the listener on %s:%d is not a loopback one and has no "
+                "auth stage (no stage checks requests in on_request): anyone "
+                "who reaches the port spends every provider key; add the "
+                "key-auth stage (see docs/GOVERNANCE.md) or listen on "
                 "127.0.0.1",
                 s->host, s->port);
 }
