@@ -9,7 +9,7 @@ import {
   chmodSync, readdirSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   startMock, startGateway, config, chat, post, adminCall, path, BUILD, BIN, ROOT,
   writeConfig,
@@ -343,4 +343,43 @@ test('the admin socket lives in a private runtime directory; a path owned by ano
     { MANIFOLD_RUNTIME_DIR: foreign });
   assert.equal(res.code, 1);
   assert.match(res.stderr, /runtime directory .*foreign belongs to uid 65534/);
+});
+
+test('plugins load when the runtime directory and TMPDIR sit on a noexec filesystem', async (t) => {
+  if (process.getuid() !== 0) {
+    t.skip('not root: cannot mount a noexec tmpfs to test on');
+    return;
+  }
+  const mnt = mkdtempSync(path.join(tmpdir(), 'mf-noexec-'));
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'noexec,size=64m', 'tmpfs', mnt], { encoding: 'utf8' });
+  if (m.status !== 0) {
+    t.skip(`mount -t tmpfs -o noexec refused here: ${(m.stderr || m.error || '').toString().trim()}`);
+    return;
+  }
+  t.after(() => spawnSync('umount', ['-l', mnt]));
+  const rt = path.join(mnt, 'rt');
+  const gw = await startGateway(config(mock.url, {
+    stages: `
+  - name: sotag
+    plugin: ${BUILD}/tests/fixtures/tagplug-a.so`,
+  }).replace('log_level: info', 'log_level: debug') + 'admin: { socket: admin.sock }\n', {
+    workers: 1, env: { MANIFOLD_RUNTIME_DIR: rt, TMPDIR: mnt },
+  });
+  try {
+    let r = await chat(gw, 'hello');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('x-so-tag') || '', /^so-a-/);
+    // loaded again once the debug level is on, to see how: the copy in the
+    // runtime directory could not be mapped, so from memory
+    const rel = await adminCall(path.join(rt, 'admin.sock'), 'POST', '/stages/sotag/reload');
+    assert.equal(rel.status, 200, JSON.stringify(rel.json));
+    await waitErr(gw, /tagplug-a\.so: loaded from memory \(.*cannot load its copy in /);
+    r = await chat(gw, 'hello');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('x-so-tag') || '', /^so-a-/);
+    assert.equal(statSync(rt).mode & 0o777, 0o700);
+    assert.deepEqual(readdirSync(rt), ['admin.sock'], 'no copy stays behind');
+  } finally {
+    await gw.stop();
+  }
 });
