@@ -441,6 +441,9 @@ main(int argc, char **argv)
             mf_log_error("admin: %s", err);
         } else {
             m.admin = mf_admin_start(m.base, sock, &m.admin_ctx);
+            /* it answers (in part) while a reload keeps this thread */
+            m.rl.busy = mf_admin_busy;
+            m.rl.busy_arg = m.admin;
         }
         if (m.admin == NULL) {
             rc = 1;
@@ -465,6 +468,7 @@ main(int argc, char **argv)
                 MF_VERSION, g->config->listen_host, m.server.port,
                 m.server.nworkers, g->nproviders, g->nstages);
     event_base_dispatch(m.base);
+    m.rl.busy = NULL;
     mf_admin_stop(m.admin); /* no reload while draining */
     mf_watch_free(m.watch);
 

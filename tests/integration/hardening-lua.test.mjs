@@ -217,6 +217,47 @@ for (const kind of ['Lua top-level code loops', 'C init() spins']) {
   });
 }
 
+// without the helper the admin calls would wait the whole init_timeout:
+// the test's timeout fails it instead
+test('while a reload waits for an init, the admin socket answers: /stats and /stages served, a reload 409, the rest 503', { timeout: 60000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+  const sock = path.join(dir, 'admin.sock');
+  writeFileSync(path.join(dir, 'stage.lua'), 'return { name = "fine", version = "1" }\n');
+  // an init_timeout the test never waits for: SIGTERM ends the wait
+  const gw = await startGateway(config(mock.url, {
+    stages: `
+  - name: fine
+    lua: ${dir}/stage.lua
+    init_timeout: 300s`,
+  }) + `admin: { socket: ${sock} }\nreload: { watch: false }\n`, { dir, workers: 1 });
+  try {
+    copyFileSync(path.join(FIX, 'toploop-log.lua'), path.join(dir, 'stage.lua'));
+    gw.proc.kill('SIGHUP');
+    await waitErr(gw, /top-level loop starts/);
+    const st = await adminCall(sock, 'GET', '/stats');
+    assert.equal(st.status, 200);
+    assert.equal(st.json.reload_in_progress.trigger, 'SIGHUP');
+    assert.equal(typeof st.json.reload_in_progress.for_s, 'number');
+    assert.equal(st.json.reloads.attempts, 1);
+    const stages = await adminCall(sock, 'GET', '/stages');
+    assert.equal(stages.status, 200);
+    assert.equal(stages.json.stages.find((x) => x.name === 'fine').version, '1');
+    for (const p of ['/reload', '/stages/fine/reload']) {
+      const rel = await adminCall(sock, 'POST', p);
+      assert.equal(rel.status, 409, p);
+      assert.match(rel.json.error.message, /^reload in progress \(SIGHUP, for [\d.]+ s\): this one is refused/);
+    }
+    const keys = await adminCall(sock, 'GET', '/keys');
+    assert.equal(keys.status, 503);
+    assert.match(keys.json.error.message, /reload in progress .*GET \/keys is served once it ends/);
+    // the current generation serves meanwhile
+    assert.equal((await chat(gw, 'hello')).status, 200);
+  } finally {
+    await gw.stop(); // SIGTERM ends the wait; the reload is refused
+  }
+  assert.match(gw.stderr, /reload \(SIGHUP\) refused[^\n]*told to stop/);
+});
+
 test('a start whose Lua top-level code or C init() never ends fails at init_timeout, saying so', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
   for (const [stage, want] of [
