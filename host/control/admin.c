@@ -26,6 +26,9 @@
 #define ADMIN_MAX_HEAD (16 * 1024)
 #define ADMIN_MAX_BODY (64 * 1024)
 #define ADMIN_TIMEOUT_S 10
+/* a client of the helper that answers during a reload: the end of the
+ * reload waits for the connection in hand, so it gets less */
+#define ADMIN_BUSY_TIMEOUT_S 2
 
 /* The helper that answers while the main thread is busy (a reload). */
 typedef struct {
@@ -305,12 +308,12 @@ busy_dispatch(mf_admin_t *a, const mf_admin_req_t *q, json_t **out)
     return 503;
 }
 
-/* Reads one request from c (blocking, within ADMIN_TIMEOUT_S), answers
- * it, and leaves c to the caller to close. */
+/* Reads one request from c (blocking, each read and write within
+ * ADMIN_BUSY_TIMEOUT_S), answers it, and leaves c to the caller to close. */
 static void
 busy_serve(mf_admin_t *a, int c)
 {
-    struct timeval tv = {ADMIN_TIMEOUT_S, 0};
+    struct timeval tv = {ADMIN_BUSY_TIMEOUT_S, 0};
     size_t cap = ADMIN_MAX_HEAD + ADMIN_MAX_BODY, len = 0, off;
     char *buf = mf_xmalloc(cap + 1), *text, head[256];
     const char *err = NULL;
