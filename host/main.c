@@ -174,6 +174,37 @@ on_stop(evutil_socket_t sig, short what, void *arg)
     event_base_loopexit(m->base, NULL);
 }
 
+/* libevent's handlers of SIGTERM and SIGINT, which ours call after
+ * raising the stop flag: a reload busy on the main thread (a stage's init
+ * that loops) sees the flag and gives way, then the loop sees the signal. */
+static void (*evsig_term)(int);
+static void (*evsig_int)(int);
+
+static void
+on_stop_signal(int sig)
+{
+    void (*prev)(int) = sig == SIGTERM ? evsig_term : evsig_int;
+
+    mf_stop_request();
+    if (prev != NULL && prev != SIG_IGN && prev != SIG_DFL) {
+        prev(sig);
+    }
+}
+
+static void
+chain_stop_signal(int sig, void (**prev)(int))
+{
+    struct sigaction now, sa;
+
+    if (sigaction(sig, NULL, &now) != 0 || (now.sa_flags & SA_SIGINFO)) {
+        return; /* left as it is: the loop still sees the signal */
+    }
+    *prev = now.sa_handler;
+    sa = now;
+    sa.sa_handler = on_stop_signal;
+    sigaction(sig, &sa, NULL);
+}
+
 static void
 on_hup(evutil_socket_t sig, short what, void *arg)
 {
@@ -186,7 +217,8 @@ on_hup(evutil_socket_t sig, short what, void *arg)
 }
 
 /* Says when the gateway is reachable from other machines, and warns when
- * no stage could refuse their requests. */
+ * no stage could refuse their requests: once, at start (a reload that
+ * drops the auth stage is not warned about). */
 static void
 warn_listen(const mf_server_t *s, mf_gen_t *g)
 {
@@ -206,9 +238,10 @@ warn_listen(const mf_server_t *s, mf_gen_t *g)
             return;
         }
     }
-    mf_log_warn("the listener on %s:%d is not a loopback one and no stage "
-                "checks requests (on_request): anyone who reaches it spends "
-                "the provider keys; add an authentication stage or listen on "
+    mf_log_warn("the listener on %s:%d is not a loopback one and has no "
+                "auth stage (no stage checks requests in on_request): anyone "
+                "who reaches the port spends every provider key; add the "
+                "key-auth stage (see docs/GOVERNANCE.md) or listen on "
                 "127.0.0.1",
                 s->host, s->port);
 }
@@ -408,6 +441,9 @@ main(int argc, char **argv)
             mf_log_error("admin: %s", err);
         } else {
             m.admin = mf_admin_start(m.base, sock, &m.admin_ctx);
+            /* it answers (in part) while a reload keeps this thread */
+            m.rl.busy = mf_admin_busy;
+            m.rl.busy_arg = m.admin;
         }
         if (m.admin == NULL) {
             rc = 1;
@@ -424,12 +460,15 @@ main(int argc, char **argv)
     event_add(ev_term, NULL);
     event_add(ev_int, NULL);
     event_add(ev_hup, NULL);
+    chain_stop_signal(SIGTERM, &evsig_term);
+    chain_stop_signal(SIGINT, &evsig_int);
     /* ready: signals and the admin socket are served from here on */
     mf_log_info("manifold %s listening on %s:%d with %d workers, %zu "
                 "providers, %zu stages",
                 MF_VERSION, g->config->listen_host, m.server.port,
                 m.server.nworkers, g->nproviders, g->nstages);
     event_base_dispatch(m.base);
+    m.rl.busy = NULL;
     mf_admin_stop(m.admin); /* no reload while draining */
     mf_watch_free(m.watch);
 

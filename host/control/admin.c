@@ -10,22 +10,40 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/listener.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #define ADMIN_MAX_HEAD (16 * 1024)
 #define ADMIN_MAX_BODY (64 * 1024)
 #define ADMIN_TIMEOUT_S 10
+/* a client of the helper that answers during a reload: the end of the
+ * reload waits for the connection in hand, so it gets less */
+#define ADMIN_BUSY_TIMEOUT_S 2
+
+/* The helper that answers while the main thread is busy (a reload). */
+typedef struct {
+    pthread_t thread;
+    int running;
+    int wake[2]; /* a byte on wake[1] ends the helper */
+    char trigger[32];
+    double since;
+} admin_busy_t;
 
 struct mf_admin_s {
     struct evconnlistener *listener;
     char *path;
     mf_admin_ctx_t *ctx;
+    admin_busy_t busy;
 };
 
 json_t *
@@ -247,6 +265,175 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
+/* While the main thread is busy */
+
+/* The answer of a helper: what reads only state shared across threads
+ * (the current generation, counters) is served; a reload is refused with
+ * 409; the rest waits for the main thread (503). */
+static int
+busy_dispatch(mf_admin_t *a, const mf_admin_req_t *q, json_t **out)
+{
+    const char *trigger = a->busy.trigger;
+    double for_s = mf_now_ms() / 1000 - a->busy.since;
+    mf_str_t p = q->path;
+    size_t sl = strlen("/reload");
+    int get = mf_str_eq_cstr(q->method, "GET");
+
+    if (p.len > 1 && p.data[p.len - 1] == '/') {
+        p.len--;
+    }
+    if (mf_str_eq_cstr(q->method, "POST") && p.len >= sl &&
+        memcmp(p.data + p.len - sl, "/reload", sl) == 0) {
+        *out = mf_admin_error("reload in progress (%s, for %.1f s): this "
+                              "one is refused; retry once it ends (GET "
+                              "/stats says when)",
+                              trigger, for_s);
+        return 409;
+    }
+    if (get && (mf_str_eq_cstr(p, "/stats") || mf_str_eq_cstr(p, "/stages"))) {
+        int status = mf_admin_dispatch(a->ctx, q, out);
+
+        if (status == 200 && mf_str_eq_cstr(p, "/stats")) {
+            json_object_set_new(
+                *out, "reload_in_progress",
+                json_pack("{s:s,s:f}", "trigger", trigger, "for_s", for_s));
+        }
+        return status;
+    }
+    *out = mf_admin_error("reload in progress (%s, for %.1f s): %.*s %.*s is "
+                          "served once it ends (at the latest after the "
+                          "stages' init_timeout); retry then",
+                          trigger, for_s, (int)q->method.len, q->method.data,
+                          (int)(p.len > 200 ? 200 : p.len), p.data);
+    return 503;
+}
+
+/* Reads one request from c (blocking, each read and write within
+ * ADMIN_BUSY_TIMEOUT_S), answers it, and leaves c to the caller to close. */
+static void
+busy_serve(mf_admin_t *a, int c)
+{
+    struct timeval tv = {ADMIN_BUSY_TIMEOUT_S, 0};
+    size_t cap = ADMIN_MAX_HEAD + ADMIN_MAX_BODY, len = 0, off;
+    char *buf = mf_xmalloc(cap + 1), *text, head[256];
+    const char *err = NULL;
+    mf_admin_req_t q;
+    json_t *out = NULL;
+    int rc = 0, status, n;
+
+    setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    while (rc == 0 && len < cap) {
+        ssize_t got = read(c, buf + len, cap - len);
+
+        if (got <= 0) {
+            free(buf);
+            return; /* gone, or too slow */
+        }
+        len += (size_t)got;
+        rc = mf_admin_parse(buf, len, &q, &err);
+    }
+    if (rc == 1) {
+        status = busy_dispatch(a, &q, &out);
+    } else {
+        status = rc < 0 ? 400 : 413;
+        out = mf_admin_error("bad admin request: %s",
+                             err ? err : "admin request too large");
+    }
+    text = json_dumps(out ? out : json_null(), JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(out);
+    n = snprintf(head, sizeof(head),
+                 "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                 status, mf_http_reason(status), (text ? strlen(text) : 0) + 1);
+    if (write(c, head, (size_t)n) == n && text != NULL) {
+        for (off = 0; off < strlen(text);) {
+            ssize_t w = write(c, text + off, strlen(text) - off);
+
+            if (w <= 0) {
+                break;
+            }
+            off += (size_t)w;
+        }
+        if (off == strlen(text) && write(c, "\n", 1) != 1) {
+            mf_log_debug("admin: an answer was cut");
+        }
+    }
+    free(text);
+    free(buf);
+}
+
+static void *
+busy_main(void *arg)
+{
+    mf_admin_t *a = arg;
+    int fd = (int)evconnlistener_get_fd(a->listener);
+
+    for (;;) {
+        struct pollfd p[2] = {{fd, POLLIN, 0}, {a->busy.wake[0], POLLIN, 0}};
+        int c;
+
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        if (p[1].revents != 0) {
+            break;
+        }
+        if ((p[0].revents & POLLIN) == 0) {
+            continue;
+        }
+        c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+        if (c >= 0) {
+            busy_serve(a, c);
+            close(c);
+        }
+    }
+    return NULL;
+}
+
+void
+mf_admin_busy(void *admin, int on, const char *trigger)
+{
+    mf_admin_t *a = admin;
+    sigset_t all, old;
+
+    if (a == NULL) {
+        return;
+    }
+    if (!on) {
+        if (a->busy.running) {
+            char b = 1;
+
+            if (write(a->busy.wake[1], &b, 1) != 1) {
+                mf_log_error("admin: cannot wake the helper: %s",
+                             strerror(errno));
+            }
+            pthread_join(a->busy.thread, NULL);
+            close(a->busy.wake[0]);
+            close(a->busy.wake[1]);
+            a->busy.running = 0;
+        }
+        return;
+    }
+    if (a->busy.running || pipe2(a->busy.wake, O_CLOEXEC) != 0) {
+        return;
+    }
+    snprintf(a->busy.trigger, sizeof(a->busy.trigger), "%s", trigger);
+    a->busy.since = mf_now_ms() / 1000;
+    /* signals stay with the main thread */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    a->busy.running = pthread_create(&a->busy.thread, NULL, busy_main, a) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!a->busy.running) {
+        close(a->busy.wake[0]);
+        close(a->busy.wake[1]);
+    }
+}
+
 /* Removes a stale socket file; refuses when a gateway answers on it. */
 static int
 clear_stale(const char *path, const struct sockaddr_un *sun)
@@ -339,6 +526,7 @@ mf_admin_stop(mf_admin_t *a)
     if (a == NULL) {
         return;
     }
+    mf_admin_busy(a, 0, NULL);
     evconnlistener_free(a->listener);
     unlink(a->path);
     free(a->path);

@@ -77,6 +77,15 @@ int mf_admin_parse(const char *buf, size_t len, mf_admin_req_t *q,
  */
 int mf_admin_dispatch(mf_admin_ctx_t *ctx, const mf_admin_req_t *q,
                       json_t **out);
+/*
+ * For mf_reloader_t.busy (arg: the mf_admin_t): while on, a helper thread
+ * answers the admin socket for the busy main thread, one connection at a
+ * time: GET /stats (with "reload_in_progress") and GET /stages as usual,
+ * a reload 409 "reload in progress", any other command 503 (it waits for
+ * the main thread). Off joins the helper; connections it has not accepted
+ * are the main loop's again.
+ */
+void mf_admin_busy(void *admin, int on, const char *trigger);
 /* One stage as GET /stages shows it. */
 json_t *mf_admin_stage_json(mf_pstage_t *s);
 /* {"error": {"message": ...}} */

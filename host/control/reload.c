@@ -137,7 +137,13 @@ mf_reload(mf_reloader_t *rl, const char *trigger, const char *force, char *err,
     rl->attempts++;
     rl->last_at = mf_wall_time();
     snprintf(rl->last_trigger, sizeof(rl->last_trigger), "%s", trigger);
+    if (rl->busy != NULL) {
+        rl->busy(rl->busy_arg, 1, trigger);
+    }
     g = mf_reload_build(rl, force, buf, sizeof(buf));
+    if (rl->busy != NULL) {
+        rl->busy(rl->busy_arg, 0, trigger);
+    }
     if (g == NULL) {
         rl->failures++;
         rl->last_ok = 0;

@@ -28,6 +28,12 @@ typedef struct mf_reloader_s {
      * failed to load so that fixing them reloads */
     char **named;
     size_t nnamed;
+    /* called with on = 1 before a reload builds its generation (the main
+     * thread is then busy, up to the stages' init_timeout) and on = 0
+     * after, on the main thread; NULL for none (the admin socket answers
+     * from a helper thread meanwhile) */
+    void (*busy)(void *arg, int on, const char *trigger);
+    void *busy_arg;
 } mf_reloader_t;
 
 /*

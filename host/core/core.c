@@ -8,6 +8,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -586,6 +587,21 @@ mf_str_from(const char *s)
 }
 
 int
+mf_str_has_control(mf_str_t s)
+{
+    size_t i;
+
+    for (i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.data[i];
+
+        if (ch < 0x20 || ch == 0x7f) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int
 mf_glob_match(const char *pattern, mf_str_t s)
 {
     const char *p = pattern, *star = NULL;
@@ -635,6 +651,20 @@ mf_mask_secret(mf_str_t secret, char *out, size_t cap)
     }
     snprintf(out, cap, "%.*s...%.*s", (int)prefix, secret.data, 4,
              secret.data + secret.len - 4);
+}
+
+static volatile sig_atomic_t stop_flag;
+
+void
+mf_stop_request(void)
+{
+    stop_flag = 1; /* async-signal-safe */
+}
+
+int
+mf_stop_requested(void)
+{
+    return stop_flag != 0;
 }
 
 double

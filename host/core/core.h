@@ -82,6 +82,10 @@ int mf_str_eq(mf_str_t a, mf_str_t b);
 int mf_str_caseeq(mf_str_t a, mf_str_t b);
 int mf_str_eq_cstr(mf_str_t a, const char *b);
 mf_str_t mf_str_from(const char *s);
+/* 1 when s holds a control character (below 0x20, or DEL): a value that
+ * would split a header or a request line (CR, LF) or end a C string (NUL)
+ * where it is copied into one. */
+int mf_str_has_control(mf_str_t s);
 /* Glob match: '*' any run, '?' one char; others literal. */
 int mf_glob_match(const char *pattern, mf_str_t s);
 /* A secret shorter than this is masked whole. */
@@ -93,6 +97,11 @@ void mf_mask_secret(mf_str_t secret, char *out, size_t cap);
 
 /* Monotonic milliseconds and wall time in seconds. */
 double mf_now_ms(void);
+/* The process was told to stop (SIGTERM, SIGINT): set from the signal
+ * handler, read by code that may run long on the main thread (a stage's
+ * init during a reload) so that it gives up at once. */
+void mf_stop_request(void);
+int mf_stop_requested(void);
 double mf_wall_time(void);
 
 /* 64 random bits from a per-thread generator seeded by the system (not

@@ -26,6 +26,10 @@ mf_str_t mf_lua_arg_str(lua_State *L, int i);
 int mf_lua_push_str(lua_State *L, mf_str_t s);
 /* Pushes nil, msg; returns 2. */
 int mf_lua_fail(lua_State *L, const char *msg);
+/* The error of a call given a model name with a control character. */
+#define MF_LUA_CONTROL_MODEL(fn)                                               \
+    fn ": the model name holds a control character (such as a line "           \
+       "break); it is refused as a client's would be"
 /* Pushes nil, "fn: why" for a call the stage permissions refuse in the
  * running stage; returns 2. */
 int mf_lua_refuse(lua_State *L, const char *fn, mf_call_t call);

@@ -152,6 +152,13 @@ l_req_set_body(lua_State *L)
         return mf_lua_fail(L, "the body must be a table convertible to a JSON "
                               "object");
     }
+    m = json_object_get(j, "model");
+    if (json_is_string(m) &&
+        mf_str_has_control(
+            (mf_str_t){json_string_value(m), json_string_length(m)})) {
+        json_decref(j); /* the body stays as it was */
+        return mf_lua_fail(L, MF_LUA_CONTROL_MODEL("mf.req.set_body"));
+    }
     json_object_clear(body);
     json_object_update(body, j);
     json_decref(j);

@@ -19,6 +19,9 @@ mf_lua_route_set_model(lua_State *L)
     if (mf_api.set_model(r, m) != MF_OK) {
         char msg[300];
 
+        if (mf_str_has_control(m)) {
+            return mf_lua_fail(L, MF_LUA_CONTROL_MODEL("mf.route.set_model"));
+        }
         snprintf(msg, sizeof(msg), "no provider serves model '%.*s'",
                  (int)(m.len > 200 ? 200 : m.len), m.data);
         return mf_lua_fail(L, msg);
@@ -49,6 +52,9 @@ l_route_add_target(lua_State *L)
         return mf_lua_refuse(L, "mf.route.add_target", MF_CALL_SET_TARGETS);
     }
     if (mf_api.add_target(mf_lua_req(L), &t) != MF_OK) {
+        if (mf_str_has_control(t.model)) {
+            return mf_lua_fail(L, MF_LUA_CONTROL_MODEL("mf.route.add_target"));
+        }
         return mf_lua_fail(L, "mf.route.add_target: no configured provider of "
                               "that name, or no model");
     }

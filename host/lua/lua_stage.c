@@ -102,6 +102,7 @@ typedef struct {
     const char *what;
     double limit_ms;
     lua_mem_t *mem;
+    int loading; /* a script's load or init: ends when the gateway stops */
 } lua_run_t;
 
 static __thread lua_run_t cur_run;
@@ -139,6 +140,11 @@ limit_hook(lua_State *L, lua_Debug *ar)
         luaL_error(L, "ran longer than its %s of %.0f ms", cur_run.what,
                    cur_run.limit_ms);
     }
+    if (cur_run.loading && mf_stop_requested()) {
+        /* a load (start or reload) gives way to SIGTERM at once */
+        luaL_error(L, "stopped: the gateway was told to stop while this "
+                      "code ran at load");
+    }
     if (cur_run.mem != NULL && cur_run.mem->gc_check &&
         (size_t)lua_gc(L, LUA_GCCOUNT, 0) * 1024 > cur_run.mem->limit) {
         lua_gc(L, LUA_GCCOLLECT, 0);
@@ -159,6 +165,7 @@ run_begin(lua_mem_t *mem, double limit_ms, const char *what)
     cur_run.what = what;
     cur_run.limit_ms = limit_ms;
     cur_run.mem = mem;
+    cur_run.loading = 0;
     mem->enforce = 1;
     return was;
 }
@@ -599,6 +606,7 @@ run_script(lua_State *L, mf_lua_stage_t *ls, int w, const char *path)
         return MF_ERR;
     }
     was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    cur_run.loading = 1;
     loading_worker = w;
     rc = lua_pcall(L, 0, 1, 0);
     loading_worker = -1;
@@ -624,6 +632,7 @@ run_init(lua_State *L, mf_lua_stage_t *ls, int w, char *err, size_t errcap)
     }
     lua_rawgeti(L, LUA_REGISTRYINDEX, ls->conf_ref[w]);
     was = run_begin(&ls->mem[w], ls->init_timeout_ms, "init_timeout");
+    cur_run.loading = 1;
     rc = lua_pcall(L, 1, 2, 0);
     run_end(was);
     if (rc != 0) {
@@ -685,9 +694,14 @@ new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
     rc = run_script(L, ls, w, path);
     cur_load = NULL;
     if (rc != MF_OK) {
-        snprintf(err, errcap, "stage '%s': %s", name,
-                 lua_tostring(L, -1) ? lua_tostring(L, -1)
-                                     : "not enough memory");
+        const char *why =
+            lua_tostring(L, -1) ? lua_tostring(L, -1) : "not enough memory";
+
+        /* a syntax or runtime error names the file and line itself; a
+         * limit (init_timeout, memory) does not */
+        snprintf(err, errcap, "%s%sstage '%s': %s",
+                 strstr(why, path) ? "" : path, strstr(why, path) ? "" : ": ",
+                 name, why);
         lua_close(L);
         return NULL;
     }

@@ -436,9 +436,12 @@ bind_providers(mf_gen_t *g, char *err, size_t errcap)
             pin_dso(g, dso);
             snprintf(err, errcap,
                      "%s:%d: provider '%s': plugin %s init() did not return "
-                     "within %d ms; its thread is left running (see "
+                     "%s %d ms; its thread is left running (see "
                      "docs/RELOAD.md), restart the gateway to end it",
                      c->path, pc->line, pc->name, dso->desc->name,
+                     timed_out == 2 ? "before the gateway was told to stop, "
+                                      "of its"
+                                    : "within",
                      MF_PROVIDER_INIT_TIMEOUT_MS);
             p->dso = NULL;
             return MF_ERR;
@@ -771,17 +774,9 @@ stage_reusable(const mf_pstage_t *p, const mf_config_t *c,
            !mf_stage_files_changed(p);
 }
 
-static int
-loopback_host(const char *h)
-{
-    return strncmp(h, "127.", 4) == 0 || strcmp(h, "::1") == 0 ||
-           strcmp(h, "[::1]") == 0 || strcmp(h, "localhost") == 0;
-}
-
 /* What the loaded stages make of the governance sections: `consumers`
- * that no stage reads are refused (they would protect nothing), two
- * stages may not register one command, and a gateway listening beyond
- * loopback without a stage that reads consumers is told so loudly. */
+ * that no stage reads are refused (they would protect nothing), and two
+ * stages may not register one command. */
 static int
 check_governance(mf_gen_t *g, char *err, size_t errcap)
 {
@@ -818,13 +813,8 @@ check_governance(mf_gen_t *g, char *err, size_t errcap)
                  c->path, c->sections_line);
         return MF_ERR;
     }
-    if (readers == 0 && c->listen_host != NULL &&
-        !loopback_host(c->listen_host)) {
-        mf_log_warn("listening on %s:%d without an auth stage: anyone who "
-                    "reaches the port spends every provider key; add the "
-                    "key-auth stage (see docs/GOVERNANCE.md)",
-                    c->listen_host, c->listen_port);
-    }
+    /* a listener beyond loopback without a stage checking requests is
+     * warned about once, at start, by main (warn_listen) */
     return MF_OK;
 }
 

@@ -368,8 +368,22 @@ mf_plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
         until.tv_nsec -= 1000000000L;
     }
     pthread_mutex_lock(&j->lock);
-    while (!j->done) {
-        if (pthread_cond_timedwait(&j->cond, &j->lock, &until) == ETIMEDOUT) {
+    while (!j->done && !mf_stop_requested()) {
+        /* in slices, to see a SIGTERM that arrives meanwhile */
+        struct timespec slice;
+
+        clock_gettime(CLOCK_MONOTONIC, &slice);
+        slice.tv_nsec += 50 * 1000000L;
+        if (slice.tv_nsec >= 1000000000L) {
+            slice.tv_sec++;
+            slice.tv_nsec -= 1000000000L;
+        }
+        if (slice.tv_sec > until.tv_sec ||
+            (slice.tv_sec == until.tv_sec && slice.tv_nsec > until.tv_nsec)) {
+            slice = until;
+        }
+        if (pthread_cond_timedwait(&j->cond, &j->lock, &slice) == ETIMEDOUT &&
+            (slice.tv_sec == until.tv_sec && slice.tv_nsec == until.tv_nsec)) {
             break;
         }
     }
@@ -377,7 +391,7 @@ mf_plugin_init_bounded(const mf_plugin_t *d, const char *config, void **state,
         rc = j->rc;
         *state = j->state;
     } else {
-        *timed_out = 1;
+        *timed_out = mf_stop_requested() ? 2 : 1;
     }
     pthread_mutex_unlock(&j->lock);
     init_job_unref(j);

@@ -23,8 +23,9 @@ void mf_plugin_unload(mf_dso_t *d);
 void mf_plugin_set_api(const mf_host_api_t *api);
 /* Runs d->init(api, config, state) on a helper thread within timeout_ms.
  * Returns its result, or MF_ERR with *timed_out set when it did not return
- * in time: its thread is left running, detached, and the plugin must stay
- * loaded (mf_plugin_pin). */
+ * in time (1), or when the process was told to stop meanwhile (2,
+ * mf_stop_requested): its thread is left running, detached, and the plugin
+ * must stay loaded (mf_plugin_pin). */
 int mf_plugin_init_bounded(const mf_plugin_t *d, const char *config,
                            void **state, double timeout_ms, int *timed_out);
 /* Keeps d loaded for good (its init() still runs on a detached thread);

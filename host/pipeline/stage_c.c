@@ -94,7 +94,12 @@ c_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks, char *err,
     rc = mf_plugin_init_bounded(cs->desc, text, &cs->state, sc->init_timeout_ms,
                                 &timed_out);
     free(text);
-    if (timed_out) {
+    if (timed_out == 2) {
+        snprintf(err, errcap,
+                 "%s:%d: stages[%zu] '%s': %s init() had not returned when "
+                 "the gateway was told to stop; the load is refused",
+                 c->path, sc->line, i, sc->name, sc->plugin);
+    } else if (timed_out) {
         snprintf(err, errcap,
                  "%s:%d: stages[%zu] '%s': %s init() did not return "
                  "within its init_timeout of %.0f ms; the reload is "
@@ -103,6 +108,8 @@ c_load(const mf_config_t *c, size_t i, int nworkers, unsigned *hooks, char *err,
                  "manifold -t, restart the gateway to end the thread",
                  c->path, sc->line, i, sc->name, sc->plugin,
                  sc->init_timeout_ms);
+    }
+    if (timed_out) {
         mf_plugin_pin(cs->dso);
         cs->dso = NULL; /* its code stays mapped for the stuck thread */
         /* and the config sections it may have been handed

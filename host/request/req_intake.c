@@ -693,19 +693,12 @@ make_id(mf_req_t *r, const mf_http_head_t *head)
 static int
 check_model(mf_req_t *r)
 {
-    size_t i;
-
-    for (i = 0; i < r->model.len; i++) {
-        unsigned char ch = (unsigned char)r->model.data[i];
-
-        if (ch < 0x20 || ch == 0x7f) {
-            mf_req_respond_error(r, 400, "invalid_request_error",
-                                 "invalid_model",
-                                 "The model name holds a control character "
-                                 "(such as a line break); send the model's "
-                                 "plain name.");
-            return MF_ERR;
-        }
+    if (mf_str_has_control(r->model)) {
+        mf_req_respond_error(r, 400, "invalid_request_error", "invalid_model",
+                             "The model name holds a control character "
+                             "(such as a line break); send the model's "
+                             "plain name.");
+        return MF_ERR;
     }
     return MF_OK;
 }

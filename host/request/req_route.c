@@ -98,9 +98,28 @@ best_rank(const mf_config_t *c, mf_str_t model)
     return best;
 }
 
+/* A model name a stage gives (set_model, add_target, a body it rewrote)
+ * is checked as a client's is at intake: one with a control character
+ * would reach upstream URLs, headers and logs. 1 (and a log line) when it
+ * is refused. */
+static int
+model_refused(mf_req_t *r, mf_str_t model, const char *how)
+{
+    if (!mf_str_has_control(model)) {
+        return 0;
+    }
+    mf_log_warn("request %.*s: %s refused: the model name holds a control "
+                "character (such as a line break)",
+                (int)r->id.len, r->id.data, how);
+    return 1;
+}
+
 int
 mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model, unsigned weight)
 {
+    if (model_refused(r, model, "a target")) {
+        return MF_ERR;
+    }
     if (r->ntargets == r->targets_cap) {
         size_t cap = r->targets_cap ? r->targets_cap * 2 : 4;
         mf_rtarget_t *t = mf_pool_alloc(r->pool, cap * sizeof(*t));
@@ -196,6 +215,9 @@ mf_req_route_default(mf_req_t *r)
 int
 mf_req_set_model(mf_req_t *r, mf_str_t model)
 {
+    if (model_refused(r, model, "a stage's set_model")) {
+        return MF_ERR; /* the model and targets stay as they were */
+    }
     r->model = mf_pool_str(r->pool, model);
     mf_req_route_default(r);
     return r->ntargets > 0 ? MF_OK : MF_ERR;

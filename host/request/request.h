@@ -67,6 +67,9 @@ int mf_req_respond(mf_req_t *r, int status, const char *content_type,
 int mf_req_respond_error(mf_req_t *r, int status, const char *type,
                          const char *code, const char *message);
 void mf_req_resume(mf_req_t *r, mf_action_t action);
+/* A model (and its default targets), or one more target. MF_ERR, with
+ * nothing changed, for a model name holding a control character (as a
+ * client's is refused at intake), or when no provider serves the model. */
 int mf_req_set_model(mf_req_t *r, mf_str_t model);
 int mf_req_add_target(mf_req_t *r, mf_prov_t *p, mf_str_t model,
                       unsigned weight);

@@ -4,7 +4,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { startMock, startGateway, config, sleep } from './harness.mjs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import {
+  startMock, startGateway, config, sleep, closedPort, writeConfig, path, BIN,
+} from './harness.mjs';
 
 let mock, gw;
 
@@ -122,6 +127,57 @@ test('a Host name that is not loopback is refused on a loopback listener (DNS re
   assert.match(r.out, /allowed_hosts/);
 });
 
+test('allowed_hosts: a listed name or suffix is served on a loopback listener, another name is refused', async () => {
+  const g = await startGateway(config(mock.url) +
+    'allowed_hosts: [gateway.internal, "*.corp.example"]\n', { workers: 1 });
+  try {
+    for (const host of ['gateway.internal', 'gateway.internal:' + g.port, 'api.corp.example', 'localhost']) {
+      const r = await conn(g.port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.match(r.out, /^HTTP\/1.1 200 /, host);
+    }
+    for (const host of ['evil.example', 'corp.example.evil.example', 'gateway.internal.evil.example']) {
+      const r = await conn(g.port, `GET /v1/models HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
+      assert.match(r.out, /^HTTP\/1.1 403 /, host);
+      assert.match(r.out, /"code":"host_not_allowed"/, host);
+    }
+  } finally {
+    await g.stop();
+  }
+});
+
+// Starts the gateway on its own command line (no --listen of the harness's
+// unless given), waits until it listens, stops it; resolves with stderr.
+async function startAndStop(configText, args = []) {
+  const file = writeConfig(configText, mkdtempSync(path.join(tmpdir(), 'mf-listen-')));
+  const proc = spawn(BIN, ['-c', file, '--workers', '1', ...args], {
+    cwd: path.dirname(file), stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let err = '';
+  proc.stderr.on('data', (d) => { err += d; });
+  const exited = new Promise((resolve) => proc.on('exit', resolve));
+  for (let i = 0; i < 1000 && !/listening on [^ ]+:[1-9]/.test(err) && proc.exitCode === null; i++) await sleep(10);
+  assert.match(err, /listening on [^ ]+:[1-9]/);
+  proc.kill('SIGTERM');
+  assert.equal(await exited, 0, err);
+  return err;
+}
+
+test('listen: PORT and --listen :PORT bind every interface and say so; no auth stage there is warned about once', async () => {
+  const port = await closedPort();
+  const bare = config(mock.url).replace('listen: 127.0.0.1:0', `listen: ${port}`);
+  for (const [text, args] of [[bare, []], [config(mock.url), ['--listen', `:${port}`]]]) {
+    const err = await startAndStop(text, args);
+    const where = `0\\.0\\.0\\.0:${port}`;
+    assert.match(err, new RegExp(`listening on every network interface \\(${where}\\)[^\\n]*write 127\\.0\\.0\\.1:${port} to serve this machine only`));
+    const warned = err.match(new RegExp(`warn the listener on ${where} is not a loopback one and has no auth stage`, 'g')) || [];
+    assert.equal(warned.length, 1, err);
+    assert.equal((err.match(/spends every provider key/g) || []).length, 1, 'said once: ' + err);
+  }
+  // a loopback listener: neither line
+  const quiet = await startAndStop(config(mock.url));
+  assert.doesNotMatch(quiet, /every network interface|auth stage/);
+});
+
 test('curl-like requests (no Origin) and loopback Host names are served', async () => {
   for (const host of ['127.0.0.1:' + gw.port, 'localhost:' + gw.port, '[::1]', 'localhost']) {
     const r = await conn(gw.port, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
@@ -164,6 +220,17 @@ test('a trickling client is answered 408 at the client_timeout deadline, and log
   assert.ok(r.closed);
   const line = await gw.waitLog((l) => l.request_id === 'req-trickle-1');
   assert.equal(line.status, 408);
+});
+
+test('a request head trickled a byte at a time is cut at client_timeout: one deadline for the whole head', async () => {
+  // 1 s for the head; a byte every 50 ms of a 400-byte head would take 20 s
+  // and re-arm a per-read timeout forever
+  const head = 'GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n' + 'X-Pad: ' + 'p'.repeat(340) + '\r\n\r\n';
+  const r = await conn(gw.port, [...head].map((ch) => [50, ch]), { waitMs: 30000 });
+  // a whole head of /healthz would be a 200: the 408 came before its end
+  assert.match(r.out, /^HTTP\/1.1 408 /);
+  assert.match(r.out, /limits\.client_timeout/);
+  assert.ok(r.closed, 'the connection is closed');
 });
 
 test('partial uploads past limits.max_body_total get 503 with Retry-After; the budget is given back', async () => {

@@ -9,7 +9,7 @@ import {
   chmodSync, readdirSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import {
   startMock, startGateway, config, chat, post, adminCall, path, BUILD, BIN, ROOT,
   writeConfig,
@@ -161,6 +161,123 @@ test('a stage returning a cyclic table fails with 500 in the client protocol; mf
   }
 });
 
+test('a stage returning a table nested deeper than 200 levels fails with 500, not 200 null', async () => {
+  const gw = await startGateway(config(mock.url, { stages: stages() }), { workers: 1 });
+  try {
+    const r = await chat(gw, 'deep');
+    assert.equal(r.status, 500);
+    assert.equal((await r.json()).error.type, 'server_error');
+    await waitErr(gw, /stage 'bad': the body it returned cannot be encoded as JSON: a table nests deeper than 200 levels/);
+    assert.equal((await chat(gw, 'hello')).status, 200);
+  } finally {
+    await gw.stop();
+  }
+});
+
+// Resolves with the exit code, or 'still running' after ms.
+function exitWithin(proc, ms) {
+  return new Promise((resolve) => {
+    if (proc.exitCode !== null) { resolve(proc.exitCode); return; }
+    const timer = setTimeout(() => resolve('still running'), ms);
+    proc.on('exit', (code) => { clearTimeout(timer); resolve(code); });
+  });
+}
+
+for (const kind of ['Lua top-level code loops', 'C init() spins']) {
+  test(`SIGTERM during a reload whose ${kind} ends the wait at once and the gateway exits 0`, async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+    writeFileSync(path.join(dir, 'stage.lua'), 'return { name = "fine", version = "1" }\n');
+    copyFileSync(path.join(BUILD, 'tests/fixtures/tagplug-a.so'), path.join(dir, 'tag.so'));
+    // an init_timeout far past the wait below: only the signal can end it
+    const gw = await startGateway(config(mock.url, {
+      stages: `
+  - name: fine
+    lua: ${dir}/stage.lua
+    init_timeout: 300s
+  - name: sotag
+    plugin: ${dir}/tag.so
+    init_timeout: 300s`,
+    }) + 'reload: { watch: false }\n', { dir, workers: 1 });
+    if (kind.startsWith('Lua')) {
+      copyFileSync(path.join(FIX, 'toploop-log.lua'), path.join(dir, 'stage.lua'));
+      gw.proc.kill('SIGHUP');
+      await waitErr(gw, /top-level loop starts/);
+    } else {
+      copyFileSync(path.join(BUILD, 'tests/fixtures/spininit.so'), path.join(dir, 'tag.so'));
+      gw.proc.kill('SIGHUP');
+      await waitErr(gw, /spininit: init\(\) spins from now on/);
+    }
+    // the current generation serves while the reload waits
+    assert.equal((await chat(gw, 'hello')).status, 200);
+    gw.proc.kill('SIGTERM');
+    const code = await exitWithin(gw.proc, 60000);
+    assert.equal(code, 0, gw.stderr);
+    assert.match(gw.stderr, /reload \(SIGHUP\) refused[^\n]*(told to stop)/);
+    assert.match(gw.stderr, /stopped\n?/);
+  });
+}
+
+// without the helper the admin calls would wait the whole init_timeout:
+// the test's timeout fails it instead
+test('while a reload waits for an init, the admin socket answers: /stats and /stages served, a reload 409, the rest 503', { timeout: 60000 }, async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+  const sock = path.join(dir, 'admin.sock');
+  writeFileSync(path.join(dir, 'stage.lua'), 'return { name = "fine", version = "1" }\n');
+  // an init_timeout the test never waits for: SIGTERM ends the wait
+  const gw = await startGateway(config(mock.url, {
+    stages: `
+  - name: fine
+    lua: ${dir}/stage.lua
+    init_timeout: 300s`,
+  }) + `admin: { socket: ${sock} }\nreload: { watch: false }\n`, { dir, workers: 1 });
+  try {
+    copyFileSync(path.join(FIX, 'toploop-log.lua'), path.join(dir, 'stage.lua'));
+    gw.proc.kill('SIGHUP');
+    await waitErr(gw, /top-level loop starts/);
+    const st = await adminCall(sock, 'GET', '/stats');
+    assert.equal(st.status, 200);
+    assert.equal(st.json.reload_in_progress.trigger, 'SIGHUP');
+    assert.equal(typeof st.json.reload_in_progress.for_s, 'number');
+    assert.equal(st.json.reloads.attempts, 1);
+    const stages = await adminCall(sock, 'GET', '/stages');
+    assert.equal(stages.status, 200);
+    assert.equal(stages.json.stages.find((x) => x.name === 'fine').version, '1');
+    for (const p of ['/reload', '/stages/fine/reload']) {
+      const rel = await adminCall(sock, 'POST', p);
+      assert.equal(rel.status, 409, p);
+      assert.match(rel.json.error.message, /^reload in progress \(SIGHUP, for [\d.]+ s\): this one is refused/);
+    }
+    const keys = await adminCall(sock, 'GET', '/keys');
+    assert.equal(keys.status, 503);
+    assert.match(keys.json.error.message, /reload in progress .*GET \/keys is served once it ends/);
+    // the current generation serves meanwhile
+    assert.equal((await chat(gw, 'hello')).status, 200);
+  } finally {
+    await gw.stop(); // SIGTERM ends the wait; the reload is refused
+  }
+  assert.match(gw.stderr, /reload \(SIGHUP\) refused[^\n]*told to stop/);
+});
+
+test('a start whose Lua top-level code or C init() never ends fails at init_timeout, saying so', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
+  for (const [stage, want] of [
+    [`
+  - name: spin
+    plugin: ${BUILD}/tests/fixtures/spininit.so
+    init_timeout: 300ms`, /stages\[0\] 'spin': .*init\(\) did not return within its init_timeout of 300 ms/],
+    [`
+  - name: loop
+    lua: ${FIX}/toploop.lua
+    init_timeout: 300ms`, /toploop\.lua: stage 'loop': ran longer than its init_timeout of 300 ms/],
+  ]) {
+    const file = writeConfig(config(mock.url, { stages: stage }), mkdtempSync(path.join(dir, 's-')));
+    const res = await runToEnd(['-c', file, '--listen', '127.0.0.1:0', '--workers', '1']);
+    assert.equal(res.code, 1, res.stderr);
+    assert.match(res.stderr, want);
+    assert.doesNotMatch(res.stderr, /listening on/);
+  }
+});
+
 test('a reload whose Lua top-level code loops or whose C init() never returns is refused; the admin socket answers', async () => {
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-hard-'));
   const sock = path.join(dir, 'admin.sock');
@@ -267,4 +384,43 @@ test('the admin socket lives in a private runtime directory; a path owned by ano
     { MANIFOLD_RUNTIME_DIR: foreign });
   assert.equal(res.code, 1);
   assert.match(res.stderr, /runtime directory .*foreign belongs to uid 65534/);
+});
+
+test('plugins load when the runtime directory and TMPDIR sit on a noexec filesystem', async (t) => {
+  if (process.getuid() !== 0) {
+    t.skip('not root: cannot mount a noexec tmpfs to test on');
+    return;
+  }
+  const mnt = mkdtempSync(path.join(tmpdir(), 'mf-noexec-'));
+  const m = spawnSync('mount', ['-t', 'tmpfs', '-o', 'noexec,size=64m', 'tmpfs', mnt], { encoding: 'utf8' });
+  if (m.status !== 0) {
+    t.skip(`mount -t tmpfs -o noexec refused here: ${(m.stderr || m.error || '').toString().trim()}`);
+    return;
+  }
+  t.after(() => spawnSync('umount', ['-l', mnt]));
+  const rt = path.join(mnt, 'rt');
+  const gw = await startGateway(config(mock.url, {
+    stages: `
+  - name: sotag
+    plugin: ${BUILD}/tests/fixtures/tagplug-a.so`,
+  }).replace('log_level: info', 'log_level: debug') + 'admin: { socket: admin.sock }\n', {
+    workers: 1, env: { MANIFOLD_RUNTIME_DIR: rt, TMPDIR: mnt },
+  });
+  try {
+    let r = await chat(gw, 'hello');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('x-so-tag') || '', /^so-a-/);
+    // loaded again once the debug level is on, to see how: the copy in the
+    // runtime directory could not be mapped, so from memory
+    const rel = await adminCall(path.join(rt, 'admin.sock'), 'POST', '/stages/sotag/reload');
+    assert.equal(rel.status, 200, JSON.stringify(rel.json));
+    await waitErr(gw, /tagplug-a\.so: loaded from memory \(.*cannot load its copy in /);
+    r = await chat(gw, 'hello');
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('x-so-tag') || '', /^so-a-/);
+    assert.equal(statSync(rt).mode & 0o777, 0o700);
+    assert.deepEqual(readdirSync(rt), ['admin.sock'], 'no copy stays behind');
+  } finally {
+    await gw.stop();
+  }
 });

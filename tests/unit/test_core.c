@@ -16,6 +16,18 @@ START_TEST(glob)
 }
 END_TEST
 
+START_TEST(str_has_control)
+{
+    ck_assert(!mf_str_has_control(MF_STR("gpt-4o")));
+    ck_assert(!mf_str_has_control(MF_STR("")));
+    ck_assert(!mf_str_has_control(MF_STR("mod\xc3\xa8le ../x?y#z")));
+    ck_assert(mf_str_has_control(MF_STR("gpt-4o\r\nX: y")));
+    ck_assert(mf_str_has_control(MF_STR("a\tb")));
+    ck_assert(mf_str_has_control(MF_STR("a\x7f")));
+    ck_assert(mf_str_has_control((mf_str_t){"a\0b", 3}));
+}
+END_TEST
+
 START_TEST(mask)
 {
     char out[64];
@@ -115,6 +127,7 @@ main(void)
 
     tcase_add_test(tc, glob);
     tcase_add_test(tc, mask);
+    tcase_add_test(tc, str_has_control);
     tcase_add_test(tc, pool_and_buf);
     tcase_add_test(tc, buf_try_append_limit);
     tcase_add_test(tc, buf_append_grows);

@@ -554,12 +554,15 @@ struct mf_host_api_s {
     void (*body_changed)(mf_req_t *r);
 
     /* on_request, on_route. The model asked for; set_model changes it and
-     * resolves the default targets again. */
+     * resolves the default targets again. A model name holding a control
+     * character (CR, LF, NUL, ...) is refused as a client's is: MF_ERR,
+     * nothing changed, a warning logged. */
     mf_str_t (*get_model)(mf_req_t *r);
     int (*set_model)(mf_req_t *r, mf_str_t model);
 
     /* on_route. Replaces or appends to the ordered targets. A target's
-     * provider must exist in the config. */
+     * provider must exist in the config; a target model holding a control
+     * character is refused (MF_ERR). */
     int (*clear_targets)(mf_req_t *r);
     int (*add_target)(mf_req_t *r, const mf_target_t *t);
     /* Any request stage: number of targets and the i-th (borrowed). */
