@@ -49,10 +49,14 @@ test('past max_bytes the oldest answers are evicted; a larger one is not kept', 
 });
 
 test('an answer expires after the ttl; max_entries 0 keeps none', async () => {
-  let gw = await startGateway(config(mock.url) + 'response_store: { ttl: 300ms }\n');
+  let gw = await startGateway(config(mock.url) + 'response_store: { ttl: 1500ms }\n');
   try {
+    const t0 = Date.now();
     const id = await create(gw, 'short lived');
-    assert.equal(await stored(gw, id), true);
+    const there = await stored(gw, id);
+    // On a starved machine the answer may already be past its ttl when
+    // it is looked up; it must be there only when it cannot have expired.
+    if (Date.now() - t0 < 1500) assert.equal(there, true);
     // wait for the condition, bounded
     const until = Date.now() + 10000;
     while (await stored(gw, id)) {
