@@ -1351,10 +1351,10 @@ static void otel_fini(void *state);
 static int
 otel_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
-    static const char *const keys[] = {"endpoint",   "headers", "service_name",
-                                       "batch",      "queue",   "flush_ms",
-                                       "timeout_ms", "retries", "close_ms",
-                                       "propagate",  NULL};
+    static const char *const keys[] = {"endpoint",     "protocol",   "headers",
+                                       "service_name", "batch",      "queue",
+                                       "flush_ms",     "timeout_ms", "retries",
+                                       "close_ms",     "propagate",  NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     const char *key, *url, *proto, *svc;
     char full[2048];

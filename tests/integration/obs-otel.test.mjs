@@ -309,8 +309,8 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
     stages: `
   - name: otel
     plugin: otel
-    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", flush_ms: 20 }`,
-  }));
+    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", protocol: http/protobuf, flush_ms: 20 }`,
+  }), { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' } }); // the config's protocol wins
   try {
     const trace = '11112222333344445555666677778888', parent = '9999aaaabbbbcccc';
     assert.equal((await chat(g, 'in protobuf', { max_tokens: 7 }, { traceparent: `00-${trace}-${parent}-01` })).status, 200);
