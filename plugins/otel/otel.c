@@ -62,12 +62,9 @@ typedef struct {
     int failed;
 } jb_t;
 
-typedef struct span_s {
-    struct span_s *next;
-    size_t nspans; /* span objects in text */
-    size_t len;
-    char text[]; /* one or more span objects joined by ',' */
-} span_t;
+/* A request's spans as the worker left them: what they are made of (a
+ * record, below), encoded by the exporter thread. */
+typedef struct span_s span_t;
 
 typedef struct {
     /* where */
@@ -431,6 +428,22 @@ typedef struct {
     const char *omitted; /* why the answer was not captured */
 } rctx_t;
 
+/* What a request's spans are made of, in one block: the request's info
+ * and its attempts, their strings copied behind them. */
+struct span_s {
+    span_t *next;
+    size_t nspans; /* the server span and one per attempt */
+    mf_req_info_t i;
+    params_t p;
+    int has_p;
+    mf_str_t input, output; /* captured, or empty */
+    int cut;
+    const char *omitted;
+    int capture;
+    size_t natt;
+    mf_attempt_info_t *att; /* natt, in the block */
+};
+
 static rctx_t *
 rctx_of(mf_req_t *r, void **ctx)
 {
@@ -606,18 +619,11 @@ error_type(int status)
 /* The queue */
 
 static void
-enqueue(otel_t *o, jb_t *b, size_t nspans)
+enqueue(otel_t *o, span_t *s)
 {
-    span_t *s;
+    size_t nspans = s->nspans;
 
-    if (b->failed || (s = malloc(sizeof(*s) + b->len + 1)) == NULL) {
-        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
-        return;
-    }
     s->next = NULL;
-    s->nspans = nspans;
-    s->len = b->len;
-    memcpy(s->text, b->p, b->len + 1);
     pthread_mutex_lock(&o->lock);
     if (o->queued + nspans > o->queue_cap) {
         o->dropped += nspans;
@@ -1111,11 +1117,16 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     /* the open attempt is the last one */
     for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
         if (a.outcome.len == 0) {
-            snprintf(tp, sizeof(tp), "00-%.*s-%.*s-%s", (int)i.trace_id.len,
-                     i.trace_id.data, (int)a.span_id.len, a.span_id.data,
-                     i.trace_sampled ? "01" : "00");
-            api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
-                            MF_STR("traceparent"), cstr(tp));
+            /* 00-TRACE-SPAN-FLAGS (no printf: this is every attempt's) */
+            if (i.trace_id.len == 32 && a.span_id.len == 16) {
+                memcpy(tp, "00-", 3);
+                memcpy(tp + 3, i.trace_id.data, 32);
+                tp[35] = '-';
+                memcpy(tp + 36, a.span_id.data, 16);
+                memcpy(tp + 52, i.trace_sampled ? "-01" : "-00", 3);
+                api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
+                                MF_STR("traceparent"), (mf_str_t){tp, 55});
+            }
             break;
         }
     }
@@ -1225,19 +1236,128 @@ join_name(char *out, size_t cap, mf_str_t a, mf_str_t b)
     return (mf_str_t){out, n + m};
 }
 
+/* s's bytes copied to *at, s pointed at them */
+static void
+put_str(char **at, mf_str_t *s)
+{
+    if (s->len == 0) {
+        *s = MF_STR_NULL;
+        return;
+    }
+    memcpy(*at, s->data, s->len);
+    s->data = *at;
+    *at += s->len;
+}
+
+/* The spans of a record, written by the exporter thread (its own e). */
+static void
+encode(const otel_t *o, const span_t *rec, enc_t *e)
+{
+    const mf_req_info_t *i = &rec->i;
+    const params_t *p = rec->has_p ? &rec->p : NULL;
+    const rctx_t cap = {.input = rec->input,
+                        .output = rec->output,
+                        .cut = rec->cut,
+                        .omitted = rec->omitted};
+    char name[300];
+    size_t k;
+    int n_ok = -1, n_last = (int)rec->natt - 1;
+    double end = i->start_time + i->latency_ms / 1000;
+
+    (void)o;
+    /* the server span: the gateway's answer to the client */
+    span_open(e, i->trace_id, i->span_id, i->parent_span_id,
+              join_name(name, sizeof(name), i->method, i->path), 2,
+              i->start_time, end);
+    attr_str(e, "http.request.method", i->method);
+    attr_str(e, "http.route", i->path);
+    attr_str(e, "url.path", i->path);
+    attr_int(e, "http.response.status_code", i->status);
+    attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+    attr_str(e, "gen_ai.request.model", i->model);
+    attr_params(e, p);
+    attr_bool(e, "manifold.stream", i->stream);
+    attr_str(e, "manifold.consumer", i->consumer);
+    attr_str(e, "manifold.request_id", i->id);
+    attr_int(e, "manifold.attempts", i->attempts);
+    if (i->first_content_ms >= 0) {
+        attr_double(e, "manifold.time_to_first_token_s",
+                    i->first_content_ms / 1000);
+    }
+    attr_usage(e, i);
+    if (i->status >= 400) {
+        attr_str(e, "error.type", cstr(error_type(i->status)));
+    }
+    /* a server span is an error for 5xx only (the client's 4xx is its
+     * own); a stream cut after its head is one too */
+    span_close(e,
+               i->status >= 500 ||
+                   (i->stream && i->error.len > 0 && i->status < 400),
+               i->error);
+
+    /* the attempt that answered gets the usage */
+    for (k = 0; k < rec->natt; k++) {
+        const mf_attempt_info_t *a = &rec->att[k];
+
+        if (a->outcome.len == 2 && memcmp(a->outcome.data, "ok", 2) == 0) {
+            n_ok = (int)k;
+        }
+    }
+    for (k = 0; k < rec->natt; k++) {
+        const mf_attempt_info_t *a = &rec->att[k];
+        int failed =
+            !(a->outcome.len == 2 && memcmp(a->outcome.data, "ok", 2) == 0);
+        double start = a->start_ms >= 0 ? i->start_time + a->start_ms / 1000
+                                        : i->start_time;
+        double stop =
+            a->duration_ms >= 0 ? start + a->duration_ms / 1000 : start;
+
+        span_open(
+            e, i->trace_id, a->span_id, i->span_id,
+            join_name(name, sizeof(name), cstr(operation_of(i)), a->model), 3,
+            start, stop);
+        attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+        attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
+        attr_str(e, "gen_ai.request.model", a->model);
+        attr_params(e, p);
+        attr_str(e, "manifold.provider", a->provider);
+        if (a->status > 0) {
+            attr_int(e, "http.response.status_code", a->status);
+        }
+        if (a->ttfb_ms >= 0) {
+            attr_double(e, "manifold.upstream.time_to_first_byte_s",
+                        a->ttfb_ms / 1000);
+        }
+        if ((int)k == n_ok) {
+            attr_str(e, "gen_ai.response.model", i->upstream_model);
+            attr_usage(e, i);
+            if (i->stream && i->error.len > 0) {
+                failed = 1; /* began, then cut */
+            }
+        }
+        if (rec->capture &&
+            ((int)k == n_ok || (n_ok < 0 && (int)k == n_last))) {
+            attr_capture(e, &cap, (int)k == n_ok);
+        }
+        if (failed) {
+            attr_str(e, "error.type", a->outcome);
+        }
+        span_close(e, failed, failed ? a->outcome : MF_STR_NULL);
+    }
+}
+
+/* The worker takes what the spans are made of, copied into one block,
+ * and queues it: the encoding is the exporter thread's. */
 static void
 otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
     otel_t *o = state;
     mf_req_info_t i = {.size = sizeof(i)};
-    mf_attempt_info_t a = {.size = sizeof(a)};
+    mf_attempt_info_t local[8], *att = local;
     rctx_t *x = *ctx;
-    const params_t *p = x ? &x->p : NULL;
-    enc_t e = {.pb = o->protobuf};
-    char name[300];
-    size_t k, nspans = 1;
-    int n_ok = -1, n_last = -1;
-    double end;
+    size_t k, n = 0, cap = 8, bytes;
+    span_t *s;
+    char *at;
 
     api->get_info(r, &i);
     /* not scrapes, stage pages, health checks, nor what the gateway
@@ -1246,43 +1366,6 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
         i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
         return; /* scrapes, stage pages, health checks; not sampled */
     }
-    end = i.start_time + i.latency_ms / 1000;
-    /* the server span: the gateway's answer to the client */
-    span_open(&e, i.trace_id, i.span_id, i.parent_span_id,
-              join_name(name, sizeof(name), i.method, i.path), 2, i.start_time,
-              end);
-    attr_str(&e, "http.request.method", i.method);
-    attr_str(&e, "http.route", i.path);
-    attr_str(&e, "url.path", i.path);
-    attr_int(&e, "http.response.status_code", i.status);
-    attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
-    attr_str(&e, "gen_ai.request.model", i.model);
-    attr_params(&e, p);
-    attr_bool(&e, "manifold.stream", i.stream);
-    attr_str(&e, "manifold.consumer", i.consumer);
-    attr_str(&e, "manifold.request_id", i.id);
-    attr_int(&e, "manifold.attempts", i.attempts);
-    if (i.first_content_ms >= 0) {
-        attr_double(&e, "manifold.time_to_first_token_s",
-                    i.first_content_ms / 1000);
-    }
-    attr_usage(&e, &i);
-    if (i.status >= 400) {
-        attr_str(&e, "error.type", cstr(error_type(i.status)));
-    }
-    /* a server span is an error for 5xx only (the client's 4xx is its
-     * own); a stream cut after its head is one too */
-    span_close(
-        &e, i.status >= 500 || (i.stream && i.error.len > 0 && i.status < 400),
-        i.error);
-
-    /* the attempt that answered gets the usage */
-    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
-        if (a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0) {
-            n_ok = (int)k;
-        }
-        n_last = (int)k;
-    }
     if (o->capture && x != NULL) {
         if (i.stream && (i.status < 400 || i.error.len > 0)) {
             capture_stream(o, r, x);
@@ -1290,48 +1373,89 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
             x->output = MF_STR_NULL; /* the client did not get it */
         }
     }
-    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
-        int failed =
-            !(a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0);
-        double start =
-            a.start_ms >= 0 ? i.start_time + a.start_ms / 1000 : i.start_time;
-        double stop = a.duration_ms >= 0 ? start + a.duration_ms / 1000 : start;
+    /* the strings the spans use, and their size */
+    i.client_addr = i.provider = i.tried = i.query = MF_STR_NULL;
+    bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
+            i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
+            i.span_id.len + i.parent_span_id.len;
+    for (k = 0;; k++) {
+        mf_attempt_info_t *a;
 
-        span_open(
-            &e, i.trace_id, a.span_id, i.span_id,
-            join_name(name, sizeof(name), cstr(operation_of(&i)), a.model), 3,
-            start, stop);
-        attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
-        attr_str(&e, "gen_ai.provider.name", genai_provider(a.provider_type));
-        attr_str(&e, "gen_ai.request.model", a.model);
-        attr_params(&e, p);
-        attr_str(&e, "manifold.provider", a.provider);
-        if (a.status > 0) {
-            attr_int(&e, "http.response.status_code", a.status);
-        }
-        if (a.ttfb_ms >= 0) {
-            attr_double(&e, "manifold.upstream.time_to_first_byte_s",
-                        a.ttfb_ms / 1000);
-        }
-        if ((int)k == n_ok) {
-            attr_str(&e, "gen_ai.response.model", i.upstream_model);
-            attr_usage(&e, &i);
-            if (i.stream && i.error.len > 0) {
-                failed = 1; /* began, then cut */
+        if (k == cap) {
+            /* more than local holds (a long fallback chain) */
+            mf_attempt_info_t *g = malloc(cap * 2 * sizeof(*g));
+
+            if (g == NULL) {
+                break;
             }
+            memcpy(g, att, cap * sizeof(*g));
+            if (att != local) {
+                free(att);
+            }
+            att = g;
+            cap *= 2;
         }
-        if (o->capture && ((int)k == n_ok || (n_ok < 0 && (int)k == n_last))) {
-            attr_capture(&e, x, (int)k == n_ok);
+        a = &att[k];
+        a->size = sizeof(*a);
+        if (api->get_attempt(r, k, a) != MF_OK) {
+            break;
         }
-        if (failed) {
-            attr_str(&e, "error.type", a.outcome);
-        }
-        span_close(&e, failed, failed ? a.outcome : MF_STR_NULL);
-        nspans++;
+        bytes += a->provider.len + a->model.len + a->outcome.len +
+                 a->span_id.len + a->provider_type.len;
+        n++;
     }
-    enqueue(o, &e.out, nspans);
-    free(e.out.p);
-    free(e.sp.p);
+    if (x != NULL && o->capture) {
+        bytes += x->input.len + x->output.len;
+    }
+    s = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
+    if (s == NULL) {
+        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
+        if (att != local) {
+            free(att);
+        }
+        return;
+    }
+    memset(s, 0, sizeof(*s));
+    s->nspans = 1 + n;
+    s->natt = n;
+    s->att = (mf_attempt_info_t *)(s + 1);
+    memcpy(s->att, att, n * sizeof(*att));
+    at = (char *)(s->att + n);
+    s->i = i;
+    put_str(&at, &s->i.id);
+    put_str(&at, &s->i.method);
+    put_str(&at, &s->i.path);
+    put_str(&at, &s->i.consumer);
+    put_str(&at, &s->i.model);
+    put_str(&at, &s->i.upstream_model);
+    put_str(&at, &s->i.error);
+    put_str(&at, &s->i.trace_id);
+    put_str(&at, &s->i.span_id);
+    put_str(&at, &s->i.parent_span_id);
+    for (k = 0; k < n; k++) {
+        put_str(&at, &s->att[k].provider);
+        put_str(&at, &s->att[k].model);
+        put_str(&at, &s->att[k].outcome);
+        put_str(&at, &s->att[k].span_id);
+        put_str(&at, &s->att[k].provider_type);
+    }
+    if (x != NULL) {
+        s->p = x->p;
+        s->has_p = 1;
+        if (o->capture) {
+            s->capture = 1;
+            s->input = x->input;
+            s->output = x->output;
+            s->cut = x->cut;
+            s->omitted = x->omitted;
+            put_str(&at, &s->input);
+            put_str(&at, &s->output);
+        }
+    }
+    if (att != local) {
+        free(att);
+    }
+    enqueue(o, s);
 }
 
 /* Export: a blocking HTTP/1.1 client on the exporter thread */
@@ -1593,6 +1717,7 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
 {
     jb_t b = {0};
     span_t *s, *next;
+    enc_t e = {.pb = o->protobuf};
 
     if (o->protobuf) {
         /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
@@ -1604,9 +1729,14 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
         pb_msg(&ss, 1, &scope);
         for (s = list; s != NULL; s = next) {
             next = s->next;
-            jb_put(&ss, s->text, s->len);
+            e.out.len = 0;
+            encode(o, s, &e);
+            jb_put(&ss, e.out.p ? e.out.p : "", e.out.len);
+            ss.failed |= e.out.failed;
             free(s);
         }
+        free(e.out.p);
+        free(e.sp.p);
         pb_bytes(&rs, 1, o->resource_pb, o->resource_pb_len);
         pb_msg(&rs, 2, &ss);
         pb_msg(&b, 1, &rs);
@@ -1627,9 +1757,14 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
         if (s != list) {
             jb_put(&b, ",", 1);
         }
-        jb_put(&b, s->text, s->len);
+        e.out.len = 0;
+        encode(o, s, &e);
+        jb_put(&b, e.out.p ? e.out.p : "", e.out.len);
+        b.failed |= e.out.failed;
         free(s);
     }
+    free(e.out.p);
+    free(e.sp.p);
     jb_cstr(&b, "]}]}]}");
     if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
         api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
