@@ -1257,4 +1257,8 @@ const mf_host_api_t mf_api = {
     .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
+    /* ABI 1.6 (metric series): written by number */
+    .metric_series = mf_metric_series,
+    .metric_add_at = mf_metric_add_at,
+    .metric_observe_at = mf_metric_observe_at,
 };

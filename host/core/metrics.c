@@ -560,26 +560,24 @@ exemplar_put(mf_metric_t *m, int shard, int idx, double value, mf_str_t trace)
 
 typedef enum { OP_ADD, OP_SET, OP_OBSERVE } op_t;
 
+/* Whether op fits m's type and x. */
 static int
-record(mf_metric_t *m, op_t op, const mf_str_t *v, size_t n, double x,
-       mf_str_t trace)
+op_ok(const mf_metric_t *m, op_t op, double x)
 {
-    int shard = my_shard, idx;
+    return !isnan(x) &&
+           (op == OP_OBSERVE) == (m->type == MF_METRIC_HISTOGRAM) &&
+           !(op == OP_SET && m->type != MF_METRIC_GAUGE) &&
+           !(m->type == MF_METRIC_COUNTER && x < 0);
+}
+
+/* op on series idx (valid, op checked) */
+static int
+record_at(mf_metric_t *m, op_t op, int idx, double x, mf_str_t trace)
+{
+    int shard = my_shard;
     cell_t *c;
     size_t b;
 
-    if (m == NULL || n != m->nlabels || (n > 0 && v == NULL) || isnan(x)) {
-        return MF_ERR;
-    }
-    if ((op == OP_OBSERVE) != (m->type == MF_METRIC_HISTOGRAM) ||
-        (op == OP_SET && m->type != MF_METRIC_GAUGE) ||
-        (m->type == MF_METRIC_COUNTER && x < 0)) {
-        return MF_ERR;
-    }
-    idx = series_of(m, v, n);
-    if (idx < 0) {
-        return MF_ERR;
-    }
     if (op == OP_SET) {
         atomic_store_explicit(&m->setv[idx], d2u(x), memory_order_relaxed);
         return MF_OK;
@@ -602,6 +600,60 @@ record(mf_metric_t *m, op_t op, const mf_str_t *v, size_t n, double x,
         pthread_mutex_unlock(&m->lock);
     }
     return MF_OK;
+}
+
+static int
+record(mf_metric_t *m, op_t op, const mf_str_t *v, size_t n, double x,
+       mf_str_t trace)
+{
+    int idx;
+
+    if (m == NULL || n != m->nlabels || (n > 0 && v == NULL) ||
+        !op_ok(m, op, x)) {
+        return MF_ERR;
+    }
+    idx = series_of(m, v, n);
+    if (idx < 0) {
+        return MF_ERR;
+    }
+    return record_at(m, op, idx, x, trace);
+}
+
+int
+mf_metric_series(mf_metric_t *m, const mf_str_t *values, size_t n)
+{
+    if (m == NULL || n != m->nlabels || (n > 0 && values == NULL)) {
+        return -1;
+    }
+    return series_of(m, values, n);
+}
+
+/* a series number metric_series gave (published: below nseries) */
+static int
+series_ok(mf_metric_t *m, int series)
+{
+    return m != NULL && series >= 0 &&
+           (size_t)series <
+               atomic_load_explicit(&m->nseries, memory_order_acquire);
+}
+
+int
+mf_metric_add_at(mf_metric_t *m, int series, double delta)
+{
+    if (!series_ok(m, series) || !op_ok(m, OP_ADD, delta)) {
+        return MF_ERR;
+    }
+    return record_at(m, OP_ADD, series, delta, MF_STR_NULL);
+}
+
+int
+mf_metric_observe_at(mf_metric_t *m, int series, double value,
+                     mf_str_t trace_id)
+{
+    if (!series_ok(m, series) || !op_ok(m, OP_OBSERVE, value)) {
+        return MF_ERR;
+    }
+    return record_at(m, OP_OBSERVE, series, value, trace_id);
 }
 
 int

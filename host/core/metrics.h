@@ -35,6 +35,11 @@ int mf_metric_set(mf_metric_t *m, const mf_str_t *values, size_t n,
                   double value);
 int mf_metric_observe(mf_metric_t *m, const mf_str_t *values, size_t n,
                       double value, mf_str_t trace_id);
+/* ABI 1.6: a series' number once, then writes by number (no lookup). */
+int mf_metric_series(mf_metric_t *m, const mf_str_t *values, size_t n);
+int mf_metric_add_at(mf_metric_t *m, int series, double delta);
+int mf_metric_observe_at(mf_metric_t *m, int series, double value,
+                         mf_str_t trace_id);
 
 /* Appends every metric in `format` (MF_METRICS_PROMETHEUS or
  * MF_METRICS_OPENMETRICS, which ends with "# EOF"). */

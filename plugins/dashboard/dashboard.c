@@ -8,7 +8,10 @@
  * first token (for real percentiles), plus a ring of the last requests
  * for the live tail (no prompt, no answer, no key; the client address
  * cut to its network). The roll-ups live in memory the host keeps for
- * the process (api->keep_memory), so reloads keep them.
+ * the process (api->keep_memory), so reloads keep them; a writer thread
+ * (never a worker) copies the buckets that changed into SQLite (`db`)
+ * every `flush_s` seconds and at the stage's end, and the first load
+ * after a start reads them back, so a restart keeps them too.
  *
  * It serves, on the status listener:
  *   GET /dashboard                 the page (HTML, CSS and JS in the binary)
@@ -16,14 +19,18 @@
  *   GET /dashboard/api/tail        ?n=50&model=M&consumer=C
  *   GET /dashboard/api/health      keys (masked) and breakers
  *
- * config: { path: /dashboard, max_models: 60, max_consumers: 60 }
+ * config: { path: /dashboard, max_models: 60, max_consumers: 60,
+ *           db: dashboard.db, flush_s: 10 }
  */
 #include <manifold/plugin.h>
 #include <math.h>
+#include <errno.h>
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../common/price.h"
@@ -42,7 +49,7 @@ extern const size_t mf_dashboard_html_len;
 #define HOURS 720
 #define TAIL 256
 #define CELLS_MAX 256 /* cells a bucket holds; beyond, other/other */
-#define STORE_VERSION 1
+#define STORE_VERSION 2
 
 static const char *const error_types[NE] = {
     "none",        "invalid_request", "authentication", "permission",
@@ -70,6 +77,7 @@ typedef struct {
 typedef struct {
     int64_t start; /* minute or hour number since the epoch, 0 empty */
     uint32_t n, cap;
+    int dirty;     /* changed since the writer last copied it */
     cell_t *cells; /* heap */
 } slot_t;
 
@@ -91,6 +99,7 @@ typedef struct {
     uint32_t version;
     int ready;
     pthread_mutex_t lock;
+    pthread_mutex_t flush_lock; /* one writer at a time (reloads overlap) */
     char models[NAMES][NAME_LEN];
     int nmodels;
     char consumers[NAMES][NAME_LEN];
@@ -107,6 +116,13 @@ typedef struct {
     int max_models, max_consumers;
     json_t *prices;
     store_t *st;
+    char *db_path; /* NULL: memory only */
+    int flush_s;
+    pthread_t writer;
+    int writer_up;
+    pthread_mutex_t wlock;
+    pthread_cond_t wcond;
+    int stop;
 } dash_t;
 
 /* Recording */
@@ -341,9 +357,11 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
                    i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"));
     if ((cell = cell_of(&st->minute[minute % MINUTES], minute, m, c)) != NULL) {
         cell_add(cell, &x);
+        st->minute[minute % MINUTES].dirty = 1;
     }
     if ((cell = cell_of(&st->hour[hour % HOURS], hour, m, c)) != NULL) {
         cell_add(cell, &x);
+        st->hour[hour % HOURS].dirty = 1;
     }
     t = &st->tail[st->tail_seq % TAIL];
     st->tail_seq++;
@@ -906,6 +924,427 @@ serve_health(mf_req_t *r, void *state, void *arg)
     return respond_json(r, health());
 }
 
+/* Persistence: the roll-ups in SQLite, written by a thread of the stage's
+ * own. A row is one cell of one bucket: (page, res 0 minute | 1 hour,
+ * start, model, consumer) and its counts; errors as a JSON object by
+ * type, the histograms as lists of counts. */
+
+static const char db_schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE IF NOT EXISTS rollup(page TEXT NOT NULL, res INTEGER NOT "
+    "NULL, start INTEGER NOT NULL, model TEXT NOT NULL, consumer TEXT NOT "
+    "NULL, requests INTEGER, streams INTEGER, unpriced INTEGER, estimated "
+    "INTEGER, errors TEXT, input INTEGER, output INTEGER, cache_read "
+    "INTEGER, cache_write INTEGER, reasoning INTEGER, cost_micro INTEGER, "
+    "gen_ms REAL, gen_tokens INTEGER, lat TEXT, ttft TEXT, PRIMARY "
+    "KEY(page, res, start, model, consumer));";
+
+static sqlite3 *
+db_open(const char *path)
+{
+    sqlite3 *db = NULL;
+    char *err = NULL;
+    mode_t old = umask(0077);
+
+    if (sqlite3_open(path, &db) != SQLITE_OK) {
+        umask(old);
+        api->log(MF_LOG_ERROR, "dashboard: cannot open %s: %s", path,
+                 db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return NULL;
+    }
+    umask(old);
+    sqlite3_busy_timeout(db, 5000);
+    if (sqlite3_exec(db, db_schema, NULL, NULL, &err) != SQLITE_OK) {
+        api->log(MF_LOG_ERROR, "dashboard: %s: %s", path, err ? err : "?");
+        sqlite3_free(err);
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_exec(db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
+    return db;
+}
+
+static void
+hist_text(const uint32_t *h, char *out, size_t cap)
+{
+    size_t n = 0;
+    int k;
+
+    out[0] = '\0';
+    for (k = 0; k < NH && n < cap; k++) {
+        n += (size_t)snprintf(out + n, cap - n, k ? ",%u" : "%u", h[k]);
+    }
+}
+
+/* 1 when text is NH counts */
+static int
+hist_parse(const char *text, uint32_t *h)
+{
+    const char *p = text;
+    char *end;
+    int k;
+
+    for (k = 0; k < NH; k++) {
+        unsigned long v;
+
+        if (p == NULL || *p < '0' || *p > '9') {
+            return 0;
+        }
+        errno = 0;
+        v = strtoul(p, &end, 10);
+        if (errno != 0 || v > UINT32_MAX ||
+            (*end != (k < NH - 1 ? ',' : '\0'))) {
+            return 0;
+        }
+        h[k] = (uint32_t)v;
+        p = end + 1;
+    }
+    return 1;
+}
+
+typedef struct {
+    int res;
+    int64_t start;
+    uint32_t n;
+    cell_t *cells;
+} copy_t;
+
+/* What changed since the last flush, copied under the store's lock. */
+static copy_t *
+take_dirty(store_t *st, size_t *count)
+{
+    copy_t *out = NULL;
+    size_t n = 0, cap = 0;
+    int res, k;
+
+    pthread_mutex_lock(&st->lock);
+    for (res = 0; res < 2; res++) {
+        slot_t *slots = res ? st->hour : st->minute;
+        int nslots = res ? HOURS : MINUTES;
+
+        for (k = 0; k < nslots; k++) {
+            slot_t *s = &slots[k];
+            copy_t *c;
+
+            if (!s->dirty || s->start == 0) {
+                continue;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                copy_t *g = realloc(out, ncap * sizeof(*g));
+
+                if (g == NULL) {
+                    goto out;
+                }
+                out = g;
+                cap = ncap;
+            }
+            c = &out[n];
+            c->cells = malloc((s->n ? s->n : 1) * sizeof(cell_t));
+            if (c->cells == NULL) {
+                goto out;
+            }
+            memcpy(c->cells, s->cells, s->n * sizeof(cell_t));
+            c->res = res;
+            c->start = s->start;
+            c->n = s->n;
+            s->dirty = 0;
+            n++;
+        }
+    }
+out:
+    pthread_mutex_unlock(&st->lock);
+    *count = n;
+    return out;
+}
+
+/* A flush that failed: its buckets are written again next time (if the
+ * ring has not moved on). */
+static void
+mark_dirty(store_t *st, const copy_t *c, size_t n)
+{
+    size_t k;
+
+    pthread_mutex_lock(&st->lock);
+    for (k = 0; k < n; k++) {
+        slot_t *s = c[k].res ? &st->hour[c[k].start % HOURS]
+                             : &st->minute[c[k].start % MINUTES];
+
+        if (s->start == c[k].start) {
+            s->dirty = 1;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+static int
+write_cell(sqlite3_stmt *ins, const dash_t *d, const copy_t *c, const cell_t *x,
+           char (*models)[NAME_LEN], char (*consumers)[NAME_LEN])
+{
+    json_t *errs = json_object();
+    char *etext;
+    char lat[NH * 11 + 1], ttft[NH * 11 + 1];
+    int k, rc;
+
+    for (k = 0; k < NE; k++) {
+        if (x->err[k] > 0) {
+            json_object_set_new(errs, error_types[k], json_integer(x->err[k]));
+        }
+    }
+    etext = json_dumps(errs, JSON_COMPACT);
+    json_decref(errs);
+    hist_text(x->lat, lat, sizeof(lat));
+    hist_text(x->ttft, ttft, sizeof(ttft));
+    sqlite3_reset(ins);
+    sqlite3_bind_text(ins, 1, d->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int(ins, 2, c->res);
+    sqlite3_bind_int64(ins, 3, c->start);
+    sqlite3_bind_text(ins, 4, models[x->model], -1, SQLITE_STATIC);
+    sqlite3_bind_text(ins, 5, consumers[x->consumer], -1, SQLITE_STATIC);
+    sqlite3_bind_int64(ins, 6, x->requests);
+    sqlite3_bind_int64(ins, 7, x->streams);
+    sqlite3_bind_int64(ins, 8, x->unpriced);
+    sqlite3_bind_int64(ins, 9, x->estimated);
+    sqlite3_bind_text(ins, 10, etext ? etext : "{}", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(ins, 11, x->input);
+    sqlite3_bind_int64(ins, 12, x->output);
+    sqlite3_bind_int64(ins, 13, x->cache_read);
+    sqlite3_bind_int64(ins, 14, x->cache_write);
+    sqlite3_bind_int64(ins, 15, x->reasoning);
+    sqlite3_bind_int64(ins, 16, x->cost_micro);
+    sqlite3_bind_double(ins, 17, x->gen_ms);
+    sqlite3_bind_int64(ins, 18, x->gen_tokens);
+    sqlite3_bind_text(ins, 19, lat, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(ins, 20, ttft, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(ins);
+    free(etext);
+    return rc == SQLITE_DONE ? MF_OK : MF_ERR;
+}
+
+/* Writes the buckets that changed (each bucket's rows replaced whole)
+ * and drops rows older than the ring holds. */
+static void
+flush(dash_t *d, sqlite3 *db)
+{
+    store_t *st = d->st;
+    copy_t *c;
+    size_t n, k;
+    uint32_t j;
+    sqlite3_stmt *del = NULL, *ins = NULL, *old = NULL;
+    int ok;
+    int64_t now_min = (int64_t)(time(NULL) / 60);
+    char(*models)[NAME_LEN] = NULL;
+    char(*consumers)[NAME_LEN] = NULL;
+
+    pthread_mutex_lock(&st->flush_lock);
+    c = take_dirty(st, &n);
+    if (n == 0) {
+        pthread_mutex_unlock(&st->flush_lock);
+        free(c);
+        return;
+    }
+    /* names only grow: a copy taken after the cells names them all */
+    models = malloc(sizeof(st->models));
+    consumers = malloc(sizeof(st->consumers));
+    ok = models != NULL && consumers != NULL;
+    if (ok) {
+        pthread_mutex_lock(&st->lock);
+        memcpy(models, st->models, sizeof(st->models));
+        memcpy(consumers, st->consumers, sizeof(st->consumers));
+        pthread_mutex_unlock(&st->lock);
+    }
+    ok = ok &&
+         sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    ok = ok &&
+         sqlite3_prepare_v2(db,
+                            "DELETE FROM rollup WHERE page=? AND res=? AND "
+                            "start=?",
+                            -1, &del, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(
+             db,
+             "INSERT OR REPLACE INTO rollup VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,"
+             "?,?,?,?,?,?,?)",
+             -1, &ins, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db,
+                            "DELETE FROM rollup WHERE page=? AND ((res=0 AND "
+                            "start<=?) OR (res=1 AND start<=?))",
+                            -1, &old, NULL) == SQLITE_OK;
+    for (k = 0; ok && k < n; k++) {
+        sqlite3_bind_text(del, 1, d->path, -1, SQLITE_STATIC);
+        sqlite3_bind_int(del, 2, c[k].res);
+        sqlite3_bind_int64(del, 3, c[k].start);
+        ok = sqlite3_step(del) == SQLITE_DONE;
+        sqlite3_reset(del);
+        for (j = 0; ok && j < c[k].n; j++) {
+            ok = write_cell(ins, d, &c[k], &c[k].cells[j], models, consumers) ==
+                 MF_OK;
+        }
+    }
+    if (ok) {
+        sqlite3_bind_text(old, 1, d->path, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(old, 2, now_min - MINUTES);
+        sqlite3_bind_int64(old, 3, now_min / 60 - HOURS);
+        ok = sqlite3_step(old) == SQLITE_DONE;
+    }
+    ok = ok && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        api->log(MF_LOG_WARN,
+                 "dashboard: writing the roll-ups to %s failed (%s); tried "
+                 "again in %d s",
+                 d->db_path, sqlite3_errmsg(db), d->flush_s);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        mark_dirty(st, c, n);
+    }
+    sqlite3_finalize(del);
+    sqlite3_finalize(ins);
+    sqlite3_finalize(old);
+    pthread_mutex_unlock(&st->flush_lock);
+    for (k = 0; k < n; k++) {
+        free(c[k].cells);
+    }
+    free(c);
+    free(models);
+    free(consumers);
+}
+
+static void *
+writer_main(void *arg)
+{
+    dash_t *d = arg;
+    sqlite3 *db = db_open(d->db_path);
+    int stop = 0;
+
+    while (!stop) {
+        struct timespec until;
+
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += d->flush_s;
+        pthread_mutex_lock(&d->wlock);
+        while (!d->stop &&
+               pthread_cond_timedwait(&d->wcond, &d->wlock, &until) == 0) {
+        }
+        stop = d->stop;
+        pthread_mutex_unlock(&d->wlock);
+        if (db == NULL) {
+            db = db_open(d->db_path);
+        }
+        if (db != NULL) {
+            flush(d, db);
+        }
+    }
+    sqlite3_close(db);
+    return NULL;
+}
+
+/* A name read back: "other" is slot 0, else its index (or 0 past the
+ * cap). */
+static int
+name_back(char (*names)[NAME_LEN], int *n, int cap, const char *v)
+{
+    if (v == NULL || strcmp(v, names[0]) == 0) {
+        return 0;
+    }
+    return name_index(names, n, cap, (mf_str_t){v, strlen(v)});
+}
+
+static void
+json_errors_back(const char *text, uint32_t *err)
+{
+    json_t *o = text ? json_loads(text, 0, NULL) : NULL;
+    int k;
+
+    for (k = 0; k < NE; k++) {
+        json_int_t v = json_integer_value(json_object_get(o, error_types[k]));
+
+        err[k] = v > 0 && v <= UINT32_MAX ? (uint32_t)v : 0;
+    }
+    json_decref(o);
+}
+
+/* The rows of this page still inside the rings, into a new store. */
+static int
+load(dash_t *d)
+{
+    store_t *st = d->st;
+    sqlite3 *db = db_open(d->db_path);
+    sqlite3_stmt *q = NULL;
+    int64_t now_min = (int64_t)(time(NULL) / 60);
+    long rows = 0;
+    int rc;
+
+    if (db == NULL) {
+        return MF_ERR;
+    }
+    if (sqlite3_prepare_v2(
+            db,
+            "SELECT res, start, model, consumer, requests, streams, "
+            "unpriced, estimated, errors, input, output, cache_read, "
+            "cache_write, reasoning, cost_micro, gen_ms, gen_tokens, lat, "
+            "ttft FROM rollup WHERE page=? AND ((res=0 AND start>?) OR "
+            "(res=1 AND start>?))",
+            -1, &q, NULL) != SQLITE_OK) {
+        api->log(MF_LOG_ERROR, "dashboard: %s: %s", d->db_path,
+                 sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return MF_ERR;
+    }
+    sqlite3_bind_text(q, 1, d->path, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 2, now_min - MINUTES);
+    sqlite3_bind_int64(q, 3, now_min / 60 - HOURS);
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        int res = sqlite3_column_int(q, 0);
+        int64_t start = sqlite3_column_int64(q, 1);
+        slot_t *s =
+            res ? &st->hour[start % HOURS] : &st->minute[start % MINUTES];
+        cell_t x, *cell;
+        int m, c;
+
+        if (start <= 0 || (s->start != 0 && s->start > start)) {
+            continue;
+        }
+        memset(&x, 0, sizeof(x));
+        x.requests = (uint32_t)sqlite3_column_int64(q, 4);
+        x.streams = (uint32_t)sqlite3_column_int64(q, 5);
+        x.unpriced = (uint32_t)sqlite3_column_int64(q, 6);
+        x.estimated = (uint32_t)sqlite3_column_int64(q, 7);
+        json_errors_back((const char *)sqlite3_column_text(q, 8), x.err);
+        x.input = sqlite3_column_int64(q, 9);
+        x.output = sqlite3_column_int64(q, 10);
+        x.cache_read = sqlite3_column_int64(q, 11);
+        x.cache_write = sqlite3_column_int64(q, 12);
+        x.reasoning = sqlite3_column_int64(q, 13);
+        x.cost_micro = sqlite3_column_int64(q, 14);
+        x.gen_ms = sqlite3_column_double(q, 15);
+        x.gen_tokens = sqlite3_column_int64(q, 16);
+        if (!hist_parse((const char *)sqlite3_column_text(q, 17), x.lat)) {
+            memset(x.lat, 0, sizeof(x.lat));
+        }
+        if (!hist_parse((const char *)sqlite3_column_text(q, 18), x.ttft)) {
+            memset(x.ttft, 0, sizeof(x.ttft));
+        }
+        m = name_back(st->models, &st->nmodels, d->max_models + 1,
+                      (const char *)sqlite3_column_text(q, 2));
+        c = name_back(st->consumers, &st->nconsumers, d->max_consumers + 1,
+                      (const char *)sqlite3_column_text(q, 3));
+        if ((cell = cell_of(s, start, m, c)) != NULL) {
+            cell_merge(cell, &x);
+            rows++;
+        }
+    }
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    if (rc != SQLITE_DONE) {
+        api->log(MF_LOG_ERROR, "dashboard: reading %s failed", d->db_path);
+        return MF_ERR;
+    }
+    if (rows > 0) {
+        api->log(MF_LOG_INFO, "dashboard: %ld roll-up rows read from %s", rows,
+                 d->db_path);
+    }
+    return MF_OK;
+}
+
 /* Life */
 
 static void dash_fini(void *state);
@@ -929,12 +1368,28 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     json_object_foreach(conf, key, v)
     {
         if (strcmp(key, "path") != 0 && strcmp(key, "max_models") != 0 &&
-            strcmp(key, "max_consumers") != 0) {
+            strcmp(key, "max_consumers") != 0 && strcmp(key, "db") != 0 &&
+            strcmp(key, "flush_s") != 0) {
             api->log(MF_LOG_ERROR,
                      "dashboard: unknown config key '%s' (path, max_models, "
-                     "max_consumers)",
+                     "max_consumers, db, flush_s)",
                      key);
             bad = 1;
+        } else if (strcmp(key, "db") == 0) {
+            if (!json_is_string(v) || json_string_length(v) == 0) {
+                api->log(MF_LOG_ERROR, "dashboard: db is a file name, or "
+                                       "\"none\" to keep the roll-ups in "
+                                       "memory only");
+                bad = 1;
+            }
+        } else if (strcmp(key, "flush_s") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > 3600) {
+                api->log(MF_LOG_ERROR,
+                         "dashboard: flush_s is a whole number of seconds "
+                         "from 1 to 3600");
+                bad = 1;
+            }
         } else if (strcmp(key, "path") != 0 &&
                    (!json_is_integer(v) || json_integer_value(v) < 1 ||
                     json_integer_value(v) > NAMES - 1)) {
@@ -969,6 +1424,26 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     d->max_models = v ? (int)json_integer_value(v) : NAMES - 1;
     v = json_object_get(conf, "max_consumers");
     d->max_consumers = v ? (int)json_integer_value(v) : NAMES - 1;
+    v = json_object_get(conf, "flush_s");
+    d->flush_s = v ? (int)json_integer_value(v) : 10;
+    pthread_mutex_init(&d->wlock, NULL);
+    pthread_cond_init(&d->wcond, NULL);
+    {
+        const char *db = json_string_value(json_object_get(conf, "db"));
+        const char *dir = json_string_value(api->config_section("dir"));
+
+        db = db ? db : "dashboard.db";
+        if (strcmp(db, "none") != 0) {
+            size_t len = strlen(db) + (dir ? strlen(dir) : 0) + 2;
+
+            d->db_path = malloc(len);
+            if (d->db_path != NULL) {
+                snprintf(d->db_path, len, "%s%s%s",
+                         db[0] == '/' || !dir ? "" : dir,
+                         db[0] == '/' || !dir ? "" : "/", db);
+            }
+        }
+    }
     json_decref(conf);
     d->prices = json_deep_copy(api->config_section("prices"));
     /* one store per page: two dashboard stages count apart */
@@ -982,11 +1457,36 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
      * at a time) */
     if (!d->st->ready) {
         pthread_mutex_init(&d->st->lock, NULL);
+        pthread_mutex_init(&d->st->flush_lock, NULL);
         d->st->version = STORE_VERSION;
         snprintf(d->st->models[0], NAME_LEN, "other");
         snprintf(d->st->consumers[0], NAME_LEN, "other");
         d->st->nmodels = d->st->nconsumers = 1;
+        /* after a start: what the last run wrote */
+        if (d->db_path != NULL && load(d) != MF_OK) {
+            int k2;
+
+            /* nothing half read stays for the next try */
+            for (k2 = 0; k2 < MINUTES; k2++) {
+                d->st->minute[k2].start = 0;
+                d->st->minute[k2].n = 0;
+            }
+            for (k2 = 0; k2 < HOURS; k2++) {
+                d->st->hour[k2].start = 0;
+                d->st->hour[k2].n = 0;
+            }
+            d->st->nmodels = d->st->nconsumers = 1;
+            dash_fini(d);
+            return MF_ERR;
+        }
         d->st->ready = 1;
+    }
+    if (d->db_path != NULL) {
+        if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
+            dash_fini(d);
+            return MF_ERR;
+        }
+        d->writer_up = 1;
     }
     {
         const struct {
@@ -1019,7 +1519,18 @@ dash_fini(void *state)
 {
     dash_t *d = state;
 
-    /* the store stays: the next load takes it over */
+    /* the store stays: the next load takes it over; the writer writes
+     * what changed once more */
+    if (d->writer_up) {
+        pthread_mutex_lock(&d->wlock);
+        d->stop = 1;
+        pthread_cond_signal(&d->wcond);
+        pthread_mutex_unlock(&d->wlock);
+        pthread_join(d->writer, NULL);
+    }
+    pthread_mutex_destroy(&d->wlock);
+    pthread_cond_destroy(&d->wcond);
+    free(d->db_path);
     price_forget();
     json_decref(d->prices);
     free(d->path);

@@ -40,7 +40,7 @@
 #include <string.h>
 
 #include "../common/kwmatch.h"
-#include "mask_detect.h"
+#include "../common/mask_detect.h"
 #include "mask_restore.h"
 
 static const mf_host_api_t *api;

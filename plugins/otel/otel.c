@@ -20,7 +20,8 @@
  * config: { endpoint: URL, protocol: http/protobuf | http/json,
  *           headers: {NAME: VALUE}, service_name: S,
  *           batch: 512, queue: 8192, flush_ms: 1000, timeout_ms: 10000,
- *           retries: 3, close_ms: 3000, propagate: true }
+ *           retries: 3, close_ms: 3000, propagate: true,
+ *           capture_content: false, capture_max_bytes: 16384 }
  * Unset ones come from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL)
  * or OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces), ..._HEADERS
  * ("k=v,k2=v2", values percent-decoded), ..._TIMEOUT, OTEL_SERVICE_NAME;
@@ -44,6 +45,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../common/mask_detect.h"
+
 static const mf_host_api_t *api;
 
 static const mf_str_t L_DROPPED = MF_STR("dropped");
@@ -59,12 +62,9 @@ typedef struct {
     int failed;
 } jb_t;
 
-typedef struct span_s {
-    struct span_s *next;
-    size_t nspans; /* span objects in text */
-    size_t len;
-    char text[]; /* one or more span objects joined by ',' */
-} span_t;
+/* A request's spans as the worker left them: what they are made of (a
+ * record, below), encoded by the exporter thread. */
+typedef struct span_s span_t;
 
 typedef struct {
     /* where */
@@ -89,6 +89,8 @@ typedef struct {
     int retries;
     int propagate;
     int protobuf; /* http/protobuf, else http/json */
+    int capture;  /* prompts and answers in the spans */
+    size_t capture_max;
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -417,6 +419,40 @@ typedef struct {
     char top_p[32];
 } params_t;
 
+/* A request's own: the parameters, and what was captured. */
+typedef struct {
+    params_t p;
+    mf_str_t input;      /* gen_ai.input.messages */
+    mf_str_t output;     /* gen_ai.output.messages */
+    int cut;             /* a capture was cut to capture_max_bytes */
+    const char *omitted; /* why the answer was not captured */
+} rctx_t;
+
+/* What a request's spans are made of, in one block: the request's info
+ * and its attempts, their strings copied behind them. */
+struct span_s {
+    span_t *next;
+    size_t nspans; /* the server span and one per attempt */
+    mf_req_info_t i;
+    params_t p;
+    int has_p;
+    mf_str_t input, output; /* captured, or empty */
+    int cut;
+    const char *omitted;
+    int capture;
+    size_t natt;
+    mf_attempt_info_t *att; /* natt, in the block */
+};
+
+static rctx_t *
+rctx_of(mf_req_t *r, void **ctx)
+{
+    if (*ctx == NULL && (*ctx = api->palloc(r, sizeof(rctx_t))) != NULL) {
+        memset(*ctx, 0, sizeof(rctx_t));
+    }
+    return *ctx;
+}
+
 static void
 copy_field(mf_req_t *r, const char *key, char *out, size_t cap)
 {
@@ -583,18 +619,11 @@ error_type(int status)
 /* The queue */
 
 static void
-enqueue(otel_t *o, jb_t *b, size_t nspans)
+enqueue(otel_t *o, span_t *s)
 {
-    span_t *s;
+    size_t nspans = s->nspans;
 
-    if (b->failed || (s = malloc(sizeof(*s) + b->len + 1)) == NULL) {
-        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
-        return;
-    }
     s->next = NULL;
-    s->nspans = nspans;
-    s->len = b->len;
-    memcpy(s->text, b->p, b->len + 1);
     pthread_mutex_lock(&o->lock);
     if (o->queued + nspans > o->queue_cap) {
         o->dropped += nspans;
@@ -617,6 +646,428 @@ enqueue(otel_t *o, jb_t *b, size_t nspans)
     pthread_mutex_unlock(&o->lock);
 }
 
+/* Content capture (capture_content: off by default). The prompt is the
+ * canonical request as it goes upstream (after any masking stage); a
+ * whole answer is the upstream's, before a masking stage puts values
+ * back; a stream's is what the client got, kept only when no value was
+ * masked (x-manifold-masked) since it then holds the values put back.
+ * Keys and secrets the mask detectors find are redacted in both, and
+ * each is cut to capture_max_bytes. Shapes: the GenAI conventions'
+ * gen_ai.input.messages and gen_ai.output.messages. */
+
+/* a prefix of s of at most n bytes that ends on a character */
+static size_t
+utf8_cut(const char *s, size_t len, size_t n)
+{
+    if (n >= len) {
+        return len;
+    }
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) {
+        n--;
+    }
+    return n;
+}
+
+/* s with the keys and secrets the mask detectors find redacted */
+static json_t *
+scrubbed(const char *s, size_t n)
+{
+    mf_mask_matches_t m = {0};
+    jb_t b = {0};
+    size_t k, at = 0;
+    json_t *out;
+
+    mf_mask_detect(s, n, (1u << MF_MASK_API_KEY) | (1u << MF_MASK_SECRET), &m);
+    if (m.n == 0) {
+        mf_mask_matches_free(&m);
+        return json_stringn(s, n);
+    }
+    mf_mask_matches_resolve(&m);
+    for (k = 0; k < m.n; k++) {
+        jb_put(&b, s + at, m.v[k].start - at);
+        jb_cstr(&b, m.v[k].rule == MF_MASK_API_KEY ? "[API_KEY_REDACTED]"
+                                                   : "[SECRET_REDACTED]");
+        at = m.v[k].start + m.v[k].len;
+    }
+    jb_put(&b, s + at, n - at);
+    mf_mask_matches_free(&m);
+    out = b.failed ? NULL : json_stringn(b.p ? b.p : "", b.len);
+    free(b.p);
+    return out;
+}
+
+static json_t *
+text_part(const char *type, const char *field, json_t *text)
+{
+    json_t *p = json_pack("{s:s}", "type", type);
+
+    if (json_is_string(text)) {
+        json_object_set_new(
+            p, field,
+            scrubbed(json_string_value(text), json_string_length(text)));
+    }
+    return p;
+}
+
+/* An OpenAI content (a string or parts) as parts; a part that is not
+ * text is named by its type, without its data. */
+static void
+content_parts(json_t *parts, json_t *content)
+{
+    size_t k;
+    json_t *c;
+
+    if (json_is_string(content)) {
+        if (json_string_length(content) > 0) {
+            json_array_append_new(parts, text_part("text", "content", content));
+        }
+        return;
+    }
+    json_array_foreach(content, k, c)
+    {
+        const char *t = json_string_value(json_object_get(c, "type"));
+
+        if (t != NULL && strcmp(t, "text") == 0) {
+            json_array_append_new(parts, text_part("text", "content",
+                                                   json_object_get(c, "text")));
+        } else if (t != NULL) {
+            json_array_append_new(parts, json_pack("{s:s}", "type", t));
+        }
+    }
+}
+
+static void
+tool_call_parts(json_t *parts, json_t *calls)
+{
+    size_t k;
+    json_t *c;
+
+    json_array_foreach(calls, k, c)
+    {
+        json_t *fn = json_object_get(c, "function");
+        json_t *p = text_part("tool_call", "arguments",
+                              json_object_get(fn, "arguments"));
+
+        if (json_is_string(json_object_get(c, "id"))) {
+            json_object_set(p, "id", json_object_get(c, "id"));
+        }
+        if (json_is_string(json_object_get(fn, "name"))) {
+            json_object_set(p, "name", json_object_get(fn, "name"));
+        }
+        json_array_append_new(parts, p);
+    }
+}
+
+/* a chat request's messages */
+static json_t *
+input_messages(json_t *body)
+{
+    json_t *out = json_array(), *m;
+    size_t k;
+
+    json_array_foreach(json_object_get(body, "messages"), k, m)
+    {
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *parts = json_array();
+
+        if (role == NULL) {
+            json_decref(parts);
+            continue;
+        }
+        if (strcmp(role, "tool") == 0) {
+            json_t *p = json_pack("{s:s}", "type", "tool_call_response");
+            json_t *c = json_object_get(m, "content");
+            json_t *text = json_is_string(c) ? json_incref(c) : NULL;
+
+            if (text == NULL && json_is_array(c)) {
+                /* text parts joined */
+                jb_t b = {0};
+                size_t j;
+                json_t *e;
+
+                json_array_foreach(c, j, e)
+                {
+                    const char *t =
+                        json_string_value(json_object_get(e, "text"));
+
+                    jb_cstr(&b, t ? t : "");
+                }
+                text = b.failed ? NULL : json_stringn(b.p ? b.p : "", b.len);
+                free(b.p);
+            }
+            if (json_is_string(json_object_get(m, "tool_call_id"))) {
+                json_object_set(p, "id", json_object_get(m, "tool_call_id"));
+            }
+            if (text != NULL) {
+                json_object_set_new(p, "response",
+                                    scrubbed(json_string_value(text),
+                                             json_string_length(text)));
+                json_decref(text);
+            }
+            json_array_append_new(parts, p);
+        } else {
+            content_parts(parts, json_object_get(m, "content"));
+            tool_call_parts(parts, json_object_get(m, "tool_calls"));
+        }
+        json_array_append_new(
+            out, json_pack("{s:s,s:o}", "role", role, "parts", parts));
+    }
+    return out;
+}
+
+/* a chat.completion's choices */
+static json_t *
+output_of_completion(json_t *resp)
+{
+    json_t *out = json_array(), *c;
+    size_t k;
+
+    json_array_foreach(json_object_get(resp, "choices"), k, c)
+    {
+        json_t *msg = json_object_get(c, "message"), *parts = json_array();
+        json_t *o;
+
+        content_parts(parts, json_object_get(msg, "content"));
+        tool_call_parts(parts, json_object_get(msg, "tool_calls"));
+        o = json_pack("{s:s,s:o}", "role", "assistant", "parts", parts);
+        if (json_is_string(json_object_get(c, "finish_reason"))) {
+            json_object_set(o, "finish_reason",
+                            json_object_get(c, "finish_reason"));
+        }
+        json_array_append_new(out, o);
+    }
+    return out;
+}
+
+#define CAPTURE_CHOICES 8
+
+/* a stream's chunks, put together into the choices they made */
+static json_t *
+output_of_chunks(json_t *chunks)
+{
+    struct {
+        jb_t text;
+        json_t *calls; /* [{id, function: {name, arguments}}] by index */
+        json_t *finish;
+        int seen;
+    } ch[CAPTURE_CHOICES];
+    json_t *out = json_array(), *chunk, *c;
+    size_t k, j;
+    int n;
+
+    memset(ch, 0, sizeof(ch));
+    json_array_foreach(chunks, k, chunk)
+    {
+        json_array_foreach(json_object_get(chunk, "choices"), j, c)
+        {
+            json_int_t idx = json_integer_value(json_object_get(c, "index"));
+            json_t *d = json_object_get(c, "delta"), *tc;
+            const char *t = json_string_value(json_object_get(d, "content"));
+            size_t q;
+
+            if (idx < 0 || idx >= CAPTURE_CHOICES) {
+                continue;
+            }
+            ch[idx].seen = 1;
+            if (t != NULL) {
+                jb_put(&ch[idx].text, t,
+                       json_string_length(json_object_get(d, "content")));
+            }
+            json_array_foreach(json_object_get(d, "tool_calls"), q, tc)
+            {
+                json_int_t ti =
+                    json_integer_value(json_object_get(tc, "index"));
+                json_t *fn = json_object_get(tc, "function"), *have, *hf;
+                const char *args =
+                    json_string_value(json_object_get(fn, "arguments"));
+
+                if (ch[idx].calls == NULL) {
+                    ch[idx].calls = json_array();
+                }
+                if (ti < 0 || ti > 64) {
+                    continue;
+                }
+                while ((json_int_t)json_array_size(ch[idx].calls) <= ti) {
+                    json_array_append_new(
+                        ch[idx].calls,
+                        json_pack("{s:{s:s}}", "function", "arguments", ""));
+                }
+                have = json_array_get(ch[idx].calls, (size_t)ti);
+                hf = json_object_get(have, "function");
+                if (json_is_string(json_object_get(tc, "id"))) {
+                    json_object_set(have, "id", json_object_get(tc, "id"));
+                }
+                if (json_is_string(json_object_get(fn, "name"))) {
+                    json_object_set(hf, "name", json_object_get(fn, "name"));
+                }
+                if (args != NULL) {
+                    jb_t b = {0};
+                    json_t *prev = json_object_get(hf, "arguments");
+
+                    jb_put(&b, json_string_value(prev),
+                           json_string_length(prev));
+                    jb_put(
+                        &b, args,
+                        json_string_length(json_object_get(fn, "arguments")));
+                    if (!b.failed) {
+                        json_object_set_new(
+                            hf, "arguments",
+                            json_stringn(b.p ? b.p : "", b.len));
+                    }
+                    free(b.p);
+                }
+            }
+            if (json_is_string(json_object_get(c, "finish_reason"))) {
+                json_decref(ch[idx].finish);
+                ch[idx].finish =
+                    json_incref(json_object_get(c, "finish_reason"));
+            }
+        }
+    }
+    for (n = 0; n < CAPTURE_CHOICES; n++) {
+        json_t *parts, *o, *text;
+
+        if (!ch[n].seen) {
+            continue;
+        }
+        parts = json_array();
+        text = ch[n].text.failed
+                   ? NULL
+                   : json_stringn(ch[n].text.p ? ch[n].text.p : "",
+                                  ch[n].text.len);
+        content_parts(parts, text);
+        json_decref(text);
+        tool_call_parts(parts, ch[n].calls);
+        o = json_pack("{s:s,s:o}", "role", "assistant", "parts", parts);
+        if (ch[n].finish != NULL) {
+            json_object_set_new(o, "finish_reason", ch[n].finish);
+        }
+        json_array_append_new(out, o);
+        json_decref(ch[n].calls);
+        free(ch[n].text.p);
+    }
+    return out;
+}
+
+/* Cuts the longest text of a message's parts by n bytes; 0 when none is
+ * left to cut. */
+static int
+cut_longest(json_t *msg, size_t n)
+{
+    static const char *const fields[] = {"content", "arguments", "response"};
+    json_t *part, *best = NULL;
+    const char *best_field = NULL;
+    size_t k, f, best_len = 0;
+
+    json_array_foreach(json_object_get(msg, "parts"), k, part)
+    {
+        for (f = 0; f < 3; f++) {
+            json_t *v = json_object_get(part, fields[f]);
+
+            if (json_is_string(v) && json_string_length(v) > best_len) {
+                best = part;
+                best_field = fields[f];
+                best_len = json_string_length(v);
+            }
+        }
+    }
+    if (best == NULL) {
+        return 0;
+    }
+    {
+        json_t *v = json_object_get(best, best_field);
+        const char *s = json_string_value(v);
+        size_t keep = utf8_cut(s, best_len, best_len > n ? best_len - n : 0);
+
+        json_object_set_new(best, best_field, json_stringn(s, keep));
+    }
+    return 1;
+}
+
+/* The messages as JSON text of at most max bytes: whole messages from
+ * the end (a prompt: its latest) or from the start (an answer), the one
+ * that does not fit cut; *cut set when anything was left out. NULL when
+ * nothing fits. */
+static char *
+fit_messages(json_t *msgs, size_t max, int from_end, int *cut)
+{
+    size_t n = json_array_size(msgs), k, total = 2, kept = 0;
+    char **texts = calloc(n ? n : 1, sizeof(*texts));
+    char *out = NULL;
+    jb_t b = {0};
+
+    if (texts == NULL) {
+        return NULL;
+    }
+    for (k = 0; k < n; k++) {
+        size_t i = from_end ? n - 1 - k : k;
+        json_t *m = json_array_get(msgs, i);
+        char *t = json_dumps(m, JSON_COMPACT);
+        int tries = 0;
+
+        while (t != NULL && total + strlen(t) + (kept ? 1 : 0) > max &&
+               tries++ < 4) {
+            size_t over = total + strlen(t) + (kept ? 1 : 0) - max;
+
+            free(t);
+            t = cut_longest(m, over) ? json_dumps(m, JSON_COMPACT) : NULL;
+            *cut = 1;
+        }
+        if (t == NULL || total + strlen(t) + (kept ? 1 : 0) > max) {
+            free(t);
+            *cut = 1;
+            break;
+        }
+        total += strlen(t) + (kept ? 1 : 0);
+        texts[i] = t;
+        kept++;
+    }
+    if (kept > 0) {
+        int first = 1;
+
+        jb_put(&b, "[", 1);
+        for (k = 0; k < n; k++) {
+            if (texts[k] != NULL) {
+                if (!first) {
+                    jb_put(&b, ",", 1);
+                }
+                jb_cstr(&b, texts[k]);
+                first = 0;
+            }
+        }
+        jb_put(&b, "]", 1);
+        out = b.failed ? NULL : b.p;
+        if (out == NULL) {
+            free(b.p);
+        }
+    }
+    for (k = 0; k < n; k++) {
+        free(texts[k]);
+    }
+    free(texts);
+    return out;
+}
+
+/* into request memory */
+static mf_str_t
+keep_text(mf_req_t *r, char *text)
+{
+    mf_str_t s = MF_STR_NULL;
+    size_t n;
+    char *p;
+
+    if (text == NULL) {
+        return s;
+    }
+    n = strlen(text);
+    if ((p = api->palloc(r, n)) != NULL) {
+        memcpy(p, text, n);
+        s = (mf_str_t){p, n};
+    }
+    free(text);
+    return s;
+}
+
 /* Stage callbacks */
 
 static mf_action_t
@@ -627,9 +1078,11 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     mf_attempt_info_t a = {.size = sizeof(a)};
     char tp[64];
     size_t k;
+    int first = *ctx == NULL;
+    rctx_t *x = rctx_of(r, ctx);
 
-    if (*ctx == NULL && (*ctx = api->palloc(r, sizeof(params_t))) != NULL) {
-        params_t *p = *ctx;
+    if (first && x != NULL) {
+        params_t *p = &x->p;
 
         copy_field(r, "max_tokens", p->max_tokens, sizeof(p->max_tokens));
         if (p->max_tokens[0] == '\0') {
@@ -639,6 +1092,24 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
         copy_field(r, "temperature", p->temperature, sizeof(p->temperature));
         copy_field(r, "top_p", p->top_p, sizeof(p->top_p));
     }
+    if (first && x != NULL && o->capture) {
+        /* the prompt as it goes upstream: after any masking stage (its
+         * text, parsed here: the host's parsed body is left alone) */
+        mf_str_t body;
+        json_t *b, *msgs;
+
+        api->get_info(r, &i);
+        if (i.endpoint != MF_ENDPOINT_EMBEDDINGS &&
+            api->get_body_text(r, &body) == MF_OK &&
+            (b = json_loadb(body.data, body.len, 0, NULL)) != NULL) {
+            if ((msgs = input_messages(b)) != NULL) {
+                x->input = keep_text(
+                    r, fit_messages(msgs, o->capture_max, 1, &x->cut));
+                json_decref(msgs);
+            }
+            json_decref(b);
+        }
+    }
     if (!o->propagate) {
         return MF_CONTINUE;
     }
@@ -646,15 +1117,104 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     /* the open attempt is the last one */
     for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
         if (a.outcome.len == 0) {
-            snprintf(tp, sizeof(tp), "00-%.*s-%.*s-%s", (int)i.trace_id.len,
-                     i.trace_id.data, (int)a.span_id.len, a.span_id.data,
-                     i.trace_sampled ? "01" : "00");
-            api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
-                            MF_STR("traceparent"), cstr(tp));
+            /* 00-TRACE-SPAN-FLAGS (no printf: this is every attempt's) */
+            if (i.trace_id.len == 32 && a.span_id.len == 16) {
+                memcpy(tp, "00-", 3);
+                memcpy(tp + 3, i.trace_id.data, 32);
+                tp[35] = '-';
+                memcpy(tp + 36, a.span_id.data, 16);
+                memcpy(tp + 52, i.trace_sampled ? "-01" : "-00", 3);
+                api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS,
+                                MF_STR("traceparent"), (mf_str_t){tp, 55});
+            }
             break;
         }
     }
     return MF_CONTINUE;
+}
+
+/* capture: a stream's answer is recorded for on_log */
+static mf_action_t
+otel_on_route(mf_req_t *r, void *state, void **ctx)
+{
+    otel_t *o = state;
+    mf_req_info_t i = {.size = sizeof(i)};
+
+    (void)ctx;
+    if (o->capture) {
+        api->get_info(r, &i);
+        if (i.stream) {
+            api->record_answer(r);
+        }
+    }
+    return MF_CONTINUE;
+}
+
+/* capture: a whole answer as the upstream gave it, before a masking
+ * stage puts values back (that is at on_response_body) */
+static mf_action_t
+otel_on_response_headers(mf_req_t *r, void *state, void **ctx)
+{
+    otel_t *o = state;
+    mf_str_t text;
+    json_t *resp, *msgs;
+    rctx_t *x;
+
+    if (!o->capture || api->get_response_text(r, &text) != MF_OK ||
+        (x = rctx_of(r, ctx)) == NULL) {
+        return MF_CONTINUE;
+    }
+    resp = json_loadb(text.data, text.len, 0, NULL);
+    if (resp != NULL && (msgs = output_of_completion(resp)) != NULL) {
+        x->output =
+            keep_text(r, fit_messages(msgs, o->capture_max, 0, &x->cut));
+        json_decref(msgs);
+    }
+    json_decref(resp);
+    return MF_CONTINUE;
+}
+
+/* capture, at on_log: a stream's answer as the client got it, unless
+ * values were masked in it (the client got them back) */
+static void
+capture_stream(otel_t *o, mf_req_t *r, rctx_t *x)
+{
+    mf_str_t v;
+    json_t *chunks, *msgs;
+
+    if (api->get_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),
+                        &v) == MF_OK &&
+        v.len > 0) {
+        x->omitted = "masked";
+        return;
+    }
+    if ((chunks = api->get_answer(r)) == NULL) {
+        return;
+    }
+    if ((msgs = output_of_chunks(chunks)) != NULL) {
+        x->output =
+            keep_text(r, fit_messages(msgs, o->capture_max, 0, &x->cut));
+        json_decref(msgs);
+    }
+    json_decref(chunks);
+}
+
+static void
+attr_capture(enc_t *e, const rctx_t *x, int with_output)
+{
+    if (x == NULL) {
+        return;
+    }
+    attr_str(e, "gen_ai.input.messages", x->input);
+    if (with_output) {
+        attr_str(e, "gen_ai.output.messages", x->output);
+        if (x->omitted != NULL) {
+            attr_str(e, "manifold.capture.output_omitted", cstr(x->omitted));
+        }
+    }
+    if (x->cut) {
+        attr_bool(e, "manifold.capture.truncated", 1);
+    }
 }
 
 /* "a b" into out (cut to fit), as a view */
@@ -676,18 +1236,128 @@ join_name(char *out, size_t cap, mf_str_t a, mf_str_t b)
     return (mf_str_t){out, n + m};
 }
 
+/* s's bytes copied to *at, s pointed at them */
+static void
+put_str(char **at, mf_str_t *s)
+{
+    if (s->len == 0) {
+        *s = MF_STR_NULL;
+        return;
+    }
+    memcpy(*at, s->data, s->len);
+    s->data = *at;
+    *at += s->len;
+}
+
+/* The spans of a record, written by the exporter thread (its own e). */
+static void
+encode(const otel_t *o, const span_t *rec, enc_t *e)
+{
+    const mf_req_info_t *i = &rec->i;
+    const params_t *p = rec->has_p ? &rec->p : NULL;
+    const rctx_t cap = {.input = rec->input,
+                        .output = rec->output,
+                        .cut = rec->cut,
+                        .omitted = rec->omitted};
+    char name[300];
+    size_t k;
+    int n_ok = -1, n_last = (int)rec->natt - 1;
+    double end = i->start_time + i->latency_ms / 1000;
+
+    (void)o;
+    /* the server span: the gateway's answer to the client */
+    span_open(e, i->trace_id, i->span_id, i->parent_span_id,
+              join_name(name, sizeof(name), i->method, i->path), 2,
+              i->start_time, end);
+    attr_str(e, "http.request.method", i->method);
+    attr_str(e, "http.route", i->path);
+    attr_str(e, "url.path", i->path);
+    attr_int(e, "http.response.status_code", i->status);
+    attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+    attr_str(e, "gen_ai.request.model", i->model);
+    attr_params(e, p);
+    attr_bool(e, "manifold.stream", i->stream);
+    attr_str(e, "manifold.consumer", i->consumer);
+    attr_str(e, "manifold.request_id", i->id);
+    attr_int(e, "manifold.attempts", i->attempts);
+    if (i->first_content_ms >= 0) {
+        attr_double(e, "manifold.time_to_first_token_s",
+                    i->first_content_ms / 1000);
+    }
+    attr_usage(e, i);
+    if (i->status >= 400) {
+        attr_str(e, "error.type", cstr(error_type(i->status)));
+    }
+    /* a server span is an error for 5xx only (the client's 4xx is its
+     * own); a stream cut after its head is one too */
+    span_close(e,
+               i->status >= 500 ||
+                   (i->stream && i->error.len > 0 && i->status < 400),
+               i->error);
+
+    /* the attempt that answered gets the usage */
+    for (k = 0; k < rec->natt; k++) {
+        const mf_attempt_info_t *a = &rec->att[k];
+
+        if (a->outcome.len == 2 && memcmp(a->outcome.data, "ok", 2) == 0) {
+            n_ok = (int)k;
+        }
+    }
+    for (k = 0; k < rec->natt; k++) {
+        const mf_attempt_info_t *a = &rec->att[k];
+        int failed =
+            !(a->outcome.len == 2 && memcmp(a->outcome.data, "ok", 2) == 0);
+        double start = a->start_ms >= 0 ? i->start_time + a->start_ms / 1000
+                                        : i->start_time;
+        double stop =
+            a->duration_ms >= 0 ? start + a->duration_ms / 1000 : start;
+
+        span_open(
+            e, i->trace_id, a->span_id, i->span_id,
+            join_name(name, sizeof(name), cstr(operation_of(i)), a->model), 3,
+            start, stop);
+        attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+        attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
+        attr_str(e, "gen_ai.request.model", a->model);
+        attr_params(e, p);
+        attr_str(e, "manifold.provider", a->provider);
+        if (a->status > 0) {
+            attr_int(e, "http.response.status_code", a->status);
+        }
+        if (a->ttfb_ms >= 0) {
+            attr_double(e, "manifold.upstream.time_to_first_byte_s",
+                        a->ttfb_ms / 1000);
+        }
+        if ((int)k == n_ok) {
+            attr_str(e, "gen_ai.response.model", i->upstream_model);
+            attr_usage(e, i);
+            if (i->stream && i->error.len > 0) {
+                failed = 1; /* began, then cut */
+            }
+        }
+        if (rec->capture &&
+            ((int)k == n_ok || (n_ok < 0 && (int)k == n_last))) {
+            attr_capture(e, &cap, (int)k == n_ok);
+        }
+        if (failed) {
+            attr_str(e, "error.type", a->outcome);
+        }
+        span_close(e, failed, failed ? a->outcome : MF_STR_NULL);
+    }
+}
+
+/* The worker takes what the spans are made of, copied into one block,
+ * and queues it: the encoding is the exporter thread's. */
 static void
 otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
     otel_t *o = state;
     mf_req_info_t i = {.size = sizeof(i)};
-    mf_attempt_info_t a = {.size = sizeof(a)};
-    const params_t *p = *ctx;
-    enc_t e = {.pb = o->protobuf};
-    char name[300];
-    size_t k, nspans = 1;
-    int n_ok = -1;
-    double end;
+    mf_attempt_info_t local[8], *att = local;
+    rctx_t *x = *ctx;
+    size_t k, n = 0, cap = 8, bytes;
+    span_t *s;
+    char *at;
 
     api->get_info(r, &i);
     /* not scrapes, stage pages, health checks, nor what the gateway
@@ -696,81 +1366,96 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
         i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
         return; /* scrapes, stage pages, health checks; not sampled */
     }
-    end = i.start_time + i.latency_ms / 1000;
-    /* the server span: the gateway's answer to the client */
-    span_open(&e, i.trace_id, i.span_id, i.parent_span_id,
-              join_name(name, sizeof(name), i.method, i.path), 2, i.start_time,
-              end);
-    attr_str(&e, "http.request.method", i.method);
-    attr_str(&e, "http.route", i.path);
-    attr_str(&e, "url.path", i.path);
-    attr_int(&e, "http.response.status_code", i.status);
-    attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
-    attr_str(&e, "gen_ai.request.model", i.model);
-    attr_params(&e, p);
-    attr_bool(&e, "manifold.stream", i.stream);
-    attr_str(&e, "manifold.consumer", i.consumer);
-    attr_str(&e, "manifold.request_id", i.id);
-    attr_int(&e, "manifold.attempts", i.attempts);
-    if (i.first_content_ms >= 0) {
-        attr_double(&e, "manifold.time_to_first_token_s",
-                    i.first_content_ms / 1000);
+    if (o->capture && x != NULL) {
+        if (i.stream && (i.status < 400 || i.error.len > 0)) {
+            capture_stream(o, r, x);
+        } else if (i.status >= 400) {
+            x->output = MF_STR_NULL; /* the client did not get it */
+        }
     }
-    attr_usage(&e, &i);
-    if (i.status >= 400) {
-        attr_str(&e, "error.type", cstr(error_type(i.status)));
-    }
-    /* a server span is an error for 5xx only (the client's 4xx is its
-     * own); a stream cut after its head is one too */
-    span_close(
-        &e, i.status >= 500 || (i.stream && i.error.len > 0 && i.status < 400),
-        i.error);
+    /* the strings the spans use, and their size */
+    i.client_addr = i.provider = i.tried = i.query = MF_STR_NULL;
+    bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
+            i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
+            i.span_id.len + i.parent_span_id.len;
+    for (k = 0;; k++) {
+        mf_attempt_info_t *a;
 
-    /* the attempt that answered gets the usage */
-    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
-        if (a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0) {
-            n_ok = (int)k;
-        }
-    }
-    for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
-        int failed =
-            !(a.outcome.len == 2 && memcmp(a.outcome.data, "ok", 2) == 0);
-        double start =
-            a.start_ms >= 0 ? i.start_time + a.start_ms / 1000 : i.start_time;
-        double stop = a.duration_ms >= 0 ? start + a.duration_ms / 1000 : start;
+        if (k == cap) {
+            /* more than local holds (a long fallback chain) */
+            mf_attempt_info_t *g = malloc(cap * 2 * sizeof(*g));
 
-        span_open(
-            &e, i.trace_id, a.span_id, i.span_id,
-            join_name(name, sizeof(name), cstr(operation_of(&i)), a.model), 3,
-            start, stop);
-        attr_str(&e, "gen_ai.operation.name", cstr(operation_of(&i)));
-        attr_str(&e, "gen_ai.provider.name", genai_provider(a.provider_type));
-        attr_str(&e, "gen_ai.request.model", a.model);
-        attr_params(&e, p);
-        attr_str(&e, "manifold.provider", a.provider);
-        if (a.status > 0) {
-            attr_int(&e, "http.response.status_code", a.status);
-        }
-        if (a.ttfb_ms >= 0) {
-            attr_double(&e, "manifold.upstream.time_to_first_byte_s",
-                        a.ttfb_ms / 1000);
-        }
-        if ((int)k == n_ok) {
-            attr_str(&e, "gen_ai.response.model", i.upstream_model);
-            attr_usage(&e, &i);
-            if (i.stream && i.error.len > 0) {
-                failed = 1; /* began, then cut */
+            if (g == NULL) {
+                break;
             }
+            memcpy(g, att, cap * sizeof(*g));
+            if (att != local) {
+                free(att);
+            }
+            att = g;
+            cap *= 2;
         }
-        if (failed) {
-            attr_str(&e, "error.type", a.outcome);
+        a = &att[k];
+        a->size = sizeof(*a);
+        if (api->get_attempt(r, k, a) != MF_OK) {
+            break;
         }
-        span_close(&e, failed, failed ? a.outcome : MF_STR_NULL);
-        nspans++;
+        bytes += a->provider.len + a->model.len + a->outcome.len +
+                 a->span_id.len + a->provider_type.len;
+        n++;
     }
-    enqueue(o, &e.out, nspans);
-    free(e.out.p);
-    free(e.sp.p);
+    if (x != NULL && o->capture) {
+        bytes += x->input.len + x->output.len;
+    }
+    s = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
+    if (s == NULL) {
+        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
+        if (att != local) {
+            free(att);
+        }
+        return;
+    }
+    memset(s, 0, sizeof(*s));
+    s->nspans = 1 + n;
+    s->natt = n;
+    s->att = (mf_attempt_info_t *)(s + 1);
+    memcpy(s->att, att, n * sizeof(*att));
+    at = (char *)(s->att + n);
+    s->i = i;
+    put_str(&at, &s->i.id);
+    put_str(&at, &s->i.method);
+    put_str(&at, &s->i.path);
+    put_str(&at, &s->i.consumer);
+    put_str(&at, &s->i.model);
+    put_str(&at, &s->i.upstream_model);
+    put_str(&at, &s->i.error);
+    put_str(&at, &s->i.trace_id);
+    put_str(&at, &s->i.span_id);
+    put_str(&at, &s->i.parent_span_id);
+    for (k = 0; k < n; k++) {
+        put_str(&at, &s->att[k].provider);
+        put_str(&at, &s->att[k].model);
+        put_str(&at, &s->att[k].outcome);
+        put_str(&at, &s->att[k].span_id);
+        put_str(&at, &s->att[k].provider_type);
+    }
+    if (x != NULL) {
+        s->p = x->p;
+        s->has_p = 1;
+        if (o->capture) {
+            s->capture = 1;
+            s->input = x->input;
+            s->output = x->output;
+            s->cut = x->cut;
+            s->omitted = x->omitted;
+            put_str(&at, &s->input);
+            put_str(&at, &s->output);
+        }
+    }
+    if (att != local) {
+        free(att);
+    }
+    enqueue(o, s);
 }
 
 /* Export: a blocking HTTP/1.1 client on the exporter thread */
@@ -1032,6 +1717,7 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
 {
     jb_t b = {0};
     span_t *s, *next;
+    enc_t e = {.pb = o->protobuf};
 
     if (o->protobuf) {
         /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
@@ -1043,9 +1729,14 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
         pb_msg(&ss, 1, &scope);
         for (s = list; s != NULL; s = next) {
             next = s->next;
-            jb_put(&ss, s->text, s->len);
+            e.out.len = 0;
+            encode(o, s, &e);
+            jb_put(&ss, e.out.p ? e.out.p : "", e.out.len);
+            ss.failed |= e.out.failed;
             free(s);
         }
+        free(e.out.p);
+        free(e.sp.p);
         pb_bytes(&rs, 1, o->resource_pb, o->resource_pb_len);
         pb_msg(&rs, 2, &ss);
         pb_msg(&b, 1, &rs);
@@ -1066,9 +1757,14 @@ send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
         if (s != list) {
             jb_put(&b, ",", 1);
         }
-        jb_put(&b, s->text, s->len);
+        e.out.len = 0;
+        encode(o, s, &e);
+        jb_put(&b, e.out.p ? e.out.p : "", e.out.len);
+        b.failed |= e.out.failed;
         free(s);
     }
+    free(e.out.p);
+    free(e.sp.p);
     jb_cstr(&b, "]}]}]}");
     if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
         api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
@@ -1351,10 +2047,12 @@ static void otel_fini(void *state);
 static int
 otel_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
-    static const char *const keys[] = {"endpoint",   "headers", "service_name",
-                                       "batch",      "queue",   "flush_ms",
-                                       "timeout_ms", "retries", "close_ms",
-                                       "propagate",  NULL};
+    static const char *const keys[] = {
+        "endpoint",          "protocol",   "headers",
+        "service_name",      "batch",      "queue",
+        "flush_ms",          "timeout_ms", "retries",
+        "close_ms",          "propagate",  "capture_content",
+        "capture_max_bytes", NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     const char *key, *url, *proto, *svc;
     char full[2048];
@@ -1376,7 +2074,8 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
             api->log(MF_LOG_ERROR,
                      "otel: unknown config key '%s' (endpoint, protocol, "
                      "headers, service_name, batch, queue, flush_ms, "
-                     "timeout_ms, retries, close_ms, propagate)",
+                     "timeout_ms, retries, close_ms, propagate, "
+                     "capture_content, capture_max_bytes)",
                      key);
             json_decref(conf);
             return MF_ERR;
@@ -1427,6 +2126,22 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         bad = 1;
     }
     o->propagate = v == NULL || json_is_true(v);
+    /* off by default; the GenAI conventions' variable turns it on */
+    v = json_object_get(conf, "capture_content");
+    if (v != NULL && !json_is_boolean(v)) {
+        api->log(MF_LOG_ERROR, "otel: capture_content must be true or false");
+        bad = 1;
+    }
+    if (v != NULL) {
+        o->capture = json_is_true(v);
+    } else {
+        const char *c =
+            getenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT");
+
+        o->capture = c != NULL && strcasecmp(c, "true") == 0;
+    }
+    o->capture_max =
+        (size_t)conf_num(conf, "capture_max_bytes", 16384, 256, 1048576, &bad);
     url = json_string_value(json_object_get(conf, "endpoint"));
     if (url == NULL) {
         url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
@@ -1586,9 +2301,14 @@ otel_fini(void *state)
 }
 
 static const mf_plugin_t otel = {
-    MF_PLUGIN_ABI,         .name = "otel",
-    .version = "1.0.0",    .init = otel_init,
-    .fini = otel_fini,     .on_upstream_request = otel_on_upstream_request,
+    MF_PLUGIN_ABI,
+    .name = "otel",
+    .version = "1.0.0",
+    .init = otel_init,
+    .fini = otel_fini,
+    .on_route = otel_on_route,
+    .on_upstream_request = otel_on_upstream_request,
+    .on_response_headers = otel_on_response_headers,
     .on_log = otel_on_log,
 };
 

@@ -18,6 +18,7 @@
  */
 #include <manifold/plugin.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,8 +62,11 @@ typedef struct {
     char *path;
     nameset_t models;
     nameset_t consumers;
-    json_t *prices; /* the config's prices:, or NULL */
+    nameset_t providers; /* names from the config: ids for the cache */
+    json_t *prices;      /* the config's prices:, or NULL */
     mf_metric_t *m[M__COUNT];
+    int s_in_flight, s_streams_in_flight; /* their one series */
+    uint64_t serial; /* this load's, for the per-worker series cache */
 } prom_t;
 
 /* Buckets: the OpenTelemetry GenAI conventions, extended for long
@@ -230,34 +234,40 @@ nameset_probe(nameset_t *s, mf_str_t v, int *found)
     return (size_t)-1;
 }
 
-/* v when it is in the set or now admitted; "other" when the set is full
- * or v is not a name to admit (empty, too long). */
-static mf_str_t
-nameset_admit(nameset_t *s, mf_str_t v)
+/* v's id: its slot + 2 when it is in the set or now admitted, with
+ * *name = v; 1 with *name = "other" when the set is full or v is not a
+ * name to admit (empty, too long). A slot keeps its name for the set's
+ * life, so an id names one value. */
+static int
+nameset_id(nameset_t *s, mf_str_t v, mf_str_t *name)
 {
     size_t i;
     int found;
     char *copy;
 
+    *name = MF_STR("other");
     if (v.len == 0 || v.len > 128 || s->slots == NULL) {
-        return MF_STR("other");
+        return 1;
     }
-    nameset_probe(s, v, &found);
-    if (found) {
-        return v;
-    }
-    pthread_mutex_lock(&s->lock);
     i = nameset_probe(s, v, &found);
-    if (!found && i != (size_t)-1 && s->n < s->cap &&
-        (copy = malloc(v.len + 1)) != NULL) {
-        memcpy(copy, v.data, v.len);
-        copy[v.len] = '\0';
-        __atomic_store_n(&s->slots[i], copy, __ATOMIC_RELEASE);
-        s->n++;
-        found = 1;
+    if (!found) {
+        pthread_mutex_lock(&s->lock);
+        i = nameset_probe(s, v, &found);
+        if (!found && i != (size_t)-1 && s->n < s->cap &&
+            (copy = malloc(v.len + 1)) != NULL) {
+            memcpy(copy, v.data, v.len);
+            copy[v.len] = '\0';
+            __atomic_store_n(&s->slots[i], copy, __ATOMIC_RELEASE);
+            s->n++;
+            found = 1;
+        }
+        pthread_mutex_unlock(&s->lock);
     }
-    pthread_mutex_unlock(&s->lock);
-    return found ? v : MF_STR("other");
+    if (!found) {
+        return 1;
+    }
+    *name = v;
+    return (int)i + 2;
 }
 
 /* Recording */
@@ -326,108 +336,253 @@ error_type_of(const mf_req_info_t *i, int cut)
     }
 }
 
-/* The trace id of a W3C traceparent the client sent (32 hex digits),
- * for exemplars; empty when none. */
-static mf_str_t
-trace_id_of(mf_req_t *r)
+/* The series cache. A worker keeps, for the label sets of recent
+ * requests, the series numbers (api->metric_series) of every metric a
+ * request writes, so that a request like one before it writes by number
+ * without the registry's lookup of its labels. An entry is keyed by small
+ * ids (the model's, provider's and consumer's slots in this load's name
+ * sets, route, stream, status class, error type) and this load's serial;
+ * a number is looked up on its first use (-2 until then; -1 over the
+ * series cap, then the write goes by labels, dropped and counted). */
+enum {
+    S_REQUESTS,
+    S_DURATION,
+    S_OVERHEAD,
+    S_FALLBACKS,
+    S_TTFT,
+    S_TPOT,
+    S_CUT_CLIENT,
+    S_CUT_UPSTREAM,
+    S_SPEND,
+    S_UNPRICED,
+    S_TOKENS, /* kind * 2 + estimated */
+    S__COUNT = S_TOKENS + 5 * 2
+};
+
+#define SC_SIZE 64 /* entries per worker */
+
+typedef struct {
+    uint64_t key; /* 0: empty */
+    uint64_t serial;
+    int s[S__COUNT];
+} sc_entry_t;
+
+/* attempts, by provider: duration, ttfb, then one per outcome */
+static const char *const outcomes[] = {
+    "ok",           "1xx",       "2xx",        "3xx",      "4xx",
+    "429",          "5xx",       "timeout",    "connect",  "cut",
+    "ttft_timeout", "abandoned", "bad_stream", "bad_body", "other"};
+#define NOUT (sizeof(outcomes) / sizeof(outcomes[0]))
+
+typedef struct {
+    uint64_t key; /* provider id + 1, 0 empty */
+    uint64_t serial;
+    int dur, ttfb;
+    int out[NOUT];
+} ac_entry_t;
+
+/* A worker's: the caches, and the last model, provider and consumer
+ * names it saw with their ids (a request like the last one finds them
+ * without the name sets' hashing). */
+typedef struct {
+    uint64_t serial;
+    struct {
+        int id;
+        size_t len;
+        char v[128];
+    } last[3];
+    sc_entry_t sc[SC_SIZE];
+    ac_entry_t ac[16];
+} tcache_t;
+
+static __thread tcache_t tcache;
+static uint64_t serials; /* loads so far (under the host's init order) */
+
+/* What a request's series are made of. */
+typedef struct {
+    mf_str_t route, model, provider, consumer, stream, cls, err;
+    int route_id, model_id, provider_id, consumer_id, stream_id, cls_id, err_id;
+} labels_t;
+
+static sc_entry_t *
+sc_entry(prom_t *p, sc_entry_t *sc_cache, const labels_t *l)
 {
-    mf_str_t tp;
+    uint64_t key = (1ull << 63) | (uint64_t)l->route_id |
+                   (uint64_t)l->stream_id << 3 | (uint64_t)l->cls_id << 4 |
+                   (uint64_t)l->err_id << 8 | (uint64_t)l->model_id << 12 |
+                   (uint64_t)l->provider_id << 28 |
+                   (uint64_t)l->consumer_id << 44;
+    sc_entry_t *e =
+        &sc_cache[((key * 0x9E3779B97F4A7C15ull) >> 58) & (SC_SIZE - 1)];
+    int k;
+
+    if (e->key != key || e->serial != p->serial) {
+        e->key = key;
+        e->serial = p->serial;
+        for (k = 0; k < S__COUNT; k++) {
+            e->s[k] = -2;
+        }
+    }
+    return e;
+}
+
+/* The series number in *slot, looked up with values on its first use. */
+static int
+series(mf_metric_t *m, int *slot, const mf_str_t *v, size_t n)
+{
+    if (*slot == -2) {
+        *slot = api->metric_series(m, v, n);
+    }
+    return *slot;
+}
+
+static void
+add(mf_metric_t *m, int *slot, const mf_str_t *v, size_t n, double x)
+{
+    if (series(m, slot, v, n) >= 0) {
+        api->metric_add_at(m, *slot, x);
+    } else {
+        api->metric_add(m, v, n, x); /* over the cap: dropped, counted */
+    }
+}
+
+static void
+observe(mf_metric_t *m, int *slot, const mf_str_t *v, size_t n, double x,
+        mf_str_t trace)
+{
+    if (series(m, slot, v, n) >= 0) {
+        api->metric_observe_at(m, *slot, x, trace);
+    } else {
+        api->metric_observe(m, v, n, x, trace);
+    }
+}
+
+static ac_entry_t *
+ac_entry(prom_t *p, ac_entry_t *cache, int id)
+{
+    uint64_t key = (uint64_t)id + 1;
+    ac_entry_t *e = &cache[key & 15];
     size_t k;
 
-    if (api->get_header(r, MF_REQUEST_HEADERS, MF_STR("traceparent"), &tp) !=
-            MF_OK ||
-        tp.len < 55 || tp.data[2] != '-' || tp.data[35] != '-') {
-        return MF_STR_NULL;
-    }
-    for (k = 3; k < 35; k++) {
-        char c = tp.data[k];
-
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return MF_STR_NULL;
+    if (e->key != key || e->serial != p->serial) {
+        e->key = key;
+        e->serial = p->serial;
+        e->dur = e->ttfb = -2;
+        for (k = 0; k < NOUT; k++) {
+            e->out[k] = -2;
         }
     }
-    return (mf_str_t){tp.data + 3, 32};
+    return e;
 }
 
-/* Each "provider/model:outcome" of the attempts made. */
+/* An attempt: its outcome, duration and time to first byte. Statuses
+ * fold into their class; words are a fixed set, but for a provider's own
+ * error codes, which go by label. */
 static void
-record_attempts(prom_t *p, const mf_req_info_t *i)
+record_attempt(prom_t *p, ac_entry_t *ac, mf_str_t provider,
+               const mf_attempt_info_t *a, mf_str_t trace)
 {
-    const char *s = i->tried.data, *end = s + i->tried.len;
+    mf_str_t out = a->outcome, v[2] = {provider, MF_STR_NULL};
+    size_t o = NOUT;
 
-    while (s != NULL && s < end) {
-        const char *sp = memchr(s, ' ', (size_t)(end - s));
-        const char *e = sp ? sp : end;
-        const char *slash = memchr(s, '/', (size_t)(e - s));
-        const char *colon = e;
-        mf_str_t v[2];
+    if (out.len == 3 && out.data[0] >= '1' && out.data[0] <= '5') {
+        o = out.data[0] == '4' && out.data[1] == '2' && out.data[2] == '9' ? 5
+            : out.data[0] == '5'                                           ? 6
+                                 : (size_t)(out.data[0] - '1') + 1;
+    } else {
+        size_t k;
 
-        while (colon > s && colon[-1] != ':') {
-            colon--;
-        }
-        if (slash != NULL && colon > slash + 1) {
-            mf_str_t out = {colon, (size_t)(e - colon)};
-
-            v[0] = (mf_str_t){s, (size_t)(slash - s)};
-            /* statuses fold into their class; words are a fixed set */
-            if (out.len == 3 && out.data[0] >= '1' && out.data[0] <= '5') {
-                static const char *const cls[] = {"1xx", "2xx", "3xx", "4xx",
-                                                  "5xx"};
-
-                v[1] = out.data[0] == '4' && out.data[1] == '2' &&
-                               out.data[2] == '9'
-                           ? MF_STR("429")
-                           : (mf_str_t){cls[out.data[0] - '1'], 3};
-            } else if (out.len > 0 && out.len <= 16) {
-                v[1] = out;
-            } else {
-                v[1] = MF_STR("other");
+        for (k = 0; k < NOUT; k++) {
+            if (strlen(outcomes[k]) == out.len &&
+                memcmp(outcomes[k], out.data, out.len) == 0) {
+                o = k;
+                break;
             }
-            api->metric_add(p->m[M_ATTEMPTS], v, 2, 1);
         }
-        s = sp ? sp + 1 : NULL;
+    }
+    if (out.len == 0) {
+        /* still open: not in the counts */
+    } else if (o < NOUT) {
+        v[1] = cstr(outcomes[o]);
+        add(p->m[M_ATTEMPTS], &ac->out[o], v, 2, 1);
+    } else {
+        v[1] = out.len <= 16 ? out : MF_STR("other");
+        api->metric_add(p->m[M_ATTEMPTS], v, 2, 1);
+    }
+    if (a->duration_ms >= 0) {
+        observe(p->m[M_ATTEMPT_DURATION], &ac->dur, v, 1, a->duration_ms / 1000,
+                trace);
+    }
+    if (a->ttfb_ms >= 0) {
+        observe(p->m[M_ATTEMPT_TTFB], &ac->ttfb, v, 1, a->ttfb_ms / 1000,
+                trace);
     }
 }
 
 static void
-record_tokens(prom_t *p, mf_str_t model, mf_str_t provider, mf_str_t consumer,
-              const mf_usage_t *u, int64_t cache_write)
+record_tokens(prom_t *p, sc_entry_t *e, const labels_t *l, const mf_usage_t *u,
+              int64_t cache_write)
 {
-    mf_str_t v[5] = {model, provider, consumer, MF_STR_NULL,
+    static const char *const kinds[] = {"input", "cache_read", "cache_write",
+                                        "output", "reasoning"};
+    mf_str_t v[5] = {l->model, l->provider, l->consumer, MF_STR_NULL,
                      u->estimated ? MF_STR("estimated") : MF_STR("reported")};
     int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
     int64_t written = cache_write > 0 ? cache_write : 0;
+    int64_t n[5] = {0};
+    int k, est = u->estimated != 0;
 
     if (cached + written > u->prompt_tokens) {
         cached = written = 0; /* not a breakdown of the prompt */
     }
     if (u->prompt_tokens > 0) {
-        v[3] = MF_STR("input");
-        api->metric_add(p->m[M_TOKENS], v, 5,
-                        (double)(u->prompt_tokens - cached - written));
-    }
-    if (cached > 0) {
-        v[3] = MF_STR("cache_read");
-        api->metric_add(p->m[M_TOKENS], v, 5, (double)cached);
-    }
-    if (written > 0) {
-        v[3] = MF_STR("cache_write");
-        api->metric_add(p->m[M_TOKENS], v, 5, (double)written);
+        n[0] = u->prompt_tokens - cached - written;
+        n[0] = n[0] > 0 ? n[0] : -1; /* a zero is still written */
+        n[1] = cached;
+        n[2] = written;
     }
     if (u->completion_tokens > 0) {
         int64_t reasoning = u->reasoning_tokens > 0 ? u->reasoning_tokens : 0;
 
-        v[3] = MF_STR("output");
-        api->metric_add(p->m[M_TOKENS], v, 5,
-                        (double)(u->completion_tokens - reasoning));
-        if (reasoning > 0) {
-            v[3] = MF_STR("reasoning");
-            api->metric_add(p->m[M_TOKENS], v, 5, (double)reasoning);
+        n[3] = u->completion_tokens - reasoning;
+        n[3] = n[3] > 0 ? n[3] : -1;
+        n[4] = reasoning;
+    }
+    for (k = 0; k < 5; k++) {
+        if (n[k] != 0) {
+            v[3] = cstr(kinds[k]);
+            add(p->m[M_TOKENS], &e->s[S_TOKENS + k * 2 + est], v, 5,
+                n[k] > 0 ? (double)n[k] : 0);
         }
     }
 }
 
 static int in_flight_mark;
+
+/* v's id in set, through the worker's memo of the last name of its kind */
+static int
+memo_id(prom_t *p, tcache_t *t, int kind, nameset_t *set, mf_str_t v,
+        mf_str_t *name)
+{
+    int id;
+
+    if (t->serial != p->serial) {
+        memset(t->last, 0, sizeof(t->last));
+        t->serial = p->serial;
+    }
+    if (v.len > 0 && v.len == t->last[kind].len &&
+        memcmp(v.data, t->last[kind].v, v.len) == 0) {
+        *name = v;
+        return t->last[kind].id;
+    }
+    id = nameset_id(set, v, name);
+    if (id >= 2 && v.len <= sizeof(t->last[kind].v)) {
+        memcpy(t->last[kind].v, v.data, v.len);
+        t->last[kind].len = v.len;
+        t->last[kind].id = id;
+    }
+    return id;
+}
 
 static mf_action_t
 prom_on_request(mf_req_t *r, void *state, void **ctx)
@@ -435,30 +590,65 @@ prom_on_request(mf_req_t *r, void *state, void **ctx)
     prom_t *p = state;
     mf_req_info_t i = {.size = sizeof(i)};
 
+    /* the fields before the trace context: none is made here */
+    i.size = offsetof(mf_req_info_t, trace_id);
     api->get_info(r, &i);
     *ctx = &in_flight_mark;
-    api->metric_add(p->m[M_IN_FLIGHT], NULL, 0, 1);
+    api->metric_add_at(p->m[M_IN_FLIGHT], p->s_in_flight, 1);
     if (i.stream) {
-        api->metric_add(p->m[M_STREAMS_IN_FLIGHT], NULL, 0, 1);
+        api->metric_add_at(p->m[M_STREAMS_IN_FLIGHT], p->s_streams_in_flight,
+                           1);
     }
     return MF_CONTINUE;
+}
+
+static int
+route_id(const char *route)
+{
+    static const char *const routes[] = {"chat",       "messages", "responses",
+                                         "embeddings", "local",    "other"};
+    int k;
+
+    for (k = 0; k < 5 && routes[k] != route; k++) {
+    }
+    return k;
+}
+
+static int
+error_id(const char *err)
+{
+    static const char *const errs[] = {
+        "none",        "invalid_request", "authentication", "permission",
+        "not_found",   "rate_limit",      "client_closed",  "upstream",
+        "unavailable", "timeout",         "internal",       "stream_cut"};
+    int k;
+
+    for (k = 0; k < 11 && strcmp(errs[k], err) != 0; k++) {
+    }
+    return k;
 }
 
 static void
 prom_on_log(mf_req_t *r, void *state, void **ctx)
 {
+    static const char *const classes[] = {"0xx", "1xx", "2xx", "3xx", "4xx",
+                                          "5xx", "6xx", "7xx", "8xx", "9xx"};
     prom_t *p = state;
     mf_req_info_t i = {.size = sizeof(i)};
-    mf_str_t model, provider, consumer, route, stream, trace, v[7];
-    char cls[8];
+    mf_str_t trace, v[7];
+    labels_t l;
+    sc_entry_t *e;
+    tcache_t *t = &tcache;
+    const char *route, *err;
     int cut;
     double secs;
 
     api->get_info(r, &i);
     if (*ctx == &in_flight_mark) {
-        api->metric_add(p->m[M_IN_FLIGHT], NULL, 0, -1);
+        api->metric_add_at(p->m[M_IN_FLIGHT], p->s_in_flight, -1);
         if (i.stream) {
-            api->metric_add(p->m[M_STREAMS_IN_FLIGHT], NULL, 0, -1);
+            api->metric_add_at(p->m[M_STREAMS_IN_FLIGHT],
+                               p->s_streams_in_flight, -1);
         }
         *ctx = NULL;
     }
@@ -466,65 +656,94 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
         return; /* scrapes, stage pages, health checks */
     }
     /* a model is a label once a request was routed with it */
-    model = i.attempts > 0 || i.provider.len > 0
-                ? nameset_admit(&p->models, i.model)
-                : MF_STR("other");
-    provider = i.provider.len > 0 ? i.provider : MF_STR("none");
-    consumer = i.consumer.len > 0 ? nameset_admit(&p->consumers, i.consumer)
-                                  : MF_STR("anonymous");
-    route = cstr(route_of(&i));
-    stream = i.stream ? MF_STR("true") : MF_STR("false");
+    if (i.attempts > 0 || i.provider.len > 0) {
+        l.model_id = memo_id(p, t, 0, &p->models, i.model, &l.model);
+    } else {
+        l.model_id = 1;
+        l.model = MF_STR("other");
+    }
+    if (i.provider.len > 0) {
+        l.provider_id =
+            memo_id(p, t, 1, &p->providers, i.provider, &l.provider);
+    } else {
+        l.provider_id = 0;
+        l.provider = MF_STR("none");
+    }
+    if (i.consumer.len > 0) {
+        l.consumer_id =
+            memo_id(p, t, 2, &p->consumers, i.consumer, &l.consumer);
+    } else {
+        l.consumer_id = 0;
+        l.consumer = MF_STR("anonymous");
+    }
+    route = route_of(&i);
+    l.route = cstr(route);
+    l.route_id = route_id(route);
+    l.stream_id = i.stream != 0;
+    l.stream = i.stream ? MF_STR("true") : MF_STR("false");
     /* a stream that began (2xx) and ended with an error: cut */
     cut = i.stream && i.status < 400 && i.error.len > 0;
-    snprintf(cls, sizeof(cls), "%dxx", i.status / 100 % 10);
-    trace = trace_id_of(r);
+    l.cls_id = i.status / 100 % 10;
+    l.cls = (mf_str_t){classes[l.cls_id], 3};
+    err = error_type_of(&i, cut);
+    l.err = cstr(err);
+    l.err_id = error_id(err);
+    /* the client's trace, when it sent one (the exemplars') */
+    trace = i.parent_span_id.len > 0 ? i.trace_id : MF_STR_NULL;
+    e = sc_entry(p, t->sc, &l);
 
-    v[0] = route;
-    v[1] = model;
-    v[2] = provider;
-    v[3] = consumer;
-    v[4] = stream;
-    v[5] = (mf_str_t){cls, 3};
-    v[6] = cstr(error_type_of(&i, cut));
-    api->metric_add(p->m[M_REQUESTS], v, 7, 1);
+    v[0] = l.route;
+    v[1] = l.model;
+    v[2] = l.provider;
+    v[3] = l.consumer;
+    v[4] = l.stream;
+    v[5] = l.cls;
+    v[6] = l.err;
+    add(p->m[M_REQUESTS], &e->s[S_REQUESTS], v, 7, 1);
 
-    v[3] = stream;
-    api->metric_observe(p->m[M_DURATION], v, 4, i.latency_ms / 1000, trace);
-    v[0] = route;
+    v[3] = l.stream;
+    observe(p->m[M_DURATION], &e->s[S_DURATION], v, 4, i.latency_ms / 1000,
+            trace);
     secs = (i.latency_ms - i.upstream_ms) / 1000;
-    api->metric_observe(p->m[M_OVERHEAD], v, 1, secs > 0 ? secs : 0, trace);
+    observe(p->m[M_OVERHEAD], &e->s[S_OVERHEAD], v, 1, secs > 0 ? secs : 0,
+            trace);
 
-    record_attempts(p, &i);
     if (i.attempts > 1 && i.status < 400) {
-        api->metric_add(p->m[M_FALLBACKS], &model, 1, 1);
+        add(p->m[M_FALLBACKS], &e->s[S_FALLBACKS], &l.model, 1, 1);
     }
     {
         mf_attempt_info_t a = {.size = sizeof(a)};
+        ac_entry_t *cache = t->ac;
         size_t k;
 
         /* every attempt, failed-over ones too */
         for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
-            if (a.duration_ms >= 0) {
-                api->metric_observe(p->m[M_ATTEMPT_DURATION], &a.provider, 1,
-                                    a.duration_ms / 1000, trace);
+            mf_str_t pv;
+            int id;
+
+            /* the provider's name is the config's: the same bytes as
+             * the request's provider when it is that one */
+            if (a.provider.data == i.provider.data &&
+                a.provider.len == i.provider.len) {
+                id = l.provider_id;
+                pv = l.provider;
+            } else {
+                id = memo_id(p, t, 1, &p->providers, a.provider, &pv);
             }
-            if (a.ttfb_ms >= 0) {
-                api->metric_observe(p->m[M_ATTEMPT_TTFB], &a.provider, 1,
-                                    a.ttfb_ms / 1000, trace);
-            }
+            record_attempt(p, ac_entry(p, cache, id), pv, &a, trace);
         }
     }
-    v[0] = model;
-    v[1] = provider;
+    v[0] = l.model;
+    v[1] = l.provider;
     if (i.stream && i.first_content_ms >= 0) {
-        api->metric_observe(p->m[M_TTFT], v, 2, i.first_content_ms / 1000,
-                            trace);
+        observe(p->m[M_TTFT], &e->s[S_TTFT], v, 2, i.first_content_ms / 1000,
+                trace);
         if (i.usage.completion_tokens > 1 &&
             i.latency_ms > i.first_content_ms) {
-            api->metric_observe(p->m[M_TPOT], v, 2,
-                                (i.latency_ms - i.first_content_ms) / 1000 /
-                                    (double)(i.usage.completion_tokens - 1),
-                                trace);
+            observe(p->m[M_TPOT], &e->s[S_TPOT], v, 2,
+                    (i.latency_ms - i.first_content_ms) / 1000 /
+                        (double)(i.usage.completion_tokens - 1),
+                    trace);
         }
     }
     if (cut) {
@@ -533,20 +752,21 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
                          memcmp(i.error.data, "the client closed", 17) == 0);
 
         v[2] = by_client ? MF_STR("client") : MF_STR("upstream");
-        api->metric_add(p->m[M_CUTS], v, 3, 1);
+        add(p->m[M_CUTS], &e->s[by_client ? S_CUT_CLIENT : S_CUT_UPSTREAM], v,
+            3, 1);
     }
-    record_tokens(p, model, provider, consumer, &i.usage, i.cache_write_tokens);
+    record_tokens(p, e, &l, &i.usage, i.cache_write_tokens);
     {
         int64_t micro = 0;
         int priced = price_request(p->prices, &i, &micro);
 
-        v[0] = model;
-        v[1] = provider;
+        v[0] = l.model;
+        v[1] = l.provider;
         if (priced == 1) {
-            v[2] = consumer;
-            api->metric_add(p->m[M_SPEND], v, 3, (double)micro / 1e6);
+            v[2] = l.consumer;
+            add(p->m[M_SPEND], &e->s[S_SPEND], v, 3, (double)micro / 1e6);
         } else if (priced == 0) {
-            api->metric_add(p->m[M_UNPRICED], v, 2, 1);
+            add(p->m[M_UNPRICED], &e->s[S_UNPRICED], v, 2, 1);
         }
     }
 }
@@ -642,8 +862,8 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
     size_t k;
 
     api = host;
-    if (api->abi_minor < 5) {
-        api->log(MF_LOG_ERROR, "prometheus: needs a host with ABI 1.5");
+    if (api->abi_minor < 6) {
+        api->log(MF_LOG_ERROR, "prometheus: needs a host with ABI 1.6");
         json_decref(conf);
         return MF_ERR;
     }
@@ -676,6 +896,8 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
     p->path = strdup(path ? path : "/metrics");
     nameset_init(&p->models, mm ? (size_t)json_integer_value(mm) : 100);
     nameset_init(&p->consumers, mc ? (size_t)json_integer_value(mc) : 100);
+    nameset_init(&p->providers, 1000);
+    p->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     p->prices = json_deep_copy(api->config_section("prices"));
     json_decref(conf);
     for (k = 0; k < M__COUNT; k++) {
@@ -693,6 +915,9 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
             return MF_ERR;
         }
     }
+    p->s_in_flight = api->metric_series(p->m[M_IN_FLIGHT], NULL, 0);
+    p->s_streams_in_flight =
+        api->metric_series(p->m[M_STREAMS_IN_FLIGHT], NULL, 0);
     {
         mf_endpoint_def_t e = {.size = sizeof(e),
                                .listener = MF_LISTENER_STATUS,
@@ -716,6 +941,7 @@ prom_fini(void *state)
 
     nameset_free(&p->models);
     nameset_free(&p->consumers);
+    nameset_free(&p->providers);
     price_forget();
     json_decref(p->prices);
     free(p->path);

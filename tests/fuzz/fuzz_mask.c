@@ -10,7 +10,7 @@
 #include <string.h>
 
 #include "../../plugins/common/kwmatch.h"
-#include "../../plugins/mask/mask_detect.h"
+#include "../../plugins/common/mask_detect.h"
 #include "../../plugins/mask/mask_restore.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);

@@ -4,7 +4,8 @@
 // that traffic implies (requests, error rate, tokens, spend, top models
 // and consumers, errors by type, the live tail, key health); the model
 // filter narrows them; a screenshot is saved under the build directory;
-// the roll-ups survive a reload that loads the stage again.
+// the roll-ups survive a reload that loads the stage again, and a
+// restart (read back from the SQLite file the stage writes).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, statSync } from 'node:fs';
@@ -172,6 +173,33 @@ test('the roll-ups survive a reload that loads the stage again', async () => {
   for (;;) {
     const t = await summary();
     if (t.totals.requests === 11) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+});
+
+test('the roll-ups survive a restart (written to the embedded store)', async () => {
+  const s = await summary();
+  const month = await (await fetch(`${status}/dashboard/api/summary?range=30d`)).json();
+  assert.equal(s.totals.requests, 11);
+  // a stop writes what changed since the last flush
+  await gw.stop();
+  assert.ok(statSync(path.join(dir, 'dashboard.db')).size > 0);
+  gw = await startGateway(text, { dir });
+  status = `http://127.0.0.1:${gw.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
+  assert.match(gw.stderr, /dashboard: \d+ roll-up rows read from .*dashboard\.db/);
+  const s2 = await summary();
+  assert.deepEqual(s2.totals, s.totals);
+  assert.deepEqual(s2.models, s.models);
+  assert.deepEqual(s2.consumers, s.consumers);
+  assert.deepEqual(s2.errors, s.errors);
+  assert.deepEqual(s2.series.filter((p) => p.requests > 0), s.series.filter((p) => p.requests > 0));
+  const month2 = await (await fetch(`${status}/dashboard/api/summary?range=30d`)).json();
+  assert.deepEqual(month2.totals, month.totals);
+  // and counting goes on from there
+  assert.equal(await send('d-restarted', 'after the restart', {}, 'team-b'), 200);
+  for (;;) {
+    const t = await summary('&consumer=team-b');
+    if (t.totals.requests === s.consumers.find((c) => c.consumer === 'team-b').requests + 1) break;
     await new Promise((r) => setTimeout(r, 20));
   }
 });

@@ -309,8 +309,8 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
     stages: `
   - name: otel
     plugin: otel
-    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", flush_ms: 20 }`,
-  }));
+    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", protocol: http/protobuf, flush_ms: 20 }`,
+  }), { env: { OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json' } }); // the config's protocol wins
   try {
     const trace = '11112222333344445555666677778888', parent = '9999aaaabbbbcccc';
     assert.equal((await chat(g, 'in protobuf', { max_tokens: 7 }, { traceparent: `00-${trace}-${parent}-01` })).status, 200);
@@ -338,5 +338,93 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
   } finally {
     await g.stop();
     pb.close();
+  }
+});
+
+// Prompt and answer capture: off by default; on, the prompt as it went
+// upstream (after the mask stage) and the answer before the mask stage
+// put values back; a stream's answer only when nothing was masked in
+// it; keys and secrets redacted; each cut to capture_max_bytes.
+test('prompts and answers are captured only when asked, masked and bounded', async () => {
+  const recvUrl = `http://127.0.0.1:${recv.address().port}/v1/traces`;
+  const KEY = 'sk-proj-' + 'Ab3dE6gH9jK2mN5pQ8sT1vW4yZ7bC0eF3hJ6';
+  const gwOf = (stages, env = {}) => startGateway(config(mock.url, { stages }), { env });
+  const masked = await gwOf(`
+  - name: mask
+    plugin: mask
+  - name: otel
+    plugin: otel
+    config: { endpoint: "${recvUrl}", protocol: http/json, flush_ms: 20, capture_content: true }`);
+  // no mask stage; capture from the GenAI conventions' variable, small
+  const bare = await gwOf(`
+  - name: otel
+    plugin: otel
+    config: { endpoint: "${recvUrl}", protocol: http/json, flush_ms: 20, capture_max_bytes: 300 }`,
+  { OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT: 'true' });
+  const tp = (n) => `00-${String(n).padStart(32, 'c')}-00f067aa0ba902b7-01`;
+  const clientSpan = async (n) => (await waitSpans((s) => s.traceId === String(n).padStart(32, 'c') && s.kind === 3))[0];
+  const json = (a, k) => (a[k] === undefined ? undefined : JSON.parse(a[k]));
+  try {
+    // a whole answer, masked: placeholders in both, the client got the value
+    let res = await chat(masked, `mail alice.smith@example.com, key ${KEY}`, {}, { traceparent: tp(1) });
+    assert.equal(res.status, 200);
+    assert.match((await res.json()).choices[0].message.content, /alice\.smith@example\.com/);
+    let span = await clientSpan(1);
+    let a = attrs(span);
+    const input = json(a, 'gen_ai.input.messages');
+    assert.equal(input.length, 1);
+    assert.equal(input[0].role, 'user');
+    assert.equal(input[0].parts[0].type, 'text');
+    assert.match(input[0].parts[0].content, /\[EMAIL_1\]/);
+    const output = json(a, 'gen_ai.output.messages');
+    assert.equal(output[0].role, 'assistant');
+    assert.equal(output[0].finish_reason, 'stop');
+    assert.match(output[0].parts[0].content, /^Hello from mock\. You said: mail \[EMAIL_1\]/);
+    assert.ok(!JSON.stringify(span).includes('alice.smith'), JSON.stringify(span));
+    assert.ok(!JSON.stringify(span).includes(KEY));
+    assert.equal(a['manifold.capture.truncated'], undefined);
+
+    // a stream with values masked: the client got them back, so its
+    // answer is not kept; the prompt is
+    res = await chat(masked, 'stream to alice.smith@example.com', { stream: true }, { traceparent: tp(2) });
+    assert.match((await sseEvents(res)).join(''), /alice\.smith/);
+    a = attrs(await clientSpan(2));
+    assert.match(json(a, 'gen_ai.input.messages')[0].parts[0].content, /\[EMAIL_1\]/);
+    assert.equal(a['gen_ai.output.messages'], undefined);
+    assert.equal(a['manifold.capture.output_omitted'], 'masked');
+
+    // a stream with nothing masked: what the client got, put together
+    res = await chat(masked, 'a plain stream', { stream: true, messages: [
+      { role: 'system', content: 'be brief' }, { role: 'user', content: 'a plain stream [[mock:split=3]]' }] },
+    { traceparent: tp(3) });
+    const got = (await sseEvents(res)).filter((d) => d !== '[DONE]')
+      .map((d) => JSON.parse(d).choices?.[0]?.delta?.content ?? '').join('');
+    a = attrs(await clientSpan(3));
+    assert.deepEqual(json(a, 'gen_ai.input.messages').map((m) => m.role), ['system', 'user']);
+    const out3 = json(a, 'gen_ai.output.messages');
+    assert.equal(out3[0].parts[0].content, got);
+    assert.equal(out3[0].finish_reason, 'stop');
+
+    // without a mask stage a key is still redacted, and the capture is cut
+    res = await chat(bare, `key ${KEY} ` + 'long '.repeat(200), {}, { traceparent: tp(4) });
+    assert.equal(res.status, 200);
+    span = await clientSpan(4);
+    a = attrs(span);
+    assert.ok(!JSON.stringify(span).includes(KEY));
+    assert.ok(Buffer.byteLength(a['gen_ai.input.messages']) <= 300);
+    assert.ok(Buffer.byteLength(a['gen_ai.output.messages']) <= 300);
+    assert.match(json(a, 'gen_ai.input.messages')[0].parts[0].content, /^key \[API_KEY_REDACTED\] long long/);
+    assert.match(json(a, 'gen_ai.output.messages')[0].parts[0].content, /\[API_KEY_REDACTED\]/);
+    assert.equal(a['manifold.capture.truncated'], true);
+
+    // off by default: the first gateway's spans carry no content
+    res = await chat(gw, 'not captured', {}, { traceparent: tp(5) });
+    assert.equal(res.status, 200);
+    a = attrs(await clientSpan(5));
+    assert.equal(a['gen_ai.input.messages'], undefined);
+    assert.equal(a['gen_ai.output.messages'], undefined);
+  } finally {
+    await masked.stop();
+    await bare.stop();
   }
 });

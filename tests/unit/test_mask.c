@@ -10,7 +10,7 @@
 
 #include "check_main.h"
 #include "../../plugins/common/kwmatch.h"
-#include "../../plugins/mask/mask_detect.h"
+#include "../../plugins/common/mask_detect.h"
 #include "../../plugins/mask/mask_restore.h"
 
 /* The values `kind` finds in s, joined by '|'. */

@@ -114,6 +114,37 @@ START_TEST(series_cap_and_values)
 }
 END_TEST
 
+START_TEST(series_by_number)
+{
+    mf_metric_t *c = declare(MF_METRIC_COUNTER, "t_num_total", one_label, 2);
+    mf_metric_t *h =
+        declare(MF_METRIC_HISTOGRAM, "t_num_seconds", one_label, 0);
+    mf_str_t a = MF_STR("a"), b = MF_STR("b"), x = MF_STR("x");
+    int sa = mf_metric_series(c, &a, 1), sh;
+
+    /* a number names the series the labels name */
+    ck_assert_int_ge(sa, 0);
+    ck_assert_int_eq(mf_metric_series(c, &a, 1), sa);
+    ck_assert_int_eq(mf_metric_add_at(c, sa, 2), MF_OK);
+    ck_assert_int_eq(mf_metric_add(c, &a, 1, 3), MF_OK);
+    ck_assert_double_eq(mf_metric_value(c, &a, 1), 5);
+    /* over the cap: no number, dropped and counted */
+    ck_assert_int_ge(mf_metric_series(c, &b, 1), 0);
+    ck_assert_int_eq(mf_metric_series(c, &x, 1), -1);
+    ck_assert_uint_eq(mf_metric_dropped(c), 1);
+    /* numbers not given, wrong types, wrong counts are refused */
+    ck_assert_int_eq(mf_metric_add_at(c, 2, 1), MF_ERR);
+    ck_assert_int_eq(mf_metric_add_at(c, -1, 1), MF_ERR);
+    ck_assert_int_eq(mf_metric_add_at(c, sa, -1), MF_ERR);
+    ck_assert_int_eq(mf_metric_observe_at(c, sa, 1, MF_STR_NULL), MF_ERR);
+    ck_assert_int_eq(mf_metric_series(c, NULL, 0), -1);
+    sh = mf_metric_series(h, &a, 1);
+    ck_assert_int_eq(mf_metric_observe_at(h, sh, 0.5, MF_STR_NULL), MF_OK);
+    ck_assert_int_eq(mf_metric_add_at(h, sh, 1), MF_ERR);
+    ck_assert_double_eq(mf_metric_value(h, &a, 1), 1);
+}
+END_TEST
+
 START_TEST(render_formats)
 {
     mf_metric_t *c = declare(MF_METRIC_COUNTER, "t_r_total", one_label, 0);
@@ -164,6 +195,7 @@ main(void)
     tcase_add_test(tc, declare_rules);
     tcase_add_test(tc, shards_are_summed);
     tcase_add_test(tc, series_cap_and_values);
+    tcase_add_test(tc, series_by_number);
     tcase_add_test(tc, render_formats);
     suite_add_tcase(s, tc);
     rc = mf_check_run(s, 1);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 5
+#define MF_ABI_MINOR 6
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -895,6 +895,23 @@ struct mf_host_api_s {
      * providers serve no embeddings. */
     int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
                        size_t whylen);
+
+    /* ABI 1.6 (metric series): a label set looked up once, then written
+     * by its number, without the lookup (check api->size). */
+
+    /* Any stage. The number (>= 0) of the series of values (as for
+     * metric_add), added when new; -1 for a wrong count of values or a
+     * series over the cap (dropped, counted). A number stays valid as
+     * long as the metric, that is the process: a stage may keep it (per
+     * worker, or shared) for the requests that follow. */
+    int (*metric_series)(mf_metric_t *m, const mf_str_t *values,
+                         size_t nvalues);
+    /* Any stage. metric_add and metric_observe on series number `series`
+     * of m. MF_ERR for a number metric_series did not give for m or a
+     * wrong type. */
+    int (*metric_add_at)(mf_metric_t *m, int series, double delta);
+    int (*metric_observe_at)(mf_metric_t *m, int series, double value,
+                             mf_str_t trace_id);
 };
 
 /* The one symbol a plugin exports. */

@@ -5,6 +5,7 @@
  * keys and tokens (OpenAI, Anthropic, AWS, GitHub) and generic
  * high-entropy secrets. Each scans bytes by hand (no regex), so the cost
  * is one pass per detector; values are ASCII, any other byte bounds them.
+ * The otel stage runs the key and secret detectors over what it captures.
  */
 #ifndef MF_MASK_DETECT_H
 #define MF_MASK_DETECT_H
