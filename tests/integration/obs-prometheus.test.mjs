@@ -129,8 +129,11 @@ test('TTFT is the first event with text, not the role-only first chunk', async (
   const res = await chat(gw, 'slow start [[mock:chunk_delay=300]]', { model: 'gpt-ttft', stream: true });
   await sseEvents(res);
   const text = await until((t) => value(t, 'manifold_time_to_first_token_seconds_count', { model: 'gpt-ttft' }) === 1);
-  // the role chunk came at once, the first text 300 ms later
-  assert.ok(value(text, 'manifold_time_to_first_token_seconds_sum', { model: 'gpt-ttft' }) >= 0.3);
+  // the role chunk came at once, the first text 300 ms later by the
+  // mock's libevent timer, which runs on the coarse monotonic clock (a
+  // few ms early by the gateway's precise one): 0.25 s still tells the
+  // text event from the role chunk
+  assert.ok(value(text, 'manifold_time_to_first_token_seconds_sum', { model: 'gpt-ttft' }) >= 0.25);
   assert.equal(value(text, 'manifold_time_to_first_token_seconds_bucket', { model: 'gpt-ttft', le: '0.25' }), 0);
   assert.equal(value(text, 'manifold_time_per_output_token_seconds_count', { model: 'gpt-ttft' }), 1);
 });
