@@ -430,28 +430,81 @@ names_template(json_t *body)
            json_is_object(json_object_get(body, "prompt"));
 }
 
+void
+mf_req_respond_count_estimate(mf_req_t *r)
+{
+    mf_hlist_set(r->pool, &r->resp_headers,
+                 MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+    mf_req_respond(r, 200, "application/json", r->count_estimate);
+}
+
+/* A token count the first target's provider counts itself (it has
+ * parse_count): the request becomes a routed call whose upstream
+ * endpoint is MF_ENDPOINT_COUNT_TOKENS (on_route does not run: the
+ * model is the one asked); 1 when it goes on (r->phase set), 0 when the
+ * estimate is the answer. */
+static int
+count_upstream(mf_req_t *r)
+{
+    const char *err = NULL;
+    mf_proto_call_t call = mf_req_proto_call(r);
+    json_t *canon, *m;
+
+    if (r->proto->count_request == NULL) {
+        return 0;
+    }
+    canon = r->proto->count_request(&call, r->json, &err);
+    m = json_object_get(canon, "model");
+    if (canon == NULL || !json_is_string(m) || json_string_length(m) == 0) {
+        json_decref(canon);
+        return 0; /* the estimate, which checked the same body */
+    }
+    r->model = mf_pool_str(
+        r->pool, (mf_str_t){json_string_value(m), json_string_length(m)});
+    r->model_asked = r->model;
+    mf_req_route_default(r);
+    if (r->ntargets == 0 || !mf_req_attempt_first(r)) {
+        json_decref(canon);
+        return 0;
+    }
+    json_decref(r->json);
+    r->json = canon;
+    r->body_dirty = 1;
+    r->count_mode = 1;
+    return mf_req_attempt_prepare(r) == MF_OK ? 1 : -1;
+}
+
 /* An endpoint the adapter answers itself (Anthropic's count_tokens,
- * Gemini's countTokens): answered once on_request ran (MF_PHASE_LOCAL),
- * with no upstream. */
-static void
+ * Gemini's countTokens), once on_request ran (MF_PHASE_LOCAL): with its
+ * own answer, or for a count whose provider counts tokens, with that
+ * provider's count (count_upstream); 1 when the request goes upstream,
+ * 0 when it is answered. */
+static int
 answer_local(mf_req_t *r)
 {
     const char *err = NULL;
-    int status = 200, estimated = 0;
+    int status = 200, estimated = 0, rc;
     mf_proto_call_t call = mf_req_proto_call(r);
     char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              err ? err : "The request could not be read.");
-        return;
+        return 0;
     }
     if (estimated) {
-        mf_hlist_set(r->pool, &r->resp_headers,
-                     MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+        r->count_estimate = mf_pool_str(r->pool, mf_str_from(text));
+        free(text);
+        rc = count_upstream(r);
+        if (rc != 0) {
+            return rc > 0;
+        }
+        mf_req_respond_count_estimate(r);
+        return 0;
     }
     mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
+    return 0;
 }
 
 /* What intake waits on (the response store's entry, read from Redis). */
@@ -1111,7 +1164,12 @@ mf_req_local_end(mf_req_t *r)
         answer_models(r);
         break;
     case LOCAL_ADAPTER:
-        answer_local(r);
+        if (answer_local(r)) {
+            return 1; /* counted upstream: the attempt's phase */
+        }
+        if (r->finished) {
+            return 0;
+        }
         break;
     case LOCAL_RESOURCE:
         /* read from the store (first from Redis when it is there) */

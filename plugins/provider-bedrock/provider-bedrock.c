@@ -580,9 +580,16 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     char url[4096], model[1024], base[1024], *text;
     const char *bad = NULL;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
+    int count = u->endpoint == MF_ENDPOINT_COUNT_TOKENS;
     mf_str_t key = u->key;
 
-    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed)) {
+    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed && !count)) {
+        return MF_ERR;
+    }
+    if (count &&
+        (u->model.len < 10 || memcmp(u->model.data, "anthropic.", 10) != 0)) {
+        /* CountTokens takes Claude's foundation-model ids only: the host
+         * answers its estimate */
         return MF_ERR;
     }
     if (pu_model_segment(api, r, b->name, u->model.data, u->model.len, model,
@@ -600,6 +607,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     }
     n = snprintf(url, sizeof(url), "%s/model/%s/%s", base, model,
                  embed       ? "invoke"
+                 : count     ? "count-tokens"
                  : u->stream ? "converse-stream"
                              : "converse");
     if (n < 0 || (size_t)n >= sizeof(url)) {
@@ -608,6 +616,17 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     msg = embed ? to_embed(r, b, body, u) : to_converse(body, &bad);
     if (msg == NULL) {
         return MF_ERR; /* to_embed set the error */
+    }
+    if (count && bad == NULL) {
+        /* CountTokens: the Converse request's messages and system */
+        json_t *conv = json_object();
+
+        json_object_set(conv, "messages", json_object_get(msg, "messages"));
+        if (json_object_get(msg, "system") != NULL) {
+            json_object_set(conv, "system", json_object_get(msg, "system"));
+        }
+        json_decref(msg);
+        msg = json_pack("{s:{s:o}}", "input", "converse", conv);
     }
     if (bad != NULL) {
         pu_error(api, r, 400, "invalid_request_error", "unsupported_image",
@@ -1036,6 +1055,20 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     return flags;
 }
 
+/* CountTokens' answer: {"inputTokens": N}. */
+static int
+bedrock_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+{
+    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *n = json_object_get(in, "inputTokens");
+
+    (void)r;
+    (void)state;
+    *tokens = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+    json_decref(in);
+    return *tokens >= 0 ? MF_OK : MF_ERR;
+}
+
 static const char *const bedrock_types[] = {"bedrock", NULL};
 
 static const mf_provider_t bedrock_provider = {
@@ -1046,6 +1079,7 @@ static const mf_provider_t bedrock_provider = {
     .parse_stream_event = bedrock_parse_stream_event,
     .parse_error = bedrock_parse_error,
     .stream_framing = "aws-eventstream",
+    .parse_count = bedrock_parse_count,
 };
 
 static const mf_plugin_t bedrock_plugin = {

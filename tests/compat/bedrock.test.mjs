@@ -9,6 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, config } from '../integration/harness.mjs';
 
 let mock, gw, client;
@@ -117,6 +118,33 @@ test('non-stream: SigV4, encoded model id, golden Converse request, usage', asyn
     inferenceConfig: { maxTokens: 300, temperature: 0.2, stopSequences: ['END'] },
     additionalModelRequestFields: { top_k: 40 },
   });
+});
+
+test('count_tokens for a Claude model: Bedrock CountTokens, signed; another model is estimated', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const r = await ant.messages.countTokens({
+    model: CLAUDE, system: 'be brief',
+    messages: [{ role: 'user', content: 'hello' }, { role: 'assistant', content: 'hi' }, { role: 'user', content: 'count' }],
+  });
+  assert.equal(r.input_tokens, 1003, 'the mock counts 1000 + the turns');
+  const last = await mock.last();
+  assert.equal(last.path, '/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens');
+  assert.ok(sigv4(last, 'mock/secret/AKIDMOCK1').ok, 'signature');
+  assert.deepEqual(JSON.parse(last.body), { input: { converse: {
+    messages: [
+      { role: 'user', content: [{ text: 'hello' }] },
+      { role: 'assistant', content: [{ text: 'hi' }] },
+      { role: 'user', content: [{ text: 'count' }] },
+    ],
+    system: [{ text: 'be brief' }],
+  } } });
+  const before = (await (await fetch(`${mock.url}/_mock/count`)).json()).count;
+  const res = await ant.messages.countTokens({
+    model: 'amazon.nova-pro-v1:0', messages: [{ role: 'user', content: 'hello' }],
+  }).withResponse();
+  assert.ok(res.data.input_tokens > 0 && res.data.input_tokens < 1000);
+  assert.equal(res.response.headers.get('x-manifold-tokens-estimated'), 'true');
+  assert.equal((await (await fetch(`${mock.url}/_mock/count`)).json()).count, before, 'no upstream call');
 });
 
 test('auth: session token signed too, API keys as bearer, a wrong secret is a 502', async () => {

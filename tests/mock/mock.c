@@ -49,6 +49,9 @@
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
  *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
  *    in mock_bedrock.c, with the same directives;
+ *  - token counting: POST /v1/messages/count_tokens, :countTokens (Google
+ *    AI and Vertex AI) and Bedrock's /model/ID/count-tokens check the
+ *    body their service takes and answer 1000 + the number of turns;
  *  - embeddings: 8 numbers from a hash of each input; a model whose name
  *    holds "bow" gives 64, the input's bag of words (texts sharing words
  *    are near);
@@ -987,6 +990,7 @@ typedef struct {
     int moderations;
     int anthropic;
     int gemini;
+    int count; /* a token-counting endpoint */
     int bedrock;
     char uri[1024];
     char auth[2048];
@@ -1583,6 +1587,66 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
     }
 }
 
+/* The token-counting endpoints: Anthropic's /v1/messages/count_tokens,
+ * Gemini's :countTokens (Google AI: a generateContentRequest naming its
+ * model; Vertex AI: contents at the top), Bedrock's count-tokens
+ * (input.converse). Each checks the shape its service takes and answers
+ * 1000 + the number of turns, a count no estimate gives. */
+static void
+answer_count(pending_t *p)
+{
+    json_t *turns = NULL,
+           *gcr = json_object_get(p->body, "generateContentRequest");
+    const char *problem = NULL;
+    int n;
+
+    if (p->auth[0] == '\0') {
+        problem = "no credential";
+    } else if (p->anthropic) {
+        turns = json_object_get(p->body, "messages");
+        if (!json_is_string(json_object_get(p->body, "model"))) {
+            problem = "model: Field required";
+        } else if (json_object_get(p->body, "max_tokens") != NULL ||
+                   json_object_get(p->body, "stream") != NULL) {
+            problem = "max_tokens, stream: Extra inputs are not permitted";
+        }
+    } else if (p->gemini && strstr(p->uri, "/publishers/") != NULL) {
+        turns = json_object_get(p->body, "contents");
+        if (gcr != NULL) {
+            problem = "Vertex AI takes contents at the top";
+        }
+    } else if (p->gemini) {
+        turns = json_object_get(gcr, "contents");
+        if (!json_is_object(gcr) ||
+            strncmp(json_string_value(json_object_get(gcr, "model")) ?: "",
+                    "models/", 7) != 0 ||
+            json_object_get(p->body, "contents") != NULL) {
+            problem = "generateContentRequest with its model (models/...) "
+                      "is required";
+        }
+    } else {
+        turns = json_object_get(
+            json_object_get(json_object_get(p->body, "input"), "converse"),
+            "messages");
+    }
+    if (problem == NULL && !json_is_array(turns)) {
+        problem = "no turns to count";
+    }
+    if (problem != NULL) {
+        send_json(p->req, 400,
+                  json_pack("{s:{s:s,s:s}}", "error", "message", problem,
+                            "type", "invalid_request_error"),
+                  0);
+        return;
+    }
+    n = 1000 + (int)json_array_size(turns);
+    send_json(p->req, 200,
+              p->anthropic ? json_pack("{s:i}", "input_tokens", n)
+              : p->gemini  ? json_pack("{s:i}", "totalTokens", n)
+                           : json_pack("{s:i}", "inputTokens", n),
+              0);
+}
+
 static void
 answer(pending_t *p)
 {
@@ -1619,6 +1683,8 @@ answer(pending_t *p)
         anthropic_error(p->req, status, p->d.retry_after);
     } else if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
+    } else if (p->count) {
+        answer_count(p);
     } else if (p->gemini) {
         answer_gemini(p->req, p->uri, p->body, &p->d, p->auth);
     } else if (p->bedrock) {
@@ -1775,6 +1841,9 @@ handle(struct evhttp_request *req, void *arg)
     p->moderations = strstr(uri, "/moderations") != NULL;
     p->anthropic = strstr(uri, "/messages") != NULL &&
                    strstr(uri, "/chat/completions") == NULL;
+    p->count = strstr(uri, "/v1/messages/count_tokens") != NULL ||
+               strstr(uri, ":countTokens") != NULL ||
+               (p->bedrock && strstr(uri, "/count-tokens") != NULL);
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
                               p->anthropic ? "x-api-key" : "Authorization");
     if (p->gemini && evhttp_find_header(evhttp_request_get_input_headers(req),

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 5
+#define MF_ABI_MINOR 6
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -105,6 +105,12 @@ typedef enum mf_endpoint_e {
      * then the gateway answers; no model call, no upstream, nothing to
      * meter */
     MF_ENDPOINT_LOCAL,
+    /* ABI 1.6 (count tokens): only in mf_upstream_t, for a provider with
+     * parse_count: count the prompt of the canonical request with the
+     * upstream's own token-counting endpoint (Anthropic's
+     * /v1/messages/count_tokens, Gemini's :countTokens, ...). Stages see
+     * such a request as MF_ENDPOINT_LOCAL. */
+    MF_ENDPOINT_COUNT_TOKENS,
 } mf_endpoint_t;
 
 /* Token usage of a request. -1 = not known. */
@@ -318,7 +324,17 @@ typedef struct mf_provider_s {
      * (or api->resume(r, MF_FAIL)). */
     mf_action_t (*authorize)(mf_req_t *r, void *state, const mf_upstream_t *u);
 
-    void *spare[6];
+    /* ABI 1.6 (count tokens). Optional: a provider that sets it counts
+     * tokens upstream: build_request takes u->endpoint ==
+     * MF_ENDPOINT_COUNT_TOKENS (the canonical request's prompt to the
+     * upstream's counting endpoint; MF_ERR without api->set_error: this
+     * model cannot be counted there, and the host answers its estimate),
+     * and parse_count reads the 2xx answer into *tokens (MF_ERR when it
+     * cannot). */
+    int (*parse_count)(mf_req_t *r, void *state, mf_str_t body,
+                       int64_t *tokens);
+
+    void *spare[5];
 } mf_provider_t;
 
 /* The descriptor a plugin returns from mf_plugin_v1(). */
