@@ -561,6 +561,20 @@ api_set_upstream_url(mf_req_t *r, mf_str_t url)
 }
 
 static int
+api_set_upstream_wire(mf_req_t *r, mf_str_t wire)
+{
+    if (!in_call(r, MF_CALL_PROVIDER) || r->att.call != NULL ||
+        r->att.start > 0) {
+        return MF_ERR; /* build_request only: before the call */
+    }
+    if (!mf_str_eq_cstr(wire, r->att.prov->ops->wire)) {
+        r->att.passthrough = 0;
+        r->att.wire_canonical = 0;
+    }
+    return MF_OK;
+}
+
+static int
 api_set_upstream_body(mf_req_t *r, mf_str_t body)
 {
     if (!in_call(r, MF_CALL_PROVIDER)) {
@@ -1257,4 +1271,6 @@ const mf_host_api_t mf_api = {
     .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
+    /* ABI 1.6 (protocols): an upstream wire per attempt */
+    .set_upstream_wire = api_set_upstream_wire,
 };

@@ -52,6 +52,8 @@
  *  - token counting: POST /v1/messages/count_tokens, :countTokens (Google
  *    AI and Vertex AI) and Bedrock's /model/ID/count-tokens check the
  *    body their service takes and answer 1000 + the number of turns;
+ *  - POST /v1/responses speaks OpenAI's Responses API, whole and as its
+ *    response.* event stream (mock_responses.c), with the same directives;
  *  - embeddings: 8 numbers from a hash of each input; a model whose name
  *    holds "bow" gives 64, the input's bag of words (texts sharing words
  *    are near);
@@ -990,7 +992,8 @@ typedef struct {
     int moderations;
     int anthropic;
     int gemini;
-    int count; /* a token-counting endpoint */
+    int count;     /* a token-counting endpoint */
+    int responses; /* OpenAI's Responses API */
     int bedrock;
     char uri[1024];
     char auth[2048];
@@ -1685,6 +1688,8 @@ answer(pending_t *p)
         send_error(p->req, status, p->d.retry_after);
     } else if (p->count) {
         answer_count(p);
+    } else if (p->responses) {
+        answer_responses(p->req, p->body, &p->d);
     } else if (p->gemini) {
         answer_gemini(p->req, p->uri, p->body, &p->d, p->auth);
     } else if (p->bedrock) {
@@ -1839,6 +1844,7 @@ handle(struct evhttp_request *req, void *arg)
     p->bedrock = !p->gemini && bedrock_path(uri);
     p->embeddings = strstr(uri, "/embeddings") != NULL;
     p->moderations = strstr(uri, "/moderations") != NULL;
+    p->responses = !p->gemini && !p->bedrock && responses_path(uri);
     p->anthropic = strstr(uri, "/messages") != NULL &&
                    strstr(uri, "/chat/completions") == NULL;
     p->count = strstr(uri, "/v1/messages/count_tokens") != NULL ||
@@ -1867,9 +1873,9 @@ handle(struct evhttp_request *req, void *arg)
         p->body = json_stringn(body, len); /* the token endpoint's form */
     }
     free(body);
-    if (p->body == NULL ||
-        (!p->embeddings && !p->anthropic && !p->gemini && !p->bedrock &&
-         !p->moderations && strstr(uri, "/chat/completions") == NULL)) {
+    if (p->body == NULL || (!p->embeddings && !p->anthropic && !p->gemini &&
+                            !p->bedrock && !p->moderations && !p->responses &&
+                            strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",
@@ -1900,6 +1906,8 @@ handle(struct evhttp_request *req, void *arg)
         gemini_directives(p->body, &p->d);
     } else if (p->bedrock) {
         bedrock_directives(p->body, &p->d);
+    } else if (p->responses) {
+        responses_directives(p->body, &p->d);
     }
     if (mode_status != 0) {
         p->d.status = mode_status;

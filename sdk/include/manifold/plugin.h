@@ -908,6 +908,15 @@ struct mf_host_api_s {
      * providers serve no embeddings. */
     int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
                        size_t whylen);
+
+    /* ABI 1.6 (protocols): an upstream wire per attempt. */
+    /* Provider, build_request only. This attempt's upstream speaks
+     * another wire than the provider's `wire` (a provider that serves
+     * some models over another API, such as OpenAI's Responses API): its
+     * bytes are then never passed through, and parse_response and
+     * parse_stream_event are called with `canonical` set. MF_ERR outside
+     * build_request. */
+    int (*set_upstream_wire)(mf_req_t *r, mf_str_t wire);
 };
 
 /* The one symbol a plugin exports. */
