@@ -1051,6 +1051,19 @@ api_add_endpoint(const mf_endpoint_def_t *def)
     return MF_OK;
 }
 
+/* ABI 1.6: a virtual model a stage declares in its init */
+static int
+api_declare_model(const char *name)
+{
+    char err[300];
+
+    if (mf_gen_loading_declare_model(name, err, sizeof(err)) != MF_OK) {
+        mf_log_error("declare_model: %s", err);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
 /* ABI 1.5: stage-made answers and the answer record */
 
 static int
@@ -1271,6 +1284,7 @@ const mf_host_api_t mf_api = {
     .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
-    /* ABI 1.6 (protocols): an upstream wire per attempt */
+    /* ABI 1.6 (protocols): an upstream wire per attempt; declared models */
     .set_upstream_wire = api_set_upstream_wire,
+    .declare_model = api_declare_model,
 };

@@ -59,17 +59,28 @@ model_id(mf_str_t id, char *buf, size_t cap)
 }
 
 /* Whether stage sc of the config lists its models: while it is enabled
- * (its config's enabled:, or the admin API's enable/disable since). */
+ * (its config's enabled:, or the admin API's enable/disable since). Its
+ * models: those of its `models:`, then those it declared in its init
+ * (*declared, of its loaded instance). */
 static int
-stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc)
+stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc, char ***declared,
+            size_t *ndeclared)
 {
-    mf_pstage_t *s;
+    mf_pstage_t *s = mf_gen_find_stage(g, sc->name);
 
-    if (sc->nmodels == 0) {
+    *declared = s != NULL ? s->models : NULL;
+    *ndeclared = s != NULL ? s->nmodels : 0;
+    if (sc->nmodels == 0 && *ndeclared == 0) {
         return 0;
     }
-    s = mf_gen_find_stage(g, sc->name);
     return s != NULL ? atomic_load(&s->enabled) : sc->enabled;
+}
+
+/* The j-th model stage sc lists (its config's, then its declared ones). */
+static const char *
+stage_model(const mf_stage_conf_t *sc, char **declared, size_t j)
+{
+    return j < sc->nmodels ? sc->models[j] : declared[j - sc->nmodels];
 }
 
 /* GET of a model list: the exact names providers serve (models and
@@ -111,17 +122,20 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
     }
     for (i = 0; i < g->config->nstages; i++) {
         const mf_stage_conf_t *sc = &g->config->stages[i];
+        char **declared;
+        size_t nd;
 
-        if (!stage_lists(g, sc)) {
+        if (!stage_lists(g, sc, &declared, &nd)) {
             continue;
         }
-        for (j = 0; j < sc->nmodels; j++) {
-            mf_proto_model_t e = {sc->models[j], sc->name};
+        for (j = 0; j < sc->nmodels + nd; j++) {
+            const char *m = stage_model(sc, declared, j);
+            mf_proto_model_t e = {m, sc->name};
 
-            if (json_object_get(seen, sc->models[j])) {
+            if (json_object_get(seen, m)) {
                 continue;
             }
-            json_object_set_new(seen, sc->models[j], json_true());
+            json_object_set_new(seen, m, json_true());
             json_array_append_new(data, shape->model(&e));
         }
     }
@@ -150,12 +164,14 @@ handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
         }
         for (i = 0; i < g->config->nstages && owner == NULL; i++) {
             const mf_stage_conf_t *sc = &g->config->stages[i];
+            char **declared;
+            size_t nd;
 
-            if (!stage_lists(g, sc)) {
+            if (!stage_lists(g, sc, &declared, &nd)) {
                 continue;
             }
-            for (j = 0; j < sc->nmodels && owner == NULL; j++) {
-                if (strcmp(sc->models[j], name) == 0) {
+            for (j = 0; j < sc->nmodels + nd && owner == NULL; j++) {
+                if (strcmp(stage_model(sc, declared, j), name) == 0) {
                     owner = sc->name;
                 }
             }

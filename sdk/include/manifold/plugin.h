@@ -909,7 +909,8 @@ struct mf_host_api_s {
     int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
                        size_t whylen);
 
-    /* ABI 1.6 (protocols): an upstream wire per attempt. */
+    /* ABI 1.6 (protocols): an upstream wire per attempt; model names a
+     * stage declares. */
     /* Provider, build_request only. This attempt's upstream speaks
      * another wire than the provider's `wire` (a provider that serves
      * some models over another API, such as OpenAI's Responses API): its
@@ -917,6 +918,14 @@ struct mf_host_api_s {
      * parse_stream_event are called with `canonical` set. MF_ERR outside
      * build_request. */
     int (*set_upstream_wire)(mf_req_t *r, mf_str_t wire);
+    /* init only. A model name the stage serves itself (a virtual model,
+     * such as a router's "auto" that it maps to a real model in
+     * on_request or on_route): listed by every model list (/v1/models in
+     * each API's shape, /v1/models/{id}) while the stage is enabled, as
+     * `models:` on its entry in the config is. Exact names only: MF_ERR
+     * (logged) for a pattern (* or ?), an empty name, or a call outside
+     * init. Declaring a name only lists it. */
+    int (*declare_model)(const char *name);
 };
 
 /* The one symbol a plugin exports. */
