@@ -17,6 +17,7 @@
 #include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
+#include "routing/modellist.h"
 #include "proto/proto.h"
 #include "request/jscan.h"
 #include "svc/svc.h"
@@ -96,6 +97,7 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
 
     for (i = 0; i < g->nproviders; i++) {
         mf_provider_conf_t *pc = g->providers[i].conf;
+        json_t *up = mf_modellist_get(pc), *v;
 
         for (j = 0; j < pc->nmodels + pc->nmap; j++) {
             const char *m = j < pc->nmodels
@@ -109,6 +111,18 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
             json_object_set_new(seen, m, json_true());
             json_array_append_new(data, shape->model(&e));
         }
+        /* upstream_models: what its globs serve of the upstream's list */
+        json_array_foreach(up, j, v)
+        {
+            mf_proto_model_t e = {json_string_value(v), pc->name};
+
+            if (pc->disabled || json_object_get(seen, e.id)) {
+                continue;
+            }
+            json_object_set_new(seen, e.id, json_true());
+            json_array_append_new(data, shape->model(&e));
+        }
+        json_decref(up);
     }
     for (i = 0; i < g->config->nroutes; i++) {
         const char *m = g->config->routes[i].model;

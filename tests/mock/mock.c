@@ -61,6 +61,9 @@
  *    result per input: flagged when the text holds "mock-flag-CATEGORY"
  *    (violence, hate, harassment, self-harm, sexual); the directives
  *    in the input (delay, hang, status) apply;
+ *  - GET .../models lists mock-model, mock-model-large and other-model
+ *    (OpenAI's and Anthropic's shape), GET .../v1beta/models
+ *    gemini-mock-pro, gemini-mock-flash and text-mock-embed (Gemini's);
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
@@ -1827,12 +1830,29 @@ handle(struct evhttp_request *req, void *arg)
         free(body);
         return;
     }
+    if (strstr(uri, "/v1beta/models") != NULL &&
+        evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
+        /* Gemini's list */
+        send_json(req, 200,
+                  json_pack("{s:[{s:s},{s:s},{s:s}]}", "models", "name",
+                            "models/gemini-mock-pro", "name",
+                            "models/gemini-mock-flash", "name",
+                            "models/text-mock-embed"),
+                  0);
+        free(body);
+        return;
+    }
     if (strstr(uri, "/models") != NULL &&
         evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
         send_json(req, 200,
-                  json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
-                            "data", "id", "mock-model", "object", "model",
-                            "created", 0, "owned_by", "mock"),
+                  json_pack("{s:s,s:[{s:s,s:s,s:i,s:s},{s:s,s:s,s:i,s:s},"
+                            "{s:s,s:s,s:i,s:s}]}",
+                            "object", "list", "data", "id", "mock-model",
+                            "object", "model", "created", 0, "owned_by", "mock",
+                            "id", "mock-model-large", "object", "model",
+                            "created", 0, "owned_by", "mock", "id",
+                            "other-model", "object", "model", "created", 0,
+                            "owned_by", "mock"),
                   0);
         free(body);
         return;
