@@ -140,7 +140,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
         }
         if (strcmp(role, "tool") == 0) {
             json_array_append_new(input,
-                                  json_pack("{s:s,s:O,s:o}", "type",
+                                  json_pack("{s:s,s:O?,s:o}", "type",
                                             "function_call_output", "call_id",
                                             json_object_get(m, "tool_call_id"),
                                             "output", text_of(content)));
@@ -161,7 +161,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
 
                 json_array_append_new(
                     input,
-                    json_pack("{s:s,s:O,s:O,s:s}", "type", "function_call",
+                    json_pack("{s:s,s:O?,s:O?,s:s}", "type", "function_call",
                               "call_id", json_object_get(tc, "id"), "name",
                               json_object_get(fn, "name"), "arguments",
                               json_is_string(args) ? json_string_value(args)
@@ -194,7 +194,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
             json_object_set_new(
                 out, "tool_choice",
                 json_pack(
-                    "{s:s,s:O}", "type", "function", "name",
+                    "{s:s,s:O?}", "type", "function", "name",
                     json_object_get(json_object_get(v, "function"), "name")));
         }
     }
@@ -319,7 +319,7 @@ rw_completion(json_t *resp, mf_usage_t *usage)
             json_t *args = json_object_get(item, "arguments");
 
             json_array_append_new(
-                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                calls, json_pack("{s:O?,s:s,s:{s:O?,s:s}}", "id",
                                  json_object_get(item, "call_id"), "type",
                                  "function", "function", "name",
                                  json_object_get(item, "name"), "arguments",
@@ -426,8 +426,8 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
 
             s->tool_of_item[idx] = ti;
             c = chunk(s,
-                      json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}", "tool_calls",
-                                "index", ti, "id",
+                      json_pack("{s:[{s:i,s:O?,s:s,s:{s:O?,s:s}}]}",
+                                "tool_calls", "index", ti, "id",
                                 json_object_get(item, "call_id"), "type",
                                 "function", "function", "name",
                                 json_object_get(item, "name"), "arguments", ""),
@@ -455,13 +455,11 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
                strcmp(type, "error") == 0) {
         json_t *e =
             strcmp(type, "error") == 0 ? j : json_object_get(resp, "error");
-        json_t *msg = json_object_get(e, "message");
+        const char *msg = json_string_value(json_object_get(e, "message"));
 
-        c = json_pack("{s:{s:O,s:s,s:O}}", "error", "message",
-                      msg ? msg : json_string("the upstream response failed"),
-                      "type", "upstream_error", "code",
-                      json_object_get(e, "code") ? json_object_get(e, "code")
-                                                 : json_null());
+        c = json_pack("{s:{s:s,s:s,s:O?}}", "error", "message",
+                      msg ? msg : "the upstream response failed", "type",
+                      "upstream_error", "code", json_object_get(e, "code"));
         flags |= MF_EVENT_ERROR;
     }
     /* created/in_progress snapshots, content parts, the done events:
