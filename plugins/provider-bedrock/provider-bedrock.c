@@ -309,10 +309,20 @@ image_format(mf_str_t mt)
     return NULL;
 }
 
-/* Content (a string or parts) to Converse blocks; *bad names an image
- * Converse cannot take. */
+/* Converse's prompt-cache breakpoint, the block after what it caches
+ * (a canonical part's or tool's cache_control, Anthropic's breakpoint). */
 static json_t *
-blocks_of(json_t *content, const char **bad)
+cache_point(void)
+{
+    return json_pack("{s:{s:s}}", "cachePoint", "type", "default");
+}
+
+/* Content (a string or parts) to Converse blocks; *bad names an image
+ * Converse cannot take. A part with cache_control is followed by a
+ * cachePoint block when cache is set, else *cached is set (a tool
+ * result's content takes none: the point goes after the result). */
+static json_t *
+blocks_cached(json_t *content, const char **bad, int cache, int *cached)
 {
     json_t *out = json_array(), *part;
     size_t i;
@@ -344,9 +354,24 @@ blocks_of(json_t *content, const char **bad)
             json_array_append_new(out, json_pack("{s:{s:s,s:{s:s%}}}", "image",
                                                  "format", fmt, "source",
                                                  "bytes", data.data, data.len));
+        } else {
+            continue;
+        }
+        if (json_is_object(json_object_get(part, "cache_control"))) {
+            if (cache) {
+                json_array_append_new(out, cache_point());
+            } else if (cached != NULL) {
+                *cached = 1;
+            }
         }
     }
     return out;
+}
+
+static json_t *
+blocks_of(json_t *content, const char **bad)
+{
+    return blocks_cached(content, bad, 1, NULL);
 }
 
 static json_t *
@@ -369,7 +394,7 @@ tool_use_blocks(json_t *calls)
 }
 
 static json_t *
-tool_result_block(json_t *m)
+tool_result_block(json_t *m, int *cached)
 {
     json_t *content = json_object_get(m, "content"), *inner, *j;
     const char *bad = NULL;
@@ -382,7 +407,7 @@ tool_result_block(json_t *m)
             json_decref(j);
         }
     } else {
-        inner = blocks_of(content, &bad);
+        inner = blocks_cached(content, &bad, 0, cached);
     }
     if (json_array_size(inner) == 0) {
         json_array_append_new(inner, json_pack("{s:s}", "text", "(empty)"));
@@ -418,6 +443,9 @@ tool_config(json_t *in)
                             json_object_get(fn, "description"));
         }
         json_array_append_new(tools, json_pack("{s:o}", "toolSpec", spec));
+        if (json_is_object(json_object_get(t, "cache_control"))) {
+            json_array_append_new(tools, cache_point());
+        }
     }
     if (json_array_size(tools) == 0) {
         json_decref(tools);
@@ -466,8 +494,13 @@ to_converse(json_t *in, const char **bad)
             json_array_extend(system, blocks);
             json_decref(blocks);
         } else if (strcmp(role, "tool") == 0) {
-            pu_push_turn(msgs, "user", "content",
-                         json_pack("[o]", tool_result_block(m)));
+            int cached = 0;
+            json_t *blocks = json_pack("[o]", tool_result_block(m, &cached));
+
+            if (cached) {
+                json_array_append_new(blocks, cache_point());
+            }
+            pu_push_turn(msgs, "user", "content", blocks);
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = blocks_of(content, bad);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));

@@ -147,6 +147,35 @@ test('count_tokens for a Claude model: Bedrock CountTokens, signed; another mode
   assert.equal((await (await fetch(`${mock.url}/_mock/count`)).json()).count, before, 'no upstream call');
 });
 
+test('cache_control (Anthropic SDK) becomes Converse cachePoint blocks', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const eph = { type: 'ephemeral' };
+  const m = await ant.messages.create({
+    model: CLAUDE, max_tokens: 100,
+    system: [{ type: 'text', text: 'a long system prompt', cache_control: eph }],
+    tools: [{ name: 'get_weather', description: 'Weather of a city', cache_control: eph,
+      input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'weather?', cache_control: eph }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'tooluse_1', name: 'get_weather', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tooluse_1', content: [{ type: 'text', text: 'sunny', cache_control: eph }] }, { type: 'text', text: 'and so?' }] },
+    ],
+  });
+  assert.equal(m.type, 'message');
+  const up = JSON.parse((await mock.last()).body);
+  const cp = { cachePoint: { type: 'default' } };
+  assert.deepEqual(up.system, [{ text: 'a long system prompt' }, cp]);
+  assert.deepEqual(up.messages[0].content, [{ text: 'weather?' }, cp]);
+  assert.deepEqual(up.messages[2].content, [
+    { toolResult: { toolUseId: 'tooluse_1', content: [{ text: 'sunny' }], status: 'success' } }, cp, { text: 'and so?' },
+  ]);
+  assert.deepEqual(up.toolConfig.tools[1], cp);
+  assert.equal(up.toolConfig.tools[0].toolSpec.name, 'get_weather');
+  // without cache_control, no cachePoint
+  await ant.messages.create({ model: CLAUDE, max_tokens: 10, system: 'plain', messages: [{ role: 'user', content: 'hi' }] });
+  assert.ok(!(await mock.last()).body.includes('cachePoint'));
+});
+
 test('auth: session token signed too, API keys as bearer, a wrong secret is a 502', async () => {
   const a = await client.chat.completions.create({ model: 'sts-claude', messages: [{ role: 'user', content: 'sts' }] });
   assert.equal(a.choices[0].message.content, 'Hello from mock. You said: sts');
