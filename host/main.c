@@ -21,6 +21,7 @@
 #include "routing/balancer.h"
 #include "cli/init.h"
 #include "routing/keypool.h"
+#include "routing/modellist.h"
 #include "lua/lua_stage.h"
 #include "pipeline/plugin.h"
 #include "request/request.h"
@@ -254,6 +255,7 @@ keypool_tick(mf_worker_t *w)
     mf_gen_t *g = mf_gen_acquire();
 
     mf_keypool_tick(w, g != NULL ? g->config->redis : NULL);
+    mf_modellist_tick(w, g); /* upstream_models: the lists due */
     mf_gen_release(g);
 }
 
@@ -486,6 +488,7 @@ out:
     mf_log_stop(2000);
     mf_reloader_free(&m.rl);
     mf_keypool_free();
+    mf_modellist_free();
     mf_balancer_free();
     mf_shdict_free();
     mf_metrics_free();

@@ -561,6 +561,20 @@ api_set_upstream_url(mf_req_t *r, mf_str_t url)
 }
 
 static int
+api_set_upstream_wire(mf_req_t *r, mf_str_t wire)
+{
+    if (!in_call(r, MF_CALL_PROVIDER) || r->att.call != NULL ||
+        r->att.start > 0) {
+        return MF_ERR; /* build_request only: before the call */
+    }
+    if (!mf_str_eq_cstr(wire, r->att.prov->ops->wire)) {
+        r->att.passthrough = 0;
+        r->att.wire_canonical = 0;
+    }
+    return MF_OK;
+}
+
+static int
 api_set_upstream_body(mf_req_t *r, mf_str_t body)
 {
     if (!in_call(r, MF_CALL_PROVIDER)) {
@@ -1037,6 +1051,19 @@ api_add_endpoint(const mf_endpoint_def_t *def)
     return MF_OK;
 }
 
+/* ABI 1.6: a virtual model a stage declares in its init */
+static int
+api_declare_model(const char *name)
+{
+    char err[300];
+
+    if (mf_gen_loading_declare_model(name, err, sizeof(err)) != MF_OK) {
+        mf_log_error("declare_model: %s", err);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
 /* ABI 1.5: stage-made answers and the answer record */
 
 static int
@@ -1261,4 +1288,7 @@ const mf_host_api_t mf_api = {
     .metric_series = mf_metric_series,
     .metric_add_at = mf_metric_add_at,
     .metric_observe_at = mf_metric_observe_at,
+    /* ABI 1.6 (protocols): an upstream wire per attempt; declared models */
+    .set_upstream_wire = api_set_upstream_wire,
+    .declare_model = api_declare_model,
 };

@@ -420,6 +420,68 @@ header_never_forwarded(const char *name)
     return 0;
 }
 
+/* upstream_models: {refresh, path, header}: the provider's own model
+ * list, fetched in the background, for /v1/models to list what its globs
+ * serve. The path and header default by type (the key probe's for the
+ * OpenAI-wire types); signed APIs (bedrock, vertex) are refused. */
+static void
+load_upstream_models(check_t *ck, mf_provider_conf_t *p, const mf_node_t *n,
+                     const char *path)
+{
+    static const char *const keys[] = {"refresh", "path", "header", NULL};
+    const char *type = p->type ? p->type : "openai";
+
+    if (n == NULL) {
+        return;
+    }
+    if (n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, path,
+                  "upstream_models must be a map (refresh, path, header)");
+        return;
+    }
+    check_keys(ck, n, path, keys);
+    get_duration(ck, n, "refresh", path, &p->list_refresh_ms);
+    if (mf_node_get(n, "refresh") == NULL) {
+        cfg_error(ck, n, path,
+                  "upstream_models needs refresh: how often the list is "
+                  "fetched (10s or more, e.g. 10m)");
+    } else if (p->list_refresh_ms < 10000) {
+        cfg_error(ck, mf_node_get(n, "refresh"), path,
+                  "upstream_models.refresh must be 10s or more");
+    }
+    if (strcmp(type, "bedrock") == 0 || strcmp(type, "vertex") == 0) {
+        cfg_error(ck, n, path,
+                  "upstream_models is not served for type %s (its model "
+                  "list needs a signed request)",
+                  type);
+    }
+    get_string(ck, n, "path", path, &p->list_path);
+    get_string(ck, n, "header", path, &p->list_header);
+    if (strcmp(type, "anthropic") == 0) {
+        p->list_extra = mf_xstrdup("anthropic-version: 2023-06-01");
+    }
+    if (p->list_path == NULL) {
+        p->list_path =
+            mf_xstrdup(strcmp(type, "anthropic") == 0 ? "/v1/models"
+                       : strcmp(type, "gemini") == 0  ? "/v1beta/models"
+                                                      : p->probe_path);
+    }
+    if (p->list_header == NULL) {
+        p->list_header =
+            mf_xstrdup(strcmp(type, "anthropic") == 0 ? "x-api-key"
+                       : strcmp(type, "gemini") == 0  ? "x-goog-api-key"
+                       : strcmp(type, "azure") == 0   ? "api-key"
+                                                      : p->probe_header);
+    }
+    if (p->list_path[0] != '/' || strpbrk(p->list_path, " \r\n") != NULL) {
+        cfg_error(ck, n, path, "upstream_models.path must start with /");
+    }
+    if (p->list_header[0] == '\0' ||
+        strpbrk(p->list_header, " :\r\n") != NULL) {
+        cfg_error(ck, n, path, "upstream_models.header must be a header name");
+    }
+}
+
 /* forward_headers: the client headers passed to this provider. */
 static void
 load_forward_headers(check_t *ck, mf_provider_conf_t *p, const mf_node_t *n,
@@ -468,6 +530,7 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
                                           "key_failures",
                                           "probe",
                                           "forward_headers",
+                                          "upstream_models",
                                           NULL};
     mf_provider_conf_t *p = &c->providers[idx];
     const mf_node_t *k, *m;
@@ -602,6 +665,7 @@ load_provider(check_t *ck, mf_config_t *c, const mf_node_t *n, size_t idx)
         p->probe_header = mf_xstrdup("authorization");
     }
     load_forward_headers(ck, p, mf_node_get(n, "forward_headers"), path);
+    load_upstream_models(ck, p, mf_node_get(n, "upstream_models"), path);
     p->json = mf_node_to_json(n);
 }
 
@@ -2070,6 +2134,9 @@ mf_config_free(mf_config_t *c)
         }
         free(p->model_map);
         free(p->probe_path);
+        free(p->list_path);
+        free(p->list_header);
+        free(p->list_extra);
         free(p->probe_header);
         for (j = 0; j < p->nforward; j++) {
             free(p->forward_headers[j]);

@@ -38,7 +38,15 @@ typedef struct mf_provider_conf_s {
     char *probe_path;         /* GET base_url + this brings a key back */
     double probe_interval_ms; /* between probes of a quarantined key */
     char *probe_header;       /* the header carrying the key */
-    char **forward_headers;   /* client headers passed upstream */
+    /* upstream_models: the upstream's own model list, fetched in the
+     * background (GET base_url + list_path with the first key in
+     * list_header, plus list_extra "name: value" when set) every
+     * list_refresh_ms; 0: off */
+    double list_refresh_ms;
+    char *list_path;
+    char *list_header;
+    char *list_extra;
+    char **forward_headers; /* client headers passed upstream */
     size_t nforward;
     int has_forward; /* forward_headers was given (else the wire's) */
     json_t *json;    /* the whole entry, for the plugin's init */

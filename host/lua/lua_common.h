@@ -86,6 +86,7 @@ void mf_lua_inject_llm_api(lua_State *L);
 void mf_lua_inject_files_api(lua_State *L);
 void mf_lua_inject_body_api(lua_State *L); /* after the req API */
 void mf_lua_inject_endpoint_api(lua_State *L);
+void mf_lua_inject_models_api(lua_State *L);
 void mf_lua_inject_metrics_api(lua_State *L);
 
 /* The worker whose state is running the script's top level while the

@@ -364,6 +364,7 @@ open_mf(lua_State *L)
     mf_lua_inject_time_api(L);
     mf_lua_inject_redis_api(L);
     mf_lua_inject_endpoint_api(L);
+    mf_lua_inject_models_api(L);
     mf_lua_inject_metrics_api(L);
     mf_lua_inject_regex_api(L);
     mf_lua_inject_llm_api(L);

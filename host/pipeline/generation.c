@@ -134,6 +134,10 @@ stage_unref(mf_pstage_t *s)
         free(s->commands[i].usage);
     }
     free(s->commands);
+    for (i = 0; i < s->nmodels; i++) {
+        free(s->models[i]);
+    }
+    free(s->models);
     pthread_mutex_destroy(&s->err_lock);
     free(s->name);
     free(s->file);
@@ -665,6 +669,45 @@ mf_gen_loading_command(const char *name, const char *usage, mf_command_fn fn,
     s->commands[s->ncommands].arg = arg;
     s->ncommands++;
     rc = MF_OK;
+out:
+    pthread_mutex_unlock(&loading_lock);
+    return rc;
+}
+
+int
+mf_gen_loading_declare_model(const char *name, char *err, size_t errcap)
+{
+    mf_pstage_t *s;
+    size_t i, n = name ? strlen(name) : 0;
+    int rc = MF_ERR;
+
+    pthread_mutex_lock(&loading_lock);
+    s = loading;
+    if (s == NULL) {
+        snprintf(err, errcap, "only while the stage loads (its init)");
+        goto out;
+    }
+    if (n == 0 || n > 200 || strpbrk(name, "*?") != NULL) {
+        snprintf(err, errcap,
+                 "'%.200s': a model name is exact (no * or ?), 1 to 200 "
+                 "bytes",
+                 name ? name : "");
+        goto out;
+    }
+    for (i = 0; i < n; i++) {
+        if ((unsigned char)name[i] < 0x20 || name[i] == 0x7f) {
+            snprintf(err, errcap, "a model name holds no control character");
+            goto out;
+        }
+    }
+    rc = MF_OK;
+    for (i = 0; i < s->nmodels; i++) {
+        if (strcmp(s->models[i], name) == 0) {
+            goto out; /* declared already: once is enough */
+        }
+    }
+    s->models = mf_xrealloc(s->models, (s->nmodels + 1) * sizeof(*s->models));
+    s->models[s->nmodels++] = mf_xstrdup(name);
 out:
     pthread_mutex_unlock(&loading_lock);
     return rc;

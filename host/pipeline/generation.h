@@ -87,6 +87,11 @@ int mf_gen_loading_command(const char *name, const char *usage,
  * loaded; MF_ERR with the reason in why. See api->model_check. */
 int mf_gen_loading_model_check(int kind, mf_str_t model, mf_str_t provider,
                                char *why, size_t whylen);
+/* While a stage loads: a model name it serves itself (a virtual model,
+ * ABI 1.6 api->declare_model, Lua mf.models.declare), kept on the stage
+ * and listed by the model lists while it is enabled. MF_ERR with the
+ * reason in err outside a load or for a pattern or empty name. */
+int mf_gen_loading_declare_model(const char *name, char *err, size_t errcap);
 /* The admin command `name` of a stage of g, or NULL. */
 const mf_command_t *mf_gen_find_command(mf_gen_t *g, mf_str_t name);
 

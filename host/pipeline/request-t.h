@@ -136,8 +136,13 @@ struct mf_req_s {
     int store_read_early; /* an entry was read at intake (store_owner) */
     int store_checked;    /* reads compare the owner (after on_request) */
     int local_what;       /* what MF_PHASE_LOCAL answers (req_intake.c) */
-    int intake_wait;      /* what intake does once it is read (req_store.c) */
-    int listener;         /* mf_listener_t it came in on */
+    /* a token count forwarded to the provider's counting endpoint
+     * (MF_ENDPOINT_COUNT_TOKENS upstream); the estimate, answered when
+     * the target has no such endpoint */
+    int count_mode;
+    mf_str_t count_estimate;
+    int intake_wait; /* what intake does once it is read (req_store.c) */
+    int listener;    /* mf_listener_t it came in on */
     const struct mf_epath_s *epath; /* a stage's path it is served by */
     int stream;
     int http10;      /* an HTTP/1.0 client: no chunked coding */

@@ -108,6 +108,9 @@ struct mf_pstage_s {
     size_t ncommands;
     struct mf_epath_s *epaths; /* paths it added (endpoint.h) */
     size_t nepaths;
+    char **models; /* model names it declared in its init (ABI 1.6),
+                      listed as `models:` on its entry are */
+    size_t nmodels;
 };
 
 #endif

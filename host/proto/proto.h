@@ -149,6 +149,16 @@ typedef struct mf_proto_s {
      * else 0. A host whose store is remote fetches it first. */
     int (*store_key)(const mf_proto_call_t *call, json_t *in, mf_str_t method,
                      mf_str_t *id, int *del);
+
+    /* Optional, for a MF_PROTO_LOCAL path that counts tokens (Anthropic's
+     * count_tokens, Gemini's :countTokens): count_request turns the
+     * client's parsed body (checked by `local` first) into the canonical
+     * chat request whose prompt a provider with a counting endpoint
+     * counts (a new reference, the model set; NULL with *err set for a
+     * 400), count_answer renders that provider's count (malloc'd JSON). */
+    json_t *(*count_request)(const mf_proto_call_t *call, json_t *in,
+                             const char **err);
+    char *(*count_answer)(int64_t tokens);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */

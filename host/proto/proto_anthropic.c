@@ -771,6 +771,37 @@ anthropic_local(const mf_proto_call_t *call, json_t *in, int *status,
     return mf_xstrdup(buf);
 }
 
+/* count_tokens forwarded: the body as a Messages request (count_tokens
+ * takes no max_tokens and no stream) in the canonical form. */
+static json_t *
+anthropic_count_request(const mf_proto_call_t *call, json_t *in,
+                        const char **err)
+{
+    json_t *copy = json_copy(in), *out;
+
+    if (copy == NULL) {
+        *err = "out of memory";
+        return NULL;
+    }
+    json_object_set_new(copy, "max_tokens", json_integer(1));
+    json_object_del(copy, "stream");
+    out = anthropic_request(call, copy, err);
+    json_decref(copy);
+    if (out != NULL) {
+        json_object_del(out, "max_tokens");
+    }
+    return out;
+}
+
+static char *
+anthropic_count_answer(int64_t tokens)
+{
+    char buf[64];
+
+    snprintf(buf, sizeof(buf), "{\"input_tokens\":%lld}", (long long)tokens);
+    return mf_xstrdup(buf);
+}
+
 static mf_proto_match_t
 anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
 {
@@ -839,6 +870,8 @@ const mf_proto_t mf_proto_anthropic = {
     .stream_init = anthropic_stream_init,
     .stream_event = anthropic_stream_event,
     .local = anthropic_local,
+    .count_request = anthropic_count_request,
+    .count_answer = anthropic_count_answer,
     .models_path = anthropic_models_path,
     .model = anthropic_model,
     .model_list = anthropic_model_list,

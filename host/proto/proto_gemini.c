@@ -1134,6 +1134,32 @@ gemini_local(const mf_proto_call_t *call, json_t *in, int *status,
     return mf_xstrdup(buf);
 }
 
+/* :countTokens forwarded: the contents (or the generateContentRequest,
+ * with its system instruction and tools) as a chat request for the
+ * model of the path. */
+static json_t *
+gemini_count_request(const mf_proto_call_t *call, json_t *in, const char **err)
+{
+    json_t *req = json_object_get(in, "generateContentRequest");
+    char model[256];
+    gmethod_t m;
+
+    if (!path_model(call, &m, model, sizeof(model))) {
+        *err = "the model in the path is missing or not a valid name";
+        return NULL;
+    }
+    return chat_request(model, json_is_object(req) ? req : in, 0, err);
+}
+
+static char *
+gemini_count_answer(int64_t tokens)
+{
+    char buf[64];
+
+    snprintf(buf, sizeof(buf), "{\"totalTokens\":%lld}", (long long)tokens);
+    return mf_xstrdup(buf);
+}
+
 /* Models */
 
 static int
@@ -1212,6 +1238,8 @@ const mf_proto_t mf_proto_gemini = {
     .stream_init = gemini_stream_init,
     .stream_event = gemini_stream_event,
     .local = gemini_local,
+    .count_request = gemini_count_request,
+    .count_answer = gemini_count_answer,
     .stream_free = gemini_stream_free,
     .stream_type = gemini_stream_type,
     .models_path = gemini_models_path,

@@ -11,15 +11,70 @@
  * deltas and done, reasoning summary text, completed or incomplete, and
  * failed followed by error when a stream is cut). Errors take OpenAI's
  * shape. Answers are kept in the response store (respstore.c) with the
- * conversation that led to them, for previous_response_id and GET and
- * DELETE /v1/responses/{id}; item references are refused with a 400.
+ * conversation that led to them, for previous_response_id, GET and
+ * DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items and
+ * item_reference input items (resolved from the store).
  */
+#include <ctype.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/random.h>
 #include <stdlib.h>
 #include <time.h>
 
 #include "proto/proto.h"
+
+/* Item ids */
+
+/* The id of an item the gateway names: its kind ("msg", "fc", "rs"), the
+ * 48 hex digits of the response it belongs to (rid: resp_...) and its
+ * index there, "msg_<hex>_0": an item_reference finds the stored
+ * response from the id alone (item_owner). */
+static void
+item_id(char *buf, size_t cap, const char *kind, const char *rid, size_t n)
+{
+    snprintf(buf, cap, "%s_%.48s_%zu", kind,
+             strncmp(rid, "resp_", 5) == 0 ? rid + 5 : rid, n);
+}
+
+/* An input item kept without an id gets "<kind>_<hex>_in<n>" (n its
+ * index in the stored conversation). */
+static void
+input_item_id(char *buf, size_t cap, const char *type, const char *rid,
+              size_t n)
+{
+    const char *kind = type == NULL || strcmp(type, "message") == 0 ? "msg"
+                       : strcmp(type, "function_call") == 0         ? "fc"
+                       : strcmp(type, "function_call_output") == 0  ? "fco"
+                       : strcmp(type, "reasoning") == 0             ? "rs"
+                                                                    : "item";
+
+    snprintf(buf, cap, "%s_%.48s_in%zu", kind,
+             strncmp(rid, "resp_", 5) == 0 ? rid + 5 : rid, n);
+}
+
+/* The response an item id made by item_id belongs to, in rid (resp_...);
+ * 0 for another id. */
+static int
+item_owner(const char *id, char *rid, size_t cap)
+{
+    const char *us = strchr(id, '_');
+    size_t i;
+
+    if (us == NULL || cap < 54) {
+        return 0;
+    }
+    for (i = 1; i <= 48; i++) {
+        if (!isxdigit((unsigned char)us[i]) || isupper((unsigned char)us[i])) {
+            return 0;
+        }
+    }
+    if (us[49] != '_') {
+        return 0;
+    }
+    snprintf(rid, cap, "resp_%.48s", us + 1);
+    return 1;
+}
 
 /* Request */
 
@@ -183,11 +238,6 @@ input_item(json_t *msgs, json_t *item, const char **err)
     if (strcmp(type, "reasoning") == 0) {
         return MF_OK; /* an earlier answer's reasoning: providers take none */
     }
-    if (strcmp(type, "item_reference") == 0) {
-        *err = "input: item_reference is not served by this gateway; send "
-               "the items themselves, or previous_response_id";
-        return MF_ERR;
-    }
     *err = "input: this item type is not supported by this gateway; send "
            "message, function_call and function_call_output items";
     return MF_ERR;
@@ -329,6 +379,83 @@ previous_items(const mf_proto_call_t *call, const char *id)
     return items;
 }
 
+/* The item of a stored entry (its conversation or its output) whose id
+ * is id, or NULL (borrowed from j). */
+static json_t *
+entry_item(json_t *j, const char *id)
+{
+    json_t *lists[2], *it;
+    size_t i, k;
+
+    lists[0] = json_object_get(j, "input");
+    lists[1] = json_object_get(json_object_get(j, "response"), "output");
+    for (k = 0; k < 2; k++) {
+        json_array_foreach(lists[k], i, it)
+        {
+            const char *iid = json_string_value(json_object_get(it, "id"));
+
+            if (iid != NULL && strcmp(iid, id) == 0) {
+                return it;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Each item_reference among items replaced by the item it names: one of
+ * the conversation so far (the previous response's items included), or
+ * one of the stored response the id says it belongs to (the ids the
+ * gateway gives name it). MF_ERR with *err for an id not stored. */
+static int
+resolve_references(const mf_proto_call_t *call, json_t *items, const char **err)
+{
+    json_t *it, *other, *found, *j;
+    size_t i, k;
+    char rid[64], *text;
+
+    json_array_foreach(items, i, it)
+    {
+        const char *type = json_string_value(json_object_get(it, "type"));
+        const char *id = json_string_value(json_object_get(it, "id"));
+
+        if (type == NULL || strcmp(type, "item_reference") != 0) {
+            continue;
+        }
+        if (id == NULL) {
+            *err = "input: an item_reference needs the id of a stored item";
+            return MF_ERR;
+        }
+        found = NULL;
+        json_array_foreach(items, k, other)
+        {
+            const char *oid = json_string_value(json_object_get(other, "id"));
+            const char *ot = json_string_value(json_object_get(other, "type"));
+
+            if (k != i && oid != NULL && strcmp(oid, id) == 0 &&
+                (ot == NULL || strcmp(ot, "item_reference") != 0)) {
+                found = json_deep_copy(other);
+                break;
+            }
+        }
+        if (found == NULL && item_owner(id, rid, sizeof(rid)) &&
+            call->store_get != NULL &&
+            (text = call->store_get(call, rid)) != NULL) {
+            j = json_loads(text, 0, NULL);
+            free(text);
+            found = json_deep_copy(entry_item(j, id));
+            json_decref(j);
+        }
+        if (found == NULL) {
+            *err = "input: an item_reference names an item not stored here "
+                   "(unknown, expired, deleted, another's, or of a response "
+                   "made with store: false); send the item itself";
+            return MF_ERR;
+        }
+        json_array_set_new(items, i, found);
+    }
+    return MF_OK;
+}
+
 const char mf_proto_prev_unknown[] =
     "previous_response_id: no response with this id is stored here "
     "(unknown, expired, deleted, made with store: false, or answered by "
@@ -362,6 +489,10 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             items, json_pack("{s:s,s:O}", "role", "user", "content", v));
     } else {
         json_array_extend(items, v);
+        if (resolve_references(call, items, err) != MF_OK) {
+            json_decref(items);
+            return NULL;
+        }
     }
     out = json_pack("{s:O}", "model", json_object_get(in, "model"));
     msgs = json_array();
@@ -433,6 +564,24 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
         id == NULL) {
         return;
     }
+    {
+        /* every stored item has an id (input_items lists them by it, an
+         * item_reference names them by it) */
+        json_t *it;
+        size_t i;
+        char iid[128];
+
+        json_array_foreach(input, i, it)
+        {
+            if (json_is_object(it) &&
+                !json_is_string(json_object_get(it, "id"))) {
+                input_item_id(iid, sizeof(iid),
+                              json_string_value(json_object_get(it, "type")),
+                              id, i);
+                json_object_set_new(it, "id", json_string(iid));
+            }
+        }
+    }
     j = json_pack("{s:O,s:O}", "input", input, "response", response);
     text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -458,16 +607,6 @@ usage_json(const mf_usage_t *u)
         "reasoning_tokens",
         (json_int_t)(u->reasoning_tokens > 0 ? u->reasoning_tokens : 0),
         "total_tokens", (json_int_t)(in + out));
-}
-
-/* An id with the given prefix made of the upstream's (resp_, msg_, ...):
- * the same answer gets the same ids in a stream and whole. */
-static void
-make_id(char *buf, size_t cap, const char *prefix, const char *base,
-        const char *suffix)
-{
-    snprintf(buf, cap, "%s%s%s", prefix, base && base[0] ? base : "manifold",
-             suffix);
 }
 
 /* The Response object around output items (taken); usage NULL while in
@@ -507,14 +646,11 @@ message_item(const char *id, const char *text, const char *status)
 }
 
 static json_t *
-call_item(const char *call_id, const char *name, const char *args,
-          const char *status)
+call_item(const char *id, const char *call_id, const char *name,
+          const char *args, const char *status)
 {
-    char fid[160];
-
-    make_id(fid, sizeof(fid), "fc_", call_id, "");
     return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call", "id",
-                     fid, "call_id", call_id, "name", name, "arguments", args,
+                     id, "call_id", call_id, "name", name, "arguments", args,
                      "status", status);
 }
 
@@ -531,7 +667,6 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
 {
     json_t *choice = json_array_get(json_object_get(c, "choices"), 0);
     json_t *msg = json_object_get(choice, "message");
-    const char *base = json_string_value(json_object_get(c, "id"));
     const char *model = json_string_value(json_object_get(c, "model"));
     const char *text = json_string_value(json_object_get(msg, "content"));
     const char *think =
@@ -541,12 +676,13 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
     char rid[160], mid[160];
     size_t i;
 
+    response_id(rid, sizeof(rid));
     if (think != NULL && think[0] != '\0') {
-        make_id(mid, sizeof(mid), "rs_", base, "");
+        item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
         json_array_append_new(out, reasoning_item(mid, think));
     }
     if (text != NULL && text[0] != '\0') {
-        make_id(mid, sizeof(mid), "msg_", base, "");
+        item_id(mid, sizeof(mid), "msg", rid, json_array_size(out));
         json_array_append_new(out, message_item(mid, text, "completed"));
     }
     json_array_foreach(json_object_get(msg, "tool_calls"), i, call)
@@ -556,10 +692,11 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
         const char *name = json_string_value(json_object_get(fn, "name"));
         const char *args = json_string_value(json_object_get(fn, "arguments"));
 
-        json_array_append_new(out, call_item(id ? id : "call", name ? name : "",
-                                             args ? args : "{}", "completed"));
+        item_id(mid, sizeof(mid), "fc", rid, json_array_size(out));
+        json_array_append_new(out,
+                              call_item(mid, id ? id : "call", name ? name : "",
+                                        args ? args : "{}", "completed"));
     }
-    response_id(rid, sizeof(rid));
     out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
@@ -593,7 +730,6 @@ typedef struct {
     char finish[32];
     json_t *memo;              /* the conversation to store, or NULL */
     mf_proto_call_t call_copy; /* its config, for the store */
-    char base[128];            /* the upstream's id */
     char id[160];              /* resp_... */
     char model[256];
 } responses_stream_t;
@@ -613,7 +749,6 @@ responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
     s->created = (json_int_t)time(NULL);
     s->output = json_array();
     snprintf(s->model, sizeof(s->model), "%.*s", (int)model.len, model.data);
-    snprintf(s->base, sizeof(s->base), "manifold");
 }
 
 static void
@@ -699,7 +834,8 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         emit(s, out, "response.function_call_arguments.done",
              json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
                        idx, "arguments", text));
-        item = call_item(s->call_id, s->call_name, text, "completed");
+        item =
+            call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
         emit(s, out, "response.reasoning_summary_text.done",
              json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
@@ -729,17 +865,16 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
     idx = open_index(s);
     s->item = type;
     if (type == ITEM_MESSAGE) {
-        snprintf(s->item_id, sizeof(s->item_id), "msg_%s_%lld", s->base,
-                 (long long)idx);
+        item_id(s->item_id, sizeof(s->item_id), "msg", s->id, (size_t)idx);
         item = json_pack("{s:s,s:s,s:s,s:s,s:[]}", "type", "message", "id",
                          s->item_id, "status", "in_progress", "role",
                          "assistant", "content");
     } else if (type == ITEM_CALL) {
-        make_id(s->item_id, sizeof(s->item_id), "fc_", s->call_id, "");
-        item = call_item(s->call_id, s->call_name, "", "in_progress");
+        item_id(s->item_id, sizeof(s->item_id), "fc", s->id, (size_t)idx);
+        item =
+            call_item(s->item_id, s->call_id, s->call_name, "", "in_progress");
     } else {
-        snprintf(s->item_id, sizeof(s->item_id), "rs_%s_%lld", s->base,
-                 (long long)idx);
+        item_id(s->item_id, sizeof(s->item_id), "rs", s->id, (size_t)idx);
         item = json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
                          s->item_id, "summary");
     }
@@ -837,12 +972,8 @@ responses_stream_event(void *state, mf_str_t data, int last,
         return;
     }
     if (!s->started) {
-        const char *id = json_string_value(json_object_get(j, "id"));
         const char *model = json_string_value(json_object_get(j, "model"));
 
-        if (id != NULL && id[0] != '\0') {
-            snprintf(s->base, sizeof(s->base), "%s", id);
-        }
         if (model != NULL) {
             snprintf(s->model, sizeof(s->model), "%s", model);
         }
@@ -912,25 +1043,167 @@ responses_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
-/* GET /v1/responses/{id}: the stored Response; DELETE: forgets it. */
+/* The id of a /v1/responses/{id} path, and whether it ends in
+ * /input_items; 0 for another path of the space. */
+static int
+resource_id(mf_str_t path, mf_str_t *id, int *items)
+{
+    static const size_t pl = sizeof("/v1/responses/") - 1;
+    static const char tail[] = "/input_items";
+    const char *slash;
+
+    if (!mf_proto_has_prefix(path, "/v1/responses/") || path.len == pl) {
+        return 0;
+    }
+    *id = (mf_str_t){path.data + pl, path.len - pl};
+    *items = 0;
+    slash = memchr(id->data, '/', id->len);
+    if (slash == NULL) {
+        return 1;
+    }
+    if (!mf_str_eq_cstr((mf_str_t){slash, id->len - (size_t)(slash - id->data)},
+                        tail) ||
+        slash == id->data) {
+        return 0;
+    }
+    id->len = (size_t)(slash - id->data);
+    *items = 1;
+    return 1;
+}
+
+/* The value of a query parameter (raw, not decoded) in buf; 0 when the
+ * query has none. */
+static int
+query_param(mf_str_t q, const char *name, char *buf, size_t cap)
+{
+    size_t nl = strlen(name), i = 0, j;
+
+    while (i < q.len) {
+        for (j = i; j < q.len && q.data[j] != '&'; j++) {
+        }
+        if (j - i > nl && memcmp(q.data + i, name, nl) == 0 &&
+            q.data[i + nl] == '=') {
+            snprintf(buf, cap, "%.*s", (int)(j - i - nl - 1),
+                     q.data + i + nl + 1);
+            return 1;
+        }
+        i = j + 1;
+    }
+    return 0;
+}
+
+/* A stored input item as the API lists it: a message with its type and
+ * status and its content as parts (input_text, or output_text for an
+ * assistant's). New reference. */
+static json_t *
+listed_item(json_t *it)
+{
+    json_t *out = json_deep_copy(it), *c;
+    const char *type = json_string_value(json_object_get(out, "type"));
+    const char *role = json_string_value(json_object_get(out, "role"));
+
+    if (type != NULL && strcmp(type, "message") != 0) {
+        return out;
+    }
+    json_object_set_new(out, "type", json_string("message"));
+    if (json_object_get(out, "status") == NULL) {
+        json_object_set_new(out, "status", json_string("completed"));
+    }
+    c = json_object_get(out, "content");
+    if (json_is_string(c)) {
+        json_object_set_new(
+            out, "content",
+            json_pack("[{s:s,s:O}]", "type",
+                      role != NULL && strcmp(role, "assistant") == 0
+                          ? "output_text"
+                          : "input_text",
+                      "text", c));
+    }
+    return out;
+}
+
+/* GET /v1/responses/{id}/input_items: the stored conversation's input
+ * items, order (desc by default), after (an item id), limit (1 to 100,
+ * 20 by default), as a list page; 0 with *err for a bad parameter. */
+static char *
+input_items_page(const mf_proto_call_t *call, json_t *input, const char **err)
+{
+    char buf[160], *text;
+    long limit = 20;
+    int desc = 1;
+    size_t n = json_array_size(input), i, first = 0, k;
+    json_t *data, *page;
+
+    if (query_param(call->query, "limit", buf, sizeof(buf))) {
+        char *end;
+
+        limit = strtol(buf, &end, 10);
+        if (end == buf || *end != '\0' || limit < 1 || limit > 100) {
+            *err = "limit: must be an integer from 1 to 100";
+            return NULL;
+        }
+    }
+    if (query_param(call->query, "order", buf, sizeof(buf))) {
+        if (strcmp(buf, "asc") != 0 && strcmp(buf, "desc") != 0) {
+            *err = "order: must be asc or desc";
+            return NULL;
+        }
+        desc = strcmp(buf, "desc") == 0;
+    }
+    if (query_param(call->query, "after", buf, sizeof(buf))) {
+        for (k = 0; k < n; k++) {
+            json_t *it = json_array_get(input, desc ? n - 1 - k : k);
+            const char *iid = json_string_value(json_object_get(it, "id"));
+
+            if (iid != NULL && strcmp(iid, buf) == 0) {
+                break;
+            }
+        }
+        if (k == n) {
+            *err = "after: no input item of this response has this id";
+            return NULL;
+        }
+        first = k + 1;
+    }
+    data = json_array();
+    for (k = first; k < n && json_array_size(data) < (size_t)limit; k++) {
+        i = desc ? n - 1 - k : k;
+        json_array_append_new(data, listed_item(json_array_get(input, i)));
+    }
+    page = json_pack(
+        "{s:s,s:o,s:O,s:O,s:b}", "object", "list", "data", data, "first_id",
+        json_object_get(json_array_get(data, 0), "id") ?: json_null(),
+        "last_id",
+        json_object_get(json_array_get(data, json_array_size(data) - 1), "id")
+            ?: json_null(),
+        "has_more", k < n);
+    text = json_dumps(page, JSON_COMPACT);
+    json_decref(page);
+    return text;
+}
+
+/* GET /v1/responses/{id}: the stored Response; DELETE: forgets it; GET
+ * /v1/responses/{id}/input_items: its conversation's items. */
 static int
 responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
                    char **body)
 {
-    static const size_t pl = sizeof("/v1/responses/") - 1;
+    mf_str_t idv;
     char id[160];
     char *text;
+    const char *err = NULL;
+    int items;
     json_t *j;
 
-    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
-        call->path.len == pl) {
-        return 0;
+    if (!resource_id(call->path, &idv, &items)) {
+        return 0; /* another path: not served */
     }
-    snprintf(id, sizeof(id), "%.*s",
-             (int)(call->path.len - pl > 150 ? 150 : call->path.len - pl),
-             call->path.data + pl);
-    if (strchr(id, '/') != NULL) {
-        return 0; /* /input_items and the like: not served */
+    snprintf(id, sizeof(id), "%.*s", (int)(idv.len > 150 ? 150 : idv.len),
+             idv.data);
+    if (items && !mf_str_eq_cstr(method, "GET")) {
+        *status = 405;
+        *body = mf_xstrdup("Use GET for a stored response's input items.");
+        return 1;
     }
     if (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE")) {
         *status = 405;
@@ -968,9 +1241,17 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
         *body = m.data;
         return 1;
     }
-    *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+    if (items) {
+        *body = input_items_page(call, json_object_get(j, "input"), &err);
+        *status = *body != NULL ? 200 : 400;
+        if (*body == NULL) {
+            *body = mf_xstrdup(err ? err : "out of memory");
+        }
+    } else {
+        *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+        *status = 200;
+    }
     json_decref(j);
-    *status = 200;
     return 1;
 }
 
@@ -980,8 +1261,8 @@ static int
 responses_store_key(const mf_proto_call_t *call, json_t *in, mf_str_t method,
                     mf_str_t *id, int *del)
 {
-    static const size_t pl = sizeof("/v1/responses/") - 1;
     json_t *prev;
+    int items;
 
     *del = 0;
     if (in != NULL) {
@@ -992,13 +1273,11 @@ responses_store_key(const mf_proto_call_t *call, json_t *in, mf_str_t method,
         *id = (mf_str_t){json_string_value(prev), json_string_length(prev)};
         return 1;
     }
-    if (!mf_proto_has_prefix(call->path, "/v1/responses/") ||
-        call->path.len == pl ||
-        memchr(call->path.data + pl, '/', call->path.len - pl) != NULL ||
-        (!mf_str_eq_cstr(method, "GET") && !mf_str_eq_cstr(method, "DELETE"))) {
+    if (!resource_id(call->path, id, &items) ||
+        (!mf_str_eq_cstr(method, "GET") &&
+         (items || !mf_str_eq_cstr(method, "DELETE")))) {
         return 0;
     }
-    *id = (mf_str_t){call->path.data + pl, call->path.len - pl};
     *del = mf_str_eq_cstr(method, "DELETE");
     return 1;
 }
@@ -1017,5 +1296,6 @@ const mf_proto_t mf_proto_responses = {
     .stream_free = responses_stream_free,
     .resource = responses_resource,
     .store_key = responses_store_key,
-    .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}",
+    .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}, "
+                 "GET /v1/responses/{id}/input_items",
 };

@@ -260,7 +260,7 @@ upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
     u->base_url = mf_str_from(t->prov->conf->base_url);
     u->model = t->model;
     u->key = r->att.up_key;
-    u->endpoint = r->endpoint;
+    u->endpoint = r->count_mode ? MF_ENDPOINT_COUNT_TOKENS : r->endpoint;
     u->stream = r->stream;
     u->want_usage = r->stream;
 }
@@ -309,7 +309,21 @@ mf_req_attempt_prepare(mf_req_t *r)
 
     upstream_of(r, t, &u);
     r->cur_stage = MF_STAGE_PROVIDER;
-    rc = r->att.prov->ops->build_request(r, r->att.prov->state, &u);
+    rc = r->count_mode && r->att.prov->ops->parse_count == NULL
+             ? MF_ERR
+             : r->att.prov->ops->build_request(r, r->att.prov->state, &u);
+    if (rc != MF_OK && r->count_mode && r->att.prov_err == NULL) {
+        /* this provider (or model) has no counting endpoint */
+        /* no verdict on key or target: no call went out */
+        mf_outcome_t o = {.kind = 0x80000000u,
+                          .keyres = MF_KEYRES_NEUTRAL,
+                          .what = "estimated"};
+
+        mf_req_attempt_close(r, &o, -1);
+        mf_req_respond_count_estimate(r);
+        mf_req_finish(r);
+        return MF_ERR;
+    }
     if (rc == MF_OK) {
         forward_headers(r);
     }
@@ -616,6 +630,41 @@ complete_error(mf_req_t *r)
                          r->att.up_status); /* the upstream's status counts */
 }
 
+/* A token count's 2xx answer: the provider's count, in the client's
+ * shape. */
+static void
+complete_count(mf_req_t *r)
+{
+    int64_t tokens = -1;
+    char *text;
+
+    if (r->att.prov->ops->parse_count(
+            r, r->att.prov->state,
+            (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},
+            &tokens) != MF_OK ||
+        tokens < 0) {
+        mf_outcome_t o;
+
+        mf_req_outcome_error(&o, MF_UPERR_PROTOCOL);
+        snprintf(o.what, sizeof(o.what), "bad_body");
+        o.status = 502;
+        o.code = "upstream_bad_response";
+        o.message = "the upstream answered the token count with a body that "
+                    "could not be read";
+        mf_req_attempt_failed(r, &o);
+        return;
+    }
+    mf_req_attempt_close(r, &mf_outcome_ok, mf_now_ms() - r->att.start);
+    text = r->proto->count_answer(tokens);
+    if (text == NULL) {
+        mf_req_respond_error(r, 503, "server_error", NULL, "out of memory");
+    } else {
+        mf_req_respond(r, 200, "application/json", mf_str_from(text));
+    }
+    free(text);
+    mf_req_finish(r);
+}
+
 static void
 up_on_end(void *arg)
 {
@@ -667,6 +716,10 @@ up_on_end(void *arg)
         return;
     }
     r->cur_stage = MF_STAGE_PROVIDER;
+    if (r->count_mode) {
+        complete_count(r);
+        return;
+    }
     if (r->att.prov->ops->parse_response(
             r, r->att.prov->state,
             (mf_str_t){r->up_buf.data ? r->up_buf.data : "", r->up_buf.len},

@@ -17,6 +17,7 @@
 #include "pipeline/endpoint.h"
 #include "pipeline/generation.h"
 #include "pipeline/pipeline.h"
+#include "routing/modellist.h"
 #include "proto/proto.h"
 #include "request/jscan.h"
 #include "svc/svc.h"
@@ -59,17 +60,28 @@ model_id(mf_str_t id, char *buf, size_t cap)
 }
 
 /* Whether stage sc of the config lists its models: while it is enabled
- * (its config's enabled:, or the admin API's enable/disable since). */
+ * (its config's enabled:, or the admin API's enable/disable since). Its
+ * models: those of its `models:`, then those it declared in its init
+ * (*declared, of its loaded instance). */
 static int
-stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc)
+stage_lists(mf_gen_t *g, const mf_stage_conf_t *sc, char ***declared,
+            size_t *ndeclared)
 {
-    mf_pstage_t *s;
+    mf_pstage_t *s = mf_gen_find_stage(g, sc->name);
 
-    if (sc->nmodels == 0) {
+    *declared = s != NULL ? s->models : NULL;
+    *ndeclared = s != NULL ? s->nmodels : 0;
+    if (sc->nmodels == 0 && *ndeclared == 0) {
         return 0;
     }
-    s = mf_gen_find_stage(g, sc->name);
     return s != NULL ? atomic_load(&s->enabled) : sc->enabled;
+}
+
+/* The j-th model stage sc lists (its config's, then its declared ones). */
+static const char *
+stage_model(const mf_stage_conf_t *sc, char **declared, size_t j)
+{
+    return j < sc->nmodels ? sc->models[j] : declared[j - sc->nmodels];
 }
 
 /* GET of a model list: the exact names providers serve (models and
@@ -85,6 +97,7 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
 
     for (i = 0; i < g->nproviders; i++) {
         mf_provider_conf_t *pc = g->providers[i].conf;
+        json_t *up = mf_modellist_get(pc), *v;
 
         for (j = 0; j < pc->nmodels + pc->nmap; j++) {
             const char *m = j < pc->nmodels
@@ -98,6 +111,18 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
             json_object_set_new(seen, m, json_true());
             json_array_append_new(data, shape->model(&e));
         }
+        /* upstream_models: what its globs serve of the upstream's list */
+        json_array_foreach(up, j, v)
+        {
+            mf_proto_model_t e = {json_string_value(v), pc->name};
+
+            if (pc->disabled || json_object_get(seen, e.id)) {
+                continue;
+            }
+            json_object_set_new(seen, e.id, json_true());
+            json_array_append_new(data, shape->model(&e));
+        }
+        json_decref(up);
     }
     for (i = 0; i < g->config->nroutes; i++) {
         const char *m = g->config->routes[i].model;
@@ -111,17 +136,20 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
     }
     for (i = 0; i < g->config->nstages; i++) {
         const mf_stage_conf_t *sc = &g->config->stages[i];
+        char **declared;
+        size_t nd;
 
-        if (!stage_lists(g, sc)) {
+        if (!stage_lists(g, sc, &declared, &nd)) {
             continue;
         }
-        for (j = 0; j < sc->nmodels; j++) {
-            mf_proto_model_t e = {sc->models[j], sc->name};
+        for (j = 0; j < sc->nmodels + nd; j++) {
+            const char *m = stage_model(sc, declared, j);
+            mf_proto_model_t e = {m, sc->name};
 
-            if (json_object_get(seen, sc->models[j])) {
+            if (json_object_get(seen, m)) {
                 continue;
             }
-            json_object_set_new(seen, sc->models[j], json_true());
+            json_object_set_new(seen, m, json_true());
             json_array_append_new(data, shape->model(&e));
         }
     }
@@ -150,12 +178,14 @@ handle_model(mf_req_t *r, const mf_proto_t *shape, mf_str_t id)
         }
         for (i = 0; i < g->config->nstages && owner == NULL; i++) {
             const mf_stage_conf_t *sc = &g->config->stages[i];
+            char **declared;
+            size_t nd;
 
-            if (!stage_lists(g, sc)) {
+            if (!stage_lists(g, sc, &declared, &nd)) {
                 continue;
             }
-            for (j = 0; j < sc->nmodels && owner == NULL; j++) {
-                if (strcmp(sc->models[j], name) == 0) {
+            for (j = 0; j < sc->nmodels + nd && owner == NULL; j++) {
+                if (strcmp(stage_model(sc, declared, j), name) == 0) {
                     owner = sc->name;
                 }
             }
@@ -430,28 +460,81 @@ names_template(json_t *body)
            json_is_object(json_object_get(body, "prompt"));
 }
 
+void
+mf_req_respond_count_estimate(mf_req_t *r)
+{
+    mf_hlist_set(r->pool, &r->resp_headers,
+                 MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+    mf_req_respond(r, 200, "application/json", r->count_estimate);
+}
+
+/* A token count the first target's provider counts itself (it has
+ * parse_count): the request becomes a routed call whose upstream
+ * endpoint is MF_ENDPOINT_COUNT_TOKENS (on_route does not run: the
+ * model is the one asked); 1 when it goes on (r->phase set), 0 when the
+ * estimate is the answer. */
+static int
+count_upstream(mf_req_t *r)
+{
+    const char *err = NULL;
+    mf_proto_call_t call = mf_req_proto_call(r);
+    json_t *canon, *m;
+
+    if (r->proto->count_request == NULL) {
+        return 0;
+    }
+    canon = r->proto->count_request(&call, r->json, &err);
+    m = json_object_get(canon, "model");
+    if (canon == NULL || !json_is_string(m) || json_string_length(m) == 0) {
+        json_decref(canon);
+        return 0; /* the estimate, which checked the same body */
+    }
+    r->model = mf_pool_str(
+        r->pool, (mf_str_t){json_string_value(m), json_string_length(m)});
+    r->model_asked = r->model;
+    mf_req_route_default(r);
+    if (r->ntargets == 0 || !mf_req_attempt_first(r)) {
+        json_decref(canon);
+        return 0;
+    }
+    json_decref(r->json);
+    r->json = canon;
+    r->body_dirty = 1;
+    r->count_mode = 1;
+    return mf_req_attempt_prepare(r) == MF_OK ? 1 : -1;
+}
+
 /* An endpoint the adapter answers itself (Anthropic's count_tokens,
- * Gemini's countTokens): answered once on_request ran (MF_PHASE_LOCAL),
- * with no upstream. */
-static void
+ * Gemini's countTokens), once on_request ran (MF_PHASE_LOCAL): with its
+ * own answer, or for a count whose provider counts tokens, with that
+ * provider's count (count_upstream); 1 when the request goes upstream,
+ * 0 when it is answered. */
+static int
 answer_local(mf_req_t *r)
 {
     const char *err = NULL;
-    int status = 200, estimated = 0;
+    int status = 200, estimated = 0, rc;
     mf_proto_call_t call = mf_req_proto_call(r);
     char *text = r->proto->local(&call, r->json, &status, &estimated, &err);
 
     if (text == NULL) {
         mf_req_respond_error(r, 400, "invalid_request_error", NULL,
                              err ? err : "The request could not be read.");
-        return;
+        return 0;
     }
     if (estimated) {
-        mf_hlist_set(r->pool, &r->resp_headers,
-                     MF_STR("x-manifold-tokens-estimated"), MF_STR("true"));
+        r->count_estimate = mf_pool_str(r->pool, mf_str_from(text));
+        free(text);
+        rc = count_upstream(r);
+        if (rc != 0) {
+            return rc > 0;
+        }
+        mf_req_respond_count_estimate(r);
+        return 0;
     }
     mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
+    return 0;
 }
 
 /* What intake waits on (the response store's entry, read from Redis). */
@@ -1104,7 +1187,12 @@ mf_req_local_end(mf_req_t *r)
         answer_models(r);
         break;
     case LOCAL_ADAPTER:
-        answer_local(r);
+        if (answer_local(r)) {
+            return 1; /* counted upstream: the attempt's phase */
+        }
+        if (r->finished) {
+            return 0;
+        }
         break;
     case LOCAL_RESOURCE:
         /* read from the store (first from Redis when it is there) */

@@ -53,8 +53,15 @@ static char *
 owner_gate(mf_req_t *r, char *value, char *owner)
 {
     if (value != NULL && !r->store_checked) {
+        if (r->store_read_early && (r->store_owner.data == NULL ||
+                                    !mf_str_eq_cstr(r->store_owner, owner))) {
+            /* entries of two owners (a previous_response_id and an
+             * item_reference): one is not the consumer's */
+            r->store_owner = MF_STR_NULL;
+        } else {
+            r->store_owner = mf_pool_str(r->pool, mf_str_from(owner));
+        }
         r->store_read_early = 1;
-        r->store_owner = mf_pool_str(r->pool, mf_str_from(owner));
     } else if (value != NULL && !owner_is(r, owner, strlen(owner))) {
         free(value);
         value = NULL;

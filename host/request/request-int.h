@@ -60,6 +60,9 @@ int mf_req_local_end(mf_req_t *r);
 /* The answer of a previous_response_id that is not the consumer's: the
  * 400 an unknown id has. */
 void mf_req_respond_prev_unknown(mf_req_t *r);
+/* A token count's answer: the estimate, marked
+ * x-manifold-tokens-estimated. */
+void mf_req_respond_count_estimate(mf_req_t *r);
 
 /* req_decode.c: decodes a body sent with Content-Encoding gzip or
  * deflate in place; MF_ERR when it answered (413 past limits.max_body

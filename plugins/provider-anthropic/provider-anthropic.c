@@ -321,15 +321,18 @@ anthropic_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     char url[2048], *text;
     int n, rc;
 
-    if (u->endpoint != MF_ENDPOINT_CHAT || body == NULL) {
+    if ((u->endpoint != MF_ENDPOINT_CHAT &&
+         u->endpoint != MF_ENDPOINT_COUNT_TOKENS) ||
+        body == NULL) {
         return MF_ERR; /* Anthropic has no embeddings API */
     }
     n = snprintf(
-        url, sizeof(url), "%.*s%s", (int)u->base_url.len, u->base_url.data,
+        url, sizeof(url), "%.*s%s%s", (int)u->base_url.len, u->base_url.data,
         u->base_url.len >= 3 &&
                 memcmp(u->base_url.data + u->base_url.len - 3, "/v1", 3) == 0
             ? "/messages"
-            : "/v1/messages");
+            : "/v1/messages",
+        u->endpoint == MF_ENDPOINT_COUNT_TOKENS ? "/count_tokens" : "");
     if (n < 0 || (size_t)n >= sizeof(url)) {
         return MF_ERR;
     }
@@ -347,6 +350,18 @@ anthropic_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                         MF_STR("text/event-stream"));
     }
     msg = to_messages(a, body, u);
+    if (u->endpoint == MF_ENDPOINT_COUNT_TOKENS) {
+        /* count_tokens takes the prompt: model, system, messages, tools,
+         * tool_choice, thinking */
+        static const char *const drop[] = {
+            "max_tokens", "stop_sequences", "temperature", "top_p",
+            "top_k",      "metadata",       "stream",      NULL};
+        size_t i;
+
+        for (i = 0; drop[i] != NULL; i++) {
+            json_object_del(msg, drop[i]);
+        }
+    }
     text = json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
@@ -688,6 +703,20 @@ anthropic_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     return MF_OK;
 }
 
+/* count_tokens' answer: {"input_tokens": N}. */
+static int
+anthropic_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+{
+    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *n = json_object_get(in, "input_tokens");
+
+    (void)r;
+    (void)state;
+    *tokens = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+    json_decref(in);
+    return *tokens >= 0 ? MF_OK : MF_ERR;
+}
+
 static const char *const anthropic_types[] = {"anthropic", NULL};
 
 static const mf_provider_t anthropic_provider = {
@@ -697,6 +726,7 @@ static const mf_provider_t anthropic_provider = {
     .parse_response = anthropic_parse_response,
     .parse_stream_event = anthropic_parse_stream_event,
     .parse_error = anthropic_parse_error,
+    .parse_count = anthropic_parse_count,
 };
 
 static const mf_plugin_t anthropic_plugin = {

@@ -309,10 +309,20 @@ image_format(mf_str_t mt)
     return NULL;
 }
 
-/* Content (a string or parts) to Converse blocks; *bad names an image
- * Converse cannot take. */
+/* Converse's prompt-cache breakpoint, the block after what it caches
+ * (a canonical part's or tool's cache_control, Anthropic's breakpoint). */
 static json_t *
-blocks_of(json_t *content, const char **bad)
+cache_point(void)
+{
+    return json_pack("{s:{s:s}}", "cachePoint", "type", "default");
+}
+
+/* Content (a string or parts) to Converse blocks; *bad names an image
+ * Converse cannot take. A part with cache_control is followed by a
+ * cachePoint block when cache is set, else *cached is set (a tool
+ * result's content takes none: the point goes after the result). */
+static json_t *
+blocks_cached(json_t *content, const char **bad, int cache, int *cached)
 {
     json_t *out = json_array(), *part;
     size_t i;
@@ -344,9 +354,24 @@ blocks_of(json_t *content, const char **bad)
             json_array_append_new(out, json_pack("{s:{s:s,s:{s:s%}}}", "image",
                                                  "format", fmt, "source",
                                                  "bytes", data.data, data.len));
+        } else {
+            continue;
+        }
+        if (json_is_object(json_object_get(part, "cache_control"))) {
+            if (cache) {
+                json_array_append_new(out, cache_point());
+            } else if (cached != NULL) {
+                *cached = 1;
+            }
         }
     }
     return out;
+}
+
+static json_t *
+blocks_of(json_t *content, const char **bad)
+{
+    return blocks_cached(content, bad, 1, NULL);
 }
 
 static json_t *
@@ -369,7 +394,7 @@ tool_use_blocks(json_t *calls)
 }
 
 static json_t *
-tool_result_block(json_t *m)
+tool_result_block(json_t *m, int *cached)
 {
     json_t *content = json_object_get(m, "content"), *inner, *j;
     const char *bad = NULL;
@@ -382,7 +407,7 @@ tool_result_block(json_t *m)
             json_decref(j);
         }
     } else {
-        inner = blocks_of(content, &bad);
+        inner = blocks_cached(content, &bad, 0, cached);
     }
     if (json_array_size(inner) == 0) {
         json_array_append_new(inner, json_pack("{s:s}", "text", "(empty)"));
@@ -418,6 +443,9 @@ tool_config(json_t *in)
                             json_object_get(fn, "description"));
         }
         json_array_append_new(tools, json_pack("{s:o}", "toolSpec", spec));
+        if (json_is_object(json_object_get(t, "cache_control"))) {
+            json_array_append_new(tools, cache_point());
+        }
     }
     if (json_array_size(tools) == 0) {
         json_decref(tools);
@@ -466,8 +494,13 @@ to_converse(json_t *in, const char **bad)
             json_array_extend(system, blocks);
             json_decref(blocks);
         } else if (strcmp(role, "tool") == 0) {
-            pu_push_turn(msgs, "user", "content",
-                         json_pack("[o]", tool_result_block(m)));
+            int cached = 0;
+            json_t *blocks = json_pack("[o]", tool_result_block(m, &cached));
+
+            if (cached) {
+                json_array_append_new(blocks, cache_point());
+            }
+            pu_push_turn(msgs, "user", "content", blocks);
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = blocks_of(content, bad);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
@@ -580,9 +613,16 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     char url[4096], model[1024], base[1024], *text;
     const char *bad = NULL;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
+    int count = u->endpoint == MF_ENDPOINT_COUNT_TOKENS;
     mf_str_t key = u->key;
 
-    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed)) {
+    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed && !count)) {
+        return MF_ERR;
+    }
+    if (count &&
+        (u->model.len < 10 || memcmp(u->model.data, "anthropic.", 10) != 0)) {
+        /* CountTokens takes Claude's foundation-model ids only: the host
+         * answers its estimate */
         return MF_ERR;
     }
     if (pu_model_segment(api, r, b->name, u->model.data, u->model.len, model,
@@ -600,6 +640,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     }
     n = snprintf(url, sizeof(url), "%s/model/%s/%s", base, model,
                  embed       ? "invoke"
+                 : count     ? "count-tokens"
                  : u->stream ? "converse-stream"
                              : "converse");
     if (n < 0 || (size_t)n >= sizeof(url)) {
@@ -608,6 +649,17 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     msg = embed ? to_embed(r, b, body, u) : to_converse(body, &bad);
     if (msg == NULL) {
         return MF_ERR; /* to_embed set the error */
+    }
+    if (count && bad == NULL) {
+        /* CountTokens: the Converse request's messages and system */
+        json_t *conv = json_object();
+
+        json_object_set(conv, "messages", json_object_get(msg, "messages"));
+        if (json_object_get(msg, "system") != NULL) {
+            json_object_set(conv, "system", json_object_get(msg, "system"));
+        }
+        json_decref(msg);
+        msg = json_pack("{s:{s:o}}", "input", "converse", conv);
     }
     if (bad != NULL) {
         pu_error(api, r, 400, "invalid_request_error", "unsupported_image",
@@ -1036,6 +1088,20 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     return flags;
 }
 
+/* CountTokens' answer: {"inputTokens": N}. */
+static int
+bedrock_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+{
+    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *n = json_object_get(in, "inputTokens");
+
+    (void)r;
+    (void)state;
+    *tokens = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+    json_decref(in);
+    return *tokens >= 0 ? MF_OK : MF_ERR;
+}
+
 static const char *const bedrock_types[] = {"bedrock", NULL};
 
 static const mf_provider_t bedrock_provider = {
@@ -1046,6 +1112,7 @@ static const mf_provider_t bedrock_provider = {
     .parse_stream_event = bedrock_parse_stream_event,
     .parse_error = bedrock_parse_error,
     .stream_framing = "aws-eventstream",
+    .parse_count = bedrock_parse_count,
 };
 
 static const mf_plugin_t bedrock_plugin = {

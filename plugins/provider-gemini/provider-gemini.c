@@ -809,6 +809,34 @@ to_embed(gemini_t *g, json_t *in, const mf_upstream_t *u)
     return json_pack("{s:o}", "requests", reqs);
 }
 
+/* countTokens' body from a generateContent body (taken): Google AI takes
+ * it whole as generateContentRequest (with the model), Vertex AI the
+ * prompt's members at the top (contents, systemInstruction, tools,
+ * generationConfig). */
+static json_t *
+count_body(const gemini_t *g, json_t *gen, const char *model)
+{
+    static const char *const keep[] = {"contents", "systemInstruction", "tools",
+                                       "generationConfig", NULL};
+    json_t *out;
+    size_t i;
+
+    if (!g->vertex) {
+        json_object_set_new(gen, "model", json_sprintf("models/%s", model));
+        return json_pack("{s:o}", "generateContentRequest", gen);
+    }
+    out = json_object();
+    for (i = 0; keep[i] != NULL; i++) {
+        json_t *v = json_object_get(gen, keep[i]);
+
+        if (v != NULL) {
+            json_object_set(out, keep[i], v);
+        }
+    }
+    json_decref(gen);
+    return out;
+}
+
 static int
 gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
@@ -817,12 +845,13 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     char url[4096], model[1024], *text;
     const char *method;
     int n, rc, embed = u->endpoint == MF_ENDPOINT_EMBEDDINGS;
+    int count = u->endpoint == MF_ENDPOINT_COUNT_TOKENS;
 
-    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT &&
-                         u->endpoint != MF_ENDPOINT_EMBEDDINGS)) {
+    if (body == NULL || (u->endpoint != MF_ENDPOINT_CHAT && !embed && !count)) {
         return MF_ERR;
     }
     method = embed       ? (g->vertex ? "predict" : "batchEmbedContents")
+             : count     ? "countTokens"
              : u->stream ? "streamGenerateContent?alt=sse"
                          : "generateContent";
     if (pu_model_segment(api, r, g->name, u->model.data, u->model.len, model,
@@ -880,6 +909,9 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                         MF_STR("x-goog-api-key"), u->key);
     }
     msg = embed ? to_embed(g, body, u) : to_gemini(g, body);
+    if (count && msg != NULL) {
+        msg = count_body(g, msg, model);
+    }
     if (msg == NULL) {
         pu_error(api, r, 400, "invalid_request_error", "invalid_input",
                  "provider '%s' embeds text: input must be a string or a "
@@ -1639,6 +1671,20 @@ gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     return MF_OK;
 }
 
+/* countTokens' answer: {"totalTokens": N, ...}. */
+static int
+gemini_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+{
+    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *n = json_object_get(in, "totalTokens");
+
+    (void)r;
+    (void)state;
+    *tokens = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
+    json_decref(in);
+    return *tokens >= 0 ? MF_OK : MF_ERR;
+}
+
 static const char *const gemini_types[] = {"gemini", "vertex", NULL};
 
 static const mf_provider_t gemini_provider = {
@@ -1649,6 +1695,7 @@ static const mf_provider_t gemini_provider = {
     .parse_stream_event = gemini_parse_stream_event,
     .parse_error = gemini_parse_error,
     .authorize = gemini_authorize,
+    .parse_count = gemini_parse_count,
 };
 
 static const mf_plugin_t gemini_plugin = {

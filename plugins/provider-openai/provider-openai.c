@@ -10,12 +10,14 @@
  * masks the keys it may echo).
  */
 #include <ctype.h>
+#include <fnmatch.h>
 #include <manifold/plugin.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../common/provider-util.h"
+#include "responses-wire.h"
 
 static const mf_host_api_t *api;
 
@@ -88,7 +90,93 @@ typedef struct {
     char *name;
     char api_version[64]; /* azure */
     json_t *deployments;  /* azure: model -> deployment */
+    /* options.wire: responses (every model), or options.responses_models
+     * (the models that match one of its patterns): chat requests go to
+     * the Responses API (responses-wire.c) */
+    int responses_all;
+    json_t *responses_models;
 } openai_state_t;
+
+/* The Responses wire of one attempt (its provider_ctx). */
+typedef struct {
+    rw_stream_t stream;
+} responses_attempt_t;
+
+/* Whether the attempt's model goes over the Responses API. */
+static int
+wants_responses(const openai_state_t *st, mf_str_t model)
+{
+    char m[512];
+    json_t *p;
+    size_t i;
+
+    if (st->responses_all) {
+        return 1;
+    }
+    if (st->responses_models == NULL || model.len >= sizeof(m)) {
+        return 0;
+    }
+    snprintf(m, sizeof(m), "%.*s", (int)model.len, model.data);
+    json_array_foreach(st->responses_models, i, p)
+    {
+        if (fnmatch(json_string_value(p), m, 0) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* options.wire and options.responses_models: MF_ERR (logged) when they
+ * are not what the provider takes. */
+static int
+read_wire_options(openai_state_t *st, json_t *conf)
+{
+    json_t *opt = json_object_get(conf, "options");
+    json_t *wire = json_object_get(opt, "wire");
+    json_t *models = json_object_get(opt, "responses_models"), *p;
+    const char *type = json_string_value(json_object_get(conf, "type"));
+    size_t i;
+
+    if (wire != NULL && (!json_is_string(wire) ||
+                         (strcmp(json_string_value(wire), "chat") != 0 &&
+                          strcmp(json_string_value(wire), "responses") != 0))) {
+        api->log(MF_LOG_ERROR,
+                 "provider '%s': options.wire must be chat or responses",
+                 st->name);
+        return MF_ERR;
+    }
+    if (models != NULL && !json_is_array(models)) {
+        api->log(MF_LOG_ERROR,
+                 "provider '%s': options.responses_models must be a list of "
+                 "model names or patterns",
+                 st->name);
+        return MF_ERR;
+    }
+    json_array_foreach(models, i, p)
+    {
+        if (!json_is_string(p) || json_string_length(p) == 0) {
+            api->log(MF_LOG_ERROR,
+                     "provider '%s': options.responses_models[%zu] must be a "
+                     "model name or pattern",
+                     st->name, i);
+            return MF_ERR;
+        }
+    }
+    st->responses_all =
+        wire != NULL && strcmp(json_string_value(wire), "responses") == 0;
+    if ((st->responses_all || json_array_size(models) > 0) && type != NULL &&
+        strcmp(type, "azure") == 0) {
+        api->log(MF_LOG_ERROR,
+                 "provider '%s': the Responses wire is not served for azure "
+                 "(its deployments' Responses paths differ); use type "
+                 "openai with the resource's /openai/v1 base_url",
+                 st->name);
+        return MF_ERR;
+    }
+    st->responses_models =
+        json_array_size(models) > 0 ? json_incref(models) : NULL;
+    return MF_OK;
+}
 
 static int
 openai_init(const mf_host_api_t *host, const char *config_json, void **state)
@@ -109,6 +197,13 @@ openai_init(const mf_host_api_t *host, const char *config_json, void **state)
                  ? json_string_value(json_object_get(conf, "api_version"))
                  : "2024-10-21");
     st->deployments = json_incref(json_object_get(conf, "deployments"));
+    if (read_wire_options(st, conf) != MF_OK) {
+        json_decref(conf);
+        json_decref(st->deployments);
+        free(st->name);
+        free(st);
+        return MF_ERR;
+    }
     json_decref(conf);
     *state = st;
     return MF_OK;
@@ -120,6 +215,7 @@ openai_fini(void *state)
     openai_state_t *st = state;
 
     json_decref(st->deployments);
+    json_decref(st->responses_models);
     free(st->name);
     free(st);
 }
@@ -168,10 +264,71 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
             has_field(r, "stream_options"));
 }
 
+/* A chat request to a model served over the Responses API. */
+static int
+build_responses(mf_req_t *r, const mf_upstream_t *u)
+{
+    json_t *body = api->get_body_json(r), *out;
+    responses_attempt_t *ra;
+    char url[2048], auth[1024], *text;
+    int n, rc;
+
+    if (body == NULL || api->abi_minor < 6 || api->set_upstream_wire == NULL) {
+        return MF_ERR;
+    }
+    ra = api->palloc(r, sizeof(*ra));
+    if (ra == NULL) {
+        return MF_ERR;
+    }
+    rw_stream_init(&ra->stream);
+    *api->provider_ctx(r) = ra;
+    api->set_upstream_wire(r, MF_STR("openai-responses"));
+    n = snprintf(url, sizeof(url), "%.*s/responses", (int)u->base_url.len,
+                 u->base_url.data);
+    if (n < 0 || (size_t)n >= sizeof(url)) {
+        return MF_ERR;
+    }
+    api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("content-type"),
+                    MF_STR("application/json"));
+    if (u->key.len > 0 && u->key.len < sizeof(auth) - 8) {
+        n = snprintf(auth, sizeof(auth), "Bearer %.*s", (int)u->key.len,
+                     u->key.data);
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
+                        (mf_str_t){auth, (size_t)n});
+    }
+    if (u->stream) {
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
+                        MF_STR("text/event-stream"));
+    }
+    out = rw_request(body, u->model, u->stream);
+    text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    json_decref(out);
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    rc = api->set_upstream_body(r, (mf_str_t){text, strlen(text)});
+    free(text);
+    return rc;
+}
+
+/* The attempt's Responses state, NULL when it speaks chat. */
+static responses_attempt_t *
+responses_attempt(mf_req_t *r)
+{
+    return *api->provider_ctx(r);
+}
+
 static int
 openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
-    int edit = may_edit(r, u);
+    int edit;
+    openai_state_t *ost = state;
+
+    if (u->endpoint == MF_ENDPOINT_CHAT && wants_responses(ost, u->model)) {
+        return build_responses(r, u);
+    }
+    edit = may_edit(r, u);
     json_t *body = edit ? api->get_body_json(r) : NULL;
     const char *suffix = u->endpoint == MF_ENDPOINT_EMBEDDINGS
                              ? "/embeddings"
@@ -636,6 +793,17 @@ openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     if (!looks_like_object(body)) {
         return MF_ERR;
     }
+    if (responses_attempt(r) != NULL) {
+        json_t *resp = json_loadb(body.data, body.len, 0, NULL);
+        json_t *c = resp ? rw_completion(resp, &usage) : NULL;
+
+        json_decref(resp);
+        if (c == NULL) {
+            return MF_ERR;
+        }
+        api->set_usage(r, &usage);
+        return api->set_response_json(r, c);
+    }
     if (canonical) {
         json_t *j = json_loadb(body.data, body.len, 0, NULL);
 
@@ -673,6 +841,24 @@ openai_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     json_t *j = NULL;
 
     (void)state;
+    if (responses_attempt(r) != NULL) {
+        responses_attempt_t *ra = responses_attempt(r);
+        json_t *chunks[2];
+        int usage_set, i;
+
+        flags = rw_event(&ra->stream, d, chunks, &usage_set);
+        if (usage_set) {
+            api->set_usage(r, &ra->stream.usage);
+        }
+        for (i = 0; i < 2; i++) {
+            if (chunks[i] != NULL && canonical) {
+                api->emit_chunk(r, chunks[i]);
+            } else {
+                json_decref(chunks[i]);
+            }
+        }
+        return flags;
+    }
     if (d.len == 6 && memcmp(d.data, "[DONE]", 6) == 0) {
         return MF_EVENT_DONE;
     }

@@ -118,26 +118,61 @@ test('forward_headers replaces the default list of a provider', async () => {
   assert.equal(last.headers['anthropic-beta'], undefined);
 });
 
-test('messages.countTokens answers an estimate, marked, with no upstream call', async () => {
+test('messages.countTokens is counted by an Anthropic upstream, cache_control and anthropic-beta passed', async () => {
+  const res = await client.messages.countTokens({
+    model: 'claude-sonnet-4', system: [{ type: 'text', text: 'sys', cache_control: eph }], tools: [tool],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'hello there', cache_control: eph }] },
+      { role: 'assistant', content: 'hi' },
+      { role: 'user', content: 'and so?' },
+    ],
+  }, { headers: { 'anthropic-beta': 'token-counting-2024-11-01' } }).withResponse();
+  assert.equal(res.data.input_tokens, 1003, 'the mock counts 1000 + the turns');
+  assert.equal(res.response.headers.get('x-manifold-tokens-estimated'), null);
+  const last = await mock.last();
+  assert.equal(last.path, '/v1/messages/count_tokens');
+  assert.equal(last.headers['anthropic-beta'], 'token-counting-2024-11-01');
+  assert.equal(last.headers['x-api-key'], 'sk-ant-test-0123456789');
+  const up = JSON.parse(last.body);
+  assert.equal(up.model, 'claude-sonnet-4');
+  assert.equal(up.max_tokens, undefined);
+  assert.deepEqual(up.system, [{ type: 'text', text: 'sys', cache_control: eph }]);
+  assert.equal(up.tools[0].cache_control.type, 'ephemeral');
+  assert.equal(up.messages.length, 3);
+  // model_map applies as for a message
+  const mapped = await client.messages.countTokens({ model: 'passing-claude', messages: [{ role: 'user', content: 'x' }] });
+  assert.equal(mapped.input_tokens, 1001);
+  assert.equal(JSON.parse((await mock.last()).body).model, 'claude-sonnet-4');
+  // the upstream's error, in Anthropic's shape
+  await assert.rejects(
+    client.messages.countTokens({ model: 'claude-status-500', messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e instanceof Anthropic.InternalServerError && e.error.error.type === 'api_error');
+});
+
+test('messages.countTokens for a provider with no counting endpoint is an estimate, marked, with no upstream call', async () => {
   const before = await mock.count();
   const short = await client.messages.countTokens({
-    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hello there' }],
+    model: 'gpt-4o', messages: [{ role: 'user', content: 'hello there' }],
   });
   const long = await client.messages.countTokens({
-    model: 'claude-sonnet-4', system: 'x'.repeat(400), tools: [tool],
+    model: 'gpt-4o', system: 'x'.repeat(400), tools: [tool],
     messages: [{ role: 'user', content: [{ type: 'text', text: 'hello there', cache_control: eph }] }],
   });
   assert.ok(Number.isInteger(short.input_tokens) && short.input_tokens > 0);
   assert.ok(long.input_tokens > short.input_tokens + 100);
-  assert.equal(await mock.count(), before, 'nothing reached an upstream');
   const res = await client.messages.countTokens({
-    model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'hi' }],
+    model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }],
   }).asResponse();
   assert.equal(res.headers.get('x-manifold-tokens-estimated'), 'true');
+  // a model nothing serves: the estimate too
+  const none = await client.messages.countTokens({ model: 'nothing-serves-this', messages: [{ role: 'user', content: 'hi' }] });
+  assert.ok(none.input_tokens > 0);
+  assert.equal(await mock.count(), before, 'nothing reached an upstream');
   await assert.rejects(
     client.messages.countTokens({ model: 'claude-sonnet-4', messages: [] }),
     (e) => e instanceof Anthropic.BadRequestError && e.error.type === 'error' &&
       e.error.error.type === 'invalid_request_error' && /messages: Field required/.test(e.message));
+  assert.equal(await mock.count(), before, 'a bad request reached no upstream');
 });
 
 test('errors on Anthropic paths are Anthropic errors the SDK classifies', async () => {

@@ -9,6 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import crypto from 'node:crypto';
 import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
 import { startMock, startGateway, config } from '../integration/harness.mjs';
 
 let mock, gw, client;
@@ -117,6 +118,62 @@ test('non-stream: SigV4, encoded model id, golden Converse request, usage', asyn
     inferenceConfig: { maxTokens: 300, temperature: 0.2, stopSequences: ['END'] },
     additionalModelRequestFields: { top_k: 40 },
   });
+});
+
+test('count_tokens for a Claude model: Bedrock CountTokens, signed; another model is estimated', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const r = await ant.messages.countTokens({
+    model: CLAUDE, system: 'be brief',
+    messages: [{ role: 'user', content: 'hello' }, { role: 'assistant', content: 'hi' }, { role: 'user', content: 'count' }],
+  });
+  assert.equal(r.input_tokens, 1003, 'the mock counts 1000 + the turns');
+  const last = await mock.last();
+  assert.equal(last.path, '/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/count-tokens');
+  assert.ok(sigv4(last, 'mock/secret/AKIDMOCK1').ok, 'signature');
+  assert.deepEqual(JSON.parse(last.body), { input: { converse: {
+    messages: [
+      { role: 'user', content: [{ text: 'hello' }] },
+      { role: 'assistant', content: [{ text: 'hi' }] },
+      { role: 'user', content: [{ text: 'count' }] },
+    ],
+    system: [{ text: 'be brief' }],
+  } } });
+  const before = (await (await fetch(`${mock.url}/_mock/count`)).json()).count;
+  const res = await ant.messages.countTokens({
+    model: 'amazon.nova-pro-v1:0', messages: [{ role: 'user', content: 'hello' }],
+  }).withResponse();
+  assert.ok(res.data.input_tokens > 0 && res.data.input_tokens < 1000);
+  assert.equal(res.response.headers.get('x-manifold-tokens-estimated'), 'true');
+  assert.equal((await (await fetch(`${mock.url}/_mock/count`)).json()).count, before, 'no upstream call');
+});
+
+test('cache_control (Anthropic SDK) becomes Converse cachePoint blocks', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const eph = { type: 'ephemeral' };
+  const m = await ant.messages.create({
+    model: CLAUDE, max_tokens: 100,
+    system: [{ type: 'text', text: 'a long system prompt', cache_control: eph }],
+    tools: [{ name: 'get_weather', description: 'Weather of a city', cache_control: eph,
+      input_schema: { type: 'object', properties: { city: { type: 'string' } } } }],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'weather?', cache_control: eph }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'tooluse_1', name: 'get_weather', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tooluse_1', content: [{ type: 'text', text: 'sunny', cache_control: eph }] }, { type: 'text', text: 'and so?' }] },
+    ],
+  });
+  assert.equal(m.type, 'message');
+  const up = JSON.parse((await mock.last()).body);
+  const cp = { cachePoint: { type: 'default' } };
+  assert.deepEqual(up.system, [{ text: 'a long system prompt' }, cp]);
+  assert.deepEqual(up.messages[0].content, [{ text: 'weather?' }, cp]);
+  assert.deepEqual(up.messages[2].content, [
+    { toolResult: { toolUseId: 'tooluse_1', content: [{ text: 'sunny' }], status: 'success' } }, cp, { text: 'and so?' },
+  ]);
+  assert.deepEqual(up.toolConfig.tools[1], cp);
+  assert.equal(up.toolConfig.tools[0].toolSpec.name, 'get_weather');
+  // without cache_control, no cachePoint
+  await ant.messages.create({ model: CLAUDE, max_tokens: 10, system: 'plain', messages: [{ role: 'user', content: 'hi' }] });
+  assert.ok(!(await mock.last()).body.includes('cachePoint'));
 });
 
 test('auth: session token signed too, API keys as bearer, a wrong secret is a 502', async () => {

@@ -338,6 +338,23 @@ test('vertex: service-account JWT (RS256), token cached and shared, stream and e
   assert.equal((await requests()).filter((q) => q.path.startsWith('/token')).length - before, 1, 'still one token');
 });
 
+test('vertex: count_tokens is counted by Vertex AI\'s :countTokens (contents at the top)', async () => {
+  const res = await fetch(`${gw.url}/v1/messages/count_tokens`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'anthropic-version': '2023-06-01' },
+    body: JSON.stringify({ model: 'vx-flash', system: 'be brief', messages: [{ role: 'user', content: 'count me' }] }),
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-manifold-tokens-estimated'), null);
+  assert.deepEqual(await res.json(), { input_tokens: 1001 });
+  const last = await mock.last();
+  assert.equal(last.path, '/v1/projects/mock-project/locations/europe-west4/publishers/google/models/gemini-2.5-flash:countTokens');
+  assert.match(last.headers.authorization, /^Bearer ya29\.mock-/);
+  const up = JSON.parse(last.body);
+  assert.equal(up.generateContentRequest, undefined);
+  assert.deepEqual(up.contents, [{ role: 'user', parts: [{ text: 'count me' }] }]);
+  assert.deepEqual(up.systemInstruction.parts, [{ text: 'be brief' }]);
+});
+
 test('vertex: a token near expiry is refreshed, a token endpoint down is a clear 502', async () => {
   const count = async () => (await requests()).filter((q) => q.path.startsWith('/token?ttl=200')).length;
   const a = await client.chat.completions.create({ model: 'vshort-x', messages: [{ role: 'user', content: 'one' }] });

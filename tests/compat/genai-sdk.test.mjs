@@ -162,6 +162,39 @@ test('countTokens is the gateway estimate, with no upstream call', async () => {
   assert.deepEqual(await res.json(), { totalTokens: 3 });
 });
 
+test('countTokens for a Gemini model is counted by the upstream\'s own :countTokens', async () => {
+  const r = await ai.models.countTokens({
+    model: 'gemini-2.5-flash',
+    contents: [{ role: 'user', parts: [{ text: 'one' }] }, { role: 'model', parts: [{ text: 'two' }] },
+      { role: 'user', parts: [{ text: 'three' }] }],
+  });
+  assert.equal(r.totalTokens, 1003, 'the mock counts 1000 + the turns');
+  const last = await mock.last();
+  assert.equal(last.path, '/v1beta/models/gemini-2.5-flash:countTokens');
+  assert.equal(last.headers['x-goog-api-key'], 'AIza-test-0123456789');
+  const up = JSON.parse(last.body);
+  assert.equal(up.generateContentRequest.model, 'models/gemini-2.5-flash');
+  assert.equal(up.generateContentRequest.contents.length, 3);
+  // a generateContentRequest with a system instruction and tools, over the wire
+  const res = await fetch(`${gw.url}/v1beta/models/gemini-2.5-flash:countTokens`, {
+    method: 'POST', headers: { 'content-type': 'application/json', 'x-goog-api-key': 'client-key' },
+    body: JSON.stringify({ generateContentRequest: {
+      model: 'models/gemini-2.5-flash', contents: [{ role: 'user', parts: [{ text: 'hi' }] }],
+      systemInstruction: { parts: [{ text: 'be brief' }] }, tools: [weather],
+    } }),
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-manifold-tokens-estimated'), null);
+  assert.deepEqual(await res.json(), { totalTokens: 1001 });
+  const up2 = JSON.parse((await mock.last()).body).generateContentRequest;
+  assert.deepEqual(up2.systemInstruction.parts, [{ text: 'be brief' }]);
+  assert.equal(up2.tools[0].functionDeclarations[0].name, 'get_weather');
+  // and a Claude model through Gemini's path: Anthropic's count_tokens
+  const c = await ai.models.countTokens({ model: 'claude-sonnet-4', contents: 'hello' });
+  assert.equal(c.totalTokens, 1001);
+  assert.equal((await mock.last()).path, '/v1/messages/count_tokens');
+});
+
 test('embedContent (batchEmbedContents) and embedContent over the wire', async () => {
   const r = await ai.models.embedContent({
     model: 'text-embedding-3-small', contents: ['first text', 'second text'],

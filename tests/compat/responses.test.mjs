@@ -179,6 +179,90 @@ test('previous_response_id continues a stored conversation; retrieve and delete'
   await assert.rejects(client.responses.retrieve(r4.id), (e) => e instanceof OpenAI.NotFoundError);
 });
 
+test('inputItems.list: the stored conversation\'s items, paged by limit, order and after', async () => {
+  const r1 = await client.responses.create({
+    model: 'gpt-4o', input: [
+      { role: 'user', content: 'first' },
+      { role: 'assistant', content: [{ type: 'output_text', text: 'second' }] },
+      { type: 'message', role: 'user', content: [{ type: 'input_text', text: 'third' }] },
+    ],
+  });
+  const r2 = await client.responses.create({ model: 'gpt-4o', previous_response_id: r1.id, input: 'fourth' });
+  // newest first by default; r2's conversation: r1's input, r1's answer, its own
+  const page = await client.responses.inputItems.list(r2.id);
+  assert.deepEqual(page.data.map((i) => i.content[0].text),
+    ['fourth', r1.output_text, 'third', 'second', 'first']);
+  assert.ok(page.data.every((i) => i.type === 'message' && typeof i.id === 'string' && i.status === 'completed'));
+  assert.equal(page.data[0].content[0].type, 'input_text');
+  assert.equal(page.data[3].content[0].type, 'output_text');
+  assert.equal(page.data[1].id, r1.output[0].id, 'an answer item keeps its id');
+  assert.equal(page.has_more, false);
+  const raw = await (await fetch(`${gw.url}/v1/responses/${r2.id}/input_items?order=asc&limit=3`)).json();
+  assert.equal(raw.object, 'list');
+  assert.equal(raw.has_more, true);
+  assert.equal(raw.first_id, page.data[4].id);
+  assert.equal(raw.last_id, page.data[2].id);
+  // items keep their ids from one response to the next
+  const first = await client.responses.inputItems.list(r1.id, { order: 'asc' });
+  assert.deepEqual(first.data.map((i) => i.id), page.data.slice(2).reverse().map((i) => i.id));
+  // pages of two, ascending, followed by the SDK through after=
+  const seen = [];
+  for await (const item of client.responses.inputItems.list(r2.id, { order: 'asc', limit: 2 })) seen.push(item.content[0].text);
+  assert.deepEqual(seen, ['first', 'second', 'third', r1.output_text, 'fourth']);
+  const p1 = await client.responses.inputItems.list(r2.id, { order: 'asc', limit: 2 });
+  assert.equal(p1.has_more, true);
+  assert.equal(p1.data.length, 2);
+  await assert.rejects(client.responses.inputItems.list(r2.id, { limit: 101 }),
+    (e) => e instanceof OpenAI.BadRequestError && /limit/.test(e.message));
+  await assert.rejects(client.responses.inputItems.list('resp_' + '0'.repeat(48)),
+    (e) => e instanceof OpenAI.NotFoundError);
+});
+
+test('item_reference items are resolved from the store', async () => {
+  const r1 = await client.responses.create({ model: 'gpt-4o', input: 'my name is Ada' });
+  const items = (await client.responses.inputItems.list(r1.id)).data;
+  // a later request, without previous_response_id, naming the items it wants
+  await client.responses.create({
+    model: 'gpt-4o', input: [
+      { type: 'item_reference', id: items[0].id },
+      { type: 'item_reference', id: r1.output[0].id },
+      { role: 'user', content: 'what is my name?' },
+    ],
+  });
+  let up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages, [
+    { role: 'user', content: 'my name is Ada' },
+    { role: 'assistant', content: r1.output_text },
+    { role: 'user', content: 'what is my name?' },
+  ]);
+  // a function call item referenced, its output sent
+  const r3 = await client.responses.create({ model: 'gpt-4o', tools: [weather], input: 'weather in Oslo?' });
+  const call = r3.output.find((o) => o.type === 'function_call');
+  assert.match(call.id, /^fc_[0-9a-f]{48}_\d+$/);
+  const r4 = await client.responses.create({
+    model: 'gpt-4o', tools: [weather], input: [
+      { role: 'user', content: 'weather in Oslo?' },
+      { type: 'item_reference', id: call.id },
+      { type: 'function_call_output', call_id: call.call_id, output: 'snow' },
+    ],
+  });
+  up = JSON.parse((await mock.last()).body);
+  assert.equal(up.messages[1].tool_calls[0].id, call.call_id);
+  assert.deepEqual(up.messages[2], { role: 'tool', tool_call_id: call.call_id, content: 'snow' });
+  // stored resolved: the reference became the item itself
+  const listed = (await client.responses.inputItems.list(r4.id, { order: 'asc' })).data;
+  assert.equal(listed[1].type, 'function_call');
+  assert.equal(listed[1].id, call.id);
+  const before = await mock.count();
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', input: [{ type: 'item_reference', id: 'msg_' + 'a'.repeat(48) + '_0' }] }),
+    (e) => e instanceof OpenAI.BadRequestError && /item_reference/.test(e.message));
+  await assert.rejects(
+    client.responses.create({ model: 'gpt-4o', input: [{ type: 'item_reference', id: 'msg_unknown' }] }),
+    (e) => e instanceof OpenAI.BadRequestError && /item_reference/.test(e.message));
+  assert.equal(await mock.count(), before, 'nothing reached the upstream');
+});
+
 test('responses errors arrive in OpenAI shape with the right status', async () => {
   await assert.rejects(
     client.responses.create({ model: 'no-such-model', input: 'x' }),

@@ -1,7 +1,8 @@
 /* libFuzzer driver for the inbound protocol adapters (every entry of
  * mf_protos[]): bytes as a path, as a client's request, as a canonical
  * completion and as canonical stream chunks (what a client and an
- * upstream can send), and an error rendered in each shape. */
+ * upstream can send), token counts forwarded (count_request), a stored
+ * response's input items, and an error rendered in each shape. */
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -63,6 +64,13 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes,
         if (p->resource(&rc, MF_STR("DELETE"), &status, &b)) {
             free(b);
         }
+        /* a stored response's input items, the bytes as the query */
+        rc.path = MF_STR("/v1/responses/resp_fuzz/input_items");
+        rc.query = bytes;
+        b = NULL;
+        if (p->resource(&rc, MF_STR("GET"), &status, &b)) {
+            free(b);
+        }
     }
     if (p->stream_type != NULL) {
         (void)p->stream_type(call);
@@ -84,6 +92,10 @@ run(const mf_proto_t *p, json_t *j, mf_str_t bytes,
         int status, estimated;
 
         free(p->local(call, j, &status, &estimated, &err));
+    }
+    if (json_is_object(j) && p->count_request != NULL) {
+        json_decref(p->count_request(call, j, &err));
+        free(p->count_answer((int64_t)bytes.len));
     }
     text = p->error_body(&e);
     free(text);

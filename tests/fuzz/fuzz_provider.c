@@ -10,7 +10,13 @@
  *   2  stream events, one per line; "name|json" lines give the event
  *      name (Bedrock's :event-type) and "!name|json" an exception
  *                                              -> parse_stream_event
- *   3  an upstream error body                  -> parse_error
+ *   3  an upstream error body                  -> parse_error (and
+ *      parse_count, for a provider that counts tokens)
+ *
+ * Bit 7 of the second byte configures options.wire: responses (the
+ * Responses API as provider-openai's upstream wire; the other plugins
+ * ignore it): build_request runs first so that parse_response and
+ * parse_stream_event read the Responses wire.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -151,6 +157,14 @@ f_provider_ctx(mf_req_t *r)
     return &r->ctx;
 }
 
+static int
+f_set_upstream_wire(mf_req_t *r, mf_str_t wire)
+{
+    (void)r;
+    (void)wire;
+    return MF_OK;
+}
+
 static mf_host_api_t api = {
     .size = sizeof(mf_host_api_t),
     .abi_major = MF_ABI_MAJOR,
@@ -170,6 +184,7 @@ static mf_host_api_t api = {
     .emit_chunk = f_emit,
     .provider_ctx = f_provider_ctx,
     .set_error = f_set_error,
+    .set_upstream_wire = f_set_upstream_wire,
 };
 
 static void
@@ -205,7 +220,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const mf_plugin_t *p = mf_plugin_v1();
     const char *const *types = p->provider->types;
     size_t ntypes = 0;
-    char conf[256];
+    char conf[320];
     void *state = NULL;
     mf_req_t r;
     mf_upstream_t u;
@@ -222,8 +237,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     snprintf(conf, sizeof(conf),
              "{\"name\":\"fuzz\",\"type\":\"%s\",\"base_url\":"
-             "\"https://fuzz.example/v1\",\"region\":\"us-east-1\"}",
-             types[data[0] % ntypes]);
+             "\"https://fuzz.example/v1\",\"region\":\"us-east-1\"%s}",
+             types[data[0] % ntypes],
+             (data[1] & 0x80) ? ",\"options\":{\"wire\":\"responses\"}" : "");
     if (p->init(&api, conf, &state) != MF_OK) {
         return 0;
     }
@@ -238,6 +254,17 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     r.endpoint = (data[1] & 1) ? MF_ENDPOINT_EMBEDDINGS : MF_ENDPOINT_CHAT;
     u.endpoint = r.endpoint;
     u.stream = (data[1] & 2) != 0;
+    if ((data[1] & 0x80) && ((data[1] >> 4) & 3) != 0) {
+        /* the attempt's wire is chosen by build_request */
+        json_t *b = r.body;
+
+        r.body = json_pack("{s:s,s:[{s:s,s:s}]}", "model", "fuzz-model",
+                           "messages", "role", "user", "content", "x");
+        r.endpoint = u.endpoint = MF_ENDPOINT_CHAT;
+        p->provider->build_request(&r, state, &u);
+        json_decref(r.body);
+        r.body = b;
+    }
     switch ((data[1] >> 4) & 3) {
     case 0:
         r.body = json_loadb((const char *)data + 2, size - 2, 0, NULL);
@@ -262,6 +289,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p->provider->parse_error(&r, state, 400 + (data[1] & 0x0f) * 8,
                                  (mf_str_t){(const char *)data + 2, size - 2},
                                  &err);
+        if (p->provider->parse_count != NULL) {
+            int64_t tokens;
+
+            p->provider->parse_count(
+                &r, state, (mf_str_t){(const char *)data + 2, size - 2},
+                &tokens);
+        }
         break;
     }
     }

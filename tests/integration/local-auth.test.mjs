@@ -180,7 +180,8 @@ test('limits does not meter what the gateway answers itself', async () => {
 async function ownership(gw, waitStored) {
   let r = await post(gw, '/v1/responses', { model: 'gpt-4o', input: 'remember Oslo' }, auth(ALICE));
   assert.equal(r.status, 200);
-  const id = (await r.json()).id;
+  const made = await r.json();
+  const id = made.id;
   await waitStored(id);
   const gone = await get(gw, '/v1/responses/resp_does_not_exist_0000', auth(BOB));
   assert.equal(gone.status, 404);
@@ -203,7 +204,18 @@ async function ownership(gw, waitStored) {
   r = await del(gw, `/v1/responses/${id}`, auth(BOB));
   assert.equal(r.status, 404);
   assert.equal((await r.json()).error.code, goneBody.error.code);
+  // its input items: no key, another consumer
+  r = await get(gw, `/v1/responses/${id}/input_items`);
+  assert.equal(r.status, 401);
+  await r.text();
+  r = await get(gw, `/v1/responses/${id}/input_items`, auth(BOB));
+  assert.equal(r.status, 404);
+  assert.ok(!(await r.text()).includes('Oslo'));
   const upstream = await mock.count();
+  // an item_reference to another consumer's item
+  r = await post(gw, '/v1/responses', { model: 'gpt-4o', input: [{ type: 'item_reference', id: made.output[0].id }] }, auth(BOB));
+  assert.equal(r.status, 400);
+  assert.ok(!(await r.text()).includes('Oslo'));
   r = await post(gw, '/v1/responses', { model: 'gpt-4o', previous_response_id: id, input: 'where?' }, auth(BOB));
   assert.equal(r.status, 400);
   j = await r.json();
@@ -218,6 +230,9 @@ async function ownership(gw, waitStored) {
   r = await get(gw, `/v1/responses/${id}`, auth(ALICE));
   assert.equal(r.status, 200);
   assert.equal((await r.json()).id, id);
+  r = await get(gw, `/v1/responses/${id}/input_items`, auth(ALICE));
+  assert.equal(r.status, 200);
+  assert.equal((await r.json()).data[0].content[0].text, 'remember Oslo');
   r = await post(gw, '/v1/responses', { model: 'gpt-4o', previous_response_id: id, input: 'where?' }, auth(ALICE));
   assert.equal(r.status, 200);
   await r.json();

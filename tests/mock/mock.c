@@ -49,6 +49,11 @@
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
  *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
  *    in mock_bedrock.c, with the same directives;
+ *  - token counting: POST /v1/messages/count_tokens, :countTokens (Google
+ *    AI and Vertex AI) and Bedrock's /model/ID/count-tokens check the
+ *    body their service takes and answer 1000 + the number of turns;
+ *  - POST /v1/responses speaks OpenAI's Responses API, whole and as its
+ *    response.* event stream (mock_responses.c), with the same directives;
  *  - embeddings: 8 numbers from a hash of each input; a model whose name
  *    holds "bow" gives 64, the input's bag of words (texts sharing words
  *    are near);
@@ -56,6 +61,9 @@
  *    result per input: flagged when the text holds "mock-flag-CATEGORY"
  *    (violence, hate, harassment, self-harm, sexual); the directives
  *    in the input (delay, hang, status) apply;
+ *  - GET .../models lists mock-model, mock-model-large and other-model
+ *    (OpenAI's and Anthropic's shape), GET .../v1beta/models
+ *    gemini-mock-pro, gemini-mock-flash and text-mock-embed (Gemini's);
  *  - GET /_mock/last: the last request seen (path, headers, body);
  *    GET /_mock/requests: the last 64;
  *    GET /_mock/count: requests seen;
@@ -987,6 +995,8 @@ typedef struct {
     int moderations;
     int anthropic;
     int gemini;
+    int count;     /* a token-counting endpoint */
+    int responses; /* OpenAI's Responses API */
     int bedrock;
     char uri[1024];
     char auth[2048];
@@ -1583,6 +1593,66 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
     }
 }
 
+/* The token-counting endpoints: Anthropic's /v1/messages/count_tokens,
+ * Gemini's :countTokens (Google AI: a generateContentRequest naming its
+ * model; Vertex AI: contents at the top), Bedrock's count-tokens
+ * (input.converse). Each checks the shape its service takes and answers
+ * 1000 + the number of turns, a count no estimate gives. */
+static void
+answer_count(pending_t *p)
+{
+    json_t *turns = NULL,
+           *gcr = json_object_get(p->body, "generateContentRequest");
+    const char *problem = NULL;
+    int n;
+
+    if (p->auth[0] == '\0') {
+        problem = "no credential";
+    } else if (p->anthropic) {
+        turns = json_object_get(p->body, "messages");
+        if (!json_is_string(json_object_get(p->body, "model"))) {
+            problem = "model: Field required";
+        } else if (json_object_get(p->body, "max_tokens") != NULL ||
+                   json_object_get(p->body, "stream") != NULL) {
+            problem = "max_tokens, stream: Extra inputs are not permitted";
+        }
+    } else if (p->gemini && strstr(p->uri, "/publishers/") != NULL) {
+        turns = json_object_get(p->body, "contents");
+        if (gcr != NULL) {
+            problem = "Vertex AI takes contents at the top";
+        }
+    } else if (p->gemini) {
+        turns = json_object_get(gcr, "contents");
+        if (!json_is_object(gcr) ||
+            strncmp(json_string_value(json_object_get(gcr, "model")) ?: "",
+                    "models/", 7) != 0 ||
+            json_object_get(p->body, "contents") != NULL) {
+            problem = "generateContentRequest with its model (models/...) "
+                      "is required";
+        }
+    } else {
+        turns = json_object_get(
+            json_object_get(json_object_get(p->body, "input"), "converse"),
+            "messages");
+    }
+    if (problem == NULL && !json_is_array(turns)) {
+        problem = "no turns to count";
+    }
+    if (problem != NULL) {
+        send_json(p->req, 400,
+                  json_pack("{s:{s:s,s:s}}", "error", "message", problem,
+                            "type", "invalid_request_error"),
+                  0);
+        return;
+    }
+    n = 1000 + (int)json_array_size(turns);
+    send_json(p->req, 200,
+              p->anthropic ? json_pack("{s:i}", "input_tokens", n)
+              : p->gemini  ? json_pack("{s:i}", "totalTokens", n)
+                           : json_pack("{s:i}", "inputTokens", n),
+              0);
+}
+
 static void
 answer(pending_t *p)
 {
@@ -1619,6 +1689,10 @@ answer(pending_t *p)
         anthropic_error(p->req, status, p->d.retry_after);
     } else if (status && status != 200) {
         send_error(p->req, status, p->d.retry_after);
+    } else if (p->count) {
+        answer_count(p);
+    } else if (p->responses) {
+        answer_responses(p->req, p->body, &p->d);
     } else if (p->gemini) {
         answer_gemini(p->req, p->uri, p->body, &p->d, p->auth);
     } else if (p->bedrock) {
@@ -1756,12 +1830,29 @@ handle(struct evhttp_request *req, void *arg)
         free(body);
         return;
     }
+    if (strstr(uri, "/v1beta/models") != NULL &&
+        evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
+        /* Gemini's list */
+        send_json(req, 200,
+                  json_pack("{s:[{s:s},{s:s},{s:s}]}", "models", "name",
+                            "models/gemini-mock-pro", "name",
+                            "models/gemini-mock-flash", "name",
+                            "models/text-mock-embed"),
+                  0);
+        free(body);
+        return;
+    }
     if (strstr(uri, "/models") != NULL &&
         evhttp_request_get_command(req) == EVHTTP_REQ_GET) {
         send_json(req, 200,
-                  json_pack("{s:s,s:[{s:s,s:s,s:i,s:s}]}", "object", "list",
-                            "data", "id", "mock-model", "object", "model",
-                            "created", 0, "owned_by", "mock"),
+                  json_pack("{s:s,s:[{s:s,s:s,s:i,s:s},{s:s,s:s,s:i,s:s},"
+                            "{s:s,s:s,s:i,s:s}]}",
+                            "object", "list", "data", "id", "mock-model",
+                            "object", "model", "created", 0, "owned_by", "mock",
+                            "id", "mock-model-large", "object", "model",
+                            "created", 0, "owned_by", "mock", "id",
+                            "other-model", "object", "model", "created", 0,
+                            "owned_by", "mock"),
                   0);
         free(body);
         return;
@@ -1773,8 +1864,12 @@ handle(struct evhttp_request *req, void *arg)
     p->bedrock = !p->gemini && bedrock_path(uri);
     p->embeddings = strstr(uri, "/embeddings") != NULL;
     p->moderations = strstr(uri, "/moderations") != NULL;
+    p->responses = !p->gemini && !p->bedrock && responses_path(uri);
     p->anthropic = strstr(uri, "/messages") != NULL &&
                    strstr(uri, "/chat/completions") == NULL;
+    p->count = strstr(uri, "/v1/messages/count_tokens") != NULL ||
+               strstr(uri, ":countTokens") != NULL ||
+               (p->bedrock && strstr(uri, "/count-tokens") != NULL);
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
                               p->anthropic ? "x-api-key" : "Authorization");
     if (p->gemini && evhttp_find_header(evhttp_request_get_input_headers(req),
@@ -1798,9 +1893,9 @@ handle(struct evhttp_request *req, void *arg)
         p->body = json_stringn(body, len); /* the token endpoint's form */
     }
     free(body);
-    if (p->body == NULL ||
-        (!p->embeddings && !p->anthropic && !p->gemini && !p->bedrock &&
-         !p->moderations && strstr(uri, "/chat/completions") == NULL)) {
+    if (p->body == NULL || (!p->embeddings && !p->anthropic && !p->gemini &&
+                            !p->bedrock && !p->moderations && !p->responses &&
+                            strstr(uri, "/chat/completions") == NULL)) {
         send_json(req, p->body ? 404 : 400,
                   json_pack("{s:{s:s,s:s}}", "error", "message",
                             p->body ? "unknown path" : "invalid JSON", "type",
@@ -1831,6 +1926,8 @@ handle(struct evhttp_request *req, void *arg)
         gemini_directives(p->body, &p->d);
     } else if (p->bedrock) {
         bedrock_directives(p->body, &p->d);
+    } else if (p->responses) {
+        responses_directives(p->body, &p->d);
     }
     if (mode_status != 0) {
         p->d.status = mode_status;

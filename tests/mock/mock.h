@@ -70,4 +70,10 @@ void bedrock_directives(json_t *body, directives_t *d);
 void answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                     const directives_t *d, const char *auth);
 
+/* OpenAI's Responses API (POST /v1/responses, whole and streamed). */
+int responses_path(const char *uri);
+void responses_directives(json_t *body, directives_t *d);
+void answer_responses(struct evhttp_request *req, json_t *body,
+                      const directives_t *d);
+
 #endif

@@ -33,7 +33,9 @@ int
 bedrock_path(const char *uri)
 {
     return strncmp(uri, "/model/", 7) == 0 &&
-           (strstr(uri, "/converse") != NULL || strstr(uri, "/invoke") != NULL);
+           (strstr(uri, "/converse") != NULL ||
+            strstr(uri, "/invoke") != NULL ||
+            strstr(uri, "/count-tokens") != NULL);
 }
 
 void

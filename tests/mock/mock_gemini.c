@@ -34,6 +34,7 @@ gemini_path(const char *uri)
            strstr(uri, ":streamGenerateContent") != NULL ||
            strstr(uri, ":batchEmbedContents") != NULL ||
            strstr(uri, ":embedContent") != NULL ||
+           strstr(uri, ":countTokens") != NULL ||
            strstr(uri, ":predict") != NULL || strncmp(uri, "/token", 6) == 0;
 }
 

@@ -105,6 +105,12 @@ typedef enum mf_endpoint_e {
      * then the gateway answers; no model call, no upstream, nothing to
      * meter */
     MF_ENDPOINT_LOCAL,
+    /* ABI 1.6 (count tokens): only in mf_upstream_t, for a provider with
+     * parse_count: count the prompt of the canonical request with the
+     * upstream's own token-counting endpoint (Anthropic's
+     * /v1/messages/count_tokens, Gemini's :countTokens, ...). Stages see
+     * such a request as MF_ENDPOINT_LOCAL. */
+    MF_ENDPOINT_COUNT_TOKENS,
 } mf_endpoint_t;
 
 /* Token usage of a request. -1 = not known. */
@@ -318,7 +324,17 @@ typedef struct mf_provider_s {
      * (or api->resume(r, MF_FAIL)). */
     mf_action_t (*authorize)(mf_req_t *r, void *state, const mf_upstream_t *u);
 
-    void *spare[6];
+    /* ABI 1.6 (count tokens). Optional: a provider that sets it counts
+     * tokens upstream: build_request takes u->endpoint ==
+     * MF_ENDPOINT_COUNT_TOKENS (the canonical request's prompt to the
+     * upstream's counting endpoint; MF_ERR without api->set_error: this
+     * model cannot be counted there, and the host answers its estimate),
+     * and parse_count reads the 2xx answer into *tokens (MF_ERR when it
+     * cannot). */
+    int (*parse_count)(mf_req_t *r, void *state, mf_str_t body,
+                       int64_t *tokens);
+
+    void *spare[5];
 } mf_provider_t;
 
 /* The descriptor a plugin returns from mf_plugin_v1(). */
@@ -912,6 +928,24 @@ struct mf_host_api_s {
     int (*metric_add_at)(mf_metric_t *m, int series, double delta);
     int (*metric_observe_at)(mf_metric_t *m, int series, double value,
                              mf_str_t trace_id);
+
+    /* ABI 1.6 (protocols): an upstream wire per attempt; model names a
+     * stage declares. */
+    /* Provider, build_request only. This attempt's upstream speaks
+     * another wire than the provider's `wire` (a provider that serves
+     * some models over another API, such as OpenAI's Responses API): its
+     * bytes are then never passed through, and parse_response and
+     * parse_stream_event are called with `canonical` set. MF_ERR outside
+     * build_request. */
+    int (*set_upstream_wire)(mf_req_t *r, mf_str_t wire);
+    /* init only. A model name the stage serves itself (a virtual model,
+     * such as a router's "auto" that it maps to a real model in
+     * on_request or on_route): listed by every model list (/v1/models in
+     * each API's shape, /v1/models/{id}) while the stage is enabled, as
+     * `models:` on its entry in the config is. Exact names only: MF_ERR
+     * (logged) for a pattern (* or ?), an empty name, or a call outside
+     * init. Declaring a name only lists it. */
+    int (*declare_model)(const char *name);
 };
 
 /* The one symbol a plugin exports. */
