@@ -133,12 +133,33 @@ in_call(mf_req_t *r, mf_call_t call)
     return mf_api_allowed(r, call);
 }
 
-/* A stage that may pause, or a provider's authorize step. */
+/* ABI 1.6: a body stage holding a stream's output (api->hold_response),
+ * called from its async callback, outside the pipeline. */
+static int
+held_callback(const mf_req_t *r)
+{
+    return r != NULL && r->body_hold && !r->in_body && !r->finished &&
+           r->stream;
+}
+
+/* ABI 1.6: a callback of a body stage's async call while a stream is
+ * going out (no stage pauses then): it may stop the answer. */
+static int
+body_callback(const mf_req_t *r)
+{
+    return r != NULL && r->stream && !r->in_body && !r->finished &&
+           r->phase == MF_PHASE_BODY;
+}
+
+/* A stage that may pause, or a provider's authorize step; a body stage
+ * of a stream (ABI 1.6: its callback acts through hold_response). */
 static int
 can_pause(mf_req_t *r)
 {
     return in_call(r, MF_CALL_PAUSE) ||
-           (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE);
+           (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE) ||
+           held_callback(r) ||
+           (r != NULL && r->stream && in_call(r, MF_CALL_INSERT_CHUNK));
 }
 
 static void
@@ -750,6 +771,9 @@ api_insert_response_chunk(mf_req_t *r, mf_str_t data)
 {
     mf_str_t *v;
 
+    if (held_callback(r) && data.len > 0) {
+        return mf_req_body_insert_held(r, data);
+    }
     if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || data.len == 0) {
         return MF_ERR;
     }
@@ -776,8 +800,10 @@ static int
 api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
                   const char *message, mf_str_t final)
 {
-    if (!in_call(r, MF_CALL_STOP_RESPONSE) || status < 400 || status > 599 ||
-        r->body_stop) {
+    int outside = held_callback(r) || body_callback(r);
+
+    if ((!outside && !in_call(r, MF_CALL_STOP_RESPONSE)) || status < 400 ||
+        status > 599 || r->body_stop) {
         return MF_ERR;
     }
     r->body_stop = 1;
@@ -789,6 +815,44 @@ api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
     r->stop_message = mf_pool_str(
         r->pool, mf_str_from(message ? message : "the answer was stopped"));
     r->stop_final = mf_pool_str(r->pool, final);
+    if (outside) {
+        /* from the holding stage's callback: the answer ends now; the
+         * events still held are never sent */
+        r->body_hold = 0;
+        r->end_held = 0;
+        mf_req_body_stopped(r);
+    }
+    return MF_OK;
+}
+
+/* ABI 1.6: a body stage holds a stream's output while its async check
+ * runs (req_relay.c releases it). */
+static int
+api_hold_response(mf_req_t *r, int hold)
+{
+    if (hold) {
+        if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || r->body_stop ||
+            (r->body_hold && (size_t)r->body_hold != r->body_idx + 1)) {
+            return MF_ERR;
+        }
+        mf_req_body_hold(r, (int)r->body_idx + 1);
+        return MF_OK;
+    }
+    if (r == NULL || !r->body_hold) {
+        return MF_OK;
+    }
+    if (r->in_body) {
+        if ((size_t)r->body_hold != r->body_idx + 1) {
+            return MF_ERR;
+        }
+        /* let go inside on_response_body: the host carries on as usual */
+        mf_req_body_hold(r, 0);
+        return MF_OK;
+    }
+    if (r->finished) {
+        return MF_ERR;
+    }
+    mf_req_body_release(r);
     return MF_OK;
 }
 
@@ -1257,4 +1321,6 @@ const mf_host_api_t mf_api = {
     .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
+    /* ABI 1.6 (guard): a body stage holds a stream's output */
+    .hold_response = api_hold_response,
 };

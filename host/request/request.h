@@ -45,6 +45,16 @@ void mf_req_drained(mf_req_t *r);
 /* A canonical stream event (OpenAI chunk JSON, or "[DONE]" with last):
  * runs the body stages on it and queues it for the client. */
 void mf_req_emit_event(mf_req_t *r, mf_str_t data, int last);
+/* api->hold_response (ABI 1.6): an event the holding body stage sends
+ * from its async callback (through the stages after it, out at once);
+ * the stage let go (the end that waited, reading resumed); a stop made
+ * from the callback. */
+int mf_req_body_insert_held(mf_req_t *r, mf_str_t data);
+void mf_req_body_release(mf_req_t *r);
+/* Sets the holding stage (index + 1; 0 lets go inside the pipeline) and
+ * stops or restarts reading the upstream. */
+void mf_req_body_hold(mf_req_t *r, int idx1);
+void mf_req_body_stopped(mf_req_t *r);
 
 /* A stage's own stream answer (api->emit_event): data is a canonical
  * chunk's JSON (may be empty), translated to the client's protocol and

@@ -73,7 +73,19 @@ typedef struct {
     int j_fail_open;
     unsigned j_dirs;
     mf_metric_t *m_checks, *m_blocked, *m_fail;
+    /* streams checked by the moderation endpoint (`stream:`) */
+    int s_mode;         /* 0 none, S_HOLD, S_FIRST, S_FINAL */
+    size_t s_every;     /* checkpoint every N bytes, 0: sentences */
+    size_t s_overlap;   /* checked bytes sent again with the next check */
+    size_t s_hold;      /* held bytes that make a checkpoint at once */
+    uint64_t s_hold_ms; /* the longest wait for a checkpoint's verdict */
+    int s_fail_open;
 } guard_t;
+
+#define S_HOLD 1
+#define S_FIRST 2
+#define S_FINAL 3
+#define S_FINAL_MAX (1024 * 1024) /* bytes of a whole answer checked */
 
 typedef struct {
     char *data;
@@ -99,6 +111,17 @@ typedef struct {
     int sent;       /* an event went out */
     char **out;     /* released text of held channels, as events */
     size_t nout;
+    /* streams checked by the moderation endpoint */
+    gbuf_t ck;        /* text since the last checkpoint, not checked */
+    gbuf_t prev;      /* the last s_overlap bytes checked */
+    char **pend;      /* hold: events not released yet, in order */
+    size_t npend;     /* how many */
+    size_t pend_text; /* bytes of text in them */
+    size_t ncheck;    /* the first ncheck of them are being checked */
+    int inflight;     /* a check is under way */
+    int end_seen;     /* the last event came */
+    int holding;      /* api->hold_response(r, 1) is in force */
+    const guard_t *g;
 } greq_t;
 
 static void
@@ -512,11 +535,102 @@ parse_judge(guard_t *g, const json_t *m)
     return build_judge(g, v != NULL ? json_string_value(v) : JUDGE_POLICY);
 }
 
+/* `stream:`: how streams are checked by the moderation endpoint. */
+static int
+parse_stream(guard_t *g, const json_t *m)
+{
+    static const char *const keys[] = {"mode",       "checkpoint", "overlap",
+                                       "hold_bytes", "hold_ms",    "fail",
+                                       NULL};
+    const char *mode = json_string_value(json_object_get(m, "mode"));
+    const json_t *v;
+
+    if (!json_is_object(m) || only_keys(m, "stream", keys) != 0) {
+        api->log(MF_LOG_ERROR, "guard: stream is a mapping");
+        return -1;
+    }
+    if (g->mod_url == NULL || !(g->mod_dirs & DIR_OUT)) {
+        api->log(MF_LOG_ERROR,
+                 "guard: stream: needs moderation with on: [output] (the "
+                 "local rules check streams without it)");
+        return -1;
+    }
+    if (mode == NULL || strcmp(mode, "hold") == 0) {
+        g->s_mode = S_HOLD;
+    } else if (strcmp(mode, "stream_first") == 0) {
+        g->s_mode = S_FIRST;
+    } else if (strcmp(mode, "final") == 0) {
+        g->s_mode = S_FINAL;
+    } else {
+        api->log(MF_LOG_ERROR,
+                 "guard: stream.mode: hold, stream_first or final");
+        return -1;
+    }
+    if (json_object_get(m, "mode") != NULL && mode == NULL) {
+        api->log(MF_LOG_ERROR, "guard: stream.mode is a word");
+        return -1;
+    }
+    v = json_object_get(m, "checkpoint");
+    if (v != NULL && !(json_is_string(v) &&
+                       strcmp(json_string_value(v), "sentence") == 0) &&
+        !(json_is_integer(v) && json_integer_value(v) >= 16 &&
+          json_integer_value(v) <= 1048576)) {
+        api->log(MF_LOG_ERROR, "guard: stream.checkpoint: sentence, or a "
+                               "number of bytes from 16 to 1048576");
+        return -1;
+    }
+    g->s_every = json_is_integer(v) ? (size_t)json_integer_value(v) : 0;
+    g->s_overlap = 64;
+    if ((v = json_object_get(m, "overlap")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 65536) {
+            api->log(MF_LOG_ERROR, "guard: stream.overlap: bytes, 0 to 65536");
+            return -1;
+        }
+        g->s_overlap = (size_t)json_integer_value(v);
+    }
+    g->s_hold = 8192;
+    if ((v = json_object_get(m, "hold_bytes")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 64 ||
+            json_integer_value(v) > 1048576) {
+            api->log(MF_LOG_ERROR,
+                     "guard: stream.hold_bytes: bytes, 64 to 1048576");
+            return -1;
+        }
+        g->s_hold = (size_t)json_integer_value(v);
+    }
+    g->s_hold_ms = g->mod_timeout;
+    if ((v = json_object_get(m, "hold_ms")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 600000) {
+            api->log(MF_LOG_ERROR,
+                     "guard: stream.hold_ms: milliseconds, 1 to 600000");
+            return -1;
+        }
+        g->s_hold_ms = (uint64_t)json_integer_value(v);
+    }
+    if (g->s_hold_ms > g->mod_timeout) {
+        g->s_hold_ms = g->mod_timeout;
+    }
+    g->s_fail_open = g->fail_open;
+    if ((v = json_object_get(m, "fail")) != NULL) {
+        const char *f = json_string_value(v);
+
+        if (f == NULL || (strcmp(f, "open") != 0 && strcmp(f, "closed") != 0)) {
+            api->log(MF_LOG_ERROR, "guard: stream.fail: open or closed");
+            return -1;
+        }
+        g->s_fail_open = strcmp(f, "open") == 0;
+    }
+    return 0;
+}
+
 static int
 guard_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
-    static const char *const keys[] = {"rules",   "moderation", "judge",
-                                       "overlap", "max_hold",   NULL};
+    static const char *const keys[] = {"rules",    "moderation", "judge",
+                                       "overlap",  "max_hold",   "stream",
+                                       NULL};
     static const char *const l_checks[] = {"direction", "check", NULL};
     static const char *const l_blocked[] = {"direction", "rule", NULL};
     static const char *const l_fail[] = {"check", "fail", NULL};
@@ -584,6 +698,10 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
             goto fail;
         }
         g->max_hold = (size_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(cfg, "stream")) != NULL &&
+        parse_stream(g, v) != 0) {
+        goto fail;
     }
     {
         mf_metric_def_t c = {.size = sizeof(c),
@@ -1307,11 +1425,26 @@ chan_flush(const guard_t *g, greq_t *q, gchan_t *ch)
     gbuf_free(&out);
 }
 
+static void s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev,
+                   size_t n);
+
+/* An event the local rules let out: to the client, or to the stream
+ * check first (`stream:`). */
+static void
+emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev)
+{
+    if (g->s_mode != 0) {
+        s_emit(r, g, q, ev, strlen(ev));
+        return;
+    }
+    api->insert_response_chunk(r, mf_str(ev));
+}
+
 /* What goes ahead of the event: the held preamble, then released text
  * (dropped, with the preamble, when a match stops an answer nothing of
  * which has left: the client then gets the error status). */
 static void
-release(mf_req_t *r, greq_t *q, int event_out)
+release(mf_req_t *r, const guard_t *g, greq_t *q, int event_out)
 {
     size_t i;
     int send = q->hit == NULL || q->preamble == NULL;
@@ -1320,14 +1453,14 @@ release(mf_req_t *r, greq_t *q, int event_out)
         return; /* still nothing to say: the preamble waits */
     }
     if (send && q->preamble != NULL) {
-        api->insert_response_chunk(r, mf_str(q->preamble));
+        emit(r, g, q, q->preamble);
         q->sent = 1;
     }
     free(q->preamble);
     q->preamble = NULL;
     for (i = 0; i < q->nout; i++) {
         if (send) {
-            api->insert_response_chunk(r, mf_str(q->out[i]));
+            emit(r, g, q, q->out[i]);
             q->sent = 1;
         }
         free(q->out[i]);
@@ -1492,7 +1625,7 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
         for (i = 0; i < q->nch && q->hit == NULL; i++) {
             chan_flush(g, q, &q->ch[i]);
         }
-        release(r, q, 1);
+        release(r, g, q, 1);
         if (q->hit != NULL) {
             stop(r, g, q, q->ch[i - 1].choice);
         }
@@ -1549,7 +1682,7 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
                         2 + idx, !text_only, &empty);
         }
     }
-    release(r, q, q->hit == NULL && !(text_only && empty));
+    release(r, g, q, q->hit == NULL && !(text_only && empty));
     if (q->hit != NULL) {
         json_decref(j);
         stop(r, g, q, choice);
@@ -1560,10 +1693,13 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
     } else {
         q->sent = 1;
         text = json_dumps(j, JSON_COMPACT);
-        if (text != NULL) {
+        if (text != NULL && g->s_mode != 0) {
+            api->set_response_chunk(r, MF_STR(""));
+            s_emit(r, g, q, text, strlen(text));
+        } else if (text != NULL) {
             api->set_response_chunk(r, (mf_str_t){text, strlen(text)});
-            free(text);
         }
+        free(text);
     }
     json_decref(j);
 }
@@ -1608,6 +1744,356 @@ check_whole(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data)
     }
 }
 
+/* ---- streams checked by the moderation endpoint (`stream:`) ---- */
+
+/* The text of a canonical chunk: each choice's content, reasoning and
+ * tool-call arguments, appended to t. 1 for a chunk that ends text (a
+ * finish_reason, the usage). */
+static int
+event_text(const char *ev, size_t n, gbuf_t *t)
+{
+    json_t *j = json_loadb(ev, n, 0, NULL), *c, *d, *v, *tc;
+    size_t i, k;
+    int end = (v = json_object_get(j, "usage")) != NULL && !json_is_null(v);
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        v = json_object_get(c, "finish_reason");
+        end |= v != NULL && !json_is_null(v);
+        d = json_object_get(c, "delta");
+        v = json_object_get(d, "content");
+        if (json_is_string(v)) {
+            gbuf_add(t, json_string_value(v), json_string_length(v));
+        }
+        v = json_object_get(d, "reasoning_content");
+        if (json_is_string(v)) {
+            gbuf_add(t, json_string_value(v), json_string_length(v));
+        }
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v)) {
+                gbuf_add(t, json_string_value(v), json_string_length(v));
+            }
+        }
+    }
+    json_decref(j);
+    return end; /* a finish or the usage: the end of the answer's text */
+}
+
+/* A sentence ends in t: . ! ? a line break, or 。！？ */
+static int
+has_sentence_end(const gbuf_t *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->len; i++) {
+        unsigned char c = (unsigned char)t->data[i];
+
+        if (c == '.' || c == '!' || c == '?' || c == '\n') {
+            return 1;
+        }
+        if (c == 0xE3 && i + 2 < t->len &&
+            (unsigned char)t->data[i + 1] == 0x80 &&
+            (unsigned char)t->data[i + 2] == 0x82) {
+            return 1; /* 。 */
+        }
+        if (c == 0xEF && i + 2 < t->len &&
+            (unsigned char)t->data[i + 1] == 0xBC &&
+            ((unsigned char)t->data[i + 2] == 0x81 ||
+             (unsigned char)t->data[i + 2] == 0x9F)) {
+            return 1; /* ！ ？ */
+        }
+    }
+    return 0;
+}
+
+static void s_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                   const char *err);
+
+/* Ends the answer after a check: flagged (cat) or no verdict (NULL, fail
+ * closed). r and q are gone after it. */
+static void
+s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *cat)
+{
+    char msg[200], *final;
+    int choice = q->nch > 0 ? q->ch[0].choice : 0;
+
+    if (cat != NULL) {
+        snprintf(msg, sizeof(msg),
+                 "the answer was stopped by the moderation check (%.60s)",
+                 cat);
+        count(g->m_blocked, "output", "moderation");
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                        MF_STR("moderation"));
+    } else {
+        snprintf(msg, sizeof(msg), "the content check could not be made; "
+                                   "try again later");
+    }
+    final =
+        chunk_text(q, json_pack("[{s:i,s:{},s:s}]", "index", choice, "delta",
+                                "finish_reason", "content_filter"));
+    q->stopped = 1;
+    q->holding = 0;
+    api->stop_response(r, cat ? 400 : 503,
+                       cat ? "invalid_request_error" : "api_error",
+                       cat ? "content_filter" : "guard_unavailable", msg,
+                       (mf_str_t){final, final ? strlen(final) : 0});
+    free(final);
+}
+
+/* Sends the text since the last checkpoint (after the last s_overlap
+ * bytes checked) to the moderation endpoint. Returns 0, or -1 when r and
+ * q are gone (the call could not be made and fail is closed). */
+static int
+s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
+{
+    gbuf_t in = {0};
+    json_t *req;
+    char *text;
+    mf_str_t h[4] = {MF_STR("content-type"), MF_STR("application/json"),
+                     MF_STR("authorization"), MF_STR_NULL};
+    size_t keep;
+    int rc;
+
+    gbuf_add(&in, q->prev.data, q->prev.len);
+    gbuf_add(&in, q->ck.data, q->ck.len);
+    keep = in.len < g->s_overlap ? in.len : g->s_overlap;
+    q->prev.len = 0;
+    gbuf_add(&q->prev, in.data + in.len - keep, keep);
+    q->ck.len = 0;
+    q->ncheck = q->npend;
+    req = json_pack("{s:[s%]}", "input", in.data ? in.data : "", in.len);
+    gbuf_free(&in);
+    if (g->mod_model != NULL) {
+        json_object_set_new(req, "model", json_string(g->mod_model));
+    }
+    text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    if (g->mod_auth != NULL) {
+        h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
+    }
+    count(g->m_checks, "output", "moderation");
+    if (inside && !q->holding && (g->s_mode == S_HOLD || q->end_seen)) {
+        /* the output waits for the verdict: the upstream is read no
+         * further, the end waits */
+        if (api->hold_response(r, 1) == MF_OK) {
+            q->holding = 1;
+        }
+    }
+    rc = api->http_call(r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)},
+                        h, g->mod_auth ? 2 : 1,
+                        (mf_str_t){text, text ? strlen(text) : 0},
+                        g->s_hold_ms, s_done, q);
+    free(text);
+    if (rc == MF_OK) {
+        q->inflight = 1;
+        return 0;
+    }
+    count(g->m_fail, "moderation", g->s_fail_open ? "open" : "closed");
+    api->log(MF_LOG_WARN,
+             "guard: the stream's moderation call could not be made; "
+             "fail: %s",
+             g->s_fail_open ? "open" : "closed");
+    if (!g->s_fail_open) {
+        s_stop(r, g, q, NULL);
+        return -1;
+    }
+    q->ncheck = 0; /* open: what was to be checked goes as checked */
+    return 0;
+}
+
+/* A checkpoint is due: the text since the last one ends a sentence or
+ * reaches `checkpoint` bytes; or the held text reached hold_bytes. */
+static int
+s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
+{
+    if (g->s_mode == S_FINAL || q->ck.len == 0) {
+        return 0;
+    }
+    if (q->ck.len >= g->s_hold || q->pend_text >= g->s_hold) {
+        return 1;
+    }
+    return g->s_every > 0 ? q->ck.len >= g->s_every : has_sentence_end(t);
+}
+
+/* An event the local rules let out (in on_response_body). */
+static void
+s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
+{
+    gbuf_t t = {0};
+    int end;
+
+    if (q->stopped) {
+        return;
+    }
+    end = event_text(ev, n, &t);
+    if (g->s_mode != S_FINAL || q->ck.len + t.len <= S_FINAL_MAX) {
+        gbuf_add(&q->ck, t.data, t.len);
+    }
+    if (g->s_mode == S_HOLD || end || q->npend > 0) {
+        /* hold: everything waits for its checkpoint; the others keep a
+         * finish and the usage until the last text passed */
+        char *copy = strndup(ev, n);
+        char **v = realloc(q->pend, (q->npend + 1) * sizeof(*v));
+
+        if (copy == NULL || v == NULL) {
+            abort();
+        }
+        q->pend = v;
+        q->pend[q->npend++] = copy;
+        q->pend_text += t.len;
+    } else {
+        api->insert_response_chunk(r, (mf_str_t){ev, n});
+    }
+    if (!q->inflight && s_ready(g, q, &t)) {
+        s_start(r, g, q, 1);
+    } else if (q->inflight && !q->holding && q->ck.len >= g->s_hold &&
+               api->hold_response(r, 1) == MF_OK) {
+        /* bounded: text waiting for the next check holds the output
+         * until the running one answers */
+        q->holding = 1;
+    }
+    gbuf_free(&t);
+}
+
+/* The end came (in on_response_body, after the local rules' last
+ * release): the text not checked yet is checked before the end goes. */
+static void
+s_end(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    size_t i;
+
+    q->end_seen = 1;
+    if (q->inflight) {
+        if (!q->holding && api->hold_response(r, 1) == MF_OK) {
+            q->holding = 1;
+        }
+        return;
+    }
+    if (q->ck.len > 0) {
+        s_start(r, g, q, 1);
+        return;
+    }
+    for (i = 0; i < q->npend; i++) {
+        api->insert_response_chunk(r, mf_str(q->pend[i]));
+        free(q->pend[i]);
+    }
+    q->npend = 0;
+    q->pend_text = 0;
+}
+
+/* A checkpoint passed (in the check's callback): its events go out; the
+ * next check, or the output let go. r and q may be gone after it. */
+static void
+s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    size_t n = q->ncheck, i, rest = q->npend - n;
+    char **go = NULL;
+    int gone = 0;
+
+    if (n > 0) {
+        go = malloc(n * sizeof(*go));
+        if (go == NULL) {
+            abort();
+        }
+        memcpy(go, q->pend, n * sizeof(*go));
+        memmove(q->pend, q->pend + n, rest * sizeof(*q->pend));
+        q->npend = rest;
+        q->ncheck = 0;
+        q->pend_text = 0;
+        for (i = 0; i < rest; i++) {
+            gbuf_t t = {0};
+
+            event_text(q->pend[i], strlen(q->pend[i]), &t);
+            q->pend_text += t.len;
+            gbuf_free(&t);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        /* MF_ERR: the answer ended there (a later stage stopped it) */
+        if (!gone && api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
+            gone = 1;
+        }
+        free(go[i]);
+    }
+    free(go);
+    if (gone) {
+        return;
+    }
+    if (q->ck.len > 0 && (q->end_seen || q->ck.len >= g->s_hold ||
+                          q->pend_text >= g->s_hold ||
+                          (g->s_mode != S_FINAL &&
+                           (g->s_every > 0 ? q->ck.len >= g->s_every
+                                           : has_sentence_end(&q->ck))))) {
+        s_start(r, g, q, 0);
+        return;
+    }
+    if (q->end_seen) {
+        /* nothing left to check: what is held (no text) goes, then the end */
+        n = q->npend;
+        go = q->pend;
+        q->pend = NULL;
+        q->npend = 0;
+        for (i = 0; i < n; i++) {
+            if (!gone && api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
+                gone = 1;
+            }
+            free(go[i]);
+        }
+        free(go);
+        if (gone) {
+            return;
+        }
+    }
+    if (q->holding) {
+        q->holding = 0;
+        api->hold_response(r, 0); /* may end the request */
+    }
+}
+
+/* The moderation endpoint's verdict on a checkpoint. */
+static void
+s_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *j = NULL;
+    const char *cat = NULL;
+    char name[64];
+    int bad = 1;
+
+    q->inflight = 0;
+    if (q->stopped) {
+        return;
+    }
+    if (err == NULL && res != NULL && res->status == 200) {
+        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        cat = j ? flagged(g, j, &bad) : NULL;
+    }
+    if (!bad && cat != NULL) {
+        snprintf(name, sizeof(name), "%s", cat);
+        json_decref(j);
+        s_stop(r, g, q, name);
+        return;
+    }
+    json_decref(j);
+    if (bad) {
+        count(g->m_fail, "moderation", g->s_fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the stream's moderation check failed (%s); fail: %s",
+                 err                         ? err
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a moderation answer",
+                 g->s_fail_open ? "open, it goes on" : "closed, it is cut");
+        if (!g->s_fail_open) {
+            s_stop(r, g, q, NULL);
+            return;
+        }
+    }
+    s_passed(r, g, q);
+}
+
 static mf_action_t
 guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
                        int last)
@@ -1616,7 +2102,7 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
     greq_t *q = *ctx;
     mf_req_info_t info = {.size = sizeof(info)};
 
-    if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT]) {
+    if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT] && g->s_mode == 0) {
         return MF_CONTINUE;
     }
     if (q == NULL) {
@@ -1624,6 +2110,7 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
         if (q == NULL) {
             return MF_FAIL;
         }
+        q->g = g;
         *ctx = q;
         count(g->m_checks, "output", "rules");
     }
@@ -1636,6 +2123,9 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
         check_whole(r, g, q, data);
     } else {
         check_event(r, g, q, data, last);
+        if (last && g->s_mode != 0 && !q->stopped) {
+            s_end(r, g, q);
+        }
     }
     return MF_CONTINUE;
 }
@@ -1707,6 +2197,12 @@ guard_on_done(mf_req_t *r, void *state, void **ctx)
         free(q->out[i]);
     }
     free(q->out);
+    for (i = 0; i < q->npend; i++) {
+        free(q->pend[i]);
+    }
+    free(q->pend);
+    gbuf_free(&q->ck);
+    gbuf_free(&q->prev);
     free(q->preamble);
     gbuf_free(&q->t);
     json_decref(q->top);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 5
+#define MF_ABI_MINOR 6
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -892,6 +892,25 @@ struct mf_host_api_s {
      * providers serve no embeddings. */
     int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
                        size_t whylen);
+
+    /* ABI 1.6 (guard): a body stage holds a stream's output (check
+     * api->size). */
+
+    /* on_response_body of a stream, hold 1: the stage holds the output
+     * while an async check it made runs (http_call, model_call, timer:
+     * allowed in on_response_body of a stream). The upstream is read no
+     * further (the events already read still come to the stages: the
+     * stage keeps them, bounded by its own limit) and the stream's end
+     * waits: the last event goes on only when the stage lets go. From the
+     * call's callback (on the request's worker, outside the pipeline) the
+     * stage may then send events (insert_response_chunk: they pass the
+     * stages after it and go out at once), end the answer
+     * (stop_response: an error status when nothing has left, else the
+     * final chunk and the end; held events are never sent) and let go
+     * (hold 0: the end that waited goes on, reading resumes). A callback
+     * of a body stage's call made without holding may stop_response too.
+     * MF_ERR when another stage holds it or the answer is not a stream. */
+    int (*hold_response)(mf_req_t *r, int hold);
 };
 
 /* The one symbol a plugin exports. */

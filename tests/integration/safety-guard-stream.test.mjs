@@ -1,0 +1,208 @@
+// The guard stage on streams with the moderation endpoint (`stream:`):
+// hold (text released only after its checkpoint passed; a violation in
+// the first checkpoint is a real 400, later ones end the stream with
+// finish_reason content_filter, usage and [DONE]), stream_first (text
+// released at once, cut on a violation), final (one check of the whole
+// answer before the end), checkpoints every N bytes with overlap, and a
+// check that takes longer than hold_ms following fail open or closed.
+// The host side is api->hold_response (ABI 1.6): the output waits while
+// the check runs and the end waits for the last verdict.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { startMock, startGateway, config, chat, post, writeConfig, BIN } from './harness.mjs';
+
+let mock;
+const gws = {};
+
+const guard = (mod, stream) => `
+  - name: guard
+    plugin: guard
+    config:
+      moderation: { url: "${mod}", timeout_ms: 3000, on: [output] }
+      stream: ${stream}
+  - name: prometheus
+    plugin: prometheus`;
+
+before(async () => {
+  mock = await startMock();
+  const url = `${mock.url}/v1/moderations`;
+  const slow = `${mock.url}/v1/moderations/%5B%5Bmock:delay=1500%5D%5D`;
+  const start = (mod, stream) => startGateway(config(mock.url, { stages: guard(mod, stream) }));
+  gws.hold = await start(url, '{ mode: hold, checkpoint: sentence, overlap: 0 }');
+  gws.first = await start(url, '{ mode: stream_first }');
+  gws.final = await start(url, '{ mode: final }');
+  gws.every = await start(url, '{ mode: hold, checkpoint: 16, overlap: 8 }');
+  gws.open = await start(slow, '{ mode: hold, hold_ms: 200, fail: open }');
+  gws.closed = await start(slow, '{ mode: hold, hold_ms: 200, fail: closed }');
+});
+
+after(async () => {
+  for (const g of Object.values(gws)) await g.stop();
+  await mock.stop();
+});
+
+const reply = (text) => `[[mock:reply=${text.replaceAll(' ', '_')}]]`;
+
+async function stream(g, text, n, extra = {}) {
+  const res = await chat(g, reply(text), {
+    stream: true, model: `gpt-4o[[mock:split=${n}]]`, stream_options: { include_usage: true }, ...extra,
+  });
+  const status = res.status;
+  const raw = await res.text();
+  const data = raw.split('\n\n').filter((b) => b.startsWith('data:')).map((b) => b.slice(5).trim());
+  const events = status === 200 ? data.filter((d) => d !== '[DONE]').map((d) => JSON.parse(d)) : [];
+  let out = '';
+  for (const e of events) out += e.choices?.[0]?.delta?.content ?? '';
+  return { status, raw, data, events, text: out, headers: res.headers };
+}
+
+// the moderation inputs the mock got since `from` requests
+async function checks(from) {
+  const all = await (await fetch(`${mock.url}/_mock/requests`)).json();
+  return all.slice(from).filter((q) => q.path.includes('/moderations')).map((q) => JSON.parse(q.body).input[0]);
+}
+
+const finish = (s) => s.events.map((e) => e.choices?.[0]?.finish_reason).filter(Boolean);
+
+test('hold: a clean stream arrives whole, each sentence checked before it goes', async () => {
+  const text = 'One fine sentence. Another fine one! And a last?';
+  for (const n of [1, 3, 7]) {
+    const before = await mock.count();
+    const s = await stream(gws.hold, text, n);
+    assert.equal(s.status, 200);
+    assert.equal(s.text, text, `n=${n}`);
+    assert.deepEqual(finish(s), ['stop']);
+    assert.ok(s.events.at(-1).usage?.completion_tokens > 0);
+    assert.equal(s.data.at(-1), '[DONE]');
+    const inputs = await checks(before);
+    assert.ok(inputs.length >= 2, `n=${n}: ${inputs.length} checks`);
+    // every byte of the answer was checked, in order
+    assert.equal(inputs.join(''), text, `n=${n}`);
+  }
+});
+
+test('hold: a violation in the first checkpoint is a real 400, nothing streamed', async () => {
+  for (const n of [1, 4]) {
+    const s = await stream(gws.hold, 'Here is mock-flag-violence now. More.', n);
+    assert.equal(s.status, 400, `n=${n}`);
+    assert.equal(s.headers.get('x-manifold-guard'), 'moderation');
+    const b = JSON.parse(s.raw);
+    assert.equal(b.error.code, 'content_filter');
+    assert.match(b.error.message, /moderation check \(violence\)/);
+    assert.ok(!s.raw.includes('Here is'));
+  }
+  const ant = await post(gws.hold, '/v1/messages', {
+    model: 'gpt-4o[[mock:split=2]]', max_tokens: 50, stream: true,
+    messages: [{ role: 'user', content: reply('Bad mock-flag-hate text.') }],
+  });
+  assert.equal(ant.status, 400);
+  assert.equal((await ant.json()).type, 'error');
+});
+
+test('hold: a violation later ends the stream after the checked text, billed', async () => {
+  for (const n of [1, 2, 5]) {
+    const s = await stream(gws.hold, 'First part is fine. Then mock-flag-violence here. Tail.', n);
+    assert.equal(s.status, 200, `n=${n}`);
+    // the checkpoint is the end of the event that ends the sentence
+    assert.ok(s.text.startsWith('First part is fine.') && s.text.length < 'First part is fine.'.length + n, `n=${n}: ${s.text}`);
+    assert.ok(!s.raw.includes('mock-flag'));
+    assert.deepEqual(finish(s), ['content_filter'], `n=${n}`);
+    assert.ok(s.events.at(-1).usage?.completion_tokens > 0, `n=${n}`);
+    assert.equal(s.data.at(-1), '[DONE]');
+  }
+  const line = await gws.hold.waitLog((l) => l.status === 200 && /moderation check \(violence\)/.test(l.error ?? ''));
+  assert.ok(line.completion_tokens > 0, JSON.stringify(line));
+});
+
+test('hold: Anthropic stream clients get stop_reason refusal after the checked text', async () => {
+  const res = await post(gws.hold, '/v1/messages', {
+    model: 'gpt-4o[[mock:split=3]]', max_tokens: 50, stream: true,
+    messages: [{ role: 'user', content: reply('All good so far. But mock-flag-hate then.') }],
+  });
+  assert.equal(res.status, 200);
+  const raw = await res.text();
+  let text = '';
+  for (const block of raw.split('\n\n')) {
+    const d = block.split('\n').find((l) => l.startsWith('data:'));
+    if (d && JSON.parse(d.slice(5)).type === 'content_block_delta') text += JSON.parse(d.slice(5)).delta.text ?? '';
+  }
+  assert.ok(text.startsWith('All good so far.') && !text.includes('mock-flag'), text);
+  assert.match(raw, /"stop_reason":"refusal"/);
+  assert.match(raw, /event: message_stop/);
+});
+
+test('stream_first: text goes at once and the stream is cut on a violation', async () => {
+  const text = 'Fine start. Then mock-flag-violence comes. And more text after it.';
+  const s = await stream(gws.first, text, 2);
+  assert.equal(s.status, 200);
+  assert.ok(text.startsWith(s.text), s.text);
+  assert.ok(s.text.length >= 'Fine start.'.length, s.text);
+  assert.deepEqual(finish(s), ['content_filter']);
+  assert.equal(s.data.at(-1), '[DONE]');
+  // the end waits for the last verdict: a violation in the last text
+  const t = await stream(gws.first, 'All fine, then at the very end mock-flag-hate', 3);
+  assert.deepEqual(finish(t), ['content_filter']);
+  const c = await stream(gws.first, 'Nothing wrong. At all.', 1);
+  assert.equal(c.text, 'Nothing wrong. At all.');
+  assert.deepEqual(finish(c), ['stop']);
+});
+
+test('final: one check of the whole answer before the end', async () => {
+  const before = await mock.count();
+  const text = 'A first sentence. A second one. A third.';
+  const s = await stream(gws.final, text, 2);
+  assert.equal(s.text, text);
+  assert.deepEqual(finish(s), ['stop']);
+  assert.deepEqual(await checks(before), [text]);
+  const bad = await stream(gws.final, 'Harmless. Harmless. mock-flag-violence.', 2);
+  assert.deepEqual(finish(bad), ['content_filter']);
+  assert.equal(bad.data.at(-1), '[DONE]');
+});
+
+test('checkpoints every N bytes carry the overlap of the text checked before', async () => {
+  const before = await mock.count();
+  const text = 'abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ';
+  const s = await stream(gws.every, text, 1);
+  assert.equal(s.text, text);
+  const inputs = await checks(before);
+  assert.ok(inputs.length >= 3, inputs.join('|'));
+  for (let i = 1; i < inputs.length; i++) {
+    assert.equal(inputs[i].slice(0, 8), inputs[i - 1].slice(-8), inputs.join('|'));
+  }
+  // without the overlaps, the checked text is the answer
+  assert.equal(inputs[0] + inputs.slice(1).map((x) => x.slice(8)).join(''), text);
+  // the first checkpoint passed and went out; the one holding the
+  // flagged text never does
+  const split = await stream(gws.every, 'xxxxxxxxxxxxxxxx mock-flag-hate.', 1);
+  assert.equal(split.status, 200);
+  assert.equal(split.text, 'xxxxxxxxxxxxxxxx');
+  assert.deepEqual(finish(split), ['content_filter']);
+});
+
+test('a check slower than hold_ms follows fail: open releases, closed refuses', async () => {
+  const o = await stream(gws.open, 'Slow but fine. Really.', 3);
+  assert.equal(o.status, 200);
+  assert.equal(o.text, 'Slow but fine. Really.');
+  await gws.open.waitStderr(/stream's moderation check failed .*fail: open/);
+  const c = await stream(gws.closed, 'Slow and refused. Yes.', 3);
+  assert.equal(c.status, 503);
+  assert.equal(JSON.parse(c.raw).error.code, 'guard_unavailable');
+});
+
+test('config: stream needs an output moderation check; bad values are refused', () => {
+  const cases = [
+    ['{ rules: [{ name: a, keywords: [x] }], stream: { mode: hold } }', /stream: needs moderation/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [output] }, stream: { mode: sometimes } }', /stream.mode/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [output] }, stream: { checkpoint: 3 } }', /stream.checkpoint/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [output] }, stream: { hold_ms: 0 } }', /stream.hold_ms/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [output] }, stream: { fail: maybe } }', /stream.fail/],
+    ['{ moderation: { url: "http://x/v1/moderations", on: [output] }, stream: { window: 3 } }', /window/],
+  ];
+  for (const [cfg, re] of cases) {
+    const file = writeConfig(config('http://127.0.0.1:9', { stages: `  - name: guard\n    plugin: guard\n    config: ${cfg}` }));
+    const r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+    assert.notEqual(r.status, 0, cfg);
+    assert.match(r.stderr + r.stdout, re, cfg);
+  }
+});
