@@ -151,6 +151,16 @@ body_callback(const mf_req_t *r)
            r->phase == MF_PHASE_BODY;
 }
 
+/* ABI 1.6: a callback of a stage's async call (one made without pausing,
+ * in on_request) while the request waits on its upstream: it may stop
+ * the answer, which cancels the upstream call. */
+static int
+upstream_callback(const mf_req_t *r)
+{
+    return r != NULL && r->phase == MF_PHASE_UPSTREAM && r->att.call != NULL &&
+           !r->in_step && !r->in_body && !r->finished && !r->head_sent;
+}
+
 /* A stage that may pause, or a provider's authorize step; a body stage
  * of a stream (ABI 1.6: its callback acts through hold_response). */
 static int
@@ -800,7 +810,7 @@ static int
 api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
                   const char *message, mf_str_t final)
 {
-    int outside = held_callback(r) || body_callback(r);
+    int outside = held_callback(r) || body_callback(r) || upstream_callback(r);
 
     if ((!outside && !in_call(r, MF_CALL_STOP_RESPONSE)) || status < 400 ||
         status > 599 || r->body_stop) {

@@ -80,6 +80,7 @@ typedef struct {
     size_t s_hold;      /* held bytes that make a checkpoint at once */
     uint64_t s_hold_ms; /* the longest wait for a checkpoint's verdict */
     int s_fail_open;
+    int in_parallel; /* input: parallel */
 } guard_t;
 
 #define S_HOLD 1
@@ -100,7 +101,7 @@ typedef struct {
     gbuf_t tail; /* the last `overlap` bytes released */
 } gchan_t;
 
-typedef struct {
+typedef struct greq_s {
     gchan_t *ch;
     size_t nch;
     json_t *top;
@@ -122,7 +123,19 @@ typedef struct {
     int end_seen;     /* the last event came */
     int holding;      /* api->hold_response(r, 1) is in force */
     const guard_t *g;
+    /* input: parallel: the remote input checks' verdict */
+    int par;      /* 0 none, P_PENDING, P_PASSED, P_BLOCKED */
+    int par_wait; /* where the answer waits: W_PAUSED, W_HELD, 0 */
+    int par_status;
+    const char *par_type, *par_code;
+    char par_msg[200];
 } greq_t;
+
+#define P_PENDING 1
+#define P_PASSED 2
+#define P_BLOCKED 3
+#define W_PAUSED 1 /* on_upstream_response returned MF_PAUSE */
+#define W_HELD 2   /* a stream's output is held */
 
 static void
 gbuf_add(gbuf_t *b, const char *s, size_t n)
@@ -539,9 +552,8 @@ parse_judge(guard_t *g, const json_t *m)
 static int
 parse_stream(guard_t *g, const json_t *m)
 {
-    static const char *const keys[] = {"mode",       "checkpoint", "overlap",
-                                       "hold_bytes", "hold_ms",    "fail",
-                                       NULL};
+    static const char *const keys[] = {
+        "mode", "checkpoint", "overlap", "hold_bytes", "hold_ms", "fail", NULL};
     const char *mode = json_string_value(json_object_get(m, "mode"));
     const json_t *v;
 
@@ -571,8 +583,8 @@ parse_stream(guard_t *g, const json_t *m)
         return -1;
     }
     v = json_object_get(m, "checkpoint");
-    if (v != NULL && !(json_is_string(v) &&
-                       strcmp(json_string_value(v), "sentence") == 0) &&
+    if (v != NULL &&
+        !(json_is_string(v) && strcmp(json_string_value(v), "sentence") == 0) &&
         !(json_is_integer(v) && json_integer_value(v) >= 16 &&
           json_integer_value(v) <= 1048576)) {
         api->log(MF_LOG_ERROR, "guard: stream.checkpoint: sentence, or a "
@@ -628,9 +640,9 @@ parse_stream(guard_t *g, const json_t *m)
 static int
 guard_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
-    static const char *const keys[] = {"rules",    "moderation", "judge",
-                                       "overlap",  "max_hold",   "stream",
-                                       NULL};
+    static const char *const keys[] = {"rules",   "moderation", "judge",
+                                       "overlap", "max_hold",   "stream",
+                                       "input",   NULL};
     static const char *const l_checks[] = {"direction", "check", NULL};
     static const char *const l_blocked[] = {"direction", "rule", NULL};
     static const char *const l_fail[] = {"check", "fail", NULL};
@@ -698,6 +710,16 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
             goto fail;
         }
         g->max_hold = (size_t)json_integer_value(v);
+    }
+    if ((v = json_object_get(cfg, "input")) != NULL) {
+        const char *w = json_string_value(v);
+
+        if (w == NULL ||
+            (strcmp(w, "before") != 0 && strcmp(w, "parallel") != 0)) {
+            api->log(MF_LOG_ERROR, "guard: input: before or parallel");
+            goto fail;
+        }
+        g->in_parallel = strcmp(w, "parallel") == 0;
     }
     if ((v = json_object_get(cfg, "stream")) != NULL &&
         parse_stream(g, v) != 0) {
@@ -895,18 +917,70 @@ typedef struct {
     guard_t *g;
     char *text;
     size_t len;
-    int out; /* the answer (on_upstream_response), else the request */
+    int out;          /* the answer (on_upstream_response), else the request */
+    struct greq_s *q; /* input: parallel: the request's state, else NULL */
 } gcall_t;
 
 #define C_DIR(c) ((c)->out ? "output" : "input")
 #define C_WHAT(c) ((c)->out ? "answer" : "request")
 
+#define UNAVAILABLE "the content check could not be made; try again later"
+
+/* input: parallel: a verdict of block (the check's status, code and
+ * message) recorded for the answer to get. */
 static void
-unavailable(mf_req_t *r)
+par_record(mf_req_t *r, gcall_t *c, int status, const char *type,
+           const char *code, const char *msg)
 {
+    struct greq_s *q = c->q;
+
+    q->par = P_BLOCKED;
+    q->par_status = status;
+    q->par_type = type;
+    q->par_code = code;
+    snprintf(q->par_msg, sizeof(q->par_msg), "%s", msg);
+    (void)r;
+}
+
+static void
+unavailable(mf_req_t *r, gcall_t *c)
+{
+    if (c->q != NULL) {
+        par_record(r, c, 503, "api_error", "guard_unavailable", UNAVAILABLE);
+        return;
+    }
     api->respond_error_code(r, 503, "api_error", "guard_unavailable",
-                            "the content check could not be made; try "
-                            "again later");
+                            UNAVAILABLE);
+}
+
+static void
+c_block(mf_req_t *r, gcall_t *c, const char *rule, const char *msg)
+{
+    if (c->q == NULL) {
+        block(r, c->g, C_DIR(c), rule, 400, "content_filter", msg);
+        return;
+    }
+    count(c->g->m_blocked, C_DIR(c), rule);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                    (mf_str_t){rule, strlen(rule)});
+    par_record(r, c, 400, "invalid_request_error", "content_filter", msg);
+}
+
+static void par_settled(mf_req_t *r, struct greq_s *q);
+
+/* The end of the remote checks: the paused stage goes on (act), or, in
+ * parallel, the verdict reaches the answer wherever it waits. */
+static void
+c_resume(mf_req_t *r, gcall_t *c, mf_action_t act)
+{
+    if (c->q == NULL) {
+        api->resume(r, act);
+        return;
+    }
+    if (act == MF_CONTINUE) {
+        c->q->par = P_PASSED;
+    }
+    par_settled(r, c->q);
 }
 
 /* The verdict's category when the judge's answer is exactly a verdict
@@ -986,24 +1060,24 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
                                              : "not a verdict by the schema",
                  g->j_fail_open ? "open, it goes on" : "closed, it is refused");
         if (g->j_fail_open) {
-            api->resume(r, MF_CONTINUE);
+            c_resume(r, c, MF_CONTINUE);
             return;
         }
-        unavailable(r);
-        api->resume(r, MF_RESPOND);
+        unavailable(r, c);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     if (cat[0] != '\0') {
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the judge check (%.60s)", C_WHAT(c),
                  cat);
-        block(r, g, C_DIR(c), "judge", 400, "content_filter", msg);
+        c_block(r, c, "judge", msg);
         json_decref(keep);
-        api->resume(r, MF_RESPOND);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     json_decref(keep);
-    api->resume(r, MF_CONTINUE);
+    c_resume(r, c, MF_CONTINUE);
 }
 
 /* Asks the judge about c's text: MF_PAUSE, or what fail says when the
@@ -1054,7 +1128,7 @@ start_judge(mf_req_t *r, gcall_t *c)
     if (g->j_fail_open) {
         return MF_CONTINUE;
     }
-    unavailable(r);
+    unavailable(r, c);
     return MF_RESPOND;
 }
 
@@ -1068,7 +1142,7 @@ next_check(mf_req_t *r, gcall_t *c)
         act = start_judge(r, c);
     }
     if (act != MF_PAUSE) {
-        api->resume(r, act);
+        c_resume(r, c, act);
     }
 }
 
@@ -1101,8 +1175,8 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
             next_check(r, c);
             return;
         }
-        unavailable(r);
-        api->resume(r, MF_RESPOND);
+        unavailable(r, c);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     if (cat != NULL) {
@@ -1112,9 +1186,9 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the moderation check (%.60s)",
                  C_WHAT(c), cat);
-        block(r, g, C_DIR(c), rule, 400, "content_filter", msg);
+        c_block(r, c, rule, msg);
         json_decref(j);
-        api->resume(r, MF_RESPOND);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     json_decref(j);
@@ -1124,7 +1198,8 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
 /* The remote checks (moderation, then the judge) of the request's texts
  * or the answer's (out); takes texts. */
 static mf_action_t
-remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
+remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
+              struct greq_s *pq)
 {
     unsigned dir = out ? DIR_OUT : DIR_IN;
     int mod = g->mod_url != NULL && (g->mod_dirs & dir);
@@ -1146,6 +1221,7 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
     c->text = NULL;
     c->len = 0;
     c->out = out;
+    c->q = pq;
     if (judge) {
         /* the texts joined by blank lines, in request memory */
         size_t n = 0, at = 0;
@@ -1207,7 +1283,7 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
         if (g->fail_open) {
             return judge ? start_judge(r, c) : MF_CONTINUE;
         }
-        unavailable(r);
+        unavailable(r, c);
         return MF_RESPOND;
     }
 }
@@ -1252,7 +1328,90 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         json_decref(texts);
         return MF_CONTINUE;
     }
-    return remote_checks(r, g, texts, 0);
+    if (g->in_parallel) {
+        greq_t *q = *ctx;
+        mf_action_t act;
+
+        if (q == NULL && (q = calloc(1, sizeof(*q))) == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        q->g = g;
+        *ctx = q;
+        q->par = P_PENDING;
+        act = remote_checks(r, g, texts, 0, q);
+        if (q->par == P_BLOCKED) {
+            /* decided at once (the call could not be made, fail closed) */
+            api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                    q->par_msg);
+            return MF_RESPOND;
+        }
+        if (act != MF_PAUSE) {
+            q->par = P_PASSED; /* nothing to wait for */
+        }
+        return MF_CONTINUE; /* the upstream is called meanwhile */
+    }
+    return remote_checks(r, g, texts, 0, NULL);
+}
+
+/* input: parallel: the verdict came (in the check's callback). A block
+ * reaches the client wherever the request is: the paused
+ * on_upstream_response answers it, a request waiting on its upstream is
+ * cut (api->stop_response cancels the upstream call); otherwise the next
+ * guard hook answers it. */
+static void
+par_settled(mf_req_t *r, struct greq_s *q)
+{
+    int wait = q->par_wait;
+
+    q->par_wait = 0;
+    if (q->par == P_PASSED) {
+        if (wait == W_PAUSED) {
+            api->resume(r, MF_CONTINUE);
+        }
+        return;
+    }
+    if (wait == W_PAUSED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    /* r and q are gone after a stop that took */
+    api->stop_response(r, q->par_status, q->par_type, q->par_code, q->par_msg,
+                       MF_STR_NULL);
+}
+
+/* input: parallel: a block decided before the upstream is called is
+ * answered here; a check still under way lets the call go. */
+static mf_action_t
+guard_on_upstream_request(mf_req_t *r, void *state, void **ctx)
+{
+    greq_t *q = *ctx;
+
+    (void)state;
+    if (q != NULL && q->par == P_BLOCKED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        return MF_RESPOND;
+    }
+    return MF_CONTINUE;
+}
+
+/* input: parallel: nothing of the answer goes before the verdict. */
+static mf_action_t
+par_gate(mf_req_t *r, greq_t *q)
+{
+    if (q == NULL || q->par == 0 || q->par == P_PASSED) {
+        return MF_CONTINUE;
+    }
+    if (q->par == P_BLOCKED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        return MF_RESPOND;
+    }
+    q->par_wait = W_PAUSED;
+    return MF_PAUSE; /* par_settled resumes it */
 }
 
 /* ---- output ---- */
@@ -1821,14 +1980,14 @@ s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *cat)
 
     if (cat != NULL) {
         snprintf(msg, sizeof(msg),
-                 "the answer was stopped by the moderation check (%.60s)",
-                 cat);
+                 "the answer was stopped by the moderation check (%.60s)", cat);
         count(g->m_blocked, "output", "moderation");
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
                         MF_STR("moderation"));
     } else {
-        snprintf(msg, sizeof(msg), "the content check could not be made; "
-                                   "try again later");
+        snprintf(msg, sizeof(msg),
+                 "the content check could not be made; "
+                 "try again later");
     }
     final =
         chunk_text(q, json_pack("[{s:i,s:{},s:s}]", "index", choice, "delta",
@@ -1883,8 +2042,8 @@ s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
     }
     rc = api->http_call(r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)},
                         h, g->mod_auth ? 2 : 1,
-                        (mf_str_t){text, text ? strlen(text) : 0},
-                        g->s_hold_ms, s_done, q);
+                        (mf_str_t){text, text ? strlen(text) : 0}, g->s_hold_ms,
+                        s_done, q);
     free(text);
     if (rc == MF_OK) {
         q->inflight = 1;
@@ -2021,11 +2180,11 @@ s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
     if (gone) {
         return;
     }
-    if (q->ck.len > 0 && (q->end_seen || q->ck.len >= g->s_hold ||
-                          q->pend_text >= g->s_hold ||
-                          (g->s_mode != S_FINAL &&
-                           (g->s_every > 0 ? q->ck.len >= g->s_every
-                                           : has_sentence_end(&q->ck))))) {
+    if (q->ck.len > 0 &&
+        (q->end_seen || q->ck.len >= g->s_hold || q->pend_text >= g->s_hold ||
+         (g->s_mode != S_FINAL &&
+          (g->s_every > 0 ? q->ck.len >= g->s_every
+                          : has_sentence_end(&q->ck))))) {
         s_start(r, g, q, 0);
         return;
     }
@@ -2036,7 +2195,8 @@ s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
         q->pend = NULL;
         q->npend = 0;
         for (i = 0; i < n; i++) {
-            if (!gone && api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
+            if (!gone &&
+                api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
                 gone = 1;
             }
             free(go[i]);
@@ -2141,8 +2301,11 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
     mf_str_t text;
     json_t *j, *texts, *c, *m, *v, *tc;
     size_t i, k;
+    mf_action_t act = par_gate(r, *ctx);
 
-    (void)ctx;
+    if (act != MF_CONTINUE) {
+        return act;
+    }
     if (!((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
           (g->j_model != NULL && (g->j_dirs & DIR_OUT)))) {
         return MF_CONTINUE;
@@ -2174,7 +2337,7 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
         }
     }
     json_decref(j);
-    return remote_checks(r, g, texts, 1);
+    return remote_checks(r, g, texts, 1, NULL);
 }
 
 static void
@@ -2217,6 +2380,7 @@ static const mf_plugin_t guard_plugin = {
     .init = guard_init,
     .fini = guard_fini,
     .on_request = guard_on_request,
+    .on_upstream_request = guard_on_upstream_request,
     .on_upstream_response = guard_on_upstream_response,
     .on_response_body = guard_on_response_body,
     .on_done = guard_on_done,

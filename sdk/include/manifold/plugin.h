@@ -908,7 +908,10 @@ struct mf_host_api_s {
      * (stop_response: an error status when nothing has left, else the
      * final chunk and the end; held events are never sent) and let go
      * (hold 0: the end that waited goes on, reading resumes). A callback
-     * of a body stage's call made without holding may stop_response too.
+     * of a body stage's call made without holding may stop_response too;
+     * so may the callback of a call an on_request stage made without
+     * pausing, while the request waits on its upstream (the upstream
+     * call is cancelled, the client gets the error).
      * MF_ERR when another stage holds it or the answer is not a stream. */
     int (*hold_response)(mf_req_t *r, int hold);
 };
