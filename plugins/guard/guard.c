@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/kwmatch.h"
 
@@ -81,6 +82,8 @@ typedef struct {
     uint64_t s_hold_ms; /* the longest wait for a checkpoint's verdict */
     int s_fail_open;
     int in_parallel; /* input: parallel */
+    mf_metric_t *m_hold;
+    char checks[2][160]; /* x-manifold-guard-checks: [0] whole, [1] stream */
 } guard_t;
 
 #define S_HOLD 1
@@ -129,6 +132,10 @@ typedef struct greq_s {
     int par_status;
     const char *par_type, *par_code;
     char par_msg[200];
+    double t_wait;  /* when the answer began waiting (ms, monotonic) */
+    double t_first; /* stream hold: when the first event was held */
+    int first_out;  /* stream hold: the first events went out */
+    double held_ms; /* the answer's time waiting for the guard */
 } greq_t;
 
 #define P_PENDING 1
@@ -168,6 +175,20 @@ count(mf_metric_t *m, const char *a, const char *b)
 
     api->metric_add(m, v, 2, 1);
 }
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The answer waited `ms` for the guard before its head left (added to
+ * its time to first token): the histogram and x-manifold-guard-hold-ms. */
+static void held_for(mf_req_t *r, const guard_t *g, struct greq_s *q,
+                     const char *check, double ms);
 
 /* ---- config ---- */
 
@@ -548,6 +569,59 @@ parse_judge(guard_t *g, const json_t *m)
     return build_judge(g, v != NULL ? json_string_value(v) : JUDGE_POLICY);
 }
 
+/* x-manifold-guard-checks: what a request's input passed and what its
+ * answer is checked by, for a whole answer [0] and a stream [1]:
+ * "input=rules,moderation; output=rules,moderation(hold)". */
+static void
+checks_header(guard_t *g)
+{
+    static const char *const modes[] = {"", "hold", "stream_first", "final"};
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        char *b = g->checks[k];
+        size_t cap = sizeof(g->checks[k]), n = 0, at;
+
+        n += (size_t)snprintf(b + n, cap - n, "input=");
+        at = n;
+        if (g->kw[DIR_IN] != NULL || g->has_re[DIR_IN]) {
+            n += (size_t)snprintf(b + n, cap - n, "rules,");
+        }
+        if (g->mod_url != NULL && (g->mod_dirs & DIR_IN)) {
+            n += (size_t)snprintf(b + n, cap - n, "moderation%s,",
+                                  g->in_parallel ? "(parallel)" : "");
+        }
+        if (g->j_model != NULL && (g->j_dirs & DIR_IN)) {
+            n += (size_t)snprintf(b + n, cap - n, "judge%s,",
+                                  g->in_parallel ? "(parallel)" : "");
+        }
+        if (n > at) {
+            n--; /* the last comma */
+        } else {
+            n += (size_t)snprintf(b + n, cap - n, "none");
+        }
+        n += (size_t)snprintf(b + n, cap - n, "; output=");
+        at = n;
+        if (g->kw[DIR_OUT] != NULL || g->has_re[DIR_OUT]) {
+            n += (size_t)snprintf(b + n, cap - n, "rules,");
+        }
+        if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT) &&
+            (k == 0 || g->s_mode != 0)) {
+            n += (size_t)snprintf(b + n, cap - n, "moderation%s%s%s,",
+                                  k ? "(" : "", k ? modes[g->s_mode] : "",
+                                  k ? ")" : "");
+        }
+        if (g->j_model != NULL && (g->j_dirs & DIR_OUT) && k == 0) {
+            n += (size_t)snprintf(b + n, cap - n, "judge,");
+        }
+        if (n > at) {
+            b[n - 1] = '\0';
+        } else {
+            snprintf(b + n, cap - n, "none");
+        }
+    }
+}
+
 /* `stream:`: how streams are checked by the moderation endpoint. */
 static int
 parse_stream(guard_t *g, const json_t *m)
@@ -745,12 +819,27 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
                                      "check and what fail said",
                              .labels = l_fail};
 
+        static const double hb[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                    0.5,   1,    2.5,   5,    10};
+        static const char *const l_hold[] = {"check", NULL};
+        mf_metric_def_t h = {.size = sizeof(h),
+                             .type = MF_METRIC_HISTOGRAM,
+                             .name = "manifold_guard_hold_seconds",
+                             .help = "Time answers waited for the guard "
+                                     "before their first byte (added to "
+                                     "TTFT), by check",
+                             .labels = l_hold,
+                             .buckets = hb,
+                             .nbuckets = sizeof(hb) / sizeof(hb[0])};
+
         g->m_checks = api->metric_declare(&c);
         g->m_blocked = api->metric_declare(&b);
         g->m_fail = api->metric_declare(&f);
-        if (!g->m_checks || !g->m_blocked || !g->m_fail) {
+        g->m_hold = api->metric_declare(&h);
+        if (!g->m_checks || !g->m_blocked || !g->m_fail || !g->m_hold) {
             goto fail;
         }
+        checks_header(g);
     }
     json_decref(cfg);
     *state = g;
@@ -1303,6 +1392,13 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         return MF_CONTINUE;
     }
     api->get_info(r, &info);
+    {
+        const char *ck = g->checks[info.stream ? 1 : 0];
+
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-manifold-guard-checks"),
+                        (mf_str_t){ck, strlen(ck)});
+    }
     texts = request_texts(body);
     if (g->kw[DIR_IN] != NULL || g->has_re[DIR_IN]) {
         count(g->m_checks, "input", "rules");
@@ -1367,6 +1463,7 @@ par_settled(mf_req_t *r, struct greq_s *q)
     q->par_wait = 0;
     if (q->par == P_PASSED) {
         if (wait == W_PAUSED) {
+            held_for(r, q->g, q, "input", now_ms() - q->t_wait);
             api->resume(r, MF_CONTINUE);
         }
         return;
@@ -1411,7 +1508,25 @@ par_gate(mf_req_t *r, greq_t *q)
         return MF_RESPOND;
     }
     q->par_wait = W_PAUSED;
+    q->t_wait = now_ms();
     return MF_PAUSE; /* par_settled resumes it */
+}
+
+static void
+held_for(mf_req_t *r, const guard_t *g, struct greq_s *q, const char *check,
+         double ms)
+{
+    mf_str_t v = {check, strlen(check)};
+    char n[32];
+
+    if (ms < 0) {
+        ms = 0;
+    }
+    q->held_ms += ms;
+    api->metric_observe(g->m_hold, &v, 1, ms / 1e3, MF_STR_NULL);
+    snprintf(n, sizeof(n), "%.0f", q->held_ms);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard-hold-ms"),
+                    (mf_str_t){n, strlen(n)});
 }
 
 /* ---- output ---- */
@@ -2102,6 +2217,9 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
         q->pend = v;
         q->pend[q->npend++] = copy;
         q->pend_text += t.len;
+        if (q->t_first == 0 && g->s_mode == S_HOLD && !q->first_out) {
+            q->t_first = now_ms();
+        }
     } else {
         api->insert_response_chunk(r, (mf_str_t){ev, n});
     }
@@ -2168,6 +2286,10 @@ s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
             q->pend_text += t.len;
             gbuf_free(&t);
         }
+    }
+    if (n > 0 && !q->first_out && q->t_first > 0) {
+        q->first_out = 1;
+        held_for(r, g, q, "stream", now_ms() - q->t_first);
     }
     for (i = 0; i < n; i++) {
         /* MF_ERR: the answer ended there (a later stage stopped it) */

@@ -89,3 +89,15 @@ test('config: input is before or parallel', () => {
   assert.notEqual(r.status, 0);
   assert.match(r.stderr + r.stdout, /input: before or parallel/);
 });
+
+test('results: the wait for the verdict in a header, the log line and the histogram', async () => {
+  const res = await chat(slow, 'all fine here');
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-manifold-guard-checks'), 'input=moderation(parallel); output=none');
+  const held = Number(res.headers.get('x-manifold-guard-hold-ms'));
+  assert.ok(held >= 0, String(held));
+  const line = await slow.waitLog((l) => l.status === 200 && l.guard_hold_ms !== null);
+  assert.equal(line.guard_checks, 'input=moderation(parallel); output=none');
+  const bl = await fast.waitLog((l) => l.status === 400 && l.guard === 'moderation');
+  assert.equal(bl.guard_hold_ms, null);
+});

@@ -29,7 +29,8 @@ before(async () => {
   const url = `${mock.url}/v1/moderations`;
   const slow = `${mock.url}/v1/moderations/%5B%5Bmock:delay=1500%5D%5D`;
   const start = (mod, stream) => startGateway(config(mock.url, { stages: guard(mod, stream) }));
-  gws.hold = await start(url, '{ mode: hold, checkpoint: sentence, overlap: 0 }');
+  gws.hold = await startGateway(config(mock.url, { stages: guard(url, '{ mode: hold, checkpoint: sentence, overlap: 0 }') }) +
+    'status:\n  listen: 127.0.0.1:0\n');
   gws.first = await start(url, '{ mode: stream_first }');
   gws.final = await start(url, '{ mode: final }');
   gws.every = await start(url, '{ mode: hold, checkpoint: 16, overlap: 8 }');
@@ -205,4 +206,25 @@ test('config: stream needs an output moderation check; bad values are refused', 
     assert.notEqual(r.status, 0, cfg);
     assert.match(r.stderr + r.stdout, re, cfg);
   }
+});
+
+test('results: the checks and the hold in headers, the log line and the hold histogram', async () => {
+  const s = await stream(gws.hold, 'Checked text. Twice.', 2);
+  assert.equal(s.status, 200);
+  assert.equal(s.headers.get('x-manifold-guard-checks'), 'input=none; output=moderation(hold)');
+  const held = s.headers.get('x-manifold-guard-hold-ms');
+  assert.match(held ?? '', /^\d+$/);
+  const line = await gws.hold.waitLog((l) => l.guard_checks === 'input=none; output=moderation(hold)' && l.guard_hold_ms !== null);
+  assert.equal(line.guard, null);
+  assert.equal(line.masked, null);
+  const blocked = await stream(gws.hold, 'Bad mock-flag-violence first.', 2);
+  assert.equal(blocked.status, 400);
+  const bl = await gws.hold.waitLog((l) => l.guard === 'moderation' && l.status === 400);
+  assert.equal(bl.guard_checks, 'input=none; output=moderation(hold)');
+  const port = gws.hold.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1];
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const count = Number((text.match(/^manifold_guard_hold_seconds_count\{check="stream"\} (\d+)/m) || [])[1] ?? NaN);
+  assert.ok(count >= 1, text.split('\n').filter((x) => x.includes('guard')).join('\n'));
+  assert.ok(Number((text.match(/^manifold_guard_blocked_total\{direction="output",rule="moderation"\} (\d+)/m) || [])[1]) >= 1);
+  assert.ok(Number((text.match(/^manifold_guard_checks_total\{direction="output",check="moderation"\} (\d+)/m) || [])[1]) >= 2);
 });
