@@ -835,6 +835,16 @@ api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
     return MF_OK;
 }
 
+/* ABI 1.6: the canonical request body's new text. */
+static int
+api_set_body_text(mf_req_t *r, mf_str_t text)
+{
+    if (!in_call(r, MF_CALL_SET_MODEL)) {
+        return MF_ERR; /* on_request, on_route: before any attempt */
+    }
+    return mf_req_set_body_text(r, text);
+}
+
 /* ABI 1.6: a body stage holds a stream's output while its async check
  * runs (req_relay.c releases it). */
 static int
@@ -1333,4 +1343,5 @@ const mf_host_api_t mf_api = {
     .model_check = mf_gen_loading_model_check,
     /* ABI 1.6 (guard): a body stage holds a stream's output */
     .hold_response = api_hold_response,
+    .set_body_text = api_set_body_text,
 };

@@ -89,6 +89,10 @@ json_t *mf_req_body_json(mf_req_t *r);
 int mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value);
 /* api->get_body_text: the body's canonical JSON text (see plugin.h). */
 int mf_req_body_text(mf_req_t *r, mf_str_t *text);
+/* api->set_body_text (ABI 1.6): the canonical body's new JSON text
+ * (copied, checked as at intake), for a client whose protocol is the
+ * canonical one; the parsed tree, if any, is dropped. */
+int mf_req_set_body_text(mf_req_t *r, mf_str_t text);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
 

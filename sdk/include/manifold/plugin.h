@@ -893,8 +893,8 @@ struct mf_host_api_s {
     int (*model_check)(int kind, mf_str_t model, mf_str_t provider, char *why,
                        size_t whylen);
 
-    /* ABI 1.6 (guard): a body stage holds a stream's output (check
-     * api->size). */
+    /* ABI 1.6 (guard): a body stage holds a stream's output; the mask
+     * stage's raw body (check api->size). */
 
     /* on_response_body of a stream, hold 1: the stage holds the output
      * while an async check it made runs (http_call, model_call, timer:
@@ -914,6 +914,17 @@ struct mf_host_api_s {
      * call is cancelled, the client gets the error).
      * MF_ERR when another stage holds it or the answer is not a stream. */
     int (*hold_response)(mf_req_t *r, int hold);
+    /* on_request, on_route. Replaces the canonical request body with
+     * this JSON text (copied): a stage that rewrites spans of the bytes
+     * get_body_text gave (masking) spares the parse and serialization of
+     * the whole body. Checked as the client's body was (a JSON object
+     * within limits.max_json_*); the parsed tree a stage took is dropped
+     * (get_body_json parses the new text when asked); get_body gives the
+     * new text; the model stays as it is (set_model changes it). MF_ERR
+     * for a client whose protocol is not the canonical one (its body
+     * changes through get_body_json), or a text that is not such an
+     * object. */
+    int (*set_body_text)(mf_req_t *r, mf_str_t text);
 };
 
 /* The one symbol a plugin exports. */
