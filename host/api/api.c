@@ -161,14 +161,22 @@ upstream_callback(const mf_req_t *r)
            !r->in_step && !r->in_body && !r->finished && !r->head_sent;
 }
 
-/* A stage that may pause, or a provider's authorize step; a body stage
- * of a stream (ABI 1.6: its callback acts through hold_response). */
+/* A stage that may pause, or a provider's authorize step. */
 static int
 can_pause(mf_req_t *r)
 {
     return in_call(r, MF_CALL_PAUSE) ||
-           (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE) ||
-           held_callback(r) ||
+           (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE);
+}
+
+/* http_call and model_call: where a stage may pause, and (ABI 1.6) in
+ * on_response_body of a stream and the callbacks of such calls, whose
+ * answers a body stage acts on through hold_response and stop_response
+ * (the stage does not pause: the stream goes on or is held). */
+static int
+can_call(mf_req_t *r)
+{
+    return can_pause(r) || held_callback(r) || body_callback(r) ||
            (r != NULL && r->stream && in_call(r, MF_CALL_INSERT_CHUNK));
 }
 
@@ -947,7 +955,7 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
               const mf_str_t *headers, size_t nheaders, mf_str_t body,
               uint64_t timeout_ms, mf_http_cb cb, void *arg)
 {
-    if (!can_pause(r) || cb == NULL) {
+    if (!can_call(r) || cb == NULL) {
         return MF_ERR;
     }
     return mf_svc_http_call(r, method, url, headers, nheaders, body, timeout_ms,
@@ -958,7 +966,7 @@ static int
 api_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
                void *arg)
 {
-    if (!can_pause(r) || cb == NULL || call == NULL ||
+    if (!can_call(r) || cb == NULL || call == NULL ||
         call->size < sizeof(mf_model_call_t) ||
         (call->kind != MF_MODEL_CHAT && call->kind != MF_MODEL_EMBEDDINGS)) {
         return MF_ERR;

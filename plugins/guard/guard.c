@@ -129,6 +129,8 @@ typedef struct greq_s {
     /* input: parallel: the remote input checks' verdict */
     int par;      /* 0 none, P_PENDING, P_PASSED, P_BLOCKED */
     int par_wait; /* where the answer waits: W_PAUSED, W_HELD, 0 */
+    int par_n;    /* checks under way */
+    int par_done; /* the verdict went to the answer */
     int par_status;
     const char *par_type, *par_code;
     char par_msg[200];
@@ -1066,9 +1068,18 @@ c_resume(mf_req_t *r, gcall_t *c, mf_action_t act)
         api->resume(r, act);
         return;
     }
-    if (act == MF_CONTINUE) {
-        c->q->par = P_PASSED;
+    if (c->q->par_done) {
+        return; /* the other check blocked first */
     }
+    if (act == MF_CONTINUE) {
+        if (--c->q->par_n > 0) {
+            return; /* the other check is still under way */
+        }
+        if (c->q->par != P_BLOCKED) {
+            c->q->par = P_PASSED;
+        }
+    }
+    c->q->par_done = 1;
     par_settled(r, c->q);
 }
 
@@ -1227,7 +1238,9 @@ next_check(mf_req_t *r, gcall_t *c)
 {
     mf_action_t act = MF_CONTINUE;
 
-    if (c->g->j_model != NULL && (c->g->j_dirs & (c->out ? DIR_OUT : DIR_IN))) {
+    if (c->q == NULL && c->g->j_model != NULL &&
+        (c->g->j_dirs & (c->out ? DIR_OUT : DIR_IN))) {
+        /* (in parallel the judge was asked beside the moderation check) */
         act = start_judge(r, c);
     }
     if (act != MF_PAUSE) {
@@ -1337,7 +1350,31 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
     }
     if (!mod) {
         json_decref(texts);
-        return start_judge(r, c);
+        if (pq != NULL && start_judge(r, c) == MF_PAUSE) {
+            pq->par_n++;
+            return MF_PAUSE;
+        }
+        return pq != NULL ? (pq->par == P_BLOCKED ? MF_RESPOND : MF_CONTINUE)
+                          : start_judge(r, c);
+    }
+    if (pq != NULL && judge) {
+        /* in parallel: the judge beside the moderation check, not after */
+        gcall_t *cj = api->palloc(r, sizeof(*cj));
+        mf_action_t aj;
+
+        if (cj == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        *cj = *c;
+        aj = start_judge(r, cj);
+        if (aj == MF_PAUSE) {
+            pq->par_n++;
+        } else if (pq->par == P_BLOCKED) {
+            json_decref(texts);
+            return MF_RESPOND;
+        }
+        judge = 0;
     }
     {
         json_t *req = json_pack("{s:O}", "input", texts);
@@ -1362,6 +1399,9 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
             g->mod_timeout, moderation_done, c);
         free(text);
         if (rc == MF_OK) {
+            if (pq != NULL) {
+                pq->par_n++;
+            }
             return MF_PAUSE;
         }
         count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
@@ -1370,6 +1410,9 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
                  "made; fail: %s",
                  g->fail_open ? "open" : "closed");
         if (g->fail_open) {
+            if (pq != NULL) {
+                return pq->par_n > 0 ? MF_PAUSE : MF_CONTINUE;
+            }
             return judge ? start_judge(r, c) : MF_CONTINUE;
         }
         unavailable(r, c);

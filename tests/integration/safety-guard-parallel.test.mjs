@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { startMock, startGateway, config, chat, post, writeConfig, BIN } from './harness.mjs';
 
-let mock, fast, slow;
+let mock, fast, slow, both;
 
 const guard = (mod) => `
   - name: guard
@@ -23,11 +23,15 @@ before(async () => {
   fast = await startGateway(config(mock.url, { stages: guard(`${mock.url}/v1/moderations`) }));
   // the verdict comes after the answer
   slow = await startGateway(config(mock.url, { stages: guard(`${mock.url}/v1/moderations/%5B%5Bmock:delay=400%5D%5D`) }));
+  // the moderation check and the judge, both beside the upstream call
+  both = await startGateway(config(mock.url, { stages: guard(`${mock.url}/v1/moderations`) + `
+      judge: { model: gpt-4o-mini, timeout_ms: 3000 }` }));
 });
 
 after(async () => {
   await fast.stop();
   await slow.stop();
+  await both.stop();
   await mock.stop();
 });
 
@@ -100,4 +104,21 @@ test('results: the wait for the verdict in a header, the log line and the histog
   assert.equal(line.guard_checks, 'input=moderation(parallel); output=none');
   const bl = await fast.waitLog((l) => l.status === 400 && l.guard === 'moderation');
   assert.equal(bl.guard_hold_ms, null);
+});
+
+test('moderation and the judge run beside each other and the upstream call; either blocks', async () => {
+  const before = await mock.count();
+  const ok = await chat(both, 'a harmless question');
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.get('x-manifold-guard-checks'), 'input=moderation(parallel),judge(parallel); output=none');
+  const all = (await (await fetch(`${mock.url}/_mock/requests`)).json()).slice(before - (await mock.count()));
+  const judged = all.filter((q) => q.path.endsWith('/chat/completions') && JSON.parse(q.body).response_format?.type === 'json_schema');
+  assert.equal(judged.length, 1);
+  assert.ok(all.some((q) => q.path.endsWith('/moderations')));
+  const j = await chat(both, 'something unsafe please', { model: 'gpt-4o[[mock:hang]]' });
+  assert.equal(j.status, 400);
+  assert.equal(j.headers.get('x-manifold-guard'), 'judge');
+  const m = await chat(both, 'this is mock-flag-violence', { model: 'gpt-4o[[mock:hang]]' });
+  assert.equal(m.status, 400);
+  assert.equal(m.headers.get('x-manifold-guard'), 'moderation');
 });

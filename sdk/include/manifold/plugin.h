@@ -897,8 +897,8 @@ struct mf_host_api_s {
      * stage's raw body (check api->size). */
 
     /* on_response_body of a stream, hold 1: the stage holds the output
-     * while an async check it made runs (http_call, model_call, timer:
-     * allowed in on_response_body of a stream). The upstream is read no
+     * while an async check it made runs (http_call and model_call are
+     * allowed in on_response_body of a stream and in their callbacks). The upstream is read no
      * further (the events already read still come to the stages: the
      * stage keeps them, bounded by its own limit) and the stream's end
      * waits: the last event goes on only when the stage lets go. From the
