@@ -138,6 +138,7 @@ typedef struct greq_s {
     double t_first; /* stream hold: when the first event was held */
     int first_out;  /* stream hold: the first events went out */
     double held_ms; /* the answer's time waiting for the guard */
+    double t_ck;    /* when the text since the last checkpoint began */
 } greq_t;
 
 #define P_PENDING 1
@@ -2179,6 +2180,7 @@ s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
     q->prev.len = 0;
     gbuf_add(&q->prev, in.data + in.len - keep, keep);
     q->ck.len = 0;
+    q->t_ck = 0;
     q->ncheck = q->npend;
     req = json_pack("{s:[s%]}", "input", in.data ? in.data : "", in.len);
     gbuf_free(&in);
@@ -2221,7 +2223,8 @@ s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
 }
 
 /* A checkpoint is due: the text since the last one ends a sentence or
- * reaches `checkpoint` bytes; or the held text reached hold_bytes. */
+ * reaches `checkpoint` bytes; or the held text reached hold_bytes, or
+ * (hold) its first byte came hold_ms ago. */
 static int
 s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
 {
@@ -2229,6 +2232,10 @@ s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
         return 0;
     }
     if (q->ck.len >= g->s_hold || q->pend_text >= g->s_hold) {
+        return 1;
+    }
+    if (g->s_mode == S_HOLD && q->t_ck > 0 &&
+        now_ms() - q->t_ck >= (double)g->s_hold_ms) {
         return 1;
     }
     return g->s_every > 0 ? q->ck.len >= g->s_every : has_sentence_end(t);
@@ -2245,6 +2252,9 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
         return;
     }
     end = event_text(ev, n, &t);
+    if (t.len > 0 && q->ck.len == 0) {
+        q->t_ck = now_ms(); /* the first text not checked yet */
+    }
     if (g->s_mode != S_FINAL || q->ck.len + t.len <= S_FINAL_MAX) {
         gbuf_add(&q->ck, t.data, t.len);
     }

@@ -36,6 +36,7 @@ before(async () => {
   gws.every = await start(url, '{ mode: hold, checkpoint: 16, overlap: 8 }');
   gws.open = await start(slow, '{ mode: hold, hold_ms: 200, fail: open }');
   gws.closed = await start(slow, '{ mode: hold, hold_ms: 200, fail: closed }');
+  gws.slowtext = await start(url, '{ mode: hold, hold_ms: 20, overlap: 0 }');
 });
 
 after(async () => {
@@ -227,4 +228,19 @@ test('results: the checks and the hold in headers, the log line and the hold his
   assert.ok(count >= 1, text.split('\n').filter((x) => x.includes('guard')).join('\n'));
   assert.ok(Number((text.match(/^manifold_guard_blocked_total\{direction="output",rule="moderation"\} (\d+)/m) || [])[1]) >= 1);
   assert.ok(Number((text.match(/^manifold_guard_checks_total\{direction="output",check="moderation"\} (\d+)/m) || [])[1]) >= 2);
+});
+
+test('hold: text of a slow answer is checked after hold_ms, not held for a sentence end', async () => {
+  // events 150 ms apart, no sentence end: the second event comes after
+  // hold_ms (20) and makes a checkpoint before the end (events that
+  // arrive together after a check has held the upstream wait for the
+  // next one)
+  const before = await mock.count();
+  const text = 'no sentence end in this slow text at all';
+  const s = await stream(gws.slowtext, text, 10, { model: 'gpt-4o[[mock:split=10 chunk_delay=150]]' });
+  assert.equal(s.status, 200);
+  assert.equal(s.text, text);
+  const inputs = await checks(before);
+  assert.ok(inputs.length >= 2 && inputs[0].length < text.length, inputs.join('|'));
+  assert.equal(inputs.join(''), text);
 });
