@@ -122,7 +122,7 @@ typedef struct greq_s {
     size_t npend;     /* how many */
     size_t pend_text; /* bytes of text in them */
     size_t ncheck;    /* the first ncheck of them are being checked */
-    int inflight;     /* a check is under way */
+    int inflight;     /* checks under way for the last checkpoint */
     int end_seen;     /* the last event came */
     int holding;      /* api->hold_response(r, 1) is in force */
     const guard_t *g;
@@ -614,8 +614,10 @@ checks_header(guard_t *g)
                                   k ? "(" : "", k ? modes[g->s_mode] : "",
                                   k ? ")" : "");
         }
-        if (g->j_model != NULL && (g->j_dirs & DIR_OUT) && k == 0) {
-            n += (size_t)snprintf(b + n, cap - n, "judge,");
+        if (g->j_model != NULL && (g->j_dirs & DIR_OUT) &&
+            (k == 0 || g->s_mode != 0)) {
+            n += (size_t)snprintf(b + n, cap - n, "judge%s%s%s,", k ? "(" : "",
+                                  k ? modes[g->s_mode] : "", k ? ")" : "");
         }
         if (n > at) {
             b[n - 1] = '\0';
@@ -638,10 +640,11 @@ parse_stream(guard_t *g, const json_t *m)
         api->log(MF_LOG_ERROR, "guard: stream is a mapping");
         return -1;
     }
-    if (g->mod_url == NULL || !(g->mod_dirs & DIR_OUT)) {
+    if ((g->mod_url == NULL || !(g->mod_dirs & DIR_OUT)) &&
+        (g->j_model == NULL || !(g->j_dirs & DIR_OUT))) {
         api->log(MF_LOG_ERROR,
-                 "guard: stream: needs moderation with on: [output] (the "
-                 "local rules check streams without it)");
+                 "guard: stream: needs moderation or judge with on: [output] "
+                 "(the local rules check streams without it)");
         return -1;
     }
     if (mode == NULL || strcmp(mode, "hold") == 0) {
@@ -688,7 +691,9 @@ parse_stream(guard_t *g, const json_t *m)
         }
         g->s_hold = (size_t)json_integer_value(v);
     }
-    g->s_hold_ms = g->mod_timeout;
+    g->s_hold_ms = g->mod_url != NULL && (g->mod_dirs & DIR_OUT)
+                       ? g->mod_timeout
+                       : g->j_timeout;
     if ((v = json_object_get(m, "hold_ms")) != NULL) {
         if (!json_is_integer(v) || json_integer_value(v) < 1 ||
             json_integer_value(v) > 600000) {
@@ -698,10 +703,18 @@ parse_stream(guard_t *g, const json_t *m)
         }
         g->s_hold_ms = (uint64_t)json_integer_value(v);
     }
-    if (g->s_hold_ms > g->mod_timeout) {
+    /* a verdict is waited for at most each check's own timeout */
+    if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT) &&
+        g->s_hold_ms > g->mod_timeout) {
         g->s_hold_ms = g->mod_timeout;
     }
-    g->s_fail_open = g->fail_open;
+    if (g->j_model != NULL && (g->j_dirs & DIR_OUT) &&
+        g->s_hold_ms > g->j_timeout) {
+        g->s_hold_ms = g->j_timeout;
+    }
+    g->s_fail_open = g->mod_url != NULL && (g->mod_dirs & DIR_OUT)
+                         ? g->fail_open
+                         : g->j_fail_open;
     if ((v = json_object_get(m, "fail")) != NULL) {
         const char *f = json_string_value(v);
 
@@ -1181,17 +1194,13 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
     c_resume(r, c, MF_CONTINUE);
 }
 
-/* Asks the judge about c's text: MF_PAUSE, or what fail says when the
- * call cannot be made. */
-static mf_action_t
-start_judge(mf_req_t *r, gcall_t *c)
+/* The judge call's body for a text (malloc, NULL on failure). */
+static char *
+judge_body(const guard_t *g, const char *text, size_t len)
 {
-    guard_t *g = c->g;
-    mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
-    json_t *t = json_stringn(c->text, c->len);
+    json_t *t = json_stringn(text ? text : "", len);
     char *data = t ? json_dumps(t, JSON_ENCODE_ANY) : NULL, *body = NULL;
     size_t n = strlen(g->j_body), dl = data ? strlen(data) : 0;
-    int rc = MF_ERR;
 
     json_decref(t);
     /* the user text as data: its JSON string (quotes and escapes
@@ -1210,6 +1219,19 @@ start_judge(mf_req_t *r, gcall_t *c)
         free(qs);
     }
     free(data);
+    return body;
+}
+
+/* Asks the judge about c's text: MF_PAUSE, or what fail says when the
+ * call cannot be made. */
+static mf_action_t
+start_judge(mf_req_t *r, gcall_t *c)
+{
+    guard_t *g = c->g;
+    mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+    char *body = judge_body(g, c->text, c->len);
+    int rc = MF_ERR;
+
     count(g->m_checks, C_DIR(c), "judge");
     if (body != NULL) {
         call.body = (mf_str_t){body, strlen(body)};
@@ -2128,21 +2150,26 @@ has_sentence_end(const gbuf_t *t)
 
 static void s_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
                    const char *err);
+static void s_judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                         const char *err);
 
 /* Ends the answer after a check: flagged (cat) or no verdict (NULL, fail
  * closed). r and q are gone after it. */
 static void
-s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *cat)
+s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *check,
+       const char *cat)
 {
     char msg[200], *final;
     int choice = q->nch > 0 ? q->ch[0].choice : 0;
 
     if (cat != NULL) {
         snprintf(msg, sizeof(msg),
-                 "the answer was stopped by the moderation check (%.60s)", cat);
-        count(g->m_blocked, "output", "moderation");
+                 "the answer was stopped by the %s check "
+                 "(%.60s)",
+                 check, cat);
+        count(g->m_blocked, "output", check);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
-                        MF_STR("moderation"));
+                        (mf_str_t){check, strlen(check)});
     } else {
         snprintf(msg, sizeof(msg),
                  "the content check could not be made; "
@@ -2158,6 +2185,22 @@ s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *cat)
                        cat ? "content_filter" : "guard_unavailable", msg,
                        (mf_str_t){final, final ? strlen(final) : 0});
     free(final);
+}
+
+/* A stream check's call could not be made: -1 when fail is closed (r
+ * and q are gone), 0 when open (the text goes as checked). */
+static int
+s_call_failed(mf_req_t *r, const guard_t *g, greq_t *q, const char *check)
+{
+    count(g->m_fail, check, g->s_fail_open ? "open" : "closed");
+    api->log(MF_LOG_WARN,
+             "guard: the stream's %s call could not be made; fail: %s", check,
+             g->s_fail_open ? "open" : "closed");
+    if (!g->s_fail_open) {
+        s_stop(r, g, q, NULL, NULL);
+        return -1;
+    }
+    return 0;
 }
 
 /* Sends the text since the last checkpoint (after the last s_overlap
@@ -2182,17 +2225,6 @@ s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
     q->ck.len = 0;
     q->t_ck = 0;
     q->ncheck = q->npend;
-    req = json_pack("{s:[s%]}", "input", in.data ? in.data : "", in.len);
-    gbuf_free(&in);
-    if (g->mod_model != NULL) {
-        json_object_set_new(req, "model", json_string(g->mod_model));
-    }
-    text = json_dumps(req, JSON_COMPACT);
-    json_decref(req);
-    if (g->mod_auth != NULL) {
-        h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
-    }
-    count(g->m_checks, "output", "moderation");
     if (inside && !q->holding && (g->s_mode == S_HOLD || q->end_seen)) {
         /* the output waits for the verdict: the upstream is read no
          * further, the end waits */
@@ -2200,25 +2232,57 @@ s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
             q->holding = 1;
         }
     }
-    rc = api->http_call(r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)},
-                        h, g->mod_auth ? 2 : 1,
-                        (mf_str_t){text, text ? strlen(text) : 0}, g->s_hold_ms,
-                        s_done, q);
-    free(text);
-    if (rc == MF_OK) {
-        q->inflight = 1;
-        return 0;
+    q->inflight = 0;
+    if (g->j_model != NULL && (g->j_dirs & DIR_OUT)) {
+        mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+        char *body = judge_body(g, in.data, in.len);
+
+        count(g->m_checks, "output", "judge");
+        rc = MF_ERR;
+        if (body != NULL) {
+            call.body = (mf_str_t){body, strlen(body)};
+            if (g->j_provider != NULL) {
+                call.provider =
+                    (mf_str_t){g->j_provider, strlen(g->j_provider)};
+            }
+            call.timeout_ms = g->s_hold_ms;
+            rc = api->model_call(r, &call, s_judge_done, q);
+            free(body);
+        }
+        if (rc == MF_OK) {
+            q->inflight++;
+        } else if (s_call_failed(r, g, q, "judge") != 0) {
+            gbuf_free(&in);
+            return -1;
+        }
     }
-    count(g->m_fail, "moderation", g->s_fail_open ? "open" : "closed");
-    api->log(MF_LOG_WARN,
-             "guard: the stream's moderation call could not be made; "
-             "fail: %s",
-             g->s_fail_open ? "open" : "closed");
-    if (!g->s_fail_open) {
-        s_stop(r, g, q, NULL);
-        return -1;
+    if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) {
+        req = json_pack("{s:[s%]}", "input", in.data ? in.data : "", in.len);
+        if (g->mod_model != NULL) {
+            json_object_set_new(req, "model", json_string(g->mod_model));
+        }
+        text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        if (g->mod_auth != NULL) {
+            h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
+        }
+        count(g->m_checks, "output", "moderation");
+        rc = api->http_call(
+            r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)}, h,
+            g->mod_auth ? 2 : 1, (mf_str_t){text, text ? strlen(text) : 0},
+            g->s_hold_ms, s_done, q);
+        free(text);
+        if (rc == MF_OK) {
+            q->inflight++;
+        } else if (s_call_failed(r, g, q, "moderation") != 0) {
+            gbuf_free(&in);
+            return -1;
+        }
     }
-    q->ncheck = 0; /* open: what was to be checked goes as checked */
+    gbuf_free(&in);
+    if (q->inflight == 0) {
+        q->ncheck = 0; /* open: what was to be checked goes as checked */
+    }
     return 0;
 }
 
@@ -2398,7 +2462,9 @@ s_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
     char name[64];
     int bad = 1;
 
-    q->inflight = 0;
+    if (q->inflight > 0) {
+        q->inflight--;
+    }
     if (q->stopped) {
         return;
     }
@@ -2409,7 +2475,7 @@ s_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
     if (!bad && cat != NULL) {
         snprintf(name, sizeof(name), "%s", cat);
         json_decref(j);
-        s_stop(r, g, q, name);
+        s_stop(r, g, q, "moderation", name);
         return;
     }
     json_decref(j);
@@ -2422,11 +2488,58 @@ s_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
                                              : "not a moderation answer",
                  g->s_fail_open ? "open, it goes on" : "closed, it is cut");
         if (!g->s_fail_open) {
-            s_stop(r, g, q, NULL);
+            s_stop(r, g, q, NULL, NULL);
             return;
         }
     }
-    s_passed(r, g, q);
+    if (q->inflight == 0) {
+        s_passed(r, g, q); /* the other check (if any) passed before */
+    }
+}
+
+/* The judge's verdict on a checkpoint. */
+static void
+s_judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+             const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *keep = NULL;
+    const char *cat = NULL;
+    char name[64];
+
+    if (q->inflight > 0) {
+        q->inflight--;
+    }
+    if (q->stopped) {
+        return;
+    }
+    if (err == NULL && res != NULL && res->status == 200) {
+        cat = judge_verdict(g, res, &keep);
+    }
+    if (cat != NULL && cat[0] != '\0') {
+        snprintf(name, sizeof(name), "%s", cat);
+        json_decref(keep);
+        s_stop(r, g, q, "judge", name);
+        return;
+    }
+    json_decref(keep);
+    if (cat == NULL) {
+        count(g->m_fail, "judge", g->s_fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the stream's judge check failed (%s); fail: %s",
+                 err                         ? err
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a verdict by the schema",
+                 g->s_fail_open ? "open, it goes on" : "closed, it is cut");
+        if (!g->s_fail_open) {
+            s_stop(r, g, q, NULL, NULL);
+            return;
+        }
+    }
+    if (q->inflight == 0) {
+        s_passed(r, g, q);
+    }
 }
 
 static mf_action_t

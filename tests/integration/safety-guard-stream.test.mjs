@@ -37,6 +37,13 @@ before(async () => {
   gws.open = await start(slow, '{ mode: hold, hold_ms: 200, fail: open }');
   gws.closed = await start(slow, '{ mode: hold, hold_ms: 200, fail: closed }');
   gws.slowtext = await start(url, '{ mode: hold, hold_ms: 20, overlap: 0 }');
+  // the judge (a model through the gateway) checks the stream, no moderation
+  gws.judge = await startGateway(config(mock.url, { stages: `
+  - name: guard
+    plugin: guard
+    config:
+      judge: { model: gpt-4o-mini, on: [output], timeout_ms: 3000 }
+      stream: { mode: hold, overlap: 0 }` }));
 });
 
 after(async () => {
@@ -243,4 +250,21 @@ test('hold: text of a slow answer is checked after hold_ms, not held for a sente
   const inputs = await checks(before);
   assert.ok(inputs.length >= 2 && inputs[0].length < text.length, inputs.join('|'));
   assert.equal(inputs.join(''), text);
+});
+
+test('the judge checks a stream at its checkpoints too', async () => {
+  const ok = await stream(gws.judge, 'A calm answer. Nothing more.', 3);
+  assert.equal(ok.status, 200);
+  assert.equal(ok.text, 'A calm answer. Nothing more.');
+  assert.equal(ok.headers.get('x-manifold-guard-checks'), 'input=none; output=judge(hold)');
+  // the mock judge answers with the first verdict word found in the text
+  const bad = await stream(gws.judge, 'A calm start. Then an unsafe part. End.', 2);
+  assert.equal(bad.status, 200);
+  assert.ok(bad.text.startsWith('A calm start.') && !bad.text.includes('unsafe'), bad.text);
+  assert.deepEqual(finish(bad), ['content_filter']);
+  assert.equal(bad.data.at(-1), '[DONE]');
+  const first = await stream(gws.judge, 'Unsafe from the start. Yes.', 2);
+  assert.equal(first.status, 400);
+  assert.equal(first.headers.get('x-manifold-guard'), 'judge');
+  assert.match(JSON.parse(first.raw).error.message, /judge check/);
 });
