@@ -1349,7 +1349,8 @@ const mf_host_api_t mf_api = {
     .get_response_text = api_get_response_text,
     /* ABI 1.5: model calls checked at load */
     .model_check = mf_gen_loading_model_check,
-    /* ABI 1.6 (guard): a body stage holds a stream's output */
+    /* ABI 1.6 (guard): a body stage holds a stream's output; the mask
+     * stage's raw body */
     .hold_response = api_hold_response,
     .set_body_text = api_set_body_text,
 };
