@@ -133,12 +133,51 @@ in_call(mf_req_t *r, mf_call_t call)
     return mf_api_allowed(r, call);
 }
 
+/* ABI 1.6: a body stage holding a stream's output (api->hold_response),
+ * called from its async callback, outside the pipeline. */
+static int
+held_callback(const mf_req_t *r)
+{
+    return r != NULL && r->body_hold && !r->in_body && !r->finished &&
+           r->stream;
+}
+
+/* ABI 1.6: a callback of a body stage's async call while a stream is
+ * going out (no stage pauses then): it may stop the answer. */
+static int
+body_callback(const mf_req_t *r)
+{
+    return r != NULL && r->stream && !r->in_body && !r->finished &&
+           r->phase == MF_PHASE_BODY;
+}
+
+/* ABI 1.6: a callback of a stage's async call (one made without pausing,
+ * in on_request) while the request waits on its upstream: it may stop
+ * the answer, which cancels the upstream call. */
+static int
+upstream_callback(const mf_req_t *r)
+{
+    return r != NULL && r->phase == MF_PHASE_UPSTREAM && r->att.call != NULL &&
+           !r->in_step && !r->in_body && !r->finished && !r->head_sent;
+}
+
 /* A stage that may pause, or a provider's authorize step. */
 static int
 can_pause(mf_req_t *r)
 {
     return in_call(r, MF_CALL_PAUSE) ||
            (in_call(r, MF_CALL_PROVIDER) && r->phase == MF_PHASE_AUTHORIZE);
+}
+
+/* http_call and model_call: where a stage may pause, and (ABI 1.6) in
+ * on_response_body of a stream and the callbacks of such calls, whose
+ * answers a body stage acts on through hold_response and stop_response
+ * (the stage does not pause: the stream goes on or is held). */
+static int
+can_call(mf_req_t *r)
+{
+    return can_pause(r) || held_callback(r) || body_callback(r) ||
+           (r != NULL && r->stream && in_call(r, MF_CALL_INSERT_CHUNK));
 }
 
 static void
@@ -764,6 +803,9 @@ api_insert_response_chunk(mf_req_t *r, mf_str_t data)
 {
     mf_str_t *v;
 
+    if (held_callback(r) && data.len > 0) {
+        return mf_req_body_insert_held(r, data);
+    }
     if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || data.len == 0) {
         return MF_ERR;
     }
@@ -790,8 +832,10 @@ static int
 api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
                   const char *message, mf_str_t final)
 {
-    if (!in_call(r, MF_CALL_STOP_RESPONSE) || status < 400 || status > 599 ||
-        r->body_stop) {
+    int outside = held_callback(r) || body_callback(r) || upstream_callback(r);
+
+    if ((!outside && !in_call(r, MF_CALL_STOP_RESPONSE)) || status < 400 ||
+        status > 599 || r->body_stop) {
         return MF_ERR;
     }
     r->body_stop = 1;
@@ -803,6 +847,54 @@ api_stop_response(mf_req_t *r, int status, const char *type, const char *code,
     r->stop_message = mf_pool_str(
         r->pool, mf_str_from(message ? message : "the answer was stopped"));
     r->stop_final = mf_pool_str(r->pool, final);
+    if (outside) {
+        /* from the holding stage's callback: the answer ends now; the
+         * events still held are never sent */
+        r->body_hold = 0;
+        r->end_held = 0;
+        mf_req_body_stopped(r);
+    }
+    return MF_OK;
+}
+
+/* ABI 1.6: the canonical request body's new text. */
+static int
+api_set_body_text(mf_req_t *r, mf_str_t text)
+{
+    if (!in_call(r, MF_CALL_SET_MODEL)) {
+        return MF_ERR; /* on_request, on_route: before any attempt */
+    }
+    return mf_req_set_body_text(r, text);
+}
+
+/* ABI 1.6: a body stage holds a stream's output while its async check
+ * runs (req_relay.c releases it). */
+static int
+api_hold_response(mf_req_t *r, int hold)
+{
+    if (hold) {
+        if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || r->body_stop ||
+            (r->body_hold && (size_t)r->body_hold != r->body_idx + 1)) {
+            return MF_ERR;
+        }
+        mf_req_body_hold(r, (int)r->body_idx + 1);
+        return MF_OK;
+    }
+    if (r == NULL || !r->body_hold) {
+        return MF_OK;
+    }
+    if (r->in_body) {
+        if ((size_t)r->body_hold != r->body_idx + 1) {
+            return MF_ERR;
+        }
+        /* let go inside on_response_body: the host carries on as usual */
+        mf_req_body_hold(r, 0);
+        return MF_OK;
+    }
+    if (r->finished) {
+        return MF_ERR;
+    }
+    mf_req_body_release(r);
     return MF_OK;
 }
 
@@ -877,7 +969,7 @@ api_http_call(mf_req_t *r, const char *method, mf_str_t url,
               const mf_str_t *headers, size_t nheaders, mf_str_t body,
               uint64_t timeout_ms, mf_http_cb cb, void *arg)
 {
-    if (!can_pause(r) || cb == NULL) {
+    if (!can_call(r) || cb == NULL) {
         return MF_ERR;
     }
     return mf_svc_http_call(r, method, url, headers, nheaders, body, timeout_ms,
@@ -888,7 +980,7 @@ static int
 api_model_call(mf_req_t *r, const mf_model_call_t *call, mf_http_cb cb,
                void *arg)
 {
-    if (!can_pause(r) || cb == NULL || call == NULL ||
+    if (!can_call(r) || cb == NULL || call == NULL ||
         call->size < sizeof(mf_model_call_t) ||
         (call->kind != MF_MODEL_CHAT && call->kind != MF_MODEL_EMBEDDINGS)) {
         return MF_ERR;
@@ -1291,4 +1383,8 @@ const mf_host_api_t mf_api = {
     /* ABI 1.6 (protocols): an upstream wire per attempt; declared models */
     .set_upstream_wire = api_set_upstream_wire,
     .declare_model = api_declare_model,
+    /* ABI 1.6 (guard): a body stage holds a stream's output; the mask
+     * stage's raw body */
+    .hold_response = api_hold_response,
+    .set_body_text = api_set_body_text,
 };

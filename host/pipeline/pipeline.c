@@ -161,6 +161,7 @@ body_from(mf_req_t *r, size_t from, mf_str_t *data, int last)
         }
         r->replaced = 0;
         r->nins_pending = 0;
+        r->body_idx = i;
         if (run_one(r, i, MF_STAGE_RESPONSE_BODY, *data, last) == MF_FAIL) {
             /* a body stage may redact: what it did not pass on is
              * never sent (the stages after it do not run either) */
@@ -207,13 +208,23 @@ body_from(mf_req_t *r, size_t from, mf_str_t *data, int last)
 int
 mf_pipeline_body(mf_req_t *r, mf_str_t data, int last)
 {
+    return mf_pipeline_body_from(r, 0, data, last);
+}
+
+int
+mf_pipeline_body_from(mf_req_t *r, size_t from, mf_str_t data, int last)
+{
     mf_str_t orig = data;
+    int rc;
 
     r->nins_before = 0;
     if (!(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY))) {
         return MF_OK;
     }
-    if (body_from(r, 0, &data, last) != MF_OK) {
+    r->in_body++;
+    rc = body_from(r, from, &data, last);
+    r->in_body--;
+    if (rc != MF_OK) {
         return MF_ERR;
     }
     /* what the caller reads: the event as the last stage left it */

@@ -21,6 +21,9 @@ mf_action_t mf_pipeline_serve(mf_req_t *r, mf_stage_t stage);
  * r->ins_before (r->nins_before) holds the events stages inserted, to be
  * sent first, in order. */
 int mf_pipeline_body(mf_req_t *r, mf_str_t data, int last);
+/* The same from the body stage `from` on (the stages after one that
+ * held the output, on its release). */
+int mf_pipeline_body_from(mf_req_t *r, size_t from, mf_str_t data, int last);
 void mf_pipeline_log_done(mf_req_t *r);
 
 /* Async service calls the request waits on. */

@@ -117,8 +117,10 @@ struct mf_req_s {
     mf_str_t query; /* the target's query, without '?' */
     mf_str_t client_addr;
     mf_hlist_t req_headers;
-    mf_str_t body; /* raw request body */
-    json_t *json;  /* parsed body (see mf_req_body_json) */
+    mf_str_t body;  /* raw request body */
+    json_t *json;   /* parsed body (see mf_req_body_json) */
+    char *body_own; /* the client's body (malloc) once set_body_text
+                     * replaced it with pool memory, else NULL */
     int body_dirty;
     int body_lazy;                /* checked, not parsed yet: json NULL */
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
@@ -209,6 +211,16 @@ struct mf_req_s {
     const char *stop_type, *stop_code;
     mf_str_t stop_message;
     mf_str_t stop_final;
+    /* hold_response (ABI 1.6): a body stage holds the stream's output
+     * while its async check runs; the upstream is read no further and the
+     * end waits until it lets go */
+    size_t body_idx;     /* the body stage running now */
+    int in_body;         /* inside mf_pipeline_body */
+    int body_hold;       /* the holding stage's index + 1, 0 none */
+    int end_held;        /* the last event arrived while held */
+    size_t end_from;     /* the stages it still goes through on release */
+    mf_str_t end_data;   /* what it was when held */
+    int up_ended;        /* the upstream ended while held */
     int record;          /* api->record_answer: keep the canonical answer */
     mf_buf_t rec_events; /* its stream events: 4-byte length, then data */
     json_t *rec_json;    /* its non-stream completion */

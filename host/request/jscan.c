@@ -6,6 +6,7 @@
  */
 #include "request/jscan.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Bounds the recursion whatever limits.max_json_depth says. */
@@ -86,6 +87,12 @@ utf8_len(const unsigned char *p, const unsigned char *end)
     return n;
 }
 
+#define SWAR_ONES 0x0101010101010101ULL
+#define SWAR_HIGH 0x8080808080808080ULL
+/* the high bit of each byte of x that is zero (and maybe of a 0x01 byte
+ * after a zero one: only ever used to decide "none") */
+#define SWAR_ZERO(x) (((x)-SWAR_ONES) & ~(x))
+
 /* A string at s->p (its quote); *escaped says whether it had escapes. */
 static int
 string(scan_t *s, int *escaped)
@@ -95,8 +102,26 @@ string(scan_t *s, int *escaped)
 
     *escaped = 0;
     while (p < end) {
-        unsigned c = *p;
+        unsigned c;
 
+        /* eight plain bytes at a time: printable ASCII, no quote, no
+         * backslash (most of a prompt's text) */
+        while (end - p >= 8) {
+            uint64_t v;
+
+            memcpy(&v, p, 8);
+            if (((v | (v - SWAR_ONES * 0x20) |
+                  SWAR_ZERO(v ^ (SWAR_ONES * '"')) |
+                  SWAR_ZERO(v ^ (SWAR_ONES * '\\'))) &
+                 SWAR_HIGH) != 0) {
+                break;
+            }
+            p += 8;
+        }
+        if (p >= end) {
+            break;
+        }
+        c = *p;
         if (c == '"') {
             s->p = (const char *)p + 1;
             return MF_OK;

@@ -698,6 +698,13 @@ up_on_end(void *arg)
         } else if (!r->att.passthrough && !r->att.done_sent) {
             mf_req_emit_event(r, MF_STR("[DONE]"), 1);
         }
+        if (r->body_hold && !r->body_failed && !r->body_stop) {
+            /* a body stage holds the output: it ends the stream when it
+             * lets go (mf_req_body_release) */
+            r->up_ended = 1;
+            mf_req_flush_stream(r);
+            return;
+        }
         if (r->body_failed) {
             mf_req_body_stage_failed(r);
             return;

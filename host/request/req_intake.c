@@ -431,6 +431,41 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
 }
 
 int
+mf_req_set_body_text(mf_req_t *r, mf_str_t text)
+{
+    const mf_limits_t *lim = &r->gen->config->limits;
+    mf_jscan_t *js;
+    mf_str_t copy;
+
+    if (!r->proto->canonical || text.len == 0 || text.data == NULL) {
+        return MF_ERR;
+    }
+    js = mf_pool_alloc(r->pool, sizeof(*js));
+    copy = mf_pool_str(r->pool, text);
+    if (js == NULL || copy.data == NULL) {
+        return MF_ERR;
+    }
+    js->max_depth = lim->max_json_depth;
+    js->max_values = lim->max_json_values;
+    js->max_messages = lim->max_messages;
+    if (mf_jscan_body(copy, js) != MF_OK) {
+        return MF_ERR; /* not a JSON object within the limits */
+    }
+    if (r->body_own == NULL) {
+        /* the client's bytes stay until the end: a stage may hold a
+         * field it borrowed from them */
+        r->body_own = (char *)r->body.data;
+    }
+    json_decref(r->json);
+    r->json = NULL;
+    r->body = copy;
+    r->body_scan = js;
+    r->body_lazy = 1;
+    r->body_dirty = 0;
+    return MF_OK;
+}
+
+int
 mf_req_body_text(mf_req_t *r, mf_str_t *text)
 {
     char *t;

@@ -190,6 +190,16 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     if (r->body_failed || r->body_stop) {
         return; /* nothing more goes out; the caller ends the stream */
     }
+    if (last && r->end_held) {
+        return; /* the end already waits for the holding stage */
+    }
+    if (last && r->body_hold) {
+        /* the output is held: the end waits, for every stage */
+        r->end_held = 1;
+        r->end_from = 0;
+        r->end_data = mf_pool_str(r->pool, data);
+        return;
+    }
     r->replaced = 0;
     rc = mf_pipeline_body(r, data, last);
     r->cur_stage = was;
@@ -208,10 +218,141 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     if (r->body_stop) {
         return; /* a stage ended the answer here (mf_req_body_stopped) */
     }
+    if (last && r->body_hold) {
+        /* the stage that saw the end holds the output: the stages after
+         * it get the end on release */
+        r->end_held = 1;
+        r->end_from = (size_t)r->body_hold;
+        r->end_data = mf_pool_str(r->pool, data);
+        return;
+    }
     if (last) {
         r->att.done_sent = 1;
     }
     send_event(r, data, last);
+}
+
+/* Ends the stream once the upstream has ended and nothing holds it. */
+static void
+stream_end(mf_req_t *r)
+{
+    if (r->body_failed) {
+        mf_req_body_stage_failed(r);
+        return;
+    }
+    if (r->body_stop) {
+        mf_req_body_stopped(r);
+        return;
+    }
+    mf_req_flush_stream(r);
+    mf_req_finish_stream(r);
+    mf_req_finish(r);
+}
+
+/* An event from the holding stage, outside the pipeline (its async
+ * check's callback): through the stages after it, then out at once. */
+int
+mf_req_body_insert_held(mf_req_t *r, mf_str_t data)
+{
+    mf_stage_t was = r->cur_stage;
+    size_t i;
+    int rc;
+
+    rc = mf_pipeline_body_from(r, (size_t)r->body_hold, data, 0);
+    r->cur_stage = was;
+    if (rc != MF_OK) {
+        r->body_failed = 1;
+        mf_req_body_stage_failed(r);
+        return MF_ERR;
+    }
+    if (r->replaced) {
+        data = r->replace;
+    }
+    for (i = 0; i < r->nins_before; i++) {
+        send_event(r, r->ins_before[i], 0);
+    }
+    r->nins_before = 0;
+    if (r->body_stop) {
+        mf_req_body_stopped(r);
+        return MF_ERR; /* the answer ended here */
+    }
+    send_event(r, data, 0);
+    mf_req_flush_stream(r);
+    return MF_OK;
+}
+
+void
+mf_req_body_hold(mf_req_t *r, int idx1)
+{
+    r->body_hold = idx1;
+    if (idx1) {
+        mf_req_call_pause(r, 1);
+    } else if (!r->end_held &&
+               (r->conn == NULL ||
+                evbuffer_get_length(mf_req_out(r)) <= MF_STREAM_HIGH_WATER)) {
+        mf_req_call_pause(r, 0);
+    }
+}
+
+/* The holding stage let go: the end that waited goes out (through the
+ * stages after the one that saw it), reading resumes, or the stream ends
+ * when the upstream already has. */
+void
+mf_req_body_release(mf_req_t *r)
+{
+    mf_stage_t was = r->cur_stage;
+    size_t i;
+    int rc;
+
+    r->body_hold = 0;
+    if (r->end_held && !r->body_failed && !r->body_stop) {
+        mf_str_t data = r->end_data;
+
+        r->end_held = 0;
+        r->replaced = 0;
+        rc = mf_pipeline_body_from(r, r->end_from, data, 1);
+        r->cur_stage = was;
+        if (rc != MF_OK) {
+            r->body_failed = 1;
+        } else {
+            if (r->replaced) {
+                data = r->replace;
+            }
+            for (i = 0; i < r->nins_before; i++) {
+                send_event(r, r->ins_before[i], 0);
+            }
+            r->nins_before = 0;
+            if (!r->body_stop && r->body_hold) {
+                /* a later stage holds in its turn */
+                r->end_held = 1;
+                r->end_from = (size_t)r->body_hold;
+                r->end_data = mf_pool_str(r->pool, data);
+                mf_req_flush_stream(r);
+                return;
+            }
+            if (!r->body_stop) {
+                r->att.done_sent = 1;
+                send_event(r, data, 1);
+            }
+        }
+    }
+    if (r->up_ended) {
+        stream_end(r);
+        return;
+    }
+    if (r->body_failed) {
+        mf_req_body_stage_failed(r);
+        return;
+    }
+    if (r->body_stop) {
+        mf_req_body_stopped(r);
+        return;
+    }
+    mf_req_flush_stream(r);
+    if (r->conn != NULL &&
+        evbuffer_get_length(mf_req_out(r)) <= MF_STREAM_HIGH_WATER) {
+        mf_req_call_pause(r, 0);
+    }
 }
 
 void
@@ -324,7 +465,7 @@ void
 mf_req_drained(mf_req_t *r)
 {
     mf_conn_watch_drain(r->conn, 0);
-    if (r->phase == MF_PHASE_BODY) {
+    if (r->phase == MF_PHASE_BODY && !r->body_hold) {
         mf_req_call_pause(r, 0);
     }
 }

@@ -108,7 +108,6 @@ int mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev);
 void mf_req_flush_stream(mf_req_t *r);
 void mf_req_stream_failed(mf_req_t *r, const mf_error_t *err);
 void mf_req_body_stage_failed(mf_req_t *r);
-void mf_req_body_stopped(mf_req_t *r);
 void mf_req_complete_nonstream(mf_req_t *r);
 
 #endif

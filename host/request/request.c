@@ -297,7 +297,7 @@ mf_req_free(mf_req_t *r)
     mf_buf_free(&r->chunk_out);
     mf_sse_parser_free(&r->sse);
     mf_evstream_free(&r->evs);
-    free((char *)r->body.data);
+    free(r->body_own != NULL ? r->body_own : (char *)r->body.data);
     mf_gen_release(r->gen);
     mf_pool_destroy(r->pool);
     atomic_fetch_sub(&w->in_flight, 1);

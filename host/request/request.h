@@ -45,6 +45,16 @@ void mf_req_drained(mf_req_t *r);
 /* A canonical stream event (OpenAI chunk JSON, or "[DONE]" with last):
  * runs the body stages on it and queues it for the client. */
 void mf_req_emit_event(mf_req_t *r, mf_str_t data, int last);
+/* api->hold_response (ABI 1.6): an event the holding body stage sends
+ * from its async callback (through the stages after it, out at once);
+ * the stage let go (the end that waited, reading resumed); a stop made
+ * from the callback. */
+int mf_req_body_insert_held(mf_req_t *r, mf_str_t data);
+void mf_req_body_release(mf_req_t *r);
+/* Sets the holding stage (index + 1; 0 lets go inside the pipeline) and
+ * stops or restarts reading the upstream. */
+void mf_req_body_hold(mf_req_t *r, int idx1);
+void mf_req_body_stopped(mf_req_t *r);
 
 /* A stage's own stream answer (api->emit_event): data is a canonical
  * chunk's JSON (may be empty), translated to the client's protocol and
@@ -82,6 +92,10 @@ json_t *mf_req_body_json(mf_req_t *r);
 int mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value);
 /* api->get_body_text: the body's canonical JSON text (see plugin.h). */
 int mf_req_body_text(mf_req_t *r, mf_str_t *text);
+/* api->set_body_text (ABI 1.6): the canonical body's new JSON text
+ * (copied, checked as at intake), for a client whose protocol is the
+ * canonical one; the parsed tree, if any, is dropped. */
+int mf_req_set_body_text(mf_req_t *r, mf_str_t text);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
 

@@ -554,6 +554,48 @@ put_attempts(line_t *l, mf_req_t *r)
     put(l, "]", 1);
 }
 
+/* The safety stages' results, from the response headers they set:
+ * masked (values replaced), guard (the rule that blocked), guard_checks
+ * (what the request and its answer were checked by), guard_hold_ms
+ * (the answer's wait for the guard). Null when absent. */
+static void
+put_safety(line_t *l, mf_req_t *r)
+{
+    mf_str_t v;
+    int64_t n = -1;
+    size_t k;
+
+    if (api->get_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),
+                        &v) == MF_OK &&
+        v.len > 0 && v.len < 10) {
+        n = 0;
+        for (k = 0; k < v.len && v.data[k] >= '0' && v.data[k] <= '9'; k++) {
+            n = n * 10 + (v.data[k] - '0');
+        }
+    }
+    put_int(l, "masked", n, 1);
+    put_named(l, "guard",
+              api->get_header(r, MF_RESPONSE_HEADERS,
+                              MF_STR("x-manifold-guard"), &v) == MF_OK
+                  ? v
+                  : MF_STR_NULL);
+    put_named(l, "guard_checks",
+              api->get_header(r, MF_RESPONSE_HEADERS,
+                              MF_STR("x-manifold-guard-checks"), &v) == MF_OK
+                  ? v
+                  : MF_STR_NULL);
+    n = -1;
+    if (api->get_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-manifold-guard-hold-ms"), &v) == MF_OK &&
+        v.len > 0 && v.len < 10) {
+        n = 0;
+        for (k = 0; k < v.len && v.data[k] >= '0' && v.data[k] <= '9'; k++) {
+            n = n * 10 + (v.data[k] - '0');
+        }
+    }
+    put_int(l, "guard_hold_ms", n, 1);
+}
+
 static void
 accesslog_on_log(mf_req_t *r, void *state, void **ctx)
 {
@@ -642,6 +684,7 @@ accesslog_on_log(mf_req_t *r, void *state, void **ctx)
                                       : MF_STR("reported"));
         put_attempts(&l, r);
     }
+    put_safety(&l, r);
     put(&l, "}\n", 2);
     enqueue(al, l.p, l.len);
     if (l.p != l.stack) {

@@ -35,6 +35,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../common/kwmatch.h"
 
@@ -73,7 +74,22 @@ typedef struct {
     int j_fail_open;
     unsigned j_dirs;
     mf_metric_t *m_checks, *m_blocked, *m_fail;
+    /* streams checked by the moderation endpoint (`stream:`) */
+    int s_mode;         /* 0 none, S_HOLD, S_FIRST, S_FINAL */
+    size_t s_every;     /* checkpoint every N bytes, 0: sentences */
+    size_t s_overlap;   /* checked bytes sent again with the next check */
+    size_t s_hold;      /* held bytes that make a checkpoint at once */
+    uint64_t s_hold_ms; /* the longest wait for a checkpoint's verdict */
+    int s_fail_open;
+    int in_parallel; /* input: parallel */
+    mf_metric_t *m_hold;
+    char checks[2][160]; /* x-manifold-guard-checks: [0] whole, [1] stream */
 } guard_t;
+
+#define S_HOLD 1
+#define S_FIRST 2
+#define S_FINAL 3
+#define S_FINAL_MAX (1024 * 1024) /* bytes of a whole answer checked */
 
 typedef struct {
     char *data;
@@ -88,7 +104,7 @@ typedef struct {
     gbuf_t tail; /* the last `overlap` bytes released */
 } gchan_t;
 
-typedef struct {
+typedef struct greq_s {
     gchan_t *ch;
     size_t nch;
     json_t *top;
@@ -99,7 +115,37 @@ typedef struct {
     int sent;       /* an event went out */
     char **out;     /* released text of held channels, as events */
     size_t nout;
+    /* streams checked by the moderation endpoint */
+    gbuf_t ck;        /* text since the last checkpoint, not checked */
+    gbuf_t prev;      /* the last s_overlap bytes checked */
+    char **pend;      /* hold: events not released yet, in order */
+    size_t npend;     /* how many */
+    size_t pend_text; /* bytes of text in them */
+    size_t ncheck;    /* the first ncheck of them are being checked */
+    int inflight;     /* checks under way for the last checkpoint */
+    int end_seen;     /* the last event came */
+    int holding;      /* api->hold_response(r, 1) is in force */
+    const guard_t *g;
+    /* input: parallel: the remote input checks' verdict */
+    int par;      /* 0 none, P_PENDING, P_PASSED, P_BLOCKED */
+    int par_wait; /* where the answer waits: W_PAUSED, W_HELD, 0 */
+    int par_n;    /* checks under way */
+    int par_done; /* the verdict went to the answer */
+    int par_status;
+    const char *par_type, *par_code;
+    char par_msg[200];
+    double t_wait;  /* when the answer began waiting (ms, monotonic) */
+    double t_first; /* stream hold: when the first event was held */
+    int first_out;  /* stream hold: the first events went out */
+    double held_ms; /* the answer's time waiting for the guard */
+    double t_ck;    /* when the text since the last checkpoint began */
 } greq_t;
+
+#define P_PENDING 1
+#define P_PASSED 2
+#define P_BLOCKED 3
+#define W_PAUSED 1 /* on_upstream_response returned MF_PAUSE */
+#define W_HELD 2   /* a stream's output is held */
 
 static void
 gbuf_add(gbuf_t *b, const char *s, size_t n)
@@ -132,6 +178,20 @@ count(mf_metric_t *m, const char *a, const char *b)
 
     api->metric_add(m, v, 2, 1);
 }
+
+static double
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* The answer waited `ms` for the guard before its head left (added to
+ * its time to first token): the histogram and x-manifold-guard-hold-ms. */
+static void held_for(mf_req_t *r, const guard_t *g, struct greq_s *q,
+                     const char *check, double ms);
 
 /* ---- config ---- */
 
@@ -512,11 +572,167 @@ parse_judge(guard_t *g, const json_t *m)
     return build_judge(g, v != NULL ? json_string_value(v) : JUDGE_POLICY);
 }
 
+/* x-manifold-guard-checks: what a request's input passed and what its
+ * answer is checked by, for a whole answer [0] and a stream [1]:
+ * "input=rules,moderation; output=rules,moderation(hold)". */
+static void
+checks_header(guard_t *g)
+{
+    static const char *const modes[] = {"", "hold", "stream_first", "final"};
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        char *b = g->checks[k];
+        size_t cap = sizeof(g->checks[k]), n = 0, at;
+
+        n += (size_t)snprintf(b + n, cap - n, "input=");
+        at = n;
+        if (g->kw[DIR_IN] != NULL || g->has_re[DIR_IN]) {
+            n += (size_t)snprintf(b + n, cap - n, "rules,");
+        }
+        if (g->mod_url != NULL && (g->mod_dirs & DIR_IN)) {
+            n += (size_t)snprintf(b + n, cap - n, "moderation%s,",
+                                  g->in_parallel ? "(parallel)" : "");
+        }
+        if (g->j_model != NULL && (g->j_dirs & DIR_IN)) {
+            n += (size_t)snprintf(b + n, cap - n, "judge%s,",
+                                  g->in_parallel ? "(parallel)" : "");
+        }
+        if (n > at) {
+            n--; /* the last comma */
+        } else {
+            n += (size_t)snprintf(b + n, cap - n, "none");
+        }
+        n += (size_t)snprintf(b + n, cap - n, "; output=");
+        at = n;
+        if (g->kw[DIR_OUT] != NULL || g->has_re[DIR_OUT]) {
+            n += (size_t)snprintf(b + n, cap - n, "rules,");
+        }
+        if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT) &&
+            (k == 0 || g->s_mode != 0)) {
+            n += (size_t)snprintf(b + n, cap - n, "moderation%s%s%s,",
+                                  k ? "(" : "", k ? modes[g->s_mode] : "",
+                                  k ? ")" : "");
+        }
+        if (g->j_model != NULL && (g->j_dirs & DIR_OUT) &&
+            (k == 0 || g->s_mode != 0)) {
+            n += (size_t)snprintf(b + n, cap - n, "judge%s%s%s,", k ? "(" : "",
+                                  k ? modes[g->s_mode] : "", k ? ")" : "");
+        }
+        if (n > at) {
+            b[n - 1] = '\0';
+        } else {
+            snprintf(b + n, cap - n, "none");
+        }
+    }
+}
+
+/* `stream:`: how streams are checked by the moderation endpoint. */
+static int
+parse_stream(guard_t *g, const json_t *m)
+{
+    static const char *const keys[] = {
+        "mode", "checkpoint", "overlap", "hold_bytes", "hold_ms", "fail", NULL};
+    const char *mode = json_string_value(json_object_get(m, "mode"));
+    const json_t *v;
+
+    if (!json_is_object(m) || only_keys(m, "stream", keys) != 0) {
+        api->log(MF_LOG_ERROR, "guard: stream is a mapping");
+        return -1;
+    }
+    if ((g->mod_url == NULL || !(g->mod_dirs & DIR_OUT)) &&
+        (g->j_model == NULL || !(g->j_dirs & DIR_OUT))) {
+        api->log(MF_LOG_ERROR,
+                 "guard: stream: needs moderation or judge with on: [output] "
+                 "(the local rules check streams without it)");
+        return -1;
+    }
+    if (mode == NULL || strcmp(mode, "hold") == 0) {
+        g->s_mode = S_HOLD;
+    } else if (strcmp(mode, "stream_first") == 0) {
+        g->s_mode = S_FIRST;
+    } else if (strcmp(mode, "final") == 0) {
+        g->s_mode = S_FINAL;
+    } else {
+        api->log(MF_LOG_ERROR,
+                 "guard: stream.mode: hold, stream_first or final");
+        return -1;
+    }
+    if (json_object_get(m, "mode") != NULL && mode == NULL) {
+        api->log(MF_LOG_ERROR, "guard: stream.mode is a word");
+        return -1;
+    }
+    v = json_object_get(m, "checkpoint");
+    if (v != NULL &&
+        !(json_is_string(v) && strcmp(json_string_value(v), "sentence") == 0) &&
+        !(json_is_integer(v) && json_integer_value(v) >= 16 &&
+          json_integer_value(v) <= 1048576)) {
+        api->log(MF_LOG_ERROR, "guard: stream.checkpoint: sentence, or a "
+                               "number of bytes from 16 to 1048576");
+        return -1;
+    }
+    g->s_every = json_is_integer(v) ? (size_t)json_integer_value(v) : 0;
+    g->s_overlap = 64;
+    if ((v = json_object_get(m, "overlap")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
+            json_integer_value(v) > 65536) {
+            api->log(MF_LOG_ERROR, "guard: stream.overlap: bytes, 0 to 65536");
+            return -1;
+        }
+        g->s_overlap = (size_t)json_integer_value(v);
+    }
+    g->s_hold = 8192;
+    if ((v = json_object_get(m, "hold_bytes")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 64 ||
+            json_integer_value(v) > 1048576) {
+            api->log(MF_LOG_ERROR,
+                     "guard: stream.hold_bytes: bytes, 64 to 1048576");
+            return -1;
+        }
+        g->s_hold = (size_t)json_integer_value(v);
+    }
+    g->s_hold_ms = g->mod_url != NULL && (g->mod_dirs & DIR_OUT)
+                       ? g->mod_timeout
+                       : g->j_timeout;
+    if ((v = json_object_get(m, "hold_ms")) != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+            json_integer_value(v) > 600000) {
+            api->log(MF_LOG_ERROR,
+                     "guard: stream.hold_ms: milliseconds, 1 to 600000");
+            return -1;
+        }
+        g->s_hold_ms = (uint64_t)json_integer_value(v);
+    }
+    /* a verdict is waited for at most each check's own timeout */
+    if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT) &&
+        g->s_hold_ms > g->mod_timeout) {
+        g->s_hold_ms = g->mod_timeout;
+    }
+    if (g->j_model != NULL && (g->j_dirs & DIR_OUT) &&
+        g->s_hold_ms > g->j_timeout) {
+        g->s_hold_ms = g->j_timeout;
+    }
+    g->s_fail_open = g->mod_url != NULL && (g->mod_dirs & DIR_OUT)
+                         ? g->fail_open
+                         : g->j_fail_open;
+    if ((v = json_object_get(m, "fail")) != NULL) {
+        const char *f = json_string_value(v);
+
+        if (f == NULL || (strcmp(f, "open") != 0 && strcmp(f, "closed") != 0)) {
+            api->log(MF_LOG_ERROR, "guard: stream.fail: open or closed");
+            return -1;
+        }
+        g->s_fail_open = strcmp(f, "open") == 0;
+    }
+    return 0;
+}
+
 static int
 guard_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const keys[] = {"rules",   "moderation", "judge",
-                                       "overlap", "max_hold",   NULL};
+                                       "overlap", "max_hold",   "stream",
+                                       "input",   NULL};
     static const char *const l_checks[] = {"direction", "check", NULL};
     static const char *const l_blocked[] = {"direction", "rule", NULL};
     static const char *const l_fail[] = {"check", "fail", NULL};
@@ -585,6 +801,20 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         g->max_hold = (size_t)json_integer_value(v);
     }
+    if ((v = json_object_get(cfg, "input")) != NULL) {
+        const char *w = json_string_value(v);
+
+        if (w == NULL ||
+            (strcmp(w, "before") != 0 && strcmp(w, "parallel") != 0)) {
+            api->log(MF_LOG_ERROR, "guard: input: before or parallel");
+            goto fail;
+        }
+        g->in_parallel = strcmp(w, "parallel") == 0;
+    }
+    if ((v = json_object_get(cfg, "stream")) != NULL &&
+        parse_stream(g, v) != 0) {
+        goto fail;
+    }
     {
         mf_metric_def_t c = {.size = sizeof(c),
                              .type = MF_METRIC_COUNTER,
@@ -605,12 +835,27 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
                                      "check and what fail said",
                              .labels = l_fail};
 
+        static const double hb[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                    0.5,   1,    2.5,   5,    10};
+        static const char *const l_hold[] = {"check", NULL};
+        mf_metric_def_t h = {.size = sizeof(h),
+                             .type = MF_METRIC_HISTOGRAM,
+                             .name = "manifold_guard_hold_seconds",
+                             .help = "Time answers waited for the guard "
+                                     "before their first byte (added to "
+                                     "TTFT), by check",
+                             .labels = l_hold,
+                             .buckets = hb,
+                             .nbuckets = sizeof(hb) / sizeof(hb[0])};
+
         g->m_checks = api->metric_declare(&c);
         g->m_blocked = api->metric_declare(&b);
         g->m_fail = api->metric_declare(&f);
-        if (!g->m_checks || !g->m_blocked || !g->m_fail) {
+        g->m_hold = api->metric_declare(&h);
+        if (!g->m_checks || !g->m_blocked || !g->m_fail || !g->m_hold) {
             goto fail;
         }
+        checks_header(g);
     }
     json_decref(cfg);
     *state = g;
@@ -777,18 +1022,79 @@ typedef struct {
     guard_t *g;
     char *text;
     size_t len;
-    int out; /* the answer (on_upstream_response), else the request */
+    int out;          /* the answer (on_upstream_response), else the request */
+    struct greq_s *q; /* input: parallel: the request's state, else NULL */
 } gcall_t;
 
 #define C_DIR(c) ((c)->out ? "output" : "input")
 #define C_WHAT(c) ((c)->out ? "answer" : "request")
 
+#define UNAVAILABLE "the content check could not be made; try again later"
+
+/* input: parallel: a verdict of block (the check's status, code and
+ * message) recorded for the answer to get. */
 static void
-unavailable(mf_req_t *r)
+par_record(mf_req_t *r, gcall_t *c, int status, const char *type,
+           const char *code, const char *msg)
 {
+    struct greq_s *q = c->q;
+
+    q->par = P_BLOCKED;
+    q->par_status = status;
+    q->par_type = type;
+    q->par_code = code;
+    snprintf(q->par_msg, sizeof(q->par_msg), "%s", msg);
+    (void)r;
+}
+
+static void
+unavailable(mf_req_t *r, gcall_t *c)
+{
+    if (c->q != NULL) {
+        par_record(r, c, 503, "api_error", "guard_unavailable", UNAVAILABLE);
+        return;
+    }
     api->respond_error_code(r, 503, "api_error", "guard_unavailable",
-                            "the content check could not be made; try "
-                            "again later");
+                            UNAVAILABLE);
+}
+
+static void
+c_block(mf_req_t *r, gcall_t *c, const char *rule, const char *msg)
+{
+    if (c->q == NULL) {
+        block(r, c->g, C_DIR(c), rule, 400, "content_filter", msg);
+        return;
+    }
+    count(c->g->m_blocked, C_DIR(c), rule);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                    (mf_str_t){rule, strlen(rule)});
+    par_record(r, c, 400, "invalid_request_error", "content_filter", msg);
+}
+
+static void par_settled(mf_req_t *r, struct greq_s *q);
+
+/* The end of the remote checks: the paused stage goes on (act), or, in
+ * parallel, the verdict reaches the answer wherever it waits. */
+static void
+c_resume(mf_req_t *r, gcall_t *c, mf_action_t act)
+{
+    if (c->q == NULL) {
+        api->resume(r, act);
+        return;
+    }
+    if (c->q->par_done) {
+        return; /* the other check blocked first */
+    }
+    if (act == MF_CONTINUE) {
+        if (--c->q->par_n > 0) {
+            return; /* the other check is still under way */
+        }
+        if (c->q->par != P_BLOCKED) {
+            c->q->par = P_PASSED;
+        }
+    }
+    c->q->par_done = 1;
+    par_settled(r, c->q);
 }
 
 /* The verdict's category when the judge's answer is exactly a verdict
@@ -868,37 +1174,33 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
                                              : "not a verdict by the schema",
                  g->j_fail_open ? "open, it goes on" : "closed, it is refused");
         if (g->j_fail_open) {
-            api->resume(r, MF_CONTINUE);
+            c_resume(r, c, MF_CONTINUE);
             return;
         }
-        unavailable(r);
-        api->resume(r, MF_RESPOND);
+        unavailable(r, c);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     if (cat[0] != '\0') {
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the judge check (%.60s)", C_WHAT(c),
                  cat);
-        block(r, g, C_DIR(c), "judge", 400, "content_filter", msg);
+        c_block(r, c, "judge", msg);
         json_decref(keep);
-        api->resume(r, MF_RESPOND);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     json_decref(keep);
-    api->resume(r, MF_CONTINUE);
+    c_resume(r, c, MF_CONTINUE);
 }
 
-/* Asks the judge about c's text: MF_PAUSE, or what fail says when the
- * call cannot be made. */
-static mf_action_t
-start_judge(mf_req_t *r, gcall_t *c)
+/* The judge call's body for a text (malloc, NULL on failure). */
+static char *
+judge_body(const guard_t *g, const char *text, size_t len)
 {
-    guard_t *g = c->g;
-    mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
-    json_t *t = json_stringn(c->text, c->len);
+    json_t *t = json_stringn(text ? text : "", len);
     char *data = t ? json_dumps(t, JSON_ENCODE_ANY) : NULL, *body = NULL;
     size_t n = strlen(g->j_body), dl = data ? strlen(data) : 0;
-    int rc = MF_ERR;
 
     json_decref(t);
     /* the user text as data: its JSON string (quotes and escapes
@@ -917,6 +1219,19 @@ start_judge(mf_req_t *r, gcall_t *c)
         free(qs);
     }
     free(data);
+    return body;
+}
+
+/* Asks the judge about c's text: MF_PAUSE, or what fail says when the
+ * call cannot be made. */
+static mf_action_t
+start_judge(mf_req_t *r, gcall_t *c)
+{
+    guard_t *g = c->g;
+    mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+    char *body = judge_body(g, c->text, c->len);
+    int rc = MF_ERR;
+
     count(g->m_checks, C_DIR(c), "judge");
     if (body != NULL) {
         call.body = (mf_str_t){body, strlen(body)};
@@ -936,7 +1251,7 @@ start_judge(mf_req_t *r, gcall_t *c)
     if (g->j_fail_open) {
         return MF_CONTINUE;
     }
-    unavailable(r);
+    unavailable(r, c);
     return MF_RESPOND;
 }
 
@@ -946,11 +1261,13 @@ next_check(mf_req_t *r, gcall_t *c)
 {
     mf_action_t act = MF_CONTINUE;
 
-    if (c->g->j_model != NULL && (c->g->j_dirs & (c->out ? DIR_OUT : DIR_IN))) {
+    if (c->q == NULL && c->g->j_model != NULL &&
+        (c->g->j_dirs & (c->out ? DIR_OUT : DIR_IN))) {
+        /* (in parallel the judge was asked beside the moderation check) */
         act = start_judge(r, c);
     }
     if (act != MF_PAUSE) {
-        api->resume(r, act);
+        c_resume(r, c, act);
     }
 }
 
@@ -983,8 +1300,8 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
             next_check(r, c);
             return;
         }
-        unavailable(r);
-        api->resume(r, MF_RESPOND);
+        unavailable(r, c);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     if (cat != NULL) {
@@ -994,9 +1311,9 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the moderation check (%.60s)",
                  C_WHAT(c), cat);
-        block(r, g, C_DIR(c), rule, 400, "content_filter", msg);
+        c_block(r, c, rule, msg);
         json_decref(j);
-        api->resume(r, MF_RESPOND);
+        c_resume(r, c, MF_RESPOND);
         return;
     }
     json_decref(j);
@@ -1006,7 +1323,8 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
 /* The remote checks (moderation, then the judge) of the request's texts
  * or the answer's (out); takes texts. */
 static mf_action_t
-remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
+remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
+              struct greq_s *pq)
 {
     unsigned dir = out ? DIR_OUT : DIR_IN;
     int mod = g->mod_url != NULL && (g->mod_dirs & dir);
@@ -1028,6 +1346,7 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
     c->text = NULL;
     c->len = 0;
     c->out = out;
+    c->q = pq;
     if (judge) {
         /* the texts joined by blank lines, in request memory */
         size_t n = 0, at = 0;
@@ -1054,7 +1373,31 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
     }
     if (!mod) {
         json_decref(texts);
-        return start_judge(r, c);
+        if (pq != NULL && start_judge(r, c) == MF_PAUSE) {
+            pq->par_n++;
+            return MF_PAUSE;
+        }
+        return pq != NULL ? (pq->par == P_BLOCKED ? MF_RESPOND : MF_CONTINUE)
+                          : start_judge(r, c);
+    }
+    if (pq != NULL && judge) {
+        /* in parallel: the judge beside the moderation check, not after */
+        gcall_t *cj = api->palloc(r, sizeof(*cj));
+        mf_action_t aj;
+
+        if (cj == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        *cj = *c;
+        aj = start_judge(r, cj);
+        if (aj == MF_PAUSE) {
+            pq->par_n++;
+        } else if (pq->par == P_BLOCKED) {
+            json_decref(texts);
+            return MF_RESPOND;
+        }
+        judge = 0;
     }
     {
         json_t *req = json_pack("{s:O}", "input", texts);
@@ -1079,6 +1422,9 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
             g->mod_timeout, moderation_done, c);
         free(text);
         if (rc == MF_OK) {
+            if (pq != NULL) {
+                pq->par_n++;
+            }
             return MF_PAUSE;
         }
         count(g->m_fail, "moderation", g->fail_open ? "open" : "closed");
@@ -1087,9 +1433,12 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out)
                  "made; fail: %s",
                  g->fail_open ? "open" : "closed");
         if (g->fail_open) {
+            if (pq != NULL) {
+                return pq->par_n > 0 ? MF_PAUSE : MF_CONTINUE;
+            }
             return judge ? start_judge(r, c) : MF_CONTINUE;
         }
-        unavailable(r);
+        unavailable(r, c);
         return MF_RESPOND;
     }
 }
@@ -1109,6 +1458,13 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         return MF_CONTINUE;
     }
     api->get_info(r, &info);
+    {
+        const char *ck = g->checks[info.stream ? 1 : 0];
+
+        api->set_header(r, MF_RESPONSE_HEADERS,
+                        MF_STR("x-manifold-guard-checks"),
+                        (mf_str_t){ck, strlen(ck)});
+    }
     texts = request_texts(body);
     if (g->kw[DIR_IN] != NULL || g->has_re[DIR_IN]) {
         count(g->m_checks, "input", "rules");
@@ -1134,7 +1490,109 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         json_decref(texts);
         return MF_CONTINUE;
     }
-    return remote_checks(r, g, texts, 0);
+    if (g->in_parallel) {
+        greq_t *q = *ctx;
+        mf_action_t act;
+
+        if (q == NULL && (q = calloc(1, sizeof(*q))) == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        q->g = g;
+        *ctx = q;
+        q->par = P_PENDING;
+        act = remote_checks(r, g, texts, 0, q);
+        if (q->par == P_BLOCKED) {
+            /* decided at once (the call could not be made, fail closed) */
+            api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                    q->par_msg);
+            return MF_RESPOND;
+        }
+        if (act != MF_PAUSE) {
+            q->par = P_PASSED; /* nothing to wait for */
+        }
+        return MF_CONTINUE; /* the upstream is called meanwhile */
+    }
+    return remote_checks(r, g, texts, 0, NULL);
+}
+
+/* input: parallel: the verdict came (in the check's callback). A block
+ * reaches the client wherever the request is: the paused
+ * on_upstream_response answers it, a request waiting on its upstream is
+ * cut (api->stop_response cancels the upstream call); otherwise the next
+ * guard hook answers it. */
+static void
+par_settled(mf_req_t *r, struct greq_s *q)
+{
+    int wait = q->par_wait;
+
+    q->par_wait = 0;
+    if (q->par == P_PASSED) {
+        if (wait == W_PAUSED) {
+            held_for(r, q->g, q, "input", now_ms() - q->t_wait);
+            api->resume(r, MF_CONTINUE);
+        }
+        return;
+    }
+    if (wait == W_PAUSED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    /* r and q are gone after a stop that took */
+    api->stop_response(r, q->par_status, q->par_type, q->par_code, q->par_msg,
+                       MF_STR_NULL);
+}
+
+/* input: parallel: a block decided before the upstream is called is
+ * answered here; a check still under way lets the call go. */
+static mf_action_t
+guard_on_upstream_request(mf_req_t *r, void *state, void **ctx)
+{
+    greq_t *q = *ctx;
+
+    (void)state;
+    if (q != NULL && q->par == P_BLOCKED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        return MF_RESPOND;
+    }
+    return MF_CONTINUE;
+}
+
+/* input: parallel: nothing of the answer goes before the verdict. */
+static mf_action_t
+par_gate(mf_req_t *r, greq_t *q)
+{
+    if (q == NULL || q->par == 0 || q->par == P_PASSED) {
+        return MF_CONTINUE;
+    }
+    if (q->par == P_BLOCKED) {
+        api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
+                                q->par_msg);
+        return MF_RESPOND;
+    }
+    q->par_wait = W_PAUSED;
+    q->t_wait = now_ms();
+    return MF_PAUSE; /* par_settled resumes it */
+}
+
+static void
+held_for(mf_req_t *r, const guard_t *g, struct greq_s *q, const char *check,
+         double ms)
+{
+    mf_str_t v = {check, strlen(check)};
+    char n[32];
+
+    if (ms < 0) {
+        ms = 0;
+    }
+    q->held_ms += ms;
+    api->metric_observe(g->m_hold, &v, 1, ms / 1e3, MF_STR_NULL);
+    snprintf(n, sizeof(n), "%.0f", q->held_ms);
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard-hold-ms"),
+                    (mf_str_t){n, strlen(n)});
 }
 
 /* ---- output ---- */
@@ -1307,11 +1765,26 @@ chan_flush(const guard_t *g, greq_t *q, gchan_t *ch)
     gbuf_free(&out);
 }
 
+static void s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev,
+                   size_t n);
+
+/* An event the local rules let out: to the client, or to the stream
+ * check first (`stream:`). */
+static void
+emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev)
+{
+    if (g->s_mode != 0) {
+        s_emit(r, g, q, ev, strlen(ev));
+        return;
+    }
+    api->insert_response_chunk(r, mf_str(ev));
+}
+
 /* What goes ahead of the event: the held preamble, then released text
  * (dropped, with the preamble, when a match stops an answer nothing of
  * which has left: the client then gets the error status). */
 static void
-release(mf_req_t *r, greq_t *q, int event_out)
+release(mf_req_t *r, const guard_t *g, greq_t *q, int event_out)
 {
     size_t i;
     int send = q->hit == NULL || q->preamble == NULL;
@@ -1320,14 +1793,14 @@ release(mf_req_t *r, greq_t *q, int event_out)
         return; /* still nothing to say: the preamble waits */
     }
     if (send && q->preamble != NULL) {
-        api->insert_response_chunk(r, mf_str(q->preamble));
+        emit(r, g, q, q->preamble);
         q->sent = 1;
     }
     free(q->preamble);
     q->preamble = NULL;
     for (i = 0; i < q->nout; i++) {
         if (send) {
-            api->insert_response_chunk(r, mf_str(q->out[i]));
+            emit(r, g, q, q->out[i]);
             q->sent = 1;
         }
         free(q->out[i]);
@@ -1492,7 +1965,7 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
         for (i = 0; i < q->nch && q->hit == NULL; i++) {
             chan_flush(g, q, &q->ch[i]);
         }
-        release(r, q, 1);
+        release(r, g, q, 1);
         if (q->hit != NULL) {
             stop(r, g, q, q->ch[i - 1].choice);
         }
@@ -1549,7 +2022,7 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
                         2 + idx, !text_only, &empty);
         }
     }
-    release(r, q, q->hit == NULL && !(text_only && empty));
+    release(r, g, q, q->hit == NULL && !(text_only && empty));
     if (q->hit != NULL) {
         json_decref(j);
         stop(r, g, q, choice);
@@ -1560,10 +2033,13 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
     } else {
         q->sent = 1;
         text = json_dumps(j, JSON_COMPACT);
-        if (text != NULL) {
+        if (text != NULL && g->s_mode != 0) {
+            api->set_response_chunk(r, MF_STR(""));
+            s_emit(r, g, q, text, strlen(text));
+        } else if (text != NULL) {
             api->set_response_chunk(r, (mf_str_t){text, strlen(text)});
-            free(text);
         }
+        free(text);
     }
     json_decref(j);
 }
@@ -1608,6 +2084,464 @@ check_whole(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data)
     }
 }
 
+/* ---- streams checked by the moderation endpoint (`stream:`) ---- */
+
+/* The text of a canonical chunk: each choice's content, reasoning and
+ * tool-call arguments, appended to t. 1 for a chunk that ends text (a
+ * finish_reason, the usage). */
+static int
+event_text(const char *ev, size_t n, gbuf_t *t)
+{
+    json_t *j = json_loadb(ev, n, 0, NULL), *c, *d, *v, *tc;
+    size_t i, k;
+    int end = (v = json_object_get(j, "usage")) != NULL && !json_is_null(v);
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        v = json_object_get(c, "finish_reason");
+        end |= v != NULL && !json_is_null(v);
+        d = json_object_get(c, "delta");
+        v = json_object_get(d, "content");
+        if (json_is_string(v)) {
+            gbuf_add(t, json_string_value(v), json_string_length(v));
+        }
+        v = json_object_get(d, "reasoning_content");
+        if (json_is_string(v)) {
+            gbuf_add(t, json_string_value(v), json_string_length(v));
+        }
+        json_array_foreach(json_object_get(d, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v)) {
+                gbuf_add(t, json_string_value(v), json_string_length(v));
+            }
+        }
+    }
+    json_decref(j);
+    return end; /* a finish or the usage: the end of the answer's text */
+}
+
+/* A sentence ends in t: . ! ? a line break, or 。！？ */
+static int
+has_sentence_end(const gbuf_t *t)
+{
+    size_t i;
+
+    for (i = 0; i < t->len; i++) {
+        unsigned char c = (unsigned char)t->data[i];
+
+        if (c == '.' || c == '!' || c == '?' || c == '\n') {
+            return 1;
+        }
+        if (c == 0xE3 && i + 2 < t->len &&
+            (unsigned char)t->data[i + 1] == 0x80 &&
+            (unsigned char)t->data[i + 2] == 0x82) {
+            return 1; /* 。 */
+        }
+        if (c == 0xEF && i + 2 < t->len &&
+            (unsigned char)t->data[i + 1] == 0xBC &&
+            ((unsigned char)t->data[i + 2] == 0x81 ||
+             (unsigned char)t->data[i + 2] == 0x9F)) {
+            return 1; /* ！ ？ */
+        }
+    }
+    return 0;
+}
+
+static void s_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                   const char *err);
+static void s_judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+                         const char *err);
+
+/* Ends the answer after a check: flagged (cat) or no verdict (NULL, fail
+ * closed). r and q are gone after it. */
+static void
+s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *check,
+       const char *cat)
+{
+    char msg[200], *final;
+    int choice = q->nch > 0 ? q->ch[0].choice : 0;
+
+    if (cat != NULL) {
+        snprintf(msg, sizeof(msg),
+                 "the answer was stopped by the %s check "
+                 "(%.60s)",
+                 check, cat);
+        count(g->m_blocked, "output", check);
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                        (mf_str_t){check, strlen(check)});
+    } else {
+        snprintf(msg, sizeof(msg),
+                 "the content check could not be made; "
+                 "try again later");
+    }
+    final =
+        chunk_text(q, json_pack("[{s:i,s:{},s:s}]", "index", choice, "delta",
+                                "finish_reason", "content_filter"));
+    q->stopped = 1;
+    q->holding = 0;
+    api->stop_response(r, cat ? 400 : 503,
+                       cat ? "invalid_request_error" : "api_error",
+                       cat ? "content_filter" : "guard_unavailable", msg,
+                       (mf_str_t){final, final ? strlen(final) : 0});
+    free(final);
+}
+
+/* A stream check's call could not be made: -1 when fail is closed (r
+ * and q are gone), 0 when open (the text goes as checked). */
+static int
+s_call_failed(mf_req_t *r, const guard_t *g, greq_t *q, const char *check)
+{
+    count(g->m_fail, check, g->s_fail_open ? "open" : "closed");
+    api->log(MF_LOG_WARN,
+             "guard: the stream's %s call could not be made; fail: %s", check,
+             g->s_fail_open ? "open" : "closed");
+    if (!g->s_fail_open) {
+        s_stop(r, g, q, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Sends the text since the last checkpoint (after the last s_overlap
+ * bytes checked) to the moderation endpoint. Returns 0, or -1 when r and
+ * q are gone (the call could not be made and fail is closed). */
+static int
+s_start(mf_req_t *r, const guard_t *g, greq_t *q, int inside)
+{
+    gbuf_t in = {0};
+    json_t *req;
+    char *text;
+    mf_str_t h[4] = {MF_STR("content-type"), MF_STR("application/json"),
+                     MF_STR("authorization"), MF_STR_NULL};
+    size_t keep;
+    int rc;
+
+    gbuf_add(&in, q->prev.data, q->prev.len);
+    gbuf_add(&in, q->ck.data, q->ck.len);
+    keep = in.len < g->s_overlap ? in.len : g->s_overlap;
+    q->prev.len = 0;
+    gbuf_add(&q->prev, in.data + in.len - keep, keep);
+    q->ck.len = 0;
+    q->t_ck = 0;
+    q->ncheck = q->npend;
+    if (inside && !q->holding && (g->s_mode == S_HOLD || q->end_seen)) {
+        /* the output waits for the verdict: the upstream is read no
+         * further, the end waits */
+        if (api->hold_response(r, 1) == MF_OK) {
+            q->holding = 1;
+        }
+    }
+    q->inflight = 0;
+    if (g->j_model != NULL && (g->j_dirs & DIR_OUT)) {
+        mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+        char *body = judge_body(g, in.data, in.len);
+
+        count(g->m_checks, "output", "judge");
+        rc = MF_ERR;
+        if (body != NULL) {
+            call.body = (mf_str_t){body, strlen(body)};
+            if (g->j_provider != NULL) {
+                call.provider =
+                    (mf_str_t){g->j_provider, strlen(g->j_provider)};
+            }
+            call.timeout_ms = g->s_hold_ms;
+            rc = api->model_call(r, &call, s_judge_done, q);
+            free(body);
+        }
+        if (rc == MF_OK) {
+            q->inflight++;
+        } else if (s_call_failed(r, g, q, "judge") != 0) {
+            gbuf_free(&in);
+            return -1;
+        }
+    }
+    if (g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) {
+        req = json_pack("{s:[s%]}", "input", in.data ? in.data : "", in.len);
+        if (g->mod_model != NULL) {
+            json_object_set_new(req, "model", json_string(g->mod_model));
+        }
+        text = json_dumps(req, JSON_COMPACT);
+        json_decref(req);
+        if (g->mod_auth != NULL) {
+            h[3] = (mf_str_t){g->mod_auth, strlen(g->mod_auth)};
+        }
+        count(g->m_checks, "output", "moderation");
+        rc = api->http_call(
+            r, "POST", (mf_str_t){g->mod_url, strlen(g->mod_url)}, h,
+            g->mod_auth ? 2 : 1, (mf_str_t){text, text ? strlen(text) : 0},
+            g->s_hold_ms, s_done, q);
+        free(text);
+        if (rc == MF_OK) {
+            q->inflight++;
+        } else if (s_call_failed(r, g, q, "moderation") != 0) {
+            gbuf_free(&in);
+            return -1;
+        }
+    }
+    gbuf_free(&in);
+    if (q->inflight == 0) {
+        q->ncheck = 0; /* open: what was to be checked goes as checked */
+    }
+    return 0;
+}
+
+/* A checkpoint is due: the text since the last one ends a sentence or
+ * reaches `checkpoint` bytes; or the held text reached hold_bytes, or
+ * (hold) its first byte came hold_ms ago. */
+static int
+s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
+{
+    if (g->s_mode == S_FINAL || q->ck.len == 0) {
+        return 0;
+    }
+    if (q->ck.len >= g->s_hold || q->pend_text >= g->s_hold) {
+        return 1;
+    }
+    if (g->s_mode == S_HOLD && q->t_ck > 0 &&
+        now_ms() - q->t_ck >= (double)g->s_hold_ms) {
+        return 1;
+    }
+    return g->s_every > 0 ? q->ck.len >= g->s_every : has_sentence_end(t);
+}
+
+/* An event the local rules let out (in on_response_body). */
+static void
+s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
+{
+    gbuf_t t = {0};
+    int end;
+
+    if (q->stopped) {
+        return;
+    }
+    end = event_text(ev, n, &t);
+    if (t.len > 0 && q->ck.len == 0) {
+        q->t_ck = now_ms(); /* the first text not checked yet */
+    }
+    if (g->s_mode != S_FINAL || q->ck.len + t.len <= S_FINAL_MAX) {
+        gbuf_add(&q->ck, t.data, t.len);
+    }
+    if (g->s_mode == S_HOLD || end || q->npend > 0) {
+        /* hold: everything waits for its checkpoint; the others keep a
+         * finish and the usage until the last text passed */
+        char *copy = strndup(ev, n);
+        char **v = realloc(q->pend, (q->npend + 1) * sizeof(*v));
+
+        if (copy == NULL || v == NULL) {
+            abort();
+        }
+        q->pend = v;
+        q->pend[q->npend++] = copy;
+        q->pend_text += t.len;
+        if (q->t_first == 0 && g->s_mode == S_HOLD && !q->first_out) {
+            q->t_first = now_ms();
+        }
+    } else {
+        api->insert_response_chunk(r, (mf_str_t){ev, n});
+    }
+    if (!q->inflight && s_ready(g, q, &t)) {
+        s_start(r, g, q, 1);
+    } else if (q->inflight && !q->holding && q->ck.len >= g->s_hold &&
+               api->hold_response(r, 1) == MF_OK) {
+        /* bounded: text waiting for the next check holds the output
+         * until the running one answers */
+        q->holding = 1;
+    }
+    gbuf_free(&t);
+}
+
+/* The end came (in on_response_body, after the local rules' last
+ * release): the text not checked yet is checked before the end goes. */
+static void
+s_end(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    size_t i;
+
+    q->end_seen = 1;
+    if (q->inflight) {
+        if (!q->holding && api->hold_response(r, 1) == MF_OK) {
+            q->holding = 1;
+        }
+        return;
+    }
+    if (q->ck.len > 0) {
+        s_start(r, g, q, 1);
+        return;
+    }
+    for (i = 0; i < q->npend; i++) {
+        api->insert_response_chunk(r, mf_str(q->pend[i]));
+        free(q->pend[i]);
+    }
+    q->npend = 0;
+    q->pend_text = 0;
+}
+
+/* A checkpoint passed (in the check's callback): its events go out; the
+ * next check, or the output let go. r and q may be gone after it. */
+static void
+s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    size_t n = q->ncheck, i, rest = q->npend - n;
+    char **go = NULL;
+    int gone = 0;
+
+    if (n > 0) {
+        go = malloc(n * sizeof(*go));
+        if (go == NULL) {
+            abort();
+        }
+        memcpy(go, q->pend, n * sizeof(*go));
+        memmove(q->pend, q->pend + n, rest * sizeof(*q->pend));
+        q->npend = rest;
+        q->ncheck = 0;
+        q->pend_text = 0;
+        for (i = 0; i < rest; i++) {
+            gbuf_t t = {0};
+
+            event_text(q->pend[i], strlen(q->pend[i]), &t);
+            q->pend_text += t.len;
+            gbuf_free(&t);
+        }
+    }
+    if (n > 0 && !q->first_out && q->t_first > 0) {
+        q->first_out = 1;
+        held_for(r, g, q, "stream", now_ms() - q->t_first);
+    }
+    for (i = 0; i < n; i++) {
+        /* MF_ERR: the answer ended there (a later stage stopped it) */
+        if (!gone && api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
+            gone = 1;
+        }
+        free(go[i]);
+    }
+    free(go);
+    if (gone) {
+        return;
+    }
+    if (q->ck.len > 0 &&
+        (q->end_seen || q->ck.len >= g->s_hold || q->pend_text >= g->s_hold ||
+         (g->s_mode != S_FINAL &&
+          (g->s_every > 0 ? q->ck.len >= g->s_every
+                          : has_sentence_end(&q->ck))))) {
+        s_start(r, g, q, 0);
+        return;
+    }
+    if (q->end_seen) {
+        /* nothing left to check: what is held (no text) goes, then the end */
+        n = q->npend;
+        go = q->pend;
+        q->pend = NULL;
+        q->npend = 0;
+        for (i = 0; i < n; i++) {
+            if (!gone &&
+                api->insert_response_chunk(r, mf_str(go[i])) != MF_OK) {
+                gone = 1;
+            }
+            free(go[i]);
+        }
+        free(go);
+        if (gone) {
+            return;
+        }
+    }
+    if (q->holding) {
+        q->holding = 0;
+        api->hold_response(r, 0); /* may end the request */
+    }
+}
+
+/* The moderation endpoint's verdict on a checkpoint. */
+static void
+s_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *j = NULL;
+    const char *cat = NULL;
+    char name[64];
+    int bad = 1;
+
+    if (q->inflight > 0) {
+        q->inflight--;
+    }
+    if (q->stopped) {
+        return;
+    }
+    if (err == NULL && res != NULL && res->status == 200) {
+        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        cat = j ? flagged(g, j, &bad) : NULL;
+    }
+    if (!bad && cat != NULL) {
+        snprintf(name, sizeof(name), "%s", cat);
+        json_decref(j);
+        s_stop(r, g, q, "moderation", name);
+        return;
+    }
+    json_decref(j);
+    if (bad) {
+        count(g->m_fail, "moderation", g->s_fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the stream's moderation check failed (%s); fail: %s",
+                 err                         ? err
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a moderation answer",
+                 g->s_fail_open ? "open, it goes on" : "closed, it is cut");
+        if (!g->s_fail_open) {
+            s_stop(r, g, q, NULL, NULL);
+            return;
+        }
+    }
+    if (q->inflight == 0) {
+        s_passed(r, g, q); /* the other check (if any) passed before */
+    }
+}
+
+/* The judge's verdict on a checkpoint. */
+static void
+s_judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
+             const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *keep = NULL;
+    const char *cat = NULL;
+    char name[64];
+
+    if (q->inflight > 0) {
+        q->inflight--;
+    }
+    if (q->stopped) {
+        return;
+    }
+    if (err == NULL && res != NULL && res->status == 200) {
+        cat = judge_verdict(g, res, &keep);
+    }
+    if (cat != NULL && cat[0] != '\0') {
+        snprintf(name, sizeof(name), "%s", cat);
+        json_decref(keep);
+        s_stop(r, g, q, "judge", name);
+        return;
+    }
+    json_decref(keep);
+    if (cat == NULL) {
+        count(g->m_fail, "judge", g->s_fail_open ? "open" : "closed");
+        api->log(MF_LOG_WARN,
+                 "guard: the stream's judge check failed (%s); fail: %s",
+                 err                         ? err
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a verdict by the schema",
+                 g->s_fail_open ? "open, it goes on" : "closed, it is cut");
+        if (!g->s_fail_open) {
+            s_stop(r, g, q, NULL, NULL);
+            return;
+        }
+    }
+    if (q->inflight == 0) {
+        s_passed(r, g, q);
+    }
+}
+
 static mf_action_t
 guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
                        int last)
@@ -1616,7 +2550,7 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
     greq_t *q = *ctx;
     mf_req_info_t info = {.size = sizeof(info)};
 
-    if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT]) {
+    if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT] && g->s_mode == 0) {
         return MF_CONTINUE;
     }
     if (q == NULL) {
@@ -1624,6 +2558,7 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
         if (q == NULL) {
             return MF_FAIL;
         }
+        q->g = g;
         *ctx = q;
         count(g->m_checks, "output", "rules");
     }
@@ -1636,6 +2571,9 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
         check_whole(r, g, q, data);
     } else {
         check_event(r, g, q, data, last);
+        if (last && g->s_mode != 0 && !q->stopped) {
+            s_end(r, g, q);
+        }
     }
     return MF_CONTINUE;
 }
@@ -1651,8 +2589,11 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
     mf_str_t text;
     json_t *j, *texts, *c, *m, *v, *tc;
     size_t i, k;
+    mf_action_t act = par_gate(r, *ctx);
 
-    (void)ctx;
+    if (act != MF_CONTINUE) {
+        return act;
+    }
     if (!((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
           (g->j_model != NULL && (g->j_dirs & DIR_OUT)))) {
         return MF_CONTINUE;
@@ -1684,7 +2625,7 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
         }
     }
     json_decref(j);
-    return remote_checks(r, g, texts, 1);
+    return remote_checks(r, g, texts, 1, NULL);
 }
 
 static void
@@ -1707,6 +2648,12 @@ guard_on_done(mf_req_t *r, void *state, void **ctx)
         free(q->out[i]);
     }
     free(q->out);
+    for (i = 0; i < q->npend; i++) {
+        free(q->pend[i]);
+    }
+    free(q->pend);
+    gbuf_free(&q->ck);
+    gbuf_free(&q->prev);
     free(q->preamble);
     gbuf_free(&q->t);
     json_decref(q->top);
@@ -1721,6 +2668,7 @@ static const mf_plugin_t guard_plugin = {
     .init = guard_init,
     .fini = guard_fini,
     .on_request = guard_on_request,
+    .on_upstream_request = guard_on_upstream_request,
     .on_upstream_response = guard_on_upstream_response,
     .on_response_body = guard_on_response_body,
     .on_done = guard_on_done,

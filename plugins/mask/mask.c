@@ -35,6 +35,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <pcre2.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -791,6 +792,465 @@ raw_may_match(mask_t *st, mreq_t *q, mf_str_t raw)
     return found;
 }
 
+/* ---- the raw body: the texts the model sees, rewritten in its bytes ----
+ *
+ * A walk over the canonical body's JSON text that finds the strings
+ * mask_body visits (messages[].content as a string or its parts' text,
+ * tool_calls[].function.arguments, function_call.arguments, input) by
+ * their place, so that a body with something to mask is rewritten
+ * without parsing it into a tree and serializing it again. A key with an
+ * escape in it, a \u escape in a text, or anything unexpected leaves the
+ * body to the parsed path (jr.bad).
+ */
+typedef struct {
+    const char *base, *s, *e;
+    int bad;
+    size_t *span; /* offset, length pairs of the texts found */
+    size_t n, cap;
+} jr_t;
+
+static void
+jr_ws(jr_t *j)
+{
+    while (j->s < j->e &&
+           (*j->s == ' ' || *j->s == '\t' || *j->s == '\n' || *j->s == '\r')) {
+        j->s++;
+    }
+}
+
+/* At a '"': the contents' span; *esc when a backslash is in it. */
+static int
+jr_str(jr_t *j, const char **p, size_t *len, int *esc)
+{
+    if (j->s >= j->e || *j->s != '"') {
+        j->bad = 1;
+        return -1;
+    }
+    *p = ++j->s;
+    *esc = 0;
+    {
+        /* the common case, found at memchr's speed: no backslash before
+         * the closing quote */
+        const char *qt = memchr(j->s, '"', (size_t)(j->e - j->s));
+
+        if (qt != NULL && memchr(j->s, '\\', (size_t)(qt - j->s)) == NULL) {
+            j->s = qt + 1;
+            *len = (size_t)(qt - *p);
+            return 0;
+        }
+    }
+    while (j->s < j->e && *j->s != '"') {
+        if (*j->s == '\\') {
+            *esc = 1;
+            j->s++;
+        }
+        j->s++;
+    }
+    if (j->s >= j->e) {
+        j->bad = 1;
+        return -1;
+    }
+    *len = (size_t)(j->s - *p);
+    j->s++;
+    return 0;
+}
+
+/* Skips one value (the host checked the body's shape and depth). */
+static void
+jr_skip(jr_t *j)
+{
+    const char *p;
+    size_t n;
+    int esc, depth = 0;
+
+    jr_ws(j);
+    if (j->s >= j->e) {
+        j->bad = 1;
+        return;
+    }
+    if (*j->s != '{' && *j->s != '[') {
+        if (*j->s == '"') {
+            jr_str(j, &p, &n, &esc);
+            return;
+        }
+        while (j->s < j->e && *j->s != ',' && *j->s != '}' && *j->s != ']' &&
+               *j->s != ' ' && *j->s != '\t' && *j->s != '\n' &&
+               *j->s != '\r') {
+            j->s++;
+        }
+        return;
+    }
+    while (j->s < j->e && !j->bad) {
+        char c = *j->s;
+
+        if (c == '"') {
+            jr_str(j, &p, &n, &esc);
+            if (depth == 0) {
+                return;
+            }
+            continue;
+        }
+        j->s++;
+        if (c == '{' || c == '[') {
+            depth++;
+        } else if ((c == '}' || c == ']') && --depth == 0) {
+            return;
+        }
+    }
+    j->bad = 1;
+}
+
+/* A text: a string is kept, anything else skipped. */
+static void
+jr_text(jr_t *j)
+{
+    const char *p;
+    size_t n;
+    int esc;
+
+    jr_ws(j);
+    if (j->s >= j->e || *j->s != '"') {
+        jr_skip(j);
+        return;
+    }
+    if (jr_str(j, &p, &n, &esc) != 0) {
+        return;
+    }
+    if (j->n + 2 > j->cap) {
+        j->cap = j->cap ? j->cap * 2 : 16;
+        j->span = realloc(j->span, j->cap * sizeof(*j->span));
+        if (j->span == NULL) {
+            abort();
+        }
+    }
+    j->span[j->n++] = (size_t)(p - j->base);
+    j->span[j->n++] = n;
+}
+
+typedef void (*jr_member_fn)(jr_t *j, const char *key, size_t klen);
+
+static int
+jr_is(const char *key, size_t klen, const char *name)
+{
+    return klen == strlen(name) && memcmp(key, name, klen) == 0;
+}
+
+/* Each member of an object (anything else is skipped). */
+static void
+jr_object(jr_t *j, jr_member_fn fn)
+{
+    const char *key;
+    size_t klen;
+    int esc;
+
+    jr_ws(j);
+    if (j->s >= j->e || *j->s != '{') {
+        jr_skip(j);
+        return;
+    }
+    j->s++;
+    jr_ws(j);
+    if (j->s < j->e && *j->s == '}') {
+        j->s++;
+        return;
+    }
+    while (!j->bad) {
+        jr_ws(j);
+        if (jr_str(j, &key, &klen, &esc) != 0) {
+            return;
+        }
+        if (esc) {
+            j->bad = 1; /* "\u0063ontent" is "content": the parser's */
+            return;
+        }
+        jr_ws(j);
+        if (j->s >= j->e || *j->s != ':') {
+            j->bad = 1;
+            return;
+        }
+        j->s++;
+        fn(j, key, klen);
+        jr_ws(j);
+        if (j->s < j->e && *j->s == ',') {
+            j->s++;
+            continue;
+        }
+        if (j->s < j->e && *j->s == '}') {
+            j->s++;
+            return;
+        }
+        j->bad = 1;
+    }
+}
+
+/* Each element of an array (anything else is skipped). */
+static void
+jr_array(jr_t *j, void (*el)(jr_t *j))
+{
+    jr_ws(j);
+    if (j->s >= j->e || *j->s != '[') {
+        jr_skip(j);
+        return;
+    }
+    j->s++;
+    jr_ws(j);
+    if (j->s < j->e && *j->s == ']') {
+        j->s++;
+        return;
+    }
+    while (!j->bad) {
+        el(j);
+        jr_ws(j);
+        if (j->s < j->e && *j->s == ',') {
+            j->s++;
+            continue;
+        }
+        if (j->s < j->e && *j->s == ']') {
+            j->s++;
+            return;
+        }
+        j->bad = 1;
+    }
+}
+
+static void
+jr_m_part(jr_t *j, const char *key, size_t klen)
+{
+    if (jr_is(key, klen, "text")) {
+        jr_text(j);
+    } else {
+        jr_skip(j);
+    }
+}
+
+static void
+jr_part(jr_t *j)
+{
+    jr_object(j, jr_m_part);
+}
+
+static void
+jr_m_arguments(jr_t *j, const char *key, size_t klen)
+{
+    if (jr_is(key, klen, "arguments")) {
+        jr_text(j);
+    } else {
+        jr_skip(j);
+    }
+}
+
+static void
+jr_m_tool_call(jr_t *j, const char *key, size_t klen)
+{
+    if (jr_is(key, klen, "function")) {
+        jr_object(j, jr_m_arguments);
+    } else {
+        jr_skip(j);
+    }
+}
+
+static void
+jr_tool_call(jr_t *j)
+{
+    jr_object(j, jr_m_tool_call);
+}
+
+static void
+jr_m_message(jr_t *j, const char *key, size_t klen)
+{
+    jr_ws(j);
+    if (jr_is(key, klen, "content") && j->s < j->e && *j->s == '[') {
+        jr_array(j, jr_part);
+    } else if (jr_is(key, klen, "content")) {
+        jr_text(j);
+    } else if (jr_is(key, klen, "tool_calls")) {
+        jr_array(j, jr_tool_call);
+    } else if (jr_is(key, klen, "function_call")) {
+        jr_object(j, jr_m_arguments);
+    } else {
+        jr_skip(j);
+    }
+}
+
+static void
+jr_message(jr_t *j)
+{
+    jr_object(j, jr_m_message);
+}
+
+static void
+jr_m_top(jr_t *j, const char *key, size_t klen)
+{
+    jr_ws(j);
+    if (jr_is(key, klen, "messages")) {
+        jr_array(j, jr_message);
+    } else if (jr_is(key, klen, "input") && j->s < j->e && *j->s == '[') {
+        jr_array(j, jr_text);
+    } else if (jr_is(key, klen, "input")) {
+        jr_text(j);
+    } else {
+        jr_skip(j);
+    }
+}
+
+/* A JSON string's contents with the escapes undone into out; -1 for a
+ * \u escape (the parsed path decodes those). */
+static int
+json_unescape(const char *s, size_t n, mf_mask_buf_t *out)
+{
+    size_t i;
+
+    out->len = 0;
+    for (i = 0; i < n; i++) {
+        char c = s[i];
+
+        if (c == '\\' && i + 1 < n) {
+            switch (s[++i]) {
+            case 'n':
+                c = '\n';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case '"':
+            case '\\':
+            case '/':
+                c = s[i];
+                break;
+            default:
+                return -1;
+            }
+        }
+        mf_mask_buf_add(out, &c, 1);
+    }
+    return 0;
+}
+
+/* Text as the contents of a JSON string. */
+static void
+json_escape_add(mf_mask_buf_t *b, const char *s, size_t n)
+{
+    size_t i, from = 0;
+    char e[8];
+
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (c != '"' && c != '\\' && c >= 0x20) {
+            continue;
+        }
+        mf_mask_buf_add(b, s + from, i - from);
+        from = i + 1;
+        switch (c) {
+        case '"':
+            mf_mask_buf_add(b, "\\\"", 2);
+            break;
+        case '\\':
+            mf_mask_buf_add(b, "\\\\", 2);
+            break;
+        case '\n':
+            mf_mask_buf_add(b, "\\n", 2);
+            break;
+        case '\t':
+            mf_mask_buf_add(b, "\\t", 2);
+            break;
+        case '\r':
+            mf_mask_buf_add(b, "\\r", 2);
+            break;
+        default:
+            snprintf(e, sizeof(e), "\\u%04x", c);
+            mf_mask_buf_add(b, e, 6);
+        }
+    }
+    mf_mask_buf_add(b, s + from, n - from);
+}
+
+/*
+ * Masks the canonical body's texts in its bytes and sets the result as
+ * the body. Returns 1 when done (changed or not), -1 when blocked, 0
+ * when the body is left to the parsed path.
+ */
+static int
+mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
+{
+    jr_t j = {.base = raw.data, .s = raw.data, .e = raw.data + raw.len};
+    mf_mask_buf_t body = {0}, dec = {0};
+    size_t i, last = 0;
+    int rc = 1;
+
+    jr_object(&j, jr_m_top);
+    jr_ws(&j);
+    if (j.bad || j.s != j.e) {
+        free(j.span);
+        return 0;
+    }
+    /* a \u escape in any text: the parser's, before anything is counted */
+    for (i = 0; i < j.n; i += 2) {
+        const char *t = raw.data + j.span[i];
+        size_t k;
+
+        if (memchr(t, '\\', j.span[i + 1]) == NULL) {
+            continue;
+        }
+        for (k = 0; k + 1 < j.span[i + 1]; k++) {
+            if (t[k] == '\\' && t[++k] == 'u') {
+                free(j.span);
+                return 0;
+            }
+        }
+    }
+    for (i = 0; i < j.n && rc == 1; i += 2) {
+        const char *t = raw.data + j.span[i];
+        size_t n = j.span[i + 1];
+        int m, esc = memchr(t, '\\', n) != NULL;
+
+        if (esc) {
+            json_unescape(t, n, &dec);
+            t = dec.data ? dec.data : "";
+            n = dec.len;
+        }
+        m = mask_text(st, q, t, n);
+        if (m < 0) {
+            rc = -1;
+        } else if (m == 1) {
+            mf_mask_buf_add(&body, raw.data + last, j.span[i] - last);
+            if (esc) {
+                json_escape_add(&body, q->out.data ? q->out.data : "",
+                                q->out.len);
+            } else {
+                /* plain text and plain tokens: nothing to escape */
+                mf_mask_buf_add(&body, q->out.data ? q->out.data : "",
+                                q->out.len);
+            }
+            last = j.span[i] + j.span[i + 1];
+            *changed = 1;
+        }
+    }
+    if (rc == 1 && *changed) {
+        mf_mask_buf_add(&body, raw.data + last, raw.len - last);
+        if (api->set_body_text(r, (mf_str_t){body.data, body.len}) != MF_OK) {
+            rc = -1; /* fail closed: the values must not go upstream */
+            q->blocked = NULL;
+        }
+    }
+    if (dec.data != NULL) {
+        memset(dec.data, 0, dec.cap);
+    }
+    mf_mask_buf_free(&dec);
+    mf_mask_buf_free(&body);
+    free(j.span);
+    return rc;
+}
+
 /* The OpenAI adapter's paths: the body is the canonical form, unparsed. */
 static int
 canonical_raw(mf_req_t *r)
@@ -811,18 +1271,36 @@ mask_on_request(mf_req_t *r, void *state, void **ctx)
     json_t *body;
     mreq_t *q = mreq_get(st, ctx);
     mf_str_t raw;
-    int changed = 0;
+    int changed = 0, rc = 0;
     char msg[160];
 
-    if (canonical_raw(r) && api->get_body(r, &raw) == MF_OK &&
-        !raw_may_match(st, q, raw)) {
-        return MF_CONTINUE; /* nothing to mask: the body is not parsed */
+    if (canonical_raw(r)) {
+        if (api->size >= offsetof(mf_host_api_t, set_body_text) +
+                             sizeof(api->set_body_text) &&
+            api->get_body_text(r, &raw) == MF_OK) {
+            /* the texts found and masked in the body's bytes */
+            rc = mask_raw(r, st, q, raw, &changed);
+        } else if (api->get_body(r, &raw) == MF_OK &&
+                   !raw_may_match(st, q, raw)) {
+            return MF_CONTINUE; /* nothing to mask: the body is not parsed */
+        }
     }
-    body = api->get_body_json(r);
-    if (body == NULL) {
-        return MF_CONTINUE;
+    if (rc == -1 && q->blocked == NULL) {
+        api->log(MF_LOG_ERROR, "mask: the masked body could not be set; "
+                               "the request is refused");
+        return MF_FAIL;
     }
-    if (mask_body(st, q, body, &changed) < 0) {
+    if (rc == 0) {
+        body = api->get_body_json(r);
+        if (body == NULL) {
+            return MF_CONTINUE;
+        }
+        rc = mask_body(st, q, body, &changed) < 0 ? -1 : 0;
+        if (rc == 0 && changed) {
+            api->body_changed(r);
+        }
+    }
+    if (rc < 0) {
         snprintf(msg, sizeof(msg),
                  "the request was blocked by the mask rule '%s'", q->blocked);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-blocked"),
@@ -834,7 +1312,6 @@ mask_on_request(mf_req_t *r, void *state, void **ctx)
     if (changed) {
         char n[16];
 
-        api->body_changed(r);
         /* how many, never which */
         snprintf(n, sizeof(n), "%u", q->masked);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),

@@ -164,6 +164,10 @@ test('Anthropic stream clients get stop_reason refusal and message_stop', async 
 test('with mask before it, the guard checks restored text and placeholders still come back', async () => {
   const s = await stream(gw, 'mail jo@example.com', 1);
   assert.equal(s.text, 'Hello from mock. You said: mail jo@example.com');
+  // the log line counts the masked values (never which)
+  const line = await gw.waitLog((l) => l.masked === 1 && l.stream === true);
+  assert.match(line.guard_checks, /^input=rules,moderation; output=rules$/);
+  assert.ok(!JSON.stringify(line).includes('jo@example.com'));
 });
 
 test('metrics: checks and blocks by rule', async () => {

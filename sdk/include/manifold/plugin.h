@@ -946,6 +946,39 @@ struct mf_host_api_s {
      * (logged) for a pattern (* or ?), an empty name, or a call outside
      * init. Declaring a name only lists it. */
     int (*declare_model)(const char *name);
+
+    /* ABI 1.6 (guard): a body stage holds a stream's output; the mask
+     * stage's raw body (check api->size). */
+
+    /* on_response_body of a stream, hold 1: the stage holds the output
+     * while an async check it made runs (http_call and model_call are
+     * allowed in on_response_body of a stream and in their callbacks). The upstream is read no
+     * further (the events already read still come to the stages: the
+     * stage keeps them, bounded by its own limit) and the stream's end
+     * waits: the last event goes on only when the stage lets go. From the
+     * call's callback (on the request's worker, outside the pipeline) the
+     * stage may then send events (insert_response_chunk: they pass the
+     * stages after it and go out at once), end the answer
+     * (stop_response: an error status when nothing has left, else the
+     * final chunk and the end; held events are never sent) and let go
+     * (hold 0: the end that waited goes on, reading resumes). A callback
+     * of a body stage's call made without holding may stop_response too;
+     * so may the callback of a call an on_request stage made without
+     * pausing, while the request waits on its upstream (the upstream
+     * call is cancelled, the client gets the error).
+     * MF_ERR when another stage holds it or the answer is not a stream. */
+    int (*hold_response)(mf_req_t *r, int hold);
+    /* on_request, on_route. Replaces the canonical request body with
+     * this JSON text (copied): a stage that rewrites spans of the bytes
+     * get_body_text gave (masking) spares the parse and serialization of
+     * the whole body. Checked as the client's body was (a JSON object
+     * within limits.max_json_*); the parsed tree a stage took is dropped
+     * (get_body_json parses the new text when asked); get_body gives the
+     * new text; the model stays as it is (set_model changes it). MF_ERR
+     * for a client whose protocol is not the canonical one (its body
+     * changes through get_body_json), or a text that is not such an
+     * object. */
+    int (*set_body_text)(mf_req_t *r, mf_str_t text);
 };
 
 /* The one symbol a plugin exports. */

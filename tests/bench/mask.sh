@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The mask stage's cost (issue: at most 15% of req/s on a 2 KB prompt
+# against the same pipeline without it). Instructions per non-stream
+# request counted by callgrind (one worker; (N2 - N1) sequential
+# keep-alive requests, so start-up and shutdown cancel out) for four
+# cases: the 2 KB support ticket of chat-2k.lua (an e-mail address, a
+# phone number and a card number: placeholders made and restored in the
+# echoed answer) and chat-2k-clean.lua (nothing to find), each without
+# and with `mask`; then req/s by wrk (D seconds each, the gateway pinned
+# to one core, wrk on the other) for the same four, as a cross-check
+# (req/s on a shared machine swings; the instruction count does not).
+#   tests/bench/mask.sh [N1 N2 [D]]     (default 200 1200 5; D=0: no wrk)
+# Expects build/ to be built (RelWithDebInfo) and valgrind installed.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N1=${1:-200}
+N2=${2:-1200}
+D=${3:-5}
+T=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+body_of() { sed -n "s/^wrk.body = '\\(.*\\)'\$/\\1/p" "tests/bench/$1"; }
+PII=$(body_of chat-2k.lua)
+CLEAN=$(body_of chat-2k-clean.lua)
+[ -n "$PII" ] && [ -n "$CLEAN" ] || { echo "no body in the wrk scripts" >&2; exit 1; }
+
+CPUS=$(nproc)
+SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
+[ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
+build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
+MOCK=$(head -1 "$T/mock.port")
+
+config() {  # name, with mask (0/1)
+  cat > "$T/$1.yaml" <<YAML
+listen: 127.0.0.1:0
+workers: 1
+log_level: warn
+plugin_dir: $PWD/build/plugins
+providers:
+  - name: openai
+    type: openai
+    base_url: http://127.0.0.1:$MOCK/v1
+    keys: ["sk-bench-0123456789abcdef"]
+    models: ["gpt-*"]
+YAML
+  if [ "$2" = 1 ]; then
+    printf 'stages:\n  - name: mask\n    plugin: mask\n' >> "$T/$1.yaml"
+  fi
+}
+config plain 0
+config mask 1
+
+total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
+
+instr() {  # config, body, requests -> total instructions
+  local port; port=$(free_port)
+  valgrind --tool=callgrind --callgrind-out-file="$T/$1.$3.out" \
+    build/manifold -c "$T/$1.yaml" --listen "127.0.0.1:$port" --workers 1 \
+      >/dev/null 2>"$T/$1.$3.err" & local pid=$!
+  wait_port "$port"
+  python3 tests/bench/reqs.py "$port" "$3" /v1/chat/completions "$2"
+  kill -TERM "$pid"; wait "$pid" || true
+  total "$T/$1.$3.out"
+}
+per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
+row() {  # label, config, body
+  per_req "$(instr "$2" "$3" "$N1")" "$(instr "$2" "$3" "$N2")" $((N2 - N1))
+}
+
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+rps() {  # config, wrk script -> "req/s us-of-CPU-per-request"
+  local port; port=$(free_port)
+  $SRV build/manifold -c "$T/$1.yaml" --listen "127.0.0.1:$port" --workers 1 \
+    >/dev/null 2>"$T/$1.wrk.err" & local pid=$!
+  wait_port "$port"
+  $CLI wrk -t1 -c16 -d1s -s "tests/bench/$2" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
+  local t0; t0=$(cpu_ticks "$pid")
+  $CLI wrk -t1 -c16 -d"${D}s" -s "tests/bench/$2" "http://127.0.0.1:$port/v1/chat/completions" > "$T/wrk.out"
+  local t1; t1=$(cpu_ticks "$pid")
+  awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
+    / requests in / { n = $1 }
+    /Requests\/sec/ { r = int($2) }
+    END { printf "%d %.1f", r, n ? t / hz * 1e6 / n : 0 }' "$T/wrk.out"
+  kill -TERM "$pid"; wait "$pid" || true
+}
+
+IC=$(row clean plain "$CLEAN"); ICM=$(row clean mask "$CLEAN")
+IP=$(row pii plain "$PII"); IPM=$(row pii mask "$PII")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+echo "mask stage, 2 KB prompt, instructions per non-stream request (callgrind, $((N2 - N1)) requests)"
+printf "  %-28s %10s without  %10s with mask   cost %s\n" "nothing to find" "$IC" "$ICM" "$(ratio "$ICM" "$IC")"
+printf "  %-28s %10s without  %10s with mask   cost %s\n" "e-mail, phone, card" "$IP" "$IPM" "$(ratio "$IPM" "$IP")"
+if [ "$D" != 0 ]; then
+  # the gateway's CPU time (user + system) per request is what bounds its
+  # req/s; req/s itself swings with the other load on a shared machine
+  read -r RC CC <<< "$(rps plain chat-2k-clean.lua)"; read -r RCM CCM <<< "$(rps mask chat-2k-clean.lua)"
+  read -r RP CP <<< "$(rps plain chat-2k.lua)"; read -r RPM CPM <<< "$(rps mask chat-2k.lua)"
+  echo "wrk -c16, ${D}s, the gateway on one core: req/s, and its CPU time per request"
+  printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
+    "nothing to find" "$RC" "$CC" "$RCM" "$CCM" "$(ratio "$CC" "$CCM")"
+  printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
+    "e-mail, phone, card" "$RP" "$CP" "$RPM" "$CPM" "$(ratio "$CP" "$CPM")"
+  echo "  (target: >= 0.85x of the same pipeline without mask)"
+fi
