@@ -10,6 +10,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -193,12 +194,31 @@ gov_map_each(const gov_map_t *m,
 
 /* Hashes */
 
+/* SHA-256 fetched once: EVP_sha256() and HMAC() look the algorithm up
+ * in the provider tables on every call (locks and name compares, about
+ * 7k instructions, more than the hash of a key). */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+static const EVP_MD *
+sha256(void)
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md != NULL ? sha256_md : EVP_sha256();
+}
+
 void
 gov_sha256(const void *data, size_t n, unsigned char out[32])
 {
     unsigned int len = 32;
 
-    EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
+    EVP_Digest(data, n, out, &len, sha256(), NULL);
 }
 
 void
@@ -211,13 +231,44 @@ gov_sha1_hex(const void *data, size_t n, char out[41])
     gov_hex(d, 20, out);
 }
 
+/* HMAC-SHA256 (RFC 2104) over the fetched digest: H(K ^ opad, H(K ^
+ * ipad, data)), a key longer than the block hashed first. */
 void
 gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
          unsigned char out[32])
 {
+    unsigned char k[64], pad[64], inner[32];
     unsigned int len = 32;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const EVP_MD *md = sha256();
+    size_t i;
+    int ok;
 
-    HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len);
+    memset(k, 0, sizeof(k));
+    if (klen > sizeof(k)) {
+        gov_sha256(key, klen, k);
+    } else {
+        memcpy(k, key, klen);
+    }
+    for (i = 0; i < 64; i++) {
+        pad[i] = k[i] ^ 0x36;
+    }
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, md, NULL) &&
+         EVP_DigestUpdate(ctx, pad, 64) && EVP_DigestUpdate(ctx, data, n) &&
+         EVP_DigestFinal_ex(ctx, inner, &len);
+    for (i = 0; i < 64; i++) {
+        pad[i] = k[i] ^ 0x5c;
+    }
+    ok = ok && EVP_DigestInit_ex(ctx, md, NULL) &&
+         EVP_DigestUpdate(ctx, pad, 64) && EVP_DigestUpdate(ctx, inner, 32) &&
+         EVP_DigestFinal_ex(ctx, out, &len);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    if (!ok) { /* no memory: the library's own, slower */
+        len = 32;
+        HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len);
+    }
 }
 
 int

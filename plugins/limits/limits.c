@@ -39,6 +39,9 @@ static const mf_host_api_t *api;
 #define NWIN 6 /* rpm rph rpd tpm tph tpd */
 static const char *const win_names[NWIN] = {"rpm", "rph", "rpd",
                                             "tpm", "tph", "tpd"};
+/* the embedded store's key suffixes: SCOPE|rpm */
+static const char *const win_sfx[NWIN] = {"|rpm", "|rph", "|rpd",
+                                          "|tpm", "|tph", "|tpd"};
 static const int64_t win_us[NWIN] = {60000000LL, 3600000000LL, 86400000000LL,
                                      60000000LL, 3600000000LL, 86400000000LL};
 #define MAX_SCOPES 5
@@ -378,16 +381,34 @@ now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* a then b into dst (cap bytes, NUL-terminated, cut to fit): the
+ * per-request map keys without snprintf's format parsing. */
+static size_t
+cat2(char *dst, size_t cap, const char *a, size_t an, const char *b, size_t bn)
+{
+    if (an > cap - 1) {
+        an = cap - 1;
+    }
+    if (bn > cap - 1 - an) {
+        bn = cap - 1 - an;
+    }
+    memcpy(dst, a, an);
+    memcpy(dst + an, b, bn);
+    dst[an + bn] = '\0';
+    return an + bn;
+}
+
 static int64_t *
 tat_of(shared_t *sh, const char *scope, int w)
 {
     char k[200];
     int64_t *t;
-    int n = snprintf(k, sizeof(k), "%s|%s", scope, win_names[w]);
+    size_t n = cat2(k, sizeof(k), scope, strlen(scope), win_sfx[w],
+                    strlen(win_sfx[w]));
 
-    t = gov_map_get(sh->tats, (mf_str_t){k, (size_t)n});
+    t = gov_map_get(sh->tats, (mf_str_t){k, n});
     if (t == NULL && (t = calloc(1, sizeof(*t))) != NULL) {
-        gov_map_put(sh->tats, (mf_str_t){k, (size_t)n}, t);
+        gov_map_put(sh->tats, (mf_str_t){k, n}, t);
     }
     return t;
 }
@@ -407,11 +428,12 @@ static budget_t *
 budget_of(shared_t *sh, const char *scope, int usd)
 {
     char k[200];
-    int n = snprintf(k, sizeof(k), "%s|%s", scope, usd ? "usd" : "tokens");
-    budget_t *b = gov_map_get(sh->budgets, (mf_str_t){k, (size_t)n});
+    size_t n = cat2(k, sizeof(k), scope, strlen(scope),
+                    usd ? "|usd" : "|tokens", usd ? 4 : 7);
+    budget_t *b = gov_map_get(sh->budgets, (mf_str_t){k, n});
 
     if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
-        gov_map_put(sh->budgets, (mf_str_t){k, (size_t)n}, b);
+        gov_map_put(sh->budgets, (mf_str_t){k, n}, b);
     }
     return b;
 }
@@ -460,8 +482,8 @@ queue_spend(lm_t *lm, const char *scope, int usd, int64_t start, int64_t d,
         return;
     }
     op->kind = kind;
-    snprintf(op->scope, sizeof(op->scope), "%s|%s", scope,
-             usd ? "usd" : "tokens");
+    cat2(op->scope, sizeof(op->scope), scope, strlen(scope),
+         usd ? "|usd" : "|tokens", usd ? 4 : 7);
     op->period_start = start;
     op->amount = d;
     enqueue(lm->sh, op);
@@ -490,16 +512,16 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
         int cn = (int)(c.name.len > 140 ? 140 : c.name.len);
 
         if (c.key_id.len > 0 && lim_any(&lm->key)) {
-            snprintf(x->scope[x->nscopes], 160, "key:%.*s", (int)c.key_id.len,
-                     c.key_id.data);
-            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
+            cat2(x->scope[x->nscopes], 160, "key:", 4, c.key_id.data,
+                 c.key_id.len);
+            cat2(x->tag[x->nscopes], 150, "c:", 2, c.name.data, (size_t)cn);
             x->lim[x->nscopes++] = lm->key;
         }
         lim_from_attrs(&x->lim[x->nscopes], &c);
         if (lim_any(&x->lim[x->nscopes])) {
-            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
-            snprintf(x->scope[x->nscopes++], 160, "consumer:%.*s", cn,
-                     c.name.data);
+            cat2(x->tag[x->nscopes], 150, "c:", 2, c.name.data, (size_t)cn);
+            cat2(x->scope[x->nscopes++], 160, "consumer:", 9, c.name.data,
+                 (size_t)cn);
         }
         if (c.group.len > 0 && c.group.len < 128) {
             memcpy(m, c.group.data, c.group.len);
@@ -1264,7 +1286,8 @@ publish_budget(const char *scope, const budget_t *b)
     if (strncmp(scope, "consumer:", 9) != 0) {
         return;
     }
-    kn = snprintf(k, sizeof(k), BILLING_BUDGET "%s", scope + 9);
+    kn = (int)cat2(k, sizeof(k), BILLING_BUDGET, sizeof(BILLING_BUDGET) - 1,
+                   scope + 9, strlen(scope + 9));
     vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
                   (long long)b->used, (long long)b->topup);
     if (kn > 0 && (size_t)kn < sizeof(k)) {
