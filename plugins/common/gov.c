@@ -10,7 +10,6 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -194,31 +193,35 @@ gov_map_each(const gov_map_t *m,
 
 /* Hashes */
 
-/* SHA-256 fetched once: EVP_sha256() and HMAC() look the algorithm up
- * in the provider tables on every call (locks and name compares, about
- * 7k instructions, more than the hash of a key). */
-static EVP_MD *sha256_md;
-static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
-
-static void
-sha256_fetch(void)
+/* SHA-256 fetched once by a caller that hashes on every request:
+ * EVP_sha256() and HMAC() look the algorithm up in the provider tables
+ * on every call (locks and name compares, about 7k instructions, more
+ * than the hash of a key). The caller frees it (gov_sha256_release). */
+struct evp_md_st *
+gov_sha256_fetch(void)
 {
-    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    return EVP_MD_fetch(NULL, "SHA256", NULL);
 }
 
-static const EVP_MD *
-sha256(void)
+void
+gov_sha256_release(struct evp_md_st *md)
 {
-    pthread_once(&sha256_once, sha256_fetch);
-    return sha256_md != NULL ? sha256_md : EVP_sha256();
+    EVP_MD_free(md);
+}
+
+void
+gov_sha256_md(const struct evp_md_st *md, const void *data, size_t n,
+              unsigned char out[32])
+{
+    unsigned int len = 32;
+
+    EVP_Digest(data, n, out, &len, md != NULL ? md : EVP_sha256(), NULL);
 }
 
 void
 gov_sha256(const void *data, size_t n, unsigned char out[32])
 {
-    unsigned int len = 32;
-
-    EVP_Digest(data, n, out, &len, sha256(), NULL);
+    gov_sha256_md(NULL, data, n, out);
 }
 
 void
@@ -231,22 +234,22 @@ gov_sha1_hex(const void *data, size_t n, char out[41])
     gov_hex(d, 20, out);
 }
 
-/* HMAC-SHA256 (RFC 2104) over the fetched digest: H(K ^ opad, H(K ^
+/* HMAC-SHA256 (RFC 2104) over sha256 (NULL: EVP_sha256()): H(K ^ opad, H(K ^
  * ipad, data)), a key longer than the block hashed first. */
 void
-gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
-         unsigned char out[32])
+gov_hmac_md(const struct evp_md_st *sha256, const unsigned char *key,
+            size_t klen, const void *data, size_t n, unsigned char out[32])
 {
     unsigned char k[64], pad[64], inner[32];
     unsigned int len = 32;
     EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    const EVP_MD *md = sha256();
+    const EVP_MD *md = sha256 != NULL ? sha256 : EVP_sha256();
     size_t i;
     int ok;
 
     memset(k, 0, sizeof(k));
     if (klen > sizeof(k)) {
-        gov_sha256(key, klen, k);
+        gov_sha256_md(sha256, key, klen, k);
     } else {
         memcpy(k, key, klen);
     }
@@ -269,6 +272,13 @@ gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
         len = 32;
         HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len);
     }
+}
+
+void
+gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
+         unsigned char out[32])
+{
+    gov_hmac_md(NULL, key, klen, data, n, out);
 }
 
 int
