@@ -88,7 +88,7 @@ run_gov() {  # requests, consumers -> total instructions: key-auth and
       cat <<YAML
 listen: 127.0.0.1:0
 workers: 1
-log_level: warn
+log_level: info
 plugin_dir: $PWD/build/plugins
 providers:
   - name: openai
@@ -116,6 +116,10 @@ YAML
     build/manifold -c "$T/gov.$2.yaml" --listen "127.0.0.1:$port" \
       --workers 1 >/dev/null 2>"$T/gov.$2.$1.err" & local pid=$!
   wait_port "$port" 12000 || { cat "$T/gov.$2.$1.err" >&2; return 1; }
+  # the port opens before the start ends (each worker's TLS context):
+  # counting starts at the start-up's last line, so that none of it
+  # lands in one run's count and not in the other's
+  for _ in $(seq 12000); do grep -q 'listening on' "$T/gov.$2.$1.err" && break; sleep 0.1; done
   callgrind_control -i on "$pid" >/dev/null
   python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY" \
     "Bearer k-bench-consumer-0"
