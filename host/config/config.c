@@ -1875,7 +1875,23 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     load_status(ck, c, mf_node_get(root, "status"));
 
     n = mf_node_get(root, "redis");
-    if (n != NULL) {
+    if (n != NULL && n->type != MF_NODE_MAP) {
+        cfg_error(ck, n, "redis", "must be a map (host, port, ...)");
+    } else if (n != NULL) {
+        static const char *const rk[] = {"host",     "port",    "db",
+                                         "password", "timeout", NULL};
+        const mf_node_t *cl = mf_node_get(n, "cluster");
+
+        /* the client speaks to one Redis node (no MOVED/ASK): a cluster
+         * would answer every other slot's keys with an error */
+        if (cl != NULL) {
+            cfg_error(ck, cl, "redis.cluster",
+                      "Redis Cluster is not supported: give one node's "
+                      "host and port (a standalone Redis, or a primary "
+                      "with replicas behind a failover address)");
+        } else {
+            check_keys(ck, n, "redis", rk);
+        }
         c->redis = mf_node_to_json(n);
     }
 

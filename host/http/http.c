@@ -580,26 +580,40 @@ mf_http_reason(int status)
     }
 }
 
+/* RFC 9110 tchar: visible ASCII but the separators
+ * "(),/:;<=>?@[\]{} (one lookup per byte of a header name). */
+static const unsigned char token_char[256] = {
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 1, 1, 0,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1, 1,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    1, 1, 1, 0, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+};
+
 int
 mf_http_header_ok(mf_str_t name, mf_str_t value)
 {
-    static const char seps[] = "\"(),/:;<=>?@[\\]{}";
     size_t i;
 
     if (name.len == 0) {
         return 0;
     }
     for (i = 0; i < name.len; i++) {
-        unsigned char c = (unsigned char)name.data[i];
-
-        if (c <= 0x20 || c >= 0x7f || strchr(seps, c) != NULL) {
+        if (!token_char[(unsigned char)name.data[i]]) {
             return 0;
         }
     }
+    /* a value cannot split the head: no CR, LF or NUL */
     for (i = 0; i < value.len; i++) {
-        char c = value.data[i];
+        unsigned char c = (unsigned char)value.data[i];
 
-        if (c == '\r' || c == '\n' || c == '\0') {
+        if (c <= '\r' && (c == '\r' || c == '\n' || c == '\0')) {
             return 0;
         }
     }

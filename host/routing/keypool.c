@@ -634,11 +634,15 @@ probe_start(mf_worker_t *w, probe_t *pr)
 
 /*
  * Redis: per key, its state as one string "state|until_wall_ms|why" under
- * mf:keyhealth:<provider>:<fingerprint> (an hour's expiry, renewed by each
- * change), and its rests as the hash mf:keyrest:<provider>:<fingerprint>,
- * one field per model, "until_wall_ms|why", expiring with the longest
- * rest. Replies find their key again by provider and fingerprint: rows
- * come and go with generations between a command and its reply.
+ * mf:keyhealth:{mf-keys}:<provider>:<fingerprint> (an hour's expiry,
+ * renewed by each change), and its rests as the hash
+ * mf:keyrest:{mf-keys}:<provider>:<fingerprint>, one field per model,
+ * "until_wall_ms|why", expiring with the longest rest. Every key carries
+ * the one hash tag {mf-keys}: the MGET of the states and the script
+ * reading the rests name many keys in one command, which a Redis Cluster
+ * runs only when they are in one slot. Replies find their key again by provider
+ * and fingerprint: rows come and go with generations between a command and its
+ * reply.
  */
 
 #define MF_SYNC_KEYS 64
@@ -865,9 +869,9 @@ redis_sync(mf_worker_t *w, json_t *conf)
                  k->provider);
         memcpy(s->ids[i].fp, k->fp, sizeof(k->fp));
         snprintf(o->state_name[i], sizeof(o->state_name[i]),
-                 "mf:keyhealth:%s:%s", k->provider, k->fp);
-        snprintf(o->rest_name[i], sizeof(o->rest_name[i]), "mf:keyrest:%s:%s",
-                 k->provider, k->fp);
+                 "mf:keyhealth:{mf-keys}:%s:%s", k->provider, k->fp);
+        snprintf(o->rest_name[i], sizeof(o->rest_name[i]),
+                 "mf:keyrest:{mf-keys}:%s:%s", k->provider, k->fp);
         o->dirty[i] = k->dirty;
         if (k->dirty) {
             k->dirty = 0;

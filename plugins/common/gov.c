@@ -193,12 +193,35 @@ gov_map_each(const gov_map_t *m,
 
 /* Hashes */
 
+/* SHA-256 fetched once by a caller that hashes on every request:
+ * EVP_sha256() and HMAC() look the algorithm up in the provider tables
+ * on every call (locks and name compares, about 7k instructions, more
+ * than the hash of a key). The caller frees it (gov_sha256_release). */
+struct evp_md_st *
+gov_sha256_fetch(void)
+{
+    return EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
 void
-gov_sha256(const void *data, size_t n, unsigned char out[32])
+gov_sha256_release(struct evp_md_st *md)
+{
+    EVP_MD_free(md);
+}
+
+void
+gov_sha256_md(const struct evp_md_st *md, const void *data, size_t n,
+              unsigned char out[32])
 {
     unsigned int len = 32;
 
-    EVP_Digest(data, n, out, &len, EVP_sha256(), NULL);
+    EVP_Digest(data, n, out, &len, md != NULL ? md : EVP_sha256(), NULL);
+}
+
+void
+gov_sha256(const void *data, size_t n, unsigned char out[32])
+{
+    gov_sha256_md(NULL, data, n, out);
 }
 
 void
@@ -211,13 +234,51 @@ gov_sha1_hex(const void *data, size_t n, char out[41])
     gov_hex(d, 20, out);
 }
 
+/* HMAC-SHA256 (RFC 2104) over sha256 (NULL: EVP_sha256()): H(K ^ opad, H(K ^
+ * ipad, data)), a key longer than the block hashed first. */
+void
+gov_hmac_md(const struct evp_md_st *sha256, const unsigned char *key,
+            size_t klen, const void *data, size_t n, unsigned char out[32])
+{
+    unsigned char k[64], pad[64], inner[32];
+    unsigned int len = 32;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    const EVP_MD *md = sha256 != NULL ? sha256 : EVP_sha256();
+    size_t i;
+    int ok;
+
+    memset(k, 0, sizeof(k));
+    if (klen > sizeof(k)) {
+        gov_sha256_md(sha256, key, klen, k);
+    } else {
+        memcpy(k, key, klen);
+    }
+    for (i = 0; i < 64; i++) {
+        pad[i] = k[i] ^ 0x36;
+    }
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, md, NULL) &&
+         EVP_DigestUpdate(ctx, pad, 64) && EVP_DigestUpdate(ctx, data, n) &&
+         EVP_DigestFinal_ex(ctx, inner, &len);
+    for (i = 0; i < 64; i++) {
+        pad[i] = k[i] ^ 0x5c;
+    }
+    ok = ok && EVP_DigestInit_ex(ctx, md, NULL) &&
+         EVP_DigestUpdate(ctx, pad, 64) && EVP_DigestUpdate(ctx, inner, 32) &&
+         EVP_DigestFinal_ex(ctx, out, &len);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    if (!ok) { /* no memory: the library's own, slower */
+        len = 32;
+        HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len);
+    }
+}
+
 void
 gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
          unsigned char out[32])
 {
-    unsigned int len = 32;
-
-    HMAC(EVP_sha256(), key, (int)klen, data, n, out, &len);
+    gov_hmac_md(NULL, key, klen, data, n, out);
 }
 
 int

@@ -28,6 +28,17 @@ void gov_map_each(const gov_map_t *m,
 
 /* SHA-256 and HMAC-SHA256 into out[32]. */
 void gov_sha256(const void *data, size_t n, unsigned char out[32]);
+/* The same with a digest fetched once (gov_sha256_fetch; NULL: looked up
+ * on each call), for the hashes of every request; freed by
+ * gov_sha256_release. */
+struct evp_md_st;
+struct evp_md_st *gov_sha256_fetch(void);
+void gov_sha256_release(struct evp_md_st *md);
+void gov_sha256_md(const struct evp_md_st *md, const void *data, size_t n,
+                   unsigned char out[32]);
+void gov_hmac_md(const struct evp_md_st *sha256, const unsigned char *key,
+                 size_t klen, const void *data, size_t n,
+                 unsigned char out[32]);
 void gov_hmac(const unsigned char *key, size_t klen, const void *data, size_t n,
               unsigned char out[32]);
 /* SHA-1 as 40 lowercase hex digits (a Lua script's name for EVALSHA). */

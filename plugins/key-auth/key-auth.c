@@ -58,10 +58,11 @@ typedef struct key_s {
 typedef struct {
     pthread_rwlock_t lock;
     unsigned char secret[32];
-    gov_map_t *consumers; /* name -> consumer_t */
-    gov_map_t *keys;      /* id -> key_t_ (generated keys) */
-    gov_map_t *cfg_keys;  /* hex SHA-256 of the key -> key_t_ */
-    json_t *groups;       /* name -> {models} from `groups` */
+    struct evp_md_st *sha256; /* fetched once (the per-request hashes) */
+    gov_map_t *consumers;     /* name -> consumer_t */
+    gov_map_t *keys;          /* id -> key_t_ (generated keys) */
+    gov_map_t *cfg_keys;      /* hex SHA-256 of the key -> key_t_ */
+    json_t *groups;           /* name -> {models} from `groups` */
     sqlite3 *db;
     char *db_path;
     int redis; /* runtime consumers and keys live in Redis */
@@ -921,10 +922,10 @@ find_key(ka_t *ka, mf_str_t cred)
         if (k->missing) {
             return NULL;
         }
-        gov_hmac(ka->secret, 32, cred.data, cred.len, mac);
+        gov_hmac_md(ka->sha256, ka->secret, 32, cred.data, cred.len, mac);
         return gov_ct_eq(mac, k->mac, 32) ? k : NULL;
     }
-    gov_sha256(cred.data, cred.len, mac);
+    gov_sha256_md(ka->sha256, cred.data, cred.len, mac);
     gov_hex(mac, 32, hex);
     k = gov_map_get(ka->cfg_keys, (mf_str_t){hex, 64});
     return k != NULL && gov_ct_eq(mac, k->mac, 32) ? k : NULL;
@@ -2061,6 +2062,7 @@ ka_fini(void *state)
         sqlite3_close(ka->db);
     }
     free(ka->db_path);
+    gov_sha256_release(ka->sha256);
     pthread_rwlock_destroy(&ka->lock);
     free(ka);
 }
@@ -2123,6 +2125,7 @@ ka_init(const mf_host_api_t *host, const char *config_json, void **state)
         return MF_ERR;
     }
     pthread_rwlock_init(&ka->lock, NULL);
+    ka->sha256 = gov_sha256_fetch(); /* NULL: looked up on each call */
     ka->consumers = gov_map_new();
     ka->keys = gov_map_new();
     ka->cfg_keys = gov_map_new();

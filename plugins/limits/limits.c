@@ -39,6 +39,9 @@ static const mf_host_api_t *api;
 #define NWIN 6 /* rpm rph rpd tpm tph tpd */
 static const char *const win_names[NWIN] = {"rpm", "rph", "rpd",
                                             "tpm", "tph", "tpd"};
+/* the embedded store's key suffixes: SCOPE|rpm */
+static const char *const win_sfx[NWIN] = {"|rpm", "|rph", "|rpd",
+                                          "|tpm", "|tph", "|tpd"};
 static const int64_t win_us[NWIN] = {60000000LL, 3600000000LL, 86400000000LL,
                                      60000000LL, 3600000000LL, 86400000000LL};
 #define MAX_SCOPES 5
@@ -75,8 +78,26 @@ typedef struct op_s {
     int estimated, unpriced, status;
 } op_t;
 
+/* Replay (the Redis store): what was settled while Redis failed, sent to
+ * it when it answers again. A budget's spend (kind 0: HINCRBY of `used`
+ * in the period's hash) or one hash tag's part of the shared ledger
+ * (kind 1: the ledger script, with the settlement's own time). */
+#define REPLAY_MAX 65536 /* entries kept; beyond, dropped and logged */
+#define REPLAY_BATCH 512 /* sent per answer from Redis */
+typedef struct replay_s {
+    struct replay_s *next;
+    void *sh; /* shared_t: where it goes back when the send fails */
+    int kind;
+    char key[400];   /* spend: the budget hash; usage: the tag */
+    int64_t amount;  /* spend */
+    int64_t keep;    /* spend: seconds to keep the hash (0 forever) */
+    int64_t ts;      /* usage: when it was settled */
+    char model[201]; /* usage */
+    int64_t v[8];    /* usage: n p c k r d e u */
+} replay_t;
+
 /* The counters, shared by the instances of one store across reloads. */
-#define SHARED_MAGIC "mf-limits-shared-1"
+#define SHARED_MAGIC "mf-limits-shared-2"
 typedef struct {
     char magic[24];
     pthread_mutex_t lock;
@@ -89,9 +110,14 @@ typedef struct {
     pthread_cond_t qcond;
     op_t *qhead, *qtail;
     size_t qlen;
-    int busy;      /* a writer holds ops it took and has not written yet */
+    int busy; /* a writer holds ops it took and has not written yet */
+    replay_t *rhead, *rtail; /* under lock */
+    size_t rlen;             /* read without the lock to skip the lock */
+    uint64_t rdropped;
     char key[600]; /* its name in the host's shared dict */
 } shared_t;
+
+static void replay_flush(shared_t *sh, mf_req_t *r);
 
 typedef struct {
     shared_t *sh;
@@ -378,16 +404,34 @@ now_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* a then b into dst (cap bytes, NUL-terminated, cut to fit): the
+ * per-request map keys without snprintf's format parsing. */
+static size_t
+cat2(char *dst, size_t cap, const char *a, size_t an, const char *b, size_t bn)
+{
+    if (an > cap - 1) {
+        an = cap - 1;
+    }
+    if (bn > cap - 1 - an) {
+        bn = cap - 1 - an;
+    }
+    memcpy(dst, a, an);
+    memcpy(dst + an, b, bn);
+    dst[an + bn] = '\0';
+    return an + bn;
+}
+
 static int64_t *
 tat_of(shared_t *sh, const char *scope, int w)
 {
     char k[200];
     int64_t *t;
-    int n = snprintf(k, sizeof(k), "%s|%s", scope, win_names[w]);
+    size_t n = cat2(k, sizeof(k), scope, strlen(scope), win_sfx[w],
+                    strlen(win_sfx[w]));
 
-    t = gov_map_get(sh->tats, (mf_str_t){k, (size_t)n});
+    t = gov_map_get(sh->tats, (mf_str_t){k, n});
     if (t == NULL && (t = calloc(1, sizeof(*t))) != NULL) {
-        gov_map_put(sh->tats, (mf_str_t){k, (size_t)n}, t);
+        gov_map_put(sh->tats, (mf_str_t){k, n}, t);
     }
     return t;
 }
@@ -407,11 +451,12 @@ static budget_t *
 budget_of(shared_t *sh, const char *scope, int usd)
 {
     char k[200];
-    int n = snprintf(k, sizeof(k), "%s|%s", scope, usd ? "usd" : "tokens");
-    budget_t *b = gov_map_get(sh->budgets, (mf_str_t){k, (size_t)n});
+    size_t n = cat2(k, sizeof(k), scope, strlen(scope),
+                    usd ? "|usd" : "|tokens", usd ? 4 : 7);
+    budget_t *b = gov_map_get(sh->budgets, (mf_str_t){k, n});
 
     if (b == NULL && (b = calloc(1, sizeof(*b))) != NULL) {
-        gov_map_put(sh->budgets, (mf_str_t){k, (size_t)n}, b);
+        gov_map_put(sh->budgets, (mf_str_t){k, n}, b);
     }
     return b;
 }
@@ -460,8 +505,8 @@ queue_spend(lm_t *lm, const char *scope, int usd, int64_t start, int64_t d,
         return;
     }
     op->kind = kind;
-    snprintf(op->scope, sizeof(op->scope), "%s|%s", scope,
-             usd ? "usd" : "tokens");
+    cat2(op->scope, sizeof(op->scope), scope, strlen(scope),
+         usd ? "|usd" : "|tokens", usd ? 4 : 7);
     op->period_start = start;
     op->amount = d;
     enqueue(lm->sh, op);
@@ -490,16 +535,16 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
         int cn = (int)(c.name.len > 140 ? 140 : c.name.len);
 
         if (c.key_id.len > 0 && lim_any(&lm->key)) {
-            snprintf(x->scope[x->nscopes], 160, "key:%.*s", (int)c.key_id.len,
-                     c.key_id.data);
-            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
+            cat2(x->scope[x->nscopes], 160, "key:", 4, c.key_id.data,
+                 c.key_id.len);
+            cat2(x->tag[x->nscopes], 150, "c:", 2, c.name.data, (size_t)cn);
             x->lim[x->nscopes++] = lm->key;
         }
         lim_from_attrs(&x->lim[x->nscopes], &c);
         if (lim_any(&x->lim[x->nscopes])) {
-            snprintf(x->tag[x->nscopes], 150, "c:%.*s", cn, c.name.data);
-            snprintf(x->scope[x->nscopes++], 160, "consumer:%.*s", cn,
-                     c.name.data);
+            cat2(x->tag[x->nscopes], 150, "c:", 2, c.name.data, (size_t)cn);
+            cat2(x->scope[x->nscopes++], 160, "consumer:", 9, c.name.data,
+                 (size_t)cn);
         }
         if (c.group.len > 0 && c.group.len < 128) {
             memcpy(m, c.group.data, c.group.len);
@@ -1009,6 +1054,8 @@ post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
                         "expire after lease_ttl; the reservation then "
                         "counts as spent)",
                         e);
+    } else {
+        replay_flush(p->lm->sh, NULL);
     }
     free(p);
 }
@@ -1134,6 +1181,7 @@ admit_cb(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
         x->admitted = 1;
         x->redis = 1;
         ratelimit_headers(r, x);
+        replay_flush(lm->sh, r); /* Redis answers: what it missed */
         api->resume(r, MF_CONTINUE);
         return;
     }
@@ -1264,7 +1312,8 @@ publish_budget(const char *scope, const budget_t *b)
     if (strncmp(scope, "consumer:", 9) != 0) {
         return;
     }
-    kn = snprintf(k, sizeof(k), BILLING_BUDGET "%s", scope + 9);
+    kn = (int)cat2(k, sizeof(k), BILLING_BUDGET, sizeof(BILLING_BUDGET) - 1,
+                   scope + 9, strlen(scope + 9));
     vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
                   (long long)b->used, (long long)b->topup);
     if (kn > 0 && (size_t)kn < sizeof(k)) {
@@ -1325,73 +1374,240 @@ use_key(char *dst, size_t cap, const char *tag, gov_period_t p, int64_t start)
                     (long long)start);
 }
 
+/* The 20 arguments of one tag's ledger script ("c:NAME" or "all"),
+ * for a settlement at now; keys and nums hold the text. */
 static void
-use_post_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+use_argv(const char *tag, mf_str_t model, const int64_t *v, int64_t now,
+         char keys[4][400], char nums[12][24], mf_str_t *argv)
 {
-    (void)arg;
-    if (err != NULL || (reply != NULL && reply->type == MF_REDIS_ERROR)) {
-        char e[200];
+    int64_t start, end;
+    int k, n;
 
-        snprintf(e, sizeof(e), "%.*s",
-                 err ? (int)strlen(err) : (int)reply->str.len,
-                 err ? err : reply->str.data);
+    argv[0] = MF_STR("EVAL");
+    argv[1] = (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
+    argv[2] = MF_STR("4");
+    for (k = 0; k < 4; k++) {
+        gov_period_bounds(use_periods[k], 0, now, &start, &end);
+        n = use_key(keys[k], 400, tag, use_periods[k], start);
+        argv[3 + k] = (mf_str_t){keys[k], (size_t)n};
+        /* how long to keep it: 35 days past the period's end (from now,
+         * the time it is sent: a replay sets it anew) */
+        snprintf(nums[8 + k], 24, "%lld",
+                 (long long)(use_periods[k] == GOV_TOTAL
+                                 ? 0
+                                 : end - (int64_t)time(NULL) + 35 * 86400));
+    }
+    argv[7] = model;
+    for (k = 0; k < 8; k++) {
+        snprintf(nums[k], 24, "%lld", (long long)v[k]);
+    }
+    for (k = 0; k < 12; k++) {
+        argv[8 + k] = (mf_str_t){nums[k], strlen(nums[k])};
+    }
+}
+
+/* A budget's spend settled without Redis, added when it is back (the
+ * hash kept as long as the admission would have kept it). */
+static const char spend_lua[] = "redis.call('HINCRBY',KEYS[1],'used',ARGV[1])\n"
+                                "local k=tonumber(ARGV[2])\n"
+                                "if k>0 and redis.call('TTL',KEYS[1])<0 then "
+                                "redis.call('EXPIRE',KEYS[1],k) end\n"
+                                "return 1\n";
+
+static void
+replay_push(shared_t *sh, replay_t *e)
+{
+    int full;
+
+    e->next = NULL;
+    e->sh = sh;
+    pthread_mutex_lock(&sh->lock);
+    full = sh->rlen >= REPLAY_MAX;
+    if (full) {
+        sh->rdropped++;
+    } else {
+        if (sh->rtail != NULL) {
+            sh->rtail->next = e;
+        } else {
+            sh->rhead = e;
+        }
+        sh->rtail = e;
+        __atomic_store_n(&sh->rlen, sh->rlen + 1, __ATOMIC_RELAXED);
+    }
+    pthread_mutex_unlock(&sh->lock);
+    if (full) {
+        free(e);
+        log_store_error("a settlement made while Redis failed was dropped "
+                        "(the replay queue is full)",
+                        "its spend stays on this node only");
+    }
+}
+
+static int replay_send(mf_req_t *r, replay_t *e);
+
+/* The answer to a ledger part or a replayed spend: kept for the next
+ * replay when Redis could not be reached (at least once: one whose
+ * answer timed out may have been applied and is sent again), logged and
+ * dropped on an error reply; on success, the next replays go. */
+static void
+replay_done(void *arg, const mf_redis_reply_t *reply, const char *err)
+{
+    replay_t *e = arg;
+    shared_t *sh = e->sh;
+
+    if (err != NULL) {
+        log_store_error("a settlement could not be added to Redis (kept "
+                        "for when it is back)",
+                        err);
+        replay_push(sh, e);
+        return;
+    }
+    if (reply != NULL && reply->type == MF_REDIS_ERROR) {
+        char m[200];
+
+        snprintf(m, sizeof(m), "%.*s", (int)reply->str.len, reply->str.data);
         log_store_error("a settlement's usage was not added to the shared "
                         "ledger (this node's ledger has it)",
-                        e);
+                        m);
+    }
+    free(e);
+    replay_flush(sh, NULL);
+}
+
+static int
+replay_send(mf_req_t *r, replay_t *e)
+{
+    mf_str_t argv[20];
+    char keys[4][400], nums[12][24], a[2][24];
+
+    if (e->kind == 0) {
+        snprintf(a[0], sizeof(a[0]), "%lld", (long long)e->amount);
+        snprintf(a[1], sizeof(a[1]), "%lld", (long long)e->keep);
+        argv[0] = MF_STR("EVAL");
+        argv[1] = (mf_str_t){spend_lua, sizeof(spend_lua) - 1};
+        argv[2] = MF_STR("1");
+        argv[3] = (mf_str_t){e->key, strlen(e->key)};
+        argv[4] = (mf_str_t){a[0], strlen(a[0])};
+        argv[5] = (mf_str_t){a[1], strlen(a[1])};
+        return api->redis_post(r, 6, argv, replay_done, e);
+    }
+    use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts, keys,
+             nums, argv);
+    return api->redis_post(r, 20, argv, replay_done, e);
+}
+
+/* Redis answered: sends what was kept while it failed, a batch at a
+ * time (each answer sends the next). */
+static void
+replay_flush(shared_t *sh, mf_req_t *r)
+{
+    replay_t *batch, *e, *last = NULL;
+    size_t n = 0;
+
+    if (__atomic_load_n(&sh->rlen, __ATOMIC_RELAXED) == 0) {
+        return;
+    }
+    pthread_mutex_lock(&sh->lock);
+    batch = sh->rhead;
+    for (e = batch; e != NULL && n < REPLAY_BATCH; e = e->next) {
+        last = e;
+        n++;
+    }
+    if (last != NULL) {
+        sh->rhead = last->next;
+        last->next = NULL;
+    }
+    if (sh->rhead == NULL) {
+        sh->rtail = NULL;
+    }
+    __atomic_store_n(&sh->rlen, sh->rlen - n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&sh->lock);
+    if (n > 0) {
+        api->log(MF_LOG_INFO,
+                 "limits: Redis store: replaying %zu settlements made while "
+                 "it failed",
+                 n);
+    }
+    while (batch != NULL) {
+        e = batch;
+        batch = e->next;
+        if (replay_send(r, e) != MF_OK) {
+            replay_push(sh, e); /* down again: kept, with the rest */
+            while (batch != NULL) {
+                e = batch;
+                batch = e->next;
+                replay_push(sh, e);
+            }
+        }
     }
 }
 
 /* Adds one settled request to the shared ledger: the consumer's hashes
- * (when someone was identified) and everyone's. */
+ * (when someone was identified) and everyone's. What cannot reach Redis
+ * is kept and replayed when it is back. */
 static void
-use_post(mf_req_t *r, mf_str_t consumer, mf_str_t model, const int64_t *v)
+use_post(lm_t *lm, mf_req_t *r, mf_str_t consumer, mf_str_t model,
+         const int64_t *v)
 {
-    char keys[4][400], nums[12][24], tag[200];
-    mf_str_t argv[3 + 4 + 1 + 12];
-    int64_t now = (int64_t)time(NULL), start, end;
-    int t, k, n;
+    int64_t now = (int64_t)time(NULL);
+    int t;
 
     if (consumer.len > 160 || model.len > 200) {
         return;
     }
-    for (k = 0; k < 8; k++) {
-        snprintf(nums[k], sizeof(nums[k]), "%lld", (long long)v[k]);
-    }
-    for (k = 0; k < 4; k++) {
-        gov_period_bounds(use_periods[k], 0, now, &start, &end);
-        snprintf(nums[8 + k], sizeof(nums[8 + k]), "%lld",
-                 (long long)(use_periods[k] == GOV_TOTAL
-                                 ? 0
-                                 : end - now + 35 * 86400));
-    }
     for (t = 0; t < 2; t++) {
-        if (t == 0) {
-            if (consumer.len == 0) {
-                continue;
-            }
-            snprintf(tag, sizeof(tag), "c:%.*s", (int)consumer.len,
-                     consumer.data);
-        } else {
-            snprintf(tag, sizeof(tag), "all");
+        replay_t *e;
+
+        if (t == 0 && consumer.len == 0) {
+            continue;
         }
-        argv[0] = MF_STR("EVAL");
-        argv[1] = (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
-        argv[2] = MF_STR("4");
-        for (k = 0; k < 4; k++) {
-            gov_period_bounds(use_periods[k], 0, now, &start, &end);
-            n = use_key(keys[k], sizeof(keys[k]), tag, use_periods[k], start);
-            argv[3 + k] = (mf_str_t){keys[k], (size_t)n};
-        }
-        argv[7] = model;
-        for (k = 0; k < 12; k++) {
-            argv[8 + k] = (mf_str_t){nums[k], strlen(nums[k])};
-        }
-        if (api->redis_post(r, 20, argv, use_post_done, NULL) != MF_OK) {
-            log_store_error("a settlement's usage was not added to the "
-                            "shared ledger (this node's ledger has it)",
-                            "Redis is unavailable");
+        if ((e = calloc(1, sizeof(*e))) == NULL) {
             return;
         }
+        e->kind = 1;
+        e->sh = lm->sh;
+        e->ts = now;
+        if (t == 0) {
+            snprintf(e->key, sizeof(e->key), "c:%.*s", (int)consumer.len,
+                     consumer.data);
+        } else {
+            snprintf(e->key, sizeof(e->key), "all");
+        }
+        memcpy(e->model, model.data, model.len);
+        memcpy(e->v, v, sizeof(e->v));
+        if (replay_send(r, e) != MF_OK) {
+            log_store_error("a settlement's usage could not be sent to the "
+                            "shared ledger (kept for when Redis is back)",
+                            "Redis is unavailable");
+            replay_push(lm->sh, e);
+        }
+    }
+}
+
+/* A settlement made without Redis (admitted while it failed): each
+ * budget's spend kept for Redis, whatever the budgets' on_store_error
+ * (with `open` nothing was checked, but the money was spent). */
+static void
+replay_spend(lm_t *lm, const rctx_t *x, int64_t tokens, int64_t cost)
+{
+    int s;
+
+    for (s = 0; s < x->nscopes; s++) {
+        const lim_t *l = &x->lim[s];
+        int64_t spend = l->budget_usd ? cost : tokens;
+        replay_t *e;
+
+        if (!l->has_budget || spend <= 0 ||
+            (e = calloc(1, sizeof(*e))) == NULL) {
+            continue;
+        }
+        e->kind = 0;
+        snprintf(e->key, sizeof(e->key), "mf:lim:{%s}:%s:b:%s:%lld", x->tag[s],
+                 x->scope[s], l->budget_usd ? "usd" : "tokens",
+                 (long long)x->period_start[s]);
+        e->amount = spend;
+        e->keep = x->budget_ttl[s];
+        replay_push(lm->sh, e);
     }
 }
 
@@ -1526,6 +1742,9 @@ lm_on_done(mf_req_t *r, void *state, void **ctx)
         }
     }
     pthread_mutex_unlock(&sh->lock);
+    if (lm->redis) {
+        replay_spend(lm, x, tokens, cost);
+    }
 ledger:
     if (api->get_consumer(r, &c) == MF_OK) {
         publish_cost(c.name, cost);
@@ -1548,7 +1767,7 @@ ledger:
         v[5] = cost;
         v[6] = billable && !reported;
         v[7] = billable && !x->priced;
-        use_post(r, c.name, i.model, v);
+        use_post(lm, r, c.name, i.model, v);
     }
     if (lm->db_path == NULL || (op = calloc(1, sizeof(*op))) == NULL) {
         return;
@@ -2188,6 +2407,18 @@ shared_unref(shared_t *sh)
 
         free(sh->qhead);
         sh->qhead = n;
+    }
+    if (sh->rlen > 0) {
+        api->log(MF_LOG_WARN,
+                 "limits: %zu settlements made while Redis failed were not "
+                 "replayed before the stop",
+                 sh->rlen);
+    }
+    while (sh->rhead != NULL) {
+        replay_t *n = sh->rhead->next;
+
+        free(sh->rhead);
+        sh->rhead = n;
     }
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->qlock);

@@ -257,6 +257,32 @@ START_TEST(consumers_checked)
 }
 END_TEST
 
+START_TEST(redis_section_checked)
+{
+    const char *y = "redis: { host: 127.0.0.1, port: 6379, timout: 1s }\n";
+    const char *cl = "redis: { cluster: [\"127.0.0.1:7000\"] }\n";
+    const char *ok = "redis: { host: 127.0.0.1, port: 6379, db: 1, "
+                     "password: x, timeout: 200ms }\n";
+    char *errors = NULL;
+    mf_config_t *c = mf_config_parse("t.yaml", y, strlen(y), "/p", &errors);
+
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(errors, "did you mean 'timeout'?"));
+    free(errors);
+    errors = NULL;
+    c = mf_config_parse("t.yaml", cl, strlen(cl), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(
+        strstr(errors, "redis.cluster: Redis Cluster is not supported"));
+    free(errors);
+    errors = NULL;
+    c = mf_config_parse("t.yaml", ok, strlen(ok), "/p", &errors);
+    ck_assert_ptr_nonnull(c);
+    mf_config_free(c);
+    free(errors);
+}
+END_TEST
+
 START_TEST(consumers_normalized)
 {
     const char *y = "consumers:\n"
@@ -464,6 +490,7 @@ main(void)
     tcase_add_test(tc, suggestions);
     tcase_add_test(tc, consumers_checked);
     tcase_add_test(tc, consumers_normalized);
+    tcase_add_test(tc, redis_section_checked);
     tcase_add_test(tc, prices_tiers_and_fees);
     tcase_add_test(tc, prices_from_a_litellm_file);
     tcase_add_test(tc, plugin_search_path);

@@ -242,6 +242,39 @@ START_TEST(amounts_and_costs)
 }
 END_TEST
 
+/* RFC 4231 test cases 1, 2 and 6 (a key longer than the block) */
+START_TEST(hmac_sha256_vectors)
+{
+    unsigned char key[131], out[32];
+    char hex[65];
+
+    memset(key, 0x0b, 20);
+    gov_hmac(key, 20, "Hi There", 8, out);
+    gov_hex(out, 32, hex);
+    ck_assert_str_eq(
+        hex,
+        "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+    gov_hmac((const unsigned char *)"Jefe", 4, "what do ya want for nothing?",
+             28, out);
+    gov_hex(out, 32, hex);
+    ck_assert_str_eq(
+        hex,
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    memset(key, 0xaa, sizeof(key));
+    gov_hmac(key, sizeof(key),
+             "Test Using Larger Than Block-Size Key - Hash Key First", 54, out);
+    gov_hex(out, 32, hex);
+    ck_assert_str_eq(
+        hex,
+        "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
+    gov_sha256("abc", 3, out);
+    gov_hex(out, 32, hex);
+    ck_assert_str_eq(
+        hex,
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+END_TEST
+
 START_TEST(map_many)
 {
     gov_map_t *m = gov_map_new();
@@ -277,6 +310,7 @@ main(void)
     tcase_add_test(tc, keys_and_credentials);
     tcase_add_test(tc, amounts_and_costs);
     tcase_add_test(tc, map_many);
+    tcase_add_test(tc, hmac_sha256_vectors);
     suite_add_tcase(s, tc);
     return mf_check_run(s, 1);
 }

@@ -268,6 +268,16 @@ START_TEST(header_ok)
     ck_assert(!mf_http_header_ok(MF_STR("x y"), MF_STR("v")));
     ck_assert(!mf_http_header_ok(MF_STR("x:y"), MF_STR("v")));
     ck_assert(!mf_http_header_ok(MF_STR(""), MF_STR("v")));
+    /* every byte of a name: a token char is visible ASCII but none of
+     * the separators (RFC 9110) */
+    for (int c = 0; c < 256; c++) {
+        char n[2] = {(char)c, 0};
+        int tchar =
+            c > 0x20 && c < 0x7f && strchr("\"(),/:;<=>?@[\\]{}", c) == NULL;
+
+        ck_assert_int_eq(mf_http_header_ok((mf_str_t){n, 1}, MF_STR("v")),
+                         tchar);
+    }
 }
 END_TEST
 
