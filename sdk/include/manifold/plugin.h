@@ -952,10 +952,10 @@ struct mf_host_api_s {
 
     /* on_response_body of a stream, hold 1: the stage holds the output
      * while an async check it made runs (http_call and model_call are
-     * allowed in on_response_body of a stream and in their callbacks). The upstream is read no
-     * further (the events already read still come to the stages: the
-     * stage keeps them, bounded by its own limit) and the stream's end
-     * waits: the last event goes on only when the stage lets go. From the
+     * allowed in on_response_body of a stream and in their callbacks). The
+     * upstream is read no further (the events already read still come to the
+     * stages: the stage keeps them, bounded by its own limit) and the stream's
+     * end waits: the last event goes on only when the stage lets go. From the
      * call's callback (on the request's worker, outside the pipeline) the
      * stage may then send events (insert_response_chunk: they pass the
      * stages after it and go out at once), end the answer
