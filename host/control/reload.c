@@ -133,10 +133,8 @@ mf_reload(mf_reloader_t *rl, const char *trigger, const char *force, char *err,
 {
     char buf[4096];
     mf_gen_t *g, *was;
+    double at = mf_wall_time();
 
-    rl->attempts++;
-    rl->last_at = mf_wall_time();
-    snprintf(rl->last_trigger, sizeof(rl->last_trigger), "%s", trigger);
     if (rl->busy != NULL) {
         rl->busy(rl->busy_arg, 1, trigger);
     }
@@ -144,6 +142,12 @@ mf_reload(mf_reloader_t *rl, const char *trigger, const char *force, char *err,
     if (rl->busy != NULL) {
         rl->busy(rl->busy_arg, 0, trigger);
     }
+    /* counted once decided: GET /stats, served while a reload's init
+     * runs, shows the reload in progress apart ("reload_in_progress"),
+     * and attempts, failures and last always agree */
+    rl->attempts++;
+    rl->last_at = at;
+    snprintf(rl->last_trigger, sizeof(rl->last_trigger), "%s", trigger);
     if (g == NULL) {
         rl->failures++;
         rl->last_ok = 0;
