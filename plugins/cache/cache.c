@@ -73,6 +73,11 @@ typedef struct cache_s {
 /* How often a follower looks at its leader's flight. */
 #define FOLLOW_POLL_MS 3
 
+/* A stream follower's end when its leader's stream broke under it. */
+#define FOLLOW_CUT                                                             \
+    "the upstream stream this answer shared with an identical request "        \
+    "(cache coalescing) was cut"
+
 /*
  * A miss in flight: the leader's upstream call that concurrent identical
  * misses (the followers) wait on instead of making their own. A stream
@@ -1439,8 +1444,15 @@ follow_cb(mf_req_t *r, void *arg, const char *err)
     if (f->state == FLIGHT_FAILED) {
         pthread_mutex_unlock(&c->flock);
         if (x->started) {
-            /* the leader's stream broke after this one began: it ends */
-            api->emit_event(r, MF_STR_NULL, 1);
+            /* the leader's stream broke after this one began: it ends
+             * with the error event a cut upstream stream gets, so the
+             * client cannot take it for a whole answer */
+            if (api->size < offsetof(mf_host_api_t, emit_stream_error) +
+                                sizeof(api->emit_stream_error) ||
+                api->emit_stream_error(r, "upstream_stream_cut", FOLLOW_CUT) !=
+                    MF_OK) {
+                api->emit_event(r, MF_STR_NULL, 1);
+            }
             api->resume(r, MF_RESPOND);
         } else {
             api->resume(r, MF_CONTINUE); /* its own upstream call */

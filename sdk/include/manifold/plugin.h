@@ -952,10 +952,10 @@ struct mf_host_api_s {
 
     /* on_response_body of a stream, hold 1: the stage holds the output
      * while an async check it made runs (http_call and model_call are
-     * allowed in on_response_body of a stream and in their callbacks). The upstream is read no
-     * further (the events already read still come to the stages: the
-     * stage keeps them, bounded by its own limit) and the stream's end
-     * waits: the last event goes on only when the stage lets go. From the
+     * allowed in on_response_body of a stream and in their callbacks). The
+     * upstream is read no further (the events already read still come to the
+     * stages: the stage keeps them, bounded by its own limit) and the stream's
+     * end waits: the last event goes on only when the stage lets go. From the
      * call's callback (on the request's worker, outside the pipeline) the
      * stage may then send events (insert_response_chunk: they pass the
      * stages after it and go out at once), end the answer
@@ -979,6 +979,20 @@ struct mf_host_api_s {
      * changes through get_body_json), or a text that is not such an
      * object. */
     int (*set_body_text)(mf_req_t *r, mf_str_t text);
+
+    /* ABI 1.6 (cache): a stage's own stream ends with an error event
+     * (check api->size). */
+
+    /* on_request, on_route (and their timer callbacks), after
+     * emit_event began a stream: ends it with an error event in the
+     * client's protocol, as the host ends an upstream stream that was
+     * cut (OpenAI: an `error` object; Anthropic: `event: error`; ...),
+     * status 502 type upstream_error, code (NULL: "upstream_stream_cut")
+     * and message, which the request's error (the access log's `error`)
+     * carries. The stage then returns MF_RESPOND (or resumes with it).
+     * MF_ERR when no stage stream is under way. */
+    int (*emit_stream_error)(mf_req_t *r, const char *code,
+                             const char *message);
 };
 
 /* The one symbol a plugin exports. */
