@@ -1167,6 +1167,16 @@ api_emit_event(mf_req_t *r, mf_str_t data, int last)
     return mf_req_stage_event(r, data, last);
 }
 
+/* ABI 1.6 (cache): a stage's own stream ends with an error event. */
+static int
+api_emit_stream_error(mf_req_t *r, const char *code, const char *message)
+{
+    if (!in_call(r, MF_CALL_STAGE_ANSWER) || message == NULL) {
+        return MF_ERR;
+    }
+    return mf_req_stage_stream_error(r, code, message);
+}
+
 static int
 api_respond_completion(mf_req_t *r, mf_str_t completion)
 {
@@ -1387,4 +1397,6 @@ const mf_host_api_t mf_api = {
      * stage's raw body */
     .hold_response = api_hold_response,
     .set_body_text = api_set_body_text,
+    /* ABI 1.6 (cache): a stage's own stream ends with an error event */
+    .emit_stream_error = api_emit_stream_error,
 };

@@ -700,6 +700,21 @@ mf_req_stage_event(mf_req_t *r, mf_str_t data, int last)
     return rc;
 }
 
+/* A stage's own stream that cannot go on (the answer it relayed broke):
+ * an error event in the client's protocol, as for a cut upstream stream,
+ * then the end. */
+int
+mf_req_stage_stream_error(mf_req_t *r, const char *code, const char *message)
+{
+    if (!r->stream || r->finished || r->stage_stream != 1) {
+        return MF_ERR;
+    }
+    mf_req_send_stream_error(r, code ? code : "upstream_stream_cut", message);
+    r->stage_stream = 2;
+    mf_req_finish_stream(r);
+    return MF_OK;
+}
+
 int
 mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
 {

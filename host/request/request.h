@@ -61,6 +61,10 @@ void mf_req_body_stopped(mf_req_t *r);
  * sent at once, the head going with the first; last ends the stream.
  * MF_ERR when the request cannot take one (not a stream, answered). */
 int mf_req_stage_event(mf_req_t *r, mf_str_t data, int last);
+/* Ends a stage's stream under way with an error event (api->
+ * emit_stream_error). MF_ERR when none is under way. */
+int mf_req_stage_stream_error(mf_req_t *r, const char *code,
+                              const char *message);
 /* A stage's whole canonical completion (JSON text), in the client's
  * protocol, status 200. */
 int mf_req_respond_canonical(mf_req_t *r, mf_str_t completion);

@@ -73,6 +73,11 @@ typedef struct cache_s {
 /* How often a follower looks at its leader's flight. */
 #define FOLLOW_POLL_MS 3
 
+/* A stream follower's end when its leader's stream broke under it. */
+#define FOLLOW_CUT                                                             \
+    "the upstream stream this answer shared with an identical request "        \
+    "(cache coalescing) was cut"
+
 /*
  * A miss in flight: the leader's upstream call that concurrent identical
  * misses (the followers) wait on instead of making their own. A stream
@@ -127,6 +132,8 @@ typedef struct rctx_s {
     int locked;         /* holds the lock mf:cache:l:KEY */
     char token[40];     /* the lock's value: which request holds it */
     int64_t wait_until; /* a remote follower's deadline */
+    int relayed;        /* a lock holder: its events go to mf:cache:s:KEY */
+    char sid[48];       /* a remote stream follower: the last id read */
 } rctx_t;
 
 #define REDIS_PREFIX "mf:cache:"
@@ -1303,20 +1310,16 @@ flight_end(cache_t *c, rctx_t *x, cs_entry_t *e)
     pthread_mutex_unlock(&c->flock);
 }
 
-/* The leader's stream events as they arrive (its worker). */
+static void relay_event(mf_req_t *r, rctx_t *x, mf_str_t data, int restart);
+
+/* An event of the flight's answer (under flock), or a restart (a
+ * failover: the events so far were not the answer). */
 static void
-flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
+flight_add(flight_t *f, mf_str_t data, int restart)
 {
-    rctx_t *x = arg;
-    flight_t *f = x->flight;
-    cs_event_t ev = {0};
+    cs_event_t *ev;
     char *copy;
 
-    (void)r;
-    if (f == NULL) {
-        return;
-    }
-    pthread_mutex_lock(&x->c->flock);
     if (restart) {
         /* a failover: the events so far were not the answer. Followers
          * that sent some cannot be given others; else they start over */
@@ -1327,10 +1330,10 @@ flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
                 free((char *)f->events[--f->nevents].data.data);
             }
         }
-        goto out;
+        return;
     }
     if (f->state != FLIGHT_RUNNING) {
-        goto out;
+        return;
     }
     if (f->nevents == f->cap) {
         size_t cap = f->cap ? 2 * f->cap : 16;
@@ -1338,7 +1341,7 @@ flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
 
         if (bigger == NULL) {
             f->state = FLIGHT_FAILED;
-            goto out;
+            return;
         }
         f->events = bigger;
         f->cap = cap;
@@ -1346,17 +1349,34 @@ flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
     copy = malloc(data.len ? data.len : 1);
     if (copy == NULL) {
         f->state = FLIGHT_FAILED;
-        goto out;
+        return;
     }
     memcpy(copy, data.data, data.len);
-    ev.data = (mf_str_t){copy, data.len};
+    ev = &f->events[f->nevents++];
+    memset(ev, 0, sizeof(*ev));
+    ev->data = (mf_str_t){copy, data.len};
     /* a usage-only chunk: {"choices":[],...,"usage":{...}} */
     if (memmem(data.data, data.len, "\"choices\":[]", 12) != NULL) {
-        ev.flags = CS_EV_USAGE;
+        ev->flags = CS_EV_USAGE;
     }
-    f->events[f->nevents++] = ev;
-out:
+    /* cppcheck-suppress memleak ; copy is the event's, freed by flight_unref */
+}
+
+/* The leader's stream events as they arrive (its worker). */
+static void
+flight_event(mf_req_t *r, void *arg, mf_str_t data, int restart)
+{
+    rctx_t *x = arg;
+
+    if (x->flight == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&x->c->flock);
+    flight_add(x->flight, data, restart);
     pthread_mutex_unlock(&x->c->flock);
+    if (x->locked) {
+        relay_event(r, x, data, restart); /* for other nodes' followers */
+    }
 }
 
 /* Marks a follower's answer as the cache's. */
@@ -1373,6 +1393,51 @@ follower_headers(mf_req_t *r, rctx_t *x)
     api->set_cached(r, x->c->count_quota);
     atomic_fetch_add(&x->c->coalesced, 1);
     count(x->c, "coalesced");
+}
+
+/* A stream follower's events since it last looked (under flock): the
+ * first may be a provider's preamble (a role), which a failover can
+ * still take back, so it begins with the second, when the leader's
+ * answer is under way. 1 when the flight is done and its stream ended. */
+static int
+follow_events(mf_req_t *r, rctx_t *x, flight_t *f)
+{
+    if (!x->started && (f->nevents > 1 || f->state == FLIGHT_DONE)) {
+        x->started = 1;
+        f->emitted = 1;
+        follower_headers(r, x);
+    }
+    while (x->started && x->next < f->nevents) {
+        const cs_event_t *ev = &f->events[x->next++];
+
+        if (!(ev->flags & CS_EV_USAGE) || x->want_usage) {
+            x->usage_sent |= (ev->flags & CS_EV_USAGE) != 0;
+            api->emit_event(r, ev->data, 0);
+        }
+    }
+    if (f->state != FLIGHT_DONE) {
+        return 0;
+    }
+    api->set_usage(r, &f->entry->usage);
+    count_saved(x->c, &f->entry->usage);
+    if (x->want_usage && !x->usage_sent) {
+        emit_usage(x, f->entry);
+    }
+    api->emit_event(r, MF_STR_NULL, 1);
+    return 1;
+}
+
+/* A stream follower whose leader's stream broke after it began: it ends
+ * with the error event a cut upstream stream gets, so the client cannot
+ * take it for a whole answer. */
+static void
+follow_cut(mf_req_t *r)
+{
+    if (api->size < offsetof(mf_host_api_t, emit_stream_error) +
+                        sizeof(api->emit_stream_error) ||
+        api->emit_stream_error(r, "upstream_stream_cut", FOLLOW_CUT) != MF_OK) {
+        api->emit_event(r, MF_STR_NULL, 1);
+    }
 }
 
 /*
@@ -1398,29 +1463,7 @@ follow_cb(mf_req_t *r, void *arg, const char *err)
     api->get_info(r, &info);
     pthread_mutex_lock(&c->flock);
     if (info.stream && f->stream && f->state != FLIGHT_FAILED) {
-        /* the first event may be a provider's preamble (a role), which
-         * a failover can still take back: a follower begins with the
-         * second, when the leader's answer is under way */
-        if (!x->started && (f->nevents > 1 || f->state == FLIGHT_DONE)) {
-            x->started = 1;
-            f->emitted = 1;
-            follower_headers(r, x);
-        }
-        while (x->started && x->next < f->nevents) {
-            const cs_event_t *ev = &f->events[x->next++];
-
-            if (!(ev->flags & CS_EV_USAGE) || x->want_usage) {
-                x->usage_sent |= (ev->flags & CS_EV_USAGE) != 0;
-                api->emit_event(r, ev->data, 0);
-            }
-        }
-        if (f->state == FLIGHT_DONE) {
-            api->set_usage(r, &f->entry->usage);
-            count_saved(c, &f->entry->usage);
-            if (x->want_usage && !x->usage_sent) {
-                emit_usage(x, f->entry);
-            }
-            api->emit_event(r, MF_STR_NULL, 1);
+        if (follow_events(r, x, f)) {
             pthread_mutex_unlock(&c->flock);
             api->resume(r, MF_RESPOND);
             return;
@@ -1439,8 +1482,7 @@ follow_cb(mf_req_t *r, void *arg, const char *err)
     if (f->state == FLIGHT_FAILED) {
         pthread_mutex_unlock(&c->flock);
         if (x->started) {
-            /* the leader's stream broke after this one began: it ends */
-            api->emit_event(r, MF_STR_NULL, 1);
+            follow_cut(r); /* the leader's stream broke after it began */
             api->resume(r, MF_RESPOND);
         } else {
             api->resume(r, MF_CONTINUE); /* its own upstream call */
@@ -1928,8 +1970,42 @@ sem_sync(mf_req_t *r, rctx_t *x)
  * own node's followers; the lock gone without an entry (that leader's
  * answer could not be stored: an error, a cut, a timeout) or
  * coalesce_wait passed, it makes its own call.
+ *
+ * Live events across nodes: a lock holder that streams adds each event
+ * to the stream mf:cache:s:KEY as it arrives (XADD, not waiting on the
+ * reply; a failover's restart as an "r" field), which expires with the
+ * lock and is deleted with it. A waiting stream request reads what came
+ * (XREAD from the last id, without blocking: the worker's connection is
+ * shared) before each MGET, into its flight, and sends it as a follower
+ * does: its node's followers get the same events. When the entry comes,
+ * a stream under way ends with the entry's events past those relayed;
+ * when the lock goes without one, it ends with the cut's error event.
  */
 #define REMOTE_POLL_MS 10
+/* The most relayed events one poll reads. */
+#define RELAY_READ "512"
+
+/* A lock holder's stream event (or restart) for other nodes' requests. */
+static void
+relay_event(mf_req_t *r, rctx_t *x, mf_str_t data, int restart)
+{
+    char px[32];
+    mf_str_t av[5];
+
+    av[0] = MF_STR("XADD");
+    av[1] = rkey(r, "s:", x->key, NULL);
+    av[2] = MF_STR("*");
+    av[3] = restart ? MF_STR("r") : MF_STR("d");
+    av[4] = restart ? MF_STR("") : data;
+    if (api->redis_post(r, 5, av, NULL, NULL) != MF_OK || x->relayed) {
+        return;
+    }
+    x->relayed = 1; /* the stream lives no longer than the lock */
+    snprintf(px, sizeof(px), "%lld", (long long)x->c->coalesce_wait_ms);
+    av[0] = MF_STR("PEXPIRE");
+    av[2] = (mf_str_t){px, strlen(px)};
+    api->redis_post(r, 3, av, NULL, NULL);
+}
 
 /* The miss goes to the upstream (a leader's call, counted). */
 static mf_action_t
@@ -1942,6 +2018,56 @@ upstream(rctx_t *x)
 
 static void remote_poll(mf_req_t *r, void *arg, const char *err);
 
+/* The other node's answer will not come (its leader failed, the wait
+ * ended, Redis failed): a stream that began here with its relayed events
+ * ends with the cut's error event (as do its node's followers that
+ * began: the flight failed); else this request calls. */
+static void
+remote_fail(mf_req_t *r, rctx_t *x)
+{
+    flight_t *f = x->flight;
+
+    pthread_mutex_lock(&x->c->flock);
+    if (f->emitted) {
+        f->state = FLIGHT_FAILED;
+    } else {
+        while (f->nevents > 0) {
+            free((char *)f->events[--f->nevents].data.data);
+        }
+    }
+    pthread_mutex_unlock(&x->c->flock);
+    if (x->started) {
+        follow_cut(r);
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    api->resume(r, upstream(x));
+}
+
+/* The entry came while its events were relayed and some sent here: the
+ * flight goes on with the entry's events past those relayed (the same
+ * sequence: both are the answer's recorded events). 0 when nothing was
+ * sent (the entry answers as any). */
+static int
+remote_relayed(rctx_t *x, const cs_entry_t *e)
+{
+    flight_t *f = x->flight;
+    int sent;
+
+    pthread_mutex_lock(&x->c->flock);
+    sent = f->emitted;
+    if (sent && f->state == FLIGHT_RUNNING) {
+        if (!e->stream || f->nevents > e->nevents) {
+            f->state = FLIGHT_FAILED; /* not the answer relayed */
+        }
+        while (f->state == FLIGHT_RUNNING && f->nevents < e->nevents) {
+            flight_add(f, e->events[f->nevents].data, 0);
+        }
+    }
+    pthread_mutex_unlock(&x->c->flock);
+    return sent;
+}
+
 /* The entry and the lock, read while another node's request calls. */
 static void
 remote_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
@@ -1951,13 +2077,39 @@ remote_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
     cache_t *c = x->c;
     cs_entry_t *e = NULL;
     mf_action_t act;
+    int done;
 
     if (err != NULL || reply->type != MF_REDIS_ARRAY || reply->nelements != 2) {
-        api->resume(r, upstream(x));
+        remote_fail(r, x);
         return;
     }
     if (reply->elements[0].type == MF_REDIS_STRING) {
         e = entry_decode(c, x->key, reply->elements[0].str);
+    }
+    if (e != NULL && remote_relayed(x, e)) {
+        /* the streams under way here end with the entry's last events */
+        flight_end(c, x, e);
+        x->store = 0;
+        pthread_mutex_lock(&c->flock);
+        done = x->flight->state == FLIGHT_DONE;
+        if (done) {
+            follow_events(r, x, x->flight);
+        }
+        pthread_mutex_unlock(&c->flock);
+        if (done || x->started) {
+            if (!done) {
+                follow_cut(r); /* a failover took back events sent */
+            }
+            cs_entry_release(e);
+            api->resume(r, MF_RESPOND);
+            return;
+        }
+        follower_headers(r, x); /* this one sent nothing: the entry */
+        act = answer(r, x, e, x->stream);
+        if (act != MF_PAUSE) {
+            api->resume(r, act);
+        }
+        return;
     }
     if (e != NULL) {
         /* the other node's answer: for this one and its followers here */
@@ -1976,25 +2128,100 @@ remote_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
     if (reply->elements[1].type != MF_REDIS_STRING ||
         now_ms() >= x->wait_until ||
         api->timer(r, REMOTE_POLL_MS, remote_poll, x) != MF_OK) {
-        api->resume(r, upstream(x)); /* gone unstored, or waited enough */
+        remote_fail(r, x); /* gone unstored, or waited enough */
     }
+}
+
+static void
+remote_mget(mf_req_t *r, rctx_t *x)
+{
+    mf_str_t av[3];
+
+    av[0] = MF_STR("MGET");
+    av[1] = rkey(r, "e:", x->key, NULL);
+    av[2] = rkey(r, "l:", x->key, NULL);
+    if (api->redis_command(r, 3, av, remote_got, x) != MF_OK) {
+        remote_fail(r, x);
+    }
+}
+
+/* The events relayed since the last read (XREAD's reply: nil, or
+ * [[key, [[id, [field, value]], ...]]]), into the flight; sent. */
+static void
+relay_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply,
+          const char *err)
+{
+    rctx_t *x = arg;
+    cache_t *c = x->c;
+    flight_t *f = x->flight;
+    const mf_redis_reply_t *evs = NULL;
+    size_t i;
+    int cut;
+
+    if (err != NULL) {
+        remote_fail(r, x);
+        return;
+    }
+    if (reply->type == MF_REDIS_ARRAY && reply->nelements == 1 &&
+        reply->elements[0].type == MF_REDIS_ARRAY &&
+        reply->elements[0].nelements == 2 &&
+        reply->elements[0].elements[1].type == MF_REDIS_ARRAY) {
+        evs = &reply->elements[0].elements[1];
+    }
+    pthread_mutex_lock(&c->flock);
+    for (i = 0; evs != NULL && i < evs->nelements; i++) {
+        const mf_redis_reply_t *ev = &evs->elements[i], *fv;
+
+        if (ev->type != MF_REDIS_ARRAY || ev->nelements != 2 ||
+            ev->elements[0].type != MF_REDIS_STRING ||
+            ev->elements[0].str.len >= sizeof(x->sid) ||
+            ev->elements[1].type != MF_REDIS_ARRAY ||
+            ev->elements[1].nelements != 2 ||
+            ev->elements[1].elements[0].type != MF_REDIS_STRING ||
+            ev->elements[1].elements[1].type != MF_REDIS_STRING) {
+            break;
+        }
+        memcpy(x->sid, ev->elements[0].str.data, ev->elements[0].str.len);
+        x->sid[ev->elements[0].str.len] = '\0';
+        fv = ev->elements[1].elements;
+        flight_add(f, fv[1].str,
+                   fv[0].str.len == 1 && fv[0].str.data[0] == 'r');
+    }
+    if (f->state == FLIGHT_RUNNING) {
+        follow_events(r, x, f);
+    }
+    cut = f->state == FLIGHT_FAILED && x->started;
+    pthread_mutex_unlock(&c->flock);
+    if (cut) {
+        follow_cut(r); /* a failover took back events sent */
+        api->resume(r, MF_RESPOND);
+        return;
+    }
+    remote_mget(r, x);
 }
 
 static void
 remote_poll(mf_req_t *r, void *arg, const char *err)
 {
     rctx_t *x = arg;
-    mf_str_t av[3];
+    mf_str_t av[6];
 
     if (err != NULL) {
-        api->resume(r, upstream(x));
+        remote_fail(r, x);
         return;
     }
-    av[0] = MF_STR("MGET");
-    av[1] = rkey(r, "e:", x->key, NULL);
-    av[2] = rkey(r, "l:", x->key, NULL);
-    if (api->redis_command(r, 3, av, remote_got, x) != MF_OK) {
-        api->resume(r, upstream(x));
+    if (!x->stream) {
+        remote_mget(r, x);
+        return;
+    }
+    av[0] = MF_STR("XREAD");
+    av[1] = MF_STR("COUNT");
+    av[2] = MF_STR(RELAY_READ);
+    av[3] = MF_STR("STREAMS");
+    av[4] = rkey(r, "s:", x->key, NULL);
+    av[5] = (mf_str_t){x->sid, strlen(x->sid)};
+    if (api->redis_command(r, 6, av, relay_got, x) != MF_OK) {
+        remote_fail(r, x);
     }
 }
 
@@ -2007,6 +2234,7 @@ lock_got(mf_req_t *r, void *arg, const mf_redis_reply_t *reply, const char *err)
         x->locked = 1; /* +OK: this request calls */
     } else if (err == NULL && reply->type == MF_REDIS_NIL) {
         x->wait_until = now_ms() + x->c->coalesce_wait_ms;
+        strcpy(x->sid, "0"); /* the relayed events from the first */
         if (api->timer(r, REMOTE_POLL_MS, remote_poll, x) == MF_OK) {
             return;
         }
@@ -2042,15 +2270,16 @@ remote_lock(mf_req_t *r, rctx_t *x)
 static void
 remote_unlock(mf_req_t *r, rctx_t *x)
 {
-    mf_str_t av[5];
+    mf_str_t av[6];
 
     av[0] = MF_STR("EVAL");
     av[1] = MF_STR("if redis.call('get', KEYS[1]) == ARGV[1] then return "
-                   "redis.call('del', KEYS[1]) end return 0");
-    av[2] = MF_STR("1");
+                   "redis.call('del', KEYS[1], KEYS[2]) end return 0");
+    av[2] = MF_STR("2");
     av[3] = rkey(r, "l:", x->key, NULL);
-    av[4] = (mf_str_t){x->token, strlen(x->token)};
-    api->redis_post(r, 5, av, NULL, NULL);
+    av[4] = rkey(r, "s:", x->key, NULL);
+    av[5] = (mf_str_t){x->token, strlen(x->token)};
+    api->redis_post(r, 6, av, NULL, NULL);
     x->locked = 0;
 }
 

@@ -162,6 +162,124 @@ test('coalescing across nodes: a leader that fails lets the other node\'s reques
   assert.equal(calls, 6);
 });
 
+// reads a response's body as it comes; onChunk(text so far) after each read
+async function readAll(res, onChunk = () => {}) {
+  const reader = res.body.getReader();
+  let text = '';
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return text;
+    text += Buffer.from(value).toString();
+    onChunk(text);
+  }
+}
+const contents = (t) => t.split('\n\n').filter((e) => e.startsWith('data: {'))
+  .map((e) => JSON.parse(e.slice(6)).choices?.[0]?.delta?.content).filter((c) => c);
+
+// a stream leader on node a, once its answer is under way: the first
+// content read, the rest read by the promise it returns with
+async function leaderOn(q) {
+  const res = await chat(a, q, { max_tokens: 64, stream: true });
+  const state = { text: '', done: false };
+  const reader = res.body.getReader();
+  while (!state.text.includes('"content":"')) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    state.text += Buffer.from(value).toString();
+  }
+  state.promise = (async () => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      state.text += Buffer.from(value).toString();
+    }
+    state.done = true;
+    return { cache: res.headers.get('x-manifold-cache'), text: state.text };
+  })();
+  return state;
+}
+
+test('coalescing across nodes: stream requests on another node get the leader\'s events live, through Redis', { timeout: 30000 }, async () => {
+  const q = '[[mock:chunks=20 chunk_delay=100]] relayed live to the other node';
+  const { out: rs, calls } = await counted(async () => {
+    const lead = await leaderOn(q);
+    const follower = async (res) => {
+      let leaderSeen = -1;
+      const text = await readAll(res, (t) => {
+        if (leaderSeen < 0 && /"content":"|content_block_delta/.test(t)) leaderSeen = contents(lead.text).length;
+      });
+      return { cache: res.headers.get('x-manifold-cache'), shared: res.headers.get('x-manifold-cache-shared'), text, leaderSeen };
+    };
+    return Promise.all([
+      lead.promise,
+      ...Array.from({ length: 3 }, async () => follower(await chat(b, q, { max_tokens: 64, stream: true }))),
+      (async () => ({ ...(await follower(await post(b, '/v1/messages', { model: 'gpt-4o', max_tokens: 64, stream: true, messages: [{ role: 'user', content: q }] }))), anthropic: true }))(),
+    ]);
+  });
+  assert.equal(calls, 1);
+  const [leader, ...followers] = rs;
+  assert.equal(leader.cache, 'miss');
+  const all = contents(leader.text);
+  assert.equal(all.length, 20);
+  for (const f of followers) {
+    assert.equal(f.cache, 'hit');
+    assert.equal(f.shared, 'in-flight');
+    // its first event came while the leader's stream still went on
+    assert.ok(f.leaderSeen >= 0 && f.leaderSeen < all.length, `live: the leader had sent ${f.leaderSeen} of ${all.length}`);
+    if (f.anthropic) {
+      assert.match(f.text, /event: message_stop\n/);
+      const deltas = f.text.split('\n\n').filter((e) => e.startsWith('event: content_block_delta'))
+        .map((e) => JSON.parse(e.split('\n')[1].slice(6)).delta.text).join('');
+      assert.equal(deltas, all.join(''));
+    } else {
+      assert.equal(f.text, leader.text, 'byte for byte');
+    }
+  }
+  // the relay stream goes with the lock
+  for (let i = 0; i < 100; i++) {
+    const s = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:[sl]:*']).stdout.toString().trim();
+    if (s === '') break;
+    assert.ok(i < 99, `left in Redis: ${s}`);
+    await sleep(20);
+  }
+});
+
+test('coalescing across nodes: a stream on another node whose leader\'s stream is cut after it began gets an error event', { timeout: 30000 }, async () => {
+  const q = '[[mock:chunks=20 chunk_delay=100 cut=10]] cut while relayed';
+  const { out: rs, calls } = await counted(async () => {
+    const lead = await leaderOn(q);
+    return Promise.all([
+      lead.promise,
+      (async () => {
+        const res = await chat(b, q, { max_tokens: 64, stream: true });
+        return { id: res.headers.get('x-request-id'), cache: res.headers.get('x-manifold-cache'), text: await res.text() };
+      })(),
+      (async () => {
+        const res = await post(b, '/v1/messages', { model: 'gpt-4o', max_tokens: 64, stream: true, messages: [{ role: 'user', content: q }] });
+        return { id: res.headers.get('x-request-id'), cache: res.headers.get('x-manifold-cache'), text: await res.text(), anthropic: true };
+      })(),
+    ]);
+  });
+  assert.equal(calls, 1, 'no follower called');
+  const [leader, ...followers] = rs;
+  assert.match(leader.text, /"code":"upstream_stream_cut"/);
+  for (const f of followers) {
+    assert.equal(f.cache, 'hit');
+    const last = f.text.trimEnd().split('\n\n').pop();
+    if (f.anthropic) {
+      assert.match(f.text, /event: content_block_delta\n/);
+      assert.doesNotMatch(f.text, /message_stop/);
+      assert.match(last, /^event: error\ndata: .*"type":"api_error"/);
+    } else {
+      assert.deepEqual(contents(f.text), contents(leader.text));
+      assert.equal(JSON.parse(last.slice(6)).error.code, 'upstream_stream_cut');
+      assert.doesNotMatch(f.text, /\[DONE\]/);
+    }
+    const line = await b.waitLog((l) => l.request_id === f.id);
+    assert.match(line.error, /cut/);
+  }
+});
+
 test('coalescing across nodes: a lock left by a dead node ends with its expiry, then the waiting request calls', { timeout: 30000 }, async () => {
   const q = 'asked while a dead node held the lock';
   // the question's key: answered and stored once, then its entry deleted

@@ -381,6 +381,73 @@ test('coalescing: when the leader fails, its followers make their own calls', as
   assert.equal(calls, 5);
 });
 
+test('coalescing: a stream follower whose leader\'s stream is cut after it began gets an error event, OpenAI and Anthropic', async () => {
+  // a slow leader stream the mock cuts after 10 of its 20 chunks (~1 s)
+  const q = unique('[[mock:chunks=20 chunk_delay=100 cut=10]] cut while followed');
+  const content = (t) => t.split('\n\n').filter((e) => e.startsWith('data: {'))
+    .map((e) => JSON.parse(e.slice(6)).choices?.[0]?.delta?.content ?? '').join('');
+  const { out: rs, calls } = await counted(async () => {
+    const lead = await chat(gw, q, { max_tokens: 64, stream: true }, auth('k-ann'));
+    const reader = lead.body.getReader();
+    let ltext = '';
+    // the followers come once the leader's answer is under way
+    while (!ltext.includes('"content":"')) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      ltext += Buffer.from(value).toString();
+    }
+    const leader = (async () => {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        ltext += Buffer.from(value).toString();
+      }
+      return { cache: lead.headers.get('x-manifold-cache'), text: ltext };
+    })();
+    const follow = async (res) => ({ id: res.headers.get('x-request-id'), cache: res.headers.get('x-manifold-cache'), text: await res.text() });
+    return Promise.all([
+      leader,
+      ...Array.from({ length: 3 }, async () => ({ ...(await follow(await chat(gw, q, { max_tokens: 64, stream: true }, auth('k-ann')))), openai: true })),
+      (async () => ({ ...(await follow(await post(gw, '/v1/messages', { model: 'gpt-4o', max_tokens: 64, stream: true, messages: [{ role: 'user', content: q }] }, auth('k-ann')))), anthropic: true }))(),
+    ]);
+  });
+  assert.equal(calls, 1, 'the followers shared the leader\'s call');
+  const [leader, ...followers] = rs;
+  assert.equal(leader.cache, 'miss');
+  assert.match(leader.text, /"code":"upstream_stream_cut"/, 'the host ends the leader\'s own cut stream so');
+  const shared = content(leader.text);
+  assert.ok(shared.length > 0);
+  for (const f of followers) {
+    assert.equal(f.cache, 'hit', 'joined the flight');
+    if (f.openai) {
+      assert.equal(content(f.text), shared, 'the leader\'s events before the cut');
+      const last = f.text.trimEnd().split('\n\n').pop();
+      const err = JSON.parse(last.slice(6));
+      assert.equal(err.error.code, 'upstream_stream_cut');
+      assert.match(err.error.message, /cut/);
+      assert.doesNotMatch(f.text, /\[DONE\]/);
+    } else {
+      assert.match(f.text, /^event: message_start\n/);
+      assert.match(f.text, /event: content_block_delta\n/);
+      assert.doesNotMatch(f.text, /event: message_stop/);
+      const last = f.text.trimEnd().split('\n\n').pop();
+      assert.match(last, /^event: error\ndata: /);
+      const err = JSON.parse(last.split('\n')[1].slice(6));
+      assert.equal(err.type, 'error');
+      assert.equal(err.error.type, 'api_error');
+      assert.match(err.error.message, /cut/);
+    }
+    const line = await gw.waitLog((l) => l.request_id === f.id);
+    assert.equal(line.status, 200);
+    assert.match(line.error, /cut/);
+  }
+  // nothing of it was stored: the next ask goes upstream
+  const { out: again, calls: c2 } = await counted(() => chat(gw, q, { max_tokens: 64, stream: true }, auth('k-ann')));
+  assert.equal(again.headers.get('x-manifold-cache'), 'miss');
+  await again.text();
+  assert.equal(c2, 1);
+});
+
 test('paced replay: the stored events again, one every `pace`', async () => {
   const dir2 = mkdtempSync(path.join(tmpdir(), 'mf-cache-paced-'));
   const gw2 = await startGateway(config(mock.url, {

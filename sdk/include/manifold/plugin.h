@@ -979,6 +979,20 @@ struct mf_host_api_s {
      * changes through get_body_json), or a text that is not such an
      * object. */
     int (*set_body_text)(mf_req_t *r, mf_str_t text);
+
+    /* ABI 1.6 (cache): a stage's own stream ends with an error event
+     * (check api->size). */
+
+    /* on_request, on_route (and their timer callbacks), after
+     * emit_event began a stream: ends it with an error event in the
+     * client's protocol, as the host ends an upstream stream that was
+     * cut (OpenAI: an `error` object; Anthropic: `event: error`; ...),
+     * status 502 type upstream_error, code (NULL: "upstream_stream_cut")
+     * and message, which the request's error (the access log's `error`)
+     * carries. The stage then returns MF_RESPOND (or resumes with it).
+     * MF_ERR when no stage stream is under way. */
+    int (*emit_stream_error)(mf_req_t *r, const char *code,
+                             const char *message);
 };
 
 /* The one symbol a plugin exports. */
