@@ -535,7 +535,7 @@ detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
                        has_prefix(s, n, i, "ASIA")) {
                 sp = span(s, n, i + 4, 2);
                 len = sp == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
-            } else if (n - i > 4 && s[i] == 'g' && s[i + 1] == 'h' &&
+            } else if (s[i] == 'g' && s[i + 1] == 'h' &&
                        strchr("pousr", s[i + 2]) != NULL && s[i + 2] != '\0' &&
                        s[i + 3] == '_') {
                 sp = span(s, n, i + 4, 0);
