@@ -517,7 +517,8 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     const char *type = st->rules[rule].type;
     size_t i;
     unsigned first = rule, count;
-    char ph[80];
+    char num[12];
+    size_t tl = strlen(type), nl = 0;
     mf_mask_entry_t *e;
 
     for (i = 0; i < st->nrules; i++) {
@@ -534,7 +535,10 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
         }
     }
     count = ++q->counter[first];
-    snprintf(ph, sizeof(ph), "[%s_%u]", type, count);
+    do { /* "[TYPE_N]", the digits backwards first */
+        num[nl++] = (char)('0' + count % 10);
+        count /= 10;
+    } while (count > 0);
     if (q->n == q->cap) {
         q->cap = q->cap ? q->cap * 2 : 8;
         q->e = realloc(q->e, q->cap * sizeof(*q->e));
@@ -545,12 +549,21 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     }
     q->etype[q->n] = type;
     e = &q->e[q->n++];
-    e->phlen = strlen(ph);
-    e->ph = strdup(ph);
-    e->val = malloc(n ? n : 1);
-    if (e->ph == NULL || e->val == NULL) {
+    /* one block: the placeholder, its NUL, the value */
+    e->phlen = tl + nl + 3;
+    e->ph = malloc(e->phlen + 1 + n);
+    if (e->ph == NULL) {
         abort();
     }
+    e->ph[0] = '[';
+    memcpy(e->ph + 1, type, tl);
+    e->ph[1 + tl] = '_';
+    for (i = 0; i < nl; i++) {
+        e->ph[2 + tl + i] = num[nl - 1 - i];
+    }
+    e->ph[e->phlen - 1] = ']';
+    e->ph[e->phlen] = '\0';
+    e->val = e->ph + e->phlen + 1;
     memcpy(e->val, v, n);
     e->vlen = n;
     return e;
@@ -1284,8 +1297,7 @@ mask_on_done(mf_req_t *r, void *state, void **ctx)
     }
     for (i = 0; i < q->n; i++) {
         memset(q->e[i].val, 0, q->e[i].vlen);
-        free(q->e[i].val);
-        free(q->e[i].ph);
+        free(q->e[i].ph); /* the value is in the same block */
     }
     for (i = 0; i < q->nch; i++) {
         mf_mask_buf_free(&q->ch[i].held);
