@@ -510,19 +510,22 @@ detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
 {
     size_t i = 0;
 
-    while (i < n) {
-        size_t len = 0, j, sp;
+    /* i is 0 or follows a byte outside the tokens' class */
+    while (i + 20 <= n) {
+        size_t len = 0, j = i + 20, sp;
 
-        /* one token [i, j) at a time; no key or secret is shorter than
-         * 20 bytes */
-        while (i < n && !SECRETCH(s[i])) {
-            i++;
+        /* no key or secret is shorter than 20 bytes: the bytes [i, i + 20)
+         * are all in the class, or the next token worth a look starts
+         * after the last one that is not (found looking back from the
+         * 20th, so ordinary words are mostly skipped unread) */
+        while (j > i && SECRETCH(s[j - 1])) {
+            j--;
         }
-        for (j = i; j < n && SECRETCH(s[j]); j++) {
-        }
-        if (j - i < 20) {
+        if (j > i) {
             i = j;
             continue;
+        }
+        for (j = i + 20; j < n && SECRETCH(s[j]); j++) {
         }
         if (kinds & (1u << MF_MASK_API_KEY)) {
             if (has_prefix(s, n, i, "sk-")) {
@@ -532,7 +535,7 @@ detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
                        has_prefix(s, n, i, "ASIA")) {
                 sp = span(s, n, i + 4, 2);
                 len = sp == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
-            } else if (n - i > 4 && s[i] == 'g' && s[i + 1] == 'h' &&
+            } else if (s[i] == 'g' && s[i + 1] == 'h' &&
                        strchr("pousr", s[i + 2]) != NULL && s[i + 2] != '\0' &&
                        s[i + 3] == '_') {
                 sp = span(s, n, i + 4, 0);

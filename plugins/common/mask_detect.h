@@ -3,8 +3,10 @@
  * (international with a '+', CN mobiles), CN resident IDs (ISO 7064
  * checksum), US SSNs, bank cards (Luhn), IPv4 and IPv6 addresses, API
  * keys and tokens (OpenAI, Anthropic, AWS, GitHub) and generic
- * high-entropy secrets. Each scans bytes by hand (no regex), so the cost
- * is one pass per detector; values are ASCII, any other byte bounds them.
+ * high-entropy secrets. Each scans bytes by hand (no regex): the digit
+ * detectors only the windows around digits, the key and secret detector
+ * only tokens of 20 bytes or more (most words are skipped unread); values
+ * are ASCII, any other byte bounds them.
  * The otel stage runs the key and secret detectors over what it captures.
  */
 #ifndef MF_MASK_DETECT_H
