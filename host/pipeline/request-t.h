@@ -71,6 +71,7 @@ typedef struct mf_attempt_s {
     int evs_framing; /* evs, not sse, reads the stream */
     int sse_active;
     mf_error_t *prov_err; /* api->set_error of the attempt */
+    mf_str_t up_wire;     /* api->set_upstream_wire's, empty: the provider's */
     int passthrough;      /* stream bytes forwarded untouched */
     int wire_canonical;   /* the upstream's bytes are the canonical form
                              (OpenAI wire, an OpenAI client): body stages

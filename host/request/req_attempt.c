@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "http/upstream.h"
 #include "pipeline/generation.h"
@@ -265,9 +266,10 @@ upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
     u->want_usage = r->stream;
 }
 
-/* The client headers a provider takes (its forward_headers, else its
- * wire's beta header: anthropic-beta to Anthropic's Messages API,
- * OpenAI-Beta to OpenAI's), copied onto the upstream request. */
+/* The client headers a provider takes (its forward_headers, else the
+ * attempt's wire's beta header: anthropic-beta to the Anthropic Messages
+ * API, Claude on Vertex AI included, OpenAI-Beta to OpenAI's), copied onto
+ * the upstream request. */
 static void
 forward_headers(mf_req_t *r)
 {
@@ -275,17 +277,21 @@ forward_headers(mf_req_t *r)
     static const char *const openai[] = {"openai-beta"};
     const mf_provider_conf_t *pc = r->att.prov->conf;
     const char *const *names = NULL;
-    const char *wire = r->att.prov->ops->wire;
+    mf_str_t wire = r->att.up_wire.len > 0 ? r->att.up_wire
+                    : r->att.prov->ops->wire != NULL
+                        ? mf_str_from(r->att.prov->ops->wire)
+                        : MF_STR("");
     size_t i, n = 0;
     mf_str_t v;
 
     if (pc->has_forward) {
         names = (const char *const *)pc->forward_headers;
         n = pc->nforward;
-    } else if (wire != NULL && strcmp(wire, "anthropic") == 0) {
+    } else if (mf_str_eq_cstr(wire, "anthropic")) {
         names = anthropic;
         n = 1;
-    } else if (wire != NULL && strcmp(wire, "openai") == 0) {
+    } else if (wire.len >= 6 && memcmp(wire.data, "openai", 6) == 0) {
+        /* OpenAI's chat and Responses wires */
         names = openai;
         n = 1;
     }

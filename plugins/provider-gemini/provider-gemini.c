@@ -23,9 +23,17 @@
  * 400 content_filter error naming the reason and category. Embeddings:
  * batchEmbedContents (gemini), :predict (vertex).
  *
+ * Claude on Vertex AI: a vertex provider sends a model whose name starts
+ * with "claude-" to Anthropic's publisher (publishers/anthropic/models/
+ * MODEL:rawPredict, :streamRawPredict, count-tokens:rawPredict) in the
+ * Anthropic Messages wire (plugins/common/anthropic-wire.c): the body
+ * without `model`, with "anthropic_version": "vertex-2023-10-16", the
+ * same access token; cache_control, top_k and anthropic-beta kept.
+ *
  * provider fields: project, location (vertex), credentials (vertex: a
  * service-account JSON file or its text; `keys` may list several), options:
- * { api_version: v1beta, safety_settings: [...] }.
+ * { api_version: v1beta, safety_settings: [...], default_max_tokens: 4096
+ * (Claude on vertex) }.
  */
 #include <manifold/plugin.h>
 #include <openssl/evp.h>
@@ -37,6 +45,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "../common/anthropic-wire.h"
 #include "../common/provider-util.h"
 
 #define MAX_CAND 8
@@ -72,6 +81,7 @@ typedef struct {
     char *project;
     char *location;
     json_t *safety;
+    aw_conf_t claude;     /* Claude on vertex: the Messages wire */
     account_t **accounts; /* stable pointers: requests hold them */
     size_t naccounts;
     pthread_mutex_t mu;
@@ -303,12 +313,18 @@ gemini_init(const mf_host_api_t *host, const char *config_json, void **state)
     const char *cred;
 
     api = host;
+    aw_init(host);
     if (g == NULL) {
         json_decref(conf);
         return MF_ERR;
     }
     pthread_mutex_init(&g->mu, NULL);
     g->name = dup_or(json_object_get(conf, "name"), "gemini");
+    g->claude.name = g->name;
+    g->claude.default_max_tokens = pu_opt_int(opt, "default_max_tokens", 4096);
+    if (g->claude.default_max_tokens <= 0) {
+        g->claude.default_max_tokens = 4096;
+    }
     g->vertex = type && strcmp(type, "vertex") == 0;
     if (ver == NULL) {
         ver = json_string_value(json_object_get(conf, "api_version"));
@@ -837,6 +853,83 @@ count_body(const gemini_t *g, json_t *gen, const char *model)
     return out;
 }
 
+/* Claude on Vertex AI: a model of Anthropic's publisher. */
+static int
+is_claude(const gemini_t *g, const char *model, size_t n)
+{
+    return g->vertex && n > 7 && memcmp(model, "claude-", 7) == 0;
+}
+
+/* The attempt's upstream model is Claude on Vertex AI (the answer is in
+ * the Anthropic Messages wire). */
+static int
+claude_attempt(mf_req_t *r, const gemini_t *g)
+{
+    mf_req_info_t info = {.size = sizeof(info)};
+
+    if (!g->vertex || api->get_info(r, &info) != MF_OK) {
+        return 0;
+    }
+    return is_claude(g, info.upstream_model.data, info.upstream_model.len);
+}
+
+/* Claude on Vertex AI: the Messages body without `model` (the URL names
+ * it) and with Vertex's anthropic_version to MODEL:rawPredict or
+ * :streamRawPredict; count_tokens to count-tokens:rawPredict, which takes
+ * the model in the body. `prefix` is .../locations/L/publishers. */
+static int
+claude_request(mf_req_t *r, gemini_t *g, const mf_upstream_t *u, json_t *body,
+               const char *prefix, const char *model)
+{
+    int count = u->endpoint == MF_ENDPOINT_COUNT_TOKENS;
+    char url[4096], *text;
+    json_t *msg;
+    int n, rc;
+
+    if (u->endpoint != MF_ENDPOINT_CHAT && !count) {
+        pu_error(api, r, 400, "invalid_request_error", "unsupported_endpoint",
+                 "provider '%s': Claude on Vertex AI has no embeddings",
+                 g->name);
+        return MF_ERR; /* the host answers with err */
+    }
+    if (api->abi_minor >= 6 && api->set_upstream_wire != NULL) {
+        api->set_upstream_wire(r, MF_STR("anthropic"));
+    }
+    n = count ? snprintf(url, sizeof(url),
+                         "%s/anthropic/models/count-tokens:rawPredict", prefix)
+              : snprintf(url, sizeof(url), "%s/anthropic/models/%s:%s", prefix,
+                         model, u->stream ? "streamRawPredict" : "rawPredict");
+    if (n < 0 || (size_t)n >= sizeof(url)) {
+        return MF_ERR;
+    }
+    api->set_upstream_url(r, (mf_str_t){url, (size_t)n});
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("content-type"),
+                    MF_STR("application/json"));
+    api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("authorization"),
+                    MF_STR(""));
+    if (u->stream) {
+        api->set_header(r, MF_UPSTREAM_REQUEST_HEADERS, MF_STR("accept"),
+                        MF_STR("text/event-stream"));
+    }
+    msg = aw_request(&g->claude, body, u);
+    if (msg == NULL) {
+        return MF_ERR;
+    }
+    if (!count) {
+        json_object_del(msg, "model");
+        json_object_set_new(msg, "anthropic_version",
+                            json_string("vertex-2023-10-16"));
+    }
+    text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
+    if (text == NULL) {
+        return MF_ERR;
+    }
+    rc = api->set_upstream_body(r, (mf_str_t){text, strlen(text)});
+    free(text);
+    return rc;
+}
+
 static int
 gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
@@ -879,6 +972,17 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         } else {
             snprintf(base, sizeof(base), "%.*s", (int)u->base_url.len,
                      u->base_url.data);
+        }
+        if (is_claude(g, u->model.data, u->model.len)) {
+            char prefix[2048];
+
+            n = snprintf(prefix, sizeof(prefix),
+                         "%s/%s/projects/%s/locations/%s/publishers", base,
+                         g->version, project, g->location);
+            if (n < 0 || (size_t)n >= sizeof(prefix)) {
+                return MF_ERR;
+            }
+            return claude_request(r, g, u, body, prefix, model);
         }
         n = snprintf(url, sizeof(url),
                      "%s/%s/projects/%s/locations/%s/publishers/google/"
@@ -1350,7 +1454,7 @@ parse_embeddings(mf_req_t *r, gemini_t *g, json_t *in)
 }
 
 static int
-gemini_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
+google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     gemini_t *g = state;
     json_t *in = json_loadb(body.data, body.len, 0, NULL), *cand, *choices;
@@ -1479,7 +1583,7 @@ stream_state(mf_req_t *r)
 }
 
 static int
-gemini_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
+google_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                           int canonical)
 {
     gemini_t *g = state;
@@ -1610,7 +1714,7 @@ gemini_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
 /* Errors: {"error": {"code", "message", "status", "details"}} */
 
 static int
-gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
+google_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                    mf_error_t *err)
 {
     gemini_t *g = state;
@@ -1673,7 +1777,7 @@ gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
 
 /* countTokens' answer: {"totalTokens": N, ...}. */
 static int
-gemini_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+google_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
     json_t *in = json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "totalTokens");
@@ -1683,6 +1787,54 @@ gemini_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
     *tokens = json_is_integer(n) ? (int64_t)json_integer_value(n) : -1;
     json_decref(in);
     return *tokens >= 0 ? MF_OK : MF_ERR;
+}
+
+/* Claude on vertex answers in the Anthropic Messages wire. */
+
+static int
+gemini_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
+{
+    return claude_attempt(r, state)
+               ? aw_parse_response(r, state, body, canonical)
+               : google_parse_response(r, state, body, canonical);
+}
+
+static int
+gemini_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
+                          int canonical)
+{
+    return claude_attempt(r, state)
+               ? aw_parse_stream_event(r, state, ev, canonical)
+               : google_parse_stream_event(r, state, ev, canonical);
+}
+
+/* Claude's own errors are Anthropic's ({"type":"error","error":{"type"}});
+ * Vertex's (a token refused, a quota) are Google's. */
+static int
+gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
+                   mf_error_t *err)
+{
+    gemini_t *g = state;
+
+    if (claude_attempt(r, g) && status != 401 && status != 403) {
+        json_t *j = json_loadb(body.data, body.len, 0, NULL);
+        int anthropic = json_is_string(
+            json_object_get(json_object_get(j, "error"), "type"));
+
+        json_decref(j);
+        if (anthropic) {
+            return aw_parse_error(r, g->name, status, body, err);
+        }
+    }
+    return google_parse_error(r, state, status, body, err);
+}
+
+static int
+gemini_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
+{
+    return claude_attempt(r, state)
+               ? aw_parse_count(r, state, body, tokens)
+               : google_parse_count(r, state, body, tokens);
 }
 
 static const char *const gemini_types[] = {"gemini", "vertex", NULL};

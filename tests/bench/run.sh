@@ -83,6 +83,12 @@ providers:
     base_url: http://127.0.0.1:$MOCK
     keys: ["ABSKbench0123456789"]
     models: ["meta.*"]
+  - name: openai-responses
+    type: openai
+    base_url: http://127.0.0.1:$MOCK/v1
+    keys: ["sk-bench-0123456789abcdef"]
+    models: ["o1-*"]
+    options: { wire: responses }
 stages:
 $2
   - name: accesslog
@@ -172,6 +178,7 @@ R_O2A=$(rps "$MF" 32 chat-claude.lua); R_A2O=$(rps "$MF" 32 messages.lua)
 R_G2O=$(rps "$MF" 32 gemini-in.lua); R_R2O=$(rps "$MF" 32 responses.lua)
 R_O2G=$(rps "$MF" 32 chat-gemini.lua); R_O2B=$(rps "$MF" 32 chat-bedrock.lua)
 R_O2BK=$(rps "$MF" 32 chat-bedrock-key.lua)
+R_CT=$(rps "$MF" 32 count-tokens.lua); R_O2R=$(rps "$MF" 32 chat-responses-wire.lua)
 # the mask stage (built-in detectors, placeholders restored in the answer)
 # on a 2 KB prompt, beside the same pipeline without it; interleaved
 declare -A RPS2K
@@ -209,6 +216,8 @@ printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Anthropic upst
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Anthropic in, OpenAI upstream" "$R_A2O" "$(ratio "$R_A2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Gemini in, OpenAI upstream" "$R_G2O" "$(ratio "$R_G2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Responses in (stored), OpenAI upstr." "$R_R2O" "$(ratio "$R_R2O" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "count_tokens, Anthropic upstream" "$R_CT" "$(ratio "$R_CT" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Responses upstream wire" "$R_O2R" "$(ratio "$R_O2R" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (the mock checks each signature)\n" "OpenAI in, Bedrock (SigV4) upstream" "$R_O2B" "$(ratio "$R_O2B" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Bedrock (API key)" "$R_O2BK" "$(ratio "$R_O2BK" "$R_NGINX")"

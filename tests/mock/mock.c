@@ -49,6 +49,10 @@
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
  *    ConverseStream in AWS event-stream framing, InvokeModel embeddings)
  *    in mock_bedrock.c, with the same directives;
+ *  - Claude on Vertex AI: POST .../publishers/anthropic/models/M:rawPredict
+ *    and :streamRawPredict answer as /v1/messages does, after checking a
+ *    Vertex access token and the body Vertex takes (no model,
+ *    anthropic_version vertex-2023-10-16); count-tokens:rawPredict counts;
  *  - token counting: POST /v1/messages/count_tokens, :countTokens (Google
  *    AI and Vertex AI) and Bedrock's /model/ID/count-tokens check the
  *    body their service takes and answer 1000 + the number of turns;
@@ -998,9 +1002,67 @@ typedef struct {
     int count;     /* a token-counting endpoint */
     int responses; /* OpenAI's Responses API */
     int bedrock;
+    int vclaude; /* Claude on Vertex AI (publishers/anthropic) */
     char uri[1024];
     char auth[2048];
 } pending_t;
+
+/* Claude on Vertex AI: a Vertex access token, and the Messages body as
+ * rawPredict takes it: no `model` (the path names it), anthropic_version
+ * "vertex-2023-10-16", `stream` only and always on :streamRawPredict;
+ * count-tokens:rawPredict takes the model in the body. Answers the
+ * problem (Google's 401, Anthropic's 400) and returns 0, or puts the
+ * path's model into the body for answer_anthropic and returns 1. */
+static int
+vclaude_check(pending_t *p)
+{
+    const char *m = strstr(p->uri, "/publishers/anthropic/models/") + 29;
+    const char *colon = strchr(m, ':'), *problem = NULL;
+    const char *ver =
+        json_string_value(json_object_get(p->body, "anthropic_version"));
+    int stream = strstr(p->uri, ":streamRawPredict") != NULL;
+    char *model;
+
+    if (strncmp(p->auth, "Bearer ya29.mock-", 17) != 0) {
+        send_json(p->req, 401,
+                  json_pack("{s:{s:i,s:s,s:s}}", "error", "code", 401,
+                            "message",
+                            "Request had invalid authentication credentials.",
+                            "status", "UNAUTHENTICATED"),
+                  0);
+        return 0;
+    }
+    if (p->count) {
+        return 1; /* answer_count checks model and what it refuses */
+    }
+    if (json_object_get(p->body, "model") != NULL) {
+        problem = "model: Extra inputs are not permitted";
+    } else if (ver == NULL || strcmp(ver, "vertex-2023-10-16") != 0) {
+        problem = "anthropic_version: vertex-2023-10-16 is required";
+    } else if (json_is_true(json_object_get(p->body, "stream")) != stream) {
+        problem = "stream must be set on streamRawPredict only";
+    } else if (colon == NULL || (strcmp(colon, ":rawPredict") != 0 &&
+                                 strcmp(colon, ":streamRawPredict") != 0)) {
+        problem = "unknown method";
+    }
+    if (problem != NULL) {
+        send_json(p->req, 400,
+                  json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error",
+                            "type", "invalid_request_error", "message",
+                            problem),
+                  0);
+        return 0;
+    }
+    model = strndup(m, (size_t)(colon - m));
+    {
+        char *dec = evhttp_decode_uri(model);
+
+        json_object_set_new(p->body, "model", json_string(dec ? dec : model));
+        free(dec);
+    }
+    free(model);
+    return 1;
+}
 
 static void
 answer_chat(struct evhttp_request *req, json_t *body, const directives_t *d)
@@ -1665,7 +1727,9 @@ answer(pending_t *p)
         status =
             status_in(json_string_value(json_object_get(p->body, "model")));
     }
-    if (p->d.filter) {
+    if (p->vclaude && !vclaude_check(p)) {
+        /* answered */
+    } else if (p->d.filter) {
         send_json(p->req, 400,
                   json_pack("{s:{s:s,s:n,s:s,s:s,s:i,s:{s:s,s:{s:{s:b,s:s}}}}}",
                             "error", "message",
@@ -1865,13 +1929,16 @@ handle(struct evhttp_request *req, void *arg)
     p->embeddings = strstr(uri, "/embeddings") != NULL;
     p->moderations = strstr(uri, "/moderations") != NULL;
     p->responses = !p->gemini && !p->bedrock && responses_path(uri);
-    p->anthropic = strstr(uri, "/messages") != NULL &&
-                   strstr(uri, "/chat/completions") == NULL;
+    p->vclaude = strstr(uri, "/publishers/anthropic/models/") != NULL;
+    p->anthropic = p->vclaude || (strstr(uri, "/messages") != NULL &&
+                                  strstr(uri, "/chat/completions") == NULL);
     p->count = strstr(uri, "/v1/messages/count_tokens") != NULL ||
                strstr(uri, ":countTokens") != NULL ||
-               (p->bedrock && strstr(uri, "/count-tokens") != NULL);
+               (p->bedrock && strstr(uri, "/count-tokens") != NULL) ||
+               (p->vclaude && strstr(uri, "/count-tokens:rawPredict") != NULL);
     auth = evhttp_find_header(evhttp_request_get_input_headers(req),
-                              p->anthropic ? "x-api-key" : "Authorization");
+                              p->anthropic && !p->vclaude ? "x-api-key"
+                                                          : "Authorization");
     if (p->gemini && evhttp_find_header(evhttp_request_get_input_headers(req),
                                         "x-goog-api-key") != NULL) {
         auth = evhttp_find_header(evhttp_request_get_input_headers(req),
