@@ -2586,12 +2586,65 @@ s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
     return g->s_every > 0 ? q->ck.len >= g->s_every : has_sentence_end(t);
 }
 
+static void s_passed(mf_req_t *r, const guard_t *g, greq_t *q);
+static void s_timer(mf_req_t *r, void *arg, const char *err);
+
+/* hold: text waits for its checkpoint at most hold_ms whether events
+ * come or not (a stalled upstream): a timer fires when the first text
+ * not checked yet is hold_ms old. One per request: a new one replaces
+ * the one pending. */
+static void
+s_arm(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    double left;
+
+    if (g->s_mode != S_HOLD || q->ck.len == 0 || q->t_ck == 0 || q->inflight ||
+        q->stopped || q->end_seen) {
+        return;
+    }
+    left = (double)g->s_hold_ms - (now_ms() - q->t_ck);
+    api->timer(r, left < 1 ? 1 : (uint64_t)left, s_timer, q);
+}
+
+/* The timer: the held text is checked now (the output held meanwhile);
+ * a check that cannot be made follows stream.fail. */
+static void
+s_timer(mf_req_t *r, void *arg, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+
+    (void)err;
+    if (q->stopped || q->inflight || q->end_seen || q->ck.len == 0 ||
+        q->t_ck == 0) {
+        return;
+    }
+    if (now_ms() - q->t_ck < (double)g->s_hold_ms) {
+        s_arm(r, g, q); /* text that came since: its own deadline */
+        return;
+    }
+    if (!q->holding) {
+        if (api->hold_response(r, 1) != MF_OK) {
+            return; /* another stage holds: the next event checks it */
+        }
+        q->holding = 1;
+    }
+    if (s_start(r, g, q, 0) != 0) {
+        return; /* fail closed: the answer ended */
+    }
+    if (q->inflight == 0) {
+        /* no check could be made, fail open: the text goes as checked */
+        q->ncheck = q->npend;
+        s_passed(r, g, q);
+    }
+}
+
 /* An event the local rules let out (in on_response_body). */
 static void
 s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
 {
     gbuf_t t = {0};
-    int end;
+    int end, arm = 0;
 
     if (q->stopped) {
         return;
@@ -2599,6 +2652,7 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
     end = event_text(ev, n, &t);
     if (t.len > 0 && q->ck.len == 0) {
         q->t_ck = now_ms(); /* the first text not checked yet */
+        arm = 1;
     }
     if (g->s_mode != S_FINAL || q->ck.len + t.len <= S_FINAL_MAX) {
         gbuf_add(&q->ck, t.data, t.len);
@@ -2628,6 +2682,9 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
         /* bounded: text waiting for the next check holds the output
          * until the running one answers */
         q->holding = 1;
+    }
+    if (arm) {
+        s_arm(r, g, q);
     }
     gbuf_free(&t);
 }
@@ -2726,6 +2783,7 @@ s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
             return;
         }
     }
+    s_arm(r, g, q); /* text that came meanwhile waits hold_ms at most */
     if (q->holding) {
         q->holding = 0;
         api->hold_response(r, 0); /* may end the request */
