@@ -133,6 +133,12 @@ in_call(mf_req_t *r, mf_call_t call)
     return mf_api_allowed(r, call);
 }
 
+/* ABI 1.6 (guard): the request whose body stage's timer is firing, and
+ * that stage (index + 1): its callback may hold the output
+ * (api->hold_response) as the stage could in on_response_body. */
+static __thread const mf_req_t *fire_req;
+static __thread int fire_stage1;
+
 /* ABI 1.6: a body stage holding a stream's output (api->hold_response),
  * called from its async callback, outside the pipeline. */
 static int
@@ -874,6 +880,13 @@ static int
 api_hold_response(mf_req_t *r, int hold)
 {
     if (hold) {
+        if (r != NULL && r == fire_req && !r->in_body && !r->finished &&
+            !r->body_stop && (!r->body_hold || r->body_hold == fire_stage1)) {
+            /* from the body stage's timer: the upstream waits as in
+             * on_response_body */
+            mf_req_body_hold(r, fire_stage1);
+            return MF_OK;
+        }
         if (!in_call(r, MF_CALL_INSERT_CHUNK) || !r->stream || r->body_stop ||
             (r->body_hold && (size_t)r->body_hold != r->body_idx + 1)) {
             return MF_ERR;
@@ -927,6 +940,7 @@ typedef struct {
     mf_req_t *r;
     mf_timer_cb cb;
     void *arg;
+    int stage1; /* a stream's body stage (index + 1) set it, else 0 */
 } timer_arg_t;
 
 static void
@@ -936,7 +950,11 @@ timer_fire(evutil_socket_t fd, short what, void *arg)
 
     MF_UNUSED(fd);
     MF_UNUSED(what);
-    t->cb(t->r, t->arg, NULL);
+    fire_req = t->stage1 ? t->r : NULL;
+    fire_stage1 = t->stage1;
+    t->cb(t->r, t->arg, NULL); /* r may be gone after it */
+    fire_req = NULL;
+    fire_stage1 = 0;
 }
 
 static int
@@ -944,8 +962,20 @@ api_timer(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg)
 {
     timer_arg_t *t;
     struct timeval tv;
+    int stage1 = 0;
 
-    if (!can_pause(r) || cb == NULL) {
+    /* ABI 1.6: a stream's body stage (which does not pause), in
+     * on_response_body, its held callbacks or its own timer's */
+    if (r != NULL && r->stream && !r->finished) {
+        if (in_call(r, MF_CALL_INSERT_CHUNK)) {
+            stage1 = (int)r->body_idx + 1;
+        } else if (held_callback(r)) {
+            stage1 = r->body_hold;
+        } else if (r == fire_req) {
+            stage1 = fire_stage1;
+        }
+    }
+    if ((stage1 == 0 && !can_pause(r)) || cb == NULL) {
         return MF_ERR;
     }
     t = mf_pool_alloc(r->pool, sizeof(*t));
@@ -955,6 +985,7 @@ api_timer(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg)
     t->r = r;
     t->cb = cb;
     t->arg = arg;
+    t->stage1 = stage1;
     if (r->timer != NULL) {
         event_free(r->timer);
     }

@@ -557,7 +557,8 @@ put_attempts(line_t *l, mf_req_t *r)
 /* The safety stages' results, from the response headers they set:
  * masked (values replaced), guard (the rule that blocked), guard_checks
  * (what the request and its answer were checked by), guard_hold_ms
- * (the answer's wait for the guard). Null when absent. */
+ * (the answer's wait for the guard), guard_fallback (the model that
+ * answered in place of a blocked answer). Null when absent. */
 static void
 put_safety(line_t *l, mf_req_t *r)
 {
@@ -594,6 +595,11 @@ put_safety(line_t *l, mf_req_t *r)
         }
     }
     put_int(l, "guard_hold_ms", n, 1);
+    put_named(l, "guard_fallback",
+              api->get_header(r, MF_RESPONSE_HEADERS,
+                              MF_STR("x-manifold-guard-fallback"), &v) == MF_OK
+                  ? v
+                  : MF_STR_NULL);
 }
 
 static void

@@ -82,6 +82,7 @@ typedef struct {
     uint64_t s_hold_ms; /* the longest wait for a checkpoint's verdict */
     int s_fail_open;
     int in_parallel; /* input: parallel */
+    char *fb_model;  /* fallback: the model that answers a blocked output */
     mf_metric_t *m_hold;
     char checks[2][160]; /* x-manifold-guard-checks: [0] whole, [1] stream */
 } guard_t;
@@ -139,6 +140,14 @@ typedef struct greq_s {
     int first_out;  /* stream hold: the first events went out */
     double held_ms; /* the answer's time waiting for the guard */
     double t_ck;    /* when the text since the last checkpoint began */
+    /* fallback: a blocked output answered by another model */
+    char *fb_req;    /* the request's canonical body (on_request) */
+    char *fb_answer; /* non-stream: the fallback's chat.completion */
+    int fb;          /* a fallback call is under way or done */
+    int fb_stream;   /* it answers a held stream (else a paused whole) */
+    const char *fb_rule;
+    char fb_msg[200];
+    int counted; /* the output's rules check was counted */
 } greq_t;
 
 #define P_PENDING 1
@@ -214,6 +223,7 @@ guard_fini(void *state)
     free(g->mod_url);
     free(g->mod_auth);
     free(g->mod_model);
+    free(g->fb_model);
     json_decref(g->categories);
     free(g->j_model);
     free(g->j_provider);
@@ -732,7 +742,7 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
     static const char *const keys[] = {"rules",   "moderation", "judge",
                                        "overlap", "max_hold",   "stream",
-                                       "input",   NULL};
+                                       "input",   "fallback",   NULL};
     static const char *const l_checks[] = {"direction", "check", NULL};
     static const char *const l_blocked[] = {"direction", "rule", NULL};
     static const char *const l_fail[] = {"check", "fail", NULL};
@@ -814,6 +824,22 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
     if ((v = json_object_get(cfg, "stream")) != NULL &&
         parse_stream(g, v) != 0) {
         goto fail;
+    }
+    if ((v = json_object_get(cfg, "fallback")) != NULL) {
+        char why[256];
+
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            api->log(MF_LOG_ERROR, "guard: fallback: a model name");
+            goto fail;
+        }
+        if (api->model_check(
+                MF_MODEL_CHAT,
+                (mf_str_t){json_string_value(v), json_string_length(v)},
+                MF_STR_NULL, why, sizeof(why)) != MF_OK) {
+            api->log(MF_LOG_ERROR, "guard: fallback: %s", why);
+            goto fail;
+        }
+        g->fb_model = strdup(json_string_value(v));
     }
     {
         mf_metric_def_t c = {.size = sizeof(c),
@@ -1022,8 +1048,9 @@ typedef struct {
     guard_t *g;
     char *text;
     size_t len;
-    int out;          /* the answer (on_upstream_response), else the request */
-    struct greq_s *q; /* input: parallel: the request's state, else NULL */
+    int out;           /* the answer (on_upstream_response), else the request */
+    struct greq_s *q;  /* input: parallel: the request's state, else NULL */
+    struct greq_s *fq; /* output: the state a fallback uses, or NULL */
 } gcall_t;
 
 #define C_DIR(c) ((c)->out ? "output" : "input")
@@ -1058,17 +1085,34 @@ unavailable(mf_req_t *r, gcall_t *c)
                             UNAVAILABLE);
 }
 
-static void
+static int fb_start(mf_req_t *r, const guard_t *g, struct greq_s *q, int stream,
+                    const char *rule, const char *msg);
+
+/* A remote check's block; 1 when a fallback answers instead (the stage
+ * stays paused until it did), 0 when the block stands. */
+static int
 c_block(mf_req_t *r, gcall_t *c, const char *rule, const char *msg)
 {
+    if (c->q == NULL && c->out && c->fq != NULL) {
+        count(c->g->m_blocked, C_DIR(c), rule);
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                        (mf_str_t){rule, strlen(rule)});
+        if (fb_start(r, c->g, c->fq, 0, rule, msg)) {
+            return 1;
+        }
+        api->respond_error_code(r, 400, "invalid_request_error",
+                                "content_filter", msg);
+        return 0;
+    }
     if (c->q == NULL) {
         block(r, c->g, C_DIR(c), rule, 400, "content_filter", msg);
-        return;
+        return 0;
     }
     count(c->g->m_blocked, C_DIR(c), rule);
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
                     (mf_str_t){rule, strlen(rule)});
     par_record(r, c, 400, "invalid_request_error", "content_filter", msg);
+    return 0;
 }
 
 static void par_settled(mf_req_t *r, struct greq_s *q);
@@ -1185,9 +1229,10 @@ judge_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the judge check (%.60s)", C_WHAT(c),
                  cat);
-        c_block(r, c, "judge", msg);
         json_decref(keep);
-        c_resume(r, c, MF_RESPOND);
+        if (!c_block(r, c, "judge", msg)) {
+            c_resume(r, c, MF_RESPOND);
+        }
         return;
     }
     json_decref(keep);
@@ -1311,9 +1356,10 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
         snprintf(msg, sizeof(msg),
                  "the %s was blocked by the moderation check (%.60s)",
                  C_WHAT(c), cat);
-        c_block(r, c, rule, msg);
         json_decref(j);
-        c_resume(r, c, MF_RESPOND);
+        if (!c_block(r, c, rule, msg)) {
+            c_resume(r, c, MF_RESPOND);
+        }
         return;
     }
     json_decref(j);
@@ -1324,7 +1370,7 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
  * or the answer's (out); takes texts. */
 static mf_action_t
 remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
-              struct greq_s *pq)
+              struct greq_s *pq, struct greq_s *fq)
 {
     unsigned dir = out ? DIR_OUT : DIR_IN;
     int mod = g->mod_url != NULL && (g->mod_dirs & dir);
@@ -1347,6 +1393,7 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
     c->len = 0;
     c->out = out;
     c->q = pq;
+    c->fq = fq;
     if (judge) {
         /* the texts joined by blank lines, in request memory */
         size_t n = 0, at = 0;
@@ -1490,6 +1537,21 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         json_decref(texts);
         return MF_CONTINUE;
     }
+    if (g->fb_model != NULL) {
+        /* what the fallback model is asked, should the answer be blocked */
+        greq_t *q = *ctx;
+        mf_str_t bt;
+
+        if (q == NULL && (q = calloc(1, sizeof(*q))) == NULL) {
+            json_decref(texts);
+            return MF_FAIL;
+        }
+        q->g = g;
+        *ctx = q;
+        if (q->fb_req == NULL && api->get_body_text(r, &bt) == MF_OK) {
+            q->fb_req = strndup(bt.data, bt.len);
+        }
+    }
     if (g->in_parallel) {
         greq_t *q = *ctx;
         mf_action_t act;
@@ -1501,7 +1563,7 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         q->g = g;
         *ctx = q;
         q->par = P_PENDING;
-        act = remote_checks(r, g, texts, 0, q);
+        act = remote_checks(r, g, texts, 0, q, NULL);
         if (q->par == P_BLOCKED) {
             /* decided at once (the call could not be made, fail closed) */
             api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
@@ -1513,7 +1575,7 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         }
         return MF_CONTINUE; /* the upstream is called meanwhile */
     }
-    return remote_checks(r, g, texts, 0, NULL);
+    return remote_checks(r, g, texts, 0, NULL, NULL);
 }
 
 /* input: parallel: the verdict came (in the check's callback). A block
@@ -1936,6 +1998,234 @@ check_field(const guard_t *g, greq_t *q, json_t *holder, const char *key,
     gbuf_free(&out);
 }
 
+/* ---- fallback: a blocked output answered by another model ---- */
+
+/* The name of the first local output rule matching a chat.completion's
+ * texts, or NULL. */
+static const char *
+completion_hit(const guard_t *g, const json_t *j)
+{
+    static const char *const keys[] = {"content", "reasoning_content", NULL};
+    const json_t *c, *tc, *m, *v;
+    const char *hit;
+    size_t i, k, n;
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        m = json_object_get(c, "message");
+        for (n = 0; keys[n] != NULL; n++) {
+            v = json_object_get(m, keys[n]);
+            if (json_is_string(v) &&
+                (hit = check_text(g, DIR_OUT, json_string_value(v),
+                                  json_string_length(v))) != NULL) {
+                return hit;
+            }
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v) &&
+                (hit = check_text(g, DIR_OUT, json_string_value(v),
+                                  json_string_length(v))) != NULL) {
+                return hit;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Nothing of the answer reached the client (a stream): hold keeps every
+ * event until its checkpoint passed; the other modes send as they go. */
+static int
+nothing_sent(const guard_t *g, const greq_t *q)
+{
+    return g->s_mode == S_HOLD ? !q->first_out : !q->sent;
+}
+
+/* A chat.completion as the events of a stream: per choice one with the
+ * message (role, text, reasoning, tool calls), one with its finish. All
+ * but the last are inserted; the last is returned (malloc) for
+ * stop_response's `final`, which the host follows with the usage chunk.
+ * NULL when the answer ended there. */
+static char *
+fb_events(mf_req_t *r, const json_t *j)
+{
+    char *last = NULL;
+    json_t *c, *m, *v, *tc;
+    size_t i, k;
+    int rc = MF_OK;
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        json_t *d = json_pack("{s:s}", "role", "assistant"), *ev, *tcs;
+        const char *keys[] = {"content", "reasoning_content", NULL};
+        char *text;
+        int n;
+
+        m = json_object_get(c, "message");
+        for (n = 0; keys[n] != NULL; n++) {
+            v = json_object_get(m, keys[n]);
+            if (json_is_string(v)) {
+                json_object_set(d, keys[n], v);
+            }
+        }
+        if (json_array_size(json_object_get(m, "tool_calls")) > 0) {
+            tcs = json_array();
+            json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
+            {
+                json_t *t = json_deep_copy(tc);
+
+                json_object_set_new(t, "index", json_integer((json_int_t)k));
+                json_array_append_new(tcs, t);
+            }
+            json_object_set_new(d, "tool_calls", tcs);
+        }
+        for (n = 0; n < 2 && rc == MF_OK; n++) {
+            ev = json_pack(
+                "{s:O?,s:s,s:O?,s:O?,s:[{s:O?,s:o,s:O?}]}", "id",
+                json_object_get(j, "id"), "object", "chat.completion.chunk",
+                "created", json_object_get(j, "created"), "model",
+                json_object_get(j, "model"), "choices", "index",
+                json_object_get(c, "index"), "delta",
+                n == 0 ? json_incref(d) : json_object(), "finish_reason",
+                n == 0 ? json_null() : json_object_get(c, "finish_reason"));
+            text = ev ? json_dumps(ev, JSON_COMPACT) : NULL;
+            json_decref(ev);
+            if (last != NULL) {
+                rc = api->insert_response_chunk(r, mf_str(last));
+                free(last);
+            }
+            last = text;
+        }
+        json_decref(d);
+    }
+    if (rc != MF_OK) {
+        free(last);
+        return NULL;
+    }
+    return last;
+}
+
+/* The fallback model's answer: it goes to the client in place of the
+ * blocked one, or (no answer, an error, blocked too) the block stands. */
+static void
+fb_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *j = NULL;
+    const char *hit = NULL;
+    int ok = 0;
+    char msg[300], *final;
+
+    if (err == NULL && res != NULL && res->status == 200) {
+        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        ok = json_array_size(json_object_get(j, "choices")) > 0;
+        if (ok && (hit = completion_hit(g, j)) != NULL) {
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        api->log(MF_LOG_WARN,
+                 "guard: the fallback to %s gave no answer (%s); "
+                 "the block stands",
+                 g->fb_model,
+                 err                         ? err
+                 : hit                       ? "blocked too"
+                 : res && res->status != 200 ? "status not 200"
+                                             : "not a chat completion");
+        json_decref(j);
+        if (q->fb_stream) {
+            q->holding = 0;
+            api->stop_response(r, 400, "invalid_request_error",
+                               "content_filter", q->fb_msg, MF_STR_NULL);
+        } else {
+            api->respond_error_code(r, 400, "invalid_request_error",
+                                    "content_filter", q->fb_msg);
+            api->resume(r, MF_RESPOND);
+        }
+        return;
+    }
+    api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard-fallback"),
+                    mf_str(g->fb_model));
+    if (!q->fb_stream) {
+        /* on_response_body gives it in place of the blocked answer */
+        q->fb_answer = strndup(res->body.data, res->body.len);
+        json_decref(j);
+        api->resume(r, MF_CONTINUE);
+        return;
+    }
+    snprintf(msg, sizeof(msg), "%s; answered by the fallback model %s",
+             q->fb_msg, g->fb_model);
+    final = fb_events(r, j);
+    json_decref(j);
+    if (final == NULL) {
+        return; /* the answer ended there */
+    }
+    /* the end: the upstream's stream is read no further (its tokens so
+     * far are billed), the client gets the last event, the usage and a
+     * clean end */
+    q->holding = 0;
+    api->stop_response(r, 400, "invalid_request_error", "content_filter", msg,
+                       mf_str(final));
+    free(final);
+}
+
+/* Asks the fallback model (`fallback:`) for the answer a rule or check
+ * blocked before anything of it reached the client (the client's own
+ * request, kept at on_request, with the model replaced, not streamed).
+ * rule and msg are the block's, for the error when the fallback does not
+ * answer. 1 when the call is under way (a stream's output is held, a
+ * whole answer's stage stays paused); 0 when there is no fallback. */
+static int
+fb_start(mf_req_t *r, const guard_t *g, greq_t *q, int stream, const char *rule,
+         const char *msg)
+{
+    mf_model_call_t call = {.size = sizeof(call), .kind = MF_MODEL_CHAT};
+    json_t *b;
+    char *body;
+    int rc;
+
+    if (g->fb_model == NULL || q == NULL || q->fb_req == NULL || q->fb) {
+        return 0;
+    }
+    b = json_loads(q->fb_req, 0, NULL);
+    if (!json_is_object(b)) {
+        json_decref(b);
+        return 0;
+    }
+    json_object_set_new(b, "model", json_string(g->fb_model));
+    json_object_del(b, "stream");
+    json_object_del(b, "stream_options");
+    body = json_dumps(b, JSON_COMPACT);
+    json_decref(b);
+    if (body == NULL) {
+        return 0;
+    }
+    if (stream && !q->holding) {
+        if (api->hold_response(r, 1) != MF_OK) {
+            free(body);
+            return 0;
+        }
+        q->holding = 1;
+    }
+    q->fb = 1;
+    q->fb_stream = stream;
+    q->fb_rule = rule;
+    snprintf(q->fb_msg, sizeof(q->fb_msg), "%s", msg);
+    call.body = (mf_str_t){body, strlen(body)};
+    rc = api->model_call(r, &call, fb_done, q);
+    free(body);
+    if (rc != MF_OK) {
+        api->log(MF_LOG_WARN,
+                 "guard: the fallback call to %s could not be "
+                 "made; the block stands",
+                 g->fb_model);
+        return 0;
+    }
+    return 1;
+}
+
 static void
 stop(mf_req_t *r, guard_t *g, greq_t *q, int choice)
 {
@@ -1944,6 +2234,15 @@ stop(mf_req_t *r, guard_t *g, greq_t *q, int choice)
     snprintf(msg, sizeof(msg), "the answer was stopped by the guard rule '%s'",
              q->hit);
     count(g->m_blocked, "output", q->hit);
+    if (nothing_sent(g, q) && g->fb_model != NULL) {
+        api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                        mf_str(q->hit));
+        if (fb_start(r, g, q, 1, q->hit, msg)) {
+            q->stopped = 1; /* the upstream's events are dropped */
+            api->set_response_chunk(r, MF_STR(""));
+            return;
+        }
+    }
     final =
         chunk_text(q, json_pack("[{s:i,s:{},s:s}]", "index", choice, "delta",
                                 "finish_reason", "content_filter"));
@@ -2047,32 +2346,10 @@ check_event(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data, int last)
 static void
 check_whole(mf_req_t *r, guard_t *g, greq_t *q, mf_str_t data)
 {
-    json_t *j = json_loadb(data.data, data.len, 0, NULL), *c, *tc, *m, *v;
-    size_t i, k;
+    json_t *j = json_loadb(data.data, data.len, 0, NULL);
     char msg[160];
 
-    json_array_foreach(json_object_get(j, "choices"), i, c)
-    {
-        m = json_object_get(c, "message");
-        v = json_object_get(m, "content");
-        if (json_is_string(v) && q->hit == NULL) {
-            q->hit = check_text(g, DIR_OUT, json_string_value(v),
-                                json_string_length(v));
-        }
-        v = json_object_get(m, "reasoning_content");
-        if (json_is_string(v) && q->hit == NULL) {
-            q->hit = check_text(g, DIR_OUT, json_string_value(v),
-                                json_string_length(v));
-        }
-        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
-        {
-            v = json_object_get(json_object_get(tc, "function"), "arguments");
-            if (json_is_string(v) && q->hit == NULL) {
-                q->hit = check_text(g, DIR_OUT, json_string_value(v),
-                                    json_string_length(v));
-            }
-        }
-    }
+    q->hit = completion_hit(g, j);
     json_decref(j);
     if (q->hit != NULL) {
         snprintf(msg, sizeof(msg),
@@ -2170,6 +2447,10 @@ s_stop(mf_req_t *r, const guard_t *g, greq_t *q, const char *check,
         count(g->m_blocked, "output", check);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
                         (mf_str_t){check, strlen(check)});
+        if (nothing_sent(g, q) && fb_start(r, g, q, 1, check, msg)) {
+            q->stopped = 1;
+            return;
+        }
     } else {
         snprintf(msg, sizeof(msg),
                  "the content check could not be made; "
@@ -2305,12 +2586,65 @@ s_ready(const guard_t *g, const greq_t *q, const gbuf_t *t)
     return g->s_every > 0 ? q->ck.len >= g->s_every : has_sentence_end(t);
 }
 
+static void s_passed(mf_req_t *r, const guard_t *g, greq_t *q);
+static void s_timer(mf_req_t *r, void *arg, const char *err);
+
+/* hold: text waits for its checkpoint at most hold_ms whether events
+ * come or not (a stalled upstream): a timer fires when the first text
+ * not checked yet is hold_ms old. One per request: a new one replaces
+ * the one pending. */
+static void
+s_arm(mf_req_t *r, const guard_t *g, greq_t *q)
+{
+    double left;
+
+    if (g->s_mode != S_HOLD || q->ck.len == 0 || q->t_ck == 0 || q->inflight ||
+        q->stopped || q->end_seen) {
+        return;
+    }
+    left = (double)g->s_hold_ms - (now_ms() - q->t_ck);
+    api->timer(r, left < 1 ? 1 : (uint64_t)left, s_timer, q);
+}
+
+/* The timer: the held text is checked now (the output held meanwhile);
+ * a check that cannot be made follows stream.fail. */
+static void
+s_timer(mf_req_t *r, void *arg, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+
+    (void)err;
+    if (q->stopped || q->inflight || q->end_seen || q->ck.len == 0 ||
+        q->t_ck == 0) {
+        return;
+    }
+    if (now_ms() - q->t_ck < (double)g->s_hold_ms) {
+        s_arm(r, g, q); /* text that came since: its own deadline */
+        return;
+    }
+    if (!q->holding) {
+        if (api->hold_response(r, 1) != MF_OK) {
+            return; /* another stage holds: the next event checks it */
+        }
+        q->holding = 1;
+    }
+    if (s_start(r, g, q, 0) != 0) {
+        return; /* fail closed: the answer ended */
+    }
+    if (q->inflight == 0) {
+        /* no check could be made, fail open: the text goes as checked */
+        q->ncheck = q->npend;
+        s_passed(r, g, q);
+    }
+}
+
 /* An event the local rules let out (in on_response_body). */
 static void
 s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
 {
     gbuf_t t = {0};
-    int end;
+    int end, arm = 0;
 
     if (q->stopped) {
         return;
@@ -2318,6 +2652,7 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
     end = event_text(ev, n, &t);
     if (t.len > 0 && q->ck.len == 0) {
         q->t_ck = now_ms(); /* the first text not checked yet */
+        arm = 1;
     }
     if (g->s_mode != S_FINAL || q->ck.len + t.len <= S_FINAL_MAX) {
         gbuf_add(&q->ck, t.data, t.len);
@@ -2347,6 +2682,9 @@ s_emit(mf_req_t *r, const guard_t *g, greq_t *q, const char *ev, size_t n)
         /* bounded: text waiting for the next check holds the output
          * until the running one answers */
         q->holding = 1;
+    }
+    if (arm) {
+        s_arm(r, g, q);
     }
     gbuf_free(&t);
 }
@@ -2445,6 +2783,7 @@ s_passed(mf_req_t *r, const guard_t *g, greq_t *q)
             return;
         }
     }
+    s_arm(r, g, q); /* text that came meanwhile waits hold_ms at most */
     if (q->holding) {
         q->holding = 0;
         api->hold_response(r, 0); /* may end the request */
@@ -2550,6 +2889,11 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
     greq_t *q = *ctx;
     mf_req_info_t info = {.size = sizeof(info)};
 
+    if (q != NULL && q->fb_answer != NULL) {
+        /* a whole answer blocked: the fallback model's, checked */
+        api->set_response_chunk(r, mf_str(q->fb_answer));
+        return MF_CONTINUE;
+    }
     if (g->kw[DIR_OUT] == NULL && !g->has_re[DIR_OUT] && g->s_mode == 0) {
         return MF_CONTINUE;
     }
@@ -2560,6 +2904,9 @@ guard_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
         }
         q->g = g;
         *ctx = q;
+    }
+    if (!q->counted) {
+        q->counted = 1;
         count(g->m_checks, "output", "rules");
     }
     if (q->stopped) {
@@ -2589,17 +2936,45 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
     mf_str_t text;
     json_t *j, *texts, *c, *m, *v, *tc;
     size_t i, k;
-    mf_action_t act = par_gate(r, *ctx);
+    greq_t *q = *ctx;
+    mf_action_t act = par_gate(r, q);
 
     if (act != MF_CONTINUE) {
         return act;
     }
-    if (!((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
-          (g->j_model != NULL && (g->j_dirs & DIR_OUT)))) {
+    api->get_info(r, &info);
+    if (info.stream || info.call_depth > 0) {
         return MF_CONTINUE;
     }
-    api->get_info(r, &info);
-    if (info.stream || info.call_depth > 0 ||
+    if (q != NULL && q->fb_req != NULL &&
+        (g->kw[DIR_OUT] != NULL || g->has_re[DIR_OUT]) &&
+        api->get_response_text(r, &text) == MF_OK) {
+        /* with a fallback the local rules check a whole answer here,
+         * where the stage may wait for the fallback's */
+        const char *hit;
+        char msg[160];
+
+        j = json_loadb(text.data, text.len, 0, NULL);
+        hit = completion_hit(g, j);
+        json_decref(j);
+        q->counted = 1;
+        count(g->m_checks, "output", "rules");
+        if (hit != NULL) {
+            snprintf(msg, sizeof(msg),
+                     "the answer was blocked by the guard rule '%s'", hit);
+            count(g->m_blocked, "output", hit);
+            api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
+                            mf_str(hit));
+            if (fb_start(r, g, q, 0, hit, msg)) {
+                return MF_PAUSE;
+            }
+            api->respond_error_code(r, 400, "invalid_request_error",
+                                    "content_filter", msg);
+            return MF_RESPOND;
+        }
+    }
+    if (!((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
+          (g->j_model != NULL && (g->j_dirs & DIR_OUT))) ||
         api->get_response_text(r, &text) != MF_OK) {
         return MF_CONTINUE;
     }
@@ -2625,7 +3000,7 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
         }
     }
     json_decref(j);
-    return remote_checks(r, g, texts, 1, NULL);
+    return remote_checks(r, g, texts, 1, NULL, q);
 }
 
 static void
@@ -2655,6 +3030,8 @@ guard_on_done(mf_req_t *r, void *state, void **ctx)
     gbuf_free(&q->ck);
     gbuf_free(&q->prev);
     free(q->preamble);
+    free(q->fb_req);
+    free(q->fb_answer);
     gbuf_free(&q->t);
     json_decref(q->top);
     free(q);

@@ -68,6 +68,8 @@ for (const stream of [false, true]) {
     }
     assert.equal([...a.c.on_log.set_model].join(), 'no');
     assert.equal([...a.c.on_route.set_model].join(), 'ok');
+    // ABI 1.6: a stream's body stage may set a timer (it does not pause)
+    assert.equal([...a.c.on_response_body.body_timer].join(), stream ? 'ok' : 'no');
     assert.equal([...a.c.on_request.set_consumer].join(), 'ok');
     assert.equal([...a.c.on_route.set_consumer].join(), 'no');
     assert.equal([...a.c.on_route.pause].join(), 'ok');

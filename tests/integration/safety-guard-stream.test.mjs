@@ -37,6 +37,8 @@ before(async () => {
   gws.open = await start(slow, '{ mode: hold, hold_ms: 200, fail: open }');
   gws.closed = await start(slow, '{ mode: hold, hold_ms: 200, fail: closed }');
   gws.slowtext = await start(url, '{ mode: hold, hold_ms: 20, overlap: 0 }');
+  gws.stall = await start(url, '{ mode: hold, hold_ms: 50, overlap: 0 }');
+  gws.stallopen = await start(slow, '{ mode: hold, hold_ms: 50, overlap: 0, fail: open }');
   // the judge (a model through the gateway) checks the stream, no moderation
   gws.judge = await startGateway(config(mock.url, { stages: `
   - name: guard
@@ -68,8 +70,10 @@ async function stream(g, text, n, extra = {}) {
 
 // the moderation inputs the mock got since `from` requests
 async function checks(from) {
+  // the mock keeps the last 64: those since `from` are the last n of them
+  const n = (await mock.count()) - from;
   const all = await (await fetch(`${mock.url}/_mock/requests`)).json();
-  return all.slice(from).filter((q) => q.path.includes('/moderations')).map((q) => JSON.parse(q.body).input[0]);
+  return all.slice(Math.max(0, all.length - n)).filter((q) => q.path.includes('/moderations')).map((q) => JSON.parse(q.body).input[0]);
 }
 
 const finish = (s) => s.events.map((e) => e.choices?.[0]?.finish_reason).filter(Boolean);
@@ -250,6 +254,22 @@ test('hold: text of a slow answer is checked after hold_ms, not held for a sente
   const inputs = await checks(before);
   assert.ok(inputs.length >= 2 && inputs[0].length < text.length, inputs.join('|'));
   assert.equal(inputs.join(''), text);
+});
+
+test('hold: text held while the upstream stalls is checked when hold_ms passes, not at the next event', async () => {
+  // events 700 ms apart, no sentence end: the first one's text is
+  // checked (and released) on its own, by the stage's timer
+  const text = 'first half and the second';
+  const before = await mock.count();
+  const s = await stream(gws.stall, text, 13, { model: 'gpt-4o[[mock:split=13 chunk_delay=700]]' });
+  assert.equal(s.status, 200);
+  assert.equal(s.text, text);
+  const inputs = await checks(before);
+  assert.deepEqual(inputs, [text.slice(0, 13), text.slice(13)]);
+  // a check the timer made that gets no verdict in time follows fail: open
+  const o = await stream(gws.stallopen, text, 13, { model: 'gpt-4o[[mock:split=13 chunk_delay=700]]' });
+  assert.equal(o.status, 200);
+  assert.equal(o.text, text);
 });
 
 test('the judge checks a stream at its checkpoints too', async () => {

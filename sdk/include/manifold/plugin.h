@@ -623,7 +623,13 @@ struct mf_host_api_s {
     int (*shared_delete)(mf_str_t key);
 
     /* Request stages that may pause. Calls cb after ms on the request's
-     * worker; the stage returns MF_PAUSE and resumes from cb. */
+     * worker; the stage returns MF_PAUSE and resumes from cb. ABI 1.6:
+     * also on_response_body of a stream, its hold_response callbacks
+     * and its timer's own callback: no stage pauses then; cb runs
+     * outside the pipeline (never after the request ended) and may do
+     * what the callback of that stage's http_call may, and hold the
+     * output (hold_response) as in on_response_body. One timer per
+     * request: a later call replaces the one pending. */
     int (*timer)(mf_req_t *r, uint64_t ms, mf_timer_cb cb, void *arg);
 
     /* ABI 1.1 (check api->abi_minor >= 1 before use). */
@@ -950,7 +956,8 @@ struct mf_host_api_s {
     /* ABI 1.6 (guard): a body stage holds a stream's output; the mask
      * stage's raw body (check api->size). */
 
-    /* on_response_body of a stream, hold 1: the stage holds the output
+    /* on_response_body of a stream (or the callback of the stage's own
+     * api->timer), hold 1: the stage holds the output
      * while an async check it made runs (http_call and model_call are
      * allowed in on_response_body of a stream and in their callbacks). The
      * upstream is read no further (the events already read still come to the
