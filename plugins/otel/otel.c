@@ -189,7 +189,7 @@ static int hexval(char c);
  * exporter thread: the same spans as the JSON. Protobuf is written by pointer
  * into room taken beforehand (jb_room): no call per field, lengths computed
  * before the bytes. */
-static char *
+static inline char *
 pb_wvarint(char *p, uint64_t v)
 {
     while (v >= 0x80) {
@@ -200,7 +200,7 @@ pb_wvarint(char *p, uint64_t v)
     return p;
 }
 
-static char *
+static inline char *
 pb_wfixed64(char *p, uint64_t v)
 {
     int k;
@@ -212,7 +212,7 @@ pb_wfixed64(char *p, uint64_t v)
 }
 
 /* a length-delimited field (tag < 128) */
-static char *
+static inline char *
 pb_wbytes(char *p, unsigned tag, const void *data, size_t n)
 {
     *p++ = (char)tag;
@@ -223,7 +223,7 @@ pb_wbytes(char *p, unsigned tag, const void *data, size_t n)
     return p + n;
 }
 
-static size_t
+static inline size_t
 pb_varint_len(uint64_t v)
 {
     size_t n = 1;
@@ -312,7 +312,7 @@ attr_key(enc_t *e, const char *key, size_t klen)
 /* protobuf: a KeyValue's head written into the span, with room for the
  * AnyValue of any_len bytes the caller writes at the pointer returned
  * (then pb_end); NULL when there is no room */
-static char *
+static inline char *
 pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
 {
     size_t kv_len =
@@ -330,7 +330,7 @@ pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
     return pb_wvarint(p, any_len);
 }
 
-static void
+static inline void
 pb_end(enc_t *e, const char *p)
 {
     if (p != NULL) {
