@@ -1435,7 +1435,8 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
             i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
             i.span_id.len + i.parent_span_id.len;
-    for (k = 0;; k++) {
+    /* no more than were started: no call to learn there is no next */
+    for (k = 0; k < (size_t)i.attempts; k++) {
         mf_attempt_info_t *a;
 
         if (k == cap) {
