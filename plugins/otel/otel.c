@@ -434,26 +434,30 @@ attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
 static mf_str_t
 genai_provider(mf_str_t type)
 {
-    static const char *const map[][2] = {
-        {"azure", "azure.ai.openai"},   {"gemini", "gcp.gemini"},
-        {"vertex", "gcp.vertex_ai"},    {"bedrock", "aws.bedrock"},
-        {"mistral", "mistral_ai"},      {"xai", "x_ai"},
-        {"openai-compatible", "openai"}};
+    static const mf_str_t map[][2] = {
+        {MF_STR("azure"), MF_STR("azure.ai.openai")},
+        {MF_STR("gemini"), MF_STR("gcp.gemini")},
+        {MF_STR("vertex"), MF_STR("gcp.vertex_ai")},
+        {MF_STR("bedrock"), MF_STR("aws.bedrock")},
+        {MF_STR("mistral"), MF_STR("mistral_ai")},
+        {MF_STR("xai"), MF_STR("x_ai")},
+        {MF_STR("openai-compatible"), MF_STR("openai")}};
     size_t i;
 
     for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        if (type.len == strlen(map[i][0]) &&
-            memcmp(type.data, map[i][0], type.len) == 0) {
-            return cstr(map[i][1]);
+        if (type.len == map[i][0].len &&
+            memcmp(type.data, map[i][0].data, type.len) == 0) {
+            return map[i][1];
         }
     }
     return type;
 }
 
-static const char *
+static mf_str_t
 operation_of(const mf_req_info_t *i)
 {
-    return i->endpoint == MF_ENDPOINT_EMBEDDINGS ? "embeddings" : "chat";
+    return i->endpoint == MF_ENDPOINT_EMBEDDINGS ? MF_STR("embeddings")
+                                                 : MF_STR("chat");
 }
 
 /* What the client asked for: parameters the conventions name, read
@@ -1330,7 +1334,7 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     attr_str(e, "http.route", i->path);
     attr_str(e, "url.path", i->path);
     attr_int(e, "http.response.status_code", i->status);
-    attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+    attr_str(e, "gen_ai.operation.name", operation_of(i));
     attr_str(e, "gen_ai.request.model", i->model);
     attr_params(e, p);
     attr_bool(e, "manifold.stream", i->stream);
@@ -1369,11 +1373,10 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
         double stop =
             a->duration_ms >= 0 ? start + a->duration_ms / 1000 : start;
 
-        span_open(
-            e, i->trace_id, a->span_id, i->span_id,
-            join_name(name, sizeof(name), cstr(operation_of(i)), a->model), 3,
-            start, stop);
-        attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+        span_open(e, i->trace_id, a->span_id, i->span_id,
+                  join_name(name, sizeof(name), operation_of(i), a->model), 3,
+                  start, stop);
+        attr_str(e, "gen_ai.operation.name", operation_of(i));
         attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
         attr_str(e, "gen_ai.request.model", a->model);
         attr_params(e, p);
