@@ -107,7 +107,7 @@ cpu_per_req() {  # name
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
 range() { printf "%s\n" "$@" | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%s..%s", a, b }'; }
 # each round's difference of a to b (lists in the same round order)
-rounds() { paste <(printf "%s\n" $1) <(printf "%s\n" $2) | awk '{ printf "%s%+.1f%%", NR > 1 ? " " : "", ($1 / $2 - 1) * 100 }'; }
+rounds() { paste <(printf "%s\n" $1) <(printf "%s\n" $2) | awk '{ printf "%s%+.1f%%", (NR > 1 ? " " : ""), ($1 / $2 - 1) * 100 }'; }
 for port in $NGINX $BASE $PROM $OTEL; do rps "$port" >/dev/null; done   # warm up
 declare -A RPS
 for round in 1 2 3; do
