@@ -107,11 +107,12 @@ typedef struct {
 
 /* JSON building */
 
-static void
-jb_put(jb_t *b, const char *s, size_t n)
+/* room for n more bytes (and a '\0'); 0 when it cannot be had */
+static int
+jb_room(jb_t *b, size_t n)
 {
     if (b->failed) {
-        return;
+        return 0;
     }
     if (b->len + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap : 4096;
@@ -122,10 +123,19 @@ jb_put(jb_t *b, const char *s, size_t n)
         }
         if ((p = realloc(b->p, cap)) == NULL) {
             b->failed = 1;
-            return;
+            return 0;
         }
         b->p = p;
         b->cap = cap;
+    }
+    return 1;
+}
+
+static void
+jb_put(jb_t *b, const char *s, size_t n)
+{
+    if (!jb_room(b, n)) {
+        return;
     }
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -176,117 +186,44 @@ cstr(const char *s)
 static int hexval(char c);
 
 /* OTLP protobuf (opentelemetry/proto/trace/v1/trace.proto), made on the
- * exporter thread from the JSON the workers queued: the same spans. */
-
-static void
-pb_varint(jb_t *b, uint64_t v)
+ * exporter thread: the same spans as the JSON. Protobuf is written by pointer
+ * into room taken beforehand (jb_room): no call per field, lengths computed
+ * before the bytes. */
+static inline char *
+pb_wvarint(char *p, uint64_t v)
 {
-    char tmp[10];
-    size_t n = 0;
-
-    /* most are one byte (tags, short lengths): no copy call */
-    if (v < 0x80 && !b->failed && b->len + 2 <= b->cap) {
-        b->p[b->len++] = (char)v;
-        b->p[b->len] = '\0';
-        return;
-    }
-    do {
-        tmp[n++] = (char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+    while (v >= 0x80) {
+        *p++ = (char)(v | 0x80);
         v >>= 7;
-    } while (v != 0);
-    jb_put(b, tmp, n);
-}
-
-static void
-pb_tag(jb_t *b, unsigned field, unsigned wire)
-{
-    pb_varint(b, ((uint64_t)field << 3) | wire);
-}
-
-static void
-pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
-{
-    pb_tag(b, field, 2);
-    pb_varint(b, n);
-    jb_put(b, p, n);
-}
-
-static void
-pb_str(jb_t *b, unsigned field, const char *s)
-{
-    if (s != NULL && s[0] != '\0') {
-        pb_bytes(b, field, s, strlen(s));
     }
+    *p++ = (char)v;
+    return p;
 }
 
-static void
-pb_fixed64(jb_t *b, unsigned field, uint64_t v)
+static inline char *
+pb_wfixed64(char *p, uint64_t v)
 {
-    char tmp[8];
     int k;
 
     for (k = 0; k < 8; k++) {
-        tmp[k] = (char)(v >> (8 * k));
+        *p++ = (char)(v >> (8 * k));
     }
-    pb_tag(b, field, 1);
-    jb_put(b, tmp, 8);
+    return p;
 }
 
-/* a submessage: field, length, the bytes of m */
-static void
-pb_msg(jb_t *b, unsigned field, jb_t *m)
+/* a length-delimited field (tag < 128) */
+static inline char *
+pb_wbytes(char *p, unsigned tag, const void *data, size_t n)
 {
-    pb_bytes(b, field, m->p ? m->p : "", m->len);
-    b->failed |= m->failed;
-    free(m->p);
-    *m = (jb_t){0};
-}
-
-/* hex digits -> bytes (an id); 0 when not hex */
-static int
-pb_hex(jb_t *b, unsigned field, mf_str_t hex)
-{
-    unsigned char out[16];
-    size_t k, n = hex.len / 2;
-
-    if (hex.len % 2 != 0 || n > sizeof(out)) {
-        return 0;
+    *p++ = (char)tag;
+    p = pb_wvarint(p, n);
+    if (n > 0) {
+        memcpy(p, data, n);
     }
-    for (k = 0; k < n; k++) {
-        int hi = hexval(hex.data[2 * k]), lo = hexval(hex.data[2 * k + 1]);
-
-        if (hi < 0 || lo < 0) {
-            return 0;
-        }
-        out[k] = (unsigned char)(hi * 16 + lo);
-    }
-    pb_bytes(b, field, out, n);
-    return 1;
+    return p + n;
 }
 
-/* A request's spans are written by the worker straight in the export's
- * encoding: JSON span objects joined by ',', or protobuf Span messages
- * each as field 2 of ScopeSpans (the exporter wraps them). */
-typedef struct {
-    jb_t out;      /* the spans so far */
-    jb_t sp;       /* protobuf: the span being written */
-    int pb;        /* protobuf, else JSON */
-    int n;         /* JSON: attributes written in this span (commas) */
-    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
-} enc_t;
-
-/* JSON: {"key":K,"value":{"stringValue":V}}, int64 values as decimal
- * strings (the protobuf JSON mapping of int64); protobuf: KeyValue
- * {key 1, AnyValue value 2 {string 1, bool 2, int64 3, double 4}}. */
-static void
-attr_key(enc_t *e, const char *key)
-{
-    jb_cstr(&e->out, e->n++ ? ",{\"key\":\"" : "{\"key\":\"");
-    jb_cstr(&e->out, key);
-    jb_cstr(&e->out, "\",\"value\":{");
-}
-
-static size_t
+static inline size_t
 pb_varint_len(uint64_t v)
 {
     size_t n = 1;
@@ -298,42 +235,129 @@ pb_varint_len(uint64_t v)
     return n;
 }
 
-/* protobuf: a KeyValue's head, written straight into the span: its
- * field, its length, the key, and the head of an AnyValue of any_len
- * bytes, which the caller writes next (no buffer per attribute) */
 static void
-pb_kv_head(enc_t *e, const char *key, size_t any_len)
+pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
 {
-    size_t klen = strlen(key);
-    size_t kv_len =
-        1 + pb_varint_len(klen) + klen + 1 + pb_varint_len(any_len) + any_len;
+    if (jb_room(b, 11 + n)) {
+        b->len =
+            (size_t)(pb_wbytes(b->p + b->len, field << 3 | 2, p, n) - b->p);
+    }
+}
 
-    pb_tag(&e->sp, e->attr, 2);
-    pb_varint(&e->sp, kv_len);
-    pb_bytes(&e->sp, 1, key, klen);
-    pb_tag(&e->sp, 2, 2);
-    pb_varint(&e->sp, any_len);
+/* a hex digit's value + 1, 0 for other bytes */
+static const unsigned char HEX1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
+    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+/* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
+static char *
+pb_whex(char *p, unsigned tag, mf_str_t hex)
+{
+    size_t k, n = hex.len / 2;
+    char *q = p + 2;
+
+    if (hex.len % 2 != 0 || n > 16) {
+        return p;
+    }
+    for (k = 0; k < n; k++) {
+        unsigned hi = HEX1[(unsigned char)hex.data[2 * k]],
+                 lo = HEX1[(unsigned char)hex.data[2 * k + 1]];
+
+        if (hi == 0 || lo == 0) {
+            return p;
+        }
+        *q++ = (char)((hi - 1) * 16 + lo - 1);
+    }
+    p[0] = (char)tag;
+    p[1] = (char)n;
+    return q;
+}
+
+/* A request's spans are written by the exporter straight in the
+ * export's encoding: JSON span objects joined by ',', or protobuf Span
+ * messages each as field 2 of ScopeSpans, appended to out. */
+typedef struct {
+    jb_t out;      /* the batch so far */
+    jb_t sp;       /* protobuf: the span being written */
+    int pb;        /* protobuf, else JSON */
+    int n;         /* JSON: attributes written in this span (commas) */
+    size_t base;   /* JSON: where the spans begin in out (commas) */
+    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+} enc_t;
+
+/* Keys are literals: their lengths are known when compiled. */
+#define attr_str(e, k, v) attr_str_n((e), k "", sizeof(k) - 1, (v))
+#define attr_int(e, k, v) attr_int_n((e), k "", sizeof(k) - 1, (v))
+#define attr_double(e, k, v) attr_double_n((e), k "", sizeof(k) - 1, (v))
+#define attr_bool(e, k, v) attr_bool_n((e), k "", sizeof(k) - 1, (v))
+
+/* JSON: {"key":K,"value":{"stringValue":V}}, int64 values as decimal
+ * strings (the protobuf JSON mapping of int64); protobuf: KeyValue
+ * {key 1, AnyValue value 2 {string 1, bool 2, int64 3, double 4}}. */
+static void
+attr_key(enc_t *e, const char *key, size_t klen)
+{
+    if (e->n++) {
+        jb_put(&e->out, ",{\"key\":\"", 9);
+    } else {
+        jb_put(&e->out, "{\"key\":\"", 8);
+    }
+    jb_put(&e->out, key, klen);
+    jb_put(&e->out, "\",\"value\":{", 11);
+}
+
+/* protobuf: a KeyValue's head written into the span, with room for the
+ * AnyValue of any_len bytes the caller writes at the pointer returned
+ * (then pb_end); NULL when there is no room */
+static inline char *
+pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
+{
+    size_t kv_len =
+        2 + pb_varint_len(klen) + klen + pb_varint_len(any_len) + any_len;
+    char *p;
+
+    if (!jb_room(&e->sp, 11 + kv_len)) {
+        return NULL;
+    }
+    p = e->sp.p + e->sp.len;
+    *p++ = (char)(e->attr << 3 | 2);
+    p = pb_wvarint(p, kv_len);
+    p = pb_wbytes(p, 0x0a, key, klen);
+    *p++ = 0x12;
+    return pb_wvarint(p, any_len);
+}
+
+static inline void
+pb_end(enc_t *e, const char *p)
+{
+    if (p != NULL) {
+        e->sp.len = (size_t)(p - e->sp.p);
+    }
 }
 
 static void
-attr_str(enc_t *e, const char *key, mf_str_t v)
+attr_str_n(enc_t *e, const char *key, size_t klen, mf_str_t v)
 {
     if (v.len == 0) {
         return;
     }
     if (e->pb) {
-        pb_kv_head(e, key, 1 + pb_varint_len(v.len) + v.len);
-        pb_bytes(&e->sp, 1, v.data, v.len);
+        char *p = pb_kv_head(e, key, klen, 1 + pb_varint_len(v.len) + v.len);
+
+        pb_end(e, p ? pb_wbytes(p, 0x0a, v.data, v.len) : NULL);
         return;
     }
-    attr_key(e, key);
-    jb_cstr(&e->out, "\"stringValue\":");
+    attr_key(e, key, klen);
+    jb_put(&e->out, "\"stringValue\":", 14);
     jb_str(&e->out, v);
-    jb_cstr(&e->out, "}}");
+    jb_put(&e->out, "}}", 2);
 }
 
 static void
-attr_int(enc_t *e, const char *key, int64_t v)
+attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
 {
     char tmp[48];
 
@@ -341,44 +365,65 @@ attr_int(enc_t *e, const char *key, int64_t v)
         return;
     }
     if (e->pb) {
-        pb_kv_head(e, key, 1 + pb_varint_len((uint64_t)v));
-        pb_tag(&e->sp, 3, 0);
-        pb_varint(&e->sp, (uint64_t)v);
+        char *p = pb_kv_head(e, key, klen, 1 + pb_varint_len((uint64_t)v));
+
+        if (p != NULL) {
+            *p++ = 0x18;
+            pb_end(e, pb_wvarint(p, (uint64_t)v));
+        }
         return;
     }
-    attr_key(e, key);
-    snprintf(tmp, sizeof(tmp), "\"intValue\":\"%lld\"}}", (long long)v);
-    jb_cstr(&e->out, tmp);
+    attr_key(e, key, klen);
+    jb_cstr(&e->out, "\"intValue\":\"");
+    {
+        /* decimal, no printf */
+        char *q = tmp + sizeof(tmp);
+        uint64_t u = (uint64_t)v;
+
+        do {
+            *--q = (char)('0' + u % 10);
+            u /= 10;
+        } while (u != 0);
+        jb_put(&e->out, q, (size_t)(tmp + sizeof(tmp) - q));
+    }
+    jb_put(&e->out, "\"}}", 3);
 }
 
 static void
-attr_double(enc_t *e, const char *key, double v)
+attr_double_n(enc_t *e, const char *key, size_t klen, double v)
 {
     char tmp[64];
 
     if (e->pb) {
         uint64_t bits;
+        char *p = pb_kv_head(e, key, klen, 9);
 
         memcpy(&bits, &v, sizeof(bits));
-        pb_kv_head(e, key, 9);
-        pb_fixed64(&e->sp, 4, bits);
+        if (p != NULL) {
+            *p++ = 0x21;
+            pb_end(e, pb_wfixed64(p, bits));
+        }
         return;
     }
-    attr_key(e, key);
+    attr_key(e, key, klen);
     snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
     jb_cstr(&e->out, tmp);
 }
 
 static void
-attr_bool(enc_t *e, const char *key, int v)
+attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
 {
     if (e->pb) {
-        pb_kv_head(e, key, 2);
-        pb_tag(&e->sp, 2, 0);
-        pb_varint(&e->sp, v != 0);
+        char *p = pb_kv_head(e, key, klen, 2);
+
+        if (p != NULL) {
+            *p++ = 0x10;
+            *p++ = (char)(v != 0);
+            pb_end(e, p);
+        }
         return;
     }
-    attr_key(e, key);
+    attr_key(e, key, klen);
     jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
 }
 
@@ -389,26 +434,30 @@ attr_bool(enc_t *e, const char *key, int v)
 static mf_str_t
 genai_provider(mf_str_t type)
 {
-    static const char *const map[][2] = {
-        {"azure", "azure.ai.openai"},   {"gemini", "gcp.gemini"},
-        {"vertex", "gcp.vertex_ai"},    {"bedrock", "aws.bedrock"},
-        {"mistral", "mistral_ai"},      {"xai", "x_ai"},
-        {"openai-compatible", "openai"}};
+    static const mf_str_t map[][2] = {
+        {MF_STR("azure"), MF_STR("azure.ai.openai")},
+        {MF_STR("gemini"), MF_STR("gcp.gemini")},
+        {MF_STR("vertex"), MF_STR("gcp.vertex_ai")},
+        {MF_STR("bedrock"), MF_STR("aws.bedrock")},
+        {MF_STR("mistral"), MF_STR("mistral_ai")},
+        {MF_STR("xai"), MF_STR("x_ai")},
+        {MF_STR("openai-compatible"), MF_STR("openai")}};
     size_t i;
 
     for (i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        if (type.len == strlen(map[i][0]) &&
-            memcmp(type.data, map[i][0], type.len) == 0) {
-            return cstr(map[i][1]);
+        if (type.len == map[i][0].len &&
+            memcmp(type.data, map[i][0].data, type.len) == 0) {
+            return map[i][1];
         }
     }
     return type;
 }
 
-static const char *
+static mf_str_t
 operation_of(const mf_req_info_t *i)
 {
-    return i->endpoint == MF_ENDPOINT_EMBEDDINGS ? "embeddings" : "chat";
+    return i->endpoint == MF_ENDPOINT_EMBEDDINGS ? MF_STR("embeddings")
+                                                 : MF_STR("chat");
 }
 
 /* What the client asked for: parameters the conventions name, read
@@ -515,21 +564,30 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
 
     e->n = 0;
     if (e->pb) {
+        char *p;
+
         e->sp.len = 0; /* the buffer is reused from span to span */
         e->attr = 9;
-        pb_hex(&e->sp, 1, trace);
-        pb_hex(&e->sp, 2, span);
-        if (parent.len == 16) {
-            pb_hex(&e->sp, 4, parent);
+        if (!jb_room(&e->sp, 80 + name.len)) {
+            return;
         }
-        pb_bytes(&e->sp, 5, name.data, name.len);
-        pb_tag(&e->sp, 6, 0);
-        pb_varint(&e->sp, (uint64_t)kind);
-        pb_fixed64(&e->sp, 7, (uint64_t)(start_s * 1e9));
-        pb_fixed64(&e->sp, 8, (uint64_t)(end_s * 1e9));
+        p = e->sp.p;
+        p = pb_whex(p, 0x0a, trace);
+        p = pb_whex(p, 0x12, span);
+        if (parent.len == 16) {
+            p = pb_whex(p, 0x22, parent);
+        }
+        p = pb_wbytes(p, 0x2a, name.data, name.len);
+        *p++ = 0x30;
+        p = pb_wvarint(p, (uint64_t)kind);
+        *p++ = 0x39;
+        p = pb_wfixed64(p, (uint64_t)(start_s * 1e9));
+        *p++ = 0x41;
+        p = pb_wfixed64(p, (uint64_t)(end_s * 1e9));
+        e->sp.len = (size_t)(p - e->sp.p);
         return;
     }
-    if (b->len > 0) {
+    if (b->len > e->base) {
         jb_put(b, ",", 1);
     }
     jb_cstr(b, "{\"traceId\":\"");
@@ -563,13 +621,16 @@ span_close(enc_t *e, int error, mf_str_t message)
         message.len = 256;
     }
     if (e->pb) {
-        if (error) {
-            jb_t st = {0};
+        if (error && jb_room(&e->sp, 24 + message.len)) {
+            /* Status {message 2, code 3 = ERROR} */
+            char *p = e->sp.p + e->sp.len;
 
-            pb_bytes(&st, 2, message.data, message.len);
-            pb_tag(&st, 3, 0);
-            pb_varint(&st, 2);
-            pb_msg(&e->sp, 15, &st);
+            *p++ = 0x7a;
+            p = pb_wvarint(p, 1 + pb_varint_len(message.len) + message.len + 2);
+            p = pb_wbytes(p, 0x12, message.data, message.len);
+            *p++ = 0x18;
+            *p++ = 2;
+            e->sp.len = (size_t)(p - e->sp.p);
         }
         /* ScopeSpans.spans; the span's buffer is kept for the next */
         pb_bytes(b, 2, e->sp.p ? e->sp.p : "", e->sp.len);
@@ -1273,7 +1334,7 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     attr_str(e, "http.route", i->path);
     attr_str(e, "url.path", i->path);
     attr_int(e, "http.response.status_code", i->status);
-    attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+    attr_str(e, "gen_ai.operation.name", operation_of(i));
     attr_str(e, "gen_ai.request.model", i->model);
     attr_params(e, p);
     attr_bool(e, "manifold.stream", i->stream);
@@ -1312,11 +1373,10 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
         double stop =
             a->duration_ms >= 0 ? start + a->duration_ms / 1000 : start;
 
-        span_open(
-            e, i->trace_id, a->span_id, i->span_id,
-            join_name(name, sizeof(name), cstr(operation_of(i)), a->model), 3,
-            start, stop);
-        attr_str(e, "gen_ai.operation.name", cstr(operation_of(i)));
+        span_open(e, i->trace_id, a->span_id, i->span_id,
+                  join_name(name, sizeof(name), operation_of(i), a->model), 3,
+                  start, stop);
+        attr_str(e, "gen_ai.operation.name", operation_of(i));
         attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
         attr_str(e, "gen_ai.request.model", a->model);
         attr_params(e, p);
@@ -1378,7 +1438,8 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
             i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
             i.span_id.len + i.parent_span_id.len;
-    for (k = 0;; k++) {
+    /* no more than were started: no call to learn there is no next */
+    for (k = 0; k < (size_t)i.attempts; k++) {
         mf_attempt_info_t *a;
 
         if (k == cap) {
@@ -1712,66 +1773,96 @@ take(otel_t *o, size_t *nspans)
     return first;
 }
 
-static void
-send_spans(otel_t *o, span_t *list, size_t count, int last_try_only)
-{
-    jb_t b = {0};
-    span_t *s, *next;
-    enc_t e = {.pb = o->protobuf};
+/* The scope, InstrumentationScope {name 1, version 2}: the same in
+ * every export */
+static const char SCOPE_PB[] = "\x0a\x08manifold\x12\x05"
+                               "1.0.0";
 
+/* Encodes a batch into e's buffers (kept from batch to batch by the
+ * exporter thread) and sends it. */
+static void
+send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
+{
+    span_t *s, *next;
+    const char *body = NULL;
+    size_t len = 0;
+    jb_t *b = &e->out;
+
+    b->len = 0;
+    b->failed = 0;
+    e->sp.failed = 0;
     if (o->protobuf) {
         /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
-         * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}} */
-        jb_t rs = {0}, ss = {0}, scope = {0};
+         * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}}:
+         * the spans are written after a gap, the heads (lengths known
+         * then) into the gap's end: no copy of the spans */
+        size_t gap = o->resource_pb_len + 64, sc = sizeof(SCOPE_PB) - 1;
 
-        pb_str(&scope, 1, "manifold");
-        pb_str(&scope, 2, "1.0.0");
-        pb_msg(&ss, 1, &scope);
+        if (jb_room(b, gap)) {
+            b->len = gap;
+        }
         for (s = list; s != NULL; s = next) {
             next = s->next;
-            e.out.len = 0;
-            encode(o, s, &e);
-            jb_put(&ss, e.out.p ? e.out.p : "", e.out.len);
-            ss.failed |= e.out.failed;
+            encode(o, s, e);
             free(s);
         }
-        free(e.out.p);
-        free(e.sp.p);
-        pb_bytes(&rs, 1, o->resource_pb, o->resource_pb_len);
-        pb_msg(&rs, 2, &ss);
-        pb_msg(&b, 1, &rs);
-        if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
-            api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
-        } else {
-            api->metric_add(o->m_spans, &L_FAILED, 1, (double)count);
+        if (!b->failed && !e->sp.failed) {
+            size_t spans = b->len - gap, ss = 2 + sc + spans;
+            size_t rs = 1 + pb_varint_len(o->resource_pb_len) +
+                        o->resource_pb_len + 1 + pb_varint_len(ss) + ss;
+            char head[64], *h = head;
+            size_t hl, rl = o->resource_pb_len;
+
+            /* backwards from the spans: the scope, ScopeSpans' head,
+             * the Resource (encoded once), ResourceSpans' head */
+            *h++ = 0x0a;
+            h = pb_wvarint(h, rs);
+            *h++ = 0x0a;
+            h = pb_wvarint(h, rl);
+            hl = (size_t)(h - head);
+            {
+                char tail[16], *t = tail;
+                size_t tl;
+                char *at;
+
+                *t++ = 0x12;
+                t = pb_wvarint(t, ss);
+                *t++ = 0x0a;
+                *t++ = (char)sc;
+                tl = (size_t)(t - tail);
+                at = b->p + gap - sc;
+                memcpy(at, SCOPE_PB, sc);
+                at -= tl;
+                memcpy(at, tail, tl);
+                at -= rl;
+                memcpy(at, o->resource_pb, rl);
+                at -= hl;
+                memcpy(at, head, hl);
+                body = at;
+                len = (size_t)(b->p + b->len - at);
+            }
         }
-        free(b.p);
-        return;
-    }
-    jb_cstr(&b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
-    jb_cstr(&b, o->resource);
-    jb_cstr(&b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
-                "\"version\":\"1.0.0\"},\"spans\":[");
-    for (s = list; s != NULL; s = next) {
-        next = s->next;
-        if (s != list) {
-            jb_put(&b, ",", 1);
+    } else {
+        jb_cstr(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":");
+        jb_cstr(b, o->resource);
+        jb_cstr(b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
+                   "\"version\":\"1.0.0\"},\"spans\":[");
+        e->base = b->len;
+        for (s = list; s != NULL; s = next) {
+            next = s->next;
+            encode(o, s, e);
+            free(s);
         }
-        e.out.len = 0;
-        encode(o, s, &e);
-        jb_put(&b, e.out.p ? e.out.p : "", e.out.len);
-        b.failed |= e.out.failed;
-        free(s);
+        jb_cstr(b, "]}]}]}");
+        body = b->p;
+        len = b->len;
     }
-    free(e.out.p);
-    free(e.sp.p);
-    jb_cstr(&b, "]}]}]}");
-    if (!b.failed && export_batch(o, b.p, b.len, last_try_only)) {
+    if (!b->failed && !e->sp.failed && body != NULL &&
+        export_batch(o, body, len, last_try_only)) {
         api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
     } else {
         api->metric_add(o->m_spans, &L_FAILED, 1, (double)count);
     }
-    free(b.p);
 }
 
 static void *
@@ -1780,6 +1871,7 @@ exporter_main(void *arg)
     otel_t *o = arg;
     struct timespec deadline;
     uint64_t reported = 0;
+    enc_t e = {.pb = o->protobuf}; /* the batch's buffers, kept */
 
     pthread_mutex_lock(&o->lock);
     for (;;) {
@@ -1815,7 +1907,7 @@ exporter_main(void *arg)
             continue;
         }
         pthread_mutex_unlock(&o->lock);
-        send_spans(o, list, n, 0);
+        send_spans(o, &e, list, n, 0);
         pthread_mutex_lock(&o->lock);
     }
     pthread_mutex_unlock(&o->lock);
@@ -1847,9 +1939,11 @@ exporter_main(void *arg)
                 }
                 continue;
             }
-            send_spans(o, list, n, 1);
+            send_spans(o, &e, list, n, 1);
         }
     }
+    free(e.out.p);
+    free(e.sp.p);
     return NULL;
 }
 

@@ -716,8 +716,11 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
         ac_entry_t *cache = t->ac;
         size_t k;
 
-        /* every attempt, failed-over ones too */
-        for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
+        /* every attempt, failed-over ones too (no more than were
+         * started: no call to learn that there is no next one) */
+        for (k = 0;
+             k < (size_t)i.attempts && api->get_attempt(r, k, &a) == MF_OK;
+             k++) {
             mf_str_t pv;
             int id;
 

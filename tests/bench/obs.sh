@@ -2,7 +2,9 @@
 # Observability's cost, in one run beside nginx: the same pipeline
 # (accesslog) without and with the prometheus stage, and with the otel
 # stage (exporting to an nginx that answers 200), interleaved, the median
-# of three rounds each; then the time to scrape 10,000 series. Pinned as
+# of three rounds each, with the range over the rounds and each round's
+# difference to the pipeline without the stage; then the time to scrape
+# 10,000 series. Pinned as
 # run.sh: wrk on one core, the servers on the other. Nothing is asserted.
 #   tests/bench/obs.sh [seconds per run, default 10]
 set -euo pipefail
@@ -103,6 +105,9 @@ cpu_per_req() {  # name
   awk -v a="$t0" -v b="$t1" -v n="$n" -v hz="$hz" 'BEGIN { printf "%.1f", (b - a) / hz * 1e6 / n }'
 }
 median3() { printf "%s\n" "$@" | sort -g | sed -n 2p; }
+range() { printf "%s\n" "$@" | sort -g | awk 'NR == 1 { a = $1 } { b = $1 } END { printf "%s..%s", a, b }'; }
+# each round's difference of a to b (lists in the same round order)
+rounds() { paste <(printf "%s\n" $1) <(printf "%s\n" $2) | awk '{ printf "%s%+.1f%%", (NR > 1 ? " " : ""), ($1 / $2 - 1) * 100 }'; }
 for port in $NGINX $BASE $PROM $OTEL; do rps "$port" >/dev/null; done   # warm up
 declare -A RPS
 for round in 1 2 3; do
@@ -135,10 +140,13 @@ printf "  %-40s %10s req/s   1.00x\n" "nginx (1 worker, keepalive)" "$R_NGINX"
 printf "  %-40s %10s req/s   %s\n" "manifold, accesslog" "$R_BASE" "$(ratio "$R_BASE" "$R_NGINX")"
 printf "  %-40s %10s req/s   %s   %s vs without (target >= -5%%)\n" "manifold, accesslog + prometheus" "$R_PROM" "$(ratio "$R_PROM" "$R_NGINX")" "$(pct "$R_PROM" "$R_BASE")"
 printf "  %-40s %10s req/s   %s   %s vs without (target >= -10%%)\n" "manifold, accesslog + otel" "$R_OTEL" "$(ratio "$R_OTEL" "$R_NGINX")" "$(pct "$R_OTEL" "$R_BASE")"
+echo "  rounds: nginx $(range ${RPS[NGINX]}), accesslog $(range ${RPS[BASE]}), + prometheus $(range ${RPS[PROM]}), + otel $(range ${RPS[OTEL]})"
+echo "  each round vs without: prometheus $(rounds "${RPS[PROM]}" "${RPS[BASE]}"); otel $(rounds "${RPS[OTEL]}" "${RPS[BASE]}")"
 echo "  otel: log lines about dropped spans: $DROPS"
 echo "gateway CPU per request (all threads; median of 3 interleaved runs of ${D}s)"
 printf "  %-40s %8s us\n" "manifold, accesslog" "$C_BASE"
 printf "  %-40s %8s us   %s (target <= +5%%)\n" "manifold, accesslog + prometheus" "$C_PROM" "$(pct "$C_PROM" "$C_BASE")"
 printf "  %-40s %8s us   %s (target <= +10%%)\n" "manifold, accesslog + otel" "$C_OTEL" "$(pct "$C_OTEL" "$C_BASE")"
+echo "  rounds: accesslog $(range ${CPU[base]}), + prometheus $(range ${CPU[prom]}), + otel $(range ${CPU[otel]}) us"
 echo "scrape of the status listener's /metrics"
 awk -v s="$SCRAPE" -v n="$NSERIES" -v b="$BYTES" 'BEGIN { printf "  %d series of one metric (+ the stage'"'"'s own), %d bytes: %.1f ms (median of 5; target < 50 ms)\n", n, b, s * 1000 }'
