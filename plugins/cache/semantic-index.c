@@ -5,9 +5,8 @@
  * together under the read lock (the LRU move of a hit takes the write
  * lock after the scan), puts and removes take the write lock.
  *
- * A large partition of long vectors (at least SI_SKETCH_MIN_DIM
- * dimensions, more than SI_STAGE1 entries and entries x dimensions
- * above SI_EXACT_MACS) is searched in three
+ * A large partition (more than SI_STAGE1 entries and entries x
+ * dimensions above SI_EXACT_MACS) is searched in three
  * steps: each vector also has a sketch, its signs as bits (dim / 8
  * bytes), and a lookup computes the Hamming distance (XOR and popcount,
  * 64 dimensions a word) of the query's first SI_HEAD_WORDS words to
@@ -21,6 +20,15 @@
  * are nearer by their signs; the threshold and the guards apply to the
  * exact cosine, so the sketch can only cost a hit, never give a wrong
  * one.
+ *
+ * A vector of fewer than SI_SKETCH_MIN_DIM dimensions has too few signs
+ * for that estimate (64 signs: a near question's distance spreads over
+ * that of thousands of others), so its sketch is instead the signs of
+ * its projections on SI_SKETCH_MIN_DIM fixed pseudo-random directions
+ * (random-hyperplane hashing: the share of differing bits estimates the
+ * angle / pi in the same way); the head is then the whole sketch, and
+ * the exact cosine is computed for all SI_STAGE1 candidates (cheap at
+ * these dimensions).
  */
 #include "semantic-index.h"
 
@@ -37,6 +45,7 @@
 #define SI_HEAD_WORDS 2          /* the first 128 signs */
 #define SI_STAGE1 512
 #define SI_RERANK 32
+#define SI_PROJ_BITS (64 * SI_HEAD_WORDS) /* a short vector's sketch */
 
 typedef struct si_bucket_s si_bucket_t;
 
@@ -57,7 +66,7 @@ struct si_bucket_s {
     uint64_t *bits; /* entry i's sketch (signs) at i * words */
     uint64_t *head; /* its first SI_HEAD_WORDS words, at i * SI_HEAD_WORDS */
     int dim;        /* the first entry's: one per partition */
-    size_t words;   /* (dim + 63) / 64 */
+    size_t words;   /* (dim + 63) / 64, SI_HEAD_WORDS below 128 dims */
     size_t n, cap;
 };
 
@@ -228,13 +237,62 @@ oom:
     return NULL;
 }
 
-/* The signs of v (dim floats) as bits, into words (zero-padded). */
+/* The fixed directions of a short vector's sketch: SI_PROJ_BITS rows
+ * of SI_SKETCH_MIN_DIM - 1 values (a vector of dim dimensions uses the
+ * first dim of each row), each the sum of four uniforms from a
+ * xorshift of a fixed seed (near normal, so the directions are near
+ * uniform on the sphere). The same on every node and every run. */
+static float proj[SI_PROJ_BITS][SI_SKETCH_MIN_DIM - 1];
+static pthread_once_t proj_once = PTHREAD_ONCE_INIT;
+
+static void
+proj_init(void)
+{
+    uint64_t st = 0x9e3779b97f4a7c15ull;
+    int j, d, k;
+
+    for (j = 0; j < SI_PROJ_BITS; j++) {
+        for (d = 0; d < SI_SKETCH_MIN_DIM - 1; d++) {
+            float sum = 0;
+            for (k = 0; k < 4; k++) {
+                st ^= st << 13;
+                st ^= st >> 7;
+                st ^= st << 17;
+                sum += (float)(st >> 40) / (float)(1 << 24) - 0.5f;
+            }
+            proj[j][d] = sum;
+        }
+    }
+}
+
+/* The words of a sketch of a vector of dim dimensions. */
+static size_t
+sketch_words(int dim)
+{
+    return dim < SI_SKETCH_MIN_DIM ? SI_HEAD_WORDS : ((size_t)dim + 63) / 64;
+}
+
+/* The sketch of v (dim floats) into words (zero-padded): its signs as
+ * bits, or for a short vector the signs of its projections. */
 static void
 sketch(const float *v, int dim, uint64_t *words)
 {
-    int d;
+    int d, j;
 
-    memset(words, 0, (((size_t)dim + 63) / 64) * sizeof(*words));
+    memset(words, 0, sketch_words(dim) * sizeof(*words));
+    if (dim < SI_SKETCH_MIN_DIM) {
+        pthread_once(&proj_once, proj_init);
+        for (j = 0; j < SI_PROJ_BITS; j++) {
+            float dot = 0;
+            for (d = 0; d < dim; d++) {
+                dot += proj[j][d] * v[d];
+            }
+            if (dot > 0) {
+                words[j / 64] |= (uint64_t)1 << (j % 64);
+            }
+        }
+        return;
+    }
     for (d = 0; d < dim; d++) {
         if (v[d] > 0) {
             words[d / 64] |= (uint64_t)1 << (d % 64);
@@ -469,7 +527,7 @@ si_put(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         }
         memcpy(b->name, name, sizeof(name));
         b->dim = dim;
-        b->words = ((size_t)dim + 63) / 64;
+        b->words = sketch_words(dim);
         gov_map_put(x->parts, (mf_str_t){b->name, 2 * SI_PART_LEN}, b);
     }
     if (b->n == b->cap) {
@@ -565,12 +623,13 @@ cand_cmp(const void *a, const void *b)
     return x->d < y->d ? -1 : x->d > y->d ? 1 : (x->slot > y->slot);
 }
 
-/* The slots of (at most) SI_RERANK entries of b nearest to q by their
+/* The slots of (at most) keep entries of b nearest to q by their
  * sketches, into out: the SI_STAGE1 nearest by the heads (a counting
  * select), then the nearest of those by the whole sketches. Their
  * count. */
 static size_t
-nearest_sketches(const si_bucket_t *b, const uint64_t *q, size_t *out)
+nearest_sketches(const si_bucket_t *b, const uint64_t *q, size_t *out,
+                 size_t keep)
 {
     uint8_t *dist = malloc(b->n);
     cand_t *c = malloc(SI_STAGE1 * sizeof(*c));
@@ -598,7 +657,7 @@ nearest_sketches(const si_bucket_t *b, const uint64_t *q, size_t *out)
         }
     }
     qsort(c, n1, sizeof(*c), cand_cmp);
-    for (i = 0; i < n1 && i < SI_RERANK; i++) {
+    for (i = 0; i < n1 && i < keep; i++) {
         out[i] = c[i].slot;
     }
     free(dist);
@@ -643,15 +702,17 @@ si_find(si_index_t *x, const uint8_t part[SI_PART_LEN], const float *vec,
         b = NULL;
     }
     n = b != NULL ? b->n : 0;
-    if (dim >= SI_SKETCH_MIN_DIM && n > SI_STAGE1 &&
-        n * (size_t)dim > SI_EXACT_MACS) {
+    if (n > SI_STAGE1 && n * (size_t)dim > SI_EXACT_MACS) {
+        /* a short vector's exact cosine is cheap: all the candidates */
+        size_t keep = dim < SI_SKETCH_MIN_DIM ? SI_STAGE1 : SI_RERANK;
+
         qbits = malloc(b->words * sizeof(*qbits));
-        cand = malloc(SI_RERANK * sizeof(*cand));
+        cand = malloc(keep * sizeof(*cand));
         if (qbits == NULL || cand == NULL) {
             n = 0;
         } else {
             sketch(q, dim, qbits);
-            n = nearest_sketches(b, qbits, cand);
+            n = nearest_sketches(b, qbits, cand, keep);
         }
     }
     for (i = 0; i < n; i++) {

@@ -7,8 +7,9 @@
  * entries of one partition for the nearest with cosine >= threshold and
  * an equal guard signature. A partition holds vectors of one dimension
  * (its first entry's). Bounded by max_entries (LRU), one read-write
- * lock. Large partitions of long vectors are searched by their sign
- * sketches first, then exactly (semantic-index.c).
+ * lock. Large partitions are searched by their sign sketches first
+ * (below 128 dimensions, of projections), then exactly
+ * (semantic-index.c).
  *
  * With `redis:` the cache stage feeds it from a Redis stream
  * (cache.c, sem_sync), so every node holds every node's questions.
