@@ -298,4 +298,10 @@ test('manifold -t refuses a semantic config that cannot work, with the reason', 
   assert.equal(r.status, 0, r.stderr);
   r = bad('{ semantic: { model: text-embedding-bow, provider: openai, threshold: 0.9, timeout: 1s, max_entries: 50, max_temperature: 0.5 } }');
   assert.equal(r.status, 0, r.stderr);
+  // past the size the linear index is measured at
+  r = bad('{ semantic: { model: text-embedding-bow, max_entries: 100001 } }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /semantic\.max_entries must be a count from 1 to 100000/);
+  r = bad('{ semantic: { model: text-embedding-bow, max_entries: 100000 } }');
+  assert.equal(r.status, 0, r.stderr);
 });
