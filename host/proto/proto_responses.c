@@ -456,6 +456,38 @@ resolve_references(const mf_proto_call_t *call, json_t *items, const char **err)
     return MF_OK;
 }
 
+/* The request's settings a Response object says back. */
+static const char *const echo_keys[] = {"instructions",
+                                        "tools",
+                                        "tool_choice",
+                                        "temperature",
+                                        "top_p",
+                                        "metadata",
+                                        "text",
+                                        "parallel_tool_calls",
+                                        "reasoning",
+                                        "user",
+                                        "store",
+                                        "max_output_tokens",
+                                        "truncation",
+                                        "previous_response_id",
+                                        NULL};
+
+static json_t *
+request_echo(json_t *in)
+{
+    json_t *echo = json_object(), *v;
+    size_t i;
+
+    for (i = 0; echo_keys[i] != NULL; i++) {
+        v = json_object_get(in, echo_keys[i]);
+        if (v != NULL && !json_is_null(v)) {
+            json_object_set(echo, echo_keys[i], v);
+        }
+    }
+    return echo;
+}
+
 const char mf_proto_prev_unknown[] =
     "previous_response_id: no response with this id is stored here "
     "(unknown, expired, deleted, made with store: false, or answered by "
@@ -515,10 +547,17 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
         json_decref(out);
         return NULL;
     }
-    if (call->memo != NULL && !json_is_false(json_object_get(in, "store"))) {
-        /* kept to store the conversation with the answer */
+    if (call->memo != NULL) {
+        /* the settings the answer says back, and (unless store: false)
+         * the conversation to store with it */
+        json_t *memo = json_pack("{s:o}", "echo", request_echo(in));
+
+        if (memo != NULL && !json_is_false(json_object_get(in, "store"))) {
+            json_object_set(memo, "items", items);
+        }
+        json_decref(items);
         json_decref(*call->memo);
-        *call->memo = items;
+        *call->memo = memo;
     } else {
         json_decref(items);
     }
@@ -614,9 +653,10 @@ usage_json(const mf_usage_t *u)
 static json_t *
 response_obj(const char *id, const char *model, json_int_t created,
              json_t *output, const mf_usage_t *usage, const char *finish,
-             const char *status)
+             const char *status, json_t *echo)
 {
-    json_t *r, *incomplete = json_null();
+    json_t *r, *incomplete = json_null(), *v;
+    const char *k;
 
     if (finish != NULL && strcmp(finish, "length") == 0) {
         status = "incomplete";
@@ -634,6 +674,11 @@ response_obj(const char *id, const char *model, json_int_t created,
                   "tool_choice", "auto", "tools", "text", "format", "type",
                   "text");
     json_object_set_new(r, "usage", usage ? usage_json(usage) : json_null());
+    /* what the request set, said back as OpenAI's Response object does */
+    json_object_foreach(echo, k, v)
+    {
+        json_object_set(r, k, v);
+    }
     return r;
 }
 
@@ -672,7 +717,7 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
     const char *think =
         json_string_value(json_object_get(msg, "reasoning_content"));
     json_t *created = json_object_get(c, "created"), *out = json_array();
-    json_t *call;
+    json_t *call, *memo;
     char rid[160], mid[160];
     size_t i;
 
@@ -697,15 +742,14 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
                               call_item(mid, id ? id : "call", name ? name : "",
                                         args ? args : "{}", "completed"));
     }
+    memo = pc->memo != NULL ? *pc->memo : NULL;
     out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
                                  : (json_int_t)time(NULL),
         out, usage, json_string_value(json_object_get(choice, "finish_reason")),
-        "completed");
-    if (pc->memo != NULL) {
-        store_response(pc, *pc->memo, out);
-    }
+        "completed", json_object_get(memo, "echo"));
+    store_response(pc, json_object_get(memo, "items"), out);
     return out;
 }
 
@@ -728,7 +772,7 @@ typedef struct {
     char call_id[128];
     char call_name[128];
     char finish[32];
-    json_t *memo;              /* the conversation to store, or NULL */
+    json_t *memo; /* {echo, items: the conversation to store}, or NULL */
     mf_proto_call_t call_copy; /* its config, for the store */
     char id[160];              /* resp_... */
     char model[256];
@@ -781,7 +825,8 @@ static json_t *
 snapshot(responses_stream_t *s, const mf_usage_t *usage, const char *status)
 {
     return response_obj(s->id, s->model, s->created, json_deep_copy(s->output),
-                        usage, s->finish[0] ? s->finish : NULL, status);
+                        usage, s->finish[0] ? s->finish : NULL, status,
+                        json_object_get(s->memo, "echo"));
 }
 
 static void
@@ -956,9 +1001,7 @@ responses_stream_event(void *state, mf_str_t data, int last,
             const char *status =
                 json_string_value(json_object_get(r, "status"));
 
-            if (s->memo != NULL) {
-                store_response(&s->call_copy, s->memo, r);
-            }
+            store_response(&s->call_copy, json_object_get(s->memo, "items"), r);
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",

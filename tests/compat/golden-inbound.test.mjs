@@ -60,12 +60,13 @@ async function namedEvents(res) {
 // ---- OpenAI Responses inbound ---------------------------------------------
 
 // The Response object of the created/in_progress/completed events, the id
-// and created_at normalised by the caller.
-const response = (status, output, usage) => ({
+// and created_at normalised by the caller; `echo`: the request's settings
+// it says back (tools, instructions, temperature, ...), as OpenAI's does.
+const response = (status, output, usage, echo = {}) => ({
   id: 'RID', object: 'response', created_at: 0, status, model: 'gpt-4o', output,
   error: null, incomplete_details: null, instructions: null, metadata: {},
   parallel_tool_calls: true, temperature: null, top_p: null, tool_choice: 'auto',
-  tools: [], text: { format: { type: 'text' } }, usage,
+  tools: [], text: { format: { type: 'text' } }, usage, ...echo,
 });
 
 // Checks the response id, the item ids derived from it and created_at (one
@@ -111,21 +112,22 @@ test('Responses inbound: a text stream, every event', async () => {
 });
 
 test('Responses inbound: a function-call stream, every event', async () => {
+  const tools = [{ type: 'function', name: 'f', parameters: PARAMS }];
+  const echo = { tools, tool_choice: 'required', temperature: 0.2, metadata: { team: 'a' } };
   const evs = normaliseResponses(await namedEvents(await post(gw, '/v1/responses', {
-    model: 'gpt-4o', stream: true, input: 'call',
-    tools: [{ type: 'function', name: 'f', parameters: PARAMS }],
+    model: 'gpt-4o', stream: true, input: 'call', ...echo,
   })), 'fc');
   const call = (status, args) => ({ type: 'function_call', id: 'ITEM', call_id: 'call_mock_1', name: 'f', arguments: args, status });
   const at = { item_id: 'ITEM', output_index: 0 };
   assert.deepEqual(evs, seq([
-    ['response.created', { response: response('in_progress', [], null) }],
-    ['response.in_progress', { response: response('in_progress', [], null) }],
+    ['response.created', { response: response('in_progress', [], null, echo) }],
+    ['response.in_progress', { response: response('in_progress', [], null, echo) }],
     ['response.output_item.added', { output_index: 0, item: call('in_progress', '') }],
     ['response.function_call_arguments.delta', { ...at, delta: '{"q":"' }],
     ['response.function_call_arguments.delta', { ...at, delta: 'mock"}' }],
     ['response.function_call_arguments.done', { ...at, arguments: '{"q":"mock"}' }],
     ['response.output_item.done', { output_index: 0, item: call('completed', '{"q":"mock"}') }],
-    ['response.completed', { response: response('completed', [call('completed', '{"q":"mock"}')], usageR(8, 2)) }],
+    ['response.completed', { response: response('completed', [call('completed', '{"q":"mock"}')], usageR(8, 2), echo) }],
   ]));
 });
 
