@@ -179,6 +179,11 @@ R_G2O=$(rps "$MF" 32 gemini-in.lua); R_R2O=$(rps "$MF" 32 responses.lua)
 R_O2G=$(rps "$MF" 32 chat-gemini.lua); R_O2B=$(rps "$MF" 32 chat-bedrock.lua)
 R_O2BK=$(rps "$MF" 32 chat-bedrock-key.lua)
 R_CT=$(rps "$MF" 32 count-tokens.lua); R_O2R=$(rps "$MF" 32 chat-responses-wire.lua)
+# the local answers of the Responses and model-list paths: one stored
+# Response's input items, and one model (models.retrieve)
+RESP_ID=$(curl -s "http://127.0.0.1:$MF/v1/responses" -H 'Content-Type: application/json' \
+  -d '{"model":"gpt-4o","input":"benchmark me please"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+R_II=$(MF_RESP_ID=$RESP_ID rps "$MF" 32 input-items.lua); R_MR=$(rps "$MF" 32 models-retrieve.lua)
 # the mask stage (built-in detectors, placeholders restored in the answer)
 # on a 2 KB prompt, beside the same pipeline without it; interleaved
 declare -A RPS2K
@@ -218,6 +223,8 @@ printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Gemini in, OpenAI upstrea
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Responses in (stored), OpenAI upstr." "$R_R2O" "$(ratio "$R_R2O" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "count_tokens, Anthropic upstream" "$R_CT" "$(ratio "$R_CT" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "OpenAI in, Responses upstream wire" "$R_O2R" "$(ratio "$R_O2R" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "Responses input_items (local)" "$R_II" "$(ratio "$R_II" "$R_NGINX")"
+printf "  %-34s %10s req/s   %s  (target >= 0.50x)\n" "GET /v1/models/{id} (local)" "$R_MR" "$(ratio "$R_MR" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Gemini upstream" "$R_O2G" "$(ratio "$R_O2G" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s  (the mock checks each signature)\n" "OpenAI in, Bedrock (SigV4) upstream" "$R_O2B" "$(ratio "$R_O2B" "$R_NGINX")"
 printf "  %-34s %10s req/s   %s\n" "OpenAI in, Bedrock (API key)" "$R_O2BK" "$(ratio "$R_O2BK" "$R_NGINX")"
