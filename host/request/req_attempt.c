@@ -577,12 +577,7 @@ up_on_data(void *arg, const char *data, size_t len)
              ? mf_evstream_feed(&r->evs, data, len, mf_req_on_sse_event, r)
              : mf_sse_parser_feed(&r->sse, data, len, mf_req_on_sse_event,
                                   r)) != MF_OK) {
-        if (r->body_failed) {
-            mf_req_body_stage_failed(r);
-            return;
-        }
-        if (r->body_stop) {
-            mf_req_body_stopped(r);
+        if (mf_req_body_ended_by_stage(r)) {
             return;
         }
         mf_upcall_cancel(r->att.call);
@@ -711,17 +706,7 @@ up_on_end(void *arg)
             mf_req_flush_stream(r);
             return;
         }
-        if (r->body_failed) {
-            mf_req_body_stage_failed(r);
-            return;
-        }
-        if (r->body_stop) {
-            mf_req_body_stopped(r);
-            return;
-        }
-        mf_req_flush_stream(r);
-        mf_req_finish_stream(r);
-        mf_req_finish(r);
+        mf_req_stream_end(r);
         return;
     }
     if (r->att.up_status < 200 || r->att.up_status >= 300) {

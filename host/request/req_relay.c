@@ -232,16 +232,24 @@ mf_req_emit_event(mf_req_t *r, mf_str_t data, int last)
     send_event(r, data, last);
 }
 
-/* Ends the stream once the upstream has ended and nothing holds it. */
-static void
-stream_end(mf_req_t *r)
+int
+mf_req_body_ended_by_stage(mf_req_t *r)
 {
     if (r->body_failed) {
         mf_req_body_stage_failed(r);
-        return;
+        return 1;
     }
     if (r->body_stop) {
         mf_req_body_stopped(r);
+        return 1;
+    }
+    return 0;
+}
+
+void
+mf_req_stream_end(mf_req_t *r)
+{
+    if (mf_req_body_ended_by_stage(r)) {
         return;
     }
     mf_req_flush_stream(r);
@@ -337,15 +345,10 @@ mf_req_body_release(mf_req_t *r)
         }
     }
     if (r->up_ended) {
-        stream_end(r);
+        mf_req_stream_end(r);
         return;
     }
-    if (r->body_failed) {
-        mf_req_body_stage_failed(r);
-        return;
-    }
-    if (r->body_stop) {
-        mf_req_body_stopped(r);
+    if (mf_req_body_ended_by_stage(r)) {
         return;
     }
     mf_req_flush_stream(r);

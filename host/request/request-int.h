@@ -108,6 +108,12 @@ int mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev);
 void mf_req_flush_stream(mf_req_t *r);
 void mf_req_stream_failed(mf_req_t *r, const mf_error_t *err);
 void mf_req_body_stage_failed(mf_req_t *r);
+/* A body stage failed the answer or stopped it: ends it that way and
+ * returns 1; 0 when neither. */
+int mf_req_body_ended_by_stage(mf_req_t *r);
+/* Ends a stream whose upstream has ended and that nothing holds: as a
+ * stage decided (above), else flushed, finished and logged. */
+void mf_req_stream_end(mf_req_t *r);
 void mf_req_complete_nonstream(mf_req_t *r);
 
 #endif

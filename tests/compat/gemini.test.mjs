@@ -13,7 +13,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { startMock, startGateway, config } from '../integration/harness.mjs';
+import { startMock, startGateway, config, serviceKeys, serviceAccount } from '../integration/harness.mjs';
 
 let mock, gw, client, keys, saFile, saShortFile;
 
@@ -21,27 +21,15 @@ async function requests() {
   return (await fetch(`${mock.url}/_mock/requests`)).json();
 }
 
-function serviceAccount(tokenUri, email) {
-  return JSON.stringify({
-    type: 'service_account', project_id: 'mock-project', private_key_id: 'k1',
-    private_key: keys.privateKey, client_email: email, client_id: '1',
-    token_uri: tokenUri,
-  });
-}
-
 before(async () => {
   mock = await startMock();
-  keys = crypto.generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  keys = serviceKeys();
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-sa-'));
   saFile = path.join(dir, 'sa.json');
   saShortFile = path.join(dir, 'sa-short.json');
-  writeFileSync(saFile, serviceAccount(`${mock.url}/token`, 'gw@mock-project.iam.gserviceaccount.com'));
+  writeFileSync(saFile, serviceAccount(`${mock.url}/token`, keys.privateKey, 'gw@mock-project.iam.gserviceaccount.com'));
   // a token that is already inside the refresh window (300 s)
-  writeFileSync(saShortFile, serviceAccount(`${mock.url}/token?ttl=200`, 'short@mock-project.iam.gserviceaccount.com'));
+  writeFileSync(saShortFile, serviceAccount(`${mock.url}/token?ttl=200`, keys.privateKey, 'short@mock-project.iam.gserviceaccount.com'));
   gw = await startGateway(config(mock.url, {
     extraProviders: `
   - name: gemini
@@ -75,7 +63,7 @@ before(async () => {
   - name: vertex-down
     type: vertex
     base_url: ${mock.url}
-    credentials: '${serviceAccount('http://127.0.0.1:1/token', 'down@mock-project.iam.gserviceaccount.com').replace(/\n/g, '\\n')}'
+    credentials: '${serviceAccount('http://127.0.0.1:1/token', keys.privateKey, 'down@mock-project.iam.gserviceaccount.com').replace(/\n/g, '\\n')}'
     models: ["vdown-*"]
 routes:
   - model: guarded

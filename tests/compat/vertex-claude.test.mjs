@@ -6,31 +6,22 @@
 // anthropic_version, cache_control and anthropic-beta) is checked.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import OpenAI from 'openai';
 import Anthropic from '@anthropic-ai/sdk';
-import { startMock, startGateway, config } from '../integration/harness.mjs';
+import { startMock, startGateway, config, serviceKeys, serviceAccount } from '../integration/harness.mjs';
 
 let mock, gw, openai, anthropic;
 const MODELS = '/v1/projects/mock-project/locations/europe-west1/publishers/anthropic/models';
 
 before(async () => {
   mock = await startMock();
-  const keys = crypto.generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const keys = serviceKeys();
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-vcsdk-'));
   const sa = path.join(dir, 'sa.json');
-  writeFileSync(sa, JSON.stringify({
-    type: 'service_account', project_id: 'mock-project', private_key_id: 'k1',
-    private_key: keys.privateKey, client_email: 'gw@mock-project.iam.gserviceaccount.com',
-    client_id: '1', token_uri: `${mock.url}/token`,
-  }));
+  writeFileSync(sa, serviceAccount(`${mock.url}/token`, keys.privateKey));
   gw = await startGateway(config(mock.url, {
     extraProviders: `
   - name: vertex

@@ -3,12 +3,11 @@
 // asks (Retry-After) is checked before it is passed on or acted upon.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import {
-  startMock, startGateway, config, post, raw, adminCall, closedPort,
+  startMock, startGateway, config, post, raw, adminCall, closedPort, serviceKeys, serviceAccount,
 } from './harness.mjs';
 
 let mock, gw, dir;
@@ -23,22 +22,10 @@ const KEYS = {
   bedrock: 'AKIDHARDEN1:mock/secret/AKIDHARDEN1',
 };
 
-function serviceAccount(tokenUri, privateKey) {
-  return JSON.stringify({
-    type: 'service_account', project_id: 'mock-project', private_key_id: 'k1',
-    private_key: privateKey, client_email: 'gw@mock-project.iam.gserviceaccount.com',
-    client_id: '1', token_uri: tokenUri,
-  });
-}
-
 before(async () => {
   mock = await startMock();
   dir = mkdtempSync(path.join(tmpdir(), 'mf-harden-'));
-  const { privateKey } = crypto.generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const { privateKey } = serviceKeys();
   const sa = path.join(dir, 'sa.json');
   writeFileSync(sa, serviceAccount(`${mock.url}/token`, privateKey));
   const tlsPort = mock.port; // a plain HTTP server: the handshake fails

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import http from 'node:http';
+import crypto from 'node:crypto';
 
 export const ROOT = path.resolve(new URL('../..', import.meta.url).pathname);
 export const BUILD = path.resolve(ROOT, process.env.MF_BUILD || 'build');
@@ -184,6 +185,23 @@ ${stages}
     plugin: accesslog
     config: { path: access.log }
 `;
+}
+
+// A Google service account whose tokens the mock's /token endpoint grants:
+// serviceKeys() makes its RSA key pair, serviceAccount() the account's JSON.
+export function serviceKeys() {
+  return crypto.generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+}
+
+export function serviceAccount(tokenUri, privateKey, email = 'gw@mock-project.iam.gserviceaccount.com') {
+  return JSON.stringify({
+    type: 'service_account', project_id: 'mock-project', private_key_id: 'k1',
+    private_key: privateKey, client_email: email, client_id: '1', token_uri: tokenUri,
+  });
 }
 
 export { http, spawnSync, path, writeFileSync, readFileSync };

@@ -7,29 +7,20 @@
 // segment, Gemini models of the same provider still on Google's publisher.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import crypto from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startMock, startGateway, config, post, sseEvents } from './harness.mjs';
+import { startMock, startGateway, config, serviceKeys, serviceAccount, post, sseEvents } from './harness.mjs';
 
 let mock, gw;
 const PREFIX = '/v1/projects/mock-project/locations/us-east5/publishers';
 
 before(async () => {
   mock = await startMock();
-  const keys = crypto.generateKeyPairSync('rsa', {
-    modulusLength: 2048,
-    publicKeyEncoding: { type: 'spki', format: 'pem' },
-    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
-  });
+  const keys = serviceKeys();
   const dir = mkdtempSync(path.join(tmpdir(), 'mf-vc-'));
   const sa = path.join(dir, 'sa.json');
-  writeFileSync(sa, JSON.stringify({
-    type: 'service_account', project_id: 'mock-project', private_key_id: 'k1',
-    private_key: keys.privateKey, client_email: 'gw@mock-project.iam.gserviceaccount.com',
-    client_id: '1', token_uri: `${mock.url}/token`,
-  }));
+  writeFileSync(sa, serviceAccount(`${mock.url}/token`, keys.privateKey));
   gw = await startGateway(config(mock.url, {
     extraProviders: `
   - name: vertex
