@@ -7,25 +7,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, chat, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, path, adminCommand } from './harness.mjs';
 
 let mock;
 const gws = {};
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
 
 async function gateway(countQuota) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-cache-quota-${countQuota}-`));
@@ -47,7 +32,7 @@ consumers:
 const auth = { authorization: 'Bearer k-ann' };
 
 async function used(g) {
-  const r = await command(g.sock, 'budget.show', { args: ['ann'] });
+  const r = await adminCommand(g.sock, 'budget.show', { args: ['ann'] });
   assert.equal(r.status, 200);
   const t = r.json.budgets.tokens; // absent before the first charge
   if (t === undefined) return 0;

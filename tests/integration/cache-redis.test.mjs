@@ -3,27 +3,12 @@
 // both.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, chat, post, closedPort, sleep, path, writeConfig, BIN } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, sleep, path, writeConfig, BIN, startRedis, adminCommand } from './harness.mjs';
 
-let mock, redis, redisPort, a, b, sockA, sockB;
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let t = '';
-      res.on('data', (d) => { t += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(t) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+let mock, redis, a, b, sockA, sockB;
 
 async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-cache-${name}-`));
@@ -32,20 +17,14 @@ async function node(name) {
     stages: `  - { name: cache, plugin: cache, config: { scope: global, coalesce_wait: 10m } }`,
   }) + `
 admin: { socket: ${sock} }
-redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }
+redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 500ms }
 `, { dir });
   return [gw, sock];
 }
 
 before(async () => {
   mock = await startMock();
-  redisPort = await closedPort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
-    if (r.stdout && r.stdout.toString().includes('PONG')) break;
-    await sleep(50);
-  }
+  redis = await startRedis();
   [a, sockA] = await node('a');
   [b, sockB] = await node('b');
 });
@@ -54,8 +33,7 @@ after(async () => {
   await a.stop();
   await b.stop();
   await mock.stop();
-  redis.kill('SIGTERM');
-  await new Promise((r) => redis.on('exit', r));
+  await redis.stop('SIGTERM');
 });
 
 async function counted(fn) {
@@ -67,8 +45,7 @@ async function counted(fn) {
 // waits until Redis holds n cache entries (a store is written after the answer)
 async function entries(n) {
   for (let i = 0; i < 200; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
-    const keys = r.stdout.toString().split('\n').filter(Boolean);
+    const keys = redis.cli('--scan', '--pattern', 'mf:cache:e:*').split('\n').filter(Boolean);
     if (keys.length >= n) return keys;
     await sleep(20);
   }
@@ -104,7 +81,7 @@ test('a purge on one node reaches the other', async () => {
   const hit = await chat(a, q, {});
   assert.equal(hit.headers.get('x-manifold-cache'), 'hit');
   await hit.json();
-  const p = await command(sockB, 'cache.purge', { model: 'gpt-4o' });
+  const p = await adminCommand(sockB, 'cache.purge', { model: 'gpt-4o' });
   assert.equal(p.status, 200);
   assert.match(p.json.redis, /marker written/);
   // node a no longer serves the purged entry, at once
@@ -146,8 +123,7 @@ test('coalescing across nodes: concurrent identical misses on both nodes make on
   for (const r of rs) assert.equal(r.content, rs[0].content);
   assert.ok(rs.every((r) => r.cache === 'miss' || r.shared === 'in-flight'));
   // the leader let its lock go
-  const locks = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:l:*']);
-  assert.equal(locks.stdout.toString().trim(), '');
+  assert.equal(redis.cli('--scan', '--pattern', 'mf:cache:l:*'), '');
 });
 
 test('coalescing across nodes: a leader that fails lets the other node\'s requests make their own calls', { timeout: 30000 }, async () => {
@@ -237,7 +213,7 @@ test('coalescing across nodes: stream requests on another node get the leader\'s
   }
   // the relay stream goes with the lock
   for (let i = 0; i < 100; i++) {
-    const s = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:[sl]:*']).stdout.toString().trim();
+    const s = redis.cli('--scan', '--pattern', 'mf:cache:[sl]:*');
     if (s === '') break;
     assert.ok(i < 99, `left in Redis: ${s}`);
     await sleep(20);
@@ -287,19 +263,18 @@ test('coalescing across nodes: a lock left by a dead node ends with its expiry, 
   await first.json();
   let key;
   for (let i = 0; i < 200 && !key; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
-    const keys = r.stdout.toString().split('\n').filter(Boolean);
+    const keys = redis.cli('--scan', '--pattern', 'mf:cache:e:*').split('\n').filter(Boolean);
     for (const k of keys) {
-      const v = spawnSync('redis-cli', ['-p', String(redisPort), 'GET', k]).stdout.toString();
+      const v = redis.cli('GET', k);
       if (v.includes('asked while a dead node')) key = k.slice('mf:cache:e:'.length);
     }
     if (!key) await sleep(20);
   }
   assert.ok(key, 'the entry was stored');
-  const p = await command(sockA, 'cache.purge', { key });
+  const p = await adminCommand(sockA, 'cache.purge', { key });
   assert.equal(p.status, 200);
   // a lock as a node that died mid-call leaves it (its token, a short life)
-  spawnSync('redis-cli', ['-p', String(redisPort), 'SET', `mf:cache:l:${key}`, 'dead-node', 'PX', '400']);
+  redis.cli('SET', `mf:cache:l:${key}`, 'dead-node', 'PX', '400');
   const { out, calls } = await counted(async () => {
     const r = await chat(b, q, {});
     return { r, j: await r.json() };
@@ -320,7 +295,7 @@ test('coalesce_wait needs redis:', () => {
 });
 
 test('Redis down: requests are answered as misses, nothing breaks', async () => {
-  redis.kill('SIGSTOP');
+  redis.proc.kill('SIGSTOP');
   try {
     const { out, calls } = await counted(async () => {
       const r = await chat(a, 'while redis sleeps', {});
@@ -330,7 +305,7 @@ test('Redis down: requests are answered as misses, nothing breaks', async () => 
     assert.equal(out.r.headers.get('x-manifold-cache'), 'miss');
     assert.equal(calls, 1);
   } finally {
-    redis.kill('SIGCONT');
+    redis.proc.kill('SIGCONT');
   }
 });
 
@@ -348,19 +323,18 @@ test('a purge by key deletes the entry; Redis down, a purge says so', async () =
   const keys = await entries(1);
   const before = keys.length;
   for (const k of keys) {
-    await command(sockA, 'cache.purge', { key: k.slice('mf:cache:e:'.length) });
+    await adminCommand(sockA, 'cache.purge', { key: k.slice('mf:cache:e:'.length) });
   }
-  const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
-  assert.equal(r.stdout.toString().trim(), '', `${before} entries deleted`);
+  assert.equal(redis.cli('--scan', '--pattern', 'mf:cache:e:*'), '', `${before} entries deleted`);
   const miss = await chat(b, q, {});
   assert.equal(miss.headers.get('x-manifold-cache'), 'miss');
   await miss.json();
-  redis.kill('SIGSTOP');
+  redis.proc.kill('SIGSTOP');
   try {
-    const p = await command(sockA, 'cache.purge', { all: true });
+    const p = await adminCommand(sockA, 'cache.purge', { all: true });
     assert.equal(p.status, 503);
     assert.ok(p.json.error.length > 0);
   } finally {
-    redis.kill('SIGCONT');
+    redis.proc.kill('SIGCONT');
   }
 });

@@ -6,28 +6,12 @@
 // the threshold).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, post, closedPort, sleep, path } from './harness.mjs';
+import { startMock, startGateway, config, post, sleep, path, startRedis, adminCommand } from './harness.mjs';
 
-let mock, redis, redisPort, a, b, sockA;
+let mock, redis, a, b, sockA;
 const started = [];
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let t = '';
-      res.on('data', (d) => { t += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(t) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
 
 async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-semr-${name}-`));
@@ -40,20 +24,16 @@ async function node(name) {
       semantic: { model: text-embedding-bow, threshold: 0.9, timeout: 2s, max_entries: 1000 }`,
   }) + `
 admin: { socket: ${sock} }
-redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }
+redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 500ms }
 `, { dir });
   started.push(gw);
   return [gw, sock];
 }
 
-function redisCli(...args) {
-  return spawnSync('redis-cli', ['-p', String(redisPort), ...args]).stdout.toString().trim();
-}
-
 // waits until the stream holds n questions (appended after the answer)
 async function questions(n) {
   for (let i = 0; i < 200; i++) {
-    if (Number(redisCli('XLEN', 'mf:cache:v')) >= n) return;
+    if (Number(redis.cli('XLEN', 'mf:cache:v')) >= n) return;
     await sleep(20);
   }
   throw new Error(`the stream never held ${n} questions`);
@@ -71,12 +51,7 @@ async function counted(fn) {
 
 before(async () => {
   mock = await startMock();
-  redisPort = await closedPort();
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  for (let i = 0; i < 100; i++) {
-    if (redisCli('PING').includes('PONG')) break;
-    await sleep(50);
-  }
+  redis = await startRedis();
   [a, sockA] = await node('a');
   [b] = await node('b');
 });
@@ -84,8 +59,7 @@ before(async () => {
 after(async () => {
   for (const g of started) await g.stop();
   await mock.stop();
-  redis.kill('SIGTERM');
-  await new Promise((r) => redis.on('exit', r));
+  await redis.stop('SIGTERM');
 });
 
 test('a near question on node b hits the answer node a stored', async () => {
@@ -107,7 +81,7 @@ test('a near question on node b hits the answer node a stored', async () => {
 test('the guards hold across nodes: "turn off" misses what "turn on" stored', async () => {
   const on = 'please turn on the big kitchen light in the house right now for me';
   const off = 'please turn off the big kitchen light in the house right now for me';
-  const n = Number(redisCli('XLEN', 'mf:cache:v'));
+  const n = Number(redis.cli('XLEN', 'mf:cache:v'));
   await (await ask(a, on)).json();
   await questions(n + 1);
   const r = await ask(b, off);
@@ -130,13 +104,13 @@ test('a node started later reads the questions stored before it', async () => {
 
 test('a purged answer is not served by a near question on any node', async () => {
   const q = 'name three famous rivers of south america';
-  const n = Number(redisCli('XLEN', 'mf:cache:v'));
+  const n = Number(redis.cli('XLEN', 'mf:cache:v'));
   await (await ask(a, q)).json();
   await questions(n + 1);
   const hit = await ask(b, 'name three famous rivers of south america please');
   assert.equal(hit.headers.get('x-manifold-cache-layer'), 'semantic');
   await hit.text();
-  const p = await command(sockA, 'cache.purge', { model: 'gpt-4o' });
+  const p = await adminCommand(sockA, 'cache.purge', { model: 'gpt-4o' });
   assert.equal(p.status, 200);
   const after = await ask(b, 'south america: name three famous rivers please');
   assert.equal(after.headers.get('x-manifold-cache'), 'miss');
@@ -145,7 +119,7 @@ test('a purged answer is not served by a near question on any node', async () =>
 
 test('a near answer too old for one client (max-age) still answers the next', async () => {
   const q = 'which planet is the largest in our solar system';
-  const n = Number(redisCli('XLEN', 'mf:cache:v'));
+  const n = Number(redis.cli('XLEN', 'mf:cache:v'));
   await (await ask(a, q)).json();
   await questions(n + 1);
   // wait until the entry is a second old (its exact hit says its age)

@@ -11,8 +11,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, post, path, writeConfig, spawnSync, BIN } from './harness.mjs';
+import { startMock, startGateway, config, post, path, writeConfig, spawnSync, BIN, adminCommand } from './harness.mjs';
 
 const THRESHOLD = 0.9;
 let mock, dir, gw, sock;
@@ -64,19 +63,7 @@ async function seed(g, q, opts) {
   return body;
 }
 
-function command(name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const command = (name, body) => adminCommand(sock, name, body);
 
 async function counted(fn) {
   const before = await mock.count();

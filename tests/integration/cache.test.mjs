@@ -5,8 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, chat, post, path, writeConfig, spawnSync, BIN } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, path, writeConfig, spawnSync, BIN, adminCommand } from './harness.mjs';
 
 let mock, dir, gw, sock;
 
@@ -43,19 +42,7 @@ consumers:
 `;
 }
 
-function command(name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const command = (name, body) => adminCommand(sock, name, body);
 
 const auth = (k, extra = {}) => ({ authorization: `Bearer ${k}`, ...extra });
 let n = 0;
@@ -543,16 +530,7 @@ test('the in-process store holds its byte bound in the gateway: least recently u
   const gw3 = await startGateway(config(mock.url, {
     stages: `  - { name: cache, plugin: cache, config: { scope: global, max_memory: 24KiB } }`,
   }) + `\nadmin: { socket: ${sock3} }\n`, { dir: dir3 });
-  const stats = () => new Promise((resolve, reject) => {
-    const req = http.request({ socketPath: sock3, path: '/commands/cache.stats', method: 'POST',
-      headers: { 'content-length': 2 } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve(JSON.parse(b)));
-    });
-    req.on('error', reject);
-    req.end('{}');
-  });
+  const stats = async () => (await adminCommand(sock3, 'cache.stats', {})).json;
   try {
     for (let i = 0; i < 120; i++) {
       const res = await chat(gw3, `lru question ${i}`, {});

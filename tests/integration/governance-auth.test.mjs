@@ -8,9 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
-import {
-  startMock, startGateway, config, chat, post, adminCall, path, BUILD,
-} from './harness.mjs';
+import { startMock, startGateway, config, chat, post, adminCall, path, BUILD, adminCommand } from './harness.mjs';
 
 const TEAM_A = 'team-a-secret-key-0001';
 const TEAM_B = 'team-b-secret-key-0002';
@@ -40,21 +38,7 @@ function ctl(...args) {
   return r;
 }
 
-function command(name, body) {
-  return new Promise((resolve, reject) => {
-    import('node:http').then(({ default: http }) => {
-      const data = JSON.stringify(body);
-      const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-        headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-        let b = '';
-        res.on('data', (d) => { b += d; });
-        res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-      });
-      req.on('error', reject);
-      req.end(data);
-    });
-  });
-}
+const command = (name, body) => adminCommand(sock, name, body);
 
 before(async () => {
   mock = await startMock();

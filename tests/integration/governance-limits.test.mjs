@@ -5,8 +5,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, chat, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, path, adminCommand } from './harness.mjs';
 
 let mock, dir, gw, sock;
 
@@ -29,19 +28,7 @@ prices:
 `;
 }
 
-function command(name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const command = (name, body) => adminCommand(sock, name, body);
 
 const auth = (k) => ({ authorization: `Bearer ${k}` });
 

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawn } from 'node:child_process';
-import { startMock, startGateway, config, chat, post, sleep, http, path, writeConfig, BIN } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, sleep, path, writeConfig, BIN, adminCommand } from './harness.mjs';
 
 let mock, dir, gw, sock;
 
@@ -44,19 +44,7 @@ consumers:
 `;
 }
 
-function command(name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
+const command = (name, body) => adminCommand(sock, name, body);
 
 const auth = (k) => ({ authorization: `Bearer ${k}` });
 

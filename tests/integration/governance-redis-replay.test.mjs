@@ -5,48 +5,12 @@
 // started again on the same file; two gateway nodes share it.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, config, chat, closedPort, sleep, http, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, sleep, path, startRedis, adminCommand } from './harness.mjs';
 
-let mock, redis, redisPort, redisDir;
+let mock, redis;
 const nodes = [];
-
-function startRedis() {
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '',
-    '--appendonly', 'yes', '--appendfsync', 'always', '--dir', redisDir], { stdio: 'ignore' });
-}
-
-async function redisUp() {
-  for (let i = 0; i < 400; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
-    if (r.stdout && r.stdout.toString().includes('PONG')) return;
-    await sleep(25);
-  }
-  throw new Error('redis-server did not start');
-}
-
-async function stopRedis() {
-  if (redis.exitCode !== null || redis.signalCode !== null) return;
-  const gone = new Promise((r) => redis.on('exit', r));
-  redis.kill('SIGKILL');
-  await gone;
-}
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
 
 async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-rr-${name}-`));
@@ -58,7 +22,7 @@ async function node(name) {
     config: { default_max_tokens: 100, on_store_error: local }`,
   }) + `
 admin: { socket: ${sock} }
-redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 300ms }
+redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 300ms }
 consumers:
   - { name: wallet, keys: ["k-wallet"], budget: { tokens: 100000000, period: month } }
   - { name: purse, keys: ["k-purse"], budget: { usd: 100, period: month } }
@@ -94,24 +58,22 @@ async function until(f, want, tries = 400) {
 
 before(async () => {
   mock = await startMock();
-  redisPort = await closedPort();
-  redisDir = mkdtempSync(path.join(tmpdir(), 'mf-rr-redis-'));
-  startRedis();
-  await redisUp();
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-rr-redis-'));
+  redis = await startRedis({ args: ['--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir] });
   for (const n of ['a', 'b']) nodes.push(await node(n));
 });
 
 after(async () => {
   for (const n of nodes) await n.stop();
   await mock.stop();
-  await stopRedis();
+  await redis.stop();
 });
 
 test('spend and ledger settled locally during a Redis outage are replayed when it is back', async () => {
   const [a, b] = nodes;
-  const used = async (who) => (await command(b.sock, 'budget.show', { args: [who] })).json;
+  const used = async (who) => (await adminCommand(b.sock, 'budget.show', { args: [who] })).json;
   const requests = async () => {
-    const u = await command(b.sock, 'usage', { consumer: 'wallet', period: 'month' });
+    const u = await adminCommand(b.sock, 'usage', { consumer: 'wallet', period: 'month' });
     return u.status === 200 ? u.json.total.requests : -1;
   };
   let tokens = 0, usd = 0;
@@ -123,7 +85,7 @@ test('spend and ledger settled locally during a Redis outage are replayed when i
   let shown = await until(() => used('wallet'), (j) => j.budgets?.tokens?.used === tokens);
   assert.equal(shown.budgets.tokens.used, tokens, JSON.stringify(shown));
 
-  await stopRedis();
+  await redis.stop();
   // during the outage: admitted and counted on node a alone (local)
   let during = 0;
   for (let i = 0; i < 3; i++) {
@@ -133,10 +95,9 @@ test('spend and ledger settled locally during a Redis outage are replayed when i
   }
   tokens += during;
   // node b cannot read the budget while Redis is down
-  assert.notEqual((await command(b.sock, 'budget.show', { args: ['wallet'] })).status, 200);
+  assert.notEqual((await adminCommand(b.sock, 'budget.show', { args: ['wallet'] })).status, 200);
 
-  startRedis();
-  await redisUp();
+  await redis.start();
   // node a reconnects (with a backoff: until then it still counts
   // locally, and keeps that too); the first answers Redis gives it carry
   // the replay of what it settled meanwhile. Node b must then see the

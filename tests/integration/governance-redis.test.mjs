@@ -7,52 +7,13 @@
 // with Redis back the counters are in Redis again.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, config, chat, closedPort, sleep, http, path } from './harness.mjs';
+import { startMock, startGateway, config, chat, sleep, path, startRedis, adminCommand } from './harness.mjs';
 
 const STORE_TIMEOUT_MS = 300;
-let mock, redis, redisPort;
+let mock, redis;
 const nodes = [];
-
-function startRedis() {
-  redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-}
-
-async function redisUp() {
-  for (let i = 0; i < 200; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
-    if (r.stdout && r.stdout.toString().includes('PONG')) return;
-    await sleep(25);
-  }
-  throw new Error('redis-server did not start');
-}
-
-async function stopRedis() {
-  if (redis.exitCode !== null) return;
-  const gone = new Promise((r) => redis.on('exit', r));
-  redis.kill('SIGKILL');
-  await gone;
-}
-
-function rcli(...args) {
-  return spawnSync('redis-cli', ['-p', String(redisPort), ...args]).stdout.toString().trim();
-}
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
-}
 
 async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-rs-${name}-`));
@@ -66,7 +27,7 @@ async function node(name) {
       on_store_error: { rates: local, concurrency: open, budgets: closed }`,
   }) + `
 admin: { socket: ${sock} }
-redis: { host: 127.0.0.1, port: ${redisPort}, timeout: ${STORE_TIMEOUT_MS}ms }
+redis: { host: 127.0.0.1, port: ${redis.port}, timeout: ${STORE_TIMEOUT_MS}ms }
 consumers:
   - { name: one-shot, keys: ["k-one-shot"], budget: { tokens: 200, period: month } }
   - { name: rated, keys: ["k-rated"], limits: { rpm: 3 } }
@@ -91,16 +52,14 @@ const auth = (k) => ({ authorization: `Bearer ${k}` });
 
 before(async () => {
   mock = await startMock();
-  redisPort = await closedPort();
-  startRedis();
-  await redisUp();
+  redis = await startRedis();
   for (const n of ['a', 'b', 'c']) nodes.push(await node(n));
 });
 
 after(async () => {
   for (const n of nodes) await n.stop();
   await mock.stop();
-  await stopRedis();
+  await redis.stop();
 });
 
 test('20 parallel requests on 3 nodes against a budget that fits one: exactly one passes', async () => {
@@ -117,7 +76,7 @@ test('20 parallel requests on 3 nodes against a budget that fits one: exactly on
   // the spend is in Redis, settled once, seen by every node
   let shown;
   for (let i = 0; i < 100; i++) {
-    shown = await command(nodes[2].sock, 'budget.show', { args: ['one-shot'] });
+    shown = await adminCommand(nodes[2].sock, 'budget.show', { args: ['one-shot'] });
     if (shown.json.budgets.tokens && shown.json.budgets.tokens.reserved === 0) break;
     await sleep(20);
   }
@@ -131,7 +90,7 @@ test('20 parallel requests on 3 nodes against a budget that fits one: exactly on
 test('a group budget on another hash tag: shared by the nodes, and a refusal there gives back what the consumer\'s tag took', async () => {
   const first = chat(nodes[0], '[[mock:delay=1000]] hi', {}, auth('k-g1'));
   for (let i = 0; i < 200; i++) {
-    const shown = (await command(nodes[1].sock, 'budget.show', { args: ['eng'], group: true })).json.budgets.tokens;
+    const shown = (await adminCommand(nodes[1].sock, 'budget.show', { args: ['eng'], group: true })).json.budgets.tokens;
     if (shown && shown.reserved > 0) break;
     await sleep(5);
   }
@@ -143,7 +102,7 @@ test('a group budget on another hash tag: shared by the nodes, and a refusal the
   // g2's own budget ({c:g2}) was reserved first, then given back
   let mine;
   for (let i = 0; i < 200; i++) {
-    mine = (await command(nodes[2].sock, 'budget.show', { args: ['g2'] })).json.budgets.tokens;
+    mine = (await adminCommand(nodes[2].sock, 'budget.show', { args: ['g2'] })).json.budgets.tokens;
     if (mine && mine.reserved === 0) break;
     await sleep(10);
   }
@@ -175,7 +134,7 @@ test('billing endpoints read the budget in Redis: spent on node 1, seen on node 
 async function usageOf(n, body, requests) {
   let u;
   for (let i = 0; i < 300; i++) {
-    u = await command(nodes[n].sock, 'usage', body);
+    u = await adminCommand(nodes[n].sock, 'usage', body);
     if (u.status === 200 && u.json.total.requests >= requests) break;
     await sleep(10);
   }
@@ -221,12 +180,12 @@ test('the ledger is shared: traffic spread over 3 nodes, usage on any node shows
   const all = await usageOf(2, { period: 'total' }, 9);
   assert.ok(all.json.total.requests >= 9 && all.json.total.prompt_tokens >= views[0].total.prompt_tokens);
   // the aggregates are in Redis under the consumer's hash tag, with a TTL
-  const key = rcli('--scan', '--pattern', 'mf:use:{c:spread}:month:*');
+  const key = redis.cli('--scan', '--pattern', 'mf:use:{c:spread}:month:*');
   assert.match(key, /^mf:use:\{c:spread\}:month:\d+$/);
-  assert.ok(Number(rcli('TTL', key)) > 35 * 86400, rcli('TTL', key));
-  assert.equal(rcli('TTL', rcli('--scan', '--pattern', 'mf:use:{c:spread}:total:*')), '-1');
+  assert.ok(Number(redis.cli('TTL', key)) > 35 * 86400, redis.cli('TTL', key));
+  assert.equal(redis.cli('TTL', redis.cli('--scan', '--pattern', 'mf:use:{c:spread}:total:*')), '-1');
   // a time zone other than UTC: this node's own ledger, and said so
-  const local = await command(nodes[0].sock, 'usage', { consumer: 'spread', period: 'total', tz: '+02:00' });
+  const local = await adminCommand(nodes[0].sock, 'usage', { consumer: 'spread', period: 'total', tz: '+02:00' });
   assert.equal(local.json.ledger, 'node');
   assert.equal(local.json.total.requests, sent.filter((s) => s.node === 0).length);
   assert.match(local.json.text, /this node's requests only/);
@@ -290,11 +249,11 @@ test('a rate and a concurrency limit are shared by the nodes', async () => {
 });
 
 test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 is refused on both within 1 s', async () => {
-  const made = await command(nodes[0].sock, 'consumers.add', { args: ['team-r'], budget: '1usd/month' });
+  const made = await adminCommand(nodes[0].sock, 'consumers.add', { args: ['team-r'], budget: '1usd/month' });
   assert.equal(made.status, 200, JSON.stringify(made.json));
   const key = made.json.key;
   // the key's keyed hash is in Redis, never the key
-  const stored = rcli('HGETALL', `mf:ka:key:{${made.json.key_id}}`);
+  const stored = redis.cli('HGETALL', `mf:ka:key:{${made.json.key_id}}`);
   assert.match(stored, /team-r/);
   assert.ok(!stored.includes(key.split('-')[2]));
   for (const gw of nodes.slice(1)) {
@@ -311,9 +270,9 @@ test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 
     }
     assert.equal(r.status, 200, body);
   }
-  const listed = await command(nodes[2].sock, 'consumers.list', {});
+  const listed = await adminCommand(nodes[2].sock, 'consumers.list', {});
   assert.ok(listed.json.consumers.some((c) => c.name === 'team-r' && c.source === 'runtime'));
-  const revoked = await command(nodes[0].sock, 'keys.revoke', { args: [made.json.key_id] });
+  const revoked = await adminCommand(nodes[0].sock, 'keys.revoke', { args: [made.json.key_id] });
   assert.equal(revoked.status, 200);
   const t0 = Date.now();
   const refusedAt = [];
@@ -332,7 +291,7 @@ test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 
   }
   assert.equal(refusedAt.length, 2);
   // a config consumer disabled on node 3 is refused on node 1
-  assert.equal((await command(nodes[2].sock, 'consumers.disable', { args: ['free'] })).status, 200);
+  assert.equal((await adminCommand(nodes[2].sock, 'consumers.disable', { args: ['free'] })).status, 200);
   const t1 = Date.now();
   for (;;) {
     const r = await chat(nodes[0], 'hi', {}, auth('k-free'));
@@ -343,7 +302,7 @@ test('a consumer made on node 1 works on nodes 2 and 3; a key revoked on node 1 
     }
     assert.ok(Date.now() - t1 < 1000, 'still accepted 1 s after disable');
   }
-  assert.equal((await command(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
+  assert.equal((await adminCommand(nodes[1].sock, 'consumers.enable', { args: ['free'] })).status, 200);
   for (const gw of nodes) {
     const t2 = Date.now();
     for (;;) {
@@ -371,7 +330,7 @@ test('Redis killed under load: each kind follows on_store_error, no 500, none pa
     }
   });
   await sleep(300);
-  await stopRedis();
+  await redis.stop();
   await sleep(600);
   // budgets: closed -> 503 with Retry-After
   const b = await timed(nodes[0], 'k-budgeted');
@@ -396,8 +355,7 @@ test('Redis killed under load: each kind follows on_store_error, no 500, none pa
     assert.ok(s.ms < STORE_TIMEOUT_MS + 1500, `a request took ${s.ms} ms`);
   }
   // Redis back: the nodes reconnect and count in Redis again
-  startRedis();
-  await redisUp();
+  await redis.start();
   let back;
   for (let i = 0; i < 200; i++) {
     back = await timed(nodes[0], 'k-budgeted');
@@ -408,15 +366,15 @@ test('Redis killed under load: each kind follows on_store_error, no 500, none pa
   let keys = '';
   for (let i = 0; i < 100 && !/consumer:budgeted:b:tokens/.test(keys); i++) {
     await sleep(20);
-    keys = rcli('--scan', '--pattern', 'mf:lim:*');
+    keys = redis.cli('--scan', '--pattern', 'mf:lim:*');
   }
   assert.match(keys, /mf:lim:\{c:budgeted\}:consumer:budgeted:b:tokens:\d+/);
-  const used = Number(rcli('HGET', keys.split('\n').find((k) => /budgeted:b:tokens:\d+$/.test(k)), 'used'));
+  const used = Number(redis.cli('HGET', keys.split('\n').find((k) => /budgeted:b:tokens:\d+$/.test(k)), 'used'));
   assert.ok(used > 0);
 });
 
 test('Redis stuck (not answering): a request waits at most the store timeout, then each kind follows its setting', async () => {
-  redis.kill('SIGSTOP');
+  redis.proc.kill('SIGSTOP');
   try {
     for (const gw of nodes) {
       for (const [key, want] of [['k-budgeted', 503], ['k-free', 200]]) {
@@ -429,7 +387,7 @@ test('Redis stuck (not answering): a request waits at most the store timeout, th
       }
     }
   } finally {
-    redis.kill('SIGCONT');
+    redis.proc.kill('SIGCONT');
   }
   let back;
   for (let i = 0; i < 200; i++) {

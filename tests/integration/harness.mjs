@@ -118,6 +118,57 @@ export function adminCall(sock, method, p) {
   });
 }
 
+// POST /commands/NAME on a gateway's admin socket (a command a plugin
+// registered, or a built-in one) with a JSON body: {status, json}.
+export function adminCommand(sock, name, body) {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
+      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
+      let t = '';
+      res.on('data', (d) => { t += d; });
+      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(t) }));
+    });
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+// A real redis-server on a free loopback port, without persistence unless
+// `args` ask for some (they are appended to its command line). start()
+// starts it (again, on the same port) and waits for its PING; stop(sig)
+// signals it and waits for its exit; cli(...) runs redis-cli against it
+// and returns the trimmed output; `proc` is the running process.
+export async function startRedis({ args = [] } = {}) {
+  const port = await closedPort();
+  const redis = {
+    port,
+    proc: null,
+    cli(...a) {
+      return spawnSync('redis-cli', ['-p', String(port), ...a]).stdout.toString().trim();
+    },
+    async start() {
+      this.proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1',
+        '--save', '', '--appendonly', 'no', ...args], { stdio: 'ignore' });
+      for (let i = 0; i < 400; i++) {
+        if (this.cli('PING') === 'PONG') return;
+        if (this.proc.exitCode !== null) break;
+        await sleep(25);
+      }
+      throw new Error('redis-server did not start');
+    },
+    async stop(sig = 'SIGKILL') {
+      const p = this.proc;
+      if (p === null || p.exitCode !== null || p.signalCode !== null) return;
+      const gone = new Promise((r) => p.on('exit', r));
+      p.kill(sig);
+      await gone;
+    },
+  };
+  await redis.start();
+  return redis;
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 export function post(gw, pathName, body, headers = {}) {

@@ -9,8 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import http from 'node:http';
-import { startMock, startGateway, config, chat, post, path, spawnSync, closedPort, sleep } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, path, spawnSync, closedPort, sleep, adminCommand } from './harness.mjs';
 
 const ALICE = 'alice-secret-key-0001';
 const BOB = 'bob-secret-key-0002';
@@ -41,20 +40,6 @@ consumers:
   - { name: metered, keys: ["${METERED}"], limits: { rpm: 1 } }
   - { name: narrow, keys: ["narrow-secret-key-0004"], models: ["gpt-3.5*"] }
 ${extra}`;
-}
-
-function command(sock, name, body) {
-  return new Promise((resolve, reject) => {
-    const data = JSON.stringify(body);
-    const req = http.request({ socketPath: sock, path: `/commands/${name}`, method: 'POST',
-      headers: { 'content-length': Buffer.byteLength(data) } }, (res) => {
-      let b = '';
-      res.on('data', (d) => { b += d; });
-      res.on('end', () => resolve({ status: res.statusCode, json: JSON.parse(b) }));
-    });
-    req.on('error', reject);
-    req.end(data);
-  });
 }
 
 before(async () => { mock = await startMock(); });
@@ -162,7 +147,7 @@ test('limits does not meter what the gateway answers itself', async () => {
     // the ledger counts the one model call
     let u;
     for (let i = 0; i < 100; i++) {
-      u = await command(path.join(dir, 'admin.sock'), 'usage', { consumer: 'metered', period: 'day' });
+      u = await adminCommand(path.join(dir, 'admin.sock'), 'usage', { consumer: 'metered', period: 'day' });
       if (u.json.total?.requests >= 1) break;
       await sleep(50);
     }

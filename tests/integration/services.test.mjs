@@ -2,55 +2,30 @@
 // and the HTTP client, from a Lua stage that yields on each call.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
 import {
-  startMock, startGateway, config, chat, closedPort, sleep, ROOT,
+  startMock, startGateway, config, chat, closedPort, sleep, ROOT, startRedis,
 } from './harness.mjs';
 
-let mock, gw, redis, redisPort, dead;
-
-function startRedis(port) {
-  const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1',
-    '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  return proc;
-}
-
-async function waitRedis(port) {
-  for (let i = 0; i < 100; i++) {
-    const r = spawnSync('redis-cli', ['-p', String(port), 'PING']);
-    if (r.stdout && r.stdout.toString().includes('PONG')) return;
-    await sleep(50);
-  }
-  throw new Error('redis-server did not start');
-}
-
-async function stopRedis() {
-  if (redis && redis.exitCode === null) {
-    redis.kill('SIGTERM');
-    await new Promise((r) => redis.on('exit', r));
-  }
-}
+let mock, gw, redis, dead;
 
 before(async () => {
   mock = await startMock();
   dead = await closedPort();
-  redisPort = await closedPort();
-  redis = startRedis(redisPort);
-  await waitRedis(redisPort);
+  redis = await startRedis();
   gw = await startGateway(config(mock.url, {
     stages: `
   - name: services
     lua: ${ROOT}/tests/integration/fixtures/services.lua
     config: { upstream: "${mock.url}", dead: "http://127.0.0.1:${dead}" }`,
   }) + `
-redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }
+redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 500ms }
 `);
 });
 
 after(async () => {
   await gw.stop();
   await mock.stop();
-  await stopRedis();
+  await redis.stop('SIGTERM');
 });
 
 test('Redis commands from a Lua stage: replies, nil, Redis errors', async () => {
@@ -61,16 +36,15 @@ test('Redis commands from a Lua stage: replies, nil, Redis errors', async () => 
   assert.equal(res.headers.get('x-redis-error'), 'yes');
   res = await chat(gw, 'count me', {}, { 'x-counter': 'a' });
   assert.equal(res.headers.get('x-count'), '2/2');
-  const cli = spawnSync('redis-cli', ['-p', String(redisPort), 'GET', 'hits:a']);
-  assert.equal(cli.stdout.toString().trim(), '2');
+  assert.equal(redis.cli('GET', 'hits:a'), '2');
   // both workers share the same Redis state
   const all = await Promise.all([...Array(20)].map(() => chat(gw, 'count me', {}, { 'x-counter': 'b' })));
   assert.ok(all.every((r) => r.status === 200));
-  assert.equal(spawnSync('redis-cli', ['-p', String(redisPort), 'GET', 'hits:b']).stdout.toString().trim(), '20');
+  assert.equal(redis.cli('GET', 'hits:b'), '20');
 });
 
 test('Redis down: a clear error at once, not a hang; back after a restart', async () => {
-  await stopRedis();
+  await redis.stop('SIGTERM');
   const t0 = Date.now();
   let res = await chat(gw, 'count me', {}, { 'x-counter': 'c' });
   assert.equal(res.status, 503);
@@ -80,8 +54,7 @@ test('Redis down: a clear error at once, not a hang; back after a restart', asyn
   assert.ok(Date.now() - t0 < 1500, 'Redis down must fail fast');
   // plain traffic is not affected
   assert.equal((await chat(gw, 'hello')).status, 200);
-  redis = startRedis(redisPort);
-  await waitRedis(redisPort);
+  await redis.start();
   let ok = false;
   for (let i = 0; i < 100 && !ok; i++) {
     const r = await chat(gw, 'count me', {}, { 'x-counter': 'd' });
