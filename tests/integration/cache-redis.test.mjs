@@ -291,7 +291,7 @@ test('coalescing across nodes: a lock left by a dead node ends with its expiry, 
     const keys = r.stdout.toString().split('\n').filter(Boolean);
     for (const k of keys) {
       const v = spawnSync('redis-cli', ['-p', String(redisPort), 'GET', k]).stdout.toString();
-      if (v.includes('asked while a dead node')) key = k.slice('mf:cache:e:'.length);
+      if (v.includes('asked while a dead node')) key = k.slice('mf:cache:e:{'.length, -1);
     }
     if (!key) await sleep(20);
   }
@@ -299,7 +299,7 @@ test('coalescing across nodes: a lock left by a dead node ends with its expiry, 
   const p = await command(sockA, 'cache.purge', { key });
   assert.equal(p.status, 200);
   // a lock as a node that died mid-call leaves it (its token, a short life)
-  spawnSync('redis-cli', ['-p', String(redisPort), 'SET', `mf:cache:l:${key}`, 'dead-node', 'PX', '400']);
+  spawnSync('redis-cli', ['-p', String(redisPort), 'SET', `mf:cache:l:{${key}}`, 'dead-node', 'PX', '400']);
   const { out, calls } = await counted(async () => {
     const r = await chat(b, q, {});
     return { r, j: await r.json() };
@@ -348,7 +348,7 @@ test('a purge by key deletes the entry; Redis down, a purge says so', async () =
   const keys = await entries(1);
   const before = keys.length;
   for (const k of keys) {
-    await command(sockA, 'cache.purge', { key: k.slice('mf:cache:e:'.length) });
+    await command(sockA, 'cache.purge', { key: k.slice('mf:cache:e:{'.length, -1) });
   }
   const r = spawnSync('redis-cli', ['-p', String(redisPort), '--scan', '--pattern', 'mf:cache:e:*']);
   assert.equal(r.stdout.toString().trim(), '', `${before} entries deleted`);
