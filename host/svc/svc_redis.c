@@ -73,6 +73,7 @@ typedef struct {
 /* A worker's Redis client. */
 typedef struct mf_redis_conn_s {
     mf_worker_t *w;
+    json_t *conf;           /* the `redis:` it was last asked with (held) */
     char key[SETTINGS_KEY]; /* the settings it was made with */
     redis_settings_t s;
     node_t *nodes[MAX_NODES]; /* standalone: nodes[0] */
@@ -1078,12 +1079,17 @@ client_get(mf_worker_t *w, json_t *conf, char *err, size_t errcap)
                  "to the config");
         return NULL;
     }
+    if (rc != NULL && rc->conf == conf && rc->nnodes > 0) {
+        return rc; /* the same generation's settings (held: not reused) */
+    }
     settings(conf, &s, key, sizeof(key));
     if (rc == NULL) {
         rc = w->redis = mf_xcalloc(1, sizeof(*rc));
         rc->w = w;
         memset(rc->slots, 0xff, sizeof(rc->slots));
     }
+    json_decref(rc->conf);
+    rc->conf = json_incref(conf);
     rc->s.timeout_ms = s.timeout_ms;
     if (rc->nnodes > 0 && strcmp(rc->key, key) == 0) {
         return rc;
@@ -1177,6 +1183,7 @@ mf_svc_redis_worker_free(mf_worker_t *w)
         return;
     }
     client_reset(rc);
+    json_decref(rc->conf);
     free(rc);
     w->redis = NULL;
 }
