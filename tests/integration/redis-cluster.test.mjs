@@ -9,7 +9,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, startRedisCluster, config, chat, sleep, path, writeConfig, BIN, spawnSync, http } from './harness.mjs';
+import { ROOT, startMock, startGateway, startRedisCluster, config, chat, sleep, path, writeConfig, BIN, spawnSync, http } from './harness.mjs';
 
 // POST /commands/NAME on a gateway's admin socket: {status, json}.
 function adminCommand(sock, name, body) {
@@ -33,7 +33,8 @@ async function node(name) {
   const dir = mkdtempSync(path.join(tmpdir(), `mf-rc-${name}-`));
   const sock = path.join(dir, 'admin.sock');
   const gw = await startGateway(config(mock.url, {
-    stages: `  - { name: auth, plugin: key-auth }
+    stages: `  - { name: redis-cmd, lua: ${ROOT}/tests/integration/fixtures/redis-cmd.lua }
+  - { name: auth, plugin: key-auth }
   - name: limits
     plugin: limits
     config:
@@ -222,4 +223,78 @@ test('a consumer\'s slot moved to another master: requests keep working, through
   // the counters are on dst, none left on src
   const now = keysOf('mf:lim:{c:mover}:*');
   assert.ok(now.length > 0 && now.every((k) => k.port === dst), JSON.stringify(now));
+});
+
+// The answer of a Redis command a Lua stage ran on gw (mf.redis).
+let asked = 0;
+async function redis(gw, ...argv) {
+  // a new question each time: a cache hit would skip the stage's answer
+  const r = await chat(gw, `a redis command, ${asked++}`, {}, { ...auth('k-free'), 'x-redis-cmd': JSON.stringify(argv) });
+  await r.text();
+  assert.equal(r.status, 200);
+  return JSON.parse(r.headers.get('x-redis-reply'));
+}
+
+test('commands from a stage: routed by slot; keys of one command in two slots refused; MGET joined; SCRIPT LOAD on every master', async () => {
+  const [gw] = nodes;
+  // keys on each master, written and read through the gateway
+  const keys = [];
+  for (const n of cluster.nodes) { // two keys on each master
+    for (let i = 0, mine = 0; mine < 2; i++) {
+      if (cluster.owner(cluster.slotOf(`t:${i}`)) === n.port && !keys.includes(String(i))) {
+        keys.push(String(i));
+        mine++;
+      }
+    }
+  }
+  for (const k of keys) assert.deepEqual(await redis(gw, 'SET', `t:${k}`, `v-${k}`), { ok: 'OK' });
+  for (const k of keys) {
+    assert.equal(cluster.cli(cluster.owner(cluster.slotOf(`t:${k}`)), 'GET', `t:${k}`), `v-${k}`);
+  }
+  // a multi-key command across slots: refused, never sent wrong
+  const [a, , b] = keys.map((k) => `t:${k}`); // on two masters
+  const cross = await redis(gw, 'DEL', a, b);
+  assert.match(cross.err, /CROSSSLOT: the keys of this DEL hash to different slots/);
+  assert.equal(cluster.cli(cluster.owner(cluster.slotOf(a)), 'GET', a), `v-${keys[0]}`);
+  const crossEval = await redis(gw, 'EVAL', "return redis.call('GET', KEYS[1])", '2', a, b);
+  assert.match(crossEval.err, /CROSSSLOT/);
+  // one hash tag: one slot, allowed
+  assert.deepEqual(await redis(gw, 'MSET', '{t}a', '1', '{t}b', '2'), { ok: 'OK' });
+  assert.deepEqual(await redis(gw, 'DEL', '{t}a', '{t}b'), { ok: 2 });
+  // MGET across slots: one GET per key, the answers in order
+  const got = await redis(gw, 'MGET', ...keys.map((k) => `t:${k}`), 't:nothing');
+  assert.deepEqual(got.ok.map((v) => (typeof v === 'string' ? v : null)), [...keys.map((k) => `v-${k}`), null]);
+  // SCRIPT LOAD reaches every master: EVALSHA then works on any slot
+  const sha = (await redis(gw, 'SCRIPT', 'LOAD', "return redis.call('GET', KEYS[1])")).ok;
+  assert.match(sha, /^[0-9a-f]{40}$/);
+  for (const n of cluster.nodes) assert.equal(cluster.cli(n.port, 'SCRIPT', 'EXISTS', sha), '1');
+  for (const k of keys) assert.deepEqual(await redis(gw, 'EVALSHA', sha, '1', `t:${k}`), { ok: `v-${k}` });
+  // what a shared connection cannot do
+  assert.match((await redis(gw, 'MULTI')).err, /MULTI is not supported with redis.cluster/);
+});
+
+test('a master killed: its slots fail at once (on_store_error), the other masters\' keep working', async () => {
+  const [gw] = nodes;
+  const slot = cluster.slotOf('{c:mover}');
+  const dead = cluster.nodes.find((n) => n.port === cluster.owner(slot));
+  let live;
+  for (let i = 0; !live; i++) {
+    if (cluster.owner(cluster.slotOf(`live:${i}`)) !== dead.port) live = `live:${i}`;
+  }
+  const gone = new Promise((r) => dead.proc.on('exit', r));
+  dead.proc.kill('SIGKILL');
+  await gone;
+  // the consumer's budget is on the dead master: budgets closed, a 503
+  for (const g of nodes) {
+    const r = await chat(g, 'after the kill', {}, auth('k-mover'));
+    const j = await r.json();
+    assert.equal(r.status, 503, JSON.stringify(j));
+    assert.equal(j.error.code, 'limits_store_unavailable');
+  }
+  // a key on a live master: written and read
+  assert.deepEqual(await redis(gw, 'SET', live, 'still'), { ok: 'OK' });
+  assert.deepEqual(await redis(gw, 'GET', live), { ok: 'still' });
+  // a key on the dead one: an error, not a hang
+  const lost = await redis(gw, 'GET', '{c:mover}');
+  assert.ok(lost.err, JSON.stringify(lost));
 });
