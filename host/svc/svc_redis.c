@@ -282,6 +282,9 @@ node_connect(node_t *n, char *err, size_t errcap)
         return MF_OK;
     }
     if (mf_now_ms() < n->retry_at_ms) {
+        if (n->cl->s.cluster) {
+            map_refresh(n->cl); /* a failover's new master, if any */
+        }
         snprintf(err, errcap,
                  "redis %s:%d is unavailable (%.200s); next attempt "
                  "in %.0f ms",
