@@ -1782,6 +1782,55 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     }
 }
 
+/* redis.cluster: a list of seed nodes, "host:port" each; then the
+ * standalone host, port and db are refused (a cluster has only db 0, and
+ * its nodes come from the seeds' slot map). */
+static void
+load_redis_cluster(check_t *ck, const mf_node_t *redis, const mf_node_t *cl)
+{
+    static const char *const standalone[] = {"host", "port", "db", NULL};
+    const mf_node_t *s;
+    size_t i;
+    int n = 0;
+
+    if (cl->type != MF_NODE_SEQ || cl->child == NULL) {
+        cfg_error(ck, cl, "redis.cluster",
+                  "must be a list of seed nodes, \"host:port\" each "
+                  "(e.g. [\"127.0.0.1:7000\", \"127.0.0.1:7001\"])");
+        return;
+    }
+    for (s = cl->child; s != NULL; s = s->next) {
+        const char *colon =
+            s->type == MF_NODE_SCALAR ? strrchr(s->value, ':') : NULL;
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+
+        if (colon == NULL || colon == s->value || end == colon + 1 ||
+            *end != '\0' || port < 1 || port > 65535) {
+            cfg_error(ck, s, "redis.cluster",
+                      "'%s' must be \"host:port\" (a seed node)",
+                      s->type == MF_NODE_SCALAR ? s->value : "(not a string)");
+        }
+        n++;
+    }
+    if (n > 16) {
+        cfg_error(ck, cl, "redis.cluster",
+                  "at most 16 seed nodes (any one reachable node is enough; "
+                  "the others come from its slot map)");
+    }
+    for (i = 0; standalone[i] != NULL; i++) {
+        const mf_node_t *v = mf_node_get(redis, standalone[i]);
+
+        if (v != NULL) {
+            cfg_error(ck, v, standalone[i],
+                      "redis.%s cannot be set with redis.cluster (%s)",
+                      standalone[i],
+                      i == 2 ? "a Redis Cluster has only database 0"
+                             : "the nodes are the cluster's seeds");
+        }
+    }
+}
+
 static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
@@ -1878,19 +1927,13 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if (n != NULL && n->type != MF_NODE_MAP) {
         cfg_error(ck, n, "redis", "must be a map (host, port, ...)");
     } else if (n != NULL) {
-        static const char *const rk[] = {"host",     "port",    "db",
-                                         "password", "timeout", NULL};
+        static const char *const rk[] = {"host",    "port",    "db", "password",
+                                         "timeout", "cluster", NULL};
         const mf_node_t *cl = mf_node_get(n, "cluster");
 
-        /* the client speaks to one Redis node (no MOVED/ASK): a cluster
-         * would answer every other slot's keys with an error */
+        check_keys(ck, n, "redis", rk);
         if (cl != NULL) {
-            cfg_error(ck, cl, "redis.cluster",
-                      "Redis Cluster is not supported: give one node's "
-                      "host and port (a standalone Redis, or a primary "
-                      "with replicas behind a failover address)");
-        } else {
-            check_keys(ck, n, "redis", rk);
+            load_redis_cluster(ck, n, cl);
         }
         c->redis = mf_node_to_json(n);
     }

@@ -260,7 +260,7 @@ redis_purge(const cache_t *c, const char *scope, const char *model,
     int n, argc = 5;
 
     if (key != NULL) {
-        n = snprintf(k, sizeof(k), REDIS_PREFIX "e:%s", key);
+        n = snprintf(k, sizeof(k), REDIS_PREFIX "e:{%s}", key);
         av[0] = MF_STR("DEL");
         argc = 2;
     } else {
@@ -1627,16 +1627,19 @@ out:
 static mf_str_t
 rkey(mf_req_t *r, const char *kind, const char *a, const char *b)
 {
+    /* an entry's key, lock and stream share its hash tag (one slot on a
+     * cluster: the unlock script touches the lock and the stream) */
+    int tag = b == NULL && strlen(kind) == 2 && strchr("els", kind[0]);
     size_t n = sizeof(REDIS_PREFIX) + strlen(kind) + strlen(a) +
-               (b ? strlen(b) + 1 : 0);
+               (b ? strlen(b) + 1 : 0) + 2;
     char *p = api->palloc(r, n);
     int len;
 
     if (p == NULL) {
         return MF_STR("");
     }
-    len = snprintf(p, n, REDIS_PREFIX "%s%s%s%s", kind, a, b ? "\n" : "",
-                   b ? b : "");
+    len = snprintf(p, n, REDIS_PREFIX "%s%s%s%s%s%s", kind, tag ? "{" : "", a,
+                   tag ? "}" : "", b ? "\n" : "", b ? b : "");
     return (mf_str_t){p, (size_t)len};
 }
 

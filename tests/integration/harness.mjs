@@ -169,6 +169,90 @@ export async function startRedis({ args = [] } = {}) {
   return redis;
 }
 
+// Whether port is free on loopback now.
+function portFree(port) {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen(port, '127.0.0.1', () => srv.close(() => resolve(true)));
+  });
+}
+
+// A real Redis Cluster of `masters` masters (no replicas), each a
+// redis-server with --cluster-enabled in its own temp dir on a free
+// loopback port whose bus port (port + 10000) is free too, joined by
+// `redis-cli --cluster create`; resolves once every node reports
+// cluster_state:ok and all 16384 slots covered. seeds: ["127.0.0.1:P",
+// ...]; cli(port, ...) runs redis-cli -c against a node; nodes[i].port;
+// slotOf(key) asks CLUSTER KEYSLOT; owner(slot) the port of the master
+// serving slot; stop() kills every node.
+export async function startRedisCluster({ masters = 3 } = {}) {
+  const nodes = [];
+  while (nodes.length < masters) {
+    const port = await closedPort();
+    if (port + 10000 > 65535 || nodes.some((n) => n.port === port) || !(await portFree(port + 10000))) continue;
+    const dir = mkdtempSync(path.join(tmpdir(), 'mf-rcluster-'));
+    const proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1',
+      '--cluster-enabled', 'yes', '--cluster-config-file', path.join(dir, 'nodes.conf'),
+      '--cluster-node-timeout', '5000', '--dir', dir, '--save', '', '--appendonly', 'no'],
+    { stdio: 'ignore' });
+    nodes.push({ port, dir, proc });
+  }
+  const cli = (port, ...a) => spawnSync('redis-cli', ['-p', String(port), ...a]).stdout.toString().trim();
+  const stop = async () => {
+    for (const n of nodes) {
+      if (n.proc.exitCode !== null || n.proc.signalCode !== null) continue;
+      const gone = new Promise((r) => n.proc.on('exit', r));
+      n.proc.kill('SIGKILL');
+      await gone;
+    }
+  };
+  try {
+    for (const n of nodes) {
+      for (let i = 0; cli(n.port, 'PING') !== 'PONG'; i++) {
+        if (i > 400 || n.proc.exitCode !== null) throw new Error(`redis-server on ${n.port} did not start`);
+        await sleep(25);
+      }
+    }
+    const made = spawnSync('redis-cli', ['--cluster', 'create',
+      ...nodes.map((n) => `127.0.0.1:${n.port}`), '--cluster-replicas', '0', '--cluster-yes']);
+    if (made.status !== 0) throw new Error('redis-cli --cluster create: ' + made.stdout + made.stderr);
+    const ready = () => nodes.every((n) => {
+      const info = cli(n.port, 'CLUSTER', 'INFO');
+      return /cluster_state:ok/.test(info) && /cluster_slots_ok:16384/.test(info) &&
+        new RegExp(`cluster_known_nodes:${masters}\\b`).test(info);
+    });
+    for (let i = 0; !ready(); i++) {
+      if (i > 800) throw new Error('the redis cluster did not reach cluster_state:ok');
+      await sleep(25);
+    }
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+  return {
+    nodes,
+    seeds: nodes.map((n) => `127.0.0.1:${n.port}`),
+    cli,
+    slotOf(key) { return Number(cli(nodes[0].port, 'CLUSTER', 'KEYSLOT', key)); },
+    owner(slot) {
+      const n = nodes.find((m) => ownsSlot(cli(m.port, 'CLUSTER', 'NODES').split('\n')
+        .find((l) => l.includes('myself')) || '', slot));
+      return n ? n.port : null;
+    },
+    stop,
+  };
+}
+
+// Whether a CLUSTER NODES line's slot ranges hold slot.
+function ownsSlot(line, slot) {
+  return line.split(' ').slice(8).some((r) => {
+    if (r.startsWith('[')) return false; // a migrating/importing note
+    const [a, b] = r.split('-').map(Number);
+    return slot >= a && slot <= (b ?? a);
+  });
+}
+
 export function sleep(ms) { return new Promise((r) => setTimeout(r, ms)); }
 
 export function post(gw, pathName, body, headers = {}) {

@@ -260,7 +260,11 @@ END_TEST
 START_TEST(redis_section_checked)
 {
     const char *y = "redis: { host: 127.0.0.1, port: 6379, timout: 1s }\n";
-    const char *cl = "redis: { cluster: [\"127.0.0.1:7000\"] }\n";
+    const char *cl = "redis: { cluster: [\"127.0.0.1:7000\", \"nohost\"], "
+                     "db: 2 }\n";
+    const char *cl_ok = "redis: { cluster: [\"127.0.0.1:7000\", "
+                        "\"[::1]:7001\"], password: x, timeout: 300ms }\n";
+    const char *cl_shape = "redis: { cluster: 127.0.0.1:7000 }\n";
     const char *ok = "redis: { host: 127.0.0.1, port: 6379, db: 1, "
                      "password: x, timeout: 200ms }\n";
     char *errors = NULL;
@@ -272,8 +276,22 @@ START_TEST(redis_section_checked)
     errors = NULL;
     c = mf_config_parse("t.yaml", cl, strlen(cl), "/p", &errors);
     ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(strstr(
+        errors, "redis.cluster: 'nohost' must be \"host:port\" (a seed node)"));
     ck_assert_ptr_nonnull(
-        strstr(errors, "redis.cluster: Redis Cluster is not supported"));
+        strstr(errors, "db: redis.db cannot be set with redis.cluster (a Redis "
+                       "Cluster has only database 0)"));
+    free(errors);
+    errors = NULL;
+    c = mf_config_parse("t.yaml", cl_shape, strlen(cl_shape), "/p", &errors);
+    ck_assert_ptr_null(c);
+    ck_assert_ptr_nonnull(
+        strstr(errors, "redis.cluster: must be a list of seed nodes"));
+    free(errors);
+    errors = NULL;
+    c = mf_config_parse("t.yaml", cl_ok, strlen(cl_ok), "/p", &errors);
+    ck_assert_ptr_nonnull(c);
+    mf_config_free(c);
     free(errors);
     errors = NULL;
     c = mf_config_parse("t.yaml", ok, strlen(ok), "/p", &errors);
