@@ -31,7 +31,8 @@ const mf_catalogue_entry_t mf_catalogue[] = {
      .key_env = "ANTHROPIC_API_KEY",
      .url_env = "ANTHROPIC_BASE_URL",
      .url = "https://api.anthropic.com",
-     .models = "claude-*"},
+     .models = "claude-* claude-opus-4-1 claude-sonnet-4-5 claude-haiku-4-5 "
+               "claude-sonnet-4-0"},
     {.name = "gemini",
      .title = "Google Gemini (Generative Language API)",
      .plugin = "provider-gemini",
@@ -39,7 +40,9 @@ const mf_catalogue_entry_t mf_catalogue[] = {
      .key_env = "GEMINI_API_KEY",
      .url_env = "GEMINI_BASE_URL",
      .url = "https://generativelanguage.googleapis.com",
-     .models = "gemini-* gemini-embedding-* text-embedding-004"},
+     .models = "gemini-* gemini-embedding-* text-embedding-004 "
+               "gemini-2.5-pro gemini-2.5-flash gemini-2.5-flash-lite "
+               "gemini-embedding-001"},
     {.name = "vertex",
      .title = "Google Vertex AI (service-account key file)",
      .plugin = "provider-gemini",

@@ -386,8 +386,8 @@ key_vars(mf_provider_conf_t *p, const mf_node_t *keys)
 /* 1 when a client header must never go to a provider: the hop-by-hop
  * ones, the credentials (the provider's own key is the gateway's to
  * send) and the gateway's control headers. */
-static int
-header_never_forwarded(const char *name)
+int
+mf_config_header_never_forwarded(const char *name)
 {
     static const char *const never[] = {"authorization",
                                         "proxy-authorization",
@@ -495,7 +495,23 @@ load_forward_headers(check_t *ck, mf_provider_conf_t *p, const mf_node_t *n,
     p->has_forward = 1;
     p->forward_headers = string_list(ck, n, path, &p->nforward);
     for (i = 0; i < p->nforward; i++) {
-        if (header_never_forwarded(p->forward_headers[i])) {
+        const char *h = p->forward_headers[i];
+        size_t len = strlen(h), tok = strspn(h, "abcdefghijklmnopqrstuvwxyz"
+                                                "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                                "0123456789-_.");
+
+        if (len == 0 || (tok != len && !(tok == len - 1 && h[tok] == '*'))) {
+            cfg_error(ck, n, path,
+                      "forward_headers: '%s' is not a header name (letters, "
+                      "digits, '-', with an optional trailing '*' for a "
+                      "prefix: \"x-goog-*\")",
+                      h);
+        } else if (h[len - 1] == '*' && len < 3) {
+            cfg_error(ck, n, path,
+                      "forward_headers: '%s' would pass every client header; "
+                      "name a prefix (\"x-goog-*\") or the headers",
+                      h);
+        } else if (h[len - 1] != '*' && mf_config_header_never_forwarded(h)) {
             cfg_error(ck, n, path,
                       "forward_headers: '%s' is never passed to a provider "
                       "(a credential, hop-by-hop or gateway header); remove "
@@ -1164,15 +1180,24 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
         c->cors_origins = string_list(ck, mf_node_get(n, "allow_origins"),
                                       "cors.allow_origins", &c->ncors_origins);
         for (i = 0; i < c->ncors_origins; i++) {
-            const char *o = c->cors_origins[i];
+            const char *o = c->cors_origins[i], *host = strstr(o, "://");
 
-            if (strcmp(o, "*") != 0 && strncmp(o, "http://", 7) != 0 &&
-                strncmp(o, "https://", 8) != 0) {
+            if (strcmp(o, "*") == 0) {
+                continue;
+            }
+            if ((strncmp(o, "http://", 7) != 0 &&
+                 strncmp(o, "https://", 8) != 0) ||
+                host[3] == '\0' || strpbrk(host + 3, "/?# \t") != NULL ||
+                (strchr(host + 3, '*') != NULL &&
+                 (strncmp(host + 3, "*.", 2) != 0 ||
+                  strchr(host + 4, '*') != NULL || host[5] == '\0'))) {
                 cfg_error(ck, mf_node_get(n, "allow_origins"),
                           "cors.allow_origins",
                           "'%s' is not an origin; write "
-                          "scheme://host[:port] (https://app.example.com) "
-                          "or *",
+                          "scheme://host[:port] without a path or trailing "
+                          "'/' (https://app.example.com), "
+                          "scheme://*.domain for its subdomains "
+                          "(https://*.example.com), or *",
                           o);
             }
         }
@@ -1535,6 +1560,45 @@ gov_list(check_t *ck, const mf_node_t *n, const char *key, int consumer)
     return out;
 }
 
+/* With a `groups` list, a consumer's group is one of it (a name typed
+ * wrong would silently drop the group's limits and budget); without
+ * one, a group is a label (metrics, cache scope) and any name goes. */
+static void
+gov_check_groups(check_t *ck, json_t *sections, const mf_node_t *cons)
+{
+    json_t *groups = json_object_get(sections, "groups"), *c, *g;
+    const mf_node_t *e;
+    const char *want;
+    size_t i = 0, j;
+    char p[64];
+
+    if (groups == NULL || cons == NULL || cons->type != MF_NODE_SEQ) {
+        return;
+    }
+    for (e = cons->child; e != NULL; e = e->next, i++) {
+        c = json_array_get(json_object_get(sections, "consumers"), i);
+        want = json_string_value(json_object_get(c, "group"));
+        if (want == NULL) {
+            continue;
+        }
+        json_array_foreach(groups, j, g)
+        {
+            const char *name = json_string_value(json_object_get(g, "name"));
+
+            if (name != NULL && strcmp(name, want) == 0) {
+                break;
+            }
+        }
+        if (j == json_array_size(groups)) {
+            snprintf(p, sizeof(p), "consumers[%zu].group", i);
+            cfg_error(ck, e, p,
+                      "'%s' is not one of the groups listed under "
+                      "`groups:`; add it there or correct the name",
+                      want);
+        }
+    }
+}
+
 /* One price's kinds into one: USD per million tokens, request in USD. */
 static void
 gov_price_kinds(check_t *ck, const mf_node_t *m, const char *at, json_t *one)
@@ -1756,10 +1820,13 @@ load_governance(check_t *ck, mf_config_t *c, const mf_node_t *root)
     if ((n = mf_node_get(root, "groups")) != NULL) {
         json_object_set_new(c->sections, "groups",
                             gov_list(ck, n, "groups", 0));
+        c->groups_line = n->line;
     }
     if ((n = mf_node_get(root, "prices")) != NULL) {
         json_object_set_new(c->sections, "prices", gov_prices(ck, n));
+        c->prices_line = n->line;
     }
+    gov_check_groups(ck, c->sections, mf_node_get(root, "consumers"));
     if ((n = mf_node_get(root, "redis")) != NULL) {
         json_t *r = mf_node_to_json(n);
 

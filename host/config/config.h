@@ -171,6 +171,8 @@ typedef struct mf_config_s {
     json_t *sections;    /* consumers, groups, prices: checked, normalized,
                             for the stages that read them */
     int sections_line;   /* line of `consumers`, 0 when absent */
+    int groups_line;     /* line of `groups`, 0 when absent */
+    int prices_line;     /* line of `prices`, 0 when absent */
     char **cors_origins; /* browser origins served (cors.allow_origins) */
     size_t ncors_origins;
     /* response_store: the Responses API's stored responses (in memory,
@@ -227,5 +229,11 @@ int mf_config_parse_size(const char *s, size_t *out);
 int mf_config_parse_duration(const char *s, double *ms);
 /* "host:port", ":port" or "port". */
 int mf_config_parse_listen(const char *s, char **host, int *port);
+
+/* 1 when a client header must never go to a provider: the hop-by-hop
+ * ones, the credentials (the provider's own key is the gateway's to send)
+ * and the gateway's control headers (x-manifold-*). A forward_headers
+ * prefix ("x-goog-*") skips them too. */
+int mf_config_header_never_forwarded(const char *name);
 
 #endif

@@ -104,6 +104,36 @@ host_allowed(const mf_config_t *c, int loopback, mf_str_t host)
     return !loopback && !c->has_allowed_hosts;
 }
 
+/* An allow_origins entry for subdomains, "https:" + "//" + "*.domain"
+ * (checked at load): origin has its scheme and a host of one or more
+ * labels (letters, digits, '-') followed by ".domain[:port]". */
+static int
+origin_subdomain(const char *pat, mf_str_t origin)
+{
+    const char *star = strstr(pat, "://*.");
+    size_t pre, suf, i;
+
+    if (star == NULL) {
+        return 0;
+    }
+    pre = (size_t)(star - pat) + 3; /* "https://" */
+    suf = strlen(star + 4);         /* ".example.com" */
+    if (origin.len <= pre + suf || strncasecmp(origin.data, pat, pre) != 0 ||
+        strncasecmp(origin.data + origin.len - suf, star + 4, suf) != 0) {
+        return 0;
+    }
+    for (i = pre; i < origin.len - suf; i++) {
+        char ch = origin.data[i];
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+              (ch >= '0' && ch <= '9') || ch == '-' ||
+              (ch == '.' && i > pre && origin.data[i - 1] != '.'))) {
+            return 0;
+        }
+    }
+    return origin.data[origin.len - suf - 1] != '.';
+}
+
 static int
 origin_allowed(const mf_config_t *c, mf_str_t origin)
 {
@@ -111,7 +141,8 @@ origin_allowed(const mf_config_t *c, mf_str_t origin)
 
     for (i = 0; i < c->ncors_origins; i++) {
         if (strcmp(c->cors_origins[i], "*") == 0 ||
-            mf_str_caseeq(origin, mf_str_from(c->cors_origins[i]))) {
+            mf_str_caseeq(origin, mf_str_from(c->cors_origins[i])) ||
+            origin_subdomain(c->cors_origins[i], origin)) {
             return 1;
         }
     }

@@ -472,20 +472,36 @@ static pthread_mutex_t loading_lock = PTHREAD_MUTEX_INITIALIZER;
 static mf_pstage_t *loading;
 static const mf_config_t *loading_cfg;
 
+/* The governance sections whose readers the host counts, and the claim
+ * of the stage that enforces consumers' and groups' limits and budgets:
+ * bit i of mf_pstage_t.reads. A config that sets one no stage reads is
+ * refused (check_governance). */
+static const char *const read_names[] = {"consumers", "groups", "prices",
+                                         "@limits"};
+enum { READ_CONSUMERS = 1, READ_GROUPS = 2, READ_PRICES = 4, READ_LIMITS = 8 };
+
 const json_t *
 mf_gen_loading_section(const char *name)
 {
     const json_t *v = NULL;
+    size_t i;
 
     pthread_mutex_lock(&loading_lock);
     if (loading != NULL && name != NULL && loading_cfg->sections != NULL) {
         /* the config's directory is where it is, not a section whose
          * change should load the stage again */
-        if (strcmp(name, "dir") != 0 && loading->sections == NULL) {
+        if (strcmp(name, "dir") != 0 && name[0] != '@' &&
+            loading->sections == NULL) {
             loading->sections = json_incref(loading_cfg->sections);
         }
-        loading->reads_consumers |= strcmp(name, "consumers") == 0;
-        v = json_object_get(loading_cfg->sections, name);
+        for (i = 0; i < sizeof(read_names) / sizeof(read_names[0]); i++) {
+            if (strcmp(name, read_names[i]) == 0) {
+                loading->reads |= 1u << i;
+            }
+        }
+        /* "@..." names are claims (see plugin.h), not sections */
+        v = name[0] == '@' ? NULL
+                           : json_object_get(loading_cfg->sections, name);
     }
     pthread_mutex_unlock(&loading_lock);
     return v;
@@ -820,15 +836,33 @@ stage_reusable(const mf_pstage_t *p, const mf_config_t *c,
 /* What the loaded stages make of the governance sections: `consumers`
  * that no stage reads are refused (they would protect nothing), and two
  * stages may not register one command. */
+/* Whether an entry of a consumers or groups list sets limits or a
+ * budget. */
+static int
+gov_sets_limits(const json_t *list)
+{
+    const json_t *e;
+    size_t i;
+
+    json_array_foreach(list, i, e)
+    {
+        if (json_object_get(e, "limits") != NULL ||
+            json_object_get(e, "budget") != NULL) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int
 check_governance(mf_gen_t *g, char *err, size_t errcap)
 {
     const mf_config_t *c = g->config;
     size_t i, j, k, l;
-    int readers = 0;
+    unsigned reads = 0;
 
     for (i = 0; i < g->nstages; i++) {
-        readers += g->stages[i]->reads_consumers;
+        reads |= g->stages[i]->reads;
         for (j = 0; j < g->stages[i]->ncommands; j++) {
             for (k = 0; k < i; k++) {
                 for (l = 0; l < g->stages[k]->ncommands; l++) {
@@ -846,7 +880,10 @@ check_governance(mf_gen_t *g, char *err, size_t errcap)
             }
         }
     }
-    if (readers == 0 && c->sections != NULL &&
+    if (c->sections == NULL) {
+        return MF_OK;
+    }
+    if (!(reads & READ_CONSUMERS) &&
         json_object_get(c->sections, "consumers") != NULL) {
         snprintf(err, errcap,
                  "%s:%d: consumers: no stage reads them, so no request would "
@@ -854,6 +891,40 @@ check_governance(mf_gen_t *g, char *err, size_t errcap)
                  "(stages: - { name: auth, plugin: key-auth }) or remove "
                  "consumers",
                  c->path, c->sections_line);
+        return MF_ERR;
+    }
+    if (!(reads & READ_GROUPS) &&
+        json_object_get(c->sections, "groups") != NULL) {
+        snprintf(err, errcap,
+                 "%s:%d: groups: no stage reads them; add the key-auth stage "
+                 "(consumers name their group) and the limits stage, or "
+                 "remove groups",
+                 c->path, c->groups_line);
+        return MF_ERR;
+    }
+    if (!(reads & READ_PRICES) &&
+        json_object_get(c->sections, "prices") != NULL) {
+        snprintf(err, errcap,
+                 "%s:%d: prices: no stage reads them, so nothing would be "
+                 "priced; add a stage that prices requests (limits, "
+                 "accesslog, prometheus, dashboard) or remove prices",
+                 c->path, c->prices_line);
+        return MF_ERR;
+    }
+    if (!(reads & READ_LIMITS) &&
+        (gov_sets_limits(json_object_get(c->sections, "consumers")) ||
+         gov_sets_limits(json_object_get(c->sections, "groups")))) {
+        snprintf(err, errcap,
+                 "%s:%d: %s sets limits or a budget, but no stage enforces "
+                 "them; add the limits stage (stages: - { name: limits, "
+                 "plugin: limits }) or remove them",
+                 c->path,
+                 gov_sets_limits(json_object_get(c->sections, "consumers"))
+                     ? c->sections_line
+                     : c->groups_line,
+                 gov_sets_limits(json_object_get(c->sections, "consumers"))
+                     ? "a consumer"
+                     : "a group");
         return MF_ERR;
     }
     /* a listener beyond loopback without a stage checking requests is

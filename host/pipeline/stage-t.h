@@ -103,7 +103,8 @@ struct mf_pstage_s {
     double last_error_at;
     json_t *sections;       /* the config sections when it read one in init
                                (consumers, groups, prices), else NULL */
-    int reads_consumers;    /* it read `consumers` (an auth stage) */
+    unsigned reads;         /* MF_READS_*: the governance sections it read
+                               and what it claimed (generation.c) */
     mf_command_t *commands; /* admin commands it registered */
     size_t ncommands;
     struct mf_epath_s *epaths; /* paths it added (endpoint.h) */

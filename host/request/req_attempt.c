@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "http/upstream.h"
 #include "pipeline/generation.h"
@@ -266,6 +267,29 @@ upstream_of(mf_req_t *r, const mf_rtarget_t *t, mf_upstream_t *u)
     u->want_usage = r->stream;
 }
 
+/* The client headers whose names start with prefix (a forward_headers
+ * entry "x-goog-*"), but never a credential, hop-by-hop or gateway one. */
+static void
+forward_prefix(mf_req_t *r, const char *prefix, size_t plen)
+{
+    char name[128];
+    size_t k;
+
+    for (k = 0; k < r->req_headers.n; k++) {
+        const mf_header_t *h = &r->req_headers.v[k];
+
+        if (h->name.len < plen || h->name.len >= sizeof(name) ||
+            strncasecmp(h->name.data, prefix, plen) != 0) {
+            continue;
+        }
+        memcpy(name, h->name.data, h->name.len);
+        name[h->name.len] = '\0';
+        if (!mf_config_header_never_forwarded(name)) {
+            mf_hlist_set(r->pool, &r->att.up_req_headers, h->name, h->value);
+        }
+    }
+}
+
 /* The client headers a provider takes (its forward_headers, else the
  * attempt's wire's beta header: anthropic-beta to the Anthropic Messages
  * API, Claude on Vertex AI included, OpenAI-Beta to OpenAI's), copied onto
@@ -296,7 +320,12 @@ forward_headers(mf_req_t *r)
         n = 1;
     }
     for (i = 0; i < n; i++) {
-        if (mf_hlist_get(&r->req_headers, mf_str_from(names[i]), &v) == MF_OK) {
+        size_t len = strlen(names[i]);
+
+        if (len > 0 && names[i][len - 1] == '*') {
+            forward_prefix(r, names[i], len - 1);
+        } else if (mf_hlist_get(&r->req_headers, mf_str_from(names[i]), &v) ==
+                   MF_OK) {
             mf_hlist_set(r->pool, &r->att.up_req_headers, mf_str_from(names[i]),
                          v);
         }

@@ -2639,6 +2639,119 @@ bad:
     return MF_ERR;
 }
 
+/* A budget in the stage's config ({usd | tokens, period, tz}, as in
+ * `consumers:`): checked, its usd made integer micro-USD in place. */
+static int
+conf_budget(json_t *b, const char *where)
+{
+    json_t *usd = json_object_get(b, "usd"),
+           *tok = json_object_get(b, "tokens");
+    json_t *v;
+    const char *k, *s;
+    gov_period_t per;
+    int tz;
+
+    if (!json_is_object(b)) {
+        api->log(MF_LOG_ERROR,
+                 "limits: %s.budget must be a map: { usd: 50, period: month }",
+                 where);
+        return MF_ERR;
+    }
+    json_object_foreach(b, k, v)
+    {
+        if (strcmp(k, "usd") != 0 && strcmp(k, "tokens") != 0 &&
+            strcmp(k, "period") != 0 && strcmp(k, "tz") != 0) {
+            api->log(MF_LOG_ERROR,
+                     "limits: %s.budget: unknown key '%s' (usd, tokens, "
+                     "period, tz)",
+                     where, k);
+            return MF_ERR;
+        }
+    }
+    if ((usd == NULL) == (tok == NULL) ||
+        (usd != NULL && (!json_is_number(usd) || json_number_value(usd) < 0 ||
+                         json_number_value(usd) > 9e12)) ||
+        (tok != NULL &&
+         (!json_is_integer(tok) || json_integer_value(tok) < 0))) {
+        api->log(MF_LOG_ERROR,
+                 "limits: %s.budget needs one of usd (a number of dollars) "
+                 "or tokens (a whole number)",
+                 where);
+        return MF_ERR;
+    }
+    s = json_string_value(json_object_get(b, "period"));
+    if ((json_object_get(b, "period") != NULL &&
+         (s == NULL || gov_period_parse(s, &per) != MF_OK))) {
+        api->log(MF_LOG_ERROR,
+                 "limits: %s.budget.period must be day, week, month or total",
+                 where);
+        return MF_ERR;
+    }
+    s = json_string_value(json_object_get(b, "tz"));
+    if (json_object_get(b, "tz") != NULL &&
+        (s == NULL || gov_tz_parse(s, &tz) != MF_OK)) {
+        api->log(MF_LOG_ERROR,
+                 "limits: %s.budget.tz must be UTC or an offset such as "
+                 "+02:00",
+                 where);
+        return MF_ERR;
+    }
+    if (usd != NULL) {
+        json_object_set_new(
+            b, "micro_usd",
+            json_integer((json_int_t)(json_number_value(usd) * 1e6 + 0.5)));
+        json_object_del(b, "usd");
+    }
+    return MF_OK;
+}
+
+/* A limits map of the stage's config (key, global, a model's): rpm, rph,
+ * rpd, tpm, tph, tpd and concurrency whole numbers of at least 1, and a
+ * budget. */
+static int
+conf_limits(json_t *o, const char *where)
+{
+    const char *k;
+    json_t *v;
+    int w;
+
+    if (o == NULL) {
+        return MF_OK;
+    }
+    if (!json_is_object(o)) {
+        api->log(MF_LOG_ERROR,
+                 "limits: %s must be a map of rpm, rph, rpd, tpm, tph, tpd, "
+                 "concurrency, budget",
+                 where);
+        return MF_ERR;
+    }
+    json_object_foreach(o, k, v)
+    {
+        if (strcmp(k, "budget") == 0) {
+            if (conf_budget(v, where) != MF_OK) {
+                return MF_ERR;
+            }
+            continue;
+        }
+        for (w = 0; w < NWIN && strcmp(win_names[w], k) != 0; w++) {
+        }
+        if (w == NWIN && strcmp(k, "concurrency") != 0) {
+            api->log(MF_LOG_ERROR,
+                     "limits: %s: unknown limit '%s' (rpm, rph, rpd, tpm, "
+                     "tph, tpd, concurrency, budget)",
+                     where, k);
+            return MF_ERR;
+        }
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            api->log(MF_LOG_ERROR,
+                     "limits: %s.%s must be a whole number of at least 1",
+                     where, k);
+            return MF_ERR;
+        }
+    }
+    return MF_OK;
+}
+
 static int
 lm_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
@@ -2704,14 +2817,37 @@ lm_init(const mf_host_api_t *host, const char *config_json, void **state)
         goto fail;
     }
     lm->refuse_unpriced = s != NULL && strcmp(s, "refuse") == 0;
-    if (store_settings(lm, conf) != MF_OK) {
+    if (store_settings(lm, conf) != MF_OK ||
+        conf_limits(json_object_get(conf, "key"), "key") != MF_OK ||
+        conf_limits(json_object_get(conf, "global"), "global") != MF_OK) {
         goto fail;
     }
-    lim_from_json(&lm->key, json_object_get(conf, "key"), NULL);
-    lim_from_json(&lm->global, json_object_get(conf, "global"), NULL);
     lm->models = json_object_get(conf, "models");
-    lm->models =
-        json_is_object(lm->models) ? json_incref(lm->models) : json_object();
+    if (lm->models != NULL && !json_is_object(lm->models)) {
+        api->log(MF_LOG_ERROR, "limits: models must be a map of model "
+                               "patterns to limits ({\"gpt-4o*\": {rpm: "
+                               "60}})");
+        lm->models = NULL;
+        goto fail;
+    }
+    json_object_foreach(lm->models, k, v)
+    {
+        char where[300];
+
+        snprintf(where, sizeof(where), "models.%.280s", k);
+        if (conf_limits(v, where) != MF_OK) {
+            lm->models = NULL;
+            goto fail;
+        }
+    }
+    /* each key's own budget, and one for everything */
+    g = json_object_get(conf, "key");
+    lim_from_json(&lm->key, g, json_object_get(g, "budget"));
+    g = json_object_get(conf, "global");
+    lim_from_json(&lm->global, g, json_object_get(g, "budget"));
+    lm->models = lm->models ? json_incref(lm->models) : json_object();
+    /* this stage enforces consumers' and groups' limits and budgets */
+    (void)api->config_section("@limits");
     lm->groups = json_object();
     json_array_foreach(api->config_section("groups"), i, g)
     {

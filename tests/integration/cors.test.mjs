@@ -26,7 +26,7 @@ before(async () => {
     lua: ${dir}/deny.lua`,
   }) + `
 cors:
-  allow_origins: ["${ORIGIN}"]
+  allow_origins: ["${ORIGIN}", "https://*.example.org"]
   allow_headers: [authorization, content-type, x-stainless-os, anthropic-version]
   max_age: 2h
 `, { dir });
@@ -72,6 +72,20 @@ test('a preflight from an origin not listed is refused with no CORS header', asy
   assert.doesNotMatch(out, /access-control-allow/i);
 });
 
+test('an origin pattern https://*.example.org allows its subdomains, not the domain or look-alikes', async () => {
+  for (const o of ['https://app.example.org', 'https://a.b.example.org', 'https://A-1.Example.ORG']) {
+    const out = await preflight(gw.port, '/v1/chat/completions', o, 'authorization');
+    assert.match(out, /^HTTP\/1.1 204 /, o);
+    assert.match(out, new RegExp(`\r\naccess-control-allow-origin: ${o}\r\n`, 'i'), o);
+  }
+  for (const o of ['https://example.org', 'https://evilexample.org', 'http://app.example.org',
+    'https://app.example.org.evil.com', 'https://.example.org', 'https://a..example.org', 'https://a/b.example.org']) {
+    const out = await preflight(gw.port, '/v1/chat/completions', o, 'authorization');
+    assert.match(out, /^HTTP\/1.1 403 /, o);
+    assert.doesNotMatch(out, /access-control-allow/i, o);
+  }
+});
+
 test('off by default: no cors section, no CORS header, browser requests refused', async () => {
   const out = await preflight(plain.port, '/v1/chat/completions', ORIGIN, 'authorization');
   assert.match(out, /^HTTP\/1.1 403 /);
@@ -87,7 +101,7 @@ test('off by default: no cors section, no CORS header, browser requests refused'
 test('cors settings are checked', async () => {
   const file = writeConfig(config(mock.url) + `
 cors:
-  allow_origins: ["${ORIGIN}"]
+  allow_origins: ["${ORIGIN}", "https://app.example.com/", "https://*example.com", "https://a.*.example.com", "https://*."]
   allow_headers: ["bad header"]
   max_age: 48h
   allow_credentials: true
@@ -97,4 +111,8 @@ cors:
   assert.match(r.stderr, /cors\.allow_headers: 'bad header' is not a header name/);
   assert.match(r.stderr, /cors\.max_age: must be between 0s and 24h/);
   assert.match(r.stderr, /allow_credentials/);
+  for (const o of ['https://app.example.com/', 'https://*example.com', 'https://a.*.example.com', 'https://*.']) {
+    assert.ok(r.stderr.includes(`'${o}' is not an origin`), o);
+  }
+  assert.ok(!r.stderr.includes(`'${ORIGIN}' is not an origin`));
 });

@@ -172,6 +172,35 @@ test('forward_headers refuses credentials and hop-by-hop headers', () => {
   assert.doesNotMatch(r.stderr, /'anthropic-beta'/);
 });
 
+test('forward_headers takes a prefix ("x-goog-*"), never a credential under it; bad names are refused', async () => {
+  let r = spawnSync(BIN, ['-t', '-c', writeConfig(config('http://127.0.0.1:9', {
+    providerExtra: '    forward_headers: ["bad header", "*", "x-ok-*"]',
+  }))], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /forward_headers: 'bad header' is not a header name/);
+  assert.match(r.stderr, /forward_headers: '\*' would pass every client header/);
+  assert.doesNotMatch(r.stderr, /'x-ok-\*'/);
+  const gw2 = await startGateway(config(mock.url, {
+    providerExtra: '    forward_headers: ["x-goog-*", "x-trace-tag"]',
+  }));
+  try {
+    const res = await post(gw2, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }, {
+      'x-goog-user-project': 'proj-1', 'X-Goog-Request-Reason': 'audit', 'x-goog-api-key': 'AIza-client-secret',
+      'x-trace-tag': 't1', 'x-other': 'no',
+    });
+    assert.equal(res.status, 200);
+    await res.json();
+    const h = (await mock.last()).headers;
+    assert.equal(h['x-goog-user-project'], 'proj-1');
+    assert.equal(h['x-goog-request-reason'], 'audit');
+    assert.equal(h['x-trace-tag'], 't1');
+    assert.equal(h['x-goog-api-key'], undefined, 'a credential is never passed, prefix or not');
+    assert.equal(h['x-other'], undefined);
+  } finally {
+    await gw2.stop();
+  }
+});
+
 test('/v1/models lists the routes\' names; /v1/models/{id} knows routes and globs', async () => {
   const gw2 = await startGateway(config(mock.url) + `
 routes:

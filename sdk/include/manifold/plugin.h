@@ -697,8 +697,11 @@ struct mf_host_api_s {
      * without the password, when configured), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
-     * stage again, and a config whose `consumers` no stage reads is
-     * refused. */
+     * stage again, and a config whose `consumers`, `groups` or `prices`
+     * no stage reads is refused. A name starting with '@' is a claim, not
+     * a section (NULL): "@limits" says this stage enforces the `limits`
+     * and `budget` of consumers and groups, without which a config that
+     * sets them is refused. */
     const json_t *(*config_section)(const char *name);
     /* init only. Registers an admin command `name` (letters, digits,
      * '-' and '.', "consumers.add"); usage is one line for the command
