@@ -20,7 +20,7 @@ function gwConfig(mockUrl) {
   - name: limits
     plugin: limits
     config: { default_max_tokens: 100 }`,
-  }) + `
+  }).replace('stream_idle_timeout: 10s', 'stream_idle_timeout: 2s') + `
 admin: { socket: ${dir}/admin.sock }
 routes:
   - model: failing-over
@@ -41,6 +41,10 @@ consumers:
   - { name: plain, keys: ["k-plain"] }
   - { name: wallet, keys: ["k-wallet"], budget: { usd: 2, period: month } }
   - { name: durable, keys: ["k-durable"], budget: { tokens: 100000000, period: month } }
+  - { name: stalled, keys: ["k-stalled"], budget: { tokens: 1000000, period: month } }
+  - { name: anth, keys: ["k-anth"], budget: { tokens: 1000000, period: month } }
+  - { name: resp, keys: ["k-resp"], budget: { tokens: 1000000, period: month } }
+  - { name: gem, keys: ["k-gem"], budget: { tokens: 1000000, period: month } }
 `;
 }
 
@@ -162,6 +166,55 @@ test('include_usage: false from a client does not escape metering', async () => 
   const charged = (await used('quiet')).used - before;
   assert.ok(charged >= 7, `charged ${charged}`);
   assert.ok(charged < 100, `charged ${charged}: the reported usage, not the reservation`);
+});
+
+test('a stream the upstream stops feeding is ended at stream_idle_timeout and charged at least its reservation', async () => {
+  const before = (await used('stalled')).used;
+  const r = await chat(gw, '[[mock:chunks=5 chunk_delay=8000]] wait', { stream: true }, auth('k-stalled'));
+  assert.equal(r.status, 200);
+  const text = await r.text();
+  // the client got the first chunk, then an in-stream error, no [DONE]
+  assert.match(text, /"content":/);
+  assert.match(text, /"error":/);
+  assert.doesNotMatch(text, /\[DONE\]/);
+  const line = await gw.waitLog((l) => l.consumer === 'stalled');
+  assert.equal(line.usage_estimated, true);
+  const total = await settled('stalled', 1);
+  assert.equal(total.estimated, 1);
+  // unknown usage never refunds: the reservation (prompt estimate + 100)
+  assert.ok((await used('stalled')).used - before >= 100);
+});
+
+test('Messages, Responses and Gemini-native calls are metered as reported', async () => {
+  const cases = [
+    ['anth', async () => {
+      const r = await post(gw, '/v1/messages', { model: 'gpt-4o', max_tokens: 50, messages: [{ role: 'user', content: 'hello there' }] },
+        { 'x-api-key': 'k-anth', 'anthropic-version': '2023-06-01' });
+      assert.equal(r.status, 200);
+      const u = (await r.json()).usage;
+      return u.input_tokens + u.output_tokens;
+    }],
+    ['resp', async () => {
+      const r = await post(gw, '/v1/responses', { model: 'gpt-4o', input: 'hello there' }, auth('k-resp'));
+      assert.equal(r.status, 200);
+      const u = (await r.json()).usage;
+      return u.input_tokens + u.output_tokens;
+    }],
+    ['gem', async () => {
+      const r = await post(gw, '/v1beta/models/gpt-4o:generateContent', { contents: [{ role: 'user', parts: [{ text: 'hello there' }] }] },
+        { 'x-goog-api-key': 'k-gem' });
+      assert.equal(r.status, 200);
+      return (await r.json()).usageMetadata.totalTokenCount;
+    }],
+  ];
+  for (const [name, call] of cases) {
+    const before = (await used(name)).used;
+    const tokens = await call();
+    assert.ok(tokens > 0, name);
+    const total = await settled(name, 1);
+    assert.equal(total.estimated, 0, name);
+    assert.equal((await used(name)).used - before, tokens, name);
+  }
 });
 
 test('embeddings are metered', async () => {
