@@ -1214,7 +1214,7 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
  * previous_response_id and GET /v1/responses/{id}, their bytes, and for
  * how long. */
 static void
-load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n)
+load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n, int redis)
 {
     static const char *const allowed[] = {"max_entries", "max_bytes", "ttl",
                                           NULL};
@@ -1232,6 +1232,13 @@ load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n)
     entries = get_int(ck, n, "max_entries", "response_store.max_entries",
                       (int)c->store_max_entries, 0, 10000000);
     c->store_max_entries = (size_t)entries;
+    if (redis && entries > 0 && mf_node_get(n, "max_entries") != NULL) {
+        cfg_error(ck, mf_node_get(n, "max_entries"),
+                  "response_store.max_entries",
+                  "with redis: the store is bounded by its ttl (and Redis's "
+                  "maxmemory), not by a count; remove max_entries, or set 0 "
+                  "to keep no answer");
+    }
     get_size(ck, n, "max_bytes", "response_store.max_bytes",
              &c->store_max_bytes);
     get_duration(ck, n, "ttl", "response_store.ttl", &c->store_ttl_ms);
@@ -1987,7 +1994,8 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
     get_string(ck, root, "lua_path", "lua_path", &c->lua_path);
     load_limits(ck, c, mf_node_get(root, "limits"));
     load_access(ck, c, root);
-    load_response_store(ck, c, mf_node_get(root, "response_store"));
+    load_response_store(ck, c, mf_node_get(root, "response_store"),
+                        mf_node_get(root, "redis") != NULL);
     load_status(ck, c, mf_node_get(root, "status"));
 
     n = mf_node_get(root, "redis");

@@ -5,8 +5,7 @@
 // gateway processes.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import { startMock, startGateway, config, post, spawnSync, BIN, writeConfig, closedPort, sleep } from './harness.mjs';
+import { startMock, startGateway, config, post, spawnSync, BIN, writeConfig, sleep, startRedis } from './harness.mjs';
 
 let mock;
 
@@ -89,19 +88,15 @@ test('response_store settings are checked', () => {
 // With `redis:` the store is Redis, shared by every gateway process using
 // it: an answer made on one is continued, read and deleted on another.
 test('with redis: the store is shared by gateway processes', async () => {
-  const redisPort = await closedPort();
-  const redis = spawn('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1',
-    '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-  const conf = config(mock.url) + `redis: { host: 127.0.0.1, port: ${redisPort}, timeout: 500ms }\n` +
+  const redis = await startRedis();
+  const conf = config(mock.url) + `redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 500ms }\n` +
     'response_store: { ttl: 1h }\n';
   let a, b;
   try {
-    for (let i = 0; ; i++) {
-      const r = spawnSync('redis-cli', ['-p', String(redisPort), 'PING']);
-      if (r.stdout && r.stdout.toString().includes('PONG')) break;
-      assert.ok(i < 100, 'redis-server did not start');
-      await sleep(50);
-    }
+    // Redis keeps no count: max_entries other than 0 is refused with it
+    const bad = spawnSync(BIN, ['-t', '-c', writeConfig(conf.replace('{ ttl: 1h }', '{ ttl: 1h, max_entries: 50 }'))], { encoding: 'utf8' });
+    assert.notEqual(bad.status, 0);
+    assert.match(bad.stderr, /response_store\.max_entries: with redis: the store is bounded by its ttl/);
     a = await startGateway(conf);
     b = await startGateway(conf);
     const first = await create(a, 'remember Oslo');
@@ -110,7 +105,7 @@ test('with redis: the store is shared by gateway processes', async () => {
       assert.ok(i < 100, 'the answer never reached Redis');
       await sleep(50);
     }
-    const ttl = Number(spawnSync('redis-cli', ['-p', String(redisPort), 'PTTL', `manifold:resp:${first}`]).stdout.toString());
+    const ttl = Number(redis.cli('PTTL', `manifold:resp:${first}`));
     assert.ok(ttl > 3500000 && ttl <= 3600000, `PTTL ${ttl}`);
     const res = await post(b, '/v1/responses', { model: 'gpt-4o', previous_response_id: first, input: 'where?' });
     assert.equal(res.status, 200);
@@ -127,8 +122,7 @@ test('with redis: the store is shared by gateway processes', async () => {
     del = await fetch(`${a.url}/v1/responses/${first}`, { method: 'DELETE' });
     assert.equal(del.status, 404);
     // Redis down: a request that needs the store is a 503 saying so
-    redis.kill('SIGTERM');
-    await new Promise((r) => redis.on('exit', r));
+    await redis.stop('SIGTERM');
     const down = await post(a, '/v1/responses', { model: 'gpt-4o', previous_response_id: first, input: 'x' });
     assert.equal(down.status, 503);
     const j = await down.json();
@@ -137,7 +131,7 @@ test('with redis: the store is shared by gateway processes', async () => {
     // and one that does not is served
     assert.equal((await post(a, '/v1/responses', { model: 'gpt-4o', input: 'no store needed' })).status, 200);
   } finally {
-    if (redis.exitCode === null) redis.kill('SIGTERM');
+    await redis.stop('SIGTERM');
     await a?.stop();
     await b?.stop();
   }
