@@ -179,6 +179,57 @@ test('previous_response_id continues a stored conversation; retrieve and delete'
   await assert.rejects(client.responses.retrieve(r4.id), (e) => e instanceof OpenAI.NotFoundError);
 });
 
+// the texts of an upstream body's turns, whatever the wire: [role, text]
+function turns(up) {
+  const text = (c) => (typeof c === 'string' ? c : (c || []).map((b) => b.text || '').join(''));
+  if (up.contents) return up.contents.map((t) => [t.role, text(t.parts)]);
+  return up.messages.map((m) => [m.role, text(m.content)]);
+}
+
+for (const model of ['claude-sonnet-4', 'gemini-2.5-flash']) {
+  test(`previous_response_id continues a conversation served by ${model}, a function call in between`, async () => {
+    const r1 = await client.responses.create({ model, instructions: 'be brief', input: 'my name is Ada' });
+    const r2 = await client.responses.create({ model, previous_response_id: r1.id, input: 'what is my name?' });
+    let up = JSON.parse((await mock.last()).body);
+    const assistant = model.startsWith('gemini') ? 'model' : 'assistant';
+    assert.deepEqual(turns(up), [
+      ['user', 'my name is Ada'],
+      [assistant, 'Hello from mock. You said: my name is Ada'],
+      ['user', 'what is my name?'],
+    ]);
+    // streamed, with a tool: the call and its result go back in the wire's own form
+    const stream = await client.responses.create({
+      model, stream: true, previous_response_id: r2.id, tools: [weather], input: 'weather in Oslo?',
+    });
+    let r3;
+    for await (const ev of stream) if (ev.type === 'response.completed') r3 = ev.response;
+    const call = r3.output.find((o) => o.type === 'function_call');
+    assert.ok(call, JSON.stringify(r3.output));
+    const r4 = await client.responses.create({
+      model, previous_response_id: r3.id,
+      input: [{ type: 'function_call_output', call_id: call.call_id, output: 'snow' }],
+    });
+    assert.equal(r4.status, 'completed');
+    up = JSON.parse((await mock.last()).body);
+    if (model.startsWith('gemini')) {
+      const parts = up.contents.flatMap((t) => t.parts);
+      assert.ok(parts.some((p) => p.functionCall && p.functionCall.name === 'get_weather'));
+      const res = parts.find((p) => p.functionResponse);
+      assert.equal(res.functionResponse.name, 'get_weather');
+      assert.match(JSON.stringify(res.functionResponse.response), /snow/);
+      assert.equal(up.contents.length, 7);
+    } else {
+      const blocks = up.messages.flatMap((m) => (typeof m.content === 'string' ? [] : m.content));
+      const use = blocks.find((b) => b.type === 'tool_use');
+      assert.equal(use.id, call.call_id);
+      const result = blocks.find((b) => b.type === 'tool_result');
+      assert.equal(result.tool_use_id, call.call_id);
+      assert.match(JSON.stringify(result.content), /snow/);
+      assert.equal(up.system, undefined, 'instructions are not carried over');
+    }
+  });
+}
+
 test('inputItems.list: the stored conversation\'s items, paged by limit, order and after', async () => {
   const r1 = await client.responses.create({
     model: 'gpt-4o', input: [
