@@ -657,6 +657,15 @@ parse_stream(guard_t *g, const json_t *m)
                  "(the local rules check streams without it)");
         return -1;
     }
+    if (mode != NULL && strcmp(mode, "off") == 0) {
+        if (json_object_size(m) > 1) {
+            api->log(MF_LOG_ERROR, "guard: stream: with mode off the other "
+                                   "stream settings do nothing; remove them");
+            return -1;
+        }
+        g->s_mode = 0; /* streams: the local rules only */
+        return 0;
+    }
     if (mode == NULL || strcmp(mode, "hold") == 0) {
         g->s_mode = S_HOLD;
     } else if (strcmp(mode, "stream_first") == 0) {
@@ -665,7 +674,7 @@ parse_stream(guard_t *g, const json_t *m)
         g->s_mode = S_FINAL;
     } else {
         api->log(MF_LOG_ERROR,
-                 "guard: stream.mode: hold, stream_first or final");
+                 "guard: stream.mode: hold, stream_first, final or off");
         return -1;
     }
     if (json_object_get(m, "mode") != NULL && mode == NULL) {
@@ -824,6 +833,19 @@ guard_init(const mf_host_api_t *host, const char *config_json, void **state)
     if ((v = json_object_get(cfg, "stream")) != NULL &&
         parse_stream(g, v) != 0) {
         goto fail;
+    }
+    if (v == NULL && ((g->mod_url != NULL && (g->mod_dirs & DIR_OUT)) ||
+                      (g->j_model != NULL && (g->j_dirs & DIR_OUT)))) {
+        /* an output classifier checks streams too, by default held to
+         * each checkpoint (stream: { mode: off } leaves them to the
+         * local rules) */
+        json_t *dflt = json_object();
+        int rc = parse_stream(g, dflt);
+
+        json_decref(dflt);
+        if (rc != 0) {
+            goto fail;
+        }
     }
     if ((v = json_object_get(cfg, "fallback")) != NULL) {
         char why[256];

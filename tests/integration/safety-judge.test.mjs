@@ -171,14 +171,31 @@ test('output: a whole answer the classifier flags is an error in the client prot
   assert.equal((await ok.json()).choices[0].message.content, 'Hello from mock. You said: a friendly hello');
 });
 
-test('output: a stream is left to the local rules (no remote check, no buffering)', async () => {
-  const n = await mock.count();
-  const res = await chat(out, 'repeat mock-flag-hate please', { stream: true });
-  assert.equal(res.status, 200);
+test('output: a stream is checked by the classifiers too, held to each checkpoint, unless stream.mode is off', async () => {
+  let n = await mock.count();
+  let res = await chat(out, 'repeat mock-flag-hate please', { stream: true });
   const raw = await res.text();
-  assert.match(raw, /mock-flag-hate/);
-  const seen = await since(n);
-  assert.deepEqual(seen.map((q) => q.path), ['/v1/chat/completions']);
+  // nothing of the flagged text left the gateway
+  assert.doesNotMatch(raw, /mock-flag-hate/);
+  assert.match(raw, /moderation check \(hate\)|content_filter/);
+  assert.ok((await since(n)).some((q) => q.path === '/v1/moderations'), 'the stream went to the moderation endpoint');
+  // stream: { mode: off }: streams are left to the local rules (no remote check, no buffering)
+  const off = await startGateway(config(mock.url, { stages: judge('{ model: gpt-4o-mini, on: [output] }') +
+    `\n      moderation: { url: "${mock.url}/v1/moderations", on: [output] }\n      stream: { mode: off }` }));
+  try {
+    n = await mock.count();
+    res = await chat(off, 'repeat mock-flag-hate please', { stream: true });
+    assert.equal(res.status, 200);
+    assert.match(await res.text(), /mock-flag-hate/);
+    assert.deepEqual((await since(n)).map((q) => q.path), ['/v1/chat/completions']);
+    // a whole answer is still checked by both
+    n = await mock.count();
+    res = await chat(off, 'repeat mock-flag-hate please');
+    assert.equal(res.status, 400);
+    await res.text();
+  } finally {
+    await off.stop();
+  }
 });
 
 test('judge config refusals name the problem', () => {
