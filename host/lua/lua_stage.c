@@ -25,6 +25,7 @@
 #include <lua.h>
 #include <luajit.h>
 #include <lualib.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -63,7 +64,23 @@ struct mf_lua_stage_s {
     char *path;
     char *name;
     char *version;
+    /* admin commands (mf.command): their functions live in a state of
+     * their own, loaded on the main thread after the workers' when the
+     * script declares any; commands run there, one at a time */
+    int ncommands;    /* declared in worker 0's state */
+    lua_State *cmd_L; /* the commands' state (index nworkers of mem,
+                         mod_ref, conf_ref), or NULL */
+    pthread_mutex_t cmd_lock;
+    struct lua_cmd_s **cmds; /* what each registered command calls */
+    size_t ncmds;
 };
+
+/* One registered command: the stage and the name its function is kept
+ * under in the commands' state. */
+typedef struct lua_cmd_s {
+    mf_lua_stage_t *ls;
+    char name[64];
+} lua_cmd_t;
 
 static mf_lua_stage_t *
 lua_of(const mf_pstage_t *st)
@@ -350,6 +367,9 @@ mf_lua_yield(lua_State *L, mf_lua_slot_t *slot)
  * library (the .lua files of lua/mf) is put on package.preload and each of its
  * modules required, so that the helpers extend mf before the script
  * runs. */
+static int l_command(lua_State *L);
+static int l_config_section(lua_State *L);
+
 static int
 open_mf(lua_State *L)
 {
@@ -370,6 +390,10 @@ open_mf(lua_State *L)
     mf_lua_inject_llm_api(L);
     mf_lua_inject_files_api(L);
     mf_lua_inject_body_api(L);
+    lua_pushcfunction(L, l_command);
+    lua_setfield(L, -2, "command");
+    lua_pushcfunction(L, l_config_section);
+    lua_setfield(L, -2, "config_section");
     lua_pushstring(L, "1.0");
     lua_setfield(L, -2, "api_version");
     return 1;
@@ -467,6 +491,10 @@ record_dep(lua_State *L)
 
 /* The stage being loaded on this thread (top-level code, M.init). */
 static __thread mf_lua_stage_t *cur_load;
+/* 1 while the commands' state is loaded (mf.command registers there) */
+static __thread int loading_cmd_state;
+/* the index of the state being loaded (its script and M.init), or -1 */
+static __thread int loading_state = -1;
 
 const char *
 mf_lua_loading(lua_State *L, int *trusted, const char **script)
@@ -478,6 +506,131 @@ mf_lua_loading(lua_State *L, int *trusted, const char **script)
     *trusted = cur_load->trusted;
     *script = cur_load->path;
     return cur_load->config_dir;
+}
+
+/* mf.config_section(name): a top-level section of the config as a Lua
+ * value (api->config_section: "consumers", "groups", "prices", "redis",
+ * "dir"; "@limits" claims the consumers' limits), nil when absent; while
+ * the script loads only. */
+static int
+l_config_section(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const json_t *v;
+
+    if (cur_load == NULL) {
+        return luaL_error(L, "mf.config_section: only while the stage loads "
+                             "(top level or M.init)");
+    }
+    v = mf_api.config_section(name);
+    if (v == NULL) {
+        lua_pushnil(L);
+    } else {
+        mf_lua_push_json(L, (json_t *)v, 0);
+    }
+    return 1;
+}
+
+#define LUA_CMDS_KEY "mf.commands"
+
+/* An admin command, on the main thread: the function mf.command kept in
+ * the commands' state, called with the request's arguments (a table);
+ * it returns the answer (a value JSON can hold; nil is {}) and an HTTP
+ * status (200 when absent). An error is a 500 with its message. */
+static int
+lua_cmd_run(void *arg, const json_t *args, json_t **out)
+{
+    lua_cmd_t *c = arg;
+    mf_lua_stage_t *ls = c->ls;
+    lua_State *L = ls->cmd_L;
+    lua_run_t was;
+    int top, rc, status = 200;
+
+    pthread_mutex_lock(&ls->cmd_lock);
+    top = lua_gettop(L);
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_CMDS_KEY);
+    lua_getfield(L, -1, c->name);
+    mf_lua_push_json(L, (json_t *)args, 0);
+    was =
+        run_begin(&ls->mem[ls->nworkers], ls->init_timeout_ms, "init_timeout");
+    rc = lua_pcall(L, 1, 2, 0);
+    run_end(was);
+    if (rc != 0) {
+        *out = json_pack("{s:s}", "error",
+                         lua_tostring(L, -1) ? lua_tostring(L, -1)
+                                             : "not enough memory");
+        status = 500;
+    } else {
+        if (lua_isnumber(L, -1)) {
+            status = (int)lua_tointeger(L, -1);
+            if (status < 100 || status > 599) {
+                status = 500;
+            }
+        }
+        *out = lua_isnil(L, -2) ? json_object() : mf_lua_to_json(L, lua_gettop(L) - 1, 0);
+        if (*out == NULL) {
+            *out = json_pack("{s:s}", "error", mf_lua_to_json_why());
+            status = 500;
+        }
+    }
+    lua_settop(L, top);
+    pthread_mutex_unlock(&ls->cmd_lock);
+    return status;
+}
+
+/* mf.command(name, usage, fn): an admin command (POST /commands/NAME,
+ * `manifoldctl NAME ...`), while the script loads. Every worker's state
+ * runs the script; the command runs in a state of its own on the main
+ * thread (the admin socket's), which shares with the workers' what
+ * mf.shared and Redis hold. */
+static int
+l_command(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    const char *usage = luaL_checkstring(L, 2);
+    mf_lua_stage_t *ls = cur_load;
+    lua_cmd_t *c;
+
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (ls == NULL) {
+        return luaL_error(L, "mf.command: only while the stage loads (top "
+                             "level or M.init)");
+    }
+    if (strlen(name) >= sizeof(c->name)) {
+        return luaL_error(L, "mf.command: the name '%s' is longer than %d",
+                          name, (int)sizeof(c->name) - 1);
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_CMDS_KEY);
+    if (lua_isnil(L, -1)) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, LUA_REGISTRYINDEX, LUA_CMDS_KEY);
+    }
+    lua_getfield(L, -1, name);
+    if (!lua_isnil(L, -1)) {
+        return luaL_error(L, "mf.command: '%s' is declared twice", name);
+    }
+    lua_pop(L, 1);
+    lua_pushvalue(L, 3);
+    lua_setfield(L, -2, name);
+    lua_pop(L, 1);
+    if (!loading_cmd_state) {
+        ls->ncommands += loading_state == 0;
+        return 0;
+    }
+    c = mf_xcalloc(1, sizeof(*c));
+    c->ls = ls;
+    memcpy(c->name, name, strlen(name) + 1);
+    ls->cmds = mf_xrealloc(ls->cmds, (ls->ncmds + 1) * sizeof(*ls->cmds));
+    ls->cmds[ls->ncmds++] = c;
+    if (mf_api.register_command(name, usage, lua_cmd_run, c) != MF_OK) {
+        return luaL_error(L,
+                          "mf.command: '%s' cannot be registered (a bad "
+                          "name: letters, digits, '-', '.'; or taken)",
+                          name);
+    }
+    return 0;
 }
 
 void
@@ -651,14 +804,29 @@ run_init(lua_State *L, mf_lua_stage_t *ls, int w, char *err, size_t errcap)
     return MF_OK;
 }
 
+static lua_State *new_state_in(mf_lua_stage_t *ls, int w, lua_State *L,
+                               json_t *config, const char *lua_path,
+                               unsigned *hooks, char *err, size_t errcap);
+
 static lua_State *
 new_state(mf_lua_stage_t *ls, int w, json_t *config, const char *lua_path,
           unsigned *hooks, char *err, size_t errcap)
 {
+    lua_State *L = lua_newstate(limited_alloc, &ls->mem[w]);
+
+    loading_state = w;
+    L = new_state_in(ls, w, L, config, lua_path, hooks, err, errcap);
+    loading_state = -1;
+    return L;
+}
+
+static lua_State *
+new_state_in(mf_lua_stage_t *ls, int w, lua_State *L, json_t *config,
+             const char *lua_path, unsigned *hooks, char *err, size_t errcap)
+{
     const char *path = ls->path, *name = ls->name;
     int *mod_ref = &ls->mod_ref[w], *conf_ref = &ls->conf_ref[w];
     char **version = &ls->version;
-    lua_State *L = lua_newstate(limited_alloc, &ls->mem[w]);
     int i, rc;
 
     if (L == NULL) { /* a LuaJIT without its own allocators (no GC64) */
@@ -768,13 +936,15 @@ lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
     ls->time_limit_ms = sc->time_limit_ms;
     ls->pause_limit_ms = sc->pause_limit_ms;
     ls->init_timeout_ms = sc->init_timeout_ms;
-    ls->mem = mf_xcalloc((size_t)nworkers, sizeof(lua_mem_t));
-    for (i = 0; i < nworkers; i++) {
+    /* one more of each for the commands' state */
+    ls->mem = mf_xcalloc((size_t)nworkers + 1, sizeof(lua_mem_t));
+    for (i = 0; i <= nworkers; i++) {
         ls->mem[i].limit = sc->memory_limit;
     }
     ls->L = mf_xcalloc((size_t)nworkers, sizeof(lua_State *));
-    ls->mod_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
-    ls->conf_ref = mf_xcalloc((size_t)nworkers, sizeof(int));
+    ls->mod_ref = mf_xcalloc((size_t)nworkers + 1, sizeof(int));
+    ls->conf_ref = mf_xcalloc((size_t)nworkers + 1, sizeof(int));
+    pthread_mutex_init(&ls->cmd_lock, NULL);
     ls->nhandlers = mf_xcalloc((size_t)nworkers, sizeof(size_t));
     ls->path = mf_xstrdup(path);
     ls->name = mf_xstrdup(name);
@@ -794,6 +964,18 @@ lua_stage_load(const mf_stage_conf_t *sc, int nworkers, const char *lua_path,
                      "worker's state and %zu in another; add them "
                      "unconditionally at the top level",
                      path, name, ls->nhandlers[0], ls->nhandlers[i]);
+            lua_rt_free(ls);
+            return NULL;
+        }
+    }
+    if (ls->ncommands > 0) {
+        unsigned cmd_hooks;
+
+        loading_cmd_state = 1;
+        ls->cmd_L =
+            new_state(ls, nworkers, config, lua_path, &cmd_hooks, err, errcap);
+        loading_cmd_state = 0;
+        if (ls->cmd_L == NULL) {
             lua_rt_free(ls);
             return NULL;
         }
@@ -837,6 +1019,14 @@ lua_rt_free(void *impl)
             lua_close(ls->L[i]);
         }
     }
+    if (ls->cmd_L != NULL) {
+        lua_close(ls->cmd_L);
+    }
+    for (i = 0; i < (int)ls->ncmds; i++) {
+        free(ls->cmds[i]);
+    }
+    free(ls->cmds);
+    pthread_mutex_destroy(&ls->cmd_lock);
     for (i = 0; i < (int)ls->ndeps; i++) {
         free(ls->deps[i]);
     }
