@@ -9,6 +9,9 @@
 # and with `mask`; then req/s by wrk (D seconds each, the gateway pinned
 # to one core, wrk on the other) for the same four, as a cross-check
 # (req/s on a shared machine swings; the instruction count does not).
+# nginx proxying the same 2 KB body is counted in the same run, as the
+# reference row. MASK_KEEP=dir keeps the callgrind outputs there (for
+# callgrind_annotate --inclusive=yes).
 #   tests/bench/mask.sh [N1 N2 [D]]     (default 200 1200 5; D=0: no wrk)
 # Expects build/ to be built (RelWithDebInfo) and valgrind installed.
 set -euo pipefail
@@ -20,6 +23,7 @@ T=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
 trap cleanup EXIT
+keep() { [ -z "${MASK_KEEP:-}" ] || { mkdir -p "$MASK_KEEP"; cp "$1" "$MASK_KEEP/"; }; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 body_of() { sed -n "s/^wrk.body = '\\(.*\\)'\$/\\1/p" "tests/bench/$1"; }
@@ -64,7 +68,37 @@ instr() {  # config, body, requests -> total instructions
   wait_port "$port"
   python3 tests/bench/reqs.py "$port" "$3" /v1/chat/completions "$2"
   kill -TERM "$pid"; wait "$pid" || true
+  keep "$T/$1.$3.out"
   total "$T/$1.$3.out"
+}
+
+nginx_instr() {  # body, requests -> total instructions
+  local port; port=$(free_port)
+  mkdir -p "$T/nginx"
+  cat > "$T/nginx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $T/nginx/nginx.pid;
+error_log $T/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
+  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://mock; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$2.out" \
+    nginx -c "$T/nginx.conf" -p "$T/nginx" 2>/dev/null & local pid=$!
+  wait_port "$port"
+  python3 tests/bench/reqs.py "$port" "$2" /v1/chat/completions "$1"
+  kill -QUIT "$pid"; wait "$pid" || true
+  total "$T/ng.$2.out"
 }
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
 row() {  # label, config, body
@@ -90,10 +124,12 @@ rps() {  # config, wrk script -> "req/s us-of-CPU-per-request"
 
 IC=$(row clean plain "$CLEAN"); ICM=$(row clean mask "$CLEAN")
 IP=$(row pii plain "$PII"); IPM=$(row pii mask "$PII")
+ING=$(per_req "$(nginx_instr "$PII" "$N1")" "$(nginx_instr "$PII" "$N2")" $((N2 - N1)))
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo "mask stage, 2 KB prompt, instructions per non-stream request (callgrind, $((N2 - N1)) requests)"
 printf "  %-28s %10s without  %10s with mask   cost %s\n" "nothing to find" "$IC" "$ICM" "$(ratio "$ICM" "$IC")"
 printf "  %-28s %10s without  %10s with mask   cost %s\n" "e-mail, phone, card" "$IP" "$IPM" "$(ratio "$IPM" "$IP")"
+printf "  %-28s %10s (nginx proxying the same body)\n" "nginx, e-mail, phone, card" "$ING"
 if [ "$D" != 0 ]; then
   # the gateway's CPU time (user + system) per request is what bounds its
   # req/s; req/s itself swings with the other load on a shared machine
