@@ -117,7 +117,20 @@ mf_mask_matches_resolve(mf_mask_matches_t *m)
     if (m->n == 0) {
         return;
     }
-    qsort(m->v, m->n, sizeof(*m->v), match_cmp);
+    if (m->n <= 16) {
+        /* a text's few matches: sorted in place, no qsort call */
+        for (i = 1; i < m->n; i++) {
+            mf_mask_match_t x = m->v[i];
+
+            for (k = i; k > 0 && match_cmp(&m->v[k - 1], &x) > 0; k--) {
+                m->v[k] = m->v[k - 1];
+            }
+            m->v[k] = x;
+        }
+        k = 0;
+    } else {
+        qsort(m->v, m->n, sizeof(*m->v), match_cmp);
+    }
     for (i = 0; i < m->n; i++) {
         if (m->v[i].len == 0 || (k > 0 && m->v[i].start < end)) {
             continue;
@@ -221,24 +234,27 @@ email_at(const char *s, size_t n, const char *at, mf_mask_matches_t *out)
     return r;
 }
 
-/* a run of digits with single separators from `seps` between groups,
- * from s[i]; returns its end (after the last digit) and the digits */
+/* a run of digits with single separators between groups (a space or a
+ * dash, and a dot when `dot`), from s[i]; returns its end (after the
+ * last digit) and the digits */
 static size_t
-digit_run(const char *s, size_t n, size_t i, const char *seps, char *digits,
-          size_t cap, size_t *ndigits)
+digit_run(const char *s, size_t n, size_t i, int dot, char *digits, size_t cap,
+          size_t *ndigits)
 {
     size_t end = i, k = 0;
 
     while (i < n) {
-        if (DIG(s[i])) {
+        char c = s[i];
+
+        if (DIG(c)) {
             if (k < cap) {
-                digits[k] = s[i];
+                digits[k] = c;
             }
             k++;
             i++;
             end = i;
-        } else if (strchr(seps, s[i]) != NULL && s[i] != '\0' && i + 1 < n &&
-                   DIG(s[i + 1]) && k > 0) {
+        } else if ((c == ' ' || c == '-' || (dot && c == '.')) && k > 0 &&
+                   i + 1 < n && DIG(s[i + 1])) {
             i++;
         } else {
             break;
@@ -260,7 +276,7 @@ detect_phone(const char *s, size_t n, size_t from, size_t to,
     while (i < to) {
         if (s[i] == '+' && i + 1 < n && DIG(s[i + 1]) && s[i + 1] != '0' &&
             (i == 0 || !ALNUM(s[i - 1]))) {
-            end = digit_run(s, n, i + 1, " -.", d, sizeof(d), &k);
+            end = digit_run(s, n, i + 1, 1, d, sizeof(d), &k);
             if (k >= 8 && k <= 15 && (end == n || !ALNUM(s[end]))) {
                 mf_mask_matches_add(out, i, end - i, MF_MASK_PHONE);
                 i = end;
@@ -271,7 +287,7 @@ detect_phone(const char *s, size_t n, size_t from, size_t to,
         }
         if (s[i] == '1' && (i == 0 || (!ALNUM(s[i - 1]) && s[i - 1] != '+')) &&
             i + 1 < n && s[i + 1] >= '3' && s[i + 1] <= '9') {
-            end = digit_run(s, n, i, " -", d, sizeof(d), &k);
+            end = digit_run(s, n, i, 0, d, sizeof(d), &k);
             if (k == 11 && (end == n || !ALNUM(s[end])) &&
                 (end - i == 11 || (end - i == 13 && s[i + 3] == s[i + 8] &&
                                    (s[i + 3] == ' ' || s[i + 3] == '-')))) {
@@ -359,7 +375,7 @@ detect_card(const char *s, size_t n, size_t from, size_t to,
             i++;
             continue;
         }
-        end = digit_run(s, n, i, " -", d, sizeof(d), &k);
+        end = digit_run(s, n, i, 0, d, sizeof(d), &k);
         if ((i == 0 || !ALNUM(s[i - 1])) && (end == n || !ALNUM(s[end])) &&
             k >= 13 && k <= 19 && mf_mask_luhn(d, k)) {
             mf_mask_matches_add(out, i, end - i, MF_MASK_CARD);
