@@ -678,25 +678,6 @@ edits_ok(mf_str_t b, const mf_body_edit_t *ed, size_t n)
     return MF_OK;
 }
 
-/* Where positions of the old text outside every edit are in the new
- * one, asked in ascending order (the index's members are). */
-typedef struct {
-    const char *old, *base;
-    const mf_body_edit_t *ed;
-    size_t n, k;
-    long d;
-} shift_t;
-
-static const char *
-shifted(shift_t *sh, const char *x)
-{
-    while (sh->k < sh->n && sh->ed[sh->k].offset < (size_t)(x - sh->old)) {
-        sh->d += escaped_len(sh->ed[sh->k].text) - (long)sh->ed[sh->k].len;
-        sh->k++;
-    }
-    return sh->base + (x - sh->old) + sh->d;
-}
-
 long
 mf_jscan_edit_size(mf_str_t body, const mf_body_edit_t *ed, size_t n)
 {
@@ -722,27 +703,40 @@ mf_jscan_edit_apply(mf_str_t body, const mf_jscan_t *js,
                     const mf_body_edit_t *ed, size_t n, char *out,
                     mf_jscan_t *js_out)
 {
-    shift_t sh = {body.data, out, ed, n, 0, 0};
-    size_t k, i, from = 0;
+    /* the index's positions in ascending order (each member's key, value
+     * and value's end): each moves by what the edits before it grew */
+    const char *old[3 * MF_JSCAN_MAX_MEMBERS], *now[3 * MF_JSCAN_MAX_MEMBERS];
+    size_t k, i, np = 0, j = 0, from = 0;
     char *w = out;
+    long d = 0;
 
+    for (i = 0; js != NULL && i < js->nmembers; i++) {
+        old[np++] = js->members[i].key.data;
+        old[np++] = js->members[i].value.data;
+        old[np++] = js->members[i].value.data + js->members[i].value.len;
+    }
     for (k = 0; k < n; k++) {
+        for (; j < np && old[j] <= body.data + ed[k].offset; j++) {
+            now[j] = out + (old[j] - body.data) + d;
+        }
         memcpy(w, body.data + from, ed[k].offset - from);
         w = escape_into(w + (ed[k].offset - from), ed[k].text);
         from = ed[k].offset + ed[k].len;
+        d = (long)(w - out) - (long)from;
     }
     memcpy(w, body.data + from, body.len - from);
+    for (; j < np; j++) {
+        now[j] = out + (old[j] - body.data) + d;
+    }
     if (js == NULL) {
         return;
     }
-    /* the same members, where they are now */
     *js_out = *js;
     for (i = 0; i < js_out->nmembers; i++) {
         mf_jmember_t *m = &js_out->members[i];
-        const char *v1 = m->value.data + m->value.len;
 
-        m->key.data = shifted(&sh, m->key.data);
-        m->value.data = shifted(&sh, m->value.data);
-        m->value.len = (size_t)(shifted(&sh, v1) - m->value.data);
+        m->key.data = now[3 * i];
+        m->value.data = now[3 * i + 1];
+        m->value.len = (size_t)(now[3 * i + 2] - now[3 * i + 1]);
     }
 }

@@ -77,6 +77,14 @@ typedef struct {
     mf_metric_t *m_blocked;
 } mask_t;
 
+/* Memory for a request's placeholders and values: chunks that never
+ * move (entries point into them), wiped and freed at the end. */
+struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    char data[];
+};
+
 /* A restoring channel of a stream: one text field of one choice. */
 typedef struct {
     int choice;
@@ -98,6 +106,7 @@ typedef struct {
     } * rep;
     size_t nrep, caprep;
     mf_mask_buf_t rbuf;
+    struct chunk *chunks; /* the placeholders and their values */
     chan_t *ch;
     size_t nch;
     json_t *top; /* the stream's chunk fields (id, model, ...) */
@@ -557,12 +566,21 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     }
     q->etype[q->n] = type;
     e = &q->e[q->n++];
-    /* one block: the placeholder, its NUL, the value */
+    /* one piece: the placeholder, its NUL, the value */
     e->phlen = tl + nl + 3;
-    e->ph = malloc(e->phlen + 1 + n);
-    if (e->ph == NULL) {
-        abort();
+    if (q->chunks == NULL ||
+        q->chunks->cap - q->chunks->used < e->phlen + 1 + n) {
+        size_t cap = e->phlen + 1 + n > 480 ? e->phlen + 1 + n : 480;
+        struct chunk *c = malloc(sizeof(*c) + cap);
+
+        if (c == NULL) {
+            abort();
+        }
+        *c = (struct chunk){q->chunks, 0, cap};
+        q->chunks = c;
     }
+    e->ph = q->chunks->data + q->chunks->used;
+    q->chunks->used += e->phlen + 1 + n;
     e->ph[0] = '[';
     memcpy(e->ph + 1, type, tl);
     e->ph[1 + tl] = '_';
@@ -945,7 +963,8 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
                          sizeof(api->edit_body_text)) {
         /* the edits handed over: the host escapes them and shifts its
          * index of the body, without checking it all again */
-        mf_body_edit_t *ed = malloc(q->nrep * sizeof(*ed));
+        mf_body_edit_t few[16],
+            *ed = q->nrep <= 16 ? few : malloc(q->nrep * sizeof(*ed));
 
         if (ed == NULL) {
             abort();
@@ -959,7 +978,9 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
             rc = -1; /* fail closed: the values must not go upstream */
             q->blocked = NULL;
         }
-        free(ed);
+        if (ed != few) {
+            free(ed);
+        }
     } else if (rc == 1 && *changed) {
         for (i = 0; i < q->nrep; i++) {
             mf_mask_buf_add(&body, raw.data + last, q->rep[i].start - last);
@@ -1403,9 +1424,12 @@ mask_on_done(mf_req_t *r, void *state, void **ctx)
     if (q == NULL) {
         return;
     }
-    for (i = 0; i < q->n; i++) {
-        memset(q->e[i].val, 0, q->e[i].vlen);
-        free(q->e[i].ph); /* the value is in the same block */
+    while (q->chunks != NULL) {
+        struct chunk *c = q->chunks;
+
+        q->chunks = c->next;
+        memset(c->data, 0, c->used); /* the values */
+        free(c);
     }
     for (i = 0; i < q->nch; i++) {
         mf_mask_buf_free(&q->ch[i].held);

@@ -12,13 +12,17 @@
 # nginx proxying the same 2 KB body is counted in the same run, as the
 # reference row. MASK_KEEP=dir keeps the callgrind outputs there (for
 # callgrind_annotate --inclusive=yes).
-#   tests/bench/mask.sh [N1 N2 [D]]     (default 200 1200 5; D=0: no wrk)
+# R rounds of the four wrk runs (default 1), each round plain and mask
+# in turn, so the machine's load drifts over both alike; each round's
+# ratios are printed, then their range.
+#   tests/bench/mask.sh [N1 N2 [D [R]]]   (default 200 1200 5 1; D=0: no wrk)
 # Expects build/ to be built (RelWithDebInfo) and valgrind installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${1:-200}
 N2=${2:-1200}
 D=${3:-5}
+R=${4:-1}
 T=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
@@ -133,12 +137,21 @@ printf "  %-28s %10s (nginx proxying the same body)\n" "nginx, e-mail, phone, ca
 if [ "$D" != 0 ]; then
   # the gateway's CPU time (user + system) per request is what bounds its
   # req/s; req/s itself swings with the other load on a shared machine
-  read -r RC CC <<< "$(rps plain chat-2k-clean.lua)"; read -r RCM CCM <<< "$(rps mask chat-2k-clean.lua)"
-  read -r RP CP <<< "$(rps plain chat-2k.lua)"; read -r RPM CPM <<< "$(rps mask chat-2k.lua)"
   echo "wrk -c16, ${D}s, the gateway on one core: req/s, and its CPU time per request"
-  printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
-    "nothing to find" "$RC" "$CC" "$RCM" "$CCM" "$(ratio "$CC" "$CCM")"
-  printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
-    "e-mail, phone, card" "$RP" "$CP" "$RPM" "$CPM" "$(ratio "$CP" "$CPM")"
+  rc=""; rp=""
+  for round in $(seq "$R"); do
+    read -r RC CC <<< "$(rps plain chat-2k-clean.lua)"; read -r RCM CCM <<< "$(rps mask chat-2k-clean.lua)"
+    read -r RP CP <<< "$(rps plain chat-2k.lua)"; read -r RPM CPM <<< "$(rps mask chat-2k.lua)"
+    [ "$R" = 1 ] || echo "  round $round"
+    printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
+      "nothing to find" "$RC" "$CC" "$RCM" "$CCM" "$(ratio "$CC" "$CCM")"
+    printf "  %-22s %6s req/s %7s us  without | %6s req/s %7s us  with mask | req/s bound by CPU: %s\n" \
+      "e-mail, phone, card" "$RP" "$CP" "$RPM" "$CPM" "$(ratio "$CP" "$CPM")"
+    rc="$rc $(ratio "$CC" "$CCM")"; rp="$rp $(ratio "$CP" "$CPM")"
+  done
+  range() { tr ' ' '\n' <<< "$1" | sed 's/x$//' | grep . | sort -n | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2fx-%.2fx", lo, hi }'; }
+  if [ "$R" != 1 ]; then
+    echo "  over $R rounds, req/s bound by CPU: nothing to find $(range "$rc"), e-mail, phone, card $(range "$rp")"
+  fi
   echo "  (target: >= 0.85x of the same pipeline without mask)"
 fi
