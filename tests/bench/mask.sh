@@ -15,6 +15,10 @@
 # R rounds of the four wrk runs (default 1), each round plain and mask
 # in turn, so the machine's load drifts over both alike; each round's
 # ratios are printed, then their range.
+# MASK_TTFT=N: then N streams through each (alternating, the two
+# gateways pinned to one core), the time to the first content event, for
+# the clean body (nothing to restore: no hold-back expected) and the PII
+# one (its placeholders restored in the stream).
 #   tests/bench/mask.sh [N1 N2 [D [R]]]   (default 200 1200 5 1; D=0: no wrk)
 # Expects build/ to be built (RelWithDebInfo) and valgrind installed.
 set -euo pipefail
@@ -154,4 +158,19 @@ if [ "$D" != 0 ]; then
     echo "  over $R rounds, req/s bound by CPU: nothing to find $(range "$rc"), e-mail, phone, card $(range "$rp")"
   fi
   echo "  (target: >= 0.85x of the same pipeline without mask)"
+fi
+if [ "${MASK_TTFT:-0}" != 0 ]; then
+  start() {  # config -> port (the gateway runs on the servers' core)
+    local port; port=$(free_port)
+    $SRV build/manifold -c "$T/$1.yaml" --listen "127.0.0.1:$port" --workers 1 \
+      >/dev/null 2>"$T/$1.ttft.err" & pids+=($!)
+    wait_port "$port"
+    echo "$port"
+  }
+  PA=$(start plain); PB=$(start mask)
+  echo "time to the first content event of a stream (20 events 2 ms apart), $MASK_TTFT each, alternating"
+  echo " nothing to restore:"
+  $CLI node tests/bench/mask-ttft.mjs "$PA" "$PB" "$MASK_TTFT" "$CLEAN"
+  echo " e-mail, phone, card (restored in the stream):"
+  $CLI node tests/bench/mask-ttft.mjs "$PA" "$PB" "$MASK_TTFT" "$PII"
 fi
