@@ -1024,8 +1024,7 @@ struct mf_host_api_s {
      * of checking the whole text again (set_body_text does); otherwise as
      * set_body_text. MF_ERR, the body unchanged, for an edit that breaks
      * these rules or a client whose protocol is not the canonical one. */
-    int (*edit_body_text)(mf_req_t *r, const mf_body_edit_t *edits,
-                          size_t n);
+    int (*edit_body_text)(mf_req_t *r, const mf_body_edit_t *edits, size_t n);
 };
 
 /* The one symbol a plugin exports. */
