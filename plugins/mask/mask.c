@@ -36,6 +36,7 @@
 #include <openssl/hmac.h>
 #include <pcre2.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -911,6 +912,7 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
 {
     mf_mask_raw_t j = {0};
     mf_mask_buf_t body = {0}, dec = {0};
+    uint64_t escs = 0;
     size_t i, last = 0;
     int rc = 1;
 
@@ -918,12 +920,17 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
         free(j.span);
         return 0;
     }
-    /* a \u escape in any text: the parser's, before anything is counted */
+    /* a \u escape in any text: the parser's, before anything is counted
+     * (which texts have escapes is kept for the first 64) */
     for (i = 0; i < j.n; i += 2) {
         const char *t = raw.data + j.span[i];
         size_t k;
+        int e = memchr(t, '\\', j.span[i + 1]) != NULL;
 
-        if (memchr(t, '\\', j.span[i + 1]) == NULL) {
+        if (i / 2 < 64 && e) {
+            escs |= (uint64_t)1 << (i / 2);
+        }
+        if (!e) {
             continue;
         }
         for (k = 0; k + 1 < j.span[i + 1]; k++) {
@@ -937,7 +944,8 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
     for (i = 0; i < j.n && rc == 1; i += 2) {
         const char *t = raw.data + j.span[i];
         size_t n = j.span[i + 1], first = q->nrep, k;
-        int m, esc = memchr(t, '\\', n) != NULL;
+        int m, esc = i / 2 < 64 ? (escs >> (i / 2)) & 1
+                                : memchr(t, '\\', n) != NULL;
 
         if (esc) {
             mf_mask_json_unescape(t, n, &dec);
