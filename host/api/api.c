@@ -874,6 +874,16 @@ api_set_body_text(mf_req_t *r, mf_str_t text)
     return mf_req_set_body_text(r, text);
 }
 
+/* ABI 1.7: edits of the canonical request body's text. */
+static int
+api_edit_body_text(mf_req_t *r, const mf_body_edit_t *edits, size_t n)
+{
+    if (!in_call(r, MF_CALL_SET_MODEL) || (edits == NULL && n > 0)) {
+        return MF_ERR; /* on_request, on_route: before any attempt */
+    }
+    return mf_req_edit_body_text(r, edits, n);
+}
+
 /* ABI 1.6: a body stage holds a stream's output while its async check
  * runs (req_relay.c releases it). */
 static int
@@ -1431,4 +1441,6 @@ const mf_host_api_t mf_api = {
     .set_body_text = api_set_body_text,
     /* ABI 1.6 (cache): a stage's own stream ends with an error event */
     .emit_stream_error = api_emit_stream_error,
+    /* ABI 1.7 (body edits): a stage's edits of the body's text */
+    .edit_body_text = api_edit_body_text,
 };

@@ -53,8 +53,8 @@ hex4(const char *p, unsigned *v)
 
 /* One UTF-8 sequence starting at p (a byte >= 0x80): its length, or 0
  * when jansson would refuse it (overlong, surrogate, above U+10FFFF). */
-static size_t
-utf8_len(const unsigned char *p, const unsigned char *end)
+size_t
+mf_jscan_utf8_len(const unsigned char *p, const unsigned char *end)
 {
     unsigned c = p[0], v;
     size_t n, i;
@@ -130,7 +130,7 @@ string(scan_t *s, int *escaped)
             return MF_ERR;
         }
         if (c >= 0x80) {
-            size_t n = utf8_len(p, end);
+            size_t n = mf_jscan_utf8_len(p, end);
 
             if (n == 0) {
                 return MF_ERR;
@@ -497,4 +497,246 @@ mf_jscan_plain_string(mf_str_t value, mf_str_t *out)
     }
     *out = (mf_str_t){value.data + 1, value.len - 2};
     return MF_OK;
+}
+
+/* ---- edits of string contents (api->edit_body_text) ---- */
+
+/* The length of text escaped as JSON string contents; -1 when it is not
+ * valid UTF-8. */
+static long
+escaped_len(mf_str_t t)
+{
+    const unsigned char *p = (const unsigned char *)t.data, *end = p + t.len;
+    size_t n = 0;
+
+    while (p < end) {
+        unsigned c = *p;
+
+        if (c >= 0x80) {
+            size_t l = mf_jscan_utf8_len(p, end);
+
+            if (l == 0) {
+                return -1;
+            }
+            n += l;
+            p += l;
+            continue;
+        }
+        if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r' ||
+            c == '\b' || c == '\f') {
+            n += 2;
+        } else if (c < 0x20) {
+            n += 6;
+        } else {
+            n++;
+        }
+        p++;
+    }
+    return (long)n;
+}
+
+static char *
+escape_into(char *w, mf_str_t t)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t i;
+
+    for (i = 0; i < t.len; i++) {
+        unsigned char c = (unsigned char)t.data[i];
+        char e = 0;
+
+        switch (c) {
+        case '"':
+            e = '"';
+            break;
+        case '\\':
+            e = '\\';
+            break;
+        case '\n':
+            e = 'n';
+            break;
+        case '\t':
+            e = 't';
+            break;
+        case '\r':
+            e = 'r';
+            break;
+        case '\b':
+            e = 'b';
+            break;
+        case '\f':
+            e = 'f';
+            break;
+        default:
+            break;
+        }
+        if (e != 0) {
+            *w++ = '\\';
+            *w++ = e;
+        } else if (c < 0x20) {
+            memcpy(w, "\\u00", 4);
+            w[4] = hex[c >> 4];
+            w[5] = hex[c & 15];
+            w += 6;
+        } else {
+            *w++ = (char)c;
+        }
+    }
+    return w;
+}
+
+/* The bytes one escape at p takes (a surrogate pair is one: neither half
+ * may be cut from the other). The text was checked: p is a backslash. */
+static size_t
+escape_len(const char *p)
+{
+    unsigned v = 0;
+    int i;
+
+    if (p[1] != 'u') {
+        return 2;
+    }
+    for (i = 2; i < 6; i++) {
+        char c = p[i];
+
+        v = v * 16 + (unsigned)(c <= '9' ? c - '0' : (c | 0x20) - 'a' + 10);
+    }
+    return v >= 0xd800 && v <= 0xdbff ? 12 : 6;
+}
+
+/*
+ * Checks the edits against the text b: each inside the contents of one
+ * string value, on character boundaries. b is a JSON object the host
+ * checked (so every quote outside a string opens one).
+ */
+static int
+edits_ok(mf_str_t b, const mf_body_edit_t *ed, size_t n)
+{
+    const char *s = b.data, *end = b.data + b.len;
+    size_t k = 0, pos = 0;
+
+    while (k < n) {
+        const char *q = memchr(s + pos, '"', b.len - pos), *c, *e, *w;
+        int esc = 0;
+
+        if (q == NULL) {
+            return MF_ERR;
+        }
+        /* the string's contents [c, e): its closing quote is the first
+         * one that no backslash escapes */
+        c = q + 1;
+        for (e = c;;) {
+            const char *qt = memchr(e, '"', (size_t)(end - e)), *bs;
+
+            if (qt == NULL) {
+                return MF_ERR;
+            }
+            bs = memchr(e, '\\', (size_t)(qt - e));
+            if (bs == NULL) {
+                e = qt;
+                break;
+            }
+            esc = 1;
+            e = bs + escape_len(bs);
+        }
+        pos = (size_t)(e - s) + 1;
+        if (ed[k].offset > (size_t)(e - s)) {
+            continue; /* no edit in this string */
+        }
+        /* a key is followed by ':': its contents are never edited */
+        for (w = e + 1;
+             w < end && (*w == ' ' || *w == '\t' || *w == '\n' || *w == '\r');
+             w++) {
+        }
+        if (w < end && *w == ':') {
+            return MF_ERR;
+        }
+        w = c; /* the escape walker: only moves forward */
+        for (; k < n && ed[k].offset <= (size_t)(e - s); k++) {
+            size_t x[2], i;
+
+            x[0] = ed[k].offset;
+            x[1] = ed[k].offset + ed[k].len;
+            if (x[0] < (size_t)(c - s) || x[1] < x[0] ||
+                x[1] > (size_t)(e - s) ||
+                (k > 0 && x[0] < ed[k - 1].offset + ed[k - 1].len)) {
+                return MF_ERR;
+            }
+            for (i = 0; i < 2; i++) {
+                if (((unsigned char)s[x[i]] & 0xc0) == 0x80) {
+                    return MF_ERR; /* inside a UTF-8 character */
+                }
+                while (esc && w < s + x[i]) {
+                    w += *w == '\\' ? escape_len(w) : 1;
+                }
+                if (esc && w != s + x[i]) {
+                    return MF_ERR; /* inside an escape */
+                }
+            }
+        }
+    }
+    return MF_OK;
+}
+
+long
+mf_jscan_edit_size(mf_str_t body, const mf_body_edit_t *ed, size_t n)
+{
+    long total = (long)body.len;
+    size_t k;
+
+    if (n > 0 && edits_ok(body, ed, n) != MF_OK) {
+        return -1;
+    }
+    for (k = 0; k < n; k++) {
+        long l = escaped_len(ed[k].text);
+
+        if (l < 0) {
+            return -1;
+        }
+        total += l - (long)ed[k].len;
+    }
+    return total;
+}
+
+void
+mf_jscan_edit_apply(mf_str_t body, const mf_jscan_t *js,
+                    const mf_body_edit_t *ed, size_t n, char *out,
+                    mf_jscan_t *js_out)
+{
+    /* the index's positions in ascending order (each member's key, value
+     * and value's end): each moves by what the edits before it grew */
+    const char *old[3 * MF_JSCAN_MAX_MEMBERS], *now[3 * MF_JSCAN_MAX_MEMBERS];
+    size_t k, i, np = 0, j = 0, from = 0;
+    char *w = out;
+    long d = 0;
+
+    for (i = 0; js != NULL && i < js->nmembers; i++) {
+        old[np++] = js->members[i].key.data;
+        old[np++] = js->members[i].value.data;
+        old[np++] = js->members[i].value.data + js->members[i].value.len;
+    }
+    for (k = 0; k < n; k++) {
+        for (; j < np && old[j] <= body.data + ed[k].offset; j++) {
+            now[j] = out + (old[j] - body.data) + d;
+        }
+        memcpy(w, body.data + from, ed[k].offset - from);
+        w = escape_into(w + (ed[k].offset - from), ed[k].text);
+        from = ed[k].offset + ed[k].len;
+        d = (long)(w - out) - (long)from;
+    }
+    memcpy(w, body.data + from, body.len - from);
+    for (; j < np; j++) {
+        now[j] = out + (old[j] - body.data) + d;
+    }
+    if (js == NULL) {
+        return;
+    }
+    *js_out = *js;
+    for (i = 0; i < js_out->nmembers; i++) {
+        mf_jmember_t *m = &js_out->members[i];
+
+        m->key.data = now[3 * i];
+        m->value.data = now[3 * i + 1];
+        m->value.len = (size_t)(now[3 * i + 2] - now[3 * i + 1]);
+    }
 }

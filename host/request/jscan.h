@@ -43,6 +43,27 @@ mf_str_t mf_jscan_get(const mf_jscan_t *js, mf_str_t key);
  * no object. */
 mf_str_t mf_jscan_object_get(mf_str_t obj, mf_str_t key);
 
+/* The length of the UTF-8 sequence at p (a byte >= 0x80), or 0 when
+ * jansson would refuse it (overlong, surrogate, above U+10FFFF, cut). */
+size_t mf_jscan_utf8_len(const unsigned char *p, const unsigned char *end);
+
+/*
+ * Edits of string contents of body, a JSON object mf_jscan_body accepted
+ * (see api->edit_body_text in plugin.h: sorted, not overlapping, each in
+ * the contents of one string value, not a key, splitting no escape,
+ * surrogate pair or UTF-8 character; the texts valid UTF-8, escaped here
+ * as JSON string contents). mf_jscan_edit_size checks them in one pass
+ * over the quotes and backslashes up to the last edit and returns the
+ * new text's length, or -1 when an edit breaks a rule.
+ * mf_jscan_edit_apply writes the new text (that many bytes) to out and,
+ * when js is not NULL, js's index shifted to it into js_out: the shape
+ * is the same, so the new text needs no new scan.
+ */
+long mf_jscan_edit_size(mf_str_t body, const mf_body_edit_t *edits, size_t n);
+void mf_jscan_edit_apply(mf_str_t body, const mf_jscan_t *js,
+                         const mf_body_edit_t *edits, size_t n, char *out,
+                         mf_jscan_t *js_out);
+
 /* The bytes of a JSON string with no escapes (between the quotes) in
  * *out: MF_OK, else MF_ERR (not a string, or escaped). */
 int mf_jscan_plain_string(mf_str_t value, mf_str_t *out);

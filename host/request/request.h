@@ -100,6 +100,10 @@ int mf_req_body_text(mf_req_t *r, mf_str_t *text);
  * (copied, checked as at intake), for a client whose protocol is the
  * canonical one; the parsed tree, if any, is dropped. */
 int mf_req_set_body_text(mf_req_t *r, mf_str_t text);
+/* api->edit_body_text (ABI 1.7, req_edit.c): edits of string contents of
+ * the canonical body's text, checked and escaped; the body's index is
+ * shifted, not rebuilt (see plugin.h). */
+int mf_req_edit_body_text(mf_req_t *r, const mf_body_edit_t *edits, size_t n);
 /* Text of the last user message (string content or text parts joined). */
 mf_str_t mf_req_last_user_text(mf_req_t *r);
 

@@ -7,6 +7,9 @@
 #include "mask_detect.h"
 
 #include <arpa/inet.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -114,7 +117,20 @@ mf_mask_matches_resolve(mf_mask_matches_t *m)
     if (m->n == 0) {
         return;
     }
-    qsort(m->v, m->n, sizeof(*m->v), match_cmp);
+    if (m->n <= 16) {
+        /* a text's few matches: sorted in place, no qsort call */
+        for (i = 1; i < m->n; i++) {
+            mf_mask_match_t x = m->v[i];
+
+            for (k = i; k > 0 && match_cmp(&m->v[k - 1], &x) > 0; k--) {
+                m->v[k] = m->v[k - 1];
+            }
+            m->v[k] = x;
+        }
+        k = 0;
+    } else {
+        qsort(m->v, m->n, sizeof(*m->v), match_cmp);
+    }
     for (i = 0; i < m->n; i++) {
         if (m->v[i].len == 0 || (k > 0 && m->v[i].start < end)) {
             continue;
@@ -173,75 +189,72 @@ mf_mask_cn_id_valid(const char *s)
            day >= 1 && day <= 31;
 }
 
-/* e-mail: local@domain.tld, the TLD two letters or more */
-static void
-detect_email(const char *s, size_t n, mf_mask_matches_t *out)
+/* e-mail: local@domain.tld, the TLD two letters or more, around the '@'
+ * at `at`; returns where the next '@' may be looked for */
+static const char *
+email_at(const char *s, size_t n, const char *at, mf_mask_matches_t *out)
 {
-    const char *at = s, *end = s + n;
+    const char *l = at, *r = at + 1, *end = s + n, *dot = NULL, *p;
+    int ok = 1;
 
-    while ((at = memchr(at, '@', (size_t)(end - at))) != NULL) {
-        const char *l = at, *r = at + 1, *dot = NULL, *p;
-        int ok = 1;
-
-        while (l > s && (CLS(l[-1]) & C_LOCAL)) {
-            l--;
-        }
-        while (l < at && *l == '.') {
-            l++;
-        }
-        while (r < end && (ALNUM(*r) || *r == '.' || *r == '-')) {
-            r++;
-        }
-        while (r > at + 1 && (r[-1] == '.' || r[-1] == '-')) {
-            r--;
-        }
-        if (l == at || r <= at + 1) {
-            at++;
-            continue;
-        }
-        for (p = at + 1; p < r; p++) {
-            if (*p == '.') {
-                if (p == at + 1 || p[-1] == '.') {
-                    ok = 0;
-                }
-                dot = p;
+    while (l > s && (CLS(l[-1]) & C_LOCAL)) {
+        l--;
+    }
+    while (l < at && *l == '.') {
+        l++;
+    }
+    while (r < end && (ALNUM(*r) || *r == '.' || *r == '-')) {
+        r++;
+    }
+    while (r > at + 1 && (r[-1] == '.' || r[-1] == '-')) {
+        r--;
+    }
+    if (l == at || r <= at + 1) {
+        return at + 1;
+    }
+    for (p = at + 1; p < r; p++) {
+        if (*p == '.') {
+            if (p == at + 1 || p[-1] == '.') {
+                ok = 0;
             }
-        }
-        if (ok && dot != NULL && r - dot - 1 >= 2) {
-            for (p = dot + 1; p < r; p++) {
-                ok &= ALPHA(*p) != 0;
-            }
-        } else {
-            ok = 0;
-        }
-        if (ok) {
-            mf_mask_matches_add(out, (size_t)(l - s), (size_t)(r - l),
-                                MF_MASK_EMAIL);
-            at = r;
-        } else {
-            at++;
+            dot = p;
         }
     }
+    if (ok && dot != NULL && r - dot - 1 >= 2) {
+        for (p = dot + 1; p < r; p++) {
+            ok &= ALPHA(*p) != 0;
+        }
+    } else {
+        ok = 0;
+    }
+    if (!ok) {
+        return at + 1;
+    }
+    mf_mask_matches_add(out, (size_t)(l - s), (size_t)(r - l), MF_MASK_EMAIL);
+    return r;
 }
 
-/* a run of digits with single separators from `seps` between groups,
- * from s[i]; returns its end (after the last digit) and the digits */
+/* a run of digits with single separators between groups (a space or a
+ * dash, and a dot when `dot`), from s[i]; returns its end (after the
+ * last digit) and the digits */
 static size_t
-digit_run(const char *s, size_t n, size_t i, const char *seps, char *digits,
-          size_t cap, size_t *ndigits)
+digit_run(const char *s, size_t n, size_t i, int dot, char *digits, size_t cap,
+          size_t *ndigits)
 {
     size_t end = i, k = 0;
 
     while (i < n) {
-        if (DIG(s[i])) {
+        char c = s[i];
+
+        if (DIG(c)) {
             if (k < cap) {
-                digits[k] = s[i];
+                digits[k] = c;
             }
             k++;
             i++;
             end = i;
-        } else if (strchr(seps, s[i]) != NULL && s[i] != '\0' && i + 1 < n &&
-                   DIG(s[i + 1]) && k > 0) {
+        } else if ((c == ' ' || c == '-' || (dot && c == '.')) && k > 0 &&
+                   i + 1 < n && DIG(s[i + 1])) {
             i++;
         } else {
             break;
@@ -263,7 +276,7 @@ detect_phone(const char *s, size_t n, size_t from, size_t to,
     while (i < to) {
         if (s[i] == '+' && i + 1 < n && DIG(s[i + 1]) && s[i + 1] != '0' &&
             (i == 0 || !ALNUM(s[i - 1]))) {
-            end = digit_run(s, n, i + 1, " -.", d, sizeof(d), &k);
+            end = digit_run(s, n, i + 1, 1, d, sizeof(d), &k);
             if (k >= 8 && k <= 15 && (end == n || !ALNUM(s[end]))) {
                 mf_mask_matches_add(out, i, end - i, MF_MASK_PHONE);
                 i = end;
@@ -274,7 +287,7 @@ detect_phone(const char *s, size_t n, size_t from, size_t to,
         }
         if (s[i] == '1' && (i == 0 || (!ALNUM(s[i - 1]) && s[i - 1] != '+')) &&
             i + 1 < n && s[i + 1] >= '3' && s[i + 1] <= '9') {
-            end = digit_run(s, n, i, " -", d, sizeof(d), &k);
+            end = digit_run(s, n, i, 0, d, sizeof(d), &k);
             if (k == 11 && (end == n || !ALNUM(s[end])) &&
                 (end - i == 11 || (end - i == 13 && s[i + 3] == s[i + 8] &&
                                    (s[i + 3] == ' ' || s[i + 3] == '-')))) {
@@ -362,7 +375,7 @@ detect_card(const char *s, size_t n, size_t from, size_t to,
             i++;
             continue;
         }
-        end = digit_run(s, n, i, " -", d, sizeof(d), &k);
+        end = digit_run(s, n, i, 0, d, sizeof(d), &k);
         if ((i == 0 || !ALNUM(s[i - 1])) && (end == n || !ALNUM(s[end])) &&
             k >= 13 && k <= 19 && mf_mask_luhn(d, k)) {
             mf_mask_matches_add(out, i, end - i, MF_MASK_CARD);
@@ -505,160 +518,249 @@ entropy(const char *s, size_t n)
 
 #define SECRETCH(c) (CLS(c) & C_SEC)
 
+/* The API key and secret detectors over one token [i, j): a maximal run
+ * of bytes in C_SEC, 20 bytes or more (no key or secret is shorter). */
 static void
-detect_keys(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
+key_token(const char *s, size_t n, size_t i, size_t j, unsigned kinds,
+          mf_mask_matches_t *out)
 {
-    size_t i = 0;
+    size_t len = 0, sp;
 
-    /* i is 0 or follows a byte outside the tokens' class */
-    while (i + 20 <= n) {
-        size_t len = 0, j = i + 20, sp;
+    if (kinds & (1u << MF_MASK_API_KEY)) {
+        if (has_prefix(s, n, i, "sk-")) {
+            sp = span(s, n, i + 3, 1);
+            len = sp >= 20 ? 3 + sp : 0;
+        } else if (has_prefix(s, n, i, "AKIA") || has_prefix(s, n, i, "ASIA")) {
+            sp = span(s, n, i + 4, 2);
+            len = sp == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
+        } else if (s[i] == 'g' && s[i + 1] == 'h' &&
+                   strchr("pousr", s[i + 2]) != NULL && s[i + 2] != '\0' &&
+                   s[i + 3] == '_') {
+            sp = span(s, n, i + 4, 0);
+            len = sp >= 36 ? 4 + sp : 0;
+        } else if (has_prefix(s, n, i, "github_pat_")) {
+            sp = span(s, n, i + 11, 1);
+            len = sp >= 22 ? 11 + sp : 0;
+        }
+        if (len > 0) {
+            mf_mask_matches_add(out, i, len, MF_MASK_API_KEY);
+            return; /* the rest of the token is no token's start */
+        }
+    }
+    if ((kinds & (1u << MF_MASK_SECRET)) && j - i >= 32 && j - i <= 512) {
+        int up = 0, low = 0, dig = 0;
+        size_t k;
 
-        /* no key or secret is shorter than 20 bytes: the bytes [i, i + 20)
-         * are all in the class, or the next token worth a look starts
-         * after the last one that is not (found looking back from the
-         * 20th, so ordinary words are mostly skipped unread) */
-        while (j > i && SECRETCH(s[j - 1])) {
-            j--;
+        for (k = i; k < j; k++) {
+            up |= UP(s[k]);
+            low |= LOW(s[k]);
+            dig |= DIG(s[k]);
         }
-        if (j > i) {
-            i = j;
-            continue;
+        if (up && low && dig && entropy(s + i, j - i) > 4.2) {
+            mf_mask_matches_add(out, i, j - i, MF_MASK_SECRET);
         }
-        for (j = i + 20; j < n && SECRETCH(s[j]); j++) {
-        }
-        if (kinds & (1u << MF_MASK_API_KEY)) {
-            if (has_prefix(s, n, i, "sk-")) {
-                sp = span(s, n, i + 3, 1);
-                len = sp >= 20 ? 3 + sp : 0;
-            } else if (has_prefix(s, n, i, "AKIA") ||
-                       has_prefix(s, n, i, "ASIA")) {
-                sp = span(s, n, i + 4, 2);
-                len = sp == 16 && (i + 20 == n || !ALNUM(s[i + 20])) ? 20 : 0;
-            } else if (s[i] == 'g' && s[i + 1] == 'h' &&
-                       strchr("pousr", s[i + 2]) != NULL && s[i + 2] != '\0' &&
-                       s[i + 3] == '_') {
-                sp = span(s, n, i + 4, 0);
-                len = sp >= 36 ? 4 + sp : 0;
-            } else if (has_prefix(s, n, i, "github_pat_")) {
-                sp = span(s, n, i + 11, 1);
-                len = sp >= 22 ? 11 + sp : 0;
-            }
-            if (len > 0) {
-                mf_mask_matches_add(out, i, len, MF_MASK_API_KEY);
-                i = j; /* the rest of the token is no token's start */
-                continue;
-            }
-        }
-        if ((kinds & (1u << MF_MASK_SECRET)) && j - i >= 32 && j - i <= 512) {
-            int up = 0, low = 0, dig = 0;
-            size_t k;
-
-            for (k = i; k < j; k++) {
-                up |= UP(s[k]);
-                low |= LOW(s[k]);
-                dig |= DIG(s[k]);
-            }
-            if (up && low && dig && entropy(s + i, j - i) > 4.2) {
-                mf_mask_matches_add(out, i, j - i, MF_MASK_SECRET);
-            }
-        }
-        i = j;
     }
 }
 
-/* The detectors whose values hold digits, over the windows of the text
- * where digits are (no such value spans more than three bytes without
- * one); IPv6 over the whole text when it has a ':'. */
+/* The detectors whose values hold digits, run over the windows of the
+ * text where digits are (no such value spans more than three bytes
+ * without one); IPv6 from each token holding a ':'. */
 #define DIGIT_KINDS                                                            \
     ((1u << MF_MASK_PHONE) | (1u << MF_MASK_CN_ID) | (1u << MF_MASK_SSN) |     \
      (1u << MF_MASK_CARD) | (1u << MF_MASK_IP))
+#define KEY_KINDS ((1u << MF_MASK_API_KEY) | (1u << MF_MASK_SECRET))
 
-/* The first digit at or after i, or n: eight bytes at a time (a byte
- * xor '0' below 10 is a digit). */
+/* The digit window that starts at the digit s[i]: the digit detectors
+ * over it, each only when the window holds what its values need (every
+ * digit of a value lies in the window: a gap of four bytes without one
+ * ends any); returns its end. */
 static size_t
-next_digit(const char *s, size_t n, size_t i)
+digit_window(const char *s, size_t n, size_t i, unsigned kinds,
+             mf_mask_matches_t *out)
 {
-    const uint64_t ones = 0x0101010101010101ull, highs = ones * 0x80;
+    size_t from = i > 0 && s[i - 1] == '+' ? i - 1 : i, to, last;
+    size_t ndig = 0, run = 0, maxrun = 0, ndot = 0, ndash = 0;
 
-    while (i + 8 <= n) {
-        uint64_t v;
-
-        memcpy(&v, s + i, 8);
-        v ^= ones * '0';
-        if (((v - ones * 10) & ~v & highs) != 0) {
-            break;
+    for (last = to = i; to < n && to - last <= 3; to++) {
+        if (DIG(s[to])) {
+            last = to;
+            ndig++;
+            if (++run > maxrun) {
+                maxrun = run;
+            }
+        } else {
+            run = 0;
+            ndot += s[to] == '.';
+            ndash += s[to] == '-';
         }
-        i += 8;
     }
-    while (i < n && !DIG(s[i])) {
-        i++;
+    to = last + 1;
+    if ((kinds & (1u << MF_MASK_PHONE)) && ndig >= 8) {
+        detect_phone(s, n, from, to, out);
     }
-    return i;
+    if ((kinds & (1u << MF_MASK_CN_ID)) && maxrun >= 17) {
+        detect_cn_id(s, n, from, to, out);
+    }
+    if ((kinds & (1u << MF_MASK_SSN)) && ndig >= 9 && ndash >= 2) {
+        detect_ssn(s, n, from, to, out);
+    }
+    if ((kinds & (1u << MF_MASK_CARD)) && ndig >= 13) {
+        detect_card(s, n, from, to, out);
+    }
+    if ((kinds & (1u << MF_MASK_IP)) && ndig >= 4 && ndot >= 3) {
+        detect_ip(s, n, from, to, 0, out);
+    }
+    return to;
 }
 
+/* The classes of 64 bytes, a bit per byte: digits, '@' or ':', and the
+ * bytes a token may hold (0x21 to 0x7f). */
+typedef struct {
+    uint64_t dig, pun, tok;
+} blk_t;
+
+#ifdef __SSE2__
+/* 16 bytes at p into bits [sh, sh + 16) of each mask */
+#define BLK16(p, sh)                                                           \
+    do {                                                                       \
+        __m128i v_ = _mm_loadu_si128((const __m128i *)(const void *)(p));      \
+        __m128i d_ = _mm_sub_epi8(v_, zero);                                   \
+                                                                               \
+        b->dig |= (uint64_t)(unsigned)_mm_movemask_epi8(                       \
+                      _mm_cmpeq_epi8(_mm_min_epu8(d_, nine), d_))              \
+                  << (sh);                                                     \
+        b->pun |= (uint64_t)(unsigned)_mm_movemask_epi8(_mm_or_si128(          \
+                      _mm_cmpeq_epi8(v_, at), _mm_cmpeq_epi8(v_, colon)))      \
+                  << (sh);                                                     \
+        /* signed: the bytes from 0x80 are below 0x20 too */                   \
+        b->tok |=                                                              \
+            (uint64_t)(unsigned)_mm_movemask_epi8(_mm_cmpgt_epi8(v_, space))   \
+            << (sh);                                                           \
+    } while (0)
+#endif
+
 static void
-detect_digits(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
+blk_classify(const char *p, blk_t *b)
 {
-    size_t i = 0, from, to, last;
+#ifdef __SSE2__
+    const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9),
+                  at = _mm_set1_epi8('@'), colon = _mm_set1_epi8(':'),
+                  space = _mm_set1_epi8(0x20);
 
-    if (kinds & (1u << MF_MASK_IP)) {
-        /* IPv6: from the start of each token holding a ':' */
-        const char *c = s, *end = s + n;
+    b->dig = b->pun = b->tok = 0;
+    BLK16(p, 0);
+    BLK16(p + 16, 16);
+    BLK16(p + 32, 32);
+    BLK16(p + 48, 48);
+#else
+    unsigned k;
 
-        while ((c = memchr(c, ':', (size_t)(end - c))) != NULL) {
-            size_t t = (size_t)(c - s);
+    b->dig = b->pun = b->tok = 0;
+    for (k = 0; k < 64; k++) {
+        unsigned char c = (unsigned char)p[k];
 
+        b->dig |= (uint64_t)(DIG(c) != 0) << k;
+        b->pun |= (uint64_t)(c == '@' || c == ':') << k;
+        b->tok |= (uint64_t)(c > 0x20 && c < 0x80) << k;
+    }
+#endif
+}
+
+/* The bits of m at or above bit `from` (relative to the block). */
+static uint64_t
+bits_from(uint64_t m, size_t base, size_t from)
+{
+    if (from <= base) {
+        return m;
+    }
+    return from - base >= 64 ? 0 : m & (~(uint64_t)0 << (from - base));
+}
+
+/*
+ * One pass over the text, 64 bytes at a time: each block is classified
+ * (SSE2 where there is, a table otherwise) and the detectors run only
+ * where their values can be: e-mail at each '@', IPv6 at each ':',
+ * the digit detectors over each digit window, the key and secret
+ * detectors over each token of 20 bytes or more (such a token covers
+ * an aligned 8 bytes with no separator: the blocks' other tokens are
+ * skipped unread). Each detector sees what its own scan over the whole
+ * text saw, so the matches are the same.
+ */
+void
+mf_mask_detect(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
+{
+    const uint64_t group = 0x0101010101010101ull;
+    size_t base, di = 0, ki = 0, ci = 0, ei = 0;
+    char tail[64];
+
+    for (base = 0; base < n; base += 64) {
+        const char *p = s + base;
+        blk_t b;
+        uint64_t m;
+
+        if (n - base < 64) {
+            memset(tail, 0, sizeof(tail)); /* NUL: no class, a separator */
+            memcpy(tail, p, n - base);
+            p = tail;
+        }
+        blk_classify(p, &b);
+        for (m = b.pun; m != 0; m &= m - 1) {
+            size_t c = base + (size_t)__builtin_ctzll(m), t = c;
+
+            if (s[c] == '@') {
+                if ((kinds & (1u << MF_MASK_EMAIL)) && c >= ei) {
+                    ei = (size_t)(email_at(s, n, s + c, out) - s);
+                }
+                continue;
+            }
+            if (!(kinds & (1u << MF_MASK_IP)) || c < ci) {
+                continue;
+            }
+            /* IPv6: from the start of each token holding a ':' */
             while (t > 0 && (CLS(s[t - 1]) & C_IP6)) {
                 t--;
             }
             detect_ip(s, n, t, t + 1, 1, out);
-            while (c < end && (CLS(*c) & C_IP6)) {
+            while (c < n && (CLS(s[c]) & C_IP6)) {
                 c++;
             }
+            ci = c;
         }
-    }
-    while (i < n) {
-        i = next_digit(s, n, i);
-        if (i == n) {
-            break;
-        }
-        from = i > 0 && s[i - 1] == '+' ? i - 1 : i;
-        for (last = to = i; to < n && to - last <= 3; to++) {
-            if (DIG(s[to])) {
-                last = to;
+        if (kinds & DIGIT_KINDS) {
+            for (m = bits_from(b.dig, base, di); m != 0;
+                 m = bits_from(m, base, di)) {
+                di = digit_window(s, n, base + (size_t)__builtin_ctzll(m),
+                                  kinds, out);
             }
         }
-        to = last + 1;
-        if (kinds & (1u << MF_MASK_PHONE)) {
-            detect_phone(s, n, from, to, out);
-        }
-        if (kinds & (1u << MF_MASK_CN_ID)) {
-            detect_cn_id(s, n, from, to, out);
-        }
-        if (kinds & (1u << MF_MASK_SSN)) {
-            detect_ssn(s, n, from, to, out);
-        }
-        if (kinds & (1u << MF_MASK_CARD)) {
-            detect_card(s, n, from, to, out);
-        }
-        if (kinds & (1u << MF_MASK_IP)) {
-            detect_ip(s, n, from, to, 0, out);
-        }
-        i = to;
-    }
-}
+        if (kinds & KEY_KINDS) {
+            /* bit 8g set: the bytes [8g, 8g + 8) may all be a token's */
+            m = b.tok;
+            m &= m >> 1;
+            m &= m >> 2;
+            m &= m >> 4;
+            for (m &= group; m != 0; m &= m - 1) {
+                size_t q = base + (size_t)__builtin_ctzll(m), e = q + 8;
 
-void
-mf_mask_detect(const char *s, size_t n, unsigned kinds, mf_mask_matches_t *out)
-{
-    if (kinds & (1u << MF_MASK_EMAIL)) {
-        detect_email(s, n, out);
-    }
-    if (kinds & DIGIT_KINDS) {
-        detect_digits(s, n, kinds, out);
-    }
-    if (kinds & ((1u << MF_MASK_API_KEY) | (1u << MF_MASK_SECRET))) {
-        detect_keys(s, n, kinds, out);
+                for (q = q > ki ? q : ki; q < e && q < n;) {
+                    size_t a = q, j = q;
+
+                    if (!SECRETCH(s[q])) {
+                        q++;
+                        continue;
+                    }
+                    while (a > 0 && SECRETCH(s[a - 1])) {
+                        a--;
+                    }
+                    while (j < n && SECRETCH(s[j])) {
+                        j++;
+                    }
+                    if (j - a >= 20) {
+                        key_token(s, n, a, j, kinds, out);
+                    }
+                    q = ki = j;
+                }
+            }
+        }
     }
 }

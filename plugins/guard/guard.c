@@ -143,6 +143,8 @@ typedef struct greq_s {
     /* fallback: a blocked output answered by another model */
     char *fb_req;    /* the request's canonical body (on_request) */
     char *fb_answer; /* non-stream: the fallback's chat.completion */
+    char *fb_body;   /* the fallback's answer while the remote checks
+                        judge it */
     int fb;          /* a fallback call is under way or done */
     int fb_stream;   /* it answers a held stream (else a paused whole) */
     const char *fb_rule;
@@ -1073,6 +1075,7 @@ typedef struct {
     int out;           /* the answer (on_upstream_response), else the request */
     struct greq_s *q;  /* input: parallel: the request's state, else NULL */
     struct greq_s *fq; /* output: the state a fallback uses, or NULL */
+    struct greq_s *fbq; /* the fallback's answer is checked: its state */
 } gcall_t;
 
 #define C_DIR(c) ((c)->out ? "output" : "input")
@@ -1099,6 +1102,9 @@ par_record(mf_req_t *r, gcall_t *c, int status, const char *type,
 static void
 unavailable(mf_req_t *r, gcall_t *c)
 {
+    if (c->fbq != NULL) {
+        return; /* the fallback's check: its block stands (c_resume) */
+    }
     if (c->q != NULL) {
         par_record(r, c, 503, "api_error", "guard_unavailable", UNAVAILABLE);
         return;
@@ -1109,12 +1115,20 @@ unavailable(mf_req_t *r, gcall_t *c)
 
 static int fb_start(mf_req_t *r, const guard_t *g, struct greq_s *q, int stream,
                     const char *rule, const char *msg);
+static void fb_pass(mf_req_t *r, struct greq_s *q);
+static void fb_fail(mf_req_t *r, struct greq_s *q, const char *why);
 
 /* A remote check's block; 1 when a fallback answers instead (the stage
  * stays paused until it did), 0 when the block stands. */
 static int
 c_block(mf_req_t *r, gcall_t *c, const char *rule, const char *msg)
 {
+    if (c->fbq != NULL) {
+        /* the fallback's answer blocked too: the first block stands */
+        count(c->g->m_blocked, C_DIR(c), rule);
+        fb_fail(r, c->fbq, "blocked too");
+        return 1;
+    }
     if (c->q == NULL && c->out && c->fq != NULL) {
         count(c->g->m_blocked, C_DIR(c), rule);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard"),
@@ -1144,6 +1158,14 @@ static void par_settled(mf_req_t *r, struct greq_s *q);
 static void
 c_resume(mf_req_t *r, gcall_t *c, mf_action_t act)
 {
+    if (c->fbq != NULL) {
+        if (act == MF_CONTINUE) {
+            fb_pass(r, c->fbq);
+        } else {
+            fb_fail(r, c->fbq, "its check could not be made");
+        }
+        return;
+    }
     if (c->q == NULL) {
         api->resume(r, act);
         return;
@@ -1392,7 +1414,7 @@ moderation_done(mf_req_t *r, void *arg, const mf_http_result_t *res,
  * or the answer's (out); takes texts. */
 static mf_action_t
 remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
-              struct greq_s *pq, struct greq_s *fq)
+              struct greq_s *pq, struct greq_s *fq, struct greq_s *fbq)
 {
     unsigned dir = out ? DIR_OUT : DIR_IN;
     int mod = g->mod_url != NULL && (g->mod_dirs & dir);
@@ -1416,6 +1438,7 @@ remote_checks(mf_req_t *r, guard_t *g, json_t *texts, int out,
     c->out = out;
     c->q = pq;
     c->fq = fq;
+    c->fbq = fbq;
     if (judge) {
         /* the texts joined by blank lines, in request memory */
         size_t n = 0, at = 0;
@@ -1585,7 +1608,7 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         q->g = g;
         *ctx = q;
         q->par = P_PENDING;
-        act = remote_checks(r, g, texts, 0, q, NULL);
+        act = remote_checks(r, g, texts, 0, q, NULL, NULL);
         if (q->par == P_BLOCKED) {
             /* decided at once (the call could not be made, fail closed) */
             api->respond_error_code(r, q->par_status, q->par_type, q->par_code,
@@ -1597,7 +1620,7 @@ guard_on_request(mf_req_t *r, void *state, void **ctx)
         }
         return MF_CONTINUE; /* the upstream is called meanwhile */
     }
-    return remote_checks(r, g, texts, 0, NULL, NULL);
+    return remote_checks(r, g, texts, 0, NULL, NULL, NULL);
 }
 
 /* input: parallel: the verdict came (in the check's callback). A block
@@ -2022,6 +2045,36 @@ check_field(const guard_t *g, greq_t *q, json_t *holder, const char *key,
 
 /* ---- fallback: a blocked output answered by another model ---- */
 
+/* A chat.completion's texts the output checks read (its choices'
+ * content, reasoning and tool-call arguments), as a new array. */
+static json_t *
+completion_texts(const json_t *j)
+{
+    json_t *texts = json_array(), *c, *m, *v, *tc;
+    size_t i, k;
+
+    json_array_foreach(json_object_get(j, "choices"), i, c)
+    {
+        m = json_object_get(c, "message");
+        v = json_object_get(m, "content");
+        if (json_is_string(v) && json_string_length(v) > 0) {
+            json_array_append(texts, v);
+        }
+        v = json_object_get(m, "reasoning_content");
+        if (json_is_string(v) && json_string_length(v) > 0) {
+            json_array_append(texts, v);
+        }
+        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
+        {
+            v = json_object_get(json_object_get(tc, "function"), "arguments");
+            if (json_is_string(v) && json_string_length(v) > 0) {
+                json_array_append(texts, v);
+            }
+        }
+    }
+    return texts;
+}
+
 /* The name of the first local output rule matching a chat.completion's
  * texts, or NULL. */
 static const char *
@@ -2128,58 +2181,52 @@ fb_events(mf_req_t *r, const json_t *j)
     return last;
 }
 
-/* The fallback model's answer: it goes to the client in place of the
- * blocked one, or (no answer, an error, blocked too) the block stands. */
+/* The block stands: the fallback gave no answer, an error, or one that
+ * is blocked too. */
 static void
-fb_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
+fb_fail(mf_req_t *r, greq_t *q, const char *why)
 {
-    greq_t *q = arg;
+    api->log(MF_LOG_WARN,
+             "guard: the fallback to %s gave no answer (%s); "
+             "the block stands",
+             q->g->fb_model, why);
+    free(q->fb_body);
+    q->fb_body = NULL;
+    if (q->fb_stream) {
+        q->holding = 0;
+        api->stop_response(r, 400, "invalid_request_error", "content_filter",
+                           q->fb_msg, MF_STR_NULL);
+    } else {
+        api->respond_error_code(r, 400, "invalid_request_error",
+                                "content_filter", q->fb_msg);
+        api->resume(r, MF_RESPOND);
+    }
+}
+
+/* The fallback's answer (q->fb_body) passed every check: it goes to the
+ * client in place of the blocked one. */
+static void
+fb_pass(mf_req_t *r, greq_t *q)
+{
     const guard_t *g = q->g;
-    json_t *j = NULL;
-    const char *hit = NULL;
-    int ok = 0;
+    json_t *j;
     char msg[300], *final;
 
-    if (err == NULL && res != NULL && res->status == 200) {
-        j = json_loadb(res->body.data, res->body.len, 0, NULL);
-        ok = json_array_size(json_object_get(j, "choices")) > 0;
-        if (ok && (hit = completion_hit(g, j)) != NULL) {
-            ok = 0;
-        }
-    }
-    if (!ok) {
-        api->log(MF_LOG_WARN,
-                 "guard: the fallback to %s gave no answer (%s); "
-                 "the block stands",
-                 g->fb_model,
-                 err                         ? err
-                 : hit                       ? "blocked too"
-                 : res && res->status != 200 ? "status not 200"
-                                             : "not a chat completion");
-        json_decref(j);
-        if (q->fb_stream) {
-            q->holding = 0;
-            api->stop_response(r, 400, "invalid_request_error",
-                               "content_filter", q->fb_msg, MF_STR_NULL);
-        } else {
-            api->respond_error_code(r, 400, "invalid_request_error",
-                                    "content_filter", q->fb_msg);
-            api->resume(r, MF_RESPOND);
-        }
-        return;
-    }
     api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-guard-fallback"),
                     mf_str(g->fb_model));
     if (!q->fb_stream) {
         /* on_response_body gives it in place of the blocked answer */
-        q->fb_answer = strndup(res->body.data, res->body.len);
-        json_decref(j);
+        q->fb_answer = q->fb_body;
+        q->fb_body = NULL;
         api->resume(r, MF_CONTINUE);
         return;
     }
+    j = json_loads(q->fb_body, 0, NULL);
+    free(q->fb_body);
+    q->fb_body = NULL;
     snprintf(msg, sizeof(msg), "%s; answered by the fallback model %s",
              q->fb_msg, g->fb_model);
-    final = fb_events(r, j);
+    final = j != NULL ? fb_events(r, j) : NULL;
     json_decref(j);
     if (final == NULL) {
         return; /* the answer ended there */
@@ -2191,6 +2238,53 @@ fb_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
     api->stop_response(r, 400, "invalid_request_error", "content_filter", msg,
                        mf_str(final));
     free(final);
+}
+
+/* The fallback model's answer: checked by the local output rules, then by
+ * the remote checks listed for output (moderation, the judge), as the
+ * blocked answer was; it goes to the client in place of the blocked one,
+ * or (no answer, an error, blocked too, a check that could not be made)
+ * the block stands. */
+static void
+fb_done(mf_req_t *r, void *arg, const mf_http_result_t *res, const char *err)
+{
+    greq_t *q = arg;
+    const guard_t *g = q->g;
+    json_t *j = NULL;
+    const char *hit = NULL;
+    int ok = 0;
+    mf_action_t act;
+
+    if (err == NULL && res != NULL && res->status == 200) {
+        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        ok = json_array_size(json_object_get(j, "choices")) > 0;
+        if (ok && (hit = completion_hit(g, j)) != NULL) {
+            ok = 0;
+        }
+    }
+    if (!ok) {
+        json_decref(j);
+        fb_fail(r, q,
+                err                         ? err
+                : hit                       ? "blocked too"
+                : res && res->status != 200 ? "status not 200"
+                                            : "not a chat completion");
+        return;
+    }
+    q->fb_body = strndup(res->body.data, res->body.len);
+    if (q->fb_body == NULL) {
+        json_decref(j);
+        fb_fail(r, q, "out of memory");
+        return;
+    }
+    act = remote_checks(r, (guard_t *)g, completion_texts(j), 1, NULL, NULL, q);
+    json_decref(j);
+    if (act == MF_CONTINUE) {
+        fb_pass(r, q);
+    } else if (act != MF_PAUSE) {
+        fb_fail(r, q, "its check could not be made");
+    }
+    /* MF_PAUSE: the checks' callbacks end it (c_block, c_resume) */
 }
 
 /* Asks the fallback model (`fallback:`) for the answer a rule or check
@@ -2956,8 +3050,7 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
     guard_t *g = state;
     mf_req_info_t info = {.size = sizeof(info)};
     mf_str_t text;
-    json_t *j, *texts, *c, *m, *v, *tc;
-    size_t i, k;
+    json_t *j, *texts;
     greq_t *q = *ctx;
     mf_action_t act = par_gate(r, q);
 
@@ -3001,28 +3094,9 @@ guard_on_upstream_response(mf_req_t *r, void *state, void **ctx)
         return MF_CONTINUE;
     }
     j = json_loadb(text.data, text.len, 0, NULL);
-    texts = json_array();
-    json_array_foreach(json_object_get(j, "choices"), i, c)
-    {
-        m = json_object_get(c, "message");
-        v = json_object_get(m, "content");
-        if (json_is_string(v) && json_string_length(v) > 0) {
-            json_array_append(texts, v);
-        }
-        v = json_object_get(m, "reasoning_content");
-        if (json_is_string(v) && json_string_length(v) > 0) {
-            json_array_append(texts, v);
-        }
-        json_array_foreach(json_object_get(m, "tool_calls"), k, tc)
-        {
-            v = json_object_get(json_object_get(tc, "function"), "arguments");
-            if (json_is_string(v) && json_string_length(v) > 0) {
-                json_array_append(texts, v);
-            }
-        }
-    }
+    texts = completion_texts(j);
     json_decref(j);
-    return remote_checks(r, g, texts, 1, NULL, q);
+    return remote_checks(r, g, texts, 1, NULL, q, NULL);
 }
 
 static void
@@ -3054,6 +3128,7 @@ guard_on_done(mf_req_t *r, void *state, void **ctx)
     free(q->preamble);
     free(q->fb_req);
     free(q->fb_answer);
+    free(q->fb_body);
     gbuf_free(&q->t);
     json_decref(q->top);
     free(q);

@@ -36,6 +36,7 @@
 #include <openssl/hmac.h>
 #include <pcre2.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,8 @@ typedef struct {
     action_t action;
     pcre2_code *re; /* regex rule */
     int is_keywords;
+    unsigned first; /* the first rule of the same type (one counter) */
+    int series;     /* its entities' metric series; -1 until known */
 } rule_t;
 
 typedef struct {
@@ -75,6 +78,14 @@ typedef struct {
     mf_metric_t *m_blocked;
 } mask_t;
 
+/* Memory for a request's placeholders and values: chunks that never
+ * move (entries point into them), wiped and freed at the end. */
+struct chunk {
+    struct chunk *next;
+    size_t used, cap;
+    char data[];
+};
+
 /* A restoring channel of a stream: one text field of one choice. */
 typedef struct {
     int choice;
@@ -89,6 +100,14 @@ typedef struct {
     unsigned *counter; /* per rule type: placeholders given */
     mf_mask_matches_t m;
     mf_mask_buf_t out;
+    /* the replacements of the texts masked: the span of the text (or of
+     * the body's bytes) and the replacing bytes in rbuf */
+    struct rep {
+        size_t start, len, roff, rlen;
+    } * rep;
+    size_t nrep, caprep;
+    mf_mask_buf_t rbuf;
+    struct chunk *chunks; /* the placeholders and their values */
     chan_t *ch;
     size_t nch;
     json_t *top; /* the stream's chunk fields (id, model, ...) */
@@ -424,6 +443,14 @@ mask_init(const mf_host_api_t *host, const char *config_json, void **state)
     if (st->kw != NULL) {
         mf_kw_build(st->kw);
     }
+    for (i = 0; i < st->nrules; i++) {
+        size_t f;
+
+        for (f = 0; strcmp(st->rules[f].type, st->rules[i].type) != 0; f++) {
+        }
+        st->rules[i].first = (unsigned)f;
+        st->rules[i].series = -1;
+    }
     v = json_object_get(cfg, "restore");
     if (v != NULL && !json_is_boolean(v)) {
         api->log(MF_LOG_ERROR, "mask: restore is true or false");
@@ -489,14 +516,12 @@ mreq_get(mask_t *st, void **ctx)
     mreq_t *q = *ctx;
 
     if (q == NULL) {
-        q = calloc(1, sizeof(*q));
+        /* one block: the request's state and its counters */
+        q = calloc(1, sizeof(*q) + st->nrules * sizeof(*q->counter));
         if (q == NULL) {
             abort();
         }
-        q->counter = calloc(st->nrules, sizeof(*q->counter));
-        if (q->counter == NULL) {
-            abort();
-        }
+        q->counter = (unsigned *)(void *)(q + 1);
         *ctx = q;
     }
     return q;
@@ -514,20 +539,13 @@ kw_hit(void *arg, size_t end, size_t len, unsigned id)
 static const mf_mask_entry_t *
 placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
 {
-    const char *type = st->rules[rule].type;
+    unsigned first = st->rules[rule].first, count;
+    const char *type = st->rules[first].type; /* one pointer per type */
     size_t i;
-    unsigned first = rule, count;
     char num[12];
     size_t tl = strlen(type), nl = 0;
     mf_mask_entry_t *e;
 
-    for (i = 0; i < st->nrules; i++) {
-        if (strcmp(st->rules[i].type, type) == 0) {
-            first = (unsigned)i;
-            type = st->rules[i].type; /* one pointer per type name */
-            break;
-        }
-    }
     for (i = 0; i < q->n; i++) {
         if (q->etype[i] == type && q->e[i].vlen == n &&
             memcmp(q->e[i].val, v, n) == 0) {
@@ -549,12 +567,21 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     }
     q->etype[q->n] = type;
     e = &q->e[q->n++];
-    /* one block: the placeholder, its NUL, the value */
+    /* one piece: the placeholder, its NUL, the value */
     e->phlen = tl + nl + 3;
-    e->ph = malloc(e->phlen + 1 + n);
-    if (e->ph == NULL) {
-        abort();
+    if (q->chunks == NULL ||
+        q->chunks->cap - q->chunks->used < e->phlen + 1 + n) {
+        size_t cap = e->phlen + 1 + n > 480 ? e->phlen + 1 + n : 480;
+        struct chunk *c = malloc(sizeof(*c) + cap);
+
+        if (c == NULL) {
+            abort();
+        }
+        *c = (struct chunk){q->chunks, 0, cap};
+        q->chunks = c;
     }
+    e->ph = q->chunks->data + q->chunks->used;
+    q->chunks->used += e->phlen + 1 + n;
     e->ph[0] = '[';
     memcpy(e->ph + 1, type, tl);
     e->ph[1 + tl] = '_';
@@ -569,24 +596,50 @@ placeholder(mask_t *st, mreq_t *q, unsigned rule, const char *v, size_t n)
     return e;
 }
 
+/* One more entity of the rule's type and action: its series looked up
+ * once (workers may race to store the same number). */
 static void
 count_entity(mask_t *st, unsigned rule)
 {
-    mf_str_t labels[2] = {{st->rules[rule].type, strlen(st->rules[rule].type)},
-                          {action_names[st->rules[rule].action],
-                           strlen(action_names[st->rules[rule].action])}};
+    rule_t *ru = &st->rules[rule];
+    int series = __atomic_load_n(&ru->series, __ATOMIC_RELAXED);
+    mf_str_t labels[2] = {
+        {ru->type, strlen(ru->type)},
+        {action_names[ru->action], strlen(action_names[ru->action])}};
 
-    api->metric_add(st->m_entities, labels, 2, 1);
+    if (series < 0 && api->size >= offsetof(mf_host_api_t, metric_add_at) +
+                                       sizeof(api->metric_add_at)) {
+        series = api->metric_series(st->m_entities, labels, 2);
+        __atomic_store_n(&ru->series, series, __ATOMIC_RELAXED);
+    }
+    if (series < 0 || api->metric_add_at(st->m_entities, series, 1) != MF_OK) {
+        api->metric_add(st->m_entities, labels, 2, 1);
+    }
+}
+
+static void
+rep_add(mreq_t *q, size_t start, size_t len, const char *b, size_t n)
+{
+    if (q->nrep == q->caprep) {
+        q->caprep = q->caprep ? q->caprep * 2 : 16;
+        q->rep = realloc(q->rep, q->caprep * sizeof(*q->rep));
+        if (q->rep == NULL) {
+            abort();
+        }
+    }
+    q->rep[q->nrep++] = (struct rep){start, len, q->rbuf.len, n};
+    mf_mask_buf_add(&q->rbuf, b, n);
 }
 
 /*
- * Masks one text into q->out. Returns 1 when it changed, 0 when not, -1
- * when a block rule matched (q->blocked names it).
+ * Masks one text: appends a replacement (q->rep, its bytes in q->rbuf)
+ * for each value found, in order. Returns how many, or -1 when a block
+ * rule matched (q->blocked names it).
  */
 static int
 mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
 {
-    size_t i, from = 0, r;
+    size_t i, r;
     pcre2_match_data *md = NULL;
 
     q->m.n = 0;
@@ -620,11 +673,8 @@ mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
         return 0;
     }
     mf_mask_matches_resolve(&q->m);
-    q->out.len = 0;
     for (i = 0; i < q->m.n; i++) {
-        const mf_mask_match_t *m = &q->m.v[i];
-        const rule_t *rule = &st->rules[m->rule];
-        char tok[96];
+        const rule_t *rule = &st->rules[q->m.v[i].rule];
 
         if (rule->action == ACT_BLOCK) {
             mf_str_t label = {rule->name, strlen(rule->name)};
@@ -633,18 +683,26 @@ mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
             q->blocked = rule->name;
             return -1;
         }
-        mf_mask_buf_add(&q->out, s + from, m->start - from);
-        from = m->start + m->len;
+    }
+    for (i = 0; i < q->m.n; i++) {
+        const mf_mask_match_t *m = &q->m.v[i];
+        const rule_t *rule = &st->rules[m->rule];
+        char tok[96];
+
         count_entity(st, m->rule);
         q->masked++;
         if (rule->action == ACT_PLACEHOLDER) {
             const mf_mask_entry_t *e =
                 placeholder(st, q, m->rule, s + m->start, m->len);
 
-            mf_mask_buf_add(&q->out, e->ph, e->phlen);
+            rep_add(q, m->start, m->len, e->ph, e->phlen);
         } else if (rule->action == ACT_REDACT) {
-            snprintf(tok, sizeof(tok), "[%s_REDACTED]", rule->type);
-            mf_mask_buf_add(&q->out, tok, strlen(tok));
+            size_t tl = strlen(rule->type);
+
+            tok[0] = '[';
+            memcpy(tok + 1, rule->type, tl); /* a type is 40 bytes at most */
+            memcpy(tok + 1 + tl, "_REDACTED]", 10);
+            rep_add(q, m->start, m->len, tok, tl + 11);
         } else {
             unsigned char mac[EVP_MAX_MD_SIZE];
             unsigned maclen = 0, b;
@@ -656,12 +714,26 @@ mask_text(mask_t *st, mreq_t *q, const char *s, size_t n)
             for (b = 0; b < 8 && w > 0 && (size_t)w + 3 < sizeof(tok); b++) {
                 w += snprintf(tok + w, sizeof(tok) - (size_t)w, "%02x", mac[b]);
             }
-            mf_mask_buf_add(&q->out, tok, (size_t)w);
-            mf_mask_buf_add(&q->out, "]", 1);
+            tok[w] = ']';
+            rep_add(q, m->start, m->len, tok, (size_t)w + 1);
         }
     }
-    mf_mask_buf_add(&q->out, s + from, n - from);
-    return 1;
+    return (int)q->m.n;
+}
+
+/* The text s with the replacements [from, q->nrep) into q->out. */
+static void
+mask_apply(mreq_t *q, const char *s, size_t n, size_t from)
+{
+    size_t i, at = 0;
+
+    q->out.len = 0;
+    for (i = from; i < q->nrep; i++) {
+        mf_mask_buf_add(&q->out, s + at, q->rep[i].start - at);
+        mf_mask_buf_add(&q->out, q->rbuf.data + q->rep[i].roff, q->rep[i].rlen);
+        at = q->rep[i].start + q->rep[i].len;
+    }
+    mf_mask_buf_add(&q->out, s + at, n - at);
 }
 
 /* Masks a JSON string in place; -1 when blocked. */
@@ -673,8 +745,10 @@ mask_json_string(mask_t *st, mreq_t *q, json_t *v, int *changed)
     if (!json_is_string(v)) {
         return 0;
     }
+    q->nrep = q->rbuf.len = 0;
     rc = mask_text(st, q, json_string_value(v), json_string_length(v));
-    if (rc == 1) {
+    if (rc > 0) {
+        mask_apply(q, json_string_value(v), json_string_length(v), 0);
         json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
         *changed = 1;
     }
@@ -806,6 +880,28 @@ raw_may_match(mask_t *st, mreq_t *q, mf_str_t raw)
     return found;
 }
 
+/* The replacements [first, q->nrep) of a text with escapes (none of them
+ * \u: each is two bytes of t for one of the decoded text), from the
+ * decoded text's positions to t's. */
+static void
+to_raw(const char *t, mreq_t *q, size_t first)
+{
+    size_t i = 0, d = 0, k;
+
+    for (k = first; k < q->nrep; k++) {
+        size_t end = q->rep[k].start + q->rep[k].len;
+
+        for (; d < q->rep[k].start; d++) {
+            i += t[i] == '\\' ? 2 : 1;
+        }
+        q->rep[k].start = i;
+        for (; d < end; d++) {
+            i += t[i] == '\\' ? 2 : 1;
+        }
+        q->rep[k].len = i - q->rep[k].start;
+    }
+}
+
 /*
  * Masks the canonical body's texts in its bytes and sets the result as
  * the body. Returns 1 when done (changed or not), -1 when blocked, 0
@@ -816,6 +912,7 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
 {
     mf_mask_raw_t j = {0};
     mf_mask_buf_t body = {0}, dec = {0};
+    uint64_t escs = 0;
     size_t i, last = 0;
     int rc = 1;
 
@@ -823,12 +920,17 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
         free(j.span);
         return 0;
     }
-    /* a \u escape in any text: the parser's, before anything is counted */
+    /* a \u escape in any text: the parser's, before anything is counted
+     * (which texts have escapes is kept for the first 64) */
     for (i = 0; i < j.n; i += 2) {
         const char *t = raw.data + j.span[i];
         size_t k;
+        int e = memchr(t, '\\', j.span[i + 1]) != NULL;
 
-        if (memchr(t, '\\', j.span[i + 1]) == NULL) {
+        if (i / 2 < 64 && e) {
+            escs |= (uint64_t)1 << (i / 2);
+        }
+        if (!e) {
             continue;
         }
         for (k = 0; k + 1 < j.span[i + 1]; k++) {
@@ -838,10 +940,12 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
             }
         }
     }
+    q->nrep = q->rbuf.len = 0;
     for (i = 0; i < j.n && rc == 1; i += 2) {
         const char *t = raw.data + j.span[i];
-        size_t n = j.span[i + 1];
-        int m, esc = memchr(t, '\\', n) != NULL;
+        size_t n = j.span[i + 1], first = q->nrep, k;
+        int m, esc = i / 2 < 64 ? (escs >> (i / 2)) & 1
+                                : memchr(t, '\\', n) != NULL;
 
         if (esc) {
             mf_mask_json_unescape(t, n, &dec);
@@ -851,21 +955,47 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
         m = mask_text(st, q, t, n);
         if (m < 0) {
             rc = -1;
-        } else if (m == 1) {
-            mf_mask_buf_add(&body, raw.data + last, j.span[i] - last);
+        } else if (m > 0) {
+            /* the replacements' spans in the body's bytes */
             if (esc) {
-                mf_mask_json_escape_add(&body, q->out.data ? q->out.data : "",
-                                        q->out.len);
-            } else {
-                /* plain text and plain tokens: nothing to escape */
-                mf_mask_buf_add(&body, q->out.data ? q->out.data : "",
-                                q->out.len);
+                to_raw(raw.data + j.span[i], q, first);
             }
-            last = j.span[i] + j.span[i + 1];
+            for (k = first; k < q->nrep; k++) {
+                q->rep[k].start += j.span[i];
+            }
             *changed = 1;
         }
     }
-    if (rc == 1 && *changed) {
+    if (rc == 1 && *changed &&
+        api->size >= offsetof(mf_host_api_t, edit_body_text) +
+                         sizeof(api->edit_body_text)) {
+        /* the edits handed over: the host escapes them and shifts its
+         * index of the body, without checking it all again */
+        mf_body_edit_t few[16],
+            *ed = q->nrep <= 16 ? few : malloc(q->nrep * sizeof(*ed));
+
+        if (ed == NULL) {
+            abort();
+        }
+        for (i = 0; i < q->nrep; i++) {
+            ed[i] = (mf_body_edit_t){
+                q->rep[i].start, q->rep[i].len,
+                (mf_str_t){q->rbuf.data + q->rep[i].roff, q->rep[i].rlen}};
+        }
+        if (api->edit_body_text(r, ed, q->nrep) != MF_OK) {
+            rc = -1; /* fail closed: the values must not go upstream */
+            q->blocked = NULL;
+        }
+        if (ed != few) {
+            free(ed);
+        }
+    } else if (rc == 1 && *changed) {
+        for (i = 0; i < q->nrep; i++) {
+            mf_mask_buf_add(&body, raw.data + last, q->rep[i].start - last);
+            mf_mask_json_escape_add(&body, q->rbuf.data + q->rep[i].roff,
+                                    q->rep[i].rlen);
+            last = q->rep[i].start + q->rep[i].len;
+        }
         mf_mask_buf_add(&body, raw.data + last, raw.len - last);
         if (api->set_body_text(r, (mf_str_t){body.data, body.len}) != MF_OK) {
             rc = -1; /* fail closed: the values must not go upstream */
@@ -885,7 +1015,8 @@ mask_raw(mf_req_t *r, mask_t *st, mreq_t *q, mf_str_t raw, int *changed)
 static int
 canonical_raw(mf_req_t *r)
 {
-    mf_req_info_t info = {.size = sizeof(info)};
+    /* the fields before the trace context: no trace id is made for it */
+    mf_req_info_t info = {.size = offsetof(mf_req_info_t, trace_id)};
 
     api->get_info(r, &info);
     return (info.path.len == 20 &&
@@ -941,11 +1072,16 @@ mask_on_request(mf_req_t *r, void *state, void **ctx)
     }
     if (changed) {
         char n[16];
+        size_t w = sizeof(n);
+        unsigned v = q->masked;
 
         /* how many, never which */
-        snprintf(n, sizeof(n), "%u", q->masked);
+        do {
+            n[--w] = (char)('0' + v % 10);
+            v /= 10;
+        } while (v > 0);
         api->set_header(r, MF_RESPONSE_HEADERS, MF_STR("x-manifold-masked"),
-                        (mf_str_t){n, strlen(n)});
+                        (mf_str_t){n + w, sizeof(n) - w});
     }
     return MF_CONTINUE;
 }
@@ -1270,7 +1406,8 @@ mask_on_response_body(mf_req_t *r, void *state, void **ctx, mf_str_t data,
 {
     mask_t *st = state;
     mreq_t *q = *ctx;
-    mf_req_info_t info = {.size = sizeof(info)};
+    /* the fields before the trace context: no trace id is made for it */
+    mf_req_info_t info = {.size = offsetof(mf_req_info_t, trace_id)};
 
     if (!st->restore || q == NULL || q->n == 0) {
         return MF_CONTINUE; /* no placeholder given: nothing to restore */
@@ -1295,9 +1432,12 @@ mask_on_done(mf_req_t *r, void *state, void **ctx)
     if (q == NULL) {
         return;
     }
-    for (i = 0; i < q->n; i++) {
-        memset(q->e[i].val, 0, q->e[i].vlen);
-        free(q->e[i].ph); /* the value is in the same block */
+    while (q->chunks != NULL) {
+        struct chunk *c = q->chunks;
+
+        q->chunks = c->next;
+        memset(c->data, 0, c->used); /* the values */
+        free(c);
     }
     for (i = 0; i < q->nch; i++) {
         mf_mask_buf_free(&q->ch[i].held);
@@ -1305,9 +1445,13 @@ mask_on_done(mf_req_t *r, void *state, void **ctx)
     free(q->ch);
     free(q->e);
     free(q->etype);
-    free(q->counter);
     mf_mask_matches_free(&q->m);
     mf_mask_buf_free(&q->out);
+    if (q->rbuf.data != NULL) {
+        memset(q->rbuf.data, 0, q->rbuf.cap); /* hashes, placeholders */
+    }
+    mf_mask_buf_free(&q->rbuf);
+    free(q->rep);
     json_decref(q->top);
     free(q);
     *ctx = NULL;

@@ -6,12 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-void
-mf_mask_buf_add(mf_mask_buf_t *b, const char *s, size_t n)
+/* Room for n more bytes. */
+static void
+buf_room(mf_mask_buf_t *b, size_t n)
 {
-    if (n == 0) {
-        return;
-    }
     if (b->len + n > b->cap) {
         size_t cap = b->cap ? b->cap : 64;
         char *d;
@@ -26,6 +24,15 @@ mf_mask_buf_add(mf_mask_buf_t *b, const char *s, size_t n)
         b->data = d;
         b->cap = cap;
     }
+}
+
+void
+mf_mask_buf_add(mf_mask_buf_t *b, const char *s, size_t n)
+{
+    if (n == 0) {
+        return;
+    }
+    buf_room(b, n);
     memcpy(b->data + b->len, s, n);
     b->len += n;
 }
@@ -64,37 +71,42 @@ mf_mask_restore(const mf_mask_entry_t *e, size_t ne, mf_mask_buf_t *held,
                 const char *s, size_t n, int final, mf_mask_buf_t *out)
 {
     mf_mask_buf_t t = {0};
-    const char *p;
-    size_t i = 0, lit = 0;
+    const char *p, *d = s;
+    size_t i = 0, lit = 0, dl = n;
 
     if (held->len == 0 && (ne == 0 || memchr(s, '[', n) == NULL)) {
         mf_mask_buf_add(out, s, n); /* nothing to restore or hold */
         return;
     }
-    /* the held tail and the new text, as one */
-    t = *held;
-    *held = (mf_mask_buf_t){0};
-    mf_mask_buf_add(&t, s, n);
-    while (i < t.len && (p = memchr(t.data + i, '[', t.len - i)) != NULL) {
-        size_t j = (size_t)(p - t.data);
+    if (held->len > 0) {
+        /* the held tail and the new text, as one */
+        t = *held;
+        *held = (mf_mask_buf_t){0};
+        mf_mask_buf_add(&t, s, n);
+        d = t.data;
+        dl = t.len;
+    }
+    buf_room(out, dl + 64); /* the usual answer: one allocation */
+    while (i < dl && (p = memchr(d + i, '[', dl - i)) != NULL) {
+        size_t j = (size_t)(p - d);
         int prefix;
-        const mf_mask_entry_t *m = lookup(e, ne, p, t.len - j, &prefix);
+        const mf_mask_entry_t *m = lookup(e, ne, p, dl - j, &prefix);
 
         if (m != NULL) {
-            mf_mask_buf_add(out, t.data + lit, j - lit);
+            mf_mask_buf_add(out, d + lit, j - lit);
             mf_mask_buf_add(out, m->val, m->vlen);
             i = lit = j + m->phlen;
             continue;
         }
         if (prefix && !final) {
             /* may still become a placeholder: held, nothing of it out */
-            mf_mask_buf_add(out, t.data + lit, j - lit);
-            mf_mask_buf_add(held, p, t.len - j);
+            mf_mask_buf_add(out, d + lit, j - lit);
+            mf_mask_buf_add(held, p, dl - j);
             mf_mask_buf_free(&t);
             return;
         }
         i = j + 1;
     }
-    mf_mask_buf_add(out, t.data + lit, t.len - lit);
+    mf_mask_buf_add(out, d + lit, dl - lit);
     mf_mask_buf_free(&t);
 }

@@ -3,7 +3,10 @@
  * Whatever mf_jscan_body accepts, jansson must read as an object with the
  * same members (each indexed value parses to the member jansson holds),
  * the same "messages" verdict and the same answers from
- * mf_jscan_object_get; anything else aborts.
+ * mf_jscan_object_get; anything else aborts. Then edits of string
+ * contents (api->edit_body_text's engine) at body-chosen places: when
+ * accepted, the new text is an object jscan and jansson accept with the
+ * same keys, and the shifted index is the one a new scan makes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,6 +41,61 @@ messages_ok(json_t *root)
         }
     }
     return 1;
+}
+
+static void
+check_edits(mf_str_t body, const mf_jscan_t *js, json_t *root)
+{
+    static const char *const texts[] = {"[EMAIL_1]", "", "a\"b\\c\n\x01",
+                                        "\xe4\xb8\xad", "\xe4\xb8"};
+    mf_body_edit_t ed[3];
+    mf_jscan_t out,
+        again = {.max_depth = 32, .max_values = 4096, .max_messages = 64};
+    size_t k, n = 0, at = 0, h = body.len;
+    long len;
+    char *nb;
+    json_t *r2;
+    const char *key;
+    json_t *v;
+
+    for (k = 0; k < body.len; k++) {
+        h = h * 31 + (unsigned char)body.data[k];
+    }
+    for (k = 0; k < 3 && at < body.len; k++) {
+        size_t off = at + (h >> (8 * k)) % (body.len - at);
+        size_t l = (h >> (8 * k + 4)) % 4;
+
+        if (off + l > body.len) {
+            l = body.len - off;
+        }
+        ed[n++] = (mf_body_edit_t){off, l, mf_str_from(texts[(h >> k) % 5])};
+        at = off + l + 1;
+    }
+    len = mf_jscan_edit_size(body, ed, n);
+    if (len < 0) {
+        return;
+    }
+    nb = malloc((size_t)len + 1);
+    mf_jscan_edit_apply(body, js, ed, n, nb, &out);
+    check(mf_jscan_body((mf_str_t){nb, (size_t)len}, &again) == MF_OK,
+          "an edit made a body the scan refuses");
+    check(out.nmembers == again.nmembers, "edited member count");
+    for (k = 0; k < out.nmembers; k++) {
+        check(out.members[k].key.data == again.members[k].key.data &&
+                  out.members[k].key.len == again.members[k].key.len &&
+                  out.members[k].value.data == again.members[k].value.data &&
+                  out.members[k].value.len == again.members[k].value.len,
+              "shifted index");
+    }
+    r2 = json_loadb(nb, (size_t)len, JSON_ALLOW_NUL, NULL);
+    check(json_is_object(r2) && json_object_size(r2) == json_object_size(root),
+          "edited body's members");
+    json_object_foreach(root, key, v)
+    {
+        check(json_object_get(r2, key) != NULL, "an edit changed a key");
+    }
+    json_decref(r2);
+    free(nb);
 }
 
 int
@@ -93,6 +151,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         json_decref(v);
     }
+    check_edits(body, &js, root);
     json_decref(root);
     return 0;
 }

@@ -3,7 +3,9 @@
 // answered by another model through the gateway instead, in the client's
 // protocol, stream or not, marked (x-manifold-guard-fallback, the log
 // line's guard_fallback); the blocked attempt's tokens are still billed.
-// A fallback that fails or is blocked too leaves the block's 400.
+// A fallback that fails or is blocked too leaves the block's 400; its
+// answer is checked by the local output rules and by the stage's remote
+// output checks (the moderation endpoint, the judge) as the blocked one was.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -33,6 +35,15 @@ before(async () => {
   // whole answers checked by the moderation endpoint
   gws.mod = await start(`      moderation: { url: "${mock.url}/v1/moderations", timeout_ms: 3000, on: [output] }
       fallback: gpt-4o-mini`);
+  // the fallback's answer is flagged by the moderation check too
+  gws.modbad = await start(`      moderation: { url: "${mock.url}/v1/moderations", timeout_ms: 3000, on: [output] }
+      fallback: "gpt-4o-mini[[mock:reply=mock-flag-hate_again]]"`);
+  // a judge on output: the fallback's answer is judged (the mock judge
+  // answers with the first verdict word in the text, else safe)
+  gws.judge = await start(`      judge: { model: gpt-4o-mini, on: [output], timeout_ms: 3000 }
+      fallback: gpt-4o-mini`);
+  gws.judgebad = await start(`      judge: { model: gpt-4o-mini, on: [output], timeout_ms: 3000 }
+      fallback: "gpt-4o-mini[[mock:reply=an_unsafe_reply]]"`);
 });
 
 after(async () => {
@@ -153,6 +164,39 @@ test('a fallback blocked too, or failing, leaves the block (stream or not)', asy
     assert.equal(s.status, 400);
     assert.match(await s.text(), /content_filter/);
   }
+});
+
+test('the fallback answer is checked by the remote output checks too: moderation, the judge', async () => {
+  // judged safe: it answers; the judge was asked about the fallback's text
+  let from = await mock.count();
+  let res = await chat(gws.judge, 'tell me', { model: blocked('the TOPSECRET plan') });
+  let body = await res.json();
+  assert.equal(res.status, 200, JSON.stringify(body));
+  assert.equal(body.choices[0].message.content, FALLBACK);
+  assert.equal(res.headers.get('x-manifold-guard-fallback'), 'gpt-4o-mini');
+  const judged = (await models(from)).filter((b) => b.messages?.[0]?.role === 'system' &&
+    /classifier/.test(b.messages[0].content)).map((b) => JSON.parse(b.messages.at(-1).content));
+  assert.ok(judged.includes(FALLBACK), JSON.stringify(judged));
+  // judged unsafe, or flagged by the moderation check: the block stands
+  for (const [g, rule] of [[gws.judgebad, /guard rule 'leak'/], [gws.modbad, /moderation check/]]) {
+    const first = g === gws.modbad ? 'mock-flag-hate here' : 'the TOPSECRET plan';
+    res = await chat(g, 'tell me', { model: blocked(first) });
+    body = await res.json();
+    assert.equal(res.status, 400, JSON.stringify(body));
+    assert.equal(body.error.code, 'content_filter');
+    assert.match(body.error.message, rule);
+    assert.equal(res.headers.get('x-manifold-guard-fallback'), null);
+  }
+  // a stream's fallback too
+  from = await mock.count();
+  const s = await chat(gws.judgebad, 'tell me', { model: blocked('TOPSECRET w', ' split=2'), stream: true });
+  assert.equal(s.status, 400);
+  assert.match(await s.text(), /content_filter/);
+  const ok = await chat(gws.judge, 'tell me', { model: blocked('TOPSECRET w', ' split=2'), stream: true });
+  assert.equal(ok.status, 200);
+  assert.equal(ok.headers.get('x-manifold-guard-fallback'), 'gpt-4o-mini');
+  const { data } = await sse(ok);
+  assert.equal(data.slice(0, -1).map((d) => JSON.parse(d).choices?.[0]?.delta?.content ?? '').join(''), FALLBACK);
 });
 
 test('a stream blocked after text went out is cut, not replaced', async () => {

@@ -20,7 +20,8 @@ before(async () => {
     config:
       rules:
         - { name: ticket, regex: 'TCK-[0-9]{6}' }
-        - { name: forbidden, keywords: [launch-codes], action: block }`,
+        - { name: forbidden, keywords: [launch-codes], action: block }
+        - { name: codename, keywords: ["blue\\tsky"] }`,
   }));
 });
 
@@ -53,6 +54,30 @@ test('escapes around a value are kept, and the value is found inside them', asyn
   const up = JSON.parse(await sent());
   assert.equal(up.messages[0].content, 'quote "[EMAIL_1]"\nand a\\path\ttab');
   assert.equal((await res.json()).choices[0].message.content, 'Hello from mock. You said: quote "ann@example.com"\nand a\\path\ttab');
+});
+
+test('the edits handed to the host (ABI 1.7): values filling a text, next to escapes and non-ASCII, across an escape, many', async () => {
+  const emails = Array.from({ length: 60 }, (_, i) => `u${i}@example.com`);
+  const msgs = (c) => [
+    { role: 'system', content: c[0] },
+    { role: 'user', content: c[1] },
+    { role: 'user', content: [{ type: 'text', text: c[2] }] },
+    { role: 'user', content: c[3] },
+  ];
+  // spaced out: the parsed way would send it compact
+  const body = (c) => JSON.stringify({ model: 'gpt-4o', messages: msgs(c), metadata: { k: 'v\u00e9' } }, null, 1);
+  const sentTexts = ['a@example.com', '\u00e9\u4e2db@example.org"\nc@example.net', emails.join('\t'), 'the blue\tsky plan'];
+  const res = await post(gw, '/v1/chat/completions', body(sentTexts));
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('x-manifold-masked'), '64');
+  const up = await sent();
+  assert.equal(up, body([
+    '[EMAIL_1]',
+    '\u00e9\u4e2d[EMAIL_2]"\n[EMAIL_3]',
+    emails.map((_, i) => `[EMAIL_${i + 4}]`).join('\t'),
+    'the [CODENAME_1] plan',
+  ]));
+  assert.equal((await res.json()).choices[0].message.content, 'Hello from mock. You said: the blue\tsky plan');
 });
 
 test('a \\u escape or a key spelled with escapes takes the parsed way, masked all the same', async () => {

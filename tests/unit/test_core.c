@@ -4,6 +4,118 @@
 #include <stdlib.h>
 
 #include "core/core.h"
+#include "request/jscan.h"
+
+/* api->edit_body_text's engine (request/jscan.c): edits of string
+ * contents, escaped; the shifted index is the one a new scan makes. */
+static mf_jscan_t
+scan_of(const char *body)
+{
+    mf_jscan_t js = {.max_depth = 64, .max_values = 10000, .max_messages = 100};
+
+    ck_assert_int_eq(mf_jscan_body(mf_str_from(body), &js), MF_OK);
+    return js;
+}
+
+static char edited[4096];
+
+/* the edited text, checked against a new scan of it; NULL when refused */
+static const char *
+edit(const char *body, const mf_body_edit_t *ed, size_t n)
+{
+    mf_jscan_t js = scan_of(body), out, again;
+    long len = mf_jscan_edit_size(mf_str_from(body), ed, n);
+    size_t i;
+
+    if (len < 0) {
+        return NULL;
+    }
+    ck_assert_int_lt(len, (long)sizeof(edited));
+    mf_jscan_edit_apply(mf_str_from(body), &js, ed, n, edited, &out);
+    edited[len] = '\0';
+    again = scan_of(edited); /* still a JSON object within the limits */
+    ck_assert_uint_eq(out.nmembers, again.nmembers);
+    for (i = 0; i < out.nmembers; i++) {
+        ck_assert(out.members[i].key.data == again.members[i].key.data);
+        ck_assert_uint_eq(out.members[i].key.len, again.members[i].key.len);
+        ck_assert(out.members[i].value.data == again.members[i].value.data);
+        ck_assert_uint_eq(out.members[i].value.len, again.members[i].value.len);
+    }
+    ck_assert_int_eq(out.messages_ok, again.messages_ok);
+    return edited;
+}
+
+#define ED(off, len, text)                                                     \
+    {                                                                          \
+        (off), (len), MF_STR(text)                                             \
+    }
+
+START_TEST(jscan_edits)
+{
+    const char *b = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                    "\"content\":\"mail a@b.io now\"}],\"n\":1}";
+    size_t c = (size_t)(strstr(b, "a@b.io") - b);
+
+    {
+        mf_body_edit_t e[] = {ED(c, 6, "[EMAIL_1]")};
+
+        ck_assert_str_eq(edit(b, e, 1),
+                         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+                         "\"content\":\"mail [EMAIL_1] now\"}],\"n\":1}");
+    }
+    {
+        /* the whole contents, at both ends; the host escapes the text */
+        mf_body_edit_t e[] = {ED(c - 5, 5, "q\"\\\n\x01"),
+                              ED(c + 6, 4, "\xe4\xb8\xad")};
+
+        ck_assert_str_eq(
+            edit(b, e, 2),
+            "{\"model\":\"m\",\"messages\":[{\"role\":\"user\","
+            "\"content\":\"q\\\"\\\\\\n\\u0001a@b.io\xe4\xb8\xad\"}"
+            "],\"n\":1}");
+    }
+    {
+        /* two strings, the second value shifted */
+        mf_body_edit_t e[] = {ED(10, 1, "longer model"), ED(c, 6, "")};
+
+        ck_assert_ptr_nonnull(edit(b, e, 2));
+        ck_assert(strstr(edited, "\"model\":\"longer model\"") != NULL);
+        ck_assert(strstr(edited, "\"content\":\"mail  now\"") != NULL);
+    }
+    {
+        mf_body_edit_t key[] = {ED(2, 3, "x")},  /* a key's contents */
+            across[] = {ED(c, 12, "x")},         /* past the string */
+            outside[] = {ED(c - 11, 2, "x")},    /* a quote and ':' */
+            bad_utf8[] = {ED(c, 6, "\xe4\xb8")}, /* a cut character */
+            order[] = {ED(c, 6, "x"), ED(c - 5, 2, "y")},
+                       overlap[] = {ED(c, 6, "x"), ED(c + 3, 2, "y")};
+
+        ck_assert_ptr_null(edit(b, key, 1));
+        ck_assert_ptr_null(edit(b, across, 1));
+        ck_assert_ptr_null(edit(b, outside, 1));
+        ck_assert_ptr_null(edit(b, bad_utf8, 1));
+        ck_assert_ptr_null(edit(b, order, 2));
+        ck_assert_ptr_null(edit(b, overlap, 2));
+    }
+    {
+        /* escapes and characters are never cut */
+        const char *u = "{\"a\":\"x\\ny\\u00e9z\\ud83d\\ude00w\xc3\xa9v\"}";
+        size_t s = 6; /* the contents' start */
+        mf_body_edit_t in_esc[] = {ED(s + 2, 1, "")},
+                       in_u[] = {ED(s + 5, 2, "")},
+                       in_pair[] = {ED(s + 17, 6, "")},
+                       in_char[] = {ED(s + 25, 1, "")},
+                       whole[] = {ED(s + 1, 2, "-"), ED(s + 10, 13, "+")};
+
+        ck_assert_ptr_null(edit(u, in_esc, 1));
+        ck_assert_ptr_null(edit(u, in_u, 1));
+        ck_assert_ptr_null(edit(u, in_pair, 1));
+        ck_assert_ptr_null(edit(u, in_char, 1));
+        ck_assert_str_eq(edit(u, whole, 2),
+                         "{\"a\":\"x-y\\u00e9+w\xc3\xa9v\"}");
+    }
+}
+END_TEST
 
 START_TEST(glob)
 {
@@ -128,6 +240,7 @@ main(void)
     tcase_add_test(tc, glob);
     tcase_add_test(tc, mask);
     tcase_add_test(tc, str_has_control);
+    tcase_add_test(tc, jscan_edits);
     tcase_add_test(tc, pool_and_buf);
     tcase_add_test(tc, buf_try_append_limit);
     tcase_add_test(tc, buf_append_grows);

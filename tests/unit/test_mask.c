@@ -153,6 +153,86 @@ START_TEST(keys)
 }
 END_TEST
 
+/* The one-pass scan works on 64-byte blocks: every kind of value is found
+ * alone and whole wherever it sits, across a block's edge, at the text's
+ * start and end (the short last block), after text with no separator. */
+START_TEST(block_edges)
+{
+    static const struct {
+        const char *v;
+        unsigned kind;
+    } vals[] = {
+        {"jane.doe@example.com", MF_MASK_EMAIL},
+        {"+1 415-555-0100", MF_MASK_PHONE},
+        {"13812345678", MF_MASK_PHONE},
+        {"11010519491231002X", MF_MASK_CN_ID},
+        {"123-45-6789", MF_MASK_SSN},
+        {"4111 1111 1111 1111", MF_MASK_CARD},
+        {"192.168.10.1", MF_MASK_IP},
+        {"fe80::1ff:fe23:4567:890a", MF_MASK_IP},
+        {"sk-abcdefghijklmnopqrstuvwxyz012345", MF_MASK_API_KEY},
+        {"AKIAIOSFODNN7EXAMPLE", MF_MASK_API_KEY},
+        {"Zq8xT3vLm9Pw2Ks7Hd4Nf6Rb1Yc5Jg0A", MF_MASK_SECRET},
+    };
+    static const char *const pads[] = {
+        "the order ", "\xe4\xb8\xad\xe6\x96\x87 ", "a,b;c|d ", "x\ny\tz "};
+    char text[512];
+    size_t i, off, p, tail;
+
+    for (i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        for (p = 0; p < 4; p++) {
+            for (off = 0; off < 140; off++) {
+                mf_mask_matches_t m = {0};
+                size_t vl = strlen(vals[i].v), k;
+
+                for (k = 0; k < off; k++) {
+                    text[k] = pads[p][k % strlen(pads[p])];
+                }
+                if (off > 0) {
+                    text[off - 1] = ' ';
+                }
+                memcpy(text + off, vals[i].v, vl);
+                for (tail = 0; tail < 2; tail++) {
+                    size_t n = off + vl + (tail ? 9 : 0);
+
+                    memcpy(text + off + vl, " and more", tail ? 9 : 0);
+                    m.n = 0;
+                    mf_mask_detect(text, n, (1u << MF_MASK__BUILTIN) - 1, &m);
+                    mf_mask_matches_resolve(&m);
+                    ck_assert_msg(m.n == 1 && m.v[0].start == off &&
+                                      m.v[0].len == vl &&
+                                      m.v[0].rule == vals[i].kind,
+                                  "%s at %zu (pad %zu, tail %zu): %zu found",
+                                  vals[i].v, off, p, tail, m.n);
+                }
+                mf_mask_matches_free(&m);
+            }
+        }
+    }
+}
+END_TEST
+
+/* Many values in one text, each found. */
+START_TEST(many_values)
+{
+    static char text[64 * 1024];
+    size_t w = 0, i;
+    mf_mask_matches_t m = {0};
+
+    for (i = 0; i < 1000; i++) {
+        w += (size_t)snprintf(text + w, sizeof(text) - w,
+                              "user%zu@example.com, 4111-1111-1111-1111; ", i);
+    }
+    mf_mask_detect(text, w, (1u << MF_MASK__BUILTIN) - 1, &m);
+    mf_mask_matches_resolve(&m);
+    ck_assert_uint_eq(m.n, 2000);
+    for (i = 0; i < m.n; i++) {
+        ck_assert_uint_eq(m.v[i].rule, i % 2 ? MF_MASK_CARD : MF_MASK_EMAIL);
+    }
+    mf_mask_matches_free(&m);
+}
+END_TEST
+
 START_TEST(resolve)
 {
     mf_mask_matches_t m = {0};
@@ -294,6 +374,8 @@ mask_suite(void)
     tcase_add_test(tc, card);
     tcase_add_test(tc, ip);
     tcase_add_test(tc, keys);
+    tcase_add_test(tc, block_edges);
+    tcase_add_test(tc, many_values);
     tcase_add_test(tc, resolve);
     tcase_add_test(tc, restore_splits);
     tcase_add_test(tc, restore_holds_only_prefixes);

@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 6
+#define MF_ABI_MINOR 7
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -533,6 +533,16 @@ typedef struct mf_model_call_s {
 typedef void (*mf_redis_post_cb)(void *arg, const mf_redis_reply_t *reply,
                                  const char *err);
 
+/* ABI 1.7 (body edits): one edit of the canonical body's text, for
+ * api->edit_body_text: the bytes [offset, offset + len) of the text
+ * get_body_text gave, inside the contents of one JSON string, replaced
+ * by `text`, plain UTF-8 that the host escapes as JSON string contents. */
+typedef struct {
+    size_t offset;
+    size_t len;
+    mf_str_t text;
+} mf_body_edit_t;
+
 /*
  * The host API. `size` is sizeof(mf_host_api_t) of the host; a plugin built
  * against a newer minor checks it before using appended functions.
@@ -1003,6 +1013,21 @@ struct mf_host_api_s {
      * MF_ERR when no stage stream is under way. */
     int (*emit_stream_error)(mf_req_t *r, const char *code,
                              const char *message);
+
+    /* ABI 1.7 (body edits): a stage hands over its edits of the body's
+     * text instead of a new text (check api->size). */
+
+    /* on_request, on_route. Applies edits (n of them, sorted by offset,
+     * not overlapping) to the canonical body's text as get_body_text gave
+     * it: each span lies in the contents of one JSON string value (not a
+     * key), does not split an escape sequence or a UTF-8 character, and
+     * its text is escaped by the host (a quote, a backslash, control
+     * characters) and must be valid UTF-8. The body stays a JSON object
+     * of the same shape, so the host shifts its index of the body instead
+     * of checking the whole text again (set_body_text does); otherwise as
+     * set_body_text. MF_ERR, the body unchanged, for an edit that breaks
+     * these rules or a client whose protocol is not the canonical one. */
+    int (*edit_body_text)(mf_req_t *r, const mf_body_edit_t *edits, size_t n);
 };
 
 /* The one symbol a plugin exports. */
