@@ -817,6 +817,63 @@ mask_body(mask_t *st, mreq_t *q, json_t *body, int *changed)
     return 0;
 }
 
+/* A body in a client's own shape that goes upstream as it is: a token
+ * count (Anthropic's count_tokens, Gemini's countTokens), which the
+ * gateway answers itself or forwards to the provider's counting
+ * endpoint. Every string is masked but the values of the keys that name
+ * things rather than say them (model, role, type, ids, media types) and
+ * inline binary data; -1 when blocked. */
+static int
+mask_tree(mask_t *st, mreq_t *q, json_t *v, int depth, int *changed)
+{
+    static const char *const names[] = {
+        "model",     "role",        "type",
+        "id",        "tool_use_id", "tool_call_id",
+        "name",      "media_type",  "mime_type",
+        "mimeType",  "data",        "anthropic_version",
+        "signature", NULL};
+    const char *k;
+    json_t *e;
+    size_t i;
+
+    if (depth > 64) {
+        return 0;
+    }
+    if (json_is_string(v)) {
+        return mask_json_string(st, q, v, changed);
+    }
+    if (json_is_array(v)) {
+        json_array_foreach(v, i, e)
+        {
+            if (mask_tree(st, q, e, depth + 1, changed) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
+    json_object_foreach(v, k, e)
+    {
+        for (i = 0; names[i] != NULL && strcmp(names[i], k) != 0; i++) {
+        }
+        if ((names[i] == NULL || !json_is_string(e)) &&
+            mask_tree(st, q, e, depth + 1, changed) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Whether r is a request the gateway answers itself (a model list, a
+ * stored Response, a token count): its body is the client's own. */
+static int
+is_local(mf_req_t *r)
+{
+    mf_req_info_t info = {.size = offsetof(mf_req_info_t, trace_id)};
+
+    api->get_info(r, &info);
+    return info.endpoint == MF_ENDPOINT_LOCAL;
+}
+
 /*
  * Whether a canonical body the host has not parsed may hold something to
  * mask: its JSON string escapes undone (\n, \", ...), the whole text
@@ -1052,11 +1109,16 @@ mask_on_request(mf_req_t *r, void *state, void **ctx)
         return MF_FAIL;
     }
     if (rc == 0) {
+        int local = !canonical_raw(r) && is_local(r);
+
         body = api->get_body_json(r);
         if (body == NULL) {
             return MF_CONTINUE;
         }
-        rc = mask_body(st, q, body, &changed) < 0 ? -1 : 0;
+        rc = (local ? mask_tree(st, q, body, 0, &changed)
+                    : mask_body(st, q, body, &changed)) < 0
+                 ? -1
+                 : 0;
         if (rc == 0 && changed) {
             api->body_changed(r);
         }

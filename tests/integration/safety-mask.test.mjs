@@ -269,3 +269,54 @@ test('config refusals name the problem', () => {
     assert.match(r.stderr + r.stdout, re, cfg);
   }
 });
+
+test('token counts forwarded to the provider are masked too (count_tokens, countTokens), and a block rule holds', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages,
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]
+  - name: gemini
+    type: gemini
+    base_url: ${mock.url}
+    keys: ["AIza-test-0123456789"]
+    models: ["gemini-*"]`,
+  }));
+  try {
+    let res = await post(g, '/v1/messages/count_tokens', {
+      model: 'claude-sonnet-4',
+      system: 'my mail is alice.smith@example.com',
+      messages: [{ role: 'user', content: [{ type: 'text', text: 'card 4111 1111 1111 1111, ticket TCK-123456' }] }],
+    }, { 'anthropic-version': '2023-06-01' });
+    assert.equal(res.status, 200);
+    assert.ok((await res.json()).input_tokens > 0);
+    let last = await mock.last();
+    assert.match(last.path, /count_tokens/);
+    for (const v of ['alice.smith@example.com', '4111 1111 1111 1111', 'TCK-123456']) {
+      assert.ok(!last.body.includes(v), `${v} reached the upstream: ${last.body}`);
+    }
+    assert.match(last.body, /\[EMAIL_1\]/);
+    assert.equal(JSON.parse(last.body).model, 'claude-sonnet-4');
+    res = await post(g, '/v1beta/models/gemini-2.5-flash:countTokens', {
+      contents: [{ role: 'user', parts: [{ text: 'reach carol@example.com' }] }],
+    });
+    assert.equal(res.status, 200);
+    assert.ok((await res.json()).totalTokens > 0);
+    last = await mock.last();
+    assert.match(last.path, /countTokens/);
+    assert.ok(!last.body.includes('carol@example.com'), last.body);
+    assert.match(last.body, /\[EMAIL_1\]/);
+    // a block rule refuses the count as it refuses the message
+    const before = await mock.count();
+    res = await post(g, '/v1/messages/count_tokens', {
+      model: 'claude-sonnet-4', messages: [{ role: 'user', content: 'the launch-codes are' }],
+    }, { 'anthropic-version': '2023-06-01' });
+    assert.equal(res.status, 400);
+    assert.equal(await mock.count(), before);
+  } finally {
+    await g.stop();
+  }
+});
