@@ -736,10 +736,17 @@ mask_apply(mreq_t *q, const char *s, size_t n, size_t from)
     mf_mask_buf_add(&q->out, s + at, n - at);
 }
 
-/* Masks a JSON string in place; -1 when blocked. */
+/* Masks the JSON string in container (under key, or at idx of an
+ * array); -1 when blocked. The masked text is a new string set in the
+ * container, never the old one changed in place: an adapter may keep the
+ * client's string elsewhere too (the Responses API stores the input as
+ * the client sent it, for its own later turns and input_items). */
 static int
-mask_json_string(mask_t *st, mreq_t *q, json_t *v, int *changed)
+mask_slot(mask_t *st, mreq_t *q, json_t *container, const char *key, size_t idx,
+          int *changed)
 {
+    json_t *v = key != NULL ? json_object_get(container, key)
+                            : json_array_get(container, idx);
     int rc;
 
     if (!json_is_string(v)) {
@@ -748,8 +755,15 @@ mask_json_string(mask_t *st, mreq_t *q, json_t *v, int *changed)
     q->nrep = q->rbuf.len = 0;
     rc = mask_text(st, q, json_string_value(v), json_string_length(v));
     if (rc > 0) {
+        json_t *m;
+
         mask_apply(q, json_string_value(v), json_string_length(v), 0);
-        json_string_setn(v, q->out.data ? q->out.data : "", q->out.len);
+        m = json_stringn(q->out.data ? q->out.data : "", q->out.len);
+        if (m == NULL ||
+            (key != NULL ? json_object_set_new(container, key, m)
+                         : json_array_set_new(container, idx, m)) != 0) {
+            return -1; /* fail closed */
+        }
         *changed = 1;
     }
     return rc < 0 ? -1 : 0;
@@ -757,18 +771,17 @@ mask_json_string(mask_t *st, mreq_t *q, json_t *v, int *changed)
 
 /* A message's content: a string, or parts with "text". */
 static int
-mask_content(mask_t *st, mreq_t *q, json_t *content, int *changed)
+mask_content(mask_t *st, mreq_t *q, json_t *m, int *changed)
 {
+    json_t *content = json_object_get(m, "content"), *part;
     size_t i;
-    json_t *part;
 
     if (json_is_string(content)) {
-        return mask_json_string(st, q, content, changed);
+        return mask_slot(st, q, m, "content", 0, changed);
     }
     json_array_foreach(content, i, part)
     {
-        if (mask_json_string(st, q, json_object_get(part, "text"), changed) <
-            0) {
+        if (mask_slot(st, q, part, "text", 0, changed) < 0) {
             return -1;
         }
     }
@@ -784,33 +797,27 @@ mask_body(mask_t *st, mreq_t *q, json_t *body, int *changed)
 
     json_array_foreach(json_object_get(body, "messages"), i, m)
     {
-        if (mask_content(st, q, json_object_get(m, "content"), changed) < 0) {
+        if (mask_content(st, q, m, changed) < 0) {
             return -1;
         }
         json_array_foreach(json_object_get(m, "tool_calls"), j, tc)
         {
-            if (mask_json_string(
-                    st, q,
-                    json_object_get(json_object_get(tc, "function"),
-                                    "arguments"),
-                    changed) < 0) {
+            if (mask_slot(st, q, json_object_get(tc, "function"), "arguments",
+                          0, changed) < 0) {
                 return -1;
             }
         }
-        if (mask_json_string(
-                st, q,
-                json_object_get(json_object_get(m, "function_call"),
-                                "arguments"),
-                changed) < 0) {
+        if (mask_slot(st, q, json_object_get(m, "function_call"), "arguments",
+                      0, changed) < 0) {
             return -1;
         }
     }
     if (json_is_string(in)) {
-        return mask_json_string(st, q, in, changed);
+        return mask_slot(st, q, body, "input", 0, changed);
     }
     json_array_foreach(in, i, m)
     {
-        if (mask_json_string(st, q, m, changed) < 0) {
+        if (mask_slot(st, q, in, NULL, i, changed) < 0) {
             return -1;
         }
     }
@@ -839,13 +846,12 @@ mask_tree(mask_t *st, mreq_t *q, json_t *v, int depth, int *changed)
     if (depth > 64) {
         return 0;
     }
-    if (json_is_string(v)) {
-        return mask_json_string(st, q, v, changed);
-    }
     if (json_is_array(v)) {
         json_array_foreach(v, i, e)
         {
-            if (mask_tree(st, q, e, depth + 1, changed) < 0) {
+            if ((json_is_string(e)
+                     ? mask_slot(st, q, v, NULL, i, changed)
+                     : mask_tree(st, q, e, depth + 1, changed)) < 0) {
                 return -1;
             }
         }
@@ -853,10 +859,16 @@ mask_tree(mask_t *st, mreq_t *q, json_t *v, int depth, int *changed)
     }
     json_object_foreach(v, k, e)
     {
+        if (!json_is_string(e)) {
+            if (mask_tree(st, q, e, depth + 1, changed) < 0) {
+                return -1;
+            }
+            continue;
+        }
         for (i = 0; names[i] != NULL && strcmp(names[i], k) != 0; i++) {
         }
-        if ((names[i] == NULL || !json_is_string(e)) &&
-            mask_tree(st, q, e, depth + 1, changed) < 0) {
+        /* setting an existing key keeps the object's iteration valid */
+        if (names[i] == NULL && mask_slot(st, q, v, k, 0, changed) < 0) {
             return -1;
         }
     }

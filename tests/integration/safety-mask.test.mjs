@@ -320,3 +320,24 @@ test('token counts forwarded to the provider are masked too (count_tokens, count
     await g.stop();
   }
 });
+
+test('a stored Response keeps the client\'s own input; a later turn masks it again with one numbering', async () => {
+  let res = await post(gw, '/v1/responses', { model: 'gpt-4o', input: 'mail alice.smith@example.com please' });
+  assert.equal(res.status, 200);
+  const first = await res.json();
+  assert.equal(first.output[0].content[0].text, 'Hello from mock. You said: mail alice.smith@example.com please');
+  // what the client reads back is what it sent, not the placeholders
+  const items = await (await fetch(`${gw.url}/v1/responses/${first.id}/input_items`)).json();
+  assert.equal(items.data[0].content[0].text, 'mail alice.smith@example.com please');
+  res = await post(gw, '/v1/responses', { model: 'gpt-4o', previous_response_id: first.id, input: 'and bob@example.com' });
+  assert.equal(res.status, 200);
+  const second = await res.json();
+  const sent = JSON.parse((await mock.last()).body).messages;
+  // every turn masked in this request: alice is EMAIL_1 in each, bob EMAIL_2
+  assert.deepEqual(sent.map((m) => m.content), [
+    'mail [EMAIL_1] please',
+    'Hello from mock. You said: mail [EMAIL_1] please',
+    'and [EMAIL_2]',
+  ]);
+  assert.equal(second.output[0].content[0].text, 'Hello from mock. You said: and bob@example.com');
+});
