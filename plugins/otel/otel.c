@@ -21,7 +21,12 @@
  *           headers: {NAME: VALUE}, service_name: S,
  *           batch: 512, queue: 8192, flush_ms: 1000, timeout_ms: 10000,
  *           retries: 3, close_ms: 3000, propagate: true,
- *           capture_content: false, capture_max_bytes: 16384 }
+ *           capture_content: false, capture_max_bytes: 16384,
+ *           detail: standard | full }
+ * detail standard (the default) gives the attributes the HTTP and GenAI
+ * conventions require or recommend; full adds the gateway's own
+ * (manifold.request_id, .attempts, .stream, .provider, timings, the
+ * usage again on the server span, ...).
  * Unset ones come from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL)
  * or OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces), ..._HEADERS
  * ("k=v,k2=v2", values percent-decoded), ..._TIMEOUT, OTEL_SERVICE_NAME;
@@ -91,6 +96,7 @@ typedef struct {
     int protobuf; /* http/protobuf, else http/json */
     int capture;  /* prompts and answers in the spans */
     size_t capture_max;
+    int full; /* detail: full, else standard (the conventions' set) */
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -107,14 +113,14 @@ typedef struct {
 
 /* JSON building */
 
-/* room for n more bytes (and a '\0'); 0 when it cannot be had */
+/* jb_room's slow path: the buffer grown */
 static int
-jb_room(jb_t *b, size_t n)
+jb_grow(jb_t *b, size_t n)
 {
     if (b->failed) {
         return 0;
     }
-    if (b->len + n + 1 > b->cap) {
+    {
         size_t cap = b->cap ? b->cap : 4096;
         char *p;
 
@@ -129,6 +135,14 @@ jb_room(jb_t *b, size_t n)
         b->cap = cap;
     }
     return 1;
+}
+
+/* room for n more bytes (and a '\0'); 0 when it cannot be had. Inlined:
+ * the common case, room there, is a compare. */
+static inline int
+jb_room(jb_t *b, size_t n)
+{
+    return b->len + n + 1 <= b->cap && !b->failed ? 1 : jb_grow(b, n);
 }
 
 static void
@@ -244,13 +258,38 @@ pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
     }
 }
 
-/* a hex digit's value + 1, 0 for other bytes */
-static const unsigned char HEX1[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
-    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
-    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
-    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
+/* Eight hex digits (a little-endian word) -> four bytes at q; 0 when one
+ * is not a hex digit. Per byte lane: the digit's nibble is its low four
+ * bits, + 9 for a letter (bit 6 set); a lane is a digit when it lies in
+ * '0'..'9' or, lower-cased, 'a'..'f' ("has a byte between", exact for
+ * bytes below 0x80; a byte with its high bit set is refused). */
+static int
+hex8(uint64_t x, char *q)
+{
+    const uint64_t ones = 0x0101010101010101ull, hi = ones * 0x80,
+                   low7 = ones * 0x7f, lc = x | ones * 0x20;
+    uint64_t d, l, n;
+
+#define BETWEEN(v, m, k)                                                       \
+    ((ones * (127 + (k)) - ((v)&low7)) & ~(v) &                                \
+     (((v)&low7) + ones * (127 - (m))) & hi)
+    d = BETWEEN(x, '0' - 1, '9' + 1);
+    l = BETWEEN(lc, 'a' - 1, 'f' + 1);
+#undef BETWEEN
+    if ((d | l) != hi) {
+        return 0;
+    }
+    n = (x & ones * 0x0f) + 9 * ((x >> 6) & ones);
+    /* each 16-bit lane: (first digit << 4) | second digit */
+    n = ((n & 0x000f000f000f000full) << 4) | ((n >> 8) & 0x000f000f000f000full);
+    n = (n | (n >> 8)) & 0x0000ffff0000ffffull;
+    n = (n | (n >> 16)) & 0xffffffffull;
+    q[0] = (char)n;
+    q[1] = (char)(n >> 8);
+    q[2] = (char)(n >> 16);
+    q[3] = (char)(n >> 24);
+    return 1;
+}
 
 /* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
 static char *
@@ -259,17 +298,20 @@ pb_whex(char *p, unsigned tag, mf_str_t hex)
     size_t k, n = hex.len / 2;
     char *q = p + 2;
 
-    if (hex.len % 2 != 0 || n > 16) {
+    if (hex.len % 16 != 0 || n > 16) {
         return p;
     }
-    for (k = 0; k < n; k++) {
-        unsigned hi = HEX1[(unsigned char)hex.data[2 * k]],
-                 lo = HEX1[(unsigned char)hex.data[2 * k + 1]];
+    for (k = 0; k < hex.len; k += 8) {
+        uint64_t w;
 
-        if (hi == 0 || lo == 0) {
+        memcpy(&w, hex.data + k, 8);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+#endif
+        if (!hex8(w, q)) {
             return p;
         }
-        *q++ = (char)((hi - 1) * 16 + lo - 1);
+        q += 4;
     }
     p[0] = (char)tag;
     p[1] = (char)n;
@@ -503,13 +545,12 @@ rctx_of(mf_req_t *r, void **ctx)
 }
 
 static void
-copy_field(mf_req_t *r, const char *key, char *out, size_t cap)
+copy_field(mf_req_t *r, mf_str_t key, char *out, size_t cap)
 {
     mf_str_t v;
 
     out[0] = '\0';
-    if (api->get_body_field(r, cstr(key), &v) == MF_OK && v.len > 0 &&
-        v.len < cap &&
+    if (api->get_body_field(r, key, &v) == MF_OK && v.len > 0 && v.len < cap &&
         (v.data[0] == '-' || (v.data[0] >= '0' && v.data[0] <= '9'))) {
         memcpy(out, v.data, v.len);
         out[v.len] = '\0';
@@ -533,8 +574,9 @@ attr_params(enc_t *e, const params_t *p)
     }
 }
 
+/* the usage; whether it was estimated with full */
 static void
-attr_usage(enc_t *e, const mf_req_info_t *i)
+attr_usage(enc_t *e, const mf_req_info_t *i, int full)
 {
     attr_int(e, "gen_ai.usage.input_tokens", i->usage.prompt_tokens);
     attr_int(e, "gen_ai.usage.output_tokens", i->usage.completion_tokens);
@@ -550,7 +592,8 @@ attr_usage(enc_t *e, const mf_req_info_t *i)
         attr_int(e, "gen_ai.usage.reasoning.output_tokens",
                  i->usage.reasoning_tokens);
     }
-    if (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0) {
+    if (full &&
+        (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0)) {
         attr_bool(e, "manifold.usage.estimated", i->usage.estimated);
     }
 }
@@ -1145,13 +1188,15 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     if (first && x != NULL) {
         params_t *p = &x->p;
 
-        copy_field(r, "max_tokens", p->max_tokens, sizeof(p->max_tokens));
+        copy_field(r, MF_STR("max_tokens"), p->max_tokens,
+                   sizeof(p->max_tokens));
         if (p->max_tokens[0] == '\0') {
-            copy_field(r, "max_completion_tokens", p->max_tokens,
+            copy_field(r, MF_STR("max_completion_tokens"), p->max_tokens,
                        sizeof(p->max_tokens));
         }
-        copy_field(r, "temperature", p->temperature, sizeof(p->temperature));
-        copy_field(r, "top_p", p->top_p, sizeof(p->top_p));
+        copy_field(r, MF_STR("temperature"), p->temperature,
+                   sizeof(p->temperature));
+        copy_field(r, MF_STR("top_p"), p->top_p, sizeof(p->top_p));
     }
     if (first && x != NULL && o->capture) {
         /* the prompt as it goes upstream: after any masking stage (its
@@ -1325,7 +1370,6 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     int n_ok = -1, n_last = (int)rec->natt - 1;
     double end = i->start_time + i->latency_ms / 1000;
 
-    (void)o;
     /* the server span: the gateway's answer to the client */
     span_open(e, i->trace_id, i->span_id, i->parent_span_id,
               join_name(name, sizeof(name), i->method, i->path), 2,
@@ -1336,16 +1380,18 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     attr_int(e, "http.response.status_code", i->status);
     attr_str(e, "gen_ai.operation.name", operation_of(i));
     attr_str(e, "gen_ai.request.model", i->model);
-    attr_params(e, p);
-    attr_bool(e, "manifold.stream", i->stream);
     attr_str(e, "manifold.consumer", i->consumer);
-    attr_str(e, "manifold.request_id", i->id);
-    attr_int(e, "manifold.attempts", i->attempts);
-    if (i->first_content_ms >= 0) {
-        attr_double(e, "manifold.time_to_first_token_s",
-                    i->first_content_ms / 1000);
+    if (o->full) {
+        attr_params(e, p);
+        attr_bool(e, "manifold.stream", i->stream);
+        attr_str(e, "manifold.request_id", i->id);
+        attr_int(e, "manifold.attempts", i->attempts);
+        if (i->first_content_ms >= 0) {
+            attr_double(e, "manifold.time_to_first_token_s",
+                        i->first_content_ms / 1000);
+        }
+        attr_usage(e, i, 1);
     }
-    attr_usage(e, i);
     if (i->status >= 400) {
         attr_str(e, "error.type", cstr(error_type(i->status)));
     }
@@ -1380,17 +1426,19 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
         attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
         attr_str(e, "gen_ai.request.model", a->model);
         attr_params(e, p);
-        attr_str(e, "manifold.provider", a->provider);
-        if (a->status > 0) {
-            attr_int(e, "http.response.status_code", a->status);
-        }
-        if (a->ttfb_ms >= 0) {
-            attr_double(e, "manifold.upstream.time_to_first_byte_s",
-                        a->ttfb_ms / 1000);
+        if (o->full) {
+            attr_str(e, "manifold.provider", a->provider);
+            if (a->status > 0) {
+                attr_int(e, "http.response.status_code", a->status);
+            }
+            if (a->ttfb_ms >= 0) {
+                attr_double(e, "manifold.upstream.time_to_first_byte_s",
+                            a->ttfb_ms / 1000);
+            }
         }
         if ((int)k == n_ok) {
             attr_str(e, "gen_ai.response.model", i->upstream_model);
-            attr_usage(e, i);
+            attr_usage(e, i, o->full);
             if (i->stream && i->error.len > 0) {
                 failed = 1; /* began, then cut */
             }
@@ -2146,7 +2194,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         "service_name",      "batch",      "queue",
         "flush_ms",          "timeout_ms", "retries",
         "close_ms",          "propagate",  "capture_content",
-        "capture_max_bytes", NULL};
+        "capture_max_bytes", "detail",     NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     const char *key, *url, *proto, *svc;
     char full[2048];
@@ -2169,7 +2217,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
                      "otel: unknown config key '%s' (endpoint, protocol, "
                      "headers, service_name, batch, queue, flush_ms, "
                      "timeout_ms, retries, close_ms, propagate, "
-                     "capture_content, capture_max_bytes)",
+                     "capture_content, capture_max_bytes, detail)",
                      key);
             json_decref(conf);
             return MF_ERR;
@@ -2236,6 +2284,15 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     o->capture_max =
         (size_t)conf_num(conf, "capture_max_bytes", 16384, 256, 1048576, &bad);
+    v = json_object_get(conf, "detail");
+    if (v != NULL &&
+        (!json_is_string(v) || (strcmp(json_string_value(v), "standard") != 0 &&
+                                strcmp(json_string_value(v), "full") != 0))) {
+        api->log(MF_LOG_ERROR, "otel: detail must be standard or full");
+        bad = 1;
+    }
+    o->full = v != NULL && json_is_string(v) &&
+              strcmp(json_string_value(v), "full") == 0;
     url = json_string_value(json_object_get(conf, "endpoint"));
     if (url == NULL) {
         url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
