@@ -258,38 +258,13 @@ pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
     }
 }
 
-/* Eight hex digits (a little-endian word) -> four bytes at q; 0 when one
- * is not a hex digit. Per byte lane: the digit's nibble is its low four
- * bits, + 9 for a letter (bit 6 set); a lane is a digit when it lies in
- * '0'..'9' or, lower-cased, 'a'..'f' ("has a byte between", exact for
- * bytes below 0x80; a byte with its high bit set is refused). */
-static int
-hex8(uint64_t x, char *q)
-{
-    const uint64_t ones = 0x0101010101010101ull, hi = ones * 0x80,
-                   low7 = ones * 0x7f, lc = x | ones * 0x20;
-    uint64_t d, l, n;
-
-#define BETWEEN(v, m, k)                                                       \
-    ((ones * (127 + (k)) - ((v)&low7)) & ~(v) &                                \
-     (((v)&low7) + ones * (127 - (m))) & hi)
-    d = BETWEEN(x, '0' - 1, '9' + 1);
-    l = BETWEEN(lc, 'a' - 1, 'f' + 1);
-#undef BETWEEN
-    if ((d | l) != hi) {
-        return 0;
-    }
-    n = (x & ones * 0x0f) + 9 * ((x >> 6) & ones);
-    /* each 16-bit lane: (first digit << 4) | second digit */
-    n = ((n & 0x000f000f000f000full) << 4) | ((n >> 8) & 0x000f000f000f000full);
-    n = (n | (n >> 8)) & 0x0000ffff0000ffffull;
-    n = (n | (n >> 16)) & 0xffffffffull;
-    q[0] = (char)n;
-    q[1] = (char)(n >> 8);
-    q[2] = (char)(n >> 16);
-    q[3] = (char)(n >> 24);
-    return 1;
-}
+/* a hex digit's value + 1, 0 for other bytes */
+static const unsigned char HEX1[256] = {
+    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
+    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
+    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
+    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
 
 /* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
 static char *
@@ -298,20 +273,17 @@ pb_whex(char *p, unsigned tag, mf_str_t hex)
     size_t k, n = hex.len / 2;
     char *q = p + 2;
 
-    if (hex.len % 16 != 0 || n > 16) {
+    if (hex.len % 2 != 0 || n > 16) {
         return p;
     }
-    for (k = 0; k < hex.len; k += 8) {
-        uint64_t w;
+    for (k = 0; k < n; k++) {
+        unsigned hi = HEX1[(unsigned char)hex.data[2 * k]],
+                 lo = HEX1[(unsigned char)hex.data[2 * k + 1]];
 
-        memcpy(&w, hex.data + k, 8);
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        w = __builtin_bswap64(w);
-#endif
-        if (!hex8(w, q)) {
+        if (hi == 0 || lo == 0) {
             return p;
         }
-        q += 4;
+        *q++ = (char)((hi - 1) * 16 + lo - 1);
     }
     p[0] = (char)tag;
     p[1] = (char)n;
@@ -328,7 +300,38 @@ typedef struct {
     int n;         /* JSON: attributes written in this span (commas) */
     size_t base;   /* JSON: where the spans begin in out (commas) */
     unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+    /* protobuf: ids decoded in this record (the trace id and the server
+     * span's id come again in the client spans), by their hex's address */
+    const char *memo_hex[2];
+    char memo_bin[2][18]; /* tag, length, bytes */
+    size_t memo_len[2];
 } enc_t;
+
+/* an id as field tag, decoded once a record (pb_whex) */
+static char *
+pb_id(enc_t *e, char *p, unsigned tag, mf_str_t hex)
+{
+    char *q;
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        if (e->memo_hex[k] == hex.data && e->memo_len[k] == hex.len / 2 + 2) {
+            memcpy(p, e->memo_bin[k], e->memo_len[k]);
+            *p = (char)tag;
+            return p + e->memo_len[k];
+        }
+    }
+    q = pb_whex(p, tag, hex);
+    for (k = 0; k < 2; k++) {
+        if (e->memo_hex[k] == NULL && q > p) {
+            e->memo_hex[k] = hex.data;
+            e->memo_len[k] = (size_t)(q - p);
+            memcpy(e->memo_bin[k], p, e->memo_len[k]);
+            break;
+        }
+    }
+    return q;
+}
 
 /* Keys are literals: their lengths are known when compiled. */
 #define attr_str(e, k, v) attr_str_n((e), k "", sizeof(k) - 1, (v))
@@ -615,10 +618,10 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
             return;
         }
         p = e->sp.p;
-        p = pb_whex(p, 0x0a, trace);
-        p = pb_whex(p, 0x12, span);
+        p = pb_id(e, p, 0x0a, trace);
+        p = pb_id(e, p, 0x12, span);
         if (parent.len == 16) {
-            p = pb_whex(p, 0x22, parent);
+            p = pb_id(e, p, 0x22, parent);
         }
         p = pb_wbytes(p, 0x2a, name.data, name.len);
         *p++ = 0x30;
@@ -1370,6 +1373,7 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     int n_ok = -1, n_last = (int)rec->natt - 1;
     double end = i->start_time + i->latency_ms / 1000;
 
+    e->memo_hex[0] = e->memo_hex[1] = NULL; /* a new record */
     /* the server span: the gateway's answer to the client */
     span_open(e, i->trace_id, i->span_id, i->parent_span_id,
               join_name(name, sizeof(name), i->method, i->path), 2,
