@@ -258,36 +258,47 @@ pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
     }
 }
 
-/* a hex digit's value + 1, 0 for other bytes */
-static const unsigned char HEX1[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
-    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
-    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
-    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
+/* a hex digit's value, 0x10 for other bytes (hex_init) */
+static unsigned char HEXV[256];
+static pthread_once_t hex_once = PTHREAD_ONCE_INIT;
+
+static void
+hex_init(void)
+{
+    int c;
+
+    for (c = 0; c < 256; c++) {
+        HEXV[c] = c >= '0' && c <= '9'   ? (unsigned char)(c - '0')
+                  : c >= 'a' && c <= 'f' ? (unsigned char)(c - 'a' + 10)
+                  : c >= 'A' && c <= 'F' ? (unsigned char)(c - 'A' + 10)
+                                         : 0x10;
+    }
+}
 
 /* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
 static char *
 pb_whex(char *p, unsigned tag, mf_str_t hex)
 {
     size_t k, n = hex.len / 2;
+    const unsigned char *h = (const unsigned char *)hex.data;
     char *q = p + 2;
+    unsigned bad = 0;
 
     if (hex.len % 2 != 0 || n > 16) {
         return p;
     }
-    for (k = 0; k < n; k++) {
-        unsigned hi = HEX1[(unsigned char)hex.data[2 * k]],
-                 lo = HEX1[(unsigned char)hex.data[2 * k + 1]];
+    for (k = 0; k < n; k++, h += 2) {
+        unsigned hi = HEXV[h[0]], lo = HEXV[h[1]];
 
-        if (hi == 0 || lo == 0) {
-            return p;
-        }
-        *q++ = (char)((hi - 1) * 16 + lo - 1);
+        bad |= hi | lo;
+        q[k] = (char)(hi << 4 | lo);
+    }
+    if (bad & 0x10) {
+        return p;
     }
     p[0] = (char)tag;
     p[1] = (char)n;
-    return q;
+    return q + n;
 }
 
 /* A request's spans are written by the exporter straight in the
@@ -357,7 +368,7 @@ attr_key(enc_t *e, const char *key, size_t klen)
 /* protobuf: a KeyValue's head written into the span, with room for the
  * AnyValue of any_len bytes the caller writes at the pointer returned
  * (then pb_end); NULL when there is no room */
-static inline char *
+static inline __attribute__((always_inline)) char *
 pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
 {
     size_t kv_len =
@@ -383,7 +394,21 @@ pb_end(enc_t *e, const char *p)
     }
 }
 
+/* The attribute writers are inlined where they are called: in protobuf,
+ * the key's length is then known when compiled, its bytes copied without
+ * a call; JSON goes through the json_attr_ functions. */
+#define ATTR_INLINE static inline __attribute__((always_inline))
+
 static void
+json_attr_str(enc_t *e, const char *key, size_t klen, mf_str_t v)
+{
+    attr_key(e, key, klen);
+    jb_put(&e->out, "\"stringValue\":", 14);
+    jb_str(&e->out, v);
+    jb_put(&e->out, "}}", 2);
+}
+
+ATTR_INLINE void
 attr_str_n(enc_t *e, const char *key, size_t klen, mf_str_t v)
 {
     if (v.len == 0) {
@@ -395,17 +420,30 @@ attr_str_n(enc_t *e, const char *key, size_t klen, mf_str_t v)
         pb_end(e, p ? pb_wbytes(p, 0x0a, v.data, v.len) : NULL);
         return;
     }
-    attr_key(e, key, klen);
-    jb_put(&e->out, "\"stringValue\":", 14);
-    jb_str(&e->out, v);
-    jb_put(&e->out, "}}", 2);
+    json_attr_str(e, key, klen, v);
 }
 
 static void
-attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
+json_attr_int(enc_t *e, const char *key, size_t klen, int64_t v)
 {
     char tmp[48];
+    /* decimal, no printf */
+    char *q = tmp + sizeof(tmp);
+    uint64_t u = (uint64_t)v;
 
+    attr_key(e, key, klen);
+    jb_cstr(&e->out, "\"intValue\":\"");
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    jb_put(&e->out, q, (size_t)(tmp + sizeof(tmp) - q));
+    jb_put(&e->out, "\"}}", 3);
+}
+
+ATTR_INLINE void
+attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
+{
     if (v < 0) {
         return;
     }
@@ -418,27 +456,22 @@ attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    jb_cstr(&e->out, "\"intValue\":\"");
-    {
-        /* decimal, no printf */
-        char *q = tmp + sizeof(tmp);
-        uint64_t u = (uint64_t)v;
-
-        do {
-            *--q = (char)('0' + u % 10);
-            u /= 10;
-        } while (u != 0);
-        jb_put(&e->out, q, (size_t)(tmp + sizeof(tmp) - q));
-    }
-    jb_put(&e->out, "\"}}", 3);
+    json_attr_int(e, key, klen, v);
 }
 
 static void
-attr_double_n(enc_t *e, const char *key, size_t klen, double v)
+json_attr_double(enc_t *e, const char *key, size_t klen, double v)
 {
     char tmp[64];
 
+    attr_key(e, key, klen);
+    snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
+    jb_cstr(&e->out, tmp);
+}
+
+ATTR_INLINE void
+attr_double_n(enc_t *e, const char *key, size_t klen, double v)
+{
     if (e->pb) {
         uint64_t bits;
         char *p = pb_kv_head(e, key, klen, 9);
@@ -450,12 +483,17 @@ attr_double_n(enc_t *e, const char *key, size_t klen, double v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
-    jb_cstr(&e->out, tmp);
+    json_attr_double(e, key, klen, v);
 }
 
 static void
+json_attr_bool(enc_t *e, const char *key, size_t klen, int v)
+{
+    attr_key(e, key, klen);
+    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+}
+
+ATTR_INLINE void
 attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
 {
     if (e->pb) {
@@ -468,8 +506,7 @@ attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+    json_attr_bool(e, key, klen, v);
 }
 
 /* Span names and attributes */
@@ -2207,6 +2244,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     size_t k;
 
     api = host;
+    pthread_once(&hex_once, hex_init);
     if (api->abi_minor < 5) {
         api->log(MF_LOG_ERROR, "otel: needs a host with ABI 1.5");
         json_decref(conf);
