@@ -21,7 +21,12 @@
  *           headers: {NAME: VALUE}, service_name: S,
  *           batch: 512, queue: 8192, flush_ms: 1000, timeout_ms: 10000,
  *           retries: 3, close_ms: 3000, propagate: true,
- *           capture_content: false, capture_max_bytes: 16384 }
+ *           capture_content: false, capture_max_bytes: 16384,
+ *           detail: standard | full }
+ * detail standard (the default) gives the attributes the HTTP and GenAI
+ * conventions require or recommend; full adds the gateway's own
+ * (manifold.request_id, .attempts, .stream, .provider, timings, the
+ * usage again on the server span, ...).
  * Unset ones come from OTEL_EXPORTER_OTLP_TRACES_ENDPOINT (the whole URL)
  * or OTEL_EXPORTER_OTLP_ENDPOINT (+ /v1/traces), ..._HEADERS
  * ("k=v,k2=v2", values percent-decoded), ..._TIMEOUT, OTEL_SERVICE_NAME;
@@ -91,6 +96,7 @@ typedef struct {
     int protobuf; /* http/protobuf, else http/json */
     int capture;  /* prompts and answers in the spans */
     size_t capture_max;
+    int full; /* detail: full, else standard (the conventions' set) */
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -107,14 +113,14 @@ typedef struct {
 
 /* JSON building */
 
-/* room for n more bytes (and a '\0'); 0 when it cannot be had */
+/* jb_room's slow path: the buffer grown */
 static int
-jb_room(jb_t *b, size_t n)
+jb_grow(jb_t *b, size_t n)
 {
     if (b->failed) {
         return 0;
     }
-    if (b->len + n + 1 > b->cap) {
+    {
         size_t cap = b->cap ? b->cap : 4096;
         char *p;
 
@@ -129,6 +135,14 @@ jb_room(jb_t *b, size_t n)
         b->cap = cap;
     }
     return 1;
+}
+
+/* room for n more bytes (and a '\0'); 0 when it cannot be had. Inlined:
+ * the common case, room there, is a compare. */
+static inline int
+jb_room(jb_t *b, size_t n)
+{
+    return b->len + n + 1 <= b->cap && !b->failed ? 1 : jb_grow(b, n);
 }
 
 static void
@@ -244,36 +258,47 @@ pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
     }
 }
 
-/* a hex digit's value + 1, 0 for other bytes */
-static const unsigned char HEX1[256] = {
-    ['0'] = 1,  ['1'] = 2,  ['2'] = 3,  ['3'] = 4,  ['4'] = 5,  ['5'] = 6,
-    ['6'] = 7,  ['7'] = 8,  ['8'] = 9,  ['9'] = 10, ['a'] = 11, ['b'] = 12,
-    ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16, ['A'] = 11, ['B'] = 12,
-    ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
-};
+/* a hex digit's value, 0x10 for other bytes (hex_init) */
+static unsigned char HEXV[256];
+static pthread_once_t hex_once = PTHREAD_ONCE_INIT;
+
+static void
+hex_init(void)
+{
+    int c;
+
+    for (c = 0; c < 256; c++) {
+        HEXV[c] = c >= '0' && c <= '9'   ? (unsigned char)(c - '0')
+                  : c >= 'a' && c <= 'f' ? (unsigned char)(c - 'a' + 10)
+                  : c >= 'A' && c <= 'F' ? (unsigned char)(c - 'A' + 10)
+                                         : 0x10;
+    }
+}
 
 /* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
 static char *
 pb_whex(char *p, unsigned tag, mf_str_t hex)
 {
     size_t k, n = hex.len / 2;
+    const unsigned char *h = (const unsigned char *)hex.data;
     char *q = p + 2;
+    unsigned bad = 0;
 
     if (hex.len % 2 != 0 || n > 16) {
         return p;
     }
-    for (k = 0; k < n; k++) {
-        unsigned hi = HEX1[(unsigned char)hex.data[2 * k]],
-                 lo = HEX1[(unsigned char)hex.data[2 * k + 1]];
+    for (k = 0; k < n; k++, h += 2) {
+        unsigned hi = HEXV[h[0]], lo = HEXV[h[1]];
 
-        if (hi == 0 || lo == 0) {
-            return p;
-        }
-        *q++ = (char)((hi - 1) * 16 + lo - 1);
+        bad |= hi | lo;
+        q[k] = (char)(hi << 4 | lo);
+    }
+    if (bad & 0x10) {
+        return p;
     }
     p[0] = (char)tag;
     p[1] = (char)n;
-    return q;
+    return q + n;
 }
 
 /* A request's spans are written by the exporter straight in the
@@ -286,7 +311,38 @@ typedef struct {
     int n;         /* JSON: attributes written in this span (commas) */
     size_t base;   /* JSON: where the spans begin in out (commas) */
     unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+    /* protobuf: ids decoded in this record (the trace id and the server
+     * span's id come again in the client spans), by their hex's address */
+    const char *memo_hex[2];
+    char memo_bin[2][18]; /* tag, length, bytes */
+    size_t memo_len[2];
 } enc_t;
+
+/* an id as field tag, decoded once a record (pb_whex) */
+static char *
+pb_id(enc_t *e, char *p, unsigned tag, mf_str_t hex)
+{
+    char *q;
+    int k;
+
+    for (k = 0; k < 2; k++) {
+        if (e->memo_hex[k] == hex.data && e->memo_len[k] == hex.len / 2 + 2) {
+            memcpy(p, e->memo_bin[k], e->memo_len[k]);
+            *p = (char)tag;
+            return p + e->memo_len[k];
+        }
+    }
+    q = pb_whex(p, tag, hex);
+    for (k = 0; k < 2; k++) {
+        if (e->memo_hex[k] == NULL && q > p) {
+            e->memo_hex[k] = hex.data;
+            e->memo_len[k] = (size_t)(q - p);
+            memcpy(e->memo_bin[k], p, e->memo_len[k]);
+            break;
+        }
+    }
+    return q;
+}
 
 /* Keys are literals: their lengths are known when compiled. */
 #define attr_str(e, k, v) attr_str_n((e), k "", sizeof(k) - 1, (v))
@@ -312,7 +368,7 @@ attr_key(enc_t *e, const char *key, size_t klen)
 /* protobuf: a KeyValue's head written into the span, with room for the
  * AnyValue of any_len bytes the caller writes at the pointer returned
  * (then pb_end); NULL when there is no room */
-static inline char *
+static inline __attribute__((always_inline)) char *
 pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
 {
     size_t kv_len =
@@ -338,7 +394,21 @@ pb_end(enc_t *e, const char *p)
     }
 }
 
+/* The attribute writers are inlined where they are called: in protobuf,
+ * the key's length is then known when compiled, its bytes copied without
+ * a call; JSON goes through the json_attr_ functions. */
+#define ATTR_INLINE static inline __attribute__((always_inline))
+
 static void
+json_attr_str(enc_t *e, const char *key, size_t klen, mf_str_t v)
+{
+    attr_key(e, key, klen);
+    jb_put(&e->out, "\"stringValue\":", 14);
+    jb_str(&e->out, v);
+    jb_put(&e->out, "}}", 2);
+}
+
+ATTR_INLINE void
 attr_str_n(enc_t *e, const char *key, size_t klen, mf_str_t v)
 {
     if (v.len == 0) {
@@ -350,17 +420,30 @@ attr_str_n(enc_t *e, const char *key, size_t klen, mf_str_t v)
         pb_end(e, p ? pb_wbytes(p, 0x0a, v.data, v.len) : NULL);
         return;
     }
-    attr_key(e, key, klen);
-    jb_put(&e->out, "\"stringValue\":", 14);
-    jb_str(&e->out, v);
-    jb_put(&e->out, "}}", 2);
+    json_attr_str(e, key, klen, v);
 }
 
 static void
-attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
+json_attr_int(enc_t *e, const char *key, size_t klen, int64_t v)
 {
     char tmp[48];
+    /* decimal, no printf */
+    char *q = tmp + sizeof(tmp);
+    uint64_t u = (uint64_t)v;
 
+    attr_key(e, key, klen);
+    jb_cstr(&e->out, "\"intValue\":\"");
+    do {
+        *--q = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    jb_put(&e->out, q, (size_t)(tmp + sizeof(tmp) - q));
+    jb_put(&e->out, "\"}}", 3);
+}
+
+ATTR_INLINE void
+attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
+{
     if (v < 0) {
         return;
     }
@@ -373,27 +456,22 @@ attr_int_n(enc_t *e, const char *key, size_t klen, int64_t v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    jb_cstr(&e->out, "\"intValue\":\"");
-    {
-        /* decimal, no printf */
-        char *q = tmp + sizeof(tmp);
-        uint64_t u = (uint64_t)v;
-
-        do {
-            *--q = (char)('0' + u % 10);
-            u /= 10;
-        } while (u != 0);
-        jb_put(&e->out, q, (size_t)(tmp + sizeof(tmp) - q));
-    }
-    jb_put(&e->out, "\"}}", 3);
+    json_attr_int(e, key, klen, v);
 }
 
 static void
-attr_double_n(enc_t *e, const char *key, size_t klen, double v)
+json_attr_double(enc_t *e, const char *key, size_t klen, double v)
 {
     char tmp[64];
 
+    attr_key(e, key, klen);
+    snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
+    jb_cstr(&e->out, tmp);
+}
+
+ATTR_INLINE void
+attr_double_n(enc_t *e, const char *key, size_t klen, double v)
+{
     if (e->pb) {
         uint64_t bits;
         char *p = pb_kv_head(e, key, klen, 9);
@@ -405,12 +483,17 @@ attr_double_n(enc_t *e, const char *key, size_t klen, double v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    snprintf(tmp, sizeof(tmp), "\"doubleValue\":%.17g}}", v);
-    jb_cstr(&e->out, tmp);
+    json_attr_double(e, key, klen, v);
 }
 
 static void
+json_attr_bool(enc_t *e, const char *key, size_t klen, int v)
+{
+    attr_key(e, key, klen);
+    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+}
+
+ATTR_INLINE void
 attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
 {
     if (e->pb) {
@@ -423,8 +506,7 @@ attr_bool_n(enc_t *e, const char *key, size_t klen, int v)
         }
         return;
     }
-    attr_key(e, key, klen);
-    jb_cstr(&e->out, v ? "\"boolValue\":true}}" : "\"boolValue\":false}}");
+    json_attr_bool(e, key, klen, v);
 }
 
 /* Span names and attributes */
@@ -503,13 +585,12 @@ rctx_of(mf_req_t *r, void **ctx)
 }
 
 static void
-copy_field(mf_req_t *r, const char *key, char *out, size_t cap)
+copy_field(mf_req_t *r, mf_str_t key, char *out, size_t cap)
 {
     mf_str_t v;
 
     out[0] = '\0';
-    if (api->get_body_field(r, cstr(key), &v) == MF_OK && v.len > 0 &&
-        v.len < cap &&
+    if (api->get_body_field(r, key, &v) == MF_OK && v.len > 0 && v.len < cap &&
         (v.data[0] == '-' || (v.data[0] >= '0' && v.data[0] <= '9'))) {
         memcpy(out, v.data, v.len);
         out[v.len] = '\0';
@@ -533,8 +614,9 @@ attr_params(enc_t *e, const params_t *p)
     }
 }
 
+/* the usage; whether it was estimated with full */
 static void
-attr_usage(enc_t *e, const mf_req_info_t *i)
+attr_usage(enc_t *e, const mf_req_info_t *i, int full)
 {
     attr_int(e, "gen_ai.usage.input_tokens", i->usage.prompt_tokens);
     attr_int(e, "gen_ai.usage.output_tokens", i->usage.completion_tokens);
@@ -550,7 +632,8 @@ attr_usage(enc_t *e, const mf_req_info_t *i)
         attr_int(e, "gen_ai.usage.reasoning.output_tokens",
                  i->usage.reasoning_tokens);
     }
-    if (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0) {
+    if (full &&
+        (i->usage.prompt_tokens >= 0 || i->usage.completion_tokens >= 0)) {
         attr_bool(e, "manifold.usage.estimated", i->usage.estimated);
     }
 }
@@ -572,10 +655,10 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
             return;
         }
         p = e->sp.p;
-        p = pb_whex(p, 0x0a, trace);
-        p = pb_whex(p, 0x12, span);
+        p = pb_id(e, p, 0x0a, trace);
+        p = pb_id(e, p, 0x12, span);
         if (parent.len == 16) {
-            p = pb_whex(p, 0x22, parent);
+            p = pb_id(e, p, 0x22, parent);
         }
         p = pb_wbytes(p, 0x2a, name.data, name.len);
         *p++ = 0x30;
@@ -1145,13 +1228,15 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     if (first && x != NULL) {
         params_t *p = &x->p;
 
-        copy_field(r, "max_tokens", p->max_tokens, sizeof(p->max_tokens));
+        copy_field(r, MF_STR("max_tokens"), p->max_tokens,
+                   sizeof(p->max_tokens));
         if (p->max_tokens[0] == '\0') {
-            copy_field(r, "max_completion_tokens", p->max_tokens,
+            copy_field(r, MF_STR("max_completion_tokens"), p->max_tokens,
                        sizeof(p->max_tokens));
         }
-        copy_field(r, "temperature", p->temperature, sizeof(p->temperature));
-        copy_field(r, "top_p", p->top_p, sizeof(p->top_p));
+        copy_field(r, MF_STR("temperature"), p->temperature,
+                   sizeof(p->temperature));
+        copy_field(r, MF_STR("top_p"), p->top_p, sizeof(p->top_p));
     }
     if (first && x != NULL && o->capture) {
         /* the prompt as it goes upstream: after any masking stage (its
@@ -1325,7 +1410,7 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     int n_ok = -1, n_last = (int)rec->natt - 1;
     double end = i->start_time + i->latency_ms / 1000;
 
-    (void)o;
+    e->memo_hex[0] = e->memo_hex[1] = NULL; /* a new record */
     /* the server span: the gateway's answer to the client */
     span_open(e, i->trace_id, i->span_id, i->parent_span_id,
               join_name(name, sizeof(name), i->method, i->path), 2,
@@ -1336,16 +1421,18 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
     attr_int(e, "http.response.status_code", i->status);
     attr_str(e, "gen_ai.operation.name", operation_of(i));
     attr_str(e, "gen_ai.request.model", i->model);
-    attr_params(e, p);
-    attr_bool(e, "manifold.stream", i->stream);
     attr_str(e, "manifold.consumer", i->consumer);
-    attr_str(e, "manifold.request_id", i->id);
-    attr_int(e, "manifold.attempts", i->attempts);
-    if (i->first_content_ms >= 0) {
-        attr_double(e, "manifold.time_to_first_token_s",
-                    i->first_content_ms / 1000);
+    if (o->full) {
+        attr_params(e, p);
+        attr_bool(e, "manifold.stream", i->stream);
+        attr_str(e, "manifold.request_id", i->id);
+        attr_int(e, "manifold.attempts", i->attempts);
+        if (i->first_content_ms >= 0) {
+            attr_double(e, "manifold.time_to_first_token_s",
+                        i->first_content_ms / 1000);
+        }
+        attr_usage(e, i, 1);
     }
-    attr_usage(e, i);
     if (i->status >= 400) {
         attr_str(e, "error.type", cstr(error_type(i->status)));
     }
@@ -1380,17 +1467,19 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
         attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
         attr_str(e, "gen_ai.request.model", a->model);
         attr_params(e, p);
-        attr_str(e, "manifold.provider", a->provider);
-        if (a->status > 0) {
-            attr_int(e, "http.response.status_code", a->status);
-        }
-        if (a->ttfb_ms >= 0) {
-            attr_double(e, "manifold.upstream.time_to_first_byte_s",
-                        a->ttfb_ms / 1000);
+        if (o->full) {
+            attr_str(e, "manifold.provider", a->provider);
+            if (a->status > 0) {
+                attr_int(e, "http.response.status_code", a->status);
+            }
+            if (a->ttfb_ms >= 0) {
+                attr_double(e, "manifold.upstream.time_to_first_byte_s",
+                            a->ttfb_ms / 1000);
+            }
         }
         if ((int)k == n_ok) {
             attr_str(e, "gen_ai.response.model", i->upstream_model);
-            attr_usage(e, i);
+            attr_usage(e, i, o->full);
             if (i->stream && i->error.len > 0) {
                 failed = 1; /* began, then cut */
             }
@@ -2146,7 +2235,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         "service_name",      "batch",      "queue",
         "flush_ms",          "timeout_ms", "retries",
         "close_ms",          "propagate",  "capture_content",
-        "capture_max_bytes", NULL};
+        "capture_max_bytes", "detail",     NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     const char *key, *url, *proto, *svc;
     char full[2048];
@@ -2155,6 +2244,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     size_t k;
 
     api = host;
+    pthread_once(&hex_once, hex_init);
     if (api->abi_minor < 5) {
         api->log(MF_LOG_ERROR, "otel: needs a host with ABI 1.5");
         json_decref(conf);
@@ -2169,7 +2259,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
                      "otel: unknown config key '%s' (endpoint, protocol, "
                      "headers, service_name, batch, queue, flush_ms, "
                      "timeout_ms, retries, close_ms, propagate, "
-                     "capture_content, capture_max_bytes)",
+                     "capture_content, capture_max_bytes, detail)",
                      key);
             json_decref(conf);
             return MF_ERR;
@@ -2236,6 +2326,15 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     o->capture_max =
         (size_t)conf_num(conf, "capture_max_bytes", 16384, 256, 1048576, &bad);
+    v = json_object_get(conf, "detail");
+    if (v != NULL &&
+        (!json_is_string(v) || (strcmp(json_string_value(v), "standard") != 0 &&
+                                strcmp(json_string_value(v), "full") != 0))) {
+        api->log(MF_LOG_ERROR, "otel: detail must be standard or full");
+        bad = 1;
+    }
+    o->full = v != NULL && json_is_string(v) &&
+              strcmp(json_string_value(v), "full") == 0;
     url = json_string_value(json_object_get(conf, "endpoint"));
     if (url == NULL) {
         url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");

@@ -8,63 +8,24 @@
 # Counted for the worker thread (what req/s pays) and for all threads
 # (the log writer and the exporter included; not the main thread). The count does not drift
 # with the machine's load, as req/s does.
-#   tests/bench/obs-instr.sh [N1 N2]     (default 200 1200)
+# "otel full" is the otel stage with detail: full; nginx proxying to the
+# mock is counted in the same run. RUNS picks the configurations (default
+# all: nginx base prom otel full).
+#   [RUNS="base otel"] tests/bench/obs-instr.sh [N1 N2]     (default 200 1200)
 # Expects build/ to be built and valgrind installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${1:-200}
 N2=${2:-1200}
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$T"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+. tests/bench/obs-setup.sh
 BODY='{"model":"gpt-4.1","messages":[{"role":"user","content":"benchmark me please"}]}'
 
-build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
-MOCK=$(head -1 "$T/mock.port")
-SINK=$(free_port)
-mkdir -p "$T/sink"
-cat > "$T/sink.conf" <<NGX
-worker_processes 1;
-pid $T/sink/nginx.pid;
-error_log $T/sink/error.log;
-events { worker_connections 256; }
-http { access_log off; client_body_temp_path $T/sink;
-  server { listen 127.0.0.1:$SINK; location / { return 200 "{}"; } } }
-NGX
-nginx -c "$T/sink.conf" -p "$T/sink" -g 'daemon off;' & pids+=($!)
-
-conf() {  # name, extra stages, extra top-level config
-  cat > "$T/$1.yaml" <<YAML
-listen: 127.0.0.1:0
-workers: 1
-log_level: warn
-plugin_dir: $PWD/build/plugins
-providers:
-  - name: openai
-    type: openai
-    base_url: http://127.0.0.1:$MOCK/v1
-    keys: ["sk-bench-0123456789abcdef"]
-    models: ["gpt-*"]
-prices:
-  gpt-4.1: { input: 2, output: 8 }
-stages:
-$2
-  - name: accesslog
-    plugin: accesslog
-    config: { path: $T/$1-access.log }
-$3
-YAML
-}
-conf base "" ""
-conf prom "  - name: prometheus
-    plugin: prometheus" "status: { listen: 127.0.0.1:0 }"
-conf otel "  - name: otel
-    plugin: otel
-    config: { endpoint: \"http://127.0.0.1:$SINK/v1/traces\", flush_ms: 100 }" ""
+obs_mock
+obs_sink ""
+obs_conf base warn "" ""
+obs_conf prom warn "$OBS_PROM" "$OBS_STATUS"
+obs_conf otel warn "$(obs_otel ", flush_ms: 100")" ""
+obs_conf full warn "$(obs_otel ", flush_ms: 100, detail: full")" ""
 
 # requests -> "worker all": the instructions of the thread that ran the
 # most but the main thread (thread 1, whose stop is counted too: it
@@ -84,19 +45,62 @@ run() {  # name, requests
     printf "%s " "${f##*-}"; grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
   done | awk '$1 != "01" { s += $2; if ($2 > m) m = $2 } END { print m, s }'
 }
+# nginx proxying to the mock, in the same run: the yardstick
+run_nginx() {  # requests -> total instructions
+  local port; port=$(free_port)
+  mkdir -p "$T/ngx"
+  cat > "$T/ngx.conf" <<NGX
+worker_processes 1;
+master_process off;
+daemon off;
+pid $T/ngx/nginx.pid;
+error_log $T/ngx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $T/ngx; proxy_temp_path $T/ngx;
+  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
+  server {
+    listen 127.0.0.1:$port;
+    location / { proxy_pass http://mock; proxy_http_version 1.1;
+                 proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+NGX
+  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$1.out" \
+    nginx -c "$T/ngx.conf" -p "$T/ngx" 2>/dev/null & local pid=$!
+  wait_port "$port"
+  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY"
+  kill -QUIT "$pid"; wait "$pid" || true
+  grep -E '^(summary|totals):' "$T/ng.$1.out" | head -1 | awk '{print $2}'
+}
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
+RUNS=${RUNS:-nginx base prom otel full}
 declare -A W A
-for name in base prom otel; do
+for name in $RUNS; do
+  if [ "$name" = nginx ]; then
+    NG=$(per_req "$(run_nginx "$N1")" "$(run_nginx "$N2")" $((N2 - N1)))
+    continue
+  fi
   read -r w1 a1 < <(run "$name" "$N1")
   read -r w2 a2 < <(run "$name" "$N2")
   W[$name]=$(per_req "$w1" "$w2" $((N2 - N1)))
   A[$name]=$(per_req "$a1" "$a2" $((N2 - N1)))
 done
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%+.1f%%", (a / b - 1) * 100 }'; }
+declare -A LABEL=([base]="accesslog" [prom]="accesslog + prometheus"
+  [otel]="accesslog + otel" [full]="accesslog + otel, detail: full")
+declare -A TARGET=([prom]="+5%" [otel]="+10%" [full]="+10%")
+x_nginx() { [ -z "${NG:-}" ] || awk -v a="$1" -v n="$NG" 'BEGIN { printf "%.2fx nginx", a / n }'; }
 echo "instructions per non-stream request (callgrind, $N2 - $N1 requests, 1 worker)"
 printf "  %-34s %10s %10s\n" "" "worker" "all threads"
-printf "  %-34s %10s %10s\n" "accesslog" "${W[base]}" "${A[base]}"
-printf "  %-34s %10s %10s   %s / %s (target +5%%)\n" "accesslog + prometheus" "${W[prom]}" "${A[prom]}" \
-  "$(pct "${W[prom]}" "${W[base]}")" "$(pct "${A[prom]}" "${A[base]}")"
-printf "  %-34s %10s %10s   %s / %s (target +10%%)\n" "accesslog + otel" "${W[otel]}" "${A[otel]}" \
-  "$(pct "${W[otel]}" "${W[base]}")" "$(pct "${A[otel]}" "${A[base]}")"
+[ -z "${NG:-}" ] || printf "  %-34s %10s %10s   1.00x nginx\n" "nginx (1 worker, keepalive)" "$NG" "$NG"
+for name in $RUNS; do
+  [ "$name" != nginx ] || continue
+  if [ "$name" = base ] || [ -z "${W[base]:-}" ]; then
+    printf "  %-34s %10s %10s   %s\n" "${LABEL[$name]}" "${W[$name]}" "${A[$name]}" "$(x_nginx "${A[$name]}")"
+  else
+    printf "  %-34s %10s %10s   %s   %s / %s (target %s)\n" "${LABEL[$name]}" "${W[$name]}" "${A[$name]}" \
+      "$(x_nginx "${A[$name]}")" "$(pct "${W[$name]}" "${W[base]}")" "$(pct "${A[$name]}" "${A[base]}")" "${TARGET[$name]}"
+  fi
+done

@@ -12,60 +12,18 @@ cd "$(dirname "$0")/../.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 D=${1:-10}
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 CPUS=$(nproc)
 SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
 [ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
-$SRV build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-sleep 0.3; MOCK=$(head -1 "$T/mock.port")
-
-nginx_on() {  # name, port, server block[, cpu pinning]
-  mkdir -p "$T/$1"
-  cat > "$T/$1.conf" <<NGX
-worker_processes 1;
-pid $T/$1/nginx.pid;
-error_log $T/$1/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $T/$1; proxy_temp_path $T/$1;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server { listen 127.0.0.1:$2; $3 }
-}
-NGX
-  ${4-$SRV} nginx -c "$T/$1.conf" -p "$T/$1" -g 'daemon off;' & pids+=($!)
-}
+. tests/bench/obs-setup.sh
+obs_mock
 NGINX=$(free_port)
 nginx_on nginx "$NGINX" 'location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }'
-SINK=$(free_port)
 # the OTLP sink runs beside wrk: what the gateway's core pays is its own
-nginx_on sink "$SINK" 'location / { return 200 "{}"; }' "$CLI"
+obs_sink "$CLI"
 
 gateway() {  # name, extra stages, extra top-level config
-  cat > "$T/$1.yaml" <<YAML
-listen: 127.0.0.1:0
-workers: 1
-log_level: info
-plugin_dir: $PWD/build/plugins
-providers:
-  - name: openai
-    type: openai
-    base_url: http://127.0.0.1:$MOCK/v1
-    keys: ["sk-bench-0123456789abcdef"]
-    models: ["gpt-*"]
-prices:
-  gpt-4.1: { input: 2, output: 8 }
-stages:
-$2
-  - name: accesslog
-    plugin: accesslog
-    config: { path: $T/$1-access.log }
-$3
-YAML
+  obs_conf "$1" info "$2" "$3"
   $SRV build/manifold -c "$T/$1.yaml" 2> "$T/$1.err" & pids+=($!)
   echo $! > "$T/$1.pid"
   for _ in $(seq 50); do grep -q listening "$T/$1.err" && break; sleep 0.1; done
@@ -73,11 +31,8 @@ YAML
   sed -n 's/.*status listener on [^:]*:\([0-9]*\).*/\1/p' "$T/$1.err" | head -1 > "$T/$1.sport"
 }
 gateway base "" ""
-gateway prom "  - name: prometheus
-    plugin: prometheus" "status: { listen: 127.0.0.1:0 }"
-gateway otel "  - name: otel
-    plugin: otel
-    config: { endpoint: \"http://127.0.0.1:$SINK/v1/traces\" }" ""
+gateway prom "$OBS_PROM" "$OBS_STATUS"
+gateway otel "$(obs_otel)" ""
 gateway series "  - name: prometheus
     plugin: prometheus
   - name: series

@@ -8,7 +8,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
-import { startMock, startGateway, config, chat, sseEvents } from './harness.mjs';
+import { startMock, startGateway, config, chat, sseEvents, writeConfig, spawnSync, BIN } from './harness.mjs';
 
 let mock, gw, recv;
 const batches = []; // { headers, body }
@@ -72,7 +72,7 @@ before(async () => {
     stages: `
   - name: otel
     plugin: otel
-    config: { flush_ms: 50, batch: 64, retries: 3 }`,
+    config: { flush_ms: 50, batch: 64, retries: 3, detail: full }`,
     extraProviders: `
   - name: anthropic
     type: anthropic
@@ -158,6 +158,8 @@ test('a server span joined to the client trace, a client span per attempt, trace
   assert.ok(oa['gen_ai.usage.input_tokens'] > 0);
   assert.ok(oa['gen_ai.usage.output_tokens'] > 0);
   assert.equal(oa['gen_ai.usage.cache_read.input_tokens'], 3);
+  assert.equal(oa['manifold.usage.estimated'], false); // detail: full
+  assert.equal(oa['manifold.provider'], 'anthropic');
 
   // the upstream got the trace, with the answering attempt's span as parent
   assert.equal(upstream.headers.traceparent, `00-${trace}-${ok.spanId}-01`);
@@ -328,12 +330,20 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
     assert.equal(client.name, 'chat gpt-4o');
     assert.equal(client.scope, 'manifold');
     assert.ok(BigInt(client.endTimeUnixNano) >= BigInt(client.startTimeUnixNano));
-    const ca = attrs(client);
+    const ca = attrs(client), sa = attrs(server);
+    // detail: standard, the default: the conventions' attributes, not
+    // the gateway's own (the JSON test above runs detail: full)
+    assert.deepEqual(Object.keys(ca).sort(), ['gen_ai.operation.name', 'gen_ai.provider.name',
+      'gen_ai.request.max_tokens', 'gen_ai.request.model', 'gen_ai.response.model',
+      'gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens']);
     assert.equal(ca['gen_ai.provider.name'], 'openai');
     assert.equal(ca['gen_ai.request.max_tokens'], 7);
     assert.ok(ca['gen_ai.usage.input_tokens'] > 0);
-    assert.equal(ca['manifold.usage.estimated'], false);
-    assert.equal(attrs(server)['http.response.status_code'], 200);
+    assert.equal(ca['manifold.usage.estimated'], undefined);
+    assert.deepEqual(Object.keys(sa).sort(), ['gen_ai.operation.name', 'gen_ai.request.model',
+      'http.request.method', 'http.response.status_code', 'http.route', 'url.path']);
+    assert.equal(sa['http.response.status_code'], 200);
+    assert.equal(sa['manifold.request_id'], undefined);
     assert.equal(attrs({ attributes: server.resource.attributes })['service.name'], 'manifold');
   } finally {
     await g.stop();
@@ -427,4 +437,18 @@ test('prompts and answers are captured only when asked, masked and bounded', asy
     await masked.stop();
     await bare.stop();
   }
+});
+
+test('detail takes standard or full; another value is refused at load', () => {
+  const check = (detail) => spawnSync(BIN, ['-t', '-c', writeConfig(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:9/v1/traces", detail: ${detail} }`,
+  }))], { encoding: 'utf8' });
+  assert.equal(check('standard').status, 0);
+  assert.equal(check('full').status, 0);
+  const r = check('everything');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /detail must be standard or full/);
 });
