@@ -236,10 +236,11 @@ nameset_probe(nameset_t *s, mf_str_t v, int *found)
 
 /* v's id: its slot + 2 when it is in the set or now admitted, with
  * *name = v; 1 with *name = "other" when the set is full or v is not a
- * name to admit (empty, too long). A slot keeps its name for the set's
- * life, so an id names one value. */
+ * name to admit (empty, too long, or admit 0: only names already in the
+ * set). A slot keeps its name for the set's life, so an id names one
+ * value. */
 static int
-nameset_id(nameset_t *s, mf_str_t v, mf_str_t *name)
+nameset_id(nameset_t *s, mf_str_t v, int admit, mf_str_t *name)
 {
     size_t i;
     int found;
@@ -250,7 +251,7 @@ nameset_id(nameset_t *s, mf_str_t v, mf_str_t *name)
         return 1;
     }
     i = nameset_probe(s, v, &found);
-    if (!found) {
+    if (!found && admit) {
         pthread_mutex_lock(&s->lock);
         i = nameset_probe(s, v, &found);
         if (!found && i != (size_t)-1 && s->n < s->cap &&
@@ -562,9 +563,26 @@ record_tokens(prom_t *p, sc_entry_t *e, const labels_t *l, const mf_usage_t *u,
 
 static int in_flight_mark;
 
+/* The models the config prices by exact name hold their labels from the
+ * start (a pattern in prices is no name). */
+static void
+prefill_models(prom_t *p)
+{
+    const char *k;
+    json_t *v;
+    mf_str_t name;
+
+    json_object_foreach(p->prices, k, v)
+    {
+        if (strpbrk(k, "*?[") == NULL) {
+            (void)nameset_id(&p->models, cstr(k), 1, &name);
+        }
+    }
+}
+
 /* v's id in set, through the worker's memo of the last name of its kind */
 static int
-memo_id(prom_t *p, tcache_t *t, int kind, nameset_t *set, mf_str_t v,
+memo_id(prom_t *p, tcache_t *t, int kind, nameset_t *set, mf_str_t v, int admit,
         mf_str_t *name)
 {
     int id;
@@ -578,7 +596,7 @@ memo_id(prom_t *p, tcache_t *t, int kind, nameset_t *set, mf_str_t v,
         *name = v;
         return t->last[kind].id;
     }
-    id = nameset_id(set, v, name);
+    id = nameset_id(set, v, admit, name);
     if (id >= 2 && v.len <= sizeof(t->last[kind].v)) {
         memcpy(t->last[kind].v, v.data, v.len);
         t->last[kind].len = v.len;
@@ -658,23 +676,29 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
     if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE) {
         return; /* scrapes, stage pages, health checks */
     }
-    /* a model is a label once a request was routed with it */
+    /* a model is a label once a request was routed with it; a name not
+     * seen before takes one of max_models only when an upstream (or a
+     * cache) answered it: names that fail (an unknown model a glob
+     * provider took, a typo) never push a served model out */
     if (i.attempts > 0 || i.provider.len > 0) {
-        l.model_id = memo_id(p, t, 0, &p->models, i.model, &l.model);
+        l.model_id = memo_id(
+            p, t, 0, &p->models, i.model,
+            i.cached || (i.upstream_status >= 200 && i.upstream_status < 300),
+            &l.model);
     } else {
         l.model_id = 1;
         l.model = MF_STR("other");
     }
     if (i.provider.len > 0) {
         l.provider_id =
-            memo_id(p, t, 1, &p->providers, i.provider, &l.provider);
+            memo_id(p, t, 1, &p->providers, i.provider, 1, &l.provider);
     } else {
         l.provider_id = 0;
         l.provider = MF_STR("none");
     }
     if (i.consumer.len > 0) {
         l.consumer_id =
-            memo_id(p, t, 2, &p->consumers, i.consumer, &l.consumer);
+            memo_id(p, t, 2, &p->consumers, i.consumer, 1, &l.consumer);
     } else {
         l.consumer_id = 0;
         l.consumer = MF_STR("anonymous");
@@ -734,7 +758,7 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
                 id = l.provider_id;
                 pv = l.provider;
             } else {
-                id = memo_id(p, t, 1, &p->providers, a.provider, &pv);
+                id = memo_id(p, t, 1, &p->providers, a.provider, 1, &pv);
             }
             record_attempt(p, ac_entry(p, cache, id), pv, &a, trace);
         }
@@ -905,6 +929,7 @@ prom_init(const mf_host_api_t *host, const char *config_json, void **state)
     nameset_init(&p->providers, 1000);
     p->serial = __atomic_add_fetch(&serials, 1, __ATOMIC_RELAXED);
     p->prices = json_deep_copy(api->config_section("prices"));
+    prefill_models(p);
     json_decref(conf);
     for (k = 0; k < M__COUNT; k++) {
         mf_metric_def_t d = {.size = sizeof(d),

@@ -177,3 +177,41 @@ test('labels stay bounded under 10,000 random models and consumers', async () =>
   assert.ok(value(text, 'manifold_metric_series_dropped_total', { metric: 'manifold_requests_total' }) > 0);
   promtool(text);
 });
+
+test('a model label goes to a name an upstream answered, not to names that fail; priced names hold theirs from the start', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: prometheus
+    plugin: prometheus
+    config: { max_models: 2 }`,
+  }) + 'status:\n  listen: 127.0.0.1:0\nprices:\n  gpt-4o: { input: 2.5, output: 10 }\n  "gpt-5*": { input: 1, output: 1 }\n');
+  try {
+    const st = `http://127.0.0.1:${g.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
+    // names a glob provider takes but its upstream refuses
+    for (let k = 0; k < 4; k++) {
+      const r = await chat(g, 'x', { model: `gpt-junk-${k}[[mock:status=404]]` });
+      assert.equal(r.status, 404);
+      await r.arrayBuffer();
+    }
+    for (const m of ['gpt-4o-mini', 'gpt-4o', 'gpt-4.1']) {
+      const r = await chat(g, 'x', { model: m });
+      assert.equal(r.status, 200);
+      await r.arrayBuffer();
+    }
+    let text;
+    for (let i = 0; i < 250; i++) {
+      text = await (await fetch(st + '/metrics')).text();
+      if (value(text, 'manifold_requests_total') >= 7) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // gpt-4o priced (held from the start), gpt-4o-mini the first answered
+    // name; the refused names and gpt-4.1 (past max_models) are "other"
+    assert.equal(value(text, 'manifold_requests_total', { model: 'gpt-4o' }), 1);
+    assert.equal(value(text, 'manifold_requests_total', { model: 'gpt-4o-mini' }), 1);
+    assert.equal(value(text, 'manifold_requests_total', { model: 'other' }), 5);
+    assert.doesNotMatch(text, /model="gpt-junk/);
+    assert.doesNotMatch(text, /model="gpt-5\*"/);
+  } finally {
+    await g.stop();
+  }
+});
