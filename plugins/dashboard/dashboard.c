@@ -127,8 +127,10 @@ typedef struct {
 
 /* Recording */
 
+/* v's slot among names, added when admit and there is room; 0 ("other")
+ * otherwise. */
 static int
-name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v)
+name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v, int admit)
 {
     int i;
 
@@ -140,7 +142,7 @@ name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v)
             return i;
         }
     }
-    if (*n >= cap || *n >= NAMES) {
+    if (!admit || *n >= cap || *n >= NAMES) {
         return 0;
     }
     memcpy(names[*n], v.data, v.len);
@@ -350,11 +352,15 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
     minute = (int64_t)(i.start_time / 60);
     hour = minute / 60;
     pthread_mutex_lock(&st->lock);
+    /* a model not seen before takes a name only when an upstream (or the
+     * cache) answered it, as the prometheus stage's labels */
     m = i.attempts > 0 || i.provider.len > 0
-            ? name_index(st->models, &st->nmodels, d->max_models + 1, i.model)
+            ? name_index(st->models, &st->nmodels, d->max_models + 1, i.model,
+                         i.cached || (i.upstream_status >= 200 &&
+                                      i.upstream_status < 300))
             : 0;
     c = name_index(st->consumers, &st->nconsumers, d->max_consumers + 1,
-                   i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"));
+                   i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"), 1);
     if ((cell = cell_of(&st->minute[minute % MINUTES], minute, m, c)) != NULL) {
         cell_add(cell, &x);
         st->minute[minute % MINUTES].dirty = 1;
@@ -1245,7 +1251,7 @@ name_back(char (*names)[NAME_LEN], int *n, int cap, const char *v)
     if (v == NULL || strcmp(v, names[0]) == 0) {
         return 0;
     }
-    return name_index(names, n, cap, (mf_str_t){v, strlen(v)});
+    return name_index(names, n, cap, (mf_str_t){v, strlen(v)}, 1);
 }
 
 static void
