@@ -5,7 +5,8 @@
 #                  fuzzers, cppcheck, Node.js for the SDK tests, nginx,
 #                  wrk, valgrind and python3 for benchmarks, prometheus for
 #                  promtool and the scrape test, chromium for the dashboard
-#                  test)
+#                  test; openssl makes the certificates of the TLS
+#                  collector test)
 set -euo pipefail
 need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
       libssl-dev libhiredis-dev libyaml-dev libsqlite3-dev zlib1g-dev
@@ -14,7 +15,7 @@ need=(cmake make gcc pkg-config libevent-dev libluajit-5.1-dev libjansson-dev
 if [ "${1:-}" = test ]; then
   need+=(check clang libclang-rt-14-dev clang-format cppcheck nginx-light wrk
          valgrind python3 luajit
-         redis-server redis-tools prometheus chromium)
+         redis-server redis-tools prometheus chromium openssl)
   command -v node >/dev/null 2>&1 || need+=(nodejs)
   command -v npm >/dev/null 2>&1 || need+=(npm)
 fi

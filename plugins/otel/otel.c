@@ -49,6 +49,7 @@
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "../common/mask_detect.h"
 
@@ -97,6 +98,9 @@ typedef struct {
     int capture;  /* prompts and answers in the spans */
     size_t capture_max;
     int full; /* detail: full, else standard (the conventions' set) */
+    int gzip; /* compression: gzip (Content-Encoding: gzip) */
+    char *ca, *ccert, *ckey; /* TLS: CA file, client certificate and key */
+    int tls_conf;            /* those came from the config (not the env) */
     /* the queue (under lock) */
     pthread_mutex_t lock;
     pthread_cond_t wake;
@@ -1738,6 +1742,9 @@ post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
     jb_cstr(&h, o->protobuf ? "\r\nContent-Type: application/x-protobuf"
                             : "\r\nContent-Type: application/json");
     jb_cstr(&h, "\r\nUser-Agent: manifold-otel\r\nConnection: close\r\n");
+    if (o->gzip) {
+        jb_cstr(&h, "Content-Encoding: gzip\r\n");
+    }
     for (k = 0; k < o->nheaders; k++) {
         jb_cstr(&h, o->headers[k]);
         jb_cstr(&h, "\r\n");
@@ -1781,9 +1788,68 @@ post(otel_t *o, const char *body, size_t len, char *err, size_t errcap)
     return status;
 }
 
+static int export_try(otel_t *o, const char *body, size_t len,
+                      int last_try_only);
+
+/* body gzip'd into *out (malloc'd); 0, or -1 when zlib fails. */
+static int
+gzip_body(const char *body, size_t len, unsigned char **out, size_t *outlen)
+{
+    z_stream z = {0};
+    uLong cap;
+    int rc;
+
+    if (deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        return -1;
+    }
+    cap = deflateBound(&z, (uLong)len) + 32;
+    *out = malloc(cap);
+    if (*out == NULL) {
+        deflateEnd(&z);
+        return -1;
+    }
+    z.next_in = (Bytef *)(uintptr_t)body;
+    z.avail_in = (uInt)len;
+    z.next_out = *out;
+    z.avail_out = (uInt)cap;
+    rc = deflate(&z, Z_FINISH);
+    *outlen = z.total_out;
+    deflateEnd(&z);
+    if (rc != Z_STREAM_END) {
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 /* Sends one batch with retries; 1 sent, 0 given up. */
 static int
 export_batch(otel_t *o, const char *body, size_t len, int last_try_only)
+{
+    unsigned char *z = NULL;
+    size_t zlen = 0;
+    int sent;
+
+    if (o->gzip) {
+        if (gzip_body(body, len, &z, &zlen) != 0) {
+            api->log(MF_LOG_ERROR, "otel: a batch could not be compressed; "
+                                   "its spans are dropped");
+            api->metric_add(o->m_exports, &L_FAILED, 1, 1);
+            return 0;
+        }
+        body = (const char *)z;
+        len = zlen;
+    }
+    sent = export_try(o, body, len, last_try_only);
+    free(z);
+    return sent;
+}
+
+/* export_batch's tries. */
+static int
+export_try(otel_t *o, const char *body, size_t len, int last_try_only)
 {
     char err[256];
     int attempt, status = 0;
@@ -2227,15 +2293,87 @@ conf_num(json_t *conf, const char *key, long dflt, long min, long max, int *bad)
 
 static void otel_fini(void *state);
 
+/* A setting of the config, else of the environment (the traces' own
+ * variable, then the general one); NULL when none. */
+static const char *
+conf_or_env(json_t *conf, const char *key, const char *env_traces,
+            const char *env_all, int *bad, int *from_conf)
+{
+    json_t *v = json_object_get(conf, key);
+
+    if (v != NULL) {
+        if (!json_is_string(v) || json_string_length(v) == 0) {
+            api->log(MF_LOG_ERROR, "otel: %s must be a non-empty string", key);
+            *bad = 1;
+            return NULL;
+        }
+        *from_conf = 1;
+        return json_string_value(v);
+    }
+    return env2(env_traces, env_all);
+}
+
+/* compression (gzip | none) and the TLS files (certificate: the CA to
+ * trust, client_certificate and client_key for mutual TLS), from the
+ * config or OTEL_EXPORTER_OTLP_(TRACES_)COMPRESSION, _CERTIFICATE,
+ * _CLIENT_CERTIFICATE, _CLIENT_KEY; 1 when one is bad. */
+static int
+tls_settings(otel_t *o, json_t *conf)
+{
+    int bad = 0, from_conf = 0, tls_conf = 0;
+    const char *c = conf_or_env(
+        conf, "compression", "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+        "OTEL_EXPORTER_OTLP_COMPRESSION", &bad, &from_conf);
+    const char *ca, *cc, *ck;
+
+    if (c != NULL && strcmp(c, "gzip") != 0 && strcmp(c, "none") != 0) {
+        api->log(MF_LOG_ERROR, "otel: compression '%s' must be gzip or none",
+                 c);
+        bad = 1;
+    }
+    o->gzip = c != NULL && strcmp(c, "gzip") == 0;
+    ca = conf_or_env(conf, "certificate",
+                     "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                     "OTEL_EXPORTER_OTLP_CERTIFICATE", &bad, &tls_conf);
+    cc = conf_or_env(conf, "client_certificate",
+                     "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+                     "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", &bad, &tls_conf);
+    ck = conf_or_env(conf, "client_key", "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+                     "OTEL_EXPORTER_OTLP_CLIENT_KEY", &bad, &tls_conf);
+    if ((cc == NULL) != (ck == NULL)) {
+        api->log(MF_LOG_ERROR, "otel: client_certificate and client_key go "
+                               "together (mutual TLS needs both)");
+        bad = 1;
+    }
+    o->ca = ca ? strdup(ca) : NULL;
+    o->ccert = cc ? strdup(cc) : NULL;
+    o->ckey = ck ? strdup(ck) : NULL;
+    o->tls_conf = tls_conf;
+    return bad;
+}
+
 static int
 otel_init(const mf_host_api_t *host, const char *config_json, void **state)
 {
-    static const char *const keys[] = {
-        "endpoint",          "protocol",   "headers",
-        "service_name",      "batch",      "queue",
-        "flush_ms",          "timeout_ms", "retries",
-        "close_ms",          "propagate",  "capture_content",
-        "capture_max_bytes", "detail",     NULL};
+    static const char *const keys[] = {"endpoint",
+                                       "protocol",
+                                       "headers",
+                                       "service_name",
+                                       "batch",
+                                       "queue",
+                                       "flush_ms",
+                                       "timeout_ms",
+                                       "retries",
+                                       "close_ms",
+                                       "propagate",
+                                       "capture_content",
+                                       "capture_max_bytes",
+                                       "detail",
+                                       "compression",
+                                       "certificate",
+                                       "client_certificate",
+                                       "client_key",
+                                       NULL};
     json_t *conf = json_loads(config_json, 0, NULL), *v;
     const char *key, *url, *proto, *svc;
     char full[2048];
@@ -2259,7 +2397,9 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
                      "otel: unknown config key '%s' (endpoint, protocol, "
                      "headers, service_name, batch, queue, flush_ms, "
                      "timeout_ms, retries, close_ms, propagate, "
-                     "capture_content, capture_max_bytes, detail)",
+                     "capture_content, capture_max_bytes, detail, "
+                     "compression, certificate, client_certificate, "
+                     "client_key)",
                      key);
             json_decref(conf);
             return MF_ERR;
@@ -2335,6 +2475,7 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     o->full = v != NULL && json_is_string(v) &&
               strcmp(json_string_value(v), "full") == 0;
+    bad |= tls_settings(o, conf);
     url = json_string_value(json_object_get(conf, "endpoint"));
     if (url == NULL) {
         url = getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
@@ -2412,11 +2553,41 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
     json_decref(conf);
     if (o->tls) {
         o->ssl = SSL_CTX_new(TLS_client_method());
-        if (o->ssl == NULL || SSL_CTX_set_default_verify_paths(o->ssl) != 1) {
-            api->log(MF_LOG_ERROR, "otel: cannot set up TLS");
+        if (o->ssl == NULL ||
+            (o->ca == NULL
+                 ? SSL_CTX_set_default_verify_paths(o->ssl)
+                 : SSL_CTX_load_verify_locations(o->ssl, o->ca, NULL)) != 1) {
+            api->log(MF_LOG_ERROR,
+                     "otel: cannot set up TLS%s%s (a PEM file of CA "
+                     "certificates)",
+                     o->ca ? ": no certificates read from " : "",
+                     o->ca ? o->ca : "");
+            bad = 1;
+        } else if (o->ccert != NULL && o->ckey != NULL &&
+                   (SSL_CTX_use_certificate_chain_file(o->ssl, o->ccert) != 1 ||
+                    SSL_CTX_use_PrivateKey_file(o->ssl, o->ckey,
+                                                SSL_FILETYPE_PEM) != 1 ||
+                    SSL_CTX_check_private_key(o->ssl) != 1)) {
+            api->log(MF_LOG_ERROR,
+                     "otel: the client certificate %s and key %s could not "
+                     "be used (PEM files, the key matching the certificate)",
+                     o->ccert, o->ckey);
             bad = 1;
         } else {
             SSL_CTX_set_verify(o->ssl, SSL_VERIFY_PEER, NULL);
+        }
+    } else if (o->ca != NULL || o->ccert != NULL) {
+        if (o->tls_conf) {
+            api->log(MF_LOG_ERROR,
+                     "otel: certificate, client_certificate and client_key "
+                     "apply to an https endpoint; %s is not one",
+                     o->url);
+            bad = 1;
+        } else {
+            api->log(MF_LOG_WARN,
+                     "otel: OTEL_EXPORTER_OTLP_*CERTIFICATE is set but the "
+                     "endpoint %s is not https: not used",
+                     o->url);
         }
     }
     {
@@ -2483,6 +2654,9 @@ otel_fini(void *state)
     }
     free(o->resource);
     free(o->resource_pb);
+    free(o->ca);
+    free(o->ccert);
+    free(o->ckey);
     free(o->url);
     free(o->host);
     free(o->port);

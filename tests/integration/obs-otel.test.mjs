@@ -8,6 +8,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import https from 'node:https';
+import zlib from 'node:zlib';
+import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { startMock, startGateway, config, chat, sseEvents, writeConfig, spawnSync, BIN } from './harness.mjs';
 
 let mock, gw, recv;
@@ -17,9 +22,13 @@ let failNext = 0;
 function startReceiver() {
   return new Promise((resolve) => {
     const srv = http.createServer((req, res) => {
-      let body = '';
-      req.on('data', (d) => { body += d; });
+      const parts = [];
+      let body;
+      req.on('data', (d) => { parts.push(d); });
       req.on('end', () => {
+        body = Buffer.concat(parts);
+        if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
+        body = body.toString();
         if (req.method !== 'POST' || req.url !== '/v1/traces') {
           res.writeHead(404).end();
           return;
@@ -451,4 +460,92 @@ test('detail takes standard or full; another value is refused at load', () => {
   const r = check('everything');
   assert.notEqual(r.status, 0);
   assert.match(r.stderr, /detail must be standard or full/);
+});
+
+test('compression: gzip sends each batch gzip\'d with Content-Encoding; other values are refused', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${recv.address().port}/v1/traces", protocol: http/json, flush_ms: 50, compression: gzip }`,
+  }));
+  try {
+    const n = batches.length;
+    const trace = '21'.padStart(32, 'c');
+    const res = await chat(g, 'compressed', {}, { traceparent: `00-${trace}-00f067aa0ba902b7-01` });
+    assert.equal(res.status, 200);
+    await res.text();
+    await waitSpans((sp) => sp.traceId === trace);
+    const got = batches.slice(n).find((b) => b.headers['content-encoding'] === 'gzip');
+    assert.ok(got, 'a gzip batch');
+  } finally {
+    await g.stop();
+  }
+  const r = spawnSync(BIN, ['-t', '-c', writeConfig(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:9/v1/traces", compression: brotli }`,
+  }))], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /compression 'brotli' must be gzip or none/);
+});
+
+test('certificate, client_certificate and client_key: an https collector with its own CA, and mutual TLS', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-otel-tls-'));
+  const ssl = (...a) => {
+    const r = spawnSync('openssl', a, { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+  };
+  ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=otel-test-ca');
+  writeFileSync(path.join(dir, 'srv.ext'), 'subjectAltName=DNS:localhost\n');
+  for (const [name, ext] of [['srv', ['-extfile', 'srv.ext']], ['cli', []]]) {
+    ssl('req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name === 'srv' ? 'localhost' : 'gateway'}`);
+    ssl('x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${name}.pem`, '-days', '2', ...ext);
+  }
+  const seen = [];
+  const srv = https.createServer({
+    key: readFileSync(path.join(dir, 'srv.key')), cert: readFileSync(path.join(dir, 'srv.pem')),
+    ca: readFileSync(path.join(dir, 'ca.pem')), requestCert: true, rejectUnauthorized: true,
+  }, (req, res) => {
+    let b = '';
+    req.on('data', (d) => { b += d; });
+    req.on('end', () => {
+      seen.push({ peer: req.socket.getPeerCertificate().subject.CN, body: JSON.parse(b) });
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  const port = srv.address().port;
+  const conf = (extra) => config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "https://localhost:${port}/v1/traces", protocol: http/json, flush_ms: 50, retries: 0${extra} }`,
+  });
+  const g = await startGateway(conf(`, certificate: ${dir}/ca.pem, client_certificate: ${dir}/cli.pem, client_key: ${dir}/cli.key`));
+  try {
+    const res = await chat(g, 'over tls', {});
+    assert.equal(res.status, 200);
+    await res.text();
+    for (let i = 0; i < 250 && seen.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(seen.length > 0, 'the collector got a batch over mutual TLS');
+    assert.equal(seen[0].peer, 'gateway');
+    assert.ok(seen[0].body.resourceSpans.length > 0);
+  } finally {
+    await g.stop();
+    srv.close();
+  }
+  // refused at load: a key without its certificate, TLS files for an
+  // http endpoint, a CA file that holds none
+  const check = (text) => spawnSync(BIN, ['-t', '-c', writeConfig(text)], { encoding: 'utf8' });
+  let r = check(conf(`, client_key: ${dir}/cli.key`));
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /client_certificate and client_key go together/);
+  r = check(conf(`, certificate: ${dir}/srv.ext`));
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /no certificates read from/);
+  r = check(conf(`, certificate: ${dir}/ca.pem`).replace(`https://localhost:${port}`, 'http://127.0.0.1:9'));
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /apply to an https endpoint/);
 });
