@@ -149,6 +149,28 @@ origin_allowed(const mf_config_t *c, mf_str_t origin)
     return 0;
 }
 
+/* A page the gateway served posting back to it (the status listener's
+ * sign-in form): the Origin is the request's own scheme and Host, and
+ * that Host a name the gateway knows as its own (an IP literal, a
+ * loopback name, one of allowed_hosts), never just any name: a page of a
+ * name rebound to the gateway's address would pass otherwise. */
+static int
+same_origin(const mf_config_t *c, const mf_http_head_t *h, mf_str_t origin)
+{
+    mf_str_t host;
+    size_t skip;
+
+    if (mf_http_find_header(h, "host", &host) != MF_OK || host.len == 0 ||
+        !host_allowed(c, 1, host)) {
+        return 0;
+    }
+    skip = origin.len > 7 && strncasecmp(origin.data, "http://", 7) == 0    ? 7
+           : origin.len > 8 && strncasecmp(origin.data, "https://", 8) == 0 ? 8
+                                                                            : 0;
+    return skip > 0 && origin.len - skip == host.len &&
+           strncasecmp(origin.data + skip, host.data, host.len) == 0;
+}
+
 int
 mf_guard_check(const mf_config_t *c, int loopback, const mf_http_head_t *h,
                const char **code, char *msg, size_t cap)
@@ -165,7 +187,7 @@ mf_guard_check(const mf_config_t *c, int loopback, const mf_http_head_t *h,
         return MF_ERR;
     }
     if (mf_http_find_header(h, "origin", &v) == MF_OK) {
-        if (origin_allowed(c, v)) {
+        if (origin_allowed(c, v) || same_origin(c, h, v)) {
             return MF_OK;
         }
         *code = "origin_not_allowed";

@@ -7,9 +7,11 @@
  */
 #include "request/request-int.h"
 
+#include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <ctype.h>
 #include <strings.h>
 
 #include "http/guard.h"
@@ -1303,31 +1305,227 @@ mf_req_endpoints_init(void)
     mf_endpoints_set_builtins(builtin_paths, MF_NELEMS(builtin_paths));
 }
 
+/* got equals want, compared in constant time (want's length). */
+static int
+same_secret(mf_str_t got, const char *want)
+{
+    size_t i, n = strlen(want);
+    unsigned char diff = got.len != n;
+
+    for (i = 0; i < n; i++) {
+        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.data[i] : 0));
+    }
+    return diff == 0;
+}
+
+/* The status listener's cookie (a browser's, after /login): hex
+ * HMAC-SHA256 of a fixed label under status.token, so the browser never
+ * keeps the token itself; another token makes old cookies worthless. */
+#define STATUS_COOKIE "mf_status"
+static void
+status_cookie(const char *token, char out[65])
+{
+    static const char label[] = "manifold status listener session";
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned len = 0, i;
+
+    HMAC(EVP_sha256(), token, (int)strlen(token), (const unsigned char *)label,
+         sizeof(label) - 1, mac, &len);
+    for (i = 0; i < len && i < 32; i++) {
+        out[2 * i] = "0123456789abcdef"[mac[i] >> 4];
+        out[2 * i + 1] = "0123456789abcdef"[mac[i] & 15];
+    }
+    out[2 * i] = '\0';
+}
+
+/* The value of cookie name in the request's Cookie header(s). */
+static int
+cookie_get(mf_req_t *r, const char *name, mf_str_t *v)
+{
+    size_t k, nl = strlen(name);
+
+    for (k = 0; k < r->req_headers.n; k++) {
+        const mf_header_t *h = &r->req_headers.v[k];
+        const char *p = h->value.data, *e = p + h->value.len;
+
+        if (!mf_str_caseeq(h->name, MF_STR("cookie"))) {
+            continue;
+        }
+        while (p < e) {
+            const char *semi = memchr(p, ';', (size_t)(e - p));
+            const char *end = semi ? semi : e;
+
+            while (p < end && *p == ' ') {
+                p++;
+            }
+            if ((size_t)(end - p) > nl && memcmp(p, name, nl) == 0 &&
+                p[nl] == '=') {
+                *v = (mf_str_t){p + nl + 1, (size_t)(end - p - (long)nl - 1)};
+                return MF_OK;
+            }
+            p = semi ? semi + 1 : e;
+        }
+    }
+    return MF_ERR;
+}
+
 /* Whether the status listener's bearer token (status.token) came with
- * the request; compared in constant time. */
+ * the request, or the cookie /login gives; compared in constant time. */
 static int
 status_authorized(mf_req_t *r)
 {
     const char *want = r->gen->config->status_token;
     mf_str_t got;
-    size_t i, n;
-    unsigned char diff = 0;
+    char cookie[65];
 
     if (want == NULL) {
         return 1;
     }
-    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) != MF_OK ||
-        got.len < 7 || strncasecmp(got.data, "Bearer ", 7) != 0) {
+    if (mf_hlist_get(&r->req_headers, MF_STR("authorization"), &got) == MF_OK &&
+        got.len >= 7 && strncasecmp(got.data, "Bearer ", 7) == 0) {
+        got.data += 7;
+        got.len -= 7;
+        return same_secret(got, want);
+    }
+    if (cookie_get(r, STATUS_COOKIE, &got) == MF_OK) {
+        status_cookie(want, cookie);
+        return same_secret(got, cookie);
+    }
+    return 0;
+}
+
+/* s percent-decoded (and '+' a space) into out (cap bytes, NUL-ended);
+ * MF_ERR when it does not fit or holds a NUL. */
+static int
+form_decode(mf_str_t s, char *out, size_t cap)
+{
+    size_t i, n = 0;
+
+    for (i = 0; i < s.len; i++) {
+        int c = (unsigned char)s.data[i];
+
+        if (c == '+') {
+            c = ' ';
+        } else if (c == '%' && i + 2 < s.len &&
+                   isxdigit((unsigned char)s.data[i + 1]) &&
+                   isxdigit((unsigned char)s.data[i + 2])) {
+            char hx[3] = {s.data[i + 1], s.data[i + 2], 0};
+
+            c = (int)strtol(hx, NULL, 16);
+            i += 2;
+        }
+        if (c == 0 || n + 1 >= cap) {
+            return MF_ERR;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return MF_OK;
+}
+
+/* The field name of an application/x-www-form-urlencoded text, decoded
+ * into out; MF_ERR when absent or too long. */
+static int
+form_field(mf_str_t form, const char *name, char *out, size_t cap)
+{
+    const char *p = form.data, *e = form.data + form.len;
+    size_t nl = strlen(name);
+
+    while (p < e) {
+        const char *amp = memchr(p, '&', (size_t)(e - p));
+        const char *end = amp ? amp : e;
+
+        if ((size_t)(end - p) >= nl + 1 && memcmp(p, name, nl) == 0 &&
+            p[nl] == '=') {
+            return form_decode(
+                (mf_str_t){p + nl + 1, (size_t)(end - p) - nl - 1}, out, cap);
+        }
+        p = amp ? amp + 1 : e;
+    }
+    return MF_ERR;
+}
+
+/* A path to go back to after /login: one of this listener's ("/x"),
+ * never another site's ("//x", "/\\x") nor one with odd bytes. */
+static int
+safe_next(const char *p)
+{
+    size_t i;
+
+    if (p[0] != '/' || p[1] == '/' || p[1] == '\\') {
         return 0;
     }
-    got.data += 7;
-    got.len -= 7;
-    n = strlen(want);
-    diff = got.len != n;
-    for (i = 0; i < n; i++) {
-        diff |= (unsigned char)(want[i] ^ (i < got.len ? got.data[i] : 0));
+    for (i = 0; p[i] != '\0'; i++) {
+        if ((unsigned char)p[i] <= ' ' || (unsigned char)p[i] >= 127 ||
+            p[i] == '"' || p[i] == '<' || p[i] == '>' || p[i] == '\\') {
+            return 0;
+        }
     }
-    return diff == 0;
+    return i < 512;
+}
+
+/* GET /login on a status listener with a token: a form for it; POST
+ * /login (token=...&next=...): the cookie and back to next. For the
+ * pages a browser opens there (the dashboard), which cannot send an
+ * Authorization header. */
+static void
+serve_login(mf_req_t *r)
+{
+    static const char head[] =
+        "<!doctype html><meta charset=utf-8><title>Manifold status</title>"
+        "<meta name=viewport content=\"width=device-width\">"
+        "<style>body{font:15px system-ui,sans-serif;max-width:22em;margin:"
+        "4em auto}input{font:inherit;width:100%;margin:.4em 0;padding:.3em}"
+        "p.e{color:#b00}</style><h1>Manifold status</h1>";
+    char next[512] = "/", token[512], cookie[65], page[2048], hdr[200];
+    mf_str_t q = r->query;
+    int bad = 0, n;
+
+    if (mf_str_eq_cstr(r->method, "POST")) {
+        q = r->body;
+    }
+    if (form_field(q, "next", next, sizeof(next)) != MF_OK ||
+        !safe_next(next)) {
+        snprintf(next, sizeof(next), "/");
+    }
+    if (mf_str_eq_cstr(r->method, "POST")) {
+        if (form_field(r->body, "token", token, sizeof(token)) == MF_OK &&
+            same_secret(mf_str_from(token), r->gen->config->status_token)) {
+            status_cookie(r->gen->config->status_token, cookie);
+            snprintf(hdr, sizeof(hdr),
+                     STATUS_COOKIE "=%s; Path=/; HttpOnly; SameSite=Strict; "
+                                   "Max-Age=43200",
+                     cookie);
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("set-cookie"),
+                         mf_pool_str(r->pool, mf_str_from(hdr)));
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("location"),
+                         mf_pool_str(r->pool, mf_str_from(next)));
+            mf_req_respond(r, 303, "text/plain", MF_STR(""));
+            return;
+        }
+        bad = 1;
+        memset(token, 0, sizeof(token));
+    } else if (!mf_str_eq_cstr(r->method, "GET")) {
+        mf_hlist_set(r->pool, &r->resp_headers, MF_STR("allow"),
+                     MF_STR("GET, POST"));
+        mf_req_respond_error(r, 405, "invalid_request_error", NULL,
+                             "Use GET or POST for /login.");
+        return;
+    }
+    n = snprintf(page, sizeof(page),
+                 "%s%s<form method=post action=/login>"
+                 "<label>Status token <input type=password name=token "
+                 "autofocus autocomplete=current-password></label>"
+                 "<input type=hidden name=next value=\"%s\">"
+                 "<input type=submit value=\"Sign in\"></form>",
+                 head, bad ? "<p class=e>That is not the token.</p>" : "",
+                 next);
+    mf_hlist_set(r->pool, &r->resp_headers, MF_STR("cache-control"),
+                 MF_STR("no-store"));
+    mf_req_respond(r, bad ? 401 : 200, "text/html; charset=utf-8",
+                   (mf_str_t){page, n > 0 && (size_t)n < sizeof(page)
+                                        ? (size_t)n
+                                        : strlen(page)});
 }
 
 /* No entry serves the path (404), or none for the method (405). */
@@ -1370,7 +1568,33 @@ mf_req_handle(mf_conn_t *c, mf_worker_t *w, const mf_http_head_t *head,
         mf_req_finish(r);
         return;
     }
+    if (r->listener == MF_LISTENER_STATUS &&
+        r->gen->config->status_token != NULL &&
+        mf_str_eq_cstr(r->path, "/login")) {
+        serve_login(r);
+        mf_req_finish(r);
+        return;
+    }
     if (r->listener == MF_LISTENER_STATUS && !status_authorized(r)) {
+        mf_str_t accept;
+
+        if (mf_str_eq_cstr(r->method, "GET") &&
+            mf_hlist_get(&r->req_headers, MF_STR("accept"), &accept) == MF_OK &&
+            memmem(accept.data, accept.len, "text/html", 9) != NULL) {
+            /* a browser opening a page: the sign-in form, then back */
+            char loc[600];
+
+            snprintf(loc, sizeof(loc), "/login?next=%.*s",
+                     (int)(r->path.len < 500 ? r->path.len : 0), r->path.data);
+            if (!safe_next(loc + 12)) {
+                snprintf(loc, sizeof(loc), "/login");
+            }
+            mf_hlist_set(r->pool, &r->resp_headers, MF_STR("location"),
+                         mf_pool_str(r->pool, mf_str_from(loc)));
+            mf_req_respond(r, 303, "text/plain", MF_STR(""));
+            mf_req_finish(r);
+            return;
+        }
         mf_hlist_set(r->pool, &r->resp_headers, MF_STR("www-authenticate"),
                      MF_STR("Bearer realm=\"manifold status\""));
         mf_req_respond_error(r, 401, "authentication_error", "invalid_token",
