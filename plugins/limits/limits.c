@@ -1624,6 +1624,44 @@ put_str(char *dst, size_t cap, mf_str_t s)
     dst[n] = '\0';
 }
 
+/* An answer whose usage is only estimated (cut, abandoned, timed out)
+ * is charged at least what was reserved (unknown usage never refunds):
+ * the record's usage is raised to it here, in on_log, so the access log,
+ * metrics, traces and the dashboard (stages after this one) read what
+ * the ledger and the budgets are charged in on_done. */
+static void
+lm_on_log(mf_req_t *r, void *state, void **ctx)
+{
+    rctx_t *x = *ctx;
+    mf_req_info_t i = {.size = offsetof(mf_req_info_t, trace_id)};
+    mf_usage_t u;
+
+    (void)state;
+    if (x == NULL || x->settled || !x->admitted) {
+        return;
+    }
+    api->get_info(r, &i);
+    u = i.usage;
+    /* billable as on_done has it: an upstream answered, or the prompt
+     * went out */
+    if (!u.estimated || u.prompt_tokens < 0 ||
+        !(i.attempts > 0 || i.cached == 2) ||
+        !((i.upstream_status >= 200 && i.upstream_status < 300) ||
+          u.prompt_tokens > 0) ||
+        u.prompt_tokens + (u.completion_tokens > 0 ? u.completion_tokens : 0) >=
+            x->est_tokens) {
+        return;
+    }
+    if (u.prompt_tokens < x->est_prompt) {
+        u.prompt_tokens = x->est_prompt;
+    }
+    if (u.completion_tokens < x->est_tokens - u.prompt_tokens) {
+        u.completion_tokens = x->est_tokens - u.prompt_tokens;
+    }
+    u.total_tokens = u.prompt_tokens + u.completion_tokens;
+    (void)api->set_usage(r, &u);
+}
+
 static void
 lm_on_done(mf_req_t *r, void *state, void **ctx)
 {
@@ -2915,9 +2953,9 @@ fail:
 }
 
 static const mf_plugin_t limits_plugin = {
-    MF_PLUGIN_ABI,         .name = "limits", .version = "1.0.0",
-    .init = lm_init,       .fini = lm_fini,  .on_request = lm_on_request,
-    .on_done = lm_on_done,
+    MF_PLUGIN_ABI,       .name = "limits",      .version = "1.0.0",
+    .init = lm_init,     .fini = lm_fini,       .on_request = lm_on_request,
+    .on_log = lm_on_log, .on_done = lm_on_done,
 };
 
 MF_EXPORT const mf_plugin_t *

@@ -182,7 +182,11 @@ test('a stream the upstream stops feeding is ended at stream_idle_timeout and ch
   const total = await settled('stalled', 1);
   assert.equal(total.estimated, 1);
   // unknown usage never refunds: the reservation (prompt estimate + 100)
-  assert.ok((await used('stalled')).used - before >= 100);
+  const charged = (await used('stalled')).used - before;
+  assert.ok(charged >= 100);
+  // and the access log says what was charged, not less
+  assert.equal(line.prompt_tokens + line.completion_tokens, charged);
+  assert.equal(total.prompt_tokens + total.completion_tokens, charged);
 });
 
 test('Messages, Responses and Gemini-native calls are metered as reported', async () => {
