@@ -127,6 +127,7 @@ typedef struct {
     int writer_up;
     int stop;
     int64_t default_max_tokens;
+    json_t *dmt_models; /* default_max_tokens by model pattern, or NULL */
     int64_t lease_ttl_us;
     int refuse_unpriced;
     lim_t key, global;
@@ -584,6 +585,29 @@ scopes_of(lm_t *lm, mf_req_t *r, rctx_t *x, mf_str_t model)
 }
 
 /* Tokens the request may use: its prompt (bytes / 4) and max_tokens. */
+/* default_max_tokens for model by the most specific pattern matching it
+ * (the longest; an exact name beats any pattern), else the default. */
+static int64_t
+model_default(lm_t *lm, mf_str_t model)
+{
+    const char *k;
+    json_t *v;
+    size_t best = 0;
+    int64_t out = 1024;
+
+    json_object_foreach(lm->dmt_models, k, v)
+    {
+        /* an exact name ranks above every pattern */
+        size_t kl = strlen(k) + 1 + (strpbrk(k, "*?[") ? 0 : 100000);
+
+        if (kl > best && gov_glob(k, model)) {
+            best = kl;
+            out = json_integer_value(v);
+        }
+    }
+    return out;
+}
+
 static int64_t
 estimate(lm_t *lm, mf_req_t *r, int64_t *prompt_out)
 {
@@ -596,6 +620,9 @@ estimate(lm_t *lm, mf_req_t *r, int64_t *prompt_out)
     *prompt_out = prompt;
     if (i.endpoint == MF_ENDPOINT_EMBEDDINGS) {
         return prompt;
+    }
+    if (lm->dmt_models != NULL) {
+        out = model_default(lm, i.model);
     }
     if ((api->get_body_field(r, MF_STR("max_completion_tokens"), &v) == MF_OK ||
          api->get_body_field(r, MF_STR("max_tokens"), &v) == MF_OK) &&
@@ -2598,6 +2625,7 @@ lm_fini(void *state)
         sqlite3_close(lm->rdb);
     }
     json_decref(lm->models);
+    json_decref(lm->dmt_models);
     json_decref(lm->groups);
     json_decref(lm->prices);
     free(lm->db_path);
@@ -2831,10 +2859,31 @@ lm_init(const mf_host_api_t *host, const char *config_json, void **state)
         json_decref(conf);
         return MF_ERR;
     }
-    lm->default_max_tokens =
-        json_integer_value(json_object_get(conf, "default_max_tokens"));
-    if (lm->default_max_tokens <= 0) {
-        lm->default_max_tokens = 1024;
+    v = json_object_get(conf, "default_max_tokens");
+    lm->default_max_tokens = 1024;
+    if (json_is_object(v)) {
+        json_t *n;
+
+        json_object_foreach(v, k, n)
+        {
+            if (!json_is_integer(n) || json_integer_value(n) < 1) {
+                api->log(MF_LOG_ERROR,
+                         "limits: default_max_tokens.%s must be a whole "
+                         "number of at least 1",
+                         k);
+                goto fail;
+            }
+        }
+        lm->dmt_models = json_incref(v);
+    } else if (v != NULL) {
+        if (!json_is_integer(v) || json_integer_value(v) < 1) {
+            api->log(MF_LOG_ERROR,
+                     "limits: default_max_tokens must be a whole number of "
+                     "at least 1, or a map of model patterns to one "
+                     "({\"gpt-4o*\": 16384, \"*\": 1024})");
+            goto fail;
+        }
+        lm->default_max_tokens = json_integer_value(v);
     }
     lm->lease_ttl_us = 600000000LL;
     s = json_string_value(json_object_get(conf, "lease_ttl"));

@@ -140,3 +140,34 @@ prices:
     await gw.stop();
   }
 });
+
+test('default_max_tokens by model: the most specific pattern (an exact name first) gives the output estimate', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-gdmt-'));
+  const gw = await startGateway(config(mock.url, {
+    stages: `${AUTH}
+${LIMITS('{ db: none, default_max_tokens: { "gpt-4o*": 50, "gpt-4o": 5, "*": 1000 } }')}`,
+  }) + `
+consumers:
+  - { name: a, keys: ["k-a"], budget: { tokens: 60 } }
+  - { name: b, keys: ["k-b"], budget: { tokens: 60 } }
+  - { name: c, keys: ["k-c"], budget: { tokens: 60 } }
+`, { dir });
+  try {
+    // a short prompt (about 20 tokens) and each model's estimate
+    const ask = (key, model) => chat(gw, 'hi', { model }, { authorization: `Bearer ${key}` });
+    let r = await ask('k-a', 'gpt-4o'); // 5: fits 60
+    assert.equal(r.status, 200, await r.clone().text());
+    await r.text();
+    r = await ask('k-b', 'gpt-4o-mini'); // 50: does not
+    assert.equal(r.status, 429);
+    assert.equal((await r.json()).error.code, 'insufficient_quota');
+    r = await ask('k-c', 'gpt-4.1'); // 1000: does not
+    assert.equal(r.status, 429);
+    await r.text();
+  } finally {
+    await gw.stop();
+  }
+  const bad = check(LIMITS('{ default_max_tokens: { "gpt-4o*": 0 } }'), '');
+  assert.notEqual(bad.status, 0);
+  assert.match(bad.stderr, /default_max_tokens\.gpt-4o\* must be a whole number of at least 1/);
+});
