@@ -21,6 +21,7 @@
 #include <manifold/plugin.h>
 
 #include <math.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -97,7 +98,7 @@ typedef struct replay_s {
 } replay_t;
 
 /* The counters, shared by the instances of one store across reloads. */
-#define SHARED_MAGIC "mf-limits-shared-2"
+#define SHARED_MAGIC "mf-limits-shared-3"
 typedef struct {
     char magic[24];
     pthread_mutex_t lock;
@@ -107,10 +108,14 @@ typedef struct {
     gov_map_t *budgets; /* "scope|usd" / "scope|tokens" -> budget_t */
     uint64_t next_lease;
     pthread_mutex_t qlock;
-    pthread_cond_t qcond;
+    pthread_cond_t qcond; /* the queue is written (flush waits on it) */
+    pthread_cond_t wcond; /* wakes the writer */
     op_t *qhead, *qtail;
     size_t qlen;
-    int busy; /* a writer holds ops it took and has not written yet */
+    struct timespec qsince; /* when the oldest queued op came */
+    int busy;        /* a writer holds ops it took and has not written yet */
+    size_t inflight; /* the ops those writers hold */
+    int urgent;      /* flush(): write what is queued now */
     replay_t *rhead, *rtail; /* under lock */
     size_t rlen;             /* read without the lock to skip the lock */
     uint64_t rdropped;
@@ -479,6 +484,14 @@ budget_now(shared_t *sh, const char *scope, const lim_t *l, int64_t now_s)
     return b;
 }
 
+/* Group commit: the writer commits what is queued FLUSH_MS after the
+ * oldest of it came, or at once when FLUSH_MAX operations wait (a
+ * request queues its ledger row and one spend delta per budget), on
+ * flush() and on a stop. A kill -9 loses at most what came in the last
+ * FLUSH_MS and the transaction being written (docs/GOVERNANCE.md). */
+#define FLUSH_MS 5
+#define FLUSH_MAX 256
+
 static void
 enqueue(shared_t *sh, op_t *op)
 {
@@ -487,10 +500,15 @@ enqueue(shared_t *sh, op_t *op)
         sh->qtail->next = op;
     } else {
         sh->qhead = op;
+        clock_gettime(CLOCK_REALTIME, &sh->qsince);
     }
     sh->qtail = op;
     sh->qlen++;
-    pthread_cond_signal(&sh->qcond);
+    /* the writer sleeps until the window ends; it needs waking only to
+     * start one, or to write a full batch before it ends */
+    if (sh->qlen == 1 || sh->qlen == FLUSH_MAX) {
+        pthread_cond_signal(&sh->wcond);
+    }
     pthread_mutex_unlock(&sh->qlock);
 }
 
@@ -1846,6 +1864,27 @@ write_op(sqlite3 *db, sqlite3_stmt **sts, const op_t *op)
     sqlite3_clear_bindings(st);
 }
 
+/* One batch's spend deltas of a scope and period add up into one
+ * statement (the ledger rows stay one each). */
+static void
+coalesce(op_t *ops)
+{
+    op_t *a, *b;
+
+    for (a = ops; a != NULL; a = a->next) {
+        if (a->kind != 0 && a->kind != 1) {
+            continue;
+        }
+        for (b = a->next; b != NULL; b = b->next) {
+            if (b->kind == a->kind && b->period_start == a->period_start &&
+                strcmp(b->scope, a->scope) == 0) {
+                a->amount += b->amount;
+                b->kind = -1; /* written with a */
+            }
+        }
+    }
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -1868,21 +1907,40 @@ writer_main(void *arg)
     for (;;) {
         op_t *ops, *op;
         struct timespec until;
+        size_t taken;
 
         pthread_mutex_lock(&sh->qlock);
         while (sh->qhead == NULL && !lm->stop) {
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 1;
-            pthread_cond_timedwait(&sh->qcond, &sh->qlock, &until);
+            pthread_cond_timedwait(&sh->wcond, &sh->qlock, &until);
+        }
+        /* the window: more settlements join this transaction */
+        while (sh->qhead != NULL && !lm->stop && !sh->urgent &&
+               sh->qlen < FLUSH_MAX) {
+            until = sh->qsince;
+            until.tv_nsec += FLUSH_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&sh->wcond, &sh->qlock, &until) ==
+                ETIMEDOUT) {
+                break;
+            }
         }
         ops = sh->qhead;
+        taken = sh->qlen;
         sh->qhead = sh->qtail = NULL;
         sh->qlen = 0;
+        sh->urgent = 0;
         sh->busy += ops != NULL;
+        sh->inflight += taken;
         pthread_mutex_unlock(&sh->qlock);
         if (ops == NULL && lm->stop) {
             break;
         }
+        coalesce(ops);
         if (begin == NULL) {
             sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
             sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
@@ -1901,6 +1959,7 @@ writer_main(void *arg)
         }
         pthread_mutex_lock(&sh->qlock);
         sh->busy--;
+        sh->inflight -= taken;
         pthread_cond_broadcast(&sh->qcond);
         pthread_mutex_unlock(&sh->qlock);
     }
@@ -1923,6 +1982,10 @@ flush(lm_t *lm)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 2;
     pthread_mutex_lock(&sh->qlock);
+    if (sh->qhead != NULL) {
+        sh->urgent = 1; /* no waiting out the window */
+        pthread_cond_broadcast(&sh->wcond);
+    }
     while ((sh->qhead != NULL || sh->busy > 0) &&
            pthread_cond_timedwait(&sh->qcond, &sh->qlock, &until) == 0) {
     }
@@ -2042,6 +2105,7 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
     char scope[160];
     json_t *j = json_object();
     int usd;
+    json_int_t unwritten;
 
     if (name == NULL) {
         json_decref(j);
@@ -2121,7 +2185,14 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
         }
     }
     pthread_mutex_unlock(&lm->sh->lock);
-    *out = json_pack("{s:s,s:o}", "scope", scope, "budgets", j);
+    pthread_mutex_lock(&lm->sh->qlock);
+    unwritten = (json_int_t)(lm->sh->qlen + lm->sh->inflight);
+    pthread_mutex_unlock(&lm->sh->qlock);
+    /* unwritten: the settlement records (spend deltas, ledger rows) this
+     * node has not committed to its database yet, what a kill -9 now
+     * would lose */
+    *out = json_pack("{s:s,s:s,s:o,s:I}", "scope", scope, "store", "local",
+                     "budgets", j, "unwritten", unwritten);
     return 200;
 }
 
@@ -2423,6 +2494,7 @@ shared_unref(shared_t *sh)
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->qlock);
     pthread_cond_destroy(&sh->qcond);
+    pthread_cond_destroy(&sh->wcond);
     free(sh);
 }
 
@@ -2459,6 +2531,7 @@ shared_get(const char *key, int *adopted)
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->qlock, NULL);
     pthread_cond_init(&sh->qcond, NULL);
+    pthread_cond_init(&sh->wcond, NULL);
     sh->refs = 1;
     sh->tats = gov_map_new();
     sh->leases = gov_map_new();
@@ -2549,7 +2622,7 @@ lm_fini(void *state)
     if (lm->writer_up) {
         pthread_mutex_lock(&lm->sh->qlock);
         lm->stop = 1;
-        pthread_cond_broadcast(&lm->sh->qcond);
+        pthread_cond_broadcast(&lm->sh->wcond);
         pthread_mutex_unlock(&lm->sh->qlock);
         pthread_join(lm->writer, NULL);
     }
