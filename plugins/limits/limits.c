@@ -1324,19 +1324,23 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
 static void
 publish_budget(const char *scope, const budget_t *b)
 {
-    char k[200], v[80];
-    int kn, vn;
+    char k[200], v[80], *p = v;
+    int kn;
 
     if (strncmp(scope, "consumer:", 9) != 0) {
         return;
     }
     kn = (int)cat2(k, sizeof(k), BILLING_BUDGET, sizeof(BILLING_BUDGET) - 1,
                    scope + 9, strlen(scope + 9));
-    vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
-                  (long long)b->used, (long long)b->topup);
+    /* "START USED TOPUP" (each >= 0), without printf: once a request */
+    p = put_int(p, b->period_start);
+    *p++ = ' ';
+    p = put_int(p, b->used);
+    *p++ = ' ';
+    p = put_int(p, b->topup);
     if (kn > 0 && (size_t)kn < sizeof(k)) {
-        api->shared_set((mf_str_t){k, (size_t)kn}, (mf_str_t){v, (size_t)vn},
-                        0);
+        api->shared_set((mf_str_t){k, (size_t)kn},
+                        (mf_str_t){v, (size_t)(p - v)}, 0);
     }
 }
 
@@ -1344,15 +1348,19 @@ static void
 publish_cost(mf_str_t consumer, int64_t cost)
 {
     int64_t start, end;
-    char k[220];
+    char k[220], *p;
     int kn;
 
     if (cost <= 0 || consumer.len == 0 || consumer.len > 160) {
         return;
     }
     gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
-    kn = snprintf(k, sizeof(k), BILLING_COST "%lld.%.*s", (long long)start,
-                  (int)consumer.len, consumer.data);
+    /* BILLING_COST "START.NAME", without printf: once a request */
+    memcpy(k, BILLING_COST, sizeof(BILLING_COST) - 1);
+    p = put_int(k + sizeof(BILLING_COST) - 1, start);
+    *p++ = '.';
+    memcpy(p, consumer.data, consumer.len);
+    kn = (int)(p - k) + (int)consumer.len;
     api->shared_incr((mf_str_t){k, (size_t)kn}, cost,
                      (uint64_t)(end - start + 86400) * 1000, NULL);
 }
