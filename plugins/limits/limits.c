@@ -530,10 +530,10 @@ queue_spend(lm_t *lm, const char *scope, int usd, int64_t start, int64_t d,
     enqueue(lm->sh, op);
 }
 
-static const json_t *
+static int
 price_of(lm_t *lm, mf_str_t model, price_t *p)
 {
-    return price_find(lm->prices, model, p);
+    return price_find_memo(lm->prices, model, p);
 }
 
 /* The scopes of r and their limits, in ctx; each with its Redis hash tag
@@ -1270,7 +1270,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     }
     scopes_of(lm, r, x, model);
     x->est_tokens = estimate(lm, r, &x->est_prompt);
-    x->priced = price_of(lm, model, &x->price) != NULL;
+    x->priced = price_of(lm, model, &x->price);
     x->est_cost = x->priced ? price_cost(&x->price, x->est_prompt, 0, 0,
                                          x->est_tokens - x->est_prompt, 0)
                             : 0;
@@ -2643,6 +2643,7 @@ lm_fini(void *state)
     json_decref(lm->models);
     json_decref(lm->groups);
     json_decref(lm->prices);
+    price_forget(); /* the memo of price_of held it */
     free(lm->db_path);
     free(lm);
 }
