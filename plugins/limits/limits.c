@@ -95,6 +95,7 @@ typedef struct replay_s {
     int64_t ts;      /* usage: when it was settled */
     char model[201]; /* usage */
     int64_t v[8];    /* usage: n p c k r d e u */
+    int whole;       /* Redis forgot the script: sent whole (EVAL) */
 } replay_t;
 
 /* The counters, shared by the instances of one store across reloads. */
@@ -119,7 +120,8 @@ typedef struct {
     replay_t *rhead, *rtail; /* under lock */
     size_t rlen;             /* read without the lock to skip the lock */
     uint64_t rdropped;
-    char key[600]; /* its name in the host's shared dict */
+    char key[600];                   /* its name in the host's shared dict */
+    char use_sha[41], spend_sha[41]; /* the ledger and replay scripts' */
 } shared_t;
 
 static void replay_flush(shared_t *sh, mf_req_t *r);
@@ -1404,13 +1406,16 @@ use_key(char *dst, size_t cap, const char *tag, gov_period_t p, int64_t start)
  * for a settlement at now; keys and nums hold the text. */
 static void
 use_argv(const char *tag, mf_str_t model, const int64_t *v, int64_t now,
-         char keys[4][400], char nums[12][24], mf_str_t *argv)
+         const char *sha, char keys[4][400], char nums[12][24], mf_str_t *argv)
 {
     int64_t start, end;
     int k, n;
 
-    argv[0] = MF_STR("EVAL");
-    argv[1] = (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
+    /* by name: the script (~500 bytes) is sent whole only when Redis
+     * does not know it (NOSCRIPT: replay_done sends it again) */
+    argv[0] = sha ? MF_STR("EVALSHA") : MF_STR("EVAL");
+    argv[1] = sha ? (mf_str_t){sha, 40}
+                  : (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
     argv[2] = MF_STR("4");
     for (k = 0; k < 4; k++) {
         gov_period_bounds(use_periods[k], 0, now, &start, &end);
@@ -1481,6 +1486,15 @@ replay_done(void *arg, const mf_redis_reply_t *reply, const char *err)
     replay_t *e = arg;
     shared_t *sh = e->sh;
 
+    if (is_noscript(reply) && !e->whole) {
+        e->whole = 1; /* Redis restarted or flushed: the script whole */
+        if (replay_send(NULL, e) == MF_OK) {
+            return;
+        }
+        replay_push(sh, e);
+        return;
+    }
+    e->whole = 0;
     if (err != NULL) {
         log_store_error("a settlement could not be added to Redis (kept "
                         "for when it is back)",
@@ -1509,16 +1523,17 @@ replay_send(mf_req_t *r, replay_t *e)
     if (e->kind == 0) {
         snprintf(a[0], sizeof(a[0]), "%lld", (long long)e->amount);
         snprintf(a[1], sizeof(a[1]), "%lld", (long long)e->keep);
-        argv[0] = MF_STR("EVAL");
-        argv[1] = (mf_str_t){spend_lua, sizeof(spend_lua) - 1};
+        argv[0] = e->whole ? MF_STR("EVAL") : MF_STR("EVALSHA");
+        argv[1] = e->whole ? (mf_str_t){spend_lua, sizeof(spend_lua) - 1}
+                           : (mf_str_t){((shared_t *)e->sh)->spend_sha, 40};
         argv[2] = MF_STR("1");
         argv[3] = (mf_str_t){e->key, strlen(e->key)};
         argv[4] = (mf_str_t){a[0], strlen(a[0])};
         argv[5] = (mf_str_t){a[1], strlen(a[1])};
         return api->redis_post(r, 6, argv, replay_done, e);
     }
-    use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts, keys,
-             nums, argv);
+    use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts,
+             e->whole ? NULL : ((shared_t *)e->sh)->use_sha, keys, nums, argv);
     return api->redis_post(r, 20, argv, replay_done, e);
 }
 
@@ -2540,6 +2555,8 @@ shared_get(const char *key, int *adopted)
     pthread_mutex_init(&sh->qlock, NULL);
     pthread_cond_init(&sh->qcond, NULL);
     pthread_cond_init(&sh->wcond, NULL);
+    gov_sha1_hex(usage_lua, sizeof(usage_lua) - 1, sh->use_sha);
+    gov_sha1_hex(spend_lua, sizeof(spend_lua) - 1, sh->spend_sha);
     sh->refs = 1;
     sh->tats = gov_map_new();
     sh->leases = gov_map_new();
