@@ -5,6 +5,8 @@
  */
 #include "http/http.h"
 
+#include <stdint.h>
+#include <string.h>
 #include <strings.h>
 #include <time.h>
 

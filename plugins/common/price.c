@@ -169,7 +169,7 @@ price_forget(void)
     __atomic_add_fetch(&memo_epoch, 1, __ATOMIC_RELEASE);
 }
 
-static int
+int
 price_find_memo(const json_t *prices, mf_str_t model, price_t *p)
 {
     unsigned epoch = __atomic_load_n(&memo_epoch, __ATOMIC_ACQUIRE);

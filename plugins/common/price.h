@@ -42,6 +42,11 @@ const json_t *price_find(const json_t *prices, mf_str_t model, price_t *p);
 int64_t price_cost(const price_t *p, int64_t prompt, int64_t cached,
                    int64_t cache_write, int64_t completion, int64_t reasoning);
 
+/* price_find through a per-thread memo of the last models looked up
+ * (a lookup is seven JSON reads): 1 and *p when priced, 0 when not. A
+ * stage that uses it calls price_forget when it frees prices. */
+int price_find_memo(const json_t *prices, mf_str_t model, price_t *p);
+
 /* The cost of a finished request's usage (the one record on_log reads:
  * get_info's usage and cache_write_tokens), priced by the model the
  * client asked for, else by the model sent upstream (the lookup the

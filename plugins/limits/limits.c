@@ -21,6 +21,7 @@
 #include <manifold/plugin.h>
 
 #include <math.h>
+#include <errno.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdarg.h>
@@ -94,10 +95,11 @@ typedef struct replay_s {
     int64_t ts;      /* usage: when it was settled */
     char model[201]; /* usage */
     int64_t v[8];    /* usage: n p c k r d e u */
+    int whole;       /* Redis forgot the script: sent whole (EVAL) */
 } replay_t;
 
 /* The counters, shared by the instances of one store across reloads. */
-#define SHARED_MAGIC "mf-limits-shared-2"
+#define SHARED_MAGIC "mf-limits-shared-3"
 typedef struct {
     char magic[24];
     pthread_mutex_t lock;
@@ -107,14 +109,19 @@ typedef struct {
     gov_map_t *budgets; /* "scope|usd" / "scope|tokens" -> budget_t */
     uint64_t next_lease;
     pthread_mutex_t qlock;
-    pthread_cond_t qcond;
+    pthread_cond_t qcond; /* the queue is written (flush waits on it) */
+    pthread_cond_t wcond; /* wakes the writer */
     op_t *qhead, *qtail;
     size_t qlen;
-    int busy; /* a writer holds ops it took and has not written yet */
+    struct timespec qsince; /* when the oldest queued op came */
+    int busy;        /* a writer holds ops it took and has not written yet */
+    size_t inflight; /* the ops those writers hold */
+    int urgent;      /* flush(): write what is queued now */
     replay_t *rhead, *rtail; /* under lock */
     size_t rlen;             /* read without the lock to skip the lock */
     uint64_t rdropped;
-    char key[600]; /* its name in the host's shared dict */
+    char key[600];                   /* its name in the host's shared dict */
+    char use_sha[41], spend_sha[41]; /* the ledger and replay scripts' */
 } shared_t;
 
 static void replay_flush(shared_t *sh, mf_req_t *r);
@@ -480,6 +487,14 @@ budget_now(shared_t *sh, const char *scope, const lim_t *l, int64_t now_s)
     return b;
 }
 
+/* Group commit: the writer commits what is queued FLUSH_MS after the
+ * oldest of it came, or at once when FLUSH_MAX operations wait (a
+ * request queues its ledger row and one spend delta per budget), on
+ * flush() and on a stop. A kill -9 loses at most what came in the last
+ * FLUSH_MS and the transaction being written (docs/GOVERNANCE.md). */
+#define FLUSH_MS 5
+#define FLUSH_MAX 256
+
 static void
 enqueue(shared_t *sh, op_t *op)
 {
@@ -488,10 +503,15 @@ enqueue(shared_t *sh, op_t *op)
         sh->qtail->next = op;
     } else {
         sh->qhead = op;
+        clock_gettime(CLOCK_REALTIME, &sh->qsince);
     }
     sh->qtail = op;
     sh->qlen++;
-    pthread_cond_signal(&sh->qcond);
+    /* the writer sleeps until the window ends; it needs waking only to
+     * start one, or to write a full batch before it ends */
+    if (sh->qlen == 1 || sh->qlen == FLUSH_MAX) {
+        pthread_cond_signal(&sh->wcond);
+    }
     pthread_mutex_unlock(&sh->qlock);
 }
 
@@ -513,10 +533,10 @@ queue_spend(lm_t *lm, const char *scope, int usd, int64_t start, int64_t d,
     enqueue(lm->sh, op);
 }
 
-static const json_t *
+static int
 price_of(lm_t *lm, mf_str_t model, price_t *p)
 {
-    return price_find(lm->prices, model, p);
+    return price_find_memo(lm->prices, model, p);
 }
 
 /* The scopes of r and their limits, in ctx; each with its Redis hash tag
@@ -1279,7 +1299,7 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
     }
     scopes_of(lm, r, x, model);
     x->est_tokens = estimate(lm, r, &x->est_prompt);
-    x->priced = price_of(lm, model, &x->price) != NULL;
+    x->priced = price_of(lm, model, &x->price);
     x->est_cost = x->priced ? price_cost(&x->price, x->est_prompt, 0, 0,
                                          x->est_tokens - x->est_prompt, 0)
                             : 0;
@@ -1333,19 +1353,23 @@ lm_on_request(mf_req_t *r, void *state, void **ctx)
 static void
 publish_budget(const char *scope, const budget_t *b)
 {
-    char k[200], v[80];
-    int kn, vn;
+    char k[200], v[80], *p = v;
+    int kn;
 
     if (strncmp(scope, "consumer:", 9) != 0) {
         return;
     }
     kn = (int)cat2(k, sizeof(k), BILLING_BUDGET, sizeof(BILLING_BUDGET) - 1,
                    scope + 9, strlen(scope + 9));
-    vn = snprintf(v, sizeof(v), "%lld %lld %lld", (long long)b->period_start,
-                  (long long)b->used, (long long)b->topup);
+    /* "START USED TOPUP" (each >= 0), without printf: once a request */
+    p = put_int(p, b->period_start);
+    *p++ = ' ';
+    p = put_int(p, b->used);
+    *p++ = ' ';
+    p = put_int(p, b->topup);
     if (kn > 0 && (size_t)kn < sizeof(k)) {
-        api->shared_set((mf_str_t){k, (size_t)kn}, (mf_str_t){v, (size_t)vn},
-                        0);
+        api->shared_set((mf_str_t){k, (size_t)kn},
+                        (mf_str_t){v, (size_t)(p - v)}, 0);
     }
 }
 
@@ -1353,15 +1377,19 @@ static void
 publish_cost(mf_str_t consumer, int64_t cost)
 {
     int64_t start, end;
-    char k[220];
+    char k[220], *p;
     int kn;
 
     if (cost <= 0 || consumer.len == 0 || consumer.len > 160) {
         return;
     }
     gov_period_bounds(GOV_MONTH, 0, (int64_t)time(NULL), &start, &end);
-    kn = snprintf(k, sizeof(k), BILLING_COST "%lld.%.*s", (long long)start,
-                  (int)consumer.len, consumer.data);
+    /* BILLING_COST "START.NAME", without printf: once a request */
+    memcpy(k, BILLING_COST, sizeof(BILLING_COST) - 1);
+    p = put_int(k + sizeof(BILLING_COST) - 1, start);
+    *p++ = '.';
+    memcpy(p, consumer.data, consumer.len);
+    kn = (int)(p - k) + (int)consumer.len;
     api->shared_incr((mf_str_t){k, (size_t)kn}, cost,
                      (uint64_t)(end - start + 86400) * 1000, NULL);
 }
@@ -1405,13 +1433,16 @@ use_key(char *dst, size_t cap, const char *tag, gov_period_t p, int64_t start)
  * for a settlement at now; keys and nums hold the text. */
 static void
 use_argv(const char *tag, mf_str_t model, const int64_t *v, int64_t now,
-         char keys[4][400], char nums[12][24], mf_str_t *argv)
+         const char *sha, char keys[4][400], char nums[12][24], mf_str_t *argv)
 {
     int64_t start, end;
     int k, n;
 
-    argv[0] = MF_STR("EVAL");
-    argv[1] = (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
+    /* by name: the script (~500 bytes) is sent whole only when Redis
+     * does not know it (NOSCRIPT: replay_done sends it again) */
+    argv[0] = sha ? MF_STR("EVALSHA") : MF_STR("EVAL");
+    argv[1] = sha ? (mf_str_t){sha, 40}
+                  : (mf_str_t){usage_lua, sizeof(usage_lua) - 1};
     argv[2] = MF_STR("4");
     for (k = 0; k < 4; k++) {
         gov_period_bounds(use_periods[k], 0, now, &start, &end);
@@ -1482,6 +1513,15 @@ replay_done(void *arg, const mf_redis_reply_t *reply, const char *err)
     replay_t *e = arg;
     shared_t *sh = e->sh;
 
+    if (is_noscript(reply) && !e->whole) {
+        e->whole = 1; /* Redis restarted or flushed: the script whole */
+        if (replay_send(NULL, e) == MF_OK) {
+            return;
+        }
+        replay_push(sh, e);
+        return;
+    }
+    e->whole = 0;
     if (err != NULL) {
         log_store_error("a settlement could not be added to Redis (kept "
                         "for when it is back)",
@@ -1510,16 +1550,17 @@ replay_send(mf_req_t *r, replay_t *e)
     if (e->kind == 0) {
         snprintf(a[0], sizeof(a[0]), "%lld", (long long)e->amount);
         snprintf(a[1], sizeof(a[1]), "%lld", (long long)e->keep);
-        argv[0] = MF_STR("EVAL");
-        argv[1] = (mf_str_t){spend_lua, sizeof(spend_lua) - 1};
+        argv[0] = e->whole ? MF_STR("EVAL") : MF_STR("EVALSHA");
+        argv[1] = e->whole ? (mf_str_t){spend_lua, sizeof(spend_lua) - 1}
+                           : (mf_str_t){((shared_t *)e->sh)->spend_sha, 40};
         argv[2] = MF_STR("1");
         argv[3] = (mf_str_t){e->key, strlen(e->key)};
         argv[4] = (mf_str_t){a[0], strlen(a[0])};
         argv[5] = (mf_str_t){a[1], strlen(a[1])};
         return api->redis_post(r, 6, argv, replay_done, e);
     }
-    use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts, keys,
-             nums, argv);
+    use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts,
+             e->whole ? NULL : ((shared_t *)e->sh)->use_sha, keys, nums, argv);
     return api->redis_post(r, 20, argv, replay_done, e);
 }
 
@@ -1911,6 +1952,27 @@ write_op(sqlite3 *db, sqlite3_stmt **sts, const op_t *op)
     sqlite3_clear_bindings(st);
 }
 
+/* One batch's spend deltas of a scope and period add up into one
+ * statement (the ledger rows stay one each). */
+static void
+coalesce(op_t *ops)
+{
+    op_t *a, *b;
+
+    for (a = ops; a != NULL; a = a->next) {
+        if (a->kind != 0 && a->kind != 1) {
+            continue;
+        }
+        for (b = a->next; b != NULL; b = b->next) {
+            if (b->kind == a->kind && b->period_start == a->period_start &&
+                strcmp(b->scope, a->scope) == 0) {
+                a->amount += b->amount;
+                b->kind = -1; /* written with a */
+            }
+        }
+    }
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -1933,21 +1995,40 @@ writer_main(void *arg)
     for (;;) {
         op_t *ops, *op;
         struct timespec until;
+        size_t taken;
 
         pthread_mutex_lock(&sh->qlock);
         while (sh->qhead == NULL && !lm->stop) {
             clock_gettime(CLOCK_REALTIME, &until);
             until.tv_sec += 1;
-            pthread_cond_timedwait(&sh->qcond, &sh->qlock, &until);
+            pthread_cond_timedwait(&sh->wcond, &sh->qlock, &until);
+        }
+        /* the window: more settlements join this transaction */
+        while (sh->qhead != NULL && !lm->stop && !sh->urgent &&
+               sh->qlen < FLUSH_MAX) {
+            until = sh->qsince;
+            until.tv_nsec += FLUSH_MS * 1000000L;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            if (pthread_cond_timedwait(&sh->wcond, &sh->qlock, &until) ==
+                ETIMEDOUT) {
+                break;
+            }
         }
         ops = sh->qhead;
+        taken = sh->qlen;
         sh->qhead = sh->qtail = NULL;
         sh->qlen = 0;
+        sh->urgent = 0;
         sh->busy += ops != NULL;
+        sh->inflight += taken;
         pthread_mutex_unlock(&sh->qlock);
         if (ops == NULL && lm->stop) {
             break;
         }
+        coalesce(ops);
         if (begin == NULL) {
             sqlite3_prepare_v2(db, "BEGIN", -1, &begin, NULL);
             sqlite3_prepare_v2(db, "COMMIT", -1, &commit, NULL);
@@ -1966,6 +2047,7 @@ writer_main(void *arg)
         }
         pthread_mutex_lock(&sh->qlock);
         sh->busy--;
+        sh->inflight -= taken;
         pthread_cond_broadcast(&sh->qcond);
         pthread_mutex_unlock(&sh->qlock);
     }
@@ -1988,6 +2070,10 @@ flush(lm_t *lm)
     clock_gettime(CLOCK_REALTIME, &until);
     until.tv_sec += 2;
     pthread_mutex_lock(&sh->qlock);
+    if (sh->qhead != NULL) {
+        sh->urgent = 1; /* no waiting out the window */
+        pthread_cond_broadcast(&sh->wcond);
+    }
     while ((sh->qhead != NULL || sh->busy > 0) &&
            pthread_cond_timedwait(&sh->qcond, &sh->qlock, &until) == 0) {
     }
@@ -2107,6 +2193,7 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
     char scope[160];
     json_t *j = json_object();
     int usd;
+    json_int_t unwritten;
 
     if (name == NULL) {
         json_decref(j);
@@ -2186,7 +2273,14 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
         }
     }
     pthread_mutex_unlock(&lm->sh->lock);
-    *out = json_pack("{s:s,s:o}", "scope", scope, "budgets", j);
+    pthread_mutex_lock(&lm->sh->qlock);
+    unwritten = (json_int_t)(lm->sh->qlen + lm->sh->inflight);
+    pthread_mutex_unlock(&lm->sh->qlock);
+    /* unwritten: the settlement records (spend deltas, ledger rows) this
+     * node has not committed to its database yet, what a kill -9 now
+     * would lose */
+    *out = json_pack("{s:s,s:s,s:o,s:I}", "scope", scope, "store", "local",
+                     "budgets", j, "unwritten", unwritten);
     return 200;
 }
 
@@ -2488,6 +2582,7 @@ shared_unref(shared_t *sh)
     pthread_mutex_destroy(&sh->lock);
     pthread_mutex_destroy(&sh->qlock);
     pthread_cond_destroy(&sh->qcond);
+    pthread_cond_destroy(&sh->wcond);
     free(sh);
 }
 
@@ -2524,6 +2619,9 @@ shared_get(const char *key, int *adopted)
     pthread_mutex_init(&sh->lock, NULL);
     pthread_mutex_init(&sh->qlock, NULL);
     pthread_cond_init(&sh->qcond, NULL);
+    pthread_cond_init(&sh->wcond, NULL);
+    gov_sha1_hex(usage_lua, sizeof(usage_lua) - 1, sh->use_sha);
+    gov_sha1_hex(spend_lua, sizeof(spend_lua) - 1, sh->spend_sha);
     sh->refs = 1;
     sh->tats = gov_map_new();
     sh->leases = gov_map_new();
@@ -2614,7 +2712,7 @@ lm_fini(void *state)
     if (lm->writer_up) {
         pthread_mutex_lock(&lm->sh->qlock);
         lm->stop = 1;
-        pthread_cond_broadcast(&lm->sh->qcond);
+        pthread_cond_broadcast(&lm->sh->wcond);
         pthread_mutex_unlock(&lm->sh->qlock);
         pthread_join(lm->writer, NULL);
     }
@@ -2628,6 +2726,7 @@ lm_fini(void *state)
     json_decref(lm->dmt_models);
     json_decref(lm->groups);
     json_decref(lm->prices);
+    price_forget(); /* the memo of price_of held it */
     free(lm->db_path);
     free(lm);
 }

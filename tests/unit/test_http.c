@@ -1,6 +1,7 @@
 /* Check suite for host/http/http.c: heads and chunked bodies. */
 #include "check_main.h"
 #include <stdlib.h>
+#include <string.h>
 
 #include "http/http.h"
 
@@ -278,6 +279,27 @@ START_TEST(header_ok)
         ck_assert_int_eq(mf_http_header_ok((mf_str_t){n, 1}, MF_STR("v")),
                          tchar);
     }
+    /* every value byte at every position of values of 1 to 40 bytes:
+     * refused exactly when it is CR, LF or NUL (the value is scanned
+     * eight bytes at a time) */
+    for (size_t len = 1; len <= 40; len++) {
+        for (size_t at = 0; at < len; at++) {
+            for (int c = 0; c < 256; c++) {
+                char v[40];
+
+                memset(v, c == 'a' ? 'b' : 'a', sizeof(v));
+                v[at] = (char)c;
+                ck_assert_int_eq(
+                    mf_http_header_ok(MF_STR("x"), (mf_str_t){v, len}),
+                    c != '\r' && c != '\n' && c != 0);
+            }
+        }
+    }
+    /* high bytes and tabs beside a CR found in the same eight */
+    ck_assert(!mf_http_header_ok(MF_STR("x"), MF_STR("\xff\t\xfe\x80"
+                                                     "a\rbcdefgh")));
+    ck_assert(mf_http_header_ok(MF_STR("x"), MF_STR("\xff\t\xfe\x80\x0e\x0f\x01"
+                                                    "bcdefgh")));
 }
 END_TEST
 

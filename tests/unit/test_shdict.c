@@ -1,6 +1,7 @@
 /* Check suite for host/core/shdict.c: values, TTL, incr across threads. */
 #include "check_main.h"
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -52,6 +53,25 @@ START_TEST(incr_threads)
     ck_assert_int_eq(v, 40000);
     ck_assert_int_eq(mf_shdict_set(MF_STR("s"), MF_STR("abc"), 0), MF_OK);
     ck_assert_int_eq(mf_shdict_incr(MF_STR("s"), 1, 0, &v), MF_ERR);
+    /* the stored text of negative, zero and extreme values */
+    {
+        char buf[32];
+
+        ck_assert_int_eq(mf_shdict_incr(MF_STR("neg"), -7, 0, &v), MF_OK);
+        ck_assert_int_eq(mf_shdict_get(MF_STR("neg"), buf, sizeof(buf)), 2);
+        ck_assert_mem_eq(buf, "-7", 2);
+        ck_assert_int_eq(mf_shdict_incr(MF_STR("neg"), 7, 0, &v), MF_OK);
+        ck_assert_int_eq(mf_shdict_get(MF_STR("neg"), buf, sizeof(buf)), 1);
+        ck_assert_mem_eq(buf, "0", 1);
+        ck_assert_int_eq(mf_shdict_incr(MF_STR("min"), INT64_MIN, 0, &v),
+                         MF_OK);
+        ck_assert_int_eq(mf_shdict_get(MF_STR("min"), buf, sizeof(buf)), 20);
+        ck_assert_mem_eq(buf, "-9223372036854775808", 20);
+        ck_assert_int_eq(mf_shdict_incr(MF_STR("max"), INT64_MAX, 0, &v),
+                         MF_OK);
+        ck_assert_int_eq(mf_shdict_get(MF_STR("max"), buf, sizeof(buf)), 19);
+        ck_assert_mem_eq(buf, "9223372036854775807", 19);
+    }
 }
 END_TEST
 
