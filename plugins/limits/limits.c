@@ -75,7 +75,7 @@ typedef struct op_s {
     /* ledger */
     int64_t ts;
     char consumer[128], key_id[32], model[128], provider[64];
-    int64_t prompt, completion, cached, reasoning, cost;
+    int64_t prompt, completion, cached, reasoning, cost, cache_write;
     int estimated, unpriced, status;
 } op_t;
 
@@ -94,7 +94,7 @@ typedef struct replay_s {
     int64_t keep;    /* spend: seconds to keep the hash (0 forever) */
     int64_t ts;      /* usage: when it was settled */
     char model[201]; /* usage */
-    int64_t v[8];    /* usage: n p c k r d e u */
+    int64_t v[9];    /* usage: n p c k r d e u w */
     int whole;       /* Redis forgot the script: sent whole (EVAL) */
 } replay_t;
 
@@ -1400,20 +1400,20 @@ publish_cost(mf_str_t consumer, int64_t cost)
  * mf:use:{c:NAME}:PERIOD:START, and one for everyone, mf:use:{all}:...
  * (anonymous requests too); fields KIND:MODEL with KIND n requests,
  * p prompt, c completion, k cached, r reasoning, d micro-USD,
- * e estimated, u unpriced, and `cost` the whole micro-USD. A period's
- * hash expires 35 days after the period ends; `total` never does.
+ * e estimated, u unpriced, w cache writes, and `cost` the whole micro-USD. A
+ * period's hash expires 35 days after the period ends; `total` never does.
  * KEYS: the four periods' hashes of one hash tag; ARGV: the model, the
- * eight amounts, the four TTLs (0: none). */
+ * nine amounts, the four TTLs (0: none). */
 static const char usage_lua[] =
-    "local f={'n','p','c','k','r','d','e','u'}\n"
+    "local f={'n','p','c','k','r','d','e','u','w'}\n"
     "for i,key in ipairs(KEYS) do\n"
-    " for j=1,8 do\n"
+    " for j=1,9 do\n"
     "  local v=tonumber(ARGV[j+1])\n"
     "  if v~=0 then redis.call('HINCRBY',key,f[j]..':'..ARGV[1],v) end\n"
     " end\n"
     " local d=tonumber(ARGV[7])\n"
     " if d~=0 then redis.call('HINCRBY',key,'cost',d) end\n"
-    " local t=tonumber(ARGV[9+i])\n"
+    " local t=tonumber(ARGV[10+i])\n"
     " if t>0 then redis.call('EXPIRE',key,t) end\n"
     "end\n"
     "return 1\n";
@@ -1429,11 +1429,11 @@ use_key(char *dst, size_t cap, const char *tag, gov_period_t p, int64_t start)
                     (long long)start);
 }
 
-/* The 20 arguments of one tag's ledger script ("c:NAME" or "all"),
+/* The 21 arguments of one tag's ledger script ("c:NAME" or "all"),
  * for a settlement at now; keys and nums hold the text. */
 static void
 use_argv(const char *tag, mf_str_t model, const int64_t *v, int64_t now,
-         const char *sha, char keys[4][400], char nums[12][24], mf_str_t *argv)
+         const char *sha, char keys[4][400], char nums[13][24], mf_str_t *argv)
 {
     int64_t start, end;
     int k, n;
@@ -1450,16 +1450,16 @@ use_argv(const char *tag, mf_str_t model, const int64_t *v, int64_t now,
         argv[3 + k] = (mf_str_t){keys[k], (size_t)n};
         /* how long to keep it: 35 days past the period's end (from now,
          * the time it is sent: a replay sets it anew) */
-        snprintf(nums[8 + k], 24, "%lld",
+        snprintf(nums[9 + k], 24, "%lld",
                  (long long)(use_periods[k] == GOV_TOTAL
                                  ? 0
                                  : end - (int64_t)time(NULL) + 35 * 86400));
     }
     argv[7] = model;
-    for (k = 0; k < 8; k++) {
+    for (k = 0; k < 9; k++) {
         snprintf(nums[k], 24, "%lld", (long long)v[k]);
     }
-    for (k = 0; k < 12; k++) {
+    for (k = 0; k < 13; k++) {
         argv[8 + k] = (mf_str_t){nums[k], strlen(nums[k])};
     }
 }
@@ -1544,8 +1544,8 @@ replay_done(void *arg, const mf_redis_reply_t *reply, const char *err)
 static int
 replay_send(mf_req_t *r, replay_t *e)
 {
-    mf_str_t argv[20];
-    char keys[4][400], nums[12][24], a[2][24];
+    mf_str_t argv[21];
+    char keys[4][400], nums[13][24], a[2][24];
 
     if (e->kind == 0) {
         snprintf(a[0], sizeof(a[0]), "%lld", (long long)e->amount);
@@ -1561,7 +1561,7 @@ replay_send(mf_req_t *r, replay_t *e)
     }
     use_argv(e->key, (mf_str_t){e->model, strlen(e->model)}, e->v, e->ts,
              e->whole ? NULL : ((shared_t *)e->sh)->use_sha, keys, nums, argv);
-    return api->redis_post(r, 20, argv, replay_done, e);
+    return api->redis_post(r, 21, argv, replay_done, e);
 }
 
 /* Redis answered: sends what was kept while it failed, a batch at a
@@ -1860,7 +1860,7 @@ ledger:
     if (lm->redis) {
         int64_t p0 = billable ? (prompt > 0 ? prompt : 0) : 0;
         int64_t c0 = billable ? (completion > 0 ? completion : 0) : 0;
-        int64_t v[8];
+        int64_t v[9];
 
         if (billable && !reported && p0 + c0 < tokens) {
             c0 = tokens - p0; /* what was charged, as the row below */
@@ -1873,6 +1873,7 @@ ledger:
         v[5] = cost;
         v[6] = billable && !reported;
         v[7] = billable && !x->priced;
+        v[8] = billable && i.cache_write_tokens > 0 ? i.cache_write_tokens : 0;
         use_post(lm, r, c.name, i.model, v);
     }
     if (lm->db_path == NULL || (op = calloc(1, sizeof(*op))) == NULL) {
@@ -1894,6 +1895,8 @@ ledger:
     op->cached = cached > 0 ? cached : 0;
     op->reasoning = i.usage.reasoning_tokens > 0 ? i.usage.reasoning_tokens : 0;
     op->cost = cost;
+    op->cache_write =
+        billable && i.cache_write_tokens > 0 ? i.cache_write_tokens : 0;
     op->estimated = billable && !reported;
     op->unpriced = billable && !x->priced;
     op->status = i.status;
@@ -1911,7 +1914,7 @@ static const char *const op_sql[3] = {
     "SET topup = topup + excluded.topup",
     "INSERT INTO ledger(ts, consumer, key_id, model, provider, "
     "prompt, completion, cached, reasoning, cost, estimated, "
-    "unpriced, status) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)"};
+    "unpriced, status, cache_write) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"};
 
 /* One operation, with the writer's statements (prepared once). */
 static void
@@ -1942,6 +1945,7 @@ write_op(sqlite3 *db, sqlite3_stmt **sts, const op_t *op)
         sqlite3_bind_int(st, 11, op->estimated);
         sqlite3_bind_int(st, 12, op->unpriced);
         sqlite3_bind_int(st, 13, op->status);
+        sqlite3_bind_int64(st, 14, op->cache_write);
     } else {
         sqlite3_bind_text(st, 1, op->scope, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, op->period_start);
@@ -2287,8 +2291,8 @@ cmd_budget_show(void *arg, const json_t *args, json_t **out)
 /* One model's line of `usage`. */
 typedef struct {
     char model[200];
-    int64_t v[8]; /* requests, prompt, completion, cached, reasoning,
-                     micro-USD, estimated, unpriced */
+    int64_t v[9]; /* requests, prompt, completion, cached, reasoning,
+                     micro-USD, estimated, unpriced, cache writes */
 } use_row_t;
 
 static int
@@ -2303,7 +2307,7 @@ static int
 use_read(const char *who, gov_period_t p, int64_t start, use_row_t **rows,
          char *err, size_t errcap)
 {
-    static const char kinds[] = "npckrdeu";
+    static const char kinds[] = "npckrdeuw";
     char key[400], tag[200];
     json_t *rep;
     size_t i, n;
@@ -2373,7 +2377,8 @@ use_sqlite(lm_t *lm, const char *who, int64_t start, int64_t end,
             lm->rdb,
             "SELECT model, count(*), sum(prompt), sum(completion), "
             "sum(cached), sum(reasoning), sum(cost), sum(estimated), "
-            "sum(unpriced) FROM ledger WHERE ts >= ? AND ts < ? AND "
+            "sum(unpriced), sum(cache_write) FROM ledger WHERE ts >= ? AND ts "
+            "< ? AND "
             "(?3 IS NULL OR consumer = ?3) GROUP BY model ORDER BY model",
             -1, &st, NULL) != SQLITE_OK) {
         return -1;
@@ -2402,7 +2407,7 @@ use_sqlite(lm_t *lm, const char *who, int64_t start, int64_t end,
         row = &(*rows)[nrows++];
         memset(row, 0, sizeof(*row));
         snprintf(row->model, sizeof(row->model), "%s", m ? m : "");
-        for (k = 0; k < 8; k++) {
+        for (k = 0; k < 9; k++) {
             row->v[k] = sqlite3_column_int64(st, k + 1);
         }
     }
@@ -2428,7 +2433,8 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
     size_t tlen = 0;
     FILE *f;
     struct {
-        int64_t n, prompt, completion, cached, reasoning, cost, est, unpriced;
+        int64_t n, prompt, completion, cached, reasoning, cost, est, unpriced,
+            cache_write;
     } tot = {0};
 
     if (who == NULL) {
@@ -2489,15 +2495,16 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
         tot.cost += v[5];
         tot.est += v[6];
         tot.unpriced += v[7];
+        tot.cache_write += v[8];
         json_array_append_new(
             models,
-            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "model", m,
+            json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I}", "model", m,
                       "requests", (json_int_t)v[0], "prompt_tokens",
                       (json_int_t)v[1], "completion_tokens", (json_int_t)v[2],
-                      "cached_tokens", (json_int_t)v[3], "reasoning_tokens",
-                      (json_int_t)v[4], "cost_micro_usd", (json_int_t)v[5],
-                      "estimated", (json_int_t)v[6], "unpriced",
-                      (json_int_t)v[7]));
+                      "cached_tokens", (json_int_t)v[3], "cache_write_tokens",
+                      (json_int_t)v[8], "reasoning_tokens", (json_int_t)v[4],
+                      "cost_micro_usd", (json_int_t)v[5], "estimated",
+                      (json_int_t)v[6], "unpriced", (json_int_t)v[7]));
         if (f != NULL) {
             fprintf(f, "%-24s %8lld %10lld %10lld %10lld %12.6f  %s%s\n", m,
                     (long long)v[0], (long long)v[1], (long long)v[2],
@@ -2518,15 +2525,17 @@ cmd_usage(void *arg, const json_t *args, json_t **out)
         fclose(f);
     }
     *out = json_pack(
-        "{s:s?,s:s,s:s,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},s:s}",
+        "{s:s?,s:s,s:s,s:I,s:I,s:o,s:{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I},"
+        "s:s}",
         "consumer", who, "ledger", source, "period", gov_period_name(p), "from",
         (json_int_t)start, "to", (json_int_t)end, "models", models, "total",
         "requests", (json_int_t)tot.n, "prompt_tokens", (json_int_t)tot.prompt,
         "completion_tokens", (json_int_t)tot.completion, "cached_tokens",
-        (json_int_t)tot.cached, "reasoning_tokens", (json_int_t)tot.reasoning,
-        "cost_micro_usd", (json_int_t)tot.cost, "estimated",
-        (json_int_t)tot.est, "unpriced", (json_int_t)tot.unpriced, "text",
-        text ? text : "");
+        (json_int_t)tot.cached, "cache_write_tokens",
+        (json_int_t)tot.cache_write, "reasoning_tokens",
+        (json_int_t)tot.reasoning, "cost_micro_usd", (json_int_t)tot.cost,
+        "estimated", (json_int_t)tot.est, "unpriced", (json_int_t)tot.unpriced,
+        "text", text ? text : "");
     free(text);
     return 200;
 }
@@ -2644,7 +2653,8 @@ db_open(lm_t *lm)
         "CREATE TABLE IF NOT EXISTS ledger(ts INTEGER, consumer TEXT, key_id "
         "TEXT, model TEXT, provider TEXT, prompt INTEGER, completion "
         "INTEGER, cached INTEGER, reasoning INTEGER, cost INTEGER, estimated "
-        "INTEGER, unpriced INTEGER, status INTEGER);"
+        "INTEGER, unpriced INTEGER, status INTEGER, cache_write INTEGER NOT "
+        "NULL DEFAULT 0);"
         "CREATE INDEX IF NOT EXISTS ledger_ts ON ledger(ts);";
     char *err = NULL;
     mode_t old = umask(0077);
@@ -2662,6 +2672,12 @@ db_open(lm_t *lm)
         sqlite3_free(err);
         return MF_ERR;
     }
+    /* a ledger written before cache writes were kept gains the column
+     * (the error when it has it already is the expected one) */
+    (void)sqlite3_exec(lm->rdb,
+                       "ALTER TABLE ledger ADD COLUMN cache_write INTEGER NOT "
+                       "NULL DEFAULT 0",
+                       NULL, NULL, NULL);
     return MF_OK;
 }
 

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, config, chat, path, writeConfig, spawnSync, BIN } from './harness.mjs';
+import { startMock, startGateway, config, chat, path, writeConfig, spawnSync, BIN, adminCommand } from './harness.mjs';
 
 let mock;
 
@@ -170,4 +170,41 @@ consumers:
   const bad = check(LIMITS('{ default_max_tokens: { "gpt-4o*": 0 } }'), '');
   assert.notEqual(bad.status, 0);
   assert.match(bad.stderr, /default_max_tokens\.gpt-4o\* must be a whole number of at least 1/);
+});
+
+test('the usage ledger keeps cache writes as a kind of their own', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-gcw-'));
+  const sock = path.join(dir, 'admin.sock');
+  const gw = await startGateway(config(mock.url, {
+    stages: `${AUTH}
+${LIMITS('{}')}`,
+    extraProviders: `
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]`,
+  }) + `
+admin: { socket: ${sock} }
+consumers:
+  - { name: writer, keys: ["k-w"] }
+prices:
+  "claude-*": { input: 3, output: 15, cache_write: 3.75 }
+`, { dir });
+  try {
+    const r = await chat(gw, '[[mock:cache_write=20]] hi', { model: 'claude-sonnet-4' }, { authorization: 'Bearer k-w' });
+    assert.equal(r.status, 200);
+    await r.text();
+    let u;
+    for (let i = 0; i < 300; i++) {
+      u = (await adminCommand(sock, 'usage', { consumer: 'writer', period: 'day' })).json;
+      if (u.total.requests === 1) break;
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    assert.equal(u.total.requests, 1);
+    assert.equal(u.total.cache_write_tokens, 20);
+    assert.equal(u.models[0].cache_write_tokens, 20);
+  } finally {
+    await gw.stop();
+  }
 });
