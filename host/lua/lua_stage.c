@@ -567,7 +567,8 @@ lua_cmd_run(void *arg, const json_t *args, json_t **out)
                 status = 500;
             }
         }
-        *out = lua_isnil(L, -2) ? json_object() : mf_lua_to_json(L, lua_gettop(L) - 1, 0);
+        *out = lua_isnil(L, -2) ? json_object()
+                                : mf_lua_to_json(L, lua_gettop(L) - 1, 0);
         if (*out == NULL) {
             *out = json_pack("{s:s}", "error", mf_lua_to_json_why());
             status = 500;

@@ -1353,14 +1353,15 @@ cookie_get(mf_req_t *r, const char *name, mf_str_t *v)
         }
         while (p < e) {
             const char *semi = memchr(p, ';', (size_t)(e - p));
-            const char *end = semi ? semi : e;
+            size_t len = (size_t)((semi ? semi : e) - p), sp = 0;
 
-            while (p < end && *p == ' ') {
-                p++;
+            while (sp < len && p[sp] == ' ') {
+                sp++;
             }
-            if ((size_t)(end - p) > nl && memcmp(p, name, nl) == 0 &&
-                p[nl] == '=') {
-                *v = (mf_str_t){p + nl + 1, (size_t)(end - p - (long)nl - 1)};
+            /* cppcheck-suppress knownConditionTrueFalse */
+            if (len - sp > nl && memcmp(p + sp, name, nl) == 0 &&
+                p[sp + nl] == '=') {
+                *v = (mf_str_t){p + sp + nl + 1, len - sp - nl - 1};
                 return MF_OK;
             }
             p = semi ? semi + 1 : e;
