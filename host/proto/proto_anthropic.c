@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 /* Canonical chunks to Anthropic stream events. */
@@ -220,8 +222,8 @@ assistant_turn(json_t *out, json_t *content)
             (t = json_string_value(json_object_get(b, "text"))) != NULL) {
             mf_buf_append(&text, t, strlen(t));
         } else if (type && strcmp(type, "tool_use") == 0) {
-            char *args = json_dumps(json_object_get(b, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(b, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(
                 calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
@@ -486,7 +488,7 @@ anthropic_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 static void
 emit(mf_buf_t *out, const char *event, json_t *data)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
+    char *text = mf_json_dumps(data, JSON_COMPACT);
 
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", event, text ? text : "{}");
     free(text);
@@ -559,7 +561,7 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
         emit(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -674,7 +676,7 @@ anthropic_error_body(const mf_proto_error_t *e)
     json_t *j =
         json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
                   mf_proto_anthropic_type(e->status), "message", e->message);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;
@@ -699,7 +701,7 @@ anthropic_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 static size_t
 json_bytes(json_t *v)
 {
-    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *t = v ? mf_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     size_t n = t ? strlen(t) : 0;
 
     free(t);

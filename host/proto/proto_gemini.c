@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 #define GEM_PREFIX "/v1beta/models/"
@@ -322,8 +324,8 @@ user_turn(json_t *msgs, json_t *content, callbook_t *cb)
     {
         if (json_is_object(v = json_object_get(p, "functionResponse"))) {
             json_t *resp = json_object_get(v, "response");
-            char *text = json_dumps(resp ? resp : json_object_get(v, "name"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *text = mf_json_dumps(resp ? resp : json_object_get(v, "name"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(msgs,
                                   json_pack("{s:s,s:o,s:s}", "role", "tool",
@@ -366,8 +368,8 @@ model_turn(json_t *msgs, json_t *content, callbook_t *cb)
     {
         if (json_is_object(fc = json_object_get(p, "functionCall"))) {
             json_t *args = json_object_get(fc, "args");
-            char *a =
-                args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            char *a = args ? mf_json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+                           : NULL;
 
             json_array_append_new(
                 calls, json_pack("{s:o,s:s,s:{s:O,s:s}}", "id", call_id(cb, fc),
@@ -848,7 +850,7 @@ gemini_stream_free(void *state)
 static void
 record(gemini_stream_t *s, mf_buf_t *out, json_t *j)
 {
-    char *text = json_dumps(j, JSON_COMPACT);
+    char *text = mf_json_dumps(j, JSON_COMPACT);
 
     json_decref(j);
     if (text == NULL) {
@@ -925,7 +927,7 @@ gemini_stream_event(void *state, mf_str_t data, int last,
         s->closed = 1;
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -1029,7 +1031,7 @@ static char *
 gemini_error_body(const mf_proto_error_t *e)
 {
     json_t *j = error_json(e);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;
@@ -1067,7 +1069,7 @@ gemini_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 static size_t
 value_bytes(json_t *v)
 {
-    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *t = v ? mf_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     size_t n = t ? strlen(t) : 0;
 
     free(t);

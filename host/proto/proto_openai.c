@@ -4,6 +4,8 @@
  * ({"error":{"message","type","code","param"}}, in a stream as one more
  * data event).
  */
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 #include <stdlib.h>
@@ -37,7 +39,7 @@ static char *
 openai_error_body(const mf_proto_error_t *e)
 {
     json_t *j = openai_error_json(e);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;

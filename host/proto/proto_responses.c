@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 /* Item ids */
@@ -622,7 +624,7 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
         }
     }
     j = json_pack("{s:O,s:O}", "input", input, "response", response);
-    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (text != NULL) {
         call->store_put(call, id, mf_str_from(text));
@@ -815,7 +817,7 @@ emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
 
     json_object_set_new(data, "type", json_string(type));
     json_object_set_new(data, "sequence_number", json_integer(s->seq++));
-    text = json_dumps(data, JSON_COMPACT);
+    text = mf_json_dumps(data, JSON_COMPACT);
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", type, text ? text : "{}");
     free(text);
     json_decref(data);
@@ -1009,7 +1011,7 @@ responses_stream_event(void *state, mf_str_t data, int last,
         }
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -1220,7 +1222,7 @@ input_items_page(const mf_proto_call_t *call, json_t *input, const char **err)
         json_object_get(json_array_get(data, json_array_size(data) - 1), "id")
             ?: json_null(),
         "has_more", k < n);
-    text = json_dumps(page, JSON_COMPACT);
+    text = mf_json_dumps(page, JSON_COMPACT);
     json_decref(page);
     return text;
 }
@@ -1260,7 +1262,7 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
         if (call->store_delete(call, id)) {
             j = json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
                           "deleted", 1);
-            *body = json_dumps(j, JSON_COMPACT);
+            *body = mf_json_dumps(j, JSON_COMPACT);
             json_decref(j);
             *status = 200;
             return 1;
@@ -1291,7 +1293,7 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
             *body = mf_xstrdup(err ? err : "out of memory");
         }
     } else {
-        *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+        *body = mf_json_dumps(json_object_get(j, "response"), JSON_COMPACT);
         *status = 200;
     }
     json_decref(j);

@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "anthropic-wire.h"
 #include "provider-util.h"
 
@@ -354,7 +356,7 @@ read_usage(mf_req_t *r, json_t *in, mf_usage_t *u)
 int
 aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
     mf_usage_t usage = {-1, -1, -1, -1, -1, 0};
     char *text = NULL, *thinking = NULL;
     size_t i, tl = 0, kl = 0;
@@ -402,8 +404,8 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
                 kl += n;
             }
         } else if (strcmp(type, "tool_use") == 0) {
-            char *args = json_dumps(json_object_get(b, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(b, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(
                 calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
@@ -492,7 +494,7 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (ev->data.len == 0) {
         return MF_EVENT_PASS;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return MF_ERR;
@@ -590,7 +592,7 @@ int
 aw_parse_error(mf_req_t *r, const char *name, int status, mf_str_t body,
                mf_error_t *err)
 {
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error");
     const char *type = json_string_value(json_object_get(e, "type"));
     const char *msg = json_string_value(json_object_get(e, "message"));
@@ -629,7 +631,7 @@ aw_parse_error(mf_req_t *r, const char *name, int status, mf_str_t body,
 int
 aw_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "input_tokens");
 
     (void)r;

@@ -27,6 +27,7 @@
  * provider fields: region; options: { input_type: search_document }.
  */
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
@@ -669,7 +670,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         json_decref(msg);
         return MF_ERR;
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -804,7 +805,7 @@ parse_embeddings(mf_req_t *r, json_t *in, const mf_req_info_t *info)
 static int
 bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
     mf_req_info_t info = {.size = sizeof(info)};
     mf_usage_t usage;
     char *text = NULL, *thinking = NULL, id[160];
@@ -843,8 +844,8 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         if (t != NULL) {
             pu_append(&text, &tl, t);
         } else if (tu != NULL) {
-            char *args = json_dumps(json_object_get(tu, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(tu, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(calls,
                                   json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
@@ -944,7 +945,7 @@ bedrock_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                     mf_error_t *err)
 {
     bedrock_t *b = state;
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     const char *msg = json_string_value(json_object_get(j, "message"));
     mf_str_t et = MF_STR("");
 
@@ -1009,7 +1010,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (s == NULL) {
         return MF_ERR;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (ev->id.len > 0 &&
         (ev->id.len != 5 || memcmp(ev->id.data, "event", 5))) {
         /* exception or error message: fail the attempt or end the stream */
@@ -1092,7 +1093,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
 static int
 bedrock_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "inputTokens");
 
     (void)r;

@@ -36,6 +36,7 @@
  * (Claude on vertex) }.
  */
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <pthread.h>
@@ -220,8 +221,8 @@ account_jwt(account_t *a)
         "{s:s,s:s,s:s,s:I,s:I}", "iss", a->email, "scope",
         "https://www.googleapis.com/auth/cloud-platform", "aud", a->token_uri,
         "iat", (json_int_t)iat, "exp", (json_int_t)(iat + 3600));
-    char *h = json_dumps(hdr, JSON_COMPACT),
-         *c = json_dumps(claims, JSON_COMPACT);
+    char *h = mf_json_dumps(hdr, JSON_COMPACT),
+         *c = mf_json_dumps(claims, JSON_COMPACT);
     char *hb = h ? pu_base64url(h, strlen(h)) : NULL;
     char *cb = c ? pu_base64url(c, strlen(c)) : NULL;
     char *input = NULL, *out = NULL, *sb = NULL;
@@ -920,7 +921,7 @@ claude_request(mf_req_t *r, gemini_t *g, const mf_upstream_t *u, json_t *body,
         json_object_set_new(msg, "anthropic_version",
                             json_string("vertex-2023-10-16"));
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -1023,7 +1024,7 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                  g->name);
         return MF_ERR; /* the host answers with err */
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -1074,7 +1075,7 @@ token_answer(mf_req_t *r, void *arg, const mf_http_result_t *res,
     char why[256];
 
     if (res != NULL) {
-        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        j = mf_json_loadb(res->body.data, res->body.len, 0, NULL);
     }
     tok = json_string_value(json_object_get(j, "access_token"));
     ttl = pu_opt_int(j, "expires_in", 3600);
@@ -1337,8 +1338,8 @@ tool_call(json_t *part, int index)
         json_string_value(json_object_get(part, "thoughtSignature"));
     const char *given = json_string_value(json_object_get(fc, "id"));
     json_t *argv = json_object_get(fc, "args");
-    char *args =
-        argv ? json_dumps(argv, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+    char *args = argv ? mf_json_dumps(argv, JSON_COMPACT | JSON_ENCODE_ANY)
+                      : strdup("{}");
     char id[64];
     json_t *c;
 
@@ -1457,7 +1458,7 @@ static int
 google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     gemini_t *g = state;
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *cand, *choices;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *cand, *choices;
     json_t *pf;
     mf_usage_t usage;
     mf_req_info_t info = {.size = sizeof(info)};
@@ -1597,7 +1598,7 @@ google_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (s == NULL) {
         return MF_ERR;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return MF_ERR;
@@ -1718,7 +1719,7 @@ google_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                    mf_error_t *err)
 {
     gemini_t *g = state;
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error"), *d;
     const char *msg = json_string_value(json_object_get(e, "message"));
     const char *st = json_string_value(json_object_get(e, "status"));
@@ -1779,7 +1780,7 @@ google_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
 static int
 google_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "totalTokens");
 
     (void)r;
@@ -1817,7 +1818,7 @@ gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     gemini_t *g = state;
 
     if (claude_attempt(r, g) && status != 401 && status != 403) {
-        json_t *j = json_loadb(body.data, body.len, 0, NULL);
+        json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
         int anthropic = json_is_string(
             json_object_get(json_object_get(j, "error"), "type"));
 

@@ -2,6 +2,8 @@
  * The Responses API as an upstream wire (responses-wire.h): chat requests
  * to POST /responses, Responses and their event streams back to chat.
  */
+#include <manifold/json.h>
+
 #include "responses-wire.h"
 
 #include <stdio.h>
@@ -381,7 +383,7 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
     if (data.len == 6 && memcmp(data.data, "[DONE]", 6) == 0) {
         return MF_EVENT_DONE;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     type = json_string_value(json_object_get(j, "type"));
     if (!json_is_object(j) || type == NULL) {
         json_decref(j);
