@@ -748,8 +748,8 @@ api_keep_memory(const char *name, size_t size)
 static json_t *
 api_upstream_health(void)
 {
-    return json_pack("{s:o,s:o}", "keys", mf_keypool_json(), "targets",
-                     mf_balancer_json());
+    return mf_json_pack("{s:o,s:o}", "keys", mf_keypool_json(), "targets",
+                        mf_balancer_json());
 }
 
 static int

@@ -1,11 +1,12 @@
 /*
- * mf_json_dumps and mf_json_loadb: json_dumps and json_loadb in one pass
- * over the bytes, with the same results (sdk/include/manifold/json.h).
- * What they do not handle themselves (flags, invalid UTF-8, any input
- * jansson would refuse) goes to jansson, so the result is always
- * jansson's.
+ * mf_json_dumps, mf_json_loadb and mf_json_pack: json_dumps, json_loadb
+ * and json_pack in one pass, with the same results
+ * (sdk/include/manifold/json.h). What they do not handle themselves
+ * (flags, format characters, invalid UTF-8, any input jansson would
+ * refuse) goes to jansson, so the result is always jansson's.
  */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -716,5 +717,217 @@ mf_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *error)
         error->position = 0;
         snprintf(error->source, sizeof error->source, "%s", "<buffer>");
     }
+    return v;
+}
+
+/* ---- json_pack ---- */
+
+/* the format characters mf_json_pack builds itself; any other ('+', '*',
+ * a mistake) goes to jansson */
+static int
+pack_supported(const char *fmt)
+{
+    int objects = 0;
+    for (const char *f = fmt; *f; f++) {
+        if (strchr("{}[]sbiInfoO?#% \t\n,:", *f) == NULL)
+            return 0;
+        if (*f == 'o' && ++objects > 32)
+            return 0;
+    }
+    return 1;
+}
+
+typedef struct {
+    const char *f;
+    va_list *ap;
+    json_t *stolen[32]; /* the 'o' values, released once the pack is whole */
+    int nstolen;
+    int depth;
+} pk_t;
+
+static char
+pk_peek(pk_t *p)
+{
+    while (*p->f == ' ' || *p->f == '\t' || *p->f == '\n' || *p->f == ',' ||
+           *p->f == ':')
+        p->f++;
+    return *p->f;
+}
+
+static char
+pk_next(pk_t *p)
+{
+    char c = pk_peek(p);
+    if (c != '\0')
+        p->f++;
+    return c;
+}
+
+static int
+utf8_ok(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str, *end = s + len;
+    while (s < end) {
+        if (*s < 0x80) {
+            s++;
+            continue;
+        }
+        size_t n = utf8_seq(s, end);
+        if (n == 0)
+            return 0;
+        s += n;
+    }
+    return 1;
+}
+
+/* a string's arguments, after its 's' (and '?' when optional); 0, or -1
+ * for jansson; *str NULL for an optional one not given */
+static int
+pk_string(pk_t *p, int optional, const char **str, size_t *len)
+{
+    char t = pk_peek(p);
+    *str = va_arg(*p->ap, const char *);
+    if (t == '#' || t == '%') {
+        if (optional || *str == NULL)
+            return -1;
+        p->f++;
+        if (t == '#') {
+            int n = va_arg(*p->ap, int);
+            if (n < 0)
+                return -1;
+            *len = (size_t)n;
+        } else {
+            *len = va_arg(*p->ap, size_t);
+        }
+    } else {
+        if (*str == NULL)
+            return optional ? 0 : -1;
+        *len = strlen(*str);
+    }
+    return utf8_ok(*str, *len) ? 0 : -1;
+}
+
+static json_t *pk_value(pk_t *p);
+
+static json_t *
+pk_object(pk_t *p)
+{
+    json_t *obj = json_object();
+    for (;;) {
+        char c = pk_next(p);
+        if (c == '}')
+            return obj;
+        const char *key;
+        size_t klen;
+        if (c != 's' || pk_peek(p) == '?' ||
+            pk_string(p, 0, &key, &klen) != 0 ||
+            memchr(key, '\0', klen) != NULL) {
+            json_decref(obj);
+            return NULL;
+        }
+        json_t *v = pk_value(p);
+        if (v == NULL) {
+            json_decref(obj);
+            return NULL;
+        }
+        json_object_setn_new_nocheck(obj, key, klen, v);
+    }
+}
+
+static json_t *
+pk_array(pk_t *p)
+{
+    json_t *arr = json_array();
+    for (;;) {
+        if (pk_peek(p) == ']') {
+            p->f++;
+            return arr;
+        }
+        json_t *v = pk_value(p);
+        if (v == NULL) {
+            json_decref(arr);
+            return NULL;
+        }
+        json_array_append_new(arr, v);
+    }
+}
+
+static json_t *
+pk_value(pk_t *p)
+{
+    char c = pk_next(p);
+    switch (c) {
+    case '{':
+    case '[': {
+        json_t *v;
+        if (++p->depth > JSON_MAX_DEPTH)
+            return NULL;
+        v = c == '{' ? pk_object(p) : pk_array(p);
+        p->depth--;
+        return v;
+    }
+    case 's': {
+        int optional = pk_peek(p) == '?';
+        const char *s;
+        size_t n;
+        if (optional)
+            p->f++;
+        if (pk_string(p, optional, &s, &n) != 0)
+            return NULL;
+        return s != NULL ? json_stringn_nocheck(s, n) : json_null();
+    }
+    case 'n':
+        return json_null();
+    case 'b':
+        return va_arg(*p->ap, int) ? json_true() : json_false();
+    case 'i':
+        return json_integer(va_arg(*p->ap, int));
+    case 'I':
+        return json_integer(va_arg(*p->ap, json_int_t));
+    case 'f':
+        /* json_real refuses what is not finite, as jansson's pack does */
+        return json_real(va_arg(*p->ap, double));
+    case 'o':
+    case 'O': {
+        int optional = pk_peek(p) == '?';
+        if (optional)
+            p->f++;
+        json_t *v = va_arg(*p->ap, json_t *);
+        if (v == NULL)
+            return optional ? json_null() : NULL;
+        if (c == 'o')
+            p->stolen[p->nstolen++] = v;
+        /* 'o' too holds a reference of its own until the whole pack
+         * succeeds: a failed one is handed to jansson untouched */
+        return json_incref(v);
+    }
+    default:
+        return NULL;
+    }
+}
+
+json_t *
+mf_json_pack(const char *fmt, ...)
+{
+    va_list ap, again;
+    json_t *v = NULL;
+    va_start(ap, fmt);
+    va_copy(again, ap);
+    if (fmt != NULL && pack_supported(fmt)) {
+        pk_t p = {.f = fmt, .ap = &ap};
+        v = pk_value(&p);
+        if (v != NULL && pk_peek(&p) != '\0') {
+            json_decref(v);
+            v = NULL;
+        }
+        if (v != NULL) {
+            for (int i = 0; i < p.nstolen; i++)
+                json_decref(p.stolen[i]);
+        }
+    }
+    if (v == NULL) /* jansson's own result, and its errors */
+        v = json_vpack_ex(NULL, 0, fmt, again);
+    va_end(again);
+    va_end(ap);
     return v;
 }

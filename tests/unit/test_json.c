@@ -206,6 +206,94 @@ START_TEST(invalid_utf8)
 }
 END_TEST
 
+/* both packs of one format and arguments: equal, same bytes, or both
+ * refused */
+static void
+same_pack(json_t *a, json_t *b, const char *fmt)
+{
+    ck_assert_msg((a == NULL) == (b == NULL), "refused by one: %s", fmt);
+    if (a != NULL) {
+        char *ta = json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *tb = json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY);
+
+        ck_assert_msg(json_equal(a, b), "different values: %s", fmt);
+        ck_assert_str_eq(ta, tb);
+        free(ta);
+        free(tb);
+    }
+    json_decref(a);
+    json_decref(b);
+}
+
+#define SAME_PACK(fmt, ...)                                                    \
+    same_pack(mf_json_pack(fmt, __VA_ARGS__), json_pack(fmt, __VA_ARGS__), fmt)
+
+START_TEST(pack)
+{
+    const char *null = NULL;
+    json_t *o1, *o2;
+
+    SAME_PACK("{s:s,s:s,s:I,s:s,s:n,s:b,s:{},s:[],s:{s:{s:s}}}", "id", "r1",
+              "object", "response", "created_at", (json_int_t)1700000000,
+              "status", "completed", "error", "ok", 1, "metadata", "tools",
+              "text", "format", "type", "text");
+    SAME_PACK("{s:i, s:f, s:b}", "a", -7, "b", 0.1, "c", 0);
+    SAME_PACK("[s,i,I,f,n,b]", "x", 1, (json_int_t)-9223372036854775807LL,
+              1e300, 1);
+    SAME_PACK("s", "caf\xc3\xa9 \xf0\x9f\x98\x80");
+    SAME_PACK("i", 42);
+    SAME_PACK("{s:s#,s:s%}", "a", "abcdef", 3, "b", "a\0b", (size_t)3);
+    SAME_PACK("{s%:s}", "key-cut", (size_t)3, "v");
+    SAME_PACK("{s:s?,s:s?}", "a", null, "b", "set");
+    SAME_PACK("{s:s,s:s}", "dup", "one", "dup", "two");
+    SAME_PACK("[{s:[{s:s,s:s,s:[]}]}]", "content", "type", "output_text",
+              "text", "line\n\"quoted\"", "annotations");
+    /* refused: NULL strings, invalid UTF-8, NaN, bad formats (jansson's
+     * verdict), and the ones handed to jansson as they are */
+    SAME_PACK("{s:s}", "a", null);
+    SAME_PACK("{s:s}", null, "v");
+    SAME_PACK("{s:s}", "a", "bad\xff");
+    SAME_PACK("{s:s}", "bad\xc3", "v");
+    SAME_PACK("[f]", 0.0 / 0.0);
+    SAME_PACK("{s:i", "a", 1);
+    SAME_PACK("[i]x", 1);
+    SAME_PACK("{s:s+}", "a", "b", "c");
+    SAME_PACK("{s:s*}", "a", null);
+    SAME_PACK("{s?:s}", "a", "b");
+    SAME_PACK("[s?#]", "a", 1);
+
+    /* 'O' references, 'o' takes; 'o?' and 'O?' give null for NULL */
+    o1 = json_string("x");
+    o2 = json_string("x");
+    same_pack(mf_json_pack("{s:O,s:O?}", "a", o1, "b", NULL),
+              json_pack("{s:O,s:O?}", "a", o2, "b", NULL), "O");
+    ck_assert_int_eq(o1->refcount, 1);
+    ck_assert_int_eq(o2->refcount, 1);
+    json_decref(o1);
+    json_decref(o2);
+    o1 = json_array();
+    o2 = json_array();
+    json_incref(o1);
+    json_incref(o2);
+    same_pack(mf_json_pack("[o,o?]", o1, NULL), json_pack("[o,o?]", o2, NULL),
+              "o");
+    ck_assert_int_eq(o1->refcount, 1);
+    ck_assert_int_eq(o2->refcount, 1);
+    json_decref(o1);
+    json_decref(o2);
+    /* a refused pack with an 'o': jansson's handling of the value */
+    o1 = json_array();
+    o2 = json_array();
+    json_incref(o1);
+    json_incref(o2);
+    same_pack(mf_json_pack("[o,s]", o1, null), json_pack("[o,s]", o2, null),
+              "o refused");
+    ck_assert_int_eq(o1->refcount, o2->refcount);
+    json_decref(o1);
+    json_decref(o2);
+}
+END_TEST
+
 static unsigned long long seed = 88172645463325252ULL;
 
 static unsigned
@@ -327,6 +415,7 @@ main(void)
     tcase_add_test(tc, documents);
     tcase_add_test(tc, known_bytes);
     tcase_add_test(tc, invalid_utf8);
+    tcase_add_test(tc, pack);
     tcase_add_test(tc, random_values_and_mutations);
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
