@@ -11,7 +11,9 @@
 #   tests/bench/instr-xlate.sh [N1 N2]   (default 200 1200)
 # With MF_INSTR_PROFILES=DIR, each row's inclusive per-function profile
 # (callgrind_annotate --inclusive=yes, over the N2 run) is written to
-# DIR/<row>.txt. Expects build/ to be built and valgrind installed.
+# DIR/<row>.txt, and both runs' callgrind files beside it (the difference
+# of a function's counts between them, divided, is its cost per request:
+# tests/bench/instr-diff.sh). Expects build/ to be built and valgrind installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${1:-200}
@@ -132,6 +134,7 @@ for row in "${ROWS[@]}"; do
   if [ -n "${MF_INSTR_PROFILES:-}" ]; then
     mkdir -p "$MF_INSTR_PROFILES"
     callgrind_annotate --inclusive=yes --threshold=99 "$T/$name.$N2.out" > "$MF_INSTR_PROFILES/$name.txt" 2>/dev/null || true
-    cp "$T/$name.$N2.out" "$MF_INSTR_PROFILES/$name.callgrind"
+    cp "$T/$name.$N1.out" "$MF_INSTR_PROFILES/$name.$N1.callgrind"
+    cp "$T/$name.$N2.out" "$MF_INSTR_PROFILES/$name.$N2.callgrind"
   fi
 done
