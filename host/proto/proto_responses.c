@@ -598,8 +598,7 @@ static void
 store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
 {
     const char *id = json_string_value(json_object_get(response, "id"));
-    json_t *j;
-    char *text;
+    char *in, *out;
 
     if (call == NULL || call->store_put == NULL || input == NULL ||
         id == NULL) {
@@ -623,13 +622,28 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
             }
         }
     }
-    j = mf_json_pack("{s:O,s:O}", "input", input, "response", response);
-    text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text != NULL) {
-        call->store_put(call, id, mf_str_from(text));
+    /* {"input":...,"response":...} from the two texts: the Response's is
+     * the client's answer too (call->text), written once */
+    in = mf_json_dumps(input, JSON_COMPACT);
+    out = mf_json_dumps(response, JSON_COMPACT);
+    if (in != NULL && out != NULL) {
+        mf_buf_t b = {0};
+
+        mf_buf_append(&b, "{\"input\":", 9);
+        mf_buf_append(&b, in, strlen(in));
+        mf_buf_append(&b, ",\"response\":", 12);
+        mf_buf_append(&b, out, strlen(out));
+        mf_buf_append(&b, "}", 1);
+        call->store_put(call, id, (mf_str_t){b.data, b.len});
+        mf_buf_free(&b);
     }
-    free(text);
+    free(in);
+    if (out != NULL && call->text != NULL) {
+        free(*call->text);
+        *call->text = out;
+    } else {
+        free(out);
+    }
 }
 
 /* Response */
@@ -791,6 +805,7 @@ responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
         s->memo = json_incref(*call->memo);
         s->call_copy = *call;
         s->call_copy.memo = NULL;
+        s->call_copy.text = NULL;
     }
     s->call = -1;
     s->created = (json_int_t)time(NULL);

@@ -625,8 +625,18 @@ mf_req_complete_nonstream(mf_req_t *r)
                         ? json_incref(r->resp_json)
                         : mf_json_loadb(body.data, body.len, 0, NULL);
         mf_proto_call_t call = mf_req_proto_call(r);
-        json_t *m = c ? r->proto->response(&call, c, &r->usage) : NULL;
-        char *mt = m ? mf_json_dumps(m, JSON_COMPACT) : NULL;
+        char *written = NULL;
+        json_t *m;
+        char *mt;
+
+        call.text = &written; /* an adapter that wrote its answer already */
+        m = c ? r->proto->response(&call, c, &r->usage) : NULL;
+        mt = m == NULL ? NULL
+             : written ? written
+                       : mf_json_dumps(m, JSON_COMPACT);
+        if (m == NULL) {
+            free(written);
+        }
 
         json_decref(c);
         json_decref(m);
