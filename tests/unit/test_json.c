@@ -4,6 +4,7 @@
  * write (unicode, escapes, tools, images, stop sequences, numbers of every
  * shape), malformed ones, random values and random mutations. */
 #include "check_main.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,7 +255,7 @@ START_TEST(pack)
     SAME_PACK("{s:s}", null, "v");
     SAME_PACK("{s:s}", "a", "bad\xff");
     SAME_PACK("{s:s}", "bad\xc3", "v");
-    SAME_PACK("[f]", 0.0 / 0.0);
+    SAME_PACK("[f]", (double)NAN);
     SAME_PACK("{s:i", "a", 1);
     SAME_PACK("[i]x", 1);
     SAME_PACK("{s:s+}", "a", "b", "c");
@@ -265,8 +266,8 @@ START_TEST(pack)
     /* 'O' references, 'o' takes; 'o?' and 'O?' give null for NULL */
     o1 = json_string("x");
     o2 = json_string("x");
-    same_pack(mf_json_pack("{s:O,s:O?}", "a", o1, "b", NULL),
-              json_pack("{s:O,s:O?}", "a", o2, "b", NULL), "O");
+    same_pack(mf_json_pack("{s:O,s:O?}", "a", o1, "b", (json_t *)NULL),
+              json_pack("{s:O,s:O?}", "a", o2, "b", (json_t *)NULL), "O");
     ck_assert_int_eq(o1->refcount, 1);
     ck_assert_int_eq(o2->refcount, 1);
     json_decref(o1);
@@ -275,8 +276,8 @@ START_TEST(pack)
     o2 = json_array();
     json_incref(o1);
     json_incref(o2);
-    same_pack(mf_json_pack("[o,o?]", o1, NULL), json_pack("[o,o?]", o2, NULL),
-              "o");
+    same_pack(mf_json_pack("[o,o?]", o1, (json_t *)NULL),
+              json_pack("[o,o?]", o2, (json_t *)NULL), "o");
     ck_assert_int_eq(o1->refcount, 1);
     ck_assert_int_eq(o2->refcount, 1);
     json_decref(o1);
