@@ -9,6 +9,7 @@
 # Anthropic upstream, and OpenAI in with the Responses API as the upstream
 # wire. The count does not drift with the machine's load.
 #   tests/bench/instr-xlate.sh [N1 N2]   (default 200 1200)
+# MF_BUILD=DIR counts another build's gateway (default build/).
 # With MF_INSTR_PROFILES=DIR, each row's inclusive per-function profile
 # (callgrind_annotate --inclusive=yes, over the N2 run) is written to
 # DIR/<row>.txt, and both runs' callgrind files beside it (the difference
@@ -18,6 +19,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${1:-200}
 N2=${2:-1200}
+B=$(cd "${MF_BUILD:-build}" && pwd)
 T=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
@@ -26,7 +28,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
 
-build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
+$B/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
 for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
 MOCK=$(head -1 "$T/mock.port")
 
@@ -53,7 +55,7 @@ cat > "$T/mf.yaml" <<YAML
 listen: 127.0.0.1:0
 workers: 1
 log_level: info
-plugin_dir: $PWD/build/plugins
+plugin_dir: $B/plugins
 providers:
   - name: openai
     type: openai
@@ -110,7 +112,7 @@ run_mf() {  # row name, path, body, requests -> total instructions
   local port; port=$(free_port)
   MANIFOLD_ADMIN_SOCKET="$T/admin.sock" \
     valgrind --tool=callgrind --callgrind-out-file="$T/$1.$4.out" \
-    build/manifold -c "$T/mf.yaml" --listen "127.0.0.1:$port" --workers 1 \
+    "$B/manifold" -c "$T/mf.yaml" --listen "127.0.0.1:$port" --workers 1 \
       >/dev/null 2>"$T/$1.$4.err" & local pid=$!
   wait_port "$port"
   python3 tests/bench/reqs.py "$port" "$4" "$2" "$3" || { cat "$T/$1.$4.err" >&2; kill -TERM "$pid"; return 1; }
