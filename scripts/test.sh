@@ -47,7 +47,7 @@ npm_deps() {
     (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
 }
 node_tests() { MF_BUILD=$1 node --test --test-concurrency=1 tests/integration/ tests/compat/; }
-fuzzers="sse evstream config http admin proto jscan govkey mask mask_raw guard provider_openai provider_anthropic provider_gemini provider_bedrock"
+fuzzers="sse evstream config http admin proto jscan json govkey mask mask_raw guard provider_openai provider_anthropic provider_gemini provider_bedrock"
 fuzz() {
   local f rc=0 corpus
   CC=clang cmake -S . -B build-fuzz -DMF_FUZZ=ON \

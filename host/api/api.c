@@ -8,6 +8,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <manifold/json.h>
+
 #include "request/request.h"
 #include "svc/svc.h"
 #include "pipeline/generation.h"
@@ -746,8 +748,8 @@ api_keep_memory(const char *name, size_t size)
 static json_t *
 api_upstream_health(void)
 {
-    return json_pack("{s:o,s:o}", "keys", mf_keypool_json(), "targets",
-                     mf_balancer_json());
+    return mf_json_pack("{s:o,s:o}", "keys", mf_keypool_json(), "targets",
+                        mf_balancer_json());
 }
 
 static int
@@ -782,7 +784,7 @@ api_emit_chunk(mf_req_t *r, json_t *chunk)
     if (!r->client_wants_usage) {
         json_object_del(chunk, "usage"); /* "usage": null otherwise */
     }
-    text = json_dumps(chunk, JSON_COMPACT);
+    text = mf_json_dumps(chunk, JSON_COMPACT);
     json_decref(chunk);
     if (text == NULL) {
         return MF_ERR;
@@ -1304,7 +1306,7 @@ api_get_response_text(mf_req_t *r, mf_str_t *text)
         text->len = r->up_buf.len;
         return MF_OK;
     }
-    t = json_dumps(r->resp_json, JSON_COMPACT);
+    t = mf_json_dumps(r->resp_json, JSON_COMPACT);
     if (t == NULL) {
         return MF_ERR;
     }

@@ -57,6 +57,11 @@ typedef struct mf_proto_call_s {
                       mf_str_t value);
     int (*store_delete)(const struct mf_proto_call_s *call, const char *id);
     void *ctx; /* the host's, for the store functions */
+    /* Set by the host for `response` (else NULL): the adapter that has
+     * already written the answer it returns as compact JSON (to store it)
+     * may leave that text here (malloc'd, the bytes mf_json_dumps would
+     * give), and the host sends it instead of writing it again. */
+    char **text;
 } mf_proto_call_t;
 
 /* One model as a model list shows it. */

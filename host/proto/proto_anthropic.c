@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 /* Canonical chunks to Anthropic stream events. */
@@ -86,7 +88,7 @@ cached_text_parts(json_t *content)
         if (!json_is_string(t)) {
             continue;
         }
-        p = json_pack("{s:s,s:O}", "type", "text", "text", t);
+        p = mf_json_pack("{s:s,s:O}", "type", "text", "text", t);
         cached |= keep_cache_control(p, b);
         json_array_append_new(parts, p);
     }
@@ -116,14 +118,14 @@ image_part(json_t *block)
         n = strlen(mt) + strlen(data) + 16;
         url = mf_xmalloc(n);
         snprintf(url, n, "data:%s;base64,%s", mt, data);
-        out = json_pack("{s:s,s:{s:s}}", "type", "image_url", "image_url",
-                        "url", url);
+        out = mf_json_pack("{s:s,s:{s:s}}", "type", "image_url", "image_url",
+                           "url", url);
         free(url);
         return out;
     }
     if (type && strcmp(type, "url") == 0) {
-        return json_pack("{s:s,s:{s:O}}", "type", "image_url", "image_url",
-                         "url", json_object_get(src, "url"));
+        return mf_json_pack("{s:s,s:{s:O}}", "type", "image_url", "image_url",
+                            "url", json_object_get(src, "url"));
     }
     return NULL;
 }
@@ -138,7 +140,7 @@ user_turn(json_t *out, json_t *content)
 
     if (json_is_string(content)) {
         json_array_append_new(
-            out, json_pack("{s:s,s:O}", "role", "user", "content", content));
+            out, mf_json_pack("{s:s,s:O}", "role", "user", "content", content));
         json_decref(parts);
         return;
     }
@@ -156,17 +158,18 @@ user_turn(json_t *out, json_t *content)
 
             if (cp == NULL &&
                 json_is_object(json_object_get(b, "cache_control"))) {
-                cp = json_pack("[{s:s,s:s}]", "type", "text", "text", t);
+                cp = mf_json_pack("[{s:s,s:s}]", "type", "text", "text", t);
                 keep_cache_control(json_array_get(cp, 0), b);
             }
             json_array_append_new(
-                out, json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
-                               json_object_get(b, "tool_use_id"), "content",
-                               cp ? cp : json_string(t)));
+                out,
+                mf_json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
+                             json_object_get(b, "tool_use_id"), "content",
+                             cp ? cp : json_string(t)));
             free(t);
         } else if (strcmp(type, "text") == 0) {
-            json_t *p = json_pack("{s:s,s:O}", "type", "text", "text",
-                                  json_object_get(b, "text"));
+            json_t *p = mf_json_pack("{s:s,s:O}", "type", "text", "text",
+                                     json_object_get(b, "text"));
 
             if (keep_cache_control(p, b)) {
                 only_text = 0; /* the breakpoint needs the part */
@@ -193,11 +196,11 @@ user_turn(json_t *out, json_t *content)
         free(t);
         json_decref(parts);
         json_array_append_new(
-            out, json_pack("{s:s,s:o}", "role", "user", "content", text));
+            out, mf_json_pack("{s:s,s:o}", "role", "user", "content", text));
         return;
     }
     json_array_append_new(
-        out, json_pack("{s:s,s:o}", "role", "user", "content", parts));
+        out, mf_json_pack("{s:s,s:o}", "role", "user", "content", parts));
 }
 
 static void
@@ -220,22 +223,23 @@ assistant_turn(json_t *out, json_t *content)
             (t = json_string_value(json_object_get(b, "text"))) != NULL) {
             mf_buf_append(&text, t, strlen(t));
         } else if (type && strcmp(type, "tool_use") == 0) {
-            char *args = json_dumps(json_object_get(b, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(b, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(
-                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
-                                 json_object_get(b, "id"), "type", "function",
-                                 "function", "name", json_object_get(b, "name"),
-                                 "arguments", args ? args : "{}"));
+                calls,
+                mf_json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                             json_object_get(b, "id"), "type", "function",
+                             "function", "name", json_object_get(b, "name"),
+                             "arguments", args ? args : "{}"));
             free(args);
         }
     }
     cp = cached_text_parts(content);
-    m = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                  cp         ? cp
-                  : text.len ? json_stringn(text.data, text.len)
-                             : json_null());
+    m = mf_json_pack("{s:s,s:o}", "role", "assistant", "content",
+                     cp         ? cp
+                     : text.len ? json_stringn(text.data, text.len)
+                                : json_null());
     mf_buf_free(&text);
     if (json_array_size(calls) > 0) {
         json_object_set_new(m, "tool_calls", calls);
@@ -266,18 +270,18 @@ anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
         *err = "messages: Field required (a non-empty list of turns)";
         return NULL;
     }
-    out = json_pack("{s:O,s:O}", "model", json_object_get(in, "model"),
-                    "max_tokens", json_object_get(in, "max_tokens"));
+    out = mf_json_pack("{s:O,s:O}", "model", json_object_get(in, "model"),
+                       "max_tokens", json_object_get(in, "max_tokens"));
     msgs = json_array();
     sys = json_object_get(in, "system");
     if ((v = cached_text_parts(sys)) != NULL) {
         json_array_append_new(
-            msgs, json_pack("{s:s,s:o}", "role", "system", "content", v));
+            msgs, mf_json_pack("{s:s,s:o}", "role", "system", "content", v));
     } else if (json_is_string(sys) || json_is_array(sys)) {
         char *t = text_of(sys);
 
         json_array_append_new(
-            msgs, json_pack("{s:s,s:s}", "role", "system", "content", t));
+            msgs, mf_json_pack("{s:s,s:s}", "role", "system", "content", t));
         free(t);
     }
     json_array_foreach(json_object_get(in, "messages"), i, m)
@@ -334,7 +338,8 @@ anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
 
         json_array_foreach(v, i, t)
         {
-            json_t *fn = json_pack("{s:O}", "name", json_object_get(t, "name"));
+            json_t *fn =
+                mf_json_pack("{s:O}", "name", json_object_get(t, "name"));
 
             if (json_is_string(json_object_get(t, "description"))) {
                 json_object_set(fn, "description",
@@ -344,9 +349,9 @@ anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
                 fn, "parameters",
                 json_is_object(json_object_get(t, "input_schema"))
                     ? json_incref(json_object_get(t, "input_schema"))
-                    : json_pack("{s:s}", "type", "object"));
+                    : mf_json_pack("{s:s}", "type", "object"));
             json_t *tool =
-                json_pack("{s:s,s:o}", "type", "function", "function", fn);
+                mf_json_pack("{s:s,s:o}", "type", "function", "function", fn);
 
             keep_cache_control(tool, t);
             json_array_append_new(tools, tool);
@@ -363,9 +368,9 @@ anthropic_request(const mf_proto_call_t *call, json_t *in, const char **err)
                 json_object_set_new(out, "tool_choice", json_string("none"));
             } else if (type && strcmp(type, "tool") == 0) {
                 json_object_set_new(out, "tool_choice",
-                                    json_pack("{s:s,s:{s:O}}", "type",
-                                              "function", "function", "name",
-                                              json_object_get(tc, "name")));
+                                    mf_json_pack("{s:s,s:{s:O}}", "type",
+                                                 "function", "function", "name",
+                                                 json_object_get(tc, "name")));
             }
             if (json_is_true(
                     json_object_get(tc, "disable_parallel_tool_use"))) {
@@ -402,7 +407,7 @@ usage_json(const mf_usage_t *u, int with_input)
 {
     int64_t cached = u->cached_tokens > 0 ? u->cached_tokens : 0;
     int64_t in = u->prompt_tokens > 0 ? u->prompt_tokens - cached : 0;
-    json_t *j = json_pack(
+    json_t *j = mf_json_pack(
         "{s:I}", "output_tokens",
         (json_int_t)(u->completion_tokens > 0 ? u->completion_tokens : 0));
 
@@ -431,12 +436,12 @@ anthropic_response(const mf_proto_call_t *pc, json_t *c,
     (void)pc;
     if (think != NULL && think[0] != '\0') {
         json_array_append_new(content,
-                              json_pack("{s:s,s:s,s:s}", "type", "thinking",
-                                        "thinking", think, "signature", ""));
+                              mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                           "thinking", think, "signature", ""));
     }
     if (text != NULL && text[0] != '\0') {
         json_array_append_new(
-            content, json_pack("{s:s,s:s}", "type", "text", "text", text));
+            content, mf_json_pack("{s:s,s:s}", "type", "text", "text", text));
     }
     json_array_foreach(json_object_get(msg, "tool_calls"), i, call)
     {
@@ -449,20 +454,20 @@ anthropic_response(const mf_proto_call_t *pc, json_t *c,
             input = json_object();
         }
         json_array_append_new(
-            content, json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
-                               json_object_get(call, "id"), "name",
-                               json_object_get(fn, "name"), "input", input));
+            content, mf_json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
+                                  json_object_get(call, "id"), "name",
+                                  json_object_get(fn, "name"), "input", input));
     }
     snprintf(mid, sizeof(mid), "%s%s",
              id && strncmp(id, "msg_", 4) == 0 ? "" : "msg_",
              id ? id : "manifold");
-    return json_pack("{s:s,s:s,s:s,s:O,s:o,s:s,s:n,s:o}", "id", mid, "type",
-                     "message", "role", "assistant", "model",
-                     json_object_get(c, "model"), "content", content,
-                     "stop_reason",
-                     stop_reason(json_string_value(
-                         json_object_get(choice, "finish_reason"))),
-                     "stop_sequence", "usage", usage_json(usage, 1));
+    return mf_json_pack("{s:s,s:s,s:s,s:O,s:o,s:s,s:n,s:o}", "id", mid, "type",
+                        "message", "role", "assistant", "model",
+                        json_object_get(c, "model"), "content", content,
+                        "stop_reason",
+                        stop_reason(json_string_value(
+                            json_object_get(choice, "finish_reason"))),
+                        "stop_sequence", "usage", usage_json(usage, 1));
 }
 
 /* Stream */
@@ -486,7 +491,7 @@ anthropic_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
 static void
 emit(mf_buf_t *out, const char *event, json_t *data)
 {
-    char *text = json_dumps(data, JSON_COMPACT);
+    char *text = mf_json_dumps(data, JSON_COMPACT);
 
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", event, text ? text : "{}");
     free(text);
@@ -501,10 +506,11 @@ start(anthropic_stream_t *s, const mf_usage_t *u, mf_buf_t *out)
     }
     s->started = 1;
     emit(out, "message_start",
-         json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:o}}", "type",
-                   "message_start", "message", "id", s->id, "type", "message",
-                   "role", "assistant", "model", s->model, "content",
-                   "stop_reason", "stop_sequence", "usage", usage_json(u, 1)));
+         mf_json_pack("{s:s,s:{s:s,s:s,s:s,s:s,s:[],s:n,s:n,s:o}}", "type",
+                      "message_start", "message", "id", s->id, "type",
+                      "message", "role", "assistant", "model", s->model,
+                      "content", "stop_reason", "stop_sequence", "usage",
+                      usage_json(u, 1)));
 }
 
 static void
@@ -514,8 +520,8 @@ close_block(anthropic_stream_t *s, mf_buf_t *out)
         return;
     }
     emit(out, "content_block_stop",
-         json_pack("{s:s,s:i}", "type", "content_block_stop", "index",
-                   s->block));
+         mf_json_pack("{s:s,s:i}", "type", "content_block_stop", "index",
+                      s->block));
     s->block = -1;
     s->block_type = 0;
 }
@@ -527,16 +533,16 @@ open_block(anthropic_stream_t *s, int type, json_t *block, mf_buf_t *out)
     s->block = s->nblocks++;
     s->block_type = type;
     emit(out, "content_block_start",
-         json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index",
-                   s->block, "content_block", block));
+         mf_json_pack("{s:s,s:i,s:o}", "type", "content_block_start", "index",
+                      s->block, "content_block", block));
 }
 
 static void
 delta(anthropic_stream_t *s, json_t *d, mf_buf_t *out)
 {
     emit(out, "content_block_delta",
-         json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
-                   s->block, "delta", d));
+         mf_json_pack("{s:s,s:i,s:o}", "type", "content_block_delta", "index",
+                      s->block, "delta", d));
 }
 
 static void
@@ -552,14 +558,15 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
         start(s, usage, out);
         close_block(s, out);
         emit(out, "message_delta",
-             json_pack("{s:s,s:{s:s,s:n},s:o}", "type", "message_delta",
-                       "delta", "stop_reason",
-                       stop_reason(s->finish[0] ? s->finish : NULL),
-                       "stop_sequence", "usage", usage_json(usage, 1)));
-        emit(out, "message_stop", json_pack("{s:s}", "type", "message_stop"));
+             mf_json_pack("{s:s,s:{s:s,s:n},s:o}", "type", "message_delta",
+                          "delta", "stop_reason",
+                          stop_reason(s->finish[0] ? s->finish : NULL),
+                          "stop_sequence", "usage", usage_json(usage, 1)));
+        emit(out, "message_stop",
+             mf_json_pack("{s:s}", "type", "message_stop"));
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -569,8 +576,9 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
 
         start(s, usage, out);
         emit(out, "error",
-             json_pack("{s:s,s:{s:s,s:O}}", "type", "error", "error", "type",
-                       "api_error", "message", json_object_get(e, "message")));
+             mf_json_pack("{s:s,s:{s:s,s:O}}", "type", "error", "error", "type",
+                          "api_error", "message",
+                          json_object_get(e, "message")));
         json_decref(j);
         return;
     }
@@ -594,19 +602,22 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
         if (s->block_type != 2) {
             open_block(
                 s, 2,
-                json_pack("{s:s,s:s}", "type", "thinking", "thinking", ""),
+                mf_json_pack("{s:s,s:s}", "type", "thinking", "thinking", ""),
                 out);
         }
-        delta(s,
-              json_pack("{s:s,s:s}", "type", "thinking_delta", "thinking", t),
-              out);
+        delta(
+            s,
+            mf_json_pack("{s:s,s:s}", "type", "thinking_delta", "thinking", t),
+            out);
     }
     if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
         if (s->block_type != 1) {
-            open_block(s, 1, json_pack("{s:s,s:s}", "type", "text", "text", ""),
+            open_block(s, 1,
+                       mf_json_pack("{s:s,s:s}", "type", "text", "text", ""),
                        out);
         }
-        delta(s, json_pack("{s:s,s:s}", "type", "text_delta", "text", t), out);
+        delta(s, mf_json_pack("{s:s,s:s}", "type", "text_delta", "text", t),
+              out);
     }
     json_array_foreach(json_object_get(d, "tool_calls"), i, tc)
     {
@@ -620,17 +631,17 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
         if (json_is_string(json_object_get(tc, "id")) &&
             s->tool_block[ti] < 0) {
             open_block(s, 3,
-                       json_pack("{s:s,s:O,s:O,s:{}}", "type", "tool_use", "id",
-                                 json_object_get(tc, "id"), "name",
-                                 json_object_get(fn, "name"), "input"),
+                       mf_json_pack("{s:s,s:O,s:O,s:{}}", "type", "tool_use",
+                                    "id", json_object_get(tc, "id"), "name",
+                                    json_object_get(fn, "name"), "input"),
                        out);
             s->tool_block[ti] = s->block;
         }
         if (args != NULL && args[0] && s->tool_block[ti] == s->block &&
             s->block >= 0) {
             delta(s,
-                  json_pack("{s:s,s:s}", "type", "input_json_delta",
-                            "partial_json", args),
+                  mf_json_pack("{s:s,s:s}", "type", "input_json_delta",
+                               "partial_json", args),
                   out);
         }
     }
@@ -672,9 +683,9 @@ static char *
 anthropic_error_body(const mf_proto_error_t *e)
 {
     json_t *j =
-        json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
-                  mf_proto_anthropic_type(e->status), "message", e->message);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        mf_json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error", "type",
+                     mf_proto_anthropic_type(e->status), "message", e->message);
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;
@@ -699,7 +710,7 @@ anthropic_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 static size_t
 json_bytes(json_t *v)
 {
-    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *t = v ? mf_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     size_t n = t ? strlen(t) : 0;
 
     free(t);
@@ -840,9 +851,9 @@ anthropic_model(const mf_proto_model_t *m)
 {
     /* the config says nothing of a release date: the epoch, as OpenAI's
      * shape says created 0 */
-    return json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->id,
-                     "display_name", m->id, "created_at",
-                     "1970-01-01T00:00:00Z");
+    return mf_json_pack("{s:s,s:s,s:s,s:s}", "type", "model", "id", m->id,
+                        "display_name", m->id, "created_at",
+                        "1970-01-01T00:00:00Z");
 }
 
 static json_t *
@@ -853,9 +864,9 @@ anthropic_model_list(json_t *entries)
     json_t *last =
         json_object_get(json_array_get(entries, n ? n - 1 : 0), "id");
 
-    return json_pack("{s:o,s:b,s:O,s:O}", "data", entries, "has_more", 0,
-                     "first_id", first ? first : json_null(), "last_id",
-                     last ? last : json_null());
+    return mf_json_pack("{s:o,s:b,s:O,s:O}", "data", entries, "has_more", 0,
+                        "first_id", first ? first : json_null(), "last_id",
+                        last ? last : json_null());
 }
 
 const mf_proto_t mf_proto_anthropic = {

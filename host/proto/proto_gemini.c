@@ -24,6 +24,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 #define GEM_PREFIX "/v1beta/models/"
@@ -252,8 +254,8 @@ call_id(callbook_t *cb, json_t *fc)
         id = json_string(buf);
     }
     json_array_append_new(
-        cb->calls, json_pack("{s:O,s:O,s:b}", "id", id, "name",
-                             json_object_get(fc, "name"), "answered", 0));
+        cb->calls, mf_json_pack("{s:O,s:O,s:b}", "id", id, "name",
+                                json_object_get(fc, "name"), "answered", 0));
     return id;
 }
 
@@ -296,15 +298,15 @@ media_part(json_t *p)
             return NULL;
         }
         mf_buf_printf(&url, "data:%s;base64,%s", mt, data);
-        out = json_pack("{s:s,s:{s:s%}}", "type", "image_url", "image_url",
-                        "url", url.data, url.len);
+        out = mf_json_pack("{s:s,s:{s:s%}}", "type", "image_url", "image_url",
+                           "url", url.data, url.len);
         mf_buf_free(&url);
         return out;
     }
     d = json_object_get(p, "fileData");
     if (json_is_string(json_object_get(d, "fileUri"))) {
-        return json_pack("{s:s,s:{s:O}}", "type", "image_url", "image_url",
-                         "url", json_object_get(d, "fileUri"));
+        return mf_json_pack("{s:s,s:{s:O}}", "type", "image_url", "image_url",
+                            "url", json_object_get(d, "fileUri"));
     }
     return NULL;
 }
@@ -322,17 +324,17 @@ user_turn(json_t *msgs, json_t *content, callbook_t *cb)
     {
         if (json_is_object(v = json_object_get(p, "functionResponse"))) {
             json_t *resp = json_object_get(v, "response");
-            char *text = json_dumps(resp ? resp : json_object_get(v, "name"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *text = mf_json_dumps(resp ? resp : json_object_get(v, "name"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(msgs,
-                                  json_pack("{s:s,s:o,s:s}", "role", "tool",
-                                            "tool_call_id", answer_id(cb, v),
-                                            "content", text ? text : "{}"));
+                                  mf_json_pack("{s:s,s:o,s:s}", "role", "tool",
+                                               "tool_call_id", answer_id(cb, v),
+                                               "content", text ? text : "{}"));
             free(text);
         } else if (json_is_string(v = json_object_get(p, "text"))) {
             json_array_append_new(
-                parts, json_pack("{s:s,s:O}", "type", "text", "text", v));
+                parts, mf_json_pack("{s:s,s:O}", "type", "text", "text", v));
         } else if ((v = media_part(p)) != NULL) {
             json_array_append_new(parts, v);
             only_text = 0;
@@ -344,13 +346,14 @@ user_turn(json_t *msgs, json_t *content, callbook_t *cb)
     }
     if (only_text && json_array_size(parts) == 1) {
         json_array_append_new(
-            msgs, json_pack("{s:s,s:O}", "role", "user", "content",
-                            json_object_get(json_array_get(parts, 0), "text")));
+            msgs,
+            mf_json_pack("{s:s,s:O}", "role", "user", "content",
+                         json_object_get(json_array_get(parts, 0), "text")));
         json_decref(parts);
         return;
     }
     json_array_append_new(
-        msgs, json_pack("{s:s,s:o}", "role", "user", "content", parts));
+        msgs, mf_json_pack("{s:s,s:o}", "role", "user", "content", parts));
 }
 
 /* A model turn: its text (thoughts left out) and functionCall parts as
@@ -366,19 +369,20 @@ model_turn(json_t *msgs, json_t *content, callbook_t *cb)
     {
         if (json_is_object(fc = json_object_get(p, "functionCall"))) {
             json_t *args = json_object_get(fc, "args");
-            char *a =
-                args ? json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+            char *a = args ? mf_json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY)
+                           : NULL;
 
-            json_array_append_new(
-                calls, json_pack("{s:o,s:s,s:{s:O,s:s}}", "id", call_id(cb, fc),
-                                 "type", "function", "function", "name",
-                                 json_object_get(fc, "name"), "arguments",
-                                 a ? a : "{}"));
+            json_array_append_new(calls,
+                                  mf_json_pack("{s:o,s:s,s:{s:O,s:s}}", "id",
+                                               call_id(cb, fc), "type",
+                                               "function", "function", "name",
+                                               json_object_get(fc, "name"),
+                                               "arguments", a ? a : "{}"));
             free(a);
         }
     }
-    m = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                  text[0] ? json_string(text) : json_null());
+    m = mf_json_pack("{s:s,s:o}", "role", "assistant", "content",
+                     text[0] ? json_string(text) : json_null());
     free(text);
     if (json_array_size(calls) > 0) {
         json_object_set_new(m, "tool_calls", calls);
@@ -418,7 +422,7 @@ tools_of(json_t *in, json_t *out, const char **err)
                 *err = "tools: each function declaration needs a name";
                 return MF_ERR;
             }
-            fn = json_pack("{s:O}", "name", json_object_get(d, "name"));
+            fn = mf_json_pack("{s:O}", "name", json_object_get(d, "name"));
             if (json_is_string(json_object_get(d, "description"))) {
                 json_object_set(fn, "description",
                                 json_object_get(d, "description"));
@@ -432,10 +436,11 @@ tools_of(json_t *in, json_t *out, const char **err)
             } else {
                 json_object_set_new(
                     fn, "parameters",
-                    json_pack("{s:s,s:{}}", "type", "object", "properties"));
+                    mf_json_pack("{s:s,s:{}}", "type", "object", "properties"));
             }
-            json_array_append_new(tools, json_pack("{s:s,s:o}", "type",
-                                                   "function", "function", fn));
+            json_array_append_new(
+                tools,
+                mf_json_pack("{s:s,s:o}", "type", "function", "function", fn));
         }
     }
     if (json_array_size(tools) == 0) {
@@ -454,9 +459,9 @@ tools_of(json_t *in, json_t *out, const char **err)
         json_object_set_new(out, "tool_choice", json_string("none"));
     } else if (strcmp(key, "ANY") == 0 && json_array_size(v) == 1) {
         json_object_set_new(out, "tool_choice",
-                            json_pack("{s:s,s:{s:O}}", "type", "function",
-                                      "function", "name",
-                                      json_array_get(v, 0)));
+                            mf_json_pack("{s:s,s:{s:O}}", "type", "function",
+                                         "function", "name",
+                                         json_array_get(v, 0)));
     } else if (strcmp(key, "ANY") == 0) {
         json_object_set_new(out, "tool_choice", json_string("required"));
     } else {
@@ -508,10 +513,10 @@ generation_of(json_t *in, json_t *out)
         }
         json_object_set_new(
             out, "response_format",
-            schema
-                ? json_pack("{s:s,s:{s:s,s:o}}", "type", "json_schema",
-                            "json_schema", "name", "response", "schema", schema)
-                : json_pack("{s:s}", "type", "json_object"));
+            schema ? mf_json_pack("{s:s,s:{s:s,s:o}}", "type", "json_schema",
+                                  "json_schema", "name", "response", "schema",
+                                  schema)
+                   : mf_json_pack("{s:s}", "type", "json_object"));
     }
     v = json_object_get(gc, "thinkingConfig");
     if (json_is_string(json_object_get(v, "thinkingLevel"))) {
@@ -555,8 +560,8 @@ chat_request(const char *model, json_t *in, int stream, const char **err)
         char *t = parts_text(c);
 
         if (t[0] != '\0') {
-            json_array_append_new(
-                msgs, json_pack("{s:s,s:s}", "role", "system", "content", t));
+            json_array_append_new(msgs, mf_json_pack("{s:s,s:s}", "role",
+                                                     "system", "content", t));
         }
         free(t);
     }
@@ -577,7 +582,7 @@ chat_request(const char *model, json_t *in, int stream, const char **err)
         }
     }
     json_decref(cb.calls);
-    out = json_pack("{s:s,s:o}", "model", model, "messages", msgs);
+    out = mf_json_pack("{s:s,s:o}", "model", model, "messages", msgs);
     if (tools_of(in, out, err) != MF_OK) {
         json_decref(out);
         return NULL;
@@ -586,7 +591,7 @@ chat_request(const char *model, json_t *in, int stream, const char **err)
     if (stream) {
         json_object_set_new(out, "stream", json_true());
         json_object_set_new(out, "stream_options",
-                            json_pack("{s:b}", "include_usage", 1));
+                            mf_json_pack("{s:b}", "include_usage", 1));
     }
     return out;
 }
@@ -606,7 +611,7 @@ embed_request(const char *model, json_t *in, int batch, const char **err)
         return NULL;
     }
     if (!batch) {
-        reqs = json_pack("[O]", in);
+        reqs = mf_json_pack("[O]", in);
     } else {
         json_incref(reqs);
     }
@@ -629,8 +634,8 @@ embed_request(const char *model, json_t *in, int batch, const char **err)
             dims = json_object_get(r, "outputDimensionality");
         }
     }
-    r = json_pack("{s:s,s:O}", "model", model, "input",
-                  batch ? input : json_array_get(input, 0));
+    r = mf_json_pack("{s:s,s:O}", "model", model, "input",
+                     batch ? input : json_array_get(input, 0));
     if (dims != NULL) {
         json_object_set(r, "dimensions", dims);
     }
@@ -683,9 +688,9 @@ usage_of(const mf_usage_t *u)
     if (think > out) {
         think = out;
     }
-    j = json_pack("{s:I,s:I,s:I}", "promptTokenCount", (json_int_t)in,
-                  "candidatesTokenCount", (json_int_t)(out - think),
-                  "totalTokenCount", (json_int_t)(in + out));
+    j = mf_json_pack("{s:I,s:I,s:I}", "promptTokenCount", (json_int_t)in,
+                     "candidatesTokenCount", (json_int_t)(out - think),
+                     "totalTokenCount", (json_int_t)(in + out));
     if (u->cached_tokens > 0) {
         json_object_set_new(j, "cachedContentTokenCount",
                             json_integer(u->cached_tokens));
@@ -706,11 +711,12 @@ call_part(json_t *id, json_t *name, const char *args)
         json_decref(a);
         a = json_object();
     }
-    fc = json_pack("{s:O,s:o}", "name", name ? name : json_null(), "args", a);
+    fc =
+        mf_json_pack("{s:O,s:o}", "name", name ? name : json_null(), "args", a);
     if (json_is_string(id)) {
         json_object_set(fc, "id", id);
     }
-    return json_pack("{s:o}", "functionCall", fc);
+    return mf_json_pack("{s:o}", "functionCall", fc);
 }
 
 static json_t *
@@ -727,16 +733,16 @@ embed_response(json_t *c, int batch)
             json_decref(out);
             return NULL; /* base64 or missing: not a vector */
         }
-        json_array_append_new(out, json_pack("{s:O}", "values", v));
+        json_array_append_new(out, mf_json_pack("{s:O}", "values", v));
     }
     if (json_array_size(out) == 0) {
         json_decref(out);
         return NULL;
     }
     if (batch) {
-        return json_pack("{s:o}", "embeddings", out);
+        return mf_json_pack("{s:o}", "embeddings", out);
     }
-    d = json_pack("{s:O}", "embedding", json_array_get(out, 0));
+    d = mf_json_pack("{s:O}", "embedding", json_array_get(out, 0));
     json_decref(out);
     return d;
 }
@@ -765,10 +771,10 @@ gemini_response(const mf_proto_call_t *call, json_t *c, const mf_usage_t *u)
 
         if (think != NULL && think[0] != '\0') {
             json_array_append_new(
-                parts, json_pack("{s:s,s:b}", "text", think, "thought", 1));
+                parts, mf_json_pack("{s:s,s:b}", "text", think, "thought", 1));
         }
         if (t != NULL && t[0] != '\0') {
-            json_array_append_new(parts, json_pack("{s:s}", "text", t));
+            json_array_append_new(parts, mf_json_pack("{s:s}", "text", t));
         }
         json_array_foreach(json_object_get(msg, "tool_calls"), k, tc)
         {
@@ -781,11 +787,11 @@ gemini_response(const mf_proto_call_t *call, json_t *c, const mf_usage_t *u)
                           json_string_value(json_object_get(fn, "arguments"))));
         }
         if (json_array_size(parts) == 0) {
-            json_array_append_new(parts, json_pack("{s:s}", "text", ""));
+            json_array_append_new(parts, mf_json_pack("{s:s}", "text", ""));
         }
         json_array_append_new(
             cands,
-            json_pack(
+            mf_json_pack(
                 "{s:{s:s,s:o},s:s,s:I}", "content", "role", "model", "parts",
                 parts, "finishReason",
                 finish_of(json_string_value(
@@ -796,8 +802,8 @@ gemini_response(const mf_proto_call_t *call, json_t *c, const mf_usage_t *u)
                                        json_object_get(choice, "index"))
                                  : (json_int_t)i)));
     }
-    out = json_pack("{s:o,s:o}", "candidates", cands, "usageMetadata",
-                    usage_of(u));
+    out = mf_json_pack("{s:o,s:o}", "candidates", cands, "usageMetadata",
+                       usage_of(u));
     if (json_is_string(json_object_get(c, "model"))) {
         json_object_set(out, "modelVersion", json_object_get(c, "model"));
     }
@@ -848,7 +854,7 @@ gemini_stream_free(void *state)
 static void
 record(gemini_stream_t *s, mf_buf_t *out, json_t *j)
 {
-    char *text = json_dumps(j, JSON_COMPACT);
+    char *text = mf_json_dumps(j, JSON_COMPACT);
 
     json_decref(j);
     if (text == NULL) {
@@ -871,14 +877,15 @@ static json_t *
 chunk_json(gemini_stream_t *s, json_t *parts, const char *finish,
            const mf_usage_t *u)
 {
-    json_t *cand = json_pack("{s:{s:s,s:o},s:i}", "content", "role", "model",
-                             "parts", parts, "index", 0);
+    json_t *cand = mf_json_pack("{s:{s:s,s:o},s:i}", "content", "role", "model",
+                                "parts", parts, "index", 0);
     json_t *j;
 
     if (finish != NULL) {
         json_object_set_new(cand, "finishReason", json_string(finish));
     }
-    j = json_pack("{s:[o],s:s}", "candidates", cand, "modelVersion", s->model);
+    j = mf_json_pack("{s:[o],s:s}", "candidates", cand, "modelVersion",
+                     s->model);
     if (u != NULL) {
         json_object_set_new(j, "usageMetadata", usage_of(u));
     }
@@ -914,7 +921,7 @@ gemini_stream_event(void *state, mf_str_t data, int last,
             json_decref(name);
         }
         if (json_array_size(parts) == 0) {
-            json_array_append_new(parts, json_pack("{s:s}", "text", ""));
+            json_array_append_new(parts, mf_json_pack("{s:s}", "text", ""));
         }
         record(s, out,
                chunk_json(s, parts, finish_of(s->finish[0] ? s->finish : NULL),
@@ -925,7 +932,7 @@ gemini_stream_event(void *state, mf_str_t data, int last,
         s->closed = 1;
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -939,11 +946,11 @@ gemini_stream_event(void *state, mf_str_t data, int last,
     parts = json_array();
     if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
         t[0]) {
-        json_array_append_new(parts,
-                              json_pack("{s:s,s:b}", "text", t, "thought", 1));
+        json_array_append_new(
+            parts, mf_json_pack("{s:s,s:b}", "text", t, "thought", 1));
     }
     if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
-        json_array_append_new(parts, json_pack("{s:s}", "text", t));
+        json_array_append_new(parts, mf_json_pack("{s:s}", "text", t));
     }
     json_array_foreach(json_object_get(d, "tool_calls"), i, tc)
     {
@@ -1020,16 +1027,16 @@ rpc_status(int status)
 static json_t *
 error_json(const mf_proto_error_t *e)
 {
-    return json_pack("{s:{s:i,s:s,s:s}}", "error", "code", e->status, "message",
-                     e->message ? e->message : "error", "status",
-                     rpc_status(e->status));
+    return mf_json_pack("{s:{s:i,s:s,s:s}}", "error", "code", e->status,
+                        "message", e->message ? e->message : "error", "status",
+                        rpc_status(e->status));
 }
 
 static char *
 gemini_error_body(const mf_proto_error_t *e)
 {
     json_t *j = error_json(e);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;
@@ -1067,7 +1074,7 @@ gemini_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
 static size_t
 value_bytes(json_t *v)
 {
-    char *t = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    char *t = v ? mf_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     size_t n = t ? strlen(t) : 0;
 
     free(t);
@@ -1183,12 +1190,12 @@ gemini_models_path(mf_str_t path, mf_str_t *id)
 static json_t *
 gemini_model(const mf_proto_model_t *m)
 {
-    json_t *j = json_pack("{s:s+,s:s,s:s+,s:[s,s,s,s,s]}", "name", "models/",
-                          m->id, "displayName", m->id, "description",
-                          "Served through Manifold by ", m->owner,
-                          "supportedGenerationMethods", "generateContent",
-                          "streamGenerateContent", "countTokens",
-                          "embedContent", "batchEmbedContents");
+    json_t *j = mf_json_pack("{s:s+,s:s,s:s+,s:[s,s,s,s,s]}", "name", "models/",
+                             m->id, "displayName", m->id, "description",
+                             "Served through Manifold by ", m->owner,
+                             "supportedGenerationMethods", "generateContent",
+                             "streamGenerateContent", "countTokens",
+                             "embedContent", "batchEmbedContents");
 
     return j;
 }
@@ -1196,7 +1203,7 @@ gemini_model(const mf_proto_model_t *m)
 static json_t *
 gemini_model_list(json_t *entries)
 {
-    return json_pack("{s:o}", "models", entries);
+    return mf_json_pack("{s:o}", "models", entries);
 }
 
 static mf_proto_match_t

@@ -4,6 +4,8 @@
  * ({"error":{"message","type","code","param"}}, in a stream as one more
  * data event).
  */
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 #include <stdlib.h>
@@ -27,17 +29,17 @@ openai_match(mf_str_t path, mf_endpoint_t *endpoint)
 static json_t *
 openai_error_json(const mf_proto_error_t *e)
 {
-    return json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", e->message,
-                     "type", e->type, "code",
-                     e->code ? json_string(e->code) : json_null(), "param",
-                     e->param ? json_string(e->param) : json_null());
+    return mf_json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", e->message,
+                        "type", e->type, "code",
+                        e->code ? json_string(e->code) : json_null(), "param",
+                        e->param ? json_string(e->param) : json_null());
 }
 
 static char *
 openai_error_body(const mf_proto_error_t *e)
 {
     json_t *j = openai_error_json(e);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    char *text = j ? mf_json_dumps(j, JSON_COMPACT) : NULL;
 
     json_decref(j);
     return text;
@@ -73,14 +75,14 @@ openai_models_path(mf_str_t path, mf_str_t *id)
 static json_t *
 openai_model(const mf_proto_model_t *m)
 {
-    return json_pack("{s:s,s:s,s:I,s:s}", "id", m->id, "object", "model",
-                     "created", (json_int_t)0, "owned_by", m->owner);
+    return mf_json_pack("{s:s,s:s,s:I,s:s}", "id", m->id, "object", "model",
+                        "created", (json_int_t)0, "owned_by", m->owner);
 }
 
 static json_t *
 openai_model_list(json_t *entries)
 {
-    return json_pack("{s:s,s:o}", "object", "list", "data", entries);
+    return mf_json_pack("{s:s,s:o}", "object", "list", "data", entries);
 }
 
 const mf_proto_t mf_proto_openai = {

@@ -22,6 +22,8 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "proto/proto.h"
 
 /* Item ids */
@@ -108,7 +110,7 @@ message_content(json_t *content, const char **err)
             (strcmp(type, "input_text") == 0 ||
              strcmp(type, "output_text") == 0 || strcmp(type, "text") == 0) &&
             json_is_string(t)) {
-            json_t *part = json_pack("{s:s,s:O}", "type", "text", "text", t);
+            json_t *part = mf_json_pack("{s:s,s:O}", "type", "text", "text", t);
 
             if (json_is_object(json_object_get(p, "cache_control"))) {
                 json_object_set(part, "cache_control",
@@ -125,14 +127,14 @@ message_content(json_t *content, const char **err)
         } else if (type != NULL && strcmp(type, "input_image") == 0 &&
                    json_is_string(json_object_get(p, "image_url"))) {
             json_t *img =
-                json_pack("{s:O}", "url", json_object_get(p, "image_url"));
+                mf_json_pack("{s:O}", "url", json_object_get(p, "image_url"));
 
             if (json_is_string(json_object_get(p, "detail"))) {
                 json_object_set(img, "detail", json_object_get(p, "detail"));
             }
-            json_array_append_new(
-                parts,
-                json_pack("{s:s,s:o}", "type", "image_url", "image_url", img));
+            json_array_append_new(parts,
+                                  mf_json_pack("{s:s,s:o}", "type", "image_url",
+                                               "image_url", img));
             only_text = 0;
         } else {
             *err = "input: content parts of type input_file, or images "
@@ -165,7 +167,7 @@ assistant_for_calls(json_t *msgs)
     if (role != NULL && strcmp(role, "assistant") == 0) {
         return last;
     }
-    m = json_pack("{s:s,s:n}", "role", "assistant", "content");
+    m = mf_json_pack("{s:s,s:n}", "role", "assistant", "content");
     json_array_append_new(msgs, m);
     return m;
 }
@@ -192,7 +194,7 @@ input_item(json_t *msgs, json_t *item, const char **err)
             return MF_ERR;
         }
         json_array_append_new(
-            msgs, json_pack("{s:s,s:o}", "role", role, "content", content));
+            msgs, mf_json_pack("{s:s,s:o}", "role", role, "content", content));
         return MF_OK;
     }
     if (strcmp(type, "function_call") == 0) {
@@ -211,10 +213,10 @@ input_item(json_t *msgs, json_t *item, const char **err)
             json_object_set_new(m, "tool_calls", calls);
         }
         json_array_append_new(
-            calls,
-            json_pack("{s:O,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
-                      "function", "name", name, "arguments",
-                      json_is_string(args) ? json_string_value(args) : "{}"));
+            calls, mf_json_pack(
+                       "{s:O,s:s,s:{s:O,s:s}}", "id", id, "type", "function",
+                       "function", "name", name, "arguments",
+                       json_is_string(args) ? json_string_value(args) : "{}"));
         return MF_OK;
     }
     if (strcmp(type, "function_call_output") == 0) {
@@ -230,9 +232,9 @@ input_item(json_t *msgs, json_t *item, const char **err)
         if (content == NULL) {
             return MF_ERR;
         }
-        json_array_append_new(msgs, json_pack("{s:s,s:O,s:o}", "role", "tool",
-                                              "tool_call_id", id, "content",
-                                              content));
+        json_array_append_new(msgs, mf_json_pack("{s:s,s:O,s:o}", "role",
+                                                 "tool", "tool_call_id", id,
+                                                 "content", content));
         return MF_OK;
     }
     if (strcmp(type, "reasoning") == 0) {
@@ -263,7 +265,7 @@ tools_of(json_t *tools, const char **err)
             json_decref(out);
             return NULL;
         }
-        fn = json_pack("{s:O}", "name", json_object_get(t, "name"));
+        fn = mf_json_pack("{s:O}", "name", json_object_get(t, "name"));
         if (json_is_string(json_object_get(t, "description"))) {
             json_object_set(fn, "description",
                             json_object_get(t, "description"));
@@ -271,12 +273,12 @@ tools_of(json_t *tools, const char **err)
         json_object_set_new(fn, "parameters",
                             json_is_object(json_object_get(t, "parameters"))
                                 ? json_incref(json_object_get(t, "parameters"))
-                                : json_pack("{s:s}", "type", "object"));
+                                : mf_json_pack("{s:s}", "type", "object"));
         if (json_is_boolean(json_object_get(t, "strict"))) {
             json_object_set(fn, "strict", json_object_get(t, "strict"));
         }
         json_array_append_new(
-            out, json_pack("{s:s,s:o}", "type", "function", "function", fn));
+            out, mf_json_pack("{s:s,s:o}", "type", "function", "function", fn));
     }
     return out;
 }
@@ -293,14 +295,14 @@ format_of(json_t *text)
         return NULL;
     }
     if (strcmp(type, "json_object") == 0) {
-        return json_pack("{s:s}", "type", "json_object");
+        return mf_json_pack("{s:s}", "type", "json_object");
     }
     if (strcmp(type, "json_schema") != 0) {
         return NULL;
     }
     js = json_is_string(json_object_get(f, "name"))
-             ? json_pack("{s:O}", "name", json_object_get(f, "name"))
-             : json_pack("{s:s}", "name", "response");
+             ? mf_json_pack("{s:O}", "name", json_object_get(f, "name"))
+             : mf_json_pack("{s:s}", "name", "response");
     if (json_is_object(json_object_get(f, "schema"))) {
         json_object_set(js, "schema", json_object_get(f, "schema"));
     }
@@ -310,7 +312,7 @@ format_of(json_t *text)
     if (json_is_string(json_object_get(f, "description"))) {
         json_object_set(js, "description", json_object_get(f, "description"));
     }
-    return json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
+    return mf_json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
 }
 
 /* The settings that map one to one, and the rest of the request. */
@@ -347,9 +349,9 @@ settings(json_t *in, json_t *out, const char **err)
             json_object_set(out, "tool_choice", tc);
         } else if (json_is_string(json_object_get(tc, "name"))) {
             json_object_set_new(out, "tool_choice",
-                                json_pack("{s:s,s:{s:O}}", "type", "function",
-                                          "function", "name",
-                                          json_object_get(tc, "name")));
+                                mf_json_pack("{s:s,s:{s:O}}", "type",
+                                             "function", "function", "name",
+                                             json_object_get(tc, "name")));
         }
     }
     return MF_OK;
@@ -518,7 +520,7 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
     }
     if (json_is_string(v)) {
         json_array_append_new(
-            items, json_pack("{s:s,s:O}", "role", "user", "content", v));
+            items, mf_json_pack("{s:s,s:O}", "role", "user", "content", v));
     } else {
         json_array_extend(items, v);
         if (resolve_references(call, items, err) != MF_OK) {
@@ -526,13 +528,13 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             return NULL;
         }
     }
-    out = json_pack("{s:O}", "model", json_object_get(in, "model"));
+    out = mf_json_pack("{s:O}", "model", json_object_get(in, "model"));
     msgs = json_array();
     json_object_set_new(out, "messages", msgs);
     if (json_is_string(json_object_get(in, "instructions"))) {
         json_array_append_new(
-            msgs, json_pack("{s:s,s:O}", "role", "system", "content",
-                            json_object_get(in, "instructions")));
+            msgs, mf_json_pack("{s:s,s:O}", "role", "system", "content",
+                               json_object_get(in, "instructions")));
     }
     json_array_foreach(items, i, item)
     {
@@ -550,7 +552,7 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
     if (call->memo != NULL) {
         /* the settings the answer says back, and (unless store: false)
          * the conversation to store with it */
-        json_t *memo = json_pack("{s:o}", "echo", request_echo(in));
+        json_t *memo = mf_json_pack("{s:o}", "echo", request_echo(in));
 
         if (memo != NULL && !json_is_false(json_object_get(in, "store"))) {
             json_object_set(memo, "items", items);
@@ -596,8 +598,7 @@ static void
 store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
 {
     const char *id = json_string_value(json_object_get(response, "id"));
-    json_t *j;
-    char *text;
+    char *in, *out;
 
     if (call == NULL || call->store_put == NULL || input == NULL ||
         id == NULL) {
@@ -621,13 +622,28 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
             }
         }
     }
-    j = json_pack("{s:O,s:O}", "input", input, "response", response);
-    text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    if (text != NULL) {
-        call->store_put(call, id, mf_str_from(text));
+    /* {"input":...,"response":...} from the two texts: the Response's is
+     * the client's answer too (call->text), written once */
+    in = mf_json_dumps(input, JSON_COMPACT);
+    out = mf_json_dumps(response, JSON_COMPACT);
+    if (in != NULL && out != NULL) {
+        mf_buf_t b = {0};
+
+        mf_buf_append(&b, "{\"input\":", 9);
+        mf_buf_append(&b, in, strlen(in));
+        mf_buf_append(&b, ",\"response\":", 12);
+        mf_buf_append(&b, out, strlen(out));
+        mf_buf_append(&b, "}", 1);
+        call->store_put(call, id, (mf_str_t){b.data, b.len});
+        mf_buf_free(&b);
     }
-    free(text);
+    free(in);
+    if (out != NULL && call->text != NULL) {
+        free(*call->text);
+        *call->text = out;
+    } else {
+        free(out);
+    }
 }
 
 /* Response */
@@ -638,7 +654,7 @@ usage_json(const mf_usage_t *u)
     int64_t in = u->prompt_tokens > 0 ? u->prompt_tokens : 0;
     int64_t out = u->completion_tokens > 0 ? u->completion_tokens : 0;
 
-    return json_pack(
+    return mf_json_pack(
         "{s:I,s:{s:I},s:I,s:{s:I},s:I}", "input_tokens", (json_int_t)in,
         "input_tokens_details", "cached_tokens",
         (json_int_t)(u->cached_tokens > 0 ? u->cached_tokens : 0),
@@ -660,19 +676,19 @@ response_obj(const char *id, const char *model, json_int_t created,
 
     if (finish != NULL && strcmp(finish, "length") == 0) {
         status = "incomplete";
-        incomplete = json_pack("{s:s}", "reason", "max_output_tokens");
+        incomplete = mf_json_pack("{s:s}", "reason", "max_output_tokens");
     } else if (finish != NULL && strcmp(finish, "content_filter") == 0) {
         status = "incomplete";
-        incomplete = json_pack("{s:s}", "reason", "content_filter");
+        incomplete = mf_json_pack("{s:s}", "reason", "content_filter");
     }
-    r = json_pack("{s:s,s:s,s:I,s:s,s:s,s:o,s:n,s:o,s:n,s:{},s:b,s:n,s:n,s:s,"
-                  "s:[],s:{s:{s:s}}}",
-                  "id", id, "object", "response", "created_at", created,
-                  "status", status, "model", model, "output", output, "error",
-                  "incomplete_details", incomplete, "instructions", "metadata",
-                  "parallel_tool_calls", 1, "temperature", "top_p",
-                  "tool_choice", "auto", "tools", "text", "format", "type",
-                  "text");
+    r = mf_json_pack(
+        "{s:s,s:s,s:I,s:s,s:s,s:o,s:n,s:o,s:n,s:{},s:b,s:n,s:n,s:s,"
+        "s:[],s:{s:{s:s}}}",
+        "id", id, "object", "response", "created_at", created, "status", status,
+        "model", model, "output", output, "error", "incomplete_details",
+        incomplete, "instructions", "metadata", "parallel_tool_calls", 1,
+        "temperature", "top_p", "tool_choice", "auto", "tools", "text",
+        "format", "type", "text");
     json_object_set_new(r, "usage", usage ? usage_json(usage) : json_null());
     /* what the request set, said back as OpenAI's Response object does */
     json_object_foreach(echo, k, v)
@@ -685,25 +701,26 @@ response_obj(const char *id, const char *model, json_int_t created,
 static json_t *
 message_item(const char *id, const char *text, const char *status)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:[]}]}", "type", "message",
-                     "id", id, "status", status, "role", "assistant", "content",
-                     "type", "output_text", "text", text, "annotations");
+    return mf_json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s,s:[]}]}", "type",
+                        "message", "id", id, "status", status, "role",
+                        "assistant", "content", "type", "output_text", "text",
+                        text, "annotations");
 }
 
 static json_t *
 call_item(const char *id, const char *call_id, const char *name,
           const char *args, const char *status)
 {
-    return json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call", "id",
-                     id, "call_id", call_id, "name", name, "arguments", args,
-                     "status", status);
+    return mf_json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type", "function_call",
+                        "id", id, "call_id", call_id, "name", name, "arguments",
+                        args, "status", status);
 }
 
 static json_t *
 reasoning_item(const char *id, const char *text)
 {
-    return json_pack("{s:s,s:s,s:[{s:s,s:s}]}", "type", "reasoning", "id", id,
-                     "summary", "type", "summary_text", "text", text);
+    return mf_json_pack("{s:s,s:s,s:[{s:s,s:s}]}", "type", "reasoning", "id",
+                        id, "summary", "type", "summary_text", "text", text);
 }
 
 static json_t *
@@ -788,6 +805,7 @@ responses_stream_init(void *state, const mf_proto_call_t *call, mf_str_t model)
         s->memo = json_incref(*call->memo);
         s->call_copy = *call;
         s->call_copy.memo = NULL;
+        s->call_copy.text = NULL;
     }
     s->call = -1;
     s->created = (json_int_t)time(NULL);
@@ -815,7 +833,7 @@ emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
 
     json_object_set_new(data, "type", json_string(type));
     json_object_set_new(data, "sequence_number", json_integer(s->seq++));
-    text = json_dumps(data, JSON_COMPACT);
+    text = mf_json_dumps(data, JSON_COMPACT);
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", type, text ? text : "{}");
     free(text);
     json_decref(data);
@@ -838,9 +856,9 @@ start(responses_stream_t *s, mf_buf_t *out)
     s->started = 1;
     response_id(s->id, sizeof(s->id));
     emit(s, out, "response.created",
-         json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
-         json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
 }
 
 static json_int_t
@@ -868,31 +886,34 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     }
     if (s->item == ITEM_MESSAGE) {
         emit(s, out, "response.output_text.done",
-             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                       "output_index", idx, "content_index", 0, "text", text));
+             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                          "output_index", idx, "content_index", 0, "text",
+                          text));
         emit(s, out, "response.content_part.done",
-             json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id", s->item_id,
-                       "output_index", idx, "content_index", 0, "part", "type",
-                       "output_text", "text", text, "annotations"));
+             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
+                          s->item_id, "output_index", idx, "content_index", 0,
+                          "part", "type", "output_text", "text", text,
+                          "annotations"));
         item = message_item(s->item_id, text, "completed");
     } else if (s->item == ITEM_CALL) {
         emit(s, out, "response.function_call_arguments.done",
-             json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
-                       idx, "arguments", text));
+             mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
+                          "output_index", idx, "arguments", text));
         item =
             call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
         emit(s, out, "response.reasoning_summary_text.done",
-             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                       "output_index", idx, "summary_index", 0, "text", text));
+             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                          "output_index", idx, "summary_index", 0, "text",
+                          text));
         emit(s, out, "response.reasoning_summary_part.done",
-             json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
-                       "output_index", idx, "summary_index", 0, "part", "type",
-                       "summary_text", "text", text));
+             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
+                          "output_index", idx, "summary_index", 0, "part",
+                          "type", "summary_text", "text", text));
         item = reasoning_item(s->item_id, text);
     }
     emit(s, out, "response.output_item.done",
-         json_pack("{s:I,s:O}", "output_index", idx, "item", item));
+         mf_json_pack("{s:I,s:O}", "output_index", idx, "item", item));
     json_array_append_new(s->output, item);
     free(text);
     s->item = ITEM_NONE;
@@ -911,30 +932,31 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
     s->item = type;
     if (type == ITEM_MESSAGE) {
         item_id(s->item_id, sizeof(s->item_id), "msg", s->id, (size_t)idx);
-        item = json_pack("{s:s,s:s,s:s,s:s,s:[]}", "type", "message", "id",
-                         s->item_id, "status", "in_progress", "role",
-                         "assistant", "content");
+        item = mf_json_pack("{s:s,s:s,s:s,s:s,s:[]}", "type", "message", "id",
+                            s->item_id, "status", "in_progress", "role",
+                            "assistant", "content");
     } else if (type == ITEM_CALL) {
         item_id(s->item_id, sizeof(s->item_id), "fc", s->id, (size_t)idx);
         item =
             call_item(s->item_id, s->call_id, s->call_name, "", "in_progress");
     } else {
         item_id(s->item_id, sizeof(s->item_id), "rs", s->id, (size_t)idx);
-        item = json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
-                         s->item_id, "summary");
+        item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
+                            s->item_id, "summary");
     }
     emit(s, out, "response.output_item.added",
-         json_pack("{s:I,s:o}", "output_index", idx, "item", item));
+         mf_json_pack("{s:I,s:o}", "output_index", idx, "item", item));
     if (type == ITEM_MESSAGE) {
         emit(s, out, "response.content_part.added",
-             json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id", s->item_id,
-                       "output_index", idx, "content_index", 0, "part", "type",
-                       "output_text", "text", "", "annotations"));
+             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
+                          s->item_id, "output_index", idx, "content_index", 0,
+                          "part", "type", "output_text", "text", "",
+                          "annotations"));
     } else if (type == ITEM_REASONING) {
         emit(s, out, "response.reasoning_summary_part.added",
-             json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
-                       "output_index", idx, "summary_index", 0, "part", "type",
-                       "summary_text", "text", ""));
+             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
+                          "output_index", idx, "summary_index", 0, "part",
+                          "type", "summary_text", "text", ""));
     }
 }
 
@@ -948,14 +970,14 @@ text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
     mf_buf_append(&s->text, t, strlen(t));
     if (type == ITEM_MESSAGE) {
         emit(s, out, "response.output_text.delta",
-             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                       "output_index", open_index(s), "content_index", 0,
-                       "delta", t));
+             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                          "output_index", open_index(s), "content_index", 0,
+                          "delta", t));
     } else {
         emit(s, out, "response.reasoning_summary_text.delta",
-             json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                       "output_index", open_index(s), "summary_index", 0,
-                       "delta", t));
+             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                          "output_index", open_index(s), "summary_index", 0,
+                          "delta", t));
     }
 }
 
@@ -980,8 +1002,8 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
     }
     mf_buf_append(&s->text, args, strlen(args));
     emit(s, out, "response.function_call_arguments.delta",
-         json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
-                   open_index(s), "delta", args));
+         mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
+                      open_index(s), "delta", args));
 }
 
 static void
@@ -1005,11 +1027,11 @@ responses_stream_event(void *state, mf_str_t data, int last,
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",
-                 json_pack("{s:o}", "response", r));
+                 mf_json_pack("{s:o}", "response", r));
         }
         return;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return;
@@ -1057,13 +1079,14 @@ responses_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
     start(s, out);
     r = snapshot(s, NULL, "failed");
     json_object_set_new(r, "error",
-                        json_pack("{s:s,s:s}", "code",
-                                  e->code ? e->code : "server_error", "message",
-                                  e->message));
-    emit(s, out, "response.failed", json_pack("{s:o}", "response", r));
+                        mf_json_pack("{s:s,s:s}", "code",
+                                     e->code ? e->code : "server_error",
+                                     "message", e->message));
+    emit(s, out, "response.failed", mf_json_pack("{s:o}", "response", r));
     emit(s, out, "error",
-         json_pack("{s:s,s:s,s:n}", "code", e->code ? e->code : "server_error",
-                   "message", e->message, "param"));
+         mf_json_pack("{s:s,s:s,s:n}", "code",
+                      e->code ? e->code : "server_error", "message", e->message,
+                      "param"));
 }
 
 static char *
@@ -1156,11 +1179,11 @@ listed_item(json_t *it)
     if (json_is_string(c)) {
         json_object_set_new(
             out, "content",
-            json_pack("[{s:s,s:O}]", "type",
-                      role != NULL && strcmp(role, "assistant") == 0
-                          ? "output_text"
-                          : "input_text",
-                      "text", c));
+            mf_json_pack("[{s:s,s:O}]", "type",
+                         role != NULL && strcmp(role, "assistant") == 0
+                             ? "output_text"
+                             : "input_text",
+                         "text", c));
     }
     return out;
 }
@@ -1213,14 +1236,14 @@ input_items_page(const mf_proto_call_t *call, json_t *input, const char **err)
         i = desc ? n - 1 - k : k;
         json_array_append_new(data, listed_item(json_array_get(input, i)));
     }
-    page = json_pack(
+    page = mf_json_pack(
         "{s:s,s:o,s:O,s:O,s:b}", "object", "list", "data", data, "first_id",
         json_object_get(json_array_get(data, 0), "id") ?: json_null(),
         "last_id",
         json_object_get(json_array_get(data, json_array_size(data) - 1), "id")
             ?: json_null(),
         "has_more", k < n);
-    text = json_dumps(page, JSON_COMPACT);
+    text = mf_json_dumps(page, JSON_COMPACT);
     json_decref(page);
     return text;
 }
@@ -1258,9 +1281,9 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
     }
     if (mf_str_eq_cstr(method, "DELETE")) {
         if (call->store_delete(call, id)) {
-            j = json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
-                          "deleted", 1);
-            *body = json_dumps(j, JSON_COMPACT);
+            j = mf_json_pack("{s:s,s:s,s:b}", "id", id, "object", "response",
+                             "deleted", 1);
+            *body = mf_json_dumps(j, JSON_COMPACT);
             json_decref(j);
             *status = 200;
             return 1;
@@ -1291,7 +1314,7 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
             *body = mf_xstrdup(err ? err : "out of memory");
         }
     } else {
-        *body = json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+        *body = mf_json_dumps(json_object_get(j, "response"), JSON_COMPACT);
         *status = 200;
     }
     json_decref(j);

@@ -2,6 +2,8 @@
  * Upstream attempts: target and key selection, the provider's request,
  * the upstream call and its callbacks.
  */
+#include <manifold/json.h>
+
 #include "request/request-int.h"
 
 #include <math.h>
@@ -380,7 +382,7 @@ mf_req_attempt_prepare(mf_req_t *r)
     }
     if (r->att.up_body.data == NULL) {
         if (r->body_dirty) {
-            char *text = json_dumps(mf_req_body_json(r), JSON_COMPACT);
+            char *text = mf_json_dumps(mf_req_body_json(r), JSON_COMPACT);
             mf_str_t s = mf_str_from(text);
 
             r->att.up_body = mf_pool_str(r->pool, s);

@@ -5,6 +5,8 @@
  * the body's checks (shape scan, parse, model) before the phase loop
  * starts.
  */
+#include <manifold/json.h>
+
 #include "request/request-int.h"
 
 #include <ctype.h>
@@ -27,7 +29,7 @@
 static void
 respond_json(mf_req_t *r, int status, json_t *j)
 {
-    char *text = json_dumps(j, JSON_COMPACT);
+    char *text = mf_json_dumps(j, JSON_COMPACT);
 
     mf_req_respond(r, status, "application/json", mf_str_from(text));
     free(text);
@@ -407,7 +409,8 @@ mf_req_body_json(mf_req_t *r)
 {
     if (r->json == NULL && r->body_lazy) {
         r->body_lazy = 0;
-        r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, NULL);
+        r->json =
+            mf_json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, NULL);
     }
     return r->json;
 }
@@ -423,7 +426,7 @@ mf_req_body_field(mf_req_t *r, mf_str_t key, mf_str_t *value)
         return value->data != NULL ? MF_OK : MF_ERR;
     }
     v = json_object_getn(r->json, key.data, key.len);
-    text = v ? json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    text = v ? mf_json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     if (text == NULL) {
         return MF_ERR;
     }
@@ -476,7 +479,7 @@ mf_req_body_text(mf_req_t *r, mf_str_t *text)
         *text = r->body; /* the client's canonical bytes, untouched */
         return MF_OK;
     }
-    t = r->json != NULL ? json_dumps(r->json, JSON_COMPACT) : NULL;
+    t = r->json != NULL ? mf_json_dumps(r->json, JSON_COMPACT) : NULL;
     if (t == NULL) {
         return MF_ERR;
     }
@@ -612,7 +615,7 @@ parse_body(mf_req_t *r)
     if (check_body_shape(r) != MF_OK) {
         return MF_ERR;
     }
-    r->json = json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
+    r->json = mf_json_loadb(r->body.data, r->body.len, JSON_ALLOW_NUL, &jerr);
     if (r->json == NULL) {
         snprintf(msg, sizeof(msg),
                  "We could not parse the JSON body of your "

@@ -3,6 +3,8 @@
  * through the body stages to the client with backpressure, a whole
  * non-stream completion, and usage when the upstream did not report it.
  */
+#include <manifold/json.h>
+
 #include "request/request-int.h"
 
 #include <event2/buffer.h>
@@ -551,7 +553,8 @@ mf_req_body_stopped(mf_req_t *r)
     send_event(r, r->stop_final, 0);
     mf_req_estimate_usage(r);
     if (r->client_wants_usage && r->stop_final.len > 0 && r->have_usage) {
-        json_t *c = json_loadb(r->stop_final.data, r->stop_final.len, 0, NULL);
+        json_t *c =
+            mf_json_loadb(r->stop_final.data, r->stop_final.len, 0, NULL);
         char *text;
 
         if (json_is_object(c)) {
@@ -563,7 +566,7 @@ mf_req_body_stopped(mf_req_t *r)
                           "completion_tokens",
                           (json_int_t)r->usage.completion_tokens,
                           "total_tokens", (json_int_t)r->usage.total_tokens));
-            text = json_dumps(c, JSON_COMPACT);
+            text = mf_json_dumps(c, JSON_COMPACT);
             if (text != NULL) {
                 send_event(r, mf_str_from(text), 0);
                 free(text);
@@ -593,7 +596,7 @@ mf_req_complete_nonstream(mf_req_t *r)
     /* the canonical answer as text, for the body stages or the client;
      * a translating adapter with no body stage takes the value directly */
     if (r->resp_json != NULL && (body_stages || r->proto->response == NULL)) {
-        text = json_dumps(r->resp_json, JSON_COMPACT);
+        text = mf_json_dumps(r->resp_json, JSON_COMPACT);
         body = mf_str_from(text);
     }
     r->replaced = 0;
@@ -618,15 +621,25 @@ mf_req_complete_nonstream(mf_req_t *r)
     if (r->record && r->rec_json == NULL) {
         r->rec_json = text == NULL && r->resp_json != NULL && !r->replaced
                           ? json_incref(r->resp_json)
-                          : json_loadb(body.data, body.len, 0, NULL);
+                          : mf_json_loadb(body.data, body.len, 0, NULL);
     }
     if (r->proto->response != NULL) {
         json_t *c = text == NULL && r->resp_json != NULL && !r->replaced
                         ? json_incref(r->resp_json)
-                        : json_loadb(body.data, body.len, 0, NULL);
+                        : mf_json_loadb(body.data, body.len, 0, NULL);
         mf_proto_call_t call = mf_req_proto_call(r);
-        json_t *m = c ? r->proto->response(&call, c, &r->usage) : NULL;
-        char *mt = m ? json_dumps(m, JSON_COMPACT) : NULL;
+        char *written = NULL;
+        json_t *m;
+        char *mt;
+
+        call.text = &written; /* an adapter that wrote its answer already */
+        m = c ? r->proto->response(&call, c, &r->usage) : NULL;
+        mt = m == NULL ? NULL
+             : written ? written
+                       : mf_json_dumps(m, JSON_COMPACT);
+        if (m == NULL) {
+            free(written);
+        }
 
         json_decref(c);
         json_decref(m);
@@ -733,11 +746,11 @@ mf_req_respond_canonical(mf_req_t *r, mf_str_t completion)
         /* the client's protocol is the canonical form: the text as is */
         return mf_req_respond(r, 200, "application/json", completion);
     }
-    c = json_loadb(completion.data, completion.len, 0, NULL);
+    c = mf_json_loadb(completion.data, completion.len, 0, NULL);
     call = mf_req_proto_call(r);
     m = c != NULL ? r->proto->response(&call, c, &r->usage) : NULL;
     json_decref(c);
-    text = m != NULL ? json_dumps(m, JSON_COMPACT) : NULL;
+    text = m != NULL ? mf_json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     if (text == NULL) {
         return MF_ERR;
@@ -769,7 +782,7 @@ mf_req_answer(mf_req_t *r)
         if (n > r->rec_events.len - off) {
             break;
         }
-        c = json_loadb(r->rec_events.data + off, n, 0, NULL);
+        c = mf_json_loadb(r->rec_events.data + off, n, 0, NULL);
         off += n;
         if (c != NULL) {
             json_array_append_new(a, c);

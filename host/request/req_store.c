@@ -198,8 +198,9 @@ redis_put(const mf_proto_call_t *call, const char *id, mf_str_t value)
 mf_proto_call_t
 mf_req_proto_call(mf_req_t *r)
 {
-    mf_proto_call_t call = {r->path, r->query, &r->proto_memo, r->gen->config,
-                            mem_get, mem_put,  mem_delete,     r};
+    mf_proto_call_t call = {r->path,        r->query, &r->proto_memo,
+                            r->gen->config, mem_get,  mem_put,
+                            mem_delete,     r,        NULL};
 
     if (r->gen->config->redis != NULL) {
         call.store_get = redis_get;

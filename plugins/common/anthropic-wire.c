@@ -17,6 +17,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <manifold/json.h>
+
 #include "anthropic-wire.h"
 #include "provider-util.h"
 
@@ -53,12 +55,12 @@ image_block(json_t *part)
     }
     if (strncmp(url, "data:", 5) == 0 && (comma = strchr(url, ',')) != NULL &&
         (semi = strstr(url, ";base64")) != NULL && semi < comma) {
-        return json_pack("{s:s,s:{s:s,s:s%,s:s}}", "type", "image", "source",
-                         "type", "base64", "media_type", url + 5,
-                         (size_t)(semi - url - 5), "data", comma + 1);
+        return mf_json_pack("{s:s,s:{s:s,s:s%,s:s}}", "type", "image", "source",
+                            "type", "base64", "media_type", url + 5,
+                            (size_t)(semi - url - 5), "data", comma + 1);
     }
-    return json_pack("{s:s,s:{s:s,s:s}}", "type", "image", "source", "type",
-                     "url", "url", url);
+    return mf_json_pack("{s:s,s:{s:s,s:s}}", "type", "image", "source", "type",
+                        "url", "url", url);
 }
 
 /* A part's cache_control (a prompt-caching breakpoint, on OpenAI-format
@@ -82,8 +84,8 @@ content_blocks(json_t *content)
 
     if (json_is_string(content)) {
         if (json_string_length(content) > 0) {
-            json_array_append_new(
-                out, json_pack("{s:s,s:O}", "type", "text", "text", content));
+            json_array_append_new(out, mf_json_pack("{s:s,s:O}", "type", "text",
+                                                    "text", content));
         }
         return out;
     }
@@ -93,8 +95,8 @@ content_blocks(json_t *content)
         json_t *b = NULL;
 
         if (type && strcmp(type, "text") == 0) {
-            b = json_pack("{s:s,s:O}", "type", "text", "text",
-                          json_object_get(part, "text"));
+            b = mf_json_pack("{s:s,s:O}", "type", "text", "text",
+                             json_object_get(part, "text"));
         } else if (type && strcmp(type, "image_url") == 0) {
             b = image_block(part);
         }
@@ -116,11 +118,11 @@ tool_use_blocks(json_t *calls)
     {
         json_t *fn = json_object_get(c, "function");
 
-        json_array_append_new(out,
-                              json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use",
-                                        "id", json_object_get(c, "id"), "name",
-                                        json_object_get(fn, "name"), "input",
-                                        pu_tool_args(c)));
+        json_array_append_new(
+            out, mf_json_pack("{s:s,s:O,s:O,s:o}", "type", "tool_use", "id",
+                              json_object_get(c, "id"), "name",
+                              json_object_get(fn, "name"), "input",
+                              pu_tool_args(c)));
     }
     return out;
 }
@@ -135,7 +137,7 @@ tools_of(json_t *tools)
     {
         json_t *fn = json_object_get(t, "function");
         json_t *params = json_object_get(fn, "parameters");
-        json_t *o = json_pack("{s:O}", "name", json_object_get(fn, "name"));
+        json_t *o = mf_json_pack("{s:O}", "name", json_object_get(fn, "name"));
 
         if (json_is_string(json_object_get(fn, "description"))) {
             json_object_set(o, "description",
@@ -144,7 +146,7 @@ tools_of(json_t *tools)
         json_object_set_new(o, "input_schema",
                             json_is_object(params)
                                 ? json_incref(params)
-                                : json_pack("{s:s}", "type", "object"));
+                                : mf_json_pack("{s:s}", "type", "object"));
         keep_cache_control(o, t);
         json_array_append_new(out, o);
     }
@@ -159,18 +161,18 @@ tool_choice_of(json_t *tc, json_t *parallel)
     if (json_is_string(tc)) {
         const char *s = json_string_value(tc);
 
-        out = json_pack("{s:s}", "type",
-                        strcmp(s, "required") == 0 ? "any"
-                        : strcmp(s, "none") == 0   ? "none"
-                                                   : "auto");
+        out = mf_json_pack("{s:s}", "type",
+                           strcmp(s, "required") == 0 ? "any"
+                           : strcmp(s, "none") == 0   ? "none"
+                                                      : "auto");
     } else if (json_is_object(tc)) {
-        out =
-            json_pack("{s:s,s:O}", "type", "tool", "name",
-                      json_object_get(json_object_get(tc, "function"), "name"));
+        out = mf_json_pack(
+            "{s:s,s:O}", "type", "tool", "name",
+            json_object_get(json_object_get(tc, "function"), "name"));
     }
     if (json_is_false(parallel)) {
         if (out == NULL) {
-            out = json_pack("{s:s}", "type", "auto");
+            out = mf_json_pack("{s:s}", "type", "auto");
         }
         json_object_set_new(out, "disable_parallel_tool_use", json_true());
     }
@@ -210,10 +212,10 @@ to_messages(const aw_conf_t *a, json_t *in, const mf_upstream_t *u)
                                                    : content_blocks(content);
 
             pu_push_turn(msgs, "user", "content",
-                         json_pack("[{s:s,s:O,s:o}]", "type", "tool_result",
-                                   "tool_use_id",
-                                   json_object_get(m, "tool_call_id"),
-                                   "content", text));
+                         mf_json_pack("[{s:s,s:O,s:o}]", "type", "tool_result",
+                                      "tool_use_id",
+                                      json_object_get(m, "tool_call_id"),
+                                      "content", text));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = content_blocks(content);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
@@ -240,7 +242,8 @@ to_messages(const aw_conf_t *a, json_t *in, const mf_upstream_t *u)
     }
     pu_copy_fields(in, out, fields);
     if (json_is_string(v = json_object_get(in, "user"))) {
-        json_object_set_new(out, "metadata", json_pack("{s:O}", "user_id", v));
+        json_object_set_new(out, "metadata",
+                            mf_json_pack("{s:O}", "user_id", v));
     }
     if (json_array_size(json_object_get(in, "tools")) > 0) {
         json_t *tc = tool_choice_of(json_object_get(in, "tool_choice"),
@@ -261,9 +264,9 @@ to_messages(const aw_conf_t *a, json_t *in, const mf_upstream_t *u)
                                                           : 4096;
         json_int_t max = json_integer_value(json_object_get(out, "max_tokens"));
 
-        json_object_set_new(
-            out, "thinking",
-            json_pack("{s:s,s:I}", "type", "enabled", "budget_tokens", budget));
+        json_object_set_new(out, "thinking",
+                            mf_json_pack("{s:s,s:I}", "type", "enabled",
+                                         "budget_tokens", budget));
         if (max <= budget) {
             json_object_set_new(out, "max_tokens", json_integer(budget + max));
         }
@@ -354,7 +357,7 @@ read_usage(mf_req_t *r, json_t *in, mf_usage_t *u)
 int
 aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
     mf_usage_t usage = {-1, -1, -1, -1, -1, 0};
     char *text = NULL, *thinking = NULL;
     size_t i, tl = 0, kl = 0;
@@ -402,19 +405,20 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
                 kl += n;
             }
         } else if (strcmp(type, "tool_use") == 0) {
-            char *args = json_dumps(json_object_get(b, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(b, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
             json_array_append_new(
-                calls, json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
-                                 json_object_get(b, "id"), "type", "function",
-                                 "function", "name", json_object_get(b, "name"),
-                                 "arguments", args ? args : "{}"));
+                calls,
+                mf_json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                             json_object_get(b, "id"), "type", "function",
+                             "function", "name", json_object_get(b, "name"),
+                             "arguments", args ? args : "{}"));
             free(args);
         }
     }
-    msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
-                    text ? json_string(text) : json_null(), "refusal");
+    msg = mf_json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
+                       text ? json_string(text) : json_null(), "refusal");
     if (thinking != NULL) {
         json_object_set_new(msg, "reasoning_content", json_string(thinking));
     }
@@ -423,7 +427,7 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     } else {
         json_decref(calls);
     }
-    out = json_pack(
+    out = mf_json_pack(
         "{s:O,s:s,s:I,s:O,s:[{s:i,s:o,s:n,s:s}],s:o}", "id",
         json_object_get(in, "id"), "object", "chat.completion", "created",
         (json_int_t)time(NULL), "model", json_object_get(in, "model"),
@@ -442,11 +446,11 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 static json_t *
 chunk(stream_t *s, json_t *delta, const char *finish)
 {
-    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", s->id,
-                     "object", "chat.completion.chunk", "created", s->created,
-                     "model", s->model, "choices", "index", 0, "delta", delta,
-                     "finish_reason",
-                     finish ? json_string(finish) : json_null(), "logprobs");
+    return mf_json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", s->id,
+                        "object", "chat.completion.chunk", "created",
+                        s->created, "model", s->model, "choices", "index", 0,
+                        "delta", delta, "finish_reason",
+                        finish ? json_string(finish) : json_null(), "logprobs");
 }
 
 static stream_t *
@@ -492,7 +496,7 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (ev->data.len == 0) {
         return MF_EVENT_PASS;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return MF_ERR;
@@ -514,7 +518,8 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         snprintf(s->model, sizeof(s->model), "%s", model ? model : "");
         read_usage(r, json_object_get(m, "usage"), &s->usage);
         api->set_usage(r, &s->usage);
-        c = chunk(s, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
+        c = chunk(s,
+                  mf_json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                   NULL);
         flags |= MF_EVENT_PREAMBLE;
     } else if (strcmp(type, "content_block_start") == 0) {
@@ -526,10 +531,11 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
 
             s->tool_of_block[idx] = ti;
             c = chunk(s,
-                      json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}", "tool_calls",
-                                "index", ti, "id", json_object_get(b, "id"),
-                                "type", "function", "function", "name",
-                                json_object_get(b, "name"), "arguments", ""),
+                      mf_json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}",
+                                   "tool_calls", "index", ti, "id",
+                                   json_object_get(b, "id"), "type", "function",
+                                   "function", "name",
+                                   json_object_get(b, "name"), "arguments", ""),
                       NULL);
         }
     } else if (strcmp(type, "content_block_delta") == 0) {
@@ -537,20 +543,21 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         const char *dt = json_string_value(json_object_get(d, "type"));
 
         if (dt && strcmp(dt, "text_delta") == 0) {
-            c = chunk(s,
-                      json_pack("{s:O}", "content", json_object_get(d, "text")),
-                      NULL);
+            c = chunk(
+                s, mf_json_pack("{s:O}", "content", json_object_get(d, "text")),
+                NULL);
         } else if (dt && strcmp(dt, "thinking_delta") == 0) {
             c = chunk(s,
-                      json_pack("{s:O}", "reasoning_content",
-                                json_object_get(d, "thinking")),
+                      mf_json_pack("{s:O}", "reasoning_content",
+                                   json_object_get(d, "thinking")),
                       NULL);
         } else if (dt && strcmp(dt, "input_json_delta") == 0 && idx >= 0 &&
                    idx < 64 && s->tool_of_block[idx] >= 0) {
             c = chunk(s,
-                      json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
-                                s->tool_of_block[idx], "function", "arguments",
-                                json_object_get(d, "partial_json")),
+                      mf_json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
+                                   s->tool_of_block[idx], "function",
+                                   "arguments",
+                                   json_object_get(d, "partial_json")),
                       NULL);
         }
     } else if (strcmp(type, "message_delta") == 0) {
@@ -562,16 +569,17 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         c = chunk(s, json_object(), finish_reason(stop) ?: "stop");
     } else if (strcmp(type, "message_stop") == 0) {
         /* the usage chunk (the host drops it unless the client asked) */
-        c = json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", s->id, "object",
-                      "chat.completion.chunk", "created", s->created, "model",
-                      s->model, "choices", "usage", pu_usage_json(&s->usage));
+        c = mf_json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", s->id, "object",
+                         "chat.completion.chunk", "created", s->created,
+                         "model", s->model, "choices", "usage",
+                         pu_usage_json(&s->usage));
         flags |= MF_EVENT_USAGE_ONLY | MF_EVENT_DONE;
     } else if (strcmp(type, "error") == 0) {
         json_t *e = json_object_get(j, "error");
 
-        c = json_pack("{s:{s:O,s:O,s:n}}", "error", "message",
-                      json_object_get(e, "message"), "type",
-                      json_object_get(e, "type"), "code");
+        c = mf_json_pack("{s:{s:O,s:O,s:n}}", "error", "message",
+                         json_object_get(e, "message"), "type",
+                         json_object_get(e, "type"), "code");
         flags |= MF_EVENT_ERROR;
     }
     /* ping, content_block_stop, signature deltas: nothing to send */
@@ -590,7 +598,7 @@ int
 aw_parse_error(mf_req_t *r, const char *name, int status, mf_str_t body,
                mf_error_t *err)
 {
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error");
     const char *type = json_string_value(json_object_get(e, "type"));
     const char *msg = json_string_value(json_object_get(e, "message"));
@@ -629,7 +637,7 @@ aw_parse_error(mf_req_t *r, const char *name, int status, mf_str_t body,
 int
 aw_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "input_tokens");
 
     (void)r;

@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <manifold/json.h>
+
 void
 pu_usage_init(mf_usage_t *u)
 {
@@ -24,16 +26,16 @@ nonneg(int64_t v)
 json_t *
 pu_usage_json(const mf_usage_t *u)
 {
-    json_t *o = json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens",
-                          nonneg(u->prompt_tokens), "completion_tokens",
-                          nonneg(u->completion_tokens), "total_tokens",
-                          nonneg(u->total_tokens), "prompt_tokens_details",
-                          "cached_tokens", nonneg(u->cached_tokens));
+    json_t *o = mf_json_pack("{s:I,s:I,s:I,s:{s:I}}", "prompt_tokens",
+                             nonneg(u->prompt_tokens), "completion_tokens",
+                             nonneg(u->completion_tokens), "total_tokens",
+                             nonneg(u->total_tokens), "prompt_tokens_details",
+                             "cached_tokens", nonneg(u->cached_tokens));
 
     if (u->reasoning_tokens > 0) {
         json_object_set_new(o, "completion_tokens_details",
-                            json_pack("{s:I}", "reasoning_tokens",
-                                      nonneg(u->reasoning_tokens)));
+                            mf_json_pack("{s:I}", "reasoning_tokens",
+                                         nonneg(u->reasoning_tokens)));
     }
     return o;
 }
@@ -151,14 +153,14 @@ pu_embeddings_response(json_t *vectors, const char *model, int base64,
         } else {
             emb = json_incref(vec);
         }
-        json_array_append_new(data, json_pack("{s:s,s:I,s:o}", "object",
-                                              "embedding", "index",
-                                              (json_int_t)i, "embedding", emb));
+        json_array_append_new(
+            data, mf_json_pack("{s:s,s:I,s:o}", "object", "embedding", "index",
+                               (json_int_t)i, "embedding", emb));
     }
-    return json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data",
-                     data, "model", model, "usage", "prompt_tokens",
-                     nonneg(u->prompt_tokens), "total_tokens",
-                     nonneg(u->total_tokens));
+    return mf_json_pack("{s:s,s:o,s:s,s:{s:I,s:I}}", "object", "list", "data",
+                        data, "model", model, "usage", "prompt_tokens",
+                        nonneg(u->prompt_tokens), "total_tokens",
+                        nonneg(u->total_tokens));
 }
 
 json_t *
@@ -168,7 +170,7 @@ pu_embedding_inputs(json_t *body)
     size_t i;
 
     if (json_is_string(in)) {
-        return json_pack("[O]", in);
+        return mf_json_pack("[O]", in);
     }
     if (!json_is_array(in) || json_array_size(in) == 0) {
         return NULL;
@@ -189,20 +191,20 @@ json_t *
 pu_chunk(const char *id, const char *model, json_int_t created, int index,
          json_t *delta, const char *finish)
 {
-    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", id,
-                     "object", "chat.completion.chunk", "created", created,
-                     "model", model, "choices", "index", index, "delta", delta,
-                     "finish_reason",
-                     finish ? json_string(finish) : json_null(), "logprobs");
+    return mf_json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:n}]}", "id", id,
+                        "object", "chat.completion.chunk", "created", created,
+                        "model", model, "choices", "index", index, "delta",
+                        delta, "finish_reason",
+                        finish ? json_string(finish) : json_null(), "logprobs");
 }
 
 json_t *
 pu_usage_chunk(const char *id, const char *model, json_int_t created,
                const mf_usage_t *u)
 {
-    return json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", id, "object",
-                     "chat.completion.chunk", "created", created, "model",
-                     model, "choices", "usage", pu_usage_json(u));
+    return mf_json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", id, "object",
+                        "chat.completion.chunk", "created", created, "model",
+                        model, "choices", "usage", pu_usage_json(u));
 }
 
 void
@@ -233,8 +235,8 @@ pu_push_turn(json_t *turns, const char *role, const char *field, json_t *items)
         json_decref(items);
         return;
     }
-    json_array_append_new(turns,
-                          json_pack("{s:s,s:o}", "role", role, field, items));
+    json_array_append_new(
+        turns, mf_json_pack("{s:s,s:o}", "role", role, field, items));
 }
 
 json_t *
@@ -268,7 +270,7 @@ pu_stop_list(json_t *in)
     json_t *v = json_object_get(in, "stop");
 
     if (json_is_string(v)) {
-        return json_pack("[O]", v);
+        return mf_json_pack("[O]", v);
     }
     return json_array_size(v) > 0 ? json_incref(v) : NULL;
 }

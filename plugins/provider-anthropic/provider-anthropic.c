@@ -8,6 +8,7 @@
  * provider options: { default_max_tokens: 4096, version: "2023-06-01" }
  */
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,7 +101,7 @@ anthropic_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                         MF_STR("text/event-stream"));
     }
     msg = aw_request(&a->conf, body, u);
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;

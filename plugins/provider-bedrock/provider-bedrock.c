@@ -27,6 +27,7 @@
  * provider fields: region; options: { input_type: search_document }.
  */
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
@@ -314,7 +315,7 @@ image_format(mf_str_t mt)
 static json_t *
 cache_point(void)
 {
-    return json_pack("{s:{s:s}}", "cachePoint", "type", "default");
+    return mf_json_pack("{s:{s:s}}", "cachePoint", "type", "default");
 }
 
 /* Content (a string or parts) to Converse blocks; *bad names an image
@@ -329,7 +330,7 @@ blocks_cached(json_t *content, const char **bad, int cache, int *cached)
 
     if (json_is_string(content)) {
         if (json_string_length(content) > 0) {
-            json_array_append_new(out, json_pack("{s:O}", "text", content));
+            json_array_append_new(out, mf_json_pack("{s:O}", "text", content));
         }
         return out;
     }
@@ -339,7 +340,7 @@ blocks_cached(json_t *content, const char **bad, int cache, int *cached)
         json_t *t = json_object_get(part, "text");
 
         if (type && strcmp(type, "text") == 0 && json_string_length(t) > 0) {
-            json_array_append_new(out, json_pack("{s:O}", "text", t));
+            json_array_append_new(out, mf_json_pack("{s:O}", "text", t));
         } else if (type && strcmp(type, "image_url") == 0) {
             const char *url = json_string_value(
                 json_object_get(json_object_get(part, "image_url"), "url"));
@@ -351,9 +352,9 @@ blocks_cached(json_t *content, const char **bad, int cache, int *cached)
                 *bad = url ? url : "";
                 continue;
             }
-            json_array_append_new(out, json_pack("{s:{s:s,s:{s:s%}}}", "image",
-                                                 "format", fmt, "source",
-                                                 "bytes", data.data, data.len));
+            json_array_append_new(
+                out, mf_json_pack("{s:{s:s,s:{s:s%}}}", "image", "format", fmt,
+                                  "source", "bytes", data.data, data.len));
         } else {
             continue;
         }
@@ -384,11 +385,11 @@ tool_use_blocks(json_t *calls)
     {
         json_t *fn = json_object_get(c, "function");
 
-        json_array_append_new(out,
-                              json_pack("{s:{s:O,s:O,s:o}}", "toolUse",
-                                        "toolUseId", json_object_get(c, "id"),
-                                        "name", json_object_get(fn, "name"),
-                                        "input", pu_tool_args(c)));
+        json_array_append_new(
+            out, mf_json_pack("{s:{s:O,s:O,s:o}}", "toolUse", "toolUseId",
+                              json_object_get(c, "id"), "name",
+                              json_object_get(fn, "name"), "input",
+                              pu_tool_args(c)));
     }
     return out;
 }
@@ -401,8 +402,8 @@ tool_result_block(json_t *m, int *cached)
 
     if (json_is_string(content)) {
         j = json_loads(json_string_value(content), 0, NULL);
-        inner = json_is_object(j) ? json_pack("[{s:o}]", "json", j)
-                                  : json_pack("[{s:O}]", "text", content);
+        inner = json_is_object(j) ? mf_json_pack("[{s:o}]", "json", j)
+                                  : mf_json_pack("[{s:O}]", "text", content);
         if (!json_is_object(j)) {
             json_decref(j);
         }
@@ -410,11 +411,11 @@ tool_result_block(json_t *m, int *cached)
         inner = blocks_cached(content, &bad, 0, cached);
     }
     if (json_array_size(inner) == 0) {
-        json_array_append_new(inner, json_pack("{s:s}", "text", "(empty)"));
+        json_array_append_new(inner, mf_json_pack("{s:s}", "text", "(empty)"));
     }
-    return json_pack("{s:{s:O,s:o,s:s}}", "toolResult", "toolUseId",
-                     json_object_get(m, "tool_call_id"), "content", inner,
-                     "status", "success");
+    return mf_json_pack("{s:{s:O,s:o,s:s}}", "toolResult", "toolUseId",
+                        json_object_get(m, "tool_call_id"), "content", inner,
+                        "status", "success");
 }
 
 static json_t *
@@ -433,16 +434,16 @@ tool_config(json_t *in)
         if (!json_is_string(json_object_get(fn, "name"))) {
             continue;
         }
-        spec = json_pack("{s:O,s:{s:o}}", "name", json_object_get(fn, "name"),
-                         "inputSchema", "json",
-                         json_is_object(params)
-                             ? json_incref(params)
-                             : json_pack("{s:s}", "type", "object"));
+        spec = mf_json_pack("{s:O,s:{s:o}}", "name",
+                            json_object_get(fn, "name"), "inputSchema", "json",
+                            json_is_object(params)
+                                ? json_incref(params)
+                                : mf_json_pack("{s:s}", "type", "object"));
         if (json_is_string(json_object_get(fn, "description"))) {
             json_object_set(spec, "description",
                             json_object_get(fn, "description"));
         }
-        json_array_append_new(tools, json_pack("{s:o}", "toolSpec", spec));
+        json_array_append_new(tools, mf_json_pack("{s:o}", "toolSpec", spec));
         if (json_is_object(json_object_get(t, "cache_control"))) {
             json_array_append_new(tools, cache_point());
         }
@@ -451,18 +452,18 @@ tool_config(json_t *in)
         json_decref(tools);
         return NULL;
     }
-    out = json_pack("{s:o}", "tools", tools);
+    out = mf_json_pack("{s:o}", "tools", tools);
     if (json_is_string(tc) && strcmp(json_string_value(tc), "required") == 0) {
-        json_object_set_new(out, "toolChoice", json_pack("{s:{}}", "any"));
+        json_object_set_new(out, "toolChoice", mf_json_pack("{s:{}}", "any"));
     } else if (json_is_object(tc)) {
         json_object_set_new(
             out, "toolChoice",
-            json_pack(
+            mf_json_pack(
                 "{s:{s:O}}", "tool", "name",
                 json_object_get(json_object_get(tc, "function"), "name")));
     } else if (json_is_string(tc) &&
                strcmp(json_string_value(tc), "auto") == 0) {
-        json_object_set_new(out, "toolChoice", json_pack("{s:{}}", "auto"));
+        json_object_set_new(out, "toolChoice", mf_json_pack("{s:{}}", "auto"));
     }
     /* "none": Converse has no such choice; the tools stay declared (the
      * history may use them) and the model decides */
@@ -495,7 +496,7 @@ to_converse(json_t *in, const char **bad)
             json_decref(blocks);
         } else if (strcmp(role, "tool") == 0) {
             int cached = 0;
-            json_t *blocks = json_pack("[o]", tool_result_block(m, &cached));
+            json_t *blocks = mf_json_pack("[o]", tool_result_block(m, &cached));
 
             if (cached) {
                 json_array_append_new(blocks, cache_point());
@@ -535,9 +536,9 @@ to_converse(json_t *in, const char **bad)
                                                           : 4096;
         json_int_t max = pu_opt_int(ic, "maxTokens", 0);
 
-        json_object_set_new(
-            extra, "thinking",
-            json_pack("{s:s,s:I}", "type", "enabled", "budget_tokens", budget));
+        json_object_set_new(extra, "thinking",
+                            mf_json_pack("{s:s,s:I}", "type", "enabled",
+                                         "budget_tokens", budget));
         if (max <= budget) {
             json_object_set_new(ic, "maxTokens",
                                 json_integer(budget + (max ? max : 4096)));
@@ -591,17 +592,17 @@ to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
             json_decref(inputs);
             return NULL;
         }
-        out = json_pack("{s:O}", "inputText", json_array_get(inputs, 0));
+        out = mf_json_pack("{s:O}", "inputText", json_array_get(inputs, 0));
         if (json_is_integer(dims)) {
             json_object_set(out, "dimensions", dims);
         }
         json_decref(inputs);
         return out;
     }
-    out = json_pack("{s:o,s:s,s:s}", "texts", inputs, "input_type",
-                    json_string_value(json_object_get(in, "input_type"))
-                        ?: b->input_type,
-                    "truncate", "END");
+    out = mf_json_pack("{s:o,s:s,s:s}", "texts", inputs, "input_type",
+                       json_string_value(json_object_get(in, "input_type"))
+                           ?: b->input_type,
+                       "truncate", "END");
     return out;
 }
 
@@ -659,7 +660,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             json_object_set(conv, "system", json_object_get(msg, "system"));
         }
         json_decref(msg);
-        msg = json_pack("{s:{s:o}}", "input", "converse", conv);
+        msg = mf_json_pack("{s:{s:o}}", "input", "converse", conv);
     }
     if (bad != NULL) {
         pu_error(api, r, 400, "invalid_request_error", "unsupported_image",
@@ -669,7 +670,7 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         json_decref(msg);
         return MF_ERR;
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -767,7 +768,7 @@ parse_embeddings(mf_req_t *r, json_t *in, const mf_req_info_t *info)
 
     pu_usage_init(&u);
     if (json_is_array(json_object_get(in, "embedding"))) { /* Titan */
-        vectors = json_pack("[O]", json_object_get(in, "embedding"));
+        vectors = mf_json_pack("[O]", json_object_get(in, "embedding"));
         u.prompt_tokens = pu_int_at(in, "inputTextTokenCount");
     } else {
         e = json_object_get(in, "embeddings");
@@ -804,7 +805,7 @@ parse_embeddings(mf_req_t *r, json_t *in, const mf_req_info_t *info)
 static int
 bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
     mf_req_info_t info = {.size = sizeof(info)};
     mf_usage_t usage;
     char *text = NULL, *thinking = NULL, id[160];
@@ -843,15 +844,15 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         if (t != NULL) {
             pu_append(&text, &tl, t);
         } else if (tu != NULL) {
-            char *args = json_dumps(json_object_get(tu, "input"),
-                                    JSON_COMPACT | JSON_ENCODE_ANY);
+            char *args = mf_json_dumps(json_object_get(tu, "input"),
+                                       JSON_COMPACT | JSON_ENCODE_ANY);
 
-            json_array_append_new(calls,
-                                  json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
-                                            json_object_get(tu, "toolUseId"),
-                                            "type", "function", "function",
-                                            "name", json_object_get(tu, "name"),
-                                            "arguments", args ? args : "{}"));
+            json_array_append_new(
+                calls, mf_json_pack("{s:O,s:s,s:{s:O,s:s}}", "id",
+                                    json_object_get(tu, "toolUseId"), "type",
+                                    "function", "function", "name",
+                                    json_object_get(tu, "name"), "arguments",
+                                    args ? args : "{}"));
             free(args);
         } else if ((t = json_string_value(json_object_get(
                         json_object_get(rc, "reasoningText"), "text"))) !=
@@ -859,8 +860,8 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
             pu_append(&thinking, &kl, t);
         }
     }
-    msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
-                    text ? json_string(text) : json_null(), "refusal");
+    msg = mf_json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
+                       text ? json_string(text) : json_null(), "refusal");
     if (thinking != NULL) {
         json_object_set_new(msg, "reasoning_content", json_string(thinking));
     }
@@ -870,7 +871,7 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         json_decref(calls);
     }
     response_id(r, id, sizeof(id));
-    out = json_pack(
+    out = mf_json_pack(
         "{s:s,s:s,s:I,s:s%,s:[{s:i,s:o,s:n,s:s}],s:o}", "id", id, "object",
         "chat.completion", "created", (json_int_t)time(NULL), "model",
         info.upstream_model.data, info.upstream_model.len, "choices", "index",
@@ -944,7 +945,7 @@ bedrock_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                     mf_error_t *err)
 {
     bedrock_t *b = state;
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     const char *msg = json_string_value(json_object_get(j, "message"));
     mf_str_t et = MF_STR("");
 
@@ -1009,7 +1010,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (s == NULL) {
         return MF_ERR;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (ev->id.len > 0 &&
         (ev->id.len != 5 || memcmp(ev->id.data, "event", 5))) {
         /* exception or error message: fail the attempt or end the stream */
@@ -1030,9 +1031,10 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     }
     idx = pu_int_at(j, "contentBlockIndex");
     if (pu_str_is(ev->event, "messageStart")) {
-        c = pu_chunk(s->id, s->model, s->created, 0,
-                     json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
-                     NULL);
+        c = pu_chunk(
+            s->id, s->model, s->created, 0,
+            mf_json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
+            NULL);
         flags |= MF_EVENT_PREAMBLE;
     } else if (pu_str_is(ev->event, "contentBlockStart")) {
         json_t *tu = json_object_get(json_object_get(j, "start"), "toolUse");
@@ -1041,33 +1043,34 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
             int ti = s->ntools++;
 
             s->tool_of_block[idx] = ti;
-            c = pu_chunk(
-                s->id, s->model, s->created, 0,
-                json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}", "tool_calls",
-                          "index", ti, "id", json_object_get(tu, "toolUseId"),
-                          "type", "function", "function", "name",
-                          json_object_get(tu, "name"), "arguments", ""),
-                NULL);
+            c = pu_chunk(s->id, s->model, s->created, 0,
+                         mf_json_pack("{s:[{s:i,s:O,s:s,s:{s:O,s:s}}]}",
+                                      "tool_calls", "index", ti, "id",
+                                      json_object_get(tu, "toolUseId"), "type",
+                                      "function", "function", "name",
+                                      json_object_get(tu, "name"), "arguments",
+                                      ""),
+                         NULL);
         }
     } else if (pu_str_is(ev->event, "contentBlockDelta")) {
         json_t *d = json_object_get(j, "delta"), *v;
 
         if (json_is_string(v = json_object_get(d, "text"))) {
             c = pu_chunk(s->id, s->model, s->created, 0,
-                         json_pack("{s:O}", "content", v), NULL);
+                         mf_json_pack("{s:O}", "content", v), NULL);
         } else if (json_is_string(
                        v = json_object_get(
                            json_object_get(d, "reasoningContent"), "text"))) {
             c = pu_chunk(s->id, s->model, s->created, 0,
-                         json_pack("{s:O}", "reasoning_content", v), NULL);
+                         mf_json_pack("{s:O}", "reasoning_content", v), NULL);
         } else if (json_is_string(
                        v = json_object_get(json_object_get(d, "toolUse"),
                                            "input")) &&
                    idx >= 0 && idx < 64 && s->tool_of_block[idx] >= 0) {
             c = pu_chunk(s->id, s->model, s->created, 0,
-                         json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
-                                   s->tool_of_block[idx], "function",
-                                   "arguments", v),
+                         mf_json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls",
+                                      "index", s->tool_of_block[idx],
+                                      "function", "arguments", v),
                          NULL);
         }
     } else if (pu_str_is(ev->event, "messageStop")) {
@@ -1092,7 +1095,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
 static int
 bedrock_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "inputTokens");
 
     (void)r;

@@ -36,6 +36,7 @@
  * (Claude on vertex) }.
  */
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <pthread.h>
@@ -214,14 +215,14 @@ account_load(gemini_t *g, account_t *a, const char *key)
 static char *
 account_jwt(account_t *a)
 {
-    json_t *hdr = json_pack("{s:s,s:s}", "alg", "RS256", "typ", "JWT");
+    json_t *hdr = mf_json_pack("{s:s,s:s}", "alg", "RS256", "typ", "JWT");
     long iat = (long)time(NULL);
-    json_t *claims = json_pack(
+    json_t *claims = mf_json_pack(
         "{s:s,s:s,s:s,s:I,s:I}", "iss", a->email, "scope",
         "https://www.googleapis.com/auth/cloud-platform", "aud", a->token_uri,
         "iat", (json_int_t)iat, "exp", (json_int_t)(iat + 3600));
-    char *h = json_dumps(hdr, JSON_COMPACT),
-         *c = json_dumps(claims, JSON_COMPACT);
+    char *h = mf_json_dumps(hdr, JSON_COMPACT),
+         *c = mf_json_dumps(claims, JSON_COMPACT);
     char *hb = h ? pu_base64url(h, strlen(h)) : NULL;
     char *cb = c ? pu_base64url(c, strlen(c)) : NULL;
     char *input = NULL, *out = NULL, *sb = NULL;
@@ -408,7 +409,7 @@ schema_of(json_t *in)
     size_t i;
 
     if (!json_is_object(in)) {
-        return json_pack("{s:s}", "type", "object");
+        return mf_json_pack("{s:s}", "type", "object");
     }
     out = json_object();
     for (i = 0; keep[i]; i++) {
@@ -493,7 +494,7 @@ parts_of(json_t *content)
 
     if (json_is_string(content)) {
         if (json_string_length(content) > 0) {
-            json_array_append_new(out, json_pack("{s:O}", "text", content));
+            json_array_append_new(out, mf_json_pack("{s:O}", "text", content));
         }
         return out;
     }
@@ -504,7 +505,8 @@ parts_of(json_t *content)
         if (type && strcmp(type, "text") == 0 &&
             json_is_string(json_object_get(part, "text"))) {
             json_array_append_new(
-                out, json_pack("{s:O}", "text", json_object_get(part, "text")));
+                out,
+                mf_json_pack("{s:O}", "text", json_object_get(part, "text")));
         } else if (type && strcmp(type, "image_url") == 0) {
             const char *url = json_string_value(
                 json_object_get(json_object_get(part, "image_url"), "url"));
@@ -514,14 +516,14 @@ parts_of(json_t *content)
                 continue;
             }
             if (pu_data_url(url, &mt, &data) == MF_OK) {
-                json_array_append_new(out,
-                                      json_pack("{s:{s:s%,s:s%}}", "inlineData",
-                                                "mimeType", mt.data, mt.len,
-                                                "data", data.data, data.len));
+                json_array_append_new(
+                    out,
+                    mf_json_pack("{s:{s:s%,s:s%}}", "inlineData", "mimeType",
+                                 mt.data, mt.len, "data", data.data, data.len));
             } else {
                 json_array_append_new(
-                    out, json_pack("{s:{s:s,s:s}}", "fileData", "mimeType",
-                                   mime_of_url(url), "fileUri", url));
+                    out, mf_json_pack("{s:{s:s,s:s}}", "fileData", "mimeType",
+                                      mime_of_url(url), "fileUri", url));
             }
         }
     }
@@ -567,8 +569,8 @@ call_parts(json_t *calls)
         json_t *a = pu_tool_args(c);
         json_t *p;
 
-        p = json_pack("{s:{s:O,s:o}}", "functionCall", "name",
-                      json_object_get(fn, "name"), "args", a);
+        p = mf_json_pack("{s:{s:O,s:o}}", "functionCall", "name",
+                         json_object_get(fn, "name"), "args", a);
         if (sig != NULL) {
             json_object_set_new(p, "thoughtSignature",
                                 json_string(sig + strlen(SIG_SEP)));
@@ -592,7 +594,7 @@ tool_response(json_t *content)
             return j;
         }
         json_decref(j);
-        return json_pack("{s:O}", "content", content);
+        return mf_json_pack("{s:O}", "content", content);
     }
     parts = content;
     json_array_foreach(parts, i, j)
@@ -603,7 +605,7 @@ tool_response(json_t *content)
             pu_append(&text, &len, t);
         }
     }
-    j = json_pack("{s:s}", "content", text ? text : "");
+    j = mf_json_pack("{s:s}", "content", text ? text : "");
     free(text);
     return j;
 }
@@ -656,8 +658,8 @@ generation_config(json_t *in)
                                                              : 8192;
 
         json_object_set_new(gc, "thinkingConfig",
-                            json_pack("{s:I,s:b}", "thinkingBudget", budget,
-                                      "includeThoughts", budget > 0));
+                            mf_json_pack("{s:I,s:b}", "thinkingBudget", budget,
+                                         "includeThoughts", budget > 0));
     }
     return gc;
 }
@@ -676,7 +678,7 @@ tools_of(json_t *in)
         if (!json_is_string(json_object_get(fn, "name"))) {
             continue;
         }
-        d = json_pack("{s:O}", "name", json_object_get(fn, "name"));
+        d = mf_json_pack("{s:O}", "name", json_object_get(fn, "name"));
         if (json_is_string(json_object_get(fn, "description"))) {
             json_object_set(d, "description",
                             json_object_get(fn, "description"));
@@ -693,7 +695,7 @@ tools_of(json_t *in)
         json_decref(decls);
         return NULL;
     }
-    return json_pack("[{s:o}]", "functionDeclarations", decls);
+    return mf_json_pack("[{s:o}]", "functionDeclarations", decls);
 }
 
 static json_t *
@@ -702,13 +704,13 @@ tool_config_of(json_t *tc)
     if (json_is_string(tc)) {
         const char *s = json_string_value(tc);
 
-        return json_pack("{s:{s:s}}", "functionCallingConfig", "mode",
-                         strcmp(s, "required") == 0 ? "ANY"
-                         : strcmp(s, "none") == 0   ? "NONE"
-                                                    : "AUTO");
+        return mf_json_pack("{s:{s:s}}", "functionCallingConfig", "mode",
+                            strcmp(s, "required") == 0 ? "ANY"
+                            : strcmp(s, "none") == 0   ? "NONE"
+                                                       : "AUTO");
     }
     if (json_is_object(tc)) {
-        return json_pack(
+        return mf_json_pack(
             "{s:{s:s,s:[O]}}", "functionCallingConfig", "mode", "ANY",
             "allowedFunctionNames",
             json_object_get(json_object_get(tc, "function"), "name"));
@@ -742,9 +744,9 @@ to_gemini(gemini_t *g, json_t *in)
                 msgs, json_string_value(json_object_get(m, "tool_call_id")));
 
             pu_push_turn(contents, "user", "parts",
-                         json_pack("[{s:{s:s,s:o}}]", "functionResponse",
-                                   "name", name ? name : "tool", "response",
-                                   tool_response(content)));
+                         mf_json_pack("[{s:{s:s,s:o}}]", "functionResponse",
+                                      "name", name ? name : "tool", "response",
+                                      tool_response(content)));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *parts = parts_of(content);
             json_t *calls = call_parts(json_object_get(m, "tool_calls"));
@@ -759,7 +761,7 @@ to_gemini(gemini_t *g, json_t *in)
     json_object_set_new(out, "contents", contents);
     if (json_array_size(system) > 0) {
         json_object_set_new(out, "systemInstruction",
-                            json_pack("{s:o}", "parts", system));
+                            mf_json_pack("{s:o}", "parts", system));
     } else {
         json_decref(system);
     }
@@ -800,11 +802,11 @@ to_embed(gemini_t *g, json_t *in, const mf_upstream_t *u)
         json_t *one;
 
         if (g->vertex) {
-            one = json_pack("{s:O}", "content", t);
+            one = mf_json_pack("{s:O}", "content", t);
         } else {
-            one = json_pack("{s:s+%,s:{s:[{s:O}]}}", "model", "models/",
-                            u->model.data, u->model.len, "content", "parts",
-                            "text", t);
+            one = mf_json_pack("{s:s+%,s:{s:[{s:O}]}}", "model", "models/",
+                               u->model.data, u->model.len, "content", "parts",
+                               "text", t);
             if (json_is_integer(dims)) {
                 json_object_set(one, "outputDimensionality", dims);
             }
@@ -813,16 +815,16 @@ to_embed(gemini_t *g, json_t *in, const mf_upstream_t *u)
     }
     json_decref(inputs);
     if (g->vertex) {
-        json_t *out = json_pack("{s:o}", "instances", reqs);
+        json_t *out = mf_json_pack("{s:o}", "instances", reqs);
 
         if (json_is_integer(dims)) {
             json_object_set_new(
                 out, "parameters",
-                json_pack("{s:O}", "outputDimensionality", dims));
+                mf_json_pack("{s:O}", "outputDimensionality", dims));
         }
         return out;
     }
-    return json_pack("{s:o}", "requests", reqs);
+    return mf_json_pack("{s:o}", "requests", reqs);
 }
 
 /* countTokens' body from a generateContent body (taken): Google AI takes
@@ -839,7 +841,7 @@ count_body(const gemini_t *g, json_t *gen, const char *model)
 
     if (!g->vertex) {
         json_object_set_new(gen, "model", json_sprintf("models/%s", model));
-        return json_pack("{s:o}", "generateContentRequest", gen);
+        return mf_json_pack("{s:o}", "generateContentRequest", gen);
     }
     out = json_object();
     for (i = 0; keep[i] != NULL; i++) {
@@ -920,7 +922,7 @@ claude_request(mf_req_t *r, gemini_t *g, const mf_upstream_t *u, json_t *body,
         json_object_set_new(msg, "anthropic_version",
                             json_string("vertex-2023-10-16"));
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -1023,7 +1025,7 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                  g->name);
         return MF_ERR; /* the host answers with err */
     }
-    text = json_dumps(msg, JSON_COMPACT);
+    text = mf_json_dumps(msg, JSON_COMPACT);
     json_decref(msg);
     if (text == NULL) {
         return MF_ERR;
@@ -1074,7 +1076,7 @@ token_answer(mf_req_t *r, void *arg, const mf_http_result_t *res,
     char why[256];
 
     if (res != NULL) {
-        j = json_loadb(res->body.data, res->body.len, 0, NULL);
+        j = mf_json_loadb(res->body.data, res->body.len, 0, NULL);
     }
     tok = json_string_value(json_object_get(j, "access_token"));
     ttl = pu_opt_int(j, "expires_in", 3600);
@@ -1337,8 +1339,8 @@ tool_call(json_t *part, int index)
         json_string_value(json_object_get(part, "thoughtSignature"));
     const char *given = json_string_value(json_object_get(fc, "id"));
     json_t *argv = json_object_get(fc, "args");
-    char *args =
-        argv ? json_dumps(argv, JSON_COMPACT | JSON_ENCODE_ANY) : strdup("{}");
+    char *args = argv ? mf_json_dumps(argv, JSON_COMPACT | JSON_ENCODE_ANY)
+                      : strdup("{}");
     char id[64];
     json_t *c;
 
@@ -1347,9 +1349,10 @@ tool_call(json_t *part, int index)
     } else {
         random_id(id, sizeof(id), "call_");
     }
-    c = json_pack("{s:s+,s:s,s:{s:O,s:s}}", "id", id, sig ? SIG_SEP : "",
-                  "type", "function", "function", "name",
-                  json_object_get(fc, "name"), "arguments", args ? args : "{}");
+    c = mf_json_pack("{s:s+,s:s,s:{s:O,s:s}}", "id", id, sig ? SIG_SEP : "",
+                     "type", "function", "function", "name",
+                     json_object_get(fc, "name"), "arguments",
+                     args ? args : "{}");
     if (sig != NULL) {
         char *full = malloc(strlen(id) + strlen(SIG_SEP) + strlen(sig) + 1);
 
@@ -1457,7 +1460,7 @@ static int
 google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     gemini_t *g = state;
-    json_t *in = json_loadb(body.data, body.len, 0, NULL), *cand, *choices;
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *cand, *choices;
     json_t *pf;
     mf_usage_t usage;
     mf_req_info_t info = {.size = sizeof(info)};
@@ -1511,8 +1514,8 @@ google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
             json_decref(in);
             return MF_OK;
         }
-        msg = json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
-                        text ? json_string(text) : json_null(), "refusal");
+        msg = mf_json_pack("{s:s,s:o,s:n}", "role", "assistant", "content",
+                           text ? json_string(text) : json_null(), "refusal");
         if (thought != NULL) {
             json_object_set_new(msg, "reasoning_content", json_string(thought));
         }
@@ -1520,13 +1523,14 @@ google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
             json_object_set(msg, "tool_calls", calls);
         }
         json_array_append_new(
-            choices, json_pack("{s:I,s:o,s:n,s:s}", "index",
-                               json_is_integer(json_object_get(cand, "index"))
-                                   ? pu_int_at(cand, "index")
-                                   : (json_int_t)i,
-                               "message", msg, "logprobs", "finish_reason",
-                               finish_reason(fr ? fr : "STOP",
-                                             json_array_size(calls) > 0)));
+            choices,
+            mf_json_pack(
+                "{s:I,s:o,s:n,s:s}", "index",
+                json_is_integer(json_object_get(cand, "index"))
+                    ? pu_int_at(cand, "index")
+                    : (json_int_t)i,
+                "message", msg, "logprobs", "finish_reason",
+                finish_reason(fr ? fr : "STOP", json_array_size(calls) > 0)));
         json_decref(calls);
         free(text);
         free(thought);
@@ -1546,11 +1550,11 @@ google_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     } else {
         random_id(id, sizeof(id), "chatcmpl-");
     }
-    out = json_pack("{s:s,s:s,s:I,s:s%,s:o,s:o}", "id", id, "object",
-                    "chat.completion", "created", (json_int_t)time(NULL),
-                    "model", ver ? ver : info.upstream_model.data,
-                    ver ? strlen(ver) : info.upstream_model.len, "choices",
-                    choices, "usage", pu_usage_json(&usage));
+    out = mf_json_pack("{s:s,s:s,s:I,s:s%,s:o,s:o}", "id", id, "object",
+                       "chat.completion", "created", (json_int_t)time(NULL),
+                       "model", ver ? ver : info.upstream_model.data,
+                       ver ? strlen(ver) : info.upstream_model.len, "choices",
+                       choices, "usage", pu_usage_json(&usage));
     json_decref(in);
     return out ? api->set_response_json(r, out) : MF_ERR;
 }
@@ -1597,7 +1601,7 @@ google_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (s == NULL) {
         return MF_ERR;
     }
-    j = json_loadb(ev->data.data, ev->data.len, 0, NULL);
+    j = mf_json_loadb(ev->data.data, ev->data.len, 0, NULL);
     if (!json_is_object(j)) {
         json_decref(j);
         return MF_ERR;
@@ -1605,9 +1609,9 @@ google_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
     if (json_is_object(json_object_get(j, "error"))) {
         json_t *e = json_object_get(j, "error");
 
-        api->emit_chunk(r, json_pack("{s:{s:O,s:s,s:n}}", "error", "message",
-                                     json_object_get(e, "message"), "type",
-                                     "upstream_error", "code"));
+        api->emit_chunk(r, mf_json_pack("{s:{s:O,s:s,s:n}}", "error", "message",
+                                        json_object_get(e, "message"), "type",
+                                        "upstream_error", "code"));
         json_decref(j);
         return MF_EVENT_ERROR;
     }
@@ -1718,7 +1722,7 @@ google_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                    mf_error_t *err)
 {
     gemini_t *g = state;
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error"), *d;
     const char *msg = json_string_value(json_object_get(e, "message"));
     const char *st = json_string_value(json_object_get(e, "status"));
@@ -1779,7 +1783,7 @@ google_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
 static int
 google_parse_count(mf_req_t *r, void *state, mf_str_t body, int64_t *tokens)
 {
-    json_t *in = json_loadb(body.data, body.len, 0, NULL);
+    json_t *in = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *n = json_object_get(in, "totalTokens");
 
     (void)r;
@@ -1817,7 +1821,7 @@ gemini_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
     gemini_t *g = state;
 
     if (claude_attempt(r, g) && status != 401 && status != 403) {
-        json_t *j = json_loadb(body.data, body.len, 0, NULL);
+        json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
         int anthropic = json_is_string(
             json_object_get(json_object_get(j, "error"), "type"));
 

@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <fnmatch.h>
 #include <manifold/plugin.h>
+#include <manifold/json.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,7 +303,7 @@ build_responses(mf_req_t *r, const mf_upstream_t *u)
                         MF_STR("text/event-stream"));
     }
     out = rw_request(body, u->model, u->stream);
-    text = out ? json_dumps(out, JSON_COMPACT) : NULL;
+    text = out ? mf_json_dumps(out, JSON_COMPACT) : NULL;
     json_decref(out);
     if (text == NULL) {
         return MF_ERR;
@@ -794,7 +795,7 @@ openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         return MF_ERR;
     }
     if (responses_attempt(r) != NULL) {
-        json_t *resp = json_loadb(body.data, body.len, 0, NULL);
+        json_t *resp = mf_json_loadb(body.data, body.len, 0, NULL);
         json_t *c = resp ? rw_completion(resp, &usage) : NULL;
 
         json_decref(resp);
@@ -805,7 +806,7 @@ openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         return api->set_response_json(r, c);
     }
     if (canonical) {
-        json_t *j = json_loadb(body.data, body.len, 0, NULL);
+        json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
 
         if (j == NULL) {
             return MF_ERR;
@@ -821,8 +822,8 @@ openai_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     }
     rc = read_usage_bytes(p, body.data + body.len, &usage);
     if (rc == SCAN_GIVE_UP) {
-        u = json_loadb(p, (size_t)(body.data + body.len - p),
-                       JSON_DISABLE_EOF_CHECK, NULL);
+        u = mf_json_loadb(p, (size_t)(body.data + body.len - p),
+                          JSON_DISABLE_EOF_CHECK, NULL);
         rc = u != NULL ? read_usage(u, &usage) : MF_ERR;
         json_decref(u);
     }
@@ -872,7 +873,7 @@ openai_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         mf_usage_t usage;
         json_t *choices;
 
-        j = json_loadb(d.data, d.len, 0, NULL);
+        j = mf_json_loadb(d.data, d.len, 0, NULL);
         if (j == NULL) {
             return MF_ERR;
         }
@@ -900,7 +901,7 @@ openai_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
                    mf_error_t *err)
 {
     openai_state_t *st = state;
-    json_t *j = json_loadb(body.data, body.len, 0, NULL);
+    json_t *j = mf_json_loadb(body.data, body.len, 0, NULL);
     json_t *e = json_object_get(j, "error");
     const char *msg = NULL, *code = NULL;
 

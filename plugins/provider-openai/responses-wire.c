@@ -2,6 +2,8 @@
  * The Responses API as an upstream wire (responses-wire.h): chat requests
  * to POST /responses, Responses and their event streams back to chat.
  */
+#include <manifold/json.h>
+
 #include "responses-wire.h"
 
 #include <stdio.h>
@@ -72,14 +74,14 @@ input_content(json_t *content)
         json_t *img = json_object_get(p, "image_url");
 
         if (type != NULL && strcmp(type, "text") == 0) {
-            json_array_append_new(out, json_pack("{s:s,s:O}", "type",
-                                                 "input_text", "text",
-                                                 json_object_get(p, "text")));
+            json_array_append_new(
+                out, mf_json_pack("{s:s,s:O}", "type", "input_text", "text",
+                                  json_object_get(p, "text")));
         } else if (type != NULL && strcmp(type, "image_url") == 0) {
             json_t *url =
                 json_is_string(img) ? img : json_object_get(img, "url");
-            json_t *part = json_pack("{s:s,s:O}", "type", "input_image",
-                                     "image_url", url ? url : json_null());
+            json_t *part = mf_json_pack("{s:s,s:O}", "type", "input_image",
+                                        "image_url", url ? url : json_null());
 
             if (json_is_string(json_object_get(img, "detail"))) {
                 json_object_set(part, "detail", json_object_get(img, "detail"));
@@ -107,8 +109,8 @@ tools_of(json_t *tools)
             !json_is_string(json_object_get(fn, "name"))) {
             continue;
         }
-        o = json_pack("{s:s,s:O}", "type", "function", "name",
-                      json_object_get(fn, "name"));
+        o = mf_json_pack("{s:s,s:O}", "type", "function", "name",
+                         json_object_get(fn, "name"));
         for (k = 0; keys[k] != NULL; k++) {
             if (json_object_get(fn, keys[k]) != NULL) {
                 json_object_set(o, keys[k], json_object_get(fn, keys[k]));
@@ -126,7 +128,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
                                         {"top_p", "top_p", 0},
                                         {NULL, NULL, 0}};
     json_t *out =
-        json_pack("{s:s%,s:b}", "model", model.data, model.len, "store", 0);
+        mf_json_pack("{s:s%,s:b}", "model", model.data, model.len, "store", 0);
     json_t *input = json_array(), *m, *v, *tc;
     size_t i, k;
 
@@ -139,18 +141,18 @@ rw_request(json_t *in, mf_str_t model, int stream)
             continue;
         }
         if (strcmp(role, "tool") == 0) {
-            json_array_append_new(input,
-                                  json_pack("{s:s,s:O?,s:o}", "type",
-                                            "function_call_output", "call_id",
-                                            json_object_get(m, "tool_call_id"),
-                                            "output", text_of(content)));
+            json_array_append_new(
+                input,
+                mf_json_pack("{s:s,s:O?,s:o}", "type", "function_call_output",
+                             "call_id", json_object_get(m, "tool_call_id"),
+                             "output", text_of(content)));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *t = text_of(content);
 
             if (json_string_length(t) > 0) {
                 json_array_append_new(
-                    input, json_pack("{s:s,s:s,s:o}", "type", "message", "role",
-                                     "assistant", "content", t));
+                    input, mf_json_pack("{s:s,s:s,s:o}", "type", "message",
+                                        "role", "assistant", "content", t));
             } else {
                 json_decref(t);
             }
@@ -161,16 +163,16 @@ rw_request(json_t *in, mf_str_t model, int stream)
 
                 json_array_append_new(
                     input,
-                    json_pack("{s:s,s:O?,s:O?,s:s}", "type", "function_call",
-                              "call_id", json_object_get(tc, "id"), "name",
-                              json_object_get(fn, "name"), "arguments",
-                              json_is_string(args) ? json_string_value(args)
-                                                   : "{}"));
+                    mf_json_pack("{s:s,s:O?,s:O?,s:s}", "type", "function_call",
+                                 "call_id", json_object_get(tc, "id"), "name",
+                                 json_object_get(fn, "name"), "arguments",
+                                 json_is_string(args) ? json_string_value(args)
+                                                      : "{}"));
             }
         } else {
             json_array_append_new(
-                input, json_pack("{s:s,s:s,s:o}", "type", "message", "role",
-                                 role, "content", input_content(content)));
+                input, mf_json_pack("{s:s,s:s,s:o}", "type", "message", "role",
+                                    role, "content", input_content(content)));
         }
     }
     json_object_set_new(out, "input", input);
@@ -193,7 +195,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
         } else if (json_is_object(v)) {
             json_object_set_new(
                 out, "tool_choice",
-                json_pack(
+                mf_json_pack(
                     "{s:s,s:O?}", "type", "function", "name",
                     json_object_get(json_object_get(v, "function"), "name")));
         }
@@ -201,7 +203,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
     if (json_is_string(v = json_object_get(in, "reasoning_effort"))) {
         json_object_set_new(
             out, "reasoning",
-            json_pack("{s:O,s:s}", "effort", v, "summary", "auto"));
+            mf_json_pack("{s:O,s:s}", "effort", v, "summary", "auto"));
     }
     v = json_object_get(in, "response_format");
     if (json_is_object(v)) {
@@ -211,7 +213,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
         if (type != NULL && strcmp(type, "json_schema") == 0) {
             json_t *name = json_object_get(js, "name");
             json_t *schema = json_object_get(js, "schema");
-            json_t *f = json_pack("{s:s}", "type", "json_schema");
+            json_t *f = mf_json_pack("{s:s}", "type", "json_schema");
 
             json_object_set_new(
                 f, "name", name ? json_incref(name) : json_string("response"));
@@ -221,11 +223,12 @@ rw_request(json_t *in, mf_str_t model, int stream)
             if (json_is_boolean(json_object_get(js, "strict"))) {
                 json_object_set(f, "strict", json_object_get(js, "strict"));
             }
-            json_object_set_new(out, "text", json_pack("{s:o}", "format", f));
+            json_object_set_new(out, "text",
+                                mf_json_pack("{s:o}", "format", f));
         } else if (type != NULL && strcmp(type, "json_object") == 0) {
             json_object_set_new(
                 out, "text",
-                json_pack("{s:{s:s}}", "format", "type", "json_object"));
+                mf_json_pack("{s:{s:s}}", "format", "type", "json_object"));
         }
     }
     if (stream) {
@@ -319,12 +322,13 @@ rw_completion(json_t *resp, mf_usage_t *usage)
             json_t *args = json_object_get(item, "arguments");
 
             json_array_append_new(
-                calls, json_pack("{s:O?,s:s,s:{s:O?,s:s}}", "id",
-                                 json_object_get(item, "call_id"), "type",
-                                 "function", "function", "name",
-                                 json_object_get(item, "name"), "arguments",
-                                 json_is_string(args) ? json_string_value(args)
-                                                      : "{}"));
+                calls,
+                mf_json_pack("{s:O?,s:s,s:{s:O?,s:s}}", "id",
+                             json_object_get(item, "call_id"), "type",
+                             "function", "function", "name",
+                             json_object_get(item, "name"), "arguments",
+                             json_is_string(args) ? json_string_value(args)
+                                                  : "{}"));
         } else if (strcmp(type, "reasoning") == 0) {
             json_array_foreach(json_object_get(item, "summary"), k, part)
             {
@@ -337,8 +341,8 @@ rw_completion(json_t *resp, mf_usage_t *usage)
             }
         }
     }
-    msg = json_pack("{s:s,s:o}", "role", "assistant", "content",
-                    text ? json_string(text) : json_null());
+    msg = mf_json_pack("{s:s,s:o}", "role", "assistant", "content",
+                       text ? json_string(text) : json_null());
     if (json_array_size(calls) > 0) {
         json_object_set(msg, "tool_calls", calls);
     }
@@ -346,7 +350,7 @@ rw_completion(json_t *resp, mf_usage_t *usage)
         json_object_set_new(msg, "reasoning_content", json_string(think));
     }
     read_usage(json_object_get(resp, "usage"), usage);
-    out = json_pack(
+    out = mf_json_pack(
         "{s:s+,s:s,s:I,s:s,s:[{s:i,s:o,s:s,s:n}],s:o}", "id", "chatcmpl-",
         id ? id : "responses", "object", "chat.completion", "created",
         json_is_integer(created) ? json_integer_value(created)
@@ -381,7 +385,7 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
     if (data.len == 6 && memcmp(data.data, "[DONE]", 6) == 0) {
         return MF_EVENT_DONE;
     }
-    j = json_loadb(data.data, data.len, 0, NULL);
+    j = mf_json_loadb(data.data, data.len, 0, NULL);
     type = json_string_value(json_object_get(j, "type"));
     if (!json_is_object(j) || type == NULL) {
         json_decref(j);
@@ -401,20 +405,23 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
         if (json_is_integer(created)) {
             s->created = json_integer_value(created);
         }
-        c = chunk(s, json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
+        c = chunk(s,
+                  mf_json_pack("{s:s,s:s}", "role", "assistant", "content", ""),
                   NULL);
         flags |= MF_EVENT_PREAMBLE;
     } else if (strcmp(type, "response.output_text.delta") == 0) {
-        c = chunk(s, json_pack("{s:O}", "content", json_object_get(j, "delta")),
+        c = chunk(s,
+                  mf_json_pack("{s:O}", "content", json_object_get(j, "delta")),
                   NULL);
     } else if (strcmp(type, "response.refusal.delta") == 0) {
-        c = chunk(s, json_pack("{s:O}", "content", json_object_get(j, "delta")),
+        c = chunk(s,
+                  mf_json_pack("{s:O}", "content", json_object_get(j, "delta")),
                   NULL);
     } else if (strcmp(type, "response.reasoning_summary_text.delta") == 0 ||
                strcmp(type, "response.reasoning_text.delta") == 0) {
         c = chunk(s,
-                  json_pack("{s:O}", "reasoning_content",
-                            json_object_get(j, "delta")),
+                  mf_json_pack("{s:O}", "reasoning_content",
+                               json_object_get(j, "delta")),
                   NULL);
     } else if (strcmp(type, "response.output_item.added") == 0) {
         json_t *item = json_object_get(j, "item");
@@ -426,19 +433,19 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
 
             s->tool_of_item[idx] = ti;
             c = chunk(s,
-                      json_pack("{s:[{s:i,s:O?,s:s,s:{s:O?,s:s}}]}",
-                                "tool_calls", "index", ti, "id",
-                                json_object_get(item, "call_id"), "type",
-                                "function", "function", "name",
-                                json_object_get(item, "name"), "arguments", ""),
+                      mf_json_pack(
+                          "{s:[{s:i,s:O?,s:s,s:{s:O?,s:s}}]}", "tool_calls",
+                          "index", ti, "id", json_object_get(item, "call_id"),
+                          "type", "function", "function", "name",
+                          json_object_get(item, "name"), "arguments", ""),
                       NULL);
         }
     } else if (strcmp(type, "response.function_call_arguments.delta") == 0 &&
                idx >= 0 && idx < 64 && s->tool_of_item[idx] >= 0) {
         c = chunk(s,
-                  json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
-                            s->tool_of_item[idx], "function", "arguments",
-                            json_object_get(j, "delta")),
+                  mf_json_pack("{s:[{s:i,s:{s:O}}]}", "tool_calls", "index",
+                               s->tool_of_item[idx], "function", "arguments",
+                               json_object_get(j, "delta")),
                   NULL);
     } else if (strcmp(type, "response.completed") == 0 ||
                strcmp(type, "response.incomplete") == 0) {
@@ -457,9 +464,9 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
             strcmp(type, "error") == 0 ? j : json_object_get(resp, "error");
         const char *msg = json_string_value(json_object_get(e, "message"));
 
-        c = json_pack("{s:{s:s,s:s,s:O?}}", "error", "message",
-                      msg ? msg : "the upstream response failed", "type",
-                      "upstream_error", "code", json_object_get(e, "code"));
+        c = mf_json_pack("{s:{s:s,s:s,s:O?}}", "error", "message",
+                         msg ? msg : "the upstream response failed", "type",
+                         "upstream_error", "code", json_object_get(e, "code"));
         flags |= MF_EVENT_ERROR;
     }
     /* created/in_progress snapshots, content parts, the done events:
