@@ -20,19 +20,11 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 N1=${1:-200}
 N2=${2:-1200}
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+source tests/bench/lib.sh
 BODY='{"model":"gpt-4o","messages":[{"role":"user","content":"benchmark me please"}]}'
 
-build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
-MOCK=$(head -1 "$T/mock.port")
+bench_mock
 
-total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
 # the limits stage's writer thread (its function inclusive), and its
 # commits (the calls that write WAL frames)
 writer() {
@@ -45,34 +37,6 @@ commits() {
          /\* +[^ ]*:sqlite3WalFrames / { print n; f = 1; exit } END { if (!f) print 0 }'
 }
 
-run_nginx() {  # requests -> total instructions
-  local port; port=$(free_port)
-  mkdir -p "$T/nginx"
-  cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / { proxy_pass http://mock; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
-  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$1.out" \
-    nginx -c "$T/nginx.conf" -p "$T/nginx" 2>/dev/null & local pid=$!
-  wait_port "$port"
-  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY"
-  kill -QUIT "$pid"; wait "$pid" || true
-  total "$T/ng.$1.out"
-}
 
 run_manifold() {  # requests -> total instructions
   local port; port=$(free_port)
@@ -136,7 +100,7 @@ YAML
 }
 
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
-NG=$(per_req "$(run_nginx "$N1")" "$(run_nginx "$N2")" $((N2 - N1)))
+NG=$(per_req "$(nginx_instr "$N1" "$BODY")" "$(nginx_instr "$N2" "$BODY")" $((N2 - N1)))
 MF=$(per_req "$(run_manifold "$N1")" "$(run_manifold "$N2")" $((N2 - N1)))
 gov() {  # consumers -> "per request" "of which the writer thread"
   # "the worker's (the rest)" "requests per commit"

@@ -27,24 +27,15 @@ N1=${1:-200}
 N2=${2:-1200}
 D=${3:-5}
 R=${4:-1}
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
+source tests/bench/lib.sh
 keep() { [ -z "${MASK_KEEP:-}" ] || { mkdir -p "$MASK_KEEP"; cp "$1" "$MASK_KEEP/"; }; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 body_of() { sed -n "s/^wrk.body = '\\(.*\\)'\$/\\1/p" "tests/bench/$1"; }
 PII=$(body_of chat-2k.lua)
 CLEAN=$(body_of chat-2k-clean.lua)
 [ -n "$PII" ] && [ -n "$CLEAN" ] || { echo "no body in the wrk scripts" >&2; exit 1; }
 
-CPUS=$(nproc)
-SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
-[ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
-build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
-MOCK=$(head -1 "$T/mock.port")
+bench_mock  # not pinned: the instruction counts run first
+bench_pin
 
 config() {  # name, with mask (0/1)
   cat > "$T/$1.yaml" <<YAML
@@ -66,7 +57,6 @@ YAML
 config plain 0
 config mask 1
 
-total() { grep -E '^(summary|totals):' "$1" | head -1 | awk '{print $2}'; }
 
 instr() {  # config, body, requests -> total instructions
   local port; port=$(free_port)
@@ -80,34 +70,6 @@ instr() {  # config, body, requests -> total instructions
   total "$T/$1.$3.out"
 }
 
-nginx_instr() {  # body, requests -> total instructions
-  local port; port=$(free_port)
-  mkdir -p "$T/nginx"
-  cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / { proxy_pass http://mock; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
-  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$2.out" \
-    nginx -c "$T/nginx.conf" -p "$T/nginx" 2>/dev/null & local pid=$!
-  wait_port "$port"
-  python3 tests/bench/reqs.py "$port" "$2" /v1/chat/completions "$1"
-  kill -QUIT "$pid"; wait "$pid" || true
-  total "$T/ng.$2.out"
-}
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
 row() {  # label, config, body
   per_req "$(instr "$2" "$3" "$N1")" "$(instr "$2" "$3" "$N2")" $((N2 - N1))
@@ -132,7 +94,7 @@ rps() {  # config, wrk script -> "req/s us-of-CPU-per-request"
 
 IC=$(row clean plain "$CLEAN"); ICM=$(row clean mask "$CLEAN")
 IP=$(row pii plain "$PII"); IPM=$(row pii mask "$PII")
-ING=$(per_req "$(nginx_instr "$PII" "$N1")" "$(nginx_instr "$PII" "$N2")" $((N2 - N1)))
+ING=$(per_req "$(nginx_instr "$N1" "$PII")" "$(nginx_instr "$N2" "$PII")" $((N2 - N1)))
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 echo "mask stage, 2 KB prompt, instructions per non-stream request (callgrind, $((N2 - N1)) requests)"
 printf "  %-28s %10s without  %10s with mask   cost %s\n" "nothing to find" "$IC" "$ICM" "$(ratio "$ICM" "$IC")"

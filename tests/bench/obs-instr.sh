@@ -20,7 +20,7 @@ N2=${2:-1200}
 . tests/bench/obs-setup.sh
 BODY='{"model":"gpt-4.1","messages":[{"role":"user","content":"benchmark me please"}]}'
 
-obs_mock
+bench_mock
 obs_sink ""
 obs_conf base warn "" ""
 obs_conf prom warn "$OBS_PROM" "$OBS_STATUS"
@@ -45,41 +45,12 @@ run() {  # name, requests
     printf "%s " "${f##*-}"; grep -E '^(summary|totals):' "$f" | head -1 | awk '{print $2}'
   done | awk '$1 != "01" { s += $2; if ($2 > m) m = $2 } END { print m, s }'
 }
-# nginx proxying to the mock, in the same run: the yardstick
-run_nginx() {  # requests -> total instructions
-  local port; port=$(free_port)
-  mkdir -p "$T/ngx"
-  cat > "$T/ngx.conf" <<NGX
-worker_processes 1;
-master_process off;
-daemon off;
-pid $T/ngx/nginx.pid;
-error_log $T/ngx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $T/ngx; proxy_temp_path $T/ngx;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server {
-    listen 127.0.0.1:$port;
-    location / { proxy_pass http://mock; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
-  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$1.out" \
-    nginx -c "$T/ngx.conf" -p "$T/ngx" 2>/dev/null & local pid=$!
-  wait_port "$port"
-  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$BODY"
-  kill -QUIT "$pid"; wait "$pid" || true
-  grep -E '^(summary|totals):' "$T/ng.$1.out" | head -1 | awk '{print $2}'
-}
 per_req() { awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.0f", (b - a) / n }'; }
 RUNS=${RUNS:-nginx base prom otel full}
 declare -A W A
 for name in $RUNS; do
   if [ "$name" = nginx ]; then
-    NG=$(per_req "$(run_nginx "$N1")" "$(run_nginx "$N2")" $((N2 - N1)))
+    NG=$(per_req "$(nginx_instr "$N1" "$BODY")" "$(nginx_instr "$N2" "$BODY")" $((N2 - N1)))
     continue
   fi
   read -r w1 a1 < <(run "$name" "$N1")

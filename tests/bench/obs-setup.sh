@@ -1,41 +1,10 @@
 # The set-up the observability benchmarks share (sourced by obs.sh and
-# obs-instr.sh, from the repository's root): a scratch directory and the
-# processes to stop on exit, the mock upstream, nginx servers (a proxy
-# to the mock, or an OTLP sink answering 200), and the gateway's config
-# of one pipeline (accesslog) without and with the observability stages.
+# obs-instr.sh, from the repository's root): lib.sh's (scratch directory,
+# mock, nginx), an OTLP sink answering 200, and the gateway's config of
+# one pipeline (accesslog) without and with the observability stages.
 # SRV, when set, is the command prefix that pins the servers.
-T=$(mktemp -d)
-pids=()
-obs_cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -n "${KEEP:-}" ] || rm -rf "$T"; }
-trap obs_cleanup EXIT
-[ -z "${KEEP:-}" ] || echo "kept: $T" >&2
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq "${2:-300}"); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+source tests/bench/lib.sh
 
-# the mock upstream, its port in MOCK
-obs_mock() {
-  ${SRV:-} build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-  for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
-  MOCK=$(head -1 "$T/mock.port")
-}
-
-# an nginx with one server block (the mock as upstream "mock")
-nginx_on() {  # name, port, server block[, cpu pinning]
-  mkdir -p "$T/$1"
-  cat > "$T/$1.conf" <<NGX
-worker_processes 1;
-pid $T/$1/nginx.pid;
-error_log $T/$1/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $T/$1; proxy_temp_path $T/$1;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server { listen 127.0.0.1:$2; $3 }
-}
-NGX
-  ${4-${SRV:-}} nginx -c "$T/$1.conf" -p "$T/$1" -g 'daemon off;' & pids+=($!)
-}
 # the OTLP sink: 200 to every export, its port in SINK
 obs_sink() {  # [cpu pinning]
   SINK=$(free_port)

@@ -12,13 +12,11 @@ cd "$(dirname "$0")/../.."
 cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 D=${1:-10}
-CPUS=$(nproc)
-SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
-[ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
 . tests/bench/obs-setup.sh
-obs_mock
+bench_pin
+bench_mock
 NGINX=$(free_port)
-nginx_on nginx "$NGINX" 'location / { proxy_pass http://mock; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }'
+nginx_on nginx "$NGINX"
 # the OTLP sink runs beside wrk: what the gateway's core pays is its own
 obs_sink "$CLI"
 

@@ -14,36 +14,11 @@ cd "$(dirname "$0")/../.."
 D=${1:-5}
 ROUNDS=${2:-3}
 OTHER=${3:-}
-T=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$T"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-CPUS=$(nproc)
-SRV="taskset -c $((CPUS - 1))"; CLI="taskset -c 0"
-[ "$CPUS" -ge 2 ] || { SRV=""; CLI=""; }
-$SRV build/tests/mock/mf-mock --port 0 > "$T/mock.port" & pids+=($!)
-for _ in $(seq 50); do [ -s "$T/mock.port" ] && break; sleep 0.1; done
-MOCK=$(head -1 "$T/mock.port")
+source tests/bench/lib.sh
+bench_pin
+bench_mock
 NGINX=$(free_port)
-mkdir -p "$T/nginx"
-cat > "$T/nginx.conf" <<NGX
-worker_processes 1;
-pid $T/nginx/nginx.pid;
-error_log $T/nginx/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $T/nginx; proxy_temp_path $T/nginx;
-  upstream mock { server 127.0.0.1:$MOCK; keepalive 64; }
-  server {
-    listen 127.0.0.1:$NGINX;
-    location / { proxy_pass http://mock; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_buffering off; }
-  }
-}
-NGX
-$SRV nginx -c "$T/nginx.conf" -p "$T/nginx" -g 'daemon off;' & pids+=($!)
+nginx_on nginx "$NGINX"
 
 gateway() {  # name, build dir -> port in $T/name.port
   local dir; dir=$(cd "$2" && pwd)
