@@ -109,7 +109,7 @@ gov() {  # consumers -> "per request" "of which the writer thread"
   read -r -a b <<<"$(run_gov "$N2" "$1")"
   echo "$(per_req "${a[0]}" "${b[0]}" $((N2 - N1))) $(per_req "${a[1]}" "${b[1]}" $((N2 - N1)))" \
     "$(per_req "$((a[0] - a[1]))" "$((b[0] - b[1]))" $((N2 - N1)))" \
-    "$(awk -v c="$((b[2] - a[2]))" -v n="$((N2 - N1))" 'BEGIN { printf "%.1f", c > 0 ? n / c : 0 }')"
+    "$(awk -v c="$((b[2] - a[2]))" -v n="$((N2 - N1))" 'BEGIN { printf "%.1f", (c > 0 ? n / c : 0) }')"
 }
 read -r GOV1 GOV1W GOV1R GOV1B <<<"$(gov 1)"
 read -r GOV100K GOV100KW GOV100KR GOV100KB <<<"$(gov 100000)"
