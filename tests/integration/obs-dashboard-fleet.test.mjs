@@ -12,7 +12,10 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startMock, startGateway, startRedis, startRedisCluster, config, chat, sseEvents, sleep, ROOT, path } from './harness.mjs';
 
-let mock, redis, text;
+// Debian's chromium, driven by playwright-core from tests/browser
+const { chromium } = await import(path.join(ROOT, 'tests/browser/node_modules/playwright-core/index.mjs'));
+
+let mock, redis, text, browser;
 const nodes = [];
 
 const conf = (redisLine) => config(mock.url, {
@@ -89,9 +92,22 @@ before(async () => {
   redis = await startRedis();
   text = conf(`redis: { host: 127.0.0.1, port: ${redis.port}, timeout: 300ms }`);
   for (let i = 0; i < 2; i++) nodes.push(await startNode(text, mkdtempSync(path.join(tmpdir(), 'mf-fleet-'))));
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--no-sandbox'] });
 });
 
+// What the page on gw shows once it has refreshed: the fleet badge and
+// the requests card.
+async function page(gw) {
+  const p = await browser.newPage();
+  await p.goto(`${gw.status}/dashboard`);
+  await p.waitForFunction(() => Number(document.body.dataset.refreshes) >= 1);
+  const out = { fleet: (await p.textContent('#fleet')).trim(), requests: (await p.textContent('#kpi-requests .value')).trim() };
+  await p.close();
+  return out;
+}
+
 after(async () => {
+  await browser?.close();
   for (const gw of nodes) await gw.stop();
   await redis?.stop();
   await mock?.stop();
@@ -159,6 +175,8 @@ test('either node shows the sum of both', async () => {
   // the live tail stays the node's own
   const tail = (await (await fetch(`${a.status}/dashboard/api/tail`)).json()).requests.map((r) => r.id);
   assert.deepEqual(tail.sort(), ['fa-0', 'fa-1', 'fa-2', 'fa-s']);
+  // the page says whose traffic it shows
+  assert.deepEqual(await page(b), { fleet: 'fleet: 2 nodes', requests: String(want.requests) });
   // the keys share one hash tag
   assert.match(redis.cli('KEYS', 'mf:dash:*'), /mf:dash:\{\/dashboard\}:m:\d+/);
 });
@@ -184,6 +202,7 @@ test('with Redis stopped the API answers with the node\'s own data and says so',
   assert.equal(s.view, 'node');
   assert.equal(typeof s.fleet.error, 'string');
   assert.deepEqual(s.totals, own.totals);
+  assert.deepEqual(await page(a), { fleet: 'fleet view unavailable · this node only', requests: String(own.totals.requests) });
   // requests are served and counted meanwhile
   assert.equal(await send(a, 'fa-down', 'redis is down', {}, 'team-a'), 200);
   await summaryWhen(a, (x) => x.totals.requests === own.totals.requests + 1);
