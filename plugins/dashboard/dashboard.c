@@ -2297,6 +2297,13 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
             api->log(MF_LOG_ERROR, "dashboard: fleet: redis needs `redis:` "
                                    "in the config");
             bad = 1;
+        } else if (json_integer_value(json_object_get(conf, "flush_s")) >
+                   FLEET_NODE_S / 2) {
+            /* a node writes (and so counts as alive) every flush_s */
+            api->log(MF_LOG_ERROR,
+                     "dashboard: with fleet: redis flush_s is at most %d",
+                     FLEET_NODE_S / 2);
+            bad = 1;
         } else if (strpbrk(path, "{}") != NULL) {
             /* the path is the keys' hash tag */
             api->log(MF_LOG_ERROR, "dashboard: with fleet: redis the path "

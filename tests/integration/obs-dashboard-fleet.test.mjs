@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { startMock, startGateway, startRedis, startRedisCluster, config, chat, sseEvents, sleep, ROOT, path } from './harness.mjs';
+import { startMock, startGateway, startRedis, startRedisCluster, writeConfig, config, chat, sseEvents, sleep, spawnSync, ROOT, BIN, path } from './harness.mjs';
 
 // Debian's chromium, driven by playwright-core from tests/browser
 const { chromium } = await import(path.join(ROOT, 'tests/browser/node_modules/playwright-core/index.mjs'));
@@ -209,6 +209,29 @@ test('with Redis stopped the API answers with the node\'s own data and says so',
   // Redis back (empty): the node's deltas since are added again
   await redis.start();
   await summaryWhen(a, (x) => x.view === 'fleet' && x.fleet.available === true);
+});
+
+test('fleet settings the stage cannot honour refuse the config', () => {
+  const check = (dash, extra = '') => {
+    const file = writeConfig(config(mock.url, { stages: `  - { name: dashboard, plugin: dashboard, config: ${dash} }` }) +
+      `status: { listen: "127.0.0.1:0" }\n${extra}`);
+    return spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
+  };
+  const redisLine = `redis: { host: 127.0.0.1, port: ${redis.port} }\n`;
+  let r = check('{ fleet: redis }');
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /fleet: redis needs `redis:` in the config/);
+  r = check('{ fleet: memcached }', redisLine);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /fleet is redis .* or none/);
+  r = check('{ fleet: redis, flush_s: 60 }', redisLine);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /with fleet: redis flush_s is at most 30/);
+  r = check('{ fleet: redis, fleet_refresh_s: 0 }', redisLine);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /fleet_refresh_s is a whole number of seconds from 1 to 300/);
+  r = check('{ fleet: redis, db: none }', redisLine);
+  assert.equal(r.status, 0, r.stderr);
 });
 
 test('on a Redis Cluster the keys share one slot and the sums hold', async (t) => {
