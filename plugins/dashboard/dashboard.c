@@ -1389,7 +1389,7 @@ struct fleet_s {
     double read_at;    /* wall time of the last good read */
     double tried_at;   /* wall time of the last read tried */
     double watched_at; /* wall time the API was last asked */
-    char err[200];     /* why the last read failed */
+    char err[256];     /* why the last read failed */
     int logged;        /* the failure was logged */
 };
 
@@ -2099,7 +2099,7 @@ summary_json(dash_t *d, mf_str_t q)
     int ok, kick;
     double now = wall_now(), age;
     long long nodes;
-    char err[200];
+    char err[256];
 
     if (fl == NULL) {
         out = summary(d->st, q);
