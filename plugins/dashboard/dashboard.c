@@ -18,6 +18,8 @@
  * reads what changed there into a view of the whole fleet, which the
  * summary answers from (this node's own when Redis cannot be read; the
  * live tail is always the node's own). A worker never waits on Redis.
+ * What a stop could not add (the host has no Redis then) is kept in the
+ * db's fleet_pending and added by the next start.
  *
  * It serves, on the status listener:
  *   GET /dashboard                 the page (HTML, CSS and JS in the binary)
@@ -143,6 +145,7 @@ typedef struct {
     int refresh_s; /* fleet_refresh_s */
     char *fkey;    /* the keys' prefix, "mf:dash:{PATH}:" */
     fleet_t *fl;   /* NULL without fleet */
+    int unparked;  /* counts of the last run to add at once */
 } dash_t;
 
 /* Recording */
@@ -982,6 +985,14 @@ static const char db_schema[] =
     "INTEGER, errors TEXT, input INTEGER, output INTEGER, cache_read "
     "INTEGER, cache_write INTEGER, reasoning INTEGER, cost_micro INTEGER, "
     "gen_ms REAL, gen_tokens INTEGER, lat TEXT, ttft TEXT, PRIMARY "
+    "KEY(page, res, start, model, consumer));"
+    /* fleet: counts a stop could not add to Redis, for the next start */
+    "CREATE TABLE IF NOT EXISTS fleet_pending(page TEXT NOT NULL, res "
+    "INTEGER NOT NULL, start INTEGER NOT NULL, model TEXT NOT NULL, consumer "
+    "TEXT NOT NULL, requests INTEGER, streams INTEGER, unpriced INTEGER, "
+    "estimated INTEGER, errors TEXT, input INTEGER, output INTEGER, "
+    "cache_read INTEGER, cache_write INTEGER, reasoning INTEGER, cost_micro "
+    "INTEGER, gen_ms REAL, gen_tokens INTEGER, lat TEXT, ttft TEXT, PRIMARY "
     "KEY(page, res, start, model, consumer));";
 
 static sqlite3 *
@@ -1278,6 +1289,32 @@ json_errors_back(const char *text, uint32_t *err)
     json_decref(o);
 }
 
+/* The counts of a row (columns 4 on, as load's SELECT) into x. */
+static void
+row_cell(sqlite3_stmt *q, cell_t *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->requests = (uint32_t)sqlite3_column_int64(q, 4);
+    x->streams = (uint32_t)sqlite3_column_int64(q, 5);
+    x->unpriced = (uint32_t)sqlite3_column_int64(q, 6);
+    x->estimated = (uint32_t)sqlite3_column_int64(q, 7);
+    json_errors_back((const char *)sqlite3_column_text(q, 8), x->err);
+    x->input = sqlite3_column_int64(q, 9);
+    x->output = sqlite3_column_int64(q, 10);
+    x->cache_read = sqlite3_column_int64(q, 11);
+    x->cache_write = sqlite3_column_int64(q, 12);
+    x->reasoning = sqlite3_column_int64(q, 13);
+    x->cost_micro = sqlite3_column_int64(q, 14);
+    x->gen_ms = sqlite3_column_double(q, 15);
+    x->gen_tokens = sqlite3_column_int64(q, 16);
+    if (!hist_parse((const char *)sqlite3_column_text(q, 17), x->lat)) {
+        memset(x->lat, 0, sizeof(x->lat));
+    }
+    if (!hist_parse((const char *)sqlite3_column_text(q, 18), x->ttft)) {
+        memset(x->ttft, 0, sizeof(x->ttft));
+    }
+}
+
 /* The rows of this page still inside the rings, into a new store. */
 static int
 load(dash_t *d)
@@ -1319,26 +1356,7 @@ load(dash_t *d)
         if (start <= 0 || (s->start != 0 && s->start > start)) {
             continue;
         }
-        memset(&x, 0, sizeof(x));
-        x.requests = (uint32_t)sqlite3_column_int64(q, 4);
-        x.streams = (uint32_t)sqlite3_column_int64(q, 5);
-        x.unpriced = (uint32_t)sqlite3_column_int64(q, 6);
-        x.estimated = (uint32_t)sqlite3_column_int64(q, 7);
-        json_errors_back((const char *)sqlite3_column_text(q, 8), x.err);
-        x.input = sqlite3_column_int64(q, 9);
-        x.output = sqlite3_column_int64(q, 10);
-        x.cache_read = sqlite3_column_int64(q, 11);
-        x.cache_write = sqlite3_column_int64(q, 12);
-        x.reasoning = sqlite3_column_int64(q, 13);
-        x.cost_micro = sqlite3_column_int64(q, 14);
-        x.gen_ms = sqlite3_column_double(q, 15);
-        x.gen_tokens = sqlite3_column_int64(q, 16);
-        if (!hist_parse((const char *)sqlite3_column_text(q, 17), x.lat)) {
-            memset(x.lat, 0, sizeof(x.lat));
-        }
-        if (!hist_parse((const char *)sqlite3_column_text(q, 18), x.ttft)) {
-            memset(x.ttft, 0, sizeof(x.ttft));
-        }
+        row_cell(q, &x);
         m = name_back(st->models, &st->nmodels, d->max_models + 1,
                       (const char *)sqlite3_column_text(q, 2));
         c = name_back(st->consumers, &st->nconsumers, d->max_consumers + 1,
@@ -2141,6 +2159,168 @@ summary_json(dash_t *d, mf_str_t q)
     return out;
 }
 
+/* At the end, what could not be added to Redis (at a stop the host has
+ * no connection left): into fleet_pending and out of memory, for the
+ * next load to add. */
+static void
+fleet_park(dash_t *d, sqlite3 *db)
+{
+    store_t *st = d->st;
+    size_t n, k;
+    copy_t *c = take_deltas(st, &n);
+    char(*models)[NAME_LEN] = malloc(sizeof(st->models));
+    char(*consumers)[NAME_LEN] = malloc(sizeof(st->consumers));
+    sqlite3_stmt *ins = NULL;
+    long cells = 0;
+    uint32_t j;
+    int ok = n > 0 && models != NULL && consumers != NULL;
+
+    if (ok) {
+        pthread_mutex_lock(&st->lock);
+        memcpy(models, st->models, sizeof(st->models));
+        memcpy(consumers, st->consumers, sizeof(st->consumers));
+        pthread_mutex_unlock(&st->lock);
+    }
+    ok = ok &&
+         sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    ok = ok && sqlite3_prepare_v2(db,
+                                  "INSERT OR REPLACE INTO fleet_pending "
+                                  "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                                  "?,?,?)",
+                                  -1, &ins, NULL) == SQLITE_OK;
+    for (k = 0; ok && k < n; k++) {
+        for (j = 0; ok && j < c[k].n; j++) {
+            ok = write_cell(ins, d, &c[k], &c[k].cells[j], models, consumers) ==
+                 MF_OK;
+            cells++;
+        }
+    }
+    sqlite3_finalize(ins);
+    ok = ok && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (ok) {
+        api->log(MF_LOG_INFO,
+                 "dashboard: %ld cells not yet added to Redis kept in %s for "
+                 "the next start",
+                 cells, d->db_path);
+    } else if (n > 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        api->log(MF_LOG_WARN,
+                 "dashboard: this node's last counts could not be added to "
+                 "Redis nor kept in %s (%s): the fleet view misses them",
+                 d->db_path, sqlite3_errmsg(db));
+    }
+    for (k = 0; k < n; k++) {
+        free(c[k].cells);
+    }
+    free(c);
+    free(models);
+    free(consumers);
+}
+
+/* At a load: the counts the last end parked, back into the deltas (and
+ * out of the file), to be added with the thread's first write. Returns
+ * the cells taken. */
+typedef struct {
+    int res;
+    int64_t start;
+    char model[NAME_LEN], consumer[NAME_LEN];
+    cell_t x;
+} parked_t;
+
+static long
+fleet_unpark(dash_t *d)
+{
+    store_t *st = d->st;
+    sqlite3 *db = db_open(d->db_path);
+    sqlite3_stmt *q = NULL, *del = NULL;
+    parked_t *rows = NULL;
+    size_t n = 0, cap = 0, k;
+    long taken = 0;
+    int ok;
+
+    if (db == NULL) {
+        return 0;
+    }
+    ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(
+             db,
+             "SELECT res, start, model, consumer, requests, streams, "
+             "unpriced, estimated, errors, input, output, cache_read, "
+             "cache_write, reasoning, cost_micro, gen_ms, gen_tokens, lat, "
+             "ttft FROM fleet_pending WHERE page=?",
+             -1, &q, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db, "DELETE FROM fleet_pending WHERE page=?", -1,
+                            &del, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(q, 1, d->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(del, 1, d->path, -1, SQLITE_STATIC);
+    }
+    while (ok && sqlite3_step(q) == SQLITE_ROW) {
+        const char *m = (const char *)sqlite3_column_text(q, 2);
+        const char *c = (const char *)sqlite3_column_text(q, 3);
+
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            parked_t *g = realloc(rows, ncap * sizeof(*g));
+
+            if (g == NULL) {
+                ok = 0;
+                break;
+            }
+            rows = g;
+            cap = ncap;
+        }
+        rows[n].res = sqlite3_column_int(q, 0);
+        rows[n].start = sqlite3_column_int64(q, 1);
+        snprintf(rows[n].model, NAME_LEN, "%s", m ? m : "");
+        snprintf(rows[n].consumer, NAME_LEN, "%s", c ? c : "");
+        row_cell(q, &rows[n].x);
+        n++;
+    }
+    /* taken out of the file before they are counted: never both */
+    ok = ok && sqlite3_step(del) == SQLITE_DONE &&
+         sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        n = 0;
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(del);
+    sqlite3_close(db);
+    pthread_mutex_lock(&st->lock);
+    for (k = 0; k < n; k++) {
+        parked_t *r = &rows[k];
+        slot_t *s = r->res ? &st->hour[r->start % HOURS]
+                           : &st->minute[r->start % MINUTES];
+        cell_t *cell;
+        int m, c;
+
+        if (r->start <= 0) {
+            continue;
+        }
+        if (s->start == 0) {
+            s->start = r->start;
+        }
+        m = name_back(st->models, &st->nmodels, d->max_models + 1, r->model);
+        c = name_back(st->consumers, &st->nconsumers, d->max_consumers + 1,
+                      r->consumer);
+        if (s->start == r->start &&
+            (cell = cells_find(&s->dcells, &s->dn, &s->dcap, m, c)) != NULL) {
+            cell_merge(cell, &r->x);
+            taken++;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    free(rows);
+    if (taken > 0) {
+        api->log(MF_LOG_INFO,
+                 "dashboard: %ld cells kept from the last run to be added "
+                 "to Redis",
+                 taken);
+    }
+    return taken;
+}
+
 static double
 mono_now(void)
 {
@@ -2159,7 +2339,8 @@ writer_main(void *arg)
 {
     dash_t *d = arg;
     sqlite3 *db = d->db_path ? db_open(d->db_path) : NULL;
-    double next_flush = mono_now() + d->flush_s, next_read = 0;
+    double next_flush = mono_now() + (d->unparked ? 0 : d->flush_s),
+           next_read = 0;
     int stop = 0;
 
     while (!stop) {
@@ -2194,11 +2375,11 @@ writer_main(void *arg)
             if (db != NULL) {
                 flush(d, db);
             }
-            if (d->fl != NULL) {
+            if (d->fl != NULL && fleet_push(d, stop) != MF_OK && stop &&
+                db != NULL) {
                 /* at a stop the host has no config left to reach Redis
-                 * with: what is not added by then stays in the node's
-                 * own roll-ups (and its db) only */
-                fleet_push(d, stop);
+                 * with: the next start adds it */
+                fleet_park(d, db);
             }
             next_flush = now + d->flush_s;
         }
@@ -2418,6 +2599,9 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
         snprintf(d->fl->view->consumers[0], NAME_LEN, "other");
         d->fl->view->nmodels = d->fl->view->nconsumers = 1;
         d->fl->push_ok = 1;
+        if (d->db_path != NULL) {
+            d->unparked = fleet_unpark(d) > 0;
+        }
     }
     if (d->db_path != NULL || d->fl != NULL) {
         if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {

@@ -194,6 +194,30 @@ test('a restarted node reads the fleet back from Redis', async () => {
   await summaryWhen(nodes[0], (x) => x.totals.requests === before.totals.requests + 1);
 });
 
+test('what a stopping node had not yet written is added at its next start', async () => {
+  const total = (await summary(nodes[0])).totals.requests;
+  // a node that writes every 30 s: its stop comes before its write (a
+  // minute and an hour cell)
+  const slow = text.replace('flush_s: 1,', 'flush_s: 30,');
+  assert.notEqual(slow, text);
+  await nodes[1].stop();
+  nodes[1] = await startNode(slow, nodes[1].dir);
+  assert.equal(await send(nodes[1], 'fb-late', 'just before the stop', {}, 'team-b'), 200);
+  const b = nodes[1];
+  await b.stop();
+  assert.match(b.stderr, /dashboard: 2 cells not yet added to Redis kept in .*dashboard\.db for the next start/);
+  assert.equal((await summary(nodes[0])).totals.requests, total);
+  nodes[1] = await startNode(text, nodes[1].dir);
+  assert.match(nodes[1].stderr, /dashboard: 2 cells kept from the last run to be added to Redis/);
+  await summaryWhen(nodes[0], (x) => x.totals.requests === total + 1);
+  // added once: not again at the start after
+  await nodes[1].stop();
+  nodes[1] = await startNode(text, nodes[1].dir);
+  assert.doesNotMatch(nodes[1].stderr, /cells kept from the last run/);
+  const s = await summaryWhen(nodes[1], (x) => x.view === 'fleet');
+  assert.equal(s.totals.requests, total + 1);
+});
+
 test('with Redis stopped the API answers with the node\'s own data and says so', async () => {
   const a = nodes[0];
   const own = await summary(a, '&view=node');
