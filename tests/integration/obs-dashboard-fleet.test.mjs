@@ -18,13 +18,13 @@ const { chromium } = await import(path.join(ROOT, 'tests/browser/node_modules/pl
 let mock, redis, text, browser;
 const nodes = [];
 
-const conf = (redisLine) => config(mock.url, {
+const conf = (redisLine, dash = '{ fleet: redis, flush_s: 1, fleet_refresh_s: 1 }') => config(mock.url, {
   stages: `
   - name: consumer
     lua: ${ROOT}/tests/integration/fixtures/consumer.lua
   - name: dashboard
     plugin: dashboard
-    config: { fleet: redis, flush_s: 1, fleet_refresh_s: 1 }`,
+    config: ${dash}`,
   extraProviders: `
   - name: anthropic
     type: anthropic
@@ -261,7 +261,9 @@ test('fleet settings the stage cannot honour refuse the config', () => {
 test('on a Redis Cluster the keys share one slot and the sums hold', async (t) => {
   const cluster = await startRedisCluster({ masters: 3 });
   t.after(() => cluster.stop());
-  const text = conf(`redis: { cluster: [${cluster.seeds.map((x) => `"${x}"`).join(', ')}], timeout: 2s }`);
+  // one model named per node and in the fleet view: the rest is other
+  const text = conf(`redis: { cluster: [${cluster.seeds.map((x) => `"${x}"`).join(', ')}], timeout: 2s }`,
+    '{ fleet: redis, flush_s: 1, fleet_refresh_s: 1, max_models: 1 }');
   const pair = [];
   t.after(async () => { for (const gw of pair) await gw.stop(); });
   for (let i = 0; i < 2; i++) pair.push(await startNode(text, mkdtempSync(path.join(tmpdir(), 'mf-fleetc-'))));
@@ -273,6 +275,10 @@ test('on a Redis Cluster the keys share one slot and the sums hold', async (t) =
   const s = await summaryWhen(pair[0], (x) => x.view === 'fleet' && x.totals.requests === 3);
   assert.equal(s.totals.tokens, want.tokens);
   assert.equal(Math.round(s.totals.spend_usd * 1e6), want.spendMicro);
+  // each node named its own model; the view names one, the other is other
+  assert.equal(s.names.models.length, 1);
+  assert.deepEqual(s.models.map((m) => m.model).sort(), [s.names.models[0], 'other'].sort());
+  assert.equal(s.models.reduce((a, m) => a + m.requests, 0), 3);
   const slot = cluster.slotOf('mf:dash:{/dashboard}:seq');
   const owner = cluster.owner(slot);
   assert.ok(Number(cluster.cli(owner, 'CLUSTER', 'COUNTKEYSINSLOT', String(slot))) >= 6);
