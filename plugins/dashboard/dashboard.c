@@ -2599,6 +2599,7 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
         snprintf(d->fl->view->consumers[0], NAME_LEN, "other");
         d->fl->view->nmodels = d->fl->view->nconsumers = 1;
         d->fl->push_ok = 1;
+        snprintf(d->fl->err, sizeof(d->fl->err), "not read from Redis yet");
         if (d->db_path != NULL) {
             d->unparked = fleet_unpark(d) > 0;
         }
