@@ -132,6 +132,7 @@ typedef struct {
     char *api_summary, *api_tail, *api_health;
     int max_models, max_consumers;
     json_t *prices;
+    json_t *known; /* the exact model names of the config, a set */
     store_t *st;
     char *db_path; /* NULL: memory only */
     int flush_s;
@@ -171,6 +172,23 @@ name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v, int admit)
     memcpy(names[*n], v.data, v.len);
     names[*n][v.len] = '\0';
     return (*n)++;
+}
+
+/* Whether the config names model exactly (a provider's, a route's, a
+ * stage's model, or an exact name in prices:): such a name is admitted
+ * also when its request failed, so a configured model's outage shows
+ * under its name. */
+static int
+configured(const dash_t *d, mf_str_t model)
+{
+    char name[NAME_LEN];
+
+    if (d->known == NULL || model.len == 0 || model.len >= NAME_LEN) {
+        return 0;
+    }
+    memcpy(name, model.data, model.len);
+    name[model.len] = '\0';
+    return json_object_get(d->known, name) != NULL;
 }
 
 static int
@@ -319,7 +337,9 @@ cell_add(cell_t *c, const rec_t *x)
         c->unpriced++;
     }
     c->lat[hbucket(i->latency_ms)]++;
-    if (i->first_content_ms >= 0 && x->err == 0) {
+    /* time to first token is a stream's (a whole answer's first byte is
+     * its latency), as the prometheus stage's histogram */
+    if (i->stream && i->first_content_ms >= 0 && x->err == 0) {
         c->ttft[hbucket(i->first_content_ms)]++;
     }
 }
@@ -387,9 +407,11 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
     /* a model not seen before takes a name only when an upstream (or the
      * cache) answered it, as the prometheus stage's labels */
     m = i.attempts > 0 || i.provider.len > 0
-            ? name_index(st->models, &st->nmodels, d->max_models + 1, i.model,
-                         i.cached || (i.upstream_status >= 200 &&
-                                      i.upstream_status < 300))
+            ? name_index(
+                  st->models, &st->nmodels, d->max_models + 1, i.model,
+                  i.cached ||
+                      (i.upstream_status >= 200 && i.upstream_status < 300) ||
+                      configured(d, i.model))
             : 0;
     c = name_index(st->consumers, &st->nconsumers, d->max_consumers + 1,
                    i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"), 1);
@@ -2537,6 +2559,24 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     json_decref(conf);
     d->prices = json_deep_copy(api->config_section("prices"));
+    d->known = json_object();
+    {
+        const json_t *names = api->config_section("models");
+        const char *pk;
+        json_t *nv;
+        size_t j;
+
+        json_array_foreach(names, j, nv)
+        {
+            json_object_set_new(d->known, json_string_value(nv), json_true());
+        }
+        json_object_foreach(d->prices, pk, nv)
+        {
+            if (strpbrk(pk, "*?[") == NULL) {
+                json_object_set_new(d->known, pk, json_true());
+            }
+        }
+    }
     /* one store per page: two dashboard stages count apart */
     snprintf(buf, sizeof(buf), "dashboard:v%d:%s", STORE_VERSION, d->path);
     d->st = api->keep_memory(buf, sizeof(store_t));
@@ -2670,6 +2710,7 @@ dash_fini(void *state)
     free(d->db_path);
     price_forget();
     json_decref(d->prices);
+    json_decref(d->known);
     free(d->path);
     free(d->api_summary);
     free(d->api_tail);
