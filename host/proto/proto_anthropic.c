@@ -155,17 +155,15 @@ user_turn(json_t *out, json_t *content)
             json_t *c = json_object_get(b, "content");
             json_t *cp = cached_text_parts(c);
             char *t = text_of(c);
-
-            if (cp == NULL &&
-                json_is_object(json_object_get(b, "cache_control"))) {
-                cp = mf_json_pack("[{s:s,s:s}]", "type", "text", "text", t);
-                keep_cache_control(json_array_get(cp, 0), b);
-            }
-            json_array_append_new(
-                out,
+            json_t *tm =
                 mf_json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
                              json_object_get(b, "tool_use_id"), "content",
-                             cp ? cp : json_string(t)));
+                             cp ? cp : json_string(t));
+
+            /* the block's own breakpoint stays on the tool message: the
+             * provider puts it back on the tool_result block */
+            keep_cache_control(tm, b);
+            json_array_append_new(out, tm);
             free(t);
         } else if (strcmp(type, "text") == 0) {
             json_t *p = mf_json_pack("{s:s,s:O}", "type", "text", "text",

@@ -410,6 +410,9 @@ tool_result_block(json_t *m, int *cached)
     } else {
         inner = blocks_cached(content, &bad, 0, cached);
     }
+    if (json_is_object(json_object_get(m, "cache_control"))) {
+        *cached = 1; /* the tool message's own breakpoint */
+    }
     if (json_array_size(inner) == 0) {
         json_array_append_new(inner, mf_json_pack("{s:s}", "text", "(empty)"));
     }

@@ -66,10 +66,27 @@ test('cache_control, top_k and anthropic-beta reach an Anthropic upstream', asyn
   assert.deepEqual(up.messages[2], {
     role: 'user',
     content: [
-      { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'sunny', cache_control: eph }] },
+      { type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny', cache_control: eph },
       { type: 'text', text: 'and so?' },
     ],
   });
+});
+
+test('cache_control inside a tool_result content stays inside; on the block stays on the block', async () => {
+  await client.messages.create({
+    model: 'claude-sonnet-4', max_tokens: 10,
+    messages: [
+      { role: 'user', content: 'weather in Rome?' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_2', name: 'get_weather', input: { city: 'Rome' } }] },
+      { role: 'user', content: [
+        { type: 'tool_result', tool_use_id: 'toolu_2', content: [{ type: 'text', text: 'rain', cache_control: eph }] },
+      ] },
+    ],
+  });
+  const up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages[2].content, [
+    { type: 'tool_result', tool_use_id: 'toolu_2', content: [{ type: 'text', text: 'rain', cache_control: eph }] },
+  ]);
 });
 
 test('without cache_control the text goes as plain strings, as before', async () => {

@@ -171,6 +171,19 @@ test('cache_control (Anthropic SDK) becomes Converse cachePoint blocks', async (
   ]);
   assert.deepEqual(up.toolConfig.tools[1], cp);
   assert.equal(up.toolConfig.tools[0].toolSpec.name, 'get_weather');
+  // a breakpoint on the tool_result block itself goes after it too
+  await ant.messages.create({
+    model: CLAUDE, max_tokens: 10,
+    tools: [{ name: 'get_weather', input_schema: { type: 'object' } }],
+    messages: [
+      { role: 'user', content: 'weather in Rome?' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'tooluse_2', name: 'get_weather', input: { city: 'Rome' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tooluse_2', content: 'rain', cache_control: eph }] },
+    ],
+  });
+  assert.deepEqual(JSON.parse((await mock.last()).body).messages[2].content, [
+    { toolResult: { toolUseId: 'tooluse_2', content: [{ text: 'rain' }], status: 'success' } }, cp,
+  ]);
   // without cache_control, no cachePoint
   await ant.messages.create({ model: CLAUDE, max_tokens: 10, system: 'plain', messages: [{ role: 'user', content: 'hi' }] });
   assert.ok(!(await mock.last()).body.includes('cachePoint'));
