@@ -201,6 +201,33 @@ test('forward_headers takes a prefix ("x-goog-*"), never a credential under it; 
   }
 });
 
+test('a forward prefix "x-amz-*" never passes the client\'s AWS credentials or signature headers', async () => {
+  const gw2 = await startGateway(config(mock.url, {
+    providerExtra: '    forward_headers: ["x-amz-*", "x-*"]',
+  }));
+  try {
+    const res = await post(gw2, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }, {
+      'x-amz-security-token': 'FwoGZXIvYXdzEClientSession', 'X-Amz-Date': '20261203T120000Z',
+      'x-amz-content-sha256': 'e3b0c44298fc1c149afbf4c8996fb924', 'x-amz-user-agent': 'aws-sdk-js/3',
+      'x-api-key': 'sk-client', 'x-goog-api-key': 'AIza-client', 'api-key': 'az-client',
+    });
+    assert.equal(res.status, 200);
+    await res.json();
+    const h = (await mock.last()).headers;
+    assert.equal(h['x-amz-user-agent'], 'aws-sdk-js/3', 'the prefix passes what is not a credential');
+    for (const k of ['x-amz-security-token', 'x-amz-date', 'x-amz-content-sha256', 'x-api-key', 'x-goog-api-key', 'api-key']) {
+      assert.equal(h[k], undefined, k);
+    }
+  } finally {
+    await gw2.stop();
+  }
+  const r = spawnSync(BIN, ['-t', '-c', writeConfig(config('http://127.0.0.1:9', {
+    providerExtra: '    forward_headers: ["X-Amz-Security-Token"]',
+  }))], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /forward_headers: 'X-Amz-Security-Token' is never passed to a provider/);
+});
+
 test('/v1/models lists the routes\' names; /v1/models/{id} knows routes and globs', async () => {
   const gw2 = await startGateway(config(mock.url) + `
 routes:
