@@ -670,6 +670,8 @@ mf_proto_anthropic_type(int status)
     case 503:
     case 529:
         return "overloaded_error";
+    case 504:
+        return "timeout_error";
     default:
         return status >= 500 ? "api_error" : "invalid_request_error";
     }
