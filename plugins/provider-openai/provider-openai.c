@@ -2,6 +2,7 @@
  * provider-openai: every OpenAI-compatible API, as named presets (openai,
  * deepseek, qwen, moonshot, zhipu, doubao, ...; the table below) with
  * their quirks: OpenAI-only request fields are dropped for the others,
+ * Anthropic's cache_control for the APIs that refuse unknown fields,
  * max_completion_tokens becomes max_tokens where only that is known, and
  * stream usage is asked for where the API takes stream_options. The
  * request goes up untouched otherwise; usage is read from the body or the
@@ -26,7 +27,8 @@ static const mf_host_api_t *api;
 enum {
     Q_OPENAI_FIELDS = 1 << 0,  /* takes store, metadata, service_tier, ... */
     Q_MAX_COMPLETION = 1 << 1, /* knows max_completion_tokens */
-    Q_STREAM_OPTIONS = 1 << 2  /* takes stream_options.include_usage */
+    Q_STREAM_OPTIONS = 1 << 2, /* takes stream_options.include_usage */
+    Q_NO_CACHE_CTL = 1 << 3    /* refuses (or has no use for) cache_control */
 };
 
 /* The presets: a type and its quirks. Each type is in openai_types too;
@@ -39,10 +41,12 @@ typedef struct {
 
 static const preset_t presets[] = {
     {.type = "openai",
-     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS |
+               Q_NO_CACHE_CTL},
     {.type = "openai-compatible", .quirks = Q_STREAM_OPTIONS},
     {.type = "azure",
-     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS |
+               Q_NO_CACHE_CTL},
     {.type = "deepseek", .quirks = Q_STREAM_OPTIONS},
     {.type = "qwen", .quirks = Q_STREAM_OPTIONS},
     {.type = "dashscope", .quirks = Q_STREAM_OPTIONS},
@@ -57,15 +61,17 @@ static const preset_t presets[] = {
     {.type = "baichuan", .quirks = 0},
     {.type = "spark", .quirks = 0},
     {.type = "siliconflow", .quirks = Q_STREAM_OPTIONS},
-    {.type = "groq", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
-    {.type = "mistral", .quirks = 0},
+    {.type = "groq",
+     .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_CACHE_CTL},
+    {.type = "mistral", .quirks = Q_NO_CACHE_CTL},
     {.type = "together", .quirks = Q_STREAM_OPTIONS},
     {.type = "fireworks", .quirks = Q_STREAM_OPTIONS},
     {.type = "openrouter", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
     {.type = "xai", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
     {.type = "perplexity", .quirks = 0},
-    {.type = "ollama", .quirks = Q_STREAM_OPTIONS},
-    {.type = "vllm", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {.type = "ollama", .quirks = Q_STREAM_OPTIONS | Q_NO_CACHE_CTL},
+    {.type = "vllm",
+     .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_CACHE_CTL},
 };
 
 static const preset_t *
@@ -229,6 +235,43 @@ has_field(mf_req_t *r, const char *key)
     return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
 }
 
+/* Whether the raw text of the body's member key holds a cache_control
+ * member (a false positive only costs a parse). */
+static int
+field_has_cache_control(mf_req_t *r, const char *key)
+{
+    static const char needle[] = "\"cache_control\"";
+    mf_str_t v;
+
+    return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK &&
+           memmem(v.data, v.len, needle, sizeof(needle) - 1) != NULL;
+}
+
+/* Drops every cache_control member (Anthropic's prompt-cache breakpoint)
+ * from the messages, their content parts and the tools; 1 when one was
+ * dropped. */
+static int
+strip_cache_control(json_t *body)
+{
+    json_t *m, *p, *t;
+    size_t i, j;
+    int n = 0;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        n += json_object_del(m, "cache_control") == 0;
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            n += json_object_del(p, "cache_control") == 0;
+        }
+    }
+    json_array_foreach(json_object_get(body, "tools"), i, t)
+    {
+        n += json_object_del(t, "cache_control") == 0;
+    }
+    return n > 0;
+}
+
 /* Whether build_request may have to change the body for this upstream,
  * read from the body's fields without parsing it (ABI 1.3): 0 only when
  * it is sure not to (the original bytes then go up). */
@@ -251,6 +294,9 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
     }
     if (has_field(r, "thinking") ||
         ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
+        ((pre->quirks & Q_NO_CACHE_CTL) &&
+         (field_has_cache_control(r, "messages") ||
+          field_has_cache_control(r, "tools"))) ||
         (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
         return 1;
     }
@@ -400,6 +446,9 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */
             json_object_del(body, "top_k");
             api->body_changed(r);
+        }
+        if ((pre->quirks & Q_NO_CACHE_CTL) && strip_cache_control(body)) {
+            api->body_changed(r); /* unknown fields are refused there */
         }
         if (!(pre->quirks & Q_OPENAI_FIELDS)) {
             for (i = 0; openai_only[i] != NULL; i++) {
