@@ -173,6 +173,11 @@ user_turn(json_t *out, json_t *content)
                 only_text = 0; /* the breakpoint needs the part */
             }
             json_array_append_new(parts, p);
+        } else if (strcmp(type, "document") == 0) {
+            /* a PDF or text document: a part of its own, as sent (each
+             * provider takes it, translates it or refuses it) */
+            json_array_append_new(parts, json_deep_copy(b));
+            only_text = 0;
         } else if (strcmp(type, "image") == 0) {
             json_t *p = image_part(b);
 

@@ -99,6 +99,8 @@ content_blocks(json_t *content)
                              json_object_get(part, "text"));
         } else if (type && strcmp(type, "image_url") == 0) {
             b = image_block(part);
+        } else if (type && strcmp(type, "document") == 0) {
+            b = json_deep_copy(part); /* Anthropic's own block */
         }
         if (b != NULL) {
             keep_cache_control(b, part);

@@ -235,16 +235,103 @@ has_field(mf_req_t *r, const char *key)
     return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
 }
 
-/* Whether the raw text of the body's member key holds a cache_control
- * member (a false positive only costs a parse). */
+/* Whether the raw text of the body's member key holds needle (a false
+ * positive only costs a parse). */
 static int
-field_has_cache_control(mf_req_t *r, const char *key)
+field_holds(mf_req_t *r, const char *key, const char *needle)
 {
-    static const char needle[] = "\"cache_control\"";
     mf_str_t v;
 
     return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK &&
-           memmem(v.data, v.len, needle, sizeof(needle) - 1) != NULL;
+           memmem(v.data, v.len, needle, strlen(needle)) != NULL;
+}
+
+static int
+field_has_cache_control(mf_req_t *r, const char *key)
+{
+    return field_holds(r, key, "\"cache_control\"");
+}
+
+/* A document part (see provider-util.h) as Chat Completions documents
+ * it: a PDF as a file part with file_data, a text document as a text
+ * part (OpenAI's advice for text files); cache_control kept. New
+ * reference, NULL for another kind or on OOM. */
+static json_t *
+document_to_chat(json_t *p)
+{
+    json_t *src = json_object_get(p, "source"), *title, *np;
+    const char *data = json_string_value(json_object_get(src, "data"));
+    unsigned kind = pu_document_kind(p);
+    size_t len;
+    char *url;
+
+    if (kind == PU_DOC_TEXT) {
+        np = mf_json_pack("{s:s,s:s}", "type", "text", "text", data);
+    } else if (kind == PU_DOC_PDF) {
+        title = json_object_get(p, "title");
+        len = strlen(data) + 32;
+        if ((url = malloc(len)) == NULL) {
+            return NULL;
+        }
+        snprintf(url, len, "data:application/pdf;base64,%s", data);
+        np = mf_json_pack(
+            "{s:s,s:{s:s,s:s}}", "type", "file", "file", "filename",
+            json_is_string(title) ? json_string_value(title) : "document.pdf",
+            "file_data", url);
+        free(url);
+    } else {
+        return NULL;
+    }
+    if (np != NULL && json_is_object(json_object_get(p, "cache_control"))) {
+        json_object_set(np, "cache_control",
+                        json_object_get(p, "cache_control"));
+    }
+    return np;
+}
+
+/* A 400 naming the document the wire has no form for; 1 when there is
+ * one (the request is not sent). */
+static int
+document_refused(mf_req_t *r, const char *name, json_t *body, unsigned takes)
+{
+    const char *src;
+
+    if (!pu_document_refused(body, takes, &src)) {
+        return 0;
+    }
+    pu_error(api, r, 400, "invalid_request_error", "unsupported_document",
+             "provider '%s' cannot take a document block with a '%s' "
+             "source: %s takes a base64 PDF, a text document%s; other "
+             "documents need a model an Anthropic provider serves",
+             name, src,
+             takes & PU_DOC_URL ? "the Responses API" : "Chat Completions",
+             takes & PU_DOC_URL ? " or a URL" : "");
+    return 1;
+}
+
+/* Every document part of the messages to its Chat Completions form; 1
+ * when one was changed. */
+static int
+documents_to_chat(json_t *body)
+{
+    json_t *m, *p, *np;
+    size_t i, j;
+    int n = 0;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            const char *type = json_string_value(json_object_get(p, "type"));
+
+            if (type != NULL && strcmp(type, "document") == 0 &&
+                (np = document_to_chat(p)) != NULL) {
+                json_array_set_new(json_object_get(m, "content"), j, np);
+                n++;
+            }
+        }
+    }
+    return n > 0;
 }
 
 /* Drops every cache_control member (Anthropic's prompt-cache breakpoint)
@@ -294,6 +381,7 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
     }
     if (has_field(r, "thinking") ||
         ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
+        field_holds(r, "messages", "\"document\"") ||
         ((pre->quirks & Q_NO_CACHE_CTL) &&
          (field_has_cache_control(r, "messages") ||
           field_has_cache_control(r, "tools"))) ||
@@ -313,7 +401,7 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
 
 /* A chat request to a model served over the Responses API. */
 static int
-build_responses(mf_req_t *r, const mf_upstream_t *u)
+build_responses(mf_req_t *r, const openai_state_t *st, const mf_upstream_t *u)
 {
     json_t *body = api->get_body_json(r), *out;
     responses_attempt_t *ra;
@@ -321,6 +409,10 @@ build_responses(mf_req_t *r, const mf_upstream_t *u)
     int n, rc;
 
     if (body == NULL || api->abi_minor < 6 || api->set_upstream_wire == NULL) {
+        return MF_ERR;
+    }
+    if (document_refused(r, st->name, body,
+                         PU_DOC_PDF | PU_DOC_TEXT | PU_DOC_URL)) {
         return MF_ERR;
     }
     ra = api->palloc(r, sizeof(*ra));
@@ -373,7 +465,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     openai_state_t *ost = state;
 
     if (u->endpoint == MF_ENDPOINT_CHAT && wants_responses(ost, u->model)) {
-        return build_responses(r, u);
+        return build_responses(r, ost, u);
     }
     edit = may_edit(r, u);
     json_t *body = edit ? api->get_body_json(r) : NULL;
@@ -386,6 +478,10 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     int azure = u->type.len == 5 && memcmp(u->type.data, "azure", 5) == 0;
     openai_state_t *st = state;
 
+    if (u->endpoint == MF_ENDPOINT_CHAT && body != NULL &&
+        document_refused(r, st->name, body, PU_DOC_PDF | PU_DOC_TEXT)) {
+        return MF_ERR;
+    }
     if (azure) {
         /* deployments: {model: deployment}; else the model names it */
         char mname[256], seg[1024];
@@ -445,6 +541,9 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             json_object_get(body, "top_k") != NULL) {
             /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */
             json_object_del(body, "top_k");
+            api->body_changed(r);
+        }
+        if (documents_to_chat(body)) {
             api->body_changed(r);
         }
         if ((pre->quirks & Q_NO_CACHE_CTL) && strip_cache_control(body)) {
