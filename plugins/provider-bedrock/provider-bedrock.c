@@ -14,12 +14,13 @@
  * images (data: URLs) to image blocks, tools to toolConfig (toolSpec with
  * inputSchema.json), tool_choice to auto/any/tool, tool calls and results
  * to toolUse/toolResult blocks, max_tokens/temperature/top_p/stop to
- * inferenceConfig, top_k and reasoning_effort (Claude's thinking) to
- * additionalModelRequestFields. Responses back to chat completions;
- * ConverseStream's AWS event-stream messages (the host decodes the binary
- * framing, see stream_framing) to chunks: text, tool-call and reasoning
- * deltas, stop reasons, usage with cache reads; in-stream exceptions fail
- * the attempt (or end the stream) with the matching status.
+ * inferenceConfig, top_k, reasoning_effort (Claude's thinking) and a
+ * Claude model's anthropic-beta flags to additionalModelRequestFields.
+ * Responses back to chat completions; ConverseStream's AWS event-stream
+ * messages (the host decodes the binary framing, see stream_framing) to chunks:
+ * text, tool-call and reasoning deltas, stop reasons, usage with cache reads;
+ * in-stream exceptions fail the attempt (or end the stream) with the matching
+ * status.
  *
  * Embeddings: POST /model/{modelId}/invoke with Titan ({inputText}; one
  * input per request) or Cohere ({texts, input_type}) bodies.
@@ -707,6 +708,52 @@ to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
     return out;
 }
 
+/* The client's anthropic-beta flags (a comma-separated header) to a
+ * Claude model as Bedrock documents them for Converse: a list in
+ * additionalModelRequestFields.anthropic_beta (Bedrock reads no beta
+ * header). Other models are left alone: they refuse the field. */
+static void
+claude_betas(mf_req_t *r, const mf_upstream_t *u, json_t *msg)
+{
+    json_t *betas, *extra;
+    mf_str_t v;
+    size_t i = 0, j, a, b;
+
+    if ((memmem(u->model.data, u->model.len, "anthropic.", 10) == NULL &&
+         memmem(u->model.data, u->model.len, "claude", 6) == NULL) ||
+        api->get_header(r, MF_REQUEST_HEADERS, MF_STR("anthropic-beta"), &v) !=
+            MF_OK) {
+        return;
+    }
+    betas = json_array();
+    while (i < v.len) {
+        for (j = i; j < v.len && v.data[j] != ','; j++) {
+        }
+        a = i;
+        b = j;
+        while (a < b && (v.data[a] == ' ' || v.data[a] == '\t')) {
+            a++;
+        }
+        while (b > a && (v.data[b - 1] == ' ' || v.data[b - 1] == '\t')) {
+            b--;
+        }
+        if (b > a) {
+            json_array_append_new(betas, json_stringn(v.data + a, b - a));
+        }
+        i = j + 1;
+    }
+    if (json_array_size(betas) == 0) {
+        json_decref(betas);
+        return;
+    }
+    extra = json_object_get(msg, "additionalModelRequestFields");
+    if (extra == NULL) {
+        extra = json_object();
+        json_object_set_new(msg, "additionalModelRequestFields", extra);
+    }
+    json_object_set_new(extra, "anthropic_beta", betas);
+}
+
 static int
 bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
@@ -754,6 +801,9 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     msg = embed ? to_embed(r, b, body, u) : to_converse(body, &bad);
     if (msg == NULL) {
         return MF_ERR; /* to_embed set the error */
+    }
+    if (!embed && !count) {
+        claude_betas(r, u, msg);
     }
     if (count && bad == NULL) {
         /* CountTokens: the Converse request's messages and system */

@@ -363,3 +363,16 @@ test('embeddings: Titan one input, Cohere batches, base64, token counts', async 
   last = await mock.last();
   assert.deepEqual(JSON.parse(last.body), { texts: ['one', 'two', 'three'], input_type: 'search_document', truncate: 'END' });
 });
+
+test('anthropic-beta reaches a Claude model as Converse additionalModelRequestFields.anthropic_beta, never another model', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const betas = { headers: { 'anthropic-beta': 'context-1m-2025-08-07, token-efficient-tools-2025-02-19' } };
+  await ant.messages.create({ model: CLAUDE, max_tokens: 10, top_k: 4, messages: [{ role: 'user', content: 'hi' }] }, betas);
+  let last = await mock.last();
+  let up = JSON.parse(last.body);
+  assert.deepEqual(up.additionalModelRequestFields, { top_k: 4, anthropic_beta: ['context-1m-2025-08-07', 'token-efficient-tools-2025-02-19'] });
+  assert.equal(last.headers['anthropic-beta'], undefined, 'Bedrock reads the body, not a header');
+  await ant.messages.create({ model: 'amazon.nova-lite-v1:0', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }, betas);
+  up = JSON.parse((await mock.last()).body);
+  assert.equal(up.additionalModelRequestFields, undefined);
+});
