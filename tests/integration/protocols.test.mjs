@@ -106,6 +106,14 @@ test('a cut Responses stream ends with response.failed and an error event', asyn
   assert.equal(err.data.type, 'error');
   assert.equal(err.data.message, failed.data.response.error.message);
   assert.equal(err.data.sequence_number, failed.data.sequence_number + 1);
+  // the text streamed before the cut is in the failed Response's output
+  const streamed = evs.filter((e) => e.event === 'response.output_text.delta').map((e) => e.data.delta).join('');
+  assert.ok(streamed.length > 0);
+  const out = failed.data.response.output;
+  assert.equal(out.length, 1);
+  assert.equal(out[0].type, 'message');
+  assert.equal(out[0].content[0].text, streamed);
+  assert.ok(evs.some((e) => e.event === 'response.output_item.done' && e.data.item.id === out[0].id));
 });
 
 test('Responses answers non-stream with a Response object; bad input is a 400 in OpenAI shape', async () => {
