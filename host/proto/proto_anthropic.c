@@ -130,6 +130,35 @@ image_part(json_t *block)
     return NULL;
 }
 
+/* The images and documents of a tool result's content to parts of the
+ * user message after the tool messages (a tool message takes text only
+ * on most wires); the count appended. */
+static int
+tool_result_media(json_t *parts, json_t *content)
+{
+    json_t *b, *p;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(content, i, b)
+    {
+        const char *type = json_string_value(json_object_get(b, "type"));
+
+        p = NULL;
+        if (type != NULL && strcmp(type, "image") == 0) {
+            p = image_part(b);
+            keep_cache_control(p, b);
+        } else if (type != NULL && strcmp(type, "document") == 0) {
+            p = json_deep_copy(b);
+        }
+        if (p != NULL) {
+            json_array_append_new(parts, p);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* A user turn: tool results become tool messages, the rest one message. */
 static void
 user_turn(json_t *out, json_t *content)
@@ -165,6 +194,9 @@ user_turn(json_t *out, json_t *content)
             keep_cache_control(tm, b);
             json_array_append_new(out, tm);
             free(t);
+            if (tool_result_media(parts, c) > 0) {
+                only_text = 0;
+            }
         } else if (strcmp(type, "text") == 0) {
             json_t *p = mf_json_pack("{s:s,s:O}", "type", "text", "text",
                                      json_object_get(b, "text"));

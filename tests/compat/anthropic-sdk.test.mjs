@@ -235,3 +235,26 @@ test('document blocks to Bedrock: Converse document blocks with unique names; no
   await assert.rejects(client.messages.create(withDocs(BEDROCK, urlDoc)),
     (e) => e instanceof Anthropic.BadRequestError && /'url' source/.test(e.error.error.message));
 });
+
+test('images and documents inside a tool_result go in the user message after the tool messages', async () => {
+  const img = { type: 'image', source: { type: 'base64', media_type: 'image/png', data: 'iVBORw0KGgo=' } };
+  const turn = (model) => ({ model, max_tokens: 50, tools: [weather], messages: [
+    { role: 'user', content: 'screenshot please' },
+    { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_9', name: 'get_weather', input: { city: 'Oslo' } }] },
+    { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_9', content: [{ type: 'text', text: 'here' }, img, pdfDoc] }] },
+  ] });
+  await client.messages.create(turn('gpt-4o'));
+  let up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages.slice(2), [
+    { role: 'tool', tool_call_id: 'toolu_9', content: 'here' },
+    { role: 'user', content: [
+      { type: 'image_url', image_url: { url: 'data:image/png;base64,iVBORw0KGgo=' } },
+      { type: 'file', file: { filename: 'Q3 report.pdf', file_data: `data:application/pdf;base64,${PDF}` } },
+    ] },
+  ]);
+  await client.messages.create(turn('claude-sonnet-4'));
+  up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages[2], { role: 'user', content: [
+    { type: 'tool_result', tool_use_id: 'toolu_9', content: 'here' }, img, pdfDoc,
+  ] });
+});
