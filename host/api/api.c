@@ -1200,6 +1200,43 @@ api_declare_model(const char *name)
     return MF_OK;
 }
 
+/* ABI 1.8 (hook masks): hooks a stage instance leaves out, in its init */
+static int
+api_skip_hooks(unsigned hooks)
+{
+    char err[200];
+
+    if (mf_gen_loading_skip_hooks(hooks, err, sizeof(err)) != MF_OK) {
+        mf_log_error("skip_hooks: %s", err);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+/* ABI 1.8: the upstream traceparent, "00-<trace>-<span>-<flags>", made
+ * here from the request's trace and the open attempt's span id: hex
+ * digits and dashes of known length, set without the check a stage's
+ * value gets (it is checked again when the head is written) */
+static int
+api_set_traceparent(mf_req_t *r)
+{
+    char *tp;
+
+    if (r == NULL || r->cur_stage != MF_STAGE_UPSTREAM_REQUEST ||
+        !in_call(r, MF_CALL_SET_UPSTREAM_HEADER) || !r->att.open ||
+        (tp = mf_pool_alloc(r->pool, 55)) == NULL) {
+        return MF_ERR;
+    }
+    req_trace(r);
+    memcpy(tp, "00-", 3);
+    memcpy(tp + 3, r->trace_id, 32);
+    tp[35] = '-';
+    memcpy(tp + 36, r->att.span_id, 16);
+    memcpy(tp + 52, r->trace_sampled ? "-01" : "-00", 3);
+    return mf_hlist_set_made(r->pool, &r->att.up_req_headers,
+                             MF_STR("traceparent"), (mf_str_t){tp, 55});
+}
+
 /* ABI 1.5: stage-made answers and the answer record */
 
 static int
@@ -1445,4 +1482,8 @@ const mf_host_api_t mf_api = {
     .emit_stream_error = api_emit_stream_error,
     /* ABI 1.7 (body edits): a stage's edits of the body's text */
     .edit_body_text = api_edit_body_text,
+    /* ABI 1.8 (hook masks): hooks an instance leaves out; the upstream
+     * traceparent */
+    .skip_hooks = api_skip_hooks,
+    .set_traceparent = api_set_traceparent,
 };

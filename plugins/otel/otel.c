@@ -97,8 +97,9 @@ typedef struct {
     int protobuf; /* http/protobuf, else http/json */
     int capture;  /* prompts and answers in the spans */
     size_t capture_max;
-    int full; /* detail: full, else standard (the conventions' set) */
-    int gzip; /* compression: gzip (Content-Encoding: gzip) */
+    int full;  /* detail: full, else standard (the conventions' set) */
+    int gzip;  /* compression: gzip (Content-Encoding: gzip) */
+    int abi18; /* the host has ABI 1.8: set_traceparent, skip_hooks */
     char *ca, *ccert, *ckey; /* TLS: CA file, client certificate and key */
     int tls_conf;            /* those came from the config (not the env) */
     /* the queue (under lock) */
@@ -1261,6 +1262,11 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
         }
     }
     if (!o->propagate) {
+        return MF_CONTINUE;
+    }
+    if (o->abi18) {
+        /* the host writes it: no get_info, get_attempt nor header check */
+        api->set_traceparent(r);
         return MF_CONTINUE;
     }
     api->get_info(r, &i);
@@ -2609,6 +2615,17 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
     }
     if (bad || o->resource == NULL) {
+        otel_fini(o);
+        return MF_ERR;
+    }
+    o->abi18 = api->abi_minor >= 8 &&
+               api->size >= offsetof(mf_host_api_t, set_traceparent) +
+                                sizeof(api->set_traceparent);
+    /* without capture, on_route and on_response_headers have nothing to
+     * do: this instance is not called for them */
+    if (o->abi18 && !o->capture &&
+        api->skip_hooks(MF_HOOK_BIT(MF_STAGE_ROUTE) |
+                        MF_HOOK_BIT(MF_STAGE_RESPONSE_HEADERS)) != MF_OK) {
         otel_fini(o);
         return MF_ERR;
     }
