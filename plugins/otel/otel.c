@@ -108,6 +108,8 @@ typedef struct {
     int cur_fd; /* the export's socket, -1 none (under lock): fini cuts it */
     span_t *head, *tail;
     size_t queued; /* spans in the queue */
+    span_t *spare; /* record blocks (REC_BYTES) the exporter handed back */
+    size_t nspare;
     uint64_t dropped;
     int stop;
     pthread_t thread;
@@ -568,6 +570,7 @@ typedef struct {
  * and its attempts, their strings copied behind them. */
 struct span_s {
     span_t *next;
+    int recycled;  /* a REC_BYTES block: back to the spares once encoded */
     size_t nspans; /* the server span and one per attempt */
     mf_req_info_t i;
     params_t p;
@@ -767,17 +770,71 @@ error_type(int status)
 
 /* The queue */
 
-static void
-enqueue(otel_t *o, span_t *s)
-{
-    size_t nspans = s->nspans;
+/* Record blocks. A request's record fits REC_BYTES unless it has many
+ * attempts or captured text: those blocks go round, taken by a worker,
+ * handed back by the exporter thread in a batch (under the queue's lock),
+ * instead of a malloc and a free on two threads per request. */
+#define REC_BYTES 2048
+#define REC_SPARES_MAX 1024 /* kept at most; more are freed */
 
-    s->next = NULL;
+static span_t *
+rec_take(otel_t *o)
+{
+    span_t *s;
+
     pthread_mutex_lock(&o->lock);
+    if ((s = o->spare) != NULL) {
+        o->spare = s->next;
+        o->nspare--;
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (s == NULL && (s = malloc(REC_BYTES)) == NULL) {
+        return NULL;
+    }
+    s->recycled = 1;
+    return s;
+}
+
+/* a list of records ended with: the recycled ones kept as spares (up to
+ * REC_SPARES_MAX), under o->lock */
+static void
+rec_give_back_locked(otel_t *o, span_t *list)
+{
+    span_t *next;
+
+    for (; list != NULL; list = next) {
+        next = list->next;
+        if (list->recycled && o->nspare < REC_SPARES_MAX && !o->stop) {
+            list->next = o->spare;
+            o->spare = list;
+            o->nspare++;
+        } else {
+            free(list);
+        }
+    }
+}
+
+/* Queues s (when not NULL) and gives back a spare block the worker did
+ * not use (when not NULL), under one lock. */
+static void
+enqueue(otel_t *o, span_t *s, span_t *unused)
+{
+    size_t nspans = s != NULL ? s->nspans : 0;
+
+    pthread_mutex_lock(&o->lock);
+    if (unused != NULL) {
+        unused->next = NULL;
+        rec_give_back_locked(o, unused);
+    }
+    if (s == NULL) {
+        pthread_mutex_unlock(&o->lock);
+        return;
+    }
+    s->next = NULL;
     if (o->queued + nspans > o->queue_cap) {
         o->dropped += nspans;
+        rec_give_back_locked(o, s);
         pthread_mutex_unlock(&o->lock);
-        free(s);
         api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
         return;
     }
@@ -1511,51 +1568,56 @@ static void
 otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
     otel_t *o = state;
-    mf_req_info_t i = {.size = sizeof(i)};
-    mf_attempt_info_t local[8], *att = local;
     rctx_t *x = *ctx;
-    size_t k, n = 0, cap = 8, bytes;
-    span_t *s;
+    size_t k, n = 0, room, bytes, cap = 8;
+    span_t *s = rec_take(o), *big;
+    mf_req_info_t *i;
+    mf_attempt_info_t *att;
     char *at;
 
-    api->get_info(r, &i);
+    if (s == NULL) {
+        api->metric_add(o->m_spans, &L_DROPPED, 1, 1);
+        return;
+    }
+    /* the info and the attempts straight into the block: no copy */
+    i = &s->i;
+    i->size = sizeof(*i);
+    api->get_info(r, i);
     /* not scrapes, stage pages, health checks, nor what the gateway
      * answers itself (model lists, count_tokens): no model call */
-    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
-        i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
-        return; /* scrapes, stage pages, health checks; not sampled */
+    if (i->listener != MF_LISTENER_CLIENT || i->endpoint == MF_ENDPOINT_NONE ||
+        i->endpoint == MF_ENDPOINT_LOCAL || !i->trace_sampled) {
+        enqueue(o, NULL, s); /* back to the spares */
+        return;
     }
     if (o->capture && x != NULL) {
-        if (i.stream && (i.status < 400 || i.error.len > 0)) {
+        if (i->stream && (i->status < 400 || i->error.len > 0)) {
             capture_stream(o, r, x);
-        } else if (i.status >= 400) {
+        } else if (i->status >= 400) {
             x->output = MF_STR_NULL; /* the client did not get it */
         }
     }
     /* the strings the spans use, and their size */
-    i.client_addr = i.provider = i.tried = i.query = MF_STR_NULL;
-    bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
-            i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
-            i.span_id.len + i.parent_span_id.len;
-    /* no more than were started: no call to learn there is no next */
-    for (k = 0; k < (size_t)i.attempts; k++) {
-        mf_attempt_info_t *a;
-
-        if (k == cap) {
-            /* more than local holds (a long fallback chain) */
-            mf_attempt_info_t *g = malloc(cap * 2 * sizeof(*g));
-
-            if (g == NULL) {
-                break;
-            }
-            memcpy(g, att, cap * sizeof(*g));
-            if (att != local) {
-                free(att);
-            }
-            att = g;
-            cap *= 2;
+    i->client_addr = i->provider = i->tried = i->query = MF_STR_NULL;
+    bytes = i->id.len + i->method.len + i->path.len + i->consumer.len +
+            i->model.len + i->upstream_model.len + i->error.len +
+            i->trace_id.len + i->span_id.len + i->parent_span_id.len;
+    /* the attempts behind the record when they fit (a few), else in an
+     * array of their own until the block's size is known */
+    room = (REC_BYTES - sizeof(*s)) / sizeof(*att);
+    att = (mf_attempt_info_t *)(s + 1);
+    if ((size_t)i->attempts > room) {
+        cap = (size_t)i->attempts;
+        if ((att = malloc(cap * sizeof(*att))) == NULL) {
+            enqueue(o, NULL, s);
+            api->metric_add(o->m_spans, &L_DROPPED, 1, 1);
+            return;
         }
-        a = &att[k];
+    }
+    /* no more than were started: no call to learn there is no next */
+    for (k = 0; k < (size_t)i->attempts; k++) {
+        mf_attempt_info_t *a = &att[k];
+
         a->size = sizeof(*a);
         if (api->get_attempt(r, k, a) != MF_OK) {
             break;
@@ -1567,31 +1629,42 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     if (x != NULL && o->capture) {
         bytes += x->input.len + x->output.len;
     }
-    s = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
-    if (s == NULL) {
-        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
-        if (att != local) {
+    if (att != (mf_attempt_info_t *)(s + 1) ||
+        sizeof(*s) + n * sizeof(*att) + bytes > REC_BYTES) {
+        /* a block of its own, as large as it needs */
+        big = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
+        if (big == NULL) {
+            if (att != (mf_attempt_info_t *)(s + 1)) {
+                free(att);
+            }
+            enqueue(o, NULL, s);
+            api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
+            return;
+        }
+        big->i = s->i;
+        memcpy(big + 1, att, n * sizeof(*att));
+        if (att != (mf_attempt_info_t *)(s + 1)) {
             free(att);
         }
-        return;
+        enqueue(o, NULL, s);
+        s = big;
+        s->recycled = 0;
+        i = &s->i;
     }
-    memset(s, 0, sizeof(*s));
     s->nspans = 1 + n;
     s->natt = n;
     s->att = (mf_attempt_info_t *)(s + 1);
-    memcpy(s->att, att, n * sizeof(*att));
     at = (char *)(s->att + n);
-    s->i = i;
-    put_str(&at, &s->i.id);
-    put_str(&at, &s->i.method);
-    put_str(&at, &s->i.path);
-    put_str(&at, &s->i.consumer);
-    put_str(&at, &s->i.model);
-    put_str(&at, &s->i.upstream_model);
-    put_str(&at, &s->i.error);
-    put_str(&at, &s->i.trace_id);
-    put_str(&at, &s->i.span_id);
-    put_str(&at, &s->i.parent_span_id);
+    put_str(&at, &i->id);
+    put_str(&at, &i->method);
+    put_str(&at, &i->path);
+    put_str(&at, &i->consumer);
+    put_str(&at, &i->model);
+    put_str(&at, &i->upstream_model);
+    put_str(&at, &i->error);
+    put_str(&at, &i->trace_id);
+    put_str(&at, &i->span_id);
+    put_str(&at, &i->parent_span_id);
     for (k = 0; k < n; k++) {
         put_str(&at, &s->att[k].provider);
         put_str(&at, &s->att[k].model);
@@ -1599,9 +1672,13 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
         put_str(&at, &s->att[k].span_id);
         put_str(&at, &s->att[k].provider_type);
     }
+    s->has_p = x != NULL;
+    s->capture = 0;
+    s->input = s->output = MF_STR_NULL;
+    s->cut = 0;
+    s->omitted = NULL;
     if (x != NULL) {
         s->p = x->p;
-        s->has_p = 1;
         if (o->capture) {
             s->capture = 1;
             s->input = x->input;
@@ -1612,10 +1689,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
             put_str(&at, &s->output);
         }
     }
-    if (att != local) {
-        free(att);
-    }
-    enqueue(o, s);
+    enqueue(o, s, NULL);
 }
 
 /* Export: a blocking HTTP/1.1 client on the exporter thread */
@@ -1944,7 +2018,7 @@ static const char SCOPE_PB[] = "\x0a\x08manifold\x12\x05"
 static void
 send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
 {
-    span_t *s, *next;
+    span_t *s;
     const char *body = NULL;
     size_t len = 0;
     jb_t *b = &e->out;
@@ -1962,10 +2036,8 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         if (jb_room(b, gap)) {
             b->len = gap;
         }
-        for (s = list; s != NULL; s = next) {
-            next = s->next;
+        for (s = list; s != NULL; s = s->next) {
             encode(o, s, e);
-            free(s);
         }
         if (!b->failed && !e->sp.failed) {
             size_t spans = b->len - gap, ss = 2 + sc + spans;
@@ -2009,10 +2081,8 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         jb_cstr(b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
                    "\"version\":\"1.0.0\"},\"spans\":[");
         e->base = b->len;
-        for (s = list; s != NULL; s = next) {
-            next = s->next;
+        for (s = list; s != NULL; s = s->next) {
             encode(o, s, e);
-            free(s);
         }
         jb_cstr(b, "]}]}]}");
         body = b->p;
@@ -2070,6 +2140,7 @@ exporter_main(void *arg)
         pthread_mutex_unlock(&o->lock);
         send_spans(o, &e, list, n, 0);
         pthread_mutex_lock(&o->lock);
+        rec_give_back_locked(o, list); /* the workers' next records */
     }
     pthread_mutex_unlock(&o->lock);
     /* stopping: what is left, each batch tried once, within close_ms */
@@ -2078,7 +2149,7 @@ exporter_main(void *arg)
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
-            span_t *list;
+            span_t *list, *next;
             size_t n;
 
             pthread_mutex_lock(&o->lock);
@@ -2091,8 +2162,6 @@ exporter_main(void *arg)
             if ((t.tv_sec - t0.tv_sec) * 1000 +
                     (t.tv_nsec - t0.tv_nsec) / 1000000 >
                 o->close_ms) {
-                span_t *next;
-
                 api->metric_add(o->m_spans, &L_DROPPED, 1, (double)n);
                 for (; list != NULL; list = next) {
                     next = list->next;
@@ -2101,6 +2170,10 @@ exporter_main(void *arg)
                 continue;
             }
             send_spans(o, &e, list, n, 1);
+            for (; list != NULL; list = next) {
+                next = list->next;
+                free(list);
+            }
         }
     }
     free(e.out.p);
@@ -2659,6 +2732,10 @@ otel_fini(void *state)
         pthread_join(o->thread, NULL);
     }
     for (s = o->head; s != NULL; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (s = o->spare; s != NULL; s = next) {
         next = s->next;
         free(s);
     }
