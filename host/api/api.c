@@ -1221,7 +1221,8 @@ api_skip_hooks(unsigned hooks)
 /* ABI 1.8: the upstream traceparent, "00-<trace>-<span>-<flags>", made
  * here from the request's trace and the open attempt's span id: hex
  * digits and dashes of known length, set without the check a stage's
- * value gets (it is checked again when the head is written) */
+ * value gets, and not checked when the head is written while the list
+ * still holds this value (r->att.tp_made) */
 static int
 api_set_traceparent(mf_req_t *r)
 {
@@ -1238,6 +1239,7 @@ api_set_traceparent(mf_req_t *r)
     tp[35] = '-';
     memcpy(tp + 36, r->att.span_id, 16);
     memcpy(tp + 52, r->trace_sampled ? "-01" : "-00", 3);
+    r->att.tp_made = tp;
     return mf_hlist_set_made(r->pool, &r->att.up_req_headers,
                              MF_STR("traceparent"), (mf_str_t){tp, 55});
 }
