@@ -224,12 +224,17 @@ pb_wvarint(char *p, uint64_t v)
 static inline char *
 pb_wfixed64(char *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 8); /* little-endian, as protobuf's fixed64 */
+    return p + 8;
+#else
     int k;
 
     for (k = 0; k < 8; k++) {
         *p++ = (char)(v >> (8 * k));
     }
     return p;
+#endif
 }
 
 /* a length-delimited field (tag < 128) */
@@ -254,15 +259,6 @@ pb_varint_len(uint64_t v)
         n++;
     }
     return n;
-}
-
-static void
-pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
-{
-    if (jb_room(b, 11 + n)) {
-        b->len =
-            (size_t)(pb_wbytes(b->p + b->len, field << 3 | 2, p, n) - b->p);
-    }
 }
 
 /* a hex digit's value, 0x10 for other bytes (hex_init) */
@@ -354,12 +350,12 @@ pb_whex(char *p, unsigned tag, mf_str_t hex)
  * export's encoding: JSON span objects joined by ',', or protobuf Span
  * messages each as field 2 of ScopeSpans, appended to out. */
 typedef struct {
-    jb_t out;      /* the batch so far */
-    jb_t sp;       /* protobuf: the span being written */
-    int pb;        /* protobuf, else JSON */
-    int n;         /* JSON: attributes written in this span (commas) */
-    size_t base;   /* JSON: where the spans begin in out (commas) */
-    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+    jb_t out;       /* the batch so far */
+    size_t span_at; /* protobuf: where the span being written begins */
+    int pb;         /* protobuf, else JSON */
+    int n;          /* JSON: attributes written in this span (commas) */
+    size_t base;    /* JSON: where the spans begin in out (commas) */
+    unsigned attr;  /* protobuf: the attributes' field (9 Span, 1 Resource) */
     /* protobuf: ids decoded in this record (the trace id and the server
      * span's id come again in the client spans), by their hex's address */
     const char *memo_hex[2];
@@ -424,10 +420,10 @@ pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
         2 + pb_varint_len(klen) + klen + pb_varint_len(any_len) + any_len;
     char *p;
 
-    if (!jb_room(&e->sp, 11 + kv_len)) {
+    if (!jb_room(&e->out, 11 + kv_len)) {
         return NULL;
     }
-    p = e->sp.p + e->sp.len;
+    p = e->out.p + e->out.len;
     *p++ = (char)(e->attr << 3 | 2);
     p = pb_wvarint(p, kv_len);
     p = pb_wbytes(p, 0x0a, key, klen);
@@ -439,7 +435,7 @@ static inline void
 pb_end(enc_t *e, const char *p)
 {
     if (p != NULL) {
-        e->sp.len = (size_t)(p - e->sp.p);
+        e->out.len = (size_t)(p - e->out.p);
     }
 }
 
@@ -699,12 +695,17 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
     if (e->pb) {
         char *p;
 
-        e->sp.len = 0; /* the buffer is reused from span to span */
+        /* ScopeSpans.spans (field 2), written in place: its length in
+         * the two bytes after the tag once the span is done (span_close;
+         * moved for another length) */
         e->attr = 9;
-        if (!jb_room(&e->sp, 80 + name.len)) {
+        if (!jb_room(b, 3 + 80 + name.len)) {
             return;
         }
-        p = e->sp.p;
+        p = b->p + b->len;
+        *p = 0x12;
+        p += 3;
+        e->span_at = (size_t)(p - b->p);
         p = pb_id(e, p, 0x0a, trace);
         p = pb_id(e, p, 0x12, span);
         if (parent.len == 16) {
@@ -717,7 +718,7 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
         p = pb_wfixed64(p, (uint64_t)(start_s * 1e9));
         *p++ = 0x41;
         p = pb_wfixed64(p, (uint64_t)(end_s * 1e9));
-        e->sp.len = (size_t)(p - e->sp.p);
+        b->len = (size_t)(p - b->p);
         return;
     }
     if (b->len > e->base) {
@@ -754,20 +755,34 @@ span_close(enc_t *e, int error, mf_str_t message)
         message.len = 256;
     }
     if (e->pb) {
-        if (error && jb_room(&e->sp, 24 + message.len)) {
+        size_t n, vl;
+
+        if (b->failed) {
+            return;
+        }
+        if (error && jb_room(b, 24 + message.len)) {
             /* Status {message 2, code 3 = ERROR} */
-            char *p = e->sp.p + e->sp.len;
+            char *p = b->p + b->len;
 
             *p++ = 0x7a;
             p = pb_wvarint(p, 1 + pb_varint_len(message.len) + message.len + 2);
             p = pb_wbytes(p, 0x12, message.data, message.len);
             *p++ = 0x18;
             *p++ = 2;
-            e->sp.len = (size_t)(p - e->sp.p);
+            b->len = (size_t)(p - b->p);
         }
-        /* ScopeSpans.spans; the span's buffer is kept for the next */
-        pb_bytes(b, 2, e->sp.p ? e->sp.p : "", e->sp.len);
-        b->failed |= e->sp.failed;
+        /* the span's length into the room left before it: two bytes
+         * (128 to 16383, the usual), else the span moved to fit */
+        n = b->len - e->span_at;
+        vl = pb_varint_len(n);
+        if (vl != 2) {
+            if (vl > 2 && !jb_room(b, vl - 2)) {
+                return;
+            }
+            memmove(b->p + e->span_at + vl - 2, b->p + e->span_at, n);
+            b->len = b->len + vl - 2;
+        }
+        pb_wvarint(b->p + e->span_at - 2, n);
         return;
     }
     jb_cstr(b, "]");
@@ -2067,7 +2082,6 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
 
     b->len = 0;
     b->failed = 0;
-    e->sp.failed = 0;
     if (o->protobuf) {
         /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
          * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}}:
@@ -2081,7 +2095,7 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         for (s = list; s != NULL; s = s->next) {
             encode(o, s, e);
         }
-        if (!b->failed && !e->sp.failed) {
+        if (!b->failed) {
             size_t spans = b->len - gap, ss = 2 + sc + spans;
             size_t rs = 1 + pb_varint_len(o->resource_pb_len) +
                         o->resource_pb_len + 1 + pb_varint_len(ss) + ss;
@@ -2130,7 +2144,7 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         body = b->p;
         len = b->len;
     }
-    if (!b->failed && !e->sp.failed && body != NULL &&
+    if (!b->failed && body != NULL &&
         export_batch(o, body, len, last_try_only)) {
         api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
     } else {
@@ -2219,7 +2233,6 @@ exporter_main(void *arg)
         }
     }
     free(e.out.p);
-    free(e.sp.p);
     return NULL;
 }
 
@@ -2658,9 +2671,9 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
             attr_str(&e[j], "telemetry.sdk.name", MF_STR("manifold"));
             attr_str(&e[j], "telemetry.sdk.language", MF_STR("c"));
         }
-        jb_put(&e[1].sp, "", 0);
-        o->resource_pb = e[1].sp.p;
-        o->resource_pb_len = e[1].sp.len;
+        jb_put(&e[1].out, "", 0);
+        o->resource_pb = e[1].out.p;
+        o->resource_pb_len = e[1].out.len;
         {
             jb_t b = {0};
 
