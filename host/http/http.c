@@ -756,8 +756,9 @@ mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value)
     return MF_ERR;
 }
 
-/* name and value set in h, copied into pool when copy */
-static int
+/* name and value set in h, copied into pool when copy (inlined in
+ * both callers: copy is then known when compiled) */
+static inline __attribute__((always_inline)) int
 hlist_put(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value,
           int copy)
 {

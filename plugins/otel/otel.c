@@ -278,37 +278,6 @@ hex_init(void)
     }
 }
 
-/* 8 hex digits at h -> 4 bytes at out, eight digits a word: each
- * byte's range tested by subtraction with its high bit set (no borrow
- * between bytes), the digits' values made and paired by shifts. 0 when
- * one is not a hex digit. */
-static inline int
-hex8(const unsigned char *h, char *out)
-{
-    const uint64_t H = 0x8080808080808080ull, L = 0x0101010101010101ull;
-    uint64_t x, t, ok, v, w;
-    uint32_t b;
-
-    memcpy(&x, h, 8);
-    t = x | H;
-#define GE(k) ((t - (k)*L) & H) /* high bit: the byte is >= k */
-    ok = (GE(0x30) & ~GE(0x3a)) | (GE(0x61) & ~GE(0x67)) |
-         (GE(0x41) & ~GE(0x47));
-#undef GE
-    if (ok != H || (x & H) != 0) {
-        return 0;
-    }
-    /* a digit's value: its low nibble, + 9 for a letter (bit 6) */
-    v = (x & 0x0f * L) + ((x >> 6) & L) * 9;
-    /* little-endian: the first digit of each pair is the high nibble */
-    w = ((v & 0x00ff00ff00ff00ffull) << 4) | ((v >> 8) & 0x00ff00ff00ff00ffull);
-    w = (w | (w >> 8)) & 0x0000ffff0000ffffull;
-    w = (w | (w >> 16)) & 0xffffffffull;
-    b = (uint32_t)w;
-    memcpy(out, &b, 4);
-    return 1;
-}
-
 /* hex digits -> bytes (an id) as field tag; p unchanged when not hex */
 static char *
 pb_whex(char *p, unsigned tag, mf_str_t hex)
@@ -320,17 +289,6 @@ pb_whex(char *p, unsigned tag, mf_str_t hex)
 
     if (hex.len % 2 != 0 || n > 16) {
         return p;
-    }
-    if (hex.len % 8 == 0) {
-        /* ids are 16 or 32 digits: a word at a time */
-        for (k = 0; k < n; k += 4, h += 8) {
-            if (!hex8(h, q + k)) {
-                return p;
-            }
-        }
-        p[0] = (char)tag;
-        p[1] = (char)n;
-        return q + n;
     }
     for (k = 0; k < n; k++, h += 2) {
         unsigned hi = HEXV[h[0]], lo = HEXV[h[1]];
