@@ -279,6 +279,7 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     /* written in place when the caller's struct is this one's size or
      * larger (the usual case: no copy), else into tmp, cut to its size */
     size = info->size;
+    /* cppcheck-suppress uninitvar ; tmp is cleared just below */
     i = size >= sizeof(tmp) ? info : &tmp;
     memset(i, 0, sizeof(*i));
     i->size = size;

@@ -1584,7 +1584,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
     otel_t *o = state;
     rctx_t *x = *ctx;
-    size_t k, n = 0, room, bytes, cap = 8;
+    size_t k, n = 0, room, bytes;
     span_t *s = rec_take(o), *big;
     mf_req_info_t *i;
     mf_attempt_info_t *att;
@@ -1622,8 +1622,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     room = (REC_BYTES - sizeof(*s)) / sizeof(*att);
     att = (mf_attempt_info_t *)(s + 1);
     if ((size_t)i->attempts > room) {
-        cap = (size_t)i->attempts;
-        if ((att = malloc(cap * sizeof(*att))) == NULL) {
+        if ((att = malloc((size_t)i->attempts * sizeof(*att))) == NULL) {
             enqueue(o, NULL, s);
             api->metric_add(o->m_spans, &L_DROPPED, 1, 1);
             return;
