@@ -19,6 +19,7 @@
 #include "core/metrics.h"
 #include "core/shdict.h"
 #include "pipeline/endpoint.h"
+#include "proto/proto.h"
 #include "routing/balancer.h"
 #include "routing/keypool.h"
 
@@ -332,6 +333,11 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
         i->parent_span_id =
             (mf_str_t){r->parent_span_id, strlen(r->parent_span_id)};
         i->trace_sampled = r->trace_sampled;
+    }
+    /* the client port's paths only: the status listener's are a stage's */
+    if (size > offsetof(mf_req_info_t, route) && r->epath == NULL &&
+        r->listener == MF_LISTENER_CLIENT) {
+        i->route = mf_proto_route(r->proto, r->path);
     }
     if (i != info) {
         memcpy(info, i, size);
@@ -677,6 +683,16 @@ attempt_fill(mf_attempt_info_t *o, const char *provider, const char *type,
     o->span_id = (mf_str_t){span, strlen(span)};
 }
 
+/* the upstream's host and port (ABI 1.8), when the caller has room */
+static void
+attempt_server(mf_attempt_info_t *o, mf_str_t host, int port)
+{
+    if (o->size > offsetof(mf_attempt_info_t, server_port)) {
+        o->server_address = host;
+        o->server_port = port;
+    }
+}
+
 static int
 api_get_attempt(mf_req_t *r, size_t idx, mf_attempt_info_t *a)
 {
@@ -694,12 +710,14 @@ api_get_attempt(mf_req_t *r, size_t idx, mf_attempt_info_t *a)
         attempt_fill(&o, x->provider, x->type, x->model,
                      mf_str_from(x->outcome), x->status, x->key_idx, x->start,
                      x->end, x->head, x->span_id, r->start_ms);
+        attempt_server(&o, x->server_host, x->server_port);
     } else if (idx == r->nrecs && r->att.open && r->att.prov != NULL) {
         attempt_fill(&o, r->att.prov->conf->name, r->att.prov->conf->type,
                      r->att.up_model, MF_STR(""), r->att.up_status,
                      r->att.key_idx, r->att.start,
                      r->att.end_ms > 0 ? r->att.end_ms : mf_now_ms(),
                      r->att.head_ms, r->att.span_id, r->start_ms);
+        attempt_server(&o, r->att.server_host, r->att.server_port);
     } else {
         return MF_ERR;
     }

@@ -89,6 +89,9 @@ typedef struct mf_attempt_s {
     char span_id[17];        /* its trace span (16 hex digits) */
     const char *tp_made;     /* the traceparent value the host made
                                 (api->set_traceparent): not checked again */
+    mf_str_t server_host;    /* the host of up_url (a view into it), empty
+                                until the call goes out */
+    int server_port;
 } mf_attempt_t;
 
 /* What stays of an attempt once it closed (api->get_attempt). */
@@ -103,6 +106,8 @@ typedef struct mf_attempt_rec_s {
     double end;
     double head;
     char span_id[17];
+    mf_str_t server_host; /* a view into the attempt's up_url */
+    int server_port;
 } mf_attempt_rec_t;
 
 struct mf_req_s {

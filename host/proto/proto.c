@@ -20,6 +20,24 @@ mf_proto_has_prefix(mf_str_t s, const char *prefix)
     return s.len >= n && memcmp(s.data, prefix, n) == 0;
 }
 
+mf_str_t
+mf_proto_route(const mf_proto_t *p, mf_str_t path)
+{
+    mf_str_t t = MF_STR_NULL;
+    size_t i;
+
+    if (p != NULL && p->route != NULL) {
+        t = p->route(path);
+    }
+    /* another adapter's (a model list answered in another's shape) */
+    for (i = 0; t.len == 0 && mf_protos[i] != NULL; i++) {
+        if (mf_protos[i] != p && mf_protos[i]->route != NULL) {
+            t = mf_protos[i]->route(path);
+        }
+    }
+    return t;
+}
+
 const mf_proto_t *
 mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint, int *local)
 {

@@ -164,6 +164,12 @@ typedef struct mf_proto_s {
     json_t *(*count_request)(const mf_proto_call_t *call, json_t *in,
                              const char **err);
     char *(*count_answer)(int64_t tokens);
+
+    /* Optional: the route template of a path of its space it serves or
+     * answers ("/v1beta/models/{model}:generateContent"): a static string
+     * or path itself when path has no variable part; empty when path is
+     * none of its routes. A few compares, no allocation. */
+    mf_str_t (*route)(mf_str_t path);
 } mf_proto_t;
 
 /* Every adapter, NULL-terminated; the first is the default (OpenAI). */
@@ -174,6 +180,10 @@ extern const mf_proto_t *const mf_protos[];
  * else the default with *endpoint MF_ENDPOINT_NONE. Never NULL. */
 const mf_proto_t *mf_proto_find(mf_str_t path, mf_endpoint_t *endpoint,
                                 int *local);
+
+/* The route template of path (mf_proto_t.route), asking p first, then
+ * the other adapters; empty when no adapter has the path. */
+mf_str_t mf_proto_route(const mf_proto_t *p, mf_str_t path);
 
 /* The adapters, one file each. */
 extern const mf_proto_t mf_proto_openai;

@@ -867,6 +867,16 @@ anthropic_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+static mf_str_t
+anthropic_route(mf_str_t path)
+{
+    mf_endpoint_t e;
+    mf_proto_match_t m = anthropic_match(path, &e);
+
+    /* fixed paths */
+    return m == MF_PROTO_SERVES || m == MF_PROTO_LOCAL ? path : MF_STR_NULL;
+}
+
 /* Models: /v1/models in Anthropic's shape, for clients that send
  * anthropic-version (the SDK's models.list and models.retrieve). */
 static int
@@ -921,6 +931,7 @@ const mf_proto_t mf_proto_anthropic = {
     .count_request = anthropic_count_request,
     .count_answer = anthropic_count_answer,
     .models_path = anthropic_models_path,
+    .route = anthropic_route,
     .model = anthropic_model,
     .model_list = anthropic_model_list,
     .models_header = "anthropic-version",

@@ -1233,6 +1233,44 @@ gemini_match(mf_str_t path, mf_endpoint_t *endpoint)
     return MF_PROTO_NO;
 }
 
+/* The templates of gem_method's paths, by method, for each prefix */
+#define ROUTE(lit)                                                             \
+    {                                                                          \
+        (lit), sizeof(lit) - 1                                                 \
+    }
+static mf_str_t
+gemini_route(mf_str_t path)
+{
+    static const mf_str_t beta[] = {
+        {NULL, 0},
+        ROUTE("/v1beta/models/{model}:generateContent"),
+        ROUTE("/v1beta/models/{model}:streamGenerateContent"),
+        ROUTE("/v1beta/models/{model}:countTokens"),
+        ROUTE("/v1beta/models/{model}:embedContent"),
+        ROUTE("/v1beta/models/{model}:batchEmbedContents")};
+    static const mf_str_t v1[] = {
+        {NULL, 0},
+        ROUTE("/v1/models/{model}:generateContent"),
+        ROUTE("/v1/models/{model}:streamGenerateContent"),
+        ROUTE("/v1/models/{model}:countTokens"),
+        ROUTE("/v1/models/{model}:embedContent"),
+        ROUTE("/v1/models/{model}:batchEmbedContents")};
+    mf_str_t model;
+    gmethod_t m = gem_method(path, &model);
+
+    if (m != G_NONE) {
+        return mf_proto_has_prefix(path, GEM_PREFIX) ? beta[m] : v1[m];
+    }
+    if (mf_str_eq_cstr(path, "/v1beta/models")) {
+        return path;
+    }
+    if (mf_proto_has_prefix(path, GEM_PREFIX)) {
+        return MF_STR("/v1beta/models/{model}");
+    }
+    return MF_STR_NULL;
+}
+#undef ROUTE
+
 const mf_proto_t mf_proto_gemini = {
     .name = "gemini",
     .method = "POST",
@@ -1250,6 +1288,7 @@ const mf_proto_t mf_proto_gemini = {
     .stream_free = gemini_stream_free,
     .stream_type = gemini_stream_type,
     .models_path = gemini_models_path,
+    .route = gemini_route,
     .model = gemini_model,
     .model_list = gemini_model_list,
     .models_header = "x-goog-api-key",

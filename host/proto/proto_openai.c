@@ -72,6 +72,21 @@ openai_models_path(mf_str_t path, mf_str_t *id)
     return 0;
 }
 
+static mf_str_t
+openai_route(mf_str_t path)
+{
+    mf_endpoint_t e;
+    mf_str_t id;
+
+    if (openai_match(path, &e) != MF_PROTO_NO) {
+        return path; /* a fixed path */
+    }
+    if (openai_models_path(path, &id)) {
+        return id.len > 0 ? MF_STR("/v1/models/{model}") : path;
+    }
+    return MF_STR_NULL;
+}
+
 static json_t *
 openai_model(const mf_proto_model_t *m)
 {
@@ -93,6 +108,7 @@ const mf_proto_t mf_proto_openai = {
     .error_body = openai_error_body,
     .stream_error = openai_stream_error,
     .models_path = openai_models_path,
+    .route = openai_route,
     .model = openai_model,
     .model_list = openai_model_list,
     .endpoints = "POST /v1/chat/completions, POST /v1/embeddings, GET "

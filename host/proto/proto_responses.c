@@ -1349,6 +1349,23 @@ responses_store_key(const mf_proto_call_t *call, json_t *in, mf_str_t method,
     return 1;
 }
 
+static mf_str_t
+responses_route(mf_str_t path)
+{
+    mf_endpoint_t e;
+    mf_str_t id;
+    int items;
+
+    if (responses_match(path, &e) == MF_PROTO_SERVES) {
+        return path; /* a fixed path */
+    }
+    if (resource_id(path, &id, &items)) {
+        return items ? MF_STR("/v1/responses/{response_id}/input_items")
+                     : MF_STR("/v1/responses/{response_id}");
+    }
+    return MF_STR_NULL;
+}
+
 const mf_proto_t mf_proto_responses = {
     .name = "responses",
     .method = "POST",
@@ -1363,6 +1380,7 @@ const mf_proto_t mf_proto_responses = {
     .stream_free = responses_stream_free,
     .resource = responses_resource,
     .store_key = responses_store_key,
+    .route = responses_route,
     .endpoints = "POST /v1/responses, GET and DELETE /v1/responses/{id}, "
                  "GET /v1/responses/{id}/input_items",
 };

@@ -122,6 +122,8 @@ attempt_record(mf_req_t *r, const char *what)
                                  : mf_now_ms();
     a->head = r->att.head_ms;
     memcpy(a->span_id, r->att.span_id, sizeof(a->span_id));
+    a->server_host = r->att.server_host;
+    a->server_port = r->att.server_port;
 }
 
 /* Ends the open attempt: key and target health, the tried list. */
@@ -507,6 +509,15 @@ mf_req_attempt_start(mf_req_t *r)
         mf_req_respond_error(r, 502, "upstream_error", NULL, msg);
         mf_req_finish(r);
         return;
+    }
+    /* the host as a view into up_url (request memory, as the records
+     * are): after the scheme, and its '[' for IPv6 */
+    {
+        size_t at = url.tls ? 8 : 7, hl = strlen(url.host);
+
+        at += r->att.up_url.data[at] == '[';
+        r->att.server_host = (mf_str_t){r->att.up_url.data + at, hl};
+        r->att.server_port = url.port;
     }
     build_upstream_head(r, &b, &url);
     if (mf_buf_try_append(&b, r->att.up_body.data, r->att.up_body.len) !=

@@ -1494,11 +1494,19 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
 
     e->memo_hex[0] = e->memo_hex[1] = NULL; /* a new record */
     /* the server span: the gateway's answer to the client */
+    /* named "{method} {route}", or "{method}" when the route is unknown
+     * (the path would make names without bound) */
     span_open(e, i->trace_id, i->span_id, i->parent_span_id,
-              join_name(name, sizeof(name), i->method, i->path), 2,
-              i->start_time, end);
+              i->route.len > 0
+                  ? join_name(name, sizeof(name), i->method, i->route)
+                  : i->method,
+              2, i->start_time, end);
     attr_str(e, "http.request.method", i->method);
-    attr_str(e, "http.route", i->path);
+    /* the gateway's listeners speak plain HTTP (TLS ends in front) */
+    attr_str(e, "url.scheme", MF_STR("http"));
+    if (i->route.len > 0) {
+        attr_str(e, "http.route", i->route);
+    }
     attr_str(e, "url.path", i->path);
     attr_int(e, "http.response.status_code", i->status);
     attr_str(e, "gen_ai.operation.name", operation_of(i));
@@ -1548,6 +1556,10 @@ encode(const otel_t *o, const span_t *rec, enc_t *e)
         attr_str(e, "gen_ai.operation.name", operation_of(i));
         attr_str(e, "gen_ai.provider.name", genai_provider(a->provider_type));
         attr_str(e, "gen_ai.request.model", a->model);
+        if (a->server_address.len > 0) {
+            attr_str(e, "server.address", a->server_address);
+            attr_int(e, "server.port", a->server_port);
+        }
         attr_params(e, p);
         if (o->full) {
             attr_str(e, "manifold.provider", a->provider);
@@ -1616,7 +1628,8 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     i->client_addr = i->provider = i->tried = i->query = MF_STR_NULL;
     bytes = i->id.len + i->method.len + i->path.len + i->consumer.len +
             i->model.len + i->upstream_model.len + i->error.len +
-            i->trace_id.len + i->span_id.len + i->parent_span_id.len;
+            i->trace_id.len + i->span_id.len + i->parent_span_id.len +
+            i->route.len;
     /* the attempts behind the record when they fit (a few), else in an
      * array of their own until the block's size is known */
     room = (REC_BYTES - sizeof(*s)) / sizeof(*att);
@@ -1637,7 +1650,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
             break;
         }
         bytes += a->provider.len + a->model.len + a->outcome.len +
-                 a->span_id.len + a->provider_type.len;
+                 a->span_id.len + a->provider_type.len + a->server_address.len;
         n++;
     }
     if (x != NULL && o->capture) {
@@ -1679,12 +1692,14 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     put_str(&at, &i->trace_id);
     put_str(&at, &i->span_id);
     put_str(&at, &i->parent_span_id);
+    put_str(&at, &i->route);
     for (k = 0; k < n; k++) {
         put_str(&at, &s->att[k].provider);
         put_str(&at, &s->att[k].model);
         put_str(&at, &s->att[k].outcome);
         put_str(&at, &s->att[k].span_id);
         put_str(&at, &s->att[k].provider_type);
+        put_str(&at, &s->att[k].server_address);
     }
     s->has_p = x != NULL;
     s->capture = 0;

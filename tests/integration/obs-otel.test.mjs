@@ -13,7 +13,7 @@ import zlib from 'node:zlib';
 import { mkdtempSync, writeFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startMock, startGateway, config, chat, sseEvents, writeConfig, spawnSync, BIN } from './harness.mjs';
+import { startMock, startGateway, config, chat, post, sseEvents, writeConfig, spawnSync, BIN } from './harness.mjs';
 
 let mock, gw, recv;
 const batches = []; // { headers, body }
@@ -130,6 +130,9 @@ test('a server span joined to the client trace, a client span per attempt, trace
   assert.ok(BigInt(server.endTimeUnixNano) >= BigInt(server.startTimeUnixNano));
   const sa = attrs(server);
   assert.equal(sa['http.response.status_code'], 200);
+  assert.equal(sa['url.scheme'], 'http');
+  assert.equal(sa['http.route'], '/v1/chat/completions');
+  assert.equal(sa['url.path'], '/v1/chat/completions');
   assert.equal(sa['gen_ai.request.model'], 'fb-route');
   assert.equal(sa['gen_ai.operation.name'], 'chat');
   assert.equal(sa['manifold.request_id'], 'otel-1');
@@ -140,8 +143,12 @@ test('a server span joined to the client trace, a client span per attempt, trace
   const clients = await waitSpans((s) => s.traceId === trace && s.kind === 3);
   clients.sort((a, b) => (BigInt(a.startTimeUnixNano) < BigInt(b.startTimeUnixNano) ? -1 : 1));
   assert.equal(clients.length, 2);
+  const mockUrl = new URL(mock.url);
   for (const c of clients) {
     assert.equal(c.parentSpanId, server.spanId);
+    // the upstream each call went to (both providers are the mock)
+    assert.equal(attrs(c)['server.address'], mockUrl.hostname);
+    assert.equal(attrs(c)['server.port'], Number(mockUrl.port));
     assert.match(c.spanId, /^[0-9a-f]{16}$/);
     assert.notEqual(c.spanId, server.spanId);
     assert.ok(BigInt(c.startTimeUnixNano) >= BigInt(server.startTimeUnixNano));
@@ -198,6 +205,24 @@ test('a request without traceparent starts a trace; errors and streams are spans
   assert.equal(s3.status.code, 2);
   assert.equal(attrs(s3)['error.type'], 'upstream');
   assert.equal(failNext, 0);
+});
+
+test('http.route is the route template, not the path: a Gemini model path', async () => {
+  const trace = '5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a';
+  const res = await post(gw, '/v1beta/models/gpt-4o:generateContent',
+    { contents: [{ role: 'user', parts: [{ text: 'route me' }] }] },
+    { traceparent: `00-${trace}-00f067aa0ba902b7-01` });
+  assert.equal(res.status, 200);
+  const [server] = await waitSpans((s) => s.traceId === trace && s.kind === 2);
+  const sa = attrs(server);
+  // the model is in the path: the route names it as a variable, and the
+  // span is named by the route
+  assert.equal(sa['http.route'], '/v1beta/models/{model}:generateContent');
+  assert.equal(sa['url.path'], '/v1beta/models/gpt-4o:generateContent');
+  assert.equal(sa['url.scheme'], 'http');
+  assert.equal(server.name, 'POST /v1beta/models/{model}:generateContent');
+  const [client] = await waitSpans((s) => s.traceId === trace && s.kind === 3);
+  assert.equal(attrs(client)['server.port'], Number(new URL(mock.url).port));
 });
 
 test('a client that says not sampled is not traced, but its context still goes upstream', async () => {
@@ -344,13 +369,17 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
     // the gateway's own (the JSON test above runs detail: full)
     assert.deepEqual(Object.keys(ca).sort(), ['gen_ai.operation.name', 'gen_ai.provider.name',
       'gen_ai.request.max_tokens', 'gen_ai.request.model', 'gen_ai.response.model',
-      'gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens']);
+      'gen_ai.usage.input_tokens', 'gen_ai.usage.output_tokens', 'server.address', 'server.port']);
+    assert.equal(ca['server.address'], '127.0.0.1');
+    assert.equal(ca['server.port'], Number(new URL(mock.url).port));
     assert.equal(ca['gen_ai.provider.name'], 'openai');
     assert.equal(ca['gen_ai.request.max_tokens'], 7);
     assert.ok(ca['gen_ai.usage.input_tokens'] > 0);
     assert.equal(ca['manifold.usage.estimated'], undefined);
     assert.deepEqual(Object.keys(sa).sort(), ['gen_ai.operation.name', 'gen_ai.request.model',
-      'http.request.method', 'http.response.status_code', 'http.route', 'url.path']);
+      'http.request.method', 'http.response.status_code', 'http.route', 'url.path', 'url.scheme']);
+    assert.equal(sa['http.route'], '/v1/chat/completions');
+    assert.equal(sa['url.scheme'], 'http');
     assert.equal(sa['http.response.status_code'], 200);
     assert.equal(sa['manifold.request_id'], undefined);
     assert.equal(attrs({ attributes: server.resource.attributes })['service.name'], 'manifold');

@@ -191,6 +191,12 @@ typedef struct mf_req_info_s {
                        1 not counted against quotas, 2 counted as if served */
     int call_depth; /* 0 for a client's request; N for a stage's model
                        call (api->model_call) made N calls deep */
+    /* ABI 1.8 (otel attributes) */
+    mf_str_t route; /* the route template the path matched, of few values
+                       ("/v1/chat/completions",
+                       "/v1beta/models/{model}:generateContent",
+                       "/v1/responses/{response_id}"); empty when the
+                       path is none the gateway serves */
 } mf_req_info_t;
 
 /* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
@@ -212,6 +218,12 @@ typedef struct mf_attempt_info_s {
                                the parent a traceparent sent upstream names */
     mf_str_t provider_type; /* the provider's type ("openai", "anthropic",
                                "bedrock", ...) */
+    /* ABI 1.8 (otel attributes) */
+    mf_str_t server_address; /* the host of the URL the call went to (no
+                                brackets for IPv6), empty when no call
+                                went out */
+    int server_port;         /* and its port (443 for https when the URL
+                                names none), 0 when no call went out */
 } mf_attempt_info_t;
 
 /* A target a route sends to: provider by name and the model it gets. */
