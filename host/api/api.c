@@ -337,7 +337,11 @@ api_get_info(mf_req_t *r, mf_req_info_t *info)
     /* the client port's paths only: the status listener's are a stage's */
     if (size > offsetof(mf_req_info_t, route) && r->epath == NULL &&
         r->listener == MF_LISTENER_CLIENT) {
-        i->route = mf_proto_route(r->proto, r->path);
+        if (!r->route_known) { /* once: every stage's get_info asks */
+            r->route_tmpl = mf_proto_route(r->proto, r->path);
+            r->route_known = 1;
+        }
+        i->route = r->route_tmpl;
     }
     if (i != info) {
         memcpy(info, i, size);

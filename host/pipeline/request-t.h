@@ -134,6 +134,9 @@ struct mf_req_s {
     struct mf_jscan_s *body_scan; /* its top-level members, when lazy */
     mf_endpoint_t endpoint;
     const struct mf_proto_s *proto; /* the inbound adapter (proto/) */
+    mf_str_t route_tmpl;            /* its route template (mf_proto_route), once
+                                       route_known */
+    int route_known;
     int proto_local;    /* the adapter answers the path itself (no upstream) */
     json_t *proto_memo; /* what the adapter kept from the request */
     /* the response-store entry read from Redis before the adapter runs */

@@ -1628,8 +1628,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     i->client_addr = i->provider = i->tried = i->query = MF_STR_NULL;
     bytes = i->id.len + i->method.len + i->path.len + i->consumer.len +
             i->model.len + i->upstream_model.len + i->error.len +
-            i->trace_id.len + i->span_id.len + i->parent_span_id.len +
-            i->route.len;
+            i->trace_id.len + i->span_id.len + i->parent_span_id.len;
     /* the attempts behind the record when they fit (a few), else in an
      * array of their own until the block's size is known */
     room = (REC_BYTES - sizeof(*s)) / sizeof(*att);
@@ -1684,7 +1683,14 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     at = (char *)(s->att + n);
     put_str(&at, &i->id);
     put_str(&at, &i->method);
-    put_str(&at, &i->path);
+    /* the route: the path itself (a fixed one), else a string of the
+     * host's that lives as long as the process: no copy */
+    if (i->route.data == i->path.data) {
+        put_str(&at, &i->path);
+        i->route.data = i->path.data;
+    } else {
+        put_str(&at, &i->path);
+    }
     put_str(&at, &i->consumer);
     put_str(&at, &i->model);
     put_str(&at, &i->upstream_model);
@@ -1692,7 +1698,6 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     put_str(&at, &i->trace_id);
     put_str(&at, &i->span_id);
     put_str(&at, &i->parent_span_id);
-    put_str(&at, &i->route);
     for (k = 0; k < n; k++) {
         put_str(&at, &s->att[k].provider);
         put_str(&at, &s->att[k].model);

@@ -196,7 +196,9 @@ typedef struct mf_req_info_s {
                        ("/v1/chat/completions",
                        "/v1beta/models/{model}:generateContent",
                        "/v1/responses/{response_id}"); empty when the
-                       path is none the gateway serves */
+                       path is none the gateway serves. Either a view
+                       into path or a string that lives as long as the
+                       process (kept without a copy) */
 } mf_req_info_t;
 
 /* ABI 1.5: one upstream attempt of a request (api->get_attempt). The
