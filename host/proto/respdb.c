@@ -1,7 +1,8 @@
 /*
  * The response store's file: write-behind. The memory store tells the
  * journal (on_change) the id of each entry that changed; the id is queued
- * (bounded) and the writer thread, woken, takes the whole queue and
+ * (bounded) and the writer thread, woken by the first change of a
+ * group, gathers changes for GROUP_MS, then takes the whole queue and
  * writes the current state of each id in one transaction (a group
  * commit): the entry as the memory store holds it, or its row deleted
  * when it is gone. The order of changes does not matter, only the state
@@ -31,6 +32,7 @@
 #define MAX_QUEUED 65536  /* ids waiting; past it: a resync */
 #define SWEEP_MS 60000.0  /* expired rows deleted this often */
 #define BACKOFF_MS 1000.0 /* after a failed write */
+#define GROUP_MS 10.0     /* changes gathered into one transaction */
 
 typedef struct qitem_s {
     struct qitem_s *next;
@@ -69,10 +71,14 @@ on_change(const char *id)
 {
     size_t n = strlen(id);
     qitem_t *q = mf_xmalloc(sizeof(*q) + n + 1);
+    int wake;
 
     memcpy(q->id, id, n + 1);
     q->next = NULL;
     pthread_mutex_lock(&w.mu);
+    /* the writer is woken by the first change of a group only: it then
+     * gathers the others for GROUP_MS */
+    wake = w.head == NULL && !w.resync;
     if (w.resync || w.queued >= MAX_QUEUED) {
         w.resync = 1; /* the queue is freed by the writer */
         free(q);
@@ -81,7 +87,9 @@ on_change(const char *id)
         w.tail = &q->next;
         w.queued++;
     }
-    pthread_cond_signal(&w.cond);
+    if (wake) {
+        pthread_cond_signal(&w.cond);
+    }
     pthread_mutex_unlock(&w.mu);
 }
 
@@ -223,6 +231,13 @@ writer(void *arg)
                                       : w.head == NULL && !w.resync &&
                                             mf_now_ms() < next_sweep)) {
             wait_until(failed ? retry_at : next_sweep);
+        }
+        if (!failed && (w.head != NULL || w.resync)) {
+            double until = mf_now_ms() + GROUP_MS;
+
+            while (!w.stopping && mf_now_ms() < until) {
+                wait_until(until);
+            }
         }
         batch = w.head;
         all = w.resync;
