@@ -52,6 +52,7 @@ static struct {
     int resync;   /* rewrite the whole file next round */
     int stopping; /* write what is left and stop */
     int started;  /* mf_respdb_open was called */
+    size_t failed_rounds;
     pthread_t thread;
     sqlite3 *db; /* used by the writer only once it runs */
     char *path;
@@ -259,6 +260,7 @@ writer(void *arg)
         pthread_mutex_lock(&w.mu);
         if (failed) {
             w.resync = 1; /* the next round rewrites the file */
+            w.failed_rounds++;
         }
         if (stopping) {
             /* nothing is queued after the stop (the journal is off): one
@@ -502,4 +504,15 @@ mf_respdb_check(const char *path, char *err, size_t errcap)
     }
     sqlite3_close(db);
     return rc == SQLITE_OK ? MF_OK : MF_ERR;
+}
+
+size_t
+mf_respdb_failed_rounds(void)
+{
+    size_t n;
+
+    pthread_mutex_lock(&w.mu);
+    n = w.failed_rounds;
+    pthread_mutex_unlock(&w.mu);
+    return n;
 }

@@ -25,6 +25,9 @@ void mf_respdb_close(void);
  * path open (NULL: memory only). */
 int mf_respdb_started(void);
 const char *mf_respdb_path(void);
+/* Transactions the writer could not commit since start (each is logged;
+ * the next round rewrites the file from memory). */
+size_t mf_respdb_failed_rounds(void);
 /* For `manifold -t`: MF_OK when path can be opened for writing (an
  * existing SQLite file, or a writable folder to create it in); else
  * MF_ERR with a sentence in err. Creates nothing. */

@@ -1,9 +1,11 @@
 /* Check suite for host/proto/respdb.c: what the memory store holds when
  * the file is closed is what a new open reads back (owners, order, the
  * bounds keeping the newest, expiry on the wall clock), also after many
- * changes from several threads at once. */
+ * changes from several threads at once, and after a round that could
+ * not be committed. */
 #include "check_main.h"
 #include <pthread.h>
+#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -181,6 +183,63 @@ START_TEST(many_writers_file_matches_memory)
 }
 END_TEST
 
+/* Rows in the file (read by a connection of the test's own). */
+static int
+rows(sqlite3 *db)
+{
+    sqlite3_stmt *st = NULL;
+    int n = -1;
+
+    if (sqlite3_prepare_v2(db, "SELECT count(*) FROM responses", -1, &st,
+                           NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int(st, 0);
+    }
+    sqlite3_finalize(st);
+    return n;
+}
+
+/* A round that cannot commit (another connection holds the write lock)
+ * is not lost: the next rewrites the file from memory, so the answer
+ * deleted meanwhile does not come back. */
+START_TEST(failed_round_rewrites_from_memory)
+{
+    const char *path = fresh();
+    sqlite3 *other = NULL;
+    int i;
+
+    open_ok(path, 100, 1 << 20);
+    mf_respstore_put("a", "", MF_STR("deleted while locked"), 100, 1 << 20,
+                     60000);
+    mf_respstore_put("b", "", MF_STR("kept"), 100, 1 << 20, 60000);
+    ck_assert_int_eq(sqlite3_open(path, &other), SQLITE_OK);
+    for (i = 0; rows(other) != 2; i++) {
+        ck_assert_int_lt(i, 2000);
+        usleep(10 * 1000);
+    }
+    ck_assert_int_eq(sqlite3_exec(other, "BEGIN IMMEDIATE", NULL, NULL, NULL),
+                     SQLITE_OK);
+    ck_assert_int_eq(mf_respstore_delete("a", NULL), 1);
+    mf_respstore_put("c", "", MF_STR("made while locked"), 100, 1 << 20, 60000);
+    /* the writer waits out its busy timeout, then gives up the round */
+    for (i = 0; mf_respdb_failed_rounds() == 0; i++) {
+        ck_assert_int_lt(i, 3000);
+        usleep(10 * 1000);
+    }
+    sqlite3_exec(other, "ROLLBACK", NULL, NULL, NULL);
+    sqlite3_close(other);
+    mf_respdb_close();
+    forget();
+    open_ok(path, 100, 1 << 20);
+    ck_assert_ptr_null(mf_respstore_get("a", NULL));
+    ck_assert(holds("b", "kept", ""));
+    ck_assert(holds("c", "made while locked", ""));
+    ck_assert_uint_eq(mf_respstore_count(), 2);
+    mf_respdb_close();
+    forget();
+}
+END_TEST
+
 START_TEST(check_and_refusals)
 {
     char err[512], bad[128];
@@ -209,6 +268,7 @@ main(void)
     tcase_add_test(tc, reopen_reads_back);
     tcase_add_test(tc, bytes_bound_and_expiry);
     tcase_add_test(tc, many_writers_file_matches_memory);
+    tcase_add_test(tc, failed_round_rewrites_from_memory);
     tcase_add_test(tc, check_and_refusals);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
