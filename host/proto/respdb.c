@@ -16,6 +16,7 @@
 #include "proto/respdb.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -286,10 +287,24 @@ db_open(const char *path, char *err, size_t errcap)
 {
     sqlite3 *db = NULL;
     char *msg = NULL;
-    mode_t old = umask(0077);
-    int rc = sqlite3_open(path, &db);
+    struct stat st;
+    int fd, rc;
 
-    umask(old);
+    /* created here 0600 (SQLite gives its -wal and -shm files the same
+     * mode), without changing the process's umask under other threads */
+    fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errcap, "response_store.db: cannot open %s: %s", path,
+                 strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) == 0 && (st.st_mode & 077) != 0) {
+        mf_log_warn("response store: %s can be read by other users (mode "
+                    "%04o) and holds conversations; chmod 600 it",
+                    path, (unsigned)(st.st_mode & 0777));
+    }
+    close(fd);
+    rc = sqlite3_open(path, &db);
     if (rc != SQLITE_OK) {
         snprintf(err, errcap, "response_store.db: cannot open %s: %s", path,
                  db ? sqlite3_errmsg(db) : "out of memory");

@@ -2,10 +2,11 @@
 // survive a restart (SIGTERM writes them all), with their owner and
 // expiry; a DELETE stays deleted; the file is created 0600; newest kept
 // within the bounds when read back; a db with redis:, a file that cannot
-// be opened and a reload naming another file are refused.
+// be opened and a reload naming another file are refused; a file others
+// can read is warned of.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, statSync, existsSync } from 'node:fs';
+import { mkdtempSync, statSync, existsSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { startMock, startGateway, config, post, path, spawnSync, BIN, writeConfig, sleep } from './harness.mjs';
 
@@ -141,6 +142,20 @@ test('response_store.db: refused with redis:, a file that cannot be opened names
   r = spawnSync(BIN, ['-t', '-c', file], { encoding: 'utf8' });
   assert.equal(r.status, 0, r.stderr);
   assert.equal(existsSync(path.join(dir, 'none')), false);
+});
+
+test('a store file other users can read is used, with a warning', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-respdb-'));
+  writeFileSync(path.join(dir, 'shared.db'), '', { mode: 0o644 });
+  chmodSync(path.join(dir, 'shared.db'), 0o644);
+  const gw = await startGateway(gwConfig('{ db: shared.db }'), { dir });
+  try {
+    assert.match(gw.stderr, /shared\.db can be read by other users \(mode 0644\) and holds conversations; chmod 600 it/);
+    const id = await create(gw, 'kept anyway');
+    assert.equal(await status(await get(gw, `/v1/responses/${id}`)), 200);
+  } finally {
+    await gw.stop();
+  }
 });
 
 test('a reload naming another db is refused; the store keeps its file', async () => {
