@@ -704,7 +704,9 @@ struct mf_host_api_s {
     /* init only. A top-level section of the config that belongs to no
      * one layer ("consumers", "groups", "prices"; "dir" is the config
      * file's directory, a JSON string; "redis" the `redis:` settings
-     * without the password, when configured), validated by the host,
+     * without the password, when configured; "models" the exact model
+     * names the config serves, a JSON array: providers' models and
+     * model_map names, routes, stages' models), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
      * stage again, and a config whose `consumers`, `groups` or `prices`
