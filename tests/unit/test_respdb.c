@@ -4,6 +4,7 @@
  * changes from several threads at once, and after a round that could
  * not be committed. */
 #include "check_main.h"
+#include <dirent.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -255,11 +256,33 @@ START_TEST(check_and_refusals)
 }
 END_TEST
 
+/* The test's folder and the files in it (the stores, their -wal and
+ * -shm files). */
+static void
+remove_dir(void)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char p[512];
+
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] != '.') {
+            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+            unlink(p);
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
 int
 main(void)
 {
     Suite *s = suite_create("respdb");
     TCase *tc = tcase_create("core");
+    int rc;
 
     if (mkdtemp(dir) == NULL) {
         perror("mkdtemp");
@@ -272,5 +295,7 @@ main(void)
     tcase_add_test(tc, check_and_refusals);
     tcase_set_timeout(tc, 120);
     suite_add_tcase(s, tc);
-    return mf_check_run(s, 1);
+    rc = mf_check_run(s, 1);
+    remove_dir();
+    return rc;
 }
