@@ -499,16 +499,21 @@ series_of(mf_metric_t *m, const mf_str_t *v, size_t n)
 
 /* The calling thread's cells of m, allocated on its first write; the
  * shared shard's are written under m->lock (taken by the caller). */
-static cell_t *
+static __attribute__((noinline)) cell_t *
+cells_alloc(mf_metric_t *m, int shard)
+{
+    cell_t *c = mf_xcalloc(m->max_series * m->nvals, sizeof(cell_t));
+
+    atomic_store_explicit(&m->shard[shard], c, memory_order_release);
+    return c;
+}
+
+static inline cell_t *
 cells_of(mf_metric_t *m, int shard)
 {
     cell_t *c = atomic_load_explicit(&m->shard[shard], memory_order_acquire);
 
-    if (c == NULL) {
-        c = mf_xcalloc(m->max_series * m->nvals, sizeof(cell_t));
-        atomic_store_explicit(&m->shard[shard], c, memory_order_release);
-    }
-    return c;
+    return c != NULL ? c : cells_alloc(m, shard);
 }
 
 static void
@@ -570,8 +575,9 @@ op_ok(const mf_metric_t *m, op_t op, double x)
            !(m->type == MF_METRIC_COUNTER && x < 0);
 }
 
-/* op on series idx (valid, op checked) */
-static int
+/* op on series idx (valid, op checked); inlined where it is called, op
+ * then known when compiled (a counter's add is a few instructions) */
+static inline __attribute__((always_inline)) int
 record_at(mf_metric_t *m, op_t op, int idx, double x, mf_str_t trace)
 {
     int shard = my_shard;
