@@ -11,8 +11,9 @@
 # OpenAI embeddings of one and two inputs (the Gemini embedding rows),
 # and a static file holding the gateway's own answer (the model lists).
 # Rows (MF_XLATE_ROWS="name ..." picks some, default all): as xlate.sh's.
-# The count does not drift with the machine's load. A full run (20 rows,
-# 8 yardsticks, 56 runs under callgrind) takes about 15 minutes.
+# The count does not drift with the machine's load. A full run (21 rows,
+# 8 yardsticks, 58 runs under callgrind) takes about 10 minutes on an
+# idle machine.
 #   tests/bench/instr-xlate.sh [N1 N2]   (default 200 1200)
 # MF_BUILD=DIR counts another build's gateway (default build/).
 # With MF_INSTR_PROFILES=DIR, each row's inclusive per-function profile
@@ -53,6 +54,7 @@ ALL_ROWS=(
   "anthropic-in|/v1/messages|{\"model\":\"gpt-4o\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"benchmark me please\"}]}||chat|Anthropic in, OpenAI upstream"
   "anthropic-up|/v1/chat/completions|{\"model\":\"claude-sonnet-4\",\"messages\":[{\"role\":\"user\",\"content\":\"benchmark me please\"}]}||chat|OpenAI in, Anthropic upstream"
   "responses-wire|/v1/chat/completions|{\"model\":\"o1-pro\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"benchmark me please\"}]}||chat|OpenAI in, Responses upstream wire"
+  "plain-stream|/v1/chat/completions|$STREAM||stream|plain chat, stream"
   "responses-stream|/v1/responses|{\"model\":\"gpt-4o\",\"max_output_tokens\":100,\"stream\":true,\"input\":\"$P\"}||stream|Responses in, stream (stored)"
   "anthropic-stream|/v1/messages|{\"model\":\"gpt-4o\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$P\"}]}|$AV|stream|Anthropic in, stream"
   "gemini-stream-sse|/v1beta/models/gpt-4o:streamGenerateContent?alt=sse|$GEMINI_S||stream|Gemini streamGenerateContent?alt=sse"

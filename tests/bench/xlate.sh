@@ -15,15 +15,16 @@
 # answer byte for byte (nginx's cheapest answer of the same size).
 # Rows (MF_XLATE_ROWS="name ..." picks some, default all):
 #   plain, gemini-in, responses-in, anthropic-in, anthropic-up,
-#   responses-wire (non-stream, as before); responses-stream,
+#   responses-wire (non-stream, as before); plain-stream (OpenAI chat
+#   streamed, untranslated: the streamed rows' baseline), responses-stream,
 #   anthropic-stream, gemini-stream-sse, gemini-stream (streamed);
 #   gemini-embed, gemini-batch-embed; gemini-count, count-tokens-est (the
 #   gateway's estimate), count-tokens-fwd (forwarded to the anthropic
 #   provider); gemini-models, models, models-anthropic, models-retrieve
 #   (GET, from the config); gzip (plain chat, body gzip'd).
 # With a second build directory, its gateway runs beside this one's in the
-# same rounds (an A/B). A full run (20 rows, 8 yardsticks) takes about
-# 28 x (seconds x rounds + 1) seconds: 7.5 minutes with 5 s and 3 rounds.
+# same rounds (an A/B). A full run (21 rows, 8 yardsticks) takes about
+# 29 x (seconds x rounds + 1) seconds: 7.5 minutes with 5 s and 3 rounds.
 #   tests/bench/xlate.sh [seconds per run, default 5] [rounds, default 3] [other build dir]
 # Expects build/ to be built.
 set -euo pipefail
@@ -121,6 +122,7 @@ ALL_ROWS=(
   "anthropic-in|messages.lua|chat|Anthropic in, OpenAI upstream"
   "anthropic-up|chat-claude.lua|chat|OpenAI in, Anthropic upstream"
   "responses-wire|chat-responses-wire.lua|chat|OpenAI in, Responses upstream wire"
+  "plain-stream|chat-stream.lua|stream|plain chat, stream"
   "responses-stream|responses-stream.lua|stream|Responses in, stream (stored)"
   "anthropic-stream|messages-stream.lua|stream|Anthropic in, stream"
   "gemini-stream-sse|gemini-stream-sse.lua|stream|Gemini streamGenerateContent?alt=sse"
