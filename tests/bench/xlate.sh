@@ -2,8 +2,9 @@
 # Requests per second of the translating paths and of the answers the
 # gateway gives itself, beside nginx, pinned as run.sh pins them (the mock,
 # nginx and the gateway on one core, wrk on the other), in interleaved
-# rounds; each row's ratio is taken to its nginx yardstick within its
-# round, and the range over the rounds is printed with the median. The
+# rounds; in each round each row runs right after its nginx yardstick and
+# its ratio is taken to that run, and the range of the ratio over the
+# rounds is printed with the median. The
 # yardsticks (nginx, 1 worker, keep-alive to the same mock): the plain
 # non-stream chat proxied (non-stream rows, the local answers and the gzip
 # row); the same chat streamed, the mock's answer fixed at four content
@@ -23,8 +24,8 @@
 #   provider); gemini-models, models, models-anthropic, models-retrieve
 #   (GET, from the config); gzip (plain chat, body gzip'd).
 # With a second build directory, its gateway runs beside this one's in the
-# same rounds (an A/B). A full run (21 rows, 8 yardsticks) takes about
-# 29 x (seconds x rounds + 1) seconds: 7.5 minutes with 5 s and 3 rounds.
+# same rounds (an A/B). A full run (21 rows) takes about
+# 42 x seconds x rounds + 30 seconds: 11 minutes with 5 s and 3 rounds.
 #   tests/bench/xlate.sh [seconds per run, default 5] [rounds, default 3] [other build dir]
 # Expects build/ to be built.
 set -euo pipefail
@@ -155,10 +156,11 @@ for g in "${GWS[@]}"; do for r in "${ROWS[@]}"; do
 done; done
 declare -A RATIOS RPS NG
 for round in $(seq "$ROUNDS"); do
-  for y in "${YARDS[@]}"; do NG[$y]+="$(rps "$NGINX" ${YARD[$y]}) "; done
   for r in "${ROWS[@]}"; do
     IFS='|' read -r name s y _ <<<"$r"
-    n=$(echo ${NG[$y]} | awk '{ print $NF }')
+    # the yardstick right before its row: the machine's load moves
+    # within a round of many rows, much less within one pair of runs
+    n=$(rps "$NGINX" ${YARD[$y]}); NG[$y]+="$n "
     for g in "${GWS[@]}"; do
       v=$(rps "$(cat "$T/$g.port")" "$s")
       RPS[$g.$name]+="$v "
@@ -168,7 +170,7 @@ for round in $(seq "$ROUNDS"); do
 done
 median() { printf "%s\n" "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 range() { printf "%s\n" "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2fx-%.2fx", lo, hi }'; }
-echo "32 connections, $ROUNDS interleaved rounds of ${D}s (ratio to the row's nginx yardstick within each round); load average $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
+echo "32 connections, $ROUNDS interleaved rounds of ${D}s (each row right after its nginx yardstick, the ratio to that run); load average $LOAD0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 for y in "${YARDS[@]}"; do
   printf "  %-38s %-8s %9s req/s (median)  [%s]\n" "${YLABEL[$y]}" "" "$(median ${NG[$y]})" "$y"
 done
