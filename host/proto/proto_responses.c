@@ -172,6 +172,38 @@ assistant_for_calls(json_t *msgs)
     return m;
 }
 
+/* The assistant message a reasoning item joins: the last message when it
+ * is an assistant's holding nothing yet but reasoning, else a new one.
+ * The reasoning then comes before the text or calls that follow it. */
+static json_t *
+assistant_for_reasoning(json_t *msgs)
+{
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1), *m;
+    const char *role = json_string_value(json_object_get(last, "role"));
+
+    if (role != NULL && strcmp(role, "assistant") == 0 &&
+        json_is_null(json_object_get(last, "content")) &&
+        json_object_get(last, "tool_calls") == NULL) {
+        return last;
+    }
+    m = mf_json_pack("{s:s,s:n}", "role", "assistant", "content");
+    json_array_append_new(msgs, m);
+    return m;
+}
+
+/* Whether m is an assistant message holding only reasoning items (a
+ * message item that follows takes it over). */
+static int
+reasoning_only(json_t *m)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+
+    return role != NULL && strcmp(role, "assistant") == 0 &&
+           json_is_null(json_object_get(m, "content")) &&
+           json_object_get(m, "tool_calls") == NULL &&
+           json_object_get(m, "reasoning_items") != NULL;
+}
+
 /* One input item appended to the canonical messages; MF_ERR with *err. */
 static int
 input_item(json_t *msgs, json_t *item, const char **err)
@@ -180,7 +212,7 @@ input_item(json_t *msgs, json_t *item, const char **err)
     const char *role = json_string_value(json_object_get(item, "role"));
 
     if (type == NULL || strcmp(type, "message") == 0) {
-        json_t *content;
+        json_t *content, *last;
 
         if (role == NULL ||
             (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
@@ -192,6 +224,12 @@ input_item(json_t *msgs, json_t *item, const char **err)
         content = message_content(json_object_get(item, "content"), err);
         if (content == NULL) {
             return MF_ERR;
+        }
+        last = json_array_get(msgs, json_array_size(msgs) - 1);
+        if (strcmp(role, "assistant") == 0 && reasoning_only(last)) {
+            /* the answer its reasoning item came before */
+            json_object_set_new(last, "content", content);
+            return MF_OK;
         }
         json_array_append_new(
             msgs, mf_json_pack("{s:s,s:o}", "role", role, "content", content));
@@ -238,7 +276,24 @@ input_item(json_t *msgs, json_t *item, const char **err)
         return MF_OK;
     }
     if (strcmp(type, "reasoning") == 0) {
-        return MF_OK; /* an earlier answer's reasoning: providers take none */
+        /* an earlier answer's reasoning, kept as it came (its
+         * encrypted_content is what lets the provider that made it go on
+         * from it) on the assistant message it belongs to */
+        json_t *m, *list;
+
+        if (!json_is_array(json_object_get(item, "summary"))) {
+            *err = "input: a reasoning item needs a summary (a list of "
+                   "summary_text parts, possibly empty)";
+            return MF_ERR;
+        }
+        m = assistant_for_reasoning(msgs);
+        list = json_object_get(m, "reasoning_items");
+        if (list == NULL) {
+            list = json_array();
+            json_object_set_new(m, "reasoning_items", list);
+        }
+        json_array_append_new(list, json_deep_copy(item));
+        return MF_OK;
     }
     *err = "input: this item type is not supported by this gateway; send "
            "message, function_call and function_call_output items";
@@ -335,6 +390,10 @@ settings(json_t *in, json_t *out, const char **err)
     if (json_is_string(
             v = json_object_get(json_object_get(in, "reasoning"), "effort"))) {
         json_object_set(out, "reasoning_effort", v);
+    }
+    if (json_is_array(v = json_object_get(in, "include")) &&
+        json_array_size(v) > 0) {
+        json_object_set(out, "include", v); /* read by the Responses wire */
     }
     if ((v = format_of(json_object_get(in, "text"))) != NULL) {
         json_object_set_new(out, "response_format", v);
@@ -490,6 +549,24 @@ request_echo(json_t *in)
     return echo;
 }
 
+/* Whether the request's include asks for reasoning.encrypted_content:
+ * reasoning items then carry it in the answer. */
+static int
+wants_encrypted(json_t *in)
+{
+    json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(in, "include"), i, v)
+    {
+        if (json_is_string(v) &&
+            strcmp(json_string_value(v), "reasoning.encrypted_content") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 const char mf_proto_prev_unknown[] =
     "previous_response_id: no response with this id is stored here "
     "(unknown, expired, deleted, made with store: false, or answered by "
@@ -544,6 +621,12 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             return NULL;
         }
     }
+    /* reasoning with no answer after it: no provider takes it alone */
+    for (i = json_array_size(msgs); i-- > 0;) {
+        if (reasoning_only(json_array_get(msgs, i))) {
+            json_array_remove(msgs, i);
+        }
+    }
     if (settings(in, out, err) != MF_OK) {
         json_decref(items);
         json_decref(out);
@@ -552,7 +635,8 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
     if (call->memo != NULL) {
         /* the settings the answer says back, and (unless store: false)
          * the conversation to store with it */
-        json_t *memo = mf_json_pack("{s:o}", "echo", request_echo(in));
+        json_t *memo = mf_json_pack("{s:o,s:b}", "echo", request_echo(in),
+                                    "enc", wants_encrypted(in));
 
         if (memo != NULL && !json_is_false(json_object_get(in, "store"))) {
             json_object_set(memo, "items", items);
@@ -723,6 +807,30 @@ reasoning_item(const char *id, const char *text)
                         id, "summary", "type", "summary_text", "text", text);
 }
 
+/* The output item of one canonical reasoning item (ri, as the provider
+ * gave it: its summary parts, its encrypted_content when enc, the client
+ * having asked for it with include) under the gateway's id; text is the
+ * summary when ri has none. New reference. */
+static json_t *
+reasoning_out(const char *id, json_t *ri, const char *text, int enc)
+{
+    json_t *summary = json_object_get(ri, "summary"), *item, *ec;
+
+    if (json_is_array(summary)) {
+        item = mf_json_pack("{s:s,s:s,s:O}", "type", "reasoning", "id", id,
+                            "summary", summary);
+    } else if (text != NULL && text[0] != '\0') {
+        item = reasoning_item(id, text);
+    } else {
+        item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id", id,
+                            "summary");
+    }
+    if (enc && json_is_string(ec = json_object_get(ri, "encrypted_content"))) {
+        json_object_set(item, "encrypted_content", ec);
+    }
+    return item;
+}
+
 static json_t *
 responses_response(const mf_proto_call_t *pc, json_t *c,
                    const mf_usage_t *usage)
@@ -738,8 +846,19 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
     char rid[160], mid[160];
     size_t i;
 
+    memo = pc->memo != NULL ? *pc->memo : NULL;
     response_id(rid, sizeof(rid));
-    if (think != NULL && think[0] != '\0') {
+    if (json_array_size(json_object_get(msg, "reasoning_items")) > 0) {
+        json_t *ri;
+
+        json_array_foreach(json_object_get(msg, "reasoning_items"), i, ri)
+        {
+            item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
+            json_array_append_new(
+                out, reasoning_out(mid, ri, i == 0 ? think : NULL,
+                                   json_is_true(json_object_get(memo, "enc"))));
+        }
+    } else if (think != NULL && think[0] != '\0') {
         item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
         json_array_append_new(out, reasoning_item(mid, think));
     }
@@ -759,7 +878,6 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
                               call_item(mid, id ? id : "call", name ? name : "",
                                         args ? args : "{}", "completed"));
     }
-    memo = pc->memo != NULL ? *pc->memo : NULL;
     out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
@@ -793,6 +911,7 @@ typedef struct {
     mf_proto_call_t call_copy; /* its config, for the store */
     char id[160];              /* resp_... */
     char model[256];
+    json_t *ri; /* the provider's reasoning item the open one closes with */
 } responses_stream_t;
 
 static void
@@ -822,6 +941,8 @@ responses_stream_free(void *state)
     s->output = NULL;
     json_decref(s->memo);
     s->memo = NULL;
+    json_decref(s->ri);
+    s->ri = NULL;
     mf_buf_free(&s->text);
 }
 
@@ -859,6 +980,13 @@ start(responses_stream_t *s, mf_buf_t *out)
          mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
          mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+}
+
+/* Whether the client asked for reasoning.encrypted_content. */
+static int
+enc(responses_stream_t *s)
+{
+    return json_is_true(json_object_get(s->memo, "enc"));
 }
 
 static json_int_t
@@ -910,7 +1038,10 @@ close_item(responses_stream_t *s, mf_buf_t *out)
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
                           "output_index", idx, "summary_index", 0, "part",
                           "type", "summary_text", "text", text));
-        item = reasoning_item(s->item_id, text);
+        item = s->ri != NULL ? reasoning_out(s->item_id, s->ri, text, enc(s))
+                             : reasoning_item(s->item_id, text);
+        json_decref(s->ri);
+        s->ri = NULL;
     }
     emit(s, out, "response.output_item.done",
          mf_json_pack("{s:I,s:O}", "output_index", idx, "item", item));
@@ -943,6 +1074,11 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
         item_id(s->item_id, sizeof(s->item_id), "rs", s->id, (size_t)idx);
         item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
                             s->item_id, "summary");
+        if (s->ri != NULL && enc(s) &&
+            json_is_string(json_object_get(s->ri, "encrypted_content"))) {
+            json_object_set(item, "encrypted_content",
+                            json_object_get(s->ri, "encrypted_content"));
+        }
     }
     emit(s, out, "response.output_item.added",
          mf_json_pack("{s:I,s:o}", "output_index", idx, "item", item));
@@ -979,6 +1115,35 @@ text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
                           "output_index", open_index(s), "summary_index", 0,
                           "delta", t));
     }
+}
+
+/* A provider's whole reasoning item (ri) from a chunk: it closes the
+ * reasoning item its summary deltas opened, or is one of its own (added,
+ * its summary text, done), as it has no deltas (a redacted block, a
+ * summary the provider did not stream). */
+static void
+reasoning_done(responses_stream_t *s, json_t *ri, mf_buf_t *out)
+{
+    json_t *p;
+    size_t i;
+
+    if (s->item != ITEM_REASONING) {
+        json_decref(s->ri);
+        s->ri = json_incref(ri);
+        open_item(s, ITEM_REASONING, out);
+        json_array_foreach(json_object_get(ri, "summary"), i, p)
+        {
+            const char *t = json_string_value(json_object_get(p, "text"));
+
+            if (t != NULL && t[0] != '\0') {
+                text_delta(s, ITEM_REASONING, t, out);
+            }
+        }
+    } else {
+        json_decref(s->ri);
+        s->ri = json_incref(ri);
+    }
+    close_item(s, out);
 }
 
 static void
@@ -1049,6 +1214,10 @@ responses_stream_event(void *state, mf_str_t data, int last,
     if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
         t[0]) {
         text_delta(s, ITEM_REASONING, t, out);
+    }
+    json_array_foreach(json_object_get(d, "reasoning_items"), i, tc)
+    {
+        reasoning_done(s, tc, out);
     }
     if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
         text_delta(s, ITEM_MESSAGE, t, out);

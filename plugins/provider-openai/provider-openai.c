@@ -229,6 +229,18 @@ has_field(mf_req_t *r, const char *key)
     return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
 }
 
+/* Whether the canonical messages carry reasoning items (the Responses
+ * API's, from a Responses client), which only the Responses wire reads
+ * and strict chat servers refuse. */
+static int
+has_reasoning_items(mf_req_t *r)
+{
+    mf_str_t v;
+
+    return api->get_body_field(r, MF_STR("messages"), &v) == MF_OK &&
+           memmem(v.data, v.len, "\"reasoning_items\"", 17) != NULL;
+}
+
 /* Whether build_request may have to change the body for this upstream,
  * read from the body's fields without parsing it (ABI 1.3): 0 only when
  * it is sure not to (the original bytes then go up). */
@@ -249,7 +261,8 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
     if (u->endpoint != MF_ENDPOINT_CHAT) {
         return 0;
     }
-    if (has_field(r, "thinking") ||
+    if (has_field(r, "thinking") || has_field(r, "include") ||
+        has_reasoning_items(r) ||
         ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
         (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
         return 1;
@@ -390,10 +403,23 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         const preset_t *pre = preset_of(u->type);
         size_t i;
 
+        json_t *m;
+
         if (json_object_get(body, "thinking") != NULL) {
             /* Anthropic's extended thinking (from /v1/messages clients) */
             json_object_del(body, "thinking");
             api->body_changed(r);
+        }
+        if (json_object_get(body, "include") != NULL) {
+            /* a Responses client's include: the Responses wire's alone */
+            json_object_del(body, "include");
+            api->body_changed(r);
+        }
+        json_array_foreach(json_object_get(body, "messages"), i, m)
+        {
+            if (json_object_del(m, "reasoning_items") == 0) {
+                api->body_changed(r); /* no chat server reads them */
+            }
         }
         if ((pre->quirks & Q_OPENAI_FIELDS) &&
             json_object_get(body, "top_k") != NULL) {
