@@ -370,6 +370,24 @@ format_of(json_t *text)
     return mf_json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
 }
 
+/* Whether the request's include asks for reasoning.encrypted_content:
+ * reasoning items then carry it in the answer. */
+static int
+wants_encrypted(json_t *in)
+{
+    json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(in, "include"), i, v)
+    {
+        if (json_is_string(v) &&
+            strcmp(json_string_value(v), "reasoning.encrypted_content") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The settings that map one to one, and the rest of the request. */
 static int
 settings(json_t *in, json_t *out, const char **err)
@@ -394,6 +412,17 @@ settings(json_t *in, json_t *out, const char **err)
     if (json_is_array(v = json_object_get(in, "include")) &&
         json_array_size(v) > 0) {
         json_object_set(out, "include", v); /* read by the Responses wire */
+    }
+    if (!wants_encrypted(in) && !json_is_false(json_object_get(in, "store")) &&
+        json_is_string(
+            json_object_get(json_object_get(in, "reasoning"), "effort"))) {
+        /* a stored answer keeps its reasoning items' encrypted_content,
+         * for the turn that continues it (previous_response_id); asked of
+         * reasoning models only (others refuse it) */
+        json_t *inc = json_is_array(v) ? json_copy(v) : json_array();
+
+        json_array_append_new(inc, json_string("reasoning.encrypted_content"));
+        json_object_set_new(out, "include", inc);
     }
     if ((v = format_of(json_object_get(in, "text"))) != NULL) {
         json_object_set_new(out, "response_format", v);
@@ -549,24 +578,6 @@ request_echo(json_t *in)
     return echo;
 }
 
-/* Whether the request's include asks for reasoning.encrypted_content:
- * reasoning items then carry it in the answer. */
-static int
-wants_encrypted(json_t *in)
-{
-    json_t *v;
-    size_t i;
-
-    json_array_foreach(json_object_get(in, "include"), i, v)
-    {
-        if (json_is_string(v) &&
-            strcmp(json_string_value(v), "reasoning.encrypted_content") == 0) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 const char mf_proto_prev_unknown[] =
     "previous_response_id: no response with this id is stored here "
     "(unknown, expired, deleted, made with store: false, or answered by "
@@ -676,16 +687,39 @@ response_id(char *buf, size_t cap)
     snprintf(buf, cap, "resp_%s", hex);
 }
 
+/* The encrypted_content of the reasoning items among items (an output
+ * list) taken out: what a client that did not ask for it with include
+ * gets, the stored answer keeping it. 1 when there was some. */
+static int
+strip_encrypted(json_t *items)
+{
+    json_t *it;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(items, i, it)
+    {
+        n += json_object_del(it, "encrypted_content") == 0;
+    }
+    return n > 0;
+}
+
 /* Keeps a finished Response with the conversation that led to it (the
- * request's memo), under its id, when the config keeps any. */
+ * request's memo), under its id, when the config keeps any; its
+ * reasoning items keep their encrypted_content, which is then taken out
+ * of response (the client's) unless enc. */
 static void
-store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
+store_response(const mf_proto_call_t *call, json_t *input, json_t *response,
+               int enc)
 {
     const char *id = json_string_value(json_object_get(response, "id"));
     char *in, *out;
 
     if (call == NULL || call->store_put == NULL || input == NULL ||
         id == NULL) {
+        if (!enc) {
+            strip_encrypted(json_object_get(response, "output"));
+        }
         return;
     }
     {
@@ -722,6 +756,10 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
         mf_buf_free(&b);
     }
     free(in);
+    if (!enc && strip_encrypted(json_object_get(response, "output"))) {
+        free(out); /* the stored text had it: the client's has not */
+        out = mf_json_dumps(response, JSON_COMPACT);
+    }
     if (out != NULL && call->text != NULL) {
         free(*call->text);
         *call->text = out;
@@ -855,8 +893,7 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
         {
             item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
             json_array_append_new(
-                out, reasoning_out(mid, ri, i == 0 ? think : NULL,
-                                   json_is_true(json_object_get(memo, "enc"))));
+                out, reasoning_out(mid, ri, i == 0 ? think : NULL, 1));
         }
     } else if (think != NULL && think[0] != '\0') {
         item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
@@ -884,7 +921,8 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
                                  : (json_int_t)time(NULL),
         out, usage, json_string_value(json_object_get(choice, "finish_reason")),
         "completed", json_object_get(memo, "echo"));
-    store_response(pc, json_object_get(memo, "items"), out);
+    store_response(pc, json_object_get(memo, "items"), out,
+                   json_is_true(json_object_get(memo, "enc")));
     return out;
 }
 
@@ -960,12 +998,26 @@ emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
     json_decref(data);
 }
 
+/* The Response so far, as the client sees it (encrypted_content only
+ * when it asked); store_response strips a whole one itself. */
 static json_t *
 snapshot(responses_stream_t *s, const mf_usage_t *usage, const char *status)
 {
     return response_obj(s->id, s->model, s->created, json_deep_copy(s->output),
                         usage, s->finish[0] ? s->finish : NULL, status,
                         json_object_get(s->memo, "echo"));
+}
+
+static json_t *
+shown_snapshot(responses_stream_t *s, const mf_usage_t *usage,
+               const char *status)
+{
+    json_t *r = snapshot(s, usage, status);
+
+    if (!json_is_true(json_object_get(s->memo, "enc"))) {
+        strip_encrypted(json_object_get(r, "output"));
+    }
+    return r;
 }
 
 static void
@@ -977,9 +1029,11 @@ start(responses_stream_t *s, mf_buf_t *out)
     s->started = 1;
     response_id(s->id, sizeof(s->id));
     emit(s, out, "response.created",
-         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response",
+                      shown_snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
-         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response",
+                      shown_snapshot(s, NULL, "in_progress")));
 }
 
 /* Whether the client asked for reasoning.encrypted_content. */
@@ -1038,13 +1092,22 @@ close_item(responses_stream_t *s, mf_buf_t *out)
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
                           "output_index", idx, "summary_index", 0, "part",
                           "type", "summary_text", "text", text));
-        item = s->ri != NULL ? reasoning_out(s->item_id, s->ri, text, enc(s))
+        item = s->ri != NULL ? reasoning_out(s->item_id, s->ri, text, 1)
                              : reasoning_item(s->item_id, text);
         json_decref(s->ri);
         s->ri = NULL;
     }
-    emit(s, out, "response.output_item.done",
-         mf_json_pack("{s:I,s:O}", "output_index", idx, "item", item));
+    {
+        /* the closed item keeps its encrypted_content (the stored answer
+         * needs it); the client has it when it asked */
+        json_t *shown = json_deep_copy(item);
+
+        if (!enc(s)) {
+            json_object_del(shown, "encrypted_content");
+        }
+        emit(s, out, "response.output_item.done",
+             mf_json_pack("{s:I,s:o}", "output_index", idx, "item", shown));
+    }
     json_array_append_new(s->output, item);
     free(text);
     s->item = ITEM_NONE;
@@ -1188,7 +1251,8 @@ responses_stream_event(void *state, mf_str_t data, int last,
             const char *status =
                 json_string_value(json_object_get(r, "status"));
 
-            store_response(&s->call_copy, json_object_get(s->memo, "items"), r);
+            store_response(&s->call_copy, json_object_get(s->memo, "items"), r,
+                           enc(s));
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",
@@ -1246,7 +1310,7 @@ responses_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
         return;
     }
     start(s, out);
-    r = snapshot(s, NULL, "failed");
+    r = shown_snapshot(s, NULL, "failed");
     json_object_set_new(r, "error",
                         mf_json_pack("{s:s,s:s}", "code",
                                      e->code ? e->code : "server_error",
@@ -1483,7 +1547,15 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
             *body = mf_xstrdup(err ? err : "out of memory");
         }
     } else {
-        *body = mf_json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+        json_t *resp = json_object_get(j, "response");
+
+        /* encrypted_content when asked for, as the API's include */
+        if (call->query.len < 27 ||
+            memmem(call->query.data, call->query.len,
+                   "reasoning.encrypted_content", 27) == NULL) {
+            strip_encrypted(json_object_get(resp, "output"));
+        }
+        *body = mf_json_dumps(resp, JSON_COMPACT);
         *status = 200;
     }
     json_decref(j);

@@ -162,3 +162,20 @@ test('anthropic SDK: thinking blocks in the history keep their signature to the 
   assert.match(m.content[0].signature, /^sig_mock_/);
   assert.equal(m.content[1].data, 'redacted_mock_1');
 });
+
+for (const stream of [false, true]) {
+  test(`stored responses (${stream ? 'stream' : 'whole'}): previous_response_id gives Claude its signed thinking back in the tool loop`, async () => {
+    const req = { model: 'claude-sonnet-4', reasoning: { effort: 'low' }, tools, input: 'weather in Quito?' };
+    const r1 = await create(req, stream);
+    assert.equal(r1.output[0].encrypted_content, undefined, 'not asked with include: not shown');
+    const fc = r1.output.find((i) => i.type === 'function_call');
+    const r2 = await create({
+      model: 'claude-sonnet-4', reasoning: { effort: 'low' }, tools, previous_response_id: r1.id,
+      input: [{ type: 'function_call_output', call_id: fc.call_id, output: 'mild' }],
+    }, stream);
+    assert.equal(r2.status, 'completed');
+    const up = JSON.parse((await mock.last()).body);
+    assert.deepEqual(up.messages[1].content.map((b) => b.type), ['thinking', 'tool_use']);
+    assert.match(up.messages[1].content[0].signature, /^sig_mock_/);
+  });
+}

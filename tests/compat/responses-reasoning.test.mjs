@@ -131,7 +131,8 @@ test('without include the answer has no encrypted_content', async () => {
   });
   assert.equal(r.output[0].type, 'reasoning');
   assert.equal(r.output[0].encrypted_content, undefined);
-  assert.equal(JSON.parse((await mock.last()).body).include, undefined);
+  assert.deepEqual(JSON.parse((await mock.last()).body).include, ['reasoning.encrypted_content'],
+    'stored (store is not false): the gateway keeps it for previous_response_id');
 });
 
 test('to a chat upstream, reasoning items and include are not sent', async () => {
@@ -158,4 +159,46 @@ test('a reasoning item without a summary is a 400 naming it', async () => {
   await assert.rejects(client.responses.create({
     model: 'codex-mini', input: [{ type: 'reasoning', id: 'rs_x' }, { role: 'user', content: 'hi' }],
   }), (e) => e.status === 400 && /reasoning item needs a summary/.test(e.message));
+});
+
+for (const stream of [false, true]) {
+  test(`stored responses (${stream ? 'stream' : 'whole'}): previous_response_id replays the reasoning item with its encrypted_content, which the client was not shown`, async () => {
+    const req = {
+      model: 'codex-mini', reasoning: { effort: 'low' }, tools,
+      input: [{ role: 'user', content: 'weather in Lima?' }],
+    };
+    let r1;
+    if (stream) {
+      const events = [];
+      for await (const ev of await client.responses.create({ ...req, stream: true })) events.push(ev);
+      for (const e of events) assert.ok(!JSON.stringify(e).includes('enc_mock_'), `${e.type} shows no encrypted_content`);
+      r1 = events.at(-1).response;
+    } else {
+      r1 = await client.responses.create(req);
+    }
+    const sent1 = JSON.parse((await mock.last()).body);
+    assert.deepEqual(sent1.include, ['reasoning.encrypted_content'], 'the gateway asks for it, to store it');
+    assert.equal(r1.output[0].type, 'reasoning');
+    assert.equal(r1.output[0].encrypted_content, undefined, 'not asked with include: not shown');
+    const got = await client.responses.retrieve(r1.id);
+    assert.equal(got.output[0].encrypted_content, undefined);
+    const withEnc = await (await fetch(`${gw.url}/v1/responses/${r1.id}?include[]=reasoning.encrypted_content`,
+      { headers: { authorization: 'Bearer client-key' } })).json();
+    assert.match(withEnc.output[0].encrypted_content, /^enc_mock_\d+$/);
+    const fc = r1.output[1];
+    const r2 = await client.responses.create({
+      model: 'codex-mini', tools, previous_response_id: r1.id,
+      input: [{ type: 'function_call_output', call_id: fc.call_id, output: 'warm' }],
+    });
+    assert.equal(r2.status, 'completed');
+    const sent2 = JSON.parse((await mock.last()).body);
+    assert.deepEqual(sent2.input.map((i) => i.type), ['message', 'reasoning', 'function_call', 'function_call_output']);
+    assert.equal(sent2.input[1].encrypted_content, withEnc.output[0].encrypted_content);
+    assert.equal(sent2.include, undefined, 'no reasoning asked: none included');
+  });
+}
+
+test('store: false without include: the gateway does not ask for encrypted content', async () => {
+  await client.responses.create({ model: 'codex-mini', store: false, reasoning: { effort: 'low' }, input: 'x' });
+  assert.equal(JSON.parse((await mock.last()).body).include, undefined);
 });
