@@ -598,11 +598,11 @@ scan_num(scan_t *s, int64_t *v)
     }
     digits = q;
     while (q < s->end && *q >= '0' && *q <= '9') {
+        if (q - digits >= 18) {
+            return SCAN_GIVE_UP; /* checked before a 19th digit overflows */
+        }
         n = n * 10 + (*q - '0');
         q++;
-        if (q - digits > 18) {
-            return SCAN_GIVE_UP;
-        }
     }
     if (q == digits || (*digits == '0' && q - digits > 1)) {
         return SCAN_GIVE_UP;
