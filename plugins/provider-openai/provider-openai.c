@@ -241,6 +241,54 @@ has_reasoning_items(mf_req_t *r)
            memmem(v.data, v.len, "\"reasoning_items\"", 17) != NULL;
 }
 
+/* The reasoning items taken out of the messages (no chat server reads
+ * them). A reasoning item between two function calls of one answer made
+ * the second its own assistant message (its place, for the wires that
+ * read it): without it, that message joins the one before, as chat
+ * wants one assistant message holding the calls its tool results
+ * answer. */
+static void
+strip_reasoning(mf_req_t *r, json_t *msgs)
+{
+    size_t i = 0;
+
+    while (i < json_array_size(msgs)) {
+        json_t *m = json_array_get(msgs, i);
+        json_t *prev = i > 0 ? json_array_get(msgs, i - 1) : NULL;
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *prole = json_string_value(json_object_get(prev, "role"));
+        json_t *calls, *pcalls, *c, *pc;
+
+        if (json_object_del(m, "reasoning_items") != 0) {
+            i++;
+            continue;
+        }
+        api->body_changed(r);
+        pcalls = json_object_get(prev, "tool_calls");
+        calls = json_object_get(m, "tool_calls");
+        if (role == NULL || prole == NULL || strcmp(role, "assistant") != 0 ||
+            strcmp(prole, "assistant") != 0 || !json_is_array(pcalls)) {
+            i++;
+            continue;
+        }
+        c = json_object_get(m, "content");
+        pc = json_object_get(prev, "content");
+        if (json_is_string(c) && json_string_length(c) > 0) {
+            if (json_is_string(pc) && json_string_length(pc) > 0) {
+                json_object_set_new(prev, "content",
+                                    mf_json_pack("s++", json_string_value(pc),
+                                                 "\n", json_string_value(c)));
+            } else {
+                json_object_set(prev, "content", c);
+            }
+        }
+        if (json_is_array(calls)) {
+            json_array_extend(pcalls, calls);
+        }
+        json_array_remove(msgs, i);
+    }
+}
+
 /* Whether build_request may have to change the body for this upstream,
  * read from the body's fields without parsing it (ABI 1.3): 0 only when
  * it is sure not to (the original bytes then go up). */
@@ -403,8 +451,6 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
         const preset_t *pre = preset_of(u->type);
         size_t i;
 
-        json_t *m;
-
         if (json_object_get(body, "thinking") != NULL) {
             /* Anthropic's extended thinking (from /v1/messages clients) */
             json_object_del(body, "thinking");
@@ -415,12 +461,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             json_object_del(body, "include");
             api->body_changed(r);
         }
-        json_array_foreach(json_object_get(body, "messages"), i, m)
-        {
-            if (json_object_del(m, "reasoning_items") == 0) {
-                api->body_changed(r); /* no chat server reads them */
-            }
-        }
+        strip_reasoning(r, json_object_get(body, "messages"));
         if ((pre->quirks & Q_OPENAI_FIELDS) &&
             json_object_get(body, "top_k") != NULL) {
             /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */

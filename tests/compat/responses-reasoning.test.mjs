@@ -202,3 +202,20 @@ test('store: false without include: the gateway does not ask for encrypted conte
   await client.responses.create({ model: 'codex-mini', store: false, reasoning: { effort: 'low' }, input: 'x' });
   assert.equal(JSON.parse((await mock.last()).body).include, undefined);
 });
+
+test('reasoning between two calls of one answer: in place to the Responses wire, one assistant message to a chat upstream', async () => {
+  const call = (id) => ({ type: 'function_call', call_id: id, name: 'get_weather', arguments: '{"city":"x"}' });
+  const out = (id) => ({ type: 'function_call_output', call_id: id, output: 'ok' });
+  const ra = { type: 'reasoning', summary: [], encrypted_content: 'enc_mock_a' };
+  const rb = { type: 'reasoning', summary: [], encrypted_content: 'enc_mock_b' };
+  const input = [{ role: 'user', content: 'two cities' }, ra, call('c1'), rb, call('c2'), out('c1'), out('c2')];
+  await client.responses.create({ model: 'codex-mini', store: false, tools, input });
+  const sent = JSON.parse((await mock.last()).body);
+  assert.deepEqual(sent.input.map((i) => i.type === 'reasoning' ? i.encrypted_content : i.call_id ?? i.role),
+    ['user', 'enc_mock_a', 'c1', 'enc_mock_b', 'c2', 'c1', 'c2']);
+  await client.responses.create({ model: 'gpt-4o', store: false, tools, input });
+  const chat = JSON.parse((await mock.last()).body);
+  assert.deepEqual(chat.messages.map((m) => [m.role, (m.tool_calls ?? []).map((c) => c.id).join(',') || m.tool_call_id || '']),
+    [['user', ''], ['assistant', 'c1,c2'], ['tool', 'c1'], ['tool', 'c2']]);
+  assert.ok(chat.messages.every((m) => m.reasoning_items === undefined));
+});
