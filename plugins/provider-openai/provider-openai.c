@@ -235,10 +235,22 @@ has_field(mf_req_t *r, const char *key)
 static int
 has_reasoning_items(mf_req_t *r)
 {
+    static const char key[] = "\"reasoning_items\""; /* '_' at 10 */
     mf_str_t v;
+    const char *p, *end;
 
-    return api->get_body_field(r, MF_STR("messages"), &v) == MF_OK &&
-           memmem(v.data, v.len, "\"reasoning_items\"", 17) != NULL;
+    if (api->get_body_field(r, MF_STR("messages"), &v) != MF_OK) {
+        return 0;
+    }
+    /* each '_' (memchr is cheaper than memmem's setup on every request) */
+    end = v.data + v.len;
+    for (p = v.data; p < end && (p = memchr(p, '_', (size_t)(end - p))); p++) {
+        if (p - v.data >= 10 && end - p >= 7 &&
+            memcmp(p - 10, key, sizeof(key) - 1) == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* The reasoning items taken out of the messages (no chat server reads
