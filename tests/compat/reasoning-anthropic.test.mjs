@@ -179,3 +179,19 @@ for (const stream of [false, true]) {
     assert.match(up.messages[1].content[0].signature, /^sig_mock_/);
   });
 }
+
+test('chat.completions clients: the answer message carries reasoning_items; sent back, Claude gets its thinking block', async () => {
+  const ctools = [{ type: 'function', function: { name: 'get_weather', parameters: tools[0].parameters } }];
+  const messages = [{ role: 'user', content: 'weather in Lisbon?' }];
+  const r1 = await client.chat.completions.create({ model: 'claude-sonnet-4', reasoning_effort: 'low', tools: ctools, messages });
+  const m = r1.choices[0].message;
+  assert.equal(m.reasoning_items.length, 1);
+  assert.ok(m.reasoning_items[0].encrypted_content.startsWith(MARK));
+  const r2 = await client.chat.completions.create({
+    model: 'claude-sonnet-4', reasoning_effort: 'low', tools: ctools,
+    messages: [...messages, m, { role: 'tool', tool_call_id: m.tool_calls[0].id, content: 'sunny' }],
+  });
+  assert.equal(r2.choices[0].finish_reason, 'stop');
+  const up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages[1].content.map((b) => b.type), ['thinking', 'tool_use']);
+});
