@@ -524,11 +524,17 @@ anthropic_response(const mf_proto_call_t *pc, json_t *c,
         json_array_foreach(json_object_get(msg, "reasoning_items"), i, ri)
         {
             if ((b = thinking_block(ri)) == NULL) {
-                b = mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
-                                 "thinking", i == 0 && think ? think : "",
-                                 "signature", "");
+                char *t = text_of(json_object_get(ri, "summary"));
+
+                b = t[0] != '\0'
+                        ? mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                       "thinking", t, "signature", "")
+                        : NULL;
+                free(t);
             }
-            json_array_append_new(content, b);
+            if (b != NULL) {
+                json_array_append_new(content, b);
+            }
         }
     } else if (think != NULL && think[0] != '\0') {
         json_array_append_new(content,
