@@ -43,7 +43,13 @@
  *  - POST /v1/messages speaks Anthropic's Messages API the same way
  *    (x-api-key, required max_tokens, text and tool_use blocks, the
  *    event stream: message_start, ping, content_block_start/delta/stop,
- *    message_delta, message_stop; Anthropic's error shape);
+ *    message_delta, message_stop; Anthropic's error shape); with
+ *    `thinking` on, a thinking block first (signed with a hash of its
+ *    text; streamed with thinking and signature deltas) and a
+ *    redacted_thinking block when the user text holds "redacted"; a
+ *    thinking block whose signature it did not make, and a tool_result
+ *    turn whose assistant turn does not start with its thinking, are a
+ *    400 as on Anthropic's API;
  *  - Gemini (generateContent, streamGenerateContent?alt=sse,
  *    batchEmbedContents; Vertex AI paths and :predict; an OAuth token
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
