@@ -949,7 +949,8 @@ typedef struct {
     mf_proto_call_t call_copy; /* its config, for the store */
     char id[160];              /* resp_... */
     char model[256];
-    json_t *ri; /* the provider's reasoning item the open one closes with */
+    json_t *ri;   /* the provider's reasoning item the open one closes with */
+    int no_parts; /* the open reasoning item has no summary part */
 } responses_stream_t;
 
 static void
@@ -1084,14 +1085,17 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         item =
             call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
-        emit(s, out, "response.reasoning_summary_text.done",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "summary_index", 0, "text",
-                          text));
-        emit(s, out, "response.reasoning_summary_part.done",
-             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
-                          "output_index", idx, "summary_index", 0, "part",
-                          "type", "summary_text", "text", text));
+        if (!s->no_parts) {
+            emit(s, out, "response.reasoning_summary_text.done",
+                 mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                              "output_index", idx, "summary_index", 0, "text",
+                              text));
+            emit(s, out, "response.reasoning_summary_part.done",
+                 mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id",
+                              s->item_id, "output_index", idx, "summary_index",
+                              0, "part", "type", "summary_text", "text", text));
+        }
+        s->no_parts = 0;
         item = s->ri != NULL ? reasoning_out(s->item_id, s->ri, text, 1)
                              : reasoning_item(s->item_id, text);
         json_decref(s->ri);
@@ -1151,7 +1155,7 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
                           s->item_id, "output_index", idx, "content_index", 0,
                           "part", "type", "output_text", "text", "",
                           "annotations"));
-    } else if (type == ITEM_REASONING) {
+    } else if (type == ITEM_REASONING && !s->no_parts) {
         emit(s, out, "response.reasoning_summary_part.added",
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
                           "output_index", idx, "summary_index", 0, "part",
@@ -1191,8 +1195,17 @@ reasoning_done(responses_stream_t *s, json_t *ri, mf_buf_t *out)
     size_t i;
 
     if (s->item != ITEM_REASONING) {
+        int text = 0;
+
+        json_array_foreach(json_object_get(ri, "summary"), i, p)
+        {
+            const char *t = json_string_value(json_object_get(p, "text"));
+
+            text |= t != NULL && t[0] != '\0';
+        }
         json_decref(s->ri);
         s->ri = json_incref(ri);
+        s->no_parts = !text; /* none to announce, as the API sends none */
         open_item(s, ITEM_REASONING, out);
         json_array_foreach(json_object_get(ri, "summary"), i, p)
         {

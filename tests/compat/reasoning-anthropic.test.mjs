@@ -78,6 +78,13 @@ for (const stream of [false, true]) {
       assert.equal(done[0].item.encrypted_content, rs.encrypted_content);
       const added = r1.events.filter((e) => e.type === 'response.output_item.added');
       assert.equal(added[1].item.encrypted_content, red.encrypted_content, 'a redacted block comes whole: added carries it');
+      assert.deepEqual(r1.events.filter((e) => e.item_id === red.id).map((e) => e.type), [],
+        'no summary: no summary part events, as the API sends none');
+      assert.deepEqual(r1.events.filter((e) => e.item_id === rs.id).map((e) => e.type), [
+        'response.reasoning_summary_part.added', 'response.reasoning_summary_text.delta',
+        'response.reasoning_summary_text.delta', 'response.reasoning_summary_text.done',
+        'response.reasoning_summary_part.done',
+      ]);
     }
     const r2 = await create({
       ...base,
