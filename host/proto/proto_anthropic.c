@@ -27,6 +27,8 @@ typedef struct {
     char model[256];
 } anthropic_stream_t;
 
+static char *text_of(json_t *content);
+
 /* Thinking blocks in the canonical form: reasoning items (the Responses
  * API's shape, the gateway's one form for reasoning) whose
  * encrypted_content is this mark and the block's JSON, as the Anthropic
@@ -39,9 +41,21 @@ static json_t *
 reasoning_item_of(json_t *b)
 {
     const char *type = json_string_value(json_object_get(b, "type"));
+    const char *sig = json_string_value(json_object_get(b, "signature"));
     json_t *block, *item;
     char *text;
 
+    if (type != NULL && strcmp(type, "thinking") == 0 && sig != NULL &&
+        strncmp(sig, "manifold:", 9) == 0 &&
+        json_is_string(json_object_get(b, "thinking"))) {
+        /* another provider's reasoning (Claude on Bedrock) given to the
+         * client as a thinking block: its signature is the item's
+         * encrypted_content, as it was */
+        return mf_json_pack("{s:s,s:[{s:s,s:O}],s:s}", "type", "reasoning",
+                            "summary", "type", "summary_text", "text",
+                            json_object_get(b, "thinking"), "encrypted_content",
+                            sig);
+    }
     if (type != NULL && strcmp(type, "thinking") == 0 &&
         json_is_string(json_object_get(b, "thinking"))) {
         block = mf_json_pack("{s:s,s:O,s:s}", "type", "thinking", "thinking",
@@ -79,6 +93,18 @@ thinking_block(json_t *item)
     json_t *b, *out = NULL;
     const char *type;
 
+    if (ec != NULL && strncmp(ec, "manifold:", 9) == 0 &&
+        strncmp(ec, THINK_MARK, sizeof(THINK_MARK) - 1) != 0) {
+        /* another provider's marked reasoning (Claude on Bedrock): a
+         * thinking block whose signature carries it, so that the client
+         * gives it back */
+        char *t = text_of(json_object_get(item, "summary"));
+
+        out = mf_json_pack("{s:s,s:s,s:s}", "type", "thinking", "thinking", t,
+                           "signature", ec);
+        free(t);
+        return out;
+    }
     if (ec == NULL || strncmp(ec, THINK_MARK, sizeof(THINK_MARK) - 1) != 0) {
         return NULL;
     }

@@ -11,6 +11,9 @@
 //  - Anthropic clients (the official `@anthropic-ai/sdk`): thinking blocks
 //    in the assistant history reach the upstream with their signature, and
 //    answers carry the real signature (whole, and as a signature_delta).
+//  - Claude on Bedrock (Converse): its reasoningContent (text and
+//    signature) goes round a tool loop the same way, marked
+//    "manifold:bedrock:" (the Bedrock mock signs and checks it too).
 //  - Marked content never goes to another provider (the Responses mock
 //    refuses encrypted content it did not make).
 import { test, before, after } from 'node:test';
@@ -35,7 +38,13 @@ before(async () => {
     base_url: ${mock.url}/v1
     keys: ["sk-resp-0123456789"]
     models: ["codex-*"]
-    options: { wire: responses }`,
+    options: { wire: responses }
+  - name: bedrock
+    type: bedrock
+    base_url: ${mock.url}
+    region: us-west-2
+    keys: ["AKIDMOCK1:mock/secret/AKIDMOCK1"]
+    models: ["anthropic.*"]`,
   }));
   client = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
   anthropic = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
@@ -201,4 +210,64 @@ test('chat.completions clients: the answer message carries reasoning_items; sent
   assert.equal(r2.choices[0].finish_reason, 'stop');
   const up = JSON.parse((await mock.last()).body);
   assert.deepEqual(up.messages[1].content.map((b) => b.type), ['thinking', 'tool_use']);
+});
+
+const BEDROCK = 'anthropic.claude-3-7-sonnet-20250219-v1:0';
+
+for (const stream of [false, true]) {
+  test(`Bedrock (${stream ? 'stream' : 'whole'}): Claude's signed reasoning goes round a tool loop as a reasoning item, stored too`, async () => {
+    const base = { model: BEDROCK, reasoning: { effort: 'low' }, tools };
+    const r1 = await create({ ...base, store: false, include: ['reasoning.encrypted_content'], input: 'weather in Bern?' }, stream);
+    assert.deepEqual(r1.output.map((i) => i.type), ['reasoning', 'function_call']);
+    const [rs, fc] = r1.output;
+    assert.ok(rs.encrypted_content.startsWith('manifold:bedrock:'));
+    assert.deepEqual(rs.summary, [{ type: 'summary_text', text: 'Thinking.' }]);
+    const out = { type: 'function_call_output', call_id: fc.call_id, output: 'foggy' };
+    const r2 = await create({ ...base, store: false, input: [{ role: 'user', content: 'weather in Bern?' }, rs, fc, out] }, stream);
+    assert.equal(r2.status, 'completed');
+    const up = JSON.parse((await mock.last()).body);
+    assert.deepEqual(Object.keys(up.messages[1].content[0]), ['reasoningContent']);
+    assert.equal(up.messages[1].content[0].reasoningContent.reasoningText.text, 'Thinking.');
+    assert.match(up.messages[1].content[0].reasoningContent.reasoningText.signature, /^bsig_mock_/);
+    assert.ok(up.messages[1].content[1].toolUse);
+    // the same loop over previous_response_id, encrypted content not shown
+    const s1 = await create({ ...base, input: 'weather in Bern?' }, stream);
+    assert.equal(s1.output[0].encrypted_content, undefined);
+    const s2 = await create({ ...base, previous_response_id: s1.id, input: [{ ...out, call_id: s1.output[1].call_id }] }, stream);
+    assert.equal(s2.status, 'completed');
+    // and Anthropic's thinking is not sent to Bedrock, nor Bedrock's to Anthropic
+    await assert.rejects(create({ ...base, store: false, input: [{ role: 'user', content: 'weather in Bern?' },
+      { ...rs, encrypted_content: 'manifold:anthropic:{"type":"thinking","thinking":"Thinking.","signature":"x"}' }, fc, out] }, stream),
+    (e) => e.status === 400 && /must start with a thinking block/.test(e.message));
+  });
+}
+
+test('anthropic SDK to Claude on Bedrock: thinking enabled there, its signed reasoning goes round the tool loop as a thinking block', async () => {
+  const thinking = { type: 'enabled', budget_tokens: 1024 };
+  const atools = [{ name: 'get_weather', input_schema: tools[0].parameters }];
+  const r1 = await anthropic.messages.create({
+    model: BEDROCK, max_tokens: 2000, thinking, tools: atools, messages: [{ role: 'user', content: 'weather in Graz?' }],
+  });
+  assert.deepEqual(JSON.parse((await mock.last()).body).additionalModelRequestFields, { thinking });
+  assert.deepEqual(r1.content.map((b) => b.type), ['thinking', 'tool_use']);
+  assert.equal(r1.content[0].thinking, 'Thinking.');
+  assert.ok(r1.content[0].signature.startsWith('manifold:bedrock:'), 'Bedrock\'s reasoning, marked, as the signature');
+  const r2 = await anthropic.messages.create({
+    model: BEDROCK, max_tokens: 2000, thinking, tools: atools,
+    messages: [
+      { role: 'user', content: 'weather in Graz?' },
+      { role: 'assistant', content: r1.content },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: r1.content[1].id, content: 'windy' }] },
+    ],
+  });
+  assert.equal(r2.stop_reason, 'end_turn');
+  const up = JSON.parse((await mock.last()).body);
+  assert.match(up.messages[1].content[0].reasoningContent.reasoningText.signature, /^bsig_mock_/);
+
+  const s = anthropic.messages.stream({
+    model: BEDROCK, max_tokens: 2000, thinking, tools: atools, messages: [{ role: 'user', content: 'weather in Graz?' }],
+  });
+  const m = await s.finalMessage();
+  assert.deepEqual(m.content.map((b) => b.type), ['thinking', 'tool_use']);
+  assert.equal(m.content[0].signature, r1.content[0].signature);
 });
