@@ -269,67 +269,73 @@ req_trace(mf_req_t *r)
 static int
 api_get_info(mf_req_t *r, mf_req_info_t *info)
 {
-    mf_req_info_t i;
+    mf_req_info_t tmp, *i;
     double now = mf_now_ms();
-    size_t n;
+    size_t size;
 
     if (r == NULL || info == NULL || info->size == 0) {
         return MF_ERR;
     }
-    memset(&i, 0, sizeof(i));
-    i.size = info->size;
-    i.id = r->id;
-    i.method = r->method;
-    i.path = r->path;
-    i.client_addr = r->client_addr;
-    i.consumer = r->consumer;
-    i.model = r->model_asked;
+    /* written in place when the caller's struct is this one's size or
+     * larger (the usual case: no copy), else into tmp, cut to its size */
+    size = info->size;
+    /* cppcheck-suppress uninitvar ; tmp is cleared just below */
+    i = size >= sizeof(tmp) ? info : &tmp;
+    memset(i, 0, sizeof(*i));
+    i->size = size;
+    i->id = r->id;
+    i->method = r->method;
+    i->path = r->path;
+    i->client_addr = r->client_addr;
+    i->consumer = r->consumer;
+    i->model = r->model_asked;
     if (r->att.prov != NULL) {
-        i.provider = mf_str_from(r->att.prov->conf->name);
-        i.upstream_model = r->att.up_model;
+        i->provider = mf_str_from(r->att.prov->conf->name);
+        i->upstream_model = r->att.up_model;
     }
-    i.error = r->error;
-    i.endpoint = r->endpoint;
-    i.stream = r->stream;
-    i.status = r->status;
-    i.upstream_status = r->att.up_status;
-    i.attempts = r->attempts;
-    i.usage = r->usage;
-    i.start_time = r->start_wall;
-    i.latency_ms = now - r->start_ms;
-    i.ttft_ms = r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms : -1;
-    i.upstream_ms = r->upstream_ms;
-    i.bytes_in = r->bytes_in;
-    i.bytes_out = r->bytes_out;
-    i.bytes_undelivered = r->bytes_undelivered;
-    i.cached = r->cached;
-    i.call_depth = r->call_depth;
-    i.generation = r->gen->id;
-    i.tried.data = r->tried.data;
-    i.tried.len = r->tried.len;
-    i.listener = r->listener;
-    i.first_content_ms =
+    i->error = r->error;
+    i->endpoint = r->endpoint;
+    i->stream = r->stream;
+    i->status = r->status;
+    i->upstream_status = r->att.up_status;
+    i->attempts = r->attempts;
+    i->usage = r->usage;
+    i->start_time = r->start_wall;
+    i->latency_ms = now - r->start_ms;
+    i->ttft_ms = r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms : -1;
+    i->upstream_ms = r->upstream_ms;
+    i->bytes_in = r->bytes_in;
+    i->bytes_out = r->bytes_out;
+    i->bytes_undelivered = r->bytes_undelivered;
+    i->cached = r->cached;
+    i->call_depth = r->call_depth;
+    i->generation = r->gen->id;
+    i->tried.data = r->tried.data;
+    i->tried.len = r->tried.len;
+    i->listener = r->listener;
+    i->first_content_ms =
         r->first_content_ms > 0              ? r->first_content_ms - r->start_ms
         : !r->stream && r->first_byte_ms > 0 ? r->first_byte_ms - r->start_ms
                                              : -1;
-    i.attempt_ttfb_ms = r->att.start > 0 && r->att.head_ms > 0
-                            ? r->att.head_ms - r->att.start
-                            : -1;
-    i.attempt_ms = r->att.start <= 0   ? -1
-                   : r->att.end_ms > 0 ? r->att.end_ms - r->att.start
-                                       : now - r->att.start;
-    i.query = r->query;
-    i.cache_write_tokens = r->cache_write_tokens;
-    if (info->size > offsetof(mf_req_info_t, trace_id)) {
+    i->attempt_ttfb_ms = r->att.start > 0 && r->att.head_ms > 0
+                             ? r->att.head_ms - r->att.start
+                             : -1;
+    i->attempt_ms = r->att.start <= 0   ? -1
+                    : r->att.end_ms > 0 ? r->att.end_ms - r->att.start
+                                        : now - r->att.start;
+    i->query = r->query;
+    i->cache_write_tokens = r->cache_write_tokens;
+    if (size > offsetof(mf_req_info_t, trace_id)) {
         req_trace(r);
-        i.trace_id = (mf_str_t){r->trace_id, 32};
-        i.span_id = (mf_str_t){r->span_id, 16};
-        i.parent_span_id =
+        i->trace_id = (mf_str_t){r->trace_id, 32};
+        i->span_id = (mf_str_t){r->span_id, 16};
+        i->parent_span_id =
             (mf_str_t){r->parent_span_id, strlen(r->parent_span_id)};
-        i.trace_sampled = r->trace_sampled;
+        i->trace_sampled = r->trace_sampled;
     }
-    n = info->size < sizeof(i) ? info->size : sizeof(i);
-    memcpy(info, &i, n);
+    if (i != info) {
+        memcpy(info, i, size);
+    }
     return MF_OK;
 }
 
@@ -1200,6 +1206,45 @@ api_declare_model(const char *name)
     return MF_OK;
 }
 
+/* ABI 1.8 (hook masks): hooks a stage instance leaves out, in its init */
+static int
+api_skip_hooks(unsigned hooks)
+{
+    char err[200];
+
+    if (mf_gen_loading_skip_hooks(hooks, err, sizeof(err)) != MF_OK) {
+        mf_log_error("skip_hooks: %s", err);
+        return MF_ERR;
+    }
+    return MF_OK;
+}
+
+/* ABI 1.8: the upstream traceparent, "00-<trace>-<span>-<flags>", made
+ * here from the request's trace and the open attempt's span id: hex
+ * digits and dashes of known length, set without the check a stage's
+ * value gets, and not checked when the head is written while the list
+ * still holds this value (r->att.tp_made) */
+static int
+api_set_traceparent(mf_req_t *r)
+{
+    char *tp;
+
+    if (r == NULL || r->cur_stage != MF_STAGE_UPSTREAM_REQUEST ||
+        !in_call(r, MF_CALL_SET_UPSTREAM_HEADER) || !r->att.open ||
+        (tp = mf_pool_alloc(r->pool, 55)) == NULL) {
+        return MF_ERR;
+    }
+    req_trace(r);
+    memcpy(tp, "00-", 3);
+    memcpy(tp + 3, r->trace_id, 32);
+    tp[35] = '-';
+    memcpy(tp + 36, r->att.span_id, 16);
+    memcpy(tp + 52, r->trace_sampled ? "-01" : "-00", 3);
+    r->att.tp_made = tp;
+    return mf_hlist_set_made(r->pool, &r->att.up_req_headers,
+                             MF_STR("traceparent"), (mf_str_t){tp, 55});
+}
+
 /* ABI 1.5: stage-made answers and the answer record */
 
 static int
@@ -1445,4 +1490,8 @@ const mf_host_api_t mf_api = {
     .emit_stream_error = api_emit_stream_error,
     /* ABI 1.7 (body edits): a stage's edits of the body's text */
     .edit_body_text = api_edit_body_text,
+    /* ABI 1.8 (hook masks): hooks an instance leaves out; the upstream
+     * traceparent */
+    .skip_hooks = api_skip_hooks,
+    .set_traceparent = api_set_traceparent,
 };

@@ -395,6 +395,9 @@ mf_config_header_never_forwarded(const char *name)
                                         "api-key",
                                         "x-goog-api-key",
                                         "cookie",
+                                        "x-amz-security-token",
+                                        "x-amz-date",
+                                        "x-amz-content-sha256",
                                         "host",
                                         "content-length",
                                         "transfer-encoding",
@@ -1905,6 +1908,49 @@ load_redis_cluster(check_t *ck, const mf_node_t *redis, const mf_node_t *cl)
     }
 }
 
+/* The "models" section: the exact model names the config serves (the
+ * providers' models and model_map names, the routes', the stages'
+ * `models`), once each, in config order; globs are no names. Stages that
+ * label by model (prometheus, the dashboard) reserve them from the start,
+ * so a configured model that fails is counted under its own name. */
+static void
+add_model_name(json_t *names, json_t *seen, const char *m)
+{
+    if (m == NULL || strpbrk(m, "*?[") != NULL || json_object_get(seen, m)) {
+        return;
+    }
+    json_object_set_new(seen, m, json_true());
+    json_array_append_new(names, json_string(m));
+}
+
+static void
+load_model_names(mf_config_t *c)
+{
+    json_t *names = json_array(), *seen = json_object();
+    size_t i, j;
+
+    for (i = 0; i < c->nproviders; i++) {
+        const mf_provider_conf_t *pc = &c->providers[i];
+
+        for (j = 0; j < pc->nmodels; j++) {
+            add_model_name(names, seen, pc->models[j]);
+        }
+        for (j = 0; j < pc->nmap; j++) {
+            add_model_name(names, seen, pc->model_map[j].from);
+        }
+    }
+    for (i = 0; i < c->nroutes; i++) {
+        add_model_name(names, seen, c->routes[i].model);
+    }
+    for (i = 0; i < c->nstages; i++) {
+        for (j = 0; j < c->stages[i].nmodels; j++) {
+            add_model_name(names, seen, c->stages[i].models[j]);
+        }
+    }
+    json_decref(seen);
+    json_object_set_new(c->sections, "models", names);
+}
+
 static void
 load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
 {
@@ -2058,6 +2104,9 @@ load_root(check_t *ck, mf_config_t *c, const mf_node_t *root)
         for (s = n->child; s != NULL; s = s->next) {
             load_stage(ck, c, s, i++);
         }
+    }
+    if (c->sections != NULL) {
+        load_model_names(c);
     }
 }
 

@@ -17,6 +17,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 #define NSHARDS (MF_METRICS_MAX_WORKERS + 1)
 #define OTHER_SHARD MF_METRICS_MAX_WORKERS
@@ -498,16 +499,21 @@ series_of(mf_metric_t *m, const mf_str_t *v, size_t n)
 
 /* The calling thread's cells of m, allocated on its first write; the
  * shared shard's are written under m->lock (taken by the caller). */
-static cell_t *
+static __attribute__((noinline)) cell_t *
+cells_alloc(mf_metric_t *m, int shard)
+{
+    cell_t *c = mf_xcalloc(m->max_series * m->nvals, sizeof(cell_t));
+
+    atomic_store_explicit(&m->shard[shard], c, memory_order_release);
+    return c;
+}
+
+static inline cell_t *
 cells_of(mf_metric_t *m, int shard)
 {
     cell_t *c = atomic_load_explicit(&m->shard[shard], memory_order_acquire);
 
-    if (c == NULL) {
-        c = mf_xcalloc(m->max_series * m->nvals, sizeof(cell_t));
-        atomic_store_explicit(&m->shard[shard], c, memory_order_release);
-    }
-    return c;
+    return c != NULL ? c : cells_alloc(m, shard);
 }
 
 static void
@@ -531,17 +537,13 @@ exemplar_put(mf_metric_t *m, int shard, int idx, double value, mf_str_t trace)
 {
     exemplar_t *ex = atomic_load_explicit(&m->ex[shard], memory_order_acquire);
     unsigned seq;
-    size_t i;
 
+    struct timespec now;
+
+    /* checked when written out (latest_exemplar), not on the request
+     * path: every request's histograms carry one */
     if (trace.len == 0 || trace.len > 32) {
         return;
-    }
-    for (i = 0; i < trace.len; i++) {
-        char c = trace.data[i];
-
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-            return;
-        }
     }
     if (ex == NULL) {
         ex = mf_xcalloc(m->max_series, sizeof(exemplar_t));
@@ -554,7 +556,10 @@ exemplar_put(mf_metric_t *m, int shard, int idx, double value, mf_str_t trace)
     memcpy(ex->trace, trace.data, trace.len);
     ex->trace[trace.len] = '\0';
     ex->value = value;
-    ex->ts = mf_wall_time();
+    /* the tick's time (a few ms coarse) is fine for an exemplar and costs
+     * a read of the vDSO page, not a clock read */
+    clock_gettime(CLOCK_REALTIME_COARSE, &now);
+    ex->ts = (double)now.tv_sec + (double)now.tv_nsec / 1e9;
     atomic_store_explicit(&ex->seq, seq + 2, memory_order_release);
 }
 
@@ -570,8 +575,9 @@ op_ok(const mf_metric_t *m, op_t op, double x)
            !(m->type == MF_METRIC_COUNTER && x < 0);
 }
 
-/* op on series idx (valid, op checked) */
-static int
+/* op on series idx (valid, op checked); inlined where it is called, op
+ * then known when compiled (a counter's add is a few instructions) */
+static inline __attribute__((always_inline)) int
 record_at(mf_metric_t *m, op_t op, int idx, double x, mf_str_t trace)
 {
     int shard = my_shard;
@@ -707,6 +713,17 @@ sum_series(mf_metric_t *m, size_t idx, double *out)
     }
 }
 
+/* Whether s is lowercase hex digits, at least one. */
+static int
+hex_id(const char *s)
+{
+    const char *p = s;
+
+    for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++) {
+    }
+    return p > s && *p == '\0';
+}
+
 /* The latest exemplar of series idx over the shards; 0 when none. */
 static int
 latest_exemplar(mf_metric_t *m, size_t idx, exemplar_t *best)
@@ -736,6 +753,9 @@ latest_exemplar(mf_metric_t *m, size_t idx, exemplar_t *best)
             continue;
         }
         copy.trace[32] = '\0';
+        if (!hex_id(copy.trace)) {
+            continue; /* what a stage gave is written only when it is an id */
+        }
         if (!have || copy.ts > best->ts) {
             memcpy(best->trace, copy.trace, sizeof(best->trace));
             best->value = copy.value;

@@ -231,8 +231,9 @@ mf_guard_cors(const mf_config_t *c, const mf_http_head_t *h, mf_pool_t *pool,
                             "retry-after"));
         return 0;
     }
+    /* the methods the gateway serves (DELETE: /v1/responses/{id}) */
     mf_hlist_set(pool, out, MF_STR("access-control-allow-methods"),
-                 MF_STR("GET, POST, OPTIONS"));
+                 MF_STR("GET, POST, DELETE, OPTIONS"));
     if (c->cors_headers != NULL) {
         mf_hlist_set(pool, out, MF_STR("access-control-allow-headers"),
                      mf_str_from(c->cors_headers));

@@ -756,21 +756,21 @@ mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value)
     return MF_ERR;
 }
 
-int
-mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
+/* name and value set in h, copied into pool when copy (inlined in
+ * both callers: copy is then known when compiled) */
+static inline __attribute__((always_inline)) int
+hlist_put(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value,
+          int copy)
 {
     size_t i;
 
-    if (!mf_http_header_ok(name, value)) {
-        return MF_ERR;
-    }
     for (i = 0; i < h->n; i++) {
         if (mf_str_caseeq(h->v[i].name, name)) {
             if (value.len == 0) {
                 h->v[i] = h->v[--h->n];
                 return MF_OK;
             }
-            h->v[i].value = mf_pool_str(pool, value);
+            h->v[i].value = copy ? mf_pool_str(pool, value) : value;
             return MF_OK;
         }
     }
@@ -790,10 +790,25 @@ mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
         h->v = v;
         h->cap = cap;
     }
-    h->v[h->n].name = mf_pool_str(pool, name);
-    h->v[h->n].value = mf_pool_str(pool, value);
+    h->v[h->n].name = copy ? mf_pool_str(pool, name) : name;
+    h->v[h->n].value = copy ? mf_pool_str(pool, value) : value;
     h->n++;
     return MF_OK;
+}
+
+int
+mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
+{
+    if (!mf_http_header_ok(name, value)) {
+        return MF_ERR;
+    }
+    return hlist_put(pool, h, name, value, 1);
+}
+
+int
+mf_hlist_set_made(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value)
+{
+    return hlist_put(pool, h, name, value, 0);
 }
 
 const char *

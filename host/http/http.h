@@ -101,6 +101,11 @@ int mf_http_retry_after(mf_str_t v, double now, double max_secs, double *secs);
  * MF_ERR for a name that is not a token or a value with CR, LF or NUL
  * (mf_http_header_ok): no header in a list can split a head. */
 int mf_hlist_set(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name, mf_str_t value);
+/* As mf_hlist_set, for a name (a token, a literal) and a non-empty
+ * value (in pool) the host made itself, of hex digits and dashes that
+ * cannot split a head: neither checked nor copied. */
+int mf_hlist_set_made(mf_pool_t *pool, mf_hlist_t *h, mf_str_t name,
+                      mf_str_t value);
 int mf_hlist_get(const mf_hlist_t *h, mf_str_t name, mf_str_t *value);
 
 #endif

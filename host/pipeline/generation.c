@@ -729,6 +729,32 @@ out:
     return rc;
 }
 
+int
+mf_gen_loading_skip_hooks(unsigned hooks, char *err, size_t errcap)
+{
+    const unsigned all = MF_HOOK(MF_STAGE_REQUEST) | MF_HOOK(MF_STAGE_ROUTE) |
+                         MF_HOOK(MF_STAGE_UPSTREAM_REQUEST) |
+                         MF_HOOK(MF_STAGE_UPSTREAM_RESPONSE) |
+                         MF_HOOK(MF_STAGE_RESPONSE_HEADERS) |
+                         MF_HOOK(MF_STAGE_RESPONSE_BODY) |
+                         MF_HOOK(MF_STAGE_LOG) | MF_HOOK(MF_STAGE_DONE);
+    int rc = MF_ERR;
+
+    pthread_mutex_lock(&loading_lock);
+    if (loading == NULL) {
+        snprintf(err, errcap, "only while the stage loads (its init)");
+    } else if ((hooks & ~all) != 0) {
+        snprintf(err, errcap,
+                 "0x%x: bits that are no hook (on_request to on_done)",
+                 hooks & ~all);
+    } else {
+        loading->skipped |= hooks;
+        rc = MF_OK;
+    }
+    pthread_mutex_unlock(&loading_lock);
+    return rc;
+}
+
 const mf_command_t *
 mf_gen_find_command(mf_gen_t *g, mf_str_t name)
 {
@@ -782,6 +808,8 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
         pthread_mutex_lock(&loading_lock);
         loading = NULL;
         loading_cfg = NULL;
+        /* the hooks its init left out are not called (ABI 1.8) */
+        s->hooks &= ~s->skipped;
         pthread_mutex_unlock(&loading_lock);
         for (j = 0; j < s->nepaths; j++) {
             s->epaths[j].stage = s;

@@ -92,6 +92,10 @@ int mf_gen_loading_model_check(int kind, mf_str_t model, mf_str_t provider,
  * and listed by the model lists while it is enabled. MF_ERR with the
  * reason in err outside a load or for a pattern or empty name. */
 int mf_gen_loading_declare_model(const char *name, char *err, size_t errcap);
+/* While a stage loads: hooks (MF_HOOK bits, on_request to on_done) its
+ * instance is not to be called for (ABI 1.8 api->skip_hooks). MF_ERR
+ * with the reason in err outside a load or for a bit that is no hook. */
+int mf_gen_loading_skip_hooks(unsigned hooks, char *err, size_t errcap);
 /* The admin command `name` of a stage of g, or NULL. */
 const mf_command_t *mf_gen_find_command(mf_gen_t *g, mf_str_t name);
 

@@ -87,6 +87,8 @@ typedef struct mf_attempt_s {
     double head_ms;          /* the upstream's answer head came, 0 not yet */
     double end_ms;           /* the attempt ended, 0 not yet */
     char span_id[17];        /* its trace span (16 hex digits) */
+    const char *tp_made;     /* the traceparent value the host made
+                                (api->set_traceparent): not checked again */
 } mf_attempt_t;
 
 /* What stays of an attempt once it closed (api->get_attempt). */

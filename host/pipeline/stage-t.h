@@ -90,6 +90,7 @@ struct mf_pstage_s {
     const mf_stage_runtime_t *rt; /* what runs it */
     void *impl;                   /* the runtime's instance */
     unsigned hooks;               /* bit per mf_stage_t it serves */
+    unsigned skipped; /* hooks its init left out (api->skip_hooks) */
     atomic_int enabled;
     int conf_enabled;   /* `enabled` in the config it was loaded with */
     json_t *config;     /* its config as loaded */

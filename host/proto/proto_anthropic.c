@@ -230,6 +230,35 @@ image_part(json_t *block)
     return NULL;
 }
 
+/* The images and documents of a tool result's content to parts of the
+ * user message after the tool messages (a tool message takes text only
+ * on most wires); the count appended. */
+static int
+tool_result_media(json_t *parts, json_t *content)
+{
+    json_t *b, *p;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(content, i, b)
+    {
+        const char *type = json_string_value(json_object_get(b, "type"));
+
+        p = NULL;
+        if (type != NULL && strcmp(type, "image") == 0) {
+            p = image_part(b);
+            keep_cache_control(p, b);
+        } else if (type != NULL && strcmp(type, "document") == 0) {
+            p = json_deep_copy(b);
+        }
+        if (p != NULL) {
+            json_array_append_new(parts, p);
+            n++;
+        }
+    }
+    return n;
+}
+
 /* A user turn: tool results become tool messages, the rest one message. */
 static void
 user_turn(json_t *out, json_t *content)
@@ -255,18 +284,19 @@ user_turn(json_t *out, json_t *content)
             json_t *c = json_object_get(b, "content");
             json_t *cp = cached_text_parts(c);
             char *t = text_of(c);
-
-            if (cp == NULL &&
-                json_is_object(json_object_get(b, "cache_control"))) {
-                cp = mf_json_pack("[{s:s,s:s}]", "type", "text", "text", t);
-                keep_cache_control(json_array_get(cp, 0), b);
-            }
-            json_array_append_new(
-                out,
+            json_t *tm =
                 mf_json_pack("{s:s,s:O,s:o}", "role", "tool", "tool_call_id",
                              json_object_get(b, "tool_use_id"), "content",
-                             cp ? cp : json_string(t)));
+                             cp ? cp : json_string(t));
+
+            /* the block's own breakpoint stays on the tool message: the
+             * provider puts it back on the tool_result block */
+            keep_cache_control(tm, b);
+            json_array_append_new(out, tm);
             free(t);
+            if (tool_result_media(parts, c) > 0) {
+                only_text = 0;
+            }
         } else if (strcmp(type, "text") == 0) {
             json_t *p = mf_json_pack("{s:s,s:O}", "type", "text", "text",
                                      json_object_get(b, "text"));
@@ -275,6 +305,11 @@ user_turn(json_t *out, json_t *content)
                 only_text = 0; /* the breakpoint needs the part */
             }
             json_array_append_new(parts, p);
+        } else if (strcmp(type, "document") == 0) {
+            /* a PDF or text document: a part of its own, as sent (each
+             * provider takes it, translates it or refuses it) */
+            json_array_append_new(parts, json_deep_copy(b));
+            only_text = 0;
         } else if (strcmp(type, "image") == 0) {
             json_t *p = image_part(b);
 
@@ -838,6 +873,8 @@ mf_proto_anthropic_type(int status)
     case 503:
     case 529:
         return "overloaded_error";
+    case 504:
+        return "timeout_error";
     default:
         return status >= 500 ? "api_error" : "invalid_request_error";
     }

@@ -1323,6 +1323,7 @@ responses_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
         return;
     }
     start(s, out);
+    close_item(s, out); /* what was streamed is in the output */
     r = shown_snapshot(s, NULL, "failed");
     json_object_set_new(r, "error",
                         mf_json_pack("{s:s,s:s}", "code",

@@ -29,8 +29,25 @@ static void
 build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
 {
     char num[24];
-    size_t i, n, len;
+    size_t i, n, len, need;
 
+    /* room for the head and the body taken once: no realloc and copy of
+     * the head as it grows past the buffer's first sizes (the lines'
+     * text and ": " "\r\n" per header, the port and length in 48) */
+    need = 5 + strlen(u->path) + 17 + strlen(u->host) + 18 + 2 + 48 +
+           r->att.up_body.len;
+    for (i = 0; i < r->att.up_req_headers.n; i++) {
+        need += r->att.up_req_headers.v[i].name.len +
+                r->att.up_req_headers.v[i].value.len + 4;
+    }
+    if (b->cap < need) {
+        char *p = realloc(b->data, need); /* else the appends grow it */
+
+        if (p != NULL) {
+            b->data = p;
+            b->cap = need;
+        }
+    }
     /* appended piece by piece: printf costs more than the head */
     mf_buf_append(b, "POST ", 5);
     mf_buf_append(b, u->path, strlen(u->path));
@@ -52,7 +69,8 @@ build_upstream_head(mf_req_t *r, mf_buf_t *b, const mf_url_t *u)
 
         if (mf_str_caseeq(h->name, MF_STR("host")) ||
             mf_str_caseeq(h->name, MF_STR("content-length")) ||
-            !mf_http_header_ok(h->name, h->value)) {
+            (h->value.data != r->att.tp_made &&
+             !mf_http_header_ok(h->name, h->value))) {
             continue;
         }
         mf_buf_append(b, h->name.data, h->name.len);

@@ -179,6 +179,8 @@ content_blocks(json_t *content)
                              json_object_get(part, "text"));
         } else if (type && strcmp(type, "image_url") == 0) {
             b = image_block(part);
+        } else if (type && strcmp(type, "document") == 0) {
+            b = json_deep_copy(part); /* Anthropic's own block */
         }
         if (b != NULL) {
             keep_cache_control(b, part);
@@ -290,12 +292,12 @@ to_messages(const aw_conf_t *a, json_t *in, const mf_upstream_t *u)
         } else if (strcmp(role, "tool") == 0) {
             json_t *text = json_is_string(content) ? json_incref(content)
                                                    : content_blocks(content);
+            json_t *res = mf_json_pack(
+                "{s:s,s:O,s:o}", "type", "tool_result", "tool_use_id",
+                json_object_get(m, "tool_call_id"), "content", text);
 
-            pu_push_turn(msgs, "user", "content",
-                         mf_json_pack("[{s:s,s:O,s:o}]", "type", "tool_result",
-                                      "tool_use_id",
-                                      json_object_get(m, "tool_call_id"),
-                                      "content", text));
+            keep_cache_control(res, m); /* on the block, as documented */
+            pu_push_turn(msgs, "user", "content", mf_json_pack("[o]", res));
         } else if (strcmp(role, "assistant") == 0) {
             json_t *blocks = json_array(), *ri, *b;
             json_t *text = content_blocks(content);

@@ -287,6 +287,58 @@ pu_copy_fields(json_t *in, json_t *out, const pu_field_t *f)
     }
 }
 
+unsigned
+pu_document_kind(json_t *part)
+{
+    json_t *src = json_object_get(part, "source");
+    const char *type = json_string_value(json_object_get(src, "type"));
+    const char *mt = json_string_value(json_object_get(src, "media_type"));
+
+    if (type == NULL) {
+        return 0;
+    }
+    if (strcmp(type, "base64") == 0 && mt != NULL &&
+        strcmp(mt, "application/pdf") == 0 &&
+        json_is_string(json_object_get(src, "data"))) {
+        return PU_DOC_PDF;
+    }
+    if (strcmp(type, "text") == 0 &&
+        json_is_string(json_object_get(src, "data"))) {
+        return PU_DOC_TEXT;
+    }
+    if (strcmp(type, "url") == 0 &&
+        json_is_string(json_object_get(src, "url"))) {
+        return PU_DOC_URL;
+    }
+    return 0;
+}
+
+int
+pu_document_refused(json_t *body, unsigned takes, const char **source)
+{
+    json_t *m, *p;
+    size_t i, j;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            const char *type = json_string_value(json_object_get(p, "type"));
+            const char *st;
+
+            if (type == NULL || strcmp(type, "document") != 0 ||
+                (pu_document_kind(p) & takes) != 0) {
+                continue;
+            }
+            st = json_string_value(
+                json_object_get(json_object_get(p, "source"), "type"));
+            *source = st ? st : "?";
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void
 pu_error(const mf_host_api_t *api, mf_req_t *r, int status, const char *type,
          const char *code, const char *fmt, ...)

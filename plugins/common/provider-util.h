@@ -71,6 +71,23 @@ typedef struct {
 } pu_field_t;
 void pu_copy_fields(json_t *in, json_t *out, const pu_field_t *fields);
 
+/* Anthropic `document` blocks travel in the canonical form as content
+ * parts of their own, as the client sent them ({"type":"document",
+ * "source":{...}, "title", ...}); each wire takes the kinds it has a
+ * documented form for. */
+enum {
+    PU_DOC_PDF = 1 << 0,  /* a base64 source (application/pdf) */
+    PU_DOC_TEXT = 1 << 1, /* a text source (text/plain) */
+    PU_DOC_URL = 1 << 2   /* a url source */
+};
+/* The PU_DOC_ bit of a document part, 0 for another source (content,
+ * file). */
+unsigned pu_document_kind(json_t *part);
+/* Whether a message of the canonical request carries a document part
+ * whose kind is not in takes: 1, its source type in *source (borrowed,
+ * "?" when absent), else 0. */
+int pu_document_refused(json_t *body, unsigned takes, const char **source);
+
 /* api->set_error with a formatted message; type and code static. */
 void pu_error(const mf_host_api_t *api, mf_req_t *r, int status,
               const char *type, const char *code, const char *fmt, ...)

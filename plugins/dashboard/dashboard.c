@@ -13,6 +13,14 @@
  * every `flush_s` seconds and at the stage's end, and the first load
  * after a start reads them back, so a restart keeps them too.
  *
+ * With `fleet: redis` the same thread also adds this node's deltas to
+ * the fleet's buckets in the config's `redis:` (every node does), and
+ * reads what changed there into a view of the whole fleet, which the
+ * summary answers from (this node's own when Redis cannot be read; the
+ * live tail is always the node's own). A worker never waits on Redis.
+ * What a stop could not add (the host has no Redis then) is kept in the
+ * db's fleet_pending and added by the next start.
+ *
  * It serves, on the status listener:
  *   GET /dashboard                 the page (HTML, CSS and JS in the binary)
  *   GET /dashboard/api/summary     ?range=1h|6h|24h|7d|30d&model=M&consumer=C
@@ -20,11 +28,14 @@
  *   GET /dashboard/api/health      keys (masked) and breakers
  *
  * config: { path: /dashboard, max_models: 60, max_consumers: 60,
- *           db: dashboard.db, flush_s: 10 }
+ *           db: dashboard.db, flush_s: 10, fleet: none | redis,
+ *           fleet_refresh_s: 5 }
  */
 #include <manifold/plugin.h>
 #include <math.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -49,7 +60,7 @@ extern const size_t mf_dashboard_html_len;
 #define HOURS 720
 #define TAIL 256
 #define CELLS_MAX 256 /* cells a bucket holds; beyond, other/other */
-#define STORE_VERSION 2
+#define STORE_VERSION 3
 
 static const char *const error_types[NE] = {
     "none",        "invalid_request", "authentication", "permission",
@@ -79,6 +90,9 @@ typedef struct {
     uint32_t n, cap;
     int dirty;     /* changed since the writer last copied it */
     cell_t *cells; /* heap */
+    /* fleet: what was added since the writer last added it to Redis */
+    uint32_t dn, dcap;
+    cell_t *dcells; /* heap */
 } slot_t;
 
 typedef struct {
@@ -108,13 +122,17 @@ typedef struct {
     slot_t hour[HOURS];
     tail_t tail[TAIL];
     uint64_t tail_seq; /* requests recorded in the tail */
+    char node[96];     /* this process in the fleet's node set */
 } store_t;
+
+typedef struct fleet_s fleet_t;
 
 typedef struct {
     char *path;
     char *api_summary, *api_tail, *api_health;
     int max_models, max_consumers;
     json_t *prices;
+    json_t *known; /* the exact model names of the config, a set */
     store_t *st;
     char *db_path; /* NULL: memory only */
     int flush_s;
@@ -123,6 +141,12 @@ typedef struct {
     pthread_mutex_t wlock;
     pthread_cond_t wcond;
     int stop;
+    int kick;      /* the fleet view is wanted now */
+    int fleet;     /* fleet: redis */
+    int refresh_s; /* fleet_refresh_s */
+    char *fkey;    /* the keys' prefix, "mf:dash:{PATH}:" */
+    fleet_t *fl;   /* NULL without fleet */
+    int unparked;  /* counts of the last run to add at once */
 } dash_t;
 
 /* Recording */
@@ -148,6 +172,23 @@ name_index(char (*names)[NAME_LEN], int *n, int cap, mf_str_t v, int admit)
     memcpy(names[*n], v.data, v.len);
     names[*n][v.len] = '\0';
     return (*n)++;
+}
+
+/* Whether the config names model exactly (a provider's, a route's, a
+ * stage's model, or an exact name in prices:): such a name is admitted
+ * also when its request failed, so a configured model's outage shows
+ * under its name. */
+static int
+configured(const dash_t *d, mf_str_t model)
+{
+    char name[NAME_LEN];
+
+    if (d->known == NULL || model.len == 0 || model.len >= NAME_LEN) {
+        return 0;
+    }
+    memcpy(name, model.data, model.len);
+    name[model.len] = '\0';
+    return json_object_get(d->known, name) != NULL;
 }
 
 static int
@@ -198,47 +239,56 @@ error_index(const mf_req_info_t *i, int cut)
     }
 }
 
+/* The cell of (model, consumer) in cells[0..*n), added when missing;
+ * past CELLS_MAX the pair counts as other/other. */
 static cell_t *
-cell_of(slot_t *s, int64_t start, int model, int consumer)
+cells_find(cell_t **cells, uint32_t *n, uint32_t *cap, int model, int consumer)
 {
     uint32_t k;
 
-    if (s->start != start) {
-        s->start = start;
-        s->n = 0;
-    }
-    for (k = 0; k < s->n; k++) {
-        if (s->cells[k].model == model && s->cells[k].consumer == consumer) {
-            return &s->cells[k];
+    for (k = 0; k < *n; k++) {
+        if ((*cells)[k].model == model && (*cells)[k].consumer == consumer) {
+            return &(*cells)[k];
         }
     }
-    if (s->n == CELLS_MAX) {
-        for (k = 0; k < s->n; k++) {
-            if (s->cells[k].model == 0 && s->cells[k].consumer == 0) {
-                return &s->cells[k];
+    if (*n == CELLS_MAX) {
+        for (k = 0; k < *n; k++) {
+            if ((*cells)[k].model == 0 && (*cells)[k].consumer == 0) {
+                return &(*cells)[k];
             }
         }
         /* the last cell becomes other/other, its counts kept: totals
          * stay whole, that one pair is named no more in this bucket */
-        k = s->n - 1;
-        s->cells[k].model = 0;
-        s->cells[k].consumer = 0;
-        return &s->cells[k];
+        k = *n - 1;
+        (*cells)[k].model = 0;
+        (*cells)[k].consumer = 0;
+        return &(*cells)[k];
     }
-    if (s->n == s->cap) {
-        uint32_t cap = s->cap ? s->cap * 2 : 4;
-        cell_t *c = realloc(s->cells, cap * sizeof(*c));
+    if (*n == *cap) {
+        uint32_t ncap = *cap ? *cap * 2 : 4;
+        cell_t *c = realloc(*cells, ncap * sizeof(*c));
 
         if (c == NULL) {
             return NULL;
         }
-        s->cells = c;
-        s->cap = cap;
+        *cells = c;
+        *cap = ncap;
     }
-    memset(&s->cells[s->n], 0, sizeof(cell_t));
-    s->cells[s->n].model = (uint16_t)model;
-    s->cells[s->n].consumer = (uint16_t)consumer;
-    return &s->cells[s->n++];
+    memset(&(*cells)[*n], 0, sizeof(cell_t));
+    (*cells)[*n].model = (uint16_t)model;
+    (*cells)[*n].consumer = (uint16_t)consumer;
+    return &(*cells)[(*n)++];
+}
+
+static cell_t *
+cell_of(slot_t *s, int64_t start, int model, int consumer)
+{
+    if (s->start != start) {
+        s->start = start;
+        s->n = 0;
+        s->dn = 0; /* not added to Redis in a day (or 30): past its ring */
+    }
+    return cells_find(&s->cells, &s->n, &s->cap, model, consumer);
 }
 
 typedef struct {
@@ -287,7 +337,9 @@ cell_add(cell_t *c, const rec_t *x)
         c->unpriced++;
     }
     c->lat[hbucket(i->latency_ms)]++;
-    if (i->first_content_ms >= 0 && x->err == 0) {
+    /* time to first token is a stream's (a whole answer's first byte is
+     * its latency), as the prometheus stage's histogram */
+    if (i->stream && i->first_content_ms >= 0 && x->err == 0) {
         c->ttft[hbucket(i->first_content_ms)]++;
     }
 }
@@ -355,19 +407,30 @@ dash_on_log(mf_req_t *r, void *state, void **ctx)
     /* a model not seen before takes a name only when an upstream (or the
      * cache) answered it, as the prometheus stage's labels */
     m = i.attempts > 0 || i.provider.len > 0
-            ? name_index(st->models, &st->nmodels, d->max_models + 1, i.model,
-                         i.cached || (i.upstream_status >= 200 &&
-                                      i.upstream_status < 300))
+            ? name_index(
+                  st->models, &st->nmodels, d->max_models + 1, i.model,
+                  i.cached ||
+                      (i.upstream_status >= 200 && i.upstream_status < 300) ||
+                      configured(d, i.model))
             : 0;
     c = name_index(st->consumers, &st->nconsumers, d->max_consumers + 1,
                    i.consumer.len > 0 ? i.consumer : MF_STR("anonymous"), 1);
-    if ((cell = cell_of(&st->minute[minute % MINUTES], minute, m, c)) != NULL) {
-        cell_add(cell, &x);
-        st->minute[minute % MINUTES].dirty = 1;
-    }
-    if ((cell = cell_of(&st->hour[hour % HOURS], hour, m, c)) != NULL) {
-        cell_add(cell, &x);
-        st->hour[hour % HOURS].dirty = 1;
+    {
+        slot_t *ss[2] = {&st->minute[minute % MINUTES],
+                         &st->hour[hour % HOURS]};
+        int64_t starts[2] = {minute, hour};
+        int k;
+
+        for (k = 0; k < 2; k++) {
+            if ((cell = cell_of(ss[k], starts[k], m, c)) != NULL) {
+                cell_add(cell, &x);
+                ss[k]->dirty = 1;
+            }
+            if (d->fleet && (cell = cells_find(&ss[k]->dcells, &ss[k]->dn,
+                                               &ss[k]->dcap, m, c)) != NULL) {
+                cell_add(cell, &x);
+            }
+        }
     }
     t = &st->tail[st->tail_seq % TAIL];
     st->tail_seq++;
@@ -629,7 +692,7 @@ ranked(char (*names)[NAME_LEN], const cell_t *cells, int n, const char *key,
 }
 
 static json_t *
-summary(dash_t *d, mf_str_t q)
+summary(store_t *st, mf_str_t q)
 {
     static const struct {
         const char *name;
@@ -641,7 +704,6 @@ summary(dash_t *d, mf_str_t q)
                   {"24h", 1440, 15, 1},
                   {"7d", 7 * 1440, 60, 0},
                   {"30d", 30 * 1440, 240, 0}};
-    store_t *st = d->st;
     char rv[16];
     int ri = 0, k, npoints;
     int64_t now_min = (int64_t)(time(NULL) / 60), first_min;
@@ -854,6 +916,8 @@ health(void)
 
 /* Serving */
 
+static json_t *summary_json(dash_t *d, mf_str_t q);
+
 static mf_action_t
 respond_json(mf_req_t *r, json_t *j)
 {
@@ -908,7 +972,7 @@ serve_summary(mf_req_t *r, void *state, void *arg)
 
     (void)arg;
     api->get_info(r, &i);
-    return respond_json(r, summary(state, i.query));
+    return respond_json(r, summary_json(state, i.query));
 }
 
 static mf_action_t
@@ -943,6 +1007,14 @@ static const char db_schema[] =
     "INTEGER, errors TEXT, input INTEGER, output INTEGER, cache_read "
     "INTEGER, cache_write INTEGER, reasoning INTEGER, cost_micro INTEGER, "
     "gen_ms REAL, gen_tokens INTEGER, lat TEXT, ttft TEXT, PRIMARY "
+    "KEY(page, res, start, model, consumer));"
+    /* fleet: counts a stop could not add to Redis, for the next start */
+    "CREATE TABLE IF NOT EXISTS fleet_pending(page TEXT NOT NULL, res "
+    "INTEGER NOT NULL, start INTEGER NOT NULL, model TEXT NOT NULL, consumer "
+    "TEXT NOT NULL, requests INTEGER, streams INTEGER, unpriced INTEGER, "
+    "estimated INTEGER, errors TEXT, input INTEGER, output INTEGER, "
+    "cache_read INTEGER, cache_write INTEGER, reasoning INTEGER, cost_micro "
+    "INTEGER, gen_ms REAL, gen_tokens INTEGER, lat TEXT, ttft TEXT, PRIMARY "
     "KEY(page, res, start, model, consumer));";
 
 static sqlite3 *
@@ -1214,35 +1286,6 @@ flush(dash_t *d, sqlite3 *db)
     free(consumers);
 }
 
-static void *
-writer_main(void *arg)
-{
-    dash_t *d = arg;
-    sqlite3 *db = db_open(d->db_path);
-    int stop = 0;
-
-    while (!stop) {
-        struct timespec until;
-
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += d->flush_s;
-        pthread_mutex_lock(&d->wlock);
-        while (!d->stop &&
-               pthread_cond_timedwait(&d->wcond, &d->wlock, &until) == 0) {
-        }
-        stop = d->stop;
-        pthread_mutex_unlock(&d->wlock);
-        if (db == NULL) {
-            db = db_open(d->db_path);
-        }
-        if (db != NULL) {
-            flush(d, db);
-        }
-    }
-    sqlite3_close(db);
-    return NULL;
-}
-
 /* A name read back: "other" is slot 0, else its index (or 0 past the
  * cap). */
 static int
@@ -1266,6 +1309,32 @@ json_errors_back(const char *text, uint32_t *err)
         err[k] = v > 0 && v <= UINT32_MAX ? (uint32_t)v : 0;
     }
     json_decref(o);
+}
+
+/* The counts of a row (columns 4 on, as load's SELECT) into x. */
+static void
+row_cell(sqlite3_stmt *q, cell_t *x)
+{
+    memset(x, 0, sizeof(*x));
+    x->requests = (uint32_t)sqlite3_column_int64(q, 4);
+    x->streams = (uint32_t)sqlite3_column_int64(q, 5);
+    x->unpriced = (uint32_t)sqlite3_column_int64(q, 6);
+    x->estimated = (uint32_t)sqlite3_column_int64(q, 7);
+    json_errors_back((const char *)sqlite3_column_text(q, 8), x->err);
+    x->input = sqlite3_column_int64(q, 9);
+    x->output = sqlite3_column_int64(q, 10);
+    x->cache_read = sqlite3_column_int64(q, 11);
+    x->cache_write = sqlite3_column_int64(q, 12);
+    x->reasoning = sqlite3_column_int64(q, 13);
+    x->cost_micro = sqlite3_column_int64(q, 14);
+    x->gen_ms = sqlite3_column_double(q, 15);
+    x->gen_tokens = sqlite3_column_int64(q, 16);
+    if (!hist_parse((const char *)sqlite3_column_text(q, 17), x->lat)) {
+        memset(x->lat, 0, sizeof(x->lat));
+    }
+    if (!hist_parse((const char *)sqlite3_column_text(q, 18), x->ttft)) {
+        memset(x->ttft, 0, sizeof(x->ttft));
+    }
 }
 
 /* The rows of this page still inside the rings, into a new store. */
@@ -1309,26 +1378,7 @@ load(dash_t *d)
         if (start <= 0 || (s->start != 0 && s->start > start)) {
             continue;
         }
-        memset(&x, 0, sizeof(x));
-        x.requests = (uint32_t)sqlite3_column_int64(q, 4);
-        x.streams = (uint32_t)sqlite3_column_int64(q, 5);
-        x.unpriced = (uint32_t)sqlite3_column_int64(q, 6);
-        x.estimated = (uint32_t)sqlite3_column_int64(q, 7);
-        json_errors_back((const char *)sqlite3_column_text(q, 8), x.err);
-        x.input = sqlite3_column_int64(q, 9);
-        x.output = sqlite3_column_int64(q, 10);
-        x.cache_read = sqlite3_column_int64(q, 11);
-        x.cache_write = sqlite3_column_int64(q, 12);
-        x.reasoning = sqlite3_column_int64(q, 13);
-        x.cost_micro = sqlite3_column_int64(q, 14);
-        x.gen_ms = sqlite3_column_double(q, 15);
-        x.gen_tokens = sqlite3_column_int64(q, 16);
-        if (!hist_parse((const char *)sqlite3_column_text(q, 17), x.lat)) {
-            memset(x.lat, 0, sizeof(x.lat));
-        }
-        if (!hist_parse((const char *)sqlite3_column_text(q, 18), x.ttft)) {
-            memset(x.ttft, 0, sizeof(x.ttft));
-        }
+        row_cell(q, &x);
         m = name_back(st->models, &st->nmodels, d->max_models + 1,
                       (const char *)sqlite3_column_text(q, 2));
         c = name_back(st->consumers, &st->nconsumers, d->max_consumers + 1,
@@ -1349,6 +1399,1022 @@ load(dash_t *d)
                  d->db_path);
     }
     return MF_OK;
+}
+
+/* Fleet: the roll-ups of every node in Redis (`fleet: redis`).
+ *
+ * Keys (one hash tag, so every command's keys are in one slot of a
+ * cluster): PREFIX = "mf:dash:{PATH}:"; PREFIX "m:N" / "h:N" a hash per
+ * minute / hour bucket N with a field per model, consumer and counter
+ * ("gpt-4o\tteam-a\treq"); PREFIX "seq" a change number, PREFIX "chg" a
+ * sorted set of the bucket keys by the change number that last touched
+ * them; PREFIX "nodes" a sorted set of the nodes by the time they last
+ * wrote; PREFIX "epoch" names the key space (a new one when it was lost).
+ * The stage's thread (never a worker) adds this node's deltas with
+ * HINCRBY (one script per batch of whole cells) and reads what changed
+ * since its last read into a view the page's API answers from. */
+
+#define FLEET_ARGS 1000 /* arguments of one EVAL (the host's cap: 1024) */
+#define FLEET_READ 64   /* buckets one read returns (then it goes on) */
+#define FLEET_NODE_S 60 /* a node that wrote this recently is counted */
+
+struct fleet_s {
+    store_t *view;     /* the fleet's buckets as last read (its lock) */
+    long long seq;     /* the change number read up to */
+    char epoch[128];   /* the key space read */
+    int ok;            /* the last read succeeded */
+    int have;          /* a read succeeded since the start */
+    int push_ok;       /* the last write succeeded */
+    long long nodes;   /* nodes that wrote in the last FLEET_NODE_S */
+    double read_at;    /* wall time of the last good read */
+    double tried_at;   /* wall time of the last read tried */
+    double watched_at; /* wall time the API was last asked */
+    char err[256];     /* why the last read failed */
+    int logged;        /* the failure was logged */
+};
+
+static const char fleet_write_lua[] =
+    "local seq=redis.call('INCR',KEYS[1])\n"
+    "redis.call('SET',KEYS[4],ARGV[2],'NX')\n"
+    "local a=3\n"
+    "for k=5,#KEYS do\n"
+    "  local at=ARGV[a]\n"
+    "  local n=tonumber(ARGV[a+1])\n"
+    "  a=a+2\n"
+    "  for j=1,n do\n"
+    "    redis.call('HINCRBY',KEYS[k],ARGV[a],ARGV[a+1])\n"
+    "    a=a+2\n"
+    "  end\n"
+    "  redis.call('EXPIREAT',KEYS[k],at)\n"
+    "  redis.call('ZADD',KEYS[2],seq,KEYS[k])\n"
+    "end\n"
+    "local t=tonumber(redis.call('TIME')[1])\n"
+    "redis.call('ZADD',KEYS[3],t,ARGV[1])\n"
+    "redis.call('ZREMRANGEBYSCORE',KEYS[3],'-inf',t-86400)\n"
+    "for k=1,4 do redis.call('EXPIRE',KEYS[k],2764800) end\n"
+    "return seq\n";
+
+static const char fleet_read_lua[] =
+    "local cur=tonumber(redis.call('GET',KEYS[3]) or '0')\n"
+    "local ep=redis.call('GET',KEYS[4]) or ''\n"
+    "local t=tonumber(redis.call('TIME')[1])\n"
+    "local nodes=redis.call('ZCOUNT',KEYS[2],t-tonumber(ARGV[3]),'+inf')\n"
+    "local m=redis.call('ZRANGEBYSCORE',KEYS[1],'('..ARGV[1],'+inf',"
+    "'WITHSCORES')\n"
+    "local out={cur,ep,nodes,0,tonumber(ARGV[1])}\n"
+    "local n,lim=0,tonumber(ARGV[2])\n"
+    "for i=1,#m,2 do\n"
+    "  local s=tonumber(m[i+1])\n"
+    "  if n>=lim and s~=out[5] then out[4]=1 break end\n"
+    "  local h=redis.call('HGETALL',m[i])\n"
+    "  if #h==0 then redis.call('ZREM',KEYS[1],m[i]) end\n"
+    "  out[#out+1]=m[i]\n"
+    "  out[#out+1]=h\n"
+    "  out[5]=s\n"
+    "  n=n+1\n"
+    "end\n"
+    "return out\n";
+
+static double
+wall_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* a growing list of strings (the arguments of one command) */
+typedef struct {
+    char **v;
+    int n, cap;
+} sv_t;
+
+static int
+sv_add(sv_t *s, const char *fmt, ...)
+{
+    va_list ap;
+    char *p;
+
+    if (s->n == s->cap) {
+        int cap = s->cap ? s->cap * 2 : 64;
+        char **v = realloc(s->v, (size_t)cap * sizeof(*v));
+
+        if (v == NULL) {
+            return MF_ERR;
+        }
+        s->v = v;
+        s->cap = cap;
+    }
+    va_start(ap, fmt);
+    if (vasprintf(&p, fmt, ap) < 0) {
+        va_end(ap);
+        return MF_ERR;
+    }
+    va_end(ap);
+    s->v[s->n++] = p;
+    return MF_OK;
+}
+
+static void
+sv_cut(sv_t *s, int n)
+{
+    while (s->n > n) {
+        free(s->v[--s->n]);
+    }
+}
+
+/* A name as a field part: "other" when it would break the field. */
+static const char *
+field_name(const char *v)
+{
+    return strchr(v, '\t') != NULL ? "other" : v;
+}
+
+/* The fields (name, delta) of one cell's non-zero counters. */
+static int
+cell_fields(const cell_t *x, const char *model, const char *consumer, sv_t *out)
+{
+    const struct {
+        const char *name;
+        long long v;
+    } plain[] = {{"req", x->requests},
+                 {"stream", x->streams},
+                 {"unpriced", x->unpriced},
+                 {"estimated", x->estimated},
+                 {"in", x->input},
+                 {"out", x->output},
+                 {"cache_read", x->cache_read},
+                 {"cache_write", x->cache_write},
+                 {"reasoning", x->reasoning},
+                 {"cost_micro", x->cost_micro},
+                 {"gen_us", llround(x->gen_ms * 1000)},
+                 {"gen_tokens", x->gen_tokens}};
+    size_t k;
+    int ok = MF_OK;
+
+    model = field_name(model);
+    consumer = field_name(consumer);
+    for (k = 0; k < sizeof(plain) / sizeof(plain[0]) && ok == MF_OK; k++) {
+        if (plain[k].v != 0) {
+            ok = sv_add(out, "%s\t%s\t%s", model, consumer, plain[k].name) ||
+                 sv_add(out, "%lld", plain[k].v);
+        }
+    }
+    for (k = 0; k < NE && ok == MF_OK; k++) {
+        if (x->err[k] != 0) {
+            ok = sv_add(out, "%s\t%s\terr.%s", model, consumer,
+                        error_types[k]) ||
+                 sv_add(out, "%u", x->err[k]);
+        }
+    }
+    for (k = 0; k < NH && ok == MF_OK; k++) {
+        if (x->lat[k] != 0) {
+            ok = sv_add(out, "%s\t%s\tlat.%zu", model, consumer, k) ||
+                 sv_add(out, "%u", x->lat[k]);
+        }
+        if (ok == MF_OK && x->ttft[k] != 0) {
+            ok = sv_add(out, "%s\t%s\tttft.%zu", model, consumer, k) ||
+                 sv_add(out, "%u", x->ttft[k]);
+        }
+    }
+    return ok;
+}
+
+static uint32_t
+u32_add(uint32_t a, long long v)
+{
+    long long s = (long long)a + v;
+
+    return s < 0 ? 0 : s > UINT32_MAX ? UINT32_MAX : (uint32_t)s;
+}
+
+/* A counter read back into a cell. */
+static void
+cell_counter(cell_t *c, const char *name, long long v)
+{
+    int k;
+
+    if (strncmp(name, "err.", 4) == 0) {
+        for (k = 0; k < NE; k++) {
+            if (strcmp(name + 4, error_types[k]) == 0) {
+                c->err[k] = u32_add(c->err[k], v);
+            }
+        }
+    } else if (strncmp(name, "lat.", 4) == 0 ||
+               strncmp(name, "ttft.", 5) == 0) {
+        uint32_t *h = name[0] == 'l' ? c->lat : c->ttft;
+
+        k = atoi(strchr(name, '.') + 1);
+        if (k >= 0 && k < NH) {
+            h[k] = u32_add(h[k], v);
+        }
+    } else if (strcmp(name, "req") == 0) {
+        c->requests = u32_add(c->requests, v);
+    } else if (strcmp(name, "stream") == 0) {
+        c->streams = u32_add(c->streams, v);
+    } else if (strcmp(name, "unpriced") == 0) {
+        c->unpriced = u32_add(c->unpriced, v);
+    } else if (strcmp(name, "estimated") == 0) {
+        c->estimated = u32_add(c->estimated, v);
+    } else if (strcmp(name, "in") == 0) {
+        c->input += v;
+    } else if (strcmp(name, "out") == 0) {
+        c->output += v;
+    } else if (strcmp(name, "cache_read") == 0) {
+        c->cache_read += v;
+    } else if (strcmp(name, "cache_write") == 0) {
+        c->cache_write += v;
+    } else if (strcmp(name, "reasoning") == 0) {
+        c->reasoning += v;
+    } else if (strcmp(name, "cost_micro") == 0) {
+        c->cost_micro += v;
+    } else if (strcmp(name, "gen_us") == 0) {
+        c->gen_ms += (double)v / 1000;
+    } else if (strcmp(name, "gen_tokens") == 0) {
+        c->gen_tokens += v;
+    }
+}
+
+/* One EVAL of fleet_write_lua: keys and args after the fixed ones. */
+static int
+fleet_send(const sv_t *keys, const sv_t *args, char *err, size_t errcap)
+{
+    int argc = 3 + keys->n + args->n, i, n = 0;
+    mf_str_t *argv = malloc((size_t)argc * sizeof(*argv));
+    char nkeys[16];
+    json_t *rep;
+
+    if (argv == NULL) {
+        snprintf(err, errcap, "out of memory");
+        return MF_ERR;
+    }
+    snprintf(nkeys, sizeof(nkeys), "%d", keys->n);
+    argv[n++] = MF_STR("EVAL");
+    argv[n++] = (mf_str_t){fleet_write_lua, sizeof(fleet_write_lua) - 1};
+    argv[n++] = (mf_str_t){nkeys, strlen(nkeys)};
+    for (i = 0; i < keys->n; i++) {
+        argv[n++] = (mf_str_t){keys->v[i], strlen(keys->v[i])};
+    }
+    for (i = 0; i < args->n; i++) {
+        argv[n++] = (mf_str_t){args->v[i], strlen(args->v[i])};
+    }
+    rep = api->redis_call(argc, argv, err, errcap);
+    free(argv);
+    if (rep == NULL) {
+        return MF_ERR;
+    }
+    json_decref(rep);
+    return MF_OK;
+}
+
+/* The deltas of slots moved out, under the store's lock. */
+static copy_t *
+take_deltas(store_t *st, size_t *count)
+{
+    copy_t *out = NULL;
+    size_t n = 0, cap = 0;
+    int res, k;
+
+    pthread_mutex_lock(&st->lock);
+    for (res = 0; res < 2; res++) {
+        slot_t *slots = res ? st->hour : st->minute;
+        int nslots = res ? HOURS : MINUTES;
+
+        for (k = 0; k < nslots; k++) {
+            slot_t *s = &slots[k];
+
+            if (s->dn == 0 || s->start == 0) {
+                continue;
+            }
+            if (n == cap) {
+                size_t ncap = cap ? cap * 2 : 16;
+                copy_t *g = realloc(out, ncap * sizeof(*g));
+
+                if (g == NULL) {
+                    goto out;
+                }
+                out = g;
+                cap = ncap;
+            }
+            out[n].res = res;
+            out[n].start = s->start;
+            out[n].n = s->dn;
+            out[n].cells = s->dcells;
+            s->dcells = NULL;
+            s->dn = s->dcap = 0;
+            n++;
+        }
+    }
+out:
+    pthread_mutex_unlock(&st->lock);
+    *count = n;
+    return out;
+}
+
+typedef struct {
+    size_t k;   /* the copy */
+    uint32_t j; /* its cell */
+} ref_t;
+
+/* One batch of whole cells being built into a write. */
+typedef struct {
+    dash_t *d;
+    copy_t *c;
+    sv_t keys, args;
+    ref_t *refs;
+    size_t nrefs;
+    int group;     /* the copy whose bucket is the last key, -1 none */
+    int npairs_at; /* its pair count's place in args */
+    int npairs;
+    int failed;
+    char err[256];
+    char salt[160];
+} batch_t;
+
+/* Deltas a write failed to add: back into their slots (if the ring has
+ * not moved on), to be added with the next. */
+static void
+give_back(store_t *st, const copy_t *c, const ref_t *refs, size_t n)
+{
+    size_t k;
+
+    pthread_mutex_lock(&st->lock);
+    for (k = 0; k < n; k++) {
+        const copy_t *b = &c[refs[k].k];
+        const cell_t *from = &b->cells[refs[k].j];
+        slot_t *s = b->res ? &st->hour[b->start % HOURS]
+                           : &st->minute[b->start % MINUTES];
+        cell_t *x;
+
+        if (s->start != b->start) {
+            continue;
+        }
+        x = cells_find(&s->dcells, &s->dn, &s->dcap, from->model,
+                       from->consumer);
+        if (x != NULL) {
+            cell_merge(x, from);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+static int
+batch_group_close(batch_t *b)
+{
+    if (b->group < 0) {
+        return MF_OK;
+    }
+    free(b->args.v[b->npairs_at]);
+    b->args.v[b->npairs_at] = NULL;
+    b->group = -1;
+    return asprintf(&b->args.v[b->npairs_at], "%d", b->npairs) < 0 ? MF_ERR
+                                                                   : MF_OK;
+}
+
+static int
+batch_start(batch_t *b)
+{
+    const dash_t *d = b->d;
+
+    sv_cut(&b->keys, 0);
+    sv_cut(&b->args, 0);
+    b->nrefs = 0;
+    b->group = -1;
+    return sv_add(&b->keys, "%sseq", d->fkey) ||
+                   sv_add(&b->keys, "%schg", d->fkey) ||
+                   sv_add(&b->keys, "%snodes", d->fkey) ||
+                   sv_add(&b->keys, "%sepoch", d->fkey) ||
+                   sv_add(&b->args, "%s", d->st->node) ||
+                   sv_add(&b->args, "%s", b->salt)
+               ? MF_ERR
+               : MF_OK;
+}
+
+static void
+batch_send(batch_t *b)
+{
+    if (batch_group_close(b) != MF_OK ||
+        fleet_send(&b->keys, &b->args, b->err, sizeof(b->err)) != MF_OK) {
+        b->failed = 1;
+        give_back(b->d->st, b->c, b->refs, b->nrefs);
+    }
+    b->nrefs = 0;
+}
+
+/* Cell j of copy k into the batch (sending the batch first when full). */
+static int
+batch_cell(batch_t *b, size_t k, uint32_t j, sv_t *fields)
+{
+    const copy_t *c = &b->c[k];
+    int i;
+
+    if (b->nrefs > 0 &&
+        3 + b->keys.n + b->args.n + fields->n + 3 > FLEET_ARGS) {
+        batch_send(b);
+        if (batch_start(b) != MF_OK) {
+            return MF_ERR;
+        }
+    }
+    if (b->group != (int)k) {
+        /* a bucket lasts its ring (a day of minutes, 30 days of hours)
+         * past its end */
+        long long at =
+            c->res ? (long long)(c->start + 1) * 3600 + HOURS * 3600LL + 3600
+                   : (long long)(c->start + 1) * 60 + MINUTES * 60LL + 300;
+
+        if (batch_group_close(b) != MF_OK ||
+            sv_add(&b->keys, "%s%c:%lld", b->d->fkey, c->res ? 'h' : 'm',
+                   (long long)c->start) != MF_OK ||
+            sv_add(&b->args, "%lld", at) != MF_OK ||
+            sv_add(&b->args, "0") != MF_OK) {
+            return MF_ERR;
+        }
+        b->group = (int)k;
+        b->npairs_at = b->args.n - 1;
+        b->npairs = 0;
+    }
+    for (i = 0; i < fields->n; i++) {
+        if (sv_add(&b->args, "%s", fields->v[i]) != MF_OK) {
+            return MF_ERR;
+        }
+    }
+    b->npairs += fields->n / 2;
+    b->refs[b->nrefs].k = k;
+    b->refs[b->nrefs].j = j;
+    b->nrefs++;
+    return MF_OK;
+}
+
+/* Out of memory: the batch being built and every cell from (k, j) on go
+ * back, to be added next time. */
+static void
+give_rest(batch_t *b, size_t n, size_t k, uint32_t j)
+{
+    snprintf(b->err, sizeof(b->err), "out of memory");
+    b->failed = 1;
+    if (b->refs == NULL) {
+        return; /* lost: no memory to say which */
+    }
+    give_back(b->d->st, b->c, b->refs, b->nrefs);
+    b->nrefs = 0;
+    for (; k < n; k++, j = 0) {
+        for (; j < b->c[k].n; j++) {
+            b->refs[b->nrefs].k = k;
+            b->refs[b->nrefs++].j = j;
+        }
+    }
+    give_back(b->d->st, b->c, b->refs, b->nrefs);
+    b->nrefs = 0;
+}
+
+/* Adds this node's deltas to the fleet's buckets, in batches of whole
+ * cells (a batch that fails goes back to be added next time), and says
+ * the node is alive (the node set) even when there is nothing to add.
+ * Returns MF_OK when all was added. */
+static int
+fleet_push(dash_t *d, int quiet)
+{
+    store_t *st = d->st;
+    size_t n, k, cells = 0;
+    copy_t *c = take_deltas(st, &n);
+    char(*models)[NAME_LEN] = malloc(sizeof(st->models));
+    char(*consumers)[NAME_LEN] = malloc(sizeof(st->consumers));
+    sv_t fields = {0};
+    batch_t b;
+    uint32_t j;
+    int ok, started;
+
+    memset(&b, 0, sizeof(b));
+    b.d = d;
+    b.c = c;
+    snprintf(b.salt, sizeof(b.salt), "%s:%.6f", st->node, wall_now());
+    for (k = 0; k < n; k++) {
+        cells += c[k].n;
+    }
+    b.refs = malloc((cells + 1) * sizeof(*b.refs));
+    ok = models != NULL && consumers != NULL && b.refs != NULL &&
+         batch_start(&b) == MF_OK;
+    if (ok) {
+        /* names only grow: a copy taken after the cells names them all */
+        pthread_mutex_lock(&st->lock);
+        memcpy(models, st->models, sizeof(st->models));
+        memcpy(consumers, st->consumers, sizeof(st->consumers));
+        pthread_mutex_unlock(&st->lock);
+    }
+    started = ok;
+    for (k = 0; ok && k < n; k++) {
+        for (j = 0; j < c[k].n; j++) {
+            const cell_t *x = &c[k].cells[j];
+
+            sv_cut(&fields, 0);
+            if (cell_fields(x, models[x->model], consumers[x->consumer],
+                            &fields) != MF_OK ||
+                batch_cell(&b, k, j, &fields) != MF_OK) {
+                ok = 0;
+                give_rest(&b, n, k, j);
+                break;
+            }
+        }
+    }
+    if (ok) {
+        batch_send(&b); /* the last cells, or the node's hello alone */
+    } else if (!started) {
+        give_rest(&b, n, 0, 0); /* nothing was tried */
+    }
+    if (b.failed && !quiet && d->fl->push_ok) {
+        api->log(MF_LOG_WARN,
+                 "dashboard: adding this node's roll-ups to Redis failed "
+                 "(%s); kept, and tried again every %d s",
+                 b.err, d->flush_s);
+    } else if (!b.failed && !d->fl->push_ok) {
+        api->log(MF_LOG_INFO, "dashboard: this node's roll-ups are added to "
+                              "Redis again");
+    }
+    d->fl->push_ok = !b.failed;
+    sv_cut(&fields, 0);
+    free(fields.v);
+    sv_cut(&b.keys, 0);
+    free(b.keys.v);
+    sv_cut(&b.args, 0);
+    free(b.args.v);
+    free(b.refs);
+    for (k = 0; k < n; k++) {
+        free(c[k].cells);
+    }
+    free(c);
+    free(models);
+    free(consumers);
+    return b.failed ? MF_ERR : MF_OK;
+}
+
+/* One bucket read back (key, its fields as a flat list) into the view. */
+static void
+fleet_apply(dash_t *d, const char *key, const json_t *h)
+{
+    store_t *v = d->fl->view;
+    size_t pl = strlen(d->fkey), i;
+    const char *p;
+    long long start;
+    slot_t *s;
+
+    if (key == NULL || strncmp(key, d->fkey, pl) != 0) {
+        return;
+    }
+    p = key + pl;
+    if ((p[0] != 'm' && p[0] != 'h') || p[1] != ':' ||
+        (start = strtoll(p + 2, NULL, 10)) <= 0) {
+        return;
+    }
+    s = p[0] == 'h' ? &v->hour[start % HOURS] : &v->minute[start % MINUTES];
+    pthread_mutex_lock(&v->lock);
+    if (s->start > start) {
+        pthread_mutex_unlock(&v->lock);
+        return; /* older than the ring holds */
+    }
+    /* the bucket's sums replace what the view had of it */
+    s->start = start;
+    s->n = 0;
+    for (i = 0; i + 1 < json_array_size(h); i += 2) {
+        const char *f = json_string_value(json_array_get(h, i));
+        const char *val = json_string_value(json_array_get(h, i + 1));
+        const char *t1 = f ? strchr(f, '\t') : NULL;
+        const char *t2 = t1 ? strchr(t1 + 1, '\t') : NULL;
+        char model[NAME_LEN], consumer[NAME_LEN];
+        cell_t *x;
+        int m, c;
+
+        if (t2 == NULL || val == NULL) {
+            continue;
+        }
+        /* a name too long for the table is other (name_back: "") */
+        snprintf(model, sizeof(model), "%.*s",
+                 (size_t)(t1 - f) < NAME_LEN ? (int)(t1 - f) : 0, f);
+        snprintf(consumer, sizeof(consumer), "%.*s",
+                 (size_t)(t2 - t1 - 1) < NAME_LEN ? (int)(t2 - t1 - 1) : 0,
+                 t1 + 1);
+        /* the fleet's names: the caps of this page, first read first
+         * named; the rest are other */
+        m = name_back(v->models, &v->nmodels, d->max_models + 1, model);
+        c = name_back(v->consumers, &v->nconsumers, d->max_consumers + 1,
+                      consumer);
+        if ((x = cells_find(&s->cells, &s->n, &s->cap, m, c)) != NULL) {
+            cell_counter(x, t2 + 1, strtoll(val, NULL, 10));
+        }
+    }
+    pthread_mutex_unlock(&v->lock);
+}
+
+static void
+view_clear(store_t *v)
+{
+    int k;
+
+    pthread_mutex_lock(&v->lock);
+    for (k = 0; k < MINUTES; k++) {
+        v->minute[k].start = 0;
+        v->minute[k].n = 0;
+    }
+    for (k = 0; k < HOURS; k++) {
+        v->hour[k].start = 0;
+        v->hour[k].n = 0;
+    }
+    pthread_mutex_unlock(&v->lock);
+}
+
+/* Reads the buckets changed since the last read (all of them the first
+ * time, or when the key space was lost) into the view. */
+static void
+fleet_read(dash_t *d)
+{
+    fleet_t *fl = d->fl;
+    char err[256] = "", last[32], lim[16], win[16], nk[4] = "4";
+    char *keys[4] = {NULL, NULL, NULL, NULL};
+    const char *names[4] = {"chg", "nodes", "seq", "epoch"};
+    long long nodes = 0;
+    int ok = 1, round, k;
+
+    for (k = 0; k < 4; k++) {
+        if (asprintf(&keys[k], "%s%s", d->fkey, names[k]) < 0) {
+            keys[k] = NULL;
+            ok = 0;
+        }
+    }
+    snprintf(lim, sizeof(lim), "%d", FLEET_READ);
+    snprintf(win, sizeof(win), "%d", FLEET_NODE_S);
+    /* at most 64 rounds of FLEET_READ buckets: more than the rings */
+    for (round = 0; ok && round < 64; round++) {
+        mf_str_t argv[10];
+        json_t *rep;
+        const char *ep;
+        long long cur, top;
+        size_t i;
+
+        snprintf(last, sizeof(last), "%lld", fl->seq);
+        argv[0] = MF_STR("EVAL");
+        argv[1] = (mf_str_t){fleet_read_lua, sizeof(fleet_read_lua) - 1};
+        argv[2] = (mf_str_t){nk, 1};
+        for (k = 0; k < 4; k++) {
+            argv[3 + k] = (mf_str_t){keys[k], strlen(keys[k])};
+        }
+        argv[7] = (mf_str_t){last, strlen(last)};
+        argv[8] = (mf_str_t){lim, strlen(lim)};
+        argv[9] = (mf_str_t){win, strlen(win)};
+        rep = api->redis_call(10, argv, err, sizeof(err));
+        if (rep == NULL) {
+            ok = 0;
+            break;
+        }
+        if (!json_is_array(rep) || json_array_size(rep) < 5 ||
+            !json_is_string(json_array_get(rep, 1))) {
+            snprintf(err, sizeof(err), "an unexpected reply from Redis");
+            json_decref(rep);
+            ok = 0;
+            break;
+        }
+        cur = json_integer_value(json_array_get(rep, 0));
+        ep = json_string_value(json_array_get(rep, 1));
+        nodes = json_integer_value(json_array_get(rep, 2));
+        top = json_integer_value(json_array_get(rep, 4));
+        if (strcmp(ep, fl->epoch) != 0 || cur < fl->seq) {
+            int again = fl->seq != 0;
+
+            /* another key space (Redis lost the keys): read it whole */
+            snprintf(fl->epoch, sizeof(fl->epoch), "%s", ep);
+            fl->seq = 0;
+            view_clear(fl->view);
+            if (again) {
+                json_decref(rep);
+                continue;
+            }
+        }
+        for (i = 5; i + 1 < json_array_size(rep); i += 2) {
+            fleet_apply(d, json_string_value(json_array_get(rep, i)),
+                        json_array_get(rep, i + 1));
+        }
+        fl->seq = top;
+        k = (int)json_integer_value(json_array_get(rep, 3));
+        json_decref(rep);
+        if (k == 0) {
+            break;
+        }
+    }
+    for (k = 0; k < 4; k++) {
+        free(keys[k]);
+    }
+    pthread_mutex_lock(&fl->view->lock);
+    if (!ok && !fl->logged) {
+        api->log(MF_LOG_WARN,
+                 "dashboard: reading the fleet's roll-ups from Redis failed "
+                 "(%s); the page shows this node's own",
+                 err[0] ? err : "out of memory");
+        fl->logged = 1;
+    } else if (ok && fl->logged) {
+        api->log(MF_LOG_INFO,
+                 "dashboard: the fleet view is read from Redis again");
+        fl->logged = 0;
+    }
+    fl->ok = ok;
+    fl->tried_at = wall_now();
+    if (ok) {
+        fl->have = 1;
+        fl->read_at = fl->tried_at;
+        fl->nodes = nodes;
+        fl->err[0] = '\0';
+    } else {
+        snprintf(fl->err, sizeof(fl->err), "%s",
+                 err[0] ? err : "out of memory");
+    }
+    pthread_mutex_unlock(&fl->view->lock);
+}
+
+/* The summary: the fleet's (from the view) when there is one and it was
+ * read, else this node's; ?view=node asks for this node's. */
+static json_t *
+summary_json(dash_t *d, mf_str_t q)
+{
+    fleet_t *fl = d->fl;
+    char want[16];
+    json_t *out, *f;
+    int ok, kick;
+    double now = wall_now(), age;
+    long long nodes;
+    char err[256];
+
+    if (fl == NULL) {
+        out = summary(d->st, q);
+        if (out != NULL) {
+            json_object_set_new(out, "view", json_string("node"));
+            json_object_set_new(out, "fleet", json_pack("{s:b}", "enabled", 0));
+        }
+        return out;
+    }
+    query_param(q, "view", want, sizeof(want));
+    pthread_mutex_lock(&fl->view->lock);
+    fl->watched_at = now;
+    ok = fl->ok && fl->have;
+    nodes = fl->nodes;
+    age = fl->have ? now - fl->read_at : -1;
+    kick = now - fl->tried_at >= d->refresh_s;
+    snprintf(err, sizeof(err), "%s", fl->err);
+    pthread_mutex_unlock(&fl->view->lock);
+    if (kick) {
+        /* the thread reads it (a worker never waits on Redis) */
+        pthread_mutex_lock(&d->wlock);
+        d->kick = 1;
+        pthread_cond_signal(&d->wcond);
+        pthread_mutex_unlock(&d->wlock);
+    }
+    out = summary(ok && strcmp(want, "node") != 0 ? fl->view : d->st, q);
+    if (out == NULL) {
+        return NULL;
+    }
+    json_object_set_new(
+        out, "view",
+        json_string(ok && strcmp(want, "node") != 0 ? "fleet" : "node"));
+    f = json_pack("{s:b,s:b,s:I}", "enabled", 1, "available", ok, "nodes",
+                  (json_int_t)(ok ? nodes : 0));
+    json_object_set_new(
+        f, "age_s", age >= 0 ? json_real(floor(age * 10) / 10) : json_null());
+    json_object_set_new(f, "error", err[0] ? json_string(err) : json_null());
+    json_object_set_new(out, "fleet", f);
+    return out;
+}
+
+/* At the end, what could not be added to Redis (at a stop the host has
+ * no connection left): into fleet_pending and out of memory, for the
+ * next load to add. */
+static void
+fleet_park(dash_t *d, sqlite3 *db)
+{
+    store_t *st = d->st;
+    size_t n, k;
+    copy_t *c = take_deltas(st, &n);
+    char(*models)[NAME_LEN] = malloc(sizeof(st->models));
+    char(*consumers)[NAME_LEN] = malloc(sizeof(st->consumers));
+    sqlite3_stmt *ins = NULL;
+    long cells = 0;
+    uint32_t j;
+    int ok = n > 0 && models != NULL && consumers != NULL;
+
+    if (ok) {
+        pthread_mutex_lock(&st->lock);
+        memcpy(models, st->models, sizeof(st->models));
+        memcpy(consumers, st->consumers, sizeof(st->consumers));
+        pthread_mutex_unlock(&st->lock);
+    }
+    ok = ok &&
+         sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    ok = ok && sqlite3_prepare_v2(db,
+                                  "INSERT OR REPLACE INTO fleet_pending "
+                                  "VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+                                  "?,?,?)",
+                                  -1, &ins, NULL) == SQLITE_OK;
+    for (k = 0; ok && k < n; k++) {
+        for (j = 0; ok && j < c[k].n; j++) {
+            ok = write_cell(ins, d, &c[k], &c[k].cells[j], models, consumers) ==
+                 MF_OK;
+            cells++;
+        }
+    }
+    sqlite3_finalize(ins);
+    ok = ok && sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (ok) {
+        api->log(MF_LOG_INFO,
+                 "dashboard: %ld cells not yet added to Redis kept in %s for "
+                 "the next start",
+                 cells, d->db_path);
+    } else if (n > 0) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        api->log(MF_LOG_WARN,
+                 "dashboard: this node's last counts could not be added to "
+                 "Redis nor kept in %s (%s): the fleet view misses them",
+                 d->db_path, sqlite3_errmsg(db));
+    }
+    for (k = 0; k < n; k++) {
+        free(c[k].cells);
+    }
+    free(c);
+    free(models);
+    free(consumers);
+}
+
+/* At a load: the counts the last end parked, back into the deltas (and
+ * out of the file), to be added with the thread's first write. Returns
+ * the cells taken. */
+typedef struct {
+    int res;
+    int64_t start;
+    char model[NAME_LEN], consumer[NAME_LEN];
+    cell_t x;
+} parked_t;
+
+static long
+fleet_unpark(dash_t *d)
+{
+    store_t *st = d->st;
+    sqlite3 *db = db_open(d->db_path);
+    sqlite3_stmt *q = NULL, *del = NULL;
+    parked_t *rows = NULL;
+    size_t n = 0, cap = 0, k;
+    long taken = 0;
+    int ok;
+
+    if (db == NULL) {
+        return 0;
+    }
+    ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(
+             db,
+             "SELECT res, start, model, consumer, requests, streams, "
+             "unpriced, estimated, errors, input, output, cache_read, "
+             "cache_write, reasoning, cost_micro, gen_ms, gen_tokens, lat, "
+             "ttft FROM fleet_pending WHERE page=?",
+             -1, &q, NULL) == SQLITE_OK &&
+         sqlite3_prepare_v2(db, "DELETE FROM fleet_pending WHERE page=?", -1,
+                            &del, NULL) == SQLITE_OK;
+    if (ok) {
+        sqlite3_bind_text(q, 1, d->path, -1, SQLITE_STATIC);
+        sqlite3_bind_text(del, 1, d->path, -1, SQLITE_STATIC);
+    }
+    while (ok && sqlite3_step(q) == SQLITE_ROW) {
+        const char *m = (const char *)sqlite3_column_text(q, 2);
+        const char *c = (const char *)sqlite3_column_text(q, 3);
+
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            parked_t *g = realloc(rows, ncap * sizeof(*g));
+
+            if (g == NULL) {
+                ok = 0;
+                break;
+            }
+            rows = g;
+            cap = ncap;
+        }
+        rows[n].res = sqlite3_column_int(q, 0);
+        rows[n].start = sqlite3_column_int64(q, 1);
+        snprintf(rows[n].model, NAME_LEN, "%s", m ? m : "");
+        snprintf(rows[n].consumer, NAME_LEN, "%s", c ? c : "");
+        row_cell(q, &rows[n].x);
+        n++;
+    }
+    /* taken out of the file before they are counted: never both */
+    ok = ok && sqlite3_step(del) == SQLITE_DONE &&
+         sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        n = 0;
+    }
+    sqlite3_finalize(q);
+    sqlite3_finalize(del);
+    sqlite3_close(db);
+    pthread_mutex_lock(&st->lock);
+    for (k = 0; k < n; k++) {
+        parked_t *r = &rows[k];
+        slot_t *s = r->res ? &st->hour[r->start % HOURS]
+                           : &st->minute[r->start % MINUTES];
+        cell_t *cell;
+        int m, c;
+
+        if (r->start <= 0) {
+            continue;
+        }
+        if (s->start == 0) {
+            s->start = r->start;
+        }
+        m = name_back(st->models, &st->nmodels, d->max_models + 1, r->model);
+        c = name_back(st->consumers, &st->nconsumers, d->max_consumers + 1,
+                      r->consumer);
+        if (s->start == r->start &&
+            (cell = cells_find(&s->dcells, &s->dn, &s->dcap, m, c)) != NULL) {
+            cell_merge(cell, &r->x);
+            taken++;
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+    free(rows);
+    if (taken > 0) {
+        api->log(MF_LOG_INFO,
+                 "dashboard: %ld cells kept from the last run to be added "
+                 "to Redis",
+                 taken);
+    }
+    return taken;
+}
+
+static double
+mono_now(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The stage's thread: every flush_s the buckets that changed into
+ * SQLite and this node's deltas into Redis; the fleet view read every
+ * fleet_refresh_s while the page is watched (every minute when not), or
+ * at once when the API finds it older; once more at the end. */
+static void *
+writer_main(void *arg)
+{
+    dash_t *d = arg;
+    sqlite3 *db = d->db_path ? db_open(d->db_path) : NULL;
+    double next_flush = mono_now() + (d->unparked ? 0 : d->flush_s),
+           next_read = 0;
+    int stop = 0;
+
+    while (!stop) {
+        struct timespec until;
+        double now = mono_now(), wait, watched;
+        int kick;
+
+        wait = next_flush - now;
+        if (d->fl != NULL && next_read - now < wait) {
+            wait = next_read - now;
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        if (wait > 0) {
+            double ns = (double)until.tv_nsec + (wait - floor(wait)) * 1e9;
+
+            until.tv_sec += (time_t)wait + (time_t)(ns / 1e9);
+            until.tv_nsec = (long)fmod(ns, 1e9);
+        }
+        pthread_mutex_lock(&d->wlock);
+        while (wait > 0 && !d->stop && !d->kick &&
+               pthread_cond_timedwait(&d->wcond, &d->wlock, &until) == 0) {
+        }
+        stop = d->stop;
+        kick = d->kick;
+        d->kick = 0;
+        pthread_mutex_unlock(&d->wlock);
+        now = mono_now();
+        if (stop || now >= next_flush) {
+            if (d->db_path != NULL && db == NULL) {
+                db = db_open(d->db_path);
+            }
+            if (db != NULL) {
+                flush(d, db);
+            }
+            if (d->fl != NULL && fleet_push(d, stop) != MF_OK && stop &&
+                db != NULL) {
+                /* at a stop the host has no config left to reach Redis
+                 * with: the next start adds it */
+                fleet_park(d, db);
+            }
+            next_flush = now + d->flush_s;
+        }
+        if (d->fl != NULL && !stop && (kick || now >= next_read)) {
+            fleet_read(d);
+            pthread_mutex_lock(&d->fl->view->lock);
+            watched = wall_now() - d->fl->watched_at;
+            pthread_mutex_unlock(&d->fl->view->lock);
+            next_read = mono_now() + (watched < 600 ? d->refresh_s : 60);
+        }
+    }
+    sqlite3_close(db);
+    return NULL;
 }
 
 /* Life */
@@ -1375,12 +2441,29 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     {
         if (strcmp(key, "path") != 0 && strcmp(key, "max_models") != 0 &&
             strcmp(key, "max_consumers") != 0 && strcmp(key, "db") != 0 &&
-            strcmp(key, "flush_s") != 0) {
+            strcmp(key, "flush_s") != 0 && strcmp(key, "fleet") != 0 &&
+            strcmp(key, "fleet_refresh_s") != 0) {
             api->log(MF_LOG_ERROR,
                      "dashboard: unknown config key '%s' (path, max_models, "
-                     "max_consumers, db, flush_s)",
+                     "max_consumers, db, flush_s, fleet, fleet_refresh_s)",
                      key);
             bad = 1;
+        } else if (strcmp(key, "fleet") == 0) {
+            if (!json_is_string(v) ||
+                (strcmp(json_string_value(v), "redis") != 0 &&
+                 strcmp(json_string_value(v), "none") != 0)) {
+                api->log(MF_LOG_ERROR, "dashboard: fleet is redis (every "
+                                       "node's roll-ups summed in the "
+                                       "config's redis:) or none");
+                bad = 1;
+            }
+        } else if (strcmp(key, "fleet_refresh_s") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1 ||
+                json_integer_value(v) > 300) {
+                api->log(MF_LOG_ERROR, "dashboard: fleet_refresh_s is a whole "
+                                       "number of seconds from 1 to 300");
+                bad = 1;
+            }
         } else if (strcmp(key, "db") == 0) {
             if (!json_is_string(v) || json_string_length(v) == 0) {
                 api->log(MF_LOG_ERROR, "dashboard: db is a file name, or "
@@ -1411,6 +2494,26 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
         api->log(MF_LOG_ERROR, "dashboard: path must start with '/'");
         bad = 1;
     }
+    v = json_object_get(conf, "fleet");
+    if (!bad && v != NULL && strcmp(json_string_value(v), "redis") == 0) {
+        if (api->config_section("redis") == NULL) {
+            api->log(MF_LOG_ERROR, "dashboard: fleet: redis needs `redis:` "
+                                   "in the config");
+            bad = 1;
+        } else if (json_integer_value(json_object_get(conf, "flush_s")) >
+                   FLEET_NODE_S / 2) {
+            /* a node writes (and so counts as alive) every flush_s */
+            api->log(MF_LOG_ERROR,
+                     "dashboard: with fleet: redis flush_s is at most %d",
+                     FLEET_NODE_S / 2);
+            bad = 1;
+        } else if (strpbrk(path, "{}") != NULL) {
+            /* the path is the keys' hash tag */
+            api->log(MF_LOG_ERROR, "dashboard: with fleet: redis the path "
+                                   "may not hold '{' or '}'");
+            bad = 1;
+        }
+    }
     if (bad || (d = calloc(1, sizeof(*d))) == NULL) {
         json_decref(conf);
         return MF_ERR;
@@ -1432,6 +2535,10 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     d->max_consumers = v ? (int)json_integer_value(v) : NAMES - 1;
     v = json_object_get(conf, "flush_s");
     d->flush_s = v ? (int)json_integer_value(v) : 10;
+    v = json_object_get(conf, "fleet_refresh_s");
+    d->refresh_s = v ? (int)json_integer_value(v) : 5;
+    v = json_object_get(conf, "fleet");
+    d->fleet = v != NULL && strcmp(json_string_value(v), "redis") == 0;
     pthread_mutex_init(&d->wlock, NULL);
     pthread_cond_init(&d->wcond, NULL);
     {
@@ -1452,6 +2559,24 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
     }
     json_decref(conf);
     d->prices = json_deep_copy(api->config_section("prices"));
+    d->known = json_object();
+    {
+        const json_t *names = api->config_section("models");
+        const char *pk;
+        json_t *nv;
+        size_t j;
+
+        json_array_foreach(names, j, nv)
+        {
+            json_object_set_new(d->known, json_string_value(nv), json_true());
+        }
+        json_object_foreach(d->prices, pk, nv)
+        {
+            if (strpbrk(pk, "*?[") == NULL) {
+                json_object_set_new(d->known, pk, json_true());
+            }
+        }
+    }
     /* one store per page: two dashboard stages count apart */
     snprintf(buf, sizeof(buf), "dashboard:v%d:%s", STORE_VERSION, d->path);
     d->st = api->keep_memory(buf, sizeof(store_t));
@@ -1468,6 +2593,17 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
         snprintf(d->st->models[0], NAME_LEN, "other");
         snprintf(d->st->consumers[0], NAME_LEN, "other");
         d->st->nmodels = d->st->nconsumers = 1;
+        {
+            char hn[64] = "";
+            struct timespec ts;
+
+            /* this process among the fleet's nodes */
+            gethostname(hn, sizeof(hn) - 1);
+            clock_gettime(CLOCK_REALTIME, &ts);
+            snprintf(d->st->node, sizeof(d->st->node), "%s:%ld:%lx", hn,
+                     (long)getpid(),
+                     (unsigned long)(ts.tv_nsec ^ (ts.tv_sec << 20)));
+        }
         /* after a start: what the last run wrote */
         if (d->db_path != NULL && load(d) != MF_OK) {
             int k2;
@@ -1487,7 +2623,28 @@ dash_init(const mf_host_api_t *host, const char *config_json, void **state)
         }
         d->st->ready = 1;
     }
-    if (d->db_path != NULL) {
+    if (d->fleet) {
+        size_t len = strlen(d->path) + 16;
+
+        d->fkey = malloc(len);
+        d->fl = calloc(1, sizeof(*d->fl));
+        if (d->fkey == NULL || d->fl == NULL ||
+            (d->fl->view = calloc(1, sizeof(store_t))) == NULL) {
+            dash_fini(d);
+            return MF_ERR;
+        }
+        snprintf(d->fkey, len, "mf:dash:{%s}:", d->path);
+        pthread_mutex_init(&d->fl->view->lock, NULL);
+        snprintf(d->fl->view->models[0], NAME_LEN, "other");
+        snprintf(d->fl->view->consumers[0], NAME_LEN, "other");
+        d->fl->view->nmodels = d->fl->view->nconsumers = 1;
+        d->fl->push_ok = 1;
+        snprintf(d->fl->err, sizeof(d->fl->err), "not read from Redis yet");
+        if (d->db_path != NULL) {
+            d->unparked = fleet_unpark(d) > 0;
+        }
+    }
+    if (d->db_path != NULL || d->fl != NULL) {
         if (pthread_create(&d->writer, NULL, writer_main, d) != 0) {
             dash_fini(d);
             return MF_ERR;
@@ -1536,9 +2693,24 @@ dash_fini(void *state)
     }
     pthread_mutex_destroy(&d->wlock);
     pthread_cond_destroy(&d->wcond);
+    if (d->fl != NULL && d->fl->view != NULL) {
+        int k;
+
+        for (k = 0; k < MINUTES; k++) {
+            free(d->fl->view->minute[k].cells);
+        }
+        for (k = 0; k < HOURS; k++) {
+            free(d->fl->view->hour[k].cells);
+        }
+        pthread_mutex_destroy(&d->fl->view->lock);
+        free(d->fl->view);
+    }
+    free(d->fl);
+    free(d->fkey);
     free(d->db_path);
     price_forget();
     json_decref(d->prices);
+    json_decref(d->known);
     free(d->path);
     free(d->api_summary);
     free(d->api_tail);

@@ -97,8 +97,9 @@ typedef struct {
     int protobuf; /* http/protobuf, else http/json */
     int capture;  /* prompts and answers in the spans */
     size_t capture_max;
-    int full; /* detail: full, else standard (the conventions' set) */
-    int gzip; /* compression: gzip (Content-Encoding: gzip) */
+    int full;  /* detail: full, else standard (the conventions' set) */
+    int gzip;  /* compression: gzip (Content-Encoding: gzip) */
+    int abi18; /* the host has ABI 1.8: set_traceparent, skip_hooks */
     char *ca, *ccert, *ckey; /* TLS: CA file, client certificate and key */
     int tls_conf;            /* those came from the config (not the env) */
     /* the queue (under lock) */
@@ -107,6 +108,8 @@ typedef struct {
     int cur_fd; /* the export's socket, -1 none (under lock): fini cuts it */
     span_t *head, *tail;
     size_t queued; /* spans in the queue */
+    span_t *spare; /* record blocks (REC_BYTES) the exporter handed back */
+    size_t nspare;
     uint64_t dropped;
     int stop;
     pthread_t thread;
@@ -221,12 +224,17 @@ pb_wvarint(char *p, uint64_t v)
 static inline char *
 pb_wfixed64(char *p, uint64_t v)
 {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    memcpy(p, &v, 8); /* little-endian, as protobuf's fixed64 */
+    return p + 8;
+#else
     int k;
 
     for (k = 0; k < 8; k++) {
         *p++ = (char)(v >> (8 * k));
     }
     return p;
+#endif
 }
 
 /* a length-delimited field (tag < 128) */
@@ -251,15 +259,6 @@ pb_varint_len(uint64_t v)
         n++;
     }
     return n;
-}
-
-static void
-pb_bytes(jb_t *b, unsigned field, const void *p, size_t n)
-{
-    if (jb_room(b, 11 + n)) {
-        b->len =
-            (size_t)(pb_wbytes(b->p + b->len, field << 3 | 2, p, n) - b->p);
-    }
 }
 
 /* a hex digit's value, 0x10 for other bytes (hex_init) */
@@ -309,12 +308,12 @@ pb_whex(char *p, unsigned tag, mf_str_t hex)
  * export's encoding: JSON span objects joined by ',', or protobuf Span
  * messages each as field 2 of ScopeSpans, appended to out. */
 typedef struct {
-    jb_t out;      /* the batch so far */
-    jb_t sp;       /* protobuf: the span being written */
-    int pb;        /* protobuf, else JSON */
-    int n;         /* JSON: attributes written in this span (commas) */
-    size_t base;   /* JSON: where the spans begin in out (commas) */
-    unsigned attr; /* protobuf: the attributes' field (9 Span, 1 Resource) */
+    jb_t out;       /* the batch so far */
+    size_t span_at; /* protobuf: where the span being written begins */
+    int pb;         /* protobuf, else JSON */
+    int n;          /* JSON: attributes written in this span (commas) */
+    size_t base;    /* JSON: where the spans begin in out (commas) */
+    unsigned attr;  /* protobuf: the attributes' field (9 Span, 1 Resource) */
     /* protobuf: ids decoded in this record (the trace id and the server
      * span's id come again in the client spans), by their hex's address */
     const char *memo_hex[2];
@@ -379,10 +378,10 @@ pb_kv_head(enc_t *e, const char *key, size_t klen, size_t any_len)
         2 + pb_varint_len(klen) + klen + pb_varint_len(any_len) + any_len;
     char *p;
 
-    if (!jb_room(&e->sp, 11 + kv_len)) {
+    if (!jb_room(&e->out, 11 + kv_len)) {
         return NULL;
     }
-    p = e->sp.p + e->sp.len;
+    p = e->out.p + e->out.len;
     *p++ = (char)(e->attr << 3 | 2);
     p = pb_wvarint(p, kv_len);
     p = pb_wbytes(p, 0x0a, key, klen);
@@ -394,7 +393,7 @@ static inline void
 pb_end(enc_t *e, const char *p)
 {
     if (p != NULL) {
-        e->sp.len = (size_t)(p - e->sp.p);
+        e->out.len = (size_t)(p - e->out.p);
     }
 }
 
@@ -567,6 +566,7 @@ typedef struct {
  * and its attempts, their strings copied behind them. */
 struct span_s {
     span_t *next;
+    int recycled;  /* a REC_BYTES block: back to the spares once encoded */
     size_t nspans; /* the server span and one per attempt */
     mf_req_info_t i;
     params_t p;
@@ -653,12 +653,17 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
     if (e->pb) {
         char *p;
 
-        e->sp.len = 0; /* the buffer is reused from span to span */
+        /* ScopeSpans.spans (field 2), written in place: its length in
+         * the two bytes after the tag once the span is done (span_close;
+         * moved for another length) */
         e->attr = 9;
-        if (!jb_room(&e->sp, 80 + name.len)) {
+        if (!jb_room(b, 3 + 80 + name.len)) {
             return;
         }
-        p = e->sp.p;
+        p = b->p + b->len;
+        *p = 0x12;
+        p += 3;
+        e->span_at = (size_t)(p - b->p);
         p = pb_id(e, p, 0x0a, trace);
         p = pb_id(e, p, 0x12, span);
         if (parent.len == 16) {
@@ -671,7 +676,7 @@ span_open(enc_t *e, mf_str_t trace, mf_str_t span, mf_str_t parent,
         p = pb_wfixed64(p, (uint64_t)(start_s * 1e9));
         *p++ = 0x41;
         p = pb_wfixed64(p, (uint64_t)(end_s * 1e9));
-        e->sp.len = (size_t)(p - e->sp.p);
+        b->len = (size_t)(p - b->p);
         return;
     }
     if (b->len > e->base) {
@@ -708,20 +713,34 @@ span_close(enc_t *e, int error, mf_str_t message)
         message.len = 256;
     }
     if (e->pb) {
-        if (error && jb_room(&e->sp, 24 + message.len)) {
+        size_t n, vl;
+
+        if (b->failed) {
+            return;
+        }
+        if (error && jb_room(b, 24 + message.len)) {
             /* Status {message 2, code 3 = ERROR} */
-            char *p = e->sp.p + e->sp.len;
+            char *p = b->p + b->len;
 
             *p++ = 0x7a;
             p = pb_wvarint(p, 1 + pb_varint_len(message.len) + message.len + 2);
             p = pb_wbytes(p, 0x12, message.data, message.len);
             *p++ = 0x18;
             *p++ = 2;
-            e->sp.len = (size_t)(p - e->sp.p);
+            b->len = (size_t)(p - b->p);
         }
-        /* ScopeSpans.spans; the span's buffer is kept for the next */
-        pb_bytes(b, 2, e->sp.p ? e->sp.p : "", e->sp.len);
-        b->failed |= e->sp.failed;
+        /* the span's length into the room left before it: two bytes
+         * (128 to 16383, the usual), else the span moved to fit */
+        n = b->len - e->span_at;
+        vl = pb_varint_len(n);
+        if (vl != 2) {
+            if (vl > 2 && !jb_room(b, vl - 2)) {
+                return;
+            }
+            memmove(b->p + e->span_at + vl - 2, b->p + e->span_at, n);
+            b->len = b->len + vl - 2;
+        }
+        pb_wvarint(b->p + e->span_at - 2, n);
         return;
     }
     jb_cstr(b, "]");
@@ -766,17 +785,71 @@ error_type(int status)
 
 /* The queue */
 
-static void
-enqueue(otel_t *o, span_t *s)
-{
-    size_t nspans = s->nspans;
+/* Record blocks. A request's record fits REC_BYTES unless it has many
+ * attempts or captured text: those blocks go round, taken by a worker,
+ * handed back by the exporter thread in a batch (under the queue's lock),
+ * instead of a malloc and a free on two threads per request. */
+#define REC_BYTES 2048
+#define REC_SPARES_MAX 1024 /* kept at most; more are freed */
 
-    s->next = NULL;
+static span_t *
+rec_take(otel_t *o)
+{
+    span_t *s;
+
     pthread_mutex_lock(&o->lock);
+    if ((s = o->spare) != NULL) {
+        o->spare = s->next;
+        o->nspare--;
+    }
+    pthread_mutex_unlock(&o->lock);
+    if (s == NULL && (s = malloc(REC_BYTES)) == NULL) {
+        return NULL;
+    }
+    s->recycled = 1;
+    return s;
+}
+
+/* a list of records ended with: the recycled ones kept as spares (up to
+ * REC_SPARES_MAX), under o->lock */
+static void
+rec_give_back_locked(otel_t *o, span_t *list)
+{
+    span_t *next;
+
+    for (; list != NULL; list = next) {
+        next = list->next;
+        if (list->recycled && o->nspare < REC_SPARES_MAX && !o->stop) {
+            list->next = o->spare;
+            o->spare = list;
+            o->nspare++;
+        } else {
+            free(list);
+        }
+    }
+}
+
+/* Queues s (when not NULL) and gives back a spare block the worker did
+ * not use (when not NULL), under one lock. */
+static void
+enqueue(otel_t *o, span_t *s, span_t *unused)
+{
+    size_t nspans = s != NULL ? s->nspans : 0;
+
+    pthread_mutex_lock(&o->lock);
+    if (unused != NULL) {
+        unused->next = NULL;
+        rec_give_back_locked(o, unused);
+    }
+    if (s == NULL) {
+        pthread_mutex_unlock(&o->lock);
+        return;
+    }
+    s->next = NULL;
     if (o->queued + nspans > o->queue_cap) {
         o->dropped += nspans;
+        rec_give_back_locked(o, s);
         pthread_mutex_unlock(&o->lock);
-        free(s);
         api->metric_add(o->m_spans, &L_DROPPED, 1, (double)nspans);
         return;
     }
@@ -1263,6 +1336,11 @@ otel_on_upstream_request(mf_req_t *r, void *state, void **ctx)
     if (!o->propagate) {
         return MF_CONTINUE;
     }
+    if (o->abi18) {
+        /* the host writes it: no get_info, get_attempt nor header check */
+        api->set_traceparent(r);
+        return MF_CONTINUE;
+    }
     api->get_info(r, &i);
     /* the open attempt is the last one */
     for (k = 0; api->get_attempt(r, k, &a) == MF_OK; k++) {
@@ -1505,51 +1583,55 @@ static void
 otel_on_log(mf_req_t *r, void *state, void **ctx)
 {
     otel_t *o = state;
-    mf_req_info_t i = {.size = sizeof(i)};
-    mf_attempt_info_t local[8], *att = local;
     rctx_t *x = *ctx;
-    size_t k, n = 0, cap = 8, bytes;
-    span_t *s;
+    size_t k, n = 0, room, bytes;
+    span_t *s = rec_take(o), *big;
+    mf_req_info_t *i;
+    mf_attempt_info_t *att;
     char *at;
 
-    api->get_info(r, &i);
+    if (s == NULL) {
+        api->metric_add(o->m_spans, &L_DROPPED, 1, 1);
+        return;
+    }
+    /* the info and the attempts straight into the block: no copy */
+    i = &s->i;
+    i->size = sizeof(*i);
+    api->get_info(r, i);
     /* not scrapes, stage pages, health checks, nor what the gateway
      * answers itself (model lists, count_tokens): no model call */
-    if (i.listener != MF_LISTENER_CLIENT || i.endpoint == MF_ENDPOINT_NONE ||
-        i.endpoint == MF_ENDPOINT_LOCAL || !i.trace_sampled) {
-        return; /* scrapes, stage pages, health checks; not sampled */
+    if (i->listener != MF_LISTENER_CLIENT || i->endpoint == MF_ENDPOINT_NONE ||
+        i->endpoint == MF_ENDPOINT_LOCAL || !i->trace_sampled) {
+        enqueue(o, NULL, s); /* back to the spares */
+        return;
     }
     if (o->capture && x != NULL) {
-        if (i.stream && (i.status < 400 || i.error.len > 0)) {
+        if (i->stream && (i->status < 400 || i->error.len > 0)) {
             capture_stream(o, r, x);
-        } else if (i.status >= 400) {
+        } else if (i->status >= 400) {
             x->output = MF_STR_NULL; /* the client did not get it */
         }
     }
     /* the strings the spans use, and their size */
-    i.client_addr = i.provider = i.tried = i.query = MF_STR_NULL;
-    bytes = i.id.len + i.method.len + i.path.len + i.consumer.len +
-            i.model.len + i.upstream_model.len + i.error.len + i.trace_id.len +
-            i.span_id.len + i.parent_span_id.len;
-    /* no more than were started: no call to learn there is no next */
-    for (k = 0; k < (size_t)i.attempts; k++) {
-        mf_attempt_info_t *a;
-
-        if (k == cap) {
-            /* more than local holds (a long fallback chain) */
-            mf_attempt_info_t *g = malloc(cap * 2 * sizeof(*g));
-
-            if (g == NULL) {
-                break;
-            }
-            memcpy(g, att, cap * sizeof(*g));
-            if (att != local) {
-                free(att);
-            }
-            att = g;
-            cap *= 2;
+    i->client_addr = i->provider = i->tried = i->query = MF_STR_NULL;
+    bytes = i->id.len + i->method.len + i->path.len + i->consumer.len +
+            i->model.len + i->upstream_model.len + i->error.len +
+            i->trace_id.len + i->span_id.len + i->parent_span_id.len;
+    /* the attempts behind the record when they fit (a few), else in an
+     * array of their own until the block's size is known */
+    room = (REC_BYTES - sizeof(*s)) / sizeof(*att);
+    att = (mf_attempt_info_t *)(s + 1);
+    if ((size_t)i->attempts > room) {
+        if ((att = malloc((size_t)i->attempts * sizeof(*att))) == NULL) {
+            enqueue(o, NULL, s);
+            api->metric_add(o->m_spans, &L_DROPPED, 1, 1);
+            return;
         }
-        a = &att[k];
+    }
+    /* no more than were started: no call to learn there is no next */
+    for (k = 0; k < (size_t)i->attempts; k++) {
+        mf_attempt_info_t *a = &att[k];
+
         a->size = sizeof(*a);
         if (api->get_attempt(r, k, a) != MF_OK) {
             break;
@@ -1561,31 +1643,42 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
     if (x != NULL && o->capture) {
         bytes += x->input.len + x->output.len;
     }
-    s = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
-    if (s == NULL) {
-        api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
-        if (att != local) {
+    if (att != (mf_attempt_info_t *)(s + 1) ||
+        sizeof(*s) + n * sizeof(*att) + bytes > REC_BYTES) {
+        /* a block of its own, as large as it needs */
+        big = malloc(sizeof(*s) + n * sizeof(*att) + bytes);
+        if (big == NULL) {
+            if (att != (mf_attempt_info_t *)(s + 1)) {
+                free(att);
+            }
+            enqueue(o, NULL, s);
+            api->metric_add(o->m_spans, &L_DROPPED, 1, (double)(1 + n));
+            return;
+        }
+        big->i = s->i;
+        memcpy(big + 1, att, n * sizeof(*att));
+        if (att != (mf_attempt_info_t *)(s + 1)) {
             free(att);
         }
-        return;
+        enqueue(o, NULL, s);
+        s = big;
+        s->recycled = 0;
+        i = &s->i;
     }
-    memset(s, 0, sizeof(*s));
     s->nspans = 1 + n;
     s->natt = n;
     s->att = (mf_attempt_info_t *)(s + 1);
-    memcpy(s->att, att, n * sizeof(*att));
     at = (char *)(s->att + n);
-    s->i = i;
-    put_str(&at, &s->i.id);
-    put_str(&at, &s->i.method);
-    put_str(&at, &s->i.path);
-    put_str(&at, &s->i.consumer);
-    put_str(&at, &s->i.model);
-    put_str(&at, &s->i.upstream_model);
-    put_str(&at, &s->i.error);
-    put_str(&at, &s->i.trace_id);
-    put_str(&at, &s->i.span_id);
-    put_str(&at, &s->i.parent_span_id);
+    put_str(&at, &i->id);
+    put_str(&at, &i->method);
+    put_str(&at, &i->path);
+    put_str(&at, &i->consumer);
+    put_str(&at, &i->model);
+    put_str(&at, &i->upstream_model);
+    put_str(&at, &i->error);
+    put_str(&at, &i->trace_id);
+    put_str(&at, &i->span_id);
+    put_str(&at, &i->parent_span_id);
     for (k = 0; k < n; k++) {
         put_str(&at, &s->att[k].provider);
         put_str(&at, &s->att[k].model);
@@ -1593,9 +1686,13 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
         put_str(&at, &s->att[k].span_id);
         put_str(&at, &s->att[k].provider_type);
     }
+    s->has_p = x != NULL;
+    s->capture = 0;
+    s->input = s->output = MF_STR_NULL;
+    s->cut = 0;
+    s->omitted = NULL;
     if (x != NULL) {
         s->p = x->p;
-        s->has_p = 1;
         if (o->capture) {
             s->capture = 1;
             s->input = x->input;
@@ -1606,10 +1703,7 @@ otel_on_log(mf_req_t *r, void *state, void **ctx)
             put_str(&at, &s->output);
         }
     }
-    if (att != local) {
-        free(att);
-    }
-    enqueue(o, s);
+    enqueue(o, s, NULL);
 }
 
 /* Export: a blocking HTTP/1.1 client on the exporter thread */
@@ -1938,14 +2032,13 @@ static const char SCOPE_PB[] = "\x0a\x08manifold\x12\x05"
 static void
 send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
 {
-    span_t *s, *next;
+    span_t *s;
     const char *body = NULL;
     size_t len = 0;
     jb_t *b = &e->out;
 
     b->len = 0;
     b->failed = 0;
-    e->sp.failed = 0;
     if (o->protobuf) {
         /* ExportTraceServiceRequest {ResourceSpans 1 {Resource 1,
          * ScopeSpans 2 {InstrumentationScope 1, the spans (field 2)}}}:
@@ -1956,12 +2049,10 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         if (jb_room(b, gap)) {
             b->len = gap;
         }
-        for (s = list; s != NULL; s = next) {
-            next = s->next;
+        for (s = list; s != NULL; s = s->next) {
             encode(o, s, e);
-            free(s);
         }
-        if (!b->failed && !e->sp.failed) {
+        if (!b->failed) {
             size_t spans = b->len - gap, ss = 2 + sc + spans;
             size_t rs = 1 + pb_varint_len(o->resource_pb_len) +
                         o->resource_pb_len + 1 + pb_varint_len(ss) + ss;
@@ -2003,16 +2094,14 @@ send_spans(otel_t *o, enc_t *e, span_t *list, size_t count, int last_try_only)
         jb_cstr(b, "},\"scopeSpans\":[{\"scope\":{\"name\":\"manifold\","
                    "\"version\":\"1.0.0\"},\"spans\":[");
         e->base = b->len;
-        for (s = list; s != NULL; s = next) {
-            next = s->next;
+        for (s = list; s != NULL; s = s->next) {
             encode(o, s, e);
-            free(s);
         }
         jb_cstr(b, "]}]}]}");
         body = b->p;
         len = b->len;
     }
-    if (!b->failed && !e->sp.failed && body != NULL &&
+    if (!b->failed && body != NULL &&
         export_batch(o, body, len, last_try_only)) {
         api->metric_add(o->m_spans, &L_EXPORTED, 1, (double)count);
     } else {
@@ -2064,6 +2153,7 @@ exporter_main(void *arg)
         pthread_mutex_unlock(&o->lock);
         send_spans(o, &e, list, n, 0);
         pthread_mutex_lock(&o->lock);
+        rec_give_back_locked(o, list); /* the workers' next records */
     }
     pthread_mutex_unlock(&o->lock);
     /* stopping: what is left, each batch tried once, within close_ms */
@@ -2072,7 +2162,7 @@ exporter_main(void *arg)
 
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
-            span_t *list;
+            span_t *list, *next;
             size_t n;
 
             pthread_mutex_lock(&o->lock);
@@ -2085,8 +2175,6 @@ exporter_main(void *arg)
             if ((t.tv_sec - t0.tv_sec) * 1000 +
                     (t.tv_nsec - t0.tv_nsec) / 1000000 >
                 o->close_ms) {
-                span_t *next;
-
                 api->metric_add(o->m_spans, &L_DROPPED, 1, (double)n);
                 for (; list != NULL; list = next) {
                     next = list->next;
@@ -2095,10 +2183,13 @@ exporter_main(void *arg)
                 continue;
             }
             send_spans(o, &e, list, n, 1);
+            for (; list != NULL; list = next) {
+                next = list->next;
+                free(list);
+            }
         }
     }
     free(e.out.p);
-    free(e.sp.p);
     return NULL;
 }
 
@@ -2537,9 +2628,9 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
             attr_str(&e[j], "telemetry.sdk.name", MF_STR("manifold"));
             attr_str(&e[j], "telemetry.sdk.language", MF_STR("c"));
         }
-        jb_put(&e[1].sp, "", 0);
-        o->resource_pb = e[1].sp.p;
-        o->resource_pb_len = e[1].sp.len;
+        jb_put(&e[1].out, "", 0);
+        o->resource_pb = e[1].out.p;
+        o->resource_pb_len = e[1].out.len;
         {
             jb_t b = {0};
 
@@ -2612,6 +2703,17 @@ otel_init(const mf_host_api_t *host, const char *config_json, void **state)
         otel_fini(o);
         return MF_ERR;
     }
+    o->abi18 = api->abi_minor >= 8 &&
+               api->size >= offsetof(mf_host_api_t, set_traceparent) +
+                                sizeof(api->set_traceparent);
+    /* without capture, on_route and on_response_headers have nothing to
+     * do: this instance is not called for them */
+    if (o->abi18 && !o->capture &&
+        api->skip_hooks(MF_HOOK_BIT(MF_STAGE_ROUTE) |
+                        MF_HOOK_BIT(MF_STAGE_RESPONSE_HEADERS)) != MF_OK) {
+        otel_fini(o);
+        return MF_ERR;
+    }
     if (pthread_create(&o->thread, NULL, exporter_main, o) != 0) {
         api->log(MF_LOG_ERROR, "otel: cannot start the exporter thread");
         otel_fini(o);
@@ -2642,6 +2744,10 @@ otel_fini(void *state)
         pthread_join(o->thread, NULL);
     }
     for (s = o->head; s != NULL; s = next) {
+        next = s->next;
+        free(s);
+    }
+    for (s = o->spare; s != NULL; s = next) {
         next = s->next;
         free(s);
     }

@@ -563,15 +563,24 @@ record_tokens(prom_t *p, sc_entry_t *e, const labels_t *l, const mf_usage_t *u,
 
 static int in_flight_mark;
 
-/* The models the config prices by exact name hold their labels from the
- * start (a pattern in prices is no name). */
+/* The models the config names exactly (the providers', the routes', the
+ * stages' virtual models: the host's "models" section) and those it
+ * prices by exact name hold their labels from the start, so a configured
+ * model that fails from its first request is counted under its name (a
+ * pattern is no name). Past max_models the rest are admitted as served. */
 static void
 prefill_models(prom_t *p)
 {
+    const json_t *names = api->config_section("models");
     const char *k;
     json_t *v;
+    size_t j;
     mf_str_t name;
 
+    json_array_foreach(names, j, v)
+    {
+        (void)nameset_id(&p->models, cstr(json_string_value(v)), 1, &name);
+    }
     json_object_foreach(p->prices, k, v)
     {
         if (strpbrk(k, "*?[") == NULL) {
@@ -715,8 +724,10 @@ prom_on_log(mf_req_t *r, void *state, void **ctx)
     err = error_type_of(&i, cut);
     l.err = cstr(err);
     l.err_id = error_id(err);
-    /* the client's trace, when it sent one (the exemplars') */
-    trace = i.parent_span_id.len > 0 ? i.trace_id : MF_STR_NULL;
+    /* the exemplars' trace: the request's (the client's traceparent's,
+     * else the one the gateway made, which the otel stage exports and the
+     * access log writes), unless the client's flags say not sampled */
+    trace = i.trace_sampled ? i.trace_id : MF_STR_NULL;
     e = sc_entry(p, t->sc, &l);
 
     v[0] = l.route;

@@ -14,14 +14,15 @@
  * images (data: URLs) to image blocks, tools to toolConfig (toolSpec with
  * inputSchema.json), tool_choice to auto/any/tool, tool calls and results
  * to toolUse/toolResult blocks, max_tokens/temperature/top_p/stop to
- * inferenceConfig, top_k and reasoning_effort (Claude's thinking; an
- * Anthropic client's thinking as it is) to additionalModelRequestFields.
- * Claude's signed reasoning blocks travel as reasoning items (marked
- * encrypted_content) both ways. Responses back to chat completions;
- * ConverseStream's AWS event-stream messages (the host decodes the binary
- * framing, see stream_framing) to chunks: text, tool-call and reasoning
- * deltas, stop reasons, usage with cache reads; in-stream exceptions fail
- * the attempt (or end the stream) with the matching status.
+ * inferenceConfig, top_k, reasoning_effort (Claude's thinking; an
+ * Anthropic client's thinking as it is) and a Claude model's
+ * anthropic-beta flags to additionalModelRequestFields. Claude's signed
+ * reasoning blocks travel as reasoning items (marked encrypted_content)
+ * both ways. Responses back to chat completions; ConverseStream's AWS
+ * event-stream messages (the host decodes the binary framing, see
+ * stream_framing) to chunks: text, tool-call and reasoning deltas, stop
+ * reasons, usage with cache reads; in-stream exceptions fail the attempt
+ * (or end the stream) with the matching status.
  *
  * Embeddings: POST /model/{modelId}/invoke with Titan ({inputText}; one
  * input per request) or Cohere ({texts, input_type}) bodies.
@@ -33,6 +34,7 @@
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -391,6 +393,95 @@ cache_point(void)
     return mf_json_pack("{s:{s:s}}", "cachePoint", "type", "default");
 }
 
+/* The documents named so far in the request this worker thread is
+ * building: Converse refuses two documents of one name in a request. */
+static _Thread_local unsigned doc_seq;
+
+/* An Anthropic document part (provider-util.h) as a Converse document
+ * block: a PDF's bytes as they are (base64 in JSON), a text document's
+ * as a txt document. The name is the title's letters, digits, single
+ * spaces, hyphens, parentheses and brackets (the characters Converse
+ * allows), numbered so that it is unique; NULL for another source. */
+static json_t *
+document_block(json_t *part)
+{
+    json_t *src = json_object_get(part, "source"), *out = NULL;
+    const char *data = json_string_value(json_object_get(src, "data"));
+    const char *title = json_string_value(json_object_get(part, "title"));
+    unsigned kind = pu_document_kind(part);
+    char name[96], *b64;
+    size_t n = 0;
+
+    for (; title != NULL && *title != '\0' && n < 64; title++) {
+        unsigned char c = (unsigned char)*title;
+
+        if (isalnum(c) || strchr("-()[]", c) != NULL) {
+            name[n++] = (char)c;
+        } else if (n > 0 && name[n - 1] != ' ') {
+            name[n++] = ' '; /* spaces, dots and the rest: one space */
+        }
+    }
+    while (n > 0 && name[n - 1] == ' ') {
+        n--;
+    }
+    snprintf(name + n, sizeof(name) - n, "%s%u", n > 0 ? " " : "Document ",
+             ++doc_seq);
+    if (kind == PU_DOC_PDF) {
+        out = mf_json_pack("{s:{s:s,s:s,s:{s:s}}}", "document", "format", "pdf",
+                           "name", name, "source", "bytes", data);
+    } else if (kind == PU_DOC_TEXT &&
+               (b64 = pu_base64(data, strlen(data))) != NULL) {
+        out = mf_json_pack("{s:{s:s,s:s,s:{s:s}}}", "document", "format", "txt",
+                           "name", name, "source", "bytes", b64);
+        free(b64);
+    }
+    return out;
+}
+
+/* Whether the request holds a document Converse cannot take: a source
+ * other than a base64 PDF or text, or a message with a document and no
+ * text (Converse wants text beside a document); then a 400 that says
+ * so, and 1. */
+static int
+document_refused(mf_req_t *r, const bedrock_t *b, json_t *body)
+{
+    json_t *m, *p;
+    size_t i, j;
+    const char *src;
+
+    if (pu_document_refused(body, PU_DOC_PDF | PU_DOC_TEXT, &src)) {
+        pu_error(api, r, 400, "invalid_request_error", "unsupported_document",
+                 "provider '%s' (Bedrock) cannot take a document block with "
+                 "a '%s' source: Converse takes a base64 PDF or a text "
+                 "document",
+                 b->name, src);
+        return 1;
+    }
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        int docs = 0, text = 0;
+
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            const char *type = json_string_value(json_object_get(p, "type"));
+
+            docs += type != NULL && strcmp(type, "document") == 0;
+            text += type != NULL && strcmp(type, "text") == 0 &&
+                    json_string_length(json_object_get(p, "text")) > 0;
+        }
+        if (docs > 0 && text == 0) {
+            pu_error(api, r, 400, "invalid_request_error",
+                     "unsupported_document",
+                     "provider '%s' (Bedrock): messages[%zu] has a document "
+                     "block and no text; Converse takes a document only "
+                     "beside a text block in the same message",
+                     b->name, i);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Content (a string or parts) to Converse blocks; *bad names an image
  * Converse cannot take. A part with cache_control is followed by a
  * cachePoint block when cache is set, else *cached is set (a tool
@@ -414,6 +505,13 @@ blocks_cached(json_t *content, const char **bad, int cache, int *cached)
 
         if (type && strcmp(type, "text") == 0 && json_string_length(t) > 0) {
             json_array_append_new(out, mf_json_pack("{s:O}", "text", t));
+        } else if (type && strcmp(type, "document") == 0) {
+            json_t *d = document_block(part);
+
+            if (d == NULL) {
+                continue;
+            }
+            json_array_append_new(out, d);
         } else if (type && strcmp(type, "image_url") == 0) {
             const char *url = json_string_value(
                 json_object_get(json_object_get(part, "image_url"), "url"));
@@ -482,6 +580,9 @@ tool_result_block(json_t *m, int *cached)
         }
     } else {
         inner = blocks_cached(content, &bad, 0, cached);
+    }
+    if (json_is_object(json_object_get(m, "cache_control"))) {
+        *cached = 1; /* the tool message's own breakpoint */
     }
     if (json_array_size(inner) == 0) {
         json_array_append_new(inner, mf_json_pack("{s:s}", "text", "(empty)"));
@@ -554,6 +655,7 @@ to_converse(json_t *in, const char **bad)
     const char *effort;
     size_t i;
 
+    doc_seq = 0;
     json_array_foreach(json_object_get(in, "messages"), i, m)
     {
         const char *role = json_string_value(json_object_get(m, "role"));
@@ -697,6 +799,52 @@ to_embed(mf_req_t *r, bedrock_t *b, json_t *in, const mf_upstream_t *u)
     return out;
 }
 
+/* The client's anthropic-beta flags (a comma-separated header) to a
+ * Claude model as Bedrock documents them for Converse: a list in
+ * additionalModelRequestFields.anthropic_beta (Bedrock reads no beta
+ * header). Other models are left alone: they refuse the field. */
+static void
+claude_betas(mf_req_t *r, const mf_upstream_t *u, json_t *msg)
+{
+    json_t *betas, *extra;
+    mf_str_t v;
+    size_t i = 0, j, a, b;
+
+    if ((memmem(u->model.data, u->model.len, "anthropic.", 10) == NULL &&
+         memmem(u->model.data, u->model.len, "claude", 6) == NULL) ||
+        api->get_header(r, MF_REQUEST_HEADERS, MF_STR("anthropic-beta"), &v) !=
+            MF_OK) {
+        return;
+    }
+    betas = json_array();
+    while (i < v.len) {
+        for (j = i; j < v.len && v.data[j] != ','; j++) {
+        }
+        a = i;
+        b = j;
+        while (a < b && (v.data[a] == ' ' || v.data[a] == '\t')) {
+            a++;
+        }
+        while (b > a && (v.data[b - 1] == ' ' || v.data[b - 1] == '\t')) {
+            b--;
+        }
+        if (b > a) {
+            json_array_append_new(betas, json_stringn(v.data + a, b - a));
+        }
+        i = j + 1;
+    }
+    if (json_array_size(betas) == 0) {
+        json_decref(betas);
+        return;
+    }
+    extra = json_object_get(msg, "additionalModelRequestFields");
+    if (extra == NULL) {
+        extra = json_object();
+        json_object_set_new(msg, "additionalModelRequestFields", extra);
+    }
+    json_object_set_new(extra, "anthropic_beta", betas);
+}
+
 static int
 bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
 {
@@ -738,9 +886,15 @@ bedrock_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     if (n < 0 || (size_t)n >= sizeof(url)) {
         return MF_ERR;
     }
+    if (!embed && document_refused(r, b, body)) {
+        return MF_ERR;
+    }
     msg = embed ? to_embed(r, b, body, u) : to_converse(body, &bad);
     if (msg == NULL) {
         return MF_ERR; /* to_embed set the error */
+    }
+    if (!embed && !count) {
+        claude_betas(r, u, msg);
     }
     if (count && bad == NULL) {
         /* CountTokens: the Converse request's messages and system */

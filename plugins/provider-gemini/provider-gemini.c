@@ -485,6 +485,52 @@ mime_of_url(const char *url)
     return "image/jpeg";
 }
 
+/* An Anthropic document part (provider-util.h) as inline data, which
+ * Gemini documents for PDFs and plain text; NULL for another source
+ * (refused before the request is built) or on OOM. */
+static json_t *
+document_part(json_t *part)
+{
+    json_t *src = json_object_get(part, "source"), *out = NULL;
+    const char *data = json_string_value(json_object_get(src, "data"));
+    char *b64;
+
+    switch (pu_document_kind(part)) {
+    case PU_DOC_PDF:
+        out = mf_json_pack("{s:{s:s,s:s}}", "inlineData", "mimeType",
+                           "application/pdf", "data", data);
+        break;
+    case PU_DOC_TEXT:
+        if ((b64 = pu_base64(data, strlen(data))) != NULL) {
+            out = mf_json_pack("{s:{s:s,s:s}}", "inlineData", "mimeType",
+                               "text/plain", "data", b64);
+            free(b64);
+        }
+        break;
+    default:
+        break;
+    }
+    return out;
+}
+
+/* A 400 naming a document Gemini has no form for (a URL or a file of
+ * Anthropic's Files API); 1 when there is one. */
+static int
+document_refused(mf_req_t *r, const gemini_t *g, json_t *body)
+{
+    const char *src;
+
+    if (!pu_document_refused(body, PU_DOC_PDF | PU_DOC_TEXT, &src)) {
+        return 0;
+    }
+    pu_error(api, r, 400, "invalid_request_error", "unsupported_document",
+             "provider '%s' cannot take a document block with a '%s' "
+             "source: Gemini takes a base64 PDF or a text document; other "
+             "documents need a model an Anthropic provider serves",
+             g->name, src);
+    return 1;
+}
+
 /* Message content (a string or parts) to Gemini parts. */
 static json_t *
 parts_of(json_t *content)
@@ -507,6 +553,12 @@ parts_of(json_t *content)
             json_array_append_new(
                 out,
                 mf_json_pack("{s:O}", "text", json_object_get(part, "text")));
+        } else if (type && strcmp(type, "document") == 0) {
+            json_t *d = document_part(part);
+
+            if (d != NULL) {
+                json_array_append_new(out, d);
+            }
         } else if (type && strcmp(type, "image_url") == 0) {
             const char *url = json_string_value(
                 json_object_get(json_object_get(part, "image_url"), "url"));
@@ -1003,6 +1055,9 @@ gemini_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
                      has_ver ? "" : g->version, model, method);
     }
     if (n < 0 || (size_t)n >= sizeof(url)) {
+        return MF_ERR;
+    }
+    if (!embed && document_refused(r, g, body)) {
         return MF_ERR;
     }
     api->set_upstream_url(r, (mf_str_t){url, (size_t)n});

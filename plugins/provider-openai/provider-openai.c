@@ -2,6 +2,7 @@
  * provider-openai: every OpenAI-compatible API, as named presets (openai,
  * deepseek, qwen, moonshot, zhipu, doubao, ...; the table below) with
  * their quirks: OpenAI-only request fields are dropped for the others,
+ * Anthropic's cache_control for the APIs that refuse unknown fields,
  * max_completion_tokens becomes max_tokens where only that is known, and
  * stream usage is asked for where the API takes stream_options. The
  * request goes up untouched otherwise; usage is read from the body or the
@@ -26,7 +27,8 @@ static const mf_host_api_t *api;
 enum {
     Q_OPENAI_FIELDS = 1 << 0,  /* takes store, metadata, service_tier, ... */
     Q_MAX_COMPLETION = 1 << 1, /* knows max_completion_tokens */
-    Q_STREAM_OPTIONS = 1 << 2  /* takes stream_options.include_usage */
+    Q_STREAM_OPTIONS = 1 << 2, /* takes stream_options.include_usage */
+    Q_NO_CACHE_CTL = 1 << 3    /* refuses (or has no use for) cache_control */
 };
 
 /* The presets: a type and its quirks. Each type is in openai_types too;
@@ -39,10 +41,12 @@ typedef struct {
 
 static const preset_t presets[] = {
     {.type = "openai",
-     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS |
+               Q_NO_CACHE_CTL},
     {.type = "openai-compatible", .quirks = Q_STREAM_OPTIONS},
     {.type = "azure",
-     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS},
+     .quirks = Q_OPENAI_FIELDS | Q_MAX_COMPLETION | Q_STREAM_OPTIONS |
+               Q_NO_CACHE_CTL},
     {.type = "deepseek", .quirks = Q_STREAM_OPTIONS},
     {.type = "qwen", .quirks = Q_STREAM_OPTIONS},
     {.type = "dashscope", .quirks = Q_STREAM_OPTIONS},
@@ -57,15 +61,17 @@ static const preset_t presets[] = {
     {.type = "baichuan", .quirks = 0},
     {.type = "spark", .quirks = 0},
     {.type = "siliconflow", .quirks = Q_STREAM_OPTIONS},
-    {.type = "groq", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
-    {.type = "mistral", .quirks = 0},
+    {.type = "groq",
+     .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_CACHE_CTL},
+    {.type = "mistral", .quirks = Q_NO_CACHE_CTL},
     {.type = "together", .quirks = Q_STREAM_OPTIONS},
     {.type = "fireworks", .quirks = Q_STREAM_OPTIONS},
     {.type = "openrouter", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
     {.type = "xai", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
     {.type = "perplexity", .quirks = 0},
-    {.type = "ollama", .quirks = Q_STREAM_OPTIONS},
-    {.type = "vllm", .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION},
+    {.type = "ollama", .quirks = Q_STREAM_OPTIONS | Q_NO_CACHE_CTL},
+    {.type = "vllm",
+     .quirks = Q_STREAM_OPTIONS | Q_MAX_COMPLETION | Q_NO_CACHE_CTL},
 };
 
 static const preset_t *
@@ -301,6 +307,130 @@ strip_reasoning(mf_req_t *r, json_t *msgs)
     }
 }
 
+/* Whether the raw text of the body's member key holds needle (a false
+ * positive only costs a parse). */
+static int
+field_holds(mf_req_t *r, const char *key, const char *needle)
+{
+    mf_str_t v;
+
+    return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK &&
+           memmem(v.data, v.len, needle, strlen(needle)) != NULL;
+}
+
+static int
+field_has_cache_control(mf_req_t *r, const char *key)
+{
+    return field_holds(r, key, "\"cache_control\"");
+}
+
+/* A document part (see provider-util.h) as Chat Completions documents
+ * it: a PDF as a file part with file_data, a text document as a text
+ * part (OpenAI's advice for text files); cache_control kept. New
+ * reference, NULL for another kind or on OOM. */
+static json_t *
+document_to_chat(json_t *p)
+{
+    json_t *src = json_object_get(p, "source"), *title, *np;
+    const char *data = json_string_value(json_object_get(src, "data"));
+    unsigned kind = pu_document_kind(p);
+    size_t len;
+    char *url;
+
+    if (kind == PU_DOC_TEXT) {
+        np = mf_json_pack("{s:s,s:s}", "type", "text", "text", data);
+    } else if (kind == PU_DOC_PDF) {
+        title = json_object_get(p, "title");
+        len = strlen(data) + 32;
+        if ((url = malloc(len)) == NULL) {
+            return NULL;
+        }
+        snprintf(url, len, "data:application/pdf;base64,%s", data);
+        np = mf_json_pack(
+            "{s:s,s:{s:s,s:s}}", "type", "file", "file", "filename",
+            json_is_string(title) ? json_string_value(title) : "document.pdf",
+            "file_data", url);
+        free(url);
+    } else {
+        return NULL;
+    }
+    if (np != NULL && json_is_object(json_object_get(p, "cache_control"))) {
+        json_object_set(np, "cache_control",
+                        json_object_get(p, "cache_control"));
+    }
+    return np;
+}
+
+/* A 400 naming the document the wire has no form for; 1 when there is
+ * one (the request is not sent). */
+static int
+document_refused(mf_req_t *r, const char *name, json_t *body, unsigned takes)
+{
+    const char *src;
+
+    if (!pu_document_refused(body, takes, &src)) {
+        return 0;
+    }
+    pu_error(api, r, 400, "invalid_request_error", "unsupported_document",
+             "provider '%s' cannot take a document block with a '%s' "
+             "source: %s takes a base64 PDF, a text document%s; other "
+             "documents need a model an Anthropic provider serves",
+             name, src,
+             takes & PU_DOC_URL ? "the Responses API" : "Chat Completions",
+             takes & PU_DOC_URL ? " or a URL" : "");
+    return 1;
+}
+
+/* Every document part of the messages to its Chat Completions form; 1
+ * when one was changed. */
+static int
+documents_to_chat(json_t *body)
+{
+    json_t *m, *p, *np;
+    size_t i, j;
+    int n = 0;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            const char *type = json_string_value(json_object_get(p, "type"));
+
+            if (type != NULL && strcmp(type, "document") == 0 &&
+                (np = document_to_chat(p)) != NULL) {
+                json_array_set_new(json_object_get(m, "content"), j, np);
+                n++;
+            }
+        }
+    }
+    return n > 0;
+}
+
+/* Drops every cache_control member (Anthropic's prompt-cache breakpoint)
+ * from the messages, their content parts and the tools; 1 when one was
+ * dropped. */
+static int
+strip_cache_control(json_t *body)
+{
+    json_t *m, *p, *t;
+    size_t i, j;
+    int n = 0;
+
+    json_array_foreach(json_object_get(body, "messages"), i, m)
+    {
+        n += json_object_del(m, "cache_control") == 0;
+        json_array_foreach(json_object_get(m, "content"), j, p)
+        {
+            n += json_object_del(p, "cache_control") == 0;
+        }
+    }
+    json_array_foreach(json_object_get(body, "tools"), i, t)
+    {
+        n += json_object_del(t, "cache_control") == 0;
+    }
+    return n > 0;
+}
+
 /* Whether build_request may have to change the body for this upstream,
  * read from the body's fields without parsing it (ABI 1.3): 0 only when
  * it is sure not to (the original bytes then go up). */
@@ -324,6 +454,10 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
     if (has_field(r, "thinking") || has_field(r, "include") ||
         has_reasoning_items(r) ||
         ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
+        field_holds(r, "messages", "\"document\"") ||
+        ((pre->quirks & Q_NO_CACHE_CTL) &&
+         (field_has_cache_control(r, "messages") ||
+          field_has_cache_control(r, "tools"))) ||
         (u->stream && u->want_usage && (pre->quirks & Q_STREAM_OPTIONS))) {
         return 1;
     }
@@ -340,7 +474,7 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
 
 /* A chat request to a model served over the Responses API. */
 static int
-build_responses(mf_req_t *r, const mf_upstream_t *u)
+build_responses(mf_req_t *r, const openai_state_t *st, const mf_upstream_t *u)
 {
     json_t *body = api->get_body_json(r), *out;
     responses_attempt_t *ra;
@@ -348,6 +482,10 @@ build_responses(mf_req_t *r, const mf_upstream_t *u)
     int n, rc;
 
     if (body == NULL || api->abi_minor < 6 || api->set_upstream_wire == NULL) {
+        return MF_ERR;
+    }
+    if (document_refused(r, st->name, body,
+                         PU_DOC_PDF | PU_DOC_TEXT | PU_DOC_URL)) {
         return MF_ERR;
     }
     ra = api->palloc(r, sizeof(*ra));
@@ -400,7 +538,7 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     openai_state_t *ost = state;
 
     if (u->endpoint == MF_ENDPOINT_CHAT && wants_responses(ost, u->model)) {
-        return build_responses(r, u);
+        return build_responses(r, ost, u);
     }
     edit = may_edit(r, u);
     json_t *body = edit ? api->get_body_json(r) : NULL;
@@ -413,6 +551,10 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
     int azure = u->type.len == 5 && memcmp(u->type.data, "azure", 5) == 0;
     openai_state_t *st = state;
 
+    if (u->endpoint == MF_ENDPOINT_CHAT && body != NULL &&
+        document_refused(r, st->name, body, PU_DOC_PDF | PU_DOC_TEXT)) {
+        return MF_ERR;
+    }
     if (azure) {
         /* deployments: {model: deployment}; else the model names it */
         char mname[256], seg[1024];
@@ -479,6 +621,12 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */
             json_object_del(body, "top_k");
             api->body_changed(r);
+        }
+        if (documents_to_chat(body)) {
+            api->body_changed(r);
+        }
+        if ((pre->quirks & Q_NO_CACHE_CTL) && strip_cache_control(body)) {
+            api->body_changed(r); /* unknown fields are refused there */
         }
         if (!(pre->quirks & Q_OPENAI_FIELDS)) {
             for (i = 0; openai_only[i] != NULL; i++) {

@@ -56,6 +56,46 @@ text_of(json_t *content)
     return out;
 }
 
+/* An Anthropic document part (provider-util.h) as the Responses API
+ * documents files: a PDF as input_file with file_data (a data: URL), a
+ * URL as input_file with file_url, a text document as input_text; NULL
+ * for another source (the provider refused the request before). */
+static json_t *
+document_input(json_t *p)
+{
+    json_t *src = json_object_get(p, "source");
+    json_t *title = json_object_get(p, "title");
+    const char *name =
+        json_is_string(title) ? json_string_value(title) : "document.pdf";
+    const char *data = json_string_value(json_object_get(src, "data"));
+    json_t *out = NULL;
+    size_t len;
+    char *url;
+
+    switch (pu_document_kind(p)) {
+    case PU_DOC_PDF:
+        len = strlen(data) + 32;
+        if ((url = malloc(len)) == NULL) {
+            return NULL;
+        }
+        snprintf(url, len, "data:application/pdf;base64,%s", data);
+        out = mf_json_pack("{s:s,s:s,s:s}", "type", "input_file", "filename",
+                           name, "file_data", url);
+        free(url);
+        break;
+    case PU_DOC_URL:
+        out = mf_json_pack("{s:s,s:O}", "type", "input_file", "file_url",
+                           json_object_get(src, "url"));
+        break;
+    case PU_DOC_TEXT:
+        out = mf_json_pack("{s:s,s:s}", "type", "input_text", "text", data);
+        break;
+    default:
+        break;
+    }
+    return out;
+}
+
 /* A user, system or developer message's content: a string as it is,
  * parts as input_text and input_image parts. */
 static json_t *
@@ -87,6 +127,12 @@ input_content(json_t *content)
                 json_object_set(part, "detail", json_object_get(img, "detail"));
             }
             json_array_append_new(out, part);
+        } else if (type != NULL && strcmp(type, "document") == 0) {
+            json_t *d = document_input(p);
+
+            if (d != NULL) {
+                json_array_append_new(out, d);
+            }
         }
     }
     return out;

@@ -27,7 +27,12 @@ before(async () => {
     keys: ["sk-ant-pass-0123456789"]
     models: ["passing-*"]
     model_map: { "passing-claude": "claude-sonnet-4" }
-    forward_headers: ["x-trace-tag"]`,
+    forward_headers: ["x-trace-tag"]
+  - name: compatible
+    type: openai-compatible
+    base_url: ${mock.url}/v1
+    keys: ["sk-compat-0123456789"]
+    models: ["compat-*"]`,
   }));
   client = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
 });
@@ -66,10 +71,27 @@ test('cache_control, top_k and anthropic-beta reach an Anthropic upstream', asyn
   assert.deepEqual(up.messages[2], {
     role: 'user',
     content: [
-      { type: 'tool_result', tool_use_id: 'toolu_1', content: [{ type: 'text', text: 'sunny', cache_control: eph }] },
+      { type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny', cache_control: eph },
       { type: 'text', text: 'and so?' },
     ],
   });
+});
+
+test('cache_control inside a tool_result content stays inside; on the block stays on the block', async () => {
+  await client.messages.create({
+    model: 'claude-sonnet-4', max_tokens: 10,
+    messages: [
+      { role: 'user', content: 'weather in Rome?' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_2', name: 'get_weather', input: { city: 'Rome' } }] },
+      { role: 'user', content: [
+        { type: 'tool_result', tool_use_id: 'toolu_2', content: [{ type: 'text', text: 'rain', cache_control: eph }] },
+      ] },
+    ],
+  });
+  const up = JSON.parse((await mock.last()).body);
+  assert.deepEqual(up.messages[2].content, [
+    { type: 'tool_result', tool_use_id: 'toolu_2', content: [{ type: 'text', text: 'rain', cache_control: eph }] },
+  ]);
 });
 
 test('without cache_control the text goes as plain strings, as before', async () => {
@@ -86,6 +108,41 @@ test('top_k is kept to providers that take it and never sent to OpenAI', async (
   const up = JSON.parse((await mock.last()).body);
   assert.equal(up.top_k, undefined);
   assert.equal(up.max_tokens, 10);
+});
+
+test('cache_control never reaches OpenAI\'s own API; a generic openai-compatible server gets it', async () => {
+  const req = (model) => ({
+    model, max_tokens: 10,
+    system: [{ type: 'text', text: 'a long system prompt', cache_control: eph }],
+    tools: [tool],
+    messages: [
+      { role: 'user', content: [{ type: 'text', text: 'weather?', cache_control: eph }, { type: 'image', source: { type: 'url', url: 'https://example.com/a.png' }, cache_control: eph }] },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'toolu_1', name: 'get_weather', input: { city: 'Paris' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'toolu_1', content: 'sunny', cache_control: eph }] },
+    ],
+  });
+  await client.messages.create(req('gpt-4o'));
+  let body = (await mock.last()).body;
+  assert.doesNotMatch(body, /cache_control/);
+  const up = JSON.parse(body);
+  assert.deepEqual(up.messages[0], { role: 'system', content: [{ type: 'text', text: 'a long system prompt' }] });
+  assert.equal(up.messages[3].role, 'tool');
+  assert.equal(up.messages[3].content, 'sunny');
+  assert.equal(up.tools[0].function.name, 'get_weather');
+  // the same through /v1/chat/completions
+  const oa = new OpenAI({ apiKey: 'client-key', baseURL: gw.url + '/v1', maxRetries: 0 });
+  await oa.chat.completions.create({
+    model: 'gpt-4o',
+    messages: [{ role: 'user', content: [{ type: 'text', text: 'hi', cache_control: eph }] }],
+    tools: [{ type: 'function', function: { name: 'f', parameters: { type: 'object' } }, cache_control: eph }],
+  });
+  assert.doesNotMatch((await mock.last()).body, /cache_control/);
+  // openai-compatible (LiteLLM, OpenRouter-like servers use it): kept
+  await client.messages.create(req('compat-model'));
+  body = JSON.parse((await mock.last()).body);
+  assert.deepEqual(body.messages[0].content, [{ type: 'text', text: 'a long system prompt', cache_control: eph }]);
+  assert.deepEqual(body.messages[3].cache_control, eph);
+  assert.deepEqual(body.tools[0].cache_control, eph);
 });
 
 test('OpenAI-format cache_control reaches Anthropic; OpenAI-Beta reaches OpenAI', async () => {

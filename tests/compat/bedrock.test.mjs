@@ -171,6 +171,19 @@ test('cache_control (Anthropic SDK) becomes Converse cachePoint blocks', async (
   ]);
   assert.deepEqual(up.toolConfig.tools[1], cp);
   assert.equal(up.toolConfig.tools[0].toolSpec.name, 'get_weather');
+  // a breakpoint on the tool_result block itself goes after it too
+  await ant.messages.create({
+    model: CLAUDE, max_tokens: 10,
+    tools: [{ name: 'get_weather', input_schema: { type: 'object' } }],
+    messages: [
+      { role: 'user', content: 'weather in Rome?' },
+      { role: 'assistant', content: [{ type: 'tool_use', id: 'tooluse_2', name: 'get_weather', input: { city: 'Rome' } }] },
+      { role: 'user', content: [{ type: 'tool_result', tool_use_id: 'tooluse_2', content: 'rain', cache_control: eph }] },
+    ],
+  });
+  assert.deepEqual(JSON.parse((await mock.last()).body).messages[2].content, [
+    { toolResult: { toolUseId: 'tooluse_2', content: [{ text: 'rain' }], status: 'success' } }, cp,
+  ]);
   // without cache_control, no cachePoint
   await ant.messages.create({ model: CLAUDE, max_tokens: 10, system: 'plain', messages: [{ role: 'user', content: 'hi' }] });
   assert.ok(!(await mock.last()).body.includes('cachePoint'));
@@ -349,4 +362,17 @@ test('embeddings: Titan one input, Cohere batches, base64, token counts', async 
   assert.ok(c.usage.prompt_tokens >= 3);
   last = await mock.last();
   assert.deepEqual(JSON.parse(last.body), { texts: ['one', 'two', 'three'], input_type: 'search_document', truncate: 'END' });
+});
+
+test('anthropic-beta reaches a Claude model as Converse additionalModelRequestFields.anthropic_beta, never another model', async () => {
+  const ant = new Anthropic({ apiKey: 'client-key', baseURL: gw.url, maxRetries: 0 });
+  const betas = { headers: { 'anthropic-beta': 'context-1m-2025-08-07, token-efficient-tools-2025-02-19' } };
+  await ant.messages.create({ model: CLAUDE, max_tokens: 10, top_k: 4, messages: [{ role: 'user', content: 'hi' }] }, betas);
+  let last = await mock.last();
+  let up = JSON.parse(last.body);
+  assert.deepEqual(up.additionalModelRequestFields, { top_k: 4, anthropic_beta: ['context-1m-2025-08-07', 'token-efficient-tools-2025-02-19'] });
+  assert.equal(last.headers['anthropic-beta'], undefined, 'Bedrock reads the body, not a header');
+  await ant.messages.create({ model: 'amazon.nova-lite-v1:0', max_tokens: 10, messages: [{ role: 'user', content: 'hi' }] }, betas);
+  up = JSON.parse((await mock.last()).body);
+  assert.equal(up.additionalModelRequestFields, undefined);
 });

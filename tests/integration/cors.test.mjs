@@ -39,9 +39,9 @@ after(async () => {
   await mock.stop();
 });
 
-const preflight = (port, path, origin, headers) => raw(port,
+const preflight = (port, path, origin, headers, method = 'POST') => raw(port,
   `OPTIONS ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: ${origin}\r\n` +
-  'Access-Control-Request-Method: POST\r\n' +
+  `Access-Control-Request-Method: ${method}\r\n` +
   (headers ? `Access-Control-Request-Headers: ${headers}\r\n` : '') +
   'Sec-Fetch-Mode: cors\r\nSec-Fetch-Site: cross-site\r\nConnection: close\r\n\r\n');
 
@@ -50,7 +50,7 @@ test('a preflight gets the configured headers and max age, with no stage run', a
     const out = await preflight(gw.port, p, ORIGIN, 'authorization, content-type, x-other');
     assert.match(out, /^HTTP\/1.1 204 /, p);
     assert.match(out, new RegExp(`\r\naccess-control-allow-origin: ${ORIGIN}\r\n`, 'i'));
-    assert.match(out, /\r\naccess-control-allow-methods: GET, POST, OPTIONS\r\n/i);
+    assert.match(out, /\r\naccess-control-allow-methods: GET, POST, DELETE, OPTIONS\r\n/i);
     // the configured list, not the requested one
     assert.match(out, /\r\naccess-control-allow-headers: authorization, content-type, x-stainless-os, anthropic-version\r\n/i);
     assert.match(out, /\r\naccess-control-max-age: 7200\r\n/i);
@@ -64,6 +64,14 @@ test('a preflight gets the configured headers and max age, with no stage run', a
   assert.match(out, /^HTTP\/1.1 401 /);
   assert.match(out, new RegExp(`\r\naccess-control-allow-origin: ${ORIGIN}\r\n`, 'i'));
   assert.match(out, /\r\naccess-control-expose-headers: [^\r]*x-request-id/i);
+});
+
+test('a preflight for DELETE /v1/responses/{id} allows DELETE (a browser then sends it)', async () => {
+  const out = await preflight(gw.port, '/v1/responses/resp_abc', ORIGIN, 'authorization', 'DELETE');
+  assert.match(out, /^HTTP\/1.1 204 /);
+  const allow = /\r\naccess-control-allow-methods: ([^\r]*)\r\n/i.exec(out);
+  assert.ok(allow, out);
+  assert.ok(allow[1].split(/,\s*/).includes('DELETE'), allow[1]);
 });
 
 test('a preflight from an origin not listed is refused with no CORS header', async () => {

@@ -76,6 +76,7 @@ test('a stream whose first event never completes is a 504 in the client protocol
   assert.equal(a.status, 504);
   const aj = await a.json();
   assert.equal(aj.type, 'error');
+  assert.equal(aj.error.type, 'timeout_error', 'Anthropic\'s type for a 504');
   assert.match(aj.error.message, /no complete event/);
 
   const g = await bounded(gw, '/v1/chat/completions', {

@@ -123,6 +123,9 @@ test('after known traffic the panels show what it implies', async () => {
   // percentiles per model, from the histograms
   assert.notEqual(await cell('latency', 'gpt-4o', 'p50_ms'), '—');
   assert.notEqual(await cell('latency', 'gpt-4o', 'ttft_p50_ms'), '—');
+  // time to first token is a stream's: claude was asked without streams
+  assert.notEqual(await cell('latency', 'claude-3-5-sonnet', 'p50_ms'), '—');
+  assert.equal(await cell('latency', 'claude-3-5-sonnet', 'ttft_p50_ms'), '—');
   // errors by type
   assert.equal((await page.textContent('#errors .hbar[data-type="upstream"] .n')).trim(), '1');
   // the live tail, latest first, with the client address cut
@@ -201,5 +204,41 @@ test('the roll-ups survive a restart (written to the embedded store)', async () 
     const t = await summary('&consumer=team-b');
     if (t.totals.requests === s.consumers.find((c) => c.consumer === 'team-b').requests + 1) break;
     await new Promise((r) => setTimeout(r, 20));
+  }
+});
+
+test('a model the config names keeps its name when it fails from its first request; a glob\'s failing name is other', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: dashboard
+    plugin: dashboard
+    config: { db: none, max_models: 5 }`,
+    extraProviders: `
+  - name: house
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-house-0123456789abcdef"]
+    models: ["team-*"]
+    model_map: { house-model: gpt-4o-mini }`,
+  }) + 'status:\n  listen: 127.0.0.1:0\n');
+  try {
+    const st = `http://127.0.0.1:${g.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
+    for (const m of ['house-model', 'team-x']) {
+      const r = await chat(g, 'x [[mock:status=500]]', { model: m });
+      assert.equal(r.status, 502, m);
+      await r.arrayBuffer();
+    }
+    let s;
+    for (;;) {
+      s = await (await fetch(`${st}/dashboard/api/summary?range=1h`)).json();
+      if (s.totals.requests === 2) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const names = s.models.map((m) => m.model);
+    assert.ok(names.includes('house-model'), JSON.stringify(s.models));
+    assert.ok(!names.includes('team-x'), JSON.stringify(s.models));
+    assert.equal(s.models.find((m) => m.model === 'house-model').errors, 1);
+  } finally {
+    await g.stop();
   }
 });

@@ -360,6 +360,48 @@ test('protobuf, the OTel default: the same spans, by trace.proto', async () => {
   }
 });
 
+// A span is written in place with room for a two-byte length (128 to
+// 16,383 bytes): a longer one (a captured 20 KB prompt) is moved to fit
+// its length, and the spans around it still decode.
+test('protobuf: a span over 16 KB (a long capture) decodes, and the spans after it', async () => {
+  const got = [];
+  const pb = await new Promise((resolve) => {
+    const s = http.createServer((req, res) => {
+      const chunks = [];
+      req.on('data', (d) => chunks.push(d));
+      req.on('end', () => {
+        got.push(...pbSpans(Buffer.concat(chunks)));
+        res.writeHead(200).end();
+      });
+    });
+    s.listen(0, '127.0.0.1', () => resolve(s));
+  });
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: otel
+    plugin: otel
+    config: { endpoint: "http://127.0.0.1:${pb.address().port}/v1/traces", flush_ms: 200, capture_content: true, capture_max_bytes: 60000 }`,
+  }));
+  try {
+    const long = 'lorem ipsum '.repeat(2000); // 24,000 bytes
+    const t1 = 'aaaa2222333344445555666677778888', t2 = 'bbbb2222333344445555666677778888';
+    assert.equal((await chat(g, long, {}, { traceparent: `00-${t1}-1111222233334444-01` })).status, 200);
+    assert.equal((await chat(g, 'short', {}, { traceparent: `00-${t2}-1111222233334444-01` })).status, 200);
+    for (let i = 0; got.filter((x) => x.traceId === t2).length < 2; i++) {
+      if (i > 250) assert.fail('spans never came: ' + JSON.stringify(got.map((x) => x.name)));
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const c1 = got.find((x) => x.traceId === t1 && x.kind === 3);
+    const c2 = got.find((x) => x.traceId === t2 && x.kind === 3);
+    assert.ok(attrs(c1)['gen_ai.input.messages'].includes(long.trim()));
+    assert.ok(attrs(c2)['gen_ai.input.messages'].includes('short'));
+    assert.equal(c2.parentSpanId, got.find((x) => x.traceId === t2 && x.kind === 2).spanId);
+  } finally {
+    await g.stop();
+    pb.close();
+  }
+});
+
 // Prompt and answer capture: off by default; on, the prompt as it went
 // upstream (after the mask stage) and the answer before the mask stage
 // put values back; a stream's answer only when nothing was masked in

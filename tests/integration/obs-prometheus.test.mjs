@@ -152,6 +152,18 @@ test('OpenMetrics when asked, with the client trace id as exemplar', async () =>
   assert.ok(!plain.text.includes('# EOF'));
 });
 
+test('without a client traceparent the exemplar is the trace the gateway made; a not-sampled one gives none', async () => {
+  assert.equal((await chat(gw, 'untraced', { model: 'gpt-untraced' })).status, 200);
+  const unsampled = '0af7651916cd43dd8448eb211c80319c';
+  assert.equal((await chat(gw, 'unsampled', { model: 'gpt-unsampled' }, { traceparent: `00-${unsampled}-b7ad6b7169203331-00` })).status, 200);
+  await until((t) => value(t, 'manifold_request_duration_seconds_count', { model: 'gpt-unsampled' }) === 1 &&
+    value(t, 'manifold_request_duration_seconds_count', { model: 'gpt-untraced' }) === 1);
+  const { text } = await scrape({ accept: 'application/openmetrics-text;version=1.0.0' });
+  assert.match(text, /manifold_request_duration_seconds_bucket\{route="chat",model="gpt-untraced",[^}]*\} 1 # \{trace_id="[0-9a-f]{32}"\} [0-9.e-]+ [0-9.]+\n/);
+  assert.doesNotMatch(text, /model="gpt-unsampled",[^}]*\} \d+ # \{trace_id=/);
+  assert.ok(!text.includes(unsampled));
+});
+
 test('labels stay bounded under 10,000 random models and consumers', async () => {
   const rand = () => Math.random().toString(36).slice(2, 10);
   let sent = 0;
@@ -176,6 +188,49 @@ test('labels stay bounded under 10,000 random models and consumers', async () =>
   assert.ok(consumers.size <= 100, `consumers: ${consumers.size}`);
   assert.ok(value(text, 'manifold_metric_series_dropped_total', { metric: 'manifold_requests_total' }) > 0);
   promtool(text);
+});
+
+test('a model the config names holds its label from the start: its failures are counted under it', async () => {
+  const g = await startGateway(config(mock.url, {
+    stages: `
+  - name: prometheus
+    plugin: prometheus
+    config: { max_models: 3 }`,
+    extraProviders: `
+  - name: other-up
+    type: openai
+    base_url: ${mock.url}/v1
+    keys: ["sk-other-0123456789abcdef"]
+    models: ["team-*"]
+    model_map: { claude-house: gpt-4o-mini }
+routes:
+  - model: house-route
+    targets:
+      - { provider: openai, model: gpt-4o }`,
+  }) + 'status:\n  listen: 127.0.0.1:0\n');
+  try {
+    const st = `http://127.0.0.1:${g.stderr.match(/status listener on 127\.0\.0\.1:(\d+)/)[1]}`;
+    // an outage from the first request: never a 2xx
+    for (const m of ['gpt-4o', 'claude-house', 'house-route', 'team-x']) {
+      const r = await chat(g, 'x [[mock:status=500]]', { model: m });
+      assert.equal(r.status, 502, m);
+      await r.arrayBuffer();
+    }
+    let text;
+    for (let i = 0; i < 250; i++) {
+      text = await (await fetch(st + '/metrics')).text();
+      if (value(text, 'manifold_requests_total') >= 4) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const m of ['gpt-4o', 'claude-house', 'house-route']) {
+      assert.equal(value(text, 'manifold_requests_total', { model: m, status_class: '5xx', error_type: 'upstream' }), 1, m);
+    }
+    // a glob's name that never answered is other
+    assert.equal(value(text, 'manifold_requests_total', { model: 'other', error_type: 'upstream' }), 1);
+    assert.doesNotMatch(text, /model="team-x"/);
+  } finally {
+    await g.stop();
+  }
 });
 
 test('a model label goes to a name an upstream answered, not to names that fail; priced names hold theirs from the start', async () => {

@@ -106,6 +106,14 @@ test('a cut Responses stream ends with response.failed and an error event', asyn
   assert.equal(err.data.type, 'error');
   assert.equal(err.data.message, failed.data.response.error.message);
   assert.equal(err.data.sequence_number, failed.data.sequence_number + 1);
+  // the text streamed before the cut is in the failed Response's output
+  const streamed = evs.filter((e) => e.event === 'response.output_text.delta').map((e) => e.data.delta).join('');
+  assert.ok(streamed.length > 0);
+  const out = failed.data.response.output;
+  assert.equal(out.length, 1);
+  assert.equal(out[0].type, 'message');
+  assert.equal(out[0].content[0].text, streamed);
+  assert.ok(evs.some((e) => e.event === 'response.output_item.done' && e.data.item.id === out[0].id));
 });
 
 test('Responses answers non-stream with a Response object; bad input is a 400 in OpenAI shape', async () => {
@@ -199,6 +207,33 @@ test('forward_headers takes a prefix ("x-goog-*"), never a credential under it; 
   } finally {
     await gw2.stop();
   }
+});
+
+test('a forward prefix "x-amz-*" never passes the client\'s AWS credentials or signature headers', async () => {
+  const gw2 = await startGateway(config(mock.url, {
+    providerExtra: '    forward_headers: ["x-amz-*", "x-*"]',
+  }));
+  try {
+    const res = await post(gw2, '/v1/chat/completions', { model: 'gpt-4o', messages: [{ role: 'user', content: 'hi' }] }, {
+      'x-amz-security-token': 'FwoGZXIvYXdzEClientSession', 'X-Amz-Date': '20261203T120000Z',
+      'x-amz-content-sha256': 'e3b0c44298fc1c149afbf4c8996fb924', 'x-amz-user-agent': 'aws-sdk-js/3',
+      'x-api-key': 'sk-client', 'x-goog-api-key': 'AIza-client', 'api-key': 'az-client',
+    });
+    assert.equal(res.status, 200);
+    await res.json();
+    const h = (await mock.last()).headers;
+    assert.equal(h['x-amz-user-agent'], 'aws-sdk-js/3', 'the prefix passes what is not a credential');
+    for (const k of ['x-amz-security-token', 'x-amz-date', 'x-amz-content-sha256', 'x-api-key', 'x-goog-api-key', 'api-key']) {
+      assert.equal(h[k], undefined, k);
+    }
+  } finally {
+    await gw2.stop();
+  }
+  const r = spawnSync(BIN, ['-t', '-c', writeConfig(config('http://127.0.0.1:9', {
+    providerExtra: '    forward_headers: ["X-Amz-Security-Token"]',
+  }))], { encoding: 'utf8' });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /forward_headers: 'X-Amz-Security-Token' is never passed to a provider/);
 });
 
 test('/v1/models lists the routes\' names; /v1/models/{id} knows routes and globs', async () => {

@@ -174,11 +174,19 @@ START_TEST(render_formats)
     mf_metrics_render(&b, MF_METRICS_OPENMETRICS);
     mf_buf_append(&b, "", 1);
     ck_assert_ptr_nonnull(strstr(b.data, "# TYPE t_r counter\n"));
+    /* the latest exemplar's id is no hex id: none is written */
+    ck_assert_ptr_null(strstr(b.data, "not-hex"));
+    ck_assert_ptr_null(strstr(b.data, "# {trace_id"));
+    mf_buf_free(&b);
+    mf_metric_observe(h, NULL, 0, 0.5,
+                      MF_STR("0af7651916cd43dd8448eb211c80319c"));
+    mf_metrics_render(&b, MF_METRICS_OPENMETRICS);
+    mf_buf_append(&b, "", 1);
     ck_assert_ptr_nonnull(
-        strstr(b.data, "t_r_seconds_bucket{le=\"1.0\"} 1 # "
+        strstr(b.data, "t_r_seconds_bucket{le=\"1.0\"} 2 # "
                        "{trace_id=\"0af7651916cd43dd8448eb211c80319c\"} 0.5 "));
     ck_assert_ptr_nonnull(
-        strstr(b.data, "t_r_seconds_bucket{le=\"+Inf\"} 2\n"));
+        strstr(b.data, "t_r_seconds_bucket{le=\"+Inf\"} 3\n"));
     ck_assert_ptr_nonnull(strstr(b.data, "\n# EOF\n"));
     mf_buf_free(&b);
 }

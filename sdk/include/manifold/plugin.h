@@ -36,7 +36,7 @@ extern "C" {
 #endif
 
 #define MF_ABI_MAJOR 1
-#define MF_ABI_MINOR 7
+#define MF_ABI_MINOR 8
 
 #define MF_OK 0
 #define MF_ERR (-1)
@@ -704,7 +704,9 @@ struct mf_host_api_s {
     /* init only. A top-level section of the config that belongs to no
      * one layer ("consumers", "groups", "prices"; "dir" is the config
      * file's directory, a JSON string; "redis" the `redis:` settings
-     * without the password, when configured), validated by the host,
+     * without the password, when configured; "models" the exact model
+     * names the config serves, a JSON array: providers' models and
+     * model_map names, routes, stages' models), validated by the host,
      * borrowed for the init call; NULL when absent. Reading a section
      * ties the stage to it: a reload that changes the section loads the
      * stage again, and a config whose `consumers`, `groups` or `prices`
@@ -1028,7 +1030,30 @@ struct mf_host_api_s {
      * set_body_text. MF_ERR, the body unchanged, for an edit that breaks
      * these rules or a client whose protocol is not the canonical one. */
     int (*edit_body_text)(mf_req_t *r, const mf_body_edit_t *edits, size_t n);
+
+    /* ABI 1.8 (hook masks): a stage instance leaves out hooks it does not
+     * need; the host writes the upstream traceparent (check api->size). */
+
+    /* init only. The hooks (MF_HOOK_BIT(MF_STAGE_ROUTE) | ...: on_request
+     * to on_done) this instance of the stage is not called for, though
+     * its descriptor has them: a stage whose config needs fewer hooks
+     * (otel without content capture) costs the requests nothing for
+     * them. Calls add up; the admin `stages` output lists the hooks
+     * left. A stage that leaves out on_done keeps no per-request state
+     * that needs freeing. MF_ERR outside a stage's init (a provider's
+     * included) or for a bit that is no hook. */
+    int (*skip_hooks)(unsigned hooks);
+    /* on_upstream_request. Sets the upstream request's W3C traceparent
+     * header to the request's trace id (api->get_info's trace_id), the
+     * open attempt's span id (get_attempt's span_id) and the sampled
+     * flag: "00-<trace>-<span>-01". The host builds the value itself, so
+     * it is cheaper than get_info, get_attempt and set_header together.
+     * MF_ERR outside on_upstream_request or with no attempt open. */
+    int (*set_traceparent)(mf_req_t *r);
 };
+
+/* A hook's bit for api->skip_hooks (ABI 1.8). */
+#define MF_HOOK_BIT(stage) (1u << (stage))
 
 /* The one symbol a plugin exports. */
 MF_EXPORT const mf_plugin_t *mf_plugin_v1(void);
