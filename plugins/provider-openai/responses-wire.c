@@ -168,9 +168,9 @@ tools_of(json_t *tools)
 }
 
 /* The reasoning items of an assistant message that go back to the
- * Responses API, as the client sent them: those with OpenAI's own
- * encrypted_content. Without it an item cannot be read again (the wire
- * sends store: false), and content another provider made carries the
+ * Responses API, as the client sent them but for their id: those with
+ * OpenAI's own encrypted_content. Without it an item cannot be read again (the
+ * wire sends store: false), and content another provider made carries the
  * gateway's mark ("manifold:<provider>:"): both are left out. */
 static void
 reasoning_items(json_t *input, json_t *m)
@@ -184,7 +184,14 @@ reasoning_items(json_t *input, json_t *m)
             json_string_value(json_object_get(ri, "encrypted_content"));
 
         if (ec != NULL && strncmp(ec, "manifold:", 9) != 0) {
-            json_array_append(input, ri);
+            /* without its id: the wire sends store: false, and OpenAI
+             * looks an item with an id up among stored ones (a 400, "Item
+             * with id ... not found"); the encrypted content stands on its
+             * own, and an id the gateway made was never OpenAI's */
+            json_t *copy = json_copy(ri);
+
+            json_object_del(copy, "id");
+            json_array_append_new(input, copy);
         }
     }
 }

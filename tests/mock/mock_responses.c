@@ -113,7 +113,10 @@ problem_of(json_t *body)
         if (type == NULL || strcmp(type, "reasoning") != 0) {
             continue;
         }
-        if (ec == NULL && json_is_false(json_object_get(body, "store"))) {
+        /* with store: false an item given by id is looked up among
+         * stored ones, whatever it carries (as OpenAI answers it) */
+        if ((ec == NULL || json_object_get(it, "id") != NULL) &&
+            json_is_false(json_object_get(body, "store"))) {
             return "Item with id 'rs' not found. Items are not persisted when "
                    "`store` is set to false. Try again with `store` set to "
                    "true, or remove this item from your input.";
