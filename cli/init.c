@@ -105,6 +105,10 @@ write_config(const char *path, const choice_t *c, size_t n, int force)
             "admin:\n"
             "  socket: ${MANIFOLD_ADMIN_SOCKET:-admin.sock}\n\n"
             "reload:\n  watch: true\n  debounce: 200ms\n\n"
+            "# Responses API answers (previous_response_id) kept across "
+            "restarts in this\n# file, beside this config; none: in "
+            "memory only (docs/PROTOCOLS.md)\n"
+            "response_store:\n  db: responses.db\n\n"
             "providers:\n",
             path);
     for (i = 0; i < n; i++) {

@@ -24,6 +24,7 @@
 #include "routing/modellist.h"
 #include "lua/lua_stage.h"
 #include "pipeline/plugin.h"
+#include "proto/respdb.h"
 #include "request/request.h"
 #include "svc/svc.h"
 #include "control/reload.h"
@@ -384,6 +385,13 @@ main(int argc, char **argv)
         goto out;
     }
     mf_log_set_level(g->config->log_level);
+    if (m.test_only && g->config->store_db != NULL &&
+        mf_respdb_check(g->config->store_db, err, sizeof(err)) != MF_OK) {
+        fprintf(stderr, "%s: %s\n", m.config_path, err);
+        mf_gen_release(g);
+        rc = 1;
+        goto out;
+    }
     if (m.test_only) {
         printf("%s: configuration OK (%zu providers enabled, %zu stages)\n",
                m.config_path, g->nproviders, g->nstages);
@@ -400,6 +408,15 @@ main(int argc, char **argv)
         m.server.status_port = g->config->status_port;
     }
     mf_log_start();
+    /* the stored Responses answers of the last run, before any worker
+     * can store or look one up */
+    if (mf_respdb_open(g->config->store_db, g->config->store_max_entries,
+                       g->config->store_max_bytes, err, sizeof(err)) != MF_OK) {
+        mf_log_error("%s: %s", m.config_path, err);
+        rc = 1;
+        mf_gen_set_current(NULL);
+        goto out;
+    }
     mf_server_set_handlers(&mf_req_conn_handlers);
     mf_keypool_set_redis(&keypool_redis);
     mf_server_add_hooks(&keypool_hooks);
@@ -485,6 +502,7 @@ main(int argc, char **argv)
     event_base_free(m.base);
     mf_log_info("stopped");
 out:
+    mf_respdb_close(); /* after the workers: every answer is written */
     mf_log_stop(2000);
     mf_reloader_free(&m.rl);
     mf_keypool_free();

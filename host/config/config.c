@@ -1214,13 +1214,15 @@ load_access(check_t *ck, mf_config_t *c, const mf_node_t *root)
 }
 
 /* response_store: how many Responses API answers are kept for
- * previous_response_id and GET /v1/responses/{id}, their bytes, and for
- * how long. */
+ * previous_response_id and GET /v1/responses/{id}, their bytes, for how
+ * long, and the file they are kept in across restarts (db, relative to
+ * the config's folder; "none" or absent: memory only). */
 static void
 load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n, int redis)
 {
     static const char *const allowed[] = {"max_entries", "max_bytes", "ttl",
-                                          NULL};
+                                          "db", NULL};
+    const mf_node_t *db;
     int entries;
 
     if (n == NULL) {
@@ -1228,7 +1230,7 @@ load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n, int redis)
     }
     if (n->type != MF_NODE_MAP) {
         cfg_error(ck, n, "response_store",
-                  "must be a map (max_entries, max_bytes, ttl)");
+                  "must be a map (max_entries, max_bytes, ttl, db)");
         return;
     }
     check_keys(ck, n, "response_store", allowed);
@@ -1248,6 +1250,19 @@ load_response_store(check_t *ck, mf_config_t *c, const mf_node_t *n, int redis)
     if (c->store_ttl_ms <= 0) {
         cfg_error(ck, mf_node_get(n, "ttl"), "response_store.ttl",
                   "must be longer than 0s");
+    }
+    db = want_scalar(ck, mf_node_get(n, "db"), "response_store.db");
+    if (db != NULL && db->value[0] == '\0') {
+        cfg_error(ck, db, "response_store.db",
+                  "is empty; name a file (responses.db), or none to keep "
+                  "answers in memory only");
+    } else if (db != NULL && strcmp(db->value, "none") != 0) {
+        if (redis) {
+            cfg_error(ck, db, "response_store.db",
+                      "with redis: the store is Redis, shared by every "
+                      "gateway using it; remove db (or set none)");
+        }
+        c->store_db = resolve_path(c, db->value);
     }
 }
 
@@ -2349,6 +2364,7 @@ mf_config_free(mf_config_t *c)
     }
     free(c->cors_origins);
     free(c->cors_headers);
+    free(c->store_db);
     for (i = 0; i < c->nallowed_hosts; i++) {
         free(c->allowed_hosts[i]);
     }

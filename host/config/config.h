@@ -180,6 +180,7 @@ typedef struct mf_config_s {
     size_t store_max_entries;
     size_t store_max_bytes;
     double store_ttl_ms;
+    char *store_db;        /* response_store.db, resolved; NULL: memory only */
     char *cors_headers;    /* cors.allow_headers joined ", "; NULL: the
                               preflight's requested headers are allowed */
     unsigned cors_max_age; /* cors.max_age, seconds a preflight is cached */

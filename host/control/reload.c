@@ -5,9 +5,11 @@
 #include "control/reload.h"
 #include "pipeline/generation.h"
 #include "core/metrics.h"
+#include "proto/respdb.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 static void
@@ -55,6 +57,21 @@ mf_reload_build(mf_reloader_t *rl, const char *force, char *err, size_t errcap)
             snprintf(err, errcap, "%s", errors);
         }
         free(errors);
+        mf_config_free(c);
+        return NULL;
+    }
+    /* the store's file is opened once, at start: a reload that names
+     * another is refused rather than leave answers in the old one */
+    if (mf_respdb_started() &&
+        ((c->store_db == NULL) != (mf_respdb_path() == NULL) ||
+         (c->store_db != NULL && strcmp(c->store_db, mf_respdb_path())))) {
+        snprintf(err, errcap,
+                 "%s: response_store.db: changed from %s to %s; the file is "
+                 "opened at start and kept: restart the gateway to change "
+                 "it, or put the old value back",
+                 rl->config_path,
+                 mf_respdb_path() ? mf_respdb_path() : "none (memory only)",
+                 c->store_db ? c->store_db : "none (memory only)");
         mf_config_free(c);
         return NULL;
     }

@@ -24,6 +24,7 @@ static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static entry_t *buckets[BUCKETS];
 static entry_t *oldest, *newest;
 static size_t count, bytes;
+static mf_respstore_journal_fn journal; /* told each id that changed */
 
 static size_t
 bucket_of(const char *id)
@@ -47,11 +48,16 @@ find(const char *id)
     return p;
 }
 
-/* Unlinks and frees e; the caller holds mu. */
+/* Unlinks and frees e, telling the journal (unless replaced: the put
+ * that replaces it tells); the caller holds mu. */
 static void
-drop(entry_t *e)
+drop(entry_t *e, int replaced)
 {
     entry_t **p = find(e->id);
+
+    if (journal != NULL && !replaced) {
+        journal(e->id);
+    }
 
     *p = e->hnext;
     if (e->older != NULL) {
@@ -97,12 +103,12 @@ mf_respstore_put(const char *id, const char *owner, mf_str_t value,
     e->expires = now + ttl_ms;
     pthread_mutex_lock(&mu);
     if (*(p = find(id)) != NULL) {
-        drop(*p);
+        drop(*p, 1);
     }
     while (oldest != NULL &&
            (oldest->expires <= now || count + 1 > max_entries ||
             bytes + value.len > max_bytes)) {
-        drop(oldest);
+        drop(oldest, 0);
     }
     p = &buckets[bucket_of(id)];
     e->hnext = *p;
@@ -117,6 +123,9 @@ mf_respstore_put(const char *id, const char *owner, mf_str_t value,
     newest = e;
     count++;
     bytes += e->len;
+    if (journal != NULL) {
+        journal(e->id);
+    }
     pthread_mutex_unlock(&mu);
     return MF_OK;
 }
@@ -133,7 +142,7 @@ mf_respstore_get(const char *id, char **owner)
     pthread_mutex_lock(&mu);
     p = find(id);
     if (*p != NULL && (*p)->expires <= mf_now_ms()) {
-        drop(*p);
+        drop(*p, 0);
     } else if (*p != NULL) {
         out = mf_xstrndup((*p)->value, (*p)->len);
         if (owner != NULL) {
@@ -154,7 +163,7 @@ mf_respstore_delete(const char *id, const char *owner)
     p = find(id);
     if (*p != NULL && owned(*p, owner)) {
         found = (*p)->expires > mf_now_ms();
-        drop(*p);
+        drop(*p, 0);
     }
     pthread_mutex_unlock(&mu);
     return found;
@@ -169,4 +178,46 @@ mf_respstore_count(void)
     n = count;
     pthread_mutex_unlock(&mu);
     return n;
+}
+
+char *
+mf_respstore_peek(const char *id, char **owner, size_t *len, double *expires)
+{
+    entry_t **p;
+    char *out = NULL;
+
+    *owner = NULL;
+    pthread_mutex_lock(&mu);
+    p = find(id);
+    if (*p != NULL && (*p)->expires > mf_now_ms()) {
+        out = mf_xstrndup((*p)->value, (*p)->len);
+        *owner = mf_xstrdup((*p)->owner);
+        *len = (*p)->len;
+        *expires = (*p)->expires;
+    }
+    pthread_mutex_unlock(&mu);
+    return out;
+}
+
+size_t
+mf_respstore_ids(char ***ids)
+{
+    entry_t *e;
+    size_t n = 0;
+
+    pthread_mutex_lock(&mu);
+    *ids = mf_xcalloc(count + 1, sizeof(**ids));
+    for (e = oldest; e != NULL; e = e->newer) {
+        (*ids)[n++] = mf_xstrdup(e->id);
+    }
+    pthread_mutex_unlock(&mu);
+    return n;
+}
+
+void
+mf_respstore_set_journal(mf_respstore_journal_fn fn)
+{
+    pthread_mutex_lock(&mu);
+    journal = fn;
+    pthread_mutex_unlock(&mu);
 }

@@ -29,8 +29,11 @@ bench_mock() {  # [build directory (build)]
   MOCK=$(head -1 "$T/mock.port")
 }
 
-NGINX_PROXY='location / { proxy_pass http://mock; proxy_http_version 1.1;
-                 proxy_set_header Connection ""; proxy_buffering off; }'
+# (and /static/NAME: the file \$T/static/NAME, for the yardsticks of
+# answers a gateway gives from its config)
+NGINX_PROXY="location / { proxy_pass http://mock; proxy_http_version 1.1;
+                 proxy_set_header Connection \"\"; proxy_buffering off; }
+             location /static/ { alias $T/static/; default_type application/json; }"
 
 # $T/NAME.conf: one worker, the mock as upstream "mock", one server
 nginx_conf() {  # name, port, server block, main-context lines, connections
@@ -59,14 +62,16 @@ nginx_on() {  # name, port[, server block (the proxy)[, pinning ($SRV)]]
 }
 
 # the proxy under callgrind, one process: its instructions over N
-# keep-alive requests of body (tests/bench/reqs.py checks each answer)
-nginx_instr() {  # requests, body -> total instructions
-  local port; port=$(free_port)
+# keep-alive requests of body (tests/bench/reqs.py checks each answer), to
+# path (default /v1/chat/completions) with reqs.py's flags
+nginx_instr() {  # requests, body[, path[, reqs.py flags...]] -> total instructions
+  local port n=$1 body=$2 path=${3:-/v1/chat/completions}; port=$(free_port)
+  shift 2; shift $(( $# > 0 ? 1 : 0 ))
   nginx_conf ngx "$port" "$NGINX_PROXY" $'master_process off;\ndaemon off;' 1024
-  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$1.out" \
+  valgrind --tool=callgrind --callgrind-out-file="$T/ng.$n.out" \
     nginx -c "$T/ngx.conf" -p "$T/ngx" 2>/dev/null & local pid=$!
   wait_port "$port"
-  python3 tests/bench/reqs.py "$port" "$1" /v1/chat/completions "$2"
+  python3 tests/bench/reqs.py "$port" "$n" "$path" "$body" "$@"
   kill -QUIT "$pid"; wait "$pid" || true
-  total "$T/ng.$1.out"
+  total "$T/ng.$n.out"
 }

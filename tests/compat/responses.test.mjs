@@ -6,7 +6,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import OpenAI from 'openai';
-import { startMock, startGateway, config } from '../integration/harness.mjs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { startMock, startGateway, config, path } from '../integration/harness.mjs';
 
 let mock, gw, client;
 
@@ -177,6 +179,40 @@ test('previous_response_id continues a stored conversation; retrieve and delete'
   // store: false keeps nothing
   const r4 = await client.responses.create({ model: 'gpt-4o', input: 'forget me', store: false });
   await assert.rejects(client.responses.retrieve(r4.id), (e) => e instanceof OpenAI.NotFoundError);
+});
+
+// With response_store.db the conversation survives a restart of the
+// gateway: the SDK continues a streamed function call after it.
+test('previous_response_id across a gateway restart (response_store.db)', async () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'mf-compat-respdb-'));
+  const conf = config(mock.url) + 'response_store: { db: responses.db }\n';
+  let g = await startGateway(conf, { dir });
+  let c = new OpenAI({ apiKey: 'client-key', baseURL: g.url + '/v1', maxRetries: 0 });
+  let r1;
+  try {
+    const stream = await c.responses.create({ model: 'gpt-4o', stream: true, tools: [weather], input: 'weather in Oslo?' });
+    for await (const ev of stream) if (ev.type === 'response.completed') r1 = ev.response;
+  } finally {
+    await g.stop();
+  }
+  const call = r1.output.find((o) => o.type === 'function_call');
+  assert.ok(call);
+  g = await startGateway(conf, { dir });
+  c = new OpenAI({ apiKey: 'client-key', baseURL: g.url + '/v1', maxRetries: 0 });
+  try {
+    const got = await c.responses.retrieve(r1.id);
+    assert.equal(got.output.find((o) => o.type === 'function_call').call_id, call.call_id);
+    await c.responses.create({
+      model: 'gpt-4o', previous_response_id: r1.id,
+      input: [{ type: 'function_call_output', call_id: call.call_id, output: 'snow' }],
+    });
+    const up = JSON.parse((await mock.last()).body);
+    assert.deepEqual(up.messages.map((m) => m.role), ['user', 'assistant', 'tool']);
+    assert.equal(up.messages[1].tool_calls[0].id, call.call_id);
+    assert.deepEqual(up.messages[2], { role: 'tool', tool_call_id: call.call_id, content: 'snow' });
+  } finally {
+    await g.stop();
+  }
 });
 
 // the texts of an upstream body's turns, whatever the wire: [role, text]

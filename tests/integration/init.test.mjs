@@ -38,6 +38,8 @@ test('flags: --provider, --key-env, --base-url; validates; serves', async () => 
   assert.match(text, /base_url: \$\{OPENAI_BASE_URL:-https:\/\/api.openai.com\/v1\}/);
   assert.match(text, /keys: \["\$\{ANTHROPIC_API_KEY\}"\]/);
   assert.equal(statSync(out).mode & 0o777, 0o644);
+  // stored Responses answers kept beside the config, across restarts
+  assert.match(text, /\nresponse_store:\n  db: responses\.db\n/);
 
   const gw = await startGateway(text, {
     env: {
@@ -60,6 +62,7 @@ test('flags: --provider, --key-env, --base-url; validates; serves', async () => 
   } finally {
     await gw.stop();
   }
+  assert.equal(statSync(path.join(path.dirname(gw.file), 'responses.db')).mode & 0o777, 0o600);
 });
 
 test('questions: catalogue shown, numbers and names, a literal key kept private', async () => {

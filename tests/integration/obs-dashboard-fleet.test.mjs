@@ -140,7 +140,10 @@ test('either node shows the sum of both', async () => {
   assert.equal(Math.round(t.spend_usd * 1e6), want.spendMicro);
   assert.deepEqual(fa.errors, [{ type: 'upstream', count: 1 }]);
   const row = (list, k, name) => list.find((r) => r[k] === name);
-  assert.equal(row(fa.models, 'model', 'gpt-4o').requests, 5);
+  // the failed request too: gpt-4o is a name the config lists, so its
+  // errors are counted under it
+  assert.equal(row(fa.models, 'model', 'gpt-4o').requests, 6);
+  assert.equal(row(fa.models, 'model', 'gpt-4o').errors, 1);
   assert.equal(row(fa.models, 'model', 'claude-3-5-sonnet').requests, 2);
   assert.equal(row(fa.consumers, 'consumer', 'team-a').requests, 5);
   assert.equal(row(fa.consumers, 'consumer', 'team-b').requests, 3);

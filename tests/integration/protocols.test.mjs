@@ -251,6 +251,16 @@ routes:
     const smart = list.data.find((m) => m.id === 'smart');
     assert.deepEqual(smart, { id: 'smart', object: 'model', created: 0, owned_by: 'manifold' });
     assert.ok(!list.data.some((m) => m.id.includes('*')));
+    // Google's shape, every entry whole, in the same order
+    const g = await (await fetch(gw2.url + '/v1beta/models')).json();
+    assert.deepEqual(g.models.find((m) => m.name === 'models/smart'), {
+      name: 'models/smart',
+      displayName: 'smart',
+      description: 'Served through Manifold by manifold',
+      supportedGenerationMethods: ['generateContent', 'streamGenerateContent', 'countTokens', 'embedContent', 'batchEmbedContents'],
+    });
+    assert.deepEqual(g.models.map((m) => m.name), list.data.map((m) => `models/${m.id}`));
+    assert.equal(g.models.find((m) => m.name === 'models/gpt-4o').description, 'Served through Manifold by openai');
     let res = await fetch(gw2.url + '/v1/models/team-blue');
     assert.equal(res.status, 200);
     assert.equal((await res.json()).owned_by, 'manifold');
