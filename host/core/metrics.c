@@ -766,35 +766,56 @@ latest_exemplar(mf_metric_t *m, size_t idx, exemplar_t *best)
     return have;
 }
 
+/* an integer's digits, right to left into the end of buf; their start */
+static char *
+put_digits(char *end, uint64_t u)
+{
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    return end;
+}
+
 static void
 put_value(mf_buf_t *out, double v)
 {
     if (isinf(v)) {
-        mf_buf_printf(out, v > 0 ? "+Inf" : "-Inf");
+        mf_buf_append(out, v > 0 ? "+Inf" : "-Inf", 4);
     } else if (v == floor(v) && fabs(v) < 1e15) {
-        mf_buf_printf(out, "%.0f", v);
+        /* counts, the most of a scrape: no printf */
+        char buf[24], *end = buf + sizeof(buf), *p;
+
+        p = put_digits(end, (uint64_t)fabs(v));
+        if (v < 0) {
+            *--p = '-';
+        }
+        mf_buf_append(out, p, (size_t)(end - p));
     } else {
         mf_buf_printf(out, "%.17g", v);
     }
 }
 
+/* s escaped: runs without a character to escape appended whole */
 static void
 put_escaped(mf_buf_t *out, const char *s, int quote)
 {
-    for (; *s != '\0'; s++) {
-        if (*s == '\\') {
-            mf_buf_append(out, "\\\\", 2);
-        } else if (*s == '\n') {
-            mf_buf_append(out, "\\n", 2);
-        } else if (*s == '"' && quote) {
-            mf_buf_append(out, "\\\"", 2);
-        } else {
-            mf_buf_append(out, s, 1);
+    const char *stop = quote ? "\\\n\"" : "\\\n";
+
+    for (;;) {
+        size_t run = strcspn(s, stop);
+
+        mf_buf_append(out, s, run);
+        s += run;
+        if (*s == '\0') {
+            return;
         }
+        mf_buf_append(out, *s == '\n' ? "\\n" : *s == '"' ? "\\\"" : "\\\\", 2);
+        s++;
     }
 }
 
-/* name{l1="v1",...[,le="x"]} */
+/* name{labels,le="..."} and a space; suffix is "" or "_bucket", ... */
 static void
 put_sample_name(mf_buf_t *out, const mf_metric_t *m, const char *suffix,
                 const series_t *s, const char *le)
@@ -802,14 +823,19 @@ put_sample_name(mf_buf_t *out, const mf_metric_t *m, const char *suffix,
     size_t i;
     int any = 0;
 
-    mf_buf_printf(out, "%s%s", m->name, suffix);
+    mf_buf_append(out, m->name, strlen(m->name));
+    mf_buf_append(out, suffix, strlen(suffix));
     for (i = 0; i < m->nlabels; i++) {
-        mf_buf_printf(out, "%s%s=\"", any++ ? "," : "{", m->labels[i]);
+        mf_buf_append(out, any++ ? "," : "{", 1);
+        mf_buf_append(out, m->labels[i], strlen(m->labels[i]));
+        mf_buf_append(out, "=\"", 2);
         put_escaped(out, s->values[i], 1);
         mf_buf_append(out, "\"", 1);
     }
     if (le != NULL) {
-        mf_buf_printf(out, "%sle=\"%s\"", any++ ? "," : "{", le);
+        mf_buf_append(out, any++ ? ",le=\"" : "{le=\"", 5);
+        mf_buf_append(out, le, strlen(le));
+        mf_buf_append(out, "\"", 1);
     }
     if (any) {
         mf_buf_append(out, "}", 1);
@@ -834,16 +860,30 @@ render_metric(mf_buf_t *out, mf_metric_t *m, int om)
     size_t len = strlen(m->name), i, b;
     double vals[MF_METRIC_MAX_BUCKETS + 2];
 
+    static char les[MF_METRIC_MAX_BUCKETS + 1][32]; /* under reg_lock */
+
     if (om && m->type == MF_METRIC_COUNTER) {
         len -= 6; /* the family's name has no _total */
     }
     put_family(out, m->name, len, types[m->type], m->help, om);
+    /* the bounds' text, once for every series */
+    for (b = 0; m->type == MF_METRIC_HISTOGRAM && b <= m->nbuckets; b++) {
+        char *le = les[b];
+
+        if (b < m->nbuckets) {
+            snprintf(le, sizeof(les[b]), "%.15g", m->buckets[b]);
+            if (om && strpbrk(le, ".e") == NULL) {
+                snprintf(le + strlen(le), sizeof(les[b]) - strlen(le), ".0");
+            }
+        } else {
+            snprintf(le, sizeof(les[b]), "+Inf");
+        }
+    }
     for (i = 0; i < n; i++) {
         const series_t *s = m->series[i];
         exemplar_t ex;
         int have_ex = 0;
         double cum = 0;
-        char le[64];
 
         sum_series(m, i, vals);
         if (m->type != MF_METRIC_HISTOGRAM) {
@@ -857,15 +897,7 @@ render_metric(mf_buf_t *out, mf_metric_t *m, int om)
         }
         for (b = 0; b <= m->nbuckets; b++) {
             cum += vals[b];
-            if (b < m->nbuckets) {
-                snprintf(le, sizeof(le), "%.15g", m->buckets[b]);
-                if (om && strpbrk(le, ".e") == NULL) {
-                    snprintf(le + strlen(le), sizeof(le) - strlen(le), ".0");
-                }
-            } else {
-                snprintf(le, sizeof(le), "+Inf");
-            }
-            put_sample_name(out, m, "_bucket", s, le);
+            put_sample_name(out, m, "_bucket", s, les[b]);
             put_value(out, cum);
             if (have_ex && (b == m->nbuckets || ex.value <= m->buckets[b]) &&
                 (b == 0 || ex.value > m->buckets[b - 1])) {
