@@ -9,6 +9,7 @@
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <manifold/json.h>
 
@@ -18,13 +19,112 @@
 typedef struct {
     int started;
     int block;      /* index of the open block, -1 none */
-    int block_type; /* 0 none, 1 text, 2 thinking, 3 tool_use */
+    int block_type; /* 0 none, 1 text, 2 thinking, 3 tool_use, 4 redacted */
     int nblocks;
     int tool_block[32]; /* canonical tool call index -> block, -1 */
     char finish[32];
     char id[128];
     char model[256];
 } anthropic_stream_t;
+
+static char *text_of(json_t *content);
+
+/* Thinking blocks in the canonical form: reasoning items (the Responses
+ * API's shape, the gateway's one form for reasoning) whose
+ * encrypted_content is this mark and the block's JSON, as the Anthropic
+ * wire (plugins/common/anthropic-wire.c) writes and reads them. */
+#define THINK_MARK "manifold:anthropic:"
+
+/* The reasoning item of a thinking or redacted_thinking block; NULL for
+ * another block. New reference. */
+static json_t *
+reasoning_item_of(json_t *b)
+{
+    const char *type = json_string_value(json_object_get(b, "type"));
+    const char *sig = json_string_value(json_object_get(b, "signature"));
+    json_t *block, *item;
+    char *text;
+
+    if (type != NULL && strcmp(type, "thinking") == 0 && sig != NULL &&
+        strncmp(sig, "manifold:", 9) == 0 &&
+        json_is_string(json_object_get(b, "thinking"))) {
+        /* another provider's reasoning (Claude on Bedrock) given to the
+         * client as a thinking block: its signature is the item's
+         * encrypted_content, as it was */
+        return mf_json_pack("{s:s,s:[{s:s,s:O}],s:s}", "type", "reasoning",
+                            "summary", "type", "summary_text", "text",
+                            json_object_get(b, "thinking"), "encrypted_content",
+                            sig);
+    }
+    if (type != NULL && strcmp(type, "thinking") == 0 &&
+        json_is_string(json_object_get(b, "thinking"))) {
+        block = mf_json_pack("{s:s,s:O,s:s}", "type", "thinking", "thinking",
+                             json_object_get(b, "thinking"), "signature",
+                             json_string_value(json_object_get(b, "signature"))
+                                 ?: "");
+    } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
+               json_is_string(json_object_get(b, "data"))) {
+        block = mf_json_pack("{s:s,s:O}", "type", "redacted_thinking", "data",
+                             json_object_get(b, "data"));
+    } else {
+        return NULL;
+    }
+    text = mf_json_dumps(block, JSON_COMPACT);
+    item = mf_json_pack("{s:s,s:[],s:s+}", "type", "reasoning", "summary",
+                        "encrypted_content", THINK_MARK, text ? text : "{}");
+    if (json_object_get(block, "thinking") != NULL) {
+        json_array_append_new(json_object_get(item, "summary"),
+                              mf_json_pack("{s:s,s:O}", "type", "summary_text",
+                                           "text",
+                                           json_object_get(block, "thinking")));
+    }
+    free(text);
+    json_decref(block);
+    return item;
+}
+
+/* The block a reasoning item made by reasoning_item_of carries; NULL for
+ * another item. New reference. */
+static json_t *
+thinking_block(json_t *item)
+{
+    const char *ec =
+        json_string_value(json_object_get(item, "encrypted_content"));
+    json_t *b, *out = NULL;
+    const char *type;
+
+    if (ec != NULL && strncmp(ec, "manifold:", 9) == 0 &&
+        strncmp(ec, THINK_MARK, sizeof(THINK_MARK) - 1) != 0) {
+        /* another provider's marked reasoning (Claude on Bedrock): a
+         * thinking block whose signature carries it, so that the client
+         * gives it back */
+        char *t = text_of(json_object_get(item, "summary"));
+
+        out = mf_json_pack("{s:s,s:s,s:s}", "type", "thinking", "thinking", t,
+                           "signature", ec);
+        free(t);
+        return out;
+    }
+    if (ec == NULL || strncmp(ec, THINK_MARK, sizeof(THINK_MARK) - 1) != 0) {
+        return NULL;
+    }
+    b = mf_json_loadb(ec + sizeof(THINK_MARK) - 1,
+                      strlen(ec) - (sizeof(THINK_MARK) - 1), 0, NULL);
+    type = json_string_value(json_object_get(b, "type"));
+    if (type != NULL && strcmp(type, "thinking") == 0 &&
+        json_is_string(json_object_get(b, "thinking")) &&
+        json_is_string(json_object_get(b, "signature"))) {
+        out = mf_json_pack("{s:s,s:O,s:O}", "type", "thinking", "thinking",
+                           json_object_get(b, "thinking"), "signature",
+                           json_object_get(b, "signature"));
+    } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
+               json_is_string(json_object_get(b, "data"))) {
+        out = mf_json_pack("{s:s,s:O}", "type", "redacted_thinking", "data",
+                           json_object_get(b, "data"));
+    }
+    json_decref(b);
+    return out;
+}
 
 /* Request */
 
@@ -241,7 +341,8 @@ user_turn(json_t *out, json_t *content)
 static void
 assistant_turn(json_t *out, json_t *content)
 {
-    json_t *calls = json_array(), *b, *m, *cp;
+    json_t *calls = json_array(), *b, *m, *cp, *ri;
+    json_t *reasoning = json_array();
     mf_buf_t text = {0};
     size_t i;
 
@@ -254,8 +355,11 @@ assistant_turn(json_t *out, json_t *content)
         const char *type = json_string_value(json_object_get(b, "type"));
         const char *t;
 
-        if (type && strcmp(type, "text") == 0 &&
-            (t = json_string_value(json_object_get(b, "text"))) != NULL) {
+        if ((ri = reasoning_item_of(b)) != NULL) {
+            json_array_append_new(reasoning, ri); /* with its signature */
+        } else if (type && strcmp(type, "text") == 0 &&
+                   (t = json_string_value(json_object_get(b, "text"))) !=
+                       NULL) {
             mf_buf_append(&text, t, strlen(t));
         } else if (type && strcmp(type, "tool_use") == 0) {
             char *args = mf_json_dumps(json_object_get(b, "input"),
@@ -281,6 +385,10 @@ assistant_turn(json_t *out, json_t *content)
     } else {
         json_decref(calls);
     }
+    if (json_array_size(reasoning) > 0) {
+        json_object_set(m, "reasoning_items", reasoning);
+    }
+    json_decref(reasoning);
     json_array_append_new(out, m);
 }
 
@@ -469,7 +577,27 @@ anthropic_response(const mf_proto_call_t *pc, json_t *c,
     size_t i;
 
     (void)pc;
-    if (think != NULL && think[0] != '\0') {
+    if (json_array_size(json_object_get(msg, "reasoning_items")) > 0) {
+        json_t *ri, *b;
+
+        /* Anthropic's blocks as they came (signature, redacted data);
+         * another provider's reasoning as its text */
+        json_array_foreach(json_object_get(msg, "reasoning_items"), i, ri)
+        {
+            if ((b = thinking_block(ri)) == NULL) {
+                char *t = text_of(json_object_get(ri, "summary"));
+
+                b = t[0] != '\0'
+                        ? mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                       "thinking", t, "signature", "")
+                        : NULL;
+                free(t);
+            }
+            if (b != NULL) {
+                json_array_append_new(content, b);
+            }
+        }
+    } else if (think != NULL && think[0] != '\0') {
         json_array_append_new(content,
                               mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
                                            "thinking", think, "signature", ""));
@@ -580,6 +708,40 @@ delta(anthropic_stream_t *s, json_t *d, mf_buf_t *out)
                       s->block, "delta", d));
 }
 
+/* A provider's whole reasoning item from a chunk: Anthropic's thinking
+ * block gets its signature (a signature_delta closing the thinking block
+ * its deltas opened, or a block of its own when none came), a redacted
+ * block is sent as it is; another provider's item adds nothing (its text
+ * came as deltas). */
+static void
+reasoning_block(anthropic_stream_t *s, json_t *ri, mf_buf_t *out)
+{
+    json_t *b = thinking_block(ri);
+    const char *type = json_string_value(json_object_get(b, "type"));
+
+    if (type != NULL && strcmp(type, "thinking") == 0) {
+        if (s->block_type != 2) {
+            open_block(
+                s, 2,
+                mf_json_pack("{s:s,s:s}", "type", "thinking", "thinking", ""),
+                out);
+            delta(s,
+                  mf_json_pack("{s:s,s:O}", "type", "thinking_delta",
+                               "thinking", json_object_get(b, "thinking")),
+                  out);
+        }
+        delta(s,
+              mf_json_pack("{s:s,s:O}", "type", "signature_delta", "signature",
+                           json_object_get(b, "signature")),
+              out);
+        close_block(s, out);
+    } else if (type != NULL) {
+        open_block(s, 4, json_incref(b), out);
+        close_block(s, out);
+    }
+    json_decref(b);
+}
+
 static void
 anthropic_stream_event(void *state, mf_str_t data, int last,
                        const mf_usage_t *usage, mf_buf_t *out)
@@ -644,6 +806,10 @@ anthropic_stream_event(void *state, mf_str_t data, int last,
             s,
             mf_json_pack("{s:s,s:s}", "type", "thinking_delta", "thinking", t),
             out);
+    }
+    json_array_foreach(json_object_get(d, "reasoning_items"), i, tc)
+    {
+        reasoning_block(s, tc, out);
     }
     if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
         if (s->block_type != 1) {

@@ -172,6 +172,38 @@ assistant_for_calls(json_t *msgs)
     return m;
 }
 
+/* The assistant message a reasoning item joins: the last message when it
+ * is an assistant's holding nothing yet but reasoning, else a new one.
+ * The reasoning then comes before the text or calls that follow it. */
+static json_t *
+assistant_for_reasoning(json_t *msgs)
+{
+    json_t *last = json_array_get(msgs, json_array_size(msgs) - 1), *m;
+    const char *role = json_string_value(json_object_get(last, "role"));
+
+    if (role != NULL && strcmp(role, "assistant") == 0 &&
+        json_is_null(json_object_get(last, "content")) &&
+        json_object_get(last, "tool_calls") == NULL) {
+        return last;
+    }
+    m = mf_json_pack("{s:s,s:n}", "role", "assistant", "content");
+    json_array_append_new(msgs, m);
+    return m;
+}
+
+/* Whether m is an assistant message holding only reasoning items (a
+ * message item that follows takes it over). */
+static int
+reasoning_only(json_t *m)
+{
+    const char *role = json_string_value(json_object_get(m, "role"));
+
+    return role != NULL && strcmp(role, "assistant") == 0 &&
+           json_is_null(json_object_get(m, "content")) &&
+           json_object_get(m, "tool_calls") == NULL &&
+           json_object_get(m, "reasoning_items") != NULL;
+}
+
 /* One input item appended to the canonical messages; MF_ERR with *err. */
 static int
 input_item(json_t *msgs, json_t *item, const char **err)
@@ -180,7 +212,7 @@ input_item(json_t *msgs, json_t *item, const char **err)
     const char *role = json_string_value(json_object_get(item, "role"));
 
     if (type == NULL || strcmp(type, "message") == 0) {
-        json_t *content;
+        json_t *content, *last;
 
         if (role == NULL ||
             (strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
@@ -192,6 +224,12 @@ input_item(json_t *msgs, json_t *item, const char **err)
         content = message_content(json_object_get(item, "content"), err);
         if (content == NULL) {
             return MF_ERR;
+        }
+        last = json_array_get(msgs, json_array_size(msgs) - 1);
+        if (strcmp(role, "assistant") == 0 && reasoning_only(last)) {
+            /* the answer its reasoning item came before */
+            json_object_set_new(last, "content", content);
+            return MF_OK;
         }
         json_array_append_new(
             msgs, mf_json_pack("{s:s,s:o}", "role", role, "content", content));
@@ -238,7 +276,24 @@ input_item(json_t *msgs, json_t *item, const char **err)
         return MF_OK;
     }
     if (strcmp(type, "reasoning") == 0) {
-        return MF_OK; /* an earlier answer's reasoning: providers take none */
+        /* an earlier answer's reasoning, kept as it came (its
+         * encrypted_content is what lets the provider that made it go on
+         * from it) on the assistant message it belongs to */
+        json_t *m, *list;
+
+        if (!json_is_array(json_object_get(item, "summary"))) {
+            *err = "input: a reasoning item needs a summary (a list of "
+                   "summary_text parts, possibly empty)";
+            return MF_ERR;
+        }
+        m = assistant_for_reasoning(msgs);
+        list = json_object_get(m, "reasoning_items");
+        if (list == NULL) {
+            list = json_array();
+            json_object_set_new(m, "reasoning_items", list);
+        }
+        json_array_append_new(list, json_deep_copy(item));
+        return MF_OK;
     }
     *err = "input: this item type is not supported by this gateway; send "
            "message, function_call and function_call_output items";
@@ -315,6 +370,24 @@ format_of(json_t *text)
     return mf_json_pack("{s:s,s:o}", "type", "json_schema", "json_schema", js);
 }
 
+/* Whether the request's include asks for reasoning.encrypted_content:
+ * reasoning items then carry it in the answer. */
+static int
+wants_encrypted(json_t *in)
+{
+    json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(in, "include"), i, v)
+    {
+        if (json_is_string(v) &&
+            strcmp(json_string_value(v), "reasoning.encrypted_content") == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* The settings that map one to one, and the rest of the request. */
 static int
 settings(json_t *in, json_t *out, const char **err)
@@ -335,6 +408,21 @@ settings(json_t *in, json_t *out, const char **err)
     if (json_is_string(
             v = json_object_get(json_object_get(in, "reasoning"), "effort"))) {
         json_object_set(out, "reasoning_effort", v);
+    }
+    if (json_is_array(v = json_object_get(in, "include")) &&
+        json_array_size(v) > 0) {
+        json_object_set(out, "include", v); /* read by the Responses wire */
+    }
+    if (!wants_encrypted(in) && !json_is_false(json_object_get(in, "store")) &&
+        json_is_string(
+            json_object_get(json_object_get(in, "reasoning"), "effort"))) {
+        /* a stored answer keeps its reasoning items' encrypted_content,
+         * for the turn that continues it (previous_response_id); asked of
+         * reasoning models only (others refuse it) */
+        json_t *inc = json_is_array(v) ? json_copy(v) : json_array();
+
+        json_array_append_new(inc, json_string("reasoning.encrypted_content"));
+        json_object_set_new(out, "include", inc);
     }
     if ((v = format_of(json_object_get(in, "text"))) != NULL) {
         json_object_set_new(out, "response_format", v);
@@ -544,6 +632,12 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             return NULL;
         }
     }
+    /* reasoning with no answer after it: no provider takes it alone */
+    for (i = json_array_size(msgs); i-- > 0;) {
+        if (reasoning_only(json_array_get(msgs, i))) {
+            json_array_remove(msgs, i);
+        }
+    }
     if (settings(in, out, err) != MF_OK) {
         json_decref(items);
         json_decref(out);
@@ -552,7 +646,8 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
     if (call->memo != NULL) {
         /* the settings the answer says back, and (unless store: false)
          * the conversation to store with it */
-        json_t *memo = mf_json_pack("{s:o}", "echo", request_echo(in));
+        json_t *memo = mf_json_pack("{s:o,s:b}", "echo", request_echo(in),
+                                    "enc", wants_encrypted(in));
 
         if (memo != NULL && !json_is_false(json_object_get(in, "store"))) {
             json_object_set(memo, "items", items);
@@ -592,16 +687,39 @@ response_id(char *buf, size_t cap)
     snprintf(buf, cap, "resp_%s", hex);
 }
 
+/* The encrypted_content of the reasoning items among items (an output
+ * list) taken out: what a client that did not ask for it with include
+ * gets, the stored answer keeping it. 1 when there was some. */
+static int
+strip_encrypted(json_t *items)
+{
+    json_t *it;
+    size_t i;
+    int n = 0;
+
+    json_array_foreach(items, i, it)
+    {
+        n += json_object_del(it, "encrypted_content") == 0;
+    }
+    return n > 0;
+}
+
 /* Keeps a finished Response with the conversation that led to it (the
- * request's memo), under its id, when the config keeps any. */
+ * request's memo), under its id, when the config keeps any; its
+ * reasoning items keep their encrypted_content, which is then taken out
+ * of response (the client's) unless enc. */
 static void
-store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
+store_response(const mf_proto_call_t *call, json_t *input, json_t *response,
+               int enc)
 {
     const char *id = json_string_value(json_object_get(response, "id"));
     char *in, *out;
 
     if (call == NULL || call->store_put == NULL || input == NULL ||
         id == NULL) {
+        if (!enc) {
+            strip_encrypted(json_object_get(response, "output"));
+        }
         return;
     }
     {
@@ -638,6 +756,10 @@ store_response(const mf_proto_call_t *call, json_t *input, json_t *response)
         mf_buf_free(&b);
     }
     free(in);
+    if (!enc && strip_encrypted(json_object_get(response, "output"))) {
+        free(out); /* the stored text had it: the client's has not */
+        out = mf_json_dumps(response, JSON_COMPACT);
+    }
     if (out != NULL && call->text != NULL) {
         free(*call->text);
         *call->text = out;
@@ -723,6 +845,30 @@ reasoning_item(const char *id, const char *text)
                         id, "summary", "type", "summary_text", "text", text);
 }
 
+/* The output item of one canonical reasoning item (ri, as the provider
+ * gave it: its summary parts, its encrypted_content when enc, the client
+ * having asked for it with include) under the gateway's id; text is the
+ * summary when ri has none. New reference. */
+static json_t *
+reasoning_out(const char *id, json_t *ri, const char *text, int enc)
+{
+    json_t *summary = json_object_get(ri, "summary"), *item, *ec;
+
+    if (json_is_array(summary)) {
+        item = mf_json_pack("{s:s,s:s,s:O}", "type", "reasoning", "id", id,
+                            "summary", summary);
+    } else if (text != NULL && text[0] != '\0') {
+        item = reasoning_item(id, text);
+    } else {
+        item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id", id,
+                            "summary");
+    }
+    if (enc && json_is_string(ec = json_object_get(ri, "encrypted_content"))) {
+        json_object_set(item, "encrypted_content", ec);
+    }
+    return item;
+}
+
 static json_t *
 responses_response(const mf_proto_call_t *pc, json_t *c,
                    const mf_usage_t *usage)
@@ -738,8 +884,18 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
     char rid[160], mid[160];
     size_t i;
 
+    memo = pc->memo != NULL ? *pc->memo : NULL;
     response_id(rid, sizeof(rid));
-    if (think != NULL && think[0] != '\0') {
+    if (json_array_size(json_object_get(msg, "reasoning_items")) > 0) {
+        json_t *ri;
+
+        json_array_foreach(json_object_get(msg, "reasoning_items"), i, ri)
+        {
+            item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
+            json_array_append_new(
+                out, reasoning_out(mid, ri, i == 0 ? think : NULL, 1));
+        }
+    } else if (think != NULL && think[0] != '\0') {
         item_id(mid, sizeof(mid), "rs", rid, json_array_size(out));
         json_array_append_new(out, reasoning_item(mid, think));
     }
@@ -759,14 +915,14 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
                               call_item(mid, id ? id : "call", name ? name : "",
                                         args ? args : "{}", "completed"));
     }
-    memo = pc->memo != NULL ? *pc->memo : NULL;
     out = response_obj(
         rid, model ? model : "",
         json_is_integer(created) ? json_integer_value(created)
                                  : (json_int_t)time(NULL),
         out, usage, json_string_value(json_object_get(choice, "finish_reason")),
         "completed", json_object_get(memo, "echo"));
-    store_response(pc, json_object_get(memo, "items"), out);
+    store_response(pc, json_object_get(memo, "items"), out,
+                   json_is_true(json_object_get(memo, "enc")));
     return out;
 }
 
@@ -793,6 +949,8 @@ typedef struct {
     mf_proto_call_t call_copy; /* its config, for the store */
     char id[160];              /* resp_... */
     char model[256];
+    json_t *ri;   /* the provider's reasoning item the open one closes with */
+    int no_parts; /* the open reasoning item has no summary part */
 } responses_stream_t;
 
 static void
@@ -822,6 +980,8 @@ responses_stream_free(void *state)
     s->output = NULL;
     json_decref(s->memo);
     s->memo = NULL;
+    json_decref(s->ri);
+    s->ri = NULL;
     mf_buf_free(&s->text);
 }
 
@@ -839,12 +999,26 @@ emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
     json_decref(data);
 }
 
+/* The Response so far, as the client sees it (encrypted_content only
+ * when it asked); store_response strips a whole one itself. */
 static json_t *
 snapshot(responses_stream_t *s, const mf_usage_t *usage, const char *status)
 {
     return response_obj(s->id, s->model, s->created, json_deep_copy(s->output),
                         usage, s->finish[0] ? s->finish : NULL, status,
                         json_object_get(s->memo, "echo"));
+}
+
+static json_t *
+shown_snapshot(responses_stream_t *s, const mf_usage_t *usage,
+               const char *status)
+{
+    json_t *r = snapshot(s, usage, status);
+
+    if (!json_is_true(json_object_get(s->memo, "enc"))) {
+        strip_encrypted(json_object_get(r, "output"));
+    }
+    return r;
 }
 
 static void
@@ -856,9 +1030,18 @@ start(responses_stream_t *s, mf_buf_t *out)
     s->started = 1;
     response_id(s->id, sizeof(s->id));
     emit(s, out, "response.created",
-         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response",
+                      shown_snapshot(s, NULL, "in_progress")));
     emit(s, out, "response.in_progress",
-         mf_json_pack("{s:o}", "response", snapshot(s, NULL, "in_progress")));
+         mf_json_pack("{s:o}", "response",
+                      shown_snapshot(s, NULL, "in_progress")));
+}
+
+/* Whether the client asked for reasoning.encrypted_content. */
+static int
+enc(responses_stream_t *s)
+{
+    return json_is_true(json_object_get(s->memo, "enc"));
 }
 
 static json_int_t
@@ -902,18 +1085,33 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         item =
             call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
-        emit(s, out, "response.reasoning_summary_text.done",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "summary_index", 0, "text",
-                          text));
-        emit(s, out, "response.reasoning_summary_part.done",
-             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
-                          "output_index", idx, "summary_index", 0, "part",
-                          "type", "summary_text", "text", text));
-        item = reasoning_item(s->item_id, text);
+        if (!s->no_parts) {
+            emit(s, out, "response.reasoning_summary_text.done",
+                 mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
+                              "output_index", idx, "summary_index", 0, "text",
+                              text));
+            emit(s, out, "response.reasoning_summary_part.done",
+                 mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id",
+                              s->item_id, "output_index", idx, "summary_index",
+                              0, "part", "type", "summary_text", "text", text));
+        }
+        s->no_parts = 0;
+        item = s->ri != NULL ? reasoning_out(s->item_id, s->ri, text, 1)
+                             : reasoning_item(s->item_id, text);
+        json_decref(s->ri);
+        s->ri = NULL;
     }
-    emit(s, out, "response.output_item.done",
-         mf_json_pack("{s:I,s:O}", "output_index", idx, "item", item));
+    {
+        /* the closed item keeps its encrypted_content (the stored answer
+         * needs it); the client has it when it asked */
+        json_t *shown = json_deep_copy(item);
+
+        if (!enc(s)) {
+            json_object_del(shown, "encrypted_content");
+        }
+        emit(s, out, "response.output_item.done",
+             mf_json_pack("{s:I,s:o}", "output_index", idx, "item", shown));
+    }
     json_array_append_new(s->output, item);
     free(text);
     s->item = ITEM_NONE;
@@ -943,6 +1141,11 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
         item_id(s->item_id, sizeof(s->item_id), "rs", s->id, (size_t)idx);
         item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
                             s->item_id, "summary");
+        if (s->ri != NULL && enc(s) &&
+            json_is_string(json_object_get(s->ri, "encrypted_content"))) {
+            json_object_set(item, "encrypted_content",
+                            json_object_get(s->ri, "encrypted_content"));
+        }
     }
     emit(s, out, "response.output_item.added",
          mf_json_pack("{s:I,s:o}", "output_index", idx, "item", item));
@@ -952,7 +1155,7 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
                           s->item_id, "output_index", idx, "content_index", 0,
                           "part", "type", "output_text", "text", "",
                           "annotations"));
-    } else if (type == ITEM_REASONING) {
+    } else if (type == ITEM_REASONING && !s->no_parts) {
         emit(s, out, "response.reasoning_summary_part.added",
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
                           "output_index", idx, "summary_index", 0, "part",
@@ -979,6 +1182,44 @@ text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
                           "output_index", open_index(s), "summary_index", 0,
                           "delta", t));
     }
+}
+
+/* A provider's whole reasoning item (ri) from a chunk: it closes the
+ * reasoning item its summary deltas opened, or is one of its own (added,
+ * its summary text, done), as it has no deltas (a redacted block, a
+ * summary the provider did not stream). */
+static void
+reasoning_done(responses_stream_t *s, json_t *ri, mf_buf_t *out)
+{
+    json_t *p;
+    size_t i;
+
+    if (s->item != ITEM_REASONING) {
+        int text = 0;
+
+        json_array_foreach(json_object_get(ri, "summary"), i, p)
+        {
+            const char *t = json_string_value(json_object_get(p, "text"));
+
+            text |= t != NULL && t[0] != '\0';
+        }
+        json_decref(s->ri);
+        s->ri = json_incref(ri);
+        s->no_parts = !text; /* none to announce, as the API sends none */
+        open_item(s, ITEM_REASONING, out);
+        json_array_foreach(json_object_get(ri, "summary"), i, p)
+        {
+            const char *t = json_string_value(json_object_get(p, "text"));
+
+            if (t != NULL && t[0] != '\0') {
+                text_delta(s, ITEM_REASONING, t, out);
+            }
+        }
+    } else {
+        json_decref(s->ri);
+        s->ri = json_incref(ri);
+    }
+    close_item(s, out);
 }
 
 static void
@@ -1023,7 +1264,8 @@ responses_stream_event(void *state, mf_str_t data, int last,
             const char *status =
                 json_string_value(json_object_get(r, "status"));
 
-            store_response(&s->call_copy, json_object_get(s->memo, "items"), r);
+            store_response(&s->call_copy, json_object_get(s->memo, "items"), r,
+                           enc(s));
             emit(s, out,
                  strcmp(status, "completed") == 0 ? "response.completed"
                                                   : "response.incomplete",
@@ -1049,6 +1291,10 @@ responses_stream_event(void *state, mf_str_t data, int last,
     if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
         t[0]) {
         text_delta(s, ITEM_REASONING, t, out);
+    }
+    json_array_foreach(json_object_get(d, "reasoning_items"), i, tc)
+    {
+        reasoning_done(s, tc, out);
     }
     if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
         text_delta(s, ITEM_MESSAGE, t, out);
@@ -1078,7 +1324,7 @@ responses_stream_error(void *state, const mf_proto_error_t *e, mf_buf_t *out)
     }
     start(s, out);
     close_item(s, out); /* what was streamed is in the output */
-    r = snapshot(s, NULL, "failed");
+    r = shown_snapshot(s, NULL, "failed");
     json_object_set_new(r, "error",
                         mf_json_pack("{s:s,s:s}", "code",
                                      e->code ? e->code : "server_error",
@@ -1315,7 +1561,15 @@ responses_resource(const mf_proto_call_t *call, mf_str_t method, int *status,
             *body = mf_xstrdup(err ? err : "out of memory");
         }
     } else {
-        *body = mf_json_dumps(json_object_get(j, "response"), JSON_COMPACT);
+        json_t *resp = json_object_get(j, "response");
+
+        /* encrypted_content when asked for, as the API's include */
+        if (call->query.len < 27 ||
+            memmem(call->query.data, call->query.len,
+                   "reasoning.encrypted_content", 27) == NULL) {
+            strip_encrypted(json_object_get(resp, "output"));
+        }
+        *body = mf_json_dumps(resp, JSON_COMPACT);
         *status = 200;
     }
     json_decref(j);

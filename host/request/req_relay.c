@@ -152,6 +152,36 @@ record_event(mf_req_t *r, mf_str_t data)
     }
 }
 
+/* One canonical event to the client's protocol (the adapter's stream
+ * state made at the first). The first event gets, when the upstream has
+ * not given the prompt's count yet, the gateway's estimate (about 4
+ * bytes of prompt text a token) as its prompt tokens: a protocol whose
+ * stream opens with the count (Anthropic's message_start) says that
+ * rather than 0. The request's own usage is not changed. */
+static int
+proto_event(mf_req_t *r, mf_str_t data, int last)
+{
+    mf_usage_t u = r->usage;
+
+    if (r->att.proto_stream == NULL) {
+        r->att.proto_stream = mf_pool_alloc(r->pool, r->proto->stream_size);
+        if (r->att.proto_stream == NULL) {
+            return MF_ERR;
+        }
+        mf_proto_call_t call = mf_req_proto_call(r);
+
+        r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
+        if (!last && !(r->have_usage && r->usage.prompt_tokens >= 0) &&
+            r->json != NULL) {
+            u.prompt_tokens = (int64_t)((prompt_text_len(r->json) + 3) / 4);
+            u.cached_tokens = -1;
+            u.estimated = 1;
+        }
+    }
+    r->proto->stream_event(r->att.proto_stream, data, last, &u, &r->chunk_out);
+    return MF_OK;
+}
+
 /* One event, as the body stages left it, to the client's protocol. */
 static void
 send_event(mf_req_t *r, mf_str_t data, int last)
@@ -164,17 +194,7 @@ send_event(mf_req_t *r, mf_str_t data, int last)
     }
     r->att.delivered_text += chunk_text_len(data);
     if (r->proto->stream_event != NULL) {
-        if (r->att.proto_stream == NULL) {
-            r->att.proto_stream = mf_pool_alloc(r->pool, r->proto->stream_size);
-            if (r->att.proto_stream == NULL) {
-                return;
-            }
-            mf_proto_call_t call = mf_req_proto_call(r);
-
-            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
-        }
-        r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
-                               &r->chunk_out);
+        (void)proto_event(r, data, last);
         return;
     }
     mf_buf_append(&r->chunk_out, "data: ", 6);
@@ -687,18 +707,7 @@ static int
 stage_translate(mf_req_t *r, mf_str_t data, int last)
 {
     if (r->proto->stream_event != NULL) {
-        if (r->att.proto_stream == NULL) {
-            r->att.proto_stream = mf_pool_alloc(r->pool, r->proto->stream_size);
-            if (r->att.proto_stream == NULL) {
-                return MF_ERR;
-            }
-            mf_proto_call_t call = mf_req_proto_call(r);
-
-            r->proto->stream_init(r->att.proto_stream, &call, r->model_asked);
-        }
-        r->proto->stream_event(r->att.proto_stream, data, last, &r->usage,
-                               &r->chunk_out);
-        return MF_OK;
+        return proto_event(r, data, last);
     }
     mf_buf_append(&r->chunk_out, "data: ", 6);
     mf_buf_append(&r->chunk_out, data.data, data.len);

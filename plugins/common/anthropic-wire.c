@@ -10,7 +10,9 @@
  * thinking, top_k, and cache_control breakpoints on content parts and
  * tools. Responses and stream events back to chat completions and chunks
  * (text, tool-call deltas, thinking as reasoning_content), stop reasons,
- * usage with cache tokens; errors to the right status.
+ * usage with cache tokens; errors to the right status. Thinking and
+ * redacted_thinking blocks travel as reasoning items (marked
+ * encrypted_content) both ways, so that a tool loop keeps them.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +34,85 @@ typedef struct {
     mf_usage_t usage;
     int tool_of_block[64]; /* content block -> tool call index, -1 */
     int ntools;
+    int think_block; /* index of the open thinking block, -1 none */
+    char *think;     /* its text so far (request memory) */
+    size_t think_len, think_cap;
+    char *signature; /* its signature (request memory), NULL none */
 } stream_t;
+
+/* Thinking blocks travel in the canonical form as reasoning items (the
+ * Responses API's shape, the one the gateway carries reasoning in) whose
+ * encrypted_content is this mark and the block's JSON: a client sends
+ * them back as they came, and only the Anthropic wire reads them. */
+#define AW_MARK "manifold:anthropic:"
+
+/* The reasoning item carrying a thinking or redacted_thinking block
+ * (its members as Anthropic sent them). New reference, NULL for another
+ * block. */
+static json_t *
+reasoning_item_of(json_t *b)
+{
+    const char *type = json_string_value(json_object_get(b, "type"));
+    json_t *block, *item;
+    char *text;
+
+    if (type != NULL && strcmp(type, "thinking") == 0 &&
+        json_is_string(json_object_get(b, "thinking"))) {
+        block = mf_json_pack("{s:s,s:O,s:s}", "type", "thinking", "thinking",
+                             json_object_get(b, "thinking"), "signature",
+                             json_string_value(json_object_get(b, "signature"))
+                                 ?: "");
+    } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
+               json_is_string(json_object_get(b, "data"))) {
+        block = mf_json_pack("{s:s,s:O}", "type", "redacted_thinking", "data",
+                             json_object_get(b, "data"));
+    } else {
+        return NULL;
+    }
+    text = mf_json_dumps(block, JSON_COMPACT);
+    item = mf_json_pack("{s:s,s:[],s:s+}", "type", "reasoning", "summary",
+                        "encrypted_content", AW_MARK, text ? text : "{}");
+    if (json_object_get(block, "thinking") != NULL) {
+        json_array_append_new(json_object_get(item, "summary"),
+                              mf_json_pack("{s:s,s:O}", "type", "summary_text",
+                                           "text",
+                                           json_object_get(block, "thinking")));
+    }
+    free(text);
+    json_decref(block);
+    return item;
+}
+
+/* The thinking or redacted_thinking block a reasoning item carries, for
+ * an assistant turn; NULL for an item another provider made (or none). */
+static json_t *
+thinking_block(json_t *item)
+{
+    const char *ec =
+        json_string_value(json_object_get(item, "encrypted_content"));
+    json_t *b, *out = NULL;
+    const char *type;
+
+    if (ec == NULL || strncmp(ec, AW_MARK, sizeof(AW_MARK) - 1) != 0) {
+        return NULL;
+    }
+    b = mf_json_loadb(ec + sizeof(AW_MARK) - 1,
+                      strlen(ec) - (sizeof(AW_MARK) - 1), 0, NULL);
+    type = json_string_value(json_object_get(b, "type"));
+    if (type != NULL && strcmp(type, "thinking") == 0 &&
+        json_is_string(json_object_get(b, "thinking")) &&
+        json_is_string(json_object_get(b, "signature"))) {
+        out = mf_json_pack("{s:s,s:O,s:O}", "type", "thinking", "thinking",
+                           json_object_get(b, "thinking"), "signature",
+                           json_object_get(b, "signature"));
+    } else if (type != NULL && strcmp(type, "redacted_thinking") == 0 &&
+               json_is_string(json_object_get(b, "data"))) {
+        out = mf_json_pack("{s:s,s:O}", "type", "redacted_thinking", "data",
+                           json_object_get(b, "data"));
+    }
+    json_decref(b);
+    return out;
+}
 
 void
 aw_init(const mf_host_api_t *host)
@@ -219,10 +299,22 @@ to_messages(const aw_conf_t *a, json_t *in, const mf_upstream_t *u)
             keep_cache_control(res, m); /* on the block, as documented */
             pu_push_turn(msgs, "user", "content", mf_json_pack("[o]", res));
         } else if (strcmp(role, "assistant") == 0) {
-            json_t *blocks = content_blocks(content);
+            json_t *blocks = json_array(), *ri, *b;
+            json_t *text = content_blocks(content);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
+            size_t k;
 
+            /* the turn's thinking first, as Anthropic gave it: a tool loop
+             * with thinking on needs it back before the tool_use */
+            json_array_foreach(json_object_get(m, "reasoning_items"), k, ri)
+            {
+                if ((b = thinking_block(ri)) != NULL) {
+                    json_array_append_new(blocks, b);
+                }
+            }
+            json_array_extend(blocks, text);
             json_array_extend(blocks, calls);
+            json_decref(text);
             json_decref(calls);
             pu_push_turn(msgs, "assistant", "content", blocks);
         } else {
@@ -360,6 +452,7 @@ int
 aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *reasoning;
     mf_usage_t usage = {-1, -1, -1, -1, -1, 0};
     char *text = NULL, *thinking = NULL;
     size_t i, tl = 0, kl = 0;
@@ -377,13 +470,18 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
         return MF_OK;
     }
     calls = json_array();
+    reasoning = json_array();
     json_array_foreach(json_object_get(in, "content"), i, b)
     {
         const char *type = json_string_value(json_object_get(b, "type"));
         const char *t;
+        json_t *ri;
 
         if (type == NULL) {
             continue;
+        }
+        if ((ri = reasoning_item_of(b)) != NULL) {
+            json_array_append_new(reasoning, ri);
         }
         if (strcmp(type, "text") == 0 &&
             (t = json_string_value(json_object_get(b, "text"))) != NULL) {
@@ -424,6 +522,10 @@ aw_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     if (thinking != NULL) {
         json_object_set_new(msg, "reasoning_content", json_string(thinking));
     }
+    if (json_array_size(reasoning) > 0) {
+        json_object_set(msg, "reasoning_items", reasoning);
+    }
+    json_decref(reasoning);
     if (json_array_size(calls) > 0) {
         json_object_set_new(msg, "tool_calls", calls);
     } else {
@@ -455,6 +557,37 @@ chunk(stream_t *s, json_t *delta, const char *finish)
                         finish ? json_string(finish) : json_null(), "logprobs");
 }
 
+/* The open thinking block's text grown by n bytes (request memory,
+ * doubled as it grows); MF_ERR when out of memory. */
+static int
+think_append(mf_req_t *r, stream_t *s, const char *t, size_t n)
+{
+    if (s->think_len + n + 1 > s->think_cap) {
+        size_t cap = s->think_cap ? s->think_cap * 2 : 1024;
+        char *p;
+
+        while (cap < s->think_len + n + 1) {
+            cap *= 2;
+        }
+        if ((p = api->palloc(r, cap)) == NULL) {
+            return MF_ERR;
+        }
+        if (s->think_len > 0) {
+            memcpy(p, s->think, s->think_len);
+        }
+        s->think = p;
+        s->think_cap = cap;
+    }
+    memcpy(s->think + s->think_len, t, n);
+    s->think_len += n;
+    s->think[s->think_len] = '\0';
+    return MF_OK;
+}
+
+/* The chunk carrying one whole thinking or redacted_thinking block as a
+ * reasoning item, or NULL. */
+static json_t *reasoning_chunk(stream_t *s, json_t *block);
+
 static stream_t *
 stream_state(mf_req_t *r)
 {
@@ -476,9 +609,19 @@ stream_state(mf_req_t *r)
         for (i = 0; i < 64; i++) {
             s->tool_of_block[i] = -1;
         }
+        s->think_block = -1;
         *slot = s;
     }
     return s;
+}
+
+static json_t *
+reasoning_chunk(stream_t *s, json_t *block)
+{
+    json_t *ri = reasoning_item_of(block);
+
+    return ri ? chunk(s, mf_json_pack("{s:[o]}", "reasoning_items", ri), NULL)
+              : NULL;
 }
 
 int
@@ -528,7 +671,16 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         json_t *b = json_object_get(j, "content_block");
         const char *bt = json_string_value(json_object_get(b, "type"));
 
-        if (bt && strcmp(bt, "tool_use") == 0 && idx >= 0 && idx < 64) {
+        if (bt && strcmp(bt, "thinking") == 0) {
+            s->think_block = (int)idx;
+            s->think_len = 0;
+            s->signature = NULL;
+            if (s->think != NULL) {
+                s->think[0] = '\0';
+            }
+        } else if (bt && strcmp(bt, "redacted_thinking") == 0) {
+            c = reasoning_chunk(s, b); /* it comes whole */
+        } else if (bt && strcmp(bt, "tool_use") == 0 && idx >= 0 && idx < 64) {
             int ti = s->ntools++;
 
             s->tool_of_block[idx] = ti;
@@ -548,7 +700,25 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
             c = chunk(
                 s, mf_json_pack("{s:O}", "content", json_object_get(d, "text")),
                 NULL);
+        } else if (dt && strcmp(dt, "signature_delta") == 0 &&
+                   idx == s->think_block &&
+                   json_is_string(json_object_get(d, "signature"))) {
+            json_t *sig = json_object_get(d, "signature");
+
+            s->signature = api->palloc(r, json_string_length(sig) + 1);
+            if (s->signature != NULL) {
+                memcpy(s->signature, json_string_value(sig),
+                       json_string_length(sig) + 1);
+            }
         } else if (dt && strcmp(dt, "thinking_delta") == 0) {
+            json_t *t = json_object_get(d, "thinking");
+
+            if (idx == s->think_block && json_is_string(t) &&
+                think_append(r, s, json_string_value(t),
+                             json_string_length(t)) != MF_OK) {
+                json_decref(j);
+                return MF_ERR;
+            }
             c = chunk(s,
                       mf_json_pack("{s:O}", "reasoning_content",
                                    json_object_get(d, "thinking")),
@@ -562,6 +732,17 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                                    json_object_get(d, "partial_json")),
                       NULL);
         }
+    } else if (strcmp(type, "content_block_stop") == 0 &&
+               idx == s->think_block && s->think_block >= 0) {
+        /* the thinking block whole, with its signature, for the turn
+         * that goes on from it */
+        json_t *b = mf_json_pack("{s:s,s:s,s:s}", "type", "thinking",
+                                 "thinking", s->think ? s->think : "",
+                                 "signature", s->signature ? s->signature : "");
+
+        c = reasoning_chunk(s, b);
+        json_decref(b);
+        s->think_block = -1;
     } else if (strcmp(type, "message_delta") == 0) {
         const char *stop = json_string_value(
             json_object_get(json_object_get(j, "delta"), "stop_reason"));
@@ -584,7 +765,7 @@ aw_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                          json_object_get(e, "type"), "code");
         flags |= MF_EVENT_ERROR;
     }
-    /* ping, content_block_stop, signature deltas: nothing to send */
+    /* ping, the stop of other blocks: nothing to send */
     if (c != NULL && canonical) {
         api->emit_chunk(r, c);
     } else {

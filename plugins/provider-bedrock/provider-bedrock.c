@@ -14,13 +14,15 @@
  * images (data: URLs) to image blocks, tools to toolConfig (toolSpec with
  * inputSchema.json), tool_choice to auto/any/tool, tool calls and results
  * to toolUse/toolResult blocks, max_tokens/temperature/top_p/stop to
- * inferenceConfig, top_k, reasoning_effort (Claude's thinking) and a
- * Claude model's anthropic-beta flags to additionalModelRequestFields.
- * Responses back to chat completions; ConverseStream's AWS event-stream
- * messages (the host decodes the binary framing, see stream_framing) to chunks:
- * text, tool-call and reasoning deltas, stop reasons, usage with cache reads;
- * in-stream exceptions fail the attempt (or end the stream) with the matching
- * status.
+ * inferenceConfig, top_k, reasoning_effort (Claude's thinking; an
+ * Anthropic client's thinking as it is) and a Claude model's
+ * anthropic-beta flags to additionalModelRequestFields. Claude's signed
+ * reasoning blocks travel as reasoning items (marked encrypted_content)
+ * both ways. Responses back to chat completions; ConverseStream's AWS
+ * event-stream messages (the host decodes the binary framing, see
+ * stream_framing) to chunks: text, tool-call and reasoning deltas, stop
+ * reasons, usage with cache reads; in-stream exceptions fail the attempt
+ * (or end the stream) with the matching status.
  *
  * Embeddings: POST /model/{modelId}/invoke with Titan ({inputText}; one
  * input per request) or Cohere ({texts, input_type}) bodies.
@@ -59,7 +61,78 @@ typedef struct {
     mf_usage_t usage;
     int tool_of_block[64]; /* content block -> tool call index, -1 */
     int ntools;
+    int think_block; /* the reasoning block under way, -1 none */
+    char *think;     /* its text so far (request memory) */
+    size_t think_len, think_cap;
+    char *signature; /* its signature (request memory), NULL none */
 } bstream_t;
+
+/* Claude's reasoning on Bedrock travels in the canonical form as
+ * reasoning items (the Responses API's shape) whose encrypted_content is
+ * this mark and the Converse reasoningContent object (its text and
+ * signature, or its redactedContent): it goes back only to Bedrock. */
+#define BR_MARK "manifold:bedrock:"
+
+/* The reasoning item of a reasoningContent that can go back (one with a
+ * signature, or redacted); NULL for another. New reference. */
+static json_t *
+reasoning_item_of(json_t *rc)
+{
+    json_t *rt = json_object_get(rc, "reasoningText"), *keep, *item;
+    char *text;
+
+    if (json_is_string(json_object_get(rt, "text")) &&
+        json_is_string(json_object_get(rt, "signature"))) {
+        keep = mf_json_pack("{s:{s:O,s:O}}", "reasoningText", "text",
+                            json_object_get(rt, "text"), "signature",
+                            json_object_get(rt, "signature"));
+    } else if (json_is_string(json_object_get(rc, "redactedContent"))) {
+        keep = mf_json_pack("{s:O}", "redactedContent",
+                            json_object_get(rc, "redactedContent"));
+    } else {
+        return NULL;
+    }
+    text = mf_json_dumps(keep, JSON_COMPACT);
+    item = mf_json_pack("{s:s,s:[],s:s+}", "type", "reasoning", "summary",
+                        "encrypted_content", BR_MARK, text ? text : "{}");
+    if (json_is_string(json_object_get(rt, "text"))) {
+        json_array_append_new(json_object_get(item, "summary"),
+                              mf_json_pack("{s:s,s:O}", "type", "summary_text",
+                                           "text",
+                                           json_object_get(rt, "text")));
+    }
+    free(text);
+    json_decref(keep);
+    return item;
+}
+
+/* The reasoningContent block a reasoning item made by reasoning_item_of
+ * carries, for an assistant turn; NULL for another item. */
+static json_t *
+reasoning_block(json_t *item)
+{
+    const char *ec =
+        json_string_value(json_object_get(item, "encrypted_content"));
+    json_t *rc, *rt, *out = NULL;
+
+    if (ec == NULL || strncmp(ec, BR_MARK, sizeof(BR_MARK) - 1) != 0) {
+        return NULL;
+    }
+    rc = mf_json_loadb(ec + sizeof(BR_MARK) - 1,
+                       strlen(ec) - (sizeof(BR_MARK) - 1), 0, NULL);
+    rt = json_object_get(rc, "reasoningText");
+    if (json_is_string(json_object_get(rt, "text")) &&
+        json_is_string(json_object_get(rt, "signature"))) {
+        out = mf_json_pack("{s:{s:{s:O,s:O}}}", "reasoningContent",
+                           "reasoningText", "text", json_object_get(rt, "text"),
+                           "signature", json_object_get(rt, "signature"));
+    } else if (json_is_string(json_object_get(rc, "redactedContent"))) {
+        out = mf_json_pack("{s:{s:O}}", "reasoningContent", "redactedContent",
+                           json_object_get(rc, "redactedContent"));
+    }
+    json_decref(rc);
+    return out;
+}
 
 static int
 bedrock_init(const mf_host_api_t *host, const char *config_json, void **state)
@@ -605,10 +678,22 @@ to_converse(json_t *in, const char **bad)
             }
             pu_push_turn(msgs, "user", "content", blocks);
         } else if (strcmp(role, "assistant") == 0) {
-            json_t *blocks = blocks_of(content, bad);
+            json_t *blocks = json_array(), *ri, *rb;
+            json_t *text = blocks_of(content, bad);
             json_t *calls = tool_use_blocks(json_object_get(m, "tool_calls"));
+            size_t k;
 
+            /* the turn's reasoning first, as Bedrock gave it: a tool loop
+             * with thinking on needs it back before the toolUse */
+            json_array_foreach(json_object_get(m, "reasoning_items"), k, ri)
+            {
+                if ((rb = reasoning_block(ri)) != NULL) {
+                    json_array_append_new(blocks, rb);
+                }
+            }
+            json_array_extend(blocks, text);
             json_array_extend(blocks, calls);
+            json_decref(text);
             json_decref(calls);
             pu_push_turn(msgs, "assistant", "content", blocks);
         } else {
@@ -646,6 +731,12 @@ to_converse(json_t *in, const char **bad)
                                 json_integer(budget + (max ? max : 4096)));
         }
         json_object_del(ic, "temperature"); /* thinking refuses it */
+        json_object_del(ic, "topP");
+    } else if (json_is_object(json_object_get(in, "thinking"))) {
+        /* Anthropic's own (from /v1/messages clients), as Claude on
+         * Bedrock takes it */
+        json_object_set(extra, "thinking", json_object_get(in, "thinking"));
+        json_object_del(ic, "temperature");
         json_object_del(ic, "topP");
     }
     if (json_object_size(ic) > 0) {
@@ -960,6 +1051,7 @@ static int
 bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
 {
     json_t *in = mf_json_loadb(body.data, body.len, 0, NULL), *b, *msg, *calls;
+    json_t *reasoning;
     mf_req_info_t info = {.size = sizeof(info)};
     mf_usage_t usage;
     char *text = NULL, *thinking = NULL, id[160];
@@ -989,12 +1081,16 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     read_usage(r, json_object_get(in, "usage"), &usage);
     api->set_usage(r, &usage);
     calls = json_array();
+    reasoning = json_array();
     json_array_foreach(content, i, b)
     {
         const char *t = json_string_value(json_object_get(b, "text"));
         json_t *tu = json_object_get(b, "toolUse");
-        json_t *rc = json_object_get(b, "reasoningContent");
+        json_t *rc = json_object_get(b, "reasoningContent"), *ri;
 
+        if (rc != NULL && (ri = reasoning_item_of(rc)) != NULL) {
+            json_array_append_new(reasoning, ri);
+        }
         if (t != NULL) {
             pu_append(&text, &tl, t);
         } else if (tu != NULL) {
@@ -1019,6 +1115,10 @@ bedrock_parse_response(mf_req_t *r, void *state, mf_str_t body, int canonical)
     if (thinking != NULL) {
         json_object_set_new(msg, "reasoning_content", json_string(thinking));
     }
+    if (json_array_size(reasoning) > 0) {
+        json_object_set(msg, "reasoning_items", reasoning);
+    }
+    json_decref(reasoning);
     if (json_array_size(calls) > 0) {
         json_object_set_new(msg, "tool_calls", calls);
     } else {
@@ -1121,6 +1221,44 @@ bedrock_parse_error(mf_req_t *r, void *state, int status, mf_str_t body,
 
 /* Stream: ConverseStream events -> chunks */
 
+/* The reasoning block's text grown by n bytes (request memory, doubled
+ * as it grows); MF_ERR when out of memory. */
+static int
+think_append(mf_req_t *r, bstream_t *s, const char *t, size_t n)
+{
+    if (s->think_len + n + 1 > s->think_cap) {
+        size_t cap = s->think_cap ? s->think_cap * 2 : 1024;
+        char *p;
+
+        while (cap < s->think_len + n + 1) {
+            cap *= 2;
+        }
+        if ((p = api->palloc(r, cap)) == NULL) {
+            return MF_ERR;
+        }
+        if (s->think_len > 0) {
+            memcpy(p, s->think, s->think_len);
+        }
+        s->think = p;
+        s->think_cap = cap;
+    }
+    memcpy(s->think + s->think_len, t, n);
+    s->think_len += n;
+    s->think[s->think_len] = '\0';
+    return MF_OK;
+}
+
+/* The chunk of one whole reasoningContent as a reasoning item, or NULL. */
+static json_t *
+reasoning_chunk(bstream_t *s, json_t *rc)
+{
+    json_t *ri = reasoning_item_of(rc);
+
+    return ri ? pu_chunk(s->id, s->model, s->created, 0,
+                         mf_json_pack("{s:[o]}", "reasoning_items", ri), NULL)
+              : NULL;
+}
+
 static bstream_t *
 stream_state(mf_req_t *r)
 {
@@ -1142,6 +1280,7 @@ stream_state(mf_req_t *r)
         api->get_info(r, &info);
         snprintf(s->model, sizeof(s->model), "%.*s",
                  (int)info.upstream_model.len, info.upstream_model.data);
+        s->think_block = -1;
         for (i = 0; i < 64; i++) {
             s->tool_of_block[i] = -1;
         }
@@ -1215,8 +1354,31 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         } else if (json_is_string(
                        v = json_object_get(
                            json_object_get(d, "reasoningContent"), "text"))) {
+            if (s->think_block != (int)idx) {
+                s->think_block = (int)idx; /* a new reasoning block */
+                s->think_len = 0;
+                s->signature = NULL;
+            }
+            if (think_append(r, s, json_string_value(v),
+                             json_string_length(v)) != MF_OK) {
+                json_decref(j);
+                return MF_ERR;
+            }
             c = pu_chunk(s->id, s->model, s->created, 0,
                          mf_json_pack("{s:O}", "reasoning_content", v), NULL);
+        } else if (json_is_string(v = json_object_get(
+                                      json_object_get(d, "reasoningContent"),
+                                      "signature")) &&
+                   s->think_block == (int)idx) {
+            s->signature = api->palloc(r, json_string_length(v) + 1);
+            if (s->signature != NULL) {
+                memcpy(s->signature, json_string_value(v),
+                       json_string_length(v) + 1);
+            }
+        } else if (json_is_string(
+                       json_object_get(json_object_get(d, "reasoningContent"),
+                                       "redactedContent"))) {
+            c = reasoning_chunk(s, json_object_get(d, "reasoningContent"));
         } else if (json_is_string(
                        v = json_object_get(json_object_get(d, "toolUse"),
                                            "input")) &&
@@ -1227,6 +1389,19 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
                                       "function", "arguments", v),
                          NULL);
         }
+    } else if (pu_str_is(ev->event, "contentBlockStop") &&
+               s->think_block >= 0 && s->think_block == (int)idx) {
+        /* the reasoning block whole, with its signature, for the turn
+         * that goes on from it */
+        if (s->signature != NULL) {
+            json_t *rc = mf_json_pack("{s:{s:s,s:s}}", "reasoningText", "text",
+                                      s->think ? s->think : "", "signature",
+                                      s->signature);
+
+            c = reasoning_chunk(s, rc);
+            json_decref(rc);
+        }
+        s->think_block = -1;
     } else if (pu_str_is(ev->event, "messageStop")) {
         c = pu_chunk(
             s->id, s->model, s->created, 0, json_object(),
@@ -1237,7 +1412,7 @@ bedrock_parse_stream_event(mf_req_t *r, void *state, const mf_sse_event_t *ev,
         c = pu_usage_chunk(s->id, s->model, s->created, &s->usage);
         flags |= MF_EVENT_USAGE_ONLY | MF_EVENT_DONE;
     }
-    /* contentBlockStop, signature deltas: nothing to send */
+    /* the stop of other blocks: nothing to send */
     if (c != NULL) {
         api->emit_chunk(r, c);
     }

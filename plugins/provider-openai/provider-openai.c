@@ -235,6 +235,78 @@ has_field(mf_req_t *r, const char *key)
     return api->get_body_field(r, (mf_str_t){key, strlen(key)}, &v) == MF_OK;
 }
 
+/* Whether the canonical messages carry reasoning items (the Responses
+ * API's, from a Responses client), which only the Responses wire reads
+ * and strict chat servers refuse. */
+static int
+has_reasoning_items(mf_req_t *r)
+{
+    static const char key[] = "\"reasoning_items\""; /* '_' at 10 */
+    mf_str_t v;
+    const char *p, *end;
+
+    if (api->get_body_field(r, MF_STR("messages"), &v) != MF_OK) {
+        return 0;
+    }
+    /* each '_' (memchr is cheaper than memmem's setup on every request) */
+    end = v.data + v.len;
+    for (p = v.data; p < end && (p = memchr(p, '_', (size_t)(end - p))); p++) {
+        if (p - v.data >= 10 && end - p >= 7 &&
+            memcmp(p - 10, key, sizeof(key) - 1) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The reasoning items taken out of the messages (no chat server reads
+ * them). A reasoning item between two function calls of one answer made
+ * the second its own assistant message (its place, for the wires that
+ * read it): without it, that message joins the one before, as chat
+ * wants one assistant message holding the calls its tool results
+ * answer. */
+static void
+strip_reasoning(mf_req_t *r, json_t *msgs)
+{
+    size_t i = 0;
+
+    while (i < json_array_size(msgs)) {
+        json_t *m = json_array_get(msgs, i);
+        json_t *prev = i > 0 ? json_array_get(msgs, i - 1) : NULL;
+        const char *role = json_string_value(json_object_get(m, "role"));
+        const char *prole = json_string_value(json_object_get(prev, "role"));
+        json_t *calls, *pcalls, *c, *pc;
+
+        if (json_object_del(m, "reasoning_items") != 0) {
+            i++;
+            continue;
+        }
+        api->body_changed(r);
+        pcalls = json_object_get(prev, "tool_calls");
+        calls = json_object_get(m, "tool_calls");
+        if (role == NULL || prole == NULL || strcmp(role, "assistant") != 0 ||
+            strcmp(prole, "assistant") != 0 || !json_is_array(pcalls)) {
+            i++;
+            continue;
+        }
+        c = json_object_get(m, "content");
+        pc = json_object_get(prev, "content");
+        if (json_is_string(c) && json_string_length(c) > 0) {
+            if (json_is_string(pc) && json_string_length(pc) > 0) {
+                json_object_set_new(prev, "content",
+                                    mf_json_pack("s++", json_string_value(pc),
+                                                 "\n", json_string_value(c)));
+            } else {
+                json_object_set(prev, "content", c);
+            }
+        }
+        if (json_is_array(calls)) {
+            json_array_extend(pcalls, calls);
+        }
+        json_array_remove(msgs, i);
+    }
+}
+
 /* Whether the raw text of the body's member key holds needle (a false
  * positive only costs a parse). */
 static int
@@ -379,7 +451,8 @@ may_edit(mf_req_t *r, const mf_upstream_t *u)
     if (u->endpoint != MF_ENDPOINT_CHAT) {
         return 0;
     }
-    if (has_field(r, "thinking") ||
+    if (has_field(r, "thinking") || has_field(r, "include") ||
+        has_reasoning_items(r) ||
         ((pre->quirks & Q_OPENAI_FIELDS) && has_field(r, "top_k")) ||
         field_holds(r, "messages", "\"document\"") ||
         ((pre->quirks & Q_NO_CACHE_CTL) &&
@@ -537,6 +610,12 @@ openai_build_request(mf_req_t *r, void *state, const mf_upstream_t *u)
             json_object_del(body, "thinking");
             api->body_changed(r);
         }
+        if (json_object_get(body, "include") != NULL) {
+            /* a Responses client's include: the Responses wire's alone */
+            json_object_del(body, "include");
+            api->body_changed(r);
+        }
+        strip_reasoning(r, json_object_get(body, "messages"));
         if ((pre->quirks & Q_OPENAI_FIELDS) &&
             json_object_get(body, "top_k") != NULL) {
             /* Anthropic's and Gemini's sampling knob: OpenAI refuses it */
@@ -720,11 +799,11 @@ scan_num(scan_t *s, int64_t *v)
     }
     digits = q;
     while (q < s->end && *q >= '0' && *q <= '9') {
+        if (q - digits >= 18) {
+            return SCAN_GIVE_UP; /* checked before a 19th digit overflows */
+        }
         n = n * 10 + (*q - '0');
         q++;
-        if (q - digits > 18) {
-            return SCAN_GIVE_UP;
-        }
     }
     if (q == digits || (*digits == '0' && q - digits > 1)) {
         return SCAN_GIVE_UP;

@@ -167,6 +167,35 @@ tools_of(json_t *tools)
     return out;
 }
 
+/* The reasoning items of an assistant message that go back to the
+ * Responses API, as the client sent them but for their id: those with
+ * OpenAI's own encrypted_content. Without it an item cannot be read again (the
+ * wire sends store: false), and content another provider made carries the
+ * gateway's mark ("manifold:<provider>:"): both are left out. */
+static void
+reasoning_items(json_t *input, json_t *m)
+{
+    json_t *ri;
+    size_t i;
+
+    json_array_foreach(json_object_get(m, "reasoning_items"), i, ri)
+    {
+        const char *ec =
+            json_string_value(json_object_get(ri, "encrypted_content"));
+
+        if (ec != NULL && strncmp(ec, "manifold:", 9) != 0) {
+            /* without its id: the wire sends store: false, and OpenAI
+             * looks an item with an id up among stored ones (a 400, "Item
+             * with id ... not found"); the encrypted content stands on its
+             * own, and an id the gateway made was never OpenAI's */
+            json_t *copy = json_copy(ri);
+
+            json_object_del(copy, "id");
+            json_array_append_new(input, copy);
+        }
+    }
+}
+
 json_t *
 rw_request(json_t *in, mf_str_t model, int stream)
 {
@@ -195,6 +224,7 @@ rw_request(json_t *in, mf_str_t model, int stream)
         } else if (strcmp(role, "assistant") == 0) {
             json_t *t = text_of(content);
 
+            reasoning_items(input, m);
             if (json_string_length(t) > 0) {
                 json_array_append_new(
                     input, mf_json_pack("{s:s,s:s,s:o}", "type", "message",
@@ -231,6 +261,9 @@ rw_request(json_t *in, mf_str_t model, int stream)
     }
     if (json_is_string(v = json_object_get(in, "user"))) {
         json_object_set(out, "user", v);
+    }
+    if (json_is_array(v = json_object_get(in, "include"))) {
+        json_object_set(out, "include", v); /* a Responses client's, as sent */
     }
     if (json_array_size(json_object_get(in, "tools")) > 0) {
         json_object_set_new(out, "tools",
@@ -333,6 +366,7 @@ json_t *
 rw_completion(json_t *resp, mf_usage_t *usage)
 {
     json_t *item, *part, *calls = json_array(), *msg, *out;
+    json_t *reasoning = json_array();
     char *text = NULL, *think = NULL;
     size_t tl = 0, rl = 0, i, k;
     const char *id = json_string_value(json_object_get(resp, "id"));
@@ -341,6 +375,7 @@ rw_completion(json_t *resp, mf_usage_t *usage)
 
     if (!json_is_array(json_object_get(resp, "output"))) {
         json_decref(calls);
+        json_decref(reasoning);
         return NULL;
     }
     json_array_foreach(json_object_get(resp, "output"), i, item)
@@ -376,6 +411,7 @@ rw_completion(json_t *resp, mf_usage_t *usage)
                              json_is_string(args) ? json_string_value(args)
                                                   : "{}"));
         } else if (strcmp(type, "reasoning") == 0) {
+            json_array_append(reasoning, item); /* as it came */
             json_array_foreach(json_object_get(item, "summary"), k, part)
             {
                 const char *s =
@@ -395,6 +431,10 @@ rw_completion(json_t *resp, mf_usage_t *usage)
     if (think != NULL) {
         json_object_set_new(msg, "reasoning_content", json_string(think));
     }
+    if (json_array_size(reasoning) > 0) {
+        json_object_set(msg, "reasoning_items", reasoning);
+    }
+    json_decref(reasoning);
     read_usage(json_object_get(resp, "usage"), usage);
     out = mf_json_pack(
         "{s:s+,s:s,s:I,s:s,s:[{s:i,s:o,s:s,s:n}],s:o}", "id", "chatcmpl-",
@@ -484,6 +524,16 @@ rw_event(rw_stream_t *s, mf_str_t data, json_t **out, int *usage_set)
                           "index", ti, "id", json_object_get(item, "call_id"),
                           "type", "function", "function", "name",
                           json_object_get(item, "name"), "arguments", ""),
+                      NULL);
+        }
+    } else if (strcmp(type, "response.output_item.done") == 0) {
+        /* a reasoning item, whole: its encrypted_content (when include
+         * asked for it) lets the next turn go on from it */
+        json_t *item = json_object_get(j, "item");
+        const char *it = json_string_value(json_object_get(item, "type"));
+
+        if (it != NULL && strcmp(it, "reasoning") == 0) {
+            c = chunk(s, mf_json_pack("{s:[O]}", "reasoning_items", item),
                       NULL);
         }
     } else if (strcmp(type, "response.function_call_arguments.delta") == 0 &&

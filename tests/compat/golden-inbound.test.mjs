@@ -7,7 +7,11 @@
 //    for a function call (the SSE framing and the text streams are golden
 //    in genai-sdk.test.mjs),
 //  - and chat completions over the Responses upstream wire
-//    (options.wire: responses), the chunks the client gets.
+//    (options.wire: responses), the chunks the client gets;
+//  - reasoning: a Responses stream over the Responses wire with its
+//    reasoning item (encrypted_content asked with include), and an
+//    Anthropic stream from an Anthropic upstream with a signed thinking
+//    block.
 // Volatile fields are normalised: ids the gateway or the mock counts
 // (checked against their pattern first) and created timestamps.
 import { test, before, after } from 'node:test';
@@ -25,7 +29,12 @@ before(async () => {
     base_url: ${mock.url}/v1
     keys: ["sk-resp-0123456789"]
     models: ["o1-pro"]
-    options: { wire: responses }`,
+    options: { wire: responses }
+  - name: anthropic
+    type: anthropic
+    base_url: ${mock.url}
+    keys: ["sk-ant-test-0123456789"]
+    models: ["claude-*"]`,
   }));
 });
 
@@ -141,10 +150,14 @@ function normaliseAnthropic(evs) {
   return evs.map(({ event, data }) => ({ event, data }));
 }
 const usageA = (input, output) => ({ output_tokens: output, input_tokens: input, cache_read_input_tokens: 0, cache_creation_input_tokens: 0 });
-const messageStart = {
+// message_start says the prompt's tokens as Anthropic's does; an OpenAI
+// upstream gives its count only at the end, so this is the gateway's
+// estimate (about 4 bytes of prompt text a token: 'two words' is 3, 'call'
+// 1); message_delta has the upstream's count.
+const messageStart = (input) => ({
   event: 'message_start',
-  data: { type: 'message_start', message: { id: 'MID', type: 'message', role: 'assistant', model: 'gpt-4o', content: [], stop_reason: null, stop_sequence: null, usage: usageA(0, 0) } },
-};
+  data: { type: 'message_start', message: { id: 'MID', type: 'message', role: 'assistant', model: 'gpt-4o', content: [], stop_reason: null, stop_sequence: null, usage: usageA(input, 0) } },
+});
 const ev = (event, body) => ({ event, data: { type: event, ...body } });
 
 test('Anthropic inbound: a text stream, every event', async () => {
@@ -152,7 +165,7 @@ test('Anthropic inbound: a text stream, every event', async () => {
     model: 'gpt-4o', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'two words' }],
   })));
   assert.deepEqual(evs, [
-    messageStart,
+    messageStart(3),
     ev('content_block_start', { index: 0, content_block: { type: 'text', text: '' } }),
     ...WORDS.map((w) => ev('content_block_delta', { index: 0, delta: { type: 'text_delta', text: w } })),
     ev('content_block_stop', { index: 0 }),
@@ -167,7 +180,7 @@ test('Anthropic inbound: a tool_use stream, every event', async () => {
     tools: [{ name: 'f', input_schema: PARAMS }],
   })));
   assert.deepEqual(evs, [
-    messageStart,
+    messageStart(1),
     ev('content_block_start', { index: 0, content_block: { type: 'tool_use', id: 'call_mock_1', name: 'f', input: {} } }),
     ev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: '{"q":"' } }),
     ev('content_block_delta', { index: 0, delta: { type: 'input_json_delta', partial_json: 'mock"}' } }),
@@ -258,5 +271,83 @@ test('chat over the Responses wire: a tool-call stream, every chunk', async () =
     chunk({ tool_calls: [{ index: 0, function: { arguments: '{"city":' } }] }),
     chunk({ tool_calls: [{ index: 0, function: { arguments: '"mock"}' } }] }),
     chunk({}, 'tool_calls'),
+  ]);
+});
+
+// ---- Reasoning --------------------------------------------------------------
+
+// Item ids made of the response id (kind_<hex>_<n>) to KIND_n.
+function normaliseItems(evs) {
+  const rid = evs[0].data.response.id;
+  const hex = rid.slice(5);
+  return JSON.parse(JSON.stringify(normaliseResponses(evs, 'none')), (k, v) => {
+    if (typeof v === 'string' && v.includes(hex)) {
+      const m = v.match(/^(msg|fc|rs)_([0-9a-f]{48})_(\d+)$/);
+      assert.ok(m && m[2] === hex, v);
+      return `${m[1].toUpperCase()}_${m[3]}`;
+    }
+    return v;
+  });
+}
+
+test('Responses inbound over the Responses wire: a reasoning item with its encrypted_content, every event', async () => {
+  const echo = { model: 'o1-pro', reasoning: { effort: 'low' }, store: false };
+  const evs = normaliseItems(await namedEvents(await post(gw, '/v1/responses', {
+    model: 'o1-pro', stream: true, input: 'two words', reasoning: { effort: 'low' }, store: false,
+    include: ['reasoning.encrypted_content'],
+  })));
+  const enc = evs.find((e) => e.event === 'response.output_item.done').data.item.encrypted_content;
+  assert.match(enc, /^enc_mock_\d+$/, 'the upstream\'s, as it came');
+  const THINK = 'Thinking about it.';
+  const sum = { type: 'summary_text', text: THINK };
+  const rs = (done) => ({ type: 'reasoning', id: 'RS_0', summary: done ? [sum] : [], ...(done ? { encrypted_content: enc } : {}) });
+  const rat = { item_id: 'RS_0', output_index: 0, summary_index: 0 };
+  const at = { item_id: 'MSG_1', output_index: 1, content_index: 0 };
+  const part = (text) => ({ type: 'output_text', text, annotations: [] });
+  const msg = (status, content) => ({ type: 'message', id: 'MSG_1', status, role: 'assistant', content });
+  const words = ['Hello ', 'from ', 'mock. ', 'You ', 'said: ', 'two ', 'words'];
+  const done = [rs(true), msg('completed', [part(TEXT)])];
+  const usage = { ...usageR(14, 17), output_tokens_details: { reasoning_tokens: 7 } };
+  assert.deepEqual(evs, seq([
+    ['response.created', { response: response('in_progress', [], null, echo) }],
+    ['response.in_progress', { response: response('in_progress', [], null, echo) }],
+    ['response.output_item.added', { output_index: 0, item: rs(false) }],
+    ['response.reasoning_summary_part.added', { ...rat, part: { type: 'summary_text', text: '' } }],
+    ['response.reasoning_summary_text.delta', { ...rat, delta: THINK }],
+    ['response.reasoning_summary_text.done', { ...rat, text: THINK }],
+    ['response.reasoning_summary_part.done', { ...rat, part: sum }],
+    ['response.output_item.done', { output_index: 0, item: rs(true) }],
+    ['response.output_item.added', { output_index: 1, item: msg('in_progress', []) }],
+    ['response.content_part.added', { ...at, part: part('') }],
+    ...words.map((w) => ['response.output_text.delta', { ...at, delta: w }]),
+    ['response.output_text.done', { ...at, text: TEXT }],
+    ['response.content_part.done', { ...at, part: part(TEXT) }],
+    ['response.output_item.done', { output_index: 1, item: msg('completed', [part(TEXT)]) }],
+    ['response.completed', { response: response('completed', done, usage, echo) }],
+  ]));
+});
+
+test('Anthropic inbound from an Anthropic upstream: a signed thinking block, every event', async () => {
+  const evs = (await namedEvents(await post(gw, '/v1/messages', {
+    model: 'claude-sonnet-4', max_tokens: 2000, stream: true, thinking: { type: 'enabled', budget_tokens: 1024 },
+    messages: [{ role: 'user', content: 'two words' }],
+  }))).map(({ event, data }) => ({ event, data }));
+  assert.equal(evs[0].data.message.id, 'msg_mock_1');
+  const sig = evs.find((e) => e.data.delta?.type === 'signature_delta').data.delta.signature;
+  assert.match(sig, /^sig_mock_[0-9a-f]{8}$/, 'the upstream\'s, as it came');
+  // the counts are the mock's own (message_start's and message_delta's),
+  // passed on as they came
+  assert.deepEqual(evs, [
+    { event: 'message_start', data: { type: 'message_start', message: { id: 'msg_mock_1', type: 'message', role: 'assistant', model: 'claude-sonnet-4', content: [], stop_reason: null, stop_sequence: null, usage: { output_tokens: 1, input_tokens: 16, cache_read_input_tokens: 3, cache_creation_input_tokens: 0 } } } },
+    ev('content_block_start', { index: 0, content_block: { type: 'thinking', thinking: '' } }),
+    ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'Thinking ' } }),
+    ev('content_block_delta', { index: 0, delta: { type: 'thinking_delta', thinking: 'about it.' } }),
+    ev('content_block_delta', { index: 0, delta: { type: 'signature_delta', signature: sig } }),
+    ev('content_block_stop', { index: 0 }),
+    ev('content_block_start', { index: 1, content_block: { type: 'text', text: '' } }),
+    ...['Hello', ' from', ' mock.', ' You', ' said:', ' two', ' words'].map((w) => ev('content_block_delta', { index: 1, delta: { type: 'text_delta', text: w } })),
+    ev('content_block_stop', { index: 1 }),
+    ev('message_delta', { delta: { stop_reason: 'end_turn', stop_sequence: null }, usage: { output_tokens: 10, input_tokens: 16, cache_read_input_tokens: 3, cache_creation_input_tokens: 0 } }),
+    ev('message_stop', {}),
   ]);
 });

@@ -43,7 +43,13 @@
  *  - POST /v1/messages speaks Anthropic's Messages API the same way
  *    (x-api-key, required max_tokens, text and tool_use blocks, the
  *    event stream: message_start, ping, content_block_start/delta/stop,
- *    message_delta, message_stop; Anthropic's error shape);
+ *    message_delta, message_stop; Anthropic's error shape); with
+ *    `thinking` on, a thinking block first (signed with a hash of its
+ *    text; streamed with thinking and signature deltas) and a
+ *    redacted_thinking block when the user text holds "redacted"; a
+ *    thinking block whose signature it did not make, and a tool_result
+ *    turn whose assistant turn does not start with its thinking, are a
+ *    400 as on Anthropic's API;
  *  - Gemini (generateContent, streamGenerateContent?alt=sse,
  *    batchEmbedContents; Vertex AI paths and :predict; an OAuth token
  *    endpoint at /token) in mock_gemini.c, Bedrock (Converse,
@@ -1480,6 +1486,85 @@ astream_step(evutil_socket_t fd, short what, void *arg)
     evtimer_add(s->timer, &tv);
 }
 
+/* The signature the mock gives a thinking block: its text's hash, so
+ * that a block changed on its way back is refused, as Anthropic does. */
+static void
+mock_signature(const char *text, char *buf, size_t cap)
+{
+    unsigned long h = 5381;
+
+    while (*text) {
+        h = h * 33 + (unsigned char)*text++;
+    }
+    snprintf(buf, cap, "sig_mock_%08lx", h & 0xffffffffUL);
+}
+
+/* With thinking enabled, what Anthropic checks of the turns: each
+ * thinking block's signature (and redacted_thinking's data) is one it
+ * made, and the assistant turn a tool_result answers starts with its
+ * thinking. NULL when all is well. */
+static const char *
+thinking_problem(json_t *body, int on)
+{
+    static char msg[256];
+    json_t *msgs = json_object_get(body, "messages"), *m, *b;
+    size_t i, k, n = json_array_size(msgs);
+
+    json_array_foreach(msgs, i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), k, b)
+        {
+            const char *t = json_string_value(json_object_get(b, "type"));
+            char sig[64];
+
+            if (t && strcmp(t, "thinking") == 0) {
+                mock_signature(json_string_value(json_object_get(b, "thinking"))
+                                   ?: "",
+                               sig, sizeof(sig));
+                if (strcmp(json_string_value(json_object_get(b, "signature"))
+                               ?: "",
+                           sig) != 0) {
+                    snprintf(msg, sizeof(msg),
+                             "messages.%zu.content.%zu: Invalid `signature` "
+                             "in `thinking` block",
+                             i, k);
+                    return msg;
+                }
+            } else if (t && strcmp(t, "redacted_thinking") == 0 &&
+                       strncmp(json_string_value(json_object_get(b, "data"))
+                                   ?: "",
+                               "redacted_mock_", 14) != 0) {
+                snprintf(msg, sizeof(msg),
+                         "messages.%zu.content.%zu: Invalid `data` in "
+                         "`redacted_thinking` block",
+                         i, k);
+                return msg;
+            }
+        }
+    }
+    if (on && n >= 2) {
+        json_t *last = json_array_get(msgs, n - 1);
+        json_t *prev = json_array_get(msgs, n - 2);
+        json_t *first = json_array_get(json_object_get(last, "content"), 0);
+        const char *lt = json_string_value(json_object_get(first, "type"));
+        const char *pt = json_string_value(json_object_get(
+            json_array_get(json_object_get(prev, "content"), 0), "type"));
+
+        if (lt && strcmp(lt, "tool_result") == 0 &&
+            (pt == NULL || (strcmp(pt, "thinking") != 0 &&
+                            strcmp(pt, "redacted_thinking") != 0))) {
+            snprintf(msg, sizeof(msg),
+                     "messages.%zu.content.0.type: Expected `thinking` or "
+                     "`redacted_thinking`, but found `%s`. When `thinking` is "
+                     "enabled, a final `assistant` message must start with a "
+                     "thinking block",
+                     n - 2, pt ? pt : "text");
+            return msg;
+        }
+    }
+    return NULL;
+}
+
 static void
 anthropic_event(json_t *list, const char *name, json_t *data)
 {
@@ -1493,8 +1578,8 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
 {
     const char *model = json_string_value(json_object_get(body, "model"));
     char text[1024], reply[1200];
-    int tool_result, in_tokens, out_tokens;
-    json_t *tool, *content;
+    int tool_result, in_tokens, out_tokens, thinking, bi;
+    json_t *tool, *content, *thinks;
 
     if (model == NULL ||
         !json_is_integer(json_object_get(body, "max_tokens")) ||
@@ -1506,8 +1591,39 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                   0);
         return;
     }
+    {
+        const char *tt = json_string_value(
+            json_object_get(json_object_get(body, "thinking"), "type"));
+        const char *problem;
+
+        thinking = tt != NULL && strcmp(tt, "disabled") != 0;
+        if ((problem = thinking_problem(body, thinking)) != NULL) {
+            send_json(req, 400,
+                      json_pack("{s:s,s:{s:s,s:s}}", "type", "error", "error",
+                                "type", "invalid_request_error", "message",
+                                problem),
+                      0);
+            return;
+        }
+    }
     anthropic_last_user(body, text, sizeof(text), &tool_result);
     tool = tool_result ? NULL : anthropic_tool(body);
+    thinks = json_array();
+    if (thinking) {
+        /* a thinking block first (and a redacted one when asked) */
+        char sig[64];
+
+        mock_signature("Thinking about it.", sig, sizeof(sig));
+        json_array_append_new(
+            thinks, json_pack("{s:s,s:s,s:s}", "type", "thinking", "thinking",
+                              "Thinking about it.", "signature", sig));
+        if (strstr(text, "redacted") != NULL) {
+            json_array_append_new(thinks, json_pack("{s:s,s:s}", "type",
+                                                    "redacted_thinking", "data",
+                                                    "redacted_mock_1"));
+        }
+    }
+    bi = (int)json_array_size(thinks);
     if (d->reply[0]) {
         snprintf(reply, sizeof(reply), "%s", d->reply);
     } else if (tool_result) {
@@ -1521,6 +1637,9 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
         content = tool
                       ? json_pack("[o]", tool)
                       : json_pack("[{s:s,s:s}]", "type", "text", "text", reply);
+        json_array_extend(thinks, content);
+        json_decref(content);
+        content = thinks;
         send_json(req, 200,
                   json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:n,s:{s:i,s:i,s:i,s:i}}",
                             "id", "msg_mock_1", "type", "message", "role",
@@ -1549,10 +1668,48 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                 in_tokens, "output_tokens", 1, "cache_read_input_tokens", 3,
                 "cache_creation_input_tokens", d->cache_write));
         anthropic_event(ev, "ping", json_pack("{s:s}", "type", "ping"));
+        for (i = 0; i < bi; i++) {
+            json_t *tb = json_array_get(thinks, (size_t)i);
+            const char *tt = json_string_value(json_object_get(tb, "type"));
+
+            if (strcmp(tt, "thinking") == 0) {
+                anthropic_event(ev, "content_block_start",
+                                json_pack("{s:s,s:i,s:{s:s,s:s,s:s}}", "type",
+                                          "content_block_start", "index", i,
+                                          "content_block", "type", "thinking",
+                                          "thinking", "", "signature", ""));
+                anthropic_event(ev, "content_block_delta",
+                                json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                          "content_block_delta", "index", i,
+                                          "delta", "type", "thinking_delta",
+                                          "thinking", "Thinking "));
+                anthropic_event(ev, "content_block_delta",
+                                json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
+                                          "content_block_delta", "index", i,
+                                          "delta", "type", "thinking_delta",
+                                          "thinking", "about it."));
+                anthropic_event(ev, "content_block_delta",
+                                json_pack("{s:s,s:i,s:{s:s,s:O}}", "type",
+                                          "content_block_delta", "index", i,
+                                          "delta", "type", "signature_delta",
+                                          "signature",
+                                          json_object_get(tb, "signature")));
+            } else {
+                anthropic_event(ev, "content_block_start",
+                                json_pack("{s:s,s:i,s:O}", "type",
+                                          "content_block_start", "index", i,
+                                          "content_block", tb));
+            }
+            anthropic_event(ev, "content_block_stop",
+                            json_pack("{s:s,s:i}", "type", "content_block_stop",
+                                      "index", i));
+        }
+        i = 0;
+        json_decref(thinks);
         if (tool) {
             anthropic_event(ev, "content_block_start",
                             json_pack("{s:s,s:i,s:{s:s,s:s,s:O,s:{}}}", "type",
-                                      "content_block_start", "index", 0,
+                                      "content_block_start", "index", bi,
                                       "content_block", "type", "tool_use", "id",
                                       "toolu_mock_1", "name",
                                       json_object_get(tool, "name"), "input"));
@@ -1565,12 +1722,12 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                 snprintf(first, sizeof(first), "%.*s", (int)half, args);
                 anthropic_event(ev, "content_block_delta",
                                 json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
-                                          "content_block_delta", "index", 0,
+                                          "content_block_delta", "index", bi,
                                           "delta", "type", "input_json_delta",
                                           "partial_json", first));
                 anthropic_event(ev, "content_block_delta",
                                 json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
-                                          "content_block_delta", "index", 0,
+                                          "content_block_delta", "index", bi,
                                           "delta", "type", "input_json_delta",
                                           "partial_json", args + half));
                 free(args);
@@ -1578,15 +1735,15 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
         } else {
             anthropic_event(ev, "content_block_start",
                             json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
-                                      "content_block_start", "index", 0,
+                                      "content_block_start", "index", bi,
                                       "content_block", "type", "text", "text",
                                       ""));
             if (d->chunks > 0) {
                 for (i = 0; i < d->chunks; i++) {
                     anthropic_event(ev, "content_block_delta",
                                     json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
-                                              "content_block_delta", "index", 0,
-                                              "delta", "type", "text_delta",
+                                              "content_block_delta", "index",
+                                              bi, "delta", "type", "text_delta",
                                               "text", i ? " tok" : "tok"));
                 }
                 out_tokens = d->chunks;
@@ -1598,15 +1755,15 @@ answer_anthropic(struct evhttp_request *req, json_t *body,
                     snprintf(piece, sizeof(piece), "%s%s", i ? " " : "", w);
                     anthropic_event(ev, "content_block_delta",
                                     json_pack("{s:s,s:i,s:{s:s,s:s}}", "type",
-                                              "content_block_delta", "index", 0,
-                                              "delta", "type", "text_delta",
+                                              "content_block_delta", "index",
+                                              bi, "delta", "type", "text_delta",
                                               "text", piece));
                 }
             }
         }
         anthropic_event(
             ev, "content_block_stop",
-            json_pack("{s:s,s:i}", "type", "content_block_stop", "index", 0));
+            json_pack("{s:s,s:i}", "type", "content_block_stop", "index", bi));
         anthropic_event(
             ev, "message_delta",
             json_pack("{s:s,s:{s:s,s:n},s:{s:i}}", "type", "message_delta",

@@ -17,7 +17,11 @@
  * retry_after, chunks, chunk_delay, cut, cutfirst, stall, garbage (a frame
  * with a bad CRC), reply, safety (guardrail_intervened), exception=N (a
  * throttlingException after N - 1 text deltas: exception=1 right after
- * messageStart).
+ * messageStart). With thinking in additionalModelRequestFields, a
+ * reasoningContent block first, signed with a hash of its text (a
+ * signature delta in the stream); a reasoning block whose signature it
+ * did not make, and a toolResult turn whose assistant turn does not
+ * start with its reasoning, are a ValidationException.
  */
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -267,6 +271,65 @@ add_message(frames_t *f, const char *kind, const char *type, json_t *payload,
 
 /* Converse */
 
+/* The signature the mock gives a reasoning block: its text's hash, so
+ * that a block changed on its way back is refused. */
+static void
+reasoning_signature(const char *text, char *buf, size_t cap)
+{
+    unsigned long h = 5381;
+
+    while (*text) {
+        h = h * 33 + (unsigned char)*text++;
+    }
+    snprintf(buf, cap, "bsig_mock_%08lx", h & 0xffffffffUL);
+}
+
+/* With thinking on, what Bedrock checks of Claude's turns: each
+ * reasoningText's signature is one it made, and the assistant turn a
+ * toolResult answers starts with its reasoning. NULL when all is well. */
+static const char *
+reasoning_problem(json_t *body, int on)
+{
+    json_t *msgs = json_object_get(body, "messages"), *m, *b;
+    size_t i, k, n = json_array_size(msgs);
+
+    json_array_foreach(msgs, i, m)
+    {
+        json_array_foreach(json_object_get(m, "content"), k, b)
+        {
+            json_t *rt = json_object_get(json_object_get(b, "reasoningContent"),
+                                         "reasoningText");
+            char sig[64];
+
+            if (rt == NULL) {
+                continue;
+            }
+            reasoning_signature(json_string_value(json_object_get(rt, "text"))
+                                    ?: "",
+                                sig, sizeof(sig));
+            if (strcmp(json_string_value(json_object_get(rt, "signature"))
+                           ?: "",
+                       sig) != 0) {
+                return "The signature of a reasoning block is not valid.";
+            }
+        }
+    }
+    if (on && n >= 2) {
+        json_t *last = json_array_get(
+            json_object_get(json_array_get(msgs, n - 1), "content"), 0);
+        json_t *prev = json_array_get(
+            json_object_get(json_array_get(msgs, n - 2), "content"), 0);
+
+        if (json_object_get(last, "toolResult") != NULL &&
+            json_object_get(prev, "reasoningContent") == NULL) {
+            return "Expected `thinking` or `redacted_thinking`, but found "
+                   "`tool_use`. When `thinking` is enabled, a final "
+                   "`assistant` message must start with a thinking block.";
+        }
+    }
+    return NULL;
+}
+
 static const char *
 converse_problem(json_t *body)
 {
@@ -429,7 +492,7 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
         json_object_get(json_object_get(body, "toolConfig"), "tools");
     json_t *result = NULL;
     const char *problem;
-    char model[512], text[1024] = "", reply[1400];
+    char model[512], text[1024] = "", reply[1400], sig[64];
     int in_tokens, out_tokens, thinking;
     size_t i;
 
@@ -550,6 +613,11 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
     thinking =
         json_object_get(json_object_get(body, "additionalModelRequestFields"),
                         "thinking") != NULL;
+    if ((problem = reasoning_problem(body, thinking)) != NULL) {
+        aws_error(req, 400, "ValidationException", problem);
+        return;
+    }
+    reasoning_signature("Thinking.", sig, sizeof(sig));
     {
         char *all = json_dumps(msgs, JSON_COMPACT);
 
@@ -564,7 +632,7 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
             json_array_append_new(
                 content, json_pack("{s:{s:{s:s,s:s}}}", "reasoningContent",
                                    "reasoningText", "text", "Thinking.",
-                                   "signature", "sig-mock"));
+                                   "signature", sig));
         }
         json_array_append_new(content, tool
                                            ? json_pack("{s:o}", "toolUse", tool)
@@ -602,6 +670,11 @@ answer_bedrock(struct evhttp_request *req, const char *uri, json_t *body,
                         json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex", 0,
                                   "delta", "reasoningContent", "text",
                                   "Thinking."),
+                        0);
+            add_message(f, "event", "contentBlockDelta",
+                        json_pack("{s:i,s:{s:{s:s}}}", "contentBlockIndex", 0,
+                                  "delta", "reasoningContent", "signature",
+                                  sig),
                         0);
             add_message(f, "event", "contentBlockStop",
                         json_pack("{s:i}", "contentBlockIndex", 0), 0);

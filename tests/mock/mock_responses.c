@@ -9,6 +9,12 @@
  * reasoning.effort is set; status incomplete (max_output_tokens) when
  * max_output_tokens is under 8. The directives of the last user text
  * apply (status, reply, chunk_delay, cut, ...).
+ * Reasoning items are checked as OpenAI checks them with store: false: an
+ * input reasoning item needs encrypted_content this mock made
+ * ("enc_mock_..."; other content is "could not be verified") and an item
+ * after it; with include ["reasoning.encrypted_content"] the answer's
+ * reasoning item carries its encrypted_content (whole, and in the
+ * stream's response.output_item.done).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,13 +103,50 @@ problem_of(json_t *body)
     json_array_foreach(in, i, it)
     {
         const char *type = json_string_value(json_object_get(it, "type"));
+        const char *ec =
+            json_string_value(json_object_get(it, "encrypted_content"));
 
         if (type != NULL && strcmp(type, "function_call_output") == 0 &&
             !json_is_string(json_object_get(it, "call_id"))) {
             return "Missing required parameter: 'input[].call_id'.";
         }
+        if (type == NULL || strcmp(type, "reasoning") != 0) {
+            continue;
+        }
+        /* with store: false an item given by id is looked up among
+         * stored ones, whatever it carries (as OpenAI answers it) */
+        if ((ec == NULL || json_object_get(it, "id") != NULL) &&
+            json_is_false(json_object_get(body, "store"))) {
+            return "Item with id 'rs' not found. Items are not persisted when "
+                   "`store` is set to false. Try again with `store` set to "
+                   "true, or remove this item from your input.";
+        }
+        if (ec != NULL && strncmp(ec, "enc_mock_", 9) != 0) {
+            return "The encrypted content for item rs could not be verified.";
+        }
+        if (i + 1 >= json_array_size(in)) {
+            return "Item 'rs' of type 'reasoning' was provided without its "
+                   "required following item.";
+        }
     }
     return NULL;
+}
+
+/* Whether include asks for reasoning.encrypted_content. */
+static int
+wants_encrypted(json_t *body)
+{
+    json_t *v;
+    size_t i;
+
+    json_array_foreach(json_object_get(body, "include"), i, v)
+    {
+        if (json_is_string(v) &&
+            strcmp(json_string_value(v), "reasoning.encrypted_content") == 0) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 /* Whether the input holds a function_call_output item. */
@@ -187,10 +230,17 @@ answer_responses(struct evhttp_request *req, json_t *body,
     out_tokens = (int)strlen(text) / 4 + 1 + (reasoning ? 7 : 0);
     output = json_array();
     if (reasoning) {
-        json_array_append_new(
-            output, json_pack("{s:s,s:s,s:[{s:s,s:s}]}", "type", "reasoning",
-                              "id", "rs_mock_1", "summary", "type",
-                              "summary_text", "text", "Thinking about it."));
+        json_t *rs = json_pack("{s:s,s:s,s:[{s:s,s:s}]}", "type", "reasoning",
+                               "id", "rs_mock_1", "summary", "type",
+                               "summary_text", "text", "Thinking about it.");
+
+        if (wants_encrypted(body)) {
+            char enc[64];
+
+            snprintf(enc, sizeof(enc), "enc_mock_%ld", responses_count);
+            json_object_set_new(rs, "encrypted_content", json_string(enc));
+        }
+        json_array_append_new(output, rs);
     }
     if (call) {
         json_array_append_new(
@@ -255,6 +305,7 @@ answer_responses(struct evhttp_request *req, json_t *body,
                                     json_string("in_progress"));
             } else {
                 json_object_set_new(added, "summary", json_array());
+                json_object_del(added, "encrypted_content"); /* at done */
             }
             add_event(
                 f, &seq, "response.output_item.added",
