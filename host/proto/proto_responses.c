@@ -985,18 +985,83 @@ responses_stream_free(void *state)
     mf_buf_free(&s->text);
 }
 
+/* A string literal appended to a buffer. */
+#define PUT_LIT(b, lit) mf_buf_append((b), (lit), sizeof(lit) - 1)
+
+/* One event from the text of its data object (compact JSON; NULL: "{}"):
+ * its "type" and "sequence_number" set after its own members, the bytes
+ * the tree with both set would give. A data object with either member
+ * of its own goes through emit. */
+static void
+emit_text(responses_stream_t *s, mf_buf_t *out, const char *type,
+          const char *text)
+{
+    size_t n = text != NULL ? strlen(text) : 0;
+    char num[24];
+
+    PUT_LIT(out, "event: ");
+    mf_buf_append(out, type, strlen(type));
+    PUT_LIT(out, "\ndata: ");
+    if (n < 2 || text[0] != '{' || text[n - 1] != '}') {
+        PUT_LIT(out, "{}\n\n"); /* as emit says an object it cannot write */
+        s->seq++;
+        return;
+    }
+    mf_buf_append(out, text, n - 1); /* without its '}' */
+    if (n > 2) {
+        PUT_LIT(out, ",");
+    }
+    PUT_LIT(out, "\"type\":\"");
+    mf_buf_append(out, type, strlen(type));
+    PUT_LIT(out, "\",\"sequence_number\":");
+    mf_buf_append(
+        out, num,
+        (size_t)snprintf(num, sizeof(num), "%lld", (long long)s->seq++));
+    PUT_LIT(out, "}\n\n");
+}
+
 /* One event: its type and sequence number set here. data is taken. */
 static void
 emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
 {
     char *text;
 
+    if (json_object_get(data, "type") == NULL &&
+        json_object_get(data, "sequence_number") == NULL) {
+        text = mf_json_dumps(data, JSON_COMPACT);
+        if (text != NULL) {
+            emit_text(s, out, type, text);
+            free(text);
+            json_decref(data);
+            return;
+        }
+    }
     json_object_set_new(data, "type", json_string(type));
     json_object_set_new(data, "sequence_number", json_integer(s->seq++));
     text = mf_json_dumps(data, JSON_COMPACT);
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", type, text ? text : "{}");
     free(text);
     json_decref(data);
+}
+
+/* An event {"response": <the Response's text>}, as emit writes it; a
+ * NULL text (a Response that cannot be written) as emit writes one. */
+static void
+emit_response(responses_stream_t *s, mf_buf_t *out, const char *type,
+              const char *rtext)
+{
+    mf_buf_t b = {0};
+
+    if (rtext == NULL) {
+        emit_text(s, out, type, NULL);
+        return;
+    }
+    PUT_LIT(&b, "{\"response\":");
+    mf_buf_append(&b, rtext, strlen(rtext));
+    PUT_LIT(&b, "}");
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, b.data);
+    mf_buf_free(&b);
 }
 
 /* The Response so far, as the client sees it (encrypted_content only
@@ -1024,17 +1089,21 @@ shown_snapshot(responses_stream_t *s, const mf_usage_t *usage,
 static void
 start(responses_stream_t *s, mf_buf_t *out)
 {
+    json_t *r;
+    char *text;
+
     if (s->started) {
         return;
     }
     s->started = 1;
     response_id(s->id, sizeof(s->id));
-    emit(s, out, "response.created",
-         mf_json_pack("{s:o}", "response",
-                      shown_snapshot(s, NULL, "in_progress")));
-    emit(s, out, "response.in_progress",
-         mf_json_pack("{s:o}", "response",
-                      shown_snapshot(s, NULL, "in_progress")));
+    /* the same Response in both events: written once */
+    r = shown_snapshot(s, NULL, "in_progress");
+    text = mf_json_dumps(r, JSON_COMPACT);
+    json_decref(r);
+    emit_response(s, out, "response.created", text);
+    emit_response(s, out, "response.in_progress", text);
+    free(text);
 }
 
 /* Whether the client asked for reasoning.encrypted_content. */
@@ -1247,6 +1316,20 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
                       open_index(s), "delta", args));
 }
 
+/* Stores the finished Response r (store_response); returns the client's
+ * text of it as the store wrote it (malloc'd), or NULL when it wrote
+ * none (nothing stored). */
+static char *
+store_stream_response(responses_stream_t *s, json_t *r)
+{
+    char *text = NULL;
+
+    s->call_copy.text = &text;
+    store_response(&s->call_copy, json_object_get(s->memo, "items"), r, enc(s));
+    s->call_copy.text = NULL;
+    return text;
+}
+
 static void
 responses_stream_event(void *state, mf_str_t data, int last,
                        const mf_usage_t *usage, mf_buf_t *out)
@@ -1261,15 +1344,18 @@ responses_stream_event(void *state, mf_str_t data, int last,
         close_item(s, out);
         {
             json_t *r = snapshot(s, usage, "completed");
-            const char *status =
-                json_string_value(json_object_get(r, "status"));
+            int done = strcmp(json_string_value(json_object_get(r, "status")),
+                              "completed") == 0;
+            char *text = store_stream_response(s, r);
 
-            store_response(&s->call_copy, json_object_get(s->memo, "items"), r,
-                           enc(s));
-            emit(s, out,
-                 strcmp(status, "completed") == 0 ? "response.completed"
-                                                  : "response.incomplete",
-                 mf_json_pack("{s:o}", "response", r));
+            if (text == NULL) {
+                text = mf_json_dumps(r, JSON_COMPACT);
+            }
+            emit_response(s, out,
+                          done ? "response.completed" : "response.incomplete",
+                          text);
+            free(text);
+            json_decref(r);
         }
         return;
     }
