@@ -896,30 +896,6 @@ chunk_json(gemini_stream_t *s, json_t *parts, const char *finish,
     return j;
 }
 
-/* A string literal appended to a buffer. */
-#define PUT_LIT(b, lit) mf_buf_append((b), (lit), sizeof(lit) - 1)
-
-/* A JSON string as mf_json_dumps writes it, appended to b; MF_ERR when
- * s is not valid UTF-8. */
-static int
-put_str(mf_buf_t *b, const char *s)
-{
-    size_t n = strlen(s), k;
-    char small[512], *dst = 6 * n + 3 <= sizeof(small) ? small : NULL;
-
-    if (dst == NULL && (dst = malloc(6 * n + 3)) == NULL) {
-        return MF_ERR;
-    }
-    k = mf_json_escape(dst, s, n);
-    if (k > 0) {
-        mf_buf_append(b, dst, k);
-    }
-    if (dst != small) {
-        free(dst);
-    }
-    return k > 0 ? MF_OK : MF_ERR;
-}
-
 /* The record of a mid-stream event's text parts (its reasoning, then its
  * text; either NULL), written as record(s, out, chunk_json(s, parts,
  * NULL, NULL)) writes it, without building the tree. MF_ERR (nothing
@@ -931,28 +907,28 @@ text_record(gemini_stream_t *s, mf_buf_t *out, const char *thought,
     mf_buf_t b = {0};
     int rc = MF_OK;
 
-    PUT_LIT(&b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
-                "\"parts\":[");
+    MF_PROTO_PUT_LIT(&b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
+                         "\"parts\":[");
     if (thought != NULL) {
-        PUT_LIT(&b, "{\"text\":");
-        rc |= put_str(&b, thought);
-        PUT_LIT(&b, ",\"thought\":true}");
+        MF_PROTO_PUT_LIT(&b, "{\"text\":");
+        rc |= mf_proto_put_str(&b, thought);
+        MF_PROTO_PUT_LIT(&b, ",\"thought\":true}");
     }
     if (text != NULL) {
         if (thought != NULL) {
-            PUT_LIT(&b, ",");
+            MF_PROTO_PUT_LIT(&b, ",");
         }
-        PUT_LIT(&b, "{\"text\":");
-        rc |= put_str(&b, text);
-        PUT_LIT(&b, "}");
+        MF_PROTO_PUT_LIT(&b, "{\"text\":");
+        rc |= mf_proto_put_str(&b, text);
+        MF_PROTO_PUT_LIT(&b, "}");
     }
-    PUT_LIT(&b, "]},\"index\":0}],\"modelVersion\":");
-    rc |= put_str(&b, s->model);
+    MF_PROTO_PUT_LIT(&b, "]},\"index\":0}],\"modelVersion\":");
+    rc |= mf_proto_put_str(&b, s->model);
     if (s->id[0] != '\0') {
-        PUT_LIT(&b, ",\"responseId\":");
-        rc |= put_str(&b, s->id);
+        MF_PROTO_PUT_LIT(&b, ",\"responseId\":");
+        rc |= mf_proto_put_str(&b, s->id);
     }
-    PUT_LIT(&b, "}");
+    MF_PROTO_PUT_LIT(&b, "}");
     if (rc == MF_OK) {
         if (s->json_array) {
             mf_buf_append(out, s->records == 0 ? "[" : ",\r\n",

@@ -985,9 +985,6 @@ responses_stream_free(void *state)
     mf_buf_free(&s->text);
 }
 
-/* A string literal appended to a buffer. */
-#define PUT_LIT(b, lit) mf_buf_append((b), (lit), sizeof(lit) - 1)
-
 /* One event from the text of its data object (compact JSON; NULL: "{}"):
  * its "type" and "sequence_number" set after its own members, the bytes
  * the tree with both set would give. A data object with either member
@@ -999,25 +996,26 @@ emit_text(responses_stream_t *s, mf_buf_t *out, const char *type,
     size_t n = text != NULL ? strlen(text) : 0;
     char num[24];
 
-    PUT_LIT(out, "event: ");
+    MF_PROTO_PUT_LIT(out, "event: ");
     mf_buf_append(out, type, strlen(type));
-    PUT_LIT(out, "\ndata: ");
+    MF_PROTO_PUT_LIT(out, "\ndata: ");
     if (n < 2 || text[0] != '{' || text[n - 1] != '}') {
-        PUT_LIT(out, "{}\n\n"); /* as emit says an object it cannot write */
+        MF_PROTO_PUT_LIT(out,
+                         "{}\n\n"); /* as emit says an object it cannot write */
         s->seq++;
         return;
     }
     mf_buf_append(out, text, n - 1); /* without its '}' */
     if (n > 2) {
-        PUT_LIT(out, ",");
+        MF_PROTO_PUT_LIT(out, ",");
     }
-    PUT_LIT(out, "\"type\":\"");
+    MF_PROTO_PUT_LIT(out, "\"type\":\"");
     mf_buf_append(out, type, strlen(type));
-    PUT_LIT(out, "\",\"sequence_number\":");
+    MF_PROTO_PUT_LIT(out, "\",\"sequence_number\":");
     mf_buf_append(
         out, num,
         (size_t)snprintf(num, sizeof(num), "%lld", (long long)s->seq++));
-    PUT_LIT(out, "}\n\n");
+    MF_PROTO_PUT_LIT(out, "}\n\n");
 }
 
 /* One event: its type and sequence number set here. data is taken. */
@@ -1056,9 +1054,9 @@ emit_response(responses_stream_t *s, mf_buf_t *out, const char *type,
         emit_text(s, out, type, NULL);
         return;
     }
-    PUT_LIT(&b, "{\"response\":");
+    MF_PROTO_PUT_LIT(&b, "{\"response\":");
     mf_buf_append(&b, rtext, strlen(rtext));
-    PUT_LIT(&b, "}");
+    MF_PROTO_PUT_LIT(&b, "}");
     mf_buf_append(&b, "", 1);
     emit_text(s, out, type, b.data);
     mf_buf_free(&b);
@@ -1233,6 +1231,37 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
 }
 
 /* A text delta (text or reasoning) to the open item of its kind. */
+/* A delta event, {"item_id","output_index",<part>:0,"delta"} (no part
+ * when NULL), as
+ * emit writes its tree (an invalid string: as emit writes a data object
+ * that cannot be built). */
+static void
+delta_event(responses_stream_t *s, mf_buf_t *out, const char *type,
+            const char *part, const char *t)
+{
+    mf_buf_t b = {0};
+    char num[24];
+    int rc;
+
+    MF_PROTO_PUT_LIT(&b, "{\"item_id\":");
+    rc = mf_proto_put_str(&b, s->item_id);
+    MF_PROTO_PUT_LIT(&b, ",\"output_index\":");
+    mf_buf_append(
+        &b, num,
+        (size_t)snprintf(num, sizeof(num), "%lld", (long long)open_index(s)));
+    if (part != NULL) {
+        MF_PROTO_PUT_LIT(&b, ",\"");
+        mf_buf_append(&b, part, strlen(part));
+        MF_PROTO_PUT_LIT(&b, "\":0");
+    }
+    MF_PROTO_PUT_LIT(&b, ",\"delta\":");
+    rc |= mf_proto_put_str(&b, t);
+    MF_PROTO_PUT_LIT(&b, "}");
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, rc == MF_OK ? b.data : NULL);
+    mf_buf_free(&b);
+}
+
 static void
 text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
 {
@@ -1241,15 +1270,10 @@ text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
     }
     mf_buf_append(&s->text, t, strlen(t));
     if (type == ITEM_MESSAGE) {
-        emit(s, out, "response.output_text.delta",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", open_index(s), "content_index", 0,
-                          "delta", t));
+        delta_event(s, out, "response.output_text.delta", "content_index", t);
     } else {
-        emit(s, out, "response.reasoning_summary_text.delta",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", open_index(s), "summary_index", 0,
-                          "delta", t));
+        delta_event(s, out, "response.reasoning_summary_text.delta",
+                    "summary_index", t);
     }
 }
 
@@ -1311,9 +1335,7 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
         return;
     }
     mf_buf_append(&s->text, args, strlen(args));
-    emit(s, out, "response.function_call_arguments.delta",
-         mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
-                      open_index(s), "delta", args));
+    delta_event(s, out, "response.function_call_arguments.delta", NULL, args);
 }
 
 /* Stores the finished Response r (store_response); returns the client's
