@@ -1117,6 +1117,46 @@ open_index(responses_stream_t *s)
     return (json_int_t)json_array_size(s->output);
 }
 
+/* An event {"item_id","output_index",<part>:0,<field>} (no part when
+ * NULL): a delta, or the text or arguments of a done event; as
+ * emit writes its tree (an invalid string: as emit writes a data object
+ * that cannot be built). */
+static void
+field_event(responses_stream_t *s, mf_buf_t *out, const char *type,
+            const char *part, const char *field, const char *t)
+{
+    mf_buf_t b = {0};
+    char num[24];
+    int rc;
+
+    MF_PROTO_PUT_LIT(&b, "{\"item_id\":");
+    rc = mf_proto_put_str(&b, s->item_id);
+    MF_PROTO_PUT_LIT(&b, ",\"output_index\":");
+    mf_buf_append(
+        &b, num,
+        (size_t)snprintf(num, sizeof(num), "%lld", (long long)open_index(s)));
+    if (part != NULL) {
+        MF_PROTO_PUT_LIT(&b, ",\"");
+        mf_buf_append(&b, part, strlen(part));
+        MF_PROTO_PUT_LIT(&b, "\":0");
+    }
+    MF_PROTO_PUT_LIT(&b, ",\"");
+    mf_buf_append(&b, field, strlen(field));
+    MF_PROTO_PUT_LIT(&b, "\":");
+    rc |= mf_proto_put_str(&b, t);
+    MF_PROTO_PUT_LIT(&b, "}");
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, rc == MF_OK ? b.data : NULL);
+    mf_buf_free(&b);
+}
+
+static void
+delta_event(responses_stream_t *s, mf_buf_t *out, const char *type,
+            const char *part, const char *t)
+{
+    field_event(s, out, type, part, "delta", t);
+}
+
 static void
 close_item(responses_stream_t *s, mf_buf_t *out)
 {
@@ -1135,10 +1175,8 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         text[s->text.len] = '\0';
     }
     if (s->item == ITEM_MESSAGE) {
-        emit(s, out, "response.output_text.done",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "content_index", 0, "text",
-                          text));
+        field_event(s, out, "response.output_text.done", "content_index",
+                    "text", text);
         emit(s, out, "response.content_part.done",
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
                           s->item_id, "output_index", idx, "content_index", 0,
@@ -1146,17 +1184,14 @@ close_item(responses_stream_t *s, mf_buf_t *out)
                           "annotations"));
         item = message_item(s->item_id, text, "completed");
     } else if (s->item == ITEM_CALL) {
-        emit(s, out, "response.function_call_arguments.done",
-             mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "arguments", text));
+        field_event(s, out, "response.function_call_arguments.done", NULL,
+                    "arguments", text);
         item =
             call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
         if (!s->no_parts) {
-            emit(s, out, "response.reasoning_summary_text.done",
-                 mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                              "output_index", idx, "summary_index", 0, "text",
-                              text));
+            field_event(s, out, "response.reasoning_summary_text.done",
+                        "summary_index", "text", text);
             emit(s, out, "response.reasoning_summary_part.done",
                  mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id",
                               s->item_id, "output_index", idx, "summary_index",
@@ -1171,13 +1206,34 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     {
         /* the closed item keeps its encrypted_content (the stored answer
          * needs it); the client has it when it asked */
-        json_t *shown = json_deep_copy(item);
+        int hide =
+            !enc(s) && json_object_get(item, "encrypted_content") != NULL;
+        json_t *shown = hide ? json_deep_copy(item) : item;
+        char *itext;
+        mf_buf_t b = {0};
+        char num[24];
 
-        if (!enc(s)) {
+        if (hide) {
             json_object_del(shown, "encrypted_content");
         }
-        emit(s, out, "response.output_item.done",
-             mf_json_pack("{s:I,s:o}", "output_index", idx, "item", shown));
+        itext = mf_json_dumps(shown, JSON_COMPACT);
+        if (hide) {
+            json_decref(shown);
+        }
+        MF_PROTO_PUT_LIT(&b, "{\"output_index\":");
+        mf_buf_append(
+            &b, num,
+            (size_t)snprintf(num, sizeof(num), "%lld", (long long)idx));
+        MF_PROTO_PUT_LIT(&b, ",\"item\":");
+        if (itext != NULL) {
+            mf_buf_append(&b, itext, strlen(itext));
+        }
+        MF_PROTO_PUT_LIT(&b, "}");
+        mf_buf_append(&b, "", 1);
+        emit_text(s, out, "response.output_item.done",
+                  itext != NULL ? b.data : NULL);
+        free(itext);
+        mf_buf_free(&b);
     }
     json_array_append_new(s->output, item);
     free(text);
@@ -1231,37 +1287,6 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
 }
 
 /* A text delta (text or reasoning) to the open item of its kind. */
-/* A delta event, {"item_id","output_index",<part>:0,"delta"} (no part
- * when NULL), as
- * emit writes its tree (an invalid string: as emit writes a data object
- * that cannot be built). */
-static void
-delta_event(responses_stream_t *s, mf_buf_t *out, const char *type,
-            const char *part, const char *t)
-{
-    mf_buf_t b = {0};
-    char num[24];
-    int rc;
-
-    MF_PROTO_PUT_LIT(&b, "{\"item_id\":");
-    rc = mf_proto_put_str(&b, s->item_id);
-    MF_PROTO_PUT_LIT(&b, ",\"output_index\":");
-    mf_buf_append(
-        &b, num,
-        (size_t)snprintf(num, sizeof(num), "%lld", (long long)open_index(s)));
-    if (part != NULL) {
-        MF_PROTO_PUT_LIT(&b, ",\"");
-        mf_buf_append(&b, part, strlen(part));
-        MF_PROTO_PUT_LIT(&b, "\":0");
-    }
-    MF_PROTO_PUT_LIT(&b, ",\"delta\":");
-    rc |= mf_proto_put_str(&b, t);
-    MF_PROTO_PUT_LIT(&b, "}");
-    mf_buf_append(&b, "", 1);
-    emit_text(s, out, type, rc == MF_OK ? b.data : NULL);
-    mf_buf_free(&b);
-}
-
 static void
 text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
 {
