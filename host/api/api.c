@@ -633,6 +633,7 @@ api_set_upstream_wire(mf_req_t *r, mf_str_t wire)
     if (!mf_str_eq_cstr(wire, r->att.prov->ops->wire)) {
         r->att.passthrough = 0;
         r->att.wire_canonical = 0;
+        r->att.wire_openai = 0;
     }
     r->att.up_wire = mf_pool_str(r->pool, wire); /* headers it forwards */
     return MF_OK;

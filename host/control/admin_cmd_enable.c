@@ -23,7 +23,7 @@ set_enabled(mf_str_t arg, int on, json_t **out)
                               name);
         return 404;
     }
-    atomic_store(&s->enabled, on);
+    mf_stage_set_enabled(s, on);
     mf_log_info("admin: stage '%s' %s", name, on ? "enabled" : "disabled");
     *out = json_pack("{s:s,s:b}", "name", name, "enabled", on);
     mf_gen_release(g);

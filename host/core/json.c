@@ -269,6 +269,17 @@ mf_json_dumps(const json_t *json, size_t flags)
     return b.p;
 }
 
+size_t
+mf_json_escape(char *dst, const char *str, size_t len)
+{
+    wbuf_t b = {dst, 0, 6 * len + 3}; /* never grown: the worst case fits */
+
+    if (w_string(&b, str, len) != 0)
+        return 0;
+    b.p[b.len] = '\0';
+    return b.len;
+}
+
 /* ---- the reader ---- */
 
 typedef struct {

@@ -28,6 +28,7 @@ static __thread mf_gen_reader_t *gen_reader; /* this thread's, or NULL */
 static mf_gen_t *gen_alive; /* every generation not yet freed */
 static unsigned gen_seq;
 static const mf_gen_provider_hooks_t *prov_hooks; /* the key pool's */
+static atomic_uint enabled_epoch; /* mf_stage_set_enabled calls */
 
 void
 mf_gen_set_provider_hooks(const mf_gen_provider_hooks_t *h)
@@ -96,6 +97,19 @@ fileid_changed(const mf_fileid_t *f)
     return f->missing || st.st_dev != f->dev || st.st_ino != f->ino ||
            st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
            st.st_mtim.tv_nsec != f->mtime.tv_nsec;
+}
+
+void
+mf_stage_set_enabled(mf_pstage_t *s, int on)
+{
+    atomic_store(&s->enabled, on);
+    atomic_fetch_add(&enabled_epoch, 1);
+}
+
+unsigned
+mf_stage_enabled_epoch(void)
+{
+    return atomic_load(&enabled_epoch);
 }
 
 int
@@ -788,7 +802,7 @@ stage_load(mf_config_t *c, size_t i, unsigned gen_id, int nworkers, char *err,
     s->name = mf_xstrdup(sc->name);
     s->config = json_incref(sc->config);
     s->conf_enabled = sc->enabled;
-    atomic_store(&s->enabled, sc->enabled);
+    mf_stage_set_enabled(s, sc->enabled);
     s->gen_id = gen_id;
     s->loaded_at = mf_wall_time();
     s->file = mf_xstrdup(mf_stage_conf_file(sc));
@@ -983,7 +997,7 @@ load_stages(mf_gen_t *g, mf_gen_t *prev, const char *force, char *err,
             atomic_fetch_add(&s->refs, 1);
             if (s->conf_enabled != sc->enabled) {
                 s->conf_enabled = sc->enabled;
-                atomic_store(&s->enabled, sc->enabled);
+                mf_stage_set_enabled(s, sc->enabled);
             }
         } else {
             s = stage_load(c, i, g->id, g->nworkers, one, sizeof(one));

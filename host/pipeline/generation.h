@@ -57,6 +57,13 @@ mf_pstage_t *mf_gen_find_stage(mf_gen_t *g, const char *name);
 /* Calls fn for each generation not yet freed, under the generation lock
  * (fn must not acquire or release generations). */
 void mf_gen_foreach_alive(void (*fn)(mf_gen_t *g, void *arg), void *arg);
+/* Turns stage s on or off (its atomic `enabled`) and counts the change
+ * in the epoch below. */
+void mf_stage_set_enabled(mf_pstage_t *s, int on);
+/* A count of the changes made by mf_stage_set_enabled, process-wide:
+ * what was computed from the stages' enabled settings is still true
+ * while it stays the same (the model lists' cache). */
+unsigned mf_stage_enabled_epoch(void);
 /* Whether a stage's files changed on disk since it was loaded. */
 int mf_stage_files_changed(const mf_pstage_t *s);
 

@@ -76,6 +76,8 @@ typedef struct mf_attempt_s {
     int wire_canonical;   /* the upstream's bytes are the canonical form
                              (OpenAI wire, an OpenAI client): body stages
                              get them as they came, nothing is parsed */
+    int wire_openai;      /* the upstream speaks the OpenAI wire, whatever the
+                             client: its events are canonical chunks already */
     int saw_done;
     int done_sent;  /* the canonical stream's end was emitted */
     int held;       /* chunk_out holds only preamble events: not committed */

@@ -4,6 +4,10 @@
  */
 #include "proto/proto.h"
 
+#include <stdlib.h>
+
+#include <manifold/json.h>
+
 const mf_proto_t *const mf_protos[] = {
     &mf_proto_openai,
     &mf_proto_anthropic,
@@ -36,6 +40,25 @@ mf_proto_route(const mf_proto_t *p, mf_str_t path)
         }
     }
     return t;
+}
+
+int
+mf_proto_put_str(mf_buf_t *b, const char *s)
+{
+    size_t n = strlen(s), k;
+    char small[512], *dst = 6 * n + 3 <= sizeof(small) ? small : NULL;
+
+    if (dst == NULL && (dst = malloc(6 * n + 3)) == NULL) {
+        return MF_ERR;
+    }
+    k = mf_json_escape(dst, s, n);
+    if (k > 0) {
+        mf_buf_append(b, dst, k);
+    }
+    if (dst != small) {
+        free(dst);
+    }
+    return k > 0 ? MF_OK : MF_ERR;
 }
 
 const mf_proto_t *

@@ -195,6 +195,14 @@ extern const mf_proto_t mf_proto_gemini;
  * find; the host answers the same when the entry is another consumer's. */
 extern const char mf_proto_prev_unknown[];
 
+/* The string s as a JSON string (as mf_json_dumps writes it), appended
+ * to b, for an adapter that writes an event's text without a tree;
+ * MF_ERR, nothing appended, when s is not valid UTF-8 (or on OOM). */
+int mf_proto_put_str(mf_buf_t *b, const char *s);
+
+/* A string literal appended to a buffer. */
+#define MF_PROTO_PUT_LIT(b, lit) mf_buf_append((b), (lit), sizeof(lit) - 1)
+
 /* 1 when s begins with prefix. */
 int mf_proto_has_prefix(mf_str_t s, const char *prefix);
 

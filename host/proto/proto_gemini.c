@@ -896,13 +896,62 @@ chunk_json(gemini_stream_t *s, json_t *parts, const char *finish,
     return j;
 }
 
+/* The record of a mid-stream event's text parts (its reasoning, then its
+ * text; either NULL), written as record(s, out, chunk_json(s, parts,
+ * NULL, NULL)) writes it, without building the tree. MF_ERR (nothing
+ * written) when a string is not valid UTF-8. */
+static int
+text_record(gemini_stream_t *s, mf_buf_t *out, const char *thought,
+            const char *text)
+{
+    mf_buf_t b = {0};
+    int rc = MF_OK;
+
+    MF_PROTO_PUT_LIT(&b, "{\"candidates\":[{\"content\":{\"role\":\"model\","
+                         "\"parts\":[");
+    if (thought != NULL) {
+        MF_PROTO_PUT_LIT(&b, "{\"text\":");
+        rc |= mf_proto_put_str(&b, thought);
+        MF_PROTO_PUT_LIT(&b, ",\"thought\":true}");
+    }
+    if (text != NULL) {
+        if (thought != NULL) {
+            MF_PROTO_PUT_LIT(&b, ",");
+        }
+        MF_PROTO_PUT_LIT(&b, "{\"text\":");
+        rc |= mf_proto_put_str(&b, text);
+        MF_PROTO_PUT_LIT(&b, "}");
+    }
+    MF_PROTO_PUT_LIT(&b, "]},\"index\":0}],\"modelVersion\":");
+    rc |= mf_proto_put_str(&b, s->model);
+    if (s->id[0] != '\0') {
+        MF_PROTO_PUT_LIT(&b, ",\"responseId\":");
+        rc |= mf_proto_put_str(&b, s->id);
+    }
+    MF_PROTO_PUT_LIT(&b, "}");
+    if (rc == MF_OK) {
+        if (s->json_array) {
+            mf_buf_append(out, s->records == 0 ? "[" : ",\r\n",
+                          s->records == 0 ? 1 : 3);
+            mf_buf_append(out, b.data, b.len);
+        } else {
+            mf_buf_append(out, "data: ", 6);
+            mf_buf_append(out, b.data, b.len);
+            mf_buf_append(out, "\r\n\r\n", 4);
+        }
+        s->records++;
+    }
+    mf_buf_free(&b);
+    return rc == MF_OK ? MF_OK : MF_ERR;
+}
+
 static void
 gemini_stream_event(void *state, mf_str_t data, int last,
                     const mf_usage_t *usage, mf_buf_t *out)
 {
     gemini_stream_t *s = state;
     json_t *j, *choice, *d, *tc, *parts;
-    const char *t, *fin;
+    const char *t, *think, *fin;
     size_t i;
 
     if (s->closed) {
@@ -944,14 +993,14 @@ gemini_stream_event(void *state, mf_str_t data, int last,
     }
     choice = json_array_get(json_object_get(j, "choices"), 0);
     d = json_object_get(choice, "delta");
-    parts = json_array();
-    if ((t = json_string_value(json_object_get(d, "reasoning_content"))) &&
-        t[0]) {
-        json_array_append_new(
-            parts, mf_json_pack("{s:s,s:b}", "text", t, "thought", 1));
-    }
-    if ((t = json_string_value(json_object_get(d, "content"))) && t[0]) {
-        json_array_append_new(parts, mf_json_pack("{s:s}", "text", t));
+    think = json_string_value(json_object_get(d, "reasoning_content"));
+    t = json_string_value(json_object_get(d, "content"));
+    think = think != NULL && think[0] ? think : NULL;
+    t = t != NULL && t[0] ? t : NULL;
+    if (think != NULL || t != NULL) {
+        /* not valid UTF-8 (the model's name): no record, as the tree
+         * jansson refuses to build */
+        (void)text_record(s, out, think, t);
     }
     json_array_foreach(json_object_get(d, "tool_calls"), i, tc)
     {
@@ -980,11 +1029,6 @@ gemini_stream_event(void *state, mf_str_t data, int last,
                 continue; /* out of memory: the call's arguments end here */
             }
         }
-    }
-    if (json_array_size(parts) > 0) {
-        record(s, out, chunk_json(s, parts, NULL, NULL));
-    } else {
-        json_decref(parts);
     }
     if ((fin = json_string_value(json_object_get(choice, "finish_reason")))) {
         snprintf(s->finish, sizeof(s->finish), "%s", fin);

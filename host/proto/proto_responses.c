@@ -985,18 +985,81 @@ responses_stream_free(void *state)
     mf_buf_free(&s->text);
 }
 
+/* One event from the text of its data object (compact JSON; NULL: "{}"):
+ * its "type" and "sequence_number" set after its own members, the bytes
+ * the tree with both set would give. A data object with either member
+ * of its own goes through emit. */
+static void
+emit_text(responses_stream_t *s, mf_buf_t *out, const char *type,
+          const char *text)
+{
+    size_t n = text != NULL ? strlen(text) : 0;
+    char num[24];
+
+    MF_PROTO_PUT_LIT(out, "event: ");
+    mf_buf_append(out, type, strlen(type));
+    MF_PROTO_PUT_LIT(out, "\ndata: ");
+    if (n < 2 || text[0] != '{' || text[n - 1] != '}') {
+        MF_PROTO_PUT_LIT(out,
+                         "{}\n\n"); /* as emit says an object it cannot write */
+        s->seq++;
+        return;
+    }
+    mf_buf_append(out, text, n - 1); /* without its '}' */
+    if (n > 2) {
+        MF_PROTO_PUT_LIT(out, ",");
+    }
+    MF_PROTO_PUT_LIT(out, "\"type\":\"");
+    mf_buf_append(out, type, strlen(type));
+    MF_PROTO_PUT_LIT(out, "\",\"sequence_number\":");
+    mf_buf_append(
+        out, num,
+        (size_t)snprintf(num, sizeof(num), "%lld", (long long)s->seq++));
+    MF_PROTO_PUT_LIT(out, "}\n\n");
+}
+
 /* One event: its type and sequence number set here. data is taken. */
 static void
 emit(responses_stream_t *s, mf_buf_t *out, const char *type, json_t *data)
 {
     char *text;
 
+    if (json_object_get(data, "type") == NULL &&
+        json_object_get(data, "sequence_number") == NULL) {
+        text = mf_json_dumps(data, JSON_COMPACT);
+        if (text != NULL) {
+            emit_text(s, out, type, text);
+            free(text);
+            json_decref(data);
+            return;
+        }
+    }
     json_object_set_new(data, "type", json_string(type));
     json_object_set_new(data, "sequence_number", json_integer(s->seq++));
     text = mf_json_dumps(data, JSON_COMPACT);
     mf_buf_printf(out, "event: %s\ndata: %s\n\n", type, text ? text : "{}");
     free(text);
     json_decref(data);
+}
+
+/* An event {"response": <the Response's text>}, as emit writes it; a
+ * NULL text (a Response that cannot be written) as emit writes one. */
+static void
+emit_response(responses_stream_t *s, mf_buf_t *out, const char *type,
+              const char *rtext)
+{
+    mf_buf_t b = {0};
+
+    if (rtext == NULL) {
+        emit_text(s, out, type, NULL);
+        return;
+    }
+    MF_PROTO_PUT_LIT(&b, "{\"response\":");
+    mf_buf_append(&b, rtext, strlen(rtext));
+    MF_PROTO_PUT_LIT(&b, "}");
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, b.data);
+    mf_buf_free(&b);
 }
 
 /* The Response so far, as the client sees it (encrypted_content only
@@ -1024,17 +1087,21 @@ shown_snapshot(responses_stream_t *s, const mf_usage_t *usage,
 static void
 start(responses_stream_t *s, mf_buf_t *out)
 {
+    json_t *r;
+    char *text;
+
     if (s->started) {
         return;
     }
     s->started = 1;
     response_id(s->id, sizeof(s->id));
-    emit(s, out, "response.created",
-         mf_json_pack("{s:o}", "response",
-                      shown_snapshot(s, NULL, "in_progress")));
-    emit(s, out, "response.in_progress",
-         mf_json_pack("{s:o}", "response",
-                      shown_snapshot(s, NULL, "in_progress")));
+    /* the same Response in both events: written once */
+    r = shown_snapshot(s, NULL, "in_progress");
+    text = mf_json_dumps(r, JSON_COMPACT);
+    json_decref(r);
+    emit_response(s, out, "response.created", text);
+    emit_response(s, out, "response.in_progress", text);
+    free(text);
 }
 
 /* Whether the client asked for reasoning.encrypted_content. */
@@ -1048,6 +1115,46 @@ static json_int_t
 open_index(responses_stream_t *s)
 {
     return (json_int_t)json_array_size(s->output);
+}
+
+/* An event {"item_id","output_index",<part>:0,<field>} (no part when
+ * NULL): a delta, or the text or arguments of a done event; as
+ * emit writes its tree (an invalid string: as emit writes a data object
+ * that cannot be built). */
+static void
+field_event(responses_stream_t *s, mf_buf_t *out, const char *type,
+            const char *part, const char *field, const char *t)
+{
+    mf_buf_t b = {0};
+    char num[24];
+    int rc;
+
+    MF_PROTO_PUT_LIT(&b, "{\"item_id\":");
+    rc = mf_proto_put_str(&b, s->item_id);
+    MF_PROTO_PUT_LIT(&b, ",\"output_index\":");
+    mf_buf_append(
+        &b, num,
+        (size_t)snprintf(num, sizeof(num), "%lld", (long long)open_index(s)));
+    if (part != NULL) {
+        MF_PROTO_PUT_LIT(&b, ",\"");
+        mf_buf_append(&b, part, strlen(part));
+        MF_PROTO_PUT_LIT(&b, "\":0");
+    }
+    MF_PROTO_PUT_LIT(&b, ",\"");
+    mf_buf_append(&b, field, strlen(field));
+    MF_PROTO_PUT_LIT(&b, "\":");
+    rc |= mf_proto_put_str(&b, t);
+    MF_PROTO_PUT_LIT(&b, "}");
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, rc == MF_OK ? b.data : NULL);
+    mf_buf_free(&b);
+}
+
+static void
+delta_event(responses_stream_t *s, mf_buf_t *out, const char *type,
+            const char *part, const char *t)
+{
+    field_event(s, out, type, part, "delta", t);
 }
 
 static void
@@ -1068,10 +1175,8 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         text[s->text.len] = '\0';
     }
     if (s->item == ITEM_MESSAGE) {
-        emit(s, out, "response.output_text.done",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "content_index", 0, "text",
-                          text));
+        field_event(s, out, "response.output_text.done", "content_index",
+                    "text", text);
         emit(s, out, "response.content_part.done",
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
                           s->item_id, "output_index", idx, "content_index", 0,
@@ -1079,17 +1184,14 @@ close_item(responses_stream_t *s, mf_buf_t *out)
                           "annotations"));
         item = message_item(s->item_id, text, "completed");
     } else if (s->item == ITEM_CALL) {
-        emit(s, out, "response.function_call_arguments.done",
-             mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
-                          "output_index", idx, "arguments", text));
+        field_event(s, out, "response.function_call_arguments.done", NULL,
+                    "arguments", text);
         item =
             call_item(s->item_id, s->call_id, s->call_name, text, "completed");
     } else {
         if (!s->no_parts) {
-            emit(s, out, "response.reasoning_summary_text.done",
-                 mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                              "output_index", idx, "summary_index", 0, "text",
-                              text));
+            field_event(s, out, "response.reasoning_summary_text.done",
+                        "summary_index", "text", text);
             emit(s, out, "response.reasoning_summary_part.done",
                  mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id",
                               s->item_id, "output_index", idx, "summary_index",
@@ -1104,13 +1206,34 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     {
         /* the closed item keeps its encrypted_content (the stored answer
          * needs it); the client has it when it asked */
-        json_t *shown = json_deep_copy(item);
+        int hide =
+            !enc(s) && json_object_get(item, "encrypted_content") != NULL;
+        json_t *shown = hide ? json_deep_copy(item) : item;
+        char *itext;
+        mf_buf_t b = {0};
+        char num[24];
 
-        if (!enc(s)) {
+        if (hide) {
             json_object_del(shown, "encrypted_content");
         }
-        emit(s, out, "response.output_item.done",
-             mf_json_pack("{s:I,s:o}", "output_index", idx, "item", shown));
+        itext = mf_json_dumps(shown, JSON_COMPACT);
+        if (hide) {
+            json_decref(shown);
+        }
+        MF_PROTO_PUT_LIT(&b, "{\"output_index\":");
+        mf_buf_append(
+            &b, num,
+            (size_t)snprintf(num, sizeof(num), "%lld", (long long)idx));
+        MF_PROTO_PUT_LIT(&b, ",\"item\":");
+        if (itext != NULL) {
+            mf_buf_append(&b, itext, strlen(itext));
+        }
+        MF_PROTO_PUT_LIT(&b, "}");
+        mf_buf_append(&b, "", 1);
+        emit_text(s, out, "response.output_item.done",
+                  itext != NULL ? b.data : NULL);
+        free(itext);
+        mf_buf_free(&b);
     }
     json_array_append_new(s->output, item);
     free(text);
@@ -1172,15 +1295,10 @@ text_delta(responses_stream_t *s, int type, const char *t, mf_buf_t *out)
     }
     mf_buf_append(&s->text, t, strlen(t));
     if (type == ITEM_MESSAGE) {
-        emit(s, out, "response.output_text.delta",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", open_index(s), "content_index", 0,
-                          "delta", t));
+        delta_event(s, out, "response.output_text.delta", "content_index", t);
     } else {
-        emit(s, out, "response.reasoning_summary_text.delta",
-             mf_json_pack("{s:s,s:I,s:i,s:s}", "item_id", s->item_id,
-                          "output_index", open_index(s), "summary_index", 0,
-                          "delta", t));
+        delta_event(s, out, "response.reasoning_summary_text.delta",
+                    "summary_index", t);
     }
 }
 
@@ -1242,9 +1360,21 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
         return;
     }
     mf_buf_append(&s->text, args, strlen(args));
-    emit(s, out, "response.function_call_arguments.delta",
-         mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",
-                      open_index(s), "delta", args));
+    delta_event(s, out, "response.function_call_arguments.delta", NULL, args);
+}
+
+/* Stores the finished Response r (store_response); returns the client's
+ * text of it as the store wrote it (malloc'd), or NULL when it wrote
+ * none (nothing stored). */
+static char *
+store_stream_response(responses_stream_t *s, json_t *r)
+{
+    char *text = NULL;
+
+    s->call_copy.text = &text;
+    store_response(&s->call_copy, json_object_get(s->memo, "items"), r, enc(s));
+    s->call_copy.text = NULL;
+    return text;
 }
 
 static void
@@ -1261,15 +1391,18 @@ responses_stream_event(void *state, mf_str_t data, int last,
         close_item(s, out);
         {
             json_t *r = snapshot(s, usage, "completed");
-            const char *status =
-                json_string_value(json_object_get(r, "status"));
+            int done = strcmp(json_string_value(json_object_get(r, "status")),
+                              "completed") == 0;
+            char *text = store_stream_response(s, r);
 
-            store_response(&s->call_copy, json_object_get(s->memo, "items"), r,
-                           enc(s));
-            emit(s, out,
-                 strcmp(status, "completed") == 0 ? "response.completed"
-                                                  : "response.incomplete",
-                 mf_json_pack("{s:o}", "response", r));
+            if (text == NULL) {
+                text = mf_json_dumps(r, JSON_COMPACT);
+            }
+            emit_response(s, out,
+                          done ? "response.completed" : "response.incomplete",
+                          text);
+            free(text);
+            json_decref(r);
         }
         return;
     }

@@ -169,6 +169,7 @@ attempt_begin(mf_req_t *r, const mf_rtarget_t *t, int k)
                        !(r->gen->hooks & MF_HOOK(MF_STAGE_RESPONSE_BODY)),
         .wire_canonical =
             r->proto->canonical && strcmp(t->prov->ops->wire, "openai") == 0,
+        .wire_openai = strcmp(t->prov->ops->wire, "openai") == 0,
     };
     mf_rand_hex(r->att.span_id, 8);
     r->chunk_out.len = 0;

@@ -12,6 +12,8 @@
 #include <ctype.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -88,15 +90,15 @@ stage_model(const mf_stage_conf_t *sc, char **declared, size_t j)
     return j < sc->nmodels ? sc->models[j] : declared[j - sc->nmodels];
 }
 
-/* GET of a model list: the exact names providers serve (models and
- * model_map), the routes' exact names and the models enabled stages
- * declare (virtual models), once each (globs are not listed), in the
- * shape of the adapter `shape`. */
-static void
-handle_models(mf_req_t *r, const mf_proto_t *shape)
+/* A model list: the exact names providers serve (models and model_map),
+ * the routes' exact names and the models enabled stages declare (virtual
+ * models), once each (globs are not listed), in the shape of the adapter
+ * `shape`, as compact JSON (malloc'd, NULL on OOM). */
+static char *
+models_text(mf_gen_t *g, const mf_proto_t *shape)
 {
-    json_t *data = json_array(), *seen = json_object();
-    mf_gen_t *g = r->gen;
+    json_t *data = json_array(), *seen = json_object(), *list;
+    char *text;
     size_t i, j;
 
     for (i = 0; i < g->nproviders; i++) {
@@ -158,7 +160,89 @@ handle_models(mf_req_t *r, const mf_proto_t *shape)
         }
     }
     json_decref(seen);
-    respond_json(r, 200, shape->model_list(data));
+    list = shape->model_list(data);
+    text = mf_json_dumps(list, JSON_COMPACT);
+    json_decref(list);
+    return text;
+}
+
+/* A model list's answer as written, shared by the requests that send it
+ * (refs), and what it was written from: it stays true while the
+ * generation, the upstream lists and the stages' enabled settings do. */
+typedef struct {
+    atomic_int refs;
+    unsigned gen_id, lists, stages;
+    size_t len;
+    char text[];
+} models_doc_t;
+
+#define MODELS_SHAPES 8 /* adapters with a model list, at most */
+
+static pthread_mutex_t models_lock = PTHREAD_MUTEX_INITIALIZER;
+static models_doc_t *models_docs[MODELS_SHAPES]; /* by mf_protos[] index */
+
+static void
+models_doc_release(models_doc_t *d)
+{
+    if (d != NULL && atomic_fetch_sub(&d->refs, 1) == 1) {
+        free(d);
+    }
+}
+
+/* GET of a model list (models_text) in the shape of `shape`. The text
+ * is written once and answered again until what it was written from
+ * changes: a new generation, a changed upstream list (modellist.h), a
+ * stage enabled or disabled. */
+static void
+handle_models(mf_req_t *r, const mf_proto_t *shape)
+{
+    unsigned lists = mf_modellist_version();
+    unsigned stages = mf_stage_enabled_epoch();
+    models_doc_t *d = NULL;
+    size_t k = 0, len;
+    char *text;
+
+    while (mf_protos[k] != NULL && mf_protos[k] != shape) {
+        k++;
+    }
+    if (k < MODELS_SHAPES && mf_protos[k] != NULL) {
+        pthread_mutex_lock(&models_lock);
+        d = models_docs[k];
+        if (d != NULL && d->gen_id == r->gen->id && d->lists == lists &&
+            d->stages == stages) {
+            atomic_fetch_add(&d->refs, 1);
+        } else {
+            d = NULL;
+        }
+        pthread_mutex_unlock(&models_lock);
+    }
+    if (d != NULL) {
+        mf_req_respond(r, 200, "application/json", (mf_str_t){d->text, d->len});
+        models_doc_release(d);
+        return;
+    }
+    text = models_text(r->gen, shape);
+    if (text == NULL) {
+        mf_req_respond_error(r, 503, "server_error", NULL,
+                             "out of memory writing the model list");
+        return;
+    }
+    len = strlen(text);
+    mf_req_respond(r, 200, "application/json", (mf_str_t){text, len});
+    if (k < MODELS_SHAPES && mf_protos[k] != NULL &&
+        (d = malloc(sizeof(*d) + len + 1)) != NULL) {
+        atomic_init(&d->refs, 1);
+        d->gen_id = r->gen->id;
+        d->lists = lists;
+        d->stages = stages;
+        d->len = len;
+        memcpy(d->text, text, len + 1);
+        pthread_mutex_lock(&models_lock);
+        models_doc_release(models_docs[k]);
+        models_docs[k] = d;
+        pthread_mutex_unlock(&models_lock);
+    }
+    free(text);
 }
 
 /* GET of one model: the model when a route, an enabled stage (a model

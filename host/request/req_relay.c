@@ -389,12 +389,21 @@ mf_req_proto_stream_free(mf_req_t *r)
     r->att.proto_stream = NULL;
 }
 
+/* Whether an OpenAI chunk carries a usage object (as the openai provider
+ * finds it, without parsing). */
+static int
+carries_usage(mf_str_t d)
+{
+    return memmem(d.data, d.len, "\"usage\":{", 9) != NULL ||
+           memmem(d.data, d.len, "\"usage\": {", 10) != NULL;
+}
+
 int
 mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
 {
     mf_req_t *r = arg;
     size_t before;
-    int flags;
+    int flags, canon;
 
     if (ev->raw.len > 0 && ev->raw.data[0] != '\n' && ev->raw.data[0] != '\r') {
         /* a complete event or comment (not a stray blank line): the
@@ -410,8 +419,16 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     }
     r->cur_stage = MF_STAGE_PROVIDER;
     before = r->chunk_out.len;
-    flags = r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev,
-                                                 !r->att.wire_canonical);
+    /* an OpenAI-wire event to a translating adapter: it is a canonical
+     * chunk as it came (the provider only reads its usage), given to the
+     * stages and the adapter as text, parsed once there, unless it
+     * carries a usage the client did not ask for (then the provider's
+     * chunk, without it; "usage":null is no usage) */
+    canon = r->att.wire_canonical ||
+            (!r->att.passthrough && r->att.wire_openai &&
+             (r->client_wants_usage || !carries_usage(ev->data)));
+    flags =
+        r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev, !canon);
     if (flags < 0 || r->att.prov_err != NULL || r->body_failed ||
         r->body_stop) {
         return MF_ERR; /* up_on_data tells which */
@@ -430,12 +447,16 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
         r->att.events_seen++;
     }
-    if (!r->att.passthrough && r->att.wire_canonical) {
-        /* canonical bytes through the body stages, as they came */
+    if (!r->att.passthrough && canon) {
+        /* canonical bytes through the body stages, as they came; an
+         * in-band error goes on to an OpenAI client only (a provider
+         * that translates emits none) */
         if (flags & MF_EVENT_DONE) {
             if (!r->att.done_sent) {
                 mf_req_emit_event(r, MF_STR("[DONE]"), 1);
             }
+        } else if ((flags & MF_EVENT_ERROR) && !r->att.wire_canonical) {
+            return MF_OK;
         } else if (!(flags & MF_EVENT_USAGE_ONLY) || r->client_wants_usage) {
             mf_req_emit_event(r, ev->data, 0);
         }

@@ -8,6 +8,7 @@
 #include "routing/modellist.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@ typedef struct {
 } entry_t;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static atomic_uint version; /* bumped by each change of a list */
 static entry_t *entries;
 static size_t nentries;
 
@@ -50,6 +52,9 @@ entry_for(const mf_provider_conf_t *pc, size_t *idx)
             if (strcmp(entries[i].base_url, pc->base_url) != 0) {
                 free(entries[i].base_url);
                 entries[i].base_url = mf_xstrdup(pc->base_url);
+                if (entries[i].names != NULL) {
+                    atomic_fetch_add(&version, 1);
+                }
                 json_decref(entries[i].names);
                 entries[i].names = NULL;
                 entries[i].next_ms = 0;
@@ -123,6 +128,9 @@ fetch_done(fetch_t *f, const char *err)
     e = &entries[f->idx];
     e->fetching = 0;
     if (names != NULL) {
+        if (e->names == NULL || !json_equal(e->names, names)) {
+            atomic_fetch_add(&version, 1);
+        }
         json_decref(e->names);
         e->names = names;
     } else {
@@ -278,6 +286,12 @@ mf_modellist_get(const mf_provider_conf_t *pc)
     }
     pthread_mutex_unlock(&lock);
     return out;
+}
+
+unsigned
+mf_modellist_version(void)
+{
+    return atomic_load(&version);
 }
 
 void

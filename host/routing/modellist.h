@@ -22,6 +22,11 @@ void mf_modellist_tick(mf_worker_t *w, mf_gen_t *g);
  * NULL when none was fetched (or upstream_models is off). */
 json_t *mf_modellist_get(const mf_provider_conf_t *pc);
 
+/* A count of the changes to the lists (a fetch that replaced one, a
+ * provider's base_url that dropped one): what was computed from them is
+ * still true while it stays the same (the model lists' cache). */
+unsigned mf_modellist_version(void);
+
 /* Frees every list (at exit). */
 void mf_modellist_free(void);
 

@@ -34,6 +34,22 @@ int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const size_t flags[] = {0, JSON_ALLOW_NUL, JSON_DECODE_ANY};
+    /* the input as one string: mf_json_escape writes what the dumps do */
+    {
+        json_t *str = json_stringn((const char *)data, size);
+        char *esc = malloc(6 * size + 3);
+        size_t n = esc ? mf_json_escape(esc, (const char *)data, size) : 0;
+
+        if (esc != NULL) {
+            char *t = str ? json_dumps(str, JSON_ENCODE_ANY) : NULL;
+
+            check((t == NULL) == (n == 0), "escape: valid UTF-8");
+            check(t == NULL || strcmp(t, esc) == 0, "escape: bytes");
+            free(t);
+        }
+        free(esc);
+        json_decref(str);
+    }
 
     for (size_t f = 0; f < sizeof flags / sizeof flags[0]; f++) {
         json_error_t e1, e2;

@@ -184,6 +184,31 @@ START_TEST(known_bytes)
 }
 END_TEST
 
+/* mf_json_escape writes a string as the dumps write it, and refuses one
+ * that is not valid UTF-8 */
+START_TEST(escape)
+{
+    static const char *const cases[] = {
+        "", "plain", "\xe2\x82\xac\n\x01\"\\/\t\r\b\f\x1f\x7f",
+        "\xf0\x9f\x98\x80 smile", NULL};
+    char dst[256];
+    size_t i, n;
+
+    for (i = 0; cases[i] != NULL; i++) {
+        json_t *v = json_string(cases[i]);
+        char *t = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+
+        n = mf_json_escape(dst, cases[i], strlen(cases[i]));
+        ck_assert_str_eq(dst, t);
+        ck_assert_uint_eq(n, strlen(t));
+        free(t);
+        json_decref(v);
+    }
+    ck_assert_uint_eq(mf_json_escape(dst, "a\xff", 2), 0);
+    ck_assert_uint_eq(mf_json_escape(dst, "\xed\xa0\x80", 3), 0);
+}
+END_TEST
+
 /* a string that is not valid UTF-8 (json_stringn_nocheck): jansson's
  * answer (none), in a value and in a key */
 START_TEST(invalid_utf8)
@@ -416,6 +441,7 @@ main(void)
     tcase_add_test(tc, documents);
     tcase_add_test(tc, known_bytes);
     tcase_add_test(tc, invalid_utf8);
+    tcase_add_test(tc, escape);
     tcase_add_test(tc, pack);
     tcase_add_test(tc, random_values_and_mutations);
     tcase_set_timeout(tc, 60);

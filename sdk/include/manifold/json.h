@@ -20,6 +20,9 @@
  *    flag, and any input it does not accept, is handed to json_loadb, so
  *    that errors carry jansson's own messages.
  *
+ *  - mf_json_escape writes one string as mf_json_dumps writes it, for
+ *    a caller that writes the rest of a document itself.
+ *
  *  - mf_json_pack(fmt, ...) returns what json_pack(fmt, ...) returns (the
  *    same value; 'o' arguments taken, 'O' ones referenced) for the format
  *    characters { } [ ] s s# s% s? n b i I f o O o? O?; a format with
@@ -45,6 +48,11 @@ char *mf_json_dumps(const json_t *json, size_t flags);
 json_t *mf_json_loadb(const char *buf, size_t len, size_t flags,
                       json_error_t *error);
 json_t *mf_json_pack(const char *fmt, ...);
+/* The string str (len bytes) as a JSON string, quotes included, escaped
+ * as mf_json_dumps escapes a string value, written to dst, which holds
+ * at least 6 * len + 3 bytes; NUL-terminated. Returns its length, or 0
+ * when str is not valid UTF-8 (dst then holds no string). */
+size_t mf_json_escape(char *dst, const char *str, size_t len);
 
 #ifdef __cplusplus
 }
