@@ -398,6 +398,24 @@ carries_usage(mf_str_t d)
            memmem(d.data, d.len, "\"usage\": {", 10) != NULL;
 }
 
+/* Whether d reads as one JSON object: '{' first and '}' last (spaces
+ * aside); the cheap check that finds an event cut short. */
+static int
+whole_object(mf_str_t d)
+{
+    size_t a = 0, b = d.len;
+
+    while (a < b && (d.data[a] == ' ' || d.data[a] == '\t' ||
+                     d.data[a] == '\r' || d.data[a] == '\n')) {
+        a++;
+    }
+    while (b > a && (d.data[b - 1] == ' ' || d.data[b - 1] == '\t' ||
+                     d.data[b - 1] == '\r' || d.data[b - 1] == '\n')) {
+        b--;
+    }
+    return b - a >= 2 && d.data[a] == '{' && d.data[b - 1] == '}';
+}
+
 int
 mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
 {
@@ -429,6 +447,14 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
              (r->client_wants_usage || !carries_usage(ev->data)));
     flags =
         r->att.prov->ops->parse_stream_event(r, r->att.prov->state, ev, !canon);
+    if (flags >= 0 && canon && !(flags & MF_EVENT_DONE) &&
+        !whole_object(ev->data)) {
+        /* the provider did not parse it: an object cut short is the
+         * upstream's garbage, which ends the stream as a parse error
+         * would (an adapter would drop it, a client's parser choke on
+         * it, and the answer go on short) */
+        flags = MF_ERR;
+    }
     if (flags < 0 || r->att.prov_err != NULL || r->body_failed ||
         r->body_stop) {
         return MF_ERR; /* up_on_data tells which */

@@ -246,6 +246,25 @@ test('garbage from upstream is a clear 502 or error event', async () => {
   assert.equal(err.error.code, 'upstream_bad_stream');
 });
 
+test('an upstream event cut short ends a translated stream with an error, in the client\'s protocol', async () => {
+  // OpenAI client: as for any garbage
+  let res = await chat(gw, 'half [[mock:halfjson]]', { stream: true });
+  let events = await sseEvents(res);
+  assert.ok(events.some((e) => e.includes('"upstream_bad_stream"')), events.join('\n'));
+  // Anthropic client: the event is not dropped and the answer does not go on short
+  res = await post(gw, '/v1/messages', { model: 'gpt-4o', max_tokens: 50, stream: true, messages: [{ role: 'user', content: 'half [[mock:halfjson]]' }] },
+    { 'anthropic-version': '2023-06-01' });
+  assert.equal(res.status, 200);
+  const text = await res.text();
+  assert.match(text, /event: error\ndata: \{"type":"error","error":\{"type":"[a-z_]+"/);
+  assert.doesNotMatch(text, /event: message_stop/);
+  // Responses client
+  res = await post(gw, '/v1/responses', { model: 'gpt-4o', stream: true, store: false, input: 'half [[mock:halfjson]]' });
+  const rtext = await res.text();
+  assert.match(rtext, /event: response\.failed/);
+  assert.doesNotMatch(rtext, /event: response\.completed/);
+});
+
 test('a cut stream ends with an error event and is logged with the usage seen', async () => {
   const res = await chat(gw, 'cut [[mock:chunks=10 cut=4 chunk_delay=30]]', { stream: true }, { 'x-request-id': 'req-cut-1' });
   assert.equal(res.status, 200);

@@ -19,6 +19,7 @@
  *      stall             (stream) send the head, then nothing
  *      garbage           answer 200 with a body that is not JSON (or a
  *                        stream event that is not JSON)
+ *      halfjson          (stream) an event whose JSON object is cut short
  *      reply=TEXT        the reply text (underscores become spaces)
  *      drip=MS           send the body one byte at a time, MS apart (the
  *                        head at once), in every wire format
@@ -202,6 +203,8 @@ parse_directives(const char *text, directives_t *d)
                 d->hang = 1;
             } else if (strcmp(tok, "garbage") == 0) {
                 d->garbage = 1;
+            } else if (strcmp(tok, "halfjson") == 0) {
+                d->halfjson = 1;
             } else if (strcmp(tok, "safety") == 0) {
                 d->safety = 1;
             } else if (strcmp(tok, "safety_answer") == 0) {
@@ -655,10 +658,13 @@ stream_step(evutil_socket_t fd, short what, void *arg)
         evhttp_connection_free(conn);
         return;
     }
-    if (s->d.garbage && s->sent == 1) {
+    if ((s->d.garbage || s->d.halfjson) && s->sent == 1) {
         struct evbuffer *b = evbuffer_new();
 
-        evbuffer_add_printf(b, "data: this is not json\n\n");
+        evbuffer_add_printf(b, s->d.halfjson
+                                   ? "data: {\"choices\":[{\"index\":0,"
+                                     "\"delta\":{\"content\":\"cut sh\n\n"
+                                   : "data: this is not json\n\n");
         evhttp_send_reply_chunk(s->req, b);
         evbuffer_free(b);
         s->sent++;

@@ -23,6 +23,7 @@ typedef struct {
     int cut;
     int hang;
     int garbage;
+    int halfjson; /* stream: an event whose JSON object is cut short */
     int cutfirst;
     int stall;
     int filter;
