@@ -1216,6 +1216,7 @@ typedef struct {
     json_t *ri;   /* the provider's reasoning item the open one closes with */
     int no_parts; /* the open reasoning item has no summary part */
     const char *call_kind; /* the open call's (call_kind), in memo */
+    size_t said; /* bytes of the open custom call's input said in deltas */
 } responses_stream_t;
 
 static void
@@ -1347,13 +1348,17 @@ close_item(responses_stream_t *s, mf_buf_t *out)
         item = kind_item(s->call_kind, s->item_id, s->call_id, s->call_name,
                          text, "completed");
         if (strcmp(s->call_kind, "custom") == 0) {
-            /* the input is known whole once the arguments are */
-            const char *in = json_string_value(json_object_get(item, "input"));
+            /* what the deltas did not say yet (all of it when the
+             * arguments were not {"input": ...} as they came) */
+            json_t *whole = json_object_get(item, "input");
+            const char *in = json_string_value(whole);
+            size_t n = json_string_length(whole);
 
-            if (in[0] != '\0') {
+            if (n > s->said && ((unsigned char)in[s->said] & 0xC0) != 0x80) {
                 emit(s, out, "response.custom_tool_call_input.delta",
-                     mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
-                                  "output_index", idx, "delta", in));
+                     mf_json_pack("{s:s,s:I,s:s%}", "item_id", s->item_id,
+                                  "output_index", idx, "delta", in + s->said,
+                                  n - s->said));
             }
             emit(s, out, "response.custom_tool_call_input.done",
                  mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
@@ -1398,6 +1403,7 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     s->item = ITEM_NONE;
     s->call = -1;
     s->text.len = 0;
+    s->said = 0;
 }
 
 static void
@@ -1509,6 +1515,91 @@ reasoning_done(responses_stream_t *s, json_t *ri, mf_buf_t *out)
     close_item(s, out);
 }
 
+/* The part of a custom call's input that the arguments so far (a JSON
+ * prefix, {"input":"...) hold whole, decoded: the string value of
+ * "input" up to its end or to the first escape not complete yet (a
+ * lone high surrogate included). New reference, or NULL when there is
+ * none yet. */
+static json_t *
+input_prefix(const char *a, size_t n)
+{
+    const char *k = a, *end = a + n, *v, *e;
+    mf_buf_t lit = {0};
+    json_t *j;
+
+    for (;;) {
+        k = memmem(k, (size_t)(end - k), "\"input\"", 7);
+        if (k == NULL) {
+            return NULL;
+        }
+        if (k == a || k[-1] != '\\') {
+            break;
+        }
+        k += 7;
+    }
+    for (v = k + 7; v < end && isspace((unsigned char)*v); v++) {
+    }
+    if (v >= end || *v++ != ':') {
+        return NULL;
+    }
+    while (v < end && isspace((unsigned char)*v)) {
+        v++;
+    }
+    if (v >= end || *v++ != '"') {
+        return NULL;
+    }
+    for (e = v; e < end && *e != '"';) {
+        size_t need = 2;
+
+        if (*e != '\\') {
+            e++;
+            continue;
+        }
+        if (e + 1 < end && e[1] == 'u') {
+            need = 6;
+            if (e + 5 < end && (e[2] == 'd' || e[2] == 'D') &&
+                strchr("89abAB", e[3]) != NULL) {
+                need = 12; /* a high surrogate and its low one */
+            }
+        }
+        if ((size_t)(end - e) < need) {
+            break;
+        }
+        e += need;
+    }
+    mf_buf_append(&lit, "\"", 1);
+    mf_buf_append(&lit, v, (size_t)(e - v));
+    mf_buf_append(&lit, "\"", 1);
+    j = mf_json_loadb(lit.data, lit.len, JSON_DECODE_ANY, NULL);
+    mf_buf_free(&lit);
+    if (!json_is_string(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* A custom call's input as far as the arguments hold it, the part not
+ * said yet as a response.custom_tool_call_input.delta. */
+static void
+input_delta(responses_stream_t *s, mf_buf_t *out)
+{
+    json_t *p = input_prefix(s->text.data, s->text.len);
+
+    if (p != NULL && json_string_length(p) > s->said) {
+        json_t *d = json_stringn(json_string_value(p) + s->said,
+                                 json_string_length(p) - s->said);
+
+        if (d != NULL) {
+            s->said = json_string_length(p);
+            emit(s, out, "response.custom_tool_call_input.delta",
+                 mf_json_pack("{s:s,s:I,s:o}", "item_id", s->item_id,
+                              "output_index", open_index(s), "delta", d));
+        }
+    }
+    json_decref(p);
+}
+
 static void
 tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
 {
@@ -1532,7 +1623,10 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
     }
     mf_buf_append(&s->text, args, strlen(args));
     if (s->call_kind != NULL) {
-        return; /* said whole when the call closes (JSON pieces) */
+        if (strcmp(s->call_kind, "custom") == 0) {
+            input_delta(s, out);
+        }
+        return; /* a local shell call's action: said when it closes */
     }
     emit(s, out, "response.function_call_arguments.delta",
          mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id, "output_index",

@@ -42,6 +42,22 @@ const applyPatch = {
 };
 const PATCH = '*** Begin Patch\n*** Add File: a.txt\n+hi "there"\n*** End Patch';
 
+test('a custom call\'s input is streamed as its arguments arrive, escapes decoded whole', async () => {
+  // the upstream's arguments in pieces of 3 characters: escapes (\n, \") fall
+  // across pieces, and characters of more than one byte; no delta holds half of one
+  const text = 'a\nb "q" \u00e9 \ud83d\ude00 end';
+  const stream = await client.responses.create({
+    model: 'gpt-4o', stream: true, tools: [applyPatch], input: `${text}[[mock:echo_args split=3]]`,
+  });
+  const evs = [];
+  for await (const ev of stream) evs.push(ev);
+  const deltas = evs.filter((e) => e.type === 'response.custom_tool_call_input.delta').map((e) => e.delta);
+  assert.ok(deltas.length > 5, JSON.stringify(deltas));
+  assert.equal(deltas.join(''), text);
+  assert.ok(deltas.every((d) => d.length > 0 && !/[\ud800-\udbff]$/.test(d)), JSON.stringify(deltas));
+  assert.equal(evs.find((e) => e.type === 'response.custom_tool_call_input.done').input, text);
+});
+
 // the function tools of an upstream body, whatever the wire: [name, description, parameters]
 function upstreamTools(up) {
   if (up.messages && up.tools && up.tools[0].function) {
