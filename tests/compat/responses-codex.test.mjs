@@ -90,7 +90,8 @@ for (const model of ['gpt-4o', 'claude-sonnet-4', 'gemini-2.5-flash']) {
     assert.deepEqual(params.required, ['input']);
     assert.equal(params.properties.input.type.toLowerCase(), 'string');
 
-    const stream = await client.responses.create({ model, stream: true, tools: [applyPatch], input });
+    // store: false, as Codex CLI sends it: nothing is kept, the calls still come back as custom items
+    const stream = await client.responses.create({ model, stream: true, store: false, tools: [applyPatch], input });
     const evs = [];
     for await (const ev of stream) evs.push(ev);
     const types = evs.map((e) => e.type);
