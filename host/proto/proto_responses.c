@@ -2,7 +2,9 @@
  * OpenAI Responses inbound: POST /v1/responses to canonical chat requests
  * (instructions, input as a string or items: messages with input_text,
  * input_image and output_text parts, function_call and
- * function_call_output items; function tools and tool choice,
+ * function_call_output items; function tools and tool choice; custom
+ * (freeform) and local_shell tools as function tools, their calls back
+ * as custom_tool_call and local_shell_call items and those replayed;
  * max_output_tokens, reasoning effort, text formats), chat completions
  * back to Response objects (message, function_call and reasoning output
  * items, usage with cached and reasoning tokens), and canonical chunks to
@@ -26,6 +28,9 @@
 
 #include "proto/proto.h"
 
+/* The function a local_shell tool becomes upstream. */
+#define SHELL_TOOL "local_shell"
+
 /* Item ids */
 
 /* The id of an item the gateway names: its kind ("msg", "fc", "rs"), the
@@ -45,11 +50,15 @@ static void
 input_item_id(char *buf, size_t cap, const char *type, const char *rid,
               size_t n)
 {
-    const char *kind = type == NULL || strcmp(type, "message") == 0 ? "msg"
-                       : strcmp(type, "function_call") == 0         ? "fc"
-                       : strcmp(type, "function_call_output") == 0  ? "fco"
-                       : strcmp(type, "reasoning") == 0             ? "rs"
-                                                                    : "item";
+    const char *kind = type == NULL || strcmp(type, "message") == 0   ? "msg"
+                       : strcmp(type, "function_call") == 0           ? "fc"
+                       : strcmp(type, "function_call_output") == 0    ? "fco"
+                       : strcmp(type, "reasoning") == 0               ? "rs"
+                       : strcmp(type, "custom_tool_call") == 0        ? "ctc"
+                       : strcmp(type, "custom_tool_call_output") == 0 ? "ctco"
+                       : strcmp(type, "local_shell_call") == 0        ? "lsh"
+                       : strcmp(type, "local_shell_call_output") == 0 ? "lsho"
+                                                                      : "item";
 
     snprintf(buf, cap, "%s_%.48s_in%zu", kind,
              strncmp(rid, "resp_", 5) == 0 ? rid + 5 : rid, n);
@@ -204,6 +213,60 @@ reasoning_only(json_t *m)
            json_object_get(m, "reasoning_items") != NULL;
 }
 
+/* A custom_tool_call or local_shell_call input item (an earlier turn's
+ * call of a custom or local_shell tool) as the canonical function call
+ * the tool became (tools_of): a custom call's input as the argument
+ * "input", a local shell call's exec action (less its type) as the
+ * arguments. */
+static int
+tool_call_item(json_t *msgs, json_t *item, const char *type, const char **err)
+{
+    json_t *m, *calls, *args, *id = json_object_get(item, "call_id");
+    const char *name;
+    char *text;
+
+    if (!json_is_string(id)) {
+        id = json_object_get(item, "id");
+    }
+    if (strcmp(type, "custom_tool_call") == 0) {
+        json_t *in = json_object_get(item, "input");
+
+        name = json_string_value(json_object_get(item, "name"));
+        if (!json_is_string(id) || name == NULL || !json_is_string(in)) {
+            *err = "input: a custom_tool_call item needs call_id, name and "
+                   "input";
+            return MF_ERR;
+        }
+        args = mf_json_pack("{s:O}", "input", in);
+    } else {
+        json_t *action = json_object_get(item, "action");
+
+        name = SHELL_TOOL;
+        if (!json_is_string(id) ||
+            !json_is_array(json_object_get(action, "command"))) {
+            *err = "input: a local_shell_call item needs call_id and an exec "
+                   "action with a command";
+            return MF_ERR;
+        }
+        args = json_deep_copy(action);
+        json_object_del(args, "type");
+    }
+    text = mf_json_dumps(args, JSON_COMPACT);
+    json_decref(args);
+    m = assistant_for_calls(msgs);
+    calls = json_object_get(m, "tool_calls");
+    if (calls == NULL) {
+        calls = json_array();
+        json_object_set_new(m, "tool_calls", calls);
+    }
+    json_array_append_new(calls,
+                          mf_json_pack("{s:O,s:s,s:{s:s,s:s}}", "id", id,
+                                       "type", "function", "function", "name",
+                                       name, "arguments", text ? text : "{}"));
+    free(text);
+    return MF_OK;
+}
+
 /* One input item appended to the canonical messages; MF_ERR with *err. */
 static int
 input_item(json_t *msgs, json_t *item, const char **err)
@@ -234,6 +297,25 @@ input_item(json_t *msgs, json_t *item, const char **err)
         json_array_append_new(
             msgs, mf_json_pack("{s:s,s:o}", "role", role, "content", content));
         return MF_OK;
+    }
+    if (strcmp(type, "custom_tool_call") == 0 ||
+        strcmp(type, "local_shell_call") == 0) {
+        return tool_call_item(msgs, item, type, err);
+    }
+    if (strcmp(type, "custom_tool_call_output") == 0 ||
+        strcmp(type, "local_shell_call_output") == 0) {
+        /* a local_shell_call_output may name its call by id */
+        json_t *o = json_deep_copy(item);
+        int rc;
+
+        if (!json_is_string(json_object_get(o, "call_id")) &&
+            json_is_string(json_object_get(o, "id"))) {
+            json_object_set(o, "call_id", json_object_get(o, "id"));
+        }
+        json_object_set_new(o, "type", json_string("function_call_output"));
+        rc = input_item(msgs, o, err);
+        json_decref(o);
+        return rc;
     }
     if (strcmp(type, "function_call") == 0) {
         json_t *m, *calls, *id = json_object_get(item, "call_id");
@@ -296,27 +378,123 @@ input_item(json_t *msgs, json_t *item, const char **err)
         return MF_OK;
     }
     *err = "input: this item type is not supported by this gateway; send "
-           "message, function_call and function_call_output items";
+           "message, function_call, function_call_output, reasoning, "
+           "custom_tool_call, custom_tool_call_output, local_shell_call and "
+           "local_shell_call_output items";
     return MF_ERR;
 }
 
-/* Function tools to canonical tools; NULL with *err for another kind. */
+/* Built-in tools only OpenAI's own service runs, refused by name. */
+#define BUILTIN(t)                                                             \
+    {                                                                          \
+        t, "tools: " t " is a built-in tool that runs only on OpenAI's own "   \
+           "Responses API; this gateway serves function, custom and "          \
+           "local_shell tools"                                                 \
+    }
+static const struct {
+    const char *type, *err;
+} builtin_tools[] = {
+    BUILTIN("web_search"),
+    BUILTIN("web_search_preview"),
+    BUILTIN("file_search"),
+    BUILTIN("computer_use_preview"),
+    BUILTIN("computer_use"),
+    BUILTIN("code_interpreter"),
+    BUILTIN("image_generation"),
+    BUILTIN("mcp"),
+    {NULL, NULL},
+};
+#undef BUILTIN
+
+/* A custom (freeform) tool as a function tool taking its text as the one
+ * string parameter "input"; its format (a grammar) goes into the
+ * description for the model to follow (no provider but OpenAI enforces
+ * it). */
 static json_t *
-tools_of(json_t *tools, const char **err)
+custom_function(json_t *t)
+{
+    json_t *f = json_object_get(t, "format"), *fn;
+    const char *desc = json_string_value(json_object_get(t, "description"));
+    const char *syntax = json_string_value(json_object_get(f, "syntax"));
+    const char *def = json_string_value(json_object_get(f, "definition"));
+    mf_buf_t d = {0};
+
+    mf_buf_printf(&d,
+                  "%s%sThe whole input goes in the string parameter "
+                  "\"input\", as free text.",
+                  desc ? desc : "", desc && desc[0] ? "\n\n" : "");
+    if (def != NULL) {
+        mf_buf_printf(&d, " It must follow this %s grammar:\n",
+                      syntax ? syntax : "");
+        mf_buf_append(&d, def, strlen(def));
+    }
+    fn = mf_json_pack("{s:O,s:s%,s:{s:s,s:{s:{s:s}},s:[s]}}", "name",
+                      json_object_get(t, "name"), "description",
+                      d.data ? d.data : "", d.len, "parameters", "type",
+                      "object", "properties", "input", "type", "string",
+                      "required", "input");
+    mf_buf_free(&d);
+    return fn;
+}
+
+/* local_shell as a function tool whose arguments are the exec action. */
+static json_t *
+shell_function(void)
+{
+    return mf_json_pack(
+        "{s:s,s:s,s:{s:s,s:{s:{s:s,s:{s:s}},s:{s:s},s:{s:s}},s:[s]}}", "name",
+        SHELL_TOOL, "description",
+        "Runs a command on the user's machine and returns its output. "
+        "command is the argument list (the program first, e.g. "
+        "[\"bash\", \"-lc\", \"ls -la\"]); working_directory and timeout_ms "
+        "are optional.",
+        "parameters", "type", "object", "properties", "command", "type",
+        "array", "items", "type", "string", "working_directory", "type",
+        "string", "timeout_ms", "type", "integer", "required", "command");
+}
+
+/* Tools to canonical function tools: function tools as they are, custom
+ * and local_shell ones as functions (their names noted in kinds, name to
+ * "custom" or "local_shell", so that the answer's calls go back to the
+ * client as custom_tool_call and local_shell_call items); NULL with *err
+ * for another kind. */
+static json_t *
+tools_of(json_t *tools, json_t *kinds, const char **err)
 {
     json_t *out = json_array(), *t;
-    size_t i;
+    size_t i, k;
 
     json_array_foreach(tools, i, t)
     {
         const char *type = json_string_value(json_object_get(t, "type"));
         json_t *fn;
 
+        if (type != NULL && strcmp(type, "local_shell") == 0) {
+            json_object_set_new(kinds, SHELL_TOOL, json_string("local_shell"));
+            json_array_append_new(out,
+                                  mf_json_pack("{s:s,s:o}", "type", "function",
+                                               "function", shell_function()));
+            continue;
+        }
+        if (type != NULL && strcmp(type, "custom") == 0 &&
+            json_is_string(json_object_get(t, "name"))) {
+            json_object_set_new(kinds,
+                                json_string_value(json_object_get(t, "name")),
+                                json_string("custom"));
+            json_array_append_new(out,
+                                  mf_json_pack("{s:s,s:o}", "type", "function",
+                                               "function", custom_function(t)));
+            continue;
+        }
         if (type == NULL || strcmp(type, "function") != 0 ||
             !json_is_string(json_object_get(t, "name"))) {
-            *err = "tools: only function tools (with a name) are supported "
-                   "by this gateway; built-in tools such as web_search run "
-                   "only on OpenAI's own Responses API";
+            *err = "tools: each tool needs a type (function, custom or "
+                   "local_shell) and a function or custom tool a name";
+            for (k = 0; type != NULL && builtin_tools[k].type != NULL; k++) {
+                if (strcmp(type, builtin_tools[k].type) == 0) {
+                    *err = builtin_tools[k].err;
+                }
+            }
             json_decref(out);
             return NULL;
         }
@@ -390,7 +568,7 @@ wants_encrypted(json_t *in)
 
 /* The settings that map one to one, and the rest of the request. */
 static int
-settings(json_t *in, json_t *out, const char **err)
+settings(json_t *in, json_t *out, json_t *kinds, const char **err)
 {
     static const char *const same[] = {
         "temperature", "top_p", "parallel_tool_calls", "user", "stream", NULL};
@@ -428,13 +606,20 @@ settings(json_t *in, json_t *out, const char **err)
         json_object_set_new(out, "response_format", v);
     }
     if (json_array_size(json_object_get(in, "tools")) > 0) {
-        if ((v = tools_of(json_object_get(in, "tools"), err)) == NULL) {
+        if ((v = tools_of(json_object_get(in, "tools"), kinds, err)) == NULL) {
             return MF_ERR;
         }
         json_object_set_new(out, "tools", v);
         tc = json_object_get(in, "tool_choice");
         if (json_is_string(tc)) {
             json_object_set(out, "tool_choice", tc);
+        } else if (json_is_string(json_object_get(tc, "type")) &&
+                   strcmp(json_string_value(json_object_get(tc, "type")),
+                          "local_shell") == 0) {
+            json_object_set_new(out, "tool_choice",
+                                mf_json_pack("{s:s,s:{s:s}}", "type",
+                                             "function", "function", "name",
+                                             SHELL_TOOL));
         } else if (json_is_string(json_object_get(tc, "name"))) {
             json_object_set_new(out, "tool_choice",
                                 mf_json_pack("{s:s,s:{s:O}}", "type",
@@ -586,7 +771,7 @@ const char mf_proto_prev_unknown[] =
 static json_t *
 responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
 {
-    json_t *out, *msgs, *v, *item, *items;
+    json_t *out, *msgs, *v, *item, *items, *kinds;
     const char *prev;
     size_t i;
 
@@ -638,7 +823,9 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
             json_array_remove(msgs, i);
         }
     }
-    if (settings(in, out, err) != MF_OK) {
+    kinds = json_object();
+    if (settings(in, out, kinds, err) != MF_OK) {
+        json_decref(kinds);
         json_decref(items);
         json_decref(out);
         return NULL;
@@ -652,12 +839,18 @@ responses_request(const mf_proto_call_t *call, json_t *in, const char **err)
         if (memo != NULL && !json_is_false(json_object_get(in, "store"))) {
             json_object_set(memo, "items", items);
         }
+        if (memo != NULL && json_object_size(kinds) > 0) {
+            /* the tools whose calls go back as custom_tool_call and
+             * local_shell_call items */
+            json_object_set(memo, "kinds", kinds);
+        }
         json_decref(items);
         json_decref(*call->memo);
         *call->memo = memo;
     } else {
         json_decref(items);
     }
+    json_decref(kinds);
     return out;
 }
 
@@ -838,6 +1031,71 @@ call_item(const char *id, const char *call_id, const char *name,
                         args, "status", status);
 }
 
+/* What the tool a call names was in the request: "custom",
+ * "local_shell", or NULL for a function tool (memo's kinds). */
+static const char *
+call_kind(json_t *memo, const char *name)
+{
+    return name ? json_string_value(
+                      json_object_get(json_object_get(memo, "kinds"), name))
+                : NULL;
+}
+
+/* The id kind of a call's output item. */
+static const char *
+call_id_kind(const char *kind)
+{
+    return kind == NULL ? "fc" : strcmp(kind, "custom") == 0 ? "ctc" : "lsh";
+}
+
+/* A call of a custom or local_shell tool as the client's item (kind as
+ * call_kind says): a custom_tool_call with the text of the argument
+ * "input" (the arguments as they came when the model gave no such
+ * string), or a local_shell_call with the arguments as its exec action
+ * (a command given as one string becomes a list of it). New reference. */
+static json_t *
+kind_item(const char *kind, const char *id, const char *call_id,
+          const char *name, const char *args, const char *status)
+{
+    json_t *a = json_loads(args, 0, NULL), *item, *cmd, *v, *action;
+
+    if (strcmp(kind, "custom") == 0) {
+        json_t *in = json_object_get(a, "input");
+
+        item = mf_json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "type",
+                            "custom_tool_call", "id", id, "call_id", call_id,
+                            "name", name, "input",
+                            json_is_string(in) ? json_string_value(in) : args,
+                            "status", status);
+        json_decref(a);
+        return item;
+    }
+    cmd = json_object_get(a, "command");
+    cmd = json_is_array(cmd)    ? json_incref(cmd)
+          : json_is_string(cmd) ? mf_json_pack("[O]", cmd)
+                                : json_array();
+    action = mf_json_pack("{s:s,s:o,s:o,s:n,s:n,s:n}", "type", "exec",
+                          "command", cmd, "env", json_object(), "timeout_ms",
+                          "working_directory", "user");
+    if (json_is_object(v = json_object_get(a, "env"))) {
+        json_object_set(action, "env", v);
+    }
+    if (json_is_integer(v = json_object_get(a, "timeout_ms"))) {
+        json_object_set(action, "timeout_ms", v);
+    }
+    if (json_is_string(v = json_object_get(a, "working_directory"))) {
+        json_object_set(action, "working_directory", v);
+    }
+    if (json_is_string(v = json_object_get(a, "user"))) {
+        json_object_set(action, "user", v);
+    }
+    item = mf_json_pack("{s:s,s:s,s:s,s:s,s:o}", "type", "local_shell_call",
+                        "id", id, "call_id", call_id, "status", status,
+                        "action", action);
+    json_decref(a);
+    return item;
+}
+
 static json_t *
 reasoning_item(const char *id, const char *text)
 {
@@ -910,10 +1168,16 @@ responses_response(const mf_proto_call_t *pc, json_t *c,
         const char *name = json_string_value(json_object_get(fn, "name"));
         const char *args = json_string_value(json_object_get(fn, "arguments"));
 
-        item_id(mid, sizeof(mid), "fc", rid, json_array_size(out));
-        json_array_append_new(out,
-                              call_item(mid, id ? id : "call", name ? name : "",
-                                        args ? args : "{}", "completed"));
+        const char *kind = call_kind(memo, name);
+
+        item_id(mid, sizeof(mid), call_id_kind(kind), rid,
+                json_array_size(out));
+        json_array_append_new(
+            out, kind != NULL
+                     ? kind_item(kind, mid, id ? id : "call", name,
+                                 args ? args : "{}", "completed")
+                     : call_item(mid, id ? id : "call", name ? name : "",
+                                 args ? args : "{}", "completed"));
     }
     out = response_obj(
         rid, model ? model : "",
@@ -951,6 +1215,8 @@ typedef struct {
     char model[256];
     json_t *ri;   /* the provider's reasoning item the open one closes with */
     int no_parts; /* the open reasoning item has no summary part */
+    const char *call_kind; /* the open call's (call_kind), in memo */
+    size_t said; /* bytes of the open custom call's input said in deltas */
 } responses_stream_t;
 
 static void
@@ -1183,6 +1449,26 @@ close_item(responses_stream_t *s, mf_buf_t *out)
                           "part", "type", "output_text", "text", text,
                           "annotations"));
         item = message_item(s->item_id, text, "completed");
+    } else if (s->item == ITEM_CALL && s->call_kind != NULL) {
+        item = kind_item(s->call_kind, s->item_id, s->call_id, s->call_name,
+                         text, "completed");
+        if (strcmp(s->call_kind, "custom") == 0) {
+            /* what the deltas did not say yet (all of it when the
+             * arguments were not {"input": ...} as they came) */
+            json_t *whole = json_object_get(item, "input");
+            const char *in = json_string_value(whole);
+            size_t n = json_string_length(whole);
+
+            if (n > s->said && ((unsigned char)in[s->said] & 0xC0) != 0x80) {
+                emit(s, out, "response.custom_tool_call_input.delta",
+                     mf_json_pack("{s:s,s:I,s:s%}", "item_id", s->item_id,
+                                  "output_index", idx, "delta", in + s->said,
+                                  n - s->said));
+            }
+            emit(s, out, "response.custom_tool_call_input.done",
+                 mf_json_pack("{s:s,s:I,s:s}", "item_id", s->item_id,
+                              "output_index", idx, "input", in));
+        }
     } else if (s->item == ITEM_CALL) {
         field_event(s, out, "response.function_call_arguments.done", NULL,
                     "arguments", text);
@@ -1240,6 +1526,7 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     s->item = ITEM_NONE;
     s->call = -1;
     s->text.len = 0;
+    s->said = 0;
 }
 
 static void
@@ -1257,9 +1544,15 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
                             s->item_id, "status", "in_progress", "role",
                             "assistant", "content");
     } else if (type == ITEM_CALL) {
-        item_id(s->item_id, sizeof(s->item_id), "fc", s->id, (size_t)idx);
-        item =
-            call_item(s->item_id, s->call_id, s->call_name, "", "in_progress");
+        item_id(s->item_id, sizeof(s->item_id), call_id_kind(s->call_kind),
+                s->id, (size_t)idx);
+        /* a custom call's input, or a local shell call's command, is
+         * said whole when the call closes; empty until then */
+        item = s->call_kind != NULL
+                   ? kind_item(s->call_kind, s->item_id, s->call_id,
+                               s->call_name, "{\"input\":\"\"}", "in_progress")
+                   : call_item(s->item_id, s->call_id, s->call_name, "",
+                               "in_progress");
     } else {
         item_id(s->item_id, sizeof(s->item_id), "rs", s->id, (size_t)idx);
         item = mf_json_pack("{s:s,s:s,s:[]}", "type", "reasoning", "id",
@@ -1340,6 +1633,91 @@ reasoning_done(responses_stream_t *s, json_t *ri, mf_buf_t *out)
     close_item(s, out);
 }
 
+/* The part of a custom call's input that the arguments so far (a JSON
+ * prefix, {"input":"...) hold whole, decoded: the string value of
+ * "input" up to its end or to the first escape not complete yet (a
+ * lone high surrogate included). New reference, or NULL when there is
+ * none yet. */
+static json_t *
+input_prefix(const char *a, size_t n)
+{
+    const char *k = a, *end = a + n, *v, *e;
+    mf_buf_t lit = {0};
+    json_t *j;
+
+    for (;;) {
+        k = memmem(k, (size_t)(end - k), "\"input\"", 7);
+        if (k == NULL) {
+            return NULL;
+        }
+        if (k == a || k[-1] != '\\') {
+            break;
+        }
+        k += 7;
+    }
+    for (v = k + 7; v < end && isspace((unsigned char)*v); v++) {
+    }
+    if (v >= end || *v++ != ':') {
+        return NULL;
+    }
+    while (v < end && isspace((unsigned char)*v)) {
+        v++;
+    }
+    if (v >= end || *v++ != '"') {
+        return NULL;
+    }
+    for (e = v; e < end && *e != '"';) {
+        size_t need = 2;
+
+        if (*e != '\\') {
+            e++;
+            continue;
+        }
+        if (e + 1 < end && e[1] == 'u') {
+            need = 6;
+            if (e + 5 < end && (e[2] == 'd' || e[2] == 'D') &&
+                strchr("89abAB", e[3]) != NULL) {
+                need = 12; /* a high surrogate and its low one */
+            }
+        }
+        if ((size_t)(end - e) < need) {
+            break;
+        }
+        e += need;
+    }
+    mf_buf_append(&lit, "\"", 1);
+    mf_buf_append(&lit, v, (size_t)(e - v));
+    mf_buf_append(&lit, "\"", 1);
+    j = mf_json_loadb(lit.data, lit.len, JSON_DECODE_ANY, NULL);
+    mf_buf_free(&lit);
+    if (!json_is_string(j)) {
+        json_decref(j);
+        return NULL;
+    }
+    return j;
+}
+
+/* A custom call's input as far as the arguments hold it, the part not
+ * said yet as a response.custom_tool_call_input.delta. */
+static void
+input_delta(responses_stream_t *s, mf_buf_t *out)
+{
+    json_t *p = input_prefix(s->text.data, s->text.len);
+
+    if (p != NULL && json_string_length(p) > s->said) {
+        json_t *d = json_stringn(json_string_value(p) + s->said,
+                                 json_string_length(p) - s->said);
+
+        if (d != NULL) {
+            s->said = json_string_length(p);
+            emit(s, out, "response.custom_tool_call_input.delta",
+                 mf_json_pack("{s:s,s:I,s:o}", "item_id", s->item_id,
+                              "output_index", open_index(s), "delta", d));
+        }
+    }
+    json_decref(p);
+}
+
 static void
 tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
 {
@@ -1352,6 +1730,8 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
     if (id != NULL && (s->item != ITEM_CALL || s->call != (int)ti)) {
         snprintf(s->call_id, sizeof(s->call_id), "%s", id);
         snprintf(s->call_name, sizeof(s->call_name), "%s", name ? name : "");
+        close_item(s, out); /* the kind is the new call's */
+        s->call_kind = call_kind(s->memo, s->call_name);
         open_item(s, ITEM_CALL, out);
         s->call = (int)ti;
     }
@@ -1360,6 +1740,12 @@ tool_delta(responses_stream_t *s, json_t *tc, mf_buf_t *out)
         return;
     }
     mf_buf_append(&s->text, args, strlen(args));
+    if (s->call_kind != NULL) {
+        if (strcmp(s->call_kind, "custom") == 0) {
+            input_delta(s, out);
+        }
+        return; /* a local shell call's action: said when it closes */
+    }
     delta_event(s, out, "response.function_call_arguments.delta", NULL, args);
 }
 

@@ -140,6 +140,26 @@ test('Responses inbound: a function-call stream, every event', async () => {
   ]));
 });
 
+test('Responses inbound: a custom tool call stream (apply_patch), every event', async () => {
+  const tools = [{ type: 'custom', name: 'apply_patch', description: 'Edit files.', format: { type: 'grammar', syntax: 'lark', definition: 'start: "x"' } }];
+  const evs = normaliseResponses(await namedEvents(await post(gw, '/v1/responses', {
+    model: 'gpt-4o', stream: true, input: 'call', tools,
+  })), 'ctc');
+  // the upstream calls the function the tool became with {"input":"mock"}
+  // in two pieces: the input is said whole once the call is
+  const call = (status, input) => ({ type: 'custom_tool_call', id: 'ITEM', call_id: 'call_mock_1', name: 'apply_patch', input, status });
+  const at = { item_id: 'ITEM', output_index: 0 };
+  assert.deepEqual(evs, seq([
+    ['response.created', { response: response('in_progress', [], null, { tools }) }],
+    ['response.in_progress', { response: response('in_progress', [], null, { tools }) }],
+    ['response.output_item.added', { output_index: 0, item: call('in_progress', '') }],
+    ['response.custom_tool_call_input.delta', { ...at, delta: 'mock' }],
+    ['response.custom_tool_call_input.done', { ...at, input: 'mock' }],
+    ['response.output_item.done', { output_index: 0, item: call('completed', 'mock') }],
+    ['response.completed', { response: response('completed', [call('completed', 'mock')], usageR(8, 2), { tools }) }],
+  ]));
+});
+
 // ---- Anthropic Messages inbound -------------------------------------------
 
 // The message id is the upstream's completion id behind msg_; one per stream.

@@ -359,7 +359,7 @@ test('responses errors arrive in OpenAI shape with the right status', async () =
     (e) => e instanceof OpenAI.BadRequestError && /previous_response_id/.test(e.message));
   await assert.rejects(
     client.responses.create({ model: 'gpt-4o', input: 'x', tools: [{ type: 'web_search_preview' }] }),
-    (e) => e instanceof OpenAI.BadRequestError && /function tools/.test(e.message));
+    (e) => e instanceof OpenAI.BadRequestError && /web_search_preview is a built-in tool/.test(e.message));
   await assert.rejects(
     client.responses.create({ model: 'gpt-4o', input: 'x [[mock:status=429]]' }),
     (e) => e instanceof OpenAI.RateLimitError);
