@@ -749,6 +749,9 @@ up_on_end(void *arg)
             return;
         }
         r->phase = MF_PHASE_BODY; /* no stage is paused at the end */
+        /* the stream is over: what was held (a preamble, events that made
+         * no bytes since) is the answer now, head first */
+        r->att.held = 0;
         if ((r->att.evs_framing ? mf_evstream_pending(&r->evs)
                                 : mf_sse_parser_pending(&r->sse)) > 0 &&
             !r->att.saw_done) {

@@ -470,6 +470,7 @@ mf_req_on_sse_event(void *arg, const mf_sse_event_t *ev)
     }
     if (flags & MF_EVENT_DONE) {
         r->att.saw_done = 1;
+        r->att.held = 0; /* the answer is whole: what is held goes out */
     } else if (!(flags & MF_EVENT_USAGE_ONLY)) {
         r->att.events_seen++;
     }
