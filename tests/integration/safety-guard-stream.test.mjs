@@ -242,13 +242,13 @@ test('results: the checks and the hold in headers, the log line and the hold his
 });
 
 test('hold: text of a slow answer is checked after hold_ms, not held for a sentence end', async () => {
-  // events 150 ms apart, no sentence end: the second event comes after
+  // events 400 ms apart, no sentence end: the second event comes after
   // hold_ms (20) and makes a checkpoint before the end (events that
   // arrive together after a check has held the upstream wait for the
   // next one)
   const before = await mock.count();
   const text = 'no sentence end in this slow text at all';
-  const s = await stream(gws.slowtext, text, 10, { model: 'gpt-4o[[mock:split=10 chunk_delay=150]]' });
+  const s = await stream(gws.slowtext, text, 10, { model: 'gpt-4o[[mock:split=10 chunk_delay=400]]' });
   assert.equal(s.status, 200);
   assert.equal(s.text, text);
   const inputs = await checks(before);
