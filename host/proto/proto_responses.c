@@ -1416,6 +1416,41 @@ field_event(responses_stream_t *s, mf_buf_t *out, const char *type,
     mf_buf_free(&b);
 }
 
+/* A message item's events as text: added (the item in progress, empty)
+ * when added, else a content part {"item_id","output_index",
+ * "content_index":0,"part":{"type":"output_text","text","annotations":[]}}
+ * with text; the bytes emit writes of the same trees. */
+static void
+part_event(responses_stream_t *s, mf_buf_t *out, const char *type, int added,
+           json_int_t idx, const char *text)
+{
+    mf_buf_t b = {0};
+    char num[24];
+    int rc = MF_OK;
+    size_t n = (size_t)snprintf(num, sizeof(num), "%lld", (long long)idx);
+
+    if (added) {
+        MF_PROTO_PUT_LIT(&b, "{\"output_index\":");
+        mf_buf_append(&b, num, n);
+        MF_PROTO_PUT_LIT(&b, ",\"item\":{\"type\":\"message\",\"id\":");
+        rc |= mf_proto_put_str(&b, s->item_id);
+        MF_PROTO_PUT_LIT(&b, ",\"status\":\"in_progress\",\"role\":"
+                             "\"assistant\",\"content\":[]}}");
+    } else {
+        MF_PROTO_PUT_LIT(&b, "{\"item_id\":");
+        rc |= mf_proto_put_str(&b, s->item_id);
+        MF_PROTO_PUT_LIT(&b, ",\"output_index\":");
+        mf_buf_append(&b, num, n);
+        MF_PROTO_PUT_LIT(&b, ",\"content_index\":0,\"part\":{\"type\":"
+                             "\"output_text\",\"text\":");
+        rc |= mf_proto_put_str(&b, text);
+        MF_PROTO_PUT_LIT(&b, ",\"annotations\":[]}}");
+    }
+    mf_buf_append(&b, "", 1);
+    emit_text(s, out, type, rc == MF_OK ? b.data : NULL);
+    mf_buf_free(&b);
+}
+
 static void
 delta_event(responses_stream_t *s, mf_buf_t *out, const char *type,
             const char *part, const char *t)
@@ -1443,11 +1478,7 @@ close_item(responses_stream_t *s, mf_buf_t *out)
     if (s->item == ITEM_MESSAGE) {
         field_event(s, out, "response.output_text.done", "content_index",
                     "text", text);
-        emit(s, out, "response.content_part.done",
-             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
-                          s->item_id, "output_index", idx, "content_index", 0,
-                          "part", "type", "output_text", "text", text,
-                          "annotations"));
+        part_event(s, out, "response.content_part.done", 0, idx, text);
         item = message_item(s->item_id, text, "completed");
     } else if (s->item == ITEM_CALL && s->call_kind != NULL) {
         item = kind_item(s->call_kind, s->item_id, s->call_id, s->call_name,
@@ -1540,9 +1571,10 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
     s->item = type;
     if (type == ITEM_MESSAGE) {
         item_id(s->item_id, sizeof(s->item_id), "msg", s->id, (size_t)idx);
-        item = mf_json_pack("{s:s,s:s,s:s,s:s,s:[]}", "type", "message", "id",
-                            s->item_id, "status", "in_progress", "role",
-                            "assistant", "content");
+        /* the bytes emit writes of its trees, written straight */
+        part_event(s, out, "response.output_item.added", 1, idx, NULL);
+        part_event(s, out, "response.content_part.added", 0, idx, "");
+        return;
     } else if (type == ITEM_CALL) {
         item_id(s->item_id, sizeof(s->item_id), call_id_kind(s->call_kind),
                 s->id, (size_t)idx);
@@ -1565,13 +1597,7 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
     }
     emit(s, out, "response.output_item.added",
          mf_json_pack("{s:I,s:o}", "output_index", idx, "item", item));
-    if (type == ITEM_MESSAGE) {
-        emit(s, out, "response.content_part.added",
-             mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s,s:[]}}", "item_id",
-                          s->item_id, "output_index", idx, "content_index", 0,
-                          "part", "type", "output_text", "text", "",
-                          "annotations"));
-    } else if (type == ITEM_REASONING && !s->no_parts) {
+    if (type == ITEM_REASONING && !s->no_parts) {
         emit(s, out, "response.reasoning_summary_part.added",
              mf_json_pack("{s:s,s:I,s:i,s:{s:s,s:s}}", "item_id", s->item_id,
                           "output_index", idx, "summary_index", 0, "part",
