@@ -1572,7 +1572,7 @@ open_item(responses_stream_t *s, int type, mf_buf_t *out)
     if (type == ITEM_MESSAGE) {
         item_id(s->item_id, sizeof(s->item_id), "msg", s->id, (size_t)idx);
         /* the bytes emit writes of its trees, written straight */
-        part_event(s, out, "response.output_item.added", 1, idx, NULL);
+        part_event(s, out, "response.output_item.added", 1, idx, "");
         part_event(s, out, "response.content_part.added", 0, idx, "");
         return;
     } else if (type == ITEM_CALL) {

@@ -401,19 +401,24 @@ carries_usage(mf_str_t d)
 /* Whether d reads as one JSON object: '{' first and '}' last (spaces
  * aside); the cheap check that finds an event cut short. */
 static int
+json_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static int
 whole_object(mf_str_t d)
 {
-    size_t a = 0, b = d.len;
+    const char *p = d.data, *e = d.data + d.len;
 
-    while (a < b && (d.data[a] == ' ' || d.data[a] == '\t' ||
-                     d.data[a] == '\r' || d.data[a] == '\n')) {
-        a++;
+    while (p < e && json_space(*p)) {
+        p++;
     }
-    while (b > a && (d.data[b - 1] == ' ' || d.data[b - 1] == '\t' ||
-                     d.data[b - 1] == '\r' || d.data[b - 1] == '\n')) {
-        b--;
+    while (e > p && json_space(e[-1])) {
+        e--;
     }
-    return b - a >= 2 && d.data[a] == '{' && d.data[b - 1] == '}';
+    /* cppcheck-suppress knownConditionTrueFalse ; not after the loops */
+    return e - p >= 2 && *p == '{' && e[-1] == '}';
 }
 
 int
