@@ -861,6 +861,15 @@ accept_retry_cb(evutil_socket_t fd, short what, void *arg)
     if (w->status_listener != NULL && !w->stopping) {
         evconnlistener_enable(w->status_listener);
     }
+    if (w->accept_episode && !w->stopping) {
+        /* a quiet second from here ends the episode, also when no
+         * connection is waiting to be accepted (an accept's success only
+         * re-arms it; without this, an episode whose last event was a
+         * failure stayed open until the next connection came) */
+        static const struct timeval quiet = {1, 0};
+
+        evtimer_add(w->accept_quiet, &quiet);
+    }
 }
 
 /* A second of accepts without a failure: the episode is over. */
@@ -872,6 +881,7 @@ accept_quiet_cb(evutil_socket_t fd, short what, void *arg)
     MF_UNUSED(fd);
     MF_UNUSED(what);
     w->accept_episode = 0;
+    w->accept_backoff_ms = 0;
     if (atomic_fetch_sub(&w->server->accept_paused, 1) == 1) {
         mf_log_info("accept: new connections are accepted again");
     }
